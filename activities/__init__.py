@@ -1,0 +1,1 @@
+"""Activities: linkage (query) activities, hub activities, and the sample agencies' providers."""

@@ -1,0 +1,56 @@
+"""A municipality (市町村長): resident records and local tax, from its own schema."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio.exceptions import ApplicationError
+
+from activities.linkage import Provider
+from activities.models import LinkageRequest
+from whitelist.schemas import HouseholdMember, LocalTax, ResidentRecord
+
+FISCAL_YEAR = 2025
+
+
+def schema_of(org: str) -> str:
+    return "agency_" + org.replace("-", "_")
+
+
+def no_match(org: str, info: str) -> ApplicationError:
+    # A "no match" is an answer, not an outage: retrying cannot change it.
+    return ApplicationError(f"{org} holds no {info} for this subject", type="NoMatch", non_retryable=True)
+
+
+def providers(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:
+    schema = schema_of(org)
+
+    async def resident_record(req: LinkageRequest) -> ResidentRecord:
+        row = await pool.fetchrow(
+            f"SELECT household_id, relationship, moved_in FROM {schema}.residents WHERE code = $1",
+            req.subject,
+        )
+        if row is None:
+            raise no_match(org, req.info)
+        members = await pool.fetch(
+            f"SELECT code, relationship FROM {schema}.residents WHERE household_id = $1 ORDER BY code",
+            row["household_id"],
+        )
+        return ResidentRecord(
+            household_id=row["household_id"],
+            relationship=row["relationship"],
+            moved_in=row["moved_in"],
+            members=[HouseholdMember(code=m["code"], relationship=m["relationship"]) for m in members],
+        )
+
+    async def local_tax(req: LinkageRequest) -> LocalTax:
+        row = await pool.fetchrow(
+            f"SELECT fiscal_year, taxable_income, municipal_tax, dependents FROM {schema}.local_tax"
+            " WHERE code = $1 AND fiscal_year = $2",
+            req.subject,
+            FISCAL_YEAR,
+        )
+        if row is None:
+            raise no_match(org, req.info)
+        return LocalTax(**dict(row))
+
+    return {"resident-record": resident_record, "local-tax": local_tax}

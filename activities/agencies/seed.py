@@ -1,0 +1,65 @@
+"""Loading the synthetic residents into the hub (codes) and each sample agency's own tables."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from activities.agencies.municipality import FISCAL_YEAR, schema_of
+from activities.agencies.synthetic import generate, people
+from renkei.pseudonyms import Pseudonyms, derive_code
+from whitelist.models import Catalog
+
+
+async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) -> bool:
+    """Seed once; ``False`` if the data is already there."""
+    if await pool.fetchval("SELECT count(*) FROM hub.subject_codes") > 0:
+        return False
+    households = generate(size)
+    everyone = people(households)
+    await Pseudonyms(pool, hub_key).enroll([p.subject_id for p in everyone], sorted(catalog.orgs))
+
+    def code(org: str, p: object) -> str:
+        return derive_code(hub_key, org, p.subject_id)  # type: ignore[attr-defined]
+
+    async with pool.acquire() as conn, conn.transaction():
+        for org in ("city-minato", "city-shibuya"):
+            local = [p for p in everyone if p.municipality == org]
+            schema = schema_of(org)
+            await conn.copy_records_to_table(
+                "residents",
+                schema_name=schema,
+                columns=["code", "household_id", "relationship", "moved_in", "birth_date"],
+                records=[(code(org, p), p.household_id, p.relationship, p.moved_in, p.birth_date) for p in local],
+            )
+            tax = []
+            for h in households:
+                if h.municipality != org:
+                    continue
+                dependents = sum(1 for m in h.members if m.age() < 18)
+                for p in h.members:
+                    rate_tax = p.taxable_income // 10
+                    tax.append(
+                        (code(org, p), FISCAL_YEAR, p.taxable_income, rate_tax,
+                         dependents if p.relationship == "世帯主" else 0)
+                    )
+            await conn.copy_records_to_table(
+                "local_tax",
+                schema_name=schema,
+                columns=["code", "fiscal_year", "taxable_income", "municipal_tax", "dependents"],
+                records=tax,
+            )
+        insured = [p for p in everyone if p.insured_by_kyokai]
+        await conn.copy_records_to_table(
+            "insured", schema_name="agency_kyokai_kenpo", columns=["code"],
+            records=[(code("kyokai-kenpo", p),) for p in insured],
+        )
+        await conn.copy_records_to_table(
+            "medical_payments", schema_name="agency_kyokai_kenpo",
+            columns=["code", "month", "amount", "kind"],
+            records=[(code("kyokai-kenpo", p), m, a, k) for p in insured for (m, a, k) in p.medical_payments],
+        )
+        await conn.copy_records_to_table(
+            "pensions", schema_name="agency_jps", columns=["code", "kind", "annual_amount"],
+            records=[(code("jps", p), p.pension[0], p.pension[1]) for p in everyone if p.pension],
+        )
+    return True

@@ -1,0 +1,94 @@
+"""The parameters and results of the interpreter workflow and its activities.
+
+One pydantic model per parameter, so fields with defaults can be added without breaking flows
+that are already running. None of these ever becomes a workflow id, a search attribute or an
+error message: subject codes travel only inside payloads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.models import BpfDefinition
+
+CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class StartFlow(BaseModel):
+    """What a trigger supplies to start one flow."""
+
+    bpf: str
+    version: int | None = None
+    executor: str
+    subject: str = Field(description="the subject's code at the executor")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    trigger: Literal["counter", "portal", "life-event", "notification"] = "counter"
+    case_ref: str = Field(pattern=CASE_REF, description="the caller's case reference; no personal data")
+
+
+class Pin(BaseModel):
+    """The exact definition a run executes: recorded in its history and memo."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bpf: str
+    version: int
+    content_hash: str
+
+
+class ResolveRequest(BaseModel):
+    bpf: str
+    version: int | None
+    executor: str
+    subject: str
+    inputs: dict[str, Any]
+
+
+class ResolvedRun(BaseModel):
+    """What the hub tells the interpreter before the first step."""
+
+    pin: Pin
+    definition: BpfDefinition
+    info_schemas: dict[str, str]
+    inputs: dict[str, Any]
+    task_queue_prefix: str
+    executor_roles: list[str]
+
+
+class TranslateRequest(BaseModel):
+    from_org: str
+    to_org: str
+    codes: list[str]
+
+
+class LinkageRequest(BaseModel):
+    """One linkage, as the provider's worker receives it. ``subject`` is the provider's code."""
+
+    requester: str
+    provider: str
+    task: str
+    info: str
+    subject: str
+    bpf: str
+    bpf_version: int
+    content_hash: str
+    step: str
+
+
+class LinkageOutcome(BaseModel):
+    step: str
+    provider: str
+    info: str
+    outcome: Literal["provided", "denied", "failed"]
+
+
+class FlowResult(BaseModel):
+    """The end of a flow that ran to completion (accepted or rejected by its own logic)."""
+
+    outcome: Literal["completed", "rejected"]
+    reason: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+    pin: Pin
+    linkages: list[LinkageOutcome] = Field(default_factory=list)

@@ -1,0 +1,86 @@
+"""Preparing a database: schema, whitelist, BPF registry and the sample agencies' data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import asyncpg
+from pydantic import BaseModel
+
+from activities.agencies.seed import seed
+from renkei.db import migrate
+from renkei.settings import Settings
+from whitelist import store
+from whitelist.annex2 import SOURCE, load_annex2
+from whitelist.catalog import default_catalog
+from whitelist.decide import WhitelistIndex
+from workflows import registry
+from workflows.loader import BpfFileError, Issue, definition_files, load_file
+from workflows.validation import validate
+
+
+class Prepared(BaseModel):
+    migrations: list[str]
+    whitelist_rows: int
+    whitelist_version: int
+    registered: list[str]
+    rejected: list[str]
+    seeded: bool
+
+
+async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
+    """Load the annex table if the store differs from it; return (rows, version)."""
+    rows = load_annex2(default_catalog())
+    stored = await store.fetch_rows(pool, "source = $1", SOURCE)
+    if sorted(stored, key=lambda r: r.id) != sorted(rows, key=lambda r: r.id):
+        version = await store.replace_source(pool, SOURCE, rows)
+    else:
+        version = await pool.fetchval("SELECT version FROM whitelist.version")
+    return len(rows), version
+
+
+def check_file(path: Path, index: WhitelistIndex, at: dt.date | None = None) -> tuple[object, list[Issue]]:
+    """Parse and validate one file: (loaded or None, issues)."""
+    try:
+        loaded = load_file(path, display_name=_display(path))
+    except BpfFileError as err:
+        return None, err.issues
+    return loaded, validate(loaded, default_catalog(), index, at=at)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[list[str], list[str]]:
+    index = await store.load_index(pool)
+    registered, rejected = [], []
+    for path in definition_files(directory):
+        loaded, issues = check_file(path, index)
+        errors = [i for i in issues if i.severity == "error"]
+        if loaded is None or errors:
+            rejected.extend(str(i) for i in errors)
+            continue
+        await registry.register(pool, loaded)  # type: ignore[arg-type]
+        d = loaded.definition  # type: ignore[attr-defined]
+        registered.append(f"{d.bpf} v{d.version}")
+    return registered, rejected
+
+
+async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
+    applied = await migrate(pool)
+    rows, version = await load_whitelist(pool)
+    registered, rejected = await register_definitions(pool, settings.definitions_dir)
+    seeded = await seed(pool, default_catalog(), settings.hub_key, settings.sample_residents)
+    return Prepared(
+        migrations=applied,
+        whitelist_rows=rows,
+        whitelist_version=version,
+        registered=registered,
+        rejected=rejected,
+        seeded=seeded,
+    )

@@ -1,0 +1,137 @@
+"""The client SDK: start a BPF, await its result, describe a run.
+
+Typical use by an agency::
+
+    client = await RenkeiClient.connect()
+    handle = await client.start(StartFlow(bpf="child-allowance-check", executor="city-minato",
+                                          subject=code, inputs={...}, case_ref="2026-000123"))
+    result = await client.result(handle.id)
+
+The workflow id is ``<bpf>/<executor>/<case_ref>``: starting twice with the same case reference
+returns the existing run instead of a second one. The case reference is the caller's own file
+number and must not contain personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from activities.models import FlowResult, StartFlow
+from renkei import search_attributes as sa
+from renkei.settings import Settings, get_settings
+from whitelist.catalog import default_catalog
+from workflows.inputs import check_subject_code, validate_inputs
+from workflows.loader import BpfFileError, definition_files, load_file
+from workflows.models import BpfDefinition
+
+
+def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
+    """The idempotent workflow id of one case: no personal data by construction."""
+    return f"{bpf}/{executor}/{case_ref}"
+
+
+async def connect(settings: Settings | None = None, address: str | None = None) -> Client:
+    """A Temporal client with renkei's data converter."""
+    s = settings or get_settings()
+    return await Client.connect(
+        address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
+        namespace=s.namespace,
+        data_converter=pydantic_data_converter,
+    )
+
+
+class RunStatus(BaseModel):
+    workflow_id: str
+    run_id: str | None
+    bpf: str
+    status: str
+    renkei_status: str | None
+    started: dt.datetime | None
+    closed: dt.datetime | None
+    link: str
+
+
+class RenkeiClient:
+    """Start and follow flows. Inputs are checked locally before anything is sent."""
+
+    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+        self.client = client
+        self.settings = settings or get_settings()
+        self._definitions: dict[str, BpfDefinition] | None = None
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None, address: str | None = None) -> RenkeiClient:
+        s = settings or get_settings()
+        return cls(await connect(s, address), s)
+
+    def _local_definition(self, bpf: str, version: int | None) -> BpfDefinition | None:
+        if self._definitions is None:
+            self._definitions = {}
+            for path in definition_files(self.settings.definitions_dir):
+                try:
+                    d = load_file(path).definition
+                except BpfFileError:
+                    continue
+                known = self._definitions.get(d.bpf)
+                if known is None or d.version > known.version:
+                    self._definitions[d.bpf] = d
+        d = self._definitions.get(bpf)
+        return d if d is not None and (version is None or d.version == version) else None
+
+    async def start(self, request: StartFlow) -> WorkflowHandle[Any, FlowResult]:
+        """Start a flow, or return the run already started for the same case reference."""
+        check_subject_code(request.subject)
+        local = self._local_definition(request.bpf, request.version)
+        if local is not None:
+            request = request.model_copy(
+                update={"inputs": validate_inputs(local, request.inputs, default_catalog())}
+            )
+            if request.trigger not in local.trigger_kinds():
+                raise ValueError(f"{request.bpf} cannot be started by trigger {request.trigger}")
+        wid = workflow_id(request.bpf, request.executor, request.case_ref)
+        attrs = TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.BPF, request.bpf),
+                SearchAttributePair(sa.EXECUTOR, request.executor),
+                SearchAttributePair(sa.TRIGGER, request.trigger),
+                SearchAttributePair(sa.STATUS, "starting"),
+            ]
+        )
+        try:
+            return await self.client.start_workflow(
+                request.bpf,
+                request,
+                id=wid,
+                task_queue=self.settings.control_queue,
+                result_type=FlowResult,
+                search_attributes=attrs,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )
+        except WorkflowAlreadyStartedError:
+            return self.client.get_workflow_handle(wid, result_type=FlowResult)
+
+    async def result(self, wid: str) -> FlowResult:
+        """Wait for the flow's result (raises ``WorkflowFailureError`` if it failed)."""
+        return await self.client.get_workflow_handle(wid, result_type=FlowResult).result()
+
+    async def describe(self, wid: str) -> RunStatus:
+        desc = await self.client.get_workflow_handle(wid).describe()
+        status = desc.status.name if isinstance(desc.status, WorkflowExecutionStatus) else "UNKNOWN"
+        return RunStatus(
+            workflow_id=wid,
+            run_id=desc.run_id,
+            bpf=desc.workflow_type,
+            status=status,
+            renkei_status=desc.typed_search_attributes.get(sa.STATUS),
+            started=desc.start_time,
+            closed=desc.close_time,
+            link=self.settings.run_link(wid, desc.run_id),
+        )

@@ -1,0 +1,143 @@
+"""``renkei demo``: run the sample flows against the stack and show what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from temporalio.client import WorkflowFailureError
+
+from activities.agencies.synthetic import Household, generate
+from activities.models import StartFlow
+from renkei import records
+from renkei.client import RenkeiClient
+from renkei.pseudonyms import derive_code
+from renkei.settings import Settings
+from whitelist import store
+from whitelist.catalog import default_catalog
+from workflows.loader import BpfFileError, load_file
+from workflows.validation import validate
+
+
+def _pick(households: list[Household], test: Callable[[Household], bool]) -> Household:
+    return next(h for h in households if test(h))
+
+
+def demo_cases(settings: Settings, run_tag: str) -> list[tuple[str, StartFlow]]:
+    """The sample flows, with subjects picked from the synthetic residents."""
+    hh = generate(settings.sample_residents)
+    key = settings.hub_key
+
+    def code(org: str, subject: uuid.UUID) -> str:
+        return derive_code(key, org, subject)
+
+    couple = _pick(hh, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    single = _pick(hh, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
+    insured = next(
+        p for h in hh for p in h.members
+        if h.municipality == "city-minato" and p.medical_payments
+    )
+    parent = _pick(hh, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
+    head, spouse = couple.members[0], couple.members[1]
+    return [
+        (
+            "child-rearing allowance, applicant living with a spouse (both incomes counted)",
+            StartFlow(
+                bpf="child-rearing-allowance-income-check", executor="pref-tokyo",
+                subject=code("pref-tokyo", head.subject_id),
+                inputs={"spouse": code("pref-tokyo", spouse.subject_id), "municipality": "city-minato"},
+                trigger="counter", case_ref=f"demo-{run_tag}-cra-1",
+            ),
+        ),
+        (
+            "child-rearing allowance, single parent (own income only)",
+            StartFlow(
+                bpf="child-rearing-allowance-income-check", executor="pref-tokyo",
+                subject=code("pref-tokyo", single.members[0].subject_id),
+                inputs={"municipality": "city-minato"}, trigger="portal",
+                case_ref=f"demo-{run_tag}-cra-2",
+            ),
+        ),
+        (
+            "vaccination relief: medical benefits already paid by the insurer",
+            StartFlow(
+                bpf="vaccination-relief-medical-check", executor="city-minato",
+                subject=code("city-minato", insured.subject_id),
+                inputs={"insurer": "kyokai-kenpo", "claimed_amount": 500000},
+                trigger="counter", case_ref=f"demo-{run_tag}-vac-1",
+            ),
+        ),
+        (
+            "child allowance: previous municipality and pension body in parallel",
+            StartFlow(
+                bpf="child-allowance-check", executor="city-minato",
+                subject=code("city-minato", parent.members[0].subject_id),
+                inputs={"previous_municipality": "city-shibuya"}, trigger="counter",
+                case_ref=f"demo-{run_tag}-ca-1",
+            ),
+        ),
+        (
+            "runtime denial: the 'municipality' input names the pension body instead",
+            StartFlow(
+                bpf="child-rearing-allowance-income-check", executor="pref-tokyo",
+                subject=code("pref-tokyo", single.members[0].subject_id),
+                inputs={"municipality": "jps"}, trigger="counter",
+                case_ref=f"demo-{run_tag}-cra-denied",
+            ),
+        ),
+    ]
+
+
+async def run_demo(settings: Settings, pool: asyncpg.Pool, client: RenkeiClient, out: Callable[[str], Any] = print) -> int:
+    """Run every sample flow; return the number of flows whose outcome was unexpected."""
+    tag = uuid.uuid4().hex[:8]
+    unexpected = 0
+    out("renkei demo — sample flows on the embedded stack\n")
+    for title, start in demo_cases(settings, tag):
+        out(f"▶ {title}")
+        out(f"  BPF {start.bpf}, executor {start.executor}, trigger {start.trigger}")
+        handle = await client.start(start)
+        try:
+            result = await handle.result()
+            out(f"  outcome: {result.outcome}" + (f" ({result.reason})" if result.reason else ""))
+            if result.result:
+                out(f"  result: {result.result}")
+            out(f"  definition: {result.pin.bpf} v{result.pin.version} {result.pin.content_hash[:19]}…")
+            unexpected += "denial" in title
+        except WorkflowFailureError as err:
+            cause = err.cause
+            out(f"  outcome: FAILED — {getattr(cause, 'message', cause)}")
+            unexpected += "denial" not in title
+        recs = await records.query(pool, workflow_id=handle.id)
+        out(f"  access records ({len(recs)}):")
+        for r in recs:
+            out(
+                f"    #{r.seq} {r.outcome:7} {r.requester} → {r.provider}: {r.info} for {r.task}"
+                f" [{r.legal_reference or 'no row'}] step {r.step}"
+            )
+        out(f"  Temporal UI: {settings.run_link(handle.id, handle.result_run_id)}\n")
+
+    out("▶ static check: a definition outside the whitelist never registers")
+    path = settings.definitions_dir / "nonconformant" / "child-allowance-medical-peek.yaml"
+    try:
+        loaded = load_file(path, display_name=f"definitions/nonconformant/{path.name}")
+        issues = validate(loaded, default_catalog(), await store.load_index(pool))
+    except BpfFileError as err:
+        issues = err.issues
+    errors = [i for i in issues if i.severity == "error"]
+    for i in errors:
+        out(f"  rejected: {i}")
+    unexpected += not errors
+    out("")
+    return unexpected
+
+
+async def _main() -> None:  # pragma: no cover - used by `python -m renkei.demo`
+    raise SystemExit("use `renkei demo`")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    asyncio.run(_main())

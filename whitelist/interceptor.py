@@ -1,0 +1,136 @@
+"""The whitelist interceptor: no provider code runs unless the law permits the linkage.
+
+It wraps every activity of an agency worker. For a linkage (``query.*``) it
+
+1. reads the request (requester, task, info item, subject code at this org);
+2. decides with the worker's live whitelist index: the requester's roles and this org's roles
+   come from the catalog held by the worker, never from the request; the date is today in Japan;
+3. writes the access record for this attempt (idempotent on ``workflow/run/step``; if the
+   database is down the activity fails and Temporal retries it, and still no provider code runs);
+4. on denial, raises a non-retryable ``WhitelistDenied`` error carrying the reason and the legal
+   reference checked; otherwise hands over to the provider.
+
+The interpreter workflow cannot bypass it: the provider's code runs only in this worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
+
+from activities.linkage import QUERY_PREFIX
+from activities.models import LinkageRequest
+from renkei import records
+from whitelist.decide import Decision
+from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
+
+JST = ZoneInfo("Asia/Tokyo")
+
+
+class WhitelistGate:
+    """Decide and record one linkage attempt."""
+
+    def __init__(self, org: str, catalog: Catalog, whitelist: LiveWhitelist, pool: asyncpg.Pool) -> None:
+        self.org = org
+        self.catalog = catalog
+        self.whitelist = whitelist
+        self.pool = pool
+
+    def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
+        if req.provider != self.org:
+            return Decision(allowed=False, reason=f"request for {req.provider} reached {self.org}")
+        if req.requester not in self.catalog.orgs:
+            return Decision(allowed=False, reason=f"unknown requester org {req.requester!r}")
+        return self.whitelist.index.decide(
+            self.catalog.org_roles(req.requester),
+            req.task,
+            self.catalog.org_roles(self.org),
+            req.info,
+            at.astimezone(JST).date(),
+        )
+
+    async def admit(self, req: LinkageRequest) -> Decision:
+        info = activity.info()
+        now = dt.datetime.now(dt.UTC)
+        decision = self.decide(req, now)
+        await records.write(
+            self.pool,
+            records.AccessRecord(
+                attempt_key=f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}",
+                decided_at=now,
+                requester=req.requester,
+                provider=self.org,
+                task=req.task,
+                info=req.info,
+                legal_reference=decision.legal_reference,
+                whitelist_row=decision.row.id if decision.row else None,
+                subject_code=req.subject,
+                bpf=req.bpf,
+                bpf_version=req.bpf_version,
+                content_hash=req.content_hash,
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id or "",
+                step=req.step,
+                outcome="allowed" if decision.allowed else "denied",
+                reason=decision.reason,
+            ),
+        )
+        return decision
+
+
+class WhitelistInterceptor(Interceptor):
+    """Worker interceptor installing :class:`WhitelistGate` in front of every linkage."""
+
+    def __init__(self, gate: WhitelistGate) -> None:
+        self.gate = gate
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Inbound(next, self.gate)
+
+
+class _Inbound(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, gate: WhitelistGate) -> None:
+        super().__init__(next)
+        self.gate = gate
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> object:
+        kind = activity.info().activity_type
+        if not kind.startswith(QUERY_PREFIX):
+            return await super().execute_activity(input)
+        raw = input.args[0] if input.args else None
+        if isinstance(raw, list | tuple) and raw:  # a dynamic activity receives raw values
+            raw = raw[0]
+        payload = getattr(raw, "payload", None)
+        try:
+            req = (
+                activity.payload_converter().from_payload(payload, LinkageRequest)
+                if payload is not None
+                else LinkageRequest.model_validate(raw)
+            )
+        except Exception:
+            raise ApplicationError(
+                "malformed linkage request", type="MalformedLinkage", non_retryable=True
+            ) from None
+        if kind != f"{QUERY_PREFIX}{req.info}":
+            raise ApplicationError(
+                "activity type and requested info item differ", type="MalformedLinkage", non_retryable=True
+            )
+        decision = await self.gate.admit(req)
+        if not decision.allowed:
+            raise ApplicationError(
+                f"linkage denied by the whitelist: {decision.reason}",
+                {"requester": req.requester, "provider": self.gate.org, "task": req.task, "info": req.info},
+                type="WhitelistDenied",
+                non_retryable=True,
+            )
+        return await super().execute_activity(input)

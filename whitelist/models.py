@@ -1,0 +1,97 @@
+"""Typed models of the catalog and the whitelist rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ID_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+
+
+class _Named(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=ID_PATTERN)
+    ja: str
+    en: str
+
+
+class Role(_Named):
+    """A class of organisations named by the law (e.g. 市町村長, every municipality's mayor)."""
+
+
+class Task(_Named):
+    """An administrative task (事務): the legal purpose every query names."""
+
+
+class InfoItem(_Named):
+    """A category of specific personal information (特定個人情報).
+
+    ``schema_name`` names the pydantic model of its payload in :mod:`whitelist.schemas`; ``ja``
+    is the statutory definition the category comes from.
+    """
+
+    schema_name: str = "GenericRecord"
+
+
+class Org(BaseModel):
+    """A concrete organisation: it holds one or more roles and may serve info items."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=ID_PATTERN)
+    ja: str
+    en: str
+    roles: tuple[str, ...]
+    serves: tuple[str, ...] = ()
+
+
+class WhitelistRow(BaseModel):
+    """One structured whitelist entry.
+
+    A row of the statute that names several roles or info categories becomes several entries that
+    share ``item`` and ``legal_text``. ``valid_to`` is exclusive; ``None`` means open-ended.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    source: str
+    item: str
+    requester_role: str
+    task: str
+    provider_role: str
+    info: str
+    legal_text: str
+    valid_from: dt.date
+    valid_to: dt.date | None = None
+
+    def valid_at(self, day: dt.date) -> bool:
+        """Whether the row is in force on ``day``."""
+        return self.valid_from <= day and (self.valid_to is None or day < self.valid_to)
+
+    @property
+    def legal_reference(self) -> str:
+        """Short citation: the law and the item number of the table."""
+        return self.item
+
+
+class Catalog(BaseModel):
+    """Everything the whitelist and the BPF validator refer to, by id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    roles: dict[str, Role]
+    tasks: dict[str, Task]
+    info_items: dict[str, InfoItem]
+    orgs: dict[str, Org]
+
+    def org_roles(self, org: str) -> frozenset[str]:
+        """The roles an org holds; empty for an unknown org."""
+        found = self.orgs.get(org)
+        return frozenset(found.roles) if found else frozenset()
+
+    def orgs_with_role(self, role: str) -> list[Org]:
+        """Every org that holds ``role``."""
+        return [o for o in self.orgs.values() if role in o.roles]

@@ -1,0 +1,188 @@
+"""The whitelist in PostgreSQL, and the live in-memory index workers decide with.
+
+Writers replace a source's rows in one transaction, bump ``whitelist.version`` and ``NOTIFY``
+the ``renkei_whitelist`` channel. :class:`LiveWhitelist` holds an immutable
+:class:`~whitelist.decide.WhitelistIndex`, listens on that channel and swaps in a fresh index when
+the version changes, so a worker picks up a new or retired row without a restart. If the listening
+connection drops, it reconnects and reloads (a notification may have been missed meanwhile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+
+from whitelist.decide import WhitelistIndex
+from whitelist.models import WhitelistRow
+
+CHANNEL = "renkei_whitelist"
+_COLUMNS = (
+    "id, source, item, requester_role, task, provider_role, info, legal_text, valid_from, valid_to"
+)
+log = logging.getLogger(__name__)
+
+
+async def replace_source(pool: asyncpg.Pool, source: str, rows: Sequence[WhitelistRow]) -> int:
+    """Replace every row of ``source`` with ``rows``; return the new whitelist version."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM whitelist.rows WHERE source = $1", source)
+        await conn.copy_records_to_table(
+            "rows",
+            schema_name="whitelist",
+            columns=[c.strip() for c in _COLUMNS.split(",")],
+            records=[
+                (
+                    r.id,
+                    r.source,
+                    r.item,
+                    r.requester_role,
+                    r.task,
+                    r.provider_role,
+                    r.info,
+                    r.legal_text,
+                    r.valid_from,
+                    r.valid_to,
+                )
+                for r in rows
+                if r.source == source
+            ],
+        )
+        return await _bump(conn)
+
+
+async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
+    """Insert or update individual rows (e.g. an ordinance amendment); return the new version."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.executemany(
+            f"INSERT INTO whitelist.rows ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            " ON CONFLICT (id) DO UPDATE SET valid_from = EXCLUDED.valid_from,"
+            " valid_to = EXCLUDED.valid_to, legal_text = EXCLUDED.legal_text,"
+            " loaded_at = now()",
+            [
+                (
+                    r.id,
+                    r.source,
+                    r.item,
+                    r.requester_role,
+                    r.task,
+                    r.provider_role,
+                    r.info,
+                    r.legal_text,
+                    r.valid_from,
+                    r.valid_to,
+                )
+                for r in rows
+            ],
+        )
+        return await _bump(conn)
+
+
+async def delete_rows(pool: asyncpg.Pool, ids: Sequence[str]) -> int:
+    """Delete rows by id; return the new version."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("DELETE FROM whitelist.rows WHERE id = ANY($1::text[])", list(ids))
+        return await _bump(conn)
+
+
+async def _bump(conn: asyncpg.Connection) -> int:
+    version: int = await conn.fetchval(
+        "UPDATE whitelist.version SET version = version + 1, changed_at = now() RETURNING version"
+    )
+    await conn.execute(f"SELECT pg_notify('{CHANNEL}', $1)", str(version))
+    return version
+
+
+async def fetch_rows(
+    pool: asyncpg.Pool | asyncpg.Connection, where: str = "", *args: object
+) -> list[WhitelistRow]:
+    """Rows in the store, optionally filtered by a SQL condition over the row columns."""
+    sql = f"SELECT {_COLUMNS} FROM whitelist.rows {('WHERE ' + where) if where else ''} ORDER BY id"
+    return [WhitelistRow(**dict(r)) for r in await pool.fetch(sql, *args)]
+
+
+async def load_index(pool: asyncpg.Pool | asyncpg.Connection) -> WhitelistIndex:
+    """A fresh index of every row, tagged with the version it was read at."""
+    conn_or_pool = pool
+    version: int = await conn_or_pool.fetchval("SELECT version FROM whitelist.version")
+    return WhitelistIndex(await fetch_rows(conn_or_pool), version=version)
+
+
+class LiveWhitelist:
+    """An in-memory index kept current by PostgreSQL LISTEN/NOTIFY.
+
+    Decisions read :attr:`index`, a plain attribute swap away from the newest rows; they never
+    wait on the database.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self.index = WhitelistIndex([])
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    async def start(self) -> LiveWhitelist:
+        """Load the index and start listening for changes."""
+        self._task = asyncio.create_task(self._run(), name="renkei-whitelist-listener")
+        waiter = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            waiter.cancel()
+            self._task.result()
+        return self
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+
+    async def wait_for_version(self, version: int, timeout: float = 10.0) -> None:
+        """Block until the index reflects at least ``version`` (used after a write)."""
+        async with asyncio.timeout(timeout):
+            while self.index.version < version:
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _on_notify(self, *_: object) -> None:
+        asyncio.get_running_loop().create_task(self._reload())
+
+    async def _reload(self) -> None:
+        if self._conn is None or self._conn.is_closed():
+            return
+        try:
+            fresh = await load_index(self._conn)
+        except (asyncpg.PostgresError, OSError) as err:
+            log.warning("whitelist reload failed, keeping version %s: %s", self.index.version, err)
+            return
+        if fresh.version >= self.index.version:
+            self.index = fresh
+            log.info("whitelist index now at version %s (%s rows)", fresh.version, len(fresh))
+        self._changed.set()
+
+    async def _run(self) -> None:
+        first = True
+        while True:
+            try:
+                self._conn = await asyncpg.connect(self._dsn)
+                await self._conn.add_listener(CHANNEL, self._on_notify)
+                self.index = await load_index(self._conn)
+                self._changed.set()
+                self._ready.set()
+                while not self._conn.is_closed():
+                    await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except (asyncpg.PostgresError, OSError) as err:
+                if first and not self._ready.is_set():
+                    raise
+                log.warning("whitelist listener lost its connection, retrying: %s", err)
+                await asyncio.sleep(1.0)
+            first = False

@@ -1,0 +1,1 @@
+"""Worker entry points: the control worker (hub), agency workers, and the all-in-one dev set."""

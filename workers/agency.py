@@ -1,0 +1,37 @@
+"""An agency worker: one org's providers behind the whitelist interceptor, on its own queue."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agencies import providers_for
+from activities.linkage import Provider, make_linkage_activity
+from renkei.settings import Settings
+from whitelist.interceptor import WhitelistGate, WhitelistInterceptor
+from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
+
+
+def agency_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    org: str,
+    whitelist: LiveWhitelist,
+    providers: dict[str, Provider] | None = None,
+    **options: object,
+) -> Worker:
+    """The worker of ``org``; ``providers`` defaults to the sample agency's own."""
+    if org not in catalog.orgs:
+        raise ValueError(f"unknown org {org!r}")
+    gate = WhitelistGate(org, catalog, whitelist, pool)
+    return Worker(
+        client,
+        task_queue=settings.agency_queue(org),
+        activities=[make_linkage_activity(org, providers if providers is not None else providers_for(org, pool))],
+        interceptors=[WhitelistInterceptor(gate)],
+        **options,  # type: ignore[arg-type]
+    )

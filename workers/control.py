@@ -1,0 +1,48 @@
+"""The control worker: runs the BPF interpreter workflow and the hub's activities."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.hub import HubActivities
+from renkei.pseudonyms import Pseudonyms
+from renkei.settings import Settings
+from whitelist.models import Catalog
+from workflows.interpreter import BpfInterpreter
+
+# Modules the sandbox must share with the host rather than re-import for every run: the C++ CEL
+# runtime and protobuf cannot be imported twice, and the models are large and pure.
+PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "cel_expr_python",
+    "google.protobuf",
+    "activities.models",
+    "whitelist",
+    "workflows.models",
+    "workflows.expressions",
+    "renkei.search_attributes",
+)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
+def control_worker(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog: Catalog, **options: object
+) -> Worker:
+    hub = HubActivities(pool, catalog, Pseudonyms(pool, settings.hub_key), settings.task_queue_prefix)
+    return Worker(
+        client,
+        task_queue=settings.control_queue,
+        workflows=[BpfInterpreter],
+        activities=[hub.resolve, hub.translate],
+        workflow_runner=workflow_runner(),
+        **options,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,1 @@
+"""The BPF description format, its validation, and the interpreter workflow."""

@@ -1,0 +1,302 @@
+"""The BPF interpreter: one dynamic workflow, so every BPF id is its own workflow type.
+
+A run starts by asking the hub (a local activity) for the registered definition, which pins
+(id, version, content hash) into the run's history; everything after that is computed from the
+history alone. Query steps become activities on the provider org's own task queue, where the
+whitelist interceptor decides before the provider's code runs. Subject codes are translated by
+the hub before each linkage (the provider sees only its own code) and, for payload fields that
+name subjects, back into the executor's codes afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from activities.models import (
+        FlowResult,
+        LinkageOutcome,
+        LinkageRequest,
+        ResolvedRun,
+        ResolveRequest,
+        StartFlow,
+        TranslateRequest,
+    )
+    from renkei import search_attributes as sa
+    from whitelist.schemas import SCHEMAS, GenericRecord, subject_fields
+    from workflows.expressions import CompiledBpf, ExpressionError, compiled_for, embedded
+    from workflows.models import (
+        AnyStep,
+        BranchStep,
+        FailStep,
+        ParallelStep,
+        QueryStep,
+        SetStep,
+        WhenArm,
+    )
+
+HUB_TIMEOUT = timedelta(seconds=30)
+HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+@workflow.defn(dynamic=True)
+class BpfInterpreter:
+    """Runs any registered BPF; the workflow type is the BPF id."""
+
+    def __init__(self) -> None:
+        self._outputs: dict[str, Any] = {}
+        self._messages: dict[str, Any] = {}
+        self._linkages: list[LinkageOutcome] = []
+        self._status = "starting"
+
+    @workflow.query(name="renkei.status")
+    def status(self) -> str:
+        return self._status
+
+    @workflow.run
+    async def run(self, args: Sequence[RawValue]) -> FlowResult:
+        start = workflow.payload_converter().from_payload(args[0].payload, StartFlow)
+        if start.bpf != workflow.info().workflow_type:
+            raise ApplicationError(
+                "workflow type and BPF id differ", type="MalformedStart", non_retryable=True
+            )
+        self._start = start
+        try:
+            self._run = await workflow.execute_local_activity(
+                "hub.resolve",
+                ResolveRequest(
+                    bpf=start.bpf,
+                    version=start.version,
+                    executor=start.executor,
+                    subject=start.subject,
+                    inputs=start.inputs,
+                ),
+                result_type=ResolvedRun,
+                start_to_close_timeout=HUB_TIMEOUT,
+                retry_policy=HUB_RETRY,
+            )
+        except ActivityError as err:
+            self._set_status("invalid")
+            raise _application_failure(err, "the flow could not start") from None
+        pin = self._run.pin
+        workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
+        workflow.upsert_memo({"definition": pin.model_dump()})
+        self._set_status("running")
+        self._program = compiled_for(pin.content_hash, self._run.definition, self._run.info_schemas)
+        self._bindings: dict[str, Any] = {
+            "inputs": self._program.message(self._program.inputs_type, self._run.inputs),
+            "subject": start.subject,
+            "trigger": start.trigger,
+        }
+        try:
+            await self._steps(self._run.definition.steps)
+            result = {
+                name: self._eval(("result", name)) for name in self._run.definition.result
+            }
+        except _Rejected as rejected:
+            self._set_status("rejected")
+            return FlowResult(
+                outcome="rejected", reason=rejected.reason, pin=pin, linkages=self._linkages
+            )
+        except ApplicationError as err:
+            self._set_status("denied" if err.type == "LinkageDenied" else "failed")
+            raise
+        except ActivityError as err:
+            self._set_status("failed")
+            raise _application_failure(err, "a step failed") from None
+        self._set_status("completed")
+        return FlowResult(outcome="completed", result=result, pin=pin, linkages=self._linkages)
+
+    def _set_status(self, status: str) -> None:
+        self._status = status
+        workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
+
+    # -- expressions --
+
+    def _eval(self, key: tuple[str | int, ...]) -> Any:
+        data = dict(self._bindings)
+        data["now"] = workflow.now()
+        data["steps"] = dict(self._messages)
+        data.update(self._messages)
+        try:
+            return self._program.evaluate(key, data)
+        except ExpressionError as err:
+            raise ApplicationError(
+                f"expression {err}", type="ExpressionFailed", non_retryable=True
+            ) from None
+
+    def _text(self, step_id: str, field: str, value: str | None) -> str | None:
+        if embedded(value) is None:
+            return value
+        out = self._eval((step_id, field))
+        if not isinstance(out, str):
+            raise ApplicationError(f"{step_id}.{field} is not text", non_retryable=True)
+        return out
+
+    def _bind(self, step_id: str, output: dict[str, Any]) -> None:
+        self._outputs[step_id] = output
+        self._messages[step_id] = self._program.message(
+            self._program.step_types[step_id], output
+        )
+
+    # -- steps --
+
+    async def _steps(self, steps: Sequence[AnyStep]) -> None:
+        for step in steps:
+            await self._step(step)
+
+    async def _step(self, step: AnyStep) -> None:
+        if isinstance(step, QueryStep):
+            await self._query(step)
+        elif isinstance(step, SetStep):
+            self._bind(step.id, {n: self._eval((step.id, "set", n)) for n in step.set})
+        elif isinstance(step, FailStep):
+            raise _Rejected(self._text(step.id, "reason", step.fail.reason) or "rejected")
+        elif isinstance(step, ParallelStep):
+            # All lanes must succeed; the first failure cancels the others and is the step's.
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for lane in step.parallel:
+                        group.create_task(self._steps(lane))
+            except BaseExceptionGroup as group_error:
+                raise _first(group_error) from None
+        elif isinstance(step, BranchStep):
+            for index, arm in enumerate(step.branch):
+                if isinstance(arm, WhenArm):
+                    if self._eval((step.id, "when", index)) is True:
+                        await self._steps(arm.steps)
+                        return
+                else:
+                    await self._steps(arm.otherwise)
+                    return
+
+    async def _translate(self, from_org: str, to_org: str, codes: list[str]) -> list[str]:
+        if from_org == to_org or not codes:
+            return codes
+        try:
+            return await workflow.execute_local_activity(
+                "hub.translate",
+                TranslateRequest(from_org=from_org, to_org=to_org, codes=codes),
+                result_type=list[str],
+                start_to_close_timeout=HUB_TIMEOUT,
+                retry_policy=HUB_RETRY,
+            )
+        except ActivityError as err:
+            raise _application_failure(err, "code translation failed") from None
+
+    async def _query(self, step: QueryStep) -> None:
+        q = step.query
+        executor = self._start.executor
+        provider = self._text(step.id, "provider", q.provider) or ""
+        about = self._text(step.id, "about", q.about) or self._start.subject
+        [code] = await self._translate(executor, provider, [about])
+        pin = self._run.pin
+        request = LinkageRequest(
+            requester=executor,
+            provider=provider,
+            task=self._run.definition.task,
+            info=q.info,
+            subject=code,
+            bpf=pin.bpf,
+            bpf_version=pin.version,
+            content_hash=pin.content_hash,
+            step=step.id,
+        )
+        try:
+            payload: dict[str, Any] = await workflow.execute_activity(
+                f"query.{q.info}",
+                request,
+                result_type=dict,
+                task_queue=f"{self._run.task_queue_prefix}.agency.{provider}",
+                activity_id=step.id,
+                start_to_close_timeout=q.timeout,
+                retry_policy=RetryPolicy(
+                    maximum_attempts=q.retry.max_attempts,
+                    initial_interval=q.retry.initial_interval,
+                    maximum_interval=q.retry.maximum_interval,
+                    backoff_coefficient=q.retry.backoff,
+                    non_retryable_error_types=["WhitelistDenied", "NoMatch", "MalformedLinkage"],
+                ),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            denied = isinstance(cause, ApplicationError) and cause.type == "WhitelistDenied"
+            self._linkages.append(
+                LinkageOutcome(
+                    step=step.id, provider=provider, info=q.info, outcome="denied" if denied else "failed"
+                )
+            )
+            if denied:
+                raise ApplicationError(
+                    f"step {step.id}: {cause.message if cause else 'denied'}",
+                    type="LinkageDenied",
+                    non_retryable=True,
+                ) from None
+            raise
+        schema = SCHEMAS.get(self._run.info_schemas.get(q.info, ""), GenericRecord)
+        payload = schema.model_validate(payload).model_dump(mode="json")
+        await self._codes_to_executor(schema, payload, provider)
+        self._linkages.append(
+            LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="provided")
+        )
+        self._bind(step.id, payload)
+
+    async def _codes_to_executor(
+        self, schema: type[BaseModel], payload: dict[str, Any], provider: str
+    ) -> None:
+        """Replace the provider's subject codes in ``payload`` by the executor's codes."""
+        slots: list[tuple[Any, str | int]] = []
+
+        def collect(node: Any, path: tuple[str, ...]) -> None:
+            if not path:
+                return
+            head, rest = path[0], path[1:]
+            if head == "*":
+                for i, item in enumerate(node):
+                    if rest:
+                        collect(item, rest)
+                    else:
+                        slots.append((node, i))
+            elif isinstance(node, dict) and head in node:
+                if rest:
+                    collect(node[head], rest)
+                else:
+                    slots.append((node, head))
+
+        for path in subject_fields(schema):
+            collect(payload, path)
+        if not slots:
+            return
+        codes = [container[key] for container, key in slots]
+        translated = await self._translate(provider, self._start.executor, codes)
+        for (container, key), code in zip(slots, translated, strict=True):
+            container[key] = code
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _application_failure(err: ActivityError, context: str) -> ApplicationError:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return ApplicationError(f"{context}: {cause.message}", type=cause.type, non_retryable=True)
+    return ApplicationError(f"{context}: {err.message}", type="StepFailed", non_retryable=True)
+
+
+__all__ = ["BpfInterpreter", "CompiledBpf"]

@@ -1,0 +1,272 @@
+"""The BPF description format, version 1, as pydantic models (see docs/bpf-format.md).
+
+The top-level keys and step kinds are fixed by the format; every model forbids unknown keys so a
+typo is an error, never a silently ignored line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+BPF_ID = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED = frozenset({"inputs", "subject", "trigger", "now", "steps", "result"})
+TRIGGER_KINDS = ("counter", "portal", "life-event", "notification")
+INPUT_TYPES = ("string", "integer", "number", "boolean", "date", "subject", "org")
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        m = _DURATION.match(value.strip())
+        if not m:
+            raise ValueError("a duration is a number and a unit: 500ms, 30s, 5m, 2h or 30d")
+        return dt.timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.timedelta(seconds=value)
+    return value
+
+
+def _format_duration(value: dt.timedelta) -> str:
+    seconds = value.total_seconds()
+    if seconds != int(seconds):
+        return f"{int(seconds * 1000)}ms"
+    return f"{int(seconds)}s"
+
+
+Duration = Annotated[
+    dt.timedelta, BeforeValidator(_parse_duration), PlainSerializer(_format_duration, return_type=str)
+]
+Ident = Annotated[str, Field(pattern=IDENT)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Text(_Strict):
+    ja: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
+class Owners(_Strict):
+    definer: str
+    executors: list[str] = Field(min_length=1)
+
+
+class LifeEventRule(_Strict):
+    age: int | None = Field(default=None, ge=0, le=150)
+    on: Literal["birthday", "fiscal-year-start", "school-year-start"] = "birthday"
+
+
+class LifeEventTrigger(_Strict):
+    life_event: LifeEventRule = Field(alias="life-event")
+
+
+Trigger = Annotated[
+    Literal["counter", "portal", "life-event", "notification"] | LifeEventTrigger,
+    Field(union_mode="left_to_right"),
+]
+
+
+class InputSpec(_Strict):
+    """A named input supplied at start."""
+
+    type: Literal["string", "integer", "number", "boolean", "date", "subject", "org"]
+    required: bool = True
+    description: Text | None = None
+    role: str | None = Field(default=None, description="org inputs: the role the org must hold")
+    min: float | None = None
+    max: float | None = None
+    pattern: str | None = None
+    enum: list[str | int] | None = None
+
+    @model_validator(mode="after")
+    def _constraints_fit_type(self) -> InputSpec:
+        if self.role is not None and self.type != "org":
+            raise ValueError("`role` applies only to inputs of type org")
+        if (self.min is not None or self.max is not None) and self.type not in ("integer", "number"):
+            raise ValueError("`min`/`max` apply only to integer and number inputs")
+        if self.pattern is not None:
+            if self.type != "string":
+                raise ValueError("`pattern` applies only to string inputs")
+            re.compile(self.pattern)
+        return self
+
+
+class RetrySpec(_Strict):
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    initial_interval: Duration = dt.timedelta(seconds=1)
+    maximum_interval: Duration = dt.timedelta(minutes=1)
+    backoff: float = Field(default=2.0, ge=1.0, le=10.0)
+
+
+class QuerySpec(_Strict):
+    info: str
+    about: str | None = Field(default=None, description="default: the flow's subject")
+    provider: str
+    timeout: Duration = dt.timedelta(seconds=60)
+    retry: RetrySpec = RetrySpec()
+
+
+class FailSpec(_Strict):
+    reason: str
+
+
+class _Step(_Strict):
+    id: Ident
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED:
+            raise ValueError(f"{v!r} is a reserved name ({', '.join(sorted(RESERVED))})")
+        return v
+
+
+class QueryStep(_Step):
+    kind: Literal["query"] = Field(default="query", exclude=True)
+    query: QuerySpec
+
+
+class SetStep(_Step):
+    kind: Literal["set"] = Field(default="set", exclude=True)
+    set: dict[Ident, str] = Field(min_length=1)
+
+
+class FailStep(_Step):
+    kind: Literal["fail"] = Field(default="fail", exclude=True)
+    fail: FailSpec
+
+
+class ParallelStep(_Step):
+    kind: Literal["parallel"] = Field(default="parallel", exclude=True)
+    parallel: list[list[Step]] = Field(min_length=2)
+
+
+class WhenArm(_Strict):
+    when: str
+    steps: list[Step] = Field(min_length=1)
+
+
+class OtherwiseArm(_Strict):
+    otherwise: list[Step] = Field(min_length=1)
+
+
+def _arm_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return "otherwise" if "otherwise" in value else "when"
+    if isinstance(value, OtherwiseArm):
+        return "otherwise"
+    return "when"
+
+
+Arm = Annotated[
+    Annotated[WhenArm, Tag("when")] | Annotated[OtherwiseArm, Tag("otherwise")],
+    Discriminator(_arm_kind),
+]
+
+
+class BranchStep(_Step):
+    kind: Literal["branch"] = Field(default="branch", exclude=True)
+    branch: list[Arm] = Field(min_length=1)
+
+    @field_validator("branch")
+    @classmethod
+    def _otherwise_last(cls, arms: list[WhenArm | OtherwiseArm]) -> list[WhenArm | OtherwiseArm]:
+        for i, arm in enumerate(arms):
+            if isinstance(arm, OtherwiseArm) and i != len(arms) - 1:
+                raise ValueError("`otherwise` must be the last arm")
+        return arms
+
+
+STEP_KINDS = ("query", "parallel", "branch", "set", "fail")
+LATER_KINDS = ("wait", "sleep", "call")
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return getattr(value, "kind", None)
+    if not isinstance(value, dict):
+        return None
+    found = [k for k in (*STEP_KINDS, *LATER_KINDS) if k in value]
+    if len(found) != 1:
+        return None
+    return found[0]
+
+
+Step = Annotated[
+    Annotated[QueryStep, Tag("query")]
+    | Annotated[ParallelStep, Tag("parallel")]
+    | Annotated[BranchStep, Tag("branch")]
+    | Annotated[SetStep, Tag("set")]
+    | Annotated[FailStep, Tag("fail")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="step_kind",
+        custom_error_message=(
+            "a step has an `id` and exactly one kind key: " + ", ".join(STEP_KINDS)
+        ),
+    ),
+]
+
+STEP_TAGS = frozenset(STEP_KINDS) | {"when", "otherwise"}
+
+
+class BpfDefinition(_Strict):
+    """One version of one BPF."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    bpf: str = Field(pattern=BPF_ID, max_length=80)
+    version: int = Field(ge=1)
+    title: Text
+    description: Text | None = None
+    task: str
+    owners: Owners
+    triggers: list[Trigger] = Field(min_length=1)
+    inputs: dict[Ident, InputSpec] = Field(default_factory=dict)
+    steps: list[Step] = Field(min_length=1)
+    result: dict[Ident, str] = Field(default_factory=dict)
+
+    def trigger_kinds(self) -> list[str]:
+        return [t if isinstance(t, str) else "life-event" for t in self.triggers]
+
+
+ParallelStep.model_rebuild()
+WhenArm.model_rebuild()
+OtherwiseArm.model_rebuild()
+BranchStep.model_rebuild()
+BpfDefinition.model_rebuild()
+
+AnyStep = QueryStep | ParallelStep | BranchStep | SetStep | FailStep
+
+
+def walk(steps: list[AnyStep]) -> list[AnyStep]:
+    """Every step, depth first, in document order."""
+    out: list[AnyStep] = []
+    for s in steps:
+        out.append(s)
+        if isinstance(s, ParallelStep):
+            for lane in s.parallel:
+                out.extend(walk(lane))
+        elif isinstance(s, BranchStep):
+            for arm in s.branch:
+                out.extend(walk(arm.steps if isinstance(arm, WhenArm) else arm.otherwise))
+    return out
