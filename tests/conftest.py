@@ -1,0 +1,125 @@
+"""Session fixtures: one real Temporal dev server and one real PostgreSQL for the whole suite.
+
+PostgreSQL is the embedded server unless ``RENKEI_DATABASE_URL`` names another (a fresh database
+is created on it for the run). Each test gets its own task-queue prefix, so workers of different
+tests never see each other's tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from renkei.bootstrap import prepare
+from renkei.db import create_pool
+from renkei.search_attributes import ALL as SEARCH_ATTRIBUTES
+from renkei.settings import Settings
+from renkei.stack import start_postgres, temporal_cli
+from whitelist.catalog import default_catalog
+from whitelist.store import LiveWhitelist
+
+TESTS = Path(__file__).parent
+SAMPLE_RESIDENTS = 400
+
+
+@pytest.fixture(scope="session")
+def database_url() -> AsyncIterator[str]:
+    external = os.environ.get("RENKEI_DATABASE_URL")
+    if external:
+        yield from _external_database(external)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="renkei-test-"))
+    server, url = start_postgres(tmp)
+    try:
+        yield url
+    finally:
+        server.cleanup()  # type: ignore[attr-defined]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _external_database(url: str):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    name = f"renkei_test_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    base, _, _ = url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, sample_residents=SAMPLE_RESIDENTS, temporal_address="-")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(base_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    assert base_settings.database_url
+    p = await create_pool(base_settings.database_url, max_size=20)
+    await prepare(p, base_settings)
+    yield p
+    await p.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=pydantic_data_converter,
+        search_attributes=list(SEARCH_ATTRIBUTES),
+        ui=False,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """Settings with a task-queue prefix of this test's own."""
+    return base_settings.model_copy(update={"task_queue_prefix": f"t{uuid.uuid4().hex[:12]}"})
+
+
+@pytest.fixture
+def catalog():  # type: ignore[no-untyped-def]
+    return default_catalog()
+
+
+@pytest_asyncio.fixture
+async def live_whitelist(base_settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[LiveWhitelist]:
+    assert base_settings.database_url
+    lw = await LiveWhitelist(base_settings.database_url).start()
+    yield lw
+    await lw.stop()
+
+
+@contextlib.asynccontextmanager
+async def no_op() -> AsyncIterator[None]:
+    yield

@@ -1,0 +1,70 @@
+"""Helpers shared by the integration tests: sample subjects, workers, starts."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agencies import SAMPLE_AGENCIES
+from activities.agencies.synthetic import Household, Person, generate
+from activities.linkage import Provider
+from activities.models import StartFlow
+from renkei.client import RenkeiClient
+from renkei.pseudonyms import derive_code
+from renkei.settings import Settings
+from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
+from workers.agency import agency_worker
+from workers.control import control_worker
+
+
+def households(settings: Settings) -> list[Household]:
+    return generate(settings.sample_residents)
+
+
+def pick(settings: Settings, test: Callable[[Household], bool]) -> Household:
+    return next(h for h in households(settings) if test(h))
+
+
+def code(settings: Settings, org: str, person: Person) -> str:
+    return derive_code(settings.hub_key, org, person.subject_id)
+
+
+@contextlib.asynccontextmanager
+async def workers(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist,
+    *,
+    agencies: tuple[str, ...] = SAMPLE_AGENCIES,
+    providers: dict[str, dict[str, Provider]] | None = None,
+) -> AsyncIterator[list[Worker]]:
+    ws = [control_worker(client, pool, settings, catalog)]
+    for org in agencies:
+        ws.append(
+            agency_worker(
+                client, pool, settings, catalog, org, whitelist, (providers or {}).get(org)
+            )
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        for w in ws:
+            await stack.enter_async_context(w)
+        yield ws
+
+
+def start(bpf: str, executor: str, subject: str, **kw: Any) -> StartFlow:
+    return StartFlow(
+        bpf=bpf, executor=executor, subject=subject, case_ref=f"case-{uuid.uuid4().hex[:10]}", **kw
+    )
+
+
+def sdk(client: Client, settings: Settings) -> RenkeiClient:
+    return RenkeiClient(client, settings)
