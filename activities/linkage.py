@@ -33,7 +33,9 @@ def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callab
         kind = activity.info().activity_type
         if not kind.startswith(QUERY_PREFIX):
             raise ApplicationError(
-                f"{org} does not run activity type {kind}", type="UnknownActivity", non_retryable=True
+                f"{org} does not run activity type {kind}",
+                type="UnknownActivity",
+                non_retryable=True,
             )
         req = activity.payload_converter().from_payload(args[0].payload, LinkageRequest)
         provider = providers.get(req.info)

@@ -25,7 +25,9 @@ class StartFlow(BaseModel):
     subject: str = Field(description="the subject's code at the executor")
     inputs: dict[str, Any] = Field(default_factory=dict)
     trigger: Literal["counter", "portal", "life-event", "notification"] = "counter"
-    case_ref: str = Field(pattern=CASE_REF, description="the caller's case reference; no personal data")
+    case_ref: str = Field(
+        pattern=CASE_REF, description="the caller's case reference; no personal data"
+    )
 
 
 class Pin(BaseModel):

@@ -40,7 +40,9 @@ async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
     return len(rows), version
 
 
-def check_file(path: Path, index: WhitelistIndex, at: dt.date | None = None) -> tuple[object, list[Issue]]:
+def check_file(
+    path: Path, index: WhitelistIndex, at: dt.date | None = None
+) -> tuple[object, list[Issue]]:
     """Parse and validate one file: (loaded or None, issues)."""
     try:
         loaded = load_file(path, display_name=_display(path))
@@ -58,7 +60,8 @@ def _display(path: Path) -> str:
 
 async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[list[str], list[str]]:
     index = await store.load_index(pool)
-    registered, rejected = [], []
+    registered: list[str] = []
+    rejected: list[str] = []
     for path in definition_files(directory):
         loaded, issues = check_file(path, index)
         errors = [i for i in issues if i.severity == "error"]

@@ -55,7 +55,9 @@ def _run(coro: Awaitable[T]) -> T:
 @contextlib.asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the configured database, or on the embedded one (started if needed)."""
-    with embedded(settings.model_copy(update={"temporal_address": settings.temporal_address or "-"})) as (
+    with embedded(
+        settings.model_copy(update={"temporal_address": settings.temporal_address or "-"})
+    ) as (
         _,
         url,
         _started,
@@ -75,7 +77,13 @@ def up() -> None:
     _run(_up(settings))
 
 
-async def _serve(settings: Settings, address: str, url: str, started: bool, ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None) -> None:
+async def _serve(
+    settings: Settings,
+    address: str,
+    url: str,
+    started: bool,
+    ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
+) -> None:
     from workers.dev import running_workers
 
     pool = await create_pool(url, max_size=20)
@@ -93,9 +101,18 @@ async def _serve(settings: Settings, address: str, url: str, started: bool, read
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)
             else:
-                typer.echo(f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows")
+                typer.echo(
+                    f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
+                )
                 typer.echo(f"Temporal gRPC {address}")
-                typer.echo("workers       control + " + ", ".join(__import__('activities.agencies', fromlist=['SAMPLE_AGENCIES']).SAMPLE_AGENCIES))
+                typer.echo(
+                    "workers       control + "
+                    + ", ".join(
+                        __import__(
+                            "activities.agencies", fromlist=["SAMPLE_AGENCIES"]
+                        ).SAMPLE_AGENCIES
+                    )
+                )
                 typer.echo("renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir))
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
@@ -128,13 +145,16 @@ def demo() -> None:
 
     async def go() -> None:
         with embedded(settings) as (address, url, started):
+
             async def ready(client: RenkeiClient, pool: asyncpg.Pool) -> None:
                 result["unexpected"] = await run_demo(settings, pool, client, typer.echo)
 
             await _serve(settings, address, url, started, ready)
             if started:
-                typer.echo("(the embedded stack was started for the demo and is stopped now; "
-                           "`renkei up` keeps it running with the UI)")
+                typer.echo(
+                    "(the embedded stack was started for the demo and is stopped now; "
+                    "`renkei up` keeps it running with the UI)"
+                )
 
     _run(go())
     raise typer.Exit(1 if result.get("unexpected") else 0)
@@ -177,7 +197,9 @@ def whitelist_list(
                 continue
             shown += 1
             until = r.valid_to or "…"
-            typer.echo(f"{r.item}\t{r.requester_role}\t{r.task}\t{r.provider_role}\t{r.info}\t{r.valid_from}–{until}")
+            typer.echo(
+                f"{r.item}\t{r.requester_role}\t{r.task}\t{r.provider_role}\t{r.info}\t{r.valid_from}–{until}"
+            )
         typer.echo(f"{shown} rows", err=True)
 
     _run(go())
@@ -207,7 +229,9 @@ def whitelist_check(
             index = await store.load_index(pool)
         d = index.decide(roles(requester), task, roles(provider), info, day)
         if d.allowed and d.row:
-            typer.echo(f"ALLOW  {d.reason}\n  row: {d.row.id}\n  valid: {d.row.valid_from} – {d.row.valid_to or 'open'}\n  {d.row.legal_text}")
+            typer.echo(
+                f"ALLOW  {d.reason}\n  row: {d.row.id}\n  valid: {d.row.valid_from} – {d.row.valid_to or 'open'}\n  {d.row.legal_text}"
+            )
             return 0
         typer.echo(f"DENY   {d.reason}")
         return 1
@@ -221,8 +245,12 @@ def whitelist_check(
 @bpf_app.command("validate")
 def bpf_validate(
     files: Annotated[list[Path], typer.Argument(help="BPF YAML files")],
-    at: Annotated[str | None, typer.Option("--at", help="check the whitelist as of this date")] = None,
-    offline: Annotated[bool, typer.Option(help="use the shipped whitelist instead of the store")] = False,
+    at: Annotated[
+        str | None, typer.Option("--at", help="check the whitelist as of this date")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option(help="use the shipped whitelist instead of the store")
+    ] = False,
 ) -> None:
     """Validate BPF files: schema, references, expressions, whitelist conformance."""
     from whitelist.annex2 import load_annex2
@@ -257,7 +285,9 @@ def bpf_list() -> None:
     async def go() -> None:
         async with _database(get_settings()) as pool:
             for r in await registry.listing(pool):
-                typer.echo(f"{r['bpf']}\tv{r['version']}\t{r['task']}\t{r['content_hash'][:19]}…\t{r['title']}")
+                typer.echo(
+                    f"{r['bpf']}\tv{r['version']}\t{r['task']}\t{r['content_hash'][:19]}…\t{r['title']}"
+                )
 
     _run(go())
 
@@ -295,11 +325,18 @@ def start(
     async def go() -> int:
         from renkei.stack import running_stack
 
-        address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get("temporal")
+        address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get(
+            "temporal"
+        )
         client = await RenkeiClient.connect(settings, address)
         req = StartFlow(
-            bpf=bpf, version=version, executor=executor, subject=subject,
-            inputs=_parse_inputs(input or []), trigger=trigger, case_ref=case_ref,  # type: ignore[arg-type]
+            bpf=bpf,
+            version=version,
+            executor=executor,
+            subject=subject,
+            inputs=_parse_inputs(input or []),
+            trigger=trigger,
+            case_ref=case_ref,
         )
         handle = await client.start(req)
         typer.echo(f"workflow {handle.id}\n  {settings.run_link(handle.id)}")
@@ -328,7 +365,9 @@ def status(workflow_id: str) -> None:
     async def go() -> None:
         from renkei.stack import running_stack
 
-        address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get("temporal")
+        address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get(
+            "temporal"
+        )
         client = await RenkeiClient.connect(settings, address)
         typer.echo((await client.describe(workflow_id)).model_dump_json(indent=2))
 
@@ -348,7 +387,12 @@ def records(
     async def go() -> None:
         async with _database(get_settings()) as pool:
             rows = await records_store.query(
-                pool, provider=provider, subject_code=subject, bpf=bpf, workflow_id=workflow, limit=limit
+                pool,
+                provider=provider,
+                subject_code=subject,
+                bpf=bpf,
+                workflow_id=workflow,
+                limit=limit,
             )
         for r in rows:
             typer.echo(
@@ -371,7 +415,10 @@ def subjects_sample(
 
     settings = get_settings()
     for h in generate(settings.sample_residents)[:count]:
-        members = ", ".join(f"{m.relationship}={derive_code(settings.hub_key, org, m.subject_id)}" for m in h.members)
+        members = ", ".join(
+            f"{m.relationship}={derive_code(settings.hub_key, org, m.subject_id)}"
+            for m in h.members
+        )
         typer.echo(f"{h.id} ({h.municipality}, {h.kind}): {members}")
 
 

@@ -19,7 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -67,7 +72,9 @@ class RenkeiClient:
         self._definitions: dict[str, BpfDefinition] | None = None
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None, address: str | None = None) -> RenkeiClient:
+    async def connect(
+        cls, settings: Settings | None = None, address: str | None = None
+    ) -> RenkeiClient:
         s = settings or get_settings()
         return cls(await connect(s, address), s)
 
@@ -82,8 +89,10 @@ class RenkeiClient:
                 known = self._definitions.get(d.bpf)
                 if known is None or d.version > known.version:
                     self._definitions[d.bpf] = d
-        d = self._definitions.get(bpf)
-        return d if d is not None and (version is None or d.version == version) else None
+        found = self._definitions.get(bpf)
+        if found is None or (version is not None and found.version != version):
+            return None
+        return found
 
     async def start(self, request: StartFlow) -> WorkflowHandle[Any, FlowResult]:
         """Start a flow, or return the run already started for the same case reference."""
@@ -120,7 +129,9 @@ class RenkeiClient:
 
     async def result(self, wid: str) -> FlowResult:
         """Wait for the flow's result (raises ``WorkflowFailureError`` if it failed)."""
-        return await self.client.get_workflow_handle(wid, result_type=FlowResult).result()
+        handle = self.client.get_workflow_handle(wid, result_type=FlowResult)
+        result: FlowResult = await handle.result()
+        return result
 
     async def describe(self, wid: str) -> RunStatus:
         desc = await self.client.get_workflow_handle(wid).describe()

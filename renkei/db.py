@@ -22,7 +22,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections decode ``jsonb`` to Python objects."""
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, init=_init_connection)
+    pool = await asyncpg.create_pool(
+        url, min_size=min_size, max_size=max_size, init=_init_connection
+    )
     assert pool is not None
     return pool
 
@@ -37,7 +39,9 @@ async def migrate(pool: asyncpg.Pool) -> list[str]:
                 "CREATE TABLE IF NOT EXISTS public.renkei_migrations ("
                 " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            done = {r["name"] for r in await conn.fetch("SELECT name FROM public.renkei_migrations")}
+            done = {
+                r["name"] for r in await conn.fetch("SELECT name FROM public.renkei_migrations")
+            }
             for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
                 if path.name in done:
                     continue

@@ -37,8 +37,7 @@ def demo_cases(settings: Settings, run_tag: str) -> list[tuple[str, StartFlow]]:
     couple = _pick(hh, lambda h: h.kind == "family" and h.municipality == "city-minato")
     single = _pick(hh, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
     insured = next(
-        p for h in hh for p in h.members
-        if h.municipality == "city-minato" and p.medical_payments
+        p for h in hh for p in h.members if h.municipality == "city-minato" and p.medical_payments
     )
     parent = _pick(hh, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
     head, spouse = couple.members[0], couple.members[1]
@@ -46,52 +45,67 @@ def demo_cases(settings: Settings, run_tag: str) -> list[tuple[str, StartFlow]]:
         (
             "child-rearing allowance, applicant living with a spouse (both incomes counted)",
             StartFlow(
-                bpf="child-rearing-allowance-income-check", executor="pref-tokyo",
+                bpf="child-rearing-allowance-income-check",
+                executor="pref-tokyo",
                 subject=code("pref-tokyo", head.subject_id),
-                inputs={"spouse": code("pref-tokyo", spouse.subject_id), "municipality": "city-minato"},
-                trigger="counter", case_ref=f"demo-{run_tag}-cra-1",
+                inputs={
+                    "spouse": code("pref-tokyo", spouse.subject_id),
+                    "municipality": "city-minato",
+                },
+                trigger="counter",
+                case_ref=f"demo-{run_tag}-cra-1",
             ),
         ),
         (
             "child-rearing allowance, single parent (own income only)",
             StartFlow(
-                bpf="child-rearing-allowance-income-check", executor="pref-tokyo",
+                bpf="child-rearing-allowance-income-check",
+                executor="pref-tokyo",
                 subject=code("pref-tokyo", single.members[0].subject_id),
-                inputs={"municipality": "city-minato"}, trigger="portal",
+                inputs={"municipality": "city-minato"},
+                trigger="portal",
                 case_ref=f"demo-{run_tag}-cra-2",
             ),
         ),
         (
             "vaccination relief: medical benefits already paid by the insurer",
             StartFlow(
-                bpf="vaccination-relief-medical-check", executor="city-minato",
+                bpf="vaccination-relief-medical-check",
+                executor="city-minato",
                 subject=code("city-minato", insured.subject_id),
                 inputs={"insurer": "kyokai-kenpo", "claimed_amount": 500000},
-                trigger="counter", case_ref=f"demo-{run_tag}-vac-1",
+                trigger="counter",
+                case_ref=f"demo-{run_tag}-vac-1",
             ),
         ),
         (
             "child allowance: previous municipality and pension body in parallel",
             StartFlow(
-                bpf="child-allowance-check", executor="city-minato",
+                bpf="child-allowance-check",
+                executor="city-minato",
                 subject=code("city-minato", parent.members[0].subject_id),
-                inputs={"previous_municipality": "city-shibuya"}, trigger="counter",
+                inputs={"previous_municipality": "city-shibuya"},
+                trigger="counter",
                 case_ref=f"demo-{run_tag}-ca-1",
             ),
         ),
         (
             "runtime denial: the 'municipality' input names the pension body instead",
             StartFlow(
-                bpf="child-rearing-allowance-income-check", executor="pref-tokyo",
+                bpf="child-rearing-allowance-income-check",
+                executor="pref-tokyo",
                 subject=code("pref-tokyo", single.members[0].subject_id),
-                inputs={"municipality": "jps"}, trigger="counter",
+                inputs={"municipality": "jps"},
+                trigger="counter",
                 case_ref=f"demo-{run_tag}-cra-denied",
             ),
         ),
     ]
 
 
-async def run_demo(settings: Settings, pool: asyncpg.Pool, client: RenkeiClient, out: Callable[[str], Any] = print) -> int:
+async def run_demo(
+    settings: Settings, pool: asyncpg.Pool, client: RenkeiClient, out: Callable[[str], Any] = print
+) -> int:
     """Run every sample flow; return the number of flows whose outcome was unexpected."""
     tag = uuid.uuid4().hex[:8]
     unexpected = 0
@@ -105,7 +119,9 @@ async def run_demo(settings: Settings, pool: asyncpg.Pool, client: RenkeiClient,
             out(f"  outcome: {result.outcome}" + (f" ({result.reason})" if result.reason else ""))
             if result.result:
                 out(f"  result: {result.result}")
-            out(f"  definition: {result.pin.bpf} v{result.pin.version} {result.pin.content_hash[:19]}…")
+            out(
+                f"  definition: {result.pin.bpf} v{result.pin.version} {result.pin.content_hash[:19]}…"
+            )
             unexpected += "denial" in title
         except WorkflowFailureError as err:
             cause = err.cause

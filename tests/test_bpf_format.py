@@ -29,7 +29,11 @@ def issues_of(text: str, index: WhitelistIndex) -> list[str]:
         loaded = parse_text(text, "flow.yaml")
     except BpfFileError as err:
         return [str(i) for i in err.issues]
-    return [str(i) for i in validate(loaded, default_catalog(), index, at=TODAY) if i.severity == "error"]
+    return [
+        str(i)
+        for i in validate(loaded, default_catalog(), index, at=TODAY)
+        if i.severity == "error"
+    ]
 
 
 BASE = """\
@@ -70,7 +74,9 @@ def test_a_minimal_flow_validates(index: WhitelistIndex) -> None:
 
 
 def test_unknown_key_is_reported_with_line_and_path(index: WhitelistIndex) -> None:
-    text = BASE.replace('provider: "${ inputs.previous }"', 'provider: "${ inputs.previous }", timout: 5s')
+    text = BASE.replace(
+        'provider: "${ inputs.previous }"', 'provider: "${ inputs.previous }", timout: 5s'
+    )
     assert issues_of(text, index) == ["flow.yaml:13: steps[0].query.timout: unknown key `timout`"]
 
 
@@ -95,7 +101,9 @@ def test_step_without_a_kind_is_explained(index: WhitelistIndex) -> None:
 
 
 def test_later_step_kinds_are_refused_clearly(index: WhitelistIndex) -> None:
-    [issue] = issues_of(BASE + "  - id: consent\n    wait: {signal: consent, timeout: 30d}\n", index)
+    [issue] = issues_of(
+        BASE + "  - id: consent\n    wait: {signal: consent, timeout: 30d}\n", index
+    )
     assert "step kind `wait` is not supported" in issue
 
 
@@ -117,7 +125,10 @@ def test_later_steps_are_not_in_scope(index: WhitelistIndex) -> None:
 
 
 def test_branch_condition_must_be_boolean(index: WhitelistIndex) -> None:
-    text = BASE + "  - id: b\n    branch:\n      - when: tax.taxable_income\n        steps: [{id: f, fail: {reason: no}}]\n"
+    text = (
+        BASE
+        + "  - id: b\n    branch:\n      - when: tax.taxable_income\n        steps: [{id: f, fail: {reason: no}}]\n"
+    )
     [issue] = issues_of(text, index)
     assert "steps[1].branch[0].when" in issue and "must be of type bool" in issue
 
@@ -128,7 +139,9 @@ def test_duplicate_step_ids_are_errors(index: WhitelistIndex) -> None:
 
 
 def test_unknown_references_are_errors(index: WhitelistIndex) -> None:
-    text = BASE.replace("info: local-tax", "info: horoscope").replace("task: child-allowance", "task: fortune")
+    text = BASE.replace("info: local-tax", "info: horoscope").replace(
+        "task: child-allowance", "task: fortune"
+    )
     found = issues_of(text, index)
     assert "flow.yaml:4: task: unknown task 'fortune'" in found
     assert "flow.yaml:13: steps[0].query.info: unknown info item 'horoscope'" in found
@@ -149,7 +162,11 @@ def test_unconstrained_provider_is_flagged_for_the_runtime_check(index: Whitelis
 
 def test_expired_rows_do_not_satisfy_the_static_check(index: WhitelistIndex) -> None:
     loaded = parse_text(BASE, "flow.yaml")
-    assert [str(i) for i in validate(loaded, default_catalog(), index, at=dt.date(2010, 1, 1)) if i.severity == "error"]
+    assert [
+        str(i)
+        for i in validate(loaded, default_catalog(), index, at=dt.date(2010, 1, 1))
+        if i.severity == "error"
+    ]
 
 
 def test_the_format_documents_example_validates(index: WhitelistIndex) -> None:

@@ -27,19 +27,45 @@ def run(cli: CliRunner, *args: str) -> tuple[int, str]:
 
 
 def test_whitelist_check_allows_with_the_row(cli: CliRunner) -> None:
-    code, out = run(cli, "whitelist", "check", "pref-tokyo", "child-rearing-allowance", "city-minato", "local-tax")
+    code, out = run(
+        cli,
+        "whitelist",
+        "check",
+        "pref-tokyo",
+        "child-rearing-allowance",
+        "city-minato",
+        "local-tax",
+    )
     assert code == 0
     assert out.startswith("ALLOW") and "番号法別表第二 五十七項" in out
 
 
 def test_whitelist_check_denies_with_the_reason(cli: CliRunner) -> None:
-    code, out = run(cli, "whitelist", "check", "city-minato", "child-allowance", "kyokai-kenpo", "medical-benefit")
+    code, out = run(
+        cli,
+        "whitelist",
+        "check",
+        "city-minato",
+        "child-allowance",
+        "kyokai-kenpo",
+        "medical-benefit",
+    )
     assert code == 1
     assert out.startswith("DENY") and "no whitelist row permits" in out
 
 
 def test_whitelist_check_before_the_table_was_in_force_denies(cli: CliRunner) -> None:
-    code, out = run(cli, "whitelist", "check", "pref-tokyo", "child-rearing-allowance", "city-minato", "local-tax", "--at", "2016-01-01")
+    code, out = run(
+        cli,
+        "whitelist",
+        "check",
+        "pref-tokyo",
+        "child-rearing-allowance",
+        "city-minato",
+        "local-tax",
+        "--at",
+        "2016-01-01",
+    )
     assert code == 1 and "not in force" in out
 
 
@@ -54,16 +80,24 @@ def test_bpf_validate_passes_samples_and_fails_the_nonconformant(cli: CliRunner)
     defs = PROJECT_ROOT / "definitions"
     code, out = run(cli, "bpf", "validate", *map(str, sorted(defs.glob("*.yaml"))))
     assert code == 0 and out.count("ok: ") == 3
-    code, out = run(cli, "bpf", "validate", str(defs / "nonconformant" / "child-allowance-medical-peek.yaml"))
+    code, out = run(
+        cli, "bpf", "validate", str(defs / "nonconformant" / "child-allowance-medical-peek.yaml")
+    )
     assert code == 1 and "not permitted by the whitelist" in out
 
 
 def test_bpf_validate_reports_file_line_and_field(cli: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text((PROJECT_ROOT / "definitions" / "child-allowance.yaml").read_text().replace("info: pension-benefit", "info: pension-benefits"))
+    bad.write_text(
+        (PROJECT_ROOT / "definitions" / "child-allowance.yaml")
+        .read_text()
+        .replace("info: pension-benefit", "info: pension-benefits")
+    )
     code, out = run(cli, "bpf", "validate", str(bad))
     assert code == 1
-    assert f"{bad}:20: steps[0].parallel[1][0].query.info: unknown info item 'pension-benefits'" in out
+    assert (
+        f"{bad}:20: steps[0].parallel[1][0].query.info: unknown info item 'pension-benefits'" in out
+    )
 
 
 def test_bpf_list_shows_registered_versions(cli: CliRunner) -> None:
@@ -73,5 +107,5 @@ def test_bpf_list_shows_registered_versions(cli: CliRunner) -> None:
 
 
 def test_records_lists_what_the_flows_wrote(cli: CliRunner) -> None:
-    code, out = run(cli, "records", "--limit", "5")
+    code, _ = run(cli, "records", "--limit", "5")
     assert code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import asyncpg
 import pytest
 from temporalio.client import Client, WorkflowFailureError
@@ -25,7 +26,9 @@ from .helpers import code, pick, sdk, start, workers
 
 
 @pytest.fixture
-async def env(client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist):  # type: ignore[no-untyped-def]
+async def env(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
+):  # type: ignore[no-untyped-def]
     async with workers(client, pool, settings, catalog, live_whitelist):
         yield sdk(client, settings)
 
@@ -37,10 +40,14 @@ async def _records(pool: asyncpg.Pool, wid: str) -> list[records.AccessRecord]:
 async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     head, spouse = h.members[0], h.members[1]
-    handle = await env.start(start(
-        "child-rearing-allowance-income-check", "pref-tokyo", code(settings, "pref-tokyo", head),
-        inputs={"spouse": code(settings, "pref-tokyo", spouse), "municipality": "city-minato"},
-    ))
+    handle = await env.start(
+        start(
+            "child-rearing-allowance-income-check",
+            "pref-tokyo",
+            code(settings, "pref-tokyo", head),
+            inputs={"spouse": code(settings, "pref-tokyo", spouse), "municipality": "city-minato"},
+        )
+    )
     result = await handle.result()
     assert result.outcome == "completed"
     assert result.result["cohabiting"] is True
@@ -51,15 +58,21 @@ async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> Non
     assert {r.outcome for r in recs} == {"allowed"}
     assert {r.legal_reference for r in recs} == {"番号法別表第二 五十七項"}
     # The provider's record holds the provider's code, never the requester's.
-    assert {r.subject_code for r in recs if r.step != "spouse_income"} == {code(settings, "city-minato", head)}
+    assert {r.subject_code for r in recs if r.step != "spouse_income"} == {
+        code(settings, "city-minato", head)
+    }
 
 
 async def test_single_parent_counts_own_income_only(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
-    handle = await env.start(start(
-        "child-rearing-allowance-income-check", "pref-tokyo", code(settings, "pref-tokyo", h.members[0]),
-        inputs={"municipality": "city-minato"},
-    ))
+    handle = await env.start(
+        start(
+            "child-rearing-allowance-income-check",
+            "pref-tokyo",
+            code(settings, "pref-tokyo", h.members[0]),
+            inputs={"municipality": "city-minato"},
+        )
+    )
     result = await handle.result()
     assert result.result == {
         "cohabiting": False,
@@ -72,35 +85,63 @@ async def test_single_parent_counts_own_income_only(env, pool, settings) -> None
 async def test_vaccination_relief_reads_the_insurers_payments(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     from .helpers import households
 
-    person = next(p for h in households(settings) for p in h.members if h.municipality == "city-minato" and p.medical_payments)
+    person = next(
+        p
+        for h in households(settings)
+        for p in h.members
+        if h.municipality == "city-minato" and p.medical_payments
+    )
     paid = sum(a for _, a, _ in person.medical_payments)
-    handle = await env.start(start(
-        "vaccination-relief-medical-check", "city-minato", code(settings, "city-minato", person),
-        inputs={"insurer": "kyokai-kenpo", "claimed_amount": paid + 1000},
-    ))
+    handle = await env.start(
+        start(
+            "vaccination-relief-medical-check",
+            "city-minato",
+            code(settings, "city-minato", person),
+            inputs={"insurer": "kyokai-kenpo", "claimed_amount": paid + 1000},
+        )
+    )
     result = await handle.result()
     assert result.result == {"already_paid": paid, "payable": 1000}
     [rec] = await _records(pool, handle.id)
-    assert (rec.provider, rec.info, rec.legal_reference) == ("kyokai-kenpo", "medical-benefit", "番号法別表第二 十七項")
+    assert (rec.provider, rec.info, rec.legal_reference) == (
+        "kyokai-kenpo",
+        "medical-benefit",
+        "番号法別表第二 十七項",
+    )
 
 
 async def test_vaccination_relief_rejects_an_uninsured_applicant(env, settings) -> None:  # type: ignore[no-untyped-def]
     from .helpers import households
 
-    person = next(p for h in households(settings) for p in h.members if h.municipality == "city-minato" and not p.insured_by_kyokai)
-    result = await (await env.start(start(
-        "vaccination-relief-medical-check", "city-minato", code(settings, "city-minato", person),
-        inputs={"insurer": "kyokai-kenpo", "claimed_amount": 1},
-    ))).result()
+    person = next(
+        p
+        for h in households(settings)
+        for p in h.members
+        if h.municipality == "city-minato" and not p.insured_by_kyokai
+    )
+    result = await (
+        await env.start(
+            start(
+                "vaccination-relief-medical-check",
+                "city-minato",
+                code(settings, "city-minato", person),
+                inputs={"insurer": "kyokai-kenpo", "claimed_amount": 1},
+            )
+        )
+    ).result()
     assert result.outcome == "rejected" and "not insured" in (result.reason or "")
 
 
 async def test_child_allowance_queries_two_providers_in_parallel(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
-    handle = await env.start(start(
-        "child-allowance-check", "city-minato", code(settings, "city-minato", h.members[0]),
-        inputs={"previous_municipality": "city-shibuya"},
-    ))
+    handle = await env.start(
+        start(
+            "child-allowance-check",
+            "city-minato",
+            code(settings, "city-minato", h.members[0]),
+            inputs={"previous_municipality": "city-shibuya"},
+        )
+    )
     try:
         result = await handle.result()
         assert result.result["taxable_income"] == h.members[0].taxable_income
@@ -108,11 +149,14 @@ async def test_child_allowance_queries_two_providers_in_parallel(env, pool, sett
         pytest.fail("child allowance flow failed")
     recs = await _records(pool, handle.id)
     assert {(r.provider, r.legal_reference) for r in recs} == {
-        ("city-shibuya", "番号法別表第二 七十四項"), ("jps", "番号法別表第二 七十五項")
+        ("city-shibuya", "番号法別表第二 七十四項"),
+        ("jps", "番号法別表第二 七十五項"),
     }
 
 
-async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_recorded(client, pool, settings, catalog, live_whitelist) -> None:  # type: ignore[no-untyped-def]
+async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_recorded(
+    client, pool, settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
     calls: list[str] = []
 
     async def spy(req: LinkageRequest) -> LocalTax:
@@ -122,10 +166,14 @@ async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_r
     spying = {"jps": {"resident-record": spy, "local-tax": spy}}
     async with workers(client, pool, settings, catalog, live_whitelist, providers=spying):
         h = pick(settings, lambda h: h.municipality == "city-minato")
-        handle = await sdk(client, settings).start(start(
-            "child-rearing-allowance-income-check", "pref-tokyo", code(settings, "pref-tokyo", h.members[0]),
-            inputs={"municipality": "jps"},
-        ))
+        handle = await sdk(client, settings).start(
+            start(
+                "child-rearing-allowance-income-check",
+                "pref-tokyo",
+                code(settings, "pref-tokyo", h.members[0]),
+                inputs={"municipality": "jps"},
+            )
+        )
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
     cause = failure.value.cause
@@ -137,16 +185,30 @@ async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_r
     assert (await sdk(client, settings).describe(handle.id)).renkei_status == "denied"
 
 
-async def test_nonconformant_definition_cannot_be_registered_or_started(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
-    loaded = load_file(PROJECT_ROOT / "definitions" / "nonconformant" / "child-allowance-medical-peek.yaml")
-    errors = [i for i in validate(loaded, default_catalog(), await store.load_index(pool)) if i.severity == "error"]
+async def test_nonconformant_definition_cannot_be_registered_or_started(
+    env, pool, settings
+) -> None:  # type: ignore[no-untyped-def]
+    loaded = load_file(
+        PROJECT_ROOT / "definitions" / "nonconformant" / "child-allowance-medical-peek.yaml"
+    )
+    errors = [
+        i
+        for i in validate(loaded, default_catalog(), await store.load_index(pool))
+        if i.severity == "error"
+    ]
     assert errors
     from renkei.bootstrap import register_definitions
 
     _, rejected = await register_definitions(pool, PROJECT_ROOT / "definitions" / "nonconformant")
     assert rejected and await registry.fetch(pool, "child-allowance-medical-peek") is None
     h = pick(settings, lambda h: h.municipality == "city-minato")
-    handle = await env.start(start("child-allowance-medical-peek", "city-minato", code(settings, "city-minato", h.members[0])))
+    handle = await env.start(
+        start(
+            "child-allowance-medical-peek",
+            "city-minato",
+            code(settings, "city-minato", h.members[0]),
+        )
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     assert "not registered" in str(failure.value.cause)
@@ -155,17 +217,38 @@ async def test_nonconformant_definition_cannot_be_registered_or_started(env, poo
 
 async def test_invalid_inputs_are_refused_before_the_start(env, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.municipality == "city-minato")
-    with pytest.raises(ValueError, match="previous_municipality: the org does not hold role municipal-mayor"):
-        await env.start(start("child-allowance-check", "city-minato", code(settings, "city-minato", h.members[0]),
-                              inputs={"previous_municipality": "jps"}))
+    with pytest.raises(
+        ValueError, match="previous_municipality: the org does not hold role municipal-mayor"
+    ):
+        await env.start(
+            start(
+                "child-allowance-check",
+                "city-minato",
+                code(settings, "city-minato", h.members[0]),
+                inputs={"previous_municipality": "jps"},
+            )
+        )
     with pytest.raises(ValueError, match="subject"):
-        await env.start(start("child-allowance-check", "city-minato", "not-a-code", inputs={"previous_municipality": "city-shibuya"}))
+        await env.start(
+            start(
+                "child-allowance-check",
+                "city-minato",
+                "not-a-code",
+                inputs={"previous_municipality": "city-shibuya"},
+            )
+        )
 
 
 async def test_an_executor_not_named_by_the_definition_cannot_run_it(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.municipality == "city-minato")
-    handle = await env.start(start("child-allowance-check", "kyokai-kenpo", code(settings, "kyokai-kenpo", h.members[0]),
-                                   inputs={"previous_municipality": "city-shibuya"}))
+    handle = await env.start(
+        start(
+            "child-allowance-check",
+            "kyokai-kenpo",
+            code(settings, "kyokai-kenpo", h.members[0]),
+            inputs={"previous_municipality": "city-shibuya"},
+        )
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     assert "not an executor" in str(failure.value.cause)
@@ -173,8 +256,12 @@ async def test_an_executor_not_named_by_the_definition_cannot_run_it(env, pool, 
 
 async def test_same_case_reference_returns_the_same_run(env, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
-    req = start("child-allowance-check", "city-minato", code(settings, "city-minato", h.members[0]),
-                inputs={"previous_municipality": "city-shibuya"})
+    req = start(
+        "child-allowance-check",
+        "city-minato",
+        code(settings, "city-minato", h.members[0]),
+        inputs={"previous_municipality": "city-shibuya"},
+    )
     first = await env.start(req)
     await first.result()
     second = await env.start(req)
@@ -184,11 +271,20 @@ async def test_same_case_reference_returns_the_same_run(env, settings) -> None: 
 
 async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
-    req = start("child-allowance-check", "city-minato", code(settings, "city-minato", h.members[0]),
-                inputs={"previous_municipality": "city-shibuya"})
+    req = start(
+        "child-allowance-check",
+        "city-minato",
+        code(settings, "city-minato", h.members[0]),
+        inputs={"previous_municipality": "city-shibuya"},
+    )
     handle = await env.start(req)
     result: FlowResult = await handle.result()
-    found = [w async for w in client.list_workflows(f"RenkeiBpf = 'child-allowance-check' AND WorkflowId = '{handle.id}'")]
+    found = [
+        w
+        async for w in client.list_workflows(
+            f"RenkeiBpf = 'child-allowance-check' AND WorkflowId = '{handle.id}'"
+        )
+    ]
     assert [w.workflow_type for w in found] == ["child-allowance-check"]
     desc = await handle.describe()
     memo = await desc.memo_value("definition")
@@ -200,11 +296,17 @@ async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client,
 
 async def _register_fixture(pool: asyncpg.Pool, name: str) -> None:
     loaded = load_file(TESTS / "definitions" / name)
-    assert not [i for i in validate(loaded, default_catalog(), await store.load_index(pool)) if i.severity == "error"]
+    assert not [
+        i
+        for i in validate(loaded, default_catalog(), await store.load_index(pool))
+        if i.severity == "error"
+    ]
     await registry.register(pool, loaded)
 
 
-async def test_one_record_per_linkage_despite_a_forced_retry(client, pool, settings, catalog, live_whitelist) -> None:  # type: ignore[no-untyped-def]
+async def test_one_record_per_linkage_despite_a_forced_retry(
+    client, pool, settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
     await _register_fixture(pool, "retry-probe.yaml")
     real = municipality_providers("city-shibuya", pool)["local-tax"]
     attempts: list[int] = []
@@ -215,9 +317,18 @@ async def test_one_record_per_linkage_despite_a_forced_retry(client, pool, setti
             raise RuntimeError("transient outage at the provider")
         return await real(req)  # type: ignore[return-value]
 
-    async with workers(client, pool, settings, catalog, live_whitelist, providers={"city-shibuya": {"local-tax": flaky}}):
+    async with workers(
+        client,
+        pool,
+        settings,
+        catalog,
+        live_whitelist,
+        providers={"city-shibuya": {"local-tax": flaky}},
+    ):
         h = pick(settings, lambda h: h.municipality == "city-shibuya")
-        handle = await sdk(client, settings).start(start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0])))
+        handle = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
         result = await handle.result()
     assert len(attempts) == 3
     assert result.result["income"] == h.members[0].taxable_income
@@ -225,7 +336,9 @@ async def test_one_record_per_linkage_despite_a_forced_retry(client, pool, setti
     assert rec.outcome == "allowed"
 
 
-async def test_one_record_per_linkage_across_a_worker_restart(client, pool, settings, catalog, live_whitelist) -> None:  # type: ignore[no-untyped-def]
+async def test_one_record_per_linkage_across_a_worker_restart(
+    client, pool, settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
     await _register_fixture(pool, "retry-probe.yaml")
     entered = asyncio.Event()
     stuck = asyncio.Event()
@@ -240,9 +353,13 @@ async def test_one_record_per_linkage_across_a_worker_restart(client, pool, sett
     async with workers(client, pool, settings, catalog, live_whitelist, agencies=()):
         from workers.agency import agency_worker
 
-        crashing = agency_worker(client, pool, settings, catalog, "city-shibuya", live_whitelist, {"local-tax": hang})
+        crashing = agency_worker(
+            client, pool, settings, catalog, "city-shibuya", live_whitelist, {"local-tax": hang}
+        )
         async with crashing:
-            handle = await rc.start(start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0])))
+            handle = await rc.start(
+                start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+            )
             await asyncio.wait_for(entered.wait(), 30)
         # That worker is gone with the linkage in flight; a fresh worker of the same org takes over.
 
@@ -255,7 +372,14 @@ async def test_one_record_per_linkage_across_a_worker_restart(client, pool, sett
 
 async def test_unknown_subject_code_fails_without_naming_it(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     fake = "A" * 20
-    handle = await env.start(start("child-allowance-check", "city-minato", fake, inputs={"previous_municipality": "city-shibuya"}))
+    handle = await env.start(
+        start(
+            "child-allowance-check",
+            "city-minato",
+            fake,
+            inputs={"previous_municipality": "city-shibuya"},
+        )
+    )
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     assert fake not in str(failure.value.cause)

@@ -58,24 +58,36 @@ def test_every_row_is_allowed_for_its_own_roles_and_denied_for_another_task(rows
         assert d.allowed and d.row is not None and d.row.item == row.item
         other = "student-loans" if row.task != "student-loans" else "child-allowance"
         if not any(
-            r.task == other and r.info == row.info and r.requester_role == row.requester_role
+            r.task == other
+            and r.info == row.info
+            and r.requester_role == row.requester_role
             and r.provider_role == row.provider_role
             for r in rows
         ):
-            assert not index.decide([row.requester_role], other, [row.provider_role], row.info, TODAY).allowed
+            assert not index.decide(
+                [row.requester_role], other, [row.provider_role], row.info, TODAY
+            ).allowed
 
 
 @pytest.mark.parametrize(
     ("requester", "task", "provider", "info", "item"),
     [
-        ("city-minato", "vaccination-health-damage-relief", "kyokai-kenpo", "medical-benefit", "十七"),
+        (
+            "city-minato",
+            "vaccination-health-damage-relief",
+            "kyokai-kenpo",
+            "medical-benefit",
+            "十七",
+        ),
         ("pref-tokyo", "child-rearing-allowance", "city-minato", "resident-record", "五十七"),
         ("pref-tokyo", "child-rearing-allowance", "city-minato", "local-tax", "五十七"),
         ("city-minato", "child-allowance", "city-shibuya", "local-tax", "七十四"),
         ("city-minato", "child-allowance", "jps", "pension-benefit", "七十五"),
     ],
 )
-def test_sample_linkages_are_permitted_by_their_rows(catalog_module, rows, requester, task, provider, info, item) -> None:  # type: ignore[no-untyped-def]
+def test_sample_linkages_are_permitted_by_their_rows(
+    catalog_module, rows, requester, task, provider, info, item
+) -> None:  # type: ignore[no-untyped-def]
     d = WhitelistIndex(rows).decide(
         catalog_module.org_roles(requester), task, catalog_module.org_roles(provider), info, TODAY
     )
@@ -92,7 +104,9 @@ def test_sample_linkages_are_permitted_by_their_rows(catalog_module, rows, reque
         ("pref-tokyo", "child-rearing-allowance", "jps", "resident-record"),
     ],
 )
-def test_linkages_outside_the_table_are_denied_with_a_reason(catalog_module, rows, requester, task, provider, info) -> None:  # type: ignore[no-untyped-def]
+def test_linkages_outside_the_table_are_denied_with_a_reason(
+    catalog_module, rows, requester, task, provider, info
+) -> None:  # type: ignore[no-untyped-def]
     d = WhitelistIndex(rows).decide(
         catalog_module.org_roles(requester), task, catalog_module.org_roles(provider), info, TODAY
     )
@@ -102,8 +116,16 @@ def test_linkages_outside_the_table_are_denied_with_a_reason(catalog_module, row
 
 def _row(valid_from: dt.date, valid_to: dt.date | None, rid: str = "test/1") -> WhitelistRow:
     return WhitelistRow(
-        id=rid, source="test", item="test 1", requester_role="municipal-mayor", task="student-loans",
-        provider_role="jasso", info="local-tax", legal_text="test", valid_from=valid_from, valid_to=valid_to,
+        id=rid,
+        source="test",
+        item="test 1",
+        requester_role="municipal-mayor",
+        task="student-loans",
+        provider_role="jasso",
+        info="local-tax",
+        legal_text="test",
+        valid_from=valid_from,
+        valid_to=valid_to,
     )
 
 
@@ -119,10 +141,20 @@ def test_a_row_only_allows_within_its_validity_period() -> None:
 
 def test_decision_looks_up_role_pairs_not_the_table(rows) -> None:  # type: ignore[no-untyped-def]
     big = WhitelistIndex(
-        list(rows) + [_row(dt.date(2020, 1, 1), None, rid=f"test/{i}").model_copy(update={"task": f"t-{i}"}) for i in range(100_000)]
+        list(rows)
+        + [
+            _row(dt.date(2020, 1, 1), None, rid=f"test/{i}").model_copy(update={"task": f"t-{i}"})
+            for i in range(100_000)
+        ]
     )
     assert len(big) == len(rows) + 100_000
-    d = big.decide(["prefectural-governor-etc"], "child-rearing-allowance", ["municipal-mayor"], "local-tax", TODAY)
+    d = big.decide(
+        ["prefectural-governor-etc"],
+        "child-rearing-allowance",
+        ["municipal-mayor"],
+        "local-tax",
+        TODAY,
+    )
     assert d.allowed
 
 
@@ -131,8 +163,12 @@ async def test_store_round_trips_the_real_table(pool: asyncpg.Pool, rows) -> Non
     assert sorted(stored, key=lambda r: r.id) == sorted(rows, key=lambda r: r.id)
 
 
-async def test_workers_pick_up_a_new_row_without_restart(pool: asyncpg.Pool, live_whitelist: LiveWhitelist) -> None:
-    row = _row(dt.date(2020, 1, 1), None, rid="test/live").model_copy(update={"task": "live-reload-task"})
+async def test_workers_pick_up_a_new_row_without_restart(
+    pool: asyncpg.Pool, live_whitelist: LiveWhitelist
+) -> None:
+    row = _row(dt.date(2020, 1, 1), None, rid="test/live").model_copy(
+        update={"task": "live-reload-task"}
+    )
     args = (["municipal-mayor"], "live-reload-task", ["jasso"], "local-tax", TODAY)
     assert not live_whitelist.index.decide(*args).allowed
     version = await store.upsert_rows(pool, [row])

@@ -31,10 +31,16 @@ def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
     }
     orgs = {o["id"]: Org(**o) for o in read_yaml(cat / "orgs.yaml")}
     problems = [f"info-schemas.yaml: unknown info item {i!r}" for i in schemas if i not in infos]
-    problems += [f"info-schemas.yaml: unknown schema {s!r}" for s in schemas.values() if s not in SCHEMAS]
+    problems += [
+        f"info-schemas.yaml: unknown schema {s!r}" for s in schemas.values() if s not in SCHEMAS
+    ]
     for org in orgs.values():
-        problems += [f"orgs.yaml: {org.id}: unknown role {r!r}" for r in org.roles if r not in roles]
-        problems += [f"orgs.yaml: {org.id}: unknown info {i!r}" for i in org.serves if i not in infos]
+        problems += [
+            f"orgs.yaml: {org.id}: unknown role {r!r}" for r in org.roles if r not in roles
+        ]
+        problems += [
+            f"orgs.yaml: {org.id}: unknown info {i!r}" for i in org.serves if i not in infos
+        ]
     if problems:
         raise ValueError("catalog is inconsistent:\n  " + "\n  ".join(problems))
     return Catalog(roles=roles, tasks=tasks, info_items=infos, orgs=orgs)

@@ -40,7 +40,9 @@ JST = ZoneInfo("Asia/Tokyo")
 class WhitelistGate:
     """Decide and record one linkage attempt."""
 
-    def __init__(self, org: str, catalog: Catalog, whitelist: LiveWhitelist, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self, org: str, catalog: Catalog, whitelist: LiveWhitelist, pool: asyncpg.Pool
+    ) -> None:
         self.org = org
         self.catalog = catalog
         self.whitelist = whitelist
@@ -123,13 +125,20 @@ class _Inbound(ActivityInboundInterceptor):
             ) from None
         if kind != f"{QUERY_PREFIX}{req.info}":
             raise ApplicationError(
-                "activity type and requested info item differ", type="MalformedLinkage", non_retryable=True
+                "activity type and requested info item differ",
+                type="MalformedLinkage",
+                non_retryable=True,
             )
         decision = await self.gate.admit(req)
         if not decision.allowed:
             raise ApplicationError(
                 f"linkage denied by the whitelist: {decision.reason}",
-                {"requester": req.requester, "provider": self.gate.org, "task": req.task, "info": req.info},
+                {
+                    "requester": req.requester,
+                    "provider": self.gate.org,
+                    "task": req.task,
+                    "info": req.info,
+                },
                 type="WhitelistDenied",
                 non_retryable=True,
             )

@@ -88,7 +88,7 @@ async def delete_rows(pool: asyncpg.Pool, ids: Sequence[str]) -> int:
         return await _bump(conn)
 
 
-async def _bump(conn: asyncpg.Connection) -> int:
+async def _bump(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> int:
     version: int = await conn.fetchval(
         "UPDATE whitelist.version SET version = version + 1, changed_at = now() RETURNING version"
     )
@@ -144,7 +144,7 @@ class LiveWhitelist:
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
 
-    async def wait_for_version(self, version: int, timeout: float = 10.0) -> None:
+    async def wait_for_version(self, version: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Block until the index reflects at least ``version`` (used after a write)."""
         async with asyncio.timeout(timeout):
             while self.index.version < version:
@@ -176,7 +176,8 @@ class LiveWhitelist:
                 self.index = await load_index(self._conn)
                 self._changed.set()
                 self._ready.set()
-                while not self._conn.is_closed():
+                # asyncpg reports a lost connection only through is_closed(); poll it.
+                while not self._conn.is_closed():  # noqa: ASYNC110
                     await asyncio.sleep(1.0)
             except asyncio.CancelledError:
                 raise

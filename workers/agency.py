@@ -31,7 +31,11 @@ def agency_worker(
     return Worker(
         client,
         task_queue=settings.agency_queue(org),
-        activities=[make_linkage_activity(org, providers if providers is not None else providers_for(org, pool))],
+        activities=[
+            make_linkage_activity(
+                org, providers if providers is not None else providers_for(org, pool)
+            )
+        ],
         interceptors=[WhitelistInterceptor(gate)],
         **options,  # type: ignore[arg-type]
     )

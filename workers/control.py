@@ -37,7 +37,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 def control_worker(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog: Catalog, **options: object
 ) -> Worker:
-    hub = HubActivities(pool, catalog, Pseudonyms(pool, settings.hub_key), settings.task_queue_prefix)
+    hub = HubActivities(
+        pool, catalog, Pseudonyms(pool, settings.hub_key), settings.task_queue_prefix
+    )
     return Worker(
         client,
         task_queue=settings.control_queue,

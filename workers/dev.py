@@ -24,7 +24,9 @@ async def running_workers(
     """Run the control worker and the sample agencies' workers until the block exits."""
     whitelist = await LiveWhitelist(dsn).start()
     workers = [control_worker(client, pool, settings, catalog)]
-    workers += [agency_worker(client, pool, settings, catalog, org, whitelist) for org in SAMPLE_AGENCIES]
+    workers += [
+        agency_worker(client, pool, settings, catalog, org, whitelist) for org in SAMPLE_AGENCIES
+    ]
     try:
         async with contextlib.AsyncExitStack() as stack:
             for w in workers:

@@ -23,8 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cel_expr_python import cel
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    json_format,
+    message_factory,
+    struct_pb2,
+    timestamp_pb2,
+)
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
@@ -88,7 +94,9 @@ def _unwrap(tp: Any) -> Any:
     return tp
 
 
-def _add_model(fdp: descriptor_pb2.FileDescriptorProto, model: type[BaseModel], done: set[str]) -> str:
+def _add_model(
+    fdp: descriptor_pb2.FileDescriptorProto, model: type[BaseModel], done: set[str]
+) -> str:
     name = model.__name__
     full = f"{fdp.package}.{name}"
     if name in done:
@@ -137,7 +145,7 @@ def _cel_type_to_field(t: cel.Type, fld: descriptor_pb2.FieldDescriptorProto) ->
         "BYTES": FDP.TYPE_BYTES,
     }.get(name)
     if scalar is not None:
-        fld.type = scalar  # type: ignore[assignment]
+        fld.type = scalar
     elif name == "TIMESTAMP":
         fld.type = FDP.TYPE_MESSAGE
         fld.type_name = ".google.protobuf.Timestamp"
@@ -238,7 +246,9 @@ class CompiledBpf:
 
     def message(self, full_name: str, data: Mapping[str, Any]) -> Message:
         """A message of ``full_name`` built from JSON-shaped ``data``."""
-        return json_format.ParseDict(dict(data), self.classes[full_name](), ignore_unknown_fields=False)
+        return json_format.ParseDict(
+            dict(data), self.classes[full_name](), ignore_unknown_fields=False
+        )
 
     def evaluate(self, key: Key, bindings: Mapping[str, Any]) -> Any:
         """Evaluate one expression; the result as plain JSON-shaped Python."""
@@ -270,7 +280,7 @@ def to_json(value: Any) -> Any:
         for fd, v in value.ListFields():
             if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
                 out[fd.name] = {k: to_json(x) for k, x in v.items()}
-            elif fd.label == FDP.LABEL_REPEATED:
+            elif fd.label == fd.LABEL_REPEATED:  # type: ignore[attr-defined]
                 out[fd.name] = [to_json(x) for x in v]
             else:
                 out[fd.name] = to_json(v)
@@ -334,9 +344,7 @@ def _compile_message(text: str) -> str:
     return head.removesuffix(" [INVALID_ARGUMENT]")
 
 
-def compile_definition(
-    definition: BpfDefinition, info_schemas: Mapping[str, str]
-) -> CompiledBpf:
+def compile_definition(definition: BpfDefinition, info_schemas: Mapping[str, str]) -> CompiledBpf:
     """Compile every expression of ``definition``; problems are collected in ``errors``.
 
     ``info_schemas`` maps each info item the definition queries to its schema class name.
@@ -359,7 +367,9 @@ def compile_definition(
     )
     inputs = flow.message_type.add(name="Inputs")
     for number, (name, spec) in enumerate(definition.inputs.items(), start=1):
-        inputs.field.add(name=name, number=number, type=INPUT_FIELD[spec.type], label=FDP.LABEL_OPTIONAL)
+        inputs.field.add(
+            name=name, number=number, type=INPUT_FIELD[spec.type], label=FDP.LABEL_OPTIONAL
+        )
     pool.Add(flow)
     compiled.inputs_type = "renkei.flow.Inputs"
 
@@ -400,9 +410,15 @@ def _compile_steps(steps: list[AnyStep], scope: _Scope, info_schemas: Mapping[st
             scope.declare(step.id, cel.Type(full))
         elif isinstance(step, SetStep):
             fdp = descriptor_pb2.FileDescriptorProto(
-                name=f"renkei/set/{step.id}.proto", package="renkei.set", syntax="proto2",
-                dependency=["google/protobuf/struct.proto", "google/protobuf/timestamp.proto",
-                            "renkei/info.proto", "renkei/flow.proto"],
+                name=f"renkei/set/{step.id}.proto",
+                package="renkei.set",
+                syntax="proto2",
+                dependency=[
+                    "google/protobuf/struct.proto",
+                    "google/protobuf/timestamp.proto",
+                    "renkei/info.proto",
+                    "renkei/flow.proto",
+                ],
             )
             msg = fdp.message_type.add(name=f"Set_{step.id}")
             for number, (name, source) in enumerate(step.set.items(), start=1):

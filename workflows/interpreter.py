@@ -104,9 +104,7 @@ class BpfInterpreter:
         }
         try:
             await self._steps(self._run.definition.steps)
-            result = {
-                name: self._eval(("result", name)) for name in self._run.definition.result
-            }
+            result = {name: self._eval(("result", name)) for name in self._run.definition.result}
         except _Rejected as rejected:
             self._set_status("rejected")
             return FlowResult(
@@ -149,9 +147,7 @@ class BpfInterpreter:
 
     def _bind(self, step_id: str, output: dict[str, Any]) -> None:
         self._outputs[step_id] = output
-        self._messages[step_id] = self._program.message(
-            self._program.step_types[step_id], output
-        )
+        self._messages[step_id] = self._program.message(self._program.step_types[step_id], output)
 
     # -- steps --
 
@@ -188,7 +184,7 @@ class BpfInterpreter:
         if from_org == to_org or not codes:
             return codes
         try:
-            return await workflow.execute_local_activity(
+            translated: list[str] = await workflow.execute_local_activity(
                 "hub.translate",
                 TranslateRequest(from_org=from_org, to_org=to_org, codes=codes),
                 result_type=list[str],
@@ -197,6 +193,7 @@ class BpfInterpreter:
             )
         except ActivityError as err:
             raise _application_failure(err, "code translation failed") from None
+        return translated
 
     async def _query(self, step: QueryStep) -> None:
         q = step.query
@@ -237,12 +234,15 @@ class BpfInterpreter:
             denied = isinstance(cause, ApplicationError) and cause.type == "WhitelistDenied"
             self._linkages.append(
                 LinkageOutcome(
-                    step=step.id, provider=provider, info=q.info, outcome="denied" if denied else "failed"
+                    step=step.id,
+                    provider=provider,
+                    info=q.info,
+                    outcome="denied" if denied else "failed",
                 )
             )
             if denied:
                 raise ApplicationError(
-                    f"step {step.id}: {cause.message if cause else 'denied'}",
+                    f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}",
                     type="LinkageDenied",
                     non_retryable=True,
                 ) from None

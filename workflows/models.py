@@ -51,7 +51,9 @@ def _format_duration(value: dt.timedelta) -> str:
 
 
 Duration = Annotated[
-    dt.timedelta, BeforeValidator(_parse_duration), PlainSerializer(_format_duration, return_type=str)
+    dt.timedelta,
+    BeforeValidator(_parse_duration),
+    PlainSerializer(_format_duration, return_type=str),
 ]
 Ident = Annotated[str, Field(pattern=IDENT)]
 
@@ -101,7 +103,10 @@ class InputSpec(_Strict):
     def _constraints_fit_type(self) -> InputSpec:
         if self.role is not None and self.type != "org":
             raise ValueError("`role` applies only to inputs of type org")
-        if (self.min is not None or self.max is not None) and self.type not in ("integer", "number"):
+        if (self.min is not None or self.max is not None) and self.type not in (
+            "integer",
+            "number",
+        ):
             raise ValueError("`min`/`max` apply only to integer and number inputs")
         if self.pattern is not None:
             if self.type != "string":

@@ -46,19 +46,33 @@ def info_schemas(catalog: Catalog, loaded: LoadedBpf) -> dict[str, str]:
     }
 
 
-def _step_locs(steps: list[AnyStep], prefix: tuple[str | int, ...]) -> dict[str, tuple[str | int, ...]]:
+def _step_locs(
+    steps: list[AnyStep], prefix: tuple[str | int, ...]
+) -> dict[str, tuple[str | int, ...]]:
     locs: dict[str, tuple[str | int, ...]] = {}
     for i, s in enumerate(steps):
         loc = (*prefix, i)
         locs.setdefault(s.id, loc)
         if isinstance(s, ParallelStep):
             for j, lane in enumerate(s.parallel):
-                locs.update({k: v for k, v in _step_locs(lane, (*loc, "parallel", j)).items() if k not in locs})
+                locs.update(
+                    {
+                        k: v
+                        for k, v in _step_locs(lane, (*loc, "parallel", j)).items()
+                        if k not in locs
+                    }
+                )
         elif isinstance(s, BranchStep):
             for j, arm in enumerate(s.branch):
                 key = "steps" if isinstance(arm, WhenArm) else "otherwise"
                 body = arm.steps if isinstance(arm, WhenArm) else arm.otherwise
-                locs.update({k: v for k, v in _step_locs(body, (*loc, "branch", j, key)).items() if k not in locs})
+                locs.update(
+                    {
+                        k: v
+                        for k, v in _step_locs(body, (*loc, "branch", j, key)).items()
+                        if k not in locs
+                    }
+                )
     return locs
 
 
@@ -121,16 +135,16 @@ def validate(
 
     queries = [s for s in walk(d.steps) if isinstance(s, QueryStep)]
     for s in queries:
-        loc = locs[s.id]
+        step_loc = locs[s.id]
         if s.query.info not in catalog.info_items:
-            add((*loc, "query", "info"), f"unknown info item {s.query.info!r}")
+            add((*step_loc, "query", "info"), f"unknown info item {s.query.info!r}")
         if embedded(s.query.provider) is None and s.query.provider not in catalog.orgs:
-            add((*loc, "query", "provider"), f"unknown org {s.query.provider!r}")
+            add((*step_loc, "query", "provider"), f"unknown org {s.query.provider!r}")
         elif embedded(s.query.provider) is None:
             org = catalog.orgs[s.query.provider]
             if s.query.info in catalog.info_items and s.query.info not in org.serves:
                 add(
-                    (*loc, "query", "provider"),
+                    (*step_loc, "query", "provider"),
                     f"{org.id} does not serve info item {s.query.info!r}",
                 )
 
@@ -140,8 +154,9 @@ def validate(
     compiled = compile_definition(d, info_schemas(catalog, loaded))
     for err in compiled.errors:
         key = err.key
+        loc: tuple[str | int, ...]
         if key[0] == "result":
-            loc: tuple[str | int, ...] = ("result", key[1])
+            loc = ("result", key[1])
         else:
             base = locs.get(str(key[0]), ("steps",))
             step = next(s for s in walk(d.steps) if s.id == key[0])

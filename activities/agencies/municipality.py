@@ -18,7 +18,9 @@ def schema_of(org: str) -> str:
 
 def no_match(org: str, info: str) -> ApplicationError:
     # A "no match" is an answer, not an outage: retrying cannot change it.
-    return ApplicationError(f"{org} holds no {info} for this subject", type="NoMatch", non_retryable=True)
+    return ApplicationError(
+        f"{org} holds no {info} for this subject", type="NoMatch", non_retryable=True
+    )
 
 
 def providers(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:
@@ -39,7 +41,9 @@ def providers(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:
             household_id=row["household_id"],
             relationship=row["relationship"],
             moved_in=row["moved_in"],
-            members=[HouseholdMember(code=m["code"], relationship=m["relationship"]) for m in members],
+            members=[
+                HouseholdMember(code=m["code"], relationship=m["relationship"]) for m in members
+            ],
         )
 
     async def local_tax(req: LinkageRequest) -> LocalTax:

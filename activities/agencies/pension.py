@@ -16,6 +16,8 @@ def providers(pool: asyncpg.Pool) -> dict[str, Provider]:
         )
         if row is None:
             return PensionBenefit(receives_pension=False, kind="", annual_amount=0)
-        return PensionBenefit(receives_pension=True, kind=row["kind"], annual_amount=row["annual_amount"])
+        return PensionBenefit(
+            receives_pension=True, kind=row["kind"], annual_amount=row["annual_amount"]
+        )
 
     return {"pension-benefit": pension_benefit}

@@ -29,7 +29,10 @@ async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) ->
                 "residents",
                 schema_name=schema,
                 columns=["code", "household_id", "relationship", "moved_in", "birth_date"],
-                records=[(code(org, p), p.household_id, p.relationship, p.moved_in, p.birth_date) for p in local],
+                records=[
+                    (code(org, p), p.household_id, p.relationship, p.moved_in, p.birth_date)
+                    for p in local
+                ],
             )
             tax = []
             for h in households:
@@ -39,8 +42,13 @@ async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) ->
                 for p in h.members:
                     rate_tax = p.taxable_income // 10
                     tax.append(
-                        (code(org, p), FISCAL_YEAR, p.taxable_income, rate_tax,
-                         dependents if p.relationship == "世帯主" else 0)
+                        (
+                            code(org, p),
+                            FISCAL_YEAR,
+                            p.taxable_income,
+                            rate_tax,
+                            dependents if p.relationship == "世帯主" else 0,
+                        )
                     )
             await conn.copy_records_to_table(
                 "local_tax",
@@ -50,16 +58,25 @@ async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) ->
             )
         insured = [p for p in everyone if p.insured_by_kyokai]
         await conn.copy_records_to_table(
-            "insured", schema_name="agency_kyokai_kenpo", columns=["code"],
+            "insured",
+            schema_name="agency_kyokai_kenpo",
+            columns=["code"],
             records=[(code("kyokai-kenpo", p),) for p in insured],
         )
         await conn.copy_records_to_table(
-            "medical_payments", schema_name="agency_kyokai_kenpo",
+            "medical_payments",
+            schema_name="agency_kyokai_kenpo",
             columns=["code", "month", "amount", "kind"],
-            records=[(code("kyokai-kenpo", p), m, a, k) for p in insured for (m, a, k) in p.medical_payments],
+            records=[
+                (code("kyokai-kenpo", p), m, a, k)
+                for p in insured
+                for (m, a, k) in p.medical_payments
+            ],
         )
         await conn.copy_records_to_table(
-            "pensions", schema_name="agency_jps", columns=["code", "kind", "annual_amount"],
+            "pensions",
+            schema_name="agency_jps",
+            columns=["code", "kind", "annual_amount"],
             records=[(code("jps", p), p.pension[0], p.pension[1]) for p in everyone if p.pension],
         )
     return True

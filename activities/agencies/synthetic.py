@@ -61,25 +61,30 @@ def generate(size: int, seed: int = 20261126) -> list[Household]:
         kind = rng.choices(["single", "couple", "family", "single-parent"], [3, 2, 4, 2])[0]
         members: list[Person] = []
 
+        # Called only within this iteration, so binding the loop's variables late is safe.
         def person(rel: str, age: int, income: int) -> Person:
             p = Person(
                 subject_id=uuid.UUID(int=rng.getrandbits(128), version=4),
-                municipality=municipality,
-                household_id=hid,
+                municipality=municipality,  # noqa: B023
+                household_id=hid,  # noqa: B023
                 relationship=rel,
                 birth_date=_birth(rng, age),
                 moved_in=REFERENCE_DATE - dt.timedelta(days=rng.randrange(30, 6000)),
                 taxable_income=income,
                 insured_by_kyokai=age >= 18 and rng.random() < 0.55,
             )
-            members.append(p)
+            members.append(p)  # noqa: B023
             return p
 
         head_age = rng.randrange(20, 90)
         person("世帯主", head_age, _income(rng, head_age))
         if kind in ("couple", "family"):
             age = max(20, head_age + rng.randrange(-5, 6))
-            person("妻" if rng.random() < 0.8 else "夫", age, _income(rng, age) // rng.choice([1, 2, 4]))
+            person(
+                "妻" if rng.random() < 0.8 else "夫",
+                age,
+                _income(rng, age) // rng.choice([1, 2, 4]),
+            )
         if kind in ("family", "single-parent"):
             for _ in range(rng.randrange(1, 4)):
                 person("子", rng.randrange(0, 18), 0)

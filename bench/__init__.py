@@ -1,0 +1,1 @@
+"""Benchmarks: renkei against plain Temporal on the same dev server, in the same run."""

@@ -1,0 +1,169 @@
+"""``python -m bench [--quick]``: throughput of a 3-query BPF against a plain Temporal workflow
+with 3 no-op activities on the same dev server, and the whitelist decision time for the real table
+and for 100,000 synthetic rows. Prints ratios measured in this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.agencies.synthetic import generate
+from activities.models import StartFlow
+from bench.plain import PlainThree, noop
+from renkei.bootstrap import prepare
+from renkei.client import RenkeiClient
+from renkei.db import create_pool
+from renkei.pseudonyms import derive_code
+from renkei.search_attributes import ALL
+from renkei.settings import Settings
+from renkei.stack import start_postgres, temporal_cli
+from whitelist.annex2 import load_annex2
+from whitelist.catalog import default_catalog
+from whitelist.decide import WhitelistIndex
+from whitelist.models import WhitelistRow
+from workers.dev import running_workers
+
+
+async def _plain(env: WorkflowEnvironment, flows: int) -> float:
+    tq = f"plain-{uuid.uuid4().hex[:8]}"
+    async with Worker(env.client, task_queue=tq, workflows=[PlainThree], activities=[noop]):
+        t0 = time.perf_counter()
+        handles = [
+            await env.client.start_workflow(
+                PlainThree.run, "x", id=f"plain-{uuid.uuid4()}", task_queue=tq
+            )
+            for _ in range(flows)
+        ]
+        await asyncio.gather(*(h.result() for h in handles))
+        return flows / (time.perf_counter() - t0)
+
+
+async def _renkei(env: WorkflowEnvironment, settings: Settings, pool, flows: int) -> float:  # type: ignore[no-untyped-def]
+    # child-allowance-check: 2 linkages + the hub's lookups; child-rearing single parent: 2.
+    # A 3-query flow: the cohabiting child-rearing allowance check (3 linkages).
+    hh = generate(settings.sample_residents)
+    couples = [h for h in hh if h.kind == "family" and h.municipality == "city-minato"]
+    client = RenkeiClient(env.client, settings)
+    assert settings.database_url
+    async with running_workers(
+        env.client, pool, settings, default_catalog(), settings.database_url
+    ):
+        t0 = time.perf_counter()
+        handles = []
+        for i in range(flows):
+            h = couples[i % len(couples)]
+            handles.append(
+                await client.start(
+                    StartFlow(
+                        bpf="child-rearing-allowance-income-check",
+                        executor="pref-tokyo",
+                        subject=derive_code(
+                            settings.hub_key, "pref-tokyo", h.members[0].subject_id
+                        ),
+                        inputs={
+                            "spouse": derive_code(
+                                settings.hub_key, "pref-tokyo", h.members[1].subject_id
+                            ),
+                            "municipality": "city-minato",
+                        },
+                        case_ref=f"bench-{uuid.uuid4().hex[:12]}",
+                    )
+                )
+            )
+        await asyncio.gather(*(h.result() for h in handles))
+        return flows / (time.perf_counter() - t0)
+
+
+def _decision_us(index: WhitelistIndex, n: int) -> float:
+    day = dt.date(2026, 11, 26)
+    req, prov = ("prefectural-governor", "prefectural-governor-etc"), ("municipal-mayor",)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        index.decide(req, "child-rearing-allowance", prov, "local-tax", day)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def main(quick: bool) -> None:
+    flows = 30 if quick else 200
+    rows = load_annex2(default_catalog())
+    real = WhitelistIndex(rows)
+    synthetic = WhitelistIndex(
+        rows
+        + [
+            WhitelistRow(
+                id=f"syn/{i}",
+                source="syn",
+                item="syn",
+                requester_role=f"r{i % 997}",
+                task=f"t{i % 1009}",
+                provider_role=f"p{i % 991}",
+                info=f"i{i % 983}",
+                legal_text="syn",
+                valid_from=dt.date(2020, 1, 1),
+            )
+            for i in range(100_000)
+        ]
+    )
+    n = 20_000 if quick else 200_000
+    us_real, us_big = _decision_us(real, n), _decision_us(synthetic, n)
+
+    tmp = Path(tempfile.mkdtemp(prefix="renkei-bench-"))
+    pg, url = start_postgres(tmp)
+    settings = Settings(
+        database_url=url,
+        temporal_address="-",
+        sample_residents=400,
+        task_queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
+    )
+    pool = await create_pool(url, max_size=20)
+    try:
+        await prepare(pool, settings)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(),
+            data_converter=pydantic_data_converter,
+            search_attributes=list(ALL),
+            ui=False,
+            dev_server_log_level="error",
+        )
+        try:
+            await _plain(env, 5)  # warm up both paths
+            await _renkei(env, settings, pool, 3)
+            plain = await _plain(env, flows)
+            bpf = await _renkei(env, settings, pool, flows)
+        finally:
+            await env.shutdown()
+    finally:
+        await pool.close()
+        pg.cleanup()  # type: ignore[attr-defined]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"flows per run: {flows}")
+    print(f"plain Temporal, 3 no-op activities : {plain:8.1f} flows/s")
+    print(f"renkei BPF, 3 whitelisted queries  : {bpf:8.1f} flows/s  ({3 * bpf:.1f} linkages/s)")
+    print(f"ratio BPF / plain                  : {bpf / plain:8.2f}  (target ≥ 0.8)")
+    print(f"whitelist decision, real table ({len(real)} rows): {us_real:6.2f} µs")
+    print(
+        f"whitelist decision, +100,000 rows ({len(synthetic)}): {us_big:6.2f} µs  (ratio {us_big / us_real:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="fewer flows, for a smoke run")
+    asyncio.run(main(parser.parse_args().quick))
