@@ -7,7 +7,6 @@ tests never see each other's tasks.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -122,8 +121,3 @@ async def live_whitelist(
     lw = await LiveWhitelist(base_settings.database_url).start()
     yield lw
     await lw.stop()
-
-
-@contextlib.asynccontextmanager
-async def no_op() -> AsyncIterator[None]:
-    yield

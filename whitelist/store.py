@@ -26,6 +26,10 @@ _COLUMNS = (
 log = logging.getLogger(__name__)
 
 
+def _as_record(r: WhitelistRow) -> tuple[object, ...]:
+    return tuple(getattr(r, c.strip()) for c in _COLUMNS.split(","))
+
+
 async def replace_source(pool: asyncpg.Pool, source: str, rows: Sequence[WhitelistRow]) -> int:
     """Replace every row of ``source`` with ``rows``; return the new whitelist version."""
     async with pool.acquire() as conn, conn.transaction():
@@ -34,22 +38,7 @@ async def replace_source(pool: asyncpg.Pool, source: str, rows: Sequence[Whiteli
             "rows",
             schema_name="whitelist",
             columns=[c.strip() for c in _COLUMNS.split(",")],
-            records=[
-                (
-                    r.id,
-                    r.source,
-                    r.item,
-                    r.requester_role,
-                    r.task,
-                    r.provider_role,
-                    r.info,
-                    r.legal_text,
-                    r.valid_from,
-                    r.valid_to,
-                )
-                for r in rows
-                if r.source == source
-            ],
+            records=[_as_record(r) for r in rows if r.source == source],
         )
         return await _bump(conn)
 
@@ -62,21 +51,7 @@ async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
             " ON CONFLICT (id) DO UPDATE SET valid_from = EXCLUDED.valid_from,"
             " valid_to = EXCLUDED.valid_to, legal_text = EXCLUDED.legal_text,"
             " loaded_at = now()",
-            [
-                (
-                    r.id,
-                    r.source,
-                    r.item,
-                    r.requester_role,
-                    r.task,
-                    r.provider_role,
-                    r.info,
-                    r.legal_text,
-                    r.valid_from,
-                    r.valid_to,
-                )
-                for r in rows
-            ],
+            [_as_record(r) for r in rows],
         )
         return await _bump(conn)
 
