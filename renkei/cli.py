@@ -21,6 +21,7 @@ from renkei import records as records_store
 from renkei.bootstrap import check_file, load_whitelist, prepare
 from renkei.client import RenkeiClient, connect
 from renkei.db import create_pool, migrate
+from renkei.search_attributes import ensure_registered
 from renkei.settings import Settings, get_settings
 from renkei.stack import clear_state, embedded, write_state
 from whitelist import store
@@ -97,6 +98,7 @@ async def _serve(
         for r in report.rejected:
             typer.echo(f"  definition rejected: {r}", err=True)
         client = await connect(settings, address)
+        await ensure_registered(client, settings.namespace)
         async with running_workers(client, pool, settings, default_catalog(), url):
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
 BPF = SearchAttributeKey.for_keyword("RenkeiBpf")
@@ -11,3 +17,23 @@ TRIGGER = SearchAttributeKey.for_keyword("RenkeiTrigger")
 STATUS = SearchAttributeKey.for_keyword("RenkeiStatus")
 
 ALL = (BPF, BPF_VERSION, EXECUTOR, TRIGGER, STATUS)
+
+
+async def ensure_registered(client: Client, namespace: str) -> list[str]:
+    """Register any of renkei's search attributes the server lacks; return those added.
+
+    The embedded dev server gets them on its command line; an existing cluster gets them here.
+    """
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        k.name: IndexedValueType.ValueType(int(k.indexed_value_type))
+        for k in ALL
+        if k.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)

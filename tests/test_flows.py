@@ -384,3 +384,9 @@ async def test_unknown_subject_code_fails_without_naming_it(env, pool, settings)
         await handle.result()
     assert fake not in str(failure.value.cause)
     assert "no subject is enrolled" in str(failure.value.cause)
+
+
+async def test_search_attributes_are_registered_idempotently(client) -> None:  # type: ignore[no-untyped-def]
+    from renkei.search_attributes import ensure_registered
+
+    assert await ensure_registered(client, "default") == []
