@@ -85,6 +85,7 @@ async def _serve(
     started: bool,
     ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
 ) -> None:
+    from activities.agencies import SAMPLE_AGENCIES
     from workers.dev import running_workers
 
     pool = await create_pool(url, max_size=20)
@@ -107,14 +108,7 @@ async def _serve(
                     f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
                 )
                 typer.echo(f"Temporal gRPC {address}")
-                typer.echo(
-                    "workers       control + "
-                    + ", ".join(
-                        __import__(
-                            "activities.agencies", fromlist=["SAMPLE_AGENCIES"]
-                        ).SAMPLE_AGENCIES
-                    )
-                )
+                typer.echo("workers       control + " + ", ".join(SAMPLE_AGENCIES))
                 typer.echo("renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir))
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
