@@ -1,18 +1,38 @@
-"""Hub activities, run by the control worker: resolve a run's definition, translate codes.
+"""Hub activities, run by the control worker: resolve a run's definition, broker linkages,
+translate codes.
 
-Both run as local activities of the interpreter workflow: they are cheap lookups, and their
-results land in the run's history as markers, so a replay sees exactly what the run saw.
+They run as local activities of the interpreter workflow: they are short, and their results
+land in the run's history as markers, so a replay sees exactly what the run saw.
+
+Brokering is where the hub earns its keep: it decides the linkage against the whitelist and
+only then hands out the provider's code for the subject, so a linkage the law does not permit
+never reaches the provider at all. It keeps two access records of every attempt, in one
+transaction: the requester's (under the requester's code) and its own (under its subject id,
+which is what the citizen's view reads).
 """
 
 from __future__ import annotations
+
+import datetime as dt
+from typing import Any
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.models import Pin, ResolvedRun, ResolveRequest, TranslateRequest
+from activities.models import (
+    Brokered,
+    BrokerRequest,
+    Pin,
+    ResolvedRun,
+    ResolveRequest,
+    TranslateRequest,
+)
+from renkei import records
 from renkei.pseudonyms import Pseudonyms, UnknownSubject
+from whitelist.decide import decide_linkage
 from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
 from workflows import registry
 from workflows.inputs import InputError, check_subject_code, validate_inputs
 from workflows.models import QueryStep, walk
@@ -22,11 +42,17 @@ class HubActivities:
     """The hub's activities; one instance per control worker."""
 
     def __init__(
-        self, pool: asyncpg.Pool, catalog: Catalog, pseudonyms: Pseudonyms, task_queue_prefix: str
+        self,
+        pool: asyncpg.Pool,
+        catalog: Catalog,
+        pseudonyms: Pseudonyms,
+        whitelist: LiveWhitelist,
+        task_queue_prefix: str,
     ) -> None:
         self._pool = pool
         self._catalog = catalog
         self._pseudonyms = pseudonyms
+        self._whitelist = whitelist
         self._prefix = task_queue_prefix
 
     @activity.defn(name="hub.resolve")
@@ -70,6 +96,57 @@ class HubActivities:
             inputs=inputs,
             task_queue_prefix=self._prefix,
             executor_roles=sorted(roles),
+        )
+
+    @activity.defn(name="hub.broker")
+    async def broker(self, req: BrokerRequest) -> Brokered:
+        """Decide one linkage, record it for the requester and the hub, hand out the code."""
+        try:
+            subject = await self._pseudonyms.subject_of(req.requester, req.subject)
+        except UnknownSubject as err:
+            raise ApplicationError(str(err), type="UnknownSubject", non_retryable=True) from None
+        now = dt.datetime.now(dt.UTC)
+        decision = decide_linkage(
+            self._catalog,
+            self._whitelist.index,
+            req.requester,
+            req.provider,
+            req.task,
+            req.info,
+            now,
+        )
+        common: dict[str, Any] = {
+            "attempt_key": f"{req.workflow_id}/{req.run_id}/{req.step}",
+            "decided_at": now,
+            "requester": req.requester,
+            "provider": req.provider,
+            "task": req.task,
+            "info": req.info,
+            "legal_reference": decision.legal_reference,
+            "whitelist_row": decision.row.id if decision.row else None,
+            "bpf": req.bpf,
+            "bpf_version": req.bpf_version,
+            "content_hash": req.content_hash,
+            "workflow_id": req.workflow_id,
+            "run_id": req.run_id,
+            "step": req.step,
+            "outcome": "allowed" if decision.allowed else "denied",
+            "reason": decision.reason,
+            "hold_until": req.hold.until if req.hold else None,
+            "hold_reason": req.hold.reason if req.hold else None,
+        }
+        await records.write(
+            self._pool,
+            records.AccessRecord(keeper=req.requester, subject_code=req.subject, **common),
+            records.AccessRecord(keeper=records.HUB, subject_code=str(subject), **common),
+        )
+        return Brokered(
+            allowed=decision.allowed,
+            subject=await self._pseudonyms.code_at(req.provider, subject)
+            if decision.allowed
+            else None,
+            reason=decision.reason,
+            legal_reference=decision.legal_reference,
         )
 
     @activity.defn(name="hub.translate")

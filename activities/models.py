@@ -7,6 +7,7 @@ error message: subject codes travel only inside payloads.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +15,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflows.models import BpfDefinition
 
 CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class DisclosureHold(BaseModel):
+    """Keeps a run's access records from the citizen's view until a date (e.g. an ongoing
+    investigation). The hold is itself part of every record it covers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    until: dt.datetime
+    reason: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{1,63}$",
+        description="a reason code such as 'investigation'; no personal data",
+    )
 
 
 class StartFlow(BaseModel):
@@ -28,6 +42,7 @@ class StartFlow(BaseModel):
     case_ref: str = Field(
         pattern=CASE_REF, description="the caller's case reference; no personal data"
     )
+    hold: DisclosureHold | None = None
 
 
 class Pin(BaseModel):
@@ -63,6 +78,32 @@ class TranslateRequest(BaseModel):
     from_org: str
     to_org: str
     codes: list[str]
+
+
+class BrokerRequest(BaseModel):
+    """The executor asks the hub for one linkage; ``subject`` is the executor's code."""
+
+    requester: str
+    provider: str
+    task: str
+    info: str
+    subject: str
+    bpf: str
+    bpf_version: int
+    content_hash: str
+    step: str
+    workflow_id: str
+    run_id: str
+    hold: DisclosureHold | None = None
+
+
+class Brokered(BaseModel):
+    """The hub's answer: the provider's code if the whitelist permits the linkage."""
+
+    allowed: bool
+    subject: str | None = None
+    reason: str
+    legal_reference: str
 
 
 class LinkageRequest(BaseModel):

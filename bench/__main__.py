@@ -23,8 +23,9 @@ from temporalio.worker import Worker
 from activities.agencies.synthetic import generate
 from activities.models import StartFlow
 from bench.plain import PlainThree, noop
+from renkei import keys
 from renkei.bootstrap import prepare
-from renkei.client import RenkeiClient
+from renkei.client import RenkeiClient, connect
 from renkei.db import create_pool
 from renkei.pseudonyms import derive_code
 from renkei.search_attributes import ALL
@@ -56,11 +57,11 @@ async def _renkei(env: WorkflowEnvironment, settings: Settings, pool, flows: int
     # A 3-query flow: the cohabiting child-rearing allowance check (3 linkages).
     hh = generate(settings.sample_residents)
     couples = [h for h in hh if h.kind == "family" and h.municipality == "city-minato"]
-    client = RenkeiClient(env.client, settings)
+    # renkei's own client: encrypted payloads, as in production; the baseline stays plain.
+    encrypted = await connect(settings, env.client.service_client.config.target_host)
+    client = RenkeiClient(encrypted, settings)
     assert settings.database_url
-    async with running_workers(
-        env.client, pool, settings, default_catalog(), settings.database_url
-    ):
+    async with running_workers(encrypted, pool, settings, default_catalog(), settings.database_url):
         t0 = time.perf_counter()
         handles = []
         for i in range(flows):
@@ -71,11 +72,11 @@ async def _renkei(env: WorkflowEnvironment, settings: Settings, pool, flows: int
                         bpf="child-rearing-allowance-income-check",
                         executor="pref-tokyo",
                         subject=derive_code(
-                            settings.hub_key, "pref-tokyo", h.members[0].subject_id
+                            keys.load(settings).hub_key, "pref-tokyo", h.members[0].subject_id
                         ),
                         inputs={
                             "spouse": derive_code(
-                                settings.hub_key, "pref-tokyo", h.members[1].subject_id
+                                keys.load(settings).hub_key, "pref-tokyo", h.members[1].subject_id
                             ),
                             "municipality": "city-minato",
                         },
@@ -127,6 +128,7 @@ async def main(quick: bool) -> None:
         temporal_address="-",
         sample_residents=400,
         task_queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
+        keys_file=tmp / "keys.json",
     )
     pool = await create_pool(url, max_size=20)
     try:

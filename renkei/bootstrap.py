@@ -9,6 +9,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from activities.agencies.seed import seed
+from renkei import keys
 from renkei.db import migrate
 from renkei.settings import Settings
 from whitelist import store
@@ -76,9 +77,15 @@ async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[lis
 
 async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     applied = await migrate(pool)
+    await pool.execute(
+        "UPDATE records.policy SET retention = make_interval(years => $1)",
+        settings.records_retention_years,
+    )
     rows, version = await load_whitelist(pool)
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
-    seeded = await seed(pool, default_catalog(), settings.hub_key, settings.sample_residents)
+    seeded = await seed(
+        pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents
+    )
     return Prepared(
         migrations=applied,
         whitelist_rows=rows,

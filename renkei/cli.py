@@ -17,6 +17,7 @@ import typer
 from temporalio.client import WorkflowFailureError
 
 from activities.models import StartFlow
+from renkei import keys
 from renkei import records as records_store
 from renkei.bootstrap import check_file, load_whitelist, prepare
 from renkei.client import RenkeiClient, connect
@@ -392,7 +393,7 @@ def records(
             )
         for r in rows:
             typer.echo(
-                f"#{r.seq}\t{r.decided_at:%Y-%m-%d %H:%M:%S}\t{r.outcome}\t{r.requester}→{r.provider}\t"
+                f"{r.keeper}#{r.chain_seq}\t{r.decided_at:%Y-%m-%d %H:%M:%S}\t{r.outcome}\t{r.requester}→{r.provider}\t"
                 f"{r.info}\t{r.task}\t{r.legal_reference or '-'}\t{r.bpf} v{r.bpf_version}\t{r.workflow_id}\t{r.step}"
             )
         typer.echo(f"{len(rows)} records", err=True)
@@ -412,7 +413,7 @@ def subjects_sample(
     settings = get_settings()
     for h in generate(settings.sample_residents)[:count]:
         members = ", ".join(
-            f"{m.relationship}={derive_code(settings.hub_key, org, m.subject_id)}"
+            f"{m.relationship}={derive_code(keys.load(settings).hub_key, org, m.subject_id)}"
             for m in h.members
         )
         typer.echo(f"{h.id} ({h.municipality}, {h.kind}): {members}")

@@ -20,16 +20,18 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
+    HeaderCodecBehavior,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.models import FlowResult, StartFlow
+from renkei import keys
 from renkei import search_attributes as sa
+from renkei.codec import data_converter
 from renkei.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
 from workflows.inputs import check_subject_code, validate_inputs
@@ -43,12 +45,13 @@ def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
 
 
 async def connect(settings: Settings | None = None, address: str | None = None) -> Client:
-    """A Temporal client with renkei's data converter."""
+    """A Temporal client with renkei's data converter: pydantic JSON, encrypted, headers too."""
     s = settings or get_settings()
     return await Client.connect(
         address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
         namespace=s.namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(keys.load(s).codec),
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
     )
 
 

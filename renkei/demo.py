@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError
 
 from activities.agencies.synthetic import Household, generate
 from activities.models import StartFlow
-from renkei import records
+from renkei import keys, records
 from renkei.client import RenkeiClient
 from renkei.pseudonyms import derive_code
 from renkei.settings import Settings
@@ -29,7 +29,7 @@ def _pick(households: list[Household], test: Callable[[Household], bool]) -> Hou
 def demo_cases(settings: Settings, run_tag: str) -> list[tuple[str, StartFlow]]:
     """The sample flows, with subjects picked from the synthetic residents."""
     hh = generate(settings.sample_residents)
-    key = settings.hub_key
+    key = keys.load(settings).hub_key
 
     def code(org: str, subject: uuid.UUID) -> str:
         return derive_code(key, org, subject)
@@ -131,7 +131,7 @@ async def run_demo(
         out(f"  access records ({len(recs)}):")
         for r in recs:
             out(
-                f"    #{r.seq} {r.outcome:7} {r.requester} → {r.provider}: {r.info} for {r.task}"
+                f"    {r.keeper:>13} #{r.chain_seq:<4} {r.outcome:7} {r.requester} → {r.provider}: {r.info} for {r.task}"
                 f" [{r.legal_reference or 'no row'}] step {r.step}"
             )
         out(f"  Temporal UI: {settings.run_link(handle.id, handle.result_run_id)}\n")

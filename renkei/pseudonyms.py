@@ -21,6 +21,45 @@ class UnknownSubject(LookupError):
     """A code that the hub does not know for the given org. Carries no personal data."""
 
 
+class InvalidIndividualNumber(ValueError):
+    """Not a well-formed individual number. The message never repeats the number."""
+
+
+PORTAL = "portal"
+"""The citizen's own code space: the code a citizen signs in with to read their records."""
+
+
+def check_digit(first_eleven: str) -> int:
+    """The check digit of an individual number (個人番号) from its first eleven digits."""
+    total = 0
+    for n, digit in enumerate(reversed(first_eleven), start=1):
+        total += int(digit) * (n + 1 if n <= 6 else n - 5)
+    remainder = total % 11
+    return 0 if remainder <= 1 else 11 - remainder
+
+
+def check_individual_number(number: str) -> str:
+    """``number`` without separators, or :class:`InvalidIndividualNumber`."""
+    digits = number.replace("-", "").replace(" ", "")
+    if len(digits) != 12 or not digits.isascii() or not digits.isdigit():
+        raise InvalidIndividualNumber("an individual number has 12 digits")
+    if check_digit(digits[:11]) != int(digits[11]):
+        raise InvalidIndividualNumber("the check digit of the individual number is wrong")
+    return digits
+
+
+def number_hash(hub_key: str, number: str) -> str:
+    """The keyed hash under which the hub finds a subject by individual number."""
+    key = hmac.new(hub_key.encode(), b"renkei/individual-number", hashlib.sha256).digest()
+    return hmac.new(key, number.encode(), hashlib.sha256).hexdigest()
+
+
+def synthetic_number(subject_id: uuid.UUID) -> str:
+    """A well-formed individual number for a synthetic subject (sample data only)."""
+    first = f"{subject_id.int % 10**11:011d}"
+    return f"{first}{check_digit(first)}"
+
+
 def org_key(hub_key: str, org: str) -> bytes:
     """The per-org derivation key."""
     return hmac.new(hub_key.encode(), f"renkei/org-key/{org}".encode(), hashlib.sha256).digest()
@@ -50,6 +89,37 @@ class Pseudonyms:
                 records,
             )
 
+    async def enroll_number(self, number: str, org: str) -> str:
+        """Enrol a person by individual number at ``org``; return the org's code for them.
+
+        The first enrolment of a number creates the hub's subject; later ones (by this org or
+        another) find it by the number's keyed hash. The number itself is not stored.
+        """
+        digits = check_individual_number(number)
+        hashed = number_hash(self._hub_key, digits)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO hub.individuals (number_hash, subject_id) VALUES ($1, $2)"
+                " ON CONFLICT (number_hash) DO NOTHING",
+                hashed,
+                uuid.uuid4(),
+            )
+            subject = await conn.fetchval(
+                "SELECT subject_id FROM hub.individuals WHERE number_hash = $1", hashed
+            )
+        await self.enroll([subject], [org])
+        return derive_code(self._hub_key, org, subject)
+
+    async def register_numbers(self, numbers: Sequence[tuple[str, uuid.UUID]]) -> None:
+        """Record the individual numbers of subjects the hub already knows (bulk seeding)."""
+        rows = [(number_hash(self._hub_key, check_individual_number(n)), s) for n, s in numbers]
+        async with self._pool.acquire() as conn:
+            await conn.executemany(
+                "INSERT INTO hub.individuals (number_hash, subject_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING",
+                rows,
+            )
+
     async def subject_of(self, org: str, code: str) -> uuid.UUID:
         key = (org, code)
         found = self._cache.get(key)
@@ -66,14 +136,12 @@ class Pseudonyms:
         """Translate ``from_org``'s codes into ``to_org``'s codes."""
         if from_org == to_org:
             return list(codes)
-        out = []
-        for code in codes:
-            subject = await self.subject_of(from_org, code)
-            target = derive_code(self._hub_key, to_org, subject)
-            self._cache.setdefault((to_org, target), subject)
-            out.append(target)
-        return out
+        return [await self.code_at(to_org, await self.subject_of(from_org, c)) for c in codes]
 
     async def code_at(self, org: str, subject_id: uuid.UUID) -> str:
-        """The code of a known subject at ``org``."""
-        return derive_code(self._hub_key, org, subject_id)
+        """The code of a known subject at ``org``, enrolling it there if it is not yet."""
+        code = derive_code(self._hub_key, org, subject_id)
+        if (org, code) not in self._cache:
+            await self.enroll([subject_id], [org])
+            self._cache[(org, code)] = subject_id
+        return code

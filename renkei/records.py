@@ -1,23 +1,47 @@
-"""Access records (アクセス記録): one row per linkage attempt, allowed or denied.
+"""Access records (アクセス記録): tamper-evident, kept by every party to a linkage.
 
-The attempt key is ``workflow id / run id / step id``; an activity retried after a failure or a
-worker crash presents the same key, and the insert does nothing the second time, so every attempt
-leaves exactly one record whatever happens to the worker.
+Each linkage attempt leaves one record with the requester (under the requester's code for the
+subject), one with the hub (under the hub's subject id) and, once the request reaches it, one
+with the provider (under the provider's code). Every party's records form a hash chain: each
+record carries its position in the keeper's chain, the hash of the keeper's previous record and
+its own hash over all its fields. The table is append-only (a trigger refuses UPDATE, TRUNCATE
+and any DELETE before the retention period), and :func:`checkpoint` signs the head of every
+chain, so :func:`verify` finds a changed, deleted, inserted or reordered record, and a chain
+cut short after a checkpoint.
+
+The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
+and finds its record already written, so every attempt leaves exactly one record per keeper.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict
+
+Conn = asyncpg.Connection | PoolConnectionProxy
+
+HUB = "hub"
+GENESIS = "0" * 64
+_CHAIN_LOCK = 7_350_100  # advisory lock class for one keeper's chain
 
 
 class AccessRecord(BaseModel):
-    """One access record, as stored."""
+    """One access record, as its keeper stores it. ``subject_code`` is the keeper's own code."""
 
     model_config = ConfigDict(frozen=True)
 
+    keeper: str
     attempt_key: str
     decided_at: dt.datetime
     requester: str
@@ -33,44 +57,95 @@ class AccessRecord(BaseModel):
     workflow_id: str
     run_id: str
     step: str
-    outcome: str
+    outcome: Literal["allowed", "denied"]
     reason: str
-    seq: int | None = None
+    hold_until: dt.datetime | None = None
+    hold_reason: str | None = None
+    # Set when written:
+    chain_seq: int | None = None
+    prev_hash: str | None = None
+    record_hash: str | None = None
     recorded_at: dt.datetime | None = None
 
 
-_FIELDS = [f for f in AccessRecord.model_fields if f not in ("seq", "recorded_at")]
+_CHAINED = ("chain_seq", "prev_hash", "record_hash", "recorded_at")
+_CONTENT = [f for f in AccessRecord.model_fields if f not in _CHAINED]
+_COLUMNS = [*_CONTENT, *_CHAINED]
 
 
-async def write(pool: asyncpg.Pool, record: AccessRecord) -> AccessRecord:
-    """Write ``record`` unless its attempt already has one; return the stored record."""
-    placeholders = ", ".join(f"${i}" for i in range(1, len(_FIELDS) + 1))
+def _canonical(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return value
+
+
+def record_hash(record: AccessRecord) -> str:
+    """The hash of ``record``: every field, its place in the chain and its predecessor's hash."""
+    body = {f: _canonical(getattr(record, f)) for f in (*_CONTENT, "chain_seq", "recorded_at")}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{record.prev_hash}\n{canonical}".encode()).hexdigest()
+
+
+def _from_row(row: asyncpg.Record) -> AccessRecord:
+    return AccessRecord(**{k: row[k] for k in _COLUMNS})
+
+
+async def _append(conn: Conn, record: AccessRecord) -> AccessRecord:
+    """Append ``record`` to its keeper's chain inside the caller's transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CHAIN_LOCK, record.keeper)
+    existing = await conn.fetchrow(
+        "SELECT * FROM records.access_records WHERE keeper = $1 AND attempt_key = $2",
+        record.keeper,
+        record.attempt_key,
+    )
+    if existing is not None:
+        return _from_row(existing)
+    last = await conn.fetchrow(
+        "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
+        " ORDER BY chain_seq DESC LIMIT 1",
+        record.keeper,
+    )
+    chained = record.model_copy(
+        update={
+            "chain_seq": (last["chain_seq"] if last else 0) + 1,
+            "prev_hash": last["record_hash"] if last else GENESIS,
+            # microseconds, as PostgreSQL keeps them, so the hash survives the round trip
+            "recorded_at": dt.datetime.now(dt.UTC),
+        }
+    )
+    chained = chained.model_copy(update={"record_hash": record_hash(chained)})
+    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+    await conn.execute(
+        f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+        *(getattr(chained, f) for f in _COLUMNS),
+    )
+    return chained
+
+
+async def write(pool: asyncpg.Pool, *records: AccessRecord) -> list[AccessRecord]:
+    """Append each record to its keeper's chain unless its attempt is already recorded there.
+
+    All of them or none: the hub writes the requester's and its own record together.
+    """
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            f"INSERT INTO records.access_records ({', '.join(_FIELDS)}) VALUES ({placeholders})"
-            " ON CONFLICT (attempt_key) DO NOTHING",
-            *(getattr(record, f) for f in _FIELDS),
-        )
-        row = await conn.fetchrow(
-            "SELECT * FROM records.access_records WHERE attempt_key = $1", record.attempt_key
-        )
-    assert row is not None
-    return AccessRecord(**dict(row))
+        return [await _append(conn, r) for r in records]
 
 
 async def query(
     pool: asyncpg.Pool | asyncpg.Connection,
     *,
+    keeper: str | None = None,
     provider: str | None = None,
     subject_code: str | None = None,
     bpf: str | None = None,
     workflow_id: str | None = None,
     limit: int = 1000,
 ) -> list[AccessRecord]:
-    """Records matching every given filter, oldest first."""
+    """Records matching every given filter, in the order they were written."""
     conds: list[str] = []
     args: list[object] = []
     for column, value in (
+        ("keeper", keeper),
         ("provider", provider),
         ("subject_code", subject_code),
         ("bpf", bpf),
@@ -82,6 +157,184 @@ async def query(
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     args.append(limit)
     rows = await pool.fetch(
-        f"SELECT * FROM records.access_records {where} ORDER BY seq LIMIT ${len(args)}", *args
+        f"SELECT * FROM records.access_records {where} ORDER BY id LIMIT ${len(args)}", *args
     )
-    return [AccessRecord(**dict(r)) for r in rows]
+    return [_from_row(r) for r in rows]
+
+
+# -- checkpoints and verification --
+
+
+def _checkpoint_message(keeper: str, seq: int, digest: str, at: dt.datetime) -> bytes:
+    return f"renkei/checkpoint/v1|{keeper}|{seq}|{digest}|{_canonical(at)}".encode()
+
+
+def key_id(signer: Ed25519PrivateKey) -> str:
+    raw = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class Checkpoint(BaseModel):
+    keeper: str
+    chain_seq: int
+    record_hash: str
+    signed_at: dt.datetime
+    key_id: str
+    signature: str
+
+
+async def checkpoint(pool: asyncpg.Pool, signer: Ed25519PrivateKey) -> list[Checkpoint]:
+    """Sign the current head of every keeper's chain (heads already signed are skipped)."""
+    made: list[Checkpoint] = []
+    kid = key_id(signer)
+    async with pool.acquire() as conn, conn.transaction():
+        heads = await conn.fetch(
+            "SELECT DISTINCT ON (keeper) keeper, chain_seq, record_hash"
+            " FROM records.access_records ORDER BY keeper, chain_seq DESC"
+        )
+        for h in heads:
+            at = dt.datetime.now(dt.UTC)
+            signature = signer.sign(
+                _checkpoint_message(h["keeper"], h["chain_seq"], h["record_hash"], at)
+            )
+            cp = Checkpoint(
+                keeper=h["keeper"],
+                chain_seq=h["chain_seq"],
+                record_hash=h["record_hash"],
+                signed_at=at,
+                key_id=kid,
+                signature=base64.b64encode(signature).decode(),
+            )
+            status = await conn.execute(
+                "INSERT INTO records.checkpoints"
+                " (keeper, chain_seq, record_hash, signed_at, key_id, signature)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                *cp.model_dump().values(),
+            )
+            if status.endswith(" 1"):
+                made.append(cp)
+    return made
+
+
+class Break(BaseModel):
+    """The first broken link of one keeper's chain."""
+
+    keeper: str
+    chain_seq: int
+    problem: str
+
+
+class Verification(BaseModel):
+    keepers: int
+    records: int
+    checkpoints: int
+    breaks: list[Break]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+async def _chain(conn: Conn, keeper: str) -> AsyncIterator[asyncpg.Record]:
+    async for row in conn.cursor(
+        "SELECT * FROM records.access_records WHERE keeper = $1 ORDER BY chain_seq, id", keeper
+    ):
+        yield row
+
+
+async def verify(
+    pool: asyncpg.Pool, signer: Ed25519PrivateKey, keepers: Sequence[str] | None = None
+) -> Verification:
+    """Walk every keeper's chain; report the first broken link of each."""
+    public = signer.public_key()
+    kid = key_id(signer)
+    breaks: list[Break] = []
+    total = 0
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        names = keepers or [
+            r["keeper"]
+            for r in await conn.fetch(
+                "SELECT keeper FROM records.access_records UNION"
+                " SELECT keeper FROM records.checkpoints ORDER BY keeper"
+            )
+        ]
+        checkpoints = await conn.fetch("SELECT * FROM records.checkpoints")
+        by_keeper: dict[str, dict[int, asyncpg.Record]] = {}
+        for cp in checkpoints:
+            by_keeper.setdefault(cp["keeper"], {})[cp["chain_seq"]] = cp
+        for keeper in names:
+            marks = by_keeper.get(keeper, {})
+            found = await _verify_chain(conn, keeper, marks, public, kid)
+            total += found[0]
+            if found[1] is not None:
+                breaks.append(found[1])
+    return Verification(
+        keepers=len(names), records=total, checkpoints=len(checkpoints), breaks=breaks
+    )
+
+
+async def _verify_chain(
+    conn: Conn,
+    keeper: str,
+    marks: dict[int, asyncpg.Record],
+    public: Ed25519PublicKey,
+    kid: str,
+) -> tuple[int, Break | None]:
+    prev = GENESIS
+    expected = 1
+    count = 0
+    async for row in _chain(conn, keeper):
+        count += 1
+        rec = _from_row(row)
+        seq = rec.chain_seq or 0
+        if seq != expected:
+            problem = (
+                f"record {expected} is missing"
+                if seq > expected
+                else f"record {seq} appears twice or out of order"
+            )
+            return count, Break(keeper=keeper, chain_seq=expected, problem=problem)
+        if rec.prev_hash != prev:
+            return count, Break(
+                keeper=keeper,
+                chain_seq=seq,
+                problem="does not follow the previous record (inserted, removed or reordered)",
+            )
+        if record_hash(rec) != rec.record_hash:
+            return count, Break(
+                keeper=keeper, chain_seq=seq, problem="its content differs from its hash"
+            )
+        mark = marks.get(seq)
+        if mark is not None and mark["record_hash"] != rec.record_hash:
+            return count, Break(
+                keeper=keeper, chain_seq=seq, problem="differs from the signed checkpoint"
+            )
+        prev = rec.record_hash or ""
+        expected += 1
+    for seq, mark in sorted(marks.items()):
+        if not _signature_ok(mark, public, kid):
+            return count, Break(
+                keeper=keeper, chain_seq=seq, problem="checkpoint signature is not valid"
+            )
+        if seq >= expected:
+            return count, Break(
+                keeper=keeper,
+                chain_seq=seq,
+                problem=f"the chain ends at {expected - 1} but was signed up to {seq}",
+            )
+    return count, None
+
+
+def _signature_ok(mark: asyncpg.Record, public: Ed25519PublicKey, kid: str) -> bool:
+    if mark["key_id"] != kid:
+        return False
+    try:
+        public.verify(
+            base64.b64decode(mark["signature"]),
+            _checkpoint_message(
+                mark["keeper"], mark["chain_seq"], mark["record_hash"], mark["signed_at"]
+            ),
+        )
+    except InvalidSignature:
+        return False
+    return True

@@ -34,9 +34,18 @@ class Settings(BaseSettings):
     ui_url: str | None = Field(default=None, description="Temporal UI base URL for run links")
     task_queue_prefix: str = Field(default="renkei", pattern=r"^[a-z0-9][a-z0-9.-]*$")
     definitions_dir: Path = PROJECT_ROOT / "definitions"
-    hub_key: str = Field(
-        default="renkei-dev-hub-key-change-me",
-        description="secret from which the hub derives every agency's subject-code key",
+    hub_key: str | None = Field(
+        default=None,
+        description="secret from which the hub derives every agency's subject-code key;"
+        " unset = the one in the keys file",
+    )
+    keys_file: Path | None = Field(
+        default=None, description="the hub's keys (JSON, mode 0600); unset = <data_dir>/keys.json"
+    )
+    web_port: int = Field(default=8234, description="the codec server and the citizen's pages")
+    web_url: str | None = Field(default=None, description="public base URL of the web app")
+    records_retention_years: int = Field(
+        default=7, ge=1, description="access records are kept at least this long"
     )
     sample_residents: int = Field(default=3000, ge=10)
 
@@ -48,6 +57,21 @@ class Settings(BaseSettings):
     def agency_queue(self, org: str) -> str:
         """Task queue of one org's own worker."""
         return f"{self.task_queue_prefix}.agency.{org}"
+
+    @property
+    def web_base(self) -> str:
+        return self.web_url or f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def codec_endpoint(self) -> str:
+        """What the Temporal UI and CLI are given as the remote codec endpoint."""
+        return f"{self.web_base}/codec"
+
+    @property
+    def ui_origins(self) -> list[str]:
+        """Origins of the Temporal UI allowed to call the codec server from a browser."""
+        found = [f"http://localhost:{self.ui_port}", f"http://127.0.0.1:{self.ui_port}"]
+        return [self.ui_url.rstrip("/"), *found] if self.ui_url else found
 
     @property
     def ui_base(self) -> str:

@@ -18,10 +18,12 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from renkei import keys
 from renkei.bootstrap import prepare
+from renkei.client import connect
+from renkei.codec import data_converter
 from renkei.db import create_pool
 from renkei.search_attributes import ALL as SEARCH_ATTRIBUTES
 from renkei.settings import Settings
@@ -68,10 +70,31 @@ def _external_database(url: str):  # type: ignore[no-untyped-def]
         asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @pytest.fixture(scope="session")
-def base_settings(database_url: str) -> Settings:
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "keys.json"
+    keys.save(path, keys.new_keys())
+    return path
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str, keys_file: Path) -> Settings:
     return Settings(
-        database_url=database_url, sample_residents=SAMPLE_RESIDENTS, temporal_address="-"
+        database_url=database_url,
+        sample_residents=SAMPLE_RESIDENTS,
+        temporal_address="-",
+        keys_file=keys_file,
+        ui_port=free_port(),
+        web_port=free_port(),
     )
 
 
@@ -85,21 +108,29 @@ async def pool(base_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+async def temporal_env(base_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    """The dev server, its Web UI wired to the codec server at ``base_settings.web_port``."""
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli(),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(keys.load(base_settings).codec),
         search_attributes=list(SEARCH_ATTRIBUTES),
-        ui=False,
+        ui=True,
+        ui_port=base_settings.ui_port,
+        dev_server_extra_args=[
+            "--ui-codec-endpoint",
+            base_settings.codec_endpoint,
+            "--ui-disable-news-fetch",
+        ],
         dev_server_log_level="error",
     )
     yield env
     await env.shutdown()
 
 
-@pytest.fixture
-def client(temporal_env: WorkflowEnvironment) -> Client:
-    return temporal_env.client
+@pytest_asyncio.fixture(scope="session")
+async def client(temporal_env: WorkflowEnvironment, base_settings: Settings) -> Client:
+    """A client as renkei connects one: encrypted payloads and headers."""
+    return await connect(base_settings, temporal_env.client.service_client.config.target_host)
 
 
 @pytest.fixture

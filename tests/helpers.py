@@ -15,6 +15,7 @@ from activities.agencies import SAMPLE_AGENCIES
 from activities.agencies.synthetic import Household, Person, generate
 from activities.linkage import Provider
 from activities.models import StartFlow
+from renkei import keys
 from renkei.client import RenkeiClient
 from renkei.pseudonyms import derive_code
 from renkei.settings import Settings
@@ -33,7 +34,7 @@ def pick(settings: Settings, test: Callable[[Household], bool]) -> Household:
 
 
 def code(settings: Settings, org: str, person: Person) -> str:
-    return derive_code(settings.hub_key, org, person.subject_id)
+    return derive_code(keys.load(settings).hub_key, org, person.subject_id)
 
 
 @contextlib.asynccontextmanager
@@ -47,7 +48,7 @@ async def workers(
     agencies: tuple[str, ...] = SAMPLE_AGENCIES,
     providers: dict[str, dict[str, Provider]] | None = None,
 ) -> AsyncIterator[list[Worker]]:
-    ws = [control_worker(client, pool, settings, catalog)]
+    ws = [control_worker(client, pool, settings, catalog, whitelist)]
     for org in agencies:
         ws.append(
             agency_worker(

@@ -33,8 +33,16 @@ async def env(
         yield sdk(client, settings)
 
 
-async def _records(pool: asyncpg.Pool, wid: str) -> list[records.AccessRecord]:
-    return await records.query(pool, workflow_id=wid)
+async def _records(
+    pool: asyncpg.Pool, wid: str, keeper: str = "provider"
+) -> list[records.AccessRecord]:
+    """The records of run ``wid`` kept by the provider (default), the requester or the hub."""
+    found = await records.query(pool, workflow_id=wid)
+    return [
+        r
+        for r in found
+        if r.keeper == {"provider": r.provider, "requester": r.requester}.get(keeper, keeper)
+    ]
 
 
 async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
@@ -57,9 +65,21 @@ async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> Non
     assert sorted(r.step for r in recs) == ["household", "own_income", "spouse_income"]
     assert {r.outcome for r in recs} == {"allowed"}
     assert {r.legal_reference for r in recs} == {"番号法別表第二 五十七項"}
-    # The provider's record holds the provider's code, never the requester's.
+    # Every party keeps its own record under its own code; the hub under its subject id.
     assert {r.subject_code for r in recs if r.step != "spouse_income"} == {
         code(settings, "city-minato", head)
+    }
+    mine = await _records(pool, handle.id, "requester")
+    assert {(r.step, r.subject_code) for r in mine} == {
+        ("household", code(settings, "pref-tokyo", head)),
+        ("own_income", code(settings, "pref-tokyo", head)),
+        ("spouse_income", code(settings, "pref-tokyo", spouse)),
+    }
+    hubs = await _records(pool, handle.id, "hub")
+    assert {(r.step, r.subject_code) for r in hubs} == {
+        ("household", str(head.subject_id)),
+        ("own_income", str(head.subject_id)),
+        ("spouse_income", str(spouse.subject_id)),
     }
 
 
@@ -180,8 +200,11 @@ async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_r
     assert isinstance(cause, ApplicationError) and cause.type == "LinkageDenied"
     assert "denied by the whitelist" in cause.message
     assert calls == []  # the provider's code never ran
-    [rec] = await _records(pool, handle.id)
-    assert rec.outcome == "denied" and rec.provider == "jps" and rec.whitelist_row is None
+    # The hub refused to hand out jps's code: the provider never heard of the request.
+    assert await _records(pool, handle.id) == []
+    for keeper in ("requester", "hub"):
+        [rec] = await _records(pool, handle.id, keeper)
+        assert rec.outcome == "denied" and rec.provider == "jps" and rec.whitelist_row is None
     assert (await sdk(client, settings).describe(handle.id)).renkei_status == "denied"
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from whitelist.models import WhitelistRow
+from whitelist.models import Catalog, WhitelistRow
 
 Key = tuple[str, str, str, str]
 
@@ -93,3 +94,32 @@ class WhitelistIndex:
                 f" for task {task!r} from provider roles {sorted(prov)}"
             )
         return Decision(allowed=False, reason=reason)
+
+
+JST = ZoneInfo("Asia/Tokyo")
+
+
+def decide_linkage(
+    catalog: Catalog,
+    index: WhitelistIndex,
+    requester: str,
+    provider: str,
+    task: str,
+    info: str,
+    at: dt.datetime,
+) -> Decision:
+    """Decide one linkage between two orgs at ``at`` (the date in Japan counts).
+
+    The orgs' roles come from the catalog, never from the request.
+    """
+    if requester not in catalog.orgs:
+        return Decision(allowed=False, reason=f"unknown requester org {requester!r}")
+    if provider not in catalog.orgs:
+        return Decision(allowed=False, reason=f"unknown provider org {provider!r}")
+    return index.decide(
+        catalog.org_roles(requester),
+        task,
+        catalog.org_roles(provider),
+        info,
+        at.astimezone(JST).date(),
+    )

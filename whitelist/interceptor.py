@@ -5,18 +5,20 @@ It wraps every activity of an agency worker. For a linkage (``query.*``) it
 1. reads the request (requester, task, info item, subject code at this org);
 2. decides with the worker's live whitelist index: the requester's roles and this org's roles
    come from the catalog held by the worker, never from the request; the date is today in Japan;
-3. writes the access record for this attempt (idempotent on ``workflow/run/step``; if the
-   database is down the activity fails and Temporal retries it, and still no provider code runs);
+3. writes the provider's access record for this attempt, under the provider's own code
+   (idempotent on ``workflow/run/step``; if the database is down the activity fails and
+   Temporal retries it, and still no provider code runs);
 4. on denial, raises a non-retryable ``WhitelistDenied`` error carrying the reason and the legal
    reference checked; otherwise hands over to the provider.
 
-The interpreter workflow cannot bypass it: the provider's code runs only in this worker.
+The hub has already decided the same question before handing out the provider's code (see
+``activities.hub``); this second, independent check is the provider's own: the interpreter
+workflow cannot bypass it, since the provider's code runs only in this worker.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from temporalio import activity
@@ -30,11 +32,9 @@ from temporalio.worker import (
 from activities.linkage import QUERY_PREFIX
 from activities.models import LinkageRequest
 from renkei import records
-from whitelist.decide import Decision
+from whitelist.decide import Decision, decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
-
-JST = ZoneInfo("Asia/Tokyo")
 
 
 class WhitelistGate:
@@ -51,14 +51,8 @@ class WhitelistGate:
     def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
         if req.provider != self.org:
             return Decision(allowed=False, reason=f"request for {req.provider} reached {self.org}")
-        if req.requester not in self.catalog.orgs:
-            return Decision(allowed=False, reason=f"unknown requester org {req.requester!r}")
-        return self.whitelist.index.decide(
-            self.catalog.org_roles(req.requester),
-            req.task,
-            self.catalog.org_roles(self.org),
-            req.info,
-            at.astimezone(JST).date(),
+        return decide_linkage(
+            self.catalog, self.whitelist.index, req.requester, self.org, req.task, req.info, at
         )
 
     async def admit(self, req: LinkageRequest) -> Decision:
@@ -68,6 +62,7 @@ class WhitelistGate:
         await records.write(
             self.pool,
             records.AccessRecord(
+                keeper=self.org,
                 attempt_key=f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}",
                 decided_at=now,
                 requester=req.requester,

@@ -8,9 +8,11 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.hub import HubActivities
+from renkei import keys
 from renkei.pseudonyms import Pseudonyms
 from renkei.settings import Settings
 from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
 from workflows.interpreter import BpfInterpreter
 
 # Modules the sandbox must share with the host rather than re-import for every run: the C++ CEL
@@ -35,16 +37,25 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 def control_worker(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog: Catalog, **options: object
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist,
+    **options: object,
 ) -> Worker:
     hub = HubActivities(
-        pool, catalog, Pseudonyms(pool, settings.hub_key), settings.task_queue_prefix
+        pool,
+        catalog,
+        Pseudonyms(pool, keys.load(settings).hub_key),
+        whitelist,
+        settings.task_queue_prefix,
     )
     return Worker(
         client,
         task_queue=settings.control_queue,
         workflows=[BpfInterpreter],
-        activities=[hub.resolve, hub.translate],
+        activities=[hub.resolve, hub.broker, hub.translate],
         workflow_runner=workflow_runner(),
         **options,  # type: ignore[arg-type]
     )

@@ -23,7 +23,7 @@ async def running_workers(
 ) -> AsyncIterator[list[Worker]]:
     """Run the control worker and the sample agencies' workers until the block exits."""
     whitelist = await LiveWhitelist(dsn).start()
-    workers = [control_worker(client, pool, settings, catalog)]
+    workers = [control_worker(client, pool, settings, catalog, whitelist)]
     workers += [
         agency_worker(client, pool, settings, catalog, org, whitelist) for org in SAMPLE_AGENCIES
     ]

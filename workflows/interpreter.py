@@ -2,10 +2,11 @@
 
 A run starts by asking the hub (a local activity) for the registered definition, which pins
 (id, version, content hash) into the run's history; everything after that is computed from the
-history alone. Query steps become activities on the provider org's own task queue, where the
-whitelist interceptor decides before the provider's code runs. Subject codes are translated by
-the hub before each linkage (the provider sees only its own code) and, for payload fields that
-name subjects, back into the executor's codes afterwards.
+history alone. Each query step is first brokered by the hub (a local activity): the hub decides
+it against the whitelist, records it, and only if it is permitted hands out the provider's code
+for the subject. The query then runs as an activity on the provider org's own task queue, where
+the provider's whitelist interceptor decides again before the provider's code runs. Payload
+fields that name subjects are translated back into the executor's codes by the hub.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.models import (
+        Brokered,
+        BrokerRequest,
         FlowResult,
         LinkageOutcome,
         LinkageRequest,
@@ -195,19 +198,57 @@ class BpfInterpreter:
             raise _application_failure(err, "code translation failed") from None
         return translated
 
+    async def _broker(self, step_id: str, provider: str, info: str, about: str) -> Brokered:
+        """Ask the hub for the linkage: it decides, records, and hands out the provider's code."""
+        pin = self._run.pin
+        wf = workflow.info()
+        try:
+            brokered: Brokered = await workflow.execute_local_activity(
+                "hub.broker",
+                BrokerRequest(
+                    requester=self._start.executor,
+                    provider=provider,
+                    task=self._run.definition.task,
+                    info=info,
+                    subject=about,
+                    bpf=pin.bpf,
+                    bpf_version=pin.version,
+                    content_hash=pin.content_hash,
+                    step=step_id,
+                    workflow_id=wf.workflow_id,
+                    run_id=wf.run_id,
+                    hold=self._start.hold,
+                ),
+                result_type=Brokered,
+                start_to_close_timeout=HUB_TIMEOUT,
+                retry_policy=HUB_RETRY,
+            )
+        except ActivityError as err:
+            raise _application_failure(err, f"step {step_id}: linkage not brokered") from None
+        return brokered
+
     async def _query(self, step: QueryStep) -> None:
         q = step.query
         executor = self._start.executor
         provider = self._text(step.id, "provider", q.provider) or ""
         about = self._text(step.id, "about", q.about) or self._start.subject
-        [code] = await self._translate(executor, provider, [about])
+        brokered = await self._broker(step.id, provider, q.info, about)
+        if not brokered.allowed or brokered.subject is None:
+            self._linkages.append(
+                LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="denied")
+            )
+            raise ApplicationError(
+                f"step {step.id}: linkage denied by the whitelist: {brokered.reason}",
+                type="LinkageDenied",
+                non_retryable=True,
+            )
         pin = self._run.pin
         request = LinkageRequest(
             requester=executor,
             provider=provider,
             task=self._run.definition.task,
             info=q.info,
-            subject=code,
+            subject=brokered.subject,
             bpf=pin.bpf,
             bpf_version=pin.version,
             content_hash=pin.content_hash,

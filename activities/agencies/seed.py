@@ -6,7 +6,7 @@ import asyncpg
 
 from activities.agencies.municipality import FISCAL_YEAR, schema_of
 from activities.agencies.synthetic import generate, people
-from renkei.pseudonyms import Pseudonyms, derive_code
+from renkei.pseudonyms import PORTAL, Pseudonyms, derive_code, synthetic_number
 from whitelist.models import Catalog
 
 
@@ -16,7 +16,9 @@ async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) ->
         return False
     households = generate(size)
     everyone = people(households)
-    await Pseudonyms(pool, hub_key).enroll([p.subject_id for p in everyone], sorted(catalog.orgs))
+    hub = Pseudonyms(pool, hub_key)
+    await hub.enroll([p.subject_id for p in everyone], [*sorted(catalog.orgs), PORTAL])
+    await hub.register_numbers([(synthetic_number(p.subject_id), p.subject_id) for p in everyone])
 
     def code(org: str, p: object) -> str:
         return derive_code(hub_key, org, p.subject_id)  # type: ignore[attr-defined]
