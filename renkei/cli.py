@@ -37,9 +37,19 @@ app = typer.Typer(
 whitelist_app = typer.Typer(help="The whitelist (番号法 別表第二).", no_args_is_help=True)
 bpf_app = typer.Typer(help="Business process flow definitions.", no_args_is_help=True)
 subjects_app = typer.Typer(help="Subjects and their agency-specific codes.", no_args_is_help=True)
+records_app = typer.Typer(
+    help="Access records: list, verify, sign, read your own.", no_args_is_help=True
+)
+operators_app = typer.Typer(
+    help="Operators allowed to decrypt payloads through the codec server.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="The hub's keys.", no_args_is_help=True)
 app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(bpf_app, name="bpf")
 app.add_typer(subjects_app, name="subjects")
+app.add_typer(records_app, name="records")
+app.add_typer(operators_app, name="operators")
+app.add_typer(keys_app, name="keys")
 
 T = TypeVar("T")
 
@@ -83,10 +93,10 @@ async def _serve(
     settings: Settings,
     address: str,
     url: str,
-    started: bool,
     ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
 ) -> None:
     from activities.agencies import SAMPLE_AGENCIES
+    from renkei.web import serving
     from workers.dev import running_workers
 
     pool = await create_pool(url, max_size=20)
@@ -104,11 +114,17 @@ async def _serve(
         async with running_workers(client, pool, settings, default_catalog(), url):
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)
-            else:
+                return
+            async with serving(settings, pool) as web:
                 typer.echo(
                     f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
                 )
                 typer.echo(f"Temporal gRPC {address}")
+                typer.echo(
+                    f"codec server  {settings.codec_endpoint}  (operators sign in at /codec/login)"
+                )
+                typer.echo(f"citizens      {web}/citizen")
+                typer.echo("operators     renkei operators add NAME  (prints a codec token)")
                 typer.echo("workers       control + " + ", ".join(SAMPLE_AGENCIES))
                 typer.echo("renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir))
                 stop = asyncio.Event()
@@ -126,7 +142,7 @@ async def _up(settings: Settings) -> None:
         if started:
             write_state(settings.data_dir, address, url)
         try:
-            await _serve(settings, address, url, started, None)
+            await _serve(settings, address, url, None)
         finally:
             if started:
                 clear_state(settings.data_dir)
@@ -146,7 +162,7 @@ def demo() -> None:
             async def ready(client: RenkeiClient, pool: asyncpg.Pool) -> None:
                 result["unexpected"] = await run_demo(settings, pool, client, typer.echo)
 
-            await _serve(settings, address, url, started, ready)
+            await _serve(settings, address, url, ready)
             if started:
                 typer.echo(
                     "(the embedded stack was started for the demo and is stopped now; "
@@ -371,20 +387,24 @@ def status(workflow_id: str) -> None:
     _run(go())
 
 
-@app.command()
-def records(
-    subject: Annotated[str | None, typer.Option(help="subject code at the provider")] = None,
+@records_app.command("list")
+def records_list(
+    keeper: Annotated[
+        str | None, typer.Option(help="the keeping party: an org id, or 'hub'")
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="the keeper's code for the subject")] = None,
     provider: Annotated[str | None, typer.Option()] = None,
     bpf: Annotated[str | None, typer.Option()] = None,
     workflow: Annotated[str | None, typer.Option(help="workflow id")] = None,
     limit: int = 100,
 ) -> None:
-    """List access records."""
+    """List access records, as their keepers hold them."""
 
     async def go() -> None:
         async with _database(get_settings()) as pool:
             rows = await records_store.query(
                 pool,
+                keeper=keeper,
                 provider=provider,
                 subject_code=subject,
                 bpf=bpf,
@@ -399,6 +419,172 @@ def records(
         typer.echo(f"{len(rows)} records", err=True)
 
     _run(go())
+
+
+@records_app.command("verify")
+def records_verify(
+    keeper: Annotated[list[str] | None, typer.Option(help="only these keepers' chains")] = None,
+) -> None:
+    """Walk every keeper's hash chain and its signed checkpoints; report the first broken link."""
+
+    async def go() -> int:
+        settings = get_settings()
+        async with _database(settings) as pool:
+            result = await records_store.verify(pool, keys.load(settings).signer(), keeper)
+        typer.echo(
+            f"{result.records} records in {result.keepers} chains, {result.checkpoints} checkpoints"
+        )
+        for b in result.breaks:
+            typer.echo(f"BROKEN {b.keeper} at record {b.chain_seq}: {b.problem}", err=True)
+        if result.ok:
+            typer.echo("every chain is intact")
+        return 0 if result.ok else 1
+
+    raise typer.Exit(_run(go()))
+
+
+@records_app.command("checkpoint")
+def records_checkpoint() -> None:
+    """Sign the head of every keeper's chain (run it periodically, e.g. from cron)."""
+
+    async def go() -> None:
+        settings = get_settings()
+        async with _database(settings) as pool:
+            made = await records_store.checkpoint(pool, keys.load(settings).signer())
+        for cp in made:
+            typer.echo(f"{cp.keeper}\t#{cp.chain_seq}\t{cp.record_hash[:16]}…")
+        typer.echo(f"{len(made)} checkpoints signed", err=True)
+
+    _run(go())
+
+
+@records_app.command("mine")
+def records_mine(
+    portal_code: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, envvar="RENKEI_PORTAL_CODE", help="your portal code"
+        ),
+    ],
+    agency: Annotated[str | None, typer.Option(help="only exchanges with this org")] = None,
+    since: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    until: Annotated[str | None, typer.Option(help="YYYY-MM-DD, inclusive")] = None,
+    lang: Annotated[str, typer.Option(help="ja or en")] = "ja",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Every exchange of your data, newest first, as the hub recorded it."""
+    from renkei.citizen import NotACitizen, Party, RecordFilter, records_of
+    from renkei.pseudonyms import Pseudonyms
+
+    async def go() -> int:
+        settings = get_settings()
+        try:
+            where = RecordFilter.model_validate({"agency": agency, "since": since, "until": until})
+        except ValueError as err:
+            typer.echo(f"error: {err}", err=True)
+            return 2
+        async with _database(settings) as pool:
+            hub = Pseudonyms(pool, keys.load(settings).hub_key)
+            try:
+                found = await records_of(pool, hub, default_catalog(), portal_code.strip(), where)
+            except NotACitizen as err:
+                typer.echo(f"error: {err}", err=True)
+                return 1
+        if as_json:
+            typer.echo(json.dumps([r.model_dump(mode="json") for r in found], ensure_ascii=False))
+            return 0
+
+        def name(p: Party) -> str:
+            return p.ja if lang == "ja" else p.en
+
+        for r in found:
+            typer.echo(
+                f"{r.at.astimezone(dt.timezone(dt.timedelta(hours=9))):%Y-%m-%d %H:%M}\t{r.outcome}\t"
+                f"{name(r.requester)} ← {name(r.provider)}\t{name(r.info)}\t{name(r.task)}\t"
+                f"{r.legal_reference or '-'}\t{r.bpf} v{r.bpf_version}\t{r.application}"
+            )
+        typer.echo(f"{len(found)} records", err=True)
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@subjects_app.command("enroll")
+def subjects_enroll(
+    org: Annotated[str, typer.Option(help="the enrolling org (or 'portal' for a citizen)")],
+    number: Annotated[
+        str,
+        typer.Option(
+            prompt="individual number",
+            hide_input=True,
+            envvar="RENKEI_INDIVIDUAL_NUMBER",
+            help="the person's individual number (prompted for if not given; never stored)",
+        ),
+    ],
+) -> None:
+    """Enrol a person by individual number and print the org's own code for them."""
+    from renkei.pseudonyms import PORTAL, InvalidIndividualNumber, Pseudonyms
+
+    if org != PORTAL and org not in default_catalog().orgs:
+        typer.echo(f"error: unknown org {org!r}", err=True)
+        raise typer.Exit(2)
+
+    async def go() -> int:
+        settings = get_settings()
+        async with _database(settings) as pool:
+            try:
+                code = await Pseudonyms(pool, keys.load(settings).hub_key).enroll_number(
+                    number, org
+                )
+            except InvalidIndividualNumber as err:
+                typer.echo(f"error: {err}", err=True)
+                return 2
+        typer.echo(code)
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+@operators_app.command("add")
+def operators_add(name: str) -> None:
+    """Create an operator (or issue a new token); the token is printed once."""
+
+    async def go() -> str:
+        from renkei.web.codec_server import add_operator
+
+        async with _database(get_settings()) as pool:
+            return await add_operator(pool, name)
+
+    token = _run(go())
+    typer.echo(token)
+    typer.echo(
+        f"token for {name}: keep it secret. Sign in at {get_settings().codec_endpoint}/login for"
+        " the Web UI, or pass --codec-auth 'Bearer <token>' to the temporal CLI.",
+        err=True,
+    )
+
+
+@operators_app.command("revoke")
+def operators_revoke(name: str) -> None:
+    """Revoke an operator's token."""
+
+    async def go() -> bool:
+        from renkei.web.codec_server import revoke_operator
+
+        async with _database(get_settings()) as pool:
+            return await revoke_operator(pool, name)
+
+    if not _run(go()):
+        typer.echo(f"no active operator {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {name}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new payload key the active one; older keys keep decrypting. Restart workers after."""
+    ring = keys.rotate_codec_key(get_settings())
+    typer.echo(f"active payload key: {ring.active} ({len(ring.keys)} keys in the ring)")
 
 
 @subjects_app.command("sample")

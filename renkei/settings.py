@@ -60,7 +60,9 @@ class Settings(BaseSettings):
 
     @property
     def web_base(self) -> str:
-        return self.web_url or f"http://127.0.0.1:{self.web_port}"
+        # "localhost", like the Temporal UI's default address: the UI sends the operator's
+        # codec cookie only to a server of the same site.
+        return self.web_url or f"http://localhost:{self.web_port}"
 
     @property
     def codec_endpoint(self) -> str:

@@ -196,7 +196,12 @@ def embedded(settings: Settings) -> Iterator[tuple[str, str, bool]]:
         if database_url is None:
             pg, database_url = start_postgres(data_dir)
         if temporal_address is None:
-            server = start_temporal(data_dir, settings.temporal_port, settings.ui_port)
+            server = start_temporal(
+                data_dir,
+                settings.temporal_port,
+                settings.ui_port,
+                codec_endpoint=settings.codec_endpoint,
+            )
             temporal_address = server.address
         yield temporal_address, database_url, server is not None
     finally:

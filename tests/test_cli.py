@@ -107,5 +107,5 @@ def test_bpf_list_shows_registered_versions(cli: CliRunner) -> None:
 
 
 def test_records_lists_what_the_flows_wrote(cli: CliRunner) -> None:
-    code, _ = run(cli, "records", "--limit", "5")
+    code, _ = run(cli, "records", "list", "--limit", "5")
     assert code == 0

@@ -1,0 +1,77 @@
+"""renkei's HTTP app: the codec server for the Temporal UI and CLI, and the citizen's view.
+
+``renkei up`` serves it (``RENKEI_WEB_PORT``, 8234 by default) next to the workers; tests run it
+on a free port with :func:`serving`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from renkei import keys
+from renkei.codec import EncryptionCodec
+from renkei.pseudonyms import Pseudonyms
+from renkei.settings import Settings
+from renkei.web import codec_server, portal
+from whitelist.catalog import default_catalog
+
+
+def create_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
+    k = keys.load(settings)
+    app = FastAPI(title="renkei", docs_url="/api/docs", redoc_url=None)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.ui_origins,
+        allow_credentials=True,
+        allow_methods=["POST", "GET"],
+        allow_headers=["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"],
+    )
+    app.include_router(codec_server.router(pool, EncryptionCodec(k.codec)))
+    app.include_router(
+        portal.router(
+            pool, Pseudonyms(pool, k.hub_key), default_catalog(), portal.Sessions(k.hub_key)
+        )
+    )
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    return app
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """Serve the app on ``settings.web_port`` until the block exits; yields its base URL."""
+    config = uvicorn.Config(
+        create_app(settings, pool),
+        host="127.0.0.1",
+        port=settings.web_port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it (e.g. the port is taken)
+            raise RuntimeError(f"the web app did not start on port {settings.web_port}")
+        await asyncio.sleep(0.05)
+    try:
+        yield settings.web_base
+    finally:
+        server.should_exit = True
+        await task

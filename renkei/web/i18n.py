@@ -1,0 +1,50 @@
+"""The citizen's pages in Japanese and English."""
+
+from __future__ import annotations
+
+LANGS = ("ja", "en")
+
+_TEXT: dict[str, dict[str, str]] = {
+    "title": {"ja": "情報連携の記録", "en": "Record of data exchanges"},
+    "lead": {
+        "ja": "行政機関があなたの情報をやり取りした記録です。新しい順に表示しています。",
+        "en": "Every exchange of your data between public bodies, newest first.",
+    },
+    "signin_lead": {
+        "ja": "ポータル用の符号を入力してください。",
+        "en": "Enter your portal code to see the exchanges about you.",
+    },
+    "portal_code": {"ja": "ポータル符号", "en": "Portal code"},
+    "signin": {"ja": "ログイン", "en": "Sign in"},
+    "signout": {"ja": "ログアウト", "en": "Sign out"},
+    "signin_failed": {
+        "ja": "この符号は登録されていません。",
+        "en": "This portal code is not known.",
+    },
+    "when": {"ja": "日時", "en": "When"},
+    "requester": {"ja": "照会した機関", "en": "Requested by"},
+    "provider": {"ja": "提供した機関", "en": "Provided by"},
+    "info": {"ja": "情報", "en": "Information"},
+    "task": {"ja": "事務", "en": "Administrative task"},
+    "legal": {"ja": "根拠", "en": "Legal basis"},
+    "flow": {"ja": "手続", "en": "Procedure"},
+    "application": {"ja": "申請", "en": "Application"},
+    "outcome": {"ja": "結果", "en": "Outcome"},
+    "allowed": {"ja": "提供", "en": "Provided"},
+    "denied": {"ja": "不許可（提供なし）", "en": "Refused (nothing provided)"},
+    "held": {"ja": "表示保留", "en": "Withheld until"},
+    "agency": {"ja": "機関", "en": "Agency"},
+    "all_agencies": {"ja": "すべての機関", "en": "All agencies"},
+    "since": {"ja": "開始日", "en": "From"},
+    "until": {"ja": "終了日", "en": "To"},
+    "filter": {"ja": "絞り込む", "en": "Filter"},
+    "none": {"ja": "該当する記録はありません。", "en": "No records match."},
+    "count": {"ja": "件", "en": "records"},
+    "bad_filter": {"ja": "条件が正しくありません。", "en": "The filter is not valid."},
+    "other_lang": {"ja": "English", "en": "日本語"},
+}
+
+
+def text(lang: str) -> dict[str, str]:
+    """Every string of the pages in ``lang``."""
+    return {key: values[lang] for key, values in _TEXT.items()}
