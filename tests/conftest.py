@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -19,17 +19,20 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
 from renkei import keys
 from renkei.bootstrap import prepare
-from renkei.client import connect
+from renkei.client import RenkeiClient, connect
 from renkei.codec import data_converter
 from renkei.db import create_pool
 from renkei.search_attributes import ALL as SEARCH_ATTRIBUTES
-from renkei.settings import Settings
+from renkei.settings import Settings, get_settings
 from renkei.stack import start_postgres, temporal_cli
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
+
+from .helpers import workers
 
 TESTS = Path(__file__).parent
 SAMPLE_RESIDENTS = 400
@@ -152,3 +155,25 @@ async def live_whitelist(
     lw = await LiveWhitelist(base_settings.database_url).start()
     yield lw
     await lw.stop()
+
+
+@pytest_asyncio.fixture
+async def env(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
+) -> AsyncIterator[RenkeiClient]:
+    """The control worker and every sample agency's worker, and the SDK to start flows."""
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        yield RenkeiClient(client, settings)
+
+
+@pytest.fixture
+def cli(
+    base_settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CliRunner]:
+    """The renkei command, configured for the test database and keys (sync tests only)."""
+    assert base_settings.database_url
+    monkeypatch.setenv("RENKEI_DATABASE_URL", base_settings.database_url)
+    monkeypatch.setenv("RENKEI_KEYS_FILE", str(base_settings.keys_file))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()

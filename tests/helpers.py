@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
+from typer.testing import CliRunner
 
 from activities.agencies import SAMPLE_AGENCIES
 from activities.agencies.synthetic import Household, Person, generate
@@ -69,3 +70,11 @@ def start(bpf: str, executor: str, subject: str, **kw: Any) -> StartFlow:
 
 def sdk(client: Client, settings: Settings) -> RenkeiClient:
     return RenkeiClient(client, settings)
+
+
+def run(cli: CliRunner, *args: str, input: str | None = None) -> tuple[int, str]:
+    """Invoke the renkei command; (exit code, stdout and stderr)."""
+    from renkei.cli import app
+
+    result = cli.invoke(app, list(args), input=input)
+    return result.exit_code, result.output

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import asyncpg
-import pytest
 from typer.testing import CliRunner
 
-from renkei.cli import app
-from renkei.settings import PROJECT_ROOT, Settings, get_settings
+from renkei.settings import PROJECT_ROOT
 
-
-@pytest.fixture
-def cli(base_settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    assert base_settings.database_url
-    monkeypatch.setenv("RENKEI_DATABASE_URL", base_settings.database_url)
-    get_settings.cache_clear()
-    yield CliRunner()
-    get_settings.cache_clear()
-
-
-def run(cli: CliRunner, *args: str) -> tuple[int, str]:
-    result = cli.invoke(app, list(args))
-    return result.exit_code, result.output
+from .helpers import run
 
 
 def test_whitelist_check_allows_with_the_row(cli: CliRunner) -> None:

@@ -6,31 +6,22 @@ import asyncio
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities.agencies.municipality import providers as municipality_providers
 from activities.models import FlowResult, LinkageRequest
 from renkei import records
-from renkei.settings import PROJECT_ROOT, Settings
+from renkei.settings import PROJECT_ROOT
 from whitelist import store
 from whitelist.catalog import default_catalog
 from whitelist.schemas import LocalTax
-from whitelist.store import LiveWhitelist
 from workflows import registry
 from workflows.loader import load_file
 from workflows.validation import validate
 
 from .conftest import TESTS
 from .helpers import code, pick, sdk, start, workers
-
-
-@pytest.fixture
-async def env(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
-):  # type: ignore[no-untyped-def]
-    async with workers(client, pool, settings, catalog, live_whitelist):
-        yield sdk(client, settings)
 
 
 async def _records(

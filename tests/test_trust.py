@@ -1,0 +1,418 @@
+"""The trust layer: agency-specific codes, encrypted history, tamper-evident records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+from temporalio.client import Client, WorkflowFailureError
+from typer.testing import CliRunner
+
+from activities.agencies import providers_for
+from activities.models import LinkageRequest
+from renkei import keys, records
+from renkei.codec import ENCODING, EncryptionCodec
+from renkei.pseudonyms import (
+    PORTAL,
+    InvalidIndividualNumber,
+    Pseudonyms,
+    derive_code,
+    synthetic_number,
+)
+from renkei.settings import Settings
+
+from .helpers import code, pick, run, sdk, start, workers
+
+# -- agency-specific codes --
+
+
+async def test_enrolment_gives_each_org_its_own_code_and_keeps_no_number(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    hub = Pseudonyms(pool, keys.load(settings).hub_key)
+    number = synthetic_number(uuid.uuid4())
+    minato = await hub.enroll_number(number, "city-minato")
+    jps = await hub.enroll_number(number, "jps")
+    assert minato != jps and len(minato) == len(jps) == 20
+    assert await hub.enroll_number(number, "city-minato") == minato  # idempotent
+    assert await hub.subject_of("city-minato", minato) == await hub.subject_of("jps", jps)
+    # The number is nowhere in clear: not in the hub's tables, not in any text column.
+    for table, column in (("hub.individuals", "number_hash"), ("hub.subject_codes", "code")):
+        assert not await pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE {column} LIKE $1", f"%{number}%"
+        )
+    # Another person gets other codes.
+    other = await hub.enroll_number(synthetic_number(uuid.uuid4()), "city-minato")
+    assert other != minato
+
+
+@pytest.mark.parametrize(
+    "bad", ["12345678901", "123456789019", "12345678901x", "１２３４５６７８９０１８"]
+)
+async def test_malformed_individual_numbers_are_refused_without_echoing_them(
+    pool: asyncpg.Pool, settings: Settings, bad: str
+) -> None:
+    hub = Pseudonyms(pool, keys.load(settings).hub_key)
+    with pytest.raises(InvalidIndividualNumber) as err:
+        await hub.enroll_number(bad, "city-minato")
+    assert bad not in str(err.value)
+
+
+async def test_three_agencies_each_see_only_their_own_code(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    received: dict[str, list[LinkageRequest]] = {}
+
+    def spying(org: str) -> dict[str, Any]:
+        real = providers_for(org, pool)
+
+        def wrap(provider: Any) -> Any:
+            async def spy(req: LinkageRequest) -> Any:
+                received.setdefault(org, []).append(req)
+                return await provider(req)
+
+            return spy
+
+        return {info: wrap(p) for info, p in real.items()}
+
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
+    person = h.members[0]
+    codes = {org: code(settings, org, person) for org in ("city-minato", "city-shibuya", "jps")}
+    providers = {org: spying(org) for org in ("city-shibuya", "jps")}
+    async with workers(client, pool, settings, catalog, live_whitelist, providers=providers):
+        handle = await sdk(client, settings).start(
+            start(
+                "child-allowance-check",
+                "city-minato",
+                codes["city-minato"],
+                inputs={"previous_municipality": "city-shibuya"},
+            )
+        )
+        await handle.result()
+    # What each provider's code received: its own code, and nobody else's.
+    for org in ("city-shibuya", "jps"):
+        assert [r.subject for r in received[org]] == [codes[org]]
+        dumped = " ".join(r.model_dump_json() for r in received[org])
+        assert all(c not in dumped for o, c in codes.items() if o != org)
+    # Each keeps its data under its own code only.
+    shibuya = await pool.fetch(
+        "SELECT code FROM agency_city_shibuya.residents WHERE code = ANY($1::text[])",
+        list(codes.values()),
+    )
+    assert [r["code"] for r in shibuya] == [codes["city-shibuya"]]
+    pensions = await pool.fetch(
+        "SELECT code FROM agency_jps.pensions WHERE code = ANY($1::text[])", list(codes.values())
+    )
+    assert {r["code"] for r in pensions} <= {codes["jps"]}
+    # Each party's record is under its own code; the hub's under its subject id.
+    kept = {r.keeper: r for r in await records.query(pool, workflow_id=handle.id)}
+    assert kept["city-shibuya"].subject_code == codes["city-shibuya"]
+    assert kept["jps"].subject_code == codes["jps"]
+    assert kept["city-minato"].subject_code == codes["city-minato"]
+    assert kept[records.HUB].subject_code == str(person.subject_id)
+
+
+# -- encrypted history --
+
+
+def _payloads(message: Message, path: str = "") -> list[tuple[str, Payload]]:
+    """Every Payload inside ``message``, with the field path that leads to it."""
+    found: list[tuple[str, Payload]] = []
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        here = f"{path}.{field.name}"
+        if isinstance(value, Message):
+            items = [value]
+        elif hasattr(value, "values"):  # a map
+            items = list(value.values())
+        else:  # a repeated field
+            items = list(value)
+        for item in items:
+            if isinstance(item, Payload):
+                found.append((here, item))
+            elif isinstance(item, Message):
+                found.extend(_payloads(item, here))
+    return found
+
+
+# What Temporal itself writes in clear, by design: search attributes (indexed, checked below to
+# name no one) and the SDK's own bookkeeping of a local activity (sequence number, type, times).
+_MARKER_KEYS = {
+    "seq",
+    "attempt",
+    "activity_id",
+    "activity_type",
+    "complete_time",
+    "backoff",
+    "original_schedule_time",
+    "activation_index",
+}
+
+
+def _structural(path: str, payload: Payload) -> bool:
+    import json
+
+    if ".search_attributes." in path:
+        return True
+    if path.startswith(".marker_recorded_event_attributes.details"):
+        meta = json.loads(payload.data)
+        return isinstance(meta, dict) and set(meta) <= _MARKER_KEYS
+    return False
+
+
+async def _raw_history(client: Client, workflow_id: str) -> list[Any]:
+    events: list[Any] = []
+    token = b""
+    while True:
+        page = await client.workflow_service.get_workflow_execution_history(
+            GetWorkflowExecutionHistoryRequest(
+                namespace=client.namespace,
+                execution={"workflow_id": workflow_id},
+                next_page_token=token,
+            )
+        )
+        events.extend(page.history.events)
+        token = page.next_page_token
+        if not token:
+            return events
+
+
+async def test_raw_history_holds_no_personal_value_in_clear(
+    env, client: Client, pool: asyncpg.Pool, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    head, spouse = h.members[0], h.members[1]
+    done = await env.start(
+        start(
+            "child-rearing-allowance-income-check",
+            "pref-tokyo",
+            code(settings, "pref-tokyo", head),
+            inputs={"spouse": code(settings, "pref-tokyo", spouse), "municipality": "city-minato"},
+        )
+    )
+    await done.result()
+    denied = await env.start(
+        start(
+            "child-rearing-allowance-income-check",
+            "pref-tokyo",
+            code(settings, "pref-tokyo", head),
+            inputs={"municipality": "jps"},
+        )
+    )
+    with pytest.raises(WorkflowFailureError):
+        await denied.result()
+
+    personal = [
+        derive_code(keys.load(settings).hub_key, org, p.subject_id)
+        for p in (head, spouse)
+        for org in ("pref-tokyo", "city-minato", "jps", PORTAL)
+    ]
+    personal += [str(p.subject_id) for p in (head, spouse)]
+    personal += [str(head.taxable_income), str(head.taxable_income + spouse.taxable_income)]
+    # Words that would show in any clear payload of these runs.
+    telltales = ["taxable_income", "cohabiting", "relationship", "denied by the whitelist"]
+
+    for handle in (done, denied):
+        assert not any(v in handle.id for v in personal)
+        events = await _raw_history(client, handle.id)
+        assert events
+        found = [fp for e in events for fp in _payloads(e)]
+        assert found, "the history carries payloads"
+        clear = [
+            p
+            for p, pl in found
+            if pl.metadata.get("encoding") != ENCODING and not _structural(p, pl)
+        ]
+        assert clear == [], f"payloads in clear at {clear}"
+        raw = b"".join(e.SerializeToString() for e in events)
+        for value in personal + telltales:
+            assert value.encode() not in raw, "a personal value or clear payload text leaked"
+        # Failure messages are encoded too: the server sees only a placeholder.
+        failures = [
+            e.workflow_execution_failed_event_attributes.failure
+            for e in events
+            if e.HasField("workflow_execution_failed_event_attributes")
+        ]
+        assert all(f.message == "Encoded failure" for f in failures)
+        # Search attributes are indexed in clear, so they must name no one.
+        described = await client.get_workflow_handle(handle.id).describe()
+        attrs = " ".join(str(p.value) for p in described.typed_search_attributes)
+        assert attrs and not any(v in attrs for v in personal)
+    # And the denial is there, decrypted, for whoever holds the key.
+    described = await denied.describe()
+    assert described.status is not None
+
+
+async def test_payloads_encrypted_under_a_retired_key_still_decrypt(settings: Settings) -> None:
+    old_ring = keys.load(settings).codec
+    new_ring = old_ring.rotated()
+    assert new_ring.active != old_ring.active and old_ring.active in new_ring.keys
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=b'{"code":"X"}')
+    [sealed] = await EncryptionCodec(old_ring).encode([payload])
+    assert sealed.metadata["encryption-key-id"] == old_ring.active.encode()
+    [opened] = await EncryptionCodec(new_ring).decode([sealed])
+    assert opened == payload
+    [resealed] = await EncryptionCodec(new_ring).encode([payload])
+    assert resealed.metadata["encryption-key-id"] == new_ring.active.encode()
+    # A ring without the key refuses, naming only the key id.
+    from renkei.codec import PayloadDecryptError
+
+    with pytest.raises(PayloadDecryptError):
+        await EncryptionCodec(keys.new_keys().codec).decode([resealed])
+
+
+# -- tamper-evident records --
+
+
+def _record(keeper: str, n: int) -> records.AccessRecord:
+    return records.AccessRecord(
+        keeper=keeper,
+        attempt_key=f"wf-{n}/run/step",
+        decided_at=dt.datetime.now(dt.UTC),
+        requester="pref-tokyo",
+        provider="city-minato",
+        task="child-rearing-allowance",
+        info="local-tax",
+        legal_reference="番号法別表第二 五十七項",
+        whitelist_row=None,
+        subject_code=f"CODE{n:016d}",
+        bpf="probe",
+        bpf_version=1,
+        content_hash="sha256:0",
+        workflow_id=f"wf-{n}",
+        run_id="run",
+        step="step",
+        outcome="allowed",
+        reason="ok",
+    )
+
+
+async def _chain_of(pool: asyncpg.Pool, n: int = 5) -> str:
+    keeper = f"probe-{uuid.uuid4().hex[:8]}"
+    for i in range(1, n + 1):
+        await records.write(pool, _record(keeper, i))
+    return keeper
+
+
+async def _tamper(pool: asyncpg.Pool, sql: str, *args: object) -> None:
+    """Change records behind the application's back, as a database administrator could."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
+        await conn.execute(sql, *args)
+
+
+async def _verify(pool: asyncpg.Pool, settings: Settings, keeper: str) -> records.Verification:
+    return await records.verify(pool, keys.load(settings).signer(), [keeper])
+
+
+async def test_records_are_append_only_for_the_application(pool: asyncpg.Pool) -> None:
+    keeper = await _chain_of(pool, 2)
+    for sql in (
+        "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1",
+        "DELETE FROM records.access_records WHERE keeper = $1",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute(sql, keeper)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pool.execute("TRUNCATE records.access_records")
+    # A second write of the same attempt is the same record, not a new one.
+    again = await records.write(pool, _record(keeper, 1))
+    assert again[0].chain_seq == 1
+    assert len(await records.query(pool, keeper=keeper)) == 2
+
+
+async def test_verify_passes_an_intact_chain(pool: asyncpg.Pool, settings: Settings) -> None:
+    keeper = await _chain_of(pool)
+    result = await _verify(pool, settings, keeper)
+    assert result.ok and result.records == 5
+
+
+async def test_verify_finds_a_changed_record(pool: asyncpg.Pool, settings: Settings) -> None:
+    keeper = await _chain_of(pool)
+    await _tamper(
+        pool,
+        "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1 AND chain_seq = 3",
+        keeper,
+    )
+    [b] = (await _verify(pool, settings, keeper)).breaks
+    assert (b.chain_seq, b.problem) == (3, "its content differs from its hash")
+
+
+async def test_verify_finds_a_deleted_record(pool: asyncpg.Pool, settings: Settings) -> None:
+    keeper = await _chain_of(pool)
+    await _tamper(
+        pool, "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq = 2", keeper
+    )
+    [b] = (await _verify(pool, settings, keeper)).breaks
+    assert (b.chain_seq, b.problem) == (2, "record 2 is missing")
+
+
+async def test_verify_finds_reordered_records(pool: asyncpg.Pool, settings: Settings) -> None:
+    keeper = await _chain_of(pool)
+    for a, b in ((2, 1000), (3, 2), (1000, 3)):
+        await _tamper(
+            pool,
+            "UPDATE records.access_records SET chain_seq = $3 WHERE keeper = $1 AND chain_seq = $2",
+            keeper,
+            a,
+            b,
+        )
+    [found] = (await _verify(pool, settings, keeper)).breaks
+    assert found.chain_seq == 2
+
+
+async def test_verify_finds_a_rewritten_chain_and_a_cut_tail_after_a_checkpoint(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    keeper = await _chain_of(pool)
+    signer = keys.load(settings).signer()
+    made = await records.checkpoint(pool, signer)
+    assert any(cp.keeper == keeper and cp.chain_seq == 5 for cp in made)
+    # Cutting the tail leaves a consistent but shorter chain: only the checkpoint shows it.
+    await _tamper(
+        pool, "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq >= 4", keeper
+    )
+    [b] = (await _verify(pool, settings, keeper)).breaks
+    assert b.chain_seq == 5 and "signed up to 5" in b.problem
+    # A checkpoint signed by another key is not accepted.
+    other = keys.new_keys().signer()
+    result = await records.verify(pool, other, [keeper])
+    assert not result.ok
+
+
+def test_verify_command_reports_the_broken_link(cli: CliRunner, settings: Settings) -> None:
+    import asyncio
+
+    from renkei.db import create_pool
+
+    assert settings.database_url
+
+    async def with_pool(job: Any) -> Any:
+        p = await create_pool(settings.database_url or "")
+        try:
+            return await job(p)
+        finally:
+            await p.close()
+
+    keeper = asyncio.run(with_pool(lambda p: _chain_of(p, 3)))
+    code, out = run(cli, "records", "verify", "--keeper", keeper)
+    assert code == 0 and "every chain is intact" in out
+    asyncio.run(
+        with_pool(
+            lambda p: _tamper(
+                p,
+                "UPDATE records.access_records SET reason = 'x'"
+                " WHERE keeper = $1 AND chain_seq = 2",
+                keeper,
+            )
+        )
+    )
+    code, out = run(cli, "records", "verify", "--keeper", keeper)
+    assert code == 1 and f"BROKEN {keeper} at record 2" in out
