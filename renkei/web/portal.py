@@ -7,8 +7,6 @@ expiry, under a key derived from the hub's) stands for it afterwards, so the cod
 not kept in the browser.
 """
 
-from __future__ import annotations
-
 import base64
 import datetime as dt
 import hashlib
