@@ -1,6 +1,9 @@
-"""``python -m bench [--quick]``: throughput of a 3-query BPF against a plain Temporal workflow
-with 3 no-op activities on the same dev server, and the whitelist decision time for the real table
-and for 100,000 synthetic rows. Prints ratios measured in this run.
+"""``python -m bench [--quick] [all|flows|citizen]``.
+
+``flows``: throughput of a 3-query BPF against a plain Temporal workflow with 3 no-op activities
+on the same dev server, and the whitelist decision time for the real table and for 100,000
+synthetic rows; prints ratios measured in this run. ``citizen``: the citizen endpoint's latency
+for one citizen's 1,000 records among 1,000,000 (see ``bench/citizen.py``).
 """
 
 from __future__ import annotations
@@ -165,7 +168,24 @@ async def main(quick: bool) -> None:
     )
 
 
+async def citizen(quick: bool) -> None:
+    from bench.citizen import run
+
+    r = await run(quick)
+    print(
+        f"citizen endpoint, 1,000 of {r['total']:,.0f} records: median {r['p50_ms']:.1f} ms,"
+        f" p95 {r['p95_ms']:.1f} ms  (target < 50 ms; loading took {r['load_s']:.0f} s)"
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--quick", action="store_true", help="fewer flows, for a smoke run")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument(
+        "which", nargs="?", choices=["all", "flows", "citizen"], default="all", help="what to run"
+    )
+    args = parser.parse_args()
+    if args.which in ("all", "flows"):
+        asyncio.run(main(args.quick))
+    if args.which in ("all", "citizen"):
+        asyncio.run(citizen(args.quick))

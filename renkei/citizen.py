@@ -129,14 +129,23 @@ async def records_for_subject(
         f" ORDER BY decided_at DESC, id DESC LIMIT ${len(args)}",
         *args,
     )
+    parties: dict[tuple[str, str], Party] = {}
+
+    def party(kind: str, table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
+        found = parties.get((kind, key))
+        if found is None:
+            found = parties[(kind, key)] = _party(table, key)
+        return found
+
+    # Rows come from typed columns under the database's constraints: built without re-validation.
     return [
-        CitizenRecord(
+        CitizenRecord.model_construct(
             at=r["decided_at"],
             outcome=r["outcome"],
-            requester=_party(catalog.orgs, r["requester"]),
-            provider=_party(catalog.orgs, r["provider"]),
-            info=_party(catalog.info_items, r["info"]),
-            task=_party(catalog.tasks, r["task"]),
+            requester=party("org", catalog.orgs, r["requester"]),
+            provider=party("org", catalog.orgs, r["provider"]),
+            info=party("info", catalog.info_items, r["info"]),
+            task=party("task", catalog.tasks, r["task"]),
             legal_reference=r["legal_reference"],
             bpf=r["bpf"],
             bpf_version=r["bpf_version"],
@@ -150,7 +159,7 @@ async def records_for_subject(
 
 
 _JST = dt.timezone(dt.timedelta(hours=9), "JST")
-_RECORDS = TypeAdapter(list[CitizenRecord])
+RECORDS = TypeAdapter(list[CitizenRecord])
 
 
 class PortalClient:
@@ -173,4 +182,4 @@ class PortalClient:
         if response.status_code == 401:
             raise NotACitizen("this portal code is not known")
         response.raise_for_status()
-        return _RECORDS.validate_python(response.json())
+        return RECORDS.validate_json(response.content)

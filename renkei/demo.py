@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,8 @@ from whitelist import store
 from whitelist.catalog import default_catalog
 from workflows.loader import BpfFileError, load_file
 from workflows.validation import validate
+
+JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
 
 def _pick(households: list[Household], test: Callable[[Household], bool]) -> Household:
@@ -147,6 +150,71 @@ async def run_demo(
     for i in errors:
         out(f"  rejected: {i}")
     unexpected += not errors
+    out("")
+    unexpected += await _trust(settings, pool, client, f"demo-{tag}-cra-1", out)
+    return unexpected
+
+
+async def _trust(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    client: RenkeiClient,
+    case: str,
+    out: Callable[[str], Any],
+) -> int:
+    """Show the trust layer on the first flow: history encrypted, citizen's view, chains intact."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+
+    from renkei.citizen import records_of
+    from renkei.codec import ENCODING, KEY_ID
+    from renkei.pseudonyms import PORTAL, Pseudonyms
+
+    unexpected = 0
+    k = keys.load(settings)
+    head = _pick(
+        generate(settings.sample_residents),
+        lambda h: h.kind == "family" and h.municipality == "city-minato",
+    ).members[0]
+    wid = f"child-rearing-allowance-income-check/pref-tokyo/{case}"
+
+    out("▶ encrypted history: the run's start input, as Temporal stores it")
+    history = await client.client.workflow_service.get_workflow_execution_history(
+        GetWorkflowExecutionHistoryRequest(
+            namespace=settings.namespace, execution=WorkflowExecution(workflow_id=wid)
+        )
+    )
+    first = history.history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    raw = history.history.SerializeToString()
+    leaked = derive_code(k.hub_key, "pref-tokyo", head.subject_id).encode() in raw
+    out(
+        f"  encoding {first.metadata['encoding'].decode()}, key {first.metadata[KEY_ID].decode()},"
+        f" {len(first.data)} bytes of ciphertext; subject code in the raw history: {'YES' if leaked else 'no'}"
+    )
+    unexpected += leaked or first.metadata["encoding"] != ENCODING
+    out(f"  operators decrypt through the codec server: {settings.codec_endpoint}\n")
+
+    out("▶ the citizen's view: what the applicant of the first flow sees (portal code sign-in)")
+    portal_code = derive_code(k.hub_key, PORTAL, head.subject_id)
+    mine = await records_of(pool, Pseudonyms(pool, k.hub_key), default_catalog(), portal_code)
+    for r in mine[:5]:
+        out(
+            f"  {r.at.astimezone(JST):%Y-%m-%d %H:%M} JST {r.outcome:7} {r.requester.ja} ← {r.provider.ja}:"
+            f" {r.info.ja} [{r.legal_reference or '—'}]"
+        )
+    out(f"  ({len(mine)} records in all; `renkei records mine` or {settings.web_base}/citizen)\n")
+    unexpected += not mine
+
+    out("▶ tamper evidence: sign every chain's head, then verify every chain")
+    made = await records.checkpoint(pool, k.signer())
+    result = await records.verify(pool, k.signer())
+    out(
+        f"  {len(made)} checkpoints signed; {result.records} records in {result.keepers} chains:"
+        f" {'intact' if result.ok else 'BROKEN'}"
+    )
+    for b in result.breaks:
+        out(f"  BROKEN {b.keeper} at {b.chain_seq}: {b.problem}")
+    unexpected += not result.ok
     out("")
     return unexpected
 

@@ -346,8 +346,10 @@ async def test_one_record_per_linkage_despite_a_forced_retry(
         result = await handle.result()
     assert len(attempts) == 3
     assert result.result["income"] == h.members[0].taxable_income
-    [rec] = await _records(pool, handle.id)
-    assert rec.outcome == "allowed"
+    # One record per party to the attempt: the provider's, the requester's, the hub's.
+    for keeper in ("provider", "requester", "hub"):
+        [rec] = await _records(pool, handle.id, keeper)
+        assert rec.outcome == "allowed"
 
 
 async def test_one_record_per_linkage_across_a_worker_restart(

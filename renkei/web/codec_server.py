@@ -104,7 +104,11 @@ def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
             )
         except PayloadDecryptError as err:
             raise HTTPException(422, str(err)) from None
-        return JSONResponse(json_format.MessageToDict(Payloads(payloads=out)))
+        return JSONResponse(
+            json_format.MessageToDict(
+                Payloads(payloads=out), always_print_fields_with_no_presence=True
+            )
+        )
 
     @r.post("/decode")
     async def decode(request: Request) -> Response:

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from renkei.citizen import (
+    RECORDS,
     CitizenRecord,
     NotACitizen,
     RecordFilter,
@@ -96,8 +97,10 @@ def router(
     async def api_records(
         subject: Annotated[uuid.UUID, Depends(bearer_subject)],
         where: Annotated[RecordFilter, Query()],
-    ) -> list[CitizenRecord]:
-        return await records_for_subject(pool, catalog, subject, where)
+    ) -> Response:
+        found = await records_for_subject(pool, catalog, subject, where)
+        # Already validated models: serialise once, without FastAPI validating them again.
+        return Response(RECORDS.dump_json(found), media_type="application/json")
 
     @r.get("/", include_in_schema=False)
     async def home() -> Response:
