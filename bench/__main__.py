@@ -29,7 +29,7 @@ from bench.plain import PlainThree, noop
 from renkei import keys
 from renkei.bootstrap import prepare
 from renkei.client import RenkeiClient, connect
-from renkei.db import create_pool
+from renkei.db import create_pool, migrate
 from renkei.pseudonyms import derive_code
 from renkei.search_attributes import ALL
 from renkei.settings import Settings
@@ -133,6 +133,7 @@ async def main(quick: bool) -> None:
         task_queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
         keys_file=tmp / "keys.json",
     )
+    await migrate(url)
     pool = await create_pool(url, max_size=20)
     try:
         await prepare(pool, settings)

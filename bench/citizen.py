@@ -76,9 +76,9 @@ async def run(quick: bool) -> dict[str, float]:
     settings = Settings(
         database_url=url, temporal_address="-", keys_file=tmp / "keys.json", web_port=_free_port()
     )
+    await migrate(url)
     pool = await create_pool(url, max_size=4)
     try:
-        await migrate(pool)
         hub = Pseudonyms(pool, keys.load(settings).hub_key)
         target = uuid.uuid4()
         others = [uuid.uuid4() for _ in range(999)]

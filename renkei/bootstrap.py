@@ -10,7 +10,6 @@ from pydantic import BaseModel
 
 from activities.agencies.seed import seed
 from renkei import keys
-from renkei.db import migrate
 from renkei.settings import Settings
 from whitelist import store
 from whitelist.annex2 import SOURCE, load_annex2
@@ -22,7 +21,6 @@ from workflows.validation import validate
 
 
 class Prepared(BaseModel):
-    migrations: list[str]
     whitelist_rows: int
     whitelist_version: int
     registered: list[str]
@@ -76,18 +74,16 @@ async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[lis
 
 
 async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
-    applied = await migrate(pool)
-    await pool.execute(
-        "UPDATE records.policy SET retention = make_interval(years => $1)",
-        settings.records_retention_years,
-    )
+    """Load the whitelist, register the definitions, seed the sample agencies (idempotent).
+
+    The schema comes first: :func:`renkei.db.migrate`, before ``pool`` is created.
+    """
     rows, version = await load_whitelist(pool)
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
     seeded = await seed(
         pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents
     )
     return Prepared(
-        migrations=applied,
         whitelist_rows=rows,
         whitelist_version=version,
         registered=registered,

@@ -74,9 +74,9 @@ async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         url,
         _started,
     ):
+        await migrate(url, retention_years=settings.records_retention_years)
         pool = await create_pool(url)
         try:
-            await migrate(pool)
             yield pool
         finally:
             await pool.close()
@@ -99,6 +99,7 @@ async def _serve(
     from renkei.web import serving
     from workers.dev import running_workers
 
+    await migrate(url, retention_years=settings.records_retention_years)
     pool = await create_pool(url, max_size=20)
     try:
         report = await prepare(pool, settings)

@@ -25,7 +25,7 @@ from renkei import keys
 from renkei.bootstrap import prepare
 from renkei.client import RenkeiClient, connect
 from renkei.codec import data_converter
-from renkei.db import create_pool
+from renkei.db import create_pool, migrate
 from renkei.search_attributes import ALL as SEARCH_ATTRIBUTES
 from renkei.settings import Settings, get_settings
 from renkei.stack import start_postgres, temporal_cli
@@ -104,6 +104,7 @@ def base_settings(database_url: str, keys_file: Path) -> Settings:
 @pytest_asyncio.fixture(scope="session")
 async def pool(base_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     assert base_settings.database_url
+    await migrate(base_settings.database_url)
     p = await create_pool(base_settings.database_url, max_size=20)
     await prepare(p, base_settings)
     yield p

@@ -304,6 +304,7 @@ async def _chain_of(pool: asyncpg.Pool, n: int = 5) -> str:
 async def _tamper(pool: asyncpg.Pool, sql: str, *args: object) -> None:
     """Change records behind the application's back, as a database administrator could."""
     async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")  # the login user, not the application's role
         await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
         await conn.execute(sql, *args)
 
@@ -314,14 +315,23 @@ async def _verify(pool: asyncpg.Pool, settings: Settings, keeper: str) -> record
 
 async def test_records_are_append_only_for_the_application(pool: asyncpg.Pool) -> None:
     keeper = await _chain_of(pool, 2)
+    assert await pool.fetchval("SELECT current_user") == "renkei_app"
     for sql in (
         "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1",
         "DELETE FROM records.access_records WHERE keeper = $1",
+        "UPDATE records.policy SET retention = interval '1 year' WHERE $1 <> ''",
     ):
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await pool.execute(sql, keeper)
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
         await pool.execute("TRUNCATE records.access_records")
+    # And even the owner's own session is stopped by the append-only trigger.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute(
+                "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1", keeper
+            )
     # A second write of the same attempt is the same record, not a new one.
     again = await records.write(pool, _record(keeper, 1))
     assert again[0].chain_seq == 1
