@@ -80,32 +80,6 @@ class TranslateRequest(BaseModel):
     codes: list[str]
 
 
-class BrokerRequest(BaseModel):
-    """The executor asks the hub for one linkage; ``subject`` is the executor's code."""
-
-    requester: str
-    provider: str
-    task: str
-    info: str
-    subject: str
-    bpf: str
-    bpf_version: int
-    content_hash: str
-    step: str
-    workflow_id: str
-    run_id: str
-    hold: DisclosureHold | None = None
-
-
-class Brokered(BaseModel):
-    """The hub's answer: the provider's code if the whitelist permits the linkage."""
-
-    allowed: bool
-    subject: str | None = None
-    reason: str
-    legal_reference: str
-
-
 class LinkageRequest(BaseModel):
     """One linkage, as the provider's worker receives it. ``subject`` is the provider's code."""
 
@@ -118,6 +92,23 @@ class LinkageRequest(BaseModel):
     bpf_version: int
     content_hash: str
     step: str
+
+
+class BrokerRequest(LinkageRequest):
+    """The executor asks the hub for one linkage; ``subject`` is the executor's code."""
+
+    workflow_id: str
+    run_id: str
+    hold: DisclosureHold | None = None
+
+
+class Brokered(BaseModel):
+    """The hub's answer: the provider's code if the whitelist permits the linkage."""
+
+    allowed: bool
+    subject: str | None = None
+    reason: str
+    legal_reference: str
 
 
 class LinkageOutcome(BaseModel):

@@ -68,6 +68,26 @@ def start(bpf: str, executor: str, subject: str, **kw: Any) -> StartFlow:
     )
 
 
+def child_rearing(
+    settings: Settings,
+    applicant: Person,
+    spouse: Person | None = None,
+    municipality: str = "city-minato",
+    **kw: Any,
+) -> StartFlow:
+    """The child-rearing allowance income check, run by Tokyo for ``applicant``."""
+    inputs: dict[str, str] = {"municipality": municipality}
+    if spouse is not None:
+        inputs["spouse"] = code(settings, "pref-tokyo", spouse)
+    return start(
+        "child-rearing-allowance-income-check",
+        "pref-tokyo",
+        code(settings, "pref-tokyo", applicant),
+        inputs=inputs,
+        **kw,
+    )
+
+
 def sdk(client: Client, settings: Settings) -> RenkeiClient:
     return RenkeiClient(client, settings)
 

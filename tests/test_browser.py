@@ -23,7 +23,7 @@ from renkei.settings import PROJECT_ROOT, Settings
 from renkei.web import serving
 from renkei.web.codec_server import add_operator
 
-from .helpers import code, pick, start
+from .helpers import child_rearing, code, pick, start
 
 ARTIFACTS = Path(os.environ.get("RENKEI_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
 CHROMIUM_FLAGS = [
@@ -71,14 +71,7 @@ async def test_citizen_page_on_a_phone_in_both_languages(
 
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     head, spouse = h.members[0], h.members[1]
-    handle = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", head),
-            inputs={"spouse": code(settings, "pref-tokyo", spouse), "municipality": "city-minato"},
-        )
-    )
+    handle = await env.start(child_rearing(settings, head, spouse))
     await handle.result()
     context = await browser.new_context(
         viewport={"width": 390, "height": 844},

@@ -21,7 +21,7 @@ from workflows.loader import load_file
 from workflows.validation import validate
 
 from .conftest import TESTS
-from .helpers import code, pick, sdk, start, workers
+from .helpers import child_rearing, code, pick, sdk, start, workers
 
 
 async def _records(
@@ -39,14 +39,7 @@ async def _records(
 async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     head, spouse = h.members[0], h.members[1]
-    handle = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", head),
-            inputs={"spouse": code(settings, "pref-tokyo", spouse), "municipality": "city-minato"},
-        )
-    )
+    handle = await env.start(child_rearing(settings, head, spouse))
     result = await handle.result()
     assert result.outcome == "completed"
     assert result.result["cohabiting"] is True
@@ -76,14 +69,7 @@ async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> Non
 
 async def test_single_parent_counts_own_income_only(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
-    handle = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", h.members[0]),
-            inputs={"municipality": "city-minato"},
-        )
-    )
+    handle = await env.start(child_rearing(settings, h.members[0]))
     result = await handle.result()
     assert result.result == {
         "cohabiting": False,
@@ -178,12 +164,7 @@ async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_r
     async with workers(client, pool, settings, catalog, live_whitelist, providers=spying):
         h = pick(settings, lambda h: h.municipality == "city-minato")
         handle = await sdk(client, settings).start(
-            start(
-                "child-rearing-allowance-income-check",
-                "pref-tokyo",
-                code(settings, "pref-tokyo", h.members[0]),
-                inputs={"municipality": "jps"},
-            )
+            child_rearing(settings, h.members[0], municipality="jps")
         )
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()

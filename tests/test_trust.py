@@ -27,7 +27,7 @@ from renkei.pseudonyms import (
 )
 from renkei.settings import Settings
 
-from .helpers import code, pick, run, sdk, start, workers
+from .helpers import child_rearing, code, pick, run, sdk, start, workers
 
 # -- agency-specific codes --
 
@@ -189,23 +189,9 @@ async def test_raw_history_holds_no_personal_value_in_clear(
 ) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     head, spouse = h.members[0], h.members[1]
-    done = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", head),
-            inputs={"spouse": code(settings, "pref-tokyo", spouse), "municipality": "city-minato"},
-        )
-    )
+    done = await env.start(child_rearing(settings, head, spouse))
     await done.result()
-    denied = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", head),
-            inputs={"municipality": "jps"},
-        )
-    )
+    denied = await env.start(child_rearing(settings, head, municipality="jps"))
     with pytest.raises(WorkflowFailureError):
         await denied.result()
 

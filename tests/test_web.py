@@ -28,7 +28,7 @@ from renkei.stack import temporal_cli
 from renkei.web import serving
 from renkei.web.codec_server import add_operator, revoke_operator
 
-from .helpers import code, households, pick, run, start
+from .helpers import child_rearing, code, households, pick, run, start
 
 
 @pytest_asyncio.fixture
@@ -139,14 +139,7 @@ async def test_temporal_cli_shows_history_through_the_codec_server(
     env, web: str, pool: asyncpg.Pool, settings: Settings, client
 ) -> None:  # type: ignore[no-untyped-def]
     h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "single-parent")
-    handle = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", h.members[0]),
-            inputs={"municipality": "city-minato"},
-        )
-    )
+    handle = await env.start(child_rearing(settings, h.members[0]))
     await handle.result()
     token = await add_operator(pool, f"op-{uuid.uuid4().hex[:6]}")
     address = client.service_client.config.target_host
@@ -217,14 +210,7 @@ async def test_each_citizen_gets_exactly_their_own_records(
     head, spouse = couple.members[0], couple.members[1]
     moved = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
     mover = moved.members[0]
-    first = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", head),
-            inputs={"spouse": code(settings, "pref-tokyo", spouse), "municipality": "city-minato"},
-        )
-    )
+    first = await env.start(child_rearing(settings, head, spouse))
     second = await env.start(
         start(
             "child-allowance-check",
@@ -301,13 +287,7 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
     person = h.members[0]
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=90)
     handle = await env.start(
-        start(
-            "child-rearing-allowance-income-check",
-            "pref-tokyo",
-            code(settings, "pref-tokyo", person),
-            inputs={"municipality": "city-minato"},
-            hold=DisclosureHold(until=until, reason="investigation"),
-        )
+        child_rearing(settings, person, hold=DisclosureHold(until=until, reason="investigation"))
     )
     await handle.result()
     now = await records_for_subject(pool, catalog, person.subject_id)

@@ -198,41 +198,40 @@ class BpfInterpreter:
             raise _application_failure(err, "code translation failed") from None
         return translated
 
-    async def _broker(self, step_id: str, provider: str, info: str, about: str) -> Brokered:
+    async def _broker(self, req: BrokerRequest) -> Brokered:
         """Ask the hub for the linkage: it decides, records, and hands out the provider's code."""
-        pin = self._run.pin
-        wf = workflow.info()
         try:
             brokered: Brokered = await workflow.execute_local_activity(
                 "hub.broker",
-                BrokerRequest(
-                    requester=self._start.executor,
-                    provider=provider,
-                    task=self._run.definition.task,
-                    info=info,
-                    subject=about,
-                    bpf=pin.bpf,
-                    bpf_version=pin.version,
-                    content_hash=pin.content_hash,
-                    step=step_id,
-                    workflow_id=wf.workflow_id,
-                    run_id=wf.run_id,
-                    hold=self._start.hold,
-                ),
+                req,
                 result_type=Brokered,
                 start_to_close_timeout=HUB_TIMEOUT,
                 retry_policy=HUB_RETRY,
             )
         except ActivityError as err:
-            raise _application_failure(err, f"step {step_id}: linkage not brokered") from None
+            raise _application_failure(err, f"step {req.step}: linkage not brokered") from None
         return brokered
 
     async def _query(self, step: QueryStep) -> None:
         q = step.query
-        executor = self._start.executor
         provider = self._text(step.id, "provider", q.provider) or ""
-        about = self._text(step.id, "about", q.about) or self._start.subject
-        brokered = await self._broker(step.id, provider, q.info, about)
+        pin = self._run.pin
+        wf = workflow.info()
+        asked = BrokerRequest(
+            requester=self._start.executor,
+            provider=provider,
+            task=self._run.definition.task,
+            info=q.info,
+            subject=self._text(step.id, "about", q.about) or self._start.subject,
+            bpf=pin.bpf,
+            bpf_version=pin.version,
+            content_hash=pin.content_hash,
+            step=step.id,
+            workflow_id=wf.workflow_id,
+            run_id=wf.run_id,
+            hold=self._start.hold,
+        )
+        brokered = await self._broker(asked)
         if not brokered.allowed or brokered.subject is None:
             self._linkages.append(
                 LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="denied")
@@ -242,17 +241,10 @@ class BpfInterpreter:
                 type="LinkageDenied",
                 non_retryable=True,
             )
-        pin = self._run.pin
+        # The provider receives the same request, on its own code, and nothing else.
         request = LinkageRequest(
-            requester=executor,
-            provider=provider,
-            task=self._run.definition.task,
-            info=q.info,
+            **asked.model_dump(include=set(LinkageRequest.model_fields), exclude={"subject"}),
             subject=brokered.subject,
-            bpf=pin.bpf,
-            bpf_version=pin.version,
-            content_hash=pin.content_hash,
-            step=step.id,
         )
         try:
             payload: dict[str, Any] = await workflow.execute_activity(
