@@ -78,6 +78,7 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
 
     The schema comes first: :func:`renkei.db.migrate`, before ``pool`` is created.
     """
+    await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
     rows, version = await load_whitelist(pool)
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
     seeded = await seed(

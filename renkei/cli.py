@@ -77,6 +77,11 @@ async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         await migrate(url, retention_years=settings.records_retention_years)
         pool = await create_pool(url)
         try:
+            try:
+                await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
+            except keys.KeyMismatch as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(3) from None
             yield pool
         finally:
             await pool.close()

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import os
 import secrets
 from pathlib import Path
 
+import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, Field
 
 from renkei.settings import Settings
@@ -94,3 +97,33 @@ def rotate_codec_key(settings: Settings) -> KeyRing:
     ring = stored.codec.rotated()
     save(path, stored.model_copy(update={"codec": ring}))
     return ring
+
+
+class KeyMismatch(RuntimeError):
+    """This process holds other keys than the ones the database was first used with."""
+
+
+def fingerprints(keys: Keys) -> dict[str, str]:
+    """Public fingerprints of the keys that must never change under a database."""
+    hub = hashlib.sha256(b"renkei/fingerprint/" + keys.hub_key.encode()).hexdigest()[:32]
+    public = keys.signer().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return {"hub_key": hub, "signing_key": hashlib.sha256(public).hexdigest()[:32]}
+
+
+async def check_against(pool: asyncpg.Pool, keys: Keys, where: str) -> None:
+    """Remember the keys' fingerprints on first use; refuse other keys afterwards."""
+    for name, fingerprint in fingerprints(keys).items():
+        await pool.execute(
+            "INSERT INTO hub.key_fingerprints (name, fingerprint) VALUES ($1, $2)"
+            " ON CONFLICT (name) DO NOTHING",
+            name,
+            fingerprint,
+        )
+        stored = await pool.fetchval(
+            "SELECT fingerprint FROM hub.key_fingerprints WHERE name = $1", name
+        )
+        if stored != fingerprint:
+            raise KeyMismatch(
+                f"the {name} in {where} is not the one this database was first used with;"
+                " point RENKEI_KEYS_FILE (or RENKEI_DATA_DIR) at the installation's keys"
+            )

@@ -52,6 +52,14 @@ async def test_enrolment_gives_each_org_its_own_code_and_keeps_no_number(
     assert other != minato
 
 
+async def test_other_keys_than_the_databases_are_refused(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    await keys.check_against(pool, keys.load(settings), "the test keys")  # the same: fine
+    with pytest.raises(keys.KeyMismatch, match="hub_key in a fresh keys file"):
+        await keys.check_against(pool, keys.new_keys(), "a fresh keys file")
+
+
 @pytest.mark.parametrize(
     "bad", ["12345678901", "123456789019", "12345678901x", "１２３４５６７８９０１８"]
 )
