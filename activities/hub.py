@@ -48,22 +48,22 @@ class HubActivities:
         pseudonyms: Pseudonyms,
         whitelist: LiveWhitelist,
         task_queue_prefix: str,
+        mode: registry.Mode = "operation",
     ) -> None:
         self._pool = pool
         self._catalog = catalog
         self._pseudonyms = pseudonyms
         self._whitelist = whitelist
         self._prefix = task_queue_prefix
+        self._mode = mode
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
-        found = await registry.fetch(self._pool, req.bpf, req.version)
+        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
         if found is None:
             raise ApplicationError(
-                f"{req.bpf} version {req.version or 'latest'} is not registered",
-                type="UnknownBpf",
-                non_retryable=True,
+                await self._why_not(req.bpf, req.version), type="UnknownBpf", non_retryable=True
             )
         d = found.definition
         roles = self._catalog.org_roles(req.executor)
@@ -96,6 +96,22 @@ class HubActivities:
             inputs=inputs,
             task_queue_prefix=self._prefix,
             executor_roles=sorted(roles),
+        )
+
+    async def _why_not(self, bpf: str, version: int | None) -> str:
+        row = await self._pool.fetchrow(
+            "SELECT version, state FROM registry.bpf_versions"
+            " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
+            bpf,
+            version,
+        )
+        if row is None:
+            return f"{bpf}{f' version {version}' if version else ''} is not registered"
+        return (
+            f"{bpf} v{row['version']} is {row['state']}: only an operating version starts in"
+            f" {self._mode} mode"
+            if self._mode == "operation"
+            else f"{bpf} v{row['version']} is {row['state']}"
         )
 
     @activity.defn(name="hub.broker")

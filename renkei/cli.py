@@ -27,6 +27,7 @@ from renkei.settings import Settings, get_settings
 from renkei.stack import clear_state, embedded, write_state
 from whitelist import store
 from whitelist.catalog import default_catalog
+from whitelist.store import LiveWhitelist
 from workflows import registry
 
 app = typer.Typer(
@@ -117,6 +118,7 @@ async def _serve(
             typer.echo(f"  definition rejected: {r}", err=True)
         client = await connect(settings, address)
         await ensure_registered(client, settings.namespace)
+        await _promote_samples(client, pool, settings, url)
         async with running_workers(client, pool, settings, default_catalog(), url):
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)
@@ -141,6 +143,18 @@ async def _serve(
                 typer.echo("stopping…")
     finally:
         await pool.close()
+
+
+async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, url: str) -> None:
+    """First start of an installation: the sample drafts go through the kit into operation."""
+    from renkei.conformance import promote_samples
+
+    whitelist = await LiveWhitelist(url).start()
+    try:
+        for line in await promote_samples(client, pool, settings, default_catalog(), whitelist):
+            typer.echo(f"  {line}")
+    finally:
+        await whitelist.stop()
 
 
 async def _up(settings: Settings) -> None:
@@ -305,10 +319,176 @@ def bpf_list() -> None:
         async with _database(get_settings()) as pool:
             for r in await registry.listing(pool):
                 typer.echo(
-                    f"{r['bpf']}\tv{r['version']}\t{r['task']}\t{r['content_hash'][:19]}…\t{r['title']}"
+                    f"{r['bpf']}\tv{r['version']}\t{r['state']}\t{r['task']}\t{r['content_hash'][:19]}…\t{r['title']}"
                 )
 
     _run(go())
+
+
+def _transition(
+    action: registry.Action, bpf: str, version: int, actor: str, note: str | None
+) -> None:
+    async def go() -> int:
+        settings = get_settings()
+        catalog = default_catalog()
+        async with _database(settings) as pool:
+            try:
+                t = await registry.transition(
+                    pool,
+                    bpf,
+                    version,
+                    action,
+                    actor,
+                    conformance_body=settings.conformance_body,
+                    actor_roles=frozenset(catalog.org_roles(actor))
+                    if actor in catalog.orgs
+                    else frozenset(),
+                    note=note,
+                )
+            except registry.TransitionRefused as err:
+                typer.echo(f"refused: {err}", err=True)
+                return 1
+        typer.echo(
+            f"{t.bpf} v{t.version}: {t.from_state} → {t.to_state} by {t.actor} ({t.actor_role})"
+        )
+        return 0
+
+    raise typer.Exit(_run(go()))
+
+
+_AS = typer.Option("--as", help="the org making the transition")
+
+
+@bpf_app.command("submit")
+def bpf_submit(bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None) -> None:
+    """draft → conformance-passed, by the definer, with a passing conformance report."""
+    _transition("submit", bpf, version, actor, note)
+
+
+@bpf_app.command("approve")
+def bpf_approve(
+    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
+) -> None:
+    """conformance-passed → approved, by the conformance body."""
+    _transition("approve", bpf, version, actor, note)
+
+
+@bpf_app.command("operate")
+def bpf_operate(
+    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
+) -> None:
+    """approved → operating, by an executor."""
+    _transition("operate", bpf, version, actor, note)
+
+
+@bpf_app.command("retire")
+def bpf_retire(bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None) -> None:
+    """operating → retired, by the definer."""
+    _transition("retire", bpf, version, actor, note)
+
+
+@bpf_app.command("history")
+def bpf_history(bpf: str, version: int) -> None:
+    """Every lifecycle transition of one version: who, in which role, when."""
+
+    async def go() -> None:
+        async with _database(get_settings()) as pool:
+            for t in await registry.history(pool, bpf, version):
+                typer.echo(
+                    f"{t.at:%Y-%m-%d %H:%M:%S}\t{t.from_state} → {t.to_state}\t{t.actor} ({t.actor_role})"
+                    + (f"\t{t.note}" if t.note else "")
+                )
+
+    _run(go())
+
+
+@app.command()
+def conformance(
+    bpf: str,
+    version: Annotated[int | None, typer.Option(help="default: the highest registered")] = None,
+    scenarios: Annotated[
+        Path | None, typer.Option(help="folder of scenario sets (<bpf>.yaml)")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+) -> None:
+    """Run a BPF version's conformance scenarios; store the report; exit 1 if any fails."""
+    from renkei.conformance import run_scenarios, scenarios_for, store_report
+
+    settings = get_settings()
+    try:
+        scenario_set = scenarios_for(bpf, scenarios)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go() -> int:
+        with embedded(settings) as (address, url, _):
+            await migrate(url, retention_years=settings.records_retention_years)
+            pool = await create_pool(url, max_size=20)
+            whitelist = await LiveWhitelist(url).start()
+            try:
+                await prepare(pool, settings)
+                client = await connect(settings, address)
+                result = await run_scenarios(
+                    client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
+                )
+                digest = await store_report(pool, result)
+            finally:
+                await whitelist.stop()
+                await pool.close()
+        typer.echo(result.summary())
+        typer.echo(f"report {digest}")
+        if report is not None:
+            report.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+        return 0 if result.passed else 1
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def contract(org: str) -> None:
+    """Check a sample agency's providers against the contract of every item it serves."""
+    from activities.agencies import SAMPLE_AGENCIES, providers_for
+    from renkei.conformance import check_provider
+
+    if org not in SAMPLE_AGENCIES:
+        typer.echo(
+            f"error: {org} is not one of the sample agencies ({', '.join(SAMPLE_AGENCIES)})",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    async def go() -> int:
+        from activities.agencies.seed import sample_subjects
+        from activities.agencies.synthetic import generate
+        from renkei.pseudonyms import derive_code
+
+        settings = get_settings()
+        hub_key = keys.load(settings).hub_key
+        known = {
+            info: derive_code(hub_key, org, subject)
+            for info, subject in sample_subjects(org, generate(settings.sample_residents)).items()
+        }
+        with embedded(settings.model_copy(update={"temporal_address": "-"})) as (_, url, _s):
+            await migrate(url, retention_years=settings.records_retention_years)
+            pool = await create_pool(url)
+            whitelist = await LiveWhitelist(url).start()
+            try:
+                await prepare(pool, settings)
+                checks = await check_provider(
+                    org, providers_for(org, pool), default_catalog(), whitelist, pool, known
+                )
+            finally:
+                await whitelist.stop()
+                await pool.close()
+        for c in checks:
+            typer.echo(
+                f"{'PASS' if c.passed else 'FAIL'}  {c.info}: {c.check}"
+                + (f" — {c.detail}" if c.detail and not c.passed else "")
+            )
+        return 0 if all(c.passed for c in checks) else 1
+
+    raise typer.Exit(_run(go()))
 
 
 # -- flows ----------------------------------------------------------------------------------------

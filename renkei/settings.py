@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,14 @@ class Settings(BaseSettings):
         default=7, ge=1, description="access records are kept at least this long"
     )
     sample_residents: int = Field(default=3000, ge=10)
+    mode: Literal["operation", "test"] = Field(
+        default="operation",
+        description="operation: only operating BPF versions start; test: drafts too (use its own"
+        " task-queue prefix)",
+    )
+    conformance_body: str = Field(
+        default="digital-agency", description="who approves versions that passed conformance"
+    )
 
     @property
     def control_queue(self) -> str:

@@ -98,6 +98,8 @@ def base_settings(database_url: str, keys_file: Path) -> Settings:
         keys_file=keys_file,
         ui_port=free_port(),
         web_port=free_port(),
+        # Flows in most tests run registered drafts; tests/test_lifecycle.py covers operation.
+        mode="test",
     )
 
 

@@ -50,6 +50,7 @@ def control_worker(
         Pseudonyms(pool, keys.load(settings).hub_key),
         whitelist,
         settings.task_queue_prefix,
+        settings.mode,
     )
     return Worker(
         client,

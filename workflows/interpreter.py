@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -172,7 +172,8 @@ class BpfInterpreter:
                     for lane in step.parallel:
                         group.create_task(self._steps(lane))
             except BaseExceptionGroup as group_error:
-                raise _first(group_error) from None
+                first = _first(group_error)
+                raise first from first.__cause__  # keep the failure's own cause
         elif isinstance(step, BranchStep):
             for index, arm in enumerate(step.branch):
                 if isinstance(arm, WhenArm):
@@ -321,8 +322,22 @@ class BpfInterpreter:
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first = group.exceptions[0]
-    return _first(first) if isinstance(first, BaseExceptionGroup) else first
+    """The lane failure that caused the others' cancellation (not a cancellation itself)."""
+    flat: list[BaseException] = []
+
+    def collect(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            collect(e) if isinstance(e, BaseExceptionGroup) else flat.append(e)
+
+    collect(group)
+    for e in flat:
+        # A lane cancelled because another failed ends in an ActivityError without a failure
+        # cause (or with a cancellation): that is the consequence, not the reason.
+        if not isinstance(e, ActivityError) or not (
+            e.cause is None or isinstance(e.cause, CancelledError)
+        ):
+            return e
+    return flat[0]
 
 
 def _application_failure(err: ActivityError, context: str) -> ApplicationError:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 
 from activities.agencies.municipality import FISCAL_YEAR, schema_of
-from activities.agencies.synthetic import generate, people
+from activities.agencies.synthetic import Household, generate, people
 from renkei.pseudonyms import PORTAL, Pseudonyms, derive_code, synthetic_number
 from whitelist.models import Catalog
 
@@ -82,3 +84,16 @@ async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) ->
             records=[(code("jps", p), p.pension[0], p.pension[1]) for p in everyone if p.pension],
         )
     return True
+
+
+def sample_subjects(org: str, households: list[Household]) -> dict[str, uuid.UUID]:
+    """For each info item ``org`` serves, a synthetic subject it holds data for."""
+    everyone = people(households)
+    if org in ("city-minato", "city-shibuya"):
+        local = next(p for p in everyone if p.municipality == org)
+        return {"resident-record": local.subject_id, "local-tax": local.subject_id}
+    if org == "kyokai-kenpo":
+        return {"medical-benefit": next(p for p in everyone if p.insured_by_kyokai).subject_id}
+    if org == "jps":
+        return {"pension-benefit": next(p for p in everyone if p.pension).subject_id}
+    return {}

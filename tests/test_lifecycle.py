@@ -1,0 +1,244 @@
+"""The lifecycle of a BPF version, the conformance kit and provider contracts."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import pytest
+from temporalio.client import Client, WorkflowFailureError
+
+from activities.agencies import providers_for
+from activities.agencies.seed import sample_subjects
+from activities.models import LinkageRequest
+from renkei import keys
+from renkei.conformance import (
+    SCENARIOS_DIR,
+    Behaviour,
+    Report,
+    ScenarioSet,
+    check_provider,
+    run_scenarios,
+    scenarios_for,
+    store_report,
+)
+from renkei.pseudonyms import derive_code
+from renkei.settings import PROJECT_ROOT, Settings
+from whitelist.schemas import LocalTax
+from workflows import registry
+from workflows.loader import parse_text
+
+from .helpers import households, sdk, start, workers
+
+SAMPLES = sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
+
+
+async def _kit(
+    client, pool, settings, catalog, live_whitelist, bpf, version=None, scenario_set=None
+) -> Report:  # type: ignore[no-untyped-def]
+    return await run_scenarios(
+        client,
+        pool,
+        settings,
+        catalog,
+        live_whitelist,
+        bpf,
+        version,
+        scenario_set or scenarios_for(bpf),
+    )
+
+
+@pytest.mark.parametrize("bpf", SAMPLES)
+async def test_every_sample_bpf_passes_its_scenario_set(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, bpf: str
+) -> None:  # type: ignore[no-untyped-def]
+    report = await _kit(client, pool, settings, catalog, live_whitelist, bpf)
+    assert report.passed, report.summary()
+    assert len(report.scenarios) >= 3
+    assert report.digest().startswith("sha256:")
+
+
+async def test_the_kit_reports_a_wrong_expectation_and_a_bad_answer(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    good = scenarios_for("vaccination-relief-medical-check")
+    first = good.scenarios[0]
+    wrong = first.model_copy(
+        update={
+            "name": "expects the wrong amount",
+            "expect": first.expect.model_copy(update={"result": {"payable": 1}}),
+        }
+    )
+    bad_answer = first.model_copy(
+        update={
+            "name": "answers outside the schema",
+            "providers": {
+                "kyokai-kenpo": {"medical-benefit": Behaviour(respond={"insured": "maybe"})}
+            },
+        }
+    )
+    broken = ScenarioSet.model_validate(
+        {
+            "bpf": good.bpf,
+            "scenarios": [wrong.model_dump(by_alias=True), bad_answer.model_dump(by_alias=True)],
+        }
+    )
+    report = await _kit(client, pool, settings, catalog, live_whitelist, good.bpf, None, broken)
+    assert not report.passed
+    problems = {s.name: " ".join(s.problems) for s in report.scenarios}
+    assert "result.payable = 350000, expected 1" in problems["expects the wrong amount"]
+    assert "does not fit the schema" in problems["answers outside the schema"]
+
+
+def _variant(bpf: str, version: int = 1) -> tuple[str, object]:
+    text = (PROJECT_ROOT / "definitions" / "vaccination-relief.yaml").read_text()
+    text = text.replace("bpf: vaccination-relief-medical-check", f"bpf: {bpf}")
+    text = text.replace("version: 1", f"version: {version}")
+    if version > 1:
+        text = text.replace(
+            "already_paid: relief.already_paid",
+            'already_paid: relief.already_paid\n  revised: "true"',
+        )
+    return text, parse_text(text, f"{bpf}-v{version}.yaml")
+
+
+async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    bpf = f"vaccination-lc-{uuid.uuid4().hex[:6]}"
+    _, loaded = _variant(bpf)
+    assert await registry.register(pool, loaded)  # type: ignore[arg-type]
+    body = settings.conformance_body
+
+    async def move(action: registry.Action, actor: str, version: int = 1) -> registry.Transition:
+        return await registry.transition(
+            pool,
+            bpf,
+            version,
+            action,
+            actor,
+            conformance_body=body,
+            actor_roles=frozenset(catalog.org_roles(actor))
+            if actor in catalog.orgs
+            else frozenset(),
+        )
+
+    operation = settings.model_copy(update={"mode": "operation"})
+    person = next(
+        p
+        for h in households(settings)
+        for p in h.members
+        if h.municipality == "city-minato" and p.medical_payments
+    )
+    flow = start(
+        bpf,
+        "city-minato",
+        derive_code(keys.load(settings).hub_key, "city-minato", person.subject_id),
+        inputs={"insurer": "kyokai-kenpo", "claimed_amount": 1_000_000},
+    )
+    async with workers(client, pool, operation, catalog, live_whitelist):
+        with pytest.raises(WorkflowFailureError) as refused:
+            await (await sdk(client, operation).start(flow)).result()
+    assert "is draft: only an operating version starts in operation mode" in str(
+        refused.value.cause
+    )
+
+    with pytest.raises(registry.TransitionRefused, match="no state can be skipped"):
+        await move("operate", "city-minato")
+    with pytest.raises(registry.TransitionRefused, match="no passing conformance report"):
+        await move("submit", "mhlw")
+    scenario_set = scenarios_for("vaccination-relief-medical-check").model_copy(update={"bpf": bpf})
+    report = await _kit(client, pool, settings, catalog, live_whitelist, bpf, 1, scenario_set)
+    assert report.passed, report.summary()
+    digest = await store_report(pool, report)
+    with pytest.raises(registry.TransitionRefused, match="for the definer"):
+        await move("submit", "city-minato")
+    await move("submit", "mhlw")
+    with pytest.raises(registry.TransitionRefused, match="for the conformance-body"):
+        await move("approve", "mhlw")
+    await move("approve", body)
+    with pytest.raises(registry.TransitionRefused, match="for the executor"):
+        await move("operate", "jps")
+    await move("operate", "city-shibuya")
+    assert (
+        await pool.fetchval(
+            "SELECT conformance_report_hash FROM registry.bpf_versions WHERE bpf = $1", bpf
+        )
+        == digest
+    )
+    assert [(t.to_state, t.actor, t.actor_role) for t in await registry.history(pool, bpf, 1)] == [
+        ("conformance-passed", "mhlw", "definer"),
+        ("approved", body, "conformance-body"),
+        ("operating", "city-shibuya", "executor"),
+    ]
+
+    # Operating: it starts in operation mode now.
+    async with workers(client, pool, operation, catalog, live_whitelist):
+        now_operating = start(bpf, flow.executor, flow.subject, inputs=flow.inputs)
+        result = await (await sdk(client, operation).start(now_operating)).result()
+        assert result.pin.version == 1 and result.result["payable"] > 0
+
+        # A second version is a draft beside the operating one: operation still runs v1.
+        _, v2 = _variant(bpf, 2)
+        await registry.register(pool, v2)  # type: ignore[arg-type]
+        latest = await registry.fetch(pool, bpf, None, "operation")
+        assert latest is not None and latest.definition.version == 1
+        again = start(bpf, flow.executor, flow.subject, inputs=flow.inputs)
+        assert (await (await sdk(client, operation).start(again)).result()).pin.version == 1
+
+        # Retired, it no longer starts.
+        await move("retire", "mhlw")
+        with pytest.raises(registry.TransitionRefused, match="is retired"):
+            await move("retire", "mhlw")
+        late = start(bpf, flow.executor, flow.subject, inputs=flow.inputs, version=1)
+        with pytest.raises(WorkflowFailureError) as gone:
+            await (await sdk(client, operation).start(late)).result()
+    assert "v1 is retired" in str(gone.value.cause)
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # the broken provider's
+async def test_sample_providers_meet_their_contracts_and_a_broken_one_does_not(
+    pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    hub_key = keys.load(settings).hub_key
+    for org in ("city-minato", "kyokai-kenpo", "jps"):
+        known = {
+            info: derive_code(hub_key, org, s)
+            for info, s in sample_subjects(org, households(settings)).items()
+        }
+        checks = await check_provider(
+            org, providers_for(org, pool), catalog, live_whitelist, pool, known
+        )
+        assert checks and all(c.passed for c in checks), [c for c in checks if not c.passed]
+
+    async def wrong_shape(req: LinkageRequest) -> LocalTax:
+        return LocalTax.model_construct(fiscal_year=2025, taxable_income="a lot")  # type: ignore[arg-type]
+
+    async def crashes_on_strangers(req: LinkageRequest) -> LocalTax:
+        if req.subject == known["local-tax"]:
+            return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+        raise RuntimeError("KeyError in the tax ledger")
+
+    known = {
+        info: derive_code(hub_key, "city-minato", s)
+        for info, s in sample_subjects("city-minato", households(settings)).items()
+    }
+    broken = {"local-tax": wrong_shape}
+    checks = await check_provider("city-minato", broken, catalog, live_whitelist, pool, known)
+    failed = {(c.info, c.check): c.detail for c in checks if not c.passed}
+    assert ("resident-record", "implemented") in failed
+    assert "taxable_income" in failed[("local-tax", "answer fits the schema")]
+    checks = await check_provider(
+        "city-minato", {"local-tax": crashes_on_strangers}, catalog, live_whitelist, pool, known
+    )
+    failed = {c.info: c.detail for c in checks if not c.passed and c.check.startswith("a subject")}
+    assert failed["local-tax"] == "raised RuntimeError: KeyError in the tax ledger"
+
+
+def test_lifecycle_commands_refuse_a_skip(cli, pool) -> None:  # type: ignore[no-untyped-def]
+    from .helpers import run
+
+    code, out = run(cli, "bpf", "operate", "child-allowance-check", "1", "--as", "city-minato")
+    assert code == 1 and "no state can be skipped" in out
+    code, out = run(cli, "bpf", "list")
+    assert code == 0 and "child-allowance-check\tv1\tdraft" in out
