@@ -410,8 +410,13 @@ def conformance(
         Path | None, typer.Option(help="folder of scenario sets (<bpf>.yaml)")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+    record_histories: Annotated[
+        Path | None,
+        typer.Option(help="also write each scenario run's history here, for replay tests"),
+    ] = None,
 ) -> None:
     """Run a BPF version's conformance scenarios; store the report; exit 1 if any fails."""
+    from renkei.conformance import record_histories as record
     from renkei.conformance import run_scenarios, scenarios_for, store_report
 
     settings = get_settings()
@@ -433,6 +438,9 @@ def conformance(
                     client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
                 )
                 digest = await store_report(pool, result)
+                if record_histories is not None:
+                    for path in await record(client, result, record_histories):
+                        typer.echo(f"history: {path}", err=True)
             finally:
                 await whitelist.stop()
                 await pool.close()

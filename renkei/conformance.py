@@ -637,3 +637,27 @@ def _an_executor(d: BpfDefinition, catalog: Catalog) -> str:
             if role in catalog.org_roles(org):
                 return org
     raise LookupError(f"no org can execute {d.bpf}")
+
+
+async def record_histories(client: Client, report: Report, directory: Path) -> list[Path]:
+    """Write the history of every scenario run of ``report`` under ``directory/<bpf>/``.
+
+    CI replays them against the current interpreter (``tests/test_replay.py``): a change that
+    would break flows already running fails there.
+    """
+    folder = directory / report.bpf
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for s in report.scenarios:
+        history = await client.get_workflow_handle(s.workflow_id).fetch_history()
+        slug = "".join(c if c.isalnum() else "-" for c in s.name.lower()).strip("-")[:60]
+        path = folder / f"v{report.version}-{slug}.json"
+        path.write_text(
+            json.dumps(
+                {"workflow_id": s.workflow_id, "history": json.loads(history.to_json())},
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
+        written.append(path)
+    return written

@@ -1,0 +1,47 @@
+"""Recorded histories of every sample BPF replay against the current interpreter.
+
+A change to the interpreter (or to what it computes from a definition) that would make flows
+already in flight take another path fails here, before it reaches a running system. See
+``tests/histories/README.md`` for how the histories are recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.common import HeaderCodecBehavior
+from temporalio.worker import Replayer
+
+from renkei import keys
+from renkei.codec import data_converter
+from workers.control import workflow_runner
+from workflows.interpreter import BpfInterpreter
+
+HISTORIES = Path(__file__).parent / "histories"
+FILES = sorted(HISTORIES.glob("*/*.json"))
+RING = keys.Keys.model_validate_json((HISTORIES / "keys.json").read_text()).codec
+
+
+def test_every_sample_bpf_has_recorded_histories() -> None:
+    recorded = {p.parent.name for p in FILES}
+    shipped = {
+        p.stem for p in (HISTORIES.parent.parent / "definitions" / "conformance").glob("*.yaml")
+    }
+    assert shipped <= recorded
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+async def test_history_replays(path: Path) -> None:
+    recorded = json.loads(path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - a small file
+    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    replayer = Replayer(
+        workflows=[BpfInterpreter],
+        data_converter=data_converter(RING),
+        workflow_runner=workflow_runner(),
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
