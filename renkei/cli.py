@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import json
 import signal
 import sys
@@ -29,6 +30,7 @@ from whitelist import store
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 from workflows import registry
+from workflows.loader import BpfFileError, load_file
 
 app = typer.Typer(
     help="renkei: whitelist-gated information linkage on Temporal.",
@@ -323,6 +325,107 @@ def bpf_list() -> None:
                 )
 
     _run(go())
+
+
+async def _definition(pool: asyncpg.Pool, ref: str, version: int | None) -> Any:
+    """The registered version of a BPF id."""
+    found = await registry.fetch(pool, ref, version, "test")
+    if found is None:
+        raise typer.BadParameter(f"{ref} is not a registered BPF (nor a .yaml file)")
+    return found.definition
+
+
+@bpf_app.command("render")
+def bpf_render(
+    bpf: Annotated[str, typer.Argument(help="a registered BPF id, or a definition file")],
+    format: Annotated[str, typer.Option("--format", help="mermaid, svg, bpmn or dot")] = "mermaid",
+    version: int | None = None,
+    out: Annotated[Path | None, typer.Option(help="write here instead of standard output")] = None,
+) -> None:
+    """Draw a BPF: Mermaid flowchart, SVG (Graphviz), BPMN 2.0 XML with diagram."""
+    from workflows.render import RendererMissing, build, to_bpmn, to_dot, to_mermaid, to_svg
+
+    writers = {"mermaid": to_mermaid, "svg": to_svg, "bpmn": to_bpmn, "dot": to_dot}
+    if format not in writers:
+        typer.echo(f"error: --format is one of {', '.join(writers)}", err=True)
+        raise typer.Exit(2)
+
+    path = Path(bpf)
+    from_file = load_file(path).definition if path.suffix in (".yaml", ".yml") else None
+
+    async def go() -> str:
+        async with _database(get_settings()) as pool:
+            d = from_file or await _definition(pool, bpf, version)
+            graph = build(d, default_catalog(), await store.load_index(pool))
+        try:
+            return writers[format](graph)
+        except RendererMissing as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(3) from None
+
+    text = _run(go())
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+@bpf_app.command("import")
+def bpf_import(path: Path) -> None:
+    """Read a BPMN 2.0 process (tasks, gateways, events as renkei draws them) into a BPF draft."""
+    from ruamel.yaml import YAML
+
+    from workflows.loader import parse_text
+    from workflows.render import BpmnImportError, from_bpmn
+
+    try:
+        draft = from_bpmn(path.read_text(encoding="utf-8"))
+    except BpmnImportError as err:
+        typer.echo(f"{path}: {err}", err=True)
+        raise typer.Exit(1) from None
+    yaml = YAML()
+    yaml.default_flow_style = False
+    buffer = io.StringIO()
+    yaml.dump(draft, buffer)
+    try:
+        parse_text(buffer.getvalue(), f"{path.stem}.yaml")
+    except BpfFileError as err:
+        for i in err.issues:
+            typer.echo(f"to fix in the draft: {i}", err=True)
+    typer.echo(buffer.getvalue(), nl=False)
+
+
+@bpf_app.command("schema")
+def bpf_schema() -> None:
+    """The JSON Schema of the BPF format, for editors (e.g. yaml-language-server)."""
+    from workflows.models import BpfDefinition
+
+    schema = BpfDefinition.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "urn:renkei:bpf-schema:1"
+    typer.echo(json.dumps(schema, ensure_ascii=False, indent=2))
+
+
+@bpf_app.command("catalog")
+def bpf_catalog(
+    out: Annotated[Path, typer.Option(help="the HTML file to write")] = Path("bpf-catalog.html"),
+) -> None:
+    """Write the static HTML catalog of the operating BPFs (purpose, diagram, data asked for)."""
+    from renkei.catalog import render
+
+    async def go() -> str:
+        async with _database(get_settings()) as pool:
+            rows = await pool.fetch(
+                "SELECT bpf, version FROM registry.bpf_versions WHERE state = 'operating'"
+                " ORDER BY bpf, version"
+            )
+            defs = [await registry.fetch(pool, r["bpf"], r["version"], "operation") for r in rows]
+            index = await store.load_index(pool)
+        return render([d.definition for d in defs if d], default_catalog(), index)
+
+    html = _run(go())
+    out.write_text(html, encoding="utf-8")
+    typer.echo(f"wrote {out}")
 
 
 def _transition(

@@ -188,3 +188,34 @@ async def test_temporal_ui_shows_clear_payloads_only_to_a_signed_in_operator(
         "SELECT count(*) FROM codec.requests WHERE operator LIKE 'ui-%' AND granted"
     )
     assert granted > 0
+
+
+async def test_the_bpf_catalog_renders_for_citizens(browser) -> None:  # type: ignore[no-untyped-def]
+    from renkei.catalog import render
+    from whitelist.annex2 import load_annex2
+    from whitelist.catalog import default_catalog
+    from whitelist.decide import WhitelistIndex
+    from workflows.loader import definition_files, load_file
+    from workflows.models import QueryStep, walk
+
+    catalog = default_catalog()
+    definitions = [load_file(p).definition for p in definition_files(PROJECT_ROOT / "definitions")]
+    html = render(definitions, catalog, WhitelistIndex(load_annex2(catalog)))
+    path = ARTIFACTS / "bpf-catalog.html"
+    path.write_text(html, encoding="utf-8")
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="ja-JP")
+    try:
+        page = await context.new_page()
+        await page.goto(path.as_uri())
+        for d in definitions:
+            section = page.locator(f"section#{d.bpf}")
+            assert await section.locator("h2").inner_text() == f"{d.title.ja} {d.title.en}"
+            assert await section.locator(".diagram svg").is_visible()
+            queries = [s for s in walk(list(d.steps)) if isinstance(s, QueryStep)]
+            assert await section.locator("tr.linkage").count() == len(queries)
+            assert "番号法別表第二" in await section.locator("table").inner_text()
+        # nothing is fetched: the page is one file
+        assert "http" not in html.split("<body>")[1].split("xmlns")[0]
+        await page.screenshot(path=str(ARTIFACTS / "bpf-catalog.png"), full_page=True)
+    finally:
+        await context.close()

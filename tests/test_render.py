@@ -1,0 +1,116 @@
+"""Diagrams of every sample BPF: Mermaid, SVG, BPMN 2.0 (valid, and read back), the schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from renkei.settings import PROJECT_ROOT
+from whitelist.annex2 import load_annex2
+from whitelist.catalog import default_catalog
+from whitelist.decide import WhitelistIndex
+from workflows.loader import definition_files, load_file
+from workflows.models import BpfDefinition, QueryStep, walk
+from workflows.render import BpmnImportError, build, from_bpmn, to_bpmn, to_mermaid, to_svg
+
+SAMPLES = definition_files(PROJECT_ROOT / "definitions")
+CATALOG = default_catalog()
+INDEX = WhitelistIndex(load_annex2(CATALOG))
+
+
+def _bpmn_schema() -> etree.XMLSchema:
+    import SpiffWorkflow
+
+    xsd = Path(SpiffWorkflow.__file__).parent / "bpmn" / "parser" / "schema" / "BPMN20.xsd"
+    return etree.XMLSchema(etree.parse(str(xsd)))
+
+
+@pytest.fixture(scope="module")
+def bpmn_xsd() -> etree.XMLSchema:
+    return _bpmn_schema()
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
+def test_bpmn_export_validates_and_round_trips(path: Path, bpmn_xsd: etree.XMLSchema) -> None:
+    d = load_file(path).definition
+    xml = to_bpmn(build(d, CATALOG, INDEX))
+    doc = etree.fromstring(xml.encode())
+    assert bpmn_xsd.validate(doc), bpmn_xsd.error_log
+    # every flow node has a shape, every flow an edge: a modeler can draw it
+    ns = {
+        "bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL",
+        "bpmndi": "http://www.omg.org/spec/BPMN/20100524/DI",
+    }
+    nodes = {
+        e.get("id")
+        for e in doc.find("bpmn:process", ns)
+        if not e.tag.endswith("sequenceFlow") and not e.tag.endswith("association")
+    }
+    shapes = {s.get("bpmnElement") for s in doc.iterfind(".//bpmndi:BPMNShape", ns)}
+    assert nodes <= shapes
+    # each query is a service task annotated with provider, info item and legal reference
+    queries = [s for s in walk(list(d.steps)) if isinstance(s, QueryStep)]
+    tasks = doc.findall("bpmn:process/bpmn:serviceTask", ns)
+    assert sorted(t.get("id") for t in tasks) == sorted(q.id for q in queries)
+    notes = " ".join(t.text or "" for t in doc.iterfind(".//bpmn:textAnnotation/bpmn:text", ns))
+    assert "番号法別表第二" in notes and all(q.query.info in notes for q in queries)
+    assert BpfDefinition.model_validate(from_bpmn(xml)) == d
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
+def test_mermaid_and_svg_show_every_step_and_its_legal_basis(path: Path) -> None:
+    d = load_file(path).definition
+    g = build(d, CATALOG, INDEX)
+    mermaid = to_mermaid(g)
+    svg = to_svg(g)
+    assert mermaid.startswith("flowchart LR\n")
+    assert "<svg" in svg
+    for s in walk(list(d.steps)):
+        assert s.id in mermaid and s.id in svg
+        if isinstance(s, QueryStep):
+            assert g.nodes[s.id].legal, f"{s.id} has no legal reference"
+            for ref in g.nodes[s.id].legal:
+                assert ref in mermaid and ref in svg
+
+
+def test_import_names_what_it_cannot_read() -> None:
+    xml = to_bpmn(build(load_file(SAMPLES[0]).definition))
+    broken = xml.replace("bpmn:serviceTask", "bpmn:userTask")
+    with pytest.raises(BpmnImportError, match="does not read bpmn:userTask"):
+        from_bpmn(broken)
+    with pytest.raises(BpmnImportError, match="not XML"):
+        from_bpmn("<definitions")
+
+
+def test_the_exported_json_schema_accepts_the_samples_and_rejects_a_typo(cli) -> None:  # type: ignore[no-untyped-def]
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    from .helpers import run
+
+    code, out = run(cli, "bpf", "schema")
+    assert code == 0
+    schema = json.loads(out)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in SAMPLES:
+        doc = json.loads(json.dumps(YAML(typ="safe").load(path.read_text()), default=str))
+        assert not list(validator.iter_errors(doc)), path
+    doc["stepz"] = doc.pop("steps")
+    assert list(validator.iter_errors(doc))
+
+
+def test_render_command_writes_each_format(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from .helpers import run
+
+    source = str(PROJECT_ROOT / "definitions" / "child-allowance.yaml")
+    for fmt, marker in (("mermaid", "flowchart LR"), ("svg", "<svg"), ("bpmn", "bpmn:definitions")):
+        out = tmp_path / f"d.{fmt}"
+        code, text = run(cli, "bpf", "render", source, "--format", fmt, "--out", str(out))
+        assert code == 0, text
+        assert marker in out.read_text()
+    bpmn = tmp_path / "d.bpmn"
+    code, text = run(cli, "bpf", "import", str(bpmn))
+    assert code == 0 and "bpf: child-allowance-check" in text and "parallel:" in text
