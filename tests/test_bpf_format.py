@@ -171,5 +171,5 @@ def test_expired_rows_do_not_satisfy_the_static_check(index: WhitelistIndex) -> 
 
 def test_the_format_documents_example_validates(index: WhitelistIndex) -> None:
     doc = (PROJECT_ROOT / "docs" / "bpf-format.md").read_text(encoding="utf-8")
-    example = doc.split("```yaml")[1].split("```")[0]
+    example = doc.split("## Example")[1].split("```yaml")[1].split("```")[0]
     assert issues_of(example, index) == []
