@@ -24,6 +24,7 @@ from activities.models import (
     Brokered,
     BrokerRequest,
     Pin,
+    ReminderRequest,
     ResolvedRun,
     ResolveRequest,
     TranslateRequest,
@@ -49,6 +50,8 @@ class HubActivities:
         whitelist: LiveWhitelist,
         task_queue_prefix: str,
         mode: registry.Mode = "operation",
+        time_scale: float = 1.0,
+        history_limit: int = 10_000,
     ) -> None:
         self._pool = pool
         self._catalog = catalog
@@ -56,6 +59,8 @@ class HubActivities:
         self._whitelist = whitelist
         self._prefix = task_queue_prefix
         self._mode = mode
+        self._time_scale = time_scale if mode == "test" else 1.0
+        self._history_limit = history_limit
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
@@ -96,6 +101,8 @@ class HubActivities:
             inputs=inputs,
             task_queue_prefix=self._prefix,
             executor_roles=sorted(roles),
+            time_scale=self._time_scale,
+            history_limit=self._history_limit,
         )
 
     async def _why_not(self, bpf: str, version: int | None) -> str:
@@ -150,6 +157,7 @@ class HubActivities:
             "reason": decision.reason,
             "hold_until": req.hold.until if req.hold else None,
             "hold_reason": req.hold.reason if req.hold else None,
+            "trigger": req.trigger,
         }
         await records.write(
             self._pool,
@@ -163,6 +171,19 @@ class HubActivities:
             else None,
             reason=decision.reason,
             legal_reference=decision.legal_reference,
+        )
+
+    @activity.defn(name="hub.remind")
+    async def remind(self, req: ReminderRequest) -> None:
+        """Queue a reminder for the executor to send (once per wait step)."""
+        await self._pool.execute(
+            "INSERT INTO hub.reminders (workflow_id, step, executor, subject_code, deadline)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workflow_id, step) DO NOTHING",
+            req.workflow_id,
+            req.step,
+            req.executor,
+            req.subject,
+            req.deadline,
         )
 
     @activity.defn(name="hub.translate")

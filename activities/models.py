@@ -43,6 +43,9 @@ class StartFlow(BaseModel):
         pattern=CASE_REF, description="the caller's case reference; no personal data"
     )
     hold: DisclosureHold | None = None
+    resume: Resume | None = Field(
+        default=None, description="set only by a flow continuing as new: where it left off"
+    )
 
 
 class Pin(BaseModel):
@@ -72,6 +75,12 @@ class ResolvedRun(BaseModel):
     inputs: dict[str, Any]
     task_queue_prefix: str
     executor_roles: list[str]
+    time_scale: float = Field(
+        default=1.0, description="test mode only: waits and sleeps last this fraction"
+    )
+    history_limit: int = Field(
+        default=10_000, description="continue as new past this many history events"
+    )
 
 
 class TranslateRequest(BaseModel):
@@ -83,6 +92,7 @@ class TranslateRequest(BaseModel):
 class LinkageRequest(BaseModel):
     """One linkage, as the provider's worker receives it. ``subject`` is the provider's code."""
 
+    trigger: str = "counter"
     requester: str
     provider: str
     task: str
@@ -118,6 +128,48 @@ class LinkageOutcome(BaseModel):
     outcome: Literal["provided", "denied", "failed"]
 
 
+class Resume(BaseModel):
+    """A flow's state when it continues as new, at a boundary between top-level steps."""
+
+    run: ResolvedRun
+    next_step: int
+    outputs: dict[str, dict[str, Any]]
+    linkages: list[LinkageOutcome]
+    generation: int = 1
+
+
+class Response(BaseModel):
+    """What answers a ``wait`` step (by update or signal): the step and its typed payload."""
+
+    step: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    by: Literal["citizen", "agency", "operator"] = "citizen"
+
+
+class Acknowledged(BaseModel):
+    step: str
+    at: dt.datetime
+
+
+class Waiting(BaseModel):
+    """What a flow waits for, until when, and what the respondent is shown."""
+
+    step: str
+    for_: str
+    deadline: dt.datetime
+    remind_at: dt.datetime | None = None
+    fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    preview: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ReminderRequest(BaseModel):
+    workflow_id: str
+    step: str
+    executor: str
+    subject: str
+    deadline: dt.datetime
+
+
 class FlowResult(BaseModel):
     """The end of a flow that ran to completion (accepted or rejected by its own logic)."""
 
@@ -126,3 +178,6 @@ class FlowResult(BaseModel):
     result: dict[str, Any] = Field(default_factory=dict)
     pin: Pin
     linkages: list[LinkageOutcome] = Field(default_factory=list)
+
+
+StartFlow.model_rebuild()

@@ -61,6 +61,7 @@ class AccessRecord(BaseModel):
     reason: str
     hold_until: dt.datetime | None = None
     hold_reason: str | None = None
+    trigger: str | None = None
     # Set when written:
     chain_seq: int | None = None
     prev_hash: str | None = None
@@ -79,9 +80,18 @@ def _canonical(value: object) -> object:
     return value
 
 
+# Fields added after records were first written count in the hash only when set, so the hashes
+# of older records stay what they were.
+_LATER = frozenset({"trigger"})
+
+
 def record_hash(record: AccessRecord) -> str:
     """The hash of ``record``: every field, its place in the chain and its predecessor's hash."""
-    body = {f: _canonical(getattr(record, f)) for f in (*_CONTENT, "chain_seq", "recorded_at")}
+    body = {
+        f: _canonical(getattr(record, f))
+        for f in (*_CONTENT, "chain_seq", "recorded_at")
+        if f not in _LATER or getattr(record, f) is not None
+    }
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(f"{record.prev_hash}\n{canonical}".encode()).hexdigest()
 

@@ -15,8 +15,10 @@ BPF_VERSION = SearchAttributeKey.for_int("RenkeiBpfVersion")
 EXECUTOR = SearchAttributeKey.for_keyword("RenkeiExecutor")
 TRIGGER = SearchAttributeKey.for_keyword("RenkeiTrigger")
 STATUS = SearchAttributeKey.for_keyword("RenkeiStatus")
+WAITING_FOR = SearchAttributeKey.for_keyword("RenkeiWaitingFor")
+DEADLINE = SearchAttributeKey.for_datetime("RenkeiDeadline")
 
-ALL = (BPF, BPF_VERSION, EXECUTOR, TRIGGER, STATUS)
+ALL = (BPF, BPF_VERSION, EXECUTOR, TRIGGER, STATUS, WAITING_FOR, DEADLINE)
 
 
 async def ensure_registered(client: Client, namespace: str) -> list[str]:

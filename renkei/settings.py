@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         description="operation: only operating BPF versions start; test: drafts too (use its own"
         " task-queue prefix)",
     )
+    test_time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="test mode only: waits and sleeps last this fraction of their length",
+    )
+    history_limit: int = Field(
+        default=10_000, ge=100, description="a flow continues as new past this many events"
+    )
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"
     )

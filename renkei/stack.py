@@ -45,7 +45,7 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def search_attribute_flags() -> list[str]:
-    kinds = {"KEYWORD": "Keyword", "INT": "Int"}
+    kinds = {"KEYWORD": "Keyword", "INT": "Int", "DATETIME": "Datetime"}
     flags = []
     for key in SEARCH_ATTRIBUTES:
         flags += [

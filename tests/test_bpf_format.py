@@ -100,11 +100,16 @@ def test_step_without_a_kind_is_explained(index: WhitelistIndex) -> None:
     assert issue.startswith("flow.yaml:14: steps[1]:") and "exactly one kind key" in issue
 
 
-def test_later_step_kinds_are_refused_clearly(index: WhitelistIndex) -> None:
+def test_a_malformed_wait_is_located(index: WhitelistIndex) -> None:
+    found = issues_of(BASE + "  - id: consent\n    wait: {signal: consent, timeout: 30d}\n", index)
+    assert found == [
+        "flow.yaml:15: steps[1].wait.for: Field required",
+        "flow.yaml:15: steps[1].wait.signal: unknown key `signal`",
+    ]
     [issue] = issues_of(
-        BASE + "  - id: consent\n    wait: {signal: consent, timeout: 30d}\n", index
+        BASE + "  - id: consent\n    wait: {for: consent, timeout: 3d, remind: 5d}\n", index
     )
-    assert "step kind `wait` is not supported" in issue
+    assert "`remind` must be shorter than `timeout`" in issue
 
 
 def test_field_missing_from_the_info_schema_is_a_type_error(index: WhitelistIndex) -> None:

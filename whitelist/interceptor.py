@@ -80,6 +80,7 @@ class WhitelistGate:
                 step=req.step,
                 outcome="allowed" if decision.allowed else "denied",
                 reason=decision.reason,
+                trigger=req.trigger,
             ),
         )
         return decision

@@ -51,12 +51,14 @@ def control_worker(
         whitelist,
         settings.task_queue_prefix,
         settings.mode,
+        settings.test_time_scale,
+        settings.history_limit,
     )
     return Worker(
         client,
         task_queue=settings.control_queue,
         workflows=[BpfInterpreter],
-        activities=[hub.resolve, hub.broker, hub.translate],
+        activities=[hub.resolve, hub.broker, hub.remind, hub.translate],
         workflow_runner=workflow_runner(),
         **options,  # type: ignore[arg-type]
     )

@@ -39,10 +39,13 @@ from workflows.models import (
     AnyStep,
     BpfDefinition,
     BranchStep,
+    CallStep,
     FailStep,
     ParallelStep,
     QueryStep,
     SetStep,
+    SleepStep,
+    WaitStep,
     WhenArm,
 )
 
@@ -436,6 +439,39 @@ def _compile_steps(steps: list[AnyStep], scope: _Scope, info_schemas: Mapping[st
             )
             compiled.step_types[step.id] = full
             scope.declare(step.id, cel.Type(full))
+        elif isinstance(step, WaitStep):
+            fdp = descriptor_pb2.FileDescriptorProto(
+                name=f"renkei/wait/{step.id}.proto", package="renkei.wait", syntax="proto2"
+            )
+            msg = fdp.message_type.add(name=f"Wait_{step.id}")
+            fields = list(step.wait.fields.items())
+            for number, (name, spec) in enumerate(fields, start=1):
+                msg.field.add(
+                    name=name, number=number, type=INPUT_FIELD[spec.type], label=FDP.LABEL_OPTIONAL
+                )
+            msg.field.add(
+                name="timed_out",
+                number=len(fields) + 1,
+                type=FDP.TYPE_BOOL,
+                label=FDP.LABEL_OPTIONAL,
+            )
+            compiled.pool.Add(fdp)
+            full = f"renkei.wait.Wait_{step.id}"
+            compiled.classes[full] = message_factory.GetMessageClass(
+                compiled.pool.FindMessageTypeByName(full)
+            )
+            compiled.step_types[step.id] = full
+            scope.declare(step.id, cel.Type(full))
+        elif isinstance(step, SleepStep):
+            if step.sleep.until is not None:
+                scope.compile((step.id, "until"), step.sleep.until, want="TIMESTAMP")
+        elif isinstance(step, CallStep):
+            for name, source in step.call.inputs.items():
+                scope.compile((step.id, "inputs", name), source)
+            full = "google.protobuf.Struct"
+            compiled.classes[full] = struct_pb2.Struct
+            compiled.step_types[step.id] = full
+            scope.declare(step.id, cel.Type.Map(cel.Type.STRING, cel.Type.DYN))
         elif isinstance(step, FailStep):
             src = embedded(step.fail.reason)
             if src is not None:

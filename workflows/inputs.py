@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from whitelist.models import Catalog
-from workflows.models import BpfDefinition
+from workflows.models import BpfDefinition, InputSpec
 
 SUBJECT_CODE = re.compile(r"^[A-Z2-7]{20}$")
 
@@ -33,12 +34,22 @@ def validate_inputs(
     definition: BpfDefinition, inputs: dict[str, Any], catalog: Catalog
 ) -> dict[str, Any]:
     """The inputs, normalised to JSON types; raises :class:`InputError`."""
+    return validate_values(definition.inputs, inputs, catalog, f"an input of {definition.bpf}")
+
+
+def validate_values(
+    specs: Mapping[str, InputSpec],
+    inputs: Mapping[str, Any],
+    catalog: Catalog | None,
+    what: str = "expected",
+) -> dict[str, Any]:
+    """``inputs`` checked against ``specs`` (start inputs, or a wait step's response)."""
     problems: list[str] = []
     out: dict[str, Any] = {}
     for name in inputs:
-        if name not in definition.inputs:
-            problems.append(f"{name}: not an input of {definition.bpf}")
-    for name, spec in definition.inputs.items():
+        if name not in specs:
+            problems.append(f"{name}: not {what}")
+    for name, spec in specs.items():
         if name not in inputs or inputs[name] is None:
             if spec.required:
                 problems.append(f"{name}: required")
@@ -52,7 +63,7 @@ def validate_inputs(
         v = out[name]
         if spec.type == "subject" and not SUBJECT_CODE.match(v):
             problems.append(f"{name}: not an agency-specific code (20 characters A-Z, 2-7)")
-        if spec.type == "org":
+        if spec.type == "org" and catalog is not None:
             if v not in catalog.orgs:
                 problems.append(f"{name}: unknown org")
             elif spec.role is not None and spec.role not in catalog.orgs[v].roles:

@@ -13,37 +13,56 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.common import (
+    RawValue,
+    RetryPolicy,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.models import (
+        Acknowledged,
         Brokered,
         BrokerRequest,
         FlowResult,
         LinkageOutcome,
         LinkageRequest,
+        ReminderRequest,
         ResolvedRun,
         ResolveRequest,
+        Response,
+        Resume,
         StartFlow,
         TranslateRequest,
+        Waiting,
     )
     from renkei import search_attributes as sa
     from whitelist.schemas import SCHEMAS, GenericRecord, subject_fields
     from workflows.expressions import CompiledBpf, ExpressionError, compiled_for, embedded
+    from workflows.inputs import InputError, validate_values
     from workflows.models import (
         AnyStep,
         BranchStep,
+        CallStep,
         FailStep,
         ParallelStep,
         QueryStep,
         SetStep,
+        SleepStep,
+        WaitStep,
         WhenArm,
     )
 
@@ -65,10 +84,50 @@ class BpfInterpreter:
         self._messages: dict[str, Any] = {}
         self._linkages: list[LinkageOutcome] = []
         self._status = "starting"
+        self._waiting: dict[str, tuple[WaitStep, Waiting]] = {}
+        self._responses: dict[str, dict[str, Any]] = {}
+        self._ignored_signals = 0
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
         return self._status
+
+    @workflow.query(name="renkei.waiting")
+    def waiting(self) -> list[Waiting]:
+        """What the flow waits for now, until when, and what the respondent is shown."""
+        return [w for _, w in self._waiting.values()]
+
+    @workflow.update(name="renkei.respond")
+    async def respond(self, response: Response) -> Acknowledged:
+        """Answer a waiting step. Refused (and the flow keeps waiting) unless it validates."""
+        self._responses[response.step] = self._checked(response)
+        return Acknowledged(step=response.step, at=workflow.now())
+
+    @respond.validator
+    def _validate_response(self, response: Response) -> None:
+        self._checked(response)
+
+    @workflow.signal(name="renkei.respond")
+    def respond_signal(self, response: Response) -> None:
+        """The fire-and-forget form: an invalid response is dropped, counted, and logged."""
+        try:
+            self._responses[response.step] = self._checked(response)
+        except ApplicationError as err:
+            self._ignored_signals += 1
+            workflow.logger.warning("response signal ignored: %s", err.message)
+
+    def _checked(self, response: Response) -> dict[str, Any]:
+        found = self._waiting.get(response.step)
+        if found is None:
+            raise ApplicationError(
+                f"the flow is not waiting at step {response.step!r}", type="NotWaiting"
+            )
+        try:
+            return validate_values(
+                found[0].wait.fields, response.payload, None, "a field of this response"
+            )
+        except InputError as err:
+            raise ApplicationError(f"invalid response: {err}", type="InvalidResponse") from None
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> FlowResult:
@@ -78,35 +137,62 @@ class BpfInterpreter:
                 "workflow type and BPF id differ", type="MalformedStart", non_retryable=True
             )
         self._start = start
-        try:
-            self._run = await workflow.execute_local_activity(
-                "hub.resolve",
-                ResolveRequest(
-                    bpf=start.bpf,
-                    version=start.version,
-                    executor=start.executor,
-                    subject=start.subject,
-                    inputs=start.inputs,
-                ),
-                result_type=ResolvedRun,
-                start_to_close_timeout=HUB_TIMEOUT,
-                retry_policy=HUB_RETRY,
-            )
-        except ActivityError as err:
-            self._set_status("invalid")
-            raise _application_failure(err, "the flow could not start") from None
+        if start.resume is not None:  # a continuation: the definition is already pinned
+            self._run = start.resume.run
+        else:
+            try:
+                self._run = await workflow.execute_local_activity(
+                    "hub.resolve",
+                    ResolveRequest(
+                        bpf=start.bpf,
+                        version=start.version,
+                        executor=start.executor,
+                        subject=start.subject,
+                        inputs=start.inputs,
+                    ),
+                    result_type=ResolvedRun,
+                    start_to_close_timeout=HUB_TIMEOUT,
+                    retry_policy=HUB_RETRY,
+                )
+            except ActivityError as err:
+                self._set_status("invalid")
+                raise _application_failure(err, "the flow could not start") from None
         pin = self._run.pin
-        workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
-        workflow.upsert_memo({"definition": pin.model_dump()})
-        self._set_status("running")
+        if start.resume is None:
+            workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
+            workflow.upsert_memo({"definition": pin.model_dump()})
+            self._set_status("running")
         self._program = compiled_for(pin.content_hash, self._run.definition, self._run.info_schemas)
         self._bindings: dict[str, Any] = {
             "inputs": self._program.message(self._program.inputs_type, self._run.inputs),
             "subject": start.subject,
             "trigger": start.trigger,
         }
+        first = 0
+        if start.resume is not None:
+            first = start.resume.next_step
+            self._linkages = list(start.resume.linkages)
+            for step_id, output in start.resume.outputs.items():
+                self._bind(step_id, output)
+        top = list(self._run.definition.steps)
         try:
-            await self._steps(self._run.definition.steps)
+            for index in range(first, len(top)):
+                if index > first and self._history_is_long():
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    workflow.continue_as_new(
+                        start.model_copy(
+                            update={
+                                "resume": Resume(
+                                    run=self._run,
+                                    next_step=index,
+                                    outputs=self._outputs,
+                                    linkages=self._linkages,
+                                    generation=(start.resume.generation + 1) if start.resume else 1,
+                                )
+                            }
+                        )
+                    )
+                await self._step(top[index])
             result = {name: self._eval(("result", name)) for name in self._run.definition.result}
         except _Rejected as rejected:
             self._set_status("rejected")
@@ -125,6 +211,16 @@ class BpfInterpreter:
     def _set_status(self, status: str) -> None:
         self._status = status
         workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self._run.history_limit
+        )
+
+    def _scaled(self, span: timedelta) -> timedelta:
+        return span * self._run.time_scale
 
     # -- expressions --
 
@@ -165,6 +261,12 @@ class BpfInterpreter:
             self._bind(step.id, {n: self._eval((step.id, "set", n)) for n in step.set})
         elif isinstance(step, FailStep):
             raise _Rejected(self._text(step.id, "reason", step.fail.reason) or "rejected")
+        elif isinstance(step, WaitStep):
+            await self._wait(step)
+        elif isinstance(step, SleepStep):
+            await self._sleep(step)
+        elif isinstance(step, CallStep):
+            await self._call(step)
         elif isinstance(step, ParallelStep):
             # All lanes must succeed; the first failure cancels the others and is the step's.
             try:
@@ -183,6 +285,140 @@ class BpfInterpreter:
                 else:
                     await self._steps(arm.otherwise)
                     return
+
+    async def _wait(self, step: WaitStep) -> None:
+        w = step.wait
+        now = workflow.now()
+        deadline = now + self._scaled(w.timeout)
+        remind_at = deadline - self._scaled(w.remind) if w.remind is not None else None
+        info = Waiting(
+            step=step.id,
+            for_=w.for_,
+            deadline=deadline,
+            remind_at=remind_at,
+            fields={k: v.model_dump(mode="json", exclude_none=True) for k, v in w.fields.items()},
+            preview={s: self._outputs[s] for s in w.show if s in self._outputs},
+        )
+        self._waiting[step.id] = (step, info)
+        workflow.upsert_search_attributes(
+            [
+                sa.STATUS.value_set("waiting"),
+                sa.WAITING_FOR.value_set(f"{step.id}:{w.for_}"),
+                sa.DEADLINE.value_set(deadline),
+            ]
+        )
+        self._status = "waiting"
+
+        def answered() -> bool:
+            return step.id in self._responses
+
+        try:
+            if remind_at is not None:
+                try:
+                    await workflow.wait_condition(answered, timeout=remind_at - now)
+                except TimeoutError:
+                    await workflow.execute_local_activity(
+                        "hub.remind",
+                        ReminderRequest(
+                            workflow_id=workflow.info().workflow_id,
+                            step=step.id,
+                            executor=self._start.executor,
+                            subject=self._start.subject,
+                            deadline=deadline,
+                        ),
+                        start_to_close_timeout=HUB_TIMEOUT,
+                        retry_policy=HUB_RETRY,
+                    )
+            if not answered():
+                await workflow.wait_condition(answered, timeout=deadline - workflow.now())
+            payload = {**self._responses[step.id], "timed_out": False}
+        except TimeoutError:
+            if w.on_timeout == "fail":
+                raise _Rejected(w.reason or f"no {w.for_} by the deadline ({step.id})") from None
+            payload = {"timed_out": True}
+        finally:
+            del self._waiting[step.id]
+            workflow.upsert_search_attributes(
+                [
+                    sa.STATUS.value_set("running"),
+                    sa.WAITING_FOR.value_unset(),
+                    sa.DEADLINE.value_unset(),
+                ]
+            )
+            self._status = "running"
+        self._bind(step.id, payload)
+
+    async def _sleep(self, step: SleepStep) -> None:
+        if step.sleep.for_ is not None:
+            span = self._scaled(step.sleep.for_)
+        else:
+            until = self._eval((step.id, "until"))
+            target = datetime.fromisoformat(str(until))
+            span = self._scaled(max(target - workflow.now(), timedelta(0)))
+        workflow.upsert_search_attributes(
+            [
+                sa.STATUS.value_set("sleeping"),
+                sa.WAITING_FOR.value_set(f"{step.id}:timer"),
+                sa.DEADLINE.value_set(workflow.now() + span),
+            ]
+        )
+        self._status = "sleeping"
+        await workflow.sleep(span)
+        workflow.upsert_search_attributes(
+            [
+                sa.STATUS.value_set("running"),
+                sa.WAITING_FOR.value_unset(),
+                sa.DEADLINE.value_unset(),
+            ]
+        )
+        self._status = "running"
+
+    async def _call(self, step: CallStep) -> None:
+        c = step.call
+        inputs = {name: self._eval((step.id, "inputs", name)) for name in c.inputs}
+        parent = workflow.info().workflow_id
+        case_ref = f"{parent.rsplit('/', 1)[-1]}.{step.id}"[:64]
+        child = StartFlow(
+            bpf=c.bpf,
+            version=c.version,
+            executor=self._start.executor,
+            subject=self._start.subject,
+            inputs=inputs,
+            trigger=self._start.trigger,
+            case_ref=case_ref,
+            hold=self._start.hold,
+        )
+        try:
+            result: FlowResult = await workflow.execute_child_workflow(
+                c.bpf,
+                child,
+                id=f"{c.bpf}/{self._start.executor}/{case_ref}",
+                task_queue=workflow.info().task_queue,
+                result_type=FlowResult,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.BPF, c.bpf),
+                        SearchAttributePair(sa.EXECUTOR, self._start.executor),
+                        SearchAttributePair(sa.TRIGGER, self._start.trigger),
+                        SearchAttributePair(sa.STATUS, "starting"),
+                    ]
+                ),
+            )
+        except ChildWorkflowError as err:
+            cause = err.cause
+            message = cause.message if isinstance(cause, ApplicationError) else err.message
+            raise ApplicationError(
+                f"step {step.id}: {c.bpf} failed: {message}", type="CallFailed", non_retryable=True
+            ) from None
+        self._linkages.extend(
+            LinkageOutcome(
+                step=f"{step.id}/{x.step}", provider=x.provider, info=x.info, outcome=x.outcome
+            )
+            for x in result.linkages
+        )
+        if result.outcome == "rejected":
+            raise _Rejected(f"{c.bpf}: {result.reason or 'rejected'}")
+        self._bind(step.id, result.result)
 
     async def _translate(self, from_org: str, to_org: str, codes: list[str]) -> list[str]:
         if from_org == to_org or not codes:
@@ -219,6 +455,7 @@ class BpfInterpreter:
         pin = self._run.pin
         wf = workflow.info()
         asked = BrokerRequest(
+            trigger=self._start.trigger,
             requester=self._start.executor,
             provider=provider,
             task=self._run.definition.task,

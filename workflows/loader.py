@@ -16,7 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from workflows.models import LATER_KINDS, STEP_TAGS, BpfDefinition
+from workflows.models import STEP_TAGS, BpfDefinition
 
 
 class Issue(BaseModel):
@@ -136,10 +136,6 @@ def parse_text(text: str, name: str) -> LoadedBpf:
         for e in err.errors():
             loc = _strip_tags(tuple(e["loc"]))
             msg = e["msg"]
-            if e["type"] == "step_kind" and isinstance(e.get("input"), dict):
-                later = [k for k in LATER_KINDS if k in e["input"]]
-                if later:
-                    msg = f"step kind `{later[0]}` is not supported by this version of renkei"
             if e["type"] == "extra_forbidden":
                 msg = f"unknown key `{loc[-1]}`"
             issues.append(Issue(file=name, line=smap.line(loc), path=format_path(loc), message=msg))

@@ -81,8 +81,22 @@ class LifeEventTrigger(_Strict):
     life_event: LifeEventRule = Field(alias="life-event")
 
 
+class NotificationRule(_Strict):
+    event: Literal["death", "move", "birth"]
+    source: str = Field(
+        default="role:municipal-mayor",
+        description="who publishes the change: an org id or role:<id>",
+    )
+
+
+class NotificationTrigger(_Strict):
+    notification: NotificationRule
+
+
 Trigger = Annotated[
-    Literal["counter", "portal", "life-event", "notification"] | LifeEventTrigger,
+    Literal["counter", "portal", "life-event", "notification"]
+    | LifeEventTrigger
+    | NotificationTrigger,
     Field(union_mode="left_to_right"),
 ]
 
@@ -160,6 +174,61 @@ class FailStep(_Step):
     fail: FailSpec
 
 
+class WaitSpec(_Strict):
+    """Wait for a response (a Temporal update or signal) with a typed payload, until a deadline."""
+
+    for_: str = Field(alias="for", pattern=r"^[a-z][a-z0-9_-]*$", description="what is awaited")
+    fields: dict[Ident, InputSpec] = Field(default_factory=dict)
+    timeout: Duration
+    remind: Duration | None = Field(default=None, description="a reminder this long before")
+    on_timeout: Literal["fail", "continue"] = Field(default="fail", alias="on-timeout")
+    reason: str | None = Field(default=None, description="the rejection reason on timeout")
+    show: list[str] = Field(default_factory=list, description="step outputs the respondent sees")
+
+    @model_validator(mode="after")
+    def _remind_before_deadline(self) -> WaitSpec:
+        if self.remind is not None and self.remind >= self.timeout:
+            raise ValueError("`remind` must be shorter than `timeout`")
+        for name, spec in self.fields.items():
+            if spec.type in ("subject", "org"):
+                raise ValueError(f"field {name}: a response cannot carry a {spec.type}")
+        return self
+
+
+class WaitStep(_Step):
+    kind: Literal["wait"] = Field(default="wait", exclude=True)
+    wait: WaitSpec
+
+
+class SleepSpec(_Strict):
+    for_: Duration | None = Field(default=None, alias="for")
+    until: str | None = Field(default=None, description="CEL expression giving a timestamp")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SleepSpec:
+        if (self.for_ is None) == (self.until is None):
+            raise ValueError("a sleep has exactly one of `for` and `until`")
+        return self
+
+
+class SleepStep(_Step):
+    kind: Literal["sleep"] = Field(default="sleep", exclude=True)
+    sleep: SleepSpec
+
+
+class CallSpec(_Strict):
+    bpf: str = Field(pattern=BPF_ID)
+    version: int | None = Field(default=None, ge=1)
+    inputs: dict[Ident, str] = Field(
+        default_factory=dict, description="the child's inputs, as CEL expressions"
+    )
+
+
+class CallStep(_Step):
+    kind: Literal["call"] = Field(default="call", exclude=True)
+    call: CallSpec
+
+
 class ParallelStep(_Step):
     kind: Literal["parallel"] = Field(default="parallel", exclude=True)
     parallel: list[list[Step]] = Field(min_length=2)
@@ -201,8 +270,7 @@ class BranchStep(_Step):
         return arms
 
 
-STEP_KINDS = ("query", "parallel", "branch", "set", "fail")
-LATER_KINDS = ("wait", "sleep", "call")
+STEP_KINDS = ("query", "parallel", "branch", "set", "fail", "wait", "sleep", "call")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -210,7 +278,7 @@ def _step_kind(value: Any) -> str | None:
         return getattr(value, "kind", None)
     if not isinstance(value, dict):
         return None
-    found = [k for k in (*STEP_KINDS, *LATER_KINDS) if k in value]
+    found = [k for k in STEP_KINDS if k in value]
     if len(found) != 1:
         return None
     return found[0]
@@ -221,7 +289,10 @@ Step = Annotated[
     | Annotated[ParallelStep, Tag("parallel")]
     | Annotated[BranchStep, Tag("branch")]
     | Annotated[SetStep, Tag("set")]
-    | Annotated[FailStep, Tag("fail")],
+    | Annotated[FailStep, Tag("fail")]
+    | Annotated[WaitStep, Tag("wait")]
+    | Annotated[SleepStep, Tag("sleep")]
+    | Annotated[CallStep, Tag("call")],
     Discriminator(
         _step_kind,
         custom_error_type="step_kind",
@@ -251,7 +322,20 @@ class BpfDefinition(_Strict):
     result: dict[Ident, str] = Field(default_factory=dict)
 
     def trigger_kinds(self) -> list[str]:
-        return [t if isinstance(t, str) else "life-event" for t in self.triggers]
+        return [
+            t
+            if isinstance(t, str)
+            else "life-event"
+            if isinstance(t, LifeEventTrigger)
+            else "notification"
+            for t in self.triggers
+        ]
+
+    def life_events(self) -> list[LifeEventRule]:
+        return [t.life_event for t in self.triggers if isinstance(t, LifeEventTrigger)]
+
+    def notifications(self) -> list[NotificationRule]:
+        return [t.notification for t in self.triggers if isinstance(t, NotificationTrigger)]
 
 
 ParallelStep.model_rebuild()
@@ -260,7 +344,9 @@ OtherwiseArm.model_rebuild()
 BranchStep.model_rebuild()
 BpfDefinition.model_rebuild()
 
-AnyStep = QueryStep | ParallelStep | BranchStep | SetStep | FailStep
+AnyStep = (
+    QueryStep | ParallelStep | BranchStep | SetStep | FailStep | WaitStep | SleepStep | CallStep
+)
 
 
 def walk(steps: list[AnyStep]) -> list[AnyStep]:

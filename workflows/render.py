@@ -31,11 +31,14 @@ from workflows.models import (
     AnyStep,
     BpfDefinition,
     BranchStep,
+    CallStep,
     FailStep,
     OtherwiseArm,
     ParallelStep,
     QueryStep,
     SetStep,
+    SleepStep,
+    WaitStep,
     WhenArm,
 )
 
@@ -63,7 +66,7 @@ GW, EV, HGAP, VGAP = 50, 36, 50, 40
 @dataclass
 class Node:
     id: str
-    kind: str  # start end fail task script and-split and-join xor-split xor-join
+    kind: str  # start end fail task script wait sleep call and-split and-join xor-split xor-join
     label: str
     step: AnyStep | None = None
     legal: list[str] = field(default_factory=list)
@@ -161,10 +164,8 @@ def build(
     def step_size(s: AnyStep) -> tuple[float, float]:
         if isinstance(s, QueryStep):
             return TASK_W, TASK_H + NOTE_H
-        if isinstance(s, SetStep):
-            return TASK_W, TASK_H
-        if isinstance(s, FailStep):
-            return EV, EV
+        if not isinstance(s, ParallelStep | BranchStep):
+            return (EV, EV) if isinstance(s, FailStep | SleepStep) else (TASK_W, TASK_H)
         lanes = [size(lane) for lane in lanes_of(s)]
         if isinstance(s, BranchStep) and not any(isinstance(a, OtherwiseArm) for a in s.branch):
             lanes.append((0, 30))  # the default path straight through
@@ -205,6 +206,21 @@ def build(
         if isinstance(s, FailStep):
             g.add(Node(s.id, "fail", s.fail.reason, s, [], x, cy - EV / 2, EV, EV))
             return s.id, None
+        if isinstance(s, WaitStep):
+            label = f"{s.id}\nwait for {s.wait.for_} (≤ {_duration(s.wait.timeout)})"
+            g.add(Node(s.id, "wait", label, s, [], x, cy - TASK_H / 2, TASK_W, TASK_H))
+            return s.id, s.id
+        if isinstance(s, CallStep):
+            label = f"{s.id}\ncall {s.call.bpf}"
+            g.add(Node(s.id, "call", label, s, [], x, cy - TASK_H / 2, TASK_W, TASK_H))
+            return s.id, s.id
+        if isinstance(s, SleepStep):
+            label = f"{s.id}: " + (
+                f"sleep {_duration(s.sleep.for_)}" if s.sleep.for_ else f"until {s.sleep.until}"
+            )
+            g.add(Node(s.id, "sleep", label, s, [], x, cy - EV / 2, EV, EV))
+            return s.id, s.id
+        assert isinstance(s, ParallelStep | BranchStep)
         split_kind, join_kind = (
             ("and-split", "and-join") if isinstance(s, ParallelStep) else ("xor-split", "xor-join")
         )
@@ -267,6 +283,9 @@ def to_mermaid(g: Graph) -> str:
             "fail": f'((("{label}")))',
             "task": f'["{label}"]',
             "script": f'[/"{label}"/]',
+            "wait": f'>"{label}"]',
+            "sleep": f'(["{label}"])',
+            "call": f'[["{label}"]]',
             "and-split": '{"+"}',
             "and-join": '{"+"}',
             "xor-split": '{"×"}',
@@ -347,6 +366,9 @@ _TAGS = {
     "fail": "endEvent",
     "task": "serviceTask",
     "script": "scriptTask",
+    "wait": "receiveTask",
+    "sleep": "intermediateCatchEvent",
+    "call": "callActivity",
     "and-split": "parallelGateway",
     "and-join": "parallelGateway",
     "xor-split": "exclusiveGateway",
@@ -416,6 +438,15 @@ def to_bpmn(g: Graph) -> str:
                 attrs[_q(RENKEI, "spec")] = json.dumps(extra, sort_keys=True)
         elif isinstance(s, SetStep):
             attrs[_q(RENKEI, "set")] = json.dumps(s.set, ensure_ascii=False)
+        elif isinstance(s, WaitStep | SleepStep | CallStep):
+            spec = getattr(s, s.kind)
+            attrs[_q(RENKEI, "spec")] = json.dumps(
+                spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+                ensure_ascii=False,
+                sort_keys=True,
+            )
+            if isinstance(s, CallStep):
+                attrs["calledElement"] = f"Process_{_ncname(s.call.bpf)}"
         if n.kind == "xor-split":
             default = next((e for e in g.edges if e.source == n.id and e.default), None)
             if default is not None:
@@ -427,6 +458,13 @@ def to_bpmn(g: Graph) -> str:
             ET.SubElement(el, _q(BPMN, "outgoing")).text = flow
         if n.kind == "fail":
             ET.SubElement(el, _q(BPMN, "errorEventDefinition"), {"errorRef": errors[n.id]})
+        if n.kind == "sleep":
+            timer = ET.SubElement(el, _q(BPMN, "timerEventDefinition"), {"id": f"Timer_{n.id}"})
+            if isinstance(s, SleepStep) and s.sleep.for_ is not None:
+                duration = ET.SubElement(
+                    timer, _q(BPMN, "timeDuration"), {_q(XSI, "type"): "bpmn:tFormalExpression"}
+                )
+                duration.text = f"PT{int(s.sleep.for_.total_seconds())}S"
         if n.kind == "script" and isinstance(s, SetStep):
             attrs_script = el
             attrs_script.set("scriptFormat", CEL)
@@ -572,6 +610,17 @@ def from_bpmn(text: str) -> dict[str, Any]:
                     query["about"] = el.get(_q(RENKEI, "about"))
                 query.update(json.loads(el.get(_q(RENKEI, "spec"), "{}")))
                 steps.append({"id": step_id(el), "query": query})
+                node_id = next_of(node_id)
+            elif kind in ("receiveTask", "intermediateCatchEvent", "callActivity"):
+                step_kind = {
+                    "receiveTask": "wait",
+                    "intermediateCatchEvent": "sleep",
+                    "callActivity": "call",
+                }[kind]
+                raw = el.get(_q(RENKEI, "spec"))
+                if raw is None:
+                    raise BpmnImportError(f"{node_id}: a bpmn:{kind} needs renkei:spec")
+                steps.append({"id": step_id(el), step_kind: json.loads(raw)})
                 node_id = next_of(node_id)
             elif kind == "scriptTask":
                 raw = el.get(_q(RENKEI, "set"))
