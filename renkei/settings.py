@@ -61,7 +61,7 @@ class Settings(BaseSettings):
         description="test mode only: waits and sleeps last this fraction of their length",
     )
     history_limit: int = Field(
-        default=10_000, ge=100, description="a flow continues as new past this many events"
+        default=10_000, ge=20, description="a flow continues as new past this many events"
     )
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"

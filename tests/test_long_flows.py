@@ -1,0 +1,210 @@
+"""Long-running flows: waits for people (with reminders and deadlines), timers, child flows,
+continue-as-new.
+
+Durations are real Temporal timers on the dev server. Test mode scales them
+(``RENKEI_TEST_TIME_SCALE``), so a 30-day wait lasts seconds here; operation mode never scales.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import asyncpg
+import pytest
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from activities.models import Acknowledged, FlowResult, Response, Waiting
+from renkei import records
+from renkei import search_attributes as sa
+from renkei.settings import Settings
+from whitelist import store
+from whitelist.catalog import default_catalog
+from workflows import registry
+from workflows.loader import load_file
+from workflows.validation import validate
+
+from .conftest import TESTS
+from .helpers import code, pick, sdk, start, workers
+
+DAY = 86_400
+
+
+async def _register(pool: asyncpg.Pool, name: str) -> None:
+    loaded = load_file(TESTS / "definitions" / name)
+    errors = [
+        i
+        for i in validate(loaded, default_catalog(), await store.load_index(pool))
+        if i.severity == "error"
+    ]
+    assert not errors, errors
+    await registry.register(pool, loaded)
+
+
+def _applicant(settings: Settings) -> str:
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    return code(settings, "city-minato", h.members[0])
+
+
+async def _waiting(handle, step: str, within: float = 10) -> list[Waiting]:  # type: ignore[no-untyped-def]
+    for _ in range(int(within * 10)):
+        found: list[Waiting] = await handle.query("renkei.waiting", result_type=list[Waiting])
+        if any(w.step == step for w in found):
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"never waited at {step}")
+
+
+async def test_consent_given_after_a_preview_completes_the_flow(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    await _register(pool, "consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})  # 30 days ≈ 4 minutes
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        handle = await sdk(client, slow).start(
+            start("consent-probe", "city-minato", _applicant(settings), trigger="portal")
+        )
+        [w] = await _waiting(handle, "consent")
+        assert w.for_ == "preview-consent" and "taxable_income" in w.preview["tax"]
+        assert (
+            dt.timedelta(seconds=250)
+            < w.deadline - dt.datetime.now(dt.UTC)
+            < dt.timedelta(seconds=260)
+        )
+        described = await handle.describe()
+        assert described.typed_search_attributes.get(sa.WAITING_FOR) == "consent:preview-consent"
+        assert described.typed_search_attributes.get(sa.STATUS) == "waiting"
+        ack = await handle.execute_update(
+            "renkei.respond",
+            Response(step="consent", payload={"agree": True}),
+            result_type=Acknowledged,
+        )
+        assert ack.step == "consent"
+        result = await handle.result()
+    assert result.outcome == "completed" and isinstance(result.result["income"], int)
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert kept and {r.trigger for r in kept} == {"portal"}
+
+
+async def test_consent_refused_and_malformed_responses(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    await _register(pool, "consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        handle = await sdk(client, slow).start(
+            start("consent-probe", "city-minato", _applicant(settings), trigger="portal")
+        )
+        await _waiting(handle, "consent")
+        for bad, why in (
+            ({"agree": "perhaps"}, "agree: must be of type boolean"),
+            ({}, "agree: required"),
+            ({"agree": True, "note": "call me at 0312345678"}, "note: does not match"),
+            ({"agree": True, "extra": 1}, "extra: not a field of this response"),
+        ):
+            with pytest.raises(WorkflowUpdateFailedError) as refused:
+                await handle.execute_update("renkei.respond", Response(step="consent", payload=bad))
+            assert why in str(refused.value.cause)
+            assert "0312345678" not in str(refused.value.cause)
+        with pytest.raises(WorkflowUpdateFailedError) as wrong_step:
+            await handle.execute_update("renkei.respond", Response(step="tax", payload={}))
+        assert "not waiting at step 'tax'" in str(wrong_step.value.cause)
+        # Still waiting after all of that; a valid refusal ends it.
+        assert [w.step for w in await _waiting(handle, "consent")] == ["consent"]
+        await handle.signal("renkei.respond", Response(step="consent", payload={"agree": False}))
+        result = await handle.result()
+    assert result.outcome == "rejected"
+    assert result.reason == "the citizen refused the use of the data"
+
+
+async def test_a_30_day_wait_reminds_before_and_times_out(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    await _register(pool, "consent-probe.yaml")
+    fast = settings.model_copy(update={"test_time_scale": 1e-6})  # 30 days ≈ 2.6 s
+    async with workers(client, pool, fast, catalog, live_whitelist):
+        handle = await sdk(client, fast).start(
+            start("consent-probe", "city-minato", _applicant(settings), trigger="portal")
+        )
+        result: FlowResult = await asyncio.wait_for(handle.result(), 60)
+    assert result.outcome == "rejected"
+    assert result.reason == "the citizen did not confirm the preview within 30 days"
+    reminders = await pool.fetch(
+        "SELECT step, executor, subject_code, deadline, created_at FROM hub.reminders"
+        " WHERE workflow_id = $1",
+        handle.id,
+    )
+    assert [(r["step"], r["executor"]) for r in reminders] == [("consent", "city-minato")]
+    # the reminder went out about 7 (scaled) days before the deadline
+    lead = (reminders[0]["deadline"] - reminders[0]["created_at"]).total_seconds()
+    assert 0.2 < lead < 7 * DAY * 1e-6 + 1.5
+
+
+async def test_sleep_until_months_ahead_then_continue(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    await _register(pool, "sleep-probe.yaml")
+    fast = settings.model_copy(update={"test_time_scale": 5e-7})  # 4 months ≈ 5 s
+    async with workers(client, pool, fast, catalog, live_whitelist):
+        began = dt.datetime.now(dt.UTC)
+        handle = await sdk(client, fast).start(
+            start("sleep-probe", "city-minato", _applicant(settings), inputs={"months": 4})
+        )
+        await asyncio.sleep(1)
+        assert await handle.query("renkei.status") == "sleeping"
+        result = await asyncio.wait_for(handle.result(), 60)
+    took = (dt.datetime.now(dt.UTC) - began).total_seconds()
+    assert result.outcome == "completed"
+    assert took >= (120 + 2) * DAY * 5e-7 * 0.95  # the timers really ran
+    history = await handle.fetch_history()
+    timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
+    assert len(timers) == 2
+
+
+async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_survives_continue_as_new(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    await _register(pool, "one-stop-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
+    subject = code(settings, "city-minato", h.members[0])
+    plain = settings.model_copy(update={"history_limit": 10_000})
+    short = settings.model_copy(update={"history_limit": 20})
+    async with workers(client, pool, plain, catalog, live_whitelist):
+        once = await (
+            await sdk(client, plain).start(start("one-stop-probe", "city-minato", subject))
+        ).result()
+    async with workers(client, pool, short, catalog, live_whitelist):
+        handle = await sdk(client, short).start(start("one-stop-probe", "city-minato", subject))
+        continued = await handle.result()
+    # Same result, same linkages, though the run continued as new along the way.
+    assert continued.result == once.result
+    assert continued.result["income"] == h.members[0].taxable_income and continued.result["same"]
+    assert [x.step for x in continued.linkages] == [x.step for x in once.linkages]
+    assert "allowance/tax" in [x.step for x in continued.linkages]
+    first_run = client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+    events = (await first_run.fetch_history()).events
+    assert events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+    # The child ran as its own flow: its own whitelist decisions and records.
+    child_id = f"child-allowance-check/city-minato/{handle.id.rsplit('/', 1)[-1]}.allowance"
+    child_records = await records.query(pool, workflow_id=child_id)
+    assert {(r.keeper, r.step) for r in child_records} >= {
+        ("city-minato", "tax"),
+        ("hub", "tax"),
+        ("city-shibuya", "tax"),
+        ("jps", "pension"),
+    }
+
+
+async def test_starting_twice_with_one_case_reference_is_one_run(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    await _register(pool, "consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        flow = start("consent-probe", "city-minato", _applicant(settings), trigger="portal")
+        a = await sdk(client, slow).start(flow)
+        b = await sdk(client, slow).start(flow)
+        assert (a.id, a.result_run_id) == (b.id, b.result_run_id)
+        await _waiting(a, "consent")
+        await a.execute_update("renkei.respond", Response(step="consent", payload={"agree": True}))
+        await a.result()
