@@ -47,12 +47,14 @@ operators_app = typer.Typer(
     help="Operators allowed to decrypt payloads through the codec server.", no_args_is_help=True
 )
 keys_app = typer.Typer(help="The hub's keys.", no_args_is_help=True)
+agencies_app = typer.Typer(help="Agencies' access to the HTTP API.", no_args_is_help=True)
 app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(bpf_app, name="bpf")
 app.add_typer(subjects_app, name="subjects")
 app.add_typer(records_app, name="records")
 app.add_typer(operators_app, name="operators")
 app.add_typer(keys_app, name="keys")
+app.add_typer(agencies_app, name="agencies")
 
 T = TypeVar("T")
 
@@ -125,7 +127,7 @@ async def _serve(
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)
                 return
-            async with serving(settings, pool) as web:
+            async with serving(settings, pool, client) as web:
                 typer.echo(
                     f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
                 )
@@ -875,6 +877,61 @@ def operators_revoke(name: str) -> None:
         typer.echo(f"no active operator {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {name}")
+
+
+@agencies_app.command("token")
+def agencies_token(org: str) -> None:
+    """Issue an org's API token for the HTTP API (printed once; the old one stops working)."""
+    if org not in default_catalog().orgs:
+        typer.echo(f"error: unknown org {org!r}", err=True)
+        raise typer.Exit(2)
+
+    async def go() -> str:
+        from renkei.web.api import issue_token
+
+        async with _database(get_settings()) as pool:
+            return await issue_token(pool, org)
+
+    typer.echo(_run(go()))
+    typer.echo(f"API token for {org}: {get_settings().web_base}/api/docs", err=True)
+
+
+@app.command()
+def runs(
+    bpf: str | None = None,
+    executor: str | None = None,
+    trigger: str | None = None,
+    status: Annotated[str | None, typer.Option(help="renkei status: running, waiting, …")] = None,
+    waiting: Annotated[bool, typer.Option(help="only runs waiting for someone or a timer")] = False,
+    limit: int = 50,
+) -> None:
+    """List runs by BPF, executor, trigger or status; waiting runs show what and until when."""
+
+    async def go() -> None:
+        settings = get_settings()
+        with embedded(settings) as (address, _url, _):
+            client = await RenkeiClient.connect(settings, address)
+            found = await client.runs(
+                bpf=bpf,
+                executor=executor,
+                trigger=trigger,
+                status=status,
+                waiting=waiting,
+                limit=limit,
+            )
+        for r in found:
+            wait = (
+                f"\twaiting {r.waiting_for} until {r.deadline:%Y-%m-%d %H:%M}"
+                if r.waiting_for and r.deadline
+                else ""
+            )
+            typer.echo(
+                f"{r.workflow_id}\t{r.renkei_status or r.status.lower()}\t{r.trigger or '-'}\t"
+                f"{r.started:%Y-%m-%d %H:%M}{wait}"
+            )
+        typer.echo(f"{len(found)} runs", err=True)
+
+    _run(go())
 
 
 @keys_app.command("rotate")

@@ -15,10 +15,16 @@ number and must not contain personal data.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     HeaderCodecBehavior,
     SearchAttributePair,
@@ -26,9 +32,9 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from activities.models import FlowResult, StartFlow
+from activities.models import Acknowledged, FlowResult, Response, StartFlow, Waiting
 from renkei import keys
 from renkei import search_attributes as sa
 from renkei.codec import data_converter
@@ -37,6 +43,10 @@ from whitelist.catalog import default_catalog
 from workflows.inputs import check_subject_code, validate_inputs
 from workflows.loader import BpfFileError, definition_files, load_file
 from workflows.models import BpfDefinition
+
+
+class ResponseRefused(ValueError):
+    """The flow refused a response (not waiting there, or the payload does not validate)."""
 
 
 def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
@@ -64,6 +74,9 @@ class RunStatus(BaseModel):
     started: dt.datetime | None
     closed: dt.datetime | None
     link: str
+    trigger: str | None = None
+    waiting_for: str | None = None
+    deadline: dt.datetime | None = None
 
 
 class RenkeiClient:
@@ -130,6 +143,81 @@ class RenkeiClient:
         except WorkflowAlreadyStartedError:
             return self.client.get_workflow_handle(wid, result_type=FlowResult)
 
+    async def respond(
+        self,
+        wid: str,
+        step: str,
+        payload: dict[str, Any],
+        by: Literal["citizen", "agency", "operator"] = "citizen",
+    ) -> Acknowledged:
+        """Answer a flow waiting at ``step``; raises :class:`ResponseRefused` with the reason."""
+        handle = self.client.get_workflow_handle(wid)
+        try:
+            ack: Acknowledged = await handle.execute_update(
+                "renkei.respond",
+                Response(step=step, payload=payload, by=by),
+                result_type=Acknowledged,
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            raise ResponseRefused(
+                cause.message if isinstance(cause, ApplicationError) else str(err)
+            ) from None
+        return ack
+
+    async def waiting(self, wid: str) -> list[Waiting]:
+        """What the flow waits for now (empty if nothing)."""
+        found: list[Waiting] = await self.client.get_workflow_handle(wid).query(
+            "renkei.waiting", result_type=list[Waiting]
+        )
+        return found
+
+    async def runs(
+        self,
+        *,
+        bpf: str | None = None,
+        executor: str | None = None,
+        trigger: str | None = None,
+        status: str | None = None,
+        waiting: bool = False,
+        limit: int = 50,
+    ) -> list[RunStatus]:
+        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone."""
+        terms = [
+            f"{key.name} = '{value}'"
+            for key, value in (
+                (sa.BPF, bpf),
+                (sa.EXECUTOR, executor),
+                (sa.TRIGGER, trigger),
+                (sa.STATUS, status),
+            )
+            if value is not None
+        ]
+        if waiting:
+            terms.append(f"{sa.WAITING_FOR.name} IS NOT NULL")
+        if not terms:
+            terms.append(f"{sa.BPF.name} IS NOT NULL")
+        out: list[RunStatus] = []
+        async for w in self.client.list_workflows(" AND ".join(terms), limit=limit):
+            out.append(self._status(w))
+        return out
+
+    def _status(self, w: WorkflowExecution) -> RunStatus:
+        attrs = w.typed_search_attributes
+        return RunStatus(
+            workflow_id=w.id,
+            run_id=w.run_id,
+            bpf=w.workflow_type,
+            status=w.status.name if isinstance(w.status, WorkflowExecutionStatus) else "UNKNOWN",
+            renkei_status=attrs.get(sa.STATUS),
+            started=w.start_time,
+            closed=w.close_time,
+            link=self.settings.run_link(w.id, w.run_id),
+            trigger=attrs.get(sa.TRIGGER),
+            waiting_for=attrs.get(sa.WAITING_FOR),
+            deadline=attrs.get(sa.DEADLINE),
+        )
+
     async def result(self, wid: str) -> FlowResult:
         """Wait for the flow's result (raises ``WorkflowFailureError`` if it failed)."""
         handle = self.client.get_workflow_handle(wid, result_type=FlowResult)
@@ -137,15 +225,4 @@ class RenkeiClient:
         return result
 
     async def describe(self, wid: str) -> RunStatus:
-        desc = await self.client.get_workflow_handle(wid).describe()
-        status = desc.status.name if isinstance(desc.status, WorkflowExecutionStatus) else "UNKNOWN"
-        return RunStatus(
-            workflow_id=wid,
-            run_id=desc.run_id,
-            bpf=desc.workflow_type,
-            status=status,
-            renkei_status=desc.typed_search_attributes.get(sa.STATUS),
-            started=desc.start_time,
-            closed=desc.close_time,
-            link=self.settings.run_link(wid, desc.run_id),
-        )
+        return self._status(await self.client.get_workflow_handle(wid).describe())

@@ -208,3 +208,71 @@ async def test_starting_twice_with_one_case_reference_is_one_run(
         await _waiting(a, "consent")
         await a.execute_update("renkei.respond", Response(step="consent", payload={"agree": True}))
         await a.result()
+
+
+async def test_the_http_api_starts_answers_and_reads_a_portal_application(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from renkei.web import serving
+    from renkei.web.api import issue_token
+
+    await _register(pool, "consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    minato = await issue_token(pool, "city-minato")
+    shibuya = await issue_token(pool, "city-shibuya")
+    body = start("consent-probe", "city-minato", _applicant(settings), trigger="portal").model_dump(
+        mode="json"
+    )
+    async with (
+        workers(client, pool, slow, catalog, live_whitelist),
+        serving(slow, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        auth = {"Authorization": f"Bearer {minato}"}
+        assert (await http.post("/api/flows", json=body)).status_code == 401
+        other = await http.post(
+            "/api/flows", json=body, headers={"Authorization": f"Bearer {shibuya}"}
+        )
+        assert other.status_code == 403
+        first = await http.post("/api/flows", json=body, headers=auth)
+        assert first.status_code == 201, first.text
+        again = await http.post("/api/flows", json=body, headers=auth)
+        wid = first.json()["workflow_id"]
+        assert (
+            again.json()["workflow_id"] == wid and again.json()["run_id"] == first.json()["run_id"]
+        )
+        for _ in range(100):
+            state = (await http.get(f"/api/flows/{wid}/state", headers=auth)).json()
+            if state["waiting"]:
+                break
+            await asyncio.sleep(0.1)
+        [w] = state["waiting"]
+        assert w["step"] == "consent" and w["for_"] == "preview-consent" and "deadline" in w
+        assert (
+            state["run"]["trigger"] == "portal"
+            and state["run"]["waiting_for"] == "consent:preview-consent"
+        )
+        peek = await http.get(
+            f"/api/flows/{wid}/state", headers={"Authorization": f"Bearer {shibuya}"}
+        )
+        assert peek.status_code == 404
+        bad = await http.post(
+            f"/api/flows/{wid}/respond",
+            json={"step": "consent", "payload": {"agree": "yes"}},
+            headers=auth,
+        )
+        assert bad.status_code == 422 and "agree: must be of type boolean" in bad.json()["detail"]
+        ok = await http.post(
+            f"/api/flows/{wid}/respond",
+            json={"step": "consent", "payload": {"agree": True}},
+            headers=auth,
+        )
+        assert ok.status_code == 200 and ok.json()["step"] == "consent"
+        result = await sdk(client, slow).result(wid)
+        assert result.outcome == "completed"
+        spec = (await http.get("/api/openapi.json")).json()
+        assert {"/api/flows", "/api/flows/{workflow_id}/respond"} <= set(spec["paths"])
+    waiting_runs = await sdk(client, slow).runs(bpf="consent-probe", status="completed")
+    assert wid in [r.workflow_id for r in waiting_runs]

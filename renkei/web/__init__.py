@@ -16,18 +16,26 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from temporalio.client import Client
 
 from renkei import keys
+from renkei.client import RenkeiClient
 from renkei.codec import EncryptionCodec
 from renkei.pseudonyms import Pseudonyms
 from renkei.settings import Settings
-from renkei.web import codec_server, portal
+from renkei.web import api, codec_server, portal
 from whitelist.catalog import default_catalog
 
 
-def create_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
+def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = None) -> FastAPI:
     k = keys.load(settings)
-    app = FastAPI(title="renkei", docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="renkei",
+        description="Whitelist-gated information linkage: flows, codec, citizen records.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.ui_origins,
@@ -41,6 +49,8 @@ def create_app(settings: Settings, pool: asyncpg.Pool) -> FastAPI:
             pool, Pseudonyms(pool, k.hub_key), default_catalog(), portal.Sessions(k.hub_key)
         )
     )
+    if client is not None:
+        app.include_router(api.router(pool, RenkeiClient(client, settings)))
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 
@@ -54,10 +64,15 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
-    """Serve the app on ``settings.web_port`` until the block exits; yields its base URL."""
+async def serving(
+    settings: Settings, pool: asyncpg.Pool, client: Client | None = None
+) -> AsyncIterator[str]:
+    """Serve the app on ``settings.web_port`` until the block exits; yields its base URL.
+
+    With a Temporal ``client``, the agencies' flow API is served too.
+    """
     config = uvicorn.Config(
-        create_app(settings, pool),
+        create_app(settings, pool, client),
         host="127.0.0.1",
         port=settings.web_port,
         log_level="warning",
