@@ -23,10 +23,12 @@ from temporalio.exceptions import ApplicationError
 from activities.models import (
     Brokered,
     BrokerRequest,
+    CaseRefRequest,
     Pin,
     ReminderRequest,
     ResolvedRun,
     ResolveRequest,
+    ScanRequest,
     TranslateRequest,
 )
 from renkei import records
@@ -172,6 +174,33 @@ class HubActivities:
             reason=decision.reason,
             legal_reference=decision.legal_reference,
         )
+
+    @activity.defn(name="hub.scan-target")
+    async def scan_target(self, req: ScanRequest) -> dict[str, Any]:
+        """The version a life-event scan starts, after checking it is triggered by that event."""
+        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
+        if found is None:
+            raise ApplicationError(
+                await self._why_not(req.bpf, req.version), type="UnknownBpf", non_retryable=True
+            )
+        d = found.definition
+        if not any(r.age == req.age and r.on == req.on for r in d.life_events()):
+            raise ApplicationError(
+                f"{d.bpf} v{d.version} is not triggered by age {req.age} ({req.on})",
+                type="NotTriggered",
+                non_retryable=True,
+            )
+        return {
+            "task": d.task,
+            "version": d.version,
+            "content_hash": found.content_hash,
+            "task_queue_prefix": self._prefix,
+        }
+
+    @activity.defn(name="hub.case-refs")
+    async def case_refs(self, req: CaseRefRequest) -> list[str]:
+        """Stable case references for the people a scan found (no personal data in them)."""
+        return [self._pseudonyms.case_ref(req.executor, req.bpf, req.key, c) for c in req.codes]
 
     @activity.defn(name="hub.remind")
     async def remind(self, req: ReminderRequest) -> None:

@@ -89,10 +89,24 @@ class TranslateRequest(BaseModel):
     codes: list[str]
 
 
+class CohortParams(BaseModel):
+    """Who reaches a life event in a period: the birth dates that qualify (no personal data)."""
+
+    age: int
+    on: str
+    period_start: dt.date
+    period_end: dt.date
+    born_from: dt.date
+    born_to: dt.date = Field(description="exclusive")
+
+
 class LinkageRequest(BaseModel):
     """One linkage, as the provider's worker receives it. ``subject`` is the provider's code."""
 
     trigger: str = "counter"
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="query parameters that name no one (e.g. a cohort's)"
+    )
     requester: str
     provider: str
     task: str
@@ -168,6 +182,36 @@ class ReminderRequest(BaseModel):
     executor: str
     subject: str
     deadline: dt.datetime
+
+
+class ScanRequest(BaseModel):
+    """One life-event scan: whom the executor's register shows reaching the event, and when."""
+
+    bpf: str
+    version: int | None = None
+    executor: str
+    age: int
+    on: Literal["birthday", "fiscal-year-start", "school-year-start"]
+    day: dt.date | None = Field(
+        default=None, description="the scan's day; default: the schedule's time (or today)"
+    )
+
+
+class ScanResult(BaseModel):
+    bpf: str
+    executor: str
+    period_start: dt.date
+    period_end: dt.date
+    found: int
+    started: int
+    already: int
+
+
+class CaseRefRequest(BaseModel):
+    executor: str
+    bpf: str
+    key: str = Field(description="what makes the case unique: the period or the event id")
+    codes: list[str]
 
 
 class FlowResult(BaseModel):

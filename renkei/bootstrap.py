@@ -15,6 +15,8 @@ from whitelist import store
 from whitelist.annex2 import SOURCE, load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
+from whitelist.local import SOURCE as LOCAL_SOURCE
+from whitelist.local import load_local
 from workflows import registry
 from workflows.loader import BpfFileError, Issue, definition_files, load_file
 from workflows.validation import validate
@@ -29,14 +31,16 @@ class Prepared(BaseModel):
 
 
 async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
-    """Load the annex table if the store differs from it; return (rows, version)."""
-    rows = load_annex2(default_catalog())
-    stored = await store.fetch_rows(pool, "source = $1", SOURCE)
-    if sorted(stored, key=lambda r: r.id) != sorted(rows, key=lambda r: r.id):
-        version = await store.replace_source(pool, SOURCE, rows)
-    else:
-        version = await pool.fetchval("SELECT version FROM whitelist.version")
-    return len(rows), version
+    """Load the annex table and the local rows where the store differs; return (rows, version)."""
+    catalog = default_catalog()
+    total = 0
+    version = await pool.fetchval("SELECT version FROM whitelist.version")
+    for source, rows in ((SOURCE, load_annex2(catalog)), (LOCAL_SOURCE, load_local(catalog))):
+        stored = await store.fetch_rows(pool, "source = $1", source)
+        if sorted(stored, key=lambda r: r.id) != sorted(rows, key=lambda r: r.id):
+            version = await store.replace_source(pool, source, rows)
+        total += len(rows)
+    return total, version
 
 
 def check_file(

@@ -50,6 +50,8 @@ def _agencies(d: BpfDefinition, q: QueryStep, catalog: Catalog, lang: str) -> st
     label = provider_label(d, q)
     if label in catalog.orgs:
         return str(getattr(catalog.orgs[label], lang))
+    if label == "(its own records)":
+        return "実施機関自身の記録" if lang == "ja" else "the executing agency's own records"
     name = label.strip("()").removeprefix("input ")
     spec = d.inputs.get(name)
     role = spec.role if spec else None

@@ -48,6 +48,7 @@ operators_app = typer.Typer(
 )
 keys_app = typer.Typer(help="The hub's keys.", no_args_is_help=True)
 agencies_app = typer.Typer(help="Agencies' access to the HTTP API.", no_args_is_help=True)
+schedules_app = typer.Typer(help="Life-event schedules.", no_args_is_help=True)
 app.add_typer(whitelist_app, name="whitelist")
 app.add_typer(bpf_app, name="bpf")
 app.add_typer(subjects_app, name="subjects")
@@ -55,6 +56,7 @@ app.add_typer(records_app, name="records")
 app.add_typer(operators_app, name="operators")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agencies_app, name="agencies")
+app.add_typer(schedules_app, name="schedules")
 
 T = TypeVar("T")
 
@@ -290,15 +292,15 @@ def bpf_validate(
     ] = False,
 ) -> None:
     """Validate BPF files: schema, references, expressions, whitelist conformance."""
-    from whitelist.annex2 import load_annex2
     from whitelist.decide import WhitelistIndex
+    from whitelist.local import all_rows
 
     async def index() -> WhitelistIndex:
         if offline:
-            return WhitelistIndex(load_annex2(default_catalog()))
+            return WhitelistIndex(all_rows(default_catalog()))
         async with _database(get_settings()) as pool:
             idx = await store.load_index(pool)
-            return idx if len(idx) else WhitelistIndex(load_annex2(default_catalog()))
+            return idx if len(idx) else WhitelistIndex(all_rows(default_catalog()))
 
     idx = _run(index())
     day = dt.date.fromisoformat(at) if at else None
@@ -930,6 +932,73 @@ def runs(
                 f"{r.started:%Y-%m-%d %H:%M}{wait}"
             )
         typer.echo(f"{len(found)} runs", err=True)
+
+    _run(go())
+
+
+@schedules_app.command("sync")
+def schedules_sync() -> None:
+    """Create, update and delete life-event schedules to match the BPF definitions."""
+    from renkei.schedules import sync
+
+    async def go() -> None:
+        settings = get_settings()
+        with embedded(settings) as (address, url, _):
+            await migrate(url, retention_years=settings.records_retention_years)
+            pool = await create_pool(url)
+            try:
+                client = await connect(settings, address)
+                report = await sync(client, pool, settings, default_catalog())
+            finally:
+                await pool.close()
+        for kind in ("created", "updated", "deleted", "unchanged"):
+            for sid in getattr(report, kind):
+                typer.echo(f"{kind}\t{sid}")
+
+    _run(go())
+
+
+@app.command()
+def notify(
+    publisher: Annotated[str, typer.Option("--as", help="the publishing org")],
+    event: Annotated[str, typer.Option(help="death, move or birth")],
+    event_id: Annotated[str, typer.Option(help="the publisher's unique id of the change")],
+    occurred_on: Annotated[str, typer.Option(help="YYYY-MM-DD")],
+    subject: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, help="the subject's code at the publisher")
+    ],
+) -> None:
+    """Publish a change of a subject; the flows subscribed to it start (once)."""
+    from renkei.notifications import Notification, publish
+    from renkei.pseudonyms import Pseudonyms
+
+    n = Notification.model_validate(
+        {
+            "publisher": publisher,
+            "event": event,
+            "event_id": event_id,
+            "occurred_on": occurred_on,
+            "subject": subject,
+        }
+    )
+
+    async def go() -> None:
+        settings = get_settings()
+        with embedded(settings) as (address, url, _):
+            await migrate(url, retention_years=settings.records_retention_years)
+            pool = await create_pool(url)
+            try:
+                client = await connect(settings, address)
+                hub = Pseudonyms(pool, keys.load(settings).hub_key)
+                done = await publish(client, pool, settings, default_catalog(), hub, n)
+            finally:
+                await pool.close()
+        for wid in done.started:
+            typer.echo(wid)
+        typer.echo(
+            ("already delivered; " if done.duplicate else "") + f"{len(done.started)} flows",
+            err=True,
+        )
 
     _run(go())
 

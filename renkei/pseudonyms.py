@@ -89,6 +89,13 @@ class Pseudonyms:
                 records,
             )
 
+    def case_ref(self, executor: str, bpf: str, key: str, code: str) -> str:
+        """A case reference for one person's flow that names no one and is stable: the same
+        executor, BPF, key (a period, an event id) and code always give the same reference."""
+        k = hmac.new(self._hub_key.encode(), b"renkei/case-ref", hashlib.sha256).digest()
+        digest = hmac.new(k, f"{executor}|{bpf}|{key}|{code}".encode(), hashlib.sha256).hexdigest()
+        return f"{key}-{digest[:20]}"
+
     async def enroll_number(self, number: str, org: str) -> str:
         """Enrol a person by individual number at ``org``; return the org's code for them.
 

@@ -9,9 +9,9 @@ import pytest
 
 from renkei.bootstrap import check_file
 from renkei.settings import PROJECT_ROOT
-from whitelist.annex2 import load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
+from whitelist.local import all_rows
 from workflows.loader import BpfFileError, parse_text
 from workflows.validation import validate
 
@@ -21,7 +21,7 @@ TODAY = dt.date(2026, 11, 26)
 
 @pytest.fixture(scope="module")
 def index() -> WhitelistIndex:
-    return WhitelistIndex(load_annex2(default_catalog()))
+    return WhitelistIndex(all_rows(default_catalog()))
 
 
 def issues_of(text: str, index: WhitelistIndex) -> list[str]:

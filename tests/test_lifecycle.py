@@ -54,7 +54,7 @@ async def test_every_sample_bpf_passes_its_scenario_set(
 ) -> None:  # type: ignore[no-untyped-def]
     report = await _kit(client, pool, settings, catalog, live_whitelist, bpf)
     assert report.passed, report.summary()
-    assert len(report.scenarios) >= 3
+    assert len(report.scenarios) >= 2
     assert report.digest().startswith("sha256:")
 
 

@@ -23,11 +23,16 @@ def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
     """Load and cross-check the catalog: every id an org or schema names must exist."""
     cat = data_dir / "catalog"
     roles = {r["id"]: Role(**r) for r in read_yaml(cat / "roles.yaml")}
-    tasks = {t["id"]: Task(**t) for t in read_yaml(cat / "tasks.yaml")}
+    tasks = {
+        t["id"]: Task(**t)
+        for name in ("tasks.yaml", "tasks-local.yaml")
+        for t in read_yaml(cat / name)
+    }
     schemas: dict[str, str] = read_yaml(cat / "info-schemas.yaml")
     infos = {
         i["id"]: InfoItem(**i, schema_name=schemas.get(i["id"], "GenericRecord"))
-        for i in read_yaml(cat / "info-items-annex2.yaml")
+        for name in ("info-items-annex2.yaml", "info-items-local.yaml")
+        for i in read_yaml(cat / name)
     }
     orgs = {o["id"]: Org(**o) for o in read_yaml(cat / "orgs.yaml")}
     problems = [f"info-schemas.yaml: unknown info item {i!r}" for i in schemas if i not in infos]

@@ -76,8 +76,26 @@ class GenericRecord(_Payload):
     attributes: dict[str, str] = Field(default_factory=dict)
 
 
+class ResidentCohort(_Payload):
+    """Residents of the register who reach a life event in a period: their codes only."""
+
+    age: int
+    on: str = Field(description="birthday, school-year-start or fiscal-year-start")
+    period_start: dt.date
+    period_end: dt.date = Field(description="exclusive")
+    codes: list[SubjectCode]
+
+
 SCHEMAS: dict[str, type[BaseModel]] = {
-    m.__name__: m for m in (ResidentRecord, LocalTax, MedicalBenefit, PensionBenefit, GenericRecord)
+    m.__name__: m
+    for m in (
+        ResidentRecord,
+        LocalTax,
+        MedicalBenefit,
+        PensionBenefit,
+        ResidentCohort,
+        GenericRecord,
+    )
 }
 
 

@@ -14,6 +14,7 @@ from renkei.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workflows.interpreter import BpfInterpreter
+from workflows.life_events import LifeEventScan
 
 # Modules the sandbox must share with the host rather than re-import for every run: the C++ CEL
 # runtime and protobuf cannot be imported twice, and the models are large and pure.
@@ -57,8 +58,15 @@ def control_worker(
     return Worker(
         client,
         task_queue=settings.control_queue,
-        workflows=[BpfInterpreter],
-        activities=[hub.resolve, hub.broker, hub.remind, hub.translate],
+        workflows=[BpfInterpreter, LifeEventScan],
+        activities=[
+            hub.resolve,
+            hub.broker,
+            hub.remind,
+            hub.translate,
+            hub.scan_target,
+            hub.case_refs,
+        ],
         workflow_runner=workflow_runner(),
         **options,  # type: ignore[arg-type]
     )

@@ -388,6 +388,7 @@ def compile_definition(definition: BpfDefinition, info_schemas: Mapping[str, str
         {
             "inputs": cel.Type(compiled.inputs_type),
             "subject": cel.Type.STRING,
+            "executor": cel.Type.STRING,
             "trigger": cel.Type.STRING,
             "now": cel.Type.TIMESTAMP,
             "steps": cel.Type.Map(cel.Type.STRING, cel.Type.DYN),

@@ -166,6 +166,7 @@ class BpfInterpreter:
         self._bindings: dict[str, Any] = {
             "inputs": self._program.message(self._program.inputs_type, self._run.inputs),
             "subject": start.subject,
+            "executor": start.executor,
             "trigger": start.trigger,
         }
         first = 0

@@ -24,7 +24,7 @@ from pydantic import (
 
 BPF_ID = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
-RESERVED = frozenset({"inputs", "subject", "trigger", "now", "steps", "result"})
+RESERVED = frozenset({"inputs", "subject", "executor", "trigger", "now", "steps", "result"})
 TRIGGER_KINDS = ("counter", "portal", "life-event", "notification")
 INPUT_TYPES = ("string", "integer", "number", "boolean", "date", "subject", "org")
 

@@ -114,6 +114,8 @@ def legal_references(
     expr = embedded(q.query.provider)
     if expr is None:
         providers = [q.query.provider]
+    elif expr == "executor":
+        providers = [o.id for o in catalog.orgs.values() if q.query.info in o.serves]
     else:
         m = re.fullmatch(r"inputs\.(\w+)", expr)
         spec = d.inputs.get(m.group(1)) if m else None
@@ -138,6 +140,8 @@ def provider_label(d: BpfDefinition, q: QueryStep) -> str:
     expr = embedded(q.query.provider)
     if expr is None:
         return q.query.provider
+    if expr == "executor":
+        return "(its own records)"
     m = re.fullmatch(r"inputs\.(\w+)", expr)
     return f"(input {m.group(1)})" if m else f"(${{{expr}}})"
 

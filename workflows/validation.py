@@ -201,9 +201,11 @@ def _conformance(
         )
 
     expr = embedded(step.query.provider)
-    providers: dict[str, frozenset[str]]
+    providers: dict[str, frozenset[str]] | None
     if expr is None:
         providers = {step.query.provider: catalog.org_roles(step.query.provider)}
+    elif expr == "executor":
+        providers = None  # the executor's own records: provider roles = the executor's roles
     else:
         name = expr.removeprefix("inputs.") if expr.startswith("inputs.") else None
         spec = d.inputs.get(name) if name else None
@@ -219,7 +221,8 @@ def _conformance(
             return out
     for ex in d.owners.executors:
         for label, req_roles in executor_roles(catalog, ex).items():
-            for prov_label, prov_roles in providers.items():
+            own = {f"{label} itself": req_roles}
+            for prov_label, prov_roles in (providers if providers is not None else own).items():
                 decision = whitelist.decide(req_roles, d.task, prov_roles, step.query.info, day)
                 if not decision.allowed:
                     add(

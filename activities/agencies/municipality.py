@@ -6,8 +6,8 @@ import asyncpg
 from temporalio.exceptions import ApplicationError
 
 from activities.linkage import Provider
-from activities.models import LinkageRequest
-from whitelist.schemas import HouseholdMember, LocalTax, ResidentRecord
+from activities.models import CohortParams, LinkageRequest
+from whitelist.schemas import HouseholdMember, LocalTax, ResidentCohort, ResidentRecord
 
 FISCAL_YEAR = 2025
 
@@ -57,4 +57,24 @@ def providers(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:
             raise no_match(org, req.info)
         return LocalTax(**dict(row))
 
-    return {"resident-record": resident_record, "local-tax": local_tax}
+    async def resident_cohort(req: LinkageRequest) -> ResidentCohort:
+        p = CohortParams.model_validate(req.params)
+        rows = await pool.fetch(
+            f"SELECT code FROM {schema}.residents WHERE birth_date >= $1 AND birth_date < $2"
+            " ORDER BY code",
+            p.born_from,
+            p.born_to,
+        )
+        return ResidentCohort(
+            age=p.age,
+            on=p.on,
+            period_start=p.period_start,
+            period_end=p.period_end,
+            codes=[r["code"] for r in rows],
+        )
+
+    return {
+        "resident-record": resident_record,
+        "local-tax": local_tax,
+        "resident-cohort": resident_cohort,
+    }

@@ -15,7 +15,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from activities.models import Acknowledged, StartFlow, Waiting
+from renkei import keys
 from renkei.client import RenkeiClient, ResponseRefused, RunStatus
+from renkei.notifications import Notification, Published, publish
+from renkei.pseudonyms import Pseudonyms, UnknownSubject
+from whitelist.catalog import default_catalog
 
 TOKEN_PREFIX = "rka_"
 
@@ -55,7 +59,7 @@ class FlowState(BaseModel):
 
 
 def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
-    r = APIRouter(prefix="/api/flows", tags=["flows"])
+    r = APIRouter(prefix="/api", tags=["flows"])
 
     async def agency(request: Request) -> str:
         auth = request.headers.get("authorization", "")
@@ -78,7 +82,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         if len(parts) != 3 or parts[1] != org:
             raise HTTPException(404, "no such flow of yours")
 
-    @r.post("", response_model=Started, status_code=201)
+    @r.post("/flows", response_model=Started, status_code=201)
     async def start(flow: StartFlow, org: Org, response: Response) -> Started:
         """Start a flow (the caller is its executor); the same case reference returns the run."""
         if flow.executor != org:
@@ -95,7 +99,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             link=sdk.settings.run_link(handle.id, handle.result_run_id),
         )
 
-    @r.get("/{workflow_id:path}/state", response_model=FlowState)
+    @r.get("/flows/{workflow_id:path}/state", response_model=FlowState)
     async def state(workflow_id: str, org: Org) -> FlowState:
         """The run's status and what it waits for, until when."""
         own(org, workflow_id)
@@ -103,7 +107,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
         return FlowState(run=run, waiting=waiting)
 
-    @r.post("/{workflow_id:path}/respond", response_model=Acknowledged)
+    @r.post("/flows/{workflow_id:path}/respond", response_model=Acknowledged)
     async def respond(workflow_id: str, answer: Answer, org: Org) -> Acknowledged:
         """Answer a waiting step; refused with the reason if it does not validate."""
         own(org, workflow_id)
@@ -111,5 +115,19 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             return await sdk.respond(workflow_id, answer.step, answer.payload, answer.by)
         except ResponseRefused as err:
             raise HTTPException(422, str(err)) from None
+
+    @r.post("/notifications", response_model=Published, tags=["notifications"])
+    async def notify(n: Notification, org: Org) -> Published:
+        """Publish a change (death, move, birth) of a subject you hold; subscribed flows start.
+        Delivering the same event id again is safe: it starts nothing new."""
+        if n.publisher != org:
+            raise HTTPException(403, f"{org} cannot publish as {n.publisher}")
+        hub = Pseudonyms(pool, keys.load(sdk.settings).hub_key)
+        try:
+            return await publish(sdk.client, pool, sdk.settings, default_catalog(), hub, n)
+        except UnknownSubject:
+            raise HTTPException(
+                422, "no subject is enrolled under this code at the publisher"
+            ) from None
 
     return r

@@ -1,0 +1,163 @@
+"""Temporal Schedules for life-event triggers, kept in line with the registry.
+
+Every BPF version that may run (operating, or any but retired in test mode) and names a
+``life-event`` trigger gets one schedule per executor org: ``life-event/<bpf>/<org>/<age>-<on>``.
+A birthday rule scans every morning for the day; a school-year rule every 1 October for the
+coming school year; a fiscal-year rule every 1 April. :func:`sync` creates the missing
+schedules, updates the changed ones and deletes those no definition asks for any more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import asyncpg
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleCalendarSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from activities.models import ScanRequest
+from renkei.settings import Settings
+from whitelist.models import Catalog
+from workflows import registry
+from workflows.models import BpfDefinition
+
+PREFIX = "life-event/"
+TIME_ZONE = "Asia/Tokyo"
+
+
+@dataclass
+class SyncReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+def _executors(d: BpfDefinition, catalog: Catalog) -> list[str]:
+    """Orgs that run the flow and can ask their own register for a cohort."""
+    out: set[str] = set()
+    for e in d.owners.executors:
+        if e.startswith("role:"):
+            role = e.removeprefix("role:")
+            out |= {o.id for o in catalog.orgs.values() if role in o.roles}
+        else:
+            out.add(e)
+    return sorted(
+        o for o in out if o in catalog.orgs and "resident-cohort" in catalog.orgs[o].serves
+    )
+
+
+def _spec(on: str) -> ScheduleSpec:
+    month, day = {
+        "birthday": (None, None),
+        "school-year-start": (10, 1),
+        "fiscal-year-start": (4, 1),
+    }[on]
+    calendar = ScheduleCalendarSpec(
+        hour=[ScheduleRange(6)],
+        minute=[ScheduleRange(0)],
+        month=[ScheduleRange(month)] if month else [ScheduleRange(1, 12)],
+        day_of_month=[ScheduleRange(day)] if day else [ScheduleRange(1, 31)],
+    )
+    return ScheduleSpec(calendars=[calendar], time_zone_name=TIME_ZONE)
+
+
+async def desired(
+    pool: asyncpg.Pool, settings: Settings, catalog: Catalog
+) -> dict[str, ScanRequest]:
+    states = (
+        ["operating"]
+        if settings.mode == "operation"
+        else [
+            "draft",
+            "conformance-passed",
+            "approved",
+            "operating",
+        ]
+    )
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (bpf) bpf, version FROM registry.bpf_versions"
+        " WHERE state = ANY($1::text[]) ORDER BY bpf, version DESC",
+        states,
+    )
+    out: dict[str, ScanRequest] = {}
+    for r in rows:
+        found = await registry.fetch(pool, r["bpf"], r["version"], settings.mode)
+        if found is None:
+            continue
+        d = found.definition
+        for rule in d.life_events():
+            if rule.age is None:
+                continue
+            for org in _executors(d, catalog):
+                sid = f"{PREFIX}{d.bpf}/{org}/{rule.age}-{rule.on}"
+                out[sid] = ScanRequest(
+                    bpf=d.bpf, version=d.version, executor=org, age=rule.age, on=rule.on
+                )
+    return out
+
+
+def _schedule(settings: Settings, sid: str, req: ScanRequest) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "renkei.life-event-scan",
+            req,
+            id=f"scan/{sid.removeprefix(PREFIX)}",
+            task_queue=settings.control_queue,
+        ),
+        spec=_spec(req.on),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.ALLOW_ALL),
+    )
+
+
+def _fingerprint(settings: Settings, req: ScanRequest) -> str:
+    body = {"req": req.model_dump(mode="json"), "queue": settings.control_queue}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def sync(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog: Catalog
+) -> SyncReport:
+    """Make the schedules match the definitions."""
+    want = await desired(pool, settings, catalog)
+    report = SyncReport()
+    have: set[str] = set()
+    async for s in await client.list_schedules():
+        if s.id.startswith(PREFIX):
+            have.add(s.id)
+    for sid, req in sorted(want.items()):
+        fp = _fingerprint(settings, req)
+        if sid not in have:
+            await client.create_schedule(
+                sid, _schedule(settings, sid, req), memo={"fingerprint": fp}
+            )
+            report.created.append(sid)
+            continue
+        handle = client.get_schedule_handle(sid)
+        memo = await (await handle.describe()).memo()
+        if memo.get("fingerprint") == fp:
+            report.unchanged.append(sid)
+            continue
+        new = _schedule(settings, sid, req)
+
+        def update(_: ScheduleUpdateInput, new: Schedule = new) -> ScheduleUpdate:
+            return ScheduleUpdate(schedule=new)
+
+        await handle.update(update)
+        report.updated.append(sid)
+    for sid in sorted(set(have) - set(want)):
+        await client.get_schedule_handle(sid).delete()
+        report.deleted.append(sid)
+    return report

@@ -1,0 +1,52 @@
+"""Whitelist rows beyond Annex Table 2: a body's own use of its records under an ordinance.
+
+``whitelist/data/local/rows.yaml`` holds them (source ``renkei-local``); they are decided exactly
+like the annex's rows and cite their own legal basis.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from whitelist.catalog import DATA_DIR, read_yaml
+from whitelist.models import Catalog, WhitelistRow
+
+LOCAL_FILE = DATA_DIR / "local" / "rows.yaml"
+SOURCE = "renkei-local"
+
+
+def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
+    data = read_yaml(path)
+    valid_from: dt.date = data["valid_from"]
+    rows = []
+    for n, r in enumerate(data["rows"], start=1):
+        for key, table in (
+            ("requester_role", catalog.roles),
+            ("provider_role", catalog.roles),
+            ("task", catalog.tasks),
+            ("info", catalog.info_items),
+        ):
+            if r[key] not in table:
+                raise ValueError(f"{path}: row {n}: unknown {key} {r[key]!r}")
+        rows.append(
+            WhitelistRow(
+                id=f"{data['source']}/{n}",
+                source=data["source"],
+                item=data["citation"],
+                requester_role=r["requester_role"],
+                task=r["task"],
+                provider_role=r["provider_role"],
+                info=r["info"],
+                legal_text=data["citation"],
+                valid_from=valid_from,
+            )
+        )
+    return rows
+
+
+def all_rows(catalog: Catalog) -> list[WhitelistRow]:
+    """Every row renkei ships: Annex Table 2 and the local rows."""
+    from whitelist.annex2 import load_annex2
+
+    return [*load_annex2(catalog), *load_local(catalog)]

@@ -1,0 +1,164 @@
+"""Life-event triggers: a scheduled scan asks the executor's resident register who reaches the
+event, and starts one flow per person.
+
+The scan is itself a whitelisted linkage (``query.resident-cohort`` through the register's own
+whitelist interceptor, which decides and records it). Each person's flow gets a case reference
+the hub derives from the period and the person's code with a key of its own, so the workflow id
+names no one, and a second scan of the same period (a retry, a backfill, a manual run) finds the
+flows already started instead of starting them twice.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta, timezone
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import (
+        CaseRefRequest,
+        CohortParams,
+        LinkageRequest,
+        ScanRequest,
+        ScanResult,
+        StartFlow,
+    )
+    from renkei import search_attributes as sa
+    from whitelist.schemas import ResidentCohort
+
+JST = timezone(timedelta(hours=9))
+SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+HUB_TIMEOUT = timedelta(seconds=30)
+
+
+def _years_before(d: date, years: int) -> date:
+    try:
+        return d.replace(year=d.year - years)
+    except ValueError:  # 29 February in a common year
+        return date(d.year - years, 3, 1)
+
+
+def cohort_for(age: int, on: str, day: date) -> CohortParams:
+    """The period a scan on ``day`` covers, and the birth dates that reach ``age`` in it."""
+    if on == "birthday":
+        start, end = day, day + timedelta(days=1)
+        born_from, born_to = _years_before(start, age), _years_before(end, age)
+    elif on == "school-year-start":
+        # Children who are ``age`` on 1 April enter school that April (a scan in the autumn
+        # prepares the notices for the coming school year).
+        year = day.year + 1 if day.month >= 4 else day.year
+        start, end = date(year, 4, 1), date(year + 1, 4, 1)
+        born_from, born_to = date(year - 1 - age, 4, 2), date(year - age, 4, 2)
+    elif on == "fiscal-year-start":
+        year = day.year if day.month >= 4 else day.year - 1
+        start, end = date(year, 4, 1), date(year + 1, 4, 1)
+        born_from, born_to = date(year - age, 4, 1), date(year + 1 - age, 4, 1)
+    else:
+        raise ValueError(f"unknown life-event rule {on!r}")
+    return CohortParams(
+        age=age, on=on, period_start=start, period_end=end, born_from=born_from, born_to=born_to
+    )
+
+
+@workflow.defn(name="renkei.life-event-scan")
+class LifeEventScan:
+    @workflow.run
+    async def run(self, req: ScanRequest) -> ScanResult:
+        day = req.day
+        if day is None:
+            scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
+            moment = scheduled or workflow.now()
+            day = moment.astimezone(JST).date()
+        cohort = cohort_for(req.age, req.on, day)
+        target: dict[str, Any] = await workflow.execute_local_activity(
+            "hub.scan-target",
+            req,
+            result_type=dict,
+            start_to_close_timeout=HUB_TIMEOUT,
+        )
+        try:
+            found: dict[str, Any] = await workflow.execute_activity(
+                "query.resident-cohort",
+                LinkageRequest(
+                    trigger="life-event",
+                    params=cohort.model_dump(mode="json"),
+                    requester=req.executor,
+                    provider=req.executor,
+                    task=target["task"],
+                    info="resident-cohort",
+                    subject="cohort",
+                    bpf=req.bpf,
+                    bpf_version=target["version"],
+                    content_hash=target["content_hash"],
+                    step=f"scan-{cohort.period_start.isoformat()}",
+                ),
+                result_type=dict,
+                task_queue=f"{target['task_queue_prefix']}.agency.{req.executor}",
+                activity_id="cohort",
+                start_to_close_timeout=timedelta(minutes=5),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            raise ApplicationError(
+                f"the resident register could not be asked: {getattr(cause, 'message', err)}",
+                type="ScanFailed",
+                non_retryable=True,
+            ) from None
+        codes = ResidentCohort.model_validate(found).codes
+        refs: list[str] = await workflow.execute_local_activity(
+            "hub.case-refs",
+            CaseRefRequest(
+                executor=req.executor,
+                bpf=req.bpf,
+                key=f"le{cohort.period_start:%Y%m%d}",
+                codes=codes,
+            ),
+            result_type=list[str],
+            start_to_close_timeout=HUB_TIMEOUT,
+        )
+        started = already = 0
+        for code, ref in zip(codes, refs, strict=True):
+            try:
+                await workflow.start_child_workflow(
+                    req.bpf,
+                    StartFlow(
+                        bpf=req.bpf,
+                        version=target["version"],
+                        executor=req.executor,
+                        subject=code,
+                        trigger="life-event",
+                        case_ref=ref,
+                    ),
+                    id=f"{req.bpf}/{req.executor}/{ref}",
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(sa.BPF, req.bpf),
+                            SearchAttributePair(sa.EXECUTOR, req.executor),
+                            SearchAttributePair(sa.TRIGGER, "life-event"),
+                            SearchAttributePair(sa.STATUS, "starting"),
+                        ]
+                    ),
+                )
+                started += 1
+            except WorkflowAlreadyStartedError:
+                already += 1
+        return ScanResult(
+            bpf=req.bpf,
+            executor=req.executor,
+            period_start=cohort.period_start,
+            period_end=cohort.period_end,
+            found=len(codes),
+            started=started,
+            already=already,
+        )
