@@ -50,6 +50,7 @@ from workflows.life_events import cohort_for
 from workflows.models import BpfDefinition, Duration
 
 KIT_VERSION = "1"
+KIT_TIME_SCALE = 1e-6
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "definitions" / "conformance"
 
 
@@ -82,12 +83,23 @@ class Expectation(_Strict):
     linkages: list[ExpectedLinkage] = Field(default_factory=list)
 
 
+class ScriptedResponse(_Strict):
+    """What the respondent answers when the flow waits at ``step`` (none: the wait times out)."""
+
+    step: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    refused: str | None = Field(
+        default=None, description="expect the flow to refuse this payload, saying this"
+    )
+
+
 class Scenario(_Strict):
     name: str
     executor: str
     subjects: list[str] = Field(default_factory=lambda: ["applicant"], min_length=1)
     inputs: dict[str, Any] = Field(default_factory=dict)
     providers: dict[str, dict[str, Behaviour]] = Field(default_factory=dict)
+    responses: list[ScriptedResponse] = Field(default_factory=list)
     expect: Expectation
 
 
@@ -266,7 +278,12 @@ async def run_scenarios(
         raise LookupError(f"{bpf} version {version or 'latest'} is not registered")
     d = found.definition
     kit = settings.model_copy(
-        update={"mode": "test", "task_queue_prefix": f"conformance-{uuid.uuid4().hex[:10]}"}
+        update={
+            "mode": "test",
+            "task_queue_prefix": f"conformance-{uuid.uuid4().hex[:10]}",
+            # a 30-day wait lasts about 2.6 seconds: timeouts are part of the scenarios
+            "test_time_scale": KIT_TIME_SCALE,
+        }
     )
     hub_key = keys.load(settings).hub_key
     results: list[ScenarioResult] = []
@@ -323,6 +340,7 @@ async def _run_one(
     outcome: str
     flow: FlowResult | None = None
     reason = ""
+    answering = asyncio.create_task(_answer(sdk, handle.id, scenario.responses, problems))
     try:
         flow = await asyncio.wait_for(handle.result(), timeout=120)
         outcome = flow.outcome
@@ -339,6 +357,12 @@ async def _run_one(
             chain.append(getattr(node, "message", str(node)))
             node = node.__cause__ or getattr(node, "cause", None)
         reason = ": ".join(chain)
+    finally:
+        if not answering.done():
+            answering.cancel()
+            problems.append("the flow ended before every scripted response was given")
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await answering
     kept = await records.query(pool, workflow_id=handle.id)
     requester = [r for r in kept if r.keeper == scenario.executor]
     if flow is not None:
@@ -381,6 +405,24 @@ async def _run_one(
         problems=problems,
         workflow_id=handle.id,
     )
+
+
+async def _answer(
+    sdk: RenkeiClient, wid: str, script: list[ScriptedResponse], problems: list[str]
+) -> None:
+    """Answer each wait in turn, as the respondent would, as soon as the flow waits there."""
+    from renkei.client import ResponseRefused
+
+    for r in script:
+        while not any(w.step == r.step for w in await sdk.waiting(wid)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the flow's state is remote: polled, as a portal would
+        try:
+            await sdk.respond(wid, r.step, r.payload)
+            if r.refused is not None:
+                problems.append(f"response to {r.step} was accepted, expected refused")
+        except ResponseRefused as err:
+            if r.refused is None or r.refused not in str(err):
+                problems.append(f"response to {r.step} refused: {err}")
 
 
 async def _activity_outcomes(handle: Any) -> dict[str, str]:
