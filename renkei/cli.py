@@ -152,8 +152,10 @@ async def _serve(
 
 
 async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, url: str) -> None:
-    """First start of an installation: the sample drafts go through the kit into operation."""
+    """First start of an installation: the sample drafts go through the kit into operation;
+    then the life-event schedules are brought in line with the operating definitions."""
     from renkei.conformance import promote_samples
+    from renkei.schedules import sync
 
     whitelist = await LiveWhitelist(url).start()
     try:
@@ -161,6 +163,11 @@ async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, 
             typer.echo(f"  {line}")
     finally:
         await whitelist.stop()
+    report = await sync(client, pool, settings, default_catalog())
+    for sid in report.created + report.updated:
+        typer.echo(f"  schedule {sid}")
+    for sid in report.deleted:
+        typer.echo(f"  schedule deleted: {sid}")
 
 
 async def _up(settings: Settings) -> None:

@@ -12,6 +12,7 @@ import asyncpg
 from temporalio.client import WorkflowFailureError
 
 from activities.agencies.synthetic import Household, generate
+from activities.agencies.synthetic import people as people_of
 from activities.models import StartFlow
 from renkei import keys, records
 from renkei.client import RenkeiClient
@@ -151,7 +152,123 @@ async def run_demo(
         out(f"  rejected: {i}")
     unexpected += not errors
     out("")
+    unexpected += await _long_running(settings, pool, client, tag, out)
     unexpected += await _trust(settings, pool, client, f"demo-{tag}-cra-1", out)
+    return unexpected
+
+
+async def _long_running(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    client: RenkeiClient,
+    tag: str,
+    out: Callable[[str], Any],
+) -> int:
+    """A portal application waiting for the citizen's consent; a life-event scan; a notice."""
+    from activities.agencies.synthetic import REFERENCE_DATE
+    from activities.models import ScanRequest, ScanResult
+    from renkei.notifications import Notification, publish
+    from renkei.pseudonyms import Pseudonyms
+    from whitelist.catalog import default_catalog
+
+    unexpected = 0
+    hh = generate(settings.sample_residents)
+    key = keys.load(settings).hub_key
+    parent = _pick(hh, lambda h: h.kind == "family" and h.municipality == "city-shibuya").members[0]
+
+    out("▶ portal application: the citizen previews the data and consents before it is used")
+    handle = await client.start(
+        StartFlow(
+            bpf="child-allowance-portal-application",
+            executor="city-minato",
+            subject=derive_code(key, "city-minato", parent.subject_id),
+            inputs={"previous_municipality": "city-shibuya"},
+            trigger="portal",
+            case_ref=f"demo-{tag}-portal-1",
+        )
+    )
+    waiting = []
+    for _ in range(100):
+        waiting = await client.waiting(handle.id)
+        if waiting:
+            break
+        await asyncio.sleep(0.1)
+    if not waiting:
+        out("  the flow never waited for consent")
+        return 1
+    w = waiting[0]
+    shown = w.preview.get("tax", {})
+    out(
+        f"  waiting for {w.for_} at step {w.step} until {w.deadline.astimezone(JST):%Y-%m-%d %H:%M} JST"
+        f" (reminder {w.remind_at.astimezone(JST):%Y-%m-%d} if no answer)"
+        if w.remind_at
+        else f"  waiting for {w.for_} at step {w.step}"
+    )
+    out(
+        f"  the citizen is shown: taxable income {shown.get('taxable_income')} (FY{shown.get('fiscal_year')})"
+    )
+    try:
+        await client.respond(handle.id, "consent", {"agree": "yes"})
+    except Exception as err:
+        out(f"  a malformed answer is refused, and the flow keeps waiting: {err}")
+    await client.respond(handle.id, "consent", {"agree": True})
+    result = await handle.result()
+    out(f"  consent given → outcome {result.outcome}: {result.result}\n")
+    unexpected += result.outcome != "completed"
+
+    out("▶ life event: the daily scan for residents turning 18 (coming-of-age pension notice)")
+    turning = next(
+        p
+        for p in people_of(hh)
+        if p.municipality == "city-minato" and 16 <= p.age(REFERENCE_DATE) <= 17
+    )
+    day = turning.birth_date.replace(year=turning.birth_date.year + 18)
+    for attempt in ("first run", "run again (a retry or a backfill)"):
+        scan: ScanResult = await client.client.execute_workflow(
+            "renkei.life-event-scan",
+            ScanRequest(
+                bpf="coming-of-age-pension-notice",
+                executor="city-minato",
+                age=18,
+                on="birthday",
+                day=day,
+            ),
+            id=f"demo-{tag}-scan-{attempt[:5].strip()}",
+            task_queue=settings.control_queue,
+            result_type=ScanResult,
+        )
+        out(
+            f"  {attempt}: {day} → {scan.found} resident(s) found, {scan.started} flow(s) started,"
+            f" {scan.already} already started"
+        )
+    unexpected += scan.started != 0
+    schedules = [
+        s.id async for s in await client.client.list_schedules() if s.id.startswith("life-event/")
+    ]
+    out(f"  schedules: {len(schedules)} life-event schedules (`renkei schedules sync`)\n")
+
+    out("▶ change notification: a death notice, delivered twice, processed once")
+    hub = Pseudonyms(pool, key)
+    recipient = _pick(hh, lambda h: h.kind == "family" and h.municipality == "city-minato").members[
+        0
+    ]
+    notice = Notification(
+        publisher="city-minato",
+        event_id=f"demo-{tag}-death-1",
+        event="death",
+        subject=derive_code(key, "city-minato", recipient.subject_id),
+        occurred_on=REFERENCE_DATE,
+    )
+    for delivery in ("first delivery", "second delivery"):
+        done = await publish(client.client, pool, settings, default_catalog(), hub, notice)
+        out(f"  {delivery}: {'duplicate, ' if done.duplicate else ''}flows {done.started}")
+    try:
+        stopped = await client.result(done.started[0]) if done.started else None
+    except WorkflowFailureError as err:
+        out(f"  the flow failed: {getattr(err.cause, 'message', err.cause)}\n")
+        return unexpected + 1
+    out(f"  {stopped.result if stopped else 'no flow'}\n")
+    unexpected += stopped is None
     return unexpected
 
 
