@@ -179,14 +179,68 @@ async def citizen(quick: bool) -> None:
     )
 
 
+async def waiting(quick: bool) -> None:
+    from bench.waiting import plain_waiting, renkei_waiting
+    from whitelist.store import LiveWhitelist
+
+    n = 1_000 if quick else 10_000
+    tmp = Path(tempfile.mkdtemp(prefix="renkei-bench-"))
+    pg, url = start_postgres(tmp)
+    settings = Settings(
+        database_url=url, temporal_address="-", sample_residents=100, keys_file=tmp / "keys.json"
+    )
+    await migrate(url)
+    pool = await create_pool(url, max_size=20)
+    try:
+        await prepare(pool, settings)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(),
+            data_converter=pydantic_data_converter,
+            search_attributes=list(ALL),
+            ui=False,
+            dev_server_log_level="error",
+        )
+        whitelist = await LiveWhitelist(url).start()
+        try:
+            encrypted = await connect(settings, env.client.service_client.config.target_host)
+            plain = await plain_waiting(env.client, n)
+            ours = await renkei_waiting(encrypted, pool, settings, whitelist, n)
+        finally:
+            await whitelist.stop()
+            await env.shutdown()
+    finally:
+        await pool.close()
+        pg.cleanup()  # type: ignore[attr-defined]
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{n:,} flows waiting at once (plain: a workflow waiting for one signal)")
+    for label, key, unit in (
+        ("start all and see them waiting", "waiting_s", "s"),
+        ("resume all by signal", "resume_s", "s"),
+        ("worker process resident memory while waiting", "rss_mib", "MiB"),
+    ):
+        print(
+            f"  {label:46}: renkei {ours[key]:8.1f} {unit}   plain {plain[key]:8.1f} {unit}"
+            f"   ratio {ours[key] / plain[key]:5.2f}"
+        )
+    print(
+        f"  target: renkei worker under 1,024 MiB resident → {'met' if ours['rss_mib'] < 1024 else 'NOT met'}"
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     parser.add_argument(
-        "which", nargs="?", choices=["all", "flows", "citizen"], default="all", help="what to run"
+        "which",
+        nargs="?",
+        choices=["all", "flows", "citizen", "waiting"],
+        default="all",
+        help="what to run",
     )
     args = parser.parse_args()
     if args.which in ("all", "flows"):
         asyncio.run(main(args.quick))
     if args.which in ("all", "citizen"):
         asyncio.run(citizen(args.quick))
+    if args.which in ("all", "waiting"):
+        asyncio.run(waiting(args.quick))

@@ -21,3 +21,20 @@ class PlainThree:
                 noop, x, start_to_close_timeout=timedelta(seconds=30)
             )
         return x
+
+
+@workflow.defn(name="plain-wait")
+class PlainWait:
+    """The baseline of a waiting flow: a workflow that waits for one signal."""
+
+    def __init__(self) -> None:
+        self.answer: bool | None = None
+
+    @workflow.signal(name="answer")
+    def answer_signal(self, value: bool) -> None:
+        self.answer = value
+
+    @workflow.run
+    async def run(self) -> bool:
+        await workflow.wait_condition(lambda: self.answer is not None, timeout=timedelta(days=30))
+        return bool(self.answer)
