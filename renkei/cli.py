@@ -94,6 +94,18 @@ async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
             await pool.close()
 
 
+@contextlib.asynccontextmanager
+async def _stack(settings: Settings) -> AsyncIterator[tuple[Any, asyncpg.Pool, str]]:
+    """(Temporal client, pool, database url) on the configured or embedded servers."""
+    with embedded(settings) as (address, url, _):
+        await migrate(url, retention_years=settings.records_retention_years)
+        pool = await create_pool(url, max_size=20)
+        try:
+            yield await connect(settings, address), pool, url
+        finally:
+            await pool.close()
+
+
 @app.command()
 def up() -> None:
     """Run the whole stack in the foreground: Temporal, PostgreSQL, workers. Ctrl-C stops it."""
@@ -426,13 +438,9 @@ def bpf_catalog(
 
     async def go() -> str:
         async with _database(get_settings()) as pool:
-            rows = await pool.fetch(
-                "SELECT bpf, version FROM registry.bpf_versions WHERE state = 'operating'"
-                " ORDER BY bpf, version"
-            )
-            defs = [await registry.fetch(pool, r["bpf"], r["version"], "operation") for r in rows]
+            defs = await registry.runnable(pool, "operation")
             index = await store.load_index(pool)
-        return render([d.definition for d in defs if d], default_catalog(), index)
+        return render([d.definition for d in defs], default_catalog(), index)
 
     html = _run(go())
     out.write_text(html, encoding="utf-8")
@@ -541,13 +549,10 @@ def conformance(
         raise typer.Exit(2) from None
 
     async def go() -> int:
-        with embedded(settings) as (address, url, _):
-            await migrate(url, retention_years=settings.records_retention_years)
-            pool = await create_pool(url, max_size=20)
+        async with _stack(settings) as (client, pool, url):
             whitelist = await LiveWhitelist(url).start()
             try:
                 await prepare(pool, settings)
-                client = await connect(settings, address)
                 result = await run_scenarios(
                     client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
                 )
@@ -557,7 +562,6 @@ def conformance(
                         typer.echo(f"history: {path}", err=True)
             finally:
                 await whitelist.stop()
-                await pool.close()
         typer.echo(result.summary())
         typer.echo(f"report {digest}")
         if report is not None:
@@ -950,14 +954,8 @@ def schedules_sync() -> None:
 
     async def go() -> None:
         settings = get_settings()
-        with embedded(settings) as (address, url, _):
-            await migrate(url, retention_years=settings.records_retention_years)
-            pool = await create_pool(url)
-            try:
-                client = await connect(settings, address)
-                report = await sync(client, pool, settings, default_catalog())
-            finally:
-                await pool.close()
+        async with _stack(settings) as (client, pool, _):
+            report = await sync(client, pool, settings, default_catalog())
         for kind in ("created", "updated", "deleted", "unchanged"):
             for sid in getattr(report, kind):
                 typer.echo(f"{kind}\t{sid}")
@@ -991,15 +989,9 @@ def notify(
 
     async def go() -> None:
         settings = get_settings()
-        with embedded(settings) as (address, url, _):
-            await migrate(url, retention_years=settings.records_retention_years)
-            pool = await create_pool(url)
-            try:
-                client = await connect(settings, address)
-                hub = Pseudonyms(pool, keys.load(settings).hub_key)
-                done = await publish(client, pool, settings, default_catalog(), hub, n)
-            finally:
-                await pool.close()
+        async with _stack(settings) as (client, pool, _):
+            hub = Pseudonyms(pool, keys.load(settings).hub_key)
+            done = await publish(client, pool, settings, default_catalog(), hub, n)
         for wid in done.started:
             typer.echo(wid)
         typer.echo(

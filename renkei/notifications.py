@@ -86,17 +86,7 @@ async def publish(
     )
     sdk = RenkeiClient(client, settings)
     started: list[str] = []
-    rows = await pool.fetch(
-        "SELECT DISTINCT ON (bpf) bpf, version FROM registry.bpf_versions"
-        " WHERE state = ANY($1::text[]) ORDER BY bpf, version DESC",
-        ["operating"]
-        if settings.mode == "operation"
-        else ["draft", "conformance-passed", "approved", "operating"],
-    )
-    for row in rows:
-        found = await registry.fetch(pool, row["bpf"], row["version"], settings.mode)
-        if found is None:
-            continue
+    for found in await registry.runnable(pool, settings.mode):
         d = found.definition
         for executor in _subscribed(d, n, catalog):
             inputs = {

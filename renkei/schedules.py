@@ -77,26 +77,8 @@ def _spec(on: str) -> ScheduleSpec:
 async def desired(
     pool: asyncpg.Pool, settings: Settings, catalog: Catalog
 ) -> dict[str, ScanRequest]:
-    states = (
-        ["operating"]
-        if settings.mode == "operation"
-        else [
-            "draft",
-            "conformance-passed",
-            "approved",
-            "operating",
-        ]
-    )
-    rows = await pool.fetch(
-        "SELECT DISTINCT ON (bpf) bpf, version FROM registry.bpf_versions"
-        " WHERE state = ANY($1::text[]) ORDER BY bpf, version DESC",
-        states,
-    )
     out: dict[str, ScanRequest] = {}
-    for r in rows:
-        found = await registry.fetch(pool, r["bpf"], r["version"], settings.mode)
-        if found is None:
-            continue
+    for found in await registry.runnable(pool, settings.mode):
         d = found.definition
         for rule in d.life_events():
             if rule.age is None:

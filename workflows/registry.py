@@ -38,6 +38,13 @@ TRANSITIONS: dict[Action, tuple[State, State, str]] = {
 }
 
 
+# The states a version may start in, by mode.
+RUNNABLE: dict[Mode, list[str]] = {
+    "operation": ["operating"],
+    "test": ["draft", "conformance-passed", "approved", "operating"],
+}
+
+
 class RegistryConflict(ValueError):
     """Different content under an already registered (bpf, version)."""
 
@@ -105,11 +112,7 @@ async def fetch(
     Operation mode: only an operating version (the highest if ``version`` is ``None``). Test mode:
     any version not retired.
     """
-    states = (
-        ["operating"]
-        if mode == "operation"
-        else ["draft", "conformance-passed", "approved", "operating"]
-    )
+    states = RUNNABLE[mode]
     row = await pool.fetchrow(
         "SELECT definition, content_hash, state FROM registry.bpf_versions"
         " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) AND state = ANY($3::text[])"
@@ -123,6 +126,19 @@ async def fetch(
     return RegisteredBpf(
         BpfDefinition.model_validate(row["definition"]), row["content_hash"], row["state"]
     )
+
+
+async def runnable(pool: asyncpg.Pool, mode: Mode) -> list[RegisteredBpf]:
+    """The version of every BPF that a start without a version would run in ``mode``."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (bpf) definition, content_hash, state FROM registry.bpf_versions"
+        " WHERE state = ANY($1::text[]) ORDER BY bpf, version DESC",
+        RUNNABLE[mode],
+    )
+    return [
+        RegisteredBpf(BpfDefinition.model_validate(r["definition"]), r["content_hash"], r["state"])
+        for r in rows
+    ]
 
 
 async def state_of(pool: asyncpg.Pool, bpf: str, version: int) -> State | None:

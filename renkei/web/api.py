@@ -6,8 +6,6 @@ flows (it is their executor). Starting twice with the same case reference return
 run. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at ``/api/docs``).
 """
 
-import hashlib
-import secrets
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -19,24 +17,21 @@ from renkei import keys
 from renkei.client import RenkeiClient, ResponseRefused, RunStatus
 from renkei.notifications import Notification, Published, publish
 from renkei.pseudonyms import Pseudonyms, UnknownSubject
+from renkei.tokens import new_token, token_hash
 from whitelist.catalog import default_catalog
 
 TOKEN_PREFIX = "rka_"
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def issue_token(pool: asyncpg.Pool, org: str) -> str:
     """A new API token for ``org`` (the old one stops working); returned once."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token, hashed = new_token(TOKEN_PREFIX)
     await pool.execute(
         "INSERT INTO hub.agency_tokens (org, token_hash) VALUES ($1, $2)"
         " ON CONFLICT (org) DO UPDATE SET token_hash = excluded.token_hash,"
         " created_at = now(), revoked_at = NULL",
         org,
-        _hash(token),
+        hashed,
     )
     return token
 
@@ -67,7 +62,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         if auth.lower().startswith("bearer "):
             org = await pool.fetchval(
                 "SELECT org FROM hub.agency_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
-                _hash(auth[7:].strip()),
+                token_hash(auth[7:].strip()),
             )
         if org is None:
             raise HTTPException(

@@ -11,9 +11,6 @@ operator's name, the namespace, the number of payloads and the caller's address.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 import asyncpg
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -21,24 +18,21 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from renkei.codec import EncryptionCodec, PayloadDecryptError
+from renkei.tokens import new_token, token_hash
 
 COOKIE = "renkei_codec"
 TOKEN_PREFIX = "rko_"
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 async def add_operator(pool: asyncpg.Pool, name: str) -> str:
     """Create (or re-issue) an operator's token; the token is returned once and kept hashed."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token, hashed = new_token(TOKEN_PREFIX)
     await pool.execute(
         "INSERT INTO codec.operators (name, token_hash) VALUES ($1, $2)"
         " ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash,"
         " created_at = now(), revoked_at = NULL",
         name,
-        _hash(token),
+        hashed,
     )
     return token
 
@@ -56,7 +50,7 @@ async def operator_of(pool: asyncpg.Pool, token: str | None) -> str | None:
         return None
     name: str | None = await pool.fetchval(
         "SELECT name FROM codec.operators WHERE token_hash = $1 AND revoked_at IS NULL",
-        _hash(token),
+        token_hash(token),
     )
     return name
 
