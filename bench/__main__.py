@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -17,8 +18,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -55,7 +58,9 @@ async def _plain(env: WorkflowEnvironment, flows: int) -> float:
         return flows / (time.perf_counter() - t0)
 
 
-async def _renkei(env: WorkflowEnvironment, settings: Settings, pool, flows: int) -> float:  # type: ignore[no-untyped-def]
+async def _renkei(
+    env: WorkflowEnvironment, settings: Settings, pool: asyncpg.Pool, flows: int
+) -> float:
     # child-allowance-check: 2 linkages + the hub's lookups; child-rearing single parent: 2.
     # A 3-query flow: the cohabiting child-rearing allowance check (3 linkages).
     hh = generate(settings.sample_residents)
@@ -100,6 +105,42 @@ def _decision_us(index: WhitelistIndex, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+@contextlib.asynccontextmanager
+async def _stack(
+    sample_residents: int,
+) -> AsyncIterator[tuple[WorkflowEnvironment, asyncpg.Pool, Settings, str]]:
+    """A fresh embedded PostgreSQL and Temporal dev server for one benchmark, removed after."""
+    tmp = Path(tempfile.mkdtemp(prefix="renkei-bench-"))
+    pg, url = start_postgres(tmp)
+    settings = Settings(
+        database_url=url,
+        temporal_address="-",
+        sample_residents=sample_residents,
+        task_queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
+        keys_file=tmp / "keys.json",
+        mode="test",  # the sample definitions are registered as drafts here
+    )
+    await migrate(url)
+    pool = await create_pool(url, max_size=20)
+    try:
+        await prepare(pool, settings)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=temporal_cli(),
+            data_converter=pydantic_data_converter,
+            search_attributes=list(ALL),
+            ui=False,
+            dev_server_log_level="error",
+        )
+        try:
+            yield env, pool, settings, url
+        finally:
+            await env.shutdown()
+    finally:
+        await pool.close()
+        pg.cleanup()  # type: ignore[attr-defined]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 async def main(quick: bool) -> None:
     flows = 30 if quick else 200
     rows = load_annex2(default_catalog())
@@ -124,37 +165,11 @@ async def main(quick: bool) -> None:
     n = 20_000 if quick else 200_000
     us_real, us_big = _decision_us(real, n), _decision_us(synthetic, n)
 
-    tmp = Path(tempfile.mkdtemp(prefix="renkei-bench-"))
-    pg, url = start_postgres(tmp)
-    settings = Settings(
-        database_url=url,
-        temporal_address="-",
-        sample_residents=400,
-        task_queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
-        keys_file=tmp / "keys.json",
-    )
-    await migrate(url)
-    pool = await create_pool(url, max_size=20)
-    try:
-        await prepare(pool, settings)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_cli(),
-            data_converter=pydantic_data_converter,
-            search_attributes=list(ALL),
-            ui=False,
-            dev_server_log_level="error",
-        )
-        try:
-            await _plain(env, 5)  # warm up both paths
-            await _renkei(env, settings, pool, 3)
-            plain = await _plain(env, flows)
-            bpf = await _renkei(env, settings, pool, flows)
-        finally:
-            await env.shutdown()
-    finally:
-        await pool.close()
-        pg.cleanup()  # type: ignore[attr-defined]
-        shutil.rmtree(tmp, ignore_errors=True)
+    async with _stack(sample_residents=400) as (env, pool, settings, _):
+        await _plain(env, 5)  # warm up both paths
+        await _renkei(env, settings, pool, 3)
+        plain = await _plain(env, flows)
+        bpf = await _renkei(env, settings, pool, flows)
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -184,22 +199,7 @@ async def waiting(quick: bool) -> None:
     from whitelist.store import LiveWhitelist
 
     n = 1_000 if quick else 10_000
-    tmp = Path(tempfile.mkdtemp(prefix="renkei-bench-"))
-    pg, url = start_postgres(tmp)
-    settings = Settings(
-        database_url=url, temporal_address="-", sample_residents=100, keys_file=tmp / "keys.json"
-    )
-    await migrate(url)
-    pool = await create_pool(url, max_size=20)
-    try:
-        await prepare(pool, settings)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_cli(),
-            data_converter=pydantic_data_converter,
-            search_attributes=list(ALL),
-            ui=False,
-            dev_server_log_level="error",
-        )
+    async with _stack(sample_residents=100) as (env, pool, settings, url):
         whitelist = await LiveWhitelist(url).start()
         try:
             encrypted = await connect(settings, env.client.service_client.config.target_host)
@@ -207,11 +207,6 @@ async def waiting(quick: bool) -> None:
             ours = await renkei_waiting(encrypted, pool, settings, whitelist, n)
         finally:
             await whitelist.stop()
-            await env.shutdown()
-    finally:
-        await pool.close()
-        pg.cleanup()  # type: ignore[attr-defined]
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"{n:,} flows waiting at once (plain: a workflow waiting for one signal)")
     for label, key, unit in (
         ("start all and see them waiting", "waiting_s", "s"),
