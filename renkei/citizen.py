@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from renkei.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
 from renkei.records import HUB
+from whitelist.decide import JST
 from whitelist.models import Catalog, InfoItem, Org, Task
 
 
@@ -116,10 +117,10 @@ async def records_for_subject(
         args.append(f.agency)
         conds.append(f"(requester = ${len(args)} OR provider = ${len(args)})")
     if f.since:
-        args.append(dt.datetime.combine(f.since, dt.time(), tzinfo=_JST))
+        args.append(dt.datetime.combine(f.since, dt.time(), tzinfo=JST))
         conds.append(f"decided_at >= ${len(args)}")
     if f.until:
-        args.append(dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), tzinfo=_JST))
+        args.append(dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), tzinfo=JST))
         conds.append(f"decided_at < ${len(args)}")
     args.append(f.limit)
     rows = await pool.fetch(
@@ -158,7 +159,6 @@ async def records_for_subject(
     ]
 
 
-_JST = dt.timezone(dt.timedelta(hours=9), "JST")
 RECORDS = TypeAdapter(list[CitizenRecord])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -20,10 +19,9 @@ from renkei.pseudonyms import derive_code
 from renkei.settings import Settings
 from whitelist import store
 from whitelist.catalog import default_catalog
+from whitelist.decide import JST
 from workflows.loader import BpfFileError, load_file
 from workflows.validation import validate
-
-JST = dt.timezone(dt.timedelta(hours=9), "JST")
 
 
 def _pick(households: list[Household], test: Callable[[Household], bool]) -> Household:

@@ -17,7 +17,8 @@ from renkei.notifications import Notification, publish
 from renkei.pseudonyms import Pseudonyms
 from renkei.schedules import PREFIX, sync
 from renkei.settings import Settings
-from workflows.life_events import JST, cohort_for
+from whitelist.decide import JST
+from workflows.life_events import cohort_for
 
 from .helpers import code, households, sdk, workers
 

@@ -10,7 +10,7 @@ flows already started instead of starting them twice.
 
 from __future__ import annotations
 
-from datetime import date, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -32,9 +32,9 @@ with workflow.unsafe.imports_passed_through():
         StartFlow,
     )
     from renkei import search_attributes as sa
+    from whitelist.decide import JST
     from whitelist.schemas import ResidentCohort
 
-JST = timezone(timedelta(hours=9))
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 HUB_TIMEOUT = timedelta(seconds=30)
 

@@ -30,11 +30,11 @@ from renkei.citizen import (
 )
 from renkei.pseudonyms import Pseudonyms
 from renkei.web.i18n import LANGS, text
+from whitelist.decide import JST
 from whitelist.models import Catalog
 
 SESSION = "renkei_portal"
 SESSION_HOURS = 2
-JST = dt.timezone(dt.timedelta(hours=9), "JST")
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
