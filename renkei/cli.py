@@ -113,16 +113,9 @@ def up() -> None:
     _run(_up(settings))
 
 
-async def _serve(
-    settings: Settings,
-    address: str,
-    url: str,
-    ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
-) -> None:
-    from activities.agencies import SAMPLE_AGENCIES
-    from renkei.web import serving
-    from workers.dev import running_workers
-
+async def _init(settings: Settings, address: str, url: str) -> tuple[Any, asyncpg.Pool]:
+    """Schema, whitelist, definitions, sample data, search attributes, the samples' first
+    promotion and the life-event schedules: everything a stack needs before workers poll."""
     await migrate(url, retention_years=settings.records_retention_years)
     pool = await create_pool(url, max_size=20)
     try:
@@ -137,6 +130,24 @@ async def _serve(
         client = await connect(settings, address)
         await ensure_registered(client, settings.namespace)
         await _promote_samples(client, pool, settings, url)
+    except BaseException:
+        await pool.close()
+        raise
+    return client, pool
+
+
+async def _serve(
+    settings: Settings,
+    address: str,
+    url: str,
+    ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
+) -> None:
+    from activities.agencies import SAMPLE_AGENCIES
+    from renkei.web import serving
+    from workers.dev import running_workers
+
+    client, pool = await _init(settings, address, url)
+    try:
         async with running_workers(client, pool, settings, default_catalog(), url):
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)
@@ -153,14 +164,18 @@ async def _serve(
                 typer.echo("operators     renkei operators add NAME  (prints a codec token)")
                 typer.echo("workers       control + " + ", ".join(SAMPLE_AGENCIES))
                 typer.echo("renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir))
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, stop.set)
-                await stop.wait()
+                await _until_signalled()
                 typer.echo("stopping…")
     finally:
         await pool.close()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, url: str) -> None:
@@ -1025,6 +1040,86 @@ def subjects_sample(
             for m in h.members
         )
         typer.echo(f"{h.id} ({h.municipality}, {h.kind}): {members}")
+
+
+worker_app = typer.Typer(
+    help="One worker as its own process, joining running servers.", no_args_is_help=True
+)
+app.add_typer(worker_app, name="worker")
+
+
+@app.command()
+def init() -> None:
+    """Prepare running servers (RENKEI_TEMPORAL_ADDRESS, RENKEI_DATABASE_URL) for workers: schema,
+    whitelist, definitions, search attributes, sample promotion, schedules. Idempotent."""
+    from workers.process import NoStack, servers
+
+    settings = get_settings()
+    try:
+        found = servers(settings)
+    except NoStack as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go() -> None:
+        _, pool = await _init(settings, found.temporal, found.database)
+        await pool.close()
+
+    _run(go())
+
+
+def _worker(kind: Any, org: str | None = None, providers: str | None = None) -> None:
+    from workers.process import NoStack, run_worker
+
+    try:
+        _run(run_worker(kind, get_settings(), org=org, providers=providers, ready=typer.echo))
+    except (NoStack, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+@worker_app.command("control")
+def worker_control() -> None:
+    """The control worker: BPF interpreter workflows and the hub's activities."""
+    _worker("control")
+
+
+@worker_app.command("agency")
+def worker_agency(
+    org: str,
+    providers: Annotated[
+        str | None,
+        typer.Option(help="package.module:factory returning the org's providers (default: sample)"),
+    ] = None,
+) -> None:
+    """One org's worker: its providers behind the whitelist interceptor."""
+    _worker("agency", org, providers)
+
+
+@app.command()
+def serve() -> None:
+    """The HTTP API, the codec server and the citizen's pages, without workers."""
+    from renkei.web import serving
+    from workers.process import NoStack, servers
+
+    settings = get_settings()
+    try:
+        found = servers(settings)
+    except NoStack as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go() -> None:
+        pool = await create_pool(found.database, max_size=20)
+        try:
+            client = await connect(settings, found.temporal)
+            async with serving(settings, pool, client) as web:
+                typer.echo(f"serving {web} (API {web}/api, codec {settings.codec_endpoint})")
+                await _until_signalled()
+        finally:
+            await pool.close()
+
+    _run(go())
 
 
 def main() -> None:  # pragma: no cover

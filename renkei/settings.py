@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         default=None, description="the hub's keys (JSON, mode 0600); unset = <data_dir>/keys.json"
     )
     web_port: int = Field(default=8234, description="the codec server and the citizen's pages")
+    web_host: str = Field(
+        default="127.0.0.1", description="interface the web app listens on (0.0.0.0 in containers)"
+    )
     web_url: str | None = Field(default=None, description="public base URL of the web app")
     records_retention_years: int = Field(
         default=7, ge=1, description="access records are kept at least this long"

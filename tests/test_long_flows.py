@@ -181,8 +181,8 @@ async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_surviv
     assert continued.result["income"] == h.members[0].taxable_income and continued.result["same"]
     # Linkages are listed in the order they finished; the child's two lanes run in parallel.
     assert sorted(x.step for x in continued.linkages) == sorted(x.step for x in once.linkages)
-    assert [x.step for x in continued.linkages][0] == "tax"
-    assert [x.step for x in continued.linkages][-1] == "again"
+    steps = [x.step for x in continued.linkages]
+    assert (steps[0], steps[-1]) == ("tax", "again")
     assert "allowance/tax" in [x.step for x in continued.linkages]
     first_run = client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
     events = (await first_run.fetch_history()).events

@@ -73,7 +73,7 @@ async def serving(
     """
     config = uvicorn.Config(
         create_app(settings, pool, client),
-        host="127.0.0.1",
+        host=settings.web_host,
         port=settings.web_port,
         log_level="warning",
         lifespan="off",
