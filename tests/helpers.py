@@ -16,9 +16,10 @@ from activities.agencies import SAMPLE_AGENCIES
 from activities.agencies.synthetic import Household, Person, generate
 from activities.linkage import Provider
 from activities.models import StartFlow
-from renkei import keys
+from renkei import keys, records
 from renkei.client import RenkeiClient
 from renkei.pseudonyms import derive_code
+from renkei.records import AccessRecord
 from renkei.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -48,8 +49,9 @@ async def workers(
     *,
     agencies: tuple[str, ...] = SAMPLE_AGENCIES,
     providers: dict[str, dict[str, Provider]] | None = None,
+    control: bool = True,
 ) -> AsyncIterator[list[Worker]]:
-    ws = [control_worker(client, pool, settings, catalog, whitelist)]
+    ws = [control_worker(client, pool, settings, catalog, whitelist)] if control else []
     for org in agencies:
         ws.append(
             agency_worker(
@@ -86,6 +88,36 @@ def child_rearing(
         inputs=inputs,
         **kw,
     )
+
+
+async def register_fixture(pool: asyncpg.Pool, name: str) -> None:
+    """Register ``tests/definitions/NAME`` as a draft, after checking it has no error."""
+    from pathlib import Path
+
+    from whitelist import store
+    from whitelist.catalog import default_catalog
+    from workflows import registry
+    from workflows.loader import load_file
+    from workflows.validation import validate
+
+    loaded = load_file(Path(__file__).parent / "definitions" / name)
+    found = validate(loaded, default_catalog(), await store.load_index(pool))
+    errors = [i for i in found if i.severity == "error"]
+    assert not errors, errors
+    await registry.register(pool, loaded)
+
+
+async def records_by_party(
+    pool: asyncpg.Pool, workflow_id: str
+) -> dict[tuple[str, str], list[AccessRecord]]:
+    """A run's access records by (party, step); party is requester, provider or hub."""
+    found: dict[tuple[str, str], list[AccessRecord]] = {}
+    for r in await records.query(pool, workflow_id=workflow_id):
+        party = (
+            "hub" if r.keeper == "hub" else "provider" if r.keeper == r.provider else "requester"
+        )
+        found.setdefault((party, r.step), []).append(r)
+    return found
 
 
 def sdk(client: Client, settings: Settings) -> RenkeiClient:

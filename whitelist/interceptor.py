@@ -6,8 +6,10 @@ It wraps every activity of an agency worker. For a linkage (``query.*``) it
 2. decides with the worker's live whitelist index: the requester's roles and this org's roles
    come from the catalog held by the worker, never from the request; the date is today in Japan;
 3. writes the provider's access record for this attempt, under the provider's own code
-   (idempotent on ``workflow/run/step``; if the database is down the activity fails and
-   Temporal retries it, and still no provider code runs);
+   (idempotent on ``workflow/run/step``). If the records database cannot be reached, the gate
+   waits for it within the attempt's own time, so an outage of the platform's database does not
+   use up the step's retries meant for the provider; past that time the attempt fails and
+   Temporal retries it. No provider code runs before the record is written;
 4. on denial, raises a non-retryable ``WhitelistDenied`` error carrying the reason and the legal
    reference checked; otherwise hands over to the provider.
 
@@ -18,7 +20,11 @@ workflow cannot bypass it, since the provider's code runs only in this worker.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 from temporalio import activity
@@ -35,6 +41,38 @@ from renkei import records
 from whitelist.decide import Decision, decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What a lost or refused database connection raises; anything else is a real error.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+MARGIN = dt.timedelta(seconds=2)
+
+
+async def patiently(
+    write: Callable[[], Awaitable[T]], deadline: dt.datetime, *, first_pause: float = 0.25
+) -> T:
+    """Run ``write`` until it gets through to the database or ``deadline`` comes near."""
+    pause = first_pause
+    while True:
+        try:
+            return await write()
+        except UNREACHABLE as err:
+            left = (deadline - dt.datetime.now(dt.UTC) - MARGIN).total_seconds()
+            if left <= 0:
+                raise
+            log.warning("records database unreachable (%s); retrying", type(err).__name__)
+            if activity.in_activity():
+                activity.heartbeat()
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 5.0)
 
 
 class WhitelistGate:
@@ -59,7 +97,14 @@ class WhitelistGate:
         info = activity.info()
         now = dt.datetime.now(dt.UTC)
         decision = self.decide(req, now)
-        await records.write(
+        limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
+        await patiently(lambda: self._write(info, req, decision, now), now + limit)
+        return decision
+
+    async def _write(
+        self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
+    ) -> list[records.AccessRecord]:
+        return await records.write(
             self.pool,
             records.AccessRecord(
                 keeper=self.org,
@@ -83,7 +128,6 @@ class WhitelistGate:
                 trigger=req.trigger,
             ),
         )
-        return decision
 
 
 class WhitelistInterceptor(Interceptor):

@@ -29,6 +29,7 @@ from temporalio.exceptions import (
     CancelledError,
     ChildWorkflowError,
 )
+from temporalio.exceptions import TimeoutError as StepTimeout
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -205,7 +206,7 @@ class BpfInterpreter:
             raise
         except ActivityError as err:
             self._set_status("failed")
-            raise _application_failure(err, "a step failed") from None
+            raise _application_failure(err) from None
         self._set_status("completed")
         return FlowResult(outcome="completed", result=result, pin=pin, linkages=self._linkages)
 
@@ -578,10 +579,23 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return flat[0]
 
 
-def _application_failure(err: ActivityError, context: str) -> ApplicationError:
+def _application_failure(err: ActivityError, context: str | None = None) -> ApplicationError:
+    """The flow's failure for an activity that failed for good: where (by default the step the
+    activity ran for), and why."""
+    if context is None:
+        context = f"step {err.activity_id}" if err.activity_id else "a step"
     cause = err.cause
     if isinstance(cause, ApplicationError):
         return ApplicationError(f"{context}: {cause.message}", type=cause.type, non_retryable=True)
+    if isinstance(cause, StepTimeout):
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
+        retries = err.retry_state.name.lower().replace("_", " ") if err.retry_state else None
+        return ApplicationError(
+            f"{context}: no answer in time ({kind} timeout)"
+            + (f"; retries: {retries}" if retries else ""),
+            type="StepTimedOut",
+            non_retryable=True,
+        )
     return ApplicationError(f"{context}: {err.message}", type="StepFailed", non_retryable=True)
 
 
