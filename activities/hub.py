@@ -37,7 +37,7 @@ from whitelist.decide import decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workflows import registry
-from workflows.inputs import InputError, check_subject_code, validate_inputs
+from workflows.admission import StartRefused, admit, why_not
 from workflows.models import QueryStep, walk
 
 
@@ -67,30 +67,21 @@ class HubActivities:
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
-        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
-        if found is None:
-            raise ApplicationError(
-                await self._why_not(req.bpf, req.version), type="UnknownBpf", non_retryable=True
+        try:
+            found, inputs = await admit(
+                self._pool,
+                self._catalog,
+                self._mode,
+                bpf=req.bpf,
+                version=req.version,
+                executor=req.executor,
+                subject=req.subject,
+                inputs=req.inputs,
             )
+        except StartRefused as refused:
+            raise ApplicationError(refused.reason, type=refused.kind, non_retryable=True) from None
         d = found.definition
         roles = self._catalog.org_roles(req.executor)
-        allowed = req.executor in d.owners.executors or any(
-            e.startswith("role:") and e.removeprefix("role:") in roles for e in d.owners.executors
-        )
-        if not allowed:
-            raise ApplicationError(
-                f"{req.executor} is not an executor of {d.bpf} (executors: "
-                f"{', '.join(d.owners.executors)})",
-                type="NotAnExecutor",
-                non_retryable=True,
-            )
-        try:
-            check_subject_code(req.subject)
-            inputs = validate_inputs(d, req.inputs, self._catalog)
-        except InputError as err:
-            raise ApplicationError(
-                f"invalid start inputs: {err}", type="InvalidInputs", non_retryable=True
-            ) from None
         schemas = {
             s.query.info: self._catalog.info_items[s.query.info].schema_name
             for s in walk(d.steps)
@@ -105,22 +96,6 @@ class HubActivities:
             executor_roles=sorted(roles),
             time_scale=self._time_scale,
             history_limit=self._history_limit,
-        )
-
-    async def _why_not(self, bpf: str, version: int | None) -> str:
-        row = await self._pool.fetchrow(
-            "SELECT version, state FROM registry.bpf_versions"
-            " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
-            bpf,
-            version,
-        )
-        if row is None:
-            return f"{bpf}{f' version {version}' if version else ''} is not registered"
-        return (
-            f"{bpf} v{row['version']} is {row['state']}: only an operating version starts in"
-            f" {self._mode} mode"
-            if self._mode == "operation"
-            else f"{bpf} v{row['version']} is {row['state']}"
         )
 
     @activity.defn(name="hub.broker")
@@ -181,7 +156,9 @@ class HubActivities:
         found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
         if found is None:
             raise ApplicationError(
-                await self._why_not(req.bpf, req.version), type="UnknownBpf", non_retryable=True
+                await why_not(self._pool, req.bpf, req.version, self._mode),
+                type="UnknownBpf",
+                non_retryable=True,
             )
         d = found.definition
         if not any(r.age == req.age and r.on == req.on for r in d.life_events()):

@@ -113,6 +113,10 @@ class RenkeiClient:
     async def start(self, request: StartFlow) -> WorkflowHandle[Any, FlowResult]:
         """Start a flow, or return the run already started for the same case reference."""
         check_subject_code(request.subject)
+        if request.executor not in default_catalog().orgs:
+            raise ValueError(f"unknown executor org {request.executor!r}")
+        if request.resume is not None:
+            raise ValueError("resume is set only by a flow itself")
         local = self._local_definition(request.bpf, request.version)
         if local is not None:
             request = request.model_copy(

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from workflows.models import STEP_TAGS, BpfDefinition
 
@@ -122,9 +123,25 @@ def parse_text(text: str, name: str) -> LoadedBpf:
         root = yaml.load(text)
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        line = mark.line + 1 if mark else None
+        line = mark.line + 1 if mark else 1
         raise BpfFileError(
             [Issue(file=name, line=line, path="", message=f"not valid YAML: {err.problem}")]
+        ) from None
+    except ReaderError as err:  # a character YAML does not allow (control characters …)
+        line = text.count("\n", 0, max(err.position, 0)) + 1
+        raise BpfFileError(
+            [
+                Issue(
+                    file=name,
+                    line=line,
+                    path="",
+                    message=f"not valid YAML: character U+{err.character:04X} is not allowed",
+                )
+            ]
+        ) from None
+    except YAMLError as err:
+        raise BpfFileError(
+            [Issue(file=name, line=1, path="", message=f"not valid YAML: {err}")]
         ) from None
     if not isinstance(root, CommentedMap):
         raise BpfFileError([Issue(file=name, line=1, path="", message="a BPF is a YAML mapping")])

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
+from temporalio.service import RPCError
 
 from activities.models import Acknowledged, StartFlow, Waiting
 from renkei import keys
@@ -19,6 +20,7 @@ from renkei.notifications import Notification, Published, publish
 from renkei.pseudonyms import Pseudonyms, UnknownSubject
 from renkei.tokens import new_token, token_hash
 from whitelist.catalog import default_catalog
+from workflows.admission import StartRefused, admit
 
 TOKEN_PREFIX = "rka_"
 
@@ -55,6 +57,7 @@ class FlowState(BaseModel):
 
 def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["flows"])
+    catalog = default_catalog()
 
     async def agency(request: Request) -> str:
         auth = request.headers.get("authorization", "")
@@ -85,9 +88,27 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         if flow.resume is not None:
             raise HTTPException(422, "resume is set only by a flow itself")
         try:
-            handle = await sdk.start(flow)
+            _, inputs = await admit(
+                pool,
+                catalog,
+                sdk.settings.mode,
+                bpf=flow.bpf,
+                version=flow.version,
+                executor=flow.executor,
+                subject=flow.subject,
+                inputs=flow.inputs,
+                trigger=flow.trigger,
+            )
+        except StartRefused as refused:
+            raise HTTPException(
+                403 if refused.kind == "NotAnExecutor" else 422, refused.reason
+            ) from None
+        try:
+            handle = await sdk.start(flow.model_copy(update={"inputs": inputs}))
         except ValueError as err:
             raise HTTPException(422, str(err)) from None
+        except RPCError as err:
+            raise HTTPException(503, f"Temporal refused the start: {err.status.name}") from None
         return Started(
             workflow_id=handle.id,
             run_id=handle.result_run_id,
