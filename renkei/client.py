@@ -14,6 +14,7 @@ number and must not contain personal data.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.models import Acknowledged, FlowResult, Response, StartFlow, Waiting
 from renkei import keys
@@ -63,6 +65,18 @@ async def connect(settings: Settings | None = None, address: str | None = None) 
         data_converter=data_converter(keys.load(s).codec),
         header_codec_behavior=HeaderCodecBehavior.CODEC,
     )
+
+
+START_ATTEMPTS = 5
+TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 class RunStatus(BaseModel):
@@ -133,19 +147,27 @@ class RenkeiClient:
                 SearchAttributePair(sa.STATUS, "starting"),
             ]
         )
-        try:
-            return await self.client.start_workflow(
-                request.bpf,
-                request,
-                id=wid,
-                task_queue=self.settings.control_queue,
-                result_type=FlowResult,
-                search_attributes=attrs,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            )
-        except WorkflowAlreadyStartedError:
-            return self.client.get_workflow_handle(wid, result_type=FlowResult)
+        # The case reference makes the start idempotent, so a start whose answer was lost (the
+        # server busy or restarting) is simply sent again: it returns the run it began, if any.
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return await self.client.start_workflow(
+                    request.bpf,
+                    request,
+                    id=wid,
+                    task_queue=self.settings.control_queue,
+                    result_type=FlowResult,
+                    search_attributes=attrs,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
+            except WorkflowAlreadyStartedError:
+                return self.client.get_workflow_handle(wid, result_type=FlowResult)
+            except RPCError as err:
+                if err.status not in TRANSIENT or attempt == START_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def respond(
         self,

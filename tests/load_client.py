@@ -1,0 +1,29 @@
+"""One client process of the load test: starts the flows it is given, prints their ids.
+
+``python -m tests.load_client FILE`` reads one StartFlow (JSON) per line of FILE and starts them
+all at once through the SDK, on the servers named by the ``RENKEI_*`` variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from activities.models import StartFlow
+from renkei.client import RenkeiClient
+from renkei.settings import Settings
+
+
+async def main(path: Path) -> None:
+    settings = Settings()
+    sdk = await RenkeiClient.connect(settings)
+    lines = (await asyncio.to_thread(path.read_text)).splitlines()
+    starts = [StartFlow.model_validate_json(line) for line in lines]
+    handles = await asyncio.gather(*(sdk.start(s) for s in starts))
+    print(json.dumps([h.id for h in handles]))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1])))

@@ -1,0 +1,99 @@
+"""Load: 1,000 flows started at once from four client processes.
+
+Afterwards every flow has finished, every linkage has exactly one record with each party, and
+every keeper's hash chain verifies. Run it alone with ``pytest -m load``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+
+from activities.models import FlowResult
+from renkei import keys, records
+from renkei.settings import Settings
+
+from .helpers import code, households, start, workers
+from .processes import ROOT, renkei_env, worker
+
+pytestmark = pytest.mark.load
+
+FLOWS = 1000
+CLIENTS = 4
+
+
+async def test_1000_concurrent_flows_from_four_client_processes(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    families = [h for h in households(settings) if h.municipality == "city-shibuya"]
+    starts = [
+        start(
+            "child-allowance-check",
+            "city-minato",
+            code(settings, "city-minato", families[i % len(families)].members[0]),
+            inputs={"previous_municipality": "city-shibuya"},
+        )
+        for i in range(FLOWS)
+    ]
+    files = []
+    for n in range(CLIENTS):
+        f = tmp_path / f"client-{n}.jsonl"
+        f.write_text("\n".join(s.model_dump_json() for s in starts[n::CLIENTS]))
+        files.append(f)
+    address = client.service_client.config.target_host
+    env = renkei_env(settings, address)
+    control = worker(settings, address, "control")
+    try:
+        async with workers(client, pool, settings, catalog, live_whitelist, control=False):
+            procs = [
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "tests.load_client",
+                    str(f),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                for f in files
+            ]
+            outputs = await asyncio.gather(*(p.communicate() for p in procs))
+            for p, (_, err) in zip(procs, outputs, strict=True):
+                assert p.returncode == 0, err.decode()[-3000:]
+            ids = [wid for out, _ in outputs for wid in json.loads(out)]
+            assert len(set(ids)) == FLOWS
+            results: list[FlowResult] = await asyncio.wait_for(
+                asyncio.gather(
+                    *(client.get_workflow_handle(w, result_type=FlowResult).result() for w in ids)
+                ),
+                600,
+            )
+    finally:
+        control.stop()
+    assert {r.outcome for r in results} <= {"completed", "rejected"}
+    assert all(len(r.linkages) == 2 for r in results)
+    doubles = await pool.fetch(
+        "SELECT workflow_id, keeper, step, count(*) FROM records.access_records"
+        " WHERE workflow_id = ANY($1) GROUP BY 1, 2, 3 HAVING count(*) <> 1",
+        ids,
+    )
+    assert not doubles
+    total = await pool.fetchval(
+        "SELECT count(*) FROM records.access_records WHERE workflow_id = ANY($1)", ids
+    )
+    assert total == FLOWS * 2 * 3  # two linkages, three parties each
+    verified = await records.verify(pool, keys.load(settings).signer())
+    assert verified.ok, verified.breaks
