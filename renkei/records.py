@@ -100,45 +100,70 @@ def _from_row(row: asyncpg.Record) -> AccessRecord:
     return AccessRecord(**{k: row[k] for k in _COLUMNS})
 
 
-async def _append(conn: Conn, record: AccessRecord) -> AccessRecord:
-    """Append ``record`` to its keeper's chain inside the caller's transaction."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CHAIN_LOCK, record.keeper)
-    existing = await conn.fetchrow(
-        "SELECT * FROM records.access_records WHERE keeper = $1 AND attempt_key = $2",
-        record.keeper,
-        record.attempt_key,
-    )
-    if existing is not None:
-        return _from_row(existing)
-    last = await conn.fetchrow(
-        "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
-        " ORDER BY chain_seq DESC LIMIT 1",
-        record.keeper,
-    )
-    chained = record.model_copy(
-        update={
-            "chain_seq": (last["chain_seq"] if last else 0) + 1,
-            "prev_hash": last["record_hash"] if last else GENESIS,
-            # microseconds, as PostgreSQL keeps them, so the hash survives the round trip
-            "recorded_at": dt.datetime.now(dt.UTC),
+async def _append(conn: Conn, records: Sequence[AccessRecord]) -> list[AccessRecord]:
+    """Append ``records`` to their keepers' chains inside the caller's transaction.
+
+    Per keeper: one lock (taken in keeper order, so concurrent writers never deadlock), one
+    look-up of attempts already recorded, one read of the chain's head; then every new record
+    in one batch. A record whose attempt is already in its keeper's chain is not written again:
+    the stored one is returned in its place.
+    """
+    out: list[AccessRecord | None] = [None] * len(records)
+    by_keeper: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        by_keeper.setdefault(r.keeper, []).append(i)
+    new: list[AccessRecord] = []
+    for keeper in sorted(by_keeper):
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CHAIN_LOCK, keeper)
+        mine = by_keeper[keeper]
+        known = {
+            row["attempt_key"]: _from_row(row)
+            for row in await conn.fetch(
+                "SELECT * FROM records.access_records WHERE keeper = $1 AND attempt_key = ANY($2)",
+                keeper,
+                list({records[i].attempt_key for i in mine}),
+            )
         }
-    )
-    chained = chained.model_copy(update={"record_hash": record_hash(chained)})
-    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-    await conn.execute(
-        f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-        *(getattr(chained, f) for f in _COLUMNS),
-    )
-    return chained
+        last = await conn.fetchrow(
+            "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
+            " ORDER BY chain_seq DESC LIMIT 1",
+            keeper,
+        )
+        seq, prev = (last["chain_seq"], last["record_hash"]) if last else (0, GENESIS)
+        for i in mine:
+            record = records[i]
+            if record.attempt_key not in known:
+                seq += 1
+                chained = record.model_copy(
+                    update={
+                        "chain_seq": seq,
+                        "prev_hash": prev,
+                        # microseconds, as PostgreSQL keeps them: the hash survives the round trip
+                        "recorded_at": dt.datetime.now(dt.UTC),
+                    }
+                )
+                chained = chained.model_copy(update={"record_hash": record_hash(chained)})
+                prev = chained.record_hash
+                known[record.attempt_key] = chained
+                new.append(chained)
+            out[i] = known[record.attempt_key]
+    if new:
+        placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+        await conn.executemany(
+            f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+            [tuple(getattr(c, f) for f in _COLUMNS) for c in new],
+        )
+    return [r for r in out if r is not None]
 
 
 async def write(pool: asyncpg.Pool, *records: AccessRecord) -> list[AccessRecord]:
     """Append each record to its keeper's chain unless its attempt is already recorded there.
 
-    All of them or none: the hub writes the requester's and its own record together.
+    All of them or none: the hub writes the requester's and its own record together. Many
+    records in one call are written as one batch (a few round trips per keeper, not per record).
     """
     async with pool.acquire() as conn, conn.transaction():
-        return [await _append(conn, r) for r in records]
+        return await _append(conn, records)
 
 
 async def query(

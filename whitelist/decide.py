@@ -46,6 +46,17 @@ class WhitelistIndex:
         self._size = count
         self._tasks = {k[1] for k in self._rows}
         self._infos = {k[3] for k in self._rows}
+        self._decisions: dict[tuple[str, str, str], Decision] = {}
+
+    def _permitted(self, row: WhitelistRow, r: str, p: str) -> Decision:
+        """The (immutable) decision a row in force gives; built once per row and role pair."""
+        key = (row.id, r, p)
+        found = self._decisions.get(key)
+        if found is None:
+            found = self._decisions[key] = Decision(
+                allowed=True, row=row, reason=f"permitted by {row.legal_reference} ({r} → {p})"
+            )
+        return found
 
     def __len__(self) -> int:
         return self._size
@@ -69,11 +80,7 @@ class WhitelistIndex:
             for p in prov:
                 for row in self._rows.get((r, task, p, info), ()):
                     if row.valid_at(at):
-                        return Decision(
-                            allowed=True,
-                            row=row,
-                            reason=f"permitted by {row.legal_reference} ({r} → {p})",
-                        )
+                        return self._permitted(row, r, p)
                     expired = row
         if expired is not None:
             reason = (
