@@ -22,18 +22,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.agencies.synthetic import generate
-from activities.models import StartFlow
-from bench.plain import PlainThree, noop
-from renkei import keys
 from renkei.bootstrap import prepare
 from renkei.client import RenkeiClient, connect
 from renkei.db import create_pool, migrate
-from renkei.pseudonyms import derive_code
 from renkei.search_attributes import ALL
 from renkei.settings import Settings
 from renkei.stack import start_postgres, temporal_cli
@@ -42,58 +37,8 @@ from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
 from whitelist.models import WhitelistRow
 from workers.dev import running_workers
-
-
-async def _plain(env: WorkflowEnvironment, flows: int) -> float:
-    tq = f"plain-{uuid.uuid4().hex[:8]}"
-    async with Worker(env.client, task_queue=tq, workflows=[PlainThree], activities=[noop]):
-        t0 = time.perf_counter()
-        handles = [
-            await env.client.start_workflow(
-                PlainThree.run, "x", id=f"plain-{uuid.uuid4()}", task_queue=tq
-            )
-            for _ in range(flows)
-        ]
-        await asyncio.gather(*(h.result() for h in handles))
-        return flows / (time.perf_counter() - t0)
-
-
-async def _renkei(
-    env: WorkflowEnvironment, settings: Settings, pool: asyncpg.Pool, flows: int
-) -> float:
-    # child-allowance-check: 2 linkages + the hub's lookups; child-rearing single parent: 2.
-    # A 3-query flow: the cohabiting child-rearing allowance check (3 linkages).
-    hh = generate(settings.sample_residents)
-    couples = [h for h in hh if h.kind == "family" and h.municipality == "city-minato"]
-    # renkei's own client: encrypted payloads, as in production; the baseline stays plain.
-    encrypted = await connect(settings, env.client.service_client.config.target_host)
-    client = RenkeiClient(encrypted, settings)
-    assert settings.database_url
-    async with running_workers(encrypted, pool, settings, default_catalog(), settings.database_url):
-        t0 = time.perf_counter()
-        handles = []
-        for i in range(flows):
-            h = couples[i % len(couples)]
-            handles.append(
-                await client.start(
-                    StartFlow(
-                        bpf="child-rearing-allowance-income-check",
-                        executor="pref-tokyo",
-                        subject=derive_code(
-                            keys.load(settings).hub_key, "pref-tokyo", h.members[0].subject_id
-                        ),
-                        inputs={
-                            "spouse": derive_code(
-                                keys.load(settings).hub_key, "pref-tokyo", h.members[1].subject_id
-                            ),
-                            "municipality": "city-minato",
-                        },
-                        case_ref=f"bench-{uuid.uuid4().hex[:12]}",
-                    )
-                )
-            )
-        await asyncio.gather(*(h.result() for h in handles))
-        return flows / (time.perf_counter() - t0)
+from workflows.loader import parse_text
+from workflows.validation import validate
 
 
 def _decision_us(index: WhitelistIndex, n: int) -> float:
@@ -141,8 +86,48 @@ async def _stack(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def main(quick: bool) -> None:
+def _static_check_ms(reps: int) -> tuple[int, float]:
+    """Parse and statically check a 100-step BPF (queries and computations); ms per check."""
+    from whitelist.local import load_local
+
+    steps = []
+    for i in range(1, 101):
+        if i % 3:
+            steps.append(f"  - id: q{i}\n    query: {{info: local-tax, provider: city-minato}}")
+        else:
+            steps.append(
+                f"  - id: s{i}\n    set: {{total: q{i - 1}.taxable_income + q{i - 2}.taxable_income}}"
+            )
+    text = "\n".join(
+        [
+            "bpf: bench-hundred",
+            "version: 1",
+            "title: {ja: 百段, en: A hundred steps}",
+            "task: child-rearing-allowance",
+            "owners: {definer: mhlw, executors: [role:prefectural-governor-etc]}",
+            "triggers: [counter]",
+            "steps:",
+            *steps,
+            "result: {total: s99.total}",
+        ]
+    )
+    catalog = default_catalog()
+    index = WhitelistIndex([*load_annex2(catalog), *load_local(catalog)])
+    issues = validate(parse_text(text, "hundred.yaml"), catalog, index)
+    assert not [i for i in issues if i.severity == "error"], issues
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        validate(parse_text(text, "hundred.yaml"), catalog, index)
+    return len(steps), (time.perf_counter() - t0) / reps * 1000
+
+
+async def main(quick: bool) -> list[str]:
+    from bench import flows as bf
+    from bench import records as br
+
     flows = 30 if quick else 200
+    serial = 20 if quick else 100
+    out: list[str] = []
     rows = load_annex2(default_catalog())
     real = WhitelistIndex(rows)
     synthetic = WhitelistIndex(
@@ -164,24 +149,78 @@ async def main(quick: bool) -> None:
     )
     n = 20_000 if quick else 200_000
     us_real, us_big = _decision_us(real, n), _decision_us(synthetic, n)
+    steps, static_ms = _static_check_ms(5 if quick else 20)
 
-    async with _stack(sample_residents=400) as (env, pool, settings, _):
-        await _plain(env, 5)  # warm up both paths
-        await _renkei(env, settings, pool, 3)
-        plain = await _plain(env, flows)
-        bpf = await _renkei(env, settings, pool, flows)
+    async with _stack(sample_residents=400) as (env, pool, settings, url):
+        await bf.register_sequential(pool)
+        backend = await pool.fetchval("SELECT pg_backend_pid()")
+        meter = bf.CpuMeter(psutil.Process(backend).ppid())
+        encrypted = await connect(settings, env.client.service_client.config.target_host)
+        sdk = RenkeiClient(encrypted, settings)
+        results: dict[int, tuple[bf.Measured, bf.Measured]] = {}
+        async with running_workers(encrypted, pool, settings, default_catalog(), url):
+            await bf.plain(env.client, 3, 5, 0)  # warm up both paths
+            await bf.renkei(sdk, settings, 3, 5, 0)
+            for size in bf.SIZES:
+                if size == 3:  # where the CPU goes while flows run at full speed
+                    before = meter.snapshot()
+                    t0 = time.perf_counter()
+                    await bf.plain(env.client, size, flows, 0)
+                    cpu_plain = bf.CpuMeter.spent(before, meter.snapshot())
+                    wall_plain = time.perf_counter() - t0
+                    before = meter.snapshot()
+                    t0 = time.perf_counter()
+                    await bf.renkei(sdk, settings, size, flows, 0)
+                    cpu = bf.CpuMeter.spent(before, meter.snapshot())
+                    wall = time.perf_counter() - t0
+                plain = await bf.plain(env.client, size, flows, serial)
+                ours = await bf.renkei(sdk, settings, size, flows, serial)
+                results[size] = (plain, ours)
+        writes = await br.run(pool, quick)
 
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
-    print(f"flows per run: {flows}")
-    print(f"plain Temporal, 3 no-op activities : {plain:8.1f} flows/s")
-    print(f"renkei BPF, 3 whitelisted queries  : {bpf:8.1f} flows/s  ({3 * bpf:.1f} linkages/s)")
-    print(f"ratio BPF / plain                  : {bpf / plain:8.2f}  (target ≥ 0.8)")
-    print(f"whitelist decision, real table ({len(real)} rows): {us_real:6.2f} µs")
-    print(
-        f"whitelist decision, +100,000 rows ({len(synthetic)}): {us_big:6.2f} µs  (ratio {us_big / us_real:.2f})"
-    )
+    out += [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" {flows} flows at once per throughput run, then {serial} one by one for latency",
+        "",
+        "| BPF | plain Temporal flows/s | renkei flows/s | linkages/s | ratio (target ≥ 0.9) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for size, (plain, ours) in results.items():
+        out.append(
+            f"| {size} {'query' if size == 1 else 'queries'} | {plain.flows_per_s:.1f}"
+            f" | {ours.flows_per_s:.1f} | {size * ours.flows_per_s:.1f}"
+            f" | **{ours.flows_per_s / plain.flows_per_s:.2f}** |"
+        )
+    plain3, ours3 = results[3]
+    out += [
+        "",
+        "| start-to-result, 3 queries | plain Temporal | renkei | ratio |",
+        "| --- | --- | --- | --- |",
+        f"| p50 | {plain3.pct(50):.1f} ms | {ours3.pct(50):.1f} ms | {ours3.pct(50) / plain3.pct(50):.2f} |",
+        f"| p99 | {plain3.pct(99):.1f} ms | {ours3.pct(99):.1f} ms | {ours3.pct(99) / plain3.pct(99):.2f} |",
+        "",
+        f"| CPU while {flows} 3-query flows run at once | renkei | plain Temporal |",
+        "| --- | --- | --- |",
+    ]
+    for name in cpu:
+        out.append(
+            f"| {name} | {cpu[name]:.1f} s ({cpu[name] / wall:.0%} of a core)"
+            f" | {cpu_plain[name]:.1f} s ({cpu_plain[name] / wall_plain:.0%} of a core) |"
+        )
+    out.append(f"| wall time | {wall:.1f} s | {wall_plain:.1f} s |")
+    out += [
+        "",
+        "| whitelist and static check | value |",
+        "| --- | --- |",
+        f"| decision, real table ({len(real)} rows) | {us_real:.2f} µs (target < 5) |",
+        f"| decision, + 100,000 rows ({len(synthetic)}) | {us_big:.2f} µs (ratio {us_big / us_real:.2f}) |",
+        f"| static check of a {steps}-step BPF (parse + validate) | {static_ms:.1f} ms |",
+        "",
+        "| access records, durable and hash-chained | records/s (target ≥ 5,000) |",
+        "| --- | --- |",
+        *(f"| {label} | {rate:,.0f} |" for label, rate in writes.items()),
+    ]
+    return out
 
 
 async def citizen(quick: bool) -> None:
@@ -222,9 +261,30 @@ async def waiting(quick: bool) -> None:
     )
 
 
+def _record(which: str, quick: bool, lines: list[str]) -> None:
+    """Append one run's results, with the command that reproduces them, to docs/benchmarks.md."""
+    command = (
+        "python -m bench" + (" --quick" if quick else "") + ("" if which == "all" else f" {which}")
+    )
+    today = dt.date.today().isoformat()
+    section = [
+        "",
+        f"## {today}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()} — `{command}`",
+        "",
+        *lines,
+        "",
+    ]
+    path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n".join(section))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    parser.add_argument(
+        "--record", action="store_true", help="append the flows results to docs/benchmarks.md"
+    )
     parser.add_argument(
         "which",
         nargs="?",
@@ -234,7 +294,10 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     if args.which in ("all", "flows"):
-        asyncio.run(main(args.quick))
+        lines = asyncio.run(main(args.quick))
+        print("\n".join(lines))
+        if args.record:
+            _record("flows", args.quick, lines)
     if args.which in ("all", "citizen"):
         asyncio.run(citizen(args.quick))
     if args.which in ("all", "waiting"):

@@ -1,4 +1,4 @@
-"""The plain Temporal baseline: a workflow running three no-op activities in sequence."""
+"""The plain Temporal baselines: no-op activities in sequence, and a workflow waiting for a signal."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ async def noop(x: str) -> str:
     return x
 
 
-@workflow.defn(name="plain-three")
-class PlainThree:
+@workflow.defn(name="plain-seq")
+class PlainSeq:
+    """``n`` no-op activities one after the other: what a BPF of ``n`` queries does, minus renkei."""
+
     @workflow.run
-    async def run(self, x: str) -> str:
-        for _ in range(3):
+    async def run(self, n: int) -> str:
+        x = "x"
+        for _ in range(n):
             x = await workflow.execute_activity(
                 noop, x, start_to_close_timeout=timedelta(seconds=30)
             )

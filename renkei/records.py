@@ -149,10 +149,14 @@ async def _append(conn: Conn, records: Sequence[AccessRecord]) -> list[AccessRec
             out[i] = known[record.attempt_key]
     if new:
         placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-        await conn.executemany(
-            f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-            [tuple(getattr(c, f) for f in _COLUMNS) for c in new],
+        insert = (
+            f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
         )
+        rows = [tuple(getattr(c, f) for f in _COLUMNS) for c in new]
+        if len(rows) == 1:  # the common case (a linkage): no batch machinery
+            await conn.execute(insert, *rows[0])
+        else:
+            await conn.executemany(insert, rows)
     return [r for r in out if r is not None]
 
 

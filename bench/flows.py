@@ -1,0 +1,161 @@
+"""BPF throughput and latency against plain Temporal, and where the CPU goes.
+
+The BPFs are ``n`` local-tax queries in sequence (Tokyo asks Minato, 別表第二 五十七); the
+baseline is a workflow running ``n`` no-op activities in sequence. Both run on the same dev
+server, in the same process, in the same run. renkei's flows carry everything they carry in
+production: encrypted payloads, the hub's brokering, the whitelist interceptor and three
+hash-chained access records per linkage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import psutil
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agencies.synthetic import generate
+from activities.models import StartFlow
+from bench.plain import PlainSeq, noop
+from renkei import keys
+from renkei.client import RenkeiClient
+from renkei.pseudonyms import derive_code
+from renkei.settings import Settings
+from workflows import registry
+from workflows.loader import parse_text
+
+SIZES = (1, 3, 10)
+
+
+def sequential_bpf(n: int) -> str:
+    steps = "\n".join(
+        f"  - id: q{i}\n    query: {{info: local-tax, provider: city-minato}}"
+        for i in range(1, n + 1)
+    )
+    return f"""bpf: bench-seq-{n}
+version: 1
+title: {{ja: 連続照会 {n}, en: {n} queries in sequence}}
+task: child-rearing-allowance
+owners:
+  definer: mhlw
+  executors: [role:prefectural-governor-etc]
+triggers: [counter]
+steps:
+{steps}
+result:
+  income: q{n}.taxable_income
+"""
+
+
+async def register_sequential(pool: asyncpg.Pool) -> None:
+    for n in SIZES:
+        await registry.register(pool, parse_text(sequential_bpf(n), f"bench-seq-{n}.yaml"))
+
+
+@dataclass
+class Measured:
+    flows_per_s: float
+    latencies_ms: list[float]
+
+    def pct(self, q: int) -> float:
+        return statistics.quantiles(self.latencies_ms, n=100)[q - 1]
+
+
+async def _measure(
+    start: Callable[[int], Awaitable[Callable[[], Awaitable[object]]]], flows: int, serial: int
+) -> Measured:
+    """Throughput of ``flows`` started at once; then the latency of ``serial`` flows, one by one."""
+    t0 = time.perf_counter()
+    waits = await asyncio.gather(*(start(i) for i in range(flows)))
+    await asyncio.gather(*(w() for w in waits))
+    rate = flows / (time.perf_counter() - t0)
+    latencies = []
+    for i in range(serial):
+        t = time.perf_counter()
+        await (await start(flows + i))()
+        latencies.append((time.perf_counter() - t) * 1000)
+    return Measured(rate, latencies)
+
+
+async def plain(client: Client, n: int, flows: int, serial: int) -> Measured:
+    tq = f"plain-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=tq, workflows=[PlainSeq], activities=[noop]):
+
+        async def start(_: int) -> Callable[[], Awaitable[object]]:
+            h = await client.start_workflow(
+                PlainSeq.run, n, id=f"plain-{uuid.uuid4()}", task_queue=tq
+            )
+            return h.result
+
+        return await _measure(start, flows, serial)
+
+
+async def renkei(
+    sdk: RenkeiClient, settings: Settings, n: int, flows: int, serial: int
+) -> Measured:
+    """Flows of ``bench-seq-N`` (the workers must be running)."""
+    hub_key = keys.load(settings).hub_key
+    residents = [
+        derive_code(hub_key, "pref-tokyo", h.members[0].subject_id)
+        for h in generate(settings.sample_residents)
+        if h.municipality == "city-minato"
+    ]
+
+    async def start(i: int) -> Callable[[], Awaitable[object]]:
+        h = await sdk.start(
+            StartFlow(
+                bpf=f"bench-seq-{n}",
+                executor="pref-tokyo",
+                subject=residents[i % len(residents)],
+                case_ref=f"bench-{uuid.uuid4().hex[:12]}",
+            )
+        )
+        return h.result
+
+    return await _measure(start, flows, serial)
+
+
+class CpuMeter:
+    """CPU seconds spent by the Temporal server, PostgreSQL and this process (workers, client)."""
+
+    def __init__(self, postmaster_pid: int | None) -> None:
+        me = psutil.Process()
+        self.groups: dict[str, Callable[[], list[psutil.Process]]] = {
+            "Temporal server": lambda: [
+                p for p in me.children(recursive=True) if "temporal" in p.name()
+            ],
+            "PostgreSQL": lambda: (
+                [psutil.Process(postmaster_pid), *psutil.Process(postmaster_pid).children()]
+                if postmaster_pid
+                else []
+            ),
+            "workers and clients (this process)": lambda: [me],
+        }
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        out: dict[str, dict[int, float]] = {}
+        for name, procs in self.groups.items():
+            out[name] = {}
+            for p in procs():
+                try:
+                    t = p.cpu_times()
+                    out[name][p.pid] = t.user + t.system
+                except psutil.Error:
+                    continue
+        return out
+
+    @staticmethod
+    def spent(
+        before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]
+    ) -> dict[str, float]:
+        return {
+            name: sum(cpu - before[name].get(pid, 0.0) for pid, cpu in after[name].items())
+            for name in after
+        }
