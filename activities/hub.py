@@ -14,6 +14,7 @@ which is what the citizen's view reads).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import asyncpg
@@ -31,7 +32,7 @@ from activities.models import (
     ScanRequest,
     TranslateRequest,
 )
-from renkei import records
+from renkei import records, telemetry
 from renkei.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.decide import decide_linkage
 from whitelist.models import Catalog
@@ -106,6 +107,7 @@ class HubActivities:
         except UnknownSubject as err:
             raise ApplicationError(str(err), type="UnknownSubject", non_retryable=True) from None
         now = dt.datetime.now(dt.UTC)
+        began = time.perf_counter()
         decision = decide_linkage(
             self._catalog,
             self._whitelist.index,
@@ -114,6 +116,18 @@ class HubActivities:
             req.task,
             req.info,
             now,
+        )
+        took = time.perf_counter() - began
+        outcome = "allowed" if decision.allowed else "denied"
+        telemetry.count_decision(
+            party="hub",
+            requester=req.requester,
+            provider=req.provider,
+            task=req.task,
+            info=req.info,
+            row=decision.row.id if decision.row else None,
+            outcome=outcome,
+            seconds=took,
         )
         common: dict[str, Any] = {
             "attempt_key": f"{req.workflow_id}/{req.run_id}/{req.step}",
@@ -136,11 +150,14 @@ class HubActivities:
             "hold_reason": req.hold.reason if req.hold else None,
             "trigger": req.trigger,
         }
-        await records.write(
-            self._pool,
-            records.AccessRecord(keeper=req.requester, subject_code=req.subject, **common),
-            records.AccessRecord(keeper=records.HUB, subject_code=str(subject), **common),
-        )
+        with telemetry.tracer().start_as_current_span(
+            "renkei.hub.decide", attributes=telemetry.linkage_attributes(req, "hub", outcome)
+        ):
+            await records.write(
+                self._pool,
+                records.AccessRecord(keeper=req.requester, subject_code=req.subject, **common),
+                records.AccessRecord(keeper=records.HUB, subject_code=str(subject), **common),
+            )
         return Brokered(
             allowed=decision.allowed,
             subject=await self._pseudonyms.code_at(req.provider, subject)

@@ -1017,6 +1017,19 @@ def notify(
     _run(go())
 
 
+@keys_app.command("new")
+def keys_new(
+    file: Annotated[Path, typer.Argument(help="where to write the new keys (must not exist)")],
+) -> None:
+    """Create an installation's keys (hub key, payload key ring, checkpoint key) in FILE, mode
+    0600: the secret every process of one deployment mounts as RENKEI_KEYS_FILE."""
+    if file.exists():
+        typer.echo(f"error: {file} exists; keys are never overwritten", err=True)
+        raise typer.Exit(2)
+    keys.save(file, keys.new_keys())
+    typer.echo(f"keys written to {file}")
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new payload key the active one; older keys keep decrypting. Restart workers after."""

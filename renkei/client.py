@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 from typing import Any, Literal
 
+from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
@@ -34,10 +35,11 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.models import Acknowledged, FlowResult, Response, StartFlow, Waiting
-from renkei import keys
+from renkei import keys, telemetry
 from renkei import search_attributes as sa
 from renkei.codec import data_converter
 from renkei.settings import Settings, get_settings
@@ -56,14 +58,24 @@ def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
     return f"{bpf}/{executor}/{case_ref}"
 
 
-async def connect(settings: Settings | None = None, address: str | None = None) -> Client:
-    """A Temporal client with renkei's data converter: pydantic JSON, encrypted, headers too."""
+async def connect(
+    settings: Settings | None = None,
+    address: str | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    runtime: Runtime | None = None,
+) -> Client:
+    """A Temporal client with renkei's data converter (pydantic JSON, encrypted, headers too),
+    tracing (``OTEL_*``, or ``tracer_provider``) and metrics (``RENKEI_METRICS_PORT``, or
+    ``runtime``). Workers built on the client inherit all of it."""
     s = settings or get_settings()
     return await Client.connect(
         address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
         namespace=s.namespace,
         data_converter=data_converter(keys.load(s).codec),
         header_codec_behavior=HeaderCodecBehavior.CODEC,
+        interceptors=telemetry.interceptors(tracer_provider),
+        runtime=runtime or telemetry.runtime(s),
     )
 
 

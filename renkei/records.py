@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict
 
+from renkei import telemetry
+
 Conn = asyncpg.Connection | PoolConnectionProxy
 
 HUB = "hub"
@@ -100,13 +102,15 @@ def _from_row(row: asyncpg.Record) -> AccessRecord:
     return AccessRecord(**{k: row[k] for k in _COLUMNS})
 
 
-async def _append(conn: Conn, records: Sequence[AccessRecord]) -> list[AccessRecord]:
+async def _append(
+    conn: Conn, records: Sequence[AccessRecord]
+) -> tuple[list[AccessRecord], list[AccessRecord]]:
     """Append ``records`` to their keepers' chains inside the caller's transaction.
 
     Per keeper: one lock (taken in keeper order, so concurrent writers never deadlock), one
     look-up of attempts already recorded, one read of the chain's head; then every new record
     in one batch. A record whose attempt is already in its keeper's chain is not written again:
-    the stored one is returned in its place.
+    the stored one is returned in its place. Returns (every record, those newly written).
     """
     out: list[AccessRecord | None] = [None] * len(records)
     by_keeper: dict[str, list[int]] = {}
@@ -157,7 +161,7 @@ async def _append(conn: Conn, records: Sequence[AccessRecord]) -> list[AccessRec
             await conn.execute(insert, *rows[0])
         else:
             await conn.executemany(insert, rows)
-    return [r for r in out if r is not None]
+    return [r for r in out if r is not None], new
 
 
 async def write(pool: asyncpg.Pool, *records: AccessRecord) -> list[AccessRecord]:
@@ -167,7 +171,9 @@ async def write(pool: asyncpg.Pool, *records: AccessRecord) -> list[AccessRecord
     records in one call are written as one batch (a few round trips per keeper, not per record).
     """
     async with pool.acquire() as conn, conn.transaction():
-        return await _append(conn, records)
+        written, new = await _append(conn, records)
+    telemetry.count_records([r.keeper for r in new])
+    return written
 
 
 async def query(

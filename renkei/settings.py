@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     history_limit: int = Field(
         default=10_000, ge=20, description="a flow continues as new past this many events"
     )
+    metrics_port: int | None = Field(
+        default=None, description="serve Prometheus metrics (SDK and renkei) on this port"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="interface of the metrics port")
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -37,7 +38,7 @@ from temporalio.worker import (
 
 from activities.linkage import QUERY_PREFIX
 from activities.models import LinkageRequest
-from renkei import records
+from renkei import records, telemetry
 from whitelist.decide import Decision, decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -96,9 +97,26 @@ class WhitelistGate:
     async def admit(self, req: LinkageRequest) -> Decision:
         info = activity.info()
         now = dt.datetime.now(dt.UTC)
+        began = time.perf_counter()
         decision = self.decide(req, now)
+        took = time.perf_counter() - began
+        outcome = "allowed" if decision.allowed else "denied"
+        telemetry.count_decision(
+            party="provider",
+            requester=req.requester,
+            provider=self.org,
+            task=req.task,
+            info=req.info,
+            row=decision.row.id if decision.row else None,
+            outcome=outcome,
+            seconds=took,
+        )
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
-        await patiently(lambda: self._write(info, req, decision, now), now + limit)
+        with telemetry.tracer().start_as_current_span(
+            "renkei.whitelist.decide",
+            attributes=telemetry.linkage_attributes(req, "provider", outcome),
+        ):
+            await patiently(lambda: self._write(info, req, decision, now), now + limit)
         return decision
 
     async def _write(

@@ -30,6 +30,7 @@ PASSTHROUGH = (
     "workflows.models",
     "workflows.expressions",
     "renkei.search_attributes",
+    "opentelemetry",
 )
 
 

@@ -51,6 +51,13 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
     )
     if client is not None:
         app.include_router(api.router(pool, RenkeiClient(client, settings)))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness and readiness: the database answers."""
+        await pool.fetchval("SELECT 1")
+        return {"status": "ok"}
+
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
 

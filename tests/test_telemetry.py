@@ -1,0 +1,101 @@
+"""Observability: one trace per flow across every linkage; Prometheus metrics; nothing personal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from activities.agencies import SAMPLE_AGENCIES
+from renkei.client import connect
+from renkei.settings import Settings
+
+from .conftest import free_port
+from .helpers import child_rearing, code, pick, sdk, workers
+
+EXPORTED = InMemorySpanExporter()
+PROVIDER = TracerProvider()
+PROVIDER.add_span_processor(SimpleSpanProcessor(EXPORTED))
+
+
+def _personal_values(settings: Settings, people: list[Any]) -> set[str]:
+    """Everything about these people that must never appear in telemetry."""
+    values: set[str] = set()
+    for p in people:
+        values |= {str(p.subject_id), p.subject_id.hex, p.birth_date.isoformat()}
+        values.add(str(p.taxable_income))
+        values |= {code(settings, org, p) for org in (*SAMPLE_AGENCIES, "pref-tokyo")}
+    return values
+
+
+def _texts(span: ReadableSpan) -> list[str]:
+    out = [span.name]
+    out += [f"{k}={v}" for k, v in (span.attributes or {}).items()]
+    for event in span.events:
+        out += [event.name, *(f"{k}={v}" for k, v in (event.attributes or {}).items())]
+    return out
+
+
+async def test_one_trace_spans_the_flow_and_every_linkage_and_metrics_are_served(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:  # type: ignore[no-untyped-def]
+    trace.set_tracer_provider(PROVIDER)  # renkei's own spans (the whitelist gate, the hub)
+    EXPORTED.clear()
+    port = free_port()
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
+    )
+    traced = await connect(
+        settings,
+        client.service_client.config.target_host,
+        tracer_provider=PROVIDER,
+        runtime=runtime,
+    )
+    h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "family")
+    applicant, spouse = h.members[0], h.members[1]
+    async with workers(traced, pool, settings, catalog, live_whitelist):
+        handle = await sdk(traced, settings).start(child_rearing(settings, applicant, spouse))
+        result = await asyncio.wait_for(handle.result(), 60)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+    linkages = [x.step for x in result.linkages]
+    assert len(linkages) == 3
+
+    spans = EXPORTED.get_finished_spans()
+    names = [s.name for s in spans]
+    assert len({s.context.trace_id for s in spans}) == 1, "one flow, one trace"
+    assert "StartWorkflow:child-rearing-allowance-income-check" in names
+    assert "RunWorkflow:child-rearing-allowance-income-check" in names
+    for x in result.linkages:
+        assert f"RunActivity:query.{x.info}" in names
+    decided = [s for s in spans if s.name == "renkei.whitelist.decide"]
+    assert sorted(str((s.attributes or {})["renkei.step"]) for s in decided) == sorted(linkages)
+    assert len([s for s in spans if s.name == "renkei.hub.decide"]) == 3
+    # The provider's work hangs under its activity, which hangs under the workflow.
+    by_id = {s.context.span_id: s for s in spans}
+    for s in decided:
+        parent = by_id[s.parent.span_id] if s.parent else None
+        assert parent is not None and parent.name.startswith("RunActivity:query.")
+
+    personal = _personal_values(settings, [applicant, spouse])
+    for s in spans:
+        for text in _texts(s):
+            assert not any(v in text for v in personal), (s.name, text)
+
+    lines = [line for line in metrics.splitlines() if line and not line.startswith("#")]
+    decisions = [line for line in lines if line.startswith("renkei_linkage_decisions")]
+    assert any('party="hub"' in line and 'outcome="allowed"' in line for line in decisions)
+    assert any('party="provider"' in line and "whitelist_row=" in line for line in decisions)
+    assert any(line.startswith("renkei_records_written") for line in lines)
+    assert any(line.startswith("renkei_decision_latency") for line in lines)
+    assert any(line.startswith("temporal_activity_execution_latency") for line in lines)
+    for line in lines:
+        assert not any(v in line for v in personal), line
