@@ -1055,6 +1055,45 @@ def subjects_sample(
         typer.echo(f"{h.id} ({h.municipality}, {h.kind}): {members}")
 
 
+billing_app = typer.Typer(help="Metering and billing of linkages.", no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
+
+
+@billing_app.command("report")
+def billing_report(
+    month: Annotated[str, typer.Option(help="YYYY-MM (Japan time)")],
+    format: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
+    tariffs: Annotated[
+        Path | None, typer.Option(help="tariff file (default: RENKEI_TARIFF_FILE)")
+    ] = None,
+) -> None:
+    """Queries per requester and provisions per provider, by task and info item, priced by the
+    tariff in force, with the record ranges and chain hashes the counts come from."""
+    from renkei import billing
+
+    if format not in ("json", "csv"):
+        typer.echo("error: --format is json or csv", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    try:
+        billing.month_bounds(month)
+        table = billing.load_tariffs(tariffs or settings.tariff_file)
+    except (ValueError, OSError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+    async def go() -> billing.BillingReport:
+        async with _database(settings) as pool:
+            return await billing.report(pool, month, table)
+
+    try:
+        found = _run(go())
+    except ValueError as err:  # no tariff in force on a day with records
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(found.model_dump_json(indent=2) if format == "json" else billing.to_csv(found))
+
+
 worker_app = typer.Typer(
     help="One worker as its own process, joining running servers.", no_args_is_help=True
 )

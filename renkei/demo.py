@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from temporalio.client import WorkflowFailureError
 from activities.agencies.synthetic import Household, generate
 from activities.agencies.synthetic import people as people_of
 from activities.models import StartFlow
-from renkei import keys, records
+from renkei import billing, keys, records
 from renkei.client import RenkeiClient
 from renkei.pseudonyms import derive_code
 from renkei.settings import Settings
@@ -331,6 +332,18 @@ async def _trust(
         out(f"  BROKEN {b.keeper} at {b.chain_seq}: {b.problem}")
     unexpected += not result.ok
     out("")
+
+    out("▶ metering: this month's linkages, priced by the tariff (renkei billing report)")
+    month = dt.datetime.now(JST).strftime("%Y-%m")
+    bill = await billing.report(pool, month, billing.load_tariffs(settings.tariff_file))
+    queries = sum(x.count for x in bill.lines if x.party == "requester")
+    provisions = sum(x.count for x in bill.lines if x.party == "provider")
+    for org, amount in bill.totals.items():
+        out(f"  {org:14} {amount:>8,} {bill.currency}")
+    out(
+        f"  {queries} queries, {provisions} provisions (tariff version"
+        f" {', '.join(map(str, bill.tariff_versions))}), counted from {len(bill.chains)} chains\n"
+    )
     return unexpected
 
 

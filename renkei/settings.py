@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         default=None, description="serve Prometheus metrics (SDK and renkei) on this port"
     )
     metrics_host: str = Field(default="127.0.0.1", description="interface of the metrics port")
+    tariff_file: Path = Field(
+        default=PROJECT_ROOT / "renkei" / "data" / "tariffs.yaml",
+        description="the billing tariff versions (renkei billing report)",
+    )
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"
     )

@@ -1,0 +1,145 @@
+"""Metering and billing: the report's counts are the records table's, priced by the tariff."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+
+import asyncpg
+import pytest
+from pydantic import ValidationError
+
+from renkei import billing
+from renkei.records import HUB
+from renkei.settings import Settings
+from whitelist.decide import JST
+
+from .helpers import child_rearing, pick, run
+
+TARIFFS = billing.Tariffs(
+    currency="JPY",
+    versions=[
+        billing.TariffVersion(
+            version=1, valid_from=dt.date(2020, 1, 1), valid_to=dt.date(2026, 11, 15), query=10,
+            provision=4,
+        ),
+        billing.TariffVersion(
+            version=2, valid_from=dt.date(2026, 11, 15), query=12, provision=5,
+            items={"local-tax": billing.Price(query=20, provision=7)},
+        ),
+    ],
+)  # fmt: skip
+
+
+def test_the_version_in_force_prices_each_item() -> None:
+    assert TARIFFS.on(dt.date(2026, 11, 14)).version == 1
+    v2 = TARIFFS.on(dt.date(2026, 11, 15))
+    assert (v2.price("local-tax").query, v2.price("resident-record").query) == (20, 12)
+    with pytest.raises(ValueError, match="no tariff"):
+        TARIFFS.on(dt.date(2019, 12, 31))
+
+
+def test_overlapping_or_repeated_versions_are_refused() -> None:
+    v = TARIFFS.versions
+    with pytest.raises(ValidationError, match="overlap"):
+        billing.Tariffs(currency="JPY", versions=[v[0].model_copy(update={"valid_to": None}), v[1]])
+    with pytest.raises(ValidationError, match="repeat"):
+        billing.Tariffs(currency="JPY", versions=[v[0], v[1].model_copy(update={"version": 1})])
+    assert billing.load_tariffs().versions  # the shipped file loads
+
+
+def test_months_are_japanese_calendar_months() -> None:
+    start, end = billing.month_bounds("2026-12")
+    assert (start.isoformat(), end.isoformat()) == (
+        "2026-12-01T00:00:00+09:00",
+        "2027-01-01T00:00:00+09:00",
+    )
+    with pytest.raises(ValueError, match="YYYY-MM"):
+        billing.month_bounds("2026-13")
+
+
+async def _counts(pool: asyncpg.Pool, month: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    start, end = billing.month_bounds(month)
+    queries = {
+        (r["requester"], r["task"], r["info"]): (r["allowed"], r["denied"])
+        for r in await pool.fetch(
+            "SELECT requester, task, info,"
+            " count(*) FILTER (WHERE outcome = 'allowed') AS allowed,"
+            " count(*) FILTER (WHERE outcome = 'denied') AS denied"
+            " FROM records.access_records WHERE keeper = $3"
+            " AND recorded_at >= $1 AND recorded_at < $2 GROUP BY 1, 2, 3",
+            start,
+            end,
+            HUB,
+        )
+    }
+    provisions = {
+        (r["provider"], r["task"], r["info"]): r["n"]
+        for r in await pool.fetch(
+            "SELECT provider, task, info, count(*) AS n FROM records.access_records"
+            " WHERE keeper = provider AND outcome = 'allowed'"
+            " AND recorded_at >= $1 AND recorded_at < $2 GROUP BY 1, 2, 3",
+            start,
+            end,
+        )
+    }
+    return queries, provisions
+
+
+async def test_the_report_matches_the_records_exactly(env, pool, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "family")
+    for _ in range(2):
+        await (await env.start(child_rearing(settings, h.members[0], h.members[1]))).result()
+    month = dt.datetime.now(JST).strftime("%Y-%m")
+    found = await billing.report(pool, month, billing.load_tariffs())
+    queries, provisions = await _counts(pool, month)
+    assert queries and provisions
+
+    got_q: dict[tuple[str, str, str], list[int]] = {}
+    got_p: dict[tuple[str, str, str], int] = {}
+    for line in found.lines:
+        key = (line.org, line.task, line.info)
+        if line.party == "requester":
+            acc = got_q.setdefault(key, [0, 0])
+            acc[0] += line.count
+            acc[1] += line.denied
+        else:
+            got_p[key] = got_p.get(key, 0) + line.count
+        price = billing.load_tariffs().on(dt.datetime.now(JST).date()).price(line.info)
+        assert line.amount == line.count * line.unit_price
+        assert line.unit_price == (price.query if line.party == "requester" else price.provision)
+    assert {k: tuple(v) for k, v in got_q.items()} == queries
+    assert {k: v for k, v in got_p.items() if v} == provisions
+    assert sum(found.totals.values()) == sum(line.amount for line in found.lines)
+    # Each chain's range of the month is contiguous, and its ends are the stored records.
+    for c in found.chains:
+        assert c.records == c.last_seq - c.first_seq + 1, c
+        first, last = [
+            await pool.fetchval(
+                "SELECT record_hash FROM records.access_records"
+                " WHERE keeper = $1 AND chain_seq = $2",
+                c.keeper,
+                seq,
+            )
+            for seq in (c.first_seq, c.last_seq)
+        ]
+        assert (first, last) == (c.first_hash, c.last_hash)
+    assert HUB in {c.keeper for c in found.chains}
+
+
+def test_the_cli_prints_the_same_report_as_json_and_csv(cli, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    month = dt.datetime.now(JST).strftime("%Y-%m")
+    code, out = run(cli, "billing", "report", "--month", month)
+    assert code == 0, out
+    as_json = billing.BillingReport.model_validate(json.loads(out))
+    code, out = run(cli, "billing", "report", "--month", month, "--format", "csv")
+    assert code == 0, out
+    lines_part, _, chains_part = out.partition("\n\n")
+    rows = list(csv.DictReader(io.StringIO(lines_part)))
+    assert len(rows) == len(as_json.lines)
+    assert sum(int(r["amount"]) for r in rows) == sum(x.amount for x in as_json.lines)
+    assert len(list(csv.DictReader(io.StringIO(chains_part)))) == len(as_json.chains)
+    code, out = run(cli, "billing", "report", "--month", "2026/11")
+    assert code == 2 and "YYYY-MM" in out

@@ -1,0 +1,73 @@
+"""Multi-process deployment: the control worker and agency workers as separate OS processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from temporalio.client import Client
+
+from renkei.settings import Settings
+
+from .helpers import code, households, records_by_party, sdk, start
+from .processes import ROOT, worker
+
+
+async def test_control_and_two_agencies_as_processes_complete_a_flow(
+    client: Client, pool, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    address = client.service_client.config.target_host
+    procs = [
+        worker(settings, address, "control"),
+        worker(settings, address, "agency", "city-shibuya"),
+        worker(settings, address, "agency", "jps"),
+    ]
+    try:
+        family = next(
+            h
+            for h in households(settings)
+            if h.municipality == "city-shibuya" and h.kind == "family"
+        )
+        handle = await sdk(client, settings).start(
+            start(
+                "child-allowance-check",
+                "city-minato",
+                code(settings, "city-minato", family.members[0]),
+                inputs={"previous_municipality": "city-shibuya"},
+            )
+        )
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        for p in procs:
+            p.stop()
+    assert result.result["taxable_income"] == family.members[0].taxable_income
+    assert {(x.provider, x.outcome) for x in result.linkages} == {
+        ("city-shibuya", "provided"),
+        ("jps", "provided"),
+    }
+    kept = await records_by_party(pool, handle.id)
+    assert {k: len(v) for k, v in kept.items()} == {
+        (party, step): 1
+        for party in ("requester", "hub", "provider")
+        for step in ("tax", "pension")
+    }
+    # Stopped with SIGTERM, each process shut down on its own (no SIGKILL needed).
+    assert all(p.process.returncode == 0 for p in procs), [p.output for p in procs]
+
+
+def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
+    env["RENKEI_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "renkei.cli", "worker", "control"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "no servers to join" in done.stderr
