@@ -18,6 +18,7 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
     ScheduleCalendarSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
@@ -122,11 +123,14 @@ async def sync(
     for sid, req in sorted(want.items()):
         fp = _fingerprint(settings, req)
         if sid not in have:
-            await client.create_schedule(
-                sid, _schedule(settings, sid, req), memo={"fingerprint": fp}
-            )
-            report.created.append(sid)
-            continue
+            try:
+                await client.create_schedule(
+                    sid, _schedule(settings, sid, req), memo={"fingerprint": fp}
+                )
+                report.created.append(sid)
+                continue
+            except ScheduleAlreadyRunningError:
+                pass  # the listing lags behind (it is eventually consistent): compare it below
         handle = client.get_schedule_handle(sid)
         memo = await (await handle.describe()).memo()
         if memo.get("fingerprint") == fp:
