@@ -120,6 +120,26 @@ async def records_by_party(
     return found
 
 
+def shibuya_family(settings: Settings, index: int = 0) -> Household:
+    """The ``index``-th family of Shibuya (cycling through them)."""
+    families = [
+        h for h in households(settings) if h.municipality == "city-shibuya" and h.kind == "family"
+    ]
+    return families[index % len(families)]
+
+
+def allowance_check(settings: Settings, index: int = 0) -> StartFlow:
+    """Minato's child-allowance check (two parallel linkages: Shibuya's local tax, the JPS's
+    pensions) for a Shibuya family's parent."""
+    h = shibuya_family(settings, index)
+    return start(
+        "child-allowance-check",
+        "city-minato",
+        code(settings, "city-minato", h.members[0]),
+        inputs={"previous_municipality": "city-shibuya"},
+    )
+
+
 def sdk(client: Client, settings: Settings) -> RenkeiClient:
     return RenkeiClient(client, settings)
 

@@ -32,7 +32,18 @@ from renkei.stack import start_postgres, start_temporal
 from whitelist.store import LiveWhitelist
 
 from .conftest import free_port
-from .helpers import code, households, pick, records_by_party, register_fixture, sdk, start, workers
+from .helpers import (
+    allowance_check,
+    code,
+    households,
+    pick,
+    records_by_party,
+    register_fixture,
+    sdk,
+    shibuya_family,
+    start,
+    workers,
+)
 from .processes import worker
 
 pytestmark = pytest.mark.faults
@@ -40,24 +51,6 @@ pytestmark = pytest.mark.faults
 
 def _address(client: Client) -> str:
     return client.service_client.config.target_host
-
-
-def _shibuya_family(settings: Settings, index: int = 0):  # type: ignore[no-untyped-def]
-    families = [
-        h for h in households(settings) if h.municipality == "city-shibuya" and h.kind == "family"
-    ]
-    return families[index % len(families)]
-
-
-def _allowance_check(settings: Settings, index: int = 0):  # type: ignore[no-untyped-def]
-    """The child-allowance check (two parallel linkages) for a family that moved from Shibuya."""
-    h = _shibuya_family(settings, index)
-    return start(
-        "child-allowance-check",
-        "city-minato",
-        code(settings, "city-minato", h.members[0]),
-        inputs={"previous_municipality": "city-shibuya"},
-    )
 
 
 async def _one_record_each(pool: asyncpg.Pool, result: FlowResult, workflow_id: str) -> None:
@@ -155,7 +148,7 @@ async def test_kill_9_of_the_control_worker_mid_flow(
             control=False,
             providers=_slowed(pool, 2.0, entered),
         ):
-            handle = await sdk(client, settings).start(_allowance_check(settings))
+            handle = await sdk(client, settings).start(allowance_check(settings))
             await asyncio.wait_for(entered.wait(), 30)
             control.kill9()  # the workflow's linkages are in flight; its worker is gone
             control = worker(settings, _address(client), "control")
@@ -163,7 +156,7 @@ async def test_kill_9_of_the_control_worker_mid_flow(
     finally:
         control.stop()
     assert result.outcome == "completed", result
-    assert result.result["taxable_income"] == _shibuya_family(settings).members[0].taxable_income
+    assert result.result["taxable_income"] == shibuya_family(settings).members[0].taxable_income
     await _one_record_each(pool, result, handle.id)
 
 
@@ -194,7 +187,7 @@ async def test_temporal_restart_with_100_flows_in_flight(
             ):
                 rc = sdk(client, settings)
                 handles = await asyncio.gather(
-                    *(rc.start(_allowance_check(settings, i)) for i in range(100))
+                    *(rc.start(allowance_check(settings, i)) for i in range(100))
                 )
                 await asyncio.wait_for(entered.wait(), 30)
                 server.stop()  # SIGTERM; its SQLite file keeps the flows
@@ -254,7 +247,7 @@ async def test_postgres_down_for_30_s_during_a_run(
             ):
                 rc = sdk(client, own)
                 handles = await asyncio.gather(
-                    *(rc.start(_allowance_check(own, i)) for i in range(10))
+                    *(rc.start(allowance_check(own, i)) for i in range(10))
                 )
                 await asyncio.wait_for(entered.wait(), 30)
                 await _stop_postgres(server)

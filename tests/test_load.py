@@ -20,7 +20,7 @@ from activities.models import FlowResult
 from renkei import keys, records
 from renkei.settings import Settings
 
-from .helpers import code, households, start, workers
+from .helpers import allowance_check, workers
 from .processes import ROOT, renkei_env, worker
 
 pytestmark = pytest.mark.load
@@ -37,16 +37,7 @@ async def test_1000_concurrent_flows_from_four_client_processes(
     live_whitelist,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    families = [h for h in households(settings) if h.municipality == "city-shibuya"]
-    starts = [
-        start(
-            "child-allowance-check",
-            "city-minato",
-            code(settings, "city-minato", families[i % len(families)].members[0]),
-            inputs={"previous_municipality": "city-shibuya"},
-        )
-        for i in range(FLOWS)
-    ]
+    starts = [allowance_check(settings, i) for i in range(FLOWS)]
     files = []
     for n in range(CLIENTS):
         f = tmp_path / f"client-{n}.jsonl"

@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from renkei.settings import Settings
 
-from .helpers import code, households, records_by_party, sdk, start
+from .helpers import allowance_check, records_by_party, sdk, shibuya_family
 from .processes import ROOT, worker
 
 
@@ -25,19 +25,8 @@ async def test_control_and_two_agencies_as_processes_complete_a_flow(
         worker(settings, address, "agency", "jps"),
     ]
     try:
-        family = next(
-            h
-            for h in households(settings)
-            if h.municipality == "city-shibuya" and h.kind == "family"
-        )
-        handle = await sdk(client, settings).start(
-            start(
-                "child-allowance-check",
-                "city-minato",
-                code(settings, "city-minato", family.members[0]),
-                inputs={"previous_municipality": "city-shibuya"},
-            )
-        )
+        family = shibuya_family(settings)
+        handle = await sdk(client, settings).start(allowance_check(settings))
         result = await asyncio.wait_for(handle.result(), 60)
     finally:
         for p in procs:
