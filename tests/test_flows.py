@@ -20,8 +20,7 @@ from workflows import registry
 from workflows.loader import load_file
 from workflows.validation import validate
 
-from .conftest import TESTS
-from .helpers import child_rearing, code, pick, sdk, start, workers
+from .helpers import child_rearing, code, pick, register_fixture, sdk, start, workers
 
 
 async def _records(
@@ -289,20 +288,10 @@ async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client,
     assert all(req.subject not in str(v) for v in desc.search_attributes.values())
 
 
-async def _register_fixture(pool: asyncpg.Pool, name: str) -> None:
-    loaded = load_file(TESTS / "definitions" / name)
-    assert not [
-        i
-        for i in validate(loaded, default_catalog(), await store.load_index(pool))
-        if i.severity == "error"
-    ]
-    await registry.register(pool, loaded)
-
-
 async def test_one_record_per_linkage_despite_a_forced_retry(
     client, pool, settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register_fixture(pool, "retry-probe.yaml")
+    await register_fixture(pool, "retry-probe.yaml")
     real = municipality_providers("city-shibuya", pool)["local-tax"]
     attempts: list[int] = []
 
@@ -336,7 +325,7 @@ async def test_one_record_per_linkage_despite_a_forced_retry(
 async def test_one_record_per_linkage_across_a_worker_restart(
     client, pool, settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register_fixture(pool, "retry-probe.yaml")
+    await register_fixture(pool, "retry-probe.yaml")
     entered = asyncio.Event()
     stuck = asyncio.Event()
 

@@ -18,27 +18,10 @@ from activities.models import Acknowledged, FlowResult, Response, Waiting
 from renkei import records
 from renkei import search_attributes as sa
 from renkei.settings import Settings
-from whitelist import store
-from whitelist.catalog import default_catalog
-from workflows import registry
-from workflows.loader import load_file
-from workflows.validation import validate
 
-from .conftest import TESTS
-from .helpers import code, pick, sdk, start, workers
+from .helpers import code, pick, register_fixture, sdk, start, workers
 
 DAY = 86_400
-
-
-async def _register(pool: asyncpg.Pool, name: str) -> None:
-    loaded = load_file(TESTS / "definitions" / name)
-    errors = [
-        i
-        for i in validate(loaded, default_catalog(), await store.load_index(pool))
-        if i.severity == "error"
-    ]
-    assert not errors, errors
-    await registry.register(pool, loaded)
 
 
 def _applicant(settings: Settings) -> str:
@@ -58,7 +41,7 @@ async def _waiting(handle, step: str, within: float = 10) -> list[Waiting]:  # t
 async def test_consent_given_after_a_preview_completes_the_flow(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register(pool, "consent-probe.yaml")
+    await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})  # 30 days ≈ 4 minutes
     async with workers(client, pool, slow, catalog, live_whitelist):
         handle = await sdk(client, slow).start(
@@ -89,7 +72,7 @@ async def test_consent_given_after_a_preview_completes_the_flow(
 async def test_consent_refused_and_malformed_responses(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register(pool, "consent-probe.yaml")
+    await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})
     async with workers(client, pool, slow, catalog, live_whitelist):
         handle = await sdk(client, slow).start(
@@ -120,7 +103,7 @@ async def test_consent_refused_and_malformed_responses(
 async def test_a_30_day_wait_reminds_before_and_times_out(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register(pool, "consent-probe.yaml")
+    await register_fixture(pool, "consent-probe.yaml")
     fast = settings.model_copy(update={"test_time_scale": 1e-6})  # 30 days ≈ 2.6 s
     async with workers(client, pool, fast, catalog, live_whitelist):
         handle = await sdk(client, fast).start(
@@ -143,7 +126,7 @@ async def test_a_30_day_wait_reminds_before_and_times_out(
 async def test_sleep_until_months_ahead_then_continue(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register(pool, "sleep-probe.yaml")
+    await register_fixture(pool, "sleep-probe.yaml")
     fast = settings.model_copy(update={"test_time_scale": 5e-7})  # 4 months ≈ 5 s
     async with workers(client, pool, fast, catalog, live_whitelist):
         began = dt.datetime.now(dt.UTC)
@@ -164,7 +147,7 @@ async def test_sleep_until_months_ahead_then_continue(
 async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_survives_continue_as_new(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register(pool, "one-stop-probe.yaml")
+    await register_fixture(pool, "one-stop-probe.yaml")
     h = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
     subject = code(settings, "city-minato", h.members[0])
     plain = settings.model_copy(update={"history_limit": 10_000})
@@ -201,7 +184,7 @@ async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_surviv
 async def test_starting_twice_with_one_case_reference_is_one_run(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:  # type: ignore[no-untyped-def]
-    await _register(pool, "consent-probe.yaml")
+    await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})
     async with workers(client, pool, slow, catalog, live_whitelist):
         flow = start("consent-probe", "city-minato", _applicant(settings), trigger="portal")
@@ -221,7 +204,7 @@ async def test_the_http_api_starts_answers_and_reads_a_portal_application(
     from renkei.web import serving
     from renkei.web.api import issue_token
 
-    await _register(pool, "consent-probe.yaml")
+    await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})
     minato = await issue_token(pool, "city-minato")
     shibuya = await issue_token(pool, "city-shibuya")
