@@ -6,12 +6,13 @@ import csv
 import datetime as dt
 import io
 import json
+import uuid
 
 import asyncpg
 import pytest
 from pydantic import ValidationError
 
-from renkei import billing
+from renkei import billing, records
 from renkei.records import HUB
 from renkei.settings import Settings
 from whitelist.decide import JST
@@ -79,7 +80,7 @@ async def _counts(pool: asyncpg.Pool, month: str) -> tuple[dict, dict]:  # type:
         (r["provider"], r["task"], r["info"]): r["n"]
         for r in await pool.fetch(
             "SELECT provider, task, info, count(*) AS n FROM records.access_records"
-            " WHERE keeper = provider AND outcome = 'allowed'"
+            " WHERE keeper = provider AND requester <> provider AND outcome = 'allowed'"
             " AND recorded_at >= $1 AND recorded_at < $2 GROUP BY 1, 2, 3",
             start,
             end,
@@ -92,9 +93,34 @@ async def test_the_report_matches_the_records_exactly(env, pool, settings: Setti
     h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "family")
     for _ in range(2):
         await (await env.start(child_rearing(settings, h.members[0], h.members[1]))).result()
+    # An agency's look-up in its own register (as a life-event scan makes) is not a provision.
+    await records.write(
+        pool,
+        records.AccessRecord(
+            keeper="city-minato",
+            attempt_key=f"scan/{uuid.uuid4()}",
+            decided_at=dt.datetime.now(dt.UTC),
+            requester="city-minato",
+            provider="city-minato",
+            task="child-allowance",
+            info="resident-cohort",
+            legal_reference="番号法第9条第2項（条例・サンプル）",
+            whitelist_row=None,
+            subject_code="cohort",
+            bpf="school-entry-notice",
+            bpf_version=1,
+            content_hash="sha256:" + "0" * 64,
+            workflow_id="renkei.life-event-scan/test",
+            run_id="r",
+            step="scan",
+            outcome="allowed",
+            reason="own register",
+        ),
+    )
     month = dt.datetime.now(JST).strftime("%Y-%m")
     found = await billing.report(pool, month, billing.load_tariffs())
     queries, provisions = await _counts(pool, month)
+    assert not [x for x in found.lines if x.info == "resident-cohort"]
     assert queries and provisions
 
     got_q: dict[tuple[str, str, str], list[int]] = {}
