@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -99,3 +100,20 @@ async def test_one_trace_spans_the_flow_and_every_linkage_and_metrics_are_served
     assert any(line.startswith("temporal_activity_execution_latency") for line in lines)
     for line in lines:
         assert not any(v in line for v in personal), line
+
+
+def test_the_standard_variables_choose_the_trace_exporter() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    from renkei.telemetry import _exporter
+
+    assert _exporter({}) is None
+    assert isinstance(_exporter({"OTEL_TRACES_EXPORTER": "console"}), ConsoleSpanExporter)
+    assert _exporter({"OTEL_TRACES_EXPORTER": "none"}) is None
+    assert isinstance(
+        _exporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}), OTLPSpanExporter
+    )
+    assert isinstance(_exporter({"OTEL_TRACES_EXPORTER": "otlp"}), OTLPSpanExporter)
+    with pytest.raises(ValueError, match="zipkin"):
+        _exporter({"OTEL_TRACES_EXPORTER": "zipkin"})
