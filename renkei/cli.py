@@ -71,6 +71,15 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
 
+async def _check_keys(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Stop (exit 3) if this process's keys are not the ones the database was started with."""
+    try:
+        await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
+    except keys.KeyMismatch as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from None
+
+
 @contextlib.asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     """A pool on the configured database, or on the embedded one (started if needed)."""
@@ -84,11 +93,7 @@ async def _database(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
         await migrate(url, retention_years=settings.records_retention_years)
         pool = await create_pool(url)
         try:
-            try:
-                await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
-            except keys.KeyMismatch as err:
-                typer.echo(f"error: {err}", err=True)
-                raise typer.Exit(3) from None
+            await _check_keys(pool, settings)
             yield pool
         finally:
             await pool.close()
@@ -1100,18 +1105,23 @@ worker_app = typer.Typer(
 app.add_typer(worker_app, name="worker")
 
 
+def _joined(settings: Settings) -> Any:
+    """The running servers this process joins, or exit 2 saying there are none."""
+    from workers.process import NoStack, servers
+
+    try:
+        return servers(settings)
+    except NoStack as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def init() -> None:
     """Prepare running servers (RENKEI_TEMPORAL_ADDRESS, RENKEI_DATABASE_URL) for workers: schema,
     whitelist, definitions, search attributes, sample promotion, schedules. Idempotent."""
-    from workers.process import NoStack, servers
-
     settings = get_settings()
-    try:
-        found = servers(settings)
-    except NoStack as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    found = _joined(settings)
 
     async def go() -> None:
         _, pool = await _init(settings, found.temporal, found.database)
@@ -1152,18 +1162,14 @@ def worker_agency(
 def serve() -> None:
     """The HTTP API, the codec server and the citizen's pages, without workers."""
     from renkei.web import serving
-    from workers.process import NoStack, servers
 
     settings = get_settings()
-    try:
-        found = servers(settings)
-    except NoStack as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+    found = _joined(settings)
 
     async def go() -> None:
         pool = await create_pool(found.database, max_size=20)
         try:
+            await _check_keys(pool, settings)
             client = await connect(settings, found.temporal)
             async with serving(settings, pool, client) as web:
                 typer.echo(f"serving {web} (API {web}/api, codec {settings.codec_endpoint})")

@@ -60,3 +60,25 @@ def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:  # type: ig
     )
     assert done.returncode == 2
     assert "no servers to join" in done.stderr
+
+
+async def test_serve_runs_the_web_app_as_its_own_process(
+    client: Client, settings: Settings
+) -> None:
+    import httpx
+
+    from .conftest import free_port
+    from .processes import RenkeiProcess, renkei_env
+
+    port = free_port()
+    env = renkei_env(settings, client.service_client.config.target_host, RENKEI_WEB_PORT=str(port))
+    web = RenkeiProcess(["serve"], env, "serving").wait_ready()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://localhost:{port}") as http:
+            assert (await http.get("/healthz")).json() == {"status": "ok"}
+            spec = (await http.get("/api/openapi.json")).json()
+            assert "/api/flows" in spec["paths"]
+            assert (await http.post("/api/flows", json={})).status_code == 401
+    finally:
+        web.stop()
+    assert web.process.returncode == 0, web.output
