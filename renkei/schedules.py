@@ -27,6 +27,7 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.models import ScanRequest
 from renkei.settings import Settings
@@ -113,26 +114,51 @@ def _fingerprint(settings: Settings, req: ScanRequest) -> str:
 async def sync(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog: Catalog
 ) -> SyncReport:
-    """Make the schedules match the definitions."""
+    """Make the schedules match the definitions.
+
+    What exists is what Temporal lists plus what renkei recorded creating (the listing is
+    eventually consistent): a schedule created a moment ago is compared, not created twice; one
+    of a retired definition is deleted even before the listing shows it.
+    """
+    ns = settings.namespace
     want = await desired(pool, settings, catalog)
     report = SyncReport()
-    have: set[str] = set()
+    have: set[str] = {
+        r["schedule_id"]
+        for r in await pool.fetch("SELECT schedule_id FROM hub.schedules WHERE namespace = $1", ns)
+    }
     async for s in await client.list_schedules():
         if s.id.startswith(PREFIX):
             have.add(s.id)
+
+    async def remember(sid: str) -> None:
+        await pool.execute(
+            "INSERT INTO hub.schedules (namespace, schedule_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING",
+            ns,
+            sid,
+        )
+
     for sid, req in sorted(want.items()):
         fp = _fingerprint(settings, req)
-        if sid not in have:
+        handle = client.get_schedule_handle(sid)
+        try:
+            memo = await (await handle.describe()).memo() if sid in have else None
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            memo = None  # recorded, but gone from Temporal (its data was reset)
+        if memo is None:
             try:
                 await client.create_schedule(
                     sid, _schedule(settings, sid, req), memo={"fingerprint": fp}
                 )
+                await remember(sid)
                 report.created.append(sid)
                 continue
-            except ScheduleAlreadyRunningError:
-                pass  # the listing lags behind (it is eventually consistent): compare it below
-        handle = client.get_schedule_handle(sid)
-        memo = await (await handle.describe()).memo()
+            except ScheduleAlreadyRunningError:  # created a moment ago, not listed yet
+                memo = await (await handle.describe()).memo()
+        await remember(sid)
         if memo.get("fingerprint") == fp:
             report.unchanged.append(sid)
             continue
@@ -143,7 +169,14 @@ async def sync(
 
         await handle.update(update)
         report.updated.append(sid)
-    for sid in sorted(set(have) - set(want)):
-        await client.get_schedule_handle(sid).delete()
+    for sid in sorted(have - set(want)):
+        try:
+            await client.get_schedule_handle(sid).delete()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await pool.execute(
+            "DELETE FROM hub.schedules WHERE namespace = $1 AND schedule_id = $2", ns, sid
+        )
         report.deleted.append(sid)
     return report
