@@ -5,9 +5,10 @@ For one month (in Japan's time zone, by when records were written to their chain
 - each **requester** is charged for the queries the hub allowed — counted from the hub's own
   chain, by requester, task and info item; denied queries are counted beside them, unpriced;
 - each **provider** is charged for its provisions — the allowed requests of other agencies that
-  reached it, counted from the provider's own chain, by task and info item. An agency's look-up
-  in its own register (a life-event scan of its residents) does not cross the network and is
-  not billed.
+  reached it, counted from the provider's own chain, by task and info item.
+
+An agency's look-up in its own register (a municipality reading its resident record, a life-event
+scan of its residents) does not pass between agencies and is billed to neither side.
 
 Prices come from the tariff file (``RENKEI_TARIFF_FILE``): versions with validity dates, per-item
 overrides. The report names every chain it counted, with the first and last record (sequence
@@ -131,7 +132,7 @@ async def report(pool: asyncpg.Pool, month: str, tariffs: Tariffs) -> BillingRep
                count(*) FILTER (WHERE outcome = 'denied') AS denied
           FROM records.access_records
          WHERE recorded_at >= $1 AND recorded_at < $2
-           AND (keeper = $3 OR (keeper = provider AND requester <> provider))
+           AND (keeper = $3 OR keeper = provider) AND requester <> provider
          GROUP BY 1, 2, 3, 4, 5
         """,
         start,
@@ -185,7 +186,7 @@ async def report(pool: asyncpg.Pool, month: str, tariffs: Tariffs) -> BillingRep
                    (array_agg(record_hash ORDER BY chain_seq DESC))[1] AS last_hash
               FROM records.access_records
              WHERE recorded_at >= $1 AND recorded_at < $2
-               AND (keeper = $3 OR (keeper = provider AND requester <> provider))
+               AND (keeper = $3 OR keeper = provider) AND requester <> provider
              GROUP BY keeper ORDER BY keeper
             """,
             start,

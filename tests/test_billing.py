@@ -69,7 +69,7 @@ async def _counts(pool: asyncpg.Pool, month: str) -> tuple[dict, dict]:  # type:
             "SELECT requester, task, info,"
             " count(*) FILTER (WHERE outcome = 'allowed') AS allowed,"
             " count(*) FILTER (WHERE outcome = 'denied') AS denied"
-            " FROM records.access_records WHERE keeper = $3"
+            " FROM records.access_records WHERE keeper = $3 AND requester <> provider"
             " AND recorded_at >= $1 AND recorded_at < $2 GROUP BY 1, 2, 3",
             start,
             end,
@@ -93,30 +93,32 @@ async def test_the_report_matches_the_records_exactly(env, pool, settings: Setti
     h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "family")
     for _ in range(2):
         await (await env.start(child_rearing(settings, h.members[0], h.members[1]))).result()
-    # An agency's look-up in its own register (as a life-event scan makes) is not a provision.
-    await records.write(
-        pool,
-        records.AccessRecord(
-            keeper="city-minato",
-            attempt_key=f"scan/{uuid.uuid4()}",
-            decided_at=dt.datetime.now(dt.UTC),
-            requester="city-minato",
-            provider="city-minato",
-            task="child-allowance",
-            info="resident-cohort",
-            legal_reference="番号法第9条第2項（条例・サンプル）",
-            whitelist_row=None,
-            subject_code="cohort",
-            bpf="school-entry-notice",
-            bpf_version=1,
-            content_hash="sha256:" + "0" * 64,
-            workflow_id="renkei.life-event-scan/test",
-            run_id="r",
-            step="scan",
-            outcome="allowed",
-            reason="own register",
-        ),
-    )
+    # An agency's look-up in its own register (through the hub, or a life-event scan at its own
+    # gate) passes between no agencies: billed to neither side.
+    for keeper in (HUB, "city-minato"):
+        await records.write(
+            pool,
+            records.AccessRecord(
+                keeper=keeper,
+                attempt_key=f"own/{uuid.uuid4()}",
+                decided_at=dt.datetime.now(dt.UTC),
+                requester="city-minato",
+                provider="city-minato",
+                task="child-allowance",
+                info="resident-cohort",
+                legal_reference="番号法第9条第2項（条例・サンプル）",
+                whitelist_row=None,
+                subject_code="cohort",
+                bpf="school-entry-notice",
+                bpf_version=1,
+                content_hash="sha256:" + "0" * 64,
+                workflow_id="renkei.life-event-scan/test",
+                run_id="r",
+                step="scan",
+                outcome="allowed",
+                reason="own register",
+            ),
+        )
     month = dt.datetime.now(JST).strftime("%Y-%m")
     found = await billing.report(pool, month, billing.load_tariffs())
     queries, provisions = await _counts(pool, month)
