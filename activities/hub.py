@@ -14,7 +14,6 @@ which is what the citizen's view reads).
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import asyncpg
@@ -107,27 +106,19 @@ class HubActivities:
         except UnknownSubject as err:
             raise ApplicationError(str(err), type="UnknownSubject", non_retryable=True) from None
         now = dt.datetime.now(dt.UTC)
-        began = time.perf_counter()
-        decision = decide_linkage(
-            self._catalog,
-            self._whitelist.index,
-            req.requester,
+        decision = telemetry.decided(
+            "hub",
             req.provider,
-            req.task,
-            req.info,
-            now,
-        )
-        took = time.perf_counter() - began
-        outcome = "allowed" if decision.allowed else "denied"
-        telemetry.count_decision(
-            party="hub",
-            requester=req.requester,
-            provider=req.provider,
-            task=req.task,
-            info=req.info,
-            row=decision.row.id if decision.row else None,
-            outcome=outcome,
-            seconds=took,
+            req,
+            lambda: decide_linkage(
+                self._catalog,
+                self._whitelist.index,
+                req.requester,
+                req.provider,
+                req.task,
+                req.info,
+                now,
+            ),
         )
         common: dict[str, Any] = {
             "attempt_key": f"{req.workflow_id}/{req.run_id}/{req.step}",
@@ -144,14 +135,15 @@ class HubActivities:
             "workflow_id": req.workflow_id,
             "run_id": req.run_id,
             "step": req.step,
-            "outcome": "allowed" if decision.allowed else "denied",
+            "outcome": decision.outcome,
             "reason": decision.reason,
             "hold_until": req.hold.until if req.hold else None,
             "hold_reason": req.hold.reason if req.hold else None,
             "trigger": req.trigger,
         }
         with telemetry.tracer().start_as_current_span(
-            "renkei.hub.decide", attributes=telemetry.linkage_attributes(req, "hub", outcome)
+            "renkei.hub.decide",
+            attributes=telemetry.linkage_attributes(req, "hub", decision.outcome),
         ):
             await records.write(
                 self._pool,

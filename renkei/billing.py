@@ -170,14 +170,7 @@ async def report(pool: asyncpg.Pool, month: str, tariffs: Tariffs) -> BillingRep
     for line in lines:
         totals[line.org] = totals.get(line.org, 0) + line.amount
     chains = [
-        ChainRange(
-            keeper=c["keeper"],
-            records=c["records"],
-            first_seq=c["first_seq"],
-            last_seq=c["last_seq"],
-            first_hash=c["first_hash"],
-            last_hash=c["last_hash"],
-        )
+        ChainRange(**dict(c))
         for c in await pool.fetch(
             """
             SELECT keeper, count(*) AS records, min(chain_seq) AS first_seq,

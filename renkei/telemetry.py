@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -37,6 +38,9 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from renkei.settings import Settings
+
+if TYPE_CHECKING:
+    from whitelist.decide import Decision
 
 TRACER = "renkei"
 
@@ -111,35 +115,30 @@ def runtime(settings: Settings) -> Runtime | None:
 # -- renkei's own metrics, recorded from activities (no-ops elsewhere) --------------------------
 
 
-def count_decision(
-    *,
-    party: str,
-    requester: str,
-    provider: str,
-    task: str,
-    info: str,
-    row: str | None,
-    outcome: str,
-    seconds: float,
-) -> None:
+def decided(party: str, provider: str, req: Any, decide: Callable[[], Decision]) -> Decision:
+    """Run one whitelist decision (``decide``) for ``req``, counting and timing it."""
+    began = time.perf_counter()
+    decision = decide()
+    took = time.perf_counter() - began
     if not activity.in_activity():
-        return
+        return decision
     meter = activity.metric_meter()
     labels = {
         "party": party,
-        "requester": requester,
+        "requester": req.requester,
         "provider": provider,
-        "task": task,
-        "info": info,
-        "whitelist_row": row or "none",
-        "outcome": outcome,
+        "task": req.task,
+        "info": req.info,
+        "whitelist_row": decision.row.id if decision.row else "none",
+        "outcome": decision.outcome,
     }
     meter.create_counter(
         "renkei_linkage_decisions", "linkages decided against the whitelist", "1"
     ).add(1, labels)
     meter.create_histogram_float(
         "renkei_decision_latency", "time to decide one linkage against the whitelist", "ms"
-    ).record(seconds * 1000, {"party": party})
+    ).record(took * 1000, {"party": party})
+    return decision
 
 
 def linkage_attributes(req: Any, party: str, outcome: str) -> dict[str, str | int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -105,6 +106,30 @@ async def register_fixture(pool: asyncpg.Pool, name: str) -> None:
     errors = [i for i in found if i.severity == "error"]
     assert not errors, errors
     await registry.register(pool, loaded)
+
+
+def access_record(keeper: str, n: int, **changes: Any) -> AccessRecord:
+    """A synthetic access record of attempt ``n`` kept by ``keeper`` (fields overridable)."""
+    return AccessRecord(
+        keeper=keeper,
+        attempt_key=f"wf-{n}/run/step",
+        decided_at=dt.datetime.now(dt.UTC),
+        requester="pref-tokyo",
+        provider="city-minato",
+        task="child-rearing-allowance",
+        info="local-tax",
+        legal_reference="番号法別表第二 五十七項",
+        whitelist_row=None,
+        subject_code=f"CODE{n:016d}",
+        bpf="probe",
+        bpf_version=1,
+        content_hash="sha256:0",
+        workflow_id=f"wf-{n}",
+        run_id="run",
+        step="step",
+        outcome="allowed",
+        reason="ok",
+    ).model_copy(update=changes)
 
 
 async def records_by_party(

@@ -17,7 +17,7 @@ from renkei.records import HUB
 from renkei.settings import Settings
 from whitelist.decide import JST
 
-from .helpers import child_rearing, pick, run
+from .helpers import access_record, child_rearing, pick, run
 
 TARIFFS = billing.Tariffs(
     currency="JPY",
@@ -98,25 +98,15 @@ async def test_the_report_matches_the_records_exactly(env, pool, settings: Setti
     for keeper in (HUB, "city-minato"):
         await records.write(
             pool,
-            records.AccessRecord(
-                keeper=keeper,
+            access_record(
+                keeper,
+                0,
                 attempt_key=f"own/{uuid.uuid4()}",
-                decided_at=dt.datetime.now(dt.UTC),
                 requester="city-minato",
-                provider="city-minato",
                 task="child-allowance",
                 info="resident-cohort",
                 legal_reference="番号法第9条第2項（条例・サンプル）",
-                whitelist_row=None,
-                subject_code="cohort",
-                bpf="school-entry-notice",
-                bpf_version=1,
-                content_hash="sha256:" + "0" * 64,
                 workflow_id="renkei.life-event-scan/test",
-                run_id="r",
-                step="scan",
-                outcome="allowed",
-                reason="own register",
             ),
         )
     month = dt.datetime.now(JST).strftime("%Y-%m")

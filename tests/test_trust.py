@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from typing import Any
 
@@ -27,7 +26,7 @@ from renkei.pseudonyms import (
 )
 from renkei.settings import Settings
 
-from .helpers import child_rearing, code, pick, run, sdk, start, workers
+from .helpers import access_record, child_rearing, code, pick, run, sdk, start, workers
 
 # -- agency-specific codes --
 
@@ -265,33 +264,10 @@ async def test_payloads_encrypted_under_a_retired_key_still_decrypt(settings: Se
 # -- tamper-evident records --
 
 
-def _record(keeper: str, n: int) -> records.AccessRecord:
-    return records.AccessRecord(
-        keeper=keeper,
-        attempt_key=f"wf-{n}/run/step",
-        decided_at=dt.datetime.now(dt.UTC),
-        requester="pref-tokyo",
-        provider="city-minato",
-        task="child-rearing-allowance",
-        info="local-tax",
-        legal_reference="番号法別表第二 五十七項",
-        whitelist_row=None,
-        subject_code=f"CODE{n:016d}",
-        bpf="probe",
-        bpf_version=1,
-        content_hash="sha256:0",
-        workflow_id=f"wf-{n}",
-        run_id="run",
-        step="step",
-        outcome="allowed",
-        reason="ok",
-    )
-
-
 async def _chain_of(pool: asyncpg.Pool, n: int = 5) -> str:
     keeper = f"probe-{uuid.uuid4().hex[:8]}"
     for i in range(1, n + 1):
-        await records.write(pool, _record(keeper, i))
+        await records.write(pool, access_record(keeper, i))
     return keeper
 
 
@@ -327,7 +303,7 @@ async def test_records_are_append_only_for_the_application(pool: asyncpg.Pool) -
                 "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1", keeper
             )
     # A second write of the same attempt is the same record, not a new one.
-    again = await records.write(pool, _record(keeper, 1))
+    again = await records.write(pool, access_record(keeper, 1))
     assert again[0].chain_seq == 1
     assert len(await records.query(pool, keeper=keeper)) == 2
 

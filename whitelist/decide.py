@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +31,10 @@ class Decision(BaseModel):
     @property
     def legal_reference(self) -> str:
         return self.row.legal_reference if self.row else ""
+
+    @property
+    def outcome(self) -> Literal["allowed", "denied"]:
+        return "allowed" if self.allowed else "denied"
 
 
 class WhitelistIndex:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -97,24 +96,11 @@ class WhitelistGate:
     async def admit(self, req: LinkageRequest) -> Decision:
         info = activity.info()
         now = dt.datetime.now(dt.UTC)
-        began = time.perf_counter()
-        decision = self.decide(req, now)
-        took = time.perf_counter() - began
-        outcome = "allowed" if decision.allowed else "denied"
-        telemetry.count_decision(
-            party="provider",
-            requester=req.requester,
-            provider=self.org,
-            task=req.task,
-            info=req.info,
-            row=decision.row.id if decision.row else None,
-            outcome=outcome,
-            seconds=took,
-        )
+        decision = telemetry.decided("provider", self.org, req, lambda: self.decide(req, now))
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
         with telemetry.tracer().start_as_current_span(
             "renkei.whitelist.decide",
-            attributes=telemetry.linkage_attributes(req, "provider", outcome),
+            attributes=telemetry.linkage_attributes(req, "provider", decision.outcome),
         ):
             await patiently(lambda: self._write(info, req, decision, now), now + limit)
         return decision
@@ -141,7 +127,7 @@ class WhitelistGate:
                 workflow_id=info.workflow_id or "",
                 run_id=info.workflow_run_id or "",
                 step=req.step,
-                outcome="allowed" if decision.allowed else "denied",
+                outcome=decision.outcome,
                 reason=decision.reason,
                 trigger=req.trigger,
             ),
