@@ -18,11 +18,10 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY whitelist ./whitelist
 COPY workers ./workers
-COPY definitions ./definitions
-# Installed in place, so the definitions and whitelist data are read where they were copied;
-# compiled once, so the workflow sandbox imports bytecode for every run.
-RUN pip install --no-cache-dir -e . \
-    && python -m compileall -q renkei workflows activities whitelist workers
+# A regular install: the sample definitions, whitelist data, migrations and tariffs ship as
+# package data, and pip compiles every module, so the workflow sandbox imports bytecode.
+RUN pip install --no-cache-dir . \
+    && rm -rf /app/renkei /app/workflows /app/activities /app/whitelist /app/workers
 
 USER 10001:10001
 ENV PYTHONUNBUFFERED=1 \

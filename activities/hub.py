@@ -20,7 +20,10 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.models import (
+from renkei.bpf import registry
+from renkei.bpf.admission import StartRefused, admit, why_not
+from renkei.bpf.models import QueryStep, walk
+from renkei.contracts.messages import (
     Brokered,
     BrokerRequest,
     CaseRefRequest,
@@ -31,14 +34,11 @@ from activities.models import (
     ScanRequest,
     TranslateRequest,
 )
-from renkei import records, telemetry
-from renkei.pseudonyms import Pseudonyms, UnknownSubject
+from renkei.kernel import records, telemetry
+from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.decide import decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
-from workflows import registry
-from workflows.admission import StartRefused, admit, why_not
-from workflows.models import QueryStep, walk
 
 
 class HubActivities:

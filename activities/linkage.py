@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from activities.models import LinkageRequest
+from renkei.contracts.messages import LinkageRequest
 
 QUERY_PREFIX = "query."
 Provider = Callable[[LinkageRequest], Awaitable[BaseModel]]

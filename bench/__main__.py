@@ -26,19 +26,19 @@ import psutil
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from renkei.bootstrap import prepare
-from renkei.client import RenkeiClient, connect
-from renkei.db import create_pool, migrate
-from renkei.search_attributes import ALL
-from renkei.settings import Settings
-from renkei.stack import start_postgres, temporal_cli
+from renkei.app.bootstrap import prepare
+from renkei.app.client import RenkeiClient, connect
+from renkei.app.stack import start_postgres, temporal_cli
+from renkei.bpf.loader import parse_text
+from renkei.bpf.validation import validate
+from renkei.kernel.db import create_pool, migrate
+from renkei.kernel.search_attributes import ALL
+from renkei.kernel.settings import Settings
 from whitelist.annex2 import load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
 from whitelist.models import WhitelistRow
 from workers.dev import running_workers
-from workflows.loader import parse_text
-from workflows.validation import validate
 
 
 def _decision_us(index: WhitelistIndex, n: int) -> float:

@@ -19,11 +19,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from renkei import keys, records
-from renkei.db import create_pool, migrate
-from renkei.pseudonyms import PORTAL, Pseudonyms
-from renkei.settings import Settings
-from renkei.stack import start_postgres
+from renkei.app.stack import start_postgres
+from renkei.kernel import keys, records
+from renkei.kernel.db import create_pool, migrate
+from renkei.kernel.pseudonyms import PORTAL, Pseudonyms
+from renkei.kernel.settings import Settings
 
 ORGS = ("pref-tokyo", "city-minato", "city-shibuya", "kyokai-kenpo", "jps")
 INFOS = ("resident-record", "local-tax", "medical-benefit", "pension-benefit")
@@ -111,7 +111,7 @@ async def _time_requests(settings: Settings, pool: asyncpg.Pool, portal_code: st
     import json
     import sys
 
-    from renkei.web import serving
+    from renkei.app.web import serving
 
     async with serving(settings, pool) as base:
         proc = await asyncio.create_subprocess_exec(

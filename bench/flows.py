@@ -22,14 +22,14 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agencies.synthetic import generate
-from activities.models import StartFlow
 from bench.plain import PlainSeq, noop
-from renkei import keys
-from renkei.client import RenkeiClient
-from renkei.pseudonyms import derive_code
-from renkei.settings import Settings
-from workflows import registry
-from workflows.loader import parse_text
+from renkei.app.client import RenkeiClient
+from renkei.bpf import registry
+from renkei.bpf.loader import parse_text
+from renkei.contracts.messages import StartFlow
+from renkei.kernel import keys
+from renkei.kernel.pseudonyms import derive_code
+from renkei.kernel.settings import Settings
 
 SIZES = (1, 3, 10)
 

@@ -14,7 +14,7 @@ import uuid
 
 import asyncpg
 
-from renkei import records
+from renkei.kernel import records
 
 
 def _record(keeper: str, i: int) -> records.AccessRecord:

@@ -19,16 +19,16 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.models import Response, StartFlow
 from bench.plain import PlainWait
-from renkei import keys
-from renkei.client import RenkeiClient
-from renkei.pseudonyms import derive_code
-from renkei.settings import Settings
+from renkei.app.client import RenkeiClient
+from renkei.bpf import registry
+from renkei.bpf.loader import load_file
+from renkei.contracts.messages import Response, StartFlow
+from renkei.kernel import keys
+from renkei.kernel.pseudonyms import derive_code
+from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from workers.control import control_worker
-from workflows import registry
-from workflows.loader import load_file
 
 DEFINITION = Path(__file__).parent / "definitions" / "wait-only.yaml"
 
@@ -68,7 +68,7 @@ async def renkei_waiting(
     )
     sdk = RenkeiClient(client, s)
     subject = derive_code(keys.load(s).hub_key, "city-minato", uuid.UUID(int=1))
-    from renkei.pseudonyms import Pseudonyms
+    from renkei.kernel.pseudonyms import Pseudonyms
 
     await Pseudonyms(pool, keys.load(s).hub_key).enroll([uuid.UUID(int=1)], ["city-minato"])
     tag = uuid.uuid4().hex[:6]

@@ -21,14 +21,14 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
-from renkei import keys
-from renkei.bootstrap import prepare
-from renkei.client import RenkeiClient, connect
-from renkei.codec import data_converter
-from renkei.db import create_pool, migrate
-from renkei.search_attributes import ALL as SEARCH_ATTRIBUTES
-from renkei.settings import Settings, get_settings
-from renkei.stack import start_postgres, temporal_cli
+from renkei.app.bootstrap import prepare
+from renkei.app.client import RenkeiClient, connect
+from renkei.app.stack import start_postgres, temporal_cli
+from renkei.kernel import keys
+from renkei.kernel.codec import data_converter
+from renkei.kernel.db import create_pool, migrate
+from renkei.kernel.search_attributes import ALL as SEARCH_ATTRIBUTES
+from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from activities.agencies import providers_for
 from activities.linkage import Provider
-from activities.models import LinkageRequest
+from renkei.contracts.messages import LinkageRequest
 
 
 def stalling(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:

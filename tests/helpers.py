@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 from activities.agencies import SAMPLE_AGENCIES
 from activities.agencies.synthetic import Household, Person, generate
 from activities.linkage import Provider
-from activities.models import StartFlow
-from renkei import keys, records
-from renkei.client import RenkeiClient
-from renkei.pseudonyms import derive_code
-from renkei.records import AccessRecord
-from renkei.settings import Settings
+from renkei.app.client import RenkeiClient
+from renkei.contracts.messages import StartFlow
+from renkei.kernel import keys, records
+from renkei.kernel.pseudonyms import derive_code
+from renkei.kernel.records import AccessRecord
+from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workers.agency import agency_worker
@@ -95,11 +95,11 @@ async def register_fixture(pool: asyncpg.Pool, name: str) -> None:
     """Register ``tests/definitions/NAME`` as a draft, after checking it has no error."""
     from pathlib import Path
 
+    from renkei.bpf import registry
+    from renkei.bpf.loader import load_file
+    from renkei.bpf.validation import validate
     from whitelist import store
     from whitelist.catalog import default_catalog
-    from workflows import registry
-    from workflows.loader import load_file
-    from workflows.validation import validate
 
     loaded = load_file(Path(__file__).parent / "definitions" / name)
     found = validate(loaded, default_catalog(), await store.load_index(pool))
@@ -171,7 +171,7 @@ def sdk(client: Client, settings: Settings) -> RenkeiClient:
 
 def run(cli: CliRunner, *args: str, input: str | None = None) -> tuple[int, str]:
     """Invoke the renkei command; (exit code, stdout and stderr)."""
-    from renkei.cli import app
+    from renkei.app.cli import app
 
     result = cli.invoke(app, list(args), input=input)
     return result.exit_code, result.output

@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from activities.models import StartFlow
-from renkei.client import RenkeiClient
-from renkei.settings import Settings
+from renkei.app.client import RenkeiClient
+from renkei.contracts.messages import StartFlow
+from renkei.kernel.settings import Settings
 
 
 async def main(path: Path) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from renkei.settings import Settings
+from renkei.kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,14 +37,14 @@ def renkei_env(settings: Settings, temporal: str, **extra: str) -> dict[str, str
 
 
 class RenkeiProcess:
-    """``python -m renkei.cli ARGS`` in its own process group; output kept for failures."""
+    """``python -m renkei.app.cli ARGS`` in its own process group; output kept for failures."""
 
     def __init__(self, args: list[str], env: dict[str, str], ready: str | None) -> None:
         self.args = args
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "renkei.cli", *args],
+            [sys.executable, "-m", "renkei.app.cli", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

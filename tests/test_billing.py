@@ -12,9 +12,10 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
-from renkei import billing, records
-from renkei.records import HUB
-from renkei.settings import Settings
+from renkei.app import billing
+from renkei.kernel import records
+from renkei.kernel.records import HUB
+from renkei.kernel.settings import Settings
 from whitelist.decide import JST
 
 from .helpers import access_record, child_rearing, pick, run

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from renkei.bootstrap import check_file
-from renkei.settings import PROJECT_ROOT
+from renkei.app.bootstrap import check_file
+from renkei.bpf.loader import BpfFileError, parse_text
+from renkei.bpf.validation import validate
+from tests.paths import PROJECT_ROOT, SAMPLES_DIR
 from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
 from whitelist.local import all_rows
-from workflows.loader import BpfFileError, parse_text
-from workflows.validation import validate
 
-DEFINITIONS = PROJECT_ROOT / "definitions"
+DEFINITIONS = SAMPLES_DIR
 TODAY = dt.date(2026, 11, 26)
 
 

@@ -19,9 +19,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from renkei.settings import PROJECT_ROOT, Settings
-from renkei.web import serving
-from renkei.web.codec_server import add_operator
+from renkei.app.web import serving
+from renkei.app.web.codec_server import add_operator
+from renkei.kernel.settings import Settings
+from tests.paths import PROJECT_ROOT, SAMPLES_DIR
 
 from .helpers import child_rearing, code, pick, start
 
@@ -191,15 +192,15 @@ async def test_temporal_ui_shows_clear_payloads_only_to_a_signed_in_operator(
 
 
 async def test_the_bpf_catalog_renders_for_citizens(browser) -> None:  # type: ignore[no-untyped-def]
-    from renkei.catalog import render
+    from renkei.app.catalog_page import render
+    from renkei.bpf.loader import definition_files, load_file
+    from renkei.bpf.models import QueryStep, walk
     from whitelist.catalog import default_catalog
     from whitelist.decide import WhitelistIndex
     from whitelist.local import all_rows
-    from workflows.loader import definition_files, load_file
-    from workflows.models import QueryStep, walk
 
     catalog = default_catalog()
-    definitions = [load_file(p).definition for p in definition_files(PROJECT_ROOT / "definitions")]
+    definitions = [load_file(p).definition for p in definition_files(SAMPLES_DIR)]
     html = render(definitions, catalog, WhitelistIndex(all_rows(catalog)))
     path = ARTIFACTS / "bpf-catalog.html"
     path.write_text(html, encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from renkei.settings import PROJECT_ROOT
+from tests.paths import SAMPLES_DIR
 
 from .helpers import run
 
@@ -62,7 +62,7 @@ def test_whitelist_list_filters_by_item(cli: CliRunner) -> None:
 
 
 def test_bpf_validate_passes_samples_and_fails_the_nonconformant(cli: CliRunner) -> None:
-    defs = PROJECT_ROOT / "definitions"
+    defs = SAMPLES_DIR
     code, out = run(cli, "bpf", "validate", *map(str, sorted(defs.glob("*.yaml"))))
     files = sorted(defs.glob("*.yaml"))
     assert code == 0 and out.count("ok: ") == len(files) >= 6
@@ -75,7 +75,7 @@ def test_bpf_validate_passes_samples_and_fails_the_nonconformant(cli: CliRunner)
 def test_bpf_validate_reports_file_line_and_field(cli: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
-        (PROJECT_ROOT / "definitions" / "child-allowance.yaml")
+        (SAMPLES_DIR / "child-allowance.yaml")
         .read_text()
         .replace("info: pension-benefit", "info: pension-benefits")
     )

@@ -16,7 +16,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from activities.agencies import SAMPLE_AGENCIES
-from renkei.settings import PROJECT_ROOT
+from tests.paths import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SCHEMA = PROJECT_ROOT / "deploy" / "compose-spec.json"
@@ -92,8 +92,10 @@ def test_the_dockerfile_lints_clean() -> None:
 
 def test_the_image_holds_what_the_processes_read() -> None:
     text = (PROJECT_ROOT / "Dockerfile").read_text()
-    for folder in ("renkei", "workflows", "activities", "whitelist", "workers", "definitions"):
+    for folder in ("renkei", "workflows", "activities", "whitelist", "workers"):
         assert f"COPY {folder} ./{folder}" in text
+    # A regular install: the image runs the installed package with its data, not the copied tree.
+    assert "pip install --no-cache-dir . " in text and "install --no-cache-dir -e" not in text
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
     assert "deploy/secrets" in ignored and ".renkei" in ignored
     assert Path(PROJECT_ROOT / "deploy" / "prometheus.yml").exists()

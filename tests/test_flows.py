@@ -10,15 +10,15 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities.agencies.municipality import providers as municipality_providers
-from activities.models import FlowResult, LinkageRequest
-from renkei import records
-from renkei.settings import PROJECT_ROOT
+from renkei.bpf import registry
+from renkei.bpf.loader import load_file
+from renkei.bpf.validation import validate
+from renkei.contracts.messages import FlowResult, LinkageRequest
+from renkei.kernel import records
+from tests.paths import SAMPLES_DIR
 from whitelist import store
 from whitelist.catalog import default_catalog
-from whitelist.schemas import LocalTax
-from workflows import registry
-from workflows.loader import load_file
-from workflows.validation import validate
+from whitelist.payloads import LocalTax
 
 from .helpers import child_rearing, code, pick, register_fixture, sdk, start, workers
 
@@ -182,18 +182,16 @@ async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_r
 async def test_nonconformant_definition_cannot_be_registered_or_started(
     env, pool, settings
 ) -> None:  # type: ignore[no-untyped-def]
-    loaded = load_file(
-        PROJECT_ROOT / "definitions" / "nonconformant" / "child-allowance-medical-peek.yaml"
-    )
+    loaded = load_file(SAMPLES_DIR / "nonconformant" / "child-allowance-medical-peek.yaml")
     errors = [
         i
         for i in validate(loaded, default_catalog(), await store.load_index(pool))
         if i.severity == "error"
     ]
     assert errors
-    from renkei.bootstrap import register_definitions
+    from renkei.app.bootstrap import register_definitions
 
-    _, rejected = await register_definitions(pool, PROJECT_ROOT / "definitions" / "nonconformant")
+    _, rejected = await register_definitions(pool, SAMPLES_DIR / "nonconformant")
     assert rejected and await registry.fetch(pool, "child-allowance-medical-peek") is None
     h = pick(settings, lambda h: h.municipality == "city-minato")
     handle = await env.start(
@@ -373,6 +371,6 @@ async def test_unknown_subject_code_fails_without_naming_it(env, pool, settings)
 
 
 async def test_search_attributes_are_registered_idempotently(client) -> None:  # type: ignore[no-untyped-def]
-    from renkei.search_attributes import ensure_registered
+    from renkei.kernel.search_attributes import ensure_registered
 
     assert await ensure_registered(client, "default") == []

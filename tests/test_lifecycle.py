@@ -10,9 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 
 from activities.agencies import providers_for
 from activities.agencies.seed import sample_subjects
-from activities.models import LinkageRequest
-from renkei import keys
-from renkei.conformance import (
+from renkei.app.conformance import (
     SCENARIOS_DIR,
     Behaviour,
     Report,
@@ -22,11 +20,14 @@ from renkei.conformance import (
     scenarios_for,
     store_report,
 )
-from renkei.pseudonyms import derive_code
-from renkei.settings import PROJECT_ROOT, Settings
-from whitelist.schemas import LocalTax
-from workflows import registry
-from workflows.loader import parse_text
+from renkei.bpf import registry
+from renkei.bpf.loader import parse_text
+from renkei.contracts.messages import LinkageRequest
+from renkei.kernel import keys
+from renkei.kernel.pseudonyms import derive_code
+from renkei.kernel.settings import Settings
+from tests.paths import SAMPLES_DIR
+from whitelist.payloads import LocalTax
 
 from .helpers import households, sdk, start, workers
 
@@ -91,7 +92,7 @@ async def test_the_kit_reports_a_wrong_expectation_and_a_bad_answer(
 
 
 def _variant(bpf: str, version: int = 1) -> tuple[str, object]:
-    text = (PROJECT_ROOT / "definitions" / "vaccination-relief.yaml").read_text()
+    text = (SAMPLES_DIR / "vaccination-relief.yaml").read_text()
     text = text.replace("bpf: vaccination-relief-medical-check", f"bpf: {bpf}")
     text = text.replace("version: 1", f"version: {version}")
     if version > 1:

@@ -16,9 +16,9 @@ import asyncpg
 import pytest
 from temporalio.client import Client
 
-from activities.models import FlowResult
-from renkei import keys, records
-from renkei.settings import Settings
+from renkei.contracts.messages import FlowResult
+from renkei.kernel import keys, records
+from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, workers
 from .processes import ROOT, renkei_env, worker

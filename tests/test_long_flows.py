@@ -14,10 +14,10 @@ import asyncpg
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from activities.models import Acknowledged, FlowResult, Response, Waiting
-from renkei import records
-from renkei import search_attributes as sa
-from renkei.settings import Settings
+from renkei.contracts.messages import Acknowledged, FlowResult, Response, Waiting
+from renkei.kernel import records
+from renkei.kernel import search_attributes as sa
+from renkei.kernel.settings import Settings
 
 from .helpers import code, pick, register_fixture, sdk, start, workers
 
@@ -201,8 +201,8 @@ async def test_the_http_api_starts_answers_and_reads_a_portal_application(
 ) -> None:  # type: ignore[no-untyped-def]
     import httpx
 
-    from renkei.web import serving
-    from renkei.web.api import issue_token
+    from renkei.app.web import serving
+    from renkei.app.web.api import issue_token
 
     await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})

@@ -9,7 +9,7 @@ import sys
 
 from temporalio.client import Client
 
-from renkei.settings import Settings
+from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, records_by_party, sdk, shibuya_family
 from .processes import ROOT, worker
@@ -50,7 +50,7 @@ def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:  # type: ig
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env["RENKEI_DATA_DIR"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "renkei.cli", "worker", "control"],
+        [sys.executable, "-m", "renkei.app.cli", "worker", "control"],
         cwd=ROOT,
         env=env,
         capture_output=True,

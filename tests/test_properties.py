@@ -25,24 +25,28 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from temporalio.client import Client
 
-from activities.models import CASE_REF, StartFlow
-from renkei.client import RenkeiClient
-from renkei.settings import PROJECT_ROOT, Settings
+from renkei.app.client import RenkeiClient
+from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
+from renkei.bpf.validation import validate
+from renkei.contracts.messages import CASE_REF, StartFlow
+from renkei.kernel.settings import Settings
+from tests.paths import SAMPLES_DIR
 from whitelist.annex2 import load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.decide import JST, WhitelistIndex, decide_linkage
 from whitelist.local import load_local
-from workflows.loader import BpfFileError, LoadedBpf, parse_text
-from workflows.validation import validate
 
 from .helpers import child_rearing, pick
 
 T = TypeVar("T")
 CATALOG = default_catalog()
 INDEX = WhitelistIndex([*load_annex2(CATALOG), *load_local(CATALOG)])
-SAMPLES = sorted((PROJECT_ROOT / "definitions").glob("*.yaml"))
+SAMPLES = sorted((SAMPLES_DIR).glob("*.yaml"))
 LOCAL_BPFS = {parse_text(p.read_text(encoding="utf-8"), p.name).definition.bpf for p in SAMPLES}
 TEXTS = {p.name: p.read_text(encoding="utf-8") for p in SAMPLES}
+
+# YAML counts a lone carriage return (and NEL, LS, PS) as a line break too, as editors do.
+YAML_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 
 FAST = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -52,7 +56,7 @@ FAST = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthC
 
 def _load(text: str) -> LoadedBpf | None:
     """Parse and statically check; a BpfFileError must locate every issue in the text."""
-    lines = text.count("\n") + 1
+    lines = len(YAML_LINE_BREAK.split(text))
     try:
         loaded = parse_text(text, "fuzz.yaml")
     except BpfFileError as err:
@@ -241,8 +245,8 @@ async def _runs(client: Client, settings_: Settings) -> int:
 async def test_malformed_starts_are_refused_with_a_reason_and_start_nothing(
     client: Client, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    from renkei.web import create_app
-    from renkei.web.api import issue_token
+    from renkei.app.web import create_app
+    from renkei.app.web.api import issue_token
 
     h = pick(settings, lambda h: h.municipality == "city-minato")
     valid = child_rearing(settings, h.members[0]).model_dump(mode="json", exclude={"resume"})

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from renkei.settings import PROJECT_ROOT
+from renkei.bpf.loader import definition_files, load_file
+from renkei.bpf.models import BpfDefinition, QueryStep, walk
+from renkei.bpf.render import BpmnImportError, build, from_bpmn, to_bpmn, to_mermaid, to_svg
+from tests.paths import PROJECT_ROOT, SAMPLES_DIR
 from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
 from whitelist.local import all_rows
-from workflows.loader import definition_files, load_file
-from workflows.models import BpfDefinition, QueryStep, walk
-from workflows.render import BpmnImportError, build, from_bpmn, to_bpmn, to_mermaid, to_svg
 
-SAMPLES = definition_files(PROJECT_ROOT / "definitions")
+SAMPLES = definition_files(SAMPLES_DIR)
 # and the test fixtures that use every other step kind (sleep, call)
 ALL_KINDS = SAMPLES + [
     PROJECT_ROOT / "tests" / "definitions" / n for n in ("sleep-probe.yaml", "one-stop-probe.yaml")
@@ -123,7 +123,7 @@ def test_render_command_writes_each_format(cli, tmp_path: Path) -> None:  # type
     from .helpers import run
 
     _needs_dot()
-    source = str(PROJECT_ROOT / "definitions" / "child-allowance.yaml")
+    source = str(SAMPLES_DIR / "child-allowance.yaml")
     for fmt, marker in (("mermaid", "flowchart LR"), ("svg", "<svg"), ("bpmn", "bpmn:definitions")):
         out = tmp_path / f"d.{fmt}"
         code, text = run(cli, "bpf", "render", source, "--format", fmt, "--out", str(out))

@@ -15,8 +15,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.common import HeaderCodecBehavior
 from temporalio.worker import Replayer
 
-from renkei import keys
-from renkei.codec import data_converter
+from renkei.kernel import keys
+from renkei.kernel.codec import data_converter
+from tests.paths import SAMPLES_DIR
 from workers.control import workflow_runner
 from workflows.interpreter import BpfInterpreter
 
@@ -27,9 +28,7 @@ RING = keys.Keys.model_validate_json((HISTORIES / "keys.json").read_text()).code
 
 def test_every_sample_bpf_has_recorded_histories() -> None:
     recorded = {p.parent.name for p in FILES}
-    shipped = {
-        p.stem for p in (HISTORIES.parent.parent / "definitions" / "conformance").glob("*.yaml")
-    }
+    shipped = {p.stem for p in (SAMPLES_DIR / "conformance").glob("*.yaml")}
     assert shipped <= recorded
 
 

@@ -16,8 +16,8 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from activities.agencies import SAMPLE_AGENCIES
-from renkei.client import connect
-from renkei.settings import Settings
+from renkei.app.client import connect
+from renkei.kernel.settings import Settings
 
 from .conftest import free_port
 from .helpers import child_rearing, code, pick, sdk, workers
@@ -106,7 +106,7 @@ def test_the_standard_variables_choose_the_trace_exporter() -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-    from renkei.telemetry import _exporter
+    from renkei.kernel.telemetry import _exporter
 
     assert _exporter({}) is None
     assert isinstance(_exporter({"OTEL_TRACES_EXPORTER": "console"}), ConsoleSpanExporter)

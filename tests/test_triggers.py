@@ -11,12 +11,12 @@ import pytest
 from temporalio.client import Client, ScheduleBackfill, ScheduleOverlapPolicy
 
 from activities.agencies.synthetic import REFERENCE_DATE, Person
-from activities.models import ScanRequest, ScanResult
-from renkei import keys, records
-from renkei.notifications import Notification, publish
-from renkei.pseudonyms import Pseudonyms
-from renkei.schedules import PREFIX, sync
-from renkei.settings import Settings
+from renkei.app.notifications import Notification, publish
+from renkei.app.schedules import PREFIX, sync
+from renkei.contracts.messages import ScanRequest, ScanResult
+from renkei.kernel import keys, records
+from renkei.kernel.pseudonyms import Pseudonyms
+from renkei.kernel.settings import Settings
 from whitelist.decide import JST
 from workflows.life_events import cohort_for
 

@@ -14,17 +14,17 @@ from temporalio.client import Client, WorkflowFailureError
 from typer.testing import CliRunner
 
 from activities.agencies import providers_for
-from activities.models import LinkageRequest
-from renkei import keys, records
-from renkei.codec import ENCODING, EncryptionCodec
-from renkei.pseudonyms import (
+from renkei.contracts.messages import LinkageRequest
+from renkei.kernel import keys, records
+from renkei.kernel.codec import ENCODING, EncryptionCodec
+from renkei.kernel.pseudonyms import (
     PORTAL,
     InvalidIndividualNumber,
     Pseudonyms,
     derive_code,
     synthetic_number,
 )
-from renkei.settings import Settings
+from renkei.kernel.settings import Settings
 
 from .helpers import access_record, child_rearing, code, pick, run, sdk, start, workers
 
@@ -255,7 +255,7 @@ async def test_payloads_encrypted_under_a_retired_key_still_decrypt(settings: Se
     [resealed] = await EncryptionCodec(new_ring).encode([payload])
     assert resealed.metadata["encryption-key-id"] == new_ring.active.encode()
     # A ring without the key refuses, naming only the key id.
-    from renkei.codec import PayloadDecryptError
+    from renkei.kernel.codec import PayloadDecryptError
 
     with pytest.raises(PayloadDecryptError):
         await EncryptionCodec(keys.new_keys().codec).decode([resealed])
@@ -370,7 +370,7 @@ async def test_verify_finds_a_rewritten_chain_and_a_cut_tail_after_a_checkpoint(
 def test_verify_command_reports_the_broken_link(cli: CliRunner, settings: Settings) -> None:
     import asyncio
 
-    from renkei.db import create_pool
+    from renkei.kernel.db import create_pool
 
     assert settings.database_url
 

@@ -18,15 +18,15 @@ from temporalio.api.common.v1 import Payload
 from typer.testing import CliRunner
 
 from activities.agencies.synthetic import Person
-from activities.models import DisclosureHold
-from renkei import keys, records
-from renkei.citizen import NotACitizen, PortalClient, RecordFilter, records_for_subject
-from renkei.codec import ENCODING, EncryptionCodec
-from renkei.pseudonyms import PORTAL, derive_code
-from renkei.settings import Settings
-from renkei.stack import temporal_cli
-from renkei.web import serving
-from renkei.web.codec_server import add_operator, revoke_operator
+from renkei.app.citizen import NotACitizen, PortalClient, RecordFilter, records_for_subject
+from renkei.app.stack import temporal_cli
+from renkei.app.web import serving
+from renkei.app.web.codec_server import add_operator, revoke_operator
+from renkei.contracts.messages import DisclosureHold
+from renkei.kernel import keys, records
+from renkei.kernel.codec import ENCODING, EncryptionCodec
+from renkei.kernel.pseudonyms import PORTAL, derive_code
+from renkei.kernel.settings import Settings
 
 from .helpers import child_rearing, code, households, pick, run, start
 
@@ -308,7 +308,7 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
 def test_records_mine_and_subjects_enroll_on_the_command_line(
     cli: CliRunner, settings: Settings
 ) -> None:
-    from renkei.pseudonyms import synthetic_number
+    from renkei.kernel.pseudonyms import synthetic_number
 
     number = synthetic_number(uuid.uuid4())
     code_, portal = run(cli, "subjects", "enroll", "--org", "portal", input=f"{number}\n")

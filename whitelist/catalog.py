@@ -9,7 +9,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from whitelist.models import Catalog, InfoItem, Org, Role, Task
-from whitelist.schemas import SCHEMAS
+from whitelist.payloads import SCHEMAS
 
 DATA_DIR = Path(__file__).parent / "data"
 

@@ -28,7 +28,7 @@ class Task(_Named):
 class InfoItem(_Named):
     """A category of specific personal information (特定個人情報).
 
-    ``schema_name`` names the pydantic model of its payload in :mod:`whitelist.schemas`; ``ja``
+    ``schema_name`` names the pydantic model of its payload in :mod:`whitelist.payloads`; ``ja``
     is the statutory definition the category comes from.
     """
 

@@ -7,9 +7,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agencies import providers_for
+from activities.gate import WhitelistGate, WhitelistInterceptor
 from activities.linkage import Provider, make_linkage_activity
-from renkei.settings import Settings
-from whitelist.interceptor import WhitelistGate, WhitelistInterceptor
+from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 

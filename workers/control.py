@@ -10,9 +10,9 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.hub import HubActivities
-from renkei import keys
-from renkei.pseudonyms import Pseudonyms
-from renkei.settings import PROJECT_ROOT, Settings
+from renkei.kernel import keys
+from renkei.kernel.pseudonyms import Pseudonyms
+from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workflows.interpreter import BpfInterpreter
@@ -25,12 +25,22 @@ PASSTHROUGH = (
     "pydantic_core",
     "cel_expr_python",
     "google.protobuf",
-    "activities.models",
+    "renkei.contracts.messages",
     "whitelist",
-    "workflows.models",
-    "workflows.expressions",
-    "renkei.search_attributes",
+    "renkei.bpf.models",
+    "renkei.bpf.expressions",
+    "renkei.kernel.search_attributes",
     "opentelemetry",
+)
+
+# The packages whose modules a workflow run imports inside the sandbox.
+SANDBOXED_PACKAGES = (
+    "workflows",
+    "activities",
+    "renkei.contracts",
+    "renkei.bpf",
+    "renkei.kernel",
+    "whitelist",
 )
 
 
@@ -44,9 +54,11 @@ def precompile() -> None:
     package is compiled when installed) this does nothing.
     """
     import compileall
+    import importlib
+    from pathlib import Path
 
-    for package in ("workflows", "activities", "renkei", "whitelist"):
-        folder = PROJECT_ROOT / package
+    for package in SANDBOXED_PACKAGES:
+        folder = Path(str(importlib.import_module(package).__file__)).parent
         with contextlib.suppress(OSError):
             compileall.compile_dir(folder, maxlevels=0, quiet=2)
 

@@ -10,7 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agencies import SAMPLE_AGENCIES
-from renkei.settings import Settings
+from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workers.agency import agency_worker

@@ -22,11 +22,11 @@ import asyncpg
 from pydantic import BaseModel
 
 from activities.linkage import Provider
-from renkei import keys
-from renkei.client import connect
-from renkei.db import create_pool
-from renkei.settings import Settings
-from renkei.stack import running_stack
+from renkei.app.client import connect
+from renkei.app.stack import running_stack
+from renkei.kernel import keys
+from renkei.kernel.db import create_pool
+from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 

@@ -34,7 +34,21 @@ from temporalio.exceptions import TimeoutError as StepTimeout
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from activities.models import (
+    from renkei.bpf.expressions import CompiledBpf, ExpressionError, compiled_for, embedded
+    from renkei.bpf.inputs import InputError, validate_values
+    from renkei.bpf.models import (
+        AnyStep,
+        BranchStep,
+        CallStep,
+        FailStep,
+        ParallelStep,
+        QueryStep,
+        SetStep,
+        SleepStep,
+        WaitStep,
+        WhenArm,
+    )
+    from renkei.contracts.messages import (
         Acknowledged,
         Brokered,
         BrokerRequest,
@@ -50,22 +64,8 @@ with workflow.unsafe.imports_passed_through():
         TranslateRequest,
         Waiting,
     )
-    from renkei import search_attributes as sa
-    from whitelist.schemas import SCHEMAS, GenericRecord, subject_fields
-    from workflows.expressions import CompiledBpf, ExpressionError, compiled_for, embedded
-    from workflows.inputs import InputError, validate_values
-    from workflows.models import (
-        AnyStep,
-        BranchStep,
-        CallStep,
-        FailStep,
-        ParallelStep,
-        QueryStep,
-        SetStep,
-        SleepStep,
-        WaitStep,
-        WhenArm,
-    )
+    from renkei.kernel import search_attributes as sa
+    from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
 
 HUB_TIMEOUT = timedelta(seconds=30)
 HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))

@@ -23,7 +23,7 @@ from temporalio.common import (
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.models import (
+    from renkei.contracts.messages import (
         CaseRefRequest,
         CohortParams,
         LinkageRequest,
@@ -31,9 +31,9 @@ with workflow.unsafe.imports_passed_through():
         ScanResult,
         StartFlow,
     )
-    from renkei import search_attributes as sa
+    from renkei.kernel import search_attributes as sa
     from whitelist.decide import JST
-    from whitelist.schemas import ResidentCohort
+    from whitelist.payloads import ResidentCohort
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 HUB_TIMEOUT = timedelta(seconds=30)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 
 from activities.linkage import Provider
-from activities.models import LinkageRequest
-from whitelist.schemas import MedicalBenefit, MedicalPayment
+from renkei.contracts.messages import LinkageRequest
+from whitelist.payloads import MedicalBenefit, MedicalPayment
 
 
 def providers(pool: asyncpg.Pool) -> dict[str, Provider]:

@@ -6,8 +6,8 @@ import asyncpg
 from temporalio.exceptions import ApplicationError
 
 from activities.linkage import Provider
-from activities.models import CohortParams, LinkageRequest
-from whitelist.schemas import HouseholdMember, LocalTax, ResidentCohort, ResidentRecord
+from renkei.contracts.messages import CohortParams, LinkageRequest
+from whitelist.payloads import HouseholdMember, LocalTax, ResidentCohort, ResidentRecord
 
 FISCAL_YEAR = 2025
 

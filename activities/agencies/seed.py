@@ -8,7 +8,7 @@ import asyncpg
 
 from activities.agencies.municipality import FISCAL_YEAR, schema_of
 from activities.agencies.synthetic import Household, generate, people
-from renkei.pseudonyms import PORTAL, Pseudonyms, derive_code, synthetic_number
+from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, derive_code, synthetic_number
 from whitelist.models import Catalog
 
 

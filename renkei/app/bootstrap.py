@@ -1,0 +1,97 @@
+"""Preparing a database: schema, whitelist, BPF registry and the sample agencies' data."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import asyncpg
+from pydantic import BaseModel
+
+from activities.agencies.seed import seed
+from renkei.bpf import registry
+from renkei.bpf.loader import BpfFileError, Issue, definition_files, load_file
+from renkei.bpf.validation import validate
+from renkei.kernel import keys
+from renkei.kernel.settings import Settings
+from whitelist import store
+from whitelist.annex2 import SOURCE, load_annex2
+from whitelist.catalog import default_catalog
+from whitelist.decide import WhitelistIndex
+from whitelist.local import SOURCE as LOCAL_SOURCE
+from whitelist.local import load_local
+
+
+class Prepared(BaseModel):
+    whitelist_rows: int
+    whitelist_version: int
+    registered: list[str]
+    rejected: list[str]
+    seeded: bool
+
+
+async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
+    """Load the annex table and the local rows where the store differs; return (rows, version)."""
+    catalog = default_catalog()
+    total = 0
+    version = await pool.fetchval("SELECT version FROM whitelist.version")
+    for source, rows in ((SOURCE, load_annex2(catalog)), (LOCAL_SOURCE, load_local(catalog))):
+        stored = await store.fetch_rows(pool, "source = $1", source)
+        if sorted(stored, key=lambda r: r.id) != sorted(rows, key=lambda r: r.id):
+            version = await store.replace_source(pool, source, rows)
+        total += len(rows)
+    return total, version
+
+
+def check_file(
+    path: Path, index: WhitelistIndex, at: dt.date | None = None
+) -> tuple[object, list[Issue]]:
+    """Parse and validate one file: (loaded or None, issues)."""
+    try:
+        loaded = load_file(path, display_name=_display(path))
+    except BpfFileError as err:
+        return None, err.issues
+    return loaded, validate(loaded, default_catalog(), index, at=at)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[list[str], list[str]]:
+    index = await store.load_index(pool)
+    registered: list[str] = []
+    rejected: list[str] = []
+    for path in definition_files(directory):
+        loaded, issues = check_file(path, index)
+        errors = [i for i in issues if i.severity == "error"]
+        if loaded is None or errors:
+            rejected.extend(str(i) for i in errors)
+            continue
+        await registry.register(pool, loaded)  # type: ignore[arg-type]
+        d = loaded.definition  # type: ignore[attr-defined]
+        registered.append(f"{d.bpf} v{d.version}")
+    return registered, rejected
+
+
+async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
+    """Load the whitelist, register the definitions, seed the sample agencies (idempotent).
+
+    The schema comes first: :func:`renkei.kernel.db.migrate`, before ``pool`` is created.
+    """
+    await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
+    rows, version = await load_whitelist(pool)
+    registered, rejected = await register_definitions(pool, settings.definitions_dir)
+    seeded = await seed(
+        pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents
+    )
+    return Prepared(
+        whitelist_rows=rows,
+        whitelist_version=version,
+        registered=registered,
+        rejected=rejected,
+        seeded=seeded,
+    )

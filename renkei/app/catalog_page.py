@@ -1,0 +1,111 @@
+"""The BPF catalog: one static, self-contained HTML page of the operating flows.
+
+For each flow: its purpose, who defines and who runs it, what starts it, the diagram, and a
+table of which agencies will be asked for which data under which legal reference: the page a
+citizen reads to foresee what will happen to their data. Written by ``renkei bpf catalog``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+from pydantic import BaseModel
+
+from renkei.bpf.models import BpfDefinition, QueryStep, walk
+from renkei.bpf.render import build, provider_label, to_svg
+from whitelist.decide import WhitelistIndex
+from whitelist.models import Catalog
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class Linkage(BaseModel):
+    step: str
+    info_ja: str
+    info_en: str
+    agencies_ja: str
+    agencies_en: str
+    legal: list[str]
+
+
+class Entry(BaseModel):
+    bpf: str
+    version: int
+    title_ja: str
+    title_en: str
+    description_ja: str
+    description_en: str
+    task_ja: str
+    definer: str
+    executors: list[str]
+    triggers: list[str]
+    svg: str
+    linkages: list[Linkage]
+
+
+def _agencies(d: BpfDefinition, q: QueryStep, catalog: Catalog, lang: str) -> str:
+    label = provider_label(d, q)
+    if label in catalog.orgs:
+        return str(getattr(catalog.orgs[label], lang))
+    if label == "(its own records)":
+        return "実施機関自身の記録" if lang == "ja" else "the executing agency's own records"
+    name = label.strip("()").removeprefix("input ")
+    spec = d.inputs.get(name)
+    role = spec.role if spec else None
+    candidates = [
+        getattr(o, lang)
+        for o in catalog.orgs.values()
+        if q.query.info in o.serves and (role is None or role in o.roles)
+    ]
+    lead = "申請に応じた機関: " if lang == "ja" else "the agency named in the application: "
+    return lead + ("、" if lang == "ja" else ", ").join(candidates)
+
+
+def entry(d: BpfDefinition, catalog: Catalog, index: WhitelistIndex, at: dt.date) -> Entry:
+    graph = build(d, catalog, index, at)
+    linkages = []
+    for s in walk(list(d.steps)):
+        if isinstance(s, QueryStep):
+            item = catalog.info_items.get(s.query.info)
+            linkages.append(
+                Linkage(
+                    step=s.id,
+                    info_ja=item.ja if item else s.query.info,
+                    info_en=item.en if item else s.query.info,
+                    agencies_ja=_agencies(d, s, catalog, "ja"),
+                    agencies_en=_agencies(d, s, catalog, "en"),
+                    legal=graph.nodes[s.id].legal,
+                )
+            )
+    task = catalog.tasks.get(d.task)
+    return Entry(
+        bpf=d.bpf,
+        version=d.version,
+        title_ja=d.title.ja,
+        title_en=d.title.en,
+        description_ja=d.description.ja if d.description else "",
+        description_en=d.description.en if d.description else "",
+        task_ja=task.ja if task else d.task,
+        definer=str(catalog.orgs[d.owners.definer].ja)
+        if d.owners.definer in catalog.orgs
+        else d.owners.definer,
+        executors=[
+            f"{e.removeprefix('role:')} (role)" if e.startswith("role:") else e
+            for e in d.owners.executors
+        ],
+        triggers=d.trigger_kinds(),
+        svg=to_svg(graph),
+        linkages=linkages,
+    )
+
+
+def render(definitions: list[BpfDefinition], catalog: Catalog, index: WhitelistIndex) -> str:
+    at = dt.date.today()
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
+    entries = [entry(d, catalog, index, at) for d in definitions]
+    for e in entries:  # Graphviz's own SVG, embedded as markup
+        e.svg = Markup(e.svg[e.svg.find("<svg") :])
+    return env.get_template("catalog.html").render(entries=entries, generated=at.isoformat())

@@ -1,0 +1,185 @@
+"""The citizen's view: every exchange of data about them, as the hub recorded it.
+
+A citizen signs in with their portal code (the code of the ``portal`` code space; a real
+identity provider comes later). The hub translates it into its subject id and reads its own
+records of that subject, which name the requesting and providing agencies, the info item, the
+administrative task, its legal reference, the BPF and the application (workflow id). Records
+under a disclosure hold stay hidden until the hold ends; from then on they show the hold.
+
+This module is the SDK side (in-process, and :class:`PortalClient` over HTTP); the web app in
+:mod:`renkei.app.web` and ``renkei records mine`` both call :func:`records_of`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from typing import Literal
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
+from renkei.kernel.records import HUB
+from whitelist.decide import JST
+from whitelist.models import Catalog, InfoItem, Org, Task
+
+
+class NotACitizen(PermissionError):
+    """The portal code is not known. Carries no personal data."""
+
+
+class Party(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    ja: str
+    en: str
+
+
+class CitizenRecord(BaseModel):
+    """One exchange about the citizen, in the words the citizen needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: dt.datetime = Field(description="when the linkage was decided")
+    outcome: Literal["allowed", "denied"]
+    requester: Party
+    provider: Party
+    info: Party
+    task: Party
+    legal_reference: str
+    bpf: str
+    bpf_version: int
+    application: str = Field(description="the run (workflow id) the linkage belonged to")
+    step: str
+    held_until: dt.datetime | None = Field(
+        default=None, description="the record was withheld from the citizen until then"
+    )
+    hold_reason: str | None = None
+
+
+class RecordFilter(BaseModel):
+    """What a citizen may narrow the list by."""
+
+    agency: str | None = Field(default=None, description="requesting or providing org id")
+    since: dt.date | None = None
+    until: dt.date | None = Field(default=None, description="inclusive")
+    limit: int = Field(default=500, ge=1, le=5000)
+
+
+def _party(table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
+    found = table.get(key)
+    if found is None:
+        return Party(id=key, ja=key, en=key)
+    return Party(id=key, ja=found.ja, en=found.en)
+
+
+async def subject_of_portal_code(pseudonyms: Pseudonyms, portal_code: str) -> uuid.UUID:
+    try:
+        return await pseudonyms.subject_of(PORTAL, portal_code)
+    except UnknownSubject:
+        raise NotACitizen("this portal code is not known") from None
+
+
+async def records_of(
+    pool: asyncpg.Pool,
+    pseudonyms: Pseudonyms,
+    catalog: Catalog,
+    portal_code: str,
+    where: RecordFilter | None = None,
+    *,
+    now: dt.datetime | None = None,
+) -> list[CitizenRecord]:
+    """The records about the holder of ``portal_code``, newest first."""
+    subject = await subject_of_portal_code(pseudonyms, portal_code)
+    return await records_for_subject(pool, catalog, subject, where, now=now)
+
+
+async def records_for_subject(
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    subject: uuid.UUID,
+    where: RecordFilter | None = None,
+    *,
+    now: dt.datetime | None = None,
+) -> list[CitizenRecord]:
+    """The hub's records about ``subject`` the citizen may see now, newest first."""
+    f = where or RecordFilter()
+    args: list[object] = [HUB, str(subject), now or dt.datetime.now(dt.UTC)]
+    conds = [
+        "keeper = $1",
+        "subject_code = $2",
+        "(hold_until IS NULL OR hold_until <= $3)",
+    ]
+    if f.agency:
+        args.append(f.agency)
+        conds.append(f"(requester = ${len(args)} OR provider = ${len(args)})")
+    if f.since:
+        args.append(dt.datetime.combine(f.since, dt.time(), tzinfo=JST))
+        conds.append(f"decided_at >= ${len(args)}")
+    if f.until:
+        args.append(dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), tzinfo=JST))
+        conds.append(f"decided_at < ${len(args)}")
+    args.append(f.limit)
+    rows = await pool.fetch(
+        "SELECT decided_at, outcome, requester, provider, info, task, legal_reference, bpf,"
+        " bpf_version, workflow_id, step, hold_until, hold_reason"
+        f" FROM records.access_records WHERE {' AND '.join(conds)}"
+        f" ORDER BY decided_at DESC, id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    parties: dict[tuple[str, str], Party] = {}
+
+    def party(kind: str, table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
+        found = parties.get((kind, key))
+        if found is None:
+            found = parties[(kind, key)] = _party(table, key)
+        return found
+
+    # Rows come from typed columns under the database's constraints: built without re-validation.
+    return [
+        CitizenRecord.model_construct(
+            at=r["decided_at"],
+            outcome=r["outcome"],
+            requester=party("org", catalog.orgs, r["requester"]),
+            provider=party("org", catalog.orgs, r["provider"]),
+            info=party("info", catalog.info_items, r["info"]),
+            task=party("task", catalog.tasks, r["task"]),
+            legal_reference=r["legal_reference"],
+            bpf=r["bpf"],
+            bpf_version=r["bpf_version"],
+            application=r["workflow_id"],
+            step=r["step"],
+            held_until=r["hold_until"],
+            hold_reason=r["hold_reason"],
+        )
+        for r in rows
+    ]
+
+
+RECORDS = TypeAdapter(list[CitizenRecord])
+
+
+class PortalClient:
+    """The citizen's records over HTTP, as a portal or an app would read them."""
+
+    def __init__(self, base_url: str, portal_code: str) -> None:
+        self._base = base_url.rstrip("/")
+        self._code = portal_code
+
+    async def records(self, where: RecordFilter | None = None) -> list[CitizenRecord]:
+        import httpx
+
+        params = (where or RecordFilter()).model_dump(mode="json", exclude_none=True)
+        async with httpx.AsyncClient(timeout=30) as http:
+            response = await http.get(
+                f"{self._base}/api/citizen/records",
+                params=params,
+                headers={"Authorization": f"Bearer {self._code}"},
+            )
+        if response.status_code == 401:
+            raise NotACitizen("this portal code is not known")
+        response.raise_for_status()
+        return RECORDS.validate_json(response.content)

@@ -1,0 +1,266 @@
+"""The client SDK: start a BPF, await its result, describe a run.
+
+Typical use by an agency::
+
+    client = await RenkeiClient.connect()
+    handle = await client.start(StartFlow(bpf="child-allowance-check", executor="city-minato",
+                                          subject=code, inputs={...}, case_ref="2026-000123"))
+    result = await client.result(handle.id)
+
+The workflow id is ``<bpf>/<executor>/<case_ref>``: starting twice with the same case reference
+returns the existing run instead of a second one. The case reference is the caller's own file
+number and must not contain personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any, Literal
+
+from opentelemetry.trace import TracerProvider
+from pydantic import BaseModel
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import (
+    HeaderCodecBehavior,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
+
+from renkei.bpf.inputs import check_subject_code, validate_inputs
+from renkei.bpf.loader import BpfFileError, definition_files, load_file
+from renkei.bpf.models import BpfDefinition
+from renkei.contracts.messages import Acknowledged, FlowResult, Response, StartFlow, Waiting
+from renkei.kernel import keys, telemetry
+from renkei.kernel import search_attributes as sa
+from renkei.kernel.codec import data_converter
+from renkei.kernel.settings import Settings, get_settings
+from whitelist.catalog import default_catalog
+
+
+class ResponseRefused(ValueError):
+    """The flow refused a response (not waiting there, or the payload does not validate)."""
+
+
+def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
+    """The idempotent workflow id of one case: no personal data by construction."""
+    return f"{bpf}/{executor}/{case_ref}"
+
+
+async def connect(
+    settings: Settings | None = None,
+    address: str | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    runtime: Runtime | None = None,
+) -> Client:
+    """A Temporal client with renkei's data converter (pydantic JSON, encrypted, headers too),
+    tracing (``OTEL_*``, or ``tracer_provider``) and metrics (``RENKEI_METRICS_PORT``, or
+    ``runtime``). Workers built on the client inherit all of it."""
+    s = settings or get_settings()
+    return await Client.connect(
+        address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
+        namespace=s.namespace,
+        data_converter=data_converter(keys.load(s).codec),
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
+        interceptors=telemetry.interceptors(tracer_provider),
+        runtime=runtime or telemetry.runtime(s),
+    )
+
+
+START_ATTEMPTS = 5
+TRANSIENT = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.INTERNAL,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class RunStatus(BaseModel):
+    workflow_id: str
+    run_id: str | None
+    bpf: str
+    status: str
+    renkei_status: str | None
+    started: dt.datetime | None
+    closed: dt.datetime | None
+    link: str
+    trigger: str | None = None
+    waiting_for: str | None = None
+    deadline: dt.datetime | None = None
+
+
+class RenkeiClient:
+    """Start and follow flows. Inputs are checked locally before anything is sent."""
+
+    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+        self.client = client
+        self.settings = settings or get_settings()
+        self._definitions: dict[str, BpfDefinition] | None = None
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings | None = None, address: str | None = None
+    ) -> RenkeiClient:
+        s = settings or get_settings()
+        return cls(await connect(s, address), s)
+
+    def _local_definition(self, bpf: str, version: int | None) -> BpfDefinition | None:
+        if self._definitions is None:
+            self._definitions = {}
+            for path in definition_files(self.settings.definitions_dir):
+                try:
+                    d = load_file(path).definition
+                except BpfFileError:
+                    continue
+                known = self._definitions.get(d.bpf)
+                if known is None or d.version > known.version:
+                    self._definitions[d.bpf] = d
+        found = self._definitions.get(bpf)
+        if found is None or (version is not None and found.version != version):
+            return None
+        return found
+
+    async def start(self, request: StartFlow) -> WorkflowHandle[Any, FlowResult]:
+        """Start a flow, or return the run already started for the same case reference."""
+        check_subject_code(request.subject)
+        if request.executor not in default_catalog().orgs:
+            raise ValueError(f"unknown executor org {request.executor!r}")
+        if request.resume is not None:
+            raise ValueError("resume is set only by a flow itself")
+        local = self._local_definition(request.bpf, request.version)
+        if local is not None:
+            request = request.model_copy(
+                update={"inputs": validate_inputs(local, request.inputs, default_catalog())}
+            )
+            if request.trigger not in local.trigger_kinds():
+                raise ValueError(f"{request.bpf} cannot be started by trigger {request.trigger}")
+        wid = workflow_id(request.bpf, request.executor, request.case_ref)
+        attrs = TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.BPF, request.bpf),
+                SearchAttributePair(sa.EXECUTOR, request.executor),
+                SearchAttributePair(sa.TRIGGER, request.trigger),
+                SearchAttributePair(sa.STATUS, "starting"),
+            ]
+        )
+        # The case reference makes the start idempotent, so a start whose answer was lost (the
+        # server busy or restarting) is simply sent again: it returns the run it began, if any.
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return await self.client.start_workflow(
+                    request.bpf,
+                    request,
+                    id=wid,
+                    task_queue=self.settings.control_queue,
+                    result_type=FlowResult,
+                    search_attributes=attrs,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                )
+            except WorkflowAlreadyStartedError:
+                return self.client.get_workflow_handle(wid, result_type=FlowResult)
+            except RPCError as err:
+                if err.status not in TRANSIENT or attempt == START_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    async def respond(
+        self,
+        wid: str,
+        step: str,
+        payload: dict[str, Any],
+        by: Literal["citizen", "agency", "operator"] = "citizen",
+    ) -> Acknowledged:
+        """Answer a flow waiting at ``step``; raises :class:`ResponseRefused` with the reason."""
+        handle = self.client.get_workflow_handle(wid)
+        try:
+            ack: Acknowledged = await handle.execute_update(
+                "renkei.respond",
+                Response(step=step, payload=payload, by=by),
+                result_type=Acknowledged,
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            raise ResponseRefused(
+                cause.message if isinstance(cause, ApplicationError) else str(err)
+            ) from None
+        return ack
+
+    async def waiting(self, wid: str) -> list[Waiting]:
+        """What the flow waits for now (empty if nothing)."""
+        found: list[Waiting] = await self.client.get_workflow_handle(wid).query(
+            "renkei.waiting", result_type=list[Waiting]
+        )
+        return found
+
+    async def runs(
+        self,
+        *,
+        bpf: str | None = None,
+        executor: str | None = None,
+        trigger: str | None = None,
+        status: str | None = None,
+        waiting: bool = False,
+        limit: int = 50,
+    ) -> list[RunStatus]:
+        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone."""
+        terms = [
+            f"{key.name} = '{value}'"
+            for key, value in (
+                (sa.BPF, bpf),
+                (sa.EXECUTOR, executor),
+                (sa.TRIGGER, trigger),
+                (sa.STATUS, status),
+            )
+            if value is not None
+        ]
+        if waiting:
+            terms.append(f"{sa.WAITING_FOR.name} IS NOT NULL")
+        if not terms:
+            terms.append(f"{sa.BPF.name} IS NOT NULL")
+        out: list[RunStatus] = []
+        async for w in self.client.list_workflows(" AND ".join(terms), limit=limit):
+            out.append(self._status(w))
+        return out
+
+    def _status(self, w: WorkflowExecution) -> RunStatus:
+        attrs = w.typed_search_attributes
+        return RunStatus(
+            workflow_id=w.id,
+            run_id=w.run_id,
+            bpf=w.workflow_type,
+            status=w.status.name if isinstance(w.status, WorkflowExecutionStatus) else "UNKNOWN",
+            renkei_status=attrs.get(sa.STATUS),
+            started=w.start_time,
+            closed=w.close_time,
+            link=self.settings.run_link(w.id, w.run_id),
+            trigger=attrs.get(sa.TRIGGER),
+            waiting_for=attrs.get(sa.WAITING_FOR),
+            deadline=attrs.get(sa.DEADLINE),
+        )
+
+    async def result(self, wid: str) -> FlowResult:
+        """Wait for the flow's result (raises ``WorkflowFailureError`` if it failed)."""
+        handle = self.client.get_workflow_handle(wid, result_type=FlowResult)
+        result: FlowResult = await handle.result()
+        return result
+
+    async def describe(self, wid: str) -> RunStatus:
+        return self._status(await self.client.get_workflow_handle(wid).describe())

@@ -1,0 +1,115 @@
+"""Notification triggers: a provider publishes a change (a death, a move, a birth) and the flows
+subscribed to it start.
+
+Delivery is at least once (a publisher retries until it gets an answer); processing is exactly
+once: the notification is kept under (publisher, event id), and each flow it starts has a case
+reference derived from that pair, so a second delivery — even one racing the first — finds the
+same flows instead of starting new ones.
+
+Who runs a subscribed flow: its executor orgs named literally, and, for an executor role, the
+publisher itself when it holds the role (a municipality's death notice stops that municipality's
+own allowance).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import asyncpg
+from pydantic import BaseModel, Field
+from temporalio.client import Client
+
+from renkei.app.client import RenkeiClient
+from renkei.bpf import registry
+from renkei.bpf.models import BpfDefinition
+from renkei.contracts.messages import StartFlow
+from renkei.kernel.pseudonyms import Pseudonyms
+from renkei.kernel.settings import Settings
+from whitelist.models import Catalog
+
+
+class Notification(BaseModel):
+    publisher: str = Field(description="the org publishing the change")
+    event_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$", description="unique per publisher"
+    )
+    event: Literal["death", "move", "birth"]
+    subject: str = Field(description="the subject's code at the publisher")
+    occurred_on: dt.date
+
+
+class Published(BaseModel):
+    duplicate: bool
+    started: list[str]
+
+
+def _subscribed(d: BpfDefinition, n: Notification, catalog: Catalog) -> list[str]:
+    publisher_roles = catalog.org_roles(n.publisher)
+    for rule in d.notifications():
+        if rule.event != n.event:
+            continue
+        source = rule.source
+        if not (
+            source == n.publisher or (source.startswith("role:") and source[5:] in publisher_roles)
+        ):
+            continue
+        out = []
+        for e in d.owners.executors:
+            if e.startswith("role:"):
+                if e[5:] in publisher_roles:
+                    out.append(n.publisher)
+            elif e in catalog.orgs:
+                out.append(e)
+        return sorted(set(out))
+    return []
+
+
+async def publish(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    hub: Pseudonyms,
+    n: Notification,
+) -> Published:
+    """Record the notification (once) and start every subscribed flow (once each)."""
+    subject = await hub.subject_of(n.publisher, n.subject)
+    inserted = await pool.fetchval(
+        "INSERT INTO hub.notifications (publisher, event_id, event, subject_id, occurred_on)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (publisher, event_id) DO NOTHING RETURNING 1",
+        n.publisher,
+        n.event_id,
+        n.event,
+        subject,
+        n.occurred_on,
+    )
+    sdk = RenkeiClient(client, settings)
+    started: list[str] = []
+    for found in await registry.runnable(pool, settings.mode):
+        d = found.definition
+        for executor in _subscribed(d, n, catalog):
+            inputs = {
+                k: v
+                for k, v in {"occurred_on": n.occurred_on.isoformat(), "event": n.event}.items()
+                if k in d.inputs
+            }
+            handle = await sdk.start(
+                StartFlow(
+                    bpf=d.bpf,
+                    version=d.version,
+                    executor=executor,
+                    subject=await hub.code_at(executor, subject),
+                    inputs=inputs,
+                    trigger="notification",
+                    case_ref=hub.case_ref(executor, d.bpf, "ntf", f"{n.publisher}:{n.event_id}"),
+                )
+            )
+            started.append(handle.id)
+    await pool.execute(
+        "UPDATE hub.notifications SET started = $3 WHERE publisher = $1 AND event_id = $2",
+        n.publisher,
+        n.event_id,
+        started,
+    )
+    return Published(duplicate=inserted is None, started=started)

@@ -1,0 +1,99 @@
+"""renkei's HTTP app: the codec server for the Temporal UI and CLI, and the citizen's view.
+
+``renkei up`` serves it (``RENKEI_WEB_PORT``, 8234 by default) next to the workers; tests run it
+on a free port with :func:`serving`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from temporalio.client import Client
+
+from renkei.app.client import RenkeiClient
+from renkei.app.web import api, codec_server, portal
+from renkei.kernel import keys
+from renkei.kernel.codec import EncryptionCodec
+from renkei.kernel.pseudonyms import Pseudonyms
+from renkei.kernel.settings import Settings
+from whitelist.catalog import default_catalog
+
+
+def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = None) -> FastAPI:
+    k = keys.load(settings)
+    app = FastAPI(
+        title="renkei",
+        description="Whitelist-gated information linkage: flows, codec, citizen records.",
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.ui_origins,
+        allow_credentials=True,
+        allow_methods=["POST", "GET"],
+        allow_headers=["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"],
+    )
+    app.include_router(codec_server.router(pool, EncryptionCodec(k.codec)))
+    app.include_router(
+        portal.router(
+            pool, Pseudonyms(pool, k.hub_key), default_catalog(), portal.Sessions(k.hub_key)
+        )
+    )
+    if client is not None:
+        app.include_router(api.router(pool, RenkeiClient(client, settings)))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness and readiness: the database answers."""
+        await pool.fetchval("SELECT 1")
+        return {"status": "ok"}
+
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    return app
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to its host process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: Settings, pool: asyncpg.Pool, client: Client | None = None
+) -> AsyncIterator[str]:
+    """Serve the app on ``settings.web_port`` until the block exits; yields its base URL.
+
+    With a Temporal ``client``, the agencies' flow API is served too.
+    """
+    config = uvicorn.Config(
+        create_app(settings, pool, client),
+        host=settings.web_host,
+        port=settings.web_port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it (e.g. the port is taken)
+            raise RuntimeError(f"the web app did not start on port {settings.web_port}")
+        await asyncio.sleep(0.05)
+    try:
+        yield settings.web_base
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,149 @@
+"""The agencies' HTTP API: start a flow, answer a waiting one, read its state.
+
+A counter system or a portal backend calls it with its org's API token (``renkei agencies
+token ORG``, kept only as a hash) as ``Authorization: Bearer …``; an org acts only on its own
+flows (it is their executor). Starting twice with the same case reference returns the existing
+run. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at ``/api/docs``).
+"""
+
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel, Field
+from temporalio.service import RPCError
+
+from renkei.app.client import RenkeiClient, ResponseRefused, RunStatus
+from renkei.app.notifications import Notification, Published, publish
+from renkei.bpf.admission import StartRefused, admit
+from renkei.contracts.messages import Acknowledged, StartFlow, Waiting
+from renkei.kernel import keys
+from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
+from renkei.kernel.tokens import new_token, token_hash
+from whitelist.catalog import default_catalog
+
+TOKEN_PREFIX = "rka_"
+
+
+async def issue_token(pool: asyncpg.Pool, org: str) -> str:
+    """A new API token for ``org`` (the old one stops working); returned once."""
+    token, hashed = new_token(TOKEN_PREFIX)
+    await pool.execute(
+        "INSERT INTO hub.agency_tokens (org, token_hash) VALUES ($1, $2)"
+        " ON CONFLICT (org) DO UPDATE SET token_hash = excluded.token_hash,"
+        " created_at = now(), revoked_at = NULL",
+        org,
+        hashed,
+    )
+    return token
+
+
+class Started(BaseModel):
+    workflow_id: str
+    run_id: str | None
+    link: str
+
+
+class Answer(BaseModel):
+    step: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    by: Literal["citizen", "agency", "operator"] = "citizen"
+
+
+class FlowState(BaseModel):
+    run: RunStatus
+    waiting: list[Waiting]
+
+
+def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
+    r = APIRouter(prefix="/api", tags=["flows"])
+    catalog = default_catalog()
+
+    async def agency(request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        org: str | None = None
+        if auth.lower().startswith("bearer "):
+            org = await pool.fetchval(
+                "SELECT org FROM hub.agency_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
+                token_hash(auth[7:].strip()),
+            )
+        if org is None:
+            raise HTTPException(
+                401, "an agency API token is required", {"WWW-Authenticate": "Bearer"}
+            )
+        return org
+
+    Org = Annotated[str, Depends(agency)]
+
+    def own(org: str, workflow_id: str) -> None:
+        parts = workflow_id.split("/")
+        if len(parts) != 3 or parts[1] != org:
+            raise HTTPException(404, "no such flow of yours")
+
+    @r.post("/flows", response_model=Started, status_code=201)
+    async def start(flow: StartFlow, org: Org, response: Response) -> Started:
+        """Start a flow (the caller is its executor); the same case reference returns the run."""
+        if flow.executor != org:
+            raise HTTPException(403, f"{org} cannot start flows as {flow.executor}")
+        if flow.resume is not None:
+            raise HTTPException(422, "resume is set only by a flow itself")
+        try:
+            _, inputs = await admit(
+                pool,
+                catalog,
+                sdk.settings.mode,
+                bpf=flow.bpf,
+                version=flow.version,
+                executor=flow.executor,
+                subject=flow.subject,
+                inputs=flow.inputs,
+                trigger=flow.trigger,
+            )
+        except StartRefused as refused:
+            raise HTTPException(
+                403 if refused.kind == "NotAnExecutor" else 422, refused.reason
+            ) from None
+        try:
+            handle = await sdk.start(flow.model_copy(update={"inputs": inputs}))
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
+        except RPCError as err:
+            raise HTTPException(503, f"Temporal refused the start: {err.status.name}") from None
+        return Started(
+            workflow_id=handle.id,
+            run_id=handle.result_run_id,
+            link=sdk.settings.run_link(handle.id, handle.result_run_id),
+        )
+
+    @r.get("/flows/{workflow_id:path}/state", response_model=FlowState)
+    async def state(workflow_id: str, org: Org) -> FlowState:
+        """The run's status and what it waits for, until when."""
+        own(org, workflow_id)
+        run = await sdk.describe(workflow_id)
+        waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
+        return FlowState(run=run, waiting=waiting)
+
+    @r.post("/flows/{workflow_id:path}/respond", response_model=Acknowledged)
+    async def respond(workflow_id: str, answer: Answer, org: Org) -> Acknowledged:
+        """Answer a waiting step; refused with the reason if it does not validate."""
+        own(org, workflow_id)
+        try:
+            return await sdk.respond(workflow_id, answer.step, answer.payload, answer.by)
+        except ResponseRefused as err:
+            raise HTTPException(422, str(err)) from None
+
+    @r.post("/notifications", response_model=Published, tags=["notifications"])
+    async def notify(n: Notification, org: Org) -> Published:
+        """Publish a change (death, move, birth) of a subject you hold; subscribed flows start.
+        Delivering the same event id again is safe: it starts nothing new."""
+        if n.publisher != org:
+            raise HTTPException(403, f"{org} cannot publish as {n.publisher}")
+        hub = Pseudonyms(pool, keys.load(sdk.settings).hub_key)
+        try:
+            return await publish(sdk.client, pool, sdk.settings, default_catalog(), hub, n)
+        except UnknownSubject:
+            raise HTTPException(
+                422, "no subject is enrolled under this code at the publisher"
+            ) from None
+
+    return r

@@ -1,0 +1,163 @@
+"""The codec server: decrypts payloads for an authorised operator, and no one else.
+
+The Temporal Web UI and CLI call ``POST /codec/decode`` and ``/codec/encode`` with a JSON
+``{"payloads": [...]}`` body (Temporal's remote codec protocol). A caller is authorised by an
+operator's bearer token, sent either as ``Authorization: Bearer …`` (``temporal workflow show
+--codec-endpoint … --codec-auth 'Bearer …'``) or, for the Web UI, as the cookie set by signing in
+at ``/codec/login`` (the UI's "include cross-origin credentials" setting sends it). Tokens are
+stored only as hashes and can be revoked. Every request, granted or refused, is logged with the
+operator's name, the namespace, the number of payloads and the caller's address.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payloads
+
+from renkei.kernel.codec import EncryptionCodec, PayloadDecryptError
+from renkei.kernel.tokens import new_token, token_hash
+
+COOKIE = "renkei_codec"
+TOKEN_PREFIX = "rko_"
+
+
+async def add_operator(pool: asyncpg.Pool, name: str) -> str:
+    """Create (or re-issue) an operator's token; the token is returned once and kept hashed."""
+    token, hashed = new_token(TOKEN_PREFIX)
+    await pool.execute(
+        "INSERT INTO codec.operators (name, token_hash) VALUES ($1, $2)"
+        " ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash,"
+        " created_at = now(), revoked_at = NULL",
+        name,
+        hashed,
+    )
+    return token
+
+
+async def revoke_operator(pool: asyncpg.Pool, name: str) -> bool:
+    status = await pool.execute(
+        "UPDATE codec.operators SET revoked_at = now() WHERE name = $1 AND revoked_at IS NULL",
+        name,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def operator_of(pool: asyncpg.Pool, token: str | None) -> str | None:
+    if not token:
+        return None
+    name: str | None = await pool.fetchval(
+        "SELECT name FROM codec.operators WHERE token_hash = $1 AND revoked_at IS NULL",
+        token_hash(token),
+    )
+    return name
+
+
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.cookies.get(COOKIE)
+
+
+def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
+    r = APIRouter(prefix="/codec")
+
+    async def _log(
+        request: Request, operator: str | None, action: str, count: int, granted: bool
+    ) -> None:
+        await pool.execute(
+            "INSERT INTO codec.requests"
+            " (operator, action, namespace, payloads, granted, client_addr, user_agent)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            operator,
+            action,
+            request.headers.get("x-namespace"),
+            count,
+            granted,
+            request.client.host if request.client else None,
+            request.headers.get("user-agent", "")[:200],
+        )
+
+    async def _handle(request: Request, action: str) -> Response:
+        try:
+            payloads = json_format.Parse(await request.body(), Payloads())
+        except json_format.ParseError:
+            raise HTTPException(400, 'the body must be {"payloads": [...]}') from None
+        operator = await operator_of(pool, _token(request))
+        await _log(request, operator, action, len(payloads.payloads), operator is not None)
+        if operator is None:
+            raise HTTPException(401, "an operator token is required")
+        try:
+            out = (
+                await codec.decode(payloads.payloads)
+                if action == "decode"
+                else await codec.encode(payloads.payloads)
+            )
+        except PayloadDecryptError as err:
+            raise HTTPException(422, str(err)) from None
+        return JSONResponse(
+            json_format.MessageToDict(
+                Payloads(payloads=out), always_print_fields_with_no_presence=True
+            )
+        )
+
+    @r.post("/decode")
+    async def decode(request: Request) -> Response:
+        return await _handle(request, "decode")
+
+    @r.post("/encode")
+    async def encode(request: Request) -> Response:
+        return await _handle(request, "encode")
+
+    @r.get("/login", response_class=HTMLResponse)
+    async def login_form(request: Request) -> Response:
+        who = await operator_of(pool, request.cookies.get(COOKIE))
+        return HTMLResponse(_login_page(who))
+
+    @r.post("/login")
+    async def login(token: str = Form(...)) -> Response:
+        who = await operator_of(pool, token.strip())
+        if who is None:
+            return HTMLResponse(_login_page(None, "This token is not valid."), status_code=401)
+        response = RedirectResponse("/codec/login", status_code=303)
+        response.set_cookie(
+            COOKIE, token.strip(), httponly=True, samesite="lax", path="/codec", max_age=8 * 3600
+        )
+        return response
+
+    @r.post("/logout")
+    async def logout() -> Response:
+        response = RedirectResponse("/codec/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/codec")
+        return response
+
+    return r
+
+
+def _login_page(who: str | None, error: str | None = None) -> str:
+    from html import escape
+
+    if who:
+        body = (
+            f"<p>Signed in as <strong>{escape(who)}</strong> for eight hours.</p>"
+            "<p>In the Temporal Web UI, open the codec server settings and turn on"
+            " <em>Include cross-origin credentials</em>: payloads then show decrypted, and every"
+            " decode is logged under your name.</p>"
+            '<form method="post" action="/codec/logout"><button>Sign out</button></form>'
+        )
+    else:
+        body = (
+            (f'<p class="error">{escape(error)}</p>' if error else "")
+            + '<form method="post" action="/codec/login">'
+            '<label>Operator token <input name="token" type="password" autocomplete="off"'
+            " required></label> <button>Sign in</button></form>"
+        )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<title>renkei codec server</title><link rel="stylesheet" href="/static/portal.css">'
+        f"</head><body><main><h1>renkei codec server</h1>{body}</main></body></html>"
+    )

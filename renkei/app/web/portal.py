@@ -1,0 +1,172 @@
+"""The citizen's pages and API: their access records, newest first, in Japanese or English.
+
+``GET /api/citizen/records`` answers a portal code given as a bearer token (the SDK's
+:class:`renkei.citizen.PortalClient`). ``/citizen`` is the server-rendered page: the citizen
+signs in with their portal code once, and a signed session cookie (the subject id and an
+expiry, under a key derived from the hub's) stands for it afterwards, so the code itself is
+not kept in the browser.
+"""
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from renkei.app.citizen import (
+    RECORDS,
+    CitizenRecord,
+    NotACitizen,
+    RecordFilter,
+    records_for_subject,
+    subject_of_portal_code,
+)
+from renkei.app.web.i18n import LANGS, text
+from renkei.kernel.pseudonyms import Pseudonyms
+from whitelist.decide import JST
+from whitelist.models import Catalog
+
+SESSION = "renkei_portal"
+SESSION_HOURS = 2
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+
+class Sessions:
+    """Signed, expiring session tokens naming a subject."""
+
+    def __init__(self, hub_key: str) -> None:
+        self._key = hmac.new(hub_key.encode(), b"renkei/portal-session", hashlib.sha256).digest()
+
+    def issue(self, subject: uuid.UUID, now: dt.datetime | None = None) -> str:
+        expires = int((now or dt.datetime.now(dt.UTC)).timestamp()) + SESSION_HOURS * 3600
+        body = base64.urlsafe_b64encode(f"{subject}.{expires}".encode()).decode()
+        return f"{body}.{self._sign(body)}"
+
+    def subject(self, token: str | None) -> uuid.UUID | None:
+        if not token or token.count(".") != 1:
+            return None
+        body, signature = token.split(".")
+        if not hmac.compare_digest(signature, self._sign(body)):
+            return None
+        try:
+            subject, expires = base64.urlsafe_b64decode(body).decode().split(".")
+            if int(expires) < dt.datetime.now(dt.UTC).timestamp():
+                return None
+            return uuid.UUID(subject)
+        except ValueError:
+            return None
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self._key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def _lang(request: Request, lang: str | None) -> str:
+    if lang in LANGS:
+        return lang
+    remembered = request.cookies.get("renkei_lang")
+    if remembered in LANGS:
+        return remembered
+    accept = request.headers.get("accept-language", "")
+    return "en" if accept.lower().startswith("en") else "ja"
+
+
+def router(
+    pool: asyncpg.Pool, pseudonyms: Pseudonyms, catalog: Catalog, sessions: Sessions
+) -> APIRouter:
+    r = APIRouter()
+
+    async def bearer_subject(request: Request) -> uuid.UUID:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer "):
+            raise HTTPException(401, "a portal code is required", {"WWW-Authenticate": "Bearer"})
+        try:
+            return await subject_of_portal_code(pseudonyms, auth[7:].strip())
+        except NotACitizen:
+            raise HTTPException(
+                401, "this portal code is not known", {"WWW-Authenticate": "Bearer"}
+            ) from None
+
+    @r.get("/api/citizen/records", response_model=list[CitizenRecord])
+    async def api_records(
+        subject: Annotated[uuid.UUID, Depends(bearer_subject)],
+        where: Annotated[RecordFilter, Query()],
+    ) -> Response:
+        found = await records_for_subject(pool, catalog, subject, where)
+        # Already validated models: serialise once, without FastAPI validating them again.
+        return Response(RECORDS.dump_json(found), media_type="application/json")
+
+    @r.get("/", include_in_schema=False)
+    async def home() -> Response:
+        return RedirectResponse("/citizen", status_code=303)
+
+    @r.get("/citizen", response_class=HTMLResponse, include_in_schema=False)
+    async def page(
+        request: Request,
+        lang: str | None = None,
+        agency: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Response:
+        language = _lang(request, lang)
+        subject = sessions.subject(request.cookies.get(SESSION))
+        context: dict[str, Any] = {"lang": language, "t": text(language), "path": "/citizen"}
+        if subject is None:
+            response = templates.TemplateResponse(request, "signin.html", context)
+        else:
+            try:
+                where = RecordFilter(
+                    agency=agency or None, since=since or None, until=until or None
+                )
+                error = None
+            except ValueError:
+                where, error = RecordFilter(), "bad_filter"
+            found = await records_for_subject(pool, catalog, subject, where)
+            agencies = sorted(
+                {(o.id, getattr(o, language)) for o in catalog.orgs.values()}, key=lambda a: a[0]
+            )
+            context.update(
+                records=found,
+                where=where,
+                error=error,
+                agencies=agencies,
+                local=lambda t: t.astimezone(JST).strftime("%Y-%m-%d %H:%M"),
+                name=lambda p: getattr(p, language),
+            )
+            response = templates.TemplateResponse(request, "records.html", context)
+        response.set_cookie("renkei_lang", language, samesite="lax", max_age=365 * 86400)
+        return response
+
+    @r.post("/citizen/signin", include_in_schema=False)
+    async def signin(
+        request: Request, portal_code: Annotated[str, Form()], lang: Annotated[str, Form()] = "ja"
+    ) -> Response:
+        try:
+            subject = await subject_of_portal_code(pseudonyms, portal_code.strip().upper())
+        except NotACitizen:
+            language = _lang(request, lang)
+            context = {"lang": language, "t": text(language), "path": "/citizen", "failed": True}
+            return templates.TemplateResponse(request, "signin.html", context, status_code=401)
+        response = RedirectResponse("/citizen", status_code=303)
+        response.set_cookie(
+            SESSION,
+            sessions.issue(subject),
+            httponly=True,
+            samesite="strict",
+            max_age=SESSION_HOURS * 3600,
+        )
+        return response
+
+    @r.post("/citizen/signout", include_in_schema=False)
+    async def signout() -> Response:
+        response = RedirectResponse("/citizen", status_code=303)
+        response.delete_cookie(SESSION)
+        return response
+
+    return r

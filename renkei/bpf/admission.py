@@ -1,0 +1,84 @@
+"""Whether a flow may start: the registered definition, its executors, its inputs, its triggers.
+
+The hub asks this before a run's first step (``hub.resolve``); the HTTP API asks it before it
+starts anything, so a malformed or unauthorised start is refused with its reason and no run
+exists afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from renkei.bpf import registry
+from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
+from whitelist.models import Catalog
+
+
+class StartRefused(Exception):
+    """A start that cannot be admitted; ``kind`` names why (UnknownBpf, NotAnExecutor, …)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+async def why_not(pool: asyncpg.Pool, bpf: str, version: int | None, mode: registry.Mode) -> str:
+    """Why no version of ``bpf`` (or not ``version``) may start in ``mode``."""
+    row = await pool.fetchrow(
+        "SELECT version, state FROM registry.bpf_versions"
+        " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
+        bpf,
+        version,
+    )
+    if row is None:
+        return f"{bpf}{f' version {version}' if version else ''} is not registered"
+    if mode == "operation":
+        return (
+            f"{bpf} v{row['version']} is {row['state']}: only an operating version starts in"
+            " operation mode"
+        )
+    return f"{bpf} v{row['version']} is {row['state']}"
+
+
+async def admit(
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    mode: registry.Mode,
+    *,
+    bpf: str,
+    version: int | None,
+    executor: str,
+    subject: str,
+    inputs: dict[str, Any],
+    trigger: str | None = None,
+) -> tuple[registry.RegisteredBpf, dict[str, Any]]:
+    """(the definition to run, the checked inputs), or :class:`StartRefused`."""
+    found = await registry.fetch(pool, bpf, version, mode)
+    if found is None:
+        raise StartRefused(await why_not(pool, bpf, version, mode), "UnknownBpf")
+    d = found.definition
+    if executor not in catalog.orgs:
+        raise StartRefused(f"unknown executor org {executor!r}", "NotAnExecutor")
+    roles = catalog.org_roles(executor)
+    if not (
+        executor in d.owners.executors
+        or any(
+            e.startswith("role:") and e.removeprefix("role:") in roles for e in d.owners.executors
+        )
+    ):
+        raise StartRefused(
+            f"{executor} is not an executor of {d.bpf} (executors: "
+            f"{', '.join(d.owners.executors)})",
+            "NotAnExecutor",
+        )
+    if trigger is not None and trigger not in d.trigger_kinds():
+        raise StartRefused(f"{d.bpf} cannot be started by trigger {trigger}", "WrongTrigger")
+    try:
+        check_subject_code(subject)
+        checked = validate_inputs(d, inputs, catalog)
+    except InputError as err:
+        raise StartRefused(f"invalid start inputs: {err}", "InvalidInputs") from None
+    return found, checked

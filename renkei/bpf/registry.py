@@ -1,0 +1,263 @@
+"""The BPF registry in PostgreSQL: every registered version, its content hash and its state.
+
+A version, once registered, is immutable: registering different content under the same
+(bpf, version) is refused, because running flows are pinned to it.
+
+Its lifecycle::
+
+    draft --submit--> conformance-passed --approve--> approved --operate--> operating --retire--> retired
+          (definer, with a passing        (the conformance     (an executor)          (definer)
+           conformance report)              body)
+
+No state can be skipped; every transition is recorded with who made it, in which role, and when.
+Only an operating version may be started in operation mode; drafts run in test mode only. A new
+version operates beside the old one: runs in flight finish on the version they started with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import asyncpg
+from pydantic import BaseModel
+
+from renkei.bpf.loader import LoadedBpf
+from renkei.bpf.models import BpfDefinition
+
+State = Literal["draft", "conformance-passed", "approved", "operating", "retired"]
+Action = Literal["submit", "approve", "operate", "retire"]
+Mode = Literal["operation", "test"]
+
+# action -> (from, to, the role entitled to it)
+TRANSITIONS: dict[Action, tuple[State, State, str]] = {
+    "submit": ("draft", "conformance-passed", "definer"),
+    "approve": ("conformance-passed", "approved", "conformance-body"),
+    "operate": ("approved", "operating", "executor"),
+    "retire": ("operating", "retired", "definer"),
+}
+
+
+# The states a version may start in, by mode.
+RUNNABLE: dict[Mode, list[str]] = {
+    "operation": ["operating"],
+    "test": ["draft", "conformance-passed", "approved", "operating"],
+}
+
+
+class RegistryConflict(ValueError):
+    """Different content under an already registered (bpf, version)."""
+
+
+class TransitionRefused(PermissionError):
+    """A lifecycle transition the actor may not make, or not from this state."""
+
+
+class RegisteredBpf:
+    def __init__(
+        self, definition: BpfDefinition, content_hash: str, state: State = "draft"
+    ) -> None:
+        self.definition = definition
+        self.content_hash = content_hash
+        self.state = state
+
+
+class Transition(BaseModel):
+    bpf: str
+    version: int
+    from_state: State
+    to_state: State
+    actor: str
+    actor_role: str
+    at: dt.datetime
+    note: str | None = None
+
+
+async def register(pool: asyncpg.Pool, loaded: LoadedBpf, author: str | None = None) -> bool:
+    """Register a validated definition as a draft; ``True`` if new, ``False`` if already there."""
+    d = loaded.definition
+    async with pool.acquire() as conn, conn.transaction():
+        existing = await conn.fetchval(
+            "SELECT content_hash FROM registry.bpf_versions WHERE bpf = $1 AND version = $2",
+            d.bpf,
+            d.version,
+        )
+        if existing == loaded.content_hash:
+            return False
+        if existing is not None:
+            raise RegistryConflict(
+                f"{loaded.source_name}: {d.bpf} version {d.version} is already registered with "
+                "different content; a changed definition needs a new version number"
+            )
+        await conn.execute(
+            "INSERT INTO registry.bpf_versions"
+            " (bpf, version, content_hash, source_name, source_text, definition, author)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            d.bpf,
+            d.version,
+            loaded.content_hash,
+            loaded.source_name,
+            loaded.source_text,
+            d.model_dump(mode="json", by_alias=True),
+            author or d.owners.definer,
+        )
+    return True
+
+
+async def fetch(
+    pool: asyncpg.Pool, bpf: str, version: int | None = None, mode: Mode = "test"
+) -> RegisteredBpf | None:
+    """One registered version that may run in ``mode``.
+
+    Operation mode: only an operating version (the highest if ``version`` is ``None``). Test mode:
+    any version not retired.
+    """
+    states = RUNNABLE[mode]
+    row = await pool.fetchrow(
+        "SELECT definition, content_hash, state FROM registry.bpf_versions"
+        " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) AND state = ANY($3::text[])"
+        " ORDER BY version DESC LIMIT 1",
+        bpf,
+        version,
+        states,
+    )
+    if row is None:
+        return None
+    return RegisteredBpf(
+        BpfDefinition.model_validate(row["definition"]), row["content_hash"], row["state"]
+    )
+
+
+async def runnable(pool: asyncpg.Pool, mode: Mode) -> list[RegisteredBpf]:
+    """The version of every BPF that a start without a version would run in ``mode``."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (bpf) definition, content_hash, state FROM registry.bpf_versions"
+        " WHERE state = ANY($1::text[]) ORDER BY bpf, version DESC",
+        RUNNABLE[mode],
+    )
+    return [
+        RegisteredBpf(BpfDefinition.model_validate(r["definition"]), r["content_hash"], r["state"])
+        for r in rows
+    ]
+
+
+async def state_of(pool: asyncpg.Pool, bpf: str, version: int) -> State | None:
+    state: State | None = await pool.fetchval(
+        "SELECT state FROM registry.bpf_versions WHERE bpf = $1 AND version = $2", bpf, version
+    )
+    return state
+
+
+def entitled(
+    action: Action,
+    actor: str,
+    d: BpfDefinition,
+    conformance_body: str,
+    actor_roles: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether ``actor`` holds the role that ``action`` needs for definition ``d``."""
+    role = TRANSITIONS[action][2]
+    if role == "definer":
+        return actor == d.owners.definer
+    if role == "conformance-body":
+        return actor == conformance_body
+    return actor in d.owners.executors or any(
+        e.startswith("role:") and e.removeprefix("role:") in actor_roles for e in d.owners.executors
+    )
+
+
+async def transition(
+    pool: asyncpg.Pool,
+    bpf: str,
+    version: int,
+    action: Action,
+    actor: str,
+    *,
+    conformance_body: str,
+    actor_roles: frozenset[str] = frozenset(),
+    note: str | None = None,
+) -> Transition:
+    """Move one version along its lifecycle, or raise :class:`TransitionRefused` saying why."""
+    source, target, role = TRANSITIONS[action]
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT definition, content_hash, state FROM registry.bpf_versions"
+            " WHERE bpf = $1 AND version = $2 FOR UPDATE",
+            bpf,
+            version,
+        )
+        if row is None:
+            raise TransitionRefused(f"{bpf} version {version} is not registered")
+        d = BpfDefinition.model_validate(row["definition"])
+        if row["state"] != source:
+            raise TransitionRefused(
+                f"{bpf} v{version} is {row['state']}: '{action}' moves a version from {source}"
+                f" to {target}, and no state can be skipped"
+            )
+        if not entitled(action, actor, d, conformance_body, actor_roles):
+            raise TransitionRefused(f"'{action}' is for the {role} of {bpf}; {actor} is not")
+        report_hash = None
+        if action == "submit":
+            report_hash = await conn.fetchval(
+                "SELECT report_hash FROM registry.conformance_reports"
+                " WHERE bpf = $1 AND version = $2 AND content_hash = $3 AND passed"
+                " ORDER BY id DESC LIMIT 1",
+                bpf,
+                version,
+                row["content_hash"],
+            )
+            if report_hash is None:
+                raise TransitionRefused(
+                    f"{bpf} v{version} has no passing conformance report for its content"
+                    " (run `renkei conformance` first)"
+                )
+        await conn.execute(
+            "UPDATE registry.bpf_versions SET state = $3,"
+            " conformance_report_hash = coalesce($4, conformance_report_hash)"
+            " WHERE bpf = $1 AND version = $2",
+            bpf,
+            version,
+            target,
+            report_hash,
+        )
+        at = await conn.fetchval(
+            "INSERT INTO registry.transitions"
+            " (bpf, version, from_state, to_state, actor, actor_role, note)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING at",
+            bpf,
+            version,
+            source,
+            target,
+            actor,
+            role,
+            note,
+        )
+    return Transition(
+        bpf=bpf,
+        version=version,
+        from_state=source,
+        to_state=target,
+        actor=actor,
+        actor_role=role,
+        at=at,
+        note=note,
+    )
+
+
+async def history(pool: asyncpg.Pool, bpf: str, version: int) -> list[Transition]:
+    rows = await pool.fetch(
+        "SELECT bpf, version, from_state, to_state, actor, actor_role, at, note"
+        " FROM registry.transitions WHERE bpf = $1 AND version = $2 ORDER BY id",
+        bpf,
+        version,
+    )
+    return [Transition(**dict(r)) for r in rows]
+
+
+async def listing(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every registered version, newest first within each BPF."""
+    return await pool.fetch(
+        "SELECT bpf, version, state, content_hash, source_name, loaded_at,"
+        " definition->'title'->>'en' AS title, definition->>'task' AS task"
+        " FROM registry.bpf_versions ORDER BY bpf, version DESC"
+    )

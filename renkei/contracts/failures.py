@@ -1,0 +1,63 @@
+"""Every failure type that crosses Temporal, named once.
+
+A failure's ``type`` is part of the wire contract: the interpreter tells a denial from a
+provider's error by it, retry policies list the non-retryable ones, the HTTP API maps them to
+status codes and the conformance kit checks for them. Each is raised through :meth:`Failure.error`
+so no raise site spells the string by hand.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from temporalio.exceptions import ApplicationError
+
+
+class Failure(StrEnum):
+    """The ``type`` of an :class:`~temporalio.exceptions.ApplicationError` renkei raises."""
+
+    # Starting a flow (hub.resolve, the HTTP API's admission).
+    MALFORMED_START = "MalformedStart"
+    UNKNOWN_BPF = "UnknownBpf"
+    NOT_AN_EXECUTOR = "NotAnExecutor"
+    WRONG_TRIGGER = "WrongTrigger"
+    INVALID_INPUTS = "InvalidInputs"
+    UNKNOWN_SUBJECT = "UnknownSubject"
+    # Life-event scans.
+    NOT_TRIGGERED = "NotTriggered"
+    SCAN_FAILED = "ScanFailed"
+    # One linkage: the hub's and the provider's decisions, the provider's answer.
+    LINKAGE_DENIED = "LinkageDenied"
+    WHITELIST_DENIED = "WhitelistDenied"
+    MALFORMED_LINKAGE = "MalformedLinkage"
+    UNKNOWN_ACTIVITY = "UnknownActivity"
+    NOT_IMPLEMENTED = "NotImplemented"
+    NO_MATCH = "NoMatch"
+    PROVIDER_ERROR = "ProviderError"
+    # Waits, expressions, child flows and steps.
+    NOT_WAITING = "NotWaiting"
+    INVALID_RESPONSE = "InvalidResponse"
+    EXPRESSION_FAILED = "ExpressionFailed"
+    CALL_FAILED = "CallFailed"
+    STEP_TIMED_OUT = "StepTimedOut"
+    STEP_FAILED = "StepFailed"
+
+    def error(self, message: str, *details: Any, non_retryable: bool = True) -> ApplicationError:
+        """An :class:`ApplicationError` of this type (non-retryable unless said otherwise)."""
+        return ApplicationError(message, *details, type=self.value, non_retryable=non_retryable)
+
+    def caused(self, err: BaseException | None) -> bool:
+        """Whether ``err`` is an application failure of this type."""
+        return isinstance(err, ApplicationError) and err.type == self.value
+
+
+# A provider's answers that no retry can change: the law said no, the request is malformed, or
+# the provider holds nothing for the subject.
+FINAL_LINKAGE_FAILURES: tuple[Failure, ...] = (
+    Failure.WHITELIST_DENIED,
+    Failure.NO_MATCH,
+    Failure.MALFORMED_LINKAGE,
+    Failure.NOT_IMPLEMENTED,
+    Failure.UNKNOWN_ACTIVITY,
+)

@@ -1,0 +1,227 @@
+"""The parameters and results of the interpreter workflow and its activities.
+
+One pydantic model per parameter, so fields with defaults can be added without breaking flows
+that are already running. None of these ever becomes a workflow id, a search attribute or an
+error message: subject codes travel only inside payloads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from renkei.bpf.models import BpfDefinition
+
+CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class DisclosureHold(BaseModel):
+    """Keeps a run's access records from the citizen's view until a date (e.g. an ongoing
+    investigation). The hold is itself part of every record it covers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    until: dt.datetime
+    reason: str = Field(
+        pattern=r"^[a-z][a-z0-9-]{1,63}$",
+        description="a reason code such as 'investigation'; no personal data",
+    )
+
+
+class StartFlow(BaseModel):
+    """What a trigger supplies to start one flow."""
+
+    bpf: str
+    version: int | None = None
+    executor: str
+    subject: str = Field(description="the subject's code at the executor")
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    trigger: Literal["counter", "portal", "life-event", "notification"] = "counter"
+    case_ref: str = Field(
+        pattern=CASE_REF, description="the caller's case reference; no personal data"
+    )
+    hold: DisclosureHold | None = None
+    resume: Resume | None = Field(
+        default=None, description="set only by a flow continuing as new: where it left off"
+    )
+
+
+class Pin(BaseModel):
+    """The exact definition a run executes: recorded in its history and memo."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bpf: str
+    version: int
+    content_hash: str
+
+
+class ResolveRequest(BaseModel):
+    bpf: str
+    version: int | None
+    executor: str
+    subject: str
+    inputs: dict[str, Any]
+
+
+class ResolvedRun(BaseModel):
+    """What the hub tells the interpreter before the first step."""
+
+    pin: Pin
+    definition: BpfDefinition
+    info_schemas: dict[str, str]
+    inputs: dict[str, Any]
+    task_queue_prefix: str
+    executor_roles: list[str]
+    time_scale: float = Field(
+        default=1.0, description="test mode only: waits and sleeps last this fraction"
+    )
+    history_limit: int = Field(
+        default=10_000, description="continue as new past this many history events"
+    )
+
+
+class TranslateRequest(BaseModel):
+    from_org: str
+    to_org: str
+    codes: list[str]
+
+
+class CohortParams(BaseModel):
+    """Who reaches a life event in a period: the birth dates that qualify (no personal data)."""
+
+    age: int
+    on: str
+    period_start: dt.date
+    period_end: dt.date
+    born_from: dt.date
+    born_to: dt.date = Field(description="exclusive")
+
+
+class LinkageRequest(BaseModel):
+    """One linkage, as the provider's worker receives it. ``subject`` is the provider's code."""
+
+    trigger: str = "counter"
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="query parameters that name no one (e.g. a cohort's)"
+    )
+    requester: str
+    provider: str
+    task: str
+    info: str
+    subject: str
+    bpf: str
+    bpf_version: int
+    content_hash: str
+    step: str
+
+
+class BrokerRequest(LinkageRequest):
+    """The executor asks the hub for one linkage; ``subject`` is the executor's code."""
+
+    workflow_id: str
+    run_id: str
+    hold: DisclosureHold | None = None
+
+
+class Brokered(BaseModel):
+    """The hub's answer: the provider's code if the whitelist permits the linkage."""
+
+    allowed: bool
+    subject: str | None = None
+    reason: str
+    legal_reference: str
+
+
+class LinkageOutcome(BaseModel):
+    step: str
+    provider: str
+    info: str
+    outcome: Literal["provided", "denied", "failed"]
+
+
+class Resume(BaseModel):
+    """A flow's state when it continues as new, at a boundary between top-level steps."""
+
+    run: ResolvedRun
+    next_step: int
+    outputs: dict[str, dict[str, Any]]
+    linkages: list[LinkageOutcome]
+    generation: int = 1
+
+
+class Response(BaseModel):
+    """What answers a ``wait`` step (by update or signal): the step and its typed payload."""
+
+    step: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    by: Literal["citizen", "agency", "operator"] = "citizen"
+
+
+class Acknowledged(BaseModel):
+    step: str
+    at: dt.datetime
+
+
+class Waiting(BaseModel):
+    """What a flow waits for, until when, and what the respondent is shown."""
+
+    step: str
+    for_: str
+    deadline: dt.datetime
+    remind_at: dt.datetime | None = None
+    fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    preview: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ReminderRequest(BaseModel):
+    workflow_id: str
+    step: str
+    executor: str
+    subject: str
+    deadline: dt.datetime
+
+
+class ScanRequest(BaseModel):
+    """One life-event scan: whom the executor's register shows reaching the event, and when."""
+
+    bpf: str
+    version: int | None = None
+    executor: str
+    age: int
+    on: Literal["birthday", "fiscal-year-start", "school-year-start"]
+    day: dt.date | None = Field(
+        default=None, description="the scan's day; default: the schedule's time (or today)"
+    )
+
+
+class ScanResult(BaseModel):
+    bpf: str
+    executor: str
+    period_start: dt.date
+    period_end: dt.date
+    found: int
+    started: int
+    already: int
+
+
+class CaseRefRequest(BaseModel):
+    executor: str
+    bpf: str
+    key: str = Field(description="what makes the case unique: the period or the event id")
+    codes: list[str]
+
+
+class FlowResult(BaseModel):
+    """The end of a flow that ran to completion (accepted or rejected by its own logic)."""
+
+    outcome: Literal["completed", "rejected"]
+    reason: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+    pin: Pin
+    linkages: list[LinkageOutcome] = Field(default_factory=list)
+
+
+StartFlow.model_rebuild()

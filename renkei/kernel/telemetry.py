@@ -1,0 +1,182 @@
+"""Tracing and metrics: one trace per flow, Prometheus metrics per process, nothing personal.
+
+**Tracing** follows the standard ``OTEL_*`` variables: ``OTEL_TRACES_EXPORTER=otlp`` (with
+``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``…_TRACES_ENDPOINT``; the OTLP exporter reads the rest of its
+``OTEL_EXPORTER_OTLP_*`` settings itself), ``console`` (spans printed: for development) or
+``none`` (the default when no OTLP endpoint is set). ``OTEL_SERVICE_NAME`` names the process.
+Temporal's tracing interceptor carries the trace from the start through the workflow into every
+linkage's activity, across processes; the whitelist gate adds a span for its decision.
+
+**Metrics** are served for Prometheus on ``RENKEI_METRICS_PORT`` (unset: none) by the Temporal
+runtime, so the SDK's own metrics (task latencies, slots, polls…) and renkei's share one
+endpoint: linkage decisions by party, requester, provider, task, item, whitelist row and outcome;
+access records written by keeper; whitelist decision latency.
+
+Attributes and labels name organisations, tasks, items, whitelist rows, steps and BPFs, never a
+subject code, an individual number or a value from a payload.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from temporalio import activity
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+
+from renkei.kernel.settings import Settings
+
+
+
+class _Row(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class Decided(Protocol):
+    """What telemetry reads of a whitelist decision (:class:`whitelist.decide.Decision`)."""
+
+    @property
+    def row(self) -> _Row | None: ...
+
+    @property
+    def outcome(self) -> str: ...
+
+
+D = TypeVar("D", bound=Decided)
+
+TRACER = "renkei"
+
+
+def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    kind = env.get("OTEL_TRACES_EXPORTER")
+    if kind is None:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        kind = "otlp" if endpoint else "none"
+    if kind == "none":
+        return None
+    if kind == "console":
+        return ConsoleSpanExporter()
+    if kind == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    raise ValueError(f"OTEL_TRACES_EXPORTER={kind!r}: renkei knows otlp, console and none")
+
+
+@functools.cache
+def configure_tracing() -> bool:
+    """Install the process's tracer provider from ``OTEL_*``; whether traces are exported."""
+    exporter = _exporter(os.environ)
+    if exporter is None:
+        return False
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "renkei")})
+    )
+    processor = (
+        SimpleSpanProcessor(exporter)
+        if isinstance(exporter, ConsoleSpanExporter)
+        else BatchSpanProcessor(exporter)
+    )
+    provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    return True
+
+
+def interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[Any]:
+    """Client (and so worker) interceptors: Temporal's tracing, when tracing is on."""
+    if tracer_provider is not None:
+        return [TracingInterceptor(tracer_provider.get_tracer(TRACER))]
+    if configure_tracing():
+        return [TracingInterceptor(trace.get_tracer(TRACER))]
+    return []
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER)
+
+
+_runtimes: dict[str, Runtime] = {}
+
+
+def runtime(settings: Settings) -> Runtime | None:
+    """The process's Temporal runtime serving Prometheus metrics, if a port is set (one per
+    address and process: clients of one process share it)."""
+    if settings.metrics_port is None:
+        return None
+    address = f"{settings.metrics_host}:{settings.metrics_port}"
+    found = _runtimes.get(address)
+    if found is None:
+        found = _runtimes[address] = Runtime(
+            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address))
+        )
+    return found
+
+
+# -- renkei's own metrics, recorded from activities (no-ops elsewhere) --------------------------
+
+
+def decided(party: str, provider: str, req: Any, decide: Callable[[], D]) -> D:
+    """Run one whitelist decision (``decide``) for ``req``, counting and timing it."""
+    began = time.perf_counter()
+    decision = decide()
+    took = time.perf_counter() - began
+    if not activity.in_activity():
+        return decision
+    meter = activity.metric_meter()
+    labels = {
+        "party": party,
+        "requester": req.requester,
+        "provider": provider,
+        "task": req.task,
+        "info": req.info,
+        "whitelist_row": decision.row.id if decision.row else "none",
+        "outcome": decision.outcome,
+    }
+    meter.create_counter(
+        "renkei_linkage_decisions", "linkages decided against the whitelist", "1"
+    ).add(1, labels)
+    meter.create_histogram_float(
+        "renkei_decision_latency", "time to decide one linkage against the whitelist", "ms"
+    ).record(took * 1000, {"party": party})
+    return decision
+
+
+def linkage_attributes(req: Any, party: str, outcome: str) -> dict[str, str | int]:
+    """Span attributes of one linkage decision: who, what, where in which flow; no subject."""
+    return {
+        "renkei.party": party,
+        "renkei.requester": req.requester,
+        "renkei.provider": req.provider,
+        "renkei.task": req.task,
+        "renkei.info": req.info,
+        "renkei.bpf": req.bpf,
+        "renkei.bpf_version": req.bpf_version,
+        "renkei.step": req.step,
+        "renkei.outcome": outcome,
+    }
+
+
+def count_records(keepers: list[str]) -> None:
+    if not activity.in_activity() or not keepers:
+        return
+    counter = activity.metric_meter().create_counter(
+        "renkei_records_written", "access records appended to a keeper's chain", "1"
+    )
+    for keeper in keepers:
+        counter.add(1, {"keeper": keeper})
