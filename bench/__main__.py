@@ -27,7 +27,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from renkei.app.bootstrap import prepare
-from renkei.app.client import RenkeiClient, connect
+from renkei.app.client import RenkeiClient
 from renkei.app.stack import start_postgres, temporal_cli
 from renkei.bpf.loader import parse_text
 from renkei.bpf.validation import validate
@@ -38,7 +38,8 @@ from whitelist.annex2 import load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
 from whitelist.models import WhitelistRow
-from workers.dev import running_workers
+from workers.assembly import live_whitelist, running_workers
+from workers.plugin import connect
 
 
 def _decision_us(index: WhitelistIndex, n: int) -> float:
@@ -158,7 +159,10 @@ async def main(quick: bool) -> list[str]:
         encrypted = await connect(settings, env.client.service_client.config.target_host)
         sdk = RenkeiClient(encrypted, settings)
         results: dict[int, tuple[bf.Measured, bf.Measured]] = {}
-        async with running_workers(encrypted, pool, settings, default_catalog(), url):
+        async with (
+            live_whitelist(url) as whitelist,
+            running_workers(encrypted, pool, settings, default_catalog(), whitelist),
+        ):
             await bf.plain(env.client, 3, 5, 0)  # warm up both paths
             await bf.renkei(sdk, settings, 3, 5, 0)
             for size in bf.SIZES:

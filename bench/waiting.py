@@ -28,7 +28,7 @@ from renkei.kernel import keys
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
-from workers.control import control_worker
+from workers.assembly import running_workers
 
 DEFINITION = Path(__file__).parent / "definitions" / "wait-only.yaml"
 
@@ -73,7 +73,7 @@ async def renkei_waiting(
     await Pseudonyms(pool, keys.load(s).hub_key).enroll([uuid.UUID(int=1)], ["city-minato"])
     tag = uuid.uuid4().hex[:6]
     base = rss_mib()
-    async with control_worker(client, pool, s, default_catalog(), whitelist):
+    async with running_workers(client, pool, s, default_catalog(), whitelist, agencies=()):
         t0 = time.perf_counter()
 
         async def start(i: int) -> None:

@@ -24,8 +24,7 @@ from renkei.kernel.records import AccessRecord
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
-from workers.agency import agency_worker
-from workers.control import control_worker
+from workers.assembly import running_workers
 
 
 def households(settings: Settings) -> list[Household]:
@@ -52,16 +51,17 @@ async def workers(
     providers: dict[str, dict[str, Provider]] | None = None,
     control: bool = True,
 ) -> AsyncIterator[list[Worker]]:
-    ws = [control_worker(client, pool, settings, catalog, whitelist)] if control else []
-    for org in agencies:
-        ws.append(
-            agency_worker(
-                client, pool, settings, catalog, org, whitelist, (providers or {}).get(org)
-            )
-        )
-    async with contextlib.AsyncExitStack() as stack:
-        for w in ws:
-            await stack.enter_async_context(w)
+    """The project's worker set, with some agencies' providers replaced."""
+    async with running_workers(
+        client,
+        pool,
+        settings,
+        catalog,
+        whitelist,
+        control=control,
+        agencies=agencies,
+        providers=(providers or {}).get,
+    ) as ws:
         yield ws
 
 

@@ -13,17 +13,24 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.common import HeaderCodecBehavior
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import Replayer
 
 from renkei.kernel import keys
 from renkei.kernel.codec import data_converter
 from tests.paths import SAMPLES_DIR
-from workers.control import workflow_runner
+from workers.plugin import workflow_runner
 from workflows.interpreter import BpfInterpreter
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*/*.json"))
 RING = keys.Keys.model_validate_json((HISTORIES / "keys.json").read_text()).codec
+# The plugin every worker runs with, over the key ring the histories were recorded under.
+REPLAY_PLUGIN = SimplePlugin(
+    "renkei-replay",
+    data_converter=data_converter(RING),
+    workflow_runner=workflow_runner(),
+)
 
 
 def test_every_sample_bpf_has_recorded_histories() -> None:
@@ -38,8 +45,7 @@ async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     replayer = Replayer(
         workflows=[BpfInterpreter],
-        data_converter=data_converter(RING),
-        workflow_runner=workflow_runner(),
+        plugins=[REPLAY_PLUGIN],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -12,6 +12,7 @@ from activities.linkage import Provider, make_linkage_activity
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
+from workers.plugin import require_plugin
 
 
 def agency_worker(
@@ -27,6 +28,7 @@ def agency_worker(
     """The worker of ``org``; ``providers`` defaults to the sample agency's own."""
     if org not in catalog.orgs:
         raise ValueError(f"unknown org {org!r}")
+    require_plugin(client)
     gate = WhitelistGate(org, catalog, whitelist, pool)
     return Worker(
         client,

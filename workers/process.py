@@ -22,13 +22,13 @@ import asyncpg
 from pydantic import BaseModel
 
 from activities.linkage import Provider
-from renkei.app.client import connect
-from renkei.app.stack import running_stack
 from renkei.kernel import keys
 from renkei.kernel.db import create_pool
+from renkei.kernel.servers import running_stack
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
+from workers.plugin import connect
 
 ProviderFactory = Callable[[str, asyncpg.Pool], Mapping[str, Provider]]
 

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowFailureError
 
 from renkei.app.bootstrap import check_file, load_whitelist, prepare
 from renkei.app.client import RenkeiClient, connect
-from renkei.app.stack import clear_state, embedded, write_state
+from renkei.app.stack import embedded
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, load_file
 from renkei.contracts.messages import StartFlow
@@ -27,6 +27,7 @@ from renkei.kernel import keys
 from renkei.kernel import records as records_store
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.search_attributes import ensure_registered
+from renkei.kernel.servers import clear_state, write_state
 from renkei.kernel.settings import Settings, get_settings
 from whitelist import store
 from whitelist.catalog import default_catalog
@@ -149,11 +150,14 @@ async def _serve(
 ) -> None:
     from activities.agencies import SAMPLE_AGENCIES
     from renkei.app.web import serving
-    from workers.dev import running_workers
+    from workers.assembly import live_whitelist, running_workers
 
     client, pool = await _init(settings, address, url)
     try:
-        async with running_workers(client, pool, settings, default_catalog(), url):
+        async with (
+            live_whitelist(url) as whitelist,
+            running_workers(client, pool, settings, default_catalog(), whitelist),
+        ):
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)
                 return
@@ -668,7 +672,7 @@ def start(
     settings = get_settings()
 
     async def go() -> int:
-        from renkei.app.stack import running_stack
+        from renkei.kernel.servers import running_stack
 
         address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get(
             "temporal"
@@ -708,7 +712,7 @@ def status(workflow_id: str) -> None:
     settings = get_settings()
 
     async def go() -> None:
-        from renkei.app.stack import running_stack
+        from renkei.kernel.servers import running_stack
 
         address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get(
             "temporal"

@@ -18,7 +18,6 @@ import asyncio
 import datetime as dt
 from typing import Any, Literal
 
-from opentelemetry.trace import TracerProvider
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
@@ -28,25 +27,22 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
-    HeaderCodecBehavior,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.bpf.inputs import check_subject_code, validate_inputs
 from renkei.bpf.loader import BpfFileError, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import Acknowledged, FlowResult, Response, StartFlow, Waiting
-from renkei.kernel import keys, telemetry
 from renkei.kernel import search_attributes as sa
-from renkei.kernel.codec import data_converter
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
+from workers.plugin import connect as connect  # the application connects through the SDK
 
 
 class ResponseRefused(ValueError):
@@ -56,27 +52,6 @@ class ResponseRefused(ValueError):
 def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
     """The idempotent workflow id of one case: no personal data by construction."""
     return f"{bpf}/{executor}/{case_ref}"
-
-
-async def connect(
-    settings: Settings | None = None,
-    address: str | None = None,
-    *,
-    tracer_provider: TracerProvider | None = None,
-    runtime: Runtime | None = None,
-) -> Client:
-    """A Temporal client with renkei's data converter (pydantic JSON, encrypted, headers too),
-    tracing (``OTEL_*``, or ``tracer_provider``) and metrics (``RENKEI_METRICS_PORT``, or
-    ``runtime``). Workers built on the client inherit all of it."""
-    s = settings or get_settings()
-    return await Client.connect(
-        address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
-        namespace=s.namespace,
-        data_converter=data_converter(keys.load(s).codec),
-        header_codec_behavior=HeaderCodecBehavior.CODEC,
-        interceptors=telemetry.interceptors(tracer_provider),
-        runtime=runtime or telemetry.runtime(s),
-    )
 
 
 START_ATTEMPTS = 5

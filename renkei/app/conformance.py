@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +47,7 @@ from renkei.kernel.settings import PACKAGE_DIR, Settings
 from whitelist.models import Catalog
 from whitelist.payloads import SCHEMAS, GenericRecord
 from whitelist.store import LiveWhitelist
+from workers.assembly import running_workers
 from workflows.life_events import cohort_for
 
 KIT_VERSION = "1"
@@ -240,29 +241,6 @@ class _Stubs:
                         )
 
 
-@contextlib.asynccontextmanager
-async def _workers(
-    client: Client,
-    pool: asyncpg.Pool,
-    settings: Settings,
-    catalog: Catalog,
-    whitelist: LiveWhitelist,
-    providers: Callable[[str], dict[str, Provider]],
-) -> AsyncIterator[None]:
-    from workers.agency import agency_worker
-    from workers.control import control_worker
-
-    ws = [control_worker(client, pool, settings, catalog, whitelist)]
-    ws += [
-        agency_worker(client, pool, settings, catalog, org, whitelist, providers(org))
-        for org in sorted(catalog.orgs)
-    ]
-    async with contextlib.AsyncExitStack() as stack:
-        for w in ws:
-            await stack.enter_async_context(w)
-        yield
-
-
 async def run_scenarios(
     client: Client,
     pool: asyncpg.Pool,
@@ -305,7 +283,15 @@ async def run_scenarios(
             if scenario.responses
             else kit
         )
-        async with _workers(client, pool, paced, catalog, whitelist, stubs.providers):
+        async with running_workers(
+            client,
+            pool,
+            paced,
+            catalog,
+            whitelist,
+            agencies=sorted(catalog.orgs),
+            providers=stubs.providers,
+        ):
             result = await _run_one(client, pool, paced, d, scenario, stubs, code_at)
         if on_run is not None:
             await on_run(scenario.name, result.workflow_id)

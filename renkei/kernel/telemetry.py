@@ -40,7 +40,6 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from renkei.kernel.settings import Settings
 
 
-
 class _Row(Protocol):
     @property
     def id(self) -> str: ...
