@@ -28,15 +28,15 @@ from typing import TypeVar
 
 import asyncpg
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
 )
 
-from activities.linkage import QUERY_PREFIX
+from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.names import is_query_activity, query_activity
 from renkei.kernel import records, telemetry
 from whitelist.decide import Decision, decide_linkage
 from whitelist.models import Catalog
@@ -151,7 +151,7 @@ class _Inbound(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> object:
         kind = activity.info().activity_type
-        if not kind.startswith(QUERY_PREFIX):
+        if not is_query_activity(kind):
             return await super().execute_activity(input)
         raw = input.args[0] if input.args else None
         if isinstance(raw, list | tuple) and raw:  # a dynamic activity receives raw values
@@ -164,18 +164,12 @@ class _Inbound(ActivityInboundInterceptor):
                 else LinkageRequest.model_validate(raw)
             )
         except Exception:
-            raise ApplicationError(
-                "malformed linkage request", type="MalformedLinkage", non_retryable=True
-            ) from None
-        if kind != f"{QUERY_PREFIX}{req.info}":
-            raise ApplicationError(
-                "activity type and requested info item differ",
-                type="MalformedLinkage",
-                non_retryable=True,
-            )
+            raise Failure.MALFORMED_LINKAGE.error("malformed linkage request") from None
+        if kind != query_activity(req.info):
+            raise Failure.MALFORMED_LINKAGE.error("activity type and requested info item differ")
         decision = await self.gate.admit(req)
         if not decision.allowed:
-            raise ApplicationError(
+            raise Failure.WHITELIST_DENIED.error(
                 f"linkage denied by the whitelist: {decision.reason}",
                 {
                     "requester": req.requester,
@@ -183,7 +177,5 @@ class _Inbound(ActivityInboundInterceptor):
                     "task": req.task,
                     "info": req.info,
                 },
-                type="WhitelistDenied",
-                non_retryable=True,
             )
         return await super().execute_activity(input)

@@ -18,11 +18,11 @@ from typing import Any
 
 import asyncpg
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.models import QueryStep, walk
+from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
     Brokered,
     BrokerRequest,
@@ -32,6 +32,7 @@ from renkei.contracts.messages import (
     ResolvedRun,
     ResolveRequest,
     ScanRequest,
+    ScanTarget,
     TranslateRequest,
 )
 from renkei.kernel import records, telemetry
@@ -79,7 +80,7 @@ class HubActivities:
                 inputs=req.inputs,
             )
         except StartRefused as refused:
-            raise ApplicationError(refused.reason, type=refused.kind, non_retryable=True) from None
+            raise Failure(refused.kind).error(refused.reason) from None
         d = found.definition
         roles = self._catalog.org_roles(req.executor)
         schemas = {
@@ -104,7 +105,7 @@ class HubActivities:
         try:
             subject = await self._pseudonyms.subject_of(req.requester, req.subject)
         except UnknownSubject as err:
-            raise ApplicationError(str(err), type="UnknownSubject", non_retryable=True) from None
+            raise Failure.UNKNOWN_SUBJECT.error(str(err)) from None
         now = dt.datetime.now(dt.UTC)
         decision = telemetry.decided(
             "hub",
@@ -160,28 +161,24 @@ class HubActivities:
         )
 
     @activity.defn(name="hub.scan-target")
-    async def scan_target(self, req: ScanRequest) -> dict[str, Any]:
+    async def scan_target(self, req: ScanRequest) -> ScanTarget:
         """The version a life-event scan starts, after checking it is triggered by that event."""
         found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
         if found is None:
-            raise ApplicationError(
-                await why_not(self._pool, req.bpf, req.version, self._mode),
-                type="UnknownBpf",
-                non_retryable=True,
+            raise Failure.UNKNOWN_BPF.error(
+                await why_not(self._pool, req.bpf, req.version, self._mode)
             )
         d = found.definition
         if not any(r.age == req.age and r.on == req.on for r in d.life_events()):
-            raise ApplicationError(
-                f"{d.bpf} v{d.version} is not triggered by age {req.age} ({req.on})",
-                type="NotTriggered",
-                non_retryable=True,
+            raise Failure.NOT_TRIGGERED.error(
+                f"{d.bpf} v{d.version} is not triggered by age {req.age} ({req.on})"
             )
-        return {
-            "task": d.task,
-            "version": d.version,
-            "content_hash": found.content_hash,
-            "task_queue_prefix": self._prefix,
-        }
+        return ScanTarget(
+            task=d.task,
+            version=d.version,
+            content_hash=found.content_hash,
+            task_queue_prefix=self._prefix,
+        )
 
     @activity.defn(name="hub.case-refs")
     async def case_refs(self, req: CaseRefRequest) -> list[str]:
@@ -207,4 +204,4 @@ class HubActivities:
         try:
             return await self._pseudonyms.translate(req.from_org, req.codes, req.to_org)
         except UnknownSubject as err:
-            raise ApplicationError(str(err), type="UnknownSubject", non_retryable=True) from None
+            raise Failure.UNKNOWN_SUBJECT.error(str(err)) from None

@@ -8,21 +8,17 @@ interceptor, is denied and recorded, instead of retrying forever as an unknown a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError
 
+from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.names import is_query_activity
+from renkei.contracts.provider import NoMatch, Provider
 
-QUERY_PREFIX = "query."
-Provider = Callable[[LinkageRequest], Awaitable[BaseModel]]
-
-
-def activity_type(info: str) -> str:
-    return f"{QUERY_PREFIX}{info}"
+__all__ = ["Provider", "make_linkage_activity"]
 
 
 def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callable[..., object]:
@@ -31,21 +27,16 @@ def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callab
     @activity.defn(dynamic=True)
     async def linkage(args: Sequence[RawValue]) -> dict[str, object]:
         kind = activity.info().activity_type
-        if not kind.startswith(QUERY_PREFIX):
-            raise ApplicationError(
-                f"{org} does not run activity type {kind}",
-                type="UnknownActivity",
-                non_retryable=True,
-            )
+        if not is_query_activity(kind):
+            raise Failure.UNKNOWN_ACTIVITY.error(f"{org} does not run activity type {kind}")
         req = activity.payload_converter().from_payload(args[0].payload, LinkageRequest)
         provider = providers.get(req.info)
         if provider is None:
-            raise ApplicationError(
-                f"{org} does not implement info item {req.info!r}",
-                type="NotImplemented",
-                non_retryable=True,
-            )
-        payload = await provider(req)
+            raise Failure.NOT_IMPLEMENTED.error(f"{org} does not implement info item {req.info!r}")
+        try:
+            payload = await provider(req)
+        except NoMatch as none:
+            raise Failure.NO_MATCH.error(str(none)) from None
         return payload.model_dump(mode="json")
 
     return linkage

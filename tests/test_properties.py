@@ -29,6 +29,7 @@ from renkei.app.client import RenkeiClient
 from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
 from renkei.bpf.validation import validate
 from renkei.contracts.messages import CASE_REF, StartFlow
+from renkei.contracts.names import control_queue
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from whitelist.annex2 import load_annex2
@@ -238,7 +239,9 @@ def _on(loop: asyncio.AbstractEventLoop) -> Callable[[Awaitable[T]], T]:
 
 
 async def _runs(client: Client, settings_: Settings) -> int:
-    count = await client.count_workflows(f"TaskQueue = '{settings_.control_queue}'")
+    count = await client.count_workflows(
+        f"TaskQueue = '{control_queue(settings_.task_queue_prefix)}'"
+    )
     return count.count
 
 

@@ -14,6 +14,7 @@ from activities.agencies.synthetic import REFERENCE_DATE, Person
 from renkei.app.notifications import Notification, publish
 from renkei.app.schedules import PREFIX, sync
 from renkei.contracts.messages import ScanRequest, ScanResult
+from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -56,10 +57,10 @@ def _turning_18(settings: Settings) -> tuple[Person, dt.date]:
 
 async def _scan(client: Client, settings: Settings, day: dt.date) -> ScanResult:
     return await client.execute_workflow(
-        "renkei.life-event-scan",
+        LIFE_EVENT_SCAN,
         ScanRequest(bpf=BPF, executor="city-minato", age=18, on="birthday", day=day),
         id=f"scan-test-{uuid.uuid4().hex[:8]}",
-        task_queue=settings.control_queue,
+        task_queue=control_queue(settings.task_queue_prefix),
         result_type=ScanResult,
     )
 
@@ -140,7 +141,7 @@ async def test_schedules_follow_the_definitions_and_a_backfill_starts_nothing_tw
                     await client.get_workflow_handle(w.id, result_type=ScanResult).result(),
                 )
                 async for w in client.list_workflows(
-                    f"WorkflowType = 'renkei.life-event-scan' AND TaskQueue = '{settings.control_queue}'"
+                    f"WorkflowType = '{LIFE_EVENT_SCAN}' AND TaskQueue = '{control_queue(settings.task_queue_prefix)}'"
                 )
             ],
             key=lambda x: x[0],
@@ -164,7 +165,7 @@ async def _eventually_result(client: Client, settings: Settings, wid: str):  # t
 
 async def _completed_scans(client: Client, settings: Settings, n: int) -> list[str]:
     query = (
-        f"WorkflowType = 'renkei.life-event-scan' AND TaskQueue = '{settings.control_queue}'"
+        f"WorkflowType = '{LIFE_EVENT_SCAN}' AND TaskQueue = '{control_queue(settings.task_queue_prefix)}'"
         " AND ExecutionStatus = 'Completed'"
     )
     for _ in range(300):

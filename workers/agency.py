@@ -9,6 +9,7 @@ from temporalio.worker import Worker
 from activities.agencies import providers_for
 from activities.gate import WhitelistGate, WhitelistInterceptor
 from activities.linkage import Provider, make_linkage_activity
+from renkei.contracts.names import agency_queue
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -32,7 +33,7 @@ def agency_worker(
     gate = WhitelistGate(org, catalog, whitelist, pool)
     return Worker(
         client,
-        task_queue=settings.agency_queue(org),
+        task_queue=agency_queue(settings.task_queue_prefix, org),
         activities=[
             make_linkage_activity(
                 org, providers if providers is not None else providers_for(org, pool)

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.hub import HubActivities
+from renkei.contracts.names import control_queue
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -43,7 +44,7 @@ def control_worker(
     )
     return Worker(
         client,
-        task_queue=settings.control_queue,
+        task_queue=control_queue(settings.task_queue_prefix),
         workflows=[BpfInterpreter, LifeEventScan],
         activities=[
             hub.resolve,

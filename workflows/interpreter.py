@@ -19,7 +19,6 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import (
     RawValue,
-    RetryPolicy,
     SearchAttributePair,
     TypedSearchAttributes,
 )
@@ -34,6 +33,7 @@ from temporalio.exceptions import TimeoutError as StepTimeout
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from activities.hub import HubActivities
     from renkei.bpf.expressions import CompiledBpf, ExpressionError, compiled_for, embedded
     from renkei.bpf.inputs import InputError, validate_values
     from renkei.bpf.models import (
@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         WaitStep,
         WhenArm,
     )
+    from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
         Acknowledged,
         Brokered,
@@ -56,7 +57,6 @@ with workflow.unsafe.imports_passed_through():
         LinkageOutcome,
         LinkageRequest,
         ReminderRequest,
-        ResolvedRun,
         ResolveRequest,
         Response,
         Resume,
@@ -64,11 +64,10 @@ with workflow.unsafe.imports_passed_through():
         TranslateRequest,
         Waiting,
     )
+    from renkei.contracts.names import agency_queue, query_activity, workflow_id
+    from renkei.contracts.retries import HUB_RETRY, HUB_TIMEOUT, linkage_retry
     from renkei.kernel import search_attributes as sa
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
-
-HUB_TIMEOUT = timedelta(seconds=30)
-HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 
 
 class _Rejected(Exception):
@@ -120,30 +119,30 @@ class BpfInterpreter:
     def _checked(self, response: Response) -> dict[str, Any]:
         found = self._waiting.get(response.step)
         if found is None:
-            raise ApplicationError(
-                f"the flow is not waiting at step {response.step!r}", type="NotWaiting"
+            raise Failure.NOT_WAITING.error(
+                f"the flow is not waiting at step {response.step!r}", non_retryable=False
             )
         try:
             return validate_values(
                 found[0].wait.fields, response.payload, None, "a field of this response"
             )
         except InputError as err:
-            raise ApplicationError(f"invalid response: {err}", type="InvalidResponse") from None
+            raise Failure.INVALID_RESPONSE.error(
+                f"invalid response: {err}", non_retryable=False
+            ) from None
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> FlowResult:
         start = workflow.payload_converter().from_payload(args[0].payload, StartFlow)
         if start.bpf != workflow.info().workflow_type:
-            raise ApplicationError(
-                "workflow type and BPF id differ", type="MalformedStart", non_retryable=True
-            )
+            raise Failure.MALFORMED_START.error("workflow type and BPF id differ")
         self._start = start
         if start.resume is not None:  # a continuation: the definition is already pinned
             self._run = start.resume.run
         else:
             try:
-                self._run = await workflow.execute_local_activity(
-                    "hub.resolve",
+                self._run = await workflow.execute_local_activity_method(
+                    HubActivities.resolve,
                     ResolveRequest(
                         bpf=start.bpf,
                         version=start.version,
@@ -151,7 +150,6 @@ class BpfInterpreter:
                         subject=start.subject,
                         inputs=start.inputs,
                     ),
-                    result_type=ResolvedRun,
                     start_to_close_timeout=HUB_TIMEOUT,
                     retry_policy=HUB_RETRY,
                 )
@@ -202,7 +200,7 @@ class BpfInterpreter:
                 outcome="rejected", reason=rejected.reason, pin=pin, linkages=self._linkages
             )
         except ApplicationError as err:
-            self._set_status("denied" if err.type == "LinkageDenied" else "failed")
+            self._set_status("denied" if Failure.LINKAGE_DENIED.caused(err) else "failed")
             raise
         except ActivityError as err:
             self._set_status("failed")
@@ -234,9 +232,7 @@ class BpfInterpreter:
         try:
             return self._program.evaluate(key, data)
         except ExpressionError as err:
-            raise ApplicationError(
-                f"expression {err}", type="ExpressionFailed", non_retryable=True
-            ) from None
+            raise Failure.EXPRESSION_FAILED.error(f"expression {err}") from None
 
     def _text(self, step_id: str, field: str, value: str | None) -> str | None:
         if embedded(value) is None:
@@ -319,8 +315,8 @@ class BpfInterpreter:
                 try:
                     await workflow.wait_condition(answered, timeout=remind_at - now)
                 except TimeoutError:
-                    await workflow.execute_local_activity(
-                        "hub.remind",
+                    await workflow.execute_local_activity_method(
+                        HubActivities.remind,
                         ReminderRequest(
                             workflow_id=workflow.info().workflow_id,
                             step=step.id,
@@ -394,7 +390,7 @@ class BpfInterpreter:
             result: FlowResult = await workflow.execute_child_workflow(
                 c.bpf,
                 child,
-                id=f"{c.bpf}/{self._start.executor}/{case_ref}",
+                id=workflow_id(c.bpf, self._start.executor, case_ref),
                 task_queue=workflow.info().task_queue,
                 result_type=FlowResult,
                 search_attributes=TypedSearchAttributes(
@@ -409,9 +405,7 @@ class BpfInterpreter:
         except ChildWorkflowError as err:
             cause = err.cause
             message = cause.message if isinstance(cause, ApplicationError) else err.message
-            raise ApplicationError(
-                f"step {step.id}: {c.bpf} failed: {message}", type="CallFailed", non_retryable=True
-            ) from None
+            raise Failure.CALL_FAILED.error(f"step {step.id}: {c.bpf} failed: {message}") from None
         self._linkages.extend(
             LinkageOutcome(
                 step=f"{step.id}/{x.step}", provider=x.provider, info=x.info, outcome=x.outcome
@@ -426,10 +420,9 @@ class BpfInterpreter:
         if from_org == to_org or not codes:
             return codes
         try:
-            translated: list[str] = await workflow.execute_local_activity(
-                "hub.translate",
+            translated: list[str] = await workflow.execute_local_activity_method(
+                HubActivities.translate,
                 TranslateRequest(from_org=from_org, to_org=to_org, codes=codes),
-                result_type=list[str],
                 start_to_close_timeout=HUB_TIMEOUT,
                 retry_policy=HUB_RETRY,
             )
@@ -440,10 +433,9 @@ class BpfInterpreter:
     async def _broker(self, req: BrokerRequest) -> Brokered:
         """Ask the hub for the linkage: it decides, records, and hands out the provider's code."""
         try:
-            brokered: Brokered = await workflow.execute_local_activity(
-                "hub.broker",
+            brokered: Brokered = await workflow.execute_local_activity_method(
+                HubActivities.broker,
                 req,
-                result_type=Brokered,
                 start_to_close_timeout=HUB_TIMEOUT,
                 retry_policy=HUB_RETRY,
             )
@@ -476,10 +468,8 @@ class BpfInterpreter:
             self._linkages.append(
                 LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="denied")
             )
-            raise ApplicationError(
-                f"step {step.id}: linkage denied by the whitelist: {brokered.reason}",
-                type="LinkageDenied",
-                non_retryable=True,
+            raise Failure.LINKAGE_DENIED.error(
+                f"step {step.id}: linkage denied by the whitelist: {brokered.reason}"
             )
         # The provider receives the same request, on its own code, and nothing else.
         request = LinkageRequest(
@@ -488,23 +478,17 @@ class BpfInterpreter:
         )
         try:
             payload: dict[str, Any] = await workflow.execute_activity(
-                f"query.{q.info}",
+                query_activity(q.info),
                 request,
                 result_type=dict,
-                task_queue=f"{self._run.task_queue_prefix}.agency.{provider}",
+                task_queue=agency_queue(self._run.task_queue_prefix, provider),
                 activity_id=step.id,
                 start_to_close_timeout=q.timeout,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=q.retry.max_attempts,
-                    initial_interval=q.retry.initial_interval,
-                    maximum_interval=q.retry.maximum_interval,
-                    backoff_coefficient=q.retry.backoff,
-                    non_retryable_error_types=["WhitelistDenied", "NoMatch", "MalformedLinkage"],
-                ),
+                retry_policy=linkage_retry(q.retry),
             )
         except ActivityError as err:
             cause = err.cause
-            denied = isinstance(cause, ApplicationError) and cause.type == "WhitelistDenied"
+            denied = Failure.WHITELIST_DENIED.caused(cause)
             self._linkages.append(
                 LinkageOutcome(
                     step=step.id,
@@ -514,10 +498,8 @@ class BpfInterpreter:
                 )
             )
             if denied:
-                raise ApplicationError(
-                    f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}",
-                    type="LinkageDenied",
-                    non_retryable=True,
+                raise Failure.LINKAGE_DENIED.error(
+                    f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
                 ) from None
             raise
         schema = SCHEMAS.get(self._run.info_schemas.get(q.info, ""), GenericRecord)
@@ -590,13 +572,11 @@ def _application_failure(err: ActivityError, context: str | None = None) -> Appl
     if isinstance(cause, StepTimeout):
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
         retries = err.retry_state.name.lower().replace("_", " ") if err.retry_state else None
-        return ApplicationError(
+        return Failure.STEP_TIMED_OUT.error(
             f"{context}: no answer in time ({kind} timeout)"
-            + (f"; retries: {retries}" if retries else ""),
-            type="StepTimedOut",
-            non_retryable=True,
+            + (f"; retries: {retries}" if retries else "")
         )
-    return ApplicationError(f"{context}: {err.message}", type="StepFailed", non_retryable=True)
+    return Failure.STEP_FAILED.error(f"{context}: {err.message}")
 
 
 __all__ = ["BpfInterpreter", "CompiledBpf"]

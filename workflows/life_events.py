@@ -20,9 +20,11 @@ from temporalio.common import (
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.hub import HubActivities
+    from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
         CaseRefRequest,
         CohortParams,
@@ -31,12 +33,15 @@ with workflow.unsafe.imports_passed_through():
         ScanResult,
         StartFlow,
     )
+    from renkei.contracts.names import LIFE_EVENT_SCAN, agency_queue, query_activity, workflow_id
+    from renkei.contracts.retries import HUB_TIMEOUT, SCAN_TIMEOUT
     from renkei.kernel import search_attributes as sa
     from whitelist.decide import JST
     from whitelist.payloads import ResidentCohort
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-HUB_TIMEOUT = timedelta(seconds=30)
+# The info item a scan asks the executor's own register for.
+COHORT_ITEM = "resident-cohort"
 
 
 def _years_before(d: date, years: int) -> date:
@@ -68,7 +73,7 @@ def cohort_for(age: int, on: str, day: date) -> CohortParams:
     )
 
 
-@workflow.defn(name="renkei.life-event-scan")
+@workflow.defn(name=LIFE_EVENT_SCAN)
 class LifeEventScan:
     @workflow.run
     async def run(self, req: ScanRequest) -> ScanResult:
@@ -78,50 +83,46 @@ class LifeEventScan:
             moment = scheduled or workflow.now()
             day = moment.astimezone(JST).date()
         cohort = cohort_for(req.age, req.on, day)
-        target: dict[str, Any] = await workflow.execute_local_activity(
-            "hub.scan-target",
+        target = await workflow.execute_local_activity_method(
+            HubActivities.scan_target,
             req,
-            result_type=dict,
             start_to_close_timeout=HUB_TIMEOUT,
         )
         try:
             found: dict[str, Any] = await workflow.execute_activity(
-                "query.resident-cohort",
+                query_activity(COHORT_ITEM),
                 LinkageRequest(
                     trigger="life-event",
                     params=cohort.model_dump(mode="json"),
                     requester=req.executor,
                     provider=req.executor,
-                    task=target["task"],
-                    info="resident-cohort",
+                    task=target.task,
+                    info=COHORT_ITEM,
                     subject="cohort",
                     bpf=req.bpf,
-                    bpf_version=target["version"],
-                    content_hash=target["content_hash"],
+                    bpf_version=target.version,
+                    content_hash=target.content_hash,
                     step=f"scan-{cohort.period_start.isoformat()}",
                 ),
                 result_type=dict,
-                task_queue=f"{target['task_queue_prefix']}.agency.{req.executor}",
+                task_queue=agency_queue(target.task_queue_prefix, req.executor),
                 activity_id="cohort",
-                start_to_close_timeout=timedelta(minutes=5),
+                start_to_close_timeout=SCAN_TIMEOUT,
             )
         except ActivityError as err:
             cause = err.cause
-            raise ApplicationError(
-                f"the resident register could not be asked: {getattr(cause, 'message', err)}",
-                type="ScanFailed",
-                non_retryable=True,
+            raise Failure.SCAN_FAILED.error(
+                f"the resident register could not be asked: {getattr(cause, 'message', err)}"
             ) from None
         codes = ResidentCohort.model_validate(found).codes
-        refs: list[str] = await workflow.execute_local_activity(
-            "hub.case-refs",
+        refs = await workflow.execute_local_activity_method(
+            HubActivities.case_refs,
             CaseRefRequest(
                 executor=req.executor,
                 bpf=req.bpf,
                 key=f"le{cohort.period_start:%Y%m%d}",
                 codes=codes,
             ),
-            result_type=list[str],
             start_to_close_timeout=HUB_TIMEOUT,
         )
         started = already = 0
@@ -131,13 +132,13 @@ class LifeEventScan:
                     req.bpf,
                     StartFlow(
                         bpf=req.bpf,
-                        version=target["version"],
+                        version=target.version,
                         executor=req.executor,
                         subject=code,
                         trigger="life-event",
                         case_ref=ref,
                     ),
-                    id=f"{req.bpf}/{req.executor}/{ref}",
+                    id=workflow_id(req.bpf, req.executor, ref),
                     task_queue=workflow.info().task_queue,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncpg
 
 from activities.agencies import insurer, municipality, pension
-from activities.linkage import Provider
+from renkei.contracts.provider import Provider
 
 SAMPLE_AGENCIES = ("city-minato", "city-shibuya", "kyokai-kenpo", "jps")
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncpg
-from temporalio.exceptions import ApplicationError
 
-from activities.linkage import Provider
 from renkei.contracts.messages import CohortParams, LinkageRequest
+from renkei.contracts.provider import NoMatch, Provider
 from whitelist.payloads import HouseholdMember, LocalTax, ResidentCohort, ResidentRecord
 
 FISCAL_YEAR = 2025
@@ -14,13 +13,6 @@ FISCAL_YEAR = 2025
 
 def schema_of(org: str) -> str:
     return "agency_" + org.replace("-", "_")
-
-
-def no_match(org: str, info: str) -> ApplicationError:
-    # A "no match" is an answer, not an outage: retrying cannot change it.
-    return ApplicationError(
-        f"{org} holds no {info} for this subject", type="NoMatch", non_retryable=True
-    )
 
 
 def providers(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:
@@ -32,7 +24,7 @@ def providers(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:
             req.subject,
         )
         if row is None:
-            raise no_match(org, req.info)
+            raise NoMatch(org, req.info)
         members = await pool.fetch(
             f"SELECT code, relationship FROM {schema}.residents WHERE household_id = $1 ORDER BY code",
             row["household_id"],
@@ -54,7 +46,7 @@ def providers(org: str, pool: asyncpg.Pool) -> dict[str, Provider]:
             FISCAL_YEAR,
         )
         if row is None:
-            raise no_match(org, req.info)
+            raise NoMatch(org, req.info)
         return LocalTax(**dict(row))
 
     async def resident_cohort(req: LinkageRequest) -> ResidentCohort:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from activities.linkage import Provider
 from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.provider import Provider
 from whitelist.payloads import PensionBenefit
 
 

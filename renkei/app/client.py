@@ -39,6 +39,7 @@ from renkei.bpf.inputs import check_subject_code, validate_inputs
 from renkei.bpf.loader import BpfFileError, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import Acknowledged, FlowResult, Response, StartFlow, Waiting
+from renkei.contracts.names import control_queue, workflow_id
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
@@ -47,11 +48,6 @@ from workers.plugin import connect as connect  # the application connects throug
 
 class ResponseRefused(ValueError):
     """The flow refused a response (not waiting there, or the payload does not validate)."""
-
-
-def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
-    """The idempotent workflow id of one case: no personal data by construction."""
-    return f"{bpf}/{executor}/{case_ref}"
 
 
 START_ATTEMPTS = 5
@@ -142,7 +138,7 @@ class RenkeiClient:
                     request.bpf,
                     request,
                     id=wid,
-                    task_queue=self.settings.control_queue,
+                    task_queue=control_queue(self.settings.task_queue_prefix),
                     result_type=FlowResult,
                     search_attributes=attrs,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

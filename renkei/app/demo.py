@@ -18,6 +18,7 @@ from renkei.app.client import RenkeiClient
 from renkei.bpf.loader import BpfFileError, load_file
 from renkei.bpf.validation import validate
 from renkei.contracts.messages import StartFlow
+from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
@@ -225,7 +226,7 @@ async def _long_running(
     day = turning.birth_date.replace(year=turning.birth_date.year + 18)
     for attempt in ("first run", "run again (a retry or a backfill)"):
         scan: ScanResult = await client.client.execute_workflow(
-            "renkei.life-event-scan",
+            LIFE_EVENT_SCAN,
             ScanRequest(
                 bpf="coming-of-age-pension-notice",
                 executor="city-minato",
@@ -234,7 +235,7 @@ async def _long_running(
                 day=day,
             ),
             id=f"demo-{tag}-scan-{attempt[:5].strip()}",
-            task_queue=settings.control_queue,
+            task_queue=control_queue(settings.task_queue_prefix),
             result_type=ScanResult,
         )
         out(

@@ -32,6 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import ScanRequest
+from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 
@@ -96,10 +97,10 @@ async def desired(
 def _schedule(settings: Settings, sid: str, req: ScanRequest) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            "renkei.life-event-scan",
+            LIFE_EVENT_SCAN,
             req,
             id=f"scan/{sid.removeprefix(PREFIX)}",
-            task_queue=settings.control_queue,
+            task_queue=control_queue(settings.task_queue_prefix),
         ),
         spec=_spec(req.on),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.ALLOW_ALL),
@@ -107,7 +108,7 @@ def _schedule(settings: Settings, sid: str, req: ScanRequest) -> Schedule:
 
 
 def _fingerprint(settings: Settings, req: ScanRequest) -> str:
-    body = {"req": req.model_dump(mode="json"), "queue": settings.control_queue}
+    body = {"req": req.model_dump(mode="json"), "queue": control_queue(settings.task_queue_prefix)}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

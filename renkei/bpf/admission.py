@@ -7,7 +7,7 @@ exists afterwards.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -15,11 +15,14 @@ from renkei.bpf import registry
 from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
 from whitelist.models import Catalog
 
+# Why a start is refused: each is also a failure type on the wire (renkei.contracts.failures).
+RefusalKind = Literal["UnknownBpf", "NotAnExecutor", "WrongTrigger", "InvalidInputs"]
+
 
 class StartRefused(Exception):
-    """A start that cannot be admitted; ``kind`` names why (UnknownBpf, NotAnExecutor, …)."""
+    """A start that cannot be admitted; ``kind`` names why."""
 
-    def __init__(self, reason: str, kind: str) -> None:
+    def __init__(self, reason: str, kind: RefusalKind) -> None:
         super().__init__(reason)
         self.reason = reason
         self.kind = kind

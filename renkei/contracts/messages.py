@@ -197,6 +197,15 @@ class ScanRequest(BaseModel):
     )
 
 
+class ScanTarget(BaseModel):
+    """The hub's answer to a scan: the version it starts and where the register is asked."""
+
+    task: str
+    version: int
+    content_hash: str
+    task_queue_prefix: str
+
+
 class ScanResult(BaseModel):
     bpf: str
     executor: str

@@ -29,3 +29,12 @@ def control_queue(prefix: str) -> str:
 def agency_queue(prefix: str, org: str) -> str:
     """The task queue on which ``org``'s own worker serves its info items."""
     return f"{prefix}.agency.{org}"
+
+
+def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
+    """The idempotent workflow id of one case: ``<bpf>/<executor>/<case reference>``.
+
+    It names no one by construction: the BPF id, the executing org and the caller's own case
+    reference (checked to hold no personal data when a flow starts).
+    """
+    return f"{bpf}/{executor}/{case_ref}"

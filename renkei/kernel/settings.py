@@ -84,15 +84,6 @@ class Settings(BaseSettings):
     )
 
     @property
-    def control_queue(self) -> str:
-        """Task queue of the control worker (interpreter workflows and hub activities)."""
-        return f"{self.task_queue_prefix}.control"
-
-    def agency_queue(self, org: str) -> str:
-        """Task queue of one org's own worker."""
-        return f"{self.task_queue_prefix}.agency.{org}"
-
-    @property
     def web_base(self) -> str:
         # "localhost", like the Temporal UI's default address: the UI sends the operator's
         # codec cookie only to a server of the same site.

@@ -15,7 +15,9 @@ from temporalio.service import RPCError
 
 from renkei.app.client import RenkeiClient, ResponseRefused, RunStatus
 from renkei.app.notifications import Notification, Published, publish
+from renkei.app.web.auth import bearer
 from renkei.bpf.admission import StartRefused, admit
+from renkei.contracts.failures import Failure
 from renkei.contracts.messages import Acknowledged, StartFlow, Waiting
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
@@ -23,6 +25,9 @@ from renkei.kernel.tokens import new_token, token_hash
 from whitelist.catalog import default_catalog
 
 TOKEN_PREFIX = "rka_"
+
+# A refused start's HTTP status by its failure type; every other refusal is a 422.
+REFUSAL_STATUS = {Failure.NOT_AN_EXECUTOR: 403}
 
 
 async def issue_token(pool: asyncpg.Pool, org: str) -> str:
@@ -60,12 +65,12 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     catalog = default_catalog()
 
     async def agency(request: Request) -> str:
-        auth = request.headers.get("authorization", "")
+        token = bearer(request)
         org: str | None = None
-        if auth.lower().startswith("bearer "):
+        if token is not None:
             org = await pool.fetchval(
                 "SELECT org FROM hub.agency_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
-                token_hash(auth[7:].strip()),
+                token_hash(token),
             )
         if org is None:
             raise HTTPException(
@@ -101,7 +106,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             )
         except StartRefused as refused:
             raise HTTPException(
-                403 if refused.kind == "NotAnExecutor" else 422, refused.reason
+                REFUSAL_STATUS.get(Failure(refused.kind), 422), refused.reason
             ) from None
         try:
             handle = await sdk.start(flow.model_copy(update={"inputs": inputs}))

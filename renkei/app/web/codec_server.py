@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from renkei.app.web.auth import bearer
 from renkei.kernel.codec import EncryptionCodec, PayloadDecryptError
 from renkei.kernel.tokens import new_token, token_hash
 
@@ -55,13 +56,6 @@ async def operator_of(pool: asyncpg.Pool, token: str | None) -> str | None:
     return name
 
 
-def _token(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.cookies.get(COOKIE)
-
-
 def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
     r = APIRouter(prefix="/codec")
 
@@ -86,7 +80,7 @@ def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
             payloads = json_format.Parse(await request.body(), Payloads())
         except json_format.ParseError:
             raise HTTPException(400, 'the body must be {"payloads": [...]}') from None
-        operator = await operator_of(pool, _token(request))
+        operator = await operator_of(pool, bearer(request, COOKIE))
         await _log(request, operator, action, len(payloads.payloads), operator is not None)
         if operator is None:
             raise HTTPException(401, "an operator token is required")

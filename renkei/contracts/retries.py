@@ -1,0 +1,32 @@
+"""Timeouts and retry policies, by name.
+
+The hub's activities are short local activities: retried with a capped backoff until their
+start-to-close timeout, so a database blip does not fail a flow. A linkage's retries come from
+its BPF step (``retry:``), but never retry what no retry can change (see
+:data:`renkei.contracts.failures.FINAL_LINKAGE_FAILURES`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from renkei.bpf.models import RetrySpec
+from renkei.contracts.failures import FINAL_LINKAGE_FAILURES
+
+HUB_TIMEOUT = timedelta(seconds=30)
+HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
+# A life-event scan reads a whole cohort from the executor's own register.
+SCAN_TIMEOUT = timedelta(minutes=5)
+
+
+def linkage_retry(retry: RetrySpec) -> RetryPolicy:
+    """The retry policy of one linkage, from its step's ``retry:``."""
+    return RetryPolicy(
+        maximum_attempts=retry.max_attempts,
+        initial_interval=retry.initial_interval,
+        maximum_interval=retry.maximum_interval,
+        backoff_coefficient=retry.backoff,
+        non_retryable_error_types=[f.value for f in FINAL_LINKAGE_FAILURES],
+    )
