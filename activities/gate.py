@@ -34,6 +34,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from activities.attempts import attempt_key, attempt_record
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import is_query_activity, query_activity
@@ -110,26 +111,18 @@ class WhitelistGate:
     ) -> list[records.AccessRecord]:
         return await records.write(
             self.pool,
-            records.AccessRecord(
+            attempt_record(
                 keeper=self.org,
-                attempt_key=f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}",
-                decided_at=now,
-                requester=req.requester,
-                provider=self.org,
-                task=req.task,
-                info=req.info,
-                legal_reference=decision.legal_reference,
-                whitelist_row=decision.row.id if decision.row else None,
                 subject_code=req.subject,
-                bpf=req.bpf,
-                bpf_version=req.bpf_version,
-                content_hash=req.content_hash,
+                # The provider's own record names itself, whatever the request claimed.
+                req=req.model_copy(update={"provider": self.org}),
+                decision=decision,
+                decided_at=now,
                 workflow_id=info.workflow_id or "",
                 run_id=info.workflow_run_id or "",
-                step=req.step,
-                outcome=decision.outcome,
-                reason=decision.reason,
-                trigger=req.trigger,
+                key=attempt_key(
+                    info.workflow_id or "", info.workflow_run_id or "", info.activity_id
+                ),
             ),
         )
 

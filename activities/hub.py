@@ -14,11 +14,11 @@ which is what the citizen's view reads).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import asyncpg
 from temporalio import activity
 
+from activities.attempts import attempt_key, attempt_record
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.models import QueryStep, walk
@@ -121,35 +121,29 @@ class HubActivities:
                 now,
             ),
         )
-        common: dict[str, Any] = {
-            "attempt_key": f"{req.workflow_id}/{req.run_id}/{req.step}",
-            "decided_at": now,
-            "requester": req.requester,
-            "provider": req.provider,
-            "task": req.task,
-            "info": req.info,
-            "legal_reference": decision.legal_reference,
-            "whitelist_row": decision.row.id if decision.row else None,
-            "bpf": req.bpf,
-            "bpf_version": req.bpf_version,
-            "content_hash": req.content_hash,
-            "workflow_id": req.workflow_id,
-            "run_id": req.run_id,
-            "step": req.step,
-            "outcome": decision.outcome,
-            "reason": decision.reason,
-            "hold_until": req.hold.until if req.hold else None,
-            "hold_reason": req.hold.reason if req.hold else None,
-            "trigger": req.trigger,
-        }
+        key = attempt_key(req.workflow_id, req.run_id, req.step)
+
+        def record(keeper: str, code: str) -> records.AccessRecord:
+            return attempt_record(
+                keeper=keeper,
+                subject_code=code,
+                req=req,
+                decision=decision,
+                decided_at=now,
+                workflow_id=req.workflow_id,
+                run_id=req.run_id,
+                key=key,
+                hold=req.hold,
+            )
+
         with telemetry.tracer().start_as_current_span(
             "renkei.hub.decide",
             attributes=telemetry.linkage_attributes(req, "hub", decision.outcome),
         ):
             await records.write(
                 self._pool,
-                records.AccessRecord(keeper=req.requester, subject_code=req.subject, **common),
-                records.AccessRecord(keeper=records.HUB, subject_code=str(subject), **common),
+                record(req.requester, req.subject),
+                record(records.HUB, str(subject)),
             )
         return Brokered(
             allowed=decision.allowed,
