@@ -77,6 +77,19 @@ class WhitelistRow(BaseModel):
         return self.item
 
 
+ROLE_PREFIX = "role:"
+
+
+def role_of(ref: str) -> str | None:
+    """The role of a party reference ``role:<id>``; None when ``ref`` names an org."""
+    return ref[len(ROLE_PREFIX) :] if ref.startswith(ROLE_PREFIX) else None
+
+
+def role_ref(role: str) -> str:
+    """The party reference for every org that holds ``role``."""
+    return f"{ROLE_PREFIX}{role}"
+
+
 class Catalog(BaseModel):
     """Everything the whitelist and the BPF validator refer to, by id."""
 
@@ -95,3 +108,15 @@ class Catalog(BaseModel):
     def orgs_with_role(self, role: str) -> list[Org]:
         """Every org that holds ``role``."""
         return [o for o in self.orgs.values() if role in o.roles]
+
+    def refers_to(self, ref: str, org: str) -> bool:
+        """Whether ``org`` is the party ``ref`` names: that org, or an org holding its role."""
+        role = role_of(ref)
+        return org == ref if role is None else role in self.org_roles(org)
+
+    def orgs_of(self, ref: str) -> list[str]:
+        """The known orgs ``ref`` (an org id or ``role:<id>``) stands for."""
+        role = role_of(ref)
+        if role is None:
+            return [ref] if ref in self.orgs else []
+        return sorted(o.id for o in self.orgs_with_role(role))

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from renkei.bpf.models import BpfDefinition, QueryStep, walk
 from renkei.bpf.render import build, provider_label, to_svg
 from whitelist.decide import WhitelistIndex
-from whitelist.models import Catalog
+from whitelist.models import Catalog, role_of
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -93,8 +93,7 @@ def entry(d: BpfDefinition, catalog: Catalog, index: WhitelistIndex, at: dt.date
         if d.owners.definer in catalog.orgs
         else d.owners.definer,
         executors=[
-            f"{e.removeprefix('role:')} (role)" if e.startswith("role:") else e
-            for e in d.owners.executors
+            f"{role} (role)" if (role := role_of(e)) is not None else e for e in d.owners.executors
         ],
         triggers=d.trigger_kinds(),
         svg=to_svg(graph),

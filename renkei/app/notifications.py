@@ -26,7 +26,7 @@ from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import StartFlow
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
-from whitelist.models import Catalog
+from whitelist.models import Catalog, role_of
 
 
 class Notification(BaseModel):
@@ -45,23 +45,16 @@ class Published(BaseModel):
 
 
 def _subscribed(d: BpfDefinition, n: Notification, catalog: Catalog) -> list[str]:
-    publisher_roles = catalog.org_roles(n.publisher)
     for rule in d.notifications():
-        if rule.event != n.event:
+        if rule.event != n.event or not catalog.refers_to(rule.source, n.publisher):
             continue
-        source = rule.source
-        if not (
-            source == n.publisher or (source.startswith("role:") and source[5:] in publisher_roles)
-        ):
-            continue
-        out = []
-        for e in d.owners.executors:
-            if e.startswith("role:"):
-                if e[5:] in publisher_roles:
-                    out.append(n.publisher)
-            elif e in catalog.orgs:
-                out.append(e)
-        return sorted(set(out))
+        # An executor named by role runs the flow where the event happened: the publisher.
+        out = {
+            n.publisher if role_of(e) is not None else e
+            for e in d.owners.executors
+            if (role_of(e) is None and e in catalog.orgs) or catalog.refers_to(e, n.publisher)
+        }
+        return sorted(out)
     return []
 
 

@@ -50,13 +50,7 @@ class SyncReport:
 
 def _executors(d: BpfDefinition, catalog: Catalog) -> list[str]:
     """Orgs that run the flow and can ask their own register for a cohort."""
-    out: set[str] = set()
-    for e in d.owners.executors:
-        if e.startswith("role:"):
-            role = e.removeprefix("role:")
-            out |= {o.id for o in catalog.orgs.values() if role in o.roles}
-        else:
-            out.add(e)
+    out = {o for e in d.owners.executors for o in catalog.orgs_of(e)}
     return sorted(
         o for o in out if o in catalog.orgs and "resident-cohort" in catalog.orgs[o].serves
     )

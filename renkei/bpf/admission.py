@@ -65,13 +65,7 @@ async def admit(
     d = found.definition
     if executor not in catalog.orgs:
         raise StartRefused(f"unknown executor org {executor!r}", "NotAnExecutor")
-    roles = catalog.org_roles(executor)
-    if not (
-        executor in d.owners.executors
-        or any(
-            e.startswith("role:") and e.removeprefix("role:") in roles for e in d.owners.executors
-        )
-    ):
+    if not any(catalog.refers_to(e, executor) for e in d.owners.executors):
         raise StartRefused(
             f"{executor} is not an executor of {d.bpf} (executors: "
             f"{', '.join(d.owners.executors)})",

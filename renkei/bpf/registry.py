@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from renkei.bpf.loader import LoadedBpf
 from renkei.bpf.models import BpfDefinition
+from whitelist.models import role_of
 
 State = Literal["draft", "conformance-passed", "approved", "operating", "retired"]
 Action = Literal["submit", "approve", "operate", "retire"]
@@ -161,9 +162,7 @@ def entitled(
         return actor == d.owners.definer
     if role == "conformance-body":
         return actor == conformance_body
-    return actor in d.owners.executors or any(
-        e.startswith("role:") and e.removeprefix("role:") in actor_roles for e in d.owners.executors
-    )
+    return actor in d.owners.executors or any(role_of(e) in actor_roles for e in d.owners.executors)
 
 
 async def transition(

@@ -26,13 +26,13 @@ from renkei.bpf.models import (
     walk,
 )
 from whitelist.decide import WhitelistIndex
-from whitelist.models import Catalog
+from whitelist.models import Catalog, role_of, role_ref
 
 
 def executor_roles(catalog: Catalog, executor: str) -> dict[str, frozenset[str]]:
     """The requesters an executor entry stands for: ``{label: roles}``."""
-    if executor.startswith("role:"):
-        role = executor.removeprefix("role:")
+    role = role_of(executor)
+    if role is not None:
         return {executor: frozenset({role})}
     return {executor: catalog.org_roles(executor)}
 
@@ -117,9 +117,10 @@ def validate(
     if d.owners.definer not in catalog.orgs:
         add(("owners", "definer"), f"unknown org {d.owners.definer!r}")
     for i, ex in enumerate(d.owners.executors):
-        if ex.startswith("role:"):
-            if ex.removeprefix("role:") not in catalog.roles:
-                add(("owners", "executors", i), f"unknown role {ex.removeprefix('role:')!r}")
+        role = role_of(ex)
+        if role is not None:
+            if role not in catalog.roles:
+                add(("owners", "executors", i), f"unknown role {role!r}")
         elif ex not in catalog.orgs:
             add(("owners", "executors", i), f"unknown org {ex!r}")
     for name, spec in d.inputs.items():
@@ -210,7 +211,7 @@ def _conformance(
         name = expr.removeprefix("inputs.") if expr.startswith("inputs.") else None
         spec = d.inputs.get(name) if name else None
         if spec is not None and spec.type == "org" and spec.role is not None:
-            providers = {f"role:{spec.role}": frozenset({spec.role})}
+            providers = {role_ref(spec.role): frozenset({spec.role})}
         else:
             add(
                 "provider is chosen at run time and its type admits any org: "
