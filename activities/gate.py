@@ -94,7 +94,7 @@ class WhitelistGate:
             self.catalog, self.whitelist.index, req.requester, self.org, req.task, req.info, at
         )
 
-    async def admit(self, req: LinkageRequest) -> Decision:
+    async def decide_and_record(self, req: LinkageRequest) -> Decision:
         info = activity.info()
         now = dt.datetime.now(dt.UTC)
         decision = telemetry.decided("provider", self.org, req, lambda: self.decide(req, now))
@@ -160,7 +160,7 @@ class _Inbound(ActivityInboundInterceptor):
             raise Failure.MALFORMED_LINKAGE.error("malformed linkage request") from None
         if kind != query_activity(req.info):
             raise Failure.MALFORMED_LINKAGE.error("activity type and requested info item differ")
-        decision = await self.gate.admit(req)
+        decision = await self.gate.decide_and_record(req)
         if not decision.allowed:
             raise Failure.WHITELIST_DENIED.error(
                 f"linkage denied by the whitelist: {decision.reason}",
