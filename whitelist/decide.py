@@ -76,18 +76,30 @@ class WhitelistIndex:
         provider_roles: Iterable[str],
         info: str,
         at: dt.date,
+        *,
+        same_body: bool = False,
     ) -> Decision:
-        """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids."""
+        """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids and,
+        for a row of a body's own use (``within-body``), requester and provider are one body."""
         req = tuple(requester_roles)
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
+        own_use: WhitelistRow | None = None
         for r in req:
             for p in prov:
                 for row in self._rows.get((r, task, p, info), ()):
-                    if row.valid_at(at):
+                    if row.scope == "within-body" and not same_body:
+                        own_use = row
+                    elif row.valid_at(at):
                         return self._permitted(row, r, p)
-                    expired = row
-        if expired is not None:
+                    else:
+                        expired = row
+        if own_use is not None:
+            reason = (
+                f"{own_use.legal_reference} permits a body's use of its own records only:"
+                " the requester and the provider are different bodies"
+            )
+        elif expired is not None:
             reason = (
                 f"{expired.legal_reference} matches but is not in force on {at.isoformat()}"
                 f" (valid {expired.valid_from} to {expired.valid_to or 'open'})"
@@ -134,4 +146,5 @@ def decide_linkage(
         catalog.org_roles(provider),
         info,
         at.astimezone(JST).date(),
+        same_body=requester == provider,
     )

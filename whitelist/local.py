@@ -1,7 +1,9 @@
 """Whitelist rows beyond Annex Table 2: a body's own use of its records under an ordinance.
 
-``whitelist/data/local/rows.yaml`` holds them (source ``renkei-local``); they are decided exactly
-like the annex's rows and cite their own legal basis.
+``whitelist/data/local/rows.yaml`` holds them (source ``renkei-local``); they cite their own
+legal basis and have the scope ``within-body``: a municipality's ordinance covers its own use of
+its own register, so such a row permits a linkage only when requester and provider are the same
+org, never one city reading another's register.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
                 info=r["info"],
                 legal_text=data["citation"],
                 valid_from=valid_from,
+                scope=data["scope"],
             )
         )
     return rows

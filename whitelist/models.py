@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +48,10 @@ class Org(BaseModel):
     serves: tuple[str, ...] = ()
 
 
+# Whom a row lets exchange: two bodies, or one body with itself.
+Scope = Literal["between-bodies", "within-body"]
+
+
 class WhitelistRow(BaseModel):
     """One structured whitelist entry.
 
@@ -66,6 +71,12 @@ class WhitelistRow(BaseModel):
     legal_text: str
     valid_from: dt.date
     valid_to: dt.date | None = None
+    scope: Scope = Field(
+        default="between-bodies",
+        description="between-bodies: a linkage from one body to another (Annex Table 2);"
+        " within-body: a body's use of its own records under its own ordinance (番号法第9条第2項),"
+        " which permits nothing between two bodies",
+    )
 
     def valid_at(self, day: dt.date) -> bool:
         """Whether the row is in force on ``day``."""

@@ -21,7 +21,8 @@ from whitelist.models import WhitelistRow
 
 CHANNEL = "renkei_whitelist"
 _COLUMNS = (
-    "id, source, item, requester_role, task, provider_role, info, legal_text, valid_from, valid_to"
+    "id, source, item, requester_role, task, provider_role, info, legal_text, valid_from,"
+    " valid_to, scope"
 )
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
     """Insert or update individual rows (e.g. an ordinance amendment); return the new version."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
-            f"INSERT INTO whitelist.rows ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+            f"INSERT INTO whitelist.rows ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
             " ON CONFLICT (id) DO UPDATE SET valid_from = EXCLUDED.valid_from,"
-            " valid_to = EXCLUDED.valid_to, legal_text = EXCLUDED.legal_text,"
+            " valid_to = EXCLUDED.valid_to, legal_text = EXCLUDED.legal_text, scope = EXCLUDED.scope,"
             " loaded_at = now()",
             [_as_record(r) for r in rows],
         )

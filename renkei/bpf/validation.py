@@ -224,7 +224,12 @@ def _conformance(
         for label, req_roles in executor_roles(catalog, ex).items():
             own = {f"{label} itself": req_roles}
             for prov_label, prov_roles in (providers if providers is not None else own).items():
-                decision = whitelist.decide(req_roles, d.task, prov_roles, step.query.info, day)
+                # One body with itself: the executor's own records, or a literal provider that
+                # is the executing org (never a role, which stands for many orgs).
+                same_body = providers is None or (role_of(label) is None and prov_label == label)
+                decision = whitelist.decide(
+                    req_roles, d.task, prov_roles, step.query.info, day, same_body=same_body
+                )
                 if not decision.allowed:
                     add(
                         f"not permitted by the whitelist on {day.isoformat()}: executor {label} "
