@@ -1,8 +1,15 @@
-"""The whitelist interceptor: no provider code runs unless the law permits the linkage.
+"""The whitelist gate: no provider code runs unless the hub permitted this very attempt and
+the law permits the linkage.
 
 It wraps every activity of an agency worker. For a linkage (``query.*``) it
 
-1. reads the request (requester, task, info item, subject code at this org);
+1. reads the request and verifies the hub's permit (:mod:`renkei.kernel.permits`) against the
+   hub's public key pinned in this org's own key file: signed by the hub, for this org, for this
+   attempt as Temporal reports it (workflow, run, step — a permit replayed elsewhere fails),
+   matching every claim of the request, not expired, and binding the sealed subject code, which
+   it then opens with this org's private sealing key. A request without a valid permit (a
+   forged one from any process that reaches Temporal, one without keys, a replayed one) is
+   refused, recorded as refused with the requester it claimed, counted and logged;
 2. decides with the worker's live whitelist index: the requester's roles and this org's roles
    come from the catalog held by the worker, never from the request; the date is today in Japan;
 3. writes the provider's access record for this attempt, under the provider's own code
@@ -10,8 +17,10 @@ It wraps every activity of an agency worker. For a linkage (``query.*``) it
    waits for it within the attempt's own time, so an outage of the platform's database does not
    use up the step's retries meant for the provider; past that time the attempt fails and
    Temporal retries it. No provider code runs before the record is written;
-4. on denial, raises a non-retryable ``WhitelistDenied`` error carrying the reason and the legal
-   reference checked; otherwise hands over to the provider.
+4. on denial, raises a non-retryable ``WhitelistDenied`` (``LinkageRefused`` for a permit that
+   does not hold) error carrying the reason; otherwise hands the admitted request — with this
+   org's own code for the subject — to the provider, and nothing else can: the linkage activity
+   serves only a request a gate admitted.
 
 The hub has already decided the same question before handing out the provider's code (see
 ``activities.hub``); this second, independent check is the provider's own: the interpreter
@@ -35,11 +44,15 @@ from temporalio.worker import (
 )
 
 from activities.attempts import attempt_key, attempt_record
+from activities.linkage import ADMITTED
+from activities.permits import subject_context
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import is_query_activity, query_activity
-from renkei.kernel import records, telemetry
-from whitelist.decide import Decision, decide_linkage
+from renkei.kernel import permits, records, telemetry
+from renkei.kernel.keys import OrgKeys
+from renkei.kernel.sealing import SealError, open_sealed
+from whitelist.decide import Decision, WhitelistIndex, decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 
@@ -76,35 +89,105 @@ async def patiently(
             pause = min(pause * 2, 5.0)
 
 
+def provider_decision(
+    org: str, catalog: Catalog, index: WhitelistIndex, req: LinkageRequest, at: dt.datetime
+) -> Decision:
+    """``org``'s own whitelist decision on a request addressed to it (roles from the catalog)."""
+    if req.provider != org:
+        return Decision(allowed=False, reason=f"request for {req.provider} reached {org}")
+    return decide_linkage(catalog, index, req.requester, org, req.task, req.info, at)
+
+
 class WhitelistGate:
-    """Decide and record one linkage attempt."""
+    """Check the permit, decide and record one linkage attempt, as the provider."""
 
     def __init__(
-        self, org: str, catalog: Catalog, whitelist: LiveWhitelist, pool: asyncpg.Pool
+        self,
+        org: str,
+        catalog: Catalog,
+        whitelist: LiveWhitelist,
+        pool: asyncpg.Pool,
+        keys: OrgKeys,
+        *,
+        accept_unpermitted: bool = False,
     ) -> None:
+        if keys.org != org:
+            raise ValueError(f"the key file given to {org}'s gate is {keys.org}'s")
         self.org = org
         self.catalog = catalog
         self.whitelist = whitelist
         self.pool = pool
+        self._hub = keys.hub_verifier()
+        self._hub_key_id = keys.hub_key_id
+        self._opener = keys.opener()
+        self._accept_unpermitted = accept_unpermitted
 
     def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
-        if req.provider != self.org:
-            return Decision(allowed=False, reason=f"request for {req.provider} reached {self.org}")
-        return decide_linkage(
-            self.catalog, self.whitelist.index, req.requester, self.org, req.task, req.info, at
-        )
+        return provider_decision(self.org, self.catalog, self.whitelist.index, req, at)
 
-    async def decide_and_record(self, req: LinkageRequest) -> Decision:
+    def admit(self, req: LinkageRequest, info: activity.Info, now: dt.datetime) -> LinkageRequest:
+        """The request as the provider may see it (its own code opened), if the hub's permit
+        holds for exactly this attempt; else :class:`~renkei.kernel.permits.PermitRefused`."""
+        if req.permit is None and self._accept_unpermitted:  # the explicit migration switch
+            return req
+        permit = permits.verify(req.permit, self._hub, self._hub_key_id)
+        if permit.provider != self.org:
+            raise permits.PermitRefused(f"the permit is for {permit.provider}, not {self.org}")
+        attempt = (info.workflow_id, info.workflow_run_id, info.activity_id)
+        if (permit.workflow_id, permit.run_id, permit.step) != attempt:
+            raise permits.PermitRefused("the permit is for another attempt (replayed)")
+        claimed = (req.requester, req.task, req.info, req.bpf, req.bpf_version, req.content_hash)
+        if claimed != (
+            permit.requester,
+            permit.task,
+            permit.info,
+            permit.bpf,
+            permit.bpf_version,
+            permit.content_hash,
+        ):
+            raise permits.PermitRefused("the request differs from its permit")
+        if now >= permit.expires_at:
+            raise permits.PermitRefused(f"the permit expired at {permit.expires_at.isoformat()}")
+        if permits.seal_digest(req.sealed_subject) != permit.subject_seal:
+            raise permits.PermitRefused("the sealed subject code is not the one permitted")
+        code = req.subject
+        if req.sealed_subject is not None:
+            context = subject_context(permit.workflow_id, permit.run_id, permit.step, self.org)
+            try:
+                code = open_sealed(self._opener, req.sealed_subject, context).decode()
+            except SealError as err:
+                raise permits.PermitRefused(str(err)) from None
+        return req.model_copy(update={"subject": code, "permit": None, "sealed_subject": None})
+
+    async def decide_and_record(self, req: LinkageRequest) -> tuple[LinkageRequest, Decision]:
+        """(the admitted request, the decision), with the provider's record of the attempt
+        written; a request whose permit does not hold is recorded as refused."""
         info = activity.info()
         now = dt.datetime.now(dt.UTC)
-        decision = telemetry.decided("provider", self.org, req, lambda: self.decide(req, now))
+        try:
+            admitted = self.admit(req, info, now)
+        except permits.PermitRefused as refused:
+            admitted = req
+            decision = Decision(allowed=False, reason=f"refused: {refused}")
+            telemetry.refused(self.org, str(refused))
+            log.warning(
+                "%s refused a linkage request: %s (claimed requester %s, workflow %s)",
+                self.org,
+                refused,
+                req.requester,
+                info.workflow_id,
+            )
+        else:
+            decision = telemetry.decided(
+                "provider", self.org, admitted, lambda: self.decide(admitted, now)
+            )
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
         with telemetry.tracer().start_as_current_span(
             "renkei.whitelist.decide",
-            attributes=telemetry.linkage_attributes(req, "provider", decision.outcome),
+            attributes=telemetry.linkage_attributes(admitted, "provider", decision.outcome),
         ):
-            await patiently(lambda: self._write(info, req, decision, now), now + limit)
-        return decision
+            await patiently(lambda: self._write(info, admitted, decision, now), now + limit)
+        return admitted, decision
 
     async def _write(
         self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
@@ -113,7 +196,8 @@ class WhitelistGate:
             self.pool,
             attempt_record(
                 keeper=self.org,
-                subject_code=req.subject,
+                # A refused request may carry no code the provider could read.
+                subject_code=req.subject or "unknown",
                 # The provider's own record names itself, whatever the request claimed.
                 req=req.model_copy(update={"provider": self.org}),
                 decision=decision,
@@ -160,10 +244,12 @@ class _Inbound(ActivityInboundInterceptor):
             raise Failure.MALFORMED_LINKAGE.error("malformed linkage request") from None
         if kind != query_activity(req.info):
             raise Failure.MALFORMED_LINKAGE.error("activity type and requested info item differ")
-        decision = await self.gate.decide_and_record(req)
+        admitted, decision = await self.gate.decide_and_record(req)
         if not decision.allowed:
-            raise Failure.WHITELIST_DENIED.error(
-                f"linkage denied by the whitelist: {decision.reason}",
+            refused = decision.reason.startswith("refused: ")
+            raise (Failure.LINKAGE_REFUSED if refused else Failure.WHITELIST_DENIED).error(
+                f"linkage {'refused' if refused else 'denied by the whitelist'}:"
+                f" {decision.reason.removeprefix('refused: ')}",
                 {
                     "requester": req.requester,
                     "provider": self.gate.org,
@@ -171,4 +257,9 @@ class _Inbound(ActivityInboundInterceptor):
                     "info": req.info,
                 },
             )
-        return await super().execute_activity(input)
+        # Only the request this gate admitted reaches the provider (see activities.linkage).
+        token = ADMITTED.set(admitted)
+        try:
+            return await super().execute_activity(input)
+        finally:
+            ADMITTED.reset(token)

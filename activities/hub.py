@@ -1,12 +1,13 @@
 """Hub activities, run by the control worker: resolve a run's definition, broker linkages,
-translate codes.
+issue permits, translate codes.
 
 They run as local activities of the interpreter workflow: they are short, and their results
 land in the run's history as markers, so a replay sees exactly what the run saw.
 
 Brokering is where the hub earns its keep: it decides the linkage against the whitelist and
-only then hands out the provider's code for the subject, so a linkage the law does not permit
-never reaches the provider at all. It keeps two access records of every attempt, in one
+only then issues a signed permit with the provider's code for the subject sealed to the provider
+(:mod:`activities.permits`), so a linkage the law does not permit never reaches the provider at
+all, and one it permits carries a code only the provider can read. It keeps two access records of every attempt, in one
 transaction: the requester's (under the requester's code) and its own (under its subject id,
 which is what the citizen's view reads).
 """
@@ -19,6 +20,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.attempts import attempt_key, attempt_record
+from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.models import QueryStep, walk
@@ -35,6 +37,8 @@ from renkei.contracts.messages import (
     ScanTarget,
     TranslateRequest,
 )
+from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
+from renkei.contracts.retries import SCAN_TIMEOUT
 from renkei.kernel import records, telemetry
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.decide import decide_linkage
@@ -51,6 +55,7 @@ class HubActivities:
         catalog: Catalog,
         pseudonyms: Pseudonyms,
         whitelist: LiveWhitelist,
+        issuer: PermitIssuer,
         task_queue_prefix: str,
         mode: registry.Mode = "operation",
         time_scale: float = 1.0,
@@ -60,6 +65,7 @@ class HubActivities:
         self._catalog = catalog
         self._pseudonyms = pseudonyms
         self._whitelist = whitelist
+        self._issuer = issuer
         self._prefix = task_queue_prefix
         self._mode = mode
         self._time_scale = time_scale if mode == "test" else 1.0
@@ -101,7 +107,13 @@ class HubActivities:
 
     @activity.defn(name="hub.broker")
     async def broker(self, req: BrokerRequest) -> Brokered:
-        """Decide one linkage, record it for the requester and the hub, hand out the code."""
+        """Decide one linkage, record it for the requester and the hub, and if it is permitted
+        issue the permit with the provider's code sealed to the provider."""
+        # The attempt is the calling workflow's own, as Temporal says, whatever the request says.
+        info = activity.info()
+        req = req.model_copy(
+            update={"workflow_id": info.workflow_id, "run_id": info.workflow_run_id}
+        )
         try:
             subject = await self._pseudonyms.subject_of(req.requester, req.subject)
         except UnknownSubject as err:
@@ -145,13 +157,35 @@ class HubActivities:
                 record(req.requester, req.subject),
                 record(records.HUB, str(subject)),
             )
+        if not decision.allowed or decision.row is None:
+            return Brokered(
+                allowed=False, reason=decision.reason, legal_reference=decision.legal_reference
+            )
+        try:
+            permit, sealed = await self._issuer.issue(
+                workflow_id=req.workflow_id,
+                run_id=req.run_id,
+                step=req.step,
+                requester=req.requester,
+                provider=req.provider,
+                task=req.task,
+                info=req.info,
+                row=decision.row,
+                bpf=req.bpf,
+                bpf_version=req.bpf_version,
+                content_hash=req.content_hash,
+                provider_code=await self._pseudonyms.code_at(req.provider, subject),
+                budget=dt.timedelta(seconds=req.budget_seconds),
+                now=now,
+            )
+        except UnknownParty as err:
+            raise Failure.LINKAGE_DENIED.error(str(err)) from None
         return Brokered(
-            allowed=decision.allowed,
-            subject=await self._pseudonyms.code_at(req.provider, subject)
-            if decision.allowed
-            else None,
+            allowed=True,
             reason=decision.reason,
             legal_reference=decision.legal_reference,
+            permit=permit,
+            sealed_subject=sealed,
         )
 
     @activity.defn(name="hub.scan-target")
@@ -167,11 +201,42 @@ class HubActivities:
             raise Failure.NOT_TRIGGERED.error(
                 f"{d.bpf} v{d.version} is not triggered by age {req.age} ({req.on})"
             )
+        # The scan's one linkage: the executor asking its own register who reaches the event.
+        info = activity.info()
+        now = dt.datetime.now(dt.UTC)
+        decision = decide_linkage(
+            self._catalog,
+            self._whitelist.index,
+            req.executor,
+            req.executor,
+            d.task,
+            COHORT_ITEM,
+            now,
+        )
+        permit = None
+        if decision.allowed and decision.row is not None:
+            permit, _ = await self._issuer.issue(
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id or "",
+                step=COHORT_STEP,
+                requester=req.executor,
+                provider=req.executor,
+                task=d.task,
+                info=COHORT_ITEM,
+                row=decision.row,
+                bpf=d.bpf,
+                bpf_version=d.version,
+                content_hash=found.content_hash,
+                provider_code=None,
+                budget=SCAN_TIMEOUT,
+                now=now,
+            )
         return ScanTarget(
             task=d.task,
             version=d.version,
             content_hash=found.content_hash,
             task_queue_prefix=self._prefix,
+            permit=permit,
         )
 
     @activity.defn(name="hub.case-refs")

@@ -9,6 +9,7 @@ interceptor, is denied and recorded, instead of retrying forever as an unknown a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 
 from temporalio import activity
 from temporalio.common import RawValue
@@ -18,7 +19,11 @@ from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import is_query_activity
 from renkei.contracts.provider import NoMatch, Provider
 
-__all__ = ["Provider", "make_linkage_activity"]
+__all__ = ["ADMITTED", "Provider", "make_linkage_activity"]
+
+# The request the whitelist gate admitted for the activity running now (its permit checked, the
+# provider's own code for the subject opened); the provider is handed this, never the raw input.
+ADMITTED: ContextVar[LinkageRequest | None] = ContextVar("renkei_admitted_linkage", default=None)
 
 
 def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callable[..., object]:
@@ -29,7 +34,9 @@ def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callab
         kind = activity.info().activity_type
         if not is_query_activity(kind):
             raise Failure.UNKNOWN_ACTIVITY.error(f"{org} does not run activity type {kind}")
-        req = activity.payload_converter().from_payload(args[0].payload, LinkageRequest)
+        req = ADMITTED.get(None)
+        if req is None:  # a worker assembled without the gate must not answer at all
+            raise Failure.LINKAGE_REFUSED.error(f"{org}'s gate did not admit this request")
         provider = providers.get(req.info)
         if provider is None:
             raise Failure.NOT_IMPLEMENTED.error(f"{org} does not implement info item {req.info!r}")

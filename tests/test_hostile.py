@@ -5,13 +5,28 @@
 
 from __future__ import annotations
 
-import pytest
-from temporalio.client import WorkflowFailureError
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
 
+import pytest
+from temporalio import activity, workflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.worker import Worker
+
+from activities.permits import subject_context
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
-from renkei.kernel import records
-from whitelist.payloads import ResidentRecord
+from renkei.contracts.names import agency_queue, query_activity
+from renkei.kernel import keys, permits, records
+from renkei.kernel.permits import SignedPermit
+from renkei.kernel.sealing import SealError, open_sealed
+from whitelist.payloads import LocalTax, ResidentRecord
 
 from .helpers import code, pick, register_fixture, sdk, start, workers
 
@@ -54,3 +69,278 @@ async def test_a_city_cannot_read_another_citys_register_under_its_own_use_ordin
         assert rec.outcome == "denied" and rec.provider == "city-shibuya"
     [kept] = await _kept_by(pool, own.id, "city-minato")
     assert kept.outcome == "allowed" and kept.whitelist_row == "renkei-local/2"
+
+
+# -- forged, replayed and unsealed requests: what a process that reaches Temporal can try -------
+
+
+@workflow.defn(name="attacker.forge", sandboxed=False)
+class Forge:
+    """An attacker's own workflow: sends one linkage request straight to a provider's queue.
+
+    With ``wait_for_permit`` it first waits for a permit (the test, playing a hub that was
+    fooled or whose permit leaked, signs one for this very run) before sending.
+    """
+
+    def __init__(self) -> None:
+        self._permit: SignedPermit | None = None
+
+    @workflow.signal(name="permit")
+    def permit(self, signed: SignedPermit) -> None:
+        self._permit = signed
+
+    @workflow.run
+    async def run(self, queue: str, req: LinkageRequest, wait_for_permit: bool) -> str:
+        if wait_for_permit:
+            await workflow.wait_condition(lambda: self._permit is not None)
+            req = req.model_copy(update={"permit": self._permit})
+        try:
+            answer = await workflow.execute_activity(
+                query_activity(req.info),
+                req,
+                task_queue=queue,
+                activity_id="tax",
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=dict,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+        return f"answered {sorted(answer)}"
+
+
+def _forged(settings, person, **changes) -> LinkageRequest:
+    """A request as a rogue would write it: pref-tokyo asking city-shibuya for local tax, with
+    city-shibuya's own code for the person (learnt somehow)."""
+    fields = {
+        "requester": "pref-tokyo",
+        "provider": "city-shibuya",
+        "task": "child-rearing-allowance",
+        "info": "local-tax",
+        "subject": code(settings, "city-shibuya", person),
+        "bpf": "child-rearing-allowance-income-check",
+        "bpf_version": 1,
+        "content_hash": "sha256:0",
+        "step": "tax",
+    }
+    return LinkageRequest(**{**fields, **changes})
+
+
+@contextlib.asynccontextmanager
+async def _attacker(client, settings, spy_calls: list[str], pool, catalog, live_whitelist):
+    """city-shibuya's real worker (with a spy provider) and the attacker's worker."""
+
+    async def spy(req: LinkageRequest) -> LocalTax:
+        spy_calls.append(req.subject)
+        return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+
+    queue = f"{settings.task_queue_prefix}.attacker"
+    async with (
+        workers(
+            client,
+            pool,
+            settings,
+            catalog,
+            live_whitelist,
+            agencies=("city-shibuya",),
+            providers={"city-shibuya": {"local-tax": spy}},
+            control=False,
+        ),
+        Worker(client, task_queue=queue, workflows=[Forge]),
+    ):
+        yield queue
+
+
+async def _forge(client, queue: str, settings, req: LinkageRequest, wait: bool = False):
+    return await client.start_workflow(
+        Forge.run,
+        args=[agency_queue(settings.task_queue_prefix, "city-shibuya"), req, wait],
+        id=f"attacker-{uuid.uuid4().hex[:8]}",
+        task_queue=queue,
+    )
+
+
+async def test_a_forged_request_without_a_hub_permit_is_refused_and_recorded(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """An agency's worker holds the payload ring, so its request is well encrypted; it has no
+    hub permit. city-shibuya refuses it before any provider code, and records the claim."""
+    calls: list[str] = []
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    async with _attacker(client, settings, calls, pool, catalog, live_whitelist) as queue:
+        handle = await _forge(client, queue, settings, _forged(settings, person))
+        outcome = await handle.result()
+    assert outcome.startswith("LinkageRefused") and "no permit" in outcome
+    assert calls == []  # city-shibuya's provider never ran
+    [kept] = await _kept_by(pool, handle.id, "city-shibuya")
+    assert kept.outcome == "denied" and kept.reason.startswith("refused: no permit")
+    assert kept.requester == "pref-tokyo"  # the claim, recorded as claimed
+    # The hub never brokered it, so no one else kept a record the citizen would read as lawful.
+    assert await _kept_by(pool, handle.id, records.HUB) == []
+    assert await _kept_by(pool, handle.id, "pref-tokyo") == []
+
+
+async def _hub_permit(settings, *, workflow_id: str, run_id: str, **changes) -> SignedPermit:
+    """A permit signed with the hub's real key (the test plays the hub)."""
+    hub = keys.load(settings)
+    now = dt.datetime.now(dt.UTC)
+    fields = {
+        "workflow_id": workflow_id,
+        "run_id": run_id,
+        "step": "tax",
+        "requester": "pref-tokyo",
+        "provider": "city-shibuya",
+        "task": "child-rearing-allowance",
+        "info": "local-tax",
+        "whitelist_row": "annex2-2015/57",
+        "legal_reference": "番号法別表第二 五十七項",
+        "bpf": "child-rearing-allowance-income-check",
+        "bpf_version": 1,
+        "content_hash": "sha256:0",
+        "subject_seal": permits.seal_digest(None),
+        "issued_at": now,
+        "expires_at": now + dt.timedelta(minutes=10),
+        "key_id": keys.key_id(keys.public_raw(hub.signer().public_key())),
+    }
+    return permits.sign(permits.Permit(**{**fields, **changes}), hub.signer())
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("replayed", "another attempt (replayed)"),
+        ("expired", "expired"),
+        ("altered", "not the hub's"),
+        ("other-provider", "not city-shibuya"),
+        ("other-claim", "differs from its permit"),
+        ("swapped-code", "sealed subject code is not the one permitted"),
+    ],
+)
+async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
+    client, pool, settings, catalog, live_whitelist, case: str, expected: str
+) -> None:
+    calls: list[str] = []
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    req = _forged(settings, person)
+    async with _attacker(client, settings, calls, pool, catalog, live_whitelist) as queue:
+        handle = await _forge(client, queue, settings, req, wait=True)
+        run_id = handle.result_run_id or ""
+        own = {"workflow_id": handle.id, "run_id": run_id}
+        signed = {
+            "replayed": lambda: _hub_permit(settings, workflow_id="someone-else", run_id=run_id),
+            "expired": lambda: _hub_permit(
+                settings, **own, expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+            ),
+            "other-provider": lambda: _hub_permit(settings, **own, provider="city-minato"),
+            "other-claim": lambda: _hub_permit(settings, **own, info="resident-record"),
+            "swapped-code": lambda: _hub_permit(settings, **own, subject_seal="0" * 64),
+        }
+        if case == "altered":  # a real permit for this run, one field changed after signing
+            real = await _hub_permit(settings, **own, requester="city-minato")
+            permit = real.model_copy(
+                update={"permit": real.permit.model_copy(update={"requester": "pref-tokyo"})}
+            )
+        else:
+            permit = await signed[case]()
+        await handle.signal(Forge.permit, permit)
+        outcome = await handle.result()
+    assert outcome.startswith("LinkageRefused") and expected in outcome, outcome
+    assert calls == []
+    [kept] = await _kept_by(pool, handle.id, "city-shibuya")
+    assert kept.outcome == "denied" and expected in kept.reason
+
+
+async def test_a_request_written_without_the_payload_ring_is_not_even_read(
+    temporal_env, client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A process that reaches Temporal with no keys at all (the default converter): its request
+    reaches city-shibuya's worker as an unencrypted payload, which the worker refuses to read."""
+    calls: list[str] = []
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    target = temporal_env.client.service_client.config.target_host
+    # No codec: payloads in clear (pydantic JSON, as any Temporal client would write them).
+    plain = await Client.connect(
+        target, namespace=client.namespace, data_converter=pydantic_data_converter
+    )
+    queue = f"{settings.task_queue_prefix}.plain-attacker"
+    async with (
+        _attacker(client, settings, calls, pool, catalog, live_whitelist),
+        Worker(plain, task_queue=queue, workflows=[Forge]),
+    ):
+        handle = await plain.start_workflow(
+            Forge.run,
+            args=[
+                agency_queue(settings.task_queue_prefix, "city-shibuya"),
+                _forged(settings, person),
+                False,
+            ],
+            id=f"plain-attacker-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        outcome = await handle.result()
+    assert not outcome.startswith("answered"), outcome
+    assert calls == []
+    assert [
+        r for r in await _kept_by(pool, handle.id, "city-shibuya") if r.outcome == "allowed"
+    ] == []
+
+
+async def test_a_rogue_worker_on_a_providers_queue_cannot_read_the_providers_code(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A rogue worker (it holds the payload ring, as any agency's worker does) polls
+    city-shibuya's queue and takes a real linkage: the request names no subject in clear, and
+    the sealed code opens only with city-shibuya's own key."""
+    taken: list[LinkageRequest] = []
+
+    @activity.defn(dynamic=True)
+    async def rogue(args: Sequence[RawValue]) -> dict[str, object]:
+        taken.append(activity.payload_converter().from_payload(args[0].payload, LinkageRequest))
+        raise ApplicationError("rogue", non_retryable=True)
+
+    await register_fixture(pool, "retry-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    rc = sdk(client, settings)
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist, agencies=()),
+        Worker(
+            client,
+            task_queue=agency_queue(settings.task_queue_prefix, "city-shibuya"),
+            activities=[rogue],
+        ),
+    ):
+        handle = await rc.start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert taken
+    req = taken[0]
+    shibuya_code = code(settings, "city-shibuya", h.members[0])
+    assert req.subject == "" and req.sealed_subject is not None and req.permit is not None
+    assert shibuya_code not in req.model_dump_json()
+    context = subject_context(handle.id, req.permit.permit.run_id, "tax", "city-shibuya")
+    with pytest.raises(SealError):  # another agency's key does not open it
+        open_sealed(keys.load_org(settings, "city-minato").opener(), req.sealed_subject, context)
+    opened = open_sealed(
+        keys.load_org(settings, "city-shibuya").opener(), req.sealed_subject, context
+    )
+    assert opened.decode() == shibuya_code
+
+
+def test_an_agencys_key_file_holds_no_secret_that_derives_codes(settings) -> None:
+    """city-minato's key file: its own keys, the payload ring, the hub's public key. Nothing in
+    it derives city-shibuya's code for anyone (the hub's subject-code secret is not there)."""
+    hub_secret = keys.load(settings).hub_key
+    text = keys.org_keys_path(settings, "city-minato").read_text()
+    assert hub_secret not in text
+    own = keys.load_org(settings, "city-minato")
+    assert not hasattr(own, "hub_key")
+    assert set(own.model_dump()) == {
+        "org",
+        "signing_key",
+        "sealing_key",
+        "codec",
+        "hub_signing",
+    }

@@ -150,8 +150,11 @@ def _payloads(message: Message, path: str = "") -> list[tuple[str, Payload]]:
 
 
 # What Temporal itself writes in clear, by design: search attributes (indexed, checked below to
-# name no one) and the SDK's own bookkeeping of a local activity (sequence number, type, times).
+# name no one), the SDK's own bookkeeping of a local activity (sequence number, type, times) and
+# of a patched code path (the patch's name).
 _MARKER_KEYS = {
+    "id",
+    "deprecated",
     "seq",
     "attempt",
     "activity_id",

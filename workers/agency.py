@@ -10,6 +10,7 @@ from activities.agencies import providers_for
 from activities.gate import WhitelistGate, WhitelistInterceptor
 from activities.linkage import Provider, make_linkage_activity
 from renkei.contracts.names import agency_queue
+from renkei.kernel import keys
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -30,7 +31,14 @@ def agency_worker(
     if org not in catalog.orgs:
         raise ValueError(f"unknown org {org!r}")
     require_plugin(client)
-    gate = WhitelistGate(org, catalog, whitelist, pool)
+    gate = WhitelistGate(
+        org,
+        catalog,
+        whitelist,
+        pool,
+        keys.load_org(settings, org),
+        accept_unpermitted=settings.accept_unpermitted_linkages,
+    )
     return Worker(
         client,
         task_queue=agency_queue(settings.task_queue_prefix, org),

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.hub import HubActivities
+from activities.permits import PermitIssuer
 from renkei.contracts.names import control_queue
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
@@ -32,11 +33,13 @@ def control_worker(
 ) -> Worker:
     require_plugin(client)
     precompile()
+    hub_keys = keys.load(settings)
     hub = HubActivities(
         pool,
         catalog,
-        Pseudonyms(pool, keys.load(settings).hub_key),
+        Pseudonyms(pool, hub_keys.hub_key),
         whitelist,
+        PermitIssuer(pool, hub_keys),
         settings.task_queue_prefix,
         settings.mode,
         settings.test_time_scale,

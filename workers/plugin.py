@@ -85,14 +85,24 @@ def require_plugin(client: Client) -> None:
         raise ValueError("a renkei worker needs a client from workers.plugin.connect()")
 
 
+def payload_ring(settings: Settings, org: str | None = None) -> keys.KeyRing:
+    """The payload key ring from this party's own key file: an org's, or the hub's."""
+    return keys.load_org(settings, org).codec if org else keys.load(settings).codec
+
+
 def renkei_plugin(
-    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+    settings: Settings | None = None,
+    *,
+    org: str | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> SimplePlugin:
-    """The plugin for every client, worker and replayer of this party."""
+    """The plugin for every client, worker and replayer of this party (``org``, or the hub)."""
     s = settings or get_settings()
     return SimplePlugin(
         PLUGIN_NAME,
-        data_converter=data_converter(keys.load(s).codec),
+        data_converter=data_converter(
+            payload_ring(s, org), accept_plaintext=s.accept_plaintext_payloads
+        ),
         interceptors=telemetry.interceptors(tracer_provider),
         workflow_runner=workflow_runner(),
     )
@@ -102,16 +112,21 @@ async def connect(
     settings: Settings | None = None,
     address: str | None = None,
     *,
+    org: str | None = None,
     tracer_provider: TracerProvider | None = None,
     runtime: Runtime | None = None,
 ) -> Client:
     """A Temporal client with the renkei plugin, headers encrypted too, and metrics
-    (``RENKEI_METRICS_PORT``, or ``runtime``). Workers built on the client inherit the plugin."""
+    (``RENKEI_METRICS_PORT``, or ``runtime``). Workers built on the client inherit the plugin.
+
+    ``org`` names the party the process acts for: its keys come from that org's own key file,
+    and nothing of the hub's is read.
+    """
     s = settings or get_settings()
     return await Client.connect(
         address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
         namespace=s.namespace,
-        plugins=[renkei_plugin(s, tracer_provider=tracer_provider)],
+        plugins=[renkei_plugin(s, org=org, tracer_provider=tracer_provider)],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
         runtime=runtime or telemetry.runtime(s),
     )

@@ -85,8 +85,11 @@ async def run_worker(
     pool = await create_pool(found.database, max_size=10)
     whitelist: LiveWhitelist | None = None
     try:
-        await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
-        client = await connect(settings, found.temporal)
+        if kind == "control":  # the hub's process: the hub's keys, as the database knows them
+            await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
+        else:  # an agency's process reads its own key file and nothing of the hub's
+            keys.load_org(settings, str(org))
+        client = await connect(settings, found.temporal, org=org if kind == "agency" else None)
         whitelist = await LiveWhitelist(found.database).start()
         if kind == "control":
             worker = control_worker(client, pool, settings, catalog, whitelist)

@@ -70,6 +70,10 @@ with workflow.unsafe.imports_passed_through():
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
 
 
+# Linkages carry the hub's permit and the sealed code (runs recorded before replay the old path).
+PERMITS = "permits-v1"
+
+
 class _Rejected(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -462,20 +466,33 @@ class BpfInterpreter:
             workflow_id=wf.workflow_id,
             run_id=wf.run_id,
             hold=self._start.hold,
+            budget_seconds=_budget_seconds(
+                q.timeout, q.retry.max_attempts, q.retry.maximum_interval
+            ),
         )
         brokered = await self._broker(asked)
-        if not brokered.allowed or brokered.subject is None:
+        if not brokered.allowed:
             self._linkages.append(
                 LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="denied")
             )
             raise Failure.LINKAGE_DENIED.error(
                 f"step {step.id}: linkage denied by the whitelist: {brokered.reason}"
             )
-        # The provider receives the same request, on its own code, and nothing else.
-        request = LinkageRequest(
-            **asked.model_dump(include=set(LinkageRequest.model_fields), exclude={"subject"}),
-            subject=brokered.subject,
+        common = asked.model_dump(
+            include=set(LinkageRequest.model_fields),
+            exclude={"subject", "permit", "sealed_subject"},
         )
+        if workflow.patched(PERMITS):
+            # The provider receives the hub's permit and its own code sealed to it: the executor
+            # never sees the provider's code, and no one else can use the permit.
+            request = LinkageRequest(
+                **common,
+                subject="",
+                permit=brokered.permit,
+                sealed_subject=brokered.sealed_subject,
+            )
+        else:  # a run from before permits, replaying: the hub handed out the code in clear
+            request = LinkageRequest(**common, subject=brokered.subject or "")
         try:
             payload: dict[str, Any] = await workflow.execute_activity(
                 query_activity(q.info),
@@ -488,7 +505,7 @@ class BpfInterpreter:
             )
         except ActivityError as err:
             cause = err.cause
-            denied = Failure.WHITELIST_DENIED.caused(cause)
+            denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
             self._linkages.append(
                 LinkageOutcome(
                     step=step.id,
@@ -540,6 +557,12 @@ class BpfInterpreter:
         translated = await self._translate(provider, self._start.executor, codes)
         for (container, key), code in zip(slots, translated, strict=True):
             container[key] = code
+
+
+def _budget_seconds(timeout: timedelta, attempts: int, pause: timedelta) -> int:
+    """How long a linkage may take with every retry: the permit must outlive it."""
+    total = timeout * attempts + pause * max(attempts - 1, 0)
+    return max(1, min(int(total.total_seconds()), 86_400))
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -33,15 +33,20 @@ with workflow.unsafe.imports_passed_through():
         ScanResult,
         StartFlow,
     )
-    from renkei.contracts.names import LIFE_EVENT_SCAN, agency_queue, query_activity, workflow_id
+    from renkei.contracts.names import (
+        COHORT_ITEM,
+        COHORT_STEP,
+        LIFE_EVENT_SCAN,
+        agency_queue,
+        query_activity,
+        workflow_id,
+    )
     from renkei.contracts.retries import HUB_TIMEOUT, SCAN_TIMEOUT
     from renkei.kernel import search_attributes as sa
     from whitelist.decide import JST
     from whitelist.payloads import ResidentCohort
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-# The info item a scan asks the executor's own register for.
-COHORT_ITEM = "resident-cohort"
 
 
 def _years_before(d: date, years: int) -> date:
@@ -103,10 +108,11 @@ class LifeEventScan:
                     bpf_version=target.version,
                     content_hash=target.content_hash,
                     step=f"scan-{cohort.period_start.isoformat()}",
+                    permit=target.permit,
                 ),
                 result_type=dict,
                 task_queue=agency_queue(target.task_queue_prefix, req.executor),
-                activity_id="cohort",
+                activity_id=COHORT_STEP,
                 start_to_close_timeout=SCAN_TIMEOUT,
             )
         except ActivityError as err:

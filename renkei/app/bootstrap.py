@@ -12,7 +12,7 @@ from activities.agencies.seed import seed
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, Issue, definition_files, load_file
 from renkei.bpf.validation import validate
-from renkei.kernel import keys
+from renkei.kernel import keys, parties, records
 from renkei.kernel.settings import Settings
 from whitelist import store
 from whitelist.annex2 import SOURCE, load_annex2
@@ -77,12 +77,25 @@ async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[lis
     return registered, rejected
 
 
+async def issue_keys(pool: asyncpg.Pool, settings: Settings, orgs: list[str]) -> None:
+    """Each org's key file (issued once) and every party's public keys in the registry.
+
+    In this installation the platform issues the orgs' keys; an org that makes its own would
+    send only its public keys to be registered.
+    """
+    hub = keys.load(settings)
+    await parties.register(pool, hub.signer(), hub.public(records.HUB))
+    for org in orgs:
+        await parties.register(pool, hub.signer(), keys.issue(settings, org).public(org))
+
+
 async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     """Load the whitelist, register the definitions, seed the sample agencies (idempotent).
 
     The schema comes first: :func:`renkei.kernel.db.migrate`, before ``pool`` is created.
     """
     await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
+    await issue_keys(pool, settings, sorted(default_catalog().orgs))
     rows, version = await load_whitelist(pool)
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
     seeded = await seed(

@@ -41,6 +41,7 @@ from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition, Duration
 from renkei.contracts.messages import FlowResult, LinkageRequest, StartFlow
+from renkei.contracts.provider import NoMatch
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import Pseudonyms, derive_code
 from renkei.kernel.settings import PACKAGE_DIR, Settings
@@ -494,6 +495,8 @@ async def _unknown_subject(
     try:
         answer = await provider(req)
         schema.model_validate(answer.model_dump(mode="json"))
+    except NoMatch:
+        return ContractCheck(org=org, info=info, check=check, passed=True, detail="")
     except ApplicationError as err:
         ok = err.type == "NoMatch" and err.non_retryable
         detail = "" if ok else f"raised {err.type} (non-retryable={err.non_retryable})"
@@ -523,10 +526,9 @@ async def check_provider(
 
     ``known`` maps info items to a code the provider holds data for.
     """
-    from activities.gate import WhitelistGate
+    from activities.gate import provider_decision
 
     out: list[ContractCheck] = []
-    gate = WhitelistGate(org, catalog, whitelist, pool)
     served = catalog.orgs[org].serves
     for info in served:
         provider = providers.get(info)
@@ -598,7 +600,9 @@ async def check_provider(
         unknown = "Z" * 20
         if not cohort:
             out.append(await _unknown_subject(org, info, provider, schema, request(unknown)))
-        refused = gate.decide(request(unknown), dt.datetime.now(dt.UTC))
+        refused = provider_decision(
+            org, catalog, whitelist.index, request(unknown), dt.datetime.now(dt.UTC)
+        )
         out.append(
             ContractCheck(
                 org=org,

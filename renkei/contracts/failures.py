@@ -30,6 +30,7 @@ class Failure(StrEnum):
     # One linkage: the hub's and the provider's decisions, the provider's answer.
     LINKAGE_DENIED = "LinkageDenied"
     WHITELIST_DENIED = "WhitelistDenied"
+    LINKAGE_REFUSED = "LinkageRefused"  # no valid hub permit for this very attempt
     MALFORMED_LINKAGE = "MalformedLinkage"
     UNKNOWN_ACTIVITY = "UnknownActivity"
     NOT_IMPLEMENTED = "NotImplemented"
@@ -56,6 +57,7 @@ class Failure(StrEnum):
 # the provider holds nothing for the subject.
 FINAL_LINKAGE_FAILURES: tuple[Failure, ...] = (
     Failure.WHITELIST_DENIED,
+    Failure.LINKAGE_REFUSED,
     Failure.NO_MATCH,
     Failure.MALFORMED_LINKAGE,
     Failure.NOT_IMPLEMENTED,

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from renkei.bpf.models import BpfDefinition
+from renkei.kernel.permits import SignedPermit
+from renkei.kernel.sealing import Sealed
 
 CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -101,7 +103,14 @@ class CohortParams(BaseModel):
 
 
 class LinkageRequest(BaseModel):
-    """One linkage, as the provider's worker receives it. ``subject`` is the provider's code."""
+    """One linkage, as the provider's worker receives it.
+
+    ``permit`` is the hub's signed permit for this attempt and ``sealed_subject`` the provider's
+    code for the subject, sealed to the provider: no other party (the executor, another agency,
+    an operator) can read it. The gate verifies the permit and opens the code, and hands the
+    provider the request with ``subject`` set to it. (Runs from before permits sent the code in
+    ``subject`` itself.)
+    """
 
     trigger: str = "counter"
     params: dict[str, Any] = Field(
@@ -116,6 +125,8 @@ class LinkageRequest(BaseModel):
     bpf_version: int
     content_hash: str
     step: str
+    permit: SignedPermit | None = None
+    sealed_subject: Sealed | None = None
 
 
 class BrokerRequest(LinkageRequest):
@@ -124,15 +135,25 @@ class BrokerRequest(LinkageRequest):
     workflow_id: str
     run_id: str
     hold: DisclosureHold | None = None
+    budget_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=86_400,
+        description="how long the attempt may take with its retries: the permit's lifetime",
+    )
 
 
 class Brokered(BaseModel):
-    """The hub's answer: the provider's code if the whitelist permits the linkage."""
+    """The hub's answer: if the whitelist permits the linkage, a signed permit and the
+    provider's code for the subject, sealed to the provider. (``subject``, the code in clear,
+    is only in the histories of runs from before permits.)"""
 
     allowed: bool
     subject: str | None = None
     reason: str
     legal_reference: str
+    permit: SignedPermit | None = None
+    sealed_subject: Sealed | None = None
 
 
 class LinkageOutcome(BaseModel):
@@ -198,12 +219,14 @@ class ScanRequest(BaseModel):
 
 
 class ScanTarget(BaseModel):
-    """The hub's answer to a scan: the version it starts and where the register is asked."""
+    """The hub's answer to a scan: the version it starts, where the register is asked, and the
+    hub's permit for that one query."""
 
     task: str
     version: int
     content_hash: str
     task_queue_prefix: str
+    permit: SignedPermit | None = None
 
 
 class ScanResult(BaseModel):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 QUERY_PREFIX = "query."
 LIFE_EVENT_SCAN = "renkei.life-event-scan"
+# A life-event scan's one linkage: the executor's own register, asked who reaches the event.
+COHORT_ITEM = "resident-cohort"
+COHORT_STEP = "cohort"
 
 
 def query_activity(info: str) -> str:

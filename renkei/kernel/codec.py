@@ -39,9 +39,17 @@ class PayloadDecryptError(Exception):
 
 
 class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM payload codec with key rotation."""
+    """AES-256-GCM payload codec with key rotation.
 
-    def __init__(self, ring: KeyRing) -> None:
+    A payload that is not encrypted is refused when decoding: a worker acts on nothing a
+    process without the ring wrote (a forged start, a forged linkage request from a plain
+    client). ``accept_plaintext`` lets them through: for the codec server, which only shows
+    payloads (Temporal's own markers are not encrypted), and as an explicit migration switch
+    (``RENKEI_ACCEPT_PLAINTEXT_PAYLOADS``) for histories written before encryption.
+    """
+
+    def __init__(self, ring: KeyRing, *, accept_plaintext: bool = False) -> None:
+        self._accept_plaintext = accept_plaintext
         self._active = ring.active
         self._ciphers = {kid: AESGCM(ring.key(kid)) for kid in ring.keys}
         if self._active not in self._ciphers:
@@ -62,7 +70,9 @@ class EncryptionCodec(PayloadCodec):
 
     def decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
-            return payload  # written before encryption was switched on
+            if self._accept_plaintext:
+                return payload
+            raise PayloadDecryptError("an unencrypted payload: refused (written without the ring)")
         kid = payload.metadata.get(KEY_ID, b"").decode()
         cipher = self._ciphers.get(kid)
         if cipher is None:
@@ -76,10 +86,10 @@ class EncryptionCodec(PayloadCodec):
         return out
 
 
-def data_converter(ring: KeyRing) -> DataConverter:
+def data_converter(ring: KeyRing, *, accept_plaintext: bool = False) -> DataConverter:
     """The data converter of every renkei client, worker and replayer."""
     return DataConverter(
         payload_converter_class=PydanticPayloadConverter,
-        payload_codec=EncryptionCodec(ring),
+        payload_codec=EncryptionCodec(ring, accept_plaintext=accept_plaintext),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

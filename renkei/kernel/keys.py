@@ -1,9 +1,17 @@
-"""The hub's secrets: the subject-code key, the payload key ring, the record-signing key.
+"""Each party's keys, in a file of its own.
 
-They live in one JSON file (``RENKEI_KEYS_FILE``, by default ``<data dir>/keys.json``, mode 0600)
-created with fresh random keys the first time any renkei process needs them. ``RENKEI_HUB_KEY``
-overrides the subject-code key (e.g. from a secret manager). Rotation of the payload key ring adds
-a key and makes it the active one; older keys stay to decrypt what they encrypted.
+**The hub's file** (``RENKEI_KEYS_FILE``, by default ``<data dir>/keys.json``, mode 0600) holds
+the subject-code secret, the payload key ring, the hub's signing key (permits, checkpoints) and
+its sealing key. It is created with fresh random keys the first time the hub needs it, and only
+the hub's processes (the control worker, the platform's tools) read it. ``RENKEI_HUB_KEY``
+overrides the subject-code secret (e.g. from a secret manager). Rotation of the payload key ring
+adds a key and makes it the active one; older keys stay to decrypt what they encrypted.
+
+**An org's file** (``<keys dir>/<org>.json``, issued by ``renkei keys issue ORG``) holds that
+org's own signing and sealing keys, the payload key ring every participant's worker needs to
+read Temporal's payloads at all, and the hub's *public* signing key, pinned at issuance: the
+org's gate checks every permit against it. It holds no subject-code secret, so an agency's key
+file cannot derive any code, not even its own.
 """
 
 from __future__ import annotations
@@ -11,13 +19,20 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 import os
 import secrets
 from pathlib import Path
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from pydantic import BaseModel, Field
 
 from renkei.kernel.settings import Settings
@@ -40,13 +55,88 @@ class KeyRing(BaseModel):
         return KeyRing(active=new_id, keys={**self.keys, new_id: _fresh_key()})
 
 
-class Keys(BaseModel):
-    hub_key: str
-    codec: KeyRing
-    signing_key: str = Field(description="base64 of the Ed25519 key signing record checkpoints")
+def key_id(public: bytes) -> str:
+    """A public key's id: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(public).hexdigest()[:16]
+
+
+def public_raw(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class _Party(BaseModel):
+    signing_key: str = Field(description="base64 of the party's Ed25519 signing key")
+    sealing_key: str = Field(
+        default_factory=lambda: _b64(_x25519_bytes()),
+        description="base64 of the party's X25519 key: values sealed to the party open with it",
+    )
 
     def signer(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(base64.b64decode(self.signing_key))
+
+    def opener(self) -> X25519PrivateKey:
+        return X25519PrivateKey.from_private_bytes(base64.b64decode(self.sealing_key))
+
+    def public(self, party: str) -> PublicKeys:
+        return PublicKeys(
+            party=party,
+            signing=_b64(public_raw(self.signer().public_key())),
+            sealing=_b64(public_raw(self.opener().public_key())),
+        )
+
+
+class Keys(_Party):
+    """The hub's keys."""
+
+    hub_key: str
+    codec: KeyRing
+
+
+class OrgKeys(_Party):
+    """One org's keys: its own, the shared payload ring, and the hub's public key, pinned."""
+
+    org: str
+    codec: KeyRing
+    hub_signing: str = Field(description="base64 of the hub's public Ed25519 key")
+
+    def hub_verifier(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(self.hub_signing))
+
+    @property
+    def hub_key_id(self) -> str:
+        return key_id(base64.b64decode(self.hub_signing))
+
+
+class PublicKeys(BaseModel):
+    """A party's public keys, as the registry publishes them (base64)."""
+
+    party: str
+    signing: str
+    sealing: str
+
+    @property
+    def signing_id(self) -> str:
+        return key_id(base64.b64decode(self.signing))
+
+    @property
+    def sealing_id(self) -> str:
+        return key_id(base64.b64decode(self.sealing))
+
+    def verifier(self) -> Ed25519PublicKey:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(self.signing))
+
+    def sealer(self) -> X25519PublicKey:
+        return X25519PublicKey.from_public_bytes(base64.b64decode(self.sealing))
+
+
+def _x25519_bytes() -> bytes:
+    return X25519PrivateKey.generate().private_bytes(
+        Encoding.Raw, PrivateFormat.Raw, NoEncryption()
+    )
 
 
 def _fresh_key() -> str:
@@ -62,7 +152,7 @@ def keys_path(settings: Settings) -> Path:
     return settings.keys_file or settings.data_dir / "keys.json"
 
 
-def save(path: Path, keys: Keys) -> None:
+def save(path: Path, keys: BaseModel) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -82,7 +172,11 @@ def load(settings: Settings) -> Keys:
     stamp = (path.resolve(), path.stat().st_mtime)
     keys = _loaded.get(stamp)
     if keys is None:
-        keys = Keys.model_validate_json(path.read_text())
+        text = path.read_text()
+        keys = Keys.model_validate_json(text)
+        if "sealing_key" not in json.loads(text):  # a file from before sealing: keep the key
+            save(path, keys)
+            stamp = (path.resolve(), path.stat().st_mtime)
         _loaded[stamp] = keys
     if settings.hub_key:
         keys = keys.model_copy(update={"hub_key": settings.hub_key})
@@ -127,3 +221,47 @@ async def check_against(pool: asyncpg.Pool, keys: Keys, where: str) -> None:
                 f"the {name} in {where} is not the one this database was first used with;"
                 " point RENKEI_KEYS_FILE (or RENKEI_DATA_DIR) at the installation's keys"
             )
+
+
+# -- the orgs' key files --------------------------------------------------------------------
+
+
+def org_keys_path(settings: Settings, org: str) -> Path:
+    """``<keys dir>/<org>.json``; the keys dir defaults to ``keys/`` beside the hub's file."""
+    folder = settings.keys_dir or keys_path(settings).parent / "keys"
+    return folder / f"{org}.json"
+
+
+def issue(settings: Settings, org: str) -> OrgKeys:
+    """``org``'s key file: fresh keys, the current payload ring, the hub's public key pinned.
+
+    Issued once; a later call returns the file as it is (``renkei keys issue --rotate`` is the
+    way to replace an org's keys, revoking the old ones in the registry).
+    """
+    path = org_keys_path(settings, org)
+    hub = load(settings)
+    if path.exists():
+        found = load_org(settings, org)
+        if found.hub_signing != _b64(public_raw(hub.signer().public_key())):
+            raise KeyMismatch(
+                f"{path} pins another hub's key: it was issued by another installation"
+            )
+        return found
+    keys = OrgKeys(
+        org=org,
+        signing_key=_fresh_key(),
+        codec=hub.codec,
+        hub_signing=_b64(public_raw(hub.signer().public_key())),
+    )
+    save(path, keys)
+    return keys
+
+
+def load_org(settings: Settings, org: str) -> OrgKeys:
+    """``org``'s own keys, read from its key file only (never the hub's)."""
+    path = org_keys_path(settings, org)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no key file for {org} at {path}: the platform issues it (renkei keys issue {org})"
+        )
+    return OrgKeys.model_validate_json(path.read_text())

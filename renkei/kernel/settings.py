@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     keys_file: Path | None = Field(
         default=None, description="the hub's keys (JSON, mode 0600); unset = <data_dir>/keys.json"
     )
+    keys_dir: Path | None = Field(
+        default=None,
+        description="the orgs' key files (<org>.json); unset = keys/ beside the hub's keys file",
+    )
     web_port: int = Field(default=8234, description="the codec server and the citizen's pages")
     web_host: str = Field(
         default="127.0.0.1", description="interface the web app listens on (0.0.0.0 in containers)"
@@ -78,6 +82,16 @@ class Settings(BaseSettings):
     tariff_file: Path = Field(
         default=PACKAGE_DIR / "app" / "data" / "tariffs.yaml",
         description="the billing tariff versions (renkei billing report)",
+    )
+    accept_unpermitted_linkages: bool = Field(
+        default=False,
+        description="migration switch: agency gates also serve linkage requests without a hub"
+        " permit (only while linkages scheduled before permits drain; never in normal operation)",
+    )
+    accept_plaintext_payloads: bool = Field(
+        default=False,
+        description="migration switch: also read Temporal payloads written before encryption"
+        " (never in normal operation)",
     )
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"

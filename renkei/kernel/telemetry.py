@@ -179,3 +179,16 @@ def count_records(keepers: list[str]) -> None:
     )
     for keeper in keepers:
         counter.add(1, {"keeper": keeper})
+
+
+def refused(provider: str, why: str) -> None:
+    """Count a linkage request refused for want of a valid permit (an operator alerts on it).
+
+    The label is the kind of refusal, never the request's content: the permit's reason up to
+    its first colon ("no permit", "the permit is for another attempt (replayed)", …).
+    """
+    if not activity.in_activity():
+        return
+    activity.metric_meter().create_counter(
+        "renkei_refused_requests", "linkage requests refused: no valid hub permit", "1"
+    ).add(1, {"provider": provider, "reason": why.split(":", 1)[0][:60]})

@@ -43,7 +43,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
         allow_methods=["POST", "GET"],
         allow_headers=["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"],
     )
-    app.include_router(codec_server.router(pool, EncryptionCodec(k.codec)))
+    app.include_router(codec_server.router(pool, EncryptionCodec(k.codec, accept_plaintext=True)))
     app.include_router(
         portal.router(
             pool, Pseudonyms(pool, k.hub_key), default_catalog(), portal.Sessions(k.hub_key)

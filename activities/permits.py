@@ -1,0 +1,99 @@
+"""The hub's side of the permit protocol: sign a permit, seal the provider's code to it.
+
+For every attempt it allows, the hub derives the provider's code for the subject, seals it to
+the provider's registered sealing key (so the executor that asked, another agency's worker on the
+same queue, or an operator holding the payload ring cannot read it) and signs a permit that binds
+the attempt, the parties, the purpose and that sealed code. The provider's gate
+(:mod:`activities.gate`) checks all of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+from renkei.kernel import keys as keyfile
+from renkei.kernel import parties, permits
+from renkei.kernel.sealing import Sealed, seal
+from whitelist.models import WhitelistRow
+
+# A permit outlives its attempt's retries by this much, and never lives past a day.
+MARGIN = dt.timedelta(minutes=5)
+LONGEST = dt.timedelta(days=1)
+
+
+def subject_context(workflow_id: str, run_id: str, step: str, provider: str) -> str:
+    """What a sealed subject code is for: one attempt's provider (so it cannot be moved)."""
+    return f"subject|{workflow_id}|{run_id}|{step}|{provider}"
+
+
+class UnknownParty(LookupError):
+    """An org with no registered keys: nothing can be sealed to it."""
+
+
+class PermitIssuer:
+    """Signs permits with the hub's key and seals codes to providers' registered keys."""
+
+    def __init__(self, pool: asyncpg.Pool, hub: keyfile.Keys) -> None:
+        self._pool = pool
+        self._signer = hub.signer()
+        self._key_id = keyfile.key_id(keyfile.public_raw(self._signer.public_key()))
+        self._verifier = self._signer.public_key()
+        self._registry: dict[str, keyfile.PublicKeys] = {}
+
+    async def _public(self, org: str) -> keyfile.PublicKeys:
+        found = self._registry.get(org)
+        if found is None:  # a new or re-keyed org: read the registry again
+            self._registry = await parties.current(self._pool, self._verifier)
+            found = self._registry.get(org)
+        if found is None:
+            raise UnknownParty(f"{org} has no registered keys: the platform has not issued them")
+        return found
+
+    async def issue(
+        self,
+        *,
+        workflow_id: str,
+        run_id: str,
+        step: str,
+        requester: str,
+        provider: str,
+        task: str,
+        info: str,
+        row: WhitelistRow,
+        bpf: str,
+        bpf_version: int,
+        content_hash: str,
+        provider_code: str | None,
+        budget: dt.timedelta,
+        now: dt.datetime,
+    ) -> tuple[permits.SignedPermit, Sealed | None]:
+        sealed = None
+        if provider_code is not None:
+            public = await self._public(provider)
+            sealed = seal(
+                public.sealer(),
+                public.sealing_id,
+                provider_code.encode(),
+                subject_context(workflow_id, run_id, step, provider),
+            )
+        permit = permits.Permit(
+            workflow_id=workflow_id,
+            run_id=run_id,
+            step=step,
+            requester=requester,
+            provider=provider,
+            task=task,
+            info=info,
+            whitelist_row=row.id,
+            legal_reference=row.legal_reference,
+            bpf=bpf,
+            bpf_version=bpf_version,
+            content_hash=content_hash,
+            subject_seal=permits.seal_digest(sealed),
+            issued_at=now,
+            expires_at=now + min(budget + MARGIN, LONGEST),
+            key_id=self._key_id,
+        )
+        return permits.sign(permit, self._signer), sealed

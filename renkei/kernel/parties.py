@@ -1,0 +1,75 @@
+"""The registry of parties' public keys, each entry signed by the hub.
+
+Who may read what follows from these keys: the hub seals a provider's code for a subject to the
+provider's sealing key registered here, and a party's signatures (its answers, its records)
+verify against its signing key here. An entry counts only if the hub's signature over it holds,
+so a row written into the table by anyone else is ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+
+import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from renkei.kernel.keys import PublicKeys
+
+
+def _message(p: PublicKeys) -> bytes:
+    return f"renkei/party/v1|{p.party}|{p.signing}|{p.sealing}".encode()
+
+
+async def register(pool: asyncpg.Pool, hub: Ed25519PrivateKey, public: PublicKeys) -> None:
+    """Publish ``public`` as its party's current keys, revoking any earlier ones."""
+    signature = base64.b64encode(hub.sign(_message(public))).decode()
+    async with pool.acquire() as conn, conn.transaction():
+        current = await conn.fetchval(
+            "SELECT signing_id FROM trust.parties WHERE party = $1 AND revoked_at IS NULL",
+            public.party,
+        )
+        if current == public.signing_id:
+            return
+        await conn.execute(
+            "UPDATE trust.parties SET revoked_at = now() WHERE party = $1 AND revoked_at IS NULL",
+            public.party,
+        )
+        await conn.execute(
+            "INSERT INTO trust.parties (party, signing_public, sealing_public, signing_id,"
+            " sealing_id, hub_signature) VALUES ($1, $2, $3, $4, $5, $6)",
+            public.party,
+            public.signing,
+            public.sealing,
+            public.signing_id,
+            public.sealing_id,
+            signature,
+        )
+
+
+async def revoke(pool: asyncpg.Pool, party: str, at: dt.datetime | None = None) -> bool:
+    """Stop counting ``party``'s current keys from ``at`` (now); whether any were current."""
+    done = await pool.execute(
+        "UPDATE trust.parties SET revoked_at = coalesce($2, now())"
+        " WHERE party = $1 AND revoked_at IS NULL",
+        party,
+        at,
+    )
+    return done != "UPDATE 0"
+
+
+async def current(pool: asyncpg.Pool, hub: Ed25519PublicKey) -> dict[str, PublicKeys]:
+    """Every party's current keys whose registry entry the hub signed."""
+    out: dict[str, PublicKeys] = {}
+    for r in await pool.fetch(
+        "SELECT party, signing_public, sealing_public, hub_signature FROM trust.parties"
+        " WHERE revoked_at IS NULL"
+    ):
+        p = PublicKeys(party=r["party"], signing=r["signing_public"], sealing=r["sealing_public"])
+        try:
+            hub.verify(base64.b64decode(r["hub_signature"]), _message(p))
+        except (InvalidSignature, ValueError):
+            continue  # not the hub's word: ignored
+        out[p.party] = p
+    return out

@@ -1,0 +1,88 @@
+"""Permits: the hub's signed word that one linkage attempt is lawful.
+
+The hub issues a permit for every attempt it allows, after deciding it against the whitelist.
+The permit binds the attempt (workflow id, run id, step), the parties, the task, the info item,
+the whitelist row, the pinned definition, the provider's sealed code for the subject and an
+expiry, and is signed with the hub's Ed25519 key. The provider's gate verifies it before
+anything else, against the hub's public key pinned in the provider's own key file, and compares
+every bound field with what Temporal says about the activity: an unsigned, forged, expired,
+replayed (another workflow, run or step) or altered request is refused and recorded as such.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict
+
+from renkei.kernel.sealing import Sealed
+
+
+class PermitRefused(ValueError):
+    """A request whose permit does not hold; the message says why (no personal data)."""
+
+
+class Permit(BaseModel):
+    """What the hub permits: one attempt of one linkage."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    run_id: str
+    step: str
+    requester: str
+    provider: str
+    task: str
+    info: str
+    whitelist_row: str
+    legal_reference: str
+    bpf: str
+    bpf_version: int
+    content_hash: str
+    subject_seal: str  # SHA-256 of the sealed subject code, binding it to this permit
+    issued_at: dt.datetime
+    expires_at: dt.datetime
+    key_id: str  # the hub signing key's id
+
+
+class SignedPermit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    permit: Permit
+    signature: str
+
+
+def _canonical(permit: Permit) -> bytes:
+    body = json.dumps(permit.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return b"renkei/permit/v1|" + body.encode()
+
+
+def seal_digest(sealed: Sealed | None) -> str:
+    """The digest a permit binds: of the sealed subject code, or of nothing (a cohort query)."""
+    if sealed is None:
+        return "none"
+    return hashlib.sha256(sealed.model_dump_json().encode()).hexdigest()
+
+
+def sign(permit: Permit, key: Ed25519PrivateKey) -> SignedPermit:
+    return SignedPermit(
+        permit=permit, signature=base64.b64encode(key.sign(_canonical(permit))).decode()
+    )
+
+
+def verify(signed: SignedPermit | None, hub: Ed25519PublicKey, hub_key_id: str) -> Permit:
+    """The permit, if the hub signed it with the key it names; else :class:`PermitRefused`."""
+    if signed is None:
+        raise PermitRefused("no permit: the hub did not broker this request")
+    if signed.permit.key_id != hub_key_id:
+        raise PermitRefused(f"permit signed with an unknown key {signed.permit.key_id!r}")
+    try:
+        hub.verify(base64.b64decode(signed.signature), _canonical(signed.permit))
+    except (InvalidSignature, ValueError):
+        raise PermitRefused("the permit's signature is not the hub's") from None
+    return signed.permit
