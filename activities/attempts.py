@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from renkei.contracts.messages import DisclosureHold, LinkageRequest
+from renkei.contracts.messages import DisclosureHold, LinkageRequest, ParentFlow
 from renkei.kernel.records import AccessRecord
 from whitelist.decide import Decision
 
@@ -32,6 +32,7 @@ def attempt_record(
     run_id: str,
     key: str,
     hold: DisclosureHold | None = None,
+    parent: ParentFlow | None = None,
 ) -> AccessRecord:
     """``keeper``'s record of the attempt ``req``, decided as ``decision``."""
     return AccessRecord(
@@ -56,4 +57,7 @@ def attempt_record(
         hold_until=hold.until if hold else None,
         hold_reason=hold.reason if hold else None,
         trigger=req.trigger,
+        parent_workflow_id=parent.workflow_id if parent else None,
+        parent_bpf=parent.bpf if parent else None,
+        purpose_task=parent.task if parent else None,
     )

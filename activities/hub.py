@@ -84,6 +84,7 @@ class HubActivities:
                 executor=req.executor,
                 subject=req.subject,
                 inputs=req.inputs,
+                parent_task=req.parent.task if req.parent else None,
             )
         except StartRefused as refused:
             raise Failure(refused.kind).error(refused.reason) from None
@@ -146,6 +147,7 @@ class HubActivities:
                 run_id=req.run_id,
                 key=key,
                 hold=req.hold,
+                parent=req.parent,
             )
 
         with telemetry.tracer().start_as_current_span(

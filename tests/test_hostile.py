@@ -344,3 +344,64 @@ def test_an_agencys_key_file_holds_no_secret_that_derives_codes(settings) -> Non
         "codec",
         "hub_signing",
     }
+
+
+# -- purpose: a child flow serves its caller's task --------------------------------------------
+
+
+async def test_a_child_flow_of_another_purpose_is_refused_at_run_time(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A definer with database access registers a flow that validation refuses (school-entry
+    notice calling vaccination relief, which fetches medical benefits): the hub refuses the
+    child at its start, and the insurer is never asked."""
+    from pathlib import Path
+
+    from renkei.bpf import registry
+    from renkei.bpf.loader import load_file
+
+    await registry.register(
+        pool, load_file(Path(__file__).parent / "definitions" / "laundering-probe.yaml")
+    )
+    asked: list[str] = []
+
+    async def spy(req: LinkageRequest):
+        asked.append(req.info)
+        raise AssertionError("the insurer must not be asked")
+
+    h = pick(settings, lambda h: h.municipality == "city-minato")
+    subject = code(settings, "city-minato", h.members[0])
+    spying = {"kyokai-kenpo": {"medical-benefit": spy}}
+    async with workers(client, pool, settings, catalog, live_whitelist, providers=spying):
+        handle = await sdk(client, settings).start(
+            start("laundering-probe", "city-minato", subject)
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    message = str(failure.value.cause)
+    assert "vaccination-relief-medical-check" in message and "school-entry-notice" in message
+    assert asked == []
+    found = await records.query(pool, workflow_id=f"{handle.id}.medical")
+    assert [r for r in found if r.info == "medical-benefit"] == []
+
+
+async def test_a_child_flows_records_name_the_flow_it_served(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    await register_fixture(pool, "one-stop-probe.yaml")
+    # Moved from city-shibuya, which keeps last year's local tax.
+    h = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
+    subject = code(settings, "city-minato", h.members[0])
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(start("one-stop-probe", "city-minato", subject))
+        await handle.result()
+    own = await records.query(pool, workflow_id=handle.id)
+    assert own and all(r.parent_workflow_id is None for r in own)
+    child = [
+        r
+        for r in await records.query(pool)
+        if r.workflow_id.startswith("child-allowance-check/") and r.parent_workflow_id == handle.id
+    ]
+    assert child and all(
+        r.parent_bpf == "one-stop-probe" and r.purpose_task == "child-allowance" for r in child
+    )

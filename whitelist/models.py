@@ -25,6 +25,12 @@ class Role(_Named):
 class Task(_Named):
     """An administrative task (事務): the legal purpose every query names."""
 
+    includes: list[str] = Field(
+        default_factory=list,
+        description="tasks this one encompasses (a one-stop procedure whose legal basis covers"
+        " them): a flow of this task may call a child flow of those; none by default",
+    )
+
 
 class InfoItem(_Named):
     """A category of specific personal information (特定個人情報).
@@ -119,6 +125,14 @@ class Catalog(BaseModel):
     def orgs_with_role(self, role: str) -> list[Org]:
         """Every org that holds ``role``."""
         return [o for o in self.orgs.values() if role in o.roles]
+
+    def serves_purpose(self, parent_task: str, child_task: str) -> bool:
+        """Whether a child flow of ``child_task`` may serve a parent of ``parent_task``: the
+        same task, or one the parent's task is recorded to encompass."""
+        if parent_task == child_task:
+            return True
+        parent = self.tasks.get(parent_task)
+        return parent is not None and child_task in parent.includes
 
     def refers_to(self, ref: str, org: str) -> bool:
         """Whether ``org`` is the party ``ref`` names: that org, or an org holding its role."""

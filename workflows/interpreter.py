@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         FlowResult,
         LinkageOutcome,
         LinkageRequest,
+        ParentFlow,
         ReminderRequest,
         ResolveRequest,
         Response,
@@ -153,6 +154,7 @@ class BpfInterpreter:
                         executor=start.executor,
                         subject=start.subject,
                         inputs=start.inputs,
+                        parent=start.parent,
                     ),
                     start_to_close_timeout=HUB_TIMEOUT,
                     retry_policy=HUB_RETRY,
@@ -389,6 +391,14 @@ class BpfInterpreter:
             trigger=self._start.trigger,
             case_ref=case_ref,
             hold=self._start.hold,
+            # The child runs for this flow's purpose (for the top-level flow's, if this is itself
+            # a child): the hub checks the child's task serves it, and the records name it.
+            parent=self._start.parent
+            or ParentFlow(
+                workflow_id=workflow.info().workflow_id,
+                bpf=self._run.pin.bpf,
+                task=self._run.definition.task,
+            ),
         )
         try:
             result: FlowResult = await workflow.execute_child_workflow(
@@ -466,6 +476,7 @@ class BpfInterpreter:
             workflow_id=wf.workflow_id,
             run_id=wf.run_id,
             hold=self._start.hold,
+            parent=self._start.parent,
             budget_seconds=_budget_seconds(
                 q.timeout, q.retry.max_attempts, q.retry.maximum_interval
             ),

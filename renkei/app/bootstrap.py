@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 from activities.agencies.seed import seed
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, Issue, definition_files, load_file
+from renkei.bpf.models import BpfDefinition
 from renkei.bpf.validation import validate
 from renkei.kernel import keys, parties, records
 from renkei.kernel.settings import Settings
@@ -44,14 +46,36 @@ async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
 
 
 def check_file(
-    path: Path, index: WhitelistIndex, at: dt.date | None = None
+    path: Path,
+    index: WhitelistIndex,
+    at: dt.date | None = None,
+    known: Mapping[str, BpfDefinition] | None = None,
 ) -> tuple[object, list[Issue]]:
-    """Parse and validate one file: (loaded or None, issues)."""
+    """Parse and validate one file: (loaded or None, issues). ``known``: what calls may name."""
     try:
         loaded = load_file(path, display_name=_display(path))
     except BpfFileError as err:
         return None, err.issues
-    return loaded, validate(loaded, default_catalog(), index, at=at)
+    return loaded, validate(loaded, default_catalog(), index, at=at, known=known)
+
+
+def known_definitions(
+    *folders: Path, registered: Sequence[BpfDefinition] = ()
+) -> dict[str, BpfDefinition]:
+    """Every definition a ``call`` may name: the registered ones and those in ``folders``
+    (the newest version of each id)."""
+    out: dict[str, BpfDefinition] = {}
+    found = list(registered)
+    for folder in folders:
+        for path in definition_files(folder):
+            try:
+                found.append(load_file(path).definition)
+            except BpfFileError:
+                continue
+    for d in found:
+        if d.bpf not in out or d.version > out[d.bpf].version:
+            out[d.bpf] = d
+    return out
 
 
 def _display(path: Path) -> str:
@@ -63,10 +87,13 @@ def _display(path: Path) -> str:
 
 async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[list[str], list[str]]:
     index = await store.load_index(pool)
+    known = known_definitions(
+        directory, registered=[r.definition for r in await registry.runnable(pool, "test")]
+    )
     registered: list[str] = []
     rejected: list[str] = []
     for path in definition_files(directory):
-        loaded, issues = check_file(path, index)
+        loaded, issues = check_file(path, index, known=known)
         errors = [i for i in issues if i.severity == "error"]
         if loaded is None or errors:
             rejected.extend(str(i) for i in errors)

@@ -16,7 +16,9 @@ from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
 from whitelist.models import Catalog
 
 # Why a start is refused: each is also a failure type on the wire (renkei.contracts.failures).
-RefusalKind = Literal["UnknownBpf", "NotAnExecutor", "WrongTrigger", "InvalidInputs"]
+RefusalKind = Literal[
+    "UnknownBpf", "NotAnExecutor", "WrongTrigger", "InvalidInputs", "PurposeMismatch"
+]
 
 
 class StartRefused(Exception):
@@ -57,8 +59,14 @@ async def admit(
     subject: str,
     inputs: dict[str, Any],
     trigger: str | None = None,
+    parent_task: str | None = None,
 ) -> tuple[registry.RegisteredBpf, dict[str, Any]]:
-    """(the definition to run, the checked inputs), or :class:`StartRefused`."""
+    """(the definition to run, the checked inputs), or :class:`StartRefused`.
+
+    ``parent_task`` is the task of the flow that calls this one as its child: a child serves its
+    parent's purpose (the same task, or one the catalog records the parent's task to include),
+    or it does not start — data fetched for one purpose must not feed another.
+    """
     found = await registry.fetch(pool, bpf, version, mode)
     if found is None:
         raise StartRefused(await why_not(pool, bpf, version, mode), "UnknownBpf")
@@ -70,6 +78,11 @@ async def admit(
             f"{executor} is not an executor of {d.bpf} (executors: "
             f"{', '.join(d.owners.executors)})",
             "NotAnExecutor",
+        )
+    if parent_task is not None and not catalog.serves_purpose(parent_task, d.task):
+        raise StartRefused(
+            f"{d.bpf} serves task {d.task!r}, not its caller's {parent_task!r}",
+            "PurposeMismatch",
         )
     if trigger is not None and trigger not in d.trigger_kinds():
         raise StartRefused(f"{d.bpf} cannot be started by trigger {trigger}", "WrongTrigger")

@@ -13,13 +13,16 @@ Runs before a definition is registered and before any flow of it can start:
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 
 from renkei.bpf.expressions import compile_definition, embedded
 from renkei.bpf.loader import Issue, LoadedBpf
 from renkei.bpf.models import (
     RESERVED,
     AnyStep,
+    BpfDefinition,
     BranchStep,
+    CallStep,
     ParallelStep,
     QueryStep,
     WhenArm,
@@ -92,8 +95,13 @@ def validate(
     whitelist: WhitelistIndex,
     *,
     at: dt.date | None = None,
+    known: Mapping[str, BpfDefinition] | None = None,
 ) -> list[Issue]:
-    """Every problem (errors) and note (warnings) about one parsed definition."""
+    """Every problem (errors) and note (warnings) about one parsed definition.
+
+    ``known`` holds the definitions a ``call`` step may name (the registry's, or the files
+    validated together), by BPF id; without it call targets are not checked.
+    """
     d = loaded.definition
     day = at or dt.date.today()
     issues: list[Issue] = []
@@ -149,6 +157,10 @@ def validate(
                     f"{org.id} does not serve info item {s.query.info!r}",
                 )
 
+    for call in walk(d.steps):
+        if isinstance(call, CallStep):
+            _check_call(d, call, locs[call.id], catalog, known, add)
+
     if any(i.severity == "error" for i in issues):
         return issues
 
@@ -174,6 +186,32 @@ def validate(
     for s in queries:
         issues.extend(_conformance(loaded, catalog, whitelist, s, locs[s.id], day))
     return issues
+
+
+def _check_call(
+    d: BpfDefinition,
+    step: CallStep,
+    loc: tuple[str | int, ...],
+    catalog: Catalog,
+    known: Mapping[str, BpfDefinition] | None,
+    add: Callable[..., None],
+) -> None:
+    """A child flow must exist and serve its caller's purpose."""
+    target = step.call.bpf
+    if known is None:
+        add((*loc, "call", "bpf"), f"call target {target!r} not checked here", "warning")
+        return
+    child = known.get(target)
+    if child is None:
+        add((*loc, "call", "bpf"), f"calls {target!r}, which is not registered")
+        return
+    if not catalog.serves_purpose(d.task, child.task):
+        add(
+            (*loc, "call", "bpf"),
+            f"calls {target!r}, which serves task {child.task!r}: a child flow must serve its"
+            f" caller's task {d.task!r} (or one the catalog records {d.task!r} to include),"
+            " so data fetched for one purpose does not feed another",
+        )
 
 
 def _conformance(

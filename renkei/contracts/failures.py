@@ -23,6 +23,7 @@ class Failure(StrEnum):
     NOT_AN_EXECUTOR = "NotAnExecutor"
     WRONG_TRIGGER = "WrongTrigger"
     INVALID_INPUTS = "InvalidInputs"
+    PURPOSE_MISMATCH = "PurposeMismatch"  # a child flow of another task than its caller's
     UNKNOWN_SUBJECT = "UnknownSubject"
     # Life-event scans.
     NOT_TRIGGERED = "NotTriggered"

@@ -32,6 +32,16 @@ class DisclosureHold(BaseModel):
     )
 
 
+class ParentFlow(BaseModel):
+    """The flow a child runs for: its purpose (task) is the parent's, and its records say so."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    bpf: str
+    task: str
+
+
 class StartFlow(BaseModel):
     """What a trigger supplies to start one flow."""
 
@@ -47,6 +57,9 @@ class StartFlow(BaseModel):
     hold: DisclosureHold | None = None
     resume: Resume | None = Field(
         default=None, description="set only by a flow continuing as new: where it left off"
+    )
+    parent: ParentFlow | None = Field(
+        default=None, description="set only by a flow calling this one as its child"
     )
 
 
@@ -66,6 +79,7 @@ class ResolveRequest(BaseModel):
     executor: str
     subject: str
     inputs: dict[str, Any]
+    parent: ParentFlow | None = None
 
 
 class ResolvedRun(BaseModel):
@@ -135,6 +149,7 @@ class BrokerRequest(LinkageRequest):
     workflow_id: str
     run_id: str
     hold: DisclosureHold | None = None
+    parent: ParentFlow | None = None
     budget_seconds: int = Field(
         default=3600,
         ge=1,

@@ -64,6 +64,10 @@ class AccessRecord(BaseModel):
     hold_until: dt.datetime | None = None
     hold_reason: str | None = None
     trigger: str | None = None
+    # A child flow's linkage: the flow it ran for (the procedure the citizen applied for).
+    parent_workflow_id: str | None = None
+    parent_bpf: str | None = None
+    purpose_task: str | None = None
     # Set when written:
     chain_seq: int | None = None
     prev_hash: str | None = None
@@ -84,7 +88,7 @@ def _canonical(value: object) -> object:
 
 # Fields added after records were first written count in the hash only when set, so the hashes
 # of older records stay what they were.
-_LATER = frozenset({"trigger"})
+_LATER = frozenset({"trigger", "parent_workflow_id", "parent_bpf", "purpose_task"})
 
 
 def record_hash(record: AccessRecord) -> str:

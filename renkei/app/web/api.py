@@ -27,7 +27,7 @@ from whitelist.catalog import default_catalog
 TOKEN_PREFIX = "rka_"
 
 # A refused start's HTTP status by its failure type; every other refusal is a 422.
-REFUSAL_STATUS = {Failure.NOT_AN_EXECUTOR: 403}
+REFUSAL_STATUS = {Failure.NOT_AN_EXECUTOR: 403, Failure.PURPOSE_MISMATCH: 403}
 
 
 async def issue_token(pool: asyncpg.Pool, org: str) -> str:
