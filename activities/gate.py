@@ -120,6 +120,7 @@ class WhitelistGate:
         self._hub = keys.hub_verifier()
         self._hub_key_id = keys.hub_key_id
         self._opener = keys.opener()
+        self._recorder = records.RecordSigner(org, keys.signer())
         self._accept_unpermitted = accept_unpermitted
 
     def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
@@ -208,6 +209,7 @@ class WhitelistGate:
                     info.workflow_id or "", info.workflow_run_id or "", info.activity_id
                 ),
             ),
+            signer=self._recorder,
         )
 
 

@@ -158,6 +158,7 @@ class HubActivities:
                 self._pool,
                 record(req.requester, req.subject),
                 record(records.HUB, str(subject)),
+                signer=self._issuer.recorder,
             )
         if not decision.allowed or decision.row is None:
             return Brokered(

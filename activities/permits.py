@@ -15,6 +15,7 @@ import asyncpg
 
 from renkei.kernel import keys as keyfile
 from renkei.kernel import parties, permits
+from renkei.kernel.records import HUB, RecordSigner
 from renkei.kernel.sealing import Sealed, seal
 from whitelist.models import WhitelistRow
 
@@ -41,6 +42,8 @@ class PermitIssuer:
         self._key_id = keyfile.key_id(keyfile.public_raw(self._signer.public_key()))
         self._verifier = self._signer.public_key()
         self._registry: dict[str, keyfile.PublicKeys] = {}
+        # The hub signs the records it writes with the same key.
+        self.recorder = RecordSigner(HUB, self._signer)
 
     async def _public(self, org: str) -> keyfile.PublicKeys:
         found = self._registry.get(org)

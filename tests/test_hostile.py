@@ -23,12 +23,12 @@ from activities.permits import subject_context
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import agency_queue, query_activity
-from renkei.kernel import keys, permits, records
+from renkei.kernel import keys, parties, permits, records
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import SealError, open_sealed
 from whitelist.payloads import LocalTax, ResidentRecord
 
-from .helpers import code, pick, register_fixture, sdk, start, workers
+from .helpers import access_record, code, pick, register_fixture, sdk, start, workers
 
 
 async def _kept_by(pool, wid: str, keeper: str) -> list[records.AccessRecord]:
@@ -405,3 +405,140 @@ async def test_a_child_flows_records_name_the_flow_it_served(
     assert child and all(
         r.parent_bpf == "one-stop-probe" and r.purpose_task == "child-allowance" for r in child
     )
+
+
+# -- records no one else can forge ---------------------------------------------------------------
+
+
+async def _party(pool, settings, name: str) -> records.RecordSigner:
+    """A party of its own (a probe org) with keys the hub registered."""
+    own = keys.OrgKeys(
+        org=name,
+        signing_key=keys.new_keys().signing_key,
+        codec=keys.load(settings).codec,
+        hub_signing="",
+    )
+    await parties.register(pool, keys.load(settings).signer(), own.public(name))
+    return records.RecordSigner(name, own.signer())
+
+
+async def _signed_chain(pool, signer: records.RecordSigner, n: int = 5) -> str:
+    for i in range(1, n + 1):
+        await records.write(
+            pool, access_record(signer.party, i, attempt_key=f"{uuid.uuid4()}"), signer=signer
+        )
+    return signer.party
+
+
+async def _as_superuser(pool, sql: str, *args: object) -> None:
+    """Change tables behind the application's back, as a database superuser could."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
+        await conn.execute(sql, *args)
+
+
+async def _breaks(pool, settings, keeper: str, **kw) -> list[str]:
+    found = await records.verify(pool, keys.load(settings).signer().public_key(), [keeper], **kw)
+    return [b.problem for b in found.breaks]
+
+
+async def test_a_record_appended_without_its_writers_key_is_caught(pool, settings) -> None:
+    """Any process with the application's database role can insert rows with a correct hash
+    chain; without the writer's key it cannot sign them."""
+    writer = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, writer, 3)
+    assert await _breaks(pool, settings, keeper) == []
+    await records.write(pool, access_record(keeper, 4, attempt_key="forged"))  # no key
+    assert await _breaks(pool, settings, keeper) == [
+        "unsigned, after signed records (written without a key)"
+    ]
+
+
+async def test_a_record_signed_by_a_party_not_entitled_to_that_chain_is_caught(
+    pool, settings
+) -> None:
+    """city-minato holds a real key, but may not write into another org's chain."""
+    victim = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, victim, 2)
+    intruder = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(PermissionError):
+        await records.write(pool, access_record(keeper, 3, attempt_key="x"), signer=intruder)
+    # Past the client-side check, straight into the table: the chain still shows it.
+    async with pool.acquire() as conn, conn.transaction():
+        await records._append(
+            conn,
+            [access_record(keeper, 3, attempt_key="y")],
+            records.RecordSigner(keeper, intruder.key),
+        )
+    problems = await _breaks(pool, settings, keeper)
+    assert problems == [f"its signature is not {keeper}'s"]
+
+
+async def test_a_chain_rewritten_with_its_own_writers_key_is_caught_by_the_witness(
+    pool, settings
+) -> None:
+    """The org (its key, and superuser on the database) rewrites its own chain from record 2
+    on and re-signs every record: the hub's witness signature over the old head still differs."""
+    writer = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, writer, 4)
+    await records.checkpoint(pool, keys.load(settings).signer())  # the hub witnesses
+    rows = await records.query(pool, keeper=keeper)
+    await _as_superuser(
+        pool, "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq >= 2", keeper
+    )
+    # Re-append records 2..4 with other content, hashed and signed properly.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        await records._append(
+            conn,
+            [
+                r.model_copy(update={"outcome": "denied", "chain_seq": None, "record_hash": None})
+                for r in rows[1:]
+            ],
+            writer,
+        )
+    problems = await _breaks(pool, settings, keeper)
+    assert problems == ["differs from the checkpoint hub signed (rewritten)"]
+
+
+async def test_a_chain_deleted_whole_is_caught(pool, settings) -> None:
+    writer = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, writer, 3)
+    exported = await records.heads(pool)
+    await records.checkpoint(pool, keys.load(settings).signer())
+    for table in ("access_records", "checkpoints"):
+        await _as_superuser(pool, f"DELETE FROM records.{table} WHERE keeper = $1", keeper)
+    [problem] = await _breaks(pool, settings, keeper)
+    assert problem.startswith("the chain vanished")
+    # Deleted from the keeper registry too: the heads kept elsewhere still show it.
+    await _as_superuser(pool, "DELETE FROM records.keepers WHERE keeper = $1", keeper)
+    assert await _breaks(pool, settings, keeper) == []
+    mine = [h for h in exported if h.keeper == keeper]
+    assert await _breaks(pool, settings, keeper, against=mine) == [
+        "the chain ends at 0 but the exported head is at 3"
+    ]
+
+
+async def test_a_requester_record_removed_behind_the_hubs_back_is_caught(pool, settings) -> None:
+    """The hub writes the requester's record and its own in one transaction; the requester's
+    chain losing its side shows against the hub's."""
+    requester = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    attempt = f"wf-{uuid.uuid4()}/run/step"
+    await _signed_chain(pool, requester, 2)
+    await records.write(
+        pool,
+        access_record(requester.party, 9, attempt_key=attempt, requester=requester.party),
+        access_record(records.HUB, 9, attempt_key=attempt, requester=requester.party),
+        signer=hub,
+    )
+    assert await _breaks(pool, settings, requester.party) == []
+    await _as_superuser(
+        pool,
+        "DELETE FROM records.access_records WHERE keeper = $1 AND attempt_key = $2",
+        requester.party,
+        attempt,
+    )
+    [problem] = await _breaks(pool, settings, requester.party)
+    assert problem.startswith("lacks its record of the attempt in the hub's record")

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import WorkflowFailureError
 
+from activities.agencies import SAMPLE_AGENCIES
 from activities.agencies.synthetic import Household, generate
 from activities.agencies.synthetic import people as people_of
 from renkei.app import billing
@@ -323,12 +324,15 @@ async def _trust(
     out(f"  ({len(mine)} records in all; `renkei records mine` or {settings.web_base}/citizen)\n")
     unexpected += not mine
 
-    out("▶ tamper evidence: sign every chain's head, then verify every chain")
-    made = await records.checkpoint(pool, k.signer())
-    result = await records.verify(pool, k.signer())
+    out("▶ tamper evidence: every party witnesses the others' chain heads, then verify")
+    made = await records.checkpoint(pool, k.signer())  # the hub witnesses every org's chain
+    for org in SAMPLE_AGENCIES:  # each org, with its own key, the hub's chain and its own
+        own = keys.load_org(settings, org)
+        made += await records.checkpoint(pool, records.RecordSigner(org, own.signer()))
+    result = await records.verify(pool, k.signer().public_key())
     out(
-        f"  {len(made)} checkpoints signed; {result.records} records in {result.keepers} chains:"
-        f" {'intact' if result.ok else 'BROKEN'}"
+        f"  {len(made)} witness signatures; {result.records} signed records in"
+        f" {result.keepers} chains: {'intact' if result.ok else 'BROKEN'}"
     )
     for b in result.breaks:
         out(f"  BROKEN {b.keeper} at {b.chain_seq}: {b.problem}")

@@ -20,7 +20,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -73,11 +73,31 @@ class AccessRecord(BaseModel):
     prev_hash: str | None = None
     record_hash: str | None = None
     recorded_at: dt.datetime | None = None
+    signer: str | None = None  # the party that wrote it: the keeper, or the hub
+    signature: str | None = None  # the writer's Ed25519 signature over the record's hash
+
+
+class RecordSigner(NamedTuple):
+    """The party writing records, and its signing key."""
+
+    party: str
+    key: Ed25519PrivateKey
 
 
 _CHAINED = ("chain_seq", "prev_hash", "record_hash", "recorded_at")
-_CONTENT = [f for f in AccessRecord.model_fields if f not in _CHAINED]
-_COLUMNS = [*_CONTENT, *_CHAINED]
+_SIGNED = ("signer", "signature")
+_CONTENT = [f for f in AccessRecord.model_fields if f not in (*_CHAINED, *_SIGNED)]
+_COLUMNS = [*_CONTENT, *_CHAINED, *_SIGNED]
+
+
+def _record_message(keeper: str, seq: int, digest: str) -> bytes:
+    return f"renkei/record/v1|{keeper}|{seq}|{digest}".encode()
+
+
+def may_write(writer: str, keeper: str) -> bool:
+    """Who may add to whose chain: a party to its own; the hub to its own and to a requester's
+    (it records the requester's side of every attempt it brokers, in the same transaction)."""
+    return writer == keeper or writer == HUB
 
 
 def _canonical(value: object) -> object:
@@ -107,7 +127,7 @@ def _from_row(row: asyncpg.Record) -> AccessRecord:
 
 
 async def _append(
-    conn: Conn, records: Sequence[AccessRecord]
+    conn: Conn, records: Sequence[AccessRecord], signer: RecordSigner | None = None
 ) -> tuple[list[AccessRecord], list[AccessRecord]]:
     """Append ``records`` to their keepers' chains inside the caller's transaction.
 
@@ -150,7 +170,21 @@ async def _append(
                         "recorded_at": dt.datetime.now(dt.UTC),
                     }
                 )
-                chained = chained.model_copy(update={"record_hash": record_hash(chained)})
+                digest = record_hash(chained)
+                signed: dict[str, object] = {"record_hash": digest}
+                if signer is not None:
+                    if not may_write(signer.party, keeper):
+                        raise PermissionError(f"{signer.party} may not write {keeper}'s records")
+                    signed["signer"] = signer.party
+                    signed["signature"] = base64.b64encode(
+                        signer.key.sign(_record_message(keeper, seq, digest))
+                    ).decode()
+                if seq == 1:  # a new chain: into the keeper registry, so it cannot vanish unseen
+                    await conn.execute(
+                        "INSERT INTO records.keepers (keeper) VALUES ($1) ON CONFLICT DO NOTHING",
+                        keeper,
+                    )
+                chained = chained.model_copy(update=signed)
                 prev = chained.record_hash
                 known[record.attempt_key] = chained
                 new.append(chained)
@@ -168,14 +202,18 @@ async def _append(
     return [r for r in out if r is not None], new
 
 
-async def write(pool: asyncpg.Pool, *records: AccessRecord) -> list[AccessRecord]:
+async def write(
+    pool: asyncpg.Pool, *records: AccessRecord, signer: RecordSigner | None = None
+) -> list[AccessRecord]:
     """Append each record to its keeper's chain unless its attempt is already recorded there.
 
     All of them or none: the hub writes the requester's and its own record together. Many
     records in one call are written as one batch (a few round trips per keeper, not per record).
+    ``signer`` signs each new record: :func:`verify` refuses a record no entitled party signed
+    once a chain holds signed records.
     """
     async with pool.acquire() as conn, conn.transaction():
-        written, new = await _append(conn, records)
+        written, new = await _append(conn, records, signer)
     telemetry.count_records([r.keeper for r in new])
     return written
 
@@ -211,39 +249,65 @@ async def query(
     return [_from_row(r) for r in rows]
 
 
-# -- checkpoints and verification --
+# -- checkpoints (witnessing) and verification --
 
 
 def _checkpoint_message(keeper: str, seq: int, digest: str, at: dt.datetime) -> bytes:
     return f"renkei/checkpoint/v1|{keeper}|{seq}|{digest}|{_canonical(at)}".encode()
 
 
-def key_id(signer: Ed25519PrivateKey) -> str:
-    raw = signer.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+def key_id(signer: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    public = signer.public_key() if isinstance(signer, Ed25519PrivateKey) else signer
+    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 class Checkpoint(BaseModel):
+    """A party's signature over a chain's head: what that party saw, at that moment."""
+
     keeper: str
     chain_seq: int
     record_hash: str
     signed_at: dt.datetime
     key_id: str
     signature: str
+    signer: str = HUB
 
 
-async def checkpoint(pool: asyncpg.Pool, signer: Ed25519PrivateKey) -> list[Checkpoint]:
-    """Sign the current head of every keeper's chain (heads already signed are skipped)."""
+def witnesses(party: str, keeper: str) -> bool:
+    """Whether ``party`` signs the heads of ``keeper``'s chain.
+
+    Every chain is witnessed by a party other than each of its writers: the hub witnesses every
+    org's chain (which the hub and the org write), and each org witnesses the hub's chain and its
+    own (into which the hub writes the org's side as requester). Rewriting a chain, even with its
+    writer's key, then leaves it differing from what a witness signed.
+    """
+    if party == HUB:
+        return keeper != HUB
+    return keeper in (HUB, party)
+
+
+async def checkpoint(
+    pool: asyncpg.Pool, signer: Ed25519PrivateKey | RecordSigner
+) -> list[Checkpoint]:
+    """Sign the current head of every chain ``signer``'s party witnesses (already signed: skipped).
+
+    A bare key signs as the hub.
+    """
+    if isinstance(signer, Ed25519PrivateKey):
+        signer = RecordSigner(HUB, signer)
     made: list[Checkpoint] = []
-    kid = key_id(signer)
+    kid = key_id(signer.key)
     async with pool.acquire() as conn, conn.transaction():
         heads = await conn.fetch(
             "SELECT DISTINCT ON (keeper) keeper, chain_seq, record_hash"
             " FROM records.access_records ORDER BY keeper, chain_seq DESC"
         )
         for h in heads:
+            if not witnesses(signer.party, h["keeper"]):
+                continue
             at = dt.datetime.now(dt.UTC)
-            signature = signer.sign(
+            signature = signer.key.sign(
                 _checkpoint_message(h["keeper"], h["chain_seq"], h["record_hash"], at)
             )
             cp = Checkpoint(
@@ -253,16 +317,34 @@ async def checkpoint(pool: asyncpg.Pool, signer: Ed25519PrivateKey) -> list[Chec
                 signed_at=at,
                 key_id=kid,
                 signature=base64.b64encode(signature).decode(),
+                signer=signer.party,
             )
             status = await conn.execute(
                 "INSERT INTO records.checkpoints"
-                " (keeper, chain_seq, record_hash, signed_at, key_id, signature)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                " (keeper, chain_seq, record_hash, signed_at, key_id, signature, signer)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                 *cp.model_dump().values(),
             )
             if status.endswith(" 1"):
                 made.append(cp)
     return made
+
+
+class Head(BaseModel):
+    """One chain's head as exported for safekeeping elsewhere (an auditor's, a citizen's copy)."""
+
+    keeper: str
+    chain_seq: int
+    record_hash: str
+
+
+async def heads(pool: asyncpg.Pool) -> list[Head]:
+    """Every chain's current head."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT ON (keeper) keeper, chain_seq, record_hash"
+        " FROM records.access_records ORDER BY keeper, chain_seq DESC"
+    )
+    return [Head(**dict(r)) for r in rows]
 
 
 class Break(BaseModel):
@@ -284,6 +366,31 @@ class Verification(BaseModel):
         return not self.breaks
 
 
+class PartyKey(NamedTuple):
+    party: str
+    key: Ed25519PublicKey
+    revoked_at: dt.datetime | None
+
+    def valid_at(self, at: dt.datetime | None) -> bool:
+        return self.revoked_at is None or (at is not None and at < self.revoked_at)
+
+
+async def keyring(conn: Conn, hub: Ed25519PublicKey) -> dict[str, PartyKey]:
+    """Every party signing key the hub registered (revoked ones too, with when), by key id."""
+    ring = {key_id(hub): PartyKey(HUB, hub, None)}
+    for r in await conn.fetch(
+        "SELECT party, signing_public, sealing_public, revoked_at, hub_signature FROM trust.parties"
+    ):
+        message = f"renkei/party/v1|{r['party']}|{r['signing_public']}|{r['sealing_public']}"
+        try:
+            hub.verify(base64.b64decode(r["hub_signature"]), message.encode())
+            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(r["signing_public"]))
+        except (InvalidSignature, ValueError):
+            continue  # not the hub's word
+        ring.setdefault(key_id(public), PartyKey(r["party"], public, r["revoked_at"]))
+    return ring
+
+
 async def _chain(conn: Conn, keeper: str) -> AsyncIterator[asyncpg.Record]:
     async for row in conn.cursor(
         "SELECT * FROM records.access_records WHERE keeper = $1 ORDER BY chain_seq, id", keeper
@@ -292,46 +399,104 @@ async def _chain(conn: Conn, keeper: str) -> AsyncIterator[asyncpg.Record]:
 
 
 async def verify(
-    pool: asyncpg.Pool, signer: Ed25519PrivateKey, keepers: Sequence[str] | None = None
+    pool: asyncpg.Pool,
+    hub: Ed25519PrivateKey | Ed25519PublicKey,
+    keepers: Sequence[str] | None = None,
+    *,
+    against: Sequence[Head] = (),
 ) -> Verification:
-    """Walk every keeper's chain; report the first broken link of each."""
-    public = signer.public_key()
-    kid = key_id(signer)
+    """Walk every keeper's chain; report the first broken link of each.
+
+    ``hub`` is the hub's public key (the trust anchor: every other party's key is read from the
+    registry the hub signed). Found: a changed, inserted, removed or reordered record; a record
+    no party entitled to write it signed (or an unsigned one after signed ones); a chain that
+    differs from what a witness signed, or ends before it; a chain that vanished whole (from the
+    keeper registry, from the hub's records of the attempts it brokered, or from ``against``, a
+    copy of the heads kept elsewhere).
+    """
+    public = hub.public_key() if isinstance(hub, Ed25519PrivateKey) else hub
     breaks: list[Break] = []
     total = 0
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-        names = keepers or [
-            r["keeper"]
-            for r in await conn.fetch(
-                "SELECT keeper FROM records.access_records UNION"
-                " SELECT keeper FROM records.checkpoints ORDER BY keeper"
-            )
-        ]
+        ring = await keyring(conn, public)
+        names = (
+            list(keepers)
+            if keepers
+            else [
+                r["keeper"]
+                for r in await conn.fetch(
+                    "SELECT keeper FROM records.access_records UNION"
+                    " SELECT keeper FROM records.checkpoints UNION"
+                    " SELECT keeper FROM records.keepers ORDER BY keeper"
+                )
+            ]
+        )
+        names = sorted({*names, *(h.keeper for h in against if not keepers)})
         checkpoints = await conn.fetch("SELECT * FROM records.checkpoints")
-        by_keeper: dict[str, dict[int, asyncpg.Record]] = {}
+        by_keeper: dict[str, list[asyncpg.Record]] = {}
         for cp in checkpoints:
-            by_keeper.setdefault(cp["keeper"], {})[cp["chain_seq"]] = cp
+            by_keeper.setdefault(cp["keeper"], []).append(cp)
+        exported = {h.keeper: h for h in against}
         for keeper in names:
-            marks = by_keeper.get(keeper, {})
-            found = await _verify_chain(conn, keeper, marks, public, kid)
-            total += found[0]
-            if found[1] is not None:
-                breaks.append(found[1])
+            count, found = await _verify_chain(
+                conn, keeper, by_keeper.get(keeper, []), ring, exported.get(keeper)
+            )
+            total += count
+            if found is None and count == 0 and keeper in names:
+                registered = await conn.fetchval(
+                    "SELECT first_seen FROM records.keepers WHERE keeper = $1", keeper
+                )
+                if registered is not None:
+                    found = Break(
+                        keeper=keeper,
+                        chain_seq=1,
+                        problem=f"the chain vanished: kept since {registered:%Y-%m-%d},"
+                        " no record is left",
+                    )
+            if found is None:
+                found = await _missing_requester_records(conn, keeper)
+            if found is not None:
+                breaks.append(found)
     return Verification(
         keepers=len(names), records=total, checkpoints=len(checkpoints), breaks=breaks
+    )
+
+
+async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:
+    """The hub records both sides of every attempt it brokers in one transaction: a requester's
+    chain that lacks one of them lost it."""
+    if keeper == HUB:
+        return None
+    row = await conn.fetchrow(
+        "SELECT h.chain_seq FROM records.access_records h WHERE h.keeper = $1"
+        " AND h.requester = $2 AND NOT EXISTS (SELECT 1 FROM records.access_records r"
+        " WHERE r.keeper = $2 AND r.attempt_key = h.attempt_key)"
+        " ORDER BY h.chain_seq LIMIT 1",
+        HUB,
+        keeper,
+    )
+    if row is None:
+        return None
+    return Break(
+        keeper=keeper,
+        chain_seq=0,
+        problem=f"lacks its record of the attempt in the hub's record {row['chain_seq']} (removed)",
     )
 
 
 async def _verify_chain(
     conn: Conn,
     keeper: str,
-    marks: dict[int, asyncpg.Record],
-    public: Ed25519PublicKey,
-    kid: str,
+    marks: list[asyncpg.Record],
+    ring: dict[str, PartyKey],
+    exported: Head | None,
 ) -> tuple[int, Break | None]:
     prev = GENESIS
     expected = 1
     count = 0
+    signed_seen = False
+    at_seq: dict[int, str] = {}
+    wanted = {m["chain_seq"] for m in marks} | ({exported.chain_seq} if exported else set())
     async for row in _chain(conn, keeper):
         count += 1
         rec = _from_row(row)
@@ -353,37 +518,88 @@ async def _verify_chain(
             return count, Break(
                 keeper=keeper, chain_seq=seq, problem="its content differs from its hash"
             )
-        mark = marks.get(seq)
-        if mark is not None and mark["record_hash"] != rec.record_hash:
-            return count, Break(
-                keeper=keeper, chain_seq=seq, problem="differs from the signed checkpoint"
-            )
+        unsigned = _signature_problem(rec, ring, signed_seen)
+        if unsigned is not None:
+            return count, Break(keeper=keeper, chain_seq=seq, problem=unsigned)
+        signed_seen = signed_seen or rec.signature is not None
+        if seq in wanted:
+            at_seq[seq] = rec.record_hash or ""
         prev = rec.record_hash or ""
         expected += 1
-    for seq, mark in sorted(marks.items()):
-        if not _signature_ok(mark, public, kid):
+    for mark in sorted(marks, key=lambda m: m["chain_seq"]):
+        seq = mark["chain_seq"]
+        signer = mark["signer"] or HUB
+        if not _checkpoint_ok(mark, ring, signer):
             return count, Break(
-                keeper=keeper, chain_seq=seq, problem="checkpoint signature is not valid"
+                keeper=keeper,
+                chain_seq=seq,
+                problem=f"checkpoint signature is not {signer}'s",
             )
         if seq >= expected:
             return count, Break(
                 keeper=keeper,
                 chain_seq=seq,
-                problem=f"the chain ends at {expected - 1} but was signed up to {seq}",
+                problem=f"the chain ends at {expected - 1} but was signed up to {seq} by {signer}",
+            )
+        if at_seq.get(seq) != mark["record_hash"]:
+            return count, Break(
+                keeper=keeper,
+                chain_seq=seq,
+                problem=f"differs from the checkpoint {signer} signed (rewritten)",
+            )
+    if exported is not None:
+        if exported.chain_seq >= expected:
+            return count, Break(
+                keeper=keeper,
+                chain_seq=exported.chain_seq,
+                problem=f"the chain ends at {expected - 1} but the exported head is at"
+                f" {exported.chain_seq}",
+            )
+        if at_seq.get(exported.chain_seq) != exported.record_hash:
+            return count, Break(
+                keeper=keeper,
+                chain_seq=exported.chain_seq,
+                problem="differs from the exported head (rewritten)",
             )
     return count, None
 
 
-def _signature_ok(mark: asyncpg.Record, public: Ed25519PublicKey, kid: str) -> bool:
-    if mark["key_id"] != kid:
+def _signature_problem(
+    rec: AccessRecord, ring: dict[str, PartyKey], signed_seen: bool
+) -> str | None:
+    if rec.signature is None:
+        # Records from before signatures stand as they are; none may follow a signed one.
+        return "unsigned, after signed records (written without a key)" if signed_seen else None
+    writer = rec.signer or ""
+    if not may_write(writer, rec.keeper):
+        return f"written by {writer!r}, who may not write {rec.keeper}'s records"
+    for candidate in ring.values():
+        if candidate.party != writer:
+            continue
+        try:
+            candidate.key.verify(
+                base64.b64decode(rec.signature),
+                _record_message(rec.keeper, rec.chain_seq or 0, rec.record_hash or ""),
+            )
+        except (InvalidSignature, ValueError):
+            continue
+        if not candidate.valid_at(rec.recorded_at):
+            return f"signed with {writer}'s key after it was revoked"
+        return None
+    return f"its signature is not {writer}'s"
+
+
+def _checkpoint_ok(mark: asyncpg.Record, ring: dict[str, PartyKey], signer: str) -> bool:
+    found = ring.get(mark["key_id"])
+    if found is None or found.party != signer or not found.valid_at(mark["signed_at"]):
         return False
     try:
-        public.verify(
+        found.key.verify(
             base64.b64decode(mark["signature"]),
             _checkpoint_message(
                 mark["keeper"], mark["chain_seq"], mark["record_hash"], mark["signed_at"]
             ),
         )
-    except InvalidSignature:
+    except (InvalidSignature, ValueError):
         return False
     return True
