@@ -10,7 +10,7 @@ from temporalio.client import Client, WorkflowFailureError
 
 from activities.agencies import providers_for
 from activities.agencies.seed import sample_subjects
-from renkei.app.conformance import (
+from renkei.app.kit import (
     SCENARIOS_DIR,
     Behaviour,
     Report,

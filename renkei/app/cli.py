@@ -190,7 +190,7 @@ async def _until_signalled() -> None:
 async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, url: str) -> None:
     """First start of an installation: the sample drafts go through the kit into operation;
     then the life-event schedules are brought in line with the operating definitions."""
-    from renkei.app.conformance import promote_samples
+    from renkei.app.kit import promote_samples
     from renkei.app.schedules import sync
 
     whitelist = await LiveWhitelist(url).start()
@@ -562,8 +562,8 @@ def conformance(
     ] = None,
 ) -> None:
     """Run a BPF version's conformance scenarios; store the report; exit 1 if any fails."""
-    from renkei.app.conformance import record_histories as record
-    from renkei.app.conformance import run_scenarios, scenarios_for, store_report
+    from renkei.app.kit import record_histories as record
+    from renkei.app.kit import run_scenarios, scenarios_for, store_report
 
     settings = get_settings()
     try:
@@ -599,7 +599,7 @@ def conformance(
 def contract(org: str) -> None:
     """Check a sample agency's providers against the contract of every item it serves."""
     from activities.agencies import SAMPLE_AGENCIES, providers_for
-    from renkei.app.conformance import check_provider
+    from renkei.app.kit import check_provider
 
     if org not in SAMPLE_AGENCIES:
         typer.echo(

@@ -1,0 +1,90 @@
+"""Promoting the shipped samples through the lifecycle on a fresh installation.
+
+Every shipped draft that has a scenario set, and no operating version, passes the kit (its report
+stored) and is then submitted, approved and put into operation by the real transitions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from temporalio.client import Client
+
+from renkei.app.kit.report import store_report
+from renkei.app.kit.runner import run_scenarios
+from renkei.app.kit.scenarios import scenarios_for
+from renkei.bpf import registry
+from renkei.bpf.models import BpfDefinition
+from renkei.kernel.settings import Settings
+from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
+
+
+async def promote_samples(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist,
+    directory: Path | None = None,
+) -> list[str]:
+    """Take every shipped draft with a scenario set, and no operating version, to operating.
+
+    Each step is the real one: the kit runs and its report is stored; then the definer submits,
+    the conformance body approves and an executor puts it into operation, each transition
+    recorded with a note saying it was the start-up of a fresh installation.
+    """
+    done: list[str] = []
+    rows = await pool.fetch(
+        "SELECT v.bpf, v.version FROM registry.bpf_versions v WHERE v.state = 'draft'"
+        " AND NOT EXISTS (SELECT 1 FROM registry.bpf_versions o"
+        "  WHERE o.bpf = v.bpf AND o.state = 'operating') ORDER BY v.bpf, v.version"
+    )
+    note = "sample definition, promoted at start-up after passing the conformance kit"
+    for row in rows:
+        try:
+            scenario_set = scenarios_for(row["bpf"], directory)
+        except FileNotFoundError:
+            continue
+        report = await run_scenarios(
+            client, pool, settings, catalog, whitelist, row["bpf"], row["version"], scenario_set
+        )
+        await store_report(pool, report)
+        if not report.passed:
+            done.append(f"{row['bpf']} v{row['version']}: conformance FAILED\n{report.summary()}")
+            continue
+        found = await registry.fetch(pool, row["bpf"], row["version"], "test")
+        assert found is not None
+        d = found.definition
+        executor = _an_executor(d, catalog)
+        for action, actor in (
+            ("submit", d.owners.definer),
+            ("approve", settings.conformance_body),
+            ("operate", executor),
+        ):
+            await registry.transition(
+                pool,
+                d.bpf,
+                d.version,
+                action,  # type: ignore[arg-type]
+                actor,
+                conformance_body=settings.conformance_body,
+                actor_roles=frozenset(catalog.org_roles(actor))
+                if actor in catalog.orgs
+                else frozenset(),
+                note=note,
+            )
+        done.append(f"{d.bpf} v{d.version}: operating")
+    return done
+
+
+def _an_executor(d: BpfDefinition, catalog: Catalog) -> str:
+    for e in d.owners.executors:
+        if not e.startswith("role:"):
+            return e
+        role = e.removeprefix("role:")
+        for org in sorted(catalog.orgs):
+            if role in catalog.org_roles(org):
+                return org
+    raise LookupError(f"no org can execute {d.bpf}")

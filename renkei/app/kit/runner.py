@@ -1,0 +1,261 @@
+"""Running a BPF version's scenarios through the real interpreter, hub and gates.
+
+The kit runs every scenario in test mode on task queues of its own, with the real interpreter,
+the real hub and the real whitelist interceptors, and stub providers in place of the orgs'
+systems; and checks the outcome, the result, the exact linkages, that every party kept its
+record, that nothing outside the whitelist was attempted, and that every answer matches its info
+item's schema. Each scenario's subjects are fresh and enrolled at every org; the respondent's
+scripted answers are given as soon as the flow waits for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client, WorkflowFailureError
+
+from renkei.app.client import RenkeiClient
+from renkei.app.kit.report import Report, ScenarioResult
+from renkei.app.kit.scenarios import (
+    Expectation,
+    ExpectedLinkage,
+    Scenario,
+    ScenarioSet,
+    ScriptedResponse,
+)
+from renkei.app.kit.stubs import Stubs
+from renkei.bpf import registry
+from renkei.bpf.models import BpfDefinition
+from renkei.contracts.failures import Failure
+from renkei.contracts.messages import FlowResult, StartFlow
+from renkei.kernel import keys, records
+from renkei.kernel.pseudonyms import Pseudonyms, derive_code
+from renkei.kernel.settings import Settings
+from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
+from workers.assembly import running_workers
+
+KIT_TIME_SCALE = 1e-6
+# Scenarios that answer a wait run slower: the answer ends the wait, and the deadline stays far
+# enough away (a 30-day wait: about 4 minutes) that a busy machine never misses it.
+ANSWERING_TIME_SCALE = 1e-4
+
+
+async def run_scenarios(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist,
+    bpf: str,
+    version: int | None,
+    scenario_set: ScenarioSet,
+    *,
+    on_run: Callable[[str, str], Awaitable[None]] | None = None,
+) -> Report:
+    """Run every scenario of ``scenario_set`` against ``bpf`` (test mode, own task queues)."""
+    found = await registry.fetch(pool, bpf, version, "test")
+    if found is None:
+        raise LookupError(f"{bpf} version {version or 'latest'} is not registered")
+    d = found.definition
+    kit = settings.model_copy(
+        update={
+            "mode": "test",
+            "task_queue_prefix": f"conformance-{uuid.uuid4().hex[:10]}",
+            # a 30-day wait lasts about 2.6 seconds when nobody answers: timeouts are part of
+            # the scenarios
+            "test_time_scale": KIT_TIME_SCALE,
+        }
+    )
+    hub_key = keys.load(settings).hub_key
+    results: list[ScenarioResult] = []
+    for scenario in scenario_set.scenarios:
+        subjects = {name: uuid.uuid4() for name in scenario.subjects}
+        await Pseudonyms(pool, hub_key).enroll(list(subjects.values()), sorted(catalog.orgs))
+
+        def code_at(name: str, org: str, subjects: dict[str, uuid.UUID] = subjects) -> str:
+            return derive_code(hub_key, org, subjects[name])
+
+        stubs = Stubs(scenario, catalog, code_at)
+        stubs.check_answers()
+        paced = (
+            kit.model_copy(update={"test_time_scale": ANSWERING_TIME_SCALE})
+            if scenario.responses
+            else kit
+        )
+        async with running_workers(
+            client,
+            pool,
+            paced,
+            catalog,
+            whitelist,
+            agencies=sorted(catalog.orgs),
+            providers=stubs.providers,
+        ):
+            result = await _run_one(client, pool, paced, d, scenario, stubs, code_at)
+        if on_run is not None:
+            await on_run(scenario.name, result.workflow_id)
+        results.append(result)
+    return Report(
+        bpf=d.bpf,
+        version=d.version,
+        content_hash=found.content_hash,
+        passed=all(r.passed for r in results),
+        scenarios=results,
+    )
+
+
+async def _run_one(
+    client: Client,
+    pool: asyncpg.Pool,
+    kit: Settings,
+    d: BpfDefinition,
+    scenario: Scenario,
+    stubs: Stubs,
+    code_at: Callable[[str, str], str],
+) -> ScenarioResult:
+    problems = list(stubs.problems)
+    inputs = {
+        k: code_at(v[1:], scenario.executor) if isinstance(v, str) and v.startswith("@") else v
+        for k, v in scenario.inputs.items()
+    }
+    kinds = d.trigger_kinds()
+    trigger = next((t for t in kinds if t in ("counter", "portal")), kinds[0])
+    start = StartFlow(
+        bpf=d.bpf,
+        version=d.version,
+        executor=scenario.executor,
+        subject=code_at(scenario.subjects[0], scenario.executor),
+        inputs=inputs,
+        trigger=trigger,
+        case_ref=f"conformance-{uuid.uuid4().hex[:12]}",
+    )
+    sdk = RenkeiClient(client, kit)
+    handle = await sdk.start(start)
+    outcome: str
+    flow: FlowResult | None = None
+    reason = ""
+    answering = asyncio.create_task(_answer(sdk, handle.id, scenario.responses, problems))
+    try:
+        flow = await asyncio.wait_for(handle.result(), timeout=120)
+        outcome = flow.outcome
+        reason = flow.reason or ""
+    except WorkflowFailureError as err:
+        cause = err.cause
+        outcome = "denied" if Failure.LINKAGE_DENIED.caused(cause) else "failed"
+        chain: list[str] = []
+        node: BaseException | None = cause
+        while node is not None:  # the flow's failure, then what caused it, down to the provider
+            chain.append(getattr(node, "message", str(node)))
+            node = node.__cause__ or getattr(node, "cause", None)
+        reason = ": ".join(chain)
+    finally:
+        if not answering.done():
+            answering.cancel()
+            problems.append("the flow ended before every scripted response was given")
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await answering
+    kept = await records.query(pool, workflow_id=handle.id)
+    requester = [r for r in kept if r.keeper == scenario.executor]
+    if flow is not None:
+        observed = [
+            ExpectedLinkage(step=x.step, provider=x.provider, info=x.info, outcome=x.outcome)
+            for x in flow.linkages
+        ]
+    else:
+        ran = await _activity_outcomes(handle)
+        observed = [
+            ExpectedLinkage(
+                step=r.step,
+                provider=r.provider,
+                info=r.info,
+                outcome="denied" if r.outcome == "denied" else ran.get(r.step, "cancelled"),
+            )
+            for r in requester
+        ]
+    exp = scenario.expect
+    if outcome != exp.outcome:
+        problems.append(f"outcome {outcome} ({reason}), expected {exp.outcome}")
+    if exp.reason_contains and exp.reason_contains not in reason:
+        problems.append(f"reason {reason!r} does not contain {exp.reason_contains!r}")
+    if flow is not None:
+        for key, value in exp.result.items():
+            if flow.result.get(key) != value:
+                problems.append(f"result.{key} = {flow.result.get(key)!r}, expected {value!r}")
+    got = sorted(f"{x.step}/{x.provider}/{x.info}/{x.outcome}" for x in observed)
+    want = sorted(f"{x.step}/{x.provider}/{x.info}/{x.outcome}" for x in exp.linkages)
+    if got != want:
+        problems.append(
+            f"linkages differ: got {', '.join(got) or 'none'}; expected {', '.join(want) or 'none'}"
+        )
+    problems += _check_records(kept, scenario, exp)
+    return ScenarioResult(
+        name=scenario.name,
+        passed=not problems,
+        outcome=outcome,
+        linkages=observed,
+        problems=problems,
+        workflow_id=handle.id,
+    )
+
+
+async def _answer(
+    sdk: RenkeiClient, wid: str, script: list[ScriptedResponse], problems: list[str]
+) -> None:
+    """Answer each wait in turn, as the respondent would, as soon as the flow waits there."""
+    from renkei.app.client import ResponseRefused
+
+    for r in script:
+        while not any(w.step == r.step for w in await sdk.waiting(wid)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the flow's state is remote: polled, as a portal would
+        try:
+            await sdk.respond(wid, r.step, r.payload)
+            if r.refused is not None:
+                problems.append(f"response to {r.step} was accepted, expected refused")
+        except ResponseRefused as err:
+            if r.refused is None or r.refused not in str(err):
+                problems.append(f"response to {r.step} refused: {err}")
+
+
+async def _activity_outcomes(handle: Any) -> dict[str, str]:
+    """Each query activity's end, by step id, from the run's history."""
+    scheduled: dict[int, str] = {}
+    ended: dict[str, str] = {}
+    history = await handle.fetch_history()
+    for e in history.events:
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            scheduled[e.event_id] = e.activity_task_scheduled_event_attributes.activity_id
+        for field, outcome in (
+            ("activity_task_completed_event_attributes", "provided"),
+            ("activity_task_failed_event_attributes", "failed"),
+            ("activity_task_timed_out_event_attributes", "failed"),
+            ("activity_task_canceled_event_attributes", "cancelled"),
+        ):
+            if e.HasField(field):
+                ended[scheduled[getattr(e, field).scheduled_event_id]] = outcome
+    return ended
+
+
+def _check_records(
+    kept: list[records.AccessRecord], scenario: Scenario, exp: Expectation
+) -> list[str]:
+    problems: list[str] = []
+    by_step: dict[str, dict[str, records.AccessRecord]] = {}
+    for r in kept:
+        by_step.setdefault(r.step, {})[r.keeper] = r
+    for step, kept_by in sorted(by_step.items()):
+        any_record = next(iter(kept_by.values()))
+        for keeper in (scenario.executor, records.HUB):
+            if keeper not in kept_by:
+                problems.append(f"step {step}: no record kept by {keeper}")
+        allowed = any_record.outcome == "allowed"
+        if allowed and any_record.provider not in kept_by:
+            problems.append(f"step {step}: the provider {any_record.provider} kept no record")
+        if not allowed and not any(x.step == step and x.outcome == "denied" for x in exp.linkages):
+            problems.append(f"step {step}: a linkage outside the whitelist was attempted")
+    return problems
