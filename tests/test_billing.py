@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from renkei.app import billing
-from renkei.kernel import records
+from renkei.kernel import keys, records
 from renkei.kernel.records import HUB
 from renkei.kernel.settings import Settings
 from whitelist.decide import JST
@@ -109,6 +109,8 @@ async def test_the_report_matches_the_records_exactly(env, pool, settings: Setti
                 legal_reference="番号法第9条第2項（条例・サンプル）",
                 workflow_id="renkei.life-event-scan/test",
             ),
+            # Written as the hub writes its own and a requester's side: signed with its key.
+            signer=records.RecordSigner(HUB, keys.load(settings).signer()),
         )
     month = dt.datetime.now(JST).strftime("%Y-%m")
     found = await billing.report(pool, month, billing.load_tariffs())
