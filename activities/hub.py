@@ -26,6 +26,7 @@ from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.models import QueryStep, walk
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
+    AttestRequest,
     Brokered,
     BrokerRequest,
     CaseRefRequest,
@@ -40,6 +41,7 @@ from renkei.contracts.messages import (
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import SCAN_TIMEOUT
 from renkei.kernel import records, telemetry
+from renkei.kernel.attest import is_platform_scan, is_platform_start, trigger_start
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.decide import decide_linkage
 from whitelist.models import Catalog
@@ -66,6 +68,7 @@ class HubActivities:
         self._pseudonyms = pseudonyms
         self._whitelist = whitelist
         self._issuer = issuer
+        self._hub_public = issuer.key.public_key()
         self._prefix = task_queue_prefix
         self._mode = mode
         self._time_scale = time_scale if mode == "test" else 1.0
@@ -89,6 +92,23 @@ class HubActivities:
         except StartRefused as refused:
             raise Failure(refused.kind).error(refused.reason) from None
         d = found.definition
+        if req.trigger in ("life-event", "notification"):
+            # Only the platform's scan and notification paths start such flows; a child carries
+            # its caller's word, bound to the flow the platform started.
+            started = req.parent.workflow_id if req.parent else activity.info().workflow_id
+            if not is_platform_start(
+                self._hub_public,
+                req.attestation,
+                started or "",
+                req.trigger,
+                req.parent.bpf if req.parent else d.bpf,
+                req.executor,
+                req.subject,
+            ):
+                raise Failure.WRONG_TRIGGER.error(
+                    f"a {req.trigger} start comes only from the platform's"
+                    f" {'scan' if req.trigger == 'life-event' else 'notification path'}"
+                )
         roles = self._catalog.org_roles(req.executor)
         schemas = {
             s.query.info: self._catalog.info_items[s.query.info].schema_name
@@ -104,6 +124,7 @@ class HubActivities:
             executor_roles=sorted(roles),
             time_scale=self._time_scale,
             history_limit=self._history_limit,
+            hub_signing=self._issuer.public_b64,
         )
 
     @activity.defn(name="hub.broker")
@@ -200,6 +221,12 @@ class HubActivities:
                 await why_not(self._pool, req.bpf, req.version, self._mode)
             )
         d = found.definition
+        if not is_platform_scan(
+            self._hub_public, req.attestation, req.bpf, req.version, req.executor, req.age, req.on
+        ):
+            raise Failure.NOT_TRIGGERED.error(
+                "a life-event scan comes only from the platform's schedules (unattested)"
+            )
         if not any(r.age == req.age and r.on == req.on for r in d.life_events()):
             raise Failure.NOT_TRIGGERED.error(
                 f"{d.bpf} v{d.version} is not triggered by age {req.age} ({req.on})"
@@ -246,6 +273,14 @@ class HubActivities:
     async def case_refs(self, req: CaseRefRequest) -> list[str]:
         """Stable case references for the people a scan found (no personal data in them)."""
         return [self._pseudonyms.case_ref(req.executor, req.bpf, req.key, c) for c in req.codes]
+
+    @activity.defn(name="hub.attest-starts")
+    async def attest_starts(self, req: AttestRequest) -> list[str]:
+        """The platform's word for each flow a life-event scan starts (see hub.resolve)."""
+        return [
+            trigger_start(self._issuer.key, wid, req.trigger, req.bpf, req.executor, subject)
+            for wid, subject in req.starts
+        ]
 
     @activity.defn(name="hub.remind")
     async def remind(self, req: ReminderRequest) -> None:

@@ -9,6 +9,7 @@ the attempt, the parties, the purpose and that sealed code. The provider's gate
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import asyncpg
@@ -42,8 +43,10 @@ class PermitIssuer:
         self._key_id = keyfile.key_id(keyfile.public_raw(self._signer.public_key()))
         self._verifier = self._signer.public_key()
         self._registry: dict[str, keyfile.PublicKeys] = {}
-        # The hub signs the records it writes with the same key.
+        # The hub signs the records it writes, and attests platform starts, with the same key.
+        self.key = self._signer
         self.recorder = RecordSigner(HUB, self._signer)
+        self.public_b64 = base64.b64encode(keyfile.public_raw(self._verifier)).decode()
 
     async def _public(self, org: str) -> keyfile.PublicKeys:
         found = self._registry.get(org)

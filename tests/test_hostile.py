@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
@@ -20,10 +21,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
 from activities.permits import subject_context
+from renkei.app.client import ResponseRefused
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import agency_queue, query_activity
-from renkei.kernel import keys, parties, permits, records
+from renkei.kernel import attest, keys, parties, permits, records
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import SealError, open_sealed
 from whitelist.payloads import LocalTax, ResidentRecord
@@ -542,3 +544,132 @@ async def test_a_requester_record_removed_behind_the_hubs_back_is_caught(pool, s
     )
     [problem] = await _breaks(pool, settings, requester.party)
     assert problem.startswith("lacks its record of the attempt in the hub's record")
+
+
+# -- who may say what: the citizen's word, the platform's triggers -------------------------------
+
+
+async def _until_waiting(rc, wid: str) -> None:
+    for _ in range(200):
+        if await rc.waiting(wid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the flow never waited")
+
+
+async def test_an_agency_cannot_answer_as_the_citizen(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Consent is the citizen's: an agency claiming it (HTTP API, SDK, a signature of its own)
+    is refused and the flow keeps waiting; the citizen's own portal session is accepted."""
+    import httpx
+
+    from renkei.app.web import serving
+    from renkei.app.web.api import issue_token
+    from renkei.kernel.pseudonyms import PORTAL, derive_code
+
+    await register_fixture(pool, "consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    person = h.members[0]
+    token = await issue_token(pool, "city-minato")
+    agency = {"Authorization": f"Bearer {token}"}
+    async with (
+        workers(client, pool, slow, catalog, live_whitelist),
+        serving(slow, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        handle = await rc.start(
+            start(
+                "consent-probe",
+                "city-minato",
+                code(settings, "city-minato", person),
+                trigger="portal",
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        said = {"step": "consent", "payload": {"agree": True}}
+        api = await http.post(
+            f"/api/flows/{handle.id}/respond", json={**said, "by": "citizen"}, headers=agency
+        )
+        assert api.status_code == 403 and "own portal session" in api.json()["detail"]
+        with pytest.raises(ResponseRefused, match="citizen's own portal session"):
+            await rc.respond(handle.id, "consent", {"agree": True}, by="citizen")
+        forged = attest.citizen_response(
+            keys.load_org(settings, "city-minato").signer(), handle.id, "consent", {"agree": True}
+        )
+        with pytest.raises(ResponseRefused, match="citizen's own portal session"):
+            await rc.respond(
+                handle.id, "consent", {"agree": True}, by="citizen", attestation=forged
+            )
+        # Someone else's portal code finds no such flow; the citizen's own is heard.
+        other = pick(settings, lambda o: o.members[0].subject_id != person.subject_id).members[0]
+        for who, expected in ((other, 404), (person, 200)):
+            citizen = {
+                "Authorization": f"Bearer {derive_code(keys.load(settings).hub_key, PORTAL, who.subject_id)}"
+            }
+            answered = await http.post(
+                f"/api/citizen/flows/{handle.id}/respond", json=said, headers=citizen
+            )
+            assert answered.status_code == expected, answered.text
+        assert (await handle.result()).outcome == "completed"
+
+
+async def test_an_agency_cannot_claim_a_life_event_or_notification_start(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Only the platform's scan and notification path start such flows: an agency's claim is
+    refused at its API and, made straight to Temporal, by the hub before any linkage."""
+    import httpx
+
+    from renkei.app.web import serving
+    from renkei.app.web.api import issue_token
+
+    h = pick(settings, lambda h: h.municipality == "city-minato")
+    subject = code(settings, "city-minato", h.members[0])
+    token = await issue_token(pool, "city-minato")
+    claim = start(
+        "allowance-stop-on-death",
+        "city-minato",
+        subject,
+        trigger="notification",
+        inputs={"occurred_on": "2026-11-01"},
+    )
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        serving(settings, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        api = await http.post(
+            "/api/flows",
+            json=claim.model_dump(mode="json", exclude_none=True),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert api.status_code == 403 and "only from the platform" in api.json()["detail"]
+        handle = await sdk(client, settings).start(claim)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "comes only from the platform's notification path" in str(failure.value.cause)
+    assert await records.query(pool, workflow_id=handle.id) == []
+
+
+async def test_a_scan_the_platform_did_not_schedule_asks_no_register(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    from renkei.contracts.messages import ScanRequest
+    from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
+
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await client.start_workflow(
+            LIFE_EVENT_SCAN,
+            ScanRequest(
+                bpf="coming-of-age-pension-notice", executor="city-minato", age=18, on="birthday"
+            ),
+            id=f"rogue-scan-{uuid.uuid4().hex[:8]}",
+            task_queue=control_queue(settings.task_queue_prefix),
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "only from the platform's schedules" in str(failure.value.cause)
+    assert await records.query(pool, workflow_id=handle.id) == []

@@ -58,7 +58,9 @@ def _turning_18(settings: Settings) -> tuple[Person, dt.date]:
 async def _scan(client: Client, settings: Settings, day: dt.date) -> ScanResult:
     return await client.execute_workflow(
         LIFE_EVENT_SCAN,
-        ScanRequest(bpf=BPF, executor="city-minato", age=18, on="birthday", day=day),
+        ScanRequest(bpf=BPF, executor="city-minato", age=18, on="birthday", day=day).attested(
+            keys.load(settings).signer()
+        ),
         id=f"scan-test-{uuid.uuid4().hex[:8]}",
         task_queue=control_queue(settings.task_queue_prefix),
         result_type=ScanResult,

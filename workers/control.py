@@ -56,6 +56,7 @@ def control_worker(
             hub.translate,
             hub.scan_target,
             hub.case_refs,
+            hub.attest_starts,
         ],
         **options,  # type: ignore[arg-type]
     )

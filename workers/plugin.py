@@ -37,6 +37,8 @@ PASSTHROUGH = (
     "renkei.bpf.models",
     "renkei.bpf.expressions",
     "renkei.kernel.search_attributes",
+    "renkei.kernel.attest",
+    "cryptography",
     "opentelemetry",
 )
 

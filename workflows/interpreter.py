@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.contracts.names import agency_queue, query_activity, workflow_id
     from renkei.contracts.retries import HUB_RETRY, HUB_TIMEOUT, linkage_retry
     from renkei.kernel import search_attributes as sa
+    from renkei.kernel.attest import is_citizens
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
 
 
@@ -127,6 +128,22 @@ class BpfInterpreter:
             raise Failure.NOT_WAITING.error(
                 f"the flow is not waiting at step {response.step!r}", non_retryable=False
             )
+        hub = self._run.hub_signing  # None only in runs resolved before attestations
+        if (
+            response.by == "citizen"
+            and hub is not None
+            and not is_citizens(
+                hub,
+                response.attestation,
+                workflow.info().workflow_id,
+                response.step,
+                response.payload,
+            )
+        ):
+            raise Failure.INVALID_RESPONSE.error(
+                "an answer as the citizen comes only from the citizen's own portal session",
+                non_retryable=False,
+            )
         try:
             return validate_values(
                 found[0].wait.fields, response.payload, None, "a field of this response"
@@ -155,6 +172,8 @@ class BpfInterpreter:
                         subject=start.subject,
                         inputs=start.inputs,
                         parent=start.parent,
+                        trigger=start.trigger,
+                        attestation=start.attestation,
                     ),
                     start_to_close_timeout=HUB_TIMEOUT,
                     retry_policy=HUB_RETRY,
@@ -391,6 +410,7 @@ class BpfInterpreter:
             trigger=self._start.trigger,
             case_ref=case_ref,
             hold=self._start.hold,
+            attestation=self._start.attestation,
             # The child runs for this flow's purpose (for the top-level flow's, if this is itself
             # a child): the hub checks the child's task serves it, and the records name it.
             parent=self._start.parent

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.hub import HubActivities
     from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
+        AttestRequest,
         CaseRefRequest,
         CohortParams,
         LinkageRequest,
@@ -47,6 +48,8 @@ with workflow.unsafe.imports_passed_through():
     from whitelist.payloads import ResidentCohort
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+# Starts carry the platform's attestation (scans recorded before replay without it).
+PLATFORM_STARTS = "platform-starts-v1"
 
 
 def _years_before(d: date, years: int) -> date:
@@ -131,8 +134,24 @@ class LifeEventScan:
             ),
             start_to_close_timeout=HUB_TIMEOUT,
         )
+        words: list[str | None] = [None] * len(codes)
+        if workflow.patched(PLATFORM_STARTS):  # each start carries the platform's word
+            words = list(
+                await workflow.execute_local_activity_method(
+                    HubActivities.attest_starts,
+                    AttestRequest(
+                        bpf=req.bpf,
+                        executor=req.executor,
+                        starts=[
+                            (workflow_id(req.bpf, req.executor, ref), code)
+                            for code, ref in zip(codes, refs, strict=True)
+                        ],
+                    ),
+                    start_to_close_timeout=HUB_TIMEOUT,
+                )
+            )
         started = already = 0
-        for code, ref in zip(codes, refs, strict=True):
+        for code, ref, word in zip(codes, refs, words, strict=True):
             try:
                 await workflow.start_child_workflow(
                     req.bpf,
@@ -143,6 +162,7 @@ class LifeEventScan:
                         subject=code,
                         trigger="life-event",
                         case_ref=ref,
+                        attestation=word,
                     ),
                     id=workflow_id(req.bpf, req.executor, ref),
                     task_queue=workflow.info().task_queue,

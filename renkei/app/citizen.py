@@ -15,11 +15,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from renkei.app.client import RenkeiClient
+from renkei.contracts.messages import Acknowledged
+from renkei.kernel import attest
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
 from renkei.kernel.records import HUB
 from whitelist.decide import JST
@@ -183,3 +187,25 @@ class PortalClient:
             raise NotACitizen("this portal code is not known")
         response.raise_for_status()
         return RECORDS.validate_json(response.content)
+
+
+async def answer(
+    sdk: RenkeiClient,
+    portal: Ed25519PrivateKey,
+    workflow_id: str,
+    step: str,
+    payload: dict[str, Any],
+) -> Acknowledged:
+    """The citizen's own answer to a flow about them (their consent, a document), as their
+    portal session gives it: signed by the portal, so the flow knows it is the citizen's.
+
+    Call it only for the citizen signed in, about a flow whose subject they are (the portal's
+    route checks that, see :mod:`renkei.app.web.portal`).
+    """
+    return await sdk.respond(
+        workflow_id,
+        step,
+        payload,
+        by="citizen",
+        attestation=attest.citizen_response(portal, workflow_id, step, payload),
+    )

@@ -157,14 +157,19 @@ class RenkeiClient:
         wid: str,
         step: str,
         payload: dict[str, Any],
-        by: Literal["citizen", "agency", "operator"] = "citizen",
+        by: Literal["citizen", "agency", "operator"] = "agency",
+        attestation: str | None = None,
     ) -> Acknowledged:
-        """Answer a flow waiting at ``step``; raises :class:`ResponseRefused` with the reason."""
+        """Answer a flow waiting at ``step``; raises :class:`ResponseRefused` with the reason.
+
+        An answer ``by`` the citizen needs the ``attestation`` of the citizen's own portal
+        session (:func:`renkei.app.citizen.answer`); the flow refuses it otherwise.
+        """
         handle = self.client.get_workflow_handle(wid)
         try:
             ack: Acknowledged = await handle.execute_update(
                 "renkei.respond",
-                Response(step=step, payload=payload, by=by),
+                Response(step=step, payload=payload, by=by, attestation=attestation),
                 result_type=Acknowledged,
             )
         except WorkflowUpdateFailedError as err:
@@ -173,6 +178,17 @@ class RenkeiClient:
                 cause.message if isinstance(cause, ApplicationError) else str(err)
             ) from None
         return ack
+
+    async def started_with(self, wid: str) -> StartFlow:
+        """What the flow was started with (its first event's input, decrypted)."""
+        handle = self.client.get_workflow_handle(wid)
+        async for event in handle.fetch_history_events():
+            attrs = event.workflow_execution_started_event_attributes
+            [found] = await self.client.data_converter.decode(attrs.input.payloads, [StartFlow])
+            if not isinstance(found, StartFlow):
+                raise TypeError(f"{wid} was not started with a StartFlow")
+            return found
+        raise ValueError(f"{wid} has no history")
 
     async def waiting(self, wid: str) -> list[Waiting]:
         """What the flow waits for now (empty if nothing)."""

@@ -209,11 +209,18 @@ async def _long_running(
     out(
         f"  the citizen is shown: taxable income {shown.get('taxable_income')} (FY{shown.get('fiscal_year')})"
     )
+    from renkei.app.citizen import answer
+
+    portal = keys.load(settings).signer()  # the citizen answers in their own portal session
     try:
-        await client.respond(handle.id, "consent", {"agree": "yes"})
+        await client.respond(handle.id, "consent", {"agree": True}, by="citizen")
+    except Exception as err:
+        out(f"  an agency's answer in the citizen's name is refused: {err}")
+    try:
+        await answer(client, portal, handle.id, "consent", {"agree": "yes"})
     except Exception as err:
         out(f"  a malformed answer is refused, and the flow keeps waiting: {err}")
-    await client.respond(handle.id, "consent", {"agree": True})
+    await answer(client, portal, handle.id, "consent", {"agree": True})
     result = await handle.result()
     out(f"  consent given → outcome {result.outcome}: {result.result}\n")
     unexpected += result.outcome != "completed"
@@ -234,7 +241,7 @@ async def _long_running(
                 age=18,
                 on="birthday",
                 day=day,
-            ),
+            ).attested(portal),  # run by hand, by the platform's operator
             id=f"demo-{tag}-scan-{attempt[:5].strip()}",
             task_queue=control_queue(settings.task_queue_prefix),
             result_type=ScanResult,

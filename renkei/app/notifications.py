@@ -24,6 +24,8 @@ from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import StartFlow
+from renkei.contracts.names import workflow_id
+from renkei.kernel import attest, keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog, role_of
@@ -78,6 +80,7 @@ async def publish(
         n.occurred_on,
     )
     sdk = RenkeiClient(client, settings)
+    platform = keys.load(settings).signer()
     started: list[str] = []
     for found in await registry.runnable(pool, settings.mode):
         d = found.definition
@@ -87,15 +90,26 @@ async def publish(
                 for k, v in {"occurred_on": n.occurred_on.isoformat(), "event": n.event}.items()
                 if k in d.inputs
             }
+            code = await hub.code_at(executor, subject)
+            case_ref = hub.case_ref(executor, d.bpf, "ntf", f"{n.publisher}:{n.event_id}")
             handle = await sdk.start(
                 StartFlow(
                     bpf=d.bpf,
                     version=d.version,
                     executor=executor,
-                    subject=await hub.code_at(executor, subject),
+                    subject=code,
                     inputs=inputs,
                     trigger="notification",
-                    case_ref=hub.case_ref(executor, d.bpf, "ntf", f"{n.publisher}:{n.event_id}"),
+                    case_ref=case_ref,
+                    # The platform's word that this start is the notification's, not a claim.
+                    attestation=attest.trigger_start(
+                        platform,
+                        workflow_id(d.bpf, executor, case_ref),
+                        "notification",
+                        d.bpf,
+                        executor,
+                        code,
+                    ),
                 )
             )
             started.append(handle.id)

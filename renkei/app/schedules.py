@@ -33,6 +33,7 @@ from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import ScanRequest
 from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
+from renkei.kernel import keys
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 
@@ -75,6 +76,7 @@ async def desired(
     pool: asyncpg.Pool, settings: Settings, catalog: Catalog
 ) -> dict[str, ScanRequest]:
     out: dict[str, ScanRequest] = {}
+    signer = keys.load(settings).signer()  # the platform signs the scans it schedules
     for found in await registry.runnable(pool, settings.mode):
         d = found.definition
         for rule in d.life_events():
@@ -84,7 +86,7 @@ async def desired(
                 sid = f"{PREFIX}{d.bpf}/{org}/{rule.age}-{rule.on}"
                 out[sid] = ScanRequest(
                     bpf=d.bpf, version=d.version, executor=org, age=rule.age, on=rule.on
-                )
+                ).attested(signer)
     return out
 
 

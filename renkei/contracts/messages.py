@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from renkei.bpf.models import BpfDefinition
+from renkei.kernel import attest
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import Sealed
 
@@ -61,6 +63,11 @@ class StartFlow(BaseModel):
     parent: ParentFlow | None = Field(
         default=None, description="set only by a flow calling this one as its child"
     )
+    attestation: str | None = Field(
+        default=None,
+        description="set only by the platform's scan and notification paths: their signature"
+        " on a life-event or notification start (a child inherits its caller's)",
+    )
 
 
 class Pin(BaseModel):
@@ -80,6 +87,8 @@ class ResolveRequest(BaseModel):
     subject: str
     inputs: dict[str, Any]
     parent: ParentFlow | None = None
+    trigger: str = "counter"
+    attestation: str | None = None
 
 
 class ResolvedRun(BaseModel):
@@ -96,6 +105,11 @@ class ResolvedRun(BaseModel):
     )
     history_limit: int = Field(
         default=10_000, description="continue as new past this many history events"
+    )
+    hub_signing: str | None = Field(
+        default=None,
+        description="the hub's public key (base64), pinned in the run: a citizen's answer must"
+        " carry the portal's signature under it",
     )
 
 
@@ -193,7 +207,12 @@ class Response(BaseModel):
 
     step: str
     payload: dict[str, Any] = Field(default_factory=dict)
-    by: Literal["citizen", "agency", "operator"] = "citizen"
+    by: Literal["citizen", "agency", "operator"] = "agency"
+    attestation: str | None = Field(
+        default=None,
+        description="for an answer by the citizen: the signature of the citizen's own portal"
+        " session (renkei.kernel.attest); an answer claiming the citizen without it is refused",
+    )
 
 
 class Acknowledged(BaseModel):
@@ -231,6 +250,21 @@ class ScanRequest(BaseModel):
     day: dt.date | None = Field(
         default=None, description="the scan's day; default: the schedule's time (or today)"
     )
+    attestation: str | None = Field(
+        default=None,
+        description="the platform's signature on the scan (renkei.kernel.attest): only its"
+        " schedules (or its operator) start scans",
+    )
+
+    def attested(self, key: Ed25519PrivateKey) -> ScanRequest:
+        """This request, signed by the platform."""
+        return self.model_copy(
+            update={
+                "attestation": attest.scan_request(
+                    key, self.bpf, self.version, self.executor, self.age, self.on
+                )
+            }
+        )
 
 
 class ScanTarget(BaseModel):
@@ -252,6 +286,15 @@ class ScanResult(BaseModel):
     found: int
     started: int
     already: int
+
+
+class AttestRequest(BaseModel):
+    """The platform's word for each flow a scan starts: (workflow id, subject code) pairs."""
+
+    trigger: Literal["life-event"] = "life-event"
+    bpf: str
+    executor: str
+    starts: list[tuple[str, str]]
 
 
 class CaseRefRequest(BaseModel):

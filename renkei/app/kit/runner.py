@@ -33,7 +33,8 @@ from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import FlowResult, StartFlow
-from renkei.kernel import keys, records
+from renkei.contracts.names import workflow_id
+from renkei.kernel import attest, keys, records
 from renkei.kernel.pseudonyms import Pseudonyms, derive_code
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
@@ -126,14 +127,27 @@ async def _run_one(
     }
     kinds = d.trigger_kinds()
     trigger = next((t for t in kinds if t in ("counter", "portal")), kinds[0])
+    subject = code_at(scenario.subjects[0], scenario.executor)
+    case_ref = f"conformance-{uuid.uuid4().hex[:12]}"
+    word = None
+    if trigger in ("life-event", "notification"):  # the kit starts it as the platform would
+        word = attest.trigger_start(
+            keys.load(kit).signer(),
+            workflow_id(d.bpf, scenario.executor, case_ref),
+            trigger,
+            d.bpf,
+            scenario.executor,
+            subject,
+        )
     start = StartFlow(
         bpf=d.bpf,
         version=d.version,
         executor=scenario.executor,
-        subject=code_at(scenario.subjects[0], scenario.executor),
+        subject=subject,
         inputs=inputs,
         trigger=trigger,
-        case_ref=f"conformance-{uuid.uuid4().hex[:12]}",
+        case_ref=case_ref,
+        attestation=word,
     )
     sdk = RenkeiClient(client, kit)
     handle = await sdk.start(start)

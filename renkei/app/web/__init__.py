@@ -44,13 +44,19 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
         allow_headers=["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"],
     )
     app.include_router(codec_server.router(pool, EncryptionCodec(k.codec, accept_plaintext=True)))
+    sdk = RenkeiClient(client, settings) if client is not None else None
     app.include_router(
         portal.router(
-            pool, Pseudonyms(pool, k.hub_key), default_catalog(), portal.Sessions(k.hub_key)
+            pool,
+            Pseudonyms(pool, k.hub_key),
+            default_catalog(),
+            portal.Sessions(k.hub_key),
+            sdk,
+            k.signer(),  # the portal signs the citizen's own answers (renkei.kernel.attest)
         )
     )
-    if client is not None:
-        app.include_router(api.router(pool, RenkeiClient(client, settings)))
+    if sdk is not None:
+        app.include_router(api.router(pool, sdk))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -26,6 +26,8 @@ from whitelist.catalog import default_catalog
 
 TOKEN_PREFIX = "rka_"
 
+# What an agency may say started its flow; life events and notifications are the platform's.
+AGENCY_TRIGGERS = ("counter", "portal")
 # A refused start's HTTP status by its failure type; every other refusal is a 422.
 REFUSAL_STATUS = {Failure.NOT_AN_EXECUTOR: 403, Failure.PURPOSE_MISMATCH: 403}
 
@@ -52,7 +54,11 @@ class Started(BaseModel):
 class Answer(BaseModel):
     step: str
     payload: dict[str, Any] = Field(default_factory=dict)
-    by: Literal["citizen", "agency", "operator"] = "citizen"
+    by: Literal["citizen", "agency", "operator"] = Field(
+        default="agency",
+        description="who answers: the agency's own staff or an operator. `citizen` is refused"
+        " (403): the citizen answers only in their own portal session, never through an agency",
+    )
 
 
 class FlowState(BaseModel):
@@ -90,8 +96,14 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         """Start a flow (the caller is its executor); the same case reference returns the run."""
         if flow.executor != org:
             raise HTTPException(403, f"{org} cannot start flows as {flow.executor}")
-        if flow.resume is not None:
-            raise HTTPException(422, "resume is set only by a flow itself")
+        if flow.resume is not None or flow.parent is not None or flow.attestation is not None:
+            raise HTTPException(422, "resume, parent and attestation are set only by renkei")
+        if flow.trigger not in AGENCY_TRIGGERS:
+            raise HTTPException(
+                403,
+                f"an agency starts flows at its counter or portal; a {flow.trigger} start comes"
+                " only from the platform",
+            )
         try:
             _, inputs = await admit(
                 pool,
@@ -132,6 +144,12 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     async def respond(workflow_id: str, answer: Answer, org: Org) -> Acknowledged:
         """Answer a waiting step; refused with the reason if it does not validate."""
         own(org, workflow_id)
+        if answer.by == "citizen":
+            raise HTTPException(
+                403,
+                "an agency cannot answer as the citizen: the citizen answers in their own portal"
+                " session",
+            )
         try:
             return await sdk.respond(workflow_id, answer.step, answer.payload, answer.by)
         except ResponseRefused as err:

@@ -16,19 +16,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from temporalio.service import RPCError
 
 from renkei.app.citizen import (
     RECORDS,
     CitizenRecord,
     NotACitizen,
     RecordFilter,
+    answer,
     records_for_subject,
     subject_of_portal_code,
 )
+from renkei.app.client import RenkeiClient, ResponseRefused
 from renkei.app.web.i18n import LANGS, text
+from renkei.contracts.messages import Acknowledged
 from renkei.kernel.pseudonyms import Pseudonyms
 from whitelist.decide import JST
 from whitelist.models import Catalog
@@ -77,8 +83,20 @@ def _lang(request: Request, lang: str | None) -> str:
     return "en" if accept.lower().startswith("en") else "ja"
 
 
+class CitizenAnswer(BaseModel):
+    """The citizen's own answer to a step of a flow about them (their consent, a document)."""
+
+    step: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
 def router(
-    pool: asyncpg.Pool, pseudonyms: Pseudonyms, catalog: Catalog, sessions: Sessions
+    pool: asyncpg.Pool,
+    pseudonyms: Pseudonyms,
+    catalog: Catalog,
+    sessions: Sessions,
+    sdk: RenkeiClient | None = None,
+    portal_key: Ed25519PrivateKey | None = None,
 ) -> APIRouter:
     r = APIRouter()
 
@@ -101,6 +119,32 @@ def router(
         found = await records_for_subject(pool, catalog, subject, where)
         # Already validated models: serialise once, without FastAPI validating them again.
         return Response(RECORDS.dump_json(found), media_type="application/json")
+
+    async def citizen(request: Request) -> uuid.UUID:
+        """The citizen signed in: by the session cookie, or a portal code as bearer token."""
+        subject = sessions.subject(request.cookies.get(SESSION))
+        return subject if subject is not None else await bearer_subject(request)
+
+    @r.post("/api/citizen/flows/{workflow_id:path}/respond", response_model=Acknowledged)
+    async def respond(
+        workflow_id: str,
+        answer_: CitizenAnswer,
+        subject: Annotated[uuid.UUID, Depends(citizen)],
+    ) -> Acknowledged:
+        """Answer, as yourself, a flow about you that waits for you (its portal signs it)."""
+        if sdk is None or portal_key is None:
+            raise HTTPException(503, "flows cannot be answered here")
+        try:
+            started = await sdk.started_with(workflow_id)
+            mine = await pseudonyms.code_at(started.executor, subject) == started.subject
+        except (RPCError, ValueError, TypeError):
+            mine = False
+        if not mine:  # the same answer for no flow and for someone else's: no oracle
+            raise HTTPException(404, "no such flow about you")
+        try:
+            return await answer(sdk, portal_key, workflow_id, answer_.step, answer_.payload)
+        except ResponseRefused as err:
+            raise HTTPException(422, str(err)) from None
 
     @r.get("/", include_in_schema=False)
     async def home() -> Response:

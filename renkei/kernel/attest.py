@@ -1,0 +1,114 @@
+"""Attestations: the platform's signed word for what only it may say.
+
+Two claims in a flow's input are worth nothing unless the platform vouches for them:
+
+* a response **by the citizen** (consent, a document): only the citizen's own portal session
+  makes one, and the portal signs it; an agency, or any process that reaches Temporal, cannot;
+* a start **by a life event or a change notification**: only the platform's scan and its
+  notification path start such flows, and they sign the start.
+
+The signature is the hub's Ed25519 key over a canonical message; the interpreter checks a
+citizen's response against the hub key pinned in the run (deterministic, so it replays), the hub
+checks a start's trigger when it resolves the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def _citizen(workflow_id: str, step: str, payload: dict[str, Any]) -> bytes:
+    return f"renkei/citizen-response/v1|{workflow_id}|{step}|{_digest(payload)}".encode()
+
+
+def _trigger(workflow_id: str, trigger: str, bpf: str, executor: str, subject: str) -> bytes:
+    return f"renkei/trigger/v1|{workflow_id}|{trigger}|{bpf}|{executor}|{subject}".encode()
+
+
+def _sign(key: Ed25519PrivateKey, message: bytes) -> str:
+    return base64.b64encode(key.sign(message)).decode()
+
+
+def _holds(public: Ed25519PublicKey | str, signature: str | None, message: bytes) -> bool:
+    if not signature:
+        return False
+    if isinstance(public, str):
+        try:
+            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
+        except ValueError:
+            return False
+    try:
+        public.verify(base64.b64decode(signature), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def citizen_response(
+    key: Ed25519PrivateKey, workflow_id: str, step: str, payload: dict[str, Any]
+) -> str:
+    """The portal's signature on the citizen's own answer to ``step`` of ``workflow_id``."""
+    return _sign(key, _citizen(workflow_id, step, payload))
+
+
+def is_citizens(
+    hub: Ed25519PublicKey | str,
+    signature: str | None,
+    workflow_id: str,
+    step: str,
+    payload: dict[str, Any],
+) -> bool:
+    return _holds(hub, signature, _citizen(workflow_id, step, payload))
+
+
+def trigger_start(
+    key: Ed25519PrivateKey, workflow_id: str, trigger: str, bpf: str, executor: str, subject: str
+) -> str:
+    """The platform's signature on a start it made for a life event or a notification."""
+    return _sign(key, _trigger(workflow_id, trigger, bpf, executor, subject))
+
+
+def is_platform_start(
+    hub: Ed25519PublicKey,
+    signature: str | None,
+    workflow_id: str,
+    trigger: str,
+    bpf: str,
+    executor: str,
+    subject: str,
+) -> bool:
+    return _holds(hub, signature, _trigger(workflow_id, trigger, bpf, executor, subject))
+
+
+def _scan(bpf: str, version: int | None, executor: str, age: int, on: str) -> bytes:
+    return f"renkei/scan/v1|{bpf}|{version or ''}|{executor}|{age}|{on}".encode()
+
+
+def scan_request(
+    key: Ed25519PrivateKey, bpf: str, version: int | None, executor: str, age: int, on: str
+) -> str:
+    """The platform's signature on a life-event scan it schedules (or runs by hand)."""
+    return _sign(key, _scan(bpf, version, executor, age, on))
+
+
+def is_platform_scan(
+    hub: Ed25519PublicKey,
+    signature: str | None,
+    bpf: str,
+    version: int | None,
+    executor: str,
+    age: int,
+    on: str,
+) -> bool:
+    return _holds(hub, signature, _scan(bpf, version, executor, age, on))
