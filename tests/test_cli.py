@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from renkei.app.client import RenkeiClient
+from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 
-from .helpers import run
+from .helpers import allowance_check, run, shibuya_family
+from .helpers import code as code_of
 
 
 def test_whitelist_check_allows_with_the_row(cli: CliRunner) -> None:
@@ -92,6 +96,29 @@ def test_bpf_list_shows_registered_versions(cli: CliRunner) -> None:
     assert "child-allowance-check\tv1" in out and "vaccination-relief-medical-check\tv1" in out
 
 
-def test_records_lists_what_the_flows_wrote(cli: CliRunner) -> None:
-    code, _ = run(cli, "records", "list", "--limit", "5")
+async def test_records_lists_what_the_flows_wrote(
+    env: RenkeiClient, cli: CliRunner, settings: Settings
+) -> None:
+    flow = allowance_check(settings)
+    handle = await env.start(flow)
+    await handle.result()
+    # The command runs its own event loop: off this one, as a user would run it beside the flows.
+    code, out = await asyncio.to_thread(run, cli, "records", "list", "--workflow", handle.id)
     assert code == 0
+    rows = [ln.split("\t") for ln in out.splitlines() if "\t" in ln]
+    # keeper#seq, decided at, outcome, requester→provider, info, task, law, bpf, workflow, step
+    assert {(r[0].split("#")[0], r[2], r[3], r[4], r[9]) for r in rows} == {
+        (keeper, "allowed", f"city-minato→{provider}", info, step)
+        for step, provider, info in (
+            ("tax", "city-shibuya", "local-tax"),
+            ("pension", "jps", "pension-benefit"),
+        )
+        for keeper in ("city-minato", "hub", provider)
+    }
+    assert len(rows) == 6 and all(r[8] == handle.id for r in rows)
+    assert "6 records" in out
+    # Each keeper's code for the subject (the hub's is the subject id) stays in the database.
+    parent = shibuya_family(settings).members[0]
+    codes = [code_of(settings, org, parent) for org in ("city-minato", "city-shibuya", "jps")]
+    assert flow.subject in codes
+    assert not any(c in out for c in [*codes, str(parent.subject_id)])

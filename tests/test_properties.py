@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 
 from renkei.app.client import RenkeiClient
+from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
 from renkei.bpf.validation import validate
 from renkei.contracts.messages import CASE_REF, StartFlow
@@ -176,6 +177,7 @@ JSON = st.recursive(
     max_leaves=6,
 )
 NOT_TEXT = st.none() | st.booleans() | st.integers() | st.lists(st.integers(), max_size=2)
+CODE_LIKE = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", min_size=19, max_size=21)
 
 
 @st.composite
@@ -209,7 +211,12 @@ def broken_start(draw: st.DrawFn, valid: dict[str, Any]) -> Any:
         elif fault == "wrong-type":
             body[draw(st.sampled_from(["bpf", "executor", "subject", "case_ref"]))] = draw(NOT_TEXT)
         elif fault == "bad-subject":
-            body["subject"] = draw(st.text(max_size=30).filter(lambda s: len(s) != 43))
+            # Anything but an agency-specific code: near misses of one, and any text.
+            body["subject"] = draw(
+                (CODE_LIKE | CODE_LIKE.map(str.lower) | st.text(max_size=30)).filter(
+                    lambda s: not SUBJECT_CODE.match(s)
+                )
+            )
         elif fault == "bad-case-ref":
             body["case_ref"] = draw(
                 st.text(max_size=80).filter(lambda s: not re.fullmatch(CASE_REF, s))

@@ -10,12 +10,14 @@ import pytest
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from typer.testing import CliRunner
 
 from activities.agencies import providers_for
+from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys, records
+from renkei.kernel import search_attributes as sa
 from renkei.kernel.codec import ENCODING, EncryptionCodec
 from renkei.kernel.pseudonyms import (
     PORTAL,
@@ -202,7 +204,7 @@ async def test_raw_history_holds_no_personal_value_in_clear(
     done = await env.start(child_rearing(settings, head, spouse))
     await done.result()
     denied = await env.start(child_rearing(settings, head, municipality="jps"))
-    with pytest.raises(WorkflowFailureError):
+    with pytest.raises(WorkflowFailureError) as failed:
         await denied.result()
 
     personal = [
@@ -243,7 +245,11 @@ async def test_raw_history_holds_no_personal_value_in_clear(
         assert attrs and not any(v in attrs for v in personal)
     # And the denial is there, decrypted, for whoever holds the key.
     described = await denied.describe()
-    assert described.status is not None
+    assert described.status == WorkflowExecutionStatus.FAILED
+    assert described.typed_search_attributes.get(sa.STATUS) == "denied"
+    cause = failed.value.cause
+    assert Failure.LINKAGE_DENIED.caused(cause)
+    assert "denied by the whitelist" in str(cause)
 
 
 async def test_payloads_encrypted_under_a_retired_key_still_decrypt(settings: Settings) -> None:
