@@ -1,0 +1,83 @@
+"""What a drawing says about a query: who provides it, and under which legal references.
+
+The provider is a literal org, the executor's own records, an input naming the org, or another
+expression; the legal references are those of the whitelist rows that permit the query for
+any of the definition's executors, from any org that could be its provider.
+
+Domain code: imports no ``temporalio``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from renkei.bpf.expressions import embedded
+from renkei.bpf.models import BpfDefinition, QueryStep
+from whitelist.decide import WhitelistIndex
+from whitelist.models import Catalog
+
+
+def legal_references(
+    d: BpfDefinition, q: QueryStep, catalog: Catalog, index: WhitelistIndex, at: dt.date
+) -> list[str]:
+    """The legal references under which the whitelist permits this query, for any executor.
+
+    Args:
+        d: The definition the query is a step of.
+        q: The query step.
+        catalog: The organisations (their roles, the info items each serves).
+        index: The whitelist.
+        at: The day the whitelist is read for.
+
+    Returns:
+        The references, sorted; empty if no row permits the query.
+    """
+    requesters: list[set[str]] = []
+    for e in d.owners.executors:
+        requesters.append(
+            {e.removeprefix("role:")} if e.startswith("role:") else set(catalog.org_roles(e))
+        )
+    expr = embedded(q.query.provider)
+    if expr is None:
+        providers = [q.query.provider]
+    elif expr == "executor":
+        providers = [o.id for o in catalog.orgs.values() if q.query.info in o.serves]
+    else:
+        m = re.fullmatch(r"inputs\.(\w+)", expr)
+        spec = d.inputs.get(m.group(1)) if m else None
+        providers = [
+            o.id
+            for o in catalog.orgs.values()
+            if (spec is None or spec.role is None or spec.role in o.roles)
+            and q.query.info in o.serves
+        ] or list(catalog.orgs)
+    found: set[str] = set()
+    for roles in requesters:
+        for org in providers:
+            if org not in catalog.orgs:
+                continue
+            decision = index.decide(roles, d.task, catalog.org_roles(org), q.query.info, at)
+            if decision.allowed:
+                found.add(decision.legal_reference)
+    return sorted(found)
+
+
+def provider_label(d: BpfDefinition, q: QueryStep) -> str:
+    """How a drawing names a query's provider.
+
+    Args:
+        d: The definition the query is a step of.
+        q: The query step.
+
+    Returns:
+        The org for a literal provider, ``(its own records)`` for the executor,
+        ``(input NAME)`` for an input, else the expression itself in ``${…}``.
+    """
+    expr = embedded(q.query.provider)
+    if expr is None:
+        return q.query.provider
+    if expr == "executor":
+        return "(its own records)"
+    m = re.fullmatch(r"inputs\.(\w+)", expr)
+    return f"(input {m.group(1)})" if m else f"(${{{expr}}})"
