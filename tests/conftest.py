@@ -53,7 +53,7 @@ def database_url() -> AsyncIterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _external_database(url: str):  # type: ignore[no-untyped-def]
+def _external_database(url: str):
     import asyncio
 
     name = f"renkei_test_{uuid.uuid4().hex[:8]}"
@@ -146,7 +146,7 @@ def settings(base_settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def catalog():  # type: ignore[no-untyped-def]
+def catalog():
     return default_catalog()
 
 

@@ -90,7 +90,7 @@ async def _counts(pool: asyncpg.Pool, month: str) -> tuple[dict, dict]:  # type:
     return queries, provisions
 
 
-async def test_the_report_matches_the_records_exactly(env, pool, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+async def test_the_report_matches_the_records_exactly(env, pool, settings: Settings) -> None:
     h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "family")
     for _ in range(2):
         await (await env.start(child_rearing(settings, h.members[0], h.members[1]))).result()
@@ -152,7 +152,7 @@ async def test_the_report_matches_the_records_exactly(env, pool, settings: Setti
     assert HUB in {c.keeper for c in found.chains}
 
 
-def test_the_cli_prints_the_same_report_as_json_and_csv(cli, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_cli_prints_the_same_report_as_json_and_csv(cli, settings: Settings) -> None:
     month = dt.datetime.now(JST).strftime("%Y-%m")
     code, out = run(cli, "billing", "report", "--month", month)
     assert code == 0, out

@@ -67,7 +67,7 @@ async def web(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[str]:
 
 async def test_citizen_page_on_a_phone_in_both_languages(
     browser, env, web: str, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from .test_web import portal_code
 
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
@@ -137,7 +137,7 @@ async def _workflow_page_text(page: Any, settings: Settings, workflow_id: str) -
 
 async def test_temporal_ui_shows_clear_payloads_only_to_a_signed_in_operator(
     browser, env, web: str, pool: asyncpg.Pool, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
     secret = code(settings, "pref-tokyo", h.members[0])
     handle = await env.start(
@@ -191,7 +191,7 @@ async def test_temporal_ui_shows_clear_payloads_only_to_a_signed_in_operator(
     assert granted > 0
 
 
-async def test_the_bpf_catalog_renders_for_citizens(browser) -> None:  # type: ignore[no-untyped-def]
+async def test_the_bpf_catalog_renders_for_citizens(browser) -> None:
     from renkei.app.catalog_page import render
     from renkei.bpf.loader import definition_files, load_file
     from renkei.bpf.models import QueryStep, walk

@@ -96,7 +96,7 @@ def _slowed(
 
 async def test_kill_9_of_a_providers_worker_mid_linkage(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "retry-probe.yaml")  # 3 s per attempt, 5 attempts
     h = pick(settings, lambda h: h.municipality == "city-shibuya")
     shibuya = worker(
@@ -135,7 +135,7 @@ async def test_kill_9_of_a_providers_worker_mid_linkage(
 
 async def test_kill_9_of_the_control_worker_mid_flow(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     entered = asyncio.Event()
     control = worker(settings, _address(client), "control")
     try:
@@ -171,7 +171,7 @@ def _own_temporal() -> Iterator[tuple[Path, int, int]]:
 
 async def test_temporal_restart_with_100_flows_in_flight(
     pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     with _own_temporal() as (folder, port, ui_port):
         server = start_temporal(folder, port, ui_port)
         try:
@@ -235,7 +235,7 @@ async def _own_postgres(settings: Settings) -> AsyncIterator[tuple[object, Setti
 
 async def test_postgres_down_for_30_s_during_a_run(
     client: Client, settings: Settings, catalog
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     async with _own_postgres(settings) as (server, own, pool):
         url = own.database_url
         assert url
@@ -270,7 +270,7 @@ async def test_postgres_down_for_30_s_during_a_run(
 
 async def test_a_hanging_provider_times_out_and_retries_as_defined(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "retry-probe.yaml")  # 3 s per attempt, 5 attempts
     stuck, slow = [h for h in households(settings) if h.municipality == "city-shibuya"][:2]
     at_shibuya = {code(settings, "city-shibuya", h.members[0]): h for h in (stuck, slow)}

@@ -35,7 +35,7 @@ async def _records(
     ]
 
 
-async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> None:
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     head, spouse = h.members[0], h.members[1]
     handle = await env.start(child_rearing(settings, head, spouse))
@@ -66,7 +66,7 @@ async def test_cohabiting_couple_counts_both_incomes(env, pool, settings) -> Non
     }
 
 
-async def test_single_parent_counts_own_income_only(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_single_parent_counts_own_income_only(env, pool, settings) -> None:
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
     handle = await env.start(child_rearing(settings, h.members[0]))
     result = await handle.result()
@@ -78,7 +78,7 @@ async def test_single_parent_counts_own_income_only(env, pool, settings) -> None
     assert [r.step for r in await _records(pool, handle.id)] == ["household", "own_only"]
 
 
-async def test_vaccination_relief_reads_the_insurers_payments(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_vaccination_relief_reads_the_insurers_payments(env, pool, settings) -> None:
     from .helpers import households
 
     person = next(
@@ -106,7 +106,7 @@ async def test_vaccination_relief_reads_the_insurers_payments(env, pool, setting
     )
 
 
-async def test_vaccination_relief_rejects_an_uninsured_applicant(env, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_vaccination_relief_rejects_an_uninsured_applicant(env, settings) -> None:
     from .helpers import households
 
     person = next(
@@ -128,7 +128,7 @@ async def test_vaccination_relief_rejects_an_uninsured_applicant(env, settings) 
     assert result.outcome == "rejected" and "not insured" in (result.reason or "")
 
 
-async def test_child_allowance_queries_two_providers_in_parallel(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_child_allowance_queries_two_providers_in_parallel(env, pool, settings) -> None:
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
     handle = await env.start(
         start(
@@ -152,7 +152,7 @@ async def test_child_allowance_queries_two_providers_in_parallel(env, pool, sett
 
 async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_recorded(
     client, pool, settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     calls: list[str] = []
 
     async def spy(req: LinkageRequest) -> LocalTax:
@@ -181,7 +181,7 @@ async def test_provider_chosen_at_run_time_outside_the_whitelist_is_denied_and_r
 
 async def test_nonconformant_definition_cannot_be_registered_or_started(
     env, pool, settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     loaded = load_file(SAMPLES_DIR / "nonconformant" / "child-allowance-medical-peek.yaml")
     errors = [
         i
@@ -207,7 +207,7 @@ async def test_nonconformant_definition_cannot_be_registered_or_started(
     assert await _records(pool, handle.id) == []
 
 
-async def test_invalid_inputs_are_refused_before_the_start(env, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_invalid_inputs_are_refused_before_the_start(env, settings) -> None:
     h = pick(settings, lambda h: h.municipality == "city-minato")
     with pytest.raises(
         ValueError, match="previous_municipality: the org does not hold role municipal-mayor"
@@ -231,7 +231,7 @@ async def test_invalid_inputs_are_refused_before_the_start(env, settings) -> Non
         )
 
 
-async def test_an_executor_not_named_by_the_definition_cannot_run_it(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_an_executor_not_named_by_the_definition_cannot_run_it(env, pool, settings) -> None:
     h = pick(settings, lambda h: h.municipality == "city-minato")
     handle = await env.start(
         start(
@@ -246,7 +246,7 @@ async def test_an_executor_not_named_by_the_definition_cannot_run_it(env, pool, 
     assert "not an executor" in str(failure.value.cause)
 
 
-async def test_same_case_reference_returns_the_same_run(env, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_same_case_reference_returns_the_same_run(env, settings) -> None:
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
     req = start(
         "child-allowance-check",
@@ -261,7 +261,7 @@ async def test_same_case_reference_returns_the_same_run(env, settings) -> None: 
     assert (await second.describe()).run_id == first.result_run_id
 
 
-async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client, settings) -> None:
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
     req = start(
         "child-allowance-check",
@@ -288,7 +288,7 @@ async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client,
 
 async def test_one_record_per_linkage_despite_a_forced_retry(
     client, pool, settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "retry-probe.yaml")
     real = municipality_providers("city-shibuya", pool)["local-tax"]
     attempts: list[int] = []
@@ -322,7 +322,7 @@ async def test_one_record_per_linkage_despite_a_forced_retry(
 
 async def test_one_record_per_linkage_across_a_worker_restart(
     client, pool, settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "retry-probe.yaml")
     entered = asyncio.Event()
     stuck = asyncio.Event()
@@ -354,7 +354,7 @@ async def test_one_record_per_linkage_across_a_worker_restart(
     assert rec.outcome == "allowed" and rec.step == "tax"
 
 
-async def test_unknown_subject_code_fails_without_naming_it(env, pool, settings) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_subject_code_fails_without_naming_it(env, pool, settings) -> None:
     fake = "A" * 20
     handle = await env.start(
         start(
@@ -370,7 +370,7 @@ async def test_unknown_subject_code_fails_without_naming_it(env, pool, settings)
     assert "no subject is enrolled" in str(failure.value.cause)
 
 
-async def test_search_attributes_are_registered_idempotently(client) -> None:  # type: ignore[no-untyped-def]
+async def test_search_attributes_are_registered_idempotently(client) -> None:
     from renkei.kernel.search_attributes import ensure_registered
 
     assert await ensure_registered(client, "default") == []

@@ -36,7 +36,7 @@ SAMPLES = sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
 
 async def _kit(
     client, pool, settings, catalog, live_whitelist, bpf, version=None, scenario_set=None
-) -> Report:  # type: ignore[no-untyped-def]
+) -> Report:
     return await run_scenarios(
         client,
         pool,
@@ -52,7 +52,7 @@ async def _kit(
 @pytest.mark.parametrize("bpf", SAMPLES)
 async def test_every_sample_bpf_passes_its_scenario_set(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, bpf: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     report = await _kit(client, pool, settings, catalog, live_whitelist, bpf)
     assert report.passed, report.summary()
     assert len(report.scenarios) >= 2
@@ -61,7 +61,7 @@ async def test_every_sample_bpf_passes_its_scenario_set(
 
 async def test_the_kit_reports_a_wrong_expectation_and_a_bad_answer(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     good = scenarios_for("vaccination-relief-medical-check")
     first = good.scenarios[0]
     wrong = first.model_copy(
@@ -105,7 +105,7 @@ def _variant(bpf: str, version: int = 1) -> tuple[str, object]:
 
 async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     bpf = f"vaccination-lc-{uuid.uuid4().hex[:6]}"
     _, loaded = _variant(bpf)
     assert await registry.register(pool, loaded)  # type: ignore[arg-type]
@@ -200,7 +200,7 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
 @pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # the broken provider's
 async def test_sample_providers_meet_their_contracts_and_a_broken_one_does_not(
     pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     hub_key = keys.load(settings).hub_key
     for org in ("city-minato", "kyokai-kenpo", "jps"):
         known = {
@@ -236,7 +236,7 @@ async def test_sample_providers_meet_their_contracts_and_a_broken_one_does_not(
     assert failed["local-tax"] == "raised RuntimeError: KeyError in the tax ledger"
 
 
-def test_lifecycle_commands_refuse_a_skip(cli, pool) -> None:  # type: ignore[no-untyped-def]
+def test_lifecycle_commands_refuse_a_skip(cli, pool) -> None:
     from .helpers import run
 
     code, out = run(cli, "bpf", "operate", "child-allowance-check", "1", "--as", "city-minato")

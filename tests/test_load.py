@@ -35,7 +35,7 @@ async def test_1000_concurrent_flows_from_four_client_processes(
     settings: Settings,
     catalog,
     live_whitelist,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     starts = [allowance_check(settings, i) for i in range(FLOWS)]
     files = []

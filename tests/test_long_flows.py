@@ -29,7 +29,7 @@ def _applicant(settings: Settings) -> str:
     return code(settings, "city-minato", h.members[0])
 
 
-async def _waiting(handle, step: str, within: float = 10) -> list[Waiting]:  # type: ignore[no-untyped-def]
+async def _waiting(handle, step: str, within: float = 10) -> list[Waiting]:
     for _ in range(int(within * 10)):
         found: list[Waiting] = await handle.query("renkei.waiting", result_type=list[Waiting])
         if any(w.step == step for w in found):
@@ -40,7 +40,7 @@ async def _waiting(handle, step: str, within: float = 10) -> list[Waiting]:  # t
 
 async def test_consent_given_after_a_preview_completes_the_flow(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})  # 30 days ≈ 4 minutes
     async with workers(client, pool, slow, catalog, live_whitelist):
@@ -71,7 +71,7 @@ async def test_consent_given_after_a_preview_completes_the_flow(
 
 async def test_consent_refused_and_malformed_responses(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})
     async with workers(client, pool, slow, catalog, live_whitelist):
@@ -102,7 +102,7 @@ async def test_consent_refused_and_malformed_responses(
 
 async def test_a_30_day_wait_reminds_before_and_times_out(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "consent-probe.yaml")
     fast = settings.model_copy(update={"test_time_scale": 1e-6})  # 30 days ≈ 2.6 s
     async with workers(client, pool, fast, catalog, live_whitelist):
@@ -125,7 +125,7 @@ async def test_a_30_day_wait_reminds_before_and_times_out(
 
 async def test_sleep_until_months_ahead_then_continue(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "sleep-probe.yaml")
     fast = settings.model_copy(update={"test_time_scale": 5e-7})  # 4 months ≈ 5 s
     async with workers(client, pool, fast, catalog, live_whitelist):
@@ -146,7 +146,7 @@ async def test_sleep_until_months_ahead_then_continue(
 
 async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_survives_continue_as_new(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "one-stop-probe.yaml")
     h = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
     subject = code(settings, "city-minato", h.members[0])
@@ -183,7 +183,7 @@ async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_surviv
 
 async def test_starting_twice_with_one_case_reference_is_one_run(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})
     async with workers(client, pool, slow, catalog, live_whitelist):
@@ -198,7 +198,7 @@ async def test_starting_twice_with_one_case_reference_is_one_run(
 
 async def test_the_http_api_starts_answers_and_reads_a_portal_application(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import httpx
 
     from renkei.app.web import serving

@@ -17,7 +17,7 @@ from .processes import ROOT, worker
 
 async def test_control_and_two_agencies_as_processes_complete_a_flow(
     client: Client, pool, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     address = client.service_client.config.target_host
     procs = [
         worker(settings, address, "control"),
@@ -46,7 +46,7 @@ async def test_control_and_two_agencies_as_processes_complete_a_flow(
     assert all(p.process.returncode == 0 for p in procs), [p.output for p in procs]
 
 
-def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env["RENKEI_DATA_DIR"] = str(tmp_path)
     done = subprocess.run(

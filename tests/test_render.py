@@ -102,7 +102,7 @@ def test_import_names_what_it_cannot_read() -> None:
         from_bpmn("<definitions")
 
 
-def test_the_exported_json_schema_accepts_the_samples_and_rejects_a_typo(cli) -> None:  # type: ignore[no-untyped-def]
+def test_the_exported_json_schema_accepts_the_samples_and_rejects_a_typo(cli) -> None:
     import jsonschema
     from ruamel.yaml import YAML
 
@@ -119,7 +119,7 @@ def test_the_exported_json_schema_accepts_the_samples_and_rejects_a_typo(cli) ->
     assert list(validator.iter_errors(doc))
 
 
-def test_render_command_writes_each_format(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_render_command_writes_each_format(cli, tmp_path: Path) -> None:
     from .helpers import run
 
     _needs_dot()

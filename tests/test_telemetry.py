@@ -47,7 +47,7 @@ def _texts(span: ReadableSpan) -> list[str]:
 
 async def test_one_trace_spans_the_flow_and_every_linkage_and_metrics_are_served(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     trace.set_tracer_provider(PROVIDER)  # renkei's own spans (the whitelist gate, the hub)
     EXPORTED.clear()
     port = free_port()

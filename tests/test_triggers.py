@@ -69,7 +69,7 @@ async def _scan(client: Client, settings: Settings, day: dt.date) -> ScanResult:
 
 async def test_a_scan_run_twice_starts_each_persons_flow_once(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     person, day = _turning_18(settings)
     hub = Pseudonyms(pool, keys.load(settings).hub_key)
     async with workers(client, pool, settings, catalog, live_whitelist):
@@ -97,7 +97,7 @@ async def test_a_scan_run_twice_starts_each_persons_flow_once(
 
 async def test_schedules_follow_the_definitions_and_a_backfill_starts_nothing_twice(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     person, day = _turning_18(settings)
     try:
         report = await sync(client, pool, settings, catalog)
@@ -157,7 +157,7 @@ async def test_schedules_follow_the_definitions_and_a_backfill_starts_nothing_tw
         assert set(gone.deleted) >= {s for s in report.created}
 
 
-async def _eventually_result(client: Client, settings: Settings, wid: str):  # type: ignore[no-untyped-def]
+async def _eventually_result(client: Client, settings: Settings, wid: str):
     while True:
         try:
             return await sdk(client, settings).result(wid)
@@ -180,7 +180,7 @@ async def _completed_scans(client: Client, settings: Settings, n: int) -> list[s
 
 async def test_a_notification_delivered_twice_is_processed_once(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     h = next(
         h for h in households(settings) if h.municipality == "city-minato" and h.kind == "family"
     )

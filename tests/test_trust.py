@@ -75,7 +75,7 @@ async def test_malformed_individual_numbers_are_refused_without_echoing_them(
 
 async def test_three_agencies_each_see_only_their_own_code(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     received: dict[str, list[LinkageRequest]] = {}
 
     def spying(org: str) -> dict[str, Any]:
@@ -198,7 +198,7 @@ async def _raw_history(client: Client, workflow_id: str) -> list[Any]:
 
 async def test_raw_history_holds_no_personal_value_in_clear(
     env, client: Client, pool: asyncpg.Pool, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     head, spouse = h.members[0], h.members[1]
     done = await env.start(child_rearing(settings, head, spouse))

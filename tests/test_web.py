@@ -137,7 +137,7 @@ async def test_codec_server_lets_the_temporal_ui_call_it_with_the_operator_cooki
 
 async def test_temporal_cli_shows_history_through_the_codec_server(
     env, web: str, pool: asyncpg.Pool, settings: Settings, client
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "single-parent")
     handle = await env.start(child_rearing(settings, h.members[0]))
     await handle.result()
@@ -205,7 +205,7 @@ async def _hub_records(pool: asyncpg.Pool, person: Person) -> set[tuple[str, str
 
 async def test_each_citizen_gets_exactly_their_own_records(
     env, web: str, pool: asyncpg.Pool, settings: Settings
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     couple = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     head, spouse = couple.members[0], couple.members[1]
     moved = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-shibuya")
@@ -282,7 +282,7 @@ async def test_the_records_api_refuses_without_a_known_portal_code(web: str) -> 
 
 async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itself(
     env, pool: asyncpg.Pool, settings: Settings, catalog
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
     person = h.members[0]
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=90)

@@ -18,12 +18,12 @@ TODAY = dt.date(2026, 11, 26)
 
 
 @pytest.fixture(scope="module")
-def rows(catalog_module):  # type: ignore[no-untyped-def]
+def rows(catalog_module):
     return load_annex2(catalog_module)
 
 
 @pytest.fixture(scope="module")
-def catalog_module():  # type: ignore[no-untyped-def]
+def catalog_module():
     from whitelist.catalog import default_catalog
 
     return default_catalog()
@@ -34,7 +34,7 @@ def _csv_rows() -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def test_every_statutory_row_of_annex2_becomes_structured_entries(rows) -> None:  # type: ignore[no-untyped-def]
+def test_every_statutory_row_of_annex2_becomes_structured_entries(rows) -> None:
     statutory = _csv_rows()
     assert len(statutory) == 259
     texts = {r.legal_text for r in rows}
@@ -51,7 +51,7 @@ def test_item_numbers_convert_from_kanji() -> None:
     assert item_number("五十六の二") == "56-2"
 
 
-def test_every_row_is_allowed_for_its_own_roles_and_denied_for_another_task(rows) -> None:  # type: ignore[no-untyped-def]
+def test_every_row_is_allowed_for_its_own_roles_and_denied_for_another_task(rows) -> None:
     index = WhitelistIndex(rows)
     for row in rows:
         d = index.decide([row.requester_role], row.task, [row.provider_role], row.info, TODAY)
@@ -87,7 +87,7 @@ def test_every_row_is_allowed_for_its_own_roles_and_denied_for_another_task(rows
 )
 def test_sample_linkages_are_permitted_by_their_rows(
     catalog_module, rows, requester, task, provider, info, item
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     d = WhitelistIndex(rows).decide(
         catalog_module.org_roles(requester), task, catalog_module.org_roles(provider), info, TODAY
     )
@@ -106,7 +106,7 @@ def test_sample_linkages_are_permitted_by_their_rows(
 )
 def test_linkages_outside_the_table_are_denied_with_a_reason(
     catalog_module, rows, requester, task, provider, info
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     d = WhitelistIndex(rows).decide(
         catalog_module.org_roles(requester), task, catalog_module.org_roles(provider), info, TODAY
     )
@@ -139,7 +139,7 @@ def test_a_row_only_allows_within_its_validity_period() -> None:
     assert not index.decide(*args, dt.date(2019, 12, 31)).allowed
 
 
-def test_decision_looks_up_role_pairs_not_the_table(rows) -> None:  # type: ignore[no-untyped-def]
+def test_decision_looks_up_role_pairs_not_the_table(rows) -> None:
     big = WhitelistIndex(
         list(rows)
         + [
@@ -158,7 +158,7 @@ def test_decision_looks_up_role_pairs_not_the_table(rows) -> None:  # type: igno
     assert d.allowed
 
 
-async def test_store_round_trips_the_real_table(pool: asyncpg.Pool, rows) -> None:  # type: ignore[no-untyped-def]
+async def test_store_round_trips_the_real_table(pool: asyncpg.Pool, rows) -> None:
     stored = await store.fetch_rows(pool, "source = 'annex2-2015'")
     assert sorted(stored, key=lambda r: r.id) == sorted(rows, key=lambda r: r.id)
 
