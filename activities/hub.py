@@ -40,7 +40,7 @@ from renkei.contracts.messages import (
 )
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import SCAN_TIMEOUT
-from renkei.kernel import records, telemetry
+from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import is_platform_scan, is_platform_start, trigger_start
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.decide import decide_linkage
@@ -109,6 +109,13 @@ class HubActivities:
                     f"a {req.trigger} start comes only from the platform's"
                     f" {'scan' if req.trigger == 'life-event' else 'notification path'}"
                 )
+        if req.hold is not None and req.parent is None:  # a child carries its caller's hold
+            try:
+                await holds.check(
+                    self._pool, req.executor, req.hold.approval, req.hold.reason, req.hold.until
+                )
+            except holds.HoldNotApproved as err:
+                raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
         roles = self._catalog.org_roles(req.executor)
         schemas = {
             s.query.info: self._catalog.info_items[s.query.info].schema_name

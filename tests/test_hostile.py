@@ -673,3 +673,77 @@ async def test_a_scan_the_platform_did_not_schedule_asks_no_register(
             await handle.result()
     assert "only from the platform's schedules" in str(failure.value.cause)
     assert await records.query(pool, workflow_id=handle.id) == []
+
+
+# -- disclosure holds: lawful, approved by a second party, time-limited, seen as withheld ---------
+
+
+async def test_a_hold_without_a_second_partys_approval_is_refused(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """An executor hiding its look-ups from the citizen: for ever, for a reason of its own, or
+    without anyone's approval. Each is refused before the flow's first linkage."""
+    import httpx
+
+    from renkei.app.web import serving
+    from renkei.app.web.api import issue_token
+    from renkei.contracts.messages import DisclosureHold
+    from renkei.kernel import holds
+
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    for reason, until, expected in (
+        ("investigation", dt.datetime(9999, 12, 31, tzinfo=dt.UTC), "within 365 days"),
+        ("curiosity", soon, "no hold reason"),
+    ):
+        with pytest.raises(holds.HoldNotApproved, match=expected):
+            await holds.request(pool, "city-minato", reason, until, "city-minato")
+    pending = await holds.request(pool, "city-minato", "investigation", soon, "city-minato")
+    with pytest.raises(holds.HoldNotApproved):  # nobody approves their own request
+        await holds.approve(pool, pending.id, "city-minato")
+
+    h = pick(settings, lambda h: h.municipality == "city-minato")
+    subject = code(settings, "city-minato", h.members[0])
+    token = await issue_token(pool, "city-minato")
+    unapproved = DisclosureHold(until=soon, reason="investigation", approval=pending.id)
+    bare = DisclosureHold(until=soon, reason="investigation")
+    await register_fixture(pool, "register-probe.yaml")
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        serving(settings, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        for hold in (bare, unapproved):
+            flow = start(
+                "register-probe",
+                "city-minato",
+                subject,
+                inputs={"register": "city-minato"},
+                hold=hold,
+            )
+            api = await http.post(
+                "/api/flows",
+                json=flow.model_dump(mode="json", exclude_none=True),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert api.status_code == 403, api.text
+            handle = await sdk(client, settings).start(flow)  # straight to Temporal
+            with pytest.raises(WorkflowFailureError) as failure:
+                await handle.result()
+            assert "HoldNotApproved" in repr(failure.value.cause) or "approv" in str(
+                failure.value.cause
+            )
+            assert await records.query(pool, workflow_id=handle.id) == []
+        # Approved by a platform operator: the flow runs, and its records carry the hold.
+        await holds.approve(pool, pending.id, "operator-alice")
+        handle = await sdk(client, settings).start(
+            start(
+                "register-probe",
+                "city-minato",
+                subject,
+                inputs={"register": "city-minato"},
+                hold=unapproved,
+            )
+        )
+        await handle.result()
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert kept and all(r.hold_reason == "investigation" for r in kept)

@@ -23,7 +23,7 @@ from renkei.app.stack import temporal_cli
 from renkei.app.web import serving
 from renkei.app.web.codec_server import add_operator, revoke_operator
 from renkei.contracts.messages import DisclosureHold
-from renkei.kernel import keys, records
+from renkei.kernel import holds, keys, records
 from renkei.kernel.codec import ENCODING, EncryptionCodec
 from renkei.kernel.pseudonyms import PORTAL, derive_code
 from renkei.kernel.settings import Settings
@@ -286,12 +286,22 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
     person = h.members[0]
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=90)
-    handle = await env.start(
-        child_rearing(settings, person, hold=DisclosureHold(until=until, reason="investigation"))
-    )
+    asked = await holds.request(pool, "pref-tokyo", "investigation", until, "pref-tokyo")
+    await holds.approve(pool, asked.id, "operator-alice")
+    hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
+    handle = await env.start(child_rearing(settings, person, hold=hold))
     await handle.result()
     now = await records_for_subject(pool, catalog, person.subject_id)
     assert not [r for r in now if r.application == handle.id]
+    # While withheld, the citizen sees that records exist and until when, not what they are.
+    withheld = [
+        r
+        for r in now
+        if r.withheld and r.held_until and abs((r.held_until - until).total_seconds()) < 1
+    ]
+    assert withheld and all(
+        r.requester.id == "withheld" and r.hold_reason == "investigation" for r in withheld
+    )
     later = await records_for_subject(
         pool, catalog, person.subject_id, now=until + dt.timedelta(seconds=1)
     )

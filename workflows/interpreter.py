@@ -174,6 +174,7 @@ class BpfInterpreter:
                         parent=start.parent,
                         trigger=start.trigger,
                         attestation=start.attestation,
+                        hold=start.hold,
                     ),
                     start_to_close_timeout=HUB_TIMEOUT,
                     retry_policy=HUB_RETRY,

@@ -59,9 +59,17 @@ class CitizenRecord(BaseModel):
     application: str = Field(description="the run (workflow id) the linkage belonged to")
     step: str
     held_until: dt.datetime | None = Field(
-        default=None, description="the record was withheld from the citizen until then"
+        default=None, description="the record is (or was) withheld from the citizen until then"
     )
     hold_reason: str | None = None
+    withheld: bool = Field(
+        default=False,
+        description="the record exists but is withheld until held_until, under an approved"
+        " disclosure hold: what it is about is shown only then",
+    )
+
+
+WITHHELD = Party(id="withheld", ja="（表示保留中）", en="(withheld)")
 
 
 class RecordFilter(BaseModel):
@@ -111,12 +119,9 @@ async def records_for_subject(
 ) -> list[CitizenRecord]:
     """The hub's records about ``subject`` the citizen may see now, newest first."""
     f = where or RecordFilter()
-    args: list[object] = [HUB, str(subject), now or dt.datetime.now(dt.UTC)]
-    conds = [
-        "keeper = $1",
-        "subject_code = $2",
-        "(hold_until IS NULL OR hold_until <= $3)",
-    ]
+    moment = now or dt.datetime.now(dt.UTC)
+    args: list[object] = [HUB, str(subject)]
+    conds = ["keeper = $1", "subject_code = $2"]
     if f.agency:
         args.append(f.agency)
         conds.append(f"(requester = ${len(args)} OR provider = ${len(args)})")
@@ -142,9 +147,31 @@ async def records_for_subject(
             found = parties[(kind, key)] = _party(table, key)
         return found
 
+    def withheld(r: asyncpg.Record) -> CitizenRecord:
+        # The citizen learns that a record exists and until when it is withheld, and why; not
+        # who asked whom for what.
+        return CitizenRecord.model_construct(
+            at=r["decided_at"],
+            outcome=r["outcome"],
+            requester=WITHHELD,
+            provider=WITHHELD,
+            info=WITHHELD,
+            task=WITHHELD,
+            legal_reference="",
+            bpf="",
+            bpf_version=0,
+            application="",
+            step="",
+            held_until=r["hold_until"],
+            hold_reason=r["hold_reason"],
+            withheld=True,
+        )
+
     # Rows come from typed columns under the database's constraints: built without re-validation.
     return [
-        CitizenRecord.model_construct(
+        withheld(r)
+        if r["hold_until"] is not None and r["hold_until"] > moment
+        else CitizenRecord.model_construct(
             at=r["decided_at"],
             outcome=r["outcome"],
             requester=party("org", catalog.orgs, r["requester"]),
@@ -158,6 +185,7 @@ async def records_for_subject(
             step=r["step"],
             held_until=r["hold_until"],
             hold_reason=r["hold_reason"],
+            withheld=False,
         )
         for r in rows
     ]

@@ -24,6 +24,7 @@ class Failure(StrEnum):
     WRONG_TRIGGER = "WrongTrigger"
     INVALID_INPUTS = "InvalidInputs"
     PURPOSE_MISMATCH = "PurposeMismatch"  # a child flow of another task than its caller's
+    HOLD_NOT_APPROVED = "HoldNotApproved"  # a disclosure hold no second party approved
     UNKNOWN_SUBJECT = "UnknownSubject"
     # Life-event scans.
     NOT_TRIGGERED = "NotTriggered"

@@ -8,6 +8,7 @@ error message: subject codes travel only inside payloads.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,7 +31,12 @@ class DisclosureHold(BaseModel):
     until: dt.datetime
     reason: str = Field(
         pattern=r"^[a-z][a-z0-9-]{1,63}$",
-        description="a reason code such as 'investigation'; no personal data",
+        description="a reason code from the fixed list (renkei.kernel.holds.REASONS)",
+    )
+    approval: uuid.UUID | None = Field(
+        default=None,
+        description="the hold request a platform operator approved; without it the hub refuses"
+        " the start",
     )
 
 
@@ -89,6 +95,7 @@ class ResolveRequest(BaseModel):
     parent: ParentFlow | None = None
     trigger: str = "counter"
     attestation: str | None = None
+    hold: DisclosureHold | None = None
 
 
 class ResolvedRun(BaseModel):

@@ -6,6 +6,7 @@ flows (it is their executor). Starting twice with the same case reference return
 run. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at ``/api/docs``).
 """
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -19,7 +20,7 @@ from renkei.app.web.auth import bearer
 from renkei.bpf.admission import StartRefused, admit
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import Acknowledged, StartFlow, Waiting
-from renkei.kernel import keys
+from renkei.kernel import holds, keys
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from renkei.kernel.tokens import new_token, token_hash
 from whitelist.catalog import default_catalog
@@ -29,7 +30,11 @@ TOKEN_PREFIX = "rka_"
 # What an agency may say started its flow; life events and notifications are the platform's.
 AGENCY_TRIGGERS = ("counter", "portal")
 # A refused start's HTTP status by its failure type; every other refusal is a 422.
-REFUSAL_STATUS = {Failure.NOT_AN_EXECUTOR: 403, Failure.PURPOSE_MISMATCH: 403}
+REFUSAL_STATUS = {
+    Failure.NOT_AN_EXECUTOR: 403,
+    Failure.PURPOSE_MISMATCH: 403,
+    Failure.HOLD_NOT_APPROVED: 403,
+}
 
 
 async def issue_token(pool: asyncpg.Pool, org: str) -> str:
@@ -59,6 +64,11 @@ class Answer(BaseModel):
         description="who answers: the agency's own staff or an operator. `citizen` is refused"
         " (403): the citizen answers only in their own portal session, never through an agency",
     )
+
+
+class HoldAsked(BaseModel):
+    reason: str = Field(description="one of renkei.kernel.holds.REASONS")
+    until: dt.datetime
 
 
 class FlowState(BaseModel):
@@ -120,6 +130,11 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             raise HTTPException(
                 REFUSAL_STATUS.get(Failure(refused.kind), 422), refused.reason
             ) from None
+        if flow.hold is not None:
+            try:
+                await holds.check(pool, org, flow.hold.approval, flow.hold.reason, flow.hold.until)
+            except holds.HoldNotApproved as err:
+                raise HTTPException(403, str(err)) from None
         try:
             handle = await sdk.start(flow.model_copy(update={"inputs": inputs}))
         except ValueError as err:
@@ -153,6 +168,15 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         try:
             return await sdk.respond(workflow_id, answer.step, answer.payload, answer.by)
         except ResponseRefused as err:
+            raise HTTPException(422, str(err)) from None
+
+    @r.post("/holds", response_model=holds.HoldRequest, status_code=201, tags=["holds"])
+    async def request_hold(asked: HoldAsked, org: Org) -> holds.HoldRequest:
+        """Ask for a disclosure hold; a start may name it once a platform operator approved it
+        (`renkei holds approve ID --operator NAME`)."""
+        try:
+            return await holds.request(pool, org, asked.reason, asked.until, requested_by=org)
+        except holds.HoldNotApproved as err:
             raise HTTPException(422, str(err)) from None
 
     @r.post("/notifications", response_model=Published, tags=["notifications"])

@@ -1,0 +1,128 @@
+"""Disclosure holds: keeping a flow's records from the citizen's view for a while, lawfully.
+
+An investigation may require that the person investigated does not learn of it at once. A hold
+is therefore possible, but never on the executor's word alone:
+
+* its reason comes from a fixed list, each with its legal ground and a longest duration;
+* the executor requests it (``request``), and a platform operator — a second party — approves
+  it (``approve``); the request and the approval are kept, with who and when;
+* a flow started with a hold names the approved request; the hub refuses the start otherwise
+  (``HoldNotApproved``), and every record the flow leaves carries the hold (in its hash);
+* the citizen sees that a record exists and is withheld until a date, with the reason.
+
+The reasons below are a sample standing in for the ordinance's list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict
+
+
+class HoldReason(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    legal_ground: str
+    longest: dt.timedelta
+
+
+REASONS: dict[str, HoldReason] = {
+    r.code: r
+    for r in (
+        HoldReason(
+            code="investigation",
+            legal_ground="個人情報保護法第78条第1項第5号（犯罪の捜査等）・サンプル",
+            longest=dt.timedelta(days=365),
+        ),
+        HoldReason(
+            code="child-protection",
+            legal_ground="児童虐待の防止等に関する法律第13条の4・サンプル",
+            longest=dt.timedelta(days=180),
+        ),
+        HoldReason(
+            code="audit",
+            legal_ground="個人情報保護法第78条第1項第7号（監査・検査）・サンプル",
+            longest=dt.timedelta(days=180),
+        ),
+    )
+}
+
+
+class HoldNotApproved(ValueError):
+    """A hold that no second party approved, or that exceeds what was approved."""
+
+
+class HoldRequest(BaseModel):
+    id: uuid.UUID
+    executor: str
+    reason: str
+    until: dt.datetime
+    requested_at: dt.datetime
+    requested_by: str
+    approved_by: str | None = None
+    approved_at: dt.datetime | None = None
+
+
+async def request(
+    pool: asyncpg.Pool, executor: str, reason: str, until: dt.datetime, requested_by: str
+) -> HoldRequest:
+    """The executor asks for a hold; it counts only once a platform operator approves it."""
+    found = REASONS.get(reason)
+    if found is None:
+        raise HoldNotApproved(f"no hold reason {reason!r} (reasons: {', '.join(sorted(REASONS))})")
+    now = dt.datetime.now(dt.UTC)
+    if until <= now or until - now > found.longest:
+        raise HoldNotApproved(
+            f"a {reason} hold ends within {found.longest.days} days ({found.legal_ground})"
+        )
+    row = await pool.fetchrow(
+        "INSERT INTO hub.holds (id, executor, reason, until, requested_by)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING *",
+        uuid.uuid4(),
+        executor,
+        reason,
+        until,
+        requested_by,
+    )
+    assert row is not None
+    return HoldRequest.model_validate(dict(row))
+
+
+async def approve(pool: asyncpg.Pool, hold: uuid.UUID, operator: str) -> HoldRequest:
+    """A platform operator approves a pending request (once; never their own)."""
+    row = await pool.fetchrow(
+        "UPDATE hub.holds SET approved_by = $2, approved_at = now()"
+        " WHERE id = $1 AND approved_by IS NULL AND requested_by <> $2 RETURNING *",
+        hold,
+        operator,
+    )
+    if row is None:
+        raise HoldNotApproved(f"no pending hold {hold} that {operator} may approve")
+    return HoldRequest.model_validate(dict(row))
+
+
+async def check(
+    pool: asyncpg.Pool,
+    executor: str,
+    approval: uuid.UUID | None,
+    reason: str,
+    until: dt.datetime,
+) -> HoldRequest:
+    """The approved request a flow's hold stands on, or :class:`HoldNotApproved`."""
+    if approval is None:
+        raise HoldNotApproved("a disclosure hold needs an approved hold request (approval)")
+    row = await pool.fetchrow("SELECT * FROM hub.holds WHERE id = $1", approval)
+    found = HoldRequest(**dict(row)) if row is not None else None
+    if found is None or found.executor != executor:
+        raise HoldNotApproved(f"no hold request {approval} of {executor}")
+    if found.approved_by is None:
+        raise HoldNotApproved(f"hold request {approval} is not approved yet")
+    if found.reason != reason or until > found.until:
+        raise HoldNotApproved(
+            f"the hold differs from the one approved ({found.reason} until {found.until:%Y-%m-%d})"
+        )
+    return found
