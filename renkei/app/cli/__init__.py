@@ -1,0 +1,49 @@
+"""The ``renkei`` command: the root of the command tree, and its groups, one module each.
+
+``stack`` runs renkei (whole, or as separate processes), ``flows`` starts and checks flows,
+``whitelist``, ``bpf``, ``subjects``, ``records``, ``access`` (operators, keys, agencies),
+``schedules`` and ``billing`` hold their groups; ``runtime`` what they share, among it
+``run_async``, the decorator that makes an ``async def`` a command."""
+
+from __future__ import annotations
+
+import typer
+
+from renkei.app.cli import access, billing, bpf, flows, records, schedules, stack, subjects
+from renkei.app.cli import whitelist as whitelist_commands
+
+app = typer.Typer(
+    help="renkei: whitelist-gated information linkage on Temporal.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+# Commands directly under ``renkei``, in the order ``renkei --help`` lists them.
+for command in (
+    stack.up,
+    stack.demo,
+    flows.conformance,
+    flows.contract,
+    flows.start,
+    flows.status,
+    flows.runs,
+    flows.notify,
+    stack.init,
+    stack.serve,
+):
+    app.command()(command)
+
+app.add_typer(whitelist_commands.whitelist_app, name="whitelist")
+app.add_typer(bpf.bpf_app, name="bpf")
+app.add_typer(subjects.subjects_app, name="subjects")
+app.add_typer(records.records_app, name="records")
+app.add_typer(access.operators_app, name="operators")
+app.add_typer(access.keys_app, name="keys")
+app.add_typer(access.agencies_app, name="agencies")
+app.add_typer(schedules.schedules_app, name="schedules")
+app.add_typer(billing.billing_app, name="billing")
+app.add_typer(stack.worker_app, name="worker")
+
+
+def main() -> None:  # pragma: no cover
+    app()

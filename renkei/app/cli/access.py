@@ -1,0 +1,86 @@
+"""Who may get at what: operators' codec tokens (``renkei operators``), the hub's keys
+(``renkei keys``) and agencies' API tokens (``renkei agencies``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from renkei.app.cli.runtime import database, run_async
+from renkei.kernel import keys
+from renkei.kernel.settings import get_settings
+from whitelist.catalog import default_catalog
+
+operators_app = typer.Typer(
+    help="Operators allowed to decrypt payloads through the codec server.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="The hub's keys.", no_args_is_help=True)
+agencies_app = typer.Typer(help="Agencies' access to the HTTP API.", no_args_is_help=True)
+
+
+@operators_app.command("add")
+@run_async
+async def operators_add(name: str) -> None:
+    """Create an operator (or issue a new token); the token is printed once."""
+    from renkei.app.web.codec_server import add_operator
+
+    async with database(get_settings()) as pool:
+        token = await add_operator(pool, name)
+    typer.echo(token)
+    typer.echo(
+        f"token for {name}: keep it secret. Sign in at {get_settings().codec_endpoint}/login for"
+        " the Web UI, or pass --codec-auth 'Bearer <token>' to the temporal CLI.",
+        err=True,
+    )
+
+
+@operators_app.command("revoke")
+@run_async
+async def operators_revoke(name: str) -> int | None:
+    """Revoke an operator's token."""
+    from renkei.app.web.codec_server import revoke_operator
+
+    async with database(get_settings()) as pool:
+        revoked = await revoke_operator(pool, name)
+    if not revoked:
+        typer.echo(f"no active operator {name!r}", err=True)
+        return 1
+    typer.echo(f"revoked {name}")
+    return None
+
+
+@keys_app.command("new")
+def keys_new(
+    file: Annotated[Path, typer.Argument(help="where to write the new keys (must not exist)")],
+) -> None:
+    """Create an installation's keys (hub key, payload key ring, checkpoint key) in FILE, mode
+    0600: the secret every process of one deployment mounts as RENKEI_KEYS_FILE."""
+    if file.exists():
+        typer.echo(f"error: {file} exists; keys are never overwritten", err=True)
+        raise typer.Exit(2)
+    keys.save(file, keys.new_keys())
+    typer.echo(f"keys written to {file}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Make a new payload key the active one; older keys keep decrypting. Restart workers after."""
+    ring = keys.rotate_codec_key(get_settings())
+    typer.echo(f"active payload key: {ring.active} ({len(ring.keys)} keys in the ring)")
+
+
+@agencies_app.command("token")
+@run_async
+async def agencies_token(org: str) -> None:
+    """Issue an org's API token for the HTTP API (printed once; the old one stops working)."""
+    if org not in default_catalog().orgs:
+        typer.echo(f"error: unknown org {org!r}", err=True)
+        raise typer.Exit(2)
+    from renkei.app.web.api import issue_token
+
+    async with database(get_settings()) as pool:
+        token = await issue_token(pool, org)
+    typer.echo(token)
+    typer.echo(f"API token for {org}: {get_settings().web_base}/api/docs", err=True)

@@ -1,0 +1,240 @@
+"""``renkei bpf``: business process flow definitions: validate, list, draw, import from BPMN,
+the format's JSON Schema, the HTML catalog, and each version's lifecycle (submit, approve,
+operate, retire, history)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import typer
+
+from renkei.app.bootstrap import check_file
+from renkei.app.cli.runtime import database, run_async
+from renkei.bpf import registry
+from renkei.bpf.loader import BpfFileError, load_file
+from renkei.kernel.settings import get_settings
+from whitelist import store
+from whitelist.catalog import default_catalog
+
+bpf_app = typer.Typer(help="Business process flow definitions.", no_args_is_help=True)
+
+
+@bpf_app.command("validate")
+@run_async
+async def bpf_validate(
+    files: Annotated[list[Path], typer.Argument(help="BPF YAML files")],
+    at: Annotated[
+        str | None, typer.Option("--at", help="check the whitelist as of this date")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option(help="use the shipped whitelist instead of the store")
+    ] = False,
+) -> int:
+    """Validate BPF files: schema, references, expressions, whitelist conformance."""
+    from whitelist.decide import WhitelistIndex
+    from whitelist.local import all_rows
+
+    if offline:
+        idx = WhitelistIndex(all_rows(default_catalog()))
+    else:
+        async with database(get_settings()) as pool:
+            idx = await store.load_index(pool)
+        if not len(idx):
+            idx = WhitelistIndex(all_rows(default_catalog()))
+    day = dt.date.fromisoformat(at) if at else None
+    failed = 0
+    for f in files:
+        loaded, issues = check_file(f, idx, day)
+        errors = [i for i in issues if i.severity == "error"]
+        for i in issues:
+            typer.echo(f"{i.severity}: {i}", err=i.severity == "error")
+        if errors or loaded is None:
+            failed += 1
+        else:
+            typer.echo(f"ok: {f}")
+    return 1 if failed else 0
+
+
+@bpf_app.command("list")
+@run_async
+async def bpf_list() -> None:
+    """List registered BPF versions."""
+    async with database(get_settings()) as pool:
+        for r in await registry.listing(pool):
+            typer.echo(
+                f"{r['bpf']}\tv{r['version']}\t{r['state']}\t{r['task']}\t{r['content_hash'][:19]}…\t{r['title']}"
+            )
+
+
+async def _definition(pool: asyncpg.Pool, ref: str, version: int | None) -> Any:
+    """The registered version of a BPF id."""
+    found = await registry.fetch(pool, ref, version, "test")
+    if found is None:
+        raise typer.BadParameter(f"{ref} is not a registered BPF (nor a .yaml file)")
+    return found.definition
+
+
+@bpf_app.command("render")
+@run_async
+async def bpf_render(
+    bpf: Annotated[str, typer.Argument(help="a registered BPF id, or a definition file")],
+    format: Annotated[str, typer.Option("--format", help="mermaid, svg, bpmn or dot")] = "mermaid",
+    version: int | None = None,
+    out: Annotated[Path | None, typer.Option(help="write here instead of standard output")] = None,
+) -> None:
+    """Draw a BPF: Mermaid flowchart, SVG (Graphviz), BPMN 2.0 XML with diagram."""
+    from renkei.bpf.render import RendererMissing, build, to_bpmn, to_dot, to_mermaid, to_svg
+
+    writers = {"mermaid": to_mermaid, "svg": to_svg, "bpmn": to_bpmn, "dot": to_dot}
+    if format not in writers:
+        typer.echo(f"error: --format is one of {', '.join(writers)}", err=True)
+        raise typer.Exit(2)
+
+    path = Path(bpf)
+    from_file = load_file(path).definition if path.suffix in (".yaml", ".yml") else None
+    async with database(get_settings()) as pool:
+        d = from_file or await _definition(pool, bpf, version)
+        graph = build(d, default_catalog(), await store.load_index(pool))
+    try:
+        text = writers[format](graph)
+    except RendererMissing as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from None
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+@bpf_app.command("import")
+def bpf_import(path: Path) -> None:
+    """Read a BPMN 2.0 process (tasks, gateways, events as renkei draws them) into a BPF draft."""
+    from ruamel.yaml import YAML
+
+    from renkei.bpf.loader import parse_text
+    from renkei.bpf.render import BpmnImportError, from_bpmn
+
+    try:
+        draft = from_bpmn(path.read_text(encoding="utf-8"))
+    except BpmnImportError as err:
+        typer.echo(f"{path}: {err}", err=True)
+        raise typer.Exit(1) from None
+    yaml = YAML()
+    yaml.default_flow_style = False
+    buffer = io.StringIO()
+    yaml.dump(draft, buffer)
+    try:
+        parse_text(buffer.getvalue(), f"{path.stem}.yaml")
+    except BpfFileError as err:
+        for i in err.issues:
+            typer.echo(f"to fix in the draft: {i}", err=True)
+    typer.echo(buffer.getvalue(), nl=False)
+
+
+@bpf_app.command("schema")
+def bpf_schema() -> None:
+    """The JSON Schema of the BPF format, for editors (e.g. yaml-language-server)."""
+    from renkei.bpf.models import BpfDefinition
+
+    schema = BpfDefinition.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "urn:renkei:bpf-schema:1"
+    typer.echo(json.dumps(schema, ensure_ascii=False, indent=2))
+
+
+@bpf_app.command("catalog")
+@run_async
+async def bpf_catalog(
+    out: Annotated[Path, typer.Option(help="the HTML file to write")] = Path("bpf-catalog.html"),
+) -> None:
+    """Write the static HTML catalog of the operating BPFs (purpose, diagram, data asked for)."""
+    from renkei.app.catalog_page import render
+
+    async with database(get_settings()) as pool:
+        defs = await registry.runnable(pool, "operation")
+        index = await store.load_index(pool)
+    html = render([d.definition for d in defs], default_catalog(), index)
+    out.write_text(html, encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
+async def _transition(
+    action: registry.Action, bpf: str, version: int, actor: str, note: str | None
+) -> int:
+    settings = get_settings()
+    catalog = default_catalog()
+    async with database(settings) as pool:
+        try:
+            t = await registry.transition(
+                pool,
+                bpf,
+                version,
+                action,
+                actor,
+                conformance_body=settings.conformance_body,
+                actor_roles=frozenset(catalog.org_roles(actor))
+                if actor in catalog.orgs
+                else frozenset(),
+                note=note,
+            )
+        except registry.TransitionRefused as err:
+            typer.echo(f"refused: {err}", err=True)
+            return 1
+    typer.echo(f"{t.bpf} v{t.version}: {t.from_state} → {t.to_state} by {t.actor} ({t.actor_role})")
+    return 0
+
+
+_AS = typer.Option("--as", help="the org making the transition")
+
+
+@bpf_app.command("submit")
+@run_async
+async def bpf_submit(
+    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
+) -> int:
+    """draft → conformance-passed, by the definer, with a passing conformance report."""
+    return await _transition("submit", bpf, version, actor, note)
+
+
+@bpf_app.command("approve")
+@run_async
+async def bpf_approve(
+    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
+) -> int:
+    """conformance-passed → approved, by the conformance body."""
+    return await _transition("approve", bpf, version, actor, note)
+
+
+@bpf_app.command("operate")
+@run_async
+async def bpf_operate(
+    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
+) -> int:
+    """approved → operating, by an executor."""
+    return await _transition("operate", bpf, version, actor, note)
+
+
+@bpf_app.command("retire")
+@run_async
+async def bpf_retire(
+    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
+) -> int:
+    """operating → retired, by the definer."""
+    return await _transition("retire", bpf, version, actor, note)
+
+
+@bpf_app.command("history")
+@run_async
+async def bpf_history(bpf: str, version: int) -> None:
+    """Every lifecycle transition of one version: who, in which role, when."""
+    async with database(get_settings()) as pool:
+        for t in await registry.history(pool, bpf, version):
+            typer.echo(
+                f"{t.at:%Y-%m-%d %H:%M:%S}\t{t.from_state} → {t.to_state}\t{t.actor} ({t.actor_role})"
+                + (f"\t{t.note}" if t.note else "")
+            )

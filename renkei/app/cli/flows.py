@@ -1,0 +1,233 @@
+"""Running flows: start one and follow it (``start``, ``status``, ``runs``), publish a change
+that starts the flows subscribed to it (``notify``), and check definitions and providers
+(``conformance``, ``contract``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from temporalio.client import WorkflowFailureError
+
+from renkei.app.bootstrap import prepare
+from renkei.app.cli.runtime import parse_inputs, run_async, temporal_and_database
+from renkei.app.client import RenkeiClient
+from renkei.app.stack import embedded
+from renkei.contracts.messages import StartFlow
+from renkei.kernel import keys
+from renkei.kernel.db import create_pool, migrate
+from renkei.kernel.settings import Settings, get_settings
+from whitelist.catalog import default_catalog
+from whitelist.store import LiveWhitelist
+
+
+@run_async
+async def conformance(
+    bpf: str,
+    version: Annotated[int | None, typer.Option(help="default: the highest registered")] = None,
+    scenarios: Annotated[
+        Path | None, typer.Option(help="folder of scenario sets (<bpf>.yaml)")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
+    record_histories: Annotated[
+        Path | None,
+        typer.Option(help="also write each scenario run's history here, for replay tests"),
+    ] = None,
+) -> int:
+    """Run a BPF version's conformance scenarios; store the report; exit 1 if any fails."""
+    from renkei.app.kit import record_histories as record
+    from renkei.app.kit import run_scenarios, scenarios_for, store_report
+
+    settings = get_settings()
+    try:
+        scenario_set = scenarios_for(bpf, scenarios)
+    except (FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+    async with temporal_and_database(settings) as (client, pool, url):
+        whitelist = await LiveWhitelist(url).start()
+        try:
+            await prepare(pool, settings)
+            result = await run_scenarios(
+                client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
+            )
+            digest = await store_report(pool, result)
+            if record_histories is not None:
+                for path in await record(client, result, record_histories):
+                    typer.echo(f"history: {path}", err=True)
+        finally:
+            await whitelist.stop()
+    typer.echo(result.summary())
+    typer.echo(f"report {digest}")
+    if report is not None:
+        report.write_text(result.model_dump_json(indent=2), encoding="utf-8")
+    return 0 if result.passed else 1
+
+
+@run_async
+async def contract(org: str) -> int:
+    """Check a sample agency's providers against the contract of every item it serves."""
+    from activities.agencies import SAMPLE_AGENCIES, providers_for
+    from renkei.app.kit import check_provider
+
+    if org not in SAMPLE_AGENCIES:
+        typer.echo(
+            f"error: {org} is not one of the sample agencies ({', '.join(SAMPLE_AGENCIES)})",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    from activities.agencies.seed import sample_subjects
+    from activities.agencies.synthetic import generate
+    from renkei.kernel.pseudonyms import derive_code
+
+    settings = get_settings()
+    hub_key = keys.load(settings).hub_key
+    known = {
+        info: derive_code(hub_key, org, subject)
+        for info, subject in sample_subjects(org, generate(settings.sample_residents)).items()
+    }
+    with embedded(settings.model_copy(update={"temporal_address": "-"})) as (_, url, _s):
+        await migrate(url, retention_years=settings.records_retention_years)
+        pool = await create_pool(url)
+        whitelist = await LiveWhitelist(url).start()
+        try:
+            await prepare(pool, settings)
+            checks = await check_provider(
+                org, providers_for(org, pool), default_catalog(), whitelist, pool, known
+            )
+        finally:
+            await whitelist.stop()
+            await pool.close()
+    for c in checks:
+        typer.echo(
+            f"{'PASS' if c.passed else 'FAIL'}  {c.info}: {c.check}"
+            + (f" — {c.detail}" if c.detail and not c.passed else "")
+        )
+    return 0 if all(c.passed for c in checks) else 1
+
+
+@run_async
+async def start(
+    bpf: str,
+    executor: Annotated[str, typer.Option(help="org running the flow (the requester)")],
+    subject: Annotated[str, typer.Option(help="the subject's code at the executor")],
+    case_ref: Annotated[str, typer.Option(help="your case reference (no personal data)")],
+    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value")] = None,
+    trigger: Annotated[str, typer.Option()] = "counter",
+    version: Annotated[int | None, typer.Option()] = None,
+    wait: Annotated[bool, typer.Option(help="wait for the result")] = True,
+) -> int:
+    """Start a BPF (idempotent per case reference) and print its result."""
+    settings = get_settings()
+    try:
+        client = await _sdk(settings)
+        req = StartFlow(
+            bpf=bpf,
+            version=version,
+            executor=executor,
+            subject=subject,
+            inputs=parse_inputs(input or []),
+            trigger=trigger,
+            case_ref=case_ref,
+        )
+        handle = await client.start(req)
+        typer.echo(f"workflow {handle.id}\n  {settings.run_link(handle.id)}")
+        if not wait:
+            return 0
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as err:
+            typer.echo(f"failed: {getattr(err.cause, 'message', err.cause)}", err=True)
+            return 1
+        typer.echo(result.model_dump_json(indent=2))
+        return 0
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+
+
+@run_async
+async def status(workflow_id: str) -> None:
+    """Describe a run."""
+    client = await _sdk(get_settings())
+    typer.echo((await client.describe(workflow_id)).model_dump_json(indent=2))
+
+
+async def _sdk(settings: Settings) -> RenkeiClient:
+    """The SDK on the configured Temporal server, or on a running ``renkei up``."""
+    from renkei.kernel.servers import running_stack
+
+    address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get("temporal")
+    return await RenkeiClient.connect(settings, address)
+
+
+@run_async
+async def runs(
+    bpf: str | None = None,
+    executor: str | None = None,
+    trigger: str | None = None,
+    status: Annotated[str | None, typer.Option(help="renkei status: running, waiting, …")] = None,
+    waiting: Annotated[bool, typer.Option(help="only runs waiting for someone or a timer")] = False,
+    limit: int = 50,
+) -> None:
+    """List runs by BPF, executor, trigger or status; waiting runs show what and until when."""
+    settings = get_settings()
+    with embedded(settings) as (address, _url, _):
+        client = await RenkeiClient.connect(settings, address)
+        found = await client.runs(
+            bpf=bpf,
+            executor=executor,
+            trigger=trigger,
+            status=status,
+            waiting=waiting,
+            limit=limit,
+        )
+    for r in found:
+        wait = (
+            f"\twaiting {r.waiting_for} until {r.deadline:%Y-%m-%d %H:%M}"
+            if r.waiting_for and r.deadline
+            else ""
+        )
+        typer.echo(
+            f"{r.workflow_id}\t{r.renkei_status or r.status.lower()}\t{r.trigger or '-'}\t"
+            f"{r.started:%Y-%m-%d %H:%M}{wait}"
+        )
+    typer.echo(f"{len(found)} runs", err=True)
+
+
+@run_async
+async def notify(
+    publisher: Annotated[str, typer.Option("--as", help="the publishing org")],
+    event: Annotated[str, typer.Option(help="death, move or birth")],
+    event_id: Annotated[str, typer.Option(help="the publisher's unique id of the change")],
+    occurred_on: Annotated[str, typer.Option(help="YYYY-MM-DD")],
+    subject: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, help="the subject's code at the publisher")
+    ],
+) -> None:
+    """Publish a change of a subject; the flows subscribed to it start (once)."""
+    from renkei.app.notifications import Notification, publish
+    from renkei.kernel.pseudonyms import Pseudonyms
+
+    n = Notification.model_validate(
+        {
+            "publisher": publisher,
+            "event": event,
+            "event_id": event_id,
+            "occurred_on": occurred_on,
+            "subject": subject,
+        }
+    )
+    settings = get_settings()
+    async with temporal_and_database(settings) as (client, pool, _):
+        hub = Pseudonyms(pool, keys.load(settings).hub_key)
+        done = await publish(client, pool, settings, default_catalog(), hub, n)
+    for wid in done.started:
+        typer.echo(wid)
+    typer.echo(
+        ("already delivered; " if done.duplicate else "") + f"{len(done.started)} flows",
+        err=True,
+    )

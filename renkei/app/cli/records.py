@@ -1,0 +1,131 @@
+"""``renkei records``: the access records each keeper holds: list them, verify their hash chains
+and checkpoints, sign checkpoints, and a citizen's own view of every exchange of their data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated
+
+import typer
+
+from renkei.app.cli.runtime import database, run_async
+from renkei.kernel import keys
+from renkei.kernel import records as records_store
+from renkei.kernel.settings import get_settings
+from whitelist.catalog import default_catalog
+
+records_app = typer.Typer(
+    help="Access records: list, verify, sign, read your own.", no_args_is_help=True
+)
+
+
+@records_app.command("list")
+@run_async
+async def records_list(
+    keeper: Annotated[
+        str | None, typer.Option(help="the keeping party: an org id, or 'hub'")
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="the keeper's code for the subject")] = None,
+    provider: Annotated[str | None, typer.Option()] = None,
+    bpf: Annotated[str | None, typer.Option()] = None,
+    workflow: Annotated[str | None, typer.Option(help="workflow id")] = None,
+    limit: int = 100,
+) -> None:
+    """List access records, as their keepers hold them."""
+    async with database(get_settings()) as pool:
+        rows = await records_store.query(
+            pool,
+            keeper=keeper,
+            provider=provider,
+            subject_code=subject,
+            bpf=bpf,
+            workflow_id=workflow,
+            limit=limit,
+        )
+    for r in rows:
+        typer.echo(
+            f"{r.keeper}#{r.chain_seq}\t{r.decided_at:%Y-%m-%d %H:%M:%S}\t{r.outcome}\t{r.requester}→{r.provider}\t"
+            f"{r.info}\t{r.task}\t{r.legal_reference or '-'}\t{r.bpf} v{r.bpf_version}\t{r.workflow_id}\t{r.step}"
+        )
+    typer.echo(f"{len(rows)} records", err=True)
+
+
+@records_app.command("verify")
+@run_async
+async def records_verify(
+    keeper: Annotated[list[str] | None, typer.Option(help="only these keepers' chains")] = None,
+) -> int:
+    """Walk every keeper's hash chain and its signed checkpoints; report the first broken link."""
+    settings = get_settings()
+    async with database(settings) as pool:
+        result = await records_store.verify(pool, keys.load(settings).signer(), keeper)
+    typer.echo(
+        f"{result.records} records in {result.keepers} chains, {result.checkpoints} checkpoints"
+    )
+    for b in result.breaks:
+        typer.echo(f"BROKEN {b.keeper} at record {b.chain_seq}: {b.problem}", err=True)
+    if result.ok:
+        typer.echo("every chain is intact")
+    return 0 if result.ok else 1
+
+
+@records_app.command("checkpoint")
+@run_async
+async def records_checkpoint() -> None:
+    """Sign the head of every keeper's chain (run it periodically, e.g. from cron)."""
+    settings = get_settings()
+    async with database(settings) as pool:
+        made = await records_store.checkpoint(pool, keys.load(settings).signer())
+    for cp in made:
+        typer.echo(f"{cp.keeper}\t#{cp.chain_seq}\t{cp.record_hash[:16]}…")
+    typer.echo(f"{len(made)} checkpoints signed", err=True)
+
+
+@records_app.command("mine")
+@run_async
+async def records_mine(
+    portal_code: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, envvar="RENKEI_PORTAL_CODE", help="your portal code"
+        ),
+    ],
+    agency: Annotated[str | None, typer.Option(help="only exchanges with this org")] = None,
+    since: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    until: Annotated[str | None, typer.Option(help="YYYY-MM-DD, inclusive")] = None,
+    lang: Annotated[str, typer.Option(help="ja or en")] = "ja",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> int:
+    """Every exchange of your data, newest first, as the hub recorded it."""
+    from renkei.app.citizen import NotACitizen, Party, RecordFilter, records_of
+    from renkei.kernel.pseudonyms import Pseudonyms
+
+    settings = get_settings()
+    try:
+        where = RecordFilter.model_validate({"agency": agency, "since": since, "until": until})
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    async with database(settings) as pool:
+        hub = Pseudonyms(pool, keys.load(settings).hub_key)
+        try:
+            found = await records_of(pool, hub, default_catalog(), portal_code.strip(), where)
+        except NotACitizen as err:
+            typer.echo(f"error: {err}", err=True)
+            return 1
+    if as_json:
+        typer.echo(json.dumps([r.model_dump(mode="json") for r in found], ensure_ascii=False))
+        return 0
+
+    def name(p: Party) -> str:
+        return p.ja if lang == "ja" else p.en
+
+    for r in found:
+        typer.echo(
+            f"{r.at.astimezone(dt.timezone(dt.timedelta(hours=9))):%Y-%m-%d %H:%M}\t{r.outcome}\t"
+            f"{name(r.requester)} ← {name(r.provider)}\t{name(r.info)}\t{name(r.task)}\t"
+            f"{r.legal_reference or '-'}\t{r.bpf} v{r.bpf_version}\t{r.application}"
+        )
+    typer.echo(f"{len(found)} records", err=True)
+    return 0

@@ -1,0 +1,210 @@
+"""Running renkei: the whole stack in one process (``up``, ``demo``), or its parts as separate
+processes joining running servers (``init``, ``serve``, ``worker control|agency``)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import asyncpg
+import typer
+
+from renkei.app.bootstrap import prepare
+from renkei.app.cli.runtime import check_keys, joined, run_async
+from renkei.app.client import RenkeiClient, connect
+from renkei.app.stack import embedded
+from renkei.kernel.db import create_pool, migrate
+from renkei.kernel.search_attributes import ensure_registered
+from renkei.kernel.servers import clear_state, write_state
+from renkei.kernel.settings import Settings, get_settings
+from whitelist.catalog import default_catalog
+from whitelist.store import LiveWhitelist
+
+worker_app = typer.Typer(
+    help="One worker as its own process, joining running servers.", no_args_is_help=True
+)
+
+
+@run_async
+async def up() -> None:
+    """Run the whole stack in the foreground: Temporal, PostgreSQL, workers. Ctrl-C stops it."""
+    settings = get_settings()
+    with embedded(settings) as (address, url, started):
+        if started:
+            write_state(settings.data_dir, address, url)
+        try:
+            await _serve(settings, address, url, None)
+        finally:
+            if started:
+                clear_state(settings.data_dir)
+
+
+@run_async
+async def demo() -> int:
+    """Run the sample flows and print outcomes, linkages, records and UI links."""
+    from renkei.app.demo import run_demo
+
+    settings = get_settings()
+    unexpected = 0
+    with embedded(settings) as (address, url, started):
+
+        async def ready(client: RenkeiClient, pool: asyncpg.Pool) -> None:
+            nonlocal unexpected
+            unexpected = await run_demo(settings, pool, client, typer.echo)
+
+        await _serve(settings, address, url, ready)
+        if started:
+            typer.echo(
+                "(the embedded stack was started for the demo and is stopped now; "
+                "`renkei up` keeps it running with the UI)"
+            )
+    return 1 if unexpected else 0
+
+
+@run_async
+async def init() -> None:
+    """Prepare running servers (RENKEI_TEMPORAL_ADDRESS, RENKEI_DATABASE_URL) for workers: schema,
+    whitelist, definitions, search attributes, sample promotion, schedules. Idempotent."""
+    settings = get_settings()
+    found = joined(settings)
+    _, pool = await _init(settings, found.temporal, found.database)
+    await pool.close()
+
+
+@run_async
+async def serve() -> None:
+    """The HTTP API, the codec server and the citizen's pages, without workers."""
+    from renkei.app.web import serving
+
+    settings = get_settings()
+    found = joined(settings)
+    pool = await create_pool(found.database, max_size=20)
+    try:
+        await check_keys(pool, settings)
+        client = await connect(settings, found.temporal)
+        async with serving(settings, pool, client) as web:
+            typer.echo(f"serving {web} (API {web}/api, codec {settings.codec_endpoint})")
+            await _until_signalled()
+    finally:
+        await pool.close()
+
+
+@worker_app.command("control")
+@run_async
+async def worker_control() -> None:
+    """The control worker: BPF interpreter workflows and the hub's activities."""
+    await _worker("control")
+
+
+@worker_app.command("agency")
+@run_async
+async def worker_agency(
+    org: str,
+    providers: Annotated[
+        str | None,
+        typer.Option(help="package.module:factory returning the org's providers (default: sample)"),
+    ] = None,
+) -> None:
+    """One org's worker: its providers behind the whitelist interceptor."""
+    await _worker("agency", org, providers)
+
+
+async def _worker(
+    kind: Literal["control", "agency"], org: str | None = None, providers: str | None = None
+) -> None:
+    from workers.process import NoStack, run_worker
+
+    try:
+        await run_worker(kind, get_settings(), org=org, providers=providers, ready=typer.echo)
+    except (NoStack, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _init(settings: Settings, address: str, url: str) -> tuple[Any, asyncpg.Pool]:
+    """Schema, whitelist, definitions, sample data, search attributes, the samples' first
+    promotion and the life-event schedules: everything a stack needs before workers poll."""
+    await migrate(url, retention_years=settings.records_retention_years)
+    pool = await create_pool(url, max_size=20)
+    try:
+        report = await prepare(pool, settings)
+        typer.echo(
+            f"database ready: {report.whitelist_rows} whitelist rows (version {report.whitelist_version}),"
+            f" {len(report.registered)} BPF versions registered"
+            + (", sample residents seeded" if report.seeded else "")
+        )
+        for r in report.rejected:
+            typer.echo(f"  definition rejected: {r}", err=True)
+        client = await connect(settings, address)
+        await ensure_registered(client, settings.namespace)
+        await _promote_samples(client, pool, settings, url)
+    except BaseException:
+        await pool.close()
+        raise
+    return client, pool
+
+
+async def _serve(
+    settings: Settings,
+    address: str,
+    url: str,
+    ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
+) -> None:
+    from activities.agencies import SAMPLE_AGENCIES
+    from renkei.app.web import serving
+    from workers.assembly import live_whitelist, running_workers
+
+    client, pool = await _init(settings, address, url)
+    try:
+        async with (
+            live_whitelist(url) as whitelist,
+            running_workers(client, pool, settings, default_catalog(), whitelist),
+        ):
+            if ready is not None:
+                await ready(RenkeiClient(client, settings), pool)
+                return
+            async with serving(settings, pool, client) as web:
+                typer.echo(
+                    f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
+                )
+                typer.echo(f"Temporal gRPC {address}")
+                typer.echo(
+                    f"codec server  {settings.codec_endpoint}  (operators sign in at /codec/login)"
+                )
+                typer.echo(f"citizens      {web}/citizen")
+                typer.echo("operators     renkei operators add NAME  (prints a codec token)")
+                typer.echo("workers       control + " + ", ".join(SAMPLE_AGENCIES))
+                typer.echo("renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir))
+                await _until_signalled()
+                typer.echo("stopping…")
+    finally:
+        await pool.close()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, url: str) -> None:
+    """First start of an installation: the sample drafts go through the kit into operation;
+    then the life-event schedules are brought in line with the operating definitions."""
+    from renkei.app.kit import promote_samples
+    from renkei.app.schedules import sync
+
+    whitelist = await LiveWhitelist(url).start()
+    try:
+        for line in await promote_samples(client, pool, settings, default_catalog(), whitelist):
+            typer.echo(f"  {line}")
+    finally:
+        await whitelist.stop()
+    report = await sync(client, pool, settings, default_catalog())
+    for sid in report.created + report.updated:
+        typer.echo(f"  schedule {sid}")
+    for sid in report.deleted:
+        typer.echo(f"  schedule deleted: {sid}")
