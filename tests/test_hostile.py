@@ -747,3 +747,61 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
         await handle.result()
     kept = await records.query(pool, workflow_id=handle.id)
     assert kept and all(r.hold_reason == "investigation" for r in kept)
+
+
+# -- an agency's database role -----------------------------------------------------------------
+
+
+async def test_an_agencys_database_role_reads_nothing_of_the_hubs_and_writes_only_its_own_chain(
+    base_settings, pool, settings
+) -> None:
+    import asyncpg
+
+    from renkei.kernel.db import create_pool, party_role
+
+    own = keys.load_org(settings, "city-minato")
+    signer = records.RecordSigner("city-minato", own.signer())
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    await records.write(
+        pool, access_record(records.HUB, 1, attempt_key=f"{uuid.uuid4()}"), signer=hub
+    )
+    agency = await create_pool(
+        base_settings.database_url, max_size=2, role=party_role("city-minato")
+    )
+    try:
+        assert await agency.fetchval("SELECT current_user") == "renkei_org_city_minato"
+        for table in ("hub.subject_codes", "hub.individuals", "hub.holds", "agency_jps.pensions"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await agency.fetch(f"SELECT * FROM {table} LIMIT 1")
+        # The hub's chain (everyone's linkages) is out of sight, though its head can be witnessed.
+        assert (
+            await agency.fetchval(
+                "SELECT count(*) FROM records.access_records WHERE keeper = 'hub'"
+            )
+            == 0
+        )
+        assert (
+            await agency.fetchval("SELECT count(*) FROM records.chain_heads() WHERE keeper = 'hub'")
+            == 1
+        )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await records.write(
+                agency,
+                access_record(records.HUB, 1, attempt_key=f"forged/{uuid.uuid4()}"),
+                signer=records.RecordSigner(records.HUB, own.signer()),
+            )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await records.write(
+                agency, access_record("city-shibuya", 1, attempt_key=f"x/{uuid.uuid4()}")
+            )
+        [mine] = await records.write(
+            agency,
+            access_record("city-minato", 1, attempt_key=f"own/{uuid.uuid4()}"),
+            signer=signer,
+        )
+        assert mine.signer == "city-minato"
+        # It witnesses the hub's chain and its own, as its own party only.
+        made = await records.checkpoint(agency, signer)
+        assert {c.keeper for c in made} <= {records.HUB, "city-minato"} and made
+    finally:
+        await agency.close()

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from activities.linkage import Provider
 from renkei.kernel import keys
-from renkei.kernel.db import create_pool
+from renkei.kernel.db import APP_ROLE, create_pool, party_role
 from renkei.kernel.servers import running_stack
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
@@ -82,7 +82,9 @@ async def run_worker(
     catalog = default_catalog()
     if kind == "agency" and (org is None or org not in catalog.orgs):
         raise ValueError(f"unknown org {org!r}")
-    pool = await create_pool(found.database, max_size=10)
+    # An agency works as its own database role: its own schema, its own chain, nothing of the hub's.
+    role = party_role(str(org)) if kind == "agency" else APP_ROLE
+    pool = await create_pool(found.database, max_size=10, role=role)
     whitelist: LiveWhitelist | None = None
     try:
         if kind == "control":  # the hub's process: the hub's keys, as the database knows them

@@ -21,6 +21,11 @@ _LOCK_ID = 7_350_001
 APP_ROLE = "renkei_app"
 
 
+def party_role(org: str) -> str:
+    """The database role an org's own processes work as (migration 0014)."""
+    return "renkei_org_" + org.replace("-", "_")
+
+
 async def _init_connection(conn: asyncpg.Connection, role: str | None) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     if role and await conn.fetchval(

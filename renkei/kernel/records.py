@@ -299,10 +299,8 @@ async def checkpoint(
     made: list[Checkpoint] = []
     kid = key_id(signer.key)
     async with pool.acquire() as conn, conn.transaction():
-        heads = await conn.fetch(
-            "SELECT DISTINCT ON (keeper) keeper, chain_seq, record_hash"
-            " FROM records.access_records ORDER BY keeper, chain_seq DESC"
-        )
+        # Heads only (positions and hashes): a party may read those of every chain it witnesses.
+        heads = await conn.fetch("SELECT keeper, chain_seq, record_hash FROM records.chain_heads()")
         for h in heads:
             if not witnesses(signer.party, h["keeper"]):
                 continue
@@ -340,10 +338,7 @@ class Head(BaseModel):
 
 async def heads(pool: asyncpg.Pool) -> list[Head]:
     """Every chain's current head."""
-    rows = await pool.fetch(
-        "SELECT DISTINCT ON (keeper) keeper, chain_seq, record_hash"
-        " FROM records.access_records ORDER BY keeper, chain_seq DESC"
-    )
+    rows = await pool.fetch("SELECT keeper, chain_seq, record_hash FROM records.chain_heads()")
     return [Head(**dict(r)) for r in rows]
 
 
