@@ -26,7 +26,9 @@ from renkei.kernel.codec import data_converter
 from renkei.kernel.settings import Settings, get_settings
 
 # Modules the sandbox shares with the host rather than re-importing for every workflow run: the
-# C++ CEL runtime and protobuf cannot be imported twice, and the models are large and pure.
+# C++ CEL runtime and protobuf cannot be imported twice, the CEL program keeps each compiled
+# definition for every run (the compiler it uses loads in the host only), and the models are
+# large and pure.
 PASSTHROUGH = (
     "pydantic",
     "pydantic_core",
@@ -35,7 +37,7 @@ PASSTHROUGH = (
     "renkei.contracts.messages",
     "whitelist",
     "renkei.bpf.models",
-    "renkei.bpf.expressions",
+    "renkei.bpf.cel.program",
     "renkei.kernel.search_attributes",
     "renkei.kernel.attest",
     "cryptography",

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.hub import HubActivities
-    from renkei.bpf.expressions import CompiledBpf, ExpressionError, compiled_for, embedded
+    from renkei.bpf.cel.program import CompiledBpf, ExpressionError, compiled_for, embedded
     from renkei.bpf.inputs import InputError, validate_values
     from renkei.bpf.models import (
         AnyStep,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 
-from renkei.bpf.expressions import compile_definition, embedded
+from renkei.bpf.cel.compiler import compile_definition
+from renkei.bpf.cel.types import embedded
 from renkei.bpf.loader import Issue, LoadedBpf
 from renkei.bpf.models import (
     RESERVED,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from renkei.bpf.expressions import embedded
+from renkei.bpf.cel.types import embedded
 from renkei.bpf.models import BpfDefinition, QueryStep
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog

@@ -1,0 +1,266 @@
+"""Compiling a BPF's CEL expressions: each type-checked in the scope of its position.
+
+Expressions are compiled by ``cel-expr-python`` (the CEL C++ runtime) against declared types
+(:mod:`.types`) and the extension functions (:mod:`.functions`), before anything runs. Each
+expression sees only the names in scope at its position: ``inputs``, ``subject``, ``executor``,
+``trigger``, ``now``, ``steps`` (a map of every output so far, for ``has(steps.x)``) and the
+ids of earlier steps; a lane's or an arm's outputs are visible after its ``parallel`` or
+``branch`` step. The result is a :class:`CompiledBpf`: the definition's message types and its
+compiled expressions, which evaluate at run time.
+
+Validation compiles a definition to report its errors; the interpreter gets its compiled
+definition through :mod:`.program`. Domain code: imports no ``temporalio``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from cel_expr_python import cel
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    struct_pb2,
+    timestamp_pb2,
+)
+
+from renkei.bpf.cel.compiled import CompiledBpf
+from renkei.bpf.cel.functions import function_decls
+from renkei.bpf.cel.types import (
+    FDP,
+    INFO_PACKAGE,
+    INPUT_FIELD,
+    ExpressionError,
+    Key,
+    add_model,
+    cel_type_to_field,
+    embedded,
+)
+from renkei.bpf.models import (
+    AnyStep,
+    BpfDefinition,
+    BranchStep,
+    CallStep,
+    FailStep,
+    ParallelStep,
+    QueryStep,
+    SetStep,
+    SleepStep,
+    WaitStep,
+    WhenArm,
+)
+from whitelist.payloads import SCHEMAS, GenericRecord
+
+
+class _Scope:
+    """Declared names at one position of the definition; builds CEL environments lazily."""
+
+    def __init__(self, compiled: CompiledBpf, base: dict[str, cel.Type]) -> None:
+        self.compiled = compiled
+        self.vars = dict(base)
+        self._env: cel.Env | None = None
+
+    def child(self) -> _Scope:
+        s = _Scope(self.compiled, self.vars)
+        return s
+
+    def declare(self, name: str, t: cel.Type) -> None:
+        self.vars[name] = t
+        self._env = None
+
+    def env(self) -> cel.Env:
+        if self._env is None:
+            self._env = cel.NewEnv(
+                self.compiled.pool, variables=self.vars, functions=function_decls()
+            )
+        return self._env
+
+    def compile(self, key: Key, source: str, want: str | None = None) -> cel.Type | None:
+        try:
+            expr = self.env().compile(source)
+        except Exception as err:
+            self.compiled.errors.append(ExpressionError(key, _compile_message(str(err))))
+            return None
+        rt = expr.return_type()
+        if want is not None and rt.name() not in (want, "DYN"):
+            self.compiled.errors.append(
+                ExpressionError(key, f"must be of type {want.lower()}, is {rt.name().lower()}")
+            )
+            return None
+        self.compiled.exprs[key] = expr
+        self.compiled.sources[key] = source
+        return rt
+
+
+def _compile_message(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    head = lines[0] if lines else text
+    head = re.sub(r"^INVALID_ARGUMENT: ", "", head)
+    head = re.sub(r"^ERROR: <input>:", "at ", head)
+    return head.removesuffix(" [INVALID_ARGUMENT]")
+
+
+def compile_definition(definition: BpfDefinition, info_schemas: Mapping[str, str]) -> CompiledBpf:
+    """Compile every expression of ``definition``; problems are collected in ``errors``.
+
+    Args:
+        definition: The definition.
+        info_schemas: The schema class name of each info item the definition queries.
+
+    Returns:
+        The compiled definition; an expression that does not compile or type-check is in its
+        ``errors`` (located by its key), not in its ``exprs``.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
+    pool.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+    compiled = CompiledBpf(pool=pool)
+
+    info = descriptor_pb2.FileDescriptorProto(
+        name="renkei/info.proto", package=INFO_PACKAGE, syntax="proto2"
+    )
+    done: set[str] = set()
+    for schema in sorted({*info_schemas.values(), "ResidentRecord"}):
+        add_model(info, SCHEMAS.get(schema, GenericRecord), done)
+    pool.Add(info)
+
+    flow = descriptor_pb2.FileDescriptorProto(
+        name="renkei/flow.proto", package="renkei.flow", syntax="proto2"
+    )
+    inputs = flow.message_type.add(name="Inputs")
+    for number, (name, spec) in enumerate(definition.inputs.items(), start=1):
+        inputs.field.add(
+            name=name, number=number, type=INPUT_FIELD[spec.type], label=FDP.LABEL_OPTIONAL
+        )
+    pool.Add(flow)
+    compiled.inputs_type = "renkei.flow.Inputs"
+
+    def register(full: str) -> None:
+        compiled.classes[full] = message_factory.GetMessageClass(pool.FindMessageTypeByName(full))
+
+    for m in info.message_type:
+        register(f"{INFO_PACKAGE}.{m.name}")
+    register(compiled.inputs_type)
+
+    scope = _Scope(
+        compiled,
+        {
+            "inputs": cel.Type(compiled.inputs_type),
+            "subject": cel.Type.STRING,
+            "executor": cel.Type.STRING,
+            "trigger": cel.Type.STRING,
+            "now": cel.Type.TIMESTAMP,
+            "steps": cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
+        },
+    )
+    _compile_steps(definition.steps, scope, info_schemas)
+    for name, source in definition.result.items():
+        scope.compile(("result", name), source)
+    return compiled
+
+
+def _compile_steps(steps: list[AnyStep], scope: _Scope, info_schemas: Mapping[str, str]) -> None:
+    compiled = scope.compiled
+    for step in steps:
+        if isinstance(step, QueryStep):
+            for fname in ("provider", "about"):
+                src = embedded(getattr(step.query, fname))
+                if src is not None:
+                    scope.compile((step.id, fname), src, want="STRING")
+            schema = info_schemas.get(step.query.info, "GenericRecord")
+            full = f"{INFO_PACKAGE}.{SCHEMAS.get(schema, GenericRecord).__name__}"
+            compiled.step_types[step.id] = full
+            scope.declare(step.id, cel.Type(full))
+        elif isinstance(step, SetStep):
+            fdp = descriptor_pb2.FileDescriptorProto(
+                name=f"renkei/set/{step.id}.proto",
+                package="renkei.set",
+                syntax="proto2",
+                dependency=[
+                    "google/protobuf/struct.proto",
+                    "google/protobuf/timestamp.proto",
+                    "renkei/info.proto",
+                    "renkei/flow.proto",
+                ],
+            )
+            msg = fdp.message_type.add(name=f"Set_{step.id}")
+            for number, (name, source) in enumerate(step.set.items(), start=1):
+                rt = scope.compile((step.id, "set", name), source)
+                fld = msg.field.add(name=name, number=number, label=FDP.LABEL_OPTIONAL)
+                if rt is None:
+                    fld.type = FDP.TYPE_MESSAGE
+                    fld.type_name = ".google.protobuf.Value"
+                else:
+                    cel_type_to_field(rt, fld)
+            compiled.pool.Add(fdp)
+            full = f"renkei.set.Set_{step.id}"
+            compiled.classes[full] = message_factory.GetMessageClass(
+                compiled.pool.FindMessageTypeByName(full)
+            )
+            compiled.step_types[step.id] = full
+            scope.declare(step.id, cel.Type(full))
+        elif isinstance(step, WaitStep):
+            fdp = descriptor_pb2.FileDescriptorProto(
+                name=f"renkei/wait/{step.id}.proto", package="renkei.wait", syntax="proto2"
+            )
+            msg = fdp.message_type.add(name=f"Wait_{step.id}")
+            fields = list(step.wait.fields.items())
+            for number, (name, spec) in enumerate(fields, start=1):
+                msg.field.add(
+                    name=name, number=number, type=INPUT_FIELD[spec.type], label=FDP.LABEL_OPTIONAL
+                )
+            msg.field.add(
+                name="timed_out",
+                number=len(fields) + 1,
+                type=FDP.TYPE_BOOL,
+                label=FDP.LABEL_OPTIONAL,
+            )
+            compiled.pool.Add(fdp)
+            full = f"renkei.wait.Wait_{step.id}"
+            compiled.classes[full] = message_factory.GetMessageClass(
+                compiled.pool.FindMessageTypeByName(full)
+            )
+            compiled.step_types[step.id] = full
+            scope.declare(step.id, cel.Type(full))
+        elif isinstance(step, SleepStep):
+            if step.sleep.until is not None:
+                scope.compile((step.id, "until"), step.sleep.until, want="TIMESTAMP")
+        elif isinstance(step, CallStep):
+            for name, source in step.call.inputs.items():
+                scope.compile((step.id, "inputs", name), source)
+            full = "google.protobuf.Struct"
+            compiled.classes[full] = struct_pb2.Struct
+            compiled.step_types[step.id] = full
+            scope.declare(step.id, cel.Type.Map(cel.Type.STRING, cel.Type.DYN))
+        elif isinstance(step, FailStep):
+            src = embedded(step.fail.reason)
+            if src is not None:
+                scope.compile((step.id, "reason"), src, want="STRING")
+        elif isinstance(step, ParallelStep):
+            lanes = []
+            for lane in step.parallel:
+                child = scope.child()
+                _compile_steps(lane, child, info_schemas)
+                lanes.append(child)
+            for child in lanes:  # a lane's outputs are visible after the parallel step ends
+                for name, t in child.vars.items():
+                    if name not in scope.vars:
+                        scope.declare(name, t)
+        elif isinstance(step, BranchStep):
+            arms = []
+            for index, arm in enumerate(step.branch):
+                if isinstance(arm, WhenArm):
+                    scope.compile((step.id, "when", index), arm.when, want="BOOL")
+                    body = arm.steps
+                else:
+                    body = arm.otherwise
+                child = scope.child()
+                _compile_steps(body, child, info_schemas)
+                arms.append(child)
+            # Outputs of an arm may be absent after the branch: read them with has(steps.x).
+            for child in arms:
+                for name, t in child.vars.items():
+                    if name not in scope.vars:
+                        scope.declare(name, t)
