@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -122,3 +123,76 @@ async def test_records_lists_what_the_flows_wrote(
     codes = [code_of(settings, org, parent) for org in ("city-minato", "city-shibuya", "jps")]
     assert flow.subject in codes
     assert not any(c in out for c in [*codes, str(parent.subject_id)])
+
+
+def test_whitelist_check_tells_a_bodys_own_use_from_another_bodys_register(
+    cli: CliRunner,
+) -> None:
+    own = run(
+        cli,
+        "whitelist",
+        "check",
+        "city-minato",
+        "school-entry-notice",
+        "city-minato",
+        "resident-cohort",
+    )
+    assert own[0] == 0 and "番号法第9条第2項" in own[1]
+    other = run(
+        cli,
+        "whitelist",
+        "check",
+        "city-minato",
+        "school-entry-notice",
+        "city-shibuya",
+        "resident-cohort",
+    )
+    assert other[0] == 1 and "its own records only" in other[1]
+
+
+def test_records_are_witnessed_by_each_party_and_checked_against_exported_heads(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    assert run(cli, "records", "checkpoint")[0] == 0
+    code, out = run(cli, "records", "checkpoint", "--as", "city-minato")
+    assert code == 0 and "signed by city-minato" in out
+    code, out = run(cli, "records", "heads")
+    heads = tmp_path / "heads.json"
+    heads.write_text(out[: out.rindex("]") + 1])
+    code, out = run(
+        cli,
+        "records",
+        "verify",
+        "--as",
+        "city-minato",
+        "--keeper",
+        "city-minato",
+        "--against",
+        str(heads),
+    )
+    assert code == 0 and "every chain is intact" in out, out
+
+
+def test_a_hold_is_requested_by_the_executor_and_approved_by_an_operator(cli: CliRunner) -> None:
+    until = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+    code, out = run(
+        cli,
+        "holds",
+        "request",
+        "--executor",
+        "city-minato",
+        "--reason",
+        "investigation",
+        "--until",
+        until,
+    )
+    assert code == 0 and "pending" in out
+    hold = out.split()[0]
+    assert (
+        run(cli, "holds", "approve", hold, "--operator", "city-minato")[0] == 2
+    )  # not an operator
+    token = run(cli, "operators", "add", "hold-approver")
+    assert token[0] == 0
+    code, out = run(cli, "holds", "approve", hold, "--operator", "hold-approver")
+    assert code == 0 and "approved by hold-approver" in out
+    assert run(cli, "holds", "approve", hold, "--operator", "hold-approver")[0] == 2  # once

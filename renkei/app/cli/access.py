@@ -3,20 +3,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from renkei.app.cli.runtime import database, run_async
-from renkei.kernel import keys
+from renkei.kernel import holds, keys, parties
 from renkei.kernel.settings import get_settings
 from whitelist.catalog import default_catalog
+from whitelist.decide import JST
 
 operators_app = typer.Typer(
     help="Operators allowed to decrypt payloads through the codec server.", no_args_is_help=True
 )
-keys_app = typer.Typer(help="The hub's keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="The hub's keys, and each org's key file.", no_args_is_help=True)
+holds_app = typer.Typer(
+    help="Disclosure holds: requested by an executor, approved by a platform operator.",
+    no_args_is_help=True,
+)
 agencies_app = typer.Typer(help="Agencies' access to the HTTP API.", no_args_is_help=True)
 
 
@@ -64,6 +71,30 @@ def keys_new(
     typer.echo(f"keys written to {file}")
 
 
+@keys_app.command("issue")
+@run_async
+async def keys_issue(
+    org: str,
+    rotate: Annotated[
+        bool, typer.Option(help="replace the org's keys: the old ones are revoked from now")
+    ] = False,
+) -> int:
+    """Issue ORG's key file (its own signing and sealing keys, the payload ring, the hub's
+    public key pinned) and register its public keys, signed by the hub."""
+    settings = get_settings()
+    if org not in default_catalog().orgs:
+        typer.echo(f"error: unknown org {org!r}", err=True)
+        return 2
+    path = keys.org_keys_path(settings, org)
+    if rotate and path.exists():
+        path.rename(path.with_suffix(".revoked.json"))
+    issued = keys.issue(settings, org)
+    async with database(settings) as pool:
+        await parties.register(pool, keys.load(settings).signer(), issued.public(org))
+    typer.echo(f"{org}: key file {path} (give it to {org}'s worker only); public keys registered")
+    return 0
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new payload key the active one; older keys keep decrypting. Restart workers after."""
@@ -84,3 +115,48 @@ async def agencies_token(org: str) -> None:
         token = await issue_token(pool, org)
     typer.echo(token)
     typer.echo(f"API token for {org}: {get_settings().web_base}/api/docs", err=True)
+
+
+@holds_app.command("request")
+@run_async
+async def holds_request(
+    executor: Annotated[str, typer.Option(help="the org whose flows the hold covers")],
+    reason: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(holds.REASONS))}")],
+    until: Annotated[str, typer.Option(help="the end of the hold (YYYY-MM-DD, Japan time)")],
+) -> int:
+    """Request a hold, as the executor; a start may name it once an operator approved it."""
+    end = dt.datetime.combine(dt.date.fromisoformat(until), dt.time(), tzinfo=JST)
+    async with database(get_settings()) as pool:
+        try:
+            asked = await holds.request(pool, executor, reason, end, requested_by=executor)
+        except holds.HoldNotApproved as err:
+            typer.echo(f"error: {err}", err=True)
+            return 2
+    typer.echo(f"{asked.id}\tpending\t{asked.reason} until {asked.until:%Y-%m-%d}")
+    return 0
+
+
+@holds_app.command("approve")
+@run_async
+async def holds_approve(
+    hold: str,
+    operator: Annotated[str, typer.Option(help="the approving platform operator")],
+) -> int:
+    """Approve a pending hold request, as a platform operator (never the requester)."""
+    settings = get_settings()
+    async with database(settings) as pool:
+        known = await pool.fetchval(
+            "SELECT 1 FROM codec.operators WHERE name = $1 AND revoked_at IS NULL", operator
+        )
+        if not known:
+            typer.echo(f"error: {operator!r} is not a platform operator", err=True)
+            return 2
+        try:
+            done = await holds.approve(pool, uuid.UUID(hold), operator)
+        except (holds.HoldNotApproved, ValueError) as err:
+            typer.echo(f"error: {err}", err=True)
+            return 2
+    typer.echo(
+        f"{done.id}\tapproved by {done.approved_by}\t{done.reason} until {done.until:%Y-%m-%d}"
+    )
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -55,11 +56,32 @@ async def records_list(
 @run_async
 async def records_verify(
     keeper: Annotated[list[str] | None, typer.Option(help="only these keepers' chains")] = None,
+    against: Annotated[
+        Path | None,
+        typer.Option(
+            help="heads exported earlier (renkei records heads): check they are still there"
+        ),
+    ] = None,
+    as_org: Annotated[
+        str | None,
+        typer.Option("--as", help="verify as this org: trust the hub key pinned in its key file"),
+    ] = None,
 ) -> int:
-    """Walk every keeper's hash chain and its signed checkpoints; report the first broken link."""
+    """Walk every keeper's chain: hashes, each record's writer's signature, the witnesses'
+    checkpoints, chains that vanished; report the first broken link of each."""
     settings = get_settings()
+    hub = (
+        keys.load_org(settings, as_org).hub_verifier()
+        if as_org
+        else keys.load(settings).signer().public_key()
+    )
+    heads = (
+        [records_store.Head.model_validate(h) for h in json.loads(against.read_text())]
+        if against
+        else []
+    )
     async with database(settings) as pool:
-        result = await records_store.verify(pool, keys.load(settings).signer(), keeper)
+        result = await records_store.verify(pool, hub, keeper, against=heads)
     typer.echo(
         f"{result.records} records in {result.keepers} chains, {result.checkpoints} checkpoints"
     )
@@ -72,14 +94,38 @@ async def records_verify(
 
 @records_app.command("checkpoint")
 @run_async
-async def records_checkpoint() -> None:
-    """Sign the head of every keeper's chain (run it periodically, e.g. from cron)."""
+async def records_checkpoint(
+    as_org: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="witness as this org, with its own key file (the hub's chain and its own);"
+            " default: as the hub (every org's chain)",
+        ),
+    ] = None,
+) -> None:
+    """Sign, as a witness, the heads of the chains this party witnesses (run it periodically)."""
     settings = get_settings()
+    signer = (
+        records_store.RecordSigner(as_org, keys.load_org(settings, as_org).signer())
+        if as_org
+        else records_store.RecordSigner(records_store.HUB, keys.load(settings).signer())
+    )
     async with database(settings) as pool:
-        made = await records_store.checkpoint(pool, keys.load(settings).signer())
+        made = await records_store.checkpoint(pool, signer)
     for cp in made:
         typer.echo(f"{cp.keeper}\t#{cp.chain_seq}\t{cp.record_hash[:16]}…")
-    typer.echo(f"{len(made)} checkpoints signed", err=True)
+    typer.echo(f"{len(made)} checkpoints signed by {signer.party}", err=True)
+
+
+@records_app.command("heads")
+@run_async
+async def records_heads() -> None:
+    """Print every chain's head as JSON, to keep outside the platform's database (an auditor's
+    copy); `renkei records verify --against FILE` checks the chains still reach them."""
+    async with database(get_settings()) as pool:
+        found = await records_store.heads(pool)
+    typer.echo(json.dumps([h.model_dump() for h in found], indent=2))
 
 
 @records_app.command("mine")

@@ -12,6 +12,7 @@ from renkei.app.cli.runtime import database, run_async
 from renkei.kernel.settings import get_settings
 from whitelist import store
 from whitelist.catalog import default_catalog
+from whitelist.models import role_of
 
 whitelist_app = typer.Typer(help="The whitelist (番号法 別表第二).", no_args_is_help=True)
 
@@ -66,15 +67,20 @@ async def whitelist_check(
     day = dt.date.fromisoformat(at) if at else dt.date.today()
 
     def roles(who: str) -> frozenset[str]:
-        if who.startswith("role:"):
-            return frozenset({who.removeprefix("role:")})
+        role = role_of(who)
+        if role is not None:
+            return frozenset({role})
         if who not in catalog.orgs:
             raise typer.BadParameter(f"unknown org {who!r}")
         return catalog.org_roles(who)
 
     async with database(get_settings()) as pool:
-        index = await store.load_index(pool)
-    d = index.decide(roles(requester), task, roles(provider), info, day)
+        if not len(index := await store.load_index(pool)):  # a fresh data folder
+            await load_whitelist(pool)
+            index = await store.load_index(pool)
+    # One org on both sides is one body using its own records (a 番号法第9条第2項 row may apply).
+    same_body = requester == provider and role_of(requester) is None
+    d = index.decide(roles(requester), task, roles(provider), info, day, same_body=same_body)
     if d.allowed and d.row:
         typer.echo(
             f"ALLOW  {d.reason}\n  row: {d.row.id}\n  valid: {d.row.valid_from} – {d.row.valid_to or 'open'}\n  {d.row.legal_text}"
