@@ -4,6 +4,7 @@ operate, retire, history)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -13,10 +14,11 @@ from typing import Annotated, Any
 import asyncpg
 import typer
 
-from renkei.app.bootstrap import check_file
+from renkei.app.bootstrap import check_file, known_definitions
 from renkei.app.cli.runtime import database, run_async
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, load_file
+from renkei.bpf.models import BpfDefinition
 from renkei.kernel.settings import get_settings
 from whitelist import store
 from whitelist.catalog import default_catalog
@@ -39,17 +41,27 @@ async def bpf_validate(
     from whitelist.decide import WhitelistIndex
     from whitelist.local import all_rows
 
+    settings = get_settings()
+    registered: list[BpfDefinition] = []
     if offline:
         idx = WhitelistIndex(all_rows(default_catalog()))
     else:
-        async with database(get_settings()) as pool:
+        async with database(settings) as pool:
             idx = await store.load_index(pool)
+            registered = [r.definition for r in await registry.runnable(pool, "test")]
         if not len(idx):
             idx = WhitelistIndex(all_rows(default_catalog()))
+    # What a `call` may name: the registered versions, the shipped samples, the files given.
+    known = known_definitions(settings.definitions_dir, registered=registered)
+    for f in files:
+        with contextlib.suppress(BpfFileError):
+            d = load_file(f).definition
+            if d.bpf not in known or d.version >= known[d.bpf].version:
+                known[d.bpf] = d
     day = dt.date.fromisoformat(at) if at else None
     failed = 0
     for f in files:
-        loaded, issues = check_file(f, idx, day)
+        loaded, issues = check_file(f, idx, day, known=known)
         errors = [i for i in issues if i.severity == "error"]
         for i in issues:
             typer.echo(f"{i.severity}: {i}", err=i.severity == "error")

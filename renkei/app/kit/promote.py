@@ -17,7 +17,7 @@ from renkei.app.kit.scenarios import scenarios_for
 from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.kernel.settings import Settings
-from whitelist.models import Catalog
+from whitelist.models import Catalog, role_of
 from whitelist.store import LiveWhitelist
 
 
@@ -81,10 +81,7 @@ async def promote_samples(
 
 def _an_executor(d: BpfDefinition, catalog: Catalog) -> str:
     for e in d.owners.executors:
-        if not e.startswith("role:"):
-            return e
-        role = e.removeprefix("role:")
-        for org in sorted(catalog.orgs):
-            if role in catalog.org_roles(org):
-                return org
+        found = [e] if role_of(e) is None else catalog.orgs_of(e)
+        if found:
+            return found[0]
     raise LookupError(f"no org can execute {d.bpf}")
