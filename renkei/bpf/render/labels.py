@@ -15,7 +15,7 @@ import re
 from renkei.bpf.cel.types import embedded
 from renkei.bpf.models import BpfDefinition, QueryStep
 from whitelist.decide import WhitelistIndex
-from whitelist.models import Catalog
+from whitelist.models import Catalog, role_of
 
 
 def legal_references(
@@ -35,9 +35,8 @@ def legal_references(
     """
     requesters: list[set[str]] = []
     for e in d.owners.executors:
-        requesters.append(
-            {e.removeprefix("role:")} if e.startswith("role:") else set(catalog.org_roles(e))
-        )
+        role = role_of(e)
+        requesters.append({role} if role is not None else set(catalog.org_roles(e)))
     expr = embedded(q.query.provider)
     if expr is None:
         providers = [q.query.provider]
@@ -57,7 +56,15 @@ def legal_references(
         for org in providers:
             if org not in catalog.orgs:
                 continue
-            decision = index.decide(roles, d.task, catalog.org_roles(org), q.query.info, at)
+            # The executor's own records: one body with itself (a 9(2) row may apply).
+            decision = index.decide(
+                roles,
+                d.task,
+                catalog.org_roles(org),
+                q.query.info,
+                at,
+                same_body=expr == "executor",
+            )
             if decision.allowed:
                 found.add(decision.legal_reference)
     return sorted(found)
