@@ -468,7 +468,7 @@ async def test_a_record_signed_by_a_party_not_entitled_to_that_chain_is_caught(
         await records.write(pool, access_record(keeper, 3, attempt_key="x"), signer=intruder)
     # Past the client-side check, straight into the table: the chain still shows it.
     async with pool.acquire() as conn, conn.transaction():
-        await records._append(
+        await records.append(
             conn,
             [access_record(keeper, 3, attempt_key="y")],
             records.RecordSigner(keeper, intruder.key),
@@ -492,7 +492,7 @@ async def test_a_chain_rewritten_with_its_own_writers_key_is_caught_by_the_witne
     # Re-append records 2..4 with other content, hashed and signed properly.
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL ROLE NONE")
-        await records._append(
+        await records.append(
             conn,
             [
                 r.model_copy(update={"outcome": "denied", "chain_seq": None, "record_hash": None})

@@ -1,253 +1,31 @@
-"""Access records (アクセス記録): tamper-evident, kept by every party to a linkage.
-
-Each linkage attempt leaves one record with the requester (under the requester's code for the
-subject), one with the hub (under the hub's subject id) and, once the request reaches it, one
-with the provider (under the provider's code). Every party's records form a hash chain: each
-record carries its position in the keeper's chain, the hash of the keeper's previous record and
-its own hash over all its fields. The table is append-only (a trigger refuses UPDATE, TRUNCATE
-and any DELETE before the retention period), and :func:`checkpoint` signs the head of every
-chain, so :func:`verify` finds a changed, deleted, inserted or reordered record, and a chain
-cut short after a checkpoint.
-
-The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
-and finds its record already written, so every attempt leaves exactly one record per keeper.
-"""
+"""Witness checkpoints, exported heads and the verification of every chain."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
-import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from renkei.kernel import telemetry
-
-Conn = asyncpg.Connection | PoolConnectionProxy
-
-HUB = "hub"
-GENESIS = "0" * 64
-_CHAIN_LOCK = 7_350_100  # advisory lock class for one keeper's chain
-
-
-class AccessRecord(BaseModel):
-    """One access record, as its keeper stores it. ``subject_code`` is the keeper's own code."""
-
-    model_config = ConfigDict(frozen=True)
-
-    keeper: str
-    attempt_key: str
-    decided_at: dt.datetime
-    requester: str
-    provider: str
-    task: str
-    info: str
-    legal_reference: str
-    whitelist_row: str | None
-    subject_code: str
-    bpf: str
-    bpf_version: int
-    content_hash: str
-    workflow_id: str
-    run_id: str
-    step: str
-    outcome: Literal["allowed", "denied"]
-    reason: str
-    hold_until: dt.datetime | None = None
-    hold_reason: str | None = None
-    trigger: str | None = None
-    # A child flow's linkage: the flow it ran for (the procedure the citizen applied for).
-    parent_workflow_id: str | None = None
-    parent_bpf: str | None = None
-    purpose_task: str | None = None
-    # Set when written:
-    chain_seq: int | None = None
-    prev_hash: str | None = None
-    record_hash: str | None = None
-    recorded_at: dt.datetime | None = None
-    signer: str | None = None  # the party that wrote it: the keeper, or the hub
-    signature: str | None = None  # the writer's Ed25519 signature over the record's hash
-
-
-class RecordSigner(NamedTuple):
-    """The party writing records, and its signing key."""
-
-    party: str
-    key: Ed25519PrivateKey
-
-
-_CHAINED = ("chain_seq", "prev_hash", "record_hash", "recorded_at")
-_SIGNED = ("signer", "signature")
-_CONTENT = [f for f in AccessRecord.model_fields if f not in (*_CHAINED, *_SIGNED)]
-_COLUMNS = [*_CONTENT, *_CHAINED, *_SIGNED]
-
-
-def _record_message(keeper: str, seq: int, digest: str) -> bytes:
-    return f"renkei/record/v1|{keeper}|{seq}|{digest}".encode()
-
-
-def may_write(writer: str, keeper: str) -> bool:
-    """Who may add to whose chain: a party to its own; the hub to its own and to a requester's
-    (it records the requester's side of every attempt it brokers, in the same transaction)."""
-    return writer == keeper or writer == HUB
-
-
-def _canonical(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
-    return value
-
-
-# Fields added after records were first written count in the hash only when set, so the hashes
-# of older records stay what they were.
-_LATER = frozenset({"trigger", "parent_workflow_id", "parent_bpf", "purpose_task"})
-
-
-def record_hash(record: AccessRecord) -> str:
-    """The hash of ``record``: every field, its place in the chain and its predecessor's hash."""
-    body = {
-        f: _canonical(getattr(record, f))
-        for f in (*_CONTENT, "chain_seq", "recorded_at")
-        if f not in _LATER or getattr(record, f) is not None
-    }
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{record.prev_hash}\n{canonical}".encode()).hexdigest()
-
-
-def _from_row(row: asyncpg.Record) -> AccessRecord:
-    return AccessRecord(**{k: row[k] for k in _COLUMNS})
-
-
-async def _append(
-    conn: Conn, records: Sequence[AccessRecord], signer: RecordSigner | None = None
-) -> tuple[list[AccessRecord], list[AccessRecord]]:
-    """Append ``records`` to their keepers' chains inside the caller's transaction.
-
-    Per keeper: one lock (taken in keeper order, so concurrent writers never deadlock), one
-    look-up of attempts already recorded, one read of the chain's head; then every new record
-    in one batch. A record whose attempt is already in its keeper's chain is not written again:
-    the stored one is returned in its place. Returns (every record, those newly written).
-    """
-    out: list[AccessRecord | None] = [None] * len(records)
-    by_keeper: dict[str, list[int]] = {}
-    for i, r in enumerate(records):
-        by_keeper.setdefault(r.keeper, []).append(i)
-    new: list[AccessRecord] = []
-    for keeper in sorted(by_keeper):
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CHAIN_LOCK, keeper)
-        mine = by_keeper[keeper]
-        known = {
-            row["attempt_key"]: _from_row(row)
-            for row in await conn.fetch(
-                "SELECT * FROM records.access_records WHERE keeper = $1 AND attempt_key = ANY($2)",
-                keeper,
-                list({records[i].attempt_key for i in mine}),
-            )
-        }
-        last = await conn.fetchrow(
-            "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
-            " ORDER BY chain_seq DESC LIMIT 1",
-            keeper,
-        )
-        seq, prev = (last["chain_seq"], last["record_hash"]) if last else (0, GENESIS)
-        for i in mine:
-            record = records[i]
-            if record.attempt_key not in known:
-                seq += 1
-                chained = record.model_copy(
-                    update={
-                        "chain_seq": seq,
-                        "prev_hash": prev,
-                        # microseconds, as PostgreSQL keeps them: the hash survives the round trip
-                        "recorded_at": dt.datetime.now(dt.UTC),
-                    }
-                )
-                digest = record_hash(chained)
-                signed: dict[str, object] = {"record_hash": digest}
-                if signer is not None:
-                    if not may_write(signer.party, keeper):
-                        raise PermissionError(f"{signer.party} may not write {keeper}'s records")
-                    signed["signer"] = signer.party
-                    signed["signature"] = base64.b64encode(
-                        signer.key.sign(_record_message(keeper, seq, digest))
-                    ).decode()
-                if seq == 1:  # a new chain: into the keeper registry, so it cannot vanish unseen
-                    await conn.execute(
-                        "INSERT INTO records.keepers (keeper) VALUES ($1) ON CONFLICT DO NOTHING",
-                        keeper,
-                    )
-                chained = chained.model_copy(update=signed)
-                prev = chained.record_hash
-                known[record.attempt_key] = chained
-                new.append(chained)
-            out[i] = known[record.attempt_key]
-    if new:
-        placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-        insert = (
-            f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})"
-        )
-        rows = [tuple(getattr(c, f) for f in _COLUMNS) for c in new]
-        if len(rows) == 1:  # the common case (a linkage): no batch machinery
-            await conn.execute(insert, *rows[0])
-        else:
-            await conn.executemany(insert, rows)
-    return [r for r in out if r is not None], new
-
-
-async def write(
-    pool: asyncpg.Pool, *records: AccessRecord, signer: RecordSigner | None = None
-) -> list[AccessRecord]:
-    """Append each record to its keeper's chain unless its attempt is already recorded there.
-
-    All of them or none: the hub writes the requester's and its own record together. Many
-    records in one call are written as one batch (a few round trips per keeper, not per record).
-    ``signer`` signs each new record: :func:`verify` refuses a record no entitled party signed
-    once a chain holds signed records.
-    """
-    async with pool.acquire() as conn, conn.transaction():
-        written, new = await _append(conn, records, signer)
-    telemetry.count_records([r.keeper for r in new])
-    return written
-
-
-async def query(
-    pool: asyncpg.Pool | asyncpg.Connection,
-    *,
-    keeper: str | None = None,
-    provider: str | None = None,
-    subject_code: str | None = None,
-    bpf: str | None = None,
-    workflow_id: str | None = None,
-    limit: int = 1000,
-) -> list[AccessRecord]:
-    """Records matching every given filter, in the order they were written."""
-    conds: list[str] = []
-    args: list[object] = []
-    for column, value in (
-        ("keeper", keeper),
-        ("provider", provider),
-        ("subject_code", subject_code),
-        ("bpf", bpf),
-        ("workflow_id", workflow_id),
-    ):
-        if value is not None:
-            args.append(value)
-            conds.append(f"{column} = ${len(args)}")
-    where = f"WHERE {' AND '.join(conds)}" if conds else ""
-    args.append(limit)
-    rows = await pool.fetch(
-        f"SELECT * FROM records.access_records {where} ORDER BY id LIMIT ${len(args)}", *args
-    )
-    return [_from_row(r) for r in rows]
-
+from renkei.kernel.records._chain import (
+    GENESIS,
+    HUB,
+    AccessRecord,
+    Conn,
+    RecordSigner,
+    _canonical,
+    _from_row,
+    _record_message,
+    may_write,
+    record_hash,
+)
 
 # -- checkpoints (witnessing) and verification --
 

@@ -1,0 +1,66 @@
+"""Access records (アクセス記録): tamper-evident, kept by every party to a linkage.
+
+Each linkage attempt leaves one record with the requester (under the requester's code for the
+subject), one with the hub (under the hub's subject id) and, once the request reaches it, one
+with the provider (under the provider's code). Every party's records form a hash chain: each
+record carries its position in the keeper's chain, the hash of the keeper's previous record and
+its own hash over all its fields. The table is append-only (a trigger refuses UPDATE, TRUNCATE
+and any DELETE before the retention period), and :func:`checkpoint` signs the head of every
+chain, so :func:`verify` finds a changed, deleted, inserted or reordered record, and a chain
+cut short after a checkpoint.
+
+The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
+and finds its record already written, so every attempt leaves exactly one record per keeper.
+"""
+
+from __future__ import annotations
+
+from renkei.kernel.records._chain import (
+    GENESIS,
+    HUB,
+    AccessRecord,
+    Conn,
+    RecordSigner,
+    append,
+    may_write,
+    query,
+    record_hash,
+    write,
+)
+from renkei.kernel.records._witness import (
+    Break,
+    Checkpoint,
+    Head,
+    PartyKey,
+    Verification,
+    checkpoint,
+    heads,
+    key_id,
+    keyring,
+    verify,
+    witnesses,
+)
+
+__all__ = [
+    "GENESIS",
+    "HUB",
+    "AccessRecord",
+    "Break",
+    "Checkpoint",
+    "Conn",
+    "Head",
+    "PartyKey",
+    "RecordSigner",
+    "Verification",
+    "append",
+    "checkpoint",
+    "heads",
+    "key_id",
+    "keyring",
+    "may_write",
+    "query",
+    "record_hash",
+    "verify",
+    "witnesses",
+    "write",
+]
