@@ -126,7 +126,9 @@ class WhitelistGate:
     def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
         return provider_decision(self.org, self.catalog, self.whitelist.index, req, at)
 
-    def admit(self, req: LinkageRequest, info: activity.Info, now: dt.datetime) -> LinkageRequest:
+    def check_permit(
+        self, req: LinkageRequest, info: activity.Info, now: dt.datetime
+    ) -> LinkageRequest:
         """The request as the provider may see it (its own code opened), if the hub's permit
         holds for exactly this attempt; else :class:`~renkei.kernel.permits.PermitRefused`."""
         if req.permit is None and self._accept_unpermitted:  # the explicit migration switch
@@ -166,7 +168,7 @@ class WhitelistGate:
         info = activity.info()
         now = dt.datetime.now(dt.UTC)
         try:
-            admitted = self.admit(req, info, now)
+            admitted = self.check_permit(req, info, now)
         except permits.PermitRefused as refused:
             admitted = req
             decision = Decision(allowed=False, reason=f"refused: {refused}")

@@ -25,10 +25,8 @@ from temporalio.common import (
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
-    CancelledError,
     ChildWorkflowError,
 )
-from temporalio.exceptions import TimeoutError as StepTimeout
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -70,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_citizens
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
+    from workflows.outcomes import budget_seconds, first_failure, step_failure
 
 
 # Linkages carry the hub's permit and the sealed code (runs recorded before replay the old path).
@@ -181,7 +180,7 @@ class BpfInterpreter:
                 )
             except ActivityError as err:
                 self._set_status("invalid")
-                raise _application_failure(err, "the flow could not start") from None
+                raise step_failure(err, "the flow could not start") from None
         pin = self._run.pin
         if start.resume is None:
             workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
@@ -230,7 +229,7 @@ class BpfInterpreter:
             raise
         except ActivityError as err:
             self._set_status("failed")
-            raise _application_failure(err) from None
+            raise step_failure(err) from None
         self._set_status("completed")
         return FlowResult(outcome="completed", result=result, pin=pin, linkages=self._linkages)
 
@@ -298,7 +297,7 @@ class BpfInterpreter:
                     for lane in step.parallel:
                         group.create_task(self._steps(lane))
             except BaseExceptionGroup as group_error:
-                first = _first(group_error)
+                first = first_failure(group_error)
                 raise first from first.__cause__  # keep the failure's own cause
         elif isinstance(step, BranchStep):
             for index, arm in enumerate(step.branch):
@@ -462,7 +461,7 @@ class BpfInterpreter:
                 retry_policy=HUB_RETRY,
             )
         except ActivityError as err:
-            raise _application_failure(err, "code translation failed") from None
+            raise step_failure(err, "code translation failed") from None
         return translated
 
     async def _broker(self, req: BrokerRequest) -> Brokered:
@@ -475,7 +474,7 @@ class BpfInterpreter:
                 retry_policy=HUB_RETRY,
             )
         except ActivityError as err:
-            raise _application_failure(err, f"step {req.step}: linkage not brokered") from None
+            raise step_failure(err, f"step {req.step}: linkage not brokered") from None
         return brokered
 
     async def _query(self, step: QueryStep) -> None:
@@ -498,7 +497,7 @@ class BpfInterpreter:
             run_id=wf.run_id,
             hold=self._start.hold,
             parent=self._start.parent,
-            budget_seconds=_budget_seconds(
+            budget_seconds=budget_seconds(
                 q.timeout, q.retry.max_attempts, q.retry.maximum_interval
             ),
         )
@@ -589,49 +588,6 @@ class BpfInterpreter:
         translated = await self._translate(provider, self._start.executor, codes)
         for (container, key), code in zip(slots, translated, strict=True):
             container[key] = code
-
-
-def _budget_seconds(timeout: timedelta, attempts: int, pause: timedelta) -> int:
-    """How long a linkage may take with every retry: the permit must outlive it."""
-    total = timeout * attempts + pause * max(attempts - 1, 0)
-    return max(1, min(int(total.total_seconds()), 86_400))
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The lane failure that caused the others' cancellation (not a cancellation itself)."""
-    flat: list[BaseException] = []
-
-    def collect(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            collect(e) if isinstance(e, BaseExceptionGroup) else flat.append(e)
-
-    collect(group)
-    for e in flat:
-        # A lane cancelled because another failed ends in an ActivityError without a failure
-        # cause (or with a cancellation): that is the consequence, not the reason.
-        if not isinstance(e, ActivityError) or not (
-            e.cause is None or isinstance(e.cause, CancelledError)
-        ):
-            return e
-    return flat[0]
-
-
-def _application_failure(err: ActivityError, context: str | None = None) -> ApplicationError:
-    """The flow's failure for an activity that failed for good: where (by default the step the
-    activity ran for), and why."""
-    if context is None:
-        context = f"step {err.activity_id}" if err.activity_id else "a step"
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return ApplicationError(f"{context}: {cause.message}", type=cause.type, non_retryable=True)
-    if isinstance(cause, StepTimeout):
-        kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
-        retries = err.retry_state.name.lower().replace("_", " ") if err.retry_state else None
-        return Failure.STEP_TIMED_OUT.error(
-            f"{context}: no answer in time ({kind} timeout)"
-            + (f"; retries: {retries}" if retries else "")
-        )
-    return Failure.STEP_FAILED.error(f"{context}: {err.message}")
 
 
 __all__ = ["BpfInterpreter", "CompiledBpf"]

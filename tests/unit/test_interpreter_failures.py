@@ -1,6 +1,6 @@
 """How the interpreter turns a failed activity, and a failed parallel step, into the flow's failure.
 
-The helpers are private to ``workflows.interpreter`` (``_application_failure``, ``_first``); they
+The helpers live in ``workflows.outcomes`` (``step_failure``, ``first_failure``); they
 are pure, so they are called here with temporalio exceptions built by hand.
 """
 
@@ -16,7 +16,8 @@ from temporalio.exceptions import (
 )
 
 from renkei.contracts.failures import Failure
-from workflows.interpreter import _application_failure, _first
+from workflows.outcomes import first_failure as _first
+from workflows.outcomes import step_failure as _application_failure
 
 
 def activity_error(

@@ -1,0 +1,61 @@
+"""How a flow's steps end, decided without Temporal's help: pure functions of what the SDK
+raised, unit-tested on their own (tests/unit/test_interpreter_failures.py).
+
+- :func:`step_failure`: the flow's failure for an activity that failed for good — where (the
+  step) and why, as one of renkei's failure types;
+- :func:`first_failure`: of a parallel step's lanes, the failure that caused the others'
+  cancellation;
+- :func:`budget_seconds`: how long a linkage may take with its retries (a permit outlives it).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as StepTimeout
+
+from renkei.contracts.failures import Failure
+
+
+def budget_seconds(timeout: timedelta, attempts: int, pause: timedelta) -> int:
+    """How long a linkage may take with every retry: the permit must outlive it."""
+    total = timeout * attempts + pause * max(attempts - 1, 0)
+    return max(1, min(int(total.total_seconds()), 86_400))
+
+
+def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The lane failure that caused the others' cancellation (not a cancellation itself)."""
+    flat: list[BaseException] = []
+
+    def collect(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            collect(e) if isinstance(e, BaseExceptionGroup) else flat.append(e)
+
+    collect(group)
+    for e in flat:
+        # A lane cancelled because another failed ends in an ActivityError without a failure
+        # cause (or with a cancellation): that is the consequence, not the reason.
+        if not isinstance(e, ActivityError) or not (
+            e.cause is None or isinstance(e.cause, CancelledError)
+        ):
+            return e
+    return flat[0]
+
+
+def step_failure(err: ActivityError, context: str | None = None) -> ApplicationError:
+    """The flow's failure for an activity that failed for good: where (by default the step the
+    activity ran for), and why."""
+    if context is None:
+        context = f"step {err.activity_id}" if err.activity_id else "a step"
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return ApplicationError(f"{context}: {cause.message}", type=cause.type, non_retryable=True)
+    if isinstance(cause, StepTimeout):
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
+        retries = err.retry_state.name.lower().replace("_", " ") if err.retry_state else None
+        return Failure.STEP_TIMED_OUT.error(
+            f"{context}: no answer in time ({kind} timeout)"
+            + (f"; retries: {retries}" if retries else "")
+        )
+    return Failure.STEP_FAILED.error(f"{context}: {err.message}")
