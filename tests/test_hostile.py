@@ -805,3 +805,20 @@ async def test_an_agencys_database_role_reads_nothing_of_the_hubs_and_writes_onl
         assert {c.keeper for c in made} <= {records.HUB, "city-minato"} and made
     finally:
         await agency.close()
+
+
+async def test_records_signed_with_a_revoked_key_after_its_revocation_are_reported(
+    pool, settings
+) -> None:
+    """An org's key is lost: the platform revokes it. What was signed before stands; what the
+    thief signs after the revocation does not."""
+    writer = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, writer, 2)
+    assert await parties.revoke(pool, keeper)
+    assert await _breaks(pool, settings, keeper) == []
+    await records.write(
+        pool, access_record(keeper, 3, attempt_key=f"{uuid.uuid4()}"), signer=writer
+    )
+    assert await _breaks(pool, settings, keeper) == [
+        f"signed with {keeper}'s key after it was revoked"
+    ]
