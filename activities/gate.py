@@ -49,7 +49,7 @@ from activities.permits import subject_context
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import is_query_activity, query_activity
-from renkei.kernel import permits, records, telemetry
+from renkei.kernel import attest, permits, records, telemetry
 from renkei.kernel.keys import OrgKeys
 from renkei.kernel.sealing import SealError, open_sealed
 from whitelist.decide import Decision, WhitelistIndex, decide_linkage
@@ -120,7 +120,8 @@ class WhitelistGate:
         self._hub = keys.hub_verifier()
         self._hub_key_id = keys.hub_key_id
         self._opener = keys.opener()
-        self._recorder = records.RecordSigner(org, keys.signer())
+        self.signer = keys.signer()
+        self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
 
     def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
@@ -264,6 +265,11 @@ class _Inbound(ActivityInboundInterceptor):
         # Only the request this gate admitted reaches the provider (see activities.linkage).
         token = ADMITTED.set(admitted)
         try:
-            return await super().execute_activity(input)
+            answer = await super().execute_activity(input)
         finally:
             ADMITTED.reset(token)
+        if req.permit is None or not isinstance(answer, dict):  # the migration switch's path
+            return answer
+        # Signed with this org's own key, for this permit: a worker without the key (a rogue on
+        # this queue) cannot make an answer the flow accepts.
+        return attest.signed_answer(self.gate.signer, req.permit.signature, answer)

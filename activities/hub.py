@@ -217,6 +217,7 @@ class HubActivities:
             legal_reference=decision.legal_reference,
             permit=permit,
             sealed_subject=sealed,
+            provider_key=await self._issuer.signing_key_of(req.provider),
         )
 
     @activity.defn(name="hub.scan-target")

@@ -57,6 +57,10 @@ class PermitIssuer:
             raise UnknownParty(f"{org} has no registered keys: the platform has not issued them")
         return found
 
+    async def signing_key_of(self, org: str) -> str:
+        """``org``'s registered public signing key (base64): its answers verify against it."""
+        return (await self._public(org)).signing
+
     async def issue(
         self,
         *,

@@ -17,7 +17,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 from temporalio.worker import Worker
 
 from activities.permits import subject_context
@@ -288,7 +288,7 @@ async def test_a_request_written_without_the_payload_ring_is_not_even_read(
     ] == []
 
 
-async def test_a_rogue_worker_on_a_providers_queue_cannot_read_the_providers_code(
+async def test_a_rogue_worker_on_a_providers_queue_cannot_read_the_code_nor_forge_the_answer(
     client, pool, settings, catalog, live_whitelist
 ) -> None:
     """A rogue worker (it holds the payload ring, as any agency's worker does) polls
@@ -299,7 +299,9 @@ async def test_a_rogue_worker_on_a_providers_queue_cannot_read_the_providers_cod
     @activity.defn(dynamic=True)
     async def rogue(args: Sequence[RawValue]) -> dict[str, object]:
         taken.append(activity.payload_converter().from_payload(args[0].payload, LinkageRequest))
-        raise ApplicationError("rogue", non_retryable=True)
+        # Made-up data, as a rogue would answer (it has no key of city-shibuya's to sign with).
+        made_up = LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+        return {"answer": made_up.model_dump(mode="json"), "signature": "Zm9yZ2Vk"}
 
     await register_fixture(pool, "retry-probe.yaml")
     h = pick(settings, lambda h: h.municipality == "city-shibuya")
@@ -315,8 +317,12 @@ async def test_a_rogue_worker_on_a_providers_queue_cannot_read_the_providers_cod
         handle = await rc.start(
             start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
         )
-        with pytest.raises(WorkflowFailureError):
+        with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
+    # Its made-up answer is not city-shibuya's: the flow does not take it.
+    assert Failure.FORGED_ANSWER.caused(
+        failure.value.cause.__cause__
+    ) or "not city-shibuya's" in str(failure.value.cause)
     assert taken
     req = taken[0]
     shibuya_code = code(settings, "city-shibuya", h.members[0])

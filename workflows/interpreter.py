@@ -66,13 +66,15 @@ with workflow.unsafe.imports_passed_through():
     from renkei.contracts.names import agency_queue, query_activity, workflow_id
     from renkei.contracts.retries import HUB_RETRY, HUB_TIMEOUT, linkage_retry
     from renkei.kernel import search_attributes as sa
-    from renkei.kernel.attest import is_citizens
+    from renkei.kernel.attest import is_citizens, is_providers
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
     from workflows.outcomes import budget_seconds, first_failure, step_failure
 
 
 # Linkages carry the hub's permit and the sealed code (runs recorded before replay the old path).
 PERMITS = "permits-v1"
+# Answers carry the provider's signature (runs recorded before replay without checking it).
+SIGNED_ANSWERS = "signed-answers-v1"
 
 
 class _Rejected(Exception):
@@ -550,6 +552,23 @@ class BpfInterpreter:
                     f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
                 ) from None
             raise
+        if (
+            request.permit is not None
+            and brokered.provider_key is not None
+            and workflow.patched(SIGNED_ANSWERS)
+        ):
+            # Only the provider's own key makes an answer this flow accepts: a worker without
+            # it (a rogue on the provider's queue) cannot feed the flow made-up data.
+            opened = is_providers(brokered.provider_key, payload, request.permit.signature)
+            if opened is None:
+                self._linkages.append(
+                    LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
+                )
+                raise Failure.FORGED_ANSWER.error(
+                    f"step {step.id}: the answer is not {provider}'s (not signed with its key"
+                    " for this permit)"
+                )
+            payload = opened
         schema = SCHEMAS.get(self._run.info_schemas.get(q.info, ""), GenericRecord)
         payload = schema.model_validate(payload).model_dump(mode="json")
         await self._codes_to_executor(schema, payload, provider)

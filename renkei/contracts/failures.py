@@ -37,6 +37,7 @@ class Failure(StrEnum):
     UNKNOWN_ACTIVITY = "UnknownActivity"
     NOT_IMPLEMENTED = "NotImplemented"
     NO_MATCH = "NoMatch"
+    FORGED_ANSWER = "ForgedAnswer"  # an answer the provider did not sign for this permit
     PROVIDER_ERROR = "ProviderError"
     # Waits, expressions, child flows and steps.
     NOT_WAITING = "NotWaiting"

@@ -190,6 +190,11 @@ class Brokered(BaseModel):
     legal_reference: str
     permit: SignedPermit | None = None
     sealed_subject: Sealed | None = None
+    provider_key: str | None = Field(
+        default=None,
+        description="the provider's registered public signing key (base64): its answer must be"
+        " signed with it",
+    )
 
 
 class LinkageOutcome(BaseModel):

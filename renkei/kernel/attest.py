@@ -112,3 +112,35 @@ def is_platform_scan(
     on: str,
 ) -> bool:
     return _holds(hub, signature, _scan(bpf, version, executor, age, on))
+
+
+# -- a provider's answer ------------------------------------------------------------------------
+
+ANSWER_KEYS = frozenset({"answer", "signature"})
+
+
+def _answer(permit_signature: str, payload: dict[str, Any]) -> bytes:
+    return f"renkei/answer/v1|{permit_signature}|{_digest(payload)}".encode()
+
+
+def signed_answer(
+    key: Ed25519PrivateKey, permit_signature: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """The provider's answer to one permitted attempt, signed with its own key: bound to the
+    permit (its signature names the attempt) and to the payload."""
+    return {"answer": payload, "signature": _sign(key, _answer(permit_signature, payload))}
+
+
+def is_providers(
+    provider: str, signed: dict[str, Any], permit_signature: str
+) -> dict[str, Any] | None:
+    """The payload of ``signed`` if the provider (its public key, base64) signed it for this
+    permit; else None."""
+    if set(signed) != ANSWER_KEYS or not isinstance(signed["answer"], dict):
+        return None
+    payload: dict[str, Any] = signed["answer"]
+    return (
+        payload
+        if _holds(provider, signed["signature"], _answer(permit_signature, payload))
+        else None
+    )
