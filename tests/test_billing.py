@@ -96,13 +96,14 @@ async def test_the_report_matches_the_records_exactly(env, pool, settings: Setti
         await (await env.start(child_rearing(settings, h.members[0], h.members[1]))).result()
     # An agency's look-up in its own register (through the hub, or a life-event scan at its own
     # gate) passes between no agencies: billed to neither side.
+    own = f"own/{uuid.uuid4()}"  # one attempt, both sides (the hub writes them together)
     for keeper in (HUB, "city-minato"):
         await records.write(
             pool,
             access_record(
                 keeper,
                 0,
-                attempt_key=f"own/{uuid.uuid4()}",
+                attempt_key=own,
                 requester="city-minato",
                 task="child-allowance",
                 info="resident-cohort",
