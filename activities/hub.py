@@ -275,6 +275,7 @@ class HubActivities:
             content_hash=found.content_hash,
             task_queue_prefix=self._prefix,
             permit=permit,
+            provider_key=await self._issuer.signing_key_of(req.executor) if permit else None,
         )
 
     @activity.defn(name="hub.case-refs")

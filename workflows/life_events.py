@@ -44,12 +44,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.contracts.retries import HUB_TIMEOUT, SCAN_TIMEOUT
     from renkei.kernel import search_attributes as sa
+    from renkei.kernel.attest import is_providers
     from whitelist.decide import JST
     from whitelist.payloads import ResidentCohort
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 # Starts carry the platform's attestation (scans recorded before replay without it).
 PLATFORM_STARTS = "platform-starts-v1"
+# The register's answer is signed (scans recorded before replay without checking it).
+SIGNED_ANSWERS = "signed-answers-v1"
 
 
 def _years_before(d: date, years: int) -> date:
@@ -123,6 +126,18 @@ class LifeEventScan:
             raise Failure.SCAN_FAILED.error(
                 f"the resident register could not be asked: {getattr(cause, 'message', err)}"
             ) from None
+        if target.permit is not None and workflow.patched(SIGNED_ANSWERS):
+            # The register's answer counts only if the register signed it for this permit.
+            opened = (
+                is_providers(target.provider_key, found, target.permit.signature)
+                if target.provider_key
+                else None
+            )
+            if opened is None:
+                raise Failure.FORGED_ANSWER.error(
+                    f"the answer of {req.executor}'s register is not signed with its key"
+                )
+            found = opened
         codes = ResidentCohort.model_validate(found).codes
         refs = await workflow.execute_local_activity_method(
             HubActivities.case_refs,

@@ -288,6 +288,9 @@ class ScanTarget(BaseModel):
     content_hash: str
     task_queue_prefix: str
     permit: SignedPermit | None = None
+    provider_key: str | None = Field(
+        default=None, description="the register's registered public signing key (base64)"
+    )
 
 
 class ScanResult(BaseModel):
