@@ -77,6 +77,10 @@ class HubActivities:
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
+        if req.parent is not None and req.called_by is None:
+            # A child's purpose and trigger are its caller's; only a real child (one Temporal
+            # says another flow started) may claim a caller.
+            raise Failure.MALFORMED_START.error("a flow that no other flow started claims a caller")
         try:
             found, inputs = await admit(
                 self._pool,
@@ -87,6 +91,9 @@ class HubActivities:
                 executor=req.executor,
                 subject=req.subject,
                 inputs=req.inputs,
+                # A top-level start is checked against the definition's triggers; a child runs on
+                # its caller's.
+                trigger=req.trigger if req.parent is None else None,
                 parent_task=req.parent.task if req.parent else None,
             )
         except StartRefused as refused:
@@ -109,7 +116,7 @@ class HubActivities:
                     f"a {req.trigger} start comes only from the platform's"
                     f" {'scan' if req.trigger == 'life-event' else 'notification path'}"
                 )
-        if req.hold is not None and req.parent is None:  # a child carries its caller's hold
+        if req.hold is not None:  # a child carries its caller's hold, approval included
             try:
                 await holds.check(
                     self._pool, req.executor, req.hold.approval, req.hold.reason, req.hold.until

@@ -24,7 +24,7 @@ from activities.permits import subject_context
 from renkei.app.client import ResponseRefused
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
-from renkei.contracts.names import agency_queue, query_activity
+from renkei.contracts.names import agency_queue, control_queue, query_activity
 from renkei.kernel import attest, keys, parties, permits, records
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import SealError, open_sealed
@@ -828,3 +828,45 @@ async def test_records_signed_with_a_revoked_key_after_its_revocation_are_report
     assert await _breaks(pool, settings, keeper) == [
         f"signed with {keeper}'s key after it was revoked"
     ]
+
+
+async def test_a_start_cannot_borrow_a_callers_purpose_hold_or_trigger(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Straight to Temporal: a counter start of a flow only life events start; a top-level start
+    claiming a caller (to skip the hold's approval); each is refused before any linkage."""
+    from renkei.contracts.messages import DisclosureHold, ParentFlow
+
+    h = pick(settings, lambda h: h.municipality == "city-minato")
+    subject = code(settings, "city-minato", h.members[0])
+    forever = DisclosureHold(until=dt.datetime(9999, 12, 31, tzinfo=dt.UTC), reason="anything")
+    claims = [
+        (
+            start("coming-of-age-pension-notice", "city-minato", subject),
+            "cannot be started by trigger counter",
+        ),
+        (
+            start(
+                "register-probe",
+                "city-minato",
+                subject,
+                inputs={"register": "city-minato"},
+                hold=forever,
+                parent=ParentFlow(workflow_id="x", bpf="x", task="school-entry-notice"),
+            ),
+            "no other flow started claims a caller",
+        ),
+    ]
+    await register_fixture(pool, "register-probe.yaml")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        for flow, expected in claims:
+            handle = await client.start_workflow(  # past the SDK's own checks
+                flow.bpf,
+                flow,
+                id=f"{flow.bpf}/{flow.executor}/{flow.case_ref}",
+                task_queue=control_queue(settings.task_queue_prefix),
+            )
+            with pytest.raises(WorkflowFailureError) as failure:
+                await handle.result()
+            assert expected in str(failure.value.cause), failure.value.cause
+            assert await records.query(pool, workflow_id=handle.id) == []

@@ -176,6 +176,9 @@ class BpfInterpreter:
                         trigger=start.trigger,
                         attestation=start.attestation,
                         hold=start.hold,
+                        called_by=caller.workflow_id
+                        if (caller := workflow.info().parent)
+                        else None,
                     ),
                     start_to_close_timeout=HUB_TIMEOUT,
                     retry_policy=HUB_RETRY,

@@ -96,6 +96,9 @@ class ResolveRequest(BaseModel):
     trigger: str = "counter"
     attestation: str | None = None
     hold: DisclosureHold | None = None
+    called_by: str | None = Field(
+        default=None, description="the workflow that started this one, as Temporal reports it"
+    )
 
 
 class ResolvedRun(BaseModel):
