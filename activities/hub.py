@@ -34,6 +34,8 @@ from renkei.contracts.messages import (
     ReminderRequest,
     ResolvedRun,
     ResolveRequest,
+    Resume,
+    ResumeProof,
     ScanRequest,
     ScanTarget,
     TranslateRequest,
@@ -41,7 +43,13 @@ from renkei.contracts.messages import (
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import SCAN_TIMEOUT
 from renkei.kernel import holds, records, telemetry
-from renkei.kernel.attest import is_platform_scan, is_platform_start, trigger_start
+from renkei.kernel.attest import (
+    is_hubs_resume,
+    is_platform_scan,
+    is_platform_start,
+    resume_state,
+    trigger_start,
+)
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.decide import decide_linkage
 from whitelist.models import Catalog
@@ -289,6 +297,27 @@ class HubActivities:
     async def case_refs(self, req: CaseRefRequest) -> list[str]:
         """Stable case references for the people a scan found (no personal data in them)."""
         return [self._pseudonyms.case_ref(req.executor, req.bpf, req.key, c) for c in req.codes]
+
+    @activity.defn(name="hub.sign-resume")
+    async def sign_resume(self, resume: Resume) -> str:
+        """Sign the state a flow carries into its next run (continue-as-new)."""
+        return resume_state(
+            self._issuer.key, activity.info().workflow_id or "", resume.model_dump_json()
+        )
+
+    @activity.defn(name="hub.check-resume")
+    async def check_resume(self, proof: ResumeProof) -> None:
+        """Refuse a continuation whose state the hub did not sign for this workflow: a forged
+        ``resume`` would skip the hub's checks, the steps already passed and their answers."""
+        if not is_hubs_resume(
+            self._hub_public,
+            proof.signature,
+            activity.info().workflow_id or "",
+            proof.resume.model_dump_json(),
+        ):
+            raise Failure.MALFORMED_START.error(
+                "the state this flow continues from is not the hub's (a forged resume)"
+            )
 
     @activity.defn(name="hub.attest-starts")
     async def attest_starts(self, req: AttestRequest) -> list[str]:

@@ -870,3 +870,46 @@ async def test_a_start_cannot_borrow_a_callers_purpose_hold_or_trigger(
                 await handle.result()
             assert expected in str(failure.value.cause), failure.value.cause
             assert await records.query(pool, workflow_id=handle.id) == []
+
+
+async def test_a_forged_continuation_is_refused(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A ring holder starts a flow as if it continued from an earlier run: its own definition,
+    steps already 'passed', answers already 'given'. The hub did not sign that state."""
+    from renkei.bpf.loader import load_file
+    from renkei.contracts.messages import Pin, ResolvedRun, Resume
+    from tests.paths import SAMPLES_DIR
+
+    d = load_file(SAMPLES_DIR / "child-allowance-portal.yaml").definition
+    h = pick(settings, lambda h: h.municipality == "city-minato")
+    forged = start(
+        d.bpf, "city-minato", code(settings, "city-minato", h.members[0]), trigger="portal"
+    ).model_copy(
+        update={
+            "resume": Resume(
+                run=ResolvedRun(
+                    pin=Pin(bpf=d.bpf, version=d.version, content_hash="sha256:forged"),
+                    definition=d,
+                    info_schemas={},
+                    inputs={},
+                    task_queue_prefix=settings.task_queue_prefix,
+                    executor_roles=["municipal-mayor"],
+                ),
+                next_step=len(d.steps) - 1,  # the consent "already given"
+                outputs={"consent": {"agree": True}},
+                linkages=[],
+            )
+        }
+    )
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await client.start_workflow(
+            d.bpf,
+            forged,
+            id=f"{d.bpf}/city-minato/{forged.case_ref}",
+            task_queue=control_queue(settings.task_queue_prefix),
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "not the hub's (a forged resume)" in str(failure.value.cause)
+    assert await records.query(pool, workflow_id=handle.id) == []

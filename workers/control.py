@@ -57,6 +57,8 @@ def control_worker(
             hub.scan_target,
             hub.case_refs,
             hub.attest_starts,
+            hub.sign_resume,
+            hub.check_resume,
         ],
         **options,  # type: ignore[arg-type]
     )

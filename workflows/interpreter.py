@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         ResolveRequest,
         Response,
         Resume,
+        ResumeProof,
         StartFlow,
         TranslateRequest,
         Waiting,
@@ -75,6 +76,8 @@ with workflow.unsafe.imports_passed_through():
 PERMITS = "permits-v1"
 # Answers carry the provider's signature (runs recorded before replay without checking it).
 SIGNED_ANSWERS = "signed-answers-v1"
+# A continuation takes up only a state the hub signed.
+SIGNED_RESUME = "signed-resume-v1"
 
 
 class _Rejected(Exception):
@@ -161,6 +164,17 @@ class BpfInterpreter:
             raise Failure.MALFORMED_START.error("workflow type and BPF id differ")
         self._start = start
         if start.resume is not None:  # a continuation: the definition is already pinned
+            if workflow.patched(SIGNED_RESUME):  # only a state the hub signed is taken up
+                try:
+                    await workflow.execute_local_activity_method(
+                        HubActivities.check_resume,
+                        ResumeProof(resume=start.resume, signature=start.resume_signature),
+                        start_to_close_timeout=HUB_TIMEOUT,
+                        retry_policy=HUB_RETRY,
+                    )
+                except ActivityError as err:
+                    self._set_status("invalid")
+                    raise step_failure(err, "the flow could not continue") from None
             self._run = start.resume.run
         else:
             try:
@@ -209,18 +223,23 @@ class BpfInterpreter:
             for index in range(first, len(top)):
                 if index > first and self._history_is_long():
                     await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(
-                        start.model_copy(
-                            update={
-                                "resume": Resume(
-                                    run=self._run,
-                                    next_step=index,
-                                    outputs=self._outputs,
-                                    linkages=self._linkages,
-                                    generation=(start.resume.generation + 1) if start.resume else 1,
-                                )
-                            }
+                    resume = Resume(
+                        run=self._run,
+                        next_step=index,
+                        outputs=self._outputs,
+                        linkages=self._linkages,
+                        generation=(start.resume.generation + 1) if start.resume else 1,
+                    )
+                    signature = None
+                    if workflow.patched(SIGNED_RESUME):
+                        signature = await workflow.execute_local_activity_method(
+                            HubActivities.sign_resume,
+                            resume,
+                            start_to_close_timeout=HUB_TIMEOUT,
+                            retry_policy=HUB_RETRY,
                         )
+                    workflow.continue_as_new(
+                        start.model_copy(update={"resume": resume, "resume_signature": signature})
                     )
                 await self._step(top[index])
             result = {name: self._eval(("result", name)) for name in self._run.definition.result}

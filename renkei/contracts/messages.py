@@ -74,6 +74,10 @@ class StartFlow(BaseModel):
         description="set only by the platform's scan and notification paths: their signature"
         " on a life-event or notification start (a child inherits its caller's)",
     )
+    resume_signature: str | None = Field(
+        default=None,
+        description="set only by a flow continuing as new: the hub's signature on ``resume``",
+    )
 
 
 class Pin(BaseModel):
@@ -313,6 +317,13 @@ class AttestRequest(BaseModel):
     bpf: str
     executor: str
     starts: list[tuple[str, str]]
+
+
+class ResumeProof(BaseModel):
+    """The state a flow carries into its next run, and the hub's signature on it."""
+
+    resume: Resume
+    signature: str | None = None
 
 
 class CaseRefRequest(BaseModel):

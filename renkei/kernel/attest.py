@@ -144,3 +144,22 @@ def is_providers(
         if _holds(provider, signed["signature"], _answer(permit_signature, payload))
         else None
     )
+
+
+# -- a flow continuing as new -------------------------------------------------------------------
+
+
+def _resume(workflow_id: str, resume_json: str) -> bytes:
+    digest = hashlib.sha256(resume_json.encode()).hexdigest()
+    return f"renkei/resume/v1|{workflow_id}|{digest}".encode()
+
+
+def resume_state(key: Ed25519PrivateKey, workflow_id: str, resume_json: str) -> str:
+    """The hub's signature on the state a flow carries into its next run (continue-as-new)."""
+    return _sign(key, _resume(workflow_id, resume_json))
+
+
+def is_hubs_resume(
+    hub: Ed25519PublicKey, signature: str | None, workflow_id: str, resume_json: str
+) -> bool:
+    return _holds(hub, signature, _resume(workflow_id, resume_json))
