@@ -913,3 +913,50 @@ async def test_a_forged_continuation_is_refused(
             await handle.result()
     assert "not the hub's (a forged resume)" in str(failure.value.cause)
     assert await records.query(pool, workflow_id=handle.id) == []
+
+
+async def test_a_party_cannot_frame_a_chain_it_does_not_witness(
+    base_settings, pool, settings
+) -> None:
+    """city-minato signs a 'checkpoint' of another org's chain with a made-up head: its word
+    about a chain it does not witness counts for nothing, and its database role cannot even
+    store it."""
+    import base64
+
+    import asyncpg
+
+    from renkei.kernel.db import create_pool, party_role
+
+    victim = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, victim, 2)
+    framer = keys.load_org(settings, "city-minato").signer()
+    at = dt.datetime.now(dt.UTC)
+    bogus = "f" * 64
+    row = (
+        keeper,
+        99,
+        bogus,
+        at,
+        records.key_id(framer),
+        base64.b64encode(
+            framer.sign(
+                f"renkei/checkpoint/v1|{keeper}|99|{bogus}|{at.isoformat(timespec='microseconds')}".encode()
+            )
+        ).decode(),
+        "city-minato",
+    )
+    insert = (
+        "INSERT INTO records.checkpoints"
+        " (keeper, chain_seq, record_hash, signed_at, key_id, signature, signer)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    )
+    agency = await create_pool(
+        base_settings.database_url, max_size=1, role=party_role("city-minato")
+    )
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await agency.execute(insert, *row)
+    finally:
+        await agency.close()
+    await pool.execute(insert, *row)  # past the role, as the application's role could
+    assert await _breaks(pool, settings, keeper) == []

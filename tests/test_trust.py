@@ -272,11 +272,19 @@ async def test_payloads_encrypted_under_a_retired_key_still_decrypt(settings: Se
 
 # -- tamper-evident records --
 
+# Records are written signed, as the hub writes them (a chain started now is signed throughout).
+_WRITER: list[records.RecordSigner] = []
+
+
+@pytest.fixture(autouse=True)
+def _hub_writes(base_settings: Settings) -> None:
+    _WRITER[:] = [records.RecordSigner(records.HUB, keys.load(base_settings).signer())]
+
 
 async def _chain_of(pool: asyncpg.Pool, n: int = 5) -> str:
     keeper = f"probe-{uuid.uuid4().hex[:8]}"
     for i in range(1, n + 1):
-        await records.write(pool, access_record(keeper, i))
+        await records.write(pool, access_record(keeper, i), signer=_WRITER[0])
     return keeper
 
 
@@ -312,7 +320,7 @@ async def test_records_are_append_only_for_the_application(pool: asyncpg.Pool) -
                 "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1", keeper
             )
     # A second write of the same attempt is the same record, not a new one.
-    again = await records.write(pool, access_record(keeper, 1))
+    again = await records.write(pool, access_record(keeper, 1), signer=_WRITER[0])
     assert again[0].chain_seq == 1
     assert len(await records.query(pool, keeper=keeper)) == 2
 

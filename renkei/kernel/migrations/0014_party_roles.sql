@@ -64,7 +64,8 @@ BEGIN
         -- Its own chain's head, and the hub's, which it witnesses.
         CREATE POLICY own_witness ON records.checkpoints TO renkei_party
             USING (true)
-            WITH CHECK (signer = (SELECT party FROM trust.db_roles WHERE role = current_user));
+            WITH CHECK (signer = (SELECT party FROM trust.db_roles WHERE role = current_user)
+                        AND keeper IN ('hub', signer));
         CREATE POLICY own_keeper ON records.keepers TO renkei_party
             USING (keeper = (SELECT party FROM trust.db_roles WHERE role = current_user))
             WITH CHECK (keeper = (SELECT party FROM trust.db_roles WHERE role = current_user));

@@ -210,9 +210,23 @@ async def verify(
         for cp in checkpoints:
             by_keeper.setdefault(cp["keeper"], []).append(cp)
         exported = {h.keeper: h for h in against}
+        # Chains the keeper registry saw start after records were signed (migration 0012).
+        signed_since = await conn.fetchval(
+            "SELECT applied_at FROM public.renkei_migrations WHERE name = '0012_signed_records.sql'"
+        )
+        late = (
+            {
+                r["keeper"]
+                for r in await conn.fetch(
+                    "SELECT keeper FROM records.keepers WHERE first_seen > $1", signed_since
+                )
+            }
+            if signed_since is not None
+            else set()
+        )
         for keeper in names:
             count, found = await _verify_chain(
-                conn, keeper, by_keeper.get(keeper, []), ring, exported.get(keeper)
+                conn, keeper, keeper in late, by_keeper.get(keeper, []), ring, exported.get(keeper)
             )
             total += count
             if found is None and count == 0 and keeper in names:
@@ -260,6 +274,7 @@ async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:
 async def _verify_chain(
     conn: Conn,
     keeper: str,
+    signed_from_start: bool,
     marks: list[asyncpg.Record],
     ring: dict[str, PartyKey],
     exported: Head | None,
@@ -267,7 +282,8 @@ async def _verify_chain(
     prev = GENESIS
     expected = 1
     count = 0
-    signed_seen = False
+    # A chain started after records were signed is signed from its first record.
+    signed_seen = signed_from_start
     at_seq: dict[int, str] = {}
     wanted = {m["chain_seq"] for m in marks} | ({exported.chain_seq} if exported else set())
     async for row in _chain(conn, keeper):
@@ -302,6 +318,8 @@ async def _verify_chain(
     for mark in sorted(marks, key=lambda m: m["chain_seq"]):
         seq = mark["chain_seq"]
         signer = mark["signer"] or HUB
+        if not witnesses(signer, keeper):
+            continue  # not a witness of this chain: its word about the chain counts for nothing
         if not _checkpoint_ok(mark, ring, signer):
             return count, Break(
                 keeper=keeper,
