@@ -603,7 +603,11 @@ async def test_an_agency_cannot_answer_as_the_citizen(
         with pytest.raises(ResponseRefused, match="citizen's own portal session"):
             await rc.respond(handle.id, "consent", {"agree": True}, by="citizen")
         forged = attest.citizen_response(
-            keys.load_org(settings, "city-minato").signer(), handle.id, "consent", {"agree": True}
+            keys.load_org(settings, "city-minato").signer(),
+            handle.id,
+            handle.result_run_id or "",
+            "consent",
+            {"agree": True},
         )
         with pytest.raises(ResponseRefused, match="citizen's own portal session"):
             await rc.respond(

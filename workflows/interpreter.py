@@ -140,6 +140,7 @@ class BpfInterpreter:
                 hub,
                 response.attestation,
                 workflow.info().workflow_id,
+                workflow.info().run_id,
                 response.step,
                 response.payload,
             )

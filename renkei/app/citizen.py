@@ -230,10 +230,11 @@ async def answer(
     Call it only for the citizen signed in, about a flow whose subject they are (the portal's
     route checks that, see :mod:`renkei.app.web.portal`).
     """
+    run = (await sdk.describe(workflow_id)).run_id or ""  # the run answered now
     return await sdk.respond(
         workflow_id,
         step,
         payload,
         by="citizen",
-        attestation=attest.citizen_response(portal, workflow_id, step, payload),
+        attestation=attest.citizen_response(portal, workflow_id, run, step, payload),
     )

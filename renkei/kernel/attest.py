@@ -28,8 +28,8 @@ def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _citizen(workflow_id: str, step: str, payload: dict[str, Any]) -> bytes:
-    return f"renkei/citizen-response/v1|{workflow_id}|{step}|{_digest(payload)}".encode()
+def _citizen(workflow_id: str, run_id: str, step: str, payload: dict[str, Any]) -> bytes:
+    return f"renkei/citizen-response/v2|{workflow_id}|{run_id}|{step}|{_digest(payload)}".encode()
 
 
 def _trigger(workflow_id: str, trigger: str, bpf: str, executor: str, subject: str) -> bytes:
@@ -56,20 +56,22 @@ def _holds(public: Ed25519PublicKey | str, signature: str | None, message: bytes
 
 
 def citizen_response(
-    key: Ed25519PrivateKey, workflow_id: str, step: str, payload: dict[str, Any]
+    key: Ed25519PrivateKey, workflow_id: str, run_id: str, step: str, payload: dict[str, Any]
 ) -> str:
-    """The portal's signature on the citizen's own answer to ``step`` of ``workflow_id``."""
-    return _sign(key, _citizen(workflow_id, step, payload))
+    """The portal's signature on the citizen's own answer to ``step`` of this run of
+    ``workflow_id`` (bound to the run: it cannot be replayed into another)."""
+    return _sign(key, _citizen(workflow_id, run_id, step, payload))
 
 
 def is_citizens(
     hub: Ed25519PublicKey | str,
     signature: str | None,
     workflow_id: str,
+    run_id: str,
     step: str,
     payload: dict[str, Any],
 ) -> bool:
-    return _holds(hub, signature, _citizen(workflow_id, step, payload))
+    return _holds(hub, signature, _citizen(workflow_id, run_id, step, payload))
 
 
 def trigger_start(

@@ -1,0 +1,66 @@
+"""The platform's signed words hold only for what they were said about."""
+
+from __future__ import annotations
+
+import base64
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from renkei.kernel import attest
+
+HUB = Ed25519PrivateKey.generate()
+PUBLIC = HUB.public_key()
+PUBLIC_B64 = base64.b64encode(PUBLIC.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+OTHER = Ed25519PrivateKey.generate()
+
+
+def test_a_citizens_answer_holds_for_its_run_step_and_payload_only() -> None:
+    said = attest.citizen_response(HUB, "wf", "run-1", "consent", {"agree": True})
+    assert attest.is_citizens(PUBLIC_B64, said, "wf", "run-1", "consent", {"agree": True})
+    for wid, run, step, payload in (
+        ("wf", "run-2", "consent", {"agree": True}),  # replayed into another run
+        ("other", "run-1", "consent", {"agree": True}),
+        ("wf", "run-1", "documents", {"agree": True}),
+        ("wf", "run-1", "consent", {"agree": False}),
+    ):
+        assert not attest.is_citizens(PUBLIC_B64, said, wid, run, step, payload)
+    forged = attest.citizen_response(OTHER, "wf", "run-1", "consent", {"agree": True})
+    assert not attest.is_citizens(PUBLIC_B64, forged, "wf", "run-1", "consent", {"agree": True})
+    assert not attest.is_citizens(PUBLIC_B64, None, "wf", "run-1", "consent", {"agree": True})
+
+
+def test_a_platform_start_holds_for_its_flow_trigger_and_subject_only() -> None:
+    word = attest.trigger_start(HUB, "wf", "notification", "bpf", "city-minato", "CODE")
+    assert attest.is_platform_start(
+        PUBLIC, word, "wf", "notification", "bpf", "city-minato", "CODE"
+    )
+    assert not attest.is_platform_start(
+        PUBLIC, word, "wf", "life-event", "bpf", "city-minato", "CODE"
+    )
+    assert not attest.is_platform_start(
+        PUBLIC, word, "wf", "notification", "bpf", "city-minato", "OTHER"
+    )
+
+
+def test_a_providers_answer_holds_for_its_permit_and_payload_only() -> None:
+    signed = attest.signed_answer(HUB, "permit-sig", {"income": 1})
+    assert attest.is_providers(PUBLIC_B64, signed, "permit-sig") == {"income": 1}
+    assert attest.is_providers(PUBLIC_B64, signed, "another-permit") is None
+    tampered = {**signed, "answer": {"income": 2}}
+    assert attest.is_providers(PUBLIC_B64, tampered, "permit-sig") is None
+    assert attest.is_providers(PUBLIC_B64, {"income": 1}, "permit-sig") is None  # unsigned
+
+
+def test_a_resumed_state_holds_for_its_workflow_and_content_only() -> None:
+    state = '{"next_step": 3}'
+    word = attest.resume_state(HUB, "wf", state)
+    assert attest.is_hubs_resume(PUBLIC, word, "wf", state)
+    assert not attest.is_hubs_resume(PUBLIC, word, "other", state)
+    assert not attest.is_hubs_resume(PUBLIC, word, "wf", '{"next_step": 4}')
+
+
+def test_a_scan_holds_for_its_rule_only() -> None:
+    word = attest.scan_request(HUB, "bpf", None, "city-minato", 18, "birthday")
+    assert attest.is_platform_scan(PUBLIC, word, "bpf", None, "city-minato", 18, "birthday")
+    assert not attest.is_platform_scan(PUBLIC, word, "bpf", None, "city-shibuya", 18, "birthday")
