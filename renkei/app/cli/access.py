@@ -78,6 +78,13 @@ async def keys_issue(
     rotate: Annotated[
         bool, typer.Option(help="replace the org's keys: the old ones are revoked from now")
     ] = False,
+    register: Annotated[
+        bool,
+        typer.Option(
+            help="register the public keys now (--no-register: only write the file, before the"
+            " database exists; `renkei init` registers it)"
+        ),
+    ] = True,
 ) -> int:
     """Issue ORG's key file (its own signing and sealing keys, the payload ring, the hub's
     public key pinned) and register its public keys, signed by the hub."""
@@ -89,9 +96,13 @@ async def keys_issue(
     if rotate and path.exists():
         path.rename(path.with_suffix(".revoked.json"))
     issued = keys.issue(settings, org)
-    async with database(settings) as pool:
-        await parties.register(pool, keys.load(settings).signer(), issued.public(org))
-    typer.echo(f"{org}: key file {path} (give it to {org}'s worker only); public keys registered")
+    if register:
+        async with database(settings) as pool:
+            await parties.register(pool, keys.load(settings).signer(), issued.public(org))
+    typer.echo(
+        f"{org}: key file {path} (give it to {org}'s worker only)"
+        + ("; public keys registered" if register else "")
+    )
     return 0
 
 
