@@ -50,6 +50,7 @@ from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import is_query_activity, query_activity
 from renkei.kernel import attest, permits, records, telemetry
+from renkei.kernel.codec import UNENCRYPTED
 from renkei.kernel.keys import OrgKeys
 from renkei.kernel.sealing import SealError, open_sealed
 from whitelist.decide import Decision, WhitelistIndex, decide_linkage
@@ -239,6 +240,11 @@ class _Inbound(ActivityInboundInterceptor):
         if isinstance(raw, list | tuple) and raw:  # a dynamic activity receives raw values
             raw = raw[0]
         payload = getattr(raw, "payload", None)
+        if payload is not None and payload.metadata.get("encoding") == UNENCRYPTED:
+            telemetry.refused(self.gate.org, "an unencrypted payload")
+            raise Failure.LINKAGE_REFUSED.error(
+                "linkage refused: an unencrypted payload (written without the payload ring)"
+            )
         try:
             req = (
                 activity.payload_converter().from_payload(payload, LinkageRequest)

@@ -964,3 +964,37 @@ async def test_a_party_cannot_frame_a_chain_it_does_not_witness(
         await agency.close()
     await pool.execute(insert, *row)  # past the role, as the application's role could
     assert await _breaks(pool, settings, keeper) == []
+
+
+async def test_an_unencrypted_signal_is_dropped_and_the_flow_goes_on(
+    temporal_env, client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A process with no keys signals a waiting flow in clear: the flow neither reads it nor
+    freezes (its workflow task does not fail), and answers through renkei still reach it."""
+    from renkei.contracts.messages import Response
+
+    await register_fixture(pool, "consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    target = temporal_env.client.service_client.config.target_host
+    plain = await Client.connect(
+        target, namespace=client.namespace, data_converter=pydantic_data_converter
+    )
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        handle = await rc.start(
+            start(
+                "consent-probe",
+                "city-minato",
+                code(settings, "city-minato", h.members[0]),
+                trigger="portal",
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        await plain.get_workflow_handle(handle.id).signal(
+            "renkei.respond", Response(step="consent", payload={"agree": True})
+        )
+        await asyncio.sleep(1)
+        assert await rc.waiting(handle.id)  # still waiting: the clear signal was not taken
+        await rc.respond(handle.id, "consent", {"agree": True})
+        assert (await handle.result()).outcome == "completed"

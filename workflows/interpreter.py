@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.contracts.retries import HUB_RETRY, HUB_TIMEOUT, linkage_retry
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_citizens, is_providers
+    from renkei.kernel.codec import UNENCRYPTED
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
     from workflows.outcomes import budget_seconds, first_failure, step_failure
 
@@ -160,6 +161,8 @@ class BpfInterpreter:
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> FlowResult:
+        if not args or args[0].payload.metadata.get("encoding") == UNENCRYPTED:
+            raise Failure.MALFORMED_START.error("an unencrypted start (written without the ring)")
         start = workflow.payload_converter().from_payload(args[0].payload, StartFlow)
         if start.bpf != workflow.info().workflow_type:
             raise Failure.MALFORMED_START.error("workflow type and BPF id differ")

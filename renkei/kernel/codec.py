@@ -29,6 +29,8 @@ from temporalio.converter import (
 from renkei.kernel.keys import KeyRing
 
 ENCODING = b"binary/encrypted"
+# What an unencrypted payload is replaced with when decoding (see EncryptionCodec.decrypt).
+UNENCRYPTED = b"binary/renkei-unencrypted"
 KEY_ID = "encryption-key-id"
 _AAD = b"renkei/payload/v1"
 _NONCE = 12
@@ -41,9 +43,9 @@ class PayloadDecryptError(Exception):
 class EncryptionCodec(PayloadCodec):
     """AES-256-GCM payload codec with key rotation.
 
-    A payload that is not encrypted is refused when decoding: a worker acts on nothing a
-    process without the ring wrote (a forged start, a forged linkage request from a plain
-    client). ``accept_plaintext`` lets them through: for the codec server, which only shows
+    A payload that is not encrypted is not read when decoding: a worker acts on nothing a
+    process without the ring wrote (a forged start, signal or linkage request from a plain
+    client); it becomes a payload marked ``UNENCRYPTED`` that no converter reads. ``accept_plaintext`` lets them through: for the codec server, which only shows
     payloads (Temporal's own markers are not encrypted), and as an explicit migration switch
     (``RENKEI_ACCEPT_PLAINTEXT_PAYLOADS``) for histories written before encryption.
     """
@@ -72,7 +74,10 @@ class EncryptionCodec(PayloadCodec):
         if payload.metadata.get("encoding") != ENCODING:
             if self._accept_plaintext:
                 return payload
-            raise PayloadDecryptError("an unencrypted payload: refused (written without the ring)")
+            # Not read: replaced by a payload no converter reads, so only the message it came
+            # in fails (a signal is dropped, an update refused, an activity refused) and not
+            # the whole workflow task, which would retry for ever and freeze the flow.
+            return Payload(metadata={"encoding": UNENCRYPTED})
         kid = payload.metadata.get(KEY_ID, b"").decode()
         cipher = self._ciphers.get(kid)
         if cipher is None:
