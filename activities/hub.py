@@ -127,7 +127,12 @@ class HubActivities:
         if req.hold is not None:  # a child carries its caller's hold, approval included
             try:
                 await holds.check(
-                    self._pool, req.executor, req.hold.approval, req.hold.reason, req.hold.until
+                    self._pool,
+                    req.executor,
+                    req.hold.approval,
+                    req.hold.reason,
+                    req.hold.until,
+                    req.parent.workflow_id if req.parent else activity.info().workflow_id or "",
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None

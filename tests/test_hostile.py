@@ -701,13 +701,18 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
     from renkei.kernel import holds
 
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    case = f"case-{uuid.uuid4().hex[:10]}"
     for reason, until, expected in (
         ("investigation", dt.datetime(9999, 12, 31, tzinfo=dt.UTC), "within 365 days"),
         ("curiosity", soon, "no hold reason"),
     ):
         with pytest.raises(holds.HoldNotApproved, match=expected):
-            await holds.request(pool, "city-minato", reason, until, "city-minato")
-    pending = await holds.request(pool, "city-minato", "investigation", soon, "city-minato")
+            await holds.request(
+                pool, "city-minato", "register-probe", case, reason, until, "city-minato"
+            )
+    pending = await holds.request(
+        pool, "city-minato", "register-probe", case, "investigation", soon, "city-minato"
+    )
     with pytest.raises(holds.HoldNotApproved):  # nobody approves their own request
         await holds.approve(pool, pending.id, "city-minato")
 
@@ -743,9 +748,10 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
                 failure.value.cause
             )
             assert await records.query(pool, workflow_id=handle.id) == []
-        # Approved by a platform operator: the flow runs, and its records carry the hold.
+        # Approved by a platform operator: that one case runs, and its records carry the hold;
+        # the approval covers no other case.
         await holds.approve(pool, pending.id, "operator-alice")
-        handle = await sdk(client, settings).start(
+        other = await sdk(client, settings).start(
             start(
                 "register-probe",
                 "city-minato",
@@ -753,6 +759,18 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
                 inputs={"register": "city-minato"},
                 hold=unapproved,
             )
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await other.result()
+        assert "covers another case" in str(failure.value.cause)
+        handle = await sdk(client, settings).start(
+            start(
+                "register-probe",
+                "city-minato",
+                subject,
+                inputs={"register": "city-minato"},
+                hold=unapproved,
+            ).model_copy(update={"case_ref": case})
         )
         await handle.result()
     kept = await records.query(pool, workflow_id=handle.id)

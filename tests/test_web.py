@@ -286,10 +286,13 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
     person = h.members[0]
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=90)
-    asked = await holds.request(pool, "pref-tokyo", "investigation", until, "pref-tokyo")
+    flow = child_rearing(settings, person)
+    asked = await holds.request(
+        pool, "pref-tokyo", flow.bpf, flow.case_ref, "investigation", until, "pref-tokyo"
+    )
     await holds.approve(pool, asked.id, "operator-alice")
     hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
-    handle = await env.start(child_rearing(settings, person, hold=hold))
+    handle = await env.start(flow.model_copy(update={"hold": hold}))
     await handle.result()
     now = await records_for_subject(pool, catalog, person.subject_id)
     assert not [r for r in now if r.application == handle.id]

@@ -59,6 +59,8 @@ class HoldNotApproved(ValueError):
 class HoldRequest(BaseModel):
     id: uuid.UUID
     executor: str
+    bpf: str
+    case_ref: str
     reason: str
     until: dt.datetime
     requested_at: dt.datetime
@@ -68,9 +70,16 @@ class HoldRequest(BaseModel):
 
 
 async def request(
-    pool: asyncpg.Pool, executor: str, reason: str, until: dt.datetime, requested_by: str
+    pool: asyncpg.Pool,
+    executor: str,
+    bpf: str,
+    case_ref: str,
+    reason: str,
+    until: dt.datetime,
+    requested_by: str,
 ) -> HoldRequest:
-    """The executor asks for a hold; it counts only once a platform operator approves it."""
+    """The executor asks for a hold over one case (``bpf`` and its case reference); it counts
+    only once a platform operator approves it."""
     found = REASONS.get(reason)
     if found is None:
         raise HoldNotApproved(f"no hold reason {reason!r} (reasons: {', '.join(sorted(REASONS))})")
@@ -80,10 +89,12 @@ async def request(
             f"a {reason} hold ends within {found.longest.days} days ({found.legal_ground})"
         )
     row = await pool.fetchrow(
-        "INSERT INTO hub.holds (id, executor, reason, until, requested_by)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING *",
+        "INSERT INTO hub.holds (id, executor, bpf, case_ref, reason, until, requested_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
         uuid.uuid4(),
         executor,
+        bpf,
+        case_ref,
         reason,
         until,
         requested_by,
@@ -111,14 +122,20 @@ async def check(
     approval: uuid.UUID | None,
     reason: str,
     until: dt.datetime,
+    workflow_id: str,
 ) -> HoldRequest:
-    """The approved request a flow's hold stands on, or :class:`HoldNotApproved`."""
+    """The approved request a flow's hold stands on, or :class:`HoldNotApproved`.
+
+    ``workflow_id`` is the case's flow (for a child, the flow that called it): an approval
+    covers that one case, not every flow of the executor."""
     if approval is None:
         raise HoldNotApproved("a disclosure hold needs an approved hold request (approval)")
     row = await pool.fetchrow("SELECT * FROM hub.holds WHERE id = $1", approval)
     found = HoldRequest(**dict(row)) if row is not None else None
     if found is None or found.executor != executor:
         raise HoldNotApproved(f"no hold request {approval} of {executor}")
+    if f"{found.bpf}/{found.executor}/{found.case_ref}" != workflow_id:
+        raise HoldNotApproved(f"hold request {approval} covers another case")
     if found.approved_by is None:
         raise HoldNotApproved(f"hold request {approval} is not approved yet")
     if found.reason != reason or until > found.until:

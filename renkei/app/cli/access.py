@@ -131,15 +131,20 @@ async def agencies_token(org: str) -> None:
 @holds_app.command("request")
 @run_async
 async def holds_request(
-    executor: Annotated[str, typer.Option(help="the org whose flows the hold covers")],
+    executor: Annotated[str, typer.Option(help="the org whose flow the hold covers")],
+    bpf: Annotated[str, typer.Option(help="the flow's BPF")],
+    case_ref: Annotated[str, typer.Option("--case-ref", help="the flow's case reference")],
     reason: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(holds.REASONS))}")],
     until: Annotated[str, typer.Option(help="the end of the hold (YYYY-MM-DD, Japan time)")],
 ) -> int:
-    """Request a hold, as the executor; a start may name it once an operator approved it."""
+    """Request a hold over one case, as its executor; the case's start may name it once a
+    platform operator approved it."""
     end = dt.datetime.combine(dt.date.fromisoformat(until), dt.time(), tzinfo=JST)
     async with database(get_settings()) as pool:
         try:
-            asked = await holds.request(pool, executor, reason, end, requested_by=executor)
+            asked = await holds.request(
+                pool, executor, bpf, case_ref, reason, end, requested_by=executor
+            )
         except holds.HoldNotApproved as err:
             typer.echo(f"error: {err}", err=True)
             return 2

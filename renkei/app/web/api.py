@@ -19,7 +19,8 @@ from renkei.app.notifications import Notification, Published, publish
 from renkei.app.web.auth import bearer
 from renkei.bpf.admission import StartRefused, admit
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import Acknowledged, StartFlow, Waiting
+from renkei.contracts.messages import CASE_REF, Acknowledged, StartFlow, Waiting
+from renkei.contracts.names import workflow_id
 from renkei.kernel import holds, keys
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from renkei.kernel.tokens import new_token, token_hash
@@ -67,6 +68,8 @@ class Answer(BaseModel):
 
 
 class HoldAsked(BaseModel):
+    bpf: str
+    case_ref: str = Field(pattern=CASE_REF, description="the one case the hold covers")
     reason: str = Field(description="one of renkei.kernel.holds.REASONS")
     until: dt.datetime
 
@@ -132,7 +135,14 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             ) from None
         if flow.hold is not None:
             try:
-                await holds.check(pool, org, flow.hold.approval, flow.hold.reason, flow.hold.until)
+                await holds.check(
+                    pool,
+                    org,
+                    flow.hold.approval,
+                    flow.hold.reason,
+                    flow.hold.until,
+                    workflow_id(flow.bpf, org, flow.case_ref),
+                )
             except holds.HoldNotApproved as err:
                 raise HTTPException(403, str(err)) from None
         try:
@@ -175,7 +185,9 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         """Ask for a disclosure hold; a start may name it once a platform operator approved it
         (`renkei holds approve ID --operator NAME`)."""
         try:
-            return await holds.request(pool, org, asked.reason, asked.until, requested_by=org)
+            return await holds.request(
+                pool, org, asked.bpf, asked.case_ref, asked.reason, asked.until, requested_by=org
+            )
         except holds.HoldNotApproved as err:
             raise HTTPException(422, str(err)) from None
 
