@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from renkei.app.bootstrap import prepare
-from renkei.app.client import RenkeiClient, connect
+from renkei.app.client import RenkeiClient
 from renkei.app.stack import start_postgres, temporal_cli
 from renkei.kernel import keys
 from renkei.kernel.codec import data_converter
@@ -31,6 +31,7 @@ from renkei.kernel.search_attributes import ALL as SEARCH_ATTRIBUTES
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
+from workers.plugin import connect
 
 from .helpers import workers
 

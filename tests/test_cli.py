@@ -200,3 +200,12 @@ def test_a_hold_is_requested_by_the_executor_and_approved_by_an_operator(cli: Cl
     code, out = run(cli, "holds", "approve", hold, "--operator", "hold-approver")
     assert code == 0 and "approved by hold-approver" in out
     assert run(cli, "holds", "approve", hold, "--operator", "hold-approver")[0] == 2  # once
+
+
+def test_verify_against_a_file_that_is_not_heads_says_so(cli: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "heads.json"
+    bad.write_text("not json")
+    code, out = run(cli, "records", "verify", "--against", str(bad))
+    assert code == 2 and "--against" in out
+    code, out = run(cli, "records", "verify", "--against", str(tmp_path / "missing.json"))
+    assert code == 2

@@ -23,13 +23,13 @@ from temporalio.exceptions import ApplicationError
 from activities.agencies import SAMPLE_AGENCIES, providers_for
 from activities.linkage import Provider
 from renkei.app.bootstrap import prepare
-from renkei.app.client import connect
 from renkei.app.stack import start_postgres, start_temporal
 from renkei.contracts.messages import FlowResult, LinkageRequest
 from renkei.kernel import keys, records
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
+from workers.plugin import connect
 
 from .conftest import free_port
 from .helpers import (

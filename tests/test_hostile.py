@@ -552,6 +552,20 @@ async def test_a_requester_record_removed_behind_the_hubs_back_is_caught(pool, s
     assert problem.startswith("lacks its record of the attempt in the hub's record")
 
 
+async def _refused_straight_from_temporal(
+    client, pool, settings, workflow: str, arg, wid: str, expected: str
+) -> None:
+    """Start ``workflow`` past the SDK's own checks, as any ring holder could; it must end
+    refused with ``expected`` in the reason, and no party may hold a record of it."""
+    handle = await client.start_workflow(
+        workflow, arg, id=wid, task_queue=control_queue(settings.task_queue_prefix)
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert expected in str(failure.value.cause), failure.value.cause
+    assert await records.query(pool, workflow_id=handle.id) == []
+
+
 # -- who may say what: the citizen's word, the platform's triggers -------------------------------
 
 
@@ -668,21 +682,20 @@ async def test_a_scan_the_platform_did_not_schedule_asks_no_register(
     client, pool, settings, catalog, live_whitelist
 ) -> None:
     from renkei.contracts.messages import ScanRequest
-    from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
+    from renkei.contracts.names import LIFE_EVENT_SCAN
 
     async with workers(client, pool, settings, catalog, live_whitelist):
-        handle = await client.start_workflow(
+        await _refused_straight_from_temporal(
+            client,
+            pool,
+            settings,
             LIFE_EVENT_SCAN,
             ScanRequest(
                 bpf="coming-of-age-pension-notice", executor="city-minato", age=18, on="birthday"
             ),
-            id=f"rogue-scan-{uuid.uuid4().hex[:8]}",
-            task_queue=control_queue(settings.task_queue_prefix),
+            f"rogue-scan-{uuid.uuid4().hex[:8]}",
+            "only from the platform's schedules",
         )
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-    assert "only from the platform's schedules" in str(failure.value.cause)
-    assert await records.query(pool, workflow_id=handle.id) == []
 
 
 # -- disclosure holds: lawful, approved by a second party, time-limited, seen as withheld ---------
@@ -713,6 +726,8 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
     pending = await holds.request(
         pool, "city-minato", "register-probe", case, "investigation", soon, "city-minato"
     )
+    naive = {"bpf": "register-probe", "case_ref": case, "reason": "investigation"}
+    naive["until"] = soon.replace(tzinfo=None).isoformat()
     with pytest.raises(holds.HoldNotApproved):  # nobody approves their own request
         await holds.approve(pool, pending.id, "city-minato")
 
@@ -727,6 +742,10 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
         serving(settings, pool, client) as base,
         httpx.AsyncClient(base_url=base, timeout=30) as http,
     ):
+        asked = await http.post(
+            "/api/holds", json=naive, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert asked.status_code == 422, asked.text  # a moment without its time zone
         for hold in (bare, unapproved):
             flow = start(
                 "register-probe",
@@ -882,16 +901,15 @@ async def test_a_start_cannot_borrow_a_callers_purpose_hold_or_trigger(
     await register_fixture(pool, "register-probe.yaml")
     async with workers(client, pool, settings, catalog, live_whitelist):
         for flow, expected in claims:
-            handle = await client.start_workflow(  # past the SDK's own checks
+            await _refused_straight_from_temporal(
+                client,
+                pool,
+                settings,
                 flow.bpf,
                 flow,
-                id=f"{flow.bpf}/{flow.executor}/{flow.case_ref}",
-                task_queue=control_queue(settings.task_queue_prefix),
+                f"{flow.bpf}/{flow.executor}/{flow.case_ref}",
+                expected,
             )
-            with pytest.raises(WorkflowFailureError) as failure:
-                await handle.result()
-            assert expected in str(failure.value.cause), failure.value.cause
-            assert await records.query(pool, workflow_id=handle.id) == []
 
 
 async def test_a_forged_continuation_is_refused(
@@ -925,16 +943,15 @@ async def test_a_forged_continuation_is_refused(
         }
     )
     async with workers(client, pool, settings, catalog, live_whitelist):
-        handle = await client.start_workflow(
+        await _refused_straight_from_temporal(
+            client,
+            pool,
+            settings,
             d.bpf,
             forged,
-            id=f"{d.bpf}/city-minato/{forged.case_ref}",
-            task_queue=control_queue(settings.task_queue_prefix),
+            f"{d.bpf}/city-minato/{forged.case_ref}",
+            "not the hub's (a forged resume)",
         )
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-    assert "not the hub's (a forged resume)" in str(failure.value.cause)
-    assert await records.query(pool, workflow_id=handle.id) == []
 
 
 async def test_a_party_cannot_frame_a_chain_it_does_not_witness(

@@ -16,8 +16,8 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from activities.agencies import SAMPLE_AGENCIES
-from renkei.app.client import connect
 from renkei.kernel.settings import Settings
+from workers.plugin import connect
 
 from .conftest import free_port
 from .helpers import child_rearing, code, pick, sdk, workers

@@ -43,7 +43,7 @@ from renkei.contracts.names import control_queue, workflow_id
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
-from workers.plugin import connect as connect  # the application connects through the SDK
+from workers.plugin import connect
 
 
 class ResponseRefused(ValueError):

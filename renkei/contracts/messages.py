@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from renkei.bpf.models import BpfDefinition
 from renkei.kernel import attest
@@ -22,13 +22,21 @@ from renkei.kernel.sealing import Sealed
 CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
+def _utc_if_naive(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+# A moment; one written without a time zone is taken as UTC (compared with aware times later).
+Moment = Annotated[dt.datetime, AfterValidator(_utc_if_naive)]
+
+
 class DisclosureHold(BaseModel):
     """Keeps a run's access records from the citizen's view until a date (e.g. an ongoing
     investigation). The hold is itself part of every record it covers."""
 
     model_config = ConfigDict(frozen=True)
 
-    until: dt.datetime
+    until: Moment
     reason: str = Field(
         pattern=r"^[a-z][a-z0-9-]{1,63}$",
         description="a reason code from the fixed list (renkei.kernel.holds.REASONS)",

@@ -17,6 +17,7 @@ file cannot derive any code, not even its own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -175,8 +176,11 @@ def load(settings: Settings) -> Keys:
         text = path.read_text()
         keys = Keys.model_validate_json(text)
         if "sealing_key" not in json.loads(text):  # a file from before sealing: keep the key
-            save(path, keys)
-            stamp = (path.resolve(), path.stat().st_mtime)
+            # A read-only mount (a container secret) keeps its file: nothing is sealed to the
+            # hub yet, so a sealing key of this process's own does no harm there.
+            with contextlib.suppress(OSError):
+                save(path, keys)
+                stamp = (path.resolve(), path.stat().st_mtime)
         _loaded[stamp] = keys
     if settings.hub_key:
         keys = keys.model_copy(update={"hub_key": settings.hub_key})

@@ -57,3 +57,12 @@ def test_names_on_the_wire() -> None:
     assert workflow_id("child-allowance-check", "city-minato", "2026-1") == (
         "child-allowance-check/city-minato/2026-1"
     )
+
+
+def test_a_hold_written_without_a_time_zone_is_taken_as_utc() -> None:
+    import datetime as dt
+
+    from renkei.contracts.messages import DisclosureHold
+
+    hold = DisclosureHold(until="2027-01-31T00:00:00", reason="investigation")
+    assert hold.until == dt.datetime(2027, 1, 31, tzinfo=dt.UTC)

@@ -95,7 +95,11 @@ async def keys_issue(
     path = keys.org_keys_path(settings, org)
     if rotate and path.exists():
         path.rename(path.with_suffix(".revoked.json"))
-    issued = keys.issue(settings, org)
+    try:
+        issued = keys.issue(settings, org)
+    except keys.KeyMismatch as err:
+        typer.echo(f"error: {err}", err=True)
+        return 3
     if register:
         async with database(settings) as pool:
             await parties.register(pool, keys.load(settings).signer(), issued.public(org))

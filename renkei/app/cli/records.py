@@ -75,11 +75,15 @@ async def records_verify(
         if as_org
         else keys.load(settings).signer().public_key()
     )
-    heads = (
-        [records_store.Head.model_validate(h) for h in json.loads(against.read_text())]
-        if against
-        else []
-    )
+    try:
+        heads = (
+            [records_store.Head.model_validate(h) for h in json.loads(against.read_text())]
+            if against
+            else []
+        )
+    except (OSError, ValueError) as err:  # unreadable, not JSON, or not a list of heads
+        typer.echo(f"error: --against {against}: {err}", err=True)
+        return 2
     async with database(settings) as pool:
         result = await records_store.verify(pool, hub, keeper, against=heads)
     typer.echo(

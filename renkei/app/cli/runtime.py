@@ -14,11 +14,11 @@ from typing import Any, ParamSpec
 import asyncpg
 import typer
 
-from renkei.app.client import connect
 from renkei.app.stack import embedded
 from renkei.kernel import keys
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings
+from workers.plugin import connect
 
 P = ParamSpec("P")
 

@@ -13,7 +13,7 @@ import typer
 
 from renkei.app.bootstrap import prepare
 from renkei.app.cli.runtime import check_keys, joined, run_async
-from renkei.app.client import RenkeiClient, connect
+from renkei.app.client import RenkeiClient
 from renkei.app.stack import embedded
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.search_attributes import ensure_registered
@@ -21,6 +21,7 @@ from renkei.kernel.servers import clear_state, write_state
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
+from workers.plugin import connect
 
 worker_app = typer.Typer(
     help="One worker as its own process, joining running servers.", no_args_is_help=True

@@ -6,12 +6,11 @@ flows (it is their executor). Starting twice with the same case reference return
 run. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at ``/api/docs``).
 """
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 from temporalio.service import RPCError
 
 from renkei.app.client import RenkeiClient, ResponseRefused, RunStatus
@@ -71,7 +70,7 @@ class HoldAsked(BaseModel):
     bpf: str
     case_ref: str = Field(pattern=CASE_REF, description="the one case the hold covers")
     reason: str = Field(description="one of renkei.kernel.holds.REASONS")
-    until: dt.datetime
+    until: AwareDatetime = Field(description="with its time zone")
 
 
 class FlowState(BaseModel):
