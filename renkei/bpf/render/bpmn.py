@@ -97,7 +97,9 @@ def to_bpmn(g: Graph) -> str:
         {
             "id": f"Process_{_ncname(d.bpf)}",
             "name": d.title.ja if hasattr(d.title, "ja") else str(d.title),
-            "isExecutable": "false",
+            # renkei executes it (the interpreter runs the BPF); engines such as SpiffWorkflow
+            # load only processes marked executable.
+            "isExecutable": "true",
             qname(RENKEI, "bpf"): d.bpf,
             qname(RENKEI, "version"): str(d.version),
             qname(RENKEI, "task"): d.task,
@@ -164,6 +166,14 @@ def to_bpmn(g: Graph) -> str:
                     {qname(XSI, "type"): "bpmn:tFormalExpression"},
                 )
                 duration.text = f"PT{int(s.sleep.for_.total_seconds())}S"
+            elif isinstance(s, SleepStep) and s.sleep.until is not None:
+                # the moment, as the CEL expression that computes it when the flow gets there
+                moment = ET.SubElement(
+                    timer,
+                    qname(BPMN, "timeDate"),
+                    {qname(XSI, "type"): "bpmn:tFormalExpression", "language": CEL},
+                )
+                moment.text = s.sleep.until
         if n.kind == "script" and isinstance(s, SetStep):
             attrs_script = el
             attrs_script.set("scriptFormat", CEL)
