@@ -82,3 +82,31 @@ async def test_serve_runs_the_web_app_as_its_own_process(
     finally:
         web.stop()
     assert web.process.returncode == 0, web.output
+
+
+def test_start_exits_cleanly_every_time(client: Client, pool, settings: Settings, tmp_path) -> None:
+    """``renkei start`` prints its run and exits 0, every time: no Temporal thread is left to
+    abort the interpreter at exit (``Fatal Python error: PyGILState_Release``, exit 134, in
+    about one run in five before)."""
+    from .processes import renkei_env
+
+    flow = allowance_check(settings)
+    env = renkei_env(
+        settings, client.service_client.config.target_host, RENKEI_DATA_DIR=str(tmp_path)
+    )
+    for n in range(10):
+        done = subprocess.run(
+            [sys.executable, "-m", "renkei.app.cli", "start", flow.bpf]
+            + ["--executor", flow.executor, "--subject", flow.subject]
+            + [f"--input={k}={v}" for k, v in flow.inputs.items()]
+            + ["--case-ref", f"{flow.case_ref}-{n}", "--no-wait"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, (n, done.returncode, done.stdout, done.stderr)
+        assert done.stdout.startswith(f"workflow {flow.bpf}/{flow.executor}/"), done.stdout
+        assert "Fatal Python error" not in done.stderr, done.stderr

@@ -12,6 +12,11 @@ runtime, so the SDK's own metrics (task latencies, slots, polls…) and renkei's
 endpoint: linkage decisions by party, requester, provider, task, item, whitelist row and outcome;
 access records written by keeper; whitelist decision latency.
 
+**Temporal's own log** (its core, in Rust: e.g. ``WARN … Activity not found on completion``) is
+forwarded to the Python logger :data:`CORE_LOG` instead of being printed on the terminal; the
+command line writes it to ``<RENKEI_DATA_DIR>/temporal-core.log`` and shows it only with
+``--verbose``.
+
 Attributes and labels name organisations, tasks, items, whitelist rows, steps and BPFs, never a
 subject code, an individual number or a value from a payload.
 """
@@ -19,8 +24,11 @@ subject code, an individual number or a value from a payload.
 from __future__ import annotations
 
 import functools
+import gc
+import logging
 import os
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -35,7 +43,14 @@ from opentelemetry.sdk.trace.export import (
 )
 from temporalio import activity
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 from renkei.kernel.settings import Settings
 
@@ -110,21 +125,56 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER)
 
 
+# Where Temporal's core log goes: Python logging, not the terminal (see the module's doc).
+CORE_LOG = logging.getLogger("temporalio.core")
+
+
+def telemetry_config(settings: Settings, core_level: str = "WARN") -> TelemetryConfig:
+    """The Temporal runtime's telemetry: the core's log at ``core_level`` and above forwarded
+    to :data:`CORE_LOG`, Prometheus metrics if ``RENKEI_METRICS_PORT`` is set."""
+    metrics = (
+        PrometheusConfig(bind_address=f"{settings.metrics_host}:{settings.metrics_port}")
+        if settings.metrics_port is not None
+        else None
+    )
+    return TelemetryConfig(
+        logging=LoggingConfig(
+            filter=TelemetryFilter(core_level=core_level, other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=CORE_LOG),
+        ),
+        metrics=metrics,
+    )
+
+
 _runtimes: dict[str, Runtime] = {}
 
 
-def runtime(settings: Settings) -> Runtime | None:
-    """The process's Temporal runtime serving Prometheus metrics, if a port is set (one per
-    address and process: clients of one process share it)."""
-    if settings.metrics_port is None:
-        return None
-    address = f"{settings.metrics_host}:{settings.metrics_port}"
-    found = _runtimes.get(address)
+def runtime(settings: Settings) -> Runtime:
+    """The process's Temporal runtime (its own threads, the core's log forwarded, metrics if a
+    port is set): one per metrics address and process, which the process's clients share."""
+    key = (
+        f"{settings.metrics_host}:{settings.metrics_port}"
+        if settings.metrics_port is not None
+        else ""
+    )
+    found = _runtimes.get(key)
     if found is None:
-        found = _runtimes[address] = Runtime(
-            telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address))
-        )
+        found = _runtimes[key] = Runtime(telemetry=telemetry_config(settings))
     return found
+
+
+def release_runtimes() -> bool:
+    """Forget the process's runtimes and collect them, so that their threads stop now; whether
+    every one is gone (not if a client or worker still holds it).
+
+    A command calls it when its work is done: a Temporal thread still running when the
+    interpreter exits makes CPython abort (``Fatal Python error: PyGILState_Release``, exit
+    134) after the command has printed its result.
+    """
+    refs = [weakref.ref(r) for r in _runtimes.values()]
+    _runtimes.clear()
+    gc.collect()
+    return all(r() is None for r in refs)
 
 
 # -- renkei's own metrics, recorded from activities (no-ops elsewhere) --------------------------

@@ -6,42 +6,110 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import json
 import logging
+import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, ParamSpec
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec
 
 import asyncpg
 import typer
 
 from renkei.app.stack import embedded
-from renkei.kernel import keys
+from renkei.kernel import keys, telemetry
 from renkei.kernel.db import create_pool, migrate
-from renkei.kernel.settings import Settings
+from renkei.kernel.settings import Settings, get_settings
 from workers.plugin import connect
 
 P = ParamSpec("P")
 
 
-def run_async(command: Callable[P, Coroutine[Any, Any, int | None]]) -> Callable[P, None]:
-    """An ``async def`` command as the plain function typer calls (stack it under
-    ``@group.command(...)``): run it to completion with warnings-level logging, then exit with
-    the code it returns (returning None ends the command normally, exit code 0).
+CORE_LOG_FILE = "temporal-core.log"
+VERBOSE_HELP = "also show Temporal's own log on the terminal (always written to the data folder)"
 
-    ``functools.wraps`` sets ``__wrapped__``, from which typer reads the parameters, their
-    annotations and defaults, and the docstring for the help text."""
+
+def run_async(command: Callable[P, Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
+    """An ``async def`` command as the plain function typer calls (stack it under
+    ``@group.command(...)``): run it to completion with warnings-level logging, let go of the
+    Temporal runtime, then exit with the code it returns (returning None ends the command
+    normally, exit code 0). Every such command takes ``--verbose``.
+
+    ``functools.wraps`` sets ``__wrapped__`` and the docstring for the help text; typer reads
+    the parameters from ``__signature__``: the command's own, and ``--verbose``."""
 
     @functools.wraps(command)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        # A denied linkage is an expected outcome, recorded and reported; the SDK logs each
-        # failed activity with a traceback, which would bury the report.
-        logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
-        code = asyncio.run(command(*args, **kwargs))
+    def run(*args: Any, verbose: bool = False, **kwargs: Any) -> None:
+        configure_logging(get_settings(), verbose)
+        try:
+            code = asyncio.run(command(*args, **kwargs))
+        except BaseException as err:
+            # The failed frames' locals hold the command's clients: let go of them now.
+            _clear_frames(err)
+            raise
+        finally:
+            # The runtime's threads stop here, not while the interpreter exits (where a
+            # Temporal thread still running makes CPython abort, exit 134).
+            if not telemetry.release_runtimes():
+                logging.getLogger(__name__).debug("a Temporal runtime is still referenced")
         if code is not None:
             raise typer.Exit(code)
 
+    own = inspect.signature(command, eval_str=True)
+    flag = inspect.Parameter(
+        "verbose",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)],
+    )
+    run.__signature__ = own.replace(  # type: ignore[attr-defined]
+        parameters=[*own.parameters.values(), flag], return_annotation=None
+    )
+    run.__annotations__ = {
+        **{n: p.annotation for n, p in own.parameters.items()},
+        "verbose": flag.annotation,
+        "return": None,
+    }
     return run
+
+
+def _clear_frames(err: BaseException | None) -> None:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)
+        if err.__cause__ is not None:
+            _clear_frames(err.__cause__)
+        err = err.__context__
+
+
+class _CoreLogFile(logging.FileHandler):
+    """The Temporal core's log file, created (with its folder) at its first line only."""
+
+    def _open(self) -> Any:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+def configure_logging(settings: Settings, verbose: bool = False) -> None:
+    """Warnings and errors on the terminal; Temporal's own (core) log in
+    ``<data dir>/temporal-core.log``, and on the terminal too if ``verbose``."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A denied linkage is an expected outcome, recorded and reported; the SDK logs each
+    # failed activity with a traceback, which would bury the report.
+    logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
+    core = telemetry.CORE_LOG
+    path = str((settings.data_dir / CORE_LOG_FILE).absolute())
+    for handler in list(core.handlers):
+        if isinstance(handler, _CoreLogFile) and handler.baseFilename != path:
+            core.removeHandler(handler)
+            handler.close()
+    if not any(isinstance(h, _CoreLogFile) for h in core.handlers):
+        file = _CoreLogFile(path, encoding="utf-8", delay=True)
+        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        core.addHandler(file)
+    core.propagate = verbose
 
 
 async def check_keys(pool: asyncpg.Pool, settings: Settings) -> None:
