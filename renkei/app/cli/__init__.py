@@ -8,19 +8,31 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from renkei.app.cli import access, billing, bpf, flows, records, schedules, stack, subjects
 from renkei.app.cli import whitelist as whitelist_commands
+from renkei.kernel.settings import variables
+
+
+def settings_help() -> str:
+    """Every ``RENKEI_*`` variable, a line each: the help's epilog of ``renkei up``."""
+    return "Settings, from the environment (the README's table lists them too):\n\n" + "\n".join(
+        escape(f"{v.name}: {v.meaning} (default: {v.default})") for v in variables()
+    )
+
 
 app = typer.Typer(
-    help="renkei: whitelist-gated information linkage on Temporal.",
+    help="renkei: whitelist-gated information linkage on Temporal. Settings come from RENKEI_*"
+    " environment variables; `renkei up --help` lists them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 
+app.command(epilog=settings_help())(stack.up)
+
 # Commands directly under ``renkei``, in the order ``renkei --help`` lists them.
 for command in (
-    stack.up,
     stack.demo,
     flows.conformance,
     flows.contract,
