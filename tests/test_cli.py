@@ -44,6 +44,23 @@ def test_whitelist_check_denies_with_the_reason(cli: CliRunner) -> None:
     assert out.startswith("DENY") and "no whitelist row permits" in out
 
 
+def test_whitelist_check_denied_says_which_rows_would_permit(cli: CliRunner) -> None:
+    code, out = run(
+        cli,
+        "whitelist",
+        "check",
+        "city-minato",
+        "child-rearing-allowance",
+        "city-shibuya",
+        "local-tax",
+    )
+    assert code == 1 and out.startswith("DENY")
+    assert "rows that permit 'local-tax' under task 'child-rearing-allowance':" in out
+    assert "prefectural-governor-etc → municipal-mayor [番号法別表第二 五十七項]" in out
+    code, out = run(cli, "whitelist", "check", "city-minto", "child-allowance", "jps", "local-tax")
+    assert code != 0 and "did you mean `city-minato`?" in out
+
+
 def test_whitelist_check_before_the_table_was_in_force_denies(cli: CliRunner) -> None:
     code, out = run(
         cli,

@@ -243,3 +243,137 @@ def test_lifecycle_commands_refuse_a_skip(cli, pool) -> None:
     assert code == 1 and "no state can be skipped" in out
     code, out = run(cli, "bpf", "list")
     assert code == 0 and "child-allowance-check\tv1\tdraft" in out
+
+
+# -- what passes the checks runs: the lifecycle validates each step towards operation ----------
+
+
+async def _passed(pool: asyncpg.Pool, bpf: str, version: int = 1) -> None:
+    """A passing conformance report for the registered content (the kit itself is tested above:
+    these tests are about the validation each transition makes)."""
+    found = await registry.fetch(pool, bpf, version, "test")
+    assert found is not None
+    report = Report(
+        bpf=bpf, version=version, content_hash=found.content_hash, passed=True, scenarios=[]
+    )
+    await store_report(pool, report)
+
+
+def _renamed(path, **names: str):
+    text = path.read_text(encoding="utf-8")
+    for old, new in names.items():
+        text = text.replace(old, new)
+    return parse_text(text, f"{path.stem}.yaml")
+
+
+async def test_a_version_that_calls_a_flow_not_operating_cannot_operate(
+    pool: asyncpg.Pool, settings: Settings, catalog
+) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    child_id, parent_id = f"allowance-{suffix}", f"one-stop-{suffix}"
+    child = _renamed(SAMPLES_DIR / "child-allowance.yaml", **{"child-allowance-check": child_id})
+    parent = _renamed(
+        SAMPLES_DIR.parent.parent / "tests" / "definitions" / "one-stop-probe.yaml",
+        **{"one-stop-probe": parent_id, "child-allowance-check": child_id},
+    )
+    for loaded in (child, parent):
+        assert await registry.register(pool, loaded)  # type: ignore[arg-type]
+        await _passed(pool, loaded.definition.bpf)
+
+    async def move(bpf: str, action: registry.Action, actor: str) -> registry.Transition:
+        return await registry.transition(
+            pool,
+            bpf,
+            1,
+            action,
+            actor,
+            conformance_body=settings.conformance_body,
+            actor_roles=catalog.org_roles(actor),
+            catalog=catalog,
+        )
+
+    await move(parent_id, "submit", "mhlw")
+    await move(parent_id, "approve", settings.conformance_body)
+    with pytest.raises(registry.TransitionRefused) as refused:
+        await move(parent_id, "operate", "city-minato")
+    assert "does not pass validation now, so it cannot operate" in str(refused.value)
+    assert f"calls {child_id}, which has no operating version (v1 draft)" in str(refused.value)
+    assert await registry.state_of(pool, parent_id, 1) == "approved"
+
+    for action, actor in (("submit", "mhlw"), ("approve", settings.conformance_body)):
+        await move(child_id, action, actor)  # type: ignore[arg-type]
+    await move(child_id, "operate", "city-minato")
+    assert (await move(parent_id, "operate", "city-minato")).to_state == "operating"
+
+
+async def test_a_version_registered_without_validation_does_not_reach_operation(
+    pool: asyncpg.Pool, settings: Settings, catalog
+) -> None:
+    # A definer with database access could register a draft no validation passed (the purpose
+    # laundering probe): its conformance report does not carry it past submit.
+    bpf = f"laundering-{uuid.uuid4().hex[:6]}"
+    loaded = _renamed(
+        SAMPLES_DIR.parent.parent / "tests" / "definitions" / "laundering-probe.yaml",
+        **{"laundering-probe": bpf},
+    )
+    assert await registry.register(pool, loaded)  # type: ignore[arg-type]
+    await _passed(pool, bpf)
+    with pytest.raises(registry.TransitionRefused) as refused:
+        await registry.transition(
+            pool, bpf, 1, "submit", "mhlw", conformance_body=settings.conformance_body
+        )
+    assert "serves task 'vaccination-health-damage-relief'" in str(refused.value)
+    assert "laundering-probe.yaml:16: steps[0].call.bpf:" in str(refused.value)
+    assert await registry.state_of(pool, bpf, 1) == "draft"
+
+
+async def test_a_start_naming_an_org_of_the_role_that_does_not_serve_the_item_is_refused(
+    pool: asyncpg.Pool, settings: Settings, catalog
+) -> None:
+    from renkei.bpf.admission import StartRefused, admit
+    from whitelist.models import Org
+
+    # An org of the role that does not (yet) serve local tax: the run is refused at admission,
+    # before any step, instead of its linkage failing with "does not implement".
+    nerima = Org(id="city-nerima", ja="練馬区", en="Nerima City", roles=("municipal-mayor",))
+    wider = catalog.model_copy(update={"orgs": {**catalog.orgs, nerima.id: nerima}})
+    code = "A" * 20
+    with pytest.raises(StartRefused) as refused:
+        await admit(
+            pool,
+            wider,
+            "test",
+            bpf="child-allowance-check",
+            version=None,
+            executor="city-minato",
+            subject=code,
+            inputs={"previous_municipality": "city-nerima"},
+        )
+    assert refused.value.kind == "InvalidInputs"
+    assert refused.value.reason == (
+        "previous_municipality: city-nerima does not serve info item 'local-tax', which step tax"
+        " asks of it (served by city-minato, city-shibuya)"
+    )
+    found, _ = await admit(
+        pool,
+        wider,
+        "test",
+        bpf="child-allowance-check",
+        version=None,
+        executor="city-minato",
+        subject=code,
+        inputs={"previous_municipality": "city-shibuya"},
+    )
+    assert found.definition.bpf == "child-allowance-check"
+
+
+def test_bpf_validate_knows_the_registry_states_of_what_a_flow_calls(cli) -> None:
+    from .helpers import run
+
+    probe = SAMPLES_DIR.parent.parent / "tests" / "definitions" / "one-stop-probe.yaml"
+    code, out = run(cli, "bpf", "validate", str(probe))
+    assert code == 0 and "ok: " in out
+    assert (
+        "steps[2].call.bpf: calls child-allowance-check, which has no operating version"
+        " (v1 draft): in operation the call is refused until it operates"
+    ) in out

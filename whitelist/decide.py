@@ -43,10 +43,12 @@ class WhitelistIndex:
     def __init__(self, rows: Iterable[WhitelistRow], version: int = 0) -> None:
         self.version = version
         self._rows: dict[Key, list[WhitelistRow]] = {}
+        self._by_purpose: dict[tuple[str, str], list[WhitelistRow]] = {}
         count = 0
         for row in rows:
             key = (row.requester_role, row.task, row.provider_role, row.info)
             self._rows.setdefault(key, []).append(row)
+            self._by_purpose.setdefault((row.task, row.info), []).append(row)
             count += 1
         self._size = count
         self._tasks = {k[1] for k in self._rows}
@@ -68,6 +70,21 @@ class WhitelistIndex:
 
     def rows(self) -> list[WhitelistRow]:
         return [r for rows in self._rows.values() for r in rows]
+
+    def permitting(self, task: str, info: str, at: dt.date) -> list[WhitelistRow]:
+        """The rows in force on ``at`` that let some requester obtain ``info`` for ``task``:
+        what a denied linkage would need (another requester or provider role)."""
+        return [r for r in self._by_purpose.get((task, info), ()) if r.valid_at(at)]
+
+    def tasks_permitting(self, info: str, at: dt.date) -> list[str]:
+        """The tasks under which some row in force on ``at`` lets ``info`` be obtained."""
+        return sorted(
+            {
+                t
+                for (t, i), rows in self._by_purpose.items()
+                if i == info and any(r.valid_at(at) for r in rows)
+            }
+        )
 
     def decide(
         self,
@@ -118,6 +135,33 @@ class WhitelistIndex:
                 f" for task {task!r} from provider roles {sorted(prov)}"
             )
         return Decision(allowed=False, reason=reason)
+
+
+def permitting_hint(
+    index: WhitelistIndex, task: str, info: str, at: dt.date, limit: int = 6
+) -> str:
+    """What would permit a denied linkage, in a sentence: the rows for ``info`` under ``task``
+    (requester role → provider role), or the tasks under which ``info`` may be obtained."""
+    rows = index.permitting(task, info, at)
+    if rows:
+        seen = sorted(
+            {
+                f"{r.requester_role} → {r.provider_role}"
+                + (" (one body's own records)" if r.scope == "within-body" else "")
+                + f" [{r.legal_reference}]"
+                for r in rows
+            }
+        )
+        more = f", and {len(seen) - limit} more" if len(seen) > limit else ""
+        return f"rows that permit {info!r} under task {task!r}: {'; '.join(seen[:limit])}{more}"
+    tasks = index.tasks_permitting(info, at)
+    if not tasks:
+        return f"no row in force permits {info!r} under any task"
+    more = f", and {len(tasks) - limit} more" if len(tasks) > limit else ""
+    return (
+        f"no row permits {info!r} under task {task!r}; rows permit it under: "
+        f"{', '.join(tasks[:limit])}{more}"
+    )
 
 
 JST = ZoneInfo("Asia/Tokyo")

@@ -96,6 +96,10 @@ class WhitelistRow(BaseModel):
 
 ROLE_PREFIX = "role:"
 
+# The info item a life-event scan asks the executor's own resident register for (who reaches the
+# event); a task has a *cohort rule* when a whitelist row permits it under that task.
+COHORT_INFO = "resident-cohort"
+
 
 def role_of(ref: str) -> str | None:
     """The role of a party reference ``role:<id>``; None when ``ref`` names an org."""
@@ -125,6 +129,10 @@ class Catalog(BaseModel):
     def orgs_with_role(self, role: str) -> list[Org]:
         """Every org that holds ``role``."""
         return [o for o in self.orgs.values() if role in o.roles]
+
+    def servers_of(self, info: str) -> list[str]:
+        """Every org that serves info item ``info`` from its own worker."""
+        return sorted(o.id for o in self.orgs.values() if info in o.serves)
 
     def serves_purpose(self, parent_task: str, child_task: str) -> bool:
         """Whether a child flow of ``child_task`` may serve a parent of ``parent_task``: the

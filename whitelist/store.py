@@ -73,14 +73,18 @@ async def _bump(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> 
 
 
 async def fetch_rows(
-    pool: asyncpg.Pool | asyncpg.Connection, where: str = "", *args: object
+    pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    where: str = "",
+    *args: object,
 ) -> list[WhitelistRow]:
     """Rows in the store, optionally filtered by a SQL condition over the row columns."""
     sql = f"SELECT {_COLUMNS} FROM whitelist.rows {('WHERE ' + where) if where else ''} ORDER BY id"
     return [WhitelistRow(**dict(r)) for r in await pool.fetch(sql, *args)]
 
 
-async def load_index(pool: asyncpg.Pool | asyncpg.Connection) -> WhitelistIndex:
+async def load_index(
+    pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+) -> WhitelistIndex:
     """A fresh index of every row, tagged with the version it was read at."""
     conn_or_pool = pool
     version: int = await conn_or_pool.fetchval("SELECT version FROM whitelist.version")

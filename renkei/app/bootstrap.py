@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import asyncpg
@@ -13,7 +13,7 @@ from activities.agencies.seed import seed
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, Issue, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
-from renkei.bpf.validation import validate
+from renkei.bpf.validation import KnownBpfs, validate
 from renkei.kernel import keys, parties, records
 from renkei.kernel.settings import Settings
 from whitelist import store
@@ -49,7 +49,7 @@ def check_file(
     path: Path,
     index: WhitelistIndex,
     at: dt.date | None = None,
-    known: Mapping[str, BpfDefinition] | None = None,
+    known: KnownBpfs | Mapping[str, BpfDefinition] | None = None,
 ) -> tuple[object, list[Issue]]:
     """Parse and validate one file: (loaded or None, issues). ``known``: what calls may name."""
     try:
@@ -59,22 +59,18 @@ def check_file(
     return loaded, validate(loaded, default_catalog(), index, at=at, known=known)
 
 
-def known_definitions(
-    *folders: Path, registered: Sequence[BpfDefinition] = ()
-) -> dict[str, BpfDefinition]:
-    """Every definition a ``call`` may name: the registered ones and those in ``folders``
-    (the newest version of each id)."""
-    out: dict[str, BpfDefinition] = {}
-    found = list(registered)
+def known_definitions(*folders: Path, registered: KnownBpfs | None = None) -> KnownBpfs:
+    """Every definition a ``call`` may name: the registered versions with their states
+    (``registered``, added to), and the files in ``folders`` under versions not registered."""
+    out = registered if registered is not None else KnownBpfs()
     for folder in folders:
         for path in definition_files(folder):
             try:
-                found.append(load_file(path).definition)
+                d = load_file(path).definition
             except BpfFileError:
                 continue
-    for d in found:
-        if d.bpf not in out or d.version > out[d.bpf].version:
-            out[d.bpf] = d
+            if out.version(d.bpf, d.version) is None:
+                out.add(d)
     return out
 
 
@@ -87,9 +83,7 @@ def _display(path: Path) -> str:
 
 async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[list[str], list[str]]:
     index = await store.load_index(pool)
-    known = known_definitions(
-        directory, registered=[r.definition for r in await registry.runnable(pool, "test")]
-    )
+    known = known_definitions(directory, registered=await registry.known(pool))
     registered: list[str] = []
     rejected: list[str] = []
     for path in definition_files(directory):

@@ -13,6 +13,7 @@ import asyncpg
 
 from renkei.bpf import registry
 from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
+from renkei.bpf.providers import unserved_at_start
 from whitelist.models import Catalog
 
 # Why a start is refused: each is also a failure type on the wire (renkei.contracts.failures).
@@ -91,4 +92,11 @@ async def admit(
         checked = validate_inputs(d, inputs, catalog)
     except InputError as err:
         raise StartRefused(f"invalid start inputs: {err}", "InvalidInputs") from None
+    # A provider that the executor or a role-constrained input names must serve what is asked
+    # of it: refused here, not failed in operation at the linkage ("does not implement").
+    if unserved := unserved_at_start(d, executor, checked, catalog):
+        raise StartRefused(
+            "; ".join(u.message for u in unserved),
+            "InvalidInputs" if any(u.input for u in unserved) else "NotAnExecutor",
+        )
     return found, checked

@@ -17,7 +17,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
-from renkei.bpf.models import STEP_TAGS, BpfDefinition
+from renkei.bpf.models import UNION_TAGS, BpfDefinition
 
 
 class Issue(BaseModel):
@@ -78,7 +78,7 @@ def _strip_tags(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
     """Drop the union tags pydantic puts after a list index (``steps.0.query.query.info``)."""
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if isinstance(part, str) and part in STEP_TAGS and i > 0 and isinstance(loc[i - 1], int):
+        if isinstance(part, str) and part in UNION_TAGS and i > 0 and isinstance(loc[i - 1], int):
             continue
         out.append(part)
     return tuple(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from difflib import get_close_matches
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 BPF_ID = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -62,9 +64,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def did_you_mean(word: str, choices: Any) -> str:
+    """`` (did you mean `x`?)`` for the choice closest to ``word``, or nothing."""
+    close = get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
 class Text(_Strict):
+    """A text in Japanese and English. A plain string is taken for both (validation notes it)."""
+
     ja: str = Field(min_length=1)
     en: str = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_for_both(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"ja": value, "en": value}
+        if not isinstance(value, dict | Text):
+            raise PydanticCustomError(
+                "text", "a text is `{ja: …, en: …}` (one string is taken for both languages)"
+            )
+        return value
 
 
 class Owners(_Strict):
@@ -93,11 +114,58 @@ class NotificationTrigger(_Strict):
     notification: NotificationRule
 
 
+TRIGGER_RULES = ("life-event", "notification")
+
+
+def _trigger_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "trigger-kind"
+    if isinstance(value, LifeEventTrigger):
+        return "life-event"
+    if isinstance(value, NotificationTrigger):
+        return "notification"
+    if isinstance(value, dict):
+        found = [k for k in TRIGGER_RULES if k in value]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+_TRIGGER_SHAPES = (
+    "a trigger is `counter`, `portal`, `{life-event: {age, on}}` or `{notification: {event,"
+    " source}}`"
+)
+
+
+def _trigger_shape(value: Any) -> Any:
+    """One error that names what is wrong with a trigger, before the union is tried."""
+    if isinstance(value, str) and value not in TRIGGER_KINDS:
+        raise PydanticCustomError(
+            "trigger_kind",
+            "unknown trigger `{given}`{hint}: {shapes}",
+            {"given": value, "hint": did_you_mean(value, TRIGGER_KINDS), "shapes": _TRIGGER_SHAPES},
+        )
+    if isinstance(value, dict) and _trigger_kind(value) is None:
+        keys = [str(k) for k in value]
+        if len(keys) == 1:
+            message = f"unknown trigger `{keys[0]}`{did_you_mean(keys[0], TRIGGER_RULES)}"
+        else:
+            message = f"a trigger has one key; this one has {', '.join(f'`{k}`' for k in keys)}"
+        raise PydanticCustomError(
+            "trigger_kind", "{message}: {shapes}", {"message": message, "shapes": _TRIGGER_SHAPES}
+        )
+    if not isinstance(value, str | dict | LifeEventTrigger | NotificationTrigger):
+        raise PydanticCustomError("trigger_kind", _TRIGGER_SHAPES)
+    return value
+
+
 Trigger = Annotated[
-    Literal["counter", "portal", "life-event", "notification"]
-    | LifeEventTrigger
-    | NotificationTrigger,
-    Field(union_mode="left_to_right"),
+    Annotated[
+        Annotated[Literal["counter", "portal", "life-event", "notification"], Tag("trigger-kind")]
+        | Annotated[LifeEventTrigger, Tag("life-event")]
+        | Annotated[NotificationTrigger, Tag("notification")],
+        Discriminator(_trigger_kind),
+    ],
+    BeforeValidator(_trigger_shape),
 ]
 
 
@@ -284,6 +352,29 @@ def _step_kind(value: Any) -> str | None:
     return found[0]
 
 
+_STEP_SHAPE = "a step has an `id` and exactly one kind key: " + ", ".join(STEP_KINDS)
+
+
+def _step_shape(value: Any) -> Any:
+    """One error that names the key a step got wrong (``qeury:``: did you mean ``query``?)."""
+    if not isinstance(value, dict) or _step_kind(value) is not None:
+        return value
+    kinds = [k for k in STEP_KINDS if k in value]
+    others = [str(k) for k in value if k != "id" and k not in STEP_KINDS]
+    if len(kinds) > 1:
+        message = f"this step has {len(kinds)} kind keys ({', '.join(f'`{k}`' for k in kinds)})"
+    elif len(others) == 1:
+        message = f"unknown step kind `{others[0]}`{did_you_mean(others[0], STEP_KINDS)}"
+    elif others:
+        guesses = "".join(did_you_mean(k, STEP_KINDS) for k in others)
+        message = f"no kind key among {', '.join(f'`{k}`' for k in others)}{guesses}"
+    else:
+        message = "this step has no kind key"
+    raise PydanticCustomError(
+        "step_kind", "{message}: {shape}", {"message": message, "shape": _STEP_SHAPE}
+    )
+
+
 Step = Annotated[
     Annotated[QueryStep, Tag("query")]
     | Annotated[ParallelStep, Tag("parallel")]
@@ -293,16 +384,14 @@ Step = Annotated[
     | Annotated[WaitStep, Tag("wait")]
     | Annotated[SleepStep, Tag("sleep")]
     | Annotated[CallStep, Tag("call")],
-    Discriminator(
-        _step_kind,
-        custom_error_type="step_kind",
-        custom_error_message=(
-            "a step has an `id` and exactly one kind key: " + ", ".join(STEP_KINDS)
-        ),
-    ),
+    Discriminator(_step_kind, custom_error_type="step_kind", custom_error_message=_STEP_SHAPE),
+    BeforeValidator(_step_shape),
 ]
 
 STEP_TAGS = frozenset(STEP_KINDS) | {"when", "otherwise"}
+# The tags pydantic puts in an error's location after a list index (a step's kind, an arm's, a
+# trigger's), which the loader drops so a location reads as the YAML does.
+UNION_TAGS = STEP_TAGS | {"trigger-kind", *TRIGGER_RULES}
 
 
 class BpfDefinition(_Strict):

@@ -10,8 +10,12 @@ Its lifecycle::
            conformance report)              body)
 
 No state can be skipped; every transition is recorded with who made it, in which role, and when.
-Only an operating version may be started in operation mode; drafts run in test mode only. A new
-version operates beside the old one: runs in flight finish on the version they started with.
+Each step towards operation (submit, approve, operate) validates the version again against what
+the registry and the whitelist hold at that moment — the flows it calls included, which must be
+operating for it to operate — and is refused with the problems found: a version that would fail
+on its first run does not reach operation. Only an operating version may be started in operation
+mode; drafts run in test mode only. A new version operates beside the old one: runs in flight
+finish on the version they started with.
 """
 
 from __future__ import annotations
@@ -20,12 +24,18 @@ import datetime as dt
 from typing import Literal
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
-from renkei.bpf.loader import LoadedBpf
+from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
 from renkei.bpf.models import BpfDefinition
-from whitelist.models import role_of
+from renkei.bpf.validation import KnownBpfs, validate
+from whitelist import store
+from whitelist.catalog import default_catalog
+from whitelist.decide import WhitelistIndex
+from whitelist.models import Catalog, role_of
 
+Conn = asyncpg.Connection | PoolConnectionProxy
 State = Literal["draft", "conformance-passed", "approved", "operating", "retired"]
 Action = Literal["submit", "approve", "operate", "retire"]
 Mode = Literal["operation", "test"]
@@ -142,6 +152,14 @@ async def runnable(pool: asyncpg.Pool, mode: Mode) -> list[RegisteredBpf]:
     ]
 
 
+async def known(pool: asyncpg.Pool | Conn) -> KnownBpfs:
+    """Every registered version with its state: what a ``call`` step may name."""
+    found = KnownBpfs()
+    for r in await pool.fetch("SELECT definition, state FROM registry.bpf_versions"):
+        found.add(BpfDefinition.model_validate(r["definition"]), r["state"])
+    return found
+
+
 async def state_of(pool: asyncpg.Pool, bpf: str, version: int) -> State | None:
     state: State | None = await pool.fetchval(
         "SELECT state FROM registry.bpf_versions WHERE bpf = $1 AND version = $2", bpf, version
@@ -175,13 +193,19 @@ async def transition(
     conformance_body: str,
     actor_roles: frozenset[str] = frozenset(),
     note: str | None = None,
+    catalog: Catalog | None = None,
+    whitelist: WhitelistIndex | None = None,
 ) -> Transition:
-    """Move one version along its lifecycle, or raise :class:`TransitionRefused` saying why."""
+    """Move one version along its lifecycle, or raise :class:`TransitionRefused` saying why.
+
+    A step towards operation validates the version again (``catalog``, default the shipped one;
+    ``whitelist``, default the store's rows) against every registered version.
+    """
     source, target, role = TRANSITIONS[action]
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT definition, content_hash, state FROM registry.bpf_versions"
-            " WHERE bpf = $1 AND version = $2 FOR UPDATE",
+            "SELECT definition, content_hash, state, source_name, source_text"
+            " FROM registry.bpf_versions WHERE bpf = $1 AND version = $2 FOR UPDATE",
             bpf,
             version,
         )
@@ -195,6 +219,13 @@ async def transition(
             )
         if not entitled(action, actor, d, conformance_body, actor_roles):
             raise TransitionRefused(f"'{action}' is for the {role} of {bpf}; {actor} is not")
+        if action in VALIDATED:
+            errors = await _revalidate(conn, row, action, catalog, whitelist)
+            if errors:
+                raise TransitionRefused(
+                    f"{bpf} v{version} does not pass validation now, so it cannot {action}:\n  "
+                    + "\n  ".join(errors)
+                )
         report_hash = None
         if action == "submit":
             report_hash = await conn.fetchval(
@@ -241,6 +272,39 @@ async def transition(
         at=at,
         note=note,
     )
+
+
+# The steps towards operation, each taken only by a version that validates at that moment.
+VALIDATED: frozenset[Action] = frozenset({"submit", "approve", "operate"})
+
+
+async def _revalidate(
+    conn: Conn,
+    row: asyncpg.Record,
+    action: Action,
+    catalog: Catalog | None,
+    whitelist: WhitelistIndex | None,
+) -> list[str]:
+    """The errors validation finds in a registered version now."""
+    try:  # its own text, for line numbers; the stored definition is the same content
+        loaded = parse_text(row["source_text"], row["source_name"])
+    except BpfFileError:  # written in an older shape of the format: no lines, same checks
+        loaded = LoadedBpf(
+            definition=BpfDefinition.model_validate(row["definition"]),
+            source_name=row["source_name"],
+            source_text=row["source_text"],
+            content_hash=row["content_hash"],
+        )
+    if whitelist is None:
+        whitelist = await store.load_index(conn)
+    issues = validate(
+        loaded,
+        catalog or default_catalog(),
+        whitelist,
+        known=await known(conn),
+        operating=action == "operate",
+    )
+    return [str(i) for i in issues if i.severity == "error"]
 
 
 async def history(pool: asyncpg.Pool, bpf: str, version: int) -> list[Transition]:

@@ -1,36 +1,126 @@
-"""Static validation of a BPF: references, expressions, and whitelist conformance.
+"""Static validation of a BPF: references, expressions, whitelist conformance, and the flows it
+calls and is started beside.
 
-Runs before a definition is registered and before any flow of it can start:
+Runs before a definition is registered, at each lifecycle step that leads to operation, and
+before any flow of it can start; what passes it runs:
 
-- references: the task, the definer, every executor, every info item and literal provider exist;
+- references: the task, the definer, every executor, every info item and literal provider exist
+  (an unknown name gets the closest known one: "did you mean …");
+- providers: every org a provider can name serves the step's info item — a literal org, the
+  executor's orgs (``${ executor }``), every org of an ``org`` input's ``role``; where only some
+  do, a warning names them and a start naming another is refused (:mod:`.providers`);
 - expressions: every CEL expression compiles and type-checks in the scope of its position;
 - whitelist conformance: every ``query`` step, for every executor that may run it, matches a
-  whitelist row valid on the check date. A provider given by an expression is checked for every
-  org its type admits (an ``org`` input constrained by ``role``); an unconstrained one is flagged
-  as needing the runtime check, which the linkage interceptor always makes anyway.
+  whitelist row valid on the check date; a denial says which rows would permit. A provider given
+  by an expression is checked for every org its type admits (an ``org`` input constrained by
+  ``role``); an unconstrained one is flagged as needing the runtime check, which the linkage
+  interceptor always makes anyway;
+- calls (with ``known``, :class:`KnownBpfs`): the child is registered (or validated alongside),
+  serves the caller's purpose, runs at every executor of the caller, gets every required input
+  with the right type, returns every result field the caller reads, calls nothing that calls the
+  caller back, and — where the registry knows its states — has an operating version (required
+  when the caller is to operate);
+- triggers: a life-event flow's task has a cohort rule (a whitelist row that lets the executor
+  ask its own register for ``resident-cohort`` under that task); a notification flow that calls,
+  or is called by, another flow started by the same event is flagged (duplicate linkages).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
-from renkei.bpf.cel.compiler import compile_definition
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from renkei.bpf.cel.compiler import CallShape, compile_definition
 from renkei.bpf.cel.types import embedded
-from renkei.bpf.loader import Issue, LoadedBpf
+from renkei.bpf.loader import Issue, LoadedBpf, format_path
 from renkei.bpf.models import (
     RESERVED,
     AnyStep,
     BpfDefinition,
     BranchStep,
     CallStep,
+    FailStep,
+    LifeEventTrigger,
+    NotificationRule,
+    NotificationTrigger,
     ParallelStep,
     QueryStep,
+    SetStep,
+    SleepStep,
     WhenArm,
+    did_you_mean,
     walk,
 )
-from whitelist.decide import WhitelistIndex
-from whitelist.models import Catalog, role_of, role_ref
+from renkei.bpf.providers import named_providers, served_by
+from whitelist.decide import WhitelistIndex, permitting_hint
+from whitelist.models import COHORT_INFO, Catalog, role_of, role_ref
+
+Add = Callable[..., None]
+
+
+class KnownBpfs:
+    """What validation knows of other BPFs, for ``call`` steps: every version it has seen (the
+    registry's, or files validated together) and, for registered versions, their state.
+
+    A call without a version runs the highest version that may run: in test mode any not retired
+    (:meth:`latest`), in operation the highest operating one (:meth:`operating`).
+    """
+
+    def __init__(self, definitions: Iterable[BpfDefinition] = ()) -> None:
+        self._versions: dict[str, dict[int, BpfDefinition]] = {}
+        self._states: dict[tuple[str, int], str] = {}
+        for d in definitions:
+            self.add(d)
+
+    @classmethod
+    def of(cls, known: KnownBpfs | Mapping[str, BpfDefinition]) -> KnownBpfs:
+        """``known`` itself, or the definitions of a mapping by id (no states)."""
+        return known if isinstance(known, KnownBpfs) else cls(known.values())
+
+    def add(self, d: BpfDefinition, state: str | None = None) -> None:
+        """Know ``d`` (a file, or with ``state`` a registered version); a later one of the same
+        id and version replaces the earlier one, its state kept."""
+        self._versions.setdefault(d.bpf, {})[d.version] = d
+        if state is not None:
+            self._states[(d.bpf, d.version)] = state
+
+    def ids(self) -> list[str]:
+        return sorted(self._versions)
+
+    def version(self, bpf: str, version: int) -> BpfDefinition | None:
+        return self._versions.get(bpf, {}).get(version)
+
+    def versions(self, bpf: str) -> list[int]:
+        return sorted(self._versions.get(bpf, {}))
+
+    def state(self, bpf: str, version: int) -> str | None:
+        """The registry's state of that version; ``None`` for one only in a file."""
+        return self._states.get((bpf, version))
+
+    def registered(self, bpf: str) -> bool:
+        return any(self.state(bpf, v) is not None for v in self.versions(bpf))
+
+    def latest(self, bpf: str) -> BpfDefinition | None:
+        """The highest version not retired."""
+        found = [v for v in self.versions(bpf) if self.state(bpf, v) != "retired"]
+        return self._versions[bpf][found[-1]] if found else None
+
+    def operating(self, bpf: str) -> BpfDefinition | None:
+        """The highest operating version."""
+        found = [v for v in self.versions(bpf) if self.state(bpf, v) == "operating"]
+        return self._versions[bpf][found[-1]] if found else None
+
+    def __iter__(self) -> Iterator[BpfDefinition]:
+        """The latest version of every BPF."""
+        return (d for bpf in self.ids() if (d := self.latest(bpf)) is not None)
+
+
+def _names(choices: Iterable[str]) -> str:
+    return ", ".join(sorted(choices)) or "none"
 
 
 def executor_roles(catalog: Catalog, executor: str) -> dict[str, frozenset[str]]:
@@ -96,21 +186,23 @@ def validate(
     whitelist: WhitelistIndex,
     *,
     at: dt.date | None = None,
-    known: Mapping[str, BpfDefinition] | None = None,
+    known: KnownBpfs | Mapping[str, BpfDefinition] | None = None,
+    operating: bool = False,
 ) -> list[Issue]:
     """Every problem (errors) and note (warnings) about one parsed definition.
 
-    ``known`` holds the definitions a ``call`` step may name (the registry's, or the files
-    validated together), by BPF id; without it call targets are not checked.
+    ``known`` holds the definitions a ``call`` step may name (the registry's versions with their
+    states, or the files validated together); without it call targets are not checked.
+    ``operating``: the definition is about to operate, so every flow it calls must have an
+    operating version (without it, a missing one is a warning).
     """
     d = loaded.definition
     day = at or dt.date.today()
     issues: list[Issue] = []
     locs = _step_locs(d.steps, ("steps",))
+    others = KnownBpfs.of(known) if known is not None else None
 
     def add(loc: tuple[str | int, ...], message: str, severity: str = "error") -> None:
-        from renkei.bpf.loader import format_path
-
         issues.append(
             Issue(
                 file=loaded.source_name,
@@ -122,71 +214,308 @@ def validate(
         )
 
     if d.task not in catalog.tasks:
-        add(("task",), f"unknown task {d.task!r}")
+        add(("task",), f"unknown task {d.task!r}{did_you_mean(d.task, catalog.tasks)}")
     if d.owners.definer not in catalog.orgs:
-        add(("owners", "definer"), f"unknown org {d.owners.definer!r}")
+        add(("owners", "definer"), _unknown_org(d.owners.definer, catalog))
     for i, ex in enumerate(d.owners.executors):
         role = role_of(ex)
         if role is not None:
             if role not in catalog.roles:
-                add(("owners", "executors", i), f"unknown role {role!r}")
+                add(("owners", "executors", i), _unknown_role(role, catalog))
         elif ex not in catalog.orgs:
-            add(("owners", "executors", i), f"unknown org {ex!r}")
+            add(("owners", "executors", i), _unknown_org(ex, catalog))
     for name, spec in d.inputs.items():
         if name in RESERVED:
             add(("inputs", name), f"{name!r} is a reserved name")
         if spec.role is not None and spec.role not in catalog.roles:
-            add(("inputs", name, "role"), f"unknown role {spec.role!r}")
+            add(("inputs", name, "role"), _unknown_role(spec.role, catalog))
     for dup in _duplicate_ids(d.steps):
         add(locs.get(dup, ("steps",)), f"duplicate step id {dup!r}")
     collide = set(d.inputs) & {s.id for s in walk(d.steps)}
     for name in sorted(collide):
         add(locs[name], f"step id {name!r} is also an input name")
+    for loc in _plain_texts(loaded.source_map.root if loaded.source_map else None, ()):
+        add(
+            loc,
+            "one text taken for both languages: readers of English and of Japanese see the same"
+            " words; write `{ja: …, en: …}` to give each its own",
+            "warning",
+        )
 
     queries = [s for s in walk(d.steps) if isinstance(s, QueryStep)]
     for s in queries:
         step_loc = locs[s.id]
-        if s.query.info not in catalog.info_items:
-            add((*step_loc, "query", "info"), f"unknown info item {s.query.info!r}")
-        if embedded(s.query.provider) is None and s.query.provider not in catalog.orgs:
-            add((*step_loc, "query", "provider"), f"unknown org {s.query.provider!r}")
-        elif embedded(s.query.provider) is None:
-            org = catalog.orgs[s.query.provider]
-            if s.query.info in catalog.info_items and s.query.info not in org.serves:
+        info, provider = s.query.info, s.query.provider
+        if info not in catalog.info_items:
+            add(
+                (*step_loc, "query", "info"),
+                f"unknown info item {info!r}{did_you_mean(info, catalog.info_items)}",
+            )
+        if embedded(provider) is None and provider not in catalog.orgs:
+            add((*step_loc, "query", "provider"), _unknown_org(provider, catalog))
+        elif embedded(provider) is None:
+            if info in catalog.info_items and info not in catalog.orgs[provider].serves:
                 add(
                     (*step_loc, "query", "provider"),
-                    f"{org.id} does not serve info item {s.query.info!r}",
+                    f"{provider} does not serve info item {info!r} ({served_by(catalog, info)})",
                 )
 
+    if d.task in catalog.tasks:
+        _check_triggers(d, catalog, whitelist, day, others, locs, add)
+    calls: dict[str, CallShape] = {}
     for call in walk(d.steps):
         if isinstance(call, CallStep):
-            _check_call(d, call, locs[call.id], catalog, known, add)
+            shape = _check_call(d, call, locs[call.id], catalog, others, operating, add)
+            if shape is not None:
+                calls[call.id] = shape
 
     if any(i.severity == "error" for i in issues):
         return issues
 
-    compiled = compile_definition(d, info_schemas(catalog, loaded))
+    compiled = compile_definition(d, info_schemas(catalog, loaded), calls)
+    steps = {s.id: s for s in walk(d.steps)}
     for err in compiled.errors:
-        key = err.key
-        loc: tuple[str | int, ...]
-        if key[0] == "result":
-            loc = ("result", key[1])
-        else:
-            base = locs.get(str(key[0]), ("steps",))
-            step = next(s for s in walk(d.steps) if s.id == key[0])
-            if isinstance(step, QueryStep):
-                loc = (*base, "query", key[1])
-            elif key[1] == "when":
-                loc = (*base, "branch", key[2], "when")
-            elif key[1] == "set":
-                loc = (*base, "set", key[2])
-            else:
-                loc = (*base, "fail", "reason")
-        add(loc, f"expression: {err.message}")
+        add(_expression_loc(err.key, steps, locs), f"expression: {err.message}")
 
     for s in queries:
-        issues.extend(_conformance(loaded, catalog, whitelist, s, locs[s.id], day))
+        found = _conformance(loaded, catalog, whitelist, s, locs[s.id], day)
+        issues.extend(found)
+        if not any(i.severity == "error" for i in found):
+            _check_providers_serve(d, s, locs[s.id], catalog, add)
     return issues
+
+
+def _unknown_org(org: str, catalog: Catalog) -> str:
+    return f"unknown org {org!r}{did_you_mean(org, catalog.orgs)}"
+
+
+def _unknown_role(role: str, catalog: Catalog) -> str:
+    return f"unknown role {role!r}{did_you_mean(role, catalog.roles)}"
+
+
+def _expression_loc(
+    key: tuple[str | int, ...],
+    steps: Mapping[str, AnyStep],
+    locs: Mapping[str, tuple[str | int, ...]],
+) -> tuple[str | int, ...]:
+    """Where in the document the expression a compile error names is."""
+    if key[0] == "result":
+        return ("result", key[1])
+    base = locs.get(str(key[0]), ("steps",))
+    step = steps.get(str(key[0]))
+    if isinstance(step, QueryStep):
+        return (*base, "query", key[1])
+    if isinstance(step, BranchStep):
+        return (*base, "branch", key[2], "when")
+    if isinstance(step, SetStep):
+        return (*base, "set", key[2])
+    if isinstance(step, CallStep):
+        return (*base, "call", "inputs", key[2])
+    if isinstance(step, SleepStep):
+        return (*base, "sleep", "until")
+    if isinstance(step, FailStep):
+        return (*base, "fail", "reason")
+    return base
+
+
+def _plain_texts(node: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
+    """Where the document gives one string for a ``{ja, en}`` text (``title``,
+    ``description``)."""
+    if isinstance(node, CommentedMap):
+        for key, value in node.items():
+            if key in ("title", "description") and isinstance(value, str):
+                yield (*loc, key)
+            else:
+                yield from _plain_texts(value, (*loc, key))
+    elif isinstance(node, CommentedSeq):
+        for i, value in enumerate(node):
+            yield from _plain_texts(value, (*loc, i))
+
+
+def _check_providers_serve(
+    d: BpfDefinition,
+    step: QueryStep,
+    loc: tuple[str | int, ...],
+    catalog: Catalog,
+    add: Add,
+) -> None:
+    """Every org the step's provider can name serves its info item (a literal one is checked
+    with the references); where only some do, a start naming another is refused."""
+    named = named_providers(d, step, catalog)
+    info = step.query.info
+    if named is None or named.bounded_by is None or not named.orgs:
+        return
+    serving = [o for o in named.orgs if info in catalog.orgs[o].serves]
+    not_serving = [o for o in named.orgs if o not in serving]
+    where = (*loc, "query", "provider")
+    who = (
+        f"the executors ({', '.join(d.owners.executors)})"
+        if named.bounded_by == "executor"
+        else named.label
+    )
+    if not serving:
+        add(
+            where,
+            f"no org {who} can name serves info item {info!r} (it can name"
+            f" {_names(not_serving)}; {served_by(catalog, info)})",
+        )
+    elif not_serving:
+        add(
+            where,
+            f"not every org {who} can name serves info item {info!r}: {_names(serving)} serve"
+            f" it, {_names(not_serving)} not; a start that names one that does not is refused",
+            "warning",
+        )
+
+
+def _check_triggers(
+    d: BpfDefinition,
+    catalog: Catalog,
+    whitelist: WhitelistIndex,
+    day: dt.date,
+    known: KnownBpfs | None,
+    locs: Mapping[str, tuple[str | int, ...]],
+    add: Add,
+) -> None:
+    """A life-event flow can be scanned for; a notification flow is not started twice by one
+    event (once itself, once as the child of another flow the event starts)."""
+    for i, t in enumerate(d.triggers):
+        if isinstance(t, LifeEventTrigger):
+            loc: tuple[str | int, ...] = ("triggers", i, "life-event")
+            if t.life_event.age is None:
+                add(loc, "a life-event rule needs an `age`: the scan asks who reaches it")
+            _check_cohort_rule(d, catalog, whitelist, day, loc, add)
+            break  # one scan query per definition: its problems are said once
+    if known is not None:
+        _check_duplicate_starts(d, catalog, known, locs, add)
+
+
+def _check_cohort_rule(
+    d: BpfDefinition,
+    catalog: Catalog,
+    whitelist: WhitelistIndex,
+    day: dt.date,
+    loc: tuple[str | int, ...],
+    add: Add,
+) -> None:
+    """A life-event scan asks the executor's own resident register (``resident-cohort``) under
+    the flow's task: a row must permit that for every executor, and an executor org must serve
+    the item."""
+    refused = [
+        label
+        for ex in d.owners.executors
+        for label, roles in executor_roles(catalog, ex).items()
+        if not whitelist.decide(roles, d.task, roles, COHORT_INFO, day, same_body=True).allowed
+    ]
+    if refused:
+        with_rule = whitelist.tasks_permitting(COHORT_INFO, day)
+        add(
+            loc,
+            f"task {d.task!r} has no cohort rule: a life-event scan asks the executor's own"
+            f" resident register who reaches the event ({COHORT_INFO!r}) under the flow's task,"
+            f" and no whitelist row in force on {day.isoformat()} lets {', '.join(refused)} do"
+            f" that (tasks with a cohort rule: {_names(with_rule)}). Add the rule to"
+            " whitelist/data/local/rows.yaml (docs/triggers.md, “A cohort rule for a new task”)",
+        )
+        return
+    orgs = sorted({o for e in d.owners.executors for o in catalog.orgs_of(e)})
+    serving = [o for o in orgs if COHORT_INFO in catalog.orgs[o].serves]
+    if orgs and not serving:
+        add(
+            loc,
+            f"no executor org serves {COHORT_INFO!r} (a register's answer to a scan), so no"
+            f" scan can run (executors: {_names(orgs)}; {served_by(catalog, COHORT_INFO)})",
+        )
+    elif len(serving) < len(orgs):
+        add(
+            loc,
+            f"no scan is scheduled at {_names(set(orgs) - set(serving))}: an org that does not"
+            f" serve {COHORT_INFO!r} cannot answer one",
+            "warning",
+        )
+
+
+def _sources_meet(a: NotificationRule, b: NotificationRule, catalog: Catalog) -> bool:
+    """Whether one published change can start flows of both rules."""
+    if a.event != b.event:
+        return False
+    return a.source == b.source or bool(
+        set(catalog.orgs_of(a.source)) & set(catalog.orgs_of(b.source))
+    )
+
+
+def _executors_meet(a: BpfDefinition, b: BpfDefinition, catalog: Catalog) -> bool:
+    def orgs(d: BpfDefinition) -> set[str]:
+        return {o for e in d.owners.executors for o in catalog.orgs_of(e)}
+
+    return bool(set(a.owners.executors) & set(b.owners.executors) or orgs(a) & orgs(b))
+
+
+def _reachable(first: str, known: KnownBpfs) -> list[str]:
+    """``first`` and every BPF it calls, directly or through its children (latest versions)."""
+    seen: list[str] = []
+    todo = [first]
+    while todo:
+        bpf = todo.pop()
+        if bpf in seen:
+            continue
+        seen.append(bpf)
+        child = known.latest(bpf)
+        if child is not None:
+            todo.extend(s.call.bpf for s in walk(child.steps) if isinstance(s, CallStep))
+    return seen
+
+
+def _check_duplicate_starts(
+    d: BpfDefinition,
+    catalog: Catalog,
+    known: KnownBpfs,
+    locs: Mapping[str, tuple[str | int, ...]],
+    add: Add,
+) -> None:
+    """One published change must not run a flow twice at one executor: as a flow it starts, and
+    as the child of another flow it starts."""
+    rules = [
+        (i, t.notification) for i, t in enumerate(d.triggers) if isinstance(t, NotificationTrigger)
+    ]
+    if not rules:
+        return
+    for step in walk(d.steps):  # what this flow calls, that the same change starts on its own
+        if not isinstance(step, CallStep):
+            continue
+        for bpf in _reachable(step.call.bpf, known):
+            child = known.latest(bpf)
+            if child is None or bpf == d.bpf or not _executors_meet(d, child, catalog):
+                continue
+            for _, mine in rules:
+                if any(_sources_meet(mine, theirs, catalog) for theirs in child.notifications()):
+                    add(
+                        (*locs[step.id], "call", "bpf"),
+                        f"a {mine.event} notice from {mine.source} starts this flow and {bpf}"
+                        f" too, and this step runs {bpf} again as a child: one event, the same"
+                        " linkages twice. Keep one: drop this call, or the notification trigger"
+                        f" of {bpf}",
+                        "warning",
+                    )
+                    break
+    for other in known:  # flows the same change starts, that call this one
+        if other.bpf == d.bpf or not _executors_meet(d, other, catalog):
+            continue
+        calls_me = d.bpf in _reachable(other.bpf, known)[1:]
+        if not calls_me:
+            continue
+        for i, mine in rules:
+            if any(_sources_meet(mine, theirs, catalog) for theirs in other.notifications()):
+                add(
+                    ("triggers", i, "notification"),
+                    f"a {mine.event} notice from {mine.source} also starts {other.bpf}, which"
+                    " calls this flow as a child: one event, the same linkages twice. Keep one:"
+                    f" drop this trigger, or the call in {other.bpf}",
+                    "warning",
+                )
+
+
+_LITERAL = re.compile(r"""^\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*$""")
 
 
 def _check_call(
@@ -194,25 +523,129 @@ def _check_call(
     step: CallStep,
     loc: tuple[str | int, ...],
     catalog: Catalog,
-    known: Mapping[str, BpfDefinition] | None,
-    add: Callable[..., None],
-) -> None:
-    """A child flow must exist and serve its caller's purpose."""
-    target = step.call.bpf
+    known: KnownBpfs | None,
+    operating: bool,
+    add: Add,
+) -> CallShape | None:
+    """A child flow must exist, serve its caller's purpose, run where its caller runs, get the
+    inputs it needs with the right types, and not call its caller back; returns what the
+    expressions of the caller may rely on (its inputs' types, its result's names)."""
+    target, pinned = step.call.bpf, step.call.version
+    at_bpf = (*loc, "call", "bpf")
     if known is None:
-        add((*loc, "call", "bpf"), f"call target {target!r} not checked here", "warning")
-        return
-    child = known.get(target)
-    if child is None:
-        add((*loc, "call", "bpf"), f"calls {target!r}, which is not registered")
-        return
+        add(at_bpf, f"call target {target!r} not checked here", "warning")
+        return None
+    if target == d.bpf:
+        add(at_bpf, "a flow cannot call itself: its child flows would never end")
+        return None
+    if target not in known.ids():
+        add(
+            at_bpf,
+            f"calls {target!r}, which is not registered{did_you_mean(target, known.ids())}",
+        )
+        return None
+    child: BpfDefinition | None
+    if pinned is not None:
+        child = known.version(target, pinned)
+        if child is None:
+            add(
+                (*loc, "call", "version"),
+                f"calls {target} version {pinned}, which is not registered (versions:"
+                f" {', '.join(map(str, known.versions(target)))})",
+            )
+            return None
+        if known.state(target, pinned) == "retired":
+            add((*loc, "call", "version"), f"calls {target} v{pinned}, which is retired")
+            return None
+    else:
+        child = (known.operating(target) if operating else None) or known.latest(target)
+        if child is None:
+            add(at_bpf, f"calls {target}, whose every version is retired")
+            return None
+    if known.registered(target):
+        runs = (
+            known.state(target, pinned) == "operating"
+            if pinned is not None
+            else known.operating(target) is not None
+        )
+        if not runs:
+            states = ", ".join(
+                f"v{v} {known.state(target, v) or 'not registered'}"
+                for v in known.versions(target)
+                if pinned is None or v == pinned
+            )
+            add(
+                at_bpf,
+                f"calls {target}, which has no operating version ({states}): in operation the"
+                " call is refused until it operates",
+                "error" if operating else "warning",
+            )
     if not catalog.serves_purpose(d.task, child.task):
         add(
-            (*loc, "call", "bpf"),
+            at_bpf,
             f"calls {target!r}, which serves task {child.task!r}: a child flow must serve its"
             f" caller's task {d.task!r} (or one the catalog records {d.task!r} to include),"
             " so data fetched for one purpose does not feed another",
         )
+    cannot = sorted(
+        {
+            o
+            for e in d.owners.executors
+            for o in catalog.orgs_of(e)
+            if not any(catalog.refers_to(c, o) for c in child.owners.executors)
+        }
+    )
+    if cannot:
+        add(
+            at_bpf,
+            f"calls {target}, which {', '.join(cannot)} cannot run (its executors:"
+            f" {', '.join(child.owners.executors)}): a child runs at its caller's executor",
+        )
+    if d.bpf in _reachable(target, known)[1:]:
+        add(at_bpf, f"calls {target}, which calls this flow back: child flows would never end")
+    _check_call_inputs(step, loc, child, catalog, add)
+    return CallShape(
+        bpf=target,
+        inputs={name: spec.type for name, spec in child.inputs.items()},
+        result=tuple(child.result),
+    )
+
+
+def _check_call_inputs(
+    step: CallStep,
+    loc: tuple[str | int, ...],
+    child: BpfDefinition,
+    catalog: Catalog,
+    add: Add,
+) -> None:
+    given = step.call.inputs
+    declared = ", ".join(f"{n} ({s.type})" for n, s in child.inputs.items()) or "none"
+    for name in given:
+        if name not in child.inputs:
+            add(
+                (*loc, "call", "inputs", name),
+                f"{child.bpf} has no input {name!r}{did_you_mean(name, child.inputs)};"
+                f" its inputs: {declared}",
+            )
+    for name, spec in child.inputs.items():
+        if spec.required and name not in given:
+            role = f", role {spec.role}" if spec.role else ""
+            add(
+                (*loc, "call", "inputs"),
+                f"calls {child.bpf} without its required input {name!r} ({spec.type}{role})",
+            )
+        literal = _LITERAL.match(given.get(name, ""))
+        if spec.type != "org" or literal is None:
+            continue
+        org = literal.group(1) if literal.group(1) is not None else literal.group(2)
+        if org not in catalog.orgs:
+            add((*loc, "call", "inputs", name), _unknown_org(org, catalog))
+        elif spec.role is not None and spec.role not in catalog.orgs[org].roles:
+            add(
+                (*loc, "call", "inputs", name),
+                f"{org} does not hold role {spec.role}, which {child.bpf}'s input {name}"
+                f" requires (orgs that do: {_names(catalog.orgs_of(role_ref(spec.role)))})",
+            )
 
 
 def _conformance(
@@ -223,8 +656,6 @@ def _conformance(
     loc: tuple[str | int, ...],
     day: dt.date,
 ) -> list[Issue]:
-    from renkei.bpf.loader import format_path
-
     d = loaded.definition
     out: list[Issue] = []
 
@@ -270,9 +701,10 @@ def _conformance(
                     req_roles, d.task, prov_roles, step.query.info, day, same_body=same_body
                 )
                 if not decision.allowed:
+                    hint = permitting_hint(whitelist, d.task, step.query.info, day)
                     add(
                         f"not permitted by the whitelist on {day.isoformat()}: executor {label} "
                         f"asking {prov_label} for {step.query.info!r} under task {d.task!r}: "
-                        f"{decision.reason}"
+                        f"{decision.reason}; {hint}"
                     )
     return out

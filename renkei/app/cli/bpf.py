@@ -18,7 +18,7 @@ from renkei.app.bootstrap import check_file, known_definitions
 from renkei.app.cli.runtime import database, run_async
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, load_file
-from renkei.bpf.models import BpfDefinition
+from renkei.bpf.validation import KnownBpfs
 from renkei.kernel.settings import get_settings
 from whitelist import store
 from whitelist.catalog import default_catalog
@@ -42,22 +42,24 @@ async def bpf_validate(
     from whitelist.local import all_rows
 
     settings = get_settings()
-    registered: list[BpfDefinition] = []
+    registered = KnownBpfs()
     if offline:
         idx = WhitelistIndex(all_rows(default_catalog()))
     else:
         async with database(settings) as pool:
             idx = await store.load_index(pool)
-            registered = [r.definition for r in await registry.runnable(pool, "test")]
+            registered = await registry.known(pool)
         if not len(idx):
             idx = WhitelistIndex(all_rows(default_catalog()))
-    # What a `call` may name: the registered versions, the shipped samples, the files given.
+    # What a `call` may name: every registered version with its state (a call of one that does
+    # not operate is flagged), the shipped samples, the files given (each validated with the
+    # others: a flow and the one it calls, or two flows one event starts).
     known = known_definitions(settings.definitions_dir, registered=registered)
     for f in files:
         with contextlib.suppress(BpfFileError):
             d = load_file(f).definition
-            if d.bpf not in known or d.version >= known[d.bpf].version:
-                known[d.bpf] = d
+            if known.state(d.bpf, d.version) is None:
+                known.add(d)
     day = dt.date.fromisoformat(at) if at else None
     failed = 0
     for f in files:
@@ -193,6 +195,7 @@ async def _transition(
                 if actor in catalog.orgs
                 else frozenset(),
                 note=note,
+                catalog=catalog,
             )
         except registry.TransitionRefused as err:
             typer.echo(f"refused: {err}", err=True)

@@ -9,9 +9,11 @@ import typer
 
 from renkei.app.bootstrap import load_whitelist
 from renkei.app.cli.runtime import database, run_async
+from renkei.bpf.models import did_you_mean
 from renkei.kernel.settings import get_settings
 from whitelist import store
 from whitelist.catalog import default_catalog
+from whitelist.decide import permitting_hint
 from whitelist.models import role_of
 
 whitelist_app = typer.Typer(help="The whitelist (番号法 別表第二).", no_args_is_help=True)
@@ -71,7 +73,7 @@ async def whitelist_check(
         if role is not None:
             return frozenset({role})
         if who not in catalog.orgs:
-            raise typer.BadParameter(f"unknown org {who!r}")
+            raise typer.BadParameter(f"unknown org {who!r}{did_you_mean(who, catalog.orgs)}")
         return catalog.org_roles(who)
 
     async with database(get_settings()) as pool:
@@ -86,5 +88,5 @@ async def whitelist_check(
             f"ALLOW  {d.reason}\n  row: {d.row.id}\n  valid: {d.row.valid_from} – {d.row.valid_to or 'open'}\n  {d.row.legal_text}"
         )
         return 0
-    typer.echo(f"DENY   {d.reason}")
+    typer.echo(f"DENY   {d.reason}\n  {permitting_hint(index, task, info, day)}")
     return 1

@@ -74,6 +74,8 @@ async def promote_samples(
                 if actor in catalog.orgs
                 else frozenset(),
                 note=note,
+                catalog=catalog,
+                whitelist=whitelist.index,
             )
         done.append(f"{d.bpf} v{d.version}: operating")
     return done

@@ -4,6 +4,11 @@ Each stub does what the scenario's :class:`~renkei.app.kit.scenarios.Behaviour` 
 item (answer, no match, fail always or a number of times, after an optional delay); every
 scripted answer, with its symbolic subjects resolved to the answering org's codes, must fit the
 item's schema, whether or not the flow asks for it.
+
+A stub stands in only for an item its org is registered to serve (``serves`` in the catalog): a
+scenario that scripts an org answering for anything else fails, and no stub answers for it, so a
+version whose flow asks an org for what it does not serve fails in the kit as it would in
+operation, not on its first real run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from activities.linkage import Provider
 from renkei.app.kit.scenarios import Behaviour, Scenario
+from renkei.bpf.models import did_you_mean
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from whitelist.models import Catalog
@@ -48,11 +54,17 @@ class Stubs:
 
         return schema.model_validate(resolve(body))
 
+    def serves(self, org: str, info: str) -> bool:
+        """Whether ``org`` is registered to serve ``info``: only then may a stub answer."""
+        found = self.catalog.orgs.get(org)
+        return found is not None and info in found.serves
+
     def providers(self, org: str) -> dict[str, Provider]:
-        out: dict[str, Provider] = {}
-        for info, behaviour in self.scenario.providers.get(org, {}).items():
-            out[info] = self._stub(org, info, behaviour)
-        return out
+        return {
+            info: self._stub(org, info, behaviour)
+            for info, behaviour in self.scenario.providers.get(org, {}).items()
+            if self.serves(org, info)
+        }
 
     def _stub(self, org: str, info: str, b: Behaviour) -> Provider:
         async def stub(req: LinkageRequest) -> BaseModel:
@@ -74,7 +86,18 @@ class Stubs:
         for org, items in self.scenario.providers.items():
             for info, b in items.items():
                 if info not in self.catalog.info_items:
-                    self.problems.append(f"providers.{org}.{info}: no such info item")
+                    self.problems.append(
+                        f"providers.{org}.{info}: no such info item"
+                        + did_you_mean(info, self.catalog.info_items)
+                    )
+                    continue
+                if not self.serves(org, info):
+                    servers = self.catalog.servers_of(info)
+                    self.problems.append(
+                        f"providers.{org}.{info}: {org} is not registered to serve {info} (the"
+                        " catalog's `serves`), so no stub stands in for it (served by:"
+                        f" {', '.join(servers) or 'no org'})"
+                    )
                     continue
                 if b.respond is not None:
                     try:

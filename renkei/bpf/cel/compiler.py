@@ -8,14 +8,18 @@ ids of earlier steps; a lane's or an arm's outputs are visible after its ``paral
 ``branch`` step. The result is a :class:`CompiledBpf`: the definition's message types and its
 compiled expressions, which evaluate at run time.
 
-Validation compiles a definition to report its errors; the interpreter gets its compiled
-definition through :mod:`.program`. Domain code: imports no ``temporalio``.
+Validation compiles a definition to report its errors, with what it knows of the flows the
+definition calls (:class:`CallShape`: a child's inputs are type-checked, a read of a result field
+the child does not return is an error); the interpreter gets its compiled definition through
+:mod:`.program`, where a child's result is a map read at run time. Domain code: imports no
+``temporalio``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from cel_expr_python import cel
 from google.protobuf import (
@@ -50,21 +54,56 @@ from renkei.bpf.models import (
     SleepStep,
     WaitStep,
     WhenArm,
+    did_you_mean,
 )
 from whitelist.payloads import SCHEMAS, GenericRecord
+
+# The CEL types an expression may have to give a child flow's input of each declared type (an
+# integer is a number too); ``DYN`` is always accepted and checked when the child starts.
+CALL_INPUT_TYPES: dict[str, tuple[str, ...]] = {
+    "string": ("STRING",),
+    "date": ("STRING",),
+    "subject": ("STRING",),
+    "org": ("STRING",),
+    "integer": ("INT", "UINT"),
+    "number": ("DOUBLE", "INT", "UINT"),
+    "boolean": ("BOOL",),
+}
+CALL_PACKAGE = "renkei.call"
+
+
+@dataclass(frozen=True)
+class CallShape:
+    """What validation knows of the flow a ``call`` step runs.
+
+    Attributes:
+        bpf: The child's BPF id.
+        inputs: The declared type of each of the child's inputs, by name.
+        result: The names of the child's result fields.
+    """
+
+    bpf: str
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    result: tuple[str, ...] = ()
 
 
 class _Scope:
     """Declared names at one position of the definition; builds CEL environments lazily."""
 
-    def __init__(self, compiled: CompiledBpf, base: dict[str, cel.Type]) -> None:
+    def __init__(
+        self,
+        compiled: CompiledBpf,
+        base: dict[str, cel.Type],
+        children: dict[str, str] | None = None,
+    ) -> None:
         self.compiled = compiled
         self.vars = dict(base)
+        # The called BPF of each call step's result message, by message name (for messages).
+        self.children: dict[str, str] = {} if children is None else children
         self._env: cel.Env | None = None
 
     def child(self) -> _Scope:
-        s = _Scope(self.compiled, self.vars)
-        return s
+        return _Scope(self.compiled, self.vars, self.children)
 
     def declare(self, name: str, t: cel.Type) -> None:
         self.vars[name] = t
@@ -77,21 +116,54 @@ class _Scope:
             )
         return self._env
 
-    def compile(self, key: Key, source: str, want: str | None = None) -> cel.Type | None:
+    def compile(
+        self, key: Key, source: str, want: str | tuple[str, ...] | None = None, what: str = ""
+    ) -> cel.Type | None:
         try:
             expr = self.env().compile(source)
         except Exception as err:
-            self.compiled.errors.append(ExpressionError(key, _compile_message(str(err))))
+            message = self._explain(_compile_message(str(err)))
+            self.compiled.errors.append(ExpressionError(key, message))
             return None
         rt = expr.return_type()
-        if want is not None and rt.name() not in (want, "DYN"):
+        wanted = (want,) if isinstance(want, str) else want
+        if wanted is not None and rt.name() not in (*wanted, "DYN"):
             self.compiled.errors.append(
-                ExpressionError(key, f"must be of type {want.lower()}, is {rt.name().lower()}")
+                ExpressionError(
+                    key,
+                    f"{what}must be of type {' or '.join(w.lower() for w in wanted)},"
+                    f" is {rt.name().lower()}",
+                )
             )
             return None
         self.compiled.exprs[key] = expr
         self.compiled.sources[key] = source
         return rt
+
+    def _explain(self, message: str) -> str:
+        """``message``, with what the author probably meant: a name in scope, a field the
+        message has, the result a child flow returns."""
+        ref = re.search(r"undeclared reference to '([^'.]+)", message)
+        if ref:
+            return message + did_you_mean(ref.group(1), self.vars)
+        undefined = re.search(r"undefined field '([^']+)' not found in struct '([^']+)'", message)
+        if undefined:
+            name, struct = undefined.groups()
+            try:
+                fields = [f.name for f in self.compiled.pool.FindMessageTypeByName(struct).fields]
+            except KeyError:
+                return message
+            bpf = self.children.get(struct)
+            if bpf is None:
+                return message + did_you_mean(name, fields)
+            step = struct.removeprefix(f"{CALL_PACKAGE}.Call_")
+            return (
+                f"{message[: undefined.start()]}{step} (a call of {bpf}) has no field {name!r}"
+                f"{did_you_mean(name, fields)}: {bpf} returns {', '.join(fields) or 'nothing'}"
+            )
+        if f"({CALL_PACKAGE}." in message:
+            return message + " (a child's result is read field by field: `step.field`)"
+        return message
 
 
 def _compile_message(text: str) -> str:
@@ -102,12 +174,19 @@ def _compile_message(text: str) -> str:
     return head.removesuffix(" [INVALID_ARGUMENT]")
 
 
-def compile_definition(definition: BpfDefinition, info_schemas: Mapping[str, str]) -> CompiledBpf:
+def compile_definition(
+    definition: BpfDefinition,
+    info_schemas: Mapping[str, str],
+    calls: Mapping[str, CallShape] | None = None,
+) -> CompiledBpf:
     """Compile every expression of ``definition``; problems are collected in ``errors``.
 
     Args:
         definition: The definition.
         info_schemas: The schema class name of each info item the definition queries.
+        calls: What validation knows of called flows, by call step id: their inputs are
+            type-checked and their results typed by the result's names. Without it (at run time)
+            a child's result is a map.
 
     Returns:
         The compiled definition; an expression that does not compile or type-check is in its
@@ -155,13 +234,18 @@ def compile_definition(definition: BpfDefinition, info_schemas: Mapping[str, str
             "steps": cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
         },
     )
-    _compile_steps(definition.steps, scope, info_schemas)
+    _compile_steps(definition.steps, scope, info_schemas, calls or {})
     for name, source in definition.result.items():
         scope.compile(("result", name), source)
     return compiled
 
 
-def _compile_steps(steps: list[AnyStep], scope: _Scope, info_schemas: Mapping[str, str]) -> None:
+def _compile_steps(
+    steps: list[AnyStep],
+    scope: _Scope,
+    info_schemas: Mapping[str, str],
+    calls: Mapping[str, CallShape],
+) -> None:
     compiled = scope.compiled
     for step in steps:
         if isinstance(step, QueryStep):
@@ -228,8 +312,22 @@ def _compile_steps(steps: list[AnyStep], scope: _Scope, info_schemas: Mapping[st
             if step.sleep.until is not None:
                 scope.compile((step.id, "until"), step.sleep.until, want="TIMESTAMP")
         elif isinstance(step, CallStep):
+            shape = calls.get(step.id)
             for name, source in step.call.inputs.items():
-                scope.compile((step.id, "inputs", name), source)
+                kind = shape.inputs.get(name) if shape else None
+                if shape is None or kind is None:
+                    scope.compile((step.id, "inputs", name), source)
+                else:
+                    scope.compile(
+                        (step.id, "inputs", name),
+                        source,
+                        want=CALL_INPUT_TYPES[kind],
+                        what=f"{shape.bpf}'s input {name} is of type {kind}: ",
+                    )
+            if shape is not None:  # validation: a field the child does not return is an error
+                scope.declare(step.id, cel.Type(_call_result(compiled, step.id, shape)))
+                scope.children[f"{CALL_PACKAGE}.Call_{step.id}"] = shape.bpf
+                continue
             full = "google.protobuf.Struct"
             compiled.classes[full] = struct_pb2.Struct
             compiled.step_types[step.id] = full
@@ -242,7 +340,7 @@ def _compile_steps(steps: list[AnyStep], scope: _Scope, info_schemas: Mapping[st
             lanes = []
             for lane in step.parallel:
                 child = scope.child()
-                _compile_steps(lane, child, info_schemas)
+                _compile_steps(lane, child, info_schemas, calls)
                 lanes.append(child)
             for child in lanes:  # a lane's outputs are visible after the parallel step ends
                 for name, t in child.vars.items():
@@ -257,10 +355,31 @@ def _compile_steps(steps: list[AnyStep], scope: _Scope, info_schemas: Mapping[st
                 else:
                     body = arm.otherwise
                 child = scope.child()
-                _compile_steps(body, child, info_schemas)
+                _compile_steps(body, child, info_schemas, calls)
                 arms.append(child)
             # Outputs of an arm may be absent after the branch: read them with has(steps.x).
             for child in arms:
                 for name, t in child.vars.items():
                     if name not in scope.vars:
                         scope.declare(name, t)
+
+
+def _call_result(compiled: CompiledBpf, step_id: str, shape: CallShape) -> str:
+    """A message with the child's result fields, each of any type (as a map read at run time)."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name=f"renkei/call/{step_id}.proto",
+        package=CALL_PACKAGE,
+        syntax="proto2",
+        dependency=["google/protobuf/struct.proto"],
+    )
+    msg = fdp.message_type.add(name=f"Call_{step_id}")
+    for number, name in enumerate(shape.result, start=1):
+        msg.field.add(
+            name=name,
+            number=number,
+            type=FDP.TYPE_MESSAGE,
+            type_name=".google.protobuf.Value",
+            label=FDP.LABEL_OPTIONAL,
+        )
+    compiled.pool.Add(fdp)
+    return f"{CALL_PACKAGE}.Call_{step_id}"
