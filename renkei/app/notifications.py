@@ -17,7 +17,7 @@ import datetime as dt
 from typing import Literal
 
 import asyncpg
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 
 from renkei.app.client import RenkeiClient
@@ -32,6 +32,20 @@ from whitelist.models import Catalog, role_of
 
 
 class Notification(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "publisher": "city-minato",
+                    "event_id": "death-2026-000042",
+                    "event": "death",
+                    "subject": "MINATOCODEABCDEFGHIJ",
+                    "occurred_on": "2026-11-01",
+                }
+            ]
+        }
+    )
+
     publisher: str = Field(description="the org publishing the change")
     event_id: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$", description="unique per publisher"

@@ -9,16 +9,23 @@ run. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at ``/a
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
 from renkei.app.client import RenkeiClient, ResponseRefused, RunStatus
 from renkei.app.notifications import Notification, Published, publish
-from renkei.app.web.auth import bearer
+from renkei.app.web.contract import (
+    AGENCY_TOKEN,
+    EXAMPLE_FLOW,
+    FlowId,
+    StartRequest,
+    refusals,
+)
 from renkei.bpf.admission import StartRefused, admit
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import CASE_REF, Acknowledged, StartFlow, Waiting
+from renkei.contracts.messages import CASE_REF, Acknowledged, Waiting
 from renkei.contracts.names import workflow_id
 from renkei.kernel import holds, keys
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
@@ -57,6 +64,10 @@ class Started(BaseModel):
 
 
 class Answer(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"step": "consent", "payload": {"agree": True}}]}
+    )
+
     step: str
     payload: dict[str, Any] = Field(default_factory=dict)
     by: Literal["citizen", "agency", "operator"] = Field(
@@ -67,9 +78,22 @@ class Answer(BaseModel):
 
 
 class HoldAsked(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "bpf": EXAMPLE_FLOW.split("/")[0],
+                    "case_ref": EXAMPLE_FLOW.split("/")[2],
+                    "reason": "investigation",
+                    "until": "2027-01-31T00:00:00+09:00",
+                }
+            ]
+        }
+    )
+
     bpf: str
     case_ref: str = Field(pattern=CASE_REF, description="the one case the hold covers")
-    reason: str = Field(description="one of renkei.kernel.holds.REASONS")
+    reason: str = Field(description="one of: " + ", ".join(sorted(holds.REASONS)))
     until: AwareDatetime = Field(description="with its time zone")
 
 
@@ -82,13 +106,14 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["flows"])
     catalog = default_catalog()
 
-    async def agency(request: Request) -> str:
-        token = bearer(request)
+    async def agency(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(AGENCY_TOKEN)],
+    ) -> str:
         org: str | None = None
-        if token is not None:
+        if credentials is not None:
             org = await pool.fetchval(
                 "SELECT org FROM hub.agency_tokens WHERE token_hash = $1 AND revoked_at IS NULL",
-                token_hash(token),
+                token_hash(credentials.credentials),
             )
         if org is None:
             raise HTTPException(
@@ -103,13 +128,17 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         if len(parts) != 3 or parts[1] != org:
             raise HTTPException(404, "no such flow of yours")
 
-    @r.post("/flows", response_model=Started, status_code=201)
-    async def start(flow: StartFlow, org: Org, response: Response) -> Started:
+    @r.post(
+        "/flows",
+        response_model=Started,
+        status_code=201,
+        responses=refusals(400, 401, 403, 409, 422, 503),
+    )
+    async def start(asked: StartRequest, org: Org, response: Response) -> Started:
         """Start a flow (the caller is its executor); the same case reference returns the run."""
+        flow = asked.to_start()
         if flow.executor != org:
             raise HTTPException(403, f"{org} cannot start flows as {flow.executor}")
-        if flow.resume is not None or flow.parent is not None or flow.attestation is not None:
-            raise HTTPException(422, "resume, parent and attestation are set only by renkei")
         if flow.trigger not in AGENCY_TRIGGERS:
             raise HTTPException(
                 403,
@@ -156,16 +185,24 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             link=sdk.settings.run_link(handle.id, handle.result_run_id),
         )
 
-    @r.get("/flows/{workflow_id:path}/state", response_model=FlowState)
-    async def state(workflow_id: str, org: Org) -> FlowState:
+    @r.get(
+        "/flows/{workflow_id:path}/state",
+        response_model=FlowState,
+        responses=refusals(401, 404, 503),
+    )
+    async def state(workflow_id: FlowId, org: Org) -> FlowState:
         """The run's status and what it waits for, until when."""
         own(org, workflow_id)
         run = await sdk.describe(workflow_id)
         waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
         return FlowState(run=run, waiting=waiting)
 
-    @r.post("/flows/{workflow_id:path}/respond", response_model=Acknowledged)
-    async def respond(workflow_id: str, answer: Answer, org: Org) -> Acknowledged:
+    @r.post(
+        "/flows/{workflow_id:path}/respond",
+        response_model=Acknowledged,
+        responses=refusals(400, 401, 403, 404, 422, 503),
+    )
+    async def respond(workflow_id: FlowId, answer: Answer, org: Org) -> Acknowledged:
         """Answer a waiting step; refused with the reason if it does not validate."""
         own(org, workflow_id)
         if answer.by == "citizen":
@@ -179,7 +216,13 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         except ResponseRefused as err:
             raise HTTPException(422, str(err)) from None
 
-    @r.post("/holds", response_model=holds.HoldRequest, status_code=201, tags=["holds"])
+    @r.post(
+        "/holds",
+        response_model=holds.HoldRequest,
+        status_code=201,
+        tags=["holds"],
+        responses=refusals(400, 401, 422),
+    )
     async def request_hold(asked: HoldAsked, org: Org) -> holds.HoldRequest:
         """Ask for a disclosure hold; a start may name it once a platform operator approved it
         (`renkei holds approve ID --operator NAME`)."""
@@ -190,7 +233,12 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         except holds.HoldNotApproved as err:
             raise HTTPException(422, str(err)) from None
 
-    @r.post("/notifications", response_model=Published, tags=["notifications"])
+    @r.post(
+        "/notifications",
+        response_model=Published,
+        tags=["notifications"],
+        responses=refusals(400, 401, 403, 422, 503),
+    )
     async def notify(n: Notification, org: Org) -> Published:
         """Publish a change (death, move, birth) of a subject you hold; subscribed flows start.
         Delivering the same event id again is safe: it starts nothing new."""

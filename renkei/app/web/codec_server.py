@@ -11,18 +11,59 @@ operator's name, the namespace, the number of payloads and the caller's address.
 
 from __future__ import annotations
 
+import json
+from typing import Annotated, Any
+
 import asyncpg
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from renkei.app.web.auth import bearer
+from renkei.app.web.contract import OPERATOR_COOKIE, OPERATOR_SESSION, OPERATOR_TOKEN, refusals
 from renkei.kernel.codec import EncryptionCodec, PayloadDecryptError
 from renkei.kernel.tokens import new_token, token_hash
 
-COOKIE = "renkei_codec"
+COOKIE = OPERATOR_COOKIE
 TOKEN_PREFIX = "rko_"
+
+# Temporal's remote codec protocol: payloads as protobuf JSON (metadata values and data base64;
+# null, as in protobuf JSON, is the empty value).
+PAYLOADS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "payloads": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "properties": {
+                    "metadata": {
+                        "type": ["object", "null"],
+                        "additionalProperties": {"type": "string", "format": "byte"},
+                    },
+                    "data": {"type": ["string", "null"], "format": "byte"},
+                },
+            },
+        }
+    },
+}
+PAYLOADS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PAYLOADS_SCHEMA}},
+    }
+}
+# Who calls: an operator's token, or the cookie of the operator's sign-in.
+Token = Annotated[HTTPAuthorizationCredentials | None, Security(OPERATOR_TOKEN)]
+Cookie = Annotated[str | None, Security(OPERATOR_SESSION)]
+CODEC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The payloads, decoded or encoded, in the same order.",
+        "content": {"application/json": {"schema": PAYLOADS_SCHEMA}},
+    },
+    **refusals(400, 401, 422),
+}
 
 
 async def add_operator(pool: asyncpg.Pool, name: str) -> str:
@@ -75,12 +116,15 @@ def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
             request.headers.get("user-agent", "")[:200],
         )
 
-    async def _handle(request: Request, action: str) -> Response:
+    async def _handle(request: Request, action: str, credential: str | None) -> Response:
         try:
-            payloads = json_format.Parse(await request.body(), Payloads())
-        except json_format.ParseError:
+            body = json.loads(await request.body())  # a ValueError if not JSON (or not text)
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            payloads = json_format.ParseDict(body, Payloads())
+        except (ValueError, json_format.ParseError):
             raise HTTPException(400, 'the body must be {"payloads": [...]}') from None
-        operator = await operator_of(pool, bearer(request, COOKIE))
+        operator = await operator_of(pool, credential)
         await _log(request, operator, action, len(payloads.payloads), operator is not None)
         if operator is None:
             raise HTTPException(401, "an operator token is required")
@@ -98,20 +142,25 @@ def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
             )
         )
 
-    @r.post("/decode")
-    async def decode(request: Request) -> Response:
-        return await _handle(request, "decode")
+    def credential(token: HTTPAuthorizationCredentials | None, cookie: str | None) -> str | None:
+        return token.credentials if token is not None else cookie
 
-    @r.post("/encode")
-    async def encode(request: Request) -> Response:
-        return await _handle(request, "encode")
+    @r.post("/decode", openapi_extra=PAYLOADS_BODY, responses=CODEC_RESPONSES, tags=["codec"])
+    async def decode(request: Request, token: Token, cookie: Cookie) -> Response:
+        """Decrypt payloads for a signed-in operator (the request is logged)."""
+        return await _handle(request, "decode", credential(token, cookie))
 
-    @r.get("/login", response_class=HTMLResponse)
+    @r.post("/encode", openapi_extra=PAYLOADS_BODY, responses=CODEC_RESPONSES, tags=["codec"])
+    async def encode(request: Request, token: Token, cookie: Cookie) -> Response:
+        """Encrypt payloads for a signed-in operator (the request is logged)."""
+        return await _handle(request, "encode", credential(token, cookie))
+
+    @r.get("/login", response_class=HTMLResponse, include_in_schema=False)
     async def login_form(request: Request) -> Response:
         who = await operator_of(pool, request.cookies.get(COOKIE))
         return HTMLResponse(_login_page(who))
 
-    @r.post("/login")
+    @r.post("/login", include_in_schema=False)
     async def login(token: str = Form(...)) -> Response:
         who = await operator_of(pool, token.strip())
         if who is None:
@@ -122,7 +171,7 @@ def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
         )
         return response
 
-    @r.post("/logout")
+    @r.post("/logout", include_in_schema=False)
     async def logout() -> Response:
         response = RedirectResponse("/codec/login", status_code=303)
         response.delete_cookie(COOKIE, path="/codec")

@@ -17,10 +17,11 @@ from typing import Annotated, Any
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request, Security
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
 from renkei.app.citizen import (
@@ -33,13 +34,21 @@ from renkei.app.citizen import (
     subject_of_portal_code,
 )
 from renkei.app.client import RenkeiClient, ResponseRefused
+from renkei.app.web.contract import (
+    CITIZEN_COOKIE,
+    CITIZEN_SESSION,
+    PORTAL_CODE,
+    FlowId,
+    RecordQuery,
+    refusals,
+)
 from renkei.app.web.i18n import LANGS, text
 from renkei.contracts.messages import Acknowledged
 from renkei.kernel.pseudonyms import Pseudonyms
 from whitelist.decide import JST
 from whitelist.models import Catalog
 
-SESSION = "renkei_portal"
+SESSION = CITIZEN_COOKIE
 SESSION_HOURS = 2
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -86,6 +95,10 @@ def _lang(request: Request, lang: str | None) -> str:
 class CitizenAnswer(BaseModel):
     """The citizen's own answer to a step of a flow about them (their consent, a document)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"step": "consent", "payload": {"agree": True}}]}
+    )
+
     step: str
     payload: dict[str, Any] = Field(default_factory=dict)
 
@@ -100,34 +113,48 @@ def router(
 ) -> APIRouter:
     r = APIRouter()
 
-    async def bearer_subject(request: Request) -> uuid.UUID:
-        auth = request.headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
+    async def bearer_subject(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(PORTAL_CODE)],
+    ) -> uuid.UUID:
+        if credentials is None:
             raise HTTPException(401, "a portal code is required", {"WWW-Authenticate": "Bearer"})
         try:
-            return await subject_of_portal_code(pseudonyms, auth[7:].strip())
+            return await subject_of_portal_code(pseudonyms, credentials.credentials)
         except NotACitizen:
             raise HTTPException(
                 401, "this portal code is not known", {"WWW-Authenticate": "Bearer"}
             ) from None
 
-    @r.get("/api/citizen/records", response_model=list[CitizenRecord])
+    @r.get(
+        "/api/citizen/records",
+        response_model=list[CitizenRecord],
+        tags=["citizens"],
+        responses=refusals(401, 422),
+    )
     async def api_records(
         subject: Annotated[uuid.UUID, Depends(bearer_subject)],
-        where: Annotated[RecordFilter, Query()],
+        where: Annotated[RecordQuery, Query()],
     ) -> Response:
         found = await records_for_subject(pool, catalog, subject, where)
         # Already validated models: serialise once, without FastAPI validating them again.
         return Response(RECORDS.dump_json(found), media_type="application/json")
 
-    async def citizen(request: Request) -> uuid.UUID:
+    async def citizen(
+        session: Annotated[str | None, Security(CITIZEN_SESSION)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(PORTAL_CODE)],
+    ) -> uuid.UUID:
         """The citizen signed in: by the session cookie, or a portal code as bearer token."""
-        subject = sessions.subject(request.cookies.get(SESSION))
-        return subject if subject is not None else await bearer_subject(request)
+        subject = sessions.subject(session)
+        return subject if subject is not None else await bearer_subject(credentials)
 
-    @r.post("/api/citizen/flows/{workflow_id:path}/respond", response_model=Acknowledged)
+    @r.post(
+        "/api/citizen/flows/{workflow_id:path}/respond",
+        response_model=Acknowledged,
+        tags=["citizens"],
+        responses=refusals(400, 401, 404, 422, 503),
+    )
     async def respond(
-        workflow_id: str,
+        workflow_id: FlowId,
         answer_: CitizenAnswer,
         subject: Annotated[uuid.UUID, Depends(citizen)],
     ) -> Acknowledged:
