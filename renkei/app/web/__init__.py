@@ -13,10 +13,12 @@ from pathlib import Path
 
 import asyncpg
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
 from renkei.app.web import api, codec_server, portal
@@ -58,6 +60,9 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
     if sdk is not None:
         app.include_router(api.router(pool, sdk))
 
+    app.add_exception_handler(RPCError, temporal_refused)
+    app.add_exception_handler(WorkflowUpdateRPCTimeoutOrCancelledError, temporal_refused)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         """Liveness and readiness: the database answers."""
@@ -66,6 +71,36 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
 
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     return app
+
+
+# Temporal's answers that are the caller's to hear, as the API's statuses (docs/triggers.md).
+UNAVAILABLE = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.CANCELLED,
+    }
+)
+
+
+async def temporal_refused(request: Request, err: Exception) -> JSONResponse:
+    """A Temporal error a route did not answer itself: no such run is a 404 (the answer for a
+    flow of someone else's too), Temporal out of reach or too slow a 503; anything else stays a
+    server error. The reason names no workflow and nothing of the request."""
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return JSONResponse(
+            {"detail": "the flow did not take the answer in time (is its worker running?)"},
+            status_code=503,
+        )
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        return JSONResponse({"detail": "no such flow of yours"}, status_code=404)
+    if isinstance(err, RPCError) and err.status in UNAVAILABLE:
+        return JSONResponse(
+            {"detail": f"Temporal did not answer ({err.status.name}); send the request again"},
+            status_code=503,
+        )
+    raise err
 
 
 class _Server(uvicorn.Server):
