@@ -135,7 +135,9 @@ async def temporal_env(base_settings: Settings) -> AsyncIterator[WorkflowEnviron
 
 
 @pytest_asyncio.fixture(scope="session")
-async def client(temporal_env: WorkflowEnvironment, base_settings: Settings) -> Client:
+async def client(
+    temporal_env: WorkflowEnvironment, base_settings: Settings, pool: asyncpg.Pool
+) -> Client:
     """A client as renkei connects one: encrypted payloads and headers."""
     return await connect(base_settings, temporal_env.client.service_client.config.target_host)
 

@@ -92,3 +92,12 @@ def worker(settings: Settings, temporal: str, kind: str, *args: str, **extra: st
     return RenkeiProcess(
         ["worker", kind, *args], renkei_env(settings, temporal, **extra), "polling"
     ).wait_ready()
+
+
+def control_plane(
+    settings: Settings, temporal: str, executors: tuple[str, ...] = ("city-minato",)
+) -> list[RenkeiProcess]:
+    """The hub's worker and the executors' control workers, each a process of its own."""
+    return [worker(settings, temporal, "hub")] + [
+        worker(settings, temporal, "control", org) for org in executors
+    ]

@@ -21,7 +21,13 @@ from tests.paths import PROJECT_ROOT
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
 SCHEMA = PROJECT_ROOT / "deploy" / "compose-spec.json"
 SECRET_NAMES = re.compile(r"(PASSWORD|PWD|SECRET|TOKEN|HUB_KEY|DATABASE_URL)$")
-LONG_RUNNING_OWN = {"renkei-control", "renkei-web", *(f"agency-{o}" for o in SAMPLE_AGENCIES)}
+LONG_RUNNING_OWN = {
+    "renkei-hub",
+    "renkei-web",
+    "control-city-minato",
+    "control-city-shibuya",
+    *(f"agency-{o}" for o in SAMPLE_AGENCIES),
+}
 
 
 def _compose() -> dict[str, Any]:
@@ -38,7 +44,7 @@ def test_the_compose_file_follows_the_compose_specification() -> None:
 
 def test_a_broken_compose_file_is_caught() -> None:
     broken = _compose()
-    broken["services"]["renkei-control"]["restart"] = ["always"]
+    broken["services"]["renkei-hub"]["restart"] = ["always"]
     broken["services"]["temporal"]["depends_on"]["postgresql"]["condition"] = "when-ready"
     validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
     assert len(list(validator.iter_errors(broken))) >= 2

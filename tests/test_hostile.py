@@ -24,11 +24,19 @@ from activities.permits import subject_context
 from renkei.app.client import ResponseRefused
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
-from renkei.contracts.names import agency_queue, control_queue, query_activity
+from renkei.contracts.names import (
+    agency_queue,
+    control_queue,
+    executor_of,
+    query_activity,
+    scan_workflow_id,
+    workflow_id,
+)
 from renkei.kernel import attest, keys, parties, permits, records
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import SealError, open_sealed
 from whitelist.payloads import LocalTax, ResidentRecord
+from workers.plugin import party_client
 
 from .helpers import access_record, code, pick, register_fixture, sdk, start, workers
 
@@ -149,16 +157,25 @@ async def _attacker(client, settings, spy_calls: list[str], pool, catalog, live_
             providers={"city-shibuya": {"local-tax": spy}},
             control=False,
         ),
-        Worker(client, task_queue=queue, workflows=[Forge]),
+        Worker(rogue_client(client, settings), task_queue=queue, workflows=[Forge]),
     ):
         yield queue
 
 
+def rogue_client(client, settings, party: str = "pref-tokyo"):
+    """A client holding one agency's own keys, and nothing else: what an agency's worker has."""
+    return party_client(client, settings, [party])
+
+
 async def _forge(client, queue: str, settings, req: LinkageRequest, wait: bool = False):
-    return await client.start_workflow(
+    # A workflow id naming the rogue agency as executor: its payloads to city-shibuya are
+    # sealed between the two, so city-shibuya's gate reads the request and judges it.
+    return await rogue_client(client, settings).start_workflow(
         Forge.run,
         args=[agency_queue(settings.task_queue_prefix, "city-shibuya"), req, wait],
-        id=f"attacker-{uuid.uuid4().hex[:8]}",
+        id=workflow_id(
+            "child-rearing-allowance-income-check", "pref-tokyo", f"attack-{uuid.uuid4().hex[:8]}"
+        ),
         task_queue=queue,
     )
 
@@ -166,7 +183,7 @@ async def _forge(client, queue: str, settings, req: LinkageRequest, wait: bool =
 async def test_a_forged_request_without_a_hub_permit_is_refused_and_recorded(
     client, pool, settings, catalog, live_whitelist
 ) -> None:
-    """An agency's worker holds the payload ring, so its request is well encrypted; it has no
+    """An agency's worker holds its own keys, so the provider can read its request; it has no
     hub permit. city-shibuya refuses it before any provider code, and records the claim."""
     calls: list[str] = []
     person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
@@ -349,6 +366,7 @@ def test_an_agencys_key_file_holds_no_secret_that_derives_codes(settings) -> Non
         "org",
         "signing_key",
         "sealing_key",
+        "former_sealing_keys",
         "codec",
         "hub_signing",
     }
@@ -558,7 +576,10 @@ async def _refused_straight_from_temporal(
     """Start ``workflow`` past the SDK's own checks, as any ring holder could; it must end
     refused with ``expected`` in the reason, and no party may hold a record of it."""
     handle = await client.start_workflow(
-        workflow, arg, id=wid, task_queue=control_queue(settings.task_queue_prefix)
+        workflow,
+        arg,
+        id=wid,
+        task_queue=control_queue(settings.task_queue_prefix, executor_of(wid)),
     )
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
@@ -693,7 +714,9 @@ async def test_a_scan_the_platform_did_not_schedule_asks_no_register(
             ScanRequest(
                 bpf="coming-of-age-pension-notice", executor="city-minato", age=18, on="birthday"
             ),
-            f"rogue-scan-{uuid.uuid4().hex[:8]}",
+            scan_workflow_id(
+                "coming-of-age-pension-notice", "city-minato", f"rogue-{uuid.uuid4().hex[:8]}"
+            ),
             "only from the platform's schedules",
         )
 
@@ -1033,3 +1056,103 @@ async def test_an_unencrypted_signal_is_dropped_and_the_flow_goes_on(
         assert await rc.waiting(handle.id)  # still waiting: the clear signal was not taken
         await rc.respond(handle.id, "consent", {"agree": True})
         assert (await handle.result()).outcome == "completed"
+
+
+# -- payloads sealed between two parties: who can read a flow in Temporal's history ------------
+
+
+async def _payloads(client, wid: str) -> list:
+    """Every payload of a run's history, as Temporal stores it."""
+    from google.protobuf.message import Message
+    from temporalio.api.common.v1 import Payload
+
+    found: list[Payload] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, Payload):
+            found.append(node)
+        elif isinstance(node, Message):
+            for _, value in node.ListFields():
+                walk(value)
+        elif hasattr(node, "values") and callable(node.values):  # a map field
+            for v in node.values():
+                walk(v)
+        elif not isinstance(node, str | bytes) and hasattr(node, "__len__"):  # repeated
+            for i in range(len(node)):  # type: ignore[arg-type]
+                walk(node[i])  # type: ignore[index]
+
+    async for event in client.get_workflow_handle(wid).fetch_history_events():
+        walk(event)
+    return found
+
+
+async def test_each_party_reads_only_what_was_exchanged_with_it(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A finished flow of city-minato (city-shibuya's local tax, the JPS's pensions): in
+    Temporal's history, city-shibuya reads only what it exchanged with city-minato, the JPS
+    only its own exchange, and the hub only what city-minato asked it; an uninvolved agency
+    (kyokai-kenpo) and the platform's operator read no answer at all."""
+    from renkei.kernel.channels import channel_parties
+    from renkei.kernel.codec import UNENCRYPTED
+    from tests.helpers import allowance_check
+    from workers.plugin import channel_codec
+
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        assert (await handle.result()).outcome == "completed"
+    stored = [
+        p
+        for p in await _payloads(client, handle.id)
+        if p.data and "type" not in p.metadata  # search attributes are indexed, in clear
+    ]
+    clear = [p for p in stored if p.metadata["encoding"] != b"binary/renkei-channel"]
+    assert all(p.data.startswith(b'{"id"') for p in clear), clear  # only patch markers' ids
+    readable: dict[str, set[frozenset[str]]] = {}
+    for party in ("city-minato", "city-shibuya", "jps", "hub", "kyokai-kenpo"):
+        codec = channel_codec(settings, [party], legacy_ring=False)
+        opened = await codec.decode(stored)
+        readable[party] = {
+            frozenset(channel_parties(p) or ())
+            for p in opened
+            if p.metadata.get("encoding") != UNENCRYPTED
+        }
+    assert readable["city-minato"] == {
+        frozenset({"city-minato"}),
+        frozenset({"city-minato", "hub"}),
+        frozenset({"city-minato", "city-shibuya"}),
+        frozenset({"city-minato", "jps"}),
+    }
+    assert readable["city-shibuya"] == {frozenset({"city-minato", "city-shibuya"})}
+    assert readable["jps"] == {frozenset({"city-minato", "jps"})}
+    assert readable["hub"] == {frozenset({"city-minato", "hub"})}
+    assert readable["kyokai-kenpo"] == set()
+
+
+async def test_a_start_written_by_another_agency_is_refused(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """city-shibuya, holding its own keys only, starts a flow as city-minato straight on
+    city-minato's queue: city-minato's worker reads it, sees who wrote it, and refuses it before
+    anything is resolved or asked."""
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+    from renkei.kernel import search_attributes as sa
+    from tests.helpers import allowance_check
+
+    forged = allowance_check(settings)
+    rogue = rogue_client(client, settings, "city-shibuya")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await rogue.start_workflow(
+            forged.bpf,
+            forged,
+            id=workflow_id(forged.bpf, forged.executor, forged.case_ref),
+            task_queue=control_queue(settings.task_queue_prefix, forged.executor),
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(sa.EXECUTOR, forged.executor)]
+            ),
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await client.get_workflow_handle(handle.id).result()
+    assert "another party than the executor" in str(failure.value.cause)
+    assert await records.query(pool, workflow_id=handle.id) == []

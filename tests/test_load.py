@@ -21,7 +21,7 @@ from renkei.kernel import keys, records
 from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, workers
-from .processes import ROOT, renkei_env, worker
+from .processes import ROOT, control_plane, renkei_env
 
 pytestmark = pytest.mark.load
 
@@ -45,7 +45,7 @@ async def test_1000_concurrent_flows_from_four_client_processes(
         files.append(f)
     address = client.service_client.config.target_host
     env = renkei_env(settings, address)
-    control = worker(settings, address, "control")
+    control = control_plane(settings, address)
     try:
         async with workers(client, pool, settings, catalog, live_whitelist, control=False):
             procs = [
@@ -73,7 +73,8 @@ async def test_1000_concurrent_flows_from_four_client_processes(
                 600,
             )
     finally:
-        control.stop()
+        for p in control:
+            p.stop()
     assert {r.outcome for r in results} <= {"completed", "rejected"}
     assert all(len(r.linkages) == 2 for r in results)
     doubles = await pool.fetch(

@@ -12,15 +12,15 @@ from temporalio.client import Client
 from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, records_by_party, sdk, shibuya_family
-from .processes import ROOT, worker
+from .processes import ROOT, control_plane, worker
 
 
-async def test_control_and_two_agencies_as_processes_complete_a_flow(
+async def test_hub_executor_and_two_agencies_as_processes_complete_a_flow(
     client: Client, pool, settings: Settings
 ) -> None:
     address = client.service_client.config.target_host
     procs = [
-        worker(settings, address, "control"),
+        *control_plane(settings, address),
         worker(settings, address, "agency", "city-shibuya"),
         worker(settings, address, "agency", "jps"),
     ]
@@ -50,7 +50,7 @@ def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env["RENKEI_DATA_DIR"] = str(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "renkei.app.cli", "worker", "control"],
+        [sys.executable, "-m", "renkei.app.cli", "worker", "hub"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -246,9 +246,10 @@ def _on(loop: asyncio.AbstractEventLoop) -> Callable[[Awaitable[T]], T]:
 
 
 async def _runs(client: Client, settings_: Settings) -> int:
-    count = await client.count_workflows(
-        f"TaskQueue = '{control_queue(settings_.task_queue_prefix)}'"
+    queues = ", ".join(
+        f"'{control_queue(settings_.task_queue_prefix, org)}'" for org in default_catalog().orgs
     )
+    count = await client.count_workflows(f"TaskQueue IN ({queues})")
     return count.count
 
 

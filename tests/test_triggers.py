@@ -14,7 +14,7 @@ from activities.agencies.synthetic import REFERENCE_DATE, Person
 from renkei.app.notifications import Notification, publish
 from renkei.app.schedules import PREFIX, sync
 from renkei.contracts.messages import ScanRequest, ScanResult
-from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
+from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue, scan_workflow_id
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -24,6 +24,7 @@ from workflows.life_events import cohort_for
 from .helpers import code, households, sdk, workers
 
 BPF = "coming-of-age-pension-notice"
+MINATO = "city-minato"
 
 
 def test_cohorts_of_each_rule() -> None:
@@ -61,8 +62,8 @@ async def _scan(client: Client, settings: Settings, day: dt.date) -> ScanResult:
         ScanRequest(bpf=BPF, executor="city-minato", age=18, on="birthday", day=day).attested(
             keys.load(settings).signer()
         ),
-        id=f"scan-test-{uuid.uuid4().hex[:8]}",
-        task_queue=control_queue(settings.task_queue_prefix),
+        id=scan_workflow_id(BPF, "city-minato", f"test-{uuid.uuid4().hex[:8]}"),
+        task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
         result_type=ScanResult,
     )
 
@@ -143,7 +144,7 @@ async def test_schedules_follow_the_definitions_and_a_backfill_starts_nothing_tw
                     await client.get_workflow_handle(w.id, result_type=ScanResult).result(),
                 )
                 async for w in client.list_workflows(
-                    f"WorkflowType = '{LIFE_EVENT_SCAN}' AND TaskQueue = '{control_queue(settings.task_queue_prefix)}'"
+                    f"WorkflowType = '{LIFE_EVENT_SCAN}' AND TaskQueue = '{control_queue(settings.task_queue_prefix, 'city-minato')}'"
                 )
             ],
             key=lambda x: x[0],
@@ -167,7 +168,7 @@ async def _eventually_result(client: Client, settings: Settings, wid: str):
 
 async def _completed_scans(client: Client, settings: Settings, n: int) -> list[str]:
     query = (
-        f"WorkflowType = '{LIFE_EVENT_SCAN}' AND TaskQueue = '{control_queue(settings.task_queue_prefix)}'"
+        f"WorkflowType = '{LIFE_EVENT_SCAN}' AND TaskQueue = '{control_queue(settings.task_queue_prefix, 'city-minato')}'"
         " AND ExecutionStatus = 'Completed'"
     )
     for _ in range(300):

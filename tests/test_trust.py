@@ -18,6 +18,7 @@ from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys, records
 from renkei.kernel import search_attributes as sa
+from renkei.kernel.channels import ENCODING as CHANNEL_ENCODING
 from renkei.kernel.codec import ENCODING, EncryptionCodec
 from renkei.kernel.pseudonyms import (
     PORTAL,
@@ -226,7 +227,8 @@ async def test_raw_history_holds_no_personal_value_in_clear(
         clear = [
             p
             for p, pl in found
-            if pl.metadata.get("encoding") != ENCODING and not _structural(p, pl)
+            if pl.metadata.get("encoding") not in (ENCODING, CHANNEL_ENCODING)
+            and not _structural(p, pl)
         ]
         assert clear == [], f"payloads in clear at {clear}"
         raw = b"".join(e.SerializeToString() for e in events)

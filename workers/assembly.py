@@ -17,11 +17,13 @@ from temporalio.worker import Worker
 
 from activities.agencies import SAMPLE_AGENCIES
 from activities.linkage import Provider
+from renkei.kernel import keys
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workers.agency import agency_worker
-from workers.control import control_worker
+from workers.control import control_worker, hub_worker, legacy_control_worker
+from workers.plugin import HUB, attach_registry, party_client
 
 # Providers for an org, or None for the sample agency's own.
 Providers = Callable[[str], Mapping[str, Provider] | None]
@@ -36,15 +38,47 @@ def build_workers(
     *,
     control: bool = True,
     agencies: Iterable[str] = SAMPLE_AGENCIES,
+    executors: Iterable[str] | None = None,
     providers: Providers | None = None,
+    legacy: bool = True,
 ) -> list[Worker]:
-    """The control worker (unless ``control`` is false) and one worker per org of ``agencies``."""
-    workers = [control_worker(client, pool, settings, catalog, whitelist)] if control else []
+    """The hub's worker and a control worker per org of ``executors`` (default: every org
+    whose key file this process holds) unless ``control`` is false, the legacy control worker of runs from before executor-side control (``legacy``),
+    and one agency worker per org of ``agencies``.
+
+    Each worker acts for its own party only, on a client of its own over ``client``'s
+    connection: the hub's worker holds the hub's keys, an executor's control worker that
+    executor's, an agency's worker that agency's.
+    """
+
+    def acting(party: str, **options: bool) -> Client:
+        own = party_client(client, settings, [party], **options)
+        attach_registry(own, pool, settings)
+        return own
+
+    if executors is None:  # every org of the catalog whose key file this process holds
+        executors = [o for o in catalog.orgs if keys.org_keys_path(settings, o).exists()]
+    workers: list[Worker] = []
+    if control:
+        workers.append(hub_worker(acting(HUB), pool, settings, catalog, whitelist))
+        workers.extend(
+            control_worker(acting(org, legacy_ring=False), settings, org) for org in executors
+        )
+        if legacy:
+            workers.append(
+                legacy_control_worker(
+                    party_client(client, settings, [HUB], legacy=True),
+                    pool,
+                    settings,
+                    catalog,
+                    whitelist,
+                )
+            )
     for org in agencies:
         own = providers(org) if providers is not None else None
         workers.append(
             agency_worker(
-                client, pool, settings, catalog, org, whitelist, dict(own) if own else None
+                acting(org), pool, settings, catalog, org, whitelist, dict(own) if own else None
             )
         )
     return workers
@@ -60,7 +94,9 @@ async def running_workers(
     *,
     control: bool = True,
     agencies: Iterable[str] = SAMPLE_AGENCIES,
+    executors: Iterable[str] | None = None,
     providers: Providers | None = None,
+    legacy: bool = True,
 ) -> AsyncIterator[list[Worker]]:
     """Run :func:`build_workers`'s set until the block exits (workers stop in reverse order)."""
     workers = build_workers(
@@ -71,7 +107,9 @@ async def running_workers(
         whitelist,
         control=control,
         agencies=agencies,
+        executors=executors,
         providers=providers,
+        legacy=legacy,
     )
     async with contextlib.AsyncExitStack() as stack:
         for w in workers:

@@ -1,10 +1,16 @@
-"""The control worker: runs the BPF interpreter workflow and the hub's activities.
+"""The hub's worker and the executors' control workers.
 
-It is built on a client from :func:`workers.plugin.connect`, whose plugin brings the encrypting
-converter, tracing and the workflow sandbox.
+The hub's activities (resolve, broker, translate, ...) run in the hub's worker, on the hub's
+queue, with the hub's keys. Each executor's flows run in that executor's control worker, on its
+own queue, with its own keys. Each is built on a client acting for its party alone
+(:func:`workers.plugin.party_client`), whose plugin brings the sealing converter, tracing and the
+workflow sandbox.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
@@ -12,7 +18,7 @@ from temporalio.worker import Worker
 
 from activities.hub import HubActivities
 from activities.permits import PermitIssuer
-from renkei.contracts.names import control_queue
+from renkei.contracts.names import control_queue, hub_queue
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -23,16 +29,9 @@ from workflows.interpreter import BpfInterpreter
 from workflows.life_events import LifeEventScan
 
 
-def control_worker(
-    client: Client,
-    pool: asyncpg.Pool,
-    settings: Settings,
-    catalog: Catalog,
-    whitelist: LiveWhitelist,
-    **options: object,
-) -> Worker:
-    require_plugin(client)
-    precompile()
+def _hub_activities(
+    pool: asyncpg.Pool, settings: Settings, catalog: Catalog, whitelist: LiveWhitelist
+) -> list[Callable[..., Any]]:
     hub_keys = keys.load(settings)
     hub = HubActivities(
         pool,
@@ -45,20 +44,84 @@ def control_worker(
         settings.test_time_scale,
         settings.history_limit,
     )
+    return [
+        hub.resolve,
+        hub.broker,
+        hub.remind,
+        hub.translate,
+        hub.scan_target,
+        hub.case_refs,
+        hub.attest_starts,
+        hub.sign_resume,
+        hub.check_resume,
+    ]
+
+
+def hub_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist,
+    **options: object,
+) -> Worker:
+    """The hub's worker: its activities on the hub's own queue, with the hub's keys only.
+
+    ``client`` must act for the hub alone (:func:`workers.plugin.party_client`): what flows
+    send to the hub is sealed between the flow's executor and the hub.
+    """
+    require_plugin(client)
+    return Worker(
+        client,
+        task_queue=hub_queue(settings.task_queue_prefix),
+        activities=_hub_activities(pool, settings, catalog, whitelist),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def control_worker(
+    client: Client,
+    settings: Settings,
+    executor: str,
+    **options: object,
+) -> Worker:
+    """``executor``'s control worker: its flows and life-event scans, on its own queue.
+
+    ``client`` acts for the executor alone: the worker reads its flows' payloads with the
+    executor's keys; it holds nothing of the hub's (the hub's activities run on the hub's
+    queue) and cannot read what other executors' flows exchange.
+    """
+    require_plugin(client)
+    precompile()
+    return Worker(
+        client,
+        task_queue=control_queue(settings.task_queue_prefix, executor),
+        workflows=[BpfInterpreter, LifeEventScan],
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def legacy_control_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist,
+    **options: object,
+) -> Worker:
+    """The shared control worker of runs started before executor-side control: the
+    interpreter with the hub's activities in one process, under the shared payload ring.
+
+    It serves only the runs still in flight on the old queue (``<prefix>.control``); new runs
+    start on their executor's queue. ``client`` must carry the legacy converter
+    (``renkei_plugin(legacy=True)``). Retire it once no run is left on that queue.
+    """
+    require_plugin(client)
+    precompile()
     return Worker(
         client,
         task_queue=control_queue(settings.task_queue_prefix),
         workflows=[BpfInterpreter, LifeEventScan],
-        activities=[
-            hub.resolve,
-            hub.broker,
-            hub.remind,
-            hub.translate,
-            hub.scan_target,
-            hub.case_refs,
-            hub.attest_starts,
-            hub.sign_resume,
-            hub.check_resume,
-        ],
+        activities=_hub_activities(pool, settings, catalog, whitelist),
         **options,  # type: ignore[arg-type]
     )

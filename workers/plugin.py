@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from opentelemetry.trace import TracerProvider
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.common import HeaderCodecBehavior
 from temporalio.plugin import SimplePlugin
 from temporalio.runtime import Runtime
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from renkei.contracts import names
 from renkei.kernel import keys, telemetry
-from renkei.kernel.codec import data_converter
+from renkei.kernel import parties as party_registry
+from renkei.kernel.channels import ChannelCodec, Directory, Identity, Routing, channel_converter
+from renkei.kernel.keys import KeyRing
 from renkei.kernel.settings import Settings, get_settings
 
 # Modules the sandbox shares with the host rather than re-importing for every workflow run: the
@@ -89,26 +96,144 @@ def require_plugin(client: Client) -> None:
         raise ValueError("a renkei worker needs a client from workers.plugin.connect()")
 
 
-def payload_ring(settings: Settings, org: str | None = None) -> keys.KeyRing:
-    """The payload key ring from this party's own key file: an org's, or the hub's."""
-    return keys.load_org(settings, org).codec if org else keys.load(settings).codec
+HUB = names.HUB
+
+
+def own_parties(settings: Settings) -> list[str]:
+    """The parties whose key files this process can read: the hub, and every org whose key
+    file lies in the keys folder (the single-process dev stack holds them all; a deployed
+    process holds its own party's file only)."""
+    found = [HUB] if keys.keys_path(settings).exists() else []
+    folder = keys.org_keys_path(settings, "x").parent
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            if path.name.count(".") == 1:  # <org>.json, not <org>.revoked.json
+                found.append(path.stem)
+    return found or [HUB]  # a first run: the hub's file is created when first needed
+
+
+def _identity(
+    settings: Settings, parties: Sequence[str]
+) -> tuple[Identity, KeyRing | None, Ed25519PublicKey]:
+    identity = Identity()
+    ring: KeyRing | None = None
+    verifier: Ed25519PublicKey | None = None
+    for party in parties:
+        if party == HUB:
+            hub = keys.load(settings)
+            identity.add(HUB, *hub.openers())
+            ring = ring or hub.codec
+            verifier = hub.signer().public_key()
+        else:
+            org = keys.load_org(settings, party)
+            identity.add(party, *org.openers())
+            ring = ring or org.codec
+            verifier = verifier or org.hub_verifier()
+    assert verifier is not None
+    return identity, ring, verifier
+
+
+ROUTING = Routing(executor_of=names.executor_of, party_of_queue=names.party_of_queue)
+
+
+def channel_codec(
+    settings: Settings,
+    parties: Sequence[str],
+    *,
+    legacy_ring: bool = True,
+    write_ring: bool = False,
+    accept_plaintext: bool | None = None,
+) -> ChannelCodec:
+    """The payload codec of a process acting for ``parties`` (see :mod:`renkei.kernel.channels`).
+
+    ``legacy_ring``: also read payloads of runs from before channels (under the shared ring),
+    if the party's key file still carries it.
+    """
+    identity, ring, _ = _identity(settings, parties)
+    directory = Directory()
+    for other in own_parties(settings):  # public keys only: the key files found beside ours
+        if other not in identity.keys and (other != HUB or keys.keys_path(settings).exists()):
+            with contextlib.suppress(OSError, ValueError):
+                found = keys.load(settings) if other == HUB else keys.load_org(settings, other)
+                directory.add(other, found.opener().public_key())
+    for party, private in identity.keys.items():
+        for key in private:
+            directory.add(party, key.public_key(), current=key is private[0])
+    return ChannelCodec(
+        identity,
+        directory,
+        ROUTING,
+        primary=HUB if HUB in identity.keys else parties[0],
+        ring=ring if legacy_ring or write_ring else None,
+        write_ring=write_ring,
+        accept_plaintext=settings.accept_plaintext_payloads
+        if accept_plaintext is None
+        else accept_plaintext,
+    )
+
+
+def attach_registry(client: Client, pool: asyncpg.Pool, settings: Settings) -> None:
+    """Let ``client``'s codec find other parties' public keys in the hub-signed registry."""
+    codec = client.data_converter.payload_codec
+    if not isinstance(codec, ChannelCodec):
+        return
+    parties = codec.parties
+    _, _, verifier = _identity(settings, parties)
+
+    async def refresh() -> dict[str, list[X25519PublicKey]]:
+        return await party_registry.sealing_keys(pool, verifier)
+
+    codec.directory.set_refresh(refresh)
 
 
 def renkei_plugin(
     settings: Settings | None = None,
     *,
     org: str | None = None,
+    parties: Sequence[str] | None = None,
+    legacy: bool = False,
+    legacy_ring: bool = True,
     tracer_provider: TracerProvider | None = None,
+    interceptors: Sequence[Interceptor] | None = None,
 ) -> SimplePlugin:
-    """The plugin for every client, worker and replayer of this party (``org``, or the hub)."""
+    """The plugin for every client, worker and replayer of a process acting for ``parties``
+    (default: ``org`` alone, or every party whose key file this process holds).
+
+    ``legacy``: write under the shared ring, as the runs from before channels read (the legacy
+    control worker); what the platform writes to them in its channels is read too.
+    """
     s = settings or get_settings()
+    acting = list(parties) if parties else ([org] if org else own_parties(s))
+    converter = channel_converter(
+        channel_codec(s, acting, legacy_ring=legacy_ring, write_ring=legacy)
+    )
     return SimplePlugin(
         PLUGIN_NAME,
-        data_converter=data_converter(
-            payload_ring(s, org), accept_plaintext=s.accept_plaintext_payloads
-        ),
-        interceptors=telemetry.interceptors(tracer_provider),
+        data_converter=converter,
+        interceptors=list(interceptors)
+        if interceptors is not None
+        else telemetry.interceptors(tracer_provider),
         workflow_runner=workflow_runner(),
+    )
+
+
+def party_client(
+    client: Client, settings: Settings, parties: Sequence[str], **options: bool
+) -> Client:
+    """A client on ``client``'s connection that acts for ``parties`` only (their keys alone)."""
+    # The same interceptors (tracing with the same tracer provider) as the client it derives from.
+    inherited = [
+        i
+        for i in client.config(active_config=True).get("interceptors", [])
+        if isinstance(i, Interceptor)
+    ]
+    return Client(
+        client.service_client,
+        namespace=client.namespace,
+        plugins=[
+            renkei_plugin(settings, parties=parties, interceptors=inherited, **options)  # type: ignore[arg-type]
+        ],
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
     )
 
 
@@ -117,20 +242,22 @@ async def connect(
     address: str | None = None,
     *,
     org: str | None = None,
+    parties: Sequence[str] | None = None,
     tracer_provider: TracerProvider | None = None,
     runtime: Runtime | None = None,
 ) -> Client:
     """A Temporal client with the renkei plugin, headers encrypted too, and metrics
     (``RENKEI_METRICS_PORT``, or ``runtime``). Workers built on the client inherit the plugin.
 
-    ``org`` names the party the process acts for: its keys come from that org's own key file,
-    and nothing of the hub's is read.
+    ``org`` (or ``parties``) names the party the process acts for: its keys come from that
+    org's own key file, and nothing of the hub's is read. Without either, the process acts for
+    every party whose key file it can read.
     """
     s = settings or get_settings()
     return await Client.connect(
         address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
         namespace=s.namespace,
-        plugins=[renkei_plugin(s, org=org, tracer_provider=tracer_provider)],
+        plugins=[renkei_plugin(s, org=org, parties=parties, tracer_provider=tracer_provider)],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
         runtime=runtime or telemetry.runtime(s),
     )

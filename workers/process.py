@@ -1,4 +1,6 @@
-"""One worker as its own OS process: ``renkei worker control`` / ``renkei worker agency ORG``.
+"""One party's worker as its own OS process: ``renkei worker hub`` (the hub's activities),
+``renkei worker control ORG`` (an executor's flows) and ``renkei worker agency ORG`` (an org's
+providers). Each reads its own party's key file only and logs in as its own database role.
 
 A worker process joins servers that already run: the Temporal frontend and PostgreSQL named by
 ``RENKEI_TEMPORAL_ADDRESS`` / ``RENKEI_DATABASE_URL``, or those of a ``renkei up`` on the same
@@ -13,6 +15,7 @@ default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import signal
 from collections.abc import Callable, Mapping
@@ -20,6 +23,7 @@ from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel
+from temporalio.worker import Worker
 
 from activities.linkage import Provider
 from renkei.kernel import keys
@@ -28,7 +32,7 @@ from renkei.kernel.servers import running_stack
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
-from workers.plugin import connect
+from workers.plugin import HUB, attach_registry, connect, party_client
 
 ProviderFactory = Callable[[str, asyncpg.Pool], Mapping[str, Provider]]
 
@@ -67,44 +71,64 @@ def load_factory(spec: str) -> ProviderFactory:
 
 
 async def run_worker(
-    kind: Literal["control", "agency"],
+    kind: Literal["hub", "control", "agency"],
     settings: Settings,
     *,
     org: str | None = None,
     providers: str | None = None,
     ready: Callable[[str], None] = print,
 ) -> None:
-    """Run one worker until SIGTERM/SIGINT."""
+    """Run one party's worker until SIGTERM/SIGINT: the hub's (with the legacy control worker
+    of runs from before executor-side control), an executor's control worker, or an agency's."""
     from workers.agency import agency_worker
-    from workers.control import control_worker
+    from workers.control import control_worker, hub_worker, legacy_control_worker
 
     found = servers(settings)
     catalog = default_catalog()
-    if kind == "agency" and (org is None or org not in catalog.orgs):
-        raise ValueError(f"unknown org {org!r}")
-    # An agency works as its own database role: its own schema, its own chain, nothing of the hub's.
-    role = party_role(str(org)) if kind == "agency" else APP_ROLE
+    if kind != "hub" and (org is None or org not in catalog.orgs):
+        raise ValueError(
+            f"unknown org {org!r}"
+            + (
+                " (the hub's activities now run in `renkei worker hub`; each executor's flows in"
+                " `renkei worker control ORG`)"
+                if kind == "control" and org is None
+                else ""
+            )
+        )
+    # An org works as its own database role: its own schema, its own chain, nothing of the hub's.
+    role = party_role(str(org)) if kind != "hub" else APP_ROLE
     pool = await create_pool(found.database, max_size=10, role=role)
     whitelist: LiveWhitelist | None = None
     try:
-        if kind == "control":  # the hub's process: the hub's keys, as the database knows them
+        if kind == "hub":  # the hub's process: the hub's keys, as the database knows them
             await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
-        else:  # an agency's process reads its own key file and nothing of the hub's
+        else:  # an org's process reads its own key file and nothing of the hub's
             keys.load_org(settings, str(org))
-        client = await connect(settings, found.temporal, org=org if kind == "agency" else None)
+        party = HUB if kind == "hub" else str(org)
+        client = await connect(settings, found.temporal, parties=[party])
+        attach_registry(client, pool, settings)
         whitelist = await LiveWhitelist(found.database).start()
-        if kind == "control":
-            worker = control_worker(client, pool, settings, catalog, whitelist)
+        workers: list[Worker]
+        if kind == "hub":
+            legacy = party_client(client, settings, [HUB], legacy=True)
+            workers = [
+                hub_worker(client, pool, settings, catalog, whitelist),
+                legacy_control_worker(legacy, pool, settings, catalog, whitelist),
+            ]
+        elif kind == "control":
+            workers = [control_worker(client, settings, party)]
         else:
-            assert org is not None
-            own = dict(load_factory(providers)(org, pool)) if providers else None
-            worker = agency_worker(client, pool, settings, catalog, org, whitelist, own)
+            own = dict(load_factory(providers)(party, pool)) if providers else None
+            workers = [agency_worker(client, pool, settings, catalog, party, whitelist, own)]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with worker:
-            ready(f"worker {kind}{' ' + org if org else ''} polling {worker.task_queue}")
+        async with contextlib.AsyncExitStack() as running:
+            for w in workers:
+                await running.enter_async_context(w)
+            queues = ", ".join(w.task_queue for w in workers)
+            ready(f"worker {kind}{' ' + org if org else ''} polling {queues}")
             await stop.wait()
     finally:
         if whitelist is not None:

@@ -64,14 +64,16 @@ with workflow.unsafe.imports_passed_through():
         TranslateRequest,
         Waiting,
     )
-    from renkei.contracts.names import agency_queue, query_activity, workflow_id
-    from renkei.contracts.retries import HUB_RETRY, HUB_TIMEOUT, linkage_retry
+    from renkei.contracts.names import HUB, agency_queue, query_activity, workflow_id
+    from renkei.contracts.retries import linkage_retry
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_citizens, is_providers
+    from renkei.kernel.channels import channel_parties
     from renkei.kernel.codec import UNENCRYPTED
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
     from workflows.outcomes import budget_seconds, first_failure, step_failure
 
+from workflows.hub_calls import hub_call
 
 # Linkages carry the hub's permit and the sealed code (runs recorded before replay the old path).
 PERMITS = "permits-v1"
@@ -166,15 +168,22 @@ class BpfInterpreter:
         start = workflow.payload_converter().from_payload(args[0].payload, StartFlow)
         if start.bpf != workflow.info().workflow_type:
             raise Failure.MALFORMED_START.error("workflow type and BPF id differ")
+        writers = channel_parties(args[0].payload)
+        if writers is not None and (
+            start.executor not in writers or not set(writers) <= {start.executor, HUB}
+        ):
+            # Only the executor itself (its SDK, its API, its own flows' calls) or the platform
+            # (portal, notifications, schedules) writes a start to the executor's flows.
+            raise Failure.MALFORMED_START.error(
+                "a start written by another party than the executor or the platform"
+            )
         self._start = start
         if start.resume is not None:  # a continuation: the definition is already pinned
             if workflow.patched(SIGNED_RESUME):  # only a state the hub signed is taken up
                 try:
-                    await workflow.execute_local_activity_method(
+                    await hub_call(
                         HubActivities.check_resume,
                         ResumeProof(resume=start.resume, signature=start.resume_signature),
-                        start_to_close_timeout=HUB_TIMEOUT,
-                        retry_policy=HUB_RETRY,
                     )
                 except ActivityError as err:
                     self._set_status("invalid")
@@ -182,7 +191,7 @@ class BpfInterpreter:
             self._run = start.resume.run
         else:
             try:
-                self._run = await workflow.execute_local_activity_method(
+                self._run = await hub_call(
                     HubActivities.resolve,
                     ResolveRequest(
                         bpf=start.bpf,
@@ -198,8 +207,6 @@ class BpfInterpreter:
                         if (caller := workflow.info().parent)
                         else None,
                     ),
-                    start_to_close_timeout=HUB_TIMEOUT,
-                    retry_policy=HUB_RETRY,
                 )
             except ActivityError as err:
                 self._set_status("invalid")
@@ -236,11 +243,9 @@ class BpfInterpreter:
                     )
                     signature = None
                     if workflow.patched(SIGNED_RESUME):
-                        signature = await workflow.execute_local_activity_method(
+                        signature = await hub_call(
                             HubActivities.sign_resume,
                             resume,
-                            start_to_close_timeout=HUB_TIMEOUT,
-                            retry_policy=HUB_RETRY,
                         )
                     workflow.continue_as_new(
                         start.model_copy(update={"resume": resume, "resume_signature": signature})
@@ -368,7 +373,7 @@ class BpfInterpreter:
                 try:
                     await workflow.wait_condition(answered, timeout=remind_at - now)
                 except TimeoutError:
-                    await workflow.execute_local_activity_method(
+                    await hub_call(
                         HubActivities.remind,
                         ReminderRequest(
                             workflow_id=workflow.info().workflow_id,
@@ -377,8 +382,6 @@ class BpfInterpreter:
                             subject=self._start.subject,
                             deadline=deadline,
                         ),
-                        start_to_close_timeout=HUB_TIMEOUT,
-                        retry_policy=HUB_RETRY,
                     )
             if not answered():
                 await workflow.wait_condition(answered, timeout=deadline - workflow.now())
@@ -482,11 +485,9 @@ class BpfInterpreter:
         if from_org == to_org or not codes:
             return codes
         try:
-            translated: list[str] = await workflow.execute_local_activity_method(
+            translated: list[str] = await hub_call(
                 HubActivities.translate,
                 TranslateRequest(from_org=from_org, to_org=to_org, codes=codes),
-                start_to_close_timeout=HUB_TIMEOUT,
-                retry_policy=HUB_RETRY,
             )
         except ActivityError as err:
             raise step_failure(err, "code translation failed") from None
@@ -495,11 +496,9 @@ class BpfInterpreter:
     async def _broker(self, req: BrokerRequest) -> Brokered:
         """Ask the hub for the linkage: it decides, records, and hands out the provider's code."""
         try:
-            brokered: Brokered = await workflow.execute_local_activity_method(
+            brokered: Brokered = await hub_call(
                 HubActivities.broker,
                 req,
-                start_to_close_timeout=HUB_TIMEOUT,
-                retry_policy=HUB_RETRY,
             )
         except ActivityError as err:
             raise step_failure(err, f"step {req.step}: linkage not brokered") from None

@@ -22,6 +22,8 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
+from workflows.hub_calls import hub_call
+
 with workflow.unsafe.imports_passed_through():
     from activities.hub import HubActivities
     from renkei.contracts.failures import Failure
@@ -42,11 +44,12 @@ with workflow.unsafe.imports_passed_through():
         query_activity,
         workflow_id,
     )
-    from renkei.contracts.retries import HUB_TIMEOUT, SCAN_TIMEOUT
+    from renkei.contracts.retries import SCAN_TIMEOUT
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_providers
     from whitelist.decide import JST
     from whitelist.payloads import ResidentCohort
+    from workflows.outcomes import step_failure
 
 SCHEDULED_START = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 # Starts carry the platform's attestation (scans recorded before replay without it).
@@ -94,11 +97,10 @@ class LifeEventScan:
             moment = scheduled or workflow.now()
             day = moment.astimezone(JST).date()
         cohort = cohort_for(req.age, req.on, day)
-        target = await workflow.execute_local_activity_method(
-            HubActivities.scan_target,
-            req,
-            start_to_close_timeout=HUB_TIMEOUT,
-        )
+        try:
+            target = await hub_call(HubActivities.scan_target, req, retry_policy=None)
+        except ActivityError as err:
+            raise step_failure(err, "the scan could not start") from None
         try:
             found: dict[str, Any] = await workflow.execute_activity(
                 query_activity(COHORT_ITEM),
@@ -139,7 +141,7 @@ class LifeEventScan:
                 )
             found = opened
         codes = ResidentCohort.model_validate(found).codes
-        refs = await workflow.execute_local_activity_method(
+        refs = await hub_call(
             HubActivities.case_refs,
             CaseRefRequest(
                 executor=req.executor,
@@ -147,12 +149,12 @@ class LifeEventScan:
                 key=f"le{cohort.period_start:%Y%m%d}",
                 codes=codes,
             ),
-            start_to_close_timeout=HUB_TIMEOUT,
+            retry_policy=None,
         )
         words: list[str | None] = [None] * len(codes)
         if workflow.patched(PLATFORM_STARTS):  # each start carries the platform's word
             words = list(
-                await workflow.execute_local_activity_method(
+                await hub_call(
                     HubActivities.attest_starts,
                     AttestRequest(
                         bpf=req.bpf,
@@ -162,7 +164,7 @@ class LifeEventScan:
                             for code, ref in zip(codes, refs, strict=True)
                         ],
                     ),
-                    start_to_close_timeout=HUB_TIMEOUT,
+                    retry_policy=None,
                 )
             )
         started = already = 0

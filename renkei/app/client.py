@@ -138,7 +138,7 @@ class RenkeiClient:
                     request.bpf,
                     request,
                     id=wid,
-                    task_queue=control_queue(self.settings.task_queue_prefix),
+                    task_queue=control_queue(self.settings.task_queue_prefix, request.executor),
                     result_type=FlowResult,
                     search_attributes=attrs,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

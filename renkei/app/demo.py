@@ -19,7 +19,7 @@ from renkei.app.client import RenkeiClient
 from renkei.bpf.loader import BpfFileError, load_file
 from renkei.bpf.validation import validate
 from renkei.contracts.messages import StartFlow
-from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
+from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue, scan_workflow_id
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
@@ -242,8 +242,10 @@ async def _long_running(
                 on="birthday",
                 day=day,
             ).attested(portal),  # run by hand, by the platform's operator
-            id=f"demo-{tag}-scan-{attempt[:5].strip()}",
-            task_queue=control_queue(settings.task_queue_prefix),
+            id=scan_workflow_id(
+                "coming-of-age-pension-notice", "city-minato", f"demo-{tag}-{attempt[:5].strip()}"
+            ),
+            task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
             result_type=ScanResult,
         )
         out(

@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import ScanRequest
-from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue
+from renkei.contracts.names import LIFE_EVENT_SCAN, control_queue, scan_workflow_id
 from renkei.kernel import keys
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
@@ -95,8 +95,8 @@ def _schedule(settings: Settings, sid: str, req: ScanRequest) -> Schedule:
         action=ScheduleActionStartWorkflow(
             LIFE_EVENT_SCAN,
             req,
-            id=f"scan/{sid.removeprefix(PREFIX)}",
-            task_queue=control_queue(settings.task_queue_prefix),
+            id=scan_workflow_id(req.bpf, req.executor, sid.rsplit("/", 1)[1]),
+            task_queue=control_queue(settings.task_queue_prefix, req.executor),
         ),
         spec=_spec(req.on),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.ALLOW_ALL),
@@ -104,7 +104,10 @@ def _schedule(settings: Settings, sid: str, req: ScanRequest) -> Schedule:
 
 
 def _fingerprint(settings: Settings, req: ScanRequest) -> str:
-    body = {"req": req.model_dump(mode="json"), "queue": control_queue(settings.task_queue_prefix)}
+    body = {
+        "req": req.model_dump(mode="json"),
+        "queue": control_queue(settings.task_queue_prefix, req.executor),
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -24,9 +24,32 @@ def is_query_activity(activity_type: str) -> bool:
     return activity_type.startswith(QUERY_PREFIX)
 
 
-def control_queue(prefix: str) -> str:
-    """The task queue of the control worker (the interpreter and the hub's activities)."""
-    return f"{prefix}.control"
+HUB = "hub"  # the hub's party id (its records' keeper, its channel's name)
+SCAN_ID_PREFIX = "scan/"
+
+
+def control_queue(prefix: str, executor: str | None = None) -> str:
+    """The task queue of ``executor``'s control worker: its flows' workflows run there, on
+    the executor's own side, with the executor's keys.
+
+    Without ``executor``: the queue of the control worker from before executor-side control
+    (the interpreter with the hub's activities in one process), kept for runs in flight.
+    """
+    return f"{prefix}.control.{executor}" if executor else f"{prefix}.control"
+
+
+def control_parts(task_queue: str) -> tuple[str, str | None]:
+    """(prefix, executor) of a control queue; the executor is ``None`` for the shared queue of
+    runs from before executor-side control."""
+    if ".control." in task_queue:
+        prefix, executor = task_queue.rsplit(".control.", 1)
+        return prefix, executor
+    return task_queue.removesuffix(".control"), None
+
+
+def hub_queue(prefix: str) -> str:
+    """The task queue of the hub's activities (resolve, broker, translate, ...)."""
+    return f"{prefix}.hub"
 
 
 def agency_queue(prefix: str, org: str) -> str:
@@ -41,3 +64,27 @@ def workflow_id(bpf: str, executor: str, case_ref: str) -> str:
     reference (checked to hold no personal data when a flow starts).
     """
     return f"{bpf}/{executor}/{case_ref}"
+
+
+def scan_workflow_id(bpf: str, executor: str, rule: str) -> str:
+    """The id of a life-event scan: ``scan/<bpf>/<executor>/<rule>`` (a schedule appends the
+    time of each run to it)."""
+    return f"{SCAN_ID_PREFIX}{bpf}/{executor}/{rule}"
+
+
+def executor_of(workflow_id: str) -> str | None:
+    """The executor a flow's or a scan's workflow id names (``None``: not a renkei id)."""
+    parts = workflow_id.split("/")
+    if workflow_id.startswith(SCAN_ID_PREFIX):
+        return parts[2] if len(parts) == 4 and parts[2] else None
+    return parts[1] if len(parts) == 3 and parts[1] else None
+
+
+def party_of_queue(task_queue: str) -> str | None:
+    """The party whose worker serves ``task_queue``: the hub, an agency, or an executor."""
+    if task_queue.endswith(f".{HUB}"):
+        return HUB
+    for kind in (".agency.", ".control."):
+        if kind in task_queue:
+            return task_queue.rsplit(kind, 1)[1] or None
+    return None

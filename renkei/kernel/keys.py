@@ -75,12 +75,24 @@ class _Party(BaseModel):
         default_factory=lambda: _b64(_x25519_bytes()),
         description="base64 of the party's X25519 key: values sealed to the party open with it",
     )
+    former_sealing_keys: list[str] = Field(
+        default_factory=list,
+        description="base64 of the party's earlier X25519 keys (rotated): what was written to"
+        " them still opens",
+    )
 
     def signer(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(base64.b64decode(self.signing_key))
 
     def opener(self) -> X25519PrivateKey:
         return X25519PrivateKey.from_private_bytes(base64.b64decode(self.sealing_key))
+
+    def openers(self) -> list[X25519PrivateKey]:
+        """The current sealing key first, then the former ones."""
+        return [self.opener()] + [
+            X25519PrivateKey.from_private_bytes(base64.b64decode(k))
+            for k in self.former_sealing_keys
+        ]
 
     def public(self, party: str) -> PublicKeys:
         return PublicKeys(

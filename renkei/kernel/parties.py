@@ -14,6 +14,7 @@ import datetime as dt
 import asyncpg
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from renkei.kernel.keys import PublicKeys
 
@@ -72,4 +73,23 @@ async def current(pool: asyncpg.Pool, hub: Ed25519PublicKey) -> dict[str, Public
         except (InvalidSignature, ValueError):
             continue  # not the hub's word: ignored
         out[p.party] = p
+    return out
+
+
+async def sealing_keys(
+    pool: asyncpg.Pool, hub: Ed25519PublicKey
+) -> dict[str, list[X25519PublicKey]]:
+    """Every party's public sealing keys whose registry entry the hub signed: the current one
+    first, then the revoked ones (payloads written to them in the past still open)."""
+    out: dict[str, list[X25519PublicKey]] = {}
+    for r in await pool.fetch(
+        "SELECT party, signing_public, sealing_public, hub_signature FROM trust.parties"
+        " ORDER BY party, revoked_at DESC NULLS FIRST"
+    ):
+        p = PublicKeys(party=r["party"], signing=r["signing_public"], sealing=r["sealing_public"])
+        try:
+            hub.verify(base64.b64decode(r["hub_signature"]), _message(p))
+        except (InvalidSignature, ValueError):
+            continue
+        out.setdefault(p.party, []).append(p.sealer())
     return out

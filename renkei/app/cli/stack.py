@@ -1,5 +1,5 @@
 """Running renkei: the whole stack in one process (``up``, ``demo``), or its parts as separate
-processes joining running servers (``init``, ``serve``, ``worker control|agency``)."""
+processes joining running servers (``init``, ``serve``, ``worker hub|control|agency``)."""
 
 from __future__ import annotations
 
@@ -92,11 +92,21 @@ async def serve() -> None:
         await pool.close()
 
 
+@worker_app.command("hub")
+@run_async
+async def worker_hub() -> None:
+    """The hub's worker: the hub's activities (resolve, broker, translate...) with the hub's
+    keys, and the control worker of runs started before executor-side control."""
+    await _worker("hub")
+
+
 @worker_app.command("control")
 @run_async
-async def worker_control() -> None:
-    """The control worker: BPF interpreter workflows and the hub's activities."""
-    await _worker("control")
+async def worker_control(
+    org: Annotated[str | None, typer.Argument(help="the executor whose flows this runs")] = None,
+) -> None:
+    """One executor's control worker: its flows and life-event scans, with its keys only."""
+    await _worker("control", org)
 
 
 @worker_app.command("agency")
@@ -113,7 +123,9 @@ async def worker_agency(
 
 
 async def _worker(
-    kind: Literal["control", "agency"], org: str | None = None, providers: str | None = None
+    kind: Literal["hub", "control", "agency"],
+    org: str | None = None,
+    providers: str | None = None,
 ) -> None:
     from workers.process import NoStack, run_worker
 

@@ -1,0 +1,404 @@
+"""Payloads sealed between two parties: each party reads only what is written to it.
+
+Every payload a renkei process writes to Temporal (workflow and activity inputs and results,
+signals, updates, queries, memo, failures, headers) is encrypted for one **channel**: a pair of
+parties. The channel key is agreed from the writer's private X25519 sealing key and the other
+party's public one (static Diffie-Hellman, then HKDF-SHA256), so exactly the two parties of the
+pair can compute it, and no one else: not another agency holding its own keys, not the
+platform's operator, not Temporal.
+
+Which pair a payload belongs to follows from Temporal's serialization context:
+
+- a payload of a flow itself (its start, signals, updates, queries, memo, result) belongs to the
+  flow's executor, named in the workflow id (:func:`renkei.contracts.names.executor_of`): the
+  pair (executor, executor) when the executor writes it, (writer, executor) when another party
+  does (the platform's portal or notification path starting or signalling the flow);
+- a payload to or from an activity belongs to the executor and the party serving the activity's
+  task queue: the hub's queue, or a provider's own queue. A provider's answer is readable by the
+  executor who asked and by the provider, never by the hub or a third agency.
+
+The pair and both key ids travel in clear in the payload's metadata (party ids only, nothing
+personal); the ciphertext is bound to them. A decoded payload keeps the pair as
+``renkei-channel`` in its metadata, so a workflow can tell who wrote its start.
+
+A process holds one or more parties' private keys (a deployed process: its own party only; the
+single-process dev stack: every party it runs) and a :class:`Directory` of public keys.
+A payload of a channel the process is not part of is not read: like an unencrypted one, it is
+replaced by a payload no converter reads, so only that message fails.
+
+Runs started before channels (payloads under the shared key ring of
+:mod:`renkei.kernel.codec`) still decode in a process that holds the ring; an activity worker
+answers such a run in the ring too (it remembers, per activity, how the request came), and the
+legacy control worker that runs them writes under the ring (``write_ring``) while it reads what
+the platform now writes to them (an answer to a month-long wait) in the hub's channels.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Self
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
+
+from renkei.kernel.codec import ENCODING as RING_ENCODING
+from renkei.kernel.codec import UNENCRYPTED, EncryptionCodec
+from renkei.kernel.keys import KeyRing, key_id, public_raw
+
+ENCODING = b"binary/renkei-channel"
+CHANNEL = "renkei-channel"  # metadata: "<party>,<key id>,<party>,<key id>", parties sorted
+WRITER = CHANNEL  # kept on the decoded payload too: the pair it came in
+_NONCE = 12
+_REMEMBERED = 4096  # activities whose request came under the ring (their answer goes back so)
+
+
+class ChannelError(Exception):
+    """A payload cannot be written: no key for a party of its channel."""
+
+
+class Directory:
+    """Parties' public sealing keys: by party (current) and by key id (current or former).
+
+    Filled from local key files, the hub-signed registry, or both; ``refresh`` (if given) is
+    awaited once on a miss, so a party registered after the process started is found.
+    """
+
+    def __init__(
+        self,
+        keys: Mapping[str, X25519PublicKey] | None = None,
+        *,
+        refresh: Callable[[], Awaitable[Mapping[str, Iterable[X25519PublicKey]]]] | None = None,
+    ) -> None:
+        self._current: dict[str, X25519PublicKey] = {}
+        self._by_id: dict[str, tuple[str, X25519PublicKey]] = {}
+        self._refresh = refresh
+        for party, key in (keys or {}).items():
+            self.add(party, key)
+
+    def add(self, party: str, key: X25519PublicKey, *, current: bool = True) -> None:
+        if current:
+            self._current[party] = key
+        self._by_id[key_id(public_raw(key))] = (party, key)
+
+    def set_refresh(
+        self, refresh: Callable[[], Awaitable[Mapping[str, Iterable[X25519PublicKey]]]]
+    ) -> None:
+        self._refresh = refresh
+
+    async def _reload(self) -> None:
+        if self._refresh is None:
+            return
+        for party, found in (await self._refresh()).items():
+            listed = list(found)
+            for i, key in enumerate(listed):  # the first key is the party's current one
+                self.add(party, key, current=i == 0)
+
+    async def current(self, party: str) -> X25519PublicKey:
+        if party not in self._current:
+            await self._reload()
+        if party not in self._current:
+            raise ChannelError(f"no public sealing key is registered for {party}")
+        return self._current[party]
+
+    async def by_id(self, kid: str) -> tuple[str, X25519PublicKey] | None:
+        if kid not in self._by_id:
+            await self._reload()
+        return self._by_id.get(kid)
+
+
+@dataclass
+class Identity:
+    """The parties whose private sealing keys a process holds (current and former keys)."""
+
+    keys: dict[str, list[X25519PrivateKey]] = field(default_factory=dict)
+
+    def add(self, party: str, *private: X25519PrivateKey) -> Identity:
+        self.keys.setdefault(party, []).extend(private)
+        return self
+
+    @property
+    def parties(self) -> list[str]:
+        return list(self.keys)
+
+    def current(self, party: str) -> X25519PrivateKey:
+        return self.keys[party][0]
+
+    def by_id(self, party: str, kid: str) -> X25519PrivateKey | None:
+        for k in self.keys.get(party, []):
+            if key_id(public_raw(k.public_key())) == kid:
+                return k
+        return None
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How the codec reads Temporal's addresses: the executor a workflow id names, and the
+    party a task queue belongs to (see :mod:`renkei.contracts.names`)."""
+
+    executor_of: Callable[[str], str | None]
+    party_of_queue: Callable[[str], str | None]
+
+
+@dataclass
+class _Shared:
+    """What every context copy of one codec shares."""
+
+    identity: Identity
+    directory: Directory
+    routing: Routing
+    ring: EncryptionCodec | None
+    primary: str
+    ciphers: dict[str, AESGCM] = field(default_factory=dict)
+    # (workflow id, activity id) of activity requests that came under the ring
+    ring_requests: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+
+
+_TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def is_trace_carrier(payload: Payload) -> bool:
+    """A payload that is only a W3C trace context (the tracing header a flow carries from its
+    start to each activity): written and read in clear, since its recipient is not known where
+    Temporal encodes headers (no serialization context there). It holds trace ids only."""
+    if payload.metadata.get("encoding") != b"json/plain" or len(payload.data) > 2048:
+        return False
+    try:
+        carrier = json.loads(payload.data)
+    except ValueError:
+        return False
+    return (
+        isinstance(carrier, dict)
+        and set(carrier) <= _TRACE_KEYS
+        and all(isinstance(v, str) and len(v) <= 512 for v in carrier.values())
+    )
+
+
+def _derive(secret: bytes, channel: str) -> AESGCM:
+    key = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=b"renkei/channel/v1|" + channel.encode(),
+    ).derive(secret)
+    return AESGCM(key)
+
+
+class ChannelCodec(PayloadCodec, WithSerializationContext):
+    """The payload codec of a renkei process: see the module's docstring."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        directory: Directory,
+        routing: Routing,
+        *,
+        primary: str | None = None,
+        ring: KeyRing | None = None,
+        write_ring: bool = False,
+        accept_plaintext: bool = False,
+    ) -> None:
+        if not identity.parties:
+            raise ValueError("a channel codec needs the private keys of at least one party")
+        self._shared = _Shared(
+            identity=identity,
+            directory=directory,
+            routing=routing,
+            ring=EncryptionCodec(ring, accept_plaintext=accept_plaintext) if ring else None,
+            primary=primary or identity.parties[0],
+        )
+        if write_ring and ring is None:
+            raise ValueError("writing under the ring needs the ring")
+        self._write_ring = write_ring
+        self._accept_plaintext = accept_plaintext
+        self._context: SerializationContext | None = None
+
+    @property
+    def parties(self) -> list[str]:
+        """The parties this codec holds private keys of."""
+        return self._shared.identity.parties
+
+    @property
+    def directory(self) -> Directory:
+        return self._shared.directory
+
+    def with_context(self, context: SerializationContext) -> Self:
+        copy = object.__new__(type(self))
+        copy._shared = self._shared
+        copy._accept_plaintext = self._accept_plaintext
+        copy._write_ring = self._write_ring
+        copy._context = context
+        return copy
+
+    # -- which pair ---------------------------------------------------------------------------
+
+    def _pair(self) -> tuple[str, str]:
+        """(writer, reader): the writer is a party this process holds."""
+        own = self._shared.identity.keys
+        route = self._shared.routing
+        ctx = self._context
+        wid = getattr(ctx, "workflow_id", None)
+        executor = route.executor_of(wid) if wid else None
+        if isinstance(ctx, ActivitySerializationContext) and executor is not None:
+            other = route.party_of_queue(ctx.activity_task_queue or "") or executor
+            if executor in own:
+                return executor, other
+            if other in own:
+                return other, executor
+            raise ChannelError(
+                f"this process holds neither {executor}'s nor {other}'s keys for this activity"
+            )
+        if executor is not None:
+            if executor in own:
+                return executor, executor
+            writer = self._shared.primary
+            return writer, executor
+        return self._shared.primary, self._shared.primary
+
+    async def _cipher(self, writer: str, reader: str) -> tuple[str, AESGCM]:
+        shared = self._shared
+        mine = shared.identity.current(writer)
+        theirs = mine.public_key() if reader == writer else await shared.directory.current(reader)
+        a = (writer, key_id(public_raw(mine.public_key())))
+        b = (reader, key_id(public_raw(theirs)))
+        first, second = sorted((a, b))
+        channel = f"{first[0]},{first[1]},{second[0]},{second[1]}"
+        cipher = shared.ciphers.get(channel)
+        if cipher is None:
+            cipher = shared.ciphers[channel] = _derive(mine.exchange(theirs), channel)
+        return channel, cipher
+
+    async def _open_cipher(self, channel: str) -> AESGCM | None:
+        shared = self._shared
+        cipher = shared.ciphers.get(channel)
+        if cipher is not None:
+            return cipher
+        try:
+            p1, k1, p2, k2 = channel.split(",")
+        except ValueError:
+            return None
+        for (mine_p, mine_k), (other_p, other_k) in (((p1, k1), (p2, k2)), ((p2, k2), (p1, k1))):
+            private = shared.identity.by_id(mine_p, mine_k)
+            if private is None:
+                continue
+            if (other_p, other_k) == (mine_p, mine_k):
+                public = private.public_key()
+            else:
+                found = await shared.directory.by_id(other_k)
+                if found is None or found[0] != other_p:
+                    return None
+                public = found[1]
+            cipher = shared.ciphers[channel] = _derive(private.exchange(public), channel)
+            return cipher
+        return None
+
+    # -- encode / decode ----------------------------------------------------------------------
+
+    def _activity_key(self) -> tuple[str, str] | None:
+        ctx = self._context
+        if isinstance(ctx, ActivitySerializationContext) and ctx.workflow_id and ctx.activity_id:
+            return ctx.workflow_id, ctx.activity_id
+        return None
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        shared = self._shared
+        key = self._activity_key()
+        if shared.ring is not None and (
+            self._write_ring or (key is not None and key in shared.ring_requests)
+        ):
+            # The legacy control worker, or the answer to a request from a run started before
+            # channels: written as such runs' workers read.
+            return await shared.ring.encode(payloads)
+        if all(is_trace_carrier(p) for p in payloads):
+            return list(payloads)
+        writer, reader = self._pair()
+        channel, cipher = await self._cipher(writer, reader)
+        aad = b"renkei/channel/v1|" + channel.encode()
+        out = []
+        for p in payloads:
+            nonce = os.urandom(_NONCE)
+            sealed = cipher.encrypt(nonce, p.SerializeToString(), aad)
+            out.append(
+                Payload(
+                    metadata={"encoding": ENCODING, CHANNEL: channel.encode()},
+                    data=nonce + sealed,
+                )
+            )
+        return out
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [await self._decode_one(p) for p in payloads]
+
+    async def _decode_one(self, payload: Payload) -> Payload:
+        shared = self._shared
+        encoding = payload.metadata.get("encoding")
+        if encoding == RING_ENCODING and shared.ring is not None:
+            key = self._activity_key()
+            if key is not None:
+                shared.ring_requests[key] = None
+                while len(shared.ring_requests) > _REMEMBERED:
+                    shared.ring_requests.popitem(last=False)
+            return shared.ring.decrypt(payload)
+        if encoding != ENCODING:
+            if self._accept_plaintext or is_trace_carrier(payload):
+                return payload
+            return Payload(metadata={"encoding": UNENCRYPTED})
+        channel = payload.metadata.get(CHANNEL, b"").decode()
+        cipher = await self._open_cipher(channel)
+        if cipher is None:  # not a channel this process is part of: not read
+            return Payload(metadata={"encoding": UNENCRYPTED})
+        aad = b"renkei/channel/v1|" + channel.encode()
+        try:
+            clear = cipher.decrypt(payload.data[:_NONCE], payload.data[_NONCE:], aad)
+        except (InvalidTag, ValueError):
+            return Payload(metadata={"encoding": UNENCRYPTED})
+        out = Payload()
+        out.ParseFromString(clear)
+        out.metadata[WRITER] = channel.encode()
+        return out
+
+
+def channel_converter(codec: ChannelCodec) -> DataConverter:
+    """The data converter of a renkei process: pydantic payloads, sealed between parties,
+    failures' messages and traces encoded too."""
+    return DataConverter(
+        payload_converter_class=PydanticPayloadConverter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def channel_parties(payload: Payload) -> tuple[str, str] | None:
+    """The two parties of the channel a decoded payload came in (``None``: before channels)."""
+    raw = payload.metadata.get(WRITER)
+    if not raw:
+        return None
+    parts = raw.decode().split(",")
+    return (parts[0], parts[2]) if len(parts) == 4 else None
+
+
+def fingerprint(channel: str) -> str:
+    """A short, loggable name of a channel."""
+    return hashlib.sha256(channel.encode()).hexdigest()[:12]
+
+
+def b64_public(key: X25519PublicKey) -> str:
+    return base64.b64encode(public_raw(key)).decode()

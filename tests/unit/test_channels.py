@@ -1,0 +1,181 @@
+"""Payloads sealed between two parties: who can read what (no servers)."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
+
+from renkei.contracts.names import (
+    HUB,
+    agency_queue,
+    control_parts,
+    control_queue,
+    executor_of,
+    hub_queue,
+    party_of_queue,
+    scan_workflow_id,
+    workflow_id,
+)
+from renkei.kernel.channels import (
+    ChannelCodec,
+    Directory,
+    Identity,
+    channel_parties,
+)
+from renkei.kernel.codec import UNENCRYPTED, EncryptionCodec
+from renkei.kernel.keys import KeyRing
+from workers.plugin import ROUTING
+
+PARTIES = ("hub", "city-minato", "city-shibuya", "jps")
+PRIVATE = {p: X25519PrivateKey.generate() for p in PARTIES}
+RING = KeyRing(active="k1", keys={"k1": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="})
+WID = workflow_id("child-allowance-check", "city-minato", "case-1")
+
+
+def codec(party: str, ring: KeyRing | None = None) -> ChannelCodec:
+    directory = Directory({p: k.public_key() for p, k in PRIVATE.items()})
+    return ChannelCodec(Identity().add(party, PRIVATE[party]), directory, ROUTING, ring=ring)
+
+
+def flow(c: ChannelCodec, wid: str = WID) -> ChannelCodec:
+    return c.with_context(WorkflowSerializationContext(namespace="default", workflow_id=wid))
+
+
+def activity(c: ChannelCodec, queue: str, wid: str = WID, aid: str = "1") -> ChannelCodec:
+    return c.with_context(
+        ActivitySerializationContext(
+            namespace="default",
+            activity_id=aid,
+            activity_type="query.pension",
+            activity_task_queue=queue,
+            workflow_id=wid,
+            workflow_type="child-allowance-check",
+            is_local=False,
+        )
+    )
+
+
+SECRET = Payload(metadata={"encoding": b"json/plain"}, data=b'{"income": 4200000}')
+
+
+async def read(c: ChannelCodec, p: Payload) -> Payload:
+    [out] = await c.decode([p])
+    return out
+
+
+def unread(p: Payload) -> bool:
+    return p.metadata.get("encoding") == UNENCRYPTED
+
+
+async def test_a_flows_own_payloads_are_the_executors_alone() -> None:
+    [sealed] = await flow(codec("city-minato")).encode([SECRET])
+    assert SECRET.data not in sealed.data
+    assert (await read(codec("city-minato"), sealed)).data == SECRET.data
+    for other in ("hub", "city-shibuya", "jps"):
+        assert unread(await read(codec(other), sealed)), other
+
+
+async def test_a_linkage_is_readable_by_the_executor_and_the_provider_only() -> None:
+    queue = agency_queue("renkei", "jps")
+    [request] = await activity(codec("city-minato"), queue).encode([SECRET])
+    assert (await read(codec("jps"), request)).data == SECRET.data
+    [answer] = await activity(codec("jps"), queue).encode([SECRET])
+    assert (await read(codec("city-minato"), answer)).data == SECRET.data
+    for other in ("hub", "city-shibuya"):  # the hub brokers, it does not read the content
+        assert unread(await read(codec(other), request))
+        assert unread(await read(codec(other), answer))
+
+
+async def test_what_a_flow_sends_the_hub_is_between_the_executor_and_the_hub() -> None:
+    [sealed] = await activity(codec("city-minato"), hub_queue("renkei")).encode([SECRET])
+    assert (await read(codec("hub"), sealed)).data == SECRET.data
+    assert unread(await read(codec("jps"), sealed))
+
+
+async def test_the_platform_writes_to_an_executor_and_the_flow_knows_who_wrote() -> None:
+    [start] = await flow(codec("hub")).encode([SECRET])
+    opened = await read(codec("city-minato"), start)
+    assert opened.data == SECRET.data
+    assert set(channel_parties(opened) or ()) == {HUB, "city-minato"}
+    [own] = await flow(codec("city-minato")).encode([SECRET])
+    assert channel_parties(await read(codec("city-minato"), own)) == ("city-minato",) * 2
+
+
+async def test_a_third_agency_cannot_write_as_the_executor() -> None:
+    """city-shibuya writes a start to city-minato's flow: city-minato reads it, and sees that
+    city-shibuya wrote it (the interpreter refuses such a start)."""
+    [forged] = await flow(codec("city-shibuya")).encode([SECRET])
+    opened = await read(codec("city-minato"), forged)
+    assert set(channel_parties(opened) or ()) == {"city-shibuya", "city-minato"}
+
+
+async def test_a_tampered_channel_or_ciphertext_is_not_read() -> None:
+    [sealed] = await flow(codec("city-minato")).encode([SECRET])
+    moved = Payload()
+    moved.CopyFrom(sealed)
+    moved.metadata["renkei-channel"] = sealed.metadata["renkei-channel"].replace(
+        b"city-minato", b"city-shibuya", 1
+    )
+    assert unread(await read(codec("city-shibuya"), moved))
+    flipped = Payload()
+    flipped.CopyFrom(sealed)
+    flipped.data = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
+    assert unread(await read(codec("city-minato"), flipped))
+
+
+async def test_plaintext_is_not_read() -> None:
+    assert unread(await read(codec("jps"), SECRET))
+
+
+async def test_a_run_from_before_channels_is_answered_under_the_ring() -> None:
+    """A provider reads a request written under the shared ring (a run in flight from before)
+    and answers that activity under the ring too, so the old run's worker reads it."""
+    legacy = EncryptionCodec(RING)
+    queue = agency_queue("renkei", "jps")
+    [request] = await legacy.encode([SECRET])
+    jps = codec("jps", ring=RING)
+    assert (await read(activity(jps, queue, aid="old"), request)).data == SECRET.data
+    [answer] = await activity(jps, queue, aid="old").encode([SECRET])
+    assert (await legacy.decode([answer]))[0].data == SECRET.data
+    [fresh] = await activity(jps, queue, aid="new").encode([SECRET])
+    assert fresh.metadata["encoding"] == b"binary/renkei-channel"
+
+
+async def test_a_rotated_key_still_opens_what_was_written_to_it() -> None:
+    old = PRIVATE["city-minato"]
+    [sealed] = await flow(codec("city-minato")).encode([SECRET])
+    new = X25519PrivateKey.generate()
+    directory = Directory({p: k.public_key() for p, k in PRIVATE.items()})
+    rotated = ChannelCodec(Identity().add("city-minato", new, old), directory, ROUTING)
+    assert (await read(rotated, sealed)).data == SECRET.data
+
+
+def test_addresses_name_their_party() -> None:
+    assert executor_of(WID) == "city-minato"
+    assert executor_of(scan_workflow_id("b", "city-shibuya", "18-birthday") + "-2026") == (
+        "city-shibuya"
+    )
+    assert executor_of("attacker-1") is None
+    assert party_of_queue(hub_queue("t.x")) == HUB
+    assert party_of_queue(agency_queue("t.x", "jps")) == "jps"
+    assert party_of_queue(control_queue("t.x", "city-minato")) == "city-minato"
+    assert control_parts(control_queue("t.x", "jps")) == ("t.x", "jps")
+    assert control_parts(control_queue("t.x")) == ("t.x", None)
+
+
+async def test_a_trace_context_travels_in_clear_and_nothing_else_does() -> None:
+    carrier = Payload(
+        metadata={"encoding": b"json/plain"},
+        data=b'{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}',
+    )
+    [out] = await codec("hub").encode([carrier])  # a header: no serialization context
+    assert out == carrier
+    assert (await read(codec("city-minato"), carrier)).data == carrier.data
+    smuggled = Payload(
+        metadata={"encoding": b"json/plain"},
+        data=b'{"traceparent":"x","subject":"ABCDEFGHIJKLMNOPQRST"}',
+    )
+    assert unread(await read(codec("city-minato"), smuggled))
+    [sealed] = await codec("hub").encode([smuggled])
+    assert sealed.metadata["encoding"] == b"binary/renkei-channel"
