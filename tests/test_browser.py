@@ -161,7 +161,8 @@ async def test_temporal_ui_shows_clear_payloads_only_to_a_signed_in_operator(
 
     operator = await browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
-        token = await add_operator(pool, f"ui-{uuid.uuid4().hex[:6]}")
+        # pref-tokyo's own operator: the flow is pref-tokyo's, sealed to it
+        token = await add_operator(pool, f"ui-{uuid.uuid4().hex[:6]}", "pref-tokyo")
         page = await operator.new_page()
         await page.goto(f"{settings.codec_endpoint}/login")
         await page.fill("input[name=token]", token)

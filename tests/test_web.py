@@ -24,7 +24,8 @@ from renkei.app.web import serving
 from renkei.app.web.codec_server import add_operator, revoke_operator
 from renkei.contracts.messages import DisclosureHold
 from renkei.kernel import holds, keys, records
-from renkei.kernel.codec import ENCODING, EncryptionCodec
+from renkei.kernel.channels import ENCODING as CHANNEL_ENCODING
+from renkei.kernel.codec import EncryptionCodec
 from renkei.kernel.pseudonyms import PORTAL, derive_code
 from renkei.kernel.settings import Settings
 
@@ -78,7 +79,7 @@ async def test_codec_server_decrypts_only_for_an_operator_and_logs_every_request
             "/codec/encode", json=_wire([clear]), headers={"Authorization": f"Bearer {token}"}
         )
         [enc] = encoded.json()["payloads"]
-        assert base64.b64decode(enc["metadata"]["encoding"]) == ENCODING
+        assert base64.b64decode(enc["metadata"]["encoding"]) == CHANNEL_ENCODING
         # a revoked token is refused
         assert await revoke_operator(pool, name)
         again = await http.post(
@@ -98,6 +99,51 @@ async def test_codec_server_decrypts_only_for_an_operator_and_logs_every_request
     assert log[2]["namespace"] == "default" and log[2]["payloads"] == 1
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await pool.execute("DELETE FROM codec.requests")
+
+
+async def test_an_operator_reads_only_what_is_sealed_to_its_own_party(
+    web: str, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A linkage answer sealed between city-minato and the JPS: the JPS's operator and
+    city-minato's read it; the platform's (hub) operator and kyokai-kenpo's see it as stored.
+    Each request is logged with the operator's party, the channel asked and how many opened."""
+    from temporalio.converter import ActivitySerializationContext
+
+    from renkei.contracts.names import agency_queue, workflow_id
+    from workers.plugin import channel_codec
+
+    clear = Payload(metadata={"encoding": b"json/plain"}, data=b'{"pension":1234567}')
+    context = ActivitySerializationContext(
+        namespace="default",
+        activity_id="pension",
+        activity_type="query.pension",
+        activity_task_queue=agency_queue(settings.task_queue_prefix, "jps"),
+        workflow_id=workflow_id("child-allowance-check", "city-minato", "case-1"),
+        workflow_type="child-allowance-check",
+        is_local=False,
+    )
+    [sealed] = await channel_codec(settings, ["jps"]).with_context(context).encode([clear])
+    seen: dict[str, bytes] = {}
+    async with httpx.AsyncClient(base_url=web) as http:
+        for party in ("jps", "city-minato", "hub", "kyokai-kenpo"):
+            name = f"op-{party}-{uuid.uuid4().hex[:6]}"
+            token = await add_operator(pool, name, party)
+            got = await http.post(
+                "/codec/decode",
+                json=_wire([sealed]),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert got.status_code == 200, got.text
+            seen[party] = base64.b64decode(got.json()["payloads"][0]["data"])
+            row = await pool.fetchrow(
+                "SELECT party, channels, opened, granted FROM codec.requests WHERE operator = $1",
+                name,
+            )
+            assert row["party"] == party and row["granted"]
+            assert row["channels"] == [sealed.metadata["renkei-channel"].decode()]
+            assert row["opened"] == (1 if party in ("jps", "city-minato") else 0)
+    assert seen["jps"] == seen["city-minato"] == clear.data
+    assert seen["hub"] == seen["kyokai-kenpo"] == sealed.data  # shown as stored
 
 
 async def test_codec_server_lets_the_temporal_ui_call_it_with_the_operator_cookie(

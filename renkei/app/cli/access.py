@@ -29,18 +29,28 @@ agencies_app = typer.Typer(help="Agencies' access to the HTTP API.", no_args_is_
 
 @operators_app.command("add")
 @run_async
-async def operators_add(name: str) -> None:
+async def operators_add(
+    name: str,
+    party: Annotated[
+        str,
+        typer.Option(help="the party the operator acts for: hub, or an org (reads only its own)"),
+    ] = "hub",
+) -> int:
     """Create an operator (or issue a new token); the token is printed once."""
     from renkei.app.web.codec_server import add_operator
 
+    if party != "hub" and party not in default_catalog().orgs:
+        typer.echo(f"error: unknown party {party!r}", err=True)
+        return 2
     async with database(get_settings()) as pool:
-        token = await add_operator(pool, name)
+        token = await add_operator(pool, name, party)
     typer.echo(token)
     typer.echo(
         f"token for {name}: keep it secret. Sign in at {get_settings().codec_endpoint}/login for"
         " the Web UI, or pass --codec-auth 'Bearer <token>' to the temporal CLI.",
         err=True,
     )
+    return 0
 
 
 @operators_app.command("revoke")
@@ -93,13 +103,19 @@ async def keys_issue(
         typer.echo(f"error: unknown org {org!r}", err=True)
         return 2
     path = keys.org_keys_path(settings, org)
+    former: list[str] = []
     if rotate and path.exists():
+        old = keys.load_org(settings, org)
+        former = [old.sealing_key, *old.former_sealing_keys]
         path.rename(path.with_suffix(".revoked.json"))
     try:
         issued = keys.issue(settings, org)
     except keys.KeyMismatch as err:
         typer.echo(f"error: {err}", err=True)
         return 3
+    if former:  # payloads written to the old sealing key (flows in flight) still open
+        issued = issued.model_copy(update={"former_sealing_keys": former})
+        keys.save(path, issued)
     if register:
         async with database(settings) as pool:
             await parties.register(pool, keys.load(settings).signer(), issued.public(org))

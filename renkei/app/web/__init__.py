@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 
 import asyncpg
@@ -18,12 +18,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
 from renkei.app.web import api, codec_server, portal
 from renkei.kernel import keys
-from renkei.kernel.codec import EncryptionCodec
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
@@ -45,7 +45,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
         allow_methods=["POST", "GET"],
         allow_headers=["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"],
     )
-    app.include_router(codec_server.router(pool, EncryptionCodec(k.codec, accept_plaintext=True)))
+    app.include_router(codec_server.router(pool, _codecs(settings)))
     sdk = RenkeiClient(client, settings) if client is not None else None
     app.include_router(
         portal.router(
@@ -138,3 +138,20 @@ async def serving(
     finally:
         server.should_exit = True
         await task
+
+
+def _codecs(settings: Settings) -> Callable[[str], PayloadCodec | None]:
+    """Each party's codec for its operators, for the parties whose keys this process holds."""
+    from workers.plugin import channel_codec, own_parties
+
+    held = set(own_parties(settings))
+    made: dict[str, PayloadCodec] = {}
+
+    def codec_for(party: str) -> PayloadCodec | None:
+        if party not in held:
+            return None
+        if party not in made:
+            made[party] = channel_codec(settings, [party], accept_plaintext=True)
+        return made[party]
+
+    return codec_for

@@ -7,11 +7,17 @@ operator's bearer token, sent either as ``Authorization: Bearer …`` (``tempora
 at ``/codec/login`` (the UI's "include cross-origin credentials" setting sends it). Tokens are
 stored only as hashes and can be revoked. Every request, granted or refused, is logged with the
 operator's name, the namespace, the number of payloads and the caller's address.
+
+Each operator acts for one party (the hub's platform operators, or an org's own), and the server
+decodes with that party's keys only: an operator reads what is sealed to its party (see
+``renkei.kernel.channels``) and sees everything else as it is stored. The log names the party,
+the channels asked for and how many payloads were opened.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import asyncpg
@@ -19,10 +25,13 @@ from fastapi import APIRouter, Form, HTTPException, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payloads
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.converter import PayloadCodec
 
 from renkei.app.web.contract import OPERATOR_COOKIE, OPERATOR_SESSION, OPERATOR_TOKEN, refusals
-from renkei.kernel.codec import EncryptionCodec, PayloadDecryptError
+from renkei.contracts.names import HUB
+from renkei.kernel.channels import CHANNEL, ChannelError
+from renkei.kernel.codec import UNENCRYPTED, PayloadDecryptError
 from renkei.kernel.tokens import new_token, token_hash
 
 COOKIE = OPERATOR_COOKIE
@@ -62,19 +71,21 @@ CODEC_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The payloads, decoded or encoded, in the same order.",
         "content": {"application/json": {"schema": PAYLOADS_SCHEMA}},
     },
-    **refusals(400, 401, 422),
+    **refusals(400, 401, 403, 422),
 }
 
 
-async def add_operator(pool: asyncpg.Pool, name: str) -> str:
-    """Create (or re-issue) an operator's token; the token is returned once and kept hashed."""
+async def add_operator(pool: asyncpg.Pool, name: str, party: str = HUB) -> str:
+    """Create (or re-issue) ``party``'s operator ``name``; the token is returned once and kept
+    hashed. The operator reads only what is sealed to ``party``."""
     token, hashed = new_token(TOKEN_PREFIX)
     await pool.execute(
-        "INSERT INTO codec.operators (name, token_hash) VALUES ($1, $2)"
+        "INSERT INTO codec.operators (name, token_hash, party) VALUES ($1, $2, $3)"
         " ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash,"
-        " created_at = now(), revoked_at = NULL",
+        " party = excluded.party, created_at = now(), revoked_at = NULL",
         name,
         hashed,
+        party,
     )
     return token
 
@@ -88,32 +99,56 @@ async def revoke_operator(pool: asyncpg.Pool, name: str) -> bool:
 
 
 async def operator_of(pool: asyncpg.Pool, token: str | None) -> str | None:
+    found = await operator_and_party(pool, token)
+    return found[0] if found else None
+
+
+async def operator_and_party(pool: asyncpg.Pool, token: str | None) -> tuple[str, str] | None:
+    """(operator, the party it acts for), for a current token."""
     if not token:
         return None
-    name: str | None = await pool.fetchval(
-        "SELECT name FROM codec.operators WHERE token_hash = $1 AND revoked_at IS NULL",
+    row = await pool.fetchrow(
+        "SELECT name, party FROM codec.operators WHERE token_hash = $1 AND revoked_at IS NULL",
         token_hash(token),
     )
-    return name
+    return (row["name"], row["party"]) if row else None
 
 
-def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
+def router(pool: asyncpg.Pool, codec_for: Callable[[str], PayloadCodec | None]) -> APIRouter:
+    """The codec routes; ``codec_for(party)`` is that party's codec, or ``None`` where this
+    server does not hold the party's keys (a party's own codec server holds only its own)."""
     r = APIRouter(prefix="/codec")
 
     async def _log(
-        request: Request, operator: str | None, action: str, count: int, granted: bool
+        request: Request,
+        operator: tuple[str, str] | None,
+        action: str,
+        payloads: Sequence[Payload],
+        granted: bool,
+        opened: int = 0,
     ) -> None:
+        channels = sorted(
+            {
+                p.metadata[CHANNEL].decode(errors="replace")[:200]
+                for p in payloads
+                if CHANNEL in p.metadata
+            }
+        )
         await pool.execute(
             "INSERT INTO codec.requests"
-            " (operator, action, namespace, payloads, granted, client_addr, user_agent)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            operator,
+            " (operator, action, namespace, payloads, granted, client_addr, user_agent,"
+            " party, channels, opened)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            operator[0] if operator else None,
             action,
             request.headers.get("x-namespace"),
-            count,
+            len(payloads),
             granted,
             request.client.host if request.client else None,
             request.headers.get("user-agent", "")[:200],
+            operator[1] if operator else None,
+            channels,
+            opened,
         )
 
     async def _handle(request: Request, action: str, credential: str | None) -> Response:
@@ -124,18 +159,28 @@ def router(pool: asyncpg.Pool, codec: EncryptionCodec) -> APIRouter:
             payloads = json_format.ParseDict(body, Payloads())
         except (ValueError, json_format.ParseError):
             raise HTTPException(400, 'the body must be {"payloads": [...]}') from None
-        operator = await operator_of(pool, credential)
-        await _log(request, operator, action, len(payloads.payloads), operator is not None)
-        if operator is None:
-            raise HTTPException(401, "an operator token is required")
+        operator = await operator_and_party(pool, credential)
+        codec = codec_for(operator[1]) if operator else None
+        if operator is None or codec is None:
+            await _log(request, operator, action, payloads.payloads, False)
+            if operator is None:
+                raise HTTPException(401, "an operator token is required")
+            raise HTTPException(403, f"this codec server does not hold {operator[1]}'s keys")
         try:
-            out = (
-                await codec.decode(payloads.payloads)
-                if action == "decode"
-                else await codec.encode(payloads.payloads)
-            )
-        except PayloadDecryptError as err:
+            if action == "decode":
+                decoded = await codec.decode(payloads.payloads)
+                # What is not sealed to the operator's party is shown as it is stored.
+                out = [
+                    sent if got.metadata.get("encoding") == UNENCRYPTED else got
+                    for sent, got in zip(payloads.payloads, decoded, strict=True)
+                ]
+                opened = sum(a is not b for a, b in zip(out, payloads.payloads, strict=True))
+            else:
+                out, opened = await codec.encode(payloads.payloads), 0
+        except (PayloadDecryptError, ChannelError) as err:
+            await _log(request, operator, action, payloads.payloads, False)
             raise HTTPException(422, str(err)) from None
+        await _log(request, operator, action, payloads.payloads, True, opened)
         return JSONResponse(
             json_format.MessageToDict(
                 Payloads(payloads=out), always_print_fields_with_no_presence=True
