@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [all|flows|citizen]``.
+"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol]``.
 
 ``flows``: throughput of a 3-query BPF against a plain Temporal workflow with 3 no-op activities
 on the same dev server, and the whitelist decision time for the real table and for 100,000
@@ -292,7 +292,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["all", "flows", "citizen", "waiting"],
+        choices=["all", "flows", "citizen", "waiting", "protocol"],
         default="all",
         help="what to run",
     )
@@ -306,3 +306,7 @@ if __name__ == "__main__":
         asyncio.run(citizen(args.quick))
     if args.which in ("all", "waiting"):
         asyncio.run(waiting(args.quick))
+    if args.which in ("all", "protocol"):
+        from bench.protocol import protocol
+
+        print("\n".join(asyncio.run(protocol(args.quick))))
