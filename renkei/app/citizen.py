@@ -27,7 +27,7 @@ from renkei.kernel import attest
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
 from renkei.kernel.records import HUB
 from whitelist.decide import JST
-from whitelist.models import Catalog, InfoItem, Org, Task
+from whitelist.models import ID_PATTERN, Catalog, InfoItem, Org, Task
 
 
 class NotACitizen(PermissionError):
@@ -72,12 +72,20 @@ class CitizenRecord(BaseModel):
 WITHHELD = Party(id="withheld", ja="（表示保留中）", en="(withheld)")
 
 
+# The days a citizen may narrow their records by: wide enough for any record, and never a day
+# at the edge of what a date holds (0001-01-01 in Japan time is before year 1 in UTC, and the
+# day after 9999-12-31 does not exist): a filter outside is refused (422), not a 500.
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
+
+
 class RecordFilter(BaseModel):
     """What a citizen may narrow the list by."""
 
-    agency: str | None = Field(default=None, description="requesting or providing org id")
-    since: dt.date | None = None
-    until: dt.date | None = Field(default=None, description="inclusive")
+    agency: str | None = Field(
+        default=None, pattern=ID_PATTERN, description="requesting or providing org id"
+    )
+    since: dt.date | None = Field(default=None, ge=FIRST_DAY, le=LAST_DAY)
+    until: dt.date | None = Field(default=None, ge=FIRST_DAY, le=LAST_DAY, description="inclusive")
     limit: int = Field(default=500, ge=1, le=5000)
 
 

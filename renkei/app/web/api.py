@@ -2,8 +2,11 @@
 
 A counter system or a portal backend calls it with its org's API token (``renkei agencies
 token ORG``, kept only as a hash) as ``Authorization: Bearer …``; an org acts only on its own
-flows (it is their executor). Starting twice with the same case reference returns the existing
-run. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at ``/api/docs``).
+flows (it is their executor). Starting twice with the same case reference and the same
+subject, inputs and version returns the existing run; the same case reference with other
+content is a conflict (409), and so is a notification's event id delivered again with another
+event, subject or date. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at
+``/api/docs``).
 """
 
 from typing import Annotated, Any, Literal
@@ -13,10 +16,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 from temporalio.service import RPCError
 
-from renkei.app.client import RenkeiClient, ResponseRefused, RunStatus
-from renkei.app.notifications import Notification, Published, publish
+from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient, ResponseRefused, RunStatus
+from renkei.app.notifications import Notification, NotificationConflict, Published, publish
 from renkei.app.web.auth import bearer
 from renkei.bpf.admission import StartRefused, admit
+from renkei.bpf.models import BPF_ID
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import CASE_REF, Acknowledged, StartFlow, Waiting
 from renkei.contracts.names import workflow_id
@@ -67,7 +71,7 @@ class Answer(BaseModel):
 
 
 class HoldAsked(BaseModel):
-    bpf: str
+    bpf: str = Field(pattern=BPF_ID)
     case_ref: str = Field(pattern=CASE_REF, description="the one case the hold covers")
     reason: str = Field(description="one of renkei.kernel.holds.REASONS")
     until: AwareDatetime = Field(description="with its time zone")
@@ -103,9 +107,13 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         if len(parts) != 3 or parts[1] != org:
             raise HTTPException(404, "no such flow of yours")
 
+    NO_FLOW = "no such flow of yours"
+
     @r.post("/flows", response_model=Started, status_code=201)
     async def start(flow: StartFlow, org: Org, response: Response) -> Started:
-        """Start a flow (the caller is its executor); the same case reference returns the run."""
+        """Start a flow (the caller is its executor). The same case reference with the same
+        subject, inputs and version returns the run already started; with other content it is
+        refused (409)."""
         if flow.executor != org:
             raise HTTPException(403, f"{org} cannot start flows as {flow.executor}")
         if flow.resume is not None or flow.parent is not None or flow.attestation is not None:
@@ -146,6 +154,8 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
                 raise HTTPException(403, str(err)) from None
         try:
             handle = await sdk.start(flow.model_copy(update={"inputs": inputs}))
+        except CaseConflict as err:
+            raise HTTPException(409, str(err)) from None
         except ValueError as err:
             raise HTTPException(422, str(err)) from None
         except RPCError as err:
@@ -160,8 +170,11 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     async def state(workflow_id: str, org: Org) -> FlowState:
         """The run's status and what it waits for, until when."""
         own(org, workflow_id)
-        run = await sdk.describe(workflow_id)
-        waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
+        try:
+            run = await sdk.describe(workflow_id)
+            waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
+        except FlowNotFound:
+            raise HTTPException(404, NO_FLOW) from None
         return FlowState(run=run, waiting=waiting)
 
     @r.post("/flows/{workflow_id:path}/respond", response_model=Acknowledged)
@@ -178,6 +191,8 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             return await sdk.respond(workflow_id, answer.step, answer.payload, answer.by)
         except ResponseRefused as err:
             raise HTTPException(422, str(err)) from None
+        except FlowNotFound:
+            raise HTTPException(404, NO_FLOW) from None
 
     @r.post("/holds", response_model=holds.HoldRequest, status_code=201, tags=["holds"])
     async def request_hold(asked: HoldAsked, org: Org) -> holds.HoldRequest:
@@ -193,7 +208,8 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     @r.post("/notifications", response_model=Published, tags=["notifications"])
     async def notify(n: Notification, org: Org) -> Published:
         """Publish a change (death, move, birth) of a subject you hold; subscribed flows start.
-        Delivering the same event id again is safe: it starts nothing new."""
+        Delivering the same event id again is safe: it starts nothing new. The same event id
+        with another event, subject or date is refused (409)."""
         if n.publisher != org:
             raise HTTPException(403, f"{org} cannot publish as {n.publisher}")
         hub = Pseudonyms(pool, keys.load(sdk.settings).hub_key)
@@ -203,5 +219,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             raise HTTPException(
                 422, "no subject is enrolled under this code at the publisher"
             ) from None
+        except NotificationConflict as err:
+            raise HTTPException(409, str(err)) from None
 
     return r
