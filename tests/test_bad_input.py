@@ -222,6 +222,45 @@ def test_status_of_an_unknown_flow_is_a_one_line_error(
     assert out.strip() == "error: no flow child-allowance-check/city-minato/NO-SUCH"
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["bpf", "validate", "--at", "someday", "x.yaml"], "--at is a day"),
+        (["bpf", "history", "no-such-bpf", "1"], "no-such-bpf version 1 is not registered"),
+        (["subjects", "sample", "--org", "no-such-org"], "unknown org 'no-such-org'"),
+        (["records", "mine", "--portal-code", "X", "--until", "9999-12-31"], "--until:"),
+        (["records", "mine", "--portal-code", "X", "--agency", "a b"], "--agency:"),
+        (["records", "verify", "--as", "no-such-org"], "no key file for no-such-org"),
+        (["records", "checkpoint", "--as", "no-such-org"], "no key file for no-such-org"),
+        (
+            ["holds", "request", "--executor", "city-minato", "--bpf", "child-allowance-check",
+             "--case-ref", "c-1", "--reason", "investigation", "--until", "someday"],
+            "--until is a day",
+        ),
+        (["runs", "--bpf", "x' OR RenkeiBpf IS NOT NULL OR RenkeiBpf = 'y"], "--bpf: not an id"),
+        (
+            ["notify", "--as", "city-minato", "--event", "death", "--event-id", "e-1",
+             "--occurred-on", "2026-01-01", "--subject", "SECRETCODE"],
+            "subject: String should match pattern",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_parameter_on_the_command_line_is_a_one_line_error(
+    cli, client: Client, monkeypatch: pytest.MonkeyPatch, args: list[str], says: str
+) -> None:
+    from renkei.app.cli import app
+    from renkei.kernel.settings import get_settings
+
+    monkeypatch.setenv("RENKEI_TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    get_settings.cache_clear()
+    result = cli.invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code != 0, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0], result.output
+    assert "Traceback" not in result.output and "SECRETCODE" not in result.output
+
+
 # -- inputs at admission, deterministic failures -----------------------------------------------
 
 

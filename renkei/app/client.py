@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -64,6 +65,9 @@ class CaseConflict(Exception):
     """The case reference is already taken by a flow with other content (another subject,
     other inputs or another version): the start is refused, the existing flow untouched."""
 
+
+# What a filter of :meth:`RenkeiClient.runs` may be: an id, never a piece of a query.
+FILTER_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 
 # The memo key of a run's start fingerprint (the memo is encrypted like every payload).
 FINGERPRINT = "renkei.start"
@@ -285,7 +289,17 @@ class RenkeiClient:
         waiting: bool = False,
         limit: int = 50,
     ) -> list[RunStatus]:
-        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone."""
+        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone.
+
+        Raises ``ValueError`` for a filter that is not an id (it would change the query)."""
+        for name, value in (
+            ("bpf", bpf),
+            ("executor", executor),
+            ("trigger", trigger),
+            ("status", status),
+        ):
+            if value is not None and not FILTER_VALUE.match(value):
+                raise ValueError(f"{name}: not an id (letters, digits, '.', '_', ':', '-')")
         terms = [
             f"{key.name} = '{value}'"
             for key, value in (

@@ -192,14 +192,18 @@ async def runs(
     settings = get_settings()
     with embedded(settings) as (address, _url, _):
         client = await RenkeiClient.connect(settings, address)
-        found = await client.runs(
-            bpf=bpf,
-            executor=executor,
-            trigger=trigger,
-            status=status,
-            waiting=waiting,
-            limit=limit,
-        )
+        try:
+            found = await client.runs(
+                bpf=bpf,
+                executor=executor,
+                trigger=trigger,
+                status=status,
+                waiting=waiting,
+                limit=limit,
+            )
+        except ValueError as err:
+            typer.echo(f"error: --{err}", err=True)
+            raise typer.Exit(2) from None
     for r in found:
         wait = (
             f"\twaiting {r.waiting_for} until {r.deadline:%Y-%m-%d %H:%M}"
