@@ -208,6 +208,13 @@ async def test_an_unknown_flow_is_404_and_bad_parameters_are_422(
             assert found.status_code == 422, (query, found.status_code, found.text)
         page = await citizen.get("/citizen?agency=%00")
         assert page.status_code == 422
+    async with httpx.AsyncClient(transport=transport, base_url="http://renkei") as anonymous:
+        signin = await anonymous.post("/citizen/signin", data={"portal_code": "A\u0000B"})
+        assert signin.status_code == 401
+        nul = await anonymous.get(
+            "/api/citizen/records", headers={"Authorization": "Bearer A\u0001B"}
+        )
+        assert nul.status_code == 401
 
 
 def test_status_of_an_unknown_flow_is_a_one_line_error(

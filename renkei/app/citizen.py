@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from renkei.app.client import RenkeiClient
+from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.contracts.messages import Acknowledged
 from renkei.kernel import attest
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
@@ -97,6 +98,8 @@ def _party(table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
 
 
 async def subject_of_portal_code(pseudonyms: Pseudonyms, portal_code: str) -> uuid.UUID:
+    if not SUBJECT_CODE.match(portal_code):  # not even the shape of a code: nothing to look up
+        raise NotACitizen("this portal code is not known")
     try:
         return await pseudonyms.subject_of(PORTAL, portal_code)
     except UnknownSubject:

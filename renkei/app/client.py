@@ -202,34 +202,32 @@ class RenkeiClient:
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 )
             except WorkflowAlreadyStartedError:
-                handle = self.client.get_workflow_handle(wid, result_type=FlowResult)
-                if await self._fingerprint_of(handle) != fingerprint:
+                found, run_id = await self._fingerprint_of(wid)
+                if found != fingerprint:
                     raise CaseConflict(
                         f"case reference {request.case_ref!r} of {request.bpf} at"
                         f" {request.executor} is already taken by a flow with another subject,"
                         " other inputs or another version: check the case reference (a new"
                         " case needs a new one)"
                     ) from None
-                return handle
+                # The run already started, as a start that found it running would return it.
+                return WorkflowHandle(
+                    self.client, wid, result_run_id=run_id, result_type=FlowResult
+                )
             except RPCError as err:
                 if err.status not in TRANSIENT or attempt == START_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
 
-    async def _fingerprint_of(self, handle: WorkflowHandle[Any, FlowResult]) -> str:
-        """The start fingerprint of an existing run: from its memo, or (a run started before
-        fingerprints, or a child flow) from what it was started with."""
-        try:
-            described = await handle.describe()
-            found = await described.memo_value(FINGERPRINT, None, type_hint=str)
-            if isinstance(found, str):
-                return found
-            return start_fingerprint(await self.started_with(handle.id))
-        except RPCError as err:
-            if _not_found(err):  # gone since (retention): nothing left to conflict with
-                return ""
-            raise
+    async def _fingerprint_of(self, wid: str) -> tuple[str, str | None]:
+        """(start fingerprint, run id) of the run of ``wid``: the fingerprint from its memo, or
+        (a run started before fingerprints, or a child flow) from what it was started with."""
+        described = await self.client.get_workflow_handle(wid).describe()
+        found = await described.memo_value(FINGERPRINT, None, type_hint=str)
+        if not isinstance(found, str):
+            found = start_fingerprint(await self.started_with(wid))
+        return found, described.run_id
 
     async def respond(
         self,
