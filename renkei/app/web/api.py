@@ -30,6 +30,8 @@ from renkei.kernel.tokens import new_token, token_hash
 from whitelist.catalog import default_catalog
 
 TOKEN_PREFIX = "rka_"
+# The same answer for an unknown flow and for another org's.
+NO_FLOW = "no such flow of yours"
 
 # What an agency may say started its flow; life events and notifications are the platform's.
 AGENCY_TRIGGERS = ("counter", "portal")
@@ -105,9 +107,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     def own(org: str, workflow_id: str) -> None:
         parts = workflow_id.split("/")
         if len(parts) != 3 or parts[1] != org:
-            raise HTTPException(404, "no such flow of yours")
-
-    NO_FLOW = "no such flow of yours"
+            raise HTTPException(404, NO_FLOW)
 
     @r.post("/flows", response_model=Started, status_code=201)
     async def start(flow: StartFlow, org: Org, response: Response) -> Started:
