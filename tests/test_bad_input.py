@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import uuid
@@ -37,9 +38,26 @@ from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from whitelist.payloads import LocalTax
 
-from .helpers import allowance_check, child_rearing, code, households, pick, run, start, workers
+from .helpers import allowance_check, child_rearing, code, households, run, start, workers
 
 TOO_BIG = INT_MAX + 1  # 9223372036854775808: one past what a CEL int holds
+
+
+@contextlib.asynccontextmanager
+async def _http(
+    client: Client, pool: asyncpg.Pool, settings: Settings, org: str | None, bearer: str = ""
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP app in process, as ``org`` (with its API token), or with ``bearer`` if given."""
+    from renkei.app.web import create_app
+    from renkei.app.web.api import issue_token
+
+    token = await issue_token(pool, org) if org else bearer
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(settings, pool, client)),
+        base_url="http://renkei",
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    ) as http:
+        yield http
 
 
 @pytest_asyncio.fixture
@@ -47,16 +65,7 @@ async def api(
     client: Client, pool: asyncpg.Pool, settings: Settings
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The HTTP app in process, with pref-tokyo's API token."""
-    from renkei.app.web import create_app
-    from renkei.app.web.api import issue_token
-
-    token = await issue_token(pool, "pref-tokyo")
-    transport = httpx.ASGITransport(app=create_app(settings, pool, client))
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://renkei",
-        headers={"Authorization": f"Bearer {token}"},
-    ) as http:
+    async with _http(client, pool, settings, "pref-tokyo") as http:
         yield http
 
 
@@ -119,10 +128,6 @@ async def test_a_run_started_before_fingerprints_is_compared_by_its_start(
 async def test_the_same_event_id_with_other_content_is_a_conflict(
     client: Client, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    from renkei.app.web import create_app
-    from renkei.app.web.api import issue_token
-
-    token = await issue_token(pool, "city-minato")
     minato = [p for h in households(settings) if h.municipality == "city-minato" for p in h.members]
     notice = {
         "publisher": "city-minato",
@@ -131,10 +136,7 @@ async def test_the_same_event_id_with_other_content_is_a_conflict(
         "subject": code(settings, "city-minato", minato[0]),
         "occurred_on": "2026-10-31",
     }
-    transport = httpx.ASGITransport(app=create_app(settings, pool, client))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://renkei", headers={"Authorization": f"Bearer {token}"}
-    ) as http:
+    async with _http(client, pool, settings, "city-minato") as http:
         first = await http.post("/api/notifications", json=notice)
         assert first.status_code == 200, first.text
         assert first.json()["duplicate"] is False
@@ -158,8 +160,6 @@ async def test_the_same_event_id_with_other_content_is_a_conflict(
 async def test_an_unknown_flow_is_404_and_bad_parameters_are_422(
     api: httpx.AsyncClient, pool: asyncpg.Pool, settings: Settings, client: Client
 ) -> None:
-    from renkei.app.web import create_app
-
     unknown = "child-rearing-allowance-income-check/pref-tokyo/NO-SUCH"
     state = await api.get(f"/api/flows/{unknown}/state")
     assert state.status_code == 404 and state.json()["detail"] == "no such flow of yours"
@@ -191,10 +191,7 @@ async def test_an_unknown_flow_is_404_and_bad_parameters_are_422(
 
     person = households(settings)[0].members[0]
     portal = derive_code(keys.load(settings).hub_key, PORTAL, person.subject_id)
-    transport = httpx.ASGITransport(app=create_app(settings, pool, client))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://renkei", headers={"Authorization": f"Bearer {portal}"}
-    ) as citizen:
+    async with _http(client, pool, settings, None, portal) as citizen:
         assert (await citizen.get("/api/citizen/records")).status_code == 200
         for query in (
             "since=0001-01-01",
@@ -208,7 +205,7 @@ async def test_an_unknown_flow_is_404_and_bad_parameters_are_422(
             assert found.status_code == 422, (query, found.status_code, found.text)
         page = await citizen.get("/citizen?agency=%00")
         assert page.status_code == 422
-    async with httpx.AsyncClient(transport=transport, base_url="http://renkei") as anonymous:
+    async with _http(client, pool, settings, None) as anonymous:
         signin = await anonymous.post("/citizen/signin", data={"portal_code": "A\u0000B"})
         assert signin.status_code == 401
         nul = await anonymous.get(
@@ -286,14 +283,7 @@ def _relief(settings: Settings, claimed: Any) -> StartFlow:
 async def test_an_input_the_expressions_cannot_hold_is_refused_before_any_workflow(
     client: Client, pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    from renkei.app.web import create_app
-    from renkei.app.web.api import issue_token
-
-    token = await issue_token(pool, "city-minato")
-    transport = httpx.ASGITransport(app=create_app(settings, pool, client))
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://renkei", headers={"Authorization": f"Bearer {token}"}
-    ) as http:
+    async with _http(client, pool, settings, "city-minato") as http:
         for claimed, why in ((TOO_BIG, "out of range for an integer"), ("12", "given as text")):
             flow = _relief(settings, claimed)
             refused = await http.post("/api/flows", json=_body(flow))
@@ -381,4 +371,3 @@ async def test_a_changed_definition_without_a_new_version_is_reported_and_the_re
     assert "needs a new version number" in report
     assert "child-allowance-check v1" not in registered
     assert len(registered) == len(list(SAMPLES_DIR.glob("*.yaml"))) - 1
-    assert pick  # the helpers stay imported for the tests above
