@@ -33,6 +33,8 @@ __version__ = "0.1.0"
 # name → module that defines it
 _EXPORTS = {
     "RenkeiClient": "renkei.app.client",
+    "CaseConflict": "renkei.app.client",
+    "FlowNotFound": "renkei.app.client",
     "ResponseRefused": "renkei.app.client",
     "RunStatus": "renkei.app.client",
     "StartFlow": "renkei.contracts.messages",
@@ -52,8 +54,10 @@ _EXPORTS = {
 
 __all__ = [
     "Acknowledged",
+    "CaseConflict",
     "DisclosureHold",
     "Failure",
+    "FlowNotFound",
     "FlowResult",
     "LinkageOutcome",
     "LinkageRequest",
@@ -70,7 +74,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from renkei.app.client import RenkeiClient, ResponseRefused, RunStatus
+    from renkei.app.client import (
+        CaseConflict,
+        FlowNotFound,
+        RenkeiClient,
+        ResponseRefused,
+        RunStatus,
+    )
     from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
         Acknowledged,

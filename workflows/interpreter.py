@@ -32,7 +32,13 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.hub import HubActivities
-    from renkei.bpf.cel.program import CompiledBpf, ExpressionError, compiled_for, embedded
+    from renkei.bpf.cel.program import (
+        CompiledBpf,
+        DeterministicFailure,
+        ExpressionError,
+        compiled_for,
+        embedded,
+    )
     from renkei.bpf.inputs import InputError, validate_values
     from renkei.bpf.models import (
         AnyStep,
@@ -88,7 +94,10 @@ class _Rejected(Exception):
         self.reason = reason
 
 
-@workflow.defn(dynamic=True)
+# A failure no retry can mend (a value its declared type cannot hold) fails the run with its
+# reason, instead of failing the workflow task again and again. (The SDK takes the option on a
+# dynamic workflow; only its typing overloads leave it out.)
+@workflow.defn(dynamic=True, failure_exception_types=[DeterministicFailure])  # type: ignore[call-overload]
 class BpfInterpreter:
     """Runs any registered BPF; the workflow type is the BPF id."""
 
@@ -257,7 +266,7 @@ class BpfInterpreter:
             return FlowResult(
                 outcome="rejected", reason=rejected.reason, pin=pin, linkages=self._linkages
             )
-        except ApplicationError as err:
+        except (ApplicationError, DeterministicFailure) as err:
             self._set_status("denied" if Failure.LINKAGE_DENIED.caused(err) else "failed")
             raise
         except ActivityError as err:

@@ -26,9 +26,9 @@ from typing import Literal
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from ruamel.yaml import YAML
 
 from renkei.kernel.records import HUB
+from renkei.kernel.yaml_limits import read_file
 from whitelist.decide import JST
 
 DEFAULT_TARIFFS = Path(__file__).parent / "data" / "tariffs.yaml"
@@ -76,7 +76,7 @@ class Tariffs(BaseModel):
 
 
 def load_tariffs(path: Path = DEFAULT_TARIFFS) -> Tariffs:
-    return Tariffs.model_validate(YAML(typ="safe", pure=True).load(path.read_text("utf-8")))
+    return Tariffs.model_validate(read_file(path))
 
 
 class Line(BaseModel):

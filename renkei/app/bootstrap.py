@@ -92,7 +92,11 @@ async def register_definitions(pool: asyncpg.Pool, directory: Path) -> tuple[lis
         if loaded is None or errors:
             rejected.extend(str(i) for i in errors)
             continue
-        await registry.register(pool, loaded)  # type: ignore[arg-type]
+        try:
+            await registry.register(pool, loaded)  # type: ignore[arg-type]
+        except registry.RegistryConflict as err:  # reported; the others go on loading
+            rejected.append(str(err))
+            continue
         d = loaded.definition  # type: ignore[attr-defined]
         registered.append(f"{d.bpf} v{d.version}")
     return registered, rejected

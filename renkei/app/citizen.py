@@ -22,12 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from renkei.app.client import RenkeiClient
+from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.contracts.messages import Acknowledged
 from renkei.kernel import attest
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
 from renkei.kernel.records import HUB
 from whitelist.decide import JST
-from whitelist.models import Catalog, InfoItem, Org, Task
+from whitelist.models import ID_PATTERN, Catalog, InfoItem, Org, Task
 
 
 class NotACitizen(PermissionError):
@@ -72,12 +73,20 @@ class CitizenRecord(BaseModel):
 WITHHELD = Party(id="withheld", ja="（表示保留中）", en="(withheld)")
 
 
+# The days a citizen may narrow their records by: wide enough for any record, and never a day
+# at the edge of what a date holds (0001-01-01 in Japan time is before year 1 in UTC, and the
+# day after 9999-12-31 does not exist): a filter outside is refused (422), not a 500.
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
+
+
 class RecordFilter(BaseModel):
     """What a citizen may narrow the list by."""
 
-    agency: str | None = Field(default=None, description="requesting or providing org id")
-    since: dt.date | None = None
-    until: dt.date | None = Field(default=None, description="inclusive")
+    agency: str | None = Field(
+        default=None, pattern=ID_PATTERN, description="requesting or providing org id"
+    )
+    since: dt.date | None = Field(default=None, ge=FIRST_DAY, le=LAST_DAY)
+    until: dt.date | None = Field(default=None, ge=FIRST_DAY, le=LAST_DAY, description="inclusive")
     limit: int = Field(default=500, ge=1, le=5000)
 
 
@@ -89,6 +98,8 @@ def _party(table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
 
 
 async def subject_of_portal_code(pseudonyms: Pseudonyms, portal_code: str) -> uuid.UUID:
+    if not SUBJECT_CODE.match(portal_code):  # not even the shape of a code: nothing to look up
+        raise NotACitizen("this portal code is not known")
     try:
         return await pseudonyms.subject_of(PORTAL, portal_code)
     except UnknownSubject:

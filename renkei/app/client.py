@@ -8,14 +8,21 @@ Typical use by an agency::
     result = await client.result(handle.id)
 
 The workflow id is ``<bpf>/<executor>/<case_ref>``: starting twice with the same case reference
-returns the existing run instead of a second one. The case reference is the caller's own file
-number and must not contain personal data.
+and the same content (subject, inputs, version) returns the existing run instead of a second
+one; the same case reference with other content raises :class:`CaseConflict` (HTTP 409), so a
+mistyped case number never hands back another person's flow. The case reference is the
+caller's own file number and must not contain personal data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import hashlib
+import json
+import re
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -48,6 +55,53 @@ from workers.plugin import connect
 
 class ResponseRefused(ValueError):
     """The flow refused a response (not waiting there, or the payload does not validate)."""
+
+
+class FlowNotFound(LookupError):
+    """No flow has this workflow id (the message names the id, never personal data)."""
+
+
+class CaseConflict(Exception):
+    """The case reference is already taken by a flow with other content (another subject,
+    other inputs or another version): the start is refused, the existing flow untouched."""
+
+
+# What a filter of :meth:`RenkeiClient.runs` may be: an id, never a piece of a query.
+FILTER_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+
+# The memo key of a run's start fingerprint (the memo is encrypted like every payload).
+FINGERPRINT = "renkei.start"
+
+
+def start_fingerprint(request: StartFlow) -> str:
+    """SHA-256 of what makes a start this case's: the subject, the inputs, the version asked.
+
+    Kept in the run's memo; a second start with the same case reference is the same start
+    exactly when its fingerprint is the same. It holds no value in clear.
+    """
+    canonical = json.dumps(
+        {"subject": request.subject, "inputs": request.inputs, "version": request.version},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _not_found(err: RPCError) -> bool:
+    return err.status == RPCStatusCode.NOT_FOUND
+
+
+@contextlib.contextmanager
+def _known(wid: str) -> Iterator[None]:
+    """Temporal's NOT_FOUND for ``wid`` as :class:`FlowNotFound`."""
+    try:
+        yield
+    except RPCError as err:
+        if _not_found(err):
+            raise FlowNotFound(f"no flow {wid}") from None
+        raise
 
 
 START_ATTEMPTS = 5
@@ -108,7 +162,8 @@ class RenkeiClient:
         return found
 
     async def start(self, request: StartFlow) -> WorkflowHandle[Any, FlowResult]:
-        """Start a flow, or return the run already started for the same case reference."""
+        """Start a flow, or return the run already started for the same case reference with
+        the same content; raises :class:`CaseConflict` if that run's content differs."""
         check_subject_code(request.subject)
         if request.executor not in default_catalog().orgs:
             raise ValueError(f"unknown executor org {request.executor!r}")
@@ -130,6 +185,7 @@ class RenkeiClient:
                 SearchAttributePair(sa.STATUS, "starting"),
             ]
         )
+        fingerprint = start_fingerprint(request)
         # The case reference makes the start idempotent, so a start whose answer was lost (the
         # server busy or restarting) is simply sent again: it returns the run it began, if any.
         for attempt in range(START_ATTEMPTS):
@@ -141,16 +197,37 @@ class RenkeiClient:
                     task_queue=control_queue(self.settings.task_queue_prefix, request.executor),
                     result_type=FlowResult,
                     search_attributes=attrs,
+                    memo={FINGERPRINT: fingerprint},
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 )
             except WorkflowAlreadyStartedError:
-                return self.client.get_workflow_handle(wid, result_type=FlowResult)
+                found, run_id = await self._fingerprint_of(wid)
+                if found != fingerprint:
+                    raise CaseConflict(
+                        f"case reference {request.case_ref!r} of {request.bpf} at"
+                        f" {request.executor} is already taken by a flow with another subject,"
+                        " other inputs or another version: check the case reference (a new"
+                        " case needs a new one)"
+                    ) from None
+                # The run already started, as a start that found it running would return it.
+                return WorkflowHandle(
+                    self.client, wid, result_run_id=run_id, result_type=FlowResult
+                )
             except RPCError as err:
                 if err.status not in TRANSIENT or attempt == START_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(0.2 * 2**attempt)
         raise AssertionError("unreachable")
+
+    async def _fingerprint_of(self, wid: str) -> tuple[str, str | None]:
+        """(start fingerprint, run id) of the run of ``wid``: the fingerprint from its memo, or
+        (a run started before fingerprints, or a child flow) from what it was started with."""
+        described = await self.client.get_workflow_handle(wid).describe()
+        found = await described.memo_value(FINGERPRINT, None, type_hint=str)
+        if not isinstance(found, str):
+            found = start_fingerprint(await self.started_with(wid))
+        return found, described.run_id
 
     async def respond(
         self,
@@ -167,11 +244,12 @@ class RenkeiClient:
         """
         handle = self.client.get_workflow_handle(wid)
         try:
-            ack: Acknowledged = await handle.execute_update(
-                "renkei.respond",
-                Response(step=step, payload=payload, by=by, attestation=attestation),
-                result_type=Acknowledged,
-            )
+            with _known(wid):
+                ack: Acknowledged = await handle.execute_update(
+                    "renkei.respond",
+                    Response(step=step, payload=payload, by=by, attestation=attestation),
+                    result_type=Acknowledged,
+                )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             raise ResponseRefused(
@@ -182,19 +260,21 @@ class RenkeiClient:
     async def started_with(self, wid: str) -> StartFlow:
         """What the flow was started with (its first event's input, decrypted)."""
         handle = self.client.get_workflow_handle(wid)
-        async for event in handle.fetch_history_events():
-            attrs = event.workflow_execution_started_event_attributes
-            [found] = await self.client.data_converter.decode(attrs.input.payloads, [StartFlow])
-            if not isinstance(found, StartFlow):
-                raise TypeError(f"{wid} was not started with a StartFlow")
-            return found
+        with _known(wid):
+            async for event in handle.fetch_history_events():
+                attrs = event.workflow_execution_started_event_attributes
+                [found] = await self.client.data_converter.decode(attrs.input.payloads, [StartFlow])
+                if not isinstance(found, StartFlow):
+                    raise TypeError(f"{wid} was not started with a StartFlow")
+                return found
         raise ValueError(f"{wid} has no history")
 
     async def waiting(self, wid: str) -> list[Waiting]:
         """What the flow waits for now (empty if nothing)."""
-        found: list[Waiting] = await self.client.get_workflow_handle(wid).query(
-            "renkei.waiting", result_type=list[Waiting]
-        )
+        with _known(wid):
+            found: list[Waiting] = await self.client.get_workflow_handle(wid).query(
+                "renkei.waiting", result_type=list[Waiting]
+            )
         return found
 
     async def runs(
@@ -207,7 +287,17 @@ class RenkeiClient:
         waiting: bool = False,
         limit: int = 50,
     ) -> list[RunStatus]:
-        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone."""
+        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone.
+
+        Raises ``ValueError`` for a filter that is not an id (it would change the query)."""
+        for name, value in (
+            ("bpf", bpf),
+            ("executor", executor),
+            ("trigger", trigger),
+            ("status", status),
+        ):
+            if value is not None and not FILTER_VALUE.match(value):
+                raise ValueError(f"{name}: not an id (letters, digits, '.', '_', ':', '-')")
         terms = [
             f"{key.name} = '{value}'"
             for key, value in (
@@ -246,8 +336,11 @@ class RenkeiClient:
     async def result(self, wid: str) -> FlowResult:
         """Wait for the flow's result (raises ``WorkflowFailureError`` if it failed)."""
         handle = self.client.get_workflow_handle(wid, result_type=FlowResult)
-        result: FlowResult = await handle.result()
+        with _known(wid):
+            result: FlowResult = await handle.result()
         return result
 
     async def describe(self, wid: str) -> RunStatus:
-        return self._status(await self.client.get_workflow_handle(wid).describe())
+        """The run's status; raises :class:`FlowNotFound` for an unknown id."""
+        with _known(wid):
+            return self._status(await self.client.get_workflow_handle(wid).describe())

@@ -4,7 +4,9 @@ subscribed to it start.
 Delivery is at least once (a publisher retries until it gets an answer); processing is exactly
 once: the notification is kept under (publisher, event id), and each flow it starts has a case
 reference derived from that pair, so a second delivery — even one racing the first — finds the
-same flows instead of starting new ones.
+same flows instead of starting new ones. A second delivery must be the same notification: the
+same event id with another event, subject or date is refused (:class:`NotificationConflict`),
+and starts nothing.
 
 Who runs a subscribed flow: its executor orgs named literally, and, for an executor role, the
 publisher itself when it holds the role (a municipality's death notice stops that municipality's
@@ -22,6 +24,7 @@ from temporalio.client import Client
 
 from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
+from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import StartFlow
 from renkei.contracts.names import workflow_id
@@ -51,8 +54,14 @@ class Notification(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,79}$", description="unique per publisher"
     )
     event: Literal["death", "move", "birth"]
-    subject: str = Field(description="the subject's code at the publisher")
+    subject: str = Field(
+        pattern=SUBJECT_CODE.pattern, description="the subject's code at the publisher"
+    )
     occurred_on: dt.date
+
+
+class NotificationConflict(Exception):
+    """The event id was delivered before with another event, subject or date."""
 
 
 class Published(BaseModel):
@@ -82,7 +91,10 @@ async def publish(
     hub: Pseudonyms,
     n: Notification,
 ) -> Published:
-    """Record the notification (once) and start every subscribed flow (once each)."""
+    """Record the notification (once) and start every subscribed flow (once each).
+
+    Raises :class:`NotificationConflict` if the event id was delivered with other content.
+    """
     subject = await hub.subject_of(n.publisher, n.subject)
     inserted = await pool.fetchval(
         "INSERT INTO hub.notifications (publisher, event_id, event, subject_id, occurred_on)"
@@ -93,6 +105,21 @@ async def publish(
         subject,
         n.occurred_on,
     )
+    if inserted is None:
+        first = await pool.fetchrow(
+            "SELECT event, subject_id, occurred_on FROM hub.notifications"
+            " WHERE publisher = $1 AND event_id = $2",
+            n.publisher,
+            n.event_id,
+        )
+        if first is not None and (
+            (first["event"], str(first["subject_id"]), first["occurred_on"])
+            != (n.event, str(subject), n.occurred_on)
+        ):
+            raise NotificationConflict(
+                f"event id {n.event_id!r} of {n.publisher} was delivered before with another"
+                " event, subject or date: a new change needs a new event id"
+            )
     sdk = RenkeiClient(client, settings)
     platform = keys.load(settings).signer()
     started: list[str] = []

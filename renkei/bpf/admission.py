@@ -7,12 +7,14 @@ exists afterwards.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import asyncpg
 
 from renkei.bpf import registry
 from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
+from renkei.bpf.models import BPF_ID
 from renkei.bpf.providers import unserved_at_start
 from whitelist.models import Catalog
 
@@ -68,6 +70,8 @@ async def admit(
     parent's purpose (the same task, or one the catalog records the parent's task to include),
     or it does not start — data fetched for one purpose must not feed another.
     """
+    if not re.fullmatch(BPF_ID, bpf):
+        raise StartRefused("bpf: not a BPF id (lowercase letters, digits, hyphens)", "UnknownBpf")
     found = await registry.fetch(pool, bpf, version, mode)
     if found is None:
         raise StartRefused(await why_not(pool, bpf, version, mode), "UnknownBpf")

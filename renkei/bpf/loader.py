@@ -18,6 +18,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
 from renkei.bpf.models import UNION_TAGS, BpfDefinition
+from renkei.kernel.yaml_limits import YamlLimitError, check_limits, read_text
 
 
 class Issue(BaseModel):
@@ -120,7 +121,12 @@ def parse_text(text: str, name: str) -> LoadedBpf:
     yaml = YAML(typ="rt", pure=True)
     yaml.allow_duplicate_keys = False
     try:
+        check_limits(text)  # aliases, nesting, size: before anything is built
         root = yaml.load(text)
+    except YamlLimitError as err:
+        raise BpfFileError(
+            [Issue(file=name, line=err.line, path="", message=f"refused: {err.message}")]
+        ) from None
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else 1
@@ -170,7 +176,11 @@ def load_file(path: Path, display_name: str | None = None) -> LoadedBpf:
     """Read and schema-check one BPF file."""
     name = display_name or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
+    except YamlLimitError as err:
+        raise BpfFileError(
+            [Issue(file=name, line=err.line, path="", message=f"refused: {err.message}")]
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise BpfFileError([Issue(file=name, line=None, path="", message=str(err))]) from None
     return parse_text(text, name)

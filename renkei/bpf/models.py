@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from renkei.bpf.patterns import compiled
+
 BPF_ID = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 RESERVED = frozenset({"inputs", "subject", "executor", "trigger", "now", "steps", "result"})
@@ -193,7 +195,7 @@ class InputSpec(_Strict):
         if self.pattern is not None:
             if self.type != "string":
                 raise ValueError("`pattern` applies only to string inputs")
-            re.compile(self.pattern)
+            compiled(self.pattern)  # RE2: matched in linear time, or refused here
         return self
 
 

@@ -97,8 +97,9 @@ async def register(pool: asyncpg.Pool, loaded: LoadedBpf, author: str | None = N
             return False
         if existing is not None:
             raise RegistryConflict(
-                f"{loaded.source_name}: {d.bpf} version {d.version} is already registered with "
-                "different content; a changed definition needs a new version number"
+                f"{loaded.source_name}: {d.bpf} version {d.version} is already registered with"
+                f" content {existing}, and this file's content is {loaded.content_hash}: a"
+                " changed definition needs a new version number (the registered one is kept)"
             )
         await conn.execute(
             "INSERT INTO registry.bpf_versions"

@@ -159,7 +159,11 @@ async def holds_request(
 ) -> int:
     """Request a hold over one case, as its executor; the case's start may name it once a
     platform operator approved it."""
-    end = dt.datetime.combine(dt.date.fromisoformat(until), dt.time(), tzinfo=JST)
+    try:
+        end = dt.datetime.combine(dt.date.fromisoformat(until), dt.time(), tzinfo=JST)
+    except ValueError:
+        typer.echo("error: --until is a day, YYYY-MM-DD", err=True)
+        return 2
     async with database(get_settings()) as pool:
         try:
             asked = await holds.request(

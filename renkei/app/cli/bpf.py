@@ -60,7 +60,11 @@ async def bpf_validate(
             d = load_file(f).definition
             if known.state(d.bpf, d.version) is None:
                 known.add(d)
-    day = dt.date.fromisoformat(at) if at else None
+    try:
+        day = dt.date.fromisoformat(at) if at else None
+    except ValueError:
+        typer.echo("error: --at is a day, YYYY-MM-DD", err=True)
+        return 2
     failed = 0
     for f in files:
         loaded, issues = check_file(f, idx, day, known=known)
@@ -245,11 +249,15 @@ async def bpf_retire(
 
 @bpf_app.command("history")
 @run_async
-async def bpf_history(bpf: str, version: int) -> None:
+async def bpf_history(bpf: str, version: int) -> int:
     """Every lifecycle transition of one version: who, in which role, when."""
     async with database(get_settings()) as pool:
+        if await registry.state_of(pool, bpf, version) is None:
+            typer.echo(f"error: {bpf} version {version} is not registered", err=True)
+            return 1
         for t in await registry.history(pool, bpf, version):
             typer.echo(
                 f"{t.at:%Y-%m-%d %H:%M:%S}\t{t.from_state} → {t.to_state}\t{t.actor} ({t.actor_role})"
                 + (f"\t{t.note}" if t.note else "")
             )
+    return 0

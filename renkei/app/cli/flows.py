@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError
 
 from renkei.app.bootstrap import prepare
 from renkei.app.cli.runtime import parse_inputs, run_async, temporal_and_database
-from renkei.app.client import RenkeiClient
+from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient
 from renkei.app.stack import embedded
 from renkei.contracts.messages import StartFlow
 from renkei.kernel import keys
@@ -49,7 +49,8 @@ async def conformance(
     async with temporal_and_database(settings) as (client, pool, url):
         whitelist = await LiveWhitelist(url).start()
         try:
-            await prepare(pool, settings)
+            for rejected in (await prepare(pool, settings)).rejected:
+                typer.echo(f"definition rejected: {rejected}", err=True)
             result = await run_scenarios(
                 client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
             )
@@ -144,16 +145,26 @@ async def start(
             return 1
         typer.echo(result.model_dump_json(indent=2))
         return 0
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
+    except (ValueError, CaseConflict) as err:
+        typer.echo(f"error: {_one_line(err)}", err=True)
         return 2
 
 
+def _one_line(err: Exception) -> str:
+    """An error as one line (a pydantic error lists each problem on lines of its own)."""
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
 @run_async
-async def status(workflow_id: str) -> None:
+async def status(workflow_id: str) -> int:
     """Describe a run."""
     client = await _sdk(get_settings())
-    typer.echo((await client.describe(workflow_id)).model_dump_json(indent=2))
+    try:
+        typer.echo((await client.describe(workflow_id)).model_dump_json(indent=2))
+    except FlowNotFound as err:
+        typer.echo(f"error: {err}", err=True)
+        return 1
+    return 0
 
 
 async def _sdk(settings: Settings) -> RenkeiClient:
@@ -161,7 +172,11 @@ async def _sdk(settings: Settings) -> RenkeiClient:
     from renkei.kernel.servers import running_stack
 
     address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get("temporal")
-    return await RenkeiClient.connect(settings, address)
+    try:
+        return await RenkeiClient.connect(settings, address)
+    except RuntimeError as err:  # no server answers there
+        typer.echo(f"error: Temporal cannot be reached ({_one_line(err)})", err=True)
+        raise typer.Exit(2) from None
 
 
 @run_async
@@ -177,14 +192,18 @@ async def runs(
     settings = get_settings()
     with embedded(settings) as (address, _url, _):
         client = await RenkeiClient.connect(settings, address)
-        found = await client.runs(
-            bpf=bpf,
-            executor=executor,
-            trigger=trigger,
-            status=status,
-            waiting=waiting,
-            limit=limit,
-        )
+        try:
+            found = await client.runs(
+                bpf=bpf,
+                executor=executor,
+                trigger=trigger,
+                status=status,
+                waiting=waiting,
+                limit=limit,
+            )
+        except ValueError as err:
+            typer.echo(f"error: --{err}", err=True)
+            raise typer.Exit(2) from None
     for r in found:
         wait = (
             f"\twaiting {r.waiting_for} until {r.deadline:%Y-%m-%d %H:%M}"
@@ -209,22 +228,35 @@ async def notify(
     ],
 ) -> None:
     """Publish a change of a subject; the flows subscribed to it start (once)."""
-    from renkei.app.notifications import Notification, publish
-    from renkei.kernel.pseudonyms import Pseudonyms
+    from pydantic import ValidationError
 
-    n = Notification.model_validate(
-        {
-            "publisher": publisher,
-            "event": event,
-            "event_id": event_id,
-            "occurred_on": occurred_on,
-            "subject": subject,
-        }
-    )
+    from renkei.app.notifications import Notification, NotificationConflict, publish
+    from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
+
+    try:
+        n = Notification.model_validate(
+            {
+                "publisher": publisher,
+                "event": event,
+                "event_id": event_id,
+                "occurred_on": occurred_on,
+                "subject": subject,
+            }
+        )
+    except ValidationError as err:  # names the fields, never the subject's code
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_input=False)
+        )
+        typer.echo(f"error: {problems}", err=True)
+        raise typer.Exit(2) from None
     settings = get_settings()
     async with temporal_and_database(settings) as (client, pool, _):
         hub = Pseudonyms(pool, keys.load(settings).hub_key)
-        done = await publish(client, pool, settings, default_catalog(), hub, n)
+        try:
+            done = await publish(client, pool, settings, default_catalog(), hub, n)
+        except (UnknownSubject, NotificationConflict) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
     for wid in done.started:
         typer.echo(wid)
     typer.echo(

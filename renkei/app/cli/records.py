@@ -70,11 +70,15 @@ async def records_verify(
     """Walk every keeper's chain: hashes, each record's writer's signature, the witnesses'
     checkpoints, chains that vanished; report the first broken link of each."""
     settings = get_settings()
-    hub = (
-        keys.load_org(settings, as_org).hub_verifier()
-        if as_org
-        else keys.load(settings).signer().public_key()
-    )
+    try:
+        hub = (
+            keys.load_org(settings, as_org).hub_verifier()
+            if as_org
+            else keys.load(settings).signer().public_key()
+        )
+    except FileNotFoundError as err:  # no key file for that org here
+        typer.echo(f"error: {err}", err=True)
+        return 2
     try:
         heads = (
             [records_store.Head.model_validate(h) for h in json.loads(against.read_text())]
@@ -110,11 +114,15 @@ async def records_checkpoint(
 ) -> None:
     """Sign, as a witness, the heads of the chains this party witnesses (run it periodically)."""
     settings = get_settings()
-    signer = (
-        records_store.RecordSigner(as_org, keys.load_org(settings, as_org).signer())
-        if as_org
-        else records_store.RecordSigner(records_store.HUB, keys.load(settings).signer())
-    )
+    try:
+        signer = (
+            records_store.RecordSigner(as_org, keys.load_org(settings, as_org).signer())
+            if as_org
+            else records_store.RecordSigner(records_store.HUB, keys.load(settings).signer())
+        )
+    except FileNotFoundError as err:  # no key file for that org here
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
     async with database(settings) as pool:
         made = await records_store.checkpoint(pool, signer)
     for cp in made:
@@ -148,14 +156,19 @@ async def records_mine(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> int:
     """Every exchange of your data, newest first, as the hub recorded it."""
+    from pydantic import ValidationError
+
     from renkei.app.citizen import NotACitizen, Party, RecordFilter, records_of
     from renkei.kernel.pseudonyms import Pseudonyms
 
     settings = get_settings()
     try:
         where = RecordFilter.model_validate({"agency": agency, "since": since, "until": until})
-    except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"--{e['loc'][0]}: {e['msg']}" for e in err.errors(include_input=False)
+        )
+        typer.echo(f"error: {problems}", err=True)
         return 2
     async with database(settings) as pool:
         hub = Pseudonyms(pool, keys.load(settings).hub_key)

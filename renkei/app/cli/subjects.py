@@ -53,8 +53,11 @@ def subjects_sample(
 ) -> None:
     """Show a few sample residents' codes at an org (synthetic data, for trying flows)."""
     from activities.agencies.synthetic import generate
-    from renkei.kernel.pseudonyms import derive_code
+    from renkei.kernel.pseudonyms import PORTAL, derive_code
 
+    if org != PORTAL and org not in default_catalog().orgs:
+        typer.echo(f"error: unknown org {org!r}", err=True)
+        raise typer.Exit(2)
     settings = get_settings()
     for h in generate(settings.sample_residents)[:count]:
         members = ", ".join(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from renkei.bpf.models import Duration
 from renkei.kernel.settings import PACKAGE_DIR
+from renkei.kernel.yaml_limits import read_file
 
 SCENARIOS_DIR = PACKAGE_DIR / "definitions" / "conformance"
 
@@ -77,10 +78,8 @@ class ScenarioSet(_Strict):
 
 
 def load_scenarios(path: Path) -> ScenarioSet:
-    from ruamel.yaml import YAML
-
     try:
-        return ScenarioSet.model_validate(YAML(typ="safe").load(path.read_text(encoding="utf-8")))
+        return ScenarioSet.model_validate(read_file(path))
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import asyncpg
 import uvicorn
@@ -17,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
@@ -28,6 +31,31 @@ from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 
+# C0 and C1 control characters, and DEL: never part of an id, a code or a filter.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class RefuseControlCharacters:
+    """Answer 422 to a request whose path or query has a control character (``%00`` …), before
+    any route sees it: no id, code or filter of renkei holds one, and PostgreSQL refuses NUL."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            CONTROL.search(scope.get("path", ""))
+            or CONTROL.search(
+                unquote_plus(scope.get("query_string", b"").decode("utf-8", "replace"))
+            )
+        ):
+            refused = JSONResponse(
+                {"detail": "a path or query parameter holds a control character"}, 422
+            )
+            await refused(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
 
 def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = None) -> FastAPI:
     k = keys.load(settings)
@@ -38,6 +66,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+    app.add_middleware(RefuseControlCharacters)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.ui_origins,

@@ -2,8 +2,11 @@
 
 A counter system or a portal backend calls it with its org's API token (``renkei agencies
 token ORG``, kept only as a hash) as ``Authorization: Bearer …``; an org acts only on its own
-flows (it is their executor). Starting twice with the same case reference returns the existing
-run. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at ``/api/docs``).
+flows (it is their executor). Starting twice with the same case reference and the same
+subject, inputs and version returns the existing run; the same case reference with other
+content is a conflict (409), and so is a notification's event id delivered again with another
+event, subject or date. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at
+``/api/docs``).
 """
 
 from typing import Annotated, Any, Literal
@@ -14,8 +17,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
-from renkei.app.client import RenkeiClient, ResponseRefused, RunStatus
-from renkei.app.notifications import Notification, Published, publish
+from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient, ResponseRefused, RunStatus
+from renkei.app.notifications import Notification, NotificationConflict, Published, publish
 from renkei.app.web.contract import (
     AGENCY_TOKEN,
     EXAMPLE_FLOW,
@@ -24,6 +27,7 @@ from renkei.app.web.contract import (
     refusals,
 )
 from renkei.bpf.admission import StartRefused, admit
+from renkei.bpf.models import BPF_ID
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import CASE_REF, Acknowledged, Waiting
 from renkei.contracts.names import workflow_id
@@ -33,6 +37,8 @@ from renkei.kernel.tokens import new_token, token_hash
 from whitelist.catalog import default_catalog
 
 TOKEN_PREFIX = "rka_"
+# The same answer for an unknown flow and for another org's.
+NO_FLOW = "no such flow of yours"
 
 # What an agency may say started its flow; life events and notifications are the platform's.
 AGENCY_TRIGGERS = ("counter", "portal")
@@ -91,7 +97,7 @@ class HoldAsked(BaseModel):
         }
     )
 
-    bpf: str
+    bpf: str = Field(pattern=BPF_ID)
     case_ref: str = Field(pattern=CASE_REF, description="the one case the hold covers")
     reason: str = Field(description="one of: " + ", ".join(sorted(holds.REASONS)))
     until: AwareDatetime = Field(description="with its time zone")
@@ -126,7 +132,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     def own(org: str, workflow_id: str) -> None:
         parts = workflow_id.split("/")
         if len(parts) != 3 or parts[1] != org:
-            raise HTTPException(404, "no such flow of yours")
+            raise HTTPException(404, NO_FLOW)
 
     @r.post(
         "/flows",
@@ -135,7 +141,9 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         responses=refusals(400, 401, 403, 409, 422, 503),
     )
     async def start(asked: StartRequest, org: Org, response: Response) -> Started:
-        """Start a flow (the caller is its executor); the same case reference returns the run."""
+        """Start a flow (the caller is its executor). The same case reference with the same
+        subject, inputs and version returns the run already started; with other content it is
+        refused (409)."""
         flow = asked.to_start()
         if flow.executor != org:
             raise HTTPException(403, f"{org} cannot start flows as {flow.executor}")
@@ -175,6 +183,8 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
                 raise HTTPException(403, str(err)) from None
         try:
             handle = await sdk.start(flow.model_copy(update={"inputs": inputs}))
+        except CaseConflict as err:
+            raise HTTPException(409, str(err)) from None
         except ValueError as err:
             raise HTTPException(422, str(err)) from None
         except RPCError as err:
@@ -193,8 +203,11 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     async def state(workflow_id: FlowId, org: Org) -> FlowState:
         """The run's status and what it waits for, until when."""
         own(org, workflow_id)
-        run = await sdk.describe(workflow_id)
-        waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
+        try:
+            run = await sdk.describe(workflow_id)
+            waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
+        except FlowNotFound:
+            raise HTTPException(404, NO_FLOW) from None
         return FlowState(run=run, waiting=waiting)
 
     @r.post(
@@ -215,6 +228,8 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             return await sdk.respond(workflow_id, answer.step, answer.payload, answer.by)
         except ResponseRefused as err:
             raise HTTPException(422, str(err)) from None
+        except FlowNotFound:
+            raise HTTPException(404, NO_FLOW) from None
 
     @r.post(
         "/holds",
@@ -241,7 +256,8 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
     )
     async def notify(n: Notification, org: Org) -> Published:
         """Publish a change (death, move, birth) of a subject you hold; subscribed flows start.
-        Delivering the same event id again is safe: it starts nothing new."""
+        Delivering the same event id again is safe: it starts nothing new. The same event id
+        with another event, subject or date is refused (409)."""
         if n.publisher != org:
             raise HTTPException(403, f"{org} cannot publish as {n.publisher}")
         hub = Pseudonyms(pool, keys.load(sdk.settings).hub_key)
@@ -251,5 +267,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             raise HTTPException(
                 422, "no subject is enrolled under this code at the publisher"
             ) from None
+        except NotificationConflict as err:
+            raise HTTPException(409, str(err)) from None
 
     return r

@@ -33,7 +33,7 @@ from renkei.app.citizen import (
     records_for_subject,
     subject_of_portal_code,
 )
-from renkei.app.client import RenkeiClient, ResponseRefused
+from renkei.app.client import FlowNotFound, RenkeiClient, ResponseRefused
 from renkei.app.web.contract import (
     CITIZEN_COOKIE,
     CITIZEN_SESSION,
@@ -164,7 +164,7 @@ def router(
         try:
             started = await sdk.started_with(workflow_id)
             mine = await pseudonyms.code_at(started.executor, subject) == started.subject
-        except (RPCError, ValueError, TypeError):
+        except (RPCError, ValueError, TypeError, FlowNotFound):
             mine = False
         if not mine:  # the same answer for no flow and for someone else's: no oracle
             raise HTTPException(404, "no such flow about you")
@@ -172,6 +172,8 @@ def router(
             return await answer(sdk, portal_key, workflow_id, answer_.step, answer_.payload)
         except ResponseRefused as err:
             raise HTTPException(422, str(err)) from None
+        except FlowNotFound:
+            raise HTTPException(404, "no such flow about you") from None
 
     @r.get("/", include_in_schema=False)
     async def home() -> Response:

@@ -11,6 +11,7 @@ Domain code: imports no ``temporalio``.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,9 @@ from cel_expr_python import cel
 from google.protobuf import descriptor_pool, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from renkei.bpf.cel.types import ExpressionError, Key
+from renkei.bpf.cel.types import ExpressionError, Key, ValueDoesNotFit
+
+_PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
 
 
 @dataclass
@@ -55,12 +58,21 @@ class CompiledBpf:
             The message, to bind to a name the expressions see.
 
         Raises:
-            google.protobuf.json_format.ParseError: ``data`` has a field the type lacks or a
-                value of the wrong type.
+            ValueDoesNotFit: ``data`` has a field the type lacks or a value the field's type
+                cannot hold; the message names the field, never the value.
         """
-        return json_format.ParseDict(
-            dict(data), self.classes[full_name](), ignore_unknown_fields=False
-        )
+        try:
+            return json_format.ParseDict(
+                dict(data), self.classes[full_name](), ignore_unknown_fields=False
+            )
+        except (json_format.ParseError, TypeError, ValueError) as err:
+            # protobuf's message quotes the value ("Value out of range: 9223372036854775808"):
+            # only the field's name is kept.
+            field = _PARSE_FIELD.search(str(err))
+            where = f"{full_name.rsplit('.', 1)[-1]}.{field.group(1)}" if field else full_name
+            raise ValueDoesNotFit(
+                f"{where}: a value does not fit its declared type (e.g. an integer past 64 bits)"
+            ) from None
 
     def evaluate(self, key: Key, bindings: Mapping[str, Any]) -> Any:
         """Evaluate one expression; the result as plain JSON-shaped Python.

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 from renkei.bpf.cel.compiled import CompiledBpf
 from renkei.bpf.cel.compiler import compile_definition
-from renkei.bpf.cel.types import ExpressionError, embedded
+from renkei.bpf.cel.types import DeterministicFailure, ExpressionError, embedded
 from renkei.bpf.models import BpfDefinition
 
-__all__ = ["CompiledBpf", "ExpressionError", "compiled_for", "embedded"]
+__all__ = ["CompiledBpf", "DeterministicFailure", "ExpressionError", "compiled_for", "embedded"]
 
 _CACHE: dict[str, CompiledBpf] = {}
 _LOCK = threading.Lock()

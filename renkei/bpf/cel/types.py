@@ -56,6 +56,18 @@ class ExpressionError(Exception):
         super().__init__(f"{'/'.join(map(str, key))}: {message}")
 
 
+class DeterministicFailure(Exception):
+    """A failure that every retry of the same history would meet again, so the run fails with
+    it instead of retrying its workflow task for ever (the interpreter lists this type in its
+    ``failure_exception_types``). The message carries no personal data: it names a place and a
+    rule, never a value."""
+
+
+class ValueDoesNotFit(DeterministicFailure):
+    """A value (a provider's answer, an input of a run admitted before the checks) that the
+    field's declared type cannot hold, such as an integer past 64 bits."""
+
+
 def embedded(text: str | None) -> str | None:
     """The expression inside ``${ … }``, or ``None`` if ``text`` is a literal.
 
