@@ -46,7 +46,7 @@ from renkei.bpf.inputs import check_subject_code, validate_inputs
 from renkei.bpf.loader import BpfFileError, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import Acknowledged, FlowResult, Response, StartFlow, Waiting
-from renkei.contracts.names import control_queue, workflow_id
+from renkei.contracts.names import control_parts, control_queue, workflow_id
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
@@ -137,6 +137,7 @@ class RenkeiClient:
         self.client = client
         self.settings = settings or get_settings()
         self._definitions: dict[str, BpfDefinition] | None = None
+        self._legacy: Client | None = None
 
     @classmethod
     async def connect(
@@ -242,9 +243,9 @@ class RenkeiClient:
         An answer ``by`` the citizen needs the ``attestation`` of the citizen's own portal
         session (:func:`renkei.app.citizen.answer`); the flow refuses it otherwise.
         """
-        handle = self.client.get_workflow_handle(wid)
         try:
             with _known(wid):
+                handle = (await self._client_for(wid)).get_workflow_handle(wid)
                 ack: Acknowledged = await handle.execute_update(
                     "renkei.respond",
                     Response(step=step, payload=payload, by=by, attestation=attestation),
@@ -256,6 +257,20 @@ class RenkeiClient:
                 cause.message if isinstance(cause, ApplicationError) else str(err)
             ) from None
         return ack
+
+    async def _client_for(self, wid: str) -> Client:
+        """The client that writes to ``wid`` as its worker reads: a run started before
+        executor-side control (on the shared control queue) reads the shared ring only."""
+        described = await self.client.get_workflow_handle(wid).describe()
+        if control_parts(described.task_queue)[1] is not None:
+            return self.client
+        if self._legacy is None:
+            from workers.plugin import party_client
+
+            codec = self.client.data_converter.payload_codec
+            parties = getattr(codec, "parties", None) or ["hub"]
+            self._legacy = party_client(self.client, self.settings, parties, legacy=True)
+        return self._legacy
 
     async def started_with(self, wid: str) -> StartFlow:
         """What the flow was started with (its first event's input, decrypted)."""
