@@ -310,7 +310,7 @@ async def test_a_start_straight_from_temporal_with_such_an_input_fails_and_is_no
             flow.bpf,
             flow,
             id=workflow_id(flow.bpf, flow.executor, flow.case_ref),
-            task_queue=control_queue(settings.task_queue_prefix),
+            task_queue=control_queue(settings.task_queue_prefix, flow.executor),
         )
         with pytest.raises(WorkflowFailureError) as err:
             await asyncio.wait_for(handle.result(), 60)

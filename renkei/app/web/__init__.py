@@ -49,8 +49,18 @@ class RefuseControlCharacters:
                 unquote_plus(scope.get("query_string", b"").decode("utf-8", "replace"))
             )
         ):
+            # In the shape of FastAPI's own validation errors, as the API document declares.
             refused = JSONResponse(
-                {"detail": "a path or query parameter holds a control character"}, 422
+                {
+                    "detail": [
+                        {
+                            "loc": ["path" if CONTROL.search(scope.get("path", "")) else "query"],
+                            "msg": "a path or query parameter holds a control character",
+                            "type": "value_error",
+                        }
+                    ]
+                },
+                422,
             )
             await refused(scope, receive, send)
             return
