@@ -295,7 +295,7 @@ async def _trust(
     from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 
     from renkei.app.citizen import records_of
-    from renkei.kernel.codec import ENCODING, KEY_ID
+    from renkei.kernel.channels import CHANNEL, ENCODING
     from renkei.kernel.pseudonyms import PORTAL, Pseudonyms
 
     unexpected = 0
@@ -316,8 +316,10 @@ async def _trust(
     raw = history.history.SerializeToString()
     leaked = derive_code(k.hub_key, "pref-tokyo", head.subject_id).encode() in raw
     out(
-        f"  encoding {first.metadata['encoding'].decode()}, key {first.metadata[KEY_ID].decode()},"
-        f" {len(first.data)} bytes of ciphertext; subject code in the raw history: {'YES' if leaked else 'no'}"
+        f"  encoding {first.metadata['encoding'].decode()}, sealed between"
+        f" {' and '.join(sorted(set(first.metadata[CHANNEL].decode().split(',')[::2])))},"
+        f" {len(first.data)} bytes of ciphertext; subject code in the raw history:"
+        f" {'YES' if leaked else 'no'}"
     )
     unexpected += leaked or first.metadata["encoding"] != ENCODING
     out(f"  operators decrypt through the codec server: {settings.codec_endpoint}\n")
