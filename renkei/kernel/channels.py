@@ -179,7 +179,11 @@ def is_trace_carrier(payload: Payload) -> bool:
     """A payload that is only a W3C trace context (the tracing header a flow carries from its
     start to each activity): written and read in clear, since its recipient is not known where
     Temporal encodes headers (no serialization context there). It holds trace ids only."""
-    if payload.metadata.get("encoding") != b"json/plain" or len(payload.data) > 2048:
+    if (
+        len(payload.data) > 2048
+        or b"traceparent" not in payload.data
+        or payload.metadata.get("encoding") != b"json/plain"
+    ):
         return False
     try:
         carrier = json.loads(payload.data)
