@@ -2,7 +2,7 @@
 
 ``stack`` runs renkei (whole, or as separate processes), ``flows`` starts and checks flows,
 ``whitelist``, ``bpf``, ``subjects``, ``records``, ``access`` (operators, keys, agencies),
-``schedules`` and ``billing`` hold their groups; ``runtime`` what they share, among it
+``schedules``, ``billing`` and ``outbox`` hold their groups; ``runtime`` what they share, among it
 ``run_async``, the decorator that makes an ``async def`` a command."""
 
 from __future__ import annotations
@@ -10,7 +10,17 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from renkei.app.cli import access, billing, bpf, flows, records, schedules, stack, subjects
+from renkei.app.cli import (
+    access,
+    billing,
+    bpf,
+    flows,
+    outbox,
+    records,
+    schedules,
+    stack,
+    subjects,
+)
 from renkei.app.cli import whitelist as whitelist_commands
 from renkei.kernel.settings import variables
 
@@ -55,6 +65,7 @@ app.add_typer(access.holds_app, name="holds")
 app.add_typer(access.agencies_app, name="agencies")
 app.add_typer(schedules.schedules_app, name="schedules")
 app.add_typer(billing.billing_app, name="billing")
+app.add_typer(outbox.outbox_app, name="outbox")
 app.add_typer(stack.worker_app, name="worker")
 
 

@@ -5,24 +5,27 @@ token ORG``, kept only as a hash) as ``Authorization: Bearer …``; an org acts 
 flows (it is their executor). Starting twice with the same case reference and the same
 subject, inputs and version returns the existing run; the same case reference with other
 content is a conflict (409), and so is a notification's event id delivered again with another
-event, subject or date. The OpenAPI schema is published at ``/api/openapi.json`` (browsable at
-``/api/docs``).
+event, subject or date. An org's outbox (``/api/outbox``) holds the reminders its flows ask
+it to send, each listed until the org acknowledges it. The OpenAPI schema is published at
+``/api/openapi.json`` (browsable at ``/api/docs``).
 """
 
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Depends, HTTPException, Response, Security
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
+from renkei.app import outbox
 from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient, ResponseRefused, RunStatus
 from renkei.app.notifications import Notification, NotificationConflict, Published, publish
 from renkei.app.web.contract import (
     AGENCY_TOKEN,
     EXAMPLE_FLOW,
     FlowId,
+    Problem,
     StartRequest,
     refusals,
 )
@@ -39,6 +42,7 @@ from whitelist.catalog import default_catalog
 TOKEN_PREFIX = "rka_"
 # The same answer for an unknown flow and for another org's.
 NO_FLOW = "no such flow of yours"
+NO_MESSAGE = "no such message in your outbox"
 
 # What an agency may say started its flow; life events and notifications are the platform's.
 AGENCY_TRIGGERS = ("counter", "portal")
@@ -269,5 +273,40 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
             ) from None
         except NotificationConflict as err:
             raise HTTPException(409, str(err)) from None
+
+    @r.get(
+        "/outbox",
+        response_model=list[outbox.OutboxMessage],
+        tags=["outbox"],
+        responses=refusals(401),
+    )
+    async def list_outbox(org: Org) -> list[outbox.OutboxMessage]:
+        """Your outbox: the reminders your flows ask you to send, the oldest first (at most
+        100). Each comes again on every listing until you acknowledge it. A message names the
+        flow, the step, what it waits for and the deadline, never the person."""
+        return await outbox.pending(pool, org)
+
+    @r.post(
+        "/outbox/{message_id}/ack",
+        response_model=outbox.Acknowledgement,
+        tags=["outbox"],
+        responses={
+            **refusals(401, 422),
+            404: {
+                "model": Problem,
+                "description": "No such message in the caller's outbox (the same answer for a"
+                " message that does not exist and for another party's).",
+            },
+        },
+    )
+    async def acknowledge(
+        message_id: Annotated[int, Path(ge=1, le=outbox.MAX_ID, description="the message's id")],
+        org: Org,
+    ) -> outbox.Acknowledgement:
+        """Acknowledge a message: it is not listed again. Acknowledging it twice is safe."""
+        done = await outbox.ack(pool, org, message_id)
+        if done is None:
+            raise HTTPException(404, NO_MESSAGE)
+        return done
 
     return r
