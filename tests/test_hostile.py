@@ -1156,3 +1156,70 @@ async def test_a_start_written_by_another_agency_is_refused(
             await client.get_workflow_handle(handle.id).result()
     assert "another party than the executor" in str(failure.value.cause)
     assert await records.query(pool, workflow_id=handle.id) == []
+
+
+# -- an org's private keys are made on its own side ---------------------------------------------
+
+
+def test_an_org_makes_its_own_keys_and_the_hub_only_signs_the_public_part(
+    cli, base_settings, tmp_path
+) -> None:
+    """`renkei keys request` on the org's side, `renkei keys register` on the hub's: the hub's
+    keys folder never holds the org's private keys, the registry holds its public ones, and what
+    the hub seals to the org opens with the org's own file only."""
+    import asyncio
+
+    import asyncpg
+
+    from renkei.app.cli import app
+    from renkei.kernel.sealing import seal
+
+    hub_public = tmp_path / "hub-public.json"
+    done = cli.invoke(app, ["keys", "hub-public"])
+    assert done.exit_code == 0, done.output
+    hub_public.write_text(done.stdout)
+    org_side = tmp_path / "org-side" / "mhlw.json"
+    done = cli.invoke(
+        app, ["keys", "request", "mhlw", "--hub-public", str(hub_public), "--out", str(org_side)]
+    )
+    assert done.exit_code == 0, done.output
+    sent = tmp_path / "mhlw.public.json"
+    sent.write_text(done.stdout)
+    made = keys.OrgKeys.model_validate_json(org_side.read_text())
+    assert made.codec is None and made.hub_signing == keys.load(base_settings).public("hub").signing
+
+    async def registry() -> dict:
+        pool = await asyncpg.create_pool(base_settings.database_url, min_size=1, max_size=1)
+        try:
+            return await parties.current(pool, keys.load(base_settings).signer().public_key())
+        finally:
+            await pool.close()
+
+    before = asyncio.run(registry())["mhlw"]
+    try:
+        done = cli.invoke(app, ["keys", "register", "mhlw", "--public", str(sent)])
+        assert done.exit_code == 0, done.output
+        now = asyncio.run(registry())["mhlw"]
+        assert now == made.public("mhlw")
+        for path in keys.keys_path(base_settings).parent.rglob("*.json"):
+            assert made.signing_key not in path.read_text(), path
+            assert made.sealing_key not in path.read_text(), path
+        sealed = seal(now.sealer(), now.sealing_id, b"for mhlw only", "ctx")
+        assert open_sealed(made.opener(), sealed, "ctx") == b"for mhlw only"
+        wrong = cli.invoke(app, ["keys", "register", "jps", "--public", str(sent)])
+        assert wrong.exit_code == 2 and "not jps's" in wrong.output
+    finally:  # the session's mhlw keys back in the registry
+
+        async def restore() -> None:
+            pool = await asyncpg.create_pool(base_settings.database_url, min_size=1, max_size=1)
+            try:
+                await parties.revoke(pool, "mhlw")
+                await pool.execute(
+                    "UPDATE trust.parties SET revoked_at = NULL"
+                    " WHERE party = 'mhlw' AND signing_id = $1",
+                    before.signing_id,
+                )
+            finally:
+                await pool.close()
+
+        asyncio.run(restore())

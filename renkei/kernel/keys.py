@@ -110,10 +110,13 @@ class Keys(_Party):
 
 
 class OrgKeys(_Party):
-    """One org's keys: its own, the shared payload ring, and the hub's public key, pinned."""
+    """One org's keys: its own, the hub's public key pinned, and (an org that joined before
+    channels) the shared payload ring of runs from before."""
 
     org: str
-    codec: KeyRing
+    codec: KeyRing | None = Field(
+        default=None, description="the legacy payload ring; absent for an org that made its keys"
+    )
     hub_signing: str = Field(description="base64 of the hub's public Ed25519 key")
 
     def hub_verifier(self) -> Ed25519PublicKey:
@@ -281,3 +284,13 @@ def load_org(settings: Settings, org: str) -> OrgKeys:
             f"no key file for {org} at {path}: the platform issues it (renkei keys issue {org})"
         )
     return OrgKeys.model_validate_json(path.read_text())
+
+
+def request(org: str, hub: PublicKeys) -> OrgKeys:
+    """``org``'s own keys, made on the org's side: nothing of them is ever on the hub's.
+
+    The org keeps the file; it sends only ``public(org)`` (its public keys) for the hub to
+    sign into the registry (``renkei keys register``). ``hub`` is the hub's public keys, as the
+    platform publishes them (``renkei keys hub-public``): the signing key is pinned.
+    """
+    return OrgKeys(org=org, signing_key=_fresh_key(), hub_signing=hub.signing)

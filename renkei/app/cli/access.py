@@ -81,6 +81,68 @@ def keys_new(
     typer.echo(f"keys written to {file}")
 
 
+@keys_app.command("hub-public")
+def keys_hub_public() -> None:
+    """Print the hub's public keys (JSON): what an org pins when it makes its own keys."""
+    typer.echo(keys.load(get_settings()).public("hub").model_dump_json(indent=2))
+
+
+@keys_app.command("request")
+def keys_request(
+    org: str,
+    hub_public: Annotated[
+        Path, typer.Option(help="the hub's public keys, from `renkei keys hub-public`")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="the org's key file (default <keys dir>/<org>.json)")
+    ] = None,
+) -> int:
+    """Make ORG's keys on ORG's own side and print the public part to send to the platform
+    (`renkei keys register ORG --public FILE`): the private keys never leave this machine."""
+    try:
+        hub = keys.PublicKeys.model_validate_json(hub_public.read_text())
+    except (OSError, ValueError) as err:
+        typer.echo(f"error: {hub_public} is not the hub's public keys: {err}", err=True)
+        return 2
+    path = out or keys.org_keys_path(get_settings(), org)
+    if path.exists():
+        typer.echo(f"error: {path} exists; keys are never overwritten", err=True)
+        return 2
+    made = keys.request(org, hub)
+    keys.save(path, made)
+    typer.echo(made.public(org).model_dump_json(indent=2))
+    typer.echo(f"{org}: private keys in {path} (keep them); send the JSON above", err=True)
+    return 0
+
+
+@keys_app.command("register")
+@run_async
+async def keys_register(
+    org: str,
+    public: Annotated[Path, typer.Option(help="the org's public keys (`renkei keys request`)")],
+) -> int:
+    """Register ORG's public keys, made on ORG's side, signed by the hub."""
+    if org not in default_catalog().orgs:
+        typer.echo(f"error: unknown org {org!r}", err=True)
+        return 2
+    try:
+        sent = keys.PublicKeys.model_validate_json(public.read_text())
+        sent.verifier(), sent.sealer()  # both must be keys
+    except (OSError, ValueError) as err:
+        typer.echo(f"error: {public} is not an org's public keys: {err}", err=True)
+        return 2
+    if sent.party != org:
+        typer.echo(f"error: {public} holds {sent.party}'s keys, not {org}'s", err=True)
+        return 2
+    settings = get_settings()
+    async with database(settings) as pool:
+        await parties.register(pool, keys.load(settings).signer(), sent)
+    typer.echo(
+        f"{org}: public keys registered (signing {sent.signing_id}, sealing {sent.sealing_id})"
+    )
+    return 0
+
+
 @keys_app.command("issue")
 @run_async
 async def keys_issue(
