@@ -26,6 +26,7 @@ from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.models import QueryStep, walk
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
+    AttemptOutcomeReport,
     AttestRequest,
     Brokered,
     BrokerRequest,
@@ -239,6 +240,21 @@ class HubActivities:
             sealed_subject=sealed,
             provider_key=await self._issuer.signing_key_of(req.provider),
         )
+
+    @activity.defn(name="hub.outcome")
+    async def outcome(self, report: AttemptOutcomeReport) -> None:
+        """Append what became of one of the calling flow's attempts to the hub's outcomes.
+
+        The attempt is the calling workflow's own (Temporal says which); ``provided`` is taken
+        only for an attempt the provider's gate recorded as admitted."""
+        info = activity.info()
+        if info.workflow_id is None or info.workflow_run_id is None:
+            raise Failure.LINKAGE_REFUSED.error("an outcome comes from the attempt's own flow")
+        key = attempt_key(info.workflow_id, info.workflow_run_id, report.step)
+        try:
+            await records.record_outcome(self._pool, key, report.outcome, self._issuer.recorder)
+        except PermissionError as err:
+            raise Failure.LINKAGE_REFUSED.error(str(err)) from None
 
     @activity.defn(name="hub.scan-target")
     async def scan_target(self, req: ScanRequest) -> ScanTarget:

@@ -47,6 +47,7 @@ def _hub_activities(
     return [
         hub.resolve,
         hub.broker,
+        hub.outcome,
         hub.remind,
         hub.translate,
         hub.scan_target,

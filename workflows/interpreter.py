@@ -25,8 +25,10 @@ from temporalio.common import (
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    CancelledError,
     ChildWorkflowError,
 )
+from temporalio.exceptions import TimeoutError as StepTimeout
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -55,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
         Acknowledged,
+        AttemptOutcomeReport,
         Brokered,
         BrokerRequest,
         FlowResult,
@@ -87,6 +90,9 @@ PERMITS = "permits-v1"
 SIGNED_ANSWERS = "signed-answers-v1"
 # A continuation takes up only a state the hub signed.
 SIGNED_RESUME = "signed-resume-v1"
+# The hub appends what became of each allowed linkage (runs recorded before leave it unknown);
+# a linkage no worker takes ends as "no answer" when its permit does.
+ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
 
 
 class _Rejected(Exception):
@@ -513,6 +519,17 @@ class BpfInterpreter:
             raise step_failure(err, f"step {req.step}: linkage not brokered") from None
         return brokered
 
+    async def _outcome(self, step: str, outcome: str) -> None:
+        """Tell the hub what became of this flow's attempt ``step`` (it appends it to its
+        outcomes). Never fails the flow: an outcome the hub does not take stays unknown."""
+        try:
+            await hub_call(
+                HubActivities.outcome,
+                AttemptOutcomeReport.model_validate({"step": step, "outcome": outcome}),
+            )
+        except ActivityError:
+            workflow.logger.warning("step %s: outcome not recorded", step)
+
     async def _query(self, step: QueryStep) -> None:
         q = step.query
         provider = self._text(step.id, "provider", q.provider) or ""
@@ -560,6 +577,7 @@ class BpfInterpreter:
             )
         else:  # a run from before permits, replaying: the hub handed out the code in clear
             request = LinkageRequest(**common, subject=brokered.subject or "")
+        report = workflow.patched(ATTEMPT_OUTCOMES)
         try:
             payload: dict[str, Any] = await workflow.execute_activity(
                 query_activity(q.info),
@@ -568,11 +586,31 @@ class BpfInterpreter:
                 task_queue=agency_queue(self._run.task_queue_prefix, provider),
                 activity_id=step.id,
                 start_to_close_timeout=q.timeout,
+                # No answer once the permit has expired (the gate would refuse it then anyway),
+                # with one attempt's time to spare so the step's own retries end it first.
+                schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + q.timeout
+                if report
+                else None,
                 retry_policy=linkage_retry(q.retry),
             )
+        except asyncio.CancelledError:
+            if report:
+                await self._outcome(step.id, "cancelled")
+            raise
         except ActivityError as err:
             cause = err.cause
             denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
+            if report:
+                await self._outcome(
+                    step.id,
+                    "denied"
+                    if denied
+                    else "no_answer"
+                    if isinstance(cause, StepTimeout)
+                    else "cancelled"
+                    if isinstance(cause, CancelledError)
+                    else "failed",
+                )
             self._linkages.append(
                 LinkageOutcome(
                     step=step.id,
@@ -595,6 +633,8 @@ class BpfInterpreter:
             # it (a rogue on the provider's queue) cannot feed the flow made-up data.
             opened = is_providers(brokered.provider_key, payload, request.permit.signature)
             if opened is None:
+                if report:
+                    await self._outcome(step.id, "failed")
                 self._linkages.append(
                     LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
                 )
@@ -603,6 +643,8 @@ class BpfInterpreter:
                     " for this permit)"
                 )
             payload = opened
+            if report:  # only an answer the provider signed counts as provided
+                await self._outcome(step.id, "provided")
         schema = SCHEMAS.get(self._run.info_schemas.get(q.info, ""), GenericRecord)
         payload = schema.model_validate(payload).model_dump(mode="json")
         await self._codes_to_executor(schema, payload, provider)

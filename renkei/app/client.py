@@ -25,11 +25,12 @@ import re
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
@@ -45,7 +46,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from renkei.bpf.inputs import check_subject_code, validate_inputs
 from renkei.bpf.loader import BpfFileError, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
-from renkei.contracts.messages import Acknowledged, FlowResult, Response, StartFlow, Waiting
+from renkei.contracts.failures import Failure
+from renkei.contracts.messages import (
+    Acknowledged,
+    FlowResult,
+    LinkageOutcome,
+    Response,
+    StartFlow,
+    Waiting,
+)
 from renkei.contracts.names import control_parts, control_queue, workflow_id
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings, get_settings
@@ -128,6 +137,33 @@ class RunStatus(BaseModel):
     trigger: str | None = None
     waiting_for: str | None = None
     deadline: dt.datetime | None = None
+
+
+class FlowEnd(BaseModel):
+    """How a closed flow ended: its result, or why it did not reach one."""
+
+    outcome: Literal[
+        "completed", "rejected", "denied", "failed", "cancelled", "terminated", "timed_out"
+    ] = Field(
+        description="completed (result holds it); rejected by the flow's own logic, denied by"
+        " the whitelist or failed (reason says why); cancelled, terminated or timed out"
+    )
+    reason: str | None = Field(default=None, description="why it was rejected, denied or failed")
+    failure_type: str | None = Field(
+        default=None, description="renkei's failure type (e.g. LinkageDenied, StepTimedOut)"
+    )
+    result: dict[str, Any] = Field(default_factory=dict)
+    linkages: list[LinkageOutcome] = Field(
+        default_factory=list, description="each linkage of a completed or rejected flow"
+    )
+    readable: bool = Field(
+        default=True,
+        description="false when this process cannot open the result (it is sealed to the"
+        " executor: its own API or SDK reads it)",
+    )
+
+
+_CLOSED = {"CANCELED": "cancelled", "TERMINATED": "terminated", "TIMED_OUT": "timed_out"}
 
 
 class RenkeiClient:
@@ -354,6 +390,39 @@ class RenkeiClient:
         with _known(wid):
             result: FlowResult = await handle.result()
         return result
+
+    async def ending(self, wid: str) -> FlowEnd | None:
+        """How the flow ended (``None`` while it runs); raises :class:`FlowNotFound`."""
+        run = await self.describe(wid)
+        if run.status in _CLOSED:
+            return FlowEnd.model_validate({"outcome": _CLOSED[run.status]})
+        if run.status not in ("COMPLETED", "FAILED"):
+            return None
+        handle = self.client.get_workflow_handle(wid, result_type=FlowResult)
+        try:
+            with _known(wid):
+                done: FlowResult = await handle.result(follow_runs=False)
+        except WorkflowFailureError as err:
+            cause = err.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            return FlowEnd(
+                outcome="denied" if kind == Failure.LINKAGE_DENIED.value else "failed",
+                reason=cause.message if isinstance(cause, ApplicationError) else str(cause),
+                failure_type=kind,
+            )
+        except (FlowNotFound, RPCError):
+            raise
+        except Exception:  # sealed to a party whose key this process lacks
+            status = run.renkei_status
+            return FlowEnd(
+                outcome=status
+                if status in ("completed", "rejected", "denied", "failed")
+                else ("completed" if run.status == "COMPLETED" else "failed"),
+                readable=False,
+            )
+        return FlowEnd(
+            outcome=done.outcome, reason=done.reason, result=done.result, linkages=done.linkages
+        )
 
     async def describe(self, wid: str) -> RunStatus:
         """The run's status; raises :class:`FlowNotFound` for an unknown id."""

@@ -212,6 +212,14 @@ class Brokered(BaseModel):
     )
 
 
+class AttemptOutcomeReport(BaseModel):
+    """What became of one of the flow's linkage attempts, as the flow learnt it (the attempt is
+    the calling workflow's own step; the hub takes the workflow and run from Temporal)."""
+
+    step: str
+    outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled"]
+
+
 class LinkageOutcome(BaseModel):
     step: str
     provider: str

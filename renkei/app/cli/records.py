@@ -29,11 +29,15 @@ async def records_list(
     ] = None,
     subject: Annotated[str | None, typer.Option(help="the keeper's code for the subject")] = None,
     provider: Annotated[str | None, typer.Option()] = None,
-    bpf: Annotated[str | None, typer.Option()] = None,
-    workflow: Annotated[str | None, typer.Option(help="workflow id")] = None,
+    bpf: Annotated[
+        str | None, typer.Option(help="BPF id (with the child flows that ran for it)")
+    ] = None,
+    workflow: Annotated[
+        str | None, typer.Option(help="workflow id (with its child flows' records)")
+    ] = None,
     limit: int = 100,
 ) -> None:
-    """List access records, as their keepers hold them."""
+    """List access records, as their keepers hold them, each with the attempt's outcome."""
     async with database(get_settings()) as pool:
         rows = await records_store.query(
             pool,
@@ -43,11 +47,15 @@ async def records_list(
             bpf=bpf,
             workflow_id=workflow,
             limit=limit,
+            with_children=True,
         )
+        ended = await records_store.outcomes(pool, [r.attempt_key for r in rows])
     for r in rows:
+        # the hub's decision, then what became of the attempt (pending: no outcome recorded)
         typer.echo(
             f"{r.keeper}#{r.chain_seq}\t{r.decided_at:%Y-%m-%d %H:%M:%S}\t{r.outcome}\t{r.requester}→{r.provider}\t"
-            f"{r.info}\t{r.task}\t{r.legal_reference or '-'}\t{r.bpf} v{r.bpf_version}\t{r.workflow_id}\t{r.step}"
+            f"{r.info}\t{r.task}\t{r.legal_reference or '-'}\t{r.bpf} v{r.bpf_version}\t{r.workflow_id}\t{r.step}\t"
+            f"{records_store.outcome_of(r.outcome, ended.get(r.attempt_key))}"
         )
     typer.echo(f"{len(rows)} records", err=True)
 

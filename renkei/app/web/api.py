@@ -19,7 +19,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
 from renkei.app import outbox
-from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient, ResponseRefused, RunStatus
+from renkei.app.client import (
+    CaseConflict,
+    FlowEnd,
+    FlowNotFound,
+    RenkeiClient,
+    ResponseRefused,
+    RunStatus,
+)
 from renkei.app.notifications import Notification, NotificationConflict, Published, publish
 from renkei.app.web.contract import (
     AGENCY_TOKEN,
@@ -110,6 +117,11 @@ class HoldAsked(BaseModel):
 class FlowState(BaseModel):
     run: RunStatus
     waiting: list[Waiting]
+    ended: FlowEnd | None = Field(
+        default=None,
+        description="once the flow is closed: its result, or the reason it was rejected,"
+        " denied or failed",
+    )
 
 
 def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
@@ -205,14 +217,16 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
         responses=refusals(401, 404, 503),
     )
     async def state(workflow_id: FlowId, org: Org) -> FlowState:
-        """The run's status and what it waits for, until when."""
+        """The run's status and what it waits for, until when; once it is closed, its result
+        or the reason it was rejected, denied or failed (`ended`)."""
         own(org, workflow_id)
         try:
             run = await sdk.describe(workflow_id)
             waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
+            ended = await sdk.ending(workflow_id) if run.status != "RUNNING" else None
         except FlowNotFound:
             raise HTTPException(404, NO_FLOW) from None
-        return FlowState(run=run, waiting=waiting)
+        return FlowState(run=run, waiting=waiting, ended=ended)
 
     @r.post(
         "/flows/{workflow_id:path}/respond",

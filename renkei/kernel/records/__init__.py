@@ -9,6 +9,9 @@ and any DELETE before the retention period), and :func:`checkpoint` signs the he
 chain, so :func:`verify` finds a changed, deleted, inserted or reordered record, and a chain
 cut short after a checkpoint.
 
+What became of an attempt (provided, no answer, failed, cancelled) is not known when the hub
+decides it: the hub appends it later, once, to its own chain of outcomes (:func:`record_outcome`).
+
 The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
 and finds its record already written, so every attempt leaves exactly one record per keeper.
 """
@@ -27,6 +30,15 @@ from renkei.kernel.records._chain import (
     record_hash,
     write,
 )
+from renkei.kernel.records._outcomes import (
+    OUTCOMES,
+    AttemptOutcome,
+    Outcome,
+    outcome_hash,
+    outcome_of,
+    outcomes,
+    record_outcome,
+)
 from renkei.kernel.records._witness import (
     Break,
     Checkpoint,
@@ -38,17 +50,21 @@ from renkei.kernel.records._witness import (
     key_id,
     keyring,
     verify,
+    verify_outcomes,
     witnesses,
 )
 
 __all__ = [
     "GENESIS",
     "HUB",
+    "OUTCOMES",
     "AccessRecord",
+    "AttemptOutcome",
     "Break",
     "Checkpoint",
     "Conn",
     "Head",
+    "Outcome",
     "PartyKey",
     "RecordSigner",
     "Verification",
@@ -58,9 +74,14 @@ __all__ = [
     "key_id",
     "keyring",
     "may_write",
+    "outcome_hash",
+    "outcome_of",
+    "outcomes",
     "query",
     "record_hash",
+    "record_outcome",
     "verify",
+    "verify_outcomes",
     "witnesses",
     "write",
 ]

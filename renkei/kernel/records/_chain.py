@@ -212,8 +212,12 @@ async def query(
     bpf: str | None = None,
     workflow_id: str | None = None,
     limit: int = 1000,
+    with_children: bool = False,
 ) -> list[AccessRecord]:
-    """Records matching every given filter, in the order they were written."""
+    """Records matching every given filter, in the order they were written.
+
+    ``with_children``: ``workflow_id`` and ``bpf`` also match the records of the child flows
+    that ran for that flow or BPF (a one-stop procedure's linkages sit under its children)."""
     conds: list[str] = []
     args: list[object] = []
     for column, value in (
@@ -225,7 +229,10 @@ async def query(
     ):
         if value is not None:
             args.append(value)
-            conds.append(f"{column} = ${len(args)}")
+            if with_children and column in ("bpf", "workflow_id"):
+                conds.append(f"({column} = ${len(args)} OR parent_{column} = ${len(args)})")
+            else:
+                conds.append(f"{column} = ${len(args)}")
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     args.append(limit)
     rows = await pool.fetch(

@@ -26,6 +26,8 @@ from renkei.kernel.records._chain import (
     may_write,
     record_hash,
 )
+from renkei.kernel.records._outcomes import OUTCOMES_CHAIN, AttemptOutcome, outcome_message
+from renkei.kernel.records._outcomes import outcome_hash as _outcome_hash
 
 # -- checkpoints (witnessing) and verification --
 
@@ -244,9 +246,51 @@ async def verify(
                 found = await _missing_requester_records(conn, keeper)
             if found is not None:
                 breaks.append(found)
+        if not keepers:
+            found = await verify_outcomes(conn, ring)
+            if found is not None:
+                breaks.append(found)
     return Verification(
         keepers=len(names), records=total, checkpoints=len(checkpoints), breaks=breaks
     )
+
+
+async def verify_outcomes(conn: Conn, ring: dict[str, PartyKey]) -> Break | None:
+    """The first broken link of the hub's chain of attempt outcomes: a changed, inserted,
+    removed or reordered outcome; one the hub did not sign; one not bound to the hub's record
+    of its attempt."""
+    expected, prev = 1, GENESIS
+    async for row in conn.cursor(
+        "SELECT o.*, h.record_hash AS hub_hash FROM records.attempt_outcomes o"
+        " LEFT JOIN records.access_records h ON h.keeper = $1 AND h.attempt_key = o.attempt_key"
+        " ORDER BY o.chain_seq, o.id",
+        HUB,
+    ):
+        o = AttemptOutcome(**{k: row[k] for k in AttemptOutcome.model_fields})
+        seq = o.chain_seq or 0
+
+        def broken(problem: str, at: int = seq) -> Break:
+            return Break(keeper=OUTCOMES_CHAIN, chain_seq=at, problem=problem)
+
+        if seq != expected:
+            return broken(f"outcome {expected} is missing (found {seq})", expected)
+        if o.prev_hash != prev:
+            return broken("its previous hash is not its predecessor's hash")
+        if _outcome_hash(o) != o.outcome_hash:
+            return broken("changed after it was written: its hash does not match")
+        if row["hub_hash"] != o.record_hash:
+            return broken("not bound to the hub's record of its attempt")
+        hub = next((k for k in ring.values() if k.party == HUB), None)
+        try:
+            if hub is None or o.signer != HUB:
+                raise InvalidSignature
+            hub.key.verify(
+                base64.b64decode(o.signature or ""), outcome_message(seq, o.outcome_hash or "")
+            )
+        except (InvalidSignature, ValueError):
+            return broken("its signature is not the hub's")
+        expected, prev = seq + 1, o.outcome_hash or ""
+    return None
 
 
 async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:

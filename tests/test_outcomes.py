@@ -1,0 +1,202 @@
+"""What became of each linkage attempt, as the records and the API tell it.
+
+The requester's and the hub's records are written when the hub decides, before the provider is
+asked; the hub appends each attempt's outcome once the flow learns it (provided only for an
+answer whose provider signature verified). A one-stop parent's records include its children's.
+The API's state of a closed flow carries its result or the reason it did not reach one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowFailureError
+from typer.testing import CliRunner
+
+from activities.agencies import SAMPLE_AGENCIES
+from activities.linkage import Provider
+from renkei.app.web import serving
+from renkei.app.web.api import issue_token
+from renkei.contracts.messages import LinkageRequest
+from renkei.kernel import keys, records
+from renkei.kernel.settings import Settings
+
+from .helpers import (
+    allowance_check,
+    code,
+    pick,
+    register_fixture,
+    run,
+    sdk,
+    start,
+    workers,
+)
+
+
+async def _outcomes(pool: asyncpg.Pool, wid: str) -> dict[str, str]:
+    kept = await records.query(pool, workflow_id=wid)
+    found = await records.outcomes(pool, [r.attempt_key for r in kept])
+    return {r.step: found[r.attempt_key].outcome for r in kept if r.attempt_key in found}
+
+
+def _listed(cli: CliRunner, *args: str) -> list[list[str]]:
+    status, out = run(cli, "records", "list", *args)
+    assert status == 0, out
+    return [ln.split("\t") for ln in out.splitlines() if "\t" in ln]
+
+
+async def test_a_provided_linkage_is_recorded_as_provided_and_the_state_has_the_result(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
+) -> None:
+    token = await issue_token(pool, "city-minato")
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        serving(settings, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        await handle.result()
+        state = (
+            await http.get(
+                f"/api/flows/{handle.id}/state", headers={"Authorization": f"Bearer {token}"}
+            )
+        ).json()
+    assert state["ended"]["outcome"] == "completed"
+    assert state["ended"]["result"] and {
+        (x["step"], x["outcome"]) for x in state["ended"]["linkages"]
+    } == {("tax", "provided"), ("pension", "provided")}
+    assert await _outcomes(pool, handle.id) == {"tax": "provided", "pension": "provided"}
+    rows = await asyncio.to_thread(_listed, cli, "--workflow", handle.id)
+    assert len(rows) == 6 and {(r[2], r[9], r[10]) for r in rows} == {
+        ("allowed", "tax", "provided"),
+        ("allowed", "pension", "provided"),
+    }
+    # append-only: the outcome is never changed (the application's role may not; nor the owner)
+    try:
+        await pool.execute("UPDATE records.attempt_outcomes SET outcome = 'failed'")
+    except asyncpg.InsufficientPrivilegeError:
+        pass
+    else:
+        raise AssertionError("an outcome was changed")
+    # hash-chained and signed by the hub: an outcome appended by anyone else is caught
+    hub = keys.load(settings).signer().public_key()
+    async with pool.acquire() as conn:
+        ring = await records.keyring(conn, hub)
+        async with conn.transaction():
+            assert await records.verify_outcomes(conn, ring) is None
+        forging = conn.transaction()
+        await forging.start()
+        try:
+            await conn.execute("SELECT pg_advisory_xact_lock(7350101, 0)")  # the writers' lock
+            last = await conn.fetchrow(
+                "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
+                " ORDER BY chain_seq DESC LIMIT 1"
+            )
+            [tax] = [
+                r
+                for r in await records.query(pool, workflow_id=handle.id)
+                if r.keeper == "hub" and r.step == "tax"
+            ]
+            await conn.execute(
+                "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash,"
+                " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature)"
+                " VALUES ($1, 'provided', $2, $3, $4, 'x', now(), 'hub', 'AAAA')",
+                tax.attempt_key + "-forged",
+                tax.record_hash,
+                last["chain_seq"] + 1,
+                last["outcome_hash"],
+            )
+            found = await records.verify_outcomes(conn, ring)
+        finally:
+            await forging.rollback()
+    assert found is not None and found.chain_seq == last["chain_seq"] + 1
+
+
+async def test_a_linkage_no_worker_answers_is_recorded_as_no_answer_not_provided(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
+) -> None:
+    await register_fixture(pool, "no-answer-probe.yaml")  # one attempt of 2 s
+    token = await issue_token(pool, "city-minato")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    others = tuple(a for a in SAMPLE_AGENCIES if a != "city-shibuya")
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist, agencies=others),
+        serving(settings, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        handle = await sdk(client, settings).start(
+            start("no-answer-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        try:
+            await asyncio.wait_for(handle.result(), 60)
+        except WorkflowFailureError:
+            pass
+        else:
+            raise AssertionError("a linkage no one answered completed")
+        state = (
+            await http.get(
+                f"/api/flows/{handle.id}/state", headers={"Authorization": f"Bearer {token}"}
+            )
+        ).json()
+    assert state["ended"]["outcome"] == "failed"
+    assert state["ended"]["failure_type"] == "StepTimedOut"
+    assert "no answer in time" in state["ended"]["reason"]
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert {r.keeper for r in kept} == {"city-minato", "hub"}  # the provider never saw it
+    assert all(r.outcome == "allowed" for r in kept)  # the hub's decision, as it was
+    assert await _outcomes(pool, handle.id) == {"tax": "no_answer"}
+    rows = await asyncio.to_thread(_listed, cli, "--workflow", handle.id)
+    assert {r[10] for r in rows} == {"no_answer"}
+
+
+async def test_a_linkage_cancelled_in_flight_is_recorded_as_cancelled(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    await register_fixture(pool, "retry-probe.yaml")  # 3 s per attempt
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    entered = asyncio.Event()
+
+    async def stall(req: LinkageRequest) -> BaseModel:
+        entered.set()
+        await asyncio.sleep(60)
+        raise AssertionError("not reached")
+
+    stalling: dict[str, dict[str, Provider]] = {"city-shibuya": {"local-tax": stall}}
+    async with workers(client, pool, settings, catalog, live_whitelist, providers=stalling):
+        handle = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        await asyncio.wait_for(entered.wait(), 30)
+        await handle.cancel()
+        try:
+            await asyncio.wait_for(handle.result(), 30)
+        except WorkflowFailureError:
+            pass
+        for _ in range(100):
+            if await _outcomes(pool, handle.id):
+                break
+            await asyncio.sleep(0.1)
+    assert await _outcomes(pool, handle.id) == {"tax": "cancelled"}
+
+
+async def test_a_one_stop_parents_records_include_its_childrens(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
+) -> None:
+    await register_fixture(pool, "one-stop-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
+    subject = code(settings, "city-minato", h.members[0])
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(start("one-stop-probe", "city-minato", subject))
+        await handle.result()
+    children = [
+        r for r in await records.query(pool, limit=100_000) if r.parent_workflow_id == handle.id
+    ]
+    assert children
+    by_flow = await asyncio.to_thread(_listed, cli, "--workflow", handle.id, "--limit", "1000")
+    child_keys = {(r.keeper, r.chain_seq) for r in children}
+    assert child_keys <= {(r[0].split("#")[0], int(r[0].split("#")[1])) for r in by_flow}
+    by_bpf = await asyncio.to_thread(_listed, cli, "--bpf", "one-stop-probe", "--limit", "100000")
+    assert child_keys <= {(r[0].split("#")[0], int(r[0].split("#")[1])) for r in by_bpf}
