@@ -115,6 +115,9 @@ class BpfInterpreter:
         self._waiting: dict[str, tuple[WaitStep, Waiting]] = {}
         self._responses: dict[str, dict[str, Any]] = {}
         self._ignored_signals = 0
+        # What the flow tells the hub of its attempts' outcomes runs beside the flow, and is
+        # awaited before the flow ends or continues as new.
+        self._reports: list[asyncio.Task[None]] = []
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -246,6 +249,22 @@ class BpfInterpreter:
                 self._bind(step_id, output)
         top = list(self._run.definition.steps)
         try:
+            return await self._top_steps(start, pin, first, top)
+        finally:
+            await self._flush_reports()
+
+    async def _flush_reports(self) -> None:
+        reports, self._reports = self._reports, []
+        if reports:
+            await asyncio.gather(*reports)
+
+    def _report(self, step: str, outcome: str) -> None:
+        self._reports.append(asyncio.create_task(self._outcome(step, outcome)))
+
+    async def _top_steps(
+        self, start: StartFlow, pin: Any, first: int, top: list[AnyStep]
+    ) -> FlowResult:
+        try:
             for index in range(first, len(top)):
                 if index > first and self._history_is_long():
                     await workflow.wait_condition(workflow.all_handlers_finished)
@@ -262,6 +281,7 @@ class BpfInterpreter:
                             HubActivities.sign_resume,
                             resume,
                         )
+                    await self._flush_reports()
                     workflow.continue_as_new(
                         start.model_copy(update={"resume": resume, "resume_signature": signature})
                     )
@@ -601,7 +621,7 @@ class BpfInterpreter:
             cause = err.cause
             denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
             if report:
-                await self._outcome(
+                self._report(
                     step.id,
                     "denied"
                     if denied
@@ -634,7 +654,7 @@ class BpfInterpreter:
             opened = is_providers(brokered.provider_key, payload, request.permit.signature)
             if opened is None:
                 if report:
-                    await self._outcome(step.id, "failed")
+                    self._report(step.id, "failed")
                 self._linkages.append(
                     LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
                 )
@@ -644,7 +664,7 @@ class BpfInterpreter:
                 )
             payload = opened
             if report:  # only an answer the provider signed counts as provided
-                await self._outcome(step.id, "provided")
+                self._report(step.id, "provided")
         schema = SCHEMAS.get(self._run.info_schemas.get(q.info, ""), GenericRecord)
         payload = schema.model_validate(payload).model_dump(mode="json")
         await self._codes_to_executor(schema, payload, provider)
