@@ -60,20 +60,29 @@ async def revoke(pool: asyncpg.Pool, party: str, at: dt.datetime | None = None) 
     return done != "UPDATE 0"
 
 
-async def current(pool: asyncpg.Pool, hub: Ed25519PublicKey) -> dict[str, PublicKeys]:
-    """Every party's current keys whose registry entry the hub signed."""
-    out: dict[str, PublicKeys] = {}
+async def _signed(
+    pool: asyncpg.Pool, hub: Ed25519PublicKey, *, with_revoked: bool
+) -> list[PublicKeys]:
+    """The registry's entries the hub signed (a row anyone else wrote is ignored); with
+    ``with_revoked``, each party's current entry first, then its revoked ones."""
+    found = []
     for r in await pool.fetch(
         "SELECT party, signing_public, sealing_public, hub_signature FROM trust.parties"
-        " WHERE revoked_at IS NULL"
+        + ("" if with_revoked else " WHERE revoked_at IS NULL")
+        + " ORDER BY party, revoked_at DESC NULLS FIRST"
     ):
         p = PublicKeys(party=r["party"], signing=r["signing_public"], sealing=r["sealing_public"])
         try:
             hub.verify(base64.b64decode(r["hub_signature"]), _message(p))
         except (InvalidSignature, ValueError):
             continue  # not the hub's word: ignored
-        out[p.party] = p
-    return out
+        found.append(p)
+    return found
+
+
+async def current(pool: asyncpg.Pool, hub: Ed25519PublicKey) -> dict[str, PublicKeys]:
+    """Every party's current keys whose registry entry the hub signed."""
+    return {p.party: p for p in await _signed(pool, hub, with_revoked=False)}
 
 
 async def sealing_keys(
@@ -82,14 +91,6 @@ async def sealing_keys(
     """Every party's public sealing keys whose registry entry the hub signed: the current one
     first, then the revoked ones (payloads written to them in the past still open)."""
     out: dict[str, list[X25519PublicKey]] = {}
-    for r in await pool.fetch(
-        "SELECT party, signing_public, sealing_public, hub_signature FROM trust.parties"
-        " ORDER BY party, revoked_at DESC NULLS FIRST"
-    ):
-        p = PublicKeys(party=r["party"], signing=r["signing_public"], sealing=r["sealing_public"])
-        try:
-            hub.verify(base64.b64decode(r["hub_signature"]), _message(p))
-        except (InvalidSignature, ValueError):
-            continue
+    for p in await _signed(pool, hub, with_revoked=True):
         out.setdefault(p.party, []).append(p.sealer())
     return out
