@@ -1223,3 +1223,37 @@ def test_an_org_makes_its_own_keys_and_the_hub_only_signs_the_public_part(
                 await pool.close()
 
         asyncio.run(restore())
+
+
+async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A wait step with `by: citizen`: the executing agency's own answer (not claiming to be the
+    citizen) is refused and the flow keeps waiting; the citizen's attested answer completes it."""
+    await register_fixture(pool, "citizen-consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        handle = await rc.start(
+            start(
+                "citizen-consent-probe",
+                "city-minato",
+                code(settings, "city-minato", person),
+                trigger="portal",
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        for by in ("agency", "operator"):
+            with pytest.raises(ResponseRefused, match="awaits the citizen's own answer"):
+                await rc.respond(handle.id, "consent", {"agree": True}, by=by)
+        assert await rc.waiting(handle.id)
+        word = attest.citizen_response(
+            keys.load(settings).signer(),
+            handle.id,
+            handle.result_run_id or "",
+            "consent",
+            {"agree": True},
+        )
+        await rc.respond(handle.id, "consent", {"agree": True}, by="citizen", attestation=word)
+        assert (await handle.result()).outcome == "completed"

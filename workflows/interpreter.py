@@ -153,6 +153,15 @@ class BpfInterpreter:
             raise Failure.NOT_WAITING.error(
                 f"the flow is not waiting at step {response.step!r}", non_retryable=False
             )
+        awaited = found[0].wait.by
+        if awaited == "citizen" and response.by != "citizen":
+            raise Failure.INVALID_RESPONSE.error(
+                f"step {response.step} awaits the citizen's own answer", non_retryable=False
+            )
+        if awaited == "agency" and response.by == "citizen":
+            raise Failure.INVALID_RESPONSE.error(
+                f"step {response.step} awaits the agency's answer", non_retryable=False
+            )
         hub = self._run.hub_signing  # None only in runs resolved before attestations
         if (
             response.by == "citizen"

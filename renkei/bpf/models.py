@@ -254,6 +254,13 @@ class WaitSpec(_Strict):
     on_timeout: Literal["fail", "continue"] = Field(default="fail", alias="on-timeout")
     reason: str | None = Field(default=None, description="the rejection reason on timeout")
     show: list[str] = Field(default_factory=list, description="step outputs the respondent sees")
+    by: Literal["citizen", "agency"] | None = Field(
+        default=None,
+        # Left out of the canonical form when absent: definitions without it keep their hash.
+        exclude_if=lambda v: v is None,
+        description="whose answer the step awaits: the citizen's own (from their portal session)"
+        " or the executing agency's; absent: either",
+    )
 
     @model_validator(mode="after")
     def _remind_before_deadline(self) -> WaitSpec:
