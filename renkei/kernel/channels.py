@@ -35,8 +35,6 @@ the platform now writes to them (an answer to a month-long wait) in the hub's ch
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -397,12 +395,3 @@ def channel_parties(payload: Payload) -> tuple[str, str] | None:
         return None
     parts = raw.decode().split(",")
     return (parts[0], parts[2]) if len(parts) == 4 else None
-
-
-def fingerprint(channel: str) -> str:
-    """A short, loggable name of a channel."""
-    return hashlib.sha256(channel.encode()).hexdigest()[:12]
-
-
-def b64_public(key: X25519PublicKey) -> str:
-    return base64.b64encode(public_raw(key)).decode()
