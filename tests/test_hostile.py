@@ -598,6 +598,15 @@ async def _until_waiting(rc, wid: str) -> None:
     raise AssertionError("the flow never waited")
 
 
+async def _waiting_portal_flow(rc, settings, bpf: str, person):
+    """city-minato's portal flow ``bpf`` about ``person``, once it waits for an answer."""
+    handle = await rc.start(
+        start(bpf, "city-minato", code(settings, "city-minato", person), trigger="portal")
+    )
+    await _until_waiting(rc, handle.id)
+    return handle
+
+
 async def test_an_agency_cannot_answer_as_the_citizen(
     client, pool, settings, catalog, live_whitelist
 ) -> None:
@@ -621,15 +630,7 @@ async def test_an_agency_cannot_answer_as_the_citizen(
         serving(slow, pool, client) as base,
         httpx.AsyncClient(base_url=base, timeout=30) as http,
     ):
-        handle = await rc.start(
-            start(
-                "consent-probe",
-                "city-minato",
-                code(settings, "city-minato", person),
-                trigger="portal",
-            )
-        )
-        await _until_waiting(rc, handle.id)
+        handle = await _waiting_portal_flow(rc, settings, "consent-probe", person)
         said = {"step": "consent", "payload": {"agree": True}}
         api = await http.post(
             f"/api/flows/{handle.id}/respond", json={**said, "by": "citizen"}, headers=agency
@@ -1040,15 +1041,7 @@ async def test_an_unencrypted_signal_is_dropped_and_the_flow_goes_on(
         target, namespace=client.namespace, data_converter=pydantic_data_converter
     )
     async with workers(client, pool, slow, catalog, live_whitelist):
-        handle = await rc.start(
-            start(
-                "consent-probe",
-                "city-minato",
-                code(settings, "city-minato", h.members[0]),
-                trigger="portal",
-            )
-        )
-        await _until_waiting(rc, handle.id)
+        handle = await _waiting_portal_flow(rc, settings, "consent-probe", h.members[0])
         await plain.get_workflow_handle(handle.id).signal(
             "renkei.respond", Response(step="consent", payload={"agree": True})
         )
@@ -1235,15 +1228,7 @@ async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(
     rc = sdk(client, slow)
     person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
     async with workers(client, pool, slow, catalog, live_whitelist):
-        handle = await rc.start(
-            start(
-                "citizen-consent-probe",
-                "city-minato",
-                code(settings, "city-minato", person),
-                trigger="portal",
-            )
-        )
-        await _until_waiting(rc, handle.id)
+        handle = await _waiting_portal_flow(rc, settings, "citizen-consent-probe", person)
         for by in ("agency", "operator"):
             with pytest.raises(ResponseRefused, match="awaits the citizen's own answer"):
                 await rc.respond(handle.id, "consent", {"agree": True}, by=by)
