@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 from renkei.app.client import RenkeiClient
 from renkei.contracts.messages import StartFlow
+from renkei.kernel import telemetry
 from renkei.kernel.settings import Settings
 
 
@@ -27,3 +29,10 @@ async def main(path: Path) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main(Path(sys.argv[1])))
+    # The SDK's Temporal runtime keeps threads of its own; one still running while CPython
+    # finalizes makes it abort (temporalio/sdk-python#300) after the ids were printed. Let go of
+    # the runtime, then leave without finalizing: the work is done and the output flushed.
+    telemetry.release_runtimes()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
