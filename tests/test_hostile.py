@@ -1151,6 +1151,39 @@ async def test_a_start_written_by_another_agency_is_refused(
     assert await records.query(pool, workflow_id=handle.id) == []
 
 
+async def test_an_answer_written_by_another_agency_is_refused(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """city-shibuya, holding its own keys only, answers city-minato's waiting flow: its payload
+    is sealed between the two, so city-minato's worker reads it, sees who wrote it, and refuses
+    it, by update (a reason comes back) and by signal (dropped); the flow keeps waiting, and
+    the executor's own answer completes it."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from renkei.contracts.messages import Response
+
+    await register_fixture(pool, "consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    rogue = rogue_client(client, settings, "city-shibuya")
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        handle = await _waiting_portal_flow(rc, settings, "consent-probe", person)
+        forged = rogue.get_workflow_handle(handle.id)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await forged.execute_update(
+                "renkei.respond", Response(step="consent", payload={"agree": False})
+            )
+        # Refused as an invalid answer; the reason itself is sealed for the executor alone.
+        assert str(refused.value.cause).startswith("InvalidResponse")
+        await forged.signal("renkei.respond", Response(step="consent", payload={"agree": False}))
+        # The signal is taken (or dropped) before the next update in the same history: answer
+        # as the executor and the flow completes with the executor's "agree", not the rogue's.
+        assert await rc.waiting(handle.id)
+        await rc.respond(handle.id, "consent", {"agree": True})
+        assert (await handle.result()).outcome == "completed"
+
+
 # -- an org's private keys are made on its own side ---------------------------------------------
 
 

@@ -128,30 +128,55 @@ class BpfInterpreter:
         """What the flow waits for now, until when, and what the respondent is shown."""
         return [w for _, w in self._waiting.values()]
 
+    # An answer comes as the raw payload, so that the flow sees on which channel it was written
+    # (the SDK would convert a typed argument and keep nothing of its channel).
     @workflow.update(name="renkei.respond")
-    async def respond(self, response: Response) -> Acknowledged:
+    async def respond(self, raw: RawValue) -> Acknowledged:
         """Answer a waiting step. Refused (and the flow keeps waiting) unless it validates."""
-        self._responses[response.step] = self._checked(response)
+        response = self._response(raw)
+        self._responses[response.step] = self._checked(response, raw)
         return Acknowledged(step=response.step, at=workflow.now())
 
     @respond.validator
-    def _validate_response(self, response: Response) -> None:
-        self._checked(response)
+    def _validate_response(self, raw: RawValue) -> None:
+        self._checked(self._response(raw), raw)
 
     @workflow.signal(name="renkei.respond")
-    def respond_signal(self, response: Response) -> None:
+    def respond_signal(self, raw: RawValue) -> None:
         """The fire-and-forget form: an invalid response is dropped, counted, and logged."""
         try:
-            self._responses[response.step] = self._checked(response)
+            response = self._response(raw)
+            self._responses[response.step] = self._checked(response, raw)
         except ApplicationError as err:
             self._ignored_signals += 1
             workflow.logger.warning("response signal ignored: %s", err.message)
 
-    def _checked(self, response: Response) -> dict[str, Any]:
+    @staticmethod
+    def _response(raw: RawValue) -> Response:
+        try:
+            return workflow.payload_converter().from_payload(raw.payload, Response)
+        except Exception:  # a payload no converter reads, or not a Response
+            raise Failure.INVALID_RESPONSE.error(
+                "an answer this flow cannot read (written in clear, for another party, or not"
+                " an answer)",
+                non_retryable=False,
+            ) from None
+
+    def _checked(self, response: Response, raw: RawValue) -> dict[str, Any]:
         found = self._waiting.get(response.step)
         if found is None:
             raise Failure.NOT_WAITING.error(
                 f"the flow is not waiting at step {response.step!r}", non_retryable=False
+            )
+        writers = channel_parties(raw.payload)
+        executor = self._start.executor
+        if writers is not None and (executor not in writers or not set(writers) <= {executor, HUB}):
+            # Like a start: only the executor (its SDK, its API, its operators) or the platform
+            # (the citizen's portal) answers the executor's flow. Another agency holding keys of
+            # its own could write a payload the executor reads, on their pair's channel.
+            raise Failure.INVALID_RESPONSE.error(
+                "an answer written by another party than the executor or the platform",
+                non_retryable=False,
             )
         awaited = found[0].wait.by
         if awaited == "citizen" and response.by != "citizen":
