@@ -13,30 +13,28 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.common import HeaderCodecBehavior
-from temporalio.plugin import SimplePlugin
 from temporalio.worker import Replayer
 
-from renkei.kernel import keys
-from renkei.kernel.codec import data_converter
+from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
-from workers.plugin import workflow_runner
+from workers.plugin import renkei_plugin
 from workflows.interpreter import BpfInterpreter
 
 HISTORIES = Path(__file__).parent / "histories"
-FILES = sorted(HISTORIES.glob("*/*.json"))
-RING = keys.Keys.model_validate_json((HISTORIES / "keys.json").read_text()).codec
-# The plugin every worker runs with, over the key ring the histories were recorded under.
-REPLAY_PLUGIN = SimplePlugin(
-    "renkei-replay",
-    data_converter=data_converter(RING),
-    workflow_runner=workflow_runner(),
-)
+FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.parent.name != "keys")
+# The fixture keys the histories were recorded under: the hub's (with the shared ring of the
+# runs from before channels) and every sample org's (``keys/``: runs sealed per channel).
+FIXTURE_KEYS = Settings(keys_file=HISTORIES / "keys.json", keys_dir=HISTORIES / "keys")
+# The plugin every worker runs with, acting for every party of the recordings at once.
+REPLAY_PLUGIN = renkei_plugin(FIXTURE_KEYS, interceptors=[])
 
 
 def test_every_sample_bpf_has_recorded_histories() -> None:
-    recorded = {p.parent.name for p in FILES}
+    """Of every sample: runs from before channels (shared ring, local hub activities), and runs
+    on the executor's side (sealed per channel, the hub's activities on its own queue)."""
     shipped = {p.stem for p in (SAMPLES_DIR / "conformance").glob("*.yaml")}
-    assert shipped <= recorded
+    assert shipped <= {p.parent.name for p in FILES}
+    assert shipped <= {p.parent.name for p in FILES if "-channels-" in p.name}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")

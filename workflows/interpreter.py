@@ -1,10 +1,10 @@
 """The BPF interpreter: one dynamic workflow, so every BPF id is its own workflow type.
 
-A run starts by asking the hub (a local activity) for the registered definition, which pins
-(id, version, content hash) into the run's history; everything after that is computed from the
-history alone. Each query step is first brokered by the hub (a local activity): the hub decides
-it against the whitelist, records it, and only if it is permitted hands out the provider's code
-for the subject. The query then runs as an activity on the provider org's own task queue, where
+A run starts by asking the hub (an activity on the hub's queue: ``workflows.hub_calls``) for the
+registered definition, which pins (id, version, content hash) into the run's history; everything
+after that is computed from the history alone. Each query step is first brokered by the hub: it
+decides it against the whitelist, records it, and only if it is permitted hands out the
+provider's code for the subject. The query then runs as an activity on the provider org's own task queue, where
 the provider's whitelist interceptor decides again before the provider's code runs. Payload
 fields that name subjects are translated back into the executor's codes by the hub.
 """
@@ -12,13 +12,14 @@ fields that name subjects are translated back into the executor's codes by the h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import (
     RawValue,
+    RetryPolicy,
     SearchAttributePair,
     TypedSearchAttributes,
 )
@@ -74,7 +75,7 @@ with workflow.unsafe.imports_passed_through():
         Waiting,
     )
     from renkei.contracts.names import HUB, agency_queue, query_activity, workflow_id
-    from renkei.contracts.retries import linkage_retry
+    from renkei.contracts.retries import HUB_RETRY, linkage_retry
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_citizens, is_providers
     from renkei.kernel.channels import channel_parties
@@ -82,7 +83,7 @@ with workflow.unsafe.imports_passed_through():
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
     from workflows.outcomes import budget_seconds, first_failure, step_failure
 
-from workflows.hub_calls import hub_call
+from workflows.hub_calls import calls_hub_remotely, hub_call
 
 # Linkages carry the hub's permit and the sealed code (runs recorded before replay the old path).
 PERMITS = "permits-v1"
@@ -93,6 +94,10 @@ SIGNED_RESUME = "signed-resume-v1"
 # The hub appends what became of each allowed linkage (runs recorded before leave it unknown);
 # a linkage no worker takes ends as "no answer" when its permit does.
 ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
+
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 class _Rejected(Exception):
@@ -162,6 +167,15 @@ class BpfInterpreter:
                 non_retryable=False,
             ) from None
 
+    def _hub(
+        self,
+        method: Callable[[Any, A], Awaitable[R]],
+        arg: A,
+        *,
+        retry_policy: RetryPolicy | None = HUB_RETRY,
+    ) -> Awaitable[R]:
+        return hub_call(method, arg, remote=self._remote, retry_policy=retry_policy)
+
     def _checked(self, response: Response, raw: RawValue) -> dict[str, Any]:
         found = self._waiting.get(response.step)
         if found is None:
@@ -230,10 +244,11 @@ class BpfInterpreter:
                 "a start written by another party than the executor or the platform"
             )
         self._start = start
+        self._remote = calls_hub_remotely(args[0].payload)
         if start.resume is not None:  # a continuation: the definition is already pinned
             if workflow.patched(SIGNED_RESUME):  # only a state the hub signed is taken up
                 try:
-                    await hub_call(
+                    await self._hub(
                         HubActivities.check_resume,
                         ResumeProof(resume=start.resume, signature=start.resume_signature),
                     )
@@ -243,7 +258,7 @@ class BpfInterpreter:
             self._run = start.resume.run
         else:
             try:
-                self._run = await hub_call(
+                self._run = await self._hub(
                     HubActivities.resolve,
                     ResolveRequest(
                         bpf=start.bpf,
@@ -311,7 +326,7 @@ class BpfInterpreter:
                     )
                     signature = None
                     if workflow.patched(SIGNED_RESUME):
-                        signature = await hub_call(
+                        signature = await self._hub(
                             HubActivities.sign_resume,
                             resume,
                         )
@@ -442,7 +457,7 @@ class BpfInterpreter:
                 try:
                     await workflow.wait_condition(answered, timeout=remind_at - now)
                 except TimeoutError:
-                    await hub_call(
+                    await self._hub(
                         HubActivities.remind,
                         ReminderRequest(
                             workflow_id=workflow.info().workflow_id,
@@ -554,7 +569,7 @@ class BpfInterpreter:
         if from_org == to_org or not codes:
             return codes
         try:
-            translated: list[str] = await hub_call(
+            translated: list[str] = await self._hub(
                 HubActivities.translate,
                 TranslateRequest(from_org=from_org, to_org=to_org, codes=codes),
             )
@@ -565,7 +580,7 @@ class BpfInterpreter:
     async def _broker(self, req: BrokerRequest) -> Brokered:
         """Ask the hub for the linkage: it decides, records, and hands out the provider's code."""
         try:
-            brokered: Brokered = await hub_call(
+            brokered: Brokered = await self._hub(
                 HubActivities.broker,
                 req,
             )
@@ -577,7 +592,7 @@ class BpfInterpreter:
         """Tell the hub what became of this flow's attempt ``step`` (it appends it to its
         outcomes). Never fails the flow: an outcome the hub does not take stays unknown."""
         try:
-            await hub_call(
+            await self._hub(
                 HubActivities.outcome,
                 AttemptOutcomeReport.model_validate({"step": step, "outcome": outcome}),
             )

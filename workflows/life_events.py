@@ -15,6 +15,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import (
+    RawValue,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -22,7 +23,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
-from workflows.hub_calls import hub_call
+from workflows.hub_calls import calls_hub_remotely, hub_call
 
 with workflow.unsafe.imports_passed_through():
     from activities.hub import HubActivities
@@ -89,8 +90,15 @@ def cohort_for(age: int, on: str, day: date) -> CohortParams:
 
 @workflow.defn(name=LIFE_EVENT_SCAN)
 class LifeEventScan:
+    # The request comes raw, so that the scan sees the channel it was written on (whether it calls
+    # the hub remotely: ``workflows.hub_calls``).
     @workflow.run
-    async def run(self, req: ScanRequest) -> ScanResult:
+    async def run(self, raw: RawValue) -> ScanResult:
+        try:
+            req = workflow.payload_converter().from_payload(raw.payload, ScanRequest)
+        except Exception:  # written in clear, for another party, or not a scan request
+            raise Failure.MALFORMED_START.error("a scan request this worker cannot read") from None
+        remote = calls_hub_remotely(raw.payload)
         day = req.day
         if day is None:
             scheduled = workflow.info().typed_search_attributes.get(SCHEDULED_START)
@@ -98,7 +106,9 @@ class LifeEventScan:
             day = moment.astimezone(JST).date()
         cohort = cohort_for(req.age, req.on, day)
         try:
-            target = await hub_call(HubActivities.scan_target, req, retry_policy=None)
+            target = await hub_call(
+                HubActivities.scan_target, req, remote=remote, retry_policy=None
+            )
         except ActivityError as err:
             raise step_failure(err, "the scan could not start") from None
         try:
@@ -149,6 +159,7 @@ class LifeEventScan:
                 key=f"le{cohort.period_start:%Y%m%d}",
                 codes=codes,
             ),
+            remote=remote,
             retry_policy=None,
         )
         words: list[str | None] = [None] * len(codes)
@@ -164,6 +175,7 @@ class LifeEventScan:
                             for code, ref in zip(codes, refs, strict=True)
                         ],
                     ),
+                    remote=remote,
                     retry_policy=None,
                 )
             )
