@@ -25,3 +25,21 @@ def test_the_demo_runs_clean_on_a_fresh_data_folder(tmp_path) -> None:
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "subject code in the raw history: no" in done.stdout
     assert ": intact" in done.stdout
+
+
+def test_conformance_as_the_first_command_on_a_fresh_data_folder(tmp_path) -> None:
+    """A new engineer's first command may be the conformance kit, not the demo: it issues the
+    sample orgs' keys itself, and reads the flows it runs under them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
+    env["RENKEI_DATA_DIR"] = str(tmp_path / "data")
+    done = subprocess.run(
+        [sys.executable, "-m", "renkei.app.cli", "conformance", "child-allowance-check"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert "scenarios passed: PASSED" in done.stdout

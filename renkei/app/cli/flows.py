@@ -20,6 +20,7 @@ from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
+from workers.plugin import attach_registry, own_parties, party_client
 
 
 @run_async
@@ -51,6 +52,9 @@ async def conformance(
         try:
             for rejected in (await prepare(pool, settings)).rejected:
                 typer.echo(f"definition rejected: {rejected}", err=True)
+            # A first run has just issued the sample orgs' keys: the kit reads their flows.
+            client = party_client(client, settings, own_parties(settings))
+            attach_registry(client, pool, settings)
             result = await run_scenarios(
                 client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
             )

@@ -21,7 +21,7 @@ from renkei.app.stack import embedded
 from renkei.kernel import keys, telemetry
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings, get_settings
-from workers.plugin import connect
+from workers.plugin import attach_registry, connect
 
 P = ParamSpec("P")
 
@@ -149,7 +149,11 @@ async def temporal_and_database(
         await migrate(url, retention_years=settings.records_retention_years)
         pool = await create_pool(url, max_size=20)
         try:
-            yield await connect(settings, address), pool, url
+            client = await connect(settings, address)
+            # The orgs' public keys may be registered after this (a first run issues them):
+            # the codec looks up a party it does not know in the hub-signed registry.
+            attach_registry(client, pool, settings)
+            yield client, pool, url
         finally:
             await pool.close()
 
