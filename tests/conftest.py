@@ -74,6 +74,30 @@ def _external_database(url: str):
         asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
+@pytest.fixture
+def fresh_database(database_url: str) -> Iterator[str]:
+    """A database of its own on the session's server, for a test that changes for good what
+    the others share (a key registry where a revoked key stays revoked)."""
+    import asyncio
+
+    name = f"renkei_fresh_{uuid.uuid4().hex[:8]}"
+    address, query_sep, query = database_url.partition("?")
+    base = address.rpartition("/")[0]
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f"CREATE DATABASE {name}"))
+    try:
+        yield f"{base}/{name}{query_sep}{query}"
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
 def free_port() -> int:
     import socket
 

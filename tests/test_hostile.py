@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
+import asyncpg
 import pytest
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
@@ -35,6 +37,7 @@ from renkei.contracts.names import (
 from renkei.kernel import attest, keys, parties, permits, records
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import SealError, open_sealed
+from renkei.kernel.settings import Settings, get_settings
 from whitelist.payloads import LocalTax, ResidentRecord
 from workers.plugin import party_client
 
@@ -885,7 +888,7 @@ async def test_records_signed_with_a_revoked_key_after_its_revocation_are_report
     thief signs after the revocation does not."""
     writer = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
     keeper = await _signed_chain(pool, writer, 2)
-    assert await parties.revoke(pool, keeper)
+    assert await parties.revoke(pool, keys.load(settings).signer(), keeper, reason="key lost")
     assert await _breaks(pool, settings, keeper) == []
     await records.write(
         pool, access_record(keeper, 3, attempt_key=f"{uuid.uuid4()}"), signer=writer
@@ -893,6 +896,78 @@ async def test_records_signed_with_a_revoked_key_after_its_revocation_are_report
     assert await _breaks(pool, settings, keeper) == [
         f"signed with {keeper}'s key after it was revoked"
     ]
+
+
+async def test_a_revoked_keys_holder_cannot_date_its_records_before_the_revocation(
+    pool, settings
+) -> None:
+    """The thief of a revoked key appends a record with the application's role, dated an hour
+    before the revocation (the time is the writer's own field, under its signature, chained
+    and hashed correctly): the database stamps when it stored the row, and verify goes by that."""
+    from renkei.kernel.records._chain import _COLUMNS, _record_message
+
+    writer = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, writer, 2)
+    assert await parties.revoke(pool, keys.load(settings).signer(), keeper, reason="key lost")
+    head = await pool.fetchrow(
+        "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
+        " ORDER BY chain_seq DESC LIMIT 1",
+        keeper,
+    )
+    forged = access_record(
+        keeper,
+        3,
+        attempt_key=f"{uuid.uuid4()}",
+        chain_seq=head["chain_seq"] + 1,
+        prev_hash=head["record_hash"],
+        recorded_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+    )
+    digest = records.record_hash(forged)
+    forged = forged.model_copy(
+        update={
+            "record_hash": digest,
+            "signer": writer.party,
+            "signature": base64.b64encode(
+                writer.key.sign(_record_message(keeper, forged.chain_seq or 0, digest))
+            ).decode(),
+        }
+    )
+    await pool.execute(
+        f"INSERT INTO records.access_records ({', '.join(_COLUMNS)})"
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(_COLUMNS) + 1))})",
+        *(getattr(forged, c) for c in _COLUMNS),
+    )
+    [problem] = await _breaks(pool, settings, keeper)
+    assert "by its writer, but stored" in problem
+
+
+async def test_a_revocation_can_be_neither_undone_nor_moved_nor_forged(pool, settings) -> None:
+    """With the application's database role: clearing or moving a key's revocation, deleting
+    the hub's statement, or deleting the key's entry is refused; a revocation statement the hub
+    did not sign counts for nothing (it cannot take a party's signatures away either)."""
+    writer = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    keeper = await _signed_chain(pool, writer, 1)
+    assert await parties.revoke(pool, keys.load(settings).signer(), keeper, reason="key lost")
+    for sql in (
+        "UPDATE trust.parties SET revoked_at = NULL WHERE party = $1",
+        "UPDATE trust.parties SET revoked_at = revoked_at + interval '1 year' WHERE party = $1",
+        "DELETE FROM trust.parties WHERE party = $1",
+        "DELETE FROM trust.revocations WHERE party = $1",
+        "UPDATE trust.revocations SET revoked_at = revoked_at + interval '1 year' WHERE party = $1",
+    ):
+        with pytest.raises(asyncpg.PostgresError):
+            await pool.execute(sql, keeper)
+    # A victim with a current key, and a statement revoking it a day ago in nobody's name.
+    victim = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    other = await _signed_chain(pool, victim, 2)
+    await pool.execute(
+        "INSERT INTO trust.revocations (party, signing_id, revoked_at, reason, hub_signature)"
+        " SELECT party, signing_id, now() - interval '1 day', 'forged', $2 FROM trust.parties"
+        " WHERE party = $1",
+        other,
+        base64.b64encode(b"\0" * 64).decode(),
+    )
+    assert await _breaks(pool, settings, other) == []
 
 
 async def test_a_start_cannot_borrow_a_callers_purpose_hold_or_trigger(
@@ -1188,17 +1263,25 @@ async def test_an_answer_written_by_another_agency_is_refused(
 
 
 def test_an_org_makes_its_own_keys_and_the_hub_only_signs_the_public_part(
-    cli, base_settings, tmp_path
+    cli, fresh_database, tmp_path, monkeypatch
 ) -> None:
     """`renkei keys request` on the org's side, `renkei keys register` on the hub's: the hub's
     keys folder never holds the org's private keys, the registry holds its public ones, and what
-    the hub seals to the org opens with the org's own file only."""
+    the hub seals to the org opens with the org's own file only. (A platform of its own: the
+    org's earlier keys are revoked for good.)"""
     import asyncio
 
     import asyncpg
 
     from renkei.app.cli import app
     from renkei.kernel.sealing import seal
+
+    base_settings = Settings(database_url=fresh_database, keys_file=tmp_path / "hub" / "keys.json")
+    monkeypatch.setenv("RENKEI_DATABASE_URL", fresh_database)
+    monkeypatch.setenv("RENKEI_KEYS_FILE", str(base_settings.keys_file))
+    get_settings.cache_clear()
+    done = cli.invoke(app, ["keys", "issue", "mhlw"])  # what the platform made for it before
+    assert done.exit_code == 0, done.output
 
     hub_public = tmp_path / "hub-public.json"
     done = cli.invoke(app, ["keys", "hub-public"])
@@ -1221,34 +1304,37 @@ def test_an_org_makes_its_own_keys_and_the_hub_only_signs_the_public_part(
         finally:
             await pool.close()
 
-    before = asyncio.run(registry())["mhlw"]
-    try:
-        done = cli.invoke(app, ["keys", "register", "mhlw", "--public", str(sent)])
-        assert done.exit_code == 0, done.output
-        now = asyncio.run(registry())["mhlw"]
-        assert now == made.public("mhlw")
-        for path in keys.keys_path(base_settings).parent.rglob("*.json"):
-            assert made.signing_key not in path.read_text(), path
-            assert made.sealing_key not in path.read_text(), path
-        sealed = seal(now.sealer(), now.sealing_id, b"for mhlw only", "ctx")
-        assert open_sealed(made.opener(), sealed, "ctx") == b"for mhlw only"
-        wrong = cli.invoke(app, ["keys", "register", "jps", "--public", str(sent)])
-        assert wrong.exit_code == 2 and "not jps's" in wrong.output
-    finally:  # the session's mhlw keys back in the registry
+    assert asyncio.run(registry())["mhlw"] != made.public("mhlw")
+    done = cli.invoke(app, ["keys", "register", "mhlw", "--public", str(sent)])
+    assert done.exit_code == 0, done.output
+    now = asyncio.run(registry())["mhlw"]
+    assert now == made.public("mhlw")
+    for path in keys.keys_path(base_settings).parent.rglob("*.json"):
+        assert made.signing_key not in path.read_text(), path
+        assert made.sealing_key not in path.read_text(), path
+    sealed = seal(now.sealer(), now.sealing_id, b"for mhlw only", "ctx")
+    assert open_sealed(made.opener(), sealed, "ctx") == b"for mhlw only"
+    wrong = cli.invoke(app, ["keys", "register", "jps", "--public", str(sent)])
+    assert wrong.exit_code == 2 and "not jps's" in wrong.output
 
-        async def restore() -> None:
-            pool = await asyncpg.create_pool(base_settings.database_url, min_size=1, max_size=1)
-            try:
-                await parties.revoke(pool, "mhlw")
-                await pool.execute(
-                    "UPDATE trust.parties SET revoked_at = NULL"
-                    " WHERE party = 'mhlw' AND signing_id = $1",
-                    before.signing_id,
-                )
-            finally:
-                await pool.close()
 
-        asyncio.run(restore())
+def test_a_lost_key_is_revoked_from_the_command_line_for_good(
+    cli, fresh_database, tmp_path, monkeypatch
+) -> None:
+    """`renkei keys revoke ORG --reason ...`: the org has no current key after it, a second
+    revocation finds none, and a moment without its offset is refused."""
+    from renkei.app.cli import app
+
+    monkeypatch.setenv("RENKEI_DATABASE_URL", fresh_database)
+    monkeypatch.setenv("RENKEI_KEYS_FILE", str(tmp_path / "keys.json"))
+    get_settings.cache_clear()
+    assert cli.invoke(app, ["keys", "issue", "jps"]).exit_code == 0
+    naive = cli.invoke(app, ["keys", "revoke", "jps", "--reason", "lost", "--since", "2026-11-27"])
+    assert naive.exit_code == 2 and "UTC offset" in naive.output
+    done = cli.invoke(app, ["keys", "revoke", "jps", "--reason", "laptop stolen"])
+    assert done.exit_code == 0, done.output
+    again = cli.invoke(app, ["keys", "revoke", "jps", "--reason", "laptop stolen"])
+    assert again.exit_code == 2 and "no current keys" in again.output
 
 
 async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from renkei.kernel.keys import PublicKeys
+from renkei.kernel.records import revocation_message
 
 
 def _message(p: PublicKeys) -> bytes:
@@ -33,10 +34,8 @@ async def register(pool: asyncpg.Pool, hub: Ed25519PrivateKey, public: PublicKey
         )
         if current == public.signing_id:
             return
-        await conn.execute(
-            "UPDATE trust.parties SET revoked_at = now() WHERE party = $1 AND revoked_at IS NULL",
-            public.party,
-        )
+        if current is not None:
+            await _revoke(conn, hub, public.party, current, "replaced by new keys", None)
         await conn.execute(
             "INSERT INTO trust.parties (party, signing_public, sealing_public, signing_id,"
             " sealing_id, hub_signature) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -49,15 +48,55 @@ async def register(pool: asyncpg.Pool, hub: Ed25519PrivateKey, public: PublicKey
         )
 
 
-async def revoke(pool: asyncpg.Pool, party: str, at: dt.datetime | None = None) -> bool:
-    """Stop counting ``party``'s current keys from ``at`` (now); whether any were current."""
-    done = await pool.execute(
-        "UPDATE trust.parties SET revoked_at = coalesce($2, now())"
-        " WHERE party = $1 AND revoked_at IS NULL",
+async def revoke(
+    pool: asyncpg.Pool,
+    hub: Ed25519PrivateKey,
+    party: str,
+    *,
+    reason: str,
+    at: dt.datetime | None = None,
+) -> bool:
+    """Stop counting ``party``'s current keys from ``at`` (default: now, by the database's
+    clock; earlier when the key is known to have been lost before); whether any were current.
+
+    The revocation is the hub's signed statement, appended for good (migration 0026): what
+    the key signs from then on does not count, whatever time its holder gives it."""
+    async with pool.acquire() as conn, conn.transaction():
+        current = await conn.fetchval(
+            "SELECT signing_id FROM trust.parties WHERE party = $1 AND revoked_at IS NULL",
+            party,
+        )
+        if current is None:
+            return False
+        await _revoke(conn, hub, party, current, reason, at)
+        return True
+
+
+async def _revoke(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    hub: Ed25519PrivateKey,
+    party: str,
+    signing_id: str,
+    reason: str,
+    at: dt.datetime | None,
+) -> None:
+    when: dt.datetime = at or await conn.fetchval("SELECT clock_timestamp()")
+    statement = revocation_message(party, signing_id, when, reason)
+    await conn.execute(
+        "INSERT INTO trust.revocations (party, signing_id, revoked_at, reason, hub_signature)"
+        " VALUES ($1, $2, $3, $4, $5)",
         party,
-        at,
+        signing_id,
+        when,
+        reason,
+        base64.b64encode(hub.sign(statement)).decode(),
     )
-    return done != "UPDATE 0"
+    await conn.execute(
+        "UPDATE trust.parties SET revoked_at = $3 WHERE party = $1 AND signing_id = $2",
+        party,
+        signing_id,
+        when,
+    )
 
 
 async def _signed(

@@ -143,6 +143,40 @@ async def keys_register(
     return 0
 
 
+@keys_app.command("revoke")
+@run_async
+async def keys_revoke(
+    org: str,
+    reason: Annotated[str, typer.Option(help="why (kept, signed, in the registry)")],
+    since: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            help="revoke from this moment (ISO 8601, with its offset): when the key is known to"
+            " have been lost before now. Default: now, by the database's clock"
+        ),
+    ] = None,
+) -> int:
+    """Revoke ORG's current keys at once (lost or stolen): what they sign from then on does not
+    count, whatever time its writer gives it. The revocation is the hub's signed statement and
+    cannot be undone; issue new keys with `renkei keys issue ORG --rotate` or `keys register`."""
+    if not reason.strip():
+        typer.echo("error: --reason must say why", err=True)
+        return 2
+    if since is not None and since.tzinfo is None:
+        typer.echo("error: --since needs its UTC offset (e.g. 2026-11-27T09:00+09:00)", err=True)
+        return 2
+    settings = get_settings()
+    async with database(settings) as pool:
+        done = await parties.revoke(
+            pool, keys.load(settings).signer(), org, reason=reason.strip(), at=since
+        )
+    if not done:
+        typer.echo(f"error: {org!r} has no current keys in the registry", err=True)
+        return 2
+    typer.echo(f"{org}: keys revoked")
+    return 0
+
+
 @keys_app.command("issue")
 @run_async
 async def keys_issue(

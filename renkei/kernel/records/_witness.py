@@ -141,6 +141,12 @@ class Verification(BaseModel):
         return not self.breaks
 
 
+# How far the time a writer gives its record (or checkpoint) may stray from the moment the
+# database stored it (migration 0026) before verify reports it: clocks drift, a write waits for
+# a lock; a writer dating what it signs into another time does not fit in this.
+CLOCK_TOLERANCE = dt.timedelta(minutes=5)
+
+
 class PartyKey(NamedTuple):
     party: str
     key: Ed25519PublicKey
@@ -151,10 +157,13 @@ class PartyKey(NamedTuple):
 
 
 async def keyring(conn: Conn, hub: Ed25519PublicKey) -> dict[str, PartyKey]:
-    """Every party signing key the hub registered (revoked ones too, with when), by key id."""
+    """Every party signing key the hub registered, by key id, with when it was revoked: the
+    earliest revocation the hub signed (or one carried over from before signed revocations).
+    A revocation no one signed, or a registry row the hub did not sign, counts for nothing."""
+    revoked = await revocations(conn, hub)
     ring = {key_id(hub): PartyKey(HUB, hub, None)}
     for r in await conn.fetch(
-        "SELECT party, signing_public, sealing_public, revoked_at, hub_signature FROM trust.parties"
+        "SELECT party, signing_public, sealing_public, signing_id, hub_signature FROM trust.parties"
     ):
         message = f"renkei/party/v1|{r['party']}|{r['signing_public']}|{r['sealing_public']}"
         try:
@@ -162,8 +171,51 @@ async def keyring(conn: Conn, hub: Ed25519PublicKey) -> dict[str, PartyKey]:
             public = Ed25519PublicKey.from_public_bytes(base64.b64decode(r["signing_public"]))
         except (InvalidSignature, ValueError):
             continue  # not the hub's word
-        ring.setdefault(key_id(public), PartyKey(r["party"], public, r["revoked_at"]))
+        ring.setdefault(
+            key_id(public),
+            PartyKey(r["party"], public, revoked.get((r["party"], r["signing_id"]))),
+        )
     return ring
+
+
+def revocation_message(party: str, signing_id: str, revoked_at: dt.datetime, reason: str) -> bytes:
+    """What the hub signs to revoke ``party``'s signing key ``signing_id`` from ``revoked_at``."""
+    at = revoked_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return f"renkei/revocation/v1|{party}|{signing_id}|{at}|{reason}".encode()
+
+
+async def revocations(conn: Conn, hub: Ed25519PublicKey) -> dict[tuple[str, str], dt.datetime]:
+    """(party, signing key id) → from when it no longer counts: the earliest of the hub's
+    signed revocations of it (and of those carried over from before them, migration 0026)."""
+    found: dict[tuple[str, str], dt.datetime] = {}
+    for r in await conn.fetch(
+        "SELECT party, signing_id, revoked_at, reason, stated_at, hub_signature"
+        " FROM trust.revocations"
+    ):
+        if r["hub_signature"] is None:
+            if r["stated_at"] is not None:
+                continue  # unsigned, and not carried over: no one's word
+        else:
+            try:
+                hub.verify(
+                    base64.b64decode(r["hub_signature"]),
+                    revocation_message(r["party"], r["signing_id"], r["revoked_at"], r["reason"]),
+                )
+            except (InvalidSignature, ValueError):
+                continue
+        key = (r["party"], r["signing_id"])
+        found[key] = min(found.get(key, r["revoked_at"]), r["revoked_at"])
+    return found
+
+
+def _clock_problem(claimed: dt.datetime | None, stored: dt.datetime | None) -> str | None:
+    """A time given by a writer that the database's clock (``stored``) contradicts."""
+    if claimed is None or stored is None or abs(claimed - stored) <= CLOCK_TOLERANCE:
+        return None
+    return (
+        f"dated {claimed:%Y-%m-%d %H:%M} UTC by its writer, but stored"
+        f" {stored:%Y-%m-%d %H:%M} UTC by the database"
+    )
 
 
 async def _chain(conn: Conn, keeper: str) -> AsyncIterator[asyncpg.Record]:
@@ -351,7 +403,9 @@ async def _verify_chain(
             return count, Break(
                 keeper=keeper, chain_seq=seq, problem="its content differs from its hash"
             )
-        unsigned = _signature_problem(rec, ring, signed_seen)
+        unsigned = _clock_problem(rec.recorded_at, row["stored_at"]) or _signature_problem(
+            rec, ring, signed_seen, row["stored_at"]
+        )
         if unsigned is not None:
             return count, Break(keeper=keeper, chain_seq=seq, problem=unsigned)
         signed_seen = signed_seen or rec.signature is not None
@@ -400,7 +454,10 @@ async def _verify_chain(
 
 
 def _signature_problem(
-    rec: AccessRecord, ring: dict[str, PartyKey], signed_seen: bool
+    rec: AccessRecord,
+    ring: dict[str, PartyKey],
+    signed_seen: bool,
+    stored_at: dt.datetime | None = None,
 ) -> str | None:
     if rec.signature is None:
         # Records from before signatures stand as they are; none may follow a signed one.
@@ -418,7 +475,8 @@ def _signature_problem(
             )
         except (InvalidSignature, ValueError):
             continue
-        if not candidate.valid_at(rec.recorded_at):
+        # The database's clock when it has one (rows from before keep their own time).
+        if not candidate.valid_at(stored_at or rec.recorded_at):
             return f"signed with {writer}'s key after it was revoked"
         return None
     return f"its signature is not {writer}'s"
@@ -426,7 +484,10 @@ def _signature_problem(
 
 def _checkpoint_ok(mark: asyncpg.Record, ring: dict[str, PartyKey], signer: str) -> bool:
     found = ring.get(mark["key_id"])
-    if found is None or found.party != signer or not found.valid_at(mark["signed_at"]):
+    stored = mark["stored_at"]
+    if found is None or found.party != signer or _clock_problem(mark["signed_at"], stored):
+        return False
+    if not found.valid_at(stored or mark["signed_at"]):
         return False
     try:
         found.key.verify(
