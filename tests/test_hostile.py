@@ -573,6 +573,26 @@ async def test_a_requester_record_removed_behind_the_hubs_back_is_caught(pool, s
     assert problem.startswith("lacks its record of the attempt in the hub's record")
 
 
+async def test_a_requester_chain_deleted_whole_with_its_traces_is_caught(pool, settings) -> None:
+    """A superuser deletes a requester's whole chain, its checkpoints and its entry in the
+    keeper registry: verifying every chain still finds it, from the hub's records naming it."""
+    requester = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    attempt = f"wf-{uuid.uuid4()}/run/step"
+    await records.write(
+        pool,
+        access_record(requester.party, 9, attempt_key=attempt, requester=requester.party),
+        access_record(records.HUB, 9, attempt_key=attempt, requester=requester.party),
+        signer=hub,
+    )
+    await records.checkpoint(pool, keys.load(settings).signer())
+    for table in ("access_records", "checkpoints", "keepers"):
+        await _as_superuser(pool, f"DELETE FROM records.{table} WHERE keeper = $1", requester.party)
+    found = await records.verify(pool, keys.load(settings).signer().public_key())
+    mine = [b.problem for b in found.breaks if b.keeper == requester.party]
+    assert len(mine) == 1 and mine[0].startswith("lacks its record of the attempt"), mine
+
+
 async def _refused_straight_from_temporal(
     client, pool, settings, workflow: str, arg, wid: str, expected: str
 ) -> None:

@@ -254,7 +254,12 @@ async def verify(
                 for r in await conn.fetch(
                     "SELECT keeper FROM records.access_records UNION"
                     " SELECT keeper FROM records.checkpoints UNION"
-                    " SELECT keeper FROM records.keepers ORDER BY keeper"
+                    " SELECT keeper FROM records.keepers UNION"
+                    # every requester the hub recorded: a chain deleted whole, with its
+                    # checkpoints and its registry entry, still lacks the hub's attempts
+                    " SELECT DISTINCT requester FROM records.access_records WHERE keeper = $1"
+                    " ORDER BY keeper",
+                    HUB,
                 )
             ]
         )
