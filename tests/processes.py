@@ -31,8 +31,8 @@ def renkei_env(settings: Settings, temporal: str, **extra: str) -> dict[str, str
         RENKEI_MODE=settings.mode,
         RENKEI_SAMPLE_RESIDENTS=str(settings.sample_residents),
         PYTHONPATH=str(ROOT),
-        **extra,
     )
+    env.update(extra)  # may replace any of the above (an org's own database login)
     return env
 
 

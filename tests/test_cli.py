@@ -226,3 +226,28 @@ def test_verify_against_a_file_that_is_not_heads_says_so(cli: CliRunner, tmp_pat
     assert code == 2 and "--against" in out
     code, out = run(cli, "records", "verify", "--against", str(tmp_path / "missing.json"))
     assert code == 2
+
+
+def test_an_agency_gets_a_database_login_of_its_own(cli, tmp_path) -> None:
+    """`renkei agencies db-login ORG --password-file F`: a login named for the org; a short
+    password, an unknown org or a missing file are refused with the reason."""
+    from renkei.app.cli import app
+
+    secret = tmp_path / "pw"
+    secret.write_text("a-long-enough-password-for-kyokai\n")
+    done = cli.invoke(app, ["agencies", "db-login", "kyokai-kenpo", "--password-file", str(secret)])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[0] == "renkei_login_kyokai_kenpo"
+    again = cli.invoke(
+        app, ["agencies", "db-login", "kyokai-kenpo", "--password-file", str(secret)]
+    )
+    assert again.exit_code == 0, again.output  # a new password for the same login
+    short = tmp_path / "short"
+    short.write_text("short")
+    for args, reason in (
+        (["kyokai-kenpo", "--password-file", str(short)], "at least 16"),
+        (["nowhere-city", "--password-file", str(secret)], "unknown org"),
+        (["kyokai-kenpo", "--password-file", str(tmp_path / "none")], "cannot read"),
+    ):
+        refused = cli.invoke(app, ["agencies", "db-login", *args])
+        assert refused.exit_code == 2 and reason in refused.output, refused.output

@@ -75,6 +75,17 @@ def test_services_are_complete_and_keep_no_secret() -> None:
         if s.get("command", [])[:2] == ["worker", "agency"]
     }
     assert agencies == set(SAMPLE_AGENCIES)
+    # An org's processes log in with the org's own login only: never the platform's env file.
+    for name, service in services.items():
+        if service.get("command", [])[:2] in (["worker", "agency"], ["worker", "control"]):
+            org = service["command"][2]
+            assert service["env_file"] == [f"deploy/secrets/{org}.env"], name
+            example = (PROJECT_ROOT / "deploy" / f"{org}.env.example").read_text()
+            assert f"renkei_login_{org.replace('-', '_')}:" in example, org
+    init = services["renkei-init"]
+    assert init["command"][1:] == ["--db-logins", "/run/db-logins"]
+    given = {s["target"] for s in init["secrets"] if isinstance(s, dict)}
+    assert {f"/run/db-logins/{o}.password" for o in SAMPLE_AGENCIES} <= given
     assert compose["secrets"]["renkei_keys"]["file"].startswith("deploy/secrets/")
     assert set(compose["volumes"]) >= {"pgdata"}
     ignore_file = (PROJECT_ROOT / "deploy" / "secrets" / ".gitignore").read_text()

@@ -3,16 +3,66 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 import subprocess
 import sys
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import pytest
 from temporalio.client import Client
 
 from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, records_by_party, sdk, shibuya_family
 from .processes import ROOT, control_plane, worker
+
+
+def _as_login(url: str, user: str, password: str) -> str:
+    """``url`` logging in as ``user``."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user)}:{quote(password)}@{host}"))
+
+
+async def test_an_agency_on_its_own_database_login_serves_and_cannot_leave_its_role(
+    client: Client, pool, settings: Settings
+) -> None:
+    """city-shibuya's worker connects with its own login (`renkei agencies db-login`): it
+    serves its linkages as before; with that login, leaving its role (RESET ROLE) or taking
+    the platform's (SET ROLE renkei_app) gets nothing of the hub's."""
+    import asyncpg
+
+    from renkei.kernel.db import create_login
+
+    password = secrets.token_urlsafe(24)
+    login = await create_login(pool, "city-shibuya", password)
+    assert settings.database_url
+    own = _as_login(settings.database_url, login, password)
+    address = client.service_client.config.target_host
+    procs = [
+        *control_plane(settings, address),
+        worker(settings, address, "agency", "city-shibuya", RENKEI_DATABASE_URL=own),
+        worker(settings, address, "agency", "jps"),
+    ]
+    try:
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        for p in procs:
+            p.stop()
+    assert ("city-shibuya", "provided") in {(x.provider, x.outcome) for x in result.linkages}
+    conn = await asyncpg.connect(own)
+    try:
+        for escape in ("RESET ROLE", "SET ROLE renkei_app", "SET ROLE renkei_org_jps"):
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute(escape)
+            for table in ("hub.subject_codes", "hub.individuals", "agency_jps.pensions"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(f"SELECT * FROM {table} LIMIT 1")
+    finally:
+        await conn.close()
 
 
 async def test_hub_executor_and_two_agencies_as_processes_complete_a_flow(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from renkei.kernel.db import APP_ROLE, connect
 from whitelist.decide import WhitelistIndex
 from whitelist.models import WhitelistRow
 
@@ -98,8 +99,9 @@ class LiveWhitelist:
     wait on the database.
     """
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, role: str | None = APP_ROLE) -> None:
         self._dsn = dsn
+        self._role = role
         self.index = WhitelistIndex([])
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -151,7 +153,7 @@ class LiveWhitelist:
         first = True
         while True:
             try:
-                self._conn = await asyncpg.connect(self._dsn)
+                self._conn = await connect(self._dsn, role=self._role)
                 await self._conn.add_listener(CHANNEL, self._on_notify)
                 self.index = await load_index(self._conn)
                 self._changed.set()

@@ -107,7 +107,7 @@ async def run_worker(
         party = HUB if kind == "hub" else str(org)
         client = await connect(settings, found.temporal, parties=[party])
         attach_registry(client, pool, settings)
-        whitelist = await LiveWhitelist(found.database).start()
+        whitelist = await LiveWhitelist(found.database, role=role).start()
         workers: list[Worker]
         if kind == "hub":
             legacy = party_client(client, settings, [HUB], legacy=True)

@@ -9,7 +9,11 @@ change or delete access records (migration 0004).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import secrets
 from pathlib import Path
 
 import asyncpg
@@ -26,6 +30,61 @@ def party_role(org: str) -> str:
     return "renkei_org_" + org.replace("-", "_")
 
 
+def scram_verifier(password: str, *, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of ``password`` (RFC 5802/7677, as the server stores
+    it), so that a password is set without ever being sent."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
+
+
+def login_role(org: str) -> str:
+    """The login an org's own processes connect with: a member of its role and nothing else."""
+    return "renkei_login_" + org.replace("-", "_")
+
+
+async def create_login(pool: asyncpg.Pool, org: str, password: str) -> str:
+    """Create (or give a new password to) ``org``'s own database login; return its name.
+
+    The login holds no privilege of its own (``NOINHERIT``) and is a member of the org's role
+    only: a process connected with it works as that role (``SET ROLE``, as :func:`create_pool`
+    does), and leaving the role (``RESET ROLE``) leaves it with less, never more. The pool's
+    login must be the platform's database owner (it acts as itself here, not as the
+    application's role); the org's role comes from the migrations (0014).
+    """
+    role = party_role(org)
+    login = login_role(org)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role
+        ):
+            raise LookupError(f"no database role {role} for {org!r} (is it a known org?)")
+        exists = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", login
+        )
+        # The server is given the password's SCRAM verifier, never the password: a statement
+        # log (log_statement = 'ddl') keeps nothing it could log in with.
+        statement = await conn.fetchval(
+            "SELECT format('ALTER ROLE %I LOGIN NOINHERIT PASSWORD %L', $1::text, $2::text)"
+            if exists
+            else "SELECT format('CREATE ROLE %I LOGIN NOINHERIT PASSWORD %L IN ROLE %I',"
+            " $1::text, $2::text, $3::text)",
+            login,
+            scram_verifier(password),
+            *(() if exists else (role,)),
+        )
+        await conn.execute(statement)
+    return login
+
+
 async def _init_connection(conn: asyncpg.Connection, role: str | None) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     if role and await conn.fetchval(
@@ -34,6 +93,17 @@ async def _init_connection(conn: asyncpg.Connection, role: str | None) -> None:
         role,
     ):
         await conn.execute(f'SET ROLE "{role}"')
+
+
+async def connect(url: str, *, role: str | None = APP_ROLE) -> asyncpg.Connection:
+    """One connection working as ``role`` (when the login user may), like a pool's."""
+    conn = await asyncpg.connect(url)
+    try:
+        await _init_connection(conn, role)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 async def create_pool(

@@ -244,6 +244,47 @@ async def agencies_token(org: str) -> None:
     typer.echo(f"API token for {org}: {get_settings().web_base}/api/docs", err=True)
 
 
+@agencies_app.command("db-login")
+@run_async
+async def agencies_db_login(
+    org: str,
+    password_file: Annotated[
+        Path,
+        typer.Option(
+            "--password-file", help="a file holding the login's password (- : standard input)"
+        ),
+    ],
+) -> int:
+    """Create ORG's own database login (or set its password): a member of ORG's role only, so
+    ORG's processes (`renkei worker agency|control ORG`) cannot leave it for the platform's.
+    Run as the database's owner; give ORG's processes a RENKEI_DATABASE_URL with this login."""
+    import sys
+
+    from renkei.kernel.db import create_login
+
+    if org not in default_catalog().orgs:
+        typer.echo(f"error: unknown org {org!r}", err=True)
+        return 2
+    try:
+        text = sys.stdin.read() if str(password_file) == "-" else password_file.read_text()
+    except OSError as err:
+        typer.echo(f"error: cannot read {password_file}: {err.strerror}", err=True)
+        return 2
+    password = text.strip()
+    if len(password) < 16:
+        typer.echo("error: the password must be at least 16 characters", err=True)
+        return 2
+    async with database(get_settings()) as pool:
+        try:
+            login = await create_login(pool, org, password)
+        except LookupError as err:
+            typer.echo(f"error: {err}", err=True)
+            return 2
+    typer.echo(login)
+    typer.echo(f"{org}: database login {login} (a member of its own role only)", err=True)
+    return 0
+
+
 @holds_app.command("request")
 @run_async
 async def holds_request(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -65,13 +66,47 @@ async def demo() -> int:
 
 
 @run_async
-async def init() -> None:
+async def init(
+    db_logins: Annotated[
+        Path | None,
+        typer.Option(
+            "--db-logins",
+            help="a folder of <org>.password files: each org gets its own database login"
+            " (`renkei agencies db-login`), for its own processes",
+        ),
+    ] = None,
+) -> int:
     """Prepare running servers (RENKEI_TEMPORAL_ADDRESS, RENKEI_DATABASE_URL) for workers: schema,
     whitelist, definitions, search attributes, sample promotion, schedules. Idempotent."""
+    from renkei.kernel.db import create_login
+
     settings = get_settings()
     found = joined(settings)
+    passwords: dict[str, str] = {}
+    if db_logins is not None:
+        try:
+            files = sorted(db_logins.glob("*.password"))
+            passwords = {f.stem: f.read_text().strip() for f in files}
+        except OSError as err:
+            typer.echo(f"error: cannot read {db_logins}: {err.strerror}", err=True)
+            return 2
+        unknown = sorted(set(passwords) - set(default_catalog().orgs))
+        weak = sorted(o for o, pw in passwords.items() if len(pw) < 16)
+        problems = [
+            *(["no <org>.password file in it"] if not passwords else []),
+            *([f"not a known org: {', '.join(unknown)}"] if unknown else []),
+            *([f"a password under 16 characters: {', '.join(weak)}"] if weak else []),
+        ]
+        if problems:
+            typer.echo(f"error: {db_logins}: {'; '.join(problems)}", err=True)
+            return 2
     _, pool = await _init(settings, found.temporal, found.database)
-    await pool.close()
+    try:
+        for org, password in passwords.items():
+            typer.echo(f"database login {await create_login(pool, org, password)} for {org}")
+    finally:
+        await pool.close()
+    return 0
 
 
 @run_async
