@@ -549,6 +549,49 @@ async def test_a_chain_deleted_whole_is_caught(pool, settings) -> None:
     ]
 
 
+def test_a_witness_keeps_its_own_copy_that_a_database_superuser_cannot_reach(
+    cli, base_settings, tmp_path
+) -> None:
+    """`records checkpoint --keep FILE`: the witness appends what it signed to a file of its own.
+    A superuser deletes a chain's last record and every checkpoint over it: the database alone
+    then looks intact; `verify --against` the witness's copy finds the chain cut short."""
+    import asyncpg
+
+    from renkei.app.cli import app
+
+    async def setup() -> str:
+        pool = await asyncpg.create_pool(base_settings.database_url, min_size=1, max_size=2)
+        try:
+            writer = await _party(pool, base_settings, f"probe-{uuid.uuid4().hex[:8]}")
+            return await _signed_chain(pool, writer, 3)
+        finally:
+            await pool.close()
+
+    async def cut(keeper: str) -> None:
+        pool = await asyncpg.create_pool(base_settings.database_url, min_size=1, max_size=2)
+        try:
+            await _as_superuser(
+                pool,
+                "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq = 3",
+                keeper,
+            )
+            await _as_superuser(pool, "DELETE FROM records.checkpoints WHERE keeper = $1", keeper)
+        finally:
+            await pool.close()
+
+    keeper = asyncio.run(setup())
+    copy = tmp_path / "witness" / "hub-checkpoints.jsonl"
+    done = cli.invoke(app, ["records", "checkpoint", "--keep", str(copy)])
+    assert done.exit_code == 0, done.output
+    assert any(f'"keeper":"{keeper}"' in line for line in copy.read_text().splitlines())
+    asyncio.run(cut(keeper))
+    alone = cli.invoke(app, ["records", "verify", "--keeper", keeper])
+    assert alone.exit_code == 0, alone.output  # nothing left in the database to contradict it
+    kept = cli.invoke(app, ["records", "verify", "--keeper", keeper, "--against", str(copy)])
+    assert kept.exit_code == 1
+    assert "the chain ends at 2 but the exported head is at 3" in kept.output
+
+
 async def test_a_requester_record_removed_behind_the_hubs_back_is_caught(pool, settings) -> None:
     """The hub writes the requester's record and its own in one transaction; the requester's
     chain losing its side shows against the hub's."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -88,11 +89,7 @@ async def records_verify(
         typer.echo(f"error: {err}", err=True)
         return 2
     try:
-        heads = (
-            [records_store.Head.model_validate(h) for h in json.loads(against.read_text())]
-            if against
-            else []
-        )
+        heads = _kept_heads(against.read_text()) if against else []
     except (OSError, ValueError) as err:  # unreadable, not JSON, or not a list of heads
         typer.echo(f"error: --against {against}: {err}", err=True)
         return 2
@@ -108,6 +105,26 @@ async def records_verify(
     return 0 if result.ok else 1
 
 
+def _kept_heads(text: str) -> list[records_store.Head]:
+    """The heads a copy kept outside the database holds: a JSON list of heads (`records heads`),
+    or a witness's JSON lines of checkpoints (`records checkpoint --keep`); per chain, the
+    furthest one (the chain must still reach it, with the same hash)."""
+    stripped = text.lstrip()
+    found = (
+        json.loads(stripped)
+        if stripped.startswith("[")
+        else [json.loads(line) for line in text.splitlines() if line.strip()]
+    )
+    if not isinstance(found, list):
+        raise ValueError("not a list of heads")
+    furthest: dict[str, records_store.Head] = {}
+    for item in found:
+        head = records_store.Head.model_validate(item, strict=False)
+        if head.keeper not in furthest or head.chain_seq > furthest[head.keeper].chain_seq:
+            furthest[head.keeper] = head
+    return list(furthest.values())
+
+
 @records_app.command("checkpoint")
 @run_async
 async def records_checkpoint(
@@ -117,6 +134,13 @@ async def records_checkpoint(
             "--as",
             help="witness as this org, with its own key file (the hub's chain and its own);"
             " default: as the hub (every org's chain)",
+        ),
+    ] = None,
+    keep: Annotated[
+        Path | None,
+        typer.Option(
+            help="also append what was signed to this file (JSON lines): the witness's own copy,"
+            " outside the platform's database, for `records verify --against`"
         ),
     ] = None,
 ) -> None:
@@ -133,6 +157,18 @@ async def records_checkpoint(
         raise typer.Exit(2) from None
     async with database(settings) as pool:
         made = await records_store.checkpoint(pool, signer)
+    if keep is not None:
+        try:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            with keep.open("a", encoding="utf-8") as copy:
+                copy.writelines(cp.model_dump_json() + "\n" for cp in made)
+                copy.flush()
+                os.fsync(copy.fileno())
+        except OSError as err:
+            typer.echo(
+                f"error: --keep {keep}: {err.strerror} (the checkpoints are signed)", err=True
+            )
+            raise typer.Exit(1) from None
     for cp in made:
         typer.echo(f"{cp.keeper}\t#{cp.chain_seq}\t{cp.record_hash[:16]}…")
     typer.echo(f"{len(made)} checkpoints signed by {signer.party}", err=True)
