@@ -374,3 +374,42 @@ async def test_search_attributes_are_registered_idempotently(client) -> None:
     from renkei.kernel.search_attributes import ensure_registered
 
     assert await ensure_registered(client, "default") == []
+
+
+async def test_a_signed_answer_that_breaks_its_schema_fails_the_flow_with_the_fields(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A provider's worker answers (and signs) a payload its info item's schema refuses: the
+    flow fails at once with the fields that do not fit, naming no value, instead of failing its
+    workflow task again and again."""
+    from pydantic import BaseModel
+
+    from renkei.contracts.failures import Failure
+
+    await register_fixture(pool, "retry-probe.yaml")
+    secret = "1234567-not-a-number"
+
+    class OffSchema(BaseModel):  # what a broken provider's code returns
+        taxable_income: str
+        fiscal_year: str
+
+    async def off_schema(req: LinkageRequest) -> OffSchema:
+        return OffSchema(taxable_income=secret, fiscal_year="last")
+
+    async with workers(
+        client,
+        pool,
+        settings,
+        catalog,
+        live_whitelist,
+        providers={"city-shibuya": {"local-tax": off_schema}},
+    ):
+        h = pick(settings, lambda h: h.municipality == "city-shibuya")
+        handle = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    cause = failed.value.cause
+    assert Failure.INVALID_ANSWER.caused(cause), cause
+    assert "taxable_income" in str(cause) and secret not in str(cause)

@@ -32,7 +32,7 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as StepTimeout
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
+    from pydantic import BaseModel, ValidationError
 
     from activities.hub import HubActivities
     from renkei.bpf.cel.program import (
@@ -715,7 +715,21 @@ class BpfInterpreter:
             if report:  # only an answer the provider signed counts as provided
                 self._report(step.id, "provided")
         schema = SCHEMAS.get(self._run.info_schemas.get(q.info, ""), GenericRecord)
-        payload = schema.model_validate(payload).model_dump(mode="json")
+        try:
+            payload = schema.model_validate(payload).model_dump(mode="json")
+        except ValidationError as err:
+            # The provider's own (signed) answer breaks its item's contract: no retry of the
+            # workflow task can mend it, so the flow fails, naming the fields, never a value.
+            self._linkages.append(
+                LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
+            )
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(answer)'}: {e['msg']}"
+                for e in err.errors(include_input=False, include_url=False)[:5]
+            )
+            raise Failure.INVALID_ANSWER.error(
+                f"step {step.id}: {provider}'s answer does not fit {schema.__name__}: {problems}"
+            ) from None
         await self._codes_to_executor(schema, payload, provider)
         self._linkages.append(
             LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="provided")

@@ -38,6 +38,7 @@ class Failure(StrEnum):
     NOT_IMPLEMENTED = "NotImplemented"
     NO_MATCH = "NoMatch"
     FORGED_ANSWER = "ForgedAnswer"  # an answer the provider did not sign for this permit
+    INVALID_ANSWER = "InvalidAnswer"  # a signed answer that does not fit its item's schema
     PROVIDER_ERROR = "ProviderError"
     # Waits, expressions, child flows and steps.
     NOT_WAITING = "NotWaiting"
