@@ -434,6 +434,19 @@ async def test_a_child_flows_records_name_the_flow_it_served(
     assert child and all(
         r.parent_bpf == "one-stop-probe" and r.purpose_task == "child-allowance" for r in child
     )
+    # The citizen sees the procedure they applied for (its title) and that application, not
+    # the part of it that made the linkage.
+    from renkei.app.citizen import records_for_subject
+
+    [about] = {r.subject_code for r in child if r.keeper == records.HUB}
+    seen = [
+        r
+        for r in await records_for_subject(pool, catalog, uuid.UUID(about))
+        if r.bpf == "child-allowance-check" and r.application == handle.id
+    ]
+    assert seen and all(
+        r.procedure.id == "one-stop-probe" and r.procedure.en == "One-stop probe" for r in seen
+    )
 
 
 # -- records no one else can forge ---------------------------------------------------------------

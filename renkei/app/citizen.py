@@ -55,9 +55,20 @@ class CitizenRecord(BaseModel):
     info: Party
     task: Party
     legal_reference: str
-    bpf: str
+    bpf: str = Field(
+        description="the flow that made the linkage (for a one-stop procedure: the"
+        " part of it that did)"
+    )
     bpf_version: int
-    application: str = Field(description="the run (workflow id) the linkage belonged to")
+    procedure: Party = Field(
+        default=Party(id="", ja="", en=""),
+        description="the procedure the citizen applied for, by its title: the one-stop flow a"
+        " part of it served, or the flow itself",
+    )
+    application: str = Field(
+        description="the application (workflow id) the linkage served: the one-stop flow's when"
+        " a part of it made the linkage"
+    )
     step: str
     held_until: dt.datetime | None = Field(
         default=None, description="the record is (or was) withheld from the citizen until then"
@@ -145,11 +156,27 @@ async def records_for_subject(
     args.append(f.limit)
     rows = await pool.fetch(
         "SELECT decided_at, outcome, requester, provider, info, task, legal_reference, bpf,"
-        " bpf_version, workflow_id, step, hold_until, hold_reason"
+        " bpf_version, workflow_id, step, hold_until, hold_reason, parent_bpf,"
+        " parent_workflow_id"
         f" FROM records.access_records WHERE {' AND '.join(conds)}"
         f" ORDER BY decided_at DESC, id DESC LIMIT ${len(args)}",
         *args,
     )
+    # Each procedure by its title (its newest registered version's), as the catalog names it.
+    titles = {
+        r["bpf"]: Party(id=r["bpf"], ja=r["ja"] or r["bpf"], en=r["en"] or r["bpf"])
+        for r in await pool.fetch(
+            "SELECT DISTINCT ON (bpf) bpf, definition->'title'->>'ja' AS ja,"
+            " definition->'title'->>'en' AS en FROM registry.bpf_versions"
+            " WHERE bpf = ANY($1::text[]) ORDER BY bpf, version DESC",
+            list({r["parent_bpf"] or r["bpf"] for r in rows}),
+        )
+    }
+
+    def procedure(r: asyncpg.Record) -> Party:
+        applied = r["parent_bpf"] or r["bpf"]
+        return titles.get(applied) or Party(id=applied, ja=applied, en=applied)
+
     parties: dict[tuple[str, str], Party] = {}
 
     def party(kind: str, table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
@@ -171,6 +198,7 @@ async def records_for_subject(
             legal_reference="",
             bpf="",
             bpf_version=0,
+            procedure=WITHHELD,
             application="",
             step="",
             held_until=r["hold_until"],
@@ -192,7 +220,8 @@ async def records_for_subject(
             legal_reference=r["legal_reference"],
             bpf=r["bpf"],
             bpf_version=r["bpf_version"],
-            application=r["workflow_id"],
+            procedure=procedure(r),
+            application=r["parent_workflow_id"] or r["workflow_id"],
             step=r["step"],
             held_until=r["hold_until"],
             hold_reason=r["hold_reason"],
