@@ -113,6 +113,10 @@ class ControlsIndex:
     ) -> None:
         self.version = version
         self._pias: dict[tuple[str, str], Pia] = {(p.org, p.task): p for p in pias}
+        # (org, task) → (first day, last day) of each active PIA: a decision's one lookup.
+        self._standing: dict[tuple[str, str], tuple[dt.date, dt.date]] = {
+            k: (p.approved_on, p.review_due) for k, p in self._pias.items() if p.status == "active"
+        }
         self._as_requester: dict[str, Suspension] = {}
         self._as_provider: dict[str, Suspension] = {}
         self._bpfs: dict[tuple[str, int], Suspension] = {}
@@ -189,11 +193,24 @@ class ControlsIndex:
             ):
                 if found is not None:
                     return f"suspended: {found.describe()}"
-        for org in (requester, provider) if requester != provider else (requester,):
-            problem = self.pia_problem(org, task, day)
-            if problem is not None:
+        standing = self._standing
+        for org in (requester, provider):
+            span = standing.get((org, task))
+            if span is None or not span[0] <= day <= span[1]:
+                problem = self.pia_problem(org, task, day)
                 return f"no PIA in force: {problem} (番号法第28条)"
         return None
+
+
+_JST_OFFSET = dt.timedelta(hours=9)
+
+
+def japan_day(at: dt.datetime) -> dt.date:
+    """The date in Japan at ``at`` (Japan keeps +09:00 all year: a UTC time needs no zone
+    lookup, which is most of a decision's cost otherwise)."""
+    if at.tzinfo is dt.UTC:
+        return (at + _JST_OFFSET).date()
+    return at.astimezone(JST).date()
 
 
 def screen(
@@ -219,7 +236,7 @@ def screen(
         bpf,
         bpf_version,
         decision.row.id if decision.row else None,
-        at.astimezone(JST).date(),
+        japan_day(at),
     )
     if reason is None:
         return decision
