@@ -393,3 +393,40 @@ def test_bpf_validate_warns_of_an_executor_without_a_pia_in_force(cli) -> None:
             "--approved", "2026-04-01", "--review-due", "2031-03-31", *by,
         )  # fmt: skip
         assert code_ == 0, out
+
+
+async def test_a_provider_suspended_after_the_hub_permitted_refuses_at_its_own_gate(
+    client, pool, settings, catalog, live_whitelist, base_settings
+) -> None:
+    """The hub's index has not heard of the suspension yet (its listener is stopped here); the
+    provider's gate has, and refuses the attempt the hub permitted, before any provider code."""
+    from .helpers import allowance_check, sdk, workers
+
+    assert base_settings.database_url
+    hubs_view = await LiveWhitelist(base_settings.database_url).start()
+    await hubs_view.controls.stop()  # frozen: the hub decides on what it knew before
+    operator = f"stop-{uuid.uuid4().hex[:6]}"
+    await add_operator(pool, operator)
+    _, version = await controls_store.suspend(
+        pool, "org", "city-shibuya", "the provider's own stop", operator, side="provider"
+    )
+    try:
+        await live_whitelist.controls.wait_for_version(version)
+        async with (
+            workers(client, pool, settings, catalog, hubs_view, agencies=()),
+            workers(client, pool, settings, catalog, live_whitelist, control=False),
+        ):
+            handle = await sdk(client, settings).start(allowance_check(settings))
+            with pytest.raises(WorkflowFailureError) as failure:
+                await handle.result()
+    finally:
+        _, version = await controls_store.lift(pool, "org", "city-shibuya", "drill over", operator)
+        await live_whitelist.controls.wait_for_version(version)
+        await hubs_view.stop()
+    assert "suspended: org city-shibuya (as provider)" in str(failure.value.cause)
+    found = await records_by_party(pool, handle.id)
+    [hubs] = found[("hub", "tax")]
+    [gates] = found[("provider", "tax")]
+    assert hubs.outcome == "allowed"  # the hub permitted it ...
+    assert gates.outcome == "denied" and gates.keeper == "city-shibuya"  # ... the gate did not
+    assert "suspended: org city-shibuya (as provider)" in gates.reason
