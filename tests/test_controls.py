@@ -245,7 +245,26 @@ async def test_a_suspended_bpf_version_admits_no_new_run_and_its_runs_show_it(
                 headers=platform,
             )
             assert lifted.status_code == 200, lifted.text
-        assert (await http.post("/api/flows", json=body, headers=agency)).status_code == 201
+        # An executor suspended as requester starts nothing either; as provider only, it does.
+        for side, status in (("requester", 403), ("provider", 201)):
+            who = {"kind": "org", "target": "city-minato"}
+            made = await http.post(
+                "/api/platform/suspensions",
+                json={**who, "side": side, "reason": "drill"},
+                headers=platform,
+            )
+            assert made.status_code == 201, made.text
+            try:
+                got = await http.post("/api/flows", json=body, headers=agency)
+                assert got.status_code == status, got.text
+                if status == 403:
+                    assert "org city-minato (as requester) suspended by" in got.text
+            finally:
+                await http.post(
+                    "/api/platform/suspensions/lift",
+                    json={**who, "reason": "drill over"},
+                    headers=platform,
+                )
 
 
 async def test_only_a_platform_operator_changes_anything_and_bad_input_gets_its_reason(

@@ -225,14 +225,18 @@ async def suspensions(conn: Conn) -> list[Suspension]:
     return [Suspension(**dict(r)) for r in rows]
 
 
-async def bpf_suspension(conn: Conn, bpf: str, version: int) -> Suspension | None:
-    """The suspension of that BPF version in force, if any (asked once per start, not per
-    linkage: the linkages read the live index)."""
+async def start_stop(conn: Conn, bpf: str, version: int, executor: str) -> Suspension | None:
+    """The suspension in force that stops a new run of that BPF version by ``executor``: of the
+    version, or of the executor as requester (asked once per start, not per linkage: the
+    linkages read the live index)."""
     row = await conn.fetchrow(
         f"SELECT {_SUSPENSION} FROM controls.suspensions"
-        " WHERE kind = 'bpf' AND target = $1 AND version = $2",
+        " WHERE (kind = 'bpf' AND target = $1 AND version = $2)"
+        " OR (kind = 'org' AND target = $3 AND side IN ('requester', 'both'))"
+        " ORDER BY kind LIMIT 1",
         bpf,
         version,
+        executor,
     )
     return Suspension(**dict(row)) if row else None
 
