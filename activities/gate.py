@@ -53,6 +53,7 @@ from renkei.kernel import attest, permits, records, telemetry
 from renkei.kernel.codec import UNENCRYPTED
 from renkei.kernel.keys import OrgKeys
 from renkei.kernel.sealing import SealError, open_sealed
+from whitelist.controls import screen
 from whitelist.decide import Decision, WhitelistIndex, decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -126,7 +127,19 @@ class WhitelistGate:
         self._accept_unpermitted = accept_unpermitted
 
     def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
-        return provider_decision(self.org, self.catalog, self.whitelist.index, req, at)
+        decision = provider_decision(self.org, self.catalog, self.whitelist.index, req, at)
+        # The PIA gate and the emergency stop, as the hub applies them: a suspension (of this
+        # org, say) reaches the gate of a linkage the hub permitted a moment before.
+        return screen(
+            decision,
+            self.whitelist.controls.index,
+            requester=req.requester,
+            provider=self.org,
+            task=req.task,
+            bpf=req.bpf,
+            bpf_version=req.bpf_version,
+            at=at,
+        )
 
     def check_permit(
         self, req: LinkageRequest, info: activity.Info, now: dt.datetime

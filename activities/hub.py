@@ -52,6 +52,7 @@ from renkei.kernel.attest import (
     trigger_start,
 )
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
+from whitelist.controls import screen
 from whitelist.decide import decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -183,6 +184,17 @@ class HubActivities:
                 now,
             ),
         )
+        # The PIA gate and the emergency stop (whitelist.controls): in memory, like the rows.
+        decision = screen(
+            decision,
+            self._whitelist.controls.index,
+            requester=req.requester,
+            provider=req.provider,
+            task=req.task,
+            bpf=req.bpf,
+            bpf_version=req.bpf_version,
+            at=now,
+        )
         key = attempt_key(req.workflow_id, req.run_id, req.step)
 
         def record(keeper: str, code: str) -> records.AccessRecord:
@@ -286,6 +298,16 @@ class HubActivities:
             d.task,
             COHORT_ITEM,
             now,
+        )
+        decision = screen(
+            decision,
+            self._whitelist.controls.index,
+            requester=req.executor,
+            provider=req.executor,
+            task=d.task,
+            bpf=d.bpf,
+            bpf_version=d.version,
+            at=now,
         )
         permit = None
         if decision.allowed and decision.row is not None:

@@ -51,6 +51,44 @@ def _decision_us(index: WhitelistIndex, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def _screen_us(n: int) -> float:
+    """The PIA gate and the emergency stop on top of an allowed decision (whitelist.controls):
+    the samples' PIAs in force, one suspension elsewhere."""
+    from whitelist.catalog import default_catalog
+    from whitelist.controls import ControlsIndex, Suspension, sample_pias, screen
+    from whitelist.decide import decide_linkage
+    from whitelist.local import all_rows
+
+    catalog = default_catalog()
+    rows = all_rows(catalog)
+    now = dt.datetime(2026, 11, 26, 3, tzinfo=dt.UTC)
+    stop = Suspension(kind="org", target="jps", side="both", reason="bench", operator="b", at=now)
+    controls = ControlsIndex(sample_pias(catalog, rows, dt.date(2026, 4, 1)), [stop])
+    allowed = decide_linkage(
+        catalog,
+        WhitelistIndex(rows),
+        "pref-tokyo",
+        "city-minato",
+        "child-rearing-allowance",
+        "local-tax",
+        now,
+    )
+    assert allowed.allowed
+    t0 = time.perf_counter()
+    for _ in range(n):
+        screen(
+            allowed,
+            controls,
+            requester="pref-tokyo",
+            provider="city-minato",
+            task="child-rearing-allowance",
+            bpf="child-rearing-allowance-income-check",
+            bpf_version=1,
+            at=now,
+        )
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 @contextlib.asynccontextmanager
 async def _stack(
     sample_residents: int,
@@ -150,6 +188,7 @@ async def main(quick: bool) -> list[str]:
     )
     n = 20_000 if quick else 200_000
     us_real, us_big = _decision_us(real, n), _decision_us(synthetic, n)
+    us_screen = _screen_us(n)
     steps, static_ms = _static_check_ms(5 if quick else 20)
 
     async with _stack(sample_residents=400) as (env, pool, settings, url):
@@ -218,6 +257,7 @@ async def main(quick: bool) -> list[str]:
         "| --- | --- |",
         f"| decision, real table ({len(real)} rows) | {us_real:.2f} µs (target < 5) |",
         f"| decision, + 100,000 rows ({len(synthetic)}) | {us_big:.2f} µs (ratio {us_big / us_real:.2f}) |",
+        f"| PIA gate and emergency stop, after an allowed decision | {us_screen:.2f} µs |",
         f"| static check of a {steps}-step BPF (parse + validate) | {static_ms:.1f} ms |",
         "",
         "| access records, durable and hash-chained | records/s (target ≥ 5,000) |",

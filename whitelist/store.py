@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from renkei.kernel.db import APP_ROLE, connect
+from whitelist.controls_store import LiveControls
 from whitelist.decide import WhitelistIndex
 from whitelist.models import WhitelistRow
 
@@ -96,7 +97,8 @@ class LiveWhitelist:
     """An in-memory index kept current by PostgreSQL LISTEN/NOTIFY.
 
     Decisions read :attr:`index`, a plain attribute swap away from the newest rows; they never
-    wait on the database.
+    wait on the database. :attr:`controls` (the PIAs and suspensions, :mod:`whitelist.controls`)
+    is kept current beside it the same way, on a channel of its own.
     """
 
     def __init__(self, dsn: str, *, role: str | None = APP_ROLE) -> None:
@@ -107,9 +109,11 @@ class LiveWhitelist:
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._ready = asyncio.Event()
+        self.controls = LiveControls(dsn, role=role)
 
     async def start(self) -> LiveWhitelist:
         """Load the index and start listening for changes."""
+        await self.controls.start()
         self._task = asyncio.create_task(self._run(), name="renkei-whitelist-listener")
         waiter = asyncio.create_task(self._ready.wait())
         done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
@@ -119,6 +123,7 @@ class LiveWhitelist:
         return self
 
     async def stop(self) -> None:
+        await self.controls.stop()
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

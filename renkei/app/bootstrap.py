@@ -16,12 +16,13 @@ from renkei.bpf.models import BpfDefinition
 from renkei.bpf.validation import KnownBpfs, validate
 from renkei.kernel import keys, parties, records
 from renkei.kernel.settings import Settings
-from whitelist import store
+from whitelist import controls_store, store
 from whitelist.annex2 import SOURCE, load_annex2
 from whitelist.catalog import default_catalog
-from whitelist.decide import WhitelistIndex
+from whitelist.controls import sample_pias
+from whitelist.decide import JST, WhitelistIndex
 from whitelist.local import SOURCE as LOCAL_SOURCE
-from whitelist.local import load_local
+from whitelist.local import all_rows, load_local
 
 
 class Prepared(BaseModel):
@@ -30,6 +31,7 @@ class Prepared(BaseModel):
     registered: list[str]
     rejected: list[str]
     seeded: bool
+    pias_recorded: int = 0
 
 
 async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
@@ -122,6 +124,12 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
     await issue_keys(pool, settings, sorted(default_catalog().orgs))
     rows, version = await load_whitelist(pool)
+    # The samples' PIAs, for every (org, task) a row needs; never over a change made since.
+    pias = await controls_store.seed_pias(
+        pool,
+        sample_pias(default_catalog(), all_rows(default_catalog()), dt.datetime.now(JST).date()),
+        recorded_by="platform (samples)",
+    )
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
     seeded = await seed(
         pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents
@@ -132,4 +140,5 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
         registered=registered,
         rejected=rejected,
         seeded=seeded,
+        pias_recorded=pias,
     )

@@ -1,8 +1,9 @@
 """The BPF catalog: one static, self-contained HTML page of the operating flows.
 
-For each flow: its purpose, who defines and who runs it, what starts it, the diagram, and a
-table of which agencies will be asked for which data under which legal reference: the page a
-citizen reads to foresee what will happen to their data. Written by ``renkei bpf catalog``.
+For each flow: its purpose, who defines and who runs it, what starts it, the diagram, a table
+of which agencies will be asked for which data under which legal reference, each taking part's
+PIA for the flow's task, and any suspension that stops it: the page a citizen reads to foresee
+what will happen to their data. Written by ``renkei bpf catalog``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from renkei.bpf.models import BpfDefinition, QueryStep, walk
 from renkei.bpf.render import build, provider_label, to_svg
+from whitelist.controls import LEVEL_JA, ControlsIndex
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog, role_of
 
@@ -31,6 +33,16 @@ class Linkage(BaseModel):
     legal: list[str]
 
 
+class PiaLine(BaseModel):
+    """One org taking part in a flow, and its PIA for the flow's task (番号法第28条)."""
+
+    org_ja: str
+    org_en: str
+    in_force: bool
+    status_ja: str
+    status_en: str
+
+
 class Entry(BaseModel):
     bpf: str
     version: int
@@ -44,6 +56,8 @@ class Entry(BaseModel):
     triggers: list[str]
     svg: str
     linkages: list[Linkage]
+    pias: list[PiaLine] = []
+    suspended: list[str] = []
 
 
 def _agencies(d: BpfDefinition, q: QueryStep, catalog: Catalog, lang: str) -> str:
@@ -64,7 +78,53 @@ def _agencies(d: BpfDefinition, q: QueryStep, catalog: Catalog, lang: str) -> st
     return lead + ("、" if lang == "ja" else ", ").join(candidates)
 
 
-def entry(d: BpfDefinition, catalog: Catalog, index: WhitelistIndex, at: dt.date) -> Entry:
+def pia_lines(
+    d: BpfDefinition, catalog: Catalog, controls: ControlsIndex, at: dt.date
+) -> list[PiaLine]:
+    """The PIA of every org that runs the flow and of every provider it names itself."""
+    orgs = [o for e in d.owners.executors for o in catalog.orgs_of(e)]
+    orgs += [
+        s.query.provider
+        for s in walk(list(d.steps))
+        if isinstance(s, QueryStep) and s.query.provider in catalog.orgs
+    ]
+    lines = []
+    for org in dict.fromkeys(orgs):
+        pia = controls.pia(org, d.task)
+        lapse = pia.lapse(at) if pia else "none recorded"
+        if pia is None:
+            ja, en = "評価の記録なし", "no PIA recorded"
+        else:
+            ja = f"{LEVEL_JA[pia.level]} {pia.approved_on} 承認・{pia.review_due} 見直し"
+            en = f"{pia.level} assessment approved {pia.approved_on}, review due {pia.review_due}"
+            if lapse:
+                ja, en = f"{ja}(効力なし)", f"{en} ({lapse})"
+        o = catalog.orgs[org]
+        lines.append(
+            PiaLine(org_ja=o.ja, org_en=o.en, in_force=lapse is None, status_ja=ja, status_en=en)
+        )
+    return lines
+
+
+def stopping(d: BpfDefinition, catalog: Catalog, controls: ControlsIndex) -> list[str]:
+    """The suspensions in force that stop this flow's version or an org that runs it."""
+    found = [controls.bpf_suspension(d.bpf, d.version)]
+    found += [
+        controls.requester_suspension(o) for e in d.owners.executors for o in catalog.orgs_of(e)
+    ]
+    return [
+        f"{s.what}: {s.reason} ({s.at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
+        for s in dict.fromkeys(f for f in found if f is not None)
+    ]
+
+
+def entry(
+    d: BpfDefinition,
+    catalog: Catalog,
+    index: WhitelistIndex,
+    at: dt.date,
+    controls: ControlsIndex | None = None,
+) -> Entry:
     graph = build(d, catalog, index, at)
     linkages = []
     for s in walk(list(d.steps)):
@@ -98,13 +158,21 @@ def entry(d: BpfDefinition, catalog: Catalog, index: WhitelistIndex, at: dt.date
         triggers=d.trigger_kinds(),
         svg=to_svg(graph),
         linkages=linkages,
+        pias=pia_lines(d, catalog, controls, at) if controls is not None else [],
+        suspended=stopping(d, catalog, controls) if controls is not None else [],
     )
 
 
-def render(definitions: list[BpfDefinition], catalog: Catalog, index: WhitelistIndex) -> str:
+def render(
+    definitions: list[BpfDefinition],
+    catalog: Catalog,
+    index: WhitelistIndex,
+    controls: ControlsIndex | None = None,
+) -> str:
+    """The page; with ``controls``, each flow's PIAs and the suspensions that stop it."""
     at = dt.date.today()
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
-    entries = [entry(d, catalog, index, at) for d in definitions]
+    entries = [entry(d, catalog, index, at, controls) for d in definitions]
     for e in entries:  # Graphviz's own SVG, embedded as markup
         e.svg = Markup(e.svg[e.svg.find("<svg") :])
     return env.get_template("catalog.html").render(entries=entries, generated=at.isoformat())

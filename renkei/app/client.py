@@ -129,6 +129,8 @@ class RunStatus(BaseModel):
     workflow_id: str
     run_id: str | None
     bpf: str
+    version: int | None = None
+    executor: str | None = None
     status: str
     renkei_status: str | None
     started: dt.datetime | None
@@ -374,6 +376,8 @@ class RenkeiClient:
             workflow_id=w.id,
             run_id=w.run_id,
             bpf=w.workflow_type,
+            version=attrs.get(sa.BPF_VERSION),
+            executor=attrs.get(sa.EXECUTOR),
             status=w.status.name if isinstance(w.status, WorkflowExecutionStatus) else "UNKNOWN",
             renkei_status=attrs.get(sa.STATUS),
             started=w.start_time,

@@ -16,11 +16,12 @@ from renkei.bpf import registry
 from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
 from renkei.bpf.models import BPF_ID
 from renkei.bpf.providers import unserved_at_start
+from whitelist.controls_store import start_stop
 from whitelist.models import Catalog
 
 # Why a start is refused: each is also a failure type on the wire (renkei.contracts.failures).
 RefusalKind = Literal[
-    "UnknownBpf", "NotAnExecutor", "WrongTrigger", "InvalidInputs", "PurposeMismatch"
+    "UnknownBpf", "NotAnExecutor", "WrongTrigger", "InvalidInputs", "PurposeMismatch", "Suspended"
 ]
 
 
@@ -76,6 +77,8 @@ async def admit(
     if found is None:
         raise StartRefused(await why_not(pool, bpf, version, mode), "UnknownBpf")
     d = found.definition
+    if (stopped := await start_stop(pool, d.bpf, d.version, executor)) is not None:
+        raise StartRefused(f"no new run starts: {stopped.describe()}", "Suspended")
     if executor not in catalog.orgs:
         raise StartRefused(f"unknown executor org {executor!r}", "NotAnExecutor")
     if not any(catalog.refers_to(e, executor) for e in d.owners.executors):

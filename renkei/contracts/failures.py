@@ -25,6 +25,7 @@ class Failure(StrEnum):
     INVALID_INPUTS = "InvalidInputs"
     PURPOSE_MISMATCH = "PurposeMismatch"  # a child flow of another task than its caller's
     HOLD_NOT_APPROVED = "HoldNotApproved"  # a disclosure hold no second party approved
+    SUSPENDED = "Suspended"  # a BPF version a platform operator suspended (the emergency stop)
     UNKNOWN_SUBJECT = "UnknownSubject"
     # Life-event scans.
     NOT_TRIGGERED = "NotTriggered"

@@ -2,7 +2,7 @@
 
 ``stack`` runs renkei (whole, or as separate processes), ``flows`` starts and checks flows,
 ``whitelist``, ``bpf``, ``subjects``, ``records``, ``access`` (operators, keys, agencies),
-``schedules``, ``billing`` and ``outbox`` hold their groups; ``runtime`` what they share, among it
+``controls`` (the PIA registry, suspensions), ``schedules``, ``billing`` and ``outbox`` hold their groups; ``runtime`` what they share, among it
 ``run_async``, the decorator that makes an ``async def`` a command."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from renkei.app.cli import (
     access,
     billing,
     bpf,
+    controls,
     flows,
     outbox,
     records,
@@ -52,6 +53,7 @@ for command in (
     flows.notify,
     stack.init,
     stack.serve,
+    controls.suspensions,
 ):
     app.command()(command)
 
@@ -63,6 +65,9 @@ app.add_typer(access.operators_app, name="operators")
 app.add_typer(access.keys_app, name="keys")
 app.add_typer(access.holds_app, name="holds")
 app.add_typer(access.agencies_app, name="agencies")
+app.add_typer(controls.pia_app, name="pia")
+app.add_typer(controls.suspend_app, name="suspend")
+app.add_typer(controls.lift_app, name="lift")
 app.add_typer(schedules.schedules_app, name="schedules")
 app.add_typer(billing.billing_app, name="billing")
 app.add_typer(outbox.outbox_app, name="outbox")

@@ -17,10 +17,11 @@ import typer
 from renkei.app.bootstrap import check_file, known_definitions
 from renkei.app.cli.runtime import database, run_async
 from renkei.bpf import registry
-from renkei.bpf.loader import BpfFileError, load_file
+from renkei.bpf.loader import BpfFileError, LoadedBpf, load_file
+from renkei.bpf.pias import pia_issues
 from renkei.bpf.validation import KnownBpfs
 from renkei.kernel.settings import get_settings
-from whitelist import store
+from whitelist import controls_store, store
 from whitelist.catalog import default_catalog
 
 bpf_app = typer.Typer(help="Business process flow definitions.", no_args_is_help=True)
@@ -37,18 +38,21 @@ async def bpf_validate(
         bool, typer.Option(help="use the shipped whitelist instead of the store")
     ] = False,
 ) -> int:
-    """Validate BPF files: schema, references, expressions, whitelist conformance."""
+    """Validate BPF files: schema, references, expressions, whitelist conformance; and (not
+    --offline) a warning for each executor or named provider without a PIA in force."""
     from whitelist.decide import WhitelistIndex
     from whitelist.local import all_rows
 
     settings = get_settings()
     registered = KnownBpfs()
+    pias = None  # the PIA registry (and suspensions), from the store: not offline
     if offline:
         idx = WhitelistIndex(all_rows(default_catalog()))
     else:
         async with database(settings) as pool:
             idx = await store.load_index(pool)
             registered = await registry.known(pool)
+            pias = await controls_store.load_controls(pool)
         if not len(idx):
             idx = WhitelistIndex(all_rows(default_catalog()))
     # What a `call` may name: every registered version with its state (a call of one that does
@@ -68,6 +72,8 @@ async def bpf_validate(
     failed = 0
     for f in files:
         loaded, issues = check_file(f, idx, day, known=known)
+        if pias is not None and isinstance(loaded, LoadedBpf):
+            issues += pia_issues(loaded, default_catalog(), pias, day or dt.date.today())
         errors = [i for i in issues if i.severity == "error"]
         for i in issues:
             typer.echo(f"{i.severity}: {i}", err=i.severity == "error")
@@ -170,13 +176,15 @@ def bpf_schema() -> None:
 async def bpf_catalog(
     out: Annotated[Path, typer.Option(help="the HTML file to write")] = Path("bpf-catalog.html"),
 ) -> None:
-    """Write the static HTML catalog of the operating BPFs (purpose, diagram, data asked for)."""
+    """Write the static HTML catalog of the operating BPFs (purpose, diagram, data asked for,
+    each party's PIA, suspensions)."""
     from renkei.app.catalog_page import render
 
     async with database(get_settings()) as pool:
         defs = await registry.runnable(pool, "operation")
         index = await store.load_index(pool)
-    html = render([d.definition for d in defs], default_catalog(), index)
+        controls = await controls_store.load_controls(pool)
+    html = render([d.definition for d in defs], default_catalog(), index, controls)
     out.write_text(html, encoding="utf-8")
     typer.echo(f"wrote {out}")
 

@@ -18,6 +18,7 @@ from renkei.contracts.messages import StartFlow
 from renkei.kernel import keys
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings, get_settings
+from whitelist import controls_store
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, own_parties, party_client
@@ -192,9 +193,10 @@ async def runs(
     waiting: Annotated[bool, typer.Option(help="only runs waiting for someone or a timer")] = False,
     limit: int = 50,
 ) -> None:
-    """List runs by BPF, executor, trigger or status; waiting runs show what and until when."""
+    """List runs by BPF, executor, trigger or status; waiting runs show what and until when,
+    running ones a suspension that stops them (their BPF version, or their executor)."""
     settings = get_settings()
-    with embedded(settings) as (address, _url, _):
+    with embedded(settings) as (address, url, _):
         client = await RenkeiClient.connect(settings, address)
         try:
             found = await client.runs(
@@ -208,15 +210,24 @@ async def runs(
         except ValueError as err:
             typer.echo(f"error: --{err}", err=True)
             raise typer.Exit(2) from None
+        pool = await create_pool(url, max_size=1)
+        try:  # what a platform operator suspended (the emergency stop): shown beside its runs
+            stops = await controls_store.load_controls(pool)
+        finally:
+            await pool.close()
     for r in found:
         wait = (
             f"\twaiting {r.waiting_for} until {r.deadline:%Y-%m-%d %H:%M}"
             if r.waiting_for and r.deadline
             else ""
         )
+        stop = (stops.bpf_suspension(r.bpf, r.version) if r.version else None) or (
+            stops.requester_suspension(r.executor) if r.executor else None
+        )
+        stopped = f"\tsuspended: {stop.what} ({stop.reason})" if stop and r.closed is None else ""
         typer.echo(
             f"{r.workflow_id}\t{r.renkei_status or r.status.lower()}\t{r.trigger or '-'}\t"
-            f"{r.started:%Y-%m-%d %H:%M}{wait}"
+            f"{r.started:%Y-%m-%d %H:%M}{wait}{stopped}"
         )
     typer.echo(f"{len(found)} runs", err=True)
 

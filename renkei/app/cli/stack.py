@@ -182,6 +182,7 @@ async def _init(settings: Settings, address: str, url: str) -> tuple[Any, asyncp
             f"database ready: {report.whitelist_rows} whitelist rows (version {report.whitelist_version}),"
             f" {len(report.registered)} BPF versions registered"
             + (", sample residents seeded" if report.seeded else "")
+            + (f", {report.pias_recorded} sample PIAs recorded" if report.pias_recorded else "")
         )
         for r in report.rejected:
             typer.echo(f"  definition rejected: {r}", err=True)

@@ -58,6 +58,7 @@ REFUSAL_STATUS = {
     Failure.NOT_AN_EXECUTOR: 403,
     Failure.PURPOSE_MISMATCH: 403,
     Failure.HOLD_NOT_APPROVED: 403,
+    Failure.SUSPENDED: 403,
 }
 
 

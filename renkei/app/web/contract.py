@@ -93,7 +93,8 @@ MEANING = {
     400: "The body cannot be read (not JSON, or not the shape the operation reads).",
     401: "No credential, or one that is not known (or revoked).",
     403: "The caller may not do this (another agency's executor, a trigger only the platform"
-    " uses, an unapproved hold, an answer as the citizen).",
+    " uses, an unapproved hold, an answer as the citizen, a suspended BPF version, an org's"
+    " operator on the platform's API).",
     404: "No such flow of the caller's (the same answer for a flow that does not exist and for"
     " another party's).",
     409: "The case reference is taken by a run started with other parameters.",
