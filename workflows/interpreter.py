@@ -230,7 +230,10 @@ class BpfInterpreter:
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> FlowResult:
         if not args or args[0].payload.metadata.get("encoding") == UNENCRYPTED:
-            raise Failure.MALFORMED_START.error("an unencrypted start (written without the ring)")
+            raise Failure.MALFORMED_START.error(
+                "a start this worker does not read: written in clear, or by another party than"
+                " the executor or the platform"
+            )
         start = workflow.payload_converter().from_payload(args[0].payload, StartFlow)
         if start.bpf != workflow.info().workflow_type:
             raise Failure.MALFORMED_START.error("workflow type and BPF id differ")
