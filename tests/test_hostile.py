@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 from activities.permits import subject_context
 from renkei.app.client import ResponseRefused
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.messages import FlowResult, LinkageRequest, Pin
 from renkei.contracts.names import (
     agency_queue,
     control_queue,
@@ -40,8 +40,18 @@ from renkei.kernel.sealing import SealError, open_sealed
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.payloads import LocalTax, ResidentRecord
 from workers.plugin import party_client
+from workflows.interpreter import BpfInterpreter
 
-from .helpers import access_record, code, pick, register_fixture, sdk, start, workers
+from .helpers import (
+    access_record,
+    allowance_check,
+    code,
+    pick,
+    register_fixture,
+    sdk,
+    start,
+    workers,
+)
 
 
 async def _kept_by(pool, wid: str, keeper: str) -> list[records.AccessRecord]:
@@ -1437,3 +1447,120 @@ async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(
         )
         await rc.respond(handle.id, "consent", {"agree": True}, by="citizen", attestation=word)
         assert (await handle.result()).outcome == "completed"
+
+
+# -- a worker of another party polling a queue that is not its own --------------------------------
+
+
+@workflow.defn(dynamic=True, sandboxed=False)
+class _Impostor:
+    """A rogue's workflow on an executor's control queue: it completes the flow at once."""
+
+    @workflow.run
+    async def run(self, args: Sequence[RawValue]) -> FlowResult:
+        return FlowResult(
+            outcome="completed",
+            result={"eligible": True, "made_up_by": "kyokai-kenpo"},
+            pin=Pin(bpf=workflow.info().workflow_type, version=1, content_hash="sha256:x"),
+        )
+
+
+async def test_a_result_written_by_a_rogue_on_the_executors_queue_is_not_believed(
+    client, pool, settings
+) -> None:
+    """kyokai-kenpo, with its own keys only, polls city-minato's control queue and completes a
+    flow with a result of its making, on its own pair with city-minato: city-minato's SDK does
+    not read it as the flow's result."""
+    rogue = party_client(client, settings, ["kyokai-kenpo"])
+    async with Worker(
+        rogue,
+        task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
+        workflows=[_Impostor],
+    ):
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        with pytest.raises(Exception) as unread:
+            await asyncio.wait_for(handle.result(), 60)
+    assert not isinstance(unread.value, TimeoutError)
+    assert "made_up_by" not in str(unread.value)
+
+
+def _answering_as_itself(client, settings, party: str):
+    """A client with ``party``'s own keys whose codec takes every queue for its own: it answers
+    any activity on its pair with the flow's executor (which the executor can open)."""
+    from renkei.contracts import names
+    from renkei.kernel.channels import (
+        ChannelCodec,
+        Directory,
+        Identity,
+        Routing,
+        channel_converter,
+    )
+
+    directory = Directory()
+    for other in ("city-minato", "city-shibuya", "jps"):  # public keys, as the registry has
+        directory.add(other, keys.load_org(settings, other).opener().public_key())
+    codec = ChannelCodec(
+        Identity().add(party, *keys.load_org(settings, party).openers()),
+        directory,
+        Routing(executor_of=names.executor_of, party_of_queue=lambda _: party),
+        primary=party,
+    )
+    return Client(
+        client.service_client, namespace=client.namespace, data_converter=channel_converter(codec)
+    )
+
+
+async def test_a_rogue_answering_in_the_hubs_place_or_the_providers_fails_the_flow(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """kyokai-kenpo, with its own keys only, polls the hub's queue (then a provider's) and
+    answers on its own pair with the executor: the flow does not read the answer, and fails
+    saying so, with no made-up data taken."""
+    from renkei.contracts.messages import Brokered
+
+    await register_fixture(pool, "retry-probe.yaml")
+    seen: list[str] = []
+
+    @activity.defn(dynamic=True)
+    async def impostor(args: Sequence[RawValue]) -> object:
+        kind = activity.info().activity_type
+        seen.append(kind)
+        if kind == "hub.broker":
+            return Brokered(allowed=True, reason="ok", legal_reference="-")
+        return {"fiscal_year": 2025, "taxable_income": 123, "municipal_tax": 0, "dependents": 9}
+
+    rogue = _answering_as_itself(client, settings, "kyokai-kenpo")
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    prefix = settings.task_queue_prefix
+    # The hub's worker is down (or loses the race): the rogue alone polls the hub's queue.
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist, control=False),
+        Worker(
+            party_client(client, settings, ["city-minato"], legacy_ring=False),
+            task_queue=control_queue(prefix, "city-minato"),
+            workflows=[BpfInterpreter],
+        ),
+        Worker(rogue, task_queue=f"{prefix}.hub", activities=[impostor]),
+    ):
+        handle = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", person))
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    assert Failure.FORGED_ANSWER.caused(failed.value.cause), failed.value.cause
+    assert "not written by the hub" in str(failed.value.cause)
+    assert seen == ["hub.resolve"]
+    # The real hub, and a rogue on the provider's queue instead.
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist, agencies=("jps",)),
+        Worker(rogue, task_queue=agency_queue(prefix, "city-shibuya"), activities=[impostor]),
+    ):
+        handle = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", person))
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    cause = failed.value.cause
+    while cause is not None and not Failure.FORGED_ANSWER.caused(cause):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    assert cause is not None and "did not come from city-shibuya" in str(cause)
