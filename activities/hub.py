@@ -41,6 +41,7 @@ from renkei.contracts.messages import (
     ScanRequest,
     ScanTarget,
     TranslateRequest,
+    personal_in_case_ref,
 )
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import SCAN_TIMEOUT
@@ -88,6 +89,13 @@ class HubActivities:
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
+        if req.parent is None and req.trigger in ("counter", "portal"):
+            # The caller chose the case reference; the workflow id shows it in clear.
+            personal = personal_in_case_ref((activity.info().workflow_id or "").rsplit("/", 1)[-1])
+            if personal is not None:
+                raise Failure.MALFORMED_START.error(
+                    f"the case reference in the workflow id looks like {personal}"
+                )
         if req.parent is not None and req.called_by is None:
             # A child's purpose and trigger are its caller's; only a real child (one Temporal
             # says another flow started) may claim a caller.

@@ -1564,3 +1564,30 @@ async def test_a_rogue_answering_in_the_hubs_place_or_the_providers_fails_the_fl
     while cause is not None and not Failure.FORGED_ANSWER.caused(cause):
         cause = cause.__cause__ or getattr(cause, "cause", None)
     assert cause is not None and "did not come from city-shibuya" in str(cause)
+
+
+async def test_a_case_reference_that_is_an_individual_number_is_refused_everywhere(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A person's individual number as the case reference would sit in clear in Temporal and in
+    every record: the SDK refuses it, and a start straight to Temporal is refused by the hub
+    before anything is asked or recorded."""
+    from renkei.kernel.pseudonyms import synthetic_number
+
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    flow = allowance_check(settings).model_copy(
+        update={"case_ref": synthetic_number(person.subject_id)}
+    )
+    with pytest.raises(ValueError, match="must name no one"):
+        await sdk(client, settings).start(flow)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await client.start_workflow(
+            flow.bpf,
+            flow,
+            id=workflow_id(flow.bpf, flow.executor, flow.case_ref),
+            task_queue=control_queue(settings.task_queue_prefix, flow.executor),
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    assert "looks like an individual number" in str(failure.value.cause)
+    assert await records.query(pool, workflow_id=handle.id) == []
