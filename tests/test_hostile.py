@@ -1177,12 +1177,14 @@ async def test_a_party_cannot_frame_a_chain_it_does_not_witness(
     agency = await create_pool(
         base_settings.database_url, max_size=1, role=party_role("city-minato")
     )
-    try:
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+    try:  # not its chain to witness, and no such record either
+        with pytest.raises(asyncpg.PostgresError, match="row-level security|names a record"):
             await agency.execute(insert, *row)
     finally:
         await agency.close()
-    await pool.execute(insert, *row)  # past the role, as the application's role could
+    # Past the role, as the application's role could: a checkpoint names a record that is there.
+    with pytest.raises(asyncpg.PostgresError, match="names a record"):
+        await pool.execute(insert, *row)
     assert await _breaks(pool, settings, keeper) == []
 
 
@@ -1591,3 +1593,99 @@ async def test_a_case_reference_that_is_an_individual_number_is_refused_everywhe
             await asyncio.wait_for(handle.result(), 60)
     assert "looks like an individual number" in str(failure.value.cause)
     assert await records.query(pool, workflow_id=handle.id) == []
+
+
+async def test_a_requester_cannot_set_down_its_own_record_of_an_attempt_before_the_hub(
+    base_settings, pool, settings
+) -> None:
+    """The requester's record of an attempt is the hub's to write. city-minato, with its own
+    role, cannot append one (it writes only the attempts it answers); one appended past its
+    role, in its own hand, is refused by the hub's write and reported by verify."""
+    import asyncpg
+
+    from renkei.kernel.db import create_pool, party_role
+
+    attempt = f"wf-{uuid.uuid4()}/run/tax"
+    own = records.RecordSigner("city-minato", keys.load_org(settings, "city-minato").signer())
+    forged = access_record(
+        "city-minato",
+        1,
+        attempt_key=attempt,
+        requester="city-minato",
+        provider="city-shibuya",
+        outcome="denied",
+        reason="never asked",
+    )
+    agency = await create_pool(
+        base_settings.database_url, max_size=1, role=party_role("city-minato")
+    )
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await records.write(agency, forged, signer=own)
+    finally:
+        await agency.close()
+    await records.write(pool, forged, signer=own)  # past its role (the application's)
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    theirs = access_record(
+        "city-minato", 1, attempt_key=attempt, requester="city-minato", provider="city-shibuya"
+    )
+    with pytest.raises(PermissionError, match="not the hub"):
+        await records.write(
+            pool,
+            theirs,
+            access_record(
+                records.HUB,
+                1,
+                attempt_key=attempt,
+                requester="city-minato",
+                provider="city-shibuya",
+            ),
+            signer=hub,
+        )
+    # Had the hub's own record gone in beforehand (another path), verify names the substitute.
+    await records.write(
+        pool,
+        access_record(
+            records.HUB, 1, attempt_key=attempt, requester="city-minato", provider="city-shibuya"
+        ),
+        signer=hub,
+    )
+    problems = await _breaks(pool, settings, "city-minato")
+    assert any("is not the hub's writing" in p for p in problems), problems
+
+
+async def test_a_witness_cannot_sign_a_head_the_hubs_chain_never_had(
+    base_settings, pool, settings
+) -> None:
+    """city-minato witnesses the hub's chain; a checkpoint of a head that is not there (which
+    would make the chain look cut, for good) is refused."""
+    import asyncpg
+
+    from renkei.kernel.db import create_pool, party_role
+
+    head = await pool.fetchval(
+        "SELECT max(chain_seq) FROM records.access_records WHERE keeper = 'hub'"
+    )
+    framer = keys.load_org(settings, "city-minato").signer()
+    at = dt.datetime.now(dt.UTC)
+    seq, bogus = (head or 0) + 1000, "e" * 64
+    message = f"renkei/checkpoint/v1|hub|{seq}|{bogus}|{at.isoformat(timespec='microseconds')}"
+    agency = await create_pool(
+        base_settings.database_url, max_size=1, role=party_role("city-minato")
+    )
+    try:
+        with pytest.raises(asyncpg.PostgresError, match="names a record"):
+            await agency.execute(
+                "INSERT INTO records.checkpoints"
+                " (keeper, chain_seq, record_hash, signed_at, key_id, signature, signer)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "hub",
+                seq,
+                bogus,
+                at,
+                records.key_id(framer),
+                base64.b64encode(framer.sign(message.encode())).decode(),
+                "city-minato",
+            )
+    finally:
+        await agency.close()
