@@ -73,6 +73,8 @@ class HubActivities:
         mode: registry.Mode = "operation",
         time_scale: float = 1.0,
         history_limit: int = 10_000,
+        *,
+        runs_before: dt.datetime | None = None,
     ) -> None:
         self._pool = pool
         self._catalog = catalog
@@ -85,10 +87,22 @@ class HubActivities:
         self._time_scale = time_scale if mode == "test" else 1.0
         self._history_limit = history_limit
         self._claims = Claims(pool, catalog)
+        # The legacy control worker's: it resolves only the runs started before this moment.
+        self._runs_before = runs_before
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
+        if self._runs_before is not None and req.parent is None:
+            # A run on the shared queue of runs from before executor-side control: any holder
+            # of the old ring could start one, as any executor. Only those that were in flight
+            # when the upgrade was deployed resolve (a continuation or a child does not come
+            # here, or comes with its caller).
+            if activity.info().scheduled_time >= self._runs_before:
+                raise Failure.MALFORMED_START.error(
+                    "a run started on the shared control queue after executor-side control"
+                    " (runs start on their executor's queue)"
+                )
         if req.parent is None and req.trigger in ("counter", "portal"):
             # The caller chose the case reference; the workflow id shows it in clear.
             personal = personal_in_case_ref((activity.info().workflow_id or "").rsplit("/", 1)[-1])
