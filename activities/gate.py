@@ -48,7 +48,7 @@ from activities.linkage import ADMITTED
 from activities.permits import subject_context
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
-from renkei.contracts.names import is_query_activity, query_activity
+from renkei.contracts.names import executor_of, is_query_activity, query_activity
 from renkei.kernel import attest, permits, records, telemetry
 from renkei.kernel.codec import UNENCRYPTED
 from renkei.kernel.keys import OrgKeys
@@ -154,6 +154,12 @@ class WhitelistGate:
         attempt = (info.workflow_id, info.workflow_run_id, info.activity_id)
         if (permit.workflow_id, permit.run_id, permit.step) != attempt:
             raise permits.PermitRefused("the permit is for another attempt (replayed)")
+        if permit.requester != executor_of(info.workflow_id or ""):
+            # The answer is sealed to the executor the workflow id names: it must be the
+            # requester the hub permitted.
+            raise permits.PermitRefused(
+                f"the permit is for {permit.requester}'s flow, not this one"
+            )
         claimed = (req.requester, req.task, req.info, req.bpf, req.bpf_version, req.content_hash)
         if claimed != (
             permit.requester,

@@ -20,6 +20,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.attempts import attempt_key, attempt_record
+from activities.claims import Claims, caller
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
@@ -40,6 +41,7 @@ from renkei.contracts.messages import (
     ScanRequest,
     ScanTarget,
     TranslateRequest,
+    personal_in_case_ref,
 )
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import SCAN_TIMEOUT
@@ -72,6 +74,8 @@ class HubActivities:
         mode: registry.Mode = "operation",
         time_scale: float = 1.0,
         history_limit: int = 10_000,
+        *,
+        runs_before: dt.datetime | None = None,
     ) -> None:
         self._pool = pool
         self._catalog = catalog
@@ -83,10 +87,30 @@ class HubActivities:
         self._mode = mode
         self._time_scale = time_scale if mode == "test" else 1.0
         self._history_limit = history_limit
+        self._claims = Claims(pool, catalog)
+        # The legacy control worker's: it resolves only the runs started before this moment.
+        self._runs_before = runs_before
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
+        if self._runs_before is not None and req.parent is None:
+            # A run on the shared queue of runs from before executor-side control: any holder
+            # of the old ring could start one, as any executor. Only those that were in flight
+            # when the upgrade was deployed resolve (a continuation or a child does not come
+            # here, or comes with its caller).
+            if activity.info().scheduled_time >= self._runs_before:
+                raise Failure.MALFORMED_START.error(
+                    "a run started on the shared control queue after executor-side control"
+                    " (runs start on their executor's queue)"
+                )
+        if req.parent is None and req.trigger in ("counter", "portal"):
+            # The caller chose the case reference; the workflow id shows it in clear.
+            personal = personal_in_case_ref((activity.info().workflow_id or "").rsplit("/", 1)[-1])
+            if personal is not None:
+                raise Failure.MALFORMED_START.error(
+                    f"the case reference in the workflow id looks like {personal}"
+                )
         if req.parent is not None and req.called_by is None:
             # A child's purpose and trigger are its caller's; only a real child (one Temporal
             # says another flow started) may claim a caller.
@@ -165,6 +189,8 @@ class HubActivities:
         req = req.model_copy(
             update={"workflow_id": info.workflow_id, "run_id": info.workflow_run_id}
         )
+        # Who asks, for what, under which hold: checked against Temporal and the registry.
+        await self._claims.broker(req, caller(info))
         try:
             subject = await self._pseudonyms.subject_of(req.requester, req.subject)
         except UnknownSubject as err:
@@ -271,6 +297,7 @@ class HubActivities:
     @activity.defn(name="hub.scan-target")
     async def scan_target(self, req: ScanRequest) -> ScanTarget:
         """The version a life-event scan starts, after checking it is triggered by that event."""
+        self._claims.scan(req.bpf, req.executor, caller())
         found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
         if found is None:
             raise Failure.UNKNOWN_BPF.error(
@@ -339,11 +366,31 @@ class HubActivities:
     @activity.defn(name="hub.case-refs")
     async def case_refs(self, req: CaseRefRequest) -> list[str]:
         """Stable case references for the people a scan found (no personal data in them)."""
+        self._claims.scan(req.bpf, req.executor, caller())
         return [self._pseudonyms.case_ref(req.executor, req.bpf, req.key, c) for c in req.codes]
 
     @activity.defn(name="hub.sign-resume")
     async def sign_resume(self, resume: Resume) -> str:
-        """Sign the state a flow carries into its next run (continue-as-new)."""
+        """Sign the state a flow carries into its next run (continue-as-new): only a run as
+        the hub resolved it for this flow's executor (its registered definition, its roles, the
+        hub's own settings), so a continuation cannot swap the definition it runs."""
+        who = caller()
+        run = resume.run
+        registered = await self._claims.definition(
+            run.pin.bpf, run.pin.version, run.pin.content_hash
+        )
+        if (
+            run.pin.bpf != who.workflow_type
+            or registered.model_dump(mode="json") != run.definition.model_dump(mode="json")
+            or run.task_queue_prefix != self._prefix
+            or sorted(run.executor_roles) != sorted(self._catalog.org_roles(who.executor))
+            or run.hub_signing != self._issuer.public_b64
+            or run.time_scale != self._time_scale
+            or run.history_limit != self._history_limit
+        ):
+            raise Failure.MALFORMED_START.error(
+                "the state to carry on is not the run the hub resolved for this flow"
+            )
         return resume_state(
             self._issuer.key, activity.info().workflow_id or "", resume.model_dump_json()
         )
@@ -364,7 +411,10 @@ class HubActivities:
 
     @activity.defn(name="hub.attest-starts")
     async def attest_starts(self, req: AttestRequest) -> list[str]:
-        """The platform's word for each flow a life-event scan starts (see hub.resolve)."""
+        """The platform's word for each flow a life-event scan starts (see hub.resolve): to the
+        platform's scans of that flow and executor only."""
+        self._claims.scan(req.bpf, req.executor, caller())
+        self._claims.starts(req.bpf, req.executor, req.starts)
         return [
             trigger_start(self._issuer.key, wid, req.trigger, req.bpf, req.executor, subject)
             for wid, subject in req.starts
@@ -372,20 +422,24 @@ class HubActivities:
 
     @activity.defn(name="hub.remind")
     async def remind(self, req: ReminderRequest) -> None:
-        """Queue a reminder for the executor to send (once per wait step)."""
+        """Queue a reminder for the executor to send (once per wait step): the calling flow's,
+        into its own executor's outbox (whatever the request says)."""
+        who = caller()
         await self._pool.execute(
             "INSERT INTO hub.reminders (workflow_id, step, executor, subject_code, deadline)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workflow_id, step) DO NOTHING",
-            req.workflow_id,
+            who.workflow_id,
             req.step,
-            req.executor,
+            who.executor,
             req.subject,
             req.deadline,
         )
 
     @activity.defn(name="hub.translate")
     async def translate(self, req: TranslateRequest) -> list[str]:
-        """Translate codes from one org's code space into another's."""
+        """Translate codes from a provider's code space into the calling flow's executor's:
+        only from a provider the hub permitted in this very run."""
+        await self._claims.translation(req.from_org, req.to_org, caller())
         try:
             return await self._pseudonyms.translate(req.from_org, req.codes, req.to_org)
         except UnknownSubject as err:

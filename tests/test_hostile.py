@@ -25,7 +25,7 @@ from temporalio.worker import Worker
 from activities.permits import subject_context
 from renkei.app.client import ResponseRefused
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.messages import FlowResult, LinkageRequest, Pin
 from renkei.contracts.names import (
     agency_queue,
     control_queue,
@@ -40,8 +40,18 @@ from renkei.kernel.sealing import SealError, open_sealed
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.payloads import LocalTax, ResidentRecord
 from workers.plugin import party_client
+from workflows.interpreter import BpfInterpreter
 
-from .helpers import access_record, code, pick, register_fixture, sdk, start, workers
+from .helpers import (
+    access_record,
+    allowance_check,
+    code,
+    pick,
+    register_fixture,
+    sdk,
+    start,
+    workers,
+)
 
 
 async def _kept_by(pool, wid: str, keeper: str) -> list[records.AccessRecord]:
@@ -1167,12 +1177,14 @@ async def test_a_party_cannot_frame_a_chain_it_does_not_witness(
     agency = await create_pool(
         base_settings.database_url, max_size=1, role=party_role("city-minato")
     )
-    try:
-        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+    try:  # not its chain to witness, and no such record either
+        with pytest.raises(asyncpg.PostgresError, match="row-level security|names a record"):
             await agency.execute(insert, *row)
     finally:
         await agency.close()
-    await pool.execute(insert, *row)  # past the role, as the application's role could
+    # Past the role, as the application's role could: a checkpoint names a record that is there.
+    with pytest.raises(asyncpg.PostgresError, match="names a record"):
+        await pool.execute(insert, *row)
     assert await _breaks(pool, settings, keeper) == []
 
 
@@ -1437,3 +1449,243 @@ async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(
         )
         await rc.respond(handle.id, "consent", {"agree": True}, by="citizen", attestation=word)
         assert (await handle.result()).outcome == "completed"
+
+
+# -- a worker of another party polling a queue that is not its own --------------------------------
+
+
+@workflow.defn(dynamic=True, sandboxed=False)
+class _Impostor:
+    """A rogue's workflow on an executor's control queue: it completes the flow at once."""
+
+    @workflow.run
+    async def run(self, args: Sequence[RawValue]) -> FlowResult:
+        return FlowResult(
+            outcome="completed",
+            result={"eligible": True, "made_up_by": "kyokai-kenpo"},
+            pin=Pin(bpf=workflow.info().workflow_type, version=1, content_hash="sha256:x"),
+        )
+
+
+async def test_a_result_written_by_a_rogue_on_the_executors_queue_is_not_believed(
+    client, pool, settings
+) -> None:
+    """kyokai-kenpo, with its own keys only, polls city-minato's control queue and completes a
+    flow with a result of its making, on its own pair with city-minato: city-minato's SDK does
+    not read it as the flow's result."""
+    rogue = party_client(client, settings, ["kyokai-kenpo"])
+    async with Worker(
+        rogue,
+        task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
+        workflows=[_Impostor],
+    ):
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        with pytest.raises(Exception) as unread:
+            await asyncio.wait_for(handle.result(), 60)
+    assert not isinstance(unread.value, TimeoutError)
+    assert "made_up_by" not in str(unread.value)
+
+
+def _answering_as_itself(client, settings, party: str):
+    """A client with ``party``'s own keys whose codec takes every queue for its own: it answers
+    any activity on its pair with the flow's executor (which the executor can open)."""
+    from renkei.contracts import names
+    from renkei.kernel.channels import (
+        ChannelCodec,
+        Directory,
+        Identity,
+        Routing,
+        channel_converter,
+    )
+
+    directory = Directory()
+    for other in ("city-minato", "city-shibuya", "jps"):  # public keys, as the registry has
+        directory.add(other, keys.load_org(settings, other).opener().public_key())
+    codec = ChannelCodec(
+        Identity().add(party, *keys.load_org(settings, party).openers()),
+        directory,
+        Routing(executor_of=names.executor_of, party_of_queue=lambda _: party),
+        primary=party,
+    )
+    return Client(
+        client.service_client, namespace=client.namespace, data_converter=channel_converter(codec)
+    )
+
+
+async def test_a_rogue_answering_in_the_hubs_place_or_the_providers_fails_the_flow(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """kyokai-kenpo, with its own keys only, polls the hub's queue (then a provider's) and
+    answers on its own pair with the executor: the flow does not read the answer, and fails
+    saying so, with no made-up data taken."""
+    from renkei.contracts.messages import Brokered
+
+    await register_fixture(pool, "retry-probe.yaml")
+    seen: list[str] = []
+
+    @activity.defn(dynamic=True)
+    async def impostor(args: Sequence[RawValue]) -> object:
+        kind = activity.info().activity_type
+        seen.append(kind)
+        if kind == "hub.broker":
+            return Brokered(allowed=True, reason="ok", legal_reference="-")
+        return {"fiscal_year": 2025, "taxable_income": 123, "municipal_tax": 0, "dependents": 9}
+
+    rogue = _answering_as_itself(client, settings, "kyokai-kenpo")
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    prefix = settings.task_queue_prefix
+    # The hub's worker is down (or loses the race): the rogue alone polls the hub's queue.
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist, control=False),
+        Worker(
+            party_client(client, settings, ["city-minato"], legacy_ring=False),
+            task_queue=control_queue(prefix, "city-minato"),
+            workflows=[BpfInterpreter],
+        ),
+        Worker(rogue, task_queue=f"{prefix}.hub", activities=[impostor]),
+    ):
+        handle = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", person))
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    assert Failure.FORGED_ANSWER.caused(failed.value.cause), failed.value.cause
+    assert "not written by the hub" in str(failed.value.cause)
+    assert seen == ["hub.resolve"]
+    # The real hub, and a rogue on the provider's queue instead.
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist, agencies=("jps",)),
+        Worker(rogue, task_queue=agency_queue(prefix, "city-shibuya"), activities=[impostor]),
+    ):
+        handle = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", person))
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 60)
+    cause = failed.value.cause
+    while cause is not None and not Failure.FORGED_ANSWER.caused(cause):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    assert cause is not None and "did not come from city-shibuya" in str(cause)
+
+
+async def test_a_case_reference_that_is_an_individual_number_is_refused_everywhere(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A person's individual number as the case reference would sit in clear in Temporal and in
+    every record: the SDK refuses it, and a start straight to Temporal is refused by the hub
+    before anything is asked or recorded."""
+    from renkei.kernel.pseudonyms import synthetic_number
+
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    flow = allowance_check(settings).model_copy(
+        update={"case_ref": synthetic_number(person.subject_id)}
+    )
+    with pytest.raises(ValueError, match="must name no one"):
+        await sdk(client, settings).start(flow)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await client.start_workflow(
+            flow.bpf,
+            flow,
+            id=workflow_id(flow.bpf, flow.executor, flow.case_ref),
+            task_queue=control_queue(settings.task_queue_prefix, flow.executor),
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    assert "looks like an individual number" in str(failure.value.cause)
+    assert await records.query(pool, workflow_id=handle.id) == []
+
+
+async def test_a_requester_cannot_set_down_its_own_record_of_an_attempt_before_the_hub(
+    base_settings, pool, settings
+) -> None:
+    """The requester's record of an attempt is the hub's to write. city-minato, with its own
+    role, cannot append one (it writes only the attempts it answers); one appended past its
+    role, in its own hand, is refused by the hub's write and reported by verify."""
+    import asyncpg
+
+    from renkei.kernel.db import create_pool, party_role
+
+    attempt = f"wf-{uuid.uuid4()}/run/tax"
+    own = records.RecordSigner("city-minato", keys.load_org(settings, "city-minato").signer())
+    forged = access_record(
+        "city-minato",
+        1,
+        attempt_key=attempt,
+        requester="city-minato",
+        provider="city-shibuya",
+        outcome="denied",
+        reason="never asked",
+    )
+    agency = await create_pool(
+        base_settings.database_url, max_size=1, role=party_role("city-minato")
+    )
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await records.write(agency, forged, signer=own)
+    finally:
+        await agency.close()
+    await records.write(pool, forged, signer=own)  # past its role (the application's)
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    theirs = access_record(
+        "city-minato", 1, attempt_key=attempt, requester="city-minato", provider="city-shibuya"
+    )
+    with pytest.raises(PermissionError, match="not the hub"):
+        await records.write(
+            pool,
+            theirs,
+            access_record(
+                records.HUB,
+                1,
+                attempt_key=attempt,
+                requester="city-minato",
+                provider="city-shibuya",
+            ),
+            signer=hub,
+        )
+    # Had the hub's own record gone in beforehand (another path), verify names the substitute.
+    await records.write(
+        pool,
+        access_record(
+            records.HUB, 1, attempt_key=attempt, requester="city-minato", provider="city-shibuya"
+        ),
+        signer=hub,
+    )
+    problems = await _breaks(pool, settings, "city-minato")
+    assert any("is not the hub's writing" in p for p in problems), problems
+
+
+async def test_a_witness_cannot_sign_a_head_the_hubs_chain_never_had(
+    base_settings, pool, settings
+) -> None:
+    """city-minato witnesses the hub's chain; a checkpoint of a head that is not there (which
+    would make the chain look cut, for good) is refused."""
+    import asyncpg
+
+    from renkei.kernel.db import create_pool, party_role
+
+    head = await pool.fetchval(
+        "SELECT max(chain_seq) FROM records.access_records WHERE keeper = 'hub'"
+    )
+    framer = keys.load_org(settings, "city-minato").signer()
+    at = dt.datetime.now(dt.UTC)
+    seq, bogus = (head or 0) + 1000, "e" * 64
+    message = f"renkei/checkpoint/v1|hub|{seq}|{bogus}|{at.isoformat(timespec='microseconds')}"
+    agency = await create_pool(
+        base_settings.database_url, max_size=1, role=party_role("city-minato")
+    )
+    try:
+        with pytest.raises(asyncpg.PostgresError, match="names a record"):
+            await agency.execute(
+                "INSERT INTO records.checkpoints"
+                " (keeper, chain_seq, record_hash, signed_at, key_id, signature, signer)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "hub",
+                seq,
+                bogus,
+                at,
+                records.key_id(framer),
+                base64.b64encode(framer.sign(message.encode())).decode(),
+                "city-minato",
+            )
+    finally:
+        await agency.close()

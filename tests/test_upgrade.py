@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import uuid
 
+import pytest
 from temporalio.client import Client
 from temporalio.common import HeaderCodecBehavior
 from temporalio.plugin import SimplePlugin
@@ -44,8 +46,12 @@ def _old_client(client: Client, settings) -> Client:
 @contextlib.asynccontextmanager
 async def _old_workers(old: Client, pool, settings, catalog, whitelist):
     async with contextlib.AsyncExitStack() as stack:
+        # The old release took every run on the shared queue.
+        before = settings.model_copy(
+            update={"legacy_runs_before": dt.datetime(9999, 1, 1, tzinfo=dt.UTC)}
+        )
         await stack.enter_async_context(
-            legacy_control_worker(old, pool, settings, catalog, whitelist)
+            legacy_control_worker(old, pool, before, catalog, whitelist)
         )
         for org in SAMPLE_AGENCIES:
             await stack.enter_async_context(
@@ -75,7 +81,9 @@ async def test_a_flow_started_before_the_upgrade_completes_after_it(
             await asyncio.sleep(0.05)
         else:
             raise AssertionError("the flow never waited")
-    # The upgrade: every worker replaced by this release's, the SDK too.
+    # The upgrade: every worker replaced by this release's, the SDK too; the hub's process
+    # serves the runs started before it on the shared queue.
+    slow = slow.model_copy(update={"legacy_runs_before": dt.datetime.now(dt.UTC)})
     async with workers(client, pool, slow, catalog, live_whitelist):
         ack = await sdk(client, slow).respond(wid, "consent", {"agree": True})
         assert ack.step == "consent"
@@ -92,3 +100,36 @@ async def test_a_flow_started_before_the_upgrade_completes_after_it(
     assert all(p.metadata["encoding"] == ENCODING for a in scheduled for p in a.input.payloads)
     kept = await records.query(pool, workflow_id=wid)
     assert sorted(r.keeper for r in kept) == sorted(["city-minato", "hub", "city-shibuya"])
+
+
+async def test_no_new_run_is_taken_on_the_shared_queue_after_the_upgrade(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Every org's key file still carries the old ring: kyokai-kenpo starts a new run on the
+    shared queue, under the ring, as city-minato. The hub's process serves that queue only for
+    runs started before the upgrade: this one is refused before anything is asked."""
+    from temporalio.client import WorkflowFailureError
+
+    from renkei.contracts.messages import FlowResult
+    from tests.helpers import allowance_check
+
+    ring = keys.load_org(settings, "kyokai-kenpo").codec
+    assert ring is not None
+    rogue = Client(
+        client.service_client, namespace=client.namespace, data_converter=data_converter(ring)
+    )
+    upgraded = settings.model_copy(
+        update={"legacy_runs_before": dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)}
+    )
+    flow = allowance_check(settings)
+    async with workers(client, pool, upgraded, catalog, live_whitelist):
+        handle = await rogue.start_workflow(
+            flow.bpf,
+            flow,
+            id=workflow_id(flow.bpf, flow.executor, flow.case_ref),
+            task_queue=control_queue(settings.task_queue_prefix),
+            result_type=FlowResult,
+        )
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 60)
+    assert await records.query(pool, workflow_id=handle.id) == []

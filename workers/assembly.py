@@ -64,7 +64,7 @@ def build_workers(
         workers.extend(
             control_worker(acting(org, legacy_ring=False), settings, org) for org in executors
         )
-        if legacy:
+        if legacy and settings.legacy_runs_before is not None:
             workers.append(
                 legacy_control_worker(
                     party_client(client, settings, [HUB], legacy=True),

@@ -30,7 +30,12 @@ from workflows.life_events import LifeEventScan
 
 
 def _hub_activities(
-    pool: asyncpg.Pool, settings: Settings, catalog: Catalog, whitelist: LiveWhitelist
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist,
+    *,
+    legacy: bool = False,
 ) -> list[Callable[..., Any]]:
     hub_keys = keys.load(settings)
     hub = HubActivities(
@@ -43,6 +48,7 @@ def _hub_activities(
         settings.mode,
         settings.test_time_scale,
         settings.history_limit,
+        runs_before=settings.legacy_runs_before if legacy else None,
     )
     return [
         hub.resolve,
@@ -113,16 +119,20 @@ def legacy_control_worker(
     """The shared control worker of runs started before executor-side control: the
     interpreter with the hub's activities in one process, under the shared payload ring.
 
-    It serves only the runs still in flight on the old queue (``<prefix>.control``); new runs
-    start on their executor's queue. ``client`` must carry the legacy converter
+    It serves only the runs still in flight on the old queue (``<prefix>.control``): those
+    started before ``RENKEI_LEGACY_RUNS_BEFORE`` (it refuses to resolve a run started there
+    later: any ring holder could start one, as any executor); new runs start on their
+    executor's queue. ``client`` must carry the legacy converter
     (``renkei_plugin(legacy=True)``). Retire it once no run is left on that queue.
     """
+    if settings.legacy_runs_before is None:
+        raise ValueError("the legacy control worker serves runs started before a moment: set it")
     require_plugin(client)
     precompile()
     return Worker(
         client,
         task_queue=control_queue(settings.task_queue_prefix),
         workflows=[BpfInterpreter, LifeEventScan],
-        activities=_hub_activities(pool, settings, catalog, whitelist),
+        activities=_hub_activities(pool, settings, catalog, whitelist, legacy=True),
         **options,  # type: ignore[arg-type]
     )

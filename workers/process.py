@@ -110,11 +110,10 @@ async def run_worker(
         whitelist = await LiveWhitelist(found.database, role=role).start()
         workers: list[Worker]
         if kind == "hub":
-            legacy = party_client(client, settings, [HUB], legacy=True)
-            workers = [
-                hub_worker(client, pool, settings, catalog, whitelist),
-                legacy_control_worker(legacy, pool, settings, catalog, whitelist),
-            ]
+            workers = [hub_worker(client, pool, settings, catalog, whitelist)]
+            if settings.legacy_runs_before is not None:  # runs from before, still in flight
+                legacy = party_client(client, settings, [HUB], legacy=True)
+                workers.append(legacy_control_worker(legacy, pool, settings, catalog, whitelist))
         elif kind == "control":
             workers = [control_worker(client, settings, party)]
         else:

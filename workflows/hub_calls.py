@@ -13,20 +13,27 @@ of its own), calls the hub remotely.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from temporalio.api.common.v1 import Payload
 
+    from renkei.contracts.failures import Failure
     from renkei.contracts.names import control_parts, hub_queue
     from renkei.contracts.retries import HUB_RETRY, HUB_TIMEOUT
     from renkei.kernel.channels import channel_parties
 
 A = TypeVar("A")
 R = TypeVar("R")
+
+
+def activity_name(method: Callable[..., Any]) -> str:
+    """The name on the hub's queue of one of the hub's activity methods."""
+    name: str = method.__temporal_activity_definition.name  # type: ignore[attr-defined]
+    return name
 
 
 def calls_hub_remotely(start: Payload) -> bool:
@@ -52,10 +59,25 @@ async def hub_call(
         return await workflow.execute_local_activity_method(
             method, arg, start_to_close_timeout=HUB_TIMEOUT, retry_policy=retry_policy
         )
-    return await workflow.execute_activity_method(
-        method,
+    # The answer comes raw, and is read only if the hub wrote it: a worker polling the hub's
+    # queue in the hub's place answers on a pair of its own, which the codec does not open
+    # (renkei.kernel.channels). The flow then fails, saying so, instead of failing its workflow
+    # task on an answer it cannot read, again and again.
+    name = activity_name(method)
+    raw: RawValue = await workflow.execute_activity(
+        name,
         arg,
+        result_type=RawValue,
         task_queue=hub_queue(prefix),
         start_to_close_timeout=HUB_TIMEOUT,
         retry_policy=retry_policy,
     )
+    answer_type = get_type_hints(method).get("return", Any)
+    try:
+        result: R = workflow.payload_converter().from_payload(raw.payload, answer_type)
+    except Exception:  # the marker of a payload no converter reads, or not the answer's shape
+        raise Failure.FORGED_ANSWER.error(
+            f"the answer to {name} was not written by the hub (a worker on the hub's"
+            " queue answered in its place)"
+        ) from None
+    return result

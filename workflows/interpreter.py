@@ -230,7 +230,10 @@ class BpfInterpreter:
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> FlowResult:
         if not args or args[0].payload.metadata.get("encoding") == UNENCRYPTED:
-            raise Failure.MALFORMED_START.error("an unencrypted start (written without the ring)")
+            raise Failure.MALFORMED_START.error(
+                "a start this worker does not read: written in clear, or by another party than"
+                " the executor or the platform"
+            )
         start = workflow.payload_converter().from_payload(args[0].payload, StartFlow)
         if start.bpf != workflow.info().workflow_type:
             raise Failure.MALFORMED_START.error("workflow type and BPF id differ")
@@ -648,10 +651,12 @@ class BpfInterpreter:
             request = LinkageRequest(**common, subject=brokered.subject or "")
         report = workflow.patched(ATTEMPT_OUTCOMES)
         try:
-            payload: dict[str, Any] = await workflow.execute_activity(
+            # Raw, and read only if the provider (or the executor) wrote it: another party's
+            # worker on the provider's queue answers on a pair the codec does not open.
+            answer: RawValue = await workflow.execute_activity(
                 query_activity(q.info),
                 request,
-                result_type=dict,
+                result_type=RawValue,
                 task_queue=agency_queue(self._run.task_queue_prefix, provider),
                 activity_id=step.id,
                 start_to_close_timeout=q.timeout,
@@ -693,6 +698,20 @@ class BpfInterpreter:
                     f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
                 ) from None
             raise
+        try:
+            payload: dict[str, Any] = workflow.payload_converter().from_payload(
+                answer.payload, dict
+            )
+        except Exception:  # the marker of a payload no converter reads
+            if report:
+                self._report(step.id, "failed")
+            self._linkages.append(
+                LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
+            )
+            raise Failure.FORGED_ANSWER.error(
+                f"step {step.id}: the answer did not come from {provider} (another party's"
+                " worker answered on its queue)"
+            ) from None
         if (
             request.permit is not None
             and brokered.provider_key is not None

@@ -54,6 +54,7 @@ from renkei.contracts.messages import (
     Response,
     StartFlow,
     Waiting,
+    check_case_ref,
 )
 from renkei.contracts.names import control_parts, control_queue, workflow_id
 from renkei.kernel import search_attributes as sa
@@ -204,6 +205,8 @@ class RenkeiClient:
         """Start a flow, or return the run already started for the same case reference with
         the same content; raises :class:`CaseConflict` if that run's content differs."""
         check_subject_code(request.subject)
+        if request.trigger in ("counter", "portal"):  # the platform makes the others'
+            check_case_ref(request.case_ref)
         if request.executor not in default_catalog().orgs:
             raise ValueError(f"unknown executor org {request.executor!r}")
         if request.resume is not None:

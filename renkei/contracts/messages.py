@@ -8,6 +8,7 @@ error message: subject codes travel only inside payloads.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,39 @@ from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import Sealed
 
 CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_DIGIT_RUNS = re.compile(r"[0-9]+")
+_CODE_RUNS = re.compile(r"[A-Z2-7]{20,}")
+
+
+def _number_check_digit(first_eleven: str) -> int:
+    """The check digit of an individual number (個人番号) from its first eleven digits."""
+    total = sum(
+        int(d) * (n + 1 if n <= 6 else n - 5) for n, d in enumerate(reversed(first_eleven), 1)
+    )
+    return 0 if total % 11 <= 1 else 11 - total % 11
+
+
+def personal_in_case_ref(case_ref: str) -> str | None:
+    """What in a caller's case reference looks like a person's identifier (it goes into the
+    workflow id, in clear in Temporal): an individual number (twelve digits whose last is their
+    check digit), or a subject code (twenty base32 capitals). None if nothing does."""
+    for run in _DIGIT_RUNS.findall(case_ref):
+        if len(run) == 12 and _number_check_digit(run[:11]) == int(run[11]):
+            return "an individual number (個人番号)"
+    if _CODE_RUNS.search(case_ref):
+        return "a subject code"
+    return None
+
+
+def check_case_ref(case_ref: str) -> str:
+    """``case_ref``, or ValueError if it looks like a person's identifier."""
+    found = personal_in_case_ref(case_ref)
+    if found is not None:
+        raise ValueError(
+            f"a case reference must name no one, and this one looks like {found}: use the"
+            " agency's own case number"
+        )
+    return case_ref
 
 
 def _utc_if_naive(value: dt.datetime) -> dt.datetime:

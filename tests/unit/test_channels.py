@@ -179,3 +179,24 @@ async def test_a_trace_context_travels_in_clear_and_nothing_else_does() -> None:
     assert unread(await read(codec("city-minato"), smuggled))
     [sealed] = await codec("hub").encode([smuggled])
     assert sealed.metadata["encoding"] == b"binary/renkei-channel"
+
+
+async def test_a_pair_that_may_not_write_here_is_not_read_though_it_opens() -> None:
+    """city-shibuya, holding its own keys only, writes to city-minato on their own pair: a
+    signal or a result of city-minato's flow, or an answer in place of the hub or of jps. The
+    executor could open it (it is a party of the pair), but that pair may not write there."""
+    rogue = codec("city-shibuya")
+    minato = codec("city-minato")
+    # A flow's own payloads: only the executor's, or the platform's to it.
+    [forged] = await flow(rogue).encode([SECRET])
+    assert channel_parties(await read(codec("city-shibuya"), forged)) is not None  # it opens
+    assert unread(await read(flow(minato), forged))
+    [platform] = await flow(codec("hub")).encode([SECRET])
+    assert (await read(flow(minato), platform)).data == SECRET.data
+    # An activity's: only the executor's and the queue's party's.
+    for queue in (hub_queue("renkei"), agency_queue("renkei", "jps")):
+        # The rogue polls that queue and answers on its own pair with the executor.
+        [answer] = await activity(rogue, agency_queue("renkei", "city-shibuya")).encode([SECRET])
+        assert unread(await read(activity(minato, queue), answer)), queue
+    [real] = await activity(codec("jps"), agency_queue("renkei", "jps")).encode([SECRET])
+    assert (await read(activity(minato, agency_queue("renkei", "jps")), real)).data == SECRET.data

@@ -23,11 +23,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path
 from fastapi.security import APIKeyCookie, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from renkei.app.citizen import RecordFilter
 from renkei.bpf.inputs import SUBJECT_CODE
-from renkei.contracts.messages import CASE_REF, DisclosureHold, StartFlow
+from renkei.contracts.messages import CASE_REF, DisclosureHold, StartFlow, check_case_ref
 
 CITIZEN_COOKIE = "renkei_portal"
 OPERATOR_COOKIE = "renkei_codec"
@@ -160,8 +160,10 @@ class StartRequest(BaseModel):
         description="an agency starts at its `counter` or `portal`; the others are the"
         " platform's (403)",
     )
-    case_ref: str = Field(
-        pattern=CASE_REF, description="the caller's case reference; no personal data"
+    case_ref: Annotated[str, AfterValidator(check_case_ref)] = Field(
+        pattern=CASE_REF,
+        description="the caller's case reference; no personal data (an individual number or"
+        " a subject code in it is refused)",
     )
     hold: DisclosureHold | None = None
 

@@ -145,6 +145,20 @@ async def append(
         seq, prev = (last["chain_seq"], last["record_hash"]) if last else (0, GENESIS)
         for i in mine:
             record = records[i]
+            found = known.get(record.attempt_key)
+            if (
+                found is not None
+                and signer is not None
+                and signer.party == HUB
+                and keeper != HUB
+                and found.provider != keeper
+                and found.signer not in (None, HUB)
+            ):
+                # The requester's record of an attempt is the hub's to write: one already there
+                # in another's hand was set down before the hub could write it.
+                raise PermissionError(
+                    f"{keeper}'s record of this attempt was written by {found.signer}, not the hub"
+                )
             if record.attempt_key not in known:
                 seq += 1
                 chained = record.model_copy(

@@ -363,12 +363,31 @@ async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:
         HUB,
         keeper,
     )
+    if row is not None:
+        return Break(
+            keeper=keeper,
+            chain_seq=0,
+            problem=f"lacks its record of the attempt in the hub's record {row['chain_seq']}"
+            " (removed)",
+        )
+    # ... and the requester's record of it is the hub's writing, saying what the hub's says.
+    row = await conn.fetchrow(
+        "SELECT r.chain_seq, h.chain_seq AS hub_seq FROM records.access_records h"
+        " JOIN records.access_records r ON r.keeper = $2 AND r.attempt_key = h.attempt_key"
+        " WHERE h.keeper = $1 AND h.requester = $2 AND r.provider <> r.keeper"
+        " AND r.signer IS NOT NULL AND (r.signer <> $1 OR r.outcome <> h.outcome"
+        " OR r.provider <> h.provider OR r.info <> h.info OR r.task <> h.task)"
+        " ORDER BY r.chain_seq LIMIT 1",
+        HUB,
+        keeper,
+    )
     if row is None:
         return None
     return Break(
         keeper=keeper,
-        chain_seq=0,
-        problem=f"lacks its record of the attempt in the hub's record {row['chain_seq']} (removed)",
+        chain_seq=row["chain_seq"],
+        problem=f"its record of the attempt in the hub's record {row['hub_seq']} is not the"
+        " hub's writing (set down by another, or different)",
     )
 
 

@@ -1,0 +1,180 @@
+"""What the hub believes of a request, and what it takes from Temporal or its own registry.
+
+Any process that reaches Temporal can run a workflow of its own and call the hub's activities on
+the hub's queue with a request of its making. The hub therefore takes nothing a request claims
+about *who* asks, or *for what*, on the request's word:
+
+- who asks is the executor the calling workflow's id names (``<bpf>/<executor>/<case>``, taken
+  from Temporal's activity info, not from the request), and the workflow's type is the BPF;
+- for what is the registered definition the request pins (bpf, version, content hash): its task,
+  its query steps (the step asked must be one of them, asking that item, of that provider when
+  the definition names the provider), its triggers;
+- a disclosure hold counts only if a platform operator approved it for that case;
+- a parent flow it claims must be the same executor's, of a purpose that covers the child's;
+- a code is translated only into the calling flow's executor's space, and only from a provider
+  the hub permitted in this very run;
+- the platform's word on starts and case references goes only to the platform's scans.
+
+Each check raises a non-retryable :class:`~renkei.contracts.failures.Failure`; none reads more
+than the registry (cached by content hash) or, for a hold or a translation, one indexed row.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import asyncpg
+from temporalio import activity
+
+from renkei.bpf.models import BpfDefinition, QueryStep, walk
+from renkei.contracts.failures import Failure
+from renkei.contracts.messages import BrokerRequest
+from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
+from renkei.kernel import holds, records
+from whitelist.models import Catalog
+
+_CACHED = 256  # registered definitions kept in memory, by content hash
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The calling flow, as Temporal says (never as the request says)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    executor: str
+
+
+def caller(info: activity.Info | None = None) -> Caller:
+    """The flow calling the current hub activity; refused unless its id names an executor."""
+    found = info or activity.info()
+    wid = found.workflow_id or ""
+    executor = executor_of(wid)
+    if executor is None or not found.workflow_run_id:
+        raise Failure.LINKAGE_REFUSED.error("the hub answers renkei's flows only")
+    return Caller(wid, found.workflow_run_id, found.workflow_type or "", executor)
+
+
+class Claims:
+    """The hub's checks of what a calling flow claims (see the module's docstring)."""
+
+    def __init__(self, pool: asyncpg.Pool, catalog: Catalog) -> None:
+        self._pool = pool
+        self._catalog = catalog
+        self._definitions: OrderedDict[str, BpfDefinition] = OrderedDict()
+
+    async def definition(self, bpf: str, version: int, content_hash: str) -> BpfDefinition:
+        """The registered definition a run pins; refused if nothing is registered so."""
+        found = self._definitions.get(content_hash)
+        if found is None:
+            row = await self._pool.fetchrow(
+                "SELECT definition FROM registry.bpf_versions"
+                " WHERE bpf = $1 AND version = $2 AND content_hash = $3",
+                bpf,
+                version,
+                content_hash,
+            )
+            if row is None:
+                raise Failure.LINKAGE_REFUSED.error(
+                    f"{bpf} v{version} with that content is not a registered definition"
+                )
+            found = BpfDefinition.model_validate(row["definition"])
+            self._definitions[content_hash] = found
+            while len(self._definitions) > _CACHED:
+                self._definitions.popitem(last=False)
+        else:
+            self._definitions.move_to_end(content_hash)
+        return found
+
+    async def broker(self, req: BrokerRequest, who: Caller) -> None:
+        """Refuse a linkage request whose claims the hub does not hold to be true."""
+        refuse = Failure.LINKAGE_REFUSED.error
+        if req.requester != who.executor:
+            raise refuse(
+                f"a linkage is asked by the flow's executor ({who.executor}), not {req.requester}"
+            )
+        if req.bpf != who.workflow_type:
+            raise refuse(f"a flow of {who.workflow_type} asks for {req.bpf}'s linkage")
+        d = await self.definition(req.bpf, req.bpf_version, req.content_hash)
+        if req.task != d.task:
+            raise refuse(f"{d.bpf} v{d.version} serves {d.task}, not {req.task}")
+        step = next(
+            (s for s in walk(d.steps) if isinstance(s, QueryStep) and s.id == req.step), None
+        )
+        if step is None:
+            raise refuse(f"{d.bpf} v{d.version} has no query step {req.step!r}")
+        asked = {step.query.info, getattr(step.query, "sub_info", None)}
+        if req.info not in asked:
+            raise refuse(f"step {req.step} of {d.bpf} asks for {step.query.info}, not {req.info}")
+        named = step.query.provider
+        if "${" not in named and not named.startswith("role:") and req.provider != named:
+            raise refuse(f"step {req.step} of {d.bpf} asks {named}, not {req.provider}")
+        if req.parent is None and req.trigger not in d.trigger_kinds():
+            raise refuse(f"{d.bpf} is not started by {req.trigger!r}")
+        if req.parent is not None:
+            parent = req.parent
+            if (
+                executor_of(parent.workflow_id) != who.executor
+                or parent.workflow_id.split("/", 1)[0] != parent.bpf
+                or not self._catalog.serves_purpose(parent.task, d.task)
+            ):
+                raise refuse(
+                    "the flow it claims to serve is not its executor's, or not of a"
+                    " purpose that covers it"
+                )
+        if req.hold is not None:
+            try:
+                await holds.check(
+                    self._pool,
+                    who.executor,
+                    req.hold.approval,
+                    req.hold.reason,
+                    req.hold.until,
+                    req.parent.workflow_id if req.parent else who.workflow_id,
+                )
+            except holds.HoldNotApproved as err:
+                raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
+
+    async def translation(self, from_org: str, to_org: str, who: Caller) -> None:
+        """A flow gets codes translated into its own executor's space only, and only from a
+        provider the hub permitted in this very run (the codes in that provider's answer)."""
+        if to_org != who.executor:
+            raise Failure.LINKAGE_REFUSED.error(
+                f"codes are translated into the flow's executor's space ({who.executor}) only"
+            )
+        permitted = await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM records.access_records WHERE keeper = $1"
+            " AND workflow_id = $2 AND run_id = $3 AND provider = $4 AND outcome = 'allowed')",
+            records.HUB,
+            who.workflow_id,
+            who.run_id,
+            from_org,
+        )
+        if not permitted:
+            raise Failure.LINKAGE_REFUSED.error(
+                f"no linkage with {from_org} was permitted in this run: nothing to translate"
+            )
+
+    def scan(self, bpf: str, executor: str, who: Caller) -> None:
+        """The platform's word on starts, and case references, go to its scans only: the
+        calling workflow is a scan (``scan/<bpf>/<executor>/...``) of that BPF and executor."""
+        parts = who.workflow_id.removeprefix(SCAN_ID_PREFIX).split("/")
+        if (
+            not who.workflow_id.startswith(SCAN_ID_PREFIX)
+            or len(parts) < 2
+            or parts[0] != bpf
+            or who.executor != executor
+        ):
+            raise Failure.NOT_TRIGGERED.error(
+                "only a life-event scan of this flow and executor asks for that"
+            )
+
+    def starts(self, bpf: str, executor: str, starts: list[tuple[str, str]]) -> None:
+        """The flows a scan starts are that BPF's and executor's."""
+        for wid, _ in starts:
+            if executor_of(wid) != executor or wid.split("/", 1)[0] != bpf:
+                raise Failure.NOT_TRIGGERED.error(f"a scan of {bpf} starts {bpf}'s flows only")
+            if workflow_id(bpf, executor, wid.split("/", 2)[2]) != wid:
+                raise Failure.NOT_TRIGGERED.error("not a flow's workflow id")
