@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from whitelist.models import Catalog, WhitelistRow
+from whitelist.models import Catalog, Source, WhitelistRow
 
 Key = tuple[str, str, str, str]
 
@@ -40,8 +40,11 @@ class Decision(BaseModel):
 class WhitelistIndex:
     """An immutable in-memory index of whitelist rows."""
 
-    def __init__(self, rows: Iterable[WhitelistRow], version: int = 0) -> None:
+    def __init__(
+        self, rows: Iterable[WhitelistRow], version: int = 0, sources: Iterable[Source] = ()
+    ) -> None:
         self.version = version
+        self.sources: dict[str, Source] = {s.id: s for s in sources}
         self._rows: dict[Key, list[WhitelistRow]] = {}
         self._by_purpose: dict[tuple[str, str], list[WhitelistRow]] = {}
         count = 0
@@ -53,15 +56,31 @@ class WhitelistIndex:
         self._size = count
         self._tasks = {k[1] for k in self._rows}
         self._infos = {k[3] for k in self._rows}
-        self._decisions: dict[tuple[str, str, str], Decision] = {}
+        self._decisions: dict[tuple[str, str, str, str], Decision] = {}
 
-    def _permitted(self, row: WhitelistRow, r: str, p: str) -> Decision:
-        """The (immutable) decision a row in force gives; built once per row and role pair."""
-        key = (row.id, r, p)
+    def in_force(self, row: WhitelistRow, day: dt.date) -> bool:
+        """Whether ``row`` is in force on ``day``: its own period, bounded by its source's."""
+        source = self.sources.get(row.source)
+        return row.valid_at(day) and (source is None or source.valid_at(day))
+
+    def cite(self, row: WhitelistRow, day: dt.date) -> str:
+        """How a linkage on ``day`` cites ``row``: its source's form, marked as a stand-in's
+        when the source stands in on that day for a newer one that is not loaded."""
+        source = self.sources.get(row.source)
+        if source is not None and source.stands_in_at(day):
+            return source.marked(row.item)
+        return row.item
+
+    def _permitted(self, row: WhitelistRow, r: str, p: str, day: dt.date) -> Decision:
+        """The (immutable) decision a row in force gives; built once per row, role pair and
+        citation (a stand-in's rows are cited as such from the day it stands in)."""
+        citation = self.cite(row, day)
+        key = (row.id, r, p, citation)
         found = self._decisions.get(key)
         if found is None:
+            cited = row if citation == row.item else row.model_copy(update={"citation": citation})
             found = self._decisions[key] = Decision(
-                allowed=True, row=row, reason=f"permitted by {row.legal_reference} ({r} → {p})"
+                allowed=True, row=cited, reason=f"permitted by {citation} ({r} → {p})"
             )
         return found
 
@@ -74,7 +93,7 @@ class WhitelistIndex:
     def permitting(self, task: str, info: str, at: dt.date) -> list[WhitelistRow]:
         """The rows in force on ``at`` that let some requester obtain ``info`` for ``task``:
         what a denied linkage would need (another requester or provider role)."""
-        return [r for r in self._by_purpose.get((task, info), ()) if r.valid_at(at)]
+        return [r for r in self._by_purpose.get((task, info), ()) if self.in_force(r, at)]
 
     def tasks_permitting(self, info: str, at: dt.date) -> list[str]:
         """The tasks under which some row in force on ``at`` lets ``info`` be obtained."""
@@ -82,7 +101,7 @@ class WhitelistIndex:
             {
                 t
                 for (t, i), rows in self._by_purpose.items()
-                if i == info and any(r.valid_at(at) for r in rows)
+                if i == info and any(self.in_force(r, at) for r in rows)
             }
         )
 
@@ -107,8 +126,8 @@ class WhitelistIndex:
                 for row in self._rows.get((r, task, p, info), ()):
                     if row.scope == "within-body" and not same_body:
                         own_use = row
-                    elif row.valid_at(at):
-                        return self._permitted(row, r, p)
+                    elif self.in_force(row, at):
+                        return self._permitted(row, r, p, at)
                     else:
                         expired = row
         if own_use is not None:
@@ -117,10 +136,7 @@ class WhitelistIndex:
                 " the requester and the provider are different bodies"
             )
         elif expired is not None:
-            reason = (
-                f"{expired.legal_reference} matches but is not in force on {at.isoformat()}"
-                f" (valid {expired.valid_from} to {expired.valid_to or 'open'})"
-            )
+            reason = self._not_in_force(expired, at)
         elif not req:
             reason = "the requester holds no role"
         elif not prov:
@@ -135,6 +151,23 @@ class WhitelistIndex:
                 f" for task {task!r} from provider roles {sorted(prov)}"
             )
         return Decision(allowed=False, reason=reason)
+
+    def _not_in_force(self, row: WhitelistRow, at: dt.date) -> str:
+        source = self.sources.get(row.source)
+        if source is not None and not source.valid_at(at):
+            when = (
+                f"it ended on {source.valid_to}"
+                if source.valid_to is not None and at >= source.valid_to
+                else f"it begins on {source.valid_from}"
+            )
+            return (
+                f"{row.item} matches, but its source {source.id} ({source.title}) is not in force"
+                f" on {at.isoformat()}: {when}"
+            )
+        return (
+            f"{row.legal_reference} matches but is not in force on {at.isoformat()}"
+            f" (valid {row.valid_from} to {row.valid_to or 'open'})"
+        )
 
 
 def permitting_hint(

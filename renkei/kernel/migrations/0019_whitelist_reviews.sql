@@ -1,0 +1,41 @@
+-- renkei schema, version 19: the review (見直し) of every operating BPF version after a change
+-- of the law.
+--
+-- After each load of a whitelist source (whitelist.loads), every operating version is validated
+-- again at the load's effective date; the outcome is kept here, one row per version and load.
+-- A version whose newest review found it non-conformant admits no new run from the effective
+-- date on (renkei.bpf.admission); a later review that finds it conformant lifts that. The
+-- definer of every version the change touches finds a message in its outbox (hub.reminders,
+-- kind 'review').
+CREATE TABLE registry.reviews (
+    id          bigserial PRIMARY KEY,
+    load_id     bigint NOT NULL REFERENCES whitelist.loads (id),
+    source      text NOT NULL,
+    bpf         text NOT NULL,
+    version     integer NOT NULL,
+    effective   date NOT NULL,
+    conformant  boolean NOT NULL,
+    affected    boolean NOT NULL,    -- the load changed rows its queries name, or its conformance
+    executors   text[] NOT NULL,
+    problems    jsonb NOT NULL,      -- validation's errors at the effective date
+    reviewed_at timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (bpf, version) REFERENCES registry.bpf_versions (bpf, version)
+);
+CREATE INDEX reviews_version ON registry.reviews (bpf, version, id);
+
+-- The outbox carries review messages beside reminders; a review message names no subject.
+ALTER TABLE hub.reminders ADD COLUMN kind text NOT NULL DEFAULT 'reminder'
+    CHECK (kind IN ('reminder', 'review'));
+ALTER TABLE hub.reminders ADD COLUMN note text;
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'renkei_app') THEN
+        GRANT SELECT, INSERT ON registry.reviews TO renkei_app;
+        GRANT USAGE, SELECT ON SEQUENCE registry.reviews_id_seq TO renkei_app;
+        REVOKE UPDATE, DELETE ON registry.reviews FROM renkei_app;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'renkei_party') THEN
+        GRANT SELECT ON registry.reviews TO renkei_party;
+    END IF;
+END $$;
