@@ -8,12 +8,13 @@ the two orgs hold, never on the size of the table.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
+from whitelist.catalog import default_catalog
 from whitelist.models import Catalog, Source, WhitelistRow
 
 Key = tuple[str, str, str, str]
@@ -41,22 +42,37 @@ class WhitelistIndex:
     """An immutable in-memory index of whitelist rows."""
 
     def __init__(
-        self, rows: Iterable[WhitelistRow], version: int = 0, sources: Iterable[Source] = ()
+        self,
+        rows: Iterable[WhitelistRow],
+        version: int = 0,
+        sources: Iterable[Source] = (),
+        parents: Mapping[str, str] | None = None,
     ) -> None:
         self.version = version
         self.sources: dict[str, Source] = {s.id: s for s in sources}
+        # An ordinance-level info item's statutory category (the catalog's, by default).
+        self._parents = dict(parents) if parents is not None else default_catalog().parents()
         self._rows: dict[Key, list[WhitelistRow]] = {}
         self._by_purpose: dict[tuple[str, str], list[WhitelistRow]] = {}
         count = 0
         for row in rows:
-            key = (row.requester_role, row.task, row.provider_role, row.info)
+            # A row naming an ordinance-level item permits that item only; a row of the whole
+            # category permits the category and each of its items (see decide).
+            info = row.sub_info or row.info
+            key = (row.requester_role, row.task, row.provider_role, info)
             self._rows.setdefault(key, []).append(row)
-            self._by_purpose.setdefault((row.task, row.info), []).append(row)
+            self._by_purpose.setdefault((row.task, info), []).append(row)
             count += 1
         self._size = count
         self._tasks = {k[1] for k in self._rows}
         self._infos = {k[3] for k in self._rows}
         self._decisions: dict[tuple[str, str, str, str], Decision] = {}
+
+    def _levels(self, info: str) -> tuple[str, ...]:
+        """The keys a query for ``info`` may match: the item itself and, for an ordinance-level
+        item, its statutory category."""
+        parent = self._parents.get(info)
+        return (info,) if parent is None else (info, parent)
 
     def in_force(self, row: WhitelistRow, day: dt.date) -> bool:
         """Whether ``row`` is in force on ``day``: its own period, bounded by its source's."""
@@ -79,8 +95,9 @@ class WhitelistIndex:
         found = self._decisions.get(key)
         if found is None:
             cited = row if citation == row.item else row.model_copy(update={"citation": citation})
+            level = f" [{row.info} › {row.sub_info}]" if row.sub_info else ""
             found = self._decisions[key] = Decision(
-                allowed=True, row=cited, reason=f"permitted by {citation} ({r} → {p})"
+                allowed=True, row=cited, reason=f"permitted by {citation}{level} ({r} → {p})"
             )
         return found
 
@@ -93,7 +110,12 @@ class WhitelistIndex:
     def permitting(self, task: str, info: str, at: dt.date) -> list[WhitelistRow]:
         """The rows in force on ``at`` that let some requester obtain ``info`` for ``task``:
         what a denied linkage would need (another requester or provider role)."""
-        return [r for r in self._by_purpose.get((task, info), ()) if self.in_force(r, at)]
+        return [
+            r
+            for level in self._levels(info)
+            for r in self._by_purpose.get((task, level), ())
+            if self.in_force(r, at)
+        ]
 
     def tasks_permitting(self, info: str, at: dt.date) -> list[str]:
         """The tasks under which some row in force on ``at`` lets ``info`` be obtained."""
@@ -101,7 +123,7 @@ class WhitelistIndex:
             {
                 t
                 for (t, i), rows in self._by_purpose.items()
-                if i == info and any(self.in_force(r, at) for r in rows)
+                if i in self._levels(info) and any(self.in_force(r, at) for r in rows)
             }
         )
 
@@ -121,9 +143,10 @@ class WhitelistIndex:
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
         own_use: WhitelistRow | None = None
+        levels = self._levels(info)
         for r in req:
             for p in prov:
-                for row in self._rows.get((r, task, p, info), ()):
+                for row in (x for lv in levels for x in self._rows.get((r, task, p, lv), ())):
                     if row.scope == "within-body" and not same_body:
                         own_use = row
                     elif self.in_force(row, at):
@@ -143,7 +166,7 @@ class WhitelistIndex:
             reason = "the provider holds no role"
         elif task not in self._tasks:
             reason = f"no whitelist row names task {task!r}"
-        elif info not in self._infos:
+        elif not any(lv in self._infos for lv in levels):
             reason = f"no whitelist row names info item {info!r}"
         else:
             reason = (

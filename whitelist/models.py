@@ -40,6 +40,11 @@ class InfoItem(_Named):
     """
 
     schema_name: str = "GenericRecord"
+    parent: str | None = Field(
+        default=None,
+        description="for an ordinance-level item (主務省令で定める情報), the statutory category it"
+        " falls under: a row of the whole category permits it too",
+    )
 
 
 class Org(BaseModel):
@@ -190,6 +195,10 @@ class Catalog(BaseModel):
     tasks: dict[str, Task]
     info_items: dict[str, InfoItem]
     orgs: dict[str, Org]
+
+    def parents(self) -> dict[str, str]:
+        """Each ordinance-level info item's statutory category."""
+        return {i.id: i.parent for i in self.info_items.values() if i.parent is not None}
 
     def org_roles(self, org: str) -> frozenset[str]:
         """The roles an org holds; empty for an unknown org."""

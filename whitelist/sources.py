@@ -239,6 +239,13 @@ def build_rows(source: Source, specs: Iterable[RowSpec], catalog: Catalog) -> li
         ):
             if ident not in known:
                 problems.append(f"{spec.where}: {kind}: unknown id {ident!r}")
+        if spec.sub_info is not None:
+            sub = catalog.info_items.get(spec.sub_info)
+            if sub is None or sub.parent != spec.info:
+                problems.append(
+                    f"{spec.where}: sub_info: {spec.sub_info!r} is not an ordinance-level item"
+                    f" of {spec.info!r} (an info item with `parent: {spec.info}`)"
+                )
         rid = "/".join(
             (
                 source.id,
