@@ -35,7 +35,7 @@ from whitelist.models import Catalog
 from whitelist.sources import RowSpec, SourceFileError, SourceMeta, read_bytes
 
 # Markup that could declare or expand entities: refused wherever it appears.
-_FORBIDDEN = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
+_FORBIDDEN = re.compile(r"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _ITEM = re.compile(r"^[一二三四五六七八九十百]+(の[一二三四五六七八九十]+)*$")
 COLUMNS = ("item", "requester", "task", "provider", "info")
 
@@ -67,11 +67,17 @@ def _text(cell: ET.Element) -> str:
 def parse_table(path: Path, data: bytes) -> list[StatutoryRow]:
     """The data rows of the (first) appended table in ``data``; refused, located, if the
     document is not such a table."""
-    if _FORBIDDEN.search(data):
-        line = data[: _FORBIDDEN.search(data).start()].count(b"\n") + 1  # type: ignore[union-attr]
+    try:  # UTF-8 only: a declaration hidden in another encoding is not looked past
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise SourceFileError([f"{path}:{line}: not UTF-8 text"]) from None
+    forbidden = _FORBIDDEN.search(text)
+    if forbidden is not None:
+        line = text[: forbidden.start()].count("\n") + 1
         raise SourceFileError([f"{path}:{line}: refused: a DOCTYPE or ENTITY declaration"])
     try:
-        root = ET.fromstring(data)
+        root = ET.fromstring(re.sub(r"^<\?xml[^>]*\?>", "", text.lstrip("\ufeff")))
     except ET.ParseError as err:
         line, col = err.position
         raise SourceFileError([f"{path}:{line}:{col}: not well-formed XML"]) from None

@@ -130,3 +130,16 @@ def test_a_source_bounds_its_rows_and_marks_its_citations_as_a_stand_ins() -> No
     assert "t2015 (the 2015 table) is not in force on 2027-01-01: it ended on 2027-01-01" in reason
     # The row itself is untouched: the index cites, the row keeps its item.
     assert row.legal_reference == "番号法別表第二 七十四項"
+
+
+def test_xml_in_another_encoding_is_refused_before_parsing(tmp_path: Path) -> None:
+    # A DOCTYPE spelled in UTF-16 would pass a byte search for it: only UTF-8 is read.
+    path = tmp_path / "law.xml"
+    path.write_bytes(
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE Law [<!ENTITY a "b">]><Law>&a;</Law>'.encode(
+            "utf-16"
+        )
+    )
+    with pytest.raises(SourceFileError) as err:
+        read_law_xml(path, None, CATALOG)
+    assert "law.xml:1: not UTF-8 text" in str(err.value)
