@@ -713,7 +713,7 @@ async def test_a_scan_the_platform_did_not_schedule_asks_no_register(
             settings,
             LIFE_EVENT_SCAN,
             ScanRequest(
-                bpf="coming-of-age-pension-notice", executor="city-minato", age=18, on="birthday"
+                bpf="coming-of-age-pension-notice", executor="city-minato", age=20, on="birthday"
             ),
             scan_workflow_id(
                 "coming-of-age-pension-notice", "city-minato", f"rogue-{uuid.uuid4().hex[:8]}"

@@ -53,7 +53,9 @@ def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
                 task=r["task"],
                 provider_role=r["provider_role"],
                 info=r["info"],
-                legal_text=data["citation"],
+                legal_text=f"{data['citation']}: {r['basis']}"
+                if r.get("basis")
+                else data["citation"],
                 valid_from=valid_from,
                 scope=data["scope"],
             )
