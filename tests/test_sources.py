@@ -377,3 +377,57 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
         assert "in force 2017-07-18 to 2017-07-19" in out and "by xml-tester" in out
     finally:
         get_settings.cache_clear()
+
+
+async def test_a_life_event_version_made_nonconformant_starts_no_scan(
+    law, loaded: LoadReport, base_settings: Settings, catalog, tmp_path: Path
+) -> None:
+    """The local rows lose the pension notice's cohort rule today: its operating version is
+    stopped, and the hub refuses its scan (a scan would otherwise start flows that are refused
+    one by one), naming the source and the day."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.hub import HubActivities
+    from activities.permits import PermitIssuer
+    from renkei.contracts.messages import ScanRequest
+    from renkei.kernel import keys
+    from renkei.kernel.pseudonyms import Pseudonyms
+    from whitelist.decide import JST
+    from whitelist.store import LiveWhitelist
+
+    pool, url = law
+    rows = tmp_path / "local.yaml"
+    rows.write_text(
+        "rows:\n"
+        + "".join(
+            f"  - {{item: '1', requester_role: municipal-board-of-education, task: school-entry-notice,"
+            f" provider_role: municipal-board-of-education, info: {info}, scope: within-body}}\n"
+            for info in ("resident-cohort", "resident-record")
+        ),
+        encoding="utf-8",
+    )
+    report = await load_file(pool, "renkei-local", rows, SourceOptions(), "law-tester")
+    today = dt.datetime.now(JST).date()
+    assert report.outcome.effective == today
+    stopped = {(r.bpf, r.conformant) for r in report.affected}
+    assert ("coming-of-age-pension-notice", False) in stopped
+    assert ("school-entry-notice", False) not in stopped  # its rows are kept
+
+    hub_keys = keys.load(base_settings)
+    hub = HubActivities(
+        pool,
+        catalog,
+        Pseudonyms(pool, hub_keys.hub_key),
+        LiveWhitelist(url),
+        PermitIssuer(pool, hub_keys),
+        "law",
+        "operation",
+    )
+    request = ScanRequest(
+        bpf="coming-of-age-pension-notice", executor="city-minato", age=20, on="birthday"
+    ).attested(hub_keys.signer())
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(hub.scan_target, request)
+    assert refused.value.type == "UnknownBpf"
+    assert "renkei-local" in str(refused.value) and today.isoformat() in str(refused.value)
