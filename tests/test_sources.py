@@ -431,3 +431,58 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
         await ActivityEnvironment().run(hub.scan_target, request)
     assert refused.value.type == "UnknownBpf"
     assert "renkei-local" in str(refused.value) and today.isoformat() in str(refused.value)
+
+
+REPLACEMENT = """\
+bpf: vaccination-relief-medical-check
+version: 2
+title: {ja: 予防接種健康被害救済 申請受付, en: Vaccination relief — application intake}
+task: vaccination-health-damage-relief
+owners:
+  definer: mhlw
+  executors: [role:municipal-mayor]
+triggers: [counter]
+inputs:
+  insurer: {type: org, role: medical-insurer}
+  claimed_amount: {type: integer, min: 0}
+steps:
+  - id: relief
+    set:
+      payable: inputs.claimed_amount
+result:
+  payable: relief.payable
+"""
+
+
+async def test_a_replacement_in_operation_starts_where_the_stopped_version_may_not(
+    law, loaded: LoadReport, catalog
+) -> None:
+    """v1 is stopped from the ordinance's first day; a v2 that asks no one (so conforms) is put
+    into operation: a start without a version runs v2, a start naming v1 is still refused."""
+    from renkei.bpf import registry
+    from renkei.bpf.loader import parse_text
+
+    pool, _ = law
+    await registry.register(pool, parse_text(REPLACEMENT, "vaccination-relief-v2.yaml"))
+    await pool.execute(  # arrangement: the lifecycle has its own tests
+        "UPDATE registry.bpf_versions SET state = 'operating'"
+        " WHERE bpf = 'vaccination-relief-medical-check' AND version = 2"
+    )
+    args = {
+        "executor": "city-minato",
+        "subject": "A" * 20,
+        "inputs": {"insurer": "kyokai-kenpo", "claimed_amount": 1000},
+        "trigger": "counter",
+        "on": BEGINS,
+    }
+    found, _ = await admit(
+        pool, catalog, "operation", bpf="vaccination-relief-medical-check", version=None, **args
+    )
+    assert found.definition.version == 2
+    with pytest.raises(StartRefused) as refused:
+        await admit(
+            pool, catalog, "operation", bpf="vaccination-relief-medical-check", version=1, **args
+        )
+    # Named: the day, and what changes the law on it (a later load elsewhere changes nothing).
+    reason = refused.value.reason
+    assert "from 2027-01-01 (source ordinance-test begins, source annex2-2015 ends)" in reason

@@ -151,8 +151,8 @@ class WhitelistIndex:
                         own_use = row
                     elif self.in_force(row, at):
                         return self._permitted(row, r, p, at)
-                    else:
-                        expired = row
+                    elif expired is None or self._ended(row) > self._ended(expired):
+                        expired = row  # the one whose period ended last says most
         if own_use is not None:
             reason = (
                 f"{own_use.legal_reference} permits a body's use of its own records only:"
@@ -174,6 +174,12 @@ class WhitelistIndex:
                 f" for task {task!r} from provider roles {sorted(prov)}"
             )
         return Decision(allowed=False, reason=reason)
+
+    def _ended(self, row: WhitelistRow) -> dt.date:
+        """When a row's period, bounded by its source's, ends (``date.max``: open)."""
+        source = self.sources.get(row.source)
+        ends = [d for d in (row.valid_to, source.valid_to if source else None) if d is not None]
+        return min(ends, default=dt.date.max)
 
     def _not_in_force(self, row: WhitelistRow, at: dt.date) -> str:
         source = self.sources.get(row.source)

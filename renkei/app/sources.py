@@ -59,10 +59,10 @@ class LoadReport(BaseModel):
         out += [f"  {line}" for line in d.lines()]
         affected = self.affected
         out.append(
-            f"review at {o.effective}: {len(self.reviewed)} operating versions,"
+            f"review from {o.effective}: {len(self.reviewed)} operating versions,"
             f" {len(affected)} affected"
         )
-        out += [f"  {r.line(o.effective)}" for r in affected]
+        out += [f"  {r.line()}" for r in affected]
         executors = sorted({e for r in affected for e in r.executors})
         if executors:
             out.append(f"executors affected: {', '.join(executors)}")
@@ -99,7 +99,7 @@ async def load(
     outcome = await store.load_source(
         pool, source, rows, file_name=file_name, effective=effective_date(source, today)
     )
-    return LoadReport(outcome=outcome, reviewed=await review(pool, catalog, outcome))
+    return LoadReport(outcome=outcome, reviewed=await review(pool, catalog, outcome, today))
 
 
 class SourceOptions(BaseModel):

@@ -24,34 +24,38 @@ from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
 from renkei.bpf.models import BpfDefinition, QueryStep, walk
 from renkei.bpf.validation import validate
 from whitelist import store
-from whitelist.decide import JST
+from whitelist.decide import JST, WhitelistIndex
 from whitelist.models import Catalog, role_of
 from whitelist.store import LoadOutcome
 
 
 class Reviewed(BaseModel):
-    """One operating version after a load."""
+    """One operating version after a load: from which day (if any) it no longer conforms."""
 
     bpf: str
     version: int
     definer: str
     executors: list[str]
-    conformant: bool
+    stops_on: dt.date | None = None
     affected: bool
     problems: list[str]
 
-    def line(self, effective: dt.date) -> str:
+    @property
+    def conformant(self) -> bool:
+        return self.stops_on is None
+
+    def line(self) -> str:
         head = f"{self.bpf} v{self.version} (executors: {', '.join(self.executors)})"
-        if not self.conformant:
+        if self.stops_on is not None:
             return (
-                f"{head}: does not conform from {effective}; it admits no new run from then on:"
-                + "".join(f"\n      {p}" for p in self.problems)
+                f"{head}: does not conform from {self.stops_on}; it admits no new run from then"
+                " on:" + "".join(f"\n      {p}" for p in self.problems)
             )
         return f"{head}: conforms; rows its queries name changed"
 
 
 class Suspension(BaseModel):
-    """Why a version admits no new run: the load that made it non-conformant."""
+    """Why a version admits no new run: the load after which it does not conform on a day."""
 
     source: str
     effective: dt.date
@@ -61,7 +65,7 @@ class Suspension(BaseModel):
         first = self.problems[0] if self.problems else "it does not validate"
         return (
             f"{bpf} v{version} does not conform to the whitelist from {self.effective}"
-            f" (source {self.source} loaded): it admits no new run from then on ({first})"
+            f" ({self.source}): it admits no new run from then on ({first})"
         )
 
 
@@ -88,64 +92,107 @@ def purposes(d: BpfDefinition, catalog: Catalog) -> set[tuple[str, str, str]]:
     return {(r, d.task, i) for r in roles for i in infos}
 
 
-async def review(pool: asyncpg.Pool, catalog: Catalog, outcome: LoadOutcome) -> list[Reviewed]:
-    """Validate every operating version at ``outcome.effective`` against the store's whitelist,
-    record each outcome and write the affected versions to their definers' outboxes."""
+def cause(index: WhitelistIndex, day: dt.date, loaded: str) -> str:
+    """What changes the law on ``day``: the sources that begin or end then, else the load."""
+    begins = sorted(s.id for s in index.sources.values() if s.valid_from == day)
+    ends = sorted(s.id for s in index.sources.values() if s.valid_to == day)
+    said = [f"source {i} begins" for i in begins] + [f"source {i} ends" for i in ends]
+    return ", ".join(said) if said else f"source {loaded} loaded"
+
+
+def checkpoints(index: WhitelistIndex, since: dt.date, effective: dt.date) -> list[dt.date]:
+    """The days on which the law the store holds may change from ``since`` on: ``since``, the
+    load's effective day, and every later first or last day of a source or a row."""
+    days = {since, effective}
+    for src in index.sources.values():
+        days |= {d for d in (src.valid_from, src.valid_to) if d is not None}
+    for row in index.rows():
+        days |= {d for d in (row.valid_from, row.valid_to) if d is not None}
+    return sorted(d for d in days if d >= since)
+
+
+async def review(
+    pool: asyncpg.Pool, catalog: Catalog, outcome: LoadOutcome, today: dt.date | None = None
+) -> list[Reviewed]:
+    """Validate every operating version against the store's whitelist on the day of the load
+    (``today``), at the load's effective date and on every later day the law changes; record
+    each outcome and write the affected versions to their definers' outboxes."""
     index = await store.load_index(pool)
     known = await registry.known(pool)
     rows = await pool.fetch(
         "SELECT bpf, version, definition, content_hash, source_name, source_text"
         " FROM registry.bpf_versions WHERE state = 'operating' ORDER BY bpf, version"
     )
+    since = min(today or dt.datetime.now(JST).date(), outcome.effective)
+    days = checkpoints(index, since, outcome.effective)
     touched = outcome.diff.purposes()
     out: list[Reviewed] = []
+    timelines: list[list[tuple[dt.date, list[str]]]] = []
     for row in rows:
         loaded = _loaded(row)
         d = loaded.definition
-        issues = validate(loaded, catalog, index, at=outcome.effective, known=known)
-        problems = [str(i) for i in issues if i.severity == "error"]
+        timeline = [
+            (
+                day,
+                [
+                    str(i)
+                    for i in validate(loaded, catalog, index, at=day, known=known)
+                    if i.severity == "error"
+                ],
+            )
+            for day in days
+        ]
+        stops = next(((day, p) for day, p in timeline if p and day >= outcome.effective), None)
+        stops = stops or next(((day, p) for day, p in timeline if p), None)
         out.append(
             Reviewed(
                 bpf=d.bpf,
                 version=d.version,
                 definer=d.owners.definer,
                 executors=list(d.owners.executors),
-                conformant=not problems,
-                affected=bool(problems) or bool(purposes(d, catalog) & touched),
-                problems=problems,
+                stops_on=stops[0] if stops else None,
+                affected=stops is not None or bool(purposes(d, catalog) & touched),
+                problems=stops[1] if stops else [],
             )
         )
-    await _record(pool, outcome, out)
+        timelines.append(timeline)
+    await _record(pool, outcome, out, timelines, index)
     return out
 
 
-async def _record(pool: asyncpg.Pool, outcome: LoadOutcome, reviewed: Sequence[Reviewed]) -> None:
-    deadline = dt.datetime.combine(outcome.effective, dt.time(), tzinfo=JST)
+async def _record(
+    pool: asyncpg.Pool,
+    outcome: LoadOutcome,
+    reviewed: Sequence[Reviewed],
+    timelines: Sequence[Sequence[tuple[dt.date, list[str]]]],
+    index: WhitelistIndex,
+) -> None:
     src = outcome.source
     async with pool.acquire() as conn, conn.transaction():
-        for r in reviewed:
-            await conn.execute(
-                "INSERT INTO registry.reviews (load_id, source, bpf, version, effective,"
-                " conformant, affected, executors, problems)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb)",
-                outcome.load_id,
-                src.id,
-                r.bpf,
-                r.version,
-                outcome.effective,
-                r.conformant,
-                r.affected,
-                r.executors,
-                json.dumps(r.problems, ensure_ascii=False),
-            )
+        for r, timeline in zip(reviewed, timelines, strict=True):
+            for day, problems in timeline:
+                await conn.execute(
+                    "INSERT INTO registry.reviews (load_id, source, bpf, version, effective,"
+                    " conformant, affected, executors, problems)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb)",
+                    outcome.load_id,
+                    cause(index, day, src.id),
+                    r.bpf,
+                    r.version,
+                    day,
+                    not problems,
+                    r.affected,
+                    r.executors,
+                    json.dumps(problems, ensure_ascii=False),
+                )
             if not r.affected:
                 continue
             # The definer's outbox (renkei.app.outbox): no subject, the version is the "flow".
             note = (
                 f"whitelist source {src.id} ({src.title}) loaded by {src.loaded_by}"
-                f" (load {outcome.load_id}, effective {outcome.effective}): "
-                + r.line(outcome.effective)
+                f" (load {outcome.load_id}, effective {outcome.effective}): " + r.line()
             )
+            deadline = dt.datetime.combine(r.stops_on or outcome.effective, dt.time(), tzinfo=JST)
             await conn.execute(
                 "INSERT INTO hub.reminders (workflow_id, step, executor, subject_code, deadline,"
                 " kind, note) VALUES ($1, $2, $3, '', $4, 'review', $5)"
@@ -161,11 +208,14 @@ async def _record(pool: asyncpg.Pool, outcome: LoadOutcome, reviewed: Sequence[R
 async def suspension(
     pool: asyncpg.Pool | asyncpg.Connection, bpf: str, version: int, on: dt.date
 ) -> Suspension | None:
-    """The load that stops ``bpf`` v``version`` admitting runs on ``on``, if any: its newest
-    review found it non-conformant at an effective date on or before ``on``."""
+    """Why ``bpf`` v``version`` admits no run on ``on``, if it does not: the newest load's
+    review found it non-conformant on the last day it checked on or before ``on`` (each review
+    checks every day the law changes from the load's day on)."""
     row = await pool.fetchrow(
         "SELECT source, effective, conformant, problems::text AS problems FROM registry.reviews"
-        " WHERE bpf = $1 AND version = $2 AND effective <= $3 ORDER BY id DESC LIMIT 1",
+        " WHERE bpf = $1 AND version = $2 AND effective <= $3 AND load_id = (SELECT max(load_id)"
+        " FROM registry.reviews WHERE bpf = $1 AND version = $2)"
+        " ORDER BY effective DESC, id DESC LIMIT 1",
         bpf,
         version,
         on,

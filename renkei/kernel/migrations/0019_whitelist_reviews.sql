@@ -2,15 +2,16 @@
 -- of the law.
 --
 -- After each load of a whitelist source (whitelist.loads), every operating version is validated
--- again at the load's effective date; the outcome is kept here, one row per version and load.
--- A version whose newest review found it non-conformant admits no new run from the effective
--- date on (renkei.bpf.admission); a later review that finds it conformant lifts that. The
+-- again on the day of the load, at the load's effective date and on every later day the law
+-- changes (a source or a row begins or ends); the outcome is kept here, one row per version,
+-- load and day. The newest load's rows say on which days a version admits no new run
+-- (renkei.bpf.admission): from a day it does not conform on, until a day it does again. The
 -- definer of every version the change touches finds a message in its outbox (hub.reminders,
 -- kind 'review').
 CREATE TABLE registry.reviews (
     id          bigserial PRIMARY KEY,
     load_id     bigint NOT NULL REFERENCES whitelist.loads (id),
-    source      text NOT NULL,
+    source      text NOT NULL,       -- what changes the law that day ("source X begins", …)
     bpf         text NOT NULL,
     version     integer NOT NULL,
     effective   date NOT NULL,
