@@ -145,8 +145,12 @@ async def whitelist_list(
             continue
         shown += 1
         until = r.valid_to or "…"
+        sub = "".join(
+            f"\t{k} {v}" for k, v in (("sub_task", r.sub_task), ("sub_info", r.sub_info)) if v
+        )
         typer.echo(
             f"{r.item}\t{r.requester_role}\t{r.task}\t{r.provider_role}\t{r.info}\t{r.valid_from}–{until}"
+            f"\t{r.source}{sub}"
         )
     typer.echo(f"{shown} rows", err=True)
 
