@@ -25,7 +25,7 @@ from renkei.bpf.admission import StartRefused, admit
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings, get_settings
 from whitelist import store
-from whitelist.decide import decide_linkage
+from whitelist.decide import JST, decide_linkage
 from whitelist.sources import SourceFileError
 
 from .helpers import STAND_IN, run
@@ -33,8 +33,11 @@ from .helpers import STAND_IN, run
 ORDINANCE = "ordinance-test"
 XML_FIXTURE = Path(__file__).parent / "fixtures" / "annex2-2015-excerpt.xml"
 CITATION = "番号法第十九条第八号に基づく命令 第{item}条"
-BEGINS = dt.date(2027, 1, 1)
-TODAY = dt.date(2026, 11, 27)
+# Today in Japan, and the first day of the (test) ordinance, some weeks ahead of it: the hub
+# and admission read the clock, so the dates follow it.
+TODAY = dt.datetime.now(JST).date()
+BEGINS = TODAY + dt.timedelta(days=35)
+B = BEGINS.isoformat()
 
 # A small stand-in for the Article 19(8) ordinance, in force from BEGINS: child allowance keeps
 # its rows (七十四/七十五 of the 2015 table), child-rearing allowance's income check becomes a
@@ -148,7 +151,7 @@ async def test_a_linkage_past_its_sources_end_is_denied_naming_the_source_and_th
     )
     assert not d.allowed
     assert "番号法別表第二 十七項" in d.reason and "annex2-2015" in d.reason
-    assert "it ended on 2027-01-01" in d.reason and "2027-02-01" in d.reason
+    assert f"it ended on {B}" in d.reason and after.date().isoformat() in d.reason
     # The day before, the 2015 table still stands in.
     assert decide_linkage(
         catalog,
@@ -200,7 +203,7 @@ async def test_a_load_is_recorded_with_its_diff_and_the_versions_it_affects(
     text = "\n".join(loaded.lines())
     assert "1 added" in text and "1 changed" in text and "annex2-2015" in text
     assert "vaccination-relief-medical-check v1 (executors: role:municipal-mayor)" in text
-    assert "does not conform from 2027-01-01" in text
+    assert f"does not conform from {B}" in text
     # Recorded: who, when, the file's hash, what changed.
     rec = await pool.fetchrow("SELECT * FROM whitelist.loads WHERE id = $1", o.load_id)
     assert rec["loaded_by"] == "law-tester" and rec["content_hash"] == o.source.content_hash
@@ -209,7 +212,7 @@ async def test_a_load_is_recorded_with_its_diff_and_the_versions_it_affects(
     messages = [m for m in await outbox.pending(pool, "mhlw") if m.kind == "review"]
     by_flow = {m.workflow_id: m for m in messages}
     note = by_flow["vaccination-relief-medical-check/v1"].note or ""
-    assert ORDINANCE in note and "2027-01-01" in note and "role:municipal-mayor" in note
+    assert ORDINANCE in note and B in note and "role:municipal-mayor" in note
 
 
 async def test_a_version_made_nonconformant_stops_admitting_on_the_effective_date(
@@ -234,7 +237,7 @@ async def test_a_version_made_nonconformant_stops_admitting_on_the_effective_dat
     await start(BEGINS - dt.timedelta(days=1))  # admitted the day before
     with pytest.raises(StartRefused) as refused:
         await start(BEGINS)
-    assert ORDINANCE in refused.value.reason and "2027-01-01" in refused.value.reason
+    assert ORDINANCE in refused.value.reason and B in refused.value.reason
     assert "vaccination-relief-medical-check v1" in refused.value.reason
     # A version the change leaves conformant starts as before.
     await admit(
@@ -358,7 +361,7 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
             f"{ORDINANCE}\t" in out
             and "cited as 番号法第十九条第八号に基づく命令 第{item}条" in out
         )
-        assert "annex2-2015\t" in out and "2017-07-18 to 2027-01-01" in out
+        assert "annex2-2015\t" in out and f"2017-07-18 to {B}" in out
         assert "stand-in from 2024-05-27" in out
         bad = tmp_path / "bad.csv"
         bad.write_text("item,requester_role,task,provider_role,info\n1,x,y\n", encoding="utf-8")
@@ -393,7 +396,6 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     from renkei.contracts.messages import ScanRequest
     from renkei.kernel import keys
     from renkei.kernel.pseudonyms import Pseudonyms
-    from whitelist.decide import JST
     from whitelist.store import LiveWhitelist
 
     pool, url = law
@@ -485,4 +487,46 @@ async def test_a_replacement_in_operation_starts_where_the_stopped_version_may_n
         )
     # Named: the day, and what changes the law on it (a later load elsewhere changes nothing).
     reason = refused.value.reason
-    assert "from 2027-01-01 (source ordinance-test begins, source annex2-2015 ends)" in reason
+    assert f"from {B} (source ordinance-test begins, source annex2-2015 ends)" in reason
+
+
+async def test_a_version_put_into_operation_after_a_load_stops_on_the_day_the_law_changes(
+    law, loaded: LoadReport, base_settings: Settings, catalog
+) -> None:
+    """Operated today, when the 2015 table still stands in, a version that asks for what the
+    ordinance drops conforms now and stops on the ordinance's first day."""
+    from renkei.bpf import registry
+    from renkei.bpf.loader import parse_text
+
+    pool, _ = law
+    text = (base_settings.definitions_dir / "vaccination-relief.yaml").read_text(encoding="utf-8")
+    await registry.register(
+        pool, parse_text(text.replace("version: 1", "version: 3"), "vaccination-relief-v3.yaml")
+    )
+    await pool.execute(  # arrangement: conformance and approval have their own tests
+        "UPDATE registry.bpf_versions SET state = 'approved'"
+        " WHERE bpf = 'vaccination-relief-medical-check' AND version = 3"
+    )
+    await registry.transition(
+        pool,
+        "vaccination-relief-medical-check",
+        3,
+        "operate",
+        "city-minato",
+        conformance_body="digital-agency",
+        actor_roles=catalog.org_roles("city-minato"),
+        catalog=catalog,
+    )
+    args = {
+        "bpf": "vaccination-relief-medical-check",
+        "version": 3,
+        "executor": "city-minato",
+        "subject": "A" * 20,
+        "inputs": {"insurer": "kyokai-kenpo", "claimed_amount": 1000},
+        "trigger": "counter",
+    }
+    await admit(pool, catalog, "operation", **args, on=BEGINS - dt.timedelta(days=1))
+    with pytest.raises(StartRefused) as refused:
+        await admit(pool, catalog, "operation", **args, on=BEGINS)
+    assert f"v3 does not conform to the whitelist from {B}" in refused.value.reason
+    assert "source ordinance-test begins" in refused.value.reason

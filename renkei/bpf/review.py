@@ -205,6 +205,66 @@ async def _record(
             )
 
 
+async def review_version(
+    pool: asyncpg.Pool, catalog: Catalog, bpf: str, version: int, today: dt.date | None = None
+) -> Reviewed | None:
+    """Review one version just put into operation against the store's whitelist, from today
+    on every day the law changes, as the newest load's review (``None`` if nothing was ever
+    loaded): a version operated after a load that changes the law later stops then too."""
+    load = await pool.fetchrow(
+        "SELECT l.id, l.source, l.effective FROM whitelist.loads l ORDER BY l.id DESC LIMIT 1"
+    )
+    row = await pool.fetchrow(
+        "SELECT bpf, version, definition, content_hash, source_name, source_text"
+        " FROM registry.bpf_versions WHERE bpf = $1 AND version = $2",
+        bpf,
+        version,
+    )
+    if load is None or row is None:
+        return None
+    index = await store.load_index(pool)
+    known = await registry.known(pool)
+    day0 = today or dt.datetime.now(JST).date()
+    loaded = _loaded(row)
+    timeline = [
+        (
+            day,
+            [
+                str(i)
+                for i in validate(loaded, catalog, index, at=day, known=known)
+                if i.severity == "error"
+            ],
+        )
+        for day in checkpoints(index, day0, day0)
+    ]
+    stops = next(((day, p) for day, p in timeline if p), None)
+    d = loaded.definition
+    async with pool.acquire() as conn, conn.transaction():
+        for day, problems in timeline:
+            await conn.execute(
+                "INSERT INTO registry.reviews (load_id, source, bpf, version, effective,"
+                " conformant, affected, executors, problems)"
+                " VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8::text::jsonb)",
+                load["id"],
+                cause(index, day, load["source"]),
+                d.bpf,
+                d.version,
+                day,
+                not problems,
+                list(d.owners.executors),
+                json.dumps(problems, ensure_ascii=False),
+            )
+    return Reviewed(
+        bpf=d.bpf,
+        version=d.version,
+        definer=d.owners.definer,
+        executors=list(d.owners.executors),
+        stops_on=stops[0] if stops else None,
+        affected=False,
+        problems=stops[1] if stops else [],
+    )
+
+
 async def suspension(
     pool: asyncpg.Pool | asyncpg.Connection, bpf: str, version: int, on: dt.date
 ) -> Suspension | None:
