@@ -530,3 +530,27 @@ async def test_a_version_put_into_operation_after_a_load_stops_on_the_day_the_la
         await admit(pool, catalog, "operation", **args, on=BEGINS)
     assert f"v3 does not conform to the whitelist from {B}" in refused.value.reason
     assert "source ordinance-test begins" in refused.value.reason
+
+
+async def test_rows_stored_before_sources_were_recorded_count_as_the_previous_load(
+    law, loaded: LoadReport, ordinance_file: Path
+) -> None:
+    """A database from before sources: rows of a source with no row in whitelist.sources. Its
+    first recorded load diffs against those rows, not as a new source."""
+    pool, _ = law
+    rows = [
+        r.model_copy(update={"source": "legacy", "id": f"legacy/{r.id}"})
+        for r in loaded.outcome.diff.added
+    ]
+    await store.replace_source(pool, "legacy", rows)
+    report = await load_file(
+        pool,
+        "legacy",
+        ordinance_file,
+        SourceOptions(title="legacy", citation=CITATION, valid_from=BEGINS),
+        "law-tester",
+        today=TODAY,
+    )
+    d = report.outcome.diff
+    assert d.against == "legacy" and len(d.added) == 5 and d.unchanged == 1 and not d.removed
+    assert "diff against legacy" in "\n".join(report.lines())

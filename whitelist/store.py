@@ -155,7 +155,8 @@ async def load_source(
                 f" {source.valid_from}"
             )
         previous = await fetch_rows(conn, "source = $1", source.id)
-        against: str | None = source.id if source.id in stored else None
+        # Rows of a source loaded before sources were recorded count as its previous load.
+        against: str | None = source.id if source.id in stored or previous else None
         closed: Source | None = None
         if source.supersedes is not None:
             old = stored.get(source.supersedes)
