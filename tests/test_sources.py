@@ -302,6 +302,16 @@ async def test_reloading_the_same_source_diffs_against_its_previous_load(
             "bad.yaml:4: requester_role: String should match pattern",
         ),
         (
+            "syntax.yaml",
+            "title: x\nrows:\n  - {item: 1, task: a\n  - b: [\n",
+            "syntax.yaml:4: not valid YAML: expected ',' or '}'",
+        ),
+        (
+            "twice.yaml",
+            "title: x\ntitle: y\nrows: []\n",
+            'twice.yaml:2: not valid YAML: found duplicate key "title"',
+        ),
+        (
             "bomb.xml",
             '<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY a "aaaa">]>\n<Law>&a;</Law>\n',
             "bomb.xml:2: refused: a DOCTYPE or ENTITY declaration",

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from renkei.kernel import yaml_limits
 from whitelist.models import ID_PATTERN, Catalog, Scope, Source, WhitelistRow
@@ -164,10 +165,13 @@ def _read_yaml(path: Path, text: str, problems: list[str]) -> tuple[SourceMeta, 
     except yaml_limits.YamlLimitError as err:
         problems.append(f"{path}:{err.line}: refused: {err.message}")
         return SourceMeta(), []
-    except Exception as err:  # ruamel's errors carry a mark
-        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else 1
-        problems.append(f"{path}:{line}: not valid YAML: {getattr(err, 'problem', err)}")
+        problems.append(f"{path}:{line}: not valid YAML: {err.problem}")
+        return SourceMeta(), []
+    except YAMLError as err:
+        problems.append(f"{path}: not valid YAML: {err}")
         return SourceMeta(), []
     if not isinstance(doc, CommentedMap) or not isinstance(doc.get("rows"), CommentedSeq):
         problems.append(f"{path}:1: a mapping with `rows:` (a list of rows) expected")
