@@ -22,7 +22,8 @@ CREATE TABLE registry.reviews (
     reviewed_at timestamptz NOT NULL DEFAULT now(),
     FOREIGN KEY (bpf, version) REFERENCES registry.bpf_versions (bpf, version)
 );
-CREATE INDEX reviews_version ON registry.reviews (bpf, version, id);
+-- Admission reads the newest load's rows of a version for a day, on every start.
+CREATE INDEX reviews_version ON registry.reviews (bpf, version, load_id, effective);
 
 -- The outbox carries review messages beside reminders; a review message names no subject.
 ALTER TABLE hub.reminders ADD COLUMN kind text NOT NULL DEFAULT 'reminder'
