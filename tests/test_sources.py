@@ -355,6 +355,7 @@ async def test_a_malformed_file_is_refused_with_its_place_and_loads_nothing(
 def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
     law,
     loaded: LoadReport,
+    ordinance_file: Path,
     base_settings: Settings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -379,6 +380,18 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
         assert code == 1 and "bad.csv:2: 5 columns expected" in out and "Traceback" not in out
         code, out = run(cli, "whitelist", "load", "--file", str(bad))
         assert code == 2 and "--source and --file go together" in out
+        code, out = run(
+            cli,
+            *("whitelist", "load", "--source", "loop", "--file", str(ordinance_file)),
+            *("--supersedes", "loop"),
+            *("--title", "t", "--citation", "c", "--valid-from", "2030-01-01"),
+        )
+        assert code == 1 and "a source cannot supersede itself" in out and "Traceback" not in out
+        code, out = run(
+            cli,
+            *("whitelist", "load", "--source", "x", "--file", str(bad), "--valid-from", "soon"),
+        )
+        assert code == 2 and "'soon' is not a day (YYYY-MM-DD)" in out
         # The official XML's table, through the shipped mapping: a source of its own.
         code, out = run(
             cli,

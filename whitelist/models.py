@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ID_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
@@ -149,6 +149,14 @@ class Source(BaseModel):
     content_hash: str = ""
     loaded_by: str = ""
     loaded_at: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Source:
+        if self.valid_to is not None and self.valid_to <= self.valid_from:
+            raise ValueError(f"valid_to {self.valid_to} is not after valid_from {self.valid_from}")
+        if self.supersedes == self.id:
+            raise ValueError("a source cannot supersede itself")
+        return self
 
     def valid_at(self, day: dt.date) -> bool:
         return self.valid_from <= day and (self.valid_to is None or day < self.valid_to)
