@@ -144,9 +144,15 @@ class WhitelistIndex:
         expired: WhitelistRow | None = None
         own_use: WhitelistRow | None = None
         levels = self._levels(info)
+        rows = self._rows
         for r in req:
             for p in prov:
-                for row in (x for lv in levels for x in self._rows.get((r, task, p, lv), ())):
+                found = (
+                    rows.get((r, task, p, info), ())
+                    if len(levels) == 1
+                    else [x for lv in levels for x in rows.get((r, task, p, lv), ())]
+                )
+                for row in found:
                     if row.scope == "within-body" and not same_body:
                         own_use = row
                     elif self.in_force(row, at):
