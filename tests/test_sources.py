@@ -438,6 +438,9 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     stopped = {(r.bpf, r.conformant) for r in report.affected}
     assert ("coming-of-age-pension-notice", False) in stopped
     assert ("school-entry-notice", False) not in stopped  # its rows are kept
+    # A stop an earlier load announced (the ordinance's) is not announced again.
+    assert "vaccination-relief-medical-check" not in {r.bpf for r in report.affected}
+    assert any(not r.conformant for r in report.reviewed if r.bpf.startswith("vaccination"))
 
     hub_keys = keys.load(base_settings)
     hub = HubActivities(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from pydantic import BaseModel
@@ -144,6 +144,10 @@ async def review(
         ]
         stops = next(((day, p) for day, p in timeline if p and day >= outcome.effective), None)
         stops = stops or next(((day, p) for day, p in timeline if p), None)
+        before = await _previous(pool, d.bpf, d.version, outcome.load_id)
+        # Affected: the rows its queries name changed, or its conformance did on some day (a
+        # stop an earlier load already announced is not announced again).
+        changed = any(bool(p) != before(day) for day, p in timeline)
         out.append(
             Reviewed(
                 bpf=d.bpf,
@@ -151,13 +155,33 @@ async def review(
                 definer=d.owners.definer,
                 executors=list(d.owners.executors),
                 stops_on=stops[0] if stops else None,
-                affected=stops is not None or bool(purposes(d, catalog) & touched),
+                affected=changed or bool(purposes(d, catalog) & touched),
                 problems=stops[1] if stops else [],
             )
         )
         timelines.append(timeline)
     await _record(pool, outcome, out, timelines, index)
     return out
+
+
+async def _previous(
+    pool: asyncpg.Pool, bpf: str, version: int, load_id: int
+) -> Callable[[dt.date], bool]:
+    """Whether the version's review before load ``load_id`` found it non-conformant on a day."""
+    rows = await pool.fetch(
+        "SELECT effective, conformant FROM registry.reviews WHERE bpf = $1 AND version = $2"
+        " AND load_id = (SELECT max(load_id) FROM registry.reviews"
+        "  WHERE bpf = $1 AND version = $2 AND load_id < $3) ORDER BY effective",
+        bpf,
+        version,
+        load_id,
+    )
+
+    def stopped(day: dt.date) -> bool:
+        last = [r["conformant"] for r in rows if r["effective"] <= day]
+        return bool(last) and not last[-1]
+
+    return stopped
 
 
 async def _record(
