@@ -25,6 +25,7 @@ from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.models import QueryStep, walk
+from renkei.bpf.review import suspension
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
     AttemptOutcomeReport,
@@ -55,7 +56,7 @@ from renkei.kernel.attest import (
 )
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.controls import screen
-from whitelist.decide import decide_linkage
+from whitelist.decide import JST, decide_linkage
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 
@@ -314,9 +315,14 @@ class HubActivities:
             raise Failure.NOT_TRIGGERED.error(
                 f"{d.bpf} v{d.version} is not triggered by age {req.age} ({req.on})"
             )
+        now = dt.datetime.now(dt.UTC)
+        # A version a change of the law left non-conformant starts no one (renkei.bpf.review).
+        if self._mode == "operation" and (
+            stopped := await suspension(self._pool, d.bpf, d.version, now.astimezone(JST).date())
+        ):
+            raise Failure.UNKNOWN_BPF.error(stopped.reason(d.bpf, d.version))
         # The scan's one linkage: the executor asking its own register who reaches the event.
         info = activity.info()
-        now = dt.datetime.now(dt.UTC)
         decision = decide_linkage(
             self._catalog,
             self._whitelist.index,

@@ -802,7 +802,7 @@ async def test_a_scan_the_platform_did_not_schedule_asks_no_register(
             settings,
             LIFE_EVENT_SCAN,
             ScanRequest(
-                bpf="coming-of-age-pension-notice", executor="city-minato", age=18, on="birthday"
+                bpf="coming-of-age-pension-notice", executor="city-minato", age=20, on="birthday"
             ),
             scan_workflow_id(
                 "coming-of-age-pension-notice", "city-minato", f"rogue-{uuid.uuid4().hex[:8]}"
@@ -1178,7 +1178,7 @@ async def test_a_party_cannot_frame_a_chain_it_does_not_witness(
         base_settings.database_url, max_size=1, role=party_role("city-minato")
     )
     try:  # not its chain to witness, and no such record either
-        with pytest.raises(asyncpg.PostgresError, match="row-level security|names a record"):
+        with pytest.raises(asyncpg.PostgresError, match=r"row-level security|names a record"):
             await agency.execute(insert, *row)
     finally:
         await agency.close()

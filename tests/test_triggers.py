@@ -45,7 +45,8 @@ def test_cohorts_of_each_rule() -> None:
     )
 
 
-def _turning_18(settings: Settings) -> tuple[Person, dt.date]:
+def _turning_20(settings: Settings) -> tuple[Person, dt.date]:
+    # The sample population has no one of 18 or 19: a 16- or 17-year-old, on their 20th birthday.
     person = next(
         p
         for h in households(settings)
@@ -53,13 +54,13 @@ def _turning_18(settings: Settings) -> tuple[Person, dt.date]:
         if h.municipality == "city-minato" and 16 <= p.age(REFERENCE_DATE) <= 17
     )
     b = person.birth_date
-    return person, b.replace(year=b.year + 18)
+    return person, b.replace(year=b.year + 20)
 
 
 async def _scan(client: Client, settings: Settings, day: dt.date) -> ScanResult:
     return await client.execute_workflow(
         LIFE_EVENT_SCAN,
-        ScanRequest(bpf=BPF, executor="city-minato", age=18, on="birthday", day=day).attested(
+        ScanRequest(bpf=BPF, executor="city-minato", age=20, on="birthday", day=day).attested(
             keys.load(settings).signer()
         ),
         id=scan_workflow_id(BPF, "city-minato", f"test-{uuid.uuid4().hex[:8]}"),
@@ -71,7 +72,7 @@ async def _scan(client: Client, settings: Settings, day: dt.date) -> ScanResult:
 async def test_a_scan_run_twice_starts_each_persons_flow_once(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
-    person, day = _turning_18(settings)
+    person, day = _turning_20(settings)
     hub = Pseudonyms(pool, keys.load(settings).hub_key)
     async with workers(client, pool, settings, catalog, live_whitelist):
         first = await _scan(client, settings, day)
@@ -99,16 +100,16 @@ async def test_a_scan_run_twice_starts_each_persons_flow_once(
 async def test_schedules_follow_the_definitions_and_a_backfill_starts_nothing_twice(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
-    person, day = _turning_18(settings)
+    person, day = _turning_20(settings)
     try:
         report = await sync(client, pool, settings, catalog)
         ours = [s for s in report.created if s.startswith(PREFIX)]
-        assert f"{PREFIX}{BPF}/city-minato/18-birthday" in ours
+        assert f"{PREFIX}{BPF}/city-minato/20-birthday" in ours
         assert f"{PREFIX}school-entry-notice/city-shibuya/6-school-year-start" in ours
         again = await sync(client, pool, settings, catalog)
         assert again.created == [] and sorted(again.unchanged) == sorted(ours)
 
-        handle = client.get_schedule_handle(f"{PREFIX}{BPF}/city-minato/18-birthday")
+        handle = client.get_schedule_handle(f"{PREFIX}{BPF}/city-minato/20-birthday")
         described = await handle.describe()
         assert described.schedule.spec.time_zone_name == "Asia/Tokyo"
         six = dt.time(6, 0, tzinfo=JST)

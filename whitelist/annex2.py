@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import itertools
 from pathlib import Path
 
 from whitelist.catalog import DATA_DIR, read_yaml
-from whitelist.models import Catalog, WhitelistRow
+from whitelist.models import Catalog, Source, WhitelistRow
 
 ANNEX2_DIR = DATA_DIR / "annex2-2015"
 SOURCE = "annex2-2015"
@@ -43,6 +44,25 @@ def kanji_to_int(text: str) -> int:
 def item_number(item: str) -> str:
     """The item's number in arabic digits: 五十七 → 57, 五十六の二 → 56-2."""
     return "-".join(str(kanji_to_int(part)) for part in item.split("の"))
+
+
+def annex2_source(directory: Path = ANNEX2_DIR) -> Source:
+    """The source the 2015 table forms: validity, citation form and stand-in date from the
+    mapping, content hash over the table and the mapping."""
+    mapping = read_yaml(directory / "mapping.yaml")
+    digest = hashlib.sha256()
+    for name in (mapping["source"], "mapping.yaml"):
+        digest.update((directory / name).read_bytes())
+    return Source(
+        id=SOURCE,
+        title=mapping["title"],
+        citation=f"{mapping['citation']} {{item}}項",
+        valid_from=mapping["valid_from"],
+        valid_to=mapping["valid_to"],
+        stand_in_from=mapping.get("stand_in_from"),
+        stand_in_note=mapping.get("stand_in_note"),
+        content_hash=digest.hexdigest(),
+    )
 
 
 def load_annex2(catalog: Catalog, directory: Path = ANNEX2_DIR) -> list[WhitelistRow]:

@@ -29,13 +29,22 @@ def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
         for t in read_yaml(cat / name)
     }
     schemas: dict[str, str] = read_yaml(cat / "info-schemas.yaml")
+    # An ordinance-level item carries its category's payload unless it names its own.
     infos = {
-        i["id"]: InfoItem(**i, schema_name=schemas.get(i["id"], "GenericRecord"))
+        i["id"]: InfoItem(
+            **i,
+            schema_name=schemas.get(i["id"], schemas.get(i.get("parent") or "", "GenericRecord")),
+        )
         for name in ("info-items-annex2.yaml", "info-items-local.yaml")
         for i in read_yaml(cat / name)
     }
     orgs = {o["id"]: Org(**o) for o in read_yaml(cat / "orgs.yaml")}
     problems = [f"info-schemas.yaml: unknown info item {i!r}" for i in schemas if i not in infos]
+    problems += [
+        f"{i.id}: parent {i.parent!r} is not a statutory info item"
+        for i in infos.values()
+        if i.parent is not None and (i.parent not in infos or infos[i.parent].parent is not None)
+    ]
     problems += [
         f"info-schemas.yaml: unknown schema {s!r}" for s in schemas.values() if s not in SCHEMAS
     ]

@@ -8,13 +8,14 @@ the two orgs hold, never on the size of the table.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from whitelist.models import Catalog, WhitelistRow
+from whitelist.catalog import default_catalog
+from whitelist.models import Catalog, Source, WhitelistRow
 
 Key = tuple[str, str, str, str]
 
@@ -40,28 +41,63 @@ class Decision(BaseModel):
 class WhitelistIndex:
     """An immutable in-memory index of whitelist rows."""
 
-    def __init__(self, rows: Iterable[WhitelistRow], version: int = 0) -> None:
+    def __init__(
+        self,
+        rows: Iterable[WhitelistRow],
+        version: int = 0,
+        sources: Iterable[Source] = (),
+        parents: Mapping[str, str] | None = None,
+    ) -> None:
         self.version = version
+        self.sources: dict[str, Source] = {s.id: s for s in sources}
+        # An ordinance-level info item's statutory category (the catalog's, by default).
+        self._parents = dict(parents) if parents is not None else default_catalog().parents()
         self._rows: dict[Key, list[WhitelistRow]] = {}
         self._by_purpose: dict[tuple[str, str], list[WhitelistRow]] = {}
         count = 0
         for row in rows:
-            key = (row.requester_role, row.task, row.provider_role, row.info)
+            # A row naming an ordinance-level item permits that item only; a row of the whole
+            # category permits the category and each of its items (see decide).
+            info = row.sub_info or row.info
+            key = (row.requester_role, row.task, row.provider_role, info)
             self._rows.setdefault(key, []).append(row)
-            self._by_purpose.setdefault((row.task, row.info), []).append(row)
+            self._by_purpose.setdefault((row.task, info), []).append(row)
             count += 1
         self._size = count
         self._tasks = {k[1] for k in self._rows}
         self._infos = {k[3] for k in self._rows}
-        self._decisions: dict[tuple[str, str, str], Decision] = {}
+        self._decisions: dict[tuple[str, str, str, str], Decision] = {}
 
-    def _permitted(self, row: WhitelistRow, r: str, p: str) -> Decision:
-        """The (immutable) decision a row in force gives; built once per row and role pair."""
-        key = (row.id, r, p)
+    def _levels(self, info: str) -> tuple[str, ...]:
+        """The keys a query for ``info`` may match: the item itself and, for an ordinance-level
+        item, its statutory category."""
+        parent = self._parents.get(info)
+        return (info,) if parent is None else (info, parent)
+
+    def in_force(self, row: WhitelistRow, day: dt.date) -> bool:
+        """Whether ``row`` is in force on ``day``: its own period, bounded by its source's."""
+        source = self.sources.get(row.source)
+        return row.valid_at(day) and (source is None or source.valid_at(day))
+
+    def cite(self, row: WhitelistRow, day: dt.date) -> str:
+        """How a linkage on ``day`` cites ``row``: its source's form, marked as a stand-in's
+        when the source stands in on that day for a newer one that is not loaded."""
+        source = self.sources.get(row.source)
+        if source is not None and source.stands_in_at(day):
+            return source.marked(row.item)
+        return row.item
+
+    def _permitted(self, row: WhitelistRow, r: str, p: str, day: dt.date) -> Decision:
+        """The (immutable) decision a row in force gives; built once per row, role pair and
+        citation (a stand-in's rows are cited as such from the day it stands in)."""
+        citation = self.cite(row, day)
+        key = (row.id, r, p, citation)
         found = self._decisions.get(key)
         if found is None:
+            cited = row if citation == row.item else row.model_copy(update={"citation": citation})
+            level = f" [{row.info} › {row.sub_info}]" if row.sub_info else ""
             found = self._decisions[key] = Decision(
-                allowed=True, row=row, reason=f"permitted by {row.legal_reference} ({r} → {p})"
+                allowed=True, row=cited, reason=f"permitted by {citation}{level} ({r} → {p})"
             )
         return found
 
@@ -74,7 +110,12 @@ class WhitelistIndex:
     def permitting(self, task: str, info: str, at: dt.date) -> list[WhitelistRow]:
         """The rows in force on ``at`` that let some requester obtain ``info`` for ``task``:
         what a denied linkage would need (another requester or provider role)."""
-        return [r for r in self._by_purpose.get((task, info), ()) if r.valid_at(at)]
+        return [
+            r
+            for level in self._levels(info)
+            for r in self._by_purpose.get((task, level), ())
+            if self.in_force(r, at)
+        ]
 
     def tasks_permitting(self, info: str, at: dt.date) -> list[str]:
         """The tasks under which some row in force on ``at`` lets ``info`` be obtained."""
@@ -82,7 +123,7 @@ class WhitelistIndex:
             {
                 t
                 for (t, i), rows in self._by_purpose.items()
-                if i == info and any(r.valid_at(at) for r in rows)
+                if i in self._levels(info) and any(self.in_force(r, at) for r in rows)
             }
         )
 
@@ -102,32 +143,36 @@ class WhitelistIndex:
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
         own_use: WhitelistRow | None = None
+        levels = self._levels(info)
+        rows = self._rows
         for r in req:
             for p in prov:
-                for row in self._rows.get((r, task, p, info), ()):
+                found = (
+                    rows.get((r, task, p, info), ())
+                    if len(levels) == 1
+                    else [x for lv in levels for x in rows.get((r, task, p, lv), ())]
+                )
+                for row in found:
                     if row.scope == "within-body" and not same_body:
                         own_use = row
-                    elif row.valid_at(at):
-                        return self._permitted(row, r, p)
-                    else:
-                        expired = row
+                    elif self.in_force(row, at):
+                        return self._permitted(row, r, p, at)
+                    elif expired is None or self._ended(row) > self._ended(expired):
+                        expired = row  # the one whose period ended last says most
         if own_use is not None:
             reason = (
                 f"{own_use.legal_reference} permits a body's use of its own records only:"
                 " the requester and the provider are different bodies"
             )
         elif expired is not None:
-            reason = (
-                f"{expired.legal_reference} matches but is not in force on {at.isoformat()}"
-                f" (valid {expired.valid_from} to {expired.valid_to or 'open'})"
-            )
+            reason = self._not_in_force(expired, at)
         elif not req:
             reason = "the requester holds no role"
         elif not prov:
             reason = "the provider holds no role"
         elif task not in self._tasks:
             reason = f"no whitelist row names task {task!r}"
-        elif info not in self._infos:
+        elif not any(lv in self._infos for lv in levels):
             reason = f"no whitelist row names info item {info!r}"
         else:
             reason = (
@@ -135,6 +180,29 @@ class WhitelistIndex:
                 f" for task {task!r} from provider roles {sorted(prov)}"
             )
         return Decision(allowed=False, reason=reason)
+
+    def _ended(self, row: WhitelistRow) -> dt.date:
+        """When a row's period, bounded by its source's, ends (``date.max``: open)."""
+        source = self.sources.get(row.source)
+        ends = [d for d in (row.valid_to, source.valid_to if source else None) if d is not None]
+        return min(ends, default=dt.date.max)
+
+    def _not_in_force(self, row: WhitelistRow, at: dt.date) -> str:
+        source = self.sources.get(row.source)
+        if source is not None and not source.valid_at(at):
+            when = (
+                f"it ended on {source.valid_to}"
+                if source.valid_to is not None and at >= source.valid_to
+                else f"it begins on {source.valid_from}"
+            )
+            return (
+                f"{row.item} matches, but its source {source.id} ({source.title}) is not in force"
+                f" on {at.isoformat()}: {when}"
+            )
+        return (
+            f"{row.legal_reference} matches but is not in force on {at.isoformat()}"
+            f" (valid {row.valid_from} to {row.valid_to or 'open'})"
+        )
 
 
 def permitting_hint(

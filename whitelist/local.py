@@ -9,13 +9,26 @@ org, never one city reading another's register.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 from whitelist.catalog import DATA_DIR, read_yaml
-from whitelist.models import Catalog, WhitelistRow
+from whitelist.models import Catalog, Source, WhitelistRow
 
 LOCAL_FILE = DATA_DIR / "local" / "rows.yaml"
 SOURCE = "renkei-local"
+
+
+def local_source(path: Path = LOCAL_FILE) -> Source:
+    """The source the local rows form (one citation for all, no item numbers)."""
+    data = read_yaml(path)
+    return Source(
+        id=data["source"],
+        title=data["title"],
+        citation=data["citation"],
+        valid_from=data["valid_from"],
+        content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+    )
 
 
 def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
@@ -40,7 +53,9 @@ def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
                 task=r["task"],
                 provider_role=r["provider_role"],
                 info=r["info"],
-                legal_text=data["citation"],
+                legal_text=f"{data['citation']}: {r['basis']}"
+                if r.get("basis")
+                else data["citation"],
                 valid_from=valid_from,
                 scope=data["scope"],
             )
@@ -53,3 +68,10 @@ def all_rows(catalog: Catalog) -> list[WhitelistRow]:
     from whitelist.annex2 import load_annex2
 
     return [*load_annex2(catalog), *load_local(catalog)]
+
+
+def all_sources() -> list[Source]:
+    """The sources renkei ships, for :func:`all_rows`."""
+    from whitelist.annex2 import annex2_source
+
+    return [annex2_source(), local_source()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ID_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
@@ -40,6 +40,11 @@ class InfoItem(_Named):
     """
 
     schema_name: str = "GenericRecord"
+    parent: str | None = Field(
+        default=None,
+        description="for an ordinance-level item (主務省令で定める情報), the statutory category it"
+        " falls under: a row of the whole category permits it too",
+    )
 
 
 class Org(BaseModel):
@@ -77,6 +82,21 @@ class WhitelistRow(BaseModel):
     legal_text: str
     valid_from: dt.date
     valid_to: dt.date | None = None
+    sub_task: str | None = Field(
+        default=None,
+        description="the ordinance-level task (主務省令で定める事務) under the statutory ``task``;"
+        " none when the row covers the whole statutory task",
+    )
+    sub_info: str | None = Field(
+        default=None,
+        description="the ordinance-level information (主務省令で定める情報) under ``info``;"
+        " none when the row covers the whole category",
+    )
+    citation: str | None = Field(
+        default=None,
+        description="how a decision on a given date cites the row (its source's citation form,"
+        " marked when the source stands in for a newer one); set by the index, never stored",
+    )
     scope: Scope = Field(
         default="between-bodies",
         description="between-bodies: a linkage from one body to another (Annex Table 2);"
@@ -90,8 +110,71 @@ class WhitelistRow(BaseModel):
 
     @property
     def legal_reference(self) -> str:
-        """Short citation: the law and the item number of the table."""
-        return self.item
+        """Short citation: the law and the item, as the source in force cites it."""
+        return self.citation or self.item
+
+
+# The separator of a statutory info item and its ordinance-level item in a query's ``info``
+# (``local-tax/income-amount``) and in the key of an index.
+SUB_SEPARATOR = "/"
+
+
+def split_info(info: str) -> tuple[str, str | None]:
+    """(statutory info item, ordinance-level item or None) of a query's ``info``."""
+    base, sep, sub = info.partition(SUB_SEPARATOR)
+    return base, (sub if sep else None)
+
+
+class Source(BaseModel):
+    """A legal source of whitelist rows: a table or an ordinance, in force for a period.
+
+    ``citation`` is how a row of it is cited, a template with ``{item}`` (``番号法別表第二
+    {item}項``, ``番号法第十九条第八号に基づく命令 第{item}条``). A *stand-in* is a source cited on
+    dates from ``stand_in_from`` on although the law in force there is a newer one that is not
+    loaded (the 2015 table after 2024-05-27); its citations say so (``stand_in_note``).
+    ``valid_to`` is exclusive; ``None`` means open-ended. Rows of a source are in force only
+    while the source is.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=ID_PATTERN)
+    title: str = Field(min_length=1)
+    citation: str = Field(min_length=1)
+    valid_from: dt.date
+    valid_to: dt.date | None = None
+    stand_in_from: dt.date | None = None
+    stand_in_note: str | None = None
+    supersedes: str | None = None
+    content_hash: str = ""
+    loaded_by: str = ""
+    loaded_at: dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Source:
+        if self.valid_to is not None and self.valid_to <= self.valid_from:
+            raise ValueError(f"valid_to {self.valid_to} is not after valid_from {self.valid_from}")
+        if self.supersedes == self.id:
+            raise ValueError("a source cannot supersede itself")
+        return self
+
+    def valid_at(self, day: dt.date) -> bool:
+        return self.valid_from <= day and (self.valid_to is None or day < self.valid_to)
+
+    def stands_in_at(self, day: dt.date) -> bool:
+        return self.stand_in_from is not None and day >= self.stand_in_from
+
+    def cite(self, item: str) -> str:
+        """The citation of ``item`` in this source's own form."""
+        return self.citation.replace("{item}", item)
+
+    def marked(self, citation: str) -> str:
+        """``citation`` marked as a stand-in's."""
+        note = self.stand_in_note or "a stand-in: the source in force is not loaded"
+        return f"{citation} ({note})"
+
+    def period(self) -> str:
+        return f"{self.valid_from} to {self.valid_to or 'open'}"
 
 
 ROLE_PREFIX = "role:"
@@ -120,6 +203,10 @@ class Catalog(BaseModel):
     tasks: dict[str, Task]
     info_items: dict[str, InfoItem]
     orgs: dict[str, Org]
+
+    def parents(self) -> dict[str, str]:
+        """Each ordinance-level info item's statutory category."""
+        return {i.id: i.parent for i in self.info_items.values() if i.parent is not None}
 
     def org_roles(self, org: str) -> frozenset[str]:
         """The roles an org holds; empty for an unknown org."""

@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import json
 import logging
 from collections.abc import Sequence
 
 import asyncpg
+from pydantic import BaseModel
 
 from renkei.kernel.db import APP_ROLE, connect
 from whitelist.controls_store import LiveControls
 from whitelist.decide import WhitelistIndex
-from whitelist.models import WhitelistRow
+from whitelist.models import Source, WhitelistRow
+from whitelist.sources import RowDiff, diff_rows
 
 CHANNEL = "renkei_whitelist"
 _COLUMNS = (
     "id, source, item, requester_role, task, provider_role, info, legal_text, valid_from,"
-    " valid_to, scope"
+    " valid_to, scope, sub_task, sub_info"
+)
+_SOURCE_COLUMNS = (
+    "id, title, citation, valid_from, valid_to, stand_in_from, stand_in_note, supersedes,"
+    " content_hash, loaded_by, loaded_at"
 )
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,8 @@ async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
     """Insert or update individual rows (e.g. an ordinance amendment); return the new version."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
-            f"INSERT INTO whitelist.rows ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)"
+            f"INSERT INTO whitelist.rows ({_COLUMNS})"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
             " ON CONFLICT (id) DO UPDATE SET valid_from = EXCLUDED.valid_from,"
             " valid_to = EXCLUDED.valid_to, legal_text = EXCLUDED.legal_text, scope = EXCLUDED.scope,"
             " loaded_at = now()",
@@ -84,13 +93,149 @@ async def fetch_rows(
     return [WhitelistRow(**dict(r)) for r in await pool.fetch(sql, *args)]
 
 
+async def fetch_sources(
+    pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+) -> list[Source]:
+    """Every source in the store, oldest validity first."""
+    rows = await pool.fetch(
+        f"SELECT {_SOURCE_COLUMNS} FROM whitelist.sources ORDER BY valid_from, id"
+    )
+    return [Source(**dict(r)) for r in rows]
+
+
 async def load_index(
     pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
 ) -> WhitelistIndex:
-    """A fresh index of every row, tagged with the version it was read at."""
+    """A fresh index of every row and source, tagged with the version it was read at."""
     conn_or_pool = pool
     version: int = await conn_or_pool.fetchval("SELECT version FROM whitelist.version")
-    return WhitelistIndex(await fetch_rows(conn_or_pool), version=version)
+    return WhitelistIndex(
+        await fetch_rows(conn_or_pool), version=version, sources=await fetch_sources(conn_or_pool)
+    )
+
+
+class SourceRefused(ValueError):
+    """A load the store cannot take (an unknown source to supersede, a period that cannot
+    close the one it supersedes)."""
+
+
+class LoadOutcome(BaseModel):
+    """One load, as recorded: the source as stored, the diff, the version it made."""
+
+    load_id: int
+    version: int
+    source: Source
+    diff: RowDiff
+    closed: Source | None = None
+    effective: dt.date
+
+
+async def load_source(
+    pool: asyncpg.Pool,
+    source: Source,
+    rows: Sequence[WhitelistRow],
+    *,
+    file_name: str,
+    effective: dt.date,
+) -> LoadOutcome:
+    """Replace ``source`` and its rows in one transaction and record the load.
+
+    The diff compares with the source's rows before the load, or — its first load — with the
+    rows of the source it supersedes. A source it supersedes ends where it begins; a source
+    superseded by another that is already loaded keeps ending where its successor begins.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
+        stored = {s.id: s for s in await fetch_sources(conn)}
+        successors = [s for s in stored.values() if s.supersedes == source.id]
+        for nxt in successors:
+            if source.valid_to is None or source.valid_to > nxt.valid_from:
+                source = source.model_copy(update={"valid_to": nxt.valid_from})
+        if source.valid_to is not None and source.valid_to <= source.valid_from:
+            raise SourceRefused(
+                f"{source.id}: valid_to {source.valid_to} is not after valid_from"
+                f" {source.valid_from}"
+            )
+        previous = await fetch_rows(conn, "source = $1", source.id)
+        # Rows of a source loaded before sources were recorded count as its previous load.
+        against: str | None = source.id if source.id in stored or previous else None
+        closed: Source | None = None
+        if source.supersedes is not None:
+            old = stored.get(source.supersedes)
+            if old is None:
+                raise SourceRefused(
+                    f"{source.id} supersedes {source.supersedes!r}, which is not loaded"
+                    f" (loaded: {', '.join(sorted(stored)) or 'none'})"
+                )
+            if old.valid_from >= source.valid_from:
+                raise SourceRefused(
+                    f"{source.id} begins on {source.valid_from}, not after {old.id}"
+                    f" (in force from {old.valid_from}), so it cannot supersede it"
+                )
+            if old.valid_to is None or old.valid_to > source.valid_from:
+                closed = old.model_copy(update={"valid_to": source.valid_from})
+                await conn.execute(
+                    "UPDATE whitelist.sources SET valid_to = $2 WHERE id = $1",
+                    old.id,
+                    source.valid_from,
+                )
+            if not previous:
+                previous = await fetch_rows(conn, "source = $1", old.id)
+                against = old.id
+        diff = diff_rows(previous, rows, against)
+        stamped = await conn.fetchrow(
+            f"INSERT INTO whitelist.sources ({_SOURCE_COLUMNS})"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,now())"
+            " ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title,"
+            " citation = EXCLUDED.citation, valid_from = EXCLUDED.valid_from,"
+            " valid_to = EXCLUDED.valid_to, stand_in_from = EXCLUDED.stand_in_from,"
+            " stand_in_note = EXCLUDED.stand_in_note, supersedes = EXCLUDED.supersedes,"
+            " content_hash = EXCLUDED.content_hash, loaded_by = EXCLUDED.loaded_by,"
+            " loaded_at = now()"
+            f" RETURNING {_SOURCE_COLUMNS}",
+            source.id,
+            source.title,
+            source.citation,
+            source.valid_from,
+            source.valid_to,
+            source.stand_in_from,
+            source.stand_in_note,
+            source.supersedes,
+            source.content_hash,
+            source.loaded_by,
+        )
+        await conn.execute("DELETE FROM whitelist.rows WHERE source = $1", source.id)
+        await conn.copy_records_to_table(
+            "rows",
+            schema_name="whitelist",
+            columns=[c.strip() for c in _COLUMNS.split(",")],
+            records=[_as_record(r) for r in rows if r.source == source.id],
+        )
+        load_id: int = await conn.fetchval(
+            "INSERT INTO whitelist.loads (source, file_name, content_hash, loaded_by, against,"
+            " effective, rows, added, removed, changed, diff)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::text::jsonb) RETURNING id",
+            source.id,
+            file_name,
+            source.content_hash,
+            source.loaded_by,
+            against,
+            effective,
+            len(rows),
+            len(diff.added),
+            len(diff.removed),
+            len(diff.changed),
+            json.dumps(diff.lines(limit=1000), ensure_ascii=False),
+        )
+        version = await _bump(conn)
+    return LoadOutcome(
+        load_id=load_id,
+        version=version,
+        source=Source(**dict(stamped or {})),
+        diff=diff,
+        closed=closed,
+        effective=effective,
+    )
 
 
 class LiveWhitelist:

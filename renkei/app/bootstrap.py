@@ -10,6 +10,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from activities.agencies.seed import seed
+from renkei.app.sources import load_defaults
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, Issue, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
@@ -17,12 +18,10 @@ from renkei.bpf.validation import KnownBpfs, validate
 from renkei.kernel import keys, parties, records
 from renkei.kernel.settings import Settings
 from whitelist import controls_store, store
-from whitelist.annex2 import SOURCE, load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.controls import sample_pias
 from whitelist.decide import JST, WhitelistIndex
-from whitelist.local import SOURCE as LOCAL_SOURCE
-from whitelist.local import all_rows, load_local
+from whitelist.local import all_rows
 
 
 class Prepared(BaseModel):
@@ -35,15 +34,9 @@ class Prepared(BaseModel):
 
 
 async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
-    """Load the annex table and the local rows where the store differs; return (rows, version)."""
-    catalog = default_catalog()
-    total = 0
-    version = await pool.fetchval("SELECT version FROM whitelist.version")
-    for source, rows in ((SOURCE, load_annex2(catalog)), (LOCAL_SOURCE, load_local(catalog))):
-        stored = await store.fetch_rows(pool, "source = $1", source)
-        if sorted(stored, key=lambda r: r.id) != sorted(rows, key=lambda r: r.id):
-            version = await store.replace_source(pool, source, rows)
-        total += len(rows)
+    """Load the shipped sources (the annex table, the local rows) where the store differs;
+    return (rows, version). Each load is recorded and reviewed (renkei.app.sources)."""
+    total, version, _ = await load_defaults(pool)
     return total, version
 
 

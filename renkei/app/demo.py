@@ -225,20 +225,20 @@ async def _long_running(
     out(f"  consent given → outcome {result.outcome}: {result.result}\n")
     unexpected += result.outcome != "completed"
 
-    out("▶ life event: the daily scan for residents turning 18 (coming-of-age pension notice)")
+    out("▶ life event: the daily scan for residents turning 20 (national pension enrolment notice)")
     turning = next(
         p
         for p in people_of(hh)
         if p.municipality == "city-minato" and 16 <= p.age(REFERENCE_DATE) <= 17
     )
-    day = turning.birth_date.replace(year=turning.birth_date.year + 18)
+    day = turning.birth_date.replace(year=turning.birth_date.year + 20)
     for attempt in ("first run", "run again (a retry or a backfill)"):
         scan: ScanResult = await client.client.execute_workflow(
             LIFE_EVENT_SCAN,
             ScanRequest(
                 bpf="coming-of-age-pension-notice",
                 executor="city-minato",
-                age=18,
+                age=20,
                 on="birthday",
                 day=day,
             ).attested(portal),  # run by hand, by the platform's operator

@@ -1,5 +1,9 @@
 """The executor's outbox: the reminders its flows ask for, delivered at least once.
 
+A definer's outbox also holds reviews (kind ``review``): after a change of the whitelist, each
+operating version the change touches (:mod:`renkei.bpf.review`), with its executors and what no
+longer conforms.
+
 A ``wait`` step with ``remind:`` has the hub queue a reminder that long before the deadline
 (``hub.remind``). Each reminder is a message in the outbox of the flow's executor: the flow's
 workflow id, the step, what the step waits for and the deadline. It names no subject: the
@@ -47,8 +51,15 @@ class OutboxMessage(BaseModel):
     """A reminder for the executor to send; nothing personal."""
 
     id: int = Field(description="acknowledge it with `POST /api/outbox/{id}/ack`")
-    kind: str = Field(default="reminder", description="what the message is (a reminder)")
-    workflow_id: str = Field(description="the flow: `<bpf>/<executor>/<case reference>`")
+    kind: str = Field(
+        default="reminder",
+        description="what the message is: a reminder (for an executor), or a review (for a"
+        " definer: a change of the whitelist touched one of its operating versions)",
+    )
+    workflow_id: str = Field(
+        description="the flow: `<bpf>/<executor>/<case reference>`; for a review, the version"
+        " (`<bpf>/v<version>`)"
+    )
     step: str = Field(description="the wait step the reminder is for")
     waits_for: str | None = Field(
         description="what the step waits for (its `wait.for`), if its definition is registered"
@@ -56,6 +67,11 @@ class OutboxMessage(BaseModel):
     deadline: dt.datetime = Field(description="when the wait times out")
     queued_at: dt.datetime = Field(description="when the flow asked for the reminder")
     deliveries: int = Field(description="how many times it was handed out, this one included")
+    note: str | None = Field(
+        default=None,
+        description="a review's text: the source loaded, the effective date, the version's"
+        " executors and what no longer conforms",
+    )
 
 
 class Acknowledgement(BaseModel):
@@ -72,7 +88,8 @@ async def pending(pool: asyncpg.Pool, org: str, limit: int = LISTING_LIMIT) -> l
         " delivered_at = coalesce(r.delivered_at, now())"
         " WHERE r.id IN (SELECT id FROM hub.reminders WHERE executor = $1 AND acked_at IS NULL"
         " ORDER BY id LIMIT $2)"
-        " RETURNING r.id, r.workflow_id, r.step, r.deadline, r.created_at, r.deliveries)"
+        " RETURNING r.id, r.workflow_id, r.step, r.deadline, r.created_at, r.deliveries,"
+        " r.kind, r.note)"
         f" SELECT d.*, {_WAITS_FOR} AS waits_for FROM d ORDER BY d.id",
         org,
         limit,
@@ -80,6 +97,8 @@ async def pending(pool: asyncpg.Pool, org: str, limit: int = LISTING_LIMIT) -> l
     return [
         OutboxMessage(
             id=r["id"],
+            kind=r["kind"],
+            note=r["note"],
             workflow_id=r["workflow_id"],
             step=r["step"],
             waits_for=r["waits_for"],

@@ -7,6 +7,7 @@ exists afterwards.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any, Literal
 
@@ -16,7 +17,9 @@ from renkei.bpf import registry
 from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
 from renkei.bpf.models import BPF_ID
 from renkei.bpf.providers import unserved_at_start
+from renkei.bpf.review import suspension
 from whitelist.controls_store import start_stop
+from whitelist.decide import JST
 from whitelist.models import Catalog
 
 # Why a start is refused: each is also a failure type on the wire (renkei.contracts.failures).
@@ -64,12 +67,17 @@ async def admit(
     inputs: dict[str, Any],
     trigger: str | None = None,
     parent_task: str | None = None,
+    on: dt.date | None = None,
 ) -> tuple[registry.RegisteredBpf, dict[str, Any]]:
     """(the definition to run, the checked inputs), or :class:`StartRefused`.
 
     ``parent_task`` is the task of the flow that calls this one as its child: a child serves its
     parent's purpose (the same task, or one the catalog records the parent's task to include),
     or it does not start — data fetched for one purpose must not feed another.
+
+    In operation, a version that a review after a change of the law found non-conformant
+    (:mod:`renkei.bpf.review`) admits no run from the change's effective date on (``on``, the
+    date in Japan, default today); the refusal names the source and the date.
     """
     if not re.fullmatch(BPF_ID, bpf):
         raise StartRefused("bpf: not a BPF id (lowercase letters, digits, hyphens)", "UnknownBpf")
@@ -79,6 +87,10 @@ async def admit(
     d = found.definition
     if (stopped := await start_stop(pool, d.bpf, d.version, executor)) is not None:
         raise StartRefused(f"no new run starts: {stopped.describe()}", "Suspended")
+    if mode == "operation":
+        day = on or dt.datetime.now(JST).date()
+        if (reviewed := await suspension(pool, d.bpf, d.version, day)) is not None:
+            raise StartRefused(reviewed.reason(d.bpf, d.version), "UnknownBpf")
     if executor not in catalog.orgs:
         raise StartRefused(f"unknown executor org {executor!r}", "NotAnExecutor")
     if not any(catalog.refers_to(e, executor) for e in d.owners.executors):

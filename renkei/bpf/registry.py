@@ -263,6 +263,12 @@ async def transition(
             role,
             note,
         )
+    if action == "operate":
+        # Reviewed like every operating version after a load: if a loaded source changes the
+        # law on a later day, the version stops admitting runs then (renkei.bpf.review).
+        from renkei.bpf.review import review_version
+
+        await review_version(pool, catalog or default_catalog(), bpf, version)
     return Transition(
         bpf=bpf,
         version=version,

@@ -317,7 +317,10 @@ def test_a_life_event_flow_with_a_cohort_rule_validates() -> None:
 
 
 def test_a_life_event_rule_without_an_age_is_refused() -> None:
-    text = LONG_TERM_CARE.replace("long-term-care-benefits-and-premiums", "school-entry-notice")
+    # A task with a cohort rule for the mayor (the school entry notice's is the board's).
+    text = LONG_TERM_CARE.replace(
+        "long-term-care-benefits-and-premiums", "coming-of-age-pension-notice"
+    )
     text = text.replace("{age: 65, on: birthday}", "{on: school-year-start}")
     assert errors(text) == [
         "triggers[0].life-event: a life-event rule needs an `age`: the scan asks who reaches it"

@@ -61,7 +61,7 @@ bpf: own-register
 version: 1
 title: {ja: 自市の住民記録, en: Own register}
 task: school-entry-notice
-owners: {definer: mhlw, executors: [city-minato, role:municipal-mayor]}
+owners: {definer: mhlw, executors: [city-minato, role:municipal-board-of-education]}
 triggers: [counter]
 steps:
   - id: household
@@ -72,5 +72,5 @@ steps:
     issues = validate(parse_text(text, "x.yaml"), CATALOG, INDEX)
     errors = [i for i in issues if i.severity == "error"]
     # The executor's own register is fine for every executor; the literal city-minato is its
-    # own only for city-minato, not for every municipal mayor the role stands for.
+    # own only for city-minato, not for every board of education the role stands for.
     assert [e.path for e in errors] == ["steps[1].query.provider"]

@@ -41,20 +41,20 @@ async def bpf_validate(
     """Validate BPF files: schema, references, expressions, whitelist conformance; and (not
     --offline) a warning for each executor or named provider without a PIA in force."""
     from whitelist.decide import WhitelistIndex
-    from whitelist.local import all_rows
+    from whitelist.local import all_rows, all_sources
 
     settings = get_settings()
     registered = KnownBpfs()
     pias = None  # the PIA registry (and suspensions), from the store: not offline
     if offline:
-        idx = WhitelistIndex(all_rows(default_catalog()))
+        idx = WhitelistIndex(all_rows(default_catalog()), sources=all_sources())
     else:
         async with database(settings) as pool:
             idx = await store.load_index(pool)
             registered = await registry.known(pool)
             pias = await controls_store.load_controls(pool)
         if not len(idx):
-            idx = WhitelistIndex(all_rows(default_catalog()))
+            idx = WhitelistIndex(all_rows(default_catalog()), sources=all_sources())
     # What a `call` may name: every registered version with its state (a call of one that does
     # not operate is flagged), the shipped samples, the files given (each validated with the
     # others: a flow and the one it calls, or two flows one event starts).

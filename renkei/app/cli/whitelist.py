@@ -1,8 +1,10 @@
-"""``renkei whitelist``: load Annex Table 2 into the store, list its rows, decide one linkage."""
+"""``renkei whitelist``: load the legal sources into the store, list them and their rows,
+decide one linkage."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -16,16 +18,110 @@ from whitelist.catalog import default_catalog
 from whitelist.decide import permitting_hint
 from whitelist.models import role_of
 
-whitelist_app = typer.Typer(help="The whitelist (番号法 別表第二).", no_args_is_help=True)
+whitelist_app = typer.Typer(
+    help="The whitelist: its legal sources (番号法 別表第二, the Article 19(8) ordinance …).",
+    no_args_is_help=True,
+)
+
+Day = Annotated[str | None, typer.Option(metavar="YYYY-MM-DD")]
+
+
+def _day(option: str, value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a day (YYYY-MM-DD)", param_hint=option
+        ) from None
 
 
 @whitelist_app.command("load")
 @run_async
-async def whitelist_load() -> None:
-    """Load Annex Table 2 into the store (workers pick it up without a restart)."""
+async def whitelist_load(
+    source: Annotated[
+        str | None, typer.Option(help="the source's id (e.g. ordinance-2024); with --file")
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="rows file: .csv or .yaml (docs/whitelist.md), or law XML (.xml)"),
+    ] = None,
+    valid_from: Day = None,
+    valid_to: Day = None,
+    title: Annotated[str | None, typer.Option(help="the source's title")] = None,
+    citation: Annotated[
+        str | None, typer.Option(help="how a row is cited, with {item}: '番号法別表第二 {item}項'")
+    ] = None,
+    supersedes: Annotated[
+        str | None, typer.Option(help="the source this one replaces (it ends where this begins)")
+    ] = None,
+    stand_in_from: Day = None,
+    stand_in_note: Annotated[
+        str | None, typer.Option(help="how a stand-in's citation is marked")
+    ] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="law XML only: the mapping of its wording to ids")
+    ] = None,
+    by: Annotated[str | None, typer.Option(help="who loads (default: the OS user)")] = None,
+) -> int:
+    """Load a legal source into the store and print what changed (workers pick it up without a
+    restart). Without arguments, the shipped sources (Annex Table 2, 2015 text, and the local
+    rows). Every operating BPF version is reviewed at the load's effective date."""
+    from renkei.app.sources import SourceOptions, load_defaults, load_file, os_user
+    from whitelist.sources import SourceFileError
+
+    if (source is None) != (file is None):
+        typer.echo("error: --source and --file go together", err=True)
+        return 2
     async with database(get_settings()) as pool:
-        rows, version = await load_whitelist(pool)
-        typer.echo(f"{rows} rows from annex2-2015; whitelist version {version}")
+        if source is None or file is None:
+            total, version, reports = await load_defaults(pool, by)
+            for report in reports:
+                for line in report.lines():
+                    typer.echo(line)
+            typer.echo(
+                f"{total} rows from annex2-2015 and renkei-local; whitelist version {version}"
+            )
+            return 0
+        options = SourceOptions(
+            title=title,
+            citation=citation,
+            valid_from=_day("--valid-from", valid_from),
+            valid_to=_day("--valid-to", valid_to),
+            supersedes=supersedes,
+            stand_in_from=_day("--stand-in-from", stand_in_from),
+            stand_in_note=stand_in_note,
+            mapping=mapping,
+        )
+        try:
+            report = await load_file(pool, source, file, options, by or os_user())
+        except (SourceFileError, store.SourceRefused) as err:
+            typer.echo(f"error: nothing loaded:\n{err}", err=True)
+            return 1
+    for line in report.lines():
+        typer.echo(line)
+    return 0
+
+
+@whitelist_app.command("sources")
+@run_async
+async def whitelist_sources() -> None:
+    """The legal sources in the store: validity, citation form, stand-in, last load."""
+    async with database(get_settings()) as pool:
+        sources = await store.fetch_sources(pool)
+        counts = {
+            r["source"]: r["n"]
+            for r in await pool.fetch("SELECT source, count(*) AS n FROM whitelist.rows GROUP BY 1")
+        }
+    for s in sources:
+        typer.echo(
+            f"{s.id}\t{s.title}\t{s.period()}\tcited as {s.cite('{item}')}\t{counts.get(s.id, 0)} rows"
+            + (f"\tstand-in from {s.stand_in_from}" if s.stand_in_from else "")
+            + (f"\tsupersedes {s.supersedes}" if s.supersedes else "")
+            + f"\tloaded {s.loaded_at:%Y-%m-%d %H:%M} by {s.loaded_by}, hash {s.content_hash[:12]}"
+        )
+    typer.echo(f"{len(sources)} sources", err=True)
 
 
 @whitelist_app.command("list")
@@ -49,8 +145,12 @@ async def whitelist_list(
             continue
         shown += 1
         until = r.valid_to or "…"
+        sub = "".join(
+            f"\t{k} {v}" for k, v in (("sub_task", r.sub_task), ("sub_info", r.sub_info)) if v
+        )
         typer.echo(
             f"{r.item}\t{r.requester_role}\t{r.task}\t{r.provider_role}\t{r.info}\t{r.valid_from}–{until}"
+            f"\t{r.source}{sub}"
         )
     typer.echo(f"{shown} rows", err=True)
 
@@ -84,8 +184,9 @@ async def whitelist_check(
     same_body = requester == provider and role_of(requester) is None
     d = index.decide(roles(requester), task, roles(provider), info, day, same_body=same_body)
     if d.allowed and d.row:
+        src = index.sources.get(d.row.source)
         typer.echo(
-            f"ALLOW  {d.reason}\n  row: {d.row.id}\n  valid: {d.row.valid_from} – {d.row.valid_to or 'open'}\n  {d.row.legal_text}"
+            f"ALLOW  {d.reason}\n  row: {d.row.id}\n  source: {src.id + ' (' + src.period() + ')' if src else d.row.source}\n  {d.row.legal_text}"
         )
         return 0
     typer.echo(f"DENY   {d.reason}\n  {permitting_hint(index, task, info, day)}")

@@ -1,0 +1,582 @@
+"""The law as it stands: dated sources, a load with its diff, the review of every operating
+version, citations, and files refused with their place.
+
+Each test here loads sources that change the law for everyone reading the store, so the module
+works in a database of its own (the shipped sources and the sample definitions, all operating).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from typer.testing import CliRunner
+
+from renkei.app import outbox
+from renkei.app.bootstrap import register_definitions
+from renkei.app.sources import LoadReport, SourceOptions, load_defaults, load_file
+from renkei.bpf.admission import StartRefused, admit
+from renkei.kernel.db import create_pool, migrate
+from renkei.kernel.settings import Settings, get_settings
+from whitelist import store
+from whitelist.decide import JST, decide_linkage
+from whitelist.sources import SourceFileError
+
+from .helpers import STAND_IN, run
+
+ORDINANCE = "ordinance-test"
+XML_FIXTURE = Path(__file__).parent / "fixtures" / "annex2-2015-excerpt.xml"
+CITATION = "番号法第十九条第八号に基づく命令 第{item}条"
+# Today in Japan, and the first day of the (test) ordinance, some weeks ahead of it: the hub
+# and admission read the clock, so the dates follow it.
+TODAY = dt.datetime.now(JST).date()
+BEGINS = TODAY + dt.timedelta(days=35)
+B = BEGINS.isoformat()
+
+# A small stand-in for the Article 19(8) ordinance, in force from BEGINS: child allowance keeps
+# its rows (七十四/七十五 of the 2015 table), child-rearing allowance's income check becomes a
+# body's own use (changed), child allowance may newly ask medical insurers (added); everything
+# else of the 2015 table is gone (removed) — vaccination relief (十七) among it.
+ORDINANCE_CSV = """\
+item,requester_role,task,provider_role,info,sub_task,sub_info,scope,legal_text
+2,municipal-mayor,child-allowance,municipal-mayor,local-tax,,,,
+2,municipal-mayor,child-allowance,mhlw-minister,pension-benefit,,,,
+2,municipal-mayor,child-allowance,japan-pension-service,pension-benefit,,,,
+2,municipal-mayor,child-allowance,mutual-aid-associations,pension-benefit,,,,
+3,municipal-mayor,child-allowance,medical-insurer,medical-benefit,,,,児童手当の支給に関する事務
+4,prefectural-governor-etc,child-rearing-allowance,municipal-mayor,local-tax,,,within-body,
+"""
+
+
+@pytest_asyncio.fixture(scope="module")
+async def law(
+    database_url: str, base_settings: Settings
+) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
+    """A database of the module's own: the shipped sources, the sample definitions operating."""
+    name = f"renkei_law_{uuid.uuid4().hex[:8]}"
+    parts = urlsplit(database_url)
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    url = urlunsplit(parts._replace(path=f"/{name}"))
+    await migrate(url)
+    pool = await create_pool(url, max_size=4)
+    await load_defaults(pool, "test")
+    registered, rejected = await register_definitions(pool, base_settings.definitions_dir)
+    assert registered and not rejected
+    # Arrangement, not the subject here: every sample version is operating (the lifecycle has
+    # its own tests).
+    await pool.execute("UPDATE registry.bpf_versions SET state = 'operating'")
+    try:
+        yield pool, url
+    finally:
+        await pool.close()
+        admin = await asyncpg.connect(database_url)
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+def ordinance_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("law") / "ordinance.csv"
+    path.write_text(ORDINANCE_CSV, encoding="utf-8")
+    return path
+
+
+@pytest_asyncio.fixture(scope="module")
+async def loaded(law, ordinance_file: Path) -> LoadReport:
+    """The ordinance loaded, superseding the 2015 table from BEGINS."""
+    pool, _ = law
+    return await load_file(
+        pool,
+        ORDINANCE,
+        ordinance_file,
+        SourceOptions(
+            title="利用特定個人情報の提供に関する命令（試験用の抜粋）",
+            citation=CITATION,
+            valid_from=BEGINS,
+            supersedes="annex2-2015",
+        ),
+        "law-tester",
+        today=TODAY,
+    )
+
+
+def _at(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
+
+
+async def test_before_the_ordinance_a_linkage_cites_the_2015_table_as_a_stand_in(
+    law, loaded: LoadReport, catalog
+) -> None:
+    pool, _ = law
+    index = await store.load_index(pool)
+    d = decide_linkage(
+        catalog, index, "city-minato", "city-shibuya", "child-allowance", "local-tax", _at(TODAY)
+    )
+    assert d.allowed and d.legal_reference == "番号法別表第二 七十四項" + STAND_IN
+    # Before 2024-05-27 the table was the law itself: no mark.
+    old = decide_linkage(
+        catalog,
+        index,
+        "city-minato",
+        "city-shibuya",
+        "child-allowance",
+        "local-tax",
+        _at(dt.date(2023, 4, 1)),
+    )
+    assert old.allowed and old.legal_reference == "番号法別表第二 七十四項"
+
+
+async def test_a_linkage_past_its_sources_end_is_denied_naming_the_source_and_the_date(
+    law, loaded: LoadReport, catalog
+) -> None:
+    pool, _ = law
+    index = await store.load_index(pool)
+    after = _at(BEGINS + dt.timedelta(days=31))
+    d = decide_linkage(
+        catalog,
+        index,
+        "city-minato",
+        "kyokai-kenpo",
+        "vaccination-health-damage-relief",
+        "medical-benefit",
+        after,
+    )
+    assert not d.allowed
+    assert "番号法別表第二 十七項" in d.reason and "annex2-2015" in d.reason
+    assert f"it ended on {B}" in d.reason and after.date().isoformat() in d.reason
+    # The day before, the 2015 table still stands in.
+    assert decide_linkage(
+        catalog,
+        index,
+        "city-minato",
+        "kyokai-kenpo",
+        "vaccination-health-damage-relief",
+        "medical-benefit",
+        _at(BEGINS - dt.timedelta(days=1)),
+    ).allowed
+    # What the ordinance keeps is cited in its own form, with no mark.
+    kept = decide_linkage(
+        catalog, index, "city-minato", "city-shibuya", "child-allowance", "local-tax", after
+    )
+    assert kept.allowed and kept.legal_reference == "番号法第十九条第八号に基づく命令 第2条"
+    assert kept.row is not None and kept.row.source == ORDINANCE
+
+
+async def test_a_load_is_recorded_with_its_diff_and_the_versions_it_affects(
+    law, loaded: LoadReport
+) -> None:
+    pool, _ = law
+    o = loaded.outcome
+    assert o.source.valid_from == BEGINS and o.source.loaded_by == "law-tester"
+    assert o.closed is not None and o.closed.id == "annex2-2015" and o.closed.valid_to == BEGINS
+    assert o.effective == BEGINS and o.diff.against == "annex2-2015"
+    added = {(r.task, r.provider_role, r.info) for r in o.diff.added}
+    assert added == {("child-allowance", "medical-insurer", "medical-benefit")}
+    [changed] = o.diff.changed
+    assert (changed.before.scope, changed.after.scope) == ("between-bodies", "within-body")
+    assert changed.after.task == "child-rearing-allowance" and changed.after.info == "local-tax"
+    removed = {(r.requester_role, r.task, r.provider_role, r.info) for r in o.diff.removed}
+    assert (
+        "municipal-mayor",
+        "vaccination-health-damage-relief",
+        "medical-insurer",
+        "medical-benefit",
+    ) in removed
+    assert ("municipal-mayor", "child-allowance", "municipal-mayor", "local-tax") not in removed
+    assert o.diff.unchanged == 4
+    # The versions the change breaks, with their executors; a version it leaves alone is not.
+    broken = {(r.bpf, r.version) for r in loaded.affected if not r.conformant}
+    assert ("vaccination-relief-medical-check", 1) in broken
+    # Its provider is chosen at run time (any org): validation cannot judge it, the rows its
+    # queries name changed, so it is listed as affected; its linkages are decided when they run.
+    touched = {(r.bpf, r.version) for r in loaded.affected if r.conformant}
+    assert ("child-rearing-allowance-income-check", 1) in touched
+    assert "child-allowance-check" not in {r.bpf for r in loaded.affected}
+    text = "\n".join(loaded.lines())
+    assert "1 added" in text and "1 changed" in text and "annex2-2015" in text
+    assert "vaccination-relief-medical-check v1 (executors: role:municipal-mayor)" in text
+    assert f"does not conform from {B}" in text
+    # Recorded: who, when, the file's hash, what changed.
+    rec = await pool.fetchrow("SELECT * FROM whitelist.loads WHERE id = $1", o.load_id)
+    assert rec["loaded_by"] == "law-tester" and rec["content_hash"] == o.source.content_hash
+    assert (rec["added"], rec["changed"]) == (1, 1) and rec["removed"] == len(o.diff.removed)
+    # The definer finds each affected version in its outbox, naming no one.
+    messages = [m for m in await outbox.pending(pool, "mhlw") if m.kind == "review"]
+    by_flow = {m.workflow_id: m for m in messages}
+    note = by_flow["vaccination-relief-medical-check/v1"].note or ""
+    assert ORDINANCE in note and B in note and "role:municipal-mayor" in note
+
+
+async def test_a_version_made_nonconformant_stops_admitting_on_the_effective_date(
+    law, loaded: LoadReport, catalog
+) -> None:
+    pool, _ = law
+
+    async def start(on: dt.date) -> None:
+        await admit(
+            pool,
+            catalog,
+            "operation",
+            bpf="vaccination-relief-medical-check",
+            version=None,
+            executor="city-minato",
+            subject="A" * 20,
+            inputs={"insurer": "kyokai-kenpo", "claimed_amount": 1000},
+            trigger="counter",
+            on=on,
+        )
+
+    await start(BEGINS - dt.timedelta(days=1))  # admitted the day before
+    with pytest.raises(StartRefused) as refused:
+        await start(BEGINS)
+    assert ORDINANCE in refused.value.reason and B in refused.value.reason
+    assert "vaccination-relief-medical-check v1" in refused.value.reason
+    # A version the change leaves conformant starts as before.
+    await admit(
+        pool,
+        catalog,
+        "operation",
+        bpf="child-allowance-check",
+        version=None,
+        executor="city-minato",
+        subject="A" * 20,
+        inputs={"previous_municipality": "city-shibuya"},
+        trigger="counter",
+        on=BEGINS,
+    )
+
+
+async def test_reloading_the_same_source_diffs_against_its_previous_load(
+    law, loaded: LoadReport, ordinance_file: Path, tmp_path: Path
+) -> None:
+    pool, _ = law
+    again = tmp_path / "ordinance.csv"
+    # Article 3's row is dropped; the rest stays.
+    again.write_text(
+        "\n".join(line for line in ORDINANCE_CSV.splitlines() if not line.startswith("3,")) + "\n",
+        encoding="utf-8",
+    )
+    report = await load_file(pool, ORDINANCE, again, SourceOptions(), "law-tester", today=TODAY)
+    d = report.outcome.diff
+    assert d.against == ORDINANCE and not d.added and not d.changed
+    assert [(r.task, r.info) for r in d.removed] == [("child-allowance", "medical-benefit")]
+    # Validity and citation form carry over from the source's previous load.
+    assert report.outcome.source.citation == CITATION
+    assert report.outcome.source.valid_from == BEGINS
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "where"),
+    [
+        (
+            "bad.csv",
+            "item,requester_role,task,provider_role,info\n"
+            "5,municipal-mayor,child-allowance,municipal-mayor,local-tax\n"
+            "6,municipal-mayor,no-such-task,municipal-mayor,local-tax\n",
+            "bad.csv:3: task: unknown id 'no-such-task'",
+        ),
+        (
+            "short.csv",
+            "item,requester_role,task,provider_role,info\n5,municipal-mayor,child-allowance\n",
+            "short.csv:2: 5 columns expected",
+        ),
+        (
+            "header.csv",
+            "item,requester,task,provider_role,info\n",
+            "header.csv:1: header: missing columns requester_role; unknown columns requester",
+        ),
+        (
+            "bad.yaml",
+            "title: x\nrows:\n  - {item: '1', requester_role: municipal-mayor, task: child-allowance,"
+            " provider_role: municipal-mayor, info: local-tax}\n"
+            "  - {item: '2', requester_role: Mayor!, task: child-allowance,"
+            " provider_role: municipal-mayor, info: local-tax}\n",
+            "bad.yaml:4: requester_role: String should match pattern",
+        ),
+        (
+            "syntax.yaml",
+            "title: x\nrows:\n  - {item: 1, task: a\n  - b: [\n",
+            "syntax.yaml:4: not valid YAML: expected ',' or '}'",
+        ),
+        (
+            "twice.yaml",
+            "title: x\ntitle: y\nrows: []\n",
+            'twice.yaml:2: not valid YAML: found duplicate key "title"',
+        ),
+        (
+            "bomb.xml",
+            '<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY a "aaaa">]>\n<Law>&a;</Law>\n',
+            "bomb.xml:2: refused: a DOCTYPE or ENTITY declaration",
+        ),
+        (
+            "broken.xml",
+            "<Law>\n<AppdxTable>\n<TableStruct><Table>\n</Law>\n",
+            "broken.xml:4:2: not well-formed XML",
+        ),
+        (
+            "cells.xml",
+            "<Law><LawBody><AppdxTable><TableStruct><Table>\n"
+            "<TableRow><TableColumn><Sentence>一</Sentence></TableColumn></TableRow>\n"
+            "</Table></TableStruct></AppdxTable></LawBody></Law>\n",
+            "cells.xml: AppdxTable/TableStruct/Table/TableRow[1]: 1 cells, 5 expected",
+        ),
+    ],
+)
+async def test_a_malformed_file_is_refused_with_its_place_and_loads_nothing(
+    law, loaded: LoadReport, tmp_path: Path, name: str, text: str, where: str
+) -> None:
+    pool, _ = law
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    before = await pool.fetchval("SELECT count(*) FROM whitelist.loads")
+    version = await pool.fetchval("SELECT version FROM whitelist.version")
+    with pytest.raises(SourceFileError) as err:
+        await load_file(
+            pool,
+            "broken-source",
+            path,
+            SourceOptions(title="t", citation="c {item}", valid_from=BEGINS),
+            "law-tester",
+        )
+    assert where in str(err.value)
+    assert await pool.fetchval("SELECT count(*) FROM whitelist.loads") == before
+    assert await pool.fetchval("SELECT version FROM whitelist.version") == version
+    assert "broken-source" not in {s.id for s in await store.fetch_sources(pool)}
+
+
+def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
+    law,
+    loaded: LoadReport,
+    ordinance_file: Path,
+    base_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, url = law
+    monkeypatch.setenv("RENKEI_DATABASE_URL", url)
+    monkeypatch.setenv("RENKEI_KEYS_FILE", str(base_settings.keys_file))
+    get_settings.cache_clear()
+    cli = CliRunner()
+    try:
+        code, out = run(cli, "whitelist", "sources")
+        assert code == 0
+        assert (
+            f"{ORDINANCE}\t" in out
+            and "cited as 番号法第十九条第八号に基づく命令 第{item}条" in out
+        )
+        assert "annex2-2015\t" in out and f"2017-07-18 to {B}" in out
+        assert "stand-in from 2024-05-27" in out
+        bad = tmp_path / "bad.csv"
+        bad.write_text("item,requester_role,task,provider_role,info\n1,x,y\n", encoding="utf-8")
+        code, out = run(cli, "whitelist", "load", "--source", "cli-source", "--file", str(bad))
+        assert code == 1 and "bad.csv:2: 5 columns expected" in out and "Traceback" not in out
+        code, out = run(cli, "whitelist", "load", "--file", str(bad))
+        assert code == 2 and "--source and --file go together" in out
+        code, out = run(
+            cli,
+            *("whitelist", "load", "--source", "loop", "--file", str(ordinance_file)),
+            *("--supersedes", "loop"),
+            *("--title", "t", "--citation", "c", "--valid-from", "2030-01-01"),
+        )
+        assert code == 1 and "a source cannot supersede itself" in out and "Traceback" not in out
+        code, out = run(
+            cli,
+            *("whitelist", "load", "--source", "x", "--file", str(bad), "--valid-from", "soon"),
+        )
+        assert code == 2 and "'soon' is not a day (YYYY-MM-DD)" in out
+        # The official XML's table, through the shipped mapping: a source of its own.
+        code, out = run(
+            cli,
+            *("whitelist", "load", "--source", "egov-excerpt", "--file", str(XML_FIXTURE)),
+            *("--valid-from", "2017-07-18", "--valid-to", "2017-07-19", "--by", "xml-tester"),
+        )
+        assert code == 0, out
+        assert "loaded egov-excerpt" in out and "114 added, 0 removed" in out
+        assert "in force 2017-07-18 to 2017-07-19" in out and "by xml-tester" in out
+    finally:
+        get_settings.cache_clear()
+
+
+async def test_a_life_event_version_made_nonconformant_starts_no_scan(
+    law, loaded: LoadReport, base_settings: Settings, catalog, tmp_path: Path
+) -> None:
+    """The local rows lose the pension notice's cohort rule today: its operating version is
+    stopped, and the hub refuses its scan (a scan would otherwise start flows that are refused
+    one by one), naming the source and the day."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.hub import HubActivities
+    from activities.permits import PermitIssuer
+    from renkei.contracts.messages import ScanRequest
+    from renkei.kernel import keys
+    from renkei.kernel.pseudonyms import Pseudonyms
+    from whitelist.store import LiveWhitelist
+
+    pool, url = law
+    rows = tmp_path / "local.yaml"
+    rows.write_text(
+        "rows:\n"
+        + "".join(
+            f"  - {{item: '1', requester_role: municipal-board-of-education, task: school-entry-notice,"
+            f" provider_role: municipal-board-of-education, info: {info}, scope: within-body}}\n"
+            for info in ("resident-cohort", "resident-record")
+        ),
+        encoding="utf-8",
+    )
+    report = await load_file(pool, "renkei-local", rows, SourceOptions(), "law-tester")
+    today = dt.datetime.now(JST).date()
+    assert report.outcome.effective == today
+    stopped = {(r.bpf, r.conformant) for r in report.affected}
+    assert ("coming-of-age-pension-notice", False) in stopped
+    assert ("school-entry-notice", False) not in stopped  # its rows are kept
+    # A stop an earlier load announced (the ordinance's) is not announced again.
+    assert "vaccination-relief-medical-check" not in {r.bpf for r in report.affected}
+    assert any(not r.conformant for r in report.reviewed if r.bpf.startswith("vaccination"))
+
+    hub_keys = keys.load(base_settings)
+    hub = HubActivities(
+        pool,
+        catalog,
+        Pseudonyms(pool, hub_keys.hub_key),
+        LiveWhitelist(url),
+        PermitIssuer(pool, hub_keys),
+        "law",
+        "operation",
+    )
+    request = ScanRequest(
+        bpf="coming-of-age-pension-notice", executor="city-minato", age=20, on="birthday"
+    ).attested(hub_keys.signer())
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(hub.scan_target, request)
+    assert refused.value.type == "UnknownBpf"
+    assert "renkei-local" in str(refused.value) and today.isoformat() in str(refused.value)
+
+
+REPLACEMENT = """\
+bpf: vaccination-relief-medical-check
+version: 2
+title: {ja: 予防接種健康被害救済 申請受付, en: Vaccination relief — application intake}
+task: vaccination-health-damage-relief
+owners:
+  definer: mhlw
+  executors: [role:municipal-mayor]
+triggers: [counter]
+inputs:
+  insurer: {type: org, role: medical-insurer}
+  claimed_amount: {type: integer, min: 0}
+steps:
+  - id: relief
+    set:
+      payable: inputs.claimed_amount
+result:
+  payable: relief.payable
+"""
+
+
+async def test_a_replacement_in_operation_starts_where_the_stopped_version_may_not(
+    law, loaded: LoadReport, catalog
+) -> None:
+    """v1 is stopped from the ordinance's first day; a v2 that asks no one (so conforms) is put
+    into operation: a start without a version runs v2, a start naming v1 is still refused."""
+    from renkei.bpf import registry
+    from renkei.bpf.loader import parse_text
+
+    pool, _ = law
+    await registry.register(pool, parse_text(REPLACEMENT, "vaccination-relief-v2.yaml"))
+    await pool.execute(  # arrangement: the lifecycle has its own tests
+        "UPDATE registry.bpf_versions SET state = 'operating'"
+        " WHERE bpf = 'vaccination-relief-medical-check' AND version = 2"
+    )
+    args = {
+        "executor": "city-minato",
+        "subject": "A" * 20,
+        "inputs": {"insurer": "kyokai-kenpo", "claimed_amount": 1000},
+        "trigger": "counter",
+        "on": BEGINS,
+    }
+    found, _ = await admit(
+        pool, catalog, "operation", bpf="vaccination-relief-medical-check", version=None, **args
+    )
+    assert found.definition.version == 2
+    with pytest.raises(StartRefused) as refused:
+        await admit(
+            pool, catalog, "operation", bpf="vaccination-relief-medical-check", version=1, **args
+        )
+    # Named: the day, and what changes the law on it (a later load elsewhere changes nothing).
+    reason = refused.value.reason
+    assert f"from {B} (source ordinance-test begins, source annex2-2015 ends)" in reason
+
+
+async def test_a_version_put_into_operation_after_a_load_stops_on_the_day_the_law_changes(
+    law, loaded: LoadReport, base_settings: Settings, catalog
+) -> None:
+    """Operated today, when the 2015 table still stands in, a version that asks for what the
+    ordinance drops conforms now and stops on the ordinance's first day."""
+    from renkei.bpf import registry
+    from renkei.bpf.loader import parse_text
+
+    pool, _ = law
+    text = (base_settings.definitions_dir / "vaccination-relief.yaml").read_text(encoding="utf-8")
+    await registry.register(
+        pool, parse_text(text.replace("version: 1", "version: 3"), "vaccination-relief-v3.yaml")
+    )
+    await pool.execute(  # arrangement: conformance and approval have their own tests
+        "UPDATE registry.bpf_versions SET state = 'approved'"
+        " WHERE bpf = 'vaccination-relief-medical-check' AND version = 3"
+    )
+    await registry.transition(
+        pool,
+        "vaccination-relief-medical-check",
+        3,
+        "operate",
+        "city-minato",
+        conformance_body="digital-agency",
+        actor_roles=catalog.org_roles("city-minato"),
+        catalog=catalog,
+    )
+    args = {
+        "bpf": "vaccination-relief-medical-check",
+        "version": 3,
+        "executor": "city-minato",
+        "subject": "A" * 20,
+        "inputs": {"insurer": "kyokai-kenpo", "claimed_amount": 1000},
+        "trigger": "counter",
+    }
+    await admit(pool, catalog, "operation", **args, on=BEGINS - dt.timedelta(days=1))
+    with pytest.raises(StartRefused) as refused:
+        await admit(pool, catalog, "operation", **args, on=BEGINS)
+    assert f"v3 does not conform to the whitelist from {B}" in refused.value.reason
+    assert "source ordinance-test begins" in refused.value.reason
+
+
+async def test_rows_stored_before_sources_were_recorded_count_as_the_previous_load(
+    law, loaded: LoadReport, ordinance_file: Path
+) -> None:
+    """A database from before sources: rows of a source with no row in whitelist.sources. Its
+    first recorded load diffs against those rows, not as a new source."""
+    pool, _ = law
+    rows = [
+        r.model_copy(update={"source": "legacy", "id": f"legacy/{r.id}"})
+        for r in loaded.outcome.diff.added
+    ]
+    await store.replace_source(pool, "legacy", rows)
+    report = await load_file(
+        pool,
+        "legacy",
+        ordinance_file,
+        SourceOptions(title="legacy", citation=CITATION, valid_from=BEGINS),
+        "law-tester",
+        today=TODAY,
+    )
+    d = report.outcome.diff
+    assert d.against == "legacy" and len(d.added) == 5 and d.unchanged == 1 and not d.removed
+    assert "diff against legacy" in "\n".join(report.lines())
