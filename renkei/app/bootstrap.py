@@ -10,13 +10,15 @@ import asyncpg
 from pydantic import BaseModel
 
 from activities.agencies.seed import seed
+from renkei.app import onboarding
+from renkei.app.onboarding import register_conformance_body
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, Issue, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
 from renkei.bpf.validation import KnownBpfs, validate
 from renkei.kernel import keys, parties, records
 from renkei.kernel.settings import Settings
-from whitelist import store
+from whitelist import orgs, store
 from whitelist.annex2 import SOURCE, load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
@@ -30,6 +32,7 @@ class Prepared(BaseModel):
     registered: list[str]
     rejected: list[str]
     seeded: bool
+    orgs_onboarded: list[str] = []
 
 
 async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
@@ -121,12 +124,19 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     """
     await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
     await issue_keys(pool, settings, sorted(default_catalog().orgs))
+    await register_conformance_body(pool, settings)
     rows, version = await load_whitelist(pool)
+    # The org registry: the shipped orgs, each made active by the onboarding path.
+    await orgs.seed(pool, default_catalog().orgs, onboarding.PLATFORM)
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
     seeded = await seed(
         pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents
     )
+    onboarded = await onboarding.onboard_samples(
+        pool, settings, default_catalog(), await store.load_index(pool)
+    )
     return Prepared(
+        orgs_onboarded=onboarded,
         whitelist_rows=rows,
         whitelist_version=version,
         registered=registered,

@@ -59,6 +59,7 @@ from renkei.contracts.names import control_parts, control_queue, workflow_id
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
+from whitelist.models import Catalog
 from workers.plugin import connect
 
 
@@ -169,9 +170,14 @@ _CLOSED = {"CANCELED": "cancelled", "TERMINATED": "terminated", "TIMED_OUT": "ti
 class RenkeiClient:
     """Start and follow flows. Inputs are checked locally before anything is sent."""
 
-    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+    def __init__(
+        self, client: Client, settings: Settings | None = None, catalog: Catalog | None = None
+    ) -> None:
+        """``catalog``: what a start is checked against before it is sent (the shipped one by
+        default; a live one, :meth:`whitelist.store.LiveWhitelist.bind`, knows registered orgs)."""
         self.client = client
         self.settings = settings or get_settings()
+        self._catalog = catalog
         self._definitions: dict[str, BpfDefinition] | None = None
         self._legacy: Client | None = None
 
@@ -202,14 +208,15 @@ class RenkeiClient:
         """Start a flow, or return the run already started for the same case reference with
         the same content; raises :class:`CaseConflict` if that run's content differs."""
         check_subject_code(request.subject)
-        if request.executor not in default_catalog().orgs:
+        catalog = self._catalog or default_catalog()
+        if request.executor not in catalog.orgs:
             raise ValueError(f"unknown executor org {request.executor!r}")
         if request.resume is not None:
             raise ValueError("resume is set only by a flow itself")
         local = self._local_definition(request.bpf, request.version)
         if local is not None:
             request = request.model_copy(
-                update={"inputs": validate_inputs(local, request.inputs, default_catalog())}
+                update={"inputs": validate_inputs(local, request.inputs, catalog)}
             )
             if request.trigger not in local.trigger_kinds():
                 raise ValueError(f"{request.bpf} cannot be started by trigger {request.trigger}")

@@ -11,13 +11,13 @@ import typer
 from temporalio.client import WorkflowFailureError
 
 from renkei.app.bootstrap import prepare
-from renkei.app.cli.runtime import parse_inputs, run_async, temporal_and_database
+from renkei.app.cli.runtime import database, parse_inputs, run_async, temporal_and_database
 from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient
 from renkei.app.stack import embedded
 from renkei.contracts.messages import StartFlow
 from renkei.kernel import keys
-from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings, get_settings
+from whitelist import store
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 
@@ -68,46 +68,65 @@ async def conformance(
 
 
 @run_async
-async def contract(org: str) -> int:
-    """Check a sample agency's providers against the contract of every item it serves."""
+async def contract(
+    org: str,
+    providers: Annotated[
+        str | None,
+        typer.Option(
+            help="package.module:function making the org's providers, as its worker runs them"
+            " (`renkei worker agency ORG --providers …`); the sample agencies' by default"
+        ),
+    ] = None,
+) -> int:
+    """Check an org's providers against the contract of every item it serves, and record the
+    run with its report hash: a passing run makes a registered org contract-tested (signed in
+    as a platform operator, or as the org's own executor)."""
     from activities.agencies import SAMPLE_AGENCIES, providers_for
-    from renkei.app.kit import check_provider
+    from activities.agencies.seed import sample_subjects
+    from activities.agencies.synthetic import generate
+    from renkei.app import onboarding
+    from renkei.app.actors import NotEntitled, NotSignedIn, signed_in
+    from renkei.kernel.pseudonyms import derive_code
+    from whitelist import orgs
+    from workers.process import load_factory
 
-    if org not in SAMPLE_AGENCIES:
+    settings = get_settings()
+    if providers is None and org not in SAMPLE_AGENCIES:
         typer.echo(
-            f"error: {org} is not one of the sample agencies ({', '.join(SAMPLE_AGENCIES)})",
+            f"error: {org} is not one of the sample agencies ({', '.join(SAMPLE_AGENCIES)}):"
+            " name its providers with --providers package.module:function",
             err=True,
         )
         raise typer.Exit(2)
-
-    from activities.agencies.seed import sample_subjects
-    from activities.agencies.synthetic import generate
-    from renkei.kernel.pseudonyms import derive_code
-
-    settings = get_settings()
     hub_key = keys.load(settings).hub_key
     known = {
         info: derive_code(hub_key, org, subject)
         for info, subject in sample_subjects(org, generate(settings.sample_residents)).items()
     }
-    with embedded(settings.model_copy(update={"temporal_address": "-"})) as (_, url, _s):
-        await migrate(url, retention_years=settings.records_retention_years)
-        pool = await create_pool(url)
-        whitelist = await LiveWhitelist(url).start()
+    async with database(settings) as pool:
         try:
-            await prepare(pool, settings)
-            checks = await check_provider(
-                org, providers_for(org, pool), default_catalog(), whitelist, pool, known
+            actor = await signed_in(pool)
+            if actor.role != "platform-operator" and not (
+                actor.role == "executor" and actor.party == org
+            ):
+                raise NotEntitled(f"{actor} may not run {org}'s contract test")
+            made = load_factory(providers)(org, pool) if providers else providers_for(org, pool)
+            catalog = default_catalog().model_copy(
+                update={"orgs": await orgs.load_orgs(pool) or default_catalog().orgs}
             )
-        finally:
-            await whitelist.stop()
-            await pool.close()
-    for c in checks:
+            run = await onboarding.contract_test(
+                pool, catalog, await store.load_index(pool), org, made, known, actor.name
+            )
+        except (NotSignedIn, NotEntitled, orgs.OrgChangeRefused, ValueError) as err:
+            typer.echo(f"refused: {err}", err=True)
+            return 1
+    for c in run.checks:
         typer.echo(
             f"{'PASS' if c.passed else 'FAIL'}  {c.info}: {c.check}"
             + (f" — {c.detail}" if c.detail and not c.passed else "")
         )
-    return 0 if all(c.passed for c in checks) else 1
+    typer.echo(f"report {run.report_hash} ({'passed' if run.passed else 'failed'}, recorded)")
+    return 0 if run.passed else 1
 
 
 @run_async
