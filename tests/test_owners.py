@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
+from temporalio.client import Client
 from typer.testing import CliRunner
 
+from renkei.app import approvals
 from renkei.app.actors import TOKEN_VARIABLE
-from renkei.app.kit import Report, store_report
+from renkei.app.kit import Report, promote_samples, run_scenarios, scenarios_for, store_report
+from renkei.app.kit.scenarios import ScenarioSet
 from renkei.app.web.codec_server import add_operator
 from renkei.bpf import registry
 from renkei.bpf.loader import LoadedBpf, parse_text
+from renkei.kernel import attest, keys
 from renkei.kernel.settings import Settings
 from tests.paths import PROJECT_ROOT
 
@@ -105,7 +110,8 @@ async def test_the_lifecycle_acts_as_the_signed_in_operator_and_refuses_another_
     ]
     assert all(t.operator and t.operator.startswith(t.actor) for t in history)
     code, out = await cli_(None, "bpf", "history", bpf, "1")
-    assert code == 0 and out.count("\toperator ") == 3
+    assert code == 0 and out.count("\toperator ") == 4  # three transitions, one certificate
+    assert "certificate\tdigital-agency approves content" in out
 
 
 async def test_a_version_naming_another_definer_is_refused_until_a_recorded_transfer(
@@ -190,3 +196,129 @@ async def test_co_definers_each_submit_and_an_entrusted_executor_is_recorded_as_
         ("mhlw", "mhlw-op"),
         ("pref-tokyo", "pref-tokyo-op"),
     ]
+
+
+# -- the conformance body's own voice ------------------------------------------------------------
+
+SAMPLE = PROJECT_ROOT / "renkei" / "definitions" / "child-allowance.yaml"
+
+
+def _sample_copy(bpf: str) -> LoadedBpf:
+    text = SAMPLE.read_text(encoding="utf-8").replace("bpf: child-allowance-check", f"bpf: {bpf}")
+    return parse_text(text, f"{bpf}.yaml")
+
+
+def _sample_kit(bpf: str) -> ScenarioSet:
+    return scenarios_for("child-allowance-check").model_copy(update={"bpf": bpf})
+
+
+async def test_the_conformance_body_adds_scenarios_runs_the_kit_and_signs_its_approval(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist,
+    cli: CliRunner,
+    tmp_path: Path,
+) -> None:
+    bpf = f"ca-{uuid.uuid4().hex[:8]}"
+    assert await registry.register(pool, _sample_copy(bpf))
+    body = await _op(pool, settings.conformance_body, "conformance-body")
+    mhlw = await _op(pool, "mhlw", "definer")
+    first = _sample_kit(bpf).scenarios[0]
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(
+        ScenarioSet(
+            bpf=bpf, scenarios=[first.model_copy(update={"name": "body's own"})]
+        ).model_dump_json(by_alias=True),
+        encoding="utf-8",
+    )
+
+    async def cli_(token: str | None, *args: str) -> tuple[int, str]:
+        return await asyncio.to_thread(_cli, cli, token, *args)
+
+    code, out = await cli_(mhlw, "bpf", "add-scenarios", bpf, "1", str(extra))
+    assert code == 1 and "adding to a kit takes the conformance body" in out, out
+    code, out = await cli_(body, "bpf", "add-scenarios", bpf, "1", str(extra))
+    assert (code, out) == (0, f"{bpf} v1: kit now also runs body's own\n")
+    code, out = await cli_(body, "bpf", "add-scenarios", bpf, "1", str(extra))
+    assert code == 1 and 'already has scenario "body\'s own"' in out, out
+
+    # the body runs the kit itself: the shipped scenarios and its own
+    kit = await approvals.kit_for(pool, bpf, 1, _sample_kit(bpf))
+    assert kit.scenarios[-1].name == "body's own"
+    report = await run_scenarios(client, pool, settings, catalog, live_whitelist, bpf, 1, kit)
+    assert report.passed, report.summary()
+    assert "body's own" in {s.name for s in report.scenarios}
+    own_report = await store_report(pool, report, run_by=settings.conformance_body)
+    await _passed(pool, bpf, 1)  # the definer's own run, submitted with
+    assert (await cli_(mhlw, "bpf", "submit", bpf, "1"))[0] == 0
+    code, out = await cli_(body, "bpf", "approve", bpf, "1")
+    assert code == 0, out
+
+    found = await registry.fetch(pool, bpf, 1, "test")
+    assert found is not None
+    [approval] = await approvals.approvals(pool, bpf, 1)
+    assert (approval.content_hash, approval.report_hash) == (found.content_hash, own_report)
+    code, out = await cli_(None, "bpf", "history", bpf, "1")
+    assert f"certificate\tdigital-agency approves content {found.content_hash} on report" in out
+    code, out = await cli_(None, "bpf", "verify", bpf, "1")
+    assert code == 0 and out.startswith("OK "), out
+
+    # forged: another key, a report hash no kept report has, another content
+    hub = keys.load(settings).signer()
+    own = keys.load_org(settings, settings.conformance_body).signer()
+    made_up = "sha256:" + "1" * 64
+    forged = [
+        approval.model_copy(
+            update={
+                "signature": attest.version_approval(
+                    hub, bpf, 1, approval.content_hash, approval.report_hash
+                )
+            }
+        ),
+        approval.model_copy(
+            update={
+                "report_hash": made_up,
+                "signature": attest.version_approval(own, bpf, 1, approval.content_hash, made_up),
+            }
+        ),
+        approval.model_copy(
+            update={
+                "content_hash": made_up,
+                "signature": attest.version_approval(own, bpf, 1, made_up, approval.report_hash),
+            }
+        ),
+    ]
+    assert [await approvals.verify(pool, settings, f) for f in forged] == [
+        "the signature does not hold for this version, its content and this report hash",
+        f"no passing report for this content has hash {made_up}",
+        f"the registered content of {bpf} v1 is {found.content_hash}",
+    ]
+    # a forged row in the table is caught by the command
+    await pool.execute(
+        "INSERT INTO registry.approvals (bpf, version, content_hash, report_hash, signer,"
+        " signing_id, signature) VALUES ($1, 1, $2, $3, $4, 'x', $5)",
+        bpf,
+        forged[0].content_hash,
+        forged[0].report_hash,
+        forged[0].signer,
+        forged[0].signature,
+    )
+    code, out = await cli_(None, "bpf", "verify", bpf, "1")
+    assert code == 1 and "BAD" in out and out.startswith("OK "), out
+
+
+async def test_samples_are_approved_by_the_same_path_with_a_certificate_that_verifies(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, tmp_path: Path
+) -> None:
+    bpf = f"ca-{uuid.uuid4().hex[:8]}"
+    assert await registry.register(pool, _sample_copy(bpf))
+    (tmp_path / f"{bpf}.yaml").write_text(
+        _sample_kit(bpf).model_dump_json(by_alias=True), encoding="utf-8"
+    )
+    done = await promote_samples(client, pool, settings, catalog, live_whitelist, tmp_path)
+    assert done == [f"{bpf} v1: operating"]
+    [approval] = await approvals.approvals(pool, bpf, 1)
+    assert approval.signer == settings.conformance_body
+    assert await approvals.verify(pool, settings, approval) is None

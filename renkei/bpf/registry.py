@@ -21,6 +21,7 @@ finish on the version they started with.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Literal
 
 import asyncpg
@@ -36,6 +37,8 @@ from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog, role_of
 
 Conn = asyncpg.Connection | PoolConnectionProxy
+# (bpf, version, content hash, report hash) -> (signer, its signing key id, signature)
+ApprovalSigner = Callable[[str, int, str, str], tuple[str, str, str]]
 State = Literal["draft", "conformance-passed", "approved", "operating", "retired"]
 Action = Literal["submit", "approve", "operate", "retire"]
 Mode = Literal["operation", "test"]
@@ -329,11 +332,15 @@ async def transition(
     catalog: Catalog | None = None,
     whitelist: WhitelistIndex | None = None,
     operator: str | None = None,
+    approval_signer: ApprovalSigner | None = None,
 ) -> Transition:
     """Move one version along its lifecycle, or raise :class:`TransitionRefused` saying why.
 
     A step towards operation validates the version again (``catalog``, default the shipped one;
-    ``whitelist``, default the store's rows) against every registered version.
+    ``whitelist``, default the store's rows) against every registered version. An approval with
+    ``approval_signer`` is also kept as the conformance body's signature over the version's
+    content hash and the report it approves on (the last passing one the body ran itself for
+    this content, else the one submitted).
     """
     source, target, role = TRANSITIONS[action]
     async with pool.acquire() as conn, conn.transaction():
@@ -413,6 +420,37 @@ async def transition(
                     operator=operator,
                     pending=missing,
                 )
+        if action == "approve" and approval_signer is not None:
+            approved_on = await conn.fetchval(
+                "SELECT coalesce((SELECT report_hash FROM registry.conformance_reports"
+                " WHERE bpf = $1 AND version = $2 AND content_hash = $3 AND passed"
+                " AND run_by = $4 ORDER BY id DESC LIMIT 1), $5)",
+                bpf,
+                version,
+                row["content_hash"],
+                conformance_body,
+                await conn.fetchval(
+                    "SELECT conformance_report_hash FROM registry.bpf_versions"
+                    " WHERE bpf = $1 AND version = $2",
+                    bpf,
+                    version,
+                ),
+            )
+            signer, signing_id, signature = approval_signer(
+                bpf, version, row["content_hash"], approved_on
+            )
+            await conn.execute(
+                "INSERT INTO registry.approvals (bpf, version, content_hash, report_hash, signer,"
+                " signing_id, signature, operator) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                bpf,
+                version,
+                row["content_hash"],
+                approved_on,
+                signer,
+                signing_id,
+                signature,
+                operator,
+            )
         await conn.execute(
             "UPDATE registry.bpf_versions SET state = $3,"
             " conformance_report_hash = coalesce($4, conformance_report_hash)"

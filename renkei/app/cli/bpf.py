@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import asyncpg
 import typer
 
+from renkei.app import approvals
 from renkei.app.actors import NotEntitled, NotSignedIn, signed_in
 from renkei.app.bootstrap import check_file, known_definitions
 from renkei.app.cli.runtime import database, run_async
@@ -206,6 +207,7 @@ async def _transition(action: registry.Action, bpf: str, version: int, note: str
                 note=note,
                 catalog=catalog,
                 operator=actor.name,
+                approval_signer=approvals.signer(settings) if action == "approve" else None,
             )
         except (NotSignedIn, NotEntitled, registry.TransitionRefused) as err:
             typer.echo(f"refused: {err}", err=True)
@@ -311,9 +313,74 @@ async def bpf_history(bpf: str, version: int) -> int:
                 + (f"\toperator {t.operator}" if t.operator else "")
                 + (f"\t{t.note}" if t.note else "")
             )
+        for a in await approvals.approvals(pool, bpf, version):
+            typer.echo(
+                f"certificate\t{a.signer} approves content {a.content_hash} on report"
+                f" {a.report_hash}" + (f"\toperator {a.operator}" if a.operator else "")
+            )
         for x in await registry.transfers(pool, bpf):
             typer.echo(
                 f"{x.at:%Y-%m-%d %H:%M:%S}\ttransfer {x.from_definer} → {x.to_definer}"
                 f"\toperator {x.operator}\t{x.reason}"
             )
+    return 0
+
+
+@bpf_app.command("verify")
+@run_async
+async def bpf_verify(bpf: str, version: int) -> int:
+    """Check a version's approval certificates: the conformance body's registered key, over the
+    registered content and a passing report kept for it."""
+    settings = get_settings()
+    async with database(settings) as pool:
+        if await registry.state_of(pool, bpf, version) is None:
+            typer.echo(f"error: {bpf} version {version} is not registered", err=True)
+            return 1
+        found = await approvals.approvals(pool, bpf, version)
+        if not found:
+            typer.echo(f"{bpf} v{version}: no approval certificate", err=True)
+            return 1
+        bad = 0
+        for a in found:
+            why = await approvals.verify(pool, settings, a)
+            bad += why is not None
+            typer.echo(
+                f"{'OK ' if why is None else 'BAD'}  {a.signer}: content {a.content_hash},"
+                f" report {a.report_hash}" + (f" — {why}" if why else "")
+            )
+    return 1 if bad else 0
+
+
+@bpf_app.command("add-scenarios")
+@run_async
+async def bpf_add_scenarios(
+    bpf: str,
+    version: int,
+    file: Annotated[Path, typer.Argument(help="a scenario set (the kit's format) for this BPF")],
+) -> int:
+    """Add scenarios to a version's kit, as the conformance body: `renkei conformance BPF
+    --version VERSION` runs them with the shipped set."""
+    from renkei.app.kit.scenarios import load_scenarios, scenarios_for
+
+    try:
+        added = load_scenarios(file)
+    except (OSError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    try:
+        shipped = scenarios_for(bpf)
+    except (FileNotFoundError, ValueError):
+        shipped = None
+    async with database(get_settings()) as pool:
+        try:
+            actor = await signed_in(pool)
+            if actor.role != "conformance-body":
+                raise NotEntitled(f"adding to a kit takes the conformance body; you are {actor}")
+            names = await approvals.add_scenarios(
+                pool, bpf, version, added, shipped, actor.party, actor.name
+            )
+        except (NotSignedIn, NotEntitled, approvals.ScenarioClash) as err:
+            typer.echo(f"refused: {err}", err=True)
+            return 1
+    typer.echo(f"{bpf} v{version}: kit now also runs {', '.join(names)}")
     return 0

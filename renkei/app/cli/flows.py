@@ -4,6 +4,7 @@ that starts the flows subscribed to it (``notify``), and check definitions and p
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -35,26 +36,51 @@ async def conformance(
         typer.Option(help="also write each scenario run's history here, for replay tests"),
     ] = None,
 ) -> int:
-    """Run a BPF version's conformance scenarios; store the report; exit 1 if any fails."""
+    """Run a BPF version's conformance scenarios (the shipped set and those the conformance
+    body added to the version's kit); store the report, as the signed-in operator's party's when
+    RENKEI_OPERATOR_TOKEN is set; exit 1 if any fails."""
+    from renkei.app import approvals
+    from renkei.app.actors import TOKEN_VARIABLE, NotSignedIn, signed_in
     from renkei.app.kit import record_histories as record
     from renkei.app.kit import run_scenarios, scenarios_for, store_report
 
     settings = get_settings()
     try:
-        scenario_set = scenarios_for(bpf, scenarios)
-    except (FileNotFoundError, ValueError) as err:
+        shipped = scenarios_for(bpf, scenarios)
+    except FileNotFoundError:
+        shipped = None
+    except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
 
     async with temporal_and_database(settings) as (client, pool, url):
         whitelist = await LiveWhitelist(url).start()
         try:
+            run_by = None
+            if os.environ.get(TOKEN_VARIABLE):
+                try:
+                    run_by = (await signed_in(pool)).party
+                except NotSignedIn as err:
+                    typer.echo(f"refused: {err}", err=True)
+                    return 1
             for rejected in (await prepare(pool, settings)).rejected:
                 typer.echo(f"definition rejected: {rejected}", err=True)
+            pinned = version or await pool.fetchval(
+                "SELECT max(version) FROM registry.bpf_versions WHERE bpf = $1", bpf
+            )
+            try:
+                scenario_set = (
+                    await approvals.kit_for(pool, bpf, pinned, shipped) if pinned else shipped
+                )
+                if scenario_set is None:
+                    raise FileNotFoundError(f"no scenario set for {bpf}")
+            except FileNotFoundError as err:
+                typer.echo(f"error: {err}", err=True)
+                return 2
             result = await run_scenarios(
                 client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
             )
-            digest = await store_report(pool, result)
+            digest = await store_report(pool, result, run_by)
             if record_histories is not None:
                 for path in await record(client, result, record_histories):
                     typer.echo(f"history: {path}", err=True)

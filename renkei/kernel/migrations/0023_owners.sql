@@ -52,3 +52,41 @@ BEGIN
             FROM renkei_app;
     END IF;
 END $$;
+
+-- The conformance body's own voice: scenarios it adds to a version's kit, who ran each report,
+-- and its approval as a signature over (version content hash, report hash).
+ALTER TABLE registry.conformance_reports ADD COLUMN run_by text;
+
+CREATE TABLE registry.kit_scenarios (
+    id       bigserial PRIMARY KEY,
+    bpf      text NOT NULL,
+    version  integer NOT NULL,
+    name     text NOT NULL,
+    scenario jsonb NOT NULL,
+    party    text NOT NULL,
+    operator text NOT NULL,
+    added_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (bpf, version, name),
+    FOREIGN KEY (bpf, version) REFERENCES registry.bpf_versions (bpf, version)
+);
+
+CREATE TABLE registry.approvals (
+    id           bigserial PRIMARY KEY,
+    bpf          text NOT NULL,
+    version      integer NOT NULL,
+    content_hash text NOT NULL,
+    report_hash  text NOT NULL,
+    signer       text NOT NULL,
+    signing_id   text NOT NULL,
+    signature    text NOT NULL,
+    operator     text,
+    at           timestamptz NOT NULL DEFAULT now(),
+    FOREIGN KEY (bpf, version) REFERENCES registry.bpf_versions (bpf, version)
+);
+
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'renkei_app') THEN
+        REVOKE UPDATE, DELETE ON registry.kit_scenarios, registry.approvals FROM renkei_app;
+    END IF;
+END $$;
