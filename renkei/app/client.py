@@ -183,10 +183,13 @@ class RenkeiClient:
 
     @classmethod
     async def connect(
-        cls, settings: Settings | None = None, address: str | None = None
+        cls,
+        settings: Settings | None = None,
+        address: str | None = None,
+        catalog: Catalog | None = None,
     ) -> RenkeiClient:
         s = settings or get_settings()
-        return cls(await connect(s, address), s)
+        return cls(await connect(s, address), s, catalog)
 
     def _local_definition(self, bpf: str, version: int | None) -> BpfDefinition | None:
         if self._definitions is None:

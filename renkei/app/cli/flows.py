@@ -4,10 +4,13 @@ that starts the flows subscribed to it (``notify``), and check definitions and p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import typer
 from temporalio.client import WorkflowFailureError
 
@@ -215,10 +218,20 @@ async def status(workflow_id: str) -> int:
 async def _sdk(settings: Settings) -> RenkeiClient:
     """The SDK on the configured Temporal server, or on a running ``renkei up``."""
     from renkei.kernel.servers import running_stack
+    from workers.process import registered_orgs
 
-    address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get("temporal")
+    stack = running_stack(settings.data_dir) or {}
+    address = settings.temporal_address or stack.get("temporal")
+    # Starts are checked against the org registry where its database answers (an org added
+    # at run time is known), else against the shipped orgs (the hub checks again in any case).
+    catalog = None
+    dsn = settings.database_url or stack.get("database")
+    if dsn:
+        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+            if orgs := await asyncio.wait_for(registered_orgs(dsn), 10):
+                catalog = default_catalog().model_copy(update={"orgs": orgs})
     try:
-        return await RenkeiClient.connect(settings, address)
+        return await RenkeiClient.connect(settings, address, catalog)
     except RuntimeError as err:  # no server answers there
         typer.echo(f"error: Temporal cannot be reached ({_one_line(err)})", err=True)
         raise typer.Exit(2) from None
