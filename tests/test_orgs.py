@@ -56,10 +56,10 @@ def _new_id(prefix: str = "city") -> str:
     return f"{prefix}-t{uuid.uuid4().hex[:8]}"
 
 
-def _cli(cli: CliRunner, token: str, *args: str) -> tuple[int, str]:
+def _cli(cli: CliRunner, token: str | None, *args: str) -> tuple[int, str]:
     from renkei.app.cli import app
 
-    result = cli.invoke(app, list(args), env={TOKEN_VARIABLE: token})
+    result = cli.invoke(app, list(args), env={TOKEN_VARIABLE: token or ""})
     return result.exit_code, result.output
 
 
@@ -450,6 +450,19 @@ async def test_bad_org_input_gets_a_clear_answer(
             "cannot merge into itself",
         ),
         (platform, ["orgs", "activate", "no-such-org"], 1, "unknown org 'no-such-org'"),
+        (
+            None,
+            ["operators", "add", org, "--party", "city-minato", "--role", "platform-operator"],
+            2,
+            "--role platform-operator: a platform operator acts for the hub (--party hub)",
+        ),
+        (
+            None,
+            ["operators", "add", org, "--party", "hub", "--role", "definer"],
+            2,
+            "--role definer: a definer acts for an org: unknown org 'hub'",
+        ),
+        (None, ["operators", "add", org, "--role", "boss"], 2, "--role 'boss': one of"),
         (platform, ["orgs", "activate", "city-minato"], 1, "is active: it cannot become active"),
     ]
     for token, args, code_, said in cases:
