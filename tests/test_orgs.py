@@ -494,3 +494,57 @@ async def test_bad_org_input_gets_a_clear_answer(
         assert merge.status_code == 404
         listed = await http.get("/api/orgs", headers=auth)
         assert {"city-minato", "jps"} <= {o["id"] for o in listed.json()["orgs"]}
+
+
+async def test_an_org_activated_while_the_hub_runs_starts_flows_as_their_executor(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    from renkei.kernel.pseudonyms import Pseudonyms
+    from workers.control import control_worker
+    from workers.plugin import attach_registry, connect, party_client
+
+    city = _new_id()
+    async with workers(client, pool, settings, catalog, live_whitelist):  # the hub runs first
+        await _active(
+            pool,
+            settings,
+            catalog,
+            orgs.NewOrg(
+                id=city,
+                ja="新区",
+                en="New Ward",
+                kind="municipal",
+                roles=(Held(id="municipal-mayor"),),
+                serves=(Held(id="local-tax"),),
+            ),
+        )
+        await issue_keys(pool, settings, [city])
+        await _reached(pool, live_whitelist)
+        h = shibuya_family(settings, 5)
+        await Pseudonyms(pool, keys.load(settings).hub_key).enroll(
+            [h.members[0].subject_id], [city]
+        )
+        # the new org's own counter (a process started now, with its key file) and its own
+        # control worker (its flows run on its queue), beside the running hub
+        rc = RenkeiClient(
+            await connect(settings, client.service_client.config.target_host),
+            settings,
+            catalog=live_whitelist.bind(catalog),
+        )
+        own = party_client(client, settings, [city], legacy_ring=False)
+        attach_registry(own, pool, settings)
+        async with control_worker(own, settings, city):
+            run = await rc.start(
+                start(
+                    "child-allowance-check",
+                    city,
+                    code(settings, city, h.members[0]),
+                    inputs={"previous_municipality": "city-shibuya"},
+                )
+            )
+            assert (await run.result()).outcome in ("completed", "rejected")
+    kept = [r for r in await records.query(pool, workflow_id=run.id) if r.keeper == records.HUB]
+    assert {(r.requester, r.provider, r.outcome) for r in kept} == {
+        (city, "city-shibuya", "allowed"),
+        (city, "jps", "allowed"),
+    }

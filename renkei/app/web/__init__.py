@@ -96,6 +96,10 @@ def create_app(
     )
     app.include_router(codec_server.router(pool, _codecs(settings)))
     app.include_router(orgs.router(pool, settings))
+    if client is not None:  # parties registered after this process started are found too
+        from workers.plugin import attach_registry
+
+        attach_registry(client, pool, settings)
     sdk = RenkeiClient(client, settings, catalog) if client is not None else None
     app.include_router(
         portal.router(
