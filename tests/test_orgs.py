@@ -548,3 +548,58 @@ async def test_an_org_activated_while_the_hub_runs_starts_flows_as_their_executo
         (city, "city-shibuya", "allowed"),
         (city, "jps", "allowed"),
     }
+
+
+async def test_an_org_is_renamed_given_and_relieved_of_roles_and_items_with_their_dates(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, cli: CliRunner
+) -> None:
+    org = _new_id()
+    platform = await _operator(pool, "hub", "platform-operator")
+    await orgs.add(
+        pool,
+        catalog,
+        orgs.NewOrg(
+            id=org,
+            ja="旧名",
+            en="Old Name",
+            kind="municipal",
+            roles=(Held(id="municipal-mayor"),),
+            serves=(Held(id="resident-record"),),
+        ),
+        "test",
+        "platform-operator",
+    )
+    args = [
+        "orgs", "change", org, "--en", "New Name",
+        "--add-serves", "local-tax@2027-04-01",
+        "--end-serves", "resident-record@2027-04-01",
+    ]  # fmt: skip
+    rc_, out = await asyncio.to_thread(_cli, cli, platform, *args)
+    assert rc_ == 0, out
+    found = (await orgs.load_orgs(pool, today=dt.date(2027, 4, 1)))[org]
+    assert (found.ja, found.en, found.serves) == ("旧名", "New Name", ("local-tax",))
+    before = (await orgs.load_orgs(pool, today=dt.date(2027, 3, 31)))[org]
+    assert before.serves == ("resident-record",)
+    # ending what it does not hold (open on that date) is refused, and nothing changes
+    rc_, out = await asyncio.to_thread(
+        _cli, cli, platform, "orgs", "change", org, "--end-role", "jps@2027-04-01"
+    )
+    assert (rc_, out) == (1, f"refused: {org} holds no role 'jps' open on 2027-04-01\n")
+    async with serving(settings, pool, client) as base, httpx.AsyncClient(base_url=base) as http:
+        changed = await http.post(
+            f"/api/orgs/{org}/change",
+            json={"end_roles": {"municipal-mayor": "2028-04-01"}},
+            headers={"Authorization": f"Bearer {platform}"},
+        )
+        assert changed.status_code == 200, changed.text
+    [held] = (await orgs.load_orgs(pool))[org].held
+    assert (held.id, held.valid_from, held.valid_to) == (
+        "municipal-mayor",
+        None,
+        dt.date(2028, 4, 1),
+    )
+    rc_, out = await asyncio.to_thread(_cli, cli, platform, "orgs", "show", org)
+    assert rc_ == 0 and "role\tmunicipal-mayor\t- .. 2028-04-01" in out, out
+    assert [e.action for e in await orgs.events(pool, org)] == ["add", "change", "change"]
+    rc_, out = await asyncio.to_thread(_cli, cli, platform, "orgs", "list")
+    assert f"{org}\tmunicipal\tregistered\troles: municipal-mayor\t" in out
