@@ -58,6 +58,7 @@ from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.controls import screen
 from whitelist.decide import JST, decide_linkage
 from whitelist.models import Catalog
+from whitelist.orgs import standing_refusal
 from whitelist.store import LiveWhitelist
 
 
@@ -197,7 +198,9 @@ class HubActivities:
         except UnknownSubject as err:
             raise Failure.UNKNOWN_SUBJECT.error(str(err)) from None
         now = dt.datetime.now(dt.UTC)
-        decision = telemetry.decided(
+        # Only an active org asks or answers (whitelist.orgs); the refusal is recorded as a denial.
+        refused = standing_refusal(self._catalog, req.requester, req.provider, now)
+        decision = refused or telemetry.decided(
             "hub",
             req.provider,
             req,

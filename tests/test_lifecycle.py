@@ -236,10 +236,13 @@ async def test_sample_providers_meet_their_contracts_and_a_broken_one_does_not(
     assert failed["local-tax"] == "raised RuntimeError: KeyError in the tax ledger"
 
 
-def test_lifecycle_commands_refuse_a_skip(cli, pool) -> None:
+def test_lifecycle_commands_refuse_a_skip(cli, pool, monkeypatch) -> None:
     from .helpers import run
 
-    code, out = run(cli, "bpf", "operate", "child-allowance-check", "1", "--as", "city-minato")
+    code, token = run(cli, "operators", "add", "minato-ops", "--party", "city-minato")
+    assert code == 0
+    monkeypatch.setenv("RENKEI_OPERATOR_TOKEN", token.splitlines()[0])
+    code, out = run(cli, "bpf", "operate", "child-allowance-check", "1")
     assert code == 1 and "no state can be skipped" in out
     code, out = run(cli, "bpf", "list")
     assert code == 0 and "child-allowance-check\tv1\tdraft" in out

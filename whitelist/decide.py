@@ -246,17 +246,25 @@ def decide_linkage(
 ) -> Decision:
     """Decide one linkage between two orgs at ``at`` (the date in Japan counts).
 
-    The orgs' roles come from the catalog, never from the request.
+    The orgs' roles come from the catalog, never from the request: the roles each holds on that
+    date (an org that succeeded another in a merger holds its roles from the merger's date).
     """
-    if requester not in catalog.orgs:
-        return Decision(allowed=False, reason=f"unknown requester org {requester!r}")
-    if provider not in catalog.orgs:
-        return Decision(allowed=False, reason=f"unknown provider org {provider!r}")
+    for side, org in (("requester", requester), ("provider", provider)):
+        found = catalog.orgs.get(org)
+        if found is None:
+            return Decision(allowed=False, reason=f"unknown {side} org {org!r}")
+        if found.kind == "private":
+            return Decision(
+                allowed=False,
+                reason=f"{side} org {org!r} is a private body: the whitelist names public bodies"
+                " only",
+            )
+    day = at.astimezone(JST).date()
     return index.decide(
-        catalog.org_roles(requester),
+        catalog.org_roles(requester, day),
         task,
-        catalog.org_roles(provider),
+        catalog.org_roles(provider, day),
         info,
-        at.astimezone(JST).date(),
+        day,
         same_body=requester == provider,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -47,16 +48,67 @@ class InfoItem(_Named):
     )
 
 
+# What kind of body an org is. ``private`` is reserved for later partner steps (a business that
+# helps an applicant): a private org is never a whitelist requester nor provider.
+OrgKind = Literal["national", "prefectural", "municipal", "public-body", "private"]
+ORG_KINDS: tuple[OrgKind, ...] = ("national", "prefectural", "municipal", "public-body", "private")
+
+# Onboarding: registered -> contract-tested -> certified -> active -> suspended / retired. Only an
+# active org may ask or answer.
+OrgStatus = Literal["registered", "contract-tested", "certified", "active", "suspended", "retired"]
+ORG_STATUSES: tuple[OrgStatus, ...] = (
+    "registered",
+    "contract-tested",
+    "certified",
+    "active",
+    "suspended",
+    "retired",
+)
+
+
+class Held(BaseModel):
+    """A role an org holds, or an info item it serves, over a period (``valid_to`` exclusive,
+    ``None`` open; ``valid_from`` ``None``: since before any linkage)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=ID_PATTERN)
+    valid_from: dt.date | None = None
+    valid_to: dt.date | None = None
+
+    def valid_at(self, day: dt.date) -> bool:
+        return (self.valid_from is None or self.valid_from <= day) and (
+            self.valid_to is None or day < self.valid_to
+        )
+
+
 class Org(BaseModel):
-    """A concrete organisation: it holds one or more roles and may serve info items."""
+    """A concrete organisation: it holds one or more roles and may serve info items.
+
+    ``roles`` and ``serves`` are what it holds today; ``held`` and ``serving``, when the org
+    registry gives them, the same with their periods (a decision counts the roles held on the
+    linkage's date, see :meth:`roles_at`).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(pattern=ID_PATTERN)
     ja: str
     en: str
+    kind: OrgKind = "public-body"
     roles: tuple[str, ...]
     serves: tuple[str, ...] = ()
+    status: OrgStatus = "active"
+    held: tuple[Held, ...] = ()
+    serving: tuple[Held, ...] = ()
+    successor: str | None = None
+    merged_on: dt.date | None = None
+
+    def roles_at(self, day: dt.date | None) -> frozenset[str]:
+        """The roles held on ``day`` (today's when ``day`` is None or no periods are known)."""
+        if day is None or not self.held:
+            return frozenset(self.roles)
+        return frozenset(h.id for h in self.held if h.valid_at(day))
 
 
 # Whom a row lets exchange: two bodies, or one body with itself.
@@ -202,16 +254,19 @@ class Catalog(BaseModel):
     roles: dict[str, Role]
     tasks: dict[str, Task]
     info_items: dict[str, InfoItem]
-    orgs: dict[str, Org]
+    orgs: Mapping[str, Org] = Field(
+        description="by id; a worker's catalog holds the org registry's live view (see"
+        " :mod:`whitelist.orgs`), which changes without a restart"
+    )
 
     def parents(self) -> dict[str, str]:
         """Each ordinance-level info item's statutory category."""
         return {i.id: i.parent for i in self.info_items.values() if i.parent is not None}
 
-    def org_roles(self, org: str) -> frozenset[str]:
-        """The roles an org holds; empty for an unknown org."""
+    def org_roles(self, org: str, at: dt.date | None = None) -> frozenset[str]:
+        """The roles an org holds (on ``at``, when given); empty for an unknown org."""
         found = self.orgs.get(org)
-        return frozenset(found.roles) if found else frozenset()
+        return found.roles_at(at) if found else frozenset()
 
     def orgs_with_role(self, role: str) -> list[Org]:
         """Every org that holds ``role``."""

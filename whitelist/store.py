@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from renkei.kernel.db import APP_ROLE, connect
 from whitelist.controls_store import LiveControls
 from whitelist.decide import WhitelistIndex
-from whitelist.models import Source, WhitelistRow
+from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.orgs import LiveOrgs, load_orgs
 from whitelist.sources import RowDiff, diff_rows
 
 CHANNEL = "renkei_whitelist"
@@ -250,11 +251,13 @@ class LiveWhitelist:
         self._dsn = dsn
         self._role = role
         self.index = WhitelistIndex([])
+        self.orgs = LiveOrgs()  # the org registry, reloaded with the index
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._ready = asyncio.Event()
         self.controls = LiveControls(dsn, role=role)
+        self._reloading = asyncio.Lock()
 
     async def start(self) -> LiveWhitelist:
         """Load the index and start listening for changes."""
@@ -276,6 +279,13 @@ class LiveWhitelist:
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
 
+    def bind(self, catalog: Catalog) -> Catalog:
+        """``catalog`` with its orgs read live from the org registry (see :mod:`whitelist.orgs`);
+        ``catalog``'s own orgs stand in while the registry holds none."""
+        if isinstance(catalog.orgs, LiveOrgs):
+            return catalog
+        return catalog.model_copy(update={"orgs": self.orgs.with_fallback(catalog.orgs)})
+
     async def wait_for_version(self, version: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Block until the index reflects at least ``version`` (used after a write)."""
         async with asyncio.timeout(timeout):
@@ -290,11 +300,15 @@ class LiveWhitelist:
         if self._conn is None or self._conn.is_closed():
             return
         try:
-            fresh = await load_index(self._conn)
-        except (asyncpg.PostgresError, OSError) as err:
+            # one reload at a time on the listening connection (notifications come in bursts)
+            async with self._reloading:
+                fresh = await load_index(self._conn)
+                orgs = await load_orgs(self._conn)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
             log.warning("whitelist reload failed, keeping version %s: %s", self.index.version, err)
             return
         if fresh.version >= self.index.version:
+            self.orgs.replace(orgs)
             self.index = fresh
             log.info("whitelist index now at version %s (%s rows)", fresh.version, len(fresh))
         self._changed.set()
@@ -305,7 +319,9 @@ class LiveWhitelist:
             try:
                 self._conn = await connect(self._dsn, role=self._role)
                 await self._conn.add_listener(CHANNEL, self._on_notify)
-                self.index = await load_index(self._conn)
+                async with self._reloading:
+                    self.orgs.replace(await load_orgs(self._conn))
+                    self.index = await load_index(self._conn)
                 self._changed.set()
                 self._ready.set()
                 # asyncpg reports a lost connection only through is_closed(); poll it.

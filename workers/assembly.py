@@ -51,6 +51,8 @@ def build_workers(
     executor's, an agency's worker that agency's.
     """
 
+    catalog = whitelist.bind(catalog)  # the org registry's live view
+
     def acting(party: str, **options: bool) -> Client:
         own = party_client(client, settings, [party], **options)
         attach_registry(own, pool, settings)

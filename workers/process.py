@@ -31,6 +31,8 @@ from renkei.kernel.db import APP_ROLE, create_pool, party_role
 from renkei.kernel.servers import running_stack
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
+from whitelist.models import Org
+from whitelist.orgs import load_orgs
 from whitelist.store import LiveWhitelist
 from workers.plugin import HUB, attach_registry, connect, party_client
 
@@ -70,6 +72,15 @@ def load_factory(spec: str) -> ProviderFactory:
     return factory  # type: ignore[no-any-return]
 
 
+async def registered_orgs(dsn: str) -> dict[str, Org]:
+    """The org registry's orgs (empty before ``renkei init`` seeded it)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await load_orgs(conn)
+    finally:
+        await conn.close()
+
+
 async def run_worker(
     kind: Literal["hub", "control", "agency"],
     settings: Settings,
@@ -84,7 +95,10 @@ async def run_worker(
     from workers.control import control_worker, hub_worker, legacy_control_worker
 
     found = servers(settings)
-    catalog = default_catalog()
+    # The org registry's view, as the database holds it now (workers then follow it live).
+    catalog = default_catalog().model_copy(
+        update={"orgs": await registered_orgs(found.database) or default_catalog().orgs}
+    )
     if kind != "hub" and (org is None or org not in catalog.orgs):
         raise ValueError(
             f"unknown org {org!r}"
@@ -108,6 +122,7 @@ async def run_worker(
         client = await connect(settings, found.temporal, parties=[party])
         attach_registry(client, pool, settings)
         whitelist = await LiveWhitelist(found.database, role=role).start()
+        catalog = whitelist.bind(default_catalog())
         workers: list[Worker]
         if kind == "hub":
             workers = [hub_worker(client, pool, settings, catalog, whitelist)]

@@ -10,6 +10,8 @@ import asyncpg
 from pydantic import BaseModel
 
 from activities.agencies.seed import seed
+from renkei.app import onboarding
+from renkei.app.onboarding import register_conformance_body
 from renkei.app.sources import load_defaults
 from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, Issue, definition_files, load_file
@@ -17,7 +19,7 @@ from renkei.bpf.models import BpfDefinition
 from renkei.bpf.validation import KnownBpfs, validate
 from renkei.kernel import keys, parties, records
 from renkei.kernel.settings import Settings
-from whitelist import controls_store, store
+from whitelist import controls_store, orgs, store
 from whitelist.catalog import default_catalog
 from whitelist.controls import sample_pias
 from whitelist.decide import JST, WhitelistIndex
@@ -31,6 +33,7 @@ class Prepared(BaseModel):
     rejected: list[str]
     seeded: bool
     pias_recorded: int = 0
+    orgs_onboarded: list[str] = []
 
 
 async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
@@ -116,6 +119,7 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     """
     await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
     await issue_keys(pool, settings, sorted(default_catalog().orgs))
+    await register_conformance_body(pool, settings)
     rows, version = await load_whitelist(pool)
     # The samples' PIAs, for every (org, task) a row needs; never over a change made since.
     pias = await controls_store.seed_pias(
@@ -123,11 +127,17 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
         sample_pias(default_catalog(), all_rows(default_catalog()), dt.datetime.now(JST).date()),
         recorded_by="platform (samples)",
     )
+    # The org registry: the shipped orgs, each made active by the onboarding path.
+    await orgs.seed(pool, default_catalog().orgs, onboarding.PLATFORM)
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
     seeded = await seed(
         pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents
     )
+    onboarded = await onboarding.onboard_samples(
+        pool, settings, default_catalog(), await store.load_index(pool)
+    )
     return Prepared(
+        orgs_onboarded=onboarded,
         whitelist_rows=rows,
         whitelist_version=version,
         registered=registered,

@@ -60,6 +60,7 @@ from renkei.contracts.names import control_parts, control_queue, workflow_id
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
+from whitelist.models import Catalog
 from workers.plugin import connect
 
 
@@ -172,18 +173,26 @@ _CLOSED = {"CANCELED": "cancelled", "TERMINATED": "terminated", "TIMED_OUT": "ti
 class RenkeiClient:
     """Start and follow flows. Inputs are checked locally before anything is sent."""
 
-    def __init__(self, client: Client, settings: Settings | None = None) -> None:
+    def __init__(
+        self, client: Client, settings: Settings | None = None, catalog: Catalog | None = None
+    ) -> None:
+        """``catalog``: what a start is checked against before it is sent (the shipped one by
+        default; a live one, :meth:`whitelist.store.LiveWhitelist.bind`, knows registered orgs)."""
         self.client = client
         self.settings = settings or get_settings()
+        self._catalog = catalog
         self._definitions: dict[str, BpfDefinition] | None = None
         self._legacy: Client | None = None
 
     @classmethod
     async def connect(
-        cls, settings: Settings | None = None, address: str | None = None
+        cls,
+        settings: Settings | None = None,
+        address: str | None = None,
+        catalog: Catalog | None = None,
     ) -> RenkeiClient:
         s = settings or get_settings()
-        return cls(await connect(s, address), s)
+        return cls(await connect(s, address), s, catalog)
 
     def _local_definition(self, bpf: str, version: int | None) -> BpfDefinition | None:
         if self._definitions is None:
@@ -207,14 +216,15 @@ class RenkeiClient:
         check_subject_code(request.subject)
         if request.trigger in ("counter", "portal"):  # the platform makes the others'
             check_case_ref(request.case_ref)
-        if request.executor not in default_catalog().orgs:
+        catalog = self._catalog or default_catalog()
+        if request.executor not in catalog.orgs:
             raise ValueError(f"unknown executor org {request.executor!r}")
         if request.resume is not None:
             raise ValueError("resume is set only by a flow itself")
         local = self._local_definition(request.bpf, request.version)
         if local is not None:
             request = request.model_copy(
-                update={"inputs": validate_inputs(local, request.inputs, default_catalog())}
+                update={"inputs": validate_inputs(local, request.inputs, catalog)}
             )
             if request.trigger not in local.trigger_kinds():
                 raise ValueError(f"{request.bpf} cannot be started by trigger {request.trigger}")

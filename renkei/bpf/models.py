@@ -18,8 +18,10 @@ from pydantic import (
     Discriminator,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     Tag,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -92,7 +94,28 @@ class Text(_Strict):
 
 class Owners(_Strict):
     definer: str
+    co_definers: list[str] = Field(
+        default_factory=list,
+        alias="co-definers",
+        description="orgs defining it with the definer (a procedure under several ministries):"
+        " each must submit and retire it too",
+    )
     executors: list[str] = Field(min_length=1)
+    entrusted_by: dict[str, str] = Field(
+        default_factory=dict,
+        alias="entrusted-by",
+        description="事務委託: executor → the body whose task it carries out on that body's"
+        " behalf (recorded when it puts a version into operation)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_empty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when empty, so the content hash of a definition without them is unchanged.
+        out: dict[str, Any] = handler(self)
+        for key in ("co_definers", "co-definers", "entrusted_by", "entrusted-by"):
+            if key in out and not out[key]:
+                del out[key]
+        return out
 
 
 class LifeEventRule(_Strict):

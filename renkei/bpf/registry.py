@@ -21,6 +21,7 @@ finish on the version they started with.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Literal
 
 import asyncpg
@@ -36,6 +37,8 @@ from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog, role_of
 
 Conn = asyncpg.Connection | PoolConnectionProxy
+# (bpf, version, content hash, report hash) -> (signer, its signing key id, signature)
+ApprovalSigner = Callable[[str, int, str, str], tuple[str, str, str]]
 State = Literal["draft", "conformance-passed", "approved", "operating", "retired"]
 Action = Literal["submit", "approve", "operate", "retire"]
 Mode = Literal["operation", "test"]
@@ -64,6 +67,27 @@ class TransitionRefused(PermissionError):
     """A lifecycle transition the actor may not make, or not from this state."""
 
 
+class OwnershipRefused(RegistryConflict):
+    """A version naming another definer (or other co-definers) than the BPF's recorded ones."""
+
+
+class Ownership(BaseModel):
+    """Who defines a BPF: fixed when its first version is registered, changed only by a
+    recorded transfer."""
+
+    bpf: str
+    definer: str
+    co_definers: list[str] = []
+
+    @property
+    def definers(self) -> list[str]:
+        return [self.definer, *self.co_definers]
+
+    def describe(self) -> str:
+        co = f" with {', '.join(self.co_definers)}" if self.co_definers else ""
+        return f"{self.definer}{co}"
+
+
 class RegisteredBpf:
     def __init__(
         self, definition: BpfDefinition, content_hash: str, state: State = "draft"
@@ -82,6 +106,8 @@ class Transition(BaseModel):
     actor_role: str
     at: dt.datetime
     note: str | None = None
+    operator: str | None = None
+    pending: list[str] = []  # definers whose own submission (or retirement) is still awaited
 
 
 async def register(pool: asyncpg.Pool, loaded: LoadedBpf, author: str | None = None) -> bool:
@@ -101,6 +127,7 @@ async def register(pool: asyncpg.Pool, loaded: LoadedBpf, author: str | None = N
                 f" content {existing}, and this file's content is {loaded.content_hash}: a"
                 " changed definition needs a new version number (the registered one is kept)"
             )
+        await _keep_owners(conn, loaded)
         await conn.execute(
             "INSERT INTO registry.bpf_versions"
             " (bpf, version, content_hash, source_name, source_text, definition, author)"
@@ -114,6 +141,112 @@ async def register(pool: asyncpg.Pool, loaded: LoadedBpf, author: str | None = N
             author or d.owners.definer,
         )
     return True
+
+
+async def _keep_owners(conn: Conn, loaded: LoadedBpf) -> None:
+    """Record a new BPF's definers, or refuse a version naming others than the recorded ones."""
+    d = loaded.definition
+    named = Ownership(bpf=d.bpf, definer=d.owners.definer, co_definers=d.owners.co_definers)
+    kept = await ownership(conn, d.bpf, lock=True)
+    if kept is None:
+        await conn.execute(
+            "INSERT INTO registry.owners (bpf, definer, co_definers) VALUES ($1, $2, $3)",
+            d.bpf,
+            named.definer,
+            named.co_definers,
+        )
+    elif (kept.definer, sorted(kept.co_definers)) != (named.definer, sorted(named.co_definers)):
+        raise OwnershipRefused(
+            f"{loaded.source_name}: {d.bpf} is defined by {kept.describe()}, and version"
+            f" {d.version} names {named.describe()}: a BPF's definer is kept across versions;"
+            f" only a recorded transfer (renkei bpf transfer {d.bpf} --to ORG) changes it"
+        )
+
+
+async def ownership(pool: asyncpg.Pool | Conn, bpf: str, lock: bool = False) -> Ownership | None:
+    """The recorded definers of ``bpf``; ``None`` for a BPF never registered."""
+    row = await pool.fetchrow(
+        "SELECT bpf, definer, co_definers FROM registry.owners WHERE bpf = $1"
+        + (" FOR UPDATE" if lock else ""),
+        bpf,
+    )
+    return Ownership(**{**dict(row), "co_definers": list(row["co_definers"])}) if row else None
+
+
+class Transfer(BaseModel):
+    bpf: str
+    from_definer: str
+    to_definer: str
+    operator: str
+    actor: str
+    actor_role: str
+    reason: str
+    at: dt.datetime
+
+
+async def transfer(
+    pool: asyncpg.Pool,
+    bpf: str,
+    to: str,
+    *,
+    actor: str,
+    operator: str,
+    reason: str,
+    co_definers: list[str] | None = None,
+) -> Transfer:
+    """Hand ``bpf`` over to definer ``to`` (and ``co_definers``, kept if not given), as its
+    current definer ``actor``; recorded with the operator and the reason."""
+    if not reason.strip():
+        raise TransitionRefused("a transfer needs a reason (--reason)")
+    async with pool.acquire() as conn, conn.transaction():
+        kept = await ownership(conn, bpf, lock=True)
+        if kept is None:
+            raise TransitionRefused(f"{bpf} is not registered")
+        if actor != kept.definer:
+            raise TransitionRefused(
+                f"only {bpf}'s definer ({kept.definer}) transfers it; {actor} is not"
+            )
+        co = kept.co_definers if co_definers is None else co_definers
+        if to in co:
+            raise TransitionRefused(f"{to} cannot be both the definer and a co-definer")
+        await conn.execute(
+            "UPDATE registry.owners SET definer = $2, co_definers = $3, changed_at = now()"
+            " WHERE bpf = $1",
+            bpf,
+            to,
+            co,
+        )
+        at = await conn.fetchval(
+            "INSERT INTO registry.ownership_transfers (bpf, from_definer, to_definer, operator,"
+            " actor, actor_role, reason) VALUES ($1, $2, $3, $4, $5, 'definer', $6) RETURNING at",
+            bpf,
+            kept.definer,
+            to,
+            operator,
+            actor,
+            reason,
+        )
+    return Transfer(
+        bpf=bpf,
+        from_definer=kept.definer,
+        to_definer=to,
+        operator=operator,
+        actor=actor,
+        actor_role="definer",
+        reason=reason,
+        at=at,
+    )
+
+
+async def transfers(pool: asyncpg.Pool, bpf: str) -> list[Transfer]:
+    return [
+        Transfer(**dict(r))
+        for r in await pool.fetch(
+            "SELECT bpf, from_definer, to_definer, operator, actor, actor_role, reason, at"
+            " FROM registry.ownership_transfers WHERE bpf = $1 ORDER BY id",
+            bpf,
+        )
+    ]
 
 
 async def fetch(
@@ -174,11 +307,13 @@ def entitled(
     d: BpfDefinition,
     conformance_body: str,
     actor_roles: frozenset[str] = frozenset(),
+    definers: list[str] | None = None,
 ) -> bool:
-    """Whether ``actor`` holds the role that ``action`` needs for definition ``d``."""
+    """Whether ``actor`` holds the role that ``action`` needs for definition ``d``
+    (``definers``: the BPF's recorded ones, by default those ``d`` names)."""
     role = TRANSITIONS[action][2]
     if role == "definer":
-        return actor == d.owners.definer
+        return actor in (definers or [d.owners.definer, *d.owners.co_definers])
     if role == "conformance-body":
         return actor == conformance_body
     return actor in d.owners.executors or any(role_of(e) in actor_roles for e in d.owners.executors)
@@ -196,11 +331,16 @@ async def transition(
     note: str | None = None,
     catalog: Catalog | None = None,
     whitelist: WhitelistIndex | None = None,
+    operator: str | None = None,
+    approval_signer: ApprovalSigner | None = None,
 ) -> Transition:
     """Move one version along its lifecycle, or raise :class:`TransitionRefused` saying why.
 
     A step towards operation validates the version again (``catalog``, default the shipped one;
-    ``whitelist``, default the store's rows) against every registered version.
+    ``whitelist``, default the store's rows) against every registered version. An approval with
+    ``approval_signer`` is also kept as the conformance body's signature over the version's
+    content hash and the report it approves on (the last passing one the body ran itself for
+    this content, else the one submitted).
     """
     source, target, role = TRANSITIONS[action]
     async with pool.acquire() as conn, conn.transaction():
@@ -218,8 +358,13 @@ async def transition(
                 f"{bpf} v{version} is {row['state']}: '{action}' moves a version from {source}"
                 f" to {target}, and no state can be skipped"
             )
-        if not entitled(action, actor, d, conformance_body, actor_roles):
+        kept = await ownership(conn, bpf)
+        definers = kept.definers if kept else [d.owners.definer, *d.owners.co_definers]
+        if not entitled(action, actor, d, conformance_body, actor_roles, definers):
             raise TransitionRefused(f"'{action}' is for the {role} of {bpf}; {actor} is not")
+        recorded_role = role
+        if role == "executor" and actor in d.owners.entrusted_by:  # 事務委託
+            recorded_role = f"executor entrusted by {d.owners.entrusted_by[actor]}"
         if action in VALIDATED:
             errors = await _revalidate(conn, row, action, catalog, whitelist)
             if errors:
@@ -242,6 +387,70 @@ async def transition(
                     f"{bpf} v{version} has no passing conformance report for its content"
                     " (run `renkei conformance` first)"
                 )
+        if role == "definer" and len(definers) > 1:  # each definer's own word, then the move
+            await conn.execute(
+                "INSERT INTO registry.co_signatures (bpf, version, action, party, operator)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                bpf,
+                version,
+                action,
+                actor,
+                operator or actor,
+            )
+            signed = {
+                r["party"]
+                for r in await conn.fetch(
+                    "SELECT party FROM registry.co_signatures"
+                    " WHERE bpf = $1 AND version = $2 AND action = $3",
+                    bpf,
+                    version,
+                    action,
+                )
+            }
+            if missing := [p for p in definers if p not in signed]:
+                return Transition(
+                    bpf=bpf,
+                    version=version,
+                    from_state=source,
+                    to_state=source,
+                    actor=actor,
+                    actor_role=role,
+                    at=dt.datetime.now(dt.UTC),
+                    note=note,
+                    operator=operator,
+                    pending=missing,
+                )
+        if action == "approve" and approval_signer is not None:
+            approved_on = await conn.fetchval(
+                "SELECT coalesce((SELECT report_hash FROM registry.conformance_reports"
+                " WHERE bpf = $1 AND version = $2 AND content_hash = $3 AND passed"
+                " AND run_by = $4 ORDER BY id DESC LIMIT 1), $5)",
+                bpf,
+                version,
+                row["content_hash"],
+                conformance_body,
+                await conn.fetchval(
+                    "SELECT conformance_report_hash FROM registry.bpf_versions"
+                    " WHERE bpf = $1 AND version = $2",
+                    bpf,
+                    version,
+                ),
+            )
+            signer, signing_id, signature = approval_signer(
+                bpf, version, row["content_hash"], approved_on
+            )
+            await conn.execute(
+                "INSERT INTO registry.approvals (bpf, version, content_hash, report_hash, signer,"
+                " signing_id, signature, operator) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                bpf,
+                version,
+                row["content_hash"],
+                approved_on,
+                signer,
+                signing_id,
+                signature,
+                operator,
+            )
         await conn.execute(
             "UPDATE registry.bpf_versions SET state = $3,"
             " conformance_report_hash = coalesce($4, conformance_report_hash)"
@@ -253,15 +462,16 @@ async def transition(
         )
         at = await conn.fetchval(
             "INSERT INTO registry.transitions"
-            " (bpf, version, from_state, to_state, actor, actor_role, note)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING at",
+            " (bpf, version, from_state, to_state, actor, actor_role, note, operator)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING at",
             bpf,
             version,
             source,
             target,
             actor,
-            role,
+            recorded_role,
             note,
+            operator,
         )
     if action == "operate":
         # Reviewed like every operating version after a load: if a loaded source changes the
@@ -275,9 +485,10 @@ async def transition(
         from_state=source,
         to_state=target,
         actor=actor,
-        actor_role=role,
+        actor_role=recorded_role,
         at=at,
         note=note,
+        operator=operator,
     )
 
 
@@ -316,7 +527,7 @@ async def _revalidate(
 
 async def history(pool: asyncpg.Pool, bpf: str, version: int) -> list[Transition]:
     rows = await pool.fetch(
-        "SELECT bpf, version, from_state, to_state, actor, actor_role, at, note"
+        "SELECT bpf, version, from_state, to_state, actor, actor_role, at, note, operator"
         " FROM registry.transitions WHERE bpf = $1 AND version = $2 ORDER BY id",
         bpf,
         version,

@@ -217,6 +217,16 @@ def validate(
         add(("task",), f"unknown task {d.task!r}{did_you_mean(d.task, catalog.tasks)}")
     if d.owners.definer not in catalog.orgs:
         add(("owners", "definer"), _unknown_org(d.owners.definer, catalog))
+    for i, co in enumerate(d.owners.co_definers):
+        if co not in catalog.orgs:
+            add(("owners", "co-definers", i), _unknown_org(co, catalog))
+        elif co == d.owners.definer or co in d.owners.co_definers[:i]:
+            add(("owners", "co-definers", i), f"{co} is named twice among the definers")
+    for ex, body in d.owners.entrusted_by.items():
+        if ex not in d.owners.executors:
+            add(("owners", "entrusted-by", ex), f"{ex} is not one of the executors")
+        if body not in catalog.orgs:
+            add(("owners", "entrusted-by", ex), _unknown_org(body, catalog))
     for i, ex in enumerate(d.owners.executors):
         role = role_of(ex)
         if role is not None:

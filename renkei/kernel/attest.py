@@ -165,3 +165,47 @@ def is_hubs_resume(
     hub: Ed25519PublicKey, signature: str | None, workflow_id: str, resume_json: str
 ) -> bool:
     return _holds(hub, signature, _resume(workflow_id, resume_json))
+
+
+# -- an org's certificate -------------------------------------------------------------------
+
+
+def _certificate(org: str, served: list[str], report_hash: str) -> bytes:
+    return f"renkei/org-certificate/v1|{org}|{','.join(sorted(served))}|{report_hash}".encode()
+
+
+def org_certificate(key: Ed25519PrivateKey, org: str, served: list[str], report_hash: str) -> str:
+    """The conformance body's signature certifying that ``org``'s providers of ``served``
+    passed the contract test whose report hashes to ``report_hash``."""
+    return _sign(key, _certificate(org, served, report_hash))
+
+
+def is_org_certificate(
+    body: Ed25519PublicKey | str, signature: str, org: str, served: list[str], report_hash: str
+) -> bool:
+    return _holds(body, signature, _certificate(org, served, report_hash))
+
+
+# -- a BPF version's approval -------------------------------------------------------------------
+
+
+def _approval(bpf: str, version: int, content_hash: str, report_hash: str) -> bytes:
+    return f"renkei/version-approval/v1|{bpf}|{version}|{content_hash}|{report_hash}".encode()
+
+
+def version_approval(
+    key: Ed25519PrivateKey, bpf: str, version: int, content_hash: str, report_hash: str
+) -> str:
+    """The conformance body's signature approving a BPF version's content on a kit report."""
+    return _sign(key, _approval(bpf, version, content_hash, report_hash))
+
+
+def is_version_approval(
+    body: Ed25519PublicKey | str,
+    signature: str,
+    bpf: str,
+    version: int,
+    content_hash: str,
+    report_hash: str,
+) -> bool:
+    return _holds(body, signature, _approval(bpf, version, content_hash, report_hash))

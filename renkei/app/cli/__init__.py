@@ -16,6 +16,7 @@ from renkei.app.cli import (
     bpf,
     controls,
     flows,
+    orgs,
     outbox,
     records,
     schedules,
@@ -59,6 +60,7 @@ for command in (
 
 app.add_typer(whitelist_commands.whitelist_app, name="whitelist")
 app.add_typer(bpf.bpf_app, name="bpf")
+app.add_typer(orgs.orgs_app, name="orgs")
 app.add_typer(subjects.subjects_app, name="subjects")
 app.add_typer(records.records_app, name="records")
 app.add_typer(access.operators_app, name="operators")

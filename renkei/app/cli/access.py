@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from renkei.app.cli.runtime import database, run_async
+from renkei.app.cli.runtime import database, org_known, run_async
 from renkei.kernel import holds, keys, parties
 from renkei.kernel.settings import get_settings
 from whitelist.catalog import default_catalog
@@ -35,15 +35,33 @@ async def operators_add(
         str,
         typer.Option(help="the party the operator acts for: hub, or an org (reads only its own)"),
     ] = "hub",
+    role: Annotated[
+        str | None,
+        typer.Option(
+            help="what it does: platform-operator (the hub's), conformance-body, or an org's"
+            " definer or executor (default: platform-operator for the hub, executor for an org)"
+        ),
+    ] = None,
 ) -> int:
     """Create an operator (or issue a new token); the token is printed once."""
+    from renkei.app.actors import ACTOR_ROLES, party_problem
     from renkei.app.web.codec_server import add_operator
+    from whitelist.orgs import load_orgs
 
-    if party != "hub" and party not in default_catalog().orgs:
-        typer.echo(f"error: unknown party {party!r}", err=True)
+    settings = get_settings()
+    role = role or ("platform-operator" if party == "hub" else "executor")
+    if role not in ACTOR_ROLES:
+        typer.echo(f"error: --role {role!r}: one of {', '.join(ACTOR_ROLES)}", err=True)
         return 2
-    async with database(get_settings()) as pool:
-        token = await add_operator(pool, name, party)
+    async with database(settings) as pool:
+        known = await load_orgs(pool) or default_catalog().orgs
+        if party != "hub" and party != settings.conformance_body and party not in known:
+            typer.echo(f"error: unknown party {party!r}", err=True)
+            return 2
+        if problem := party_problem(settings, role, party, known):
+            typer.echo(f"error: --role {role}: {problem}", err=True)
+            return 2
+        token = await add_operator(pool, name, party, role)
     typer.echo(token)
     typer.echo(
         f"token for {name}: keep it secret. Sign in at {get_settings().codec_endpoint}/login for"
@@ -195,7 +213,7 @@ async def keys_issue(
     """Issue ORG's key file (its own signing and sealing keys, the payload ring, the hub's
     public key pinned) and register its public keys, signed by the hub."""
     settings = get_settings()
-    if org not in default_catalog().orgs:
+    if not (await org_known(settings, org) if register else org in default_catalog().orgs):
         typer.echo(f"error: unknown org {org!r}", err=True)
         return 2
     path = keys.org_keys_path(settings, org)
@@ -233,7 +251,7 @@ def keys_rotate() -> None:
 @run_async
 async def agencies_token(org: str) -> None:
     """Issue an org's API token for the HTTP API (printed once; the old one stops working)."""
-    if org not in default_catalog().orgs:
+    if not await org_known(get_settings(), org):
         typer.echo(f"error: unknown org {org!r}", err=True)
         raise typer.Exit(2)
     from renkei.app.web.api import issue_token

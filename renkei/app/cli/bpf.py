@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import asyncpg
 import typer
 
+from renkei.app import approvals
+from renkei.app.actors import NotEntitled, NotSignedIn, signed_in
 from renkei.app.bootstrap import check_file, known_definitions
 from renkei.app.cli.runtime import database, run_async
 from renkei.bpf import registry
@@ -23,6 +25,7 @@ from renkei.bpf.validation import KnownBpfs
 from renkei.kernel.settings import get_settings
 from whitelist import controls_store, store
 from whitelist.catalog import default_catalog
+from whitelist.orgs import load_orgs
 
 bpf_app = typer.Typer(help="Business process flow definitions.", no_args_is_help=True)
 
@@ -189,70 +192,119 @@ async def bpf_catalog(
     typer.echo(f"wrote {out}")
 
 
-async def _transition(
-    action: registry.Action, bpf: str, version: int, actor: str, note: str | None
-) -> int:
+async def _transition(action: registry.Action, bpf: str, version: int, note: str | None) -> int:
+    """Make one transition as the signed-in operator: its org, in its role."""
     settings = get_settings()
-    catalog = default_catalog()
+    needed = registry.TRANSITIONS[action][2]
     async with database(settings) as pool:
         try:
+            actor = await signed_in(pool)
+            if actor.role != needed:
+                raise NotEntitled(f"'{action}' takes a {needed}; you are {actor}")
+            catalog = default_catalog().model_copy(
+                update={"orgs": await load_orgs(pool) or default_catalog().orgs}
+            )
             t = await registry.transition(
                 pool,
                 bpf,
                 version,
                 action,
-                actor,
+                actor.party,
                 conformance_body=settings.conformance_body,
-                actor_roles=frozenset(catalog.org_roles(actor))
-                if actor in catalog.orgs
-                else frozenset(),
+                actor_roles=catalog.org_roles(actor.party),
                 note=note,
                 catalog=catalog,
+                operator=actor.name,
+                approval_signer=approvals.signer(settings) if action == "approve" else None,
             )
-        except registry.TransitionRefused as err:
+        except (NotSignedIn, NotEntitled, registry.TransitionRefused) as err:
             typer.echo(f"refused: {err}", err=True)
             return 1
-    typer.echo(f"{t.bpf} v{t.version}: {t.from_state} → {t.to_state} by {t.actor} ({t.actor_role})")
+    if t.pending:
+        typer.echo(
+            f"{t.bpf} v{t.version}: {action} by {t.actor} recorded; still {t.from_state}, awaiting"
+            f" {', '.join(t.pending)}"
+        )
+        return 0
+    typer.echo(
+        f"{t.bpf} v{t.version}: {t.from_state} → {t.to_state} by {t.actor} ({t.actor_role},"
+        f" operator {t.operator})"
+    )
     return 0
 
 
-_AS = typer.Option("--as", help="the org making the transition")
+_SIGNED_IN = " Acts as the signed-in operator (RENKEI_OPERATOR_TOKEN): its org, in its role."
 
 
-@bpf_app.command("submit")
+@bpf_app.command(
+    "submit",
+    help="draft → conformance-passed, by the definer (each co-definer"
+    " too), with a passing conformance report." + _SIGNED_IN,
+)
 @run_async
-async def bpf_submit(
-    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
-) -> int:
-    """draft → conformance-passed, by the definer, with a passing conformance report."""
-    return await _transition("submit", bpf, version, actor, note)
+async def bpf_submit(bpf: str, version: int, note: str | None = None) -> int:
+    return await _transition("submit", bpf, version, note)
 
 
-@bpf_app.command("approve")
+@bpf_app.command(
+    "approve", help="conformance-passed → approved, by the conformance body." + _SIGNED_IN
+)
 @run_async
-async def bpf_approve(
-    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
-) -> int:
-    """conformance-passed → approved, by the conformance body."""
-    return await _transition("approve", bpf, version, actor, note)
+async def bpf_approve(bpf: str, version: int, note: str | None = None) -> int:
+    return await _transition("approve", bpf, version, note)
 
 
-@bpf_app.command("operate")
+@bpf_app.command("operate", help="approved → operating, by an executor." + _SIGNED_IN)
 @run_async
-async def bpf_operate(
-    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
-) -> int:
-    """approved → operating, by an executor."""
-    return await _transition("operate", bpf, version, actor, note)
+async def bpf_operate(bpf: str, version: int, note: str | None = None) -> int:
+    return await _transition("operate", bpf, version, note)
 
 
-@bpf_app.command("retire")
+@bpf_app.command(
+    "retire", help="operating → retired, by the definer (each co-definer too)." + _SIGNED_IN
+)
 @run_async
-async def bpf_retire(
-    bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
+async def bpf_retire(bpf: str, version: int, note: str | None = None) -> int:
+    return await _transition("retire", bpf, version, note)
+
+
+@bpf_app.command("transfer")
+@run_async
+async def bpf_transfer(
+    bpf: str,
+    to: Annotated[str, typer.Option("--to", help="the org that defines it from now on")],
+    reason: Annotated[str, typer.Option(help="why (recorded)")],
+    co_definer: Annotated[
+        list[str] | None,
+        typer.Option(help="the co-definers from now on (default: kept)"),
+    ] = None,
 ) -> int:
-    """operating → retired, by the definer."""
-    return await _transition("retire", bpf, version, actor, note)
+    """Hand a BPF over to another definer (its next versions name it), as its current definer
+    (the signed-in operator, a definer of that org); recorded with the reason."""
+    async with database(get_settings()) as pool:
+        known = await load_orgs(pool) or default_catalog().orgs
+        unknown = [o for o in (to, *(co_definer or [])) if o not in known]
+        if unknown:
+            typer.echo(f"error: unknown org {unknown[0]!r}", err=True)
+            return 2
+        try:
+            actor = await signed_in(pool)
+            if actor.role != "definer":
+                raise NotEntitled(f"a transfer takes the definer; you are {actor}")
+            t = await registry.transfer(
+                pool,
+                bpf,
+                to,
+                actor=actor.party,
+                operator=actor.name,
+                reason=reason,
+                co_definers=co_definer,
+            )
+        except (NotSignedIn, NotEntitled, registry.TransitionRefused) as err:
+            typer.echo(f"refused: {err}", err=True)
+            return 1
+    typer.echo(f"{t.bpf}: definer {t.from_definer} → {t.to_definer}")
+    return 0
 
 
 @bpf_app.command("history")
@@ -266,6 +318,77 @@ async def bpf_history(bpf: str, version: int) -> int:
         for t in await registry.history(pool, bpf, version):
             typer.echo(
                 f"{t.at:%Y-%m-%d %H:%M:%S}\t{t.from_state} → {t.to_state}\t{t.actor} ({t.actor_role})"
+                + (f"\toperator {t.operator}" if t.operator else "")
                 + (f"\t{t.note}" if t.note else "")
             )
+        for a in await approvals.approvals(pool, bpf, version):
+            typer.echo(
+                f"certificate\t{a.signer} approves content {a.content_hash} on report"
+                f" {a.report_hash}" + (f"\toperator {a.operator}" if a.operator else "")
+            )
+        for x in await registry.transfers(pool, bpf):
+            typer.echo(
+                f"{x.at:%Y-%m-%d %H:%M:%S}\ttransfer {x.from_definer} → {x.to_definer}"
+                f"\toperator {x.operator}\t{x.reason}"
+            )
+    return 0
+
+
+@bpf_app.command("verify")
+@run_async
+async def bpf_verify(bpf: str, version: int) -> int:
+    """Check a version's approval certificates: the conformance body's registered key, over the
+    registered content and a passing report kept for it."""
+    settings = get_settings()
+    async with database(settings) as pool:
+        if await registry.state_of(pool, bpf, version) is None:
+            typer.echo(f"error: {bpf} version {version} is not registered", err=True)
+            return 1
+        found = await approvals.approvals(pool, bpf, version)
+        if not found:
+            typer.echo(f"{bpf} v{version}: no approval certificate", err=True)
+            return 1
+        bad = 0
+        for a in found:
+            why = await approvals.verify(pool, settings, a)
+            bad += why is not None
+            typer.echo(
+                f"{'OK ' if why is None else 'BAD'}  {a.signer}: content {a.content_hash},"
+                f" report {a.report_hash}" + (f" — {why}" if why else "")
+            )
+    return 1 if bad else 0
+
+
+@bpf_app.command("add-scenarios")
+@run_async
+async def bpf_add_scenarios(
+    bpf: str,
+    version: int,
+    file: Annotated[Path, typer.Argument(help="a scenario set (the kit's format) for this BPF")],
+) -> int:
+    """Add scenarios to a version's kit, as the conformance body: `renkei conformance BPF
+    --version VERSION` runs them with the shipped set."""
+    from renkei.app.kit.scenarios import load_scenarios, scenarios_for
+
+    try:
+        added = load_scenarios(file)
+    except (OSError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    try:
+        shipped = scenarios_for(bpf)
+    except (FileNotFoundError, ValueError):
+        shipped = None
+    async with database(get_settings()) as pool:
+        try:
+            actor = await signed_in(pool)
+            if actor.role != "conformance-body":
+                raise NotEntitled(f"adding to a kit takes the conformance body; you are {actor}")
+            names = await approvals.add_scenarios(
+                pool, bpf, version, added, shipped, actor.party, actor.name
+            )
+        except (NotSignedIn, NotEntitled, approvals.ScenarioClash) as err:
+            typer.echo(f"refused: {err}", err=True)
+            return 1
+    typer.echo(f"{bpf} v{version}: kit now also runs {', '.join(names)}")
     return 0

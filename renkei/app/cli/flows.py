@@ -4,21 +4,25 @@ that starts the flows subscribed to it (``notify``), and check definitions and p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import typer
 from temporalio.client import WorkflowFailureError
 
 from renkei.app.bootstrap import prepare
-from renkei.app.cli.runtime import parse_inputs, run_async, temporal_and_database
+from renkei.app.cli.runtime import database, parse_inputs, run_async, temporal_and_database
 from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient
 from renkei.app.stack import embedded
 from renkei.contracts.messages import StartFlow
 from renkei.kernel import keys
-from renkei.kernel.db import create_pool, migrate
+from renkei.kernel.db import create_pool
 from renkei.kernel.settings import Settings, get_settings
-from whitelist import controls_store
+from whitelist import controls_store, store
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, own_parties, party_client
@@ -37,29 +41,54 @@ async def conformance(
         typer.Option(help="also write each scenario run's history here, for replay tests"),
     ] = None,
 ) -> int:
-    """Run a BPF version's conformance scenarios; store the report; exit 1 if any fails."""
+    """Run a BPF version's conformance scenarios (the shipped set and those the conformance
+    body added to the version's kit); store the report, as the signed-in operator's party's when
+    RENKEI_OPERATOR_TOKEN is set; exit 1 if any fails."""
+    from renkei.app import approvals
+    from renkei.app.actors import TOKEN_VARIABLE, NotSignedIn, signed_in
     from renkei.app.kit import record_histories as record
     from renkei.app.kit import run_scenarios, scenarios_for, store_report
 
     settings = get_settings()
     try:
-        scenario_set = scenarios_for(bpf, scenarios)
-    except (FileNotFoundError, ValueError) as err:
+        shipped = scenarios_for(bpf, scenarios)
+    except FileNotFoundError:
+        shipped = None
+    except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
 
     async with temporal_and_database(settings) as (client, pool, url):
         whitelist = await LiveWhitelist(url).start()
         try:
+            run_by = None
+            if os.environ.get(TOKEN_VARIABLE):
+                try:
+                    run_by = (await signed_in(pool)).party
+                except NotSignedIn as err:
+                    typer.echo(f"refused: {err}", err=True)
+                    return 1
             for rejected in (await prepare(pool, settings)).rejected:
                 typer.echo(f"definition rejected: {rejected}", err=True)
             # A first run has just issued the sample orgs' keys: the kit reads their flows.
             client = party_client(client, settings, own_parties(settings))
             attach_registry(client, pool, settings)
+            pinned = version or await pool.fetchval(
+                "SELECT max(version) FROM registry.bpf_versions WHERE bpf = $1", bpf
+            )
+            try:
+                scenario_set = (
+                    await approvals.kit_for(pool, bpf, pinned, shipped) if pinned else shipped
+                )
+                if scenario_set is None:
+                    raise FileNotFoundError(f"no scenario set for {bpf}")
+            except FileNotFoundError as err:
+                typer.echo(f"error: {err}", err=True)
+                return 2
             result = await run_scenarios(
                 client, pool, settings, default_catalog(), whitelist, bpf, version, scenario_set
             )
-            digest = await store_report(pool, result)
+            digest = await store_report(pool, result, run_by)
             if record_histories is not None:
                 for path in await record(client, result, record_histories):
                     typer.echo(f"history: {path}", err=True)
@@ -73,46 +102,65 @@ async def conformance(
 
 
 @run_async
-async def contract(org: str) -> int:
-    """Check a sample agency's providers against the contract of every item it serves."""
+async def contract(
+    org: str,
+    providers: Annotated[
+        str | None,
+        typer.Option(
+            help="package.module:function making the org's providers, as its worker runs them"
+            " (`renkei worker agency ORG --providers …`); the sample agencies' by default"
+        ),
+    ] = None,
+) -> int:
+    """Check an org's providers against the contract of every item it serves, and record the
+    run with its report hash: a passing run makes a registered org contract-tested (signed in
+    as a platform operator, or as the org's own executor)."""
     from activities.agencies import SAMPLE_AGENCIES, providers_for
-    from renkei.app.kit import check_provider
+    from activities.agencies.seed import sample_subjects
+    from activities.agencies.synthetic import generate
+    from renkei.app import onboarding
+    from renkei.app.actors import NotEntitled, NotSignedIn, signed_in
+    from renkei.kernel.pseudonyms import derive_code
+    from whitelist import orgs
+    from workers.process import load_factory
 
-    if org not in SAMPLE_AGENCIES:
+    settings = get_settings()
+    if providers is None and org not in SAMPLE_AGENCIES:
         typer.echo(
-            f"error: {org} is not one of the sample agencies ({', '.join(SAMPLE_AGENCIES)})",
+            f"error: {org} is not one of the sample agencies ({', '.join(SAMPLE_AGENCIES)}):"
+            " name its providers with --providers package.module:function",
             err=True,
         )
         raise typer.Exit(2)
-
-    from activities.agencies.seed import sample_subjects
-    from activities.agencies.synthetic import generate
-    from renkei.kernel.pseudonyms import derive_code
-
-    settings = get_settings()
     hub_key = keys.load(settings).hub_key
     known = {
         info: derive_code(hub_key, org, subject)
         for info, subject in sample_subjects(org, generate(settings.sample_residents)).items()
     }
-    with embedded(settings.model_copy(update={"temporal_address": "-"})) as (_, url, _s):
-        await migrate(url, retention_years=settings.records_retention_years)
-        pool = await create_pool(url)
-        whitelist = await LiveWhitelist(url).start()
+    async with database(settings) as pool:
         try:
-            await prepare(pool, settings)
-            checks = await check_provider(
-                org, providers_for(org, pool), default_catalog(), whitelist, pool, known
+            actor = await signed_in(pool)
+            if actor.role != "platform-operator" and not (
+                actor.role == "executor" and actor.party == org
+            ):
+                raise NotEntitled(f"{actor} may not run {org}'s contract test")
+            made = load_factory(providers)(org, pool) if providers else providers_for(org, pool)
+            catalog = default_catalog().model_copy(
+                update={"orgs": await orgs.load_orgs(pool) or default_catalog().orgs}
             )
-        finally:
-            await whitelist.stop()
-            await pool.close()
-    for c in checks:
+            run = await onboarding.contract_test(
+                pool, catalog, await store.load_index(pool), org, made, known, actor.name
+            )
+        except (NotSignedIn, NotEntitled, orgs.OrgChangeRefused, ValueError) as err:
+            typer.echo(f"refused: {err}", err=True)
+            return 1
+    for c in run.checks:
         typer.echo(
             f"{'PASS' if c.passed else 'FAIL'}  {c.info}: {c.check}"
             + (f" — {c.detail}" if c.detail and not c.passed else "")
         )
-    return 0 if all(c.passed for c in checks) else 1
+    typer.echo(f"report {run.report_hash} ({'passed' if run.passed else 'failed'}, recorded)")
+    return 0 if run.passed else 1
 
 
 @run_async
@@ -175,10 +223,20 @@ async def status(workflow_id: str) -> int:
 async def _sdk(settings: Settings) -> RenkeiClient:
     """The SDK on the configured Temporal server, or on a running ``renkei up``."""
     from renkei.kernel.servers import running_stack
+    from workers.process import registered_orgs
 
-    address = settings.temporal_address or (running_stack(settings.data_dir) or {}).get("temporal")
+    stack = running_stack(settings.data_dir) or {}
+    address = settings.temporal_address or stack.get("temporal")
+    # Starts are checked against the org registry where its database answers (an org added
+    # at run time is known), else against the shipped orgs (the hub checks again in any case).
+    catalog = None
+    dsn = settings.database_url or stack.get("database")
+    if dsn:
+        with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+            if orgs := await asyncio.wait_for(registered_orgs(dsn), 10):
+                catalog = default_catalog().model_copy(update={"orgs": orgs})
     try:
-        return await RenkeiClient.connect(settings, address)
+        return await RenkeiClient.connect(settings, address, catalog)
     except RuntimeError as err:  # no server answers there
         typer.echo(f"error: Temporal cannot be reached ({_one_line(err)})", err=True)
         raise typer.Exit(2) from None

@@ -181,3 +181,12 @@ def parse_inputs(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+async def org_known(settings: Settings, org: str) -> bool:
+    """Whether the org registry (the shipped orgs before `renkei init`) holds ``org``."""
+    from whitelist.catalog import default_catalog
+    from whitelist.orgs import load_orgs
+
+    async with database(settings) as pool:
+        return org in (await load_orgs(pool) or default_catalog().orgs)

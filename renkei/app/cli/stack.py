@@ -113,6 +113,7 @@ async def init(
 async def serve() -> None:
     """The HTTP API, the codec server and the citizen's pages, without workers."""
     from renkei.app.web import serving
+    from workers.assembly import live_whitelist
 
     settings = get_settings()
     found = joined(settings)
@@ -120,7 +121,10 @@ async def serve() -> None:
     try:
         await check_keys(pool, settings)
         client = await connect(settings, found.temporal)
-        async with serving(settings, pool, client) as web:
+        async with (
+            live_whitelist(found.database) as whitelist,
+            serving(settings, pool, client, whitelist) as web,
+        ):
             typer.echo(f"serving {web} (API {web}/api, codec {settings.codec_endpoint})")
             await _until_signalled()
     finally:
@@ -184,6 +188,11 @@ async def _init(settings: Settings, address: str, url: str) -> tuple[Any, asyncp
             + (", sample residents seeded" if report.seeded else "")
             + (f", {report.pias_recorded} sample PIAs recorded" if report.pias_recorded else "")
         )
+        if report.orgs_onboarded:  # a fresh install: the samples went the onboarding path
+            typer.echo(
+                f"orgs contract-tested, certified by {settings.conformance_body} and activated:"
+                f" {', '.join(report.orgs_onboarded)} (renkei orgs show ORG)"
+            )
         for r in report.rejected:
             typer.echo(f"  definition rejected: {r}", err=True)
         client = await connect(settings, address)
@@ -214,7 +223,7 @@ async def _serve(
             if ready is not None:
                 await ready(RenkeiClient(client, settings), pool)
                 return
-            async with serving(settings, pool, client) as web:
+            async with serving(settings, pool, client, whitelist) as web:
                 typer.echo(
                     f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
                 )

@@ -20,6 +20,7 @@ from activities.linkage import Provider
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.provider import NoMatch
+from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog
 from whitelist.payloads import SCHEMAS, GenericRecord
 from whitelist.store import LiveWhitelist
@@ -64,7 +65,7 @@ async def check_provider(
     org: str,
     providers: dict[str, Provider],
     catalog: Catalog,
-    whitelist: LiveWhitelist,
+    whitelist: LiveWhitelist | WhitelistIndex,
     pool: asyncpg.Pool,
     known: dict[str, str],
 ) -> list[ContractCheck]:
@@ -74,6 +75,7 @@ async def check_provider(
     """
     from activities.gate import provider_decision
 
+    index = whitelist.index if isinstance(whitelist, LiveWhitelist) else whitelist
     out: list[ContractCheck] = []
     served = catalog.orgs[org].serves
     for info in served:
@@ -146,9 +148,7 @@ async def check_provider(
         unknown = "Z" * 20
         if not cohort:
             out.append(await _unknown_subject(org, info, provider, schema, request(unknown)))
-        refused = provider_decision(
-            org, catalog, whitelist.index, request(unknown), dt.datetime.now(dt.UTC)
-        )
+        refused = provider_decision(org, catalog, index, request(unknown), dt.datetime.now(dt.UTC))
         out.append(
             ContractCheck(
                 org=org,

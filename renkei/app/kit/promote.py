@@ -32,8 +32,9 @@ async def promote_samples(
     """Take every shipped draft with a scenario set, and no operating version, to operating.
 
     Each step is the real one: the kit runs and its report is stored; then the definer submits,
-    the conformance body approves and an executor puts it into operation, each transition
-    recorded with a note saying it was the start-up of a fresh installation.
+    the conformance body approves (its signed certificate kept, as for any approval) and an
+    executor puts it into operation, each transition recorded with a note saying it was the
+    start-up of a fresh installation.
     """
     done: list[str] = []
     rows = await pool.fetch(
@@ -42,6 +43,9 @@ async def promote_samples(
         "  WHERE o.bpf = v.bpf AND o.state = 'operating') ORDER BY v.bpf, v.version"
     )
     note = "sample definition, promoted at start-up after passing the conformance kit"
+    from renkei.app.approvals import signer  # the conformance body signs its approvals
+
+    sign = signer(settings)
     for row in rows:
         try:
             scenario_set = scenarios_for(row["bpf"], directory)
@@ -76,6 +80,7 @@ async def promote_samples(
                 note=note,
                 catalog=catalog,
                 whitelist=whitelist.index,
+                approval_signer=sign,
             )
         done.append(f"{d.bpf} v{d.version}: operating")
     return done

@@ -58,19 +58,21 @@ class Report(BaseModel):
         return "\n".join(lines)
 
 
-async def store_report(pool: asyncpg.Pool, report: Report) -> str:
-    """Keep the report with its version; return its hash."""
+async def store_report(pool: asyncpg.Pool, report: Report, run_by: str | None = None) -> str:
+    """Keep the report with its version (and the party that ran the kit, when known); return
+    its hash."""
     digest = report.digest()
     await pool.execute(
         "INSERT INTO registry.conformance_reports"
-        " (bpf, version, content_hash, report_hash, passed, report)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        " (bpf, version, content_hash, report_hash, passed, report, run_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         report.bpf,
         report.version,
         report.content_hash,
         digest,
         report.passed,
         report.model_dump(mode="json"),
+        run_by,
     )
     return digest
 

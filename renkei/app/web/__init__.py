@@ -25,11 +25,13 @@ from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
-from renkei.app.web import api, codec_server, controls, portal
+from renkei.app.web import api, codec_server, controls, orgs, portal
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
+from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
 
 # C0 and C1 control characters, and DEL: never part of an id, a code or a filter.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -67,7 +69,15 @@ class RefuseControlCharacters:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    client: Client | None = None,
+    catalog: Catalog | None = None,
+) -> FastAPI:
+    """The app; ``catalog`` (the shipped one by default) is what starts are checked against: a
+    live one (:meth:`whitelist.store.LiveWhitelist.bind`) knows the org registry's orgs."""
+    catalog = catalog or default_catalog()
     k = keys.load(settings)
     app = FastAPI(
         title="renkei",
@@ -87,18 +97,24 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
     app.include_router(codec_server.router(pool, _codecs(settings)))
     app.include_router(controls.router(pool, default_catalog()))
     sdk = RenkeiClient(client, settings) if client is not None else None
+    app.include_router(orgs.router(pool, settings))
+    if client is not None:  # parties registered after this process started are found too
+        from workers.plugin import attach_registry
+
+        attach_registry(client, pool, settings)
+    sdk = RenkeiClient(client, settings, catalog) if client is not None else None
     app.include_router(
         portal.router(
             pool,
             Pseudonyms(pool, k.hub_key),
-            default_catalog(),
+            catalog,
             portal.Sessions(k.hub_key),
             sdk,
             k.signer(),  # the portal signs the citizen's own answers (renkei.kernel.attest)
         )
     )
     if sdk is not None:
-        app.include_router(api.router(pool, sdk))
+        app.include_router(api.router(pool, sdk, catalog))
 
     app.add_exception_handler(RPCError, temporal_refused)
     app.add_exception_handler(WorkflowUpdateRPCTimeoutOrCancelledError, temporal_refused)
@@ -153,14 +169,20 @@ class _Server(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serving(
-    settings: Settings, pool: asyncpg.Pool, client: Client | None = None
+    settings: Settings,
+    pool: asyncpg.Pool,
+    client: Client | None = None,
+    whitelist: LiveWhitelist | None = None,
 ) -> AsyncIterator[str]:
     """Serve the app on ``settings.web_port`` until the block exits; yields its base URL.
 
-    With a Temporal ``client``, the agencies' flow API is served too.
+    With a Temporal ``client``, the agencies' flow API is served too; with a live ``whitelist``,
+    starts are checked against the org registry as it is now (an org added since is known).
     """
     config = uvicorn.Config(
-        create_app(settings, pool, client),
+        create_app(
+            settings, pool, client, whitelist.bind(default_catalog()) if whitelist else None
+        ),
         host=settings.web_host,
         port=settings.web_port,
         log_level="warning",

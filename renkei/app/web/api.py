@@ -45,6 +45,7 @@ from renkei.kernel import holds, keys
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from renkei.kernel.tokens import new_token, token_hash
 from whitelist.catalog import default_catalog
+from whitelist.models import Catalog
 
 TOKEN_PREFIX = "rka_"
 # The same answer for an unknown flow and for another org's.
@@ -125,9 +126,9 @@ class FlowState(BaseModel):
     )
 
 
-def router(pool: asyncpg.Pool, sdk: RenkeiClient) -> APIRouter:
+def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["flows"])
-    catalog = default_catalog()
+    catalog = catalog or default_catalog()
 
     async def agency(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(AGENCY_TOKEN)],

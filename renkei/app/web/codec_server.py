@@ -75,17 +75,22 @@ CODEC_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def add_operator(pool: asyncpg.Pool, name: str, party: str = HUB) -> str:
-    """Create (or re-issue) ``party``'s operator ``name``; the token is returned once and kept
-    hashed. The operator reads only what is sealed to ``party``."""
+async def add_operator(
+    pool: asyncpg.Pool, name: str, party: str = HUB, role: str | None = None
+) -> str:
+    """Create (or re-issue) ``party``'s operator ``name`` in ``role`` (a platform operator for
+    the hub, an executor for an org, by default); the token is returned once and kept hashed.
+    The operator reads only what is sealed to ``party``."""
     token, hashed = new_token(TOKEN_PREFIX)
+    role = role or ("platform-operator" if party == HUB else "executor")
     await pool.execute(
-        "INSERT INTO codec.operators (name, token_hash, party) VALUES ($1, $2, $3)"
+        "INSERT INTO codec.operators (name, token_hash, party, role) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash,"
-        " party = excluded.party, created_at = now(), revoked_at = NULL",
+        " party = excluded.party, role = excluded.role, created_at = now(), revoked_at = NULL",
         name,
         hashed,
         party,
+        role,
     )
     return token
 
