@@ -65,6 +65,7 @@ app.add_typer(access.holds_app, name="holds")
 app.add_typer(access.agencies_app, name="agencies")
 app.add_typer(schedules.schedules_app, name="schedules")
 app.add_typer(billing.billing_app, name="billing")
+app.add_typer(billing.usage_app, name="usage")
 app.add_typer(outbox.outbox_app, name="outbox")
 app.add_typer(stack.worker_app, name="worker")
 

@@ -25,7 +25,7 @@ from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
-from renkei.app.web import api, codec_server, portal
+from renkei.app.web import api, codec_server, operator, portal
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -85,6 +85,7 @@ def create_app(settings: Settings, pool: asyncpg.Pool, client: Client | None = N
         allow_headers=["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"],
     )
     app.include_router(codec_server.router(pool, _codecs(settings)))
+    app.include_router(operator.router(pool))
     sdk = RenkeiClient(client, settings) if client is not None else None
     app.include_router(
         portal.router(
