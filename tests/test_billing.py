@@ -25,7 +25,7 @@ from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.decide import JST
 
-from .helpers import access_record, run
+from .helpers import access_record, child_rearing, pick, run
 
 MODEL = billing.CostModel(
     payee="platform-operator",
@@ -337,6 +337,55 @@ async def test_the_invoice_page_needs_an_operator_and_shows_the_totals(
         assert "CODE" not in got.text  # no subject code on the page
         got = await http.get("/codec/operator/usage", params={"month": "2026-13"})
         assert got.status_code == 422 and "YYYY-MM" in got.text
+
+
+async def test_real_flows_are_billed_as_the_public_records_api_counts_them(
+    env, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    h = pick(settings, lambda h: h.municipality == "city-minato" and h.kind == "family")
+    runs = [await env.start(child_rearing(settings, h.members[0], h.members[1])) for _ in range(2)]
+    for handle in runs:
+        await handle.result()
+    month, model = this_month(), billing.load_model()
+    start, end = billing.month_bounds(month)
+    # Counted independently, through renkei.kernel.records: Tokyo's attempts at the hub this
+    # month between two bodies, by what became of them.
+    mine = [
+        r
+        for r in await records.query(pool, keeper=HUB, limit=1_000_000)
+        if r.requester == "pref-tokyo"
+        and r.provider != "pref-tokyo"
+        and r.recorded_at is not None
+        and start <= r.recorded_at < end
+    ]
+    ended = await records.outcomes(pool, [r.attempt_key for r in mine])
+    states: dict[str, int] = {}
+    amount = 0
+    for r in mine:
+        state = records.outcome_of(r.outcome, ended.get(r.attempt_key))
+        states[state] = states.get(state, 0) + 1
+        if state == "provided":
+            assert r.recorded_at is not None
+            amount += model.on(r.recorded_at.astimezone(JST).date()).query_price(r.bpf, r.info)
+    flows = {handle.id for handle in runs}
+    assert [r for r in mine if r.workflow_id in flows or r.parent_workflow_id in flows]
+    assert states.get("provided", 0) >= 2
+
+    [tokyo] = (await billing.compute(pool, month, model, orgs=["pref-tokyo"])).values()
+    charged = sum(x.charged for x in tokyo.lines)
+    not_charged: dict[str, int] = {}
+    for x in tokyo.lines:
+        for state, n in x.not_charged.items():
+            not_charged[state] = not_charged.get(state, 0) + n
+    assert charged == states.pop("provided")
+    assert not_charged == states
+    assert tokyo.total == amount
+    hub_range = next(c for c in tokyo.chains if c.keeper == HUB)
+    assert hub_range.records == len(mine)
+    assert (hub_range.first_seq, hub_range.last_seq) == (
+        min(r.chain_seq or 0 for r in mine),
+        max(r.chain_seq or 0 for r in mine),
+    )
 
 
 # -- usage --
