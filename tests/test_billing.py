@@ -410,12 +410,22 @@ async def test_usage_counts_latency_and_never_used_procedures(
         await attempt(pool, settings, org, "city-minato", None, bpf=bpf, denied=True, reason="r1")
     await attempt(pool, settings, org, "city-minato", "denied", bpf=bpf)
     await attempt(pool, settings, org, "city-minato", "failed", bpf=bpf)
+    for at in ("2026-11-27T01:02:03.456789+00:00", "2026-11-28T09:00:00+09:00"):
+        expired = f"row 5 matches but is not in force on {at} (valid 2020-01-01 to 2021-01-01)"
+        await attempt(
+            pool, settings, org, "city-minato", None, bpf=bpf, denied=True, reason=expired
+        )
 
     found = await usage.report(pool, this_month(), default_catalog().tasks)
     [row] = [r for r in found.rows if r.bpf == bpf]
-    assert (row.org, row.queries, row.allowed, row.provided) == (org, 104, 102, 100)
-    assert (row.denied, row.failed, row.no_answer, row.pending) == (3, 1, 0, 0)
-    assert row.denials == {"r1": 2, "denied by the provider's gate": 1}
+    assert (row.org, row.queries, row.allowed, row.provided) == (org, 106, 102, 100)
+    assert (row.denied, row.failed, row.no_answer, row.pending) == (5, 1, 0, 0)
+    # by reason, the moment of each refusal left out (the row's validity dates kept)
+    assert row.denials == {
+        "r1": 2,
+        "denied by the provider's gate": 1,
+        "row 5 matches but is not in force on (time) (valid 2020-01-01 to 2021-01-01)": 2,
+    }
     # p99 of 10 s … 1000 s by nearest rank is the 99th: 990 s (plus the moments of writing)
     assert row.p99_ms is not None and 990_000 <= row.p99_ms < 1_000_000
     assert row.median_ms is not None and 505_000 <= row.median_ms < 510_000

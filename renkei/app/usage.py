@@ -90,7 +90,8 @@ SELECT bpf, org, count(*) AS queries,
   FROM a GROUP BY bpf, org ORDER BY bpf, org
 """
 _DENIALS = """
-SELECT r.bpf, r.requester AS org, r.reason, count(*) AS n
+SELECT r.bpf, r.requester AS org,
+       regexp_replace(r.reason, $4, '(time)', 'g') AS reason, count(*) AS n
   FROM records.access_records r
  WHERE r.keeper = $3 AND r.recorded_at >= $1 AND r.recorded_at < $2 AND r.outcome = 'denied'
  GROUP BY 1, 2, 3
@@ -101,6 +102,9 @@ SELECT r.bpf, r.requester, 'denied by the provider''s gate', count(*)
  WHERE r.keeper = $3 AND r.recorded_at >= $1 AND r.recorded_at < $2 AND r.outcome = 'allowed'
  GROUP BY 1, 2, 3
 """
+# A moment in a reason (the time a row was not in force at): one per attempt, so reasons are
+# grouped with it replaced; dates (a row's validity) stay.
+MOMENT = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?([+-][0-9]{2}:[0-9]{2}|Z)?"
 _USED = """
 SELECT DISTINCT bpf, bpf_version, parent_bpf, task FROM records.access_records
  WHERE keeper = $3 AND recorded_at >= $1 AND recorded_at < $2
@@ -112,7 +116,7 @@ async def report(pool: asyncpg.Pool, month: str, catalog_tasks: Iterable[str]) -
     or under a child flow it started (the child's records name it as their parent)."""
     start, end = month_bounds(month)
     denials: dict[tuple[str, str], dict[str, int]] = {}
-    for d in await pool.fetch(_DENIALS, start, end, HUB):
+    for d in await pool.fetch(_DENIALS, start, end, HUB, MOMENT):
         by = denials.setdefault((d["bpf"], d["org"]), {})
         by[d["reason"]] = by.get(d["reason"], 0) + d["n"]
     rows = [
