@@ -297,7 +297,7 @@ async def test_the_invoice_page_needs_an_operator_and_shows_the_totals(
     other_op = await add_operator(pool, f"op-{uuid.uuid4().hex[:6]}", "city-shibuya")
     async with serving(settings, pool) as base, httpx.AsyncClient(base_url=base) as http:
         page = f"/codec/operator/invoices/{number}"
-        for path in (page, f"{page}/csv", "/codec/operator/usage"):
+        for path in (page, f"{page}/csv", "/codec/operator/usage", "/codec/operator/invoices"):
             refused = await http.get(path)
             assert refused.status_code == 401 and "operator" in refused.json()["detail"]
             forged = await http.get(path, headers={"Authorization": "Bearer rko_forged"})
@@ -309,6 +309,10 @@ async def test_the_invoice_page_needs_an_operator_and_shows_the_totals(
             "/codec/operator/usage", headers={"Authorization": f"Bearer {other_op}"}
         )
         assert got.status_code == 403
+        got = await http.get(
+            "/codec/operator/invoices", headers={"Authorization": f"Bearer {other_op}"}
+        )
+        assert got.status_code == 200 and f"/codec/operator/invoices/{number}" not in got.text
 
         got = await http.get(page, headers={"Authorization": f"Bearer {hub_op}"})
         assert got.status_code == 200 and got.headers["content-type"].startswith("text/html")
@@ -336,7 +340,10 @@ async def test_the_invoice_page_needs_an_operator_and_shows_the_totals(
         assert got.status_code == 200 and "paged" in got.text and org in got.text
         assert "CODE" not in got.text  # no subject code on the page
         got = await http.get("/codec/operator/usage", params={"month": "2026-13"})
-        assert got.status_code == 422 and "YYYY-MM" in got.text
+        assert got.status_code == 422 and got.json()["detail"][0]["loc"] == ["query", "month"]
+        listed = await http.get("/codec/operator/invoices", params={"month": this_month()})
+        assert listed.status_code == 200
+        assert f'href="/codec/operator/invoices/{number}"' in listed.text
 
 
 async def test_real_flows_are_billed_as_the_public_records_api_counts_them(

@@ -1,7 +1,8 @@
 """Operator pages: issued invoices (printable HTML and CSV) and usage per procedure and org.
 
-Served under ``/codec/operator/`` beside the codec server, for a signed-in operator only: the
-same bearer token or sign-in cookie (``/codec/login``) the codec server takes. The platform's
+Served under ``/codec/operator/`` (``invoices``, ``invoices/N``, ``invoices/N/csv``, ``usage``)
+beside the codec server, for a signed-in operator only: the same bearer token or sign-in cookie
+(``/codec/login``) the codec server takes. The platform's
 operators (party ``hub``) see every invoice and the usage page; an org's operator sees only its
 own org's invoices. Nothing personal is on either page.
 """
@@ -48,6 +49,9 @@ def usage_html(report: usage.UsageReport, operator: str = "") -> str:
     return _pages.get_template("usage.html").render(r=report, operator=operator)
 
 
+MonthQuery = Annotated[
+    str | None, Query(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM, Japan time")
+]
 Number = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="the invoice number")]
 
 
@@ -73,6 +77,20 @@ def router(pool: asyncpg.Pool) -> APIRouter:
         if found is None or (party != HUB and party != found.body.org):
             raise HTTPException(404, f"no invoice {number} of yours")
         return found
+
+    @r.get(
+        "/invoices",
+        response_class=Response,
+        responses={200: _html("Issued invoices, every revision."), **refusals(401, 422)},
+    )
+    async def invoice_list(token: Token, cookie: Cookie, month: MonthQuery = None) -> Response:
+        """Issued invoices: every org's for the platform's operators, an org's own for its."""
+        name, party = await signed_in(token, cookie)
+        found = await billing.listing(pool, month, None if party == HUB else party)
+        page = _pages.get_template("invoices.html").render(
+            invoices=found, month=month, operator=name, party=party
+        )
+        return HTMLResponse(page)
 
     @r.get(
         "/invoices/{number}",
@@ -108,9 +126,7 @@ def router(pool: asyncpg.Pool) -> APIRouter:
     async def usage_page(
         token: Token,
         cookie: Cookie,
-        month: Annotated[
-            str | None, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM, Japan time")
-        ] = None,
+        month: MonthQuery = None,
     ) -> Response:
         """Usage per procedure and requesting org for a month (the platform's operators)."""
         name, party = await signed_in(token, cookie)
