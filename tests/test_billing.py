@@ -4,6 +4,7 @@ usage report's counts, latencies and never-used procedures are the records'."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -172,7 +173,12 @@ async def test_an_invoice_counts_the_provided_attempts_and_is_reissued_when_reco
 
     model = billing.load_model()
     month = this_month()
-    [first] = await billing.issue(pool, month, model, orgs=[org, provider])
+    # Two issuers at once: one issues, the other finds the same invoice.
+    both = await asyncio.gather(
+        *(billing.issue(pool, month, model, orgs=[org, provider]) for _ in range(2))
+    )
+    assert sorted(i.new for [i] in both) == [False, True]
+    first = next(i for [i] in both if i.new)
     assert first.new and first.invoice.revision == 1
     body = first.invoice.body
     assert (body.org, body.payee) == (org, model.payee)

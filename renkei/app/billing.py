@@ -34,7 +34,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from renkei.bpf.loader import SourceMap, format_path
-from renkei.kernel.records import HUB
+from renkei.kernel.records import HUB, Conn
 from renkei.kernel.yaml_limits import YamlFileError, read_file
 from whitelist.decide import JST
 
@@ -267,7 +267,7 @@ def _ranges(rows: Iterable[asyncpg.Record]) -> tuple[list[ChainRange], str]:
 
 
 async def compute(
-    pool: asyncpg.Pool | asyncpg.Connection,
+    pool: asyncpg.Pool | Conn,
     month: str,
     model: CostModel,
     orgs: Iterable[str] | None = None,
@@ -387,10 +387,12 @@ async def issue(
     """Issue ``month``'s invoices: for each org, a new revision when its invoice differs from
     the latest one issued (or none was), else the latest as it is. Stored invoices never
     change."""
-    bodies = await compute(pool, month, model, orgs, catalog_orgs)
     out: list[Issued] = []
     async with pool.acquire() as conn, conn.transaction():
+        # Counted under the month's lock: a revision is never computed from older records than
+        # the one before it.
         await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _ISSUE_LOCK, month)
+        bodies = await compute(conn, month, model, orgs, catalog_orgs)
         for org, body in bodies.items():
             digest = _body_hash(body)
             last = await conn.fetchrow(
