@@ -347,6 +347,8 @@ async def test_the_invoice_page_needs_an_operator_and_shows_the_totals(
         assert "CODE" not in got.text  # no subject code on the page
         got = await http.get("/codec/operator/usage", params={"month": "2026-13"})
         assert got.status_code == 422 and got.json()["detail"][0]["loc"] == ["query", "month"]
+        got = await http.get("/codec/operator/usage", params={"month": "2026-11", "to": "2026-10"})
+        assert got.status_code == 422 and "before it starts" in got.json()["detail"]
         listed = await http.get("/codec/operator/invoices", params={"month": this_month()})
         assert listed.status_code == 200
         assert f'href="/codec/operator/invoices/{number}"' in listed.text
@@ -431,6 +433,7 @@ async def test_usage_counts_latency_and_never_used_procedures(
 
     found = await usage.report(pool, this_month(), default_catalog().tasks)
     [row] = [r for r in found.rows if r.bpf == bpf]
+    assert row.month == this_month()
     assert (row.org, row.queries, row.allowed, row.provided) == (org, 106, 102, 100)
     assert (row.denied, row.failed, row.no_answer, row.pending) == (5, 1, 0, 0)
     # by reason, the moment of each refusal left out (the row's validity dates kept)
@@ -447,6 +450,17 @@ async def test_usage_counts_latency_and_never_used_procedures(
     assert (bpf, 1) not in unused
     assert "child-rearing-allowance" not in found.unused_tasks  # the attempts' task
     assert set(found.unused_tasks) <= set(default_catalog().tasks)
+    # A period of months: a row per month; the procedure used in it is used in the period.
+    earlier = (dt.datetime.now(JST).replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    period = await usage.report(pool, earlier, default_catalog().tasks, this_month())
+    assert [r for r in period.rows if r.bpf == bpf] == [row]
+    assert (idle, 1) in {(v.bpf, v.version) for v in period.unused_versions}
+    assert (bpf, 1) not in {(v.bpf, v.version) for v in period.unused_versions}
+    quiet = await usage.report(pool, earlier, default_catalog().tasks)
+    assert not [r for r in quiet.rows if r.bpf == bpf]
+    assert (bpf, 1) in {(v.bpf, v.version) for v in quiet.unused_versions}
+    with pytest.raises(ValueError, match="before it starts"):
+        await usage.report(pool, this_month(), default_catalog().tasks, earlier)
     dumped = found.model_dump_json()
     assert "CODE" not in dumped and "bill/" not in dumped  # no subject code, no attempt key
 
@@ -500,3 +514,5 @@ def test_the_cli_prints_usage_as_table_csv_and_json(cli) -> None:
     assert code == 0 and "p99 ms" in out and "latency:" in out
     code, out = run(cli, "usage", "report", "--month", "2026-13")
     assert code == 2 and "YYYY-MM" in out
+    code, out = run(cli, "usage", "report", "--month", "2026-11", "--to", "2026-10")
+    assert code == 2 and "before" in out and "Traceback" not in out

@@ -35,6 +35,7 @@ LATENCY_BASIS = (
 
 
 class UsageRow(BaseModel):
+    month: str = Field(description="YYYY-MM, Japan time")
     bpf: str
     org: str = Field(description="the requesting org")
     queries: int = Field(description="attempts the hub decided")
@@ -57,27 +58,31 @@ class UnusedVersion(BaseModel):
 
 
 class UsageReport(BaseModel):
-    month: str
+    first_month: str
+    last_month: str
     period_start: dt.datetime
     period_end: dt.datetime
     latency: str = LATENCY_BASIS
     rows: list[UsageRow]
     unused_versions: list[UnusedVersion] = Field(
-        description="registered BPF versions (not retired) no attempt of the month ran"
+        description="registered BPF versions (not retired) no attempt of the period ran"
     )
-    unused_tasks: list[str] = Field(description="the catalog's tasks no attempt of the month named")
+    unused_tasks: list[str] = Field(
+        description="the catalog's tasks no attempt of the period named"
+    )
 
 
 _ROWS = """
 WITH a AS (
-  SELECT r.bpf, r.requester AS org, r.outcome AS decision, r.reason, o.outcome AS ended,
+  SELECT to_char(r.recorded_at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM') AS month,
+         r.bpf, r.requester AS org, r.outcome AS decision, r.reason, o.outcome AS ended,
          CASE WHEN o.outcome = 'provided'
               THEN extract(epoch FROM (o.recorded_at - r.decided_at)) * 1000 END AS ms
     FROM records.access_records r
     LEFT JOIN records.attempt_outcomes o ON o.attempt_key = r.attempt_key
    WHERE r.keeper = $3 AND r.recorded_at >= $1 AND r.recorded_at < $2
 )
-SELECT bpf, org, count(*) AS queries,
+SELECT month, bpf, org, count(*) AS queries,
        count(*) FILTER (WHERE decision = 'allowed') AS allowed,
        count(*) FILTER (WHERE ended = 'provided') AS provided,
        count(*) FILTER (WHERE decision = 'denied' OR ended = 'denied') AS denied,
@@ -87,20 +92,21 @@ SELECT bpf, org, count(*) AS queries,
        count(*) FILTER (WHERE decision = 'allowed' AND ended IS NULL) AS pending,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS median_ms,
        percentile_disc(0.99) WITHIN GROUP (ORDER BY ms) AS p99_ms
-  FROM a GROUP BY bpf, org ORDER BY bpf, org
+  FROM a GROUP BY month, bpf, org ORDER BY month, bpf, org
 """
 _DENIALS = """
-SELECT r.bpf, r.requester AS org,
-       regexp_replace(r.reason, $4, '(time)', 'g') AS reason, count(*) AS n
+SELECT to_char(r.recorded_at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM') AS month, r.bpf,
+       r.requester AS org, regexp_replace(r.reason, $4, '(time)', 'g') AS reason, count(*) AS n
   FROM records.access_records r
  WHERE r.keeper = $3 AND r.recorded_at >= $1 AND r.recorded_at < $2 AND r.outcome = 'denied'
- GROUP BY 1, 2, 3
+ GROUP BY 1, 2, 3, 4
 UNION ALL
-SELECT r.bpf, r.requester, 'denied by the provider''s gate', count(*)
+SELECT to_char(r.recorded_at AT TIME ZONE 'Asia/Tokyo', 'YYYY-MM'), r.bpf, r.requester,
+       'denied by the provider''s gate', count(*)
   FROM records.access_records r
   JOIN records.attempt_outcomes o ON o.attempt_key = r.attempt_key AND o.outcome = 'denied'
  WHERE r.keeper = $3 AND r.recorded_at >= $1 AND r.recorded_at < $2 AND r.outcome = 'allowed'
- GROUP BY 1, 2, 3
+ GROUP BY 1, 2, 3, 4
 """
 # A moment in a reason (the time a row was not in force at): one per attempt, so reasons are
 # grouped with it replaced; dates (a row's validity) stay.
@@ -111,18 +117,25 @@ SELECT DISTINCT bpf, bpf_version, parent_bpf, task FROM records.access_records
 """
 
 
-async def report(pool: asyncpg.Pool, month: str, catalog_tasks: Iterable[str]) -> UsageReport:
-    """``month``'s usage. A BPF version counts as used when an attempt of the month ran under it,
-    or under a child flow it started (the child's records name it as their parent)."""
-    start, end = month_bounds(month)
-    denials: dict[tuple[str, str], dict[str, int]] = {}
+async def report(
+    pool: asyncpg.Pool, month: str, catalog_tasks: Iterable[str], last_month: str | None = None
+) -> UsageReport:
+    """Usage from ``month`` through ``last_month`` (default: that month alone), a row per month,
+    BPF and org. A BPF version counts as used when an attempt of the period ran under it, or
+    under a child flow it started (the child's records name it as their parent)."""
+    last = last_month or month
+    start, _ = month_bounds(month)
+    _, end = month_bounds(last)
+    if end <= start:
+        raise ValueError(f"the period ends ({last}) before it starts ({month})")
+    denials: dict[tuple[str, str, str], dict[str, int]] = {}
     for d in await pool.fetch(_DENIALS, start, end, HUB, MOMENT):
-        by = denials.setdefault((d["bpf"], d["org"]), {})
+        by = denials.setdefault((d["month"], d["bpf"], d["org"]), {})
         by[d["reason"]] = by.get(d["reason"], 0) + d["n"]
     rows = [
         UsageRow(
             **{k: r[k] for k in r.keys() if k not in ("median_ms", "p99_ms")},
-            denials=dict(sorted(denials.get((r["bpf"], r["org"]), {}).items())),
+            denials=dict(sorted(denials.get((r["month"], r["bpf"], r["org"]), {}).items())),
             median_ms=_ms(r["median_ms"]),
             p99_ms=_ms(r["p99_ms"]),
         )
@@ -142,7 +155,8 @@ async def report(pool: asyncpg.Pool, month: str, catalog_tasks: Iterable[str]) -
         if (v["bpf"], v["version"]) not in used_versions and v["bpf"] not in parents
     ]
     return UsageReport(
-        month=month,
+        first_month=month,
+        last_month=last,
         period_start=start,
         period_end=end,
         rows=rows,
@@ -161,11 +175,11 @@ def to_csv(r: UsageReport) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     fields = [f for f in UsageRow.model_fields]
-    w.writerow(["month", *fields])
+    w.writerow(fields)
     for row in r.rows:
         values = row.model_dump()
         values["denials"] = "; ".join(f"{k}={v}" for k, v in row.denials.items())
-        w.writerow([r.month, *(values[f] if values[f] is not None else "" for f in fields)])
+        w.writerow([values[f] if values[f] is not None else "" for f in fields])
     w.writerow([])
     w.writerow(["unused_bpf", "version", "state"])
     for v in r.unused_versions:
@@ -179,9 +193,10 @@ def to_csv(r: UsageReport) -> str:
 
 def to_table(r: UsageReport) -> str:
     """A plain-text table for the terminal."""
-    head = ("BPF", "org", "queries", "provided", "denied", "other", "median ms", "p99 ms")
+    head = ("month", "BPF", "org", "queries", "provided", "denied", "other", "median ms", "p99 ms")
     body = [
         (
+            row.month,
             row.bpf,
             row.org,
             str(row.queries),
@@ -196,7 +211,7 @@ def to_table(r: UsageReport) -> str:
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
     lines = [
         "  ".join(
-            c.ljust(w) if i < 2 else c.rjust(w)
+            c.ljust(w) if i < 3 else c.rjust(w)
             for i, (c, w) in enumerate(zip(x, widths, strict=True))
         )
         for x in (head, *body)

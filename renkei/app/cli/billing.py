@@ -202,10 +202,13 @@ async def billing_verify(
 @usage_app.command("report")
 @run_async
 async def usage_report(
-    month: Month,
+    month: Annotated[str, typer.Option(help="YYYY-MM (Japan time): the first month")],
+    to: Annotated[
+        str | None, typer.Option(help="YYYY-MM: the last month (default: --month alone)")
+    ] = None,
     format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> int | None:
-    """Per procedure (BPF) and requesting org: queries, denials by reason, outcomes, median
+    """Per month, procedure (BPF) and requesting org: queries, denials by reason, outcomes, median
     and p99 latency; and the registered procedures and catalog tasks no one used."""
     from renkei.app import usage
     from whitelist.catalog import default_catalog
@@ -214,8 +217,13 @@ async def usage_report(
         typer.echo("error: --format is table, csv or json", err=True)
         return 2
     _month(month)
+    if to is not None:
+        _month(to)
+        if to < month:
+            typer.echo(f"error: --to {to} is before --month {month}", err=True)
+            return 2
     async with database(get_settings()) as pool:
-        found = await usage.report(pool, month, default_catalog().tasks)
+        found = await usage.report(pool, month, default_catalog().tasks, to)
     if format == "json":
         typer.echo(found.model_dump_json(indent=2))
     elif format == "csv":

@@ -127,14 +127,16 @@ def router(pool: asyncpg.Pool) -> APIRouter:
         token: Token,
         cookie: Cookie,
         month: MonthQuery = None,
+        to: MonthQuery = None,
     ) -> Response:
-        """Usage per procedure and requesting org for a month (the platform's operators)."""
+        """Usage per month, procedure and requesting org, from ``month`` (default: this one)
+        through ``to`` (default: that month alone), for the platform's operators."""
         name, party = await signed_in(token, cookie)
         if party != HUB:
             raise HTTPException(403, "usage across orgs is for the platform's operators")
         chosen = month or dt.datetime.now(JST).strftime("%Y-%m")
         try:
-            found = await usage.report(pool, chosen, default_catalog().tasks)
+            found = await usage.report(pool, chosen, default_catalog().tasks, to)
         except ValueError as err:  # a month such as 2026-13
             raise HTTPException(422, str(err)) from None
         return HTMLResponse(usage_html(found, name))
