@@ -211,6 +211,9 @@ async def test_an_invoice_counts_the_provided_attempts_and_is_reissued_when_reco
 
     check = await billing.verify(pool, first.invoice)
     assert check.ok, check.problems
+    # and the chains it counts are the signed, witnessed ones
+    hub_key = keys.load(settings).signer().public_key()
+    assert await billing.verify_chains(pool, hub_key, [first.invoice]) == []
     # Issued again with nothing changed: the same invoice.
     [same] = await billing.issue(pool, month, model, orgs=[org])
     assert not same.new and same.invoice.number == first.invoice.number
@@ -481,8 +484,8 @@ def test_the_cli_issues_shows_and_verifies_invoices(cli, tmp_path: Path) -> None
     assert {x[1] for x in issued} == set(default_catalog().orgs)
     assert all(x[4] == "25,000 JPY" for x in issued)
     number = issued[0][0]
-    code, out = run(cli, "billing", "verify", "--month", "2019-01")
-    assert code == 0 and "MISMATCH" not in out, out
+    code, out = run(cli, "billing", "verify", "--month", "2019-01", "--chains")
+    assert code == 0 and "MISMATCH" not in out and "every chain counted is intact" in out, out
     code, out = run(cli, "billing", "show", number, "--format", "html")
     assert code == 0 and "25,000 JPY" in out
     code, out = run(cli, "billing", "show", number, "--format", "csv")

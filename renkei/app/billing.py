@@ -31,15 +31,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from renkei.bpf.loader import SourceMap, format_path
+from renkei.kernel import records
 from renkei.kernel.records import HUB, Conn
 from renkei.kernel.yaml_limits import YamlFileError, read_file
 from whitelist.decide import JST
 
 DEFAULT_TARIFFS = Path(__file__).parent / "data" / "tariffs.yaml"
-OUTCOMES_CHAIN = "hub (outcomes)"
+OUTCOMES_CHAIN = "hub (outcomes)"  # as records verification names the chain of outcomes
 NOT_CHARGED = ("denied", "no_answer", "failed", "cancelled", "pending")
 _ISSUE_LOCK = 7_350_200  # advisory lock class: issuing one month
 
@@ -502,6 +504,24 @@ async def verify(
         ok=not problems,
         problems=problems,
     )
+
+
+async def verify_chains(
+    pool: asyncpg.Pool, hub: Ed25519PublicKey, invoices: Iterable[Invoice]
+) -> list[records.Break]:
+    """Walk the chains ``invoices`` count (hashes, signatures, witnesses: as
+    ``renkei records verify`` does), and the hub's chain of outcomes when they read it; the
+    first broken link of each. With :func:`verify`: the invoice counts the records, and the
+    records are the signed ones."""
+    named = {c.keeper for inv in invoices for c in inv.body.chains}
+    keepers = sorted(named - {OUTCOMES_CHAIN})
+    breaks = list((await records.verify(pool, hub, keepers)).breaks) if keepers else []
+    if OUTCOMES_CHAIN in named:
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            found = await records.verify_outcomes(conn, await records.keyring(conn, hub))
+        if found is not None:
+            breaks.append(found)
+    return breaks
 
 
 def _span(c: ChainRange | None) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from renkei.app.cli.runtime import database, run_async
+from renkei.kernel import keys
 from renkei.kernel.settings import get_settings
 
 if TYPE_CHECKING:
@@ -166,17 +167,25 @@ async def billing_verify(
     month: Annotated[
         str | None, typer.Option(help="every org's latest revision of this month")
     ] = None,
+    chains: Annotated[
+        bool,
+        typer.Option(
+            "--chains", help="also walk the chains counted: hashes, signatures, witnesses"
+        ),
+    ] = False,
 ) -> int:
     """Recompute issued invoices from the records, with the model each was issued with; exit 1
-    and name every difference when one no longer matches (then issue the month again)."""
+    and name every difference when one no longer matches (then issue the month again). With
+    --chains, also verify the chains they count, as renkei records verify does."""
     from renkei.app import billing
 
+    settings = get_settings()
     if (number is None) == (month is None):
         typer.echo("error: give an invoice number or --month", err=True)
         return 2
     if month is not None:
         _month(month)
-    async with database(get_settings()) as pool:
+    async with database(settings) as pool:
         if number is not None:
             one = await billing.get(pool, number)
             if one is None:
@@ -189,6 +198,11 @@ async def billing_verify(
                 latest[inv.body.org] = inv  # revisions in order: the last is the latest
             chosen = list(latest.values())
         checks = [await billing.verify(pool, inv) for inv in chosen]
+        breaks = (
+            await billing.verify_chains(pool, keys.load(settings).signer().public_key(), chosen)
+            if chains
+            else []
+        )
     for c in checks:
         typer.echo(
             f"{c.number}\t{c.org}\t{c.month}\trevision {c.revision}\t"
@@ -196,7 +210,11 @@ async def billing_verify(
         )
         for p in c.problems:
             typer.echo(f"  {p}", err=True)
-    return 0 if all(c.ok for c in checks) else 1
+    for b in breaks:
+        typer.echo(f"BROKEN {b.keeper} at record {b.chain_seq}: {b.problem}", err=True)
+    if chains and not breaks:
+        typer.echo("every chain counted is intact")
+    return 0 if all(c.ok for c in checks) and not breaks else 1
 
 
 @usage_app.command("report")
