@@ -350,16 +350,16 @@ async def _trust(
     unexpected += not result.ok
     out("")
 
-    out("▶ metering: this month's linkages, priced by the tariff (renkei billing report)")
+    out("▶ billing: this month's invoices under the billing model (renkei billing report)")
     month = dt.datetime.now(JST).strftime("%Y-%m")
-    bill = await billing.report(pool, month, billing.load_tariffs(settings.tariff_file))
-    queries = sum(x.count for x in bill.lines if x.party == "requester")
-    provisions = sum(x.count for x in bill.lines if x.party == "provider")
-    for org, amount in bill.totals.items():
-        out(f"  {org:14} {amount:>8,} {bill.currency}")
+    model = billing.load_model(settings.tariff_file)
+    bills = await billing.compute(pool, month, model)
+    for org, bill in bills.items():
+        charged = sum(x.charged for x in bill.lines)
+        out(f"  {org:14} {bill.total:>8,} {bill.currency}  ({charged} charged)")
     out(
-        f"  {queries} queries, {provisions} provisions (tariff version"
-        f" {', '.join(map(str, bill.tariff_versions))}), counted from {len(bill.chains)} chains\n"
+        f"  payee {model.payee}; counted from"
+        f" {len({c.keeper for b in bills.values() for c in b.chains})} chains\n"
     )
     return unexpected
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from renkei.app.billing import load_tariffs
+from renkei.app.billing import load_model
 from renkei.app.kit.scenarios import load_scenarios
 from renkei.bpf.loader import BpfFileError, load_file, parse_text
 from renkei.kernel.yaml_limits import MAX_ALIASES, MAX_DEPTH, MAX_NODES, YamlFileError
@@ -61,10 +61,12 @@ def test_a_few_aliases_are_still_yaml() -> None:
     assert "unknown key `x-triggers`" in str(err.value)
 
 
-def test_the_scenario_and_tariff_files_are_read_within_the_same_limits(tmp_path: Path) -> None:
+def test_the_scenario_and_billing_model_files_are_read_within_the_same_limits(
+    tmp_path: Path,
+) -> None:
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(LAUGHS, encoding="utf-8")
-    for read in (load_scenarios, load_tariffs):
+    for read in (load_scenarios, load_model):
         with pytest.raises(YamlFileError, match=rf"^{bomb}:\d+: refused: .*{MAX_NODES} nodes"):
             read(bomb)
     broken = tmp_path / "broken.yaml"

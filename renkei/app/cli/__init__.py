@@ -72,6 +72,7 @@ app.add_typer(controls.suspend_app, name="suspend")
 app.add_typer(controls.lift_app, name="lift")
 app.add_typer(schedules.schedules_app, name="schedules")
 app.add_typer(billing.billing_app, name="billing")
+app.add_typer(billing.usage_app, name="usage")
 app.add_typer(outbox.outbox_app, name="outbox")
 app.add_typer(stack.worker_app, name="worker")
 

@@ -25,7 +25,7 @@ from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
-from renkei.app.web import api, codec_server, controls, orgs, portal
+from renkei.app.web import api, codec_server, controls, operator, orgs, portal
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -96,7 +96,7 @@ def create_app(
     )
     app.include_router(codec_server.router(pool, _codecs(settings)))
     app.include_router(controls.router(pool, default_catalog()))
-    sdk = RenkeiClient(client, settings) if client is not None else None
+    app.include_router(operator.router(pool))
     app.include_router(orgs.router(pool, settings))
     if client is not None:  # parties registered after this process started are found too
         from workers.plugin import attach_registry
