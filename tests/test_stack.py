@@ -149,3 +149,28 @@ def test_renkei_up_brings_crashed_servers_back_or_stops_with_a_reason(data: Path
         time.sleep(0.1)
     assert up.lines[-1] == said, up.output
     assert not (data / "stack.json").exists()
+
+
+def test_ctrl_c_stops_renkei_up_while_its_temporal_server_is_down(data: Path) -> None:
+    """The issue's case: the Temporal server crashed and does not come back; Ctrl-C during the
+    attempts to start it still stops everything within the bound, leaving no server behind."""
+    up = _up(data)
+    state = _state(data)
+    try:
+        sqlite = data / "temporal.sqlite"
+        sqlite.rename(data / "temporal.sqlite.kept")
+        sqlite.mkdir()
+        os.killpg(state["temporal_pid"], signal.SIGKILL)
+        _until_said(up, "attempt 1 of 5")
+        up.process.send_signal(signal.SIGINT)
+        up.process.wait(STOP_BOUND)
+    finally:
+        up.stop()
+    assert up.process.returncode == 0, up.output
+    assert _gone(state["postgres_pid"]), up.output
+    assert not any(
+        "start-dev" in " ".join(p.info["cmdline"] or [])
+        and str(data) in " ".join(p.info["cmdline"])
+        for p in psutil.process_iter(["cmdline"])
+    ), "a Temporal server of this stack is still running"
+    assert not (data / "stack.json").exists()

@@ -16,9 +16,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -71,8 +72,10 @@ def start_temporal(
     *,
     codec_endpoint: str | None = None,
     timeout: float = 60,
+    stop: threading.Event | None = None,
 ) -> TemporalServer:
-    """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers."""
+    """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers (or
+    until ``stop`` is set: then the starting server is killed)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_open("127.0.0.1", port):
         raise RuntimeError(f"port {port} is in use: is another Temporal server running?")
@@ -102,8 +105,9 @@ def start_temporal(
     while not port_open("127.0.0.1", port):
         if process.poll() is not None:
             raise RuntimeError(f"the Temporal dev server exited; see {data_dir / 'temporal.log'}")
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
             process.kill()
+            process.wait()
             raise RuntimeError("the Temporal dev server did not start in time")
         time.sleep(0.2)
     return TemporalServer(process, f"127.0.0.1:{port}")
@@ -203,6 +207,15 @@ class EmbeddedStack:
     database_url: str
     temporal: TemporalServer | None = None  # started here
     postgres: object | None = None  # started here
+    # Set when the stack stops: a server starting again then is stopped, not kept.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    _swap: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_temporal(self) -> TemporalServer | None:
+        """The Temporal server to stop when the stack stops; none starts after this."""
+        with self._swap:
+            self.stopping.set()
+            return self.temporal
 
     @property
     def started(self) -> bool:
@@ -251,12 +264,19 @@ class EmbeddedStack:
 
     def _start_temporal(self) -> None:
         assert self.temporal is not None
-        self.temporal = start_temporal(
+        server = start_temporal(
             self.settings.data_dir,
             self.settings.temporal_port,
             self.settings.ui_port,
             codec_endpoint=self.settings.codec_endpoint,
+            stop=self.stopping,
         )
+        with self._swap:
+            if not self.stopping.is_set():
+                self.temporal = server
+                return
+        server.stop()  # the stack stopped while it started
+        raise RuntimeError("the stack is stopping")
 
     def _start_postgres(self) -> None:
         assert self.postgres is not None
@@ -294,7 +314,7 @@ def embedded_stack(settings: Settings) -> Iterator[EmbeddedStack]:
         yield stack
     finally:
         if stack is not None:
-            server = stack.temporal
+            server = stack.take_temporal()
         if server is not None:
             server.stop()
         if pg is not None:
