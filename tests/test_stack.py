@@ -148,6 +148,7 @@ def test_renkei_up_brings_crashed_servers_back_or_stops_with_a_reason(data: Path
     while said not in up.lines and time.monotonic() < deadline:
         time.sleep(0.1)
     assert up.lines[-1] == said, up.output
+    assert "Traceback" not in up.output, up.output  # each line says what happened, no more
     assert not (data / "stack.json").exists()
 
 

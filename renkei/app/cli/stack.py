@@ -103,7 +103,7 @@ async def serve() -> None:
             typer.echo(f"serving {web} (API {web}/api, codec {settings.codec_endpoint})")
             await _until_signalled(stop)
     finally:
-        await pool.close()
+        await _close(pool)
 
 
 @worker_app.command("hub")
