@@ -44,7 +44,7 @@ async def up() -> int | None:
                 stack.temporal_address,
                 stack.database_url,
                 None,
-                watch=stack.supervise if stack.started else None,
+                watch=stack.supervise if stack.temporal or stack.postgres else None,
             )
         except StackDown as down:
             typer.echo(f"error: {down}. renkei stopped.", err=True)
