@@ -255,7 +255,8 @@ class EmbeddedStack:
                 say(f"  attempt {attempt} of {RESTART_ATTEMPTS}: {name} did not start ({err})")
                 continue
             say(f"{name} is running again (attempt {attempt})")
-            self.write_state()
+            if self.started:  # the state file is written by a stack that started Temporal
+                self.write_state()
             return
         raise StackDown(
             f"{name} stopped and did not start again after {RESTART_ATTEMPTS} attempts;"
