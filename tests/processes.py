@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+from renkei.app.stack import TemporalServer, postmaster_alive, start_postgres_again
 from renkei.kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,3 +102,37 @@ def control_plane(
     return [worker(settings, temporal, "hub")] + [
         worker(settings, temporal, "control", org) for org in executors
     ]
+
+
+def crash_temporal(server: TemporalServer) -> None:
+    """SIGKILL of the Temporal dev server's process group: no shutdown, its SQLite file is left
+    as the crash left it (the flows it stored stay, what it had not written is lost)."""
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(10)
+
+
+def crash_postgres(server: object) -> int:
+    """SIGKILL of an embedded PostgreSQL's postmaster (a crash, not ``pg_ctl stop``); returns its
+    pid once it is dead. Its backends notice the postmaster is gone and exit on their own."""
+    pid = server.get_pid()  # type: ignore[attr-defined]
+    assert isinstance(pid, int)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while postmaster_alive(server):
+        assert time.monotonic() < deadline, "the postmaster outlived SIGKILL"
+        time.sleep(0.05)
+    return pid
+
+
+def restart_postgres(server: object, timeout: float = 60) -> None:
+    """Start a crashed embedded PostgreSQL again, as ``renkei up`` does (crash recovery runs
+    first), trying again while the dead server's backends still hold its shared memory."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            start_postgres_again(server)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -76,6 +76,7 @@ async def test_the_document_names_credentials_statuses_and_no_internal_field(
     start = paths["/api/flows"]["post"]
     assert start["security"] == [{"agencyToken": []}]
     assert {"201", "401", "403", "409", "422", "503"} <= set(start["responses"])
+    assert "Retry-After" in start["responses"]["503"]["headers"]
     assert {"401", "404"} <= set(paths["/api/flows/{workflow_id}/state"]["get"]["responses"])
     respond = paths["/api/citizen/flows/{workflow_id}/respond"]["post"]
     assert {"citizenSession", "portalCode"} == {k for s in respond["security"] for k in s}

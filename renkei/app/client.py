@@ -116,6 +116,9 @@ def _known(wid: str) -> Iterator[None]:
 
 
 START_ATTEMPTS = 5
+# The longest one call to Temporal may take before it is given up (DEADLINE_EXCEEDED): a server
+# out of reach answers an API request with 503 (renkei.app.web) in bounded time, not never.
+RPC_TIMEOUT = dt.timedelta(seconds=10)
 TRANSIENT = frozenset(
     {
         RPCStatusCode.UNAVAILABLE,
@@ -252,6 +255,7 @@ class RenkeiClient:
                     memo={FINGERPRINT: fingerprint},
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    rpc_timeout=RPC_TIMEOUT,
                 )
             except WorkflowAlreadyStartedError:
                 found, run_id = await self._fingerprint_of(wid)
@@ -275,7 +279,7 @@ class RenkeiClient:
     async def _fingerprint_of(self, wid: str) -> tuple[str, str | None]:
         """(start fingerprint, run id) of the run of ``wid``: the fingerprint from its memo, or
         (a run started before fingerprints, or a child flow) from what it was started with."""
-        described = await self.client.get_workflow_handle(wid).describe()
+        described = await self.client.get_workflow_handle(wid).describe(rpc_timeout=RPC_TIMEOUT)
         found = await described.memo_value(FINGERPRINT, None, type_hint=str)
         if not isinstance(found, str):
             found = start_fingerprint(await self.started_with(wid))
@@ -301,6 +305,7 @@ class RenkeiClient:
                     "renkei.respond",
                     Response(step=step, payload=payload, by=by, attestation=attestation),
                     result_type=Acknowledged,
+                    rpc_timeout=RPC_TIMEOUT,
                 )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
@@ -312,7 +317,7 @@ class RenkeiClient:
     async def _client_for(self, wid: str) -> Client:
         """The client that writes to ``wid`` as its worker reads: a run started before
         executor-side control (on the shared control queue) reads the shared ring only."""
-        described = await self.client.get_workflow_handle(wid).describe()
+        described = await self.client.get_workflow_handle(wid).describe(rpc_timeout=RPC_TIMEOUT)
         if control_parts(described.task_queue)[1] is not None:
             return self.client
         if self._legacy is None:
@@ -327,7 +332,7 @@ class RenkeiClient:
         """What the flow was started with (its first event's input, decrypted)."""
         handle = self.client.get_workflow_handle(wid)
         with _known(wid):
-            async for event in handle.fetch_history_events():
+            async for event in handle.fetch_history_events(rpc_timeout=RPC_TIMEOUT):
                 attrs = event.workflow_execution_started_event_attributes
                 [found] = await self.client.data_converter.decode(attrs.input.payloads, [StartFlow])
                 if not isinstance(found, StartFlow):
@@ -339,7 +344,7 @@ class RenkeiClient:
         """What the flow waits for now (empty if nothing)."""
         with _known(wid):
             found: list[Waiting] = await self.client.get_workflow_handle(wid).query(
-                "renkei.waiting", result_type=list[Waiting]
+                "renkei.waiting", result_type=list[Waiting], rpc_timeout=RPC_TIMEOUT
             )
         return found
 
@@ -379,7 +384,9 @@ class RenkeiClient:
         if not terms:
             terms.append(f"{sa.BPF.name} IS NOT NULL")
         out: list[RunStatus] = []
-        async for w in self.client.list_workflows(" AND ".join(terms), limit=limit):
+        async for w in self.client.list_workflows(
+            " AND ".join(terms), limit=limit, rpc_timeout=RPC_TIMEOUT
+        ):
             out.append(self._status(w))
         return out
 
@@ -418,7 +425,7 @@ class RenkeiClient:
         handle = self.client.get_workflow_handle(wid, result_type=FlowResult)
         try:
             with _known(wid):
-                done: FlowResult = await handle.result(follow_runs=False)
+                done: FlowResult = await handle.result(follow_runs=False, rpc_timeout=RPC_TIMEOUT)
         except WorkflowFailureError as err:
             cause = err.cause
             kind = cause.type if isinstance(cause, ApplicationError) else None
@@ -444,4 +451,6 @@ class RenkeiClient:
     async def describe(self, wid: str) -> RunStatus:
         """The run's status; raises :class:`FlowNotFound` for an unknown id."""
         with _known(wid):
-            return self._status(await self.client.get_workflow_handle(wid).describe())
+            return self._status(
+                await self.client.get_workflow_handle(wid).describe(rpc_timeout=RPC_TIMEOUT)
+            )

@@ -9,19 +9,22 @@ embedded servers with existing ones.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from renkei.kernel.search_attributes import ALL as SEARCH_ATTRIBUTES
-from renkei.kernel.servers import port_open, running_stack
+from renkei.kernel.servers import port_open, running_stack, write_state
 from renkei.kernel.settings import Settings
 
 
@@ -69,8 +72,10 @@ def start_temporal(
     *,
     codec_endpoint: str | None = None,
     timeout: float = 60,
+    stop: threading.Event | None = None,
 ) -> TemporalServer:
-    """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers."""
+    """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers (or
+    until ``stop`` is set: then the starting server is killed)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_open("127.0.0.1", port):
         raise RuntimeError(f"port {port} is in use: is another Temporal server running?")
@@ -100,8 +105,9 @@ def start_temporal(
     while not port_open("127.0.0.1", port):
         if process.poll() is not None:
             raise RuntimeError(f"the Temporal dev server exited; see {data_dir / 'temporal.log'}")
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
             process.kill()
+            process.wait()
             raise RuntimeError("the Temporal dev server did not start in time")
         time.sleep(0.2)
     return TemporalServer(process, f"127.0.0.1:{port}")
@@ -146,9 +152,143 @@ def _forget_dead_users(pgdata: Path) -> None:
         users.write_text(json.dumps(alive))
 
 
+# How ``renkei up`` brings back a server of its own that died: this many attempts, waiting
+# 1, 2, 4 … seconds (at most RESTART_WAIT_MAX) before each; then it stops with a message.
+RESTART_ATTEMPTS = 5
+RESTART_WAIT_MAX = 8.0
+
+
+class StackDown(RuntimeError):
+    """A server the stack started died and could not be started again."""
+
+
+def postmaster_alive(pg: object) -> bool:
+    """Whether the embedded PostgreSQL's postmaster still runs (a zombie does not)."""
+    import psutil
+
+    pid = pg.get_pid()  # type: ignore[attr-defined]
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except (psutil.NoSuchProcess, TypeError):
+        return False
+
+
+def start_postgres_again(pg: object, wait: float = 15) -> None:
+    """One attempt to start a crashed embedded PostgreSQL on its data folder (it runs its crash
+    recovery first). The dead postmaster must be gone from the process table first (until its
+    parent reaps it, a zombie still holds its pid, and the server's lock file names it)."""
+    import subprocess as sp
+
+    import psutil
+
+    old = pg.get_pid()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + wait
+    while psutil.pid_exists(old) and not postmaster_alive(pg):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the stopped postmaster was not reaped")
+        time.sleep(0.1)
+    try:
+        pg.ensure_postgres_running()  # type: ignore[attr-defined]
+    except (sp.CalledProcessError, sp.TimeoutExpired) as err:
+        # e.g. the dead server's backends still hold its shared memory for a moment
+        raise RuntimeError(
+            f"pg_ctl start failed (exit {getattr(err, 'returncode', '-')})"
+        ) from None
+    if not postmaster_alive(pg):
+        raise RuntimeError("PostgreSQL did not stay up")
+
+
+@dataclass
+class EmbeddedStack:
+    """The servers a command uses: the configured ones, or the embedded ones it started."""
+
+    settings: Settings
+    temporal_address: str
+    database_url: str
+    temporal: TemporalServer | None = None  # started here
+    postgres: object | None = None  # started here
+    # Set when the stack stops: a server starting again then is stopped, not kept.
+    stopping: threading.Event = field(default_factory=threading.Event)
+    _swap: threading.Lock = field(default_factory=threading.Lock)
+
+    def take_temporal(self) -> TemporalServer | None:
+        """The Temporal server to stop when the stack stops; none starts after this."""
+        with self._swap:
+            self.stopping.set()
+            return self.temporal
+
+    @property
+    def started(self) -> bool:
+        return self.temporal is not None
+
+    def write_state(self) -> None:
+        write_state(
+            self.settings.data_dir,
+            self.temporal_address,
+            self.database_url,
+            temporal_pid=self.temporal.process.pid if self.temporal else None,
+            postgres_pid=self.postgres.get_pid() if self.postgres else None,  # type: ignore[attr-defined]
+        )
+
+    async def supervise(self, say: Callable[[str], None], every: float = 1.0) -> NoReturn:
+        """Watch the servers started here; one that died is started again on its own data
+        (Temporal on its SQLite file, PostgreSQL after its crash recovery), waiting longer after
+        each failed attempt. Raises :class:`StackDown` when it does not come back; workers and
+        the API reconnect by themselves once it does."""
+        while True:
+            await asyncio.sleep(every)
+            if self.temporal is not None and (code := self.temporal.process.poll()) is not None:
+                say(f"the Temporal server stopped (exit code {code}); starting it again")
+                await self._restart("the Temporal server", self._start_temporal, say)
+            if self.postgres is not None and not postmaster_alive(self.postgres):
+                say("PostgreSQL stopped; starting it again")
+                await self._restart("PostgreSQL", self._start_postgres, say)
+
+    async def _restart(
+        self, name: str, start: Callable[[], None], say: Callable[[str], None]
+    ) -> None:
+        for attempt in range(1, RESTART_ATTEMPTS + 1):
+            await asyncio.sleep(min(2.0 ** (attempt - 1), RESTART_WAIT_MAX))
+            try:
+                await asyncio.to_thread(start)
+            except Exception as err:
+                say(f"  attempt {attempt} of {RESTART_ATTEMPTS}: {name} did not start ({err})")
+                continue
+            say(f"{name} is running again (attempt {attempt})")
+            if self.started:  # the state file is written by a stack that started Temporal
+                self.write_state()
+            return
+        raise StackDown(
+            f"{name} stopped and did not start again after {RESTART_ATTEMPTS} attempts;"
+            f" see the logs in {self.settings.data_dir}"
+        )
+
+    def _start_temporal(self) -> None:
+        assert self.temporal is not None
+        server = start_temporal(
+            self.settings.data_dir,
+            self.settings.temporal_port,
+            self.settings.ui_port,
+            codec_endpoint=self.settings.codec_endpoint,
+            stop=self.stopping,
+        )
+        with self._swap:
+            if not self.stopping.is_set():
+                self.temporal = server
+                return
+        server.stop()  # the stack stopped while it started
+        raise RuntimeError("the stack is stopping")
+
+    def _start_postgres(self) -> None:
+        assert self.postgres is not None
+        start_postgres_again(self.postgres)
+        if self.postgres.get_uri() != self.database_url:  # type: ignore[attr-defined]
+            raise StackDown("PostgreSQL came back at another address; restart renkei")
+
+
 @contextlib.contextmanager
-def embedded(settings: Settings) -> Iterator[tuple[str, str, bool]]:
-    """(temporal address, database url, started_here) for the configured or embedded servers.
+def embedded_stack(settings: Settings) -> Iterator[EmbeddedStack]:
+    """The configured or embedded servers, as :class:`EmbeddedStack`.
 
     Existing servers (settings, or a running ``renkei up``) are used as they are; otherwise the
     embedded servers start here and stop when the block exits.
@@ -159,6 +299,7 @@ def embedded(settings: Settings) -> Iterator[tuple[str, str, bool]]:
     database_url = settings.database_url or (running or {}).get("database")
     server: TemporalServer | None = None
     pg: object | None = None
+    stack: EmbeddedStack | None = None
     try:
         if database_url is None:
             pg, database_url = start_postgres(data_dir)
@@ -170,9 +311,20 @@ def embedded(settings: Settings) -> Iterator[tuple[str, str, bool]]:
                 codec_endpoint=settings.codec_endpoint,
             )
             temporal_address = server.address
-        yield temporal_address, database_url, server is not None
+        stack = EmbeddedStack(settings, temporal_address, database_url, server, pg)
+        yield stack
     finally:
+        if stack is not None:
+            server = stack.take_temporal()
         if server is not None:
             server.stop()
         if pg is not None:
             pg.cleanup()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def embedded(settings: Settings) -> Iterator[tuple[str, str, bool]]:
+    """(temporal address, database url, started_here) for the configured or embedded servers
+    (:func:`embedded_stack`)."""
+    with embedded_stack(settings) as stack:
+        yield stack.temporal_address, stack.database_url, stack.started

@@ -1,7 +1,7 @@
 """Where the servers of a running ``renkei up`` are: its state file in the data folder.
 
-``renkei up`` writes ``stack.json`` (its pid and the Temporal and PostgreSQL addresses) while it
-runs; every other process (a worker, ``renkei records`` …) reads it to join the same servers when
+``renkei up`` writes ``stack.json`` (its pid, the Temporal and PostgreSQL addresses and the pids
+of the servers it started) while it runs; every other process (a worker, ``renkei records`` …) reads it to join the same servers when
 ``RENKEI_TEMPORAL_ADDRESS`` / ``RENKEI_DATABASE_URL`` are not set.
 """
 
@@ -22,10 +22,29 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def write_state(data_dir: Path, temporal_address: str, database_url: str) -> None:
-    (data_dir / STATE_FILE).write_text(
-        json.dumps({"pid": os.getpid(), "temporal": temporal_address, "database": database_url})
-    )
+def write_state(
+    data_dir: Path,
+    temporal_address: str,
+    database_url: str,
+    *,
+    temporal_pid: int | None = None,
+    postgres_pid: int | None = None,
+) -> None:
+    """Write the state file; the servers' own pids (when ``renkei up`` started them) change when
+    it starts one again after a crash."""
+    state: dict[str, object] = {
+        "pid": os.getpid(),
+        "temporal": temporal_address,
+        "database": database_url,
+    }
+    if temporal_pid is not None:
+        state["temporal_pid"] = temporal_pid
+    if postgres_pid is not None:
+        state["postgres_pid"] = postgres_pid
+    path = data_dir / STATE_FILE
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(state))
+    partial.replace(path)  # a reader never sees half a file
 
 
 def clear_state(data_dir: Path) -> None:

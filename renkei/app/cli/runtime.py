@@ -92,6 +92,18 @@ class _CoreLogFile(logging.FileHandler):
         return super()._open()
 
 
+class _OneLine(logging.Filter):
+    """A record's exception as a short reason at the end of its line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure_logging(settings: Settings, verbose: bool = False) -> None:
     """Warnings and errors on the terminal; Temporal's own (core) log in
     ``<data dir>/temporal-core.log``, and on the terminal too if ``verbose``."""
@@ -99,6 +111,10 @@ def configure_logging(settings: Settings, verbose: bool = False) -> None:
     # A denied linkage is an expected outcome, recorded and reported; the SDK logs each
     # failed activity with a traceback, which would bury the report.
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
+    # While the database restarts, asyncpg's pool says each second it cannot reach it: one line.
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not verbose and not any(isinstance(f, _OneLine) for f in pool_log.filters):
+        pool_log.addFilter(_OneLine())
     core = telemetry.CORE_LOG
     path = str((settings.data_dir / CORE_LOG_FILE).absolute())
     for handler in list(core.handlers):

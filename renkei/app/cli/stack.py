@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import asyncpg
 import typer
@@ -15,10 +15,10 @@ import typer
 from renkei.app.bootstrap import prepare
 from renkei.app.cli.runtime import check_keys, joined, run_async
 from renkei.app.client import RenkeiClient
-from renkei.app.stack import embedded
+from renkei.app.stack import StackDown, embedded, embedded_stack
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.search_attributes import ensure_registered
-from renkei.kernel.servers import clear_state, write_state
+from renkei.kernel.servers import clear_state
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
@@ -30,17 +30,30 @@ worker_app = typer.Typer(
 
 
 @run_async
-async def up() -> None:
-    """Run the whole stack in the foreground: Temporal, PostgreSQL, workers. Ctrl-C stops it."""
+async def up() -> int | None:
+    """Run the whole stack in the foreground: Temporal, PostgreSQL, workers. Ctrl-C stops it.
+
+    A server it started that dies is started again on its data (a few attempts, waiting longer
+    each time); if it does not come back, renkei stops with a message and exit code 1."""
     settings = get_settings()
-    with embedded(settings) as (address, url, started):
-        if started:
-            write_state(settings.data_dir, address, url)
+    with embedded_stack(settings) as stack:
+        if stack.started:
+            stack.write_state()
         try:
-            await _serve(settings, address, url, None)
+            await _serve(
+                settings,
+                stack.temporal_address,
+                stack.database_url,
+                None,
+                watch=stack.supervise if stack.temporal or stack.postgres else None,
+            )
+        except StackDown as down:
+            typer.echo(f"error: {down}. renkei stopped.", err=True)
+            return 1
         finally:
-            if started:
+            if stack.started:
                 clear_state(settings.data_dir)
+    return None
 
 
 @run_async
@@ -125,10 +138,11 @@ async def serve() -> None:
             live_whitelist(found.database) as whitelist,
             serving(settings, pool, client, whitelist) as web,
         ):
+            stop = _stop_on_signals()
             typer.echo(f"serving {web} (API {web}/api, codec {settings.codec_endpoint})")
-            await _until_signalled()
+            await _until_signalled(stop)
     finally:
-        await pool.close()
+        await _close(pool)
 
 
 @worker_app.command("hub")
@@ -209,6 +223,8 @@ async def _serve(
     address: str,
     url: str,
     ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
+    *,
+    watch: Callable[[Callable[[str], None]], Coroutine[Any, Any, NoReturn]] | None = None,
 ) -> None:
     from activities.agencies import SAMPLE_AGENCIES
     from renkei.app.web import serving
@@ -224,6 +240,7 @@ async def _serve(
                 await ready(RenkeiClient(client, settings), pool)
                 return
             async with serving(settings, pool, client, whitelist) as web:
+                stop = _stop_on_signals()  # before it says it is up: a Ctrl-C then is a stop
                 typer.echo(
                     f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
                 )
@@ -235,18 +252,48 @@ async def _serve(
                 typer.echo("operators     renkei operators add NAME  (prints a codec token)")
                 typer.echo("workers       control + " + ", ".join(SAMPLE_AGENCIES))
                 typer.echo("renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir))
-                await _until_signalled()
-                typer.echo("stopping…")
+                try:
+                    await _until_signalled(stop, watch)
+                finally:
+                    typer.echo("stopping…")
     finally:
-        await pool.close()
+        await _close(pool)
 
 
-async def _until_signalled() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event SIGINT and SIGTERM set (from now on, instead of interrupting)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def _until_signalled(
+    stop: asyncio.Event,
+    watch: Callable[[Callable[[str], None]], Coroutine[Any, Any, NoReturn]] | None = None,
+) -> None:
+    """Until ``stop`` is set (:func:`_stop_on_signals`); or until ``watch`` (the stack's
+    supervisor) raises."""
+    waits: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+    if watch is not None:
+        waits.append(asyncio.create_task(watch(typer.echo)))
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+    for task in done:
+        task.result()  # the supervisor's StackDown
+
+
+async def _close(pool: asyncpg.Pool, grace: float = 5) -> None:
+    """Close the pool; connections still busy after ``grace`` seconds (a query on a server
+    that is gone) are dropped rather than waited for."""
+    try:
+        await asyncio.wait_for(pool.close(), grace)
+    except TimeoutError:
+        pool.terminate()
 
 
 async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, url: str) -> None:

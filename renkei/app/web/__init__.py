@@ -26,6 +26,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
 from renkei.app.web import api, codec_server, controls, operator, orgs, portal
+from renkei.app.web.unavailable import install as answer_503_while_unreachable
+from renkei.app.web.unavailable import unavailable
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -86,6 +88,7 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
+    answer_503_while_unreachable(app)  # first: the middlewares added next wrap its 503s
     app.add_middleware(RefuseControlCharacters)
     app.add_middleware(
         CORSMiddleware,
@@ -145,17 +148,11 @@ async def temporal_refused(request: Request, err: Exception) -> JSONResponse:
     flow of someone else's too), Temporal out of reach or too slow a 503; anything else stays a
     server error. The reason names no workflow and nothing of the request."""
     if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
-        return JSONResponse(
-            {"detail": "the flow did not take the answer in time (is its worker running?)"},
-            status_code=503,
-        )
+        return unavailable("the flow did not take the answer in time (is its worker running?)")
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
         return JSONResponse({"detail": "no such flow of yours"}, status_code=404)
     if isinstance(err, RPCError) and err.status in UNAVAILABLE:
-        return JSONResponse(
-            {"detail": f"Temporal did not answer ({err.status.name}); send the request again"},
-            status_code=503,
-        )
+        return unavailable(f"Temporal did not answer ({err.status.name}); send the request again")
     raise err
 
 

@@ -100,7 +100,15 @@ MEANING = {
     409: "The case reference is taken by a run started with other parameters.",
     422: "The request does not validate, or it is refused for what it asks (the reason says"
     " which).",
-    503: "Temporal cannot be reached or refused the call; the request may be sent again.",
+    503: "Temporal or the database cannot be reached, or did not answer in time; send the"
+    " request again after the seconds `Retry-After` says.",
+}
+
+RETRY_AFTER_HEADER = {
+    "Retry-After": {
+        "description": "seconds to wait before sending the request again",
+        "schema": {"type": "integer"},
+    }
 }
 
 
@@ -108,6 +116,7 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route that can answer these statuses."""
     return {
         code: {"model": Unprocessable if code == 422 else Problem, "description": MEANING[code]}
+        | ({"headers": RETRY_AFTER_HEADER} if code == 503 else {})
         for code in codes
     }
 

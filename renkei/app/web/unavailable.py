@@ -1,0 +1,122 @@
+"""The app's answer while Temporal or PostgreSQL is out of reach: 503 with ``Retry-After``.
+
+Every route is covered, the ones added later too: the exception handlers turn a lost database
+connection and an unreachable or too slow Temporal into 503, and :class:`AnswerInTime` answers
+503 to any request that has no answer started after ``deadline`` seconds (a server that hangs
+rather than refuses: a stopped PostgreSQL whose connections never time out, a pool with every
+connection stuck). Sending the request again is safe: a start is idempotent by its case
+reference, a state read changes nothing, an answer to a wait is taken once.
+
+Nothing of the request (no id, no code) is in the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Seconds a client should wait before sending the request again.
+RETRY_AFTER = 5
+RETRY_HEADER = (b"retry-after", str(RETRY_AFTER).encode())
+# Seconds a request may take before its answer starts; past it the answer is a 503. Longer than
+# one Temporal call may take (renkei.app.client.RPC_TIMEOUT), so a slow call's own 503 comes first.
+DEADLINE = 30.0
+
+# Lost or refused database connections: the server stopped, crashed, restarting or out of reach.
+DATABASE_GONE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # class 08, and a connection closed under a query
+    asyncpg.exceptions.CannotConnectNowError,  # starting up, in recovery
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    ConnectionError,  # refused, reset
+    TimeoutError,  # connecting or acquiring took too long
+)
+
+
+def unavailable(detail: str) -> JSONResponse:
+    """A 503 with the reason and when to try again."""
+    return JSONResponse(
+        {"detail": detail}, status_code=503, headers={"Retry-After": str(RETRY_AFTER)}
+    )
+
+
+async def database_gone(request: Request, err: Exception) -> JSONResponse:
+    return unavailable("the database is out of reach; send the request again")
+
+
+async def socket_gone(request: Request, err: Exception) -> JSONResponse:
+    """An ``OSError`` is the database's only when it is about its socket (a stopped server's
+    socket file is gone); any other stays a server error."""
+    if isinstance(err, ConnectionError | TimeoutError) or ".s.PGSQL." in str(err):
+        return await database_gone(request, err)
+    raise err
+
+
+class AnswerInTime:
+    """503 with ``Retry-After`` for a request whose answer has not started after ``deadline``
+    seconds; the route is cancelled. An answer once started is sent to its end. Every 503 (a
+    route's own too) carries ``Retry-After``."""
+
+    def __init__(self, app: ASGIApp, deadline: float = DEADLINE) -> None:
+        self.app = app
+        self.deadline = deadline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = asyncio.Event()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.set()
+                headers = list(message.get("headers", []))
+                if message["status"] == 503 and not any(
+                    k.lower() == b"retry-after" for k, _ in headers
+                ):  # a route's own 503 (an HTTPException) says when to try again too
+                    message = {**message, "headers": [*headers, RETRY_HEADER]}
+            await send(message)
+
+        async def answer() -> None:
+            await self.app(scope, receive, sending)
+
+        route = asyncio.create_task(answer())
+        began = asyncio.create_task(started.wait())
+        try:
+            await asyncio.wait({route, began}, timeout=self.deadline, return_when="FIRST_COMPLETED")
+        finally:
+            began.cancel()
+        if route.done() or started.is_set():
+            await route
+            return
+        route.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await route
+        if started.is_set():  # the route began its answer while it was being cancelled
+            return
+        await unavailable("the platform did not answer in time; send the request again")(
+            scope, receive, send
+        )
+
+
+async def connection_closed(request: Request, err: Exception) -> JSONResponse:
+    """asyncpg's "connection is closed" and "pool is closing" are the database gone; any other
+    interface error is a fault of the code and stays a server error."""
+    if "closed" in str(err) or "closing" in str(err):
+        return await database_gone(request, err)
+    raise err
+
+
+def install(app: FastAPI) -> None:
+    """Answer 503 with ``Retry-After`` on every route while a server is out of reach."""
+    app.add_middleware(AnswerInTime)
+    for kind in DATABASE_GONE:
+        app.add_exception_handler(kind, database_gone)
+    app.add_exception_handler(asyncpg.InterfaceError, connection_closed)
+    app.add_exception_handler(OSError, socket_gone)

@@ -1,0 +1,112 @@
+"""The app's 503s while a server is out of reach (renkei.app.web.unavailable), on a small app
+of its own: a route that hangs, one whose database connection is gone, one that answers slowly
+once it has begun, a route's own 503."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
+
+from renkei.app.web.unavailable import RETRY_AFTER, AnswerInTime, install
+
+DEADLINE = 0.5
+
+
+def _app(cancelled: asyncio.Event) -> FastAPI:
+    app = FastAPI()
+    install(app)
+    # The deadline of this test, not the app's 30 s: the middleware installed last is outermost.
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not AnswerInTime]
+    app.add_middleware(AnswerInTime, deadline=DEADLINE)
+
+    @app.get("/hangs")
+    async def hangs() -> dict[str, str]:
+        try:
+            await asyncio.Event().wait()  # a server that neither answers nor refuses
+        finally:
+            cancelled.set()
+        return {}
+
+    @app.get("/refused")
+    async def refused() -> dict[str, str]:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    @app.get("/lost")
+    async def lost() -> dict[str, str]:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+    @app.get("/closed")
+    async def closed() -> dict[str, str]:
+        raise asyncpg.InterfaceError("cannot perform operation: connection is closed")
+
+    @app.get("/bug")
+    async def bug() -> dict[str, str]:
+        raise asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+
+    @app.get("/file")
+    async def file() -> dict[str, str]:
+        raise FileNotFoundError(2, "No such file", "templates/x.html")
+
+    @app.get("/own-503")
+    async def own() -> dict[str, str]:
+        raise HTTPException(503, "Temporal refused the start: UNAVAILABLE")
+
+    @app.get("/slow-stream")
+    async def slow_stream() -> StreamingResponse:
+        async def parts():  # type: ignore[no-untyped-def]
+            yield b"begun "
+            await asyncio.sleep(DEADLINE * 3)
+            yield b"and finished"
+
+        return StreamingResponse(parts())
+
+    return app
+
+
+@pytest.fixture
+def cancelled() -> asyncio.Event:
+    return asyncio.Event()
+
+
+@pytest.fixture
+async def http(cancelled: asyncio.Event) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=_app(cancelled), raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://renkei")
+
+
+def _is_a_503(answer: httpx.Response, reason: str = "send the request again") -> None:
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == str(RETRY_AFTER)
+    assert reason in answer.json()["detail"]
+
+
+async def test_a_request_with_no_answer_by_the_deadline_is_a_503_and_the_route_stops(
+    http: httpx.AsyncClient, cancelled: asyncio.Event
+) -> None:
+    async with asyncio.timeout(DEADLINE * 20):  # a liveness bound: an answer, not a hang
+        _is_a_503(await http.get("/hangs"))
+    assert cancelled.is_set()
+
+
+@pytest.mark.parametrize("path", ["/refused", "/lost", "/closed"])
+async def test_a_database_out_of_reach_is_a_503(http: httpx.AsyncClient, path: str) -> None:
+    _is_a_503(await http.get(path))
+
+
+@pytest.mark.parametrize("path", ["/bug", "/file"])
+async def test_other_errors_stay_server_errors(http: httpx.AsyncClient, path: str) -> None:
+    assert (await http.get(path)).status_code == 500
+
+
+async def test_a_routes_own_503_says_when_to_try_again(http: httpx.AsyncClient) -> None:
+    _is_a_503(await http.get("/own-503"), "Temporal refused the start")
+
+
+async def test_an_answer_once_begun_is_sent_to_its_end(http: httpx.AsyncClient) -> None:
+    answer = await http.get("/slow-stream")
+    assert answer.status_code == 200 and answer.text == "begun and finished"
