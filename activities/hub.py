@@ -153,6 +153,7 @@ class HubActivities:
             time_scale=self._time_scale,
             history_limit=self._history_limit,
             hub_signing=self._issuer.public_b64,
+            takes_outcomes=True,
         )
 
     @activity.defn(name="hub.broker")
@@ -164,6 +165,8 @@ class HubActivities:
         req = req.model_copy(
             update={"workflow_id": info.workflow_id, "run_id": info.workflow_run_id}
         )
+        if req.outcomes:  # the flow's earlier attempts, first: what fails below leaves them told
+            await self._append_outcomes(info, req.outcomes)
         try:
             subject = await self._pseudonyms.subject_of(req.requester, req.subject)
         except UnknownSubject as err:
@@ -240,6 +243,29 @@ class HubActivities:
             sealed_subject=sealed,
             provider_key=await self._issuer.signing_key_of(req.provider),
         )
+
+    @activity.defn(name="hub.outcomes")
+    async def outcomes(self, reports: list[AttemptOutcomeReport]) -> None:
+        """Append what became of several of the calling flow's attempts, in one transaction,
+        each as :meth:`outcome` would (a refused one is logged and leaves the others)."""
+        await self._append_outcomes(activity.info(), reports)
+
+    async def _append_outcomes(
+        self, info: activity.Info, reports: list[AttemptOutcomeReport]
+    ) -> None:
+        if info.workflow_id is None or info.workflow_run_id is None:
+            raise Failure.LINKAGE_REFUSED.error("an outcome comes from the attempt's own flow")
+        found = await records.record_outcomes(
+            self._pool,
+            [
+                (attempt_key(info.workflow_id, info.workflow_run_id, r.step), r.outcome)
+                for r in reports
+            ],
+            self._issuer.recorder,
+        )
+        for report, result in zip(reports, found, strict=True):
+            if isinstance(result, PermissionError):
+                activity.logger.warning("step %s: outcome not taken: %s", report.step, result)
 
     @activity.defn(name="hub.outcome")
     async def outcome(self, report: AttemptOutcomeReport) -> None:

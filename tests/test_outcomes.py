@@ -200,3 +200,121 @@ async def test_a_one_stop_parents_records_include_its_childrens(
     assert child_keys <= {(r[0].split("#")[0], int(r[0].split("#")[1])) for r in by_flow}
     by_bpf = await asyncio.to_thread(_listed, cli, "--bpf", "one-stop-probe", "--limit", "100000")
     assert child_keys <= {(r[0].split("#")[0], int(r[0].split("#")[1])) for r in by_bpf}
+
+
+async def test_a_flow_tells_its_outcomes_with_its_next_broker_request_and_all_are_recorded(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """Three linkages in sequence: each earlier outcome rides with the next broker request, the
+    last goes in one call at the end; every one is recorded, chained and signed."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(
+            start("sequence-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert [c for c in called if c.startswith("hub.")] == [
+        "hub.resolve",
+        "hub.broker",
+        "hub.broker",
+        "hub.broker",
+        "hub.outcomes",
+    ]
+    assert await _outcomes(pool, handle.id) == {
+        "q1": "provided",
+        "q2": "provided",
+        "q3": "provided",
+    }
+    hub = keys.load(settings).signer().public_key()
+    async with pool.acquire() as conn:
+        ring = await records.keyring(conn, hub)
+        async with conn.transaction():
+            assert await records.verify_outcomes(conn, ring) is None
+
+
+async def test_an_outcome_is_not_held_back_while_the_flow_waits(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """A linkage followed by a 30-day wait: its outcome is recorded while the flow waits (not
+    held for a next broker request that may be a month away)."""
+    await register_fixture(pool, "consent-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    rc = sdk(client, settings)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await rc.start(
+            start(
+                "consent-probe",
+                "city-minato",
+                code(settings, "city-minato", h.members[0]),
+                trigger="portal",
+            )
+        )
+        found: dict[str, str] = {}
+        for _ in range(300):
+            found = await _outcomes(pool, handle.id)
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert await rc.waiting(handle.id)  # still waiting: the outcome did not wait for its end
+        await handle.terminate("test over")
+    assert found == {"tax": "provided"}
+
+
+async def test_outcomes_told_together_are_each_taken_or_refused_on_their_own(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """One batch: an attempt the provider never admitted is refused as provided, an unknown
+    attempt is skipped, and the others are still recorded."""
+    from datetime import UTC, datetime
+
+    from activities.attempts import attempt_key, attempt_record
+    from whitelist.decide import Decision
+
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    req = LinkageRequest(
+        requester="city-minato",
+        provider="city-shibuya",
+        task="child-allowance",
+        info="local-tax",
+        subject="code",
+        bpf="batch-probe",
+        bpf_version=1,
+        content_hash="sha256:x",
+        step="s",
+    )
+    keys_ = [attempt_key("batch-probe/city-minato/x", "run", s) for s in ("a", "b")]
+    for key, step in zip(keys_, ("a", "b"), strict=True):
+        await records.write(
+            pool,
+            *(
+                attempt_record(
+                    keeper=keeper,
+                    subject_code="code",
+                    req=req.model_copy(update={"step": step}),
+                    decision=Decision(allowed=True, reason="test"),
+                    decided_at=datetime.now(UTC),
+                    workflow_id="batch-probe/city-minato/x",
+                    run_id="run",
+                    key=key,
+                )
+                for keeper in ("city-minato", records.HUB)
+            ),
+            signer=hub,
+        )
+    found = await records.record_outcomes(
+        pool, [(keys_[0], "provided"), (keys_[1], "failed"), ("no/such/attempt", "failed")], hub
+    )
+    assert isinstance(found[0], PermissionError)
+    assert isinstance(found[1], records.AttemptOutcome) and found[1].outcome == "failed"
+    assert found[2] is None
+    assert set(await records.outcomes(pool, keys_)) == {keys_[1]}
+    # told again (a retried call): the same outcome comes back, nothing is appended twice
+    again = await records.record_outcomes(pool, [(keys_[1], "provided")], hub)
+    assert again == [found[1]]

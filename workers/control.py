@@ -48,6 +48,7 @@ def _hub_activities(
         hub.resolve,
         hub.broker,
         hub.outcome,
+        hub.outcomes,
         hub.remind,
         hub.translate,
         hub.scan_target,

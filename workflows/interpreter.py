@@ -12,7 +12,8 @@ fields that name subjects are translated back into the executor's codes by the h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,6 +94,10 @@ SIGNED_RESUME = "signed-resume-v1"
 # The hub appends what became of each allowed linkage (runs recorded before leave it unknown);
 # a linkage no worker takes ends as "no answer" when its permit does.
 ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
+# Outcomes go to the hub with the flow's next broker request, or in one call for several, instead
+# of one call each; and the start's search attributes are set in one upsert (runs recorded
+# before, or resolved by a hub that does not take outcomes so, do neither).
+BATCHED_OUTCOMES = "batched-outcomes-v1"
 
 
 class _Rejected(Exception):
@@ -118,6 +123,10 @@ class BpfInterpreter:
         # What the flow tells the hub of its attempts' outcomes runs beside the flow, and is
         # awaited before the flow ends or continues as new.
         self._reports: list[asyncio.Task[None]] = []
+        # Outcomes not yet told to the hub: held only while the flow waits on nothing long (its
+        # next broker request carries them); told at once before it does.
+        self._untold: list[AttemptOutcomeReport] = []
+        self._long = 0  # steps in flight that may take long (a provider's answer, a wait, ...)
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -240,9 +249,16 @@ class BpfInterpreter:
                 raise step_failure(err, "the flow could not start") from None
         pin = self._run.pin
         if start.resume is None:
-            workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
-            workflow.upsert_memo({"definition": pin.model_dump()})
-            self._set_status("running")
+            if self._batched():
+                workflow.upsert_memo({"definition": pin.model_dump()})
+                self._status = "running"
+                workflow.upsert_search_attributes(
+                    [sa.BPF_VERSION.value_set(pin.version), sa.STATUS.value_set("running")]
+                )
+            else:
+                workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
+                workflow.upsert_memo({"definition": pin.model_dump()})
+                self._set_status("running")
         self._program = compiled_for(pin.content_hash, self._run.definition, self._run.info_schemas)
         self._bindings: dict[str, Any] = {
             "inputs": self._program.message(self._program.inputs_type, self._run.inputs),
@@ -263,12 +279,39 @@ class BpfInterpreter:
             await self._flush_reports()
 
     async def _flush_reports(self) -> None:
+        self._tell_untold()
         reports, self._reports = self._reports, []
         if reports:
             await asyncio.gather(*reports)
 
+    def _batched(self) -> bool:
+        return self._run.takes_outcomes and workflow.patched(BATCHED_OUTCOMES)
+
     def _report(self, step: str, outcome: str) -> None:
-        self._reports.append(asyncio.create_task(self._outcome(step, outcome)))
+        if self._batched():
+            self._untold.append(
+                AttemptOutcomeReport.model_validate({"step": step, "outcome": outcome})
+            )
+            if self._long:  # another lane waits on something long: no next call to ride with
+                self._tell_untold()
+        else:
+            self._reports.append(asyncio.create_task(self._outcome(step, outcome)))
+
+    def _tell_untold(self) -> None:
+        """Tell the hub every outcome held back, in one call beside the flow."""
+        if self._untold:
+            untold, self._untold = self._untold, []
+            self._reports.append(asyncio.create_task(self._outcomes(untold)))
+
+    @contextlib.contextmanager
+    def _going_long(self) -> Iterator[None]:
+        """Around what may take long: no outcome is held back meanwhile."""
+        self._tell_untold()
+        self._long += 1
+        try:
+            yield
+        finally:
+            self._long -= 1
 
     async def _top_steps(
         self, start: StartFlow, pin: Any, first: int, top: list[AnyStep]
@@ -362,11 +405,14 @@ class BpfInterpreter:
         elif isinstance(step, FailStep):
             raise _Rejected(self._text(step.id, "reason", step.fail.reason) or "rejected")
         elif isinstance(step, WaitStep):
-            await self._wait(step)
+            with self._going_long():
+                await self._wait(step)
         elif isinstance(step, SleepStep):
-            await self._sleep(step)
+            with self._going_long():
+                await self._sleep(step)
         elif isinstance(step, CallStep):
-            await self._call(step)
+            with self._going_long():
+                await self._call(step)
         elif isinstance(step, ParallelStep):
             # All lanes must succeed; the first failure cancels the others and is the step's.
             try:
@@ -538,15 +584,28 @@ class BpfInterpreter:
         return translated
 
     async def _broker(self, req: BrokerRequest) -> Brokered:
-        """Ask the hub for the linkage: it decides, records, and hands out the provider's code."""
+        """Ask the hub for the linkage: it decides, records, and hands out the provider's code.
+        The request carries the outcomes held back (the hub appends them first)."""
+        untold, self._untold = self._untold, []
+        if untold:
+            req = req.model_copy(update={"outcomes": untold})
         try:
             brokered: Brokered = await hub_call(
                 HubActivities.broker,
                 req,
             )
         except ActivityError as err:
+            self._untold[:0] = untold  # told again later (the hub takes an outcome once)
             raise step_failure(err, f"step {req.step}: linkage not brokered") from None
         return brokered
+
+    async def _outcomes(self, reports: list[AttemptOutcomeReport]) -> None:
+        """Tell the hub several outcomes in one call; like :meth:`_outcome`, never fails the
+        flow."""
+        try:
+            await hub_call(HubActivities.outcomes, reports)
+        except ActivityError:
+            workflow.logger.warning("%d outcomes not recorded", len(reports))
 
     async def _outcome(self, step: str, outcome: str) -> None:
         """Tell the hub what became of this flow's attempt ``step`` (it appends it to its
@@ -608,20 +667,21 @@ class BpfInterpreter:
             request = LinkageRequest(**common, subject=brokered.subject or "")
         report = workflow.patched(ATTEMPT_OUTCOMES)
         try:
-            payload: dict[str, Any] = await workflow.execute_activity(
-                query_activity(q.info),
-                request,
-                result_type=dict,
-                task_queue=agency_queue(self._run.task_queue_prefix, provider),
-                activity_id=step.id,
-                start_to_close_timeout=q.timeout,
-                # No answer once the permit has expired (the gate would refuse it then anyway),
-                # with one attempt's time to spare so the step's own retries end it first.
-                schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + q.timeout
-                if report
-                else None,
-                retry_policy=linkage_retry(q.retry),
-            )
+            with self._going_long():
+                payload: dict[str, Any] = await workflow.execute_activity(
+                    query_activity(q.info),
+                    request,
+                    result_type=dict,
+                    task_queue=agency_queue(self._run.task_queue_prefix, provider),
+                    activity_id=step.id,
+                    start_to_close_timeout=q.timeout,
+                    # No answer once the permit has expired (the gate would refuse it then anyway),
+                    # with one attempt's time to spare so the step's own retries end it first.
+                    schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + q.timeout
+                    if report
+                    else None,
+                    retry_policy=linkage_retry(q.retry),
+                )
         except asyncio.CancelledError:
             if report:
                 await self._outcome(step.id, "cancelled")

@@ -133,6 +133,11 @@ class ResolvedRun(BaseModel):
         description="the hub's public key (base64), pinned in the run: a citizen's answer must"
         " carry the portal's signature under it",
     )
+    takes_outcomes: bool = Field(
+        default=False,
+        description="the hub takes the flow's outcome reports with its next broker request and in"
+        " batches (``hub.outcomes``); a hub from before says nothing, and gets one call each",
+    )
 
 
 class TranslateRequest(BaseModel):
@@ -179,6 +184,14 @@ class LinkageRequest(BaseModel):
     sealed_subject: Sealed | None = None
 
 
+class AttemptOutcomeReport(BaseModel):
+    """What became of one of the flow's linkage attempts, as the flow learnt it (the attempt is
+    the calling workflow's own step; the hub takes the workflow and run from Temporal)."""
+
+    step: str
+    outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled"]
+
+
 class BrokerRequest(LinkageRequest):
     """The executor asks the hub for one linkage; ``subject`` is the executor's code."""
 
@@ -191,6 +204,11 @@ class BrokerRequest(LinkageRequest):
         ge=1,
         le=86_400,
         description="how long the attempt may take with its retries: the permit's lifetime",
+    )
+    outcomes: list[AttemptOutcomeReport] = Field(
+        default_factory=list,
+        description="what became of the flow's earlier attempts, not yet told to the hub: the"
+        " hub appends them before it decides this one (one call instead of one per attempt)",
     )
 
 
@@ -210,14 +228,6 @@ class Brokered(BaseModel):
         description="the provider's registered public signing key (base64): its answer must be"
         " signed with it",
     )
-
-
-class AttemptOutcomeReport(BaseModel):
-    """What became of one of the flow's linkage attempts, as the flow learnt it (the attempt is
-    the calling workflow's own step; the hub takes the workflow and run from Temporal)."""
-
-    step: str
-    outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled"]
 
 
 class LinkageOutcome(BaseModel):
