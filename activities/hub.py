@@ -18,11 +18,13 @@ import datetime as dt
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.attempts import attempt_key, attempt_record
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
+from renkei.bpf.cel.types import embedded
 from renkei.bpf.models import QueryStep, walk
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
@@ -31,6 +33,7 @@ from renkei.contracts.messages import (
     Brokered,
     BrokerRequest,
     CaseRefRequest,
+    FirstLinkage,
     Pin,
     ReminderRequest,
     ResolvedRun,
@@ -40,6 +43,7 @@ from renkei.contracts.messages import (
     ScanRequest,
     ScanTarget,
     TranslateRequest,
+    linkage_asked,
 )
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import SCAN_TIMEOUT
@@ -143,7 +147,7 @@ class HubActivities:
             for s in walk(d.steps)
             if isinstance(s, QueryStep)
         }
-        return ResolvedRun(
+        run = ResolvedRun(
             pin=Pin(bpf=d.bpf, version=d.version, content_hash=found.content_hash),
             definition=d,
             info_schemas=schemas,
@@ -155,6 +159,39 @@ class HubActivities:
             hub_signing=self._issuer.public_b64,
             takes_outcomes=True,
         )
+        if req.broker_first:
+            run.first = await self._broker_first(req, run)
+        return run
+
+    async def _broker_first(self, req: ResolveRequest, run: ResolvedRun) -> FirstLinkage | None:
+        """The run's first step brokered now, if it is a linkage whose provider and subject the
+        definition fixes: the flow computes nothing before it, so it is asked for at once (the
+        same request, decided and recorded by :meth:`broker` as any other)."""
+        step = run.definition.steps[0] if run.definition.steps else None
+        if (
+            not isinstance(step, QueryStep)
+            or step.query.about is not None
+            or embedded(step.query.provider) is not None
+        ):
+            return None
+        info = activity.info()
+        asked = linkage_asked(
+            step,
+            provider=step.query.provider,
+            subject=req.subject,
+            requester=req.executor,
+            task=run.definition.task,
+            trigger=req.trigger,
+            pin=run.pin,
+            workflow_id=info.workflow_id or "",
+            run_id=info.workflow_run_id or "",
+            hold=req.hold,
+            parent=req.parent,
+        )
+        try:
+            return FirstLinkage(step=step.id, brokered=await self.broker(asked))
+        except ApplicationError:
+            return None  # the flow asks at its step, and meets the same refusal there
 
     @activity.defn(name="hub.broker")
     async def broker(self, req: BrokerRequest) -> Brokered:

@@ -205,8 +205,9 @@ async def test_a_one_stop_parents_records_include_its_childrens(
 async def test_a_flow_tells_its_outcomes_with_its_next_broker_request_and_all_are_recorded(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
-    """Three linkages in sequence: each earlier outcome rides with the next broker request, the
-    last goes in one call at the end; every one is recorded, chained and signed."""
+    """Three linkages in sequence: the first is brokered with the start, each earlier outcome
+    rides with the next broker request, the last goes in one call at the end; every one is
+    recorded, chained and signed."""
     await register_fixture(pool, "sequence-probe.yaml")
     h = pick(settings, lambda h: h.municipality == "city-shibuya")
     async with workers(client, pool, settings, catalog, live_whitelist):
@@ -220,13 +221,19 @@ async def test_a_flow_tells_its_outcomes_with_its_next_broker_request_and_all_ar
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
+    # The first linkage is brokered with the start; each earlier outcome rides with the next.
     assert [c for c in called if c.startswith("hub.")] == [
         "hub.resolve",
         "hub.broker",
         "hub.broker",
-        "hub.broker",
         "hub.outcomes",
     ]
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert sorted((r.keeper, r.step) for r in kept) == sorted(
+        (keeper, step)
+        for keeper in ("city-minato", "hub", "city-shibuya")
+        for step in ("q1", "q2", "q3")
+    )  # exactly one record per party per attempt, the first one's too
     assert await _outcomes(pool, handle.id) == {
         "q1": "provided",
         "q2": "provided",

@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         AttemptOutcomeReport,
         Brokered,
         BrokerRequest,
+        FirstLinkage,
         FlowResult,
         LinkageOutcome,
         LinkageRequest,
@@ -73,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         StartFlow,
         TranslateRequest,
         Waiting,
+        linkage_asked,
     )
     from renkei.contracts.names import HUB, agency_queue, query_activity, workflow_id
     from renkei.contracts.retries import linkage_retry
@@ -81,7 +83,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.kernel.channels import channel_parties
     from renkei.kernel.codec import UNENCRYPTED
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
-    from workflows.outcomes import budget_seconds, first_failure, step_failure
+    from workflows.outcomes import first_failure, step_failure
 
 from workflows.hub_calls import hub_call
 
@@ -98,6 +100,9 @@ ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
 # of one call each; and the start's search attributes are set in one upsert (runs recorded
 # before, or resolved by a hub that does not take outcomes so, do neither).
 BATCHED_OUTCOMES = "batched-outcomes-v1"
+# The hub brokers the run's first linkage as it resolves the run, if nothing the flow computes
+# comes before it (runs recorded before, or resolved by a hub that does not, broker it at the step).
+FIRST_WITH_START = "first-linkage-with-start-v1"
 
 
 class _Rejected(Exception):
@@ -127,6 +132,7 @@ class BpfInterpreter:
         # next broker request carries them); told at once before it does.
         self._untold: list[AttemptOutcomeReport] = []
         self._long = 0  # steps in flight that may take long (a provider's answer, a wait, ...)
+        self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -226,6 +232,7 @@ class BpfInterpreter:
                     raise step_failure(err, "the flow could not continue") from None
             self._run = start.resume.run
         else:
+            broker_first = workflow.patched(FIRST_WITH_START)
             try:
                 self._run = await hub_call(
                     HubActivities.resolve,
@@ -242,6 +249,7 @@ class BpfInterpreter:
                         called_by=caller.workflow_id
                         if (caller := workflow.info().parent)
                         else None,
+                        broker_first=broker_first,
                     ),
                 )
             except ActivityError as err:
@@ -249,6 +257,7 @@ class BpfInterpreter:
                 raise step_failure(err, "the flow could not start") from None
         pin = self._run.pin
         if start.resume is None:
+            self._first = self._run.first
             if self._batched():
                 workflow.upsert_memo({"definition": pin.model_dump()})
                 self._status = "running"
@@ -276,6 +285,8 @@ class BpfInterpreter:
         try:
             return await self._top_steps(start, pin, first, top)
         finally:
+            if self._first is not None and self._first.brokered.allowed:
+                self._report(self._first.step, "failed")  # the run ended before it was asked
             await self._flush_reports()
 
     async def _flush_reports(self) -> None:
@@ -621,28 +632,25 @@ class BpfInterpreter:
     async def _query(self, step: QueryStep) -> None:
         q = step.query
         provider = self._text(step.id, "provider", q.provider) or ""
-        pin = self._run.pin
         wf = workflow.info()
-        asked = BrokerRequest(
-            trigger=self._start.trigger,
-            requester=self._start.executor,
+        asked = linkage_asked(
+            step,
             provider=provider,
-            task=self._run.definition.task,
-            info=q.info,
             subject=self._text(step.id, "about", q.about) or self._start.subject,
-            bpf=pin.bpf,
-            bpf_version=pin.version,
-            content_hash=pin.content_hash,
-            step=step.id,
+            requester=self._start.executor,
+            task=self._run.definition.task,
+            trigger=self._start.trigger,
+            pin=self._run.pin,
             workflow_id=wf.workflow_id,
             run_id=wf.run_id,
             hold=self._start.hold,
             parent=self._start.parent,
-            budget_seconds=budget_seconds(
-                q.timeout, q.retry.max_attempts, q.retry.maximum_interval
-            ),
         )
-        brokered = await self._broker(asked)
+        first, self._first = self._first, None
+        if first is not None and first.step == step.id:
+            brokered = first.brokered  # asked with the start: the same request, answered then
+        else:
+            brokered = await self._broker(asked)
         if not brokered.allowed:
             self._linkages.append(
                 LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="denied")

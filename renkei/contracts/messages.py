@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from renkei.bpf.models import BpfDefinition
+from renkei.bpf.models import BpfDefinition, QueryStep
+from renkei.contracts.retries import budget_seconds
 from renkei.kernel import attest
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import Sealed
@@ -111,6 +112,11 @@ class ResolveRequest(BaseModel):
     called_by: str | None = Field(
         default=None, description="the workflow that started this one, as Temporal reports it"
     )
+    broker_first: bool = Field(
+        default=False,
+        description="broker the run's first step with its start, if it is a linkage nothing"
+        " the flow computes comes before (one call to the hub instead of two)",
+    )
 
 
 class ResolvedRun(BaseModel):
@@ -132,6 +138,10 @@ class ResolvedRun(BaseModel):
         default=None,
         description="the hub's public key (base64), pinned in the run: a citizen's answer must"
         " carry the portal's signature under it",
+    )
+    first: FirstLinkage | None = Field(
+        default=None,
+        description="the run's first linkage, brokered with its start (see ``broker_first``)",
     )
     takes_outcomes: bool = Field(
         default=False,
@@ -227,6 +237,49 @@ class Brokered(BaseModel):
         default=None,
         description="the provider's registered public signing key (base64): its answer must be"
         " signed with it",
+    )
+
+
+class FirstLinkage(BaseModel):
+    """A run's first linkage, brokered by the hub as it resolved the run."""
+
+    step: str
+    brokered: Brokered
+
+
+def linkage_asked(
+    step: QueryStep,
+    *,
+    provider: str,
+    subject: str,
+    requester: str,
+    task: str,
+    trigger: str,
+    pin: Pin,
+    workflow_id: str,
+    run_id: str,
+    hold: DisclosureHold | None,
+    parent: ParentFlow | None,
+) -> BrokerRequest:
+    """What a flow asks the hub for its query ``step`` (the flow at the step, or the hub for
+    a run's first linkage as it resolves the run: both ask the same)."""
+    q = step.query
+    return BrokerRequest(
+        trigger=trigger,
+        requester=requester,
+        provider=provider,
+        task=task,
+        info=q.info,
+        subject=subject,
+        bpf=pin.bpf,
+        bpf_version=pin.version,
+        content_hash=pin.content_hash,
+        step=step.id,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        hold=hold,
+        parent=parent,
+        budget_seconds=budget_seconds(q.timeout, q.retry.max_attempts, q.retry.maximum_interval),
     )
 
 
@@ -370,3 +423,6 @@ class FlowResult(BaseModel):
 
 
 StartFlow.model_rebuild()
+
+
+ResolvedRun.model_rebuild()  # its first linkage is a message defined below it

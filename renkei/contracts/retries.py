@@ -30,3 +30,9 @@ def linkage_retry(retry: RetrySpec) -> RetryPolicy:
         backoff_coefficient=retry.backoff,
         non_retryable_error_types=[f.value for f in FINAL_LINKAGE_FAILURES],
     )
+
+
+def budget_seconds(timeout: timedelta, attempts: int, pause: timedelta) -> int:
+    """How long a linkage may take with every retry: the permit must outlive it."""
+    total = timeout * attempts + pause * max(attempts - 1, 0)
+    return max(1, min(int(total.total_seconds()), 86_400))
