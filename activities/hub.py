@@ -158,6 +158,7 @@ class HubActivities:
             history_limit=self._history_limit,
             hub_signing=self._issuer.public_b64,
             takes_outcomes=True,
+            brokers_groups=True,
         )
         if req.broker_first:
             run.first = await self._broker_first(req, run)
@@ -280,6 +281,19 @@ class HubActivities:
             sealed_subject=sealed,
             provider_key=await self._issuer.signing_key_of(req.provider),
         )
+
+    @activity.defn(name="hub.broker-group")
+    async def broker_group(self, reqs: list[BrokerRequest]) -> list[Brokered | None]:
+        """Broker the linkages a flow asks for at the same moment (its parallel lanes' first
+        steps) in one call: each by :meth:`broker`, on its own, in order. ``None`` for one it
+        refused with an error: the flow asks for that one alone, and meets the refusal there."""
+        out: list[Brokered | None] = []
+        for req in reqs:
+            try:
+                out.append(await self.broker(req))
+            except ApplicationError:
+                out.append(None)
+        return out
 
     @activity.defn(name="hub.outcomes")
     async def outcomes(self, reports: list[AttemptOutcomeReport]) -> None:

@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner
 
 from activities.agencies import SAMPLE_AGENCIES
@@ -31,6 +32,7 @@ from .helpers import (
     register_fixture,
     run,
     sdk,
+    shibuya_family,
     start,
     workers,
 )
@@ -325,3 +327,73 @@ async def test_outcomes_told_together_are_each_taken_or_refused_on_their_own(
     # told again (a retried call): the same outcome comes back, nothing is appended twice
     again = await records.record_outcomes(pool, [(keys_[1], "provided")], hub)
     assert again == [found[1]]
+
+
+async def test_a_parallel_steps_linkages_are_brokered_in_one_call(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """The two lanes of child-allowance-check ask for their linkages at the same moment: one
+    call to the hub brokers both, each decided and recorded on its own."""
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        result = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    assert result.outcome == "completed"
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert called.count("hub.broker-group") == 1 and "hub.broker" not in called
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert sorted((r.keeper, r.step) for r in kept) == sorted(
+        [
+            ("city-minato", "tax"),
+            ("hub", "tax"),
+            ("city-shibuya", "tax"),
+            ("city-minato", "pension"),
+            ("hub", "pension"),
+            ("jps", "pension"),
+        ]
+    )
+    assert await _outcomes(pool, handle.id) == {"tax": "provided", "pension": "provided"}
+
+
+async def test_a_lane_denied_in_a_group_fails_the_flow_and_its_sibling_is_cancelled(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """Both lanes brokered in one call; the hub denies one (a provider outside the whitelist),
+    grants the other: the flow fails as denied, the granted linkage is never asked and its
+    outcome is cancelled, and each party keeps one record per attempt."""
+    await register_fixture(pool, "group-denial-probe.yaml")
+    h = shibuya_family(settings)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(
+            start(
+                "group-denial-probe",
+                "city-minato",
+                code(settings, "city-minato", h.members[0]),
+                inputs={"tax_office": "jps"},
+            )
+        )
+        try:
+            await asyncio.wait_for(handle.result(), 60)
+        except WorkflowFailureError as failure:
+            cause = failure.cause
+        else:
+            raise AssertionError("a linkage outside the whitelist went through")
+        history = await handle.fetch_history()
+    assert isinstance(cause, ApplicationError) and cause.type == "LinkageDenied"
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert called.count("hub.broker-group") == 1 and "hub.broker" not in called
+    kept = {(r.keeper, r.step): r.outcome for r in await records.query(pool, workflow_id=handle.id)}
+    assert {k: v for k, v in kept.items() if k[1] == "tax"} == {
+        ("city-minato", "tax"): "denied",
+        ("hub", "tax"): "denied",
+    }
+    assert kept[("city-minato", "pension")] == kept[("hub", "pension")] == "allowed"
+    assert await _outcomes(pool, handle.id) == {"pension": "cancelled"}

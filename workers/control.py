@@ -47,6 +47,7 @@ def _hub_activities(
     return [
         hub.resolve,
         hub.broker,
+        hub.broker_group,
         hub.outcome,
         hub.outcomes,
         hub.remind,

@@ -103,6 +103,10 @@ BATCHED_OUTCOMES = "batched-outcomes-v1"
 # The hub brokers the run's first linkage as it resolves the run, if nothing the flow computes
 # comes before it (runs recorded before, or resolved by a hub that does not, broker it at the step).
 FIRST_WITH_START = "first-linkage-with-start-v1"
+# Linkages the flow asks for at the same moment (the first steps of a parallel step's lanes) go
+# to the hub in one call (runs recorded before, or resolved by a hub that does not take them so,
+# ask for each on its own).
+GROUP_BROKERING = "group-brokering-v1"
 
 
 class _Rejected(Exception):
@@ -133,6 +137,9 @@ class BpfInterpreter:
         self._untold: list[AttemptOutcomeReport] = []
         self._long = 0  # steps in flight that may take long (a provider's answer, a wait, ...)
         self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
+        # Linkages asked for at this moment, answered together by one call to the hub.
+        self._asking: list[tuple[BrokerRequest, asyncio.Future[Brokered | None]]] = []
+        self._asker: asyncio.Task[None] | None = None
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -290,6 +297,8 @@ class BpfInterpreter:
             await self._flush_reports()
 
     async def _flush_reports(self) -> None:
+        if self._asker is not None and not self._asker.done():  # its lanes were stopped
+            await workflow.wait([self._asker])
         self._tell_untold()
         reports, self._reports = self._reports, []
         if reports:
@@ -596,7 +605,57 @@ class BpfInterpreter:
 
     async def _broker(self, req: BrokerRequest) -> Brokered:
         """Ask the hub for the linkage: it decides, records, and hands out the provider's code.
-        The request carries the outcomes held back (the hub appends them first)."""
+        Linkages asked for at the same moment (parallel lanes) go in one call."""
+        if not (self._run.brokers_groups and workflow.patched(GROUP_BROKERING)):
+            return await self._broker_alone(req)
+        answer: asyncio.Future[Brokered | None] = asyncio.get_running_loop().create_future()
+        self._asking.append((req, answer))
+        if len(self._asking) == 1:
+            self._asker = asyncio.create_task(self._ask_together())
+        try:
+            brokered = await answer
+        except ActivityError as err:
+            raise step_failure(err, f"step {req.step}: linkage not brokered") from None
+        except asyncio.CancelledError:  # its lane stopped (another failed) once it was granted
+            if answer.done() and not answer.cancelled() and answer.exception() is None:
+                granted = answer.result()
+                if granted is not None and granted.allowed:
+                    self._report(req.step, "cancelled")
+            raise
+        if brokered is None:  # refused with an error in the group: asked alone, it meets it
+            return await self._broker_alone(req)
+        return brokered
+
+    async def _ask_together(self) -> None:
+        """One call to the hub for every linkage asked for at this moment (``hub.broker`` for
+        one, ``hub.broker-group`` for several), with the outcomes held back."""
+        await asyncio.sleep(0)  # a bare yield (no timer): every lane starting now asks first
+        asking, self._asking = self._asking, []
+        asked = [req for req, _ in asking]
+        untold, self._untold = self._untold, []
+        if untold:
+            asked[0] = asked[0].model_copy(update={"outcomes": untold})
+        answers: list[Brokered | None]
+        try:
+            if len(asked) == 1:
+                answers = [await hub_call(HubActivities.broker, asked[0])]
+            else:
+                answers = await hub_call(HubActivities.broker_group, asked)
+        except ActivityError as err:
+            self._untold[:0] = untold  # told again later (the hub takes an outcome once)
+            for _, answer in asking:
+                if not answer.done():
+                    answer.set_exception(err)
+            return
+        for (req, answer), brokered in zip(asking, answers, strict=True):
+            if not answer.done():
+                answer.set_result(brokered)
+            elif brokered is not None and brokered.allowed:  # its lane was stopped meanwhile
+                self._report(req.step, "cancelled")
+
+    async def _broker_alone(self, req: BrokerRequest) -> Brokered:
+        """Ask the hub for one linkage, with the outcomes held back (the hub appends them
+        first)."""
         untold, self._untold = self._untold, []
         if untold:
             req = req.model_copy(update={"outcomes": untold})

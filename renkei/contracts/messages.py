@@ -143,6 +143,11 @@ class ResolvedRun(BaseModel):
         default=None,
         description="the run's first linkage, brokered with its start (see ``broker_first``)",
     )
+    brokers_groups: bool = Field(
+        default=False,
+        description="the hub brokers linkages asked for at the same moment in one call"
+        " (``hub.broker-group``); a hub from before says nothing, and gets one call each",
+    )
     takes_outcomes: bool = Field(
         default=False,
         description="the hub takes the flow's outcome reports with its next broker request and in"
