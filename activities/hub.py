@@ -46,7 +46,7 @@ from renkei.contracts.messages import (
     linkage_asked,
 )
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
-from renkei.contracts.retries import SCAN_TIMEOUT
+from renkei.contracts.retries import BROKER_GROUP_LIMIT, SCAN_TIMEOUT
 from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
     is_hubs_resume,
@@ -287,6 +287,10 @@ class HubActivities:
         """Broker the linkages a flow asks for at the same moment (its parallel lanes' first
         steps) in one call: each by :meth:`broker`, on its own, in order. ``None`` for one it
         refused with an error: the flow asks for that one alone, and meets the refusal there."""
+        if len(reqs) > BROKER_GROUP_LIMIT:
+            raise Failure.MALFORMED_LINKAGE.error(
+                f"{len(reqs)} linkages in one call to the hub (at most {BROKER_GROUP_LIMIT})"
+            )
         out: list[Brokered | None] = []
         for req in reqs:
             try:

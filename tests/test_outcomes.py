@@ -397,3 +397,56 @@ async def test_a_lane_denied_in_a_group_fails_the_flow_and_its_sibling_is_cancel
     }
     assert kept[("city-minato", "pension")] == kept[("hub", "pension")] == "allowed"
     assert await _outcomes(pool, handle.id) == {"pension": "cancelled"}
+
+
+async def test_a_parallel_step_wider_than_one_call_is_brokered_in_several(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """52 lanes asking at once: brokered in calls of at most 50 (one call stays within the
+    hub's timeout), each linkage once."""
+    from renkei.bpf import registry
+    from renkei.bpf.loader import parse_text
+    from renkei.bpf.validation import validate
+    from renkei.contracts.retries import BROKER_GROUP_LIMIT
+    from whitelist import store
+
+    lanes = BROKER_GROUP_LIMIT + 2
+    text = "\n".join(
+        [
+            "bpf: wide-group-probe",
+            "version: 1",
+            "title: {ja: 多数の並行照会, en: Wide group probe}",
+            "task: child-allowance",
+            "owners: {definer: mhlw, executors: [role:municipal-mayor]}",
+            "triggers: [counter]",
+            "steps:",
+            "  - id: all",
+            "    parallel:",
+            *(
+                f"      - [{{id: q{i}, query: {{info: local-tax, provider: city-shibuya}}}}]"
+                for i in range(lanes)
+            ),
+            "result: {income: q0.taxable_income}",
+        ]
+    )
+    loaded = parse_text(text, "wide-group-probe.yaml")
+    assert not [
+        i for i in validate(loaded, catalog, await store.load_index(pool)) if i.severity == "error"
+    ]
+    await registry.register(pool, loaded)
+    h = shibuya_family(settings)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(
+            start("wide-group-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        result = await asyncio.wait_for(handle.result(), 120)
+        history = await handle.fetch_history()
+    assert result.outcome == "completed"
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert called.count("hub.broker-group") == 2 and "hub.broker" not in called
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert len(kept) == 3 * lanes and len({(r.keeper, r.step) for r in kept}) == 3 * lanes

@@ -77,7 +77,7 @@ with workflow.unsafe.imports_passed_through():
         linkage_asked,
     )
     from renkei.contracts.names import HUB, agency_queue, query_activity, workflow_id
-    from renkei.contracts.retries import linkage_retry
+    from renkei.contracts.retries import BROKER_GROUP_LIMIT, linkage_retry
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_citizens, is_providers
     from renkei.kernel.channels import channel_parties
@@ -139,7 +139,7 @@ class BpfInterpreter:
         self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
         # Linkages asked for at this moment, answered together by one call to the hub.
         self._asking: list[tuple[BrokerRequest, asyncio.Future[Brokered | None]]] = []
-        self._asker: asyncio.Task[None] | None = None
+        self._askers: list[asyncio.Task[None]] = []
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -297,8 +297,9 @@ class BpfInterpreter:
             await self._flush_reports()
 
     async def _flush_reports(self) -> None:
-        if self._asker is not None and not self._asker.done():  # its lanes were stopped
-            await workflow.wait([self._asker])
+        askers, self._askers = [t for t in self._askers if not t.done()], []
+        if askers:  # group calls still out (their lanes were stopped)
+            await workflow.wait(askers)
         self._tell_untold()
         reports, self._reports = self._reports, []
         if reports:
@@ -611,7 +612,7 @@ class BpfInterpreter:
         answer: asyncio.Future[Brokered | None] = asyncio.get_running_loop().create_future()
         self._asking.append((req, answer))
         if len(self._asking) == 1:
-            self._asker = asyncio.create_task(self._ask_together())
+            self._askers.append(asyncio.create_task(self._ask_together()))
         try:
             brokered = await answer
         except ActivityError as err:
@@ -630,7 +631,10 @@ class BpfInterpreter:
         """One call to the hub for every linkage asked for at this moment (``hub.broker`` for
         one, ``hub.broker-group`` for several), with the outcomes held back."""
         await asyncio.sleep(0)  # a bare yield (no timer): every lane starting now asks first
-        asking, self._asking = self._asking, []
+        asking = self._asking[:BROKER_GROUP_LIMIT]
+        self._asking = self._asking[BROKER_GROUP_LIMIT:]
+        if self._asking:  # more lanes than one call takes: the rest in calls of their own
+            self._askers.append(asyncio.create_task(self._ask_together()))
         asked = [req for req, _ in asking]
         untold, self._untold = self._untold, []
         if untold:

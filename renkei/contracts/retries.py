@@ -17,6 +17,9 @@ from renkei.contracts.failures import FINAL_LINKAGE_FAILURES
 
 HUB_TIMEOUT = timedelta(seconds=30)
 HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
+# At most this many linkages in one call to the hub (hub.broker-group), so one call stays well
+# within the hub's timeout however many lanes a parallel step has.
+BROKER_GROUP_LIMIT = 50
 # A life-event scan reads a whole cohort from the executor's own register.
 SCAN_TIMEOUT = timedelta(minutes=5)
 
