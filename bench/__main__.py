@@ -1,8 +1,9 @@
 """``python -m bench [--quick] [all|flows|citizen|waiting|protocol]``.
 
-``flows``: throughput of a 3-query BPF against a plain Temporal workflow with 3 no-op activities
-on the same dev server, and the whitelist decision time for the real table and for 100,000
-synthetic rows; prints ratios measured in this run. ``citizen``: the citizen endpoint's latency
+``flows``: throughput of BPFs of 1, 3 and 10 queries in sequence and of 3 in parallel against
+plain Temporal workflows running as many no-op activities on the same dev server, latency, CPU
+per flow, and the whitelist decision time for the real table and for 100,000 synthetic rows;
+prints ratios measured in this run. ``citizen``: the citizen endpoint's latency
 for one citizen's 1,000 records among 1,000,000 (see ``bench/citizen.py``).
 """
 
