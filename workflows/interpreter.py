@@ -136,6 +136,7 @@ class BpfInterpreter:
         # next broker request carries them); told at once before it does.
         self._untold: list[AttemptOutcomeReport] = []
         self._long = 0  # steps in flight that may take long (a provider's answer, a wait, ...)
+        self._telling = False  # a call telling the held-back outcomes is about to go
         self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
         # Linkages asked for at this moment, answered together by one call to the hub.
         self._asking: list[tuple[BrokerRequest, asyncio.Future[Brokered | None]]] = []
@@ -313,10 +314,20 @@ class BpfInterpreter:
             self._untold.append(
                 AttemptOutcomeReport.model_validate({"step": step, "outcome": outcome})
             )
-            if self._long:  # another lane waits on something long: no next call to ride with
-                self._tell_untold()
+            if self._long and not self._telling:  # another lane waits on something long
+                self._telling = True
+                self._reports.append(asyncio.create_task(self._tell_soon()))
         else:
             self._reports.append(asyncio.create_task(self._outcome(step, outcome)))
+
+    async def _tell_soon(self) -> None:
+        """Tell the hub what is held back once the lanes ending at this same moment have
+        reported too (a bare yield, no timer): one call for all of them."""
+        await asyncio.sleep(0)
+        self._telling = False
+        untold, self._untold = self._untold, []
+        if untold:
+            await self._outcomes(untold)
 
     def _tell_untold(self) -> None:
         """Tell the hub every outcome held back, in one call beside the flow."""
