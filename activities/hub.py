@@ -18,12 +18,14 @@ import datetime as dt
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.attempts import attempt_key, attempt_record
 from activities.claims import Claims, caller
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
+from renkei.bpf.cel.types import embedded
 from renkei.bpf.models import QueryStep, walk
 from renkei.bpf.review import suspension
 from renkei.contracts.failures import Failure
@@ -33,6 +35,7 @@ from renkei.contracts.messages import (
     Brokered,
     BrokerRequest,
     CaseRefRequest,
+    FirstLinkage,
     Pin,
     ReminderRequest,
     ResolvedRun,
@@ -42,10 +45,11 @@ from renkei.contracts.messages import (
     ScanRequest,
     ScanTarget,
     TranslateRequest,
+    linkage_asked,
     personal_in_case_ref,
 )
 from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
-from renkei.contracts.retries import SCAN_TIMEOUT
+from renkei.contracts.retries import BROKER_GROUP_LIMIT, SCAN_TIMEOUT
 from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
     is_hubs_resume,
@@ -170,7 +174,7 @@ class HubActivities:
             for s in walk(d.steps)
             if isinstance(s, QueryStep)
         }
-        return ResolvedRun(
+        run = ResolvedRun(
             pin=Pin(bpf=d.bpf, version=d.version, content_hash=found.content_hash),
             definition=d,
             info_schemas=schemas,
@@ -180,7 +184,42 @@ class HubActivities:
             time_scale=self._time_scale,
             history_limit=self._history_limit,
             hub_signing=self._issuer.public_b64,
+            takes_outcomes=True,
+            brokers_groups=True,
         )
+        if req.broker_first:
+            run.first = await self._broker_first(req, run)
+        return run
+
+    async def _broker_first(self, req: ResolveRequest, run: ResolvedRun) -> FirstLinkage | None:
+        """The run's first step brokered now, if it is a linkage whose provider and subject the
+        definition fixes: the flow computes nothing before it, so it is asked for at once (the
+        same request, decided and recorded by :meth:`broker` as any other)."""
+        step = run.definition.steps[0] if run.definition.steps else None
+        if (
+            not isinstance(step, QueryStep)
+            or step.query.about is not None
+            or embedded(step.query.provider) is not None
+        ):
+            return None
+        info = activity.info()
+        asked = linkage_asked(
+            step,
+            provider=step.query.provider,
+            subject=req.subject,
+            requester=req.executor,
+            task=run.definition.task,
+            trigger=req.trigger,
+            pin=run.pin,
+            workflow_id=info.workflow_id or "",
+            run_id=info.workflow_run_id or "",
+            hold=req.hold,
+            parent=req.parent,
+        )
+        try:
+            return FirstLinkage(step=step.id, brokered=await self.broker(asked))
+        except ApplicationError:
+            return None  # the flow asks at its step, and meets the same refusal there
 
     @activity.defn(name="hub.broker")
     async def broker(self, req: BrokerRequest) -> Brokered:
@@ -191,6 +230,8 @@ class HubActivities:
         req = req.model_copy(
             update={"workflow_id": info.workflow_id, "run_id": info.workflow_run_id}
         )
+        if req.outcomes:  # the flow's earlier attempts, first: what fails below leaves them told
+            await self._append_outcomes(info, req.outcomes)
         # Who asks, for what, under which hold: checked against Temporal and the registry.
         await self._claims.broker(req, caller(info))
         try:
@@ -282,6 +323,46 @@ class HubActivities:
             sealed_subject=sealed,
             provider_key=await self._issuer.signing_key_of(req.provider),
         )
+
+    @activity.defn(name="hub.broker-group")
+    async def broker_group(self, reqs: list[BrokerRequest]) -> list[Brokered | None]:
+        """Broker the linkages a flow asks for at the same moment (its parallel lanes' first
+        steps) in one call: each by :meth:`broker`, on its own, in order. ``None`` for one it
+        refused with an error: the flow asks for that one alone, and meets the refusal there."""
+        if len(reqs) > BROKER_GROUP_LIMIT:
+            raise Failure.MALFORMED_LINKAGE.error(
+                f"{len(reqs)} linkages in one call to the hub (at most {BROKER_GROUP_LIMIT})"
+            )
+        out: list[Brokered | None] = []
+        for req in reqs:
+            try:
+                out.append(await self.broker(req))
+            except ApplicationError:
+                out.append(None)
+        return out
+
+    @activity.defn(name="hub.outcomes")
+    async def outcomes(self, reports: list[AttemptOutcomeReport]) -> None:
+        """Append what became of several of the calling flow's attempts, in one transaction,
+        each as :meth:`outcome` would (a refused one is logged and leaves the others)."""
+        await self._append_outcomes(activity.info(), reports)
+
+    async def _append_outcomes(
+        self, info: activity.Info, reports: list[AttemptOutcomeReport]
+    ) -> None:
+        if info.workflow_id is None or info.workflow_run_id is None:
+            raise Failure.LINKAGE_REFUSED.error("an outcome comes from the attempt's own flow")
+        found = await records.record_outcomes(
+            self._pool,
+            [
+                (attempt_key(info.workflow_id, info.workflow_run_id, r.step), r.outcome)
+                for r in reports
+            ],
+            self._issuer.recorder,
+        )
+        for report, result in zip(reports, found, strict=True):
+            if isinstance(result, PermissionError):
+                activity.logger.warning("step %s: outcome not taken: %s", report.step, result)
 
     @activity.defn(name="hub.outcome")
     async def outcome(self, report: AttemptOutcomeReport) -> None:

@@ -1,7 +1,8 @@
 """BPF throughput and latency against plain Temporal, and where the CPU goes.
 
-The BPFs are ``n`` local-tax queries in sequence (Tokyo asks Minato, 別表第二 五十七); the
-baseline is a workflow running ``n`` no-op activities in sequence. Both run on the same dev
+The BPFs are ``n`` local-tax queries in sequence (Tokyo asks Minato, 別表第二 五十七), and 3
+in one parallel step; the baselines are workflows running ``n`` no-op activities in sequence, or
+3 at once. Both run on the same dev
 server, in the same process, in the same run. renkei's flows carry everything they carry in
 production: encrypted payloads, the hub's brokering, the whitelist interceptor and three
 hash-chained access records per linkage.
@@ -22,7 +23,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agencies.synthetic import generate
-from bench.plain import PlainSeq, noop
+from bench.plain import PlainPar, PlainSeq, noop
 from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
 from renkei.bpf.loader import parse_text
@@ -54,9 +55,33 @@ result:
 """
 
 
+def parallel_bpf(n: int) -> str:
+    """``n`` local-tax queries in one parallel step (a lane each)."""
+    lanes = "\n".join(
+        f"      - [{{id: q{i}, query: {{info: local-tax, provider: city-minato}}}}]"
+        for i in range(1, n + 1)
+    )
+    return f"""bpf: bench-par-{n}
+version: 1
+title: {{ja: 並行照会 {n}, en: {n} queries in parallel}}
+task: child-rearing-allowance
+owners:
+  definer: mhlw
+  executors: [role:prefectural-governor-etc]
+triggers: [counter]
+steps:
+  - id: all
+    parallel:
+{lanes}
+result:
+  income: q1.taxable_income
+"""
+
+
 async def register_sequential(pool: asyncpg.Pool) -> None:
     for n in SIZES:
         await registry.register(pool, parse_text(sequential_bpf(n), f"bench-seq-{n}.yaml"))
+    await registry.register(pool, parse_text(parallel_bpf(3), "bench-par-3.yaml"))
 
 
 @dataclass
@@ -84,23 +109,30 @@ async def _measure(
     return Measured(rate, latencies)
 
 
-async def plain(client: Client, n: int, flows: int, serial: int) -> Measured:
+async def plain(
+    client: Client, n: int, flows: int, serial: int, *, parallel: bool = False
+) -> Measured:
     tq = f"plain-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=tq, workflows=[PlainSeq], activities=[noop]):
+    flow = PlainPar if parallel else PlainSeq
+    async with Worker(client, task_queue=tq, workflows=[flow], activities=[noop]):
 
         async def start(_: int) -> Callable[[], Awaitable[object]]:
-            h = await client.start_workflow(
-                PlainSeq.run, n, id=f"plain-{uuid.uuid4()}", task_queue=tq
-            )
+            h = await client.start_workflow(flow.run, n, id=f"plain-{uuid.uuid4()}", task_queue=tq)
             return h.result
 
         return await _measure(start, flows, serial)
 
 
 async def renkei(
-    sdk: RenkeiClient, settings: Settings, n: int, flows: int, serial: int
+    sdk: RenkeiClient,
+    settings: Settings,
+    n: int,
+    flows: int,
+    serial: int,
+    *,
+    parallel: bool = False,
 ) -> Measured:
-    """Flows of ``bench-seq-N`` (the workers must be running)."""
+    """Flows of ``bench-seq-N`` (``bench-par-N``: in parallel; the workers must be running)."""
     hub_key = keys.load(settings).hub_key
     residents = [
         derive_code(hub_key, "pref-tokyo", h.members[0].subject_id)
@@ -111,7 +143,7 @@ async def renkei(
     async def start(i: int) -> Callable[[], Awaitable[object]]:
         h = await sdk.start(
             StartFlow(
-                bpf=f"bench-seq-{n}",
+                bpf=f"bench-{'par' if parallel else 'seq'}-{n}",
                 executor="pref-tokyo",
                 subject=residents[i % len(residents)],
                 case_ref=f"bench-{uuid.uuid4().hex[:12]}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -24,6 +25,21 @@ class PlainSeq:
                 noop, x, start_to_close_timeout=timedelta(seconds=30)
             )
         return x
+
+
+@workflow.defn(name="plain-par")
+class PlainPar:
+    """``n`` no-op activities at once: what a BPF of ``n`` queries in parallel does, minus renkei."""
+
+    @workflow.run
+    async def run(self, n: int) -> str:
+        done = await asyncio.gather(
+            *(
+                workflow.execute_activity(noop, "x", start_to_close_timeout=timedelta(seconds=30))
+                for _ in range(n)
+            )
+        )
+        return "".join(done)
 
 
 @workflow.defn(name="plain-wait")

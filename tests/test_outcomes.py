@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner
 
 from activities.agencies import SAMPLE_AGENCIES
@@ -31,6 +32,7 @@ from .helpers import (
     register_fixture,
     run,
     sdk,
+    shibuya_family,
     start,
     workers,
 )
@@ -200,3 +202,251 @@ async def test_a_one_stop_parents_records_include_its_childrens(
     assert child_keys <= {(r[0].split("#")[0], int(r[0].split("#")[1])) for r in by_flow}
     by_bpf = await asyncio.to_thread(_listed, cli, "--bpf", "one-stop-probe", "--limit", "100000")
     assert child_keys <= {(r[0].split("#")[0], int(r[0].split("#")[1])) for r in by_bpf}
+
+
+async def test_a_flow_tells_its_outcomes_with_its_next_broker_request_and_all_are_recorded(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """Three linkages in sequence: the first is brokered with the start, each earlier outcome
+    rides with the next broker request, the last goes in one call at the end; every one is
+    recorded, chained and signed."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(
+            start("sequence-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    # The first linkage is brokered with the start; each earlier outcome rides with the next.
+    assert [c for c in called if c.startswith("hub.")] == [
+        "hub.resolve",
+        "hub.broker",
+        "hub.broker",
+        "hub.outcomes",
+    ]
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert sorted((r.keeper, r.step) for r in kept) == sorted(
+        (keeper, step)
+        for keeper in ("city-minato", "hub", "city-shibuya")
+        for step in ("q1", "q2", "q3")
+    )  # exactly one record per party per attempt, the first one's too
+    assert await _outcomes(pool, handle.id) == {
+        "q1": "provided",
+        "q2": "provided",
+        "q3": "provided",
+    }
+    hub = keys.load(settings).signer().public_key()
+    async with pool.acquire() as conn:
+        ring = await records.keyring(conn, hub)
+        async with conn.transaction():
+            assert await records.verify_outcomes(conn, ring) is None
+
+
+async def test_an_outcome_is_not_held_back_while_the_flow_waits(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """A linkage followed by a 30-day wait: its outcome is recorded while the flow waits (not
+    held for a next broker request that may be a month away)."""
+    await register_fixture(pool, "consent-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    rc = sdk(client, settings)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await rc.start(
+            start(
+                "consent-probe",
+                "city-minato",
+                code(settings, "city-minato", h.members[0]),
+                trigger="portal",
+            )
+        )
+        found: dict[str, str] = {}
+        for _ in range(300):
+            found = await _outcomes(pool, handle.id)
+            if found:
+                break
+            await asyncio.sleep(0.1)
+        assert await rc.waiting(handle.id)  # still waiting: the outcome did not wait for its end
+        await handle.terminate("test over")
+    assert found == {"tax": "provided"}
+
+
+async def test_outcomes_told_together_are_each_taken_or_refused_on_their_own(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """One batch: an attempt the provider never admitted is refused as provided, an unknown
+    attempt is skipped, and the others are still recorded."""
+    from datetime import UTC, datetime
+
+    from activities.attempts import attempt_key, attempt_record
+    from whitelist.decide import Decision
+
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    req = LinkageRequest(
+        requester="city-minato",
+        provider="city-shibuya",
+        task="child-allowance",
+        info="local-tax",
+        subject="code",
+        bpf="batch-probe",
+        bpf_version=1,
+        content_hash="sha256:x",
+        step="s",
+    )
+    keys_ = [attempt_key("batch-probe/city-minato/x", "run", s) for s in ("a", "b")]
+    for key, step in zip(keys_, ("a", "b"), strict=True):
+        await records.write(
+            pool,
+            *(
+                attempt_record(
+                    keeper=keeper,
+                    subject_code="code",
+                    req=req.model_copy(update={"step": step}),
+                    decision=Decision(allowed=True, reason="test"),
+                    decided_at=datetime.now(UTC),
+                    workflow_id="batch-probe/city-minato/x",
+                    run_id="run",
+                    key=key,
+                )
+                for keeper in ("city-minato", records.HUB)
+            ),
+            signer=hub,
+        )
+    found = await records.record_outcomes(
+        pool, [(keys_[0], "provided"), (keys_[1], "failed"), ("no/such/attempt", "failed")], hub
+    )
+    assert isinstance(found[0], PermissionError)
+    assert isinstance(found[1], records.AttemptOutcome) and found[1].outcome == "failed"
+    assert found[2] is None
+    assert set(await records.outcomes(pool, keys_)) == {keys_[1]}
+    # told again (a retried call): the same outcome comes back, nothing is appended twice
+    again = await records.record_outcomes(pool, [(keys_[1], "provided")], hub)
+    assert again == [found[1]]
+
+
+async def test_a_parallel_steps_linkages_are_brokered_in_one_call(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """The two lanes of child-allowance-check ask for their linkages at the same moment: one
+    call to the hub brokers both, each decided and recorded on its own."""
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        result = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    assert result.outcome == "completed"
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert called.count("hub.broker-group") == 1 and "hub.broker" not in called
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert sorted((r.keeper, r.step) for r in kept) == sorted(
+        [
+            ("city-minato", "tax"),
+            ("hub", "tax"),
+            ("city-shibuya", "tax"),
+            ("city-minato", "pension"),
+            ("hub", "pension"),
+            ("jps", "pension"),
+        ]
+    )
+    assert await _outcomes(pool, handle.id) == {"tax": "provided", "pension": "provided"}
+
+
+async def test_a_lane_denied_in_a_group_fails_the_flow_and_its_sibling_is_cancelled(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """Both lanes brokered in one call; the hub denies one (a provider outside the whitelist),
+    grants the other: the flow fails as denied, the granted linkage is never asked and its
+    outcome is cancelled, and each party keeps one record per attempt."""
+    await register_fixture(pool, "group-denial-probe.yaml")
+    h = shibuya_family(settings)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(
+            start(
+                "group-denial-probe",
+                "city-minato",
+                code(settings, "city-minato", h.members[0]),
+                inputs={"tax_office": "jps"},
+            )
+        )
+        try:
+            await asyncio.wait_for(handle.result(), 60)
+        except WorkflowFailureError as failure:
+            cause = failure.cause
+        else:
+            raise AssertionError("a linkage outside the whitelist went through")
+        history = await handle.fetch_history()
+    assert isinstance(cause, ApplicationError) and cause.type == "LinkageDenied"
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert called.count("hub.broker-group") == 1 and "hub.broker" not in called
+    kept = {(r.keeper, r.step): r.outcome for r in await records.query(pool, workflow_id=handle.id)}
+    assert {k: v for k, v in kept.items() if k[1] == "tax"} == {
+        ("city-minato", "tax"): "denied",
+        ("hub", "tax"): "denied",
+    }
+    assert kept[("city-minato", "pension")] == kept[("hub", "pension")] == "allowed"
+    assert await _outcomes(pool, handle.id) == {"pension": "cancelled"}
+
+
+async def test_a_parallel_step_wider_than_one_call_is_brokered_in_several(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """52 lanes asking at once: brokered in calls of at most 50 (one call stays within the
+    hub's timeout), each linkage once."""
+    from renkei.bpf import registry
+    from renkei.bpf.loader import parse_text
+    from renkei.bpf.validation import validate
+    from renkei.contracts.retries import BROKER_GROUP_LIMIT
+    from whitelist import store
+
+    lanes = BROKER_GROUP_LIMIT + 2
+    text = "\n".join(
+        [
+            "bpf: wide-group-probe",
+            "version: 1",
+            "title: {ja: 多数の並行照会, en: Wide group probe}",
+            "task: child-allowance",
+            "owners: {definer: mhlw, executors: [role:municipal-mayor]}",
+            "triggers: [counter]",
+            "steps:",
+            "  - id: all",
+            "    parallel:",
+            *(
+                f"      - [{{id: q{i}, query: {{info: local-tax, provider: city-shibuya}}}}]"
+                for i in range(lanes)
+            ),
+            "result: {income: q0.taxable_income}",
+        ]
+    )
+    loaded = parse_text(text, "wide-group-probe.yaml")
+    assert not [
+        i for i in validate(loaded, catalog, await store.load_index(pool)) if i.severity == "error"
+    ]
+    await registry.register(pool, loaded)
+    h = shibuya_family(settings)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(
+            start("wide-group-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        result = await asyncio.wait_for(handle.result(), 120)
+        history = await handle.fetch_history()
+    assert result.outcome == "completed"
+    called = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert called.count("hub.broker-group") == 2 and "hub.broker" not in called
+    kept = await records.query(pool, workflow_id=handle.id)
+    assert len(kept) == 3 * lanes and len({(r.keeper, r.step) for r in kept}) == 3 * lanes

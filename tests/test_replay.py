@@ -15,6 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.common import HeaderCodecBehavior
 from temporalio.worker import Replayer
 
+from renkei.contracts.names import executor_of
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from workers.plugin import renkei_plugin
@@ -45,6 +46,38 @@ async def test_history_replays(path: Path) -> None:
         workflows=[BpfInterpreter],
         plugins=[REPLAY_PLUGIN],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+# Runs on the executor's side (each executor's control queue, the hub's activities on the hub's
+# queue, payloads sealed per channel), recorded with fixture keys of their own: replayed by the
+# executor's control worker, with the executor's keys alone.
+EXECUTOR_SIDE = HISTORIES / "executor-side"
+EXECUTOR_SIDE_FILES = sorted(EXECUTOR_SIDE.glob("*/v*.json"))
+
+
+def test_there_are_executor_side_histories() -> None:
+    assert len(EXECUTOR_SIDE_FILES) >= 5
+
+
+@pytest.mark.parametrize(
+    "path", EXECUTOR_SIDE_FILES, ids=lambda p: f"executor-side/{p.parent.name}/{p.stem}"
+)
+async def test_executor_side_history_replays(path: Path) -> None:
+    recorded = json.loads(path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - a small file
+    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    executor = executor_of(recorded["workflow_id"])
+    assert executor is not None
+    settings = Settings(keys_file=EXECUTOR_SIDE / "keys" / "keys.json")
+    replayer = Replayer(
+        workflows=[BpfInterpreter],
+        plugins=[renkei_plugin(settings, parties=[executor], interceptors=[])],
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
+        # The replayer's task queue is ``replay-<build id>``: a control queue of the executor's
+        # (the hub's activities then run on the hub's queue, as they did in the run).
+        build_id=f"fixture.control.{executor}",
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

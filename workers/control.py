@@ -53,7 +53,9 @@ def _hub_activities(
     return [
         hub.resolve,
         hub.broker,
+        hub.broker_group,
         hub.outcome,
+        hub.outcomes,
         hub.remind,
         hub.translate,
         hub.scan_target,

@@ -12,7 +12,8 @@ fields that name subjects are translated back into the executor's codes by the h
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -61,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         AttemptOutcomeReport,
         Brokered,
         BrokerRequest,
+        FirstLinkage,
         FlowResult,
         LinkageOutcome,
         LinkageRequest,
@@ -73,15 +75,16 @@ with workflow.unsafe.imports_passed_through():
         StartFlow,
         TranslateRequest,
         Waiting,
+        linkage_asked,
     )
     from renkei.contracts.names import HUB, agency_queue, query_activity, workflow_id
-    from renkei.contracts.retries import HUB_RETRY, linkage_retry
+    from renkei.contracts.retries import BROKER_GROUP_LIMIT, HUB_RETRY, linkage_retry
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_citizens, is_providers
     from renkei.kernel.channels import channel_parties
     from renkei.kernel.codec import UNENCRYPTED
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
-    from workflows.outcomes import budget_seconds, first_failure, step_failure
+    from workflows.outcomes import first_failure, step_failure
 
 from workflows.hub_calls import calls_hub_remotely, hub_call
 
@@ -94,6 +97,17 @@ SIGNED_RESUME = "signed-resume-v1"
 # The hub appends what became of each allowed linkage (runs recorded before leave it unknown);
 # a linkage no worker takes ends as "no answer" when its permit does.
 ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
+# Outcomes go to the hub with the flow's next broker request, or in one call for several, instead
+# of one call each; and the start's search attributes are set in one upsert (runs recorded
+# before, or resolved by a hub that does not take outcomes so, do neither).
+BATCHED_OUTCOMES = "batched-outcomes-v1"
+# The hub brokers the run's first linkage as it resolves the run, if nothing the flow computes
+# comes before it (runs recorded before, or resolved by a hub that does not, broker it at the step).
+FIRST_WITH_START = "first-linkage-with-start-v1"
+# Linkages the flow asks for at the same moment (the first steps of a parallel step's lanes) go
+# to the hub in one call (runs recorded before, or resolved by a hub that does not take them so,
+# ask for each on its own).
+GROUP_BROKERING = "group-brokering-v1"
 
 
 A = TypeVar("A")
@@ -123,6 +137,15 @@ class BpfInterpreter:
         # What the flow tells the hub of its attempts' outcomes runs beside the flow, and is
         # awaited before the flow ends or continues as new.
         self._reports: list[asyncio.Task[None]] = []
+        # Outcomes not yet told to the hub: held only while the flow waits on nothing long (its
+        # next broker request carries them); told at once before it does.
+        self._untold: list[AttemptOutcomeReport] = []
+        self._long = 0  # steps in flight that may take long (a provider's answer, a wait, ...)
+        self._telling = False  # a call telling the held-back outcomes is about to go
+        self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
+        # Linkages asked for at this moment, answered together by one call to the hub.
+        self._asking: list[tuple[BrokerRequest, asyncio.Future[Brokered | None]]] = []
+        self._askers: list[asyncio.Task[None]] = []
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -260,6 +283,7 @@ class BpfInterpreter:
                     raise step_failure(err, "the flow could not continue") from None
             self._run = start.resume.run
         else:
+            broker_first = workflow.patched(FIRST_WITH_START)
             try:
                 self._run = await self._hub(
                     HubActivities.resolve,
@@ -276,6 +300,7 @@ class BpfInterpreter:
                         called_by=caller.workflow_id
                         if (caller := workflow.info().parent)
                         else None,
+                        broker_first=broker_first,
                     ),
                 )
             except ActivityError as err:
@@ -283,9 +308,17 @@ class BpfInterpreter:
                 raise step_failure(err, "the flow could not start") from None
         pin = self._run.pin
         if start.resume is None:
-            workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
-            workflow.upsert_memo({"definition": pin.model_dump()})
-            self._set_status("running")
+            self._first = self._run.first
+            if self._batched():
+                workflow.upsert_memo({"definition": pin.model_dump()})
+                self._status = "running"
+                workflow.upsert_search_attributes(
+                    [sa.BPF_VERSION.value_set(pin.version), sa.STATUS.value_set("running")]
+                )
+            else:
+                workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
+                workflow.upsert_memo({"definition": pin.model_dump()})
+                self._set_status("running")
         self._program = compiled_for(pin.content_hash, self._run.definition, self._run.info_schemas)
         self._bindings: dict[str, Any] = {
             "inputs": self._program.message(self._program.inputs_type, self._run.inputs),
@@ -303,15 +336,57 @@ class BpfInterpreter:
         try:
             return await self._top_steps(start, pin, first, top)
         finally:
+            if self._first is not None and self._first.brokered.allowed:
+                self._report(self._first.step, "failed")  # the run ended before it was asked
             await self._flush_reports()
 
     async def _flush_reports(self) -> None:
+        askers, self._askers = [t for t in self._askers if not t.done()], []
+        if askers:  # group calls still out (their lanes were stopped)
+            await workflow.wait(askers)
+        self._tell_untold()
         reports, self._reports = self._reports, []
         if reports:
             await asyncio.gather(*reports)
 
+    def _batched(self) -> bool:
+        return self._run.takes_outcomes and workflow.patched(BATCHED_OUTCOMES)
+
     def _report(self, step: str, outcome: str) -> None:
-        self._reports.append(asyncio.create_task(self._outcome(step, outcome)))
+        if self._batched():
+            self._untold.append(
+                AttemptOutcomeReport.model_validate({"step": step, "outcome": outcome})
+            )
+            if self._long and not self._telling:  # another lane waits on something long
+                self._telling = True
+                self._reports.append(asyncio.create_task(self._tell_soon()))
+        else:
+            self._reports.append(asyncio.create_task(self._outcome(step, outcome)))
+
+    async def _tell_soon(self) -> None:
+        """Tell the hub what is held back once the lanes ending at this same moment have
+        reported too (a bare yield, no timer): one call for all of them."""
+        await asyncio.sleep(0)
+        self._telling = False
+        untold, self._untold = self._untold, []
+        if untold:
+            await self._outcomes(untold)
+
+    def _tell_untold(self) -> None:
+        """Tell the hub every outcome held back, in one call beside the flow."""
+        if self._untold:
+            untold, self._untold = self._untold, []
+            self._reports.append(asyncio.create_task(self._outcomes(untold)))
+
+    @contextlib.contextmanager
+    def _going_long(self) -> Iterator[None]:
+        """Around what may take long: no outcome is held back meanwhile."""
+        self._tell_untold()
+        self._long += 1
+        try:
+            yield
+        finally:
+            self._long -= 1
 
     async def _top_steps(
         self, start: StartFlow, pin: Any, first: int, top: list[AnyStep]
@@ -405,11 +480,14 @@ class BpfInterpreter:
         elif isinstance(step, FailStep):
             raise _Rejected(self._text(step.id, "reason", step.fail.reason) or "rejected")
         elif isinstance(step, WaitStep):
-            await self._wait(step)
+            with self._going_long():
+                await self._wait(step)
         elif isinstance(step, SleepStep):
-            await self._sleep(step)
+            with self._going_long():
+                await self._sleep(step)
         elif isinstance(step, CallStep):
-            await self._call(step)
+            with self._going_long():
+                await self._call(step)
         elif isinstance(step, ParallelStep):
             # All lanes must succeed; the first failure cancels the others and is the step's.
             try:
@@ -581,15 +659,81 @@ class BpfInterpreter:
         return translated
 
     async def _broker(self, req: BrokerRequest) -> Brokered:
-        """Ask the hub for the linkage: it decides, records, and hands out the provider's code."""
+        """Ask the hub for the linkage: it decides, records, and hands out the provider's code.
+        Linkages asked for at the same moment (parallel lanes) go in one call."""
+        if not (self._run.brokers_groups and workflow.patched(GROUP_BROKERING)):
+            return await self._broker_alone(req)
+        answer: asyncio.Future[Brokered | None] = asyncio.get_running_loop().create_future()
+        self._asking.append((req, answer))
+        if len(self._asking) == 1:
+            self._askers.append(asyncio.create_task(self._ask_together()))
+        try:
+            brokered = await answer
+        except ActivityError as err:
+            raise step_failure(err, f"step {req.step}: linkage not brokered") from None
+        except asyncio.CancelledError:  # its lane stopped (another failed) once it was granted
+            if answer.done() and not answer.cancelled() and answer.exception() is None:
+                granted = answer.result()
+                if granted is not None and granted.allowed:
+                    self._report(req.step, "cancelled")
+            raise
+        if brokered is None:  # refused with an error in the group: asked alone, it meets it
+            return await self._broker_alone(req)
+        return brokered
+
+    async def _ask_together(self) -> None:
+        """One call to the hub for every linkage asked for at this moment (``hub.broker`` for
+        one, ``hub.broker-group`` for several), with the outcomes held back."""
+        await asyncio.sleep(0)  # a bare yield (no timer): every lane starting now asks first
+        asking = self._asking[:BROKER_GROUP_LIMIT]
+        self._asking = self._asking[BROKER_GROUP_LIMIT:]
+        if self._asking:  # more lanes than one call takes: the rest in calls of their own
+            self._askers.append(asyncio.create_task(self._ask_together()))
+        asked = [req for req, _ in asking]
+        untold, self._untold = self._untold, []
+        if untold:
+            asked[0] = asked[0].model_copy(update={"outcomes": untold})
+        answers: list[Brokered | None]
+        try:
+            if len(asked) == 1:
+                answers = [await self._hub(HubActivities.broker, asked[0])]
+            else:
+                answers = await self._hub(HubActivities.broker_group, asked)
+        except ActivityError as err:
+            self._untold[:0] = untold  # told again later (the hub takes an outcome once)
+            for _, answer in asking:
+                if not answer.done():
+                    answer.set_exception(err)
+            return
+        for (req, answer), brokered in zip(asking, answers, strict=True):
+            if not answer.done():
+                answer.set_result(brokered)
+            elif brokered is not None and brokered.allowed:  # its lane was stopped meanwhile
+                self._report(req.step, "cancelled")
+
+    async def _broker_alone(self, req: BrokerRequest) -> Brokered:
+        """Ask the hub for one linkage, with the outcomes held back (the hub appends them
+        first)."""
+        untold, self._untold = self._untold, []
+        if untold:
+            req = req.model_copy(update={"outcomes": untold})
         try:
             brokered: Brokered = await self._hub(
                 HubActivities.broker,
                 req,
             )
         except ActivityError as err:
+            self._untold[:0] = untold  # told again later (the hub takes an outcome once)
             raise step_failure(err, f"step {req.step}: linkage not brokered") from None
         return brokered
+
+    async def _outcomes(self, reports: list[AttemptOutcomeReport]) -> None:
+        """Tell the hub several outcomes in one call; like :meth:`_outcome`, never fails the
+        flow."""
+        try:
+            await self._hub(HubActivities.outcomes, reports)
+        except ActivityError:
+            workflow.logger.warning("%d outcomes not recorded", len(reports))
 
     async def _outcome(self, step: str, outcome: str) -> None:
         """Tell the hub what became of this flow's attempt ``step`` (it appends it to its
@@ -605,28 +749,25 @@ class BpfInterpreter:
     async def _query(self, step: QueryStep) -> None:
         q = step.query
         provider = self._text(step.id, "provider", q.provider) or ""
-        pin = self._run.pin
         wf = workflow.info()
-        asked = BrokerRequest(
-            trigger=self._start.trigger,
-            requester=self._start.executor,
+        asked = linkage_asked(
+            step,
             provider=provider,
-            task=self._run.definition.task,
-            info=q.info,
             subject=self._text(step.id, "about", q.about) or self._start.subject,
-            bpf=pin.bpf,
-            bpf_version=pin.version,
-            content_hash=pin.content_hash,
-            step=step.id,
+            requester=self._start.executor,
+            task=self._run.definition.task,
+            trigger=self._start.trigger,
+            pin=self._run.pin,
             workflow_id=wf.workflow_id,
             run_id=wf.run_id,
             hold=self._start.hold,
             parent=self._start.parent,
-            budget_seconds=budget_seconds(
-                q.timeout, q.retry.max_attempts, q.retry.maximum_interval
-            ),
         )
-        brokered = await self._broker(asked)
+        first, self._first = self._first, None
+        if first is not None and first.step == step.id:
+            brokered = first.brokered  # asked with the start: the same request, answered then
+        else:
+            brokered = await self._broker(asked)
         if not brokered.allowed:
             self._linkages.append(
                 LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="denied")
@@ -653,20 +794,22 @@ class BpfInterpreter:
         try:
             # Raw, and read only if the provider (or the executor) wrote it: another party's
             # worker on the provider's queue answers on a pair the codec does not open.
-            answer: RawValue = await workflow.execute_activity(
-                query_activity(q.info),
-                request,
-                result_type=RawValue,
-                task_queue=agency_queue(self._run.task_queue_prefix, provider),
-                activity_id=step.id,
-                start_to_close_timeout=q.timeout,
-                # No answer once the permit has expired (the gate would refuse it then anyway),
-                # with one attempt's time to spare so the step's own retries end it first.
-                schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + q.timeout
-                if report
-                else None,
-                retry_policy=linkage_retry(q.retry),
-            )
+            with self._going_long():
+                answer: RawValue = await workflow.execute_activity(
+                    query_activity(q.info),
+                    request,
+                    result_type=RawValue,
+                    task_queue=agency_queue(self._run.task_queue_prefix, provider),
+                    activity_id=step.id,
+                    start_to_close_timeout=q.timeout,
+                    # No answer once the permit has expired (the gate would refuse it then
+                    # anyway), with one attempt's time to spare so the step's own retries end
+                    # it first.
+                    schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + q.timeout
+                    if report
+                    else None,
+                    retry_policy=linkage_retry(q.retry),
+                )
         except asyncio.CancelledError:
             if report:
                 await self._outcome(step.id, "cancelled")

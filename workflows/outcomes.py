@@ -4,24 +4,15 @@ raised, unit-tested on their own (tests/unit/test_interpreter_failures.py).
 - :func:`step_failure`: the flow's failure for an activity that failed for good — where (the
   step) and why, as one of renkei's failure types;
 - :func:`first_failure`: of a parallel step's lanes, the failure that caused the others'
-  cancellation;
-- :func:`budget_seconds`: how long a linkage may take with its retries (a permit outlives it).
+  cancellation.
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 from temporalio.exceptions import TimeoutError as StepTimeout
 
 from renkei.contracts.failures import Failure
-
-
-def budget_seconds(timeout: timedelta, attempts: int, pause: timedelta) -> int:
-    """How long a linkage may take with every retry: the permit must outlive it."""
-    total = timeout * attempts + pause * max(attempts - 1, 0)
-    return max(1, min(int(total.total_seconds()), 86_400))
 
 
 def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:

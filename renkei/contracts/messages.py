@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from renkei.bpf.models import BpfDefinition
+from renkei.bpf.models import BpfDefinition, QueryStep
+from renkei.contracts.retries import budget_seconds
 from renkei.kernel import attest
 from renkei.kernel.permits import SignedPermit
 from renkei.kernel.sealing import Sealed
@@ -145,6 +146,11 @@ class ResolveRequest(BaseModel):
     called_by: str | None = Field(
         default=None, description="the workflow that started this one, as Temporal reports it"
     )
+    broker_first: bool = Field(
+        default=False,
+        description="broker the run's first step with its start, if it is a linkage nothing"
+        " the flow computes comes before (one call to the hub instead of two)",
+    )
 
 
 class ResolvedRun(BaseModel):
@@ -166,6 +172,20 @@ class ResolvedRun(BaseModel):
         default=None,
         description="the hub's public key (base64), pinned in the run: a citizen's answer must"
         " carry the portal's signature under it",
+    )
+    first: FirstLinkage | None = Field(
+        default=None,
+        description="the run's first linkage, brokered with its start (see ``broker_first``)",
+    )
+    brokers_groups: bool = Field(
+        default=False,
+        description="the hub brokers linkages asked for at the same moment in one call"
+        " (``hub.broker-group``); a hub from before says nothing, and gets one call each",
+    )
+    takes_outcomes: bool = Field(
+        default=False,
+        description="the hub takes the flow's outcome reports with its next broker request and in"
+        " batches (``hub.outcomes``); a hub from before says nothing, and gets one call each",
     )
 
 
@@ -213,6 +233,14 @@ class LinkageRequest(BaseModel):
     sealed_subject: Sealed | None = None
 
 
+class AttemptOutcomeReport(BaseModel):
+    """What became of one of the flow's linkage attempts, as the flow learnt it (the attempt is
+    the calling workflow's own step; the hub takes the workflow and run from Temporal)."""
+
+    step: str
+    outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled"]
+
+
 class BrokerRequest(LinkageRequest):
     """The executor asks the hub for one linkage; ``subject`` is the executor's code."""
 
@@ -225,6 +253,11 @@ class BrokerRequest(LinkageRequest):
         ge=1,
         le=86_400,
         description="how long the attempt may take with its retries: the permit's lifetime",
+    )
+    outcomes: list[AttemptOutcomeReport] = Field(
+        default_factory=list,
+        description="what became of the flow's earlier attempts, not yet told to the hub: the"
+        " hub appends them before it decides this one (one call instead of one per attempt)",
     )
 
 
@@ -246,12 +279,47 @@ class Brokered(BaseModel):
     )
 
 
-class AttemptOutcomeReport(BaseModel):
-    """What became of one of the flow's linkage attempts, as the flow learnt it (the attempt is
-    the calling workflow's own step; the hub takes the workflow and run from Temporal)."""
+class FirstLinkage(BaseModel):
+    """A run's first linkage, brokered by the hub as it resolved the run."""
 
     step: str
-    outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled"]
+    brokered: Brokered
+
+
+def linkage_asked(
+    step: QueryStep,
+    *,
+    provider: str,
+    subject: str,
+    requester: str,
+    task: str,
+    trigger: str,
+    pin: Pin,
+    workflow_id: str,
+    run_id: str,
+    hold: DisclosureHold | None,
+    parent: ParentFlow | None,
+) -> BrokerRequest:
+    """What a flow asks the hub for its query ``step`` (the flow at the step, or the hub for
+    a run's first linkage as it resolves the run: both ask the same)."""
+    q = step.query
+    return BrokerRequest(
+        trigger=trigger,
+        requester=requester,
+        provider=provider,
+        task=task,
+        info=q.info,
+        subject=subject,
+        bpf=pin.bpf,
+        bpf_version=pin.version,
+        content_hash=pin.content_hash,
+        step=step.id,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        hold=hold,
+        parent=parent,
+        budget_seconds=budget_seconds(q.timeout, q.retry.max_attempts, q.retry.maximum_interval),
+    )
 
 
 class LinkageOutcome(BaseModel):
@@ -394,3 +462,6 @@ class FlowResult(BaseModel):
 
 
 StartFlow.model_rebuild()
+
+
+ResolvedRun.model_rebuild()  # its first linkage is a message defined below it

@@ -17,6 +17,9 @@ from renkei.contracts.failures import FINAL_LINKAGE_FAILURES
 
 HUB_TIMEOUT = timedelta(seconds=30)
 HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
+# At most this many linkages in one call to the hub (hub.broker-group), so one call stays well
+# within the hub's timeout however many lanes a parallel step has.
+BROKER_GROUP_LIMIT = 50
 # A life-event scan reads a whole cohort from the executor's own register.
 SCAN_TIMEOUT = timedelta(minutes=5)
 
@@ -30,3 +33,9 @@ def linkage_retry(retry: RetrySpec) -> RetryPolicy:
         backoff_coefficient=retry.backoff,
         non_retryable_error_types=[f.value for f in FINAL_LINKAGE_FAILURES],
     )
+
+
+def budget_seconds(timeout: timedelta, attempts: int, pause: timedelta) -> int:
+    """How long a linkage may take with every retry: the permit must outlive it."""
+    total = timeout * attempts + pause * max(attempts - 1, 0)
+    return max(1, min(int(total.total_seconds()), 86_400))

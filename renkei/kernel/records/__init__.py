@@ -38,6 +38,7 @@ from renkei.kernel.records._outcomes import (
     outcome_of,
     outcomes,
     record_outcome,
+    record_outcomes,
 )
 from renkei.kernel.records._witness import (
     Break,
@@ -82,6 +83,7 @@ __all__ = [
     "query",
     "record_hash",
     "record_outcome",
+    "record_outcomes",
     "revocation_message",
     "revocations",
     "verify",

@@ -78,70 +78,118 @@ async def record_outcome(
     retried call finds it and gets it back). ``None`` if the hub has no record of the attempt.
     Only the hub writes outcomes; ``provided`` needs the provider's own record of the attempt
     (its gate admitted the request)."""
+    found = (await record_outcomes(pool, [(attempt_key, outcome)], signer))[0]
+    if isinstance(found, PermissionError):
+        raise found
+    return found
+
+
+async def record_outcomes(
+    pool: asyncpg.Pool, reported: Sequence[tuple[str, Outcome]], signer: RecordSigner
+) -> list[AttemptOutcome | PermissionError | None]:
+    """Append several attempts' outcomes in one transaction (one lock, one read of the head),
+    each as :func:`record_outcome` would; for each, what it returns or the refusal it raises.
+    A refused one leaves the others to be recorded."""
     if signer.party != HUB:
         raise PermissionError(f"{signer.party} may not write outcomes")
-    if outcome not in OUTCOMES:
-        raise ValueError(f"unknown outcome {outcome!r}")
+    for _, outcome in reported:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+    out: list[AttemptOutcome | PermissionError | None] = []
+    if not reported:
+        return out
+    keys = list({key for key, _ in reported})
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
-        known = await conn.fetchrow(
-            "SELECT * FROM records.attempt_outcomes WHERE attempt_key = $1", attempt_key
-        )
-        if known is not None:
-            return _from_row(known)
-        hub = await conn.fetchrow(
-            "SELECT record_hash, provider FROM records.access_records"
-            " WHERE keeper = $1 AND attempt_key = $2",
-            HUB,
-            attempt_key,
-        )
-        if hub is None:
-            return None
-        if outcome == "provided" and not await conn.fetchval(
-            "SELECT 1 FROM records.access_records"
-            " WHERE keeper = $1 AND attempt_key = $2 AND outcome = 'allowed'",
-            hub["provider"],
-            attempt_key,
-        ):
-            raise PermissionError("no provider record of the attempt: not recorded as provided")
+        known = {
+            r["attempt_key"]: _from_row(r)
+            for r in await conn.fetch(
+                "SELECT * FROM records.attempt_outcomes WHERE attempt_key = ANY($1)", keys
+            )
+        }
+        hubs = {
+            r["attempt_key"]: r
+            for r in await conn.fetch(
+                "SELECT attempt_key, record_hash, provider FROM records.access_records"
+                " WHERE keeper = $1 AND attempt_key = ANY($2)",
+                HUB,
+                keys,
+            )
+        }
+        admitted = {
+            r["attempt_key"]
+            for r in await conn.fetch(
+                "SELECT a.attempt_key FROM records.access_records a"
+                " JOIN unnest($1::text[], $2::text[]) AS h(attempt_key, provider)"
+                " ON a.keeper = h.provider AND a.attempt_key = h.attempt_key"
+                " WHERE a.outcome = 'allowed'",
+                [k for k, _ in reported if k in hubs],
+                [hubs[k]["provider"] for k, _ in reported if k in hubs],
+            )
+        }
         last = await conn.fetchrow(
             "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
             " ORDER BY chain_seq DESC LIMIT 1"
         )
         seq, prev = (last["chain_seq"], last["outcome_hash"]) if last else (0, GENESIS)
-        o = AttemptOutcome(
-            attempt_key=attempt_key,
-            outcome=outcome,
-            record_hash=hub["record_hash"],
-            chain_seq=seq + 1,
-            prev_hash=prev,
-            recorded_at=dt.datetime.now(dt.UTC),
-        )
-        digest = outcome_hash(o)
-        o = o.model_copy(
-            update={
-                "outcome_hash": digest,
-                "signer": signer.party,
-                "signature": base64.b64encode(
-                    signer.key.sign(outcome_message(seq + 1, digest))
-                ).decode(),
-            }
-        )
-        await conn.execute(
-            "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash, chain_seq,"
-            " prev_hash, outcome_hash, recorded_at, signer, signature)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            o.attempt_key,
-            o.outcome,
-            o.record_hash,
-            o.chain_seq,
-            o.prev_hash,
-            o.outcome_hash,
-            o.recorded_at,
-            o.signer,
-            o.signature,
-        )
-        return o
+        new: list[AttemptOutcome] = []
+        for attempt_key, outcome in reported:
+            if attempt_key in known:
+                out.append(known[attempt_key])
+                continue
+            hub = hubs.get(attempt_key)
+            if hub is None:
+                out.append(None)
+                continue
+            if outcome == "provided" and attempt_key not in admitted:
+                out.append(
+                    PermissionError("no provider record of the attempt: not recorded as provided")
+                )
+                continue
+            seq += 1
+            o = AttemptOutcome(
+                attempt_key=attempt_key,
+                outcome=outcome,
+                record_hash=hub["record_hash"],
+                chain_seq=seq,
+                prev_hash=prev,
+                recorded_at=dt.datetime.now(dt.UTC),
+            )
+            digest = outcome_hash(o)
+            o = o.model_copy(
+                update={
+                    "outcome_hash": digest,
+                    "signer": signer.party,
+                    "signature": base64.b64encode(
+                        signer.key.sign(outcome_message(seq, digest))
+                    ).decode(),
+                }
+            )
+            prev = digest
+            known[attempt_key] = o
+            new.append(o)
+            out.append(o)
+        if new:
+            await conn.executemany(
+                "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash,"
+                " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                [
+                    (
+                        o.attempt_key,
+                        o.outcome,
+                        o.record_hash,
+                        o.chain_seq,
+                        o.prev_hash,
+                        o.outcome_hash,
+                        o.recorded_at,
+                        o.signer,
+                        o.signature,
+                    )
+                    for o in new
+                ],
+            )
+    return out
 
 
 def _from_row(row: asyncpg.Record) -> AttemptOutcome:
