@@ -71,6 +71,7 @@ class HubActivities:
         mode: registry.Mode = "operation",
         time_scale: float = 1.0,
         history_limit: int = 10_000,
+        kit_clock: bool = False,
     ) -> None:
         self._pool = pool
         self._catalog = catalog
@@ -82,6 +83,8 @@ class HubActivities:
         self._mode = mode
         self._time_scale = time_scale if mode == "test" else 1.0
         self._history_limit = history_limit
+        # Only a test-mode hub (the conformance kit's own) resolves runs on the kit's clock.
+        self._kit_clock = kit_clock and mode == "test"
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
@@ -153,6 +156,7 @@ class HubActivities:
             time_scale=self._time_scale,
             history_limit=self._history_limit,
             hub_signing=self._issuer.public_b64,
+            kit_clock=self._kit_clock,
         )
 
     @activity.defn(name="hub.broker")

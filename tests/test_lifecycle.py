@@ -28,6 +28,7 @@ from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from whitelist.payloads import LocalTax
+from workflows.interpreter import KIT_CLOCK
 
 from .helpers import households, sdk, start, workers
 
@@ -124,7 +125,8 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
             else frozenset(),
         )
 
-    operation = settings.model_copy(update={"mode": "operation"})
+    # A hub in operation never resolves a run on the kit's clock, even if told to.
+    operation = settings.model_copy(update={"mode": "operation", "kit_clock": True})
     person = next(
         p
         for h in households(settings)
@@ -176,8 +178,15 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
     # Operating: it starts in operation mode now.
     async with workers(client, pool, operation, catalog, live_whitelist):
         now_operating = start(bpf, flow.executor, flow.subject, inputs=flow.inputs)
-        result = await (await sdk(client, operation).start(now_operating)).result()
+        operating = await sdk(client, operation).start(now_operating)
+        result = await operating.result()
         assert result.pin.version == 1 and result.result["payable"] > 0
+        markers = [
+            e.marker_recorded_event_attributes.SerializeToString()
+            async for e in operating.fetch_history_events()
+            if e.HasField("marker_recorded_event_attributes")
+        ]
+        assert not any(KIT_CLOCK.encode() in m for m in markers)  # not a kit run
 
         # A second version is a draft beside the operating one: operation still runs v1.
         _, v2 = _variant(bpf, 2)

@@ -43,6 +43,7 @@ def _hub_activities(
         settings.mode,
         settings.test_time_scale,
         settings.history_limit,
+        settings.kit_clock,
     )
     return [
         hub.resolve,

@@ -12,6 +12,7 @@ fields that name subjects are translated back into the executor's codes by the h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -62,6 +63,8 @@ with workflow.unsafe.imports_passed_through():
         Brokered,
         BrokerRequest,
         FlowResult,
+        KitAdvance,
+        KitClock,
         LinkageOutcome,
         LinkageRequest,
         ParentFlow,
@@ -94,6 +97,8 @@ SIGNED_RESUME = "signed-resume-v1"
 # The hub appends what became of each allowed linkage (runs recorded before leave it unknown);
 # a linkage no worker takes ends as "no answer" when its permit does.
 ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
+# A conformance-kit run's waits and sleeps end when the kit moves its clock, not on a timer.
+KIT_CLOCK = "kit-clock-v1"
 
 
 A = TypeVar("A")
@@ -123,6 +128,10 @@ class BpfInterpreter:
         # What the flow tells the hub of its attempts' outcomes runs beside the flow, and is
         # awaited before the flow ends or continues as new.
         self._reports: list[asyncio.Task[None]] = []
+        # The conformance kit's clock: only a run the hub resolved as a kit run takes it.
+        self._kit_clock = False
+        self._kit_now: datetime | None = None
+        self._kit_due: dict[str, datetime] = {}
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -132,6 +141,28 @@ class BpfInterpreter:
     def waiting(self) -> list[Waiting]:
         """What the flow waits for now, until when, and what the respondent is shown."""
         return [w for _, w in self._waiting.values()]
+
+    @workflow.query(name="renkei.kit.clock")
+    def kit_clock(self) -> KitClock:
+        """A kit run's clock and when its pending waits and sleeps are due."""
+        return KitClock(now=self._kit_now, due=sorted(self._kit_due.values()))
+
+    @workflow.update(name="renkei.kit.advance")
+    def kit_advance(self, advance: KitAdvance) -> KitClock:
+        """The kit moves the run's clock (never back): the waits and sleeps due by then end."""
+        if self._kit_now is None or advance.to > self._kit_now:
+            self._kit_now = advance.to
+        return self.kit_clock()
+
+    @kit_advance.validator
+    def _validate_kit_advance(self, advance: KitAdvance) -> None:
+        # Refused before it is written to the history: a run the hub did not resolve as a
+        # conformance-kit run (every run of a hub in operation) keeps Temporal's timers.
+        if not self._kit_clock:
+            raise Failure.NOT_A_KIT_RUN.error(
+                "this run keeps its own time: only a conformance-kit run takes the kit's clock",
+                non_retryable=False,
+            )
 
     # An answer comes as the raw payload, so that the flow sees on which channel it was written
     # (the SDK would convert a typed argument and keep nothing of its channel).
@@ -278,6 +309,8 @@ class BpfInterpreter:
             except ActivityError as err:
                 self._set_status("invalid")
                 raise step_failure(err, "the flow could not start") from None
+        # Decided by the hub alone (a hub in operation never says so), pinned in the history.
+        self._kit_clock = self._run.kit_clock and workflow.patched(KIT_CLOCK)
         pin = self._run.pin
         if start.resume is None:
             workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
@@ -363,6 +396,19 @@ class BpfInterpreter:
 
     def _scaled(self, span: timedelta) -> timedelta:
         return span * self._run.time_scale
+
+    async def _until(self, done: Callable[[], bool], due: datetime, key: str) -> None:
+        """Wait until ``done``; past ``due``, raise ``TimeoutError``. Only in a kit run: the
+        time is the kit's, and ``due`` passes when the kit moves its clock there."""
+        self._kit_due[key] = due
+        try:
+            await workflow.wait_condition(
+                lambda: done() or (self._kit_now is not None and self._kit_now >= due)
+            )
+        finally:
+            del self._kit_due[key]
+        if not done():
+            raise TimeoutError
 
     # -- expressions --
 
@@ -455,7 +501,10 @@ class BpfInterpreter:
         try:
             if remind_at is not None:
                 try:
-                    await workflow.wait_condition(answered, timeout=remind_at - now)
+                    if self._kit_clock:
+                        await self._until(answered, remind_at, f"{step.id}:remind")
+                    else:
+                        await workflow.wait_condition(answered, timeout=remind_at - now)
                 except TimeoutError:
                     await self._hub(
                         HubActivities.remind,
@@ -467,7 +516,9 @@ class BpfInterpreter:
                             deadline=deadline,
                         ),
                     )
-            if not answered():
+            if not answered() and self._kit_clock:
+                await self._until(answered, deadline, step.id)
+            elif not answered():
                 await workflow.wait_condition(answered, timeout=deadline - workflow.now())
             payload = {**self._responses[step.id], "timed_out": False}
         except TimeoutError:
@@ -501,7 +552,11 @@ class BpfInterpreter:
             ]
         )
         self._status = "sleeping"
-        await workflow.sleep(span)
+        if self._kit_clock:
+            with contextlib.suppress(TimeoutError):
+                await self._until(lambda: False, workflow.now() + span, step.id)
+        else:
+            await workflow.sleep(span)
         workflow.upsert_search_attributes(
             [
                 sa.STATUS.value_set("running"),

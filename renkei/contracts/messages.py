@@ -133,6 +133,11 @@ class ResolvedRun(BaseModel):
         description="the hub's public key (base64), pinned in the run: a citizen's answer must"
         " carry the portal's signature under it",
     )
+    kit_clock: bool = Field(
+        default=False,
+        description="a conformance-kit run (only a test-mode hub says so): its waits and sleeps"
+        " end when the kit advances the run's clock, never on a timer",
+    )
 
 
 class TranslateRequest(BaseModel):
@@ -264,6 +269,20 @@ class Waiting(BaseModel):
     remind_at: dt.datetime | None = None
     fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
     preview: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class KitAdvance(BaseModel):
+    """The conformance kit's clock moved to ``to`` (taken only by a kit run)."""
+
+    to: dt.datetime
+
+
+class KitClock(BaseModel):
+    """A kit run's clock: where the kit has moved it, and when each of its pending waits and
+    sleeps is due (empty for any other run)."""
+
+    now: dt.datetime | None = None
+    due: list[dt.datetime] = Field(default_factory=list)
 
 
 class ReminderRequest(BaseModel):
