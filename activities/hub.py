@@ -140,6 +140,7 @@ class HubActivities:
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
+        await self._note_kit_run()
         roles = self._catalog.org_roles(req.executor)
         schemas = {
             s.query.info: self._catalog.info_items[s.query.info].schema_name
@@ -343,6 +344,18 @@ class HubActivities:
             raise Failure.MALFORMED_START.error(
                 "the state this flow continues from is not the hub's (a forged resume)"
             )
+        await self._note_kit_run()
+
+    async def _note_kit_run(self) -> None:
+        """The kit's hub notes each run it resolves or continues: billing leaves them out."""
+        if self._kit_clock:
+            info = activity.info()
+            await self._pool.execute(
+                "INSERT INTO records.conformance_runs (workflow_id, run_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING",
+                info.workflow_id,
+                info.workflow_run_id,
+            )
 
     @activity.defn(name="hub.attest-starts")
     async def attest_starts(self, req: AttestRequest) -> list[str]:
@@ -354,7 +367,10 @@ class HubActivities:
 
     @activity.defn(name="hub.remind")
     async def remind(self, req: ReminderRequest) -> None:
-        """Queue a reminder for the executor to send (once per wait step)."""
+        """Queue a reminder for the executor to send (once per wait step); a conformance-kit
+        run's reminder is not the executor's to send."""
+        if self._kit_clock:
+            return
         await self._pool.execute(
             "INSERT INTO hub.reminders (workflow_id, step, executor, subject_code, deadline)"
             " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workflow_id, step) DO NOTHING",

@@ -99,6 +99,9 @@ SIGNED_RESUME = "signed-resume-v1"
 ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
 # A conformance-kit run's waits and sleeps end when the kit moves its clock, not on a timer.
 KIT_CLOCK = "kit-clock-v1"
+# A kit run carries the kit's search attribute; any other run drops it (a start cannot hide a
+# real run among the kit's).
+KIT_MARK = "kit-mark-v1"
 
 
 A = TypeVar("A")
@@ -311,6 +314,15 @@ class BpfInterpreter:
                 raise step_failure(err, "the flow could not start") from None
         # Decided by the hub alone (a hub in operation never says so), pinned in the history.
         self._kit_clock = self._run.kit_clock and workflow.patched(KIT_CLOCK)
+        marked = workflow.info().typed_search_attributes.get(sa.CONFORMANCE) == sa.KIT
+        if marked != self._kit_clock and workflow.patched(KIT_MARK):
+            workflow.upsert_search_attributes(
+                [
+                    sa.CONFORMANCE.value_set(sa.KIT)
+                    if self._kit_clock
+                    else sa.CONFORMANCE.value_unset()
+                ]
+            )
         pin = self._run.pin
         if start.resume is None:
             workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
@@ -604,6 +616,7 @@ class BpfInterpreter:
                         SearchAttributePair(sa.TRIGGER, self._start.trigger),
                         SearchAttributePair(sa.STATUS, "starting"),
                     ]
+                    + ([SearchAttributePair(sa.CONFORMANCE, sa.KIT)] if self._kit_clock else [])
                 ),
             )
         except ChildWorkflowError as err:

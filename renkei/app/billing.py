@@ -8,7 +8,8 @@ For one month (in Japan's time zone, by when records were written to their chain
   reached it, counted from the provider's own chain, by task and info item.
 
 An agency's look-up in its own register (a municipality reading its resident record, a life-event
-scan of its residents) does not pass between agencies and is billed to neither side.
+scan of its residents) does not pass between agencies and is billed to neither side; nor is a
+conformance-kit run's (``records.conformance_runs``, noted by the kit's own hub).
 
 Prices come from the tariff file (``RENKEI_TARIFF_FILE``): versions with validity dates, per-item
 overrides. The report names every chain it counted, with the first and last record (sequence
@@ -130,9 +131,11 @@ async def report(pool: asyncpg.Pool, month: str, tariffs: Tariffs) -> BillingRep
                task, info, (recorded_at AT TIME ZONE 'Asia/Tokyo')::date AS day,
                count(*) FILTER (WHERE outcome = 'allowed') AS allowed,
                count(*) FILTER (WHERE outcome = 'denied') AS denied
-          FROM records.access_records
+          FROM records.access_records a
          WHERE recorded_at >= $1 AND recorded_at < $2
            AND (keeper = $3 OR keeper = provider) AND requester <> provider
+           AND NOT EXISTS (SELECT 1 FROM records.conformance_runs c
+                            WHERE c.workflow_id = a.workflow_id AND c.run_id = a.run_id)
          GROUP BY 1, 2, 3, 4, 5
         """,
         start,
@@ -177,9 +180,11 @@ async def report(pool: asyncpg.Pool, month: str, tariffs: Tariffs) -> BillingRep
                    max(chain_seq) AS last_seq,
                    (array_agg(record_hash ORDER BY chain_seq))[1] AS first_hash,
                    (array_agg(record_hash ORDER BY chain_seq DESC))[1] AS last_hash
-              FROM records.access_records
+              FROM records.access_records a
              WHERE recorded_at >= $1 AND recorded_at < $2
                AND (keeper = $3 OR keeper = provider) AND requester <> provider
+               AND NOT EXISTS (SELECT 1 FROM records.conformance_runs c
+                                WHERE c.workflow_id = a.workflow_id AND c.run_id = a.run_id)
              GROUP BY keeper ORDER BY keeper
             """,
             start,
