@@ -264,10 +264,10 @@ class HubActivities:
     @activity.defn(name="hub.scan-target")
     async def scan_target(self, req: ScanRequest) -> ScanTarget:
         """The version a life-event scan starts, after checking it is triggered by that event."""
-        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
+        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode, req.executor)
         if found is None:
             raise Failure.UNKNOWN_BPF.error(
-                await why_not(self._pool, req.bpf, req.version, self._mode)
+                await why_not(self._pool, req.bpf, req.version, self._mode, req.executor)
             )
         d = found.definition
         if not is_platform_scan(

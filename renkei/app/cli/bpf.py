@@ -205,6 +205,8 @@ async def _transition(
             typer.echo(f"refused: {err}", err=True)
             return 1
     typer.echo(f"{t.bpf} v{t.version}: {t.from_state} → {t.to_state} by {t.actor} ({t.actor_role})")
+    if action == "operate":
+        typer.echo(f"operating for {t.actor} only: each executor puts a version into operation")
     return 0
 
 
@@ -234,7 +236,8 @@ async def bpf_approve(
 async def bpf_operate(
     bpf: str, version: int, actor: Annotated[str, _AS], note: str | None = None
 ) -> int:
-    """approved → operating, by an executor."""
+    """approved → operating, by an executor, for itself alone (every other executor of the
+    version puts it into operation for itself: operating → operating)."""
     return await _transition("operate", bpf, version, actor, note)
 
 
@@ -260,4 +263,7 @@ async def bpf_history(bpf: str, version: int) -> int:
                 f"{t.at:%Y-%m-%d %H:%M:%S}\t{t.from_state} → {t.to_state}\t{t.actor} ({t.actor_role})"
                 + (f"\t{t.note}" if t.note else "")
             )
+        operators = await registry.operated_by(pool, bpf, version)
+        if operators:
+            typer.echo(f"operating for: {', '.join(operators)}")
     return 0
