@@ -18,6 +18,7 @@ from renkei.kernel import records
 from renkei.kernel.settings import Settings
 from whitelist.decide import JST
 from workers.plugin import connect
+from workflows.interpreter import KIT_CLOCK
 
 from .conftest import free_port
 from .helpers import code, pick, sdk, start, workers
@@ -48,6 +49,15 @@ async def test_kit_runs_are_left_out_of_runs_billing_and_outboxes_and_a_real_run
     )
     assert report.passed, report.summary()
     kit_ids = {s.workflow_id for s in report.scenarios}
+    # Each is a kit run: its history holds the kit's patch (which a run in operation never does:
+    # tests/test_lifecycle.py).
+    for wid in kit_ids:
+        markers = [
+            e.marker_recorded_event_attributes.SerializeToString()
+            async for e in client.get_workflow_handle(wid).fetch_history_events()
+            if e.HasField("marker_recorded_event_attributes")
+        ]
+        assert any(KIT_CLOCK.encode() in m for m in markers)
     # The kit's linkages were recorded (the records are the law's) ...
     for wid in kit_ids:
         assert await records.query(pool, workflow_id=wid)

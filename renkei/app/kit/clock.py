@@ -2,17 +2,20 @@
 
 A kit run (resolved by the kit's own test-mode hub) waits and sleeps on this clock, never on a
 timer: its waits end when answered, or when the kit moves the run's clock past their deadline
-(the ``renkei.kit.advance`` update, which every other run refuses). A stub provider's scripted
-delay is on the same clock. The kit moves the clock only when the scenario's flows are quiet:
-no workflow task and no activity in flight except stubs parked on the clock, in two snapshots
-alike; and then only to the first thing due. So what happens first is what is due first, on an
-idle machine as on a loaded one.
+(the ``renkei.kit.advance`` update, which every other run refuses). Every stub provider answers
+on the same clock: it parks until its scripted delay (none: now) has passed, and the kit lets
+the stubs answer one at a time. The kit acts only when the scenario's flows are quiet: no
+workflow task and no activity in flight except stubs parked on the clock, in two snapshots
+alike; then it lets the first thing due happen, and only that — the stub due first (by due
+time, then step, provider and item), or else the flows' first timer. So what happens first is
+what is due first, in the same order on an idle machine as on a loaded one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import dataclass, field
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -20,40 +23,51 @@ from temporalio.service import RPCError
 from renkei.contracts.messages import KitAdvance, KitClock
 
 
+@dataclass(eq=False)
+class _Parked:
+    due: dt.datetime
+    key: str
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class StubClock:
-    """The scenario's time for its stub providers' delays."""
+    """The scenario's time for its stub providers: each answers when the kit lets it."""
 
     def __init__(self, now: dt.datetime) -> None:
         self.now = now
-        self._parked: list[tuple[dt.datetime, asyncio.Event]] = []
+        self._parked: list[_Parked] = []
 
     @property
     def parked(self) -> int:
         """How many stubs wait on the clock."""
         return len(self._parked)
 
-    def due(self) -> list[dt.datetime]:
-        return [due for due, _ in self._parked]
+    def first(self) -> _Parked | None:
+        """The stub due first (ties: by key), if any waits."""
+        return min(self._parked, key=lambda p: (p.due, p.key), default=None)
 
-    async def delay(self, span: dt.timedelta) -> None:
-        """Return once the kit has moved the clock ``span`` past now."""
-        entry = (self.now + span, asyncio.Event())
+    async def delay(self, span: dt.timedelta, key: str) -> None:
+        """Return once the kit lets this stub (``key``: its step, provider, item) answer, no
+        sooner than ``span`` after now on the clock."""
+        entry = _Parked(self.now + span, key)
         self._parked.append(entry)
         try:
-            await entry[1].wait()
+            await entry.event.wait()
         finally:
             self._parked.remove(entry)
 
+    def release(self, entry: _Parked) -> None:
+        """Let one stub answer, the clock moved to its time."""
+        self.now = max(self.now, entry.due)
+        entry.event.set()
+
     def advance(self, to: dt.datetime) -> None:
         self.now = max(self.now, to)
-        for due, event in self._parked:
-            if due <= self.now:
-                event.set()
 
     def release_all(self) -> None:
         """The scenario is over: no stub stays parked."""
-        for _, event in self._parked:
-            event.set()
+        for entry in self._parked:
+            entry.event.set()
 
 
 async def _snapshot(client: Client, root: str) -> tuple[list[tuple[str, int]], int, bool] | None:
@@ -79,13 +93,13 @@ async def _snapshot(client: Client, root: str) -> tuple[list[tuple[str, int]], i
     return seen, activities, busy
 
 
-async def quiet_due(client: Client, root: str, stubs: StubClock) -> dt.datetime | None:
-    """When the flows under ``root`` are quiet, the first time anything of theirs is due (a
-    wait's reminder or deadline, a sleep's end, a stub's delay); else None."""
+async def quiet_due(client: Client, root: str, stubs: StubClock) -> list[dt.datetime] | None:
+    """When the flows under ``root`` are quiet, when their waits and sleeps are due (a wait's
+    reminder or deadline, a sleep's end); else None."""
     first = await _snapshot(client, root)
     if first is None or first[2] or first[1] != stubs.parked or not first[0]:
         return None
-    due = stubs.due()
+    due: list[dt.datetime] = []
     for wid, _ in first[0]:
         try:
             clock = await client.get_workflow_handle(wid).query(
@@ -96,7 +110,23 @@ async def quiet_due(client: Client, root: str, stubs: StubClock) -> dt.datetime 
         due += clock.due
     if await _snapshot(client, root) != first:
         return None  # something moved while it was read
-    return min(due) if due else None
+    return due
+
+
+async def next_event(client: Client, root: str, stubs: StubClock) -> bool:
+    """If the flows under ``root`` are quiet, let the first thing due happen: the stub due
+    first, or else the flows' first wait or sleep. Whether anything happened."""
+    due = await quiet_due(client, root, stubs)
+    if due is None:
+        return False
+    stub = stubs.first()
+    if stub is not None and (not due or stub.due <= min(due)):
+        stubs.release(stub)
+        return True
+    if due:
+        await advance(client, root, stubs, min(due))
+        return True
+    return False
 
 
 async def advance(client: Client, root: str, stubs: StubClock, to: dt.datetime) -> None:

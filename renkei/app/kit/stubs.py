@@ -14,6 +14,7 @@ operation, not on its first real run.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
@@ -75,8 +76,8 @@ class Stubs:
     def _stub(self, org: str, info: str, b: Behaviour) -> Provider:
         async def stub(req: LinkageRequest) -> BaseModel:
             n = self.calls[(org, info)] = self.calls.get((org, info), 0) + 1
-            if b.delay and self.clock is not None:
-                await self.clock.delay(b.delay)  # on the kit's clock
+            if self.clock is not None:  # answers when the kit lets it, after its delay
+                await self.clock.delay(b.delay or dt.timedelta(0), f"{req.step}/{org}/{info}")
             elif b.delay:
                 await asyncio.sleep(b.delay.total_seconds())
             if b.fail == "always" or (isinstance(b.fail, int) and n <= b.fail):
