@@ -62,6 +62,13 @@ def test_months_are_japanese_calendar_months() -> None:
         billing.month_bounds("2026-13")
 
 
+# The conformance kit's runs are billed to nobody (tests/test_kit_isolation.py).
+NOT_KIT = (
+    " AND NOT EXISTS (SELECT 1 FROM records.conformance_runs c"
+    " WHERE c.workflow_id = a.workflow_id AND c.run_id = a.run_id)"
+)
+
+
 async def _counts(pool: asyncpg.Pool, month: str) -> tuple[dict, dict]:  # type: ignore[type-arg]
     start, end = billing.month_bounds(month)
     queries = {
@@ -70,8 +77,8 @@ async def _counts(pool: asyncpg.Pool, month: str) -> tuple[dict, dict]:  # type:
             "SELECT requester, task, info,"
             " count(*) FILTER (WHERE outcome = 'allowed') AS allowed,"
             " count(*) FILTER (WHERE outcome = 'denied') AS denied"
-            " FROM records.access_records WHERE keeper = $3 AND requester <> provider"
-            " AND recorded_at >= $1 AND recorded_at < $2 GROUP BY 1, 2, 3",
+            " FROM records.access_records a WHERE keeper = $3 AND requester <> provider"
+            " AND recorded_at >= $1 AND recorded_at < $2" + NOT_KIT + " GROUP BY 1, 2, 3",
             start,
             end,
             HUB,
@@ -80,9 +87,9 @@ async def _counts(pool: asyncpg.Pool, month: str) -> tuple[dict, dict]:  # type:
     provisions = {
         (r["provider"], r["task"], r["info"]): r["n"]
         for r in await pool.fetch(
-            "SELECT provider, task, info, count(*) AS n FROM records.access_records"
+            "SELECT provider, task, info, count(*) AS n FROM records.access_records a"
             " WHERE keeper = provider AND requester <> provider AND outcome = 'allowed'"
-            " AND recorded_at >= $1 AND recorded_at < $2 GROUP BY 1, 2, 3",
+            " AND recorded_at >= $1 AND recorded_at < $2" + NOT_KIT + " GROUP BY 1, 2, 3",
             start,
             end,
         )

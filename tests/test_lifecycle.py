@@ -468,3 +468,6 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
         ("operating", "city-minato"),
         ("operating", "city-shibuya"),
     ]
+    # Retired by its definer, it operates for no one (and leaves no schedule to other tests).
+    await move("retire", "mhlw")
+    assert not [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]
