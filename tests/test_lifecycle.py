@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -30,7 +31,7 @@ from tests.paths import SAMPLES_DIR
 from whitelist.payloads import LocalTax
 from workflows.interpreter import KIT_CLOCK
 
-from .helpers import households, sdk, start, workers
+from .helpers import households, run, sdk, start, workers
 
 SAMPLES = sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
 
@@ -389,7 +390,7 @@ def test_bpf_validate_knows_the_registry_states_of_what_a_flow_calls(cli) -> Non
 
 
 async def test_each_executor_puts_a_version_into_operation_for_itself(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
 ) -> None:
     """city-minato's `operate` puts a municipal flow into operation for city-minato alone:
     city-shibuya gets no schedule and cannot start it until it operates the version itself."""
@@ -468,6 +469,13 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
         ("operating", "city-minato"),
         ("operating", "city-shibuya"),
     ]
+    # The command runs its own event loop: off this one.
+    code, out = await asyncio.to_thread(run, cli, "bpf", "history", bpf, "1")
+    assert code == 0 and out.splitlines()[-1] == "operating for: city-minato, city-shibuya"
+    code, out = await asyncio.to_thread(
+        run, cli, "bpf", "operate", bpf, "1", "--as", "city-shibuya"
+    )
+    assert code == 1 and "already operating for city-shibuya" in out
     # Retired by its definer, it operates for no one (and leaves no schedule to other tests).
     await move("retire", "mhlw")
     assert not [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]

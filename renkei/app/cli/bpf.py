@@ -263,7 +263,7 @@ async def bpf_history(bpf: str, version: int) -> int:
                 f"{t.at:%Y-%m-%d %H:%M:%S}\t{t.from_state} → {t.to_state}\t{t.actor} ({t.actor_role})"
                 + (f"\t{t.note}" if t.note else "")
             )
-        operators = await registry.operated_by(pool, bpf, version)
-        if operators:
+        if await registry.state_of(pool, bpf, version) == "operating":
+            operators = await registry.operated_by(pool, bpf, version)
             typer.echo(f"operating for: {', '.join(operators)}")
     return 0
