@@ -14,7 +14,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from renkei.app.kit import Report, run_scenarios, scenarios_for
+from renkei.app.kit import Report, ScenarioSet, run_scenarios, scenarios_for
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
     Acknowledged,
@@ -142,3 +142,65 @@ async def test_a_run_that_is_not_the_kits_refuses_the_kits_clock(
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
     ]
     assert accepted == ["renkei.respond"]
+
+
+async def test_a_kit_runs_sleeps_end_on_the_kits_clock_not_on_a_timer(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """Four months and two days of sleeping pass as the kit moves the clock: no timer runs."""
+    await register_fixture(pool, "sleep-probe.yaml")
+    scenario_set = ScenarioSet.model_validate(
+        {
+            "bpf": "sleep-probe",
+            "scenarios": [
+                {
+                    "name": "sleeps, then asks",
+                    "executor": "city-minato",
+                    "inputs": {"months": 4},
+                    "providers": {
+                        "city-shibuya": {
+                            "local-tax": {
+                                "respond": {
+                                    "fiscal_year": 2025,
+                                    "taxable_income": 3000000,
+                                    "municipal_tax": 300000,
+                                    "dependents": 0,
+                                }
+                            }
+                        }
+                    },
+                    "expect": {
+                        "outcome": "completed",
+                        "result": {"income": 3000000},
+                        "linkages": [
+                            {
+                                "step": "tax",
+                                "provider": "city-shibuya",
+                                "info": "local-tax",
+                                "outcome": "provided",
+                            }
+                        ],
+                    },
+                }
+            ],
+        }
+    )
+    report = await run_scenarios(
+        client, pool, settings, catalog, live_whitelist, "sleep-probe", None, scenario_set
+    )
+    assert report.passed, report.summary()
+    events = [
+        e
+        async for e in client.get_workflow_handle(
+            report.scenarios[0].workflow_id
+        ).fetch_history_events()
+    ]
+    assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+    moves = [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+        == "renkei.kit.advance"
+    ]
+    assert len(moves) == 2  # the end of each sleep

@@ -409,6 +409,13 @@ class BpfInterpreter:
     def _scaled(self, span: timedelta) -> timedelta:
         return span * self._run.time_scale
 
+    def _now(self) -> datetime:
+        """The flow's time: in a kit run, the kit's clock once the kit has moved it."""
+        now = workflow.now()
+        if self._kit_clock and self._kit_now is not None and self._kit_now > now:
+            return self._kit_now
+        return now
+
     async def _until(self, done: Callable[[], bool], due: datetime, key: str) -> None:
         """Wait until ``done``; past ``due``, raise ``TimeoutError``. Only in a kit run: the
         time is the kit's, and ``due`` passes when the kit moves its clock there."""
@@ -426,7 +433,7 @@ class BpfInterpreter:
 
     def _eval(self, key: tuple[str | int, ...]) -> Any:
         data = dict(self._bindings)
-        data["now"] = workflow.now()
+        data["now"] = self._now()
         data["steps"] = dict(self._messages)
         data.update(self._messages)
         try:
@@ -486,7 +493,7 @@ class BpfInterpreter:
 
     async def _wait(self, step: WaitStep) -> None:
         w = step.wait
-        now = workflow.now()
+        now = self._now()
         deadline = now + self._scaled(w.timeout)
         remind_at = deadline - self._scaled(w.remind) if w.remind is not None else None
         info = Waiting(
@@ -555,18 +562,18 @@ class BpfInterpreter:
         else:
             until = self._eval((step.id, "until"))
             target = datetime.fromisoformat(str(until))
-            span = self._scaled(max(target - workflow.now(), timedelta(0)))
+            span = self._scaled(max(target - self._now(), timedelta(0)))
         workflow.upsert_search_attributes(
             [
                 sa.STATUS.value_set("sleeping"),
                 sa.WAITING_FOR.value_set(f"{step.id}:timer"),
-                sa.DEADLINE.value_set(workflow.now() + span),
+                sa.DEADLINE.value_set(self._now() + span),
             ]
         )
         self._status = "sleeping"
         if self._kit_clock:
             with contextlib.suppress(TimeoutError):
-                await self._until(lambda: False, workflow.now() + span, step.id)
+                await self._until(lambda: False, self._now() + span, step.id)
         else:
             await workflow.sleep(span)
         workflow.upsert_search_attributes(
