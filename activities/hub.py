@@ -80,6 +80,7 @@ class HubActivities:
         mode: registry.Mode = "operation",
         time_scale: float = 1.0,
         history_limit: int = 10_000,
+        kit_clock: bool = False,
         *,
         runs_before: dt.datetime | None = None,
     ) -> None:
@@ -96,6 +97,8 @@ class HubActivities:
         self._claims = Claims(pool, catalog)
         # The legacy control worker's: it resolves only the runs started before this moment.
         self._runs_before = runs_before
+        # Only a test-mode hub (the conformance kit's own) resolves runs on the kit's clock.
+        self._kit_clock = kit_clock and mode == "test"
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
@@ -168,6 +171,7 @@ class HubActivities:
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
+        await self._note_kit_run()
         roles = self._catalog.org_roles(req.executor)
         schemas = {
             s.query.info: self._catalog.info_items[s.query.info].schema_name
@@ -186,6 +190,7 @@ class HubActivities:
             hub_signing=self._issuer.public_b64,
             takes_outcomes=True,
             brokers_groups=True,
+            kit_clock=self._kit_clock,
         )
         if req.broker_first:
             run.first = await self._broker_first(req, run)
@@ -383,10 +388,10 @@ class HubActivities:
     async def scan_target(self, req: ScanRequest) -> ScanTarget:
         """The version a life-event scan starts, after checking it is triggered by that event."""
         self._claims.scan(req.bpf, req.executor, caller())
-        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode)
+        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode, req.executor)
         if found is None:
             raise Failure.UNKNOWN_BPF.error(
-                await why_not(self._pool, req.bpf, req.version, self._mode)
+                await why_not(self._pool, req.bpf, req.version, self._mode, req.executor)
             )
         d = found.definition
         if not is_platform_scan(
@@ -498,6 +503,18 @@ class HubActivities:
             raise Failure.MALFORMED_START.error(
                 "the state this flow continues from is not the hub's (a forged resume)"
             )
+        await self._note_kit_run()
+
+    async def _note_kit_run(self) -> None:
+        """The kit's hub notes each run it resolves or continues: billing leaves them out."""
+        if self._kit_clock:
+            info = activity.info()
+            await self._pool.execute(
+                "INSERT INTO records.conformance_runs (workflow_id, run_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING",
+                info.workflow_id,
+                info.workflow_run_id,
+            )
 
     @activity.defn(name="hub.attest-starts")
     async def attest_starts(self, req: AttestRequest) -> list[str]:
@@ -513,7 +530,10 @@ class HubActivities:
     @activity.defn(name="hub.remind")
     async def remind(self, req: ReminderRequest) -> None:
         """Queue a reminder for the executor to send (once per wait step): the calling flow's,
-        into its own executor's outbox (whatever the request says)."""
+        into its own executor's outbox (whatever the request says); a conformance-kit run's
+        reminder is not the executor's to send."""
+        if self._kit_clock:
+            return
         who = caller()
         await self._pool.execute(
             "INSERT INTO hub.reminders (workflow_id, step, executor, subject_code, deadline)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -28,8 +29,9 @@ from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from whitelist.payloads import LocalTax
+from workflows.interpreter import KIT_CLOCK
 
-from .helpers import households, sdk, start, workers
+from .helpers import households, run, sdk, start, workers
 
 SAMPLES = sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
 
@@ -124,7 +126,8 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
             else frozenset(),
         )
 
-    operation = settings.model_copy(update={"mode": "operation"})
+    # A hub in operation never resolves a run on the kit's clock, even if told to.
+    operation = settings.model_copy(update={"mode": "operation", "kit_clock": True})
     person = next(
         p
         for h in households(settings)
@@ -160,7 +163,7 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
     await move("approve", body)
     with pytest.raises(registry.TransitionRefused, match="for the executor"):
         await move("operate", "jps")
-    await move("operate", "city-shibuya")
+    await move("operate", "city-minato")  # for itself: the flow below is city-minato's
     assert (
         await pool.fetchval(
             "SELECT conformance_report_hash FROM registry.bpf_versions WHERE bpf = $1", bpf
@@ -170,14 +173,21 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
     assert [(t.to_state, t.actor, t.actor_role) for t in await registry.history(pool, bpf, 1)] == [
         ("conformance-passed", "mhlw", "definer"),
         ("approved", body, "conformance-body"),
-        ("operating", "city-shibuya", "executor"),
+        ("operating", "city-minato", "executor"),
     ]
 
     # Operating: it starts in operation mode now.
     async with workers(client, pool, operation, catalog, live_whitelist):
         now_operating = start(bpf, flow.executor, flow.subject, inputs=flow.inputs)
-        result = await (await sdk(client, operation).start(now_operating)).result()
+        operating = await sdk(client, operation).start(now_operating)
+        result = await operating.result()
         assert result.pin.version == 1 and result.result["payable"] > 0
+        markers = [
+            e.marker_recorded_event_attributes.SerializeToString()
+            async for e in operating.fetch_history_events()
+            if e.HasField("marker_recorded_event_attributes")
+        ]
+        assert not any(KIT_CLOCK.encode() in m for m in markers)  # not a kit run
 
         # A second version is a draft beside the operating one: operation still runs v1.
         _, v2 = _variant(bpf, 2)
@@ -380,3 +390,95 @@ def test_bpf_validate_knows_the_registry_states_of_what_a_flow_calls(cli) -> Non
         "steps[2].call.bpf: calls child-allowance-check, which has no operating version"
         " (v1 draft): in operation the call is refused until it operates"
     ) in out
+
+
+async def test_each_executor_puts_a_version_into_operation_for_itself(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
+) -> None:
+    """city-minato's `operate` puts a municipal flow into operation for city-minato alone:
+    city-shibuya gets no schedule and cannot start it until it operates the version itself."""
+    from renkei.app.schedules import PREFIX, desired
+    from renkei.contracts.names import workflow_id
+    from renkei.kernel import attest
+
+    bpf = f"school-entry-{uuid.uuid4().hex[:6]}"
+    text = (SAMPLES_DIR / "school-entry-notice.yaml").read_text()
+    loaded = parse_text(text.replace("bpf: school-entry-notice", f"bpf: {bpf}"), f"{bpf}.yaml")
+    assert await registry.register(pool, loaded)
+    scenario_set = scenarios_for("school-entry-notice").model_copy(update={"bpf": bpf})
+    report = await _kit(client, pool, settings, catalog, live_whitelist, bpf, 1, scenario_set)
+    assert report.passed, report.summary()
+    await store_report(pool, report)
+
+    async def move(action: registry.Action, actor: str) -> registry.Transition:
+        return await registry.transition(
+            pool,
+            bpf,
+            1,
+            action,
+            actor,
+            conformance_body=settings.conformance_body,
+            actor_roles=frozenset(catalog.org_roles(actor)),
+        )
+
+    await move("submit", "mhlw")
+    await move("approve", settings.conformance_body)
+    assert (await move("operate", "city-minato")).from_state == "approved"
+    with pytest.raises(registry.TransitionRefused, match="already operating for city-minato"):
+        await move("operate", "city-minato")
+    assert await registry.operated_by(pool, bpf, 1) == ["city-minato"]
+
+    operation = settings.model_copy(update={"mode": "operation"})
+    schedules = [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]
+    assert schedules == [f"{PREFIX}{bpf}/city-minato/6-school-year-start"]
+
+    def platform_start(executor: str) -> object:
+        person = next(
+            p for h in households(settings) if h.municipality == executor for p in h.members
+        )
+        subject = derive_code(keys.load(settings).hub_key, executor, person.subject_id)
+        flow = start(bpf, executor, subject, trigger="life-event")
+        word = attest.trigger_start(
+            keys.load(settings).signer(),
+            workflow_id(bpf, executor, flow.case_ref),
+            "life-event",
+            bpf,
+            executor,
+            subject,
+        )
+        return flow.model_copy(update={"attestation": word})
+
+    async with workers(client, pool, operation, catalog, live_whitelist):
+        minato = await (await sdk(client, operation).start(platform_start("city-minato"))).result()
+        assert minato.outcome == "completed"
+        # city-shibuya, with the platform's own word for the start, is refused by the hub.
+        with pytest.raises(WorkflowFailureError) as refused:
+            await (await sdk(client, operation).start(platform_start("city-shibuya"))).result()
+        assert "is operating, but not for city-shibuya" in str(refused.value.cause)
+
+        # city-shibuya puts it into operation for itself: now it runs there too.
+        later = await move("operate", "city-shibuya")
+        assert (later.from_state, later.to_state) == ("operating", "operating")
+        shibuya = await (
+            await sdk(client, operation).start(platform_start("city-shibuya"))
+        ).result()
+        assert shibuya.outcome == "completed"
+    schedules = [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]
+    assert sorted(schedules) == [
+        f"{PREFIX}{bpf}/city-minato/6-school-year-start",
+        f"{PREFIX}{bpf}/city-shibuya/6-school-year-start",
+    ]
+    assert [(t.to_state, t.actor) for t in await registry.history(pool, bpf, 1)][-2:] == [
+        ("operating", "city-minato"),
+        ("operating", "city-shibuya"),
+    ]
+    # The command runs its own event loop: off this one.
+    code, out = await asyncio.to_thread(run, cli, "bpf", "history", bpf, "1")
+    assert code == 0 and out.splitlines()[-1] == "operating for: city-minato, city-shibuya"
+    code, out = await asyncio.to_thread(
+        run, cli, "bpf", "operate", bpf, "1", "--as", "city-shibuya"
+    )
+    assert code == 1 and "already operating for city-shibuya" in out
+    # Retired by its definer, it operates for no one (and leaves no schedule to other tests).
+    await move("retire", "mhlw")
+    assert not [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]

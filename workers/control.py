@@ -48,6 +48,7 @@ def _hub_activities(
         settings.mode,
         settings.test_time_scale,
         settings.history_limit,
+        settings.kit_clock,
         runs_before=settings.legacy_runs_before if legacy else None,
     )
     return [

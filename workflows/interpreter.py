@@ -64,6 +64,8 @@ with workflow.unsafe.imports_passed_through():
         BrokerRequest,
         FirstLinkage,
         FlowResult,
+        KitAdvance,
+        KitClock,
         LinkageOutcome,
         LinkageRequest,
         ParentFlow,
@@ -108,6 +110,11 @@ FIRST_WITH_START = "first-linkage-with-start-v1"
 # to the hub in one call (runs recorded before, or resolved by a hub that does not take them so,
 # ask for each on its own).
 GROUP_BROKERING = "group-brokering-v1"
+# A conformance-kit run's waits and sleeps end when the kit moves its clock, not on a timer.
+KIT_CLOCK = "kit-clock-v1"
+# A kit run carries the kit's search attribute; any other run drops it (a start cannot hide a
+# real run among the kit's).
+KIT_MARK = "kit-mark-v1"
 
 
 A = TypeVar("A")
@@ -146,6 +153,10 @@ class BpfInterpreter:
         # Linkages asked for at this moment, answered together by one call to the hub.
         self._asking: list[tuple[BrokerRequest, asyncio.Future[Brokered | None]]] = []
         self._askers: list[asyncio.Task[None]] = []
+        # The conformance kit's clock: only a run the hub resolved as a kit run takes it.
+        self._kit_clock = False
+        self._kit_now: datetime | None = None
+        self._kit_due: dict[str, datetime] = {}
 
     @workflow.query(name="renkei.status")
     def status(self) -> str:
@@ -155,6 +166,28 @@ class BpfInterpreter:
     def waiting(self) -> list[Waiting]:
         """What the flow waits for now, until when, and what the respondent is shown."""
         return [w for _, w in self._waiting.values()]
+
+    @workflow.query(name="renkei.kit.clock")
+    def kit_clock(self) -> KitClock:
+        """A kit run's clock and when its pending waits and sleeps are due."""
+        return KitClock(now=self._kit_now, due=sorted(self._kit_due.values()))
+
+    @workflow.update(name="renkei.kit.advance")
+    def kit_advance(self, advance: KitAdvance) -> KitClock:
+        """The kit moves the run's clock (never back): the waits and sleeps due by then end."""
+        if self._kit_now is None or advance.to > self._kit_now:
+            self._kit_now = advance.to
+        return self.kit_clock()
+
+    @kit_advance.validator
+    def _validate_kit_advance(self, advance: KitAdvance) -> None:
+        # Refused before it is written to the history: a run the hub did not resolve as a
+        # conformance-kit run (every run of a hub in operation) keeps Temporal's timers.
+        if not self._kit_clock:
+            raise Failure.NOT_A_KIT_RUN.error(
+                "this run keeps its own time: only a conformance-kit run takes the kit's clock",
+                non_retryable=False,
+            )
 
     # An answer comes as the raw payload, so that the flow sees on which channel it was written
     # (the SDK would convert a typed argument and keep nothing of its channel).
@@ -306,6 +339,17 @@ class BpfInterpreter:
             except ActivityError as err:
                 self._set_status("invalid")
                 raise step_failure(err, "the flow could not start") from None
+        # Decided by the hub alone (a hub in operation never says so), pinned in the history.
+        self._kit_clock = self._run.kit_clock and workflow.patched(KIT_CLOCK)
+        marked = workflow.info().typed_search_attributes.get(sa.CONFORMANCE) == sa.KIT
+        if marked != self._kit_clock and workflow.patched(KIT_MARK):
+            workflow.upsert_search_attributes(
+                [
+                    sa.CONFORMANCE.value_set(sa.KIT)
+                    if self._kit_clock
+                    else sa.CONFORMANCE.value_unset()
+                ]
+            )
         pin = self._run.pin
         if start.resume is None:
             self._first = self._run.first
@@ -442,11 +486,31 @@ class BpfInterpreter:
     def _scaled(self, span: timedelta) -> timedelta:
         return span * self._run.time_scale
 
+    def _now(self) -> datetime:
+        """The flow's time: in a kit run, the kit's clock once the kit has moved it."""
+        now = workflow.now()
+        if self._kit_clock and self._kit_now is not None and self._kit_now > now:
+            return self._kit_now
+        return now
+
+    async def _until(self, done: Callable[[], bool], due: datetime, key: str) -> None:
+        """Wait until ``done``; past ``due``, raise ``TimeoutError``. Only in a kit run: the
+        time is the kit's, and ``due`` passes when the kit moves its clock there."""
+        self._kit_due[key] = due
+        try:
+            await workflow.wait_condition(
+                lambda: done() or (self._kit_now is not None and self._kit_now >= due)
+            )
+        finally:
+            del self._kit_due[key]
+        if not done():
+            raise TimeoutError
+
     # -- expressions --
 
     def _eval(self, key: tuple[str | int, ...]) -> Any:
         data = dict(self._bindings)
-        data["now"] = workflow.now()
+        data["now"] = self._now()
         data["steps"] = dict(self._messages)
         data.update(self._messages)
         try:
@@ -509,7 +573,7 @@ class BpfInterpreter:
 
     async def _wait(self, step: WaitStep) -> None:
         w = step.wait
-        now = workflow.now()
+        now = self._now()
         deadline = now + self._scaled(w.timeout)
         remind_at = deadline - self._scaled(w.remind) if w.remind is not None else None
         info = Waiting(
@@ -536,7 +600,10 @@ class BpfInterpreter:
         try:
             if remind_at is not None:
                 try:
-                    await workflow.wait_condition(answered, timeout=remind_at - now)
+                    if self._kit_clock:
+                        await self._until(answered, remind_at, f"{step.id}:remind")
+                    else:
+                        await workflow.wait_condition(answered, timeout=remind_at - now)
                 except TimeoutError:
                     await self._hub(
                         HubActivities.remind,
@@ -548,7 +615,9 @@ class BpfInterpreter:
                             deadline=deadline,
                         ),
                     )
-            if not answered():
+            if not answered() and self._kit_clock:
+                await self._until(answered, deadline, step.id)
+            elif not answered():
                 await workflow.wait_condition(answered, timeout=deadline - workflow.now())
             payload = {**self._responses[step.id], "timed_out": False}
         except TimeoutError:
@@ -573,16 +642,20 @@ class BpfInterpreter:
         else:
             until = self._eval((step.id, "until"))
             target = datetime.fromisoformat(str(until))
-            span = self._scaled(max(target - workflow.now(), timedelta(0)))
+            span = self._scaled(max(target - self._now(), timedelta(0)))
         workflow.upsert_search_attributes(
             [
                 sa.STATUS.value_set("sleeping"),
                 sa.WAITING_FOR.value_set(f"{step.id}:timer"),
-                sa.DEADLINE.value_set(workflow.now() + span),
+                sa.DEADLINE.value_set(self._now() + span),
             ]
         )
         self._status = "sleeping"
-        await workflow.sleep(span)
+        if self._kit_clock:
+            with contextlib.suppress(TimeoutError):
+                await self._until(lambda: False, self._now() + span, step.id)
+        else:
+            await workflow.sleep(span)
         workflow.upsert_search_attributes(
             [
                 sa.STATUS.value_set("running"),
@@ -630,6 +703,7 @@ class BpfInterpreter:
                         SearchAttributePair(sa.TRIGGER, self._start.trigger),
                         SearchAttributePair(sa.STATUS, "starting"),
                     ]
+                    + ([SearchAttributePair(sa.CONFORMANCE, sa.KIT)] if self._kit_clock else [])
                 ),
             )
         except ChildWorkflowError as err:

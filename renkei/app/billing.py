@@ -16,6 +16,8 @@ so :func:`verify` recomputes it from the records and reports every difference.
 
 Invoices are **issued** into ``billing.invoices`` (append-only, numbered): issuing a month again
 stores a new revision for each org whose invoice changed, and leaves the others as they are.
+A conformance-kit run's attempts (``records.conformance_runs``, noted by the kit's own hub)
+are billed to no one.
 """
 
 from __future__ import annotations
@@ -219,6 +221,8 @@ SELECT r.requester AS org, r.bpf, r.task, r.info, r.outcome AS decision,
  WHERE r.keeper = $3 AND r.requester <> r.provider
    AND r.recorded_at >= $1 AND r.recorded_at < $2
    AND ($4::text[] IS NULL OR r.requester = ANY($4::text[]))
+   AND NOT EXISTS (SELECT 1 FROM records.conformance_runs c
+                   WHERE c.workflow_id = r.workflow_id AND c.run_id = r.run_id)
  ORDER BY r.chain_seq
 """
 _PROVISIONS = """
@@ -232,6 +236,8 @@ SELECT r.provider AS org, r.bpf, r.task, r.info, r.outcome AS decision,
  WHERE r.keeper = r.provider AND r.requester <> r.provider
    AND h.recorded_at >= $1 AND h.recorded_at < $2
    AND ($4::text[] IS NULL OR r.provider = ANY($4::text[]))
+   AND NOT EXISTS (SELECT 1 FROM records.conformance_runs c
+                   WHERE c.workflow_id = r.workflow_id AND c.run_id = r.run_id)
  ORDER BY r.keeper, r.chain_seq
 """
 

@@ -239,6 +239,11 @@ class RenkeiClient:
                 SearchAttributePair(sa.TRIGGER, request.trigger),
                 SearchAttributePair(sa.STATUS, "starting"),
             ]
+            + (
+                [SearchAttributePair(sa.CONFORMANCE, sa.KIT)]
+                if self.settings.kit_clock and self.settings.mode == "test"
+                else []
+            )
         )
         fingerprint = start_fingerprint(request)
         # The case reference makes the start idempotent, so a start whose answer was lost (the
@@ -356,9 +361,11 @@ class RenkeiClient:
         trigger: str | None = None,
         status: str | None = None,
         waiting: bool = False,
+        conformance: bool = False,
         limit: int = 50,
     ) -> list[RunStatus]:
-        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone.
+        """Runs by BPF, executor, trigger, status; ``waiting``: those waiting for someone;
+        ``conformance``: the conformance kit's runs instead of the real ones.
 
         Raises ``ValueError`` for a filter that is not an id (it would change the query)."""
         for name, value in (
@@ -383,6 +390,8 @@ class RenkeiClient:
             terms.append(f"{sa.WAITING_FOR.name} IS NOT NULL")
         if not terms:
             terms.append(f"{sa.BPF.name} IS NOT NULL")
+        # The conformance kit's runs are not the executors' (see ``search_attributes``).
+        terms.append(f"{sa.CONFORMANCE.name} {'IS NOT NULL' if conformance else 'IS NULL'}")
         out: list[RunStatus] = []
         async for w in self.client.list_workflows(
             " AND ".join(terms), limit=limit, rpc_timeout=RPC_TIMEOUT

@@ -124,8 +124,12 @@ async def publish(
     platform = keys.load(settings).signer()
     started: list[str] = []
     for found in await registry.runnable(pool, settings.mode):
-        d = found.definition
-        for executor in _subscribed(d, n, catalog):
+        for executor in _subscribed(found.definition, n, catalog):
+            # In operation, the version the executor put into operation itself, if any.
+            mine = await registry.fetch(pool, found.definition.bpf, None, settings.mode, executor)
+            if mine is None or executor not in _subscribed(mine.definition, n, catalog):
+                continue
+            d = mine.definition
             inputs = {
                 k: v
                 for k, v in {"occurred_on": n.occurred_on.isoformat(), "event": n.event}.items()

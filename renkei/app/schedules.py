@@ -1,7 +1,8 @@
 """Temporal Schedules for life-event triggers, kept in line with the registry.
 
 Every BPF version that may run (operating, or any but retired in test mode) and names a
-``life-event`` trigger gets one schedule per executor org: ``life-event/<bpf>/<org>/<age>-<on>``.
+``life-event`` trigger gets one schedule per executor org: ``life-event/<bpf>/<org>/<age>-<on>``
+— in operation, only for an org that put that version into operation itself.
 A birthday rule scans every morning for the day; a school-year rule every 1 October for the
 coming school year; a fiscal-year rule every 1 April. :func:`sync` creates the missing
 schedules, updates the changed ones and deletes those no definition asks for any more.
@@ -78,11 +79,15 @@ async def desired(
     out: dict[str, ScanRequest] = {}
     signer = keys.load(settings).signer()  # the platform signs the scans it schedules
     for found in await registry.runnable(pool, settings.mode):
-        d = found.definition
-        for rule in d.life_events():
-            if rule.age is None:
+        for org in _executors(found.definition, catalog):
+            # In operation, each org's schedule is for the version it put into operation itself.
+            mine = await registry.fetch(pool, found.definition.bpf, None, settings.mode, org)
+            if mine is None:
                 continue
-            for org in _executors(d, catalog):
+            d = mine.definition
+            for rule in d.life_events():
+                if rule.age is None or org not in _executors(d, catalog):
+                    continue
                 sid = f"{PREFIX}{d.bpf}/{org}/{rule.age}-{rule.on}"
                 out[sid] = ScanRequest(
                     bpf=d.bpf, version=d.version, executor=org, age=rule.age, on=rule.on

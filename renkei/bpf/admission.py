@@ -37,8 +37,14 @@ class StartRefused(Exception):
         self.kind = kind
 
 
-async def why_not(pool: asyncpg.Pool, bpf: str, version: int | None, mode: registry.Mode) -> str:
-    """Why no version of ``bpf`` (or not ``version``) may start in ``mode``."""
+async def why_not(
+    pool: asyncpg.Pool,
+    bpf: str,
+    version: int | None,
+    mode: registry.Mode,
+    executor: str | None = None,
+) -> str:
+    """Why no version of ``bpf`` (or not ``version``) may start in ``mode`` (for ``executor``)."""
     row = await pool.fetchrow(
         "SELECT version, state FROM registry.bpf_versions"
         " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) ORDER BY version DESC LIMIT 1",
@@ -47,6 +53,11 @@ async def why_not(pool: asyncpg.Pool, bpf: str, version: int | None, mode: regis
     )
     if row is None:
         return f"{bpf}{f' version {version}' if version else ''} is not registered"
+    if mode == "operation" and row["state"] == "operating" and executor is not None:
+        return (
+            f"{bpf} v{row['version']} is operating, but not for {executor}: each executor puts a"
+            " version into operation for itself"
+        )
     if mode == "operation":
         return (
             f"{bpf} v{row['version']} is {row['state']}: only an operating version starts in"
@@ -81,9 +92,9 @@ async def admit(
     """
     if not re.fullmatch(BPF_ID, bpf):
         raise StartRefused("bpf: not a BPF id (lowercase letters, digits, hyphens)", "UnknownBpf")
-    found = await registry.fetch(pool, bpf, version, mode)
+    found = await registry.fetch(pool, bpf, version, mode, executor)
     if found is None:
-        raise StartRefused(await why_not(pool, bpf, version, mode), "UnknownBpf")
+        raise StartRefused(await why_not(pool, bpf, version, mode, executor), "UnknownBpf")
     d = found.definition
     if (stopped := await start_stop(pool, d.bpf, d.version, executor)) is not None:
         raise StartRefused(f"no new run starts: {stopped.describe()}", "Suspended")

@@ -10,6 +10,10 @@ Its lifecycle::
            conformance report)              body)
 
 No state can be skipped; every transition is recorded with who made it, in which role, and when.
+Each executor puts a version into operation for itself (``operate``, once per org, the first
+taking it from approved to operating; ``registry.operated_by``): in operation mode a version
+starts, and gets its schedules, only for the executors that did — one municipality's ``operate``
+puts nothing into operation for the others.
 Each step towards operation (submit, approve, operate) validates the version again against what
 the registry and the whitelist hold at that moment — the flows it calls included, which must be
 operating for it to operate — and is refused with the problems found: a version that would fail
@@ -29,7 +33,7 @@ from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
 from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
-from renkei.bpf.models import BpfDefinition
+from renkei.bpf.models import BpfDefinition, CallStep, walk
 from renkei.bpf.validation import KnownBpfs, validate
 from whitelist import store
 from whitelist.catalog import default_catalog
@@ -249,22 +253,35 @@ async def transfers(pool: asyncpg.Pool, bpf: str) -> list[Transfer]:
     ]
 
 
+# In operation mode, for one executor: only a version that executor put into operation.
+_OPERATED_BY = (
+    " AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM registry.operated_by o"
+    "  WHERE o.bpf = v.bpf AND o.version = v.version AND o.executor = $4))"
+)
+
+
 async def fetch(
-    pool: asyncpg.Pool, bpf: str, version: int | None = None, mode: Mode = "test"
+    pool: asyncpg.Pool | Conn,
+    bpf: str,
+    version: int | None = None,
+    mode: Mode = "test",
+    executor: str | None = None,
 ) -> RegisteredBpf | None:
     """One registered version that may run in ``mode``.
 
-    Operation mode: only an operating version (the highest if ``version`` is ``None``). Test mode:
-    any version not retired.
+    Operation mode: only an operating version (the highest if ``version`` is ``None``), and with
+    ``executor``, only one that executor put into operation. Test mode: any version not retired.
     """
     states = RUNNABLE[mode]
     row = await pool.fetchrow(
-        "SELECT definition, content_hash, state FROM registry.bpf_versions"
+        "SELECT definition, content_hash, state FROM registry.bpf_versions v"
         " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) AND state = ANY($3::text[])"
-        " ORDER BY version DESC LIMIT 1",
+        + _OPERATED_BY
+        + " ORDER BY version DESC LIMIT 1",
         bpf,
         version,
         states,
+        executor if mode == "operation" else None,
     )
     if row is None:
         return None
@@ -273,12 +290,18 @@ async def fetch(
     )
 
 
-async def runnable(pool: asyncpg.Pool, mode: Mode) -> list[RegisteredBpf]:
-    """The version of every BPF that a start without a version would run in ``mode``."""
+async def runnable(
+    pool: asyncpg.Pool, mode: Mode, executor: str | None = None
+) -> list[RegisteredBpf]:
+    """The version of every BPF that a start without a version would run in ``mode`` (for
+    ``executor``: only versions it put into operation, in operation mode)."""
     rows = await pool.fetch(
-        "SELECT DISTINCT ON (bpf) definition, content_hash, state FROM registry.bpf_versions"
-        " WHERE state = ANY($1::text[]) ORDER BY bpf, version DESC",
+        "SELECT DISTINCT ON (bpf) definition, content_hash, state FROM registry.bpf_versions v"
+        " WHERE state = ANY($1::text[])"
+        + _OPERATED_BY.replace("$4", "$2")
+        + " ORDER BY bpf, version DESC",
         RUNNABLE[mode],
+        executor if mode == "operation" else None,
     )
     return [
         RegisteredBpf(BpfDefinition.model_validate(r["definition"]), r["content_hash"], r["state"])
@@ -292,6 +315,17 @@ async def known(pool: asyncpg.Pool | Conn) -> KnownBpfs:
     for r in await pool.fetch("SELECT definition, state FROM registry.bpf_versions"):
         found.add(BpfDefinition.model_validate(r["definition"]), r["state"])
     return found
+
+
+async def operated_by(pool: asyncpg.Pool | Conn, bpf: str, version: int) -> list[str]:
+    """The executors that put this version into operation, in order."""
+    rows = await pool.fetch(
+        "SELECT executor FROM registry.operated_by WHERE bpf = $1 AND version = $2"
+        " ORDER BY since, executor",
+        bpf,
+        version,
+    )
+    return [r["executor"] for r in rows]
 
 
 async def state_of(pool: asyncpg.Pool, bpf: str, version: int) -> State | None:
@@ -353,6 +387,12 @@ async def transition(
         if row is None:
             raise TransitionRefused(f"{bpf} version {version} is not registered")
         d = BpfDefinition.model_validate(row["definition"])
+        # Each executor puts an operating version into operation for itself, once.
+        another = action == "operate" and row["state"] == "operating"
+        if another:
+            source = "operating"
+            if actor in await operated_by(conn, bpf, version):
+                raise TransitionRefused(f"{bpf} v{version} is already operating for {actor}")
         if row["state"] != source:
             raise TransitionRefused(
                 f"{bpf} v{version} is {row['state']}: '{action}' moves a version from {source}"
@@ -372,6 +412,19 @@ async def transition(
                     f"{bpf} v{version} does not pass validation now, so it cannot {action}:\n  "
                     + "\n  ".join(errors)
                 )
+        if action == "operate":
+            for call in (s for s in walk(d.steps) if isinstance(s, CallStep)):
+                if await fetch(conn, call.call.bpf, call.call.version, "operation", actor) is None:
+                    raise TransitionRefused(
+                        f"{bpf} v{version} calls {call.call.bpf}, which {actor} has not put"
+                        " into operation: it operates what it calls first"
+                    )
+            await conn.execute(
+                "INSERT INTO registry.operated_by (bpf, version, executor) VALUES ($1, $2, $3)",
+                bpf,
+                version,
+                actor,
+            )
         report_hash = None
         if action == "submit":
             report_hash = await conn.fetchval(

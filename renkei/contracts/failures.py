@@ -43,6 +43,7 @@ class Failure(StrEnum):
     PROVIDER_ERROR = "ProviderError"
     # Waits, expressions, child flows and steps.
     NOT_WAITING = "NotWaiting"
+    NOT_A_KIT_RUN = "NotAKitRun"  # the kit's clock, sent to a run that keeps Temporal's time
     INVALID_RESPONSE = "InvalidResponse"
     EXPRESSION_FAILED = "ExpressionFailed"
     CALL_FAILED = "CallFailed"

@@ -187,6 +187,11 @@ class ResolvedRun(BaseModel):
         description="the hub takes the flow's outcome reports with its next broker request and in"
         " batches (``hub.outcomes``); a hub from before says nothing, and gets one call each",
     )
+    kit_clock: bool = Field(
+        default=False,
+        description="a conformance-kit run (only a test-mode hub says so): its waits and sleeps"
+        " end when the kit advances the run's clock, never on a timer",
+    )
 
 
 class TranslateRequest(BaseModel):
@@ -366,6 +371,20 @@ class Waiting(BaseModel):
     remind_at: dt.datetime | None = None
     fields: dict[str, dict[str, Any]] = Field(default_factory=dict)
     preview: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class KitAdvance(BaseModel):
+    """The conformance kit's clock moved to ``to`` (taken only by a kit run)."""
+
+    to: dt.datetime
+
+
+class KitClock(BaseModel):
+    """A kit run's clock: where the kit has moved it, and when each of its pending waits and
+    sleeps is due (empty for any other run)."""
+
+    now: dt.datetime | None = None
+    due: list[dt.datetime] = Field(default_factory=list)
 
 
 class ReminderRequest(BaseModel):

@@ -17,8 +17,12 @@ TRIGGER = SearchAttributeKey.for_keyword("RenkeiTrigger")
 STATUS = SearchAttributeKey.for_keyword("RenkeiStatus")
 WAITING_FOR = SearchAttributeKey.for_keyword("RenkeiWaitingFor")
 DEADLINE = SearchAttributeKey.for_datetime("RenkeiDeadline")
+# Set ("kit") on the conformance kit's runs only: `renkei runs` and the UI's default view
+# (`RenkeiConformance IS NULL`) leave them out. A run that is not the kit's drops it.
+CONFORMANCE = SearchAttributeKey.for_keyword("RenkeiConformance")
+KIT = "kit"
 
-ALL = (BPF, BPF_VERSION, EXECUTOR, TRIGGER, STATUS, WAITING_FOR, DEADLINE)
+ALL = (BPF, BPF_VERSION, EXECUTOR, TRIGGER, STATUS, WAITING_FOR, DEADLINE, CONFORMANCE)
 
 
 async def ensure_registered(client: Client, namespace: str) -> list[str]:

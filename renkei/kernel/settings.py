@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         le=1,
         description="test mode only: waits and sleeps last this fraction of their length",
     )
+    kit_clock: bool = Field(
+        default=False,
+        description="test mode only (the conformance kit's own workers): waits and sleeps end"
+        " when the kit advances the run's clock, never on a timer",
+    )
     history_limit: int = Field(
         default=10_000, ge=20, description="a flow continues as new past this many events"
     )

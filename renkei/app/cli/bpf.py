@@ -230,6 +230,8 @@ async def _transition(action: registry.Action, bpf: str, version: int, note: str
         f"{t.bpf} v{t.version}: {t.from_state} → {t.to_state} by {t.actor} ({t.actor_role},"
         f" operator {t.operator})"
     )
+    if action == "operate":
+        typer.echo(f"operating for {t.actor} only: each executor puts a version into operation")
     return 0
 
 
@@ -257,6 +259,9 @@ async def bpf_approve(bpf: str, version: int, note: str | None = None) -> int:
 @bpf_app.command("operate", help="approved → operating, by an executor." + _SIGNED_IN)
 @run_async
 async def bpf_operate(bpf: str, version: int, note: str | None = None) -> int:
+    """approved → operating, by the signed-in operator's org (an executor), for itself alone
+    (every other executor of the version puts it into operation for itself: operating →
+    operating)."""
     return await _transition("operate", bpf, version, note)
 
 
@@ -331,6 +336,9 @@ async def bpf_history(bpf: str, version: int) -> int:
                 f"{x.at:%Y-%m-%d %H:%M:%S}\ttransfer {x.from_definer} → {x.to_definer}"
                 f"\toperator {x.operator}\t{x.reason}"
             )
+        if await registry.state_of(pool, bpf, version) == "operating":
+            operators = await registry.operated_by(pool, bpf, version)
+            typer.echo(f"operating for: {', '.join(operators)}")
     return 0
 
 

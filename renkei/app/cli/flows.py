@@ -249,10 +249,14 @@ async def runs(
     trigger: str | None = None,
     status: Annotated[str | None, typer.Option(help="renkei status: running, waiting, …")] = None,
     waiting: Annotated[bool, typer.Option(help="only runs waiting for someone or a timer")] = False,
+    conformance: Annotated[
+        bool, typer.Option(help="the conformance kit's runs (left out otherwise)")
+    ] = False,
     limit: int = 50,
 ) -> None:
     """List runs by BPF, executor, trigger or status; waiting runs show what and until when,
-    running ones a suspension that stops them (their BPF version, or their executor)."""
+    running ones a suspension that stops them (their BPF version, or their executor). The
+    conformance kit's runs are left out (``--conformance`` lists them alone)."""
     settings = get_settings()
     with embedded(settings) as (address, url, _):
         client = await RenkeiClient.connect(settings, address)
@@ -263,6 +267,7 @@ async def runs(
                 trigger=trigger,
                 status=status,
                 waiting=waiting,
+                conformance=conformance,
                 limit=limit,
             )
         except ValueError as err:

@@ -3,6 +3,7 @@
 - :mod:`~renkei.app.kit.scenarios`: the scenario sets (``definitions/conformance/<bpf>.yaml``)
   and their loading;
 - :mod:`~renkei.app.kit.stubs`: the stub providers standing in for the orgs;
+- :mod:`~renkei.app.kit.clock`: the kit's clock, moved only when the flows are quiet;
 - :mod:`~renkei.app.kit.runner`: running a version's scenarios through the real interpreter,
   hub and gates;
 - :mod:`~renkei.app.kit.report`: the report, its verdict and hash, storing it, recording the
@@ -22,7 +23,7 @@ from renkei.app.kit.report import (
     record_histories,
     store_report,
 )
-from renkei.app.kit.runner import ANSWERING_TIME_SCALE, KIT_TIME_SCALE, run_scenarios
+from renkei.app.kit.runner import run_scenarios
 from renkei.app.kit.scenarios import (
     SCENARIOS_DIR,
     Behaviour,
@@ -37,8 +38,6 @@ from renkei.app.kit.scenarios import (
 from renkei.app.kit.stubs import Stubs
 
 __all__ = [
-    "ANSWERING_TIME_SCALE",
-    "KIT_TIME_SCALE",
     "KIT_VERSION",
     "SCENARIOS_DIR",
     "Behaviour",

@@ -1,7 +1,8 @@
 """Promoting the shipped samples through the lifecycle on a fresh installation.
 
 Every shipped draft that has a scenario set, and no operating version, passes the kit (its report
-stored) and is then submitted, approved and put into operation by the real transitions.
+stored) and is then submitted, approved and put into operation by the real transitions — by each
+of its sample executor orgs for itself (each executor operates a version for itself alone).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ async def promote_samples(
     """Take every shipped draft with a scenario set, and no operating version, to operating.
 
     Each step is the real one: the kit runs and its report is stored; then the definer submits,
-    the conformance body approves (its signed certificate kept, as for any approval) and an
-    executor puts it into operation, each transition recorded with a note saying it was the
-    start-up of a fresh installation.
+    the conformance body approves (its signed certificate kept, as for any approval) and each
+    org that can execute it puts it into operation for itself, each transition recorded with a
+    note saying it was the start-up of a fresh installation.
     """
     done: list[str] = []
     rows = await pool.fetch(
@@ -61,17 +62,17 @@ async def promote_samples(
         found = await registry.fetch(pool, row["bpf"], row["version"], "test")
         assert found is not None
         d = found.definition
-        executor = _an_executor(d, catalog)
-        for action, actor in (
+        steps: list[tuple[registry.Action, str]] = [
             ("submit", d.owners.definer),
             ("approve", settings.conformance_body),
-            ("operate", executor),
-        ):
+        ]
+        steps += [("operate", org) for org in _executors(d, catalog)]
+        for action, actor in steps:
             await registry.transition(
                 pool,
                 d.bpf,
                 d.version,
-                action,  # type: ignore[arg-type]
+                action,
                 actor,
                 conformance_body=settings.conformance_body,
                 actor_roles=frozenset(catalog.org_roles(actor))
@@ -86,9 +87,13 @@ async def promote_samples(
     return done
 
 
-def _an_executor(d: BpfDefinition, catalog: Catalog) -> str:
+def _executors(d: BpfDefinition, catalog: Catalog) -> list[str]:
+    """Every org that can execute ``d``, in the order its executors name them."""
+    found: list[str] = []
     for e in d.owners.executors:
-        found = [e] if role_of(e) is None else catalog.orgs_of(e)
-        if found:
-            return found[0]
-    raise LookupError(f"no org can execute {d.bpf}")
+        for org in [e] if role_of(e) is None else catalog.orgs_of(e):
+            if org in catalog.orgs and org not in found:
+                found.append(org)
+    if not found:
+        raise LookupError(f"no org can execute {d.bpf}")
+    return found

@@ -14,12 +14,14 @@ operation, not on its first real run.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from activities.linkage import Provider
+from renkei.app.kit.clock import StubClock
 from renkei.app.kit.scenarios import Behaviour, Scenario
 from renkei.bpf.models import did_you_mean
 from renkei.contracts.failures import Failure
@@ -32,9 +34,14 @@ class Stubs:
     """Stub providers for one scenario; answers are validated against the item's schema."""
 
     def __init__(
-        self, scenario: Scenario, catalog: Catalog, code_at: Callable[[str, str], str]
+        self,
+        scenario: Scenario,
+        catalog: Catalog,
+        code_at: Callable[[str, str], str],
+        clock: StubClock | None = None,
     ) -> None:
         self.scenario = scenario
+        self.clock = clock
         self.catalog = catalog
         self.code_at = code_at
         self.calls: dict[tuple[str, str], int] = {}
@@ -69,7 +76,9 @@ class Stubs:
     def _stub(self, org: str, info: str, b: Behaviour) -> Provider:
         async def stub(req: LinkageRequest) -> BaseModel:
             n = self.calls[(org, info)] = self.calls.get((org, info), 0) + 1
-            if b.delay:
+            if self.clock is not None:  # answers when the kit lets it, after its delay
+                await self.clock.delay(b.delay or dt.timedelta(0), f"{req.step}/{org}/{info}")
+            elif b.delay:
                 await asyncio.sleep(b.delay.total_seconds())
             if b.fail == "always" or (isinstance(b.fail, int) and n <= b.fail):
                 raise Failure.PROVIDER_ERROR.error(

@@ -1,0 +1,142 @@
+"""The kit's clock: a scenario's time passes only when the kit moves it.
+
+A kit run (resolved by the kit's own test-mode hub) waits and sleeps on this clock, never on a
+timer: its waits end when answered, or when the kit moves the run's clock past their deadline
+(the ``renkei.kit.advance`` update, which every other run refuses). Every stub provider answers
+on the same clock: it parks until its scripted delay (none: now) has passed, and the kit lets
+the stubs answer one at a time. The kit acts only when the scenario's flows are quiet: no
+workflow task and no activity in flight except stubs parked on the clock, in two snapshots
+alike; then it lets the first thing due happen, and only that — the stub due first (by due
+time, then step, provider and item), or else the flows' first timer. So what happens first is
+what is due first, in the same order on an idle machine as on a loaded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
+
+from renkei.contracts.messages import KitAdvance, KitClock
+
+
+@dataclass(eq=False)
+class _Parked:
+    due: dt.datetime
+    key: str
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class StubClock:
+    """The scenario's time for its stub providers: each answers when the kit lets it."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+        self._parked: list[_Parked] = []
+
+    @property
+    def parked(self) -> int:
+        """How many stubs wait on the clock."""
+        return len(self._parked)
+
+    def first(self) -> _Parked | None:
+        """The stub due first (ties: by key), if any waits."""
+        return min(self._parked, key=lambda p: (p.due, p.key), default=None)
+
+    async def delay(self, span: dt.timedelta, key: str) -> None:
+        """Return once the kit lets this stub (``key``: its step, provider, item) answer, no
+        sooner than ``span`` after now on the clock."""
+        entry = _Parked(self.now + span, key)
+        self._parked.append(entry)
+        try:
+            await entry.event.wait()
+        finally:
+            self._parked.remove(entry)
+
+    def release(self, entry: _Parked) -> None:
+        """Let one stub answer, the clock moved to its time."""
+        self.now = max(self.now, entry.due)
+        entry.event.set()
+
+    def advance(self, to: dt.datetime) -> None:
+        self.now = max(self.now, to)
+
+    def release_all(self) -> None:
+        """The scenario is over: no stub stays parked."""
+        for entry in self._parked:
+            entry.event.set()
+
+
+async def _snapshot(client: Client, root: str) -> tuple[list[tuple[str, int]], int, bool] | None:
+    """The open flows under ``root`` with their history lengths, how many activities they have
+    in flight, and whether any has a workflow task to do; None if one could not be read."""
+    seen: list[tuple[str, int]] = []
+    activities = 0
+    todo = [root]
+    busy = False
+    while todo:
+        wid = todo.pop(0)
+        try:
+            desc = await client.get_workflow_handle(wid).describe()
+        except RPCError:
+            return None  # a child being started: not quiet yet
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            continue
+        raw = desc.raw_description
+        seen.append((wid, raw.workflow_execution_info.history_length))
+        busy = busy or raw.HasField("pending_workflow_task")
+        activities += len(raw.pending_activities)
+        todo += [c.workflow_id for c in raw.pending_children]
+    return seen, activities, busy
+
+
+async def quiet_due(client: Client, root: str, stubs: StubClock) -> list[dt.datetime] | None:
+    """When the flows under ``root`` are quiet, when their waits and sleeps are due (a wait's
+    reminder or deadline, a sleep's end); else None."""
+    first = await _snapshot(client, root)
+    if first is None or first[2] or first[1] != stubs.parked or not first[0]:
+        return None
+    due: list[dt.datetime] = []
+    for wid, _ in first[0]:
+        try:
+            clock = await client.get_workflow_handle(wid).query(
+                "renkei.kit.clock", result_type=KitClock
+            )
+        except RPCError:
+            return None
+        due += clock.due
+    if await _snapshot(client, root) != first:
+        return None  # something moved while it was read
+    return due
+
+
+async def next_event(client: Client, root: str, stubs: StubClock) -> bool:
+    """If the flows under ``root`` are quiet, let the first thing due happen: the stub due
+    first, or else the flows' first wait or sleep. Whether anything happened."""
+    due = await quiet_due(client, root, stubs)
+    if due is None:
+        return False
+    stub = stubs.first()
+    if stub is not None and (not due or stub.due <= min(due)):
+        stubs.release(stub)
+        return True
+    if due:
+        await advance(client, root, stubs, min(due))
+        return True
+    return False
+
+
+async def advance(client: Client, root: str, stubs: StubClock, to: dt.datetime) -> None:
+    """Move the clock of the flows under ``root`` and of the stubs to ``to``."""
+    stubs.advance(to)
+    found = await _snapshot(client, root)
+    for wid, _ in found[0] if found else [(root, 0)]:
+        try:
+            await client.get_workflow_handle(wid).execute_update(
+                "renkei.kit.advance", KitAdvance(to=to), result_type=KitClock
+            )
+        except RPCError:  # it ended meanwhile
+            continue
