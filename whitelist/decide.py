@@ -95,23 +95,33 @@ class WhitelistIndex:
         at: dt.date,
         *,
         same_body: bool = False,
+        consented: bool = False,
     ) -> Decision:
         """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids and,
-        for a row of a body's own use (``within-body``), requester and provider are one body."""
+        for a row of a body's own use (``within-body``), requester and provider are one body;
+        for a row of scope ``consent`` (a partner's act), the citizen's consent was verified."""
         req = tuple(requester_roles)
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
         own_use: WhitelistRow | None = None
+        unconsented: WhitelistRow | None = None
         for r in req:
             for p in prov:
                 for row in self._rows.get((r, task, p, info), ()):
                     if row.scope == "within-body" and not same_body:
                         own_use = row
+                    elif row.scope == "consent" and not consented:
+                        unconsented = row
                     elif row.valid_at(at):
                         return self._permitted(row, r, p)
                     else:
                         expired = row
-        if own_use is not None:
+        if unconsented is not None:
+            reason = (
+                f"{unconsented.legal_reference} permits this only on the citizen's own consent,"
+                " and the flow passed none the portal attested for this run"
+            )
+        elif own_use is not None:
             reason = (
                 f"{own_use.legal_reference} permits a body's use of its own records only:"
                 " the requester and the provider are different bodies"
@@ -148,6 +158,7 @@ def permitting_hint(
             {
                 f"{r.requester_role} → {r.provider_role}"
                 + (" (one body's own records)" if r.scope == "within-body" else "")
+                + (" (on the citizen's consent)" if r.scope == "consent" else "")
                 + f" [{r.legal_reference}]"
                 for r in rows
             }
@@ -175,10 +186,13 @@ def decide_linkage(
     task: str,
     info: str,
     at: dt.datetime,
+    *,
+    consented: bool = False,
 ) -> Decision:
     """Decide one linkage between two orgs at ``at`` (the date in Japan counts).
 
-    The orgs' roles come from the catalog, never from the request.
+    The orgs' roles come from the catalog, never from the request. ``consented``: the citizen's
+    own consent to this act was verified (a row of scope ``consent`` needs it).
     """
     if requester not in catalog.orgs:
         return Decision(allowed=False, reason=f"unknown requester org {requester!r}")
@@ -191,4 +205,5 @@ def decide_linkage(
         info,
         at.astimezone(JST).date(),
         same_body=requester == provider,
+        consented=consented,
     )

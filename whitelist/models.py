@@ -42,6 +42,15 @@ class InfoItem(_Named):
     schema_name: str = "GenericRecord"
 
 
+class Action(_Named):
+    """A step a partner org carries out at a flow's request (an ``act`` step): stop a payment,
+    take note of a move. ``request`` names the payload model of exactly what may be sent to the
+    partner, ``result`` the model of the receipt it signs (both in :mod:`whitelist.payloads`)."""
+
+    request: str
+    result: str = "ActionReceipt"
+
+
 class Org(BaseModel):
     """A concrete organisation: it holds one or more roles and may serve info items."""
 
@@ -52,10 +61,12 @@ class Org(BaseModel):
     en: str
     roles: tuple[str, ...]
     serves: tuple[str, ...] = ()
+    acts: tuple[str, ...] = Field(default=(), description="actions it carries out (act steps)")
+    kind: Literal["public", "private"] = "public"  # private: a partner in act steps only
 
 
 # Whom a row lets exchange: two bodies, or one body with itself.
-Scope = Literal["between-bodies", "within-body"]
+Scope = Literal["between-bodies", "within-body", "consent"]
 
 
 class WhitelistRow(BaseModel):
@@ -81,7 +92,8 @@ class WhitelistRow(BaseModel):
         default="between-bodies",
         description="between-bodies: a linkage from one body to another (Annex Table 2);"
         " within-body: a body's use of its own records under its own ordinance (番号法第9条第2項),"
-        " which permits nothing between two bodies",
+        " which permits nothing between two bodies; consent: an act a partner carries out on"
+        " the citizen's own recorded consent (whitelist/data/partners), permitted only with it",
     )
 
     def valid_at(self, day: dt.date) -> bool:
@@ -120,6 +132,7 @@ class Catalog(BaseModel):
     tasks: dict[str, Task]
     info_items: dict[str, InfoItem]
     orgs: dict[str, Org]
+    actions: dict[str, Action] = Field(default_factory=dict)
 
     def org_roles(self, org: str) -> frozenset[str]:
         """The roles an org holds; empty for an unknown org."""
@@ -129,6 +142,15 @@ class Catalog(BaseModel):
     def orgs_with_role(self, role: str) -> list[Org]:
         """Every org that holds ``role``."""
         return [o for o in self.orgs.values() if role in o.roles]
+
+    def is_private(self, org: str) -> bool:
+        """Whether ``org`` is a private-sector partner (it takes part through act steps only)."""
+        found = self.orgs.get(org)
+        return found is not None and found.kind == "private"
+
+    def actors_of(self, action: str) -> list[str]:
+        """Every org that carries out ``action`` from its own worker."""
+        return sorted(o.id for o in self.orgs.values() if action in o.acts)
 
     def servers_of(self, info: str) -> list[str]:
         """Every org that serves info item ``info`` from its own worker."""

@@ -22,6 +22,8 @@ from whitelist.catalog import default_catalog
 from whitelist.decide import WhitelistIndex
 from whitelist.local import SOURCE as LOCAL_SOURCE
 from whitelist.local import load_local
+from whitelist.partners import SOURCE as PARTNERS_SOURCE
+from whitelist.partners import load_partners
 
 
 class Prepared(BaseModel):
@@ -37,7 +39,11 @@ async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
     catalog = default_catalog()
     total = 0
     version = await pool.fetchval("SELECT version FROM whitelist.version")
-    for source, rows in ((SOURCE, load_annex2(catalog)), (LOCAL_SOURCE, load_local(catalog))):
+    for source, rows in (
+        (SOURCE, load_annex2(catalog)),
+        (LOCAL_SOURCE, load_local(catalog)),
+        (PARTNERS_SOURCE, load_partners(catalog)),
+    ):
         stored = await store.fetch_rows(pool, "source = $1", source)
         if sorted(stored, key=lambda r: r.id) != sorted(rows, key=lambda r: r.id):
             version = await store.replace_source(pool, source, rows)
