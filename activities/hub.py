@@ -23,7 +23,7 @@ from activities.attempts import attempt_key, attempt_record
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
-from renkei.bpf.models import QueryStep, walk
+from renkei.bpf.models import ActStep, QueryStep, WaitStep, walk
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
     AttemptOutcomeReport,
@@ -45,6 +45,7 @@ from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import SCAN_TIMEOUT
 from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
+    is_citizens,
     is_hubs_resume,
     is_platform_scan,
     is_platform_start,
@@ -52,9 +53,12 @@ from renkei.kernel.attest import (
     trigger_start,
 )
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
-from whitelist.decide import decide_linkage
-from whitelist.models import Catalog
+from whitelist.decide import Decision, decide_linkage
+from whitelist.models import Catalog, Org
+from whitelist.payloads import SCHEMAS
 from whitelist.store import LiveWhitelist
+
+_NO_ORG = Org(id="none", ja="", en="", roles=())
 
 
 class HubActivities:
@@ -143,6 +147,11 @@ class HubActivities:
             for s in walk(d.steps)
             if isinstance(s, QueryStep)
         }
+        schemas |= {  # an act's output: the partner's receipt
+            s.act.action: self._catalog.actions[s.act.action].result
+            for s in walk(d.steps)
+            if isinstance(s, ActStep) and s.act.action in self._catalog.actions
+        }
         return ResolvedRun(
             pin=Pin(bpf=d.bpf, version=d.version, content_hash=found.content_hash),
             definition=d,
@@ -169,18 +178,25 @@ class HubActivities:
         except UnknownSubject as err:
             raise Failure.UNKNOWN_SUBJECT.error(str(err)) from None
         now = dt.datetime.now(dt.UTC)
+        # A partner's act (an action, not an info item): what it sends and the consent it rests on.
+        refusal = self._act_refusal(req)
+        consented = refusal is None and await self._consented(req)
         decision = telemetry.decided(
             "hub",
             req.provider,
             req,
-            lambda: decide_linkage(
-                self._catalog,
-                self._whitelist.index,
-                req.requester,
-                req.provider,
-                req.task,
-                req.info,
-                now,
+            lambda: (
+                refusal
+                or decide_linkage(
+                    self._catalog,
+                    self._whitelist.index,
+                    req.requester,
+                    req.provider,
+                    req.task,
+                    req.info,
+                    now,
+                    consented=consented,
+                )
             ),
         )
         key = attempt_key(req.workflow_id, req.run_id, req.step)
@@ -226,7 +242,10 @@ class HubActivities:
                 bpf=req.bpf,
                 bpf_version=req.bpf_version,
                 content_hash=req.content_hash,
-                provider_code=await self._pseudonyms.code_at(req.provider, subject),
+                # A private partner never receives anyone's code: only what the act sends.
+                provider_code=None
+                if self._catalog.is_private(req.provider)
+                else await self._pseudonyms.code_at(req.provider, subject),
                 budget=dt.timedelta(seconds=req.budget_seconds),
                 now=now,
             )
@@ -239,6 +258,64 @@ class HubActivities:
             permit=permit,
             sealed_subject=sealed,
             provider_key=await self._issuer.signing_key_of(req.provider),
+        )
+
+    def _act_refusal(self, req: BrokerRequest) -> Decision | None:
+        """Why an act (or a private org's part in a linkage) is refused before the whitelist is
+        asked; ``None`` when nothing is wrong with it."""
+        action = self._catalog.actions.get(req.info)
+        if self._catalog.is_private(req.requester):
+            return Decision(
+                allowed=False, reason=f"{req.requester} is a private org: it asks no one"
+            )
+        if action is None:
+            if self._catalog.is_private(req.provider):
+                return Decision(
+                    allowed=False,
+                    reason=f"{req.provider} is a private org: it answers no query",
+                )
+            return None
+        if req.info not in self._catalog.orgs.get(req.provider, _NO_ORG).acts:
+            return Decision(
+                allowed=False, reason=f"{req.provider} does not carry out action {req.info!r}"
+            )
+        takes = SCHEMAS[action.request].model_fields
+        extra = sorted(set(req.send_fields) - set(takes))
+        if extra:
+            return Decision(
+                allowed=False,
+                reason=f"the act sends fields {req.info} does not take: {', '.join(extra)}",
+            )
+        return None
+
+    async def _consented(self, req: BrokerRequest) -> bool:
+        """Whether the act carries the citizen's own consent: the answer to the consent step its
+        definition names for it (a wait `by: citizen`), attested by the portal for this very run,
+        saying yes."""
+        proof = req.consent
+        if proof is None or req.info not in self._catalog.actions:
+            return False
+        found = await registry.fetch(self._pool, req.bpf, req.bpf_version, self._mode)
+        if found is None or found.content_hash != req.content_hash:
+            return False
+        steps = {s.id: s for s in walk(found.definition.steps)}
+        act = steps.get(req.step)
+        wait = steps.get(proof.step)
+        if (
+            not isinstance(act, ActStep)
+            or act.act.consent != proof.step
+            or act.act.action != req.info
+        ):
+            return False
+        if not isinstance(wait, WaitStep) or wait.wait.by != "citizen":
+            return False
+        return proof.payload.get("agree") is True and is_citizens(
+            self._hub_public,
+            proof.attestation,
+            req.workflow_id,
+            req.run_id,
+            proof.step,
+            proof.payload,
         )
 
     @activity.defn(name="hub.outcome")
@@ -364,6 +441,8 @@ class HubActivities:
     @activity.defn(name="hub.translate")
     async def translate(self, req: TranslateRequest) -> list[str]:
         """Translate codes from one org's code space into another's."""
+        if self._catalog.is_private(req.from_org) or self._catalog.is_private(req.to_org):
+            raise Failure.LINKAGE_DENIED.error("a private org holds no one's code")
         try:
             return await self._pseudonyms.translate(req.from_org, req.codes, req.to_org)
         except UnknownSubject as err:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowFailureError
 
 from renkei.app.client import RenkeiClient
@@ -77,7 +78,10 @@ async def run_scenarios(
     results: list[ScenarioResult] = []
     for scenario in scenario_set.scenarios:
         subjects = {name: uuid.uuid4() for name in scenario.subjects}
-        await Pseudonyms(pool, hub_key).enroll(list(subjects.values()), sorted(catalog.orgs))
+        await Pseudonyms(pool, hub_key).enroll(
+            list(subjects.values()),
+            [o for o in sorted(catalog.orgs) if not catalog.is_private(o)],  # no code for them
+        )
 
         def code_at(name: str, org: str, subjects: dict[str, uuid.UUID] = subjects) -> str:
             return derive_code(hub_key, org, subjects[name])
@@ -155,7 +159,9 @@ async def _run_one(
     flow: FlowResult | None = None
     reason = ""
     given: list[str] = []
-    answering = asyncio.create_task(_answer(sdk, handle.id, scenario.responses, problems, given))
+    answering = asyncio.create_task(
+        _answer(sdk, handle.id, scenario.responses, problems, given, keys.load(kit).signer())
+    )
     try:
         flow = await asyncio.wait_for(handle.result(), timeout=120)
         outcome = flow.outcome
@@ -234,16 +240,22 @@ async def _answer(
     script: list[ScriptedResponse],
     problems: list[str],
     given: list[str],
+    portal: Ed25519PrivateKey | None = None,
 ) -> None:
     """Answer each wait in turn, as the respondent would, as soon as the flow waits there;
-    ``given`` lists the steps answered so far."""
+    ``given`` lists the steps answered so far. An answer ``by: citizen`` is given as the
+    citizen's portal session gives it (``portal``: the platform's key)."""
+    from renkei.app.citizen import answer as as_citizen
     from renkei.app.client import ResponseRefused
 
     for r in script:
         while not any(w.step == r.step for w in await sdk.waiting(wid)):  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # the flow's state is remote: polled, as a portal would
         try:
-            await sdk.respond(wid, r.step, r.payload)
+            if r.by == "citizen" and portal is not None:
+                await as_citizen(sdk, portal, wid, r.step, r.payload)
+            else:
+                await sdk.respond(wid, r.step, r.payload)
             if r.refused is not None:
                 problems.append(f"response to {r.step} was accepted, expected refused")
         except ResponseRefused as err:
