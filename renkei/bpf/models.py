@@ -309,7 +309,7 @@ class CallStep(_Step):
 class ActSpec(_Strict):
     """Ask a partner org to carry out an action of its own and wait for its signed receipt."""
 
-    partner: str = Field(description="the org that acts: an org id, role:<id> or ${expression}")
+    partner: str = Field(description="the org that acts: an org id or ${expression}")
     action: str = Field(description="the action's id in the catalog")
     send: dict[Ident, str] = Field(
         default_factory=dict,
