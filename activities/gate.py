@@ -147,6 +147,19 @@ class WhitelistGate:
             self.org, self.catalog, self.whitelist.index, req, at, consented=consented
         )
 
+    def unfit_send(self, req: LinkageRequest) -> str | None:
+        """Why what an act sends does not fit its action's request (a field more, one missing,
+        one of another type), naming the fields only; ``None`` if it fits or is no act."""
+        action = self.catalog.actions.get(req.info)
+        if action is None:
+            return None
+        try:
+            SCHEMAS[action.request].model_validate(req.send)
+        except ValidationError as err:
+            fields = sorted({str(e["loc"][0]) for e in err.errors() if e["loc"]})
+            return f"what was sent does not fit {req.info}'s request ({', '.join(fields)})"
+        return None
+
     def check_permit(
         self, req: LinkageRequest, info: activity.Info, now: dt.datetime
     ) -> LinkageRequest:
@@ -211,6 +224,9 @@ class WhitelistGate:
                 admitted,
                 lambda: self.decide(admitted, now, consented=acting),
             )
+            unfit = self.unfit_send(admitted) if decision.allowed else None
+            if unfit is not None:  # recorded as refused: the partner's code does not run
+                decision = Decision(allowed=False, reason=f"refused: {unfit}")
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
         with telemetry.tracer().start_as_current_span(
             "renkei.whitelist.decide",
@@ -294,20 +310,6 @@ class _Inbound(ActivityInboundInterceptor):
                     "info": req.info,
                 },
             )
-        if acts:
-            # Only what the action takes reaches the partner: a field more, or one of another
-            # type, and its code does not run.
-            action = self.gate.catalog.actions[req.info]
-            try:
-                SCHEMAS[action.request].model_validate(req.send)
-            except (KeyError, ValidationError) as err:
-                fields = sorted(
-                    {str(e["loc"][0]) for e in getattr(err, "errors", list)() if e["loc"]}
-                )
-                raise Failure.MALFORMED_LINKAGE.error(
-                    f"act refused: what was sent does not fit {req.info}'s request"
-                    f" ({', '.join(fields) or action.request})"
-                ) from None
         # Only the request this gate admitted reaches the provider (see activities.linkage).
         token = ADMITTED.set(admitted)
         try:

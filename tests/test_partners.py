@@ -15,6 +15,7 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError
 from temporalio.worker import Worker
 
 from renkei.app.citizen import records_for_subject
@@ -298,3 +299,132 @@ async def test_a_receipt_the_partner_did_not_sign_is_refused(
             await handle.result()
     assert "the receipt is not sample-denki's" in str(failure.value.cause)
     assert taken and taken[0].sealed_subject is None and taken[0].subject == ""
+
+
+@workflow.defn(name="attacker.oversend", sandboxed=False)
+class Oversend:
+    """An executor's own workflow with a real permit for the act (the citizen consented), which
+    then sends the partner more than the act declared to the hub."""
+
+    def __init__(self) -> None:
+        self._proof: ConsentProof | None = None
+
+    @workflow.signal(name="proof")
+    def proof(self, proof: ConsentProof) -> None:
+        self._proof = proof
+
+    @workflow.run
+    async def run(self, hub: str, partner: str, req: BrokerRequest, send: dict[str, Any]) -> str:
+        await workflow.wait_condition(lambda: self._proof is not None)
+        brokered: Brokered = await workflow.execute_activity(
+            "hub.broker",
+            req.model_copy(update={"consent": self._proof}),
+            task_queue=hub,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=Brokered,
+        )
+        if not brokered.allowed:
+            return f"not brokered: {brokered.reason}"
+        linkage = LinkageRequest(
+            **req.model_dump(
+                include=set(LinkageRequest.model_fields),
+                exclude={"subject", "permit", "sealed_subject", "send"},
+            ),
+            subject="",
+            permit=brokered.permit,
+            send=send,
+        )
+        try:
+            await workflow.execute_activity(
+                "act.electricity-move-notice",
+                linkage,
+                task_queue=partner,
+                activity_id=req.step,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=dict,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+        return "acted"
+
+
+async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """With a real permit (the citizen consented), an executor sends the partner a field more
+    than the action takes (and than it declared to the hub): the partner's gate refuses it
+    before the partner's code runs; declaring it to the hub is refused there."""
+    found = await registry.fetch(pool, BPF, 1, "test")
+    assert found is not None
+    calls: list[LinkageRequest] = []
+
+    async def notice(req: LinkageRequest) -> ActionReceipt:
+        calls.append(req)
+        return ActionReceipt(done=True, reference="x")
+
+    person = _person(settings)
+    minato = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.attacker"
+    hub = keys.load(settings).signer()
+    fields = ["customer_number", "moved_on", "new_address"]
+    sent = {**INPUTS, "customer_number": "SD-0012345"}
+    outcomes: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    async with (
+        workers(
+            client,
+            pool,
+            settings,
+            catalog,
+            live_whitelist,
+            agencies=("sample-denki",),
+            providers={"sample-denki": {"electricity-move-notice": notice}},
+        ),
+        Worker(minato, task_queue=queue, workflows=[Oversend]),
+    ):
+        for case, declared in (("hidden", fields), ("declared", [*fields, "birth_date"])):
+            wid = workflow_id(BPF, "city-minato", f"oversend-{uuid.uuid4().hex[:8]}")
+            req = BrokerRequest(
+                trigger="portal",
+                requester="city-minato",
+                provider="sample-denki",
+                task="move-one-stop",
+                info="electricity-move-notice",
+                subject=code(settings, "city-minato", person),
+                bpf=BPF,
+                bpf_version=1,
+                content_hash=found.content_hash,
+                step="notify",
+                workflow_id=wid,
+                run_id="",
+                send_fields=declared,
+            )
+            handle = await minato.start_workflow(
+                Oversend.run,
+                args=[
+                    hub_queue(settings.task_queue_prefix),
+                    agency_queue(settings.task_queue_prefix, "sample-denki"),
+                    req,
+                    {**sent, "birth_date": "1980-01-01"},
+                ],
+                id=wid,
+                task_queue=queue,
+            )
+            run = handle.result_run_id or ""
+            word = attest.citizen_response(hub, wid, run, "consent", CONSENT)
+            await handle.signal(
+                Oversend.proof, ConsentProof(step="consent", payload=CONSENT, attestation=word)
+            )
+            outcomes[case] = await handle.result()
+            ids[case] = wid
+    assert outcomes["hidden"].startswith("LinkageRefused") and "birth_date" in outcomes["hidden"]
+    assert outcomes["declared"].startswith("not brokered") and "birth_date" in outcomes["declared"]
+    assert calls == []  # the partner's code never ran
+    # The partner recorded the attempt as refused, naming the field, never its value.
+    wid = ids["hidden"]
+    [kept] = [r for r in await records.query(pool, workflow_id=wid) if r.keeper == "sample-denki"]
+    assert kept.outcome == "denied" and "birth_date" in kept.reason
+    assert "1980" not in kept.reason
