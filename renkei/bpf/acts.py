@@ -133,6 +133,13 @@ def check_acts(
             )
         if literal and (consent_ok or a.consent is None):
             _conformance(d, s, catalog, whitelist, day, loc, add)
+        elif not literal:
+            add(
+                (*loc, "partner"),
+                "the partner is chosen at run time: whether it carries out the action and a"
+                " partner row permits the act are checked when the act runs",
+                "warning",
+            )
 
 
 def _check_consent(

@@ -142,3 +142,13 @@ def test_a_consent_row_permits_only_with_consent() -> None:
     # No row lets a private org answer a query, consent or not.
     peek = decide_linkage(*args, "resident-record", at, consented=True)
     assert not peek.allowed
+
+
+def test_a_partner_chosen_at_run_time_is_flagged() -> None:
+    text = HEAD.replace(
+        "  new_address: {type: string}\n", "  new_address: {type: string}\n  company: {type: org}\n"
+    )
+    text += "steps:\n" + CONSENT + act(partner='"${ inputs.company }"')
+    found = validate(parse_text(text, "probe.yaml"), CATALOG, INDEX, at=DAY)
+    assert [i.severity for i in found if i.path == "steps[1].act.partner"] == ["warning"], found
+    assert not [i for i in found if i.severity == "error"], found
