@@ -6,9 +6,11 @@ and a receipt the partner did not sign."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -428,3 +430,75 @@ async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
     [kept] = [r for r in await records.query(pool, workflow_id=wid) if r.keeper == "sample-denki"]
     assert kept.outcome == "denied" and "birth_date" in kept.reason
     assert "1980" not in kept.reason
+
+
+async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_consent_is_asked(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """An act to a public partner under a row of scope between-bodies (a test row and a test
+    action: the shipped catalog has none): the hub permits it without consent and seals the
+    partner's own code for the subject to it, which the partner's gate opens; the executor's
+    code never reaches the partner."""
+    from renkei.bpf.loader import load_file
+    from whitelist import store
+    from whitelist.models import Action, WhitelistRow
+
+    action = Action(
+        id="payment-stop-probe", ja="支給停止（試験）", en="Stop (probe)", request="GenericRecord"
+    )
+    test_catalog = catalog.model_copy(
+        update={
+            "actions": {**catalog.actions, action.id: action},
+            "orgs": {
+                **catalog.orgs,
+                "jps": catalog.orgs["jps"].model_copy(update={"acts": (action.id,)}),
+            },
+        }
+    )
+    row = WhitelistRow(
+        id="test-partners/1",
+        source="test-partners",
+        item="試験用の根拠（法律の規定を想定）",
+        requester_role="municipal-mayor",
+        task="move-one-stop",
+        provider_role="japan-pension-service",
+        info=action.id,
+        legal_text="試験用",
+        valid_from=dt.date(2024, 4, 1),
+    )
+    await registry.register(
+        pool, load_file(Path(__file__).parent / "definitions" / "public-act-probe.yaml")
+    )
+    got: list[LinkageRequest] = []
+
+    async def stop(req: LinkageRequest) -> ActionReceipt:
+        got.append(req)
+        return ActionReceipt(done=True, reference="JPS-1")
+
+    person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
+    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    try:
+        async with workers(
+            client,
+            pool,
+            settings,
+            test_catalog,
+            live_whitelist,
+            agencies=("jps",),
+            providers={"jps": {action.id: stop}},
+        ):
+            handle = await sdk(client, settings).start(
+                start("public-act-probe", "city-minato", code(settings, "city-minato", person))
+            )
+            result = await handle.result()
+    finally:
+        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+    assert result.outcome == "completed" and result.result == {"done": True}
+    [req] = got
+    assert req.subject == code(settings, "jps", person)  # its own code, opened from the seal
+    assert req.send == {"attributes": {"reason": "probe"}}
+    assert code(settings, "city-minato", person) not in req.model_dump_json()
+    kept = {r.keeper: r for r in await records.query(pool, workflow_id=handle.id)}
+    assert set(kept) == {"city-minato", records.HUB, "jps"}
+    assert kept["jps"].subject_code == code(settings, "jps", person)
+    assert all(r.whitelist_row == "test-partners/1" for r in kept.values())
