@@ -502,3 +502,34 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
     assert set(kept) == {"city-minato", records.HUB, "jps"}
     assert kept["jps"].subject_code == code(settings, "jps", person)
     assert all(r.whitelist_row == "test-partners/1" for r in kept.values())
+
+
+async def test_a_long_flow_does_not_continue_as_new_between_the_consent_and_its_act(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """The portal attests a consent for one run: a flow whose history grows long after the
+    citizen consented keeps to that run until the act that needs the consent has run."""
+    # (below the settings' floor of 20, as only a test may: every boundary is one to continue at)
+    short = settings.model_copy(update={"history_limit": 5, "test_time_scale": 1e-4})
+    rc = sdk(client, short)
+    person = _person(settings)
+    async with workers(client, pool, short, catalog, live_whitelist):
+        handle = await rc.start(
+            start(
+                BPF,
+                "city-minato",
+                code(settings, "city-minato", person),
+                trigger="portal",
+                inputs=INPUTS,
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        await _as_citizen(rc, settings, handle, CONSENT)
+        result = await handle.result()
+        runs = [
+            e
+            for e in (await handle.fetch_history()).events
+            if e.HasField("workflow_execution_continued_as_new_event_attributes")
+        ]
+    assert result.outcome == "completed" and result.result["notified"] is True, result
+    assert runs == []

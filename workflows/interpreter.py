@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         SleepStep,
         WaitStep,
         WhenArm,
+        walk,
     )
     from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
@@ -330,7 +331,11 @@ class BpfInterpreter:
     ) -> FlowResult:
         try:
             for index in range(first, len(top)):
-                if index > first and self._history_is_long():
+                if (
+                    index > first
+                    and self._history_is_long()
+                    and not self._consent_pending(top[index:])
+                ):
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     resume = Resume(
                         run=self._run,
@@ -374,6 +379,14 @@ class BpfInterpreter:
         return (
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() > self._run.history_limit
+        )
+
+    def _consent_pending(self, rest: list[AnyStep]) -> bool:
+        """Whether an act still ahead names a consent the citizen gave in this run: the portal
+        attested it for this run only, so the flow does not continue as new before the act
+        (always false for a definition without acts: its runs continue as before)."""
+        return any(
+            isinstance(s, ActStep) and s.act.consent in self._citizen_answers for s in walk(rest)
         )
 
     def _scaled(self, span: timedelta) -> timedelta:
