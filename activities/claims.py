@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import asyncpg
 from temporalio import activity
 
-from renkei.bpf.models import BpfDefinition, QueryStep, walk
+from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import BrokerRequest
 from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
@@ -101,14 +101,23 @@ class Claims:
         if req.task != d.task:
             raise refuse(f"{d.bpf} v{d.version} serves {d.task}, not {req.task}")
         step = next(
-            (s for s in walk(d.steps) if isinstance(s, QueryStep) and s.id == req.step), None
+            (s for s in walk(d.steps) if isinstance(s, QueryStep | ActStep) and s.id == req.step),
+            None,
         )
         if step is None:
-            raise refuse(f"{d.bpf} v{d.version} has no query step {req.step!r}")
-        asked = {step.query.info, getattr(step.query, "sub_info", None)}
+            raise refuse(f"{d.bpf} v{d.version} has no query or act step {req.step!r}")
+        if isinstance(step, ActStep):  # a partner's act: the action, of the partner it names
+            asked, named = {step.act.action}, step.act.partner
+        else:
+            asked = {
+                step.query.info,
+                *([sub] if (sub := getattr(step.query, "sub_info", None)) else []),
+            }
+            named = step.query.provider
         if req.info not in asked:
-            raise refuse(f"step {req.step} of {d.bpf} asks for {step.query.info}, not {req.info}")
-        named = step.query.provider
+            raise refuse(
+                f"step {req.step} of {d.bpf} asks for {sorted(asked - {None})}, not {req.info}"
+            )
         if "${" not in named and not named.startswith("role:") and req.provider != named:
             raise refuse(f"step {req.step} of {d.bpf} asks {named}, not {req.provider}")
         if req.parent is None and req.trigger not in d.trigger_kinds():

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.worker import (
     ActivityInboundInterceptor,
@@ -48,7 +49,13 @@ from activities.linkage import ADMITTED
 from activities.permits import subject_context
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
-from renkei.contracts.names import executor_of, is_query_activity, query_activity
+from renkei.contracts.names import (
+    act_activity,
+    executor_of,
+    is_act_activity,
+    is_query_activity,
+    query_activity,
+)
 from renkei.kernel import attest, permits, records, telemetry
 from renkei.kernel.codec import UNENCRYPTED
 from renkei.kernel.keys import OrgKeys
@@ -56,6 +63,7 @@ from renkei.kernel.sealing import SealError, open_sealed
 from whitelist.controls import screen
 from whitelist.decide import Decision, WhitelistIndex, decide_linkage
 from whitelist.models import Catalog
+from whitelist.payloads import SCHEMAS
 from whitelist.store import LiveWhitelist
 
 log = logging.getLogger(__name__)
@@ -92,12 +100,22 @@ async def patiently(
 
 
 def provider_decision(
-    org: str, catalog: Catalog, index: WhitelistIndex, req: LinkageRequest, at: dt.datetime
+    org: str,
+    catalog: Catalog,
+    index: WhitelistIndex,
+    req: LinkageRequest,
+    at: dt.datetime,
+    *,
+    consented: bool = False,
 ) -> Decision:
-    """``org``'s own whitelist decision on a request addressed to it (roles from the catalog)."""
+    """``org``'s own whitelist decision on a request addressed to it (roles from the catalog).
+    ``consented``: an act whose permit holds (the hub issues one only on the citizen's
+    attested consent where the row needs it)."""
     if req.provider != org:
         return Decision(allowed=False, reason=f"request for {req.provider} reached {org}")
-    return decide_linkage(catalog, index, req.requester, org, req.task, req.info, at)
+    return decide_linkage(
+        catalog, index, req.requester, org, req.task, req.info, at, consented=consented
+    )
 
 
 class WhitelistGate:
@@ -126,8 +144,10 @@ class WhitelistGate:
         self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
 
-    def decide(self, req: LinkageRequest, at: dt.datetime) -> Decision:
-        decision = provider_decision(self.org, self.catalog, self.whitelist.index, req, at)
+    def decide(self, req: LinkageRequest, at: dt.datetime, *, consented: bool = False) -> Decision:
+        decision = provider_decision(
+            self.org, self.catalog, self.whitelist.index, req, at, consented=consented
+        )
         # The PIA gate and the emergency stop, as the hub applies them: a suspension (of this
         # org, say) reaches the gate of a linkage the hub permitted a moment before.
         return screen(
@@ -140,6 +160,19 @@ class WhitelistGate:
             bpf_version=req.bpf_version,
             at=at,
         )
+
+    def unfit_send(self, req: LinkageRequest) -> str | None:
+        """Why what an act sends does not fit its action's request (a field more, one missing,
+        one of another type), naming the fields only; ``None`` if it fits or is no act."""
+        action = self.catalog.actions.get(req.info)
+        if action is None:
+            return None
+        try:
+            SCHEMAS[action.request].model_validate(req.send)
+        except ValidationError as err:
+            fields = sorted({str(e["loc"][0]) for e in err.errors() if e["loc"]})
+            return f"what was sent does not fit {req.info}'s request ({', '.join(fields)})"
+        return None
 
     def check_permit(
         self, req: LinkageRequest, info: activity.Info, now: dt.datetime
@@ -202,9 +235,18 @@ class WhitelistGate:
                 info.workflow_id,
             )
         else:
+            # A partner's act: the hub's permit, verified above, is its word that the citizen
+            # consented where the row needs it (the partner sees nothing of the consent itself).
+            acting = req.permit is not None and req.info in self.catalog.actions
             decision = telemetry.decided(
-                "provider", self.org, admitted, lambda: self.decide(admitted, now)
+                "provider",
+                self.org,
+                admitted,
+                lambda: self.decide(admitted, now, consented=acting),
             )
+            unfit = self.unfit_send(admitted) if decision.allowed else None
+            if unfit is not None:  # recorded as refused: the partner's code does not run
+                decision = Decision(allowed=False, reason=f"refused: {unfit}")
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
         with telemetry.tracer().start_as_current_span(
             "renkei.whitelist.decide",
@@ -253,7 +295,7 @@ class _Inbound(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> object:
         kind = activity.info().activity_type
-        if not is_query_activity(kind):
+        if not (is_query_activity(kind) or is_act_activity(kind)):
             return await super().execute_activity(input)
         raw = input.args[0] if input.args else None
         if isinstance(raw, list | tuple) and raw:  # a dynamic activity receives raw values
@@ -272,7 +314,8 @@ class _Inbound(ActivityInboundInterceptor):
             )
         except Exception:
             raise Failure.MALFORMED_LINKAGE.error("malformed linkage request") from None
-        if kind != query_activity(req.info):
+        acts = req.info in self.gate.catalog.actions
+        if kind != (act_activity(req.info) if acts else query_activity(req.info)):
             raise Failure.MALFORMED_LINKAGE.error("activity type and requested info item differ")
         admitted, decision = await self.gate.decide_and_record(req)
         if not decision.allowed:

@@ -26,7 +26,7 @@ from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.cel.types import embedded
-from renkei.bpf.models import QueryStep, walk
+from renkei.bpf.models import ActStep, QueryStep, WaitStep, walk
 from renkei.bpf.review import suspension
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
@@ -52,6 +52,7 @@ from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, SCAN_TIMEOUT
 from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
+    is_citizens,
     is_hubs_resume,
     is_platform_scan,
     is_platform_start,
@@ -60,10 +61,13 @@ from renkei.kernel.attest import (
 )
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.controls import screen
-from whitelist.decide import JST, decide_linkage
-from whitelist.models import Catalog
+from whitelist.decide import JST, Decision, decide_linkage
+from whitelist.models import Catalog, Org
 from whitelist.orgs import standing_refusal
+from whitelist.payloads import SCHEMAS
 from whitelist.store import LiveWhitelist
+
+_NO_ORG = Org(id="none", ja="", en="", roles=())
 
 
 class HubActivities:
@@ -178,6 +182,11 @@ class HubActivities:
             for s in walk(d.steps)
             if isinstance(s, QueryStep)
         }
+        schemas |= {  # an act's output: the partner's receipt
+            s.act.action: self._catalog.actions[s.act.action].result
+            for s in walk(d.steps)
+            if isinstance(s, ActStep) and s.act.action in self._catalog.actions
+        }
         run = ResolvedRun(
             pin=Pin(bpf=d.bpf, version=d.version, content_hash=found.content_hash),
             definition=d,
@@ -245,19 +254,27 @@ class HubActivities:
             raise Failure.UNKNOWN_SUBJECT.error(str(err)) from None
         now = dt.datetime.now(dt.UTC)
         # Only an active org asks or answers (whitelist.orgs); the refusal is recorded as a denial.
-        refused = standing_refusal(self._catalog, req.requester, req.provider, now)
-        decision = refused or telemetry.decided(
+        # A partner's act (an action, not an info item): what it sends and the consent it rests on.
+        refusal = standing_refusal(self._catalog, req.requester, req.provider, now) or (
+            self._act_refusal(req)
+        )
+        consented = refusal is None and await self._consented(req)
+        decision = telemetry.decided(
             "hub",
             req.provider,
             req,
-            lambda: decide_linkage(
-                self._catalog,
-                self._whitelist.index,
-                req.requester,
-                req.provider,
-                req.task,
-                req.info,
-                now,
+            lambda: (
+                refusal
+                or decide_linkage(
+                    self._catalog,
+                    self._whitelist.index,
+                    req.requester,
+                    req.provider,
+                    req.task,
+                    req.info,
+                    now,
+                    consented=consented,
+                )
             ),
         )
         # The PIA gate and the emergency stop (whitelist.controls): in memory, like the rows.
@@ -314,7 +331,10 @@ class HubActivities:
                 bpf=req.bpf,
                 bpf_version=req.bpf_version,
                 content_hash=req.content_hash,
-                provider_code=await self._pseudonyms.code_at(req.provider, subject),
+                # A private partner never receives anyone's code: only what the act sends.
+                provider_code=None
+                if self._catalog.is_private(req.provider)
+                else await self._pseudonyms.code_at(req.provider, subject),
                 budget=dt.timedelta(seconds=req.budget_seconds),
                 now=now,
             )
@@ -368,6 +388,64 @@ class HubActivities:
         for report, result in zip(reports, found, strict=True):
             if isinstance(result, PermissionError):
                 activity.logger.warning("step %s: outcome not taken: %s", report.step, result)
+
+    def _act_refusal(self, req: BrokerRequest) -> Decision | None:
+        """Why an act (or a private org's part in a linkage) is refused before the whitelist is
+        asked; ``None`` when nothing is wrong with it."""
+        action = self._catalog.actions.get(req.info)
+        if self._catalog.is_private(req.requester):
+            return Decision(
+                allowed=False, reason=f"{req.requester} is a private org: it asks no one"
+            )
+        if action is None:
+            if self._catalog.is_private(req.provider):
+                return Decision(
+                    allowed=False,
+                    reason=f"{req.provider} is a private org: it answers no query",
+                )
+            return None
+        if req.info not in self._catalog.orgs.get(req.provider, _NO_ORG).acts:
+            return Decision(
+                allowed=False, reason=f"{req.provider} does not carry out action {req.info!r}"
+            )
+        takes = SCHEMAS[action.request].model_fields
+        extra = sorted(set(req.send_fields) - set(takes))
+        if extra:
+            return Decision(
+                allowed=False,
+                reason=f"the act sends fields {req.info} does not take: {', '.join(extra)}",
+            )
+        return None
+
+    async def _consented(self, req: BrokerRequest) -> bool:
+        """Whether the act carries the citizen's own consent: the answer to the consent step its
+        definition names for it (a wait `by: citizen`), attested by the portal for this very run,
+        saying yes."""
+        proof = req.consent
+        if proof is None or req.info not in self._catalog.actions:
+            return False
+        found = await registry.fetch(self._pool, req.bpf, req.bpf_version, self._mode)
+        if found is None or found.content_hash != req.content_hash:
+            return False
+        steps = {s.id: s for s in walk(found.definition.steps)}
+        act = steps.get(req.step)
+        wait = steps.get(proof.step)
+        if (
+            not isinstance(act, ActStep)
+            or act.act.consent != proof.step
+            or act.act.action != req.info
+        ):
+            return False
+        if not isinstance(wait, WaitStep) or wait.wait.by != "citizen":
+            return False
+        return proof.payload.get("agree") is True and is_citizens(
+            self._hub_public,
+            proof.attestation,
+            req.workflow_id,
+            req.run_id,
+            proof.step,
+            proof.payload,
+        )
 
     @activity.defn(name="hub.outcome")
     async def outcome(self, report: AttemptOutcomeReport) -> None:
@@ -548,7 +626,10 @@ class HubActivities:
     @activity.defn(name="hub.translate")
     async def translate(self, req: TranslateRequest) -> list[str]:
         """Translate codes from a provider's code space into the calling flow's executor's:
-        only from a provider the hub permitted in this very run."""
+        only from a provider the hub permitted in this very run; a private org holds no one's
+        code."""
+        if self._catalog.is_private(req.from_org) or self._catalog.is_private(req.to_org):
+            raise Failure.LINKAGE_DENIED.error("a private org holds no one's code")
         await self._claims.translation(req.from_org, req.to_org, caller())
         try:
             return await self._pseudonyms.translate(req.from_org, req.codes, req.to_org)

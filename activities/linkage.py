@@ -16,7 +16,7 @@ from temporalio.common import RawValue
 
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
-from renkei.contracts.names import is_query_activity
+from renkei.contracts.names import is_act_activity, is_query_activity
 from renkei.contracts.provider import NoMatch, Provider
 
 __all__ = ["ADMITTED", "Provider", "make_linkage_activity"]
@@ -32,7 +32,7 @@ def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callab
     @activity.defn(dynamic=True)
     async def linkage(args: Sequence[RawValue]) -> dict[str, object]:
         kind = activity.info().activity_type
-        if not is_query_activity(kind):
+        if not (is_query_activity(kind) or is_act_activity(kind)):
             raise Failure.UNKNOWN_ACTIVITY.error(f"{org} does not run activity type {kind}")
         req = ADMITTED.get(None)
         if req is None:  # a worker assembled without the gate must not answer at all

@@ -195,7 +195,7 @@ async def test_temporal_ui_shows_clear_payloads_only_to_a_signed_in_operator(
 async def test_the_bpf_catalog_renders_for_citizens(browser) -> None:
     from renkei.app.catalog_page import render
     from renkei.bpf.loader import definition_files, load_file
-    from renkei.bpf.models import QueryStep, walk
+    from renkei.bpf.models import ActStep, QueryStep, walk
     from whitelist.catalog import default_catalog
     from whitelist.decide import WhitelistIndex
     from whitelist.local import all_rows
@@ -213,9 +213,14 @@ async def test_the_bpf_catalog_renders_for_citizens(browser) -> None:
             section = page.locator(f"section#{d.bpf}")
             assert await section.locator("h2").inner_text() == f"{d.title.ja} {d.title.en}"
             assert await section.locator(".diagram svg").is_visible()
-            queries = [s for s in walk(list(d.steps)) if isinstance(s, QueryStep)]
-            assert await section.locator("tr.linkage").count() == len(queries)
-            assert "番号法" in await section.locator("table").inner_text()
+            asked = [s for s in walk(list(d.steps)) if isinstance(s, QueryStep | ActStep)]
+            assert await section.locator("tr.linkage").count() == len(asked)
+            table = await section.locator("table").inner_text()
+            assert "番号法" in table or "個人情報保護法" in table
+        # a partner's act: what is sent, and only with the citizen's consent
+        act = await page.locator("section#move-notice-electricity tr.linkage").inner_text()
+        assert "処理の依頼" in act and "new_address" in act and "本人の同意" in act
+        assert "民間事業者" in act and "第69条第2項第1号" in act
         # nothing is fetched: the page is one file
         assert "http" not in html.split("<body>")[1].split("xmlns")[0]
         await page.screenshot(path=str(ARTIFACTS / "bpf-catalog.png"), full_page=True)

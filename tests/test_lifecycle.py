@@ -28,7 +28,7 @@ from renkei.kernel import keys
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
-from whitelist.payloads import LocalTax
+from whitelist.payloads import ActionReceipt, LocalTax
 from workflows.interpreter import KIT_CLOCK
 
 from .helpers import households, run, sdk, start, workers
@@ -212,7 +212,7 @@ async def test_sample_providers_meet_their_contracts_and_a_broken_one_does_not(
     pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
     hub_key = keys.load(settings).hub_key
-    for org in ("city-minato", "kyokai-kenpo", "jps"):
+    for org in ("city-minato", "kyokai-kenpo", "jps", "sample-denki"):
         known = {
             info: derive_code(hub_key, org, s)
             for info, s in sample_subjects(org, households(settings)).items()
@@ -244,6 +244,25 @@ async def test_sample_providers_meet_their_contracts_and_a_broken_one_does_not(
     )
     failed = {c.info: c.detail for c in checks if not c.passed and c.check.startswith("a subject")}
     assert failed["local-tax"] == "raised RuntimeError: KeyError in the tax ledger"
+    # A partner's action: its receipt must fit, for a request of the action's fields and no code.
+
+    async def wants_a_code(req: LinkageRequest) -> ActionReceipt:
+        if not req.subject:
+            raise RuntimeError("no customer found for an empty code")
+        return ActionReceipt(done=True, reference="r")
+
+    checks = await check_provider(
+        "sample-denki",
+        {"electricity-move-notice": wants_a_code},
+        catalog,
+        live_whitelist,
+        pool,
+        {},
+    )
+    failed = {c.check: c.detail for c in checks if not c.passed}
+    assert (
+        "no customer found" in failed["a receipt that fits, for the request's fields and no code"]
+    )
 
 
 def test_lifecycle_commands_refuse_a_skip(cli, pool, monkeypatch) -> None:

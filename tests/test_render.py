@@ -132,3 +132,26 @@ def test_render_command_writes_each_format(cli, tmp_path: Path) -> None:
     bpmn = tmp_path / "d.bpmn"
     code, text = run(cli, "bpf", "import", str(bpmn))
     assert code == 0 and "bpf: child-allowance-check" in text and "parallel:" in text
+
+
+def test_an_act_is_drawn_as_a_send_task_with_its_partner_row() -> None:
+    """The partner step of the sample: a BPMN send task (valid, read back), the partner, the
+    action and its legal basis (consent) in the note, Mermaid's and Graphviz's shape for it."""
+    _needs_dot()
+    d = load_file(SAMPLES_DIR / "move-notice-electricity.yaml").definition
+    g = build(d, CATALOG, INDEX)
+    node = g.nodes["notify"]
+    assert node.kind == "act" and "sample-denki" in node.label
+    assert node.legal == ["個人情報保護法第69条第2項第1号（本人の同意） (本人同意 / consent)"]
+    xml = to_bpmn(g)
+    doc = etree.fromstring(xml.encode())
+    assert _bpmn_schema().validate(doc)
+    ns = {"bpmn": "http://www.omg.org/spec/BPMN/20100524/MODEL"}
+    (task,) = doc.findall("bpmn:process/bpmn:sendTask", ns)
+    assert task.get("id") == "notify"
+    notes = " ".join(t.text or "" for t in doc.iterfind(".//bpmn:textAnnotation/bpmn:text", ns))
+    assert "electricity-move-notice → sample-denki" in notes and "第69条" in notes
+    assert BpfDefinition.model_validate(from_bpmn(xml)) == d
+    assert '  notify[/"notify<br/>electricity-move-notice → sample-denki' in to_mermaid(g)
+    svg = to_svg(g)  # Graphviz laid it out (dot parsed what we gave it)
+    assert "electricity&#45;move&#45;notice" in svg and "第69条" in svg

@@ -8,7 +8,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from whitelist.models import Catalog, InfoItem, Org, Role, Task
+from whitelist.models import Action, Catalog, InfoItem, Org, Role, Task
 from whitelist.payloads import SCHEMAS
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -39,6 +39,10 @@ def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
         for i in read_yaml(cat / name)
     }
     orgs = {o["id"]: Org(**o) for o in read_yaml(cat / "orgs.yaml")}
+    actions_file = cat / "actions.yaml"
+    actions = (
+        {a["id"]: Action(**a) for a in read_yaml(actions_file)} if actions_file.exists() else {}
+    )
     problems = [f"info-schemas.yaml: unknown info item {i!r}" for i in schemas if i not in infos]
     problems += [
         f"{i.id}: parent {i.parent!r} is not a statutory info item"
@@ -55,9 +59,22 @@ def load_catalog(data_dir: Path = DATA_DIR) -> Catalog:
         problems += [
             f"orgs.yaml: {org.id}: unknown info {i!r}" for i in org.serves if i not in infos
         ]
+    problems += [f"actions.yaml: {a}: also an info item id" for a in actions if a in infos]
+    for action in actions.values():
+        problems += [
+            f"actions.yaml: {action.id}: unknown schema {s!r}"
+            for s in (action.request, action.result)
+            if s not in SCHEMAS
+        ]
+    for org in orgs.values():
+        problems += [
+            f"orgs.yaml: {org.id}: unknown action {a!r}" for a in org.acts if a not in actions
+        ]
+        if org.kind == "private" and org.serves:
+            problems.append(f"orgs.yaml: {org.id}: a private org serves no info item")
     if problems:
         raise ValueError("catalog is inconsistent:\n  " + "\n  ".join(problems))
-    return Catalog(roles=roles, tasks=tasks, info_items=infos, orgs=orgs)
+    return Catalog(roles=roles, tasks=tasks, info_items=infos, orgs=orgs, actions=actions)
 
 
 @cache

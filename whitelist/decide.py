@@ -136,15 +136,18 @@ class WhitelistIndex:
         at: dt.date,
         *,
         same_body: bool = False,
+        consented: bool = False,
     ) -> Decision:
         """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids and,
-        for a row of a body's own use (``within-body``), requester and provider are one body."""
+        for a row of a body's own use (``within-body``), requester and provider are one body;
+        for a row of scope ``consent`` (a partner's act), the citizen's consent was verified."""
         req = tuple(requester_roles)
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
         own_use: WhitelistRow | None = None
         levels = self._levels(info)
         rows = self._rows
+        unconsented: WhitelistRow | None = None
         for r in req:
             for p in prov:
                 found = (
@@ -155,11 +158,18 @@ class WhitelistIndex:
                 for row in found:
                     if row.scope == "within-body" and not same_body:
                         own_use = row
+                    elif row.scope == "consent" and not consented:
+                        unconsented = row
                     elif self.in_force(row, at):
                         return self._permitted(row, r, p, at)
                     elif expired is None or self._ended(row) > self._ended(expired):
                         expired = row  # the one whose period ended last says most
-        if own_use is not None:
+        if unconsented is not None:
+            reason = (
+                f"{unconsented.legal_reference} permits this only on the citizen's own consent,"
+                " and the flow passed none the portal attested for this run"
+            )
+        elif own_use is not None:
             reason = (
                 f"{own_use.legal_reference} permits a body's use of its own records only:"
                 " the requester and the provider are different bodies"
@@ -216,6 +226,7 @@ def permitting_hint(
             {
                 f"{r.requester_role} → {r.provider_role}"
                 + (" (one body's own records)" if r.scope == "within-body" else "")
+                + (" (on the citizen's consent)" if r.scope == "consent" else "")
                 + f" [{r.legal_reference}]"
                 for r in rows
             }
@@ -243,17 +254,22 @@ def decide_linkage(
     task: str,
     info: str,
     at: dt.datetime,
+    *,
+    consented: bool = False,
 ) -> Decision:
     """Decide one linkage between two orgs at ``at`` (the date in Japan counts).
 
     The orgs' roles come from the catalog, never from the request: the roles each holds on that
     date (an org that succeeded another in a merger holds its roles from the merger's date).
+    ``consented``: the citizen's own consent to this act was verified (a row of scope
+    ``consent`` needs it).
     """
     for side, org in (("requester", requester), ("provider", provider)):
         found = catalog.orgs.get(org)
         if found is None:
             return Decision(allowed=False, reason=f"unknown {side} org {org!r}")
-        if found.kind == "private":
+        if found.kind == "private" and not (side == "provider" and info in catalog.actions):
+            # A private org takes part only as a partner carrying out an action (an act step).
             return Decision(
                 allowed=False,
                 reason=f"{side} org {org!r} is a private body: the whitelist names public bodies"
@@ -267,4 +283,5 @@ def decide_linkage(
         info,
         day,
         same_body=requester == provider,
+        consented=consented,
     )

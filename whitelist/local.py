@@ -64,14 +64,16 @@ def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
 
 
 def all_rows(catalog: Catalog) -> list[WhitelistRow]:
-    """Every row renkei ships: Annex Table 2 and the local rows."""
+    """Every row renkei ships: Annex Table 2, the local rows and the partner rows."""
     from whitelist.annex2 import load_annex2
+    from whitelist.partners import load_partners
 
-    return [*load_annex2(catalog), *load_local(catalog)]
+    return [*load_annex2(catalog), *load_local(catalog), *load_partners(catalog)]
 
 
 def all_sources() -> list[Source]:
     """The sources renkei ships, for :func:`all_rows`."""
     from whitelist.annex2 import annex2_source
+    from whitelist.partners import partners_source
 
-    return [annex2_source(), local_source()]
+    return [annex2_source(), local_source(), partners_source()]

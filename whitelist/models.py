@@ -82,6 +82,15 @@ class Held(BaseModel):
         )
 
 
+class Action(_Named):
+    """A step a partner org carries out at a flow's request (an ``act`` step): stop a payment,
+    take note of a move. ``request`` names the payload model of exactly what may be sent to the
+    partner, ``result`` the model of the receipt it signs (both in :mod:`whitelist.payloads`)."""
+
+    request: str
+    result: str = "ActionReceipt"
+
+
 class Org(BaseModel):
     """A concrete organisation: it holds one or more roles and may serve info items.
 
@@ -110,9 +119,11 @@ class Org(BaseModel):
             return frozenset(self.roles)
         return frozenset(h.id for h in self.held if h.valid_at(day))
 
+    acts: tuple[str, ...] = Field(default=(), description="actions it carries out (act steps)")
+
 
 # Whom a row lets exchange: two bodies, or one body with itself.
-Scope = Literal["between-bodies", "within-body"]
+Scope = Literal["between-bodies", "within-body", "consent"]
 
 
 class WhitelistRow(BaseModel):
@@ -153,7 +164,8 @@ class WhitelistRow(BaseModel):
         default="between-bodies",
         description="between-bodies: a linkage from one body to another (Annex Table 2);"
         " within-body: a body's use of its own records under its own ordinance (番号法第9条第2項),"
-        " which permits nothing between two bodies",
+        " which permits nothing between two bodies; consent: an act a partner carries out on"
+        " the citizen's own recorded consent (whitelist/data/partners), permitted only with it",
     )
 
     def valid_at(self, day: dt.date) -> bool:
@@ -258,6 +270,7 @@ class Catalog(BaseModel):
         description="by id; a worker's catalog holds the org registry's live view (see"
         " :mod:`whitelist.orgs`), which changes without a restart"
     )
+    actions: dict[str, Action] = Field(default_factory=dict)
 
     def parents(self) -> dict[str, str]:
         """Each ordinance-level info item's statutory category."""
@@ -271,6 +284,15 @@ class Catalog(BaseModel):
     def orgs_with_role(self, role: str) -> list[Org]:
         """Every org that holds ``role``."""
         return [o for o in self.orgs.values() if role in o.roles]
+
+    def is_private(self, org: str) -> bool:
+        """Whether ``org`` is a private-sector partner (it takes part through act steps only)."""
+        found = self.orgs.get(org)
+        return found is not None and found.kind == "private"
+
+    def actors_of(self, action: str) -> list[str]:
+        """Every org that carries out ``action`` from its own worker."""
+        return sorted(o.id for o in self.orgs.values() if action in o.acts)
 
     def servers_of(self, info: str) -> list[str]:
         """Every org that serves info item ``info`` from its own worker."""

@@ -136,6 +136,12 @@ def _held(rows: Sequence[asyncpg.Record], column: str) -> tuple[Held, ...]:
     )
 
 
+def _shipped_acts() -> dict[str, tuple[str, ...]]:
+    from whitelist.catalog import default_catalog
+
+    return {o.id: o.acts for o in default_catalog().orgs.values() if o.acts}
+
+
 async def load_orgs(conn: asyncpg.Pool | Conn, today: dt.date | None = None) -> dict[str, Org]:
     """Every org of the registry with its periods; ``roles``/``serves`` are those of ``today``."""
     day = today or _today()
@@ -157,6 +163,8 @@ async def load_orgs(conn: asyncpg.Pool | Conn, today: dt.date | None = None) -> 
             id=o["id"],
             ja=o["ja"],
             en=o["en"],
+            # The actions it carries out (act steps) are the shipped catalog's, for now.
+            acts=_shipped_acts().get(o["id"], ()),
             kind=o["kind"],
             status=o["status"],
             roles=tuple(sorted({h.id for h in held if h.valid_at(day)})),
@@ -194,10 +202,10 @@ async def _event(
 def _check_ids(catalog: Catalog, kind: str, roles: Sequence[Held], serves: Sequence[Held]) -> None:
     problems = [f"unknown role {h.id!r}" for h in roles if h.id not in catalog.roles]
     problems += [f"unknown info item {h.id!r}" for h in serves if h.id not in catalog.info_items]
-    if kind == "private" and (roles or serves):
+    if kind == "private" and serves:
         problems.append(
-            "a private org holds no whitelist role and serves no info item (it may never ask"
-            " nor answer a linkage)"
+            "a private org serves no info item: it takes part only as a partner that acts (its"
+            " roles name it in partner rows), never asking nor answering for data"
         )
     problems += [
         f"{h.id}: valid_to {h.valid_to} is not after valid_from {h.valid_from}"

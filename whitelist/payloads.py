@@ -86,6 +86,23 @@ class ResidentCohort(_Payload):
     codes: list[SubjectCode]
 
 
+class MoveNotice(_Payload):
+    """What a move notice to an electricity retailer carries (an act step's request): the
+    customer's number with the company, the day of the move and the new address; nothing else."""
+
+    customer_number: str = Field(min_length=1, description="the customer's number with the company")
+    moved_on: dt.date
+    new_address: str = Field(min_length=1)
+
+
+class ActionReceipt(_Payload):
+    """A partner's signed receipt for an act: whether it carried the action out, and its own
+    reference for it."""
+
+    done: bool
+    reference: str = Field(description="the partner's own reference for what it did")
+
+
 SCHEMAS: dict[str, type[BaseModel]] = {
     m.__name__: m
     for m in (
@@ -95,6 +112,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         PensionBenefit,
         ResidentCohort,
         GenericRecord,
+        MoveNotice,
+        ActionReceipt,
     )
 }
 
@@ -113,3 +132,21 @@ def subject_fields(model: type[BaseModel]) -> list[tuple[str, ...]]:
             prefix = (name, "*") if inner is not None else (name,)
             paths.extend(prefix + sub for sub in subject_fields(target))
     return paths
+
+
+# The type an act step's ``send`` expression must give each field of a request (BPF input types).
+_FIELD_KINDS: dict[object, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dt.date: "date",
+}
+
+
+def field_kinds(model: type[BaseModel]) -> dict[str, tuple[str, bool]]:
+    """``{field: (kind, required)}`` of a flat request model (an action's request)."""
+    out: dict[str, tuple[str, bool]] = {}
+    for name, field in model.model_fields.items():
+        out[name] = (_FIELD_KINDS.get(field.annotation, "string"), field.is_required())
+    return out

@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.bpf.inputs import InputError, validate_values
     from renkei.bpf.models import (
+        ActStep,
         AnyStep,
         BranchStep,
         CallStep,
@@ -55,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         SleepStep,
         WaitStep,
         WhenArm,
+        walk,
     )
     from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
@@ -62,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         AttemptOutcomeReport,
         Brokered,
         BrokerRequest,
+        ConsentProof,
         FirstLinkage,
         FlowResult,
         KitAdvance,
@@ -79,8 +82,19 @@ with workflow.unsafe.imports_passed_through():
         Waiting,
         linkage_asked,
     )
-    from renkei.contracts.names import HUB, agency_queue, query_activity, workflow_id
-    from renkei.contracts.retries import BROKER_GROUP_LIMIT, HUB_RETRY, linkage_retry
+    from renkei.contracts.names import (
+        HUB,
+        act_activity,
+        agency_queue,
+        query_activity,
+        workflow_id,
+    )
+    from renkei.contracts.retries import (
+        BROKER_GROUP_LIMIT,
+        HUB_RETRY,
+        budget_seconds,
+        linkage_retry,
+    )
     from renkei.kernel import search_attributes as sa
     from renkei.kernel.attest import is_citizens, is_providers
     from renkei.kernel.channels import channel_parties
@@ -140,6 +154,9 @@ class BpfInterpreter:
         self._status = "starting"
         self._waiting: dict[str, tuple[WaitStep, Waiting]] = {}
         self._responses: dict[str, dict[str, Any]] = {}
+        # The citizen's own answers as the portal attested them: an act passes one to the hub
+        # as the citizen's consent.
+        self._citizen_answers: dict[str, Response] = {}
         self._ignored_signals = 0
         # What the flow tells the hub of its attempts' outcomes runs beside the flow, and is
         # awaited before the flow ends or continues as new.
@@ -196,6 +213,8 @@ class BpfInterpreter:
         """Answer a waiting step. Refused (and the flow keeps waiting) unless it validates."""
         response = self._response(raw)
         self._responses[response.step] = self._checked(response, raw)
+        if response.by == "citizen":
+            self._citizen_answers[response.step] = response
         return Acknowledged(step=response.step, at=workflow.now())
 
     @respond.validator
@@ -208,6 +227,8 @@ class BpfInterpreter:
         try:
             response = self._response(raw)
             self._responses[response.step] = self._checked(response, raw)
+            if response.by == "citizen":
+                self._citizen_answers[response.step] = response
         except ApplicationError as err:
             self._ignored_signals += 1
             workflow.logger.warning("response signal ignored: %s", err.message)
@@ -437,7 +458,11 @@ class BpfInterpreter:
     ) -> FlowResult:
         try:
             for index in range(first, len(top)):
-                if index > first and self._history_is_long():
+                if (
+                    index > first
+                    and self._history_is_long()
+                    and not self._consent_pending(top[index:])
+                ):
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     resume = Resume(
                         run=self._run,
@@ -481,6 +506,14 @@ class BpfInterpreter:
         return (
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() > self._run.history_limit
+        )
+
+    def _consent_pending(self, rest: list[AnyStep]) -> bool:
+        """Whether an act still ahead names a consent the citizen gave in this run: the portal
+        attested it for this run only, so the flow does not continue as new before the act
+        (always false for a definition without acts: its runs continue as before)."""
+        return any(
+            isinstance(s, ActStep) and s.act.consent in self._citizen_answers for s in walk(rest)
         )
 
     def _scaled(self, span: timedelta) -> timedelta:
@@ -552,6 +585,8 @@ class BpfInterpreter:
         elif isinstance(step, CallStep):
             with self._going_long():
                 await self._call(step)
+        elif isinstance(step, ActStep):
+            await self._act(step)
         elif isinstance(step, ParallelStep):
             # All lanes must succeed; the first failure cancels the others and is the step's.
             try:
@@ -971,6 +1006,144 @@ class BpfInterpreter:
             LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="provided")
         )
         self._bind(step.id, payload)
+
+    async def _act(self, step: ActStep) -> None:
+        """Ask a partner org to carry out an action and take its signed receipt. Brokered like a
+        query (the hub decides, records and permits; the partner's gate checks and records
+        again), with the citizen's attested consent where the step names it. The partner gets
+        only what ``send`` gives (and, a public partner, its own code for the subject sealed to
+        it; a private one none)."""
+        a = step.act
+        partner = self._text(step.id, "partner", a.partner) or ""
+        send = {name: self._eval((step.id, "send", name)) for name in a.send}
+        consent = None
+        if a.consent is not None:
+            said = self._citizen_answers.get(a.consent)
+            if said is not None:
+                consent = ConsentProof(
+                    step=said.step, payload=said.payload, attestation=said.attestation
+                )
+        pin = self._run.pin
+        wf = workflow.info()
+        asked = BrokerRequest(
+            trigger=self._start.trigger,
+            requester=self._start.executor,
+            provider=partner,
+            task=self._run.definition.task,
+            info=a.action,
+            subject=self._start.subject,
+            bpf=pin.bpf,
+            bpf_version=pin.version,
+            content_hash=pin.content_hash,
+            step=step.id,
+            workflow_id=wf.workflow_id,
+            run_id=wf.run_id,
+            hold=self._start.hold,
+            parent=self._start.parent,
+            budget_seconds=budget_seconds(
+                a.timeout, a.retry.max_attempts, a.retry.maximum_interval
+            ),
+            send_fields=sorted(send),
+            consent=consent,
+        )
+        brokered = await self._broker(asked)
+
+        def outcome(kind: str) -> None:
+            self._linkages.append(
+                LinkageOutcome.model_validate(
+                    {"step": step.id, "provider": partner, "info": a.action, "outcome": kind}
+                )
+            )
+
+        if not brokered.allowed or brokered.permit is None:
+            outcome("denied")
+            raise Failure.LINKAGE_DENIED.error(
+                f"step {step.id}: act denied by the whitelist: {brokered.reason}"
+            )
+        request = LinkageRequest(
+            **asked.model_dump(
+                include=set(LinkageRequest.model_fields),
+                exclude={"subject", "permit", "sealed_subject", "send"},
+            ),
+            subject="",
+            permit=brokered.permit,
+            sealed_subject=brokered.sealed_subject,
+            send=send,
+        )
+        try:
+            # Raw, and read only if the partner (or the executor) wrote it (see _query).
+            with self._going_long():
+                receipt_raw: RawValue = await workflow.execute_activity(
+                    act_activity(a.action),
+                    request,
+                    result_type=RawValue,
+                    task_queue=agency_queue(self._run.task_queue_prefix, partner),
+                    activity_id=step.id,
+                    start_to_close_timeout=a.timeout,
+                    schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + a.timeout,
+                    retry_policy=linkage_retry(a.retry),
+                )
+        except asyncio.CancelledError:
+            await self._outcome(step.id, "cancelled")
+            raise
+        except ActivityError as err:
+            cause = err.cause
+            denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
+            self._report(
+                step.id,
+                "denied"
+                if denied
+                else "no_answer"
+                if isinstance(cause, StepTimeout)
+                else "cancelled"
+                if isinstance(cause, CancelledError)
+                else "failed",
+            )
+            outcome("denied" if denied else "failed")
+            if denied:
+                raise Failure.LINKAGE_DENIED.error(
+                    f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
+                ) from None
+            raise
+        try:
+            payload: dict[str, Any] = workflow.payload_converter().from_payload(
+                receipt_raw.payload, dict
+            )
+        except Exception:  # the marker of a payload no converter reads
+            self._report(step.id, "failed")
+            outcome("failed")
+            raise Failure.FORGED_ANSWER.error(
+                f"step {step.id}: the receipt did not come from {partner} (another party's worker"
+                " answered on its queue)"
+            ) from None
+        # Only the partner's own key makes a receipt this flow accepts.
+        opened = (
+            is_providers(brokered.provider_key, payload, brokered.permit.signature)
+            if brokered.provider_key is not None
+            else None
+        )
+        if opened is None:
+            self._report(step.id, "failed")
+            outcome("failed")
+            raise Failure.FORGED_ANSWER.error(
+                f"step {step.id}: the receipt is not {partner}'s (not signed with its key for"
+                " this permit)"
+            )
+        self._report(step.id, "provided")
+        schema = SCHEMAS.get(self._run.info_schemas.get(a.action, ""), GenericRecord)
+        try:
+            receipt = schema.model_validate(opened).model_dump(mode="json")
+        except ValidationError as err:
+            outcome("failed")
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or '(receipt)'}: {e['msg']}"
+                for e in err.errors(include_input=False, include_url=False)[:5]
+            )
+            raise Failure.INVALID_ANSWER.error(
+                f"step {step.id}: {partner}'s receipt does not fit {schema.__name__}: {problems}"
+            ) from None
+        outcome("provided")
+        self._bind(step.id, receipt)
 
     async def _codes_to_executor(
         self, schema: type[BaseModel], payload: dict[str, Any], provider: str

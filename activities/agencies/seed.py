@@ -19,7 +19,9 @@ async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) ->
     households = generate(size)
     everyone = people(households)
     hub = Pseudonyms(pool, hub_key)
-    await hub.enroll([p.subject_id for p in everyone], [*sorted(catalog.orgs), PORTAL])
+    # A private partner never holds a code for anyone (it receives only what an act sends).
+    public = [o for o in sorted(catalog.orgs) if not catalog.is_private(o)]
+    await hub.enroll([p.subject_id for p in everyone], [*public, PORTAL])
     await hub.register_numbers([(synthetic_number(p.subject_id), p.subject_id) for p in everyone])
 
     def code(org: str, p: object) -> str:

@@ -37,8 +37,9 @@ class Prepared(BaseModel):
 
 
 async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
-    """Load the shipped sources (the annex table, the local rows) where the store differs;
-    return (rows, version). Each load is recorded and reviewed (renkei.app.sources)."""
+    """Load the shipped sources (the annex table, the local rows, the partner rows) where the
+    store differs; return (rows, version). Each load is recorded and reviewed
+    (renkei.app.sources)."""
     total, version, _ = await load_defaults(pool)
     return total, version
 

@@ -1,9 +1,11 @@
 """The BPF catalog: one static, self-contained HTML page of the operating flows.
 
 For each flow: its purpose, who defines and who runs it, what starts it, the diagram, a table
-of which agencies will be asked for which data under which legal reference, each taking part's
-PIA for the flow's task, and any suspension that stops it: the page a citizen reads to foresee
-what will happen to their data. Written by ``renkei bpf catalog``.
+of which agencies will be asked for which data under which legal reference, which partners (a
+private company among them) will be asked to act, with what is sent to them and whether the
+citizen's consent is asked first, each taking part's PIA for the flow's task, and any suspension
+that stops it: the page a citizen reads to foresee what will happen to their data. Written by
+``renkei bpf catalog``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from pydantic import BaseModel
 
-from renkei.bpf.models import BpfDefinition, QueryStep, walk
+from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.bpf.render import build, provider_label, to_svg
+from renkei.bpf.render.labels import partner_label
 from whitelist.controls import LEVEL_JA, ControlsIndex
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog, role_of
@@ -31,6 +34,9 @@ class Linkage(BaseModel):
     agencies_ja: str
     agencies_en: str
     legal: list[str]
+    act: bool = False  # a partner asked to carry out an action (info_* names the action)
+    sends: list[str] = []  # an act: the fields sent to the partner, nothing else
+    consent: bool = False  # an act: only on the citizen's own consent
 
 
 class PiaLine(BaseModel):
@@ -138,6 +144,27 @@ def entry(
                     agencies_ja=_agencies(d, s, catalog, "ja"),
                     agencies_en=_agencies(d, s, catalog, "en"),
                     legal=graph.nodes[s.id].legal,
+                )
+            )
+        elif isinstance(s, ActStep):
+            action = catalog.actions.get(s.act.action)
+            partner = catalog.orgs.get(partner_label(s))
+            private = partner is not None and partner.kind == "private"
+            linkages.append(
+                Linkage(
+                    step=s.id,
+                    info_ja=action.ja if action else s.act.action,
+                    info_en=action.en if action else s.act.action,
+                    agencies_ja=(partner.ja + ("（民間事業者）" if private else ""))
+                    if partner
+                    else partner_label(s),
+                    agencies_en=(partner.en + (" (a private company)" if private else ""))
+                    if partner
+                    else partner_label(s),
+                    legal=graph.nodes[s.id].legal,
+                    act=True,
+                    sends=sorted(s.act.send),
+                    consent=s.act.consent is not None,
                 )
             )
     task = catalog.tasks.get(d.task)

@@ -28,7 +28,7 @@ from renkei.kernel import attest
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
 from renkei.kernel.records import HUB
 from whitelist.decide import JST
-from whitelist.models import ID_PATTERN, Catalog, InfoItem, Org, Task
+from whitelist.models import ID_PATTERN, Action, Catalog, InfoItem, Org, Task
 
 
 class NotACitizen(PermissionError):
@@ -70,6 +70,11 @@ class CitizenRecord(BaseModel):
         " a part of it made the linkage"
     )
     step: str
+    action: bool = Field(
+        default=False,
+        description="a partner was asked to carry out an action (an act step), not to answer:"
+        " ``info`` names the action and ``provider`` the partner",
+    )
     held_until: dt.datetime | None = Field(
         default=None, description="the record is (or was) withheld from the citizen until then"
     )
@@ -101,7 +106,7 @@ class RecordFilter(BaseModel):
     limit: int = Field(default=500, ge=1, le=5000)
 
 
-def _party(table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
+def _party(table: Mapping[str, Org | Task | InfoItem | Action], key: str) -> Party:
     found = table.get(key)
     if found is None:
         return Party(id=key, ja=key, en=key)
@@ -179,7 +184,7 @@ async def records_for_subject(
 
     parties: dict[tuple[str, str], Party] = {}
 
-    def party(kind: str, table: Mapping[str, Org | Task | InfoItem], key: str) -> Party:
+    def party(kind: str, table: Mapping[str, Org | Task | InfoItem | Action], key: str) -> Party:
         found = parties.get((kind, key))
         if found is None:
             found = parties[(kind, key)] = _party(table, key)
@@ -215,7 +220,11 @@ async def records_for_subject(
             outcome=r["outcome"],
             requester=party("org", catalog.orgs, r["requester"]),
             provider=party("org", catalog.orgs, r["provider"]),
-            info=party("info", catalog.info_items, r["info"]),
+            # A partner's act names its action (what the partner was asked to do).
+            info=party("info", catalog.actions, r["info"])
+            if r["info"] in catalog.actions
+            else party("info", catalog.info_items, r["info"]),
+            action=r["info"] in catalog.actions,
             task=party("task", catalog.tasks, r["task"]),
             legal_reference=r["legal_reference"],
             bpf=r["bpf"],

@@ -25,6 +25,8 @@ from whitelist.lawxml import read_law_xml
 from whitelist.local import SOURCE as LOCAL_SOURCE
 from whitelist.local import load_local, local_source
 from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.partners import SOURCE as PARTNERS_SOURCE
+from whitelist.partners import load_partners, partners_source
 from whitelist.sources import SourceFileError, SourceMeta, build_rows, read_rows_file
 
 
@@ -178,7 +180,7 @@ async def load_file(
 async def load_defaults(
     pool: asyncpg.Pool, by: str | None = None
 ) -> tuple[int, int, list[LoadReport]]:
-    """Load the shipped sources (the 2015 table, the local rows) where the store differs from
+    """Load the shipped sources (the 2015 table, the local rows, the partner rows) where the store differs from
     them; return (rows, whitelist version, the loads made)."""
     catalog = default_catalog()
     stored = {s.id: s for s in await store.fetch_sources(pool)}
@@ -189,6 +191,7 @@ async def load_defaults(
     shipped = (
         (ANNEX2_SOURCE, annex2_source(), load_annex2(catalog)),
         (LOCAL_SOURCE, local_source(), load_local(catalog)),
+        (PARTNERS_SOURCE, partners_source(), load_partners(catalog)),
     )
     for sid, source, rows in shipped:
         total += len(rows)

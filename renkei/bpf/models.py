@@ -329,6 +329,31 @@ class CallStep(_Step):
     call: CallSpec
 
 
+class ActSpec(_Strict):
+    """Ask a partner org to carry out an action of its own and wait for its signed receipt."""
+
+    partner: str = Field(description="the org that acts: an org id or ${expression}")
+    action: str = Field(description="the action's id in the catalog")
+    send: dict[Ident, str] = Field(
+        default_factory=dict,
+        description="what the partner receives, as CEL expressions: only the action's request"
+        " fields",
+    )
+    consent: Ident | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="the id of an earlier wait step by: citizen whose answer is the citizen's"
+        " consent to this act (a row of scope consent needs it)",
+    )
+    timeout: Duration = dt.timedelta(seconds=60)
+    retry: RetrySpec = RetrySpec()
+
+
+class ActStep(_Step):
+    kind: Literal["act"] = Field(default="act", exclude=True)
+    act: ActSpec
+
+
 class ParallelStep(_Step):
     kind: Literal["parallel"] = Field(default="parallel", exclude=True)
     parallel: list[list[Step]] = Field(min_length=2)
@@ -370,7 +395,7 @@ class BranchStep(_Step):
         return arms
 
 
-STEP_KINDS = ("query", "parallel", "branch", "set", "fail", "wait", "sleep", "call")
+STEP_KINDS = ("query", "parallel", "branch", "set", "fail", "wait", "sleep", "call", "act")
 
 
 def _step_kind(value: Any) -> str | None:
@@ -415,7 +440,8 @@ Step = Annotated[
     | Annotated[FailStep, Tag("fail")]
     | Annotated[WaitStep, Tag("wait")]
     | Annotated[SleepStep, Tag("sleep")]
-    | Annotated[CallStep, Tag("call")],
+    | Annotated[CallStep, Tag("call")]
+    | Annotated[ActStep, Tag("act")],
     Discriminator(_step_kind, custom_error_type="step_kind", custom_error_message=_STEP_SHAPE),
     BeforeValidator(_step_shape),
 ]
@@ -466,7 +492,15 @@ BranchStep.model_rebuild()
 BpfDefinition.model_rebuild()
 
 AnyStep = (
-    QueryStep | ParallelStep | BranchStep | SetStep | FailStep | WaitStep | SleepStep | CallStep
+    QueryStep
+    | ParallelStep
+    | BranchStep
+    | SetStep
+    | FailStep
+    | WaitStep
+    | SleepStep
+    | CallStep
+    | ActStep
 )
 
 

@@ -34,11 +34,13 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from renkei.bpf.acts import act_requests, action_schemas, check_acts, check_private
 from renkei.bpf.cel.compiler import CallShape, compile_definition
 from renkei.bpf.cel.types import embedded
 from renkei.bpf.loader import Issue, LoadedBpf, format_path
 from renkei.bpf.models import (
     RESERVED,
+    ActStep,
     AnyStep,
     BpfDefinition,
     BranchStep,
@@ -270,6 +272,8 @@ def validate(
                     f"{provider} does not serve info item {info!r} ({served_by(catalog, info)})",
                 )
 
+    check_private(d, catalog, locs, add)
+    check_acts(d, catalog, whitelist, day, locs, add)
     if d.task in catalog.tasks:
         _check_triggers(d, catalog, whitelist, day, others, locs, add)
     calls: dict[str, CallShape] = {}
@@ -282,7 +286,12 @@ def validate(
     if any(i.severity == "error" for i in issues):
         return issues
 
-    compiled = compile_definition(d, info_schemas(catalog, loaded), calls)
+    compiled = compile_definition(
+        d,
+        {**info_schemas(catalog, loaded), **action_schemas(catalog, d)},
+        calls,
+        act_requests(catalog, d),
+    )
     steps = {s.id: s for s in walk(d.steps)}
     for err in compiled.errors:
         add(_expression_loc(err.key, steps, locs), f"expression: {err.message}")
@@ -321,6 +330,8 @@ def _expression_loc(
         return (*base, "set", key[2])
     if isinstance(step, CallStep):
         return (*base, "call", "inputs", key[2])
+    if isinstance(step, ActStep):
+        return (*base, "act", *key[1:])
     if isinstance(step, SleepStep):
         return (*base, "sleep", "until")
     if isinstance(step, FailStep):

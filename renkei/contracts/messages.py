@@ -236,6 +236,20 @@ class LinkageRequest(BaseModel):
     step: str
     permit: SignedPermit | None = None
     sealed_subject: Sealed | None = None
+    send: dict[str, Any] = Field(
+        default_factory=dict,
+        description="an act step's request to a partner: exactly the fields of the action's"
+        " request, nothing else (empty for a query)",
+    )
+
+
+class ConsentProof(BaseModel):
+    """The citizen's own answer to a flow's consent step, as the portal attested it: what the
+    hub checks before it permits an act whose legal basis is consent."""
+
+    step: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    attestation: str | None = None
 
 
 class AttemptOutcomeReport(BaseModel):
@@ -263,6 +277,13 @@ class BrokerRequest(LinkageRequest):
         default_factory=list,
         description="what became of the flow's earlier attempts, not yet told to the hub: the"
         " hub appends them before it decides this one (one call instead of one per attempt)",
+    )
+    send_fields: list[str] = Field(
+        default_factory=list,
+        description="an act: the names of the fields it sends (the hub never sees their values)",
+    )
+    consent: ConsentProof | None = Field(
+        default=None, description="an act: the citizen's attested consent to it"
     )
 
 

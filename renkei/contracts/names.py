@@ -24,6 +24,18 @@ def is_query_activity(activity_type: str) -> bool:
     return activity_type.startswith(QUERY_PREFIX)
 
 
+ACT_PREFIX = "act."
+
+
+def act_activity(action: str) -> str:
+    """The activity type of an act step: a partner org carrying out ``action``."""
+    return f"{ACT_PREFIX}{action}"
+
+
+def is_act_activity(activity_type: str) -> bool:
+    return activity_type.startswith(ACT_PREFIX)
+
+
 HUB = "hub"  # the hub's party id (its records' keeper, its channel's name)
 SCAN_ID_PREFIX = "scan/"
 

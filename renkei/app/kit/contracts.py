@@ -1,7 +1,8 @@
 """Provider contracts (``renkei contract ORG``): an org's own providers checked before they serve.
 
 :func:`check_provider` runs an org's own provider implementations against the contract of each
-info item it serves: answers validate against the item's schema, a subject the provider does not
+info item it serves (and each action it carries out: a receipt that fits, for a request of the
+action's fields and no subject code): answers validate against the item's schema, a subject the provider does not
 hold is a non-retryable ``NoMatch`` (or an answer that says so within the schema, such as "not
 insured"), and the whitelist gate refuses a request no row permits before the provider's code
 runs.
@@ -22,7 +23,7 @@ from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.provider import NoMatch
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog
-from whitelist.payloads import SCHEMAS, GenericRecord
+from whitelist.payloads import SCHEMAS, GenericRecord, field_kinds
 from whitelist.store import LiveWhitelist
 from workflows.life_events import cohort_for
 
@@ -153,6 +154,85 @@ async def check_provider(
             ContractCheck(
                 org=org,
                 info=info,
+                check="the gate refuses an unlisted requester",
+                passed=not refused.allowed,
+                detail=refused.reason,
+            )
+        )
+    out += await _check_actions(org, providers, catalog, index)
+    return out
+
+
+# A value of each request field's type, for a probe act (it names no one).
+_PROBE_VALUES: dict[str, Any] = {
+    "string": "probe",
+    "integer": 1,
+    "number": 1.0,
+    "boolean": True,
+    "date": dt.date(2026, 4, 1).isoformat(),
+}
+
+
+async def _check_actions(
+    org: str, providers: dict[str, Provider], catalog: Catalog, index: WhitelistIndex
+) -> list[ContractCheck]:
+    """The contract of every action ``org`` carries out: a provider for it, a receipt that fits
+    the action's result for a request of exactly its fields and no subject code, and the gate
+    refusing an act no partner row permits."""
+    from activities.gate import provider_decision
+
+    out: list[ContractCheck] = []
+    for action_id in catalog.orgs[org].acts:
+        action = catalog.actions[action_id]
+        provider = providers.get(action_id)
+        if provider is None:
+            out.append(
+                ContractCheck(
+                    org=org,
+                    info=action_id,
+                    check="implemented",
+                    passed=False,
+                    detail=f"{org} carries out {action_id} but has no provider for it",
+                )
+            )
+            continue
+        fields = field_kinds(SCHEMAS.get(action.request, GenericRecord))
+        req = LinkageRequest(
+            requester="conformance-probe",
+            provider=org,
+            task="conformance",
+            info=action_id,
+            subject="",  # an act may come with no code at all (a private partner's always does)
+            bpf="conformance",
+            bpf_version=1,
+            content_hash="-",
+            step="probe",
+            send={name: _PROBE_VALUES[kind] for name, (kind, _) in fields.items()},
+        )
+        check = "a receipt that fits, for the request's fields and no code"
+        try:
+            receipt = await provider(req)
+            SCHEMAS.get(action.result, GenericRecord).model_validate(
+                receipt.model_dump(mode="json")
+            )
+            out.append(ContractCheck(org=org, info=action_id, check=check, passed=True))
+        except Exception as err:
+            out.append(
+                ContractCheck(
+                    org=org,
+                    info=action_id,
+                    check=check,
+                    passed=False,
+                    detail=f"{type(err).__name__}: {str(err)[:200]}",
+                )
+            )
+        refused = provider_decision(
+            org, catalog, index, req, dt.datetime.now(dt.UTC), consented=True
+        )
+        out.append(
+            ContractCheck(
+                org=org,
+                info=action_id,
                 check="the gate refuses an unlisted requester",
                 passed=not refused.allowed,
                 detail=refused.reason,

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.service import RPCError, ServiceClient
 
@@ -88,7 +89,10 @@ async def run_scenarios(
     results: list[ScenarioResult] = []
     for scenario in scenario_set.scenarios:
         subjects = {name: uuid.uuid4() for name in scenario.subjects}
-        await Pseudonyms(pool, hub_key).enroll(list(subjects.values()), sorted(catalog.orgs))
+        await Pseudonyms(pool, hub_key).enroll(
+            list(subjects.values()),
+            [o for o in sorted(catalog.orgs) if not catalog.is_private(o)],  # no code for them
+        )
 
         def code_at(name: str, org: str, subjects: dict[str, uuid.UUID] = subjects) -> str:
             return derive_code(hub_key, org, subjects[name])
@@ -181,7 +185,16 @@ async def _run_one(
     reason = ""
     given: list[str] = []
     driving = asyncio.create_task(
-        _drive(client, sdk, handle.id, scenario.responses, problems, given, clock)
+        _drive(
+            client,
+            sdk,
+            handle.id,
+            scenario.responses,
+            problems,
+            given,
+            clock,
+            keys.load(kit).signer(),
+        )
     )
     try:
         flow = await asyncio.wait_for(handle.result(), timeout=STUCK_S)
@@ -271,11 +284,15 @@ async def _drive(
     problems: list[str],
     given: list[str],
     clock: StubClock,
+    portal: Ed25519PrivateKey | None = None,
 ) -> None:
     """Run the flow's time until it ends: answer each scripted wait, in turn, once the flow says
-    it waits there; when the flows are quiet and the next answer is not awaited, let the first
-    thing due happen (a stub's answer, a wait's or sleep's end). ``given`` lists the steps
-    answered so far."""
+    it waits there (an answer ``by: citizen`` as the citizen's portal session gives it:
+    ``portal``, the platform's key); when the flows are quiet and the next answer is not
+    awaited, let the first thing due happen (a stub's answer, a wait's or sleep's end). ``given``
+    lists the steps answered so far."""
+    from renkei.app.citizen import answer as as_citizen
+
     todo = list(script)
     handle = client.get_workflow_handle(wid)
     while True:
@@ -289,7 +306,10 @@ async def _drive(
             if any(w.step == todo[0].step for w in waits):
                 r = todo.pop(0)
                 try:
-                    await sdk.respond(wid, r.step, r.payload)
+                    if r.by == "citizen" and portal is not None:
+                        await as_citizen(sdk, portal, wid, r.step, r.payload)
+                    else:
+                        await sdk.respond(wid, r.step, r.payload)
                     if r.refused is not None:
                         problems.append(f"response to {r.step} was accepted, expected refused")
                 except ResponseRefused as err:

@@ -60,6 +60,11 @@ class ScriptedResponse(_Strict):
     refused: str | None = Field(
         default=None, description="expect the flow to refuse this payload, saying this"
     )
+    by: Literal["agency", "citizen"] = Field(
+        default="agency",
+        description="who answers: the executing agency, or the citizen in their own portal"
+        " session (a wait `by: citizen`, e.g. their consent to a partner's act)",
+    )
 
 
 class Scenario(_Strict):

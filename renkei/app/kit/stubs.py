@@ -48,7 +48,9 @@ class Stubs:
         self.problems: list[str] = []
 
     def _answer(self, org: str, info: str, body: dict[str, Any]) -> BaseModel:
-        schema = SCHEMAS.get(self.catalog.info_items[info].schema_name, GenericRecord)
+        action = self.catalog.actions.get(info)  # an act's receipt, or an item's answer
+        name = action.result if action else self.catalog.info_items[info].schema_name
+        schema = SCHEMAS.get(name, GenericRecord)
 
         def resolve(node: Any) -> Any:
             if isinstance(node, str) and node.startswith("@"):
@@ -62,9 +64,10 @@ class Stubs:
         return schema.model_validate(resolve(body))
 
     def serves(self, org: str, info: str) -> bool:
-        """Whether ``org`` is registered to serve ``info``: only then may a stub answer."""
+        """Whether ``org`` is registered to serve ``info`` (or carry out the action ``info``):
+        only then may a stub answer."""
         found = self.catalog.orgs.get(org)
-        return found is not None and info in found.serves
+        return found is not None and (info in found.serves or info in found.acts)
 
     def providers(self, org: str) -> dict[str, Provider]:
         return {
@@ -94,14 +97,14 @@ class Stubs:
         """Every scripted answer must fit its item's schema, even if the flow never asks."""
         for org, items in self.scenario.providers.items():
             for info, b in items.items():
-                if info not in self.catalog.info_items:
+                if info not in self.catalog.info_items and info not in self.catalog.actions:
                     self.problems.append(
                         f"providers.{org}.{info}: no such info item"
                         + did_you_mean(info, self.catalog.info_items)
                     )
                     continue
                 if not self.serves(org, info):
-                    servers = self.catalog.servers_of(info)
+                    servers = self.catalog.servers_of(info) or self.catalog.actors_of(info)
                     self.problems.append(
                         f"providers.{org}.{info}: {org} is not registered to serve {info} (the"
                         " catalog's `serves`), so no stub stands in for it (served by:"

@@ -25,6 +25,8 @@ _TEXT: dict[str, dict[str, str]] = {
     "requester": {"ja": "照会した機関", "en": "Requested by"},
     "provider": {"ja": "提供した機関", "en": "Provided by"},
     "info": {"ja": "情報", "en": "Information"},
+    "action": {"ja": "依頼した処理", "en": "Asked to act"},
+    "partner": {"ja": "処理した連携先", "en": "Carried out by"},
     "task": {"ja": "事務", "en": "Administrative task"},
     "legal": {"ja": "根拠", "en": "Legal basis"},
     "flow": {"ja": "手続", "en": "Procedure"},

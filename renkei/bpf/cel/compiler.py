@@ -43,6 +43,7 @@ from renkei.bpf.cel.types import (
     embedded,
 )
 from renkei.bpf.models import (
+    ActStep,
     AnyStep,
     BpfDefinition,
     BranchStep,
@@ -178,6 +179,7 @@ def compile_definition(
     definition: BpfDefinition,
     info_schemas: Mapping[str, str],
     calls: Mapping[str, CallShape] | None = None,
+    act_requests: Mapping[str, Mapping[str, str]] | None = None,
 ) -> CompiledBpf:
     """Compile every expression of ``definition``; problems are collected in ``errors``.
 
@@ -187,6 +189,9 @@ def compile_definition(
         calls: What validation knows of called flows, by call step id: their inputs are
             type-checked and their results typed by the result's names. Without it (at run time)
             a child's result is a map.
+        act_requests: The declared type of each request field, by action (validation): an act
+            step's ``send`` expressions are type-checked against them. ``info_schemas`` holds
+            the schema of each action's receipt, the act step's output.
 
     Returns:
         The compiled definition; an expression that does not compile or type-check is in its
@@ -234,7 +239,7 @@ def compile_definition(
             "steps": cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
         },
     )
-    _compile_steps(definition.steps, scope, info_schemas, calls or {})
+    _compile_steps(definition.steps, scope, info_schemas, calls or {}, act_requests or {})
     for name, source in definition.result.items():
         scope.compile(("result", name), source)
     return compiled
@@ -245,8 +250,10 @@ def _compile_steps(
     scope: _Scope,
     info_schemas: Mapping[str, str],
     calls: Mapping[str, CallShape],
+    act_requests: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     compiled = scope.compiled
+    requests = act_requests or {}
     for step in steps:
         if isinstance(step, QueryStep):
             for fname in ("provider", "about"):
@@ -254,6 +261,23 @@ def _compile_steps(
                 if src is not None:
                     scope.compile((step.id, fname), src, want="STRING")
             schema = info_schemas.get(step.query.info, "GenericRecord")
+            full = f"{INFO_PACKAGE}.{SCHEMAS.get(schema, GenericRecord).__name__}"
+            compiled.step_types[step.id] = full
+            scope.declare(step.id, cel.Type(full))
+        elif isinstance(step, ActStep):
+            src = embedded(step.act.partner)
+            if src is not None:
+                scope.compile((step.id, "partner"), src, want="STRING")
+            kinds = requests.get(step.act.action, {})
+            for name, source in step.act.send.items():
+                kind = kinds.get(name)
+                scope.compile(
+                    (step.id, "send", name),
+                    source,
+                    want=CALL_INPUT_TYPES[kind] if kind else None,
+                    what=f"{step.act.action}'s field {name} is of type {kind}: ",
+                )
+            schema = info_schemas.get(step.act.action, "ActionReceipt")
             full = f"{INFO_PACKAGE}.{SCHEMAS.get(schema, GenericRecord).__name__}"
             compiled.step_types[step.id] = full
             scope.declare(step.id, cel.Type(full))
@@ -340,7 +364,7 @@ def _compile_steps(
             lanes = []
             for lane in step.parallel:
                 child = scope.child()
-                _compile_steps(lane, child, info_schemas, calls)
+                _compile_steps(lane, child, info_schemas, calls, requests)
                 lanes.append(child)
             for child in lanes:  # a lane's outputs are visible after the parallel step ends
                 for name, t in child.vars.items():
@@ -355,7 +379,7 @@ def _compile_steps(
                 else:
                     body = arm.otherwise
                 child = scope.child()
-                _compile_steps(body, child, info_schemas, calls)
+                _compile_steps(body, child, info_schemas, calls, requests)
                 arms.append(child)
             # Outputs of an arm may be absent after the branch: read them with has(steps.x).
             for child in arms:

@@ -18,9 +18,9 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from renkei.bpf.models import CallStep, QueryStep, SetStep, SleepStep, WaitStep
+from renkei.bpf.models import ActStep, CallStep, QueryStep, SetStep, SleepStep, WaitStep
 from renkei.bpf.render.graph import HGAP, NOTE_H, TASK_W, Graph, Node
-from renkei.bpf.render.labels import provider_label
+from renkei.bpf.render.labels import partner_label, provider_label
 
 BPMN = "http://www.omg.org/spec/BPMN/20100524/MODEL"
 BPMNDI = "http://www.omg.org/spec/BPMN/20100524/DI"
@@ -62,6 +62,7 @@ _TAGS = {
     "wait": "receiveTask",
     "sleep": "intermediateCatchEvent",
     "call": "callActivity",
+    "act": "sendTask",
     "and-split": "parallelGateway",
     "and-join": "parallelGateway",
     "xor-split": "exclusiveGateway",
@@ -137,7 +138,7 @@ def to_bpmn(g: Graph) -> str:
                 attrs[qname(RENKEI, "spec")] = json.dumps(extra, sort_keys=True)
         elif isinstance(s, SetStep):
             attrs[qname(RENKEI, "set")] = json.dumps(s.set, ensure_ascii=False)
-        elif isinstance(s, WaitStep | SleepStep | CallStep):
+        elif isinstance(s, WaitStep | SleepStep | CallStep | ActStep):
             spec = getattr(s, s.kind)
             attrs[qname(RENKEI, "spec")] = json.dumps(
                 spec.model_dump(mode="json", by_alias=True, exclude_defaults=True),
@@ -183,6 +184,11 @@ def to_bpmn(g: Graph) -> str:
         if n.kind == "task" and isinstance(s, QueryStep):
             text = f"{s.query.info} ← {provider_label(d, s)}\n" + (
                 "\n".join(n.legal) if n.legal else "no whitelist row found"
+            )
+            notes.append((n, text))
+        if n.kind == "act" and isinstance(s, ActStep):
+            text = f"{s.act.action} → {partner_label(s)}\n" + (
+                "\n".join(n.legal) if n.legal else "no partner row found"
             )
             notes.append((n, text))
     for e in g.edges:

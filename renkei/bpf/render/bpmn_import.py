@@ -88,11 +88,12 @@ def from_bpmn(text: str) -> dict[str, Any]:
                 query.update(json.loads(el.get(qname(RENKEI, "spec"), "{}")))
                 steps.append({"id": step_id(el), "query": query})
                 node_id = next_of(node_id)
-            elif kind in ("receiveTask", "intermediateCatchEvent", "callActivity"):
+            elif kind in ("receiveTask", "intermediateCatchEvent", "callActivity", "sendTask"):
                 step_kind = {
                     "receiveTask": "wait",
                     "intermediateCatchEvent": "sleep",
                     "callActivity": "call",
+                    "sendTask": "act",
                 }[kind]
                 raw = el.get(qname(RENKEI, "spec"))
                 if raw is None:

@@ -16,6 +16,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from renkei.bpf.models import (
+    ActStep,
     AnyStep,
     BpfDefinition,
     BranchStep,
@@ -29,7 +30,12 @@ from renkei.bpf.models import (
     WaitStep,
     WhenArm,
 )
-from renkei.bpf.render.labels import legal_references, provider_label
+from renkei.bpf.render.labels import (
+    act_references,
+    legal_references,
+    partner_label,
+    provider_label,
+)
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog
 
@@ -46,11 +52,12 @@ class Node:
     Attributes:
         id: The step's id; a gateway's join is ``<id>__join``, the events ``StartEvent_1``
             and ``EndEvent_1``.
-        kind: One of start, end, fail, task, script, wait, sleep, call, and-split, and-join,
+        kind: One of start, end, fail, task, act, script, wait, sleep, call, and-split, and-join,
             xor-split, xor-join.
         label: The text drawn, its lines separated by newlines.
         step: The step drawn; ``None`` for the start and end events.
-        legal: For a query, the legal references under which the whitelist permits it.
+        legal: For a query or an act, the legal references under which the whitelist permits
+            it.
         x: The box's left edge.
         y: The box's top edge.
         w: The box's width.
@@ -148,7 +155,7 @@ def build(
         return [list(a.steps if isinstance(a, WhenArm) else a.otherwise) for a in s.branch]
 
     def step_size(s: AnyStep) -> tuple[float, float]:
-        if isinstance(s, QueryStep):
+        if isinstance(s, QueryStep | ActStep):
             return TASK_W, TASK_H + NOTE_H
         if not isinstance(s, ParallelStep | BranchStep):
             return (EV, EV) if isinstance(s, FailStep | SleepStep) else (TASK_W, TASK_H)
@@ -184,6 +191,16 @@ def build(
             )
             top = cy - h / 2 + NOTE_H
             g.add(Node(s.id, "task", label, s, legal, x, top, TASK_W, TASK_H))
+            return s.id, s.id
+        if isinstance(s, ActStep):
+            label = f"{s.id}\n{s.act.action} → {partner_label(s)}"
+            legal = (
+                act_references(d, s, catalog, index, when)
+                if catalog is not None and index is not None
+                else []
+            )
+            top = cy - h / 2 + NOTE_H
+            g.add(Node(s.id, "act", label, s, legal, x, top, TASK_W, TASK_H))
             return s.id, s.id
         if isinstance(s, SetStep):
             label = f"{s.id}\n" + ", ".join(s.set)

@@ -13,7 +13,7 @@ import datetime as dt
 import re
 
 from renkei.bpf.cel.types import embedded
-from renkei.bpf.models import BpfDefinition, QueryStep
+from renkei.bpf.models import ActStep, BpfDefinition, QueryStep
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog, role_of
 
@@ -68,6 +68,42 @@ def legal_references(
             if decision.allowed:
                 found.add(decision.legal_reference)
     return sorted(found)
+
+
+def act_references(
+    d: BpfDefinition, a: ActStep, catalog: Catalog, index: WhitelistIndex, at: dt.date
+) -> list[str]:
+    """The legal references of the partner rows under which an act may run, for any executor
+    (a row of scope consent marked so: it permits the act only on the citizen's consent).
+
+    Args:
+        d: The definition the act is a step of.
+        a: The act step.
+        catalog: The organisations.
+        index: The whitelist.
+        at: The day the whitelist is read for.
+
+    Returns:
+        The references, sorted; empty if no row permits the act.
+    """
+    partner = a.act.partner
+    roles = catalog.org_roles(partner) if embedded(partner) is None else None
+    return sorted(
+        {
+            r.legal_reference + (" (本人同意 / consent)" if r.scope == "consent" else "")
+            for r in index.permitting(d.task, a.act.action, at)
+            if roles is None or r.provider_role in roles
+        }
+    )
+
+
+def partner_label(a: ActStep) -> str:
+    """How a drawing names an act's partner: the org, or the expression giving it."""
+    expr = embedded(a.act.partner)
+    if expr is None:
+        return a.act.partner
+    m = re.fullmatch(r"inputs\.(\w+)", expr)
+    return f"(input {m.group(1)})" if m else f"(${{{expr}}})"
 
 
 def provider_label(d: BpfDefinition, q: QueryStep) -> str:

@@ -33,6 +33,7 @@ def to_mermaid(g: Graph) -> str:
             "wait": f'>"{label}"]',
             "sleep": f'(["{label}"])',
             "call": f'[["{label}"]]',
+            "act": f'[/"{label}"\\]',
             "and-split": '{"+"}',
             "and-join": '{"+"}',
             "xor-split": '{"×"}',

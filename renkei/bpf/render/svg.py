@@ -40,6 +40,7 @@ def to_dot(g: Graph) -> str:
             "wait": f'shape=box style="rounded,dashed" label={q(n.label)}',
             "sleep": f'shape=circle label="" width=0.4 peripheries=2 xlabel={q(n.label)}',
             "call": f'shape=box style="rounded,bold" label={q(n.label)}',
+            "act": f'shape=box style="rounded,filled,bold" fillcolor="#fdf3e7" label={q(n.label + "".join(chr(10) + r for r in n.legal))}',
             "and-split": 'shape=diamond label="+" width=0.5 height=0.5',
             "and-join": 'shape=diamond label="+" width=0.5 height=0.5',
             "xor-split": 'shape=diamond label="×" width=0.5 height=0.5',

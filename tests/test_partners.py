@@ -1,0 +1,535 @@
+"""Partners that act (act steps) and the private partner, against the real servers: the
+citizen's attested consent, what the private partner receives (no code), the records of every
+side and the citizen's view, the hub refusing a consent that is not the citizen's for this run,
+and a receipt the partner did not sign."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import activity, workflow
+from temporalio.client import WorkflowFailureError
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.worker import Worker
+
+from renkei.app.citizen import records_for_subject
+from renkei.bpf import registry
+from renkei.contracts.failures import Failure
+from renkei.contracts.messages import Brokered, BrokerRequest, ConsentProof, LinkageRequest
+from renkei.contracts.names import agency_queue, hub_queue, workflow_id
+from renkei.kernel import attest, keys, records
+from whitelist.payloads import ActionReceipt, MoveNotice
+from workers.plugin import party_client
+
+from .helpers import code, pick, register_fixture, sdk, start, workers
+
+BPF = "move-notice-electricity"
+INPUTS = {"moved_on": "2026-12-01", "new_address": "東京都港区芝公園1-1-1"}
+CONSENT = {"agree": True, "customer_number": "SD-0012345"}
+
+
+async def _until_waiting(rc: Any, wid: str) -> None:
+    for _ in range(400):  # the flow's state is remote: polled, as a portal would
+        if await rc.waiting(wid):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the flow never waited")
+
+
+def _person(settings: Any) -> Any:
+    return pick(settings, lambda h: h.municipality == "city-minato").members[0]
+
+
+async def _as_citizen(rc: Any, settings: Any, handle: Any, payload: dict[str, Any]) -> None:
+    """The citizen's own answer, as their portal session signs it (for this run)."""
+    word = attest.citizen_response(
+        keys.load(settings).signer(), handle.id, handle.result_run_id or "", "consent", payload
+    )
+    await rc.respond(handle.id, "consent", payload, by="citizen", attestation=word)
+
+
+async def test_a_private_partner_acts_on_the_citizens_consent_and_gets_no_code(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """With the citizen's attested consent, the sample electricity company carries out the
+    move notice: its code gets exactly the three fields sent and no one's code; the requester,
+    the hub and the partner keep a record; the citizen sees it as an action."""
+    got: list[LinkageRequest] = []
+
+    async def notice(req: LinkageRequest) -> ActionReceipt:
+        got.append(req)
+        MoveNotice.model_validate(req.send)
+        return ActionReceipt(done=True, reference="SD-RECEIPT-1")
+
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    person = _person(settings)
+    async with workers(
+        client,
+        pool,
+        slow,
+        catalog,
+        live_whitelist,
+        providers={"sample-denki": {"electricity-move-notice": notice}},
+    ):
+        handle = await rc.start(
+            start(
+                BPF,
+                "city-minato",
+                code(settings, "city-minato", person),
+                trigger="portal",
+                inputs=INPUTS,
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        await _as_citizen(rc, settings, handle, CONSENT)
+        result = await handle.result()
+    assert result.outcome == "completed", result
+    assert result.result == {"notified": True, "reference": "SD-RECEIPT-1"}
+    assert [(x.step, x.provider, x.info, x.outcome) for x in result.linkages] == [
+        ("notify", "sample-denki", "electricity-move-notice", "provided")
+    ]
+    [req] = got
+    assert req.send == {
+        "customer_number": "SD-0012345",
+        "moved_on": "2026-12-01",
+        "new_address": "東京都港区芝公園1-1-1",
+    }
+    assert req.subject == "" and req.sealed_subject is None and req.permit is None
+    sent = req.model_dump_json()
+    for org in catalog.orgs:  # no agency's code for the person, nor the hub's subject id
+        if not catalog.is_private(org):
+            assert code(settings, org, person) not in sent
+    assert str(person.subject_id) not in sent
+    kept = {r.keeper: r for r in await records.query(pool, workflow_id=handle.id)}
+    assert set(kept) == {"city-minato", records.HUB, "sample-denki"}
+    for r in kept.values():
+        assert (r.step, r.info, r.outcome) == ("notify", "electricity-move-notice", "allowed")
+        assert r.whitelist_row == "renkei-partners/1" and "第69条第2項第1号" in r.legal_reference
+    seen = [
+        r
+        for r in await records_for_subject(pool, catalog, person.subject_id)
+        if r.application == handle.id
+    ]
+    assert [(r.step, r.action, r.provider.id, r.info.id) for r in seen] == [
+        ("notify", True, "sample-denki", "electricity-move-notice")
+    ]
+    assert "電気" in seen[0].info.ja
+
+
+async def test_an_act_the_citizen_did_not_agree_to_is_denied_by_the_hub_and_recorded(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A flow that asks the partner to act though the citizen said no: the hub refuses (the
+    row permits it only on consent), records the denial, and the partner's code never runs."""
+    calls: list[LinkageRequest] = []
+
+    async def notice(req: LinkageRequest) -> ActionReceipt:
+        calls.append(req)
+        return ActionReceipt(done=True, reference="x")
+
+    await register_fixture(pool, "act-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    person = _person(settings)
+    async with workers(
+        client,
+        pool,
+        slow,
+        catalog,
+        live_whitelist,
+        providers={"sample-denki": {"electricity-move-notice": notice}},
+    ):
+        handle = await rc.start(
+            start(
+                "act-probe",
+                "city-minato",
+                code(settings, "city-minato", person),
+                trigger="portal",
+                inputs=INPUTS,
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        await _as_citizen(rc, settings, handle, {**CONSENT, "agree": False})
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert Failure.LINKAGE_DENIED.caused(failure.value.cause)
+    assert "only on the citizen's own consent" in str(failure.value.cause)
+    assert calls == []
+    kept = {r.keeper: r for r in await records.query(pool, workflow_id=handle.id)}
+    assert set(kept) == {"city-minato", records.HUB}
+    assert all(r.outcome == "denied" and "consent" in r.reason for r in kept.values())
+
+
+@workflow.defn(name="attacker.consent", sandboxed=False)
+class ForgeConsent:
+    """An executor's own workflow (it runs its control worker, so it can): it asks the hub to
+    broker the sample's act with a consent of its making, once the test gives it one."""
+
+    def __init__(self) -> None:
+        self._proof: ConsentProof | None = None
+
+    @workflow.signal(name="proof")
+    def proof(self, proof: ConsentProof) -> None:
+        self._proof = proof
+
+    @workflow.run
+    async def run(self, queue: str, req: BrokerRequest) -> Brokered:
+        await workflow.wait_condition(lambda: self._proof is not None)
+        brokered: Brokered = await workflow.execute_activity(
+            "hub.broker",
+            req.model_copy(update={"consent": self._proof}),
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=Brokered,
+        )
+        return brokered
+
+
+async def test_the_hub_takes_only_the_citizens_consent_for_this_run(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """The executor itself forges the consent it hands the hub: an agency's answer (no
+    attestation), one signed with the agency's own key, the portal's word for another run. The
+    hub denies each and records it; the portal's word for this very run is taken (the control)."""
+    found = await registry.fetch(pool, BPF, 1, "test")
+    assert found is not None
+    person = _person(settings)
+    minato = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.attacker"
+    hub = keys.load(settings).signer()
+    agency = keys.load_org(settings, "city-minato").signer()
+    outcomes: dict[str, Brokered] = {}
+    ids: dict[str, str] = {}
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist, agencies=()),
+        Worker(minato, task_queue=queue, workflows=[ForgeConsent]),
+    ):
+        for case in ("agency's answer", "agency's key", "another run", "this run"):
+            wid = workflow_id(BPF, "city-minato", f"forge-{uuid.uuid4().hex[:8]}")
+            req = BrokerRequest(
+                trigger="portal",
+                requester="city-minato",
+                provider="sample-denki",
+                task="move-one-stop",
+                info="electricity-move-notice",
+                subject=code(settings, "city-minato", person),
+                bpf=BPF,
+                bpf_version=1,
+                content_hash=found.content_hash,
+                step="notify",
+                workflow_id=wid,
+                run_id="",
+                send_fields=["customer_number", "moved_on", "new_address"],
+            )
+            handle = await minato.start_workflow(
+                ForgeConsent.run,
+                args=[hub_queue(settings.task_queue_prefix), req],
+                id=wid,
+                task_queue=queue,
+            )
+            run = handle.result_run_id or ""
+            signed_for = {
+                "agency's answer": None,
+                "agency's key": attest.citizen_response(agency, wid, run, "consent", CONSENT),
+                "another run": attest.citizen_response(hub, wid, "another-run", "consent", CONSENT),
+                "this run": attest.citizen_response(hub, wid, run, "consent", CONSENT),
+            }[case]
+            await handle.signal(
+                ForgeConsent.proof,
+                ConsentProof(step="consent", payload=CONSENT, attestation=signed_for),
+            )
+            outcomes[case] = await handle.result()
+            ids[case] = wid
+    for case in ("agency's answer", "agency's key", "another run"):
+        assert not outcomes[case].allowed, case
+        assert "only on the citizen's own consent" in outcomes[case].reason
+        kept = {r.keeper: r for r in await records.query(pool, workflow_id=ids[case])}
+        assert set(kept) == {"city-minato", records.HUB}, case
+        assert all(r.outcome == "denied" for r in kept.values())
+    taken = outcomes["this run"]
+    assert taken.allowed and taken.permit is not None
+    # A private partner's permit seals no one's code to it.
+    assert taken.sealed_subject is None and taken.permit.permit.subject_seal == "none"
+
+
+async def test_a_receipt_the_partner_did_not_sign_is_refused(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A rogue worker on the partner's queue (no key of the partner's) answers the act with a
+    made-up receipt: the flow does not take it."""
+    taken: list[LinkageRequest] = []
+
+    @activity.defn(dynamic=True)
+    async def rogue(args: Sequence[RawValue]) -> dict[str, object]:
+        taken.append(activity.payload_converter().from_payload(args[0].payload, LinkageRequest))
+        made_up = ActionReceipt(done=True, reference="forged")
+        return {"answer": made_up.model_dump(mode="json"), "signature": "Zm9yZ2Vk"}
+
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    person = _person(settings)
+    async with (
+        workers(client, pool, slow, catalog, live_whitelist, agencies=()),
+        Worker(
+            client,
+            task_queue=agency_queue(settings.task_queue_prefix, "sample-denki"),
+            activities=[rogue],
+        ),
+    ):
+        handle = await rc.start(
+            start(
+                BPF,
+                "city-minato",
+                code(settings, "city-minato", person),
+                trigger="portal",
+                inputs=INPUTS,
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        await _as_citizen(rc, settings, handle, CONSENT)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "the receipt is not sample-denki's" in str(failure.value.cause)
+    assert taken and taken[0].sealed_subject is None and taken[0].subject == ""
+
+
+@workflow.defn(name="attacker.oversend", sandboxed=False)
+class Oversend:
+    """An executor's own workflow with a real permit for the act (the citizen consented), which
+    then sends the partner more than the act declared to the hub."""
+
+    def __init__(self) -> None:
+        self._proof: ConsentProof | None = None
+
+    @workflow.signal(name="proof")
+    def proof(self, proof: ConsentProof) -> None:
+        self._proof = proof
+
+    @workflow.run
+    async def run(self, hub: str, partner: str, req: BrokerRequest, send: dict[str, Any]) -> str:
+        await workflow.wait_condition(lambda: self._proof is not None)
+        brokered: Brokered = await workflow.execute_activity(
+            "hub.broker",
+            req.model_copy(update={"consent": self._proof}),
+            task_queue=hub,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=Brokered,
+        )
+        if not brokered.allowed:
+            return f"not brokered: {brokered.reason}"
+        linkage = LinkageRequest(
+            **req.model_dump(
+                include=set(LinkageRequest.model_fields),
+                exclude={"subject", "permit", "sealed_subject", "send"},
+            ),
+            subject="",
+            permit=brokered.permit,
+            send=send,
+        )
+        try:
+            await workflow.execute_activity(
+                "act.electricity-move-notice",
+                linkage,
+                task_queue=partner,
+                activity_id=req.step,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=dict,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+        return "acted"
+
+
+async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """With a real permit (the citizen consented), an executor sends the partner a field more
+    than the action takes (and than it declared to the hub): the partner's gate refuses it
+    before the partner's code runs; declaring it to the hub is refused there."""
+    found = await registry.fetch(pool, BPF, 1, "test")
+    assert found is not None
+    calls: list[LinkageRequest] = []
+
+    async def notice(req: LinkageRequest) -> ActionReceipt:
+        calls.append(req)
+        return ActionReceipt(done=True, reference="x")
+
+    person = _person(settings)
+    minato = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.attacker"
+    hub = keys.load(settings).signer()
+    fields = ["customer_number", "moved_on", "new_address"]
+    sent = {**INPUTS, "customer_number": "SD-0012345"}
+    outcomes: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    async with (
+        workers(
+            client,
+            pool,
+            settings,
+            catalog,
+            live_whitelist,
+            agencies=("sample-denki",),
+            providers={"sample-denki": {"electricity-move-notice": notice}},
+        ),
+        Worker(minato, task_queue=queue, workflows=[Oversend]),
+    ):
+        for case, declared in (("hidden", fields), ("declared", [*fields, "birth_date"])):
+            wid = workflow_id(BPF, "city-minato", f"oversend-{uuid.uuid4().hex[:8]}")
+            req = BrokerRequest(
+                trigger="portal",
+                requester="city-minato",
+                provider="sample-denki",
+                task="move-one-stop",
+                info="electricity-move-notice",
+                subject=code(settings, "city-minato", person),
+                bpf=BPF,
+                bpf_version=1,
+                content_hash=found.content_hash,
+                step="notify",
+                workflow_id=wid,
+                run_id="",
+                send_fields=declared,
+            )
+            handle = await minato.start_workflow(
+                Oversend.run,
+                args=[
+                    hub_queue(settings.task_queue_prefix),
+                    agency_queue(settings.task_queue_prefix, "sample-denki"),
+                    req,
+                    {**sent, "birth_date": "1980-01-01"},
+                ],
+                id=wid,
+                task_queue=queue,
+            )
+            run = handle.result_run_id or ""
+            word = attest.citizen_response(hub, wid, run, "consent", CONSENT)
+            await handle.signal(
+                Oversend.proof, ConsentProof(step="consent", payload=CONSENT, attestation=word)
+            )
+            outcomes[case] = await handle.result()
+            ids[case] = wid
+    assert outcomes["hidden"].startswith("LinkageRefused") and "birth_date" in outcomes["hidden"]
+    assert outcomes["declared"].startswith("not brokered") and "birth_date" in outcomes["declared"]
+    assert calls == []  # the partner's code never ran
+    # The partner recorded the attempt as refused, naming the field, never its value.
+    wid = ids["hidden"]
+    [kept] = [r for r in await records.query(pool, workflow_id=wid) if r.keeper == "sample-denki"]
+    assert kept.outcome == "denied" and "birth_date" in kept.reason
+    assert "1980" not in kept.reason
+
+
+async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_consent_is_asked(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """An act to a public partner under a row of scope between-bodies (a test row and a test
+    action: the shipped catalog has none): the hub permits it without consent and seals the
+    partner's own code for the subject to it, which the partner's gate opens; the executor's
+    code never reaches the partner."""
+    from renkei.bpf.loader import load_file
+    from whitelist import store
+    from whitelist.models import Action, WhitelistRow
+
+    action = Action(
+        id="payment-stop-probe", ja="支給停止（試験）", en="Stop (probe)", request="GenericRecord"
+    )
+    test_catalog = catalog.model_copy(
+        update={
+            "actions": {**catalog.actions, action.id: action},
+            "orgs": {
+                **catalog.orgs,
+                "jps": catalog.orgs["jps"].model_copy(update={"acts": (action.id,)}),
+            },
+        }
+    )
+    row = WhitelistRow(
+        id="test-partners/1",
+        source="test-partners",
+        item="試験用の根拠（法律の規定を想定）",
+        requester_role="municipal-mayor",
+        task="move-one-stop",
+        provider_role="japan-pension-service",
+        info=action.id,
+        legal_text="試験用",
+        valid_from=dt.date(2024, 4, 1),
+    )
+    await registry.register(
+        pool, load_file(Path(__file__).parent / "definitions" / "public-act-probe.yaml")
+    )
+    got: list[LinkageRequest] = []
+
+    async def stop(req: LinkageRequest) -> ActionReceipt:
+        got.append(req)
+        return ActionReceipt(done=True, reference="JPS-1")
+
+    person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
+    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    try:
+        async with workers(
+            client,
+            pool,
+            settings,
+            test_catalog,
+            live_whitelist,
+            agencies=("jps",),
+            providers={"jps": {action.id: stop}},
+        ):
+            handle = await sdk(client, settings).start(
+                start("public-act-probe", "city-minato", code(settings, "city-minato", person))
+            )
+            result = await handle.result()
+    finally:
+        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+    assert result.outcome == "completed" and result.result == {"done": True}
+    [req] = got
+    assert req.subject == code(settings, "jps", person)  # its own code, opened from the seal
+    assert req.send == {"attributes": {"reason": "probe"}}
+    assert code(settings, "city-minato", person) not in req.model_dump_json()
+    kept = {r.keeper: r for r in await records.query(pool, workflow_id=handle.id)}
+    assert set(kept) == {"city-minato", records.HUB, "jps"}
+    assert kept["jps"].subject_code == code(settings, "jps", person)
+    assert all(r.whitelist_row == "test-partners/1" for r in kept.values())
+
+
+async def test_a_long_flow_does_not_continue_as_new_between_the_consent_and_its_act(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """The portal attests a consent for one run: a flow whose history grows long after the
+    citizen consented keeps to that run until the act that needs the consent has run."""
+    # (below the settings' floor of 20, as only a test may: every boundary is one to continue at)
+    short = settings.model_copy(update={"history_limit": 5, "test_time_scale": 1e-4})
+    rc = sdk(client, short)
+    person = _person(settings)
+    async with workers(client, pool, short, catalog, live_whitelist):
+        handle = await rc.start(
+            start(
+                BPF,
+                "city-minato",
+                code(settings, "city-minato", person),
+                trigger="portal",
+                inputs=INPUTS,
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        await _as_citizen(rc, settings, handle, CONSENT)
+        result = await handle.result()
+        runs = [
+            e
+            for e in (await handle.fetch_history()).events
+            if e.HasField("workflow_execution_continued_as_new_event_attributes")
+        ]
+    assert result.outcome == "completed" and result.result["notified"] is True, result
+    assert runs == []
