@@ -415,10 +415,14 @@ async def test_usage_counts_latency_and_never_used_procedures(
     bpf, idle = f"usage-{uuid.uuid4().hex[:8]}", f"idle-{uuid.uuid4().hex[:8]}"
     org = f"org-{uuid.uuid4().hex[:8]}"
     for name in (bpf, idle):  # both operating; only the first runs this month
+        # A registered definition of its own (a copy of a sample's under this id): the session's
+        # registry is shared, and every reader of it parses the definitions it holds.
         await pool.execute(
             "INSERT INTO registry.bpf_versions"
             " (bpf, version, content_hash, source_name, source_text, definition, state)"
-            " VALUES ($1, 1, 'sha256:0', 'test', '', '{}'::jsonb, 'operating')",
+            " SELECT $1, 1, 'sha256:0', 'test', '', jsonb_set(definition, '{bpf}', to_jsonb($1::text)),"
+            " 'operating' FROM registry.bpf_versions WHERE bpf = 'child-allowance-check'"
+            " ORDER BY version LIMIT 1",
             name,
         )
     # A known set: 100 provided attempts decided 10 s, 20 s, … 1000 s before their outcome.

@@ -446,12 +446,14 @@ async def test_a_child_flows_records_name_the_flow_it_served(
     )
     # The citizen sees the procedure they applied for (its title) and that application, not
     # the part of it that made the linkage.
-    from renkei.app.citizen import records_for_subject
+    from renkei.app.citizen import RecordFilter, records_for_subject
 
     [about] = {r.subject_code for r in child if r.keeper == records.HUB}
     seen = [
         r
-        for r in await records_for_subject(pool, catalog, uuid.UUID(about))
+        for r in await records_for_subject(
+            pool, catalog, uuid.UUID(about), RecordFilter(limit=5000)
+        )
         if r.bpf == "child-allowance-check" and r.application == handle.id
     ]
     assert seen and all(
@@ -1600,17 +1602,17 @@ async def test_a_requester_cannot_set_down_its_own_record_of_an_attempt_before_t
 ) -> None:
     """The requester's record of an attempt is the hub's to write. city-minato, with its own
     role, cannot append one (it writes only the attempts it answers); one appended past its
-    role, in its own hand, is refused by the hub's write and reported by verify."""
+    role, in its own hand, is refused by the hub's write and reported by verify (shown on a
+    probe org's chain: the session's shared chains stay intact for the other tests)."""
     import asyncpg
 
     from renkei.kernel.db import create_pool, party_role
 
-    attempt = f"wf-{uuid.uuid4()}/run/tax"
     own = records.RecordSigner("city-minato", keys.load_org(settings, "city-minato").signer())
     forged = access_record(
         "city-minato",
         1,
-        attempt_key=attempt,
+        attempt_key=f"wf-{uuid.uuid4()}/run/tax",
         requester="city-minato",
         provider="city-shibuya",
         outcome="denied",
@@ -1624,33 +1626,27 @@ async def test_a_requester_cannot_set_down_its_own_record_of_an_attempt_before_t
             await records.write(agency, forged, signer=own)
     finally:
         await agency.close()
-    await records.write(pool, forged, signer=own)  # past its role (the application's)
-    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
-    theirs = access_record(
-        "city-minato", 1, attempt_key=attempt, requester="city-minato", provider="city-shibuya"
-    )
-    with pytest.raises(PermissionError, match="not the hub"):
-        await records.write(
-            pool,
-            theirs,
-            access_record(
-                records.HUB,
-                1,
-                attempt_key=attempt,
-                requester="city-minato",
-                provider="city-shibuya",
-            ),
-            signer=hub,
+    # Past its role (the application's), a requester of its own writes first.
+    probe = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    attempt = f"wf-{uuid.uuid4()}/run/tax"
+
+    def side(keeper: str, **changes: object) -> records.AccessRecord:
+        return access_record(
+            keeper,
+            1,
+            attempt_key=attempt,
+            requester=probe.party,
+            provider="city-shibuya",
+            **changes,
         )
+
+    await records.write(pool, side(probe.party, outcome="denied"), signer=probe)
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    with pytest.raises(PermissionError, match="not the hub"):
+        await records.write(pool, side(probe.party), side(records.HUB), signer=hub)
     # Had the hub's own record gone in beforehand (another path), verify names the substitute.
-    await records.write(
-        pool,
-        access_record(
-            records.HUB, 1, attempt_key=attempt, requester="city-minato", provider="city-shibuya"
-        ),
-        signer=hub,
-    )
-    problems = await _breaks(pool, settings, "city-minato")
+    await records.write(pool, side(records.HUB), signer=hub)
+    problems = await _breaks(pool, settings, probe.party)
     assert any("is not the hub's writing" in p for p in problems), problems
 
 

@@ -424,8 +424,9 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
     text = (SAMPLES_DIR / "school-entry-notice.yaml").read_text()
     loaded = parse_text(text.replace("bpf: school-entry-notice", f"bpf: {bpf}"), f"{bpf}.yaml")
     assert await registry.register(pool, loaded)
+    version = loaded.definition.version
     scenario_set = scenarios_for("school-entry-notice").model_copy(update={"bpf": bpf})
-    report = await _kit(client, pool, settings, catalog, live_whitelist, bpf, 1, scenario_set)
+    report = await _kit(client, pool, settings, catalog, live_whitelist, bpf, version, scenario_set)
     assert report.passed, report.summary()
     await store_report(pool, report)
 
@@ -433,7 +434,7 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
         return await registry.transition(
             pool,
             bpf,
-            1,
+            version,
             action,
             actor,
             conformance_body=settings.conformance_body,
@@ -445,7 +446,7 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
     assert (await move("operate", "city-minato")).from_state == "approved"
     with pytest.raises(registry.TransitionRefused, match="already operating for city-minato"):
         await move("operate", "city-minato")
-    assert await registry.operated_by(pool, bpf, 1) == ["city-minato"]
+    assert await registry.operated_by(pool, bpf, version) == ["city-minato"]
 
     operation = settings.model_copy(update={"mode": "operation"})
     schedules = [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]
@@ -487,17 +488,23 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
         f"{PREFIX}{bpf}/city-minato/6-school-year-start",
         f"{PREFIX}{bpf}/city-shibuya/6-school-year-start",
     ]
-    assert [(t.to_state, t.actor) for t in await registry.history(pool, bpf, 1)][-2:] == [
+    assert [(t.to_state, t.actor) for t in await registry.history(pool, bpf, version)][-2:] == [
         ("operating", "city-minato"),
         ("operating", "city-shibuya"),
     ]
     # The command runs its own event loop: off this one.
-    code, out = await asyncio.to_thread(run, cli, "bpf", "history", bpf, "1")
+    code, out = await asyncio.to_thread(run, cli, "bpf", "history", bpf, str(version))
     assert code == 0 and out.splitlines()[-1] == "operating for: city-minato, city-shibuya"
-    code, out = await asyncio.to_thread(
-        run, cli, "bpf", "operate", bpf, "1", "--as", "city-shibuya"
+    # An operator of city-shibuya (its executor role), signed in: operating it again is refused.
+    from renkei.app.actors import TOKEN_VARIABLE
+    from renkei.app.cli import app
+    from renkei.app.web.codec_server import add_operator
+
+    token = await add_operator(pool, f"op-{uuid.uuid4().hex[:8]}", "city-shibuya", "executor")
+    again = await asyncio.to_thread(
+        cli.invoke, app, ["bpf", "operate", bpf, str(version)], env={TOKEN_VARIABLE: token}
     )
-    assert code == 1 and "already operating for city-shibuya" in out
+    assert again.exit_code == 1 and "already operating for city-shibuya" in again.output
     # Retired by its definer, it operates for no one (and leaves no schedule to other tests).
     await move("retire", "mhlw")
     assert not [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]

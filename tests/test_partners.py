@@ -169,7 +169,8 @@ async def test_an_act_the_citizen_did_not_agree_to_is_denied_by_the_hub_and_reco
     assert all(r.outcome == "denied" and "consent" in r.reason for r in kept.values())
 
 
-@workflow.defn(name="attacker.consent", sandboxed=False)
+# Named like the BPF: the hub takes only a flow of that BPF to ask for its act.
+@workflow.defn(name=BPF, sandboxed=False)
 class ForgeConsent:
     """An executor's own workflow (it runs its control worker, so it can): it asks the hub to
     broker the sample's act with a consent of its making, once the test gives it one."""
@@ -303,7 +304,7 @@ async def test_a_receipt_the_partner_did_not_sign_is_refused(
     assert taken and taken[0].sealed_subject is None and taken[0].subject == ""
 
 
-@workflow.defn(name="attacker.oversend", sandboxed=False)
+@workflow.defn(name=BPF, sandboxed=False)
 class Oversend:
     """An executor's own workflow with a real permit for the act (the citizen consented), which
     then sends the partner more than the act declared to the hub."""
@@ -477,6 +478,16 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
 
     person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
     await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    # Both parties' PIAs for the task (the PIA gate): the samples' are for the shipped rows.
+    from whitelist import controls_store
+    from whitelist.controls import sample_pias
+
+    await controls_store.seed_pias(
+        pool, sample_pias(test_catalog, [row], dt.date.today()), recorded_by="test"
+    )
+    await live_whitelist.controls.wait_for_version(
+        await pool.fetchval("SELECT version FROM controls.version")
+    )
     try:
         async with workers(
             client,

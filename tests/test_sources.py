@@ -7,6 +7,7 @@ works in a database of its own (the shipped sources and the sample definitions, 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
@@ -73,6 +74,10 @@ async def law(
     # Arrangement, not the subject here: every sample version is operating (the lifecycle has
     # its own tests).
     await pool.execute("UPDATE registry.bpf_versions SET state = 'operating'")
+    await pool.execute(  # ... for city-minato, the executor the tests start as
+        "INSERT INTO registry.operated_by (bpf, version, executor)"
+        " SELECT bpf, version, 'city-minato' FROM registry.bpf_versions ON CONFLICT DO NOTHING"
+    )
     try:
         yield pool, url
     finally:
@@ -455,8 +460,16 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     request = ScanRequest(
         bpf="coming-of-age-pension-notice", executor="city-minato", age=20, on="birthday"
     ).attested(hub_keys.signer())
+    from renkei.contracts.names import scan_workflow_id
+
+    scanning = ActivityEnvironment()  # called from the platform's scan of that flow
+    scanning.info = dataclasses.replace(
+        scanning.info,
+        workflow_id=scan_workflow_id("coming-of-age-pension-notice", "city-minato", "20-birthday"),
+        workflow_run_id="run",
+    )
     with pytest.raises(ApplicationError) as refused:
-        await ActivityEnvironment().run(hub.scan_target, request)
+        await scanning.run(hub.scan_target, request)
     assert refused.value.type == "UnknownBpf"
     assert "renkei-local" in str(refused.value) and today.isoformat() in str(refused.value)
 
@@ -495,6 +508,10 @@ async def test_a_replacement_in_operation_starts_where_the_stopped_version_may_n
     await pool.execute(  # arrangement: the lifecycle has its own tests
         "UPDATE registry.bpf_versions SET state = 'operating'"
         " WHERE bpf = 'vaccination-relief-medical-check' AND version = 2"
+    )
+    await pool.execute(
+        "INSERT INTO registry.operated_by (bpf, version, executor)"
+        " VALUES ('vaccination-relief-medical-check', 2, 'city-minato')"
     )
     args = {
         "executor": "city-minato",

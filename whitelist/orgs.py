@@ -96,15 +96,28 @@ class LiveOrgs(Mapping[str, Org]):
 
     def __init__(self, fallback: Mapping[str, Org] | None = None) -> None:
         self._fallback: Mapping[str, Org] = dict(fallback or {})
+        self._registry: Mapping[str, Org] = {}
         self._orgs: Mapping[str, Org] = {}
+        # The actions each org carries out (act steps) are not in the registry yet: they come
+        # from the catalogs the workers were built with.
+        self._acts: dict[str, tuple[str, ...]] = {}
 
     def replace(self, orgs: Mapping[str, Org]) -> None:
-        self._orgs = dict(orgs)
+        self._registry = dict(orgs)
+        self._merge()
 
     def with_fallback(self, fallback: Mapping[str, Org]) -> LiveOrgs:
         if not self._fallback:
             self._fallback = dict(fallback)
+        self._acts.update({k: o.acts for k, o in fallback.items() if o.acts})
+        self._merge()
         return self
+
+    def _merge(self) -> None:
+        self._orgs = {
+            k: o.model_copy(update={"acts": self._acts[k]}) if k in self._acts else o
+            for k, o in self._registry.items()
+        }
 
     @property
     def _current(self) -> Mapping[str, Org]:

@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 from activities.linkage import Provider
 from renkei.kernel import keys
 from renkei.kernel.db import APP_ROLE, create_pool, party_role
+from renkei.kernel.db import connect as connect_db
 from renkei.kernel.servers import running_stack
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
@@ -72,9 +73,9 @@ def load_factory(spec: str) -> ProviderFactory:
     return factory  # type: ignore[no-any-return]
 
 
-async def registered_orgs(dsn: str) -> dict[str, Org]:
-    """The org registry's orgs (empty before ``renkei init`` seeded it)."""
-    conn = await asyncpg.connect(dsn)
+async def registered_orgs(dsn: str, role: str | None = APP_ROLE) -> dict[str, Org]:
+    """The org registry's orgs (empty before ``renkei init`` seeded it), read as ``role``."""
+    conn = await connect_db(dsn, role=role)
     try:
         return await load_orgs(conn)
     finally:
@@ -95,9 +96,11 @@ async def run_worker(
     from workers.control import control_worker, hub_worker, legacy_control_worker
 
     found = servers(settings)
+    # An org works as its own database role: its own schema, its own chain, nothing of the hub's.
+    role = party_role(str(org)) if kind != "hub" else APP_ROLE
     # The org registry's view, as the database holds it now (workers then follow it live).
     catalog = default_catalog().model_copy(
-        update={"orgs": await registered_orgs(found.database) or default_catalog().orgs}
+        update={"orgs": await registered_orgs(found.database, role) or default_catalog().orgs}
     )
     if kind != "hub" and (org is None or org not in catalog.orgs):
         raise ValueError(
@@ -110,7 +113,6 @@ async def run_worker(
             )
         )
     # An org works as its own database role: its own schema, its own chain, nothing of the hub's.
-    role = party_role(str(org)) if kind != "hub" else APP_ROLE
     pool = await create_pool(found.database, max_size=10, role=role)
     whitelist: LiveWhitelist | None = None
     try:
