@@ -436,9 +436,9 @@ async def test_a_child_flows_records_name_the_flow_it_served(
         await handle.result()
     own = await records.query(pool, workflow_id=handle.id)
     assert own and all(r.parent_workflow_id is None for r in own)
-    child = [
+    child = [  # asked by the parent's id with its children (not among a session's newest)
         r
-        for r in await records.query(pool)
+        for r in await records.query(pool, workflow_id=handle.id, with_children=True)
         if r.workflow_id.startswith("child-allowance-check/") and r.parent_workflow_id == handle.id
     ]
     assert child and all(
