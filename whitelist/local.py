@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Container
 from pathlib import Path
 
 from whitelist.catalog import DATA_DIR, read_yaml
@@ -19,8 +20,9 @@ LOCAL_FILE = DATA_DIR / "local" / "rows.yaml"
 SOURCE = "renkei-local"
 
 
-def local_source(path: Path = LOCAL_FILE) -> Source:
-    """The source the local rows form (one citation for all, no item numbers)."""
+def rows_file_source(path: Path) -> Source:
+    """The source a rows file forms, from its own header (``source``, ``title``, ``citation``,
+    ``valid_from``), with the file's content hash."""
     data = read_yaml(path)
     return Source(
         id=data["source"],
@@ -31,19 +33,30 @@ def local_source(path: Path = LOCAL_FILE) -> Source:
     )
 
 
+def check_ids(path: Path, n: int, row: dict[str, str], tables: dict[str, Container[str]]) -> None:
+    """Refuse row ``n`` of ``path`` if one of its ids is unknown to its catalog table."""
+    for key, table in tables.items():
+        if row[key] not in table:
+            raise ValueError(f"{path}: row {n}: unknown {key} {row[key]!r}")
+
+
+def local_source(path: Path = LOCAL_FILE) -> Source:
+    """The source the local rows form (one citation for all, no item numbers)."""
+    return rows_file_source(path)
+
+
 def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
     data = read_yaml(path)
     valid_from: dt.date = data["valid_from"]
     rows = []
+    tables: dict[str, Container[str]] = {
+        "requester_role": catalog.roles,
+        "provider_role": catalog.roles,
+        "task": catalog.tasks,
+        "info": catalog.info_items,
+    }
     for n, r in enumerate(data["rows"], start=1):
-        for key, table in (
-            ("requester_role", catalog.roles),
-            ("provider_role", catalog.roles),
-            ("task", catalog.tasks),
-            ("info", catalog.info_items),
-        ):
-            if r[key] not in table:
-                raise ValueError(f"{path}: row {n}: unknown {key} {r[key]!r}")
+        check_ids(path, n, r, tables)
         rows.append(
             WhitelistRow(
                 id=f"{data['source']}/{n}",

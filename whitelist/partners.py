@@ -9,10 +9,11 @@ checks it, see ``activities.hub``); one of scope ``between-bodies`` is a law tha
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+from collections.abc import Container
 from pathlib import Path
 
 from whitelist.catalog import DATA_DIR, read_yaml
+from whitelist.local import check_ids, rows_file_source
 from whitelist.models import Catalog, Source, WhitelistRow
 
 PARTNERS_FILE = DATA_DIR / "partners" / "rows.yaml"
@@ -21,29 +22,21 @@ SOURCE = "renkei-partners"
 
 def partners_source(path: Path = PARTNERS_FILE) -> Source:
     """The source the partner rows form: each row cites its own basis."""
-    data = read_yaml(path)
-    return Source(
-        id=data["source"],
-        title="連携先機関への依頼の根拠（各行に記載）",
-        citation="{item}",
-        valid_from=data["valid_from"],
-        content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
-    )
+    return rows_file_source(path)
 
 
 def load_partners(catalog: Catalog, path: Path = PARTNERS_FILE) -> list[WhitelistRow]:
     data = read_yaml(path)
     valid_from: dt.date = data["valid_from"]
     rows = []
+    tables: dict[str, Container[str]] = {
+        "requester_role": catalog.roles,
+        "provider_role": catalog.roles,
+        "task": catalog.tasks,
+        "action": catalog.actions,
+    }
     for n, r in enumerate(data["rows"], start=1):
-        for key, table in (
-            ("requester_role", catalog.roles),
-            ("provider_role", catalog.roles),
-            ("task", catalog.tasks),
-            ("action", catalog.actions),
-        ):
-            if r[key] not in table:
-                raise ValueError(f"{path}: row {n}: unknown {key} {r[key]!r}")
+        check_ids(path, n, r, tables)
         if r["scope"] not in ("consent", "between-bodies"):
             raise ValueError(f"{path}: row {n}: scope is consent or between-bodies")
         rows.append(
