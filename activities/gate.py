@@ -255,6 +255,27 @@ class WhitelistGate:
             await patiently(lambda: self._write(info, admitted, decision, now), now + limit)
         return admitted, decision
 
+    async def keep_receipt(
+        self, permit_signature: str, answer: dict[str, object], signature: str
+    ) -> None:
+        """Keep this org's receipt of the attempt it answers (one per attempt; what
+        :func:`renkei.kernel.records.reconcile` compares with the hub's outcomes), waiting for
+        the records database as :meth:`decide_and_record` does."""
+        info = activity.info()
+        now = dt.datetime.now(dt.UTC)
+        receipt = records.ProviderReceipt(
+            keeper=self.org,
+            attempt_key=attempt_key(
+                info.workflow_id or "", info.workflow_run_id or "", info.activity_id
+            ),
+            answer_digest=attest.answer_digest(answer),
+            permit_signature=permit_signature,
+            signature=signature,
+            answered_at=now,
+        )
+        limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
+        await patiently(lambda: records.keep_receipt(self.pool, receipt), now + limit)
+
     async def _write(
         self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
     ) -> list[records.AccessRecord]:
@@ -339,5 +360,8 @@ class _Inbound(ActivityInboundInterceptor):
         if req.permit is None or not isinstance(answer, dict):  # the migration switch's path
             return answer
         # Signed with this org's own key, for this permit: a worker without the key (a rogue on
-        # this queue) cannot make an answer the flow accepts.
-        return attest.signed_answer(self.gate.signer, req.permit.signature, answer)
+        # this queue) cannot make an answer the flow accepts. The signature is also the
+        # provider's receipt, which it keeps before the answer leaves.
+        signed = attest.signed_answer(self.gate.signer, req.permit.signature, answer)
+        await self.gate.keep_receipt(req.permit.signature, answer, signed["signature"])
+        return signed

@@ -380,7 +380,7 @@ class HubActivities:
         found = await records.record_outcomes(
             self._pool,
             [
-                (attempt_key(info.workflow_id, info.workflow_run_id, r.step), r.outcome)
+                (attempt_key(info.workflow_id, info.workflow_run_id, r.step), r.outcome, r.receipt)
                 for r in reports
             ],
             self._issuer.recorder,
@@ -388,6 +388,22 @@ class HubActivities:
         for report, result in zip(reports, found, strict=True):
             if isinstance(result, PermissionError):
                 activity.logger.warning("step %s: outcome not taken: %s", report.step, result)
+            else:
+                self._note_unreceipted(report, result)
+
+    def _note_unreceipted(
+        self, report: AttemptOutcomeReport, result: records.AttemptOutcome | None
+    ) -> bool:
+        """Log (and count) a ``provided`` the hub did not take: no provider receipt held."""
+        if report.outcome != "provided" or result is None or result.outcome != "unreceipted":
+            return False
+        telemetry.refused(records.HUB, "provided without the provider's receipt")
+        activity.logger.warning(
+            "step %s: reported as provided without a provider receipt that holds:"
+            " recorded as unreceipted",
+            report.step,
+        )
+        return True
 
     def _act_refusal(self, req: BrokerRequest) -> Decision | None:
         """Why an act (or a private org's part in a linkage) is refused before the whitelist is
@@ -452,15 +468,24 @@ class HubActivities:
         """Append what became of one of the calling flow's attempts to the hub's outcomes.
 
         The attempt is the calling workflow's own (Temporal says which); ``provided`` is taken
-        only for an attempt the provider's gate recorded as admitted."""
+        only on the provider's receipt for this very attempt, verified under the provider's
+        registered, unrevoked key (the hub sees the answer's digest, never the answer). A
+        ``provided`` without one is written as ``unreceipted`` and refused."""
         info = activity.info()
         if info.workflow_id is None or info.workflow_run_id is None:
             raise Failure.LINKAGE_REFUSED.error("an outcome comes from the attempt's own flow")
         key = attempt_key(info.workflow_id, info.workflow_run_id, report.step)
         try:
-            await records.record_outcome(self._pool, key, report.outcome, self._issuer.recorder)
+            found = await records.record_outcome(
+                self._pool, key, report.outcome, self._issuer.recorder, report.receipt
+            )
         except PermissionError as err:
             raise Failure.LINKAGE_REFUSED.error(str(err)) from None
+        if self._note_unreceipted(report, found):
+            raise Failure.LINKAGE_REFUSED.error(
+                f"step {report.step}: not recorded as provided: no receipt of the provider's"
+                " for this attempt holds"
+            )
 
     @activity.defn(name="hub.scan-target")
     async def scan_target(self, req: ScanRequest) -> ScanTarget:

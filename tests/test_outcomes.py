@@ -279,8 +279,9 @@ async def test_an_outcome_is_not_held_back_while_the_flow_waits(
 async def test_outcomes_told_together_are_each_taken_or_refused_on_their_own(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
-    """One batch: an attempt the provider never admitted is refused as provided, an unknown
-    attempt is skipped, and the others are still recorded."""
+    """One batch: an attempt reported as provided without the provider's receipt is recorded
+    as unreceipted (not provided), an unknown attempt is skipped, and the others are still
+    recorded; records made by hand take provided only on the provider's own record."""
     from datetime import UTC, datetime
 
     from activities.attempts import attempt_key, attempt_record
@@ -320,10 +321,33 @@ async def test_outcomes_told_together_are_each_taken_or_refused_on_their_own(
     found = await records.record_outcomes(
         pool, [(keys_[0], "provided"), (keys_[1], "failed"), ("no/such/attempt", "failed")], hub
     )
-    assert isinstance(found[0], PermissionError)
+    # "provided" without the provider's receipt is the executor's word alone: not provided
+    assert isinstance(found[0], records.AttemptOutcome) and found[0].outcome == "unreceipted"
+    assert found[0].receipt is None
     assert isinstance(found[1], records.AttemptOutcome) and found[1].outcome == "failed"
     assert found[2] is None
-    assert set(await records.outcomes(pool, keys_)) == {keys_[1]}
+    assert set(await records.outcomes(pool, keys_)) == set(keys_)
+    # records made by hand from before receipts: "provided" only on the provider's own record
+    third = attempt_key("batch-probe/city-minato/x", "run", "c")
+    await records.write(
+        pool,
+        *(
+            attempt_record(
+                keeper=keeper,
+                subject_code="code",
+                req=req.model_copy(update={"step": "c"}),
+                decision=Decision(allowed=True, reason="test"),
+                decided_at=datetime.now(UTC),
+                workflow_id="batch-probe/city-minato/x",
+                run_id="run",
+                key=third,
+            )
+            for keeper in ("city-minato", records.HUB)
+        ),
+        signer=hub,
+    )
+    legacy = await records.record_outcomes(pool, [(third, "provided")], hub, require_receipts=False)
+    assert isinstance(legacy[0], PermissionError)
     # told again (a retried call): the same outcome comes back, nothing is appended twice
     again = await records.record_outcomes(pool, [(keys_[1], "provided")], hub)
     assert again == [found[1]]

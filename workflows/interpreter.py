@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import (
@@ -96,9 +96,10 @@ with workflow.unsafe.imports_passed_through():
         linkage_retry,
     )
     from renkei.kernel import search_attributes as sa
-    from renkei.kernel.attest import is_citizens, is_providers
+    from renkei.kernel.attest import answer_digest, is_citizens, is_providers
     from renkei.kernel.channels import channel_parties
     from renkei.kernel.codec import UNENCRYPTED
+    from renkei.kernel.permits import AnswerReceipt, SignedPermit
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
     from workflows.outcomes import first_failure, step_failure
 
@@ -126,6 +127,10 @@ FIRST_WITH_START = "first-linkage-with-start-v1"
 GROUP_BROKERING = "group-brokering-v1"
 # A conformance-kit run's waits and sleeps end when the kit moves its clock, not on a timer.
 KIT_CLOCK = "kit-clock-v1"
+# A provided outcome goes to the hub with the provider's receipt (its signature over the permit
+# and the digest of its answer): the hub takes "provided" on nothing else. Runs recorded before
+# report it without.
+PROVIDER_RECEIPTS = "provider-receipts-v1"
 # A kit run carries the kit's search attribute; any other run drops it (a start cannot hide a
 # real run among the kit's).
 KIT_MARK = "kit-mark-v1"
@@ -417,16 +422,18 @@ class BpfInterpreter:
     def _batched(self) -> bool:
         return self._run.takes_outcomes and workflow.patched(BATCHED_OUTCOMES)
 
-    def _report(self, step: str, outcome: str) -> None:
+    def _report(self, step: str, outcome: str, receipt: AnswerReceipt | None = None) -> None:
         if self._batched():
             self._untold.append(
-                AttemptOutcomeReport.model_validate({"step": step, "outcome": outcome})
+                AttemptOutcomeReport.model_validate(
+                    {"step": step, "outcome": outcome, "receipt": receipt}
+                )
             )
             if self._long and not self._telling:  # another lane waits on something long
                 self._telling = True
                 self._reports.append(asyncio.create_task(self._tell_soon()))
         else:
-            self._reports.append(asyncio.create_task(self._outcome(step, outcome)))
+            self._reports.append(asyncio.create_task(self._outcome(step, outcome, receipt)))
 
     async def _tell_soon(self) -> None:
         """Tell the hub what is held back once the lanes ending at this same moment have
@@ -844,13 +851,15 @@ class BpfInterpreter:
         except ActivityError:
             workflow.logger.warning("%d outcomes not recorded", len(reports))
 
-    async def _outcome(self, step: str, outcome: str) -> None:
+    async def _outcome(self, step: str, outcome: str, receipt: AnswerReceipt | None = None) -> None:
         """Tell the hub what became of this flow's attempt ``step`` (it appends it to its
         outcomes). Never fails the flow: an outcome the hub does not take stays unknown."""
         try:
             await self._hub(
                 HubActivities.outcome,
-                AttemptOutcomeReport.model_validate({"step": step, "outcome": outcome}),
+                AttemptOutcomeReport.model_validate(
+                    {"step": step, "outcome": outcome, "receipt": receipt}
+                ),
             )
         except ActivityError:
             workflow.logger.warning("step %s: outcome not recorded", step)
@@ -900,112 +909,28 @@ class BpfInterpreter:
         else:  # a run from before permits, replaying: the hub handed out the code in clear
             request = LinkageRequest(**common, subject=brokered.subject or "")
         report = workflow.patched(ATTEMPT_OUTCOMES)
-        try:
-            # Raw, and read only if the provider (or the executor) wrote it: another party's
-            # worker on the provider's queue answers on a pair the codec does not open.
-            with self._going_long():
-                answer: RawValue = await workflow.execute_activity(
-                    query_activity(q.info),
-                    request,
-                    result_type=RawValue,
-                    task_queue=agency_queue(self._run.task_queue_prefix, provider),
-                    activity_id=step.id,
-                    start_to_close_timeout=q.timeout,
-                    # No answer once the permit has expired (the gate would refuse it then
-                    # anyway), with one attempt's time to spare so the step's own retries end
-                    # it first.
-                    schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + q.timeout
-                    if report
-                    else None,
-                    retry_policy=linkage_retry(q.retry),
-                )
-        except asyncio.CancelledError:
-            if report:
-                await self._outcome(step.id, "cancelled")
-            raise
-        except ActivityError as err:
-            cause = err.cause
-            denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
-            if report:
-                self._report(
-                    step.id,
-                    "denied"
-                    if denied
-                    else "no_answer"
-                    if isinstance(cause, StepTimeout)
-                    else "cancelled"
-                    if isinstance(cause, CancelledError)
-                    else "failed",
-                )
-            self._linkages.append(
-                LinkageOutcome(
-                    step=step.id,
-                    provider=provider,
-                    info=q.info,
-                    outcome="denied" if denied else "failed",
-                )
-            )
-            if denied:
-                raise Failure.LINKAGE_DENIED.error(
-                    f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
-                ) from None
-            raise
-        try:
-            payload: dict[str, Any] = workflow.payload_converter().from_payload(
-                answer.payload, dict
-            )
-        except Exception:  # the marker of a payload no converter reads
-            if report:
-                self._report(step.id, "failed")
-            self._linkages.append(
-                LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
-            )
-            raise Failure.FORGED_ANSWER.error(
-                f"step {step.id}: the answer did not come from {provider} (another party's"
-                " worker answered on its queue)"
-            ) from None
-        if (
-            request.permit is not None
-            and brokered.provider_key is not None
-            and workflow.patched(SIGNED_ANSWERS)
-        ):
-            # Only the provider's own key makes an answer this flow accepts: a worker without
-            # it (a rogue on the provider's queue) cannot feed the flow made-up data.
-            opened = is_providers(brokered.provider_key, payload, request.permit.signature)
-            if opened is None:
-                if report:
-                    self._report(step.id, "failed")
-                self._linkages.append(
-                    LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
-                )
-                raise Failure.FORGED_ANSWER.error(
-                    f"step {step.id}: the answer is not {provider}'s (not signed with its key"
-                    " for this permit)"
-                )
-            payload = opened
-            if report:  # only an answer the provider signed counts as provided
-                self._report(step.id, "provided")
-        schema = SCHEMAS.get(self._run.info_schemas.get(q.info, ""), GenericRecord)
-        try:
-            payload = schema.model_validate(payload).model_dump(mode="json")
-        except ValidationError as err:
-            # The provider's own (signed) answer breaks its item's contract: no retry of the
-            # workflow task can mend it, so the flow fails, naming the fields, never a value.
-            self._linkages.append(
-                LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="failed")
-            )
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '(answer)'}: {e['msg']}"
-                for e in err.errors(include_input=False, include_url=False)[:5]
-            )
-            raise Failure.INVALID_ANSWER.error(
-                f"step {step.id}: {provider}'s answer does not fit {schema.__name__}: {problems}"
-            ) from None
-        await self._codes_to_executor(schema, payload, provider)
-        self._linkages.append(
-            LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="provided")
+        await self._linkage(
+            step.id,
+            provider,
+            q.info,
+            query_activity(q.info),
+            request,
+            attempt_timeout=q.timeout,
+            # No answer once the permit has expired (the gate would refuse it then anyway), with
+            # one attempt's time to spare so the step's own retries end it first.
+            budget=timedelta(seconds=asked.budget_seconds) + q.timeout if report else None,
+            retry=linkage_retry(q.retry),
+            report=report,
+            # Only the provider's own key makes an answer this flow accepts: a worker without it
+            # (a rogue on the provider's queue) cannot feed the flow made-up data.
+            signed=lambda: (
+                request.permit is not None
+                and brokered.provider_key is not None
+                and workflow.patched(SIGNED_ANSWERS)
+            ),
+            provider_key=brokered.provider_key,
+            what="answer",
         )
-        self._bind(step.id, payload)
 
     async def _act(self, step: ActStep) -> None:
         """Ask a partner org to carry out an action and take its signed receipt. Brokered like a
@@ -1047,16 +972,8 @@ class BpfInterpreter:
             consent=consent,
         )
         brokered = await self._broker(asked)
-
-        def outcome(kind: str) -> None:
-            self._linkages.append(
-                LinkageOutcome.model_validate(
-                    {"step": step.id, "provider": partner, "info": a.action, "outcome": kind}
-                )
-            )
-
         if not brokered.allowed or brokered.permit is None:
-            outcome("denied")
+            self._ended(step.id, partner, a.action, "denied")
             raise Failure.LINKAGE_DENIED.error(
                 f"step {step.id}: act denied by the whitelist: {brokered.reason}"
             )
@@ -1070,80 +987,145 @@ class BpfInterpreter:
             sealed_subject=brokered.sealed_subject,
             send=send,
         )
+        await self._linkage(
+            step.id,
+            partner,
+            a.action,
+            act_activity(a.action),
+            request,
+            attempt_timeout=a.timeout,
+            budget=timedelta(seconds=asked.budget_seconds) + a.timeout,
+            retry=linkage_retry(a.retry),
+            report=True,
+            signed=lambda: True,  # only the partner's own key makes a receipt this flow accepts
+            provider_key=brokered.provider_key,
+            what="receipt",
+        )
+
+    async def _linkage(
+        self,
+        step_id: str,
+        provider: str,
+        info: str,
+        activity_type: str,
+        request: LinkageRequest,
+        *,
+        attempt_timeout: timedelta,
+        budget: timedelta | None,
+        retry: RetryPolicy,
+        report: bool,
+        signed: Callable[[], bool],
+        provider_key: str | None,
+        what: Literal["answer", "receipt"],
+    ) -> None:
+        """Ask ``provider`` for a permitted linkage (a query's answer, an act's receipt) and take
+        what it gives: raw, and read only if the provider (or the executor) wrote it (another
+        party's worker on the provider's queue answers on a pair the codec does not open); only
+        if signed with the provider's own key for this permit (when ``signed()`` says the run
+        checks it); only if it fits the item's schema. Each end is told to the hub (when
+        ``report``): ``provided`` with the provider's receipt, since the hub takes it on nothing
+        else. Binds the step's output."""
         try:
-            # Raw, and read only if the partner (or the executor) wrote it (see _query).
             with self._going_long():
-                receipt_raw: RawValue = await workflow.execute_activity(
-                    act_activity(a.action),
+                raw: RawValue = await workflow.execute_activity(
+                    activity_type,
                     request,
                     result_type=RawValue,
-                    task_queue=agency_queue(self._run.task_queue_prefix, partner),
-                    activity_id=step.id,
-                    start_to_close_timeout=a.timeout,
-                    schedule_to_close_timeout=timedelta(seconds=asked.budget_seconds) + a.timeout,
-                    retry_policy=linkage_retry(a.retry),
+                    task_queue=agency_queue(self._run.task_queue_prefix, provider),
+                    activity_id=step_id,
+                    start_to_close_timeout=attempt_timeout,
+                    schedule_to_close_timeout=budget,
+                    retry_policy=retry,
                 )
         except asyncio.CancelledError:
-            await self._outcome(step.id, "cancelled")
+            if report:
+                await self._outcome(step_id, "cancelled")
             raise
         except ActivityError as err:
             cause = err.cause
             denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
-            self._report(
-                step.id,
-                "denied"
-                if denied
-                else "no_answer"
-                if isinstance(cause, StepTimeout)
-                else "cancelled"
-                if isinstance(cause, CancelledError)
-                else "failed",
-            )
-            outcome("denied" if denied else "failed")
+            if report:
+                self._report(
+                    step_id,
+                    "denied"
+                    if denied
+                    else "no_answer"
+                    if isinstance(cause, StepTimeout)
+                    else "cancelled"
+                    if isinstance(cause, CancelledError)
+                    else "failed",
+                )
+            self._ended(step_id, provider, info, "denied" if denied else "failed")
             if denied:
                 raise Failure.LINKAGE_DENIED.error(
-                    f"step {step.id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
+                    f"step {step_id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
                 ) from None
             raise
         try:
-            payload: dict[str, Any] = workflow.payload_converter().from_payload(
-                receipt_raw.payload, dict
-            )
+            payload: dict[str, Any] = workflow.payload_converter().from_payload(raw.payload, dict)
         except Exception:  # the marker of a payload no converter reads
-            self._report(step.id, "failed")
-            outcome("failed")
+            if report:
+                self._report(step_id, "failed")
+            self._ended(step_id, provider, info, "failed")
             raise Failure.FORGED_ANSWER.error(
-                f"step {step.id}: the receipt did not come from {partner} (another party's worker"
-                " answered on its queue)"
+                f"step {step_id}: the {what} did not come from {provider} (another party's"
+                " worker answered on its queue)"
             ) from None
-        # Only the partner's own key makes a receipt this flow accepts.
-        opened = (
-            is_providers(brokered.provider_key, payload, brokered.permit.signature)
-            if brokered.provider_key is not None
-            else None
-        )
-        if opened is None:
-            self._report(step.id, "failed")
-            outcome("failed")
-            raise Failure.FORGED_ANSWER.error(
-                f"step {step.id}: the receipt is not {partner}'s (not signed with its key for"
-                " this permit)"
+        permit = request.permit
+        if signed():
+            opened = (
+                is_providers(provider_key, payload, permit.signature)
+                if provider_key is not None and permit is not None
+                else None
             )
-        self._report(step.id, "provided")
-        schema = SCHEMAS.get(self._run.info_schemas.get(a.action, ""), GenericRecord)
+            if opened is None or permit is None:
+                if report:
+                    self._report(step_id, "failed")
+                self._ended(step_id, provider, info, "failed")
+                raise Failure.FORGED_ANSWER.error(
+                    f"step {step_id}: the {what} is not {provider}'s (not signed with its key"
+                    " for this permit)"
+                )
+            if report:  # only an answer the provider signed counts as provided
+                self._report(step_id, "provided", self._receipt(permit, opened, payload))
+            payload = opened
+        schema = SCHEMAS.get(self._run.info_schemas.get(info, ""), GenericRecord)
         try:
-            receipt = schema.model_validate(opened).model_dump(mode="json")
+            payload = schema.model_validate(payload).model_dump(mode="json")
         except ValidationError as err:
-            outcome("failed")
+            # The provider's own (signed) answer breaks its item's contract: no retry of the
+            # workflow task can mend it, so the flow fails, naming the fields, never a value.
+            self._ended(step_id, provider, info, "failed")
             problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '(receipt)'}: {e['msg']}"
+                f"{'.'.join(map(str, e['loc'])) or f'({what})'}: {e['msg']}"
                 for e in err.errors(include_input=False, include_url=False)[:5]
             )
             raise Failure.INVALID_ANSWER.error(
-                f"step {step.id}: {partner}'s receipt does not fit {schema.__name__}: {problems}"
+                f"step {step_id}: {provider}'s {what} does not fit {schema.__name__}: {problems}"
             ) from None
-        outcome("provided")
-        self._bind(step.id, receipt)
+        if what == "answer":
+            await self._codes_to_executor(schema, payload, provider)
+        self._ended(step_id, provider, info, "provided")
+        self._bind(step_id, payload)
+
+    def _ended(self, step_id: str, provider: str, info: str, outcome: str) -> None:
+        self._linkages.append(
+            LinkageOutcome.model_validate(
+                {"step": step_id, "provider": provider, "info": info, "outcome": outcome}
+            )
+        )
+
+    @staticmethod
+    def _receipt(
+        permit: SignedPermit, opened: dict[str, Any], signed: dict[str, Any]
+    ) -> AnswerReceipt | None:
+        """The provider's receipt of its answer, for the hub: the permit, the answer's digest
+        and the provider's signature over both (the hub never sees the answer)."""
+        if not workflow.patched(PROVIDER_RECEIPTS):
+            return None
+        return AnswerReceipt(
+            permit=permit, digest=answer_digest(opened), signature=str(signed["signature"])
+        )
 
     async def _codes_to_executor(
         self, schema: type[BaseModel], payload: dict[str, Any], provider: str

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from renkei.bpf.models import BpfDefinition, QueryStep
 from renkei.contracts.retries import budget_seconds
 from renkei.kernel import attest
-from renkei.kernel.permits import SignedPermit
+from renkei.kernel.permits import AnswerReceipt, SignedPermit
 from renkei.kernel.sealing import Sealed
 
 CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -258,6 +258,11 @@ class AttemptOutcomeReport(BaseModel):
 
     step: str
     outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled"]
+    receipt: AnswerReceipt | None = Field(
+        default=None,
+        description="the provider's receipt for the attempt (its signature over the permit and"
+        " the digest of its answer): the hub takes ``provided`` only on one that verifies",
+    )
 
 
 class BrokerRequest(LinkageRequest):

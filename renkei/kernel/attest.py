@@ -121,8 +121,12 @@ def is_platform_scan(
 ANSWER_KEYS = frozenset({"answer", "signature"})
 
 
+def _receipt(permit_signature: str, digest: str) -> bytes:
+    return f"renkei/answer/v1|{permit_signature}|{digest}".encode()
+
+
 def _answer(permit_signature: str, payload: dict[str, Any]) -> bytes:
-    return f"renkei/answer/v1|{permit_signature}|{_digest(payload)}".encode()
+    return _receipt(permit_signature, _digest(payload))
 
 
 def signed_answer(
@@ -131,6 +135,21 @@ def signed_answer(
     """The provider's answer to one permitted attempt, signed with its own key: bound to the
     permit (its signature names the attempt) and to the payload."""
     return {"answer": payload, "signature": _sign(key, _answer(permit_signature, payload))}
+
+
+def answer_digest(payload: dict[str, Any]) -> str:
+    """The digest of an answer the provider's signature binds: what its receipt names of the
+    answer (the hub checks the receipt against it, and never sees the answer)."""
+    return _digest(payload)
+
+
+def is_receipt(
+    provider: Ed25519PublicKey | str, permit_signature: str, digest: str, signature: str
+) -> bool:
+    """Whether ``signature`` is the provider's (``provider``: its public key) over an answer of
+    digest ``digest`` to the permit signed ``permit_signature``: the provider's receipt for
+    that attempt. The provider's signature over its answer *is* the receipt (one signature)."""
+    return _holds(provider, signature, _receipt(permit_signature, digest))
 
 
 def is_providers(

@@ -18,7 +18,7 @@ import json
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from renkei.kernel.sealing import Sealed
 
@@ -57,6 +57,19 @@ class SignedPermit(BaseModel):
     signature: str
 
 
+class AnswerReceipt(BaseModel):
+    """The provider's receipt for one permitted attempt, as the flow forwards it to the hub:
+    the permit it answered, the digest of its answer and its signature over both (the very
+    signature the answer carries, see :func:`renkei.kernel.attest.signed_answer`). The hub
+    checks it without the answer: it never sees content."""
+
+    model_config = ConfigDict(frozen=True)
+
+    permit: SignedPermit
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = Field(max_length=200)
+
+
 def _canonical(permit: Permit) -> bytes:
     body = json.dumps(permit.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return b"renkei/permit/v1|" + body.encode()
@@ -86,3 +99,13 @@ def verify(signed: SignedPermit | None, hub: Ed25519PublicKey, hub_key_id: str) 
     except (InvalidSignature, ValueError):
         raise PermitRefused("the permit's signature is not the hub's") from None
     return signed.permit
+
+
+def is_hubs(signed: SignedPermit, hub: Ed25519PublicKey) -> bool:
+    """Whether the hub signed ``signed`` (a permit it issued, whichever of its keys' ids it
+    names): how the hub knows a receipt forwarded to it answers one of its own permits."""
+    try:
+        hub.verify(base64.b64decode(signed.signature), _canonical(signed.permit))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -10,7 +10,9 @@ chain, so :func:`verify` finds a changed, deleted, inserted or reordered record,
 cut short after a checkpoint.
 
 What became of an attempt (provided, no answer, failed, cancelled) is not known when the hub
-decides it: the hub appends it later, once, to its own chain of outcomes (:func:`record_outcome`).
+decides it: the hub appends it later, once, to its own chain of outcomes (:func:`record_outcome`),
+``provided`` only on the provider's signed receipt. The provider keeps its own receipt of each
+attempt it answered (:func:`keep_receipt`); :func:`reconcile` compares the two.
 
 The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
 and finds its record already written, so every attempt leaves exactly one record per keeper.
@@ -37,8 +39,16 @@ from renkei.kernel.records._outcomes import (
     outcome_hash,
     outcome_of,
     outcomes,
+    receipt_problem,
     record_outcome,
     record_outcomes,
+)
+from renkei.kernel.records._receipts import (
+    Mismatch,
+    ProviderReceipt,
+    keep_receipt,
+    receipts,
+    reconcile,
 )
 from renkei.kernel.records._witness import (
     Break,
@@ -67,13 +77,16 @@ __all__ = [
     "Checkpoint",
     "Conn",
     "Head",
+    "Mismatch",
     "Outcome",
     "PartyKey",
+    "ProviderReceipt",
     "RecordSigner",
     "Verification",
     "append",
     "checkpoint",
     "heads",
+    "keep_receipt",
     "key_id",
     "keyring",
     "may_write",
@@ -81,6 +94,9 @@ __all__ = [
     "outcome_of",
     "outcomes",
     "query",
+    "receipt_problem",
+    "receipts",
+    "reconcile",
     "record_hash",
     "record_outcome",
     "record_outcomes",

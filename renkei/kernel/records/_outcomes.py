@@ -5,11 +5,19 @@ and never change. Its outcome is a row of its own, appended by the hub: one per 
 hash chain of outcomes (``chain_seq``, ``prev_hash``, ``outcome_hash``), signed with the hub's
 key and bound to the hub's record of the attempt by that record's hash.
 
-- ``provided``: the provider's answer came back and its signature verified;
+- ``provided``: the provider answered, on the provider's word: its receipt (its signature over
+  the permit and the digest of its answer, see :mod:`renkei.kernel.attest`) verified under its
+  registered, unrevoked key and binds this very attempt; the outcome row keeps the receipt;
+- ``unreceipted``: the executor's flow reported ``provided`` without a receipt that holds: the
+  attempt was permitted and no answer the provider signed for it reached the hub (the hub
+  writes this, and logs the refusal, instead of ``provided``);
 - ``denied``: the whitelist (the hub's or the provider's gate) refused it;
 - ``no_answer``: no answer in time (no worker took it, or none answered);
 - ``failed``: it ended in an error (or an answer the provider had not signed);
 - ``cancelled``: the flow was cancelled while it waited for the answer.
+
+Every outcome but ``provided`` is the executor's word: the provider's own receipts
+(:mod:`renkei.kernel.records._receipts`) show where it hid an answered exchange.
 """
 
 from __future__ import annotations
@@ -22,11 +30,14 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
+from renkei.kernel import attest, permits
+from renkei.kernel.permits import AnswerReceipt
 from renkei.kernel.records._chain import GENESIS, HUB, RecordSigner
 
-Outcome = Literal["provided", "denied", "no_answer", "failed", "cancelled"]
+Outcome = Literal["provided", "denied", "no_answer", "failed", "cancelled", "unreceipted"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 _LOCK = (7_350_101, 0)  # advisory lock of the outcomes chain
 OUTCOMES_CHAIN = "hub (outcomes)"  # how verification names the chain of outcomes
@@ -46,6 +57,10 @@ class AttemptOutcome(BaseModel):
     recorded_at: dt.datetime | None = None
     signer: str | None = None
     signature: str | None = None
+    # The provider's receipt, kept with a ``provided`` outcome (none before receipts).
+    answer_digest: str | None = None
+    permit_signature: str | None = None
+    receipt: str | None = None
 
 
 def outcome_hash(o: AttemptOutcome) -> str:
@@ -62,6 +77,12 @@ def outcome_hash(o: AttemptOutcome) -> str:
         "chain_seq": o.chain_seq,
         "recorded_at": recorded,
     }
+    if o.receipt is not None:  # an outcome from before receipts hashes as it did
+        body |= {
+            "answer_digest": o.answer_digest,
+            "permit_signature": o.permit_signature,
+            "receipt": o.receipt,
+        }
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{o.prev_hash}\n{canonical}".encode()).hexdigest()
 
@@ -71,34 +92,82 @@ def outcome_message(seq: int, digest: str) -> bytes:
     return f"renkei/outcome/v1|{seq}|{digest}".encode()
 
 
+def receipt_problem(
+    receipt: AnswerReceipt | None,
+    key: str,
+    provider: str,
+    hub: Ed25519PublicKey,
+    providers_keys: Sequence[Ed25519PublicKey],
+) -> str | None:
+    """Why ``receipt`` is not the provider's receipt for the attempt ``key`` (``None``: it is).
+    ``providers_keys``: the provider's registered signing keys not revoked now. Reads no
+    answer: the receipt names it by its digest."""
+    if receipt is None:
+        return "no receipt from the provider"
+    p = receipt.permit.permit
+    if not permits.is_hubs(receipt.permit, hub):
+        return "the receipt answers a permit the hub did not sign"
+    if f"{p.workflow_id}/{p.run_id}/{p.step}" != key:
+        return "the receipt is for another attempt"
+    if p.provider != provider:
+        return f"the receipt's permit is for {p.provider}, not {provider}"
+    if not any(
+        attest.is_receipt(k, receipt.permit.signature, receipt.digest, receipt.signature)
+        for k in providers_keys
+    ):
+        return f"the receipt is not signed with {provider}'s registered (unrevoked) key"
+    return None
+
+
+Reported = tuple[str, Outcome] | tuple[str, Outcome, AnswerReceipt | None]
+
+
 async def record_outcome(
-    pool: asyncpg.Pool, attempt_key: str, outcome: Outcome, signer: RecordSigner
+    pool: asyncpg.Pool,
+    attempt_key: str,
+    outcome: Outcome,
+    signer: RecordSigner,
+    receipt: AnswerReceipt | None = None,
+    *,
+    require_receipts: bool = True,
 ) -> AttemptOutcome | None:
     """Append ``outcome`` for the attempt ``attempt_key``, unless one is already recorded (a
     retried call finds it and gets it back). ``None`` if the hub has no record of the attempt.
-    Only the hub writes outcomes; ``provided`` needs the provider's own record of the attempt
-    (its gate admitted the request)."""
-    found = (await record_outcomes(pool, [(attempt_key, outcome)], signer))[0]
+    Only the hub writes outcomes. ``provided`` is written only on the provider's receipt for the
+    attempt (:func:`receipt_problem`); without one that holds, ``unreceipted`` is written
+    instead (the caller sees it in what comes back). ``require_receipts=False`` (records made
+    by hand, from before receipts) takes ``provided`` on the provider's own record of the
+    attempt instead (its gate admitted the request), and refuses it without one."""
+    found = (
+        await record_outcomes(
+            pool, [(attempt_key, outcome, receipt)], signer, require_receipts=require_receipts
+        )
+    )[0]
     if isinstance(found, PermissionError):
         raise found
     return found
 
 
 async def record_outcomes(
-    pool: asyncpg.Pool, reported: Sequence[tuple[str, Outcome]], signer: RecordSigner
+    pool: asyncpg.Pool,
+    reported: Sequence[Reported],
+    signer: RecordSigner,
+    *,
+    require_receipts: bool = True,
 ) -> list[AttemptOutcome | PermissionError | None]:
     """Append several attempts' outcomes in one transaction (one lock, one read of the head),
     each as :func:`record_outcome` would; for each, what it returns or the refusal it raises.
     A refused one leaves the others to be recorded."""
     if signer.party != HUB:
         raise PermissionError(f"{signer.party} may not write outcomes")
-    for _, outcome in reported:
+    told = [(r[0], r[1], r[2] if len(r) == 3 else None) for r in reported]
+    for _, outcome, _ in told:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
     out: list[AttemptOutcome | PermissionError | None] = []
-    if not reported:
+    if not told:
         return out
-    keys = list({key for key, _ in reported})
+    keys = list({key for key, _, _ in told})
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
         known = {
@@ -116,24 +185,36 @@ async def record_outcomes(
                 keys,
             )
         }
-        admitted = {
-            r["attempt_key"]
-            for r in await conn.fetch(
-                "SELECT a.attempt_key FROM records.access_records a"
-                " JOIN unnest($1::text[], $2::text[]) AS h(attempt_key, provider)"
-                " ON a.keeper = h.provider AND a.attempt_key = h.attempt_key"
-                " WHERE a.outcome = 'allowed'",
-                [k for k, _ in reported if k in hubs],
-                [hubs[k]["provider"] for k, _ in reported if k in hubs],
-            )
-        }
+        claimed = [k for k, o, _ in told if k in hubs and o == "provided" and k not in known]
+        admitted: set[str] = set()
+        ring: dict[str, list[Ed25519PublicKey]] = {}
+        hub_public = signer.key.public_key()
+        if claimed and require_receipts:
+            from renkei.kernel.records._witness import keyring
+
+            now = dt.datetime.now(dt.UTC)
+            for k in (await keyring(conn, hub_public)).values():
+                if k.valid_at(now):
+                    ring.setdefault(k.party, []).append(k.key)
+        elif claimed:
+            admitted = {
+                r["attempt_key"]
+                for r in await conn.fetch(
+                    "SELECT a.attempt_key FROM records.access_records a"
+                    " JOIN unnest($1::text[], $2::text[]) AS h(attempt_key, provider)"
+                    " ON a.keeper = h.provider AND a.attempt_key = h.attempt_key"
+                    " WHERE a.outcome = 'allowed'",
+                    claimed,
+                    [hubs[k]["provider"] for k in claimed],
+                )
+            }
         last = await conn.fetchrow(
             "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
             " ORDER BY chain_seq DESC LIMIT 1"
         )
         seq, prev = (last["chain_seq"], last["outcome_hash"]) if last else (0, GENESIS)
         new: list[AttemptOutcome] = []
-        for attempt_key, outcome in reported:
+        for attempt_key, outcome, receipt in told:
             if attempt_key in known:
                 out.append(known[attempt_key])
                 continue
@@ -141,7 +222,16 @@ async def record_outcomes(
             if hub is None:
                 out.append(None)
                 continue
-            if outcome == "provided" and attempt_key not in admitted:
+            kept: AnswerReceipt | None = None
+            if outcome == "provided" and require_receipts:
+                provider = hub["provider"]
+                if receipt_problem(
+                    receipt, attempt_key, provider, hub_public, ring.get(provider, [])
+                ):
+                    outcome = "unreceipted"  # the executor's word alone: not provided
+                else:
+                    kept = receipt
+            elif outcome == "provided" and attempt_key not in admitted:
                 out.append(
                     PermissionError("no provider record of the attempt: not recorded as provided")
                 )
@@ -154,6 +244,9 @@ async def record_outcomes(
                 chain_seq=seq,
                 prev_hash=prev,
                 recorded_at=dt.datetime.now(dt.UTC),
+                answer_digest=kept.digest if kept else None,
+                permit_signature=kept.permit.signature if kept else None,
+                receipt=kept.signature if kept else None,
             )
             digest = outcome_hash(o)
             o = o.model_copy(
@@ -172,8 +265,9 @@ async def record_outcomes(
         if new:
             await conn.executemany(
                 "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash,"
-                " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature,"
+                " answer_digest, permit_signature, receipt)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 [
                     (
                         o.attempt_key,
@@ -185,6 +279,9 @@ async def record_outcomes(
                         o.recorded_at,
                         o.signer,
                         o.signature,
+                        o.answer_digest,
+                        o.permit_signature,
+                        o.receipt,
                     )
                     for o in new
                 ],

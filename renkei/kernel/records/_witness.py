@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel
 
+from renkei.kernel import attest
 from renkei.kernel.records._chain import (
     GENESIS,
     HUB,
@@ -315,10 +316,11 @@ async def verify(
 async def verify_outcomes(conn: Conn, ring: dict[str, PartyKey]) -> Break | None:
     """The first broken link of the hub's chain of attempt outcomes: a changed, inserted,
     removed or reordered outcome; one the hub did not sign; one not bound to the hub's record
-    of its attempt."""
+    of its attempt; a ``provided`` whose kept receipt the provider's key did not sign."""
     expected, prev = 1, GENESIS
     async for row in conn.cursor(
-        "SELECT o.*, h.record_hash AS hub_hash FROM records.attempt_outcomes o"
+        "SELECT o.*, h.record_hash AS hub_hash, h.provider AS hub_provider"
+        " FROM records.attempt_outcomes o"
         " LEFT JOIN records.access_records h ON h.keeper = $1 AND h.attempt_key = o.attempt_key"
         " ORDER BY o.chain_seq, o.id",
         HUB,
@@ -346,6 +348,13 @@ async def verify_outcomes(conn: Conn, ring: dict[str, PartyKey]) -> Break | None
             )
         except (InvalidSignature, ValueError):
             return broken("its signature is not the hub's")
+        if o.receipt is not None and not any(
+            k.party == row["hub_provider"]
+            and k.valid_at(o.recorded_at)
+            and attest.is_receipt(k.key, o.permit_signature or "", o.answer_digest or "", o.receipt)
+            for k in ring.values()
+        ):
+            return broken("its provider's receipt is not signed with the provider's key")
         expected, prev = seq + 1, o.outcome_hash or ""
     return None
 

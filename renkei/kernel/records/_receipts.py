@@ -1,0 +1,154 @@
+"""The provider's own receipts: what it answered, kept under its own name.
+
+When its gate hands back an answer it has signed, the provider keeps a receipt of it (the
+attempt, the digest of the answer, the permit's signature it answered and its signature over
+both: the very signature the answer carries), one per attempt, append-only. The hub's outcomes
+say ``provided`` only on such a receipt forwarded by the executor's flow; everything else in
+them is the executor's word. :func:`reconcile` sets the two side by side: an attempt the
+provider answered whose outcome the executor reported as a failure, or never reported, shows
+here (an executor hiding an exchange that took place), and so does a ``provided`` the hub holds
+a receipt for while the provider's own record of it is missing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict
+
+from renkei.kernel import attest
+
+
+class ProviderReceipt(BaseModel):
+    """A provider's receipt of one attempt it answered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    keeper: str  # the provider
+    attempt_key: str
+    answer_digest: str
+    permit_signature: str
+    signature: str
+    answered_at: dt.datetime
+
+
+class Mismatch(BaseModel):
+    """An attempt where the provider's receipts and the hub's outcomes disagree. No personal
+    data: the attempt key names the workflow and the step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt_key: str
+    provider: str
+    requester: str
+    reported: str  # the hub's outcome, as the executor reported it ("nothing": none)
+    problem: str
+
+
+async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
+    """Keep the provider's receipt of an attempt (a retried answer of the same attempt finds the
+    first one kept and leaves it: one receipt per attempt)."""
+    await pool.execute(
+        "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+        " permit_signature, signature, answered_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (keeper, attempt_key) DO NOTHING",
+        receipt.keeper,
+        receipt.attempt_key,
+        receipt.answer_digest,
+        receipt.permit_signature,
+        receipt.signature,
+        receipt.answered_at,
+    )
+
+
+async def receipts(pool: asyncpg.Pool | asyncpg.Connection, keeper: str) -> list[ProviderReceipt]:
+    """``keeper``'s receipts, oldest first."""
+    rows = await pool.fetch(
+        "SELECT * FROM records.answer_receipts WHERE keeper = $1 ORDER BY id", keeper
+    )
+    return [ProviderReceipt(**{k: r[k] for k in ProviderReceipt.model_fields}) for r in rows]
+
+
+async def reconcile(
+    pool: asyncpg.Pool,
+    hub: Ed25519PublicKey,
+    *,
+    settled: dt.timedelta = dt.timedelta(0),
+    providers: Sequence[str] | None = None,
+) -> list[Mismatch]:
+    """Every attempt where the providers' receipts and the hub's outcomes disagree, oldest
+    first. ``settled``: only receipts at least this old (a flow tells the hub its outcomes a
+    moment after the answer); ``providers``: only these providers' attempts.
+
+    A receipt counts only if it verifies under its keeper's key registered by the hub (one
+    that does not is reported as such: it is no one's word)."""
+    from renkei.kernel.records._witness import keyring
+
+    found: list[Mismatch] = []
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+        ring = await keyring(conn, hub)
+        keys: dict[str, list[tuple[Ed25519PublicKey, dt.datetime | None]]] = {}
+        for k in ring.values():
+            keys.setdefault(k.party, []).append((k.key, k.revoked_at))
+        before = dt.datetime.now(dt.UTC) - settled
+        for r in await conn.fetch(
+            "SELECT p.*, h.requester, o.outcome FROM records.answer_receipts p"
+            " LEFT JOIN records.access_records h ON h.keeper = 'hub'"
+            " AND h.attempt_key = p.attempt_key"
+            " LEFT JOIN records.attempt_outcomes o ON o.attempt_key = p.attempt_key"
+            " WHERE p.answered_at <= $1 AND ($2::text[] IS NULL OR p.keeper = ANY($2))"
+            " AND (o.outcome IS DISTINCT FROM 'provided' OR o.receipt IS NULL)"
+            " ORDER BY p.id",
+            before,
+            list(providers) if providers is not None else None,
+        ):
+            signed = any(
+                (revoked is None or r["answered_at"] < revoked)
+                and attest.is_receipt(
+                    key, r["permit_signature"], r["answer_digest"], r["signature"]
+                )
+                for key, revoked in keys.get(r["keeper"], [])
+            )
+            if not signed:
+                problem = "a receipt its keeper's registered key did not sign"
+            elif r["requester"] is None:
+                problem = "the provider answered an attempt the hub has no record of"
+            elif r["outcome"] == "provided":
+                problem = "the hub recorded it as provided without the provider's receipt"
+            else:
+                problem = "the provider answered; the executor reported " + (
+                    "nothing" if r["outcome"] is None else f"it as {r['outcome']}"
+                )
+            found.append(
+                Mismatch(
+                    attempt_key=r["attempt_key"],
+                    provider=r["keeper"],
+                    requester=r["requester"] or "unknown",
+                    reported=r["outcome"] or "nothing",
+                    problem=problem,
+                )
+            )
+        for r in await conn.fetch(
+            "SELECT o.attempt_key, h.provider, h.requester FROM records.attempt_outcomes o"
+            " JOIN records.access_records h ON h.keeper = 'hub' AND h.attempt_key = o.attempt_key"
+            " WHERE o.outcome = 'provided' AND o.receipt IS NOT NULL"
+            " AND ($1::text[] IS NULL OR h.provider = ANY($1))"
+            " AND NOT EXISTS (SELECT 1 FROM records.answer_receipts p"
+            "  WHERE p.keeper = h.provider AND p.attempt_key = o.attempt_key)"
+            " ORDER BY o.chain_seq",
+            list(providers) if providers is not None else None,
+        ):
+            found.append(
+                Mismatch(
+                    attempt_key=r["attempt_key"],
+                    provider=r["provider"],
+                    requester=r["requester"],
+                    reported="provided",
+                    problem="the hub holds the provider's receipt; the provider's own record"
+                    " of the answer is missing",
+                )
+            )
+    return found
