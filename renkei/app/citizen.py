@@ -43,6 +43,11 @@ class Party(BaseModel):
     en: str
 
 
+Exchange = Literal[
+    "provided", "unreceipted", "no_answer", "failed", "cancelled", "denied", "pending"
+]
+
+
 class CitizenRecord(BaseModel):
     """One exchange about the citizen, in the words the citizen needs."""
 
@@ -74,6 +79,19 @@ class CitizenRecord(BaseModel):
         default=False,
         description="a partner was asked to carry out an action (an act step), not to answer:"
         " ``info`` names the action and ``provider`` the partner",
+    )
+    exchange: Exchange = Field(
+        default="pending",
+        description="what became of the exchange: ``provided`` only on the provider's own"
+        " signed word (its receipt, forwarded to the hub, or kept by the provider itself);"
+        " ``unreceipted``: permitted, and the provider's receipt never reached the hub (the"
+        " executor said it was provided); ``pending``: permitted, no outcome yet",
+    )
+    provided_per: Literal["hub", "provider"] | None = Field(
+        default=None,
+        description="where ``provided`` comes from: ``hub``, the hub's outcome (on the"
+        " provider's receipt the executor forwarded); ``provider``, the provider's own record"
+        " of its answer only (the executor reported a failure, or nothing)",
     )
     held_until: dt.datetime | None = Field(
         default=None, description="the record is (or was) withheld from the citizen until then"
@@ -148,25 +166,43 @@ async def records_for_subject(
     f = where or RecordFilter()
     moment = now or dt.datetime.now(dt.UTC)
     args: list[object] = [HUB, str(subject)]
-    conds = ["keeper = $1", "subject_code = $2"]
+    conds = ["r.keeper = $1", "r.subject_code = $2"]
     if f.agency:
         args.append(f.agency)
-        conds.append(f"(requester = ${len(args)} OR provider = ${len(args)})")
+        conds.append(f"(r.requester = ${len(args)} OR r.provider = ${len(args)})")
     if f.since:
         args.append(dt.datetime.combine(f.since, dt.time(), tzinfo=JST))
-        conds.append(f"decided_at >= ${len(args)}")
+        conds.append(f"r.decided_at >= ${len(args)}")
     if f.until:
         args.append(dt.datetime.combine(f.until + dt.timedelta(days=1), dt.time(), tzinfo=JST))
-        conds.append(f"decided_at < ${len(args)}")
+        conds.append(f"r.decided_at < ${len(args)}")
     args.append(f.limit)
+    # What became of each exchange: the hub's outcome, and the provider's own receipt of its
+    # answer (which shows an exchange the executor hid by reporting a failure, or nothing).
     rows = await pool.fetch(
-        "SELECT decided_at, outcome, requester, provider, info, task, legal_reference, bpf,"
-        " bpf_version, workflow_id, step, hold_until, hold_reason, parent_bpf,"
-        " parent_workflow_id"
-        f" FROM records.access_records WHERE {' AND '.join(conds)}"
-        f" ORDER BY decided_at DESC, id DESC LIMIT ${len(args)}",
+        "SELECT r.decided_at, r.outcome, r.requester, r.provider, r.info, r.task,"
+        " r.legal_reference, r.bpf, r.bpf_version, r.workflow_id, r.step, r.hold_until,"
+        " r.hold_reason, r.parent_bpf, r.parent_workflow_id, o.outcome AS ended,"
+        " o.receipt IS NOT NULL AS receipted, p.id IS NOT NULL AS answered"
+        " FROM records.access_records r"
+        " LEFT JOIN records.attempt_outcomes o ON o.attempt_key = r.attempt_key"
+        " LEFT JOIN records.answer_receipts p ON p.keeper = r.provider"
+        " AND p.attempt_key = r.attempt_key"
+        f" WHERE {' AND '.join(conds)}"
+        f" ORDER BY r.decided_at DESC, r.id DESC LIMIT ${len(args)}",
         *args,
     )
+
+    def exchange(r: asyncpg.Record) -> tuple[Exchange, Literal["hub", "provider"] | None]:
+        if r["ended"] == "provided":
+            return "provided", "hub"
+        if r["answered"]:  # the provider's own word, whatever the executor said
+            return "provided", "provider"
+        if r["ended"] is not None:
+            ended: Exchange = r["ended"]
+            return ended, None
+        return ("denied" if r["outcome"] == "denied" else "pending"), None
+
     # Each procedure by its title (its newest registered version's), as the catalog names it.
     titles = {
         r["bpf"]: Party(id=r["bpf"], ja=r["ja"] or r["bpf"], en=r["en"] or r["bpf"])
@@ -232,6 +268,8 @@ async def records_for_subject(
             procedure=procedure(r),
             application=r["parent_workflow_id"] or r["workflow_id"],
             step=r["step"],
+            exchange=exchange(r)[0],
+            provided_per=exchange(r)[1],
             held_until=r["hold_until"],
             hold_reason=r["hold_reason"],
             withheld=False,

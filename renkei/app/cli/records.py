@@ -105,6 +105,49 @@ async def records_verify(
     return 0 if result.ok else 1
 
 
+@records_app.command("reconcile")
+@run_async
+async def records_reconcile(
+    provider: Annotated[
+        list[str] | None, typer.Option(help="only the attempts these orgs answered")
+    ] = None,
+    settled: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="only answers at least this many minutes old (a flow tells the hub a"
+            " moment later)",
+        ),
+    ] = 10,
+    as_org: Annotated[
+        str | None,
+        typer.Option("--as", help="as this org: trust the hub key pinned in its key file"),
+    ] = None,
+) -> int:
+    """Set the providers' own receipts of what they answered beside the hub's outcomes (the
+    executors' word, ``provided`` only on a receipt): list every attempt where they disagree,
+    such as an answered exchange the executor reported as failed, or never reported."""
+    settings = get_settings()
+    try:
+        hub = (
+            keys.load_org(settings, as_org).hub_verifier()
+            if as_org
+            else keys.load(settings).signer().public_key()
+        )
+    except FileNotFoundError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    async with database(settings) as pool:
+        found = await records_store.reconcile(
+            pool, hub, settled=dt.timedelta(minutes=settled), providers=provider or None
+        )
+    for m in found:
+        typer.echo(f"{m.attempt_key}\t{m.requester}→{m.provider}\t{m.reported}\t{m.problem}")
+    if not found:
+        typer.echo("the providers' receipts and the hub's outcomes agree")
+    return 0 if not found else 1
+
+
 def _kept_heads(text: str) -> list[records_store.Head]:
     """The heads a copy kept outside the database holds: a JSON list of heads (`records heads`),
     or a witness's JSON lines of checkpoints (`records checkpoint --keep`); per chain, the
