@@ -87,7 +87,7 @@ SELECT month, bpf, org, count(*) AS queries,
        count(*) FILTER (WHERE ended = 'provided') AS provided,
        count(*) FILTER (WHERE decision = 'denied' OR ended = 'denied') AS denied,
        count(*) FILTER (WHERE ended = 'no_answer') AS no_answer,
-       count(*) FILTER (WHERE ended = 'failed') AS failed,
+       count(*) FILTER (WHERE ended IN ('failed', 'unreceipted')) AS failed,  -- not provided
        count(*) FILTER (WHERE ended = 'cancelled') AS cancelled,
        count(*) FILTER (WHERE decision = 'allowed' AND ended IS NULL) AS pending,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS median_ms,
