@@ -169,13 +169,9 @@ async def record_outcomes(
         return out
     keys = list({key for key, _, _ in told})
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
-        known = {
-            r["attempt_key"]: _from_row(r)
-            for r in await conn.fetch(
-                "SELECT * FROM records.attempt_outcomes WHERE attempt_key = ANY($1)", keys
-            )
-        }
+        # Read and checked before the chain's lock is taken: the hub's records of the attempts
+        # (they never change) and, for each "provided", the provider's receipt against the
+        # providers' keys not revoked now.
         hubs = {
             r["attempt_key"]: r
             for r in await conn.fetch(
@@ -185,18 +181,33 @@ async def record_outcomes(
                 keys,
             )
         }
-        claimed = [k for k, o, _ in told if k in hubs and o == "provided" and k not in known]
-        admitted: set[str] = set()
-        ring: dict[str, list[Ed25519PublicKey]] = {}
-        hub_public = signer.key.public_key()
-        if claimed and require_receipts:
+        receipted: dict[str, AnswerReceipt] = {}
+        if require_receipts and any(o == "provided" for _, o, _ in told):
             from renkei.kernel.records._witness import keyring
 
+            hub_public = signer.key.public_key()
             now = dt.datetime.now(dt.UTC)
+            ring: dict[str, list[Ed25519PublicKey]] = {}
             for k in (await keyring(conn, hub_public)).values():
                 if k.valid_at(now):
                     ring.setdefault(k.party, []).append(k.key)
-        elif claimed:
+            for key, outcome, receipt in told:
+                hub = hubs.get(key)
+                if outcome != "provided" or hub is None or receipt is None:
+                    continue
+                provider = hub["provider"]
+                if not receipt_problem(receipt, key, provider, hub_public, ring.get(provider, [])):
+                    receipted[key] = receipt
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
+        known = {
+            r["attempt_key"]: _from_row(r)
+            for r in await conn.fetch(
+                "SELECT * FROM records.attempt_outcomes WHERE attempt_key = ANY($1)", keys
+            )
+        }
+        claimed = [k for k, o, _ in told if k in hubs and o == "provided" and k not in known]
+        admitted: set[str] = set()
+        if claimed and not require_receipts:
             admitted = {
                 r["attempt_key"]
                 for r in await conn.fetch(
@@ -224,13 +235,10 @@ async def record_outcomes(
                 continue
             kept: AnswerReceipt | None = None
             if outcome == "provided" and require_receipts:
-                provider = hub["provider"]
-                if receipt_problem(
-                    receipt, attempt_key, provider, hub_public, ring.get(provider, [])
-                ):
+                kept = receipted.get(attempt_key)
+                if kept is None or kept != receipt:
                     outcome = "unreceipted"  # the executor's word alone: not provided
-                else:
-                    kept = receipt
+                    kept = None
             elif outcome == "provided" and attempt_key not in admitted:
                 out.append(
                     PermissionError("no provider record of the attempt: not recorded as provided")
