@@ -61,7 +61,8 @@ def _address(client: Client) -> str:
 
 
 async def _one_record_each(pool: asyncpg.Pool, result: FlowResult, workflow_id: str) -> None:
-    """Every linkage of the run has exactly one record with each of the three parties."""
+    """Every linkage of the run has exactly one record with each of the three parties, and
+    each one provided exactly one receipt with its provider."""
     found = await records_by_party(pool, workflow_id)
     steps = {x.step.rsplit("/", 1)[-1] for x in result.linkages}
     assert steps, "the run made no linkage"
@@ -70,6 +71,16 @@ async def _one_record_each(pool: asyncpg.Pool, result: FlowResult, workflow_id: 
             kept = found.get((party, step), [])
             assert len(kept) == 1, (party, step, len(kept))
     assert {step for _, step in found} == steps
+    for x in result.linkages:
+        if x.outcome == "provided":
+            [provider] = found[("provider", x.step.rsplit("/", 1)[-1])]
+            receipts = await pool.fetchval(
+                "SELECT count(*) FROM records.answer_receipts WHERE keeper = $1"
+                " AND attempt_key = $2",
+                provider.keeper,
+                provider.attempt_key,
+            )
+            assert receipts == 1, (x.step, receipts)
 
 
 def _decided(result: FlowResult) -> bool:
