@@ -12,6 +12,7 @@ executor hid, to a reconciliation and to the citizen.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -376,3 +377,66 @@ async def test_a_receipt_under_a_revoked_key_or_a_permit_not_the_hubs_is_refused
     )
     assert isinstance(late, records.AttemptOutcome) and late.outcome == "unreceipted"
     assert late.receipt is None
+
+
+async def test_a_provided_outcome_whose_kept_receipt_the_provider_did_not_sign_breaks_verify(
+    pool, settings
+) -> None:
+    """Someone with the hub's key and the database appends a ``provided`` outcome whose kept
+    receipt is not the provider's signature (hash and hub signature in order): verify names it.
+    (In a transaction rolled back: the shared chain is left as it was.)"""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    key, permit = await _probe_attempt(pool, hub, "jps")
+    stranger = _receipt(Ed25519PrivateKey.generate(), permit)
+    async with pool.acquire() as conn:
+        ring = await records.keyring(conn, hub.key.public_key())
+        forging = conn.transaction()
+        await forging.start()
+        try:
+            await conn.execute("SELECT pg_advisory_xact_lock(7350101, 0)")  # the writers' lock
+            last = await conn.fetchrow(
+                "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
+                " ORDER BY chain_seq DESC LIMIT 1"
+            )
+            record_hash = await conn.fetchval(
+                "SELECT record_hash FROM records.access_records WHERE keeper = 'hub'"
+                " AND attempt_key = $1",
+                key,
+            )
+            seq = (last["chain_seq"] if last else 0) + 1
+            o = records.AttemptOutcome(
+                attempt_key=key,
+                outcome="provided",
+                record_hash=record_hash,
+                chain_seq=seq,
+                prev_hash=last["outcome_hash"] if last else records.GENESIS,
+                recorded_at=dt.datetime.now(dt.UTC),
+                answer_digest=stranger.digest,
+                permit_signature=permit.signature,
+                receipt=stranger.signature,
+            )
+            digest = records.outcome_hash(o)
+            signature = base64.b64encode(
+                hub.key.sign(f"renkei/outcome/v1|{seq}|{digest}".encode())
+            ).decode()
+            await conn.execute(
+                "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash,"
+                " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature,"
+                " answer_digest, permit_signature, receipt)"
+                " VALUES ($1, 'provided', $2, $3, $4, $5, $6, 'hub', $7, $8, $9, $10)",
+                key,
+                record_hash,
+                seq,
+                o.prev_hash,
+                digest,
+                o.recorded_at,
+                signature,
+                o.answer_digest,
+                o.permit_signature,
+                o.receipt,
+            )
+            found = await records.verify_outcomes(conn, ring)
+        finally:
+            await forging.rollback()
+    assert found is not None and found.chain_seq == seq
+    assert found.problem == "its provider's receipt is not signed with the provider's key"
