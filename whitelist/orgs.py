@@ -57,7 +57,8 @@ class NewOrg(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(pattern=ID_PATTERN, max_length=63)
+    # At most 50 characters: its database login, renkei_login_<id>, fits PostgreSQL's 63.
+    id: str = Field(pattern=ID_PATTERN, max_length=50)
     ja: str = Field(min_length=1, max_length=200)
     en: str = Field(min_length=1, max_length=200)
     kind: OrgKind
@@ -257,7 +258,11 @@ async def add(
     actor_role: str,
     status: OrgStatus = "registered",
 ) -> int:
-    """Register an org (status ``registered``); return the new whitelist version."""
+    """Register an org (status ``registered``); return the new whitelist version.
+
+    In the same transaction the org gets its own database role, ``renkei_org_<org>``, with the
+    grants the sample orgs' roles have (migration 0041): its worker works as that role, or on a
+    login of its own (``renkei agencies db-login``)."""
     _check_ids(catalog, new.kind, new.roles, new.serves)
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
@@ -272,6 +277,7 @@ async def add(
         if inserted is None:
             raise OrgChangeRefused(f"org {new.id!r} is already registered")
         await _insert_held(conn, new.id, new.roles, new.serves)
+        await conn.fetchval("SELECT trust.make_party_role($1)", new.id)
         await _event(
             conn,
             new.id,

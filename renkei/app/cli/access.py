@@ -275,12 +275,13 @@ async def agencies_db_login(
 ) -> int:
     """Create ORG's own database login (or set its password): a member of ORG's role only, so
     ORG's processes (`renkei worker agency|control ORG`) cannot leave it for the platform's.
+    Any org of the registry, a shipped one or one added since (`renkei orgs add` made its role).
     Run as the database's owner; give ORG's processes a RENKEI_DATABASE_URL with this login."""
     import sys
 
     from renkei.kernel.db import create_login
 
-    if org not in default_catalog().orgs:
+    if not await org_known(get_settings(), org):
         typer.echo(f"error: unknown org {org!r}", err=True)
         return 2
     try:
