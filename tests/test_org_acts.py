@@ -249,3 +249,30 @@ def test_the_cli_adds_and_ends_an_act_as_a_platform_operator_with_clear_refusals
         assert "acts\telectricity-move-notice\t2026-04-01 .. 2027-01-01" in out, out
     finally:
         assert run(cli, "orgs", "retire", org, token=platform)[0] == 0
+
+
+async def test_a_merger_moves_the_predecessors_actions_with_their_basis(
+    pool: asyncpg.Pool, catalog
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    old, new = f"city-o{tag}", f"city-n{tag}"
+    on = dt.date(2027, 4, 1)
+    act = Acting(id="electricity-move-notice", basis=BASIS)
+    for org, acting in ((old, (act,)), (new, ())):
+        await orgs.add(
+            pool,
+            catalog,
+            orgs.NewOrg(id=org, ja="市", en="City", kind="municipal", acting=acting),
+            "test",
+            "platform-operator",
+        )
+    try:
+        await orgs.merge(pool, old, new, on, "test", "platform-operator")
+        found = await orgs.load_orgs(pool, today=on)
+        assert found[old].acting == (act.model_copy(update={"valid_to": on}),)
+        assert found[new].acting == (act.model_copy(update={"valid_from": on}),)
+        assert (found[old].acts, found[new].acts) == ((), ("electricity-move-notice",))
+        assert found[old].acts_at(on - dt.timedelta(days=1)) == {"electricity-move-notice"}
+    finally:
+        for org in (old, new):
+            await orgs.transition(pool, org, "retired", "test", "platform-operator")
