@@ -61,7 +61,7 @@ from renkei.kernel.codec import UNENCRYPTED
 from renkei.kernel.keys import OrgKeys
 from renkei.kernel.sealing import SealError, open_sealed
 from whitelist.controls import screen
-from whitelist.decide import Decision, WhitelistIndex, decide_linkage
+from whitelist.decide import JST, Decision, WhitelistIndex, decide_linkage
 from whitelist.models import Catalog
 from whitelist.payloads import SCHEMAS
 from whitelist.store import LiveWhitelist
@@ -174,6 +174,16 @@ class WhitelistGate:
             return f"what was sent does not fit {req.info}'s request ({', '.join(fields)})"
         return None
 
+    def not_carried_out(self, req: LinkageRequest, now: dt.datetime) -> str | None:
+        """Why this org does not carry out the act asked (by its own view of the org registry,
+        on the day, Japan time); ``None`` if it does, or this is no act."""
+        if req.info not in self.catalog.actions:
+            return None
+        found = self.catalog.orgs.get(self.org)
+        if found is not None and req.info in found.acts_at(now.astimezone(JST).date()):
+            return None
+        return f"{self.org} does not carry out action {req.info!r}"
+
     def check_permit(
         self, req: LinkageRequest, info: activity.Info, now: dt.datetime
     ) -> LinkageRequest:
@@ -245,6 +255,8 @@ class WhitelistGate:
                 lambda: self.decide(admitted, now, consented=acting),
             )
             unfit = self.unfit_send(admitted) if decision.allowed else None
+            if decision.allowed and unfit is None:
+                unfit = self.not_carried_out(admitted, now)
             if unfit is not None:  # recorded as refused: the partner's code does not run
                 decision = Decision(allowed=False, reason=f"refused: {unfit}")
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)

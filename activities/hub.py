@@ -256,7 +256,7 @@ class HubActivities:
         # Only an active org asks or answers (whitelist.orgs); the refusal is recorded as a denial.
         # A partner's act (an action, not an info item): what it sends and the consent it rests on.
         refusal = standing_refusal(self._catalog, req.requester, req.provider, now) or (
-            self._act_refusal(req)
+            self._act_refusal(req, now.astimezone(JST).date())
         )
         consented = refusal is None and await self._consented(req)
         decision = telemetry.decided(
@@ -405,9 +405,10 @@ class HubActivities:
         )
         return True
 
-    def _act_refusal(self, req: BrokerRequest) -> Decision | None:
+    def _act_refusal(self, req: BrokerRequest, day: dt.date) -> Decision | None:
         """Why an act (or a private org's part in a linkage) is refused before the whitelist is
-        asked; ``None`` when nothing is wrong with it."""
+        asked; ``None`` when nothing is wrong with it. The partner must carry out the action on
+        ``day`` (the org registry's ``org_acts``, Japan time)."""
         action = self._catalog.actions.get(req.info)
         if self._catalog.is_private(req.requester):
             return Decision(
@@ -420,7 +421,7 @@ class HubActivities:
                     reason=f"{req.provider} is a private org: it answers no query",
                 )
             return None
-        if req.info not in self._catalog.orgs.get(req.provider, _NO_ORG).acts:
+        if req.info not in self._catalog.orgs.get(req.provider, _NO_ORG).acts_at(day):
             return Decision(
                 allowed=False, reason=f"{req.provider} does not carry out action {req.info!r}"
             )

@@ -173,9 +173,21 @@ def sdk(client: Client, settings: Settings) -> RenkeiClient:
     return RenkeiClient(client, settings)
 
 
-def run(cli: CliRunner, *args: str, input: str | None = None) -> tuple[int, str]:
-    """Invoke the renkei command; (exit code, stdout and stderr)."""
+def run(
+    cli: CliRunner, *args: str, input: str | None = None, token: str | None = None
+) -> tuple[int, str]:
+    """Invoke the renkei command; (exit code, stdout and stderr). With ``token``, signed in as
+    that operator (``""``: signed in as no one)."""
+    from renkei.app.actors import TOKEN_VARIABLE
     from renkei.app.cli import app
 
-    result = cli.invoke(app, list(args), input=input)
+    env = None if token is None else {TOKEN_VARIABLE: token}
+    result = cli.invoke(app, list(args), input=input, env=env)
     return result.exit_code, result.output
+
+
+def operator_token(cli: CliRunner, name: str, *options: str) -> str:
+    """A new operator ``name`` (``renkei operators add NAME OPTIONS``): its token."""
+    code, out = run(cli, "operators", "add", name, *options)
+    assert code == 0, out
+    return out.splitlines()[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -12,7 +13,7 @@ from renkei.app.client import RenkeiClient
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 
-from .helpers import allowance_check, run, shibuya_family
+from .helpers import allowance_check, operator_token, run, shibuya_family
 from .helpers import code as code_of
 
 
@@ -191,32 +192,42 @@ def test_records_are_witnessed_by_each_party_and_checked_against_exported_heads(
 
 
 def test_a_hold_is_requested_by_the_executor_and_approved_by_an_operator(cli: CliRunner) -> None:
+    """Both ends act as the signed-in operator: the executor's operator asks for its own org,
+    a platform operator (the hub's) approves; no one names themselves or another."""
     until = (dt.date.today() + dt.timedelta(days=30)).isoformat()
-    code, out = run(
-        cli,
-        "holds",
-        "request",
-        "--executor",
-        "city-minato",
-        "--bpf",
-        "register-probe",
-        "--case-ref",
-        "2026-0042",
-        "--reason",
-        "investigation",
-        "--until",
-        until,
-    )
-    assert code == 0 and "pending" in out
+    tag = uuid.uuid4().hex[:6]
+    executor = operator_token(cli, f"hold-minato-{tag}", "--party", "city-minato")
+    definer = operator_token(cli, f"hold-def-{tag}", "--party", "city-minato", "--role", "definer")
+    platform = operator_token(cli, f"hold-approver-{tag}")
+    asked = ("holds", "request", "--bpf", "register-probe", "--case-ref", f"2026-{tag}")
+    asked += ("--reason", "investigation", "--until", until)
+
+    code, out = run(cli, *asked, token="")
+    assert code == 2 and "error: sign in: set RENKEI_OPERATOR_TOKEN" in out, out
+    code, out = run(cli, *asked, token=definer)
+    assert code == 2 and f"hold-def-{tag} (definer of city-minato) may not do this" in out, out
+    code, out = run(cli, *asked, "--executor", "city-shibuya", token=executor)
+    assert code == 2 and "No such option: --executor" in out, out
+    code, out = run(cli, *asked, token=executor)
+    assert code == 0 and "pending" in out, out
     hold = out.split()[0]
-    assert (
-        run(cli, "holds", "approve", hold, "--operator", "city-minato")[0] == 2
-    )  # not an operator
-    token = run(cli, "operators", "add", "hold-approver")
-    assert token[0] == 0
-    code, out = run(cli, "holds", "approve", hold, "--operator", "hold-approver")
-    assert code == 0 and "approved by hold-approver" in out
-    assert run(cli, "holds", "approve", hold, "--operator", "hold-approver")[0] == 2  # once
+
+    approve = ("holds", "approve", hold)
+    code, out = run(cli, *approve, token="")
+    assert code == 2 and "error: sign in: set RENKEI_OPERATOR_TOKEN" in out, out
+    code, out = run(cli, *approve, token="rko_not-a-token")
+    assert code == 2 and "not a current operator token" in out, out
+    code, out = run(cli, *approve, token=executor)  # the requester's own org cannot approve
+    assert code == 2, out
+    assert f"hold-minato-{tag} (executor of city-minato) is not a platform operator" in out
+    assert "(an operator of city-minato's)" in out and "Traceback" not in out
+    code, out = run(cli, *approve, "--operator", f"hold-approver-{tag}", token=executor)
+    assert code == 2 and "No such option: --operator" in out, out
+    code, out = run(cli, "holds", "approve", "not-an-id", token=platform)
+    assert code == 2 and "'not-an-id' is not a hold request id" in out, out
+    code, out = run(cli, *approve, token=platform)
+    assert code == 0 and f"approved by hold-approver-{tag}" in out, out
+    assert run(cli, *approve, token=platform)[0] == 2  # once
 
 
 def test_verify_against_a_file_that_is_not_heads_says_so(cli: CliRunner, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from whitelist.store import LiveWhitelist
 from .helpers import (
     child_rearing,
     code,
+    operator_token,
     pick,
     records_by_party,
     register_fixture,
@@ -329,59 +330,58 @@ async def test_only_a_platform_operator_changes_anything_and_bad_input_gets_its_
 
 def test_the_cli_records_who_and_why_and_refuses_bad_input(cli) -> None:
     operator = f"cli-{uuid.uuid4().hex[:6]}"
-    assert run(cli, "operators", "add", operator)[0] == 0
-    assert run(cli, "operators", "add", f"{operator}-minato", "--party", "city-minato")[0] == 0
-    by = ("--operator", operator)
+    token = operator_token(cli, operator)
+    minato = operator_token(cli, f"{operator}-minato", "--party", "city-minato")
 
-    code_, out = run(
-        cli, "suspend", "org", "city-minato", "--reason", "drill", "--operator", "nobody"
-    )
-    assert code_ == 2 and "'nobody' is not a platform operator" in out and "Traceback" not in out
-    code_, out = run(
-        cli,
-        "suspend",
-        "org",
-        "city-minato",
-        "--reason",
-        "drill",
-        "--operator",
-        f"{operator}-minato",
-    )
+    def by_(who: str, *args: str) -> tuple[int, str]:
+        return run(cli, *args, token=who)
+
+    def by(*args: str) -> tuple[int, str]:
+        return by_(token, *args)
+
+    code_, out = by_("", "suspend", "org", "city-minato", "--reason", "drill")
+    assert code_ == 2 and "error: sign in: set RENKEI_OPERATOR_TOKEN" in out, out
+    assert "Traceback" not in out
+    code_, out = by_("rko_nobody", "pia", "withdraw", "jps", TASK, "--reason", "x")
+    assert code_ == 2 and "not a current operator token (revoked or unknown)" in out, out
+    code_, out = by_(minato, "suspend", "org", "city-minato", "--reason", "drill")
     assert code_ == 2 and "an operator of city-minato's" in out
-    code_, out = run(cli, "suspend", "org", "city-minatoo", "--reason", "drill", *by)
+    code_, out = by_(minato, "pia", "withdraw", "city-minato", TASK, "--reason", "x")
+    assert code_ == 2 and "(executor of city-minato) is not a platform operator" in out, out
+    code_, out = by("suspend", "org", "jps", "--reason", "drill", "--operator", "someone")
+    assert code_ == 2 and "No such option: --operator" in out, out
+    code_, out = by("suspend", "org", "city-minatoo", "--reason", "drill")
     assert code_ == 2 and "did you mean" in out
-    code_, out = run(
-        cli, "suspend", "org", "city-minato", "--side", "sideways", "--reason", "x", *by
-    )
+    code_, out = by("suspend", "org", "city-minato", "--side", "sideways", "--reason", "x")
     assert code_ == 2 and "side:" in out and "Traceback" not in out
-    code_, out = run(cli, "lift", "row", "no/such/row", "--reason", "x", *by)
+    code_, out = by("lift", "row", "no/such/row", "--reason", "x")
     assert code_ == 2 and "no suspension of row no/such/row is in force" in out
 
-    code_, out = run(cli, "suspend", "org", "jps", "--side", "requester", "--reason", "drill", *by)
+    code_, out = by("suspend", "org", "jps", "--side", "requester", "--reason", "drill")
     assert code_ == 0 and f"org jps (as requester) suspended by {operator}" in out, out
-    code_, out = run(cli, "suspensions")
+    code_, out = by("suspensions")
     assert code_ == 0 and "org jps (as requester)" in out and "drill" in out
-    code_, out = run(cli, "lift", "org", "jps", "--reason", "drill over", *by)
+    code_, out = by("lift", "org", "jps", "--reason", "drill over")
     assert code_ == 0 and f"lifted by {operator}: drill over" in out, out
-    code_, out = run(cli, "suspensions", "--history")
+    code_, out = by("suspensions", "--history")
     assert "suspend\torg jps (as requester)" in out and "lift\torg jps" in out
 
-    code_, out = run(
-        cli, "pia", "set", "jps", "no-such-task", "--level", "full", "--approved", "2026-04-01",
-        "--review-due", "2031-03-31", *by,
+    code_, out = by(
+        "pia", "set", "jps", "no-such-task", "--level", "full", "--approved", "2026-04-01",
+        "--review-due", "2031-03-31",
     )  # fmt: skip
     assert code_ == 2 and "unknown task" in out
-    code_, out = run(
-        cli, "pia", "set", "jps", TASK, "--level", "full", "--approved", "2026-13-01",
-        "--review-due", "2031-03-31", *by,
+    code_, out = by(
+        "pia", "set", "jps", TASK, "--level", "full", "--approved", "2026-13-01",
+        "--review-due", "2031-03-31",
     )  # fmt: skip
     assert code_ == 2 and "--approved is a day" in out
     catalog = default_catalog()
     needed = set(parties_needing_pias(catalog, all_rows(catalog)))
     org, task = next((o, t) for o in catalog.orgs for t in catalog.tasks if (o, t) not in needed)
-    code_, out = run(cli, "pia", "withdraw", org, task, "--reason", "x", *by)
+    code_, out = by("pia", "withdraw", org, task, "--reason", "x")
     assert code_ == 2 and "no PIA recorded" in out, out
-    code_, out = run(cli, "pia", "list", "--org", "city-minato", "--task", TASK)
+    code_, out = by("pia", "list", "--org", "city-minato", "--task", TASK)
     assert code_ == 0 and "全項目評価" in out and "in force" in out
 
 
@@ -390,14 +390,16 @@ def test_bpf_validate_warns_of_an_executor_without_a_pia_in_force(cli) -> None:
 
     sample = str(SAMPLES_DIR / "child-allowance.yaml")  # run by every municipal mayor
     operator = f"cli-{uuid.uuid4().hex[:6]}"
-    assert run(cli, "operators", "add", operator)[0] == 0
-    by = ("--operator", operator)
+    token = operator_token(cli, operator)
     code_, out = run(cli, "bpf", "validate", sample)
     assert code_ == 0 and "PIA" not in out, out
     code_, _ = run(
-        cli, "pia", "withdraw", "city-shibuya", "child-allowance", "--reason", "redo", *by
+        cli, "pia", "withdraw", "city-shibuya", "child-allowance", "--reason", "redo", token=token
     )
     assert code_ == 0
+    code_, out = run(cli, "pia", "history", "city-shibuya", "child-allowance")
+    last = out.splitlines()[-1].split("\t")
+    assert (last[1], last[5]) == ("withdrawn", operator), out  # recorded as the signed-in one
     try:
         code_, out = run(cli, "bpf", "validate", sample)
         # A warning, located at the executors, naming the org and why; the file still passes.
@@ -409,7 +411,7 @@ def test_bpf_validate_warns_of_an_executor_without_a_pia_in_force(cli) -> None:
     finally:
         code_, out = run(
             cli, "pia", "set", "city-shibuya", "child-allowance", "--level", "full",
-            "--approved", "2026-04-01", "--review-due", "2031-03-31", *by,
+            "--approved", "2026-04-01", "--review-due", "2031-03-31", token=token,
         )  # fmt: skip
         assert code_ == 0, out
 

@@ -26,6 +26,7 @@ from renkei.contracts.failures import Failure
 from renkei.contracts.messages import Brokered, BrokerRequest, ConsentProof, LinkageRequest
 from renkei.contracts.names import agency_queue, hub_queue, workflow_id
 from renkei.kernel import attest, keys, records
+from whitelist.decide import JST
 from whitelist.payloads import ActionReceipt, MoveNotice
 from workers.plugin import party_client
 
@@ -441,20 +442,25 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
     partner's own code for the subject to it, which the partner's gate opens; the executor's
     code never reaches the partner."""
     from renkei.bpf.loader import load_file
-    from whitelist import store
-    from whitelist.models import Action, WhitelistRow
+    from whitelist import orgs, store
+    from whitelist.models import Acting, Action, WhitelistRow
 
     action = Action(
         id="payment-stop-probe", ja="支給停止（試験）", en="Stop (probe)", request="GenericRecord"
     )
-    test_catalog = catalog.model_copy(
-        update={
-            "actions": {**catalog.actions, action.id: action},
-            "orgs": {
-                **catalog.orgs,
-                "jps": catalog.orgs["jps"].model_copy(update={"acts": (action.id,)}),
-            },
-        }
+    test_catalog = catalog.model_copy(update={"actions": {**catalog.actions, action.id: action}})
+    # jps carries out the test action: the org registry says so (whitelist.org_acts), as an
+    # operator would (`renkei orgs add-act`); the running workers take it from there.
+    basis = "試験用の根拠（法律の規定を想定）"
+    await live_whitelist.wait_for_version(
+        await orgs.add_act(
+            pool,
+            test_catalog,
+            "jps",
+            Acting(id=action.id, basis=basis),
+            "test",
+            "platform-operator",
+        )
     )
     row = WhitelistRow(
         id="test-partners/1",
@@ -504,6 +510,10 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
             result = await handle.result()
     finally:
         await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+        today = dt.datetime.now(JST).date()
+        await live_whitelist.wait_for_version(
+            await orgs.end_act(pool, "jps", action.id, today, "test", "platform-operator")
+        )
     assert result.outcome == "completed" and result.result == {"done": True}
     [req] = got
     assert req.subject == code(settings, "jps", person)  # its own code, opened from the seal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -82,6 +82,13 @@ class Held(BaseModel):
         )
 
 
+class Acting(Held):
+    """An action an org carries out (``id``: an action of ``actions.yaml``), on a ``basis``
+    — the provision, contract or terms under which it does — over a period."""
+
+    basis: str = Field(min_length=1, max_length=300, pattern=r"^[^\r\n]+$")
+
+
 class Action(_Named):
     """A step a partner org carries out at a flow's request (an ``act`` step): stop a payment,
     take note of a move. ``request`` names the payload model of exactly what may be sent to the
@@ -119,7 +126,35 @@ class Org(BaseModel):
             return frozenset(self.roles)
         return frozenset(h.id for h in self.held if h.valid_at(day))
 
-    acts: tuple[str, ...] = Field(default=(), description="actions it carries out (act steps)")
+    acts: tuple[str, ...] = Field(
+        default=(), description="actions it carries out today (act steps)"
+    )
+    acting: tuple[Acting, ...] = Field(
+        default=(), description="the actions it carries out, each with its basis and period"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _acts_from_acting(cls, data: Any) -> Any:
+        """In ``orgs.yaml`` an org lists ``acting`` (each action with its basis) only: its
+        ``acts`` are those, open-ended there."""
+        if isinstance(data, dict) and "acts" not in data and data.get("acting"):
+            data = {
+                **data,
+                "acts": tuple(
+                    a["id"] if isinstance(a, dict) else a.id
+                    for a in data["acting"]
+                    if (a.get("valid_to") if isinstance(a, dict) else a.valid_to) is None
+                ),
+            }
+        return data
+
+    def acts_at(self, day: dt.date | None) -> frozenset[str]:
+        """The actions carried out on ``day`` (today's when ``day`` is None or no periods are
+        known)."""
+        if day is None or not self.acting:
+            return frozenset(self.acts)
+        return frozenset(a.id for a in self.acting if a.valid_at(day))
 
 
 # Whom a row lets exchange: two bodies, or one body with itself.

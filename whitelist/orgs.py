@@ -8,9 +8,10 @@ bumps ``whitelist.version`` and notifies ``renkei_whitelist``, the channel the w
 new org, role or status at the next decision, without a restart and without a database round
 trip per decision.
 
-A role held and an info item served carry their validity; a decision counts the roles held on
-the linkage's date. A merger closes the predecessor's roles and items on its date and opens them
-for the successor from that date.
+A role held, an info item served and an action carried out (``whitelist.org_acts``, migration
+0042, each with its basis) carry their validity; a decision counts the roles held and the actions
+carried out on the linkage's date. A merger closes the predecessor's roles, items and actions on
+its date and opens them for the successor from that date.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from whitelist.decide import JST, Decision
 from whitelist.models import (
     ID_PATTERN,
+    Acting,
     Catalog,
     Held,
     Org,
@@ -57,12 +59,22 @@ class NewOrg(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str = Field(pattern=ID_PATTERN, max_length=63)
+    # At most 50 characters: its database login, renkei_login_<id>, fits PostgreSQL's 63.
+    id: str = Field(pattern=ID_PATTERN, max_length=50)
     ja: str = Field(min_length=1, max_length=200)
     en: str = Field(min_length=1, max_length=200)
     kind: OrgKind
     roles: tuple[Held, ...] = ()
     serves: tuple[Held, ...] = ()
+    acting: tuple[Acting, ...] = ()
+
+
+class ActEnd(BaseModel):
+    """The day an org stops carrying out an action (exclusive: it does not on that day)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    on: dt.date
 
 
 class OrgChange(BaseModel):
@@ -96,32 +108,20 @@ class LiveOrgs(Mapping[str, Org]):
 
     def __init__(self, fallback: Mapping[str, Org] | None = None) -> None:
         self._fallback: Mapping[str, Org] = dict(fallback or {})
+        # The registry's orgs, each with the actions it carries out (whitelist.org_acts).
         self._registry: Mapping[str, Org] = {}
-        self._orgs: Mapping[str, Org] = {}
-        # The actions each org carries out (act steps) are not in the registry yet: they come
-        # from the catalogs the workers were built with.
-        self._acts: dict[str, tuple[str, ...]] = {}
 
     def replace(self, orgs: Mapping[str, Org]) -> None:
         self._registry = dict(orgs)
-        self._merge()
 
     def with_fallback(self, fallback: Mapping[str, Org]) -> LiveOrgs:
         if not self._fallback:
             self._fallback = dict(fallback)
-        self._acts.update({k: o.acts for k, o in fallback.items() if o.acts})
-        self._merge()
         return self
-
-    def _merge(self) -> None:
-        self._orgs = {
-            k: o.model_copy(update={"acts": self._acts[k]}) if k in self._acts else o
-            for k, o in self._registry.items()
-        }
 
     @property
     def _current(self) -> Mapping[str, Org]:
-        return self._orgs or self._fallback
+        return self._registry or self._fallback
 
     def __getitem__(self, key: str) -> Org:
         return self._current[key]
@@ -149,10 +149,11 @@ def _held(rows: Sequence[asyncpg.Record], column: str) -> tuple[Held, ...]:
     )
 
 
-def _shipped_acts() -> dict[str, tuple[str, ...]]:
-    from whitelist.catalog import default_catalog
-
-    return {o.id: o.acts for o in default_catalog().orgs.values() if o.acts}
+def _acting(rows: Sequence[asyncpg.Record]) -> tuple[Acting, ...]:
+    return tuple(
+        Acting(id=r["action"], basis=r["basis"], valid_from=r["valid_from"], valid_to=r["valid_to"])
+        for r in rows
+    )
 
 
 async def load_orgs(conn: asyncpg.Pool | Conn, today: dt.date | None = None) -> dict[str, Org]:
@@ -168,16 +169,20 @@ async def load_orgs(conn: asyncpg.Pool | Conn, today: dt.date | None = None) -> 
         roles.setdefault(r["org"], []).append(r)
     for r in await conn.fetch("SELECT * FROM whitelist.org_serves ORDER BY org, info, id"):
         serves.setdefault(r["org"], []).append(r)
+    acts: dict[str, list[asyncpg.Record]] = {}
+    for r in await conn.fetch("SELECT * FROM whitelist.org_acts ORDER BY org, action, id"):
+        acts.setdefault(r["org"], []).append(r)
     out: dict[str, Org] = {}
     for o in orgs:
         held = _held(roles.get(o["id"], []), "role")
         serving = _held(serves.get(o["id"], []), "info")
+        acting = _acting(acts.get(o["id"], []))
         out[o["id"]] = Org(
             id=o["id"],
             ja=o["ja"],
             en=o["en"],
-            # The actions it carries out (act steps) are the shipped catalog's, for now.
-            acts=_shipped_acts().get(o["id"], ()),
+            acts=tuple(sorted({a.id for a in acting if a.valid_at(day)})),
+            acting=acting,
             kind=o["kind"],
             status=o["status"],
             roles=tuple(sorted({h.id for h in held if h.valid_at(day)})),
@@ -212,8 +217,15 @@ async def _event(
     )
 
 
-def _check_ids(catalog: Catalog, kind: str, roles: Sequence[Held], serves: Sequence[Held]) -> None:
+def _check_ids(
+    catalog: Catalog,
+    kind: str,
+    roles: Sequence[Held],
+    serves: Sequence[Held],
+    acting: Sequence[Acting] = (),
+) -> None:
     problems = [f"unknown role {h.id!r}" for h in roles if h.id not in catalog.roles]
+    problems += [f"unknown action {a.id!r}" for a in acting if a.id not in catalog.actions]
     problems += [f"unknown info item {h.id!r}" for h in serves if h.id not in catalog.info_items]
     if kind == "private" and serves:
         problems.append(
@@ -222,7 +234,7 @@ def _check_ids(catalog: Catalog, kind: str, roles: Sequence[Held], serves: Seque
         )
     problems += [
         f"{h.id}: valid_to {h.valid_to} is not after valid_from {h.valid_from}"
-        for h in (*roles, *serves)
+        for h in (*roles, *serves, *acting)
         if h.valid_from and h.valid_to and h.valid_to <= h.valid_from
     ]
     if problems:
@@ -237,6 +249,14 @@ async def _insert_held(conn: Conn, org: str, roles: Sequence[Held], serves: Sequ
     await conn.executemany(
         "INSERT INTO whitelist.org_serves (org, info, valid_from, valid_to) VALUES ($1, $2, $3, $4)",
         [(org, h.id, h.valid_from, h.valid_to) for h in serves],
+    )
+
+
+async def _insert_acting(conn: Conn, org: str, acting: Sequence[Acting]) -> None:
+    await conn.executemany(
+        "INSERT INTO whitelist.org_acts (org, action, basis, valid_from, valid_to)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        [(org, a.id, a.basis, a.valid_from, a.valid_to) for a in acting],
     )
 
 
@@ -257,8 +277,12 @@ async def add(
     actor_role: str,
     status: OrgStatus = "registered",
 ) -> int:
-    """Register an org (status ``registered``); return the new whitelist version."""
-    _check_ids(catalog, new.kind, new.roles, new.serves)
+    """Register an org (status ``registered``); return the new whitelist version.
+
+    In the same transaction the org gets its own database role, ``renkei_org_<org>``, with the
+    grants the sample orgs' roles have (migration 0041): its worker works as that role, or on a
+    login of its own (``renkei agencies db-login``)."""
+    _check_ids(catalog, new.kind, new.roles, new.serves, new.acting)
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
             "INSERT INTO whitelist.orgs (id, ja, en, kind, status) VALUES ($1, $2, $3, $4, $5)"
@@ -272,6 +296,8 @@ async def add(
         if inserted is None:
             raise OrgChangeRefused(f"org {new.id!r} is already registered")
         await _insert_held(conn, new.id, new.roles, new.serves)
+        await _insert_acting(conn, new.id, new.acting)
+        await conn.fetchval("SELECT trust.make_party_role($1)", new.id)
         await _event(
             conn,
             new.id,
@@ -281,6 +307,7 @@ async def add(
             kind=new.kind,
             roles=[h.model_dump(mode="json") for h in new.roles],
             serves=[h.model_dump(mode="json") for h in new.serves],
+            acting=[a.model_dump(mode="json") for a in new.acting],
         )
         return await _bump(conn)
 
@@ -385,6 +412,7 @@ async def merge(
                         on,
                     )
             moved[column] = items
+        moved["action"] = await _move_acts(conn, predecessor, successor, on)
         await conn.execute(
             "UPDATE whitelist.orgs SET successor = $2, merged_on = $3, changed_at = now()"
             " WHERE id = $1",
@@ -396,6 +424,74 @@ async def merge(
             conn, predecessor, "merge", actor, actor_role, into=successor, on=on, moved=moved
         )
         await _event(conn, successor, "succeed", actor, actor_role, predecessor=predecessor, on=on)
+        return await _bump(conn)
+
+
+async def _move_acts(conn: Conn, predecessor: str, successor: str, on: dt.date) -> list[str]:
+    """A merger's actions: the predecessor's open on ``on`` end then, and the successor carries
+    them out from then on the same basis (unless it already does)."""
+    moving = await conn.fetch(
+        "SELECT DISTINCT ON (action) action, basis FROM whitelist.org_acts WHERE org = $1"
+        " AND (valid_to IS NULL OR valid_to > $2) ORDER BY action, id DESC",
+        predecessor,
+        on,
+    )
+    for r in moving:
+        await _close(conn, "org_acts", "action", predecessor, r["action"], on)
+        if not await conn.fetchval(
+            "SELECT 1 FROM whitelist.org_acts WHERE org = $1 AND action = $2"
+            " AND (valid_from IS NULL OR valid_from <= $3) AND valid_to IS NULL",
+            successor,
+            r["action"],
+            on,
+        ):
+            await _insert_acting(
+                conn, successor, [Acting(id=r["action"], basis=r["basis"], valid_from=on)]
+            )
+    return [r["action"] for r in moving]
+
+
+async def add_act(
+    pool: asyncpg.Pool, catalog: Catalog, org: str, act: Acting, actor: str, actor_role: str
+) -> int:
+    """``org`` carries out action ``act.id`` on ``act.basis`` over ``act``'s period; return the
+    new whitelist version (the running workers take it at once)."""
+    async with pool.acquire() as conn, conn.transaction():
+        status = await _status(conn, org)
+        if status == "retired":
+            raise OrgChangeRefused(f"org {org!r} is retired and cannot change")
+        kind: str = await conn.fetchval("SELECT kind FROM whitelist.orgs WHERE id = $1", org)
+        _check_ids(catalog, kind, (), (), (act,))
+        overlap = await conn.fetchval(
+            "SELECT 1 FROM whitelist.org_acts WHERE org = $1 AND action = $2"
+            " AND (valid_to IS NULL OR $3::date IS NULL OR valid_to > $3)"
+            " AND (valid_from IS NULL OR $4::date IS NULL OR valid_from < $4)",
+            org,
+            act.id,
+            act.valid_from,
+            act.valid_to,
+        )
+        if overlap:
+            raise OrgChangeRefused(
+                f"{org} already carries out {act.id!r} over part of that period"
+                f" (end it first: renkei orgs end-act {org} {act.id} --on DAY)"
+            )
+        await _insert_acting(conn, org, [act])
+        await _event(conn, org, "add-act", actor, actor_role, **act.model_dump(mode="json"))
+        return await _bump(conn)
+
+
+async def end_act(
+    pool: asyncpg.Pool, org: str, action: str, on: dt.date, actor: str, actor_role: str
+) -> int:
+    """``org`` stops carrying out ``action`` on ``on`` (it does not on that day); the period
+    is closed, never deleted. Return the new whitelist version."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await _status(conn, org) == "retired":
+            raise OrgChangeRefused(f"org {org!r} is retired and cannot change")
+        if not await _close(conn, "org_acts", "action", org, action, on):
+            raise OrgChangeRefused(f"{org} carries out no action {action!r} open on {on}")
+        await _event(conn, org, "end-act", actor, actor_role, act=action, on=on)
         return await _bump(conn)
 
 
@@ -444,7 +540,19 @@ async def seed(pool: asyncpg.Pool, orgs: Mapping[str, Org], actor: str) -> list[
     added: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
         have = {r["id"] for r in await conn.fetch("SELECT id FROM whitelist.orgs")}
+        # The shipped actions of orgs already there (a registry from before org_acts): each
+        # once, never again after a platform operator ended or changed it.
+        known = {
+            (r["org"], r["action"])
+            for r in await conn.fetch("SELECT org, action FROM whitelist.org_acts")
+        }
+        acts_seeded = False
         for org in orgs.values():
+            new_acts = [a for a in org.acting if (org.id, a.id) not in known]
+            if org.id in have and new_acts:
+                await _insert_acting(conn, org.id, new_acts)
+                await _event(conn, org.id, "add-act", actor, "platform-operator", seeded=True)
+                acts_seeded = True
             if org.id in have:
                 continue
             await conn.execute(
@@ -460,9 +568,10 @@ async def seed(pool: asyncpg.Pool, orgs: Mapping[str, Org], actor: str) -> list[
                 [Held(id=r) for r in org.roles],
                 [Held(id=i) for i in org.serves],
             )
+            await _insert_acting(conn, org.id, org.acting)
             await _event(conn, org.id, "add", actor, "platform-operator", seeded=True)
             added.append(org.id)
-        if added:
+        if added or acts_seeded:
             await _bump(conn)
     return added
 

@@ -24,6 +24,7 @@ from whitelist.catalog import default_catalog
 from whitelist.controls import sample_pias
 from whitelist.decide import JST, WhitelistIndex
 from whitelist.local import all_rows
+from whitelist.models import Catalog
 
 
 class Prepared(BaseModel):
@@ -49,13 +50,15 @@ def check_file(
     index: WhitelistIndex,
     at: dt.date | None = None,
     known: KnownBpfs | Mapping[str, BpfDefinition] | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[object, list[Issue]]:
-    """Parse and validate one file: (loaded or None, issues). ``known``: what calls may name."""
+    """Parse and validate one file: (loaded or None, issues). ``known``: what calls may name;
+    ``catalog``: the shipped one unless given (with the org registry's orgs, say)."""
     try:
         loaded = load_file(path, display_name=_display(path))
     except BpfFileError as err:
         return None, err.issues
-    return loaded, validate(loaded, default_catalog(), index, at=at, known=known)
+    return loaded, validate(loaded, catalog or default_catalog(), index, at=at, known=known)
 
 
 def known_definitions(*folders: Path, registered: KnownBpfs | None = None) -> KnownBpfs:

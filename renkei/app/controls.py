@@ -2,8 +2,9 @@
 
 The CLI (``renkei pia``, ``renkei suspend``, ``renkei lift``, ``renkei suspensions``) and the
 HTTP API (``/api/platform/…``) both come through here: the same checks, the same answers. Only a
-platform operator — an operator of the hub's party (``renkei operators add NAME``, migration
-0015) — may make a change, and every change names them. What is checked before anything is
+platform operator — an operator of the hub's party in that role (``renkei operators add NAME``),
+signed in with its own token (the CLI's ``RENKEI_OPERATOR_TOKEN``, the API's bearer token) — may
+make a change, and every change names them. What is checked before anything is
 written: the org and the task exist in the catalog, the BPF version is registered, the whitelist
 row is in the store, the dates follow each other, the reason is a line of text.
 """
@@ -15,6 +16,7 @@ import datetime as dt
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from renkei.app.actors import Actor, signed_in
 from renkei.bpf import registry
 from renkei.bpf.models import did_you_mean
 from renkei.contracts.names import HUB
@@ -32,7 +34,7 @@ from whitelist.models import Catalog
 
 
 class NotAPlatformOperator(PermissionError):
-    """The name (or token) is no current operator of the platform's own party."""
+    """The signed-in operator is not a platform operator (the hub's party, in that role)."""
 
 
 class Refused(ValueError):
@@ -146,17 +148,20 @@ class LiftRecorded(Changed):
     lifted: controls_store.SuspensionEvent
 
 
-async def platform_operator(pool: asyncpg.Pool, name: str) -> str:
-    """``name`` if it is a current operator of the platform's own party; else refused."""
-    party = await pool.fetchval(
-        "SELECT party FROM codec.operators WHERE name = $1 AND revoked_at IS NULL", name
-    )
-    if party != HUB:
+def platform_operator(actor: Actor) -> str:
+    """The signed-in ``actor``'s name if it is a platform operator (the hub's); else refused."""
+    if actor.party != HUB or actor.role != "platform-operator":
         raise NotAPlatformOperator(
-            f"{name!r} is not a platform operator"
-            + (f" (an operator of {party}'s)" if party else "")
+            f"{actor} is not a platform operator"
+            + ("" if actor.party == HUB else f" (an operator of {actor.party}'s)")
         )
-    return name
+    return actor.name
+
+
+async def signed_in_platform_operator(pool: asyncpg.Pool) -> str:
+    """The signed-in operator's name (``RENKEI_OPERATOR_TOKEN``), if it is a platform operator;
+    :class:`NotSignedIn` without a current token, :class:`NotAPlatformOperator` for another's."""
+    return platform_operator(await signed_in(pool))
 
 
 def _org(catalog: Catalog, org: str) -> None:

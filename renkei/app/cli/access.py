@@ -275,12 +275,13 @@ async def agencies_db_login(
 ) -> int:
     """Create ORG's own database login (or set its password): a member of ORG's role only, so
     ORG's processes (`renkei worker agency|control ORG`) cannot leave it for the platform's.
+    Any org of the registry, a shipped one or one added since (`renkei orgs add` made its role).
     Run as the database's owner; give ORG's processes a RENKEI_DATABASE_URL with this login."""
     import sys
 
     from renkei.kernel.db import create_login
 
-    if org not in default_catalog().orgs:
+    if not await org_known(get_settings(), org):
         typer.echo(f"error: unknown org {org!r}", err=True)
         return 2
     try:
@@ -306,14 +307,15 @@ async def agencies_db_login(
 @holds_app.command("request")
 @run_async
 async def holds_request(
-    executor: Annotated[str, typer.Option(help="the org whose flow the hold covers")],
     bpf: Annotated[str, typer.Option(help="the flow's BPF")],
     case_ref: Annotated[str, typer.Option("--case-ref", help="the flow's case reference")],
     reason: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(holds.REASONS))}")],
     until: Annotated[str, typer.Option(help="the end of the hold (YYYY-MM-DD, Japan time)")],
 ) -> int:
-    """Request a hold over one case, as its executor; the case's start may name it once a
-    platform operator approved it."""
+    """Request a hold over one case of your org's, as the signed-in executor operator
+    (RENKEI_OPERATOR_TOKEN); the case's start may name it once a platform operator approved it."""
+    from renkei.app.actors import NotEntitled, NotSignedIn, require, signed_in
+
     try:
         end = dt.datetime.combine(dt.date.fromisoformat(until), dt.time(), tzinfo=JST)
     except ValueError:
@@ -321,10 +323,11 @@ async def holds_request(
         return 2
     async with database(get_settings()) as pool:
         try:
+            executor = require(await signed_in(pool), "executor").party
             asked = await holds.request(
                 pool, executor, bpf, case_ref, reason, end, requested_by=executor
             )
-        except holds.HoldNotApproved as err:
+        except (NotSignedIn, NotEntitled, holds.HoldNotApproved) as err:
             typer.echo(f"error: {err}", err=True)
             return 2
     typer.echo(f"{asked.id}\tpending\t{asked.reason} until {asked.until:%Y-%m-%d}")
@@ -334,21 +337,23 @@ async def holds_request(
 @holds_app.command("approve")
 @run_async
 async def holds_approve(
-    hold: str,
-    operator: Annotated[str, typer.Option(help="the approving platform operator")],
+    hold: Annotated[str, typer.Argument(help="the hold request's id (`renkei holds request`)")],
 ) -> int:
-    """Approve a pending hold request, as a platform operator (never the requester)."""
-    settings = get_settings()
-    async with database(settings) as pool:
-        known = await pool.fetchval(
-            "SELECT 1 FROM codec.operators WHERE name = $1 AND revoked_at IS NULL", operator
-        )
-        if not known:
-            typer.echo(f"error: {operator!r} is not a platform operator", err=True)
-            return 2
+    """Approve a pending hold request, as the signed-in platform operator
+    (RENKEI_OPERATOR_TOKEN: an operator of the hub's, never the requesting executor's)."""
+    from renkei.app.actors import NotSignedIn
+    from renkei.app.controls import NotAPlatformOperator, signed_in_platform_operator
+
+    try:
+        asked = uuid.UUID(hold)
+    except ValueError:
+        typer.echo(f"error: {hold!r} is not a hold request id", err=True)
+        return 2
+    async with database(get_settings()) as pool:
         try:
-            done = await holds.approve(pool, uuid.UUID(hold), operator)
-        except (holds.HoldNotApproved, ValueError) as err:
+            operator = await signed_in_platform_operator(pool)
+            done = await holds.approve(pool, asked, operator)
+        except (NotSignedIn, NotAPlatformOperator, holds.HoldNotApproved) as err:
             typer.echo(f"error: {err}", err=True)
             return 2
     typer.echo(

@@ -49,6 +49,7 @@ async def bpf_validate(
     settings = get_settings()
     registered = KnownBpfs()
     pias = None  # the PIA registry (and suspensions), from the store: not offline
+    catalog = default_catalog()  # offline: the shipped orgs; else the org registry's
     if offline:
         idx = WhitelistIndex(all_rows(default_catalog()), sources=all_sources())
     else:
@@ -56,6 +57,8 @@ async def bpf_validate(
             idx = await store.load_index(pool)
             registered = await registry.known(pool)
             pias = await controls_store.load_controls(pool)
+            if live := await load_orgs(pool):
+                catalog = catalog.model_copy(update={"orgs": live})
         if not len(idx):
             idx = WhitelistIndex(all_rows(default_catalog()), sources=all_sources())
     # What a `call` may name: every registered version with its state (a call of one that does
@@ -74,7 +77,7 @@ async def bpf_validate(
         return 2
     failed = 0
     for f in files:
-        loaded, issues = check_file(f, idx, day, known=known)
+        loaded, issues = check_file(f, idx, day, known=known, catalog=catalog)
         if pias is not None and isinstance(loaded, LoadedBpf):
             issues += pia_issues(loaded, default_catalog(), pias, day or dt.date.today())
         errors = [i for i in issues if i.severity == "error"]

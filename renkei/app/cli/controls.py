@@ -1,6 +1,7 @@
 """``renkei pia`` (the PIA registry), ``renkei suspend`` / ``renkei lift`` (the emergency stop)
-and ``renkei suspensions``: a platform operator's commands (``--operator NAME``, an operator of
-the platform's party); running workers take every change without a restart."""
+and ``renkei suspensions``: a platform operator's commands, made as the signed-in operator
+(``RENKEI_OPERATOR_TOKEN``: an operator of the platform's party, in that role) and recorded with
+its name; running workers take every change without a restart."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from renkei.app import controls
+from renkei.app.actors import NotSignedIn
 from renkei.app.cli.runtime import database, run_async
 from renkei.kernel.settings import get_settings
 from whitelist import controls_store
@@ -28,7 +30,6 @@ suspend_app = typer.Typer(
 )
 lift_app = typer.Typer(help="Lift a suspension (a platform operator).", no_args_is_help=True)
 
-_OPERATOR = typer.Option(help="the platform operator making the change (`renkei operators add`)")
 _REASON = typer.Option(help="why, in one line (recorded with the change)")
 
 
@@ -107,7 +108,6 @@ async def pia_set(
     ],
     approved: Annotated[str, typer.Option(help="the day it was approved, YYYY-MM-DD")],
     review_due: Annotated[str, typer.Option(help="the day its next review is due, YYYY-MM-DD")],
-    operator: Annotated[str, _OPERATOR],
     note: Annotated[str, typer.Option(help="a line to keep with it")] = "",
 ) -> int:
     """Record ORG's PIA for TASK as approved (the earlier ones stay in its history)."""
@@ -120,9 +120,9 @@ async def pia_set(
     )
     async with database(get_settings()) as pool:
         try:
-            await controls.platform_operator(pool, operator)
+            operator = await controls.signed_in_platform_operator(pool)
             done = await controls.set_pia(pool, default_catalog(), org, task, change, operator)
-        except (controls.NotAPlatformOperator, controls.Refused) as err:
+        except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
     typer.echo(f"{org}\t{task}\t{done.pia.describe(_today())}\t(version {done.version})")
     return 0
@@ -134,41 +134,40 @@ async def pia_withdraw(
     org: str,
     task: str,
     reason: Annotated[str, _REASON],
-    operator: Annotated[str, _OPERATOR],
 ) -> int:
     """Withdraw ORG's PIA for TASK: from now its linkages under TASK are denied."""
     asked = _model(controls.Withdrawal, reason=reason)
     async with database(get_settings()) as pool:
         try:
-            await controls.platform_operator(pool, operator)
+            operator = await controls.signed_in_platform_operator(pool)
             done = await controls.withdraw_pia(
                 pool, default_catalog(), org, task, asked.reason, operator
             )
-        except (controls.NotAPlatformOperator, controls.Refused) as err:
+        except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
     typer.echo(f"{org}\t{task}\twithdrawn by {operator}\t(version {done.version})")
     return 0
 
 
-async def _suspend(operator: str, **fields: Any) -> int:
+async def _suspend(**fields: Any) -> int:
     asked = _model(controls.SuspensionAsked, **fields)
     async with database(get_settings()) as pool:
         try:
-            await controls.platform_operator(pool, operator)
+            operator = await controls.signed_in_platform_operator(pool)
             done = await controls.suspend(pool, default_catalog(), asked, operator)
-        except (controls.NotAPlatformOperator, controls.Refused) as err:
+        except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
     typer.echo(f"{done.suspension.describe()}\t(version {done.version})")
     return 0
 
 
-async def _lift(operator: str, **fields: Any) -> int:
+async def _lift(**fields: Any) -> int:
     asked = _model(controls.LiftAsked, **fields)
     async with database(get_settings()) as pool:
         try:
-            await controls.platform_operator(pool, operator)
+            operator = await controls.signed_in_platform_operator(pool)
             done = await controls.lift(pool, asked, operator)
-        except (controls.NotAPlatformOperator, controls.Refused) as err:
+        except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
     e = done.lifted
     typer.echo(f"{e.what} lifted by {e.operator}: {e.reason}\t(version {done.version})")
@@ -180,11 +179,10 @@ async def _lift(operator: str, **fields: Any) -> int:
 async def suspend_org(
     org: str,
     reason: Annotated[str, _REASON],
-    operator: Annotated[str, _OPERATOR],
     side: Annotated[str, typer.Option(help="requester, provider or both")] = "both",
 ) -> int:
     """Suspend ORG's linkages at once: as requester, as provider, or both."""
-    return await _suspend(operator, kind="org", target=org, side=side, reason=reason)
+    return await _suspend(kind="org", target=org, side=side, reason=reason)
 
 
 @suspend_app.command("bpf")
@@ -193,10 +191,9 @@ async def suspend_bpf(
     bpf: str,
     version: int,
     reason: Annotated[str, _REASON],
-    operator: Annotated[str, _OPERATOR],
 ) -> int:
     """Suspend a BPF version at once: its runs' linkages are denied, no new run starts."""
-    return await _suspend(operator, kind="bpf", target=bpf, version=version, reason=reason)
+    return await _suspend(kind="bpf", target=bpf, version=version, reason=reason)
 
 
 @suspend_app.command("row")
@@ -204,19 +201,16 @@ async def suspend_bpf(
 async def suspend_row(
     row: Annotated[str, typer.Argument(help="a whitelist row id (`renkei whitelist list`)")],
     reason: Annotated[str, _REASON],
-    operator: Annotated[str, _OPERATOR],
 ) -> int:
     """Suspend a whitelist row at once: a linkage it would permit is denied."""
-    return await _suspend(operator, kind="row", target=row, reason=reason)
+    return await _suspend(kind="row", target=row, reason=reason)
 
 
 @lift_app.command("org")
 @run_async
-async def lift_org(
-    org: str, reason: Annotated[str, _REASON], operator: Annotated[str, _OPERATOR]
-) -> int:
+async def lift_org(org: str, reason: Annotated[str, _REASON]) -> int:
     """Lift ORG's suspension."""
-    return await _lift(operator, kind="org", target=org, reason=reason)
+    return await _lift(kind="org", target=org, reason=reason)
 
 
 @lift_app.command("bpf")
@@ -225,19 +219,16 @@ async def lift_bpf(
     bpf: str,
     version: int,
     reason: Annotated[str, _REASON],
-    operator: Annotated[str, _OPERATOR],
 ) -> int:
     """Lift a BPF version's suspension."""
-    return await _lift(operator, kind="bpf", target=bpf, version=version, reason=reason)
+    return await _lift(kind="bpf", target=bpf, version=version, reason=reason)
 
 
 @lift_app.command("row")
 @run_async
-async def lift_row(
-    row: str, reason: Annotated[str, _REASON], operator: Annotated[str, _OPERATOR]
-) -> int:
+async def lift_row(row: str, reason: Annotated[str, _REASON]) -> int:
     """Lift a whitelist row's suspension."""
-    return await _lift(operator, kind="row", target=row, reason=reason)
+    return await _lift(kind="row", target=row, reason=reason)
 
 
 @run_async

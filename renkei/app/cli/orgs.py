@@ -22,7 +22,8 @@ from renkei.app.cli.runtime import database, run_async
 from renkei.kernel.settings import get_settings
 from whitelist import orgs
 from whitelist.catalog import default_catalog
-from whitelist.models import ORG_KINDS, Held
+from whitelist.decide import JST
+from whitelist.models import ORG_KINDS, Acting, Held
 
 orgs_app = typer.Typer(
     help="The participants: add, change, merge, certify, activate and retire orgs.",
@@ -96,7 +97,9 @@ async def orgs_list() -> None:
             merged = f"\tmerged into {o.successor} on {o.merged_on}" if o.successor else ""
             typer.echo(
                 f"{o.id}\t{o.kind}\t{o.status}\troles: {', '.join(o.roles) or '-'}"
-                f"\tserves: {', '.join(o.serves) or '-'}{merged}"
+                f"\tserves: {', '.join(o.serves) or '-'}"
+                + (f"\tacts: {', '.join(o.acts)}" if o.acts else "")
+                + merged
             )
 
 
@@ -113,6 +116,10 @@ async def orgs_show(org: str) -> int:
         for label, held in (("role", found.held), ("serves", found.serving)):
             for h in held:
                 typer.echo(f"  {label}\t{h.id}\t{h.valid_from or '-'} .. {h.valid_to or 'open'}")
+        for a in found.acting:
+            typer.echo(
+                f"  acts\t{a.id}\t{a.valid_from or '-'} .. {a.valid_to or 'open'}\t{a.basis}"
+            )
         for c in await onboarding.certificates(pool, org):
             typer.echo(f"  certificate\t{c.signer}\t{c.report_hash}\t{', '.join(c.served)}")
         for e in await orgs.events(pool, org):
@@ -186,6 +193,63 @@ async def orgs_change(
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
         version = await orgs.change(pool, default_catalog(), org, what, actor.name, actor.role)
         return f"{org}: changed (whitelist version {version})"
+
+    return await _acting("platform-operator", then=then)
+
+
+@orgs_app.command("add-act")
+@run_async
+async def orgs_add_act(
+    org: str,
+    action: Annotated[str, typer.Argument(help="an action of the catalog (actions.yaml)")],
+    basis: Annotated[
+        str,
+        typer.Option(help="what the org carries it out under: a provision, a contract, terms"),
+    ],
+    valid_from: Annotated[
+        dt.datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="from (YYYY-MM-DD)")
+    ] = None,
+    valid_to: Annotated[
+        dt.datetime | None,
+        typer.Option("--to", formats=["%Y-%m-%d"], help="until, exclusive (YYYY-MM-DD)"),
+    ] = None,
+) -> int:
+    """ORG carries out ACTION (a partner's act step) on a basis, from a date (platform
+    operator). Running workers take it at once: the hub and ORG's own gate admit the act."""
+    try:
+        act = Acting(
+            id=action,
+            basis=basis,
+            valid_from=valid_from.date() if valid_from else None,
+            valid_to=valid_to.date() if valid_to else None,
+        )
+    except ValidationError as err:
+        typer.echo(f"error: {_first(err)}", err=True)
+        return 2
+
+    async def then(pool: asyncpg.Pool, actor: Actor) -> str:
+        version = await orgs.add_act(pool, default_catalog(), org, act, actor.name, actor.role)
+        return f"{org}: carries out {action} (whitelist version {version})"
+
+    return await _acting("platform-operator", then=then)
+
+
+@orgs_app.command("end-act")
+@run_async
+async def orgs_end_act(
+    org: str,
+    action: str,
+    on: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="the first day it does not (default: today)"),
+    ] = None,
+) -> int:
+    """ORG stops carrying out ACTION on a day (platform operator); the period is kept, closed."""
+    day = on.date() if on else dt.datetime.now(JST).date()
+
+    async def then(pool: asyncpg.Pool, actor: Actor) -> str:
+        version = await orgs.end_act(pool, org, action, day, actor.name, actor.role)
+        return f"{org}: carries out {action} until {day} (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)
 

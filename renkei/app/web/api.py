@@ -260,7 +260,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None
     )
     async def request_hold(asked: HoldAsked, org: Org) -> holds.HoldRequest:
         """Ask for a disclosure hold; a start may name it once a platform operator approved it
-        (`renkei holds approve ID --operator NAME`)."""
+        (`renkei holds approve ID`, signed in as one)."""
         try:
             return await holds.request(
                 pool, org, asked.bpf, asked.case_ref, asked.reason, asked.until, requested_by=org

@@ -21,7 +21,7 @@ from renkei.app.web.contract import OPERATOR_TOKEN, refusals
 from renkei.kernel.settings import Settings
 from whitelist import orgs
 from whitelist.catalog import default_catalog
-from whitelist.models import ID_PATTERN, Org
+from whitelist.models import ID_PATTERN, Acting, Org
 
 OrgId = Annotated[str, Path(pattern=ID_PATTERN, max_length=63, examples=["city-example"])]
 
@@ -91,6 +91,23 @@ def router(pool: asyncpg.Pool, settings: Settings) -> APIRouter:
         """Rename an org, or give it roles or items from a date, or end them on one."""
         only(actor, "platform-operator")
         return await changing(org, orgs.change(pool, catalog, org, what, actor.name, actor.role))
+
+    @r.post("/{org}/acts", response_model=Changed, responses=refusals(400, 401, 403, 404, 409, 422))
+    async def add_act(org: OrgId, act: Acting, actor: Operator) -> Changed:
+        """The org carries out an action (a partner's act step) on a basis, over a period:
+        the hub and the org's own gate admit the act from then, without a restart."""
+        only(actor, "platform-operator")
+        return await changing(org, orgs.add_act(pool, catalog, org, act, actor.name, actor.role))
+
+    @r.post(
+        "/{org}/acts/{action}/end",
+        response_model=Changed,
+        responses=refusals(400, 401, 403, 404, 409, 422),
+    )
+    async def end_act(org: OrgId, action: OrgId, end: orgs.ActEnd, actor: Operator) -> Changed:
+        """The org stops carrying out an action on a day (the period is kept, closed)."""
+        only(actor, "platform-operator")
+        return await changing(org, orgs.end_act(pool, org, action, end.on, actor.name, actor.role))
 
     @r.post(
         "/{org}/merge", response_model=Changed, responses=refusals(400, 401, 403, 404, 409, 422)

@@ -1,0 +1,166 @@
+"""An org added at run time gets its own database role (migration 0041), in the transaction that
+adds it: its login (`renkei agencies db-login`) is a member of that role only, its worker serves
+linkages on it, and with it nothing of the hub's nor of another org's can be read."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+from typer.testing import CliRunner
+
+from renkei.app.bootstrap import issue_keys
+from renkei.app.client import RenkeiClient
+from renkei.kernel import records
+from renkei.kernel.db import party_role
+from renkei.kernel.settings import Settings
+from whitelist import orgs
+from whitelist.models import Held
+from whitelist.store import LiveWhitelist
+
+from .helpers import run, workers
+from .processes import worker
+from .test_orgs import _active, _check, _reached
+
+
+def _as_login(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user)}:{quote(password)}@{host}"))
+
+
+def _new(kind: str = "municipal") -> orgs.NewOrg:
+    org = f"city-r{uuid.uuid4().hex[:8]}"
+    return orgs.NewOrg(
+        id=org,
+        ja="新市",
+        en="New City",
+        kind=kind,  # type: ignore[arg-type]
+        roles=(Held(id="municipal-mayor"),),
+        serves=(Held(id="local-tax"),),
+    )
+
+
+async def test_the_role_comes_with_the_add_and_goes_with_a_refused_one(
+    pool: asyncpg.Pool, catalog
+) -> None:
+    new = _new()
+    role = party_role(new.id)
+    await orgs.add(pool, catalog, new, "test", "platform-operator")
+    try:
+        got = await pool.fetchrow(
+            "SELECT r.rolcanlogin, pg_has_role(r.oid, 'renkei_party', 'MEMBER') AS party,"
+            " (SELECT party FROM trust.db_roles WHERE role = r.rolname) AS org,"
+            " has_schema_privilege(r.oid, $2, 'USAGE') AS own_schema"
+            " FROM pg_roles r WHERE r.rolname = $1",
+            role,
+            "agency_" + new.id.replace("-", "_"),
+        )
+        assert got is not None, f"no role {role}"
+        assert dict(got) == {"rolcanlogin": False, "party": True, "org": new.id, "own_schema": True}
+        # the same id again is refused, and the role is left as it was
+        with pytest.raises(orgs.OrgChangeRefused, match="already registered"):
+            await orgs.add(pool, catalog, new, "test", "platform-operator")
+    finally:
+        await orgs.transition(pool, new.id, "retired", "test", "platform-operator")
+    # an add the registry refuses (an unknown role) makes no role either
+    refused = _new().model_copy(update={"roles": (Held(id="no-such-role"),)})
+    with pytest.raises(orgs.OrgChangeRefused):
+        await orgs.add(pool, catalog, refused, "test", "platform-operator")
+    assert not await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", party_role(refused.id)
+    )
+    # the application's own role cannot make one for a name the registry does not hold
+    with pytest.raises(asyncpg.RaiseError, match="no org city-nowhere in the registry"):
+        await pool.fetchval("SELECT trust.make_party_role('city-nowhere')")
+
+
+async def test_an_org_added_at_run_time_serves_on_its_own_login_and_reads_nothing_of_the_hubs(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist: LiveWhitelist,
+    cli: CliRunner,
+    tmp_path: Path,
+) -> None:
+    new = _new()
+    address = client.service_client.config.target_host
+    rc = RenkeiClient(client, settings, catalog=live_whitelist.bind(catalog))
+    async with workers(client, pool, settings, catalog, live_whitelist):  # the hub and samples
+        await _active(pool, settings, catalog, new)
+        await issue_keys(pool, settings, [new.id])
+        await _reached(pool, live_whitelist)
+
+        password = secrets.token_urlsafe(24)
+        secret = tmp_path / "db.password"
+        secret.write_text(password)
+        code, out = await asyncio.to_thread(
+            run, cli, "agencies", "db-login", new.id, "--password-file", str(secret)
+        )
+        assert code == 0, out
+        login = out.splitlines()[0]
+        assert login == "renkei_login_" + new.id.replace("-", "_")
+        assert settings.database_url
+        own = _as_login(settings.database_url, login, password)
+
+        # its worker, a process of its own on its own login, with its own providers
+        process = await asyncio.to_thread(
+            worker,
+            settings,
+            address,
+            "agency",
+            new.id,
+            "--providers",
+            "tests.test_orgs:tax_office",
+            RENKEI_DATABASE_URL=own,
+        )
+        try:
+            handle = await _check(rc, settings, new.id, 3)
+            assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
+        finally:
+            process.stop()
+    try:
+        kept = {
+            (r.keeper, r.outcome)
+            for r in await records.query(pool, workflow_id=handle.id)
+            if r.provider == new.id
+        }
+        # its own side of the answer is in its own chain: written by its worker, on its login
+        assert kept == {(records.HUB, "allowed"), ("city-minato", "allowed"), (new.id, "allowed")}
+        await _cannot_leave(own, login, new.id)
+    finally:
+        await orgs.transition(pool, new.id, "retired", "test", "platform-operator")
+
+
+async def _cannot_leave(own: str, login: str, org: str) -> None:
+    """With the org's login: its role reads the registry; nothing of the hub's nor of another
+    org's is readable, whichever role it tries to take."""
+
+    conn = await asyncpg.connect(own)
+    try:
+        assert await conn.fetchval("SELECT current_user") == login
+        await conn.execute(f'SET ROLE "{party_role(org)}"')  # what its worker does
+        assert await conn.fetchval("SELECT count(*) FROM whitelist.orgs WHERE id = $1", org)
+        for escape in ("RESET ROLE", "SET ROLE renkei_app", "SET ROLE renkei_org_city_minato"):
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute(escape)
+            for table in (
+                "hub.subject_codes",
+                "hub.individuals",
+                "agency_city_minato.residents",
+                "codec.operators",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(f"SELECT * FROM {table} LIMIT 1")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval("SELECT trust.make_party_role($1)", org)
+    finally:
+        await conn.close()
