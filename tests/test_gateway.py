@@ -413,3 +413,49 @@ async def test_no_certificate_or_another_cas_certificate_gets_no_connection(
             )
     with pytest.raises(RuntimeError):  # plain, without TLS
         await Client.connect(target)
+
+
+async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
+    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki
+) -> None:
+    """``renkei gateway`` as an operator starts it: a party connects through it, a denial is a
+    line on its log and a count on its metrics endpoint."""
+    import httpx
+
+    from .conftest import free_port
+    from .processes import renkei_env
+
+    port, metrics = free_port(), free_port()
+    env = renkei_env(
+        gw_settings,
+        temporal_env.client.service_client.config.target_host,
+        RENKEI_GATEWAY_LISTEN=f"127.0.0.1:{port}",
+        RENKEI_TEMPORAL_TLS_CA=str(tls.ca_paths(pki.folder)[0]),
+        RENKEI_GATEWAY_CERT=str(tls.party_paths(pki.folder, tls.GATEWAY)[0]),
+        RENKEI_GATEWAY_KEY=str(tls.party_paths(pki.folder, tls.GATEWAY)[1]),
+        RENKEI_METRICS_PORT=str(metrics),
+    )
+    process = RenkeiProcess(["gateway"], env, "gateway listening").wait_ready()
+    try:
+        jps = await connect(pki.settings(gw_settings, "jps"), f"localhost:{port}")
+        with pytest.raises(RPCError) as err:
+            await jps.workflow_service.list_workflow_executions(
+                ws.ListWorkflowExecutionsRequest(namespace=gw_settings.namespace)
+            )
+        _denied(err, "jps", "ListWorkflowExecutions")
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{metrics}/metrics")).text
+        [count] = [
+            line
+            for line in text.splitlines()
+            if line.startswith("renkei_gateway_denials")
+            and 'method="ListWorkflowExecutions"' in line
+        ]
+        assert 'party="jps"' in count and 'rule="platform only"' in count
+        assert count.rsplit(" ", 1)[1] == "1"
+    finally:
+        process.stop()
+    assert process.process.returncode == 0, process.output
+    assert "gateway denied party=jps method=ListWorkflowExecutions rule=platform only" in (
+        process.output
+    )

@@ -250,7 +250,7 @@ def _tls_folder(folder: Path | None) -> Path:
 @keys_app.command("tls-ca")
 def keys_tls_ca(
     folder: Annotated[Path | None, typer.Option(help=TLS_HELP)] = None,
-) -> int:
+) -> None:
     """Make the platform's CA for mutual TLS between workers and `renkei gateway` (ca.pem,
     ca.key mode 0600): every party's certificate is issued by it, and the gateway admits no
     other."""
@@ -260,9 +260,8 @@ def keys_tls_ca(
         path = tls.make_ca(_tls_folder(folder))
     except tls.TlsError as err:
         typer.echo(f"error: {err}", err=True)
-        return 2
+        raise typer.Exit(2) from None
     typer.echo(f"CA certificate {path} (give it to every party and the gateway; keep ca.key)")
-    return 0
 
 
 @keys_app.command("tls-issue")
@@ -274,7 +273,7 @@ def keys_tls_issue(
     ] = None,
     folder: Annotated[Path | None, typer.Option(help=TLS_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="where to write PARTY.pem and PARTY.key")] = None,
-) -> int:
+) -> None:
     """Issue PARTY's certificate and key (PARTY.pem, PARTY.key mode 0600), signed by the
     platform's CA: the party's identity at the gateway. Give each to that party's processes
     only (RENKEI_TEMPORAL_TLS_CERT / _KEY)."""
@@ -285,20 +284,19 @@ def keys_tls_issue(
         typer.echo(
             "error: the gateway's certificate needs --server-name (e.g. localhost)", err=True
         )
-        return 2
+        raise typer.Exit(2)
     if party != tls.GATEWAY and names:
         typer.echo("error: --server-name is for the gateway's certificate only", err=True)
-        return 2
+        raise typer.Exit(2)
     if party not in ("hub", tls.GATEWAY) and party not in default_catalog().orgs:
         typer.echo(f"error: unknown party {party!r}", err=True)
-        return 2
+        raise typer.Exit(2)
     try:
         cert, key = tls.issue(_tls_folder(folder), party, server_names=names, out=out)
     except tls.TlsError as err:
         typer.echo(f"error: {err}", err=True)
-        return 2
+        raise typer.Exit(2) from None
     typer.echo(f"{party}: certificate {cert}, key {key} (give them to {party}'s processes only)")
-    return 0
 
 
 @keys_app.command("rotate")
