@@ -177,7 +177,16 @@ async def test_a_flow_completes_with_each_party_on_its_own_certificate(
         ("jps", "provided"),
     }
     # Nothing the parties do on their own paths was refused.
-    assert not [k for k in gateway.gateway.denied if k[0] != "unknown"], gateway.gateway.denied
+    assert not gateway.gateway.denied, gateway.gateway.denied
+    # An executor's own API lists its own runs through the gateway, and only its own.
+    runs = await sdk(minato, gateway.settings).runs(executor="city-minato", bpf=flow.bpf)
+    assert handle.id in {r.workflow_id for r in runs}
+    assert {r.executor for r in runs} == {"city-minato"}
+    for others in ({"executor": "city-shibuya"}, {}):
+        with pytest.raises(RPCError) as err:
+            await sdk(minato, gateway.settings).runs(**others)  # type: ignore[arg-type]
+        _denied(err, "city-minato", "ListWorkflowExecutions")
+    gateway.gateway.denied.clear()
 
 
 async def test_an_org_cannot_poll_another_orgs_queue_nor_the_hubs(gateway: Running) -> None:
@@ -439,23 +448,23 @@ async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
     try:
         jps = await connect(pki.settings(gw_settings, "jps"), f"localhost:{port}")
         with pytest.raises(RPCError) as err:
-            await jps.workflow_service.list_workflow_executions(
-                ws.ListWorkflowExecutionsRequest(namespace=gw_settings.namespace)
+            await jps.workflow_service.count_workflow_executions(
+                ws.CountWorkflowExecutionsRequest(namespace=gw_settings.namespace)
             )
-        _denied(err, "jps", "ListWorkflowExecutions")
+        _denied(err, "jps", "CountWorkflowExecutions")
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"http://127.0.0.1:{metrics}/metrics")).text
         [count] = [
             line
             for line in text.splitlines()
             if line.startswith("renkei_gateway_denials")
-            and 'method="ListWorkflowExecutions"' in line
+            and 'method="CountWorkflowExecutions"' in line
         ]
         assert 'party="jps"' in count and 'rule="platform only"' in count
         assert count.rsplit(" ", 1)[1] == "1"
     finally:
         process.stop()
     assert process.process.returncode == 0, process.output
-    assert "gateway denied party=jps method=ListWorkflowExecutions rule=platform only" in (
+    assert "gateway denied party=jps method=CountWorkflowExecutions rule=platform only" in (
         process.output
     )

@@ -19,7 +19,8 @@ The rules, deny by default (a method not named here is refused to every org):
   terminate, cancel, reset, delete; an activity ``...ById``) only if its id names X; answer a
   task (complete, fail, heartbeat, answer a query) only with a token the gateway handed to X;
   and a workflow task's commands may start children, signal or cancel other flows only within
-  X's own flows. Listing, counting and scanning flows, schedules, batches, the namespace, the
+  X's own flows; it may list flows only with a query naming X as their executor (its own API's
+  list of its runs). Counting and scanning flows, other listings, schedules, batches, the namespace, the
   operator service and worker versioning are the platform's.
 
 A denial names the party, the method and the rule, and nothing of a payload.
@@ -27,6 +28,7 @@ A denial names the party, the method and the rule, and nothing of a payload.
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -37,6 +39,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice import v1 as ws
 
 from renkei.contracts.names import HUB, executor_of, party_of_queue
+from renkei.kernel.search_attributes import EXECUTOR
 
 WORKFLOW_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
 OPERATOR_SERVICE = "temporal.api.operatorservice.v1.OperatorService"
@@ -94,6 +97,18 @@ BY_TOKEN: dict[str, bool] = {
     "RespondNexusTaskCompleted": True,
     "RespondNexusTaskFailed": True,
 }
+
+# One term of a visibility query an org may send: a search attribute equal to an id, or (not)
+# null. The terms are joined by AND only (as ``RenkeiClient.runs`` writes them).
+LIST_TERM = re.compile(r"[A-Za-z][A-Za-z0-9_]* (= '[A-Za-z0-9._:-]+'|IS NULL|IS NOT NULL)")
+
+
+def lists_only_own(party: str, query: str) -> bool:
+    """Whether a visibility query is a plain conjunction that names ``party`` as the executor:
+    it then lists only runs of ``party`` (an executor's own API or SDK listing its runs)."""
+    terms = query.split(" AND ")
+    return all(LIST_TERM.fullmatch(t) for t in terms) and f"{EXECUTOR.name} = '{party}'" in terms
+
 
 # How many task tokens and sticky queues the gateway remembers (least recently used forgotten
 # first). A task whose token was forgotten (or a gateway restarted in between) cannot be
@@ -235,6 +250,18 @@ class Policy:
             return self._answer(party, method, request)
         if method == "ExecuteMultiOperation":
             return self._multi(party, method, request)
+        if method == "ListWorkflowExecutions":
+            # An executor's own API or SDK lists its runs (``renkei runs --executor ORG``,
+            # ``RenkeiClient.runs``): allowed for a query that names it as executor, nothing else.
+            assert isinstance(request, ws.ListWorkflowExecutionsRequest)
+            if lists_only_own(party, request.query):
+                return _allow("own runs listed")
+            return _deny(
+                party,
+                method,
+                "own runs listed",
+                f"the query must be terms joined by AND, one of them {EXECUTOR.name} = '{party}'",
+            )
         if method == "ShutdownWorker":
             return self._shutdown(party, method, request)
         if method == "RecordWorkerHeartbeat":

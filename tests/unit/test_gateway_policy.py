@@ -77,7 +77,6 @@ def test_calls_about_no_one_are_open(policy: Policy) -> None:
 @pytest.mark.parametrize(
     "method",
     [
-        "ListWorkflowExecutions",
         "CountWorkflowExecutions",
         "ScanWorkflowExecutions",
         "ListOpenWorkflowExecutions",
@@ -431,3 +430,24 @@ def test_worker_heartbeats_name_own_queues_only(policy: Policy) -> None:
 
     assert allowed(policy, X, "RecordWorkerHeartbeat", beat(control_queue("p", X)))
     assert not allowed(policy, X, "RecordWorkerHeartbeat", beat(agency_queue("p", Y)))
+
+
+def test_an_org_lists_only_runs_it_is_the_executor_of(policy: Policy) -> None:
+    def listing(query: str) -> ws.ListWorkflowExecutionsRequest:
+        return ws.ListWorkflowExecutionsRequest(namespace=NS, query=query)
+
+    own = f"RenkeiExecutor = '{X}'"
+    for query, ok in (
+        (f"{own} AND RenkeiConformance IS NULL", True),  # as RenkeiClient.runs writes it
+        (f"RenkeiBpf = 'child-allowance-check' AND {own} AND RenkeiWaitingFor IS NOT NULL", True),
+        ("RenkeiBpf IS NOT NULL AND RenkeiConformance IS NULL", False),  # everyone's
+        (f"RenkeiExecutor = '{Y}' AND RenkeiConformance IS NULL", False),
+        (f"{own} OR RenkeiExecutor = '{Y}'", False),
+        (f"{own} AND (RenkeiBpf IS NOT NULL OR WorkflowId = 'x')", False),
+        (f"{own} AND RenkeiBpf = 'a' OR RenkeiBpf = 'b'", False),
+        (f"{own} AND WorkflowId = 'x' OR 'y' = 'y'", False),
+        ("", False),
+    ):
+        decision = decide(policy, X, "ListWorkflowExecutions", listing(query))
+        assert decision.allowed is ok, query
+        assert ok or decision.rule == "own runs listed"
