@@ -189,6 +189,40 @@ async def test_a_flow_completes_with_each_party_on_its_own_certificate(
     gateway.gateway.denied.clear()
 
 
+async def test_a_waiting_flow_is_answered_by_its_executor_and_by_no_other_org(
+    gateway: Running, processes: list[RenkeiProcess], pool
+) -> None:
+    """A flow waiting for an answer, through the gateway: its executor reads what it waits for
+    (a query) and answers it (an update); another org's update is refused by the gateway
+    before it reaches the flow."""
+    from renkei.contracts.messages import Response
+
+    from .helpers import code, pick, register_fixture, start
+
+    await register_fixture(pool, "consent-probe.yaml")
+    s = gateway.settings
+    rc = sdk(await gateway.client("city-minato"), s)
+    person = pick(s, lambda h: h.municipality == "city-shibuya").members[0]
+    handle = await rc.start(
+        start("consent-probe", "city-minato", code(s, "city-minato", person), trigger="portal")
+    )
+    for _ in range(600):  # poll until the flow waits (its linkage first)
+        if await rc.waiting(handle.id):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the flow never waited")
+    rogue = (await gateway.client("city-shibuya")).get_workflow_handle(handle.id)
+    with pytest.raises(RPCError) as err:
+        await rogue.execute_update(
+            "renkei.respond", Response(step="consent", payload={"agree": False})
+        )
+    _denied(err, "city-shibuya", "UpdateWorkflowExecution")
+    await rc.respond(handle.id, "consent", {"agree": True})
+    assert (await asyncio.wait_for(handle.result(), 120)).outcome == "completed"
+    assert not [k for k in gateway.gateway.denied if k[0] == "city-minato"]
+
+
 async def test_an_org_cannot_poll_another_orgs_queue_nor_the_hubs(gateway: Running) -> None:
     shibuya = await gateway.client("city-shibuya")
     prefix = gateway.settings.task_queue_prefix
