@@ -13,8 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from temporalio.api.command.v1 import (
+    Command,
+    SignalExternalWorkflowExecutionCommandAttributes,
+    StartChildWorkflowExecutionCommandAttributes,
+)
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import TaskQueueKind
+from temporalio.api.enums.v1 import CommandType, TaskQueueKind
 from temporalio.api.namespace.v1 import UpdateNamespaceInfo
 from temporalio.api.schedule.v1 import Schedule, ScheduleAction
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -223,6 +228,24 @@ async def test_a_waiting_flow_is_answered_by_its_executor_and_by_no_other_org(
     assert not [k for k in gateway.gateway.denied if k[0] == "city-minato"]
 
 
+async def test_a_flow_with_a_child_flow_completes_through_the_gateway(
+    gateway: Running, processes: list[RenkeiProcess], pool
+) -> None:
+    """A one-stop flow calls another BPF as a child flow: the executor's workflow task starts
+    the child (its own id, its own queue), which the gateway lets through."""
+    from .helpers import code, register_fixture, shibuya_family, start
+
+    await register_fixture(pool, "one-stop-probe.yaml")
+    s = gateway.settings
+    rc = sdk(await gateway.client("city-minato"), s)
+    subject = code(s, "city-minato", shibuya_family(s, 1).members[0])
+    handle = await rc.start(start("one-stop-probe", "city-minato", subject))
+    result = await asyncio.wait_for(handle.result(), 120)
+    assert result.outcome == "completed"
+    assert result.result["same"] is True
+    assert not [k for k in gateway.gateway.denied if k[0] == "city-minato"]
+
+
 async def test_an_org_cannot_poll_another_orgs_queue_nor_the_hubs(gateway: Running) -> None:
     shibuya = await gateway.client("city-shibuya")
     prefix = gateway.settings.task_queue_prefix
@@ -339,7 +362,7 @@ async def test_a_task_is_answered_only_with_a_token_handed_to_the_party(
 ) -> None:
     """Minato polls its own (otherwise unserved) control queue and gets a real workflow task;
     Shibuya, with that very token, cannot fail nor complete it; nor with a made-up one. Minato
-    can."""
+    cannot complete it with commands reaching Shibuya's flows; it can fail it."""
     own = base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
     minato = await gateway.client("city-minato", own)
     await sdk(minato, own).start(allowance_check(own))
@@ -367,6 +390,34 @@ async def test_a_task_is_answered_only_with_a_token_handed_to_the_party(
                 ws.RespondActivityTaskCompletedRequest(namespace=own.namespace, task_token=token)
             )
         _denied(err, "city-shibuya", "RespondActivityTaskCompleted")
+    # Its own task, but commands reaching another executor's flows: a signal to Shibuya's
+    # flow, a child in Shibuya's name.
+    other = workflow_id("child-allowance-check", "city-shibuya", "case-x")
+    for command in (
+        Command(
+            command_type=CommandType.COMMAND_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION,
+            signal_external_workflow_execution_command_attributes=SignalExternalWorkflowExecutionCommandAttributes(
+                namespace=own.namespace,
+                execution=WorkflowExecution(workflow_id=other),
+                signal_name="renkei.event",
+            ),
+        ),
+        Command(
+            command_type=CommandType.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION,
+            start_child_workflow_execution_command_attributes=StartChildWorkflowExecutionCommandAttributes(
+                namespace=own.namespace,
+                workflow_id=other,
+                task_queue=TaskQueue(name=control_queue(own.task_queue_prefix, "city-minato")),
+            ),
+        ),
+    ):
+        with pytest.raises(RPCError) as err:
+            await minato.workflow_service.respond_workflow_task_completed(
+                ws.RespondWorkflowTaskCompletedRequest(
+                    namespace=own.namespace, task_token=task.task_token, commands=[command]
+                )
+            )
+        _denied(err, "city-minato", "RespondWorkflowTaskCompleted")
     # The party it was handed to answers it (the frontend takes the answer).
     await minato.workflow_service.respond_workflow_task_failed(
         ws.RespondWorkflowTaskFailedRequest(namespace=own.namespace, task_token=task.task_token)
