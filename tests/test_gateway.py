@@ -507,6 +507,19 @@ async def test_no_certificate_or_another_cas_certificate_gets_no_connection(
             )
     with pytest.raises(RuntimeError):  # plain, without TLS
         await Client.connect(target)
+    # The platform CA's certificate that names no party (the gateway's own, as a client's): no
+    # connection, or no call.
+    cert, key = tls.party_paths(pki.folder, tls.GATEWAY)
+    server_as_client = TLSConfig(
+        server_root_ca_cert=ca,
+        domain="localhost",
+        client_cert=cert.read_bytes(),
+        client_private_key=key.read_bytes(),
+    )
+    with pytest.raises((RuntimeError, RPCError)) as failed:
+        await attempt(server_as_client)
+    if isinstance(failed.value, RPCError):
+        assert failed.value.status == RPCStatusCode.UNAUTHENTICATED, failed.value
 
 
 async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
