@@ -566,3 +566,34 @@ async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
     assert "gateway denied party=jps method=CountWorkflowExecutions rule=platform only" in (
         process.output
     )
+
+
+async def test_made_up_methods_and_unreadable_requests_get_their_answer(
+    gateway: Running, pki: Pki
+) -> None:
+    """Raw gRPC with Shibuya's certificate: a method no service has is refused (and counted
+    under one label, not its made-up name); a request that is not the method's message is
+    refused as unreadable."""
+    import grpc
+    import grpc.aio
+
+    cert, key = tls.party_paths(pki.folder, "city-shibuya")
+    credentials = grpc.ssl_channel_credentials(
+        tls.ca_paths(pki.folder)[0].read_bytes(), key.read_bytes(), cert.read_bytes()
+    )
+    service = "/temporal.api.workflowservice.v1.WorkflowService"
+    async with grpc.aio.secure_channel(
+        gateway.address.replace("localhost", "127.0.0.1"),
+        credentials,
+        options=[("grpc.ssl_target_name_override", "localhost")],
+    ) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await channel.unary_unary(f"{service}/MadeUp{uuid.uuid4().hex}")(b"", timeout=10)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert gateway.gateway.denied[("city-shibuya", "unknown method", "platform only")] >= 1
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await channel.unary_unary(f"{service}/PollActivityTaskQueue")(
+                b"\xff\xff\xff", timeout=10
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not readable" in (err.value.details() or "")

@@ -34,6 +34,7 @@ import grpc.aio
 from google.protobuf.message import DecodeError, Message
 
 from renkei.contracts.calls import (
+    OPEN,
     POLLS,
     Decision,
     Policy,
@@ -117,9 +118,13 @@ class Gateway:
         self, path: str, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> bytes:
         service, method = split_method(path)
+        # A method name from the caller labels a metric only if it is one of the services':
+        # made-up names would make a series each.
+        known = method in OPEN or request_type(service, method) is not None
+        label = method if known else "unknown method"
         party = self.party(context)
         if party is None:
-            self._deny("unknown", method or path, Decision(False, "identity"))
+            self._deny("unknown", label, Decision(False, "identity"))
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "the client certificate names no renkei party (renkei:party:<party>)",
@@ -137,7 +142,7 @@ class Gateway:
                     )
         decision = self.policy.decide(party, service, method, parsed)
         if not decision.allowed:
-            self._deny(party, method, decision)
+            self._deny(party, label, decision)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, decision.reason)
         remaining = context.time_remaining()
         call = self._calls.get(path)

@@ -129,7 +129,7 @@ def _allow(rule: str) -> Decision:
 
 
 def _deny(party: str, method: str, rule: str, why: str) -> Decision:
-    return Decision(False, rule, f"{party} may not call {method}: {why} (rule: {rule})")
+    return Decision(False, rule, f"{party} may not call {method[:100]}: {why} (rule: {rule})")
 
 
 def split_method(path: str) -> tuple[str, str]:
