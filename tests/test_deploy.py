@@ -131,7 +131,13 @@ def test_orgs_reach_temporal_only_through_the_gateway_with_their_own_certificate
     gateway = services["renkei-gateway"]
     assert gateway["command"][0] == "gateway"
     assert "frontend" in gateway["networks"] and "default" in gateway["networks"]
-    assert set(gateway["secrets"]) == {"tls_ca", "tls_gateway_cert", "tls_gateway_key"}
+    assert set(gateway["secrets"]) == {
+        "tls_ca",
+        "tls_gateway_cert",
+        "tls_gateway_key",
+        "tls_revoked",
+    }
+    assert gateway["environment"]["RENKEI_GATEWAY_REVOKED"] == "/run/secrets/tls_revoked"
     assert "env_file" not in gateway  # no database login, no key file
     for name, service in services.items():
         command = service.get("command", [])

@@ -5,6 +5,7 @@ or the namespace is refused while the other's flow goes on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
@@ -100,23 +101,18 @@ class Running:
         return await connect(self.pki.settings(settings or self.settings, party), self.address)
 
 
-@pytest.fixture(scope="module")
-def gateway(
-    temporal_env: WorkflowEnvironment, pool, gw_settings: Settings, pki: Pki
-) -> Iterator[Running]:
-    """The gateway in a thread of its own (its own event loop): the worker processes' starts
+@contextlib.contextmanager
+def gateway_thread(
+    settings: Settings, upstream: str, files: GatewayFiles
+) -> Iterator[tuple[Gateway, int]]:
+    """A gateway in a thread of its own (its own event loop): the worker processes' starts
     block the tests' loop while they wait for a worker to poll."""
-    upstream = temporal_env.client.service_client.config.target_host
-    files = GatewayFiles(tls.ca_paths(pki.folder)[0], *tls.party_paths(pki.folder, tls.GATEWAY))
     up = threading.Event()
     found: list[tuple[Gateway, int, asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     async def serve() -> None:
         stop = asyncio.Event()
-        async with running_gateway(gw_settings, upstream, files, listen="127.0.0.1:0") as (
-            gw,
-            port,
-        ):
+        async with running_gateway(settings, upstream, files, listen="127.0.0.1:0") as (gw, port):
             found.append((gw, port, asyncio.get_running_loop(), stop))
             up.set()
             await stop.wait()
@@ -126,10 +122,24 @@ def gateway(
     assert up.wait(30), "the gateway did not start"
     gw, port, loop, stop = found[0]
     try:
-        yield Running(f"localhost:{port}", gw, gw_settings, pki)
+        yield gw, port
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
+
+
+def gateway_files(pki: Pki, revoked: Path | None = None) -> GatewayFiles:
+    cert, key = tls.party_paths(pki.folder, tls.GATEWAY)
+    return GatewayFiles(tls.ca_paths(pki.folder)[0], cert, key, revoked)
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    temporal_env: WorkflowEnvironment, pool, gw_settings: Settings, pki: Pki
+) -> Iterator[Running]:
+    upstream = temporal_env.client.service_client.config.target_host
+    with gateway_thread(gw_settings, upstream, gateway_files(pki)) as (gw, port):
+        yield Running(f"localhost:{port}", gw, gw_settings, pki)
 
 
 @pytest.fixture(scope="module")
@@ -597,3 +607,21 @@ async def test_made_up_methods_and_unreadable_requests_get_their_answer(
             )
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "not readable" in (err.value.details() or "")
+
+
+async def test_a_revoked_certificate_gets_no_call(
+    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki, tmp_path: Path
+) -> None:
+    """A second certificate for the JPS is revoked (`renkei keys tls-revoke`): a gateway started
+    with the list refuses it, and still admits the JPS's other certificate."""
+    lost = tmp_path / "lost"
+    tls.issue(pki.folder, "jps", out=lost)
+    listed, _ = tls.revoke(tmp_path, tls.party_paths(lost, "jps")[0])
+    upstream = temporal_env.client.service_client.config.target_host
+    with gateway_thread(gw_settings, upstream, gateway_files(pki, listed)) as (gw, port):
+        address = f"localhost:{port}"
+        with pytest.raises(RuntimeError, match=r"(?i)unauthenticated|revoked"):
+            await connect(pki.settings(gw_settings, "jps", lost), address)
+        assert gw.denied[("unknown", "GetSystemInfo", "identity")] >= 1
+        current = await connect(pki.settings(gw_settings, "jps"), address)
+        await current.workflow_service.get_system_info(ws.GetSystemInfoRequest())

@@ -86,6 +86,7 @@ class Gateway:
     upstream: grpc.aio.Channel
     policy: Policy
     count: Callable[[str, str, str], None] | None = None
+    revoked: frozenset[int] = frozenset()
     denied: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
     _parties: dict[bytes, str | None] = field(default_factory=dict)
     _calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = field(default_factory=dict)
@@ -99,7 +100,8 @@ class Gateway:
         if pem not in self._parties:
             if len(self._parties) > 10_000:
                 self._parties.clear()
-            self._parties[pem] = tls.party_of(pem)
+            revoked = tls.serial_of(pem) in self.revoked
+            self._parties[pem] = None if revoked else tls.party_of(pem)
         return self._parties[pem]
 
     def _deny(self, party: str, method: str, decision: Decision) -> None:
@@ -127,7 +129,8 @@ class Gateway:
             self._deny("unknown", label, Decision(False, "identity"))
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "the client certificate names no renkei party (renkei:party:<party>)",
+                "the client certificate names no renkei party (renkei:party:<party>), or it"
+                " was revoked",
             )
         assert party is not None
         parsed: Message | None = None
@@ -188,6 +191,7 @@ class GatewayFiles:
     ca: Path
     cert: Path
     key: Path
+    revoked: Path | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> GatewayFiles:
@@ -203,7 +207,21 @@ class GatewayFiles:
         if missing:
             raise ValueError(f"the gateway needs {', '.join(missing)} (`renkei keys tls-*`)")
         assert settings.temporal_tls_ca and settings.gateway_cert and settings.gateway_key
-        return cls(settings.temporal_tls_ca, settings.gateway_cert, settings.gateway_key)
+        return cls(
+            settings.temporal_tls_ca,
+            settings.gateway_cert,
+            settings.gateway_key,
+            settings.gateway_revoked,
+        )
+
+    def revoked_serials(self) -> frozenset[int]:
+        """The serial numbers of the revoked certificates (none without a list)."""
+        if self.revoked is None:
+            return frozenset()
+        try:
+            return frozenset(tls.read_revoked(self.revoked))
+        except tls.TlsError as err:
+            raise ValueError(str(err)) from None
 
     def credentials(self) -> grpc.ServerCredentials:
         try:
@@ -238,8 +256,9 @@ async def running_gateway(
     """The gateway serving on ``listen`` (default ``RENKEI_GATEWAY_LISTEN``) in front of
     ``upstream``; yields it and the port it listens on."""
     credentials = files.credentials()
+    revoked = files.revoked_serials()
     channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
-    gateway = Gateway(channel, Policy(settings.namespace), denial_counter(settings))
+    gateway = Gateway(channel, Policy(settings.namespace), denial_counter(settings), revoked)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers((_Handler(gateway),))
     port = server.add_secure_port(listen or settings.gateway_listen, credentials)

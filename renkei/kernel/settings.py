@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     gateway_key: Path | None = Field(
         default=None, description="`renkei gateway`'s server key (PEM, mode 0600)"
     )
+    gateway_revoked: Path | None = Field(
+        default=None,
+        description="revoked TLS certificates' serial numbers, one a line (`renkei keys"
+        " tls-revoke` writes them): the gateway admits none of them; read when it starts",
+    )
     data_dir: Path = Field(default=Path(".renkei"), description="where embedded servers keep data")
     temporal_port: int = Field(
         default=7233, description="gRPC port of the embedded Temporal dev server"

@@ -102,3 +102,38 @@ def test_the_gateway_without_its_files_says_which(
         get_settings.cache_clear()
     assert done.exit_code == 2, done.output
     assert "RENKEI_TEMPORAL_TLS_CA, RENKEI_GATEWAY_CERT, RENKEI_GATEWAY_KEY" in done.output
+
+
+def test_a_revoked_certificate_is_listed_once_and_a_bad_list_is_located(tmp_path: Path) -> None:
+    tls.make_ca(tmp_path)
+    cert, _ = tls.issue(tmp_path, "jps")
+    listed, serial = tls.revoke(tmp_path, cert)
+    tls.revoke(tmp_path, cert)
+    assert tls.read_revoked(listed) == {serial}
+    assert listed.read_text().count("\n") == 1
+    assert tls.serial_of(cert.read_bytes()) == serial
+    bad = tmp_path / "bad.txt"
+    bad.write_text("# lost laptop\nabc123\nnot-hex\n")
+    with pytest.raises(tls.TlsError, match=r"bad.txt:3: not a serial number"):
+        tls.read_revoked(bad)
+    with pytest.raises(tls.TlsError, match="is not a certificate"):
+        tls.revoke(tmp_path, bad)
+
+
+def test_the_revoke_command_writes_the_list_and_refuses_what_is_no_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RENKEI_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        assert runner.invoke(app, ["keys", "tls-ca"]).exit_code == 0
+        assert runner.invoke(app, ["keys", "tls-issue", "jps"]).exit_code == 0
+        done = runner.invoke(app, ["keys", "tls-revoke", str(tmp_path / "tls" / "jps.pem")])
+        assert done.exit_code == 0, done.output
+        assert len(tls.read_revoked(tmp_path / "tls" / tls.REVOKED)) == 1
+        done = runner.invoke(app, ["keys", "tls-revoke", str(tmp_path / "tls" / "nothing.pem")])
+        assert done.exit_code == 2 and "is not a certificate" in done.output
+        assert "Traceback" not in done.output
+    finally:
+        get_settings.cache_clear()

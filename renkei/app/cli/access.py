@@ -299,6 +299,24 @@ def keys_tls_issue(
     typer.echo(f"{party}: certificate {cert}, key {key} (give them to {party}'s processes only)")
 
 
+@keys_app.command("tls-revoke")
+def keys_tls_revoke(
+    cert: Annotated[Path, typer.Argument(help="the certificate to revoke (PEM)")],
+    folder: Annotated[Path | None, typer.Option(help=TLS_HELP)] = None,
+) -> None:
+    """Revoke a party's TLS certificate (lost or stolen): its serial number goes into the CA
+    folder's revoked.txt, which the gateway reads when it starts (RENKEI_GATEWAY_REVOKED);
+    restart the gateway, then issue the party a new certificate."""
+    from renkei.kernel import tls
+
+    try:
+        path, serial = tls.revoke(_tls_folder(folder), cert)
+    except tls.TlsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"revoked {serial:x} in {path}; restart the gateway for it to count")
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new payload key the active one; older keys keep decrypting. Restart workers after."""
