@@ -15,7 +15,7 @@ payload), logged on :data:`LOG` at WARNING (one line an operator can alert on) a
 
 The gateway keeps the task tokens it handed to each party in memory only: after a restart, a
 task received before it cannot be answered through it; it times out on the frontend and is
-retried (a workflow task at once on the normal queue, an activity by its retry policy).
+retried (a workflow task after its task timeout, an activity by its retry policy).
 """
 
 from __future__ import annotations
