@@ -104,7 +104,7 @@ class Running:
 
 @contextlib.contextmanager
 def gateway_thread(
-    settings: Settings, upstream: str, files: GatewayFiles
+    settings: Settings, upstream: str, files: GatewayFiles, listen: str = "127.0.0.1:0"
 ) -> Iterator[tuple[Gateway, int]]:
     """A gateway in a thread of its own (its own event loop): the worker processes' starts
     block the tests' loop while they wait for a worker to poll."""
@@ -113,7 +113,7 @@ def gateway_thread(
 
     async def serve() -> None:
         stop = asyncio.Event()
-        async with running_gateway(settings, upstream, files, listen="127.0.0.1:0") as (gw, port):
+        async with running_gateway(settings, upstream, files, listen=listen) as (gw, port):
             found.append((gw, port, asyncio.get_running_loop(), stop))
             up.set()
             await stop.wait()
@@ -631,3 +631,43 @@ async def test_a_revoked_certificate_gets_no_call(
         assert gw.denied[("unknown", "GetSystemInfo", "identity")] >= 1
         current = await connect(pki.settings(gw_settings, "jps"), address)
         await current.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+
+
+async def test_after_a_gateway_restart_a_task_handed_out_before_is_handed_out_again(
+    temporal_env: WorkflowEnvironment, pool, base_settings: Settings, pki: Pki
+) -> None:
+    """Minato takes a workflow task through one gateway, which then restarts on the same
+    address: the new one never handed that token out and refuses the answer; the task times out
+    on the frontend and Temporal hands it out again, through the new gateway, to Minato."""
+    from .conftest import free_port
+
+    own = base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
+    upstream = temporal_env.client.service_client.config.target_host
+    listen = f"127.0.0.1:{free_port()}"
+    address = listen.replace("127.0.0.1", "localhost")
+    queue = TaskQueue(name=control_queue(own.task_queue_prefix, "city-minato"))
+    poll = ws.PollWorkflowTaskQueueRequest(namespace=own.namespace, task_queue=queue)
+    with gateway_thread(own, upstream, gateway_files(pki), listen):
+        minato = await connect(pki.settings(own, "city-minato"), address)
+        handle = await sdk(minato, own).start(allowance_check(own))
+        first = await minato.workflow_service.poll_workflow_task_queue(poll)
+        assert first.task_token and first.workflow_execution.workflow_id == handle.id
+    with gateway_thread(own, upstream, gateway_files(pki), listen) as (restarted, _):
+        with pytest.raises(RPCError) as err:
+            await minato.workflow_service.respond_workflow_task_failed(
+                ws.RespondWorkflowTaskFailedRequest(
+                    namespace=own.namespace, task_token=first.task_token
+                )
+            )
+        _denied(err, "city-minato", "RespondWorkflowTaskFailed")
+        again = ws.PollWorkflowTaskQueueResponse()
+        while not again.task_token:  # a long poll ends empty after a minute: poll again
+            again = await minato.workflow_service.poll_workflow_task_queue(poll)
+        assert again.workflow_execution.workflow_id == handle.id
+        assert again.attempt == 2  # the same task, its second attempt
+        assert restarted.policy.holds("city-minato", again.task_token)
+        await minato.workflow_service.respond_workflow_task_failed(
+            ws.RespondWorkflowTaskFailedRequest(
+                namespace=own.namespace, task_token=again.task_token
+            )
+        )
