@@ -603,14 +603,16 @@ async def test_made_up_methods_and_unreadable_requests_get_their_answer(
         credentials,
         options=[("grpc.ssl_target_name_override", "localhost")],
     ) as channel:
+
+        def raw(method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+            return channel.unary_unary(f"{service}/{method}")
+
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await channel.unary_unary(f"{service}/MadeUp{uuid.uuid4().hex}")(b"", timeout=10)
+            await raw(f"MadeUp{uuid.uuid4().hex}")(b"", timeout=10)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert gateway.gateway.denied[("city-shibuya", "unknown method", "platform only")] >= 1
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await channel.unary_unary(f"{service}/PollActivityTaskQueue")(
-                b"\xff\xff\xff", timeout=10
-            )
+            await raw("PollActivityTaskQueue")(b"\xff\xff\xff", timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "not readable" in (err.value.details() or "")
 

@@ -97,7 +97,7 @@ def test_calls_about_no_one_are_open(policy: Policy) -> None:
 def test_the_platforms_calls_are_refused_to_an_org(policy: Policy, method: str) -> None:
     request = request_type(WORKFLOW_SERVICE, method)
     assert request is not None
-    decision = decide(policy, X, method, request(namespace=NS))  # type: ignore[call-arg]
+    decision = decide(policy, X, method, request(namespace=NS))
     assert not decision.allowed
     assert (
         decision.reason
@@ -138,7 +138,7 @@ def test_an_org_polls_its_own_queues_only(policy: Policy, method: str) -> None:
         (f"p.{X}", False),
         ("", False),
     ):
-        request = kind(namespace=NS, task_queue=TaskQueue(name=queue))  # type: ignore[call-arg]
+        request = kind(namespace=NS, task_queue=TaskQueue(name=queue))
         assert allowed(policy, X, method, request) is ok, queue
 
 
@@ -184,7 +184,7 @@ def test_a_start_is_in_the_orgs_own_name_on_its_control_queue(policy: Policy) ->
             (OWN, agency_queue("p", X), False),  # its own, but not a control queue
             ("not-a-renkei-id", control_queue("p", X), False),
         ):
-            request = kind(namespace=NS, workflow_id=wid, task_queue=TaskQueue(name=queue))  # type: ignore[operator]
+            request = kind(namespace=NS, workflow_id=wid, task_queue=TaskQueue(name=queue))
             assert allowed(policy, X, method, request) is ok, (method, wid, queue)
 
 
@@ -216,12 +216,12 @@ def _on_flow(method: str, wid: str):
     assert kind is not None
     fields = kind.DESCRIPTOR.fields_by_name
     if "workflow_execution" in fields:
-        return kind(namespace=NS, workflow_execution=run)  # type: ignore[call-arg]
+        return kind(namespace=NS, workflow_execution=run)
     if "execution" in fields:
-        return kind(namespace=NS, execution=run)  # type: ignore[call-arg]
+        return kind(namespace=NS, execution=run)
     if "update_ref" in fields:
-        return kind(namespace=NS, update_ref=UpdateRef(workflow_execution=run))  # type: ignore[call-arg]
-    return kind(namespace=NS, workflow_id=wid)  # type: ignore[call-arg]
+        return kind(namespace=NS, update_ref=UpdateRef(workflow_execution=run))
+    return kind(namespace=NS, workflow_id=wid)
 
 
 @pytest.mark.parametrize(
@@ -276,12 +276,12 @@ def test_a_task_is_answered_with_a_token_handed_to_the_party(policy: Policy, met
     kind = request_type(WORKFLOW_SERVICE, method)
     assert kind is not None
     policy.observe(X, "PollActivityTaskQueue", _poll_answer(b"token-x"))
-    assert not allowed(policy, Y, method, kind(namespace=NS, task_token=b"token-x"))  # type: ignore[call-arg]
-    assert not allowed(policy, X, method, kind(namespace=NS, task_token=b"made-up"))  # type: ignore[call-arg]
-    assert not allowed(policy, X, method, kind(namespace=NS, task_token=b""))  # type: ignore[call-arg]
-    assert allowed(policy, X, method, kind(namespace=NS, task_token=b"token-x"))  # type: ignore[call-arg]
+    assert not allowed(policy, Y, method, kind(namespace=NS, task_token=b"token-x"))
+    assert not allowed(policy, X, method, kind(namespace=NS, task_token=b"made-up"))
+    assert not allowed(policy, X, method, kind(namespace=NS, task_token=b""))
+    assert allowed(policy, X, method, kind(namespace=NS, task_token=b"token-x"))
     # An answer that ends the task forgets its token; a heartbeat does not.
-    again = allowed(policy, X, method, kind(namespace=NS, task_token=b"token-x"))  # type: ignore[call-arg]
+    again = allowed(policy, X, method, kind(namespace=NS, task_token=b"token-x"))
     assert again is (method == "RecordActivityTaskHeartbeat")
 
 
