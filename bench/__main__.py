@@ -1,10 +1,11 @@
-"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol]``.
+"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol|gateway]``.
 
 ``flows``: throughput of BPFs of 1, 3 and 10 queries in sequence and of 3 in parallel against
 plain Temporal workflows running as many no-op activities on the same dev server, latency, CPU
 per flow, and the whitelist decision time for the real table and for 100,000 synthetic rows;
 prints ratios measured in this run. ``citizen``: the citizen endpoint's latency
-for one citizen's 1,000 records among 1,000,000 (see ``bench/citizen.py``).
+for one citizen's 1,000 records among 1,000,000 (see ``bench/citizen.py``). ``gateway``: a
+3-query flow direct and through ``renkei gateway`` (see ``bench/gateway.py``).
 """
 
 from __future__ import annotations
@@ -316,6 +317,16 @@ async def main(quick: bool) -> list[str]:
     return out
 
 
+async def gateway(quick: bool) -> list[str]:
+    """The same 3-query flow direct and through ``renkei gateway`` (see ``bench/gateway.py``)."""
+    from bench import flows as bf
+    from bench.gateway import run
+
+    async with _stack(sample_residents=400) as (env, pool, settings, url):
+        await bf.register_sequential(pool)
+        return await run(env.client.service_client.config.target_host, pool, settings, url, quick)
+
+
 async def citizen(quick: bool) -> None:
     from bench.citizen import run
 
@@ -376,12 +387,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     parser.add_argument(
-        "--record", action="store_true", help="append the flows results to docs/benchmarks.md"
+        "--record",
+        action="store_true",
+        help="append the flows (or gateway) results to docs/benchmarks.md",
     )
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["all", "flows", "citizen", "waiting", "protocol"],
+        choices=["all", "flows", "citizen", "waiting", "protocol", "gateway"],
         default="all",
         help="what to run",
     )
@@ -399,3 +412,8 @@ if __name__ == "__main__":
         from bench.protocol import protocol
 
         print("\n".join(asyncio.run(protocol(args.quick))))
+    if args.which in ("all", "gateway"):
+        lines = asyncio.run(gateway(args.quick))
+        print("\n".join(lines))
+        if args.record:
+            _record("gateway", args.quick, lines)

@@ -118,3 +118,49 @@ def test_the_image_holds_what_the_processes_read() -> None:
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().split()
     assert "deploy/secrets" in ignored and ".renkei" in ignored
     assert Path(PROJECT_ROOT / "deploy" / "prometheus.yml").exists()
+
+
+def test_orgs_reach_temporal_only_through_the_gateway_with_their_own_certificate() -> None:
+    """The frontend is on internal networks only, with the hub's services and the gateway; each
+    org's worker dials the gateway with the CA and its own certificate and key, no other's."""
+    compose = _compose()
+    services = compose["services"]
+    nets = compose["networks"]
+    temporal_nets = set(services["temporal"]["networks"])
+    assert temporal_nets and all(nets[n] and nets[n].get("internal") for n in temporal_nets)
+    gateway = services["renkei-gateway"]
+    assert gateway["command"][0] == "gateway"
+    assert "frontend" in gateway["networks"] and "default" in gateway["networks"]
+    assert set(gateway["secrets"]) == {
+        "tls_ca",
+        "tls_gateway_cert",
+        "tls_gateway_key",
+        "tls_revoked",
+    }
+    assert gateway["environment"]["RENKEI_GATEWAY_REVOKED"] == "/run/secrets/tls_revoked"
+    assert "env_file" not in gateway  # no database login, no key file
+    for name, service in services.items():
+        command = service.get("command", [])
+        on = set(service.get("networks", ["default"]))
+        if command[:2] in (["worker", "agency"], ["worker", "control"]):
+            org = command[2]
+            assert not on & temporal_nets, f"{name} reaches the frontend directly"
+            env = service["environment"]
+            assert env["RENKEI_TEMPORAL_ADDRESS"] == "renkei-gateway:7243", name
+            secrets = {
+                s["source"] if isinstance(s, dict) else s: s.get("target")
+                if isinstance(s, dict)
+                else None
+                for s in service["secrets"]
+            }
+            own = org.replace("-", "_")
+            tls = {k for k in secrets if k.startswith("tls_")}
+            assert tls == {"tls_ca", f"tls_cert_{own}", f"tls_key_{own}"}, name
+            assert secrets[f"tls_cert_{own}"] == env["RENKEI_TEMPORAL_TLS_CERT"], name
+            assert secrets[f"tls_key_{own}"] == env["RENKEI_TEMPORAL_TLS_KEY"], name
+            assert compose["secrets"][f"tls_key_{own}"]["file"] == f"deploy/secrets/tls/{org}.key"
+        elif on & temporal_nets:
+            # only the platform's own services share the frontend's network
+            assert name in {"temporal", "temporal-ui", "postgresql", "renkei-gateway"} or (
+                command[:1] in (["init"], ["serve"]) or command[:2] == ["worker", "hub"]
+            ), name

@@ -23,6 +23,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.common import HeaderCodecBehavior
 from temporalio.plugin import SimplePlugin
 from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from renkei.contracts import names
@@ -260,4 +261,32 @@ async def connect(
         plugins=[renkei_plugin(s, org=org, parties=parties, tracer_provider=tracer_provider)],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
         runtime=runtime or telemetry.runtime(s),
+        tls=tls_config(s),
     )
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """Mutual TLS to ``renkei gateway`` (``RENKEI_TEMPORAL_TLS_*``): the platform CA that
+    signed the gateway's certificate, and this party's own certificate and key. Unset: plain,
+    straight to the frontend (the embedded dev server)."""
+    s = settings
+    if s.temporal_tls_ca is None:
+        if s.temporal_tls_cert is not None or s.temporal_tls_key is not None:
+            raise ValueError(
+                "RENKEI_TEMPORAL_TLS_CERT/KEY are set without RENKEI_TEMPORAL_TLS_CA: set all three"
+            )
+        return False
+    if s.temporal_tls_cert is None or s.temporal_tls_key is None:
+        raise ValueError(
+            "RENKEI_TEMPORAL_TLS_CA is set: RENKEI_TEMPORAL_TLS_CERT and RENKEI_TEMPORAL_TLS_KEY"
+            " name this party's certificate and key"
+        )
+    try:
+        return TLSConfig(
+            server_root_ca_cert=s.temporal_tls_ca.read_bytes(),
+            client_cert=s.temporal_tls_cert.read_bytes(),
+            client_private_key=s.temporal_tls_key.read_bytes(),
+            domain=s.temporal_tls_server_name,
+        )
+    except OSError as err:
+        raise ValueError(f"a TLS file cannot be read: {err.filename}: {err.strerror}") from None

@@ -36,6 +36,36 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL URL of an existing server; unset = embedded"
     )
     namespace: str = Field(default="default", description="the Temporal namespace of every flow")
+    temporal_tls_ca: Path | None = Field(
+        default=None,
+        description="the platform CA's certificate: connect to Temporal (through `renkei"
+        " gateway`) over mutual TLS; unset = plain, as to the embedded dev server",
+    )
+    temporal_tls_cert: Path | None = Field(
+        default=None, description="this party's client certificate for mutual TLS (PEM)"
+    )
+    temporal_tls_key: Path | None = Field(
+        default=None, description="this party's client key for mutual TLS (PEM, mode 0600)"
+    )
+    temporal_tls_server_name: str | None = Field(
+        default=None,
+        description="the name the gateway's certificate is checked against; unset = the host"
+        " of RENKEI_TEMPORAL_ADDRESS",
+    )
+    gateway_listen: str = Field(
+        default="127.0.0.1:7243", description="host:port `renkei gateway` listens on (TLS)"
+    )
+    gateway_cert: Path | None = Field(
+        default=None, description="`renkei gateway`'s server certificate (PEM)"
+    )
+    gateway_key: Path | None = Field(
+        default=None, description="`renkei gateway`'s server key (PEM, mode 0600)"
+    )
+    gateway_revoked: Path | None = Field(
+        default=None,
+        description="revoked TLS certificates' serial numbers, one a line (`renkei keys"
+        " tls-revoke` writes them): the gateway admits none of them; read when it starts",
+    )
     data_dir: Path = Field(default=Path(".renkei"), description="where embedded servers keep data")
     temporal_port: int = Field(
         default=7233, description="gRPC port of the embedded Temporal dev server"

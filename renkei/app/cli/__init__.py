@@ -54,6 +54,7 @@ for command in (
     flows.notify,
     stack.init,
     stack.serve,
+    stack.gateway,
     controls.suspensions,
 ):
     app.command()(command)

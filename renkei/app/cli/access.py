@@ -240,6 +240,83 @@ async def keys_issue(
     return 0
 
 
+TLS_HELP = "the folder of the platform's CA (default: tls/ in the data folder)"
+
+
+def _tls_folder(folder: Path | None) -> Path:
+    return folder or get_settings().data_dir / "tls"
+
+
+@keys_app.command("tls-ca")
+def keys_tls_ca(
+    folder: Annotated[Path | None, typer.Option(help=TLS_HELP)] = None,
+) -> None:
+    """Make the platform's CA for mutual TLS between workers and `renkei gateway` (ca.pem,
+    ca.key mode 0600): every party's certificate is issued by it, and the gateway admits no
+    other."""
+    from renkei.kernel import tls
+
+    try:
+        path = tls.make_ca(_tls_folder(folder))
+    except tls.TlsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"CA certificate {path} (give it to every party and the gateway; keep ca.key)")
+
+
+@keys_app.command("tls-issue")
+def keys_tls_issue(
+    party: Annotated[str, typer.Argument(help="hub, an org, or gateway (its server certificate)")],
+    server_name: Annotated[
+        list[str] | None,
+        typer.Option(help="gateway only: a DNS name or IP address clients dial it by (repeat)"),
+    ] = None,
+    folder: Annotated[Path | None, typer.Option(help=TLS_HELP)] = None,
+    out: Annotated[Path | None, typer.Option(help="where to write PARTY.pem and PARTY.key")] = None,
+) -> None:
+    """Issue PARTY's certificate and key (PARTY.pem, PARTY.key mode 0600), signed by the
+    platform's CA: the party's identity at the gateway. Give each to that party's processes
+    only (RENKEI_TEMPORAL_TLS_CERT / _KEY)."""
+    from renkei.kernel import tls
+
+    names = list(server_name or [])
+    if party == tls.GATEWAY and not names:
+        typer.echo(
+            "error: the gateway's certificate needs --server-name (e.g. localhost)", err=True
+        )
+        raise typer.Exit(2)
+    if party != tls.GATEWAY and names:
+        typer.echo("error: --server-name is for the gateway's certificate only", err=True)
+        raise typer.Exit(2)
+    if party not in ("hub", tls.GATEWAY) and party not in default_catalog().orgs:
+        typer.echo(f"error: unknown party {party!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        cert, key = tls.issue(_tls_folder(folder), party, server_names=names, out=out)
+    except tls.TlsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{party}: certificate {cert}, key {key} (give them to {party}'s processes only)")
+
+
+@keys_app.command("tls-revoke")
+def keys_tls_revoke(
+    cert: Annotated[Path, typer.Argument(help="the certificate to revoke (PEM)")],
+    folder: Annotated[Path | None, typer.Option(help=TLS_HELP)] = None,
+) -> None:
+    """Revoke a party's TLS certificate (lost or stolen): its serial number goes into the CA
+    folder's revoked.txt, which the gateway reads when it starts (RENKEI_GATEWAY_REVOKED);
+    restart the gateway, then issue the party a new certificate."""
+    from renkei.kernel import tls
+
+    try:
+        path, serial = tls.revoke(_tls_folder(folder), cert)
+    except tls.TlsError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"revoked {serial:x} in {path}; restart the gateway for it to count")
+
+
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Make a new payload key the active one; older keys keep decrypting. Restart workers after."""

@@ -145,6 +145,30 @@ async def serve() -> None:
         await _close(pool)
 
 
+@run_async
+async def gateway() -> int | None:
+    """The authorising gateway in front of the Temporal frontend: mutual TLS with the
+    platform's certificates, each call allowed only to the party it concerns."""
+    from renkei.app.gateway import serve as serve_gateway
+    from renkei.kernel.servers import running_stack
+
+    settings = get_settings()
+    upstream = settings.temporal_address or (running_stack(settings.data_dir) or {}).get("temporal")
+    if not upstream:
+        typer.echo(
+            "error: no Temporal frontend to guard: set RENKEI_TEMPORAL_ADDRESS, or run `renkei up`"
+            " on this data folder first",
+            err=True,
+        )
+        return 2
+    try:
+        await serve_gateway(settings, upstream, _stop_on_signals(), ready=typer.echo)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        return 2
+    return None
+
+
 @worker_app.command("hub")
 @run_async
 async def worker_hub() -> None:

@@ -1,0 +1,284 @@
+"""``renkei gateway``: the authorising gRPC proxy in front of the Temporal frontend.
+
+The frontend authorises no call, so renkei puts this proxy in front of it: it listens with TLS,
+requires a client certificate issued by the platform's CA (:mod:`renkei.kernel.tls`), reads the
+calling party from it, and forwards a call to the frontend only if
+:class:`renkei.contracts.calls.Policy` allows that party to make it. Requests and answers pass
+as bytes, metadata (the namespace header, the client's name and version) and deadlines with
+them; the request is parsed (with the protos inside ``temporalio.api``) only to decide, an
+answer only to learn the task tokens it hands out. An error of the frontend goes back unchanged
+(its code, message and details).
+
+A denied call is answered ``PERMISSION_DENIED`` with the reason (party, method, rule; never a
+payload), logged on :data:`LOG` at WARNING (one line an operator can alert on) and counted in
+``renkei_gateway_denials`` by party, method and rule.
+
+The gateway keeps the task tokens it handed to each party in memory only: after a restart, a
+task received before it cannot be answered through it; it times out on the frontend and is
+retried (a workflow task after its task timeout, an activity by its retry policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.message import DecodeError, Message
+
+from renkei.contracts.calls import (
+    OPEN,
+    POLLS,
+    Decision,
+    Policy,
+    request_type,
+    response_type,
+    split_method,
+)
+from renkei.contracts.names import HUB
+from renkei.kernel import telemetry, tls
+from renkei.kernel.settings import Settings
+
+LOG = logging.getLogger("renkei.gateway")
+
+# Histories and workflow tasks can be large: the SDK's own limit, both ways.
+MAX_MESSAGE = 128 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+]
+# Metadata that belongs to one HTTP/2 hop, not to the call: the upstream channel sets its own.
+HOP_HEADERS = frozenset({"user-agent", "te", "content-type", "host", "grpc-timeout"})
+# Answers that hand out task tokens (read to remember them).
+HANDS_TOKENS = POLLS | {"RespondWorkflowTaskCompleted", "StartWorkflowExecution"}
+# A deadline further than this is no deadline (grpc reports "none" as a huge number).
+NO_DEADLINE = 24 * 3600.0
+
+
+def _forwarded(metadata: Iterable[tuple[str, str | bytes]] | None) -> list[tuple[str, Any]]:
+    return [
+        (k, v)
+        for k, v in (metadata or ())
+        if not k.startswith(":") and not k.startswith("grpc-") and k not in HOP_HEADERS
+    ]
+
+
+def _trailers(metadata: Any) -> tuple[tuple[str, Any], ...]:
+    """An upstream error's trailing metadata, as it goes back (its details included)."""
+    return tuple(
+        (k, v)
+        for k, v in (metadata or ())
+        if not k.startswith(":") and (k == "grpc-status-details-bin" or not k.startswith("grpc-"))
+    )
+
+
+@dataclass
+class Gateway:
+    """The proxy's handler: one upstream channel, one policy, the denials counted."""
+
+    upstream: grpc.aio.Channel
+    policy: Policy
+    count: Callable[[str, str, str], None] | None = None
+    revoked: frozenset[int] = frozenset()
+    denied: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
+    _parties: dict[bytes, str | None] = field(default_factory=dict)
+    _calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = field(default_factory=dict)
+
+    def party(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:
+        """The party of the caller's certificate (verified by the TLS handshake)."""
+        pems = list(context.auth_context().get("x509_pem_cert") or [])
+        if len(pems) != 1:
+            return None
+        pem = pems[0]
+        if pem not in self._parties:
+            if len(self._parties) > 10_000:
+                self._parties.clear()
+            revoked = tls.serial_of(pem) in self.revoked
+            self._parties[pem] = None if revoked else tls.party_of(pem)
+        return self._parties[pem]
+
+    def _deny(self, party: str, method: str, decision: Decision) -> None:
+        self.denied[(party, method, decision.rule)] += 1
+        LOG.warning(
+            "gateway denied party=%s method=%s rule=%s: %s",
+            party,
+            method,
+            decision.rule,
+            decision.reason,
+        )
+        if self.count is not None:
+            self.count(party, method, decision.rule)
+
+    async def handle(
+        self, path: str, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        service, method = split_method(path)
+        # A method name from the caller labels a metric only if it is one of the services':
+        # made-up names would make a series each.
+        known = method in OPEN or request_type(service, method) is not None
+        label = method if known else "unknown method"
+        party = self.party(context)
+        if party is None:
+            self._deny("unknown", label, Decision(False, "identity"))
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "the client certificate names no renkei party (renkei:party:<party>), or it"
+                " was revoked",
+            )
+        assert party is not None
+        parsed: Message | None = None
+        if party != HUB:
+            kind = request_type(service, method)
+            if kind is not None:
+                try:
+                    parsed = kind.FromString(request)
+                except DecodeError:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"{method}: the request is not readable"
+                    )
+        decision = self.policy.decide(party, service, method, parsed)
+        if not decision.allowed:
+            self._deny(party, label, decision)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, decision.reason)
+        remaining = context.time_remaining()
+        call = self._calls.get(path)
+        if call is None:
+            call = self._calls[path] = self.upstream.unary_unary(path)
+        try:
+            answer: bytes = await call(
+                request,
+                metadata=grpc.aio.Metadata(*_forwarded(context.invocation_metadata())),
+                timeout=remaining if remaining is not None and remaining < NO_DEADLINE else None,
+            )
+        except grpc.aio.AioRpcError as err:
+            await context.abort(err.code(), err.details() or "", _trailers(err.trailing_metadata()))
+            raise  # abort raises; this is never reached
+        if party != HUB and method in HANDS_TOKENS:
+            kind_out = response_type(service, method)
+            if kind_out is not None:
+                with contextlib.suppress(DecodeError):
+                    self.policy.observe(party, method, kind_out.FromString(answer))
+        return answer
+
+
+class _Handler(grpc.GenericRpcHandler):
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
+        path = str(handler_call_details.method)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            return await self.gateway.handle(path, request, context)
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+
+@dataclass(frozen=True)
+class GatewayFiles:
+    """The gateway's TLS files: the platform CA (clients' certificates are checked against it)
+    and its own server certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    revoked: Path | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> GatewayFiles:
+        missing = [
+            name
+            for name, value in (
+                ("RENKEI_TEMPORAL_TLS_CA", settings.temporal_tls_ca),
+                ("RENKEI_GATEWAY_CERT", settings.gateway_cert),
+                ("RENKEI_GATEWAY_KEY", settings.gateway_key),
+            )
+            if value is None
+        ]
+        if missing:
+            raise ValueError(f"the gateway needs {', '.join(missing)} (`renkei keys tls-*`)")
+        assert settings.temporal_tls_ca and settings.gateway_cert and settings.gateway_key
+        return cls(
+            settings.temporal_tls_ca,
+            settings.gateway_cert,
+            settings.gateway_key,
+            settings.gateway_revoked,
+        )
+
+    def revoked_serials(self) -> frozenset[int]:
+        """The serial numbers of the revoked certificates (none without a list)."""
+        if self.revoked is None:
+            return frozenset()
+        try:
+            return frozenset(tls.read_revoked(self.revoked))
+        except tls.TlsError as err:
+            raise ValueError(str(err)) from None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        try:
+            ca, cert, key = self.ca.read_bytes(), self.cert.read_bytes(), self.key.read_bytes()
+        except OSError as err:
+            raise ValueError(f"a TLS file cannot be read: {err.filename}: {err.strerror}") from None
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=True
+        )
+
+
+def denial_counter(settings: Settings) -> Callable[[str, str, str], None]:
+    """``renkei_gateway_denials`` on the process's metrics endpoint (``RENKEI_METRICS_PORT``)."""
+    counter = telemetry.runtime(settings).metric_meter.create_counter(
+        "renkei_gateway_denials", "Temporal calls the gateway refused, by party and method", "1"
+    )
+
+    def count(party: str, method: str, rule: str) -> None:
+        counter.add(1, {"party": party, "method": method, "rule": rule})
+
+    return count
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    settings: Settings,
+    upstream: str,
+    files: GatewayFiles,
+    *,
+    listen: str | None = None,
+) -> AsyncIterator[tuple[Gateway, int]]:
+    """The gateway serving on ``listen`` (default ``RENKEI_GATEWAY_LISTEN``) in front of
+    ``upstream``; yields it and the port it listens on."""
+    credentials = files.credentials()
+    revoked = files.revoked_serials()
+    channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
+    gateway = Gateway(channel, Policy(settings.namespace), denial_counter(settings), revoked)
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    server.add_generic_rpc_handlers((_Handler(gateway),))
+    port = server.add_secure_port(listen or settings.gateway_listen, credentials)
+    if not port:
+        await channel.close()
+        raise ValueError(f"the gateway cannot listen on {listen or settings.gateway_listen}")
+    await server.start()
+    try:
+        yield gateway, port
+    finally:
+        # Long polls in flight end now: their workers poll again (elsewhere, or later).
+        await server.stop(grace=1)
+        await channel.close()
+
+
+async def serve(
+    settings: Settings, upstream: str, stop: asyncio.Event, ready: Callable[[str], None] = print
+) -> None:
+    """Run ``renkei gateway`` until ``stop`` is set."""
+    async with running_gateway(settings, upstream, GatewayFiles.of(settings)) as (_, port):
+        host = settings.gateway_listen.rpartition(":")[0]
+        ready(f"gateway listening on {host}:{port} (TLS, client certificates) → {upstream}")
+        await stop.wait()
