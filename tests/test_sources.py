@@ -379,6 +379,26 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
         )
         assert "annex2-2015\t" in out and f"2017-07-18 to {B}" in out
         assert "stand-in from 2024-05-27" in out
+        # Each city's ordinance is a source of its own, cited in its own form.
+        for city, ja in (("city-minato", "港区"), ("city-shibuya", "渋谷区")):
+            assert f"local-{city}\t{ja}行政手続における特定の個人を識別する" in out
+            assert f"{city}'s own ordinance" in out
+        assert "cited as 港区行政手続における" in out and "別表第一 {item}の項" in out
+        foreign = tmp_path / "foreign.yaml"
+        foreign.write_text(
+            "# city-shibuya's ordinance\nbody: city-shibuya\nrows:\n  - {item: '1',"
+            " requester_role: municipal-mayor, task: child-allowance,"
+            " provider_role: municipal-mayor, info: resident-record}\n",
+            encoding="utf-8",
+        )
+        code, out = run(
+            cli,
+            *("whitelist", "load", "--source", "local-city-shibuya", "--file", str(foreign)),
+            *("--as", "city-minato"),
+        )
+        assert code == 1 and "Traceback" not in out and "nothing loaded" in out
+        assert f"{foreign}:2: body: source 'local-city-shibuya' is city-shibuya's own" in out
+        assert "this load is made as city-minato" in out
         bad = tmp_path / "bad.csv"
         bad.write_text("item,requester_role,task,provider_role,info\n1,x,y\n", encoding="utf-8")
         code, out = run(cli, "whitelist", "load", "--source", "cli-source", "--file", str(bad))
@@ -413,9 +433,9 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
 async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     law, loaded: LoadReport, base_settings: Settings, catalog, tmp_path: Path
 ) -> None:
-    """The local rows lose the pension notice's cohort rule today: its operating version is
-    stopped, and the hub refuses its scan (a scan would otherwise start flows that are refused
-    one by one), naming the source and the day."""
+    """The cities' own ordinances lose the pension notice's cohort rule today: its operating
+    version (of every municipal mayor) is stopped, and the hub refuses its scan (a scan would
+    otherwise start flows that are refused one by one), naming the source and the day."""
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
@@ -427,17 +447,21 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     from whitelist.store import LiveWhitelist
 
     pool, url = law
-    rows = tmp_path / "local.yaml"
-    rows.write_text(
-        "rows:\n"
-        + "".join(
-            f"  - {{item: '1', requester_role: municipal-board-of-education, task: school-entry-notice,"
-            f" provider_role: municipal-board-of-education, info: {info}, scope: within-body}}\n"
-            for info in ("resident-cohort", "resident-record")
-        ),
-        encoding="utf-8",
-    )
-    report = await load_file(pool, "renkei-local", rows, SourceOptions(), "law-tester")
+    for city in ("city-minato", "city-shibuya"):  # each city's ordinance, loaded as that city
+        rows = tmp_path / f"local-{city}.yaml"
+        rows.write_text(
+            f"body: {city}\nrows:\n"
+            + "".join(
+                f"  - {{item: '1', requester_role: municipal-board-of-education,"
+                f" task: school-entry-notice, provider_role: municipal-board-of-education,"
+                f" info: {info}}}\n"
+                for info in ("resident-cohort", "resident-record")
+            ),
+            encoding="utf-8",
+        )
+        report = await load_file(
+            pool, f"local-{city}", rows, SourceOptions(), "law-tester", as_org=city
+        )
     today = dt.datetime.now(JST).date()
     assert report.outcome.effective == today
     stopped = {(r.bpf, r.conformant) for r in report.affected}
@@ -471,7 +495,7 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     with pytest.raises(ApplicationError) as refused:
         await scanning.run(hub.scan_target, request)
     assert refused.value.type == "UnknownBpf"
-    assert "renkei-local" in str(refused.value) and today.isoformat() in str(refused.value)
+    assert "local-city-shibuya" in str(refused.value) and today.isoformat() in str(refused.value)
 
 
 REPLACEMENT = """\
@@ -597,3 +621,86 @@ async def test_rows_stored_before_sources_were_recorded_count_as_the_previous_lo
     d = report.outcome.diff
     assert d.against == "legacy" and len(d.added) == 5 and d.unchanged == 1 and not d.removed
     assert "diff against legacy" in "\n".join(report.lines())
+
+
+def _ordinance_yaml(path: Path, body: str | None, infos: tuple[str, ...]) -> Path:
+    path.write_text(
+        (f"body: {body}\n" if body else "")
+        + "rows:\n"
+        + "".join(
+            f"  - {{item: '一', requester_role: municipal-mayor, task: child-allowance,"
+            f" provider_role: municipal-mayor, info: {info}}}\n"
+            for info in infos
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+async def test_a_city_loads_only_its_own_ordinance_and_the_load_records_which_city(
+    law, loaded: LoadReport, tmp_path: Path
+) -> None:
+    """Another body's ordinance, national law, a source handed to another body: each refused,
+    located at the file's `body:` line, and nothing loaded. A city's own load is recorded with
+    who made it and as which body, and its rows permit that city only."""
+    pool, _ = law
+    rows_before = await pool.fetchval("SELECT count(*) FROM whitelist.rows")
+    loads_before = await pool.fetchval("SELECT count(*) FROM whitelist.loads")
+    shibuyas = _ordinance_yaml(tmp_path / "shibuya.yaml", "city-shibuya", ("resident-record",))
+    refusals = {
+        # city-minato loads city-shibuya's ordinance
+        ("local-city-shibuya", shibuyas, "city-minato"): (
+            f"{shibuyas}:1: body: source 'local-city-shibuya' is city-shibuya's own ordinance",
+            "only city-shibuya loads or replaces its rows, and this load is made as city-minato",
+        ),
+        # ... or names itself in a file for city-shibuya's source
+        (
+            "local-city-shibuya",
+            _ordinance_yaml(tmp_path / "mine.yaml", "city-minato", ("resident-record",)),
+            "city-minato",
+        ): ("body: source 'local-city-shibuya' is city-shibuya's own ordinance",),
+        # a body's ordinance loaded as no body
+        ("local-city-shibuya", shibuyas, None): ("this load is made as no body (--as)",),
+        # a city loading national law (no body)
+        (
+            "annex2-2015",
+            _ordinance_yaml(tmp_path / "national.yaml", None, ("resident-record",)),
+            "city-minato",
+        ): ("loading as city-minato: a body loads only its own ordinance",),
+        # an ordinance of a body that is no local government
+        (
+            "local-mhlw",
+            _ordinance_yaml(tmp_path / "mhlw.yaml", "mhlw", ("resident-record",)),
+            "mhlw",
+        ): ("'mhlw' is not a local government",),
+    }
+    for (sid, path, as_org), expected in refusals.items():
+        with pytest.raises(SourceFileError) as refused:
+            await load_file(
+                pool,
+                sid,
+                path,
+                SourceOptions(title="t", citation="c {item}", valid_from=dt.date(2024, 4, 1)),
+                "law-tester",
+                as_org=as_org,
+            )
+        for text in expected:
+            assert text in str(refused.value), (sid, as_org, str(refused.value))
+    assert await pool.fetchval("SELECT count(*) FROM whitelist.rows") == rows_before
+    assert await pool.fetchval("SELECT count(*) FROM whitelist.loads") == loads_before
+
+    # city-minato replaces its own ordinance's rows (the child allowance's own check only)
+    own = _ordinance_yaml(tmp_path / "own.yaml", "city-minato", ("resident-record",))
+    report = await load_file(
+        pool, "local-city-minato", own, SourceOptions(), "minato-clerk", as_org="city-minato"
+    )
+    assert "load" in report.lines()[1] and "as city-minato" in report.lines()[1]
+    recorded = await pool.fetchrow(
+        "SELECT loaded_by, body, rows FROM whitelist.loads WHERE id = $1", report.outcome.load_id
+    )
+    assert dict(recorded) == {"loaded_by": "minato-clerk", "body": "city-minato", "rows": 1}
+    [row] = await store.fetch_rows(pool, "source = $1", "local-city-minato")
+    assert row.body == "city-minato" and row.scope == "within-body"
+    assert row.item.startswith(
+        "港区行政手続における特定の個人を識別するための番号の利用等に関する条例"
+    )

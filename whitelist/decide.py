@@ -136,11 +136,15 @@ class WhitelistIndex:
         at: dt.date,
         *,
         same_body: bool = False,
+        body: str | None = None,
         consented: bool = False,
     ) -> Decision:
         """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids and,
-        for a row of a body's own use (``within-body``), requester and provider are one body;
-        for a row of scope ``consent`` (a partner's act), the citizen's consent was verified."""
+        for a row of a body's own use (``within-body``), requester and provider are one body
+        (``body``, the org, when known) — for a row of a body's own ordinance, that very body;
+        for a row of scope ``consent`` (a partner's act), the citizen's consent was verified.
+        ``body`` None with ``same_body`` is a check for every body of a role (a BPF's role
+        executor): a body's ordinance row counts then, and the run decides for its own org."""
         req = tuple(requester_roles)
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
@@ -148,6 +152,7 @@ class WhitelistIndex:
         levels = self._levels(info)
         rows = self._rows
         unconsented: WhitelistRow | None = None
+        foreign: WhitelistRow | None = None
         for r in req:
             for p in prov:
                 found = (
@@ -158,6 +163,8 @@ class WhitelistIndex:
                 for row in found:
                     if row.scope == "within-body" and not same_body:
                         own_use = row
+                    elif row.body is not None and body is not None and row.body != body:
+                        foreign = row  # another body's ordinance: never this body's
                     elif row.scope == "consent" and not consented:
                         unconsented = row
                     elif self.in_force(row, at):
@@ -173,6 +180,11 @@ class WhitelistIndex:
             reason = (
                 f"{own_use.legal_reference} permits a body's use of its own records only:"
                 " the requester and the provider are different bodies"
+            )
+        elif foreign is not None:
+            reason = (
+                f"{self.cite(foreign, at)} is {foreign.body}'s own ordinance (番号法第9条第2項):"
+                f" it permits {foreign.body}'s use of its own records only, not {body}'s"
             )
         elif expired is not None:
             reason = self._not_in_force(expired, at)
@@ -283,5 +295,6 @@ def decide_linkage(
         info,
         day,
         same_body=requester == provider,
+        body=requester if requester == provider else None,
         consented=consented,
     )

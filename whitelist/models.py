@@ -155,6 +155,12 @@ class WhitelistRow(BaseModel):
         description="the ordinance-level information (主務省令で定める情報) under ``info``;"
         " none when the row covers the whole category",
     )
+    body: str | None = Field(
+        default=None,
+        description="for a row of a local government's own ordinance (独自利用事務, 番号法第9条"
+        "第2項), that body (an org id): the row permits that body's use of its own records"
+        " only, never another body's; none for a row of national law",
+    )
     citation: str | None = Field(
         default=None,
         description="how a decision on a given date cites the row (its source's citation form,"
@@ -210,6 +216,12 @@ class Source(BaseModel):
     stand_in_from: dt.date | None = None
     stand_in_note: str | None = None
     supersedes: str | None = None
+    body: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="the local government whose own ordinance (条例) this is (番号法第9条第2項):"
+        " its rows permit that body only, and only that body loads it; none for national law",
+    )
     content_hash: str = ""
     loaded_by: str = ""
     loaded_at: dt.datetime | None = None

@@ -29,11 +29,11 @@ from whitelist.sources import RowDiff, diff_rows
 CHANNEL = "renkei_whitelist"
 _COLUMNS = (
     "id, source, item, requester_role, task, provider_role, info, legal_text, valid_from,"
-    " valid_to, scope, sub_task, sub_info"
+    " valid_to, scope, sub_task, sub_info, body"
 )
 _SOURCE_COLUMNS = (
     "id, title, citation, valid_from, valid_to, stand_in_from, stand_in_note, supersedes,"
-    " content_hash, loaded_by, loaded_at"
+    " content_hash, loaded_by, loaded_at, body"
 )
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
             f"INSERT INTO whitelist.rows ({_COLUMNS})"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
             " ON CONFLICT (id) DO UPDATE SET valid_from = EXCLUDED.valid_from,"
             " valid_to = EXCLUDED.valid_to, legal_text = EXCLUDED.legal_text, scope = EXCLUDED.scope,"
             " loaded_at = now()",
@@ -115,6 +115,11 @@ async def load_index(
     )
 
 
+def owner_of(source: Source) -> str:
+    """Whose law ``source`` is, in words: a body's own ordinance, or national law."""
+    return f"{source.body}'s own ordinance" if source.body else "national law (no body's own)"
+
+
 class SourceRefused(ValueError):
     """A load the store cannot take (an unknown source to supersede, a period that cannot
     close the one it supersedes)."""
@@ -148,6 +153,11 @@ async def load_source(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
         stored = {s.id: s for s in await fetch_sources(conn)}
+        was = stored.get(source.id)
+        if was is not None and was.body != source.body:
+            raise SourceRefused(
+                f"{source.id} is {owner_of(was)}; a load cannot make it {owner_of(source)}"
+            )
         successors = [s for s in stored.values() if s.supersedes == source.id]
         for nxt in successors:
             if source.valid_to is None or source.valid_to > nxt.valid_from:
@@ -186,13 +196,13 @@ async def load_source(
         diff = diff_rows(previous, rows, against)
         stamped = await conn.fetchrow(
             f"INSERT INTO whitelist.sources ({_SOURCE_COLUMNS})"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,now())"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,now(),$11)"
             " ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title,"
             " citation = EXCLUDED.citation, valid_from = EXCLUDED.valid_from,"
             " valid_to = EXCLUDED.valid_to, stand_in_from = EXCLUDED.stand_in_from,"
             " stand_in_note = EXCLUDED.stand_in_note, supersedes = EXCLUDED.supersedes,"
             " content_hash = EXCLUDED.content_hash, loaded_by = EXCLUDED.loaded_by,"
-            " loaded_at = now()"
+            " loaded_at = now(), body = EXCLUDED.body"
             f" RETURNING {_SOURCE_COLUMNS}",
             source.id,
             source.title,
@@ -204,6 +214,7 @@ async def load_source(
             source.supersedes,
             source.content_hash,
             source.loaded_by,
+            source.body,
         )
         await conn.execute("DELETE FROM whitelist.rows WHERE source = $1", source.id)
         await conn.copy_records_to_table(
@@ -214,8 +225,8 @@ async def load_source(
         )
         load_id: int = await conn.fetchval(
             "INSERT INTO whitelist.loads (source, file_name, content_hash, loaded_by, against,"
-            " effective, rows, added, removed, changed, diff)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::text::jsonb) RETURNING id",
+            " effective, rows, added, removed, changed, diff, body)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::text::jsonb,$12) RETURNING id",
             source.id,
             file_name,
             source.content_hash,
@@ -227,6 +238,7 @@ async def load_source(
             len(diff.removed),
             len(diff.changed),
             json.dumps(diff.lines(limit=1000), ensure_ascii=False),
+            source.body,
         )
         version = await _bump(conn)
     return LoadOutcome(

@@ -133,6 +133,11 @@ def executor_roles(catalog: Catalog, executor: str) -> dict[str, frozenset[str]]
     return {executor: catalog.org_roles(executor)}
 
 
+def org_of(label: str) -> str | None:
+    """The org an executor entry names (None for a role, which stands for many bodies)."""
+    return label if role_of(label) is None else None
+
+
 def info_schemas(catalog: Catalog, loaded: LoadedBpf) -> dict[str, str]:
     """Schema class name of every info item the definition queries."""
     return {
@@ -426,7 +431,9 @@ def _check_cohort_rule(
         label
         for ex in d.owners.executors
         for label, roles in executor_roles(catalog, ex).items()
-        if not whitelist.decide(roles, d.task, roles, COHORT_INFO, day, same_body=True).allowed
+        if not whitelist.decide(
+            roles, d.task, roles, COHORT_INFO, day, same_body=True, body=org_of(label)
+        ).allowed
     ]
     if refused:
         with_rule = whitelist.tasks_permitting(COHORT_INFO, day)
@@ -436,7 +443,7 @@ def _check_cohort_rule(
             f" resident register who reaches the event ({COHORT_INFO!r}) under the flow's task,"
             f" and no whitelist row in force on {day.isoformat()} lets {', '.join(refused)} do"
             f" that (tasks with a cohort rule: {_names(with_rule)}). Add the rule to"
-            " whitelist/data/local/rows.yaml (docs/triggers.md, “A cohort rule for a new task”)",
+            " the municipality's own ordinance, whitelist/data/ordinances/local-<org>.yaml (docs/triggers.md, “A cohort rule for a new task”)",
         )
         return
     orgs = sorted({o for e in d.owners.executors for o in catalog.orgs_of(e)})
@@ -719,7 +726,13 @@ def _conformance(
                 # is the executing org (never a role, which stands for many orgs).
                 same_body = providers is None or (role_of(label) is None and prov_label == label)
                 decision = whitelist.decide(
-                    req_roles, d.task, prov_roles, step.query.info, day, same_body=same_body
+                    req_roles,
+                    d.task,
+                    prov_roles,
+                    step.query.info,
+                    day,
+                    same_body=same_body,
+                    body=org_of(label) if same_body else None,
                 )
                 if not decision.allowed:
                     hint = permitting_hint(whitelist, d.task, step.query.info, day)

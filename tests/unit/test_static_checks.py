@@ -299,14 +299,14 @@ def test_a_life_event_flow_needs_a_cohort_rule_for_its_task() -> None:
         "triggers[0].life-event: task 'long-term-care-benefits-and-premiums' has no cohort rule"
     )
     assert "tasks with a cohort rule: coming-of-age-pension-notice, school-entry-notice" in error
-    assert "whitelist/data/local/rows.yaml" in error and "docs/triggers.md" in error
+    assert "whitelist/data/ordinances/local-<org>.yaml" in error and "docs/triggers.md" in error
 
 
 def test_the_docs_say_how_to_add_a_cohort_rule() -> None:
     doc = (PROJECT_ROOT / "docs" / "triggers.md").read_text(encoding="utf-8")
     assert "A cohort rule for a new task" in doc
     section = doc.split("A cohort rule for a new task")[1]
-    assert "whitelist/data/local/rows.yaml" in section and "resident-cohort" in section
+    assert "whitelist/data/ordinances/local-<org>.yaml" in section and "resident-cohort" in section
 
 
 def test_a_life_event_flow_with_a_cohort_rule_validates() -> None:
