@@ -704,3 +704,97 @@ async def test_a_city_loads_only_its_own_ordinance_and_the_load_records_which_ci
     assert row.item.startswith(
         "港区行政手続における特定の個人を識別するための番号の利用等に関する条例"
     )
+
+
+async def test_a_tasks_period_set_in_the_registry_denies_after_it_and_stops_its_versions(
+    law, loaded: LoadReport, catalog
+) -> None:
+    """The live registry ends the child allowance task: a linkage of it past its end is
+    denied with that reason, the change is recorded as a load, the review stops its operating
+    version from that day, and opening the period again lifts the stop."""
+    from renkei.app.sources import set_period
+
+    pool, _ = law
+    ends = BEGINS + dt.timedelta(days=10)
+
+    async def start(on: dt.date) -> None:
+        await admit(
+            pool,
+            catalog,
+            "operation",
+            bpf="child-allowance-check",
+            version=None,
+            executor="city-minato",
+            subject="A" * 20,
+            inputs={"previous_municipality": "city-shibuya"},
+            trigger="counter",
+            on=on,
+        )
+
+    with pytest.raises(store.SourceRefused, match="unknown task 'child-allowence'"):
+        await set_period(pool, "task", "child-allowence", None, ends, "law-tester")
+    report = await set_period(pool, "task", "child-allowance", None, ends, "period-tester")
+    text = "\n".join(report.lines())
+    assert f"task child-allowance: in force from the start to {ends} (was always)" in text
+    [stopped] = [r for r in report.affected if r.bpf == "child-allowance-check"]
+    assert stopped.stops_on == ends
+    assert f"task 'child-allowance' is not in force on {ends}: it ended on {ends}" in "\n".join(
+        stopped.problems
+    )
+    recorded = await pool.fetchrow(
+        "SELECT source, file_name, loaded_by, diff::text AS diff FROM whitelist.loads"
+        " WHERE id = $1",
+        report.outcome.load_id,
+    )
+    assert recorded["source"] == "catalog-periods" and recorded["loaded_by"] == "period-tester"
+    assert recorded["file_name"] == "task child-allowance" and "(was always)" in recorded["diff"]
+
+    index = await store.load_index(pool)
+    at = dt.datetime.combine(ends, dt.time(12), tzinfo=JST)
+    before = decide_linkage(
+        catalog,
+        index,
+        "city-minato",
+        "city-shibuya",
+        "child-allowance",
+        "local-tax",
+        at - dt.timedelta(days=1),
+    )
+    assert before.allowed
+    after = decide_linkage(
+        catalog, index, "city-minato", "city-shibuya", "child-allowance", "local-tax", at
+    )
+    assert not after.allowed and after.reason.startswith(
+        f"task 'child-allowance' is not in force on {ends}: it ended on {ends}"
+    )
+
+    await start(ends - dt.timedelta(days=1))
+    with pytest.raises(StartRefused) as refused:
+        await start(ends)
+    assert "task child-allowance ends" in refused.value.reason and str(ends) in refused.value.reason
+
+    # An info item's period: before it begins, nothing of it (nor of its finer items) is permitted.
+    report = await set_period(pool, "info", "local-tax", ends, None, "period-tester")
+    index = await store.load_index(pool)
+    early = decide_linkage(
+        catalog, index, "city-minato", "city-shibuya", "child-allowance", "local-tax", at
+    )
+    assert not early.allowed and "task 'child-allowance'" in early.reason  # the task's first
+    tax = decide_linkage(
+        catalog,
+        index,
+        "pref-tokyo",
+        "city-minato",
+        "child-rearing-allowance",
+        "local-tax",
+        at - dt.timedelta(days=1),
+    )
+    assert not tax.allowed
+    assert f"info item 'local-tax' is not in force on {ends - dt.timedelta(days=1)}" in tax.reason
+    assert f"it begins on {ends}" in tax.reason
+
+    # Both periods open again: the review lifts the stop.
+    await set_period(pool, "info", "local-tax", None, None, "period-tester")
+    report = await set_period(pool, "task", "child-allowance", None, None, "period-tester")
+    assert all(r.conformant for r in report.reviewed if r.bpf == "child-allowance-check")
+    await start(ends)

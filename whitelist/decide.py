@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from whitelist.catalog import default_catalog
-from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
 
 Key = tuple[str, str, str, str]
 
@@ -47,9 +47,15 @@ class WhitelistIndex:
         version: int = 0,
         sources: Iterable[Source] = (),
         parents: Mapping[str, str] | None = None,
+        periods: Mapping[tuple[PeriodKind, str], Held] | None = None,
     ) -> None:
         self.version = version
         self.sources: dict[str, Source] = {s.id: s for s in sources}
+        # The periods of tasks and info items (the catalog's, by default; the store's registry
+        # over them, see whitelist.store.load_index): outside one, nothing of it is permitted.
+        self.periods: dict[tuple[PeriodKind, str], Held] = dict(
+            periods if periods is not None else default_catalog().periods()
+        )
         # An ordinance-level info item's statutory category (the catalog's, by default).
         self._parents = dict(parents) if parents is not None else default_catalog().parents()
         self._rows: dict[Key, list[WhitelistRow]] = {}
@@ -73,6 +79,32 @@ class WhitelistIndex:
         item, its statutory category."""
         parent = self._parents.get(info)
         return (info,) if parent is None else (info, parent)
+
+    def parent_of(self, info: str) -> str | None:
+        """The statutory category of an ordinance-level info item."""
+        return self._parents.get(info)
+
+    def out_of_period(self, task: str, info: str, at: dt.date) -> str | None:
+        """Why nothing of ``task`` or ``info`` (or its statutory category) is permitted on
+        ``at``: the first of them not in force then, with its period; None when all are."""
+        if not self.periods:
+            return None
+        checks: list[tuple[PeriodKind, str]] = [("task", task)]
+        checks += [("info", level) for level in self._levels(info)]
+        for kind, ident in checks:
+            held = self.periods.get((kind, ident))
+            if held is not None and not held.valid_at(at):
+                what = "task" if kind == "task" else "info item"
+                when = (
+                    f"it ended on {held.valid_to}"
+                    if held.valid_to is not None and at >= held.valid_to
+                    else f"it begins on {held.valid_from}"
+                )
+                return (
+                    f"{what} {ident!r} is not in force on {at.isoformat()}: {when}"
+                    f" (in force {held.valid_from or 'from the start'} to {held.valid_to or 'open'})"
+                )
+        return None
 
     def in_force(self, row: WhitelistRow, day: dt.date) -> bool:
         """Whether ``row`` is in force on ``day``: its own period, bounded by its source's."""
@@ -145,6 +177,9 @@ class WhitelistIndex:
         for a row of scope ``consent`` (a partner's act), the citizen's consent was verified.
         ``body`` None with ``same_body`` is a check for every body of a role (a BPF's role
         executor): a body's ordinance row counts then, and the run decides for its own org."""
+        lapsed = self.out_of_period(task, info, at)
+        if lapsed is not None:
+            return Decision(allowed=False, reason=lapsed)
         req = tuple(requester_roles)
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None

@@ -20,9 +20,10 @@ import asyncpg
 from pydantic import BaseModel
 
 from renkei.kernel.db import APP_ROLE, connect
+from whitelist.catalog import default_catalog
 from whitelist.controls_store import LiveControls
 from whitelist.decide import WhitelistIndex
-from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
 from whitelist.orgs import LiveOrgs, load_orgs
 from whitelist.sources import RowDiff, diff_rows
 
@@ -111,7 +112,102 @@ async def load_index(
     conn_or_pool = pool
     version: int = await conn_or_pool.fetchval("SELECT version FROM whitelist.version")
     return WhitelistIndex(
-        await fetch_rows(conn_or_pool), version=version, sources=await fetch_sources(conn_or_pool)
+        await fetch_rows(conn_or_pool),
+        version=version,
+        sources=await fetch_sources(conn_or_pool),
+        periods={**default_catalog().periods(), **await fetch_periods(conn_or_pool)},
+    )
+
+
+async def fetch_periods(
+    pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+) -> dict[tuple[PeriodKind, str], Held]:
+    """The periods of tasks and info items the live registry sets (over the catalog's)."""
+    rows = await pool.fetch("SELECT kind, id, valid_from, valid_to FROM whitelist.periods")
+    return {
+        (r["kind"], r["id"]): Held(id=r["id"], valid_from=r["valid_from"], valid_to=r["valid_to"])
+        for r in rows
+    }
+
+
+# The source each change of a task's or an info item's period is recorded as a load of.
+PERIODS_SOURCE = Source(
+    id="catalog-periods",
+    title="事務及び特定個人情報の期間（カタログ） / periods of tasks and info items",
+    citation="{item}",
+    valid_from=dt.date(2015, 10, 5),
+)
+
+
+async def set_period(
+    pool: asyncpg.Pool,
+    kind: PeriodKind,
+    ident: str,
+    valid_from: dt.date | None,
+    valid_to: dt.date | None,
+    *,
+    by: str,
+    effective: dt.date,
+) -> LoadOutcome:
+    """Set the period of task or info item ``ident`` in the live registry, recorded as a load
+    of :data:`PERIODS_SOURCE` (who, when, the period before and after); workers take it with
+    the index. The caller reviews the operating versions after it, as after any load."""
+    if valid_from is not None and valid_to is not None and valid_to <= valid_from:
+        raise SourceRefused(f"{kind} {ident}: valid_to {valid_to} is not after {valid_from}")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
+        was = (await fetch_periods(conn)).get((kind, ident)) or default_catalog().periods().get(
+            (kind, ident)
+        )
+        await conn.execute(
+            "INSERT INTO whitelist.periods (kind, id, valid_from, valid_to, set_by)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, id) DO UPDATE SET"
+            " valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to,"
+            " set_by = EXCLUDED.set_by, set_at = now()",
+            kind,
+            ident,
+            valid_from,
+            valid_to,
+            by,
+        )
+        src = PERIODS_SOURCE
+        stamped = await conn.fetchrow(
+            f"INSERT INTO whitelist.sources ({_SOURCE_COLUMNS})"
+            " VALUES ($1,$2,$3,$4,NULL,NULL,NULL,NULL,'',$5,now(),NULL)"
+            " ON CONFLICT (id) DO UPDATE SET loaded_by = EXCLUDED.loaded_by, loaded_at = now()"
+            f" RETURNING {_SOURCE_COLUMNS}",
+            src.id,
+            src.title,
+            src.citation,
+            src.valid_from,
+            by,
+        )
+
+        def period(h: Held | None) -> str:
+            if h is None or (h.valid_from is None and h.valid_to is None):
+                return "always"
+            return f"{h.valid_from or 'from the start'} to {h.valid_to or 'open'}"
+
+        now = Held(id=ident, valid_from=valid_from, valid_to=valid_to)
+        line = f"~ {kind} {ident}: in force {period(now)} (was {period(was)})"
+        load_id: int = await conn.fetchval(
+            "INSERT INTO whitelist.loads (source, file_name, content_hash, loaded_by, against,"
+            " effective, rows, added, removed, changed, diff)"
+            " VALUES ($1, $2, '', $3, NULL, $4, 0, 0, 0, 1, $5::text::jsonb) RETURNING id",
+            src.id,
+            f"{kind} {ident}",
+            by,
+            effective,
+            json.dumps([line], ensure_ascii=False),
+        )
+        version = await _bump(conn)
+    return LoadOutcome(
+        load_id=load_id,
+        version=version,
+        source=Source(**dict(stamped or {})),
+        diff=RowDiff(against=None),
+        effective=effective,
+        note=line,
     )
 
 
@@ -134,6 +230,7 @@ class LoadOutcome(BaseModel):
     diff: RowDiff
     closed: Source | None = None
     effective: dt.date
+    note: str | None = None  # a change of a period (set_period): what changed
 
 
 async def load_source(

@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import BaseModel
 
+from renkei.bpf.models import did_you_mean
 from renkei.bpf.review import Reviewed, review
 from whitelist import store
 from whitelist.annex2 import SOURCE as ANNEX2_SOURCE
@@ -23,7 +24,7 @@ from whitelist.catalog import default_catalog
 from whitelist.decide import JST
 from whitelist.lawxml import read_law_xml
 from whitelist.local import RETIRED_SOURCE, ordinances
-from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.models import Catalog, PeriodKind, Source, WhitelistRow
 from whitelist.partners import SOURCE as PARTNERS_SOURCE
 from whitelist.partners import load_partners, partners_source
 from whitelist.sources import SourceFileError, SourceMeta, build_rows, read_rows_file
@@ -42,6 +43,13 @@ class LoadReport(BaseModel):
     def lines(self) -> list[str]:
         o = self.outcome
         s = o.source
+        if o.note is not None:  # a task's or an info item's period (set_period)
+            return [
+                o.note.removeprefix("~ "),
+                f"load {o.load_id} by {s.loaded_by} (source {s.id}), whitelist version"
+                f" {o.version}, effective {o.effective}",
+                *self._review_lines(),
+            ]
         out = [
             f"loaded {s.id} ({s.title}): {o.diff.unchanged + len(o.diff.added) + len(o.diff.changed)}"
             f" rows, in force {s.period()}; cited as {s.cite('{item}')}"
@@ -60,6 +68,11 @@ class LoadReport(BaseModel):
             f" {len(d.changed)} changed, {d.unchanged} unchanged"
         )
         out += [f"  {line}" for line in d.lines()]
+        return out + self._review_lines()
+
+    def _review_lines(self) -> list[str]:
+        o = self.outcome
+        out: list[str] = []
         affected = self.affected
         out.append(
             f"review from {o.effective}: {len(self.reviewed)} operating versions,"
@@ -185,6 +198,29 @@ async def load_file(
         raise SourceFileError([f"{path}: source {source_id!r}: {err}"]) from None
     rows = build_rows(source, specs, cat)
     return await load(pool, cat, source, rows, file_name=path.name, today=today)
+
+
+async def set_period(
+    pool: asyncpg.Pool,
+    kind: PeriodKind,
+    ident: str,
+    valid_from: dt.date | None,
+    valid_to: dt.date | None,
+    by: str,
+    *,
+    catalog: Catalog | None = None,
+    today: dt.date | None = None,
+) -> LoadReport:
+    """Set the period of a task or an info item in the live registry, then review every
+    operating version as after a load. Raises :class:`~whitelist.store.SourceRefused` for an
+    id the catalog does not know or a period that ends before it begins."""
+    cat = catalog or default_catalog()
+    known = cat.tasks if kind == "task" else cat.info_items
+    if ident not in known:
+        raise store.SourceRefused(f"unknown {kind} {ident!r}{did_you_mean(ident, known)}")
+    day = today or dt.datetime.now(JST).date()
+    outcome = await store.set_period(pool, kind, ident, valid_from, valid_to, by=by, effective=day)
+    return LoadReport(outcome=outcome, reviewed=await review(pool, cat, outcome, today))
 
 
 # The kinds of body that make ordinances of their own (地方公共団体).

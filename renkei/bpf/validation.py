@@ -59,7 +59,7 @@ from renkei.bpf.models import (
 )
 from renkei.bpf.providers import named_providers, served_by
 from whitelist.decide import WhitelistIndex, permitting_hint
-from whitelist.models import COHORT_INFO, Catalog, role_of, role_ref
+from whitelist.models import COHORT_INFO, Catalog, PeriodKind, role_of, role_ref
 
 Add = Callable[..., None]
 
@@ -277,6 +277,7 @@ def validate(
                     f"{provider} does not serve info item {info!r} ({served_by(catalog, info)})",
                 )
 
+    _check_periods(d, queries, whitelist, day, locs, add)
     check_private(d, catalog, locs, add)
     check_acts(d, catalog, whitelist, day, locs, add)
     if d.task in catalog.tasks:
@@ -307,6 +308,39 @@ def validate(
         if not any(i.severity == "error" for i in found):
             _check_providers_serve(d, s, locs[s.id], catalog, add)
     return issues
+
+
+def _check_periods(
+    d: BpfDefinition,
+    queries: list[QueryStep],
+    whitelist: WhitelistIndex,
+    day: dt.date,
+    locs: dict[str, tuple[str | int, ...]],
+    add: Add,
+) -> None:
+    """Warn when the flow's task or an info item it queries (or that item's category) ends
+    after ``day``: from then on its linkages are denied and a version in operation stops (the
+    review finds it non-conformant that day). One not in force on ``day`` denies every
+    linkage, which the whitelist check reports."""
+    dated: list[tuple[PeriodKind, str, tuple[str | int, ...]]] = [("task", d.task, ("task",))]
+    for s in queries:
+        parent = whitelist.parent_of(s.query.info)
+        for info in (s.query.info, *((parent,) if parent else ())):
+            dated.append(("info", info, (*locs[s.id], "query", "info")))
+    seen: set[tuple[str, str]] = set()
+    for kind, ident, loc in dated:
+        held = whitelist.periods.get((kind, ident))
+        if held is None or held.valid_to is None or held.valid_to <= day or (kind, ident) in seen:
+            continue
+        seen.add((kind, ident))
+        what = "task" if kind == "task" else "info item"
+        add(
+            loc,
+            f"{what} {ident!r} ends on {held.valid_to} (in force"
+            f" {held.valid_from or 'from the start'} to {held.valid_to}): from that day every"
+            " linkage of it is denied, and a version in operation admits no new run",
+            "warning",
+        )
 
 
 def _unknown_org(org: str, catalog: Catalog) -> str:

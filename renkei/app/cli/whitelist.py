@@ -131,6 +131,40 @@ async def whitelist_sources() -> None:
     typer.echo(f"{len(sources)} sources", err=True)
 
 
+@whitelist_app.command("period")
+@run_async
+async def whitelist_period(
+    kind: Annotated[str, typer.Argument(help="task or info")],
+    ident: Annotated[str, typer.Argument(metavar="ID", help="the task's or the info item's id")],
+    valid_from: Day = None,
+    valid_to: Day = None,
+    by: Annotated[str | None, typer.Option(help="who sets it (default: the OS user)")] = None,
+) -> int:
+    """Set the period a task (事務) or an info item (特定個人情報) is in force (none: always):
+    outside it every linkage of it is denied. Recorded as a load, then every operating BPF
+    version is reviewed, as after a load."""
+    from renkei.app.sources import os_user, set_period
+
+    if kind not in ("task", "info"):
+        raise typer.BadParameter(f"{kind!r}: task or info", param_hint="KIND")
+    async with database(get_settings()) as pool:
+        try:
+            report = await set_period(
+                pool,
+                "task" if kind == "task" else "info",
+                ident,
+                _day("--valid-from", valid_from),
+                _day("--valid-to", valid_to),
+                by or os_user(),
+            )
+        except store.SourceRefused as err:
+            typer.echo(f"error: nothing set: {err}", err=True)
+            return 1
+    for line in report.lines():
+        typer.echo(line)
+    return 0
+
+
 @whitelist_app.command("list")
 @run_async
 async def whitelist_list(
