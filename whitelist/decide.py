@@ -28,6 +28,7 @@ class Decision(BaseModel):
     allowed: bool
     row: WhitelistRow | None = None
     reason: str
+    sub_task: str | None = None  # the ordinance-level task the query named, if any
 
     @property
     def legal_reference(self) -> str:
@@ -72,7 +73,7 @@ class WhitelistIndex:
         self._size = count
         self._tasks = {k[1] for k in self._rows}
         self._infos = {k[3] for k in self._rows}
-        self._decisions: dict[tuple[str, str, str, str], Decision] = {}
+        self._decisions: dict[tuple[str, str, str, str, str], Decision] = {}
 
     def _levels(self, info: str) -> tuple[str, ...]:
         """The keys a query for ``info`` may match: the item itself and, for an ordinance-level
@@ -83,6 +84,10 @@ class WhitelistIndex:
     def parent_of(self, info: str) -> str | None:
         """The statutory category of an ordinance-level info item."""
         return self._parents.get(info)
+
+    def sub_tasks(self, task: str) -> set[str]:
+        """The ordinance-level tasks rows name under ``task``."""
+        return {r.sub_task for r in self.rows() if r.task == task and r.sub_task}
 
     def out_of_period(self, task: str, info: str, at: dt.date) -> str | None:
         """Why nothing of ``task`` or ``info`` (or its statutory category) is permitted on
@@ -119,17 +124,24 @@ class WhitelistIndex:
             return source.marked(row.item)
         return row.item
 
-    def _permitted(self, row: WhitelistRow, r: str, p: str, day: dt.date) -> Decision:
-        """The (immutable) decision a row in force gives; built once per row, role pair and
-        citation (a stand-in's rows are cited as such from the day it stands in)."""
+    def _permitted(
+        self, row: WhitelistRow, r: str, p: str, day: dt.date, sub_task: str | None = None
+    ) -> Decision:
+        """The (immutable) decision a row in force gives; built once per row, role pair,
+        citation (a stand-in's rows are cited as such from the day it stands in) and sub-task
+        asked."""
         citation = self.cite(row, day)
-        key = (row.id, r, p, citation)
+        key = (row.id, r, p, citation, sub_task or "")
         found = self._decisions.get(key)
         if found is None:
             cited = row if citation == row.item else row.model_copy(update={"citation": citation})
-            level = f" [{row.info} › {row.sub_info}]" if row.sub_info else ""
+            level = f" [{row.task} › {sub_task}]" if sub_task else ""
+            level += f" [{row.info} › {row.sub_info}]" if row.sub_info else ""
             found = self._decisions[key] = Decision(
-                allowed=True, row=cited, reason=f"permitted by {citation}{level} ({r} → {p})"
+                allowed=True,
+                row=cited,
+                reason=f"permitted by {citation}{level} ({r} → {p})",
+                sub_task=sub_task,
             )
         return found
 
@@ -170,13 +182,16 @@ class WhitelistIndex:
         same_body: bool = False,
         body: str | None = None,
         consented: bool = False,
+        sub_task: str | None = None,
     ) -> Decision:
         """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids and,
         for a row of a body's own use (``within-body``), requester and provider are one body
         (``body``, the org, when known) — for a row of a body's own ordinance, that very body;
         for a row of scope ``consent`` (a partner's act), the citizen's consent was verified.
         ``body`` None with ``same_body`` is a check for every body of a role (a BPF's role
-        executor): a body's ordinance row counts then, and the run decides for its own org."""
+        executor): a body's ordinance row counts then, and the run decides for its own org.
+        ``sub_task``: the ordinance-level task the query names under ``task``; a row naming
+        another sub-task does not permit it, a row of the whole task does."""
         lapsed = self.out_of_period(task, info, at)
         if lapsed is not None:
             return Decision(allowed=False, reason=lapsed)
@@ -188,6 +203,7 @@ class WhitelistIndex:
         rows = self._rows
         unconsented: WhitelistRow | None = None
         foreign: WhitelistRow | None = None
+        other_sub: set[str] = set()
         for r in req:
             for p in prov:
                 found = (
@@ -196,14 +212,16 @@ class WhitelistIndex:
                     else [x for lv in levels for x in rows.get((r, task, p, lv), ())]
                 )
                 for row in found:
-                    if row.scope == "within-body" and not same_body:
+                    if sub_task is not None and row.sub_task not in (None, sub_task):
+                        other_sub.add(row.sub_task or "")  # another ordinance-level task's
+                    elif row.scope == "within-body" and not same_body:
                         own_use = row
                     elif row.body is not None and body is not None and row.body != body:
                         foreign = row  # another body's ordinance: never this body's
                     elif row.scope == "consent" and not consented:
                         unconsented = row
                     elif self.in_force(row, at):
-                        return self._permitted(row, r, p, at)
+                        return self._permitted(row, r, p, at, sub_task)
                     elif expired is None or self._ended(row) > self._ended(expired):
                         expired = row  # the one whose period ended last says most
         if unconsented is not None:
@@ -223,6 +241,11 @@ class WhitelistIndex:
             )
         elif expired is not None:
             reason = self._not_in_force(expired, at)
+        elif other_sub:
+            reason = (
+                f"no whitelist row permits sub-task {sub_task!r} of task {task!r}: the rows for"
+                f" {info!r} name {', '.join(repr(s) for s in sorted(other_sub))} only"
+            )
         elif not req:
             reason = "the requester holds no role"
         elif not prov:
@@ -303,6 +326,7 @@ def decide_linkage(
     at: dt.datetime,
     *,
     consented: bool = False,
+    sub_task: str | None = None,
 ) -> Decision:
     """Decide one linkage between two orgs at ``at`` (the date in Japan counts).
 
@@ -332,4 +356,5 @@ def decide_linkage(
         same_body=requester == provider,
         body=requester if requester == provider else None,
         consented=consented,
+        sub_task=sub_task,
     )

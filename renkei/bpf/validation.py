@@ -263,6 +263,14 @@ def validate(
     for s in queries:
         step_loc = locs[s.id]
         info, provider = s.query.info, s.query.provider
+        sub_task = s.query.sub_task
+        if sub_task is not None and sub_task not in (named := whitelist.sub_tasks(d.task)):
+            add(
+                (*step_loc, "query", "sub_task"),
+                f"no whitelist row names sub-task {sub_task!r} under task {d.task!r}"
+                + (f" (sub-tasks named: {_names(sorted(named))})" if named else " (none is)")
+                + did_you_mean(sub_task, named),
+            )
         if info not in catalog.info_items:
             add(
                 (*step_loc, "query", "info"),
@@ -767,6 +775,7 @@ def _conformance(
                     day,
                     same_body=same_body,
                     body=org_of(label) if same_body else None,
+                    sub_task=step.query.sub_task,
                 )
                 if not decision.allowed:
                     hint = permitting_hint(whitelist, d.task, step.query.info, day)

@@ -1,4 +1,5 @@
--- renkei schema, version 40: the periods of tasks (事務) and info items (特定個人情報).
+-- renkei schema, version 40: the periods of tasks (事務) and info items (特定個人情報), and the
+-- ordinance-level task (主務省令で定める事務) a linkage was asked under.
 --
 -- The catalog's data may give a task or an info item a period (valid_from, valid_to exclusive);
 -- a row here sets it in the live registry, over the catalog's (NULL on both sides: always in
@@ -25,3 +26,7 @@ BEGIN
         GRANT SELECT ON whitelist.periods TO renkei_party;
     END IF;
 END $$;
+
+-- A query may name the ordinance-level task (sub_task) under the flow's statutory task: the
+-- hub's and the requester's records keep it beside the task (NULL: the statutory task only).
+ALTER TABLE records.access_records ADD COLUMN sub_task text;
