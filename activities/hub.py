@@ -490,7 +490,9 @@ class HubActivities:
         if self._mode == "operation" and (
             stopped := await suspension(self._pool, d.bpf, d.version, now.astimezone(JST).date())
         ):
-            raise Failure.UNKNOWN_BPF.error(stopped.reason(d.bpf, d.version))
+            # Its own type (a recorded scan refused before it had one carries UnknownBpf: the
+            # activity's failure is in the history, so an old run replays as it ran).
+            raise Failure.VERSION_STOPPED.error(stopped.reason(d.bpf, d.version))
         # The scan's one linkage: the executor asking its own register who reaches the event.
         info = activity.info()
         decision = decide_linkage(

@@ -242,6 +242,7 @@ async def test_a_version_made_nonconformant_stops_admitting_on_the_effective_dat
     await start(BEGINS - dt.timedelta(days=1))  # admitted the day before
     with pytest.raises(StartRefused) as refused:
         await start(BEGINS)
+    assert refused.value.kind == "VersionStopped"
     assert ORDINANCE in refused.value.reason and B in refused.value.reason
     assert "vaccination-relief-medical-check v1" in refused.value.reason
     # A version the change leaves conformant starts as before.
@@ -494,7 +495,7 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     )
     with pytest.raises(ApplicationError) as refused:
         await scanning.run(hub.scan_target, request)
-    assert refused.value.type == "UnknownBpf"
+    assert refused.value.type == "VersionStopped"  # its own failure type, not UnknownBpf
     assert "local-city-shibuya" in str(refused.value) and today.isoformat() in str(refused.value)
 
 
@@ -798,3 +799,40 @@ async def test_a_tasks_period_set_in_the_registry_denies_after_it_and_stops_its_
     report = await set_period(pool, "task", "child-allowance", None, None, "period-tester")
     assert all(r.conformant for r in report.reviewed if r.bpf == "child-allowance-check")
     await start(ends)
+
+
+async def test_the_api_refuses_a_start_of_a_stopped_version_with_409_naming_source_and_day(
+    law, loaded: LoadReport, base_settings: Settings, client
+) -> None:
+    """A version the review stopped today: the agencies' API answers 409 with the reason (the
+    version, the day and what changed the law on it), not as an unknown BPF."""
+    from renkei.app.sources import set_period
+    from renkei.app.web import serving
+    from renkei.app.web.api import issue_token
+
+    pool, url = law
+    report = await set_period(pool, "task", "child-allowance", None, TODAY, "period-tester")
+    try:
+        [stopped] = [r for r in report.reviewed if r.bpf == "child-allowance-check"]
+        assert stopped.stops_on == TODAY
+        settings = base_settings.model_copy(update={"mode": "operation", "database_url": url})
+        agency = {"Authorization": f"Bearer {await issue_token(pool, 'city-minato')}"}
+        body = {
+            "bpf": "child-allowance-check",
+            "executor": "city-minato",
+            "subject": "A" * 20,
+            "case_ref": f"case-{uuid.uuid4().hex[:8]}",
+            "inputs": {"previous_municipality": "city-shibuya"},
+        }
+        async with serving(settings, pool, client) as base:
+            import httpx
+
+            async with httpx.AsyncClient(base_url=base) as http:
+                refused = await http.post("/api/flows", json=body, headers=agency)
+        assert refused.status_code == 409, refused.text
+        detail = refused.json()["detail"]
+        assert f"child-allowance-check v1 does not conform to the whitelist from {TODAY}" in detail
+        assert "(task child-allowance ends)" in detail
+        assert "task 'child-allowance' is not in force" in detail
+    finally:
+        await set_period(pool, "task", "child-allowance", None, None, "period-tester")
