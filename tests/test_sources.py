@@ -400,6 +400,12 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
         assert code == 1 and "Traceback" not in out and "nothing loaded" in out
         assert f"{foreign}:2: body: source 'local-city-shibuya' is city-shibuya's own" in out
         assert "this load is made as city-minato" in out
+        # A task's period: an unknown id or kind is refused without a traceback.
+        code, out = run(cli, "whitelist", "period", "task", "child-allowence", "--valid-to", B)
+        assert code == 1 and "unknown task 'child-allowence'" in out and "Traceback" not in out
+        assert "did you mean `child-allowance`" in out
+        code, out = run(cli, "whitelist", "period", "role", "municipal-mayor")
+        assert code == 2 and "'role': task or info" in out and "Traceback" not in out
         bad = tmp_path / "bad.csv"
         bad.write_text("item,requester_role,task,provider_role,info\n1,x,y\n", encoding="utf-8")
         code, out = run(cli, "whitelist", "load", "--source", "cli-source", "--file", str(bad))

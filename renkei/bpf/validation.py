@@ -784,4 +784,44 @@ def _conformance(
                         f"asking {prov_label} for {step.query.info!r} under task {d.task!r}: "
                         f"{decision.reason}; {hint}"
                     )
+                elif providers is None and (role := role_of(label)) is not None:
+                    _check_own_ordinances(d, step, catalog, whitelist, day, role, add)
     return out
+
+
+def _check_own_ordinances(
+    d: BpfDefinition,
+    step: QueryStep,
+    catalog: Catalog,
+    whitelist: WhitelistIndex,
+    day: dt.date,
+    role: str,
+    add: Add,
+) -> None:
+    """For an executor role asking its own records under municipalities' own ordinances
+    (番号法第9条第2項): warn of the orgs of the role whose own ordinance permits it not — each
+    run is decided for its own org, so theirs would be denied."""
+    roles = frozenset({role})
+    lacking = sorted(
+        o.id
+        for o in catalog.orgs_with_role(role)
+        if o.kind != "private"
+        and not whitelist.decide(
+            roles,
+            d.task,
+            roles,
+            step.query.info,
+            day,
+            same_body=True,
+            body=o.id,
+            sub_task=step.query.sub_task,
+        ).allowed
+    )
+    if lacking and len(lacking) < len(catalog.orgs_with_role(role)):
+        add(
+            f"{', '.join(lacking)} (role {role}) {'has' if len(lacking) == 1 else 'have'} no"
+            f" row of its own ordinance (番号法第9条第2項) permitting {step.query.info!r} from"
+            f" its own records under task {d.task!r} on {day.isoformat()}: its runs are denied"
+            " at this step",
+            severity="warning",
+        )

@@ -80,3 +80,22 @@ def test_an_expired_ordinance_denies_naming_its_source_and_the_day() -> None:
     assert not d.allowed
     assert "its source local-city-minato (港区行政手続" in d.reason
     assert "not in force on 2026-06-01: it ended on 2026-04-01" in d.reason
+
+
+def test_validation_warns_of_the_bodies_of_an_executor_role_without_their_own_row() -> None:
+    from renkei.bpf.loader import load_file
+    from renkei.bpf.validation import validate
+    from tests.paths import SAMPLES_DIR
+
+    loaded = load_file(SAMPLES_DIR / "school-entry-notice.yaml")  # role:municipal-board-of-…
+    day = dt.date(2026, 6, 1)
+
+    def warned(index: WhitelistIndex) -> list[str]:
+        issues = validate(loaded, CATALOG, index, at=day)
+        assert not [i for i in issues if i.severity == "error"], issues
+        return [i.message for i in issues if "of its own ordinance" in i.message]
+
+    assert warned(_index("city-minato", "city-shibuya")) == []
+    [warning] = warned(_index("city-minato"))
+    assert warning.startswith("city-shibuya (role municipal-board-of-education) has no row")
+    assert "its runs are denied at this step" in warning

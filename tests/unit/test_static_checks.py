@@ -266,8 +266,13 @@ def test_the_executor_as_provider_must_serve_the_item() -> None:
     )
     catalog = _with_nerima()
     assert errors(text, catalog=catalog) == []
-    [warning] = warnings(text, catalog=catalog)
+    found = warnings(text, catalog=catalog)
+    [warning] = [w for w in found if "serve it" in w]
     assert "city-minato, city-shibuya serve it, city-nerima not" in warning
+    # nor has it an ordinance of its own for its own records (番号法第9条第2項)
+    assert any(
+        "city-nerima (role municipal-mayor) has no row of its own ordinance" in w for w in found
+    ), found
     d = parse_text(text, "probe.yaml").definition
     [refused] = unserved_at_start(d, "city-nerima", {}, catalog)
     assert refused.input is None and refused.message.startswith(
