@@ -644,6 +644,13 @@ def _ordinance_yaml(path: Path, body: str | None, infos: tuple[str, ...]) -> Pat
     return path
 
 
+def _supersedes(path: Path, ended: str) -> Path:
+    _ordinance_yaml(path, "city-minato", ("resident-record",))
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("\nrows:", f"\nsupersedes: {ended}\nrows:", 1), encoding="utf-8")
+    return path
+
+
 async def test_a_city_loads_only_its_own_ordinance_and_the_load_records_which_city(
     law, loaded: LoadReport, tmp_path: Path
 ) -> None:
@@ -674,6 +681,15 @@ async def test_a_city_loads_only_its_own_ordinance_and_the_load_records_which_ci
             _ordinance_yaml(tmp_path / "national.yaml", None, ("resident-record",)),
             "city-minato",
         ): ("loading as city-minato: a body loads only its own ordinance",),
+        # city-minato's new ordinance ending city-shibuya's
+        (
+            "local-city-minato-2027",
+            _supersedes(tmp_path / "ends.yaml", "local-city-shibuya"),
+            "city-minato",
+        ): (
+            f"{tmp_path / 'ends.yaml'}:2: supersedes: local-city-shibuya is city-shibuya's own"
+            " ordinance; source 'local-city-minato-2027' cannot end it",
+        ),
         # an ordinance of a body that is no local government
         (
             "local-mhlw",

@@ -180,6 +180,15 @@ async def load_file(
     assert title is not None and citation is not None and valid_from is not None
     body = merged.body or (before.body if before else None)
     check_body(cat, source_id, before, body, as_org, where.get("body", str(path)))
+    supersedes = merged.supersedes or (before.supersedes if before else None)
+    ended = stored.get(supersedes) if supersedes else None
+    if ended is not None and ended.body != body:  # one body's law never ends another's
+        raise SourceFileError(
+            [
+                f"{where.get('supersedes', str(path))}: supersedes: {ended.id} is"
+                f" {store.owner_of(ended)}; source {source_id!r} cannot end it"
+            ]
+        )
     try:
         source = Source(
             id=source_id,
