@@ -60,4 +60,5 @@ def attempt_record(
         parent_workflow_id=parent.workflow_id if parent else None,
         parent_bpf=parent.bpf if parent else None,
         purpose_task=parent.task if parent else None,
+        sub_task=decision.sub_task,
     )

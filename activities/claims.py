@@ -88,8 +88,10 @@ class Claims:
             self._definitions.move_to_end(content_hash)
         return found
 
-    async def broker(self, req: BrokerRequest, who: Caller) -> None:
-        """Refuse a linkage request whose claims the hub does not hold to be true."""
+    async def broker(self, req: BrokerRequest, who: Caller) -> str | None:
+        """Refuse a linkage request whose claims the hub does not hold to be true; return the
+        ordinance-level task (``sub_task``) the registered definition's step names, if any (the
+        definition says it, never the request)."""
         refuse = Failure.LINKAGE_REFUSED.error
         if req.requester != who.executor:
             raise refuse(
@@ -106,9 +108,11 @@ class Claims:
         )
         if step is None:
             raise refuse(f"{d.bpf} v{d.version} has no query or act step {req.step!r}")
+        sub_task: str | None = None
         if isinstance(step, ActStep):  # a partner's act: the action, of the partner it names
             asked, named = {step.act.action}, step.act.partner
         else:
+            sub_task = step.query.sub_task
             asked = {
                 step.query.info,
                 *([sub] if (sub := getattr(step.query, "sub_info", None)) else []),
@@ -145,6 +149,7 @@ class Claims:
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
+        return sub_task
 
     async def translation(self, from_org: str, to_org: str, who: Caller) -> None:
         """A flow gets codes translated into its own executor's space only, and only from a

@@ -247,7 +247,7 @@ class HubActivities:
         if req.outcomes:  # the flow's earlier attempts, first: what fails below leaves them told
             await self._append_outcomes(info, req.outcomes)
         # Who asks, for what, under which hold: checked against Temporal and the registry.
-        await self._claims.broker(req, caller(info))
+        sub_task = await self._claims.broker(req, caller(info))
         try:
             subject = await self._pseudonyms.subject_of(req.requester, req.subject)
         except UnknownSubject as err:
@@ -274,6 +274,7 @@ class HubActivities:
                     req.info,
                     now,
                     consented=consented,
+                    sub_task=sub_task,
                 )
             ),
         )
@@ -288,6 +289,8 @@ class HubActivities:
             bpf_version=req.bpf_version,
             at=now,
         )
+        if sub_task is not None and decision.sub_task != sub_task:  # both levels, recorded
+            decision = decision.model_copy(update={"sub_task": sub_task})
         key = attempt_key(req.workflow_id, req.run_id, req.step)
 
         def record(keeper: str, code: str) -> records.AccessRecord:
@@ -513,7 +516,9 @@ class HubActivities:
         if self._mode == "operation" and (
             stopped := await suspension(self._pool, d.bpf, d.version, now.astimezone(JST).date())
         ):
-            raise Failure.UNKNOWN_BPF.error(stopped.reason(d.bpf, d.version))
+            # Its own type (a recorded scan refused before it had one carries UnknownBpf: the
+            # activity's failure is in the history, so an old run replays as it ran).
+            raise Failure.VERSION_STOPPED.error(stopped.reason(d.bpf, d.version))
         # The scan's one linkage: the executor asking its own register who reaches the event.
         info = activity.info()
         decision = decide_linkage(

@@ -155,7 +155,11 @@ def test_whitelist_check_tells_a_bodys_own_use_from_another_bodys_register(
         "city-minato",
         "resident-cohort",
     )
-    assert own[0] == 0 and "番号法第9条第2項" in own[1]
+    assert own[0] == 0 and "番号法第9条第2項" in own[1] and "city-minato's own ordinance" in own[1]
+    assert (
+        "permitted by 港区行政手続における特定の個人を識別するための番号の利用等に関する条例"
+        in own[1]
+    )
     other = run(
         cli,
         "whitelist",

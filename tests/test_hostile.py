@@ -91,7 +91,15 @@ async def test_a_city_cannot_read_another_citys_register_under_its_own_use_ordin
         [rec] = await _kept_by(pool, other.id, keeper)
         assert rec.outcome == "denied" and rec.provider == "city-shibuya"
     [kept] = await _kept_by(pool, own.id, "city-minato")
-    assert kept.outcome == "allowed" and kept.whitelist_row == "renkei-local/2"
+    assert kept.outcome == "allowed" and kept.whitelist_row == (
+        "local-city-minato/一/municipal-board-of-education/school-entry-notice"
+        "/municipal-board-of-education/resident-record/-/-"
+    )
+    # cited in city-minato's own ordinance's form
+    assert kept.legal_reference == (
+        "港区行政手続における特定の個人を識別するための番号の利用等に関する条例（サンプル）"
+        "別表第一 一の項"
+    )
 
 
 # -- forged, replayed and unsealed requests: what a process that reaches Temporal can try -------

@@ -242,6 +242,7 @@ async def test_a_version_made_nonconformant_stops_admitting_on_the_effective_dat
     await start(BEGINS - dt.timedelta(days=1))  # admitted the day before
     with pytest.raises(StartRefused) as refused:
         await start(BEGINS)
+    assert refused.value.kind == "VersionStopped"
     assert ORDINANCE in refused.value.reason and B in refused.value.reason
     assert "vaccination-relief-medical-check v1" in refused.value.reason
     # A version the change leaves conformant starts as before.
@@ -379,6 +380,32 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
         )
         assert "annex2-2015\t" in out and f"2017-07-18 to {B}" in out
         assert "stand-in from 2024-05-27" in out
+        # Each city's ordinance is a source of its own, cited in its own form.
+        for city, ja in (("city-minato", "港区"), ("city-shibuya", "渋谷区")):
+            assert f"local-{city}\t{ja}行政手続における特定の個人を識別する" in out
+            assert f"{city}'s own ordinance" in out
+        assert "cited as 港区行政手続における" in out and "別表第一 {item}の項" in out
+        foreign = tmp_path / "foreign.yaml"
+        foreign.write_text(
+            "# city-shibuya's ordinance\nbody: city-shibuya\nrows:\n  - {item: '1',"
+            " requester_role: municipal-mayor, task: child-allowance,"
+            " provider_role: municipal-mayor, info: resident-record}\n",
+            encoding="utf-8",
+        )
+        code, out = run(
+            cli,
+            *("whitelist", "load", "--source", "local-city-shibuya", "--file", str(foreign)),
+            *("--as", "city-minato"),
+        )
+        assert code == 1 and "Traceback" not in out and "nothing loaded" in out
+        assert f"{foreign}:2: body: source 'local-city-shibuya' is city-shibuya's own" in out
+        assert "this load is made as city-minato" in out
+        # A task's period: an unknown id or kind is refused without a traceback.
+        code, out = run(cli, "whitelist", "period", "task", "child-allowence", "--valid-to", B)
+        assert code == 1 and "unknown task 'child-allowence'" in out and "Traceback" not in out
+        assert "did you mean `child-allowance`" in out
+        code, out = run(cli, "whitelist", "period", "role", "municipal-mayor")
+        assert code == 2 and "'role': task or info" in out and "Traceback" not in out
         bad = tmp_path / "bad.csv"
         bad.write_text("item,requester_role,task,provider_role,info\n1,x,y\n", encoding="utf-8")
         code, out = run(cli, "whitelist", "load", "--source", "cli-source", "--file", str(bad))
@@ -413,9 +440,9 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
 async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     law, loaded: LoadReport, base_settings: Settings, catalog, tmp_path: Path
 ) -> None:
-    """The local rows lose the pension notice's cohort rule today: its operating version is
-    stopped, and the hub refuses its scan (a scan would otherwise start flows that are refused
-    one by one), naming the source and the day."""
+    """The cities' own ordinances lose the pension notice's cohort rule today: its operating
+    version (of every municipal mayor) is stopped, and the hub refuses its scan (a scan would
+    otherwise start flows that are refused one by one), naming the source and the day."""
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
@@ -427,17 +454,21 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     from whitelist.store import LiveWhitelist
 
     pool, url = law
-    rows = tmp_path / "local.yaml"
-    rows.write_text(
-        "rows:\n"
-        + "".join(
-            f"  - {{item: '1', requester_role: municipal-board-of-education, task: school-entry-notice,"
-            f" provider_role: municipal-board-of-education, info: {info}, scope: within-body}}\n"
-            for info in ("resident-cohort", "resident-record")
-        ),
-        encoding="utf-8",
-    )
-    report = await load_file(pool, "renkei-local", rows, SourceOptions(), "law-tester")
+    for city in ("city-minato", "city-shibuya"):  # each city's ordinance, loaded as that city
+        rows = tmp_path / f"local-{city}.yaml"
+        rows.write_text(
+            f"body: {city}\nrows:\n"
+            + "".join(
+                f"  - {{item: '1', requester_role: municipal-board-of-education,"
+                f" task: school-entry-notice, provider_role: municipal-board-of-education,"
+                f" info: {info}}}\n"
+                for info in ("resident-cohort", "resident-record")
+            ),
+            encoding="utf-8",
+        )
+        report = await load_file(
+            pool, f"local-{city}", rows, SourceOptions(), "law-tester", as_org=city
+        )
     today = dt.datetime.now(JST).date()
     assert report.outcome.effective == today
     stopped = {(r.bpf, r.conformant) for r in report.affected}
@@ -470,8 +501,8 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     )
     with pytest.raises(ApplicationError) as refused:
         await scanning.run(hub.scan_target, request)
-    assert refused.value.type == "UnknownBpf"
-    assert "renkei-local" in str(refused.value) and today.isoformat() in str(refused.value)
+    assert refused.value.type == "VersionStopped"  # its own failure type, not UnknownBpf
+    assert "local-city-shibuya" in str(refused.value) and today.isoformat() in str(refused.value)
 
 
 REPLACEMENT = """\
@@ -597,3 +628,233 @@ async def test_rows_stored_before_sources_were_recorded_count_as_the_previous_lo
     d = report.outcome.diff
     assert d.against == "legacy" and len(d.added) == 5 and d.unchanged == 1 and not d.removed
     assert "diff against legacy" in "\n".join(report.lines())
+
+
+def _ordinance_yaml(path: Path, body: str | None, infos: tuple[str, ...]) -> Path:
+    path.write_text(
+        (f"body: {body}\n" if body else "")
+        + "rows:\n"
+        + "".join(
+            f"  - {{item: '一', requester_role: municipal-mayor, task: child-allowance,"
+            f" provider_role: municipal-mayor, info: {info}}}\n"
+            for info in infos
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def _supersedes(path: Path, ended: str) -> Path:
+    _ordinance_yaml(path, "city-minato", ("resident-record",))
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("\nrows:", f"\nsupersedes: {ended}\nrows:", 1), encoding="utf-8")
+    return path
+
+
+async def test_a_city_loads_only_its_own_ordinance_and_the_load_records_which_city(
+    law, loaded: LoadReport, tmp_path: Path
+) -> None:
+    """Another body's ordinance, national law, a source handed to another body: each refused,
+    located at the file's `body:` line, and nothing loaded. A city's own load is recorded with
+    who made it and as which body, and its rows permit that city only."""
+    pool, _ = law
+    rows_before = await pool.fetchval("SELECT count(*) FROM whitelist.rows")
+    loads_before = await pool.fetchval("SELECT count(*) FROM whitelist.loads")
+    shibuyas = _ordinance_yaml(tmp_path / "shibuya.yaml", "city-shibuya", ("resident-record",))
+    refusals = {
+        # city-minato loads city-shibuya's ordinance
+        ("local-city-shibuya", shibuyas, "city-minato"): (
+            f"{shibuyas}:1: body: source 'local-city-shibuya' is city-shibuya's own ordinance",
+            "only city-shibuya loads or replaces its rows, and this load is made as city-minato",
+        ),
+        # ... or names itself in a file for city-shibuya's source
+        (
+            "local-city-shibuya",
+            _ordinance_yaml(tmp_path / "mine.yaml", "city-minato", ("resident-record",)),
+            "city-minato",
+        ): ("body: source 'local-city-shibuya' is city-shibuya's own ordinance",),
+        # a body's ordinance loaded as no body
+        ("local-city-shibuya", shibuyas, None): ("this load is made as no body (--as)",),
+        # a city loading national law (no body)
+        (
+            "annex2-2015",
+            _ordinance_yaml(tmp_path / "national.yaml", None, ("resident-record",)),
+            "city-minato",
+        ): ("loading as city-minato: a body loads only its own ordinance",),
+        # city-minato's new ordinance ending city-shibuya's
+        (
+            "local-city-minato-2027",
+            _supersedes(tmp_path / "ends.yaml", "local-city-shibuya"),
+            "city-minato",
+        ): (
+            f"{tmp_path / 'ends.yaml'}:2: supersedes: local-city-shibuya is city-shibuya's own"
+            " ordinance; source 'local-city-minato-2027' cannot end it",
+        ),
+        # an ordinance of a body that is no local government
+        (
+            "local-mhlw",
+            _ordinance_yaml(tmp_path / "mhlw.yaml", "mhlw", ("resident-record",)),
+            "mhlw",
+        ): ("'mhlw' is not a local government",),
+    }
+    for (sid, path, as_org), expected in refusals.items():
+        with pytest.raises(SourceFileError) as refused:
+            await load_file(
+                pool,
+                sid,
+                path,
+                SourceOptions(title="t", citation="c {item}", valid_from=dt.date(2024, 4, 1)),
+                "law-tester",
+                as_org=as_org,
+            )
+        for text in expected:
+            assert text in str(refused.value), (sid, as_org, str(refused.value))
+    assert await pool.fetchval("SELECT count(*) FROM whitelist.rows") == rows_before
+    assert await pool.fetchval("SELECT count(*) FROM whitelist.loads") == loads_before
+
+    # city-minato replaces its own ordinance's rows (the child allowance's own check only)
+    own = _ordinance_yaml(tmp_path / "own.yaml", "city-minato", ("resident-record",))
+    report = await load_file(
+        pool, "local-city-minato", own, SourceOptions(), "minato-clerk", as_org="city-minato"
+    )
+    assert "load" in report.lines()[1] and "as city-minato" in report.lines()[1]
+    recorded = await pool.fetchrow(
+        "SELECT loaded_by, body, rows FROM whitelist.loads WHERE id = $1", report.outcome.load_id
+    )
+    assert dict(recorded) == {"loaded_by": "minato-clerk", "body": "city-minato", "rows": 1}
+    [row] = await store.fetch_rows(pool, "source = $1", "local-city-minato")
+    assert row.body == "city-minato" and row.scope == "within-body"
+    assert row.item.startswith(
+        "港区行政手続における特定の個人を識別するための番号の利用等に関する条例"
+    )
+
+
+async def test_a_tasks_period_set_in_the_registry_denies_after_it_and_stops_its_versions(
+    law, loaded: LoadReport, catalog
+) -> None:
+    """The live registry ends the child allowance task: a linkage of it past its end is
+    denied with that reason, the change is recorded as a load, the review stops its operating
+    version from that day, and opening the period again lifts the stop."""
+    from renkei.app.sources import set_period
+
+    pool, _ = law
+    ends = BEGINS + dt.timedelta(days=10)
+
+    async def start(on: dt.date) -> None:
+        await admit(
+            pool,
+            catalog,
+            "operation",
+            bpf="child-allowance-check",
+            version=None,
+            executor="city-minato",
+            subject="A" * 20,
+            inputs={"previous_municipality": "city-shibuya"},
+            trigger="counter",
+            on=on,
+        )
+
+    with pytest.raises(store.SourceRefused, match="unknown task 'child-allowence'"):
+        await set_period(pool, "task", "child-allowence", None, ends, "law-tester")
+    report = await set_period(pool, "task", "child-allowance", None, ends, "period-tester")
+    text = "\n".join(report.lines())
+    assert f"task child-allowance: in force from the start to {ends} (was always)" in text
+    [stopped] = [r for r in report.affected if r.bpf == "child-allowance-check"]
+    assert stopped.stops_on == ends
+    assert f"task 'child-allowance' is not in force on {ends}: it ended on {ends}" in "\n".join(
+        stopped.problems
+    )
+    recorded = await pool.fetchrow(
+        "SELECT source, file_name, loaded_by, diff::text AS diff FROM whitelist.loads"
+        " WHERE id = $1",
+        report.outcome.load_id,
+    )
+    assert recorded["source"] == "catalog-periods" and recorded["loaded_by"] == "period-tester"
+    assert recorded["file_name"] == "task child-allowance" and "(was always)" in recorded["diff"]
+
+    index = await store.load_index(pool)
+    at = dt.datetime.combine(ends, dt.time(12), tzinfo=JST)
+    before = decide_linkage(
+        catalog,
+        index,
+        "city-minato",
+        "city-shibuya",
+        "child-allowance",
+        "local-tax",
+        at - dt.timedelta(days=1),
+    )
+    assert before.allowed
+    after = decide_linkage(
+        catalog, index, "city-minato", "city-shibuya", "child-allowance", "local-tax", at
+    )
+    assert not after.allowed and after.reason.startswith(
+        f"task 'child-allowance' is not in force on {ends}: it ended on {ends}"
+    )
+
+    await start(ends - dt.timedelta(days=1))
+    with pytest.raises(StartRefused) as refused:
+        await start(ends)
+    assert "task child-allowance ends" in refused.value.reason and str(ends) in refused.value.reason
+
+    # An info item's period: before it begins, nothing of it (nor of its finer items) is permitted.
+    report = await set_period(pool, "info", "local-tax", ends, None, "period-tester")
+    index = await store.load_index(pool)
+    early = decide_linkage(
+        catalog, index, "city-minato", "city-shibuya", "child-allowance", "local-tax", at
+    )
+    assert not early.allowed and "task 'child-allowance'" in early.reason  # the task's first
+    tax = decide_linkage(
+        catalog,
+        index,
+        "pref-tokyo",
+        "city-minato",
+        "child-rearing-allowance",
+        "local-tax",
+        at - dt.timedelta(days=1),
+    )
+    assert not tax.allowed
+    assert f"info item 'local-tax' is not in force on {ends - dt.timedelta(days=1)}" in tax.reason
+    assert f"it begins on {ends}" in tax.reason
+
+    # Both periods open again: the review lifts the stop.
+    await set_period(pool, "info", "local-tax", None, None, "period-tester")
+    report = await set_period(pool, "task", "child-allowance", None, None, "period-tester")
+    assert all(r.conformant for r in report.reviewed if r.bpf == "child-allowance-check")
+    await start(ends)
+
+
+async def test_the_api_refuses_a_start_of_a_stopped_version_with_409_naming_source_and_day(
+    law, loaded: LoadReport, base_settings: Settings, client
+) -> None:
+    """A version the review stopped today: the agencies' API answers 409 with the reason (the
+    version, the day and what changed the law on it), not as an unknown BPF."""
+    from renkei.app.sources import set_period
+    from renkei.app.web import serving
+    from renkei.app.web.api import issue_token
+
+    pool, url = law
+    report = await set_period(pool, "task", "child-allowance", None, TODAY, "period-tester")
+    try:
+        [stopped] = [r for r in report.reviewed if r.bpf == "child-allowance-check"]
+        assert stopped.stops_on == TODAY
+        settings = base_settings.model_copy(update={"mode": "operation", "database_url": url})
+        agency = {"Authorization": f"Bearer {await issue_token(pool, 'city-minato')}"}
+        body = {
+            "bpf": "child-allowance-check",
+            "executor": "city-minato",
+            "subject": "A" * 20,
+            "case_ref": f"case-{uuid.uuid4().hex[:8]}",
+            "inputs": {"previous_municipality": "city-shibuya"},
+        }
+        async with serving(settings, pool, client) as base:
+            import httpx
+
+            async with httpx.AsyncClient(base_url=base) as http:
+                refused = await http.post("/api/flows", json=body, headers=agency)
+        assert refused.status_code == 409, refused.text
+        detail = refused.json()["detail"]
+        assert f"child-allowance-check v1 does not conform to the whitelist from {TODAY}" in detail
+        assert "(task child-allowance ends)" in detail
+        assert "task 'child-allowance' is not in force" in detail
+    finally:
+        await set_period(pool, "task", "child-allowance", None, None, "period-tester")

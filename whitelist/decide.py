@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from whitelist.catalog import default_catalog
-from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
 
 Key = tuple[str, str, str, str]
 
@@ -28,6 +28,7 @@ class Decision(BaseModel):
     allowed: bool
     row: WhitelistRow | None = None
     reason: str
+    sub_task: str | None = None  # the ordinance-level task the query named, if any
 
     @property
     def legal_reference(self) -> str:
@@ -47,9 +48,15 @@ class WhitelistIndex:
         version: int = 0,
         sources: Iterable[Source] = (),
         parents: Mapping[str, str] | None = None,
+        periods: Mapping[tuple[PeriodKind, str], Held] | None = None,
     ) -> None:
         self.version = version
         self.sources: dict[str, Source] = {s.id: s for s in sources}
+        # The periods of tasks and info items (the catalog's, by default; the store's registry
+        # over them, see whitelist.store.load_index): outside one, nothing of it is permitted.
+        self.periods: dict[tuple[PeriodKind, str], Held] = dict(
+            periods if periods is not None else default_catalog().periods()
+        )
         # An ordinance-level info item's statutory category (the catalog's, by default).
         self._parents = dict(parents) if parents is not None else default_catalog().parents()
         self._rows: dict[Key, list[WhitelistRow]] = {}
@@ -66,13 +73,43 @@ class WhitelistIndex:
         self._size = count
         self._tasks = {k[1] for k in self._rows}
         self._infos = {k[3] for k in self._rows}
-        self._decisions: dict[tuple[str, str, str, str], Decision] = {}
+        self._decisions: dict[tuple[str, str, str, str, str], Decision] = {}
 
     def _levels(self, info: str) -> tuple[str, ...]:
         """The keys a query for ``info`` may match: the item itself and, for an ordinance-level
         item, its statutory category."""
         parent = self._parents.get(info)
         return (info,) if parent is None else (info, parent)
+
+    def parent_of(self, info: str) -> str | None:
+        """The statutory category of an ordinance-level info item."""
+        return self._parents.get(info)
+
+    def sub_tasks(self, task: str) -> set[str]:
+        """The ordinance-level tasks rows name under ``task``."""
+        return {r.sub_task for r in self.rows() if r.task == task and r.sub_task}
+
+    def out_of_period(self, task: str, info: str, at: dt.date) -> str | None:
+        """Why nothing of ``task`` or ``info`` (or its statutory category) is permitted on
+        ``at``: the first of them not in force then, with its period; None when all are."""
+        if not self.periods:
+            return None
+        checks: list[tuple[PeriodKind, str]] = [("task", task)]
+        checks += [("info", level) for level in self._levels(info)]
+        for kind, ident in checks:
+            held = self.periods.get((kind, ident))
+            if held is not None and not held.valid_at(at):
+                what = "task" if kind == "task" else "info item"
+                when = (
+                    f"it ended on {held.valid_to}"
+                    if held.valid_to is not None and at >= held.valid_to
+                    else f"it begins on {held.valid_from}"
+                )
+                return (
+                    f"{what} {ident!r} is not in force on {at.isoformat()}: {when}"
+                    f" (in force {held.valid_from or 'from the start'} to {held.valid_to or 'open'})"
+                )
+        return None
 
     def in_force(self, row: WhitelistRow, day: dt.date) -> bool:
         """Whether ``row`` is in force on ``day``: its own period, bounded by its source's."""
@@ -87,17 +124,24 @@ class WhitelistIndex:
             return source.marked(row.item)
         return row.item
 
-    def _permitted(self, row: WhitelistRow, r: str, p: str, day: dt.date) -> Decision:
-        """The (immutable) decision a row in force gives; built once per row, role pair and
-        citation (a stand-in's rows are cited as such from the day it stands in)."""
+    def _permitted(
+        self, row: WhitelistRow, r: str, p: str, day: dt.date, sub_task: str | None = None
+    ) -> Decision:
+        """The (immutable) decision a row in force gives; built once per row, role pair,
+        citation (a stand-in's rows are cited as such from the day it stands in) and sub-task
+        asked."""
         citation = self.cite(row, day)
-        key = (row.id, r, p, citation)
+        key = (row.id, r, p, citation, sub_task or "")
         found = self._decisions.get(key)
         if found is None:
             cited = row if citation == row.item else row.model_copy(update={"citation": citation})
-            level = f" [{row.info} › {row.sub_info}]" if row.sub_info else ""
+            level = f" [{row.task} › {sub_task}]" if sub_task else ""
+            level += f" [{row.info} › {row.sub_info}]" if row.sub_info else ""
             found = self._decisions[key] = Decision(
-                allowed=True, row=cited, reason=f"permitted by {citation}{level} ({r} → {p})"
+                allowed=True,
+                row=cited,
+                reason=f"permitted by {citation}{level} ({r} → {p})",
+                sub_task=sub_task,
             )
         return found
 
@@ -136,11 +180,21 @@ class WhitelistIndex:
         at: dt.date,
         *,
         same_body: bool = False,
+        body: str | None = None,
         consented: bool = False,
+        sub_task: str | None = None,
     ) -> Decision:
         """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids and,
-        for a row of a body's own use (``within-body``), requester and provider are one body;
-        for a row of scope ``consent`` (a partner's act), the citizen's consent was verified."""
+        for a row of a body's own use (``within-body``), requester and provider are one body
+        (``body``, the org, when known) — for a row of a body's own ordinance, that very body;
+        for a row of scope ``consent`` (a partner's act), the citizen's consent was verified.
+        ``body`` None with ``same_body`` is a check for every body of a role (a BPF's role
+        executor): a body's ordinance row counts then, and the run decides for its own org.
+        ``sub_task``: the ordinance-level task the query names under ``task``; a row naming
+        another sub-task does not permit it, a row of the whole task does."""
+        lapsed = self.out_of_period(task, info, at)
+        if lapsed is not None:
+            return Decision(allowed=False, reason=lapsed)
         req = tuple(requester_roles)
         prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
@@ -148,6 +202,8 @@ class WhitelistIndex:
         levels = self._levels(info)
         rows = self._rows
         unconsented: WhitelistRow | None = None
+        foreign: WhitelistRow | None = None
+        other_sub: set[str] = set()
         for r in req:
             for p in prov:
                 found = (
@@ -156,12 +212,16 @@ class WhitelistIndex:
                     else [x for lv in levels for x in rows.get((r, task, p, lv), ())]
                 )
                 for row in found:
-                    if row.scope == "within-body" and not same_body:
+                    if sub_task is not None and row.sub_task not in (None, sub_task):
+                        other_sub.add(row.sub_task or "")  # another ordinance-level task's
+                    elif row.scope == "within-body" and not same_body:
                         own_use = row
+                    elif row.body is not None and body is not None and row.body != body:
+                        foreign = row  # another body's ordinance: never this body's
                     elif row.scope == "consent" and not consented:
                         unconsented = row
                     elif self.in_force(row, at):
-                        return self._permitted(row, r, p, at)
+                        return self._permitted(row, r, p, at, sub_task)
                     elif expired is None or self._ended(row) > self._ended(expired):
                         expired = row  # the one whose period ended last says most
         if unconsented is not None:
@@ -174,8 +234,18 @@ class WhitelistIndex:
                 f"{own_use.legal_reference} permits a body's use of its own records only:"
                 " the requester and the provider are different bodies"
             )
+        elif foreign is not None:
+            reason = (
+                f"{self.cite(foreign, at)} is {foreign.body}'s own ordinance (番号法第9条第2項):"
+                f" it permits {foreign.body}'s use of its own records only, not {body}'s"
+            )
         elif expired is not None:
             reason = self._not_in_force(expired, at)
+        elif other_sub:
+            reason = (
+                f"no whitelist row permits sub-task {sub_task!r} of task {task!r}: the rows for"
+                f" {info!r} name {', '.join(repr(s) for s in sorted(other_sub))} only"
+            )
         elif not req:
             reason = "the requester holds no role"
         elif not prov:
@@ -256,6 +326,7 @@ def decide_linkage(
     at: dt.datetime,
     *,
     consented: bool = False,
+    sub_task: str | None = None,
 ) -> Decision:
     """Decide one linkage between two orgs at ``at`` (the date in Japan counts).
 
@@ -283,5 +354,7 @@ def decide_linkage(
         info,
         day,
         same_body=requester == provider,
+        body=requester if requester == provider else None,
         consented=consented,
+        sub_task=sub_task,
     )

@@ -1,14 +1,15 @@
-"""Whitelist rows beyond Annex Table 2: a body's own use of its records under an ordinance.
+"""Whitelist rows beyond Annex Table 2: a body's own use of its records under its own ordinance.
 
-``whitelist/data/local/rows.yaml`` holds them (source ``renkei-local``); they cite their own
-legal basis and have the scope ``within-body``: a municipality's ordinance covers its own use of
-its own register, so such a row permits a linkage only when requester and provider are the same
-org, never one city reading another's register.
+Article 9(2) of the My Number Act lets a local government use individual numbers for affairs its
+own ordinance (条例) defines (独自利用事務). Each such ordinance is a source of its own, of one
+body (``Source.body``): ``whitelist/data/ordinances/local-<org>.yaml`` holds the sample cities'
+(a rows file, docs/whitelist.md). Its rows have the scope ``within-body`` and name their body, so
+a row of city-minato's ordinance permits city-minato's use of its own records and nothing else —
+never another city's, nor one city reading another's register.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Container
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 from whitelist.catalog import DATA_DIR, read_yaml
 from whitelist.models import Catalog, Source, WhitelistRow
 
-LOCAL_FILE = DATA_DIR / "local" / "rows.yaml"
-SOURCE = "renkei-local"
+ORDINANCES_DIR = DATA_DIR / "ordinances"
+# The shared rows file of the sample cities' own use, before each city's ordinance was a source
+# of its own: a store that still holds its rows has them retired by the shipped load.
+RETIRED_SOURCE = "renkei-local"
 
 
 def rows_file_source(path: Path) -> Source:
@@ -40,44 +43,51 @@ def check_ids(path: Path, n: int, row: dict[str, str], tables: dict[str, Contain
             raise ValueError(f"{path}: row {n}: unknown {key} {row[key]!r}")
 
 
-def local_source(path: Path = LOCAL_FILE) -> Source:
-    """The source the local rows form (one citation for all, no item numbers)."""
-    return rows_file_source(path)
+def ordinance_files(directory: Path = ORDINANCES_DIR) -> list[Path]:
+    """The shipped ordinances' rows files, one per body (the source id is the file's stem)."""
+    return sorted(directory.glob("*.yaml"))
 
 
-def load_local(catalog: Catalog, path: Path = LOCAL_FILE) -> list[WhitelistRow]:
-    data = read_yaml(path)
-    valid_from: dt.date = data["valid_from"]
-    rows = []
-    tables: dict[str, Container[str]] = {
-        "requester_role": catalog.roles,
-        "provider_role": catalog.roles,
-        "task": catalog.tasks,
-        "info": catalog.info_items,
-    }
-    for n, r in enumerate(data["rows"], start=1):
-        check_ids(path, n, r, tables)
-        rows.append(
-            WhitelistRow(
-                id=f"{data['source']}/{n}",
-                source=data["source"],
-                item=data["citation"],
-                requester_role=r["requester_role"],
-                task=r["task"],
-                provider_role=r["provider_role"],
-                info=r["info"],
-                legal_text=f"{data['citation']}: {r['basis']}"
-                if r.get("basis")
-                else data["citation"],
-                valid_from=valid_from,
-                scope=data["scope"],
-            )
-        )
-    return rows
+def ordinance(catalog: Catalog, path: Path) -> tuple[Source, list[WhitelistRow]]:
+    """A body's ordinance read from its rows file: the source (``body`` from the file) and its
+    rows. Raises :class:`~whitelist.sources.SourceFileError` (located) when it is not one."""
+    from whitelist.sources import SourceFileError, build_rows, read_rows_file
+
+    read = read_rows_file(path)
+    m = read.meta
+    if m.body is None or m.title is None or m.citation is None or m.valid_from is None:
+        raise SourceFileError([f"{path}: an ordinance names its body, title, citation, valid_from"])
+    source = Source(
+        id=path.stem,
+        title=m.title,
+        citation=m.citation,
+        valid_from=m.valid_from,
+        valid_to=m.valid_to,
+        body=m.body,
+        content_hash=read.content_hash,
+    )
+    return source, build_rows(source, read.rows, catalog)
+
+
+def ordinances(catalog: Catalog) -> list[tuple[Source, list[WhitelistRow]]]:
+    """Every shipped body's ordinance with its rows."""
+    return [ordinance(catalog, p) for p in ordinance_files()]
+
+
+def load_local(catalog: Catalog) -> list[WhitelistRow]:
+    """The rows of every shipped body's ordinance."""
+    return [r for _, rows in ordinances(catalog) for r in rows]
+
+
+def local_sources() -> list[Source]:
+    """The shipped bodies' ordinances, as sources."""
+    from whitelist.catalog import default_catalog
+
+    return [s for s, _ in ordinances(default_catalog())]
 
 
 def all_rows(catalog: Catalog) -> list[WhitelistRow]:
-    """Every row renkei ships: Annex Table 2, the local rows and the partner rows."""
+    """Every row renkei ships: Annex Table 2, the bodies' ordinances and the partner rows."""
     from whitelist.annex2 import load_annex2
     from whitelist.partners import load_partners
 
@@ -89,4 +99,4 @@ def all_sources() -> list[Source]:
     from whitelist.annex2 import annex2_source
     from whitelist.partners import partners_source
 
-    return [annex2_source(), local_source(), partners_source()]
+    return [annex2_source(), *local_sources(), partners_source()]

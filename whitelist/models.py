@@ -23,7 +23,30 @@ class Role(_Named):
     """A class of organisations named by the law (e.g. 市町村長, every municipality's mayor)."""
 
 
-class Task(_Named):
+class _Dated(_Named):
+    """A catalog entry in force over a period (``valid_to`` exclusive; none: open)."""
+
+    valid_from: dt.date | None = Field(
+        default=None, description="the first day it is in force (none: since before any linkage)"
+    )
+    valid_to: dt.date | None = Field(
+        default=None, description="the day it is no longer in force (exclusive; none: open)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Dated:
+        if self.valid_from and self.valid_to and self.valid_to <= self.valid_from:
+            raise ValueError(f"valid_to {self.valid_to} is not after valid_from {self.valid_from}")
+        return self
+
+    def held(self) -> Held | None:
+        """Its period, when it has one."""
+        if self.valid_from is None and self.valid_to is None:
+            return None
+        return Held(id=self.id, valid_from=self.valid_from, valid_to=self.valid_to)
+
+
+class Task(_Dated):
     """An administrative task (事務): the legal purpose every query names."""
 
     includes: list[str] = Field(
@@ -33,7 +56,7 @@ class Task(_Named):
     )
 
 
-class InfoItem(_Named):
+class InfoItem(_Dated):
     """A category of specific personal information (特定個人情報).
 
     ``schema_name`` names the pydantic model of its payload in :mod:`whitelist.payloads`; ``ja``
@@ -157,6 +180,9 @@ class Org(BaseModel):
         return frozenset(a.id for a in self.acting if a.valid_at(day))
 
 
+# What a period of the catalog is of: a task (事務) or an info item (特定個人情報).
+PeriodKind = Literal["task", "info"]
+
 # Whom a row lets exchange: two bodies, or one body with itself.
 Scope = Literal["between-bodies", "within-body", "consent"]
 
@@ -189,6 +215,12 @@ class WhitelistRow(BaseModel):
         default=None,
         description="the ordinance-level information (主務省令で定める情報) under ``info``;"
         " none when the row covers the whole category",
+    )
+    body: str | None = Field(
+        default=None,
+        description="for a row of a local government's own ordinance (独自利用事務, 番号法第9条"
+        "第2項), that body (an org id): the row permits that body's use of its own records"
+        " only, never another body's; none for a row of national law",
     )
     citation: str | None = Field(
         default=None,
@@ -245,6 +277,12 @@ class Source(BaseModel):
     stand_in_from: dt.date | None = None
     stand_in_note: str | None = None
     supersedes: str | None = None
+    body: str | None = Field(
+        default=None,
+        pattern=ID_PATTERN,
+        description="the local government whose own ordinance (条例) this is (番号法第9条第2項):"
+        " its rows permit that body only, and only that body loads it; none for national law",
+    )
     content_hash: str = ""
     loaded_by: str = ""
     loaded_at: dt.datetime | None = None
@@ -306,6 +344,18 @@ class Catalog(BaseModel):
         " :mod:`whitelist.orgs`), which changes without a restart"
     )
     actions: dict[str, Action] = Field(default_factory=dict)
+
+    def periods(self) -> dict[tuple[PeriodKind, str], Held]:
+        """The periods of the tasks and info items that have one (``("task", id)``,
+        ``("info", id)``)."""
+        out: dict[tuple[PeriodKind, str], Held] = {}
+        for t in self.tasks.values():
+            if (held := t.held()) is not None:
+                out[("task", t.id)] = held
+        for i in self.info_items.values():
+            if (held := i.held()) is not None:
+                out[("info", i.id)] = held
+        return out
 
     def parents(self) -> dict[str, str]:
         """Each ordinance-level info item's statutory category."""

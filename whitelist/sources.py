@@ -40,6 +40,7 @@ META_KEYS = (
     "supersedes",
     "stand_in_from",
     "stand_in_note",
+    "body",
 )
 
 
@@ -65,7 +66,10 @@ class RowSpec(BaseModel):
     info: str = Field(pattern=ID_PATTERN)
     sub_task: str | None = Field(default=None, pattern=ID_PATTERN)
     sub_info: str | None = Field(default=None, pattern=ID_PATTERN)
-    scope: Scope = "between-bodies"
+    scope: Scope | None = Field(
+        default=None,
+        description="none: between-bodies, or within-body for a row of a body's own ordinance",
+    )
     legal_text: str | None = Field(default=None, max_length=4000)
     where: str = ""
 
@@ -82,15 +86,18 @@ class SourceMeta(BaseModel):
     supersedes: str | None = None
     stand_in_from: dt.date | None = None
     stand_in_note: str | None = None
+    body: str | None = Field(default=None, pattern=ID_PATTERN)
 
 
 class RowsFile(BaseModel):
-    """A rows file read: its source's metadata, its rows, the hash of its bytes."""
+    """A rows file read: its source's metadata, its rows, the hash of its bytes; ``where``
+    locates each metadata key the file gives (``file:line``)."""
 
     meta: SourceMeta
     rows: list[RowSpec]
     content_hash: str
     name: str
+    where: dict[str, str] = Field(default_factory=dict)
 
 
 def read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -158,7 +165,9 @@ def _line(node: Any) -> int | None:
     return lc.line + 1 if lc is not None else None
 
 
-def _read_yaml(path: Path, text: str, problems: list[str]) -> tuple[SourceMeta, list[RowSpec]]:
+def _read_yaml(
+    path: Path, text: str, problems: list[str], located: dict[str, str]
+) -> tuple[SourceMeta, list[RowSpec]]:
     try:
         yaml_limits.check_limits(text)
         doc = yaml_limits.load(text, typ="rt")
@@ -179,6 +188,7 @@ def _read_yaml(path: Path, text: str, problems: list[str]) -> tuple[SourceMeta, 
     unknown = [k for k in doc if k not in (*META_KEYS, "rows")]
     if unknown:
         problems.append(f"{path}:{_line(doc) or 1}: unknown keys {', '.join(map(str, unknown))}")
+    located.update({str(k): f"{path}:{doc.lc.key(k)[0] + 1}" for k in META_KEYS if k in doc})
     meta = SourceMeta()
     try:
         meta = SourceMeta(**{k: doc[k] for k in META_KEYS if k in doc})
@@ -214,27 +224,39 @@ def read_rows_file(path: Path) -> RowsFile:
         line = data[: err.start].count(b"\n") + 1
         raise SourceFileError([f"{path}:{line}: not UTF-8 text"]) from None
     problems: list[str] = []
+    where: dict[str, str] = {}
     suffix = path.suffix.lower()
     meta = SourceMeta()
     if suffix == ".csv":
         specs = _read_csv(path, text, problems)
     elif suffix in (".yaml", ".yml"):
-        meta, specs = _read_yaml(path, text, problems)
+        meta, specs = _read_yaml(path, text, problems, where)
     else:
         raise SourceFileError([f"{path}: a rows file is .csv, .yaml or .yml (law XML: .xml)"])
     if problems:
         raise SourceFileError(problems)
     return RowsFile(
-        meta=meta, rows=specs, content_hash=hashlib.sha256(data).hexdigest(), name=path.name
+        meta=meta,
+        rows=specs,
+        content_hash=hashlib.sha256(data).hexdigest(),
+        name=path.name,
+        where=where,
     )
 
 
 def build_rows(source: Source, specs: Iterable[RowSpec], catalog: Catalog) -> list[WhitelistRow]:
     """The rows of ``source`` from ``specs``; refused (located) if a row names an id the
-    catalog does not know or repeats another."""
+    catalog does not know or repeats another. A row of a body's own ordinance (``source.body``)
+    is of that body's use of its own records (``within-body``) and nothing else."""
     problems: list[str] = []
     rows: dict[str, WhitelistRow] = {}
     for spec in specs:
+        scope: Scope = spec.scope or ("within-body" if source.body else "between-bodies")
+        if source.body is not None and scope != "within-body":
+            problems.append(
+                f"{spec.where}: scope: {scope!r}, but a row of {source.body}'s own ordinance"
+                " permits only its use of its own records (within-body, 番号法第9条第2項)"
+            )
         for kind, ident, known in (
             ("requester_role", spec.requester_role, catalog.roles),
             ("task", spec.task, catalog.tasks),
@@ -279,7 +301,8 @@ def build_rows(source: Source, specs: Iterable[RowSpec], catalog: Catalog) -> li
             legal_text=spec.legal_text or cited,
             valid_from=source.valid_from,
             valid_to=source.valid_to,
-            scope=spec.scope,
+            scope=scope,
+            body=source.body,
         )
     if problems:
         raise SourceFileError(problems)
@@ -328,7 +351,13 @@ class RowDiff(BaseModel):
             )
             return (
                 f"{r.item}: {r.requester_role} → {r.provider_role} | {r.task} | {r.info}{sub}"
-                + (" (within one body)" if r.scope == "within-body" else "")
+                + (
+                    f" (within {r.body} only)"
+                    if r.body
+                    else " (within one body)"
+                    if r.scope == "within-body"
+                    else ""
+                )
             )
 
         out = [f"+ {show(r)}" for r in self.added]
@@ -354,7 +383,7 @@ def diff_rows(
     same_source = bool(old) and bool(new) and old[0].source == new[0].source
 
     def terms(r: WhitelistRow) -> tuple[str, ...]:
-        return (r.scope, r.item, r.legal_text) if same_source else (r.scope,)
+        return (r.scope, r.body or "", r.item, r.legal_text) if same_source else (r.scope,)
 
     before: dict[Key, WhitelistRow] = {}
     for r in sorted(old, key=lambda r: r.id):

@@ -20,20 +20,21 @@ import asyncpg
 from pydantic import BaseModel
 
 from renkei.kernel.db import APP_ROLE, connect
+from whitelist.catalog import default_catalog
 from whitelist.controls_store import LiveControls
 from whitelist.decide import WhitelistIndex
-from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
 from whitelist.orgs import LiveOrgs, load_orgs
 from whitelist.sources import RowDiff, diff_rows
 
 CHANNEL = "renkei_whitelist"
 _COLUMNS = (
     "id, source, item, requester_role, task, provider_role, info, legal_text, valid_from,"
-    " valid_to, scope, sub_task, sub_info"
+    " valid_to, scope, sub_task, sub_info, body"
 )
 _SOURCE_COLUMNS = (
     "id, title, citation, valid_from, valid_to, stand_in_from, stand_in_note, supersedes,"
-    " content_hash, loaded_by, loaded_at"
+    " content_hash, loaded_by, loaded_at, body"
 )
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
             f"INSERT INTO whitelist.rows ({_COLUMNS})"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
             " ON CONFLICT (id) DO UPDATE SET valid_from = EXCLUDED.valid_from,"
             " valid_to = EXCLUDED.valid_to, legal_text = EXCLUDED.legal_text, scope = EXCLUDED.scope,"
             " loaded_at = now()",
@@ -111,8 +112,108 @@ async def load_index(
     conn_or_pool = pool
     version: int = await conn_or_pool.fetchval("SELECT version FROM whitelist.version")
     return WhitelistIndex(
-        await fetch_rows(conn_or_pool), version=version, sources=await fetch_sources(conn_or_pool)
+        await fetch_rows(conn_or_pool),
+        version=version,
+        sources=await fetch_sources(conn_or_pool),
+        periods={**default_catalog().periods(), **await fetch_periods(conn_or_pool)},
     )
+
+
+async def fetch_periods(
+    pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+) -> dict[tuple[PeriodKind, str], Held]:
+    """The periods of tasks and info items the live registry sets (over the catalog's)."""
+    rows = await pool.fetch("SELECT kind, id, valid_from, valid_to FROM whitelist.periods")
+    return {
+        (r["kind"], r["id"]): Held(id=r["id"], valid_from=r["valid_from"], valid_to=r["valid_to"])
+        for r in rows
+    }
+
+
+# The source each change of a task's or an info item's period is recorded as a load of.
+PERIODS_SOURCE = Source(
+    id="catalog-periods",
+    title="事務及び特定個人情報の期間（カタログ） / periods of tasks and info items",
+    citation="{item}",
+    valid_from=dt.date(2015, 10, 5),
+)
+
+
+async def set_period(
+    pool: asyncpg.Pool,
+    kind: PeriodKind,
+    ident: str,
+    valid_from: dt.date | None,
+    valid_to: dt.date | None,
+    *,
+    by: str,
+    effective: dt.date,
+) -> LoadOutcome:
+    """Set the period of task or info item ``ident`` in the live registry, recorded as a load
+    of :data:`PERIODS_SOURCE` (who, when, the period before and after); workers take it with
+    the index. The caller reviews the operating versions after it, as after any load."""
+    if valid_from is not None and valid_to is not None and valid_to <= valid_from:
+        raise SourceRefused(f"{kind} {ident}: valid_to {valid_to} is not after {valid_from}")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
+        was = (await fetch_periods(conn)).get((kind, ident)) or default_catalog().periods().get(
+            (kind, ident)
+        )
+        await conn.execute(
+            "INSERT INTO whitelist.periods (kind, id, valid_from, valid_to, set_by)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, id) DO UPDATE SET"
+            " valid_from = EXCLUDED.valid_from, valid_to = EXCLUDED.valid_to,"
+            " set_by = EXCLUDED.set_by, set_at = now()",
+            kind,
+            ident,
+            valid_from,
+            valid_to,
+            by,
+        )
+        src = PERIODS_SOURCE
+        stamped = await conn.fetchrow(
+            f"INSERT INTO whitelist.sources ({_SOURCE_COLUMNS})"
+            " VALUES ($1,$2,$3,$4,NULL,NULL,NULL,NULL,'',$5,now(),NULL)"
+            " ON CONFLICT (id) DO UPDATE SET loaded_by = EXCLUDED.loaded_by, loaded_at = now()"
+            f" RETURNING {_SOURCE_COLUMNS}",
+            src.id,
+            src.title,
+            src.citation,
+            src.valid_from,
+            by,
+        )
+
+        def period(h: Held | None) -> str:
+            if h is None or (h.valid_from is None and h.valid_to is None):
+                return "always"
+            return f"{h.valid_from or 'from the start'} to {h.valid_to or 'open'}"
+
+        now = Held(id=ident, valid_from=valid_from, valid_to=valid_to)
+        line = f"~ {kind} {ident}: in force {period(now)} (was {period(was)})"
+        load_id: int = await conn.fetchval(
+            "INSERT INTO whitelist.loads (source, file_name, content_hash, loaded_by, against,"
+            " effective, rows, added, removed, changed, diff)"
+            " VALUES ($1, $2, '', $3, NULL, $4, 0, 0, 0, 1, $5::text::jsonb) RETURNING id",
+            src.id,
+            f"{kind} {ident}",
+            by,
+            effective,
+            json.dumps([line], ensure_ascii=False),
+        )
+        version = await _bump(conn)
+    return LoadOutcome(
+        load_id=load_id,
+        version=version,
+        source=Source(**dict(stamped or {})),
+        diff=RowDiff(against=None),
+        effective=effective,
+        note=line,
+    )
+
+
+def owner_of(source: Source) -> str:
+    """Whose law ``source`` is, in words: a body's own ordinance, or national law."""
+    return f"{source.body}'s own ordinance" if source.body else "national law (no body's own)"
 
 
 class SourceRefused(ValueError):
@@ -129,6 +230,7 @@ class LoadOutcome(BaseModel):
     diff: RowDiff
     closed: Source | None = None
     effective: dt.date
+    note: str | None = None  # a change of a period (set_period): what changed
 
 
 async def load_source(
@@ -148,6 +250,11 @@ async def load_source(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
         stored = {s.id: s for s in await fetch_sources(conn)}
+        was = stored.get(source.id)
+        if was is not None and was.body != source.body:
+            raise SourceRefused(
+                f"{source.id} is {owner_of(was)}; a load cannot make it {owner_of(source)}"
+            )
         successors = [s for s in stored.values() if s.supersedes == source.id]
         for nxt in successors:
             if source.valid_to is None or source.valid_to > nxt.valid_from:
@@ -186,13 +293,13 @@ async def load_source(
         diff = diff_rows(previous, rows, against)
         stamped = await conn.fetchrow(
             f"INSERT INTO whitelist.sources ({_SOURCE_COLUMNS})"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,now())"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,now(),$11)"
             " ON CONFLICT (id) DO UPDATE SET title = EXCLUDED.title,"
             " citation = EXCLUDED.citation, valid_from = EXCLUDED.valid_from,"
             " valid_to = EXCLUDED.valid_to, stand_in_from = EXCLUDED.stand_in_from,"
             " stand_in_note = EXCLUDED.stand_in_note, supersedes = EXCLUDED.supersedes,"
             " content_hash = EXCLUDED.content_hash, loaded_by = EXCLUDED.loaded_by,"
-            " loaded_at = now()"
+            " loaded_at = now(), body = EXCLUDED.body"
             f" RETURNING {_SOURCE_COLUMNS}",
             source.id,
             source.title,
@@ -204,6 +311,7 @@ async def load_source(
             source.supersedes,
             source.content_hash,
             source.loaded_by,
+            source.body,
         )
         await conn.execute("DELETE FROM whitelist.rows WHERE source = $1", source.id)
         await conn.copy_records_to_table(
@@ -214,8 +322,8 @@ async def load_source(
         )
         load_id: int = await conn.fetchval(
             "INSERT INTO whitelist.loads (source, file_name, content_hash, loaded_by, against,"
-            " effective, rows, added, removed, changed, diff)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::text::jsonb) RETURNING id",
+            " effective, rows, added, removed, changed, diff, body)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11::text::jsonb,$12) RETURNING id",
             source.id,
             file_name,
             source.content_hash,
@@ -227,6 +335,7 @@ async def load_source(
             len(diff.removed),
             len(diff.changed),
             json.dumps(diff.lines(limit=1000), ensure_ascii=False),
+            source.body,
         )
         version = await _bump(conn)
     return LoadOutcome(

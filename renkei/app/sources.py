@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import BaseModel
 
+from renkei.bpf.models import did_you_mean
 from renkei.bpf.review import Reviewed, review
 from whitelist import store
 from whitelist.annex2 import SOURCE as ANNEX2_SOURCE
@@ -22,9 +23,8 @@ from whitelist.annex2 import annex2_source, load_annex2
 from whitelist.catalog import default_catalog
 from whitelist.decide import JST
 from whitelist.lawxml import read_law_xml
-from whitelist.local import SOURCE as LOCAL_SOURCE
-from whitelist.local import load_local, local_source
-from whitelist.models import Catalog, Source, WhitelistRow
+from whitelist.local import RETIRED_SOURCE, ordinances
+from whitelist.models import Catalog, PeriodKind, Source, WhitelistRow
 from whitelist.partners import SOURCE as PARTNERS_SOURCE
 from whitelist.partners import load_partners, partners_source
 from whitelist.sources import SourceFileError, SourceMeta, build_rows, read_rows_file
@@ -43,11 +43,20 @@ class LoadReport(BaseModel):
     def lines(self) -> list[str]:
         o = self.outcome
         s = o.source
+        if o.note is not None:  # a task's or an info item's period (set_period)
+            return [
+                o.note.removeprefix("~ "),
+                f"load {o.load_id} by {s.loaded_by} (source {s.id}), whitelist version"
+                f" {o.version}, effective {o.effective}",
+                *self._review_lines(),
+            ]
         out = [
             f"loaded {s.id} ({s.title}): {o.diff.unchanged + len(o.diff.added) + len(o.diff.changed)}"
             f" rows, in force {s.period()}; cited as {s.cite('{item}')}"
             + (f"; a stand-in from {s.stand_in_from}" if s.stand_in_from else ""),
-            f"load {o.load_id} by {s.loaded_by}, file hash {s.content_hash[:16]}…,"
+            f"load {o.load_id} by {s.loaded_by}"
+            + (f" as {s.body} (its own ordinance, 番号法第9条第2項)" if s.body else "")
+            + f", file hash {s.content_hash[:16]}…,"
             f" whitelist version {o.version}, effective {o.effective}",
         ]
         if o.closed is not None:
@@ -59,6 +68,11 @@ class LoadReport(BaseModel):
             f" {len(d.changed)} changed, {d.unchanged} unchanged"
         )
         out += [f"  {line}" for line in d.lines()]
+        return out + self._review_lines()
+
+    def _review_lines(self) -> list[str]:
+        o = self.outcome
+        out: list[str] = []
         affected = self.affected
         out.append(
             f"review from {o.effective}: {len(self.reviewed)} operating versions,"
@@ -124,22 +138,28 @@ async def load_file(
     options: SourceOptions,
     by: str,
     *,
+    as_org: str | None = None,
     catalog: Catalog | None = None,
     today: dt.date | None = None,
 ) -> LoadReport:
     """Load the rows file (CSV, YAML, or law XML with a mapping) as source ``source_id``.
+
+    ``as_org``: the body the load is made as. A body's own ordinance (``body:``) is loaded only
+    as that body, and a body loads nothing else (:func:`check_body`).
 
     Raises :class:`~whitelist.sources.SourceFileError` (located) or
     :class:`~whitelist.store.SourceRefused`; nothing is loaded then.
     """
     cat = catalog or default_catalog()
     stored = {s.id: s for s in await store.fetch_sources(pool)}
+    where: dict[str, str] = {}
     if path.suffix.lower() == ".xml":
         imported = read_law_xml(path, options.mapping, cat)
         meta, specs, content_hash = imported.meta, imported.rows, imported.content_hash
     else:
         rows_file = read_rows_file(path)
         meta, specs, content_hash = rows_file.meta, rows_file.rows, rows_file.content_hash
+        where = rows_file.where
     given = {k: v for k, v in options.model_dump(exclude={"mapping"}).items() if v is not None}
     merged = SourceMeta(**{**meta.model_dump(exclude_none=True), **given})
     before = stored.get(source_id)
@@ -158,6 +178,17 @@ async def load_file(
             ]
         )
     assert title is not None and citation is not None and valid_from is not None
+    body = merged.body or (before.body if before else None)
+    check_body(cat, source_id, before, body, as_org, where.get("body", str(path)))
+    supersedes = merged.supersedes or (before.supersedes if before else None)
+    ended = stored.get(supersedes) if supersedes else None
+    if ended is not None and ended.body != body:  # one body's law never ends another's
+        raise SourceFileError(
+            [
+                f"{where.get('supersedes', str(path))}: supersedes: {ended.id} is"
+                f" {store.owner_of(ended)}; source {source_id!r} cannot end it"
+            ]
+        )
     try:
         source = Source(
             id=source_id,
@@ -168,6 +199,7 @@ async def load_file(
             stand_in_from=merged.stand_in_from or (before.stand_in_from if before else None),
             stand_in_note=merged.stand_in_note or (before.stand_in_note if before else None),
             supersedes=merged.supersedes or (before.supersedes if before else None),
+            body=body,
             content_hash=content_hash,
             loaded_by=by,
         )
@@ -177,11 +209,78 @@ async def load_file(
     return await load(pool, cat, source, rows, file_name=path.name, today=today)
 
 
+async def set_period(
+    pool: asyncpg.Pool,
+    kind: PeriodKind,
+    ident: str,
+    valid_from: dt.date | None,
+    valid_to: dt.date | None,
+    by: str,
+    *,
+    catalog: Catalog | None = None,
+    today: dt.date | None = None,
+) -> LoadReport:
+    """Set the period of a task or an info item in the live registry, then review every
+    operating version as after a load. Raises :class:`~whitelist.store.SourceRefused` for an
+    id the catalog does not know or a period that ends before it begins."""
+    cat = catalog or default_catalog()
+    known = cat.tasks if kind == "task" else cat.info_items
+    if ident not in known:
+        raise store.SourceRefused(f"unknown {kind} {ident!r}{did_you_mean(ident, known)}")
+    day = today or dt.datetime.now(JST).date()
+    outcome = await store.set_period(pool, kind, ident, valid_from, valid_to, by=by, effective=day)
+    return LoadReport(outcome=outcome, reviewed=await review(pool, cat, outcome, today))
+
+
+# The kinds of body that make ordinances of their own (地方公共団体).
+LOCAL_GOVERNMENTS = ("municipal", "prefectural")
+
+
+def check_body(
+    catalog: Catalog,
+    source_id: str,
+    before: Source | None,
+    body: str | None,
+    as_org: str | None,
+    where: str,
+) -> None:
+    """Refuse (located at ``where``, the file's ``body:`` line) a load of one body's ordinance
+    made as anyone but that body, a body's load of anything but its own ordinance, and a load
+    that would hand a source to another body (or make national law a body's)."""
+    problems: list[str] = []
+    if before is not None and before.body != body:
+        problems.append(
+            f"{where}: body: source {source_id!r} is {store.owner_of(before)};"
+            f" this file would make it {body or 'national law'}'s"
+        )
+    elif body is not None and as_org != body:
+        made_as = f"as {as_org}" if as_org else "as no body (--as)"
+        problems.append(
+            f"{where}: body: source {source_id!r} is {body}'s own ordinance (番号法第9条第2項):"
+            f" only {body} loads or replaces its rows, and this load is made {made_as}"
+        )
+    elif body is None and as_org is not None:
+        problems.append(
+            f"{where}: loading as {as_org}: a body loads only its own ordinance, and this file"
+            f" names none (`body: {as_org}`)"
+        )
+    if body is not None:
+        org = catalog.orgs.get(body)
+        if org is None or org.kind not in LOCAL_GOVERNMENTS:
+            problems.append(
+                f"{where}: body: {body!r} is not a local government of the org registry"
+                " (an ordinance under 番号法第9条第2項 is a municipality's or a prefecture's)"
+            )
+    if problems:
+        raise SourceFileError(problems)
+
+
 async def load_defaults(
     pool: asyncpg.Pool, by: str | None = None
 ) -> tuple[int, int, list[LoadReport]]:
-    """Load the shipped sources (the 2015 table, the local rows, the partner rows) where the store differs from
-    them; return (rows, whitelist version, the loads made)."""
+    """Load the shipped sources (the 2015 table, each sample city's ordinance, the partner rows)
+    where the store differs from them, and retire the shared local rows a store may still hold;
+    return (rows, whitelist version, the loads made)."""
     catalog = default_catalog()
     stored = {s.id: s for s in await store.fetch_sources(pool)}
     total = 0
@@ -190,7 +289,7 @@ async def load_defaults(
     who = by or os_user()
     shipped = (
         (ANNEX2_SOURCE, annex2_source(), load_annex2(catalog)),
-        (LOCAL_SOURCE, local_source(), load_local(catalog)),
+        *((s.id, s, rows) for s, rows in ordinances(catalog)),
         (PARTNERS_SOURCE, partners_source(), load_partners(catalog)),
     )
     for sid, source, rows in shipped:
@@ -205,6 +304,18 @@ async def load_defaults(
             continue
         report = await load(
             pool, catalog, source.model_copy(update={"loaded_by": who}), rows, file_name=sid
+        )
+        version = report.outcome.version
+        reports.append(report)
+    retired = stored.get(RETIRED_SOURCE)
+    if retired is not None and await store.fetch_rows(pool, "source = $1", RETIRED_SOURCE):
+        # Its rows now live in each body's own ordinance: a recorded load of no rows.
+        report = await load(
+            pool,
+            catalog,
+            retired.model_copy(update={"loaded_by": who, "content_hash": ""}),
+            [],
+            file_name=f"{RETIRED_SOURCE} (retired: each body's ordinance is a source of its own)",
         )
         version = report.outcome.version
         reports.append(report)

@@ -24,7 +24,13 @@ from whitelist.models import Catalog
 
 # Why a start is refused: each is also a failure type on the wire (renkei.contracts.failures).
 RefusalKind = Literal[
-    "UnknownBpf", "NotAnExecutor", "WrongTrigger", "InvalidInputs", "PurposeMismatch", "Suspended"
+    "UnknownBpf",
+    "NotAnExecutor",
+    "WrongTrigger",
+    "InvalidInputs",
+    "PurposeMismatch",
+    "Suspended",
+    "VersionStopped",
 ]
 
 
@@ -88,7 +94,8 @@ async def admit(
 
     In operation, a version that a review after a change of the law found non-conformant
     (:mod:`renkei.bpf.review`) admits no run from the change's effective date on (``on``, the
-    date in Japan, default today); the refusal names the source and the date.
+    date in Japan, default today); the refusal (``VersionStopped``) names the source and the
+    date.
     """
     if not re.fullmatch(BPF_ID, bpf):
         raise StartRefused("bpf: not a BPF id (lowercase letters, digits, hyphens)", "UnknownBpf")
@@ -101,7 +108,7 @@ async def admit(
     if mode == "operation":
         day = on or dt.datetime.now(JST).date()
         if (reviewed := await suspension(pool, d.bpf, d.version, day)) is not None:
-            raise StartRefused(reviewed.reason(d.bpf, d.version), "UnknownBpf")
+            raise StartRefused(reviewed.reason(d.bpf, d.version), "VersionStopped")
     if executor not in catalog.orgs:
         raise StartRefused(f"unknown executor org {executor!r}", "NotAnExecutor")
     if not any(catalog.refers_to(e, executor) for e in d.owners.executors):

@@ -231,6 +231,13 @@ class RetrySpec(_Strict):
 
 class QuerySpec(_Strict):
     info: str
+    sub_task: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$",
+        description="the ordinance-level task (主務省令で定める事務) under the flow's task the"
+        " query is asked for: only a whitelist row naming it, or one of the whole task, permits"
+        " it; none: the task as a whole",
+    )
     about: str | None = Field(default=None, description="default: the flow's subject")
     provider: str
     timeout: Duration = dt.timedelta(seconds=60)

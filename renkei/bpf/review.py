@@ -97,17 +97,26 @@ def cause(index: WhitelistIndex, day: dt.date, loaded: str) -> str:
     begins = sorted(s.id for s in index.sources.values() if s.valid_from == day)
     ends = sorted(s.id for s in index.sources.values() if s.valid_to == day)
     said = [f"source {i} begins" for i in begins] + [f"source {i} ends" for i in ends]
+    for (kind, ident), held in sorted(index.periods.items()):
+        what = "task" if kind == "task" else "info item"
+        if held.valid_from == day:
+            said.append(f"{what} {ident} begins")
+        if held.valid_to == day:
+            said.append(f"{what} {ident} ends")
     return ", ".join(said) if said else f"source {loaded} loaded"
 
 
 def checkpoints(index: WhitelistIndex, since: dt.date, effective: dt.date) -> list[dt.date]:
     """The days on which the law the store holds may change from ``since`` on: ``since``, the
-    load's effective day, and every later first or last day of a source or a row."""
+    load's effective day, and every later first or last day of a source, a row, a task or an
+    info item."""
     days = {since, effective}
     for src in index.sources.values():
         days |= {d for d in (src.valid_from, src.valid_to) if d is not None}
     for row in index.rows():
         days |= {d for d in (row.valid_from, row.valid_to) if d is not None}
+    for held in index.periods.values():  # a task's or an info item's period
+        days |= {d for d in (held.valid_from, held.valid_to) if d is not None}
     return sorted(d for d in days if d >= since)
 
 

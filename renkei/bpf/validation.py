@@ -59,7 +59,7 @@ from renkei.bpf.models import (
 )
 from renkei.bpf.providers import named_providers, served_by
 from whitelist.decide import WhitelistIndex, permitting_hint
-from whitelist.models import COHORT_INFO, Catalog, role_of, role_ref
+from whitelist.models import COHORT_INFO, Catalog, PeriodKind, role_of, role_ref
 
 Add = Callable[..., None]
 
@@ -131,6 +131,11 @@ def executor_roles(catalog: Catalog, executor: str) -> dict[str, frozenset[str]]
     if role is not None:
         return {executor: frozenset({role})}
     return {executor: catalog.org_roles(executor)}
+
+
+def org_of(label: str) -> str | None:
+    """The org an executor entry names (None for a role, which stands for many bodies)."""
+    return label if role_of(label) is None else None
 
 
 def info_schemas(catalog: Catalog, loaded: LoadedBpf) -> dict[str, str]:
@@ -258,6 +263,14 @@ def validate(
     for s in queries:
         step_loc = locs[s.id]
         info, provider = s.query.info, s.query.provider
+        sub_task = s.query.sub_task
+        if sub_task is not None and sub_task not in (named := whitelist.sub_tasks(d.task)):
+            add(
+                (*step_loc, "query", "sub_task"),
+                f"no whitelist row names sub-task {sub_task!r} under task {d.task!r}"
+                + (f" (sub-tasks named: {_names(sorted(named))})" if named else " (none is)")
+                + did_you_mean(sub_task, named),
+            )
         if info not in catalog.info_items:
             add(
                 (*step_loc, "query", "info"),
@@ -272,6 +285,7 @@ def validate(
                     f"{provider} does not serve info item {info!r} ({served_by(catalog, info)})",
                 )
 
+    _check_periods(d, queries, whitelist, day, locs, add)
     check_private(d, catalog, locs, add)
     check_acts(d, catalog, whitelist, day, locs, add)
     if d.task in catalog.tasks:
@@ -302,6 +316,39 @@ def validate(
         if not any(i.severity == "error" for i in found):
             _check_providers_serve(d, s, locs[s.id], catalog, add)
     return issues
+
+
+def _check_periods(
+    d: BpfDefinition,
+    queries: list[QueryStep],
+    whitelist: WhitelistIndex,
+    day: dt.date,
+    locs: dict[str, tuple[str | int, ...]],
+    add: Add,
+) -> None:
+    """Warn when the flow's task or an info item it queries (or that item's category) ends
+    after ``day``: from then on its linkages are denied and a version in operation stops (the
+    review finds it non-conformant that day). One not in force on ``day`` denies every
+    linkage, which the whitelist check reports."""
+    dated: list[tuple[PeriodKind, str, tuple[str | int, ...]]] = [("task", d.task, ("task",))]
+    for s in queries:
+        parent = whitelist.parent_of(s.query.info)
+        for info in (s.query.info, *((parent,) if parent else ())):
+            dated.append(("info", info, (*locs[s.id], "query", "info")))
+    seen: set[tuple[str, str]] = set()
+    for kind, ident, loc in dated:
+        held = whitelist.periods.get((kind, ident))
+        if held is None or held.valid_to is None or held.valid_to <= day or (kind, ident) in seen:
+            continue
+        seen.add((kind, ident))
+        what = "task" if kind == "task" else "info item"
+        add(
+            loc,
+            f"{what} {ident!r} ends on {held.valid_to} (in force"
+            f" {held.valid_from or 'from the start'} to {held.valid_to}): from that day every"
+            " linkage of it is denied, and a version in operation admits no new run",
+            "warning",
+        )
 
 
 def _unknown_org(org: str, catalog: Catalog) -> str:
@@ -426,7 +473,9 @@ def _check_cohort_rule(
         label
         for ex in d.owners.executors
         for label, roles in executor_roles(catalog, ex).items()
-        if not whitelist.decide(roles, d.task, roles, COHORT_INFO, day, same_body=True).allowed
+        if not whitelist.decide(
+            roles, d.task, roles, COHORT_INFO, day, same_body=True, body=org_of(label)
+        ).allowed
     ]
     if refused:
         with_rule = whitelist.tasks_permitting(COHORT_INFO, day)
@@ -436,7 +485,7 @@ def _check_cohort_rule(
             f" resident register who reaches the event ({COHORT_INFO!r}) under the flow's task,"
             f" and no whitelist row in force on {day.isoformat()} lets {', '.join(refused)} do"
             f" that (tasks with a cohort rule: {_names(with_rule)}). Add the rule to"
-            " whitelist/data/local/rows.yaml (docs/triggers.md, “A cohort rule for a new task”)",
+            " the municipality's own ordinance, whitelist/data/ordinances/local-<org>.yaml (docs/triggers.md, “A cohort rule for a new task”)",
         )
         return
     orgs = sorted({o for e in d.owners.executors for o in catalog.orgs_of(e)})
@@ -719,7 +768,14 @@ def _conformance(
                 # is the executing org (never a role, which stands for many orgs).
                 same_body = providers is None or (role_of(label) is None and prov_label == label)
                 decision = whitelist.decide(
-                    req_roles, d.task, prov_roles, step.query.info, day, same_body=same_body
+                    req_roles,
+                    d.task,
+                    prov_roles,
+                    step.query.info,
+                    day,
+                    same_body=same_body,
+                    body=org_of(label) if same_body else None,
+                    sub_task=step.query.sub_task,
                 )
                 if not decision.allowed:
                     hint = permitting_hint(whitelist, d.task, step.query.info, day)
@@ -728,4 +784,44 @@ def _conformance(
                         f"asking {prov_label} for {step.query.info!r} under task {d.task!r}: "
                         f"{decision.reason}; {hint}"
                     )
+                elif providers is None and (role := role_of(label)) is not None:
+                    _check_own_ordinances(d, step, catalog, whitelist, day, role, add)
     return out
+
+
+def _check_own_ordinances(
+    d: BpfDefinition,
+    step: QueryStep,
+    catalog: Catalog,
+    whitelist: WhitelistIndex,
+    day: dt.date,
+    role: str,
+    add: Add,
+) -> None:
+    """For an executor role asking its own records under municipalities' own ordinances
+    (番号法第9条第2項): warn of the orgs of the role whose own ordinance permits it not — each
+    run is decided for its own org, so theirs would be denied."""
+    roles = frozenset({role})
+    lacking = sorted(
+        o.id
+        for o in catalog.orgs_with_role(role)
+        if o.kind != "private"
+        and not whitelist.decide(
+            roles,
+            d.task,
+            roles,
+            step.query.info,
+            day,
+            same_body=True,
+            body=o.id,
+            sub_task=step.query.sub_task,
+        ).allowed
+    )
+    if lacking and len(lacking) < len(catalog.orgs_with_role(role)):
+        add(
+            f"{', '.join(lacking)} (role {role}) {'has' if len(lacking) == 1 else 'have'} no"
+            f" row of its own ordinance (番号法第9条第2項) permitting {step.query.info!r} from"
+            f" its own records under task {d.task!r} on {day.isoformat()}: its runs are denied"
+            " at this step",
+            severity="warning",
+        )

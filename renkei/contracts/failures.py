@@ -26,6 +26,9 @@ class Failure(StrEnum):
     PURPOSE_MISMATCH = "PurposeMismatch"  # a child flow of another task than its caller's
     HOLD_NOT_APPROVED = "HoldNotApproved"  # a disclosure hold no second party approved
     SUSPENDED = "Suspended"  # a BPF version a platform operator suspended (the emergency stop)
+    # A version the review after a change of the law left non-conformant: it admits no new run
+    # from the day it stops conforming (renkei.bpf.review); the reason names the source and day.
+    VERSION_STOPPED = "VersionStopped"
     UNKNOWN_SUBJECT = "UnknownSubject"
     # Life-event scans.
     NOT_TRIGGERED = "NotTriggered"

@@ -124,3 +124,102 @@ def test_rows_without_an_ordinance_level_keep_deciding_as_before() -> None:
     index = WhitelistIndex([row])
     assert _decide(index, "local-tax").allowed and _decide(index, ITEM).allowed
     assert not _decide(index, "pension-benefit").allowed
+
+
+# -- the ordinance-level task (主務省令で定める事務) a query names ---------------------------------
+
+AWARD, CHECK = "child-allowance-award", "child-allowance-income-check"
+
+
+def _decide_sub(index: WhitelistIndex, sub_task: str | None):
+    return index.decide(
+        ["municipal-mayor"],
+        "child-allowance",
+        ["municipal-mayor"],
+        "local-tax",
+        DAY,
+        sub_task=sub_task,
+    )
+
+
+def test_a_query_naming_a_sub_task_is_permitted_by_a_row_of_it_and_the_decision_keeps_both_levels() -> (
+    None
+):
+    [row] = build_rows(ORDINANCE, [_spec(sub_task=AWARD)], CATALOG)
+    index = WhitelistIndex([row], sources=[ORDINANCE])
+    d = _decide_sub(index, AWARD)
+    assert d.allowed and d.sub_task == AWARD and d.row is not None and d.row.sub_task == AWARD
+    assert f"[child-allowance › {AWARD}]" in d.reason and d.row.id.endswith(f"/{AWARD}/-")
+    other = _decide_sub(index, CHECK)
+    assert not other.allowed and other.row is None
+    assert other.reason == (
+        f"no whitelist row permits sub-task {CHECK!r} of task 'child-allowance': the rows for"
+        f" 'local-tax' name {AWARD!r} only"
+    )
+    # A query of the whole task (no sub_task) is decided as before: any row of the task.
+    whole = _decide_sub(index, None)
+    assert whole.allowed and whole.sub_task is None
+
+
+def test_a_row_of_the_whole_task_permits_each_of_its_sub_tasks() -> None:
+    [row] = build_rows(ORDINANCE, [_spec()], CATALOG)
+    index = WhitelistIndex([row], sources=[ORDINANCE])
+    for sub in (AWARD, CHECK):
+        d = _decide_sub(index, sub)
+        assert d.allowed and d.sub_task == sub and d.row is not None and d.row.sub_task is None
+
+
+@pytest.mark.parametrize(
+    ("sub_task", "problem"),
+    [
+        (AWARD, None),
+        (CHECK, "not permitted by the whitelist"),
+        (
+            "child-allowance-awrd",
+            "steps[0].query.sub_task: no whitelist row names sub-task 'child-allowance-awrd'"
+            f" under task 'child-allowance' (sub-tasks named: {AWARD}, {CHECK})"
+            f" (did you mean `{AWARD}`?)",
+        ),
+    ],
+)
+def test_validation_checks_a_querys_sub_task_against_the_whitelist(
+    sub_task: str, problem: str | None
+) -> None:
+    rows = build_rows(
+        ORDINANCE,
+        [
+            _spec(sub_task=AWARD),
+            _spec(sub_task=CHECK, info="pension-benefit", provider_role="mhlw-minister"),
+        ],
+        CATALOG,
+    )
+    index = WhitelistIndex(rows, sources=[ORDINANCE])
+    text = FLOW.replace("{info: INFO,", f"{{info: local-tax, sub_task: {sub_task},")
+    issues = [
+        str(i)
+        for i in validate(parse_text(text, "probe.yaml"), CATALOG, index, at=DAY)
+        if i.severity == "error"
+    ]
+    if problem is None:
+        assert not issues
+    else:
+        assert any(problem in i for i in issues), issues
+        assert all(i.startswith("probe.yaml:13:") for i in issues), issues
+
+
+def test_a_query_without_a_sub_task_keeps_the_format_and_the_schema_accepts_one() -> None:
+    import jsonschema
+
+    from renkei.bpf.models import BpfDefinition
+
+    schema = BpfDefinition.model_json_schema(by_alias=True)
+    validator = jsonschema.Draft202012Validator(schema)
+    plain = parse_text(FLOW.replace("INFO", "local-tax"), "probe.yaml").definition
+    assert "sub_task" not in plain.model_dump(by_alias=True, exclude_none=True)["steps"][0]["query"]
+    named = parse_text(
+        FLOW.replace("{info: INFO,", f"{{info: local-tax, sub_task: {AWARD},"), "probe.yaml"
+    ).definition
+    doc = named.model_dump(mode="json", by_alias=True, exclude_none=True)
+    validator.validate(doc)
+    doc["steps"][0]["query"]["sub_task"] = "Not An Id"
+    assert not validator.is_valid(doc)

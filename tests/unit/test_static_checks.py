@@ -266,8 +266,13 @@ def test_the_executor_as_provider_must_serve_the_item() -> None:
     )
     catalog = _with_nerima()
     assert errors(text, catalog=catalog) == []
-    [warning] = warnings(text, catalog=catalog)
+    found = warnings(text, catalog=catalog)
+    [warning] = [w for w in found if "serve it" in w]
     assert "city-minato, city-shibuya serve it, city-nerima not" in warning
+    # nor has it an ordinance of its own for its own records (番号法第9条第2項)
+    assert any(
+        "city-nerima (role municipal-mayor) has no row of its own ordinance" in w for w in found
+    ), found
     d = parse_text(text, "probe.yaml").definition
     [refused] = unserved_at_start(d, "city-nerima", {}, catalog)
     assert refused.input is None and refused.message.startswith(
@@ -299,14 +304,14 @@ def test_a_life_event_flow_needs_a_cohort_rule_for_its_task() -> None:
         "triggers[0].life-event: task 'long-term-care-benefits-and-premiums' has no cohort rule"
     )
     assert "tasks with a cohort rule: coming-of-age-pension-notice, school-entry-notice" in error
-    assert "whitelist/data/local/rows.yaml" in error and "docs/triggers.md" in error
+    assert "whitelist/data/ordinances/local-<org>.yaml" in error and "docs/triggers.md" in error
 
 
 def test_the_docs_say_how_to_add_a_cohort_rule() -> None:
     doc = (PROJECT_ROOT / "docs" / "triggers.md").read_text(encoding="utf-8")
     assert "A cohort rule for a new task" in doc
     section = doc.split("A cohort rule for a new task")[1]
-    assert "whitelist/data/local/rows.yaml" in section and "resident-cohort" in section
+    assert "whitelist/data/ordinances/local-<org>.yaml" in section and "resident-cohort" in section
 
 
 def test_a_life_event_flow_with_a_cohort_rule_validates() -> None:

@@ -64,10 +64,18 @@ async def whitelist_load(
         Path | None, typer.Option(help="law XML only: the mapping of its wording to ids")
     ] = None,
     by: Annotated[str | None, typer.Option(help="who loads (default: the OS user)")] = None,
+    as_org: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="the local government the load is made as: it loads its own ordinance only"
+            " (番号法第9条第2項; the file says `body:`)",
+        ),
+    ] = None,
 ) -> int:
     """Load a legal source into the store and print what changed (workers pick it up without a
-    restart). Without arguments, the shipped sources (Annex Table 2, 2015 text, and the local
-    rows). Every operating BPF version is reviewed at the load's effective date."""
+    restart). Without arguments, the shipped sources (Annex Table 2, 2015 text, each sample city's
+    ordinance, the partner rows). Every operating BPF version is reviewed at the load's effective date."""
     from renkei.app.sources import SourceOptions, load_defaults, load_file, os_user
     from whitelist.sources import SourceFileError
 
@@ -80,9 +88,7 @@ async def whitelist_load(
             for report in reports:
                 for line in report.lines():
                     typer.echo(line)
-            typer.echo(
-                f"{total} rows from annex2-2015 and renkei-local; whitelist version {version}"
-            )
+            typer.echo(f"{total} rows from the shipped sources; whitelist version {version}")
             return 0
         options = SourceOptions(
             title=title,
@@ -95,7 +101,7 @@ async def whitelist_load(
             mapping=mapping,
         )
         try:
-            report = await load_file(pool, source, file, options, by or os_user())
+            report = await load_file(pool, source, file, options, by or os_user(), as_org=as_org)
         except (SourceFileError, store.SourceRefused) as err:
             typer.echo(f"error: nothing loaded:\n{err}", err=True)
             return 1
@@ -119,9 +125,44 @@ async def whitelist_sources() -> None:
             f"{s.id}\t{s.title}\t{s.period()}\tcited as {s.cite('{item}')}\t{counts.get(s.id, 0)} rows"
             + (f"\tstand-in from {s.stand_in_from}" if s.stand_in_from else "")
             + (f"\tsupersedes {s.supersedes}" if s.supersedes else "")
+            + (f"\t{s.body}'s own ordinance" if s.body else "")
             + f"\tloaded {s.loaded_at:%Y-%m-%d %H:%M} by {s.loaded_by}, hash {s.content_hash[:12]}"
         )
     typer.echo(f"{len(sources)} sources", err=True)
+
+
+@whitelist_app.command("period")
+@run_async
+async def whitelist_period(
+    kind: Annotated[str, typer.Argument(help="task or info")],
+    ident: Annotated[str, typer.Argument(metavar="ID", help="the task's or the info item's id")],
+    valid_from: Day = None,
+    valid_to: Day = None,
+    by: Annotated[str | None, typer.Option(help="who sets it (default: the OS user)")] = None,
+) -> int:
+    """Set the period a task (事務) or an info item (特定個人情報) is in force (none: always):
+    outside it every linkage of it is denied. Recorded as a load, then every operating BPF
+    version is reviewed, as after a load."""
+    from renkei.app.sources import os_user, set_period
+
+    if kind not in ("task", "info"):
+        raise typer.BadParameter(f"{kind!r}: task or info", param_hint="KIND")
+    async with database(get_settings()) as pool:
+        try:
+            report = await set_period(
+                pool,
+                "task" if kind == "task" else "info",
+                ident,
+                _day("--valid-from", valid_from),
+                _day("--valid-to", valid_to),
+                by or os_user(),
+            )
+        except store.SourceRefused as err:
+            typer.echo(f"error: nothing set: {err}", err=True)
+            return 1
+    for line in report.lines():
+        typer.echo(line)
+    return 0
 
 
 @whitelist_app.command("list")
@@ -182,12 +223,21 @@ async def whitelist_check(
             index = await store.load_index(pool)
     # One org on both sides is one body using its own records (a 番号法第9条第2項 row may apply).
     same_body = requester == provider and role_of(requester) is None
-    d = index.decide(roles(requester), task, roles(provider), info, day, same_body=same_body)
+    d = index.decide(
+        roles(requester),
+        task,
+        roles(provider),
+        info,
+        day,
+        same_body=same_body,
+        body=requester if same_body else None,
+    )
     if d.allowed and d.row:
         src = index.sources.get(d.row.source)
-        typer.echo(
-            f"ALLOW  {d.reason}\n  row: {d.row.id}\n  source: {src.id + ' (' + src.period() + ')' if src else d.row.source}\n  {d.row.legal_text}"
-        )
+        shown = f"{src.id} ({src.period()})" if src else d.row.source
+        if src is not None and src.body:
+            shown += f", {src.body}'s own ordinance (番号法第9条第2項)"
+        typer.echo(f"ALLOW  {d.reason}\n  row: {d.row.id}\n  source: {shown}\n  {d.row.legal_text}")
         return 0
     typer.echo(f"DENY   {d.reason}\n  {permitting_hint(index, task, info, day)}")
     return 1

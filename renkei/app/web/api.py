@@ -60,6 +60,8 @@ REFUSAL_STATUS = {
     Failure.PURPOSE_MISMATCH: 403,
     Failure.HOLD_NOT_APPROVED: 403,
     Failure.SUSPENDED: 403,
+    # The version conflicts with the law as it now stands (a review stopped it): 409.
+    Failure.VERSION_STOPPED: 409,
 }
 
 
@@ -161,7 +163,8 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None
     async def start(asked: StartRequest, org: Org, response: Response) -> Started:
         """Start a flow (the caller is its executor). The same case reference with the same
         subject, inputs and version returns the run already started; with other content it is
-        refused (409)."""
+        refused (409), as is a version a review after a change of the law stopped (409, its
+        reason naming the source and the day)."""
         flow = asked.to_start()
         if flow.executor != org:
             raise HTTPException(403, f"{org} cannot start flows as {flow.executor}")

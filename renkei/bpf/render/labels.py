@@ -56,7 +56,8 @@ def legal_references(
         for org in providers:
             if org not in catalog.orgs:
                 continue
-            # The executor's own records: one body with itself (a 9(2) row may apply).
+            # The executor's own records: one body with itself (a 9(2) row may apply, of that
+            # body's own ordinance: each body's is listed).
             decision = index.decide(
                 roles,
                 d.task,
@@ -64,6 +65,8 @@ def legal_references(
                 q.query.info,
                 at,
                 same_body=expr == "executor",
+                body=org if expr == "executor" else None,
+                sub_task=q.query.sub_task,
             )
             if decision.allowed:
                 found.add(decision.legal_reference)

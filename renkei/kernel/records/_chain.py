@@ -53,6 +53,8 @@ class AccessRecord(BaseModel):
     parent_workflow_id: str | None = None
     parent_bpf: str | None = None
     purpose_task: str | None = None
+    # The ordinance-level task (主務省令で定める事務) the query named under ``task``, if any.
+    sub_task: str | None = None
     # Set when written:
     chain_seq: int | None = None
     prev_hash: str | None = None
@@ -93,7 +95,7 @@ def _canonical(value: object) -> object:
 
 # Fields added after records were first written count in the hash only when set, so the hashes
 # of older records stay what they were.
-_LATER = frozenset({"trigger", "parent_workflow_id", "parent_bpf", "purpose_task"})
+_LATER = frozenset({"trigger", "parent_workflow_id", "parent_bpf", "purpose_task", "sub_task"})
 
 
 def record_hash(record: AccessRecord) -> str:

@@ -1,0 +1,52 @@
+"""A query names the ordinance-level task (主務省令で定める事務) under its flow's task: the hub
+takes it from the registered definition, decides at that level, and the records keep both."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from renkei.kernel import records
+from whitelist import store
+from whitelist.models import WhitelistRow
+
+from .helpers import code, pick, register_fixture, sdk, start, workers
+
+SUB_TASK = "school-entry-register-check"
+
+
+async def test_the_hub_decides_a_querys_sub_task_and_the_records_keep_both_levels(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    # The test's own row (a row of city-minato's ordinance naming the sub-task), removed after.
+    row = WhitelistRow(
+        id="test-sub-task/1",
+        source="test-sub-task",
+        item="港区条例（試験）第1条",
+        requester_role="municipal-board-of-education",
+        task="school-entry-notice",
+        provider_role="municipal-board-of-education",
+        info="resident-record",
+        legal_text="港区条例（試験）第1条",
+        valid_from=dt.date(2024, 4, 1),
+        scope="within-body",
+        body="city-minato",
+        sub_task=SUB_TASK,
+    )
+    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    try:
+        await register_fixture(pool, "sub-task-probe.yaml")
+        rc = sdk(client, settings)
+        h = pick(settings, lambda h: h.municipality == "city-minato")
+        subject = code(settings, "city-minato", h.members[0])
+        async with workers(client, pool, settings, catalog, live_whitelist):
+            flow = await rc.start(start("sub-task-probe", "city-minato", subject))
+            assert (await flow.result()).outcome == "completed"
+        kept = [r for r in await records.query(pool, workflow_id=flow.id)]
+        for keeper in ("city-minato", records.HUB):
+            [rec] = [r for r in kept if r.keeper == keeper]
+            assert rec.outcome == "allowed"
+            assert (rec.task, rec.sub_task) == ("school-entry-notice", SUB_TASK)
+            assert f"[school-entry-notice › {SUB_TASK}]" in rec.reason
+            assert rec.whitelist_row is not None
+    finally:
+        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
