@@ -130,6 +130,7 @@ class WhitelistGate:
         keys: OrgKeys,
         *,
         accept_unpermitted: bool = False,
+        deferred_records: bool = False,
     ) -> None:
         if keys.org != org:
             raise ValueError(f"the key file given to {org}'s gate is {keys.org}'s")
@@ -143,6 +144,7 @@ class WhitelistGate:
         self.signer = keys.signer()
         self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
+        self._deferred_records = deferred_records
 
     def decide(self, req: LinkageRequest, at: dt.datetime, *, consented: bool = False) -> Decision:
         decision = provider_decision(
@@ -275,6 +277,7 @@ class WhitelistGate:
                 ),
             ),
             signer=self._recorder,
+            deferred=self._deferred_records,
         )
 
 

@@ -87,8 +87,10 @@ class HubActivities:
         kit_clock: bool = False,
         *,
         runs_before: dt.datetime | None = None,
+        deferred_records: bool = False,
     ) -> None:
         self._pool = pool
+        self._deferred_records = deferred_records
         self._catalog = catalog
         self._pseudonyms = pseudonyms
         self._whitelist = whitelist
@@ -313,6 +315,7 @@ class HubActivities:
                 record(req.requester, req.subject),
                 record(records.HUB, str(subject)),
                 signer=self._issuer.recorder,
+                deferred=self._deferred_records,
             )
         if not decision.allowed or decision.row is None:
             return Brokered(

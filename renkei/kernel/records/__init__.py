@@ -14,6 +14,12 @@ decides it: the hub appends it later, once, to its own chain of outcomes (:func:
 
 The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
 and finds its record already written, so every attempt leaves exactly one record per keeper.
+
+With ``records_chaining = deferred`` a linkage writes its records unchained
+(:func:`append_unchained`: its content hash signed by its writer, no chain lock) and each
+keeper's :class:`Chainer`, in the keeper's own worker, links them behind in batches
+(:func:`chain_pending`); :func:`verify` checks both signatures and reports a record left
+unchained too long.
 """
 
 from __future__ import annotations
@@ -25,11 +31,16 @@ from renkei.kernel.records._chain import (
     Conn,
     RecordSigner,
     append,
+    append_unchained,
+    chain_pending,
+    entry_hash,
+    may_chain,
     may_write,
     query,
     record_hash,
     write,
 )
+from renkei.kernel.records._chainer import CHAIN_INTERVAL, Chainer
 from renkei.kernel.records._outcomes import (
     OUTCOMES,
     AttemptOutcome,
@@ -41,6 +52,7 @@ from renkei.kernel.records._outcomes import (
     record_outcomes,
 )
 from renkei.kernel.records._witness import (
+    UNCHAINED_BOUND,
     Break,
     Checkpoint,
     Head,
@@ -58,12 +70,15 @@ from renkei.kernel.records._witness import (
 )
 
 __all__ = [
+    "CHAIN_INTERVAL",
     "GENESIS",
     "HUB",
     "OUTCOMES",
+    "UNCHAINED_BOUND",
     "AccessRecord",
     "AttemptOutcome",
     "Break",
+    "Chainer",
     "Checkpoint",
     "Conn",
     "Head",
@@ -72,10 +87,14 @@ __all__ = [
     "RecordSigner",
     "Verification",
     "append",
+    "append_unchained",
+    "chain_pending",
     "checkpoint",
+    "entry_hash",
     "heads",
     "key_id",
     "keyring",
+    "may_chain",
     "may_write",
     "outcome_hash",
     "outcome_of",
