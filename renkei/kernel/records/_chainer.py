@@ -53,7 +53,8 @@ class Chainer:
         while True:
             try:
                 await self.run_once()
-            except (asyncpg.PostgresError, OSError) as e:  # the database away: try again later
+            except Exception as e:  # the database away, or a bad row: keep trying, say so
+                # Only the error's kind: a message could carry a record's values.
                 _log.warning(
                     "chaining %s's records failed: %s", self._signer.party, type(e).__name__
                 )
@@ -78,5 +79,5 @@ class Chainer:
             self._task = None
         try:
             await self.run_once()
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as e:
+        except Exception as e:  # leaving: what still waits is linked at the next start
             _log.warning("chaining %s's records failed: %s", self._signer.party, type(e).__name__)
