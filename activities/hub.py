@@ -90,7 +90,8 @@ class HubActivities:
         deferred_records: bool = False,
     ) -> None:
         self._pool = pool
-        self._deferred_records = deferred_records
+        # Deferred chaining: concurrent linkages' records go together in one commit.
+        self._group = records.GroupWriter(pool) if deferred_records else None
         self._catalog = catalog
         self._pseudonyms = pseudonyms
         self._whitelist = whitelist
@@ -310,13 +311,11 @@ class HubActivities:
             "renkei.hub.decide",
             attributes=telemetry.linkage_attributes(req, "hub", decision.outcome),
         ):
-            await records.write(
-                self._pool,
-                record(req.requester, req.subject),
-                record(records.HUB, str(subject)),
-                signer=self._issuer.recorder,
-                deferred=self._deferred_records,
-            )
+            sides = (record(req.requester, req.subject), record(records.HUB, str(subject)))
+            if self._group is not None:
+                await self._group.write(*sides, signer=self._issuer.recorder)
+            else:
+                await records.write(self._pool, *sides, signer=self._issuer.recorder)
         if not decision.allowed or decision.row is None:
             return Brokered(
                 allowed=False, reason=decision.reason, legal_reference=decision.legal_reference

@@ -314,3 +314,43 @@ async def test_linkages_with_deferred_chaining_leave_one_chained_record_per_part
         pool, keys.load(settings).signer(), touched, unchained_for=dt.timedelta(0)
     )
     assert result.ok, result.breaks
+
+
+async def test_a_group_writer_commits_concurrent_calls_together_each_all_or_nothing(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Forty calls at once, some repeating an attempt: one record per attempt, each call its
+    own back, in fewer commits than calls. Then a group with one call refused (the requester's
+    record of an attempt already there in another's hand): the others are written, the refused
+    call writes nothing, not even its hub side."""
+    own = await _party(pool, settings)
+    hub = _hub(settings)
+    group = records.GroupWriter(pool)
+    calls = [access_record(own.party, i, attempt_key=f"g{i % 30}") for i in range(40)]
+    results = await asyncio.gather(*(group.write(c, signer=own) for c in calls))
+    assert 1 <= group.commits < 40
+    stored = await records.query(pool, keeper=own.party)
+    assert sorted(r.attempt_key for r in stored) == sorted(f"g{i}" for i in range(30))
+    by_key = {r.attempt_key: r.entry_hash for r in stored}
+    assert all(len(r) == 1 and r[0].entry_hash == by_key[r[0].attempt_key] for r in results)
+
+    forged = f"wf-{uuid.uuid4()}/run/tax"
+    theirs = access_record(own.party, 99, attempt_key=forged, provider="city-shibuya")
+    await records.write(pool, theirs, signer=own, deferred=True)
+    hub_side = access_record(
+        records.HUB, 99, attempt_key=forged, requester=own.party, workflow_id=forged
+    )
+    more = [access_record(own.party, i, attempt_key=f"h{i}") for i in range(10)]
+    outcome = await asyncio.gather(
+        *(group.write(c, signer=own) for c in more[:5]),
+        group.write(theirs, hub_side, signer=hub),
+        *(group.write(c, signer=own) for c in more[5:]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcome[5], PermissionError) and "not the hub" in str(outcome[5])
+    assert all(isinstance(r, list) for i, r in enumerate(outcome) if i != 5)
+    assert not await records.query(pool, keeper=records.HUB, workflow_id=forged)
+    assert len(await records.query(pool, keeper=own.party)) == 30 + 1 + 10
+    await _chain_all(pool, own)
+    problems = await _problems(pool, settings, own.party, unchained_for=dt.timedelta(0))
+    assert problems == []

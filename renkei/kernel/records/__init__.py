@@ -32,6 +32,7 @@ from renkei.kernel.records._chain import (
     RecordSigner,
     append,
     append_unchained,
+    append_unchained_many,
     chain_pending,
     entry_hash,
     may_chain,
@@ -68,6 +69,7 @@ from renkei.kernel.records._witness import (
     verify_outcomes,
     witnesses,
 )
+from renkei.kernel.records._writer import GroupWriter
 
 __all__ = [
     "CHAIN_INTERVAL",
@@ -81,6 +83,7 @@ __all__ = [
     "Chainer",
     "Checkpoint",
     "Conn",
+    "GroupWriter",
     "Head",
     "Outcome",
     "PartyKey",
@@ -88,6 +91,7 @@ __all__ = [
     "Verification",
     "append",
     "append_unchained",
+    "append_unchained_many",
     "chain_pending",
     "checkpoint",
     "entry_hash",

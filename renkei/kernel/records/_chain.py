@@ -248,32 +248,43 @@ async def append_unchained(
     chainer (:func:`chain_pending`) gives them their places behind. Returns (every record,
     those newly written), like :func:`append`.
     """
+    [written], new = await append_unchained_many(conn, [(records, signer)])
+    return written, new
+
+
+async def append_unchained_many(
+    conn: Conn, calls: Sequence[tuple[Sequence[AccessRecord], RecordSigner | None]]
+) -> tuple[list[list[AccessRecord]], list[AccessRecord]]:
+    """:func:`append_unchained` for several writers' calls at once, in one statement: what each
+    call gets back, and the records newly written. A call refused (:class:`PermissionError`)
+    refuses them all: the caller's transaction must then be rolled back."""
     now = dt.datetime.now(dt.UTC)
     rows: dict[tuple[str, str], AccessRecord] = {}
-    for record in records:
-        if signer is not None and not may_write(signer.party, record.keeper):
-            raise PermissionError(f"{signer.party} may not write {record.keeper}'s records")
-        key = (record.keeper, record.attempt_key)
-        if key in rows:
-            continue
-        stamped = record.model_copy(
-            update={
-                "chain_seq": None,
-                "prev_hash": None,
-                "record_hash": None,
-                "recorded_at": now,
-                "chained_by": None,
-                "link_signature": None,
-            }
-        )
-        digest = entry_hash(stamped)
-        signed: dict[str, object] = {"entry_hash": digest, "signer": None, "signature": None}
-        if signer is not None:
-            signed["signer"] = signer.party
-            signed["signature"] = base64.b64encode(
-                signer.key.sign(_entry_message(record.keeper, digest))
-            ).decode()
-        rows[key] = stamped.model_copy(update=signed)
+    for records, signer in calls:
+        for record in records:
+            if signer is not None and not may_write(signer.party, record.keeper):
+                raise PermissionError(f"{signer.party} may not write {record.keeper}'s records")
+            key = (record.keeper, record.attempt_key)
+            if key in rows:
+                continue
+            stamped = record.model_copy(
+                update={
+                    "chain_seq": None,
+                    "prev_hash": None,
+                    "record_hash": None,
+                    "recorded_at": now,
+                    "chained_by": None,
+                    "link_signature": None,
+                }
+            )
+            digest = entry_hash(stamped)
+            signed: dict[str, object] = {"entry_hash": digest, "signer": None, "signature": None}
+            if signer is not None:
+                signed["signer"] = signer.party
+                signed["signature"] = base64.b64encode(
+                    signer.key.sign(_entry_message(record.keeper, digest))
+                ).decode()
+            rows[key] = stamped.model_copy(update=signed)
     ordered = [rows[k] for k in sorted(rows)]  # one order for every writer: no deadlock
     columns = ", ".join(_COLUMNS)
     inserted = {
@@ -295,12 +306,22 @@ async def append_unchained(
             [k for k, _ in missing],
             [a for _, a in missing],
         ):
-            found = _from_row(row)
-            _refuse_overwrite(found, found.keeper, signer)
-            known[(found.keeper, found.attempt_key)] = found
+            stored = _from_row(row)
+            known[(stored.keeper, stored.attempt_key)] = stored
+    answers: list[list[AccessRecord]] = []
+    for records, signer in calls:
+        for r in records:
+            there = known.get((r.keeper, r.attempt_key))
+            if there is not None:
+                _refuse_overwrite(there, there.keeper, signer)
+        answers.append(
+            [
+                known.get((r.keeper, r.attempt_key)) or rows[(r.keeper, r.attempt_key)]
+                for r in records
+            ]
+        )
     new = [r for r in ordered if (r.keeper, r.attempt_key) in inserted]
-    out = [known.get((r.keeper, r.attempt_key)) or rows[(r.keeper, r.attempt_key)] for r in records]
-    return out, new
+    return answers, new
 
 
 async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) -> int:
