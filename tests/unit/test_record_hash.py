@@ -149,3 +149,12 @@ def test_the_entry_hash_does_not_depend_on_the_place_the_chainer_gives() -> None
     elsewhere = placed.model_copy(update={"chain_seq": 7, "prev_hash": "a" * 64})
     assert entry_hash(elsewhere) == entry_hash(unplaced) == entry_hash(placed)
     assert entry_hash(placed) != record_hash(placed)
+
+
+def test_the_chainers_hash_of_stored_values_is_the_records() -> None:
+    """The chainer hashes a stored row's values without building a record: the same hash."""
+    from renkei.kernel.records._chain import _hash_of
+
+    held = record(hold_until=AT, hold_reason="investigation", trigger="counter")
+    stored = {**held.model_dump(), "id": 7, "stored_at": AT, "chained_at": None}
+    assert _hash_of(stored) == record_hash(held)
