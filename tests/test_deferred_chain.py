@@ -354,3 +354,17 @@ async def test_a_group_writer_commits_concurrent_calls_together_each_all_or_noth
     await _chain_all(pool, own)
     problems = await _problems(pool, settings, own.party, unchained_for=dt.timedelta(0))
     assert problems == []
+
+
+async def test_a_chain_written_unchained_is_in_the_keeper_registry_from_its_first_record(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Deleted whole before its first link (its records, behind the application's back), the
+    chain is still missed: the registry took it with its first record."""
+    own = await _party(pool, settings)
+    await records.write(
+        pool, access_record(own.party, 1, attempt_key="k1"), signer=own, deferred=True
+    )
+    await _tamper(pool, "DELETE FROM records.access_records WHERE keeper = $1", own.party)
+    [problem] = await _problems(pool, settings, own.party)
+    assert "the chain vanished" in problem

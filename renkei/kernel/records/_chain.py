@@ -295,8 +295,13 @@ async def append_unchained_many(
     inserted = {
         (r["keeper"], r["attempt_key"])
         for r in await conn.fetch(
-            f"INSERT INTO records.access_records ({columns}) SELECT {columns}"
-            " FROM jsonb_populate_recordset(NULL::records.access_records, $1::text::jsonb)"
+            # A chain started here goes into the keeper registry with its first record, so it
+            # cannot vanish unseen even before its first link.
+            "WITH given AS (SELECT * FROM jsonb_populate_recordset("
+            "NULL::records.access_records, $1::text::jsonb)),"
+            " registered AS (INSERT INTO records.keepers (keeper)"
+            " SELECT DISTINCT keeper FROM given ON CONFLICT DO NOTHING)"
+            f" INSERT INTO records.access_records ({columns}) SELECT {columns} FROM given"
             " ON CONFLICT (keeper, attempt_key) DO NOTHING RETURNING keeper, attempt_key",
             json.dumps([r.model_dump(mode="json", include=set(_COLUMNS)) for r in ordered]),
         )
