@@ -368,3 +368,53 @@ async def test_a_chain_written_unchained_is_in_the_keeper_registry_from_its_firs
     await _tamper(pool, "DELETE FROM records.access_records WHERE keeper = $1", own.party)
     [problem] = await _problems(pool, settings, own.party)
     assert "the chain vanished" in problem
+
+
+async def test_a_revoked_key_and_a_backdated_record_are_reported_when_written_unchained(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """What the holder of a revoked key writes after the revocation counts for nothing, waiting
+    or linked (the database's clock decides when it was stored, and when it was linked); a
+    record its writer dates an hour back is reported by that clock too."""
+    from renkei.kernel.records._chain import _COLUMNS, _entry_message
+
+    own = await _party(pool, settings)
+    keeper = own.party
+    await records.write(pool, access_record(keeper, 1, attempt_key="r1"), signer=own, deferred=True)
+    await _chain_all(pool, own)
+    assert await parties.revoke(pool, keys.load(settings).signer(), keeper, reason="key lost")
+    assert await _problems(pool, settings, keeper) == []
+    await records.write(pool, access_record(keeper, 2, attempt_key="r2"), signer=own, deferred=True)
+    assert await _problems(pool, settings, keeper) == [
+        f"an unchained record: signed with {keeper}'s key after it was revoked"
+    ]
+    await _chain_all(pool, own)
+    assert await _problems(pool, settings, keeper) == [
+        f"signed with {keeper}'s key after it was revoked"
+    ]
+
+    other = await _party(pool, settings)
+    dated = access_record(
+        other.party,
+        1,
+        attempt_key="b1",
+        recorded_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+    )
+    digest = records.entry_hash(dated)
+    dated = dated.model_copy(
+        update={
+            "entry_hash": digest,
+            "signer": other.party,
+            "signature": base64.b64encode(
+                other.key.sign(_entry_message(other.party, digest))
+            ).decode(),
+        }
+    )
+    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+    await pool.execute(
+        f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+        *(getattr(dated, c) for c in _COLUMNS),
+    )
+    [problem] = await _problems(pool, settings, other.party)
+    assert problem.startswith("an unchained record: dated ") and "by the database" in problem
+    await _chain_all(pool, other)
