@@ -130,6 +130,7 @@ class WhitelistGate:
         keys: OrgKeys,
         *,
         accept_unpermitted: bool = False,
+        deferred_records: bool = False,
     ) -> None:
         if keys.org != org:
             raise ValueError(f"the key file given to {org}'s gate is {keys.org}'s")
@@ -143,6 +144,8 @@ class WhitelistGate:
         self.signer = keys.signer()
         self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
+        # Deferred chaining: concurrent linkages' records go together in one commit.
+        self._group = records.GroupWriter(pool) if deferred_records else None
 
     def decide(self, req: LinkageRequest, at: dt.datetime, *, consented: bool = False) -> Decision:
         decision = provider_decision(
@@ -291,24 +294,21 @@ class WhitelistGate:
     async def _write(
         self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
     ) -> list[records.AccessRecord]:
-        return await records.write(
-            self.pool,
-            attempt_record(
-                keeper=self.org,
-                # A refused request may carry no code the provider could read.
-                subject_code=req.subject or "unknown",
-                # The provider's own record names itself, whatever the request claimed.
-                req=req.model_copy(update={"provider": self.org}),
-                decision=decision,
-                decided_at=now,
-                workflow_id=info.workflow_id or "",
-                run_id=info.workflow_run_id or "",
-                key=attempt_key(
-                    info.workflow_id or "", info.workflow_run_id or "", info.activity_id
-                ),
-            ),
-            signer=self._recorder,
+        mine = attempt_record(
+            keeper=self.org,
+            # A refused request may carry no code the provider could read.
+            subject_code=req.subject or "unknown",
+            # The provider's own record names itself, whatever the request claimed.
+            req=req.model_copy(update={"provider": self.org}),
+            decision=decision,
+            decided_at=now,
+            workflow_id=info.workflow_id or "",
+            run_id=info.workflow_run_id or "",
+            key=attempt_key(info.workflow_id or "", info.workflow_run_id or "", info.activity_id),
         )
+        if self._group is not None:
+            return await self._group.write(mine, signer=self._recorder)
+        return await records.write(self.pool, mine, signer=self._recorder)
 
 
 class WhitelistInterceptor(Interceptor):

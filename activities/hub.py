@@ -87,8 +87,11 @@ class HubActivities:
         kit_clock: bool = False,
         *,
         runs_before: dt.datetime | None = None,
+        deferred_records: bool = False,
     ) -> None:
         self._pool = pool
+        # Deferred chaining: concurrent linkages' records go together in one commit.
+        self._group = records.GroupWriter(pool) if deferred_records else None
         self._catalog = catalog
         self._pseudonyms = pseudonyms
         self._whitelist = whitelist
@@ -311,12 +314,11 @@ class HubActivities:
             "renkei.hub.decide",
             attributes=telemetry.linkage_attributes(req, "hub", decision.outcome),
         ):
-            await records.write(
-                self._pool,
-                record(req.requester, req.subject),
-                record(records.HUB, str(subject)),
-                signer=self._issuer.recorder,
-            )
+            sides = (record(req.requester, req.subject), record(records.HUB, str(subject)))
+            if self._group is not None:
+                await self._group.write(*sides, signer=self._issuer.recorder)
+            else:
+                await records.write(self._pool, *sides, signer=self._issuer.recorder)
         if not decision.allowed or decision.row is None:
             return Brokered(
                 allowed=False, reason=decision.reason, legal_reference=decision.legal_reference

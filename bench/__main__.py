@@ -365,6 +365,33 @@ async def waiting(quick: bool) -> None:
     )
 
 
+async def chain(quick: bool) -> list[str]:
+    """Records chained inline against written unchained and chained behind (``bench/chain.py``)."""
+    from bench import chain as bc
+    from workers.plugin import connect
+
+    load_before = os.getloadavg()[0]
+    async with _stack(sample_residents=400) as (env, pool, settings, url):
+        from bench import flows as bf
+
+        await bf.register_sequential(pool)
+        big = await create_pool(url, max_size=40)  # as many writers at once as a busy hub
+        try:
+            writes = await bc.record_rounds(big, settings, quick)
+        finally:
+            await big.close()
+        encrypted = await connect(settings, env.client.service_client.config.target_host)
+        flows = await bc.flow_rounds(env.client, encrypted, pool, settings, url, quick)
+    load_after = os.getloadavg()[0]
+    return [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" median of {bc.ROUNDS} alternating rounds; load average {load_before:.1f} before,"
+        f" {load_after:.1f} after",
+        "",
+        *bc.report(writes, flows),
+    ]
+
+
 def _record(which: str, quick: bool, lines: list[str]) -> None:
     """Append one run's results, with the command that reproduces them, to docs/benchmarks.md."""
     command = (
@@ -394,7 +421,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["all", "flows", "citizen", "waiting", "protocol", "gateway"],
+        choices=["all", "flows", "citizen", "waiting", "protocol", "gateway", "chain"],
         default="all",
         help="what to run",
     )
@@ -408,6 +435,11 @@ if __name__ == "__main__":
         asyncio.run(citizen(args.quick))
     if args.which in ("all", "waiting"):
         asyncio.run(waiting(args.quick))
+    if args.which in ("all", "chain"):
+        lines = asyncio.run(chain(args.quick))
+        print("\n".join(lines))
+        if args.record:
+            _record("chain", args.quick, lines)
     if args.which in ("all", "protocol"):
         from bench.protocol import protocol
 

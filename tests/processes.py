@@ -31,6 +31,7 @@ def renkei_env(settings: Settings, temporal: str, **extra: str) -> dict[str, str
         RENKEI_TASK_QUEUE_PREFIX=settings.task_queue_prefix,
         RENKEI_MODE=settings.mode,
         RENKEI_SAMPLE_RESIDENTS=str(settings.sample_residents),
+        RENKEI_RECORDS_CHAINING=settings.records_chaining,
         PYTHONPATH=str(ROOT),
     )
     env.update(extra)  # may replace any of the above (an org's own database login)

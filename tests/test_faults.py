@@ -157,9 +157,13 @@ async def test_kill_9_of_a_providers_worker_mid_linkage(
     await _one_record_each(pool, result, handle.id)
 
 
+@pytest.mark.parametrize("chaining", ["inline", "deferred"])
 async def test_kill_9_of_the_control_worker_mid_flow(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, chaining: str
 ) -> None:
+    """Deferred: the hub's worker is killed with records it wrote still waiting for its chainer;
+    the restarted one links them."""
+    settings = settings.model_copy(update={"records_chaining": chaining})
     entered = asyncio.Event()
     control = control_plane(settings, _address(client))
     try:
@@ -186,6 +190,12 @@ async def test_kill_9_of_the_control_worker_mid_flow(
     assert result.outcome == "completed", result
     assert result.result["taxable_income"] == shibuya_family(settings).members[0].taxable_income
     await _one_record_each(pool, result, handle.id)
+    if chaining == "deferred":  # every party's chainer has linked its records, and they verify
+        found = await records.query(pool, workflow_id=handle.id)
+        assert all(r.entry_hash and r.chained_by == r.keeper for r in found), found
+        touched = sorted({r.keeper for r in found})
+        verified = await records.verify(pool, keys.load(settings).signer(), touched)
+        assert verified.ok, verified.breaks
 
 
 @contextlib.contextmanager

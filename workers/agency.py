@@ -38,6 +38,7 @@ def agency_worker(
         pool,
         keys.load_org(settings, org),
         accept_unpermitted=settings.accept_unpermitted_linkages,
+        deferred_records=settings.records_chaining == "deferred",
     )
     return Worker(
         client,

@@ -12,12 +12,13 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agencies import SAMPLE_AGENCIES
 from activities.linkage import Provider
-from renkei.kernel import keys
+from renkei.kernel import keys, records
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -114,9 +115,29 @@ async def running_workers(
         legacy=legacy,
     )
     async with contextlib.AsyncExitStack() as stack:
+        if settings.records_chaining == "deferred":
+            # Each party of this process links its own chain with its own key (entered first:
+            # they link what is left once the workers have stopped).
+            for party, key in _chainers(settings, catalog, control):
+                signer = records.RecordSigner(party, key)
+                await stack.enter_async_context(records.Chainer(pool, signer))
         for w in workers:
             await stack.enter_async_context(w)
         yield workers
+
+
+def _chainers(
+    settings: Settings, catalog: Catalog, control: bool
+) -> list[tuple[str, Ed25519PrivateKey]]:
+    """The parties whose chains this process links: the hub's with the hub's worker, and every
+    org whose key file it holds (an org's chain holds the hub's records of its requests too)."""
+    found: list[tuple[str, Ed25519PrivateKey]] = []
+    if control:
+        found.append((HUB, keys.load(settings).signer()))
+    for org in sorted(catalog.orgs):
+        if keys.org_keys_path(settings, org).exists():
+            found.append((org, keys.load_org(settings, org).signer()))
+    return found
 
 
 @contextlib.asynccontextmanager

@@ -50,6 +50,7 @@ def _hub_activities(
         settings.history_limit,
         settings.kit_clock,
         runs_before=settings.legacy_runs_before if legacy else None,
+        deferred_records=settings.records_chaining == "deferred",
     )
     return [
         hub.resolve,

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from temporalio.worker import Worker
 
 from activities.linkage import Provider
-from renkei.kernel import keys
+from renkei.kernel import keys, records
 from renkei.kernel.db import APP_ROLE, create_pool, party_role
 from renkei.kernel.db import connect as connect_db
 from renkei.kernel.servers import running_stack
@@ -141,6 +141,11 @@ async def run_worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with contextlib.AsyncExitStack() as running:
+            if settings.records_chaining == "deferred" and kind != "control":
+                # The party's own worker links its own chain, with its own key.
+                key = keys.load(settings) if kind == "hub" else keys.load_org(settings, party)
+                chainer = records.Chainer(pool, records.RecordSigner(party, key.signer()))
+                await running.enter_async_context(chainer)
             for w in workers:
                 await running.enter_async_context(w)
             queues = ", ".join(w.task_queue for w in workers)

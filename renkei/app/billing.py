@@ -218,7 +218,7 @@ SELECT r.requester AS org, r.bpf, r.task, r.info, r.outcome AS decision,
        o.outcome AS ended, o.chain_seq AS outcome_seq, o.outcome_hash
   FROM records.access_records r
   LEFT JOIN records.attempt_outcomes o ON o.attempt_key = r.attempt_key
- WHERE r.keeper = $3 AND r.requester <> r.provider
+ WHERE r.keeper = $3 AND r.requester <> r.provider AND r.chain_seq IS NOT NULL
    AND r.recorded_at >= $1 AND r.recorded_at < $2
    AND ($4::text[] IS NULL OR r.requester = ANY($4::text[]))
    AND NOT EXISTS (SELECT 1 FROM records.conformance_runs c
@@ -233,7 +233,7 @@ SELECT r.provider AS org, r.bpf, r.task, r.info, r.outcome AS decision,
   FROM records.access_records r
   JOIN records.access_records h ON h.attempt_key = r.attempt_key AND h.keeper = $3
   LEFT JOIN records.attempt_outcomes o ON o.attempt_key = r.attempt_key
- WHERE r.keeper = r.provider AND r.requester <> r.provider
+ WHERE r.keeper = r.provider AND r.requester <> r.provider AND r.chain_seq IS NOT NULL
    AND h.recorded_at >= $1 AND h.recorded_at < $2
    AND ($4::text[] IS NULL OR r.provider = ANY($4::text[]))
    AND NOT EXISTS (SELECT 1 FROM records.conformance_runs c

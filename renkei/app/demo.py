@@ -137,7 +137,7 @@ async def run_demo(
         out(f"  access records ({len(recs)}):")
         for r in recs:
             out(
-                f"    {r.keeper:>13} #{r.chain_seq:<4} {r.outcome:7} {r.requester} → {r.provider}: {r.info} for {r.task}"
+                f"    {r.keeper:>13} #{r.chain_seq or '-'!s:<4} {r.outcome:7} {r.requester} → {r.provider}: {r.info} for {r.task}"
                 f" [{r.legal_reference or 'no row'}] step {r.step}"
             )
         out(f"  Temporal UI: {settings.run_link(handle.id, handle.result_run_id)}\n")

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     records_retention_years: int = Field(
         default=7, ge=1, description="access records are kept at least this long"
     )
+    records_chaining: Literal["inline", "deferred"] = Field(
+        default="inline",
+        description="inline: a linkage's records are chained as they are written (under the"
+        " chain's lock); deferred: written unchained and signed, then chained in batches by each"
+        " keeper's own worker within a second (every org's worker must run)",
+    )
     sample_residents: int = Field(
         default=3000, ge=10, description="synthetic residents seeded into the sample agencies"
     )

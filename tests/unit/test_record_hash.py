@@ -7,13 +7,17 @@ from typing import Any
 
 import pytest
 
-from renkei.kernel.records import GENESIS, HUB, AccessRecord, may_write, record_hash
+from renkei.kernel.records import GENESIS, HUB, AccessRecord, entry_hash, may_write, record_hash
 
 JST = dt.timezone(dt.timedelta(hours=9))
 AT = dt.datetime(2026, 11, 27, 3, 0, 0, 123456, tzinfo=dt.UTC)
 
 # Set when the record is written, over the hash: not part of it.
-NOT_HASHED = {"record_hash", "signer", "signature"}
+# The signatures, and what a record written unchained carries besides (its entry hash, which
+# covers the same content, and its chainer's link, which signs this hash).
+NOT_HASHED = {"record_hash", "signer", "signature", "entry_hash", "chained_by", "link_signature"}
+# What a record written unchained has when its writer signs it: no place in the chain yet.
+PLACE = {"chain_seq", "prev_hash"}
 
 
 def record(seq: int = 1, prev: str = GENESIS, **changes: Any) -> AccessRecord:
@@ -130,3 +134,27 @@ def test_the_hub_writes_its_own_and_a_requesters_chain() -> None:
 def test_no_party_writes_another_partys_chain() -> None:
     assert not may_write("city-minato", "pref-tokyo")
     assert not may_write("city-minato", HUB)
+
+
+@pytest.mark.parametrize("name", [f for f in HASHED if f not in PLACE])
+def test_changing_any_field_but_the_place_changes_the_entry_hash(name: str) -> None:
+    base = record()
+    changed = base.model_copy(update={name: other_value(name, getattr(base, name))})
+    assert entry_hash(changed) != entry_hash(base)
+
+
+def test_the_entry_hash_does_not_depend_on_the_place_the_chainer_gives() -> None:
+    placed = record()
+    unplaced = placed.model_copy(update={"chain_seq": None, "prev_hash": None})
+    elsewhere = placed.model_copy(update={"chain_seq": 7, "prev_hash": "a" * 64})
+    assert entry_hash(elsewhere) == entry_hash(unplaced) == entry_hash(placed)
+    assert entry_hash(placed) != record_hash(placed)
+
+
+def test_the_chainers_hash_of_stored_values_is_the_records() -> None:
+    """The chainer hashes a stored row's values without building a record: the same hash."""
+    from renkei.kernel.records._chain import _hash_of
+
+    held = record(hold_until=AT, hold_reason="investigation", trigger="counter")
+    stored = {**held.model_dump(), "id": 7, "stored_at": AT, "chained_at": None}
+    assert _hash_of(stored) == record_hash(held)

@@ -54,7 +54,7 @@ async def records_list(
     for r in rows:
         # the hub's decision, then what became of the attempt (pending: no outcome recorded)
         typer.echo(
-            f"{r.keeper}#{r.chain_seq}\t{r.decided_at:%Y-%m-%d %H:%M:%S}\t{r.outcome}\t{r.requester}→{r.provider}\t"
+            f"{r.keeper}#{r.chain_seq or '-'}\t{r.decided_at:%Y-%m-%d %H:%M:%S}\t{r.outcome}\t{r.requester}→{r.provider}\t"
             f"{r.info}\t{r.task}\t{r.legal_reference or '-'}\t{r.bpf} v{r.bpf_version}\t{r.workflow_id}\t{r.step}\t"
             f"{records_store.outcome_of(r.outcome, ended.get(r.attempt_key))}"
         )

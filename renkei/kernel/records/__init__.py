@@ -16,6 +16,12 @@ attempt it answered (:func:`keep_receipt`); :func:`reconcile` compares the two.
 
 The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
 and finds its record already written, so every attempt leaves exactly one record per keeper.
+
+With ``records_chaining = deferred`` a linkage writes its records unchained
+(:func:`append_unchained`: its content hash signed by its writer, no chain lock) and each
+keeper's :class:`Chainer`, in the keeper's own worker, links them behind in batches
+(:func:`chain_pending`); :func:`verify` checks both signatures and reports a record left
+unchained too long.
 """
 
 from __future__ import annotations
@@ -27,11 +33,17 @@ from renkei.kernel.records._chain import (
     Conn,
     RecordSigner,
     append,
+    append_unchained,
+    append_unchained_many,
+    chain_pending,
+    entry_hash,
+    may_chain,
     may_write,
     query,
     record_hash,
     write,
 )
+from renkei.kernel.records._chainer import CHAIN_INTERVAL, Chainer
 from renkei.kernel.records._outcomes import (
     OUTCOMES,
     AttemptOutcome,
@@ -51,6 +63,7 @@ from renkei.kernel.records._receipts import (
     reconcile,
 )
 from renkei.kernel.records._witness import (
+    UNCHAINED_BOUND,
     Break,
     Checkpoint,
     Head,
@@ -66,16 +79,21 @@ from renkei.kernel.records._witness import (
     verify_outcomes,
     witnesses,
 )
+from renkei.kernel.records._writer import GroupWriter
 
 __all__ = [
+    "CHAIN_INTERVAL",
     "GENESIS",
     "HUB",
     "OUTCOMES",
+    "UNCHAINED_BOUND",
     "AccessRecord",
     "AttemptOutcome",
     "Break",
+    "Chainer",
     "Checkpoint",
     "Conn",
+    "GroupWriter",
     "Head",
     "Mismatch",
     "Outcome",
@@ -84,11 +102,16 @@ __all__ = [
     "RecordSigner",
     "Verification",
     "append",
+    "append_unchained",
+    "append_unchained_many",
+    "chain_pending",
     "checkpoint",
+    "entry_hash",
     "heads",
     "keep_receipt",
     "key_id",
     "keyring",
+    "may_chain",
     "may_write",
     "outcome_hash",
     "outcome_of",

@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import asyncpg
@@ -61,7 +61,12 @@ class AccessRecord(BaseModel):
     record_hash: str | None = None
     recorded_at: dt.datetime | None = None
     signer: str | None = None  # the party that wrote it: the keeper, or the hub
-    signature: str | None = None  # the writer's Ed25519 signature over the record's hash
+    # The writer's Ed25519 signature over the record's hash (written chained), or over its
+    # entry hash (written unchained: chained behind, by its keeper's chainer).
+    signature: str | None = None
+    entry_hash: str | None = None  # written unchained: the hash of its content, when written
+    chained_by: str | None = None  # the chainer that gave it its place, and signed the link
+    link_signature: str | None = None
 
 
 class RecordSigner(NamedTuple):
@@ -73,12 +78,27 @@ class RecordSigner(NamedTuple):
 
 _CHAINED = ("chain_seq", "prev_hash", "record_hash", "recorded_at")
 _SIGNED = ("signer", "signature")
-_CONTENT = [f for f in AccessRecord.model_fields if f not in (*_CHAINED, *_SIGNED)]
-_COLUMNS = [*_CONTENT, *_CHAINED, *_SIGNED]
+_LINKED = ("entry_hash", "chained_by", "link_signature")
+_CONTENT = [f for f in AccessRecord.model_fields if f not in (*_CHAINED, *_SIGNED, *_LINKED)]
+_COLUMNS = [*_CONTENT, *_CHAINED, *_SIGNED, *_LINKED]
 
 
 def _record_message(keeper: str, seq: int, digest: str) -> bytes:
     return f"renkei/record/v1|{keeper}|{seq}|{digest}".encode()
+
+
+def _entry_message(keeper: str, digest: str) -> bytes:
+    return f"renkei/entry/v1|{keeper}|{digest}".encode()
+
+
+def _link_message(keeper: str, seq: int, digest: str) -> bytes:
+    return f"renkei/link/v1|{keeper}|{seq}|{digest}".encode()
+
+
+def may_chain(party: str, keeper: str) -> bool:
+    """Who gives the records of ``keeper``'s chain their places: the keeper itself (the hub's
+    worker for the hub's chain, an org's own worker for the org's: only it holds its key)."""
+    return party == keeper
 
 
 def may_write(writer: str, keeper: str) -> bool:
@@ -100,13 +120,30 @@ _LATER = frozenset({"trigger", "parent_workflow_id", "parent_bpf", "purpose_task
 
 def record_hash(record: AccessRecord) -> str:
     """The hash of ``record``: every field, its place in the chain and its predecessor's hash."""
+    return _hash_of(record.__dict__)
+
+
+def _hash_of(values: Mapping[str, object]) -> str:
+    """:func:`record_hash` of a record's values (a stored row, or a record's fields)."""
+    body = {
+        f: _canonical(values[f])
+        for f in (*_CONTENT, "chain_seq", "recorded_at")
+        if f not in _LATER or values[f] is not None
+    }
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{values['prev_hash']}\n{canonical}".encode()).hexdigest()
+
+
+def entry_hash(record: AccessRecord) -> str:
+    """The hash of what ``record`` says, without its place in the chain: what its writer signs
+    when it writes the record unchained (its place and the link come later, from the chainer)."""
     body = {
         f: _canonical(getattr(record, f))
-        for f in (*_CONTENT, "chain_seq", "recorded_at")
+        for f in (*_CONTENT, "recorded_at")
         if f not in _LATER or getattr(record, f) is not None
     }
     canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{record.prev_hash}\n{canonical}".encode()).hexdigest()
+    return hashlib.sha256(f"entry\n{canonical}".encode()).hexdigest()
 
 
 def _from_row(row: asyncpg.Record) -> AccessRecord:
@@ -141,26 +178,15 @@ async def append(
         }
         last = await conn.fetchrow(
             "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
-            " ORDER BY chain_seq DESC LIMIT 1",
+            " AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
             keeper,
         )
         seq, prev = (last["chain_seq"], last["record_hash"]) if last else (0, GENESIS)
         for i in mine:
             record = records[i]
             found = known.get(record.attempt_key)
-            if (
-                found is not None
-                and signer is not None
-                and signer.party == HUB
-                and keeper != HUB
-                and found.provider != keeper
-                and found.signer not in (None, HUB)
-            ):
-                # The requester's record of an attempt is the hub's to write: one already there
-                # in another's hand was set down before the hub could write it.
-                raise PermissionError(
-                    f"{keeper}'s record of this attempt was written by {found.signer}, not the hub"
-                )
+            if found is not None:
+                _refuse_overwrite(found, keeper, signer)
             if record.attempt_key not in known:
                 seq += 1
                 chained = record.model_copy(
@@ -203,18 +229,196 @@ async def append(
     return [r for r in out if r is not None], new
 
 
+def _refuse_overwrite(found: AccessRecord, keeper: str, signer: RecordSigner | None) -> None:
+    if (
+        signer is not None
+        and signer.party == HUB
+        and keeper != HUB
+        and found.provider != keeper
+        and found.signer not in (None, HUB)
+    ):
+        # The requester's record of an attempt is the hub's to write: one already there in
+        # another's hand was set down before the hub could write it.
+        raise PermissionError(
+            f"{keeper}'s record of this attempt was written by {found.signer}, not the hub"
+        )
+
+
+async def append_unchained(
+    conn: Conn, records: Sequence[AccessRecord], signer: RecordSigner | None = None
+) -> tuple[list[AccessRecord], list[AccessRecord]]:
+    """Write ``records`` inside the caller's transaction without a place in their chains.
+
+    No chain lock and no read of a chain's head: one statement inserts them all, each with the
+    hash of its content and its writer's signature over that hash; the unique (keeper, attempt)
+    key makes a retried attempt find its record instead of writing a second. The keeper's
+    chainer (:func:`chain_pending`) gives them their places behind. Returns (every record,
+    those newly written), like :func:`append`.
+    """
+    [written], new = await append_unchained_many(conn, [(records, signer)])
+    return written, new
+
+
+async def append_unchained_many(
+    conn: Conn, calls: Sequence[tuple[Sequence[AccessRecord], RecordSigner | None]]
+) -> tuple[list[list[AccessRecord]], list[AccessRecord]]:
+    """:func:`append_unchained` for several writers' calls at once, in one statement: what each
+    call gets back, and the records newly written. A call refused (:class:`PermissionError`)
+    refuses them all: the caller's transaction must then be rolled back."""
+    now = dt.datetime.now(dt.UTC)
+    rows: dict[tuple[str, str], AccessRecord] = {}
+    for records, signer in calls:
+        for record in records:
+            if signer is not None and not may_write(signer.party, record.keeper):
+                raise PermissionError(f"{signer.party} may not write {record.keeper}'s records")
+            key = (record.keeper, record.attempt_key)
+            if key in rows:
+                continue
+            stamped = record.model_copy(
+                update={
+                    "chain_seq": None,
+                    "prev_hash": None,
+                    "record_hash": None,
+                    "recorded_at": now,
+                    "chained_by": None,
+                    "link_signature": None,
+                }
+            )
+            digest = entry_hash(stamped)
+            signed: dict[str, object] = {"entry_hash": digest, "signer": None, "signature": None}
+            if signer is not None:
+                signed["signer"] = signer.party
+                signed["signature"] = base64.b64encode(
+                    signer.key.sign(_entry_message(record.keeper, digest))
+                ).decode()
+            rows[key] = stamped.model_copy(update=signed)
+    ordered = [rows[k] for k in sorted(rows)]  # one order for every writer: no deadlock
+    columns = ", ".join(_COLUMNS)
+    inserted = {
+        (r["keeper"], r["attempt_key"])
+        for r in await conn.fetch(
+            # A chain started here goes into the keeper registry with its first record, so it
+            # cannot vanish unseen even before its first link.
+            "WITH given AS (SELECT * FROM jsonb_populate_recordset("
+            "NULL::records.access_records, $1::text::jsonb)),"
+            " registered AS (INSERT INTO records.keepers (keeper)"
+            " SELECT DISTINCT keeper FROM given ON CONFLICT DO NOTHING)"
+            f" INSERT INTO records.access_records ({columns}) SELECT {columns} FROM given"
+            " ON CONFLICT (keeper, attempt_key) DO NOTHING RETURNING keeper, attempt_key",
+            json.dumps([r.model_dump(mode="json", include=set(_COLUMNS)) for r in ordered]),
+        )
+    }
+    known: dict[tuple[str, str], AccessRecord] = {}
+    missing = [k for k in rows if k not in inserted]
+    if missing:
+        for row in await conn.fetch(
+            "SELECT a.* FROM records.access_records a"
+            " JOIN unnest($1::text[], $2::text[]) AS k(keeper, attempt_key)"
+            " ON a.keeper = k.keeper AND a.attempt_key = k.attempt_key",
+            [k for k, _ in missing],
+            [a for _, a in missing],
+        ):
+            stored = _from_row(row)
+            known[(stored.keeper, stored.attempt_key)] = stored
+    answers: list[list[AccessRecord]] = []
+    for records, signer in calls:
+        for r in records:
+            there = known.get((r.keeper, r.attempt_key))
+            if there is not None:
+                _refuse_overwrite(there, there.keeper, signer)
+        answers.append(
+            [
+                known.get((r.keeper, r.attempt_key)) or rows[(r.keeper, r.attempt_key)]
+                for r in records
+            ]
+        )
+    new = [r for r in ordered if (r.keeper, r.attempt_key) in inserted]
+    return answers, new
+
+
+async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) -> int:
+    """Give up to ``limit`` of the unchained records of ``signer``'s own chain their places, in
+    the order they were stored, inside the caller's transaction; return how many.
+
+    Under the chain's lock (the one :func:`append` takes): read the head, link each record to
+    the one before, sign each link, and set them all in one statement. The database allows a
+    record this one change, once (migration 0044)."""
+    keeper = signer.party
+    if not may_chain(signer.party, keeper):  # pragma: no cover - the party is the keeper
+        raise PermissionError(f"{signer.party} may not chain {keeper}'s records")
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CHAIN_LOCK, keeper)
+    pending = await conn.fetch(
+        "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
+        " ORDER BY id LIMIT $2",
+        keeper,
+        limit,
+    )
+    if not pending:
+        return 0
+    last = await conn.fetchrow(
+        "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
+        " AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
+        keeper,
+    )
+    seq, prev = (last["chain_seq"], last["record_hash"]) if last else (0, GENESIS)
+    if seq == 0:  # a new chain: into the keeper registry, so it cannot vanish unseen
+        await conn.execute(
+            "INSERT INTO records.keepers (keeper) VALUES ($1) ON CONFLICT DO NOTHING", keeper
+        )
+    ids: list[int] = []
+    seqs: list[int] = []
+    prevs: list[str] = []
+    digests: list[str] = []
+    signatures: list[str] = []
+    for row in pending:
+        seq += 1
+        # The stored values as they are (no model built: the chainer's time is per record).
+        digest = _hash_of({**dict(row.items()), "chain_seq": seq, "prev_hash": prev})
+        ids.append(row["id"])
+        seqs.append(seq)
+        prevs.append(prev)
+        digests.append(digest)
+        signatures.append(
+            base64.b64encode(signer.key.sign(_link_message(keeper, seq, digest))).decode()
+        )
+        prev = digest
+    status = await conn.execute(
+        "UPDATE records.access_records a SET chain_seq = u.seq, prev_hash = u.prev,"
+        " record_hash = u.digest, chained_by = $1, link_signature = u.signature"
+        " FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])"
+        " AS u(id, seq, prev, digest, signature)"
+        " WHERE a.id = u.id AND a.chain_seq IS NULL",
+        signer.party,
+        ids,
+        seqs,
+        prevs,
+        digests,
+        signatures,
+    )
+    if status != f"UPDATE {len(ids)}":  # under the lock, no other chainer: cannot happen
+        raise RuntimeError(f"chaining {keeper}'s records: {status}, expected {len(ids)}")
+    return len(ids)
+
+
 async def write(
-    pool: asyncpg.Pool, *records: AccessRecord, signer: RecordSigner | None = None
+    pool: asyncpg.Pool,
+    *records: AccessRecord,
+    signer: RecordSigner | None = None,
+    deferred: bool = False,
 ) -> list[AccessRecord]:
     """Append each record to its keeper's chain unless its attempt is already recorded there.
 
     All of them or none: the hub writes the requester's and its own record together. Many
     records in one call are written as one batch (a few round trips per keeper, not per record).
     ``signer`` signs each new record: :func:`verify` refuses a record no entitled party signed
-    once a chain holds signed records.
+    once a chain holds signed records. ``deferred``: written unchained, in one round trip and
+    without the chain's lock (:func:`append_unchained`); the keeper's chainer links them.
     """
     async with pool.acquire() as conn, conn.transaction():
-        written, new = await append(conn, records, signer)
+        if deferred:
+            written, new = await append_unchained(conn, records, signer)
+        else:
+            written, new = await append(conn, records, signer)
     telemetry.count_records([r.keeper for r in new])
     return written
 

@@ -175,7 +175,9 @@ async def record_outcomes(
         hubs = {
             r["attempt_key"]: r
             for r in await conn.fetch(
-                "SELECT attempt_key, record_hash, provider FROM records.access_records"
+                # a record written unchained is bound by the hash its writer signed
+                "SELECT attempt_key, coalesce(entry_hash, record_hash) AS record_hash, provider"
+                " FROM records.access_records"
                 " WHERE keeper = $1 AND attempt_key = ANY($2)",
                 HUB,
                 keys,

@@ -22,8 +22,12 @@ from renkei.kernel.records._chain import (
     Conn,
     RecordSigner,
     _canonical,
+    _entry_message,
     _from_row,
+    _link_message,
     _record_message,
+    entry_hash,
+    may_chain,
     may_write,
     record_hash,
 )
@@ -147,6 +151,10 @@ class Verification(BaseModel):
 # a lock; a writer dating what it signs into another time does not fit in this.
 CLOCK_TOLERANCE = dt.timedelta(minutes=5)
 
+# How long a record written unchained (migration 0044) may wait for its chainer before verify
+# reports it: the chainer links every few hundred milliseconds while its worker runs.
+UNCHAINED_BOUND = dt.timedelta(minutes=1)
+
 
 class PartyKey(NamedTuple):
     party: str
@@ -232,6 +240,7 @@ async def verify(
     keepers: Sequence[str] | None = None,
     *,
     against: Sequence[Head] = (),
+    unchained_for: dt.timedelta = UNCHAINED_BOUND,
 ) -> Verification:
     """Walk every keeper's chain; report the first broken link of each.
 
@@ -240,13 +249,16 @@ async def verify(
     no party entitled to write it signed (or an unsigned one after signed ones); a chain that
     differs from what a witness signed, or ends before it; a chain that vanished whole (from the
     keeper registry, from the hub's records of the attempts it brokered, or from ``against``, a
-    copy of the heads kept elsewhere).
+    copy of the heads kept elsewhere); a record written unchained that its writer did not sign
+    or that changed since, or that no chainer linked within ``unchained_for`` (by the database's
+    clock). A record still waiting for its place within that bound is counted, not reported.
     """
     public = hub.public_key() if isinstance(hub, Ed25519PrivateKey) else hub
     breaks: list[Break] = []
     total = 0
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         ring = await keyring(conn, public)
+        overdue = await conn.fetchval("SELECT now()") - unchained_for
         names = (
             list(keepers)
             if keepers
@@ -286,7 +298,13 @@ async def verify(
         )
         for keeper in names:
             count, found = await _verify_chain(
-                conn, keeper, keeper in late, by_keeper.get(keeper, []), ring, exported.get(keeper)
+                conn,
+                keeper,
+                keeper in late,
+                by_keeper.get(keeper, []),
+                ring,
+                exported.get(keeper),
+                overdue,
             )
             total += count
             if found is None and count == 0 and keeper in names:
@@ -319,7 +337,7 @@ async def verify_outcomes(conn: Conn, ring: dict[str, PartyKey]) -> Break | None
     of its attempt; a ``provided`` whose kept receipt the provider's key did not sign."""
     expected, prev = 1, GENESIS
     async for row in conn.cursor(
-        "SELECT o.*, h.record_hash AS hub_hash, h.provider AS hub_provider"
+        "SELECT o.*, coalesce(h.entry_hash, h.record_hash) AS hub_hash, h.provider AS hub_provider"
         " FROM records.attempt_outcomes o"
         " LEFT JOIN records.access_records h ON h.keeper = $1 AND h.attempt_key = o.attempt_key"
         " ORDER BY o.chain_seq, o.id",
@@ -376,8 +394,8 @@ async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:
         return Break(
             keeper=keeper,
             chain_seq=0,
-            problem=f"lacks its record of the attempt in the hub's record {row['chain_seq']}"
-            " (removed)",
+            problem="lacks its record of the attempt in the hub's record"
+            f" {row['chain_seq'] or '(unchained)'} (removed)",
         )
     # ... and the requester's record of it is the hub's writing, saying what the hub's says.
     row = await conn.fetchrow(
@@ -407,6 +425,7 @@ async def _verify_chain(
     marks: list[asyncpg.Record],
     ring: dict[str, PartyKey],
     exported: Head | None,
+    overdue: dt.datetime | None = None,
 ) -> tuple[int, Break | None]:
     prev = GENESIS
     expected = 1
@@ -415,9 +434,27 @@ async def _verify_chain(
     signed_seen = signed_from_start
     at_seq: dict[int, str] = {}
     wanted = {m["chain_seq"] for m in marks} | ({exported.chain_seq} if exported else set())
+    waiting: Break | None = None  # the first record left unchained too long
     async for row in _chain(conn, keeper):
         count += 1
         rec = _from_row(row)
+        if rec.chain_seq is None:  # written, not yet chained (they come last)
+            problem = _clock_problem(rec.recorded_at, row["stored_at"]) or _entry_problem(
+                rec, ring, signed_seen, row["stored_at"]
+            )
+            if problem is not None:
+                return count, Break(
+                    keeper=keeper, chain_seq=expected, problem=f"an unchained record: {problem}"
+                )
+            stored = row["stored_at"]
+            if waiting is None and overdue is not None and stored is not None and stored < overdue:
+                waiting = Break(
+                    keeper=keeper,
+                    chain_seq=expected,
+                    problem=f"a record stored {stored:%Y-%m-%d %H:%M:%S} UTC is still not"
+                    f" chained: {keeper}'s chainer (its own worker) has not linked it",
+                )
+            continue
         seq = rec.chain_seq or 0
         if seq != expected:
             problem = (
@@ -436,8 +473,11 @@ async def _verify_chain(
             return count, Break(
                 keeper=keeper, chain_seq=seq, problem="its content differs from its hash"
             )
-        unsigned = _clock_problem(rec.recorded_at, row["stored_at"]) or _signature_problem(
-            rec, ring, signed_seen, row["stored_at"]
+        unsigned = _clock_problem(rec.recorded_at, row["stored_at"]) or (
+            _signature_problem(rec, ring, signed_seen, row["stored_at"])
+            if rec.entry_hash is None
+            else _entry_problem(rec, ring, signed_seen, row["stored_at"])
+            or _link_problem(rec, ring, row["chained_at"])
         )
         if unsigned is not None:
             return count, Break(keeper=keeper, chain_seq=seq, problem=unsigned)
@@ -483,7 +523,64 @@ async def _verify_chain(
                 chain_seq=exported.chain_seq,
                 problem="differs from the exported head (rewritten)",
             )
-    return count, None
+    return count, waiting
+
+
+def _signed(
+    party: str,
+    message: bytes,
+    signature: str,
+    ring: dict[str, PartyKey],
+    at: dt.datetime | None,
+) -> str | None:
+    """Why ``signature`` over ``message`` is not ``party``'s, with a key valid ``at``; or None."""
+    for candidate in ring.values():
+        if candidate.party != party:
+            continue
+        try:
+            candidate.key.verify(base64.b64decode(signature), message)
+        except (InvalidSignature, ValueError):
+            continue
+        if not candidate.valid_at(at):
+            return f"signed with {party}'s key after it was revoked"
+        return None
+    return f"its signature is not {party}'s"
+
+
+def _entry_problem(
+    rec: AccessRecord,
+    ring: dict[str, PartyKey],
+    signed_seen: bool,
+    stored_at: dt.datetime | None,
+) -> str | None:
+    """What is wrong with a record written unchained, as its writer wrote it."""
+    if entry_hash(rec) != rec.entry_hash:
+        return "its content differs from the hash its writer signed"
+    if rec.signature is None:
+        return "unsigned, after signed records (written without a key)" if signed_seen else None
+    writer = rec.signer or ""
+    if not may_write(writer, rec.keeper):
+        return f"written by {writer!r}, who may not write {rec.keeper}'s records"
+    return _signed(
+        writer, _entry_message(rec.keeper, rec.entry_hash or ""), rec.signature, ring, stored_at
+    )
+
+
+def _link_problem(
+    rec: AccessRecord, ring: dict[str, PartyKey], chained_at: dt.datetime | None
+) -> str | None:
+    """What is wrong with the link a chainer gave a record written unchained."""
+    chainer = rec.chained_by or ""
+    if not may_chain(chainer, rec.keeper) or rec.link_signature is None:
+        return f"linked by {chainer!r}, who may not chain {rec.keeper}'s records"
+    problem = _signed(
+        chainer,
+        _link_message(rec.keeper, rec.chain_seq or 0, rec.record_hash or ""),
+        rec.link_signature,
+        ring,
+        chained_at,
+    )
+    return None if problem is None else f"its link: {problem}"
 
 
 def _signature_problem(

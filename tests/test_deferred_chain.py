@@ -1,0 +1,420 @@
+"""Records written unchained and chained behind (``records_chaining = deferred``, issue #16).
+
+Each test works on a probe org's chain of its own (keys the hub registered), or links what it
+leaves on a shared chain, so the session's chains stay intact for the other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import uuid
+
+import asyncpg
+import pytest
+from temporalio.client import Client
+
+from renkei.app.citizen import records_for_subject
+from renkei.kernel import keys, parties, records
+from renkei.kernel.db import create_pool, party_role
+from renkei.kernel.records._chain import _link_message
+from renkei.kernel.settings import Settings
+from whitelist.catalog import default_catalog
+from whitelist.models import Catalog
+from whitelist.store import LiveWhitelist
+
+from .helpers import access_record, child_rearing, pick, sdk, workers
+
+
+async def _party(pool: asyncpg.Pool, settings: Settings) -> records.RecordSigner:
+    """A probe org with keys the hub registered."""
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    own = keys.OrgKeys(
+        org=name,
+        signing_key=keys.new_keys().signing_key,
+        codec=keys.load(settings).codec,
+        hub_signing="",
+    )
+    await parties.register(pool, keys.load(settings).signer(), own.public(name))
+    return records.RecordSigner(name, own.signer())
+
+
+def _hub(settings: Settings) -> records.RecordSigner:
+    return records.RecordSigner(records.HUB, keys.load(settings).signer())
+
+
+async def _problems(
+    pool: asyncpg.Pool, settings: Settings, keeper: str, **kw: dt.timedelta
+) -> list[str]:
+    found = await records.verify(pool, keys.load(settings).signer(), [keeper], **kw)
+    return [b.problem for b in found.breaks]
+
+
+async def _tamper(pool: asyncpg.Pool, sql: str, *args: object) -> None:
+    """Change records behind the application's back, as a database administrator could."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
+        await conn.execute(sql, *args)
+
+
+async def _chain_all(pool: asyncpg.Pool, signer: records.RecordSigner) -> int:
+    return await records.Chainer(pool, signer).run_once()
+
+
+async def _seqs(pool: asyncpg.Pool, keeper: str) -> list[int | None]:
+    return [r.chain_seq for r in await records.query(pool, keeper=keeper)]
+
+
+async def test_a_deferred_record_is_written_once_shown_at_once_and_chained_behind(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    own = await _party(pool, settings)
+    keeper = own.party
+    attempts = [access_record(keeper, i, attempt_key=f"{uuid.uuid4()}") for i in range(1, 6)]
+    # Every attempt written three times at once (a retried activity racing its first try).
+    await asyncio.gather(*(records.write(pool, r, signer=own, deferred=True) for r in attempts * 3))
+    shown = await records.query(pool, keeper=keeper)
+    assert sorted(r.attempt_key for r in shown) == sorted(r.attempt_key for r in attempts)
+    assert all(r.chain_seq is None and r.entry_hash and r.signer == keeper for r in shown)
+    # Written, not yet chained: counted, not reported, until the bound; then reported.
+    assert await _problems(pool, settings, keeper) == []
+    late = await _problems(pool, settings, keeper, unchained_for=dt.timedelta(0))
+    assert late and "still not chained" in late[0] and f"{keeper}'s chainer" in late[0]
+    # The keeper's chainer links them, in the order they were stored, and signs each link.
+    assert await _chain_all(pool, own) == 5
+    assert await _seqs(pool, keeper) == [1, 2, 3, 4, 5]
+    assert await _problems(pool, settings, keeper, unchained_for=dt.timedelta(0)) == []
+    # A retry after chaining gets the chained record back and writes nothing.
+    [again] = await records.write(pool, attempts[2], signer=own, deferred=True)
+    places = {r.attempt_key: r.chain_seq for r in await records.query(pool, keeper=keeper)}
+    assert again.chain_seq == places[attempts[2].attempt_key] and again.chained_by == keeper
+    assert await _chain_all(pool, own) == 0
+    # The chain's head is there for witnesses, and the keeper registry has the chain.
+    made = await records.checkpoint(pool, _hub(settings).key)
+    assert any(c.keeper == keeper and c.chain_seq == 5 for c in made)
+    assert await pool.fetchval("SELECT count(*) FROM records.keepers WHERE keeper = $1", keeper)
+    assert await _problems(pool, settings, keeper) == []
+
+
+async def test_concurrent_writers_and_a_running_chainer_leave_one_gapless_chain(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Eight writers at once, deferred and inline mixed, while the chainer runs: every attempt
+    once, positions 1..n without gap or repeat, and the chain verifies."""
+    own = await _party(pool, settings)
+    keeper = own.party
+
+    async def writer(w: int) -> None:
+        for i in range(25):
+            r = access_record(keeper, i, attempt_key=f"w{w}/{i}")
+            await records.write(pool, r, signer=own, deferred=w != 0)
+
+    async with records.Chainer(pool, own, interval=0.01):
+        await asyncio.gather(*(writer(w) for w in range(8)))
+    # Leaving the chainer links what was still waiting.
+    seqs = await _seqs(pool, keeper)
+    assert sorted(s for s in seqs if s is not None) == list(range(1, 201))
+    assert await _problems(pool, settings, keeper, unchained_for=dt.timedelta(0)) == []
+
+
+async def test_verify_finds_a_changed_deleted_or_forged_deferred_record(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    own = await _party(pool, settings)
+    keeper = own.party
+    for i in range(1, 4):
+        r = access_record(keeper, i, attempt_key=f"a{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+    # Changed before it was chained: its writer's signature no longer covers it.
+    await _tamper(
+        pool,
+        "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1"
+        " AND attempt_key = 'a2'",
+        keeper,
+    )
+    assert await _problems(pool, settings, keeper) == [
+        "an unchained record: its content differs from the hash its writer signed"
+    ]
+    # Chained as it is now, it still is not what its writer signed.
+    await _chain_all(pool, own)
+    assert await _problems(pool, settings, keeper) == [
+        "its content differs from the hash its writer signed"
+    ]
+
+    other = await _party(pool, settings)
+    for i in range(1, 5):
+        r = access_record(other.party, i, attempt_key=f"b{i}")
+        await records.write(pool, r, signer=other, deferred=True)
+    await _chain_all(pool, other)
+    await _tamper(
+        pool,
+        "UPDATE records.access_records SET reason = 'x' WHERE keeper = $1 AND chain_seq = 2",
+        other.party,
+    )
+    assert await _problems(pool, settings, other.party) == ["its content differs from its hash"]
+
+    third = await _party(pool, settings)
+    for i in range(1, 4):
+        r = access_record(third.party, i, attempt_key=f"c{i}")
+        await records.write(pool, r, signer=third, deferred=True)
+    await _chain_all(pool, third)
+    await _tamper(
+        pool, "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq = 2", third.party
+    )
+    assert await _problems(pool, settings, third.party) == ["record 2 is missing"]
+
+    # One written in another's name (a key the hub did not register for it) is reported,
+    # chained or not.
+    fourth = await _party(pool, settings)
+    thief = records.RecordSigner(fourth.party, keys.new_keys().signer())
+    await records.write(
+        pool, access_record(fourth.party, 1, attempt_key="d1"), signer=thief, deferred=True
+    )
+    assert await _problems(pool, settings, fourth.party) == [
+        f"an unchained record: its signature is not {fourth.party}'s"
+    ]
+
+
+async def test_only_the_keeper_links_its_chain_and_only_once(
+    base_settings: Settings, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    own = await _party(pool, settings)
+    keeper = own.party
+    r = access_record(keeper, 1, attempt_key="e1")
+    await records.write(pool, r, signer=own, deferred=True)
+    # The hub links an org's chain (the application's role may write the columns): the link is
+    # not the keeper's, and verify says so.
+    hub = _hub(settings)
+    row = await pool.fetchrow(
+        "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL", keeper
+    )
+    linked = records.AccessRecord(**{k: row[k] for k in records.AccessRecord.model_fields})
+    linked = linked.model_copy(update={"chain_seq": 1, "prev_hash": records.GENESIS})
+    digest = records.record_hash(linked)
+    signature = base64.b64encode(hub.key.sign(_link_message(keeper, 1, digest))).decode()
+    await pool.execute(
+        "UPDATE records.access_records SET chain_seq = 1, prev_hash = $2, record_hash = $3,"
+        " chained_by = 'hub', link_signature = $4 WHERE id = $1",
+        row["id"],
+        records.GENESIS,
+        digest,
+        signature,
+    )
+    assert await _problems(pool, settings, keeper) == [
+        f"linked by 'hub', who may not chain {keeper}'s records"
+    ]
+    # Once linked, a record changes no more: not its place, not its content, even for the owner.
+    for sql in (
+        "UPDATE records.access_records SET chain_seq = 7 WHERE keeper = $1",
+        "UPDATE records.access_records SET outcome = 'denied' WHERE keeper = $1",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute(sql, keeper)
+    # Nor may linking carry a change of content along.
+    await records.write(pool, access_record(keeper, 2, attempt_key="e2"), signer=own, deferred=True)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute(
+                "UPDATE records.access_records SET chain_seq = 2, prev_hash = 'p',"
+                " record_hash = 'h', chained_by = $1, link_signature = 's',"
+                " outcome = 'denied' WHERE keeper = $1 AND chain_seq IS NULL",
+                keeper,
+            )
+    # An org's own role links its own chain only: the hub's records are not even visible to it.
+    assert base_settings.database_url
+    agency = await create_pool(
+        base_settings.database_url, max_size=1, role=party_role("city-minato")
+    )
+    try:
+        minato = records.RecordSigner(
+            "city-minato", keys.load_org(settings, "city-minato").signer()
+        )
+        mine = access_record(
+            "city-minato", 1, attempt_key=f"own/{uuid.uuid4()}", provider="city-minato"
+        )
+        await records.write(agency, mine, signer=minato, deferred=True)
+        assert await records.Chainer(agency, minato).run_once() >= 1
+        status = await agency.execute(
+            "UPDATE records.access_records SET chained_by = 'city-minato'"
+            " WHERE keeper = 'hub' AND chain_seq IS NULL"
+        )
+        assert status == "UPDATE 0"
+    finally:
+        await agency.close()
+    assert await _problems(pool, settings, "city-minato") == []
+
+
+async def test_an_outcome_binds_to_a_hub_record_not_yet_chained(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The hub's record of an attempt, written unchained, gets its outcome before or after it
+    is chained; the outcomes chain verifies either way."""
+    hub = _hub(settings)
+    attempt = f"wf-{uuid.uuid4()}/run/step"
+    subject = uuid.uuid4()
+    requester = await _party(pool, settings)  # a probe org's request: both sides the hub's
+    side = access_record(
+        records.HUB,
+        1,
+        attempt_key=attempt,
+        requester=requester.party,
+        outcome="denied",
+        workflow_id=attempt,
+        subject_code=str(subject),
+    )
+    theirs = side.model_copy(update={"keeper": requester.party, "subject_code": "CODE"})
+    await records.write(pool, theirs, side, signer=hub, deferred=True)
+    # The citizen sees it at once, chained or not.
+    [seen] = await records_for_subject(pool, default_catalog(), subject)
+    assert seen.outcome == "denied"
+    found = await records.record_outcome(pool, attempt, "denied", hub)
+    assert found is not None
+    await _chain_all(pool, hub)
+    await _chain_all(pool, requester)
+    assert await _problems(pool, settings, requester.party, unchained_for=dt.timedelta(0)) == []
+    assert (
+        found.record_hash
+        == (await records.query(pool, keeper="hub", workflow_id=side.workflow_id))[0].entry_hash
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        ring = await records.keyring(conn, hub.key.public_key())
+        assert await records.verify_outcomes(conn, ring) is None
+    assert await _problems(pool, settings, records.HUB, unchained_for=dt.timedelta(0)) == []
+
+
+async def test_linkages_with_deferred_chaining_leave_one_chained_record_per_party_and_attempt(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    live_whitelist: LiveWhitelist,
+) -> None:
+    """A real flow through the hub's and the agencies' workers, records written unchained: once
+    the workers stop (their chainers link what still waits), every attempt has one record with
+    each party, each linked by its keeper, and every chain it touched verifies."""
+    deferred = settings.model_copy(update={"records_chaining": "deferred"})
+    household = pick(settings, lambda h: h.municipality == "city-minato")
+    async with workers(client, pool, deferred, catalog, live_whitelist):
+        handle = await sdk(client, deferred).start(child_rearing(deferred, household.members[0]))
+        await handle.result()
+    found = await records.query(pool, workflow_id=handle.id, with_children=True)
+    assert found and all(r.entry_hash is not None for r in found)
+    by_attempt: dict[str, list[str]] = {}
+    for r in found:
+        by_attempt.setdefault(r.attempt_key, []).append(r.keeper)
+        assert r.chain_seq is not None and r.chained_by == r.keeper
+    for keepers in by_attempt.values():
+        assert sorted(keepers) == sorted(set(keepers)) and records.HUB in keepers
+        assert len(keepers) == 3  # requester, hub, provider
+    touched = sorted({r.keeper for r in found})
+    result = await records.verify(
+        pool, keys.load(settings).signer(), touched, unchained_for=dt.timedelta(0)
+    )
+    assert result.ok, result.breaks
+
+
+async def test_a_group_writer_commits_concurrent_calls_together_each_all_or_nothing(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Forty calls at once, some repeating an attempt: one record per attempt, each call its
+    own back, in fewer commits than calls. Then a group with one call refused (the requester's
+    record of an attempt already there in another's hand): the others are written, the refused
+    call writes nothing, not even its hub side."""
+    own = await _party(pool, settings)
+    hub = _hub(settings)
+    group = records.GroupWriter(pool)
+    calls = [access_record(own.party, i, attempt_key=f"g{i % 30}") for i in range(40)]
+    results = await asyncio.gather(*(group.write(c, signer=own) for c in calls))
+    assert 1 <= group.commits < 40
+    stored = await records.query(pool, keeper=own.party)
+    assert sorted(r.attempt_key for r in stored) == sorted(f"g{i}" for i in range(30))
+    by_key = {r.attempt_key: r.entry_hash for r in stored}
+    assert all(len(r) == 1 and r[0].entry_hash == by_key[r[0].attempt_key] for r in results)
+
+    forged = f"wf-{uuid.uuid4()}/run/tax"
+    theirs = access_record(own.party, 99, attempt_key=forged, provider="city-shibuya")
+    await records.write(pool, theirs, signer=own, deferred=True)
+    hub_side = access_record(
+        records.HUB, 99, attempt_key=forged, requester=own.party, workflow_id=forged
+    )
+    more = [access_record(own.party, i, attempt_key=f"h{i}") for i in range(10)]
+    outcome = await asyncio.gather(
+        *(group.write(c, signer=own) for c in more[:5]),
+        group.write(theirs, hub_side, signer=hub),
+        *(group.write(c, signer=own) for c in more[5:]),
+        return_exceptions=True,
+    )
+    assert isinstance(outcome[5], PermissionError) and "not the hub" in str(outcome[5])
+    assert all(isinstance(r, list) for i, r in enumerate(outcome) if i != 5)
+    assert not await records.query(pool, keeper=records.HUB, workflow_id=forged)
+    assert len(await records.query(pool, keeper=own.party)) == 30 + 1 + 10
+    await _chain_all(pool, own)
+    problems = await _problems(pool, settings, own.party, unchained_for=dt.timedelta(0))
+    assert problems == []
+
+
+async def test_a_chain_written_unchained_is_in_the_keeper_registry_from_its_first_record(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Deleted whole before its first link (its records, behind the application's back), the
+    chain is still missed: the registry took it with its first record."""
+    own = await _party(pool, settings)
+    await records.write(
+        pool, access_record(own.party, 1, attempt_key="k1"), signer=own, deferred=True
+    )
+    await _tamper(pool, "DELETE FROM records.access_records WHERE keeper = $1", own.party)
+    [problem] = await _problems(pool, settings, own.party)
+    assert "the chain vanished" in problem
+
+
+async def test_a_revoked_key_and_a_backdated_record_are_reported_when_written_unchained(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """What the holder of a revoked key writes after the revocation counts for nothing, waiting
+    or linked (the database's clock decides when it was stored, and when it was linked); a
+    record its writer dates an hour back is reported by that clock too."""
+    from renkei.kernel.records._chain import _COLUMNS, _entry_message
+
+    own = await _party(pool, settings)
+    keeper = own.party
+    await records.write(pool, access_record(keeper, 1, attempt_key="r1"), signer=own, deferred=True)
+    await _chain_all(pool, own)
+    assert await parties.revoke(pool, keys.load(settings).signer(), keeper, reason="key lost")
+    assert await _problems(pool, settings, keeper) == []
+    await records.write(pool, access_record(keeper, 2, attempt_key="r2"), signer=own, deferred=True)
+    assert await _problems(pool, settings, keeper) == [
+        f"an unchained record: signed with {keeper}'s key after it was revoked"
+    ]
+    await _chain_all(pool, own)
+    assert await _problems(pool, settings, keeper) == [
+        f"signed with {keeper}'s key after it was revoked"
+    ]
+
+    other = await _party(pool, settings)
+    dated = access_record(
+        other.party,
+        1,
+        attempt_key="b1",
+        recorded_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+    )
+    digest = records.entry_hash(dated)
+    dated = dated.model_copy(
+        update={
+            "entry_hash": digest,
+            "signer": other.party,
+            "signature": base64.b64encode(
+                other.key.sign(_entry_message(other.party, digest))
+            ).decode(),
+        }
+    )
+    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+    await pool.execute(
+        f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+        *(getattr(dated, c) for c in _COLUMNS),
+    )
+    [problem] = await _problems(pool, settings, other.party)
+    assert problem.startswith("an unchained record: dated ") and "by the database" in problem
+    await _chain_all(pool, other)
