@@ -65,7 +65,7 @@ def _rows(total: int, target: uuid.UUID, target_count: int, others: list[uuid.UU
         )
         rec = rec.model_copy(update={"record_hash": records.record_hash(rec)})
         prev = rec.record_hash or ""
-        out.append(tuple(getattr(rec, c) for c in records._COLUMNS))
+        out.append(tuple(getattr(rec, c) for c in records.COLUMNS))
     return out
 
 
@@ -88,7 +88,7 @@ async def run(quick: bool) -> dict[str, float]:
         rows = _rows(total, target, 1000, others)
         async with pool.acquire() as conn:
             await conn.copy_records_to_table(
-                "access_records", schema_name="records", columns=records._COLUMNS, records=rows
+                "access_records", schema_name="records", columns=records.COLUMNS, records=rows
             )
             await conn.execute("ANALYZE records.access_records")
         load_s = time.perf_counter() - t0

@@ -27,6 +27,7 @@ unchained too long.
 from __future__ import annotations
 
 from renkei.kernel.records._chain import (
+    COLUMNS,
     GENESIS,
     HUB,
     AccessRecord,
@@ -83,6 +84,7 @@ from renkei.kernel.records._writer import GroupWriter
 
 __all__ = [
     "CHAIN_INTERVAL",
+    "COLUMNS",
     "GENESIS",
     "HUB",
     "OUTCOMES",

@@ -81,6 +81,7 @@ _SIGNED = ("signer", "signature")
 _LINKED = ("entry_hash", "chained_by", "link_signature")
 _CONTENT = [f for f in AccessRecord.model_fields if f not in (*_CHAINED, *_SIGNED, *_LINKED)]
 _COLUMNS = [*_CONTENT, *_CHAINED, *_SIGNED, *_LINKED]
+COLUMNS: tuple[str, ...] = tuple(_COLUMNS)  # a record's columns, in the table's order
 
 
 def _record_message(keeper: str, seq: int, digest: str) -> bytes:
