@@ -297,7 +297,6 @@ async def runs(
 
 @run_async
 async def notify(
-    publisher: Annotated[str, typer.Option("--as", help="the publishing org")],
     event: Annotated[str, typer.Option(help="death, move or birth")],
     event_id: Annotated[str, typer.Option(help="the publisher's unique id of the change")],
     occurred_on: Annotated[str, typer.Option(help="YYYY-MM-DD")],
@@ -305,16 +304,18 @@ async def notify(
         str, typer.Option(prompt=True, hide_input=True, help="the subject's code at the publisher")
     ],
 ) -> None:
-    """Publish a change of a subject; the flows subscribed to it start (once)."""
+    """Publish a change of a subject held by the signed-in operator's org (an executor operator
+    of the publishing org, RENKEI_OPERATOR_TOKEN); the flows subscribed to it start (once)."""
     from pydantic import ValidationError
 
+    from renkei.app.actors import NotEntitled, NotSignedIn, require, signed_in
     from renkei.app.notifications import Notification, NotificationConflict, publish
     from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 
     try:
         n = Notification.model_validate(
             {
-                "publisher": publisher,
+                "publisher": "signed-in",  # replaced by the operator's org below
                 "event": event,
                 "event_id": event_id,
                 "occurred_on": occurred_on,
@@ -329,6 +330,12 @@ async def notify(
         raise typer.Exit(2) from None
     settings = get_settings()
     async with temporal_and_database(settings) as (client, pool, _):
+        try:
+            actor = require(await signed_in(pool), "executor")
+        except (NotSignedIn, NotEntitled) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        n = n.model_copy(update={"publisher": actor.party})
         hub = Pseudonyms(pool, keys.load(settings).hub_key)
         try:
             done = await publish(client, pool, settings, default_catalog(), hub, n)
