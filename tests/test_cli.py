@@ -311,5 +311,8 @@ def test_records_as_an_org_acts_with_its_key_file_and_refuses_anothers(
         assert code == 2 and "--key-file nope.json: no such file" in out, out
     code, out = run(cli, "records", "checkpoint", "--as", "city-minato", "--key-file", str(copy))
     assert code == 0 and "signed by city-minato" in out, out
-    code, out = run(cli, "records", "verify", "--as", "city-minato", "--key-file", str(copy))
+    code, out = run(
+        cli, "records", "verify", "--as", "city-minato", "--key-file", str(copy),
+        "--keeper", "city-minato",
+    )  # fmt: skip
     assert code == 0 and "every chain is intact" in out, out

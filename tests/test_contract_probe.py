@@ -29,6 +29,7 @@ from renkei.contracts.probe import (
     probe_queue,
     probe_workflow_id,
 )
+from renkei.contracts.provider import NoMatch
 from renkei.kernel import keys
 from renkei.kernel.settings import Settings
 from whitelist import store
@@ -143,7 +144,14 @@ async def test_a_worker_answering_out_of_its_schema_fails_the_contract_naming_th
     async def wrong_shape(req: LinkageRequest) -> LocalTax:
         return LocalTax.model_construct(fiscal_year=2025, taxable_income="a lot")  # type: ignore[arg-type]
 
-    broken = {**providers_for("city-minato", pool), "local-tax": wrong_shape}
+    async def no_fixture(req: LinkageRequest) -> LocalTax:
+        raise NoMatch("city-minato", req.info)
+
+    broken = {
+        **providers_for("city-minato", pool),
+        "local-tax": wrong_shape,
+        "resident-record": no_fixture,
+    }
     async with workers(
         client,
         pool,
@@ -157,8 +165,12 @@ async def test_a_worker_answering_out_of_its_schema_fails_the_contract_naming_th
         done = await _contract(client, pool, settings, catalog, "city-minato")
     assert not done.passed
     failed = _failed(done.checks)
-    assert {info for info, _ in failed} == {"local-tax"}
+    assert {info for info, _ in failed} == {"local-tax", "resident-record"}
     assert "taxable_income" in failed[("local-tax", "its probe subject: an answer that fits")]
+    assert failed[("resident-record", "its probe subject: an answer that fits")] == (
+        "NoMatch: city-minato's providers hold no synthetic fixture under its probe code"
+        f" {probe_code('city-minato')} (renkei.contracts.probe)"
+    )
 
 
 async def _probe_by_hand(

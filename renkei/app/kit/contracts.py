@@ -396,6 +396,12 @@ def _judge(
     if got.answer is None:
         if got.failure_kind == "no-match" and check == _CHECKS["unheld"]:
             return result(True)
+        if got.failure_kind == "no-match":
+            return result(
+                False,
+                f"NoMatch: {org}'s providers hold no synthetic fixture under its probe code"
+                f" {probe_code(org)} (renkei.contracts.probe)",
+            )
         return result(False, got.failure or "no answer")
     if signing is None:
         return result(False, no_key)
