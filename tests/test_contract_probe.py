@@ -138,6 +138,7 @@ async def test_with_the_orgs_worker_down_the_contract_fails_saying_so(
     )
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # the broken provider's
 async def test_a_worker_answering_out_of_its_schema_fails_the_contract_naming_the_item(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
 ) -> None:
