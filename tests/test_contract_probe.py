@@ -249,3 +249,37 @@ async def test_a_probe_permit_holds_for_no_real_subject_no_real_flow_and_no_othe
     )
     assert [r["outcome"] for r in kept] == ["denied"]
     assert await _real_records_of_probes(pool) == 0
+
+
+async def test_an_orgs_worker_on_its_own_database_role_records_its_probes_and_no_others(
+    client: Client,
+    pool: asyncpg.Pool,
+    base_settings: Settings,
+    settings: Settings,
+    catalog,
+    live_whitelist: LiveWhitelist,
+) -> None:
+    """The worker's database login is the org's own role (as deployed): it appends its own
+    probes, reads no other org's, and cannot write one in another org's name nor change one."""
+    from renkei.kernel.db import create_pool, party_role
+    from workers.agency import agency_worker
+
+    assert base_settings.database_url
+    own = await create_pool(base_settings.database_url, max_size=4, role=party_role("jps"))
+    try:
+        assert await own.fetchval("SELECT current_user") == "renkei_org_jps"
+        async with agency_worker(client, own, settings, catalog, "jps", live_whitelist):
+            done = await _contract(client, pool, settings, catalog, "jps")
+        assert done.passed, _failed(done.checks)
+        seen = await own.fetch("SELECT DISTINCT org FROM records.contract_probes")
+        assert [r["org"] for r in seen] == ["jps"]
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+            await own.execute(
+                "INSERT INTO records.contract_probes (org, workflow_id, run_id, step, info,"
+                " outcome, reason, decided_at) VALUES ('city-minato', 'contract-probe/hub/x',"
+                " 'r', 's', 'local-tax', 'allowed', 'contract probe', now())"
+            )
+        with pytest.raises(asyncpg.PostgresError):
+            await own.execute("UPDATE records.contract_probes SET outcome = 'denied'")
+    finally:
+        await own.close()
