@@ -16,7 +16,7 @@ import typer
 from temporalio.client import WorkflowFailureError
 
 from renkei.app.bootstrap import prepare
-from renkei.app.cli.runtime import parse_inputs, run_async, temporal_and_database
+from renkei.app.cli.runtime import check_keys, parse_inputs, run_async, temporal_and_database
 from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient
 from renkei.app.stack import embedded
 from renkei.contracts.messages import StartFlow
@@ -126,6 +126,7 @@ async def contract(
 
     settings = get_settings()
     async with temporal_and_database(settings) as (client, pool, _):
+        await check_keys(pool, settings)  # it signs the probe permits with the hub's key
         try:
             actor = await signed_in(pool)
             if actor.role != "platform-operator" and not (
