@@ -47,9 +47,11 @@ from temporalio.worker import (
 from activities.attempts import attempt_key, attempt_record
 from activities.linkage import ADMITTED
 from activities.permits import subject_context
+from renkei.contracts import probe
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import (
+    HUB,
     act_activity,
     executor_of,
     is_act_activity,
@@ -227,7 +229,33 @@ class WhitelistGate:
                 code = open_sealed(self._opener, req.sealed_subject, context).decode()
             except SealError as err:
                 raise permits.PermitRefused(str(err)) from None
+        if permit.probe:
+            self._check_probe(permit, code, now)
         return req.model_copy(update={"subject": code, "permit": None, "sealed_subject": None})
+
+    def _check_probe(self, permit: permits.Permit, code: str, now: dt.datetime) -> None:
+        """A contract probe's permit holds only in a probe run, from the hub, for an item this
+        org serves (or an action it carries out) on the day, and for a probe subject: never a
+        real flow, nor a person's code (:mod:`renkei.contracts.probe`)."""
+        if not probe.is_probe_run(permit.workflow_id) or permit.task != probe.PROBE_TASK:
+            raise permits.PermitRefused("a contract probe's permit outside a contract probe")
+        if permit.requester != HUB:
+            raise permits.PermitRefused("a contract probe is the hub's")
+        found = self.catalog.orgs.get(self.org)
+        day = now.astimezone(JST).date()
+        serves = (
+            {h.id for h in found.serving if h.valid_at(day)}
+            if found is not None and found.serving
+            else set(found.serves if found is not None else ())
+        )
+        offered = serves | (found.acts_at(day) if found is not None else frozenset())
+        if permit.info not in offered:
+            raise permits.PermitRefused(
+                f"a contract probe of {permit.info!r}, which {self.org} neither serves nor"
+                " carries out"
+            )
+        if code and not probe.is_probe_code(code):
+            raise permits.PermitRefused("a contract probe may name a probe subject only")
 
     async def decide_and_record(self, req: LinkageRequest) -> tuple[LinkageRequest, Decision]:
         """(the admitted request, the decision), with the provider's record of the attempt
@@ -251,11 +279,16 @@ class WhitelistGate:
             # A partner's act: the hub's permit, verified above, is its word that the citizen
             # consented where the row needs it (the partner sees nothing of the consent itself).
             acting = req.permit is not None and req.info in self.catalog.actions
-            decision = telemetry.decided(
-                "provider",
-                self.org,
-                admitted,
-                lambda: self.decide(admitted, now, consented=acting),
+            decision = (
+                # a contract probe's permit held above: no law is asked of a probe, it names no one
+                Decision(allowed=True, reason="contract probe")
+                if req.permit is not None and req.permit.permit.probe
+                else telemetry.decided(
+                    "provider",
+                    self.org,
+                    admitted,
+                    lambda: self.decide(admitted, now, consented=acting),
+                )
             )
             unfit = self.unfit_send(admitted) if decision.allowed else None
             if decision.allowed and unfit is None:
@@ -263,6 +296,11 @@ class WhitelistGate:
             if unfit is not None:  # recorded as refused: the partner's code does not run
                 decision = Decision(allowed=False, reason=f"refused: {unfit}")
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
+        if probe.is_probe_run(info.workflow_id or ""):
+            # A probe (or a request claiming to be one) is kept apart: never in the org's chain
+            # of access records, so nothing of it is billed, counted or shown to a citizen.
+            await patiently(lambda: self._write_probe(info, admitted, decision, now), now + limit)
+            return admitted, decision
         with telemetry.tracer().start_as_current_span(
             "renkei.whitelist.decide",
             attributes=telemetry.linkage_attributes(admitted, "provider", decision.outcome),
@@ -290,6 +328,23 @@ class WhitelistGate:
         )
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
         await patiently(lambda: records.keep_receipt(self.pool, receipt), now + limit)
+
+    async def _write_probe(
+        self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
+    ) -> None:
+        await self.pool.execute(
+            "INSERT INTO records.contract_probes (org, workflow_id, run_id, step, info, outcome,"
+            " reason, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (workflow_id, run_id, step) DO NOTHING",
+            self.org,
+            info.workflow_id or "",
+            info.workflow_run_id or "",
+            info.activity_id,
+            req.info,
+            decision.outcome,
+            decision.reason[:300],
+            now,
+        )
 
     async def _write(
         self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
@@ -375,5 +430,6 @@ class _Inbound(ActivityInboundInterceptor):
         # this queue) cannot make an answer the flow accepts. The signature is also the
         # provider's receipt, which it keeps before the answer leaves.
         signed = attest.signed_answer(self.gate.signer, req.permit.signature, answer)
-        await self.gate.keep_receipt(req.permit.signature, answer, signed["signature"])
+        if not req.permit.permit.probe:  # a contract probe is no exchange: it leaves no receipt
+            await self.gate.keep_receipt(req.permit.signature, answer, signed["signature"])
         return signed

@@ -14,6 +14,7 @@ import datetime as dt
 
 import asyncpg
 
+from renkei.contracts.probe import PROBE_TASK
 from renkei.kernel import keys as keyfile
 from renkei.kernel import parties, permits
 from renkei.kernel.records import HUB, RecordSigner
@@ -105,5 +106,49 @@ class PermitIssuer:
             issued_at=now,
             expires_at=now + min(budget + MARGIN, LONGEST),
             key_id=self._key_id,
+        )
+        return permits.sign(permit, self._signer), sealed
+
+    async def issue_probe(
+        self,
+        *,
+        workflow_id: str,
+        run_id: str,
+        step: str,
+        provider: str,
+        info: str,
+        provider_code: str | None,
+        budget: dt.timedelta,
+        now: dt.datetime,
+    ) -> tuple[permits.SignedPermit, Sealed | None]:
+        """A contract probe's permit (``probe``): no whitelist row, no flow; the provider's gate
+        admits it only in a probe run, for a probe subject (:mod:`renkei.contracts.probe`)."""
+        sealed = None
+        if provider_code:
+            public = await self._public(provider)
+            sealed = seal(
+                public.sealer(),
+                public.sealing_id,
+                provider_code.encode(),
+                subject_context(workflow_id, run_id, step, provider),
+            )
+        permit = permits.Permit(
+            workflow_id=workflow_id,
+            run_id=run_id,
+            step=step,
+            requester=HUB,
+            provider=provider,
+            task=PROBE_TASK,
+            info=info,
+            whitelist_row=PROBE_TASK,
+            legal_reference="-",
+            bpf=PROBE_TASK,
+            bpf_version=1,
+            content_hash="-",
+            subject_seal=permits.seal_digest(sealed),
+            issued_at=now,
+            expires_at=now + min(budget + MARGIN, LONGEST),
+            key_id=self._key_id,
+            probe=True,
         )
         return permits.sign(permit, self._signer), sealed

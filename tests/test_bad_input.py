@@ -243,7 +243,7 @@ def test_status_of_an_unknown_flow_is_a_one_line_error(
         ),
         (["runs", "--bpf", "x' OR RenkeiBpf IS NOT NULL OR RenkeiBpf = 'y"], "--bpf: not an id"),
         (
-            ["notify", "--as", "city-minato", "--event", "death", "--event-id", "e-1",
+            ["notify", "--event", "death", "--event-id", "e-1",
              "--occurred-on", "2026-01-01", "--subject", "SECRETCODE"],
             "subject: String should match pattern",
         ),

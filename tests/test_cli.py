@@ -266,3 +266,57 @@ def test_an_agency_gets_a_database_login_of_its_own(cli, tmp_path) -> None:
     ):
         refused = cli.invoke(app, ["agencies", "db-login", *args])
         assert refused.exit_code == 2 and reason in refused.output, refused.output
+
+
+def test_notify_publishes_as_the_signed_in_operators_org(
+    cli: CliRunner, settings: Settings
+) -> None:
+    """No free publisher name: the change is the signed-in executor operator's org's, and a
+    code is looked up at that org (a code of another org's is no subject of its)."""
+    tag = uuid.uuid4().hex[:6]
+    minato = operator_token(cli, f"notify-minato-{tag}", "--party", "city-minato")
+    jps = operator_token(cli, f"notify-jps-{tag}", "--party", "jps")
+    definer = operator_token(cli, f"notify-def-{tag}", "--party", "jps", "--role", "definer")
+    platform = operator_token(cli, f"notify-ops-{tag}")
+    person = shibuya_family(settings).members[0]
+    jps_code = code_of(settings, "jps", person)
+    told = ("notify", "--event", "death", "--event-id", f"d-{tag}", "--occurred-on", "2026-10-31")
+    told += ("--subject", jps_code)
+
+    code, out = run(cli, *told, token="")
+    assert code == 2 and "error: sign in: set RENKEI_OPERATOR_TOKEN" in out, out
+    code, out = run(cli, *told, "--as", "jps", token=minato)
+    assert code == 2 and "No such option: --as" in out, out
+    for who, role in ((definer, "definer of jps"), (platform, "platform-operator of hub")):
+        code, out = run(cli, *told, token=who)
+        assert code == 2 and f"({role}) may not do this: it takes a executor" in out, out
+    code, out = run(cli, *told, token=minato)  # jps's code is no one at city-minato
+    assert code == 1 and "no subject is enrolled under this code at city-minato" in out, out
+    assert jps_code not in out
+    code, out = run(cli, *told, token=jps)  # jps's own subject; no flow subscribes to jps
+    assert code == 0 and "0 flows" in out, out
+
+
+def test_records_as_an_org_acts_with_its_key_file_and_refuses_anothers(
+    cli: CliRunner, settings: Settings, tmp_path: Path
+) -> None:
+    from renkei.kernel import keys
+
+    minato = keys.org_keys_path(settings, "city-minato")
+    copy = tmp_path / "minato.json"
+    copy.write_text(minato.read_text())
+    for command in ("checkpoint", "verify"):
+        code, out = run(cli, "records", command, "--as", "city-shibuya", "--key-file", str(copy))
+        assert code == 2, out
+        assert f"the key file {copy} is city-minato's, not city-shibuya's" in out, out
+        code, out = run(cli, "records", command, "--key-file", str(copy))
+        assert code == 2 and "give --as ORG with it" in out, out
+        code, out = run(cli, "records", command, "--as", "city-minato", "--key-file", "nope.json")
+        assert code == 2 and "--key-file nope.json: no such file" in out, out
+    code, out = run(cli, "records", "checkpoint", "--as", "city-minato", "--key-file", str(copy))
+    assert code == 0 and "signed by city-minato" in out, out
+    code, out = run(
+        cli, "records", "verify", "--as", "city-minato", "--key-file", str(copy),
+        "--keeper", "city-minato",
+    )  # fmt: skip
+    assert code == 0 and "every chain is intact" in out, out

@@ -27,6 +27,7 @@ from renkei.app.web import serving
 from renkei.app.web.codec_server import add_operator
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.probe import probe_code
 from renkei.contracts.provider import NoMatch
 from renkei.kernel import attest, keys, records
 from renkei.kernel.settings import Settings
@@ -45,7 +46,7 @@ def tax_office(org: str, pool: object = None) -> Mapping[str, Provider]:
     """A new municipality's local-tax provider: it holds everyone but the contract's stranger."""
 
     async def local_tax(req: LinkageRequest) -> LocalTax:
-        if req.subject == STRANGER:
+        if req.subject in (STRANGER, probe_code(org, held=False)):
             raise NoMatch(org, req.info)
         return LocalTax(fiscal_year=2025, taxable_income=3_000_000, municipal_tax=1, dependents=1)
 
@@ -115,7 +116,13 @@ async def test_an_org_added_while_workers_run_answers_once_active_and_not_before
     catalog,
     live_whitelist: LiveWhitelist,
     cli: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from renkei.kernel.settings import get_settings
+
+    monkeypatch.setenv("RENKEI_TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    monkeypatch.setenv("RENKEI_TASK_QUEUE_PREFIX", settings.task_queue_prefix)
+    get_settings.cache_clear()
     koto = _new_id()
     platform = await _operator(pool, "hub", "platform-operator")
     body = await _operator(pool, settings.conformance_body, "conformance-body")
@@ -190,12 +197,17 @@ async def _onboard_and_retire(
         f"provider org {koto!r} is registered, not active: only an active org asks or answers"
     ]
 
-    # onboarding: its real providers' contract test, the certificate, activation (API)
+    # onboarding: the contract test through its running worker, the certificate, activation
     rc_, out = await asyncio.to_thread(
         _cli, cli, platform, "contract", koto, "--providers", "tests.test_orgs:tax_office"
     )
+    assert rc_ == 2 and "No such option: --providers" in out, out
+    rc_, out = await asyncio.to_thread(_cli, cli, platform, "contract", koto)
     assert rc_ == 0, out
+    assert "PASS  local-tax: its probe subject: an answer that fits" in out
     assert "passed, recorded" in out
+    probed = await pool.fetch("SELECT outcome FROM records.contract_probes WHERE org = $1", koto)
+    assert probed and {p["outcome"] for p in probed} == {"allowed"}
     rc_, out = await asyncio.to_thread(_cli, cli, body, "orgs", "certify", koto)
     assert rc_ == 0, out
     async with serving(settings, pool, client) as base, httpx.AsyncClient(base_url=base) as http:

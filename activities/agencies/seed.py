@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import asyncpg
 
 from activities.agencies.municipality import FISCAL_YEAR, schema_of
 from activities.agencies.synthetic import Household, generate, people
+from renkei.contracts.probe import probe_code
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, derive_code, synthetic_number
 from whitelist.models import Catalog
 
@@ -85,7 +87,45 @@ async def seed(pool: asyncpg.Pool, catalog: Catalog, hub_key: str, size: int) ->
             columns=["code", "kind", "annual_amount"],
             records=[(code("jps", p), p.pension[0], p.pension[1]) for p in everyone if p.pension],
         )
+        await seed_probe_fixtures(conn)
     return True
+
+
+# The probe subject's birth date: no life-event scan reaches it; the contract probe's cohort asks
+# for exactly its day (renkei.app.kit.contracts).
+PROBE_BORN = dt.date(1900, 1, 1)
+
+
+async def seed_probe_fixtures(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
+    """Each sample agency's synthetic probe subject, under its probe code (never a person's):
+    what the contract test asks through the agency's worker (``renkei contract``)."""
+    for org in ("city-minato", "city-shibuya"):
+        schema = schema_of(org)
+        probe = probe_code(org)
+        await conn.execute(
+            f"INSERT INTO {schema}.residents (code, household_id, relationship, moved_in,"
+            " birth_date) VALUES ($1, $2, '世帯主', $3, $4) ON CONFLICT DO NOTHING",
+            probe,
+            f"probe-{org}",
+            PROBE_BORN,
+            PROBE_BORN,
+        )
+        await conn.execute(
+            f"INSERT INTO {schema}.local_tax (code, fiscal_year, taxable_income, municipal_tax,"
+            " dependents) VALUES ($1, $2, 0, 0, 0) ON CONFLICT DO NOTHING",
+            probe,
+            FISCAL_YEAR,
+        )
+    kyokai = probe_code("kyokai-kenpo")
+    await conn.execute(
+        "INSERT INTO agency_kyokai_kenpo.insured (code) VALUES ($1) ON CONFLICT DO NOTHING", kyokai
+    )
+    await conn.execute(
+        "INSERT INTO agency_jps.pensions (code, kind, annual_amount) VALUES ($1, $2, 0)"
+        " ON CONFLICT DO NOTHING",
+        probe_code("jps"),
+        "老齢基礎年金",
+    )
 
 
 def sample_subjects(org: str, households: list[Household]) -> dict[str, uuid.UUID]:

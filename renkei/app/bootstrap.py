@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import BaseModel
 
-from activities.agencies.seed import seed
+from activities.agencies.seed import seed, seed_probe_fixtures
 from renkei.app import onboarding
 from renkei.app.onboarding import register_conformance_body
 from renkei.app.sources import load_defaults
@@ -137,6 +137,9 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     seeded = await seed(
         pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents
     )
+    if not seeded:  # an installation seeded before the contract probes: their fixtures too
+        async with pool.acquire() as conn, conn.transaction():
+            await seed_probe_fixtures(conn)
     onboarded = await onboarding.onboard_samples(
         pool, settings, default_catalog(), await store.load_index(pool)
     )

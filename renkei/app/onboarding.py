@@ -2,31 +2,36 @@
 
 1. The platform operator registers the org (``renkei orgs add``): its names, kind, roles and the
    info items it will serve.
-2. Its providers run the contract of every item it serves (``renkei contract ORG``); the run is
-   kept with its report and the report's hash, and a passing run makes it ``contract-tested``.
+2. Its own worker is probed on its queue for every item it serves (``renkei contract ORG``):
+   each probe through its whitelist gate with a probe permit, for its probe subject only
+   (:mod:`renkei.contracts.probe`); the run is kept with its report and the report's hash, and a
+   passing run makes it ``contract-tested``.
 3. The conformance body certifies it (``renkei orgs certify ORG``): it signs (org, served items,
    report hash) with its own key, whose public part the hub signed into the key registry.
 4. The platform operator activates it (``renkei orgs activate ORG``). Only an active org asks or
    answers: the hub refuses any other and records why.
 
 The sample orgs go the same way on a fresh install: ``renkei init`` runs their sample providers'
-contract test, has the conformance body certify them and activates them.
+contract test (in its own process: no worker runs yet), has the conformance body certify them
+and activates them.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
 
 import asyncpg
 from pydantic import BaseModel
+from temporalio.client import Client
 
 from activities.agencies import providers_for
 from activities.agencies.seed import sample_subjects
 from activities.agencies.synthetic import generate
 from activities.linkage import Provider
-from renkei.app.kit.contracts import ContractCheck, check_provider
+from renkei.app.kit.contracts import ContractCheck, check_provider, probe_worker
 from renkei.kernel import attest, keys, parties
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
@@ -76,11 +81,39 @@ async def contract_test(
 ) -> ContractRun:
     """Run ``org``'s providers against the contract of every item it serves, keep the run with
     its report hash, and (passed) make a registered org contract-tested."""
-    found = catalog.orgs.get(org)
-    if found is None:
+    if org not in catalog.orgs:
         raise orgs.OrgChangeRefused(f"unknown org {org!r}")
     checks = await check_provider(org, dict(providers), catalog, index, pool, known)
-    served = sorted(found.serves)
+    return await record_run(pool, catalog, org, checks, actor)
+
+
+async def contract_test_through_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    index: WhitelistIndex,
+    org: str,
+    actor: str,
+    wait: dt.timedelta,
+) -> ContractRun:
+    """Run ``org``'s contract through its own worker on its queue (contract probes, through its
+    whitelist gate: :mod:`renkei.contracts.probe`), keep the run with its report hash, and
+    (passed) make a registered org contract-tested."""
+    if org not in catalog.orgs:
+        raise orgs.OrgChangeRefused(f"unknown org {org!r}")
+    if await pool.fetchval("SELECT status FROM whitelist.orgs WHERE id = $1", org) is None:
+        raise orgs.OrgChangeRefused(f"org {org!r} is not registered (renkei orgs add)")
+    checks = await probe_worker(client, pool, settings, catalog, index, org, wait=wait)
+    return await record_run(pool, catalog, org, checks, actor)
+
+
+async def record_run(
+    pool: asyncpg.Pool, catalog: Catalog, org: str, checks: list[ContractCheck], actor: str
+) -> ContractRun:
+    """Keep a contract run with its report and hash; a passing one makes a registered org
+    contract-tested."""
+    served = sorted(catalog.orgs[org].serves)
     passed = all(c.passed for c in checks)
     digest = report_hash(org, served, checks)
     async with pool.acquire() as conn, conn.transaction():

@@ -48,6 +48,10 @@ class Permit(BaseModel):
     issued_at: dt.datetime
     expires_at: dt.datetime
     key_id: str  # the hub signing key's id
+    # A contract probe's permit (renkei.contracts.probe): the gate admits it only in a probe run,
+    # for a probe subject and an item the org serves, and records it apart from real exchanges.
+    # Left out of the signed form when false, so a permit signed before it verifies unchanged.
+    probe: bool = False
 
 
 class SignedPermit(BaseModel):
@@ -71,7 +75,9 @@ class AnswerReceipt(BaseModel):
 
 
 def _canonical(permit: Permit) -> bytes:
-    body = json.dumps(permit.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    body = json.dumps(
+        permit.model_dump(mode="json", exclude_defaults=True), sort_keys=True, separators=(",", ":")
+    )
     return b"renkei/permit/v1|" + body.encode()
 
 

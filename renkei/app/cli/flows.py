@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ import typer
 from temporalio.client import WorkflowFailureError
 
 from renkei.app.bootstrap import prepare
-from renkei.app.cli.runtime import database, parse_inputs, run_async, temporal_and_database
+from renkei.app.cli.runtime import check_keys, parse_inputs, run_async, temporal_and_database
 from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient
 from renkei.app.stack import embedded
 from renkei.contracts.messages import StartFlow
@@ -104,52 +105,46 @@ async def conformance(
 @run_async
 async def contract(
     org: str,
-    providers: Annotated[
-        str | None,
+    wait: Annotated[
+        float,
         typer.Option(
-            help="package.module:function making the org's providers, as its worker runs them"
-            " (`renkei worker agency ORG --providers …`); the sample agencies' by default"
+            "--timeout",
+            min=1,
+            max=600,
+            help="seconds the org's worker has to answer each probe (one attempt each)",
         ),
-    ] = None,
+    ] = 10.0,
 ) -> int:
-    """Check an org's providers against the contract of every item it serves, and record the
-    run with its report hash: a passing run makes a registered org contract-tested (signed in
-    as a platform operator, or as the org's own executor)."""
-    from activities.agencies import SAMPLE_AGENCIES, providers_for
-    from activities.agencies.seed import sample_subjects
-    from activities.agencies.synthetic import generate
+    """Check an org's own worker, on its task queue, against the contract of every item it
+    serves (each probe through its whitelist gate, with a probe permit for its probe subject),
+    and record the run with its report hash: a passing run makes a registered org
+    contract-tested (signed in as a platform operator, or as the org's own executor). The org's
+    worker must be running (renkei worker agency ORG)."""
     from renkei.app import onboarding
     from renkei.app.actors import NotEntitled, NotSignedIn, signed_in
-    from renkei.kernel.pseudonyms import derive_code
     from whitelist import orgs
-    from workers.process import load_factory
 
     settings = get_settings()
-    if providers is None and org not in SAMPLE_AGENCIES:
-        typer.echo(
-            f"error: {org} is not one of the sample agencies ({', '.join(SAMPLE_AGENCIES)}):"
-            " name its providers with --providers package.module:function",
-            err=True,
-        )
-        raise typer.Exit(2)
-    hub_key = keys.load(settings).hub_key
-    known = {
-        info: derive_code(hub_key, org, subject)
-        for info, subject in sample_subjects(org, generate(settings.sample_residents)).items()
-    }
-    async with database(settings) as pool:
+    async with temporal_and_database(settings) as (client, pool, _):
+        await check_keys(pool, settings)  # it signs the probe permits with the hub's key
         try:
             actor = await signed_in(pool)
             if actor.role != "platform-operator" and not (
                 actor.role == "executor" and actor.party == org
             ):
                 raise NotEntitled(f"{actor} may not run {org}'s contract test")
-            made = load_factory(providers)(org, pool) if providers else providers_for(org, pool)
             catalog = default_catalog().model_copy(
                 update={"orgs": await orgs.load_orgs(pool) or default_catalog().orgs}
             )
-            run = await onboarding.contract_test(
-                pool, catalog, await store.load_index(pool), org, made, known, actor.name
+            run = await onboarding.contract_test_through_worker(
+                client,
+                pool,
+                settings,
+                catalog,
+                await store.load_index(pool),
+                org,
+                actor.name,
+                dt.timedelta(seconds=wait),
             )
         except (NotSignedIn, NotEntitled, orgs.OrgChangeRefused, ValueError) as err:
             typer.echo(f"refused: {err}", err=True)
@@ -297,7 +292,6 @@ async def runs(
 
 @run_async
 async def notify(
-    publisher: Annotated[str, typer.Option("--as", help="the publishing org")],
     event: Annotated[str, typer.Option(help="death, move or birth")],
     event_id: Annotated[str, typer.Option(help="the publisher's unique id of the change")],
     occurred_on: Annotated[str, typer.Option(help="YYYY-MM-DD")],
@@ -305,16 +299,18 @@ async def notify(
         str, typer.Option(prompt=True, hide_input=True, help="the subject's code at the publisher")
     ],
 ) -> None:
-    """Publish a change of a subject; the flows subscribed to it start (once)."""
+    """Publish a change of a subject held by the signed-in operator's org (an executor operator
+    of the publishing org, RENKEI_OPERATOR_TOKEN); the flows subscribed to it start (once)."""
     from pydantic import ValidationError
 
+    from renkei.app.actors import NotEntitled, NotSignedIn, require, signed_in
     from renkei.app.notifications import Notification, NotificationConflict, publish
     from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 
     try:
         n = Notification.model_validate(
             {
-                "publisher": publisher,
+                "publisher": "signed-in",  # replaced by the operator's org below
                 "event": event,
                 "event_id": event_id,
                 "occurred_on": occurred_on,
@@ -329,6 +325,12 @@ async def notify(
         raise typer.Exit(2) from None
     settings = get_settings()
     async with temporal_and_database(settings) as (client, pool, _):
+        try:
+            actor = require(await signed_in(pool), "executor")
+        except (NotSignedIn, NotEntitled) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        n = n.model_copy(update={"publisher": actor.party})
         hub = Pseudonyms(pool, keys.load(settings).hub_key)
         try:
             done = await publish(client, pool, settings, default_catalog(), hub, n)

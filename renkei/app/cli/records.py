@@ -21,6 +21,33 @@ records_app = typer.Typer(
     help="Access records: list, verify, sign, read your own.", no_args_is_help=True
 )
 
+KEY_FILE_HELP = (
+    "the org's key file (default: ORG.json in the keys directory): its own private keys, the"
+    " credential `--as` acts with; a file that is another org's is refused"
+)
+
+
+def _org_keys(as_org: str, key_file: Path | None) -> keys.OrgKeys:
+    """The key file ``--as ORG`` acts with: ``key_file`` or the org's own in the keys directory;
+    :class:`ValueError` (the reason) if it is missing, unreadable or another org's."""
+    path = key_file or keys.org_keys_path(get_settings(), as_org)
+    if not path.exists():
+        if key_file is None:
+            raise ValueError(
+                f"no key file for {as_org} at {path}: the platform issues it"
+                f" (renkei keys issue {as_org}), or name it with --key-file"
+            )
+        raise ValueError(f"--key-file {path}: no such file")
+    try:
+        found = keys.OrgKeys.model_validate_json(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"--key-file {path}: not an org's key file ({type(err).__name__})"
+        ) from None
+    if found.org != as_org:
+        raise ValueError(f"the key file {path} is {found.org}'s, not {as_org}'s: --as must match")
+    return found
+
 
 @records_app.command("list")
 @run_async
@@ -73,19 +100,27 @@ async def records_verify(
     ] = None,
     as_org: Annotated[
         str | None,
-        typer.Option("--as", help="verify as this org: trust the hub key pinned in its key file"),
+        typer.Option(
+            "--as",
+            help="verify as this org: trust the hub key pinned in its key file (--key-file),"
+            " not the hub's own file",
+        ),
     ] = None,
+    key_file: Annotated[Path | None, typer.Option(help=KEY_FILE_HELP)] = None,
 ) -> int:
     """Walk every keeper's chain: hashes, each record's writer's signature, the witnesses'
     checkpoints, chains that vanished; report the first broken link of each."""
     settings = get_settings()
+    if key_file is not None and as_org is None:
+        typer.echo("error: --key-file is an org's: give --as ORG with it", err=True)
+        return 2
     try:
         hub = (
-            keys.load_org(settings, as_org).hub_verifier()
+            _org_keys(as_org, key_file).hub_verifier()
             if as_org
             else keys.load(settings).signer().public_key()
         )
-    except FileNotFoundError as err:  # no key file for that org here
+    except ValueError as err:  # no key file for that org here, or another org's
         typer.echo(f"error: {err}", err=True)
         return 2
     try:
@@ -175,10 +210,11 @@ async def records_checkpoint(
         str | None,
         typer.Option(
             "--as",
-            help="witness as this org, with its own key file (the hub's chain and its own);"
-            " default: as the hub (every org's chain)",
+            help="witness as this org, signing with its own key file (--key-file): the hub's"
+            " chain and its own; default: as the hub (every org's chain)",
         ),
     ] = None,
+    key_file: Annotated[Path | None, typer.Option(help=KEY_FILE_HELP)] = None,
     keep: Annotated[
         Path | None,
         typer.Option(
@@ -189,13 +225,16 @@ async def records_checkpoint(
 ) -> None:
     """Sign, as a witness, the heads of the chains this party witnesses (run it periodically)."""
     settings = get_settings()
+    if key_file is not None and as_org is None:
+        typer.echo("error: --key-file is an org's: give --as ORG with it", err=True)
+        raise typer.Exit(2)
     try:
         signer = (
-            records_store.RecordSigner(as_org, keys.load_org(settings, as_org).signer())
+            records_store.RecordSigner(as_org, _org_keys(as_org, key_file).signer())
             if as_org
             else records_store.RecordSigner(records_store.HUB, keys.load(settings).signer())
         )
-    except FileNotFoundError as err:  # no key file for that org here
+    except ValueError as err:  # no key file for that org here, or another org's
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     async with database(settings) as pool:

@@ -1,6 +1,10 @@
-"""Provider contracts (``renkei contract ORG``): an org's own providers checked before they serve.
+"""Provider contracts: an org's own providers checked before they serve.
 
-:func:`check_provider` runs an org's own provider implementations against the contract of each
+:func:`probe_worker` (``renkei contract ORG``) checks the org's running worker on its own queue,
+through its whitelist gate, with contract probes (:mod:`renkei.contracts.probe`).
+
+:func:`check_provider` (``renkei init``'s first run of the sample orgs, before any worker runs)
+calls an org's own provider implementations in this process against the contract of each
 info item it serves (and each action it carries out: a receipt that fits, for a request of the
 action's fields and no subject code): answers validate against the item's schema, a subject the provider does not
 hold is a non-retryable ``NoMatch`` (or an answer that says so within the schema, such as "not
@@ -11,16 +15,30 @@ runs.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import asyncpg
 from pydantic import BaseModel, ValidationError
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from activities.linkage import Provider
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.messages import CohortParams, LinkageRequest
+from renkei.contracts.probe import (
+    PROBE_WORKFLOW,
+    ProbeAnswer,
+    ProbeRun,
+    ProbeStep,
+    probe_code,
+    probe_queue,
+    probe_workflow_id,
+)
 from renkei.contracts.provider import NoMatch
+from renkei.kernel import attest, keys
+from renkei.kernel.settings import Settings
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog
 from whitelist.payloads import SCHEMAS, GenericRecord, field_kinds
@@ -239,3 +257,169 @@ async def _check_actions(
             )
         )
     return out
+
+
+# -- through the org's own worker ---------------------------------------------------------------
+
+# The probe's cohort: the day the probe subjects were born, which no life-event scan asks for.
+PROBE_COHORT = CohortParams(
+    age=18,
+    on="birthday",
+    period_start=dt.date(1918, 1, 1),
+    period_end=dt.date(1918, 1, 2),
+    born_from=dt.date(1900, 1, 1),
+    born_to=dt.date(1900, 1, 2),
+)
+
+
+def probe_steps(org: str, catalog: Catalog) -> list[ProbeStep]:
+    """What the contract asks of ``org``'s worker: for each item it serves, its probe subject
+    (an answer that fits) and one it does not hold (NoMatch, or an answer that fits); for a
+    cohort item, the probe subjects' day; for each action, a request of exactly its fields."""
+    found = catalog.orgs[org]
+    out: list[ProbeStep] = []
+    for info in found.serves:
+        schema = SCHEMAS.get(catalog.info_items[info].schema_name, GenericRecord)
+        if schema.__name__ == "ResidentCohort":
+            params = PROBE_COHORT.model_dump(mode="json")
+            out.append(ProbeStep(step=f"{info}.cohort", info=info, params=params))
+            continue
+        out.append(ProbeStep(step=f"{info}.held", info=info, subject=probe_code(org)))
+        out.append(ProbeStep(step=f"{info}.unheld", info=info, subject=probe_code(org, held=False)))
+    for action_id in found.acts:
+        fields = field_kinds(SCHEMAS.get(catalog.actions[action_id].request, GenericRecord))
+        send = {name: _PROBE_VALUES[kind] for name, (kind, _) in fields.items()}
+        out.append(ProbeStep(step=f"{action_id}.act", info=action_id, act=True, send=send))
+    return out
+
+
+async def probe_worker(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    whitelist: LiveWhitelist | WhitelistIndex,
+    org: str,
+    *,
+    wait: dt.timedelta = dt.timedelta(seconds=10),
+) -> list[ContractCheck]:
+    """Check ``org``'s contract through its own worker on its queue, as a linkage reaches it:
+    each probe with a probe permit signed by the hub, through the org's whitelist gate; each
+    answer's signature checked against the org's registered key and its body against the
+    item's schema (or the action's receipt). A worker that does not answer within ``wait``
+    fails the contract, naming the queue."""
+    from activities.gate import provider_decision
+    from activities.permits import PermitIssuer
+    from activities.probe import ProbePermits
+    from workflows.contract_probe import ContractProbe
+
+    index = whitelist.index if isinstance(whitelist, LiveWhitelist) else whitelist
+    steps = probe_steps(org, catalog)
+    issuer = PermitIssuer(pool, keys.load(settings))
+    run = uuid.uuid4().hex[:12]
+    queue = probe_queue(settings.task_queue_prefix, run)
+    asked = ProbeRun(
+        org=org,
+        task_queue_prefix=settings.task_queue_prefix,
+        probe_queue=queue,
+        timeout_seconds=wait.total_seconds(),
+        steps=steps,
+    )
+    permits_ = ProbePermits(issuer, wait)
+    async with Worker(
+        client, task_queue=queue, workflows=[ContractProbe], activities=[permits_.permit]
+    ):
+        found: list[Any] = await client.execute_workflow(
+            PROBE_WORKFLOW,
+            asked,
+            id=probe_workflow_id(org, run),
+            task_queue=queue,
+            execution_timeout=wait * (len(steps) + 1) + dt.timedelta(seconds=60),
+            result_type=list[ProbeAnswer],
+        )
+    answers = [ProbeAnswer.model_validate(a) for a in found]
+    try:
+        signing = await issuer.signing_key_of(org)
+    except LookupError as err:
+        signing = ""
+        no_key = str(err)
+    out: list[ContractCheck] = []
+    for step, got in zip(steps, answers, strict=True):
+        out.append(_judge(org, catalog, step, got, signing or None, no_key if not signing else ""))
+    at = dt.datetime.now(dt.UTC)
+    for info in [*catalog.orgs[org].serves, *catalog.orgs[org].acts]:
+        req = LinkageRequest(
+            requester="conformance-probe",
+            provider=org,
+            task="conformance",
+            info=info,
+            subject="",
+            bpf="conformance",
+            bpf_version=1,
+            content_hash="-",
+            step="probe",
+        )
+        refused = provider_decision(org, catalog, index, req, at, consented=True)
+        out.append(
+            ContractCheck(
+                org=org,
+                info=info,
+                check="the gate refuses an unlisted requester",
+                passed=not refused.allowed,
+                detail=refused.reason,
+            )
+        )
+    return out
+
+
+_CHECKS = {
+    "held": "its probe subject: an answer that fits",
+    "unheld": "a subject it does not hold: NoMatch, or an answer that fits",
+    "cohort": "the probe subjects' cohort: an answer that fits",
+    "act": "a receipt that fits, for the request's fields and no code",
+}
+
+
+def _judge(
+    org: str,
+    catalog: Catalog,
+    step: ProbeStep,
+    got: ProbeAnswer,
+    signing: str | None,
+    no_key: str,
+) -> ContractCheck:
+    check = _CHECKS[step.step.rsplit(".", 1)[1]]
+
+    def result(passed: bool, detail: str = "") -> ContractCheck:
+        return ContractCheck(org=org, info=step.info, check=check, passed=passed, detail=detail)
+
+    if got.answer is None:
+        if got.failure_kind == "no-match" and check == _CHECKS["unheld"]:
+            return result(True)
+        if got.failure_kind == "no-match":
+            return result(
+                False,
+                f"NoMatch: {org}'s providers hold no synthetic fixture under its probe code"
+                f" {probe_code(org)} (renkei.contracts.probe)",
+            )
+        return result(False, got.failure or "no answer")
+    if signing is None:
+        return result(False, no_key)
+    payload = attest.is_providers(signing, got.answer, got.permit_signature)
+    if payload is None:
+        return result(False, f"the answer is not signed with {org}'s registered key")
+    if step.act:
+        schema = SCHEMAS.get(catalog.actions[step.info].result, GenericRecord)
+    else:
+        schema = SCHEMAS.get(catalog.info_items[step.info].schema_name, GenericRecord)
+    try:
+        schema.model_validate(payload)
+    except ValidationError as err:
+        return result(
+            False,
+            "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                for e in err.errors(include_input=False)
+            ),
+        )
+    return result(True, "answers (e.g. 'not insured')" if check == _CHECKS["unheld"] else "")
