@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -17,12 +17,14 @@ from activities.agencies import SAMPLE_AGENCIES
 from activities.agencies.synthetic import Household, Person, generate
 from activities.linkage import Provider
 from renkei.app.client import RenkeiClient
+from renkei.bpf import registry
 from renkei.contracts.messages import StartFlow
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.records import AccessRecord
 from renkei.kernel.settings import Settings
-from whitelist.models import Catalog
+from whitelist.models import Catalog, WhitelistRow
+from whitelist.orgs import NewOrg
 from whitelist.store import LiveWhitelist
 from workers.assembly import running_workers
 
@@ -191,3 +193,105 @@ def operator_token(cli: CliRunner, name: str, *options: str) -> str:
     code, out = run(cli, "operators", "add", name, *options)
     assert code == 0, out
     return out.splitlines()[0]
+
+
+# -- arranging orgs, PIAs and versions in operation ---------------------------------------------
+
+
+async def caught_up(pool: asyncpg.Pool, live: LiveWhitelist) -> None:
+    """Wait until ``live`` (the running workers' view) holds every change made so far: the
+    PIAs and suspensions, the whitelist rows and the org registry."""
+    await live.controls.wait_for_version(
+        await pool.fetchval("SELECT version FROM controls.version")
+    )
+    await live.wait_for_version(await pool.fetchval("SELECT version FROM whitelist.version"))
+
+
+async def give_pias(
+    pool: asyncpg.Pool,
+    live: LiveWhitelist,
+    catalog: Catalog | None = None,
+    rows: list[WhitelistRow] | None = None,
+    on: dt.date | None = None,
+) -> None:
+    """Give each party of ``rows`` (default: the shipped ones) its PIA for the row's task
+    (特定個人情報保護評価: a new org records its own before it takes part; here, as the samples'
+    are), its roles read from ``catalog`` (default: the org registry as it is now), then wait
+    until ``live`` holds every change made so far. A (org, task) with a PIA history keeps it."""
+    from whitelist import controls_store, orgs
+    from whitelist.catalog import default_catalog
+    from whitelist.controls import sample_pias
+    from whitelist.decide import JST
+    from whitelist.local import all_rows
+
+    shipped = default_catalog()
+    if catalog is None:
+        catalog = shipped.model_copy(update={"orgs": await orgs.load_orgs(pool)})
+    today = on or dt.datetime.now(JST).date()
+    found = all_rows(shipped) if rows is None else rows
+    await controls_store.seed_pias(pool, sample_pias(catalog, found, today), recorded_by="test")
+    await caught_up(pool, live)
+
+
+async def onboard_org(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog: Catalog,
+    new: NewOrg,
+    providers: Mapping[str, Provider],
+) -> None:
+    """Add ``new`` and make it active the way the CLI does: its providers' contract test,
+    its certificate, activation."""
+    from renkei.app import onboarding
+    from whitelist import orgs, store
+
+    await orgs.add(pool, catalog, new, "test", "platform-operator")
+    live = catalog.model_copy(update={"orgs": await orgs.load_orgs(pool)})
+    run = await onboarding.contract_test(
+        pool, live, await store.load_index(pool), new.id, providers, {}, "test"
+    )
+    assert run.passed, run.checks
+    await onboarding.certify(pool, settings, new.id)
+    await orgs.transition(pool, new.id, "active", "test", "platform-operator")
+
+
+async def operating_for(
+    pool: asyncpg.Pool, executor: str, bpf: str | None = None, version: int | None = None
+) -> None:
+    """Arrangement, not a subject (the lifecycle has its own tests): every registered version
+    (or ``bpf``'s, or ``bpf`` ``version``) operating, for ``executor``."""
+    where = " WHERE ($1::text IS NULL OR bpf = $1) AND ($2::int IS NULL OR version = $2)"
+    await pool.execute(f"UPDATE registry.bpf_versions SET state = 'operating'{where}", bpf, version)
+    await pool.execute(
+        "INSERT INTO registry.operated_by (bpf, version, executor)"
+        f" SELECT bpf, version, $3 FROM registry.bpf_versions{where} ON CONFLICT DO NOTHING",
+        bpf,
+        version,
+        executor,
+    )
+
+
+async def transition(
+    pool: asyncpg.Pool,
+    bpf: str,
+    version: int,
+    action: registry.Action,
+    actor: str,
+    *,
+    roles_from: Catalog | None = None,
+    conformance_body: str = "digital-agency",
+    **kw: Any,
+) -> registry.Transition:
+    """One lifecycle transition by ``actor``, in its roles of ``roles_from`` (none given: no
+    roles); ``kw`` as :func:`renkei.bpf.registry.transition` takes them."""
+    roles = roles_from.org_roles(actor) if roles_from is not None else frozenset()
+    return await registry.transition(
+        pool,
+        bpf,
+        version,
+        action,
+        actor,
+        conformance_body=conformance_body,
+        actor_roles=roles,
+        **kw,
+    )

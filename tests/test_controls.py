@@ -419,13 +419,14 @@ def test_bpf_validate_warns_of_an_executor_without_a_pia_in_force(cli) -> None:
 async def test_a_provider_suspended_after_the_hub_permitted_refuses_at_its_own_gate(
     client, pool, settings, catalog, live_whitelist, base_settings
 ) -> None:
-    """The hub's index has not heard of the suspension yet (its listener is stopped here); the
-    provider's gate has, and refuses the attempt the hub permitted, before any provider code."""
+    """The hub's index has not heard of the suspension yet (it stops following the controls
+    here); the provider's gate has, and refuses the attempt the hub permitted, before any
+    provider code."""
     from .helpers import allowance_check, sdk, workers
 
     assert base_settings.database_url
     hubs_view = await LiveWhitelist(base_settings.database_url).start()
-    await hubs_view.controls.stop()  # frozen: the hub decides on what it knew before
+    hubs_view.controls.freeze()  # frozen: the hub decides on what it knew before
     operator = f"stop-{uuid.uuid4().hex[:6]}"
     await add_operator(pool, operator)
     _, version = await controls_store.suspend(
@@ -451,3 +452,55 @@ async def test_a_provider_suspended_after_the_hub_permitted_refuses_at_its_own_g
     assert hubs.outcome == "allowed"  # the hub permitted it ...
     assert gates.outcome == "denied" and gates.keeper == "city-shibuya"  # ... the gate did not
     assert "suspended: org city-shibuya (as provider)" in gates.reason
+
+
+async def test_one_listener_follows_both_channels_and_comes_back_after_losing_its_connection(
+    pool, base_settings
+) -> None:
+    """A LiveWhitelist listens on one connection for its rows and its controls: a change on each
+    channel reaches it; its connection killed by the server, it reconnects and both channels
+    reach it again."""
+    from whitelist import store
+    from whitelist.models import WhitelistRow
+
+    assert base_settings.database_url
+    operator = f"live-{uuid.uuid4().hex[:6]}"
+    await add_operator(pool, operator)
+    probe = f"live-probe-{uuid.uuid4().hex[:6]}"
+    row = WhitelistRow(
+        id=f"test/{probe}",
+        source="test",
+        item="live",
+        requester_role="municipal-mayor",
+        task=probe,
+        provider_role="jasso",
+        info="local-tax",
+        legal_text="test",
+        valid_from=dt.date(2020, 1, 1),
+    )
+    asked = (["municipal-mayor"], probe, ["jasso"], "local-tax", dt.datetime.now(JST).date())
+    live = await LiveWhitelist(base_settings.database_url).start()
+    try:
+        for turn in ("before", "after"):
+            if turn == "after":  # the server drops the one listening connection
+                own = {live._listener._conn.get_server_pid()} if live._listener._conn else set()
+                assert len(own) == 1
+                admin = await asyncpg.connect(base_settings.database_url)  # the login user
+                try:
+                    assert await admin.fetchval("SELECT pg_terminate_backend($1)", own.pop())
+                finally:
+                    await admin.close()
+            _, version = await controls_store.suspend(pool, "bpf", probe, turn, operator, version=1)
+            await live.controls.wait_for_version(version, timeout=30)
+            assert live.controls.index.bpf_suspension(probe, 1) is not None, turn
+            _, version = await controls_store.lift(pool, "bpf", probe, turn, operator, version=1)
+            await live.controls.wait_for_version(version, timeout=30)
+            assert live.controls.index.bpf_suspension(probe, 1) is None, turn
+            version = await store.upsert_rows(pool, [row])
+            await live.wait_for_version(version, timeout=30)
+            assert live.index.decide(*asked).allowed, turn
+            version = await store.delete_rows(pool, [row.id])
+            await live.wait_for_version(version, timeout=30)
+            assert not live.index.decide(*asked).allowed, turn
+    finally:
+        await live.stop()

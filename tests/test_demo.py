@@ -7,12 +7,22 @@ import os
 import subprocess
 import sys
 
+from .conftest import free_port
 from .processes import ROOT
 
 
-def test_the_demo_runs_clean_on_a_fresh_data_folder(tmp_path) -> None:
+def _fresh_env(tmp_path) -> dict[str, str]:
+    """No renkei setting of the caller's; a fresh data folder; ports of the test's own (the
+    defaults may be taken by another stack on the machine)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env["RENKEI_DATA_DIR"] = str(tmp_path / "data")
+    for name in ("RENKEI_TEMPORAL_PORT", "RENKEI_UI_PORT", "RENKEI_WEB_PORT"):
+        env[name] = str(free_port())
+    return env
+
+
+def test_the_demo_runs_clean_on_a_fresh_data_folder(tmp_path) -> None:
+    env = _fresh_env(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "renkei.app.cli", "demo"],
         cwd=tmp_path,
@@ -30,8 +40,7 @@ def test_the_demo_runs_clean_on_a_fresh_data_folder(tmp_path) -> None:
 def test_conformance_as_the_first_command_on_a_fresh_data_folder(tmp_path) -> None:
     """A new engineer's first command may be the conformance kit, not the demo: it issues the
     sample orgs' keys itself, and reads the flows it runs under them."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
-    env["RENKEI_DATA_DIR"] = str(tmp_path / "data")
+    env = _fresh_env(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "renkei.app.cli", "conformance", "child-allowance-check"],
         cwd=tmp_path,

@@ -1,5 +1,7 @@
 """Fault injection: processes killed with SIGKILL, servers stopped under load, providers that hang.
 
+A Temporal restart with flows in flight is the SIGKILL one (a graceful stop is the easier case).
+
 Each test ends the same way: every flow finished as its definition says, and every linkage left
 exactly one access record with each party (requester, hub, provider), whatever was killed on the
 way. Run them alone with ``pytest -m faults``.
@@ -205,41 +207,6 @@ def _own_temporal() -> Iterator[tuple[Path, int, int]]:
         yield folder, free_port(), free_port()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-async def test_temporal_restart_with_100_flows_in_flight(
-    pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:
-    with _own_temporal() as (folder, port, ui_port):
-        server = start_temporal(folder, port, ui_port)
-        try:
-            client = await connect(settings, server.address)
-            entered = asyncio.Event()
-            async with workers(
-                client,
-                pool,
-                settings,
-                catalog,
-                live_whitelist,
-                providers=_slowed(pool, 1.0, entered),
-            ):
-                rc = sdk(client, settings)
-                handles = await asyncio.gather(
-                    *(rc.start(allowance_check(settings, i)) for i in range(100))
-                )
-                await asyncio.wait_for(entered.wait(), 30)
-                server.stop()  # SIGTERM; its SQLite file keeps the flows
-                await asyncio.sleep(2)
-                server = start_temporal(folder, port, ui_port)
-                results = await asyncio.wait_for(
-                    asyncio.gather(*(h.result() for h in handles)), 240
-                )
-        finally:
-            server.stop()
-    assert len({h.id for h in handles}) == 100
-    assert all(_decided(r) for r in results), [r for r in results if not _decided(r)][:3]
-    for h, r in zip(handles, results, strict=True):
-        await _one_record_each(pool, r, h.id)
 
 
 async def _start_all(

@@ -1461,6 +1461,56 @@ async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(
         assert (await handle.result()).outcome == "completed"
 
 
+async def test_the_portal_samples_consent_is_the_citizens_alone(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """The shipped portal application (version 2, `by: citizen`): the executing agency's own
+    answer to the consent, through its HTTP API and its SDK, is refused and the flow keeps
+    waiting; the citizen's answer in their own portal session is taken and the flow completes."""
+    import httpx
+
+    from renkei.app.web import serving
+    from renkei.app.web.api import issue_token
+    from renkei.kernel.pseudonyms import PORTAL, derive_code
+
+    bpf = "child-allowance-portal-application"
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    agency = {"Authorization": f"Bearer {await issue_token(pool, 'city-minato')}"}
+    said = {"step": "consent", "payload": {"agree": True}}
+    async with (
+        workers(client, pool, slow, catalog, live_whitelist),
+        serving(slow, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        handle = await rc.start(
+            start(
+                bpf,
+                "city-minato",
+                code(settings, "city-minato", person),
+                inputs={"previous_municipality": "city-shibuya"},
+                trigger="portal",
+            )
+        )
+        await _until_waiting(rc, handle.id)
+        api = await http.post(f"/api/flows/{handle.id}/respond", json=said, headers=agency)
+        assert api.status_code == 422 and "citizen's own answer" in api.json()["detail"]
+        for by in ("agency", "operator"):
+            with pytest.raises(ResponseRefused, match="awaits the citizen's own answer"):
+                await rc.respond(handle.id, "consent", {"agree": True}, by=by)
+        assert [w.step for w in await rc.waiting(handle.id)] == ["consent"]
+        citizen = {
+            "Authorization": f"Bearer {derive_code(keys.load(settings).hub_key, PORTAL, person.subject_id)}"
+        }
+        answered = await http.post(
+            f"/api/citizen/flows/{handle.id}/respond", json=said, headers=citizen
+        )
+        assert answered.status_code == 200, answered.text
+        result = await handle.result()
+        assert result.outcome == "completed" and result.pin.version == 2
+
+
 # -- a worker of another party polling a queue that is not its own --------------------------------
 
 

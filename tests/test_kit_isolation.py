@@ -12,9 +12,10 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from renkei.app import billing
+from renkei.app.citizen import answer
 from renkei.app.kit import run_scenarios, scenarios_for
-from renkei.contracts.messages import Acknowledged, Response, Waiting
-from renkei.kernel import records
+from renkei.contracts.messages import Waiting
+from renkei.kernel import keys, records
 from renkei.kernel.settings import Settings
 from whitelist.decide import JST
 from workers.plugin import connect
@@ -96,11 +97,9 @@ async def test_kit_runs_are_left_out_of_runs_billing_and_outboxes_and_a_real_run
             )
         )
         await _until_waiting(handle, "consent")
-        await handle.execute_update(
-            "renkei.respond",
-            Response(step="consent", payload={"agree": True}),
-            result_type=Acknowledged,
-        )
+        # the consent is the citizen's own (by: citizen): given in their portal session
+        portal = keys.load(settings).signer()
+        await answer(sdk(client, settings), portal, handle.id, "consent", {"agree": True})
         await handle.result()
     # Billed: its one query to another body (city-shibuya's local tax); its look-up in
     # city-minato's own register passes between no two bodies and is billed to no one.

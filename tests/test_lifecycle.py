@@ -31,7 +31,7 @@ from tests.paths import SAMPLES_DIR
 from whitelist.payloads import ActionReceipt, LocalTax
 from workflows.interpreter import KIT_CLOCK
 
-from .helpers import households, run, sdk, start, workers
+from .helpers import households, run, sdk, start, transition, workers
 
 SAMPLES = sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
 
@@ -114,16 +114,8 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
     body = settings.conformance_body
 
     async def move(action: registry.Action, actor: str, version: int = 1) -> registry.Transition:
-        return await registry.transition(
-            pool,
-            bpf,
-            version,
-            action,
-            actor,
-            conformance_body=body,
-            actor_roles=frozenset(catalog.org_roles(actor))
-            if actor in catalog.orgs
-            else frozenset(),
+        return await transition(
+            pool, bpf, version, action, actor, roles_from=catalog, conformance_body=body
         )
 
     # A hub in operation never resolves a run on the kit's clock, even if told to.
@@ -313,14 +305,14 @@ async def test_a_version_that_calls_a_flow_not_operating_cannot_operate(
         await _passed(pool, loaded.definition.bpf)
 
     async def move(bpf: str, action: registry.Action, actor: str) -> registry.Transition:
-        return await registry.transition(
+        return await transition(
             pool,
             bpf,
             1,
             action,
             actor,
+            roles_from=catalog,
             conformance_body=settings.conformance_body,
-            actor_roles=catalog.org_roles(actor),
             catalog=catalog,
         )
 
@@ -431,14 +423,14 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
     await store_report(pool, report)
 
     async def move(action: registry.Action, actor: str) -> registry.Transition:
-        return await registry.transition(
+        return await transition(
             pool,
             bpf,
             version,
             action,
             actor,
+            roles_from=catalog,
             conformance_body=settings.conformance_body,
-            actor_roles=frozenset(catalog.org_roles(actor)),
         )
 
     await move("submit", "mhlw")

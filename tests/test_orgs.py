@@ -37,7 +37,7 @@ from whitelist.models import Held
 from whitelist.payloads import LocalTax
 from whitelist.store import LiveWhitelist
 
-from .helpers import code, shibuya_family, start, workers
+from .helpers import code, give_pias, onboard_org, shibuya_family, start, workers
 
 STRANGER = "Z" * 20
 
@@ -66,27 +66,6 @@ def _cli(cli: CliRunner, token: str | None, *args: str) -> tuple[int, str]:
 
 async def _operator(pool: asyncpg.Pool, party: str, role: str) -> str:
     return await add_operator(pool, f"op-{uuid.uuid4().hex[:8]}", party, role)
-
-
-async def _reached(pool: asyncpg.Pool, live: LiveWhitelist) -> None:
-    """Give every org of the registry its PIAs (特定個人情報保護評価: a new org records its own
-    before it takes part; here, as the samples' are), then wait until the running workers' view
-    holds every change made so far."""
-    from whitelist import controls_store
-    from whitelist.catalog import default_catalog
-    from whitelist.controls import sample_pias
-    from whitelist.local import all_rows
-
-    shipped = default_catalog()
-    registry = shipped.model_copy(update={"orgs": await orgs.load_orgs(pool)})
-    today = dt.datetime.now(JST).date()
-    await controls_store.seed_pias(
-        pool, sample_pias(registry, all_rows(shipped), today), recorded_by="test"
-    )
-    await live.controls.wait_for_version(
-        await pool.fetchval("SELECT version FROM controls.version")
-    )
-    await live.wait_for_version(await pool.fetchval("SELECT version FROM whitelist.version"))
 
 
 async def _denials(pool: asyncpg.Pool, wid: str) -> list[str]:
@@ -151,7 +130,7 @@ async def test_an_org_added_while_workers_run_answers_once_active_and_not_before
         assert f"{koto}: registered" in out
         rc_, out = await asyncio.to_thread(_cli, cli, platform, "keys", "issue", koto)
         assert rc_ == 0, out
-        await _reached(pool, live_whitelist)
+        await give_pias(pool, live_whitelist)
         assert live_whitelist.bind(catalog).orgs[koto].status == "registered"
         # the new org's own worker, with its own providers
         async with workers(
@@ -232,7 +211,7 @@ async def _onboard_and_retire(
 
     rc_, out = await asyncio.to_thread(_cli, cli, platform, "orgs", "retire", koto)
     assert rc_ == 0, out
-    await _reached(pool, live_whitelist)
+    await give_pias(pool, live_whitelist)
     retired = await _check(rc, settings, koto, 2)
     with pytest.raises(WorkflowFailureError):
         await retired.result()
@@ -242,17 +221,8 @@ async def _onboard_and_retire(
 
 
 async def _active(pool: asyncpg.Pool, settings: Settings, catalog, new: orgs.NewOrg) -> None:
-    """Onboard ``new`` the way the CLI does (contract test, certificate, activation)."""
-    await orgs.add(pool, catalog, new, "test", "platform-operator")
-    live = catalog.model_copy(update={"orgs": await orgs.load_orgs(pool)})
-    from whitelist import store
-
-    run = await onboarding.contract_test(
-        pool, live, await store.load_index(pool), new.id, tax_office(new.id), {}, "test"
-    )
-    assert run.passed, run.checks
-    await onboarding.certify(pool, settings, new.id)
-    await orgs.transition(pool, new.id, "active", "test", "platform-operator")
+    """Onboard ``new`` (a tax office: its contract test on :func:`tax_office`)."""
+    await onboard_org(pool, settings, catalog, new, tax_office(new.id))
 
 
 async def test_a_merger_makes_the_successor_answer_for_the_predecessor_from_its_date(
@@ -278,7 +248,7 @@ async def test_a_merger_makes_the_successor_answer_for_the_predecessor_from_its_
     today = dt.datetime.now(JST).date()
     tomorrow = today + dt.timedelta(days=1)
     await orgs.merge(pool, old, new, tomorrow, "test", "platform-operator")
-    await _reached(pool, live_whitelist)
+    await give_pias(pool, live_whitelist)
     live = live_whitelist.bind(catalog)
     index = live_whitelist.index
     noon = dt.datetime.combine(today, dt.time(12), JST)
@@ -330,7 +300,7 @@ async def test_a_merger_makes_the_successor_answer_for_the_predecessor_from_its_
         providers={old2: dict(tax_office(old2)), new2: dict(tax_office(new2))},
     ):
         await orgs.merge(pool, old2, new2, today, "test", "platform-operator")
-        await _reached(pool, live_whitelist)
+        await give_pias(pool, live_whitelist)
         answered = await _check(rc, settings, new2, 3)
         assert (await answered.result()).outcome == "completed"
         # the predecessor holds no role from today: a start naming it is refused at once
@@ -547,7 +517,7 @@ async def test_an_org_activated_while_the_hub_runs_starts_flows_as_their_executo
             ),
         )
         await issue_keys(pool, settings, [city])
-        await _reached(pool, live_whitelist)
+        await give_pias(pool, live_whitelist)
         h = shibuya_family(settings, 5)
         await Pseudonyms(pool, keys.load(settings).hub_key).enroll(
             [h.members[0].subject_id], [city]

@@ -22,6 +22,7 @@ from renkei.bpf import registry
 from renkei.bpf.loader import LoadedBpf, parse_text
 from renkei.kernel import attest, keys
 from renkei.kernel.settings import Settings
+from tests.helpers import transition
 from tests.paths import PROJECT_ROOT
 
 PROBE = (PROJECT_ROOT / "tests" / "definitions" / "register-probe.yaml").read_text(encoding="utf-8")
@@ -169,9 +170,7 @@ async def test_co_definers_each_submit_and_an_entrusted_executor_is_recorded_as_
     await _passed(pool, bpf, 1)
 
     async def move(action: registry.Action, actor: str) -> registry.Transition:
-        return await registry.transition(
-            pool, bpf, 1, action, actor, conformance_body="digital-agency", operator=f"{actor}-op"
-        )
+        return await transition(pool, bpf, 1, action, actor, operator=f"{actor}-op")
 
     first = await move("submit", "mhlw")
     assert (first.to_state, first.pending) == ("draft", ["pref-tokyo"])

@@ -30,7 +30,7 @@ from whitelist.decide import JST
 from whitelist.payloads import ActionReceipt, MoveNotice
 from workers.plugin import party_client
 
-from .helpers import code, pick, register_fixture, sdk, start, workers
+from .helpers import code, give_pias, pick, register_fixture, sdk, start, workers
 
 BPF = "move-notice-electricity"
 INPUTS = {"moved_on": "2026-12-01", "new_address": "東京都港区芝公園1-1-1"}
@@ -485,15 +485,7 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
     person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
     await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
     # Both parties' PIAs for the task (the PIA gate): the samples' are for the shipped rows.
-    from whitelist import controls_store
-    from whitelist.controls import sample_pias
-
-    await controls_store.seed_pias(
-        pool, sample_pias(test_catalog, [row], dt.date.today()), recorded_by="test"
-    )
-    await live_whitelist.controls.wait_for_version(
-        await pool.fetchval("SELECT version FROM controls.version")
-    )
+    await give_pias(pool, live_whitelist, test_catalog, [row], on=dt.date.today())
     try:
         async with workers(
             client,

@@ -157,3 +157,15 @@ def test_an_act_is_drawn_as_a_send_task_with_its_partner_row() -> None:
     assert '  notify[/"notify<br/>electricity-move-notice → sample-denki' in to_mermaid(g)
     svg = to_svg(g)  # Graphviz laid it out (dot parsed what we gave it)
     assert "electricity&#45;move&#45;notice" in svg and "第69条" in svg
+
+
+def test_a_wait_for_the_citizen_says_so_in_the_diagram() -> None:
+    """The portal sample's consent is the citizen's own (`by: citizen`): its node says who
+    answers, in Mermaid and in BPMN, which still reads back to the same definition."""
+    d = load_file(SAMPLES_DIR / "child-allowance-portal.yaml").definition
+    g = build(d, CATALOG, INDEX)
+    assert g.nodes["consent"].label == "consent\nwait for preview-consent by the citizen (≤ 30d)"
+    assert "wait for preview-consent by the citizen" in to_mermaid(g)
+    xml = to_bpmn(g)
+    assert "wait for preview-consent by the citizen" in xml
+    assert BpfDefinition.model_validate(from_bpmn(xml)) == d

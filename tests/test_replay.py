@@ -15,7 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.common import HeaderCodecBehavior
 from temporalio.worker import Replayer
 
-from renkei.contracts.names import executor_of
+from renkei.contracts.names import control_parts
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from workers.plugin import renkei_plugin
@@ -23,61 +23,65 @@ from workflows.interpreter import BpfInterpreter
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.parent.name != "keys")
-# The fixture keys the histories were recorded under: the hub's (with the shared ring of the
-# runs from before channels) and every sample org's (``keys/``: runs sealed per channel).
+# The fixture keys every history was recorded under: the hub's (``keys.json``, with the shared
+# ring of the runs from before channels) and every sample org's (``keys/``); a key set of an
+# earlier recording is kept as each party's former sealing keys.
 FIXTURE_KEYS = Settings(keys_file=HISTORIES / "keys.json", keys_dir=HISTORIES / "keys")
-# The plugin every worker runs with, acting for every party of the recordings at once.
-REPLAY_PLUGIN = renkei_plugin(FIXTURE_KEYS, interceptors=[])
+# The prefix of the newest recording: every sample has runs recorded on the current paths.
+NEWEST = "v{version}-marked-"
 
 
-def test_every_sample_bpf_has_recorded_histories() -> None:
-    """Of every sample: runs from before channels (shared ring, local hub activities), and runs
-    on the executor's side (sealed per channel, the hub's activities on its own queue)."""
-    shipped = {p.stem for p in (SAMPLES_DIR / "conformance").glob("*.yaml")}
-    assert shipped <= {p.parent.name for p in FILES}
-    assert shipped <= {p.parent.name for p in FILES if "-channels-" in p.name}
+def _queue(recorded: dict[str, object]) -> str:
+    history = recorded["history"]
+    assert isinstance(history, dict)
+    started = history["events"][0]["workflowExecutionStartedEventAttributes"]
+    name: str = started["taskQueue"]["name"]
+    return name
+
+
+def test_every_sample_has_runs_recorded_on_the_current_paths() -> None:
+    """Of every shipped sample's version: runs on its executor's side recorded under the newest
+    prefix (so the paths the code takes now are the ones replayed)."""
+    from renkei.bpf.loader import definition_files, load_file
+
+    for path in definition_files(SAMPLES_DIR):
+        d = load_file(path).definition
+        newest = NEWEST.format(version=d.version)
+        found = [p for p in FILES if p.parent.name == d.bpf and p.name.startswith(newest)]
+        assert found, f"{d.bpf} v{d.version} has no history recorded as {newest}…"
+        for p in found:
+            queue = _queue(json.loads(p.read_text(encoding="utf-8")))
+            assert control_parts(queue)[1] is not None, f"{p.name}: not on an executor's queue"
+
+
+def test_the_histories_cover_both_control_paths() -> None:
+    """Runs from before executor-side control (the shared control queue, the hub's activities
+    local) and runs on an executor's control queue (the hub's activities on the hub's queue)."""
+    executors = {control_parts(_queue(json.loads(p.read_text(encoding="utf-8"))))[1] for p in FILES}
+    assert None in executors and executors - {None}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_history_replays(path: Path) -> None:
+    """Each run is replayed as the worker that ran it would replay it: a run on an executor's
+    control queue by that executor's control worker, with the executor's keys alone, on a queue
+    of the executor's (the replayer's task queue is ``replay-<build id>``: the hub's activities
+    then run on the hub's queue, as they did); a run from before executor-side control by the
+    shared control worker, which acts for every party of the recording."""
     recorded = json.loads(path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - a small file
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+    executor = control_parts(_queue(recorded))[1]
+    if executor is not None:
+        plugin = renkei_plugin(FIXTURE_KEYS, parties=[executor], interceptors=[])
+        options: dict[str, str] = {"build_id": f"fixture.control.{executor}"}
+    else:
+        plugin = renkei_plugin(FIXTURE_KEYS, interceptors=[])
+        options = {}
     replayer = Replayer(
         workflows=[BpfInterpreter],
-        plugins=[REPLAY_PLUGIN],
+        plugins=[plugin],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
-    )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
-
-
-# Runs on the executor's side (each executor's control queue, the hub's activities on the hub's
-# queue, payloads sealed per channel), recorded with fixture keys of their own: replayed by the
-# executor's control worker, with the executor's keys alone.
-EXECUTOR_SIDE = HISTORIES / "executor-side"
-EXECUTOR_SIDE_FILES = sorted(EXECUTOR_SIDE.glob("*/v*.json"))
-
-
-def test_there_are_executor_side_histories() -> None:
-    assert len(EXECUTOR_SIDE_FILES) >= 5
-
-
-@pytest.mark.parametrize(
-    "path", EXECUTOR_SIDE_FILES, ids=lambda p: f"executor-side/{p.parent.name}/{p.stem}"
-)
-async def test_executor_side_history_replays(path: Path) -> None:
-    recorded = json.loads(path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - a small file
-    history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
-    executor = executor_of(recorded["workflow_id"])
-    assert executor is not None
-    settings = Settings(keys_file=EXECUTOR_SIDE / "keys" / "keys.json")
-    replayer = Replayer(
-        workflows=[BpfInterpreter],
-        plugins=[renkei_plugin(settings, parties=[executor], interceptors=[])],
-        header_codec_behavior=HeaderCodecBehavior.CODEC,
-        # The replayer's task queue is ``replay-<build id>``: a control queue of the executor's
-        # (the hub's activities then run on the hub's queue, as they did in the run).
-        build_id=f"fixture.control.{executor}",
+        **options,  # type: ignore[arg-type]
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

@@ -29,7 +29,7 @@ from whitelist import store
 from whitelist.decide import JST, decide_linkage
 from whitelist.sources import SourceFileError
 
-from .helpers import STAND_IN, run
+from .helpers import STAND_IN, operating_for, run
 
 ORDINANCE = "ordinance-test"
 XML_FIXTURE = Path(__file__).parent / "fixtures" / "annex2-2015-excerpt.xml"
@@ -72,12 +72,8 @@ async def law(
     registered, rejected = await register_definitions(pool, base_settings.definitions_dir)
     assert registered and not rejected
     # Arrangement, not the subject here: every sample version is operating (the lifecycle has
-    # its own tests).
-    await pool.execute("UPDATE registry.bpf_versions SET state = 'operating'")
-    await pool.execute(  # ... for city-minato, the executor the tests start as
-        "INSERT INTO registry.operated_by (bpf, version, executor)"
-        " SELECT bpf, version, 'city-minato' FROM registry.bpf_versions ON CONFLICT DO NOTHING"
-    )
+    # its own tests), for city-minato, the executor the tests start as.
+    await operating_for(pool, "city-minato")
     try:
         yield pool, url
     finally:
@@ -536,14 +532,7 @@ async def test_a_replacement_in_operation_starts_where_the_stopped_version_may_n
 
     pool, _ = law
     await registry.register(pool, parse_text(REPLACEMENT, "vaccination-relief-v2.yaml"))
-    await pool.execute(  # arrangement: the lifecycle has its own tests
-        "UPDATE registry.bpf_versions SET state = 'operating'"
-        " WHERE bpf = 'vaccination-relief-medical-check' AND version = 2"
-    )
-    await pool.execute(
-        "INSERT INTO registry.operated_by (bpf, version, executor)"
-        " VALUES ('vaccination-relief-medical-check', 2, 'city-minato')"
-    )
+    await operating_for(pool, "city-minato", "vaccination-relief-medical-check", 2)
     args = {
         "executor": "city-minato",
         "subject": "A" * 20,

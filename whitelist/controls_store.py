@@ -2,25 +2,23 @@
 
 Every change is a row appended to ``controls.pia_events`` or ``controls.suspension_events``
 (migrations 0020, 0021: never updated, never deleted), in one transaction with a bump of
-``controls.version`` and a ``NOTIFY`` on ``renkei_controls``. :class:`LiveControls` listens on
-that channel and swaps in a fresh :class:`~whitelist.controls.ControlsIndex`, as
-:class:`~whitelist.store.LiveWhitelist` does for the rows (which starts one beside its own), so a
-PIA withdrawn or an org suspended reaches every running worker without a restart, and no
-decision waits on the database.
+``controls.version`` and a ``NOTIFY`` on ``renkei_controls``. :class:`LiveControls` holds a
+:class:`~whitelist.controls.ControlsIndex` and swaps in a fresh one on that channel's notice; the
+:class:`~whitelist.store.LiveWhitelist` it belongs to listens for both, on one connection
+(:mod:`whitelist.live`), so a PIA withdrawn or an org suspended reaches every running worker
+without a restart, and no decision waits on the database.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
-from renkei.kernel.db import APP_ROLE, connect
 from whitelist.controls import ControlsIndex, Pia, Side, Suspension, SuspensionKind
+from whitelist.live import Followed
 
 CHANNEL = "renkei_controls"
 log = logging.getLogger(__name__)
@@ -262,77 +260,27 @@ async def load_controls(conn: Conn) -> ControlsIndex:
     return ControlsIndex(await pias(conn), await suspensions(conn), version=version)
 
 
-class LiveControls:
-    """A :class:`ControlsIndex` kept current by PostgreSQL LISTEN/NOTIFY.
+class LiveControls(Followed):
+    """A :class:`ControlsIndex` kept current on the ``renkei_controls`` channel, by the
+    :class:`~whitelist.live.Listener` of the :class:`~whitelist.store.LiveWhitelist` it belongs to
+    (one listening connection for both).
 
     Decisions read :attr:`index`, an attribute swap away from the newest events; they never wait
-    on the database. If the listening connection drops it reconnects and reloads."""
+    on the database."""
 
-    def __init__(self, dsn: str, *, role: str | None = APP_ROLE) -> None:
-        self._dsn = dsn
-        self._role = role
+    channel = CHANNEL
+    what = "controls"
+
+    def __init__(self) -> None:
+        super().__init__()
         self.index = ControlsIndex()
-        self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self._ready = asyncio.Event()
 
-    async def start(self) -> LiveControls:
-        """Load the index and start listening for changes."""
-        self._task = asyncio.create_task(self._run(), name="renkei-controls-listener")
-        waiter = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            waiter.cancel()
-            self._task.result()
-        return self
+    @property
+    def version(self) -> int:
+        return self.index.version
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
-
-    async def wait_for_version(self, version: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Block until the index reflects at least ``version`` (used after a write)."""
-        async with asyncio.timeout(timeout):
-            while self.index.version < version:
-                self._changed.clear()
-                await self._changed.wait()
-
-    def _on_notify(self, *_: Any) -> None:
-        asyncio.get_running_loop().create_task(self._reload())
-
-    async def _reload(self) -> None:
-        if self._conn is None or self._conn.is_closed():
-            return
-        try:
-            fresh = await load_controls(self._conn)
-        except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as err:
-            log.warning("controls reload failed, keeping version %s: %s", self.index.version, err)
-            return
+    async def load(self, conn: asyncpg.Connection) -> None:
+        fresh = await load_controls(conn)
         if fresh.version >= self.index.version:
             self.index = fresh
             log.info("PIAs and suspensions now at version %s", fresh.version)
-        self._changed.set()
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                self._conn = await connect(self._dsn, role=self._role)
-                await self._conn.add_listener(CHANNEL, self._on_notify)
-                self.index = await load_controls(self._conn)
-                self._changed.set()
-                self._ready.set()
-                # asyncpg reports a lost connection only through is_closed(); poll it.
-                while not self._conn.is_closed():  # noqa: ASYNC110
-                    await asyncio.sleep(1.0)
-            except asyncio.CancelledError:
-                raise
-            except (asyncpg.PostgresError, OSError) as err:
-                if not self._ready.is_set():
-                    raise
-                log.warning("controls listener lost its connection, retrying: %s", err)
-                await asyncio.sleep(1.0)

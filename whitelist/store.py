@@ -9,8 +9,6 @@ connection drops, it reconnects and reloads (a notification may have been missed
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -19,10 +17,11 @@ from collections.abc import Sequence
 import asyncpg
 from pydantic import BaseModel
 
-from renkei.kernel.db import APP_ROLE, connect
+from renkei.kernel.db import APP_ROLE
 from whitelist.catalog import default_catalog
 from whitelist.controls_store import LiveControls
 from whitelist.decide import WhitelistIndex
+from whitelist.live import Followed, Listener
 from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
 from whitelist.orgs import LiveOrgs, load_orgs
 from whitelist.sources import RowDiff, diff_rows
@@ -348,45 +347,32 @@ async def load_source(
     )
 
 
-class LiveWhitelist:
-    """An in-memory index kept current by PostgreSQL LISTEN/NOTIFY.
+class LiveWhitelist(Followed):
+    """An in-memory index kept current by PostgreSQL LISTEN/NOTIFY (:mod:`whitelist.live`).
 
     Decisions read :attr:`index`, a plain attribute swap away from the newest rows; they never
-    wait on the database. :attr:`controls` (the PIAs and suspensions, :mod:`whitelist.controls`)
-    is kept current beside it the same way, on a channel of its own.
+    wait on the database. :attr:`orgs` (the org registry) is reloaded with it, and
+    :attr:`controls` (the PIAs and suspensions, :mod:`whitelist.controls`) is kept current beside
+    it on a channel of its own, by the same listening connection.
     """
 
+    channel = CHANNEL
+    what = "whitelist"
+
     def __init__(self, dsn: str, *, role: str | None = APP_ROLE) -> None:
-        self._dsn = dsn
-        self._role = role
+        super().__init__()
         self.index = WhitelistIndex([])
         self.orgs = LiveOrgs()  # the org registry, reloaded with the index
-        self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self._ready = asyncio.Event()
-        self.controls = LiveControls(dsn, role=role)
-        self._reloading = asyncio.Lock()
+        self.controls = LiveControls()
+        self._listener = Listener(dsn, [self.controls, self], role=role)
 
     async def start(self) -> LiveWhitelist:
-        """Load the index and start listening for changes."""
-        await self.controls.start()
-        self._task = asyncio.create_task(self._run(), name="renkei-whitelist-listener")
-        waiter = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if self._task in done:
-            waiter.cancel()
-            self._task.result()
+        """Load the index (and the controls) and start listening for changes."""
+        await self._listener.start()
         return self
 
     async def stop(self) -> None:
-        await self.controls.stop()
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close()
+        await self._listener.stop()
 
     def bind(self, catalog: Catalog) -> Catalog:
         """``catalog`` with its orgs read live from the org registry (see :mod:`whitelist.orgs`);
@@ -395,52 +381,14 @@ class LiveWhitelist:
             return catalog
         return catalog.model_copy(update={"orgs": self.orgs.with_fallback(catalog.orgs)})
 
-    async def wait_for_version(self, version: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Block until the index reflects at least ``version`` (used after a write)."""
-        async with asyncio.timeout(timeout):
-            while self.index.version < version:
-                self._changed.clear()
-                await self._changed.wait()
+    @property
+    def version(self) -> int:
+        return self.index.version
 
-    def _on_notify(self, *_: object) -> None:
-        asyncio.get_running_loop().create_task(self._reload())
-
-    async def _reload(self) -> None:
-        if self._conn is None or self._conn.is_closed():
-            return
-        try:
-            # one reload at a time on the listening connection (notifications come in bursts)
-            async with self._reloading:
-                fresh = await load_index(self._conn)
-                orgs = await load_orgs(self._conn)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
-            log.warning("whitelist reload failed, keeping version %s: %s", self.index.version, err)
-            return
+    async def load(self, conn: asyncpg.Connection) -> None:
+        fresh = await load_index(conn)
+        orgs = await load_orgs(conn)
         if fresh.version >= self.index.version:
             self.orgs.replace(orgs)
             self.index = fresh
             log.info("whitelist index now at version %s (%s rows)", fresh.version, len(fresh))
-        self._changed.set()
-
-    async def _run(self) -> None:
-        first = True
-        while True:
-            try:
-                self._conn = await connect(self._dsn, role=self._role)
-                await self._conn.add_listener(CHANNEL, self._on_notify)
-                async with self._reloading:
-                    self.orgs.replace(await load_orgs(self._conn))
-                    self.index = await load_index(self._conn)
-                self._changed.set()
-                self._ready.set()
-                # asyncpg reports a lost connection only through is_closed(); poll it.
-                while not self._conn.is_closed():  # noqa: ASYNC110
-                    await asyncio.sleep(1.0)
-            except asyncio.CancelledError:
-                raise
-            except (asyncpg.PostgresError, OSError) as err:
-                if first and not self._ready.is_set():
-                    raise
-                log.warning("whitelist listener lost its connection, retrying: %s", err)
-                await asyncio.sleep(1.0)
-            first = False

@@ -156,7 +156,9 @@ def channel_codec(
         if other not in identity.keys and (other != HUB or keys.keys_path(settings).exists()):
             with contextlib.suppress(OSError, ValueError):
                 found = keys.load(settings) if other == HUB else keys.load_org(settings, other)
-                directory.add(other, found.opener().public_key())
+                # current and former: what was sealed with them still opens (after a rotation)
+                for i, key in enumerate(found.openers()):
+                    directory.add(other, key.public_key(), current=i == 0)
     for party, private in identity.keys.items():
         for key in private:
             directory.add(party, key.public_key(), current=key is private[0])

@@ -216,6 +216,12 @@ async def _long_running(
         await client.respond(handle.id, "consent", {"agree": True}, by="citizen")
     except Exception as err:
         out(f"  an agency's answer in the citizen's name is refused: {err}")
+    try:  # the consent is the citizen's (`by: citizen`): the agency's own answer is not taken
+        await client.respond(handle.id, "consent", {"agree": True})
+        out("  the agency's own answer to the citizen's consent was taken")
+        unexpected += 1
+    except Exception as err:
+        out(f"  the agency's own answer is refused too: {err}")
     try:
         await answer(client, portal, handle.id, "consent", {"agree": "yes"})
     except Exception as err:

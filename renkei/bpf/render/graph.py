@@ -210,7 +210,10 @@ def build(
             g.add(Node(s.id, "fail", s.fail.reason, s, [], x, cy - EV / 2, EV, EV))
             return s.id, None
         if isinstance(s, WaitStep):
-            label = f"{s.id}\nwait for {s.wait.for_} (≤ {_duration(s.wait.timeout)})"
+            who = {"citizen": " by the citizen", "agency": " by the agency"}.get(
+                s.wait.by or "", ""
+            )
+            label = f"{s.id}\nwait for {s.wait.for_}{who} (≤ {_duration(s.wait.timeout)})"
             g.add(Node(s.id, "wait", label, s, [], x, cy - TASK_H / 2, TASK_W, TASK_H))
             return s.id, s.id
         if isinstance(s, CallStep):
@@ -271,4 +274,9 @@ def build(
 
 
 def _duration(td: dt.timedelta) -> str:
-    return f"{int(td.total_seconds())}s"
+    """In the largest whole unit, as definitions write it: 30d, 12h, 90s."""
+    seconds = int(td.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
