@@ -135,10 +135,12 @@ def test_orgs_reach_temporal_only_through_the_gateway_with_their_own_certificate
         "tls_ca",
         "tls_gateway_cert",
         "tls_gateway_key",
-        "tls_revoked",
+        "hub_public",
     }
-    assert gateway["environment"]["RENKEI_GATEWAY_REVOKED"] == "/run/secrets/tls_revoked"
-    assert "env_file" not in gateway  # no database login, no key file
+    # The hub's public keys to check revocations against, never its key file.
+    assert gateway["environment"]["RENKEI_GATEWAY_HUB_PUBLIC"] == "/run/secrets/hub_public"
+    assert "renkei_keys" not in gateway["secrets"]
+    assert "RENKEI_KEYS_FILE" not in gateway["environment"]
     for name, service in services.items():
         command = service.get("command", [])
         on = set(service.get("networks", ["default"]))

@@ -5,16 +5,18 @@ or the namespace is refused while the other's flow goes on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from temporalio.api.command.v1 import (
     Command,
     SignalExternalWorkflowExecutionCommandAttributes,
@@ -31,9 +33,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
-from renkei.app.gateway import Gateway, GatewayFiles, running_gateway
+from renkei.app.gateway import Gateway, GatewayFiles, Revocations, running_gateway
 from renkei.contracts.names import agency_queue, control_queue, hub_queue, workflow_id
-from renkei.kernel import tls
+from renkei.kernel import keys, parties, tls
+from renkei.kernel.db import create_pool
+from renkei.kernel.records import revocation_message
 from renkei.kernel.settings import Settings
 from workers.plugin import connect
 
@@ -104,19 +108,41 @@ class Running:
 
 @contextlib.contextmanager
 def gateway_thread(
-    settings: Settings, upstream: str, files: GatewayFiles, listen: str = "127.0.0.1:0"
+    settings: Settings,
+    upstream: str,
+    files: GatewayFiles,
+    listen: str = "127.0.0.1:0",
+    revocations_from: tuple[str, Ed25519PublicKey] | None = None,
 ) -> Iterator[tuple[Gateway, int]]:
     """A gateway in a thread of its own (its own event loop): the worker processes' starts
-    block the tests' loop while they wait for a worker to poll."""
+    block the tests' loop while they wait for a worker to poll. With ``revocations_from``
+    (database URL, the hub's public key) it reads the revoked certificates as `renkei gateway`
+    does, on a pool of its own loop."""
     up = threading.Event()
     found: list[tuple[Gateway, int, asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     async def serve() -> None:
         stop = asyncio.Event()
-        async with running_gateway(settings, upstream, files, listen=listen) as (gw, port):
-            found.append((gw, port, asyncio.get_running_loop(), stop))
-            up.set()
-            await stop.wait()
+        read: Revocations | None = None
+        own_pool = None
+        if revocations_from is not None:
+            url, hub = revocations_from
+            own_pool = await create_pool(url, max_size=2)
+
+            async def read() -> frozenset[tuple[str, int]]:
+                assert own_pool is not None
+                return await parties.revoked_certificates(own_pool, hub)
+
+        try:
+            async with running_gateway(
+                settings, upstream, files, listen=listen, revocations=read
+            ) as (gw, port):
+                found.append((gw, port, asyncio.get_running_loop(), stop))
+                up.set()
+                await stop.wait()
+        finally:
+            if own_pool is not None:
+                await own_pool.close()
 
     thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
     thread.start()
@@ -134,9 +160,9 @@ def gateway_thread(
         gc.collect()
 
 
-def gateway_files(pki: Pki, revoked: Path | None = None) -> GatewayFiles:
+def gateway_files(pki: Pki) -> GatewayFiles:
     cert, key = tls.party_paths(pki.folder, tls.GATEWAY)
-    return GatewayFiles(tls.ca_paths(pki.folder)[0], cert, key, revoked)
+    return GatewayFiles(tls.ca_paths(pki.folder)[0], cert, key)
 
 
 @pytest.fixture(scope="module")
@@ -539,16 +565,18 @@ async def test_no_certificate_or_another_cas_certificate_gets_no_connection(
 
 
 async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
-    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki
+    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki, tmp_path: Path
 ) -> None:
-    """``renkei gateway`` as an operator starts it: a party connects through it, a denial is a
-    line on its log and a count on its metrics endpoint."""
+    """``renkei gateway`` as an operator starts it (the hub's public keys, no key file): a party
+    connects through it, a denial is a line on its log and a count on its metrics endpoint."""
     import httpx
 
     from .conftest import free_port
     from .processes import renkei_env
 
     port, metrics = free_port(), free_port()
+    hub_public = tmp_path / "hub-public.json"
+    hub_public.write_text(keys.load(gw_settings).public("hub").model_dump_json())
     env = renkei_env(
         gw_settings,
         temporal_env.client.service_client.config.target_host,
@@ -557,6 +585,8 @@ async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
         RENKEI_GATEWAY_CERT=str(tls.party_paths(pki.folder, tls.GATEWAY)[0]),
         RENKEI_GATEWAY_KEY=str(tls.party_paths(pki.folder, tls.GATEWAY)[1]),
         RENKEI_METRICS_PORT=str(metrics),
+        RENKEI_GATEWAY_HUB_PUBLIC=str(hub_public),
+        RENKEI_KEYS_FILE=str(tmp_path / "no-keys.json"),
     )
     process = RenkeiProcess(["gateway"], env, "gateway listening").wait_ready()
     try:
@@ -617,22 +647,89 @@ async def test_made_up_methods_and_unreadable_requests_get_their_answer(
         assert "not readable" in (err.value.details() or "")
 
 
-async def test_a_revoked_certificate_gets_no_call(
-    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki, tmp_path: Path
+async def _until(check: Callable[[], bool], what: str) -> None:
+    """Poll until ``check`` holds (a generous bound: a failure, not a speed, is tested)."""
+    for _ in range(1200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_a_certificate_revoked_while_its_worker_runs_gets_no_more_calls(
+    temporal_env: WorkflowEnvironment, pool, base_settings: Settings, pki: Pki, tmp_path: Path
 ) -> None:
-    """A second certificate for the JPS is revoked (`renkei keys tls-revoke`): a gateway started
-    with the list refuses it, and still admits the JPS's other certificate."""
+    """The JPS's worker runs through the gateway with a certificate that is then lost. A
+    revocation no one signed, or signed by another key, changes nothing; the hub's signed
+    revocation (`renkei keys tls-revoke`) cuts the worker's poll in flight and refuses every
+    call of that certificate from the gateway's next read on, while the JPS's other certificate
+    is still admitted."""
+    own = base_settings.model_copy(
+        update={
+            "task_queue_prefix": f"g{uuid.uuid4().hex[:12]}",
+            "gateway_revocation_refresh": 0.2,
+        }
+    )
     lost = tmp_path / "lost"
-    tls.issue(pki.folder, "jps", out=lost)
-    listed, _ = tls.revoke(tmp_path, tls.party_paths(lost, "jps")[0])
+    cert, _ = tls.issue(pki.folder, "jps", out=lost)
+    serial = tls.serial_of(cert.read_bytes())
+    assert serial is not None
+    hub = keys.load(own).signer()
     upstream = temporal_env.client.service_client.config.target_host
-    with gateway_thread(gw_settings, upstream, gateway_files(pki, listed)) as (gw, port):
+    source = (own.database_url or "", hub.public_key())
+    with gateway_thread(own, upstream, gateway_files(pki), revocations_from=source) as (gw, port):
         address = f"localhost:{port}"
-        with pytest.raises(RuntimeError, match=r"(?i)unauthenticated|revoked"):
-            await connect(pki.settings(gw_settings, "jps", lost), address)
-        assert gw.denied[("unknown", "GetSystemInfo", "identity")] >= 1
-        current = await connect(pki.settings(gw_settings, "jps"), address)
-        await current.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+        proc = worker(
+            own,
+            address,
+            "agency",
+            "jps",
+            **{
+                **pki.files("jps"),
+                "RENKEI_TEMPORAL_TLS_CERT": str(cert),
+                "RENKEI_TEMPORAL_TLS_KEY": str(tls.party_paths(lost, "jps")[1]),
+            },
+        )
+        try:
+            await _until(lambda: ("jps", serial) in gw._inflight, "the worker polls")
+            # Forged: signed by another key, and unsigned (the trigger dates it, so it is not
+            # one carried over from before signed revocations).
+            at = await pool.fetchval("SELECT clock_timestamp()")
+            other = Ed25519PrivateKey.generate()
+            signed = revocation_message("jps", parties.certificate_id(serial), at, "forged")
+            await pool.execute(
+                "INSERT INTO trust.revocations (party, signing_id, revoked_at, reason,"
+                " hub_signature) VALUES ($1, $2, $3, 'forged', $4), ($1, $2, $3, 'forged', NULL)",
+                "jps",
+                parties.certificate_id(serial),
+                at,
+                base64.b64encode(other.sign(signed)).decode(),
+            )
+            reads = gw.reads
+            await _until(lambda: gw.reads >= reads + 2, "the gateway reads the revocations")
+            assert not gw.revoked
+            client = await connect(pki.settings(own, "jps", lost), address)
+            await client.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+            assert ("jps", serial) in gw._inflight  # its worker still polls
+            assert not gw.denied
+
+            await parties.revoke_certificate(pool, hub, "jps", serial, reason="laptop lost")
+            await _until(lambda: ("jps", serial) in gw.revoked, "the revocation is read")
+            # The poll in flight was cut, and the worker's calls since are refused.
+            await _until(
+                lambda: gw.denied[("unknown", "PollActivityTaskQueue", "identity")] >= 1,
+                "the worker's poll is refused",
+            )
+            with pytest.raises(RPCError) as err:
+                await client.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+            assert err.value.status == RPCStatusCode.UNAUTHENTICATED
+            assert "revoked" in err.value.message
+            with pytest.raises(RuntimeError, match=r"(?i)unauthenticated|revoked"):
+                await connect(pki.settings(own, "jps", lost), address)
+            current = await connect(pki.settings(own, "jps"), address)
+            await current.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+        finally:
+            proc.stop()
 
 
 async def test_after_a_gateway_restart_a_task_handed_out_before_is_handed_out_again(

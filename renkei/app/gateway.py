@@ -13,6 +13,12 @@ A denied call is answered ``PERMISSION_DENIED`` with the reason (party, method, 
 payload), logged on :data:`LOG` at WARNING (one line an operator can alert on) and counted in
 ``renkei_gateway_denials`` by party, method and rule.
 
+A revoked certificate gets no call: the gateway reads the hub's signed revocations of TLS
+certificates (``trust.revocations``, :func:`renkei.kernel.parties.revoked_certificates`) when it
+starts and again every ``RENKEI_GATEWAY_REVOCATION_REFRESH`` seconds; a call of a certificate
+revoked since is refused, and one in flight (a long poll) is cut and answered
+``UNAUTHENTICATED``.
+
 The gateway keeps the task tokens it handed to each party in memory only: after a restart, a
 task received before it cannot be answered through it; it times out on the frontend and is
 retried (a workflow task after its task timeout, an activity by its retry policy).
@@ -24,13 +30,15 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import grpc.aio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError, Message
 
 from renkei.contracts.calls import (
@@ -43,7 +51,8 @@ from renkei.contracts.calls import (
     split_method,
 )
 from renkei.contracts.names import HUB
-from renkei.kernel import telemetry, tls
+from renkei.kernel import keys, parties, telemetry, tls
+from renkei.kernel.db import create_pool
 from renkei.kernel.settings import Settings
 
 LOG = logging.getLogger("renkei.gateway")
@@ -60,6 +69,10 @@ HOP_HEADERS = frozenset({"user-agent", "te", "content-type", "host", "grpc-timeo
 HANDS_TOKENS = POLLS | {"RespondWorkflowTaskCompleted", "StartWorkflowExecution"}
 # A deadline further than this is no deadline (grpc reports "none" as a huge number).
 NO_DEADLINE = 24 * 3600.0
+REVOKED = "the client certificate names no renkei party (renkei:party:<party>), or it was revoked"
+
+# The revoked certificates, (party, serial number): read anew every refresh.
+Revocations = Callable[[], Awaitable[frozenset[tuple[str, int]]]]
 
 
 def _forwarded(metadata: Iterable[tuple[str, str | bytes]] | None) -> list[tuple[str, Any]]:
@@ -86,13 +99,20 @@ class Gateway:
     upstream: grpc.aio.Channel
     policy: Policy
     count: Callable[[str, str, str], None] | None = None
-    revoked: frozenset[int] = frozenset()
+    revoked: frozenset[tuple[str, int]] = frozenset()
     denied: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
-    _parties: dict[bytes, str | None] = field(default_factory=dict)
+    reads: int = 0  # how often the revoked certificates were read since the start
+    _parties: dict[bytes, tuple[str, int] | None] = field(default_factory=dict)
     _calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = field(default_factory=dict)
+    _inflight: dict[tuple[str, int], set[grpc.aio.UnaryUnaryCall[bytes, bytes]]] = field(
+        default_factory=dict
+    )
 
-    def party(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:
-        """The party of the caller's certificate (verified by the TLS handshake)."""
+    def certificate(
+        self, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> tuple[str, int] | None:
+        """The party and serial number of the caller's certificate (verified by the TLS
+        handshake)."""
         pems = list(context.auth_context().get("x509_pem_cert") or [])
         if len(pems) != 1:
             return None
@@ -100,9 +120,21 @@ class Gateway:
         if pem not in self._parties:
             if len(self._parties) > 10_000:
                 self._parties.clear()
-            revoked = tls.serial_of(pem) in self.revoked
-            self._parties[pem] = None if revoked else tls.party_of(pem)
+            party, serial = tls.party_of(pem), tls.serial_of(pem)
+            self._parties[pem] = None if party is None or serial is None else (party, serial)
         return self._parties[pem]
+
+    def party(self, context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:
+        """The party of the caller's certificate; ``None`` if it names none or was revoked."""
+        found = self.certificate(context)
+        return None if found is None or found in self.revoked else found[0]
+
+    def revoke(self, revoked: frozenset[tuple[str, int]]) -> None:
+        """From now on, refuse these certificates; cut their calls in flight."""
+        self.revoked = revoked
+        for cert in revoked & self._inflight.keys():
+            for call in self._inflight.pop(cert):
+                call.cancel()
 
     def _deny(self, party: str, method: str, decision: Decision) -> None:
         self.denied[(party, method, decision.rule)] += 1
@@ -124,15 +156,12 @@ class Gateway:
         # made-up names would make a series each.
         known = method in OPEN or request_type(service, method) is not None
         label = method if known else "unknown method"
-        party = self.party(context)
-        if party is None:
+        cert = self.certificate(context)
+        if cert is None or cert in self.revoked:
             self._deny("unknown", label, Decision(False, "identity"))
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "the client certificate names no renkei party (renkei:party:<party>), or it"
-                " was revoked",
-            )
-        assert party is not None
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, REVOKED)
+        assert cert is not None
+        party = cert[0]
         parsed: Message | None = None
         if party != HUB:
             kind = request_type(service, method)
@@ -151,15 +180,28 @@ class Gateway:
         call = self._calls.get(path)
         if call is None:
             call = self._calls[path] = self.upstream.unary_unary(path)
+        pending = call(
+            request,
+            metadata=grpc.aio.Metadata(*_forwarded(context.invocation_metadata())),
+            timeout=remaining if remaining is not None and remaining < NO_DEADLINE else None,
+        )
+        inflight = self._inflight.setdefault(cert, set())
+        inflight.add(pending)
         try:
-            answer: bytes = await call(
-                request,
-                metadata=grpc.aio.Metadata(*_forwarded(context.invocation_metadata())),
-                timeout=remaining if remaining is not None and remaining < NO_DEADLINE else None,
-            )
+            answer: bytes = await pending
         except grpc.aio.AioRpcError as err:
             await context.abort(err.code(), err.details() or "", _trailers(err.trailing_metadata()))
             raise  # abort raises; this is never reached
+        except asyncio.CancelledError:
+            if cert not in self.revoked:
+                raise  # the caller went away, or the gateway stops
+            self._deny("unknown", label, Decision(False, "identity"))
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, REVOKED)
+            raise
+        finally:
+            inflight.discard(pending)
+            if not inflight and self._inflight.get(cert) is inflight:
+                del self._inflight[cert]
         if party != HUB and method in HANDS_TOKENS:
             kind_out = response_type(service, method)
             if kind_out is not None:
@@ -191,7 +233,6 @@ class GatewayFiles:
     ca: Path
     cert: Path
     key: Path
-    revoked: Path | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> GatewayFiles:
@@ -207,21 +248,7 @@ class GatewayFiles:
         if missing:
             raise ValueError(f"the gateway needs {', '.join(missing)} (`renkei keys tls-*`)")
         assert settings.temporal_tls_ca and settings.gateway_cert and settings.gateway_key
-        return cls(
-            settings.temporal_tls_ca,
-            settings.gateway_cert,
-            settings.gateway_key,
-            settings.gateway_revoked,
-        )
-
-    def revoked_serials(self) -> frozenset[int]:
-        """The serial numbers of the revoked certificates (none without a list)."""
-        if self.revoked is None:
-            return frozenset()
-        try:
-            return frozenset(tls.read_revoked(self.revoked))
-        except tls.TlsError as err:
-            raise ValueError(str(err)) from None
+        return cls(settings.temporal_tls_ca, settings.gateway_cert, settings.gateway_key)
 
     def credentials(self) -> grpc.ServerCredentials:
         try:
@@ -252,11 +279,21 @@ async def running_gateway(
     files: GatewayFiles,
     *,
     listen: str | None = None,
+    revocations: Revocations | None = None,
 ) -> AsyncIterator[tuple[Gateway, int]]:
     """The gateway serving on ``listen`` (default ``RENKEI_GATEWAY_LISTEN``) in front of
-    ``upstream``; yields it and the port it listens on."""
+    ``upstream``; yields it and the port it listens on. ``revocations`` (the revoked
+    certificates) is read before it serves, and again every
+    ``RENKEI_GATEWAY_REVOCATION_REFRESH`` seconds."""
     credentials = files.credentials()
-    revoked = files.revoked_serials()
+    revoked: frozenset[tuple[str, int]] = frozenset()
+    if revocations is not None:
+        try:
+            revoked = await revocations()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            raise ValueError(
+                f"the revoked certificates cannot be read: {type(err).__name__}"
+            ) from None
     channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
     gateway = Gateway(channel, Policy(settings.namespace), denial_counter(settings), revoked)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
@@ -266,19 +303,87 @@ async def running_gateway(
         await channel.close()
         raise ValueError(f"the gateway cannot listen on {listen or settings.gateway_listen}")
     await server.start()
+    refreshing = (
+        asyncio.create_task(_refresh(gateway, revocations, settings.gateway_revocation_refresh))
+        if revocations is not None
+        else None
+    )
     try:
         yield gateway, port
     finally:
+        if refreshing is not None:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refreshing
         # Long polls in flight end now: their workers poll again (elsewhere, or later).
         await server.stop(grace=1)
         await channel.close()
 
 
+async def _refresh(gateway: Gateway, revocations: Revocations, every: float) -> None:
+    """Read the revoked certificates every ``every`` seconds; while they cannot be read, the
+    last list stands (and a warning says so)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            revoked = await revocations()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            LOG.warning("gateway: the revoked certificates cannot be read (%s)", type(err).__name__)
+            continue
+        if revoked != gateway.revoked:
+            gateway.revoke(revoked)
+        gateway.reads += 1
+
+
+def hub_verifier(settings: Settings) -> Ed25519PublicKey:
+    """The hub's public signing key, against which revocations are checked: from
+    ``RENKEI_GATEWAY_HUB_PUBLIC`` (`renkei keys hub-public`), else from the hub's key file if
+    this machine has it."""
+    if settings.gateway_hub_public is not None:
+        try:
+            text = settings.gateway_hub_public.read_text(encoding="utf-8")
+            return keys.PublicKeys.model_validate_json(text).verifier()
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"RENKEI_GATEWAY_HUB_PUBLIC: {settings.gateway_hub_public} is not the hub's"
+                f" public keys (`renkei keys hub-public`): {type(err).__name__}"
+            ) from None
+    if keys.keys_path(settings).exists():
+        return keys.load(settings).public(HUB).verifier()
+    raise ValueError(
+        "the gateway needs the hub's public keys to check revocations: set"
+        " RENKEI_GATEWAY_HUB_PUBLIC (`renkei keys hub-public` writes them)"
+    )
+
+
 async def serve(
-    settings: Settings, upstream: str, stop: asyncio.Event, ready: Callable[[str], None] = print
+    settings: Settings,
+    upstream: str,
+    database_url: str | None,
+    stop: asyncio.Event,
+    ready: Callable[[str], None] = print,
 ) -> None:
-    """Run ``renkei gateway`` until ``stop`` is set."""
-    async with running_gateway(settings, upstream, GatewayFiles.of(settings)) as (_, port):
-        host = settings.gateway_listen.rpartition(":")[0]
-        ready(f"gateway listening on {host}:{port} (TLS, client certificates) → {upstream}")
-        await stop.wait()
+    """Run ``renkei gateway`` until ``stop`` is set, reading revocations from the database."""
+    files = GatewayFiles.of(settings)
+    hub = hub_verifier(settings)
+    if database_url is None:
+        raise ValueError(
+            "the gateway reads the revoked certificates from the database: set"
+            " RENKEI_DATABASE_URL, or run `renkei up` on this data folder first"
+        )
+    try:
+        pool = await create_pool(database_url, min_size=1, max_size=2)
+    except (OSError, asyncpg.PostgresError) as err:
+        raise ValueError(f"the database cannot be reached: {type(err).__name__}") from None
+    try:
+        async with running_gateway(
+            settings,
+            upstream,
+            files,
+            revocations=lambda: parties.revoked_certificates(pool, hub),
+        ) as (_, port):
+            host = settings.gateway_listen.rpartition(":")[0]
+            ready(f"gateway listening on {host}:{port} (TLS, client certificates) → {upstream}")
+            await stop.wait()
+    finally:
+        await pool.close()

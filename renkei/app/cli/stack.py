@@ -161,8 +161,10 @@ async def gateway() -> int | None:
             err=True,
         )
         return 2
+    running = running_stack(settings.data_dir) or {}
+    database_url = settings.database_url or running.get("database")
     try:
-        await serve_gateway(settings, upstream, _stop_on_signals(), ready=typer.echo)
+        await serve_gateway(settings, upstream, database_url, _stop_on_signals(), ready=typer.echo)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
