@@ -732,6 +732,25 @@ async def test_a_certificate_revoked_while_its_worker_runs_gets_no_more_calls(
             proc.stop()
 
 
+async def test_the_conformance_kits_own_connection_follows_the_tls_settings(
+    gateway: Running,
+) -> None:
+    """The kit runs its flows on a connection of its own (no metrics): it is made as every
+    other, from the settings, so through the gateway it speaks mutual TLS with the process's
+    certificate; settings without TLS dial in plain text, which the gateway does not answer."""
+    from renkei.app.kit.runner import _unmetered
+
+    s = gateway.pki.settings(gateway.settings, "hub")
+    hub = await connect(s, gateway.address)
+    own = await _unmetered(hub, s)
+    assert own.service_client is not hub.service_client
+    assert own.service_client.config.target_host == gateway.address
+    await own.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+    plain = gateway.settings.model_copy(update={"temporal_tls_ca": None})
+    with pytest.raises(RuntimeError):
+        await _unmetered(hub, plain)
+
+
 async def test_after_a_gateway_restart_a_task_handed_out_before_is_handed_out_again(
     temporal_env: WorkflowEnvironment, pool, base_settings: Settings, pki: Pki
 ) -> None:

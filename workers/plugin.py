@@ -23,7 +23,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.common import HeaderCodecBehavior
 from temporalio.plugin import SimplePlugin
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
+from temporalio.service import ConnectConfig, TLSConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from renkei.contracts import names
@@ -255,13 +255,27 @@ async def connect(
     every party whose key file it can read.
     """
     s = settings or get_settings()
+    service = service_config(s, address, runtime)
     return await Client.connect(
-        address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
+        service.target_host,
         namespace=s.namespace,
         plugins=[renkei_plugin(s, org=org, parties=parties, tracer_provider=tracer_provider)],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
-        runtime=runtime or telemetry.runtime(s),
-        tls=tls_config(s),
+        runtime=service.runtime,
+        tls=service.tls,
+    )
+
+
+def service_config(
+    settings: Settings, address: str | None = None, runtime: Runtime | None = None
+) -> ConnectConfig:
+    """Where and how every renkei connection to Temporal goes: ``address`` (default
+    ``RENKEI_TEMPORAL_ADDRESS``, else the embedded server), mutual TLS as the settings say
+    (:func:`tls_config`), in ``runtime`` (default: the process's, with its metrics)."""
+    return ConnectConfig(
+        target_host=address or settings.temporal_address or f"127.0.0.1:{settings.temporal_port}",
+        tls=tls_config(settings),
+        runtime=runtime or telemetry.runtime(settings),
     )
 
 

@@ -114,23 +114,22 @@ def keys_request(
     out: Annotated[
         Path | None, typer.Option(help="the org's key file (default <keys dir>/<org>.json)")
     ] = None,
-) -> int:
+) -> None:
     """Make ORG's keys on ORG's own side and print the public part to send to the platform
     (`renkei keys register ORG --public FILE`): the private keys never leave this machine."""
     try:
         hub = keys.PublicKeys.model_validate_json(hub_public.read_text())
     except (OSError, ValueError) as err:
         typer.echo(f"error: {hub_public} is not the hub's public keys: {err}", err=True)
-        return 2
+        raise typer.Exit(2) from None
     path = out or keys.org_keys_path(get_settings(), org)
     if path.exists():
         typer.echo(f"error: {path} exists; keys are never overwritten", err=True)
-        return 2
+        raise typer.Exit(2)
     made = keys.request(org, hub)
     keys.save(path, made)
     typer.echo(made.public(org).model_dump_json(indent=2))
     typer.echo(f"{org}: private keys in {path} (keep them); send the JSON above", err=True)
-    return 0
 
 
 @keys_app.command("register")
