@@ -789,3 +789,63 @@ async def test_after_a_gateway_restart_a_task_handed_out_before_is_handed_out_ag
                 namespace=own.namespace, task_token=again.task_token
             )
         )
+
+
+async def test_renkei_up_with_the_gateway_runs_each_partys_workers_through_it(
+    temporal_env: WorkflowEnvironment, base_settings: Settings, tmp_path: Path
+) -> None:
+    """``renkei up --gateway`` on the suite's servers: it makes the CA and every party's
+    certificate under the data folder, starts the gateway, and runs each party's workers
+    through it on their own certificate. A flow started through the gateway with the
+    certificate it made for Minato completes, and the gateway counted each party's own polls
+    and answers."""
+    import httpx
+
+    from renkei.app.gateway import party_settings
+
+    from .conftest import free_port
+    from .processes import renkei_env
+
+    own = base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
+    data = tmp_path / "data"
+    port, metrics = free_port(), free_port()
+    env = renkei_env(
+        own,
+        temporal_env.client.service_client.config.target_host,
+        RENKEI_DATA_DIR=str(data),
+        RENKEI_GATEWAY_LISTEN=f"127.0.0.1:{port}",
+        RENKEI_METRICS_PORT=str(metrics),
+        RENKEI_WEB_PORT=str(free_port()),
+    )
+    up = RenkeiProcess(["up", "--gateway"], env, "renkei is up").wait_ready(400)
+    try:
+        assert f"gateway       localhost:{port}" in up.output, up.output
+        folder = data / "tls"
+        for party in ("hub", "city-minato", "city-shibuya", "jps", tls.GATEWAY):
+            assert tls.party_paths(folder, party)[0].exists(), party
+        minato = await connect(party_settings(own, folder, "city-minato"), f"localhost:{port}")
+        handle = await sdk(minato, own).start(allowance_check(own))
+        result = await asyncio.wait_for(handle.result(), 180)
+        assert {(x.provider, x.outcome) for x in result.linkages} == {
+            ("city-shibuya", "provided"),
+            ("jps", "provided"),
+        }
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{metrics}/metrics")).text
+        calls = {
+            (line.split('party="')[1].split('"')[0], line.split('method="')[1].split('"')[0])
+            for line in text.splitlines()
+            if line.startswith("renkei_gateway_calls")
+        }
+        for party, method in (
+            ("hub", "PollActivityTaskQueue"),
+            ("city-minato", "PollWorkflowTaskQueue"),
+            ("city-minato", "RespondWorkflowTaskCompleted"),
+            ("city-shibuya", "RespondActivityTaskCompleted"),
+            ("jps", "RespondActivityTaskCompleted"),
+        ):
+            assert (party, method) in calls, (party, method, sorted(calls))
+        assert not [line for line in text.splitlines() if line.startswith("renkei_gateway_deni")]
+    finally:
+        up.stop()
+    assert up.process.returncode == 0, up.output

@@ -40,6 +40,8 @@ import grpc
 import grpc.aio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError, Message
+from temporalio.client import Client
+from temporalio.service import ServiceClient
 
 from renkei.contracts.calls import (
     OPEN,
@@ -51,8 +53,9 @@ from renkei.contracts.calls import (
     split_method,
 )
 from renkei.contracts.names import HUB
-from renkei.kernel import keys, parties, telemetry, tls
+from renkei.kernel import keys, telemetry, tls
 from renkei.kernel.db import create_pool
+from renkei.kernel.parties import revoked_certificates
 from renkei.kernel.settings import Settings
 
 LOG = logging.getLogger("renkei.gateway")
@@ -102,6 +105,7 @@ class Gateway:
     revoked: frozenset[tuple[str, int]] = frozenset()
     denied: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
     reads: int = 0  # how often the revoked certificates were read since the start
+    forwarded: Callable[[str, str], None] | None = None  # a call let through, by party and method
     _parties: dict[bytes, tuple[str, int] | None] = field(default_factory=dict)
     _calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = field(default_factory=dict)
     _inflight: dict[tuple[str, int], set[grpc.aio.UnaryUnaryCall[bytes, bytes]]] = field(
@@ -202,6 +206,8 @@ class Gateway:
             inflight.discard(pending)
             if not inflight and self._inflight.get(cert) is inflight:
                 del self._inflight[cert]
+        if self.forwarded is not None:
+            self.forwarded(party, label)
         if party != HUB and method in HANDS_TOKENS:
             kind_out = response_type(service, method)
             if kind_out is not None:
@@ -272,6 +278,18 @@ def denial_counter(settings: Settings) -> Callable[[str, str, str], None]:
     return count
 
 
+def call_counter(settings: Settings) -> Callable[[str, str], None]:
+    """``renkei_gateway_calls``: the calls it let through, by party and method."""
+    counter = telemetry.runtime(settings).metric_meter.create_counter(
+        "renkei_gateway_calls", "Temporal calls the gateway let through, by party and method", "1"
+    )
+
+    def count(party: str, method: str) -> None:
+        counter.add(1, {"party": party, "method": method})
+
+    return count
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(
     settings: Settings,
@@ -295,7 +313,13 @@ async def running_gateway(
                 f"the revoked certificates cannot be read: {type(err).__name__}"
             ) from None
     channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
-    gateway = Gateway(channel, Policy(settings.namespace), denial_counter(settings), revoked)
+    gateway = Gateway(
+        channel,
+        Policy(settings.namespace),
+        denial_counter(settings),
+        revoked,
+        forwarded=call_counter(settings),
+    )
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     server.add_generic_rpc_handlers((_Handler(gateway),))
     port = server.add_secure_port(listen or settings.gateway_listen, credentials)
@@ -380,10 +404,70 @@ async def serve(
             settings,
             upstream,
             files,
-            revocations=lambda: parties.revoked_certificates(pool, hub),
+            revocations=lambda: revoked_certificates(pool, hub),
         ) as (_, port):
             host = settings.gateway_listen.rpartition(":")[0]
             ready(f"gateway listening on {host}:{port} (TLS, client certificates) → {upstream}")
             await stop.wait()
     finally:
         await pool.close()
+
+
+def dev_certificates(folder: Path, parties: Iterable[str]) -> GatewayFiles:
+    """The embedded stack's CA and certificates in ``folder``: made on the first guarded start
+    (``renkei up --gateway``), used as they are after. A certificate for each of ``parties``,
+    and the gateway's for ``localhost`` and ``127.0.0.1``."""
+    try:
+        if not tls.ca_paths(folder)[0].exists():
+            tls.make_ca(folder)
+        for party in parties:
+            if not tls.party_paths(folder, party)[0].exists():
+                tls.issue(folder, party)
+        cert, key = tls.party_paths(folder, tls.GATEWAY)
+        if not cert.exists():
+            tls.issue(folder, tls.GATEWAY, server_names=["localhost", "127.0.0.1"])
+    except tls.TlsError as err:
+        raise ValueError(str(err)) from None
+    return GatewayFiles(tls.ca_paths(folder)[0], cert, key)
+
+
+def party_settings(settings: Settings, folder: Path, party: str) -> Settings:
+    """``settings`` with ``party``'s certificate of the CA in ``folder`` (the gateway is dialled
+    as ``localhost``)."""
+    cert, key = tls.party_paths(folder, party)
+    return settings.model_copy(
+        update={
+            "temporal_tls_ca": tls.ca_paths(folder)[0],
+            "temporal_tls_cert": cert,
+            "temporal_tls_key": key,
+            "temporal_tls_server_name": "localhost",
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def guarded(
+    settings: Settings, upstream: str, pool: asyncpg.Pool, parties: Iterable[str]
+) -> AsyncIterator[tuple[str, Callable[[str], Client]]]:
+    """The embedded stack guarded (``renkei up --gateway``): the gateway in front of
+    ``upstream`` on ``RENKEI_GATEWAY_LISTEN``, with the CA and certificates under the data
+    folder (``tls/``), the hub's signed revocations read from ``pool``; yields the address it
+    is dialled at and, for each of ``parties``, a connection through it with that party's own
+    certificate."""
+    from workers.plugin import service_config
+
+    wanted = sorted(set(parties))
+    folder = settings.data_dir / "tls"
+    files = dev_certificates(folder, wanted)
+    hub = keys.load(settings).public(HUB).verifier()
+    async with running_gateway(
+        settings, upstream, files, revocations=lambda: revoked_certificates(pool, hub)
+    ) as (_, port):
+        address = f"localhost:{port}"
+        connections: dict[str, Client] = {}
+        for party in wanted:
+            service = await ServiceClient.connect(
+                service_config(party_settings(settings, folder, party), address)
+            )
+            connections[party] = Client(service, namespace=settings.namespace)
+        yield address, connections.__getitem__
