@@ -34,7 +34,13 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
 from renkei.app.gateway import Gateway, GatewayFiles, Revocations, running_gateway
-from renkei.contracts.names import agency_queue, control_queue, hub_queue, workflow_id
+from renkei.contracts.names import (
+    agency_queue,
+    control_queue,
+    hub_queue,
+    identity_prefix,
+    workflow_id,
+)
 from renkei.kernel import keys, parties, tls
 from renkei.kernel.db import create_pool
 from renkei.kernel.records import revocation_message
@@ -225,6 +231,9 @@ async def test_a_flow_completes_with_each_party_on_its_own_certificate(
     }
     # Nothing the parties do on their own paths was refused.
     assert not gateway.gateway.denied, gateway.gateway.denied
+    # Each worker's identity names its party (its certificate's), and so do its sticky queues.
+    sticky = gateway.gateway.policy._sticky
+    assert sticky and all(name.startswith(identity_prefix(o)) for name, o in sticky.items())
     # An executor's own API lists its own runs through the gateway, and only its own.
     runs = await sdk(minato, gateway.settings).runs(executor="city-minato", bpf=flow.bpf)
     assert handle.id in {r.workflow_id for r in runs}
@@ -314,6 +323,22 @@ async def test_an_org_cannot_poll_another_orgs_queue_nor_the_hubs(gateway: Runni
             )
         )
     _denied(err, "city-shibuya", "PollWorkflowTaskQueue")
+    # For its own queue, a sticky queue is still named after its own identity only: a name of
+    # Minato's workers' (claimed or not yet) is not Shibuya's to claim.
+    for name in (*gateway.gateway.policy._sticky, f"{identity_prefix('city-minato')}1@h-next"):
+        with pytest.raises(RPCError) as err:
+            await shibuya.workflow_service.poll_workflow_task_queue(
+                ws.PollWorkflowTaskQueueRequest(
+                    namespace=gateway.settings.namespace,
+                    task_queue=TaskQueue(
+                        name=name,
+                        kind=TaskQueueKind.TASK_QUEUE_KIND_STICKY,
+                        normal_name=agency_queue(prefix, "city-shibuya"),
+                    ),
+                )
+            )
+        _denied(err, "city-shibuya", "PollWorkflowTaskQueue")
+        assert "begins with 'city-shibuya/'" in err.value.message
     assert gateway.gateway.denied[("city-shibuya", "PollActivityTaskQueue", "own queues")] >= 3
 
 

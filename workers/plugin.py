@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from renkei.kernel import parties as party_registry
 from renkei.kernel.channels import ChannelCodec, Directory, Identity, Routing, channel_converter
 from renkei.kernel.keys import KeyRing
 from renkei.kernel.settings import Settings, get_settings
+from renkei.kernel.tls import party_of
 
 # Modules the sandbox shares with the host rather than re-importing for every workflow run: the
 # C++ CEL runtime and protobuf cannot be imported twice, the CEL program keeps each compiled
@@ -263,6 +266,7 @@ async def connect(
         header_codec_behavior=HeaderCodecBehavior.CODEC,
         runtime=service.runtime,
         tls=service.tls,
+        identity=service.identity,
     )
 
 
@@ -271,11 +275,21 @@ def service_config(
 ) -> ConnectConfig:
     """Where and how every renkei connection to Temporal goes: ``address`` (default
     ``RENKEI_TEMPORAL_ADDRESS``, else the embedded server), mutual TLS as the settings say
-    (:func:`tls_config`), in ``runtime`` (default: the process's, with its metrics)."""
+    (:func:`tls_config`), in ``runtime`` (default: the process's, with its metrics). With a
+    party's certificate, the identity begins with that party (``<party>/pid@host``): the SDK
+    names its workers' sticky queues after it, and the gateway admits a party's sticky queues
+    only under its own prefix."""
+    tls = tls_config(settings)
+    identity = ""
+    if isinstance(tls, TLSConfig) and tls.client_cert is not None:
+        party = party_of(tls.client_cert)
+        if party is not None:
+            identity = f"{names.identity_prefix(party)}{os.getpid()}@{socket.gethostname()}"
     return ConnectConfig(
         target_host=address or settings.temporal_address or f"127.0.0.1:{settings.temporal_port}",
-        tls=tls_config(settings),
+        tls=tls,
         runtime=runtime or telemetry.runtime(settings),
+        identity=identity,
     )
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from renkei.app.cli import app
 from renkei.kernel import keys, tls
 from renkei.kernel.settings import Settings, get_settings
-from workers.plugin import tls_config
+from workers.plugin import service_config, tls_config
 
 
 def test_a_party_certificate_names_its_party_and_keys_are_private(tmp_path: Path) -> None:
@@ -162,3 +162,16 @@ def test_the_revoke_command_refuses_what_is_no_partys_certificate(
         assert not (tmp_path / "postgres").exists()  # refused before any database
     finally:
         get_settings.cache_clear()
+
+
+def test_a_partys_connection_is_named_after_its_certificates_party(tmp_path: Path) -> None:
+    """The SDK names a worker's sticky queue after the client's identity: with a party's
+    certificate it begins ``<party>/``, the only sticky names the gateway lets that party claim;
+    without TLS the SDK's own default stands."""
+    tls.make_ca(tmp_path)
+    cert, key = tls.issue(tmp_path, "jps")
+    guarded = Settings(
+        temporal_tls_ca=tls.ca_paths(tmp_path)[0], temporal_tls_cert=cert, temporal_tls_key=key
+    )
+    assert service_config(guarded, "localhost:1").identity.startswith("jps/")
+    assert "/" not in service_config(Settings(), "localhost:1").identity
