@@ -32,7 +32,9 @@ from temporalio.api.workflowservice import v1 as ws
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
+from renkei.app.cli import app
 from renkei.app.gateway import Gateway, GatewayFiles, Revocations, running_gateway
 from renkei.contracts.names import (
     agency_queue,
@@ -874,3 +876,30 @@ async def test_renkei_up_with_the_gateway_runs_each_partys_workers_through_it(
     finally:
         up.stop()
     assert up.process.returncode == 0, up.output
+
+
+def test_renkei_keys_tls_revoke_states_the_revocation_in_the_registry(
+    cli: CliRunner, base_settings: Settings, pki: Pki, tmp_path: Path
+) -> None:
+    """The command an operator runs: the hub's signed statement naming the certificate's party
+    and serial, which the gateway's read finds (run again, it appends another statement)."""
+    cert, _ = tls.issue(pki.folder, "city-shibuya", out=tmp_path)
+    serial = tls.serial_of(cert.read_bytes())
+    assert serial is not None
+
+    async def revoked() -> frozenset[tuple[str, int]]:
+        assert base_settings.database_url
+        own = await create_pool(base_settings.database_url, max_size=1)
+        try:
+            return await parties.revoked_certificates(
+                own, keys.load(base_settings).signer().public_key()
+            )
+        finally:
+            await own.close()
+
+    assert ("city-shibuya", serial) not in asyncio.run(revoked())
+    for _ in range(2):
+        done = cli.invoke(app, ["keys", "tls-revoke", str(cert), "--reason", "laptop lost"])
+        assert done.exit_code == 0, done.output
+        assert f"city-shibuya: certificate {serial:x} revoked" in done.output
+    assert ("city-shibuya", serial) in asyncio.run(revoked())
