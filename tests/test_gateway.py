@@ -44,7 +44,7 @@ from renkei.contracts.names import (
     workflow_id,
 )
 from renkei.kernel import keys, parties, tls
-from renkei.kernel.db import create_pool
+from renkei.kernel.db import GATEWAY, GATEWAY_ROLE, create_login, create_pool
 from renkei.kernel.records import revocation_message
 from renkei.kernel.settings import Settings
 from workers.plugin import connect
@@ -135,7 +135,7 @@ def gateway_thread(
         own_pool = None
         if revocations_from is not None:
             url, hub = revocations_from
-            own_pool = await create_pool(url, max_size=2)
+            own_pool = await create_pool(url, max_size=2, role=GATEWAY_ROLE)
 
             async def read() -> frozenset[tuple[str, int]]:
                 assert own_pool is not None
@@ -903,3 +903,44 @@ def test_renkei_keys_tls_revoke_states_the_revocation_in_the_registry(
         assert done.exit_code == 0, done.output
         assert f"city-shibuya: certificate {serial:x} revoked" in done.output
     assert ("city-shibuya", serial) in asyncio.run(revoked())
+
+
+async def test_the_gateways_own_login_reads_the_revocations_and_nothing_else(
+    pool, base_settings: Settings
+) -> None:
+    """The gateway's database login (`renkei init --db-logins` with gateway.password) reads the
+    hub's revocations as the gateway does; leaving its role or taking another's gets it
+    nothing else, and it cannot state a revocation itself."""
+    import secrets
+
+    import asyncpg
+
+    from .test_processes import _as_login
+
+    password = secrets.token_urlsafe(24)
+    login = await create_login(pool, GATEWAY, password)
+    assert login == "renkei_login_gateway"
+    assert base_settings.database_url
+    url = _as_login(base_settings.database_url, login, password)
+    own = await create_pool(url, max_size=1, role=GATEWAY_ROLE)
+    try:
+        hub = keys.load(base_settings).signer().public_key()
+        assert isinstance(await parties.revoked_certificates(own, hub), frozenset)
+    finally:
+        await own.close()
+    conn = await asyncpg.connect(url)
+    try:
+        for escape in ("", "RESET ROLE", "SET ROLE renkei_app", "SET ROLE renkei_org_jps"):
+            if escape:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await conn.execute(escape)
+            for table in ("trust.parties", "hub.subject_codes", "records.access_records"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(f"SELECT * FROM {table} LIMIT 1")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(
+                    "INSERT INTO trust.revocations (party, signing_id, revoked_at, reason)"
+                    " VALUES ('jps', 'tls:1', now(), 'forged')"
+                )
+    finally:
+        await conn.close()

@@ -54,7 +54,7 @@ from renkei.contracts.calls import (
 )
 from renkei.contracts.names import HUB
 from renkei.kernel import keys, telemetry, tls
-from renkei.kernel.db import create_pool
+from renkei.kernel.db import GATEWAY_ROLE, create_pool
 from renkei.kernel.parties import revoked_certificates
 from renkei.kernel.settings import Settings
 
@@ -396,7 +396,7 @@ async def serve(
             " RENKEI_DATABASE_URL, or run `renkei up` on this data folder first"
         )
     try:
-        pool = await create_pool(database_url, min_size=1, max_size=2)
+        pool = await create_pool(database_url, min_size=1, max_size=2, role=GATEWAY_ROLE)
     except (OSError, asyncpg.PostgresError) as err:
         raise ValueError(f"the database cannot be reached: {type(err).__name__}") from None
     try:

@@ -101,13 +101,14 @@ async def init(
         typer.Option(
             "--db-logins",
             help="a folder of <org>.password files: each org gets its own database login"
-            " (`renkei agencies db-login`), for its own processes",
+            " (`renkei agencies db-login`), for its own processes; gateway.password: the"
+            " gateway's, which reads the revocations only",
         ),
     ] = None,
 ) -> int:
     """Prepare running servers (RENKEI_TEMPORAL_ADDRESS, RENKEI_DATABASE_URL) for workers: schema,
     whitelist, definitions, search attributes, sample promotion, schedules. Idempotent."""
-    from renkei.kernel.db import create_login
+    from renkei.kernel.db import GATEWAY, create_login
 
     settings = get_settings()
     found = joined(settings)
@@ -119,7 +120,7 @@ async def init(
         except OSError as err:
             typer.echo(f"error: cannot read {db_logins}: {err.strerror}", err=True)
             return 2
-        unknown = sorted(set(passwords) - set(default_catalog().orgs))
+        unknown = sorted(set(passwords) - set(default_catalog().orgs) - {GATEWAY})
         weak = sorted(o for o, pw in passwords.items() if len(pw) < 16)
         problems = [
             *(["no <org>.password file in it"] if not passwords else []),
