@@ -743,6 +743,7 @@ async def test_a_certificate_revoked_while_its_worker_runs_gets_no_more_calls(
             await parties.revoke_certificate(pool, hub, "jps", serial, reason="laptop lost")
             await _until(lambda: ("jps", serial) in gw.revoked, "the revocation is read")
             # The poll in flight was cut, and the worker's calls since are refused.
+            await _until(lambda: gw.cut >= 1, "the worker's poll in flight is cut")
             await _until(
                 lambda: gw.denied[("unknown", "PollActivityTaskQueue", "identity")] >= 1,
                 "the worker's poll is refused",

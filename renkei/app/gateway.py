@@ -105,6 +105,7 @@ class Gateway:
     revoked: frozenset[tuple[str, int]] = frozenset()
     denied: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
     reads: int = 0  # how often the revoked certificates were read since the start
+    cut: int = 0  # calls in flight cut by a revocation
     forwarded: Callable[[str, str], None] | None = None  # a call let through, by party and method
     _parties: dict[bytes, tuple[str, int] | None] = field(default_factory=dict)
     _calls: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = field(default_factory=dict)
@@ -139,6 +140,12 @@ class Gateway:
         for cert in revoked & self._inflight.keys():
             for call in self._inflight.pop(cert):
                 call.cancel()
+
+    async def _cut(self, label: str, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        """A call in flight of a certificate revoked meanwhile: answered ``UNAUTHENTICATED``."""
+        self.cut += 1
+        self._deny("unknown", label, Decision(False, "identity"))
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, REVOKED)
 
     def _deny(self, party: str, method: str, decision: Decision) -> None:
         self.denied[(party, method, decision.rule)] += 1
@@ -194,13 +201,14 @@ class Gateway:
         try:
             answer: bytes = await pending
         except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.CANCELLED and cert in self.revoked:
+                await self._cut(label, context)
             await context.abort(err.code(), err.details() or "", _trailers(err.trailing_metadata()))
             raise  # abort raises; this is never reached
         except asyncio.CancelledError:
             if cert not in self.revoked:
                 raise  # the caller went away, or the gateway stops
-            self._deny("unknown", label, Decision(False, "identity"))
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, REVOKED)
+            await self._cut(label, context)
             raise
         finally:
             inflight.discard(pending)
