@@ -28,7 +28,7 @@ from temporalio.worker import Worker
 
 from bench import flows as bf
 from renkei.app.client import RenkeiClient
-from renkei.kernel import tls
+from renkei.kernel import keys, tls
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
@@ -51,7 +51,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _gateway_process(upstream: str, folder: Path) -> Iterator[tuple[str, psutil.Process]]:
+def _gateway_process(
+    upstream: str, folder: Path, url: str, hub_public: Path
+) -> Iterator[tuple[str, psutil.Process]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env.update(
@@ -61,6 +63,8 @@ def _gateway_process(upstream: str, folder: Path) -> Iterator[tuple[str, psutil.
         RENKEI_GATEWAY_CERT=str(tls.party_paths(folder, tls.GATEWAY)[0]),
         RENKEI_GATEWAY_KEY=str(tls.party_paths(folder, tls.GATEWAY)[1]),
         RENKEI_DATA_DIR=str(folder),
+        RENKEI_DATABASE_URL=url,  # it reads the hub's revocations of certificates
+        RENKEI_GATEWAY_HUB_PUBLIC=str(hub_public),
         PYTHONPATH=str(ROOT),
     )
     process = subprocess.Popen(
@@ -139,11 +143,13 @@ async def run(
     for party in ("hub", EXECUTOR, PROVIDER):
         tls.issue(folder, party)
     tls.issue(folder, tls.GATEWAY, server_names=["localhost"])
+    hub_public = folder / "hub-public.json"
+    hub_public.write_text(keys.load(settings).public("hub").model_dump_json())
     direct_settings = settings.model_copy(update={"task_queue_prefix": f"d{uuid.uuid4().hex[:8]}"})
     gw_settings = settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:8]}"})
     whitelist = await LiveWhitelist(url).start()
     try:
-        with _gateway_process(upstream, folder) as (address, gateway):
+        with _gateway_process(upstream, folder, url, hub_public) as (address, gateway):
             async with (
                 _parties(upstream, direct_settings, None, pool, whitelist) as direct,
                 _parties(address, gw_settings, folder, pool, whitelist) as through,

@@ -85,7 +85,7 @@ def test_services_are_complete_and_keep_no_secret() -> None:
     init = services["renkei-init"]
     assert init["command"][1:] == ["--db-logins", "/run/db-logins"]
     given = {s["target"] for s in init["secrets"] if isinstance(s, dict)}
-    assert {f"/run/db-logins/{o}.password" for o in SAMPLE_AGENCIES} <= given
+    assert {f"/run/db-logins/{o}.password" for o in (*SAMPLE_AGENCIES, "gateway")} <= given
     assert compose["secrets"]["renkei_keys"]["file"].startswith("deploy/secrets/")
     assert set(compose["volumes"]) >= {"pgdata"}
     ignore_file = (PROJECT_ROOT / "deploy" / "secrets" / ".gitignore").read_text()
@@ -135,10 +135,16 @@ def test_orgs_reach_temporal_only_through_the_gateway_with_their_own_certificate
         "tls_ca",
         "tls_gateway_cert",
         "tls_gateway_key",
-        "tls_revoked",
+        "hub_public",
     }
-    assert gateway["environment"]["RENKEI_GATEWAY_REVOKED"] == "/run/secrets/tls_revoked"
-    assert "env_file" not in gateway  # no database login, no key file
+    # The hub's public keys to check revocations against, never its key file.
+    assert gateway["environment"]["RENKEI_GATEWAY_HUB_PUBLIC"] == "/run/secrets/hub_public"
+    assert "renkei_keys" not in gateway["secrets"]
+    assert "RENKEI_KEYS_FILE" not in gateway["environment"]
+    # Its own database login (reads the revocations only), never the platform's.
+    assert gateway["env_file"] == ["deploy/secrets/gateway.env"]
+    example = (PROJECT_ROOT / "deploy" / "gateway.env.example").read_text()
+    assert "renkei_login_gateway:" in example
     for name, service in services.items():
         command = service.get("command", [])
         on = set(service.get("networks", ["default"]))

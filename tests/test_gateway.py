@@ -5,16 +5,18 @@ or the namespace is refused while the other's flow goes on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from temporalio.api.command.v1 import (
     Command,
     SignalExternalWorkflowExecutionCommandAttributes,
@@ -30,10 +32,20 @@ from temporalio.api.workflowservice import v1 as ws
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
+from typer.testing import CliRunner
 
-from renkei.app.gateway import Gateway, GatewayFiles, running_gateway
-from renkei.contracts.names import agency_queue, control_queue, hub_queue, workflow_id
-from renkei.kernel import tls
+from renkei.app.cli import app
+from renkei.app.gateway import Gateway, GatewayFiles, Revocations, running_gateway
+from renkei.contracts.names import (
+    agency_queue,
+    control_queue,
+    hub_queue,
+    identity_prefix,
+    workflow_id,
+)
+from renkei.kernel import keys, parties, tls
+from renkei.kernel.db import GATEWAY, GATEWAY_ROLE, create_login, create_pool
+from renkei.kernel.records import revocation_message
 from renkei.kernel.settings import Settings
 from workers.plugin import connect
 
@@ -104,19 +116,41 @@ class Running:
 
 @contextlib.contextmanager
 def gateway_thread(
-    settings: Settings, upstream: str, files: GatewayFiles, listen: str = "127.0.0.1:0"
+    settings: Settings,
+    upstream: str,
+    files: GatewayFiles,
+    listen: str = "127.0.0.1:0",
+    revocations_from: tuple[str, Ed25519PublicKey] | None = None,
 ) -> Iterator[tuple[Gateway, int]]:
     """A gateway in a thread of its own (its own event loop): the worker processes' starts
-    block the tests' loop while they wait for a worker to poll."""
+    block the tests' loop while they wait for a worker to poll. With ``revocations_from``
+    (database URL, the hub's public key) it reads the revoked certificates as `renkei gateway`
+    does, on a pool of its own loop."""
     up = threading.Event()
     found: list[tuple[Gateway, int, asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     async def serve() -> None:
         stop = asyncio.Event()
-        async with running_gateway(settings, upstream, files, listen=listen) as (gw, port):
-            found.append((gw, port, asyncio.get_running_loop(), stop))
-            up.set()
-            await stop.wait()
+        read: Revocations | None = None
+        own_pool = None
+        if revocations_from is not None:
+            url, hub = revocations_from
+            own_pool = await create_pool(url, max_size=2, role=GATEWAY_ROLE)
+
+            async def read() -> frozenset[tuple[str, int]]:
+                assert own_pool is not None
+                return await parties.revoked_certificates(own_pool, hub)
+
+        try:
+            async with running_gateway(
+                settings, upstream, files, listen=listen, revocations=read
+            ) as (gw, port):
+                found.append((gw, port, asyncio.get_running_loop(), stop))
+                up.set()
+                await stop.wait()
+        finally:
+            if own_pool is not None:
+                await own_pool.close()
 
     thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
     thread.start()
@@ -134,9 +168,9 @@ def gateway_thread(
         gc.collect()
 
 
-def gateway_files(pki: Pki, revoked: Path | None = None) -> GatewayFiles:
+def gateway_files(pki: Pki) -> GatewayFiles:
     cert, key = tls.party_paths(pki.folder, tls.GATEWAY)
-    return GatewayFiles(tls.ca_paths(pki.folder)[0], cert, key, revoked)
+    return GatewayFiles(tls.ca_paths(pki.folder)[0], cert, key)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +233,9 @@ async def test_a_flow_completes_with_each_party_on_its_own_certificate(
     }
     # Nothing the parties do on their own paths was refused.
     assert not gateway.gateway.denied, gateway.gateway.denied
+    # Each worker's identity names its party (its certificate's), and so do its sticky queues.
+    sticky = gateway.gateway.policy._sticky
+    assert sticky and all(name.startswith(identity_prefix(o)) for name, o in sticky.items())
     # An executor's own API lists its own runs through the gateway, and only its own.
     runs = await sdk(minato, gateway.settings).runs(executor="city-minato", bpf=flow.bpf)
     assert handle.id in {r.workflow_id for r in runs}
@@ -288,6 +325,22 @@ async def test_an_org_cannot_poll_another_orgs_queue_nor_the_hubs(gateway: Runni
             )
         )
     _denied(err, "city-shibuya", "PollWorkflowTaskQueue")
+    # For its own queue, a sticky queue is still named after its own identity only: a name of
+    # Minato's workers' (claimed or not yet) is not Shibuya's to claim.
+    for name in (*gateway.gateway.policy._sticky, f"{identity_prefix('city-minato')}1@h-next"):
+        with pytest.raises(RPCError) as err:
+            await shibuya.workflow_service.poll_workflow_task_queue(
+                ws.PollWorkflowTaskQueueRequest(
+                    namespace=gateway.settings.namespace,
+                    task_queue=TaskQueue(
+                        name=name,
+                        kind=TaskQueueKind.TASK_QUEUE_KIND_STICKY,
+                        normal_name=agency_queue(prefix, "city-shibuya"),
+                    ),
+                )
+            )
+        _denied(err, "city-shibuya", "PollWorkflowTaskQueue")
+        assert "begins with 'city-shibuya/'" in err.value.message
     assert gateway.gateway.denied[("city-shibuya", "PollActivityTaskQueue", "own queues")] >= 3
 
 
@@ -539,16 +592,18 @@ async def test_no_certificate_or_another_cas_certificate_gets_no_connection(
 
 
 async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
-    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki
+    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki, tmp_path: Path
 ) -> None:
-    """``renkei gateway`` as an operator starts it: a party connects through it, a denial is a
-    line on its log and a count on its metrics endpoint."""
+    """``renkei gateway`` as an operator starts it (the hub's public keys, no key file): a party
+    connects through it, a denial is a line on its log and a count on its metrics endpoint."""
     import httpx
 
     from .conftest import free_port
     from .processes import renkei_env
 
     port, metrics = free_port(), free_port()
+    hub_public = tmp_path / "hub-public.json"
+    hub_public.write_text(keys.load(gw_settings).public("hub").model_dump_json())
     env = renkei_env(
         gw_settings,
         temporal_env.client.service_client.config.target_host,
@@ -557,6 +612,8 @@ async def test_renkei_gateway_runs_as_its_own_process_and_counts_denials(
         RENKEI_GATEWAY_CERT=str(tls.party_paths(pki.folder, tls.GATEWAY)[0]),
         RENKEI_GATEWAY_KEY=str(tls.party_paths(pki.folder, tls.GATEWAY)[1]),
         RENKEI_METRICS_PORT=str(metrics),
+        RENKEI_GATEWAY_HUB_PUBLIC=str(hub_public),
+        RENKEI_KEYS_FILE=str(tmp_path / "no-keys.json"),
     )
     process = RenkeiProcess(["gateway"], env, "gateway listening").wait_ready()
     try:
@@ -617,22 +674,109 @@ async def test_made_up_methods_and_unreadable_requests_get_their_answer(
         assert "not readable" in (err.value.details() or "")
 
 
-async def test_a_revoked_certificate_gets_no_call(
-    temporal_env: WorkflowEnvironment, gw_settings: Settings, pki: Pki, tmp_path: Path
+async def _until(check: Callable[[], bool], what: str) -> None:
+    """Poll until ``check`` holds (a generous bound: a failure, not a speed, is tested)."""
+    for _ in range(1200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_a_certificate_revoked_while_its_worker_runs_gets_no_more_calls(
+    temporal_env: WorkflowEnvironment, pool, base_settings: Settings, pki: Pki, tmp_path: Path
 ) -> None:
-    """A second certificate for the JPS is revoked (`renkei keys tls-revoke`): a gateway started
-    with the list refuses it, and still admits the JPS's other certificate."""
+    """The JPS's worker runs through the gateway with a certificate that is then lost. A
+    revocation no one signed, or signed by another key, changes nothing; the hub's signed
+    revocation (`renkei keys tls-revoke`) cuts the worker's poll in flight and refuses every
+    call of that certificate from the gateway's next read on, while the JPS's other certificate
+    is still admitted."""
+    own = base_settings.model_copy(
+        update={
+            "task_queue_prefix": f"g{uuid.uuid4().hex[:12]}",
+            "gateway_revocation_refresh": 0.2,
+        }
+    )
     lost = tmp_path / "lost"
-    tls.issue(pki.folder, "jps", out=lost)
-    listed, _ = tls.revoke(tmp_path, tls.party_paths(lost, "jps")[0])
+    cert, _ = tls.issue(pki.folder, "jps", out=lost)
+    serial = tls.serial_of(cert.read_bytes())
+    assert serial is not None
+    hub = keys.load(own).signer()
     upstream = temporal_env.client.service_client.config.target_host
-    with gateway_thread(gw_settings, upstream, gateway_files(pki, listed)) as (gw, port):
+    source = (own.database_url or "", hub.public_key())
+    with gateway_thread(own, upstream, gateway_files(pki), revocations_from=source) as (gw, port):
         address = f"localhost:{port}"
-        with pytest.raises(RuntimeError, match=r"(?i)unauthenticated|revoked"):
-            await connect(pki.settings(gw_settings, "jps", lost), address)
-        assert gw.denied[("unknown", "GetSystemInfo", "identity")] >= 1
-        current = await connect(pki.settings(gw_settings, "jps"), address)
-        await current.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+        proc = worker(
+            own,
+            address,
+            "agency",
+            "jps",
+            **{
+                **pki.files("jps"),
+                "RENKEI_TEMPORAL_TLS_CERT": str(cert),
+                "RENKEI_TEMPORAL_TLS_KEY": str(tls.party_paths(lost, "jps")[1]),
+            },
+        )
+        try:
+            await _until(lambda: ("jps", serial) in gw._inflight, "the worker polls")
+            # Forged: signed by another key, and unsigned (the trigger dates it, so it is not
+            # one carried over from before signed revocations).
+            at = await pool.fetchval("SELECT clock_timestamp()")
+            other = Ed25519PrivateKey.generate()
+            signed = revocation_message("jps", parties.certificate_id(serial), at, "forged")
+            await pool.execute(
+                "INSERT INTO trust.revocations (party, signing_id, revoked_at, reason,"
+                " hub_signature) VALUES ($1, $2, $3, 'forged', $4), ($1, $2, $3, 'forged', NULL)",
+                "jps",
+                parties.certificate_id(serial),
+                at,
+                base64.b64encode(other.sign(signed)).decode(),
+            )
+            reads = gw.reads
+            await _until(lambda: gw.reads >= reads + 2, "the gateway reads the revocations")
+            assert not gw.revoked
+            client = await connect(pki.settings(own, "jps", lost), address)
+            await client.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+            assert ("jps", serial) in gw._inflight  # its worker still polls
+            assert not gw.denied
+
+            await parties.revoke_certificate(pool, hub, "jps", serial, reason="laptop lost")
+            await _until(lambda: ("jps", serial) in gw.revoked, "the revocation is read")
+            # The poll in flight was cut, and the worker's calls since are refused.
+            await _until(lambda: gw.cut >= 1, "the worker's poll in flight is cut")
+            await _until(
+                lambda: gw.denied[("unknown", "PollActivityTaskQueue", "identity")] >= 1,
+                "the worker's poll is refused",
+            )
+            with pytest.raises(RPCError) as err:
+                await client.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+            assert err.value.status == RPCStatusCode.UNAUTHENTICATED
+            assert "revoked" in err.value.message
+            with pytest.raises(RuntimeError, match=r"(?i)unauthenticated|revoked"):
+                await connect(pki.settings(own, "jps", lost), address)
+            current = await connect(pki.settings(own, "jps"), address)
+            await current.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+        finally:
+            proc.stop()
+
+
+async def test_the_conformance_kits_own_connection_follows_the_tls_settings(
+    gateway: Running,
+) -> None:
+    """The kit runs its flows on a connection of its own (no metrics): it is made as every
+    other, from the settings, so through the gateway it speaks mutual TLS with the process's
+    certificate; settings without TLS dial in plain text, which the gateway does not answer."""
+    from renkei.app.kit.runner import _unmetered
+
+    s = gateway.pki.settings(gateway.settings, "hub")
+    hub = await connect(s, gateway.address)
+    own = await _unmetered(hub, s)
+    assert own.service_client is not hub.service_client
+    assert own.service_client.config.target_host == gateway.address
+    await own.workflow_service.get_system_info(ws.GetSystemInfoRequest())
+    plain = gateway.settings.model_copy(update={"temporal_tls_ca": None})
+    with pytest.raises(RuntimeError):
+        await _unmetered(hub, plain)
 
 
 async def test_after_a_gateway_restart_a_task_handed_out_before_is_handed_out_again(
@@ -673,3 +817,131 @@ async def test_after_a_gateway_restart_a_task_handed_out_before_is_handed_out_ag
                 namespace=own.namespace, task_token=again.task_token
             )
         )
+
+
+async def test_renkei_up_with_the_gateway_runs_each_partys_workers_through_it(
+    temporal_env: WorkflowEnvironment, base_settings: Settings, tmp_path: Path
+) -> None:
+    """``renkei up --gateway`` on the suite's servers: it makes the CA and every party's
+    certificate under the data folder, starts the gateway, and runs each party's workers
+    through it on their own certificate. A flow started through the gateway with the
+    certificate it made for Minato completes, and the gateway counted each party's own polls
+    and answers."""
+    import httpx
+
+    from renkei.app.gateway import party_settings
+
+    from .conftest import free_port
+    from .processes import renkei_env
+
+    own = base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
+    data = tmp_path / "data"
+    port, metrics = free_port(), free_port()
+    env = renkei_env(
+        own,
+        temporal_env.client.service_client.config.target_host,
+        RENKEI_DATA_DIR=str(data),
+        RENKEI_GATEWAY_LISTEN=f"127.0.0.1:{port}",
+        RENKEI_METRICS_PORT=str(metrics),
+        RENKEI_WEB_PORT=str(free_port()),
+    )
+    up = RenkeiProcess(["up", "--gateway"], env, "renkei is up").wait_ready(400)
+    try:
+        assert f"gateway       localhost:{port}" in up.output, up.output
+        folder = data / "tls"
+        for party in ("hub", "city-minato", "city-shibuya", "jps", tls.GATEWAY):
+            assert tls.party_paths(folder, party)[0].exists(), party
+        minato = await connect(party_settings(own, folder, "city-minato"), f"localhost:{port}")
+        handle = await sdk(minato, own).start(allowance_check(own))
+        result = await asyncio.wait_for(handle.result(), 180)
+        assert {(x.provider, x.outcome) for x in result.linkages} == {
+            ("city-shibuya", "provided"),
+            ("jps", "provided"),
+        }
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{metrics}/metrics")).text
+        calls = {
+            (line.split('party="')[1].split('"')[0], line.split('method="')[1].split('"')[0])
+            for line in text.splitlines()
+            if line.startswith("renkei_gateway_calls")
+        }
+        for party, method in (
+            ("hub", "PollActivityTaskQueue"),
+            ("city-minato", "PollWorkflowTaskQueue"),
+            ("city-minato", "RespondWorkflowTaskCompleted"),
+            ("city-shibuya", "RespondActivityTaskCompleted"),
+            ("jps", "RespondActivityTaskCompleted"),
+        ):
+            assert (party, method) in calls, (party, method, sorted(calls))
+        assert not [line for line in text.splitlines() if line.startswith("renkei_gateway_deni")]
+    finally:
+        up.stop()
+    assert up.process.returncode == 0, up.output
+
+
+def test_renkei_keys_tls_revoke_states_the_revocation_in_the_registry(
+    cli: CliRunner, base_settings: Settings, pki: Pki, tmp_path: Path
+) -> None:
+    """The command an operator runs: the hub's signed statement naming the certificate's party
+    and serial, which the gateway's read finds (run again, it appends another statement)."""
+    cert, _ = tls.issue(pki.folder, "city-shibuya", out=tmp_path)
+    serial = tls.serial_of(cert.read_bytes())
+    assert serial is not None
+
+    async def revoked() -> frozenset[tuple[str, int]]:
+        assert base_settings.database_url
+        own = await create_pool(base_settings.database_url, max_size=1)
+        try:
+            return await parties.revoked_certificates(
+                own, keys.load(base_settings).signer().public_key()
+            )
+        finally:
+            await own.close()
+
+    assert ("city-shibuya", serial) not in asyncio.run(revoked())
+    for _ in range(2):
+        done = cli.invoke(app, ["keys", "tls-revoke", str(cert), "--reason", "laptop lost"])
+        assert done.exit_code == 0, done.output
+        assert f"city-shibuya: certificate {serial:x} revoked" in done.output
+    assert ("city-shibuya", serial) in asyncio.run(revoked())
+
+
+async def test_the_gateways_own_login_reads_the_revocations_and_nothing_else(
+    pool, base_settings: Settings
+) -> None:
+    """The gateway's database login (`renkei init --db-logins` with gateway.password) reads the
+    hub's revocations as the gateway does; leaving its role or taking another's gets it
+    nothing else, and it cannot state a revocation itself."""
+    import secrets
+
+    import asyncpg
+
+    from .test_processes import _as_login
+
+    password = secrets.token_urlsafe(24)
+    login = await create_login(pool, GATEWAY, password)
+    assert login == "renkei_login_gateway"
+    assert base_settings.database_url
+    url = _as_login(base_settings.database_url, login, password)
+    own = await create_pool(url, max_size=1, role=GATEWAY_ROLE)
+    try:
+        hub = keys.load(base_settings).signer().public_key()
+        assert isinstance(await parties.revoked_certificates(own, hub), frozenset)
+    finally:
+        await own.close()
+    conn = await asyncpg.connect(url)
+    try:
+        for escape in ("", "RESET ROLE", "SET ROLE renkei_app", "SET ROLE renkei_org_jps"):
+            if escape:
+                with contextlib.suppress(asyncpg.PostgresError):
+                    await conn.execute(escape)
+            for table in ("trust.parties", "hub.subject_codes", "records.access_records"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.fetch(f"SELECT * FROM {table} LIMIT 1")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(
+                    "INSERT INTO trust.revocations (party, signing_id, revoked_at, reason)"
+                    " VALUES ('jps', 'tls:1', now(), 'forged')"
+                )
+    finally:
+        await conn.close()

@@ -42,6 +42,7 @@ def build_workers(
     executors: Iterable[str] | None = None,
     providers: Providers | None = None,
     legacy: bool = True,
+    connection: Callable[[str], Client] | None = None,
 ) -> list[Worker]:
     """The hub's worker and a control worker per org of ``executors`` (default: every org
     whose key file this process holds) unless ``control`` is false, the legacy control worker of runs from before executor-side control (``legacy``),
@@ -49,13 +50,16 @@ def build_workers(
 
     Each worker acts for its own party only, on a client of its own over ``client``'s
     connection: the hub's worker holds the hub's keys, an executor's control worker that
-    executor's, an agency's worker that agency's.
+    executor's, an agency's worker that agency's. With ``connection``, each party's workers
+    use the connection it gives for that party instead (``renkei up --gateway``: the party's
+    own, through the gateway with the party's certificate).
     """
 
     catalog = whitelist.bind(catalog)  # the org registry's live view
 
     def acting(party: str, **options: bool) -> Client:
-        own = party_client(client, settings, [party], **options)
+        base = connection(party) if connection is not None else client
+        own = party_client(base, settings, [party], **options)
         attach_registry(own, pool, settings)
         return own
 
@@ -70,7 +74,12 @@ def build_workers(
         if legacy and settings.legacy_runs_before is not None:
             workers.append(
                 legacy_control_worker(
-                    party_client(client, settings, [HUB], legacy=True),
+                    party_client(
+                        connection(HUB) if connection is not None else client,
+                        settings,
+                        [HUB],
+                        legacy=True,
+                    ),
                     pool,
                     settings,
                     catalog,
@@ -100,6 +109,7 @@ async def running_workers(
     executors: Iterable[str] | None = None,
     providers: Providers | None = None,
     legacy: bool = True,
+    connection: Callable[[str], Client] | None = None,
 ) -> AsyncIterator[list[Worker]]:
     """Run :func:`build_workers`'s set until the block exits (workers stop in reverse order)."""
     workers = build_workers(
@@ -113,6 +123,7 @@ async def running_workers(
         executors=executors,
         providers=providers,
         legacy=legacy,
+        connection=connection,
     )
     async with contextlib.AsyncExitStack() as stack:
         if settings.records_chaining == "deferred":

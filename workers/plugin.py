@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.common import HeaderCodecBehavior
 from temporalio.plugin import SimplePlugin
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
+from temporalio.service import ConnectConfig, TLSConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from renkei.contracts import names
@@ -32,6 +34,7 @@ from renkei.kernel import parties as party_registry
 from renkei.kernel.channels import ChannelCodec, Directory, Identity, Routing, channel_converter
 from renkei.kernel.keys import KeyRing
 from renkei.kernel.settings import Settings, get_settings
+from renkei.kernel.tls import party_of
 
 # Modules the sandbox shares with the host rather than re-importing for every workflow run: the
 # C++ CEL runtime and protobuf cannot be imported twice, the CEL program keeps each compiled
@@ -257,13 +260,38 @@ async def connect(
     every party whose key file it can read.
     """
     s = settings or get_settings()
+    service = service_config(s, address, runtime)
     return await Client.connect(
-        address or s.temporal_address or f"127.0.0.1:{s.temporal_port}",
+        service.target_host,
         namespace=s.namespace,
         plugins=[renkei_plugin(s, org=org, parties=parties, tracer_provider=tracer_provider)],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
-        runtime=runtime or telemetry.runtime(s),
-        tls=tls_config(s),
+        runtime=service.runtime,
+        tls=service.tls,
+        identity=service.identity,
+    )
+
+
+def service_config(
+    settings: Settings, address: str | None = None, runtime: Runtime | None = None
+) -> ConnectConfig:
+    """Where and how every renkei connection to Temporal goes: ``address`` (default
+    ``RENKEI_TEMPORAL_ADDRESS``, else the embedded server), mutual TLS as the settings say
+    (:func:`tls_config`), in ``runtime`` (default: the process's, with its metrics). With a
+    party's certificate, the identity begins with that party (``<party>/pid@host``): the SDK
+    names its workers' sticky queues after it, and the gateway admits a party's sticky queues
+    only under its own prefix."""
+    tls = tls_config(settings)
+    identity = ""
+    if isinstance(tls, TLSConfig) and tls.client_cert is not None:
+        party = party_of(tls.client_cert)
+        if party is not None:
+            identity = f"{names.identity_prefix(party)}{os.getpid()}@{socket.gethostname()}"
+    return ConnectConfig(
+        target_host=address or settings.temporal_address or f"127.0.0.1:{settings.temporal_port}",
+        tls=tls,
+        runtime=runtime or telemetry.runtime(settings),
+        identity=identity,
     )
 
 

@@ -14,7 +14,8 @@ The rules, deny by default (a method not named here is refused to every org):
   and everything it reads stays sealed;
 - an org X may read what names no one (system, cluster and namespace info, search attributes);
   poll only its own queues (its control queue, its agency queue), a sticky queue only for one
-  of them and only one it claimed first; start a flow only with an id whose executor is X, on
+  of them, only one whose name begins with X's identity prefix (``X/``, as X's workers' names do:
+  :func:`~renkei.contracts.names.identity_prefix`) and only one it claimed first; start a flow only with an id whose executor is X, on
   X's control queue; act on a flow (signal, update, query, describe, read its history,
   terminate, cancel, reset, delete; an activity ``...ById``) only if its id names X; answer a
   task (complete, fail, heartbeat, answer a query) only with a token the gateway handed to X;
@@ -38,7 +39,7 @@ from temporalio.api.enums.v1 import CommandType, TaskQueueKind
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice import v1 as ws
 
-from renkei.contracts.names import HUB, executor_of, party_of_queue
+from renkei.contracts.names import HUB, executor_of, identity_prefix, party_of_queue
 from renkei.kernel.search_attributes import EXECUTOR
 
 WORKFLOW_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
@@ -213,15 +214,18 @@ class Policy:
         """Whether ``token`` was handed to ``party`` (and is still remembered)."""
         return self._tokens.get(token) == party
 
-    def _claim_sticky(self, party: str, name: str) -> bool:
+    def _claim_sticky(self, party: str, name: str) -> str:
+        """Why ``party`` may not claim the sticky queue ``name`` ('' if it may, and now has)."""
+        if not name.startswith(identity_prefix(party)):
+            return f"a sticky queue's name begins with {identity_prefix(party)!r}"
         owner = self._sticky.get(name)
         if owner is not None and owner != party:
-            return False
+            return "sticky queue claimed by another"
         self._sticky[name] = party
         self._sticky.move_to_end(name)
         while len(self._sticky) > self.sticky_kept:
             self._sticky.popitem(last=False)
-        return True
+        return ""
 
     # -- the decision ---------------------------------------------------------------------------
 
@@ -277,8 +281,8 @@ class Policy:
         if queue.kind == TaskQueueKind.TASK_QUEUE_KIND_STICKY:
             if not _own_queue(party, queue.normal_name):
                 return _deny(party, method, "own queues", f"sticky queue for {queue.normal_name!r}")
-            if not self._claim_sticky(party, queue.name):
-                return _deny(party, method, "own queues", "sticky queue claimed by another")
+            if problem := self._claim_sticky(party, queue.name):
+                return _deny(party, method, "own queues", problem)
             return _allow("own queues")
         if not _own_queue(party, queue.name):
             return _deny(party, method, "own queues", f"task queue {queue.name!r} is not theirs")
@@ -300,8 +304,8 @@ class Policy:
         if method == "RespondWorkflowTaskCompleted":
             assert isinstance(request, ws.RespondWorkflowTaskCompletedRequest)
             sticky = request.sticky_attributes.worker_task_queue
-            if sticky.name and not self._claim_sticky(party, sticky.name):
-                return _deny(party, method, "own queues", "sticky queue claimed by another")
+            if sticky.name and (problem := self._claim_sticky(party, sticky.name)):
+                return _deny(party, method, "own queues", problem)
             for command in request.commands:
                 if problem := self._command(party, command):
                     return _deny(party, method, "own flows", problem)
@@ -357,7 +361,10 @@ class Policy:
         assert isinstance(request, ws.ShutdownWorkerRequest)
         if request.task_queue and not _own_queue(party, request.task_queue):
             return _deny(party, method, "own queues", f"{request.task_queue!r} is not theirs")
-        owner = self._sticky.get(request.sticky_task_queue)
-        if request.sticky_task_queue and owner is not None and owner != party:
+        sticky = request.sticky_task_queue
+        if sticky and not sticky.startswith(identity_prefix(party)):
+            return _deny(party, method, "own queues", f"sticky queue {sticky!r} is not theirs")
+        owner = self._sticky.get(sticky)
+        if sticky and owner is not None and owner != party:
             return _deny(party, method, "own queues", "sticky queue claimed by another")
         return _allow("own queues")

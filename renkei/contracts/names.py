@@ -92,6 +92,13 @@ def executor_of(workflow_id: str) -> str | None:
     return parts[1] if len(parts) == 3 and parts[1] else None
 
 
+def identity_prefix(party: str) -> str:
+    """How a Temporal client identity acting for ``party`` begins (``<party>/``): the SDK names
+    a worker's sticky queue after its identity, so each of ``party``'s sticky queue names begins
+    so too, and the gateway lets no other party claim such a name."""
+    return f"{party}/"
+
+
 def party_of_queue(task_queue: str) -> str | None:
     """The party whose worker serves ``task_queue``: the hub, an agency, or an executor."""
     if task_queue.endswith(f".{HUB}"):

@@ -23,10 +23,16 @@ _LOCK_ID = 7_350_001
 
 
 APP_ROLE = "renkei_app"
+# `renkei gateway`'s role (migration 0047): it reads the revocations, nothing else.
+GATEWAY_ROLE = "renkei_gateway"
+GATEWAY = "gateway"
 
 
 def party_role(org: str) -> str:
-    """The database role an org's own processes work as (migration 0014)."""
+    """The database role an org's own processes work as (migration 0014); the gateway's
+    (:data:`GATEWAY`) is :data:`GATEWAY_ROLE` (migration 0047)."""
+    if org == GATEWAY:
+        return GATEWAY_ROLE
     return "renkei_org_" + org.replace("-", "_")
 
 
@@ -57,7 +63,8 @@ async def create_login(pool: asyncpg.Pool, org: str, password: str) -> str:
     only: a process connected with it works as that role (``SET ROLE``, as :func:`create_pool`
     does), and leaving the role (``RESET ROLE``) leaves it with less, never more. The pool's
     login must be the platform's database owner (it acts as itself here, not as the
-    application's role); the org's role comes from the migrations (0014).
+    application's role); the org's role comes from the migrations (0014). ``org`` may be
+    :data:`GATEWAY`: the gateway's login, a member of :data:`GATEWAY_ROLE` only (0047).
     """
     role = party_role(org)
     login = login_role(org)

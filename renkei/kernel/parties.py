@@ -9,6 +9,7 @@ so a row written into the table by anyone else is ignored.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 
 import asyncpg
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from renkei.kernel.keys import PublicKeys
-from renkei.kernel.records import revocation_message
+from renkei.kernel.records import revocation_message, revocations
 
 
 def _message(p: PublicKeys) -> bytes:
@@ -80,6 +81,24 @@ async def _revoke(
     reason: str,
     at: dt.datetime | None,
 ) -> None:
+    when = await _state(conn, hub, party, signing_id, reason, at)
+    await conn.execute(
+        "UPDATE trust.parties SET revoked_at = $3 WHERE party = $1 AND signing_id = $2",
+        party,
+        signing_id,
+        when,
+    )
+
+
+async def _state(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    hub: Ed25519PrivateKey,
+    party: str,
+    signing_id: str,
+    reason: str,
+    at: dt.datetime | None,
+) -> dt.datetime:
+    """Append the hub's signed statement revoking ``party``'s ``signing_id``; from when."""
     when: dt.datetime = at or await conn.fetchval("SELECT clock_timestamp()")
     statement = revocation_message(party, signing_id, when, reason)
     await conn.execute(
@@ -91,12 +110,42 @@ async def _revoke(
         reason,
         base64.b64encode(hub.sign(statement)).decode(),
     )
-    await conn.execute(
-        "UPDATE trust.parties SET revoked_at = $3 WHERE party = $1 AND signing_id = $2",
-        party,
-        signing_id,
-        when,
-    )
+    return when
+
+
+# A TLS certificate's revocation is a statement in the same table, for the key id
+# ``tls:<serial, hex>``: no signing key has such an id, so it revokes no key, only that
+# certificate of that party at the gateway.
+CERTIFICATE = "tls:"
+
+
+def certificate_id(serial: int) -> str:
+    """The id a revocation gives ``serial``'s certificate (in place of a signing key's id)."""
+    return f"{CERTIFICATE}{serial:x}"
+
+
+async def revoke_certificate(
+    pool: asyncpg.Pool, hub: Ed25519PrivateKey, party: str, serial: int, *, reason: str
+) -> None:
+    """Revoke ``party``'s TLS certificate ``serial`` from now: the hub's signed statement,
+    appended for good (migration 0026); the gateway refuses the certificate once it reads it."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _state(conn, hub, party, certificate_id(serial), reason, None)
+
+
+async def revoked_certificates(
+    pool: asyncpg.Pool, hub: Ed25519PublicKey
+) -> frozenset[tuple[str, int]]:
+    """(party, serial) of every TLS certificate the hub revoked: a statement the hub did not
+    sign counts for nothing."""
+    async with pool.acquire() as conn:
+        stated = await revocations(conn, hub)
+    found = set()
+    for party, signing_id in stated:
+        if signing_id.startswith(CERTIFICATE):
+            with contextlib.suppress(ValueError):
+                found.add((party, int(signing_id.removeprefix(CERTIFICATE), 16)))
+    return frozenset(found)
 
 
 async def _signed(

@@ -61,10 +61,17 @@ class Settings(BaseSettings):
     gateway_key: Path | None = Field(
         default=None, description="`renkei gateway`'s server key (PEM, mode 0600)"
     )
-    gateway_revoked: Path | None = Field(
+    gateway_hub_public: Path | None = Field(
         default=None,
-        description="revoked TLS certificates' serial numbers, one a line (`renkei keys"
-        " tls-revoke` writes them): the gateway admits none of them; read when it starts",
+        description="the hub's public keys (`renkei keys hub-public`), against which `renkei"
+        " gateway` checks the revocations of TLS certificates; unset = the hub's key file",
+    )
+    gateway_revocation_refresh: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="seconds between two reads of the revoked TLS certificates (`renkei keys"
+        " tls-revoke`) by `renkei gateway`: a revoked certificate's calls stop within this",
     )
     data_dir: Path = Field(default=Path(".renkei"), description="where embedded servers keep data")
     temporal_port: int = Field(

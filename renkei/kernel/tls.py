@@ -158,49 +158,12 @@ def issue(
     return cert_path, key_path
 
 
-REVOKED = "revoked.txt"
-
-
 def serial_of(pem: bytes) -> int | None:
     """A certificate's serial number (``None``: not a certificate)."""
     try:
         return x509.load_pem_x509_certificate(pem).serial_number
     except ValueError:
         return None
-
-
-def revoke(folder: Path, cert: Path) -> tuple[Path, int]:
-    """Add ``cert``'s serial number to ``folder``'s list of revoked certificates (the file the
-    gateway reads, ``RENKEI_GATEWAY_REVOKED``); (the list's path, the serial)."""
-    try:
-        serial = x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
-    except (OSError, ValueError) as err:
-        raise TlsError(f"{cert} is not a certificate: {err}") from err
-    path = folder / REVOKED
-    known = read_revoked(path) if path.exists() else set()
-    if serial not in known:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as out:
-            out.write(f"{serial:x}\n")
-    return path, serial
-
-
-def read_revoked(path: Path) -> set[int]:
-    """The serial numbers in a list of revoked certificates (hex, one a line; ``#`` comments)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise TlsError(f"the list of revoked certificates cannot be read: {err}") from err
-    found: set[int] = set()
-    for n, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        try:
-            found.add(int(text, 16))
-        except ValueError:
-            raise TlsError(f"{path}:{n}: not a serial number (hex): {text[:40]!r}") from None
-    return found
 
 
 def party_of(pem: bytes) -> str | None:

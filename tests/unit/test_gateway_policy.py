@@ -26,7 +26,7 @@ from renkei.contracts.calls import (
     request_type,
     split_method,
 )
-from renkei.contracts.names import agency_queue, control_queue, hub_queue
+from renkei.contracts.names import agency_queue, control_queue, hub_queue, identity_prefix
 
 NS = "default"
 X, Y = "city-minato", "city-shibuya"
@@ -142,7 +142,9 @@ def test_an_org_polls_its_own_queues_only(policy: Policy, method: str) -> None:
         assert allowed(policy, X, method, request) is ok, queue
 
 
-def test_a_sticky_queue_is_for_an_own_queue_and_its_first_claimant(policy: Policy) -> None:
+def test_a_sticky_queue_is_for_an_own_queue_its_own_name_and_its_first_claimant(
+    policy: Policy,
+) -> None:
     def sticky(name: str, normal: str) -> ws.PollWorkflowTaskQueueRequest:
         return ws.PollWorkflowTaskQueueRequest(
             namespace=NS,
@@ -151,17 +153,27 @@ def test_a_sticky_queue_is_for_an_own_queue_and_its_first_claimant(policy: Polic
             ),
         )
 
-    assert allowed(policy, X, "PollWorkflowTaskQueue", sticky("s-1", control_queue("p", X)))
-    assert not allowed(policy, Y, "PollWorkflowTaskQueue", sticky("s-2", control_queue("p", X)))
-    # Y for its own queue, but X's sticky queue: claimed by X first
-    assert not allowed(policy, Y, "PollWorkflowTaskQueue", sticky("s-1", control_queue("p", Y)))
-    assert allowed(policy, Y, "PollWorkflowTaskQueue", sticky("s-3", control_queue("p", Y)))
+    x1, x2 = f"{identity_prefix(X)}1@h-a", f"{identity_prefix(X)}1@h-b"
+    assert allowed(policy, X, "PollWorkflowTaskQueue", sticky(x1, control_queue("p", X)))
+    assert not allowed(
+        policy, Y, "PollWorkflowTaskQueue", sticky(f"{identity_prefix(Y)}2", control_queue("p", X))
+    )
+    # Y for its own queue, but a name of X's: refused whether X claimed it already or not yet
+    for name in (x1, x2):
+        decision = decide(policy, Y, "PollWorkflowTaskQueue", sticky(name, control_queue("p", Y)))
+        assert not decision.allowed and f"begins with '{Y}/'" in decision.reason, name
+    # ... nor one that names no party (what any client's default identity gives)
+    assert not allowed(policy, Y, "PollWorkflowTaskQueue", sticky("1@h-c", control_queue("p", Y)))
+    assert allowed(
+        policy, Y, "PollWorkflowTaskQueue", sticky(f"{identity_prefix(Y)}3", control_queue("p", Y))
+    )
+    assert allowed(policy, X, "PollWorkflowTaskQueue", sticky(x2, control_queue("p", X)))
     # Shutting a worker down names its sticky queue: only the claimant's
     assert not allowed(
-        policy, Y, "ShutdownWorker", ws.ShutdownWorkerRequest(namespace=NS, sticky_task_queue="s-1")
+        policy, Y, "ShutdownWorker", ws.ShutdownWorkerRequest(namespace=NS, sticky_task_queue=x1)
     )
     assert allowed(
-        policy, X, "ShutdownWorker", ws.ShutdownWorkerRequest(namespace=NS, sticky_task_queue="s-1")
+        policy, X, "ShutdownWorker", ws.ShutdownWorkerRequest(namespace=NS, sticky_task_queue=x1)
     )
     assert not allowed(
         policy,
@@ -415,11 +427,12 @@ def test_a_workflow_tasks_commands_reach_only_the_orgs_own_flows(policy: Policy)
 
 
 def test_a_completions_sticky_queue_is_claimed_like_a_polls(policy: Policy) -> None:
+    mine = f"{identity_prefix(Y)}sticky"
     policy.observe(Y, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=b"wt"))
-    assert allowed(policy, Y, "RespondWorkflowTaskCompleted", _completed(sticky="sticky-y"))
+    assert allowed(policy, Y, "RespondWorkflowTaskCompleted", _completed(sticky=mine))
     policy.observe(X, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=b"wt"))
-    decision = decide(policy, X, "RespondWorkflowTaskCompleted", _completed(sticky="sticky-y"))
-    assert not decision.allowed and "claimed by another" in decision.reason
+    decision = decide(policy, X, "RespondWorkflowTaskCompleted", _completed(sticky=mine))
+    assert not decision.allowed and f"begins with '{X}/'" in decision.reason
 
 
 def test_worker_heartbeats_name_own_queues_only(policy: Policy) -> None:

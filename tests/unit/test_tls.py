@@ -11,9 +11,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from typer.testing import CliRunner
 
 from renkei.app.cli import app
-from renkei.kernel import tls
+from renkei.kernel import keys, tls
 from renkei.kernel.settings import Settings, get_settings
-from workers.plugin import tls_config
+from workers.plugin import service_config, tls_config
 
 
 def test_a_party_certificate_names_its_party_and_keys_are_private(tmp_path: Path) -> None:
@@ -104,36 +104,74 @@ def test_the_gateway_without_its_files_says_which(
     assert "RENKEI_TEMPORAL_TLS_CA, RENKEI_GATEWAY_CERT, RENKEI_GATEWAY_KEY" in done.output
 
 
-def test_a_revoked_certificate_is_listed_once_and_a_bad_list_is_located(tmp_path: Path) -> None:
-    tls.make_ca(tmp_path)
-    cert, _ = tls.issue(tmp_path, "jps")
-    listed, serial = tls.revoke(tmp_path, cert)
-    tls.revoke(tmp_path, cert)
-    assert tls.read_revoked(listed) == {serial}
-    assert listed.read_text().count("\n") == 1
-    assert tls.serial_of(cert.read_bytes()) == serial
-    bad = tmp_path / "bad.txt"
-    bad.write_text("# lost laptop\nabc123\nnot-hex\n")
-    with pytest.raises(tls.TlsError, match=r"bad.txt:3: not a serial number"):
-        tls.read_revoked(bad)
-    with pytest.raises(tls.TlsError, match="is not a certificate"):
-        tls.revoke(tmp_path, bad)
-
-
-def test_the_revoke_command_writes_the_list_and_refuses_what_is_no_certificate(
+def test_the_gateway_without_the_hubs_public_keys_or_a_database_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The gateway checks revocations against the hub's public key, read from the database: it
+    does not start without either, and says which (no key file is made up on the way)."""
+    tls.make_ca(tmp_path)
+    cert, key = tls.issue(tmp_path, tls.GATEWAY, server_names=["localhost"])
+    monkeypatch.setenv("RENKEI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RENKEI_TEMPORAL_ADDRESS", "127.0.0.1:1")
+    monkeypatch.setenv("RENKEI_TEMPORAL_TLS_CA", str(tls.ca_paths(tmp_path)[0]))
+    monkeypatch.setenv("RENKEI_GATEWAY_CERT", str(cert))
+    monkeypatch.setenv("RENKEI_GATEWAY_KEY", str(key))
+    for name in ("RENKEI_KEYS_FILE", "RENKEI_GATEWAY_HUB_PUBLIC", "RENKEI_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    hub_public = tmp_path / "hub-public.json"
+    try:
+        for public, said in (
+            (None, "set RENKEI_GATEWAY_HUB_PUBLIC"),
+            ("not json", "is not the hub's public keys"),
+            (keys.new_keys().public("hub").model_dump_json(), "set RENKEI_DATABASE_URL"),
+        ):
+            if public is not None:
+                hub_public.write_text(public)
+                monkeypatch.setenv("RENKEI_GATEWAY_HUB_PUBLIC", str(hub_public))
+            get_settings.cache_clear()
+            done = CliRunner().invoke(app, ["gateway"])
+            assert done.exit_code == 2 and said in done.output, done.output
+            assert "Traceback" not in done.output
+        assert not (tmp_path / "keys.json").exists()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_revoke_command_refuses_what_is_no_partys_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`renkei keys tls-revoke` reads the certificate before it touches the registry: a file
+    that is no certificate, or a certificate that names no party, or no reason, exit 2."""
     monkeypatch.setenv("RENKEI_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
     runner = CliRunner()
+    folder = tmp_path / "tls"
     try:
         assert runner.invoke(app, ["keys", "tls-ca"]).exit_code == 0
-        assert runner.invoke(app, ["keys", "tls-issue", "jps"]).exit_code == 0
-        done = runner.invoke(app, ["keys", "tls-revoke", str(tmp_path / "tls" / "jps.pem")])
-        assert done.exit_code == 0, done.output
-        assert len(tls.read_revoked(tmp_path / "tls" / tls.REVOKED)) == 1
-        done = runner.invoke(app, ["keys", "tls-revoke", str(tmp_path / "tls" / "nothing.pem")])
-        assert done.exit_code == 2 and "is not a certificate" in done.output
-        assert "Traceback" not in done.output
+        tls.issue(folder, tls.GATEWAY, server_names=["localhost"])
+        (tmp_path / "junk.pem").write_text("not a certificate")
+        for args, reason in (
+            ([str(folder / "nothing.pem"), "--reason", "lost"], "cannot be read"),
+            ([str(tmp_path / "junk.pem"), "--reason", "lost"], "is not a certificate"),
+            ([str(folder / "gateway.pem"), "--reason", "lost"], "names no renkei party"),
+            ([str(folder / "ca.pem"), "--reason", " "], "--reason must say why"),
+        ):
+            done = runner.invoke(app, ["keys", "tls-revoke", *args])
+            assert done.exit_code == 2 and reason in done.output, done.output
+            assert "Traceback" not in done.output
+        assert not (tmp_path / "postgres").exists()  # refused before any database
     finally:
         get_settings.cache_clear()
+
+
+def test_a_partys_connection_is_named_after_its_certificates_party(tmp_path: Path) -> None:
+    """The SDK names a worker's sticky queue after the client's identity: with a party's
+    certificate it begins ``<party>/``, the only sticky names the gateway lets that party claim;
+    without TLS the SDK's own default stands."""
+    tls.make_ca(tmp_path)
+    cert, key = tls.issue(tmp_path, "jps")
+    guarded = Settings(
+        temporal_tls_ca=tls.ca_paths(tmp_path)[0], temporal_tls_cert=cert, temporal_tls_key=key
+    )
+    assert service_config(guarded, "localhost:1").identity.startswith("jps/")
+    assert "/" not in service_config(Settings(), "localhost:1").identity

@@ -114,23 +114,22 @@ def keys_request(
     out: Annotated[
         Path | None, typer.Option(help="the org's key file (default <keys dir>/<org>.json)")
     ] = None,
-) -> int:
+) -> None:
     """Make ORG's keys on ORG's own side and print the public part to send to the platform
     (`renkei keys register ORG --public FILE`): the private keys never leave this machine."""
     try:
         hub = keys.PublicKeys.model_validate_json(hub_public.read_text())
     except (OSError, ValueError) as err:
         typer.echo(f"error: {hub_public} is not the hub's public keys: {err}", err=True)
-        return 2
+        raise typer.Exit(2) from None
     path = out or keys.org_keys_path(get_settings(), org)
     if path.exists():
         typer.echo(f"error: {path} exists; keys are never overwritten", err=True)
-        return 2
+        raise typer.Exit(2)
     made = keys.request(org, hub)
     keys.save(path, made)
     typer.echo(made.public(org).model_dump_json(indent=2))
     typer.echo(f"{org}: private keys in {path} (keep them); send the JSON above", err=True)
-    return 0
 
 
 @keys_app.command("register")
@@ -300,21 +299,41 @@ def keys_tls_issue(
 
 
 @keys_app.command("tls-revoke")
-def keys_tls_revoke(
+@run_async
+async def keys_tls_revoke(
     cert: Annotated[Path, typer.Argument(help="the certificate to revoke (PEM)")],
-    folder: Annotated[Path | None, typer.Option(help=TLS_HELP)] = None,
-) -> None:
-    """Revoke a party's TLS certificate (lost or stolen): its serial number goes into the CA
-    folder's revoked.txt, which the gateway reads when it starts (RENKEI_GATEWAY_REVOKED);
-    restart the gateway, then issue the party a new certificate."""
+    reason: Annotated[str, typer.Option(help="why (kept, signed, in the registry)")],
+) -> int:
+    """Revoke a party's TLS certificate (lost or stolen): the hub's signed statement, appended
+    for good to the registry's revocations; `renkei gateway` refuses the certificate within
+    RENKEI_GATEWAY_REVOCATION_REFRESH seconds, and cuts its calls in flight. Then issue the
+    party a new certificate."""
     from renkei.kernel import tls
 
+    if not reason.strip():
+        typer.echo("error: --reason must say why", err=True)
+        return 2
     try:
-        path, serial = tls.revoke(_tls_folder(folder), cert)
-    except tls.TlsError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"revoked {serial:x} in {path}; restart the gateway for it to count")
+        pem = cert.read_bytes()
+    except OSError as err:
+        typer.echo(f"error: {cert} cannot be read: {err.strerror}", err=True)
+        return 2
+    party, serial = tls.party_of(pem), tls.serial_of(pem)
+    if serial is None:
+        typer.echo(f"error: {cert} is not a certificate (PEM)", err=True)
+        return 2
+    if party is None:
+        typer.echo(f"error: {cert} names no renkei party (renkei:party:<party>)", err=True)
+        return 2
+    settings = get_settings()
+    async with database(settings) as pool:
+        await parties.revoke_certificate(
+            pool, keys.load(settings).signer(), party, serial, reason=reason.strip()
+        )
+    typer.echo(
+        f"{party}: certificate {serial:x} revoked (the gateway refuses it from its next read)"
+    )
+    return 0
 
 
 @keys_app.command("rotate")

@@ -4,6 +4,7 @@ processes joining running servers (``init``, ``serve``, ``worker hub|control|age
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -16,6 +17,7 @@ from renkei.app.bootstrap import prepare
 from renkei.app.cli.runtime import check_keys, joined, run_async
 from renkei.app.client import RenkeiClient
 from renkei.app.stack import StackDown, embedded, embedded_stack
+from renkei.contracts.names import HUB
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.search_attributes import ensure_registered
 from renkei.kernel.servers import clear_state
@@ -30,7 +32,17 @@ worker_app = typer.Typer(
 
 
 @run_async
-async def up() -> int | None:
+async def up(
+    gateway: Annotated[
+        bool,
+        typer.Option(
+            "--gateway",
+            help="guarded, as deployed: `renkei gateway` in front of Temporal (on"
+            " RENKEI_GATEWAY_LISTEN), each party's workers through it with their own certificate"
+            " (a CA and certificates made under <data folder>/tls on the first start)",
+        ),
+    ] = False,
+) -> int | None:
     """Run the whole stack in the foreground: Temporal, PostgreSQL, workers. Ctrl-C stops it.
 
     A server it started that dies is started again on its data (a few attempts, waiting longer
@@ -46,10 +58,14 @@ async def up() -> int | None:
                 stack.database_url,
                 None,
                 watch=stack.supervise if stack.temporal or stack.postgres else None,
+                gateway=gateway,
             )
         except StackDown as down:
             typer.echo(f"error: {down}. renkei stopped.", err=True)
             return 1
+        except ValueError as err:  # the gateway's files or address
+            typer.echo(f"error: {err}", err=True)
+            return 2
         finally:
             if stack.started:
                 clear_state(settings.data_dir)
@@ -85,13 +101,14 @@ async def init(
         typer.Option(
             "--db-logins",
             help="a folder of <org>.password files: each org gets its own database login"
-            " (`renkei agencies db-login`), for its own processes",
+            " (`renkei agencies db-login`), for its own processes; gateway.password: the"
+            " gateway's, which reads the revocations only",
         ),
     ] = None,
 ) -> int:
     """Prepare running servers (RENKEI_TEMPORAL_ADDRESS, RENKEI_DATABASE_URL) for workers: schema,
     whitelist, definitions, search attributes, sample promotion, schedules. Idempotent."""
-    from renkei.kernel.db import create_login
+    from renkei.kernel.db import GATEWAY, create_login
 
     settings = get_settings()
     found = joined(settings)
@@ -103,7 +120,7 @@ async def init(
         except OSError as err:
             typer.echo(f"error: cannot read {db_logins}: {err.strerror}", err=True)
             return 2
-        unknown = sorted(set(passwords) - set(default_catalog().orgs))
+        unknown = sorted(set(passwords) - set(default_catalog().orgs) - {GATEWAY})
         weak = sorted(o for o, pw in passwords.items() if len(pw) < 16)
         problems = [
             *(["no <org>.password file in it"] if not passwords else []),
@@ -161,8 +178,10 @@ async def gateway() -> int | None:
             err=True,
         )
         return 2
+    running = running_stack(settings.data_dir) or {}
+    database_url = settings.database_url or running.get("database")
     try:
-        await serve_gateway(settings, upstream, _stop_on_signals(), ready=typer.echo)
+        await serve_gateway(settings, upstream, database_url, _stop_on_signals(), ready=typer.echo)
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
@@ -249,37 +268,57 @@ async def _serve(
     ready: Callable[[RenkeiClient, asyncpg.Pool], Awaitable[None]] | None,
     *,
     watch: Callable[[Callable[[str], None]], Coroutine[Any, Any, NoReturn]] | None = None,
+    gateway: bool = False,
 ) -> None:
     from activities.agencies import SAMPLE_AGENCIES
+    from renkei.app.gateway import guarded
     from renkei.app.web import serving
     from workers.assembly import live_whitelist, running_workers
 
     client, pool = await _init(settings, address, url)
     try:
-        async with (
-            live_whitelist(url) as whitelist,
-            running_workers(client, pool, settings, default_catalog(), whitelist),
-        ):
-            if ready is not None:
-                await ready(RenkeiClient(client, settings), pool)
-                return
-            async with serving(settings, pool, client, whitelist) as web:
-                stop = _stop_on_signals()  # before it says it is up: a Ctrl-C then is a stop
-                typer.echo(
-                    f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
+        async with contextlib.AsyncExitStack() as guard:
+            connection = None
+            if gateway:
+                # The hub's services (this client, the web app) dial the frontend on loopback,
+                # as the hub's do in the compose file; every party's worker, the hub's too,
+                # goes through the gateway on its own certificate.
+                parties = [HUB, *default_catalog().orgs]
+                gateway_address, connection = await guard.enter_async_context(
+                    guarded(settings, address, pool, parties)
                 )
-                typer.echo(f"Temporal gRPC {address}")
                 typer.echo(
-                    f"codec server  {settings.codec_endpoint}  (operators sign in at /codec/login)"
+                    f"gateway       {gateway_address} → {address} (mutual TLS; the CA and each"
+                    f" party's certificate in {settings.data_dir / 'tls'})"
                 )
-                typer.echo(f"citizens      {web}/citizen")
-                typer.echo("operators     renkei operators add NAME  (prints a codec token)")
-                typer.echo("workers       control + " + ", ".join(SAMPLE_AGENCIES))
-                typer.echo("renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir))
-                try:
-                    await _until_signalled(stop, watch)
-                finally:
-                    typer.echo("stopping…")
+            async with (
+                live_whitelist(url) as whitelist,
+                running_workers(
+                    client, pool, settings, default_catalog(), whitelist, connection=connection
+                ),
+            ):
+                if ready is not None:
+                    await ready(RenkeiClient(client, settings), pool)
+                    return
+                async with serving(settings, pool, client, whitelist) as web:
+                    stop = _stop_on_signals()  # before it says it is up: a Ctrl-C then is a stop
+                    typer.echo(
+                        f"\nTemporal UI   {settings.ui_base}/namespaces/{settings.namespace}/workflows"
+                    )
+                    typer.echo(f"Temporal gRPC {address}")
+                    typer.echo(
+                        f"codec server  {settings.codec_endpoint}  (operators sign in at /codec/login)"
+                    )
+                    typer.echo(f"citizens      {web}/citizen")
+                    typer.echo("operators     renkei operators add NAME  (prints a codec token)")
+                    typer.echo("workers       control + " + ", ".join(SAMPLE_AGENCIES))
+                    typer.echo(
+                        "renkei is up. Ctrl-C stops it; data stays in " + str(settings.data_dir)
+                    )
+                    try:
+                        await _until_signalled(stop, watch)
+                    finally:
+                        typer.echo("stopping…")
     finally:
         await _close(pool)
 

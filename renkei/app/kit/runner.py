@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
@@ -50,6 +49,7 @@ from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workers.assembly import running_workers
+from workers.plugin import service_config
 
 # How often the kit looks whether a flow waits or is quiet (its state is remote: polled, as a
 # portal would). Only how soon the kit notices depends on it, never what it decides.
@@ -128,10 +128,12 @@ async def run_scenarios(
 async def _unmetered(client: Client, settings: Settings) -> Client:
     """``client`` on a connection of its own, in a runtime that serves no metrics: the kit's
     workers poll task queues named for one run, which would add label values to the SDK's
-    metrics without bound, and its linkages are not the platform's."""
+    metrics without bound, and its linkages are not the platform's. The connection is made as
+    every other (:func:`workers.plugin.service_config`): to the same address, over mutual TLS
+    with this process's certificate when the settings name one."""
     quiet = telemetry.runtime(settings.model_copy(update={"metrics_port": None}))
     service = await ServiceClient.connect(
-        dataclasses.replace(client.service_client.config, runtime=quiet)
+        service_config(settings, client.service_client.config.target_host, quiet)
     )
     config = client.config()
     config["service_client"] = service
