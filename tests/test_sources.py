@@ -29,7 +29,7 @@ from whitelist import store
 from whitelist.decide import JST, decide_linkage
 from whitelist.sources import SourceFileError
 
-from .helpers import STAND_IN, operating_for, run
+from .helpers import STAND_IN, operating_for, operator_token, run
 
 ORDINANCE = "ordinance-test"
 XML_FIXTURE = Path(__file__).parent / "fixtures" / "annex2-2015-excerpt.xml"
@@ -368,6 +368,13 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
     get_settings.cache_clear()
     cli = CliRunner()
     try:
+        # A file is loaded by a signed-in operator: national law by a platform operator, an
+        # ordinance by its own local government's; no one else, and no name typed in.
+        platform = operator_token(
+            cli, "law-loader", "--party", "hub", "--role", "platform-operator"
+        )
+        minato = operator_token(cli, "minato-clerk", "--party", "city-minato", "--role", "executor")
+        pension = operator_token(cli, "jps-clerk", "--party", "jps", "--role", "executor")
         code, out = run(cli, "whitelist", "sources")
         assert code == 0
         assert (
@@ -388,23 +395,50 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
             " provider_role: municipal-mayor, info: resident-record}\n",
             encoding="utf-8",
         )
-        code, out = run(
-            cli,
-            *("whitelist", "load", "--source", "local-city-shibuya", "--file", str(foreign)),
-            *("--as", "city-minato"),
+        load_foreign = (
+            "whitelist",
+            "load",
+            "--source",
+            "local-city-shibuya",
+            "--file",
+            str(foreign),
         )
-        assert code == 1 and "Traceback" not in out and "nothing loaded" in out
+        code, out = run(cli, *load_foreign, token=minato)
+        assert code == 1 and "Traceback" not in out and "nothing loaded" in out, out
         assert f"{foreign}:2: body: source 'local-city-shibuya' is city-shibuya's own" in out
         assert "this load is made as city-minato" in out
+        code, out = run(cli, *load_foreign, token=platform)
+        assert code == 1 and "made by a platform operator, for no body" in out
+        code, out = run(cli, *load_foreign, token="")
+        assert code == 2 and "sign in: set RENKEI_OPERATOR_TOKEN" in out and "Traceback" not in out
+        code, out = run(cli, *load_foreign, token=pension)
+        assert code == 1 and "this load is made as jps" in out and "Traceback" not in out, out
+        conformance = operator_token(
+            cli, "kit-clerk", "--party", "digital-agency", "--role", "conformance-body"
+        )
+        code, out = run(cli, *load_foreign, token=conformance)
+        assert code == 2 and "it takes a platform-operator or definer or executor" in out
+        code, out = run(cli, *load_foreign, "--by", "someone", token=platform)
+        assert code == 2 and "--by is for the shipped sources" in out
         # A task's period: an unknown id or kind is refused without a traceback.
-        code, out = run(cli, "whitelist", "period", "task", "child-allowence", "--valid-to", B)
+        code, out = run(cli, "whitelist", "period", "task", "child-allowance", "--valid-to", B)
+        assert code == 2 and "sign in" in out and "Traceback" not in out
+        code, out = run(
+            cli, "whitelist", "period", "task", "child-allowance", "--valid-to", B, token=minato
+        )
+        assert code == 2 and "it takes a platform-operator" in out
+        code, out = run(
+            cli, "whitelist", "period", "task", "child-allowence", "--valid-to", B, token=platform
+        )
         assert code == 1 and "unknown task 'child-allowence'" in out and "Traceback" not in out
         assert "did you mean `child-allowance`" in out
         code, out = run(cli, "whitelist", "period", "role", "municipal-mayor")
         assert code == 2 and "'role': task or info" in out and "Traceback" not in out
         bad = tmp_path / "bad.csv"
         bad.write_text("item,requester_role,task,provider_role,info\n1,x,y\n", encoding="utf-8")
-        code, out = run(cli, "whitelist", "load", "--source", "cli-source", "--file", str(bad))
+        code, out = run(
+            cli, "whitelist", "load", "--source", "cli-source", "--file", str(bad), token=platform
+        )
         assert code == 1 and "bad.csv:2: 5 columns expected" in out and "Traceback" not in out
         code, out = run(cli, "whitelist", "load", "--file", str(bad))
         assert code == 2 and "--source and --file go together" in out
@@ -413,6 +447,7 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
             *("whitelist", "load", "--source", "loop", "--file", str(ordinance_file)),
             *("--supersedes", "loop"),
             *("--title", "t", "--citation", "c", "--valid-from", "2030-01-01"),
+            token=platform,
         )
         assert code == 1 and "a source cannot supersede itself" in out and "Traceback" not in out
         code, out = run(
@@ -424,7 +459,10 @@ def test_the_command_line_lists_sources_and_refuses_a_bad_file_with_its_place(
         code, out = run(
             cli,
             *("whitelist", "load", "--source", "egov-excerpt", "--file", str(XML_FIXTURE)),
-            *("--valid-from", "2017-07-18", "--valid-to", "2017-07-19", "--by", "xml-tester"),
+            *("--valid-from", "2017-07-18", "--valid-to", "2017-07-19"),
+            token=operator_token(
+                cli, "xml-tester", "--party", "hub", "--role", "platform-operator"
+            ),
         )
         assert code == 0, out
         assert "loaded egov-excerpt" in out and "114 added, 0 removed" in out
@@ -663,7 +701,9 @@ async def test_a_city_loads_only_its_own_ordinance_and_the_load_records_which_ci
             "city-minato",
         ): ("body: source 'local-city-shibuya' is city-shibuya's own ordinance",),
         # a body's ordinance loaded as no body
-        ("local-city-shibuya", shibuyas, None): ("this load is made as no body (--as)",),
+        ("local-city-shibuya", shibuyas, None): (
+            "this load is made by a platform operator, for no body",
+        ),
         # a city loading national law (no body)
         (
             "annex2-2015",

@@ -254,7 +254,7 @@ def check_body(
             f" this file would make it {body or 'national law'}'s"
         )
     elif body is not None and as_org != body:
-        made_as = f"as {as_org}" if as_org else "as no body (--as)"
+        made_as = f"as {as_org}" if as_org else "by a platform operator, for no body"
         problems.append(
             f"{where}: body: source {source_id!r} is {body}'s own ordinance (番号法第9条第2項):"
             f" only {body} loads or replaces its rows, and this load is made {made_as}"

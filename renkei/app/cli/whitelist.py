@@ -7,8 +7,10 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import typer
 
+from renkei.app.actors import Actor
 from renkei.app.bootstrap import load_whitelist
 from renkei.app.cli.runtime import database, run_async
 from renkei.bpf.models import did_you_mean
@@ -37,6 +39,15 @@ def _day(option: str, value: str | None) -> dt.date | None:
         ) from None
 
 
+async def loader(pool: asyncpg.Pool) -> Actor:
+    """The signed-in operator who may load a legal source: a platform operator (national law),
+    or an org's definer or executor (its own body's ordinance only: ``check_body`` refuses the
+    rest, at the file's ``body:`` line)."""
+    from renkei.app.actors import require, signed_in
+
+    return require(await signed_in(pool), "platform-operator", "definer", "executor")
+
+
 @whitelist_app.command("load")
 @run_async
 async def whitelist_load(
@@ -63,20 +74,20 @@ async def whitelist_load(
     mapping: Annotated[
         Path | None, typer.Option(help="law XML only: the mapping of its wording to ids")
     ] = None,
-    by: Annotated[str | None, typer.Option(help="who loads (default: the OS user)")] = None,
-    as_org: Annotated[
+    by: Annotated[
         str | None,
-        typer.Option(
-            "--as",
-            help="the local government the load is made as: it loads its own ordinance only"
-            " (番号法第9条第2項; the file says `body:`)",
-        ),
+        typer.Option(help="shipped sources only: who installs them (default: the OS user)"),
     ] = None,
 ) -> int:
     """Load a legal source into the store and print what changed (workers pick it up without a
     restart). Without arguments, the shipped sources (Annex Table 2, 2015 text, each sample city's
-    ordinance, the partner rows). Every operating BPF version is reviewed at the load's effective date."""
-    from renkei.app.sources import SourceOptions, load_defaults, load_file, os_user
+    ordinance, the partner rows): the installation's step. Every operating BPF version is
+    reviewed at the load's effective date.
+
+    A file is loaded by a signed-in operator (``RENKEI_OPERATOR_TOKEN``): a platform operator
+    loads national law; an operator of a local government (its definer or executor) loads that
+    body's own ordinance only (番号法第9条第2項; the file says ``body:``). The load records who."""
+    from renkei.app.sources import SourceOptions, load_defaults, load_file
     from whitelist.sources import SourceFileError
 
     if (source is None) != (file is None):
@@ -101,7 +112,16 @@ async def whitelist_load(
             mapping=mapping,
         )
         try:
-            report = await load_file(pool, source, file, options, by or os_user(), as_org=as_org)
+            actor = await loader(pool)
+        except PermissionError as err:
+            typer.echo(f"error: nothing loaded: {err}", err=True)
+            return 2
+        if by is not None:
+            typer.echo("error: --by is for the shipped sources: a file's load names its operator")
+            return 2
+        as_org = None if actor.role == "platform-operator" else actor.party
+        try:
+            report = await load_file(pool, source, file, options, actor.name, as_org=as_org)
         except (SourceFileError, store.SourceRefused) as err:
             typer.echo(f"error: nothing loaded:\n{err}", err=True)
             return 1
@@ -138,16 +158,22 @@ async def whitelist_period(
     ident: Annotated[str, typer.Argument(metavar="ID", help="the task's or the info item's id")],
     valid_from: Day = None,
     valid_to: Day = None,
-    by: Annotated[str | None, typer.Option(help="who sets it (default: the OS user)")] = None,
 ) -> int:
     """Set the period a task (事務) or an info item (特定個人情報) is in force (none: always):
-    outside it every linkage of it is denied. Recorded as a load, then every operating BPF
-    version is reviewed, as after a load."""
-    from renkei.app.sources import os_user, set_period
+    outside it every linkage of it is denied. A platform operator's act (signed in with
+    ``RENKEI_OPERATOR_TOKEN``), recorded as a load in its name; then every operating BPF version
+    is reviewed, as after a load."""
+    from renkei.app.actors import require, signed_in
+    from renkei.app.sources import set_period
 
     if kind not in ("task", "info"):
         raise typer.BadParameter(f"{kind!r}: task or info", param_hint="KIND")
     async with database(get_settings()) as pool:
+        try:
+            actor = require(await signed_in(pool), "platform-operator")
+        except PermissionError as err:
+            typer.echo(f"error: nothing set: {err}", err=True)
+            return 2
         try:
             report = await set_period(
                 pool,
@@ -155,7 +181,7 @@ async def whitelist_period(
                 ident,
                 _day("--valid-from", valid_from),
                 _day("--valid-to", valid_to),
-                by or os_user(),
+                actor.name,
             )
         except store.SourceRefused as err:
             typer.echo(f"error: nothing set: {err}", err=True)
