@@ -466,7 +466,8 @@ async def test_a_receipt_no_permit_stands_behind_shows_the_citizen_no_exchange(
     denied, _ = await _probe_attempt(pool, hub, "jps", allowed=False, subject=str(subject))
     permitted, permit = await _probe_attempt(pool, hub, "jps", subject=str(subject))
     made_up = base64.b64encode(uuid.uuid4().bytes * 4).decode()
-    framed = _receipt(keys.load_org(settings, "jps").signer(), permit)
+    jps = keys.load_org(settings, "jps").signer()
+    framed = _receipt(jps, permit)
     own = await create_pool(base_settings.database_url, max_size=1, role=party_role("jps"))
     try:
         assert await own.fetchval("SELECT current_user") == party_role("jps")
@@ -498,6 +499,14 @@ async def test_a_receipt_no_permit_stands_behind_shows_the_citizen_no_exchange(
             answered_at=dt.datetime.now(dt.UTC),
         ),
     )
+    # And the provider's own receipt of an exchange between two others (the hub brokered it
+    # with another provider): it blames that exchange's requester for nothing.
+    elsewhere, kenpo = await _probe_attempt(pool, hub, "kyokai-kenpo", subject=str(subject))
+    own = await create_pool(base_settings.database_url, max_size=1, role=party_role("jps"))
+    try:
+        await records.keep_receipt(own, _kept("jps", elsewhere, _receipt(jps, kenpo)))
+    finally:
+        await own.close()
     seen = {
         r.application: (r.exchange, r.provided_per)
         for r in await records_for_subject(pool, catalog, subject, hub=hub.key.public_key())
@@ -505,6 +514,7 @@ async def test_a_receipt_no_permit_stands_behind_shows_the_citizen_no_exchange(
     assert seen == {
         denied.rsplit("/", 2)[0]: ("denied", None),
         permitted.rsplit("/", 2)[0]: ("pending", None),
+        elsewhere.rsplit("/", 2)[0]: ("pending", None),
     }
     found = {
         m.attempt_key: m.problem
@@ -512,3 +522,15 @@ async def test_a_receipt_no_permit_stands_behind_shows_the_citizen_no_exchange(
     }
     assert found[denied] == "the provider kept a receipt of an attempt the hub denied"
     assert found[permitted] == "a receipt its keeper's registered key did not sign"
+    assert found[elsewhere] == "the hub brokered this attempt with another provider"
+
+
+def _kept(keeper: str, key: str, receipt: AnswerReceipt) -> records.ProviderReceipt:
+    return records.ProviderReceipt(
+        keeper=keeper,
+        attempt_key=key,
+        answer_digest=receipt.digest,
+        permit_signature=receipt.permit.signature,
+        signature=receipt.signature,
+        answered_at=dt.datetime.now(dt.UTC),
+    )

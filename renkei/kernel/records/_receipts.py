@@ -117,7 +117,7 @@ async def reconcile(
         ring = await keyring(conn, hub)
         before = dt.datetime.now(dt.UTC) - settled
         for r in await conn.fetch(
-            "SELECT p.*, h.requester, h.outcome AS decision, o.outcome"
+            "SELECT p.*, h.requester, h.provider, h.outcome AS decision, o.outcome"
             " FROM records.answer_receipts p"
             " LEFT JOIN records.access_records h ON h.keeper = 'hub'"
             " AND h.attempt_key = p.attempt_key"
@@ -140,6 +140,8 @@ async def reconcile(
                 problem = "a receipt its keeper's registered key did not sign"
             elif r["requester"] is None:
                 problem = "the provider answered an attempt the hub has no record of"
+            elif r["provider"] != r["keeper"]:  # its receipt of someone else's exchange
+                problem = "the hub brokered this attempt with another provider"
             elif r["decision"] == "denied":  # no permit was issued: nothing could be answered
                 problem = "the provider kept a receipt of an attempt the hub denied"
             elif r["outcome"] == "provided":
