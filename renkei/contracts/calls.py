@@ -20,7 +20,8 @@ The rules, deny by default (a method not named here is refused to every org):
   task (complete, fail, heartbeat, answer a query) only with a token the gateway handed to X;
   and a workflow task's commands may start children, signal or cancel other flows only within
   X's own flows; a start, a child, a continuation or an upsert of search attributes may set
-  the executor attribute (``RenkeiExecutor``) to X only; it may list flows only with a query naming X as their executor (its own API's
+  the executor attribute (``RenkeiExecutor``) to X only; a start names no completion
+  callback and a flow calls no Nexus operation (renkei uses neither); it may list flows only with a query naming X as their executor (its own API's
   list of its runs). Counting and scanning flows, other listings, schedules, batches, the namespace, the
   operator service and worker versioning are the platform's.
 
@@ -313,6 +314,12 @@ class Policy:
         attributes: SearchAttributes = request.search_attributes  # type: ignore[attr-defined]
         if problem := _names_another_executor(party, attributes):
             return _deny(party, method, "own starts", problem)
+        if "completion_callbacks" in request.DESCRIPTOR.fields_by_name and len(
+            request.completion_callbacks  # type: ignore[attr-defined]
+        ):
+            # The frontend would call the URL when the flow ends, from inside the platform's
+            # network: renkei's flows name none, and an org names none either.
+            return _deny(party, method, "own starts", "a completion callback")
         return _allow("own starts")
 
     def _answer(self, party: str, method: str, request: Message) -> Decision:
@@ -357,6 +364,10 @@ class Policy:
             if again.task_queue.name and not _own_queue(party, again.task_queue.name):
                 return f"continued on task queue {again.task_queue.name!r}"
             return _names_another_executor(party, again.search_attributes)
+        elif kind == CommandType.COMMAND_TYPE_SCHEDULE_NEXUS_OPERATION:
+            # A Nexus endpoint reaches whatever queue the platform made it for: renkei's flows
+            # call none, so an org's flow calls none either.
+            return "a Nexus operation"
         elif kind == CommandType.COMMAND_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             upsert = command.upsert_workflow_search_attributes_command_attributes
             return _names_another_executor(party, upsert.search_attributes)

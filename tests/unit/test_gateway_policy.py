@@ -10,11 +10,12 @@ from temporalio.api.command.v1 import (
     ContinueAsNewWorkflowExecutionCommandAttributes,
     RequestCancelExternalWorkflowExecutionCommandAttributes,
     ScheduleActivityTaskCommandAttributes,
+    ScheduleNexusOperationCommandAttributes,
     SignalExternalWorkflowExecutionCommandAttributes,
     StartChildWorkflowExecutionCommandAttributes,
     UpsertWorkflowSearchAttributesCommandAttributes,
 )
-from temporalio.api.common.v1 import Payload, SearchAttributes, WorkflowExecution
+from temporalio.api.common.v1 import Callback, Payload, SearchAttributes, WorkflowExecution
 from temporalio.api.enums.v1 import CommandType, TaskQueueKind
 from temporalio.api.taskqueue.v1 import StickyExecutionAttributes, TaskQueue
 from temporalio.api.update.v1 import UpdateRef
@@ -525,3 +526,33 @@ def test_an_org_sets_no_other_executor_on_its_flows(policy: Policy, value: bytes
             namespace=NS, task_token=token, commands=[command]
         )
         assert allowed(policy, X, "RespondWorkflowTaskCompleted", done) is ok, command
+
+
+def test_an_org_names_no_completion_callback_and_calls_no_nexus_operation(policy: Policy) -> None:
+    """A completion callback is a URL the frontend calls from inside the platform's network
+    when the flow ends, and a Nexus operation reaches whatever queue its endpoint names:
+    renkei's flows use neither, so an org's are refused."""
+    start = ws.StartWorkflowExecutionRequest(
+        namespace=NS,
+        workflow_id=OWN,
+        task_queue=TaskQueue(name=control_queue("p", X)),
+        completion_callbacks=[Callback(nexus=Callback.Nexus(url="http://frontend:7243/api"))],
+    )
+    assert not allowed(policy, X, "StartWorkflowExecution", start)
+    multi = ws.ExecuteMultiOperationRequest(
+        namespace=NS,
+        operations=[ws.ExecuteMultiOperationRequest.Operation(start_workflow=start)],
+    )
+    assert not allowed(policy, X, "ExecuteMultiOperation", multi)
+    start.ClearField("completion_callbacks")
+    assert allowed(policy, X, "StartWorkflowExecution", start)
+    token = uuid.uuid4().bytes
+    policy.observe(X, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=token))
+    nexus = Command(
+        command_type=CommandType.COMMAND_TYPE_SCHEDULE_NEXUS_OPERATION,
+        schedule_nexus_operation_command_attributes=ScheduleNexusOperationCommandAttributes(
+            endpoint="any", service="s", operation="o"
+        ),
+    )
+    done = ws.RespondWorkflowTaskCompletedRequest(namespace=NS, task_token=token, commands=[nexus])
+    assert not allowed(policy, X, "RespondWorkflowTaskCompleted", done)
