@@ -18,8 +18,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 from temporalio import workflow
@@ -534,3 +536,55 @@ def _kept(keeper: str, key: str, receipt: AnswerReceipt) -> records.ProviderRece
         signature=receipt.signature,
         answered_at=dt.datetime.now(dt.UTC),
     )
+
+
+async def test_an_orgs_own_database_login_keeps_and_reads_only_its_own_receipts(
+    pool, settings
+) -> None:
+    """JPS on its own login (`renkei agencies db-login`), working as its role: it keeps a
+    receipt in its own name; one in another provider's name is refused, it reads no other
+    provider's receipts, changes none of its own, and without its role reads none at all."""
+    from renkei.kernel.db import create_login
+
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    mine, _ = await _probe_attempt(pool, hub, "jps")
+    theirs, kenpo = await _probe_attempt(pool, hub, "kyokai-kenpo")
+    await records.keep_receipt(  # the platform's role: kyokai-kenpo's receipt is there
+        pool,
+        _kept(
+            "kyokai-kenpo",
+            theirs,
+            _receipt(keys.load_org(settings, "kyokai-kenpo").signer(), kenpo),
+        ),
+    )
+    password = uuid.uuid4().hex + uuid.uuid4().hex
+    login = await create_login(pool, "jps", password)
+    assert settings.database_url
+    parts = urlsplit(settings.database_url)
+    own = urlunsplit(parts._replace(netloc=f"{login}:{password}@{parts.netloc.rpartition('@')[2]}"))
+    conn = await asyncpg.connect(own)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        insert = (
+            "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+            " permit_signature, signature, answered_at) VALUES ($1, $2, 'd', 'p', 's', now())"
+        )
+        await conn.execute(insert, "jps", mine)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(insert, "kyokai-kenpo", mine)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(insert, "city-minato", f"{mine}-x")
+        seen = await conn.fetch("SELECT keeper, attempt_key FROM records.answer_receipts")
+        assert seen and {r["keeper"] for r in seen} == {"jps"}
+        assert theirs not in {r["attempt_key"] for r in seen}
+        for change in (
+            "UPDATE records.answer_receipts SET signature = 'x' WHERE keeper = 'jps'",
+            "DELETE FROM records.answer_receipts WHERE keeper = 'jps'",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(change)
+        await conn.execute("RESET ROLE")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT 1 FROM records.answer_receipts LIMIT 1")
+    finally:
+        await conn.close()
