@@ -18,14 +18,14 @@ from typer.testing import CliRunner
 
 from renkei.app.bootstrap import issue_keys
 from renkei.app.client import RenkeiClient
-from renkei.kernel import records
+from renkei.kernel import keys, records
 from renkei.kernel.db import party_role
 from renkei.kernel.settings import Settings
 from whitelist import orgs
 from whitelist.models import Held
 from whitelist.store import LiveWhitelist
 
-from .helpers import run, workers
+from .helpers import access_record, run, workers
 from .processes import worker
 from .test_orgs import _active, _check, _reached
 
@@ -164,3 +164,40 @@ async def _cannot_leave(own: str, login: str, org: str) -> None:
             await conn.fetchval("SELECT trust.make_party_role($1)", org)
     finally:
         await conn.close()
+
+
+async def test_no_org_is_registered_under_the_platforms_own_party_id(
+    pool, settings: Settings, catalog
+) -> None:
+    """The platform's party id (``hub``) is no org's. Registered as one (by the application's
+    role straight into the registry, or through the registry's own add), it would get a
+    database role the row-level security takes for the hub's: whoever is given its login
+    reads the hub's chain of every citizen's records. Both are refused; nothing is made."""
+    hub_signer = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    await records.write(  # the hub's chain holds at least this record
+        pool, access_record(records.HUB, 0, attempt_key=str(uuid.uuid4())), signer=hub_signer
+    )
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            with pytest.raises(asyncpg.PostgresError):
+                await conn.execute(
+                    "INSERT INTO whitelist.orgs (id, ja, en, kind) VALUES"
+                    " ('hub', 'ハブ', 'Hub', 'municipal')"
+                )
+                await conn.fetchval("SELECT trust.make_party_role('hub')")
+                # what such a role would read, once its login is given out
+                await conn.execute("RESET ROLE")
+                await conn.execute(f"SET LOCAL ROLE {party_role(records.HUB)}")
+                assert not await conn.fetchval(
+                    "SELECT count(*) FROM records.access_records WHERE keeper = 'hub'"
+                ), "a role for an org named hub reads the hub's chain"
+        finally:
+            await tx.rollback()
+    hub = _new().model_copy(update={"id": records.HUB})
+    with pytest.raises(orgs.OrgChangeRefused, match="the platform's own party id"):
+        await orgs.add(pool, catalog, hub, "test", "platform-operator")
+    assert not await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM whitelist.orgs WHERE id = $1)", records.HUB
+    )

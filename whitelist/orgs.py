@@ -49,6 +49,9 @@ NEXT_STATUS: dict[OrgStatus, tuple[OrgStatus, ...]] = {
     "retired": (),
 }
 
+# The platform's own party id (the hub's: its chain, its keys, its channel), never an org's.
+PLATFORM = "hub"
+
 
 class OrgChangeRefused(ValueError):
     """A change to the org registry that is not allowed, with the reason."""
@@ -282,6 +285,8 @@ async def add(
     In the same transaction the org gets its own database role, ``renkei_org_<org>``, with the
     grants the sample orgs' roles have (migration 0041): its worker works as that role, or on a
     login of its own (``renkei agencies db-login``)."""
+    if new.id == PLATFORM:  # its role would be taken for the hub's (migration 0048)
+        raise OrgChangeRefused(f"{new.id!r} is the platform's own party id, no org's")
     _check_ids(catalog, new.kind, new.roles, new.serves, new.acting)
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(
