@@ -17,9 +17,11 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from renkei.app.bootstrap import issue_keys
+from renkei.app.citizen import subject_of_portal_code
 from renkei.app.client import RenkeiClient
 from renkei.kernel import keys, records
 from renkei.kernel.db import party_role
+from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, derive_code
 from renkei.kernel.settings import Settings
 from whitelist import orgs
 from whitelist.models import Held
@@ -201,3 +203,28 @@ async def test_no_org_is_registered_under_the_platforms_own_party_id(
     assert not await pool.fetchval(
         "SELECT EXISTS (SELECT 1 FROM whitelist.orgs WHERE id = $1)", records.HUB
     )
+
+
+async def test_no_org_is_registered_under_the_citizens_code_space(
+    pool, settings: Settings, catalog
+) -> None:
+    """The hub derives an org's code for a person from the org's id; the citizens' own code
+    space is ``portal``. An org registered under it would be given, as its code for each person
+    it asks or answers about, that person's portal sign-in code (with which the portal shows
+    their records and takes their answers as theirs). Refused, by the registry and its table."""
+    person = uuid.uuid4()
+    await Pseudonyms(pool, keys.load(settings).hub_key).enroll([person], [PORTAL])
+    as_an_org = derive_code(keys.load(settings).hub_key, PORTAL, person)
+    # what such an org's code for the person would be: the citizen's own sign-in
+    assert (
+        await subject_of_portal_code(Pseudonyms(pool, keys.load(settings).hub_key), as_an_org)
+        == person
+    )
+    portal = _new().model_copy(update={"id": PORTAL})
+    with pytest.raises(orgs.OrgChangeRefused, match="the citizens' own code space"):
+        await orgs.add(pool, catalog, portal, "test", "platform-operator")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "INSERT INTO whitelist.orgs (id, ja, en, kind) VALUES ($1, 'ポータル', 'Portal', 'municipal')",
+            PORTAL,
+        )
