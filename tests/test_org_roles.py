@@ -176,13 +176,14 @@ async def test_no_org_is_registered_under_the_platforms_own_party_id(
     database role the row-level security takes for the hub's: whoever is given its login
     reads the hub's chain of every citizen's records. Both are refused; nothing is made."""
     hub_signer = records.RecordSigner(records.HUB, keys.load(settings).signer())
-    await records.write(  # the hub's chain holds at least this record
-        pool, access_record(records.HUB, 0, attempt_key=str(uuid.uuid4())), signer=hub_signer
-    )
     async with pool.acquire() as conn:
-        tx = conn.transaction()
+        tx = conn.transaction()  # rolled back: the shared chains are left as they were
         await tx.start()
         try:
+            # the hub's chain holds at least this record
+            await records.append(
+                conn, [access_record(records.HUB, 0, attempt_key=str(uuid.uuid4()))], hub_signer
+            )
             with pytest.raises(asyncpg.PostgresError):
                 await conn.execute(
                     "INSERT INTO whitelist.orgs (id, ja, en, kind) VALUES"
