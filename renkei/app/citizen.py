@@ -91,7 +91,8 @@ class CitizenRecord(BaseModel):
         default=None,
         description="where ``provided`` comes from: ``hub``, the hub's outcome (on the"
         " provider's receipt the executor forwarded); ``provider``, the provider's own record"
-        " of its answer only (the executor reported a failure, or nothing)",
+        " of its answer only (the executor reported a failure, or nothing), counted only for an"
+        " attempt the hub permitted and under the provider's key the hub registered",
     )
     held_until: dt.datetime | None = Field(
         default=None, description="the record is (or was) withheld from the citizen until then"
