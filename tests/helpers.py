@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from temporalio.client import Client
 from temporalio.worker import Worker
 from typer.testing import CliRunner
@@ -43,6 +44,11 @@ def pick(settings: Settings, test: Callable[[Household], bool]) -> Household:
 
 def code(settings: Settings, org: str, person: Person) -> str:
     return derive_code(keys.load(settings).hub_key, org, person.subject_id)
+
+
+def hub_public(settings: Settings) -> Ed25519PublicKey:
+    """The hub's public signing key (what the citizen's view checks providers' keys by)."""
+    return keys.load(settings).signer().public_key()
 
 
 @contextlib.asynccontextmanager

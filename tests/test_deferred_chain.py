@@ -24,7 +24,7 @@ from whitelist.catalog import default_catalog
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 
-from .helpers import access_record, child_rearing, pick, sdk, workers
+from .helpers import access_record, child_rearing, hub_public, pick, sdk, workers
 
 
 async def _party(pool: asyncpg.Pool, settings: Settings) -> records.RecordSigner:
@@ -268,7 +268,7 @@ async def test_an_outcome_binds_to_a_hub_record_not_yet_chained(
     theirs = side.model_copy(update={"keeper": requester.party, "subject_code": "CODE"})
     await records.write(pool, theirs, side, signer=hub, deferred=True)
     # The citizen sees it at once, chained or not.
-    [seen] = await records_for_subject(pool, default_catalog(), subject)
+    [seen] = await records_for_subject(pool, default_catalog(), subject, hub=hub_public(settings))
     assert seen.outcome == "denied"
     found = await records.record_outcome(pool, attempt, "denied", hub)
     assert found is not None

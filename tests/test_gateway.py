@@ -21,8 +21,9 @@ from temporalio.api.command.v1 import (
     Command,
     SignalExternalWorkflowExecutionCommandAttributes,
     StartChildWorkflowExecutionCommandAttributes,
+    UpsertWorkflowSearchAttributesCommandAttributes,
 )
-from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.common.v1 import SearchAttributes, WorkflowExecution
 from temporalio.api.enums.v1 import CommandType, TaskQueueKind
 from temporalio.api.namespace.v1 import UpdateNamespaceInfo
 from temporalio.api.schedule.v1 import Schedule, ScheduleAction
@@ -30,6 +31,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflow.v1 import NewWorkflowExecutionInfo
 from temporalio.api.workflowservice import v1 as ws
 from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.converter import PayloadConverter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
@@ -46,6 +49,7 @@ from renkei.contracts.names import (
 from renkei.kernel import keys, parties, tls
 from renkei.kernel.db import GATEWAY, GATEWAY_ROLE, create_login, create_pool
 from renkei.kernel.records import revocation_message
+from renkei.kernel.search_attributes import EXECUTOR
 from renkei.kernel.settings import Settings
 from workers.plugin import connect
 
@@ -491,6 +495,72 @@ async def test_a_task_is_answered_only_with_a_token_handed_to_the_party(
     await minato.workflow_service.respond_workflow_task_failed(
         ws.RespondWorkflowTaskFailedRequest(namespace=own.namespace, task_token=task.task_token)
     )
+
+
+async def test_an_org_cannot_pass_its_flow_off_as_another_executors_run(
+    gateway: Running, base_settings: Settings
+) -> None:
+    """Shibuya starts a flow under its own id on its own queue but naming Minato as its
+    executor, or sets that later from its own workflow task: both refused, so Minato's listing
+    of its runs (and the platform's) never shows Shibuya's flow as Minato's."""
+    own = base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
+    prefix, ns = own.task_queue_prefix, own.namespace
+    shibuya = await gateway.client("city-shibuya", own)
+    queue = control_queue(prefix, "city-shibuya")
+    flow = allowance_check(own)
+    posing = workflow_id(flow.bpf, "city-shibuya", f"pose-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(RPCError) as err:
+        await shibuya.start_workflow(
+            flow.bpf,
+            flow,
+            id=posing,
+            task_queue=queue,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(EXECUTOR, "city-minato")]),
+        )
+    _denied(err, "city-shibuya", "StartWorkflowExecution")
+    # Its own flow, named as its own; then its workflow task tries to rename the executor.
+    honest = workflow_id(flow.bpf, "city-shibuya", f"own-{uuid.uuid4().hex[:8]}")
+    await shibuya.start_workflow(
+        flow.bpf,
+        flow,
+        id=honest,
+        task_queue=queue,
+        search_attributes=TypedSearchAttributes([SearchAttributePair(EXECUTOR, "city-shibuya")]),
+    )
+    task = await shibuya.workflow_service.poll_workflow_task_queue(
+        ws.PollWorkflowTaskQueueRequest(namespace=ns, task_queue=TaskQueue(name=queue))
+    )
+    assert task.workflow_execution.workflow_id == honest
+    upsert = Command(
+        command_type=CommandType.COMMAND_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+        upsert_workflow_search_attributes_command_attributes=UpsertWorkflowSearchAttributesCommandAttributes(
+            search_attributes=SearchAttributes(
+                indexed_fields={EXECUTOR.name: PayloadConverter.default.to_payload("city-minato")}
+            )
+        ),
+    )
+    with pytest.raises(RPCError) as err:
+        await shibuya.workflow_service.respond_workflow_task_completed(
+            ws.RespondWorkflowTaskCompletedRequest(
+                namespace=ns, task_token=task.task_token, commands=[upsert]
+            )
+        )
+    _denied(err, "city-shibuya", "RespondWorkflowTaskCompleted")
+    await shibuya.workflow_service.respond_workflow_task_failed(
+        ws.RespondWorkflowTaskFailedRequest(namespace=ns, task_token=task.task_token)
+    )
+    # Minato's listing of its runs: neither of Shibuya's flows (the honest one lists as
+    # Shibuya's, which shows the listing reads the flows at all).
+    for _ in range(300):  # until the listing has caught up with the honest start
+        mine = [w.id async for w in shibuya.list_workflows(f"{EXECUTOR.name} = 'city-shibuya'")]
+        if honest in mine:
+            break
+        await asyncio.sleep(0.1)
+    assert honest in mine
+    minato = await gateway.client("city-minato", own)
+    theirs = [w.id async for w in minato.list_workflows(f"{EXECUTOR.name} = 'city-minato'")]
+    assert posing not in theirs and honest not in theirs
+    await shibuya.get_workflow_handle(honest).terminate()
 
 
 async def test_an_org_cannot_make_schedules_nor_change_the_namespace(gateway: Running) -> None:

@@ -46,6 +46,7 @@ from .helpers import (
     access_record,
     allowance_check,
     code,
+    hub_public,
     pick,
     register_fixture,
     sdk,
@@ -460,7 +461,7 @@ async def test_a_child_flows_records_name_the_flow_it_served(
     seen = [
         r
         for r in await records_for_subject(
-            pool, catalog, uuid.UUID(about), RecordFilter(limit=5000)
+            pool, catalog, uuid.UUID(about), RecordFilter(limit=5000), hub=hub_public(settings)
         )
         if r.bpf == "child-allowance-check" and r.application == handle.id
     ]

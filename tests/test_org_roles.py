@@ -17,17 +17,19 @@ from temporalio.client import Client
 from typer.testing import CliRunner
 
 from renkei.app.bootstrap import issue_keys
+from renkei.app.citizen import subject_of_portal_code
 from renkei.app.client import RenkeiClient
-from renkei.kernel import records
+from renkei.kernel import keys, records
 from renkei.kernel.db import party_role
+from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, derive_code
 from renkei.kernel.settings import Settings
 from whitelist import orgs
 from whitelist.models import Held
 from whitelist.store import LiveWhitelist
 
-from .helpers import run, workers
+from .helpers import access_record, give_pias, run, workers
 from .processes import worker
-from .test_orgs import _active, _check, _reached
+from .test_orgs import _active, _check
 
 
 def _as_login(url: str, user: str, password: str) -> str:
@@ -97,7 +99,7 @@ async def test_an_org_added_at_run_time_serves_on_its_own_login_and_reads_nothin
     async with workers(client, pool, settings, catalog, live_whitelist):  # the hub and samples
         await _active(pool, settings, catalog, new)
         await issue_keys(pool, settings, [new.id])
-        await _reached(pool, live_whitelist)
+        await give_pias(pool, live_whitelist)
 
         password = secrets.token_urlsafe(24)
         secret = tmp_path / "db.password"
@@ -164,3 +166,66 @@ async def _cannot_leave(own: str, login: str, org: str) -> None:
             await conn.fetchval("SELECT trust.make_party_role($1)", org)
     finally:
         await conn.close()
+
+
+async def test_no_org_is_registered_under_the_platforms_own_party_id(
+    pool, settings: Settings, catalog
+) -> None:
+    """The platform's party id (``hub``) is no org's. Registered as one (by the application's
+    role straight into the registry, or through the registry's own add), it would get a
+    database role the row-level security takes for the hub's: whoever is given its login
+    reads the hub's chain of every citizen's records. Both are refused; nothing is made."""
+    hub_signer = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    async with pool.acquire() as conn:
+        tx = conn.transaction()  # rolled back: the shared chains are left as they were
+        await tx.start()
+        try:
+            # the hub's chain holds at least this record
+            await records.append(
+                conn, [access_record(records.HUB, 0, attempt_key=str(uuid.uuid4()))], hub_signer
+            )
+            with pytest.raises(asyncpg.PostgresError):
+                await conn.execute(
+                    "INSERT INTO whitelist.orgs (id, ja, en, kind) VALUES"
+                    " ('hub', 'ハブ', 'Hub', 'municipal')"
+                )
+                await conn.fetchval("SELECT trust.make_party_role('hub')")
+                # what such a role would read, once its login is given out
+                await conn.execute("RESET ROLE")
+                await conn.execute(f"SET LOCAL ROLE {party_role(records.HUB)}")
+                assert not await conn.fetchval(
+                    "SELECT count(*) FROM records.access_records WHERE keeper = 'hub'"
+                ), "a role for an org named hub reads the hub's chain"
+        finally:
+            await tx.rollback()
+    hub = _new().model_copy(update={"id": records.HUB})
+    with pytest.raises(orgs.OrgChangeRefused, match="the platform's own party id"):
+        await orgs.add(pool, catalog, hub, "test", "platform-operator")
+    assert not await pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM whitelist.orgs WHERE id = $1)", records.HUB
+    )
+
+
+async def test_no_org_is_registered_under_the_citizens_code_space(
+    pool, settings: Settings, catalog
+) -> None:
+    """The hub derives an org's code for a person from the org's id; the citizens' own code
+    space is ``portal``. An org registered under it would be given, as its code for each person
+    it asks or answers about, that person's portal sign-in code (with which the portal shows
+    their records and takes their answers as theirs). Refused, by the registry and its table."""
+    person = uuid.uuid4()
+    await Pseudonyms(pool, keys.load(settings).hub_key).enroll([person], [PORTAL])
+    as_an_org = derive_code(keys.load(settings).hub_key, PORTAL, person)
+    # what such an org's code for the person would be: the citizen's own sign-in
+    assert (
+        await subject_of_portal_code(Pseudonyms(pool, keys.load(settings).hub_key), as_an_org)
+        == person
+    )
+    portal = _new().model_copy(update={"id": PORTAL})
+    with pytest.raises(orgs.OrgChangeRefused, match="the citizens' own code space"):
+        await orgs.add(pool, catalog, portal, "test", "platform-operator")
+    with pytest.raises(asyncpg.CheckViolationError):
+        await pool.execute(
+            "INSERT INTO whitelist.orgs (id, ja, en, kind) VALUES ($1, 'ポータル', 'Portal', 'municipal')",
+            PORTAL,
+        )

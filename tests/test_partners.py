@@ -30,7 +30,7 @@ from whitelist.decide import JST
 from whitelist.payloads import ActionReceipt, MoveNotice
 from workers.plugin import party_client
 
-from .helpers import code, give_pias, pick, register_fixture, sdk, start, workers
+from .helpers import code, give_pias, hub_public, pick, register_fixture, sdk, start, workers
 
 BPF = "move-notice-electricity"
 INPUTS = {"moved_on": "2026-12-01", "new_address": "東京都港区芝公園1-1-1"}
@@ -117,7 +117,9 @@ async def test_a_private_partner_acts_on_the_citizens_consent_and_gets_no_code(
         assert r.whitelist_row == "renkei-partners/1" and "第69条第2項第1号" in r.legal_reference
     seen = [
         r
-        for r in await records_for_subject(pool, catalog, person.subject_id)
+        for r in await records_for_subject(
+            pool, catalog, person.subject_id, hub=hub_public(settings)
+        )
         if r.application == handle.id
     ]
     assert [(r.step, r.action, r.provider.id, r.info.id) for r in seen] == [

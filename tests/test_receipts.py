@@ -18,8 +18,10 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 from temporalio import workflow
@@ -38,6 +40,7 @@ from renkei.contracts.messages import (
 )
 from renkei.contracts.names import agency_queue, hub_queue, query_activity, workflow_id
 from renkei.kernel import attest, keys, parties, permits, records
+from renkei.kernel.db import create_pool, party_role
 from renkei.kernel.permits import AnswerReceipt
 from renkei.kernel.settings import Settings
 from whitelist.decide import Decision
@@ -180,11 +183,14 @@ async def _outcome(pool: asyncpg.Pool, wid: str) -> str | None:
     return found.outcome if found else None
 
 
-async def _citizen_sees(pool: asyncpg.Pool, catalog, wid: str) -> tuple[str, str | None]:
+async def _citizen_sees(
+    pool: asyncpg.Pool, catalog, settings: Settings, wid: str
+) -> tuple[str, str | None]:
     hub = await _hub_record(pool, wid)
+    public = keys.load(settings).signer().public_key()
     [seen] = [
         r
-        for r in await records_for_subject(pool, catalog, uuid.UUID(hub.subject_code))
+        for r in await records_for_subject(pool, catalog, uuid.UUID(hub.subject_code), hub=public)
         if r.application == wid
     ]
     return seen.exchange, seen.provided_per
@@ -226,11 +232,11 @@ async def test_provided_without_the_providers_receipt_for_this_attempt_is_not_re
             ],
         )
     assert await _outcome(pool, honest) == "provided"
-    assert await _citizen_sees(pool, catalog, honest) == ("provided", "hub")
+    assert await _citizen_sees(pool, catalog, settings, honest) == ("provided", "hub")
     for wid, said in ran:
         assert said["reported"] == "LinkageRefused", said
         assert await _outcome(pool, wid) == "unreceipted"
-        assert await _citizen_sees(pool, catalog, wid) == ("unreceipted", None)
+        assert await _citizen_sees(pool, catalog, settings, wid) == ("unreceipted", None)
     # The provider answered the honest one only, and says so: nothing to reconcile there.
     hub = keys.load(settings).signer().public_key()
     flagged = {m.attempt_key for m in await records.reconcile(pool, hub, providers=["jps"])}
@@ -270,7 +276,7 @@ async def test_an_executor_hiding_an_answered_exchange_is_caught_by_the_provider
     assert found[silent_key].problem == "the provider answered; the executor reported nothing"
     assert found[silent_key].requester == EXECUTOR and found[silent_key].reported == "nothing"
     for wid in (failed, silent):
-        assert await _citizen_sees(pool, catalog, wid) == ("provided", "provider")
+        assert await _citizen_sees(pool, catalog, settings, wid) == ("provided", "provider")
     # The operator's command says the same, and fails (it found disagreements).
     status, out = await asyncio.to_thread(
         run, cli, "records", "reconcile", "--provider", "jps", "--settled", "0"
@@ -279,9 +285,15 @@ async def test_an_executor_hiding_an_answered_exchange_is_caught_by_the_provider
 
 
 async def _probe_attempt(
-    pool: asyncpg.Pool, hub: records.RecordSigner, provider: str
+    pool: asyncpg.Pool,
+    hub: records.RecordSigner,
+    provider: str,
+    *,
+    allowed: bool = True,
+    subject: str = "code",
 ) -> tuple[str, permits.SignedPermit]:
-    """An attempt the hub permitted (its records, its signed permit) with ``provider``."""
+    """An attempt the hub permitted (its records, its signed permit) with ``provider``
+    (``allowed=False``: one it denied; the permit is then one it never issued)."""
     wid, run_id, step = f"{BPF}/{EXECUTOR}/probe-{uuid.uuid4().hex[:8]}", "run", "pension"
     key = attempt_key(wid, run_id, step)
     req = LinkageRequest(
@@ -300,9 +312,9 @@ async def _probe_attempt(
         *(
             attempt_record(
                 keeper=keeper,
-                subject_code="code",
+                subject_code=subject,
                 req=req,
-                decision=Decision(allowed=True, reason="test"),
+                decision=Decision(allowed=allowed, reason="test"),
                 decided_at=dt.datetime.now(dt.UTC),
                 workflow_id=wid,
                 run_id=run_id,
@@ -440,3 +452,139 @@ async def test_a_provided_outcome_whose_kept_receipt_the_provider_did_not_sign_b
             await forging.rollback()
     assert found is not None and found.chain_seq == seq
     assert found.problem == "its provider's receipt is not signed with the provider's key"
+
+
+async def test_a_receipt_no_permit_stands_behind_shows_the_citizen_no_exchange(
+    pool, settings, base_settings, catalog
+) -> None:
+    """Two receipts that stand for no answer: the provider, on its own database role and with
+    its own key, keeps one for an attempt the hub denied (no permit was issued: it signs a
+    permit signature of its own making); the application's role keeps one in the provider's
+    name for a permitted attempt, signed with a key of its own. The citizen sees neither
+    exchange as provided, and the reconciliation names the first as the provider's receipt of
+    a denied attempt, not as an executor hiding an answer."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    subject = uuid.uuid4()
+    denied, _ = await _probe_attempt(pool, hub, "jps", allowed=False, subject=str(subject))
+    permitted, permit = await _probe_attempt(pool, hub, "jps", subject=str(subject))
+    made_up = base64.b64encode(uuid.uuid4().bytes * 4).decode()
+    jps = keys.load_org(settings, "jps").signer()
+    framed = _receipt(jps, permit)
+    own = await create_pool(base_settings.database_url, max_size=1, role=party_role("jps"))
+    try:
+        assert await own.fetchval("SELECT current_user") == party_role("jps")
+        signature = attest.signed_answer(
+            keys.load_org(settings, "jps").signer(), made_up, {"benefits": []}
+        )["signature"]
+        await records.keep_receipt(
+            own,
+            records.ProviderReceipt(
+                keeper="jps",
+                attempt_key=denied,
+                answer_digest=framed.digest,
+                permit_signature=made_up,
+                signature=signature,
+                answered_at=dt.datetime.now(dt.UTC),
+            ),
+        )
+    finally:
+        await own.close()
+    stranger = _receipt(Ed25519PrivateKey.generate(), permit)
+    await records.keep_receipt(  # the application's role, in the provider's name
+        pool,
+        records.ProviderReceipt(
+            keeper="jps",
+            attempt_key=permitted,
+            answer_digest=stranger.digest,
+            permit_signature=permit.signature,
+            signature=stranger.signature,
+            answered_at=dt.datetime.now(dt.UTC),
+        ),
+    )
+    # And the provider's own receipt of an exchange between two others (the hub brokered it
+    # with another provider): it blames that exchange's requester for nothing.
+    elsewhere, kenpo = await _probe_attempt(pool, hub, "kyokai-kenpo", subject=str(subject))
+    own = await create_pool(base_settings.database_url, max_size=1, role=party_role("jps"))
+    try:
+        await records.keep_receipt(own, _kept("jps", elsewhere, _receipt(jps, kenpo)))
+    finally:
+        await own.close()
+    seen = {
+        r.application: (r.exchange, r.provided_per)
+        for r in await records_for_subject(pool, catalog, subject, hub=hub.key.public_key())
+    }
+    assert seen == {
+        denied.rsplit("/", 2)[0]: ("denied", None),
+        permitted.rsplit("/", 2)[0]: ("pending", None),
+        elsewhere.rsplit("/", 2)[0]: ("pending", None),
+    }
+    found = {
+        m.attempt_key: m.problem
+        for m in await records.reconcile(pool, hub.key.public_key(), providers=["jps"])
+    }
+    assert found[denied] == "the provider kept a receipt of an attempt the hub denied"
+    assert found[permitted] == "a receipt its keeper's registered key did not sign"
+    assert found[elsewhere] == "the hub brokered this attempt with another provider"
+
+
+def _kept(keeper: str, key: str, receipt: AnswerReceipt) -> records.ProviderReceipt:
+    return records.ProviderReceipt(
+        keeper=keeper,
+        attempt_key=key,
+        answer_digest=receipt.digest,
+        permit_signature=receipt.permit.signature,
+        signature=receipt.signature,
+        answered_at=dt.datetime.now(dt.UTC),
+    )
+
+
+async def test_an_orgs_own_database_login_keeps_and_reads_only_its_own_receipts(
+    pool, settings
+) -> None:
+    """JPS on its own login (`renkei agencies db-login`), working as its role: it keeps a
+    receipt in its own name; one in another provider's name is refused, it reads no other
+    provider's receipts, changes none of its own, and without its role reads none at all."""
+    from renkei.kernel.db import create_login
+
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    mine, _ = await _probe_attempt(pool, hub, "jps")
+    theirs, kenpo = await _probe_attempt(pool, hub, "kyokai-kenpo")
+    await records.keep_receipt(  # the platform's role: kyokai-kenpo's receipt is there
+        pool,
+        _kept(
+            "kyokai-kenpo",
+            theirs,
+            _receipt(keys.load_org(settings, "kyokai-kenpo").signer(), kenpo),
+        ),
+    )
+    password = uuid.uuid4().hex + uuid.uuid4().hex
+    login = await create_login(pool, "jps", password)
+    assert settings.database_url
+    parts = urlsplit(settings.database_url)
+    own = urlunsplit(parts._replace(netloc=f"{login}:{password}@{parts.netloc.rpartition('@')[2]}"))
+    conn = await asyncpg.connect(own)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        insert = (
+            "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+            " permit_signature, signature, answered_at) VALUES ($1, $2, 'd', 'p', 's', now())"
+        )
+        await conn.execute(insert, "jps", mine)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(insert, "kyokai-kenpo", mine)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(insert, "city-minato", f"{mine}-x")
+        seen = await conn.fetch("SELECT keeper, attempt_key FROM records.answer_receipts")
+        assert seen and {r["keeper"] for r in seen} == {"jps"}
+        assert theirs not in {r["attempt_key"] for r in seen}
+        for change in (
+            "UPDATE records.answer_receipts SET signature = 'x' WHERE keeper = 'jps'",
+            "DELETE FROM records.answer_receipts WHERE keeper = 'jps'",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(change)
+        await conn.execute("RESET ROLE")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT 1 FROM records.answer_receipts LIMIT 1")
+    finally:
+        await conn.close()

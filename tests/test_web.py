@@ -29,7 +29,7 @@ from renkei.kernel.codec import EncryptionCodec
 from renkei.kernel.pseudonyms import PORTAL, derive_code
 from renkei.kernel.settings import Settings
 
-from .helpers import STAND_IN, child_rearing, code, households, pick, run, start
+from .helpers import STAND_IN, child_rearing, code, households, hub_public, pick, run, start
 
 
 @pytest_asyncio.fixture
@@ -344,7 +344,7 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
     hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
     handle = await env.start(flow.model_copy(update={"hold": hold}))
     await handle.result()
-    now = await records_for_subject(pool, catalog, person.subject_id)
+    now = await records_for_subject(pool, catalog, person.subject_id, hub=hub_public(settings))
     assert not [r for r in now if r.application == handle.id]
     # While withheld, the citizen sees that records exist and until when, not what they are.
     withheld = [
@@ -356,7 +356,11 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
         r.requester.id == "withheld" and r.hold_reason == "investigation" for r in withheld
     )
     later = await records_for_subject(
-        pool, catalog, person.subject_id, now=until + dt.timedelta(seconds=1)
+        pool,
+        catalog,
+        person.subject_id,
+        hub=hub_public(settings),
+        now=until + dt.timedelta(seconds=1),
     )
     held = [r for r in later if r.application == handle.id]
     assert held and all(r.hold_reason == "investigation" for r in held)

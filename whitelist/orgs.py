@@ -49,6 +49,14 @@ NEXT_STATUS: dict[OrgStatus, tuple[OrgStatus, ...]] = {
     "retired": (),
 }
 
+# Ids that are no org's (migrations 0048, 0049): the platform's own party id (the hub's chain,
+# keys and channel: an org's role under it would be taken for the hub's), and the citizens' code
+# space (an org under it would be given each person's portal sign-in code as its code).
+RESERVED = {
+    "hub": "the platform's own party id",
+    "portal": "the citizens' own code space (their portal sign-in codes)",
+}
+
 
 class OrgChangeRefused(ValueError):
     """A change to the org registry that is not allowed, with the reason."""
@@ -282,6 +290,8 @@ async def add(
     In the same transaction the org gets its own database role, ``renkei_org_<org>``, with the
     grants the sample orgs' roles have (migration 0041): its worker works as that role, or on a
     login of its own (``renkei agencies db-login``)."""
+    if new.id in RESERVED:
+        raise OrgChangeRefused(f"{new.id!r} is {RESERVED[new.id]}, no org's")
     _check_ids(catalog, new.kind, new.roles, new.serves, new.acting)
     async with pool.acquire() as conn, conn.transaction():
         inserted = await conn.fetchval(

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from renkei.app.client import RenkeiClient
@@ -26,7 +26,7 @@ from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.contracts.messages import Acknowledged
 from renkei.kernel import attest
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
-from renkei.kernel.records import HUB
+from renkei.kernel.records import HUB, keyring, receipt_holds
 from whitelist.decide import JST
 from whitelist.models import ID_PATTERN, Action, Catalog, InfoItem, Org, Task
 
@@ -91,7 +91,8 @@ class CitizenRecord(BaseModel):
         default=None,
         description="where ``provided`` comes from: ``hub``, the hub's outcome (on the"
         " provider's receipt the executor forwarded); ``provider``, the provider's own record"
-        " of its answer only (the executor reported a failure, or nothing)",
+        " of its answer only (the executor reported a failure, or nothing), counted only for an"
+        " attempt the hub permitted and under the provider's key the hub registered",
     )
     held_until: dt.datetime | None = Field(
         default=None, description="the record is (or was) withheld from the citizen until then"
@@ -147,11 +148,14 @@ async def records_of(
     portal_code: str,
     where: RecordFilter | None = None,
     *,
+    hub: Ed25519PublicKey,
     now: dt.datetime | None = None,
 ) -> list[CitizenRecord]:
-    """The records about the holder of ``portal_code``, newest first."""
+    """The records about the holder of ``portal_code``, newest first (``hub``: the hub's
+    public signing key, which vouches for the providers' keys their receipts are checked
+    against)."""
     subject = await subject_of_portal_code(pseudonyms, portal_code)
-    return await records_for_subject(pool, catalog, subject, where, now=now)
+    return await records_for_subject(pool, catalog, subject, where, hub=hub, now=now)
 
 
 async def records_for_subject(
@@ -160,9 +164,16 @@ async def records_for_subject(
     subject: uuid.UUID,
     where: RecordFilter | None = None,
     *,
+    hub: Ed25519PublicKey,
     now: dt.datetime | None = None,
 ) -> list[CitizenRecord]:
-    """The hub's records about ``subject`` the citizen may see now, newest first."""
+    """The hub's records about ``subject`` the citizen may see now, newest first.
+
+    A provider's own receipt shows an exchange as provided only if the hub permitted the
+    attempt and the receipt is signed with the provider's key the hub registered (``hub``: the
+    hub's public signing key), not revoked when the database stored it: a receipt the
+    application's role wrote in the provider's name, or one the provider kept of an attempt
+    the hub denied (no permit was ever issued), shows nothing."""
     f = where or RecordFilter()
     moment = now or dt.datetime.now(dt.UTC)
     args: list[object] = [HUB, str(subject)]
@@ -183,7 +194,9 @@ async def records_for_subject(
         "SELECT r.decided_at, r.outcome, r.requester, r.provider, r.info, r.task,"
         " r.legal_reference, r.bpf, r.bpf_version, r.workflow_id, r.step, r.hold_until,"
         " r.hold_reason, r.parent_bpf, r.parent_workflow_id, o.outcome AS ended,"
-        " o.receipt IS NOT NULL AS receipted, p.id IS NOT NULL AS answered"
+        " o.receipt IS NOT NULL AS receipted, p.id IS NOT NULL AS answered,"
+        " p.permit_signature, p.answer_digest, p.signature AS receipt_signature,"
+        " p.stored_at AS receipt_stored_at"
         " FROM records.access_records r"
         " LEFT JOIN records.attempt_outcomes o ON o.attempt_key = r.attempt_key"
         " LEFT JOIN records.answer_receipts p ON p.keeper = r.provider"
@@ -193,10 +206,30 @@ async def records_for_subject(
         *args,
     )
 
+    # The provider's own receipts the hub's outcome does not already say: each must hold.
+    ring = {}
+    if any(r["answered"] and r["ended"] != "provided" for r in rows):
+        async with pool.acquire() as conn:
+            ring = await keyring(conn, hub)
+
+    def answered(r: asyncpg.Record) -> bool:
+        return (
+            r["answered"]
+            and r["outcome"] == "allowed"
+            and receipt_holds(
+                ring,
+                r["provider"],
+                r["permit_signature"],
+                r["answer_digest"],
+                r["receipt_signature"],
+                r["receipt_stored_at"],
+            )
+        )
+
     def exchange(r: asyncpg.Record) -> tuple[Exchange, Literal["hub", "provider"] | None]:
         if r["ended"] == "provided":
             return "provided", "hub"
-        if r["answered"]:  # the provider's own word, whatever the executor said
+        if answered(r):  # the provider's own word, whatever the executor said
             return "provided", "provider"
         if r["ended"] is not None:
             ended: Exchange = r["ended"]

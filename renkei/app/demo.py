@@ -332,7 +332,13 @@ async def _trust(
 
     out("▶ the citizen's view: what the applicant of the first flow sees (portal code sign-in)")
     portal_code = derive_code(k.hub_key, PORTAL, head.subject_id)
-    mine = await records_of(pool, Pseudonyms(pool, k.hub_key), default_catalog(), portal_code)
+    mine = await records_of(
+        pool,
+        Pseudonyms(pool, k.hub_key),
+        default_catalog(),
+        portal_code,
+        hub=k.signer().public_key(),
+    )
     for r in mine[:5]:
         out(
             f"  {r.at.astimezone(JST):%Y-%m-%d %H:%M} JST {r.outcome:7} {r.requester.ja} ← {r.provider.ja}:"

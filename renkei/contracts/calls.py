@@ -20,7 +20,9 @@ The rules, deny by default (a method not named here is refused to every org):
   terminate, cancel, reset, delete; an activity ``...ById``) only if its id names X; answer a
   task (complete, fail, heartbeat, answer a query) only with a token the gateway handed to X;
   and a workflow task's commands may start children, signal or cancel other flows only within
-  X's own flows; it may list flows only with a query naming X as their executor (its own API's
+  X's own flows; a start, a child, a continuation or an upsert of search attributes may set
+  the executor attribute (``RenkeiExecutor``) to X only; a start names no completion
+  callback and a flow calls no Nexus operation (renkei uses neither); it may list flows only with a query naming X as their executor (its own API's
   list of its runs). Counting and scanning flows, other listings, schedules, batches, the namespace, the
   operator service and worker versioning are the platform's.
 
@@ -29,12 +31,14 @@ A denial names the party, the method and the rule, and nothing of a payload.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 from temporalio.api.command.v1 import Command
+from temporalio.api.common.v1 import SearchAttributes
 from temporalio.api.enums.v1 import CommandType, TaskQueueKind
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice import v1 as ws
@@ -174,6 +178,22 @@ def workflow_id_of(request: Message) -> str:
     return ""
 
 
+def _names_another_executor(party: str, attributes: SearchAttributes) -> str:
+    """What is wrong with search attributes an org sets on its flow ('' if nothing): the
+    executor attribute, if set, names the org itself (or another's listing of its runs, and the
+    platform's, would show the org's flow as theirs)."""
+    found = attributes.indexed_fields.get(EXECUTOR.name)
+    if found is None:
+        return ""
+    try:
+        value = json.loads(found.data)
+    except ValueError:
+        return f"an unreadable {EXECUTOR.name}"
+    if (value if isinstance(value, list) else [value]) != [party]:
+        return f"{EXECUTOR.name} naming another executor"
+    return ""
+
+
 def _own_queue(party: str, name: str) -> bool:
     """Whether ``name`` is one of an org's queues: its control queue or its agency queue."""
     return (".control." in name or ".agency." in name) and party_of_queue(name) == party
@@ -295,6 +315,15 @@ class Policy:
             return _deny(party, method, "own starts", f"workflow {wid!r} names another executor")
         if ".control." not in queue or party_of_queue(queue) != party:
             return _deny(party, method, "own starts", f"task queue {queue!r} is not its control")
+        attributes: SearchAttributes = request.search_attributes  # type: ignore[attr-defined]
+        if problem := _names_another_executor(party, attributes):
+            return _deny(party, method, "own starts", problem)
+        if "completion_callbacks" in request.DESCRIPTOR.fields_by_name and len(
+            request.completion_callbacks  # type: ignore[attr-defined]
+        ):
+            # The frontend would call the URL when the flow ends, from inside the platform's
+            # network: renkei's flows name none, and an org names none either.
+            return _deny(party, method, "own starts", "a completion callback")
         return _allow("own starts")
 
     def _answer(self, party: str, method: str, request: Message) -> Decision:
@@ -325,6 +354,7 @@ class Policy:
                 return f"child workflow {child.workflow_id!r} names another executor"
             if child.task_queue.name and not _own_queue(party, child.task_queue.name):
                 return f"child on task queue {child.task_queue.name!r}"
+            return _names_another_executor(party, child.search_attributes)
         elif kind == CommandType.COMMAND_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION:
             target = command.signal_external_workflow_execution_command_attributes.execution
             if executor_of(target.workflow_id) != party:
@@ -334,9 +364,17 @@ class Policy:
             if executor_of(cancel.workflow_id) != party:
                 return f"cancellation of workflow {cancel.workflow_id!r}"
         elif kind == CommandType.COMMAND_TYPE_CONTINUE_AS_NEW_WORKFLOW_EXECUTION:
-            queue = command.continue_as_new_workflow_execution_command_attributes.task_queue.name
-            if queue and not _own_queue(party, queue):
-                return f"continued on task queue {queue!r}"
+            again = command.continue_as_new_workflow_execution_command_attributes
+            if again.task_queue.name and not _own_queue(party, again.task_queue.name):
+                return f"continued on task queue {again.task_queue.name!r}"
+            return _names_another_executor(party, again.search_attributes)
+        elif kind == CommandType.COMMAND_TYPE_SCHEDULE_NEXUS_OPERATION:
+            # A Nexus endpoint reaches whatever queue the platform made it for: renkei's flows
+            # call none, so an org's flow calls none either.
+            return "a Nexus operation"
+        elif kind == CommandType.COMMAND_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            upsert = command.upsert_workflow_search_attributes_command_attributes
+            return _names_another_executor(party, upsert.search_attributes)
         return ""
 
     def _multi(self, party: str, method: str, request: Message) -> Decision:

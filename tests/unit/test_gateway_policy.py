@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from temporalio.api.command.v1 import (
     Command,
     ContinueAsNewWorkflowExecutionCommandAttributes,
     RequestCancelExternalWorkflowExecutionCommandAttributes,
     ScheduleActivityTaskCommandAttributes,
+    ScheduleNexusOperationCommandAttributes,
     SignalExternalWorkflowExecutionCommandAttributes,
     StartChildWorkflowExecutionCommandAttributes,
+    UpsertWorkflowSearchAttributesCommandAttributes,
 )
-from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.common.v1 import Callback, Payload, SearchAttributes, WorkflowExecution
 from temporalio.api.enums.v1 import CommandType, TaskQueueKind
 from temporalio.api.taskqueue.v1 import StickyExecutionAttributes, TaskQueue
 from temporalio.api.update.v1 import UpdateRef
@@ -464,3 +468,104 @@ def test_an_org_lists_only_runs_it_is_the_executor_of(policy: Policy) -> None:
         decision = decide(policy, X, "ListWorkflowExecutions", listing(query))
         assert decision.allowed is ok, query
         assert ok or decision.rule == "own runs listed"
+
+
+def _executor(value: bytes) -> SearchAttributes:
+    """Search attributes setting RenkeiExecutor to the JSON ``value``, as an SDK writes them."""
+    return SearchAttributes(
+        indexed_fields={
+            "RenkeiExecutor": Payload(
+                metadata={"encoding": b"json/plain", "type": b"Keyword"}, data=value
+            ),
+            "RenkeiBpf": Payload(metadata={"encoding": b"json/plain"}, data=b'"bpf"'),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (b'"city-minato"', True),
+        (b'["city-minato"]', True),
+        (b'"city-shibuya"', False),
+        (b'["city-minato", "city-shibuya"]', False),
+        (b"not json", False),
+    ],
+)
+def test_an_org_sets_no_other_executor_on_its_flows(policy: Policy, value: bytes, ok: bool) -> None:
+    """A start, a child, a continuation or an upsert may name the org itself as executor (so
+    it lists as its run), never another (whose listing of its runs would then show it)."""
+    attributes = _executor(value)
+    start = ws.StartWorkflowExecutionRequest(
+        namespace=NS,
+        workflow_id=OWN,
+        task_queue=TaskQueue(name=control_queue("p", X)),
+        search_attributes=attributes,
+    )
+    assert allowed(policy, X, "StartWorkflowExecution", start) is ok
+    multi = ws.ExecuteMultiOperationRequest(
+        namespace=NS,
+        operations=[ws.ExecuteMultiOperationRequest.Operation(start_workflow=start)],
+    )
+    assert allowed(policy, X, "ExecuteMultiOperation", multi) is ok
+    T = CommandType
+    for command in (
+        Command(
+            command_type=T.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION,
+            start_child_workflow_execution_command_attributes=StartChildWorkflowExecutionCommandAttributes(
+                workflow_id=OWN, search_attributes=attributes
+            ),
+        ),
+        Command(
+            command_type=T.COMMAND_TYPE_CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
+            continue_as_new_workflow_execution_command_attributes=ContinueAsNewWorkflowExecutionCommandAttributes(
+                search_attributes=attributes
+            ),
+        ),
+        Command(
+            command_type=T.COMMAND_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+            upsert_workflow_search_attributes_command_attributes=UpsertWorkflowSearchAttributesCommandAttributes(
+                search_attributes=attributes
+            ),
+        ),
+    ):
+        token = uuid.uuid4().bytes
+        policy.observe(
+            X,
+            "PollWorkflowTaskQueue",
+            ws.PollWorkflowTaskQueueResponse(task_token=token),
+        )
+        done = ws.RespondWorkflowTaskCompletedRequest(
+            namespace=NS, task_token=token, commands=[command]
+        )
+        assert allowed(policy, X, "RespondWorkflowTaskCompleted", done) is ok, command
+
+
+def test_an_org_names_no_completion_callback_and_calls_no_nexus_operation(policy: Policy) -> None:
+    """A completion callback is a URL the frontend calls from inside the platform's network
+    when the flow ends, and a Nexus operation reaches whatever queue its endpoint names:
+    renkei's flows use neither, so an org's are refused."""
+    start = ws.StartWorkflowExecutionRequest(
+        namespace=NS,
+        workflow_id=OWN,
+        task_queue=TaskQueue(name=control_queue("p", X)),
+        completion_callbacks=[Callback(nexus=Callback.Nexus(url="http://frontend:7243/api"))],
+    )
+    assert not allowed(policy, X, "StartWorkflowExecution", start)
+    multi = ws.ExecuteMultiOperationRequest(
+        namespace=NS,
+        operations=[ws.ExecuteMultiOperationRequest.Operation(start_workflow=start)],
+    )
+    assert not allowed(policy, X, "ExecuteMultiOperation", multi)
+    start.ClearField("completion_callbacks")
+    assert allowed(policy, X, "StartWorkflowExecution", start)
+    token = uuid.uuid4().bytes
+    policy.observe(X, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=token))
+    nexus = Command(
+        command_type=CommandType.COMMAND_TYPE_SCHEDULE_NEXUS_OPERATION,
+        schedule_nexus_operation_command_attributes=ScheduleNexusOperationCommandAttributes(
+            endpoint="any", service="s", operation="o"
+        ),
+    )
+    done = ws.RespondWorkflowTaskCompletedRequest(namespace=NS, task_token=token, commands=[nexus])
+    assert not allowed(policy, X, "RespondWorkflowTaskCompleted", done)

@@ -297,9 +297,17 @@ async def records_mine(
         typer.echo(f"error: {problems}", err=True)
         return 2
     async with database(settings) as pool:
-        hub = Pseudonyms(pool, keys.load(settings).hub_key)
+        k = keys.load(settings)
+        hub = Pseudonyms(pool, k.hub_key)
         try:
-            found = await records_of(pool, hub, default_catalog(), portal_code.strip(), where)
+            found = await records_of(
+                pool,
+                hub,
+                default_catalog(),
+                portal_code.strip(),
+                where,
+                hub=k.signer().public_key(),
+            )
         except NotACitizen as err:
             typer.echo(f"error: {err}", err=True)
             return 1

@@ -44,7 +44,9 @@ from renkei.app.web.contract import (
 )
 from renkei.app.web.i18n import LANGS, text
 from renkei.contracts.messages import Acknowledged
+from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
+from renkei.kernel.settings import get_settings
 from whitelist.decide import JST
 from whitelist.models import Catalog
 
@@ -112,6 +114,8 @@ def router(
     portal_key: Ed25519PrivateKey | None = None,
 ) -> APIRouter:
     r = APIRouter()
+    # The hub's public key, which vouches for the providers' keys their receipts must hold.
+    hub_public = (portal_key or keys.load(get_settings()).signer()).public_key()
 
     async def bearer_subject(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(PORTAL_CODE)],
@@ -135,7 +139,7 @@ def router(
         subject: Annotated[uuid.UUID, Depends(bearer_subject)],
         where: Annotated[RecordQuery, Query()],
     ) -> Response:
-        found = await records_for_subject(pool, catalog, subject, where)
+        found = await records_for_subject(pool, catalog, subject, where, hub=hub_public)
         # Already validated models: serialise once, without FastAPI validating them again.
         return Response(RECORDS.dump_json(found), media_type="application/json")
 
@@ -200,7 +204,7 @@ def router(
                 error = None
             except ValueError:
                 where, error = RecordFilter(), "bad_filter"
-            found = await records_for_subject(pool, catalog, subject, where)
+            found = await records_for_subject(pool, catalog, subject, where, hub=hub_public)
             agencies = sorted(
                 {(o.id, getattr(o, language)) for o in catalog.orgs.values()}, key=lambda a: a[0]
             )

@@ -60,6 +60,7 @@ from renkei.kernel.records._receipts import (
     Mismatch,
     ProviderReceipt,
     keep_receipt,
+    receipt_holds,
     receipts,
     reconcile,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "outcome_of",
     "outcomes",
     "query",
+    "receipt_holds",
     "receipt_problem",
     "receipts",
     "reconcile",

@@ -13,13 +13,17 @@ a receipt for while the provider's own record of it is missing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
 from renkei.kernel import attest
+
+if TYPE_CHECKING:
+    from renkei.kernel.records._witness import PartyKey
 
 
 class ProviderReceipt(BaseModel):
@@ -46,6 +50,27 @@ class Mismatch(BaseModel):
     requester: str
     reported: str  # the hub's outcome, as the executor reported it ("nothing": none)
     problem: str
+
+
+def receipt_holds(
+    ring: Mapping[str, PartyKey],
+    keeper: str,
+    permit_signature: str | None,
+    digest: str | None,
+    signature: str | None,
+    stored_at: dt.datetime | None,
+) -> bool:
+    """Whether a kept receipt is ``keeper``'s word: signed with one of its keys the hub
+    registered (``ring``, :func:`~renkei.kernel.records.keyring`), not revoked when the
+    database stored the receipt (its clock, not the receipt's own time)."""
+    if not (permit_signature and digest and signature):
+        return False
+    return any(
+        k.party == keeper
+        and k.valid_at(stored_at)
+        and attest.is_receipt(k.key, permit_signature, digest, signature)
+        for k in ring.values()
+    )
 
 
 async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
@@ -90,12 +115,10 @@ async def reconcile(
     found: list[Mismatch] = []
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
         ring = await keyring(conn, hub)
-        keys: dict[str, list[tuple[Ed25519PublicKey, dt.datetime | None]]] = {}
-        for k in ring.values():
-            keys.setdefault(k.party, []).append((k.key, k.revoked_at))
         before = dt.datetime.now(dt.UTC) - settled
         for r in await conn.fetch(
-            "SELECT p.*, h.requester, o.outcome FROM records.answer_receipts p"
+            "SELECT p.*, h.requester, h.provider, h.outcome AS decision, o.outcome"
+            " FROM records.answer_receipts p"
             " LEFT JOIN records.access_records h ON h.keeper = 'hub'"
             " AND h.attempt_key = p.attempt_key"
             " LEFT JOIN records.attempt_outcomes o ON o.attempt_key = p.attempt_key"
@@ -105,17 +128,22 @@ async def reconcile(
             before,
             list(providers) if providers is not None else None,
         ):
-            signed = any(
-                (revoked is None or r["answered_at"] < revoked)
-                and attest.is_receipt(
-                    key, r["permit_signature"], r["answer_digest"], r["signature"]
-                )
-                for key, revoked in keys.get(r["keeper"], [])
+            signed = receipt_holds(
+                ring,
+                r["keeper"],
+                r["permit_signature"],
+                r["answer_digest"],
+                r["signature"],
+                r["stored_at"],
             )
             if not signed:
                 problem = "a receipt its keeper's registered key did not sign"
             elif r["requester"] is None:
                 problem = "the provider answered an attempt the hub has no record of"
+            elif r["provider"] != r["keeper"]:  # its receipt of someone else's exchange
+                problem = "the hub brokered this attempt with another provider"
+            elif r["decision"] == "denied":  # no permit was issued: nothing could be answered
+                problem = "the provider kept a receipt of an attempt the hub denied"
             elif r["outcome"] == "provided":
                 problem = "the hub recorded it as provided without the provider's receipt"
             else:
