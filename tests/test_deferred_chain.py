@@ -269,7 +269,7 @@ async def test_an_outcome_binds_to_a_hub_record_not_yet_chained(
     await records.write(pool, theirs, side, signer=hub, deferred=True)
     # The citizen sees it at once, chained or not.
     [seen] = await records_for_subject(pool, default_catalog(), subject, hub=hub_public(settings))
-    assert seen.outcome == "denied"
+    assert seen.outcome == "denied" and seen.vouched  # its writer's signature holds unchained
     found = await records.record_outcome(pool, attempt, "denied", hub)
     assert found is not None
     await _chain_all(pool, hub)

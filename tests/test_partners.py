@@ -122,8 +122,8 @@ async def test_a_private_partner_acts_on_the_citizens_consent_and_gets_no_code(
         )
         if r.application == handle.id
     ]
-    assert [(r.step, r.action, r.provider.id, r.info.id) for r in seen] == [
-        ("notify", True, "sample-denki", "electricity-move-notice")
+    assert [(r.step, r.action, r.provider.id, r.info.id, r.vouched) for r in seen] == [
+        ("notify", True, "sample-denki", "electricity-move-notice", True)
     ]
     assert "電気" in seen[0].info.ja
 

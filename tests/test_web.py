@@ -363,7 +363,7 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
         now=until + dt.timedelta(seconds=1),
     )
     held = [r for r in later if r.application == handle.id]
-    assert held and all(r.hold_reason == "investigation" for r in held)
+    assert held and all(r.hold_reason == "investigation" and r.vouched for r in held)
     assert all(
         r.held_until is not None and abs((r.held_until - until).total_seconds()) < 1 for r in held
     )

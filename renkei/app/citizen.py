@@ -13,6 +13,7 @@ This module is the SDK side (in-process, and :class:`PortalClient` over HTTP); t
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -26,7 +27,17 @@ from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.contracts.messages import Acknowledged
 from renkei.kernel import attest
 from renkei.kernel.pseudonyms import PORTAL, Pseudonyms, UnknownSubject
-from renkei.kernel.records import HUB, keyring, receipt_holds
+from renkei.kernel.records import (
+    COLUMNS,
+    HUB,
+    AccessRecord,
+    AttemptOutcome,
+    PartyKey,
+    keyring,
+    outcome_problem,
+    receipt_holds,
+    record_problem,
+)
 from whitelist.decide import JST
 from whitelist.models import ID_PATTERN, Action, Catalog, InfoItem, Org, Task
 
@@ -98,12 +109,21 @@ class CitizenRecord(BaseModel):
         default=None, description="the record is (or was) withheld from the citizen until then"
     )
     hold_reason: str | None = None
+    vouched: bool = Field(
+        default=True,
+        description="the record is signed by a party entitled to write it, with a key the hub"
+        " registered, and its content is what was signed (and so is its outcome, by the hub);"
+        " false: someone wrote or changed it in another's name — shown, flagged, and reported"
+        " by ``renkei records verify``",
+    )
     withheld: bool = Field(
         default=False,
         description="the record exists but is withheld until held_until, under an approved"
         " disclosure hold: what it is about is shown only then",
     )
 
+
+log = logging.getLogger(__name__)
 
 WITHHELD = Party(id="withheld", ja="（表示保留中）", en="(withheld)")
 
@@ -123,6 +143,22 @@ class RecordFilter(BaseModel):
     since: dt.date | None = Field(default=None, ge=FIRST_DAY, le=LAST_DAY)
     until: dt.date | None = Field(default=None, ge=FIRST_DAY, le=LAST_DAY, description="inclusive")
     limit: int = Field(default=500, ge=1, le=5000)
+
+
+RECORD_COLUMNS = ", ".join(f"r.{c}" for c in COLUMNS)
+OUTCOME_COLUMNS = ", ".join(f"o.{f} AS o_{f}" for f in AttemptOutcome.model_fields)
+
+
+def _vouched(r: asyncpg.Record, ring: dict[str, PartyKey]) -> tuple[bool, bool]:
+    """(the record holds, its outcome holds): each checked on its own against the keys the hub
+    registered (``renkei records verify`` checks them in their chains too)."""
+    rec = AccessRecord.model_construct(**{c: r[c] for c in COLUMNS})
+    record_ok = record_problem(rec, ring, r["stored_at"]) is None
+    if r["o_attempt_key"] is None:
+        return record_ok, True
+    o = AttemptOutcome.model_construct(**{f: r[f"o_{f}"] for f in AttemptOutcome.model_fields})
+    outcome_ok = outcome_problem(o, rec.entry_hash or rec.record_hash, ring) is None
+    return record_ok and outcome_ok, outcome_ok
 
 
 def _party(table: Mapping[str, Org | Task | InfoItem | Action], key: str) -> Party:
@@ -191,9 +227,7 @@ async def records_for_subject(
     # What became of each exchange: the hub's outcome, and the provider's own receipt of its
     # answer (which shows an exchange the executor hid by reporting a failure, or nothing).
     rows = await pool.fetch(
-        "SELECT r.decided_at, r.outcome, r.requester, r.provider, r.info, r.task,"
-        " r.legal_reference, r.bpf, r.bpf_version, r.workflow_id, r.step, r.hold_until,"
-        " r.hold_reason, r.parent_bpf, r.parent_workflow_id, o.outcome AS ended,"
+        f"SELECT {RECORD_COLUMNS}, r.stored_at, {OUTCOME_COLUMNS}, o.outcome AS ended,"
         " o.receipt IS NOT NULL AS receipted, p.id IS NOT NULL AS answered,"
         " p.permit_signature, p.answer_digest, p.signature AS receipt_signature,"
         " p.stored_at AS receipt_stored_at"
@@ -206,11 +240,21 @@ async def records_for_subject(
         *args,
     )
 
-    # The provider's own receipts the hub's outcome does not already say: each must hold.
+    # Each record and outcome is checked on its own against the keys the hub registered (and
+    # the provider's own receipts the hub's outcome does not already say): a row the
+    # application's role wrote, or changed, in the hub's name is no one's word.
     ring = {}
-    if any(r["answered"] and r["ended"] != "provided" for r in rows):
+    if rows:
         async with pool.acquire() as conn:
             ring = await keyring(conn, hub)
+    vouched = {id(r): _vouched(r, ring) for r in rows}
+    if not all(v for v, _ in vouched.values()):
+        log.warning(
+            "citizen view: %d of %d records or outcomes fail their signature check;"
+            " renkei records verify names them",
+            sum(1 for v, _ in vouched.values() if not v),
+            len(rows),
+        )
 
     def answered(r: asyncpg.Record) -> bool:
         return (
@@ -227,11 +271,12 @@ async def records_for_subject(
         )
 
     def exchange(r: asyncpg.Record) -> tuple[Exchange, Literal["hub", "provider"] | None]:
-        if r["ended"] == "provided":
+        ended_ok = vouched[id(r)][1]  # an outcome the hub did not sign says nothing
+        if ended_ok and r["ended"] == "provided":
             return "provided", "hub"
         if answered(r):  # the provider's own word, whatever the executor said
             return "provided", "provider"
-        if r["ended"] is not None:
+        if ended_ok and r["ended"] is not None:
             ended: Exchange = r["ended"]
             return ended, None
         return ("denied" if r["outcome"] == "denied" else "pending"), None
@@ -278,6 +323,7 @@ async def records_for_subject(
             held_until=r["hold_until"],
             hold_reason=r["hold_reason"],
             withheld=True,
+            vouched=vouched[id(r)][0],
         )
 
     # Rows come from typed columns under the database's constraints: built without re-validation.
@@ -306,6 +352,7 @@ async def records_for_subject(
             held_until=r["hold_until"],
             hold_reason=r["hold_reason"],
             withheld=False,
+            vouched=vouched[id(r)][0],
         )
         for r in rows
     ]

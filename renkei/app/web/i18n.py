@@ -48,6 +48,10 @@ _TEXT: dict[str, dict[str, str]] = {
         "ja": "（提供機関自身の記録による。照会機関からは報告されていません）",
         "en": "(from the provider's own record; the requesting agency did not report it)",
     },
+    "unvouched": {
+        "ja": "この記録は署名を確認できません（書き込んだはずの機関の署名がないか一致しません）",
+        "en": "This record's signature does not check out (not signed by the party it names)",
+    },
     "denied": {"ja": "不許可（提供なし）", "en": "Refused (nothing provided)"},
     "held": {"ja": "表示保留", "en": "Withheld until"},
     "agency": {"ja": "機関", "en": "Agency"},

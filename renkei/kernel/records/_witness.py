@@ -377,6 +377,45 @@ async def verify_outcomes(conn: Conn, ring: dict[str, PartyKey]) -> Break | None
     return None
 
 
+def record_problem(
+    rec: AccessRecord, ring: dict[str, PartyKey], stored_at: dt.datetime | None
+) -> str | None:
+    """What is wrong with one record read on its own, as a reader who sees it without its
+    chain (a citizen's page) checks it: its content against the hash its writer signed, and the
+    signature, by a party entitled to write that chain, with a key the hub registered and that
+    was not revoked when the database stored the record. An unsigned record is no one's word."""
+    if rec.signature is None:
+        return "unsigned"
+    if rec.entry_hash is not None:
+        return _entry_problem(rec, ring, True, stored_at)
+    if rec.chain_seq is None or record_hash(rec) != rec.record_hash:
+        return "its content differs from its hash"
+    return _signature_problem(rec, ring, True, stored_at)
+
+
+def outcome_problem(
+    o: AttemptOutcome, bound_to: str | None, ring: dict[str, PartyKey]
+) -> str | None:
+    """What is wrong with one outcome read on its own: its content against its hash, its bond
+    to the hub's record of its attempt (``bound_to``: that record's hash), the hub's signature.
+    (Its place in the outcomes' chain is ``verify_outcomes``'s to check.)"""
+    if _outcome_hash(o) != o.outcome_hash:
+        return "changed after it was written"
+    if bound_to is None or bound_to != o.record_hash:
+        return "not bound to the hub's record of its attempt"
+    hub = next((k for k in ring.values() if k.party == HUB), None)
+    try:
+        if hub is None or o.signer != HUB:
+            raise InvalidSignature
+        hub.key.verify(
+            base64.b64decode(o.signature or ""),
+            outcome_message(o.chain_seq or 0, o.outcome_hash or ""),
+        )
+    except (InvalidSignature, ValueError):
+        return "its signature is not the hub's"
+    return None
+
+
 async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:
     """The hub records both sides of every attempt it brokers in one transaction: a requester's
     chain that lacks one of them lost it."""
