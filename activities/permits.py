@@ -80,15 +80,7 @@ class PermitIssuer:
         budget: dt.timedelta,
         now: dt.datetime,
     ) -> tuple[permits.SignedPermit, Sealed | None]:
-        sealed = None
-        if provider_code is not None:
-            public = await self._public(provider)
-            sealed = seal(
-                public.sealer(),
-                public.sealing_id,
-                provider_code.encode(),
-                subject_context(workflow_id, run_id, step, provider),
-            )
+        sealed = await self._seal_code(workflow_id, run_id, step, provider, provider_code)
         permit = permits.Permit(
             workflow_id=workflow_id,
             run_id=run_id,
@@ -109,6 +101,20 @@ class PermitIssuer:
         )
         return permits.sign(permit, self._signer), sealed
 
+    async def _seal_code(
+        self, workflow_id: str, run_id: str, step: str, provider: str, code: str | None
+    ) -> Sealed | None:
+        """The provider's code for the person sealed to the provider, for this attempt alone."""
+        if code is None:
+            return None
+        public = await self._public(provider)
+        return seal(
+            public.sealer(),
+            public.sealing_id,
+            code.encode(),
+            subject_context(workflow_id, run_id, step, provider),
+        )
+
     async def issue_probe(
         self,
         *,
@@ -123,15 +129,7 @@ class PermitIssuer:
     ) -> tuple[permits.SignedPermit, Sealed | None]:
         """A contract probe's permit (``probe``): no whitelist row, no flow; the provider's gate
         admits it only in a probe run, for a probe subject (:mod:`renkei.contracts.probe`)."""
-        sealed = None
-        if provider_code:
-            public = await self._public(provider)
-            sealed = seal(
-                public.sealer(),
-                public.sealing_id,
-                provider_code.encode(),
-                subject_context(workflow_id, run_id, step, provider),
-            )
+        sealed = await self._seal_code(workflow_id, run_id, step, provider, provider_code or None)
         permit = permits.Permit(
             workflow_id=workflow_id,
             run_id=run_id,

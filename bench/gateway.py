@@ -28,6 +28,7 @@ from temporalio.worker import Worker
 
 from bench import flows as bf
 from renkei.app.client import RenkeiClient
+from renkei.app.gateway import party_settings
 from renkei.kernel import keys, tls
 from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
@@ -94,17 +95,7 @@ def _gateway_process(
 
 
 def _as(settings: Settings, folder: Path | None, party: str) -> Settings:
-    if folder is None:
-        return settings
-    cert, key = tls.party_paths(folder, party)
-    return settings.model_copy(
-        update={
-            "temporal_tls_ca": tls.ca_paths(folder)[0],
-            "temporal_tls_cert": cert,
-            "temporal_tls_key": key,
-            "temporal_tls_server_name": "localhost",
-        }
-    )
+    return settings if folder is None else party_settings(settings, folder, party)
 
 
 @contextlib.asynccontextmanager
