@@ -295,6 +295,10 @@ class WhitelistGate:
                 unfit = self.not_carried_out(admitted, now)
             if unfit is not None:  # recorded as refused: the partner's code does not run
                 decision = Decision(allowed=False, reason=f"refused: {unfit}")
+            elif req.permit is not None and req.permit.permit.sub_task is not None:
+                # The ordinance-level task the hub's signed permit names: this gate decides on
+                # the statutory task and the item, and its record keeps both levels, as the hub's.
+                decision = decision.model_copy(update={"sub_task": req.permit.permit.sub_task})
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
         if probe.is_probe_run(info.workflow_id or ""):
             # A probe (or a request claiming to be one) is kept apart: never in the org's chain

@@ -342,6 +342,7 @@ class HubActivities:
                 else await self._pseudonyms.code_at(req.provider, subject),
                 budget=dt.timedelta(seconds=req.budget_seconds),
                 now=now,
+                sub_task=decision.sub_task,
             )
         except UnknownParty as err:
             raise Failure.LINKAGE_DENIED.error(str(err)) from None

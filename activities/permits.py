@@ -79,6 +79,7 @@ class PermitIssuer:
         provider_code: str | None,
         budget: dt.timedelta,
         now: dt.datetime,
+        sub_task: str | None = None,
     ) -> tuple[permits.SignedPermit, Sealed | None]:
         sealed = await self._seal_code(workflow_id, run_id, step, provider, provider_code)
         permit = permits.Permit(
@@ -98,6 +99,7 @@ class PermitIssuer:
             issued_at=now,
             expires_at=now + min(budget + MARGIN, LONGEST),
             key_id=self._key_id,
+            sub_task=sub_task,
         )
         return permits.sign(permit, self._signer), sealed
 

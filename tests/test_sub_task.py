@@ -50,3 +50,39 @@ async def test_the_hub_decides_a_querys_sub_task_and_the_records_keep_both_level
             assert rec.whitelist_row is not None
     finally:
         await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+
+
+async def test_the_providers_record_keeps_the_sub_task_the_hubs_permit_names(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Across two bodies: the requester's, the hub's and the provider's records of the attempt
+    each keep the statutory task and the ordinance-level one (the provider's from the hub's
+    signed permit: its own gate decides on the task and the item)."""
+    row = WhitelistRow(
+        id="test-sub-task/2",
+        source="test-sub-task",
+        item="試験 第2条",
+        requester_role="municipal-board-of-education",
+        task="school-entry-notice",
+        provider_role="municipal-board-of-education",
+        info="resident-record",
+        legal_text="試験 第2条",
+        valid_from=dt.date(2024, 4, 1),
+        sub_task=SUB_TASK,
+    )
+    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    try:
+        await register_fixture(pool, "sub-task-across.yaml")
+        rc = sdk(client, settings)
+        h = pick(settings, lambda h: h.municipality == "city-shibuya")
+        subject = code(settings, "city-minato", h.members[0])
+        async with workers(client, pool, settings, catalog, live_whitelist):
+            flow = await rc.start(start("sub-task-across", "city-minato", subject))
+            assert (await flow.result()).outcome == "completed"
+        kept = {r.keeper: r for r in await records.query(pool, workflow_id=flow.id)}
+        assert set(kept) == {"city-minato", records.HUB, "city-shibuya"}
+        for rec in kept.values():
+            assert rec.outcome == "allowed", rec.reason
+            assert (rec.task, rec.sub_task) == ("school-entry-notice", SUB_TASK), rec.keeper
+    finally:
+        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))

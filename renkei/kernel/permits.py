@@ -52,6 +52,10 @@ class Permit(BaseModel):
     # for a probe subject and an item the org serves, and records it apart from real exchanges.
     # Left out of the signed form when false, so a permit signed before it verifies unchanged.
     probe: bool = False
+    # The ordinance-level task (主務省令で定める事務) the query names under ``task``, as the hub
+    # took it from the registered definition: the provider's record keeps both levels too.
+    # Left out of the signed form when none, as ``probe`` is.
+    sub_task: str | None = None
 
 
 class SignedPermit(BaseModel):
