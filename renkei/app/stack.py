@@ -254,9 +254,11 @@ class EmbeddedStack:
             except Exception as err:
                 say(f"  attempt {attempt} of {RESTART_ATTEMPTS}: {name} did not start ({err})")
                 continue
-            say(f"{name} is running again (attempt {attempt})")
-            if self.started:  # the state file is written by a stack that started Temporal
+            # The state file first (a stack that started Temporal writes it): whoever reads it
+            # on hearing the server is back finds the new server's process, not the dead one's.
+            if self.started:
                 self.write_state()
+            say(f"{name} is running again (attempt {attempt})")
             return
         raise StackDown(
             f"{name} stopped and did not start again after {RESTART_ATTEMPTS} attempts;"
