@@ -31,7 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from renkei.app.bootstrap import prepare
 from renkei.app.client import RenkeiClient
-from renkei.app.stack import start_postgres, temporal_cli
+from renkei.app.stack import server_tuning_flags, start_postgres, temporal_cli
 from renkei.bpf.loader import parse_text
 from renkei.bpf.validation import validate
 from renkei.kernel.db import create_pool, migrate
@@ -45,6 +45,9 @@ from workers.assembly import live_whitelist, running_workers
 from workers.plugin import connect
 
 ROUNDS = 3
+# The dev server's dynamic configuration for this run: none (its defaults), or ``--server tuned``
+# (renkei.app.stack.SERVER_TUNING: its queues read without the 50 ms tick; docs/benchmarks.md).
+SERVER_FLAGS: list[str] = []
 
 
 def _decision_us(index: WhitelistIndex, n: int) -> float:
@@ -119,6 +122,7 @@ async def _stack(
             search_attributes=list(ALL),
             ui=False,
             dev_server_log_level="error",
+            dev_server_extra_args=SERVER_FLAGS,
         )
         try:
             yield env, pool, settings, url
@@ -253,7 +257,8 @@ async def main(quick: bool) -> list[str]:
     out += [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
         f" {flows} flows at once per throughput run (median of {ROUNDS} rounds), then {serial}"
-        f" one by one for latency; load average {load_before:.1f} before, {load_after:.1f} after",
+        f" one by one for latency; load average {load_before:.1f} before, {load_after:.1f} after;"
+        f" dev server {'tuned (SERVER_TUNING)' if SERVER_FLAGS else 'with its defaults'}",
         "",
         "| BPF | plain Temporal flows/s | renkei flows/s | linkages/s (target ≥ 100)"
         " | ratio (target ≥ 0.8; 10 queries ≥ 0.7) |",
@@ -395,7 +400,10 @@ async def chain(quick: bool) -> list[str]:
 def _record(which: str, quick: bool, lines: list[str]) -> None:
     """Append one run's results, with the command that reproduces them, to docs/benchmarks.md."""
     command = (
-        "python -m bench" + (" --quick" if quick else "") + ("" if which == "all" else f" {which}")
+        "python -m bench"
+        + (" --quick" if quick else "")
+        + (" --server tuned" if SERVER_FLAGS else "")
+        + ("" if which == "all" else f" {which}")
     )
     today = dt.date.today().isoformat()
     section = [
@@ -425,7 +433,15 @@ if __name__ == "__main__":
         default="all",
         help="what to run",
     )
+    parser.add_argument(
+        "--server",
+        choices=["default", "tuned"],
+        default="default",
+        help="the dev server's defaults, or its queues read without the 50 ms tick (both sides)",
+    )
     args = parser.parse_args()
+    if args.server == "tuned":
+        SERVER_FLAGS[:] = server_tuning_flags()
     if args.which in ("all", "flows"):
         lines = asyncio.run(main(args.quick))
         print("\n".join(lines))

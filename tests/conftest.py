@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from renkei.app.bootstrap import prepare
 from renkei.app.client import RenkeiClient
-from renkei.app.stack import start_postgres, temporal_cli
+from renkei.app.stack import server_tuning_flags, start_postgres, temporal_cli
 from renkei.kernel import keys
 from renkei.kernel.codec import data_converter
 from renkei.kernel.db import create_pool, migrate
@@ -151,6 +151,7 @@ async def temporal_env(base_settings: Settings) -> AsyncIterator[WorkflowEnviron
             "--ui-codec-endpoint",
             base_settings.codec_endpoint,
             "--ui-disable-news-fetch",
+            *server_tuning_flags(),
         ],
         dev_server_log_level="error",
     )

@@ -50,6 +50,25 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
+# The dev server's history service reads each of its queues at most 20 times a second by default
+# (one shard): every task dispatched through a queue (a workflow task, an activity on another
+# task queue than its workflow's, a timer, a visibility update) then waits for the next 50 ms
+# tick, and a flow's latency is counted in ticks. A renkei linkage crosses to another party's
+# queue, which Temporal cannot hand out eagerly as it does an activity on the workflow's own
+# queue: the tick costs it twice. A deployed cluster sets these per shard too; the values here
+# are what its operators would choose for interactive work (docs/benchmarks.md measures both).
+SERVER_TUNING = {
+    "history.transferProcessorMaxPollRPS": 1000,
+    "history.timerProcessorMaxPollRPS": 1000,
+    "history.visibilityProcessorMaxPollRPS": 1000,
+}
+
+
+def server_tuning_flags() -> list[str]:
+    """The dev server's dynamic configuration for interactive latency (``SERVER_TUNING``)."""
+    return [f for k, v in SERVER_TUNING.items() for f in ("--dynamic-config-value", f"{k}={v}")]
+
+
 @dataclass
 class TemporalServer:
     process: subprocess.Popen[bytes]
@@ -96,6 +115,7 @@ def start_temporal(
         "--log-level",
         "warn",
         *search_attribute_flags(),
+        *server_tuning_flags(),
     ]
     if codec_endpoint:
         cmd += ["--ui-codec-endpoint", codec_endpoint]
