@@ -10,21 +10,33 @@ never asked as ``not_asked``. The provider's gate decides every request it recei
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import pytest
+from temporalio import workflow
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
+from renkei.app.web.codec_server import add_operator
 from renkei.bpf import registry
+from renkei.bpf.cel.program import DeterministicFailure
 from renkei.bpf.loader import parse_text
 from renkei.bpf.validation import validate
-from renkei.contracts.messages import LinkageRequest
+from renkei.contracts.messages import FlowResult, LinkageRequest
+from renkei.contracts.names import control_queue
 from renkei.contracts.retries import BROKER_GROUP_LIMIT
 from renkei.kernel import keys, records
 from renkei.kernel.settings import Settings
-from whitelist import store
+from whitelist import controls_store, store
 from whitelist.payloads import LocalTax
+from workers.assembly import running_workers
+from workers.plugin import attach_registry, party_client
+from workflows.interpreter import BpfInterpreter
 
 from .helpers import code, pick, register_fixture, sdk, start, workers
 
@@ -219,3 +231,164 @@ async def test_nothing_the_flow_computes_is_brokered_ahead_nor_past(
     for step in ("q1", "q2"):
         assert kept[("hub", step)].decided_at > kept[("city-shibuya", "q0")].decided_at
     await _one_record_each(pool, handle.id, ["q0", "q1", "q2"])
+
+
+async def test_a_suspension_after_the_ahead_decision_reaches_the_providers_gate(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """q2 and q3 are permitted with the start; while q1's provider works, city-shibuya is
+    suspended as a provider (the emergency stop). q2 reaches city-shibuya's gate with its permit
+    from the start: the gate applies the stop itself and refuses it before any provider code;
+    the flow fails there and q3 is never asked."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    entered, release = asyncio.Event(), asyncio.Event()
+    answered: list[str] = []
+
+    async def first_waits(req: LinkageRequest) -> LocalTax:
+        if req.step == "q1":
+            entered.set()
+            await release.wait()
+        answered.append(req.step)
+        return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+
+    operator = f"stop-{uuid.uuid4().hex[:6]}"
+    await add_operator(pool, operator)
+    waiting = {"city-shibuya": {"local-tax": first_waits}}
+    suspended = False
+    try:
+        async with workers(client, pool, settings, catalog, live_whitelist, providers=waiting):
+            handle = await sdk(client, settings).start(
+                start("sequence-probe", "city-minato", _subject(settings))
+            )
+            await asyncio.wait_for(entered.wait(), 30)
+            _, version = await controls_store.suspend(
+                pool, "org", "city-shibuya", "the provider's own stop", operator, side="provider"
+            )
+            suspended = True
+            await live_whitelist.controls.wait_for_version(version)
+            release.set()
+            with pytest.raises(WorkflowFailureError) as failure:
+                await asyncio.wait_for(handle.result(), 60)
+    finally:
+        if suspended:
+            _, version = await controls_store.lift(
+                pool, "org", "city-shibuya", "drill over", operator
+            )
+            await live_whitelist.controls.wait_for_version(version)
+    assert "suspended: org city-shibuya (as provider)" in str(failure.value.cause)
+    assert answered == ["q1"]  # q2's provider code never ran
+    calls = await _hub_calls(handle)
+    assert "hub.broker" not in calls and "hub.broker-group" not in calls  # decided ahead only
+    kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
+    assert kept[("hub", "q2")].outcome == "allowed"  # the hub permitted it with the start ...
+    gates = kept[("city-shibuya", "q2")]
+    assert gates.outcome == "denied"  # ... the provider's gate, after the stop, did not
+    assert "suspended: org city-shibuya (as provider)" in gates.reason
+    assert ("city-shibuya", "q3") not in kept
+    assert await _outcomes(pool, handle.id) == {
+        "q1": "provided",
+        "q2": "denied",
+        "q3": "not_asked",
+    }
+
+
+@workflow.defn(dynamic=True, sandboxed=False, failure_exception_types=[DeterministicFailure])  # type: ignore[call-overload]
+class Hostile(BpfInterpreter):
+    """An executor's own, modified flow code: at q2 it misuses q3's permit from the start
+    (``case``: for another step, at another provider, or its sealed code for q2's permit)."""
+
+    case = "step"
+
+    async def _linkage(  # type: ignore[override]
+        self, step_id: str, provider: str, info: str, kind: str, request: LinkageRequest, **kw: Any
+    ) -> None:
+        if step_id == "q2":
+            q3 = next(f.brokered for f in self._run.ahead if f.step == "q3")
+            if self.case == "subject":
+                request = request.model_copy(update={"sealed_subject": q3.sealed_subject})
+            else:
+                request = request.model_copy(
+                    update={"permit": q3.permit, "sealed_subject": q3.sealed_subject}
+                )
+            if self.case == "provider":
+                provider = "jps"
+        await super()._linkage(step_id, provider, info, kind, request, **kw)
+
+    @workflow.run
+    async def run(self, args: Sequence[RawValue]) -> FlowResult:
+        return await super().run(args)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("step", "for another attempt (replayed)"),
+        ("provider", "the permit is for city-shibuya, not jps"),
+        ("subject", "sealed subject code is not the one permitted"),
+    ],
+)
+async def test_a_hostile_executor_cannot_use_a_permit_brokered_ahead_elsewhere(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist,
+    case: str,
+    expected: str,
+) -> None:
+    """city-minato runs its own, modified flow code (its control worker is its own): at q2 it
+    sends q3's permit from the start for q2 (another step), to jps (another provider), or q2's
+    own permit with q3's sealed code (another attempt's subject code). The provider's gate
+    refuses each before any provider code; every party keeps one record per attempt, and each
+    attempt one outcome."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    answered: list[str] = []
+
+    async def spy(req: LinkageRequest) -> LocalTax:
+        answered.append(req.step)
+        return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+
+    Hostile.case = case
+    own = party_client(client, settings, ["city-minato"], legacy_ring=False)
+    attach_registry(own, pool, settings)
+    async with (
+        running_workers(
+            client,
+            pool,
+            settings,
+            catalog,
+            live_whitelist,
+            executors=[],  # the hub's worker, and no one's control worker but the hostile one
+            providers={"city-shibuya": {"local-tax": spy}}.get,
+        ),
+        Worker(
+            own,
+            task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
+            workflows=[Hostile],
+        ),
+    ):
+        handle = await sdk(client, settings).start(
+            start("sequence-probe", "city-minato", _subject(settings))
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 60)
+    assert expected in str(failure.value.cause), failure.value.cause
+    assert answered == ["q1"]  # no provider code ran for the misused permit
+    gate = "jps" if case == "provider" else "city-shibuya"
+    found = await records.query(pool, workflow_id=handle.id)
+    assert sorted((r.keeper, r.step) for r in found) == sorted(
+        [(k, s) for k in ("city-minato", "hub") for s in ("q1", "q2", "q3")]
+        + [("city-shibuya", "q1"), (gate, "q2")]
+    )
+    kept = {(r.keeper, r.step): r for r in found}
+    assert kept[(gate, "q2")].outcome == "denied" and expected in kept[(gate, "q2")].reason
+    assert await _outcomes(pool, handle.id) == {
+        "q1": "provided",
+        "q2": "denied",
+        "q3": "not_asked",
+    }
+    rows = await pool.fetch(
+        "SELECT attempt_key FROM records.attempt_outcomes WHERE attempt_key LIKE $1",
+        f"{handle.id}/%",
+    )
+    assert len(rows) == 3  # one outcome per attempt
