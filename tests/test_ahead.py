@@ -10,8 +10,9 @@ never asked as ``not_asked``. The provider's gate decides every request it recei
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -22,6 +23,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from renkei.app.citizen import records_for_subject
 from renkei.app.web.codec_server import add_operator
 from renkei.bpf import registry
 from renkei.bpf.cel.program import DeterministicFailure
@@ -31,6 +33,7 @@ from renkei.contracts.messages import FlowResult, LinkageRequest
 from renkei.contracts.names import control_queue
 from renkei.contracts.retries import BROKER_GROUP_LIMIT
 from renkei.kernel import keys, records
+from renkei.kernel.permits import AnswerReceipt
 from renkei.kernel.settings import Settings
 from whitelist import controls_store, store
 from whitelist.payloads import LocalTax
@@ -38,7 +41,7 @@ from workers.assembly import running_workers
 from workers.plugin import attach_registry, party_client
 from workflows.interpreter import BpfInterpreter
 
-from .helpers import code, pick, register_fixture, sdk, start, workers
+from .helpers import code, pick, register_fixture, run, sdk, start, workers
 
 
 async def _outcomes(pool: asyncpg.Pool, wid: str) -> dict[str, str]:
@@ -297,12 +300,18 @@ class Hostile(BpfInterpreter):
     """An executor's own, modified flow code: at q2 it misuses q3's permit from the start
     (``case``: for another step, at another provider, or its sealed code for q2's permit)."""
 
-    case = "step"
+    case: str | None = "step"
+    lie: frozenset[str] = frozenset()  # steps it reports as never asked, whatever they were
+
+    def _report(self, step: str, outcome: str, receipt: AnswerReceipt | None = None) -> None:
+        if step in self.lie:
+            outcome, receipt = "not_asked", None
+        super()._report(step, outcome, receipt)
 
     async def _linkage(  # type: ignore[override]
         self, step_id: str, provider: str, info: str, kind: str, request: LinkageRequest, **kw: Any
     ) -> None:
-        if step_id == "q2":
+        if step_id == "q2" and self.case is not None:
             q3 = next(f.brokered for f in self._run.ahead if f.step == "q3")
             if self.case == "subject":
                 request = request.model_copy(update={"sealed_subject": q3.sealed_subject})
@@ -317,6 +326,33 @@ class Hostile(BpfInterpreter):
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> FlowResult:
         return await super().run(args)
+
+
+@contextlib.asynccontextmanager
+async def _hostile_minato(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, provider: Any
+) -> AsyncIterator[None]:
+    """The hub's and the agencies' workers (city-shibuya's local tax by ``provider``), and
+    city-minato's control worker running :class:`Hostile`."""
+    own = party_client(client, settings, ["city-minato"], legacy_ring=False)
+    attach_registry(own, pool, settings)
+    async with (
+        running_workers(
+            client,
+            pool,
+            settings,
+            catalog,
+            live_whitelist,
+            executors=[],  # the hub's worker, and no one's control worker but the hostile one
+            providers={"city-shibuya": {"local-tax": provider}}.get,
+        ),
+        Worker(
+            own,
+            task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
+            workflows=[Hostile],
+        ),
+    ):
+        yield
 
 
 @pytest.mark.parametrize(
@@ -348,25 +384,8 @@ async def test_a_hostile_executor_cannot_use_a_permit_brokered_ahead_elsewhere(
         answered.append(req.step)
         return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
 
-    Hostile.case = case
-    own = party_client(client, settings, ["city-minato"], legacy_ring=False)
-    attach_registry(own, pool, settings)
-    async with (
-        running_workers(
-            client,
-            pool,
-            settings,
-            catalog,
-            live_whitelist,
-            executors=[],  # the hub's worker, and no one's control worker but the hostile one
-            providers={"city-shibuya": {"local-tax": spy}}.get,
-        ),
-        Worker(
-            own,
-            task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
-            workflows=[Hostile],
-        ),
-    ):
+    Hostile.case, Hostile.lie = case, frozenset()
+    async with _hostile_minato(client, pool, settings, catalog, live_whitelist, spy):
         handle = await sdk(client, settings).start(
             start("sequence-probe", "city-minato", _subject(settings))
         )
@@ -392,3 +411,82 @@ async def test_a_hostile_executor_cannot_use_a_permit_brokered_ahead_elsewhere(
         f"{handle.id}/%",
     )
     assert len(rows) == 3  # one outcome per attempt
+
+
+async def test_an_executor_reporting_an_answered_attempt_as_not_asked_is_caught(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
+) -> None:
+    """city-minato's own flow code reports q3, answered, as never asked (permitted ahead, the
+    flow ended before asking): the hub records the executor's word, but city-shibuya kept its
+    receipt; the reconciliation lists the attempt and the citizen sees it as provided, on the
+    provider's own record."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    Hostile.case, Hostile.lie = None, frozenset({"q3"})
+
+    async def honest(req: LinkageRequest) -> LocalTax:
+        return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+
+    async with _hostile_minato(client, pool, settings, catalog, live_whitelist, honest):
+        handle = await sdk(client, settings).start(
+            start("sequence-probe", "city-minato", _subject(settings))
+        )
+        assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
+    assert await _outcomes(pool, handle.id) == {
+        "q1": "provided",
+        "q2": "provided",
+        "q3": "not_asked",
+    }
+    kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
+    q3 = kept[("hub", "q3")]
+    hub = keys.load(settings).signer().public_key()
+    found = {m.attempt_key: m for m in await records.reconcile(pool, hub)}
+    assert set(found) & {r.attempt_key for r in kept.values()} == {q3.attempt_key}
+    assert found[q3.attempt_key].problem == (
+        "the executor reported it as not asked, and the provider answered it"
+    )
+    assert found[q3.attempt_key].reported == "not_asked"
+    [seen] = [
+        r
+        for r in await records_for_subject(pool, catalog, uuid.UUID(q3.subject_code), hub=hub)
+        if r.application == handle.id and r.step == "q3"
+    ]
+    assert (seen.exchange, seen.provided_per) == ("provided", "provider")
+    status, out = await asyncio.to_thread(
+        run, cli, "records", "reconcile", "--provider", "city-shibuya", "--settled", "0"
+    )
+    assert status == 1 and q3.attempt_key in out, out
+
+
+async def test_an_executor_reporting_an_attempt_its_provider_refused_as_not_asked_is_caught(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """city-minato's own flow code sends q2 with q3's sealed code (city-shibuya's gate refuses
+    it) and reports q2 as never asked: the provider's gate kept its record of the request, so
+    the reconciliation lists it."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    Hostile.case, Hostile.lie = "subject", frozenset({"q2"})
+
+    async def honest(req: LinkageRequest) -> LocalTax:
+        return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+
+    async with _hostile_minato(client, pool, settings, catalog, live_whitelist, honest):
+        handle = await sdk(client, settings).start(
+            start("sequence-probe", "city-minato", _subject(settings))
+        )
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 60)
+    assert await _outcomes(pool, handle.id) == {
+        "q1": "provided",
+        "q2": "not_asked",
+        "q3": "not_asked",
+    }
+    kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
+    assert kept[("city-shibuya", "q2")].outcome == "denied"
+    hub = keys.load(settings).signer().public_key()
+    found = {m.attempt_key: m for m in await records.reconcile(pool, hub)}
+    q2 = kept[("hub", "q2")].attempt_key
+    # q3 was truly never asked: only q2 disagrees
+    assert set(found) & {r.attempt_key for r in kept.values()} == {q2}
+    assert found[q2].problem == (
+        "the executor reported it as not asked, and the provider's gate decided it"
+    )
