@@ -430,13 +430,13 @@ class BpfInterpreter:
         finally:
             if self._first is not None and self._first.brokered.allowed:
                 self._report(self._first.step, "failed")  # the run ended before it was asked
-            self._not_asked()
             await self._flush_reports()
 
     def _not_asked(self) -> None:
         """The linkages permitted ahead that this run never asked its providers for (an earlier
         step failed or was denied, the flow was rejected, cancelled or continues as new): told
-        to the hub as ``not_asked``, with the flow's other outcomes."""
+        to the hub as ``not_asked``, with the flow's other outcomes (the run ends or continues
+        as new next: nothing is held past it)."""
         held, self._held = self._held, {}
         for step_id, brokered in held.items():
             if brokered.allowed:
@@ -446,6 +446,7 @@ class BpfInterpreter:
         askers, self._askers = [t for t in self._askers if not t.done()], []
         if askers:  # group calls still out (their lanes were stopped)
             await workflow.wait(askers)
+        self._not_asked()
         self._tell_untold()
         reports, self._reports = self._reports, []
         if reports:
@@ -516,7 +517,6 @@ class BpfInterpreter:
                             HubActivities.sign_resume,
                             resume,
                         )
-                    self._not_asked()
                     await self._flush_reports()
                     workflow.continue_as_new(
                         start.model_copy(update={"resume": resume, "resume_signature": signature})
