@@ -73,6 +73,7 @@ async def _register(pool: asyncpg.Pool, catalog, bpf: str, steps: list[str], res
             "triggers: [counter]",
             "inputs:",
             "  tax_office: {type: org, required: false}",
+            "  spouse: {type: subject, required: false}",
             "steps:",
             *steps,
             f"result: {{income: {result}}}",
@@ -208,27 +209,66 @@ async def test_a_step_whose_permit_no_longer_lasts_its_budget_is_brokered_again(
     assert await _outcomes(pool, handle.id) == dict.fromkeys(("q0", "q1", "q2"), "provided")
 
 
+@pytest.mark.parametrize(
+    ("shape", "middle", "asked"),
+    [
+        # q1's provider is an expression: asked at its step, with q2 (certain) in the same call
+        (
+            "expression",
+            ['  - {id: q1, query: {info: local-tax, provider: "${ inputs.tax_office }"}}'],
+            ["hub.broker-group"],
+        ),
+        # q1 is about someone the flow names at run time: the same
+        (
+            "about",
+            [
+                "  - {id: q1, query: {info: local-tax, provider: city-shibuya,"
+                ' about: "${ inputs.spouse }"}}'
+            ],
+            ["hub.broker-group"],
+        ),
+        # q1 runs only if a condition holds: asked in its arm (nothing follows it there), and
+        # q2, after the branch, at its own step
+        (
+            "branch",
+            [
+                "  - id: b",
+                "    branch:",
+                "      - when: inputs.tax_office == 'city-shibuya'",
+                "        steps: [{id: q1, query: {info: local-tax, provider: city-shibuya}}]",
+            ],
+            ["hub.broker", "hub.broker"],
+        ),
+    ],
+)
 async def test_nothing_the_flow_computes_is_brokered_ahead_nor_past(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist,
+    shape: str,
+    middle: list[str],
+    asked: list[str],
 ) -> None:
-    """q1's provider is an expression: the start brokers q0 only; q1 is asked at its step, with
-    q2 (which certainly follows it) in the same call."""
-    steps = _queries(3)
-    steps[1] = '  - {id: q1, query: {info: local-tax, provider: "${ inputs.tax_office }"}}'
-    await _register(pool, catalog, "ahead-expression-probe", steps, "q2.taxable_income")
+    """Between q0 and q2 a step the flow computes (its provider, its subject, or whether it
+    runs at all): the start brokers q0 only, and nothing is brokered ahead past that step."""
+    q0, _, q2 = _queries(3)
+    bpf = f"ahead-{shape}-probe"
+    await _register(pool, catalog, bpf, [q0, *middle, q2], "q2.taxable_income")
+    subject = _subject(settings)
     async with workers(client, pool, settings, catalog, live_whitelist):
         handle = await sdk(client, settings).start(
             start(
-                "ahead-expression-probe",
+                bpf,
                 "city-minato",
-                _subject(settings),
-                inputs={"tax_office": "city-shibuya"},
+                subject,
+                inputs={"tax_office": "city-shibuya", "spouse": subject},
             )
         )
         assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
     calls = await _hub_calls(handle)
-    assert calls.count("hub.resolve") == 1 and calls.count("hub.broker-group") == 1
-    assert set(calls) == {"hub.resolve", "hub.broker-group", "hub.outcomes"}
+    assert [c for c in calls if c != "hub.outcomes"] == ["hub.resolve", *asked]
     kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
     # q1 and q2 were decided only once q0 had been answered
     for step in ("q1", "q2"):

@@ -59,7 +59,7 @@ def test_an_about_a_set_step_or_a_branch_ends_the_lookahead() -> None:
         + _q(4)
         + "  - id: b\n"
         + "    branch:\n"
-        + "      - when: ${ inputs.office == 'city-shibuya' }\n"
+        + "      - when: inputs.office == 'city-shibuya'\n"
         + "        steps:\n"
         + "          - {id: q5, query: {info: local-tax, provider: city-shibuya}}\n"
         + "          - {id: q6, query: {info: local-tax, provider: city-shibuya}}\n"
