@@ -530,3 +530,34 @@ async def test_an_executor_reporting_an_attempt_its_provider_refused_as_not_aske
     assert found[q2].problem == (
         "the executor reported it as not asked, and the provider's gate decided it"
     )
+
+
+async def test_a_flow_cancelled_before_its_linkages_ahead_tells_them_not_asked(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """Cancelled while q1's provider works: q1 is cancelled, q2 and q3 (permitted with the
+    start) were never asked, and no provider holds a record of them."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    entered = asyncio.Event()
+
+    async def stall(req: LinkageRequest) -> LocalTax:
+        entered.set()
+        await asyncio.Event().wait()  # until the worker stops
+        raise AssertionError("not reached")
+
+    stalling = {"city-shibuya": {"local-tax": stall}}
+    async with workers(client, pool, settings, catalog, live_whitelist, providers=stalling):
+        handle = await sdk(client, settings).start(
+            start("sequence-probe", "city-minato", _subject(settings))
+        )
+        await asyncio.wait_for(entered.wait(), 30)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 30)
+    assert await _outcomes(pool, handle.id) == {
+        "q1": "cancelled",
+        "q2": "not_asked",
+        "q3": "not_asked",
+    }
+    kept = {(r.keeper, r.step) for r in await records.query(pool, workflow_id=handle.id)}
+    assert ("city-shibuya", "q2") not in kept and ("city-shibuya", "q3") not in kept
