@@ -25,6 +25,7 @@ from activities.claims import Claims, caller
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
+from renkei.bpf.ahead import leading
 from renkei.bpf.cel.types import embedded
 from renkei.bpf.models import ActStep, QueryStep, WaitStep, walk
 from renkei.bpf.review import suspension
@@ -202,11 +203,48 @@ class HubActivities:
             hub_signing=self._issuer.public_b64,
             takes_outcomes=True,
             brokers_groups=True,
+            brokers_ahead=True,
             kit_clock=self._kit_clock,
         )
-        if req.broker_first:
+        if req.broker_ahead:
+            run.ahead = await self._broker_leading(req, run)
+        elif req.broker_first:
             run.first = await self._broker_first(req, run)
         return run
+
+    async def _broker_leading(self, req: ResolveRequest, run: ResolvedRun) -> list[FirstLinkage]:
+        """The run's leading linkages brokered now (brokering ahead): the query steps it starts
+        with whose provider and subject the definition fixes (:func:`renkei.bpf.ahead.leading`),
+        each decided, recorded and permitted by :meth:`broker` as at its step, its permit
+        lasting the steps before it too (:func:`~renkei.contracts.messages.ahead_budget`).
+        Stops at the first one denied or refused: the flow fails at that step, or asks for it
+        there and meets the same refusal, and never reaches those after it."""
+        info = activity.info()
+        steps = leading(run.definition.steps, BROKER_GROUP_LIMIT)
+        out: list[FirstLinkage] = []
+        for i, step in enumerate(steps):
+            asked = linkage_asked(
+                step,
+                provider=step.query.provider,
+                subject=req.subject,
+                requester=req.executor,
+                task=run.definition.task,
+                trigger=req.trigger,
+                pin=run.pin,
+                workflow_id=info.workflow_id or "",
+                run_id=info.workflow_run_id or "",
+                hold=req.hold,
+                parent=req.parent,
+                after=steps[:i],
+            )
+            try:
+                brokered = await self.broker(asked)
+            except ApplicationError:
+                break
+            out.append(FirstLinkage(step=step.id, brokered=brokered))
+            if not brokered.allowed:
+                break
+        return out
 
     async def _broker_first(self, req: ResolveRequest, run: ResolvedRun) -> FirstLinkage | None:
         """The run's first step brokered now, if it is a linkage whose provider and subject the

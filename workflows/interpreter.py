@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from activities.hub import HubActivities
+    from renkei.bpf.ahead import following
     from renkei.bpf.cel.program import (
         CompiledBpf,
         DeterministicFailure,
@@ -131,6 +132,13 @@ KIT_CLOCK = "kit-clock-v1"
 # and the digest of its answer): the hub takes "provided" on nothing else. Runs recorded before
 # report it without.
 PROVIDER_RECEIPTS = "provider-receipts-v1"
+# The hub brokers ahead: the run's leading linkages with its start, and with each linkage the
+# flow asks for, those that certainly follow it (renkei.bpf.ahead); a permit brokered ahead is
+# used at its step if it still covers the step's whole budget, else the step is brokered again;
+# one never asked is told as "not_asked" as the flow ends (runs recorded before, or resolved by a
+# hub that does not broker so, ask for each linkage at its step, and tell an unasked first
+# linkage as "failed").
+BROKERED_AHEAD = "brokered-ahead-v1"
 # A kit run carries the kit's search attribute; any other run drops it (a start cannot hide a
 # real run among the kit's).
 KIT_MARK = "kit-mark-v1"
@@ -172,8 +180,14 @@ class BpfInterpreter:
         self._long = 0  # steps in flight that may take long (a provider's answer, a wait, ...)
         self._telling = False  # a call telling the held-back outcomes is about to go
         self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
-        # Linkages asked for at this moment, answered together by one call to the hub.
-        self._asking: list[tuple[BrokerRequest, asyncio.Future[Brokered | None]]] = []
+        # Brokering ahead: the hub's answers for linkages not reached yet, by step, and for each
+        # query step the ones that certainly follow it (asked for with it).
+        self._ahead = False
+        self._held: dict[str, Brokered] = {}
+        self._following: dict[str, list[QueryStep]] = {}
+        # Linkages asked for at this moment, answered together by one call to the hub (with no
+        # future: asked ahead, its answer is held for its step).
+        self._asking: list[tuple[BrokerRequest, asyncio.Future[Brokered | None] | None]] = []
         self._askers: list[asyncio.Task[None]] = []
         # The conformance kit's clock: only a run the hub resolved as a kit run takes it.
         self._kit_clock = False
@@ -330,6 +344,7 @@ class BpfInterpreter:
             )
         self._start = start
         self._remote = calls_hub_remotely(args[0].payload)
+        ahead = workflow.patched(BROKERED_AHEAD)
         if start.resume is not None:  # a continuation: the definition is already pinned
             if workflow.patched(SIGNED_RESUME):  # only a state the hub signed is taken up
                 try:
@@ -360,6 +375,7 @@ class BpfInterpreter:
                         if (caller := workflow.info().parent)
                         else None,
                         broker_first=broker_first,
+                        broker_ahead=ahead,
                     ),
                 )
             except ActivityError as err:
@@ -377,8 +393,14 @@ class BpfInterpreter:
                 ]
             )
         pin = self._run.pin
+        self._ahead = (
+            ahead and self._run.brokers_ahead and self._run.brokers_groups and self._batched()
+        )
+        if self._ahead:
+            self._following = following(self._run.definition.steps, BROKER_GROUP_LIMIT - 1)
         if start.resume is None:
             self._first = self._run.first
+            self._held = {f.step: f.brokered for f in self._run.ahead}
             if self._batched():
                 workflow.upsert_memo({"definition": pin.model_dump()})
                 self._status = "running"
@@ -410,10 +432,21 @@ class BpfInterpreter:
                 self._report(self._first.step, "failed")  # the run ended before it was asked
             await self._flush_reports()
 
+    def _not_asked(self) -> None:
+        """The linkages permitted ahead that this run never asked its providers for (an earlier
+        step failed or was denied, the flow was rejected, cancelled or continues as new): told
+        to the hub as ``not_asked``, with the flow's other outcomes (the run ends or continues
+        as new next: nothing is held past it)."""
+        held, self._held = self._held, {}
+        for step_id, brokered in held.items():
+            if brokered.allowed:
+                self._report(step_id, "not_asked")
+
     async def _flush_reports(self) -> None:
         askers, self._askers = [t for t in self._askers if not t.done()], []
         if askers:  # group calls still out (their lanes were stopped)
             await workflow.wait(askers)
+        self._not_asked()
         self._tell_untold()
         reports, self._reports = self._reports, []
         if reports:
@@ -774,14 +807,18 @@ class BpfInterpreter:
             raise step_failure(err, "code translation failed") from None
         return translated
 
-    async def _broker(self, req: BrokerRequest) -> Brokered:
+    async def _broker(self, req: BrokerRequest, ahead: Sequence[BrokerRequest] = ()) -> Brokered:
         """Ask the hub for the linkage: it decides, records, and hands out the provider's code.
-        Linkages asked for at the same moment (parallel lanes) go in one call."""
+        Linkages asked for at the same moment (parallel lanes) go in one call, and so do
+        ``ahead``, the linkages that certainly follow it (their answers are held for their
+        steps)."""
         if not (self._run.brokers_groups and workflow.patched(GROUP_BROKERING)):
             return await self._broker_alone(req)
         answer: asyncio.Future[Brokered | None] = asyncio.get_running_loop().create_future()
+        idle = not self._asking
         self._asking.append((req, answer))
-        if len(self._asking) == 1:
+        self._asking.extend((a, None) for a in ahead)
+        if idle:
             self._askers.append(asyncio.create_task(self._ask_together()))
         try:
             brokered = await answer
@@ -818,11 +855,14 @@ class BpfInterpreter:
         except ActivityError as err:
             self._untold[:0] = untold  # told again later (the hub takes an outcome once)
             for _, answer in asking:
-                if not answer.done():
+                if answer is not None and not answer.done():
                     answer.set_exception(err)
             return
         for (req, answer), brokered in zip(asking, answers, strict=True):
-            if not answer.done():
+            if answer is None:  # asked ahead: held for its step (none: asked for there)
+                if brokered is not None:
+                    self._held[req.step] = brokered
+            elif not answer.done():
                 answer.set_result(brokered)
             elif brokered is not None and brokered.allowed:  # its lane was stopped meanwhile
                 self._report(req.step, "cancelled")
@@ -882,10 +922,22 @@ class BpfInterpreter:
             parent=self._start.parent,
         )
         first, self._first = self._first, None
+        held = self._held.pop(step.id, None)
         if first is not None and first.step == step.id:
             brokered = first.brokered  # asked with the start: the same request, answered then
+        elif held is not None and self._covers(held, asked):
+            brokered = held  # brokered ahead: the same request, decided earlier
         else:
-            brokered = await self._broker(asked)
+            try:
+                brokered = await self._broker(asked, self._asked_ahead(step))
+            except BaseException:
+                if held is not None:  # its provider is never asked: told as not asked
+                    self._held[step.id] = held
+                raise
+            if held is not None and held.allowed and not brokered.allowed:
+                # Permitted ahead, denied now: the hub's record (written once, as it was first
+                # decided) says allowed, and its outcome says what became of it.
+                self._report(step.id, "denied")
         if not brokered.allowed:
             self._linkages.append(
                 LinkageOutcome(step=step.id, provider=provider, info=q.info, outcome="denied")
@@ -931,6 +983,46 @@ class BpfInterpreter:
             provider_key=brokered.provider_key,
             what="answer",
         )
+
+    @staticmethod
+    def _covers(held: Brokered, asked: BrokerRequest) -> bool:
+        """Whether an answer brokered ahead is used at its step: a denial always (it fails the
+        step as one asked for there would); a permit only while it lasts the step's whole
+        budget (else the step is brokered again, as if never asked ahead)."""
+        if not held.allowed:
+            return True
+        return held.permit is not None and held.permit.permit.expires_at >= workflow.now() + (
+            timedelta(seconds=asked.budget_seconds)
+        )
+
+    def _asked_ahead(self, step: QueryStep) -> list[BrokerRequest]:
+        """The linkages that certainly follow ``step`` in its sequence and are not held yet:
+        asked for in the same call, each with a permit lasting the steps before it."""
+        if not self._ahead:
+            return []
+        chain: list[QueryStep] = [step]
+        out: list[BrokerRequest] = []
+        wf = workflow.info()
+        for s in self._following.get(step.id, []):
+            if s.id not in self._held:
+                out.append(
+                    linkage_asked(
+                        s,
+                        provider=s.query.provider,
+                        subject=self._start.subject,
+                        requester=self._start.executor,
+                        task=self._run.definition.task,
+                        trigger=self._start.trigger,
+                        pin=self._run.pin,
+                        workflow_id=wf.workflow_id,
+                        run_id=wf.run_id,
+                        hold=self._start.hold,
+                        parent=self._start.parent,
+                        after=chain,
+                    )
+                )
+            chain = [*chain, s]
+        return out
 
     async def _act(self, step: ActStep) -> None:
         """Ask a partner org to carry out an action and take its signed receipt. Brokered like a

@@ -44,7 +44,15 @@ from whitelist.decide import JST
 
 DEFAULT_TARIFFS = Path(__file__).parent / "data" / "tariffs.yaml"
 OUTCOMES_CHAIN = "hub (outcomes)"  # as records verification names the chain of outcomes
-NOT_CHARGED = ("denied", "no_answer", "failed", "cancelled", "unreceipted", "pending")
+NOT_CHARGED = (
+    "denied",
+    "no_answer",
+    "failed",
+    "cancelled",
+    "unreceipted",
+    "not_asked",
+    "pending",
+)
 _ISSUE_LOCK = 7_350_200  # advisory lock class: issuing one month
 
 

@@ -55,7 +55,7 @@ class Party(BaseModel):
 
 
 Exchange = Literal[
-    "provided", "unreceipted", "no_answer", "failed", "cancelled", "denied", "pending"
+    "provided", "unreceipted", "no_answer", "failed", "cancelled", "not_asked", "denied", "pending"
 ]
 
 
@@ -96,7 +96,9 @@ class CitizenRecord(BaseModel):
         description="what became of the exchange: ``provided`` only on the provider's own"
         " signed word (its receipt, forwarded to the hub, or kept by the provider itself);"
         " ``unreceipted``: permitted, and the provider's receipt never reached the hub (the"
-        " executor said it was provided); ``pending``: permitted, no outcome yet",
+        " executor said it was provided); ``not_asked``: permitted ahead of its step, and the"
+        " procedure ended before the provider was asked (nothing provided); ``pending``:"
+        " permitted, no outcome yet",
     )
     provided_per: Literal["hub", "provider"] | None = Field(
         default=None,

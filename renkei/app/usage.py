@@ -88,7 +88,8 @@ SELECT month, bpf, org, count(*) AS queries,
        count(*) FILTER (WHERE decision = 'denied' OR ended = 'denied') AS denied,
        count(*) FILTER (WHERE ended = 'no_answer') AS no_answer,
        count(*) FILTER (WHERE ended IN ('failed', 'unreceipted')) AS failed,  -- not provided
-       count(*) FILTER (WHERE ended = 'cancelled') AS cancelled,
+       -- not provided, the provider never asked (permitted ahead, the flow ended before)
+       count(*) FILTER (WHERE ended IN ('cancelled', 'not_asked')) AS cancelled,
        count(*) FILTER (WHERE decision = 'allowed' AND ended IS NULL) AS pending,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS median_ms,
        percentile_disc(0.99) WITHIN GROUP (ORDER BY ms) AS p99_ms

@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from renkei.bpf.models import BpfDefinition, QueryStep
-from renkei.contracts.retries import budget_seconds
+from renkei.contracts.retries import MAX_BUDGET_SECONDS, budget_seconds
 from renkei.kernel import attest
 from renkei.kernel.permits import AnswerReceipt, SignedPermit
 from renkei.kernel.sealing import Sealed
@@ -151,6 +152,12 @@ class ResolveRequest(BaseModel):
         description="broker the run's first step with its start, if it is a linkage nothing"
         " the flow computes comes before (one call to the hub instead of two)",
     )
+    broker_ahead: bool = Field(
+        default=False,
+        description="broker the run's leading linkages with its start: the query steps it"
+        " starts with whose provider and subject the definition fixes (``renkei.bpf.ahead``),"
+        " each with a lookahead budget (supersedes ``broker_first``)",
+    )
 
 
 class ResolvedRun(BaseModel):
@@ -176,6 +183,17 @@ class ResolvedRun(BaseModel):
     first: FirstLinkage | None = Field(
         default=None,
         description="the run's first linkage, brokered with its start (see ``broker_first``)",
+    )
+    ahead: list[FirstLinkage] = Field(
+        default_factory=list,
+        description="the run's leading linkages, brokered ahead with its start (see"
+        " ``broker_ahead``), in step order",
+    )
+    brokers_ahead: bool = Field(
+        default=False,
+        description="the hub brokers ahead: the leading linkages with the start, and the flow"
+        " may ask for the linkages that certainly follow one in the same call; a hub from"
+        " before says nothing, and the flow asks for each at its step",
     )
     brokers_groups: bool = Field(
         default=False,
@@ -257,7 +275,7 @@ class AttemptOutcomeReport(BaseModel):
     the calling workflow's own step; the hub takes the workflow and run from Temporal)."""
 
     step: str
-    outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled"]
+    outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled", "not_asked"]
     receipt: AnswerReceipt | None = Field(
         default=None,
         description="the provider's receipt for the attempt (its signature over the permit and"
@@ -330,9 +348,14 @@ def linkage_asked(
     run_id: str,
     hold: DisclosureHold | None,
     parent: ParentFlow | None,
+    after: Sequence[QueryStep] = (),
 ) -> BrokerRequest:
     """What a flow asks the hub for its query ``step`` (the flow at the step, or the hub for
-    a run's first linkage as it resolves the run: both ask the same)."""
+    a run's first linkage as it resolves the run: both ask the same).
+
+    ``after``: asked ahead, the steps the flow runs before it reaches ``step``; its permit
+    must then outlive them too (the lookahead budget): each may take its own budget and one
+    attempt's time more (see :func:`ahead_budget`)."""
     q = step.query
     return BrokerRequest(
         trigger=trigger,
@@ -349,8 +372,23 @@ def linkage_asked(
         run_id=run_id,
         hold=hold,
         parent=parent,
-        budget_seconds=budget_seconds(q.timeout, q.retry.max_attempts, q.retry.maximum_interval),
+        budget_seconds=ahead_budget(step, after),
     )
+
+
+def ahead_budget(step: QueryStep, after: Sequence[QueryStep] = ()) -> int:
+    """The seconds a permit for ``step`` must last if it is brokered before the steps
+    ``after`` run: the step's own budget (its timeout times its attempts, with the pauses
+    between) plus, for each step before it, that step's budget and one attempt's time to spare
+    (the longest the flow may spend there). At most a day, as any budget."""
+    total = sum(
+        budget_seconds(s.query.timeout, s.query.retry.max_attempts, s.query.retry.maximum_interval)
+        + int(s.query.timeout.total_seconds())
+        for s in after
+    )
+    q = step.query
+    own = budget_seconds(q.timeout, q.retry.max_attempts, q.retry.maximum_interval)
+    return min(own + total, MAX_BUDGET_SECONDS)
 
 
 class LinkageOutcome(BaseModel):

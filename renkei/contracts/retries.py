@@ -20,6 +20,8 @@ HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 # At most this many linkages in one call to the hub (hub.broker-group), so one call stays well
 # within the hub's timeout however many lanes a parallel step has.
 BROKER_GROUP_LIMIT = 50
+# The longest a linkage's budget (its permit's lifetime) may be, in seconds: a day.
+MAX_BUDGET_SECONDS = 86_400
 # A life-event scan reads a whole cohort from the executor's own register.
 SCAN_TIMEOUT = timedelta(minutes=5)
 
@@ -38,4 +40,4 @@ def linkage_retry(retry: RetrySpec) -> RetryPolicy:
 def budget_seconds(timeout: timedelta, attempts: int, pause: timedelta) -> int:
     """How long a linkage may take with every retry: the permit must outlive it."""
     total = timeout * attempts + pause * max(attempts - 1, 0)
-    return max(1, min(int(total.total_seconds()), 86_400))
+    return max(1, min(int(total.total_seconds()), MAX_BUDGET_SECONDS))

@@ -42,6 +42,10 @@ _TEXT: dict[str, dict[str, str]] = {
     "x_no_answer": {"ja": "回答なし", "en": "No answer"},
     "x_failed": {"ja": "失敗（提供なし）", "en": "Failed (nothing provided)"},
     "x_cancelled": {"ja": "取消（提供なし）", "en": "Cancelled (nothing provided)"},
+    "x_not_asked": {
+        "ja": "事前に許可（照会前に手続が終了し、提供なし）",
+        "en": "Permitted in advance; the procedure ended before asking (nothing provided)",
+    },
     "x_denied": {"ja": "提供なし", "en": "Nothing provided"},
     "x_pending": {"ja": "回答待ち", "en": "Awaiting answer"},
     "per_provider": {

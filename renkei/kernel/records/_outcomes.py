@@ -14,7 +14,12 @@ key and bound to the hub's record of the attempt by that record's hash.
 - ``denied``: the whitelist (the hub's or the provider's gate) refused it;
 - ``no_answer``: no answer in time (no worker took it, or none answered);
 - ``failed``: it ended in an error (or an answer the provider had not signed);
-- ``cancelled``: the flow was cancelled while it waited for the answer.
+- ``cancelled``: the flow was cancelled while it waited for the answer;
+- ``not_asked``: permitted ahead (the hub brokered it before the flow reached its step, see
+  :mod:`renkei.bpf.ahead`), and the flow ended before it asked the provider (an earlier step
+  failed or was denied, the flow was rejected, cancelled or continued as new): the provider
+  never received the request. A provider's receipt for such an attempt is a mismatch
+  (:func:`~renkei.kernel.records.reconcile`): it was asked.
 
 Every outcome but ``provided`` is the executor's word: the provider's own receipts
 (:mod:`renkei.kernel.records._receipts`) show where it hid an answered exchange.
@@ -37,7 +42,9 @@ from renkei.kernel import attest, permits
 from renkei.kernel.permits import AnswerReceipt
 from renkei.kernel.records._chain import GENESIS, HUB, RecordSigner
 
-Outcome = Literal["provided", "denied", "no_answer", "failed", "cancelled", "unreceipted"]
+Outcome = Literal[
+    "provided", "denied", "no_answer", "failed", "cancelled", "unreceipted", "not_asked"
+]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 _LOCK = (7_350_101, 0)  # advisory lock of the outcomes chain
 OUTCOMES_CHAIN = "hub (outcomes)"  # how verification names the chain of outcomes

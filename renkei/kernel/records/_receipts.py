@@ -146,6 +146,8 @@ async def reconcile(
                 problem = "the provider kept a receipt of an attempt the hub denied"
             elif r["outcome"] == "provided":
                 problem = "the hub recorded it as provided without the provider's receipt"
+            elif r["outcome"] == "not_asked":  # permitted ahead: the flow said it never asked
+                problem = "the executor reported it as not asked, and the provider answered it"
             else:
                 problem = "the provider answered; the executor reported " + (
                     "nothing" if r["outcome"] is None else f"it as {r['outcome']}"
@@ -177,6 +179,31 @@ async def reconcile(
                     reported="provided",
                     problem="the hub holds the provider's receipt; the provider's own record"
                     " of the answer is missing",
+                )
+            )
+        # Reported as never asked, and yet the request reached the provider's gate (it keeps a
+        # record of every request it decides, answered or refused): it was asked. (One the
+        # provider answered is listed above, by its receipt.)
+        for r in await conn.fetch(
+            "SELECT o.attempt_key, h.provider, h.requester FROM records.attempt_outcomes o"
+            " JOIN records.access_records h ON h.keeper = 'hub' AND h.attempt_key = o.attempt_key"
+            " WHERE o.outcome = 'not_asked' AND h.provider <> h.requester"
+            " AND ($1::text[] IS NULL OR h.provider = ANY($1))"
+            " AND EXISTS (SELECT 1 FROM records.access_records p"
+            "  WHERE p.keeper = h.provider AND p.attempt_key = o.attempt_key)"
+            " AND NOT EXISTS (SELECT 1 FROM records.answer_receipts p"
+            "  WHERE p.keeper = h.provider AND p.attempt_key = o.attempt_key)"
+            " ORDER BY o.chain_seq",
+            list(providers) if providers is not None else None,
+        ):
+            found.append(
+                Mismatch(
+                    attempt_key=r["attempt_key"],
+                    provider=r["provider"],
+                    requester=r["requester"],
+                    reported="not_asked",
+                    problem="the executor reported it as not asked, and the provider's gate"
+                    " decided it",
                 )
             )
     return found

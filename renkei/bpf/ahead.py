@@ -1,0 +1,68 @@
+"""Which linkages a flow will certainly ask for next: what the hub brokers ahead.
+
+Computed from the definition alone (a run's replay computes the same). A query step is
+*certain* when nothing the flow computes decides it: its provider is a literal (no embedded
+expression) and it has no ``about`` (its subject is the start's). A query step has no
+condition of its own; what can keep a step from running is a branch (its arms are sequences of
+their own) or a failure before it, and a failure leaves the permits brokered ahead of it unused
+(their attempts end as ``not_asked``).
+
+Within one sequence of steps (the top level, a parallel step's lane, a branch's arm) the steps
+that certainly follow a linkage are the certain query steps right after it, up to the first step
+that is not one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from renkei.bpf.cel.types import embedded
+from renkei.bpf.models import AnyStep, BranchStep, ParallelStep, QueryStep, WhenArm
+
+
+def certain(step: AnyStep) -> bool:
+    """Whether ``step`` is a query whose request nothing the flow computes can change."""
+    return (
+        isinstance(step, QueryStep)
+        and step.query.about is None
+        and embedded(step.query.provider) is None
+    )
+
+
+def _sequences(steps: list[AnyStep]) -> Iterator[list[AnyStep]]:
+    yield steps
+    for s in steps:
+        if isinstance(s, ParallelStep):
+            for lane in s.parallel:
+                yield from _sequences(lane)
+        elif isinstance(s, BranchStep):
+            for arm in s.branch:
+                yield from _sequences(arm.steps if isinstance(arm, WhenArm) else arm.otherwise)
+
+
+def _run_of_certain(steps: list[AnyStep], limit: int) -> list[QueryStep]:
+    out: list[QueryStep] = []
+    for s in steps:
+        if len(out) >= limit or not certain(s) or not isinstance(s, QueryStep):
+            break
+        out.append(s)
+    return out
+
+
+def leading(steps: list[AnyStep], limit: int) -> list[QueryStep]:
+    """The run's leading linkages: the certain query steps it starts with (at most ``limit``),
+    asked for as the run starts."""
+    return _run_of_certain(steps, limit)
+
+
+def following(steps: list[AnyStep], limit: int) -> dict[str, list[QueryStep]]:
+    """For each query step, the certain query steps right after it in its own sequence (at most
+    ``limit``): asked for in the same call as it."""
+    out: dict[str, list[QueryStep]] = {}
+    for seq in _sequences(steps):
+        for i, s in enumerate(seq):
+            if isinstance(s, QueryStep):
+                after = _run_of_certain(seq[i + 1 :], limit)
+                if after:
+                    out[s.id] = after
+    return out
