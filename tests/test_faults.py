@@ -51,6 +51,7 @@ from .helpers import (
     sdk,
     shibuya_family,
     start,
+    wait_for_outcomes,
     workers,
 )
 from .processes import control_plane, crash_postgres, crash_temporal, restart_postgres, worker
@@ -83,6 +84,23 @@ async def _one_record_each(pool: asyncpg.Pool, result: FlowResult, workflow_id: 
                 provider.attempt_key,
             )
             assert receipts == 1, (x.step, receipts)
+    # The hub collected each answer's "provided" from the provider's receipt, once, whatever
+    # was killed or stopped on the way (the database, the hub's worker).
+    provided = [
+        found[("hub", x.step.rsplit("/", 1)[-1])][0].attempt_key
+        for x in result.linkages
+        if x.outcome == "provided"
+    ]
+    ended = await wait_for_outcomes(pool, provided)
+    assert {k: (o.outcome, o.receipt is not None) for k, o in ended.items()} == {
+        k: ("provided", True) for k in provided
+    }
+    # and took each receipt off its queue in the same transaction: none is left to collect
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM records.receipts_to_collect q JOIN records.answer_receipts r"
+        " ON r.id = q.receipt_id WHERE r.attempt_key = ANY($1)",
+        provided,
+    )
 
 
 def _decided(result: FlowResult) -> bool:

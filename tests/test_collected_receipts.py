@@ -1,0 +1,162 @@
+"""The hub collects "provided" from the provider's own receipt (attacker tests).
+
+A flow no longer tells the hub that an attempt was provided: the provider's gate keeps its
+receipt with the hub's permit before the answer leaves, and the hub's collector records
+``provided`` from it. A provider (on its own database role) that keeps a receipt row the hub
+cannot stand behind (signed with another key, for another attempt's permit, for a permit the hub
+did not sign, under a key revoked before) gets nothing recorded, not even ``unreceipted``: the
+executor's own outcome of that attempt is still taken afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+import asyncpg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from renkei.kernel import keys, parties, permits, records
+from renkei.kernel.db import create_pool, party_role
+from renkei.kernel.permits import AnswerReceipt
+from renkei.kernel.settings import Settings
+
+from .test_receipts import _probe_attempt, _receipt
+
+
+def _kept(keeper: str, key: str, receipt: AnswerReceipt) -> records.ProviderReceipt:
+    """A receipt row as a gate keeps it: with the permit it answers."""
+    return records.ProviderReceipt(
+        keeper=keeper,
+        attempt_key=key,
+        answer_digest=receipt.digest,
+        permit_signature=receipt.permit.signature,
+        signature=receipt.signature,
+        answered_at=dt.datetime.now(dt.UTC),
+        permit=receipt.permit,
+    )
+
+
+async def _keep_as(base_settings: Settings, org: str, *kept: records.ProviderReceipt) -> None:
+    """``org`` keeps receipt rows on its own database role, as its gate (or a hostile
+    operator of it) would."""
+    assert base_settings.database_url
+    own = await create_pool(base_settings.database_url, max_size=1, role=party_role(org))
+    try:
+        assert await own.fetchval("SELECT current_user") == party_role(org)
+        for k in kept:
+            await records.keep_receipt(own, k)
+    finally:
+        await own.close()
+
+
+async def _queued(pool: asyncpg.Pool, attempt_keys: list[str]) -> int:
+    n: int = await pool.fetchval(
+        "SELECT count(*) FROM records.receipts_to_collect q JOIN records.answer_receipts r"
+        " ON r.id = q.receipt_id WHERE r.attempt_key = ANY($1)",
+        attempt_keys,
+    )
+    return n
+
+
+async def test_a_providers_bad_receipt_rows_record_nothing_and_leave_the_executors_outcome(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    base_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    genuine, permit = await _probe_attempt(pool, hub, "jps")
+    wrong_key, wrong_permit = await _probe_attempt(pool, hub, "jps")
+    other_attempt, _ = await _probe_attempt(pool, hub, "jps")
+    _, others_permit = await _probe_attempt(pool, hub, "jps")
+    not_hubs, real = await _probe_attempt(pool, hub, "jps")
+    forged = permits.sign(real.permit, Ed25519PrivateKey.generate())
+    await _keep_as(
+        base_settings,
+        "jps",
+        _kept("jps", genuine, _receipt(jps, permit)),  # the control: this one holds
+        _kept("jps", wrong_key, _receipt(Ed25519PrivateKey.generate(), wrong_permit)),
+        _kept("jps", other_attempt, _receipt(jps, others_permit)),
+        _kept("jps", not_hubs, _receipt(jps, forged)),
+    )
+    # A provider whose key was revoked (lost, say) before it kept its receipt.
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    own = keys.OrgKeys(
+        org=name,
+        signing_key=keys.new_keys().signing_key,
+        codec=keys.load(settings).codec,
+        hub_signing="",
+    )
+    await parties.register(pool, hub.key, own.public(name))
+    revoked, revoked_permit = await _probe_attempt(pool, hub, name)
+    assert await parties.revoke(pool, hub.key, name, reason="key lost")
+    await records.keep_receipt(pool, _kept(name, revoked, _receipt(own.signer(), revoked_permit)))
+    bad = [wrong_key, other_attempt, not_hubs, revoked]
+    assert await _queued(pool, [genuine, *bad]) == 5
+
+    with caplog.at_level(logging.WARNING, logger="renkei.kernel.records._collector"):
+        done = await records.Collector(pool, hub).run_once()
+    assert done.provided >= 1 and done.refused >= 4, done
+    ended = await records.outcomes(pool, [genuine, *bad])
+    assert set(ended) == {genuine}  # nothing at all for a bad one: not even "unreceipted"
+    assert ended[genuine].outcome == "provided"
+    assert ended[genuine].receipt == _receipt(jps, permit).signature
+    assert await _queued(pool, [genuine, *bad]) == 0  # each looked at once, then off the queue
+    refusals = [r.getMessage() for r in caplog.records if "not collected" in r.getMessage()]
+    assert {
+        "a receipt of jps not collected: the receipt is not signed with jps's registered"
+        " (unrevoked) key",
+        "a receipt of jps not collected: the receipt is for another attempt",
+        "a receipt of jps not collected: the receipt answers a permit the hub did not sign",
+        f"a receipt of {name} not collected: the receipt is not signed with {name}'s"
+        " registered (unrevoked) key",
+    } <= set(refusals)
+    assert not any(k in line for k in [genuine, *bad] for line in refusals)  # no attempt named
+    # The executor's own word about each bad one is still taken (a bad row pre-empts nothing);
+    # the genuine one keeps the provider's word.
+    told = await records.record_outcomes(pool, [(k, "failed") for k in [*bad, genuine]], hub)
+    assert [o.outcome for o in told if isinstance(o, records.AttemptOutcome)] == [
+        "failed",
+        "failed",
+        "failed",
+        "failed",
+        "provided",
+    ]
+    # Collecting again (another hub worker, a restart) finds nothing new and doubles nothing.
+    again = await records.Collector(pool, hub).run_once()
+    assert again.provided == 0
+    ended = await records.outcomes(pool, [genuine, *bad])
+    assert ended[genuine].chain_seq == told[-1].chain_seq  # type: ignore[union-attr]
+
+
+async def test_only_the_hub_collects_and_a_receipt_from_before_is_never_collected(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """A receipt kept without a permit (every receipt from before) is not queued; and no org
+    (with its own key) runs a collector."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    before, permit = await _probe_attempt(pool, hub, "jps")
+    kept = _kept("jps", before, _receipt(jps, permit)).model_copy(update={"permit": None})
+    await _keep_as(base_settings, "jps", kept)
+    assert await _queued(pool, [before]) == 0
+    await records.Collector(pool, hub).run_once()
+    assert await records.outcomes(pool, [before]) == {}
+    with pytest.raises(PermissionError):
+        records.Collector(pool, records.RecordSigner("jps", jps))
+    # An org's role neither reads nor empties the queue.
+    assert base_settings.database_url
+    own = await create_pool(base_settings.database_url, max_size=1, role=party_role("jps"))
+    try:
+        for sql in (
+            "SELECT count(*) FROM records.receipts_to_collect",
+            "DELETE FROM records.receipts_to_collect",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await own.execute(sql)
+    finally:
+        await own.close()
