@@ -10,6 +10,7 @@ executor's own outcome of that attempt is still taken afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -160,3 +161,49 @@ async def test_only_the_hub_collects_and_a_receipt_from_before_is_never_collecte
                 await own.execute(sql)
     finally:
         await own.close()
+
+
+async def test_an_executor_telling_a_failure_after_the_hub_collected_provided_changes_nothing(
+    client, pool, settings, catalog, live_whitelist, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider answers and the hub collects its receipt; the executor then tells the hub
+    the attempt failed. The outcome stays provided (with the receipt), and the hub logs the
+    disagreement (the step and both words, nothing personal)."""
+    from temporalio.worker import Worker
+
+    from renkei.contracts.names import workflow_id
+    from workers.plugin import party_client
+
+    from .helpers import wait_for_outcomes, workers
+    from .test_receipts import BPF, EXECUTOR, HostileExecutor, Plan, _hub_record, _pension_linkage
+
+    linkage = await _pension_linkage(pool, settings, 2)
+    rogue = party_client(client, settings, [EXECUTOR])
+    queue = f"{settings.task_queue_prefix}.hostile-executor"
+    wid = workflow_id(BPF, EXECUTOR, f"h-{uuid.uuid4().hex[:8]}")
+    plan = Plan(
+        prefix=settings.task_queue_prefix, broker=linkage, ask=True, report="failed", hold=True
+    )
+    with caplog.at_level(logging.WARNING):
+        async with (
+            workers(client, pool, settings, catalog, live_whitelist),
+            Worker(rogue, task_queue=queue, workflows=[HostileExecutor]),
+        ):
+            handle = await rogue.start_workflow(
+                BPF, plan, id=wid, task_queue=queue, result_type=dict
+            )
+            async with asyncio.timeout(120):  # brokered: the hub's record is there
+                while not await records.query(pool, workflow_id=wid):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            key = (await _hub_record(pool, wid)).attempt_key
+            collected = await wait_for_outcomes(pool, [key])
+            await handle.signal("go")
+            said = await handle.result()
+    assert said["reported"] == "taken"
+    assert collected[key].outcome == "provided"
+    assert collected[key].receipt == said["receipt"]["signature"]
+    assert (await records.outcomes(pool, [key]))[key] == collected[key]  # unchanged
+    assert any(
+        "step pension: reported as failed; the provider's receipt says provided" in r.getMessage()
+        for r in caplog.records
+    )

@@ -60,6 +60,7 @@ class Plan(BaseModel):
     ask: bool  # ask the provider (it answers and signs)
     report: Literal["provided", "failed"] | None  # None: report nothing
     report_first: bool = False  # report before asking (ahead of the hub's collector)
+    hold: bool = False  # after asking, report only once signalled ("go")
     receipt: Literal["none", "genuine", "foreign", "given"] = "none"
     forger: str = "kyokai-kenpo"
     given: dict[str, Any] | None = None
@@ -68,6 +69,13 @@ class Plan(BaseModel):
 @workflow.defn(dynamic=True, sandboxed=False)
 class HostileExecutor:
     """Brokers one linkage, maybe asks the provider, and reports as planned."""
+
+    def __init__(self) -> None:
+        self._go = False
+
+    @workflow.signal(name="go")
+    def go(self) -> None:
+        self._go = True
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> dict[str, Any]:
@@ -112,6 +120,8 @@ class HostileExecutor:
                 signature=signed["signature"],
             )
             out["receipt"] = genuine.model_dump(mode="json")
+            if plan.hold:
+                await workflow.wait_condition(lambda: self._go)
             if plan.receipt == "genuine":
                 receipt = genuine
         if plan.receipt == "foreign":  # another org's key, over an answer of its making
