@@ -200,6 +200,9 @@ async def _record(
     collected: bool = False,
     written: set[str] | None = None,
 ) -> list[AttemptOutcome | PermissionError | None]:
+    """What :func:`record_outcomes` and :func:`collect_outcomes` do, in ``conn``'s transaction
+    (``collected``: a ``provided`` whose receipt does not hold is refused, not written as
+    ``unreceipted``)."""
     out: list[AttemptOutcome | PermissionError | None] = []
     keys = list({key for key, _, _ in told})
     # Read and checked before the chain's lock is taken: the hub's records of the attempts
