@@ -96,12 +96,36 @@ async def test_a_providers_bad_receipt_rows_record_nothing_and_leave_the_executo
     revoked, revoked_permit = await _probe_attempt(pool, hub, name)
     assert await parties.revoke(pool, hub.key, name, reason="key lost")
     await records.keep_receipt(pool, _kept(name, revoked, _receipt(own.signer(), revoked_permit)))
-    bad = [wrong_key, other_attempt, not_hubs, revoked]
-    assert await _queued(pool, [genuine, *bad]) == 5
+    # Rows no gate writes: a permit that is no permit, and a permit other than the one named.
+    unreadable, _ = await _probe_attempt(pool, hub, "jps")
+    mismatched, mismatched_permit = await _probe_attempt(pool, hub, "jps")
+    made = _receipt(jps, mismatched_permit)
+    assert base_settings.database_url
+    conn = await asyncpg.connect(base_settings.database_url)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        insert = (
+            "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+            " permit_signature, signature, answered_at, permit)"
+            " VALUES ('jps', $1, $2, $3, $4, now(), $5::text::jsonb)"
+        )
+        await conn.execute(insert, unreadable, made.digest, "x", made.signature, '{"junk": 1}')
+        await conn.execute(
+            insert,
+            mismatched,
+            made.digest,
+            made.permit.signature[::-1],
+            made.signature,
+            made.permit.model_dump_json(),
+        )
+    finally:
+        await conn.close()
+    bad = [wrong_key, other_attempt, not_hubs, revoked, unreadable, mismatched]
+    assert await _queued(pool, [genuine, *bad]) == 7
 
     with caplog.at_level(logging.WARNING, logger="renkei.kernel.records._collector"):
         done = await records.Collector(pool, hub).run_once()
-    assert done.provided >= 1 and done.refused >= 4, done
+    assert done.provided >= 1 and done.refused >= 6, done
     ended = await records.outcomes(pool, [genuine, *bad])
     assert set(ended) == {genuine}  # nothing at all for a bad one: not even "unreceipted"
     assert ended[genuine].outcome == "provided"
@@ -115,16 +139,16 @@ async def test_a_providers_bad_receipt_rows_record_nothing_and_leave_the_executo
         "a receipt of jps not collected: the receipt answers a permit the hub did not sign",
         f"a receipt of {name} not collected: the receipt is not signed with {name}'s"
         " registered (unrevoked) key",
+        "a receipt of jps not collected: a receipt whose permit or signature the hub cannot read",
+        "a receipt of jps not collected: the receipt names another permit than the one kept"
+        " with it",
     } <= set(refusals)
     assert not any(k in line for k in [genuine, *bad] for line in refusals)  # no attempt named
     # The executor's own word about each bad one is still taken (a bad row pre-empts nothing);
     # the genuine one keeps the provider's word.
     told = await records.record_outcomes(pool, [(k, "failed") for k in [*bad, genuine]], hub)
     assert [o.outcome for o in told if isinstance(o, records.AttemptOutcome)] == [
-        "failed",
-        "failed",
-        "failed",
-        "failed",
+        *(["failed"] * len(bad)),
         "provided",
     ]
     # Collecting again (another hub worker, a restart) finds nothing new and doubles nothing.
