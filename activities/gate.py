@@ -313,11 +313,12 @@ class WhitelistGate:
         return admitted, decision
 
     async def keep_receipt(
-        self, permit_signature: str, answer: dict[str, object], signature: str
+        self, permit: permits.SignedPermit, answer: dict[str, object], signature: str
     ) -> None:
-        """Keep this org's receipt of the attempt it answers (one per attempt; what
-        :func:`renkei.kernel.records.reconcile` compares with the hub's outcomes), waiting for
-        the records database as :meth:`decide_and_record` does."""
+        """Keep this org's receipt of the attempt it answers, with the hub's permit it answered
+        (one per attempt; the hub collects ``provided`` from it, and
+        :func:`renkei.kernel.records.reconcile` compares it with the hub's outcomes), waiting
+        for the records database as :meth:`decide_and_record` does."""
         info = activity.info()
         now = dt.datetime.now(dt.UTC)
         receipt = records.ProviderReceipt(
@@ -326,9 +327,10 @@ class WhitelistGate:
                 info.workflow_id or "", info.workflow_run_id or "", info.activity_id
             ),
             answer_digest=attest.answer_digest(answer),
-            permit_signature=permit_signature,
+            permit_signature=permit.signature,
             signature=signature,
             answered_at=now,
+            permit=permit,
         )
         limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
         await patiently(lambda: records.keep_receipt(self.pool, receipt), now + limit)
@@ -435,5 +437,5 @@ class _Inbound(ActivityInboundInterceptor):
         # provider's receipt, which it keeps before the answer leaves.
         signed = attest.signed_answer(self.gate.signer, req.permit.signature, answer)
         if not req.permit.permit.probe:  # a contract probe is no exchange: it leaves no receipt
-            await self.gate.keep_receipt(req.permit.signature, answer, signed["signature"])
+            await self.gate.keep_receipt(req.permit, answer, signed["signature"])
         return signed

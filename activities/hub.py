@@ -204,6 +204,7 @@ class HubActivities:
             takes_outcomes=True,
             brokers_groups=True,
             brokers_ahead=True,
+            collects_receipts=True,
             kit_clock=self._kit_clock,
         )
         if req.broker_ahead:
@@ -434,6 +435,21 @@ class HubActivities:
                 activity.logger.warning("step %s: outcome not taken: %s", report.step, result)
             else:
                 self._note_unreceipted(report, result)
+                self._note_disagreement(report, result)
+
+    @staticmethod
+    def _note_disagreement(
+        report: AttemptOutcomeReport, result: records.AttemptOutcome | None
+    ) -> None:
+        """Log an outcome the flow tells of an attempt the hub already holds as provided on the
+        provider's receipt (it collects that itself): the provider says it answered, the
+        executor says otherwise. The outcome stays provided."""
+        if result is not None and result.outcome == "provided" and report.outcome != "provided":
+            activity.logger.warning(
+                "step %s: reported as %s; the provider's receipt says provided",
+                report.step,
+                report.outcome,
+            )
 
     def _note_unreceipted(
         self, report: AttemptOutcomeReport, result: records.AttemptOutcome | None
@@ -526,6 +542,7 @@ class HubActivities:
             )
         except PermissionError as err:
             raise Failure.LINKAGE_REFUSED.error(str(err)) from None
+        self._note_disagreement(report, found)
         if self._note_unreceipted(report, found):
             raise Failure.LINKAGE_REFUSED.error(
                 f"step {report.step}: not recorded as provided: no receipt of the provider's"

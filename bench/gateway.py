@@ -34,7 +34,7 @@ from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 from workers.agency import agency_worker
-from workers.control import control_worker, hub_worker
+from workers.control import control_worker, hub_collector, hub_worker
 from workers.plugin import attach_registry, connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +119,7 @@ async def _parties(
         agency_worker(clients[PROVIDER], pool, settings, catalog, PROVIDER, whitelist),
     ]
     async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(hub_collector(pool, settings))
         for w in workers:
             await stack.enter_async_context(w)
         yield RenkeiClient(clients[EXECUTOR], settings)

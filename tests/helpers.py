@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -301,3 +302,37 @@ async def transition(
         actor_roles=roles,
         **kw,
     )
+
+
+async def wait_for_outcomes(
+    pool: asyncpg.Pool, attempt_keys: Iterable[str], *, within: float = 120.0
+) -> dict[str, records.AttemptOutcome]:
+    """The recorded outcome of each of ``attempt_keys``, once every one has its own: the hub
+    collects a ``provided`` from the provider's receipt a moment after the answer (the flow may
+    have ended by then). Polls; fails naming how many are still missing after ``within``
+    seconds (a bound for a loaded machine, not a measure)."""
+    wanted = set(attempt_keys)
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        found = await records.outcomes(pool, list(wanted))
+        if set(found) == wanted:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(
+                f"{len(wanted - set(found))} of {len(wanted)} attempts have no outcome yet"
+            )
+        await asyncio.sleep(0.05)
+
+
+async def flow_outcomes(
+    pool: asyncpg.Pool, workflow_id: str, *, within: float = 120.0
+) -> dict[str, str]:
+    """Each attempt of the flow ``workflow_id`` the hub allowed, by step, with its outcome, once
+    every one has its own (:func:`wait_for_outcomes`)."""
+    allowed = [
+        r
+        for r in await records.query(pool, workflow_id=workflow_id, keeper=records.HUB)
+        if r.outcome == "allowed"
+    ]
+    found = await wait_for_outcomes(pool, [r.attempt_key for r in allowed], within=within)
+    return {r.step: found[r.attempt_key].outcome for r in allowed}

@@ -26,7 +26,7 @@ from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.decide import JST
 
-from .helpers import access_record, child_rearing, pick, run
+from .helpers import access_record, child_rearing, pick, run, wait_for_outcomes
 
 MODEL = billing.CostModel(
     payee="platform-operator",
@@ -378,6 +378,16 @@ async def test_real_flows_are_billed_as_the_public_records_api_counts_them(
         and r.recorded_at is not None
         and start <= r.recorded_at < end
     ]
+    flows = {handle.id for handle in runs}
+    # These flows' provided outcomes, collected by the hub a moment after each answer.
+    await wait_for_outcomes(
+        pool,
+        [
+            r.attempt_key
+            for r in mine
+            if (r.workflow_id in flows or r.parent_workflow_id in flows) and r.outcome == "allowed"
+        ],
+    )
     ended = await records.outcomes(pool, [r.attempt_key for r in mine])
     states: dict[str, int] = {}
     amount = 0
@@ -387,7 +397,6 @@ async def test_real_flows_are_billed_as_the_public_records_api_counts_them(
         if state == "provided":
             assert r.recorded_at is not None
             amount += model.on(r.recorded_at.astimezone(JST).date()).query_price(r.bpf, r.info)
-    flows = {handle.id for handle in runs}
     assert [r for r in mine if r.workflow_id in flows or r.parent_workflow_id in flows]
     assert states.get("provided", 0) >= 2
 

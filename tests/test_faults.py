@@ -44,6 +44,7 @@ from .conftest import free_port
 from .helpers import (
     allowance_check,
     code,
+    flow_outcomes,
     households,
     pick,
     records_by_party,
@@ -51,6 +52,7 @@ from .helpers import (
     sdk,
     shibuya_family,
     start,
+    wait_for_outcomes,
     workers,
 )
 from .processes import control_plane, crash_postgres, crash_temporal, restart_postgres, worker
@@ -83,6 +85,23 @@ async def _one_record_each(pool: asyncpg.Pool, result: FlowResult, workflow_id: 
                 provider.attempt_key,
             )
             assert receipts == 1, (x.step, receipts)
+    # The hub collected each answer's "provided" from the provider's receipt, once, whatever
+    # was killed or stopped on the way (the database, the hub's worker).
+    provided = [
+        found[("hub", x.step.rsplit("/", 1)[-1])][0].attempt_key
+        for x in result.linkages
+        if x.outcome == "provided"
+    ]
+    ended = await wait_for_outcomes(pool, provided)
+    assert {k: (o.outcome, o.receipt is not None) for k, o in ended.items()} == {
+        k: ("provided", True) for k in provided
+    }
+    # and took each receipt off its queue in the same transaction: none is left to collect
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM records.receipts_to_collect q JOIN records.answer_receipts r"
+        " ON r.id = q.receipt_id WHERE r.attempt_key = ANY($1)",
+        provided,
+    )
 
 
 def _decided(result: FlowResult) -> bool:
@@ -186,6 +205,8 @@ async def test_kill_9_of_the_control_worker_mid_flow(
                 p.kill9()
             control = control_plane(settings, _address(client))
             result = await asyncio.wait_for(handle.result(), 90)
+            # The restarted hub's collector picks up what its killed predecessor left queued.
+            await flow_outcomes(pool, handle.id)
     finally:
         for p in control:
             p.stop()
@@ -300,6 +321,10 @@ async def test_kill_9_of_postgres_during_a_run(client: Client, settings: Setting
                 results = await asyncio.wait_for(
                     asyncio.gather(*(h.result() for h in handles)), 180
                 )
+                # The hub's collector came back with the database: every allowed attempt has
+                # its outcome while the workers still run (not only once they stop).
+                for h in handles:
+                    await flow_outcomes(pool, h.id)
         finally:
             await whitelist.stop()
         assert all(_decided(r) for r in results), [r for r in results if not _decided(r)][:3]
@@ -364,6 +389,10 @@ async def test_postgres_down_for_30_s_during_a_run(
                 results = await asyncio.wait_for(
                     asyncio.gather(*(h.result() for h in handles)), 180
                 )
+                # The hub's collector came back with the database: every allowed attempt has
+                # its outcome while the workers still run (not only once they stop).
+                for h in handles:
+                    await flow_outcomes(pool, h.id)
         finally:
             await whitelist.stop()
         assert all(_decided(r) for r in results), [r for r in results if not _decided(r)][:3]

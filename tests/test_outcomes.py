@@ -28,6 +28,7 @@ from renkei.kernel.settings import Settings
 from .helpers import (
     allowance_check,
     code,
+    flow_outcomes,
     pick,
     register_fixture,
     run,
@@ -39,9 +40,9 @@ from .helpers import (
 
 
 async def _outcomes(pool: asyncpg.Pool, wid: str) -> dict[str, str]:
-    kept = await records.query(pool, workflow_id=wid)
-    found = await records.outcomes(pool, [r.attempt_key for r in kept])
-    return {r.step: found[r.attempt_key].outcome for r in kept if r.attempt_key in found}
+    """Each allowed attempt's outcome, once all are recorded (a ``provided`` is collected by
+    the hub a moment after the answer, maybe after the flow's end)."""
+    return await flow_outcomes(pool, wid)
 
 
 def _listed(cli: CliRunner, *args: str) -> list[list[str]]:
@@ -177,11 +178,8 @@ async def test_a_linkage_cancelled_in_flight_is_recorded_as_cancelled(
             await asyncio.wait_for(handle.result(), 30)
         except WorkflowFailureError:
             pass
-        for _ in range(100):
-            if await _outcomes(pool, handle.id):
-                break
-            await asyncio.sleep(0.1)
-    assert await _outcomes(pool, handle.id) == {"tax": "cancelled"}
+        found = await _outcomes(pool, handle.id)
+    assert found == {"tax": "cancelled"}
 
 
 async def test_a_one_stop_parents_records_include_its_childrens(
@@ -204,12 +202,13 @@ async def test_a_one_stop_parents_records_include_its_childrens(
     assert child_keys <= {(r[0].split("#")[0], int(r[0].split("#")[1])) for r in by_bpf}
 
 
-async def test_a_flow_tells_its_outcomes_with_its_next_broker_request_and_all_are_recorded(
+async def test_a_flow_of_provided_linkages_tells_the_hub_no_outcome_and_all_are_recorded(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
     """Three linkages in sequence: all three are brokered with the start (brokered ahead: no
-    broker call at the steps), and their outcomes told beside the flow; every one is recorded,
-    chained and signed."""
+    broker call at the steps), and the flow tells the hub no outcome at all (no ``hub.outcomes``
+    at the end, none beside): the hub collects each ``provided`` from the provider's own
+    receipt, exactly once and with the receipt, chained and signed."""
     await register_fixture(pool, "sequence-probe.yaml")
     h = pick(settings, lambda h: h.municipality == "city-shibuya")
     async with workers(client, pool, settings, catalog, live_whitelist):
@@ -223,9 +222,8 @@ async def test_a_flow_tells_its_outcomes_with_its_next_broker_request_and_all_ar
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    # Every linkage is brokered with the start; the outcomes go beside the flow.
-    hub_calls = [c for c in called if c.startswith("hub.")]
-    assert hub_calls[0] == "hub.resolve" and set(hub_calls[1:]) == {"hub.outcomes"}
+    # Every linkage is brokered with the start, and no outcome is told: one call to the hub.
+    assert [c for c in called if c.startswith("hub.")] == ["hub.resolve"]
     kept = await records.query(pool, workflow_id=handle.id)
     assert sorted((r.keeper, r.step) for r in kept) == sorted(
         (keeper, step)
@@ -237,6 +235,30 @@ async def test_a_flow_tells_its_outcomes_with_its_next_broker_request_and_all_ar
         "q2": "provided",
         "q3": "provided",
     }
+    # Each with the provider's receipt it was collected from, once per attempt.
+    hubs = [r for r in kept if r.keeper == "hub"]
+    ended = await records.outcomes(pool, [r.attempt_key for r in hubs])
+    receipts = {
+        r["attempt_key"]: r
+        for r in await pool.fetch(
+            "SELECT attempt_key, signature, answer_digest FROM records.answer_receipts"
+            " WHERE attempt_key = ANY($1)",
+            [r.attempt_key for r in hubs],
+        )
+    }
+    for r in hubs:
+        o = ended[r.attempt_key]
+        assert (o.receipt, o.answer_digest) == (
+            receipts[r.attempt_key]["signature"],
+            receipts[r.attempt_key]["answer_digest"],
+        )
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM records.attempt_outcomes WHERE attempt_key = ANY($1)",
+            [r.attempt_key for r in hubs],
+        )
+        == 3
+    )
     hub = keys.load(settings).signer().public_key()
     async with pool.acquire() as conn:
         ring = await records.keyring(conn, hub)
@@ -261,12 +283,10 @@ async def test_an_outcome_is_not_held_back_while_the_flow_waits(
                 trigger="portal",
             )
         )
-        found: dict[str, str] = {}
-        for _ in range(300):
-            found = await _outcomes(pool, handle.id)
-            if found:
-                break
-            await asyncio.sleep(0.1)
+        async with asyncio.timeout(120):
+            while not await rc.waiting(handle.id):  # noqa: ASYNC110 (the flow's state, polled)
+                await asyncio.sleep(0.05)
+        found = await _outcomes(pool, handle.id)
         assert await rc.waiting(handle.id)  # still waiting: the outcome did not wait for its end
         await handle.terminate("test over")
     assert found == {"tax": "provided"}

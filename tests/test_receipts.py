@@ -46,7 +46,7 @@ from renkei.kernel.settings import Settings
 from whitelist.decide import Decision
 from workers.plugin import party_client
 
-from .helpers import code, run, shibuya_family, workers
+from .helpers import code, run, shibuya_family, wait_for_outcomes, workers
 
 EXECUTOR = "city-minato"
 BPF = "child-allowance-check"
@@ -59,6 +59,8 @@ class Plan(BaseModel):
     broker: dict[str, Any]  # a BrokerRequest's fields (the hub takes the ids from Temporal)
     ask: bool  # ask the provider (it answers and signs)
     report: Literal["provided", "failed"] | None  # None: report nothing
+    report_first: bool = False  # report before asking (ahead of the hub's collector)
+    hold: bool = False  # after asking, report only once signalled ("go")
     receipt: Literal["none", "genuine", "foreign", "given"] = "none"
     forger: str = "kyokai-kenpo"
     given: dict[str, Any] | None = None
@@ -67,6 +69,13 @@ class Plan(BaseModel):
 @workflow.defn(dynamic=True, sandboxed=False)
 class HostileExecutor:
     """Brokers one linkage, maybe asks the provider, and reports as planned."""
+
+    def __init__(self) -> None:
+        self._go = False
+
+    @workflow.signal(name="go")
+    def go(self) -> None:
+        self._go = True
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> dict[str, Any]:
@@ -85,6 +94,8 @@ class HostileExecutor:
         assert brokered.allowed and brokered.permit is not None
         out: dict[str, Any] = {"receipt": None, "reported": None}
         receipt = None
+        if plan.report_first and plan.report is not None:
+            out["reported"] = await self._report(plan, req.step, None)
         if plan.ask:
             request = LinkageRequest(
                 **req.model_dump(
@@ -109,6 +120,8 @@ class HostileExecutor:
                 signature=signed["signature"],
             )
             out["receipt"] = genuine.model_dump(mode="json")
+            if plan.hold:
+                await workflow.wait_condition(lambda: self._go)
             if plan.receipt == "genuine":
                 receipt = genuine
         if plan.receipt == "foreign":  # another org's key, over an answer of its making
@@ -122,19 +135,25 @@ class HostileExecutor:
             )
         elif plan.receipt == "given":
             receipt = AnswerReceipt.model_validate(plan.given)
-        if plan.report is not None:
-            try:
-                await workflow.execute_activity(
-                    "hub.outcome",
-                    AttemptOutcomeReport(step=req.step, outcome=plan.report, receipt=receipt),
-                    task_queue=hub_queue(plan.prefix),
-                    **once,
-                )
-                out["reported"] = "taken"
-            except ActivityError as err:
-                cause = err.cause
-                out["reported"] = cause.type if isinstance(cause, ApplicationError) else str(cause)
+        if plan.report is not None and not plan.report_first:
+            out["reported"] = await self._report(plan, req.step, receipt)
         return out
+
+    @staticmethod
+    async def _report(plan: Plan, step: str, receipt: AnswerReceipt | None) -> str:
+        assert plan.report is not None
+        try:
+            await workflow.execute_activity(
+                "hub.outcome",
+                AttemptOutcomeReport(step=step, outcome=plan.report, receipt=receipt),
+                task_queue=hub_queue(plan.prefix),
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            return cause.type if isinstance(cause, ApplicationError) else str(cause)
+        return "taken"
 
 
 async def _pension_linkage(pool: asyncpg.Pool, settings: Settings, index: int) -> dict[str, Any]:
@@ -250,9 +269,11 @@ async def test_provided_without_the_providers_receipt_for_this_attempt_is_not_re
 async def test_an_executor_hiding_an_answered_exchange_is_caught_by_the_providers_receipts(
     client, pool, settings, catalog, live_whitelist, cli
 ) -> None:
-    """The provider answers; the executor reports a failure, or nothing. The hub's outcome is
-    the executor's word, but the provider kept its receipt: the reconciliation lists both
-    attempts and the citizen sees each exchange as provided, on the provider's own record."""
+    """The provider answers; the executor reports nothing, or a failure (told before it asks,
+    so ahead of the hub's collector). Silence hides nothing any more: the hub collects the
+    provider's receipt and records provided. The failure is the executor's word, but the
+    provider kept its receipt: the reconciliation lists that attempt, and the citizen sees both
+    exchanges as provided (on the hub's record, on the provider's own)."""
     linkage = await _pension_linkage(pool, settings, 1)
     prefix = settings.task_queue_prefix
     async with workers(client, pool, settings, catalog, live_whitelist):
@@ -260,28 +281,30 @@ async def test_an_executor_hiding_an_answered_exchange_is_caught_by_the_provider
             client,
             settings,
             [
-                Plan(prefix=prefix, broker=linkage, ask=True, report="failed"),
+                Plan(prefix=prefix, broker=linkage, ask=True, report="failed", report_first=True),
                 Plan(prefix=prefix, broker=linkage, ask=True, report=None),
             ],
         )
-    (failed, said_failed), (silent, said_nothing) = ran
+        (failed, said_failed), (silent, said_nothing) = ran
+        silent_key = (await _hub_record(pool, silent)).attempt_key
+        collected = await wait_for_outcomes(pool, [silent_key])
     assert said_failed["reported"] == "taken" and said_nothing["reported"] is None
     assert await _outcome(pool, failed) == "failed"
-    assert await _outcome(pool, silent) is None
+    assert collected[silent_key].outcome == "provided"
+    assert collected[silent_key].receipt == said_nothing["receipt"]["signature"]
     hub = keys.load(settings).signer().public_key()
     found = {m.attempt_key: m for m in await records.reconcile(pool, hub, providers=["jps"])}
     failed_key = (await _hub_record(pool, failed)).attempt_key
-    silent_key = (await _hub_record(pool, silent)).attempt_key
     assert found[failed_key].problem == "the provider answered; the executor reported it as failed"
-    assert found[silent_key].problem == "the provider answered; the executor reported nothing"
-    assert found[silent_key].requester == EXECUTOR and found[silent_key].reported == "nothing"
-    for wid in (failed, silent):
-        assert await _citizen_sees(pool, catalog, settings, wid) == ("provided", "provider")
-    # The operator's command says the same, and fails (it found disagreements).
+    assert found[failed_key].requester == EXECUTOR and found[failed_key].reported == "failed"
+    assert silent_key not in found
+    assert await _citizen_sees(pool, catalog, settings, failed) == ("provided", "provider")
+    assert await _citizen_sees(pool, catalog, settings, silent) == ("provided", "hub")
+    # The operator's command says the same, and fails (it found a disagreement).
     status, out = await asyncio.to_thread(
         run, cli, "records", "reconcile", "--provider", "jps", "--settled", "0"
     )
-    assert status == 1 and failed_key in out and silent_key in out, out
+    assert status == 1 and failed_key in out and silent_key not in out, out
 
 
 async def _probe_attempt(

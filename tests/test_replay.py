@@ -28,7 +28,7 @@ FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.parent.name != "keys")
 # earlier recording is kept as each party's former sealing keys.
 FIXTURE_KEYS = Settings(keys_file=HISTORIES / "keys.json", keys_dir=HISTORIES / "keys")
 # The prefix of the newest recording: every sample has runs recorded on the current paths.
-NEWEST = "v{version}-ahead-"
+NEWEST = "v{version}-lean-"
 
 
 def _queue(recorded: dict[str, object]) -> str:

@@ -23,7 +23,7 @@ from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 from workers.agency import agency_worker
-from workers.control import control_worker, hub_worker, legacy_control_worker
+from workers.control import control_worker, hub_collector, hub_worker, legacy_control_worker
 from workers.plugin import HUB, attach_registry, party_client
 
 # Providers for an org, or None for the sample agency's own.
@@ -126,6 +126,10 @@ async def running_workers(
         connection=connection,
     )
     async with contextlib.AsyncExitStack() as stack:
+        if control:
+            # The hub's worker collects "provided" from the providers' receipts (entered first:
+            # it collects what is left once the workers have stopped).
+            await stack.enter_async_context(hub_collector(pool, settings))
         if settings.records_chaining == "deferred":
             # Each party of this process links its own chain with its own key (entered first:
             # they link what is left once the workers have stopped).

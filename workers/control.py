@@ -18,8 +18,8 @@ from temporalio.worker import Worker
 
 from activities.hub import HubActivities
 from activities.permits import PermitIssuer
-from renkei.contracts.names import control_queue, hub_queue
-from renkei.kernel import keys
+from renkei.contracts.names import HUB, control_queue, hub_queue
+from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
@@ -88,6 +88,12 @@ def hub_worker(
         activities=_hub_activities(pool, settings, catalog, whitelist),
         **options,  # type: ignore[arg-type]
     )
+
+
+def hub_collector(pool: asyncpg.Pool, settings: Settings) -> records.Collector:
+    """The hub's receipt collector (:class:`renkei.kernel.records.Collector`), with the hub's
+    key: it runs wherever the hub's worker runs, since the hub tells its flows it collects."""
+    return records.Collector(pool, records.RecordSigner(HUB, keys.load(settings).signer()))
 
 
 def control_worker(

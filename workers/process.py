@@ -35,6 +35,7 @@ from whitelist.catalog import default_catalog
 from whitelist.models import Org
 from whitelist.orgs import load_orgs
 from whitelist.store import LiveWhitelist
+from workers.control import hub_collector
 from workers.plugin import HUB, attach_registry, connect, party_client
 
 ProviderFactory = Callable[[str, asyncpg.Pool], Mapping[str, Provider]]
@@ -141,6 +142,8 @@ async def run_worker(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with contextlib.AsyncExitStack() as running:
+            if kind == "hub":  # the hub collects "provided" from the providers' receipts
+                await running.enter_async_context(hub_collector(pool, settings))
             if settings.records_chaining == "deferred" and kind != "control":
                 # The party's own worker links its own chain, with its own key.
                 key = keys.load(settings) if kind == "hub" else keys.load_org(settings, party)

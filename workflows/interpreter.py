@@ -139,6 +139,10 @@ PROVIDER_RECEIPTS = "provider-receipts-v1"
 # hub that does not broker so, ask for each linkage at its step, and tell an unasked first
 # linkage as "failed").
 BROKERED_AHEAD = "brokered-ahead-v1"
+# The hub collects "provided" from the provider's own receipt (kept by its gate before the answer
+# leaves): the flow tells every other outcome, never a "provided" (runs recorded before, or
+# resolved by a hub that does not collect, tell it with the receipt).
+COLLECTED_RECEIPTS = "collected-receipts-v1"
 # A kit run carries the kit's search attribute; any other run drops it (a start cannot hide a
 # real run among the kit's).
 KIT_MARK = "kit-mark-v1"
@@ -454,6 +458,10 @@ class BpfInterpreter:
 
     def _batched(self) -> bool:
         return self._run.takes_outcomes and workflow.patched(BATCHED_OUTCOMES)
+
+    def _collected(self) -> bool:
+        """Whether the hub collects this run's ``provided`` outcomes itself."""
+        return self._run.collects_receipts and workflow.patched(COLLECTED_RECEIPTS)
 
     def _report(self, step: str, outcome: str, receipt: AnswerReceipt | None = None) -> None:
         if self._batched():
@@ -1115,8 +1123,9 @@ class BpfInterpreter:
         party's worker on the provider's queue answers on a pair the codec does not open); only
         if signed with the provider's own key for this permit (when ``signed()`` says the run
         checks it); only if it fits the item's schema. Each end is told to the hub (when
-        ``report``): ``provided`` with the provider's receipt, since the hub takes it on nothing
-        else. Binds the step's output."""
+        ``report``), but ``provided``: the hub collects that from the provider's own receipt (a
+        run from before tells it with the receipt, since the hub takes it on nothing else).
+        Binds the step's output."""
         try:
             with self._going_long():
                 raw: RawValue = await workflow.execute_activity(
@@ -1178,7 +1187,9 @@ class BpfInterpreter:
                     f"step {step_id}: the {what} is not {provider}'s (not signed with its key"
                     " for this permit)"
                 )
-            if report:  # only an answer the provider signed counts as provided
+            # Only an answer the provider signed counts as provided; the hub collects that from
+            # the provider's own receipt, or (a run from before) takes it from the flow.
+            if report and not self._collected():
                 self._report(step_id, "provided", self._receipt(permit, opened, payload))
             payload = opened
         schema = SCHEMAS.get(self._run.info_schemas.get(info, ""), GenericRecord)

@@ -205,6 +205,12 @@ class ResolvedRun(BaseModel):
         description="the hub takes the flow's outcome reports with its next broker request and in"
         " batches (``hub.outcomes``); a hub from before says nothing, and gets one call each",
     )
+    collects_receipts: bool = Field(
+        default=False,
+        description="the hub collects ``provided`` from the provider's own receipt: the flow"
+        " tells every other outcome, never a ``provided``; a hub from before says nothing, and"
+        " is told ``provided`` with the receipt",
+    )
     kit_clock: bool = Field(
         default=False,
         description="a conformance-kit run (only a test-mode hub says so): its waits and sleeps"

@@ -11,8 +11,9 @@ cut short after a checkpoint.
 
 What became of an attempt (provided, no answer, failed, cancelled) is not known when the hub
 decides it: the hub appends it later, once, to its own chain of outcomes (:func:`record_outcome`),
-``provided`` only on the provider's signed receipt. The provider keeps its own receipt of each
-attempt it answered (:func:`keep_receipt`); :func:`reconcile` compares the two.
+``provided`` only on the provider's signed receipt, which it collects itself from the provider's
+own receipts (:class:`Collector`). The provider keeps its receipt of each attempt it answered
+(:func:`keep_receipt`); :func:`reconcile` compares the two.
 
 The attempt key is ``workflow id / run id / step id``; a retried activity presents the same key
 and finds its record already written, so every attempt leaves exactly one record per keeper.
@@ -45,10 +46,12 @@ from renkei.kernel.records._chain import (
     write,
 )
 from renkei.kernel.records._chainer import CHAIN_INTERVAL, Chainer
+from renkei.kernel.records._collector import COLLECT_INTERVAL, Collected, Collector, collect_batch
 from renkei.kernel.records._outcomes import (
     OUTCOMES,
     AttemptOutcome,
     Outcome,
+    collect_outcomes,
     outcome_hash,
     outcome_of,
     outcomes,
@@ -87,6 +90,7 @@ from renkei.kernel.records._writer import GroupWriter
 
 __all__ = [
     "CHAIN_INTERVAL",
+    "COLLECT_INTERVAL",
     "COLUMNS",
     "GENESIS",
     "HUB",
@@ -97,6 +101,8 @@ __all__ = [
     "Break",
     "Chainer",
     "Checkpoint",
+    "Collected",
+    "Collector",
     "Conn",
     "GroupWriter",
     "Head",
@@ -111,6 +117,8 @@ __all__ = [
     "append_unchained_many",
     "chain_pending",
     "checkpoint",
+    "collect_batch",
+    "collect_outcomes",
     "entry_hash",
     "heads",
     "keep_receipt",

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict
 
 from renkei.kernel import attest, permits
 from renkei.kernel.permits import AnswerReceipt
-from renkei.kernel.records._chain import GENESIS, HUB, RecordSigner
+from renkei.kernel.records._chain import GENESIS, HUB, Conn, RecordSigner
 
 Outcome = Literal[
     "provided", "denied", "no_answer", "failed", "cancelled", "unreceipted", "not_asked"
@@ -171,138 +171,184 @@ async def record_outcomes(
     for _, outcome, _ in told:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
-    out: list[AttemptOutcome | PermissionError | None] = []
     if not told:
-        return out
-    keys = list({key for key, _, _ in told})
+        return []
     async with pool.acquire() as conn, conn.transaction():
-        # Read and checked before the chain's lock is taken: the hub's records of the attempts
-        # (they never change) and, for each "provided", the provider's receipt against the
-        # providers' keys not revoked now.
-        hubs = {
-            r["attempt_key"]: r
-            for r in await conn.fetch(
-                # a record written unchained is bound by the hash its writer signed
-                "SELECT attempt_key, coalesce(entry_hash, record_hash) AS record_hash, provider"
-                " FROM records.access_records"
-                " WHERE keeper = $1 AND attempt_key = ANY($2)",
-                HUB,
-                keys,
-            )
-        }
-        receipted: dict[str, AnswerReceipt] = {}
-        if require_receipts and any(o == "provided" for _, o, _ in told):
-            from renkei.kernel.records._witness import keyring
+        return await _record(conn, told, signer, require_receipts=require_receipts)
 
-            hub_public = signer.key.public_key()
-            now = dt.datetime.now(dt.UTC)
-            ring: dict[str, list[Ed25519PublicKey]] = {}
-            for k in (await keyring(conn, hub_public)).values():
-                if k.valid_at(now):
-                    ring.setdefault(k.party, []).append(k.key)
-            for key, outcome, receipt in told:
-                hub = hubs.get(key)
-                if outcome != "provided" or hub is None or receipt is None:
-                    continue
-                provider = hub["provider"]
-                if not receipt_problem(receipt, key, provider, hub_public, ring.get(provider, [])):
-                    receipted[key] = receipt
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
-        known = {
-            r["attempt_key"]: _from_row(r)
+
+async def collect_outcomes(
+    conn: Conn,
+    receipts: Sequence[tuple[str, AnswerReceipt]],
+    signer: RecordSigner,
+    written: set[str] | None = None,
+) -> list[AttemptOutcome | PermissionError | None]:
+    """Record ``provided`` for each attempt on the provider's receipt the hub collected itself,
+    in ``conn``'s transaction, checked as :func:`record_outcomes` checks a forwarded one. A
+    receipt that does not hold is refused (the :class:`PermissionError` says why) and nothing
+    is written for it: not even ``unreceipted``, so that a bad receipt row cannot take the
+    place of the executor's own outcome. ``None``: the hub has no record of the attempt.
+    ``written`` gathers the attempts recorded now (the others had their outcome already)."""
+    if signer.party != HUB:
+        raise PermissionError(f"{signer.party} may not write outcomes")
+    if not receipts:
+        return []
+    return await _record(
+        conn, [(key, "provided", r) for key, r in receipts], signer, collected=True, written=written
+    )
+
+
+async def _record(
+    conn: Conn,
+    told: Sequence[tuple[str, Outcome, AnswerReceipt | None]],
+    signer: RecordSigner,
+    *,
+    require_receipts: bool = True,
+    collected: bool = False,
+    written: set[str] | None = None,
+) -> list[AttemptOutcome | PermissionError | None]:
+    """What :func:`record_outcomes` and :func:`collect_outcomes` do, in ``conn``'s transaction
+    (``collected``: a ``provided`` whose receipt does not hold is refused, not written as
+    ``unreceipted``)."""
+    out: list[AttemptOutcome | PermissionError | None] = []
+    keys = list({key for key, _, _ in told})
+    # Read and checked before the chain's lock is taken: the hub's records of the attempts
+    # (they never change) and, for each "provided", the provider's receipt against the
+    # providers' keys not revoked now.
+    hubs = {
+        r["attempt_key"]: r
+        for r in await conn.fetch(
+            # a record written unchained is bound by the hash its writer signed
+            "SELECT attempt_key, coalesce(entry_hash, record_hash) AS record_hash, provider"
+            " FROM records.access_records"
+            " WHERE keeper = $1 AND attempt_key = ANY($2)",
+            HUB,
+            keys,
+        )
+    }
+    receipted: dict[str, AnswerReceipt] = {}
+    problems: dict[str, str] = {}
+    if require_receipts and any(o == "provided" for _, o, _ in told):
+        from renkei.kernel.records._witness import keyring
+
+        hub_public = signer.key.public_key()
+        # Keys not revoked at the database's time (the clock revocations are stamped by).
+        now = await conn.fetchval("SELECT now()")
+        ring: dict[str, list[Ed25519PublicKey]] = {}
+        for k in (await keyring(conn, hub_public)).values():
+            if k.valid_at(now):
+                ring.setdefault(k.party, []).append(k.key)
+        for key, outcome, receipt in told:
+            hub = hubs.get(key)
+            if outcome != "provided" or hub is None or receipt is None:
+                continue
+            provider = hub["provider"]
+            problem = receipt_problem(receipt, key, provider, hub_public, ring.get(provider, []))
+            if problem is None:
+                receipted[key] = receipt
+            else:
+                problems[key] = problem
+    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
+    known = {
+        r["attempt_key"]: _from_row(r)
+        for r in await conn.fetch(
+            "SELECT * FROM records.attempt_outcomes WHERE attempt_key = ANY($1)", keys
+        )
+    }
+    claimed = [k for k, o, _ in told if k in hubs and o == "provided" and k not in known]
+    admitted: set[str] = set()
+    if claimed and not require_receipts:
+        admitted = {
+            r["attempt_key"]
             for r in await conn.fetch(
-                "SELECT * FROM records.attempt_outcomes WHERE attempt_key = ANY($1)", keys
+                "SELECT a.attempt_key FROM records.access_records a"
+                " JOIN unnest($1::text[], $2::text[]) AS h(attempt_key, provider)"
+                " ON a.keeper = h.provider AND a.attempt_key = h.attempt_key"
+                " WHERE a.outcome = 'allowed'",
+                claimed,
+                [hubs[k]["provider"] for k in claimed],
             )
         }
-        claimed = [k for k, o, _ in told if k in hubs and o == "provided" and k not in known]
-        admitted: set[str] = set()
-        if claimed and not require_receipts:
-            admitted = {
-                r["attempt_key"]
-                for r in await conn.fetch(
-                    "SELECT a.attempt_key FROM records.access_records a"
-                    " JOIN unnest($1::text[], $2::text[]) AS h(attempt_key, provider)"
-                    " ON a.keeper = h.provider AND a.attempt_key = h.attempt_key"
-                    " WHERE a.outcome = 'allowed'",
-                    claimed,
-                    [hubs[k]["provider"] for k in claimed],
-                )
-            }
-        last = await conn.fetchrow(
-            "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
-            " ORDER BY chain_seq DESC LIMIT 1"
+    last = await conn.fetchrow(
+        "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
+        " ORDER BY chain_seq DESC LIMIT 1"
+    )
+    seq, prev = (last["chain_seq"], last["outcome_hash"]) if last else (0, GENESIS)
+    new: list[AttemptOutcome] = []
+    for attempt_key, outcome, receipt in told:
+        if attempt_key in known:
+            out.append(known[attempt_key])
+            continue
+        hub = hubs.get(attempt_key)
+        if hub is None:
+            out.append(None)
+            continue
+        kept: AnswerReceipt | None = None
+        if outcome == "provided" and require_receipts:
+            kept = receipted.get(attempt_key)
+            if collected and (kept is None or kept != receipt):
+                out.append(PermissionError(problems.get(attempt_key, "the receipt does not hold")))
+                continue
+            if kept is None or kept != receipt:
+                outcome = "unreceipted"  # the executor's word alone: not provided
+                kept = None
+        elif outcome == "provided" and attempt_key not in admitted:
+            out.append(
+                PermissionError("no provider record of the attempt: not recorded as provided")
+            )
+            continue
+        seq += 1
+        o = AttemptOutcome(
+            attempt_key=attempt_key,
+            outcome=outcome,
+            record_hash=hub["record_hash"],
+            chain_seq=seq,
+            prev_hash=prev,
+            recorded_at=dt.datetime.now(dt.UTC),
+            answer_digest=kept.digest if kept else None,
+            permit_signature=kept.permit.signature if kept else None,
+            receipt=kept.signature if kept else None,
         )
-        seq, prev = (last["chain_seq"], last["outcome_hash"]) if last else (0, GENESIS)
-        new: list[AttemptOutcome] = []
-        for attempt_key, outcome, receipt in told:
-            if attempt_key in known:
-                out.append(known[attempt_key])
-                continue
-            hub = hubs.get(attempt_key)
-            if hub is None:
-                out.append(None)
-                continue
-            kept: AnswerReceipt | None = None
-            if outcome == "provided" and require_receipts:
-                kept = receipted.get(attempt_key)
-                if kept is None or kept != receipt:
-                    outcome = "unreceipted"  # the executor's word alone: not provided
-                    kept = None
-            elif outcome == "provided" and attempt_key not in admitted:
-                out.append(
-                    PermissionError("no provider record of the attempt: not recorded as provided")
+        digest = outcome_hash(o)
+        o = o.model_copy(
+            update={
+                "outcome_hash": digest,
+                "signer": signer.party,
+                "signature": base64.b64encode(
+                    signer.key.sign(outcome_message(seq, digest))
+                ).decode(),
+            }
+        )
+        prev = digest
+        known[attempt_key] = o
+        new.append(o)
+        out.append(o)
+        if written is not None:
+            written.add(attempt_key)
+    if new:
+        await conn.executemany(
+            "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash,"
+            " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature,"
+            " answer_digest, permit_signature, receipt)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            [
+                (
+                    o.attempt_key,
+                    o.outcome,
+                    o.record_hash,
+                    o.chain_seq,
+                    o.prev_hash,
+                    o.outcome_hash,
+                    o.recorded_at,
+                    o.signer,
+                    o.signature,
+                    o.answer_digest,
+                    o.permit_signature,
+                    o.receipt,
                 )
-                continue
-            seq += 1
-            o = AttemptOutcome(
-                attempt_key=attempt_key,
-                outcome=outcome,
-                record_hash=hub["record_hash"],
-                chain_seq=seq,
-                prev_hash=prev,
-                recorded_at=dt.datetime.now(dt.UTC),
-                answer_digest=kept.digest if kept else None,
-                permit_signature=kept.permit.signature if kept else None,
-                receipt=kept.signature if kept else None,
-            )
-            digest = outcome_hash(o)
-            o = o.model_copy(
-                update={
-                    "outcome_hash": digest,
-                    "signer": signer.party,
-                    "signature": base64.b64encode(
-                        signer.key.sign(outcome_message(seq, digest))
-                    ).decode(),
-                }
-            )
-            prev = digest
-            known[attempt_key] = o
-            new.append(o)
-            out.append(o)
-        if new:
-            await conn.executemany(
-                "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash,"
-                " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature,"
-                " answer_digest, permit_signature, receipt)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                [
-                    (
-                        o.attempt_key,
-                        o.outcome,
-                        o.record_hash,
-                        o.chain_seq,
-                        o.prev_hash,
-                        o.outcome_hash,
-                        o.recorded_at,
-                        o.signer,
-                        o.signature,
-                        o.answer_digest,
-                        o.permit_signature,
-                        o.receipt,
-                    )
-                    for o in new
-                ],
-            )
+                for o in new
+            ],
+        )
     return out
 
 

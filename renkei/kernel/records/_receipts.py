@@ -2,9 +2,10 @@
 
 When its gate hands back an answer it has signed, the provider keeps a receipt of it (the
 attempt, the digest of the answer, the permit's signature it answered and its signature over
-both: the very signature the answer carries), one per attempt, append-only. The hub's outcomes
-say ``provided`` only on such a receipt forwarded by the executor's flow; everything else in
-them is the executor's word. :func:`reconcile` sets the two side by side: an attempt the
+both: the very signature the answer carries) with the hub's permit, one per attempt,
+append-only. The hub's outcomes say ``provided`` only on such a receipt: the hub collects it
+from here (:class:`~renkei.kernel.records.Collector`; a flow from before forwarded it);
+everything else in them is the executor's word. :func:`reconcile` sets the two side by side: an attempt the
 provider answered whose outcome the executor reported as a failure, or never reported, shows
 here (an executor hiding an exchange that took place), and so does a ``provided`` the hub holds
 a receipt for while the provider's own record of it is missing.
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
 from renkei.kernel import attest
+from renkei.kernel.permits import SignedPermit
 
 if TYPE_CHECKING:
     from renkei.kernel.records._witness import PartyKey
@@ -37,6 +39,9 @@ class ProviderReceipt(BaseModel):
     permit_signature: str
     signature: str
     answered_at: dt.datetime
+    # The hub's permit it answered, kept with the receipt so that the hub collects "provided"
+    # from it (receipts kept before have none, and are never collected).
+    permit: SignedPermit | None = None
 
 
 class Mismatch(BaseModel):
@@ -78,7 +83,8 @@ async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
     first one kept and leaves it: one receipt per attempt)."""
     await pool.execute(
         "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
-        " permit_signature, signature, answered_at) VALUES ($1, $2, $3, $4, $5, $6)"
+        " permit_signature, signature, answered_at, permit)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)"
         " ON CONFLICT (keeper, attempt_key) DO NOTHING",
         receipt.keeper,
         receipt.attempt_key,
@@ -86,6 +92,7 @@ async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
         receipt.permit_signature,
         receipt.signature,
         receipt.answered_at,
+        receipt.permit.model_dump_json() if receipt.permit is not None else None,
     )
 
 
@@ -94,7 +101,22 @@ async def receipts(pool: asyncpg.Pool | asyncpg.Connection, keeper: str) -> list
     rows = await pool.fetch(
         "SELECT * FROM records.answer_receipts WHERE keeper = $1 ORDER BY id", keeper
     )
-    return [ProviderReceipt(**{k: r[k] for k in ProviderReceipt.model_fields}) for r in rows]
+    return [
+        ProviderReceipt(
+            **{k: r[k] for k in ProviderReceipt.model_fields if k != "permit"},
+            permit=_permit(r["permit"]),
+        )
+        for r in rows
+    ]
+
+
+def _permit(kept: object) -> SignedPermit | None:
+    """A kept permit, however the connection decodes ``jsonb`` (text, or Python values)."""
+    if kept is None:
+        return None
+    if isinstance(kept, str | bytes):
+        return SignedPermit.model_validate_json(kept)
+    return SignedPermit.model_validate(kept)
 
 
 async def reconcile(

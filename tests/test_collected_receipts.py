@@ -1,0 +1,234 @@
+"""The hub collects "provided" from the provider's own receipt (attacker tests).
+
+A flow no longer tells the hub that an attempt was provided: the provider's gate keeps its
+receipt with the hub's permit before the answer leaves, and the hub's collector records
+``provided`` from it. A provider (on its own database role) that keeps a receipt row the hub
+cannot stand behind (signed with another key, for another attempt's permit, for a permit the hub
+did not sign, under a key revoked before) gets nothing recorded, not even ``unreceipted``: the
+executor's own outcome of that attempt is still taken afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+
+import asyncpg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from renkei.kernel import keys, parties, permits, records
+from renkei.kernel.db import create_pool, party_role
+from renkei.kernel.permits import AnswerReceipt
+from renkei.kernel.settings import Settings
+
+from .test_receipts import _probe_attempt, _receipt
+
+
+def _kept(keeper: str, key: str, receipt: AnswerReceipt) -> records.ProviderReceipt:
+    """A receipt row as a gate keeps it: with the permit it answers."""
+    return records.ProviderReceipt(
+        keeper=keeper,
+        attempt_key=key,
+        answer_digest=receipt.digest,
+        permit_signature=receipt.permit.signature,
+        signature=receipt.signature,
+        answered_at=dt.datetime.now(dt.UTC),
+        permit=receipt.permit,
+    )
+
+
+async def _keep_as(base_settings: Settings, org: str, *kept: records.ProviderReceipt) -> None:
+    """``org`` keeps receipt rows on its own database role, as its gate (or a hostile
+    operator of it) would."""
+    assert base_settings.database_url
+    own = await create_pool(base_settings.database_url, max_size=1, role=party_role(org))
+    try:
+        assert await own.fetchval("SELECT current_user") == party_role(org)
+        for k in kept:
+            await records.keep_receipt(own, k)
+    finally:
+        await own.close()
+
+
+async def _queued(pool: asyncpg.Pool, attempt_keys: list[str]) -> int:
+    n: int = await pool.fetchval(
+        "SELECT count(*) FROM records.receipts_to_collect q JOIN records.answer_receipts r"
+        " ON r.id = q.receipt_id WHERE r.attempt_key = ANY($1)",
+        attempt_keys,
+    )
+    return n
+
+
+async def test_a_providers_bad_receipt_rows_record_nothing_and_leave_the_executors_outcome(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    base_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    genuine, permit = await _probe_attempt(pool, hub, "jps")
+    wrong_key, wrong_permit = await _probe_attempt(pool, hub, "jps")
+    other_attempt, _ = await _probe_attempt(pool, hub, "jps")
+    _, others_permit = await _probe_attempt(pool, hub, "jps")
+    not_hubs, real = await _probe_attempt(pool, hub, "jps")
+    forged = permits.sign(real.permit, Ed25519PrivateKey.generate())
+    await _keep_as(
+        base_settings,
+        "jps",
+        _kept("jps", genuine, _receipt(jps, permit)),  # the control: this one holds
+        _kept("jps", wrong_key, _receipt(Ed25519PrivateKey.generate(), wrong_permit)),
+        _kept("jps", other_attempt, _receipt(jps, others_permit)),
+        _kept("jps", not_hubs, _receipt(jps, forged)),
+    )
+    # A provider whose key was revoked (lost, say) before it kept its receipt.
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    own = keys.OrgKeys(
+        org=name,
+        signing_key=keys.new_keys().signing_key,
+        codec=keys.load(settings).codec,
+        hub_signing="",
+    )
+    await parties.register(pool, hub.key, own.public(name))
+    revoked, revoked_permit = await _probe_attempt(pool, hub, name)
+    assert await parties.revoke(pool, hub.key, name, reason="key lost")
+    await records.keep_receipt(pool, _kept(name, revoked, _receipt(own.signer(), revoked_permit)))
+    # Rows no gate writes: a permit that is no permit, and a permit other than the one named.
+    unreadable, _ = await _probe_attempt(pool, hub, "jps")
+    mismatched, mismatched_permit = await _probe_attempt(pool, hub, "jps")
+    made = _receipt(jps, mismatched_permit)
+    assert base_settings.database_url
+    conn = await asyncpg.connect(base_settings.database_url)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        insert = (
+            "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+            " permit_signature, signature, answered_at, permit)"
+            " VALUES ('jps', $1, $2, $3, $4, now(), $5::text::jsonb)"
+        )
+        await conn.execute(insert, unreadable, made.digest, "x", made.signature, '{"junk": 1}')
+        await conn.execute(
+            insert,
+            mismatched,
+            made.digest,
+            made.permit.signature[::-1],
+            made.signature,
+            made.permit.model_dump_json(),
+        )
+    finally:
+        await conn.close()
+    bad = [wrong_key, other_attempt, not_hubs, revoked, unreadable, mismatched]
+    assert await _queued(pool, [genuine, *bad]) == 7
+
+    with caplog.at_level(logging.WARNING, logger="renkei.kernel.records._collector"):
+        done = await records.Collector(pool, hub).run_once()
+    assert done.provided >= 1 and done.refused >= 6, done
+    ended = await records.outcomes(pool, [genuine, *bad])
+    assert set(ended) == {genuine}  # nothing at all for a bad one: not even "unreceipted"
+    assert ended[genuine].outcome == "provided"
+    assert ended[genuine].receipt == _receipt(jps, permit).signature
+    assert await _queued(pool, [genuine, *bad]) == 0  # each looked at once, then off the queue
+    refusals = [r.getMessage() for r in caplog.records if "not collected" in r.getMessage()]
+    assert {
+        "a receipt of jps not collected: the receipt is not signed with jps's registered"
+        " (unrevoked) key",
+        "a receipt of jps not collected: the receipt is for another attempt",
+        "a receipt of jps not collected: the receipt answers a permit the hub did not sign",
+        f"a receipt of {name} not collected: the receipt is not signed with {name}'s"
+        " registered (unrevoked) key",
+        "a receipt of jps not collected: a receipt whose permit or signature the hub cannot read",
+        "a receipt of jps not collected: the receipt names another permit than the one kept"
+        " with it",
+    } <= set(refusals)
+    assert not any(k in line for k in [genuine, *bad] for line in refusals)  # no attempt named
+    # The executor's own word about each bad one is still taken (a bad row pre-empts nothing);
+    # the genuine one keeps the provider's word.
+    told = await records.record_outcomes(pool, [(k, "failed") for k in [*bad, genuine]], hub)
+    assert [o.outcome for o in told if isinstance(o, records.AttemptOutcome)] == [
+        *(["failed"] * len(bad)),
+        "provided",
+    ]
+    # Collecting again (another hub worker, a restart) finds nothing new and doubles nothing.
+    again = await records.Collector(pool, hub).run_once()
+    assert again.provided == 0
+    ended = await records.outcomes(pool, [genuine, *bad])
+    assert ended[genuine].chain_seq == told[-1].chain_seq  # type: ignore[union-attr]
+
+
+async def test_only_the_hub_collects_and_a_receipt_from_before_is_never_collected(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """A receipt kept without a permit (every receipt from before) is not queued; and no org
+    (with its own key) runs a collector."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    before, permit = await _probe_attempt(pool, hub, "jps")
+    kept = _kept("jps", before, _receipt(jps, permit)).model_copy(update={"permit": None})
+    await _keep_as(base_settings, "jps", kept)
+    assert await _queued(pool, [before]) == 0
+    await records.Collector(pool, hub).run_once()
+    assert await records.outcomes(pool, [before]) == {}
+    with pytest.raises(PermissionError):
+        records.Collector(pool, records.RecordSigner("jps", jps))
+    # An org's role neither reads nor empties the queue.
+    assert base_settings.database_url
+    own = await create_pool(base_settings.database_url, max_size=1, role=party_role("jps"))
+    try:
+        for sql in (
+            "SELECT count(*) FROM records.receipts_to_collect",
+            "DELETE FROM records.receipts_to_collect",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await own.execute(sql)
+    finally:
+        await own.close()
+
+
+async def test_an_executor_telling_a_failure_after_the_hub_collected_provided_changes_nothing(
+    client, pool, settings, catalog, live_whitelist, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The provider answers and the hub collects its receipt; the executor then tells the hub
+    the attempt failed. The outcome stays provided (with the receipt), and the hub logs the
+    disagreement (the step and both words, nothing personal)."""
+    from temporalio.worker import Worker
+
+    from renkei.contracts.names import workflow_id
+    from workers.plugin import party_client
+
+    from .helpers import wait_for_outcomes, workers
+    from .test_receipts import BPF, EXECUTOR, HostileExecutor, Plan, _hub_record, _pension_linkage
+
+    linkage = await _pension_linkage(pool, settings, 2)
+    rogue = party_client(client, settings, [EXECUTOR])
+    queue = f"{settings.task_queue_prefix}.hostile-executor"
+    wid = workflow_id(BPF, EXECUTOR, f"h-{uuid.uuid4().hex[:8]}")
+    plan = Plan(
+        prefix=settings.task_queue_prefix, broker=linkage, ask=True, report="failed", hold=True
+    )
+    # (the activity logger at warnings: a command run in this process earlier may have quietened it)
+    with caplog.at_level(logging.WARNING, logger="temporalio.activity"):
+        async with (
+            workers(client, pool, settings, catalog, live_whitelist),
+            Worker(rogue, task_queue=queue, workflows=[HostileExecutor]),
+        ):
+            handle = await rogue.start_workflow(
+                BPF, plan, id=wid, task_queue=queue, result_type=dict
+            )
+            async with asyncio.timeout(120):  # brokered: the hub's record is there
+                while not await records.query(pool, workflow_id=wid):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            key = (await _hub_record(pool, wid)).attempt_key
+            collected = await wait_for_outcomes(pool, [key])
+            await handle.signal("go")
+            said = await handle.result()
+    assert said["reported"] == "taken"
+    assert collected[key].outcome == "provided"
+    assert collected[key].receipt == said["receipt"]["signature"]
+    assert (await records.outcomes(pool, [key]))[key] == collected[key]  # unchanged
+    assert any(
+        "step pension: reported as failed; the provider's receipt says provided" in r.getMessage()
+        for r in caplog.records
+    )
