@@ -29,7 +29,7 @@ from renkei.bpf import registry
 from renkei.bpf.cel.program import DeterministicFailure
 from renkei.bpf.loader import parse_text
 from renkei.bpf.validation import validate
-from renkei.contracts.messages import FlowResult, LinkageRequest
+from renkei.contracts.messages import AttemptOutcomeReport, FlowResult, LinkageRequest
 from renkei.contracts.names import control_queue
 from renkei.contracts.retries import BROKER_GROUP_LIMIT
 from renkei.kernel import keys, records
@@ -41,13 +41,13 @@ from workers.assembly import running_workers
 from workers.plugin import attach_registry, party_client
 from workflows.interpreter import BpfInterpreter
 
-from .helpers import code, pick, register_fixture, run, sdk, start, workers
+from .helpers import code, flow_outcomes, pick, register_fixture, run, sdk, start, workers
 
 
 async def _outcomes(pool: asyncpg.Pool, wid: str) -> dict[str, str]:
-    kept = await records.query(pool, workflow_id=wid)
-    found = await records.outcomes(pool, [r.attempt_key for r in kept])
-    return {r.step: found[r.attempt_key].outcome for r in kept if r.attempt_key in found}
+    """Each permitted attempt's outcome, once the hub has them all (it collects a ``provided``
+    from the provider's receipt a moment after the answer)."""
+    return await flow_outcomes(pool, wid)
 
 
 async def _hub_calls(handle: WorkflowHandle) -> list[str]:
@@ -117,7 +117,7 @@ async def test_a_sequence_of_three_is_brokered_with_its_start(
         )
         await asyncio.wait_for(handle.result(), 60)
     calls = await _hub_calls(handle)
-    assert calls.count("hub.resolve") == 1 and set(calls) == {"hub.resolve", "hub.outcomes"}
+    assert calls == ["hub.resolve"]  # all provided: the hub collects them, nothing is told
     await _one_record_each(pool, handle.id, ["q1", "q2", "q3"])
     kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
     # the hub decided q3 before city-shibuya's gate decided q1: brokered ahead, with the start
@@ -140,11 +140,11 @@ async def test_ten_in_sequence_are_brokered_with_the_start_and_past_the_limit_in
         assert (await asyncio.wait_for(ten.result(), 120)).outcome == "completed"
         assert (await asyncio.wait_for(long.result(), 300)).outcome == "completed"
     calls = await _hub_calls(ten)
-    assert calls.count("hub.resolve") == 1 and set(calls) == {"hub.resolve", "hub.outcomes"}
+    assert calls == ["hub.resolve"]  # all provided: the hub collects them, nothing is told
     await _one_record_each(pool, ten.id, [f"q{i}" for i in range(10)])
     calls = await _hub_calls(long)
     assert calls.count("hub.resolve") == 1 and calls.count("hub.broker-group") == 1
-    assert set(calls) == {"hub.resolve", "hub.broker-group", "hub.outcomes"}
+    assert set(calls) == {"hub.resolve", "hub.broker-group"}
     await _one_record_each(pool, long.id, [f"q{i}" for i in range(n)])
     assert set((await _outcomes(pool, long.id)).values()) == {"provided"}
 
@@ -204,7 +204,7 @@ async def test_a_step_whose_permit_no_longer_lasts_its_budget_is_brokered_again(
         assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
     calls = await _hub_calls(handle)
     assert calls.count("hub.resolve") == 1 and calls.count("hub.broker") == 1
-    assert set(calls) == {"hub.resolve", "hub.broker", "hub.outcomes"}
+    assert set(calls) == {"hub.resolve", "hub.broker"}
     await _one_record_each(pool, handle.id, ["q0", "q1", "q2"])
     assert await _outcomes(pool, handle.id) == dict.fromkeys(("q0", "q1", "q2"), "provided")
 
@@ -351,6 +351,13 @@ class Hostile(BpfInterpreter):
     async def _linkage(  # type: ignore[override]
         self, step_id: str, provider: str, info: str, kind: str, request: LinkageRequest, **kw: Any
     ) -> None:
+        if step_id in self.lie:
+            # Told before it is asked, so ahead of the hub's collector (a flow no longer tells a
+            # "provided": the hub collects it from the provider's receipt, and keeps the first
+            # outcome it records).
+            await self._outcomes(
+                [AttemptOutcomeReport.model_validate({"step": step_id, "outcome": "not_asked"})]
+            )
         if step_id == "q2" and self.case is not None:
             q3 = next(f.brokered for f in self._run.ahead if f.step == "q3")
             if self.case == "subject":
@@ -456,8 +463,9 @@ async def test_a_hostile_executor_cannot_use_a_permit_brokered_ahead_elsewhere(
 async def test_an_executor_reporting_an_answered_attempt_as_not_asked_is_caught(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
 ) -> None:
-    """city-minato's own flow code reports q3, answered, as never asked (permitted ahead, the
-    flow ended before asking): the hub records the executor's word, but city-shibuya kept its
+    """city-minato's own flow code reports q3 as never asked (permitted ahead, the flow ended
+    before asking), and then asks it — told first, so ahead of the hub's collector: the hub
+    records the executor's word, but city-shibuya kept its
     receipt; the reconciliation lists the attempt and the citizen sees it as provided, on the
     provider's own record."""
     await register_fixture(pool, "sequence-probe.yaml")
