@@ -55,7 +55,7 @@ from workers.plugin import connect
 
 from .conftest import FirstRun
 from .helpers import allowance_check, sdk
-from .processes import RenkeiProcess, worker
+from .processes import RenkeiProcess, all_ready, worker
 
 PARTIES = ("hub", "city-minato", "city-shibuya", "jps")
 
@@ -192,16 +192,18 @@ def processes(gateway: Running) -> Iterator[list[RenkeiProcess]]:
     """The hub's worker, Minato's control worker, Shibuya's and the JPS's agency workers, each
     its own process with its own certificate, all through the gateway."""
     s, pki = gateway.settings, gateway.pki
-    procs: list[RenkeiProcess] = []
+    procs = all_ready(
+        [
+            worker(s, gateway.address, kind, *args, ready=False, **pki.files(party))
+            for kind, party, args in (
+                ("hub", "hub", ()),
+                ("control", "city-minato", ("city-minato",)),
+                ("agency", "city-shibuya", ("city-shibuya",)),
+                ("agency", "jps", ("jps",)),
+            )
+        ]
+    )
     try:
-        for kind, party in (
-            ("hub", "hub"),
-            ("control", "city-minato"),
-            ("agency", "city-shibuya"),
-            ("agency", "jps"),
-        ):
-            args = () if kind == "hub" else (party,)
-            procs.append(worker(s, gateway.address, kind, *args, **pki.files(party)))
         yield procs
     finally:
         for p in procs:
@@ -417,12 +419,18 @@ async def test_an_org_cannot_touch_another_executors_flow_which_goes_on(
     described = await minato.get_workflow_handle(handle.id).describe()
     assert described.status is not None and described.status.name == "RUNNING"
     s, files = own, pki.files
-    procs = [
-        worker(s, gateway.address, "hub", **files("hub")),
-        worker(s, gateway.address, "control", "city-minato", **files("city-minato")),
-        worker(s, gateway.address, "agency", "city-shibuya", **files("city-shibuya")),
-        worker(s, gateway.address, "agency", "jps", **files("jps")),
-    ]
+    procs = all_ready(
+        [
+            worker(s, gateway.address, "hub", ready=False, **files("hub")),
+            worker(
+                s, gateway.address, "control", "city-minato", ready=False, **files("city-minato")
+            ),
+            worker(
+                s, gateway.address, "agency", "city-shibuya", ready=False, **files("city-shibuya")
+            ),
+            worker(s, gateway.address, "agency", "jps", ready=False, **files("jps")),
+        ]
+    )
     try:
         result = await asyncio.wait_for(handle.result(), 120)
     finally:
