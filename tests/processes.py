@@ -114,13 +114,18 @@ def all_ready(procs: list[RenkeiProcess]) -> list[RenkeiProcess]:
 
 
 def control_plane(
-    settings: Settings, temporal: str, executors: tuple[str, ...] = ("city-minato",)
+    settings: Settings,
+    temporal: str,
+    executors: tuple[str, ...] = ("city-minato",),
+    *,
+    ready: bool = True,
 ) -> list[RenkeiProcess]:
-    """The hub's worker and the executors' control workers, each a process of its own."""
-    return all_ready(
-        [worker(settings, temporal, "hub", ready=False)]
-        + [worker(settings, temporal, "control", org, ready=False) for org in executors]
-    )
+    """The hub's worker and the executors' control workers, each a process of its own, started
+    together (``ready=False``: not waited for, to start with others under :func:`all_ready`)."""
+    started = [worker(settings, temporal, "hub", ready=False)] + [
+        worker(settings, temporal, "control", org, ready=False) for org in executors
+    ]
+    return all_ready(started) if ready else started
 
 
 def crash_temporal(server: TemporalServer) -> None:
