@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import pytest
@@ -105,6 +108,53 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def own_stack_env(data: Path) -> dict[str, str]:
+    """The environment of a renkei command with a stack of its own: no renkei setting of the
+    caller's, the data folder ``data``, ports of its own (the defaults may be taken by another
+    stack on the machine)."""
+    from .processes import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
+    env["RENKEI_DATA_DIR"] = str(data)
+    for name in ("RENKEI_TEMPORAL_PORT", "RENKEI_UI_PORT", "RENKEI_WEB_PORT"):
+        env[name] = str(free_port())
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+class FirstRun(NamedTuple):
+    data: Path
+    demo: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def first_run() -> Iterator[FirstRun]:
+    """``renkei demo`` on a fresh data folder (the README's first command), and the folder it
+    leaves: its embedded PostgreSQL and Temporal stopped, the samples put into operation.
+
+    tests/test_demo.py judges the demo's output. The tests of ``renkei up`` (tests/test_stack.py,
+    the gateway's) start on this folder afterwards, so the first start of a fresh folder, which
+    takes every sample through the conformance kit (most of a minute), is paid once in the
+    suite; each of them leaves the folder startable. The folder's parent is one the embedded
+    PostgreSQL's own user may enter."""
+    folder = Path(tempfile.mkdtemp(prefix="renkei-first-run-"))
+    folder.chmod(0o755)
+    data = folder / "data"
+    try:
+        demo = subprocess.run(
+            [sys.executable, "-m", "renkei.app.cli", "demo"],
+            cwd=folder,
+            env=own_stack_env(data),
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
+        yield FirstRun(data, demo)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

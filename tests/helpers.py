@@ -336,3 +336,13 @@ async def flow_outcomes(
     ]
     found = await wait_for_outcomes(pool, [r.attempt_key for r in allowed], within=within)
     return {r.step: found[r.attempt_key].outcome for r in allowed}
+
+
+def cli_joins(monkeypatch: Any, client: Client, settings: Settings) -> None:
+    """The renkei command (the ``cli`` fixture) on this test's Temporal server and task queues:
+    what it starts or asks reaches the test's own workers. ``monkeypatch`` undoes it after."""
+    from renkei.kernel.settings import get_settings
+
+    monkeypatch.setenv("RENKEI_TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    monkeypatch.setenv("RENKEI_TASK_QUEUE_PREFIX", settings.task_queue_prefix)
+    get_settings.cache_clear()

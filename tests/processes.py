@@ -89,20 +89,43 @@ class RenkeiProcess:
                 self.kill9()
 
 
-def worker(settings: Settings, temporal: str, kind: str, *args: str, **extra: str) -> RenkeiProcess:
-    """A started ``renkei worker KIND ARGS`` process, polling once this returns."""
-    return RenkeiProcess(
+def worker(
+    settings: Settings, temporal: str, kind: str, *args: str, ready: bool = True, **extra: str
+) -> RenkeiProcess:
+    """A started ``renkei worker KIND ARGS`` process, polling once this returns (``ready=False``:
+    as soon as it is started; :func:`all_ready` waits for several started together)."""
+    started = RenkeiProcess(
         ["worker", kind, *args], renkei_env(settings, temporal, **extra), "polling"
-    ).wait_ready()
+    )
+    return started.wait_ready() if ready else started
+
+
+def all_ready(procs: list[RenkeiProcess]) -> list[RenkeiProcess]:
+    """``procs``, started together (their start-ups overlap), once every one polls; if one
+    does not, all are stopped and the reason raised."""
+    try:
+        for p in procs:
+            p.wait_ready()
+    except BaseException:
+        for p in procs:
+            p.stop()
+        raise
+    return procs
 
 
 def control_plane(
-    settings: Settings, temporal: str, executors: tuple[str, ...] = ("city-minato",)
+    settings: Settings,
+    temporal: str,
+    executors: tuple[str, ...] = ("city-minato",),
+    *,
+    ready: bool = True,
 ) -> list[RenkeiProcess]:
-    """The hub's worker and the executors' control workers, each a process of its own."""
-    return [worker(settings, temporal, "hub")] + [
-        worker(settings, temporal, "control", org) for org in executors
+    """The hub's worker and the executors' control workers, each a process of its own, started
+    together (``ready=False``: not waited for, to start with others under :func:`all_ready`)."""
+    started = [worker(settings, temporal, "hub", ready=False)] + [
+        worker(settings, temporal, "control", org, ready=False) for org in executors
     ]
+    return all_ready(started) if ready else started
 
 
 def crash_temporal(server: TemporalServer) -> None:

@@ -37,7 +37,7 @@ from whitelist.payloads import LocalTax
 from whitelist.store import LiveWhitelist
 from workflows.contract_probe import ContractProbe
 
-from .helpers import code, operator_token, run, shibuya_family, workers
+from .helpers import cli_joins, code, operator_token, run, shibuya_family, workers
 
 WAIT = dt.timedelta(seconds=5)
 
@@ -52,15 +52,6 @@ async def _contract(
 
 def _failed(checks: list[ContractCheck]) -> dict[tuple[str, str], str]:
     return {(c.info, c.check): c.detail for c in checks if not c.passed}
-
-
-def _cli_joins(monkeypatch: pytest.MonkeyPatch, client: Client, settings: Settings) -> None:
-    """The renkei command on this test's Temporal server and task queues."""
-    from renkei.kernel.settings import get_settings
-
-    monkeypatch.setenv("RENKEI_TEMPORAL_ADDRESS", client.service_client.config.target_host)
-    monkeypatch.setenv("RENKEI_TASK_QUEUE_PREFIX", settings.task_queue_prefix)
-    get_settings.cache_clear()
 
 
 async def _real_records_of_probes(pool: asyncpg.Pool) -> int:
@@ -84,7 +75,7 @@ async def test_the_contract_test_goes_through_each_orgs_worker_and_is_no_real_ex
     cli: CliRunner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _cli_joins(monkeypatch, client, settings)
+    cli_joins(monkeypatch, client, settings)
     orgs = ("city-minato", "kyokai-kenpo", "jps", "sample-denki")
     before = await pool.fetchval("SELECT count(*) FROM records.contract_probes")
     async with workers(

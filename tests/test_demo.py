@@ -3,35 +3,16 @@ the outcome it should, the history holds no code in clear, the chains verify).""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
-from .conftest import free_port
-from .processes import ROOT
+from .conftest import FirstRun, own_stack_env
 
 
-def _fresh_env(tmp_path) -> dict[str, str]:
-    """No renkei setting of the caller's; a fresh data folder; ports of the test's own (the
-    defaults may be taken by another stack on the machine)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
-    env["RENKEI_DATA_DIR"] = str(tmp_path / "data")
-    for name in ("RENKEI_TEMPORAL_PORT", "RENKEI_UI_PORT", "RENKEI_WEB_PORT"):
-        env[name] = str(free_port())
-    return env
-
-
-def test_the_demo_runs_clean_on_a_fresh_data_folder(tmp_path) -> None:
-    env = _fresh_env(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "renkei.app.cli", "demo"],
-        cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
+def test_the_demo_runs_clean_on_a_fresh_data_folder(first_run: FirstRun) -> None:
+    """The demo is the session's first run of a fresh folder (``first_run``: the tests of
+    ``renkei up`` start on the folder it leaves)."""
+    done = first_run.demo
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "subject code in the raw history: no" in done.stdout
     assert ": intact" in done.stdout
@@ -40,11 +21,10 @@ def test_the_demo_runs_clean_on_a_fresh_data_folder(tmp_path) -> None:
 def test_conformance_as_the_first_command_on_a_fresh_data_folder(tmp_path) -> None:
     """A new engineer's first command may be the conformance kit, not the demo: it issues the
     sample orgs' keys itself, and reads the flows it runs under them."""
-    env = _fresh_env(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "renkei.app.cli", "conformance", "child-allowance-check"],
         cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(ROOT)},
+        env=own_stack_env(tmp_path / "data"),
         capture_output=True,
         text=True,
         timeout=400,

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -54,8 +53,9 @@ from renkei.kernel.search_attributes import EXECUTOR
 from renkei.kernel.settings import Settings
 from workers.plugin import connect
 
+from .conftest import FirstRun
 from .helpers import allowance_check, sdk
-from .processes import RenkeiProcess, worker
+from .processes import RenkeiProcess, all_ready, worker
 
 PARTIES = ("hub", "city-minato", "city-shibuya", "jps")
 
@@ -192,16 +192,18 @@ def processes(gateway: Running) -> Iterator[list[RenkeiProcess]]:
     """The hub's worker, Minato's control worker, Shibuya's and the JPS's agency workers, each
     its own process with its own certificate, all through the gateway."""
     s, pki = gateway.settings, gateway.pki
-    procs: list[RenkeiProcess] = []
+    procs = all_ready(
+        [
+            worker(s, gateway.address, kind, *args, ready=False, **pki.files(party))
+            for kind, party, args in (
+                ("hub", "hub", ()),
+                ("control", "city-minato", ("city-minato",)),
+                ("agency", "city-shibuya", ("city-shibuya",)),
+                ("agency", "jps", ("jps",)),
+            )
+        ]
+    )
     try:
-        for kind, party in (
-            ("hub", "hub"),
-            ("control", "city-minato"),
-            ("agency", "city-shibuya"),
-            ("agency", "jps"),
-        ):
-            args = () if kind == "hub" else (party,)
-            procs.append(worker(s, gateway.address, kind, *args, **pki.files(party)))
         yield procs
     finally:
         for p in procs:
@@ -417,12 +419,18 @@ async def test_an_org_cannot_touch_another_executors_flow_which_goes_on(
     described = await minato.get_workflow_handle(handle.id).describe()
     assert described.status is not None and described.status.name == "RUNNING"
     s, files = own, pki.files
-    procs = [
-        worker(s, gateway.address, "hub", **files("hub")),
-        worker(s, gateway.address, "control", "city-minato", **files("city-minato")),
-        worker(s, gateway.address, "agency", "city-shibuya", **files("city-shibuya")),
-        worker(s, gateway.address, "agency", "jps", **files("jps")),
-    ]
+    procs = all_ready(
+        [
+            worker(s, gateway.address, "hub", ready=False, **files("hub")),
+            worker(
+                s, gateway.address, "control", "city-minato", ready=False, **files("city-minato")
+            ),
+            worker(
+                s, gateway.address, "agency", "city-shibuya", ready=False, **files("city-shibuya")
+            ),
+            worker(s, gateway.address, "agency", "jps", ready=False, **files("jps")),
+        ]
+    )
     try:
         result = await asyncio.wait_for(handle.result(), 120)
     finally:
@@ -891,55 +899,28 @@ async def test_after_a_gateway_restart_a_task_handed_out_before_is_handed_out_ag
 
 
 async def test_renkei_up_with_the_gateway_runs_each_partys_workers_through_it(
-    temporal_env: WorkflowEnvironment, base_settings: Settings, tmp_path: Path
+    first_run: FirstRun,
 ) -> None:
-    """``renkei up --gateway`` on the suite's servers: it makes the CA and every party's
-    certificate under the data folder, starts the gateway, and runs each party's workers
-    through it on their own certificate. A flow started through the gateway with the
-    certificate it made for Minato completes, and the gateway counted each party's own polls
-    and answers.
+    """``renkei up --gateway``: it makes the CA and every party's certificate under the data
+    folder, starts the gateway, and runs each party's workers through it on their own
+    certificate. A flow started through the gateway with the certificate it made for Minato
+    completes, and the gateway counted each party's own polls and answers.
 
-    ``up`` sets its stack up as a fresh install does (the samples put into operation, the
-    life-event schedules made): on a database and a Temporal namespace of its own, so the
-    suite's shared registry and schedules stay as the other tests left them."""
-    import asyncpg
+    ``up`` runs its own stack (its embedded PostgreSQL and Temporal dev server) on the folder
+    the demo left (``first_run``: the samples in operation, the life-event schedules made, as a
+    fresh install's first start leaves them; that start is the demo's, paid once in the suite),
+    so the suite's shared servers stay as the other tests left them."""
     import httpx
-    from google.protobuf.duration_pb2 import Duration
-    from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 
     from renkei.app.gateway import party_settings
 
-    from .conftest import free_port
-    from .processes import renkei_env
+    from .conftest import free_port, own_stack_env
 
-    assert base_settings.database_url
-    suffix = uuid.uuid4().hex[:10]
-    admin = await asyncpg.connect(base_settings.database_url)
-    await admin.execute(f"CREATE DATABASE renkei_up_gateway_{suffix}")
-    await admin.close()
-    url = urlunsplit(
-        urlsplit(base_settings.database_url)._replace(path=f"/renkei_up_gateway_{suffix}")
-    )
-    namespace = f"up-gateway-{suffix}"
-    await temporal_env.client.workflow_service.register_namespace(
-        RegisterNamespaceRequest(
-            namespace=namespace, workflow_execution_retention_period=Duration(seconds=86400)
-        )
-    )
-    own = base_settings.model_copy(
-        update={"task_queue_prefix": f"g{suffix}", "database_url": url, "namespace": namespace}
-    )
-    data = tmp_path / "data"
+    data = first_run.data
+    own = Settings(data_dir=data, keys_file=None, database_url=None, temporal_address=None)
     port, metrics = free_port(), free_port()
-    env = renkei_env(
-        own,
-        temporal_env.client.service_client.config.target_host,
-        RENKEI_DATA_DIR=str(data),
-        RENKEI_GATEWAY_LISTEN=f"127.0.0.1:{port}",
-        RENKEI_METRICS_PORT=str(metrics),
-        RENKEI_WEB_PORT=str(free_port()),
-        RENKEI_NAMESPACE=namespace,
-    )
+    env = own_stack_env(data)
+    env.update(RENKEI_GATEWAY_LISTEN=f"127.0.0.1:{port}", RENKEI_METRICS_PORT=str(metrics))
     up = RenkeiProcess(["up", "--gateway"], env, "renkei is up").wait_ready(400)
     try:
         assert f"gateway       localhost:{port}" in up.output, up.output
@@ -971,9 +952,6 @@ async def test_renkei_up_with_the_gateway_runs_each_partys_workers_through_it(
         assert not [line for line in text.splitlines() if line.startswith("renkei_gateway_deni")]
     finally:
         up.stop()
-        admin = await asyncpg.connect(base_settings.database_url)
-        await admin.execute(f"DROP DATABASE IF EXISTS renkei_up_gateway_{suffix} WITH (FORCE)")
-        await admin.close()
     assert up.process.returncode == 0, up.output
 
 

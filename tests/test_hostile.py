@@ -1199,6 +1199,25 @@ async def test_a_party_cannot_frame_a_chain_it_does_not_witness(
     assert await _breaks(pool, settings, keeper) == []
 
 
+async def _a_workflow_task_ran_after_the_signal(client: Client, wid: str) -> None:
+    """Until the flow's history shows a workflow task completed after its last signal: the flow
+    has seen the signal (a fixed pause would only guess it had)."""
+    async with asyncio.timeout(30):
+        while True:
+            events = (await client.get_workflow_handle(wid).fetch_history()).events
+            signalled = [
+                i
+                for i, e in enumerate(events)
+                if e.HasField("workflow_execution_signaled_event_attributes")
+            ]
+            if signalled and any(
+                e.HasField("workflow_task_completed_event_attributes")
+                for e in events[signalled[-1] :]
+            ):
+                return
+            await asyncio.sleep(0.05)
+
+
 async def test_an_unencrypted_signal_is_dropped_and_the_flow_goes_on(
     temporal_env, client, pool, settings, catalog, live_whitelist
 ) -> None:
@@ -1219,7 +1238,7 @@ async def test_an_unencrypted_signal_is_dropped_and_the_flow_goes_on(
         await plain.get_workflow_handle(handle.id).signal(
             "renkei.respond", Response(step="consent", payload={"agree": True})
         )
-        await asyncio.sleep(1)
+        await _a_workflow_task_ran_after_the_signal(client, handle.id)
         assert await rc.waiting(handle.id)  # still waiting: the clear signal was not taken
         await rc.respond(handle.id, "consent", {"agree": True})
         assert (await handle.result()).outcome == "completed"

@@ -133,8 +133,9 @@ async def test_sleep_until_months_ahead_then_continue(
         handle = await sdk(client, fast).start(
             start("sleep-probe", "city-minato", _applicant(settings), inputs={"months": 4})
         )
-        await asyncio.sleep(1)
-        assert await handle.query("renkei.status") == "sleeping"
+        async with asyncio.timeout(30):  # the flow reaches its sleep (polled: not a fixed wait)
+            while await handle.query("renkei.status") != "sleeping":  # noqa: ASYNC110 (a query)
+                await asyncio.sleep(0.05)
         result = await asyncio.wait_for(handle.result(), 60)
     took = (dt.datetime.now(dt.UTC) - began).total_seconds()
     assert result.outcome == "completed"

@@ -37,7 +37,7 @@ from whitelist.models import Held
 from whitelist.payloads import LocalTax
 from whitelist.store import LiveWhitelist
 
-from .helpers import code, give_pias, onboard_org, shibuya_family, start, workers
+from .helpers import cli_joins, code, give_pias, onboard_org, shibuya_family, start, workers
 
 STRANGER = "Z" * 20
 
@@ -97,11 +97,7 @@ async def test_an_org_added_while_workers_run_answers_once_active_and_not_before
     cli: CliRunner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from renkei.kernel.settings import get_settings
-
-    monkeypatch.setenv("RENKEI_TEMPORAL_ADDRESS", client.service_client.config.target_host)
-    monkeypatch.setenv("RENKEI_TASK_QUEUE_PREFIX", settings.task_queue_prefix)
-    get_settings.cache_clear()
+    cli_joins(monkeypatch, client, settings)
     koto = _new_id()
     platform = await _operator(pool, "hub", "platform-operator")
     body = await _operator(pool, settings.conformance_body, "conformance-body")

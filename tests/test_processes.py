@@ -16,7 +16,7 @@ from temporalio.client import Client
 from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, records_by_party, sdk, shibuya_family
-from .processes import ROOT, control_plane, worker
+from .processes import ROOT, all_ready, control_plane, worker
 
 
 def _as_login(url: str, user: str, password: str) -> str:
@@ -41,11 +41,15 @@ async def test_an_agency_on_its_own_database_login_serves_and_cannot_leave_its_r
     assert settings.database_url
     own = _as_login(settings.database_url, login, password)
     address = client.service_client.config.target_host
-    procs = [
-        *control_plane(settings, address),
-        worker(settings, address, "agency", "city-shibuya", RENKEI_DATABASE_URL=own),
-        worker(settings, address, "agency", "jps"),
-    ]
+    procs = all_ready(
+        [
+            *control_plane(settings, address, ready=False),
+            worker(
+                settings, address, "agency", "city-shibuya", ready=False, RENKEI_DATABASE_URL=own
+            ),
+            worker(settings, address, "agency", "jps", ready=False),
+        ]
+    )
     try:
         handle = await sdk(client, settings).start(allowance_check(settings))
         result = await asyncio.wait_for(handle.result(), 60)
@@ -69,11 +73,13 @@ async def test_hub_executor_and_two_agencies_as_processes_complete_a_flow(
     client: Client, pool, settings: Settings
 ) -> None:
     address = client.service_client.config.target_host
-    procs = [
-        *control_plane(settings, address),
-        worker(settings, address, "agency", "city-shibuya"),
-        worker(settings, address, "agency", "jps"),
-    ]
+    procs = all_ready(
+        [
+            *control_plane(settings, address, ready=False),
+            worker(settings, address, "agency", "city-shibuya", ready=False),
+            worker(settings, address, "agency", "jps", ready=False),
+        ]
+    )
     try:
         family = shibuya_family(settings)
         handle = await sdk(client, settings).start(allowance_check(settings))

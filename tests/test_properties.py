@@ -294,5 +294,7 @@ async def test_malformed_starts_are_refused_with_a_reason_and_start_nothing(
     assert set(seen) <= {403, 422}, seen
     # The valid request itself would start (the faults, not the harness, made them fail).
     assert (await post(valid)).status_code == 201
-    await asyncio.sleep(1)  # visibility is eventually consistent
-    assert await _runs(client, settings) == 1
+    async with asyncio.timeout(30):  # visibility is eventually consistent: polled until it is
+        while (runs := await _runs(client, settings)) == 0:  # noqa: ASYNC110 (a query)
+            await asyncio.sleep(0.1)
+    assert runs == 1

@@ -2,18 +2,21 @@
 crashed under it (SIGKILL), stopped with Ctrl-C.
 
 Each test starts its own ``renkei up`` (its own Temporal dev server on a SQLite file and its own
-PostgreSQL), so nothing here touches the suite's shared servers.
+PostgreSQL), so nothing here touches the suite's shared servers. They start on the folder the
+demo left (``first_run`` in tests/conftest.py): the costly first start of a fresh folder, which
+takes every sample through the conformance kit, is the demo's, paid once in the suite; what they
+prove (a stop, a crash and what follows) is the same on any folder ``renkei up`` starts on. Each
+leaves the folder startable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +27,7 @@ import pytest
 
 from renkei.kernel.settings import Settings
 
-from .conftest import free_port
+from .conftest import FirstRun, own_stack_env
 from .helpers import code, shibuya_family
 from .processes import ROOT, RenkeiProcess
 
@@ -35,15 +38,7 @@ STOP_BOUND = 15.0
 
 
 def _up(data: Path) -> RenkeiProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
-    env.update(
-        RENKEI_DATA_DIR=str(data),
-        RENKEI_TEMPORAL_PORT=str(free_port()),
-        RENKEI_UI_PORT=str(free_port()),
-        RENKEI_WEB_PORT=str(free_port()),
-        PYTHONPATH=str(ROOT),
-    )
-    return RenkeiProcess(["up"], env, "renkei is up").wait_ready(400)
+    return RenkeiProcess(["up"], own_stack_env(data), "renkei is up").wait_ready(400)
 
 
 def _state(data: Path) -> dict[str, Any]:
@@ -92,24 +87,33 @@ def _a_flow_runs(data: Path, index: int) -> None:
 
 
 @pytest.fixture
-def data() -> Iterator[Path]:
-    """A fresh data folder the embedded PostgreSQL's own user may enter."""
-    folder = Path(tempfile.mkdtemp(prefix="renkei-up-"))
-    folder.chmod(0o755)
+def data(first_run: FirstRun) -> Path:
+    """The data folder the demo left (its stack stopped), on which ``renkei up`` starts."""
+    return first_run.data
+
+
+@contextlib.contextmanager
+def _temporal_file_unusable(data: Path) -> Iterator[None]:
+    """Temporal's database file made unusable (a folder in its place; a running server keeps
+    its open file), put back once the block is over (the stack stopped by then), so the next
+    ``renkei up`` on the folder starts."""
+    sqlite, kept = data / "temporal.sqlite", data / "temporal.sqlite.kept"
+    sqlite.rename(kept)
+    sqlite.mkdir()
     try:
-        yield folder / "data"
+        yield
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        sqlite.rmdir()
+        kept.rename(sqlite)
 
 
 def test_ctrl_c_stops_renkei_up_and_its_servers_also_while_its_temporal_server_is_down(
     data: Path,
 ) -> None:
     """Ctrl-C stops a running stack and its servers. ``renkei up`` then starts again on the same
-    data folder (nothing left to promote: a quick start), and the issue's case follows: the
-    Temporal server crashed and does not come back; Ctrl-C during the attempts to start it still
-    stops everything within the bound, leaving no server behind. (One test, so that the costly
-    first start, which takes the samples through the kit, is paid once.)"""
+    data folder, and the issue's case follows: the Temporal server crashed and does not come
+    back; Ctrl-C during the attempts to start it still stops everything within the bound,
+    leaving no server behind."""
     up = _up(data)
     state = _state(data)
     try:
@@ -123,16 +127,14 @@ def test_ctrl_c_stops_renkei_up_and_its_servers_also_while_its_temporal_server_i
 
     up = _up(data)
     state = _state(data)
-    try:
-        sqlite = data / "temporal.sqlite"
-        sqlite.rename(data / "temporal.sqlite.kept")
-        sqlite.mkdir()
-        os.killpg(state["temporal_pid"], signal.SIGKILL)
-        _until_said(up, "attempt 1 of 5")
-        up.process.send_signal(signal.SIGINT)
-        up.process.wait(STOP_BOUND)
-    finally:
-        up.stop()
+    with _temporal_file_unusable(data):
+        try:
+            os.killpg(state["temporal_pid"], signal.SIGKILL)
+            _until_said(up, "attempt 1 of 5")
+            up.process.send_signal(signal.SIGINT)
+            up.process.wait(STOP_BOUND)
+        finally:
+            up.stop()
     assert up.process.returncode == 0, up.output
     assert _gone(state["postgres_pid"]), up.output
     assert not any(
@@ -160,11 +162,12 @@ def test_renkei_up_brings_crashed_servers_back_or_stops_with_a_reason(data: Path
 
         # Temporal crashes and cannot start again (its database file is unusable): renkei up
         # tries a bounded number of times, then stops everything with the reason and exit 1.
-        sqlite = data / "temporal.sqlite"
-        sqlite.rename(data / "temporal.sqlite.kept")  # the running server keeps its open file
-        sqlite.mkdir()
-        os.killpg(_state(data)["temporal_pid"], signal.SIGKILL)
-        up.process.wait(120)
+        with _temporal_file_unusable(data):
+            try:
+                os.killpg(_state(data)["temporal_pid"], signal.SIGKILL)
+                up.process.wait(120)
+            finally:
+                up.stop()
     finally:
         up.stop()
     assert up.process.returncode == 1, up.output

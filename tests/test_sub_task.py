@@ -4,36 +4,56 @@ takes it from the registered definition, decides at that level, and the records 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
 
 from renkei.kernel import records
 from whitelist import store
 from whitelist.models import WhitelistRow
+from whitelist.store import LiveWhitelist
 
 from .helpers import code, pick, register_fixture, sdk, start, workers
 
 SUB_TASK = "school-entry-register-check"
 
 
-async def test_the_hub_decides_a_querys_sub_task_and_the_records_keep_both_levels(
-    client, pool, settings, catalog, live_whitelist
-) -> None:
-    # The test's own row (a row of city-minato's ordinance naming the sub-task), removed after.
+@asynccontextmanager
+async def _sub_task_row(
+    pool: asyncpg.Pool, live_whitelist: LiveWhitelist, n: int, item: str, **scope: str
+) -> AsyncIterator[WhitelistRow]:
+    """The test's own row, in force while the block runs (the workers have it) and removed
+    after: a board of education's query of the resident record for a school-entry notice,
+    naming the sub-task; ``item`` its provision, ``scope`` its scope and body if any."""
     row = WhitelistRow(
-        id="test-sub-task/1",
+        id=f"test-sub-task/{n}",
         source="test-sub-task",
-        item="港区条例（試験）第1条",
+        item=item,
         requester_role="municipal-board-of-education",
         task="school-entry-notice",
         provider_role="municipal-board-of-education",
         info="resident-record",
-        legal_text="港区条例（試験）第1条",
+        legal_text=item,
         valid_from=dt.date(2024, 4, 1),
-        scope="within-body",
-        body="city-minato",
         sub_task=SUB_TASK,
+        **scope,
     )
     await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
     try:
+        yield row
+    finally:
+        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+
+
+async def test_the_hub_decides_a_querys_sub_task_and_the_records_keep_both_levels(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    # A row of city-minato's ordinance naming the sub-task.
+    ordinance = "港区条例（試験）第1条"
+    async with _sub_task_row(
+        pool, live_whitelist, 1, ordinance, scope="within-body", body="city-minato"
+    ):
         await register_fixture(pool, "sub-task-probe.yaml")
         rc = sdk(client, settings)
         h = pick(settings, lambda h: h.municipality == "city-minato")
@@ -48,8 +68,6 @@ async def test_the_hub_decides_a_querys_sub_task_and_the_records_keep_both_level
             assert (rec.task, rec.sub_task) == ("school-entry-notice", SUB_TASK)
             assert f"[school-entry-notice › {SUB_TASK}]" in rec.reason
             assert rec.whitelist_row is not None
-    finally:
-        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
 
 
 async def test_the_providers_record_keeps_the_sub_task_the_hubs_permit_names(
@@ -58,20 +76,7 @@ async def test_the_providers_record_keeps_the_sub_task_the_hubs_permit_names(
     """Across two bodies: the requester's, the hub's and the provider's records of the attempt
     each keep the statutory task and the ordinance-level one (the provider's from the hub's
     signed permit: its own gate decides on the task and the item)."""
-    row = WhitelistRow(
-        id="test-sub-task/2",
-        source="test-sub-task",
-        item="試験 第2条",
-        requester_role="municipal-board-of-education",
-        task="school-entry-notice",
-        provider_role="municipal-board-of-education",
-        info="resident-record",
-        legal_text="試験 第2条",
-        valid_from=dt.date(2024, 4, 1),
-        sub_task=SUB_TASK,
-    )
-    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
-    try:
+    async with _sub_task_row(pool, live_whitelist, 2, "試験 第2条"):
         await register_fixture(pool, "sub-task-across.yaml")
         rc = sdk(client, settings)
         h = pick(settings, lambda h: h.municipality == "city-shibuya")
@@ -84,5 +89,3 @@ async def test_the_providers_record_keeps_the_sub_task_the_hubs_permit_names(
         for rec in kept.values():
             assert rec.outcome == "allowed", rec.reason
             assert (rec.task, rec.sub_task) == ("school-entry-notice", SUB_TASK), rec.keeper
-    finally:
-        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))

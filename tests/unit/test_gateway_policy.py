@@ -5,16 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from temporalio.api.command.v1 import (
-    Command,
-    ContinueAsNewWorkflowExecutionCommandAttributes,
-    RequestCancelExternalWorkflowExecutionCommandAttributes,
-    ScheduleActivityTaskCommandAttributes,
-    ScheduleNexusOperationCommandAttributes,
-    SignalExternalWorkflowExecutionCommandAttributes,
-    StartChildWorkflowExecutionCommandAttributes,
-    UpsertWorkflowSearchAttributesCommandAttributes,
-)
+from temporalio.api.command.v1 import Command
 from temporalio.api.common.v1 import Callback, Payload, SearchAttributes, WorkflowExecution
 from temporalio.api.enums.v1 import CommandType, TaskQueueKind
 from temporalio.api.taskqueue.v1 import StickyExecutionAttributes, TaskQueue
@@ -49,6 +40,63 @@ def allowed(policy: Policy, party: str, method: str, request=None, service=WORKF
 @pytest.fixture
 def policy() -> Policy:
     return Policy(NS)
+
+
+# -- the requests the tests make (one builder each) ---------------------------------------------
+
+
+def _start(wid: str = OWN, queue: str = "", **fields) -> ws.StartWorkflowExecutionRequest:
+    """X's start of ``wid`` on ``queue`` (default: X's control queue)."""
+    return ws.StartWorkflowExecutionRequest(
+        namespace=NS,
+        workflow_id=wid,
+        task_queue=TaskQueue(name=queue or control_queue("p", X)),
+        **fields,
+    )
+
+
+def _multi(
+    *operations: ws.ExecuteMultiOperationRequest.Operation | ws.StartWorkflowExecutionRequest,
+) -> ws.ExecuteMultiOperationRequest:
+    """A multi-operation of ``operations`` (a start stands for its operation)."""
+    return ws.ExecuteMultiOperationRequest(
+        namespace=NS,
+        operations=[
+            ws.ExecuteMultiOperationRequest.Operation(start_workflow=op)
+            if isinstance(op, ws.StartWorkflowExecutionRequest)
+            else op
+            for op in operations
+        ],
+    )
+
+
+def _command(kind: str, **attributes) -> Command:
+    """A workflow task's command of ``kind`` (its CommandType name without the prefix, e.g.
+    ``START_CHILD_WORKFLOW_EXECUTION``) with the attributes given."""
+    field = f"{kind.lower()}_command_attributes"
+    return Command(
+        command_type=CommandType.Value(f"COMMAND_TYPE_{kind}"),
+        **{field: type(getattr(Command(), field))(**attributes)},
+    )
+
+
+def _handed(policy: Policy, party: str, token: bytes = b"wt") -> bytes:
+    """``party`` polled and was handed the workflow task ``token``."""
+    policy.observe(
+        party, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=token)
+    )
+    return token
+
+
+def _completed(
+    *commands: Command, sticky: str = "", token: bytes = b"wt"
+) -> ws.RespondWorkflowTaskCompletedRequest:
+    return ws.RespondWorkflowTaskCompletedRequest(
+        namespace=NS,
+        task_token=token,
+        commands=list(commands),
+        sticky_attributes=StickyExecutionAttributes(worker_task_queue=TaskQueue(name=sticky)),
+    )
 
 
 def test_method_paths_split_and_parse() -> None:
@@ -205,22 +253,11 @@ def test_a_start_is_in_the_orgs_own_name_on_its_control_queue(policy: Policy) ->
 
 
 def test_multi_operations_are_each_checked(policy: Policy) -> None:
-    start = ws.StartWorkflowExecutionRequest(
-        namespace=NS, workflow_id=OWN, task_queue=TaskQueue(name=control_queue("p", X))
-    )
-
     def multi(update_wid: str) -> ws.ExecuteMultiOperationRequest:
-        return ws.ExecuteMultiOperationRequest(
-            namespace=NS,
-            operations=[
-                ws.ExecuteMultiOperationRequest.Operation(start_workflow=start),
-                ws.ExecuteMultiOperationRequest.Operation(
-                    update_workflow=ws.UpdateWorkflowExecutionRequest(
-                        namespace=NS, workflow_execution=WorkflowExecution(workflow_id=update_wid)
-                    )
-                ),
-            ],
+        update = ws.UpdateWorkflowExecutionRequest(
+            namespace=NS, workflow_execution=WorkflowExecution(workflow_id=update_wid)
         )
+        return _multi(_start(), ws.ExecuteMultiOperationRequest.Operation(update_workflow=update))
 
     assert allowed(policy, X, "ExecuteMultiOperation", multi(OWN))
     assert not allowed(policy, X, "ExecuteMultiOperation", multi(OTHERS))
@@ -327,104 +364,26 @@ def test_tokens_are_kept_in_bounded_memory() -> None:
     assert [policy.holds(X, b"t%d" % n) for n in range(5)] == [False, False, True, True, True]
 
 
-def _completed(*commands: Command, sticky: str = "") -> ws.RespondWorkflowTaskCompletedRequest:
-    return ws.RespondWorkflowTaskCompletedRequest(
-        namespace=NS,
-        task_token=b"wt",
-        commands=list(commands),
-        sticky_attributes=StickyExecutionAttributes(worker_task_queue=TaskQueue(name=sticky)),
-    )
-
-
 def test_a_workflow_tasks_commands_reach_only_the_orgs_own_flows(policy: Policy) -> None:
-    T = CommandType
-    child = StartChildWorkflowExecutionCommandAttributes
+    own_queue, others_queue = (
+        TaskQueue(name=control_queue("p", X)),
+        TaskQueue(name=control_queue("p", Y)),
+    )
+    child, signal = "START_CHILD_WORKFLOW_EXECUTION", "SIGNAL_EXTERNAL_WORKFLOW_EXECUTION"
     cases = [
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION,
-                start_child_workflow_execution_command_attributes=child(
-                    workflow_id=OWN, task_queue=TaskQueue(name=control_queue("p", X))
-                ),
-            ),
-            True,
-        ),
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION,
-                start_child_workflow_execution_command_attributes=child(
-                    workflow_id=OTHERS, task_queue=TaskQueue(name=control_queue("p", X))
-                ),
-            ),
-            False,
-        ),
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION,
-                start_child_workflow_execution_command_attributes=child(
-                    workflow_id=OWN, task_queue=TaskQueue(name=control_queue("p", Y))
-                ),
-            ),
-            False,
-        ),
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION,
-                signal_external_workflow_execution_command_attributes=SignalExternalWorkflowExecutionCommandAttributes(
-                    execution=WorkflowExecution(workflow_id=OWN)
-                ),
-            ),
-            True,
-        ),
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION,
-                signal_external_workflow_execution_command_attributes=SignalExternalWorkflowExecutionCommandAttributes(
-                    execution=WorkflowExecution(workflow_id=OTHERS)
-                ),
-            ),
-            False,
-        ),
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION,
-                request_cancel_external_workflow_execution_command_attributes=RequestCancelExternalWorkflowExecutionCommandAttributes(
-                    workflow_id=OTHERS
-                ),
-            ),
-            False,
-        ),
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
-                continue_as_new_workflow_execution_command_attributes=ContinueAsNewWorkflowExecutionCommandAttributes(
-                    task_queue=TaskQueue(name=control_queue("p", Y))
-                ),
-            ),
-            False,
-        ),
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
-                continue_as_new_workflow_execution_command_attributes=ContinueAsNewWorkflowExecutionCommandAttributes(),
-            ),
-            True,
-        ),
+        (_command(child, workflow_id=OWN, task_queue=own_queue), True),
+        (_command(child, workflow_id=OTHERS, task_queue=own_queue), False),
+        (_command(child, workflow_id=OWN, task_queue=others_queue), False),
+        (_command(signal, execution=WorkflowExecution(workflow_id=OWN)), True),
+        (_command(signal, execution=WorkflowExecution(workflow_id=OTHERS)), False),
+        (_command("REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION", workflow_id=OTHERS), False),
+        (_command("CONTINUE_AS_NEW_WORKFLOW_EXECUTION", task_queue=others_queue), False),
+        (_command("CONTINUE_AS_NEW_WORKFLOW_EXECUTION"), True),
         # A linkage's activity goes to the provider's queue: that is how flows ask others.
-        (
-            Command(
-                command_type=T.COMMAND_TYPE_SCHEDULE_ACTIVITY_TASK,
-                schedule_activity_task_command_attributes=ScheduleActivityTaskCommandAttributes(
-                    task_queue=TaskQueue(name=agency_queue("p", Y))
-                ),
-            ),
-            True,
-        ),
+        (_command("SCHEDULE_ACTIVITY_TASK", task_queue=TaskQueue(name=agency_queue("p", Y))), True),
     ]
     for command, ok in cases:
-        policy.observe(
-            X, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=b"wt")
-        )
+        _handed(policy, X)
         assert allowed(policy, X, "RespondWorkflowTaskCompleted", _completed(command)) is ok, (
             command
         )
@@ -432,9 +391,9 @@ def test_a_workflow_tasks_commands_reach_only_the_orgs_own_flows(policy: Policy)
 
 def test_a_completions_sticky_queue_is_claimed_like_a_polls(policy: Policy) -> None:
     mine = f"{identity_prefix(Y)}sticky"
-    policy.observe(Y, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=b"wt"))
+    _handed(policy, Y)
     assert allowed(policy, Y, "RespondWorkflowTaskCompleted", _completed(sticky=mine))
-    policy.observe(X, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=b"wt"))
+    _handed(policy, X)
     decision = decide(policy, X, "RespondWorkflowTaskCompleted", _completed(sticky=mine))
     assert not decision.allowed and f"begins with '{X}/'" in decision.reason
 
@@ -496,48 +455,15 @@ def test_an_org_sets_no_other_executor_on_its_flows(policy: Policy, value: bytes
     """A start, a child, a continuation or an upsert may name the org itself as executor (so
     it lists as its run), never another (whose listing of its runs would then show it)."""
     attributes = _executor(value)
-    start = ws.StartWorkflowExecutionRequest(
-        namespace=NS,
-        workflow_id=OWN,
-        task_queue=TaskQueue(name=control_queue("p", X)),
-        search_attributes=attributes,
-    )
+    start = _start(search_attributes=attributes)
     assert allowed(policy, X, "StartWorkflowExecution", start) is ok
-    multi = ws.ExecuteMultiOperationRequest(
-        namespace=NS,
-        operations=[ws.ExecuteMultiOperationRequest.Operation(start_workflow=start)],
-    )
-    assert allowed(policy, X, "ExecuteMultiOperation", multi) is ok
-    T = CommandType
+    assert allowed(policy, X, "ExecuteMultiOperation", _multi(start)) is ok
     for command in (
-        Command(
-            command_type=T.COMMAND_TYPE_START_CHILD_WORKFLOW_EXECUTION,
-            start_child_workflow_execution_command_attributes=StartChildWorkflowExecutionCommandAttributes(
-                workflow_id=OWN, search_attributes=attributes
-            ),
-        ),
-        Command(
-            command_type=T.COMMAND_TYPE_CONTINUE_AS_NEW_WORKFLOW_EXECUTION,
-            continue_as_new_workflow_execution_command_attributes=ContinueAsNewWorkflowExecutionCommandAttributes(
-                search_attributes=attributes
-            ),
-        ),
-        Command(
-            command_type=T.COMMAND_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
-            upsert_workflow_search_attributes_command_attributes=UpsertWorkflowSearchAttributesCommandAttributes(
-                search_attributes=attributes
-            ),
-        ),
+        _command("START_CHILD_WORKFLOW_EXECUTION", workflow_id=OWN, search_attributes=attributes),
+        _command("CONTINUE_AS_NEW_WORKFLOW_EXECUTION", search_attributes=attributes),
+        _command("UPSERT_WORKFLOW_SEARCH_ATTRIBUTES", search_attributes=attributes),
     ):
-        token = uuid.uuid4().bytes
-        policy.observe(
-            X,
-            "PollWorkflowTaskQueue",
-            ws.PollWorkflowTaskQueueResponse(task_token=token),
-        )
-        done = ws.RespondWorkflowTaskCompletedRequest(
-            namespace=NS, task_token=token, commands=[command]
-        )
+        done = _completed(command, token=_handed(policy, X, uuid.uuid4().bytes))
         assert allowed(policy, X, "RespondWorkflowTaskCompleted", done) is ok, command
 
 
@@ -545,27 +471,13 @@ def test_an_org_names_no_completion_callback_and_calls_no_nexus_operation(policy
     """A completion callback is a URL the frontend calls from inside the platform's network
     when the flow ends, and a Nexus operation reaches whatever queue its endpoint names:
     renkei's flows use neither, so an org's are refused."""
-    start = ws.StartWorkflowExecutionRequest(
-        namespace=NS,
-        workflow_id=OWN,
-        task_queue=TaskQueue(name=control_queue("p", X)),
-        completion_callbacks=[Callback(nexus=Callback.Nexus(url="http://frontend:7243/api"))],
+    start = _start(
+        completion_callbacks=[Callback(nexus=Callback.Nexus(url="http://frontend:7243/api"))]
     )
     assert not allowed(policy, X, "StartWorkflowExecution", start)
-    multi = ws.ExecuteMultiOperationRequest(
-        namespace=NS,
-        operations=[ws.ExecuteMultiOperationRequest.Operation(start_workflow=start)],
-    )
-    assert not allowed(policy, X, "ExecuteMultiOperation", multi)
+    assert not allowed(policy, X, "ExecuteMultiOperation", _multi(start))
     start.ClearField("completion_callbacks")
     assert allowed(policy, X, "StartWorkflowExecution", start)
-    token = uuid.uuid4().bytes
-    policy.observe(X, "PollWorkflowTaskQueue", ws.PollWorkflowTaskQueueResponse(task_token=token))
-    nexus = Command(
-        command_type=CommandType.COMMAND_TYPE_SCHEDULE_NEXUS_OPERATION,
-        schedule_nexus_operation_command_attributes=ScheduleNexusOperationCommandAttributes(
-            endpoint="any", service="s", operation="o"
-        ),
-    )
-    done = ws.RespondWorkflowTaskCompletedRequest(namespace=NS, task_token=token, commands=[nexus])
+    nexus = _command("SCHEDULE_NEXUS_OPERATION", endpoint="any", service="s", operation="o")
+    done = _completed(nexus, token=_handed(policy, X, uuid.uuid4().bytes))
     assert not allowed(policy, X, "RespondWorkflowTaskCompleted", done)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import typer
@@ -35,6 +35,17 @@ _ROLE = typer.Option(
     "--role", help="a role held: ROLE, ROLE@FROM or ROLE@FROM..TO (dates YYYY-MM-DD, TO exclusive)"
 )
 _SERVES = typer.Option("--serves", help="an info item served: ITEM, ITEM@FROM or ITEM@FROM..TO")
+
+T = TypeVar("T")
+
+
+def _day_option(*names: str, help: str) -> Any:
+    """A day option (YYYY-MM-DD), read as typer reads dates; :func:`_day` makes it a date."""
+    return typer.Option(*names, formats=["%Y-%m-%d"], help=help)
+
+
+def _day(value: dt.datetime | None) -> dt.date | None:
+    return value.date() if value else None
 
 
 class BadArgument(ValueError):
@@ -72,10 +83,7 @@ async def _acting(*roles: str, then: Callable[[asyncpg.Pool, Actor], Awaitable[s
         try:
             actor = require(await signed_in(pool), *roles)  # type: ignore[arg-type]
             typer.echo(await then(pool, actor))
-        except (NotSignedIn, NotEntitled) as err:
-            typer.echo(f"refused: {err}", err=True)
-            return 1
-        except (orgs.OrgChangeRefused, onboarding.NotCertifiable) as err:
+        except (NotSignedIn, NotEntitled, orgs.OrgChangeRefused, onboarding.NotCertifiable) as err:
             typer.echo(f"refused: {err}", err=True)
             return 1
         except ValidationError as err:
@@ -86,6 +94,18 @@ async def _acting(*roles: str, then: Callable[[asyncpg.Pool, Actor], Awaitable[s
 
 def _first(err: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+
+
+def _options(build: Callable[[], T]) -> T | None:
+    """What ``build`` makes of a command's options; None once it printed why they are bad
+    (the command then exits 2, before it signs in)."""
+    try:
+        return build()
+    except BadArgument as err:
+        typer.echo(f"error: {err}", err=True)
+    except ValidationError as err:
+        typer.echo(f"error: {_first(err)}", err=True)
+    return None
 
 
 @orgs_app.command("list")
@@ -139,8 +159,8 @@ async def orgs_add(
 ) -> int:
     """Register an org (platform operator). It is `registered`: it asks and answers nothing
     until it passed its contract test, was certified and was activated."""
-    try:
-        new = orgs.NewOrg(
+    new = _options(
+        lambda: orgs.NewOrg(
             id=org,
             ja=ja,
             en=en,
@@ -148,11 +168,8 @@ async def orgs_add(
             roles=tuple(parse_held("--role", r) for r in role or []),
             serves=tuple(parse_held("--serves", s) for s in serves or []),
         )
-    except BadArgument as err:
-        typer.echo(f"error: {err}", err=True)
-        return 2
-    except ValidationError as err:
-        typer.echo(f"error: {_first(err)}", err=True)
+    )
+    if new is None:
         return 2
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
@@ -174,8 +191,8 @@ async def orgs_change(
     end_serves: Annotated[list[str] | None, typer.Option(help="ITEM@DATE")] = None,
 ) -> int:
     """Rename an org, or give it roles or items from a date, or end them on one."""
-    try:
-        what = orgs.OrgChange(
+    what = _options(
+        lambda: orgs.OrgChange(
             ja=ja,
             en=en,
             add_roles=tuple(parse_held("--add-role", r) for r in add_role or []),
@@ -183,11 +200,8 @@ async def orgs_change(
             add_serves=tuple(parse_held("--add-serves", s) for s in add_serves or []),
             end_serves=parse_ends("--end-serves", end_serves or []),
         )
-    except BadArgument as err:
-        typer.echo(f"error: {err}", err=True)
-        return 2
-    except ValidationError as err:
-        typer.echo(f"error: {_first(err)}", err=True)
+    )
+    if what is None:
         return 2
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
@@ -207,24 +221,18 @@ async def orgs_add_act(
         typer.Option(help="what the org carries it out under: a provision, a contract, terms"),
     ],
     valid_from: Annotated[
-        dt.datetime | None, typer.Option("--from", formats=["%Y-%m-%d"], help="from (YYYY-MM-DD)")
+        dt.datetime | None, _day_option("--from", help="from (YYYY-MM-DD)")
     ] = None,
     valid_to: Annotated[
-        dt.datetime | None,
-        typer.Option("--to", formats=["%Y-%m-%d"], help="until, exclusive (YYYY-MM-DD)"),
+        dt.datetime | None, _day_option("--to", help="until, exclusive (YYYY-MM-DD)")
     ] = None,
 ) -> int:
     """ORG carries out ACTION (a partner's act step) on a basis, from a date (platform
     operator). Running workers take it at once: the hub and ORG's own gate admit the act."""
-    try:
-        act = Acting(
-            id=action,
-            basis=basis,
-            valid_from=valid_from.date() if valid_from else None,
-            valid_to=valid_to.date() if valid_to else None,
-        )
-    except ValidationError as err:
-        typer.echo(f"error: {_first(err)}", err=True)
+    act = _options(
+        lambda: Acting(id=action, basis=basis, valid_from=_day(valid_from), valid_to=_day(valid_to))
+    )
+    if act is None:
         return 2
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
@@ -240,12 +248,11 @@ async def orgs_end_act(
     org: str,
     action: str,
     on: Annotated[
-        dt.datetime | None,
-        typer.Option(formats=["%Y-%m-%d"], help="the first day it does not (default: today)"),
+        dt.datetime | None, _day_option(help="the first day it does not (default: today)")
     ] = None,
 ) -> int:
     """ORG stops carrying out ACTION on a day (platform operator); the period is kept, closed."""
-    day = on.date() if on else dt.datetime.now(JST).date()
+    day = _day(on) or dt.datetime.now(JST).date()
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
         version = await orgs.end_act(pool, org, action, day, actor.name, actor.role)
@@ -259,9 +266,7 @@ async def orgs_end_act(
 async def orgs_merge(
     org: str,
     into: Annotated[str, typer.Option(help="the successor org")],
-    on: Annotated[
-        dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="the merger's date (YYYY-MM-DD)")
-    ],
+    on: Annotated[dt.datetime, _day_option(help="the merger's date (YYYY-MM-DD)")],
 ) -> int:
     """Merge ORG into another on a date (市町村合併): from that date the successor holds ORG's
     roles and serves its items, and ORG is refused."""

@@ -80,6 +80,29 @@ async def _unknown_subject(
     )
 
 
+def _gate_refuses(
+    org: str,
+    catalog: Catalog,
+    index: WhitelistIndex,
+    req: LinkageRequest,
+    at: dt.datetime,
+    *,
+    consented: bool = False,
+) -> ContractCheck:
+    """The check that ``org``'s whitelist gate refuses ``req`` (a requester no row lists), as
+    the gate decides it for a linkage (``consented``: as for an act whose permit holds)."""
+    from activities.gate import provider_decision
+
+    refused = provider_decision(org, catalog, index, req, at, consented=consented)
+    return ContractCheck(
+        org=org,
+        info=req.info,
+        check="the gate refuses an unlisted requester",
+        passed=not refused.allowed,
+        detail=refused.reason,
+    )
+
+
 async def check_provider(
     org: str,
     providers: dict[str, Provider],
@@ -92,8 +115,6 @@ async def check_provider(
 
     ``known`` maps info items to a code the provider holds data for.
     """
-    from activities.gate import provider_decision
-
     index = whitelist.index if isinstance(whitelist, LiveWhitelist) else whitelist
     out: list[ContractCheck] = []
     served = catalog.orgs[org].serves
@@ -167,16 +188,7 @@ async def check_provider(
         unknown = "Z" * 20
         if not cohort:
             out.append(await _unknown_subject(org, info, provider, schema, request(unknown)))
-        refused = provider_decision(org, catalog, index, request(unknown), dt.datetime.now(dt.UTC))
-        out.append(
-            ContractCheck(
-                org=org,
-                info=info,
-                check="the gate refuses an unlisted requester",
-                passed=not refused.allowed,
-                detail=refused.reason,
-            )
-        )
+        out.append(_gate_refuses(org, catalog, index, request(unknown), dt.datetime.now(dt.UTC)))
     out += await _check_actions(org, providers, catalog, index)
     return out
 
@@ -197,8 +209,6 @@ async def _check_actions(
     """The contract of every action ``org`` carries out: a provider for it, a receipt that fits
     the action's result for a request of exactly its fields and no subject code, and the gate
     refusing an act no partner row permits."""
-    from activities.gate import provider_decision
-
     out: list[ContractCheck] = []
     for action_id in catalog.orgs[org].acts:
         action = catalog.actions[action_id]
@@ -244,18 +254,7 @@ async def _check_actions(
                     detail=f"{type(err).__name__}: {str(err)[:200]}",
                 )
             )
-        refused = provider_decision(
-            org, catalog, index, req, dt.datetime.now(dt.UTC), consented=True
-        )
-        out.append(
-            ContractCheck(
-                org=org,
-                info=action_id,
-                check="the gate refuses an unlisted requester",
-                passed=not refused.allowed,
-                detail=refused.reason,
-            )
-        )
+        out.append(_gate_refuses(org, catalog, index, req, dt.datetime.now(dt.UTC), consented=True))
     return out
 
 
@@ -308,7 +307,6 @@ async def probe_worker(
     answer's signature checked against the org's registered key and its body against the
     item's schema (or the action's receipt). A worker that does not answer within ``wait``
     fails the contract, naming the queue."""
-    from activities.gate import provider_decision
     from activities.permits import PermitIssuer
     from activities.probe import ProbePermits
     from workflows.contract_probe import ContractProbe
@@ -359,16 +357,7 @@ async def probe_worker(
             content_hash="-",
             step="probe",
         )
-        refused = provider_decision(org, catalog, index, req, at, consented=True)
-        out.append(
-            ContractCheck(
-                org=org,
-                info=info,
-                check="the gate refuses an unlisted requester",
-                passed=not refused.allowed,
-                detail=refused.reason,
-            )
-        )
+        out.append(_gate_refuses(org, catalog, index, req, at, consented=True))
     return out
 
 
