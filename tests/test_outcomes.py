@@ -224,6 +224,10 @@ async def test_a_flow_of_provided_linkages_tells_the_hub_no_outcome_and_all_are_
     ]
     # Every linkage is brokered with the start, and no outcome is told: one call to the hub.
     assert [c for c in called if c.startswith("hub.")] == ["hub.resolve"]
+    # Every path the run takes rests on one patch marker (with the SDK's one search-attribute
+    # upsert for it), not one per path.
+    markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert len(markers) == 1
     kept = await records.query(pool, workflow_id=handle.id)
     assert sorted((r.keeper, r.step) for r in kept) == sorted(
         (keeper, step)

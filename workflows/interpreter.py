@@ -146,6 +146,29 @@ COLLECTED_RECEIPTS = "collected-receipts-v1"
 # A kit run carries the kit's search attribute; any other run drops it (a start cannot hide a
 # real run among the kit's).
 KIT_MARK = "kit-mark-v1"
+# Every path patched above, taken at once: a run that records this one marker (every run started
+# since) takes all of them without a marker each. The SDK writes each patch's marker with an
+# upsert of the TemporalChangeVersion search attribute, so twelve paths cost a new run twelve
+# markers and twelve upserts (each a visibility update in the server) where it now has one of
+# each. Runs recorded before take each path as its own marker says. A path patched after this one
+# is asked on its own (``workflow.patched``): a run that recorded only this marker predates it.
+LEAN = "lean-paths-v1"
+_LEAN_PATHS = frozenset(
+    {
+        PERMITS,
+        SIGNED_ANSWERS,
+        SIGNED_RESUME,
+        ATTEMPT_OUTCOMES,
+        BATCHED_OUTCOMES,
+        FIRST_WITH_START,
+        GROUP_BROKERING,
+        KIT_CLOCK,
+        PROVIDER_RECEIPTS,
+        KIT_MARK,
+        BROKERED_AHEAD,
+        COLLECTED_RECEIPTS,
+    }
+)
 
 
 A = TypeVar("A")
@@ -184,6 +207,7 @@ class BpfInterpreter:
         self._long = 0  # steps in flight that may take long (a provider's answer, a wait, ...)
         self._telling = False  # a call telling the held-back outcomes is about to go
         self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
+        self._lean = False  # whether the run recorded LEAN (asked first thing in ``run``)
         # Brokering ahead: the hub's answers for linkages not reached yet, by step, and for each
         # query step the ones that certainly follow it (asked for with it).
         self._ahead = False
@@ -267,6 +291,11 @@ class BpfInterpreter:
                 non_retryable=False,
             ) from None
 
+    def _patched(self, patch: str) -> bool:
+        """Whether this run takes the path ``patch`` (one of ``_LEAN_PATHS``): yes for a run that
+        recorded ``LEAN``, else as its own marker says."""
+        return (self._lean and patch in _LEAN_PATHS) or workflow.patched(patch)
+
     def _hub(
         self,
         method: Callable[[Any, A], Awaitable[R]],
@@ -348,9 +377,13 @@ class BpfInterpreter:
             )
         self._start = start
         self._remote = calls_hub_remotely(args[0].payload)
-        ahead = workflow.patched(BROKERED_AHEAD)
+        # Asked first, once: a run recorded before it says no here, and then asks each path on
+        # its own at the same points as it did (an answer asked later would be yes in a run that
+        # continues on this worker, and add the marker midway).
+        self._lean = workflow.patched(LEAN)
+        ahead = self._patched(BROKERED_AHEAD)
         if start.resume is not None:  # a continuation: the definition is already pinned
-            if workflow.patched(SIGNED_RESUME):  # only a state the hub signed is taken up
+            if self._patched(SIGNED_RESUME):  # only a state the hub signed is taken up
                 try:
                     await self._hub(
                         HubActivities.check_resume,
@@ -361,7 +394,7 @@ class BpfInterpreter:
                     raise step_failure(err, "the flow could not continue") from None
             self._run = start.resume.run
         else:
-            broker_first = workflow.patched(FIRST_WITH_START)
+            broker_first = self._patched(FIRST_WITH_START)
             try:
                 self._run = await self._hub(
                     HubActivities.resolve,
@@ -386,9 +419,9 @@ class BpfInterpreter:
                 self._set_status("invalid")
                 raise step_failure(err, "the flow could not start") from None
         # Decided by the hub alone (a hub in operation never says so), pinned in the history.
-        self._kit_clock = self._run.kit_clock and workflow.patched(KIT_CLOCK)
+        self._kit_clock = self._run.kit_clock and self._patched(KIT_CLOCK)
         marked = workflow.info().typed_search_attributes.get(sa.CONFORMANCE) == sa.KIT
-        if marked != self._kit_clock and workflow.patched(KIT_MARK):
+        if marked != self._kit_clock and self._patched(KIT_MARK):
             workflow.upsert_search_attributes(
                 [
                     sa.CONFORMANCE.value_set(sa.KIT)
@@ -457,11 +490,11 @@ class BpfInterpreter:
             await asyncio.gather(*reports)
 
     def _batched(self) -> bool:
-        return self._run.takes_outcomes and workflow.patched(BATCHED_OUTCOMES)
+        return self._run.takes_outcomes and self._patched(BATCHED_OUTCOMES)
 
     def _collected(self) -> bool:
         """Whether the hub collects this run's ``provided`` outcomes itself."""
-        return self._run.collects_receipts and workflow.patched(COLLECTED_RECEIPTS)
+        return self._run.collects_receipts and self._patched(COLLECTED_RECEIPTS)
 
     def _report(self, step: str, outcome: str, receipt: AnswerReceipt | None = None) -> None:
         if self._batched():
@@ -520,7 +553,7 @@ class BpfInterpreter:
                         generation=(start.resume.generation + 1) if start.resume else 1,
                     )
                     signature = None
-                    if workflow.patched(SIGNED_RESUME):
+                    if self._patched(SIGNED_RESUME):
                         signature = await self._hub(
                             HubActivities.sign_resume,
                             resume,
@@ -820,7 +853,7 @@ class BpfInterpreter:
         Linkages asked for at the same moment (parallel lanes) go in one call, and so do
         ``ahead``, the linkages that certainly follow it (their answers are held for their
         steps)."""
-        if not (self._run.brokers_groups and workflow.patched(GROUP_BROKERING)):
+        if not (self._run.brokers_groups and self._patched(GROUP_BROKERING)):
             return await self._broker_alone(req)
         answer: asyncio.Future[Brokered | None] = asyncio.get_running_loop().create_future()
         idle = not self._asking
@@ -957,7 +990,7 @@ class BpfInterpreter:
             include=set(LinkageRequest.model_fields),
             exclude={"subject", "permit", "sealed_subject"},
         )
-        if workflow.patched(PERMITS):
+        if self._patched(PERMITS):
             # The provider receives the hub's permit and its own code sealed to it: the executor
             # never sees the provider's code, and no one else can use the permit.
             request = LinkageRequest(
@@ -968,7 +1001,7 @@ class BpfInterpreter:
             )
         else:  # a run from before permits, replaying: the hub handed out the code in clear
             request = LinkageRequest(**common, subject=brokered.subject or "")
-        report = workflow.patched(ATTEMPT_OUTCOMES)
+        report = self._patched(ATTEMPT_OUTCOMES)
         await self._linkage(
             step.id,
             provider,
@@ -986,7 +1019,7 @@ class BpfInterpreter:
             signed=lambda: (
                 request.permit is not None
                 and brokered.provider_key is not None
-                and workflow.patched(SIGNED_ANSWERS)
+                and self._patched(SIGNED_ANSWERS)
             ),
             provider_key=brokered.provider_key,
             what="answer",
@@ -1218,13 +1251,12 @@ class BpfInterpreter:
             )
         )
 
-    @staticmethod
     def _receipt(
-        permit: SignedPermit, opened: dict[str, Any], signed: dict[str, Any]
+        self, permit: SignedPermit, opened: dict[str, Any], signed: dict[str, Any]
     ) -> AnswerReceipt | None:
         """The provider's receipt of its answer, for the hub: the permit, the answer's digest
         and the provider's signature over both (the hub never sees the answer)."""
-        if not workflow.patched(PROVIDER_RECEIPTS):
+        if not self._patched(PROVIDER_RECEIPTS):
             return None
         return AnswerReceipt(
             permit=permit, digest=answer_digest(opened), signature=str(signed["signature"])
