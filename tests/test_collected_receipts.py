@@ -19,10 +19,13 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from activities.attempts import attempt_record
+from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys, parties, permits, records
 from renkei.kernel.db import create_pool, party_role
 from renkei.kernel.permits import AnswerReceipt
 from renkei.kernel.settings import Settings
+from whitelist.decide import Decision
 
 from .test_receipts import _probe_attempt, _receipt
 
@@ -38,6 +41,37 @@ def _kept(keeper: str, key: str, receipt: AnswerReceipt) -> records.ProviderRece
         answered_at=dt.datetime.now(dt.UTC),
         permit=receipt.permit,
     )
+
+
+async def _decided_by_gate(
+    pool: asyncpg.Pool, settings: Settings, key: str, permit: permits.SignedPermit, allowed: bool
+) -> None:
+    """The provider's gate's own record of the attempt ``key`` (its chain, its key), as it
+    writes one for every request it decides: admitted, or refused."""
+    p = permit.permit
+    org = p.provider
+    mine = attempt_record(
+        keeper=org,
+        subject_code="code",
+        req=LinkageRequest(
+            requester=p.requester,
+            provider=org,
+            task=p.task,
+            info=p.info,
+            subject="code",
+            bpf=p.bpf,
+            bpf_version=p.bpf_version,
+            content_hash=p.content_hash,
+            step=p.step,
+        ),
+        decision=Decision(allowed=allowed, reason="test"),
+        decided_at=dt.datetime.now(dt.UTC),
+        workflow_id=p.workflow_id,
+        run_id=p.run_id,
+        key=key,
+    )
+    signer = records.RecordSigner(org, keys.load_org(settings, org).signer())
+    await records.write(pool, mine, signer=signer)
 
 
 async def _keep_as(base_settings: Settings, org: str, *kept: records.ProviderReceipt) -> None:
@@ -76,6 +110,7 @@ async def test_a_providers_bad_receipt_rows_record_nothing_and_leave_the_executo
     _, others_permit = await _probe_attempt(pool, hub, "jps")
     not_hubs, real = await _probe_attempt(pool, hub, "jps")
     forged = permits.sign(real.permit, Ed25519PrivateKey.generate())
+    await _decided_by_gate(pool, settings, genuine, permit, allowed=True)
     await _keep_as(
         base_settings,
         "jps",
@@ -232,3 +267,26 @@ async def test_an_executor_telling_a_failure_after_the_hub_collected_provided_ch
         "step pension: reported as failed; the provider's receipt says provided" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_a_provider_cannot_have_an_attempt_its_own_gate_refused_collected_as_provided(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """jps's gate refuses a permitted request (its PIA gate, a suspension: its own record says
+    denied), and jps then keeps a receipt of the permit all the same, signed with its own key:
+    it would be billed and shown to the citizen as provided, and the executor's 'denied' lost.
+    The provider's own chained record contradicts its receipt: nothing is collected."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    key, permit = await _probe_attempt(pool, hub, "jps")
+    await _decided_by_gate(pool, settings, key, permit, allowed=False)
+    await _keep_as(base_settings, "jps", _kept("jps", key, _receipt(jps, permit)))
+    # A permit whose request never reached jps's gate (a flow that ended before asking it,
+    # its permit read from elsewhere): no gate record at all.
+    unasked, unasked_permit = await _probe_attempt(pool, hub, "jps")
+    await _keep_as(base_settings, "jps", _kept("jps", unasked, _receipt(jps, unasked_permit)))
+    done = await records.Collector(pool, hub).run_once()
+    assert done.refused >= 2 and done.provided == 0, done
+    assert await records.outcomes(pool, [key, unasked]) == {}
+    [told] = await records.record_outcomes(pool, [(key, "denied")], hub)
+    assert isinstance(told, records.AttemptOutcome) and told.outcome == "denied"
