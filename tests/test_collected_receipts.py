@@ -290,3 +290,34 @@ async def test_a_provider_cannot_have_an_attempt_its_own_gate_refused_collected_
     assert await records.outcomes(pool, [key, unasked]) == {}
     [told] = await records.record_outcomes(pool, [(key, "denied")], hub)
     assert isinstance(told, records.AttemptOutcome) and told.outcome == "denied"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="advisory locks are open to every database role: an org's role can take the outcomes"
+    " chain's lock (and the hub's chain lock) and hold it, and the collector (and every outcome,"
+    " every hub record) waits forever. The fix: chain locks an org's role cannot take (a row"
+    " lock on a platform-only table, or pg_advisory_* revoked from PUBLIC and taken through a"
+    " SECURITY DEFINER function that checks the caller's party against the keeper)",
+)
+async def test_an_orgs_role_cannot_hold_the_lock_the_collector_waits_for(
+    pool: asyncpg.Pool, base_settings: Settings
+) -> None:
+    """jps's own database role tries to take the lock the collector takes for every batch (the
+    outcomes chain's), and the hub's record chain's: held, nothing would be collected or
+    brokered again. It is refused."""
+    from renkei.kernel.records._chain import _CHAIN_LOCK
+    from renkei.kernel.records._outcomes import _LOCK
+
+    assert base_settings.database_url
+    own = await asyncpg.connect(base_settings.database_url)
+    try:
+        await own.execute(f"SET ROLE {party_role('jps')}")
+        for sql, args in (
+            ("SELECT pg_try_advisory_lock($1, $2)", _LOCK),
+            ("SELECT pg_try_advisory_lock($1, hashtext($2))", (_CHAIN_LOCK, records.HUB)),
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await own.fetchval(sql, *args)
+    finally:
+        await own.close()  # a lock it did take goes with its session
