@@ -292,6 +292,47 @@ async def test_a_provider_cannot_have_an_attempt_its_own_gate_refused_collected_
     assert isinstance(told, records.AttemptOutcome) and told.outcome == "denied"
 
 
+async def test_an_orgs_role_cannot_take_the_receipt_ids_other_providers_will_get(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """jps's own database role inserts a receipt row under an id the shared sequence has not
+    handed out yet: had it been taken, the next provider's gate keeping its receipt under that
+    id would fail (its answer never leaving). The id is the sequence's alone."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    planted, permit = await _probe_attempt(pool, hub, "jps")
+    row = _kept("jps", planted, _receipt(jps, permit))
+    ahead = await pool.fetchval("SELECT last_value + 1 FROM records.answer_receipts_id_seq")
+    assert base_settings.database_url
+    conn = await asyncpg.connect(base_settings.database_url)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "INSERT INTO records.answer_receipts (id, keeper, attempt_key, answer_digest,"
+                " permit_signature, signature, answered_at)"
+                " VALUES ($1, 'jps', $2, $3, $4, $5, now())",
+                ahead,
+                planted,
+                row.answer_digest,
+                row.permit_signature,
+                row.signature,
+            )
+    finally:
+        await conn.close()
+    # Its gate's own insert (the sequence's id) still works, and so does the next provider's.
+    await _keep_as(base_settings, "jps", row)
+    other, other_permit = await _probe_attempt(pool, hub, "city-shibuya")
+    shibuya = keys.load_org(settings, "city-shibuya").signer()
+    await _keep_as(
+        base_settings, "city-shibuya", _kept("city-shibuya", other, _receipt(shibuya, other_permit))
+    )
+    kept = await pool.fetch(
+        "SELECT keeper FROM records.answer_receipts WHERE attempt_key = ANY($1)", [planted, other]
+    )
+    assert sorted(r["keeper"] for r in kept) == ["city-shibuya", "jps"]
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="advisory locks are open to every database role: an org's role can take the outcomes"
