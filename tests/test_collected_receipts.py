@@ -333,6 +333,41 @@ async def test_an_orgs_role_cannot_take_the_receipt_ids_other_providers_will_get
     assert sorted(r["keeper"] for r in kept) == ["city-shibuya", "jps"]
 
 
+async def test_an_orgs_role_cannot_keep_a_receipt_row_too_big_for_the_collector(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """jps's own database role keeps a receipt row whose permit is a megabyte of JSON (the
+    collector reads its queue a batch of rows at a time: a batch of such rows is hundreds of
+    megabytes, taken again at every turn). Refused by the database; a gate's own row, kept
+    next, is collected."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    huge, _ = await _probe_attempt(pool, hub, "jps")
+    genuine, permit = await _probe_attempt(pool, hub, "jps")
+    made = _receipt(jps, permit)
+    assert base_settings.database_url
+    conn = await asyncpg.connect(base_settings.database_url)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+                " permit_signature, signature, answered_at, permit)"
+                " VALUES ('jps', $1, $2, $3, $4, now(), $5::text::jsonb)",
+                huge,
+                made.digest,
+                made.permit.signature,
+                made.signature,
+                '{"pad": "' + "x" * 1_000_000 + '"}',
+            )
+    finally:
+        await conn.close()
+    await _decided_by_gate(pool, settings, genuine, permit, allowed=True)
+    await _keep_as(base_settings, "jps", _kept("jps", genuine, made))
+    await records.Collector(pool, hub).run_once()
+    assert (await records.outcomes(pool, [genuine]))[genuine].outcome == "provided"
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="advisory locks are open to every database role: an org's role can take the outcomes"
