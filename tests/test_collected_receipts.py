@@ -368,6 +368,25 @@ async def test_an_orgs_role_cannot_keep_a_receipt_row_too_big_for_the_collector(
     assert (await records.outcomes(pool, [genuine]))[genuine].outcome == "provided"
 
 
+async def test_an_attempt_the_hub_denied_is_not_taken_as_not_asked(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """An executor tells the hub that an attempt the hub denied was 'not_asked' (permitted
+    ahead, never asked: the citizen's page would say 'permitted in advance'). The hub's own
+    record says denied: the report is refused, and the executor's 'denied' is taken after."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    denied, _ = await _probe_attempt(pool, hub, "jps", allowed=False)
+    permitted, _ = await _probe_attempt(pool, hub, "jps")
+    told = await records.record_outcomes(
+        pool, [(denied, "not_asked"), (permitted, "not_asked")], hub
+    )
+    assert isinstance(told[0], PermissionError) and "did not permit" in str(told[0])
+    assert isinstance(told[1], records.AttemptOutcome) and told[1].outcome == "not_asked"
+    assert set(await records.outcomes(pool, [denied, permitted])) == {permitted}
+    [again] = await records.record_outcomes(pool, [(denied, "denied")], hub)
+    assert isinstance(again, records.AttemptOutcome) and again.outcome == "denied"
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="advisory locks are open to every database role: an org's role can take the outcomes"

@@ -220,8 +220,8 @@ async def _record(
         r["attempt_key"]: r
         for r in await conn.fetch(
             # a record written unchained is bound by the hash its writer signed
-            "SELECT attempt_key, coalesce(entry_hash, record_hash) AS record_hash, provider"
-            " FROM records.access_records"
+            "SELECT attempt_key, coalesce(entry_hash, record_hash) AS record_hash, provider,"
+            " outcome AS decided FROM records.access_records"
             " WHERE keeper = $1 AND attempt_key = ANY($2)",
             HUB,
             keys,
@@ -287,6 +287,10 @@ async def _record(
         hub = hubs.get(attempt_key)
         if hub is None:
             out.append(None)
+            continue
+        if outcome == "not_asked" and hub["decided"] != "allowed":
+            # "permitted ahead, never asked": the executor's word against the hub's own record
+            out.append(PermissionError("not_asked: the hub did not permit the attempt"))
             continue
         kept: AnswerReceipt | None = None
         if outcome == "provided" and require_receipts:
