@@ -9,6 +9,9 @@ about *who* asks, or *for what*, on the request's word:
 - for what is the registered definition the request pins (bpf, version, content hash): its task,
   its query steps (the step asked must be one of them, asking that item, of that provider when
   the definition names the provider), its triggers;
+- how long the permit lasts is the step's budget as the definition gives it (its timeout, attempts
+  and pauses; for a linkage the hub may broker ahead, with the steps it may be brokered ahead of,
+  :func:`renkei.bpf.ahead.lead`), however long a request asks;
 - a disclosure hold counts only if a platform operator approved it for that case;
 - a parent flow it claims must be the same executor's, of a purpose that covers the child's;
 - a code is translated only into the calling flow's executor's space, and only from a provider
@@ -27,10 +30,12 @@ from dataclasses import dataclass
 import asyncpg
 from temporalio import activity
 
+from renkei.bpf.ahead import lead
 from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import BrokerRequest
+from renkei.contracts.messages import BrokerRequest, ahead_budget
 from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
+from renkei.contracts.retries import BROKER_GROUP_LIMIT, budget_seconds
 from renkei.kernel import holds, records
 from whitelist.models import Catalog
 
@@ -45,6 +50,14 @@ class Caller:
     run_id: str
     workflow_type: str
     executor: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What the hub takes from the registered definition for a linkage request it believes."""
+
+    sub_task: str | None  # the ordinance-level task the definition's step names, if any
+    budget_seconds: int  # the longest the attempt may take: the permit lasts no longer
 
 
 def caller(info: activity.Info | None = None) -> Caller:
@@ -88,10 +101,11 @@ class Claims:
             self._definitions.move_to_end(content_hash)
         return found
 
-    async def broker(self, req: BrokerRequest, who: Caller) -> str | None:
+    async def broker(self, req: BrokerRequest, who: Caller) -> Claimed:
         """Refuse a linkage request whose claims the hub does not hold to be true; return the
-        ordinance-level task (``sub_task``) the registered definition's step names, if any (the
-        definition says it, never the request)."""
+        ordinance-level task (``sub_task``) the registered definition's step names, if any, and
+        the budget its permit gets: the request's, at most the step's (the definition says
+        both, never the request)."""
         refuse = Failure.LINKAGE_REFUSED.error
         if req.requester != who.executor:
             raise refuse(
@@ -111,8 +125,12 @@ class Claims:
         sub_task: str | None = None
         if isinstance(step, ActStep):  # a partner's act: the action, of the partner it names
             asked, named = {step.act.action}, step.act.partner
+            a = step.act
+            longest = budget_seconds(a.timeout, a.retry.max_attempts, a.retry.maximum_interval)
         else:
             sub_task = step.query.sub_task
+            # brokered ahead, it must outlive the steps before it too; never longer
+            longest = ahead_budget(step, lead(d.steps, step.id, BROKER_GROUP_LIMIT))
             asked = {
                 step.query.info,
                 *([sub] if (sub := getattr(step.query, "sub_info", None)) else []),
@@ -149,7 +167,7 @@ class Claims:
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
-        return sub_task
+        return Claimed(sub_task=sub_task, budget_seconds=min(req.budget_seconds, longest))
 
     async def translation(self, from_org: str, to_org: str, who: Caller) -> None:
         """A flow gets codes translated into its own executor's space only, and only from a

@@ -289,7 +289,8 @@ class HubActivities:
         if req.outcomes:  # the flow's earlier attempts, first: what fails below leaves them told
             await self._append_outcomes(info, req.outcomes)
         # Who asks, for what, under which hold: checked against Temporal and the registry.
-        sub_task = await self._claims.broker(req, caller(info))
+        claimed = await self._claims.broker(req, caller(info))
+        sub_task = claimed.sub_task
         try:
             subject = await self._pseudonyms.subject_of(req.requester, req.subject)
         except UnknownSubject as err:
@@ -379,7 +380,7 @@ class HubActivities:
                 provider_code=None
                 if self._catalog.is_private(req.provider)
                 else await self._pseudonyms.code_at(req.provider, subject),
-                budget=dt.timedelta(seconds=req.budget_seconds),
+                budget=dt.timedelta(seconds=claimed.budget_seconds),
                 now=now,
                 sub_task=decision.sub_task,
             )

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import pytest
@@ -23,17 +24,26 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.permits import MARGIN
 from renkei.app.citizen import records_for_subject
 from renkei.app.web.codec_server import add_operator
 from renkei.bpf import registry
 from renkei.bpf.cel.program import DeterministicFailure
 from renkei.bpf.loader import parse_text
+from renkei.bpf.models import QueryStep
 from renkei.bpf.validation import validate
-from renkei.contracts.messages import AttemptOutcomeReport, FlowResult, LinkageRequest
+from renkei.contracts.messages import (
+    AttemptOutcomeReport,
+    Brokered,
+    BrokerRequest,
+    FlowResult,
+    LinkageRequest,
+    ahead_budget,
+)
 from renkei.contracts.names import control_queue
-from renkei.contracts.retries import BROKER_GROUP_LIMIT
+from renkei.contracts.retries import BROKER_GROUP_LIMIT, MAX_BUDGET_SECONDS
 from renkei.kernel import keys, records
-from renkei.kernel.permits import AnswerReceipt
+from renkei.kernel.permits import AnswerReceipt, SignedPermit
 from renkei.kernel.settings import Settings
 from whitelist import controls_store, store
 from whitelist.payloads import LocalTax
@@ -342,6 +352,15 @@ class Hostile(BpfInterpreter):
 
     case: str | None = "step"
     lie: frozenset[str] = frozenset()  # steps it reports as never asked, whatever they were
+    stretch = False  # asks the hub for permits lasting a day, whatever the steps' budgets
+    sent: ClassVar[dict[str, SignedPermit]] = {}  # the permit it sent at each step (stretch)
+
+    async def _broker(self, req: BrokerRequest, ahead: Sequence[BrokerRequest] = ()) -> Brokered:
+        if self.stretch:
+            day = {"budget_seconds": MAX_BUDGET_SECONDS}
+            req = req.model_copy(update=day)
+            ahead = [a.model_copy(update=day) for a in ahead]
+        return await super()._broker(req, ahead)
 
     def _report(self, step: str, outcome: str, receipt: AnswerReceipt | None = None) -> None:
         if step in self.lie:
@@ -358,6 +377,8 @@ class Hostile(BpfInterpreter):
             await self._outcomes(
                 [AttemptOutcomeReport.model_validate({"step": step_id, "outcome": "not_asked"})]
             )
+        if self.stretch and request.permit is not None:
+            Hostile.sent[step_id] = request.permit
         if step_id == "q2" and self.case is not None:
             q3 = next(f.brokered for f in self._run.ahead if f.step == "q3")
             if self.case == "subject":
@@ -458,6 +479,52 @@ async def test_a_hostile_executor_cannot_use_a_permit_brokered_ahead_elsewhere(
         f"{handle.id}/%",
     )
     assert len(rows) == 3  # one outcome per attempt
+
+
+async def test_a_hostile_executor_gets_no_permit_longer_than_its_steps_budget(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """city-minato's own flow code asks the hub for permits lasting a day, at q1 (its provider
+    an expression, so asked at its step) and for q2 asked ahead with it. The hub gives each
+    permit the budget the registered definition gives its step (q2's lasting q1 too), never
+    the day asked: the budget is the definition's word, not the request's."""
+    q0, _, q2 = _queries(3)
+    bpf = "ahead-budget-probe"
+    q1 = '  - {id: q1, query: {info: local-tax, provider: "${ inputs.tax_office }"}}'
+    await _register(pool, catalog, bpf, [q0, q1, q2], "q2.taxable_income")
+    found = await registry.fetch(pool, bpf)
+    assert found is not None
+    steps = {s.id: s for s in found.definition.steps if isinstance(s, QueryStep)}
+    longest = {
+        "q1": ahead_budget(steps["q1"]),
+        "q2": ahead_budget(steps["q2"], [steps["q1"]]),
+    }
+
+    async def answer(req: LinkageRequest) -> LocalTax:
+        return LocalTax(fiscal_year=2025, taxable_income=1, municipal_tax=0, dependents=0)
+
+    Hostile.case, Hostile.lie, Hostile.stretch = None, frozenset(), True
+    Hostile.sent.clear()
+    try:
+        async with _hostile_minato(client, pool, settings, catalog, live_whitelist, answer):
+            handle = await sdk(client, settings).start(
+                start(bpf, "city-minato", _subject(settings), inputs={"tax_office": "city-shibuya"})
+            )
+            assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
+    finally:
+        Hostile.stretch = False
+    sent = dict(Hostile.sent)
+    assert set(sent) == {"q0", "q1", "q2"}
+    assert "hub.broker-group" in await _hub_calls(handle)  # q1 asked at its step, q2 with it
+    decided = {
+        r.step: r.decided_at
+        for r in await records.query(pool, workflow_id=handle.id)
+        if r.keeper == "hub"
+    }
+    for step, most in longest.items():
+        lasts = sent[step].permit.expires_at - decided[step]  # the hub's one clock, both
+        assert lasts <= dt.timedelta(seconds=most) + MARGIN, (step, lasts)
+    assert await _outcomes(pool, handle.id) == dict.fromkeys(("q0", "q1", "q2"), "provided")
 
 
 async def test_an_executor_reporting_an_answered_attempt_as_not_asked_is_caught(

@@ -19,10 +19,13 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from activities.attempts import attempt_record
+from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys, parties, permits, records
 from renkei.kernel.db import create_pool, party_role
 from renkei.kernel.permits import AnswerReceipt
 from renkei.kernel.settings import Settings
+from whitelist.decide import Decision
 
 from .test_receipts import _probe_attempt, _receipt
 
@@ -38,6 +41,37 @@ def _kept(keeper: str, key: str, receipt: AnswerReceipt) -> records.ProviderRece
         answered_at=dt.datetime.now(dt.UTC),
         permit=receipt.permit,
     )
+
+
+async def _decided_by_gate(
+    pool: asyncpg.Pool, settings: Settings, key: str, permit: permits.SignedPermit, allowed: bool
+) -> None:
+    """The provider's gate's own record of the attempt ``key`` (its chain, its key), as it
+    writes one for every request it decides: admitted, or refused."""
+    p = permit.permit
+    org = p.provider
+    mine = attempt_record(
+        keeper=org,
+        subject_code="code",
+        req=LinkageRequest(
+            requester=p.requester,
+            provider=org,
+            task=p.task,
+            info=p.info,
+            subject="code",
+            bpf=p.bpf,
+            bpf_version=p.bpf_version,
+            content_hash=p.content_hash,
+            step=p.step,
+        ),
+        decision=Decision(allowed=allowed, reason="test"),
+        decided_at=dt.datetime.now(dt.UTC),
+        workflow_id=p.workflow_id,
+        run_id=p.run_id,
+        key=key,
+    )
+    signer = records.RecordSigner(org, keys.load_org(settings, org).signer())
+    await records.write(pool, mine, signer=signer)
 
 
 async def _keep_as(base_settings: Settings, org: str, *kept: records.ProviderReceipt) -> None:
@@ -76,6 +110,7 @@ async def test_a_providers_bad_receipt_rows_record_nothing_and_leave_the_executo
     _, others_permit = await _probe_attempt(pool, hub, "jps")
     not_hubs, real = await _probe_attempt(pool, hub, "jps")
     forged = permits.sign(real.permit, Ed25519PrivateKey.generate())
+    await _decided_by_gate(pool, settings, genuine, permit, allowed=True)
     await _keep_as(
         base_settings,
         "jps",
@@ -232,3 +267,152 @@ async def test_an_executor_telling_a_failure_after_the_hub_collected_provided_ch
         "step pension: reported as failed; the provider's receipt says provided" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_a_provider_cannot_have_an_attempt_its_own_gate_refused_collected_as_provided(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """jps's gate refuses a permitted request (its PIA gate, a suspension: its own record says
+    denied), and jps then keeps a receipt of the permit all the same, signed with its own key:
+    it would be billed and shown to the citizen as provided, and the executor's 'denied' lost.
+    The provider's own chained record contradicts its receipt: nothing is collected."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    key, permit = await _probe_attempt(pool, hub, "jps")
+    await _decided_by_gate(pool, settings, key, permit, allowed=False)
+    await _keep_as(base_settings, "jps", _kept("jps", key, _receipt(jps, permit)))
+    # A permit whose request never reached jps's gate (a flow that ended before asking it,
+    # its permit read from elsewhere): no gate record at all.
+    unasked, unasked_permit = await _probe_attempt(pool, hub, "jps")
+    await _keep_as(base_settings, "jps", _kept("jps", unasked, _receipt(jps, unasked_permit)))
+    done = await records.Collector(pool, hub).run_once()
+    assert done.refused >= 2 and done.provided == 0, done
+    assert await records.outcomes(pool, [key, unasked]) == {}
+    [told] = await records.record_outcomes(pool, [(key, "denied")], hub)
+    assert isinstance(told, records.AttemptOutcome) and told.outcome == "denied"
+
+
+async def test_an_orgs_role_cannot_take_the_receipt_ids_other_providers_will_get(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """jps's own database role inserts a receipt row under an id the shared sequence has not
+    handed out yet: had it been taken, the next provider's gate keeping its receipt under that
+    id would fail (its answer never leaving). The id is the sequence's alone."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    planted, permit = await _probe_attempt(pool, hub, "jps")
+    row = _kept("jps", planted, _receipt(jps, permit))
+    ahead = await pool.fetchval("SELECT last_value + 1 FROM records.answer_receipts_id_seq")
+    assert base_settings.database_url
+    conn = await asyncpg.connect(base_settings.database_url)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(
+                "INSERT INTO records.answer_receipts (id, keeper, attempt_key, answer_digest,"
+                " permit_signature, signature, answered_at)"
+                " VALUES ($1, 'jps', $2, $3, $4, $5, now())",
+                ahead,
+                planted,
+                row.answer_digest,
+                row.permit_signature,
+                row.signature,
+            )
+    finally:
+        await conn.close()
+    # Its gate's own insert (the sequence's id) still works, and so does the next provider's.
+    await _keep_as(base_settings, "jps", row)
+    other, other_permit = await _probe_attempt(pool, hub, "city-shibuya")
+    shibuya = keys.load_org(settings, "city-shibuya").signer()
+    await _keep_as(
+        base_settings, "city-shibuya", _kept("city-shibuya", other, _receipt(shibuya, other_permit))
+    )
+    kept = await pool.fetch(
+        "SELECT keeper FROM records.answer_receipts WHERE attempt_key = ANY($1)", [planted, other]
+    )
+    assert sorted(r["keeper"] for r in kept) == ["city-shibuya", "jps"]
+
+
+async def test_an_orgs_role_cannot_keep_a_receipt_row_too_big_for_the_collector(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """jps's own database role keeps a receipt row whose permit is a megabyte of JSON (the
+    collector reads its queue a batch of rows at a time: a batch of such rows is hundreds of
+    megabytes, taken again at every turn). Refused by the database; a gate's own row, kept
+    next, is collected."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    huge, _ = await _probe_attempt(pool, hub, "jps")
+    genuine, permit = await _probe_attempt(pool, hub, "jps")
+    made = _receipt(jps, permit)
+    assert base_settings.database_url
+    conn = await asyncpg.connect(base_settings.database_url)
+    try:
+        await conn.execute(f"SET ROLE {party_role('jps')}")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+                " permit_signature, signature, answered_at, permit)"
+                " VALUES ('jps', $1, $2, $3, $4, now(), $5::text::jsonb)",
+                huge,
+                made.digest,
+                made.permit.signature,
+                made.signature,
+                '{"pad": "' + "x" * 1_000_000 + '"}',
+            )
+    finally:
+        await conn.close()
+    await _decided_by_gate(pool, settings, genuine, permit, allowed=True)
+    await _keep_as(base_settings, "jps", _kept("jps", genuine, made))
+    await records.Collector(pool, hub).run_once()
+    assert (await records.outcomes(pool, [genuine]))[genuine].outcome == "provided"
+
+
+async def test_an_attempt_the_hub_denied_is_not_taken_as_not_asked(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """An executor tells the hub that an attempt the hub denied was 'not_asked' (permitted
+    ahead, never asked: the citizen's page would say 'permitted in advance'). The hub's own
+    record says denied: the report is refused, and the executor's 'denied' is taken after."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    denied, _ = await _probe_attempt(pool, hub, "jps", allowed=False)
+    permitted, _ = await _probe_attempt(pool, hub, "jps")
+    told = await records.record_outcomes(
+        pool, [(denied, "not_asked"), (permitted, "not_asked")], hub
+    )
+    assert isinstance(told[0], PermissionError) and "did not permit" in str(told[0])
+    assert isinstance(told[1], records.AttemptOutcome) and told[1].outcome == "not_asked"
+    assert set(await records.outcomes(pool, [denied, permitted])) == {permitted}
+    [again] = await records.record_outcomes(pool, [(denied, "denied")], hub)
+    assert isinstance(again, records.AttemptOutcome) and again.outcome == "denied"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="advisory locks are open to every database role: an org's role can take the outcomes"
+    " chain's lock (and the hub's chain lock) and hold it, and the collector (and every outcome,"
+    " every hub record) waits forever. The fix: chain locks an org's role cannot take (a row"
+    " lock on a platform-only table, or pg_advisory_* revoked from PUBLIC and taken through a"
+    " SECURITY DEFINER function that checks the caller's party against the keeper)",
+)
+async def test_an_orgs_role_cannot_hold_the_lock_the_collector_waits_for(
+    pool: asyncpg.Pool, base_settings: Settings
+) -> None:
+    """jps's own database role tries to take the lock the collector takes for every batch (the
+    outcomes chain's), and the hub's record chain's: held, nothing would be collected or
+    brokered again. It is refused."""
+    from renkei.kernel.records._chain import _CHAIN_LOCK
+    from renkei.kernel.records._outcomes import _LOCK
+
+    assert base_settings.database_url
+    own = await asyncpg.connect(base_settings.database_url)
+    try:
+        await own.execute(f"SET ROLE {party_role('jps')}")
+        for sql, args in (
+            ("SELECT pg_try_advisory_lock($1, $2)", _LOCK),
+            ("SELECT pg_try_advisory_lock($1, hashtext($2))", (_CHAIN_LOCK, records.HUB)),
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await own.fetchval(sql, *args)
+    finally:
+        await own.close()  # a lock it did take goes with its session

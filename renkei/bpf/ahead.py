@@ -66,3 +66,26 @@ def following(steps: list[AnyStep], limit: int) -> dict[str, list[QueryStep]]:
                 if after:
                     out[s.id] = after
     return out
+
+
+def lead(steps: list[AnyStep], step_id: str, limit: int) -> list[QueryStep]:
+    """The most steps the flow may run between the hub brokering the query step ``step_id``
+    ahead and the flow reaching it (what its permit must outlive, see
+    :func:`~renkei.contracts.messages.ahead_budget`): none unless it is certain; else the
+    query steps right before it in its own sequence that it may be asked ahead of, as
+    :func:`leading` and :func:`following` ask it (the linkage asked at its step, then the
+    certain ones between, at most ``limit`` in all). The hub bounds a permit's budget by it,
+    whatever a flow asks."""
+    for seq in _sequences(steps):
+        for k, s in enumerate(seq):
+            if s.id != step_id:
+                continue
+            if not certain(s):
+                return []
+            j = k
+            while j > 0 and k - j < limit and certain(seq[j - 1]):
+                j -= 1
+            if j > 0 and k - j < limit and isinstance(seq[j - 1], QueryStep):
+                j -= 1  # the linkage the flow asks at its step, with those after it
+            return [q for q in seq[j:k] if isinstance(q, QueryStep)]
+    return []

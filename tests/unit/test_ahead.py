@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from renkei.bpf.ahead import certain, following, leading
+from renkei.bpf.ahead import certain, following, lead, leading
 from renkei.bpf.loader import parse_text
 from renkei.bpf.models import BpfDefinition, QueryStep
 from renkei.contracts.messages import ahead_budget
@@ -104,3 +104,26 @@ def test_a_permit_brokered_ahead_lasts_the_steps_before_it_and_at_most_a_day() -
     assert ahead_budget(q2, [q0, q1]) == own + (own + 60) + (10 * 2 + 60 + 10)
     long = _definition(_q(0, ", timeout: 1h, retry: {max_attempts: 30}") + _q(1)).steps
     assert ahead_budget(long[1], [long[0]]) == 86_400  # type: ignore[list-item]
+
+
+def test_the_most_a_step_may_be_brokered_ahead_of_covers_every_way_it_is_asked() -> None:
+    """What the hub bounds a permit's budget by (whatever a flow asks): the steps before a
+    certain linkage that it may be brokered ahead of, as the start or the linkage asked at its
+    step before it asks it; none for one asked only at its step."""
+    computed = '  - {id: q2, query: {info: local-tax, provider: "${ inputs.office }"}}\n'
+    d = _definition(
+        _q(0) + _q(1) + computed + _q(3) + _q(4) + "  - {id: s, set: {x: '1'}}\n" + _q(6)
+    )
+    assert _ids(lead(d.steps, "q0", 50)) == []
+    assert _ids(lead(d.steps, "q1", 50)) == ["q0"]  # with the start
+    assert _ids(lead(d.steps, "q2", 50)) == []  # asked at its step only
+    assert _ids(lead(d.steps, "q4", 50)) == ["q2", "q3"]  # with q2, asked at its step
+    assert _ids(lead(d.steps, "q6", 50)) == []  # after a set: asked at its step only
+    assert _ids(lead(d.steps, "q4", 1)) == ["q3"]  # bounded as the lookahead is
+    steps = {s.id: s for s in d.steps if isinstance(s, QueryStep)}
+    for asker, after in following(d.steps, 50).items():  # never shorter than what is asked
+        for k, s in enumerate(after):
+            chain = [steps[asker], *after[:k]]
+            assert ahead_budget(s, chain) <= ahead_budget(s, lead(d.steps, s.id, 50))
+    for k, s in enumerate(leading(d.steps, 50)):
+        assert ahead_budget(s, d.steps[:k]) <= ahead_budget(s, lead(d.steps, s.id, 50))  # type: ignore[arg-type]

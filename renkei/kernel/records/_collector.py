@@ -5,8 +5,9 @@ answer leaves; the database queues each such receipt for collection. The collect
 worker process and on the platform's database role, takes a batch of the queue every
 :data:`COLLECT_INTERVAL`, checks each receipt as the hub checks one a flow forwards (the permit is
 the hub's, for this very attempt, to this provider; signed with the provider's registered key,
-not revoked at the database's time) and records ``provided`` with the receipt, in one
-transaction per batch that also empties the batch from the queue. A receipt that does not hold
+not revoked at the database's time; its own gate's record of the attempt admitted it) and
+records ``provided`` with the receipt, in one transaction per batch that also empties the batch
+from the queue. A receipt that does not hold
 is recorded as nothing at all (a hostile provider cannot take the place of the executor's own
 outcome with a bad row): it is counted and logged, without its attempt or any content.
 """

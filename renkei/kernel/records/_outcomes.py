@@ -184,7 +184,8 @@ async def collect_outcomes(
     written: set[str] | None = None,
 ) -> list[AttemptOutcome | PermissionError | None]:
     """Record ``provided`` for each attempt on the provider's receipt the hub collected itself,
-    in ``conn``'s transaction, checked as :func:`record_outcomes` checks a forwarded one. A
+    in ``conn``'s transaction, checked as :func:`record_outcomes` checks a forwarded one, and
+    against the provider's own gate record of the attempt (it must say admitted). A
     receipt that does not hold is refused (the :class:`PermissionError` says why) and nothing
     is written for it: not even ``unreceipted``, so that a bad receipt row cannot take the
     place of the executor's own outcome. ``None``: the hub has no record of the attempt.
@@ -219,8 +220,8 @@ async def _record(
         r["attempt_key"]: r
         for r in await conn.fetch(
             # a record written unchained is bound by the hash its writer signed
-            "SELECT attempt_key, coalesce(entry_hash, record_hash) AS record_hash, provider"
-            " FROM records.access_records"
+            "SELECT attempt_key, coalesce(entry_hash, record_hash) AS record_hash, provider,"
+            " outcome AS decided FROM records.access_records"
             " WHERE keeper = $1 AND attempt_key = ANY($2)",
             HUB,
             keys,
@@ -257,7 +258,11 @@ async def _record(
     }
     claimed = [k for k, o, _ in told if k in hubs and o == "provided" and k not in known]
     admitted: set[str] = set()
-    if claimed and not require_receipts:
+    # The provider's own gate record of the attempt, saying it admitted it: what a "provided"
+    # rests on without a receipt (records from before receipts), and what a receipt the hub
+    # collects must agree with (a gate that refused the request, or never received it, did
+    # not answer it, whatever receipt row its org keeps).
+    if claimed and (collected or not require_receipts):
         admitted = {
             r["attempt_key"]
             for r in await conn.fetch(
@@ -283,11 +288,20 @@ async def _record(
         if hub is None:
             out.append(None)
             continue
+        if outcome == "not_asked" and hub["decided"] != "allowed":
+            # "permitted ahead, never asked": the executor's word against the hub's own record
+            out.append(PermissionError("not_asked: the hub did not permit the attempt"))
+            continue
         kept: AnswerReceipt | None = None
         if outcome == "provided" and require_receipts:
             kept = receipted.get(attempt_key)
             if collected and (kept is None or kept != receipt):
                 out.append(PermissionError(problems.get(attempt_key, "the receipt does not hold")))
+                continue
+            if collected and attempt_key not in admitted:
+                out.append(
+                    PermissionError("the provider's gate has no record of admitting the attempt")
+                )
                 continue
             if kept is None or kept != receipt:
                 outcome = "unreceipted"  # the executor's word alone: not provided
