@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ExpressionError,
         compiled_for,
         embedded,
+        shared_definition,
     )
     from renkei.bpf.inputs import InputError, validate_values
     from renkei.bpf.models import (
@@ -377,6 +378,10 @@ class BpfInterpreter:
                 ]
             )
         pin = self._run.pin
+        # One copy of the definition per content in this worker, however many runs it caches.
+        self._run = self._run.model_copy(
+            update={"definition": shared_definition(pin.content_hash, self._run.definition)}
+        )
         if start.resume is None:
             self._first = self._run.first
             if self._batched():
