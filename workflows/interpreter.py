@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ExpressionError,
         compiled_for,
         embedded,
+        shared_definition,
     )
     from renkei.bpf.inputs import InputError, validate_values
     from renkei.bpf.models import (
@@ -430,6 +431,10 @@ class BpfInterpreter:
                 ]
             )
         pin = self._run.pin
+        # One copy of the definition per content in this worker, however many runs it caches.
+        self._run = self._run.model_copy(
+            update={"definition": shared_definition(pin.content_hash, self._run.definition)}
+        )
         self._ahead = (
             ahead and self._run.brokers_ahead and self._run.brokers_groups and self._batched()
         )

@@ -20,9 +20,17 @@ from renkei.bpf.cel.compiler import compile_definition
 from renkei.bpf.cel.types import DeterministicFailure, ExpressionError, embedded
 from renkei.bpf.models import BpfDefinition
 
-__all__ = ["CompiledBpf", "DeterministicFailure", "ExpressionError", "compiled_for", "embedded"]
+__all__ = [
+    "CompiledBpf",
+    "DeterministicFailure",
+    "ExpressionError",
+    "compiled_for",
+    "embedded",
+    "shared_definition",
+]
 
 _CACHE: dict[str, CompiledBpf] = {}
+_DEFINITIONS: dict[str, BpfDefinition] = {}
 _LOCK = threading.Lock()
 
 
@@ -46,4 +54,21 @@ def compiled_for(
             if len(_CACHE) > 256:
                 _CACHE.clear()
             _CACHE[content_hash] = found
+        return found
+
+
+def shared_definition(content_hash: str, definition: BpfDefinition) -> BpfDefinition:
+    """The one copy of a pinned definition that every run of it in this process holds.
+
+    Each run reads its definition from its own history (the hub's answer, or the state it
+    continued with): without this, a worker holding a thousand waiting runs of one BPF in its
+    cache held a thousand equal copies of it. The content hash pins the content, so the copy
+    first read stands for every later one (a run never changes its definition).
+    """
+    with _LOCK:
+        found = _DEFINITIONS.get(content_hash)
+        if found is None:
+            if len(_DEFINITIONS) > 256:
+                _DEFINITIONS.clear()
+            found = _DEFINITIONS[content_hash] = definition
         return found
