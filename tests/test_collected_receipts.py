@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from activities.attempts import attempt_record
 from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys, parties, permits, records
-from renkei.kernel.db import create_pool, party_role
+from renkei.kernel.db import APP_ROLE, _init_connection, connect, create_pool, party_role
 from renkei.kernel.permits import AnswerReceipt
 from renkei.kernel.settings import Settings
 from whitelist.decide import Decision
@@ -48,6 +48,14 @@ async def _decided_by_gate(
 ) -> None:
     """The provider's gate's own record of the attempt ``key`` (its chain, its key), as it
     writes one for every request it decides: admitted, or refused."""
+    mine, signer = _gate_record(settings, key, permit, allowed)
+    await records.write(pool, mine, signer=signer)
+
+
+def _gate_record(
+    settings: Settings, key: str, permit: permits.SignedPermit, allowed: bool
+) -> tuple[records.AccessRecord, records.RecordSigner]:
+    """The record :func:`_decided_by_gate` writes, and the gate's signer."""
     p = permit.permit
     org = p.provider
     mine = attempt_record(
@@ -70,8 +78,7 @@ async def _decided_by_gate(
         run_id=p.run_id,
         key=key,
     )
-    signer = records.RecordSigner(org, keys.load_org(settings, org).signer())
-    await records.write(pool, mine, signer=signer)
+    return mine, records.RecordSigner(org, keys.load_org(settings, org).signer())
 
 
 async def _keep_as(base_settings: Settings, org: str, *kept: records.ProviderReceipt) -> None:
@@ -387,32 +394,91 @@ async def test_an_attempt_the_hub_denied_is_not_taken_as_not_asked(
     assert isinstance(again, records.AttemptOutcome) and again.outcome == "denied"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="advisory locks are open to every database role: an org's role can take the outcomes"
-    " chain's lock (and the hub's chain lock) and hold it, and the collector (and every outcome,"
-    " every hub record) waits forever. The fix: chain locks an org's role cannot take (a row"
-    " lock on a platform-only table, or pg_advisory_* revoked from PUBLIC and taken through a"
-    " SECURITY DEFINER function that checks the caller's party against the keeper)",
-)
 async def test_an_orgs_role_cannot_hold_the_lock_the_collector_waits_for(
-    pool: asyncpg.Pool, base_settings: Settings
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
 ) -> None:
-    """jps's own database role tries to take the lock the collector takes for every batch (the
-    outcomes chain's), and the hub's record chain's: held, nothing would be collected or
-    brokered again. It is refused."""
-    from renkei.kernel.records._chain import _CHAIN_LOCK
-    from renkei.kernel.records._outcomes import _LOCK
-
+    """jps's own database role, in a transaction it keeps open, tries to lock every chain's
+    writers out: the hub's record chain, another org's, the outcomes chain (which the collector
+    appends to for every batch) and billing's issuing of a month, by the rows their writers lock
+    (migration 0054) and by the advisory locks they took before. It locks none of them: the hub
+    writes its records, an outcome and takes billing's lock while jps holds all it could take,
+    and jps still writes its own gate's record in its own chain."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    key, permit = await _probe_attempt(pool, hub, "jps")  # the hub's chain and city-minato's
+    others = [records.HUB, "city-minato"]
+    assert await pool.fetchval(
+        "SELECT count(*) FROM records.keepers WHERE keeper = ANY($1)", others
+    ) == len(others)
+    month = "2026-11"
     assert base_settings.database_url
-    own = await asyncpg.connect(base_settings.database_url)
+    url = base_settings.database_url
+    own = await connect(url, role=party_role("jps"))
+    # The hub's writers give up on a lock held longer than this: held by jps, they would wait
+    # for ever; free, they do not wait at all.
+    hub_pool = await asyncpg.create_pool(
+        url,
+        min_size=1,
+        max_size=2,
+        server_settings={"lock_timeout": "10s"},
+        init=lambda c: _init_connection(c, APP_ROLE),
+    )
+    assert hub_pool is not None
     try:
-        await own.execute(f"SET ROLE {party_role('jps')}")
-        for sql, args in (
-            ("SELECT pg_try_advisory_lock($1, $2)", _LOCK),
-            ("SELECT pg_try_advisory_lock($1, hashtext($2))", (_CHAIN_LOCK, records.HUB)),
-        ):
+        assert await own.fetchval("SELECT current_user") == party_role("jps")
+        holding = own.transaction()
+        await holding.start()
+        try:
+            # The advisory locks the writers took before: still open to every role, and no
+            # writer waits for them now.
+            for lock, name in ((7_350_100, records.HUB), (7_350_200, month)):
+                assert await own.fetchval(
+                    "SELECT pg_try_advisory_xact_lock($1, hashtext($2))", lock, name
+                )
+            assert await own.fetchval("SELECT pg_try_advisory_xact_lock(7350101, 0)")
+            # The rows: the hub's and another org's chain are not even shown to it ...
+            assert (
+                await own.fetch(
+                    "SELECT keeper FROM records.keepers WHERE keeper = ANY($1) FOR NO KEY UPDATE",
+                    others,
+                )
+                == []
+            )
+            for keeper in others:  # ... nor may it register them to lock them
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    async with own.transaction():
+                        await records.lock_chain(own, keeper)
+            # ... and the platform's locks (the outcomes chain, billing) are beyond it.
+            for name in (records.OUTCOMES_LOCK, f"invoices {month}"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    async with own.transaction():
+                        await records.lock_platform(own, name)
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
-                await own.fetchval(sql, *args)
+                async with own.transaction():
+                    await own.fetch("SELECT name FROM records.platform_locks FOR NO KEY UPDATE")
+            # Its own chain it locks, as its gate's writes need; the privilege that takes does
+            # not let it change the registry.
+            assert await records.lock_chain(own, "jps")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                async with own.transaction():
+                    await own.execute("UPDATE records.keepers SET keeper = 'hub'")
+            # Meanwhile the hub writes: records in its chain and city-minato's, an outcome
+            # (what the collector appends), and takes billing's lock for the month.
+            other, _ = await _probe_attempt(hub_pool, hub, "jps")
+            [told] = await records.record_outcomes(hub_pool, [(other, "failed")], hub)
+            assert isinstance(told, records.AttemptOutcome) and told.outcome == "failed"
+            async with hub_pool.acquire() as conn, conn.transaction():
+                await records.lock_platform(conn, f"invoices {month}")
+            # jps's gate writes its own record, under its own chain's lock.
+            mine, signer = _gate_record(settings, key, permit, allowed=True)
+            _, new = await records.append(own, [mine], signer)
+            assert [r.attempt_key for r in new] == [key]
+        finally:
+            await holding.commit()
+        assert await pool.fetchval(
+            "SELECT count(*) FROM records.access_records WHERE keeper = 'jps'"
+            " AND attempt_key = $1 AND chain_seq IS NOT NULL",
+            key,
+        )
     finally:
-        await own.close()  # a lock it did take goes with its session
+        await hub_pool.close()
+        await own.close()

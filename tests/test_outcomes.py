@@ -93,7 +93,7 @@ async def test_a_provided_linkage_is_recorded_as_provided_and_the_state_has_the_
         forging = conn.transaction()
         await forging.start()
         try:
-            await conn.execute("SELECT pg_advisory_xact_lock(7350101, 0)")  # the writers' lock
+            await records.lock_platform(conn, records.OUTCOMES_LOCK)  # the writers' lock
             last = await conn.fetchrow(
                 "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
                 " ORDER BY chain_seq DESC LIMIT 1"

@@ -428,7 +428,7 @@ async def test_a_provided_outcome_whose_kept_receipt_the_provider_did_not_sign_b
         forging = conn.transaction()
         await forging.start()
         try:
-            await conn.execute("SELECT pg_advisory_xact_lock(7350101, 0)")  # the writers' lock
+            await records.lock_platform(conn, records.OUTCOMES_LOCK)  # the writers' lock
             last = await conn.fetchrow(
                 "SELECT chain_seq, outcome_hash FROM records.attempt_outcomes"
                 " ORDER BY chain_seq DESC LIMIT 1"

@@ -53,7 +53,6 @@ NOT_CHARGED = (
     "not_asked",
     "pending",
 )
-_ISSUE_LOCK = 7_350_200  # advisory lock class: issuing one month
 
 
 # -- the model --
@@ -407,7 +406,7 @@ async def issue(
     async with pool.acquire() as conn, conn.transaction():
         # Counted under the month's lock: a revision is never computed from older records than
         # the one before it.
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _ISSUE_LOCK, month)
+        await records.lock_platform(conn, f"invoices {month}")
         bodies = await compute(conn, month, model, orgs, catalog_orgs)
         for org, body in bodies.items():
             digest = _body_hash(body)

@@ -39,6 +39,8 @@ from renkei.kernel.records._chain import (
     append_unchained_many,
     chain_pending,
     entry_hash,
+    lock_chain,
+    lock_platform,
     may_chain,
     may_write,
     query,
@@ -49,6 +51,7 @@ from renkei.kernel.records._chainer import CHAIN_INTERVAL, Chainer
 from renkei.kernel.records._collector import COLLECT_INTERVAL, Collected, Collector, collect_batch
 from renkei.kernel.records._outcomes import (
     OUTCOMES,
+    OUTCOMES_LOCK,
     AttemptOutcome,
     Outcome,
     collect_outcomes,
@@ -95,6 +98,7 @@ __all__ = [
     "GENESIS",
     "HUB",
     "OUTCOMES",
+    "OUTCOMES_LOCK",
     "UNCHAINED_BOUND",
     "AccessRecord",
     "AttemptOutcome",
@@ -124,6 +128,8 @@ __all__ = [
     "keep_receipt",
     "key_id",
     "keyring",
+    "lock_chain",
+    "lock_platform",
     "may_chain",
     "may_write",
     "outcome_hash",

@@ -20,7 +20,6 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 
 HUB = "hub"
 GENESIS = "0" * 64
-_CHAIN_LOCK = 7_350_100  # advisory lock class for one keeper's chain
 
 
 class AccessRecord(BaseModel):
@@ -151,6 +150,37 @@ def _from_row(row: asyncpg.Record) -> AccessRecord:
     return AccessRecord(**{k: row[k] for k in _COLUMNS})
 
 
+async def lock_chain(conn: Conn, keeper: str, *, register: bool = True) -> bool:
+    """Take ``keeper``'s chain lock for the caller's transaction: its row in the keeper registry,
+    locked ``FOR NO KEY UPDATE`` (migration 0054; an org's role can lock its own keeper's row
+    only, never the hub's nor another org's). A keeper not yet registered is registered first
+    when ``register`` (its first record is about to be written); else ``False`` is returned and
+    no lock is taken."""
+    lock = "SELECT 1 FROM records.keepers WHERE keeper = $1 FOR NO KEY UPDATE"
+    if await conn.fetchval(lock, keeper) is not None:
+        return True
+    if not register:
+        return False
+    # a new chain: into the keeper registry, so it cannot vanish unseen
+    await conn.execute(
+        "INSERT INTO records.keepers (keeper) VALUES ($1) ON CONFLICT DO NOTHING", keeper
+    )
+    return await conn.fetchval(lock, keeper) is not None
+
+
+async def lock_platform(conn: Conn, name: str) -> None:
+    """Take the platform's lock ``name`` for the caller's transaction: its row in
+    ``records.platform_locks``, made if missing, locked ``FOR NO KEY UPDATE`` (migration 0054;
+    no org's role may read, insert or lock a row of it)."""
+    lock = "SELECT 1 FROM records.platform_locks WHERE name = $1 FOR NO KEY UPDATE"
+    if await conn.fetchval(lock, name) is None:
+        await conn.execute(
+            "INSERT INTO records.platform_locks (name) VALUES ($1) ON CONFLICT DO NOTHING", name
+        )
+        if await conn.fetchval(lock, name) is None:  # pragma: no cover - inserted just above
+            raise RuntimeError(f"the platform lock {name!r} could not be taken")
+
+
 async def append(
     conn: Conn, records: Sequence[AccessRecord], signer: RecordSigner | None = None
 ) -> tuple[list[AccessRecord], list[AccessRecord]]:
@@ -167,7 +197,7 @@ async def append(
         by_keeper.setdefault(r.keeper, []).append(i)
     new: list[AccessRecord] = []
     for keeper in sorted(by_keeper):
-        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CHAIN_LOCK, keeper)
+        await lock_chain(conn, keeper)
         mine = by_keeper[keeper]
         known = {
             row["attempt_key"]: _from_row(row)
@@ -207,11 +237,6 @@ async def append(
                     signed["signature"] = base64.b64encode(
                         signer.key.sign(_record_message(keeper, seq, digest))
                     ).decode()
-                if seq == 1:  # a new chain: into the keeper registry, so it cannot vanish unseen
-                    await conn.execute(
-                        "INSERT INTO records.keepers (keeper) VALUES ($1) ON CONFLICT DO NOTHING",
-                        keeper,
-                    )
                 chained = chained.model_copy(update=signed)
                 prev = chained.record_hash
                 known[record.attempt_key] = chained
@@ -347,7 +372,16 @@ async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) 
     keeper = signer.party
     if not may_chain(signer.party, keeper):  # pragma: no cover - the party is the keeper
         raise PermissionError(f"{signer.party} may not chain {keeper}'s records")
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _CHAIN_LOCK, keeper)
+    if not await lock_chain(conn, keeper, register=False):
+        # Not registered: no record of it was written unchained (they register it as they are
+        # written), so there is nothing to chain, unless the registry lost its row.
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM records.access_records WHERE keeper = $1"
+            " AND chain_seq IS NULL)",
+            keeper,
+        ):
+            return 0
+        await lock_chain(conn, keeper)
     pending = await conn.fetch(
         "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
         " ORDER BY id LIMIT $2",
@@ -362,10 +396,6 @@ async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) 
         keeper,
     )
     seq, prev = (last["chain_seq"], last["record_hash"]) if last else (0, GENESIS)
-    if seq == 0:  # a new chain: into the keeper registry, so it cannot vanish unseen
-        await conn.execute(
-            "INSERT INTO records.keepers (keeper) VALUES ($1) ON CONFLICT DO NOTHING", keeper
-        )
     ids: list[int] = []
     seqs: list[int] = []
     prevs: list[str] = []

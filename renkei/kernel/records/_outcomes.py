@@ -40,13 +40,13 @@ from pydantic import BaseModel, ConfigDict
 
 from renkei.kernel import attest, permits
 from renkei.kernel.permits import AnswerReceipt
-from renkei.kernel.records._chain import GENESIS, HUB, Conn, RecordSigner
+from renkei.kernel.records._chain import GENESIS, HUB, Conn, RecordSigner, lock_platform
 
 Outcome = Literal[
     "provided", "denied", "no_answer", "failed", "cancelled", "unreceipted", "not_asked"
 ]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
-_LOCK = (7_350_101, 0)  # advisory lock of the outcomes chain
+OUTCOMES_LOCK = "outcomes"  # the outcomes chain's row in records.platform_locks (migration 0054)
 OUTCOMES_CHAIN = "hub (outcomes)"  # how verification names the chain of outcomes
 
 
@@ -249,7 +249,7 @@ async def _record(
                 receipted[key] = receipt
             else:
                 problems[key] = problem
-    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *_LOCK)
+    await lock_platform(conn, OUTCOMES_LOCK)
     known = {
         r["attempt_key"]: _from_row(r)
         for r in await conn.fetch(
