@@ -170,3 +170,13 @@ def test_orgs_reach_temporal_only_through_the_gateway_with_their_own_certificate
             assert name in {"temporal", "temporal-ui", "postgresql", "renkei-gateway"} or (
                 command[:1] in (["init"], ["serve"]) or command[:2] == ["worker", "hub"]
             ), name
+
+
+def test_the_deployed_temporal_reads_its_queues_as_the_dev_stack_does() -> None:
+    """The compose file's Temporal takes the same queue-reading settings as `renkei up` and the
+    suite (one list, ``SERVER_TUNING``): a deployment does not keep the 50 ms tick the dev stack
+    was measured without."""
+    from renkei.app.stack import SERVER_TUNING
+
+    config = YAML(typ="safe").load(PROJECT_ROOT / "deploy" / "temporal-dynamicconfig.yaml")
+    assert {k: config[k][0]["value"] for k in SERVER_TUNING} == SERVER_TUNING
