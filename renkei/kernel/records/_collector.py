@@ -14,14 +14,13 @@ outcome with a bad row): it is counted and logged, without its attempt or any co
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from types import TracebackType
 
 import asyncpg
 from pydantic import BaseModel, ValidationError
 
 from renkei.kernel.permits import AnswerReceipt
+from renkei.kernel.records._behind import Behind
 from renkei.kernel.records._chain import HUB, Conn, RecordSigner
 from renkei.kernel.records._outcomes import collect_outcomes
 from renkei.kernel.records._receipts import _permit
@@ -114,7 +113,7 @@ async def collect_batch(conn: Conn, signer: RecordSigner, limit: int) -> Collect
     return done
 
 
-class Collector:
+class Collector(Behind):
     """Records ``provided`` from the providers' receipts, while it runs (the hub's only).
 
     Use as an async context manager around the hub's worker; leaving it collects what is still
@@ -131,11 +130,10 @@ class Collector:
     ) -> None:
         if signer.party != HUB:
             raise PermissionError(f"{signer.party} does not collect receipts: the hub does")
+        super().__init__("collecting the providers' receipts", interval)
         self._pool = pool
         self._signer = signer
-        self._interval = interval
         self._batch = batch
-        self._task: asyncio.Task[None] | None = None
         self.total = Collected()  # since it started
 
     async def run_once(self) -> Collected:
@@ -148,34 +146,3 @@ class Collector:
             self.total += done
             if done.taken < self._batch:
                 return total
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as e:  # the database away, or a bad row: keep trying, say so
-                # Only the error's kind: a message could carry a receipt's values.
-                _log.warning("collecting the providers' receipts failed: %s", type(e).__name__)
-            await asyncio.sleep(self._interval)
-
-    async def __aenter__(self) -> Collector:
-        self._task = asyncio.create_task(self._loop(), name="receipt collector")
-        return self
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        try:
-            await self.run_once()
-        except Exception as e:  # leaving: what is still queued is collected at the next start
-            _log.warning("collecting the providers' receipts failed: %s", type(e).__name__)
