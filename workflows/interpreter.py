@@ -953,19 +953,8 @@ class BpfInterpreter:
     async def _query(self, step: QueryStep) -> None:
         q = step.query
         provider = self._text(step.id, "provider", q.provider) or ""
-        wf = workflow.info()
-        asked = linkage_asked(
-            step,
-            provider=provider,
-            subject=self._text(step.id, "about", q.about) or self._start.subject,
-            requester=self._start.executor,
-            task=self._run.definition.task,
-            trigger=self._start.trigger,
-            pin=self._run.pin,
-            workflow_id=wf.workflow_id,
-            run_id=wf.run_id,
-            hold=self._start.hold,
-            parent=self._start.parent,
+        asked = self._asked(
+            step, provider, self._text(step.id, "about", q.about) or self._start.subject
         )
         first, self._first = self._first, None
         held = self._held.pop(step.id, None)
@@ -1041,6 +1030,27 @@ class BpfInterpreter:
             timedelta(seconds=asked.budget_seconds)
         )
 
+    def _asked(
+        self, step: QueryStep, provider: str, subject: str, after: Sequence[QueryStep] = ()
+    ) -> BrokerRequest:
+        """What this run asks the hub for its query ``step`` (at the step, or ahead of it, after
+        the steps ``after``)."""
+        wf = workflow.info()
+        return linkage_asked(
+            step,
+            provider=provider,
+            subject=subject,
+            requester=self._start.executor,
+            task=self._run.definition.task,
+            trigger=self._start.trigger,
+            pin=self._run.pin,
+            workflow_id=wf.workflow_id,
+            run_id=wf.run_id,
+            hold=self._start.hold,
+            parent=self._start.parent,
+            after=after,
+        )
+
     def _asked_ahead(self, step: QueryStep) -> list[BrokerRequest]:
         """The linkages that certainly follow ``step`` in its sequence and are not held yet:
         asked for in the same call, each with a permit lasting the steps before it."""
@@ -1048,25 +1058,9 @@ class BpfInterpreter:
             return []
         chain: list[QueryStep] = [step]
         out: list[BrokerRequest] = []
-        wf = workflow.info()
         for s in self._following.get(step.id, []):
             if s.id not in self._held:
-                out.append(
-                    linkage_asked(
-                        s,
-                        provider=s.query.provider,
-                        subject=self._start.subject,
-                        requester=self._start.executor,
-                        task=self._run.definition.task,
-                        trigger=self._start.trigger,
-                        pin=self._run.pin,
-                        workflow_id=wf.workflow_id,
-                        run_id=wf.run_id,
-                        hold=self._start.hold,
-                        parent=self._start.parent,
-                        after=chain,
-                    )
-                )
+                out.append(self._asked(s, s.query.provider, self._start.subject, after=chain))
             chain = [*chain, s]
         return out
 
