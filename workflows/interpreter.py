@@ -147,14 +147,14 @@ COLLECTED_RECEIPTS = "collected-receipts-v1"
 # A kit run carries the kit's search attribute; any other run drops it (a start cannot hide a
 # real run among the kit's).
 KIT_MARK = "kit-mark-v1"
-# Every path patched above, taken at once: a run that records this one marker (every run started
-# since) takes all of them without a marker each. The SDK writes each patch's marker with an
-# upsert of the TemporalChangeVersion search attribute, so eleven paths cost a new run eleven
-# markers and eleven upserts (each a visibility update in the server) where it now has one of
-# each. Runs recorded before take each path as its own marker says. A path patched after this one
-# is asked on its own (``workflow.patched``): a run that recorded only this marker predates it.
-# The kit's clock keeps its own marker: only a conformance-kit run asks for it, so its history
-# shows it was one (a run in operation never records it).
+# Every path patched above but the kit's clock, taken at once: a run that records this one marker
+# (every run started since) takes all of them without a marker each. The SDK writes each patch's
+# marker with an upsert of the TemporalChangeVersion search attribute, so each path a new run took
+# cost it a marker and an upsert (each a visibility update in the server: seven of each for a
+# 3-query run) where it now has one of each. Runs recorded before take each path as its own marker
+# says. A path patched after this one is asked on its own (``workflow.patched``): a run that
+# recorded only this marker predates it. The kit's clock keeps its own marker: only a
+# conformance-kit run asks for it, so its history shows it was one (a run in operation's never).
 LEAN = "lean-paths-v1"
 _LEAN_PATHS = frozenset(
     {
