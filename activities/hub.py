@@ -15,13 +15,16 @@ which is what the citizen's view reads).
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.attempts import attempt_key, attempt_record
-from activities.claims import Claims, caller
+from activities.claims import Claimed, Claims, caller
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
@@ -69,6 +72,19 @@ from whitelist.payloads import SCHEMAS
 from whitelist.store import LiveWhitelist
 
 _NO_ORG = Org(id="none", ja="", en="", roles=())
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """One linkage of a call, decided, its records not yet written (:meth:`HubActivities._record`)
+    and no permit issued."""
+
+    req: BrokerRequest  # the attempt as Temporal says it is the calling flow's
+    claimed: Claimed
+    subject: uuid.UUID  # the hub's subject id
+    decision: Decision
+    now: dt.datetime
+    sides: tuple[records.AccessRecord, records.AccessRecord]  # the requester's, the hub's
 
 
 class HubActivities:
@@ -216,15 +232,15 @@ class HubActivities:
     async def _broker_leading(self, req: ResolveRequest, run: ResolvedRun) -> list[FirstLinkage]:
         """The run's leading linkages brokered now (brokering ahead): the query steps it starts
         with whose provider and subject the definition fixes (:func:`renkei.bpf.ahead.leading`),
-        each decided, recorded and permitted by :meth:`broker` as at its step, its permit
-        lasting the steps before it too (:func:`~renkei.contracts.messages.ahead_budget`).
+        each decided and permitted as :meth:`broker` does at its step, its permit lasting the
+        steps before it too (:func:`~renkei.contracts.messages.ahead_budget`), and the records
+        of all of them written in one transaction before any permit (:meth:`_broker_many`).
         Stops at the first one denied or refused: the flow fails at that step, or asks for it
         there and meets the same refusal, and never reaches those after it."""
         info = activity.info()
         steps = leading(run.definition.steps, BROKER_GROUP_LIMIT)
-        out: list[FirstLinkage] = []
-        for i, step in enumerate(steps):
-            asked = linkage_asked(
+        asked = [
+            linkage_asked(
                 step,
                 provider=step.query.provider,
                 subject=req.subject,
@@ -238,9 +254,11 @@ class HubActivities:
                 parent=req.parent,
                 after=steps[:i],
             )
-            try:
-                brokered = await self.broker(asked)
-            except ApplicationError:
+            for i, step in enumerate(steps)
+        ]
+        out: list[FirstLinkage] = []
+        for step, brokered in zip(steps, await self._broker_many(asked, ahead=True), strict=False):
+            if brokered is None:
                 break
             out.append(FirstLinkage(step=step.id, brokered=brokered))
             if not brokered.allowed:
@@ -281,8 +299,50 @@ class HubActivities:
     async def broker(self, req: BrokerRequest) -> Brokered:
         """Decide one linkage, record it for the requester and the hub, and if it is permitted
         issue the permit with the provider's code sealed to the provider."""
-        # The attempt is the calling workflow's own, as Temporal says, whatever the request says.
+        decided = await self._decide(req, activity.info())
+        [refused] = await self._record([decided])
+        if refused is not None:
+            raise refused
+        return await self._permit(decided)
+
+    async def _broker_many(
+        self, reqs: Sequence[BrokerRequest], *, ahead: bool
+    ) -> list[Brokered | None]:
+        """Broker several linkages of one call: each decided on its own (a refusal, ``None``,
+        refuses that one alone), the records of all of them written in one transaction, then
+        each permit issued (a record is durable before its permit exists). ``ahead``: the
+        linkages are a flow's next steps in order, so the first one refused, denied or not
+        permittable is the last one decided and recorded (the flow stops at that step)."""
         info = activity.info()
+        decided: list[_Decided | None] = []
+        for req in reqs:
+            try:
+                d = await self._decide(req, info)
+            except ApplicationError:
+                if ahead:
+                    break
+                decided.append(None)
+                continue
+            decided.append(d)
+            if ahead and not await self._permittable(d):
+                break
+        written = [d for d in decided if d is not None]
+        refusals = iter(await self._record(written, ahead=ahead))
+        out: list[Brokered | None] = []
+        for one in decided:  # the records of all are durable: now their permits
+            if one is None or next(refusals) is not None:
+                out.append(None)
+                continue
+            try:
+                out.append(await self._permit(one))
+            except ApplicationError:
+                out.append(None)
+        return out
+
+    async def _decide(self, req: BrokerRequest, info: activity.Info) -> _Decided:
+        """Check one linkage's claims and decide it against the whitelist and the controls
+        (nothing written but the flow's earlier outcomes it carries); raise its refusal."""
+        # The attempt is the calling workflow's own, as Temporal says, whatever the request says.
         req = req.model_copy(
             update={"workflow_id": info.workflow_id, "run_id": info.workflow_run_id}
         )
@@ -350,15 +410,68 @@ class HubActivities:
                 parent=req.parent,
             )
 
-        with telemetry.tracer().start_as_current_span(
-            "renkei.hub.decide",
-            attributes=telemetry.linkage_attributes(req, "hub", decision.outcome),
-        ):
-            sides = (record(req.requester, req.subject), record(records.HUB, str(subject)))
-            if self._group is not None:
-                await self._group.write(*sides, signer=self._issuer.recorder)
-            else:
-                await records.write(self._pool, *sides, signer=self._issuer.recorder)
+        sides = (record(req.requester, req.subject), record(records.HUB, str(subject)))
+        return _Decided(req, claimed, subject, decision, now, sides)
+
+    async def _permittable(self, d: _Decided) -> bool:
+        """Whether :meth:`_permit` can give ``d`` a permit: allowed, and its provider has keys."""
+        if not d.decision.allowed or d.decision.row is None:
+            return False
+        try:
+            await self._issuer.signing_key_of(d.req.provider)
+        except UnknownParty:
+            return False
+        return True
+
+    async def _record(
+        self, decided: Sequence[_Decided], *, ahead: bool = False
+    ) -> list[PermissionError | None]:
+        """Write the requester's and the hub's records of every linkage decided, in one
+        transaction (one durable commit; with deferred chaining, one call of the group writer).
+        A linkage whose record is refused (a requester's record another hand wrote first) is
+        refused alone: the others are then written each on its own (``ahead``: only those
+        before it). Returns each linkage's refusal, ``None`` when its records are written."""
+        if not decided:
+            return []
+        tracer = telemetry.tracer()
+        spans = [
+            tracer.start_span(
+                "renkei.hub.decide",
+                attributes=telemetry.linkage_attributes(d.req, "hub", d.decision.outcome),
+            )
+            for d in decided
+        ]
+        try:
+            try:
+                await self._write([s for d in decided for s in d.sides])
+                return [None] * len(decided)
+            except PermissionError as err:
+                if len(decided) == 1:
+                    return [err]
+            out: list[PermissionError | None] = []
+            for d in decided:
+                if ahead and any(out):
+                    out.append(next(e for e in out if e is not None))
+                    continue
+                try:
+                    await self._write(d.sides)
+                    out.append(None)
+                except PermissionError as err:
+                    out.append(err)
+            return out
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _write(self, sides: Sequence[records.AccessRecord]) -> None:
+        if self._group is not None:
+            await self._group.write(*sides, signer=self._issuer.recorder)
+        else:
+            await records.write(self._pool, *sides, signer=self._issuer.recorder)
+
+    async def _permit(self, d: _Decided) -> Brokered:
+        """The answer to a linkage decided and recorded: a denial, or its permit."""
+        req, decision = d.req, d.decision
         if not decision.allowed or decision.row is None:
             return Brokered(
                 allowed=False, reason=decision.reason, legal_reference=decision.legal_reference
@@ -379,9 +492,9 @@ class HubActivities:
                 # A private partner never receives anyone's code: only what the act sends.
                 provider_code=None
                 if self._catalog.is_private(req.provider)
-                else await self._pseudonyms.code_at(req.provider, subject),
-                budget=dt.timedelta(seconds=claimed.budget_seconds),
-                now=now,
+                else await self._pseudonyms.code_at(req.provider, d.subject),
+                budget=dt.timedelta(seconds=d.claimed.budget_seconds),
+                now=d.now,
                 sub_task=decision.sub_task,
             )
         except UnknownParty as err:
@@ -398,19 +511,13 @@ class HubActivities:
     @activity.defn(name="hub.broker-group")
     async def broker_group(self, reqs: list[BrokerRequest]) -> list[Brokered | None]:
         """Broker the linkages a flow asks for at the same moment (its parallel lanes' first
-        steps) in one call: each by :meth:`broker`, on its own, in order. ``None`` for one it
-        refused with an error: the flow asks for that one alone, and meets the refusal there."""
+        steps) in one call, their records in one transaction (:meth:`_broker_many`). ``None``
+        for one it refused: the flow asks for that one alone, and meets the refusal there."""
         if len(reqs) > BROKER_GROUP_LIMIT:
             raise Failure.MALFORMED_LINKAGE.error(
                 f"{len(reqs)} linkages in one call to the hub (at most {BROKER_GROUP_LIMIT})"
             )
-        out: list[Brokered | None] = []
-        for req in reqs:
-            try:
-                out.append(await self.broker(req))
-            except ApplicationError:
-                out.append(None)
-        return out
+        return await self._broker_many(reqs, ahead=False)
 
     @activity.defn(name="hub.outcomes")
     async def outcomes(self, reports: list[AttemptOutcomeReport]) -> None:
