@@ -29,7 +29,6 @@ from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.ahead import leading
-from renkei.bpf.cel.types import embedded
 from renkei.bpf.models import ActStep, QueryStep, WaitStep, walk
 from renkei.bpf.review import suspension
 from renkei.contracts.failures import Failure
@@ -224,12 +223,14 @@ class HubActivities:
             kit_clock=self._kit_clock,
         )
         if req.broker_ahead:
-            run.ahead = await self._broker_leading(req, run)
-        elif req.broker_first:
-            run.first = await self._broker_first(req, run)
+            run.ahead = await self._broker_leading(req, run, BROKER_GROUP_LIMIT)
+        elif req.broker_first:  # a run from before brokering ahead: its first linkage alone
+            run.first = next(iter(await self._broker_leading(req, run, 1)), None)
         return run
 
-    async def _broker_leading(self, req: ResolveRequest, run: ResolvedRun) -> list[FirstLinkage]:
+    async def _broker_leading(
+        self, req: ResolveRequest, run: ResolvedRun, limit: int
+    ) -> list[FirstLinkage]:
         """The run's leading linkages brokered now (brokering ahead): the query steps it starts
         with whose provider and subject the definition fixes (:func:`renkei.bpf.ahead.leading`),
         each decided and permitted as :meth:`broker` does at its step, its permit lasting the
@@ -238,7 +239,7 @@ class HubActivities:
         Stops at the first one denied or refused: the flow fails at that step, or asks for it
         there and meets the same refusal, and never reaches those after it."""
         info = activity.info()
-        steps = leading(run.definition.steps, BROKER_GROUP_LIMIT)
+        steps = leading(run.definition.steps, limit)
         asked = [
             linkage_asked(
                 step,
@@ -264,36 +265,6 @@ class HubActivities:
             if not brokered.allowed:
                 break
         return out
-
-    async def _broker_first(self, req: ResolveRequest, run: ResolvedRun) -> FirstLinkage | None:
-        """The run's first step brokered now, if it is a linkage whose provider and subject the
-        definition fixes: the flow computes nothing before it, so it is asked for at once (the
-        same request, decided and recorded by :meth:`broker` as any other)."""
-        step = run.definition.steps[0] if run.definition.steps else None
-        if (
-            not isinstance(step, QueryStep)
-            or step.query.about is not None
-            or embedded(step.query.provider) is not None
-        ):
-            return None
-        info = activity.info()
-        asked = linkage_asked(
-            step,
-            provider=step.query.provider,
-            subject=req.subject,
-            requester=req.executor,
-            task=run.definition.task,
-            trigger=req.trigger,
-            pin=run.pin,
-            workflow_id=info.workflow_id or "",
-            run_id=info.workflow_run_id or "",
-            hold=req.hold,
-            parent=req.parent,
-        )
-        try:
-            return FirstLinkage(step=step.id, brokered=await self.broker(asked))
-        except ApplicationError:
-            return None  # the flow asks at its step, and meets the same refusal there
 
     @activity.defn(name="hub.broker")
     async def broker(self, req: BrokerRequest) -> Brokered:

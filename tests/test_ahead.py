@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 from temporalio import workflow
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.common import RawValue
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -38,9 +38,11 @@ from renkei.contracts.messages import (
     BrokerRequest,
     FlowResult,
     LinkageRequest,
+    ResolvedRun,
+    ResolveRequest,
     ahead_budget,
 )
-from renkei.contracts.names import control_queue
+from renkei.contracts.names import control_queue, hub_queue
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, MAX_BUDGET_SECONDS
 from renkei.kernel import keys, records
 from renkei.kernel.permits import AnswerReceipt, SignedPermit
@@ -636,3 +638,65 @@ async def test_a_flow_cancelled_before_its_linkages_ahead_tells_them_not_asked(
     }
     kept = {(r.keeper, r.step) for r in await records.query(pool, workflow_id=handle.id)}
     assert ("city-shibuya", "q2") not in kept and ("city-shibuya", "q3") not in kept
+
+
+@workflow.defn(dynamic=True, sandboxed=False)
+class OlderExecutor:
+    """An executor whose control worker is older than the hub: it asks ``hub.resolve`` to broker
+    the run's first linkage only (``broker_first``), as flows did before brokering ahead."""
+
+    @workflow.run
+    async def run(self, args: Sequence[RawValue]) -> dict[str, Any]:
+        req = workflow.payload_converter().from_payload(args[0].payload, ResolveRequest)
+        run: ResolvedRun = await workflow.execute_activity(
+            "hub.resolve",
+            req,
+            task_queue=hub_queue(str(workflow.memo_value("prefix", type_hint=str))),
+            result_type=ResolvedRun,
+            start_to_close_timeout=dt.timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+        first = run.first
+        return {
+            "first": first.step if first else None,
+            "allowed": first.brokered.allowed if first else None,
+            "ahead": [f.step for f in run.ahead],
+        }
+
+
+async def test_an_older_executors_run_has_only_its_first_linkage_brokered_with_its_start(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """A control worker from before brokering ahead asks the hub for the first linkage only: the
+    hub brokers q1 with the start (permitted, recorded once for requester and hub) and nothing
+    ahead of it (q2 and q3 have no record yet: the older flow asks for them at their steps)."""
+    await register_fixture(pool, "sequence-probe.yaml")
+    found = await registry.fetch(pool, "sequence-probe")
+    assert found is not None
+    own = party_client(client, settings, ["city-minato"], legacy_ring=False)
+    queue = f"{settings.task_queue_prefix}.older-executor"
+    wid = f"sequence-probe/city-minato/older-{uuid.uuid4().hex[:8]}"
+    req = ResolveRequest(
+        bpf="sequence-probe",
+        version=found.definition.version,
+        executor="city-minato",
+        subject=_subject(settings),
+        inputs={},
+        broker_first=True,
+    )
+    async with (
+        running_workers(client, pool, settings, catalog, live_whitelist, executors=[]),
+        Worker(own, task_queue=queue, workflows=[OlderExecutor]),
+    ):
+        handle = await own.start_workflow(
+            "sequence-probe",
+            req,
+            id=wid,
+            task_queue=queue,
+            memo={"prefix": settings.task_queue_prefix},
+            result_type=dict,
+        )
+        out = await asyncio.wait_for(handle.result(), 60)
+    assert out == {"first": "q1", "allowed": True, "ahead": []}
+    kept = sorted((r.keeper, r.step) for r in await records.query(pool, workflow_id=wid))
+    assert kept == [("city-minato", "q1"), ("hub", "q1")]
