@@ -143,6 +143,8 @@ async def run(
         assert plain_pid is not None
         groups[PLAIN][ROLES[3]] = lambda: [psutil.Process(plain_pid)]
         client = await connect(settings, address)
+        # plain Temporal's starts with its own converter, not renkei's encrypted payloads
+        plain_client = await Client.connect(address, data_converter=pydantic_data_converter)
         sdks = {s: RenkeiClient(client, per_shape[s]) for s in (ONE, OWN, TWO)}
         rates: dict[str, list[float]] = {s: [] for s in SHAPES}
         last: dict[str, bf.Measured] = {}
@@ -151,7 +153,7 @@ async def run(
 
             async def once(shape: str, n: int, one_by_one: int) -> bf.Measured:
                 if shape == PLAIN:
-                    return await _plain(client, plain_tq, n, one_by_one)
+                    return await _plain(plain_client, plain_tq, n, one_by_one)
                 return await bf.renkei(sdks[shape], per_shape[shape], 3, n, one_by_one)
 
             for shape in SHAPES:  # warm up every path
