@@ -1,11 +1,13 @@
-"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol|gateway]``.
+"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol|gateway|chain|shape]``.
 
 ``flows``: throughput of BPFs of 1, 3 and 10 queries in sequence and of 3 in parallel against
 plain Temporal workflows running as many no-op activities on the same dev server, latency, CPU
 per flow, and the whitelist decision time for the real table and for 100,000 synthetic rows;
 prints ratios measured in this run. ``citizen``: the citizen endpoint's latency
 for one citizen's 1,000 records among 1,000,000 (see ``bench/citizen.py``). ``gateway``: a
-3-query flow direct and through ``renkei gateway`` (see ``bench/gateway.py``).
+3-query flow direct and through ``renkei gateway`` (see ``bench/gateway.py``). ``shape``: a
+3-query flow with the parties' workers in one process, each in its own, and with two control
+worker processes (see ``bench/shape.py``).
 """
 
 from __future__ import annotations
@@ -332,6 +334,27 @@ async def gateway(quick: bool) -> list[str]:
         return await run(env.client.service_client.config.target_host, pool, settings, url, quick)
 
 
+async def shape(quick: bool) -> list[str]:
+    """The production shape: workers in one process, a process each, two control processes
+    (``bench/shape.py``)."""
+    from bench import flows as bf
+    from bench import shape as bs
+
+    load_before = os.getloadavg()[0]
+    async with _stack(sample_residents=400) as (env, pool, settings, url):
+        await bf.register_sequential(pool)
+        address = env.client.service_client.config.target_host
+        _, last, spent, flows, serial = await bs.run(address, pool, settings, url, quick)
+    load_after = os.getloadavg()[0]
+    return [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" `bench-seq-3` (Tokyo asks Minato three times); load average {load_before:.1f} before,"
+        f" {load_after:.1f} after",
+        "",
+        *bs.report(last, spent, flows, serial),
+    ]
+
+
 async def citizen(quick: bool) -> None:
     from bench.citizen import run
 
@@ -440,12 +463,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--record",
         action="store_true",
-        help="append the results of flows, waiting, chain or gateway to docs/benchmarks.md",
+        help="append the results of flows, waiting, chain, gateway or shape to docs/benchmarks.md",
     )
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["all", "flows", "citizen", "waiting", "protocol", "gateway", "chain"],
+        choices=["all", "flows", "citizen", "waiting", "protocol", "gateway", "chain", "shape"],
         default="all",
         help="what to run",
     )
@@ -484,3 +507,8 @@ if __name__ == "__main__":
         print("\n".join(lines))
         if args.record:
             _record("gateway", args.quick, lines)
+    if args.which in ("all", "shape"):
+        lines = asyncio.run(shape(args.quick))
+        print("\n".join(lines))
+        if args.record:
+            _record("shape", args.quick, lines)

@@ -1,0 +1,204 @@
+"""The production shape: the same 3-query flow with the parties' workers in one process and in
+processes of their own (issue #16).
+
+``bench-seq-3`` (Tokyo asks Minato three times), a fixed number of flows at once, in three
+shapes on one stack, each on a task-queue prefix of its own:
+
+- (a) every worker in the bench's own process, as ``python -m bench flows`` runs them;
+- (b) the hub's worker, Tokyo's control worker and Minato's agency worker each a
+  ``renkei worker`` process of its own, as deployed;
+- (c) as (b), with two ``renkei worker control pref-tokyo`` processes on the same control queue.
+
+Plain Temporal runs in the same run, its worker in a process of its own, for the ratio. Rounds
+alternate the shapes; throughput is the median of :data:`ROUNDS`. CPU is measured per process
+group in the first round of each shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from multiprocessing.process import BaseProcess
+
+import asyncpg
+import psutil
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from bench import flows as bf
+from bench.plain import PlainSeq, noop
+from renkei.app.client import RenkeiClient
+from renkei.kernel.settings import Settings
+from tests.processes import RenkeiProcess, all_ready, worker
+from whitelist.catalog import default_catalog
+from whitelist.store import LiveWhitelist
+from workers.assembly import running_workers
+from workers.plugin import connect
+
+ROUNDS = 3
+EXECUTOR, PROVIDER = "pref-tokyo", "city-minato"
+PLAIN = "plain Temporal (its worker in its own process)"
+ONE = "(a) one process"
+OWN = "(b) a process per worker"
+TWO = "(c) as (b), two control processes"
+SHAPES = (PLAIN, ONE, OWN, TWO)
+# The process groups whose CPU is read; a shape's column shows the groups it runs.
+SHARED = ("Temporal server", "PostgreSQL", "the bench's process")
+ROLES = ("hub's worker", "Tokyo's control worker(s)", "Minato's agency worker", "plain worker")
+
+
+def worker_plan(controls: int) -> list[tuple[str, ...]]:
+    """The ``renkei worker`` arguments of a shape with ``controls`` control processes: the hub's
+    worker, Tokyo's control worker(s) on the one control queue, Minato's agency worker."""
+    if controls < 1:
+        raise ValueError("a shape needs at least one control worker process")
+    return [("hub",), *[("control", EXECUTOR)] * controls, ("agency", PROVIDER)]
+
+
+def role_of(args: tuple[str, ...]) -> str:
+    """The process group (one of :data:`ROLES`) a ``renkei worker`` process belongs to."""
+    return {"hub": ROLES[0], "control": ROLES[1], "agency": ROLES[2]}[args[0]]
+
+
+def cpu_table(spent: Mapping[str, Mapping[str, float]], flows: int) -> list[str]:
+    """A markdown table of CPU milliseconds per flow: a row per process group, a column per shape
+    (in :data:`SHAPES` order); a group a shape does not run is shown as a dash."""
+    shapes = [s for s in SHAPES if s in spent]
+    lines = [
+        "| CPU per flow | " + " | ".join(shapes) + " |",
+        "| --- |" + " --- |" * len(shapes),
+    ]
+    for group in (*SHARED, *ROLES):
+        if not any(group in spent[s] for s in shapes):
+            continue
+        cells = [
+            f"{spent[s][group] / flows * 1000:.0f} ms" if group in spent[s] else "–" for s in shapes
+        ]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    totals = [f"**{sum(spent[s].values()) / flows * 1000:.0f} ms**" for s in shapes]
+    lines.append("| **all of them** | " + " | ".join(totals) + " |")
+    return lines
+
+
+def _serve_plain(address: str, task_queue: str) -> None:
+    """The plain baseline's worker, in a process of its own, until terminated."""
+
+    async def serve() -> None:
+        client = await Client.connect(address, data_converter=pydantic_data_converter)
+        async with Worker(client, task_queue=task_queue, workflows=[PlainSeq], activities=[noop]):
+            await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+async def _plain(client: Client, task_queue: str, flows: int, serial: int) -> bf.Measured:
+    async def start(_: int) -> Callable[[], Awaitable[object]]:
+        h = await client.start_workflow(
+            PlainSeq.run, 3, id=f"plain-{uuid.uuid4()}", task_queue=task_queue
+        )
+        return h.result
+
+    return await bf._measure(start, flows, serial)
+
+
+async def run(
+    address: str, pool: asyncpg.Pool, settings: Settings, url: str, quick: bool
+) -> tuple[dict[str, list[float]], dict[str, bf.Measured], dict[str, dict[str, float]], int, int]:
+    """Rates per round, the last round's measures (with latency) and CPU spent per process group
+    in each shape's first round; and the flows at once and one by one."""
+    flows = 30 if quick else 200
+    serial = 20 if quick else 100
+    prefixes = {s: f"s{i}{uuid.uuid4().hex[:6]}" for i, s in enumerate(SHAPES)}
+    per_shape = {
+        s: settings.model_copy(update={"task_queue_prefix": p}) for s, p in prefixes.items()
+    }
+    backend = await pool.fetchval("SELECT pg_backend_pid()")
+    meter = bf.CpuMeter(psutil.Process(backend).ppid())
+    shared = dict(zip(SHARED, meter.groups.values(), strict=True))
+    groups: dict[str, dict[str, Callable[[], list[psutil.Process]]]] = {
+        s: dict(shared) for s in SHAPES
+    }
+    procs: dict[str, list[tuple[tuple[str, ...], RenkeiProcess]]] = {
+        OWN: [(a, worker(per_shape[OWN], address, *a, ready=False)) for a in worker_plan(1)],
+        TWO: [(a, worker(per_shape[TWO], address, *a, ready=False)) for a in worker_plan(2)],
+    }
+    plain_tq = f"{prefixes[PLAIN]}-plain"
+    plain_proc: BaseProcess = multiprocessing.get_context("spawn").Process(
+        target=_serve_plain, args=(address, plain_tq), daemon=True
+    )
+    plain_proc.start()
+    whitelist = await LiveWhitelist(url).start()
+    try:
+        all_ready([p for started in procs.values() for _, p in started])
+        for shape, started in procs.items():
+            for role in ROLES[:3]:
+                pids = [p.process.pid for a, p in started if role_of(a) == role]
+                groups[shape][role] = lambda pids=pids: [psutil.Process(pid) for pid in pids]  # type: ignore[misc]
+        plain_pid = plain_proc.pid
+        assert plain_pid is not None
+        groups[PLAIN][ROLES[3]] = lambda: [psutil.Process(plain_pid)]
+        client = await connect(settings, address)
+        # plain Temporal's starts with its own converter, not renkei's encrypted payloads
+        plain_client = await Client.connect(address, data_converter=pydantic_data_converter)
+        sdks = {s: RenkeiClient(client, per_shape[s]) for s in (ONE, OWN, TWO)}
+        rates: dict[str, list[float]] = {s: [] for s in SHAPES}
+        last: dict[str, bf.Measured] = {}
+        spent: dict[str, dict[str, float]] = {}
+        async with running_workers(client, pool, per_shape[ONE], default_catalog(), whitelist):
+
+            async def once(shape: str, n: int, one_by_one: int) -> bf.Measured:
+                if shape == PLAIN:
+                    return await _plain(plain_client, plain_tq, n, one_by_one)
+                return await bf.renkei(sdks[shape], per_shape[shape], 3, n, one_by_one)
+
+            for shape in SHAPES:  # warm up every path
+                await once(shape, 5, 0)
+            for i in range(ROUNDS):
+                for shape in SHAPES:
+                    meter.groups = groups[shape]
+                    before = meter.snapshot()
+                    t0 = time.perf_counter()
+                    got = await once(shape, flows, serial if i == ROUNDS - 1 else 0)
+                    if i == 0:
+                        spent[shape] = bf.CpuMeter.spent(before, meter.snapshot())
+                        spent[shape]["wall"] = time.perf_counter() - t0
+                    rates[shape].append(got.flows_per_s)
+                    last[shape] = got
+    finally:
+        await whitelist.stop()
+        for started in procs.values():
+            for _, p in started:
+                p.stop()
+        plain_proc.terminate()
+        plain_proc.join(20)
+    for shape in SHAPES:
+        last[shape].flows_per_s = statistics.median(rates[shape])
+    return rates, last, spent, flows, serial
+
+
+def report(
+    last: Mapping[str, bf.Measured],
+    spent: Mapping[str, Mapping[str, float]],
+    flows: int,
+    serial: int,
+) -> list[str]:
+    plain = last[PLAIN].flows_per_s
+    lines = [
+        f"| 3-query flows, {flows} at once (median of {ROUNDS} rounds, alternating)"
+        " | flows/s | ratio to plain | start-to-result p50"
+        f" ({serial} one by one) | wall time of the first round |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for shape in SHAPES:
+        m = last[shape]
+        lines.append(
+            f"| {shape} | {m.flows_per_s:.1f} | **{m.flows_per_s / plain:.2f}** |"
+            f" {m.pct(50):.1f} ms | {spent[shape]['wall']:.1f} s |"
+        )
+    cpu = {s: {g: v for g, v in spent[s].items() if g != "wall"} for s in spent}
+    return [*lines, "", *cpu_table(cpu, flows)]

@@ -1,0 +1,39 @@
+"""The production-shape bench's plan of worker processes and its CPU table."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.shape import ONE, OWN, PLAIN, TWO, cpu_table, role_of, worker_plan
+
+
+def test_the_plan_runs_the_hub_each_control_process_and_the_agency() -> None:
+    assert worker_plan(1) == [("hub",), ("control", "pref-tokyo"), ("agency", "city-minato")]
+    two = worker_plan(2)
+    assert two.count(("control", "pref-tokyo")) == 2
+    assert [role_of(a) for a in two] == [
+        "hub's worker",
+        "Tokyo's control worker(s)",
+        "Tokyo's control worker(s)",
+        "Minato's agency worker",
+    ]
+    with pytest.raises(ValueError, match="at least one control"):
+        worker_plan(0)
+
+
+def test_cpu_table_is_per_flow_with_a_dash_where_a_shape_runs_no_such_process() -> None:
+    spent = {
+        TWO: {"Temporal server": 3.0, "hub's worker": 1.5},
+        PLAIN: {"Temporal server": 1.0, "plain worker": 0.5},
+        ONE: {"Temporal server": 2.0, "the bench's process": 4.0},
+    }
+    lines = cpu_table(spent, flows=10)
+    # columns in the shapes' order, whatever order they were measured in; (b) was not
+    assert lines[0] == f"| CPU per flow | {PLAIN} | {ONE} | {TWO} |"
+    assert OWN not in lines[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert rows["Temporal server"] == "| Temporal server | 100 ms | 200 ms | 300 ms |"
+    assert rows["hub's worker"] == "| hub's worker | – | – | 150 ms |"
+    assert rows["plain worker"] == "| plain worker | 50 ms | – | – |"
+    assert "PostgreSQL" not in rows  # no shape measured it
+    assert lines[-1] == "| **all of them** | **150 ms** | **600 ms** | **450 ms** |"
