@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
@@ -346,3 +346,14 @@ def cli_joins(monkeypatch: Any, client: Client, settings: Settings) -> None:
     monkeypatch.setenv("RENKEI_TEMPORAL_ADDRESS", client.service_client.config.target_host)
     monkeypatch.setenv("RENKEI_TASK_QUEUE_PREFIX", settings.task_queue_prefix)
     get_settings.cache_clear()
+
+
+async def hub_calls(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """The calls a flow made to the hub's queue, in order, as its history says."""
+    history = await handle.fetch_history()
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name.startswith("hub.")
+    ]

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import asyncpg
 import pytest
 from temporalio import workflow
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
@@ -53,23 +53,17 @@ from workers.assembly import running_workers
 from workers.plugin import attach_registry, party_client
 from workflows.interpreter import BpfInterpreter
 
-from .helpers import code, flow_outcomes, pick, register_fixture, run, sdk, start, workers
-
-
-async def _outcomes(pool: asyncpg.Pool, wid: str) -> dict[str, str]:
-    """Each permitted attempt's outcome, once the hub has them all (it collects a ``provided``
-    from the provider's receipt a moment after the answer)."""
-    return await flow_outcomes(pool, wid)
-
-
-async def _hub_calls(handle: WorkflowHandle) -> list[str]:
-    history = await handle.fetch_history()
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name.startswith("hub.")
-    ]
+from .helpers import (
+    code,
+    flow_outcomes,
+    hub_calls,
+    pick,
+    register_fixture,
+    run,
+    sdk,
+    start,
+    workers,
+)
 
 
 async def _register(pool: asyncpg.Pool, catalog, bpf: str, steps: list[str], result: str) -> None:
@@ -128,13 +122,13 @@ async def test_a_sequence_of_three_is_brokered_with_its_start(
             start("sequence-probe", "city-minato", _subject(settings))
         )
         await asyncio.wait_for(handle.result(), 60)
-    calls = await _hub_calls(handle)
+    calls = await hub_calls(handle)
     assert calls == ["hub.resolve"]  # all provided: the hub collects them, nothing is told
     await _one_record_each(pool, handle.id, ["q1", "q2", "q3"])
     kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
     # the hub decided q3 before city-shibuya's gate decided q1: brokered ahead, with the start
     assert kept[("hub", "q3")].decided_at < kept[("city-shibuya", "q1")].decided_at
-    assert await _outcomes(pool, handle.id) == dict.fromkeys(("q1", "q2", "q3"), "provided")
+    assert await flow_outcomes(pool, handle.id) == dict.fromkeys(("q1", "q2", "q3"), "provided")
 
 
 async def test_ten_in_sequence_are_brokered_with_the_start_and_past_the_limit_in_one_call(
@@ -151,14 +145,14 @@ async def test_ten_in_sequence_are_brokered_with_the_start_and_past_the_limit_in
         long = await rc.start(start("ahead-long-probe", "city-minato", _subject(settings)))
         assert (await asyncio.wait_for(ten.result(), 120)).outcome == "completed"
         assert (await asyncio.wait_for(long.result(), 300)).outcome == "completed"
-    calls = await _hub_calls(ten)
+    calls = await hub_calls(ten)
     assert calls == ["hub.resolve"]  # all provided: the hub collects them, nothing is told
     await _one_record_each(pool, ten.id, [f"q{i}" for i in range(10)])
-    calls = await _hub_calls(long)
+    calls = await hub_calls(long)
     assert calls.count("hub.resolve") == 1 and calls.count("hub.broker-group") == 1
     assert set(calls) == {"hub.resolve", "hub.broker-group"}
     await _one_record_each(pool, long.id, [f"q{i}" for i in range(n)])
-    assert set((await _outcomes(pool, long.id)).values()) == {"provided"}
+    assert set((await flow_outcomes(pool, long.id)).values()) == {"provided"}
 
 
 async def test_an_attempt_permitted_ahead_and_never_reached_is_not_asked(
@@ -181,7 +175,7 @@ async def test_an_attempt_permitted_ahead_and_never_reached_is_not_asked(
         )
         with pytest.raises(WorkflowFailureError):
             await asyncio.wait_for(handle.result(), 60)
-    assert await _outcomes(pool, handle.id) == {
+    assert await flow_outcomes(pool, handle.id) == {
         "q1": "provided",
         "q2": "failed",
         "q3": "not_asked",
@@ -214,11 +208,11 @@ async def test_a_step_whose_permit_no_longer_lasts_its_budget_is_brokered_again(
             start("ahead-expiry-probe", "city-minato", _subject(settings))
         )
         assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
-    calls = await _hub_calls(handle)
+    calls = await hub_calls(handle)
     assert calls.count("hub.resolve") == 1 and calls.count("hub.broker") == 1
     assert set(calls) == {"hub.resolve", "hub.broker"}
     await _one_record_each(pool, handle.id, ["q0", "q1", "q2"])
-    assert await _outcomes(pool, handle.id) == dict.fromkeys(("q0", "q1", "q2"), "provided")
+    assert await flow_outcomes(pool, handle.id) == dict.fromkeys(("q0", "q1", "q2"), "provided")
 
 
 @pytest.mark.parametrize(
@@ -279,7 +273,7 @@ async def test_nothing_the_flow_computes_is_brokered_ahead_nor_past(
             )
         )
         assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
-    calls = await _hub_calls(handle)
+    calls = await hub_calls(handle)
     assert [c for c in calls if c != "hub.outcomes"] == ["hub.resolve", *asked]
     kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
     # q1 and q2 were decided only once q0 had been answered
@@ -332,7 +326,7 @@ async def test_a_suspension_after_the_ahead_decision_reaches_the_providers_gate(
             await live_whitelist.controls.wait_for_version(version)
     assert "suspended: org city-shibuya (as provider)" in str(failure.value.cause)
     assert answered == ["q1"]  # q2's provider code never ran
-    calls = await _hub_calls(handle)
+    calls = await hub_calls(handle)
     assert "hub.broker" not in calls and "hub.broker-group" not in calls  # decided ahead only
     kept = {(r.keeper, r.step): r for r in await records.query(pool, workflow_id=handle.id)}
     assert kept[("hub", "q2")].outcome == "allowed"  # the hub permitted it with the start ...
@@ -340,7 +334,7 @@ async def test_a_suspension_after_the_ahead_decision_reaches_the_providers_gate(
     assert gates.outcome == "denied"  # ... the provider's gate, after the stop, did not
     assert "suspended: org city-shibuya (as provider)" in gates.reason
     assert ("city-shibuya", "q3") not in kept
-    assert await _outcomes(pool, handle.id) == {
+    assert await flow_outcomes(pool, handle.id) == {
         "q1": "provided",
         "q2": "denied",
         "q3": "not_asked",
@@ -471,7 +465,7 @@ async def test_a_hostile_executor_cannot_use_a_permit_brokered_ahead_elsewhere(
     )
     kept = {(r.keeper, r.step): r for r in found}
     assert kept[(gate, "q2")].outcome == "denied" and expected in kept[(gate, "q2")].reason
-    assert await _outcomes(pool, handle.id) == {
+    assert await flow_outcomes(pool, handle.id) == {
         "q1": "provided",
         "q2": "denied",
         "q3": "not_asked",
@@ -517,7 +511,7 @@ async def test_a_hostile_executor_gets_no_permit_longer_than_its_steps_budget(
         Hostile.stretch = False
     sent = dict(Hostile.sent)
     assert set(sent) == {"q0", "q1", "q2"}
-    assert "hub.broker-group" in await _hub_calls(handle)  # q1 asked at its step, q2 with it
+    assert "hub.broker-group" in await hub_calls(handle)  # q1 asked at its step, q2 with it
     decided = {
         r.step: r.decided_at
         for r in await records.query(pool, workflow_id=handle.id)
@@ -526,7 +520,7 @@ async def test_a_hostile_executor_gets_no_permit_longer_than_its_steps_budget(
     for step, most in longest.items():
         lasts = sent[step].permit.expires_at - decided[step]  # the hub's one clock, both
         assert lasts <= dt.timedelta(seconds=most) + MARGIN, (step, lasts)
-    assert await _outcomes(pool, handle.id) == dict.fromkeys(("q0", "q1", "q2"), "provided")
+    assert await flow_outcomes(pool, handle.id) == dict.fromkeys(("q0", "q1", "q2"), "provided")
 
 
 async def test_an_executor_reporting_an_answered_attempt_as_not_asked_is_caught(
@@ -548,7 +542,7 @@ async def test_an_executor_reporting_an_answered_attempt_as_not_asked_is_caught(
             start("sequence-probe", "city-minato", _subject(settings))
         )
         assert (await asyncio.wait_for(handle.result(), 60)).outcome == "completed"
-    assert await _outcomes(pool, handle.id) == {
+    assert await flow_outcomes(pool, handle.id) == {
         "q1": "provided",
         "q2": "provided",
         "q3": "not_asked",
@@ -592,7 +586,7 @@ async def test_an_executor_reporting_an_attempt_its_provider_refused_as_not_aske
         )
         with pytest.raises(WorkflowFailureError):
             await asyncio.wait_for(handle.result(), 60)
-    assert await _outcomes(pool, handle.id) == {
+    assert await flow_outcomes(pool, handle.id) == {
         "q1": "provided",
         "q2": "not_asked",
         "q3": "not_asked",
@@ -631,7 +625,7 @@ async def test_a_flow_cancelled_before_its_linkages_ahead_tells_them_not_asked(
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await asyncio.wait_for(handle.result(), 30)
-    assert await _outcomes(pool, handle.id) == {
+    assert await flow_outcomes(pool, handle.id) == {
         "q1": "cancelled",
         "q2": "not_asked",
         "q3": "not_asked",

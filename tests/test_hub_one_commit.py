@@ -19,7 +19,7 @@ import uuid
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -38,7 +38,7 @@ from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
 from whitelist import store
 
-from .helpers import access_record, code, pick, register_fixture, sdk, start, workers
+from .helpers import access_record, code, hub_calls, pick, register_fixture, sdk, start, workers
 
 # a well-formed code no one is enrolled under
 _UNKNOWN = "A" * 20
@@ -54,16 +54,6 @@ async def _transactions(pool: asyncpg.Pool, wid: str) -> dict[tuple[str, str], i
     return {(r["keeper"], r["step"]): r["tx"] for r in rows}
 
 
-async def _hub_calls(handle: WorkflowHandle) -> list[str]:
-    history = await handle.fetch_history()
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name.startswith("hub.")
-    ]
-
-
 async def test_the_records_of_linkages_brokered_ahead_are_written_in_one_transaction(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
@@ -77,7 +67,7 @@ async def test_the_records_of_linkages_brokered_ahead_are_written_in_one_transac
             start("sequence-probe", "city-minato", code(settings, "city-minato", h.members[0]))
         )
         await asyncio.wait_for(handle.result(), 60)
-    assert await _hub_calls(handle) == ["hub.resolve"]
+    assert await hub_calls(handle) == ["hub.resolve"]
     tx = await _transactions(pool, handle.id)
     steps = ("q1", "q2", "q3")
     assert set(tx) == {(k, s) for k in ("city-minato", "hub", "city-shibuya") for s in steps}
@@ -135,7 +125,7 @@ async def test_a_linkage_refused_in_a_group_leaves_the_others_brokered_in_one_tr
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError), cause
     assert cause.type == Failure.UNKNOWN_SUBJECT.value, cause
-    calls = await _hub_calls(handle)
+    calls = await hub_calls(handle)
     # the group once; the refused lane alone after it
     assert calls.count("hub.broker-group") == 1 and calls.count("hub.broker") == 1, calls
     tx = await _transactions(pool, handle.id)
@@ -236,7 +226,7 @@ async def test_with_deferred_chaining_the_linkages_brokered_ahead_are_one_write(
             start("sequence-probe", "city-minato", code(deferred, "city-minato", h.members[0]))
         )
         await asyncio.wait_for(handle.result(), 60)
-    assert await _hub_calls(handle) == ["hub.resolve"]
+    assert await hub_calls(handle) == ["hub.resolve"]
     found = await records.query(pool, workflow_id=handle.id)
     steps = ("q1", "q2", "q3")
     kept = {(r.keeper, r.step): r for r in found}
