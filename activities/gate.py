@@ -33,6 +33,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
@@ -99,6 +100,33 @@ async def patiently(
                 activity.heartbeat()
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 5.0)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The linkage attempt a request arrives as: its flow, run and step, and how long it may
+    take. Through the provider's queue Temporal reports it (:meth:`from_activity`); over the
+    direct channel (:mod:`activities.direct`) the executor's sealed request names it. Either
+    way the hub's permit must be for exactly this attempt."""
+
+    workflow_id: str
+    run_id: str
+    step: str
+    limit: dt.timedelta
+
+    @classmethod
+    def from_activity(cls) -> Attempt:
+        info = activity.info()
+        return cls(
+            info.workflow_id or "",
+            info.workflow_run_id or "",
+            info.activity_id,
+            info.start_to_close_timeout or dt.timedelta(seconds=60),
+        )
+
+    @property
+    def key(self) -> str:
+        return attempt_key(self.workflow_id, self.run_id, self.step)
 
 
 def provider_decision(
@@ -190,7 +218,7 @@ class WhitelistGate:
         return f"{self.org} does not carry out action {req.info!r}"
 
     def check_permit(
-        self, req: LinkageRequest, info: activity.Info, now: dt.datetime
+        self, req: LinkageRequest, attempt: Attempt, now: dt.datetime
     ) -> LinkageRequest:
         """The request as the provider may see it (its own code opened), if the hub's permit
         holds for exactly this attempt; else :class:`~renkei.kernel.permits.PermitRefused`."""
@@ -199,10 +227,13 @@ class WhitelistGate:
         permit = permits.verify(req.permit, self._hub, self._hub_key_id)
         if permit.provider != self.org:
             raise permits.PermitRefused(f"the permit is for {permit.provider}, not {self.org}")
-        attempt = (info.workflow_id, info.workflow_run_id, info.activity_id)
-        if (permit.workflow_id, permit.run_id, permit.step) != attempt:
+        if (permit.workflow_id, permit.run_id, permit.step) != (
+            attempt.workflow_id,
+            attempt.run_id,
+            attempt.step,
+        ):
             raise permits.PermitRefused("the permit is for another attempt (replayed)")
-        if permit.requester != executor_of(info.workflow_id or ""):
+        if permit.requester != executor_of(attempt.workflow_id):
             # The answer is sealed to the executor the workflow id names: it must be the
             # requester the hub permitted.
             raise permits.PermitRefused(
@@ -257,13 +288,14 @@ class WhitelistGate:
         if code and not probe.is_probe_code(code):
             raise permits.PermitRefused("a contract probe may name a probe subject only")
 
-    async def decide_and_record(self, req: LinkageRequest) -> tuple[LinkageRequest, Decision]:
+    async def decide_and_record(
+        self, req: LinkageRequest, attempt: Attempt
+    ) -> tuple[LinkageRequest, Decision]:
         """(the admitted request, the decision), with the provider's record of the attempt
         written; a request whose permit does not hold is recorded as refused."""
-        info = activity.info()
         now = dt.datetime.now(dt.UTC)
         try:
-            admitted = self.check_permit(req, info, now)
+            admitted = self.check_permit(req, attempt, now)
         except permits.PermitRefused as refused:
             admitted = req
             decision = Decision(allowed=False, reason=f"refused: {refused}")
@@ -273,7 +305,7 @@ class WhitelistGate:
                 self.org,
                 refused,
                 req.requester,
-                info.workflow_id,
+                attempt.workflow_id,
             )
         else:
             # A partner's act: the hub's permit, verified above, is its word that the citizen
@@ -299,53 +331,94 @@ class WhitelistGate:
                 # The ordinance-level task the hub's signed permit names: this gate decides on
                 # the statutory task and the item, and its record keeps both levels, as the hub's.
                 decision = decision.model_copy(update={"sub_task": req.permit.permit.sub_task})
-        limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
-        if probe.is_probe_run(info.workflow_id or ""):
+        limit = attempt.limit
+        if probe.is_probe_run(attempt.workflow_id):
             # A probe (or a request claiming to be one) is kept apart: never in the org's chain
             # of access records, so nothing of it is billed, counted or shown to a citizen.
-            await patiently(lambda: self._write_probe(info, admitted, decision, now), now + limit)
+            await patiently(
+                lambda: self._write_probe(attempt, admitted, decision, now), now + limit
+            )
             return admitted, decision
         with telemetry.tracer().start_as_current_span(
             "renkei.whitelist.decide",
             attributes=telemetry.linkage_attributes(admitted, "provider", decision.outcome),
         ):
-            await patiently(lambda: self._write(info, admitted, decision, now), now + limit)
+            await patiently(lambda: self._write(attempt, admitted, decision, now), now + limit)
         return admitted, decision
 
     async def keep_receipt(
-        self, permit: permits.SignedPermit, answer: dict[str, object], signature: str
+        self,
+        permit: permits.SignedPermit,
+        answer: dict[str, object],
+        signature: str,
+        attempt: Attempt,
     ) -> None:
         """Keep this org's receipt of the attempt it answers, with the hub's permit it answered
         (one per attempt; the hub collects ``provided`` from it, and
         :func:`renkei.kernel.records.reconcile` compares it with the hub's outcomes), waiting
         for the records database as :meth:`decide_and_record` does."""
-        info = activity.info()
         now = dt.datetime.now(dt.UTC)
         receipt = records.ProviderReceipt(
             keeper=self.org,
-            attempt_key=attempt_key(
-                info.workflow_id or "", info.workflow_run_id or "", info.activity_id
-            ),
+            attempt_key=attempt.key,
             answer_digest=attest.answer_digest(answer),
             permit_signature=permit.signature,
             signature=signature,
             answered_at=now,
             permit=permit,
         )
-        limit = info.start_to_close_timeout or dt.timedelta(seconds=60)
-        await patiently(lambda: records.keep_receipt(self.pool, receipt), now + limit)
+        await patiently(lambda: records.keep_receipt(self.pool, receipt), now + attempt.limit)
+
+    async def serve(
+        self,
+        kind: str,
+        req: LinkageRequest,
+        attempt: Attempt,
+        run: Callable[[LinkageRequest], Awaitable[object]],
+    ) -> object:
+        """One linkage as this provider serves it, however it arrived: the request checked
+        against its activity type, the permit and the law decided and recorded, then ``run``
+        (the provider's code) handed the admitted request, and its answer signed for the permit
+        and kept as this org's receipt before it leaves. A denial or a refusal raises the
+        non-retryable failure the flow reads."""
+        acts = req.info in self.catalog.actions
+        if kind != (act_activity(req.info) if acts else query_activity(req.info)):
+            raise Failure.MALFORMED_LINKAGE.error("activity type and requested info item differ")
+        admitted, decision = await self.decide_and_record(req, attempt)
+        if not decision.allowed:
+            refused = decision.reason.startswith("refused: ")
+            raise (Failure.LINKAGE_REFUSED if refused else Failure.WHITELIST_DENIED).error(
+                f"linkage {'refused' if refused else 'denied by the whitelist'}:"
+                f" {decision.reason.removeprefix('refused: ')}",
+                {
+                    "requester": req.requester,
+                    "provider": self.org,
+                    "task": req.task,
+                    "info": req.info,
+                },
+            )
+        answer = await run(admitted)
+        if req.permit is None or not isinstance(answer, dict):  # the migration switch's path
+            return answer
+        # Signed with this org's own key, for this permit: a worker without the key (a rogue on
+        # this queue) cannot make an answer the flow accepts. The signature is also the
+        # provider's receipt, which it keeps before the answer leaves.
+        signed = attest.signed_answer(self.signer, req.permit.signature, answer)
+        if not req.permit.permit.probe:  # a contract probe is no exchange: it leaves no receipt
+            await self.keep_receipt(req.permit, answer, signed["signature"], attempt)
+        return signed
 
     async def _write_probe(
-        self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
+        self, attempt: Attempt, req: LinkageRequest, decision: Decision, now: dt.datetime
     ) -> None:
         await self.pool.execute(
             "INSERT INTO records.contract_probes (org, workflow_id, run_id, step, info, outcome,"
             " reason, decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             " ON CONFLICT (workflow_id, run_id, step) DO NOTHING",
             self.org,
-            info.workflow_id or "",
-            info.workflow_run_id or "",
-            info.activity_id,
+            attempt.workflow_id,
+            attempt.run_id,
+            attempt.step,
             req.info,
             decision.outcome,
             decision.reason[:300],
@@ -353,7 +426,7 @@ class WhitelistGate:
         )
 
     async def _write(
-        self, info: activity.Info, req: LinkageRequest, decision: Decision, now: dt.datetime
+        self, attempt: Attempt, req: LinkageRequest, decision: Decision, now: dt.datetime
     ) -> list[records.AccessRecord]:
         mine = attempt_record(
             keeper=self.org,
@@ -363,9 +436,9 @@ class WhitelistGate:
             req=req.model_copy(update={"provider": self.org}),
             decision=decision,
             decided_at=now,
-            workflow_id=info.workflow_id or "",
-            run_id=info.workflow_run_id or "",
-            key=attempt_key(info.workflow_id or "", info.workflow_run_id or "", info.activity_id),
+            workflow_id=attempt.workflow_id,
+            run_id=attempt.run_id,
+            key=attempt.key,
         )
         if self._group is not None:
             return await self._group.write(mine, signer=self._recorder)
@@ -408,34 +481,13 @@ class _Inbound(ActivityInboundInterceptor):
             )
         except Exception:
             raise Failure.MALFORMED_LINKAGE.error("malformed linkage request") from None
-        acts = req.info in self.gate.catalog.actions
-        if kind != (act_activity(req.info) if acts else query_activity(req.info)):
-            raise Failure.MALFORMED_LINKAGE.error("activity type and requested info item differ")
-        admitted, decision = await self.gate.decide_and_record(req)
-        if not decision.allowed:
-            refused = decision.reason.startswith("refused: ")
-            raise (Failure.LINKAGE_REFUSED if refused else Failure.WHITELIST_DENIED).error(
-                f"linkage {'refused' if refused else 'denied by the whitelist'}:"
-                f" {decision.reason.removeprefix('refused: ')}",
-                {
-                    "requester": req.requester,
-                    "provider": self.gate.org,
-                    "task": req.task,
-                    "info": req.info,
-                },
-            )
-        # Only the request this gate admitted reaches the provider (see activities.linkage).
-        token = ADMITTED.set(admitted)
-        try:
-            answer = await super().execute_activity(input)
-        finally:
-            ADMITTED.reset(token)
-        if req.permit is None or not isinstance(answer, dict):  # the migration switch's path
-            return answer
-        # Signed with this org's own key, for this permit: a worker without the key (a rogue on
-        # this queue) cannot make an answer the flow accepts. The signature is also the
-        # provider's receipt, which it keeps before the answer leaves.
-        signed = attest.signed_answer(self.gate.signer, req.permit.signature, answer)
-        if not req.permit.permit.probe:  # a contract probe is no exchange: it leaves no receipt
-            await self.gate.keep_receipt(req.permit, answer, signed["signature"])
-        return signed
+
+        async def run(admitted: LinkageRequest) -> object:
+            # Only the request this gate admitted reaches the provider (activities.linkage).
+            token = ADMITTED.set(admitted)
+            try:
+                return await super(_Inbound, self).execute_activity(input)
+            finally:
+                ADMITTED.reset(token)
+
+        return await self.gate.serve(kind, req, Attempt.from_activity(), run)

@@ -104,6 +104,7 @@ class HubActivities:
         *,
         runs_before: dt.datetime | None = None,
         deferred_records: bool = False,
+        links_directly: bool = False,
     ) -> None:
         self._pool = pool
         # Deferred chaining: concurrent linkages' records go together in one commit.
@@ -122,6 +123,7 @@ class HubActivities:
         self._runs_before = runs_before
         # Only a test-mode hub (the conformance kit's own) resolves runs on the kit's clock.
         self._kit_clock = kit_clock and mode == "test"
+        self._links_directly = links_directly
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
@@ -221,6 +223,7 @@ class HubActivities:
             brokers_ahead=True,
             collects_receipts=True,
             kit_clock=self._kit_clock,
+            links_directly=self._links_directly,
         )
         if req.broker_ahead:
             run.ahead = await self._broker_leading(req, run, BROKER_GROUP_LIMIT)

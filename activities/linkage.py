@@ -19,11 +19,25 @@ from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import is_act_activity, is_query_activity
 from renkei.contracts.provider import NoMatch, Provider
 
-__all__ = ["ADMITTED", "Provider", "make_linkage_activity"]
+__all__ = ["ADMITTED", "Provider", "answer_admitted", "make_linkage_activity"]
 
 # The request the whitelist gate admitted for the activity running now (its permit checked, the
 # provider's own code for the subject opened); the provider is handed this, never the raw input.
 ADMITTED: ContextVar[LinkageRequest | None] = ContextVar("renkei_admitted_linkage", default=None)
+
+
+async def answer_admitted(
+    org: str, providers: Mapping[str, Provider], req: LinkageRequest
+) -> dict[str, object]:
+    """``org``'s answer to a request its gate admitted, from the provider of its item."""
+    provider = providers.get(req.info)
+    if provider is None:
+        raise Failure.NOT_IMPLEMENTED.error(f"{org} does not implement info item {req.info!r}")
+    try:
+        payload = await provider(req)
+    except NoMatch as none:
+        raise Failure.NO_MATCH.error(str(none)) from None
+    return payload.model_dump(mode="json")
 
 
 def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callable[..., object]:
@@ -37,13 +51,6 @@ def make_linkage_activity(org: str, providers: Mapping[str, Provider]) -> Callab
         req = ADMITTED.get(None)
         if req is None:  # a worker assembled without the gate must not answer at all
             raise Failure.LINKAGE_REFUSED.error(f"{org}'s gate did not admit this request")
-        provider = providers.get(req.info)
-        if provider is None:
-            raise Failure.NOT_IMPLEMENTED.error(f"{org} does not implement info item {req.info!r}")
-        try:
-            payload = await provider(req)
-        except NoMatch as none:
-            raise Failure.NO_MATCH.error(str(none)) from None
-        return payload.model_dump(mode="json")
+        return await answer_admitted(org, providers, req)
 
     return linkage

@@ -50,6 +50,9 @@ ROUNDS = 3
 # The dev server's dynamic configuration for this run: none (its defaults), or ``--server tuned``
 # (renkei.app.stack.SERVER_TUNING: its queues read without the 50 ms tick; docs/benchmarks.md).
 SERVER_FLAGS: list[str] = []
+# How renkei's flows reach providers in this run (``--transport``): RENKEI_LINKAGE_TRANSPORT.
+TRANSPORT: list[str] = ["queue"]
+LINKAGES = {"queue": "through the providers' queues", "direct": "over the direct channel"}
 
 
 def _decision_us(index: WhitelistIndex, n: int) -> float:
@@ -113,6 +116,7 @@ async def _stack(
         task_queue_prefix=f"bench{uuid.uuid4().hex[:6]}",
         keys_file=tmp / "keys.json",
         mode="test",  # the sample definitions are registered as drafts here
+        linkage_transport=TRANSPORT[0],
     )
     await migrate(url)
     pool = await create_pool(url, max_size=20)
@@ -260,7 +264,8 @@ async def main(quick: bool) -> list[str]:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
         f" {flows} flows at once per throughput run (median of {ROUNDS} rounds), then {serial}"
         f" one by one for latency; load average {load_before:.1f} before, {load_after:.1f} after;"
-        f" dev server {'tuned (SERVER_TUNING)' if SERVER_FLAGS else 'with its defaults'}",
+        f" dev server {'tuned (SERVER_TUNING)' if SERVER_FLAGS else 'with its defaults'};"
+        f" renkei's linkages {LINKAGES[TRANSPORT[0]]}",
         "",
         "| BPF | plain Temporal flows/s | renkei flows/s | linkages/s (target ≥ 100)"
         " | ratio (target ≥ 0.8; 10 queries ≥ 0.7) |",
@@ -442,6 +447,7 @@ def _record(which: str, quick: bool, lines: list[str]) -> None:
         "python -m bench"
         + (" --quick" if quick else "")
         + (" --server tuned" if SERVER_FLAGS else "")
+        + (" --transport direct" if TRANSPORT[0] == "direct" else "")
         + ("" if which == "all" else f" {which}")
     )
     today = dt.date.today().isoformat()
@@ -478,7 +484,14 @@ if __name__ == "__main__":
         default="default",
         help="the dev server's defaults, or its queues read without the 50 ms tick (both sides)",
     )
+    parser.add_argument(
+        "--transport",
+        choices=["queue", "direct"],
+        default="queue",
+        help="renkei's linkages through the providers' queues, or over the direct channel",
+    )
     args = parser.parse_args()
+    TRANSPORT[0] = args.transport
     if args.server == "tuned":
         SERVER_FLAGS[:] = server_tuning_flags()
     if args.which in ("all", "flows"):

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.agencies import SAMPLE_AGENCIES
+from activities.direct import DirectServer, DirectWiring
 from activities.linkage import Provider
 from renkei.kernel import keys, records
 from renkei.kernel.settings import Settings
@@ -43,6 +44,7 @@ def build_workers(
     providers: Providers | None = None,
     legacy: bool = True,
     connection: Callable[[str], Client] | None = None,
+    direct: DirectWiring | None = None,
 ) -> list[Worker]:
     """The hub's worker and a control worker per org of ``executors`` (default: every org
     whose key file this process holds) unless ``control`` is false, the legacy control worker of runs from before executor-side control (``legacy``),
@@ -69,7 +71,8 @@ def build_workers(
     if control:
         workers.append(hub_worker(acting(HUB), pool, settings, catalog, whitelist))
         workers.extend(
-            control_worker(acting(org, legacy_ring=False), settings, org) for org in executors
+            control_worker(acting(org, legacy_ring=False), settings, org, direct=direct)
+            for org in executors
         )
         if legacy and settings.legacy_runs_before is not None:
             workers.append(
@@ -90,7 +93,14 @@ def build_workers(
         own = providers(org) if providers is not None else None
         workers.append(
             agency_worker(
-                acting(org), pool, settings, catalog, org, whitelist, dict(own) if own else None
+                acting(org),
+                pool,
+                settings,
+                catalog,
+                org,
+                whitelist,
+                dict(own) if own else None,
+                direct=direct,
             )
         )
     return workers
@@ -111,7 +121,16 @@ async def running_workers(
     legacy: bool = True,
     connection: Callable[[str], Client] | None = None,
 ) -> AsyncIterator[list[Worker]]:
-    """Run :func:`build_workers`'s set until the block exits (workers stop in reverse order)."""
+    """Run :func:`build_workers`'s set until the block exits (workers stop in reverse order).
+
+    With ``RENKEI_LINKAGE_TRANSPORT=direct`` the agencies of the set serve one direct-channel
+    endpoint (``RENKEI_LINKAGE_LISTEN``), which the set's executors ask besides the endpoints
+    the settings name."""
+    direct = (
+        DirectWiring(dict(settings.linkage_endpoints))
+        if settings.linkage_transport == "direct"
+        else None
+    )
     workers = build_workers(
         client,
         pool,
@@ -124,8 +143,11 @@ async def running_workers(
         providers=providers,
         legacy=legacy,
         connection=connection,
+        direct=direct,
     )
     async with contextlib.AsyncExitStack() as stack:
+        if direct is not None:
+            await stack.enter_async_context(serving_directly(direct, settings))
         if control:
             # The hub's worker collects "provided" from the providers' receipts (entered first:
             # it collects what is left once the workers have stopped).
@@ -139,6 +161,24 @@ async def running_workers(
         for w in workers:
             await stack.enter_async_context(w)
         yield workers
+
+
+@contextlib.asynccontextmanager
+async def serving_directly(direct: DirectWiring, settings: Settings) -> AsyncIterator[None]:
+    """``direct``'s endpoint served (if it serves any provider) and known to its executors
+    while the block runs; its executors' connections closed after."""
+    try:
+        if direct.served:
+            async with DirectServer(
+                direct.served, settings.task_queue_prefix, settings.linkage_listen
+            ) as server:
+                direct.endpoints.update(dict.fromkeys(direct.served, server.address))
+                yield
+        else:
+            yield
+    finally:
+        for links in direct.links:
+            await links.close()
 
 
 def _chainers(

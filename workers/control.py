@@ -16,10 +16,12 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.direct import DirectLinks, DirectWiring
 from activities.hub import HubActivities
 from activities.permits import PermitIssuer
 from renkei.contracts.names import HUB, control_queue, hub_queue
 from renkei.kernel import keys, records
+from renkei.kernel.channels import ChannelCodec
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
@@ -51,6 +53,8 @@ def _hub_activities(
         settings.kit_clock,
         runs_before=settings.legacy_runs_before if legacy else None,
         deferred_records=settings.records_chaining == "deferred",
+        # the legacy worker's runs reach providers as they always did
+        links_directly=settings.linkage_transport == "direct" and not legacy,
     )
     return [
         hub.resolve,
@@ -100,9 +104,13 @@ def control_worker(
     client: Client,
     settings: Settings,
     executor: str,
+    *,
+    direct: DirectWiring | None = None,
     **options: object,
 ) -> Worker:
-    """``executor``'s control worker: its flows and life-event scans, on its own queue.
+    """``executor``'s control worker: its flows and life-event scans, on its own queue, and
+    its flows' asks over the direct channel (to ``direct``'s endpoints, default: those the
+    settings name).
 
     ``client`` acts for the executor alone: the worker reads its flows' payloads with the
     executor's keys; it holds nothing of the hub's (the hub's activities run on the hub's
@@ -110,10 +118,21 @@ def control_worker(
     """
     require_plugin(client)
     precompile()
+    codec = client.data_converter.payload_codec
+    if not isinstance(codec, ChannelCodec):
+        raise ValueError("a control worker's client must seal with the channel codec")
+    links = DirectLinks(
+        codec,
+        settings.task_queue_prefix,
+        direct.endpoints if direct is not None else settings.linkage_endpoints,
+    )
+    if direct is not None:
+        direct.links.append(links)
     return Worker(
         client,
         task_queue=control_queue(settings.task_queue_prefix, executor),
         workflows=[BpfInterpreter, LifeEventScan],
+        activities=[links.ask],
         **options,  # type: ignore[arg-type]
     )
 

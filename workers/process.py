@@ -25,6 +25,7 @@ import asyncpg
 from pydantic import BaseModel
 from temporalio.worker import Worker
 
+from activities.direct import DirectWiring
 from activities.linkage import Provider
 from renkei.kernel import keys, records
 from renkei.kernel.db import APP_ROLE, create_pool, party_role
@@ -94,6 +95,7 @@ async def run_worker(
     """Run one party's worker until SIGTERM/SIGINT: the hub's (with the legacy control worker
     of runs from before executor-side control), an executor's control worker, or an agency's."""
     from workers.agency import agency_worker
+    from workers.assembly import serving_directly
     from workers.control import control_worker, hub_worker, legacy_control_worker
 
     found = servers(settings)
@@ -132,11 +134,24 @@ async def run_worker(
             if settings.legacy_runs_before is not None:  # runs from before, still in flight
                 legacy = party_client(client, settings, [HUB], legacy=True)
                 workers.append(legacy_control_worker(legacy, pool, settings, catalog, whitelist))
-        elif kind == "control":
-            workers = [control_worker(client, settings, party)]
-        else:
+        direct = DirectWiring(dict(settings.linkage_endpoints))
+        if kind == "control":
+            workers = [control_worker(client, settings, party, direct=direct)]
+        elif kind != "hub":
             own = dict(load_factory(providers)(party, pool)) if providers else None
-            workers = [agency_worker(client, pool, settings, catalog, party, whitelist, own)]
+            workers = [
+                agency_worker(
+                    client,
+                    pool,
+                    settings,
+                    catalog,
+                    party,
+                    whitelist,
+                    own,
+                    # an agency serves its direct-channel endpoint when the platform asks so
+                    direct=direct if settings.linkage_transport == "direct" else None,
+                )
+            ]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,10 +164,15 @@ async def run_worker(
                 key = keys.load(settings) if kind == "hub" else keys.load_org(settings, party)
                 chainer = records.Chainer(pool, records.RecordSigner(party, key.signer()))
                 await running.enter_async_context(chainer)
+            await running.enter_async_context(serving_directly(direct, settings))
             for w in workers:
                 await running.enter_async_context(w)
             queues = ", ".join(w.task_queue for w in workers)
-            ready(f"worker {kind}{' ' + org if org else ''} polling {queues}")
+            endpoint = direct.endpoints.get(party) if direct.served else None
+            ready(
+                f"worker {kind}{' ' + org if org else ''} polling {queues}"
+                + (f", serving linkages directly on {endpoint}" if endpoint else "")
+            )
             await stop.wait()
     finally:
         if whitelist is not None:

@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
         Brokered,
         BrokerRequest,
         ConsentProof,
+        DirectLinkage,
         FirstLinkage,
         FlowResult,
         KitAdvance,
@@ -85,6 +86,7 @@ with workflow.unsafe.imports_passed_through():
         linkage_asked,
     )
     from renkei.contracts.names import (
+        DIRECT_LINKAGE,
         HUB,
         act_activity,
         agency_queue,
@@ -103,7 +105,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.kernel.codec import UNENCRYPTED
     from renkei.kernel.permits import AnswerReceipt, SignedPermit
     from whitelist.payloads import SCHEMAS, GenericRecord, subject_fields
-    from workflows.outcomes import first_failure, step_failure
+    from workflows.outcomes import first_failure, local_failure, step_failure
 
 from workflows.hub_calls import calls_hub_remotely, hub_call
 
@@ -1161,22 +1163,44 @@ class BpfInterpreter:
         Binds the step's output."""
         try:
             with self._going_long():
-                raw: RawValue = await workflow.execute_activity(
-                    activity_type,
-                    request,
-                    result_type=RawValue,
-                    task_queue=agency_queue(self._run.task_queue_prefix, provider),
-                    activity_id=step_id,
-                    start_to_close_timeout=attempt_timeout,
-                    schedule_to_close_timeout=budget,
-                    retry_policy=retry,
+                raw: RawValue = (
+                    await workflow.execute_local_activity(
+                        DIRECT_LINKAGE,
+                        # The attempt is this step of this run: the hub's permit names it, the
+                        # provider checks it (activities.direct).
+                        DirectLinkage(
+                            workflow_id=workflow.info().workflow_id,
+                            run_id=workflow.info().run_id,
+                            step=step_id,
+                            activity_type=activity_type,
+                            timeout_seconds=attempt_timeout.total_seconds(),
+                            request=request,
+                        ),
+                        result_type=RawValue,
+                        activity_id=step_id,
+                        start_to_close_timeout=attempt_timeout,
+                        schedule_to_close_timeout=budget,
+                        retry_policy=retry,
+                    )
+                    if self._run.links_directly
+                    else await workflow.execute_activity(
+                        activity_type,
+                        request,
+                        result_type=RawValue,
+                        task_queue=agency_queue(self._run.task_queue_prefix, provider),
+                        activity_id=step_id,
+                        start_to_close_timeout=attempt_timeout,
+                        schedule_to_close_timeout=budget,
+                        retry_policy=retry,
+                    )
                 )
         except asyncio.CancelledError:
             if report:
                 await self._outcome(step_id, "cancelled")
             raise
-        except ActivityError as err:
-            cause = err.cause
+        except (ActivityError, ApplicationError, StepTimeout, CancelledError) as err:
+            # A local activity (the direct channel) fails with its cause itself.
+            cause = err.cause if isinstance(err, ActivityError) else err
             denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
             if report:
                 self._report(
@@ -1194,7 +1218,9 @@ class BpfInterpreter:
                 raise Failure.LINKAGE_DENIED.error(
                     f"step {step_id}: {cause.message if isinstance(cause, ApplicationError) else 'denied'}"
                 ) from None
-            raise
+            if isinstance(err, ActivityError):
+                raise
+            raise local_failure(err, f"step {step_id}") from None
         try:
             payload: dict[str, Any] = workflow.payload_converter().from_payload(raw.payload, dict)
         except Exception:  # the marker of a payload no converter reads

@@ -3,6 +3,8 @@ raised, unit-tested on their own (tests/unit/test_interpreter_failures.py).
 
 - :func:`step_failure`: the flow's failure for an activity that failed for good — where (the
   step) and why, as one of renkei's failure types;
+- :func:`local_failure`: the same for a local activity (the direct channel's linkage), which
+  the SDK raises as its cause itself;
 - :func:`first_failure`: of a parallel step's lanes, the failure that caused the others'
   cancellation.
 """
@@ -50,3 +52,16 @@ def step_failure(err: ActivityError, context: str | None = None) -> ApplicationE
             + (f"; retries: {retries}" if retries else "")
         )
     return Failure.STEP_FAILED.error(f"{context}: {err.message}")
+
+
+def local_failure(
+    err: ApplicationError | StepTimeout | CancelledError, context: str
+) -> ApplicationError:
+    """The flow's failure for a local activity that failed for good, as :func:`step_failure`
+    gives it for an activity: the SDK raises a local activity's cause itself."""
+    if isinstance(err, ApplicationError):
+        return ApplicationError(f"{context}: {err.message}", type=err.type, non_retryable=True)
+    if isinstance(err, StepTimeout):
+        kind = err.type.name.lower().replace("_", "-") if err.type else "activity"
+        return Failure.STEP_TIMED_OUT.error(f"{context}: no answer in time ({kind} timeout)")
+    return Failure.STEP_FAILED.error(f"{context}: cancelled")

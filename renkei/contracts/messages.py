@@ -216,6 +216,12 @@ class ResolvedRun(BaseModel):
         description="a conformance-kit run (only a test-mode hub says so): its waits and sleeps"
         " end when the kit advances the run's clock, never on a timer",
     )
+    links_directly: bool = Field(
+        default=False,
+        description="the providers answer over the direct channel: the flow's own worker asks"
+        " each provider's endpoint (a local activity, ``activities.direct``) instead of"
+        " scheduling the linkage on the provider's queue; a hub from before says nothing",
+    )
 
 
 class TranslateRequest(BaseModel):
@@ -265,6 +271,42 @@ class LinkageRequest(BaseModel):
         description="an act step's request to a partner: exactly the fields of the action's"
         " request, nothing else (empty for a query)",
     )
+
+
+class DirectLinkage(BaseModel):
+    """One linkage attempt as the executor's worker sends it over the direct channel, sealed
+    between the executor and the provider: the attempt (flow, run, step) the hub's permit must
+    name, the activity type the provider's queue would have run, and the request itself."""
+
+    workflow_id: str = Field(max_length=600)
+    run_id: str = Field(max_length=100)
+    step: str = Field(max_length=200)
+    activity_type: str = Field(max_length=200)
+    timeout_seconds: float = Field(
+        gt=0, le=86_400, description="how long the provider may take over this one attempt"
+    )
+    request: LinkageRequest
+
+
+class DirectFailure(BaseModel):
+    """A provider's failure over the direct channel: what an activity's would carry."""
+
+    type: str = Field(max_length=100)
+    message: str = Field(max_length=2000)
+    non_retryable: bool
+    details: list[Any] = Field(default_factory=list, max_length=10)
+
+
+class DirectReply(BaseModel):
+    """The provider's reply over the direct channel, sealed back to the executor: its signed
+    answer, or its failure, for the attempt it names (a reply to another attempt, replayed by
+    anyone on the network, is not taken)."""
+
+    workflow_id: str
+    run_id: str
+    step: str
+    answer: dict[str, Any] | None = None
+    failure: DirectFailure | None = None
 
 
 class ConsentProof(BaseModel):

@@ -64,6 +64,11 @@ def hub_queue(prefix: str) -> str:
     return f"{prefix}.hub"
 
 
+# The local activity by which a flow asks a provider over the direct channel
+# (``activities.direct``), in the executor's own control worker.
+DIRECT_LINKAGE = "renkei.direct-linkage"
+
+
 def agency_queue(prefix: str, org: str) -> str:
     """The task queue on which ``org``'s own worker serves its info items."""
     return f"{prefix}.agency.{org}"

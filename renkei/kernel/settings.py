@@ -116,6 +116,23 @@ class Settings(BaseSettings):
         " chain's lock); deferred: written unchained and signed, then chained in batches by each"
         " keeper's own worker within a second (every org's worker must run)",
     )
+    linkage_transport: Literal["queue", "direct"] = Field(
+        default="queue",
+        description="how the hub tells new runs to reach providers: queue, a linkage is an"
+        " activity on the provider's task queue; direct, the executor's worker asks the"
+        " provider's endpoint itself (one Temporal dispatch fewer per linkage; every provider's"
+        " worker must serve its endpoint and every executor must know where)",
+    )
+    linkage_listen: str = Field(
+        default="127.0.0.1:0",
+        description="where an agency's worker serves its direct-channel endpoint (host:port; port"
+        " 0: any free one, for the dev stack)",
+    )
+    linkage_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="the providers' direct-channel endpoints, as JSON: {org: host:port} (the dev"
+        " stack adds the endpoint of the agencies it runs itself)",
+    )
     sample_residents: int = Field(
         default=3000, ge=10, description="synthetic residents seeded into the sample agencies"
     )

@@ -1,0 +1,409 @@
+"""The direct channel: a provider answers the executor's own worker, with no Temporal crossing.
+
+Through Temporal, a linkage is an activity on the provider's queue: the flow's task completes,
+the server dispatches the activity to the provider's worker, the answer completes the activity,
+and the server dispatches the flow's next task. That is two dispatches per linkage where an
+activity on the flow's own queue costs one (eager execution). Over the direct channel the
+executor's worker asks the provider's endpoint itself, from a local activity of the flow, and
+the answer is recorded in the flow's history as the local activity's marker.
+
+Nothing of the trust protocol changes:
+
+- the request is sealed between the flow's executor (the party the workflow id names) and the
+  provider, with the same channel keys as a payload on the provider's queue
+  (:mod:`renkei.kernel.channels`): no other party can read it or write one the provider opens,
+  and the provider refuses anything else, unrecorded, as its worker refuses a payload it cannot
+  read;
+- the provider's gate (:class:`activities.gate.WhitelistGate`) serves it exactly as an activity:
+  the hub's permit must be for exactly the attempt the sealed request names (flow, run, step,
+  requester, item, sealed subject, not expired), the provider decides with its own whitelist,
+  writes its own record of the attempt (one per attempt, however often it is asked), runs its
+  code on the admitted request only, signs the answer for the permit and keeps its receipt
+  before the answer leaves;
+- the answer goes back sealed in the same pair, and the flow checks the provider's signature
+  for its permit as it does for an answer from the provider's queue.
+
+The endpoint's address is no secret and no trust: an endpoint that is not the provider's cannot
+open the request nor sign an answer the flow accepts. The wire is gRPC (one unary method, raw
+bytes): an envelope naming the flow and the provider in clear (ids only, nothing personal),
+around the sealed request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from temporalio import activity
+from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import ActivitySerializationContext
+from temporalio.exceptions import ApplicationError
+
+from activities.gate import Attempt, WhitelistGate
+from activities.linkage import Provider, answer_admitted
+from renkei.contracts.failures import Failure
+from renkei.contracts.messages import DirectFailure, DirectLinkage, DirectReply, LinkageRequest
+from renkei.contracts.names import (
+    DIRECT_LINKAGE,
+    agency_queue,
+    executor_of,
+    is_act_activity,
+    is_query_activity,
+)
+from renkei.kernel import telemetry
+from renkei.kernel.channels import ChannelCodec
+from renkei.kernel.codec import UNENCRYPTED
+
+__all__ = [
+    "DIRECT_LINKAGE",
+    "DirectLinks",
+    "DirectServer",
+    "DirectWiring",
+    "Refused",
+    "Served",
+    "envelope_of",
+    "open_request",
+    "opened_reply",
+    "sealed_request",
+]
+
+log = logging.getLogger(__name__)
+
+METHOD = "/renkei.direct.v1.Linkage/Ask"
+MAX_MESSAGE = 1 << 20  # a request or a reply: 1 MiB at most, either way
+MAX_CONCURRENT = 256  # requests one endpoint serves at once
+_VERSION = b"v1"
+_CONVERTER = pydantic_data_converter.payload_converter
+
+
+def _sealing(codec: ChannelCodec, prefix: str, provider: str, workflow_id: str) -> ChannelCodec:
+    """``codec`` in the pair of a linkage of ``workflow_id``'s flow to ``provider``: the
+    executor the workflow id names and the provider, as on the provider's queue."""
+    return codec.with_context(
+        ActivitySerializationContext(
+            namespace="",
+            activity_id=None,
+            activity_type=None,
+            activity_task_queue=agency_queue(prefix, provider),
+            workflow_id=workflow_id,
+            workflow_type=None,
+            is_local=False,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Served:
+    """One provider as its endpoint serves it: its gate, its code, its own keys."""
+
+    gate: WhitelistGate
+    providers: Mapping[str, Provider]
+    codec: ChannelCodec
+
+
+class Refused(Exception):
+    """A message the endpoint does not take: answered with a gRPC status and this reason."""
+
+    def __init__(self, code: grpc.StatusCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class DirectServer:
+    """A provider's endpoint of the direct channel (one or more providers of this process)."""
+
+    def __init__(self, served: Mapping[str, Served], prefix: str, listen: str) -> None:
+        self._served = dict(served)
+        self._prefix = prefix
+        self._listen = listen
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> DirectServer:
+        server = grpc.aio.server(
+            # beyond this many requests at once, one is answered "resource exhausted" at once
+            # (the asking flow retries it within its budget), not queued without bound
+            maximum_concurrent_rpcs=MAX_CONCURRENT,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+        )
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+            self._ask
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("renkei.direct.v1.Linkage", {"Ask": handler}),)
+        )
+        self.port = server.add_insecure_port(self._listen)
+        if not self.port:
+            raise OSError(f"the direct channel cannot listen on {self._listen}")
+        await server.start()
+        self._server = server
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=2)
+            self._server = None
+
+    @property
+    def address(self) -> str:
+        host = self._listen.rsplit(":", 1)[0]
+        return f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
+
+    async def _ask(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        try:
+            return await self.answer(body)
+        except Refused as refused:
+            await context.abort(refused.code, refused.reason)
+            raise  # abort raises; this keeps the type checker's flow
+
+    async def answer(self, body: bytes) -> bytes:
+        """The sealed reply to one envelope, or :class:`Refused` for one that is not a sealed
+        request of the flow's executor to a provider this endpoint serves."""
+        provider, workflow_id, sealed = envelope_of(body)
+        served = self._served.get(provider)
+        if served is None:
+            raise Refused(grpc.StatusCode.NOT_FOUND, f"no provider {provider!r} is served here")
+        call = await open_request(served.codec, self._prefix, provider, workflow_id, sealed)
+        reply = await self._serve(provider, served, call)
+        codec = _sealing(served.codec, self._prefix, provider, workflow_id)
+        [out] = await codec.encode([_CONVERTER.to_payload(reply)])
+        return out.SerializeToString()
+
+    async def _serve(self, provider: str, served: Served, call: DirectLinkage) -> DirectReply:
+        answer, failure = await self._answer(provider, served, call)
+        return DirectReply(
+            workflow_id=call.workflow_id,
+            run_id=call.run_id,
+            step=call.step,
+            answer=answer,
+            failure=failure,
+        )
+
+    async def _answer(
+        self, provider: str, served: Served, call: DirectLinkage
+    ) -> tuple[dict[str, Any] | None, DirectFailure | None]:
+        kind = call.activity_type
+        if not (is_query_activity(kind) or is_act_activity(kind)):
+            failure = Failure.UNKNOWN_ACTIVITY.error(
+                f"{provider} does not run activity type {kind}"
+            )
+            return None, _failure(failure)
+        attempt = Attempt(
+            call.workflow_id,
+            call.run_id,
+            call.step,
+            dt.timedelta(seconds=call.timeout_seconds),
+        )
+
+        async def run(admitted: LinkageRequest) -> object:
+            return await answer_admitted(provider, served.providers, admitted)
+
+        try:
+            answer = await served.gate.serve(kind, call.request, attempt, run)
+        except ApplicationError as err:
+            return None, _failure(err)
+        except Exception as err:  # the provider's own fault: retried, as an activity's would be
+            log.warning("%s failed a direct linkage: %s", provider, type(err).__name__)
+            return None, DirectFailure(
+                type=Failure.PROVIDER_ERROR.value,
+                message=f"{provider} failed: {type(err).__name__}",
+                non_retryable=False,
+            )
+        if not isinstance(answer, dict):
+            return None, _failure(Failure.PROVIDER_ERROR.error("no answer"))
+        return answer, None
+
+
+def _failure(err: ApplicationError) -> DirectFailure:
+    return DirectFailure(
+        type=err.type or Failure.PROVIDER_ERROR.value,
+        message=err.message[:2000],
+        non_retryable=err.non_retryable,
+        details=list(err.details)[:10],
+    )
+
+
+class DirectLinks:
+    """The executor's side: the local activity that asks a provider's endpoint.
+
+    ``codec`` holds the executor's keys (its control worker's); ``endpoints`` maps a provider to
+    its endpoint's ``host:port`` and may be filled after the worker is built (the dev stack's
+    own endpoint starts with the workers)."""
+
+    def __init__(self, codec: ChannelCodec, prefix: str, endpoints: Mapping[str, str]) -> None:
+        self._codec = codec
+        self._prefix = prefix
+        self._endpoints = endpoints
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for channel in channels.values():
+            await channel.close()
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE),
+                    ("grpc.max_send_message_length", MAX_MESSAGE),
+                ],
+            )
+        return channel
+
+    @activity.defn(name=DIRECT_LINKAGE)
+    async def ask(self, call: DirectLinkage) -> dict[str, object]:
+        """The provider's signed answer to one linkage attempt of the calling flow."""
+        info = activity.info()
+        if not info.is_local or (info.workflow_id, info.workflow_run_id) != (
+            call.workflow_id,
+            call.run_id,
+        ):
+            # Only the flow itself asks, as its own local activity: not an activity another
+            # process schedules on the executor's queue, nor one for another flow.
+            raise Failure.LINKAGE_REFUSED.error("a direct linkage is asked by its own flow only")
+        provider = call.request.provider
+        address = self._endpoints.get(provider)
+        if address is None:
+            raise Failure.PROVIDER_ERROR.error(
+                f"no direct endpoint is configured for {provider} (RENKEI_LINKAGE_ENDPOINTS)",
+                non_retryable=False,
+            )
+        envelope = await sealed_request(self._codec, self._prefix, call)
+        try:
+            ask: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel(
+                address
+            ).unary_unary(METHOD)
+            body: bytes = await ask(envelope, timeout=call.timeout_seconds)
+        except grpc.aio.AioRpcError as err:
+            raise _rpc_failure(provider, err) from None
+        reply = await opened_reply(self._codec, self._prefix, call, body)
+        if reply is None or (reply.workflow_id, reply.run_id, reply.step) != (
+            call.workflow_id,
+            call.run_id,
+            call.step,
+        ):  # not sealed by the provider for this flow's executor, or for another attempt
+            raise Failure.FORGED_ANSWER.error(
+                f"step {call.step}: the answer did not come from {provider} for this attempt"
+            )
+        if reply.failure is not None:
+            f = reply.failure
+            raise ApplicationError(
+                f.message, *f.details, type=f.type, non_retryable=f.non_retryable
+            )
+        if reply.answer is None:
+            raise Failure.FORGED_ANSWER.error(f"step {call.step}: {provider} sent no answer")
+        return reply.answer
+
+
+def envelope_of(body: bytes) -> tuple[str, str, Payload]:
+    """(provider, workflow id, sealed request) of an envelope, or :class:`Refused`."""
+    try:
+        envelope = Payload.FromString(body)
+        sealed = Payload.FromString(envelope.data)
+    except DecodeError:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "not a direct linkage envelope") from None
+    if envelope.metadata.get("renkei-direct") != _VERSION:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "not a direct linkage envelope (v1)")
+    provider = envelope.metadata.get("provider", b"").decode(errors="replace")[:100]
+    workflow_id = envelope.metadata.get("workflow-id", b"").decode(errors="replace")
+    if executor_of(workflow_id) is None:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "the envelope names no renkei flow")
+    return provider, workflow_id, sealed
+
+
+async def open_request(
+    codec: ChannelCodec, prefix: str, provider: str, workflow_id: str, sealed: Payload
+) -> DirectLinkage:
+    """The request sealed in an envelope of ``workflow_id``'s flow to ``provider``, opened
+    with ``codec``'s keys; :class:`Refused` unless it is sealed between the executor the
+    workflow id names and the provider, and names that flow itself."""
+    [opened] = await _sealing(codec, prefix, provider, workflow_id).decode([sealed])
+    if opened.metadata.get("encoding") == UNENCRYPTED:
+        # Not sealed between the executor the workflow id names and this provider (a third
+        # party's, a forged or a tampered request): refused before anything is recorded, as
+        # the provider's worker refuses a payload it cannot read on its queue.
+        telemetry.refused(provider, "a direct request not sealed by the flow's executor")
+        raise Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "linkage refused: the request is not sealed between the flow's executor and"
+            f" {provider}",
+        )
+    try:
+        call = _CONVERTER.from_payload(opened, DirectLinkage)
+    except Exception:
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request") from None
+    if call.workflow_id != workflow_id or call.request.provider != provider:
+        raise Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "linkage refused: the sealed request is for another flow or provider than its envelope",
+        )
+    return call
+
+
+async def sealed_request(codec: ChannelCodec, prefix: str, call: DirectLinkage) -> bytes:
+    """The envelope of ``call`` as ``codec``'s party sends it: sealed between the executor
+    the workflow id names and the provider (``codec`` must hold the executor's keys)."""
+    provider = call.request.provider
+    sealing = _sealing(codec, prefix, provider, call.workflow_id)
+    [sealed] = await sealing.encode([_CONVERTER.to_payload(call)])
+    return Payload(
+        metadata={
+            "renkei-direct": _VERSION,
+            "provider": provider.encode(),
+            "workflow-id": call.workflow_id.encode(),
+        },
+        data=sealed.SerializeToString(),
+    ).SerializeToString()
+
+
+async def opened_reply(
+    codec: ChannelCodec, prefix: str, call: DirectLinkage, body: bytes
+) -> DirectReply | None:
+    """The provider's reply to ``call``, or ``None`` if it is not one sealed between the
+    flow's executor and the provider."""
+    sealing = _sealing(codec, prefix, call.request.provider, call.workflow_id)
+    try:
+        [opened] = await sealing.decode([Payload.FromString(body)])
+        if opened.metadata.get("encoding") == UNENCRYPTED:
+            return None
+        return _CONVERTER.from_payload(opened, DirectReply)
+    except Exception:
+        return None
+
+
+def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:
+    """What a failed call to a provider's endpoint means for the attempt: a refusal is final,
+    an endpoint out of reach or too slow is retried within the step's budget."""
+    code = err.code()
+    reason = (err.details() or code.name)[:300]
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return Failure.LINKAGE_REFUSED.error(reason)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+        return Failure.MALFORMED_LINKAGE.error(f"{provider}'s endpoint: {reason}")
+    return Failure.PROVIDER_ERROR.error(
+        f"{provider}'s endpoint: {code.name.lower()}", non_retryable=False
+    )
+
+
+@dataclass
+class DirectWiring:
+    """What the workers of one process share of the direct channel: the endpoints its executors
+    ask (the settings', and this process's own once it listens), the providers its endpoint
+    serves, and the asking sides to close."""
+
+    endpoints: dict[str, str]
+    served: dict[str, Served] = field(default_factory=dict)
+    links: list[DirectLinks] = field(default_factory=list)

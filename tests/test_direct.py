@@ -1,0 +1,385 @@
+"""The direct channel (``RENKEI_LINKAGE_TRANSPORT=direct``, :mod:`activities.direct`): the
+executor's worker asks each provider's endpoint itself, from a local activity of the flow, and
+every guarantee of a linkage through the provider's queue holds the same.
+
+The attacker tests play a third agency and a process with no keys at all against a provider's
+endpoint, and an executor replaying its own request: nothing is answered that the hub did not
+permit for that very attempt, and every attempt has exactly one record per party.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import grpc
+import pytest
+import pytest_asyncio
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from activities.agencies import SAMPLE_AGENCIES, providers_for
+from activities.attempts import attempt_key
+from activities.direct import (
+    METHOD,
+    DirectServer,
+    Served,
+    envelope_of,
+    open_request,
+    opened_reply,
+    sealed_request,
+)
+from activities.gate import WhitelistGate
+from renkei.app.client import RenkeiClient
+from renkei.contracts.messages import DirectLinkage
+from renkei.kernel import keys, records
+from renkei.kernel.channels import ChannelCodec, ChannelError
+from renkei.kernel.settings import Settings
+from whitelist.store import LiveWhitelist
+from workers.plugin import attach_registry, party_client
+
+from .helpers import child_rearing, code, flow_outcomes, pick, workers
+
+
+@pytest.fixture
+def direct_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"linkage_transport": "direct"})
+
+
+@pytest_asyncio.fixture
+async def direct_env(
+    client: Client,
+    pool: asyncpg.Pool,
+    direct_settings: Settings,
+    catalog,
+    live_whitelist: LiveWhitelist,
+) -> AsyncIterator[RenkeiClient]:
+    async with workers(client, pool, direct_settings, catalog, live_whitelist):
+        yield RenkeiClient(client, direct_settings)
+
+
+async def test_a_flow_asks_its_providers_directly(direct_env, pool, direct_settings) -> None:
+    settings = direct_settings
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    head, spouse = h.members[0], h.members[1]
+    handle = await direct_env.start(child_rearing(settings, head, spouse))
+    result = await handle.result()
+    assert result.outcome == "completed"
+    assert result.result["counted_income"] == head.taxable_income + spouse.taxable_income
+    # No linkage crossed to a provider's queue: each is a local activity's marker.
+    history = await handle.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert all(name.startswith("hub.") for name in scheduled), scheduled
+    # Exactly one record per party per attempt, each under its own code.
+    for keeper in ("city-minato", "pref-tokyo", records.HUB):
+        recs = await records.query(pool, workflow_id=handle.id, keeper=keeper)
+        assert sorted(r.step for r in recs) == ["household", "own_income", "spouse_income"]
+    provider = await records.query(pool, workflow_id=handle.id, keeper="city-minato")
+    assert {r.subject_code for r in provider if r.step != "spouse_income"} == {
+        code(settings, "city-minato", head)
+    }
+    # The hub collects "provided" from the provider's own receipts, as through its queue.
+    assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
+
+
+# -- attackers at a provider's endpoint ----------------------------------------------------------
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[DirectServer, bytes]]:
+    """Every envelope an endpoint of this test receives, with the endpoint."""
+    seen: list[tuple[DirectServer, bytes]] = []
+    original = DirectServer.answer
+
+    async def answer(self: DirectServer, body: bytes) -> bytes:
+        seen.append((self, body))
+        return await original(self, body)
+
+    monkeypatch.setattr(DirectServer, "answer", answer)
+    return seen
+
+
+async def _send(address: str, body: bytes) -> bytes:
+    """``body`` sent to the endpoint at ``address``, as anyone on the network can."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        ask: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
+        return await ask(body, timeout=30)
+
+
+async def _refused(address: str, body: bytes) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _send(address, body)
+    return caught.value.code(), caught.value.details() or ""
+
+
+def _codec(client: Client, pool: asyncpg.Pool, settings: Settings, party: str) -> ChannelCodec:
+    """The channel codec of a process holding ``party``'s keys alone."""
+    own = party_client(client, settings, [party])
+    attach_registry(own, pool, settings)
+    codec = own.data_converter.payload_codec
+    assert isinstance(codec, ChannelCodec)
+    return codec
+
+
+async def _receipts(pool: asyncpg.Pool, workflow_id: str) -> list[str]:
+    rows = await pool.fetch(
+        "SELECT attempt_key FROM records.answer_receipts WHERE strpos(attempt_key, $1) = 1",
+        workflow_id,
+    )
+    return sorted(r["attempt_key"] for r in rows)
+
+
+async def _ran(
+    direct_env: RenkeiClient,
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    asked: list[tuple[DirectServer, bytes]],
+) -> tuple[str, DirectServer, bytes, DirectLinkage]:
+    """A real flow of pref-tokyo's, run to the end over the direct channel: its id, the
+    endpoint that served it, and its first request as sent and as opened with the executor's
+    keys (what an attacker who stole them, or the envelope, would hold)."""
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    handle = await direct_env.start(child_rearing(settings, h.members[0], h.members[1]))
+    assert (await handle.result()).outcome == "completed"
+    server, body = next((s, b) for s, b in asked if handle.id.encode() in b)
+    provider, workflow_id, sealed = envelope_of(body)
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    call = await open_request(tokyo, settings.task_queue_prefix, provider, workflow_id, sealed)
+    return handle.id, server, body, call
+
+
+async def test_a_request_sent_again_is_answered_with_one_record_and_one_receipt(
+    direct_env, client, pool, direct_settings, asked
+) -> None:
+    """The executor's worker sends an attempt again when its task did not complete (a crash
+    after the answer): the provider answers again, and keeps one record and one receipt."""
+    settings = direct_settings
+    flow, server, body, call = await _ran(direct_env, client, pool, settings, asked)
+    kept = await records.query(pool, workflow_id=flow, keeper="city-minato")
+    receipts = await _receipts(pool, flow)
+    assert len(kept) == len(receipts) == 3
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    for _ in range(2):
+        reply = await opened_reply(
+            tokyo, settings.task_queue_prefix, call, await _send(server.address, body)
+        )
+        assert reply is not None and reply.failure is None and reply.answer is not None
+    assert await records.query(pool, workflow_id=flow, keeper="city-minato") == kept
+    assert await _receipts(pool, flow) == receipts
+
+
+async def test_no_one_but_the_executor_can_ask_in_its_flows_name(
+    direct_env, client, pool, direct_settings, asked
+) -> None:
+    """Another agency (its own keys), a process with no keys, and anyone replaying or
+    tampering with an envelope on the network: none gets an answer, and nothing the provider
+    could not check is recorded."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    flow, server, body, call = await _ran(direct_env, client, pool, settings, asked)
+    kept = await records.query(pool, workflow_id=flow, keeper="city-minato")
+
+    # Another agency seals the stolen request itself, in the executor's flow's name.
+    # (Its codec will not seal in a pair it is not part of: it seals in its own pair with the
+    # provider, as for a flow of its own, and puts the executor's flow on the envelope.)
+    shibuya = _codec(client, pool, settings, "city-shibuya")
+    with pytest.raises(ChannelError):
+        await sealed_request(shibuya, prefix, call)
+    own = f"child-rearing-allowance-income-check/city-shibuya/case-{uuid.uuid4().hex[:8]}"
+    theirs = await sealed_request(shibuya, prefix, call.model_copy(update={"workflow_id": own}))
+    forged = _rewrap(theirs, None, workflow_id=flow)
+    code, reason = await _refused(server.address, forged)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "not sealed between the flow's executor and city-minato" in reason
+
+    # A process with no keys: an envelope of the right shape whose sealed part no one sealed.
+    _, _, sealed = envelope_of(body)
+    blank = Payload(metadata=dict(sealed.metadata), data=os.urandom(len(sealed.data)))
+    code, _ = await _refused(server.address, _rewrap(body, blank))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+    # The executor's genuine request under another flow's envelope.
+    other = f"child-rearing-allowance-income-check/pref-tokyo/case-{uuid.uuid4().hex[:8]}"
+    elsewhere = _rewrap(body, None, workflow_id=other)
+    code, _ = await _refused(server.address, elsewhere)
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+    # Not an envelope at all, or one for a provider this endpoint does not serve.
+    code, reason = await _refused(server.address, b"\x00garbage")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = await _refused(server.address, _rewrap(body, None, provider="nobody"))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+    # None of it reached the provider's records.
+    assert await records.query(pool, workflow_id=flow, keeper="city-minato") == kept
+
+
+async def test_a_stolen_permit_in_another_flow_is_refused_and_recorded(
+    direct_env, client, pool, direct_settings, asked
+) -> None:
+    """Another agency that got hold of a real request (permit and sealed subject) asks with it
+    from a flow of its own, sealed with its own keys: the provider's gate refuses it (the permit
+    is for another attempt) and records the refusal under the attempt it was asked as; no
+    answer, no receipt."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    _, server, _, call = await _ran(direct_env, client, pool, settings, asked)
+    own_flow = f"child-rearing-allowance-income-check/city-shibuya/case-{uuid.uuid4().hex[:8]}"
+    theirs = call.model_copy(
+        update={
+            "workflow_id": own_flow,
+            "request": call.request.model_copy(update={"requester": "city-shibuya"}),
+        }
+    )
+    shibuya = _codec(client, pool, settings, "city-shibuya")
+    reply = await opened_reply(
+        shibuya,
+        prefix,
+        theirs,
+        await _send(server.address, await sealed_request(shibuya, prefix, theirs)),
+    )
+    assert reply is not None and reply.answer is None and reply.failure is not None
+    assert reply.failure.type == "LinkageRefused" and reply.failure.non_retryable
+    refused = await records.query(pool, workflow_id=own_flow, keeper="city-minato")
+    assert [(r.outcome, r.attempt_key) for r in refused] == [
+        ("denied", attempt_key(own_flow, call.run_id, call.step))
+    ]
+    assert await _receipts(pool, own_flow) == []
+
+
+def _rewrap(
+    body: bytes,
+    sealed: Payload | None,
+    *,
+    workflow_id: str | None = None,
+    provider: str | None = None,
+) -> bytes:
+    """``body``'s envelope with its sealed request, its flow or its provider replaced."""
+    envelope = Payload.FromString(body)
+    if sealed is not None:
+        envelope.data = sealed.SerializeToString()
+    if workflow_id is not None:
+        envelope.metadata["workflow-id"] = workflow_id.encode()
+    if provider is not None:
+        envelope.metadata["provider"] = provider.encode()
+    return envelope.SerializeToString()
+
+
+# -- attackers on the executor's side, and faults --------------------------------------------------
+
+
+def _free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.asynccontextmanager
+async def _answering(address: str, replies: list[bytes]) -> AsyncIterator[None]:
+    """A rogue endpoint at ``address``: it answers every request with the next of ``replies``
+    (real replies of the provider, captured on the network)."""
+    queue = list(replies)
+
+    async def answer(body: bytes, context: object) -> bytes:
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    server = grpc.aio.server()
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(answer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("renkei.direct.v1.Linkage", {"Ask": handler}),)
+    )
+    server.add_insecure_port(address)
+    await server.start()
+    try:
+        yield
+    finally:
+        await server.stop(grace=None)
+
+
+async def test_a_reply_replayed_from_another_attempt_is_not_taken(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked
+) -> None:
+    """Someone on the network between the executor and the provider answers in the provider's
+    place with the provider's own replies to the executor, captured from an earlier flow: sealed
+    in the right pair, signed by the provider, but for other attempts. The flow takes none: it
+    fails, and the provider has no record of the new flow, nor a receipt, nor the hub a
+    ``provided``."""
+    settings = direct_settings
+    first, server, _, _ = await _ran(direct_env, client, pool, settings, asked)
+    captured = [await server.answer(b) for _, b in list(asked) if first.encode() in b]
+    address = _free_address()
+    rerouted = settings.model_copy(
+        update={
+            "linkage_endpoints": {"city-minato": address},
+            "task_queue_prefix": f"t{uuid.uuid4().hex[:12]}",  # beside the first flow's workers
+        }
+    )
+    others = tuple(a for a in SAMPLE_AGENCIES if a != "city-minato")
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    async with (
+        _answering(address, captured),
+        workers(client, pool, rerouted, catalog, live_whitelist, agencies=others),
+    ):
+        handle = await RenkeiClient(client, rerouted).start(
+            child_rearing(rerouted, h.members[0], h.members[1])
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "ForgedAnswer"
+    assert "did not come from city-minato for this attempt" in cause.message
+    assert await records.query(pool, workflow_id=handle.id, keeper="city-minato") == []
+    assert await _receipts(pool, handle.id) == []
+    assert "provided" not in (await flow_outcomes(pool, handle.id)).values()
+
+
+async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(
+    client, pool, direct_settings, catalog, live_whitelist
+) -> None:
+    """The provider's endpoint is down when the flow asks: the flow asks again within its
+    step's retries, and once the endpoint is up, the linkage completes with one record per
+    party and one receipt per attempt, however many asks failed before."""
+    address = _free_address()
+    settings = direct_settings.model_copy(update={"linkage_endpoints": {"city-minato": address}})
+    others = tuple(a for a in SAMPLE_AGENCIES if a != "city-minato")
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    async with workers(client, pool, settings, catalog, live_whitelist, agencies=others):
+        handle = await RenkeiClient(client, settings).start(
+            child_rearing(settings, h.members[0], h.members[1])
+        )
+        # The hub has permitted the first linkage: the flow is asking an endpoint that is down.
+        while True:
+            if await records.query(pool, workflow_id=handle.id, keeper=records.HUB):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)  # at least one ask has failed (the first retry is after 1 s)
+        assert await records.query(pool, workflow_id=handle.id, keeper="city-minato") == []
+        gate = WhitelistGate(
+            "city-minato",
+            live_whitelist.bind(catalog),
+            live_whitelist,
+            pool,
+            keys.load_org(settings, "city-minato"),
+        )
+        minato = Served(
+            gate,
+            providers_for("city-minato", pool),
+            _codec(client, pool, settings, "city-minato"),
+        )
+        async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
+            assert (await handle.result()).outcome == "completed"
+    kept = await records.query(pool, workflow_id=handle.id, keeper="city-minato")
+    assert sorted(r.step for r in kept) == ["household", "own_income", "spouse_income"]
+    assert len(await _receipts(pool, handle.id)) == 3
+    assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
