@@ -148,7 +148,9 @@ async def test_the_direct_channel_with_every_party_in_its_own_process(
     # Each agency's ready line names the endpoint it serves; the control process, whom it asks.
     for org, agency in (("city-shibuya", shibuya), ("jps", jps)):
         assert f"serving linkages directly on {endpoints[org]}" in agency.output, agency.output
-    assert "asking directly: city-shibuya, jps" in control.output, control.output
+    assert "knows the direct-channel endpoints of city-shibuya, jps" in control.output, (
+        control.output
+    )
     assert "serving linkages directly" not in hub.output + control.output
     assert result.result["taxable_income"] == family.members[0].taxable_income
     assert {(x.provider, x.outcome) for x in result.linkages} == {

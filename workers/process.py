@@ -186,7 +186,7 @@ def _asks_directly(settings: Settings) -> str:
     this process could ask them directly."""
     known = sorted(settings.linkage_endpoints)
     if known:
-        return ", asking directly: " + ", ".join(known)
+        return ", knows the direct-channel endpoints of " + ", ".join(known)
     if settings.linkage_transport == "direct":
         return (
             ", but no provider's direct-channel endpoint is known (RENKEI_LINKAGE_ENDPOINTS):"
