@@ -156,8 +156,14 @@ class DirectServer:
 
     @property
     def address(self) -> str:
+        """Where a process on this machine reaches the endpoint (the dev stack's executors)."""
         host = self._listen.rsplit(":", 1)[0]
         return f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
+
+    @property
+    def listening(self) -> str:
+        """Where the endpoint listens, as configured, with the port it got (for port 0)."""
+        return f"{self._listen.rsplit(':', 1)[0]}:{self.port}"
 
     async def _ask(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         try:

@@ -354,7 +354,7 @@ async def shape(quick: bool) -> list[str]:
     return [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
         f" `bench-seq-3` (Tokyo asks Minato three times); load average {load_before:.1f} before,"
-        f" {load_after:.1f} after",
+        f" {load_after:.1f} after; renkei's linkages {LINKAGES[TRANSPORT[0]]}",
         "",
         *bs.report(last, spent, flows, serial),
     ]

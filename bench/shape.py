@@ -9,6 +9,10 @@ shapes on one stack, each on a task-queue prefix of its own:
   ``renkei worker`` process of its own, as deployed;
 - (c) as (b), with two ``renkei worker control pref-tokyo`` processes on the same control queue.
 
+With ``--transport direct``, renkei's flows ask Minato over the direct channel in every shape:
+in (b) and (c) the agency process listens on a port of its own and the control processes are
+told where (``RENKEI_LINKAGE_LISTEN`` / ``RENKEI_LINKAGE_ENDPOINTS``), as deployed.
+
 Plain Temporal runs in the same run, its worker in a process of its own, for the ratio. Rounds
 alternate the shapes; throughput is the median of :data:`ROUNDS`. CPU is measured per process
 group in the first round of each shape.
@@ -34,7 +38,7 @@ from bench import flows as bf
 from bench.plain import PlainSeq, noop
 from renkei.app.client import RenkeiClient
 from renkei.kernel.settings import Settings
-from tests.processes import RenkeiProcess, all_ready, worker
+from tests.processes import RenkeiProcess, all_ready, direct_endpoints, direct_env, worker
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 from workers.assembly import running_workers
@@ -58,6 +62,17 @@ def worker_plan(controls: int) -> list[tuple[str, ...]]:
     if controls < 1:
         raise ValueError("a shape needs at least one control worker process")
     return [("hub",), *[("control", EXECUTOR)] * controls, ("agency", PROVIDER)]
+
+
+def process_plan(controls: int, transport: str) -> list[tuple[tuple[str, ...], dict[str, str]]]:
+    """:func:`worker_plan`'s processes with the settings each is given beyond the stack's: none
+    through the providers' queues; over the direct channel (``transport`` ``direct``), the
+    agency's endpoint on a free local port, which the control processes are told of."""
+    plan = worker_plan(controls)
+    if transport != "direct":
+        return [(a, {}) for a in plan]
+    endpoints = direct_endpoints(PROVIDER)
+    return [(a, direct_env(endpoints, *a)) for a in plan]
 
 
 def role_of(args: tuple[str, ...]) -> str:
@@ -124,8 +139,11 @@ async def run(
         s: dict(shared) for s in SHAPES
     }
     procs: dict[str, list[tuple[tuple[str, ...], RenkeiProcess]]] = {
-        OWN: [(a, worker(per_shape[OWN], address, *a, ready=False)) for a in worker_plan(1)],
-        TWO: [(a, worker(per_shape[TWO], address, *a, ready=False)) for a in worker_plan(2)],
+        shape: [
+            (a, worker(per_shape[shape], address, *a, ready=False, **env))
+            for a, env in process_plan(controls, settings.linkage_transport)
+        ]
+        for shape, controls in ((OWN, 1), (TWO, 2))
     }
     plain_tq = f"{prefixes[PLAIN]}-plain"
     plain_proc: BaseProcess = multiprocessing.get_context("spawn").Process(

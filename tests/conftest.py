@@ -37,6 +37,7 @@ from whitelist.store import LiveWhitelist
 from workers.plugin import connect
 
 from .helpers import workers
+from .processes import free_port
 
 TESTS = Path(__file__).parent
 SAMPLE_RESIDENTS = 400
@@ -99,15 +100,6 @@ def fresh_database(database_url: str) -> Iterator[str]:
         yield f"{base}/{name}{query_sep}{query}"
     finally:
         asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def own_stack_env(data: Path) -> dict[str, str]:

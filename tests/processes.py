@@ -7,18 +7,47 @@ test can kill the process at exactly that point.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from renkei.app.stack import TemporalServer, postmaster_alive, start_postgres_again
 from renkei.kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A local port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def direct_endpoints(*agencies: str) -> dict[str, str]:
+    """A free local address for each agency's direct-channel endpoint."""
+    return {org: f"127.0.0.1:{free_port()}" for org in agencies}
+
+
+def direct_env(endpoints: Mapping[str, str], kind: str, *args: str) -> dict[str, str]:
+    """The direct channel's settings of a ``renkei worker KIND ARGS`` process, as an operator
+    gives them: every process the transport (the hub's tells the flows to ask directly), an
+    agency the address its endpoint listens on, an executor's control process where every
+    provider's endpoint is."""
+    env = {"RENKEI_LINKAGE_TRANSPORT": "direct"}
+    if kind == "agency":
+        env["RENKEI_LINKAGE_LISTEN"] = endpoints[args[0]]
+    elif kind == "control":
+        env["RENKEI_LINKAGE_ENDPOINTS"] = json.dumps(dict(endpoints))
+    return env
 
 
 def renkei_env(settings: Settings, temporal: str, **extra: str) -> dict[str, str]:

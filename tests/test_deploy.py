@@ -180,3 +180,53 @@ def test_the_deployed_temporal_reads_its_queues_as_the_dev_stack_does() -> None:
 
     config = YAML(typ="safe").load(PROJECT_ROOT / "deploy" / "temporal-dynamicconfig.yaml")
     assert {k: config[k][0]["value"] for k in SERVER_TUNING} == SERVER_TUNING
+
+
+def test_the_direct_channel_overlay_gives_each_process_its_own_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``deploy/direct-channel.yml`` on top of the compose file: the hub's worker tells runs to
+    ask directly, every agency's worker serves its endpoint on a port of its own, and every
+    executor's control worker knows every agency's endpoint, at an address it can reach (the
+    agency's service, on a network they share, at the port it listens on)."""
+    from renkei.kernel.settings import Settings
+
+    overlay_path = PROJECT_ROOT / "deploy" / "direct-channel.yml"
+    overlay: dict[str, Any] = YAML(typ="safe", pure=True).load(overlay_path.read_text())
+    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
+    assert not [e.message for e in validator.iter_errors(overlay)]
+    services = _compose()["services"]
+    assert set(overlay["services"]) <= set(services)
+
+    def settings_of(name: str) -> Settings:
+        for key in [k for k in os.environ if k.startswith("RENKEI_")]:
+            monkeypatch.delenv(key)
+        for key, value in overlay["services"][name]["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        return Settings()
+
+    def role(name: str) -> str:
+        return "/".join(services[name].get("command", [])[:2])
+
+    assert settings_of("renkei-hub").linkage_transport == "direct"
+    listening = {}
+    for name in services:
+        if role(name) == "worker/agency":
+            own = settings_of(name)
+            assert own.linkage_transport == "direct", name
+            assert own.linkage_listen.startswith("0.0.0.0:"), name  # reachable beyond itself
+            assert not own.linkage_endpoints, name  # an agency asks no one
+            listening[services[name]["command"][2]] = (name, own.linkage_listen.split(":")[1])
+    assert set(listening) == set(SAMPLE_AGENCIES)
+    controls = [name for name in services if role(name) == "worker/control"]
+    assert controls
+    for name in controls:
+        endpoints = settings_of(name).linkage_endpoints
+        assert set(endpoints) == set(SAMPLE_AGENCIES), name
+        for org, address in endpoints.items():
+            service, port = listening[org]
+            assert address == f"{service}:{port}", (name, org)
+            shared = set(services[name]["networks"]) & set(services[service]["networks"])
+            assert shared, f"{name} cannot reach {service}"
+    # the hub's web process and the gateway are told nothing of it
+    assert not {"renkei-web", "renkei-gateway", "renkei-init"} & set(overlay["services"])

@@ -11,12 +11,22 @@ import sys
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
+from renkei.contracts.names import is_act_activity, is_query_activity
 from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, records_by_party, sdk, shibuya_family
-from .processes import ROOT, all_ready, control_plane, worker
+from .processes import (
+    ROOT,
+    RenkeiProcess,
+    all_ready,
+    control_plane,
+    direct_endpoints,
+    direct_env,
+    worker,
+)
 
 
 def _as_login(url: str, user: str, password: str) -> str:
@@ -100,6 +110,123 @@ async def test_hub_executor_and_two_agencies_as_processes_complete_a_flow(
     }
     # Stopped with SIGTERM, each process shut down on its own (no SIGKILL needed).
     assert all(p.process.returncode == 0 for p in procs), [p.output for p in procs]
+
+
+async def test_the_direct_channel_with_every_party_in_its_own_process(
+    client: Client, pool, settings: Settings
+) -> None:
+    """Deployed as in production: the hub's worker, Minato's control worker and the two
+    providers' agencies each a ``renkei worker`` process, told of the direct channel by their
+    settings alone (each agency listens on its own port, the control process knows them). The
+    flow asks both providers directly: nothing crosses a provider's queue, and each party keeps
+    exactly one record of each attempt."""
+    address = client.service_client.config.target_host
+    endpoints = direct_endpoints("city-shibuya", "jps")
+
+    def started(kind: str, *args: str) -> RenkeiProcess:
+        return worker(
+            settings, address, kind, *args, ready=False, **direct_env(endpoints, kind, *args)
+        )
+
+    procs = all_ready(
+        [
+            started("hub"),
+            started("control", "city-minato"),
+            started("agency", "city-shibuya"),
+            started("agency", "jps"),
+        ]
+    )
+    hub, control, shibuya, jps = procs
+    try:
+        family = shibuya_family(settings)
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        result = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    finally:
+        for p in procs:
+            p.stop()
+    # Each agency's ready line names the endpoint it serves; the control process, whom it asks.
+    for org, agency in (("city-shibuya", shibuya), ("jps", jps)):
+        assert f"serving linkages directly on {endpoints[org]}" in agency.output, agency.output
+    assert "knows the direct-channel endpoints of city-shibuya, jps" in control.output, (
+        control.output
+    )
+    assert "serving linkages directly" not in hub.output + control.output
+    assert result.result["taxable_income"] == family.members[0].taxable_income
+    assert {(x.provider, x.outcome) for x in result.linkages} == {
+        ("city-shibuya", "provided"),
+        ("jps", "provided"),
+    }
+    # No linkage was an activity on a provider's queue: each is the flow's local activity.
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled and not [n for n in scheduled if is_query_activity(n) or is_act_activity(n)], (
+        scheduled
+    )
+    markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert len(markers) >= 2  # the two linkages' answers, as the local activity's markers
+    kept = await records_by_party(pool, handle.id)
+    assert {k: len(v) for k, v in kept.items()} == {
+        (party, step): 1
+        for party in ("requester", "hub", "provider")
+        for step in ("tax", "pension")
+    }
+    assert all(p.process.returncode == 0 for p in procs), [p.output for p in procs]
+
+
+async def test_a_control_process_that_knows_no_endpoint_fails_the_step_naming_the_setting(
+    client: Client, pool, settings: Settings
+) -> None:
+    """The hub tells the runs to ask directly, but Minato's control process was given no
+    RENKEI_LINKAGE_ENDPOINTS: its ready line says so, and the flow fails (once the step's
+    retries are spent) naming the missing setting; no provider was asked, so none kept a
+    record."""
+    address = client.service_client.config.target_host
+    endpoints = direct_endpoints("city-shibuya", "jps")
+    procs = all_ready(
+        [
+            worker(settings, address, "hub", ready=False, **direct_env(endpoints, "hub")),
+            worker(
+                settings,
+                address,
+                "control",
+                "city-minato",
+                ready=False,
+                RENKEI_LINKAGE_TRANSPORT="direct",
+            ),
+            *[
+                worker(
+                    settings,
+                    address,
+                    "agency",
+                    org,
+                    ready=False,
+                    **direct_env(endpoints, "agency", org),
+                )
+                for org in endpoints
+            ],
+        ]
+    )
+    control = procs[1]
+    try:
+        handle = await sdk(client, settings).start(allowance_check(settings))
+        with pytest.raises(WorkflowFailureError) as failed:
+            await asyncio.wait_for(handle.result(), 120)
+    finally:
+        for p in procs:
+            p.stop()
+    assert "no provider's direct-channel endpoint is known (RENKEI_LINKAGE_ENDPOINTS)" in (
+        control.output
+    )
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    assert "no direct endpoint is configured for" in cause.message, cause.message
+    assert "(RENKEI_LINKAGE_ENDPOINTS)" in cause.message
+    kept = await records_by_party(pool, handle.id)
+    assert not [k for k in kept if k[0] == "provider"], kept
 
 
 def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:

@@ -164,18 +164,20 @@ async def running_workers(
 
 
 @contextlib.asynccontextmanager
-async def serving_directly(direct: DirectWiring, settings: Settings) -> AsyncIterator[None]:
-    """``direct``'s endpoint served (if it serves any provider) and known to its executors
-    while the block runs; its executors' connections closed after."""
+async def serving_directly(
+    direct: DirectWiring, settings: Settings
+) -> AsyncIterator[DirectServer | None]:
+    """``direct``'s endpoint served (if it serves any provider; yielded) and known to its
+    executors while the block runs; its executors' connections closed after."""
     try:
         if direct.served:
             async with DirectServer(
                 direct.served, settings.task_queue_prefix, settings.linkage_listen
             ) as server:
                 direct.endpoints.update(dict.fromkeys(direct.served, server.address))
-                yield
+                yield server
         else:
-            yield
+            yield None
     finally:
         for links in direct.links:
             await links.close()

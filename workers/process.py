@@ -164,17 +164,32 @@ async def run_worker(
                 key = keys.load(settings) if kind == "hub" else keys.load_org(settings, party)
                 chainer = records.Chainer(pool, records.RecordSigner(party, key.signer()))
                 await running.enter_async_context(chainer)
-            await running.enter_async_context(serving_directly(direct, settings))
+            endpoint = await running.enter_async_context(serving_directly(direct, settings))
             for w in workers:
                 await running.enter_async_context(w)
             queues = ", ".join(w.task_queue for w in workers)
-            endpoint = direct.endpoints.get(party) if direct.served else None
             ready(
                 f"worker {kind}{' ' + org if org else ''} polling {queues}"
-                + (f", serving linkages directly on {endpoint}" if endpoint else "")
+                + (f", serving linkages directly on {endpoint.listening}" if endpoint else "")
+                + (_asks_directly(settings) if kind == "control" else "")
             )
             await stop.wait()
     finally:
         if whitelist is not None:
             await whitelist.stop()
         await pool.close()
+
+
+def _asks_directly(settings: Settings) -> str:
+    """What a control process's ready line says of the providers' endpoints it knows: the hub,
+    not this process, tells each run how to reach providers, so an operator sees here whether
+    this process could ask them directly."""
+    known = sorted(settings.linkage_endpoints)
+    if known:
+        return ", knows the direct-channel endpoints of " + ", ".join(known)
+    if settings.linkage_transport == "direct":
+        return (
+            ", but no provider's direct-channel endpoint is known (RENKEI_LINKAGE_ENDPOINTS):"
+            " its flows' linkages fail until it is set"
+        )
+    return ""

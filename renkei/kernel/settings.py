@@ -121,17 +121,21 @@ class Settings(BaseSettings):
         description="how the hub tells new runs to reach providers: queue, a linkage is an"
         " activity on the provider's task queue; direct, the executor's worker asks the"
         " provider's endpoint itself (one Temporal dispatch fewer per linkage; every provider's"
-        " worker must serve its endpoint and every executor must know where)",
+        " worker must serve its endpoint and every executor must know where). Read by the hub's"
+        " worker (what it tells new runs) and the agencies' workers (direct: they serve their"
+        " endpoint too)",
     )
     linkage_listen: str = Field(
         default="127.0.0.1:0",
-        description="where an agency's worker serves its direct-channel endpoint (host:port; port"
-        " 0: any free one, for the dev stack)",
+        description="where an agency's worker serves its direct-channel endpoint (host:port;"
+        " 0.0.0.0:PORT in a container, reachable from every executor's control worker; port 0:"
+        " any free one, for the dev stack)",
     )
     linkage_endpoints: dict[str, str] = Field(
         default_factory=dict,
-        description="the providers' direct-channel endpoints, as JSON: {org: host:port} (the dev"
-        " stack adds the endpoint of the agencies it runs itself)",
+        description="the providers' direct-channel endpoints, as JSON: {org: host:port}, read"
+        " by each executor's control worker (the dev stack adds the endpoint of the agencies it"
+        " runs itself); an address is not trusted, the sealing is",
     )
     sample_residents: int = Field(
         default=3000, ge=10, description="synthetic residents seeded into the sample agencies"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from bench.shape import ONE, OWN, PLAIN, TWO, cpu_table, role_of, worker_plan
+from bench.shape import ONE, OWN, PLAIN, TWO, cpu_table, process_plan, role_of, worker_plan
 
 
 def test_the_plan_runs_the_hub_each_control_process_and_the_agency() -> None:
@@ -19,6 +21,20 @@ def test_the_plan_runs_the_hub_each_control_process_and_the_agency() -> None:
     ]
     with pytest.raises(ValueError, match="at least one control"):
         worker_plan(0)
+
+
+def test_over_the_direct_channel_the_agency_listens_where_the_control_processes_ask() -> None:
+    assert process_plan(2, "queue") == [(a, {}) for a in worker_plan(2)]
+    plan = dict(enumerate(process_plan(2, "direct")))
+    hub, control, again, agency = (plan[i][1] for i in range(4))
+    assert all(env["RENKEI_LINKAGE_TRANSPORT"] == "direct" for env in (hub, control, agency))
+    listen = agency["RENKEI_LINKAGE_LISTEN"]
+    assert listen.startswith("127.0.0.1:") and int(listen.rpartition(":")[2]) > 0
+    assert json.loads(control["RENKEI_LINKAGE_ENDPOINTS"]) == {"city-minato": listen}
+    assert again == control
+    # only the process that needs a setting is given it
+    assert "RENKEI_LINKAGE_ENDPOINTS" not in hub and "RENKEI_LINKAGE_ENDPOINTS" not in agency
+    assert "RENKEI_LINKAGE_LISTEN" not in hub and "RENKEI_LINKAGE_LISTEN" not in control
 
 
 def test_cpu_table_is_per_flow_with_a_dash_where_a_shape_runs_no_such_process() -> None:
