@@ -7,6 +7,7 @@ already in flight take another path fails here, before it reaches a running syst
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -15,7 +16,12 @@ from temporalio.client import WorkflowHistory
 from temporalio.common import HeaderCodecBehavior
 from temporalio.worker import Replayer
 
-from renkei.contracts.names import control_parts
+from renkei.contracts.names import (
+    DIRECT_LINKAGE,
+    control_parts,
+    is_act_activity,
+    is_query_activity,
+)
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from workers.plugin import renkei_plugin
@@ -29,6 +35,9 @@ FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.parent.name != "keys")
 FIXTURE_KEYS = Settings(keys_file=HISTORIES / "keys.json", keys_dir=HISTORIES / "keys")
 # The prefix of the newest recording: every sample has runs recorded on the current paths.
 NEWEST = "v{version}-lean-"
+# The prefix of the runs recorded over the direct channel (RENKEI_LINKAGE_TRANSPORT=direct):
+# the same paths as the newest, each linkage a local activity of the flow.
+DIRECT = "v{version}-direct-"
 
 
 def _queue(recorded: dict[str, object]) -> str:
@@ -52,6 +61,49 @@ def test_every_sample_has_runs_recorded_on_the_current_paths() -> None:
         for p in found:
             queue = _queue(json.loads(p.read_text(encoding="utf-8")))
             assert control_parts(queue)[1] is not None, f"{p.name}: not on an executor's queue"
+
+
+def _linkages(recorded: dict[str, object]) -> tuple[list[str], list[str]]:
+    """A run's linkages: (the activity types it scheduled on providers' queues, the steps it
+    asked over the direct channel, from its local activities' markers)."""
+    history = recorded["history"]
+    assert isinstance(history, dict)
+    queued: list[str] = []
+    direct: list[str] = []
+    for e in history["events"]:
+        scheduled = e.get("activityTaskScheduledEventAttributes")
+        if scheduled is not None:
+            kind = scheduled["activityType"]["name"]
+            if is_query_activity(kind) or is_act_activity(kind):
+                queued.append(kind)
+        marker = e.get("markerRecordedEventAttributes")
+        if marker is not None and marker["markerName"] == "core_local_activity":
+            [data] = marker["details"]["data"]["payloads"]
+            seen = json.loads(base64.b64decode(data["data"]))
+            if seen["activity_type"] == DIRECT_LINKAGE:
+                direct.append(seen["activity_id"])
+    return queued, direct
+
+
+def test_every_sample_has_runs_recorded_over_the_direct_channel() -> None:
+    """Of every shipped sample's version: runs recorded over the direct channel, each asking
+    no provider on its queue, and with linkages asked directly (the flows in flight over the
+    direct channel when the code changes)."""
+    from renkei.bpf.loader import definition_files, load_file
+
+    for path in definition_files(SAMPLES_DIR):
+        d = load_file(path).definition
+        prefix = DIRECT.format(version=d.version)
+        found = [p for p in FILES if p.parent.name == d.bpf and p.name.startswith(prefix)]
+        assert found, f"{d.bpf} v{d.version} has no history recorded as {prefix}…"
+        asked = 0
+        for p in found:
+            recorded = json.loads(p.read_text(encoding="utf-8"))
+            assert control_parts(_queue(recorded))[1] is not None, f"{p.name}: not an executor's"
+            queued, direct = _linkages(recorded)
+            assert not queued, f"{p.name}: linkages on the providers' queues: {queued}"
+            asked += len(direct)
+        assert asked, f"{d.bpf} v{d.version}: no linkage was asked over the direct channel"
 
 
 def test_the_histories_cover_both_control_paths() -> None:

@@ -9,12 +9,12 @@ interceptors and sandbox come with it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Plugin, Worker
 
 from activities.agencies import SAMPLE_AGENCIES
 from activities.direct import DirectServer, DirectWiring
@@ -45,6 +45,7 @@ def build_workers(
     legacy: bool = True,
     connection: Callable[[str], Client] | None = None,
     direct: DirectWiring | None = None,
+    control_plugins: Sequence[Plugin] = (),
 ) -> list[Worker]:
     """The hub's worker and a control worker per org of ``executors`` (default: every org
     whose key file this process holds) unless ``control`` is false, the legacy control worker of runs from before executor-side control (``legacy``),
@@ -54,7 +55,8 @@ def build_workers(
     connection: the hub's worker holds the hub's keys, an executor's control worker that
     executor's, an agency's worker that agency's. With ``connection``, each party's workers
     use the connection it gives for that party instead (``renkei up --gateway``: the party's
-    own, through the gateway with the party's certificate).
+    own, through the gateway with the party's certificate). ``control_plugins`` are added to
+    each executor's control worker (the conformance kit's watch of its flows).
     """
 
     catalog = whitelist.bind(catalog)  # the org registry's live view
@@ -71,7 +73,13 @@ def build_workers(
     if control:
         workers.append(hub_worker(acting(HUB), pool, settings, catalog, whitelist))
         workers.extend(
-            control_worker(acting(org, legacy_ring=False), settings, org, direct=direct)
+            control_worker(
+                acting(org, legacy_ring=False),
+                settings,
+                org,
+                direct=direct,
+                plugins=list(control_plugins),
+            )
             for org in executors
         )
         if legacy and settings.legacy_runs_before is not None:
@@ -120,6 +128,7 @@ async def running_workers(
     providers: Providers | None = None,
     legacy: bool = True,
     connection: Callable[[str], Client] | None = None,
+    control_plugins: Sequence[Plugin] = (),
 ) -> AsyncIterator[list[Worker]]:
     """Run :func:`build_workers`'s set until the block exits (workers stop in reverse order).
 
@@ -144,6 +153,7 @@ async def running_workers(
         legacy=legacy,
         connection=connection,
         direct=direct,
+        control_plugins=control_plugins,
     )
     async with contextlib.AsyncExitStack() as stack:
         if direct is not None:

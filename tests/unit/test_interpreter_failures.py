@@ -1,7 +1,7 @@
 """How the interpreter turns a failed activity, and a failed parallel step, into the flow's failure.
 
-The helpers live in ``workflows.outcomes`` (``step_failure``, ``first_failure``); they
-are pure, so they are called here with temporalio exceptions built by hand.
+The helpers live in ``workflows.outcomes`` (``step_failure``, ``local_failure``,
+``first_failure``); they are pure, so they are called here with temporalio exceptions built by hand.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from temporalio.exceptions import (
 
 from renkei.contracts.failures import Failure
 from workflows.outcomes import first_failure as _first
+from workflows.outcomes import local_failure as _local_failure
 from workflows.outcomes import step_failure as _application_failure
 
 
@@ -113,6 +114,37 @@ def test_any_other_cause_is_step_failed_with_the_activitys_message() -> None:
 def test_an_activity_error_without_a_cause_is_step_failed() -> None:
     out = _application_failure(activity_error(None, message="activity failed"))
     assert Failure.STEP_FAILED.caused(out) and out.message == "step tax: activity failed"
+
+
+# -- a local activity (the direct channel's linkage) that failed for good ---------------------
+# The SDK raises a local activity's cause itself, not an ActivityError around it.
+
+
+def test_a_local_application_failure_keeps_its_type_and_message_under_the_context() -> None:
+    cause = ApplicationError("register offline", type="ProviderError", non_retryable=False)
+    out = _local_failure(cause, "step tax")
+    assert out.type == "ProviderError"
+    assert out.message == "step tax: register offline"
+    assert out.non_retryable
+
+
+def test_a_local_timeout_is_step_timed_out_naming_the_timeout_kind() -> None:
+    out = _local_failure(timeout(TimeoutType.SCHEDULE_TO_CLOSE), "step tax")
+    assert Failure.STEP_TIMED_OUT.caused(out)
+    assert out.message == "step tax: no answer in time (schedule-to-close timeout)"
+    assert out.non_retryable
+
+
+def test_a_local_timeout_of_unknown_kind_is_an_activity_timeout() -> None:
+    out = _local_failure(timeout(None), "step tax")
+    assert out.message == "step tax: no answer in time (activity timeout)"
+
+
+def test_a_local_cancellation_is_step_failed() -> None:
+    out = _local_failure(CancelledError("cancelled"), "step tax")
+    assert Failure.STEP_FAILED.caused(out)
+    assert out.message == "step tax: cancelled"
+    assert out.non_retryable
 
 
 # -- a parallel step: which lane's failure is the step's ---------------------------------------

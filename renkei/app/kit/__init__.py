@@ -4,6 +4,8 @@
   and their loading;
 - :mod:`~renkei.app.kit.stubs`: the stub providers standing in for the orgs;
 - :mod:`~renkei.app.kit.clock`: the kit's clock, moved only when the flows are quiet;
+- :mod:`~renkei.app.kit.watch`: what the kit's control workers do with its flows (a local
+  activity, the direct channel's linkage, is not on the server);
 - :mod:`~renkei.app.kit.runner`: running a version's scenarios through the real interpreter,
   hub and gates;
 - :mod:`~renkei.app.kit.report`: the report, its verdict and hash, storing it, recording the

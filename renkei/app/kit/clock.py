@@ -9,6 +9,12 @@ workflow task and no activity in flight except stubs parked on the clock, in two
 alike; then it lets the first thing due happen, and only that — the stub due first (by due
 time, then step, provider and item), or else the flows' first timer. So what happens first is
 what is due first, in the same order on an idle machine as on a loaded one.
+
+A linkage over the direct channel is a local activity, which the server does not show (and
+while one runs, the worker holds the flow's workflow task open): the kit's own control workers
+tell what they are doing with its flows (:class:`~renkei.app.kit.watch.FlowWatch`), and a
+flow whose local activities are all parked at their stubs is quiet like one whose activities
+are.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from renkei.app.kit.watch import FlowWatch
 from renkei.contracts.messages import KitAdvance, KitClock
 
 
@@ -36,11 +43,17 @@ class StubClock:
     def __init__(self, now: dt.datetime) -> None:
         self.now = now
         self._parked: list[_Parked] = []
+        # what the kit's control workers do with the scenario's flows (they run them watched)
+        self.watch = FlowWatch()
 
     @property
     def parked(self) -> int:
         """How many stubs wait on the clock."""
         return len(self._parked)
+
+    def parked_steps(self) -> list[str]:
+        """The steps of the stubs waiting on the clock (a stub's key starts with its step)."""
+        return [p.key.split("/", 1)[0] for p in self._parked]
 
     def first(self) -> _Parked | None:
         """The stub due first (ties: by key), if any waits."""
@@ -70,13 +83,19 @@ class StubClock:
             entry.event.set()
 
 
-async def _snapshot(client: Client, root: str) -> tuple[list[tuple[str, int]], int, bool] | None:
-    """The open flows under ``root`` with their history lengths, how many activities they have
-    in flight, and whether any has a workflow task to do; None if one could not be read."""
-    seen: list[tuple[str, int]] = []
+async def _snapshot(
+    client: Client, root: str, stubs: StubClock
+) -> tuple[list[tuple[str, int, int]], int, bool] | None:
+    """The open flows under ``root`` (each with its history length, or -1 while its worker
+    holds its task for a local activity, and how many activations its worker ran), how many
+    activities they have in flight (the server's and the local ones), and whether any has
+    something to do; None if one could not be read."""
+    watch = stubs.watch
+    parked = stubs.parked_steps()
+    seen: list[tuple[str, int, int]] = []
     activities = 0
     todo = [root]
-    busy = False
+    busy = watch.running
     while todo:
         wid = todo.pop(0)
         try:
@@ -86,9 +105,23 @@ async def _snapshot(client: Client, root: str) -> tuple[list[tuple[str, int]], i
         if desc.status != WorkflowExecutionStatus.RUNNING:
             continue
         raw = desc.raw_description
-        seen.append((wid, raw.workflow_execution_info.history_length))
-        busy = busy or raw.HasField("pending_workflow_task")
-        activities += len(raw.pending_activities)
+        flow = watch.state(wid)
+        # While a local activity runs, the worker holds the flow's task open: a task in flight
+        # is then the worker's waiting, not work to do, if every local activity is parked.
+        held = bool(flow.local)
+        busy = (
+            busy
+            or (raw.HasField("pending_workflow_task") and not held)
+            or any(step not in parked for step in flow.local.values())
+        )
+        # An activity the flow asked for is in flight on the server until the flow is given its
+        # end: one asked for and not on the server (not sent yet, or ended and not yet given to
+        # the flow) is something to do.
+        shown = {a.activity_id for a in raw.pending_activities}
+        busy = busy or any(a not in shown for a in flow.remote.values())
+        length = -1 if held else raw.workflow_execution_info.history_length
+        seen.append((wid, length, flow.activations))
+        activities += len(raw.pending_activities) + len(flow.local)
         todo += [c.workflow_id for c in raw.pending_children]
     return seen, activities, busy
 
@@ -96,11 +129,11 @@ async def _snapshot(client: Client, root: str) -> tuple[list[tuple[str, int]], i
 async def quiet_due(client: Client, root: str, stubs: StubClock) -> list[dt.datetime] | None:
     """When the flows under ``root`` are quiet, when their waits and sleeps are due (a wait's
     reminder or deadline, a sleep's end); else None."""
-    first = await _snapshot(client, root)
+    first = await _snapshot(client, root, stubs)
     if first is None or first[2] or first[1] != stubs.parked or not first[0]:
         return None
     due: list[dt.datetime] = []
-    for wid, _ in first[0]:
+    for wid, *_ in first[0]:
         try:
             clock = await client.get_workflow_handle(wid).query(
                 "renkei.kit.clock", result_type=KitClock
@@ -108,7 +141,7 @@ async def quiet_due(client: Client, root: str, stubs: StubClock) -> list[dt.date
         except RPCError:
             return None
         due += clock.due
-    if await _snapshot(client, root) != first:
+    if await _snapshot(client, root, stubs) != first:
         return None  # something moved while it was read
     return due
 
@@ -132,8 +165,8 @@ async def next_event(client: Client, root: str, stubs: StubClock) -> bool:
 async def advance(client: Client, root: str, stubs: StubClock, to: dt.datetime) -> None:
     """Move the clock of the flows under ``root`` and of the stubs to ``to``."""
     stubs.advance(to)
-    found = await _snapshot(client, root)
-    for wid, _ in found[0] if found else [(root, 0)]:
+    found = await _snapshot(client, root, stubs)
+    for wid in [f[0] for f in found[0]] if found else [root]:
         try:
             await client.get_workflow_handle(wid).execute_update(
                 "renkei.kit.advance", KitAdvance(to=to), result_type=KitClock

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,7 +43,7 @@ from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import FlowResult, StartFlow
-from renkei.contracts.names import workflow_id
+from renkei.contracts.names import DIRECT_LINKAGE, workflow_id
 from renkei.kernel import attest, keys, records, telemetry
 from renkei.kernel.pseudonyms import Pseudonyms, derive_code
 from renkei.kernel.settings import Settings
@@ -54,6 +55,8 @@ from workers.plugin import service_config
 # How often the kit looks whether a flow waits or is quiet (its state is remote: polled, as a
 # portal would). Only how soon the kit notices depends on it, never what it decides.
 POLL_S = 0.05
+# The marker a local activity's end leaves in the flow's history (the SDK's own name).
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 # A scenario still running after this long is stuck (a bug of the kit or the flow): it fails.
 STUCK_S = 600.0
 
@@ -108,6 +111,9 @@ async def run_scenarios(
             whitelist,
             agencies=sorted(catalog.orgs),
             providers=stubs.providers,
+            # the kit sees what its control workers do with the flows (a linkage over the
+            # direct channel is a local activity, which the server does not show)
+            control_plugins=[clock.watch.plugin()],
         ):
             try:
                 result = await _run_one(client, pool, kit, d, scenario, stubs, code_at, clock)
@@ -324,7 +330,8 @@ async def _drive(
 
 
 async def _activity_outcomes(handle: Any) -> dict[str, str]:
-    """Each query activity's end, by step id, from the run's history."""
+    """Each linkage's end, by step id, from the run's history: a query activity's on the
+    provider's queue, or the marker of a linkage over the direct channel (a local activity)."""
     scheduled: dict[int, str] = {}
     ended: dict[str, str] = {}
     history = await handle.fetch_history()
@@ -339,7 +346,28 @@ async def _activity_outcomes(handle: Any) -> dict[str, str]:
         ):
             if e.HasField(field):
                 ended[scheduled[getattr(e, field).scheduled_event_id]] = outcome
+        if e.HasField("marker_recorded_event_attributes"):
+            found = _direct_outcome(e.marker_recorded_event_attributes)
+            if found is not None:
+                ended[found[0]] = found[1]
     return ended
+
+
+def _direct_outcome(marker: Any) -> tuple[str, str] | None:
+    """(step, end) of a direct linkage's local activity marker; None for any other marker."""
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return None
+    [data] = marker.details["data"].payloads
+    try:
+        seen = json.loads(data.data)
+    except ValueError:
+        return None
+    if not isinstance(seen, dict) or seen.get("activity_type") != DIRECT_LINKAGE:
+        return None
+    if not marker.HasField("failure"):
+        return str(seen["activity_id"]), "provided"
+    cancelled = marker.failure.HasField("canceled_failure_info")
+    return str(seen["activity_id"]), "cancelled" if cancelled else "failed"
 
 
 def _check_records(
