@@ -24,7 +24,10 @@ Nothing of the trust protocol changes:
   for its permit as it does for an answer from the provider's queue.
 
 The endpoint's address is no secret and no trust: an endpoint that is not the provider's cannot
-open the request nor sign an answer the flow accepts. The wire is gRPC (one unary method, raw
+open the request nor sign an answer the flow accepts. Nor is a gRPC status the provider's word:
+anyone on the network can send one, so the executor takes a refusal or a failure only sealed in
+a reply, and any status as an endpoint out of reach (asked again within the step's budget). The
+wire is gRPC (one unary method, raw
 bytes): an envelope naming the flow and the provider in clear (ids only, nothing personal),
 around the sealed request.
 """
@@ -385,16 +388,15 @@ async def opened_reply(
 
 
 def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:
-    """What a failed call to a provider's endpoint means for the attempt: a refusal is final,
-    an endpoint out of reach or too slow is retried within the step's budget."""
+    """What a failed call to a provider's endpoint means for the attempt: nothing the provider
+    said. A status is not sealed: anyone between the executor and the provider can send one, so
+    none is taken as the provider's refusal (only a sealed :class:`DirectReply` carries that);
+    the attempt is asked again within the step's budget, whatever the status."""
     code = err.code()
-    reason = (err.details() or code.name)[:300]
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return Failure.LINKAGE_REFUSED.error(reason)
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-        return Failure.MALFORMED_LINKAGE.error(f"{provider}'s endpoint: {reason}")
+    said = (err.details() or "")[:200]
     return Failure.PROVIDER_ERROR.error(
-        f"{provider}'s endpoint: {code.name.lower()}", non_retryable=False
+        f"{provider}'s endpoint: {code.name.lower()}" + (f" ({said})" if said else ""),
+        non_retryable=False,
     )
 
 

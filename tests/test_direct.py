@@ -383,3 +383,70 @@ async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(
     assert sorted(r.step for r in kept) == ["household", "own_income", "spouse_income"]
     assert len(await _receipts(pool, handle.id)) == 3
     assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
+
+
+# -- attackers on the network between the executor and the provider ------------------------------
+
+
+def _minato(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
+) -> Served:
+    """city-minato as its own endpoint serves it (its gate, its code, its keys alone)."""
+    gate = WhitelistGate(
+        "city-minato",
+        live_whitelist.bind(catalog),
+        live_whitelist,
+        pool,
+        keys.load_org(settings, "city-minato"),
+    )
+    return Served(
+        gate, providers_for("city-minato", pool), _codec(client, pool, settings, "city-minato")
+    )
+
+
+async def test_a_status_anyone_on_the_network_sends_is_no_refusal_of_the_provider(
+    client, pool, direct_settings, catalog, live_whitelist
+) -> None:
+    """Someone between the executor and the provider answers the first ask with a gRPC status
+    of refusal (no keys needed: a status is not sealed). The flow does not take it as the
+    provider's refusal (nor the hub a ``denied``): it asks again, and the provider answers."""
+    settings = direct_settings
+    real, address = _free_address(), _free_address()
+    settings = settings.model_copy(update={"linkage_endpoints": {"city-minato": address}})
+    others = tuple(a for a in SAMPLE_AGENCIES if a != "city-minato")
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    forged = 0
+
+    async def answer(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        nonlocal forged
+        if forged < 3:  # one for each code the endpoint itself refuses with
+            code = [
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.NOT_FOUND,
+            ][forged]
+            forged += 1
+            await context.abort(code, "linkage refused: denied by the whitelist (forged)")
+        return await _send(real, body)
+
+    server = grpc.aio.server()
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(answer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("renkei.direct.v1.Linkage", {"Ask": handler}),)
+    )
+    server.add_insecure_port(address)
+    await server.start()
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    try:
+        async with (
+            DirectServer({"city-minato": minato}, settings.task_queue_prefix, real),
+            workers(client, pool, settings, catalog, live_whitelist, agencies=others),
+        ):
+            handle = await RenkeiClient(client, settings).start(
+                child_rearing(settings, h.members[0], h.members[1])
+            )
+            assert (await handle.result()).outcome == "completed"
+    finally:
+        await server.stop(grace=None)
+    assert forged == 3
+    assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
