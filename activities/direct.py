@@ -34,9 +34,10 @@ around the sealed request.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,10 @@ log = logging.getLogger(__name__)
 METHOD = "/renkei.direct.v1.Linkage/Ask"
 MAX_MESSAGE = 1 << 20  # a request or a reply: 1 MiB at most, either way
 MAX_CONCURRENT = 256  # requests one endpoint serves at once
+# Seconds a request may take to arrive once its call is open: a call counts against
+# MAX_CONCURRENT from its first frame, so one that sends nothing (no deadline either) would
+# hold its place for ever, and MAX_CONCURRENT of them the whole endpoint.
+ARRIVAL = 10.0
 _VERSION = b"v1"
 _CONVERTER = pydantic_data_converter.payload_converter
 
@@ -139,7 +144,9 @@ class DirectServer:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ],
         )
-        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+        # Served as a stream of requests (the same on the wire as one request), so that the
+        # endpoint reads the request itself and can give up on one that does not arrive.
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.stream_unary_rpc_method_handler(
             self._ask
         )
         server.add_generic_rpc_handlers(
@@ -162,8 +169,11 @@ class DirectServer:
         host = self._listen.rsplit(":", 1)[0]
         return f"{'127.0.0.1' if host in ('', '0.0.0.0', '[::]') else host}:{self.port}"
 
-    async def _ask(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    async def _ask(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
         try:
+            body = await _arrived(context)
             return await self.answer(body)
         except Refused as refused:
             await context.abort(refused.code, refused.reason)
@@ -225,6 +235,22 @@ class DirectServer:
         if not isinstance(answer, dict):
             return None, _failure(Failure.PROVIDER_ERROR.error("no answer"))
         return answer, None
+
+
+async def _arrived(context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    """The one request of a call, once it has arrived within :data:`ARRIVAL` seconds; else
+    :class:`Refused`."""
+    try:
+        async with asyncio.timeout(ARRIVAL):
+            body = await context.read()
+    except TimeoutError:
+        raise Refused(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the request did not arrive within {ARRIVAL:g} s of the call",
+        ) from None
+    if not isinstance(body, bytes):  # the call ended before a request
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "no request")
+    return body
 
 
 def _failure(err: ApplicationError) -> DirectFailure:

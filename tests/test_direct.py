@@ -450,3 +450,37 @@ async def test_a_status_anyone_on_the_network_sends_is_no_refusal_of_the_provide
         await server.stop(grace=None)
     assert forged == 3
     assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
+
+
+async def test_requests_that_never_arrive_do_not_hold_the_endpoint(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked, monkeypatch
+) -> None:
+    """A process with no keys opens as many calls as the endpoint serves at once and sends
+    nothing on them (nor any deadline): each is ended with a clear status once the time a
+    request may take to arrive has passed, and the endpoint then serves a real request."""
+    settings = direct_settings
+    _, _, body, _ = await _ran(direct_env, client, pool, settings, asked)
+    monkeypatch.setattr("activities.direct.MAX_CONCURRENT", 4)
+    monkeypatch.setattr("activities.direct.ARRIVAL", 1.0, raising=False)
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    address = _free_address()
+    never = asyncio.Event()
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await never.wait()
+        yield b""
+
+    async with (
+        DirectServer({"city-minato": minato}, settings.task_queue_prefix, address),
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        opened: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(METHOD)
+        calls = [opened(nothing()) for _ in range(4)]
+        ended = await asyncio.wait_for(
+            asyncio.gather(*(c.code() for c in calls)), timeout=30
+        )  # a guard against hanging: each ends after about a second
+        assert set(ended) == {grpc.StatusCode.DEADLINE_EXCEEDED}
+        assert "did not arrive" in (await calls[0].details() or "")
+        reply = await _send(address, body)
+    never.set()
+    assert reply
