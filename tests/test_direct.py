@@ -13,13 +13,15 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -39,7 +41,7 @@ from activities.gate import WhitelistGate
 from renkei.app.client import RenkeiClient
 from renkei.contracts.messages import DirectLinkage
 from renkei.kernel import keys, records
-from renkei.kernel.channels import ChannelCodec, ChannelError
+from renkei.kernel.channels import CHANNEL, ChannelCodec, ChannelError
 from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, party_client
@@ -484,3 +486,44 @@ async def test_requests_that_never_arrive_do_not_hold_the_endpoint(
         reply = await _send(address, body)
     never.set()
     assert reply
+
+
+async def test_envelopes_naming_unknown_keys_do_not_make_the_endpoint_read_the_registry_each(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked
+) -> None:
+    """A process with no keys sends envelopes whose sealed part names, in clear, a key no one
+    has (a new one each time): each is refused, and the endpoint looks such keys up in the
+    registry at most once a second, not once per envelope (each look-up reads the whole
+    registry and checks the hub's signature on every row)."""
+    settings = direct_settings
+    _, _, body, _ = await _ran(direct_env, client, pool, settings, asked)
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    directory = minato.codec.directory
+    refresh = directory._refresh
+    assert refresh is not None
+    reads = 0
+
+    async def counted() -> Mapping[str, Iterable[X25519PublicKey]]:
+        nonlocal reads
+        reads += 1
+        return await refresh()
+
+    directory.set_refresh(counted)
+    _, _, sealed = envelope_of(body)
+    p1, k1, p2, k2 = sealed.metadata[CHANNEL].decode().split(",")
+
+    def unknown() -> bytes:
+        forged = Payload()
+        forged.CopyFrom(sealed)
+        kid = os.urandom(len(k1) // 2).hex()
+        pair = f"{p1},{kid},{p2},{k2}" if p1 == "pref-tokyo" else f"{p1},{k1},{p2},{kid}"
+        forged.metadata[CHANNEL] = pair.encode()
+        return _rewrap(body, forged)
+
+    address = _free_address()
+    async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
+        began = time.monotonic()
+        refused = await asyncio.gather(*(_refused(address, unknown()) for _ in range(100)))
+        took = time.monotonic() - began
+    assert {code for code, _ in refused} == {grpc.StatusCode.PERMISSION_DENIED}
+    assert reads <= 2 + took, (reads, took)

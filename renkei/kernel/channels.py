@@ -39,8 +39,11 @@ the platform now writes to them (an answer to a month-long wait) in the hub's ch
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +74,10 @@ CHANNEL = "renkei-channel"  # metadata: "<party>,<key id>,<party>,<key id>", par
 WRITER = CHANNEL  # kept on the decoded payload too: the pair it came in
 _NONCE = 12
 _REMEMBERED = 4096  # activities whose request came under the ring (their answer goes back so)
+# Seconds between two reads of the registry on a miss: a payload names its keys in clear, so
+# anyone who can send one (a provider's direct endpoint takes them from the network) could
+# otherwise make each read the whole registry and check the hub's signature on every row.
+RELOAD_INTERVAL = 1.0
 
 
 class ChannelError(Exception):
@@ -81,7 +88,8 @@ class Directory:
     """Parties' public sealing keys: by party (current) and by key id (current or former).
 
     Filled from local key files, the hub-signed registry, or both; ``refresh`` (if given) is
-    awaited once on a miss, so a party registered after the process started is found.
+    awaited on a miss, so a party registered after the process started is found: misses share
+    one read begun after them, and reads are :data:`RELOAD_INTERVAL` seconds apart at least.
     """
 
     def __init__(
@@ -93,6 +101,8 @@ class Directory:
         self._current: dict[str, X25519PublicKey] = {}
         self._by_id: dict[str, tuple[str, X25519PublicKey]] = {}
         self._refresh = refresh
+        self._reading = asyncio.Lock()
+        self._read_began = -math.inf
         for party, key in (keys or {}).items():
             self.add(party, key)
 
@@ -109,10 +119,18 @@ class Directory:
     async def _reload(self) -> None:
         if self._refresh is None:
             return
-        for party, found in (await self._refresh()).items():
-            listed = list(found)
-            for i, key in enumerate(listed):  # the first key is the party's current one
-                self.add(party, key, current=i == 0)
+        missed = time.monotonic()
+        async with self._reading:
+            if self._read_began >= missed:
+                return  # a read begun after this miss has just ended: it found what there is
+            pause = self._read_began + RELOAD_INTERVAL - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self._read_began = time.monotonic()
+            for party, found in (await self._refresh()).items():
+                listed = list(found)
+                for i, key in enumerate(listed):  # the first key is the party's current one
+                    self.add(party, key, current=i == 0)
 
     async def current(self, party: str) -> X25519PublicKey:
         if party not in self._current:
