@@ -178,6 +178,11 @@ class DirectServer:
         except Refused as refused:
             await context.abort(refused.code, refused.reason)
             raise  # abort raises; this keeps the type checker's flow
+        except Exception as err:  # the endpoint's own fault (its database, say): asked again
+            # Its type only: what failed may hold an answer, and gRPC would log it whole.
+            log.warning("the direct endpoint failed a request: %s", type(err).__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "the endpoint failed; ask again")
+            raise
 
     async def answer(self, body: bytes) -> bytes:
         """The sealed reply to one envelope, or :class:`Refused` for one that is not a sealed
@@ -359,7 +364,10 @@ async def open_request(
     """The request sealed in an envelope of ``workflow_id``'s flow to ``provider``, opened
     with ``codec``'s keys; :class:`Refused` unless it is sealed between the executor the
     workflow id names and the provider, and names that flow itself."""
-    [opened] = await _sealing(codec, prefix, provider, workflow_id).decode([sealed])
+    try:
+        [opened] = await _sealing(codec, prefix, provider, workflow_id).decode([sealed])
+    except DecodeError:  # sealed in the pair, but not a payload at all
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request") from None
     if opened.metadata.get("encoding") == UNENCRYPTED:
         # Not sealed between the executor the workflow id names and this provider (a third
         # party's, a forged or a tampered request): refused before anything is recorded, as

@@ -32,6 +32,7 @@ from activities.direct import (
     METHOD,
     DirectServer,
     Served,
+    _sealing,
     envelope_of,
     open_request,
     opened_reply,
@@ -41,7 +42,7 @@ from activities.gate import WhitelistGate
 from renkei.app.client import RenkeiClient
 from renkei.contracts.messages import DirectLinkage
 from renkei.kernel import keys, records
-from renkei.kernel.channels import CHANNEL, ChannelCodec, ChannelError
+from renkei.kernel.channels import CHANNEL, ENCODING, ChannelCodec, ChannelError
 from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, party_client
@@ -527,3 +528,27 @@ async def test_envelopes_naming_unknown_keys_do_not_make_the_endpoint_read_the_r
         took = time.monotonic() - began
     assert {code for code, _ in refused} == {grpc.StatusCode.PERMISSION_DENIED}
     assert reads <= 2 + took, (reads, took)
+
+
+async def test_a_sealed_request_that_is_no_request_is_answered_invalid_argument(
+    direct_env, client, pool, direct_settings, asked, caplog
+) -> None:
+    """The executor itself (its own keys) seals bytes that are not a request at all: the
+    provider's endpoint answers with a clear status, not an error of its own, and logs no
+    traceback of it."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    flow, server, body, _ = await _ran(direct_env, client, pool, settings, asked)
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    sealing = _sealing(tokyo, prefix, "city-minato", flow)
+    channel, cipher = await sealing._cipher("pref-tokyo", "city-minato")
+    nonce = os.urandom(12)
+    aad = b"renkei/channel/v1|" + channel.encode()
+    garbage = Payload(
+        metadata={"encoding": ENCODING, CHANNEL: channel.encode()},
+        data=nonce + cipher.encrypt(nonce, b"\xff\xff\xff\xff", aad),
+    )
+    caplog.clear()
+    code, reason = await _refused(server.address, _rewrap(body, garbage))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request")
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
