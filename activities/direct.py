@@ -61,7 +61,7 @@ from renkei.contracts.names import (
     is_query_activity,
 )
 from renkei.kernel import telemetry
-from renkei.kernel.channels import ChannelCodec
+from renkei.kernel.channels import CHANNEL, ChannelCodec
 from renkei.kernel.codec import UNENCRYPTED
 
 __all__ = [
@@ -364,6 +364,12 @@ async def open_request(
     """The request sealed in an envelope of ``workflow_id``'s flow to ``provider``, opened
     with ``codec``'s keys; :class:`Refused` unless it is sealed between the executor the
     workflow id names and the provider, and names that flow itself."""
+    if not await _keys_known(codec, provider, sealed):
+        telemetry.refused(provider, "a direct request sealed with a key not registered")
+        raise Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "linkage refused: the request is sealed with a key not registered (or not yet)",
+        )
     try:
         [opened] = await _sealing(codec, prefix, provider, workflow_id).decode([sealed])
     except DecodeError:  # sealed in the pair, but not a payload at all
@@ -388,6 +394,19 @@ async def open_request(
             "linkage refused: the sealed request is for another flow or provider than its envelope",
         )
     return call
+
+
+async def _keys_known(codec: ChannelCodec, provider: str, sealed: Payload) -> bool:
+    """Whether the other party's key that ``sealed`` names in clear is one the registry had
+    a moment ago: anyone can name a key no one has, and each would send the codec to read the
+    whole registry (once a second at most, but every such request waiting for it)."""
+    parts = sealed.metadata.get(CHANNEL, b"").decode(errors="replace").split(",")
+    if len(parts) != 4:
+        return True  # not a channel at all: the codec does not read it
+    for party, kid in ((parts[0], parts[1]), (parts[2], parts[3])):
+        if party != provider and await codec.directory.by_id(kid, patient=False) is None:
+            return False
+    return True
 
 
 async def sealed_request(codec: ChannelCodec, prefix: str, call: DirectLinkage) -> bytes:

@@ -116,13 +116,17 @@ class Directory:
     ) -> None:
         self._refresh = refresh
 
-    async def _reload(self) -> None:
+    async def _reload(self, *, patient: bool = True) -> None:
         if self._refresh is None:
             return
         missed = time.monotonic()
+        if not patient and missed - self._read_began < RELOAD_INTERVAL:
+            return
         async with self._reading:
             if self._read_began >= missed:
                 return  # a read begun after this miss has just ended: it found what there is
+            if not patient and time.monotonic() - self._read_began < RELOAD_INTERVAL:
+                return
             pause = self._read_began + RELOAD_INTERVAL - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
@@ -139,9 +143,12 @@ class Directory:
             raise ChannelError(f"no public sealing key is registered for {party}")
         return self._current[party]
 
-    async def by_id(self, kid: str) -> tuple[str, X25519PublicKey] | None:
+    async def by_id(self, kid: str, *, patient: bool = True) -> tuple[str, X25519PublicKey] | None:
+        """The party and public key of key id ``kid``. Not ``patient``: for a key anyone can
+        name (a request from the network), no waiting for the next read: if the registry was
+        read less than :data:`RELOAD_INTERVAL` seconds ago, a key not found then is not found."""
         if kid not in self._by_id:
-            await self._reload()
+            await self._reload(patient=patient)
         return self._by_id.get(kid)
 
 
