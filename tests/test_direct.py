@@ -15,6 +15,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
 
 import asyncpg
 import grpc
@@ -172,9 +173,11 @@ async def test_a_request_sent_again_is_answered_with_one_record_and_one_receipt(
     receipts = await _receipts(pool, flow)
     assert len(kept) == len(receipts) == 3
     tokyo = _codec(client, pool, settings, "pref-tokyo")
-    for _ in range(2):
+    for _ in range(2):  # sealed afresh each time, as the executor's worker does
+        again = await sealed_request(tokyo, settings.task_queue_prefix, call)
+        assert again != body
         reply = await opened_reply(
-            tokyo, settings.task_queue_prefix, call, await _send(server.address, body)
+            tokyo, settings.task_queue_prefix, call, await _send(server.address, again)
         )
         assert reply is not None and reply.failure is None and reply.answer is not None
     assert await records.query(pool, workflow_id=flow, keeper="city-minato") == kept
@@ -553,3 +556,33 @@ async def test_a_sealed_request_that_is_no_request_is_answered_invalid_argument(
     code, reason = await _refused(server.address, _rewrap(body, garbage))
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request")
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_a_request_replayed_by_anyone_does_not_run_the_gate_again(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked, monkeypatch
+) -> None:
+    """Anyone who captured an executor's envelope on the network sends it again and again
+    while its permit holds: it reads nothing of the replies, but each would have run the
+    provider's gate again (the chain's lock for its record, the provider's code, its receipt).
+    The endpoint runs the gate once for it and answers the rest with the reply it had."""
+    settings = direct_settings
+    _, _, body, call = await _ran(direct_env, client, pool, settings, asked)
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    runs = 0
+    serve = WhitelistGate.serve
+
+    async def counted(self: WhitelistGate, *args: Any, **kwargs: Any) -> object:
+        nonlocal runs
+        runs += 1
+        return await serve(self, *args, **kwargs)
+
+    monkeypatch.setattr(WhitelistGate, "serve", counted)
+    address = _free_address()
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
+        for _ in range(20):
+            reply = await opened_reply(
+                tokyo, settings.task_queue_prefix, call, await _send(address, body)
+            )
+            assert reply is not None and reply.answer is not None
+    assert runs == 1
