@@ -74,9 +74,10 @@ CHANNEL = "renkei-channel"  # metadata: "<party>,<key id>,<party>,<key id>", par
 WRITER = CHANNEL  # kept on the decoded payload too: the pair it came in
 _NONCE = 12
 _REMEMBERED = 4096  # activities whose request came under the ring (their answer goes back so)
-# Seconds between two reads of the registry on a miss: a payload names its keys in clear, so
-# anyone who can send one (a provider's direct endpoint takes them from the network) could
-# otherwise make each read the whole registry and check the hub's signature on every row.
+# Seconds between two reads of the registry for a key anyone can name (``patient=False``): a
+# payload names its keys in clear, so anyone who can send one (a provider's direct endpoint
+# takes them from the network) could otherwise make each read the whole registry and check the
+# hub's signature on every row.
 RELOAD_INTERVAL = 1.0
 
 
@@ -89,7 +90,8 @@ class Directory:
 
     Filled from local key files, the hub-signed registry, or both; ``refresh`` (if given) is
     awaited on a miss, so a party registered after the process started is found: misses share
-    one read begun after them, and reads are :data:`RELOAD_INTERVAL` seconds apart at least.
+    one read begun after them (one read at a time), and a lookup that is not ``patient`` reads
+    only if the last read began :data:`RELOAD_INTERVAL` seconds ago or more.
     """
 
     def __init__(
@@ -127,9 +129,6 @@ class Directory:
                 return  # a read begun after this miss has just ended: it found what there is
             if not patient and time.monotonic() - self._read_began < RELOAD_INTERVAL:
                 return
-            pause = self._read_began + RELOAD_INTERVAL - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
             self._read_began = time.monotonic()
             for party, found in (await self._refresh()).items():
                 listed = list(found)
