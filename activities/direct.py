@@ -47,6 +47,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
+from temporalio.common import MetricMeter
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import ActivitySerializationContext
 from temporalio.exceptions import ApplicationError
@@ -133,8 +134,18 @@ class Refused(Exception):
 class DirectServer:
     """A provider's endpoint of the direct channel (one or more providers of this process)."""
 
-    def __init__(self, served: Mapping[str, Served], prefix: str, listen: str) -> None:
+    def __init__(
+        self,
+        served: Mapping[str, Served],
+        prefix: str,
+        listen: str,
+        *,
+        meter: MetricMeter | None = None,
+    ) -> None:
+        """``meter``: where the gate's metrics (its refusals among them) are counted, as an
+        activity's are on the provider's queue (the process's runtime's)."""
         self._served = dict(served)
+        self._meter = meter
         self._prefix = prefix
         self._listen = listen
         self._server: grpc.aio.Server | None = None
@@ -181,6 +192,7 @@ class DirectServer:
     async def _ask(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
     ) -> bytes:
+        telemetry.SERVING_METER.set(self._meter)  # this call's own context (its own task)
         try:
             body = await _arrived(context)
             return await self.answer(body)

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 
 from activities.agencies import SAMPLE_AGENCIES, providers_for
 from activities.attempts import attempt_key
@@ -586,3 +587,41 @@ async def test_a_request_replayed_by_anyone_does_not_run_the_gate_again(
             )
             assert reply is not None and reply.answer is not None
     assert runs == 1
+
+
+async def test_refusals_at_the_endpoint_are_counted_as_through_the_queue(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked
+) -> None:
+    """The operator alerts on ``renkei_refused_requests``: a request not sealed by the flow's
+    executor, and another agency's stolen permit, are counted at the endpoint as they are on
+    the provider's queue (where the gate runs in an activity), not left out because the
+    direct channel's gate runs in none."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    _, _, body, call = await _ran(direct_env, client, pool, settings, asked)
+    buffer = MetricBuffer(1000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    address = _free_address()
+    _, _, sealed = envelope_of(body)
+    blank = Payload(metadata=dict(sealed.metadata), data=os.urandom(len(sealed.data)))
+    own_flow = f"child-rearing-allowance-income-check/city-shibuya/case-{uuid.uuid4().hex[:8]}"
+    theirs = call.model_copy(
+        update={
+            "workflow_id": own_flow,
+            "request": call.request.model_copy(update={"requester": "city-shibuya"}),
+        }
+    )
+    shibuya = _codec(client, pool, settings, "city-shibuya")
+    async with DirectServer({"city-minato": minato}, prefix, address, meter=runtime.metric_meter):
+        await _refused(address, _rewrap(body, blank))
+        await _send(address, await sealed_request(shibuya, prefix, theirs))
+    counted = [
+        dict(u.attributes)
+        for u in buffer.retrieve_updates()
+        if u.metric.name == "renkei_refused_requests"
+    ]
+    assert {(c["provider"], c["reason"]) for c in counted} == {
+        ("city-minato", "a direct request not sealed by the flow's executor"),
+        ("city-minato", "the permit is for another attempt (replayed)"),
+    }
