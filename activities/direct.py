@@ -29,7 +29,8 @@ anyone on the network can send one, so the executor takes a refusal or a failure
 a reply, and any status as an endpoint out of reach (asked again within the step's budget). The
 wire is gRPC (one unary method, raw
 bytes): an envelope naming the flow and the provider in clear (ids only, nothing personal),
-around the sealed request.
+around the sealed request, padded (as the reply) so that its length tells nothing of what it
+holds.
 """
 
 from __future__ import annotations
@@ -93,6 +94,11 @@ ARRIVAL = 10.0
 # one): the endpoint answers it with the reply it had instead of running the gate again.
 REPLAYS_KEPT = 1024
 REPLAY_BYTES = 32 << 20
+# What goes sealed on the wire is padded to a multiple of this many bytes: its length would
+# otherwise tell anyone on the network, beside the flow the envelope names in clear, how much
+# the request or the answer holds (a household's members, say).
+PAD = 4096
+_PAD_KEY = "renkei-pad"
 _VERSION = b"v1"
 _CONVERTER = pydantic_data_converter.payload_converter
 
@@ -222,7 +228,7 @@ class DirectServer:
         call = await open_request(served.codec, self._prefix, provider, workflow_id, sealed)
         reply = await self._serve(provider, served, call)
         codec = _sealing(served.codec, self._prefix, provider, workflow_id)
-        [out] = await codec.encode([_CONVERTER.to_payload(reply)])
+        [out] = await codec.encode([_padded(_CONVERTER.to_payload(reply))])
         sent = out.SerializeToString()
         if reply.failure is None or reply.failure.non_retryable:  # final: the same again
             self._keep(seen, sent)
@@ -454,7 +460,7 @@ async def sealed_request(codec: ChannelCodec, prefix: str, call: DirectLinkage) 
     the workflow id names and the provider (``codec`` must hold the executor's keys)."""
     provider = call.request.provider
     sealing = _sealing(codec, prefix, provider, call.workflow_id)
-    [sealed] = await sealing.encode([_CONVERTER.to_payload(call)])
+    [sealed] = await sealing.encode([_padded(_CONVERTER.to_payload(call))])
     return Payload(
         metadata={
             "renkei-direct": _VERSION,
@@ -478,6 +484,23 @@ async def opened_reply(
         return _CONVERTER.from_payload(opened, DirectReply)
     except Exception:
         return None
+
+
+def _padded(payload: Payload) -> Payload:
+    """``payload`` with filler in its metadata (which the converter does not read), so that
+    its size is a multiple of :data:`PAD`."""
+    payload.metadata[_PAD_KEY] = b""
+    bare = payload.ByteSize()
+    target = -(-bare // PAD) * PAD
+    while True:
+        n = target - bare
+        for _ in range(4):  # the filler's length is written too, in one to three bytes
+            payload.metadata[_PAD_KEY] = bytes(max(n, 0))
+            over = payload.ByteSize() - target
+            if over == 0:
+                return payload
+            n -= over
+        target += PAD  # no filler fits this size exactly: the next one
 
 
 def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:

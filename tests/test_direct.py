@@ -48,7 +48,7 @@ from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, party_client
 
-from .helpers import child_rearing, code, flow_outcomes, pick, workers
+from .helpers import child_rearing, code, flow_outcomes, households, pick, workers
 
 
 @pytest.fixture
@@ -625,3 +625,32 @@ async def test_refusals_at_the_endpoint_are_counted_as_through_the_queue(
         ("city-minato", "a direct request not sealed by the flow's executor"),
         ("city-minato", "the permit is for another attempt (replayed)"),
     }
+
+
+async def test_an_observer_of_the_wire_cannot_tell_a_households_size_from_the_reply(
+    direct_env, client, pool, direct_settings, asked
+) -> None:
+    """The envelope names the flow (its case) in clear, and the sealed reply's length would
+    follow what it holds: the members of the household, say. Two flows about households of
+    three and of five people get household replies of the same length."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    lengths = []
+    for size in (3, 5):
+        h = next(
+            h
+            for h in households(settings)
+            if (h.kind, h.municipality, len(h.members)) == ("family", "city-minato", size)
+        )
+        handle = await direct_env.start(child_rearing(settings, h.members[0], h.members[1]))
+        assert (await handle.result()).outcome == "completed"
+        for server, body in [(s, b) for s, b in asked if handle.id.encode() in b]:
+            provider, workflow_id, sealed = envelope_of(body)
+            call = await open_request(tokyo, prefix, provider, workflow_id, sealed)
+            if call.step == "household":
+                reply = await opened_reply(tokyo, prefix, call, await server.answer(body))
+                assert reply is not None and reply.answer is not None
+                assert len(reply.answer["answer"]["members"]) == size
+                lengths.append(len(await server.answer(body)))
+    assert len(lengths) == 2 and lengths[0] == lengths[1], lengths
