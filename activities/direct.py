@@ -26,11 +26,11 @@ Nothing of the trust protocol changes:
 The endpoint's address is no secret and no trust: an endpoint that is not the provider's cannot
 open the request nor sign an answer the flow accepts. Nor is a gRPC status the provider's word:
 anyone on the network can send one, so the executor takes a refusal or a failure only sealed in
-a reply, and any status as an endpoint out of reach (asked again within the step's budget). The
-wire is gRPC (one unary method, raw
-bytes): an envelope naming the flow and the provider in clear (ids only, nothing personal),
-around the sealed request, padded (as the reply) so that its length tells nothing of what it
-holds.
+a reply, and any status as an endpoint out of reach (asked again within the step's budget).
+
+The wire is gRPC (one unary method, raw bytes): an envelope naming the flow and the provider in
+clear (ids only, nothing personal), around the sealed request, padded (as the reply) so that
+its length tells nothing of what it holds.
 """
 
 from __future__ import annotations
@@ -445,7 +445,8 @@ async def open_request(
 async def _keys_known(codec: ChannelCodec, provider: str, sealed: Payload) -> bool:
     """Whether the other party's key that ``sealed`` names in clear is one the registry had
     a moment ago: anyone can name a key no one has, and each would send the codec to read the
-    whole registry (once a second at most, but every such request waiting for it)."""
+    whole registry (the directory reads it for such keys once a second at most, and none
+    waits for it)."""
     parts = sealed.metadata.get(CHANNEL, b"").decode(errors="replace").split(",")
     if len(parts) != 4:
         return True  # not a channel at all: the codec does not read it
@@ -509,7 +510,7 @@ def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:
     none is taken as the provider's refusal (only a sealed :class:`DirectReply` carries that);
     the attempt is asked again within the step's budget, whatever the status."""
     code = err.code()
-    said = (err.details() or "")[:200]
+    said = " ".join((err.details() or "").split())[:200]  # anyone's words: one line
     return Failure.PROVIDER_ERROR.error(
         f"{provider}'s endpoint: {code.name.lower()}" + (f" ({said})" if said else ""),
         non_retryable=False,
