@@ -24,16 +24,23 @@ Nothing of the trust protocol changes:
   for its permit as it does for an answer from the provider's queue.
 
 The endpoint's address is no secret and no trust: an endpoint that is not the provider's cannot
-open the request nor sign an answer the flow accepts. The wire is gRPC (one unary method, raw
-bytes): an envelope naming the flow and the provider in clear (ids only, nothing personal),
-around the sealed request.
+open the request nor sign an answer the flow accepts. Nor is a gRPC status the provider's word:
+anyone on the network can send one, so the executor takes a refusal or a failure only sealed in
+a reply, and any status as an endpoint out of reach (asked again within the step's budget).
+
+The wire is gRPC (one unary method, raw bytes): an envelope naming the flow and the provider in
+clear (ids only, nothing personal), around the sealed request, padded (as the reply) so that
+its length tells nothing of what it holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import hashlib
 import logging
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +48,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
+from temporalio.common import MetricMeter
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import ActivitySerializationContext
 from temporalio.exceptions import ApplicationError
@@ -57,7 +65,7 @@ from renkei.contracts.names import (
     is_query_activity,
 )
 from renkei.kernel import telemetry
-from renkei.kernel.channels import ChannelCodec
+from renkei.kernel.channels import CHANNEL, ChannelCodec
 from renkei.kernel.codec import UNENCRYPTED
 
 __all__ = [
@@ -78,6 +86,19 @@ log = logging.getLogger(__name__)
 METHOD = "/renkei.direct.v1.Linkage/Ask"
 MAX_MESSAGE = 1 << 20  # a request or a reply: 1 MiB at most, either way
 MAX_CONCURRENT = 256  # requests one endpoint serves at once
+# Seconds a request may take to arrive once its call is open: a call counts against
+# MAX_CONCURRENT from its first frame, so one that sends nothing (no deadline either) would
+# hold its place for ever, and MAX_CONCURRENT of them the whole endpoint.
+ARRIVAL = 10.0
+# Replies kept for a sealed request sent again byte for byte (anyone on the network can replay
+# one): the endpoint answers it with the reply it had instead of running the gate again.
+REPLAYS_KEPT = 1024
+REPLAY_BYTES = 32 << 20
+# What goes sealed on the wire is padded to a multiple of this many bytes: its length would
+# otherwise tell anyone on the network, beside the flow the envelope names in clear, how much
+# the request or the answer holds (a household's members, say).
+PAD = 4096
+_PAD_KEY = "renkei-pad"
 _VERSION = b"v1"
 _CONVERTER = pydantic_data_converter.payload_converter
 
@@ -119,12 +140,25 @@ class Refused(Exception):
 class DirectServer:
     """A provider's endpoint of the direct channel (one or more providers of this process)."""
 
-    def __init__(self, served: Mapping[str, Served], prefix: str, listen: str) -> None:
+    def __init__(
+        self,
+        served: Mapping[str, Served],
+        prefix: str,
+        listen: str,
+        *,
+        meter: MetricMeter | None = None,
+    ) -> None:
+        """``meter``: where the gate's metrics (its refusals among them) are counted, as an
+        activity's are on the provider's queue (the process's runtime's)."""
         self._served = dict(served)
+        self._meter = meter
         self._prefix = prefix
         self._listen = listen
         self._server: grpc.aio.Server | None = None
         self.port = 0
+        # (provider, workflow id, digest of the sealed request) -> the sealed reply it had
+        self._replies: OrderedDict[tuple[str, str, bytes], bytes] = OrderedDict()
+        self._reply_bytes = 0
 
     async def __aenter__(self) -> DirectServer:
         server = grpc.aio.server(
@@ -136,7 +170,9 @@ class DirectServer:
                 ("grpc.max_send_message_length", MAX_MESSAGE),
             ],
         )
-        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+        # Served as a stream of requests (the same on the wire as one request), so that the
+        # endpoint reads the request itself and can give up on one that does not arrive.
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.stream_unary_rpc_method_handler(
             self._ask
         )
         server.add_generic_rpc_handlers(
@@ -165,12 +201,21 @@ class DirectServer:
         """Where the endpoint listens, as configured, with the port it got (for port 0)."""
         return f"{self._listen.rsplit(':', 1)[0]}:{self.port}"
 
-    async def _ask(self, body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    async def _ask(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        telemetry.SERVING_METER.set(self._meter)  # this call's own context (its own task)
         try:
+            body = await _arrived(context)
             return await self.answer(body)
         except Refused as refused:
             await context.abort(refused.code, refused.reason)
             raise  # abort raises; this keeps the type checker's flow
+        except Exception as err:  # the endpoint's own fault (its database, say): asked again
+            # Its type only: what failed may hold an answer, and gRPC would log it whole.
+            log.warning("the direct endpoint failed a request: %s", type(err).__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "the endpoint failed; ask again")
+            raise
 
     async def answer(self, body: bytes) -> bytes:
         """The sealed reply to one envelope, or :class:`Refused` for one that is not a sealed
@@ -179,11 +224,30 @@ class DirectServer:
         served = self._served.get(provider)
         if served is None:
             raise Refused(grpc.StatusCode.NOT_FOUND, f"no provider {provider!r} is served here")
+        # The executor seals each ask afresh: the same sealed bytes again are a replay (anyone
+        # who captured them can send them), answered with the reply they had, sealed to the
+        # executor as before, without the gate's work (its chain's lock, the provider's code).
+        seen = (provider, workflow_id, hashlib.sha256(sealed.data).digest())
+        kept = self._replies.get(seen)
+        if kept is not None:
+            return kept
         call = await open_request(served.codec, self._prefix, provider, workflow_id, sealed)
         reply = await self._serve(provider, served, call)
         codec = _sealing(served.codec, self._prefix, provider, workflow_id)
-        [out] = await codec.encode([_CONVERTER.to_payload(reply)])
-        return out.SerializeToString()
+        [out] = await codec.encode([_padded(_CONVERTER.to_payload(reply))])
+        sent = out.SerializeToString()
+        if reply.failure is None or reply.failure.non_retryable:  # final: the same again
+            self._keep(seen, sent)
+        return sent
+
+    def _keep(self, seen: tuple[str, str, bytes], reply: bytes) -> None:
+        if seen in self._replies:
+            return
+        self._replies[seen] = reply
+        self._reply_bytes += len(reply)
+        while len(self._replies) > REPLAYS_KEPT or self._reply_bytes > REPLAY_BYTES:
+            _, dropped = self._replies.popitem(last=False)
+            self._reply_bytes -= len(dropped)
 
     async def _serve(self, provider: str, served: Served, call: DirectLinkage) -> DirectReply:
         answer, failure = await self._answer(provider, served, call)
@@ -228,6 +292,22 @@ class DirectServer:
         if not isinstance(answer, dict):
             return None, _failure(Failure.PROVIDER_ERROR.error("no answer"))
         return answer, None
+
+
+async def _arrived(context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+    """The one request of a call, once it has arrived within :data:`ARRIVAL` seconds; else
+    :class:`Refused`."""
+    try:
+        async with asyncio.timeout(ARRIVAL):
+            body = await context.read()
+    except TimeoutError:
+        raise Refused(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"the request did not arrive within {ARRIVAL:g} s of the call",
+        ) from None
+    if not isinstance(body, bytes):  # the call ended before a request
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "no request")
+    return body
 
 
 def _failure(err: ApplicationError) -> DirectFailure:
@@ -336,7 +416,16 @@ async def open_request(
     """The request sealed in an envelope of ``workflow_id``'s flow to ``provider``, opened
     with ``codec``'s keys; :class:`Refused` unless it is sealed between the executor the
     workflow id names and the provider, and names that flow itself."""
-    [opened] = await _sealing(codec, prefix, provider, workflow_id).decode([sealed])
+    if not await _keys_known(codec, provider, sealed):
+        telemetry.refused(provider, "a direct request sealed with a key not registered")
+        raise Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "linkage refused: the request is sealed with a key not registered (or not yet)",
+        )
+    try:
+        [opened] = await _sealing(codec, prefix, provider, workflow_id).decode([sealed])
+    except DecodeError:  # sealed in the pair, but not a payload at all
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request") from None
     if opened.metadata.get("encoding") == UNENCRYPTED:
         # Not sealed between the executor the workflow id names and this provider (a third
         # party's, a forged or a tampered request): refused before anything is recorded, as
@@ -359,12 +448,26 @@ async def open_request(
     return call
 
 
+async def _keys_known(codec: ChannelCodec, provider: str, sealed: Payload) -> bool:
+    """Whether the other party's key that ``sealed`` names in clear is one the registry had
+    a moment ago: anyone can name a key no one has, and each would send the codec to read the
+    whole registry (the directory reads it for such keys once a second at most, and none
+    waits for it)."""
+    parts = sealed.metadata.get(CHANNEL, b"").decode(errors="replace").split(",")
+    if len(parts) != 4:
+        return True  # not a channel at all: the codec does not read it
+    for party, kid in ((parts[0], parts[1]), (parts[2], parts[3])):
+        if party != provider and await codec.directory.by_id(kid, patient=False) is None:
+            return False
+    return True
+
+
 async def sealed_request(codec: ChannelCodec, prefix: str, call: DirectLinkage) -> bytes:
     """The envelope of ``call`` as ``codec``'s party sends it: sealed between the executor
     the workflow id names and the provider (``codec`` must hold the executor's keys)."""
     provider = call.request.provider
     sealing = _sealing(codec, prefix, provider, call.workflow_id)
-    [sealed] = await sealing.encode([_CONVERTER.to_payload(call)])
+    [sealed] = await sealing.encode([_padded(_CONVERTER.to_payload(call))])
     return Payload(
         metadata={
             "renkei-direct": _VERSION,
@@ -390,17 +493,33 @@ async def opened_reply(
         return None
 
 
+def _padded(payload: Payload) -> Payload:
+    """``payload`` with filler in its metadata (which the converter does not read), so that
+    its size is a multiple of :data:`PAD`."""
+    payload.metadata[_PAD_KEY] = b""
+    bare = payload.ByteSize()
+    target = -(-bare // PAD) * PAD
+    while True:
+        n = target - bare
+        for _ in range(4):  # the filler's length is written too, in one to three bytes
+            payload.metadata[_PAD_KEY] = bytes(max(n, 0))
+            over = payload.ByteSize() - target
+            if over == 0:
+                return payload
+            n -= over
+        target += PAD  # no filler fits this size exactly: the next one
+
+
 def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:
-    """What a failed call to a provider's endpoint means for the attempt: a refusal is final,
-    an endpoint out of reach or too slow is retried within the step's budget."""
+    """What a failed call to a provider's endpoint means for the attempt: nothing the provider
+    said. A status is not sealed: anyone between the executor and the provider can send one, so
+    none is taken as the provider's refusal (only a sealed :class:`DirectReply` carries that);
+    the attempt is asked again within the step's budget, whatever the status."""
     code = err.code()
-    reason = (err.details() or code.name)[:300]
-    if code == grpc.StatusCode.PERMISSION_DENIED:
-        return Failure.LINKAGE_REFUSED.error(reason)
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
-        return Failure.MALFORMED_LINKAGE.error(f"{provider}'s endpoint: {reason}")
+    said = " ".join((err.details() or "").split())[:200]  # anyone's words: one line
     return Failure.PROVIDER_ERROR.error(
-        f"{provider}'s endpoint: {code.name.lower()}", non_retryable=False
+        f"{provider}'s endpoint: {code.name.lower()}" + (f" ({said})" if said else ""),
+        non_retryable=False,
     )
 
 

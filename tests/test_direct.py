@@ -14,15 +14,18 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 
 from activities.agencies import SAMPLE_AGENCIES, providers_for
 from activities.attempts import attempt_key
@@ -30,6 +33,7 @@ from activities.direct import (
     METHOD,
     DirectServer,
     Served,
+    _sealing,
     envelope_of,
     open_request,
     opened_reply,
@@ -39,12 +43,12 @@ from activities.gate import WhitelistGate
 from renkei.app.client import RenkeiClient
 from renkei.contracts.messages import DirectLinkage
 from renkei.kernel import keys, records
-from renkei.kernel.channels import ChannelCodec, ChannelError
+from renkei.kernel.channels import CHANNEL, ENCODING, ChannelCodec, ChannelError
 from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, party_client
 
-from .helpers import child_rearing, code, flow_outcomes, pick, workers
+from .helpers import child_rearing, code, flow_outcomes, households, pick, workers
 
 
 @pytest.fixture
@@ -170,9 +174,11 @@ async def test_a_request_sent_again_is_answered_with_one_record_and_one_receipt(
     receipts = await _receipts(pool, flow)
     assert len(kept) == len(receipts) == 3
     tokyo = _codec(client, pool, settings, "pref-tokyo")
-    for _ in range(2):
+    for _ in range(2):  # sealed afresh each time, as the executor's worker does
+        again = await sealed_request(tokyo, settings.task_queue_prefix, call)
+        assert again != body
         reply = await opened_reply(
-            tokyo, settings.task_queue_prefix, call, await _send(server.address, body)
+            tokyo, settings.task_queue_prefix, call, await _send(server.address, again)
         )
         assert reply is not None and reply.failure is None and reply.answer is not None
     assert await records.query(pool, workflow_id=flow, keeper="city-minato") == kept
@@ -383,3 +389,268 @@ async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(
     assert sorted(r.step for r in kept) == ["household", "own_income", "spouse_income"]
     assert len(await _receipts(pool, handle.id)) == 3
     assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
+
+
+# -- attackers on the network between the executor and the provider ------------------------------
+
+
+def _minato(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
+) -> Served:
+    """city-minato as its own endpoint serves it (its gate, its code, its keys alone)."""
+    gate = WhitelistGate(
+        "city-minato",
+        live_whitelist.bind(catalog),
+        live_whitelist,
+        pool,
+        keys.load_org(settings, "city-minato"),
+    )
+    return Served(
+        gate, providers_for("city-minato", pool), _codec(client, pool, settings, "city-minato")
+    )
+
+
+async def test_a_status_anyone_on_the_network_sends_is_no_refusal_of_the_provider(
+    client, pool, direct_settings, catalog, live_whitelist
+) -> None:
+    """Someone between the executor and the provider answers the first ask with a gRPC status
+    of refusal (no keys needed: a status is not sealed). The flow does not take it as the
+    provider's refusal (nor the hub a ``denied``): it asks again, and the provider answers."""
+    settings = direct_settings
+    real, address = _free_address(), _free_address()
+    settings = settings.model_copy(update={"linkage_endpoints": {"city-minato": address}})
+    others = tuple(a for a in SAMPLE_AGENCIES if a != "city-minato")
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    forged = 0
+
+    async def answer(body: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        nonlocal forged
+        if forged < 3:  # one for each code the endpoint itself refuses with
+            code = [
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.NOT_FOUND,
+            ][forged]
+            forged += 1
+            await context.abort(code, "linkage refused: denied by the whitelist (forged)")
+        return await _send(real, body)
+
+    server = grpc.aio.server()
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(answer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("renkei.direct.v1.Linkage", {"Ask": handler}),)
+    )
+    server.add_insecure_port(address)
+    await server.start()
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    try:
+        async with (
+            DirectServer({"city-minato": minato}, settings.task_queue_prefix, real),
+            workers(client, pool, settings, catalog, live_whitelist, agencies=others),
+        ):
+            handle = await RenkeiClient(client, settings).start(
+                child_rearing(settings, h.members[0], h.members[1])
+            )
+            assert (await handle.result()).outcome == "completed"
+    finally:
+        await server.stop(grace=None)
+    assert forged == 3
+    assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
+
+
+async def test_requests_that_never_arrive_do_not_hold_the_endpoint(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked, monkeypatch
+) -> None:
+    """A process with no keys opens as many calls as the endpoint serves at once and sends
+    nothing on them (nor any deadline): each is ended with a clear status once the time a
+    request may take to arrive has passed, and the endpoint then serves a real request."""
+    settings = direct_settings
+    _, _, body, _ = await _ran(direct_env, client, pool, settings, asked)
+    monkeypatch.setattr("activities.direct.MAX_CONCURRENT", 4)
+    monkeypatch.setattr("activities.direct.ARRIVAL", 1.0, raising=False)
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    address = _free_address()
+    never = asyncio.Event()
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await never.wait()
+        yield b""
+
+    async with (
+        DirectServer({"city-minato": minato}, settings.task_queue_prefix, address),
+        grpc.aio.insecure_channel(address) as channel,
+    ):
+        opened: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(METHOD)
+        calls = [opened(nothing()) for _ in range(4)]
+        ended = await asyncio.wait_for(
+            asyncio.gather(*(c.code() for c in calls)), timeout=30
+        )  # a guard against hanging: each ends after about a second
+        assert set(ended) == {grpc.StatusCode.DEADLINE_EXCEEDED}
+        assert "did not arrive" in (await calls[0].details() or "")
+        reply = await _send(address, body)
+    never.set()
+    assert reply
+
+
+async def test_envelopes_naming_unknown_keys_do_not_make_the_endpoint_read_the_registry_each(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked, monkeypatch
+) -> None:
+    """A process with no keys sends envelopes whose sealed part names, in clear, a key no one
+    has (a new one each time): each is refused at once, and the endpoint reads the registry
+    once for them all, not once per envelope (each read takes the whole registry and checks
+    the hub's signature on every row), nor does any wait for the next read."""
+    settings = direct_settings
+    _, _, body, _ = await _ran(direct_env, client, pool, settings, asked)
+    monkeypatch.setattr("renkei.kernel.channels.RELOAD_INTERVAL", 3600.0, raising=False)
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    directory = minato.codec.directory
+    refresh = directory._refresh
+    assert refresh is not None
+    reads = 0
+
+    async def counted() -> Mapping[str, Iterable[X25519PublicKey]]:
+        nonlocal reads
+        reads += 1
+        return await refresh()
+
+    directory.set_refresh(counted)
+    _, _, sealed = envelope_of(body)
+    p1, k1, p2, k2 = sealed.metadata[CHANNEL].decode().split(",")
+
+    def unknown() -> bytes:
+        forged = Payload()
+        forged.CopyFrom(sealed)
+        kid = os.urandom(len(k1) // 2).hex()
+        pair = f"{p1},{kid},{p2},{k2}" if p1 == "pref-tokyo" else f"{p1},{k1},{p2},{kid}"
+        forged.metadata[CHANNEL] = pair.encode()
+        return _rewrap(body, forged)
+
+    address = _free_address()
+    async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
+        refused = await asyncio.gather(*(_refused(address, unknown()) for _ in range(100)))
+        # the executor's own request is still served: its key was found by that one read
+        reply = await _send(address, body)
+    assert {code for code, _ in refused} == {grpc.StatusCode.PERMISSION_DENIED}
+    assert reads <= 1
+    assert reply
+
+
+async def test_a_sealed_request_that_is_no_request_is_answered_invalid_argument(
+    direct_env, client, pool, direct_settings, asked, caplog
+) -> None:
+    """The executor itself (its own keys) seals bytes that are not a request at all: the
+    provider's endpoint answers with a clear status, not an error of its own, and logs no
+    traceback of it."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    flow, server, body, _ = await _ran(direct_env, client, pool, settings, asked)
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    sealing = _sealing(tokyo, prefix, "city-minato", flow)
+    channel, cipher = await sealing._cipher("pref-tokyo", "city-minato")
+    nonce = os.urandom(12)
+    aad = b"renkei/channel/v1|" + channel.encode()
+    garbage = Payload(
+        metadata={"encoding": ENCODING, CHANNEL: channel.encode()},
+        data=nonce + cipher.encrypt(nonce, b"\xff\xff\xff\xff", aad),
+    )
+    caplog.clear()
+    code, reason = await _refused(server.address, _rewrap(body, garbage))
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request")
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+async def test_a_request_replayed_by_anyone_does_not_run_the_gate_again(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked, monkeypatch
+) -> None:
+    """Anyone who captured an executor's envelope on the network sends it again and again
+    while its permit holds: it reads nothing of the replies, but each would have run the
+    provider's gate again (the chain's lock for its record, the provider's code, its receipt).
+    The endpoint runs the gate once for it and answers the rest with the reply it had."""
+    settings = direct_settings
+    _, _, body, call = await _ran(direct_env, client, pool, settings, asked)
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    runs = 0
+    serve = WhitelistGate.serve
+
+    async def counted(self: WhitelistGate, *args: Any, **kwargs: Any) -> object:
+        nonlocal runs
+        runs += 1
+        return await serve(self, *args, **kwargs)
+
+    monkeypatch.setattr(WhitelistGate, "serve", counted)
+    address = _free_address()
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
+        for _ in range(20):
+            reply = await opened_reply(
+                tokyo, settings.task_queue_prefix, call, await _send(address, body)
+            )
+            assert reply is not None and reply.answer is not None
+    assert runs == 1
+
+
+async def test_refusals_at_the_endpoint_are_counted_as_through_the_queue(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked
+) -> None:
+    """The operator alerts on ``renkei_refused_requests``: a request not sealed by the flow's
+    executor, and another agency's stolen permit, are counted at the endpoint as they are on
+    the provider's queue (where the gate runs in an activity), not left out because the
+    direct channel's gate runs in none."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    _, _, body, call = await _ran(direct_env, client, pool, settings, asked)
+    buffer = MetricBuffer(1000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    minato = _minato(client, pool, settings, catalog, live_whitelist)
+    address = _free_address()
+    _, _, sealed = envelope_of(body)
+    blank = Payload(metadata=dict(sealed.metadata), data=os.urandom(len(sealed.data)))
+    own_flow = f"child-rearing-allowance-income-check/city-shibuya/case-{uuid.uuid4().hex[:8]}"
+    theirs = call.model_copy(
+        update={
+            "workflow_id": own_flow,
+            "request": call.request.model_copy(update={"requester": "city-shibuya"}),
+        }
+    )
+    shibuya = _codec(client, pool, settings, "city-shibuya")
+    async with DirectServer({"city-minato": minato}, prefix, address, meter=runtime.metric_meter):
+        await _refused(address, _rewrap(body, blank))
+        await _send(address, await sealed_request(shibuya, prefix, theirs))
+    counted = [
+        dict(u.attributes)
+        for u in buffer.retrieve_updates()
+        if u.metric.name == "renkei_refused_requests"
+    ]
+    assert {(c["provider"], c["reason"]) for c in counted} == {
+        ("city-minato", "a direct request not sealed by the flow's executor"),
+        ("city-minato", "the permit is for another attempt (replayed)"),
+    }
+
+
+async def test_an_observer_of_the_wire_cannot_tell_a_households_size_from_the_reply(
+    direct_env, client, pool, direct_settings, asked
+) -> None:
+    """The envelope names the flow (its case) in clear, and the sealed reply's length would
+    follow what it holds: the members of the household, say. Two flows about households of
+    three and of five people get household replies of the same length."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    lengths = []
+    for size in (3, 5):
+        h = next(
+            h
+            for h in households(settings)
+            if (h.kind, h.municipality, len(h.members)) == ("family", "city-minato", size)
+        )
+        handle = await direct_env.start(child_rearing(settings, h.members[0], h.members[1]))
+        assert (await handle.result()).outcome == "completed"
+        for server, body in [(s, b) for s, b in asked if handle.id.encode() in b]:
+            provider, workflow_id, sealed = envelope_of(body)
+            call = await open_request(tokyo, prefix, provider, workflow_id, sealed)
+            if call.step == "household":
+                reply = await opened_reply(tokyo, prefix, call, await server.answer(body))
+                assert reply is not None and reply.answer is not None
+                assert len(reply.answer["answer"]["members"]) == size
+                lengths.append(len(await server.answer(body)))
+    assert len(lengths) == 2 and lengths[0] == lengths[1], lengths

@@ -19,7 +19,7 @@ from temporalio.worker import Plugin, Worker
 from activities.agencies import SAMPLE_AGENCIES
 from activities.direct import DirectServer, DirectWiring
 from activities.linkage import Provider
-from renkei.kernel import keys, records
+from renkei.kernel import keys, records, telemetry
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
@@ -182,7 +182,10 @@ async def serving_directly(
     try:
         if direct.served:
             async with DirectServer(
-                direct.served, settings.task_queue_prefix, settings.linkage_listen
+                direct.served,
+                settings.task_queue_prefix,
+                settings.linkage_listen,
+                meter=telemetry.runtime(settings).metric_meter,
             ) as server:
                 direct.endpoints.update(dict.fromkeys(direct.served, server.address))
                 yield server

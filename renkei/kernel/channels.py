@@ -39,8 +39,11 @@ the platform now writes to them (an answer to a month-long wait) in the hub's ch
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +74,11 @@ CHANNEL = "renkei-channel"  # metadata: "<party>,<key id>,<party>,<key id>", par
 WRITER = CHANNEL  # kept on the decoded payload too: the pair it came in
 _NONCE = 12
 _REMEMBERED = 4096  # activities whose request came under the ring (their answer goes back so)
+# Seconds between two reads of the registry for a key anyone can name (``patient=False``): a
+# payload names its keys in clear, so anyone who can send one (a provider's direct endpoint
+# takes them from the network) could otherwise make each read the whole registry and check the
+# hub's signature on every row.
+RELOAD_INTERVAL = 1.0
 
 
 class ChannelError(Exception):
@@ -81,7 +89,9 @@ class Directory:
     """Parties' public sealing keys: by party (current) and by key id (current or former).
 
     Filled from local key files, the hub-signed registry, or both; ``refresh`` (if given) is
-    awaited once on a miss, so a party registered after the process started is found.
+    awaited on a miss, so a party registered after the process started is found: misses share
+    one read begun after them (one read at a time), and a lookup that is not ``patient`` reads
+    only if the last read began :data:`RELOAD_INTERVAL` seconds ago or more.
     """
 
     def __init__(
@@ -93,6 +103,8 @@ class Directory:
         self._current: dict[str, X25519PublicKey] = {}
         self._by_id: dict[str, tuple[str, X25519PublicKey]] = {}
         self._refresh = refresh
+        self._reading = asyncio.Lock()
+        self._read_began = -math.inf
         for party, key in (keys or {}).items():
             self.add(party, key)
 
@@ -106,13 +118,22 @@ class Directory:
     ) -> None:
         self._refresh = refresh
 
-    async def _reload(self) -> None:
+    async def _reload(self, *, patient: bool = True) -> None:
         if self._refresh is None:
             return
-        for party, found in (await self._refresh()).items():
-            listed = list(found)
-            for i, key in enumerate(listed):  # the first key is the party's current one
-                self.add(party, key, current=i == 0)
+        missed = time.monotonic()
+        if not patient and missed - self._read_began < RELOAD_INTERVAL:
+            return
+        async with self._reading:
+            if self._read_began >= missed:
+                return  # a read begun after this miss has just ended: it found what there is
+            if not patient and time.monotonic() - self._read_began < RELOAD_INTERVAL:
+                return
+            self._read_began = time.monotonic()
+            for party, found in (await self._refresh()).items():
+                listed = list(found)
+                for i, key in enumerate(listed):  # the first key is the party's current one
+                    self.add(party, key, current=i == 0)
 
     async def current(self, party: str) -> X25519PublicKey:
         if party not in self._current:
@@ -121,9 +142,12 @@ class Directory:
             raise ChannelError(f"no public sealing key is registered for {party}")
         return self._current[party]
 
-    async def by_id(self, kid: str) -> tuple[str, X25519PublicKey] | None:
+    async def by_id(self, kid: str, *, patient: bool = True) -> tuple[str, X25519PublicKey] | None:
+        """The party and public key of key id ``kid``. Not ``patient``: for a key anyone can
+        name (a request from the network), no waiting for the next read: if the registry was
+        read less than :data:`RELOAD_INTERVAL` seconds ago, a key not found then is not found."""
         if kid not in self._by_id:
-            await self._reload()
+            await self._reload(patient=patient)
         return self._by_id.get(kid)
 
 

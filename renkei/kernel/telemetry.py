@@ -30,6 +30,7 @@ import os
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 from opentelemetry import trace
@@ -42,6 +43,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from temporalio import activity
+from temporalio.common import MetricMeter
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import (
     LogForwardingConfig,
@@ -179,15 +181,24 @@ def release_runtimes() -> bool:
 
 # -- renkei's own metrics, recorded from activities (no-ops elsewhere) --------------------------
 
+# The meter of renkei's own metrics outside an activity, where one is set: a linkage served over
+# the direct channel (:mod:`activities.direct`) runs the provider's gate in no activity, and its
+# refusals are counted all the same (an operator alerts on them).
+SERVING_METER: ContextVar[MetricMeter | None] = ContextVar("renkei_serving_meter", default=None)
+
+
+def _meter() -> MetricMeter | None:
+    return activity.metric_meter() if activity.in_activity() else SERVING_METER.get()
+
 
 def decided(party: str, provider: str, req: Any, decide: Callable[[], D]) -> D:
     """Run one whitelist decision (``decide``) for ``req``, counting and timing it."""
     began = time.perf_counter()
     decision = decide()
     took = time.perf_counter() - began
-    if not activity.in_activity():
+    meter = _meter()
+    if meter is None:
         return decision
-    meter = activity.metric_meter()
     labels = {
         "party": party,
         "requester": req.requester,
@@ -222,9 +233,10 @@ def linkage_attributes(req: Any, party: str, outcome: str) -> dict[str, str | in
 
 
 def count_records(keepers: list[str]) -> None:
-    if not activity.in_activity() or not keepers:
+    meter = _meter()
+    if meter is None or not keepers:
         return
-    counter = activity.metric_meter().create_counter(
+    counter = meter.create_counter(
         "renkei_records_written", "access records appended to a keeper's chain", "1"
     )
     for keeper in keepers:
@@ -237,8 +249,9 @@ def refused(provider: str, why: str) -> None:
     The label is the kind of refusal, never the request's content: the permit's reason up to
     its first colon ("no permit", "the permit is for another attempt (replayed)", …).
     """
-    if not activity.in_activity():
+    meter = _meter()
+    if meter is None:
         return
-    activity.metric_meter().create_counter(
+    meter.create_counter(
         "renkei_refused_requests", "linkage requests refused: no valid hub permit", "1"
     ).add(1, {"provider": provider, "reason": why.split(":", 1)[0][:60]})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+import asyncio
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
 
@@ -17,6 +20,7 @@ from renkei.contracts.names import (
     scan_workflow_id,
     workflow_id,
 )
+from renkei.kernel import channels
 from renkei.kernel.channels import (
     ChannelCodec,
     Directory,
@@ -200,3 +204,32 @@ async def test_a_pair_that_may_not_write_here_is_not_read_though_it_opens() -> N
         assert unread(await read(activity(minato, queue), answer)), queue
     [real] = await activity(codec("jps"), agency_queue("renkei", "jps")).encode([SECRET])
     assert (await read(activity(minato, agency_queue("renkei", "jps")), real)).data == SECRET.data
+
+
+async def test_misses_share_one_registry_read_and_a_party_registered_later_is_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keys looked up that no one has read the registry once for all that missed together,
+    not once each; a key anyone can name (``patient=False``) reads it only if the last read is
+    RELOAD_INTERVAL old; a party registered just after a read is still found by the next miss."""
+    monkeypatch.setattr(channels, "RELOAD_INTERVAL", 3600.0)
+    registered: dict[str, list[X25519PublicKey]] = {}
+    reads = 0
+
+    async def refresh() -> dict[str, list[X25519PublicKey]]:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0)
+        return dict(registered)
+
+    directory = Directory(refresh=refresh)
+    found = await asyncio.gather(*(directory.by_id(f"kid-{i}") for i in range(50)))
+    assert found == [None] * 50
+    assert reads <= 2  # the first miss's read, and one for those that missed during it
+    before = reads
+    named = await asyncio.gather(*(directory.by_id(f"n-{i}", patient=False) for i in range(50)))
+    assert named == [None] * 50
+    assert reads == before  # read a moment ago: not again for keys anyone can name
+    late = X25519PrivateKey.generate().public_key()
+    registered["city-late"] = [late]
+    assert await directory.current("city-late") == late
