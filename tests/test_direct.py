@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import os
 import socket
 import uuid
@@ -22,10 +23,13 @@ import grpc
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
+from temporalio.worker import Worker
 
 from activities.agencies import SAMPLE_AGENCIES, providers_for
 from activities.attempts import attempt_key
@@ -42,6 +46,7 @@ from activities.direct import (
 from activities.gate import WhitelistGate
 from renkei.app.client import RenkeiClient
 from renkei.contracts.messages import DirectLinkage
+from renkei.contracts.names import DIRECT_LINKAGE, control_queue
 from renkei.kernel import keys, records
 from renkei.kernel.channels import CHANNEL, ENCODING, ChannelCodec, ChannelError
 from renkei.kernel.settings import Settings
@@ -654,3 +659,48 @@ async def test_an_observer_of_the_wire_cannot_tell_a_households_size_from_the_re
                 assert len(reply.answer["answer"]["members"]) == size
                 lengths.append(len(await server.answer(body)))
     assert len(lengths) == 2 and lengths[0] == lengths[1], lengths
+
+
+@workflow.defn(name="rogue-direct-ask", sandboxed=False)
+class _RogueAsk:
+    """Any process that reaches Temporal: it schedules the executor's direct-channel activity on
+    the executor's own control queue, with a real request it got hold of."""
+
+    @workflow.run
+    async def run(self, queue: str, call: dict[str, Any]) -> str:
+        try:
+            await workflow.execute_activity(
+                DIRECT_LINKAGE,
+                call,
+                task_queue=queue,
+                start_to_close_timeout=dt.timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
+        except ActivityError as err:
+            return f"refused: {err.cause}"
+        return "answered"
+
+
+async def test_no_process_outside_the_flow_can_run_its_direct_ask(
+    direct_env, client, pool, direct_settings, asked
+) -> None:
+    """A process with no keys schedules ``renkei.direct-linkage`` on the executor's control
+    queue, where the executor's worker serves it, with a real request of the executor's flow:
+    the executor's worker does not ask the provider for it, and the provider records nothing
+    more."""
+    settings = direct_settings
+    flow, _, _, call = await _ran(direct_env, client, pool, settings, asked)
+    kept = await records.query(pool, workflow_id=flow, keeper="city-minato")
+    sent = len(asked)
+    rogue = Client(client.service_client, namespace=client.namespace)  # no keys, no codec
+    queue = f"rogue-{uuid.uuid4().hex[:8]}"
+    async with Worker(rogue, task_queue=queue, workflows=[_RogueAsk]):
+        outcome = await rogue.execute_workflow(
+            _RogueAsk.run,
+            args=[control_queue(settings.task_queue_prefix, "pref-tokyo"), call.model_dump()],
+            id=f"rogue/{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+    assert outcome.startswith("refused"), outcome
+    assert len(asked) == sent  # the provider's endpoint was not asked
+    assert await records.query(pool, workflow_id=flow, keeper="city-minato") == kept
