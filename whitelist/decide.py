@@ -316,6 +316,12 @@ def permitting_hint(
 JST = ZoneInfo("Asia/Tokyo")
 
 
+def japan_today() -> dt.date:
+    """Today in Japan: the day the law, the PIAs and the periods are reckoned on (the
+    machine's own date differs from it nine hours a day)."""
+    return dt.datetime.now(JST).date()
+
+
 def decide_linkage(
     catalog: Catalog,
     index: WhitelistIndex,

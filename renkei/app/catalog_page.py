@@ -21,7 +21,7 @@ from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.bpf.render import build, provider_label, to_svg
 from renkei.bpf.render.labels import partner_label
 from whitelist.controls import LEVEL_JA, ControlsIndex
-from whitelist.decide import WhitelistIndex
+from whitelist.decide import WhitelistIndex, japan_today
 from whitelist.models import Catalog, role_of
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -197,7 +197,7 @@ def render(
     controls: ControlsIndex | None = None,
 ) -> str:
     """The page; with ``controls``, each flow's PIAs and the suspensions that stop it."""
-    at = dt.date.today()
+    at = japan_today()
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape())
     entries = [entry(d, catalog, index, at, controls) for d in definitions]
     for e in entries:  # Graphviz's own SVG, embedded as markup

@@ -58,7 +58,7 @@ from renkei.bpf.models import (
     walk,
 )
 from renkei.bpf.providers import named_providers, served_by
-from whitelist.decide import WhitelistIndex, permitting_hint
+from whitelist.decide import WhitelistIndex, japan_today, permitting_hint
 from whitelist.models import COHORT_INFO, Catalog, PeriodKind, role_of, role_ref
 
 Add = Callable[..., None]
@@ -204,7 +204,7 @@ def validate(
     operating version (without it, a missing one is a warning).
     """
     d = loaded.definition
-    day = at or dt.date.today()
+    day = at or japan_today()
     issues: list[Issue] = []
     locs = _step_locs(d.steps, ("steps",))
     others = KnownBpfs.of(known) if known is not None else None

@@ -25,6 +25,7 @@ from renkei.bpf.validation import KnownBpfs
 from renkei.kernel.settings import get_settings
 from whitelist import controls_store, store
 from whitelist.catalog import default_catalog
+from whitelist.decide import japan_today
 from whitelist.orgs import load_orgs
 
 bpf_app = typer.Typer(help="Business process flow definitions.", no_args_is_help=True)
@@ -79,7 +80,7 @@ async def bpf_validate(
     for f in files:
         loaded, issues = check_file(f, idx, day, known=known, catalog=catalog)
         if pias is not None and isinstance(loaded, LoadedBpf):
-            issues += pia_issues(loaded, default_catalog(), pias, day or dt.date.today())
+            issues += pia_issues(loaded, default_catalog(), pias, day or japan_today())
         errors = [i for i in issues if i.severity == "error"]
         for i in issues:
             typer.echo(f"{i.severity}: {i}", err=i.severity == "error")

@@ -17,7 +17,7 @@ from renkei.bpf.models import did_you_mean
 from renkei.kernel.settings import get_settings
 from whitelist import store
 from whitelist.catalog import default_catalog
-from whitelist.decide import permitting_hint
+from whitelist.decide import japan_today, permitting_hint
 from whitelist.models import role_of
 
 whitelist_app = typer.Typer(
@@ -233,7 +233,7 @@ async def whitelist_check(
 ) -> int:
     """Decide one linkage: prints allow/deny with the matching row or the reason."""
     catalog = default_catalog()
-    day = dt.date.fromisoformat(at) if at else dt.date.today()
+    day = dt.date.fromisoformat(at) if at else japan_today()
 
     def roles(who: str) -> frozenset[str]:
         role = role_of(who)

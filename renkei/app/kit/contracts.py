@@ -39,7 +39,7 @@ from renkei.contracts.probe import (
 from renkei.contracts.provider import NoMatch
 from renkei.kernel import attest, keys
 from renkei.kernel.settings import Settings
-from whitelist.decide import WhitelistIndex
+from whitelist.decide import WhitelistIndex, japan_today
 from whitelist.models import Catalog
 from whitelist.payloads import SCHEMAS, GenericRecord, field_kinds
 from whitelist.store import LiveWhitelist
@@ -134,9 +134,7 @@ async def check_provider(
         schema = SCHEMAS.get(catalog.info_items[info].schema_name, GenericRecord)
 
         cohort = schema.__name__ == "ResidentCohort"
-        params = (
-            cohort_for(18, "birthday", dt.date.today()).model_dump(mode="json") if cohort else {}
-        )
+        params = cohort_for(18, "birthday", japan_today()).model_dump(mode="json") if cohort else {}
 
         def request(
             subject: str, info: str = info, params: dict[str, Any] = params

@@ -36,7 +36,7 @@ from renkei.bpf.render.labels import (
     partner_label,
     provider_label,
 )
-from whitelist.decide import WhitelistIndex
+from whitelist.decide import WhitelistIndex, japan_today
 from whitelist.models import Catalog
 
 # Box sizes and gaps of the layout (BPMN diagram units): a task, its note above a query,
@@ -143,7 +143,7 @@ def build(
         The graph, laid out left to right.
     """
     g = Graph(d)
-    when = at or dt.date.today()
+    when = at or japan_today()
 
     def size(steps: list[AnyStep]) -> tuple[float, float]:
         dims = [step_size(s) for s in steps]
