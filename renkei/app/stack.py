@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from renkei.kernel.search_attributes import ALL as SEARCH_ATTRIBUTES
-from renkei.kernel.servers import port_open, running_stack, write_state
+from renkei.kernel.servers import port_open, running_stack, temporal_answers, write_state
 from renkei.kernel.settings import Settings
 
 
@@ -93,8 +93,8 @@ def start_temporal(
     timeout: float = 60,
     stop: threading.Event | None = None,
 ) -> TemporalServer:
-    """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers (or
-    until ``stop`` is set: then the starting server is killed)."""
+    """Start the dev server on a SQLite file under ``data_dir`` and wait until it answers a call,
+    not only until its port opens (or until ``stop`` is set: then the starting server is killed)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     if port_open("127.0.0.1", port):
         raise RuntimeError(f"port {port} is in use: is another Temporal server running?")
@@ -122,7 +122,7 @@ def start_temporal(
     log = (data_dir / "temporal.log").open("ab")
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while not port_open("127.0.0.1", port):
+    while not (port_open("127.0.0.1", port) and temporal_answers(f"127.0.0.1:{port}")):
         if process.poll() is not None:
             raise RuntimeError(f"the Temporal dev server exited; see {data_dir / 'temporal.log'}")
         if time.monotonic() > deadline or (stop is not None and stop.is_set()):

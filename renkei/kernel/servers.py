@@ -22,6 +22,25 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def temporal_answers(address: str, timeout: float = 1.0) -> bool:
+    """Whether the Temporal frontend at ``address`` answers a call (``GetSystemInfo``).
+
+    Its port opens before the frontend serves: a client that connects then can have its first
+    call reset. An empty request is a valid ``GetSystemInfoRequest``; any status but
+    ``UNAVAILABLE`` means a server that reads calls."""
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/temporal.api.workflowservice.v1.WorkflowService/GetSystemInfo"
+        )
+        try:
+            call(b"", timeout=timeout)
+        except grpc.RpcError as e:
+            return e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        return True
+
+
 def write_state(
     data_dir: Path,
     temporal_address: str,
