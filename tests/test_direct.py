@@ -148,6 +148,19 @@ async def _receipts(pool: asyncpg.Pool, workflow_id: str) -> list[str]:
     return sorted(r["attempt_key"] for r in rows)
 
 
+def _as_shibuyas(call: DirectLinkage) -> tuple[str, DirectLinkage]:
+    """A real request (its permit, its sealed subject) re-addressed by city-shibuya, which got
+    hold of it, to a flow of its own: (that flow's id, the request as it asks it)."""
+    own_flow = f"child-rearing-allowance-income-check/city-shibuya/case-{uuid.uuid4().hex[:8]}"
+    theirs = call.model_copy(
+        update={
+            "workflow_id": own_flow,
+            "request": call.request.model_copy(update={"requester": "city-shibuya"}),
+        }
+    )
+    return own_flow, theirs
+
+
 async def _ran(
     direct_env: RenkeiClient,
     client: Client,
@@ -246,13 +259,7 @@ async def test_a_stolen_permit_in_another_flow_is_refused_and_recorded(
     settings = direct_settings
     prefix = settings.task_queue_prefix
     _, server, _, call = await _ran(direct_env, client, pool, settings, asked)
-    own_flow = f"child-rearing-allowance-income-check/city-shibuya/case-{uuid.uuid4().hex[:8]}"
-    theirs = call.model_copy(
-        update={
-            "workflow_id": own_flow,
-            "request": call.request.model_copy(update={"requester": "city-shibuya"}),
-        }
-    )
+    own_flow, theirs = _as_shibuyas(call)
     shibuya = _codec(client, pool, settings, "city-shibuya")
     reply = await opened_reply(
         shibuya,
@@ -610,13 +617,7 @@ async def test_refusals_at_the_endpoint_are_counted_as_through_the_queue(
     address = _free_address()
     _, _, sealed = envelope_of(body)
     blank = Payload(metadata=dict(sealed.metadata), data=os.urandom(len(sealed.data)))
-    own_flow = f"child-rearing-allowance-income-check/city-shibuya/case-{uuid.uuid4().hex[:8]}"
-    theirs = call.model_copy(
-        update={
-            "workflow_id": own_flow,
-            "request": call.request.model_copy(update={"requester": "city-shibuya"}),
-        }
-    )
+    _, theirs = _as_shibuyas(call)
     shibuya = _codec(client, pool, settings, "city-shibuya")
     async with DirectServer({"city-minato": minato}, prefix, address, meter=runtime.metric_meter):
         await _refused(address, _rewrap(body, blank))
