@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
 
 from renkei.contracts.names import (
@@ -233,3 +235,43 @@ async def test_misses_share_one_registry_read_and_a_party_registered_later_is_fo
     late = X25519PrivateKey.generate().public_key()
     registered["city-late"] = [late]
     assert await directory.current("city-late") == late
+
+
+async def test_the_converter_in_a_context_seals_in_that_contexts_pair_and_builds_no_converter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A converter put in an activity's context seals for that activity's pair (the executor and
+    the provider) with the same payload converter, without constructing a new one per call."""
+    converter = channels.channel_converter(codec("city-minato"))
+    built: list[object] = []
+    original = PydanticPayloadConverter.__init__
+
+    def counted(self: PydanticPayloadConverter, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PydanticPayloadConverter, "__init__", counted)
+    queue = agency_queue("renkei", "jps")
+    ctx = ActivitySerializationContext(
+        namespace="default",
+        activity_id="1",
+        activity_type="query.pension",
+        activity_task_queue=queue,
+        workflow_id=WID,
+        workflow_type="child-allowance-check",
+        is_local=False,
+    )
+    in_context = converter.with_context(ctx)
+    assert built == []
+    assert in_context is not converter and type(in_context) is type(converter)
+    assert in_context.payload_converter is converter.payload_converter
+    assert converter.payload_codec is not None and in_context.payload_codec is not None
+    assert in_context.payload_codec is not converter.payload_codec
+    [request] = await in_context.encode([{"income": 4200000}])
+    assert (await read(codec("jps"), request)).data == b'{"income":4200000}'
+    assert unread(await read(codec("hub"), request))
+    # The converter out of context is unchanged: a flow's own payloads stay the executor's.
+    [own] = await converter.with_context(
+        WorkflowSerializationContext(namespace="default", workflow_id=WID)
+    ).encode([{"income": 4200000}])
+    assert unread(await read(codec("jps"), own))
