@@ -443,6 +443,8 @@ async def test_usage_counts_latency_and_never_used_procedures(
         await attempt(pool, settings, org, "city-minato", None, bpf=bpf, denied=True, reason="r1")
     await attempt(pool, settings, org, "city-minato", "denied", bpf=bpf)
     await attempt(pool, settings, org, "city-minato", "failed", bpf=bpf)
+    await attempt(pool, settings, org, "city-minato", "cancelled", bpf=bpf)
+    await attempt(pool, settings, org, "city-minato", "not_asked", bpf=bpf)
     for at in ("2026-11-27T01:02:03.456789+00:00", "2026-11-28T09:00:00+09:00"):
         expired = f"row 5 matches but is not in force on {at} (valid 2020-01-01 to 2021-01-01)"
         await attempt(
@@ -452,8 +454,10 @@ async def test_usage_counts_latency_and_never_used_procedures(
     found = await usage.report(pool, this_month(), default_catalog().tasks)
     [row] = [r for r in found.rows if r.bpf == bpf]
     assert row.month == this_month()
-    assert (row.org, row.queries, row.allowed, row.provided) == (org, 106, 102, 100)
+    assert (row.org, row.queries, row.allowed, row.provided) == (org, 108, 104, 100)
     assert (row.denied, row.failed, row.no_answer, row.pending) == (5, 1, 0, 0)
+    # permitted ahead and never asked is not a cancellation: each has its own column
+    assert (row.cancelled, row.not_asked) == (1, 1)
     # by reason, the moment of each refusal left out (the row's validity dates kept)
     assert row.denials == {
         "r1": 2,

@@ -45,7 +45,10 @@ class UsageRow(BaseModel):
     denials: dict[str, int] = Field(description="denials by the whitelist's reason")
     no_answer: int
     failed: int
-    cancelled: int
+    cancelled: int = Field(description="allowed, then cancelled before its answer")
+    not_asked: int = Field(
+        description="permitted ahead of its step; the flow ended before it asked the provider"
+    )
     pending: int = Field(description="allowed, no outcome recorded yet")
     median_ms: float | None
     p99_ms: float | None
@@ -88,8 +91,9 @@ SELECT month, bpf, org, count(*) AS queries,
        count(*) FILTER (WHERE decision = 'denied' OR ended = 'denied') AS denied,
        count(*) FILTER (WHERE ended = 'no_answer') AS no_answer,
        count(*) FILTER (WHERE ended IN ('failed', 'unreceipted')) AS failed,  -- not provided
+       count(*) FILTER (WHERE ended = 'cancelled') AS cancelled,
        -- not provided, the provider never asked (permitted ahead, the flow ended before)
-       count(*) FILTER (WHERE ended IN ('cancelled', 'not_asked')) AS cancelled,
+       count(*) FILTER (WHERE ended = 'not_asked') AS not_asked,
        count(*) FILTER (WHERE decision = 'allowed' AND ended IS NULL) AS pending,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS median_ms,
        percentile_disc(0.99) WITHIN GROUP (ORDER BY ms) AS p99_ms
@@ -203,7 +207,7 @@ def to_table(r: UsageReport) -> str:
             str(row.queries),
             str(row.provided),
             str(row.denied),
-            str(row.no_answer + row.failed + row.cancelled + row.pending),
+            str(row.no_answer + row.failed + row.cancelled + row.not_asked + row.pending),
             "-" if row.median_ms is None else f"{row.median_ms:.1f}",
             "-" if row.p99_ms is None else f"{row.p99_ms:.1f}",
         )
