@@ -19,7 +19,7 @@ from renkei.kernel import records
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings
 
-from .helpers import code, pick, register_fixture, sdk, start, workers
+from .helpers import code, pick, register_fixture, sdk, start, wait_for_outcomes, workers
 
 DAY = 86_400
 
@@ -180,6 +180,45 @@ async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_surviv
         ("city-shibuya", "tax"),
         ("jps", "pension"),
     }
+
+
+async def test_a_permit_held_when_the_run_continues_as_new_ends_not_asked_and_is_asked_again(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """The hub permits ``tax`` and ``again`` as the run starts; the run's history is long after
+    ``tax``, so it continues as new before ``again``. The permit names the run that held it:
+    that run tells it as never asked, the provider never sees it, and the next run has
+    ``again`` brokered and asked for itself. Every attempt the hub allowed ends; none is left
+    pending."""
+    await register_fixture(pool, "continue-probe.yaml")
+    h = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
+    subject = code(settings, "city-minato", h.members[0])
+    short = settings.model_copy(update={"history_limit": 5})
+    async with workers(client, pool, short, catalog, live_whitelist):
+        handle = await sdk(client, short).start(start("continue-probe", "city-minato", subject))
+        result = await handle.result()
+    assert result.result == {"income": h.members[0].taxable_income, "same": True}
+    first = handle.first_execution_run_id
+    last = (await client.get_workflow_handle(handle.id).describe()).run_id
+    assert first is not None and first != last  # it continued as new
+    allowed = [
+        r
+        for r in await records.query(pool, workflow_id=handle.id, keeper=records.HUB)
+        if r.outcome == "allowed"
+    ]
+    ended = await wait_for_outcomes(pool, [r.attempt_key for r in allowed])
+    by_attempt = {(r.run_id, r.step): ended[r.attempt_key].outcome for r in allowed}
+    assert by_attempt[(first, "tax")] == "provided"
+    assert by_attempt[(first, "again")] == "not_asked"  # held when the run continued
+    assert [o for (run, step), o in by_attempt.items() if step == "again" and run != first] == [
+        "provided"
+    ]
+    asked = {
+        (r.run_id, r.step)
+        for r in await records.query(pool, workflow_id=handle.id, keeper="city-shibuya")
+    }
+    assert (first, "tax") in asked and (first, "again") not in asked
+    assert len(asked) == 2
 
 
 async def test_starting_twice_with_one_case_reference_is_one_run(
