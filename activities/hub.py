@@ -28,7 +28,7 @@ from activities.claims import Claimed, Claims, caller
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
-from renkei.bpf.ahead import leading
+from renkei.bpf.ahead import leading, leading_lanes
 from renkei.bpf.models import ActStep, QueryStep, WaitStep, walk
 from renkei.bpf.review import suspension
 from renkei.contracts.failures import Failure
@@ -226,47 +226,64 @@ class HubActivities:
             links_directly=self._links_directly,
         )
         if req.broker_ahead:
-            run.ahead = await self._broker_leading(req, run, BROKER_GROUP_LIMIT)
+            lanes = leading_lanes(run.definition.steps, BROKER_GROUP_LIMIT)
+            run.ahead = await self._broker_leading(req, run, lanes)
         elif req.broker_first:  # a run from before brokering ahead: its first linkage alone
-            run.first = next(iter(await self._broker_leading(req, run, 1)), None)
+            first = leading(run.definition.steps, 1)
+            run.first = next(
+                iter(await self._broker_leading(req, run, [first] if first else [])), None
+            )
         return run
 
     async def _broker_leading(
-        self, req: ResolveRequest, run: ResolvedRun, limit: int
+        self, req: ResolveRequest, run: ResolvedRun, lanes: Sequence[Sequence[QueryStep]]
     ) -> list[FirstLinkage]:
         """The run's leading linkages brokered now (brokering ahead): the query steps it starts
-        with whose provider and subject the definition fixes (:func:`renkei.bpf.ahead.leading`),
-        each decided and permitted as :meth:`broker` does at its step, its permit lasting the
-        steps before it too (:func:`~renkei.contracts.messages.ahead_budget`), and the records
-        of all of them written in one transaction before any permit (:meth:`_broker_many`).
-        Stops at the first one denied or refused: the flow fails at that step, or asks for it
-        there and meets the same refusal, and never reaches those after it."""
+        with whose provider and subject the definition fixes, by the sequence each is in (the
+        top level's, or each lane's of a parallel step the run starts with:
+        :func:`renkei.bpf.ahead.leading_lanes`), each decided and permitted as :meth:`broker`
+        does at its step, its permit lasting the steps before it in its sequence too
+        (:func:`~renkei.contracts.messages.ahead_budget`), and the records of all of them
+        written in one transaction before any permit (:meth:`_broker_many`). In each sequence,
+        stops at the first one denied or refused: the flow fails at that step, or asks for it
+        there and meets the same refusal, and never reaches those after it in that sequence
+        (another lane's are decided on their own, as the lanes ask at once)."""
         info = activity.info()
-        steps = leading(run.definition.steps, limit)
-        asked = [
-            linkage_asked(
-                step,
-                provider=step.query.provider,
-                subject=req.subject,
-                requester=req.executor,
-                task=run.definition.task,
-                trigger=req.trigger,
-                pin=run.pin,
-                workflow_id=info.workflow_id or "",
-                run_id=info.workflow_run_id or "",
-                hold=req.hold,
-                parent=req.parent,
-                after=steps[:i],
-            )
-            for i, step in enumerate(steps)
-        ]
+        asked: list[BrokerRequest] = []
+        chains: list[int] = []
+        steps: list[QueryStep] = []
+        for lane, seq in enumerate(lanes):
+            for i, step in enumerate(seq):
+                asked.append(
+                    linkage_asked(
+                        step,
+                        provider=step.query.provider,
+                        subject=req.subject,
+                        requester=req.executor,
+                        task=run.definition.task,
+                        trigger=req.trigger,
+                        pin=run.pin,
+                        workflow_id=info.workflow_id or "",
+                        run_id=info.workflow_run_id or "",
+                        hold=req.hold,
+                        parent=req.parent,
+                        after=seq[:i],
+                    )
+                )
+                chains.append(lane)
+                steps.append(step)
         out: list[FirstLinkage] = []
-        for step, brokered in zip(steps, await self._broker_many(asked, ahead=True), strict=False):
+        stopped: set[int] = set()
+        answers = await self._broker_many(asked, chains=chains)
+        for step, lane, brokered in zip(steps, chains, answers, strict=True):
+            if lane in stopped:
+                continue
             if brokered is None:
-                break
+                stopped.add(lane)
+                continue
             out.append(FirstLinkage(step=step.id, brokered=brokered))
             if not brokered.allowed:
-                break
+                stopped.add(lane)
         return out
 
     @activity.defn(name="hub.broker")
@@ -280,28 +297,40 @@ class HubActivities:
         return await self._permit(decided)
 
     async def _broker_many(
-        self, reqs: Sequence[BrokerRequest], *, ahead: bool
+        self, reqs: Sequence[BrokerRequest], *, chains: Sequence[int] | None = None
     ) -> list[Brokered | None]:
         """Broker several linkages of one call: each decided on its own (a refusal, ``None``,
         refuses that one alone), the records of all of them written in one transaction, then
-        each permit issued (a record is durable before its permit exists). ``ahead``: the
-        linkages are a flow's next steps in order, so the first one refused, denied or not
-        permittable is the last one decided and recorded (the flow stops at that step)."""
+        each permit issued (a record is durable before its permit exists). ``chains``: the
+        linkages are a flow's next steps brokered ahead, each in the sequence this names (the
+        run's top level, or a lane of the parallel step it starts with), in order within it:
+        the first one of a sequence refused, denied or not permittable is the last one of that
+        sequence decided and recorded (the flow stops at that step); the others are ``None``."""
         info = activity.info()
+        stopped: set[int] = set()
         decided: list[_Decided | None] = []
-        for req in reqs:
+        for i, req in enumerate(reqs):
+            chain = chains[i] if chains is not None else None
+            if chain in stopped:
+                decided.append(None)
+                continue
             try:
                 d = await self._decide(req, info)
             except ApplicationError:
-                if ahead:
-                    break
                 decided.append(None)
+                if chain is not None:
+                    stopped.add(chain)
                 continue
             decided.append(d)
-            if ahead and not await self._permittable(d):
-                break
-        written = [d for d in decided if d is not None]
-        refusals = iter(await self._record(written, ahead=ahead))
+            if chain is not None and not await self._permittable(d):
+                stopped.add(chain)
+        written = [(i, d) for i, d in enumerate(decided) if d is not None]
+        refusals = iter(
+            await self._record(
+                [d for _, d in written],
+                chains=[chains[i] for i, _ in written] if chains is not None else None,
+            )
+        )
         out: list[Brokered | None] = []
         for one in decided:  # the records of all are durable: now their permits
             if one is None or next(refusals) is not None:
@@ -398,13 +427,14 @@ class HubActivities:
         return True
 
     async def _record(
-        self, decided: Sequence[_Decided], *, ahead: bool = False
+        self, decided: Sequence[_Decided], *, chains: Sequence[int] | None = None
     ) -> list[PermissionError | None]:
         """Write the requester's and the hub's records of every linkage decided, in one
         transaction (one durable commit; with deferred chaining, one call of the group writer).
         A linkage whose record is refused (a requester's record another hand wrote first) is
-        refused alone: the others are then written each on its own (``ahead``: only those
-        before it). Returns each linkage's refusal, ``None`` when its records are written."""
+        refused alone: the others are then written each on its own (``chains``, linkages
+        brokered ahead in the sequences it names: only those before it in its sequence).
+        Returns each linkage's refusal, ``None`` when its records are written."""
         if not decided:
             return []
         tracer = telemetry.tracer()
@@ -423,15 +453,19 @@ class HubActivities:
                 if len(decided) == 1:
                     return [err]
             out: list[PermissionError | None] = []
-            for d in decided:
-                if ahead and any(out):
-                    out.append(next(e for e in out if e is not None))
+            refused: dict[int, PermissionError] = {}  # the first refusal of each sequence
+            for k, d in enumerate(decided):
+                chain = chains[k] if chains is not None else None
+                if chain is not None and chain in refused:
+                    out.append(refused[chain])
                     continue
                 try:
                     await self._write(d.sides)
                     out.append(None)
                 except PermissionError as err:
                     out.append(err)
+                    if chain is not None:
+                        refused[chain] = err
             return out
         finally:
             for span in spans:
@@ -491,7 +525,7 @@ class HubActivities:
             raise Failure.MALFORMED_LINKAGE.error(
                 f"{len(reqs)} linkages in one call to the hub (at most {BROKER_GROUP_LIMIT})"
             )
-        return await self._broker_many(reqs, ahead=False)
+        return await self._broker_many(reqs)
 
     @activity.defn(name="hub.outcomes")
     async def outcomes(self, reports: list[AttemptOutcomeReport]) -> None:

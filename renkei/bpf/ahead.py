@@ -10,6 +10,13 @@ their own) or a failure before it, and a failure leaves the permits brokered ahe
 Within one sequence of steps (the top level, a parallel step's lane, a branch's arm) the steps
 that certainly follow a linkage are the certain query steps right after it, up to the first step
 that is not one.
+
+A run that starts with a parallel step starts every lane at once: each lane's own leading certain
+query steps are as certain as a sequence's (nothing the flow computes comes before them). They
+are brokered with the start, lane by lane (:func:`leading_lanes`), only when every lane starts
+with a certain query step and the lanes fit in one call: a lane that starts with anything else
+asks the hub at the step anyway (no crossing saved), and would then have its siblings' providers
+asked before the group's linkages are all decided, where brokered together at the step none is.
 """
 
 from __future__ import annotations
@@ -53,6 +60,31 @@ def leading(steps: list[AnyStep], limit: int) -> list[QueryStep]:
     """The run's leading linkages: the certain query steps it starts with (at most ``limit``),
     asked for as the run starts."""
     return _run_of_certain(steps, limit)
+
+
+def leading_lanes(steps: list[AnyStep], limit: int) -> list[list[QueryStep]]:
+    """The run's leading linkages by the sequence each is in (at most ``limit`` in all): the
+    top level's (:func:`leading`), or, for a run that starts with a parallel step, each lane's
+    leading certain query steps, if every lane starts with one and there are no more lanes than
+    ``limit`` (else none: the group is brokered at its step, together). Within a sequence the
+    flow reaches them in order; across lanes at once. Past ``limit``, the lanes keep their
+    first steps before any lane keeps a second."""
+    if not steps or not isinstance(steps[0], ParallelStep):
+        top = leading(steps, limit)
+        return [top] if top else []
+    runs = [_run_of_certain(lane, limit) for lane in steps[0].parallel]
+    if len(runs) > limit or not all(runs):
+        return []
+    kept = [0] * len(runs)
+    total = 0
+    for depth in range(limit):
+        for i, run in enumerate(runs):
+            if total < limit and len(run) > depth:
+                kept[i] += 1
+                total += 1
+        if total >= limit:
+            break
+    return [run[:k] for run, k in zip(runs, kept, strict=True) if k]
 
 
 def following(steps: list[AnyStep], limit: int) -> dict[str, list[QueryStep]]:

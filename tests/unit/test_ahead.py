@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from renkei.bpf.ahead import certain, following, lead, leading
+from renkei.bpf.ahead import certain, following, lead, leading, leading_lanes
 from renkei.bpf.loader import parse_text
 from renkei.bpf.models import BpfDefinition, QueryStep
 from renkei.contracts.messages import ahead_budget
@@ -84,8 +84,64 @@ def test_a_parallel_steps_lanes_each_look_ahead_in_their_own_lane() -> None:
         " {id: a1, query: {info: local-tax, provider: city-shibuya}}]\n"
         "      - [{id: b0, query: {info: pension-benefit, provider: jps}}]\n" + _q(9)
     )
-    assert leading(d.steps, 50) == []  # a parallel step first: its lanes ask at once
+    assert leading(d.steps, 50) == []  # a parallel step first: not a sequence's lead ...
+    # ... but each lane's, brokered with the start lane by lane
+    assert [_ids(lane) for lane in leading_lanes(d.steps, 50)] == [["a0", "a1"], ["b0"]]
     assert {k: _ids(v) for k, v in following(d.steps, 50).items()} == {"a0": ["a1"]}
+
+
+def test_a_leading_parallel_step_leads_only_if_every_lane_starts_with_a_certain_linkage() -> None:
+    """A lane whose first step the flow computes (its provider, its subject, whether it runs)
+    or that is not a query asks the hub at the step: then the whole group is brokered there,
+    together, and nothing with the start. When every lane starts with a certain linkage, each
+    lane's leading ones are; past the limit every lane keeps its first before any keeps a
+    second, and a group wider than the limit is brokered at its step."""
+    certain_lanes = (
+        "      - [{id: a0, query: {info: local-tax, provider: city-shibuya}},"
+        " {id: a1, query: {info: local-tax, provider: city-shibuya}},"
+        " {id: a2, query: {info: local-tax, provider: city-shibuya}}]\n"
+        "      - [{id: f0, query: {info: pension-benefit, provider: jps}},"
+        " {id: f1, query: {info: local-tax, provider: city-shibuya}},"
+        ' {id: f2, query: {info: local-tax, provider: "${ inputs.office }"}},'
+        " {id: f3, query: {info: local-tax, provider: city-shibuya}}]\n"
+    )
+    others = [
+        '      - [{id: b0, query: {info: local-tax, provider: "${ inputs.office }"}}]\n',
+        "      - [{id: c0, query: {info: local-tax, provider: city-shibuya,"
+        ' about: "${ inputs.spouse }"}}]\n',
+        "      - [{id: d0, set: {x: '1'}}, {id: d1, query: {info: local-tax,"
+        " provider: city-shibuya}}]\n",
+        "      - - id: e0\n"
+        "          branch:\n"
+        "            - when: inputs.office == 'city-shibuya'\n"
+        "              steps: [{id: e1, query: {info: local-tax, provider: city-shibuya}}]\n",
+    ]
+    head = "  - id: p\n    parallel:\n"
+    d = _definition(head + certain_lanes + _q(9))
+    assert [_ids(lane) for lane in leading_lanes(d.steps, 50)] == [["a0", "a1", "a2"], ["f0", "f1"]]
+    assert [_ids(lane) for lane in leading_lanes(d.steps, 3)] == [["a0", "a1"], ["f0"]]
+    assert leading_lanes(d.steps, 1) == []  # two lanes: more than one call of one takes
+    # a permit brokered so lasts no longer than the hub allows its step (the definition's word)
+    for lane in leading_lanes(d.steps, 50):
+        for k, s in enumerate(lane):
+            assert _ids(lead(d.steps, s.id, 50)) == _ids(lane[:k])
+            assert ahead_budget(s, lane[:k]) <= ahead_budget(s, lead(d.steps, s.id, 50))
+    for other in others:
+        mixed = _definition(head + certain_lanes + other)
+        assert leading_lanes(mixed.steps, 50) == [], other
+
+
+def test_a_parallel_step_after_the_start_leads_nothing() -> None:
+    """Only a run that starts with a parallel step starts its lanes at once: one after a query
+    is reached only once that query is answered (its lanes are asked for there)."""
+    d = _definition(
+        _q(0) + "  - id: p\n"
+        "    parallel:\n"
+        "      - [{id: a0, query: {info: local-tax, provider: city-shibuya}}]\n"
+        "      - [{id: b0, query: {info: local-tax, provider: city-shibuya}}]\n"
+    )
+    assert [_ids(lane) for lane in leading_lanes(d.steps, 50)] == [["q0"]]
+    assert leading_lanes(_definition("  - {id: s, set: {x: '1'}}\n" + _q(1)).steps, 50) == []
 
 
 def test_the_lookahead_is_bounded() -> None:
