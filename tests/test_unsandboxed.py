@@ -35,17 +35,24 @@ from .nondeterministic import MachineClock, RandomNumber, WorkflowClock
 SANDBOX_LOG = "temporalio.worker.workflow_sandbox._restrictions"
 
 
+def _runner(client: Client, settings: Settings, *, sandboxed: bool) -> Client:
+    """A client on ``client``'s connection whose workers run flows as ``sandboxed`` says
+    (``RENKEI_WORKFLOW_SANDBOX``), whatever the suite's own settings say."""
+    return party_client(client, settings.model_copy(update={"workflow_sandbox": sandboxed}), [HUB])
+
+
 async def _ran(client: Client, settings: Settings, flow: type) -> WorkflowHandle[Any, Any]:
-    """``flow`` run to its end on a worker on ``client``'s plugin, as renkei's workers run it."""
+    """``flow`` run to its end on a worker that runs flows as renkei's do by default."""
+    own = _runner(client, settings, sandboxed=False)
     queue = f"{settings.task_queue_prefix}.determinism"
     wid = f"determinism-{uuid.uuid4().hex[:12]}"
-    async with Worker(client, task_queue=queue, workflows=[flow]):
-        await client.execute_workflow(flow.run, id=wid, task_queue=queue)  # type: ignore[attr-defined]
-    return client.get_workflow_handle(wid)
+    async with Worker(own, task_queue=queue, workflows=[flow]):
+        await own.execute_workflow(flow.run, id=wid, task_queue=queue)  # type: ignore[attr-defined]
+    return own.get_workflow_handle(wid)
 
 
 async def test_workers_run_flows_unsandboxed_by_default(client: Client, settings: Settings) -> None:
-    assert not settings.workflow_sandbox
+    assert Settings.model_fields["workflow_sandbox"].default is False
     handle = await _ran(client, settings, MachineClock)
     assert isinstance(await handle.result(), str)  # nothing refused the machine's clock
 
@@ -53,8 +60,7 @@ async def test_workers_run_flows_unsandboxed_by_default(client: Client, settings
 async def test_a_worker_runs_flows_in_the_sandbox_on_request(
     client: Client, settings: Settings
 ) -> None:
-    sandboxed = settings.model_copy(update={"workflow_sandbox": True})
-    own = party_client(client, sandboxed, [HUB])
+    own = _runner(client, settings, sandboxed=True)
     queue = f"{settings.task_queue_prefix}.determinism"
     handle = await own.start_workflow(
         MachineClock.run, id=f"determinism-{uuid.uuid4().hex[:12]}", task_queue=queue
