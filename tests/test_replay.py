@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.common import HeaderCodecBehavior
-from temporalio.worker import Replayer
 
 from renkei.contracts.names import (
     DIRECT_LINKAGE,
@@ -24,7 +22,7 @@ from renkei.contracts.names import (
 )
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
-from workers.plugin import renkei_plugin
+from workers.plugin import replayer
 from workflows.interpreter import BpfInterpreter
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -119,21 +117,20 @@ async def test_history_replays(path: Path) -> None:
     control queue by that executor's control worker, with the executor's keys alone, on a queue
     of the executor's (the replayer's task queue is ``replay-<build id>``: the hub's activities
     then run on the hub's queue, as they did); a run from before executor-side control by the
-    shared control worker, which acts for every party of the recording."""
+    shared control worker, which acts for every party of the recording. Always in the sandbox
+    (:func:`workers.plugin.replayer`), whatever the workers run in: every recorded path of the
+    interpreter is checked against calls that are not deterministic."""
     recorded = json.loads(path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - a small file
     history = WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
     executor = control_parts(_queue(recorded))[1]
     if executor is not None:
-        plugin = renkei_plugin(FIXTURE_KEYS, parties=[executor], interceptors=[])
-        options: dict[str, str] = {"build_id": f"fixture.control.{executor}"}
+        replay = replayer(
+            FIXTURE_KEYS,
+            [BpfInterpreter],
+            parties=[executor],
+            build_id=f"fixture.control.{executor}",
+        )
     else:
-        plugin = renkei_plugin(FIXTURE_KEYS, interceptors=[])
-        options = {}
-    replayer = Replayer(
-        workflows=[BpfInterpreter],
-        plugins=[plugin],
-        header_codec_behavior=HeaderCodecBehavior.CODEC,
-        **options,  # type: ignore[arg-type]
-    )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        replay = replayer(FIXTURE_KEYS, [BpfInterpreter])
+    result = await replay.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

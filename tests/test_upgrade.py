@@ -28,7 +28,8 @@ from .helpers import code, pick, register_fixture, sdk, start, workers
 
 
 def _old_client(client: Client, settings) -> Client:
-    """A client as every process had before: the shared payload ring, nothing else."""
+    """A client as every process had before: the shared payload ring, nothing else (its
+    workers ran their flows in the sandbox)."""
     return Client(
         client.service_client,
         namespace=client.namespace,
@@ -36,7 +37,7 @@ def _old_client(client: Client, settings) -> Client:
             SimplePlugin(
                 PLUGIN_NAME,
                 data_converter=data_converter(keys.load(settings).codec),
-                workflow_runner=workflow_runner(),
+                workflow_runner=workflow_runner(sandboxed=True),
             )
         ],
         header_codec_behavior=HeaderCodecBehavior.CODEC,

@@ -3,7 +3,7 @@
 The dev stack (``renkei up``), the conformance kit, the tests and the benchmarks all run the
 same set through :func:`running_workers`; only which parts run and which providers answer differ.
 Each worker is built on a client from :func:`workers.plugin.connect`, so the converter,
-interceptors and sandbox come with it.
+interceptors and workflow runner come with it.
 """
 
 from __future__ import annotations

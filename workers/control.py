@@ -4,7 +4,7 @@ The hub's activities (resolve, broker, translate, ...) run in the hub's worker, 
 queue, with the hub's keys. Each executor's flows run in that executor's control worker, on its
 own queue, with its own keys. Each is built on a client acting for its party alone
 (:func:`workers.plugin.party_client`), whose plugin brings the sealing converter, tracing and the
-workflow sandbox.
+workflow runner (outside the sandbox unless ``RENKEI_WORKFLOW_SANDBOX`` asks for it).
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def control_worker(
     queue) and cannot read what other executors' flows exchange.
     """
     require_plugin(client)
-    precompile()
+    if settings.workflow_sandbox:
+        precompile()
     codec = client.data_converter.payload_codec
     if not isinstance(codec, ChannelCodec):
         raise ValueError("a control worker's client must seal with the channel codec")
@@ -157,7 +158,8 @@ def legacy_control_worker(
     if settings.legacy_runs_before is None:
         raise ValueError("the legacy control worker serves runs started before a moment: set it")
     require_plugin(client)
-    precompile()
+    if settings.workflow_sandbox:
+        precompile()
     return Worker(
         client,
         task_queue=control_queue(settings.task_queue_prefix),

@@ -1,11 +1,20 @@
-"""The renkei plugin: the converter, the interceptors and the sandbox, bundled once.
+"""The renkei plugin: the converter, the interceptors and the workflow runner, bundled once.
 
 Every client, worker and replayer of renkei uses the same three things: the pydantic converter
 with the encrypting payload codec (failures and headers too), OpenTelemetry tracing, and the
-workflow sandbox with renkei's pass-through list. They are bundled here in one Temporal
-:class:`~temporalio.plugin.SimplePlugin` instead of being wired separately at each place: a
-client connected with :func:`connect` hands the plugin on to every worker built on it, and the
-replayer of recorded histories takes the same plugin, so what replays is what ran.
+workflow runner. They are bundled here in one Temporal :class:`~temporalio.plugin.SimplePlugin`
+instead of being wired separately at each place: a client connected with :func:`connect` hands
+the plugin on to every worker built on it, and the replayer of recorded histories
+(:func:`replayer`) takes the same converter, so what replays is what ran.
+
+The workers run their flows outside Temporal's workflow sandbox unless ``RENKEI_WORKFLOW_SANDBOX``
+asks for it: the only workflows are renkei's own (the interpreter, the life-event scan, the
+kit's contract probe), a definition is data, and the sandbox is a check of determinism, not a
+boundary. It costs a worker a fresh copy of the workflow modules for every run it starts or
+replays, and a call into that copy for every payload of every command. The check stays where
+it catches something: :func:`replayer` always replays in the sandbox, with renkei's
+pass-through list, so every recorded path of the interpreter (``tests/test_replay.py``) is
+checked against calls that are not deterministic.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from temporalio.common import HeaderCodecBehavior
 from temporalio.plugin import SimplePlugin
 from temporalio.runtime import Runtime
 from temporalio.service import ConnectConfig, TLSConfig
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from renkei.contracts import names
@@ -42,7 +52,8 @@ from renkei.kernel.keys import KeyRing
 from renkei.kernel.settings import Settings, get_settings
 from renkei.kernel.tls import party_of
 
-# Modules the sandbox shares with the host rather than re-importing for every workflow run: the
+# Modules the sandbox shares with the host rather than re-importing for every workflow run (when
+# it runs: the replay of recorded histories, and workers with RENKEI_WORKFLOW_SANDBOX): the
 # C++ CEL runtime and protobuf cannot be imported twice, the CEL program keeps each compiled
 # definition for every run (the compiler it uses loads in the host only), and the models are
 # large and pure.
@@ -73,7 +84,7 @@ SANDBOXED_PACKAGES = (
 
 
 def precompile() -> None:
-    """Make sure the workflow modules load from bytecode.
+    """Make sure the workflow modules load from bytecode (for a worker in the sandbox).
 
     The sandbox imports the workflow modules afresh for every workflow run it starts. Without a
     ``.pyc`` (a read-only tree, or ``PYTHONDONTWRITEBYTECODE`` set) each of those imports
@@ -139,9 +150,12 @@ def keep_code() -> None:
         sys.meta_path.insert(0, _KeepCode())
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The workflow sandbox with renkei's pass-through modules; the modules it imports for each
-    run are read once per process (:class:`_KeptCode`)."""
+def workflow_runner(sandboxed: bool) -> WorkflowRunner:
+    """The runner of renkei's workflows: outside the sandbox, or (``sandboxed``) in it with
+    renkei's pass-through modules, the modules it imports for each run read once per process
+    (:class:`_KeptCode`)."""
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     keep_code()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
@@ -153,7 +167,7 @@ PLUGIN_NAME = "renkei"
 
 def require_plugin(client: Client) -> None:
     """Refuse a client that does not carry the renkei plugin: a worker built on it would
-    exchange unencrypted payloads, or run workflows outside renkei's sandbox."""
+    exchange unencrypted payloads, untraced, in a runner renkei did not choose."""
     if not any(p.name() == PLUGIN_NAME for p in client.config().get("plugins", [])):
         raise ValueError("a renkei worker needs a client from workers.plugin.connect()")
 
@@ -259,12 +273,14 @@ def renkei_plugin(
     legacy_ring: bool = True,
     tracer_provider: TracerProvider | None = None,
     interceptors: Sequence[Interceptor] | None = None,
+    sandboxed: bool | None = None,
 ) -> SimplePlugin:
     """The plugin for every client, worker and replayer of a process acting for ``parties``
     (default: ``org`` alone, or every party whose key file this process holds).
 
     ``legacy``: write under the shared ring, as the runs from before channels read (the legacy
     control worker); what the platform writes to them in its channels is read too.
+    ``sandboxed``: run workflows in the sandbox (default: as ``RENKEI_WORKFLOW_SANDBOX`` says).
     """
     s = settings or get_settings()
     acting = list(parties) if parties else ([org] if org else own_parties(s))
@@ -277,7 +293,28 @@ def renkei_plugin(
         interceptors=list(interceptors)
         if interceptors is not None
         else telemetry.interceptors(tracer_provider),
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(s.workflow_sandbox if sandboxed is None else sandboxed),
+    )
+
+
+def replayer(
+    settings: Settings,
+    workflows: Sequence[type],
+    *,
+    parties: Sequence[str] | None = None,
+    build_id: str | None = None,
+) -> Replayer:
+    """The replayer of recorded histories, acting for ``parties`` (default: every party whose
+    key file this process holds), always in the sandbox with renkei's pass-through list,
+    whatever ``RENKEI_WORKFLOW_SANDBOX`` says: a workflow that calls something not
+    deterministic (the machine's clock, random numbers, I/O) fails its replay. ``build_id``:
+    the replayer's task queue is ``replay-<build_id>`` (a run on an executor's control queue
+    is replayed by that executor's control worker, ``fixture.control.<executor>``)."""
+    return Replayer(
+        workflows=list(workflows),
+        plugins=[renkei_plugin(settings, parties=parties, interceptors=[], sandboxed=True)],
+        header_codec_behavior=HeaderCodecBehavior.CODEC,
+        build_id=build_id,
     )
 
 

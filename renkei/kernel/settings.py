@@ -137,6 +137,16 @@ class Settings(BaseSettings):
         " by each executor's control worker (the dev stack adds the endpoint of the agencies it"
         " runs itself); an address is not trusted, the sealing is",
     )
+    workflow_sandbox: bool = Field(
+        default=False,
+        description="run the flows of the control workers in Temporal's workflow sandbox: each"
+        " run in a fresh copy of the interpreter's modules, a call that is not deterministic (the"
+        " machine's clock, random numbers, I/O) refused as it runs. It costs the workers CPU at"
+        " every run's start and every payload, and most of a cached run's memory: for a"
+        " development run, or an operator who wants the check at run time too. Off, the"
+        " recorded histories still replay in the sandbox (the check of every recorded path of"
+        " the interpreter, in CI)",
+    )
     sample_residents: int = Field(
         default=3000, ge=10, description="synthetic residents seeded into the sample agencies"
     )

@@ -10,7 +10,7 @@ before anything runs. Each module imports only those listed before it:
   and their evaluation.
 - :mod:`.compiler`: ``compile_definition``, every expression type-checked in its scope.
 - :mod:`.program`: a pinned definition's program, compiled once per process; the one module
-  the interpreter workflow imports and the sandbox passes through.
+  the interpreter workflow imports, and the sandbox (where it runs) passes through.
 
 Nothing is imported here, so importing one module loads only what it needs. Domain code:
 imports no ``temporalio``.

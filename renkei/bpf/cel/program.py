@@ -1,7 +1,8 @@
 """The program a workflow run evaluates: each pinned definition compiled once per process.
 
-This is the one CEL module the interpreter workflow imports, and the one the worker's sandbox
-passes through (``workers.plugin.PASSTHROUGH``): every workflow run shares the host's module,
+This is the one CEL module the interpreter workflow imports, and the one the sandbox passes
+through (``workers.plugin.PASSTHROUGH``; the sandbox runs for the replay of recorded histories,
+and in workers with ``RENKEI_WORKFLOW_SANDBOX``): every workflow run shares the host's module,
 so the cache below holds across runs, and the modules it imports (the compiler, the CEL C++
 runtime, protobuf) are loaded once, in the host, never inside the sandbox. Programs are cached
 by the definition's content hash, so a worker compiles each definition once, on the first run
