@@ -129,14 +129,17 @@ async def running_workers(
     legacy: bool = True,
     connection: Callable[[str], Client] | None = None,
     control_plugins: Sequence[Plugin] = (),
+    endpoints: dict[str, str] | None = None,
 ) -> AsyncIterator[list[Worker]]:
     """Run :func:`build_workers`'s set until the block exits (workers stop in reverse order).
 
     With ``RENKEI_LINKAGE_TRANSPORT=direct`` the agencies of the set serve one direct-channel
     endpoint (``RENKEI_LINKAGE_LISTEN``), which the set's executors ask besides the endpoints
-    the settings name."""
+    the settings name. ``endpoints``, for several sets in one process (one running agencies,
+    another executors): the providers' endpoints they share, read by each set's executors as
+    they ask, to which each set adds its own (default: the settings', for this set alone)."""
     direct = (
-        DirectWiring(dict(settings.linkage_endpoints))
+        DirectWiring(endpoints if endpoints is not None else dict(settings.linkage_endpoints))
         if settings.linkage_transport == "direct"
         else None
     )
