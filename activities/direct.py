@@ -55,7 +55,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.gate import Attempt, WhitelistGate
 from activities.linkage import Provider, answer_admitted
-from renkei.contracts.failures import Failure
+from renkei.contracts.failures import UNREACHED, Failure
 from renkei.contracts.messages import DirectFailure, DirectLinkage, DirectReply, LinkageRequest
 from renkei.contracts.names import (
     DIRECT_LINKAGE,
@@ -365,6 +365,7 @@ class DirectLinks:
         if address is None:
             raise Failure.PROVIDER_ERROR.error(
                 f"no direct endpoint is configured for {provider} (RENKEI_LINKAGE_ENDPOINTS)",
+                UNREACHED,
                 non_retryable=False,
             )
         envelope = await sealed_request(self._codec, self._prefix, call)
@@ -519,6 +520,7 @@ def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:
     said = " ".join((err.details() or "").split())[:200]  # anyone's words: one line
     return Failure.PROVIDER_ERROR.error(
         f"{provider}'s endpoint: {code.name.lower()}" + (f" ({said})" if said else ""),
+        UNREACHED,
         non_retryable=False,
     )
 
