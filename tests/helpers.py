@@ -78,15 +78,19 @@ async def workers(
         control=control,
         agencies=agencies,
         providers=(providers or {}).get,
-        endpoints=_ENDPOINTS.setdefault(
-            settings.task_queue_prefix, dict(settings.linkage_endpoints)
-        ),
+        endpoints=endpoints_of(settings),
     ) as ws:
         yield ws
 
 
 # The direct-channel endpoints of each test's worker sets (by task-queue prefix).
 _ENDPOINTS: dict[str, dict[str, str]] = {}
+
+
+def endpoints_of(settings: Settings) -> dict[str, str]:
+    """The direct-channel endpoints the worker sets of ``settings``' test share (its task-queue
+    prefix): the settings' own, and those its sets serve, for a worker of the test's own."""
+    return _ENDPOINTS.setdefault(settings.task_queue_prefix, dict(settings.linkage_endpoints))
 
 
 def through_queues(settings: Settings) -> Settings:
