@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.worker import Plugin, Worker
 
 from activities.agencies import SAMPLE_AGENCIES
@@ -160,7 +161,12 @@ async def running_workers(
     )
     async with contextlib.AsyncExitStack() as stack:
         if direct is not None:
-            await stack.enter_async_context(serving_directly(direct, settings))
+            # counted where the set's workers count (their client's runtime), as the gate's
+            # metrics are of an activity on the provider's queue
+            runtime = client.service_client.config.runtime or telemetry.runtime(settings)
+            await stack.enter_async_context(
+                serving_directly(direct, settings, meter=runtime.metric_meter)
+            )
         if control:
             # The hub's worker collects "provided" from the providers' receipts (entered first:
             # it collects what is left once the workers have stopped).
@@ -178,17 +184,18 @@ async def running_workers(
 
 @contextlib.asynccontextmanager
 async def serving_directly(
-    direct: DirectWiring, settings: Settings
+    direct: DirectWiring, settings: Settings, *, meter: MetricMeter | None = None
 ) -> AsyncIterator[DirectServer | None]:
     """``direct``'s endpoint served (if it serves any provider; yielded) and known to its
-    executors while the block runs; its executors' connections closed after."""
+    executors while the block runs; its executors' connections closed after. Its metrics go
+    to ``meter`` (default: the process's runtime's)."""
     try:
         if direct.served:
             async with DirectServer(
                 direct.served,
                 settings.task_queue_prefix,
                 settings.linkage_listen,
-                meter=telemetry.runtime(settings).metric_meter,
+                meter=meter if meter is not None else telemetry.runtime(settings).metric_meter,
             ) as server:
                 direct.endpoints.update(dict.fromkeys(direct.served, server.address))
                 yield server
