@@ -46,6 +46,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.common import MetricMeter
@@ -55,7 +57,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.gate import Attempt, WhitelistGate
 from activities.linkage import Provider, answer_admitted
-from renkei.contracts.failures import Failure
+from renkei.contracts.failures import UNREACHED, Failure
 from renkei.contracts.messages import DirectFailure, DirectLinkage, DirectReply, LinkageRequest
 from renkei.contracts.names import (
     DIRECT_LINKAGE,
@@ -232,7 +234,14 @@ class DirectServer:
         if kept is not None:
             return kept
         call = await open_request(served.codec, self._prefix, provider, workflow_id, sealed)
-        reply = await self._serve(provider, served, call)
+        # Served in the flow's trace, as an activity on the provider's queue is (its context
+        # came sealed, as a Temporal header does): one flow, one trace.
+        token = otel_context.attach(propagate.extract(call.trace))
+        try:
+            with telemetry.tracer().start_as_current_span(f"ServeDirect:{call.activity_type}"):
+                reply = await self._serve(provider, served, call)
+        finally:
+            otel_context.detach(token)
         codec = _sealing(served.codec, self._prefix, provider, workflow_id)
         [out] = await codec.encode([_padded(_CONVERTER.to_payload(reply))])
         sent = out.SerializeToString()
@@ -365,8 +374,12 @@ class DirectLinks:
         if address is None:
             raise Failure.PROVIDER_ERROR.error(
                 f"no direct endpoint is configured for {provider} (RENKEI_LINKAGE_ENDPOINTS)",
+                UNREACHED,
                 non_retryable=False,
             )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the activity's span: the provider's hang under it
+        call = call.model_copy(update={"trace": carrier})
         envelope = await sealed_request(self._codec, self._prefix, call)
         try:
             ask: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel(
@@ -519,6 +532,7 @@ def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:
     said = " ".join((err.details() or "").split())[:200]  # anyone's words: one line
     return Failure.PROVIDER_ERROR.error(
         f"{provider}'s endpoint: {code.name.lower()}" + (f" ({said})" if said else ""),
+        UNREACHED,
         non_retryable=False,
     )
 

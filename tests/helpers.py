@@ -64,7 +64,11 @@ async def workers(
     providers: dict[str, dict[str, Provider]] | None = None,
     control: bool = True,
 ) -> AsyncIterator[list[Worker]]:
-    """The project's worker set, with some agencies' providers replaced."""
+    """The project's worker set, with some agencies' providers replaced.
+
+    The sets a test runs at once (its task-queue prefix) share their direct-channel endpoints,
+    as the sets of several processes do through their settings: one set's executors reach the
+    agencies another serves."""
     async with running_workers(
         client,
         pool,
@@ -74,8 +78,26 @@ async def workers(
         control=control,
         agencies=agencies,
         providers=(providers or {}).get,
+        endpoints=endpoints_of(settings),
     ) as ws:
         yield ws
+
+
+# The direct-channel endpoints of each test's worker sets (by task-queue prefix).
+_ENDPOINTS: dict[str, dict[str, str]] = {}
+
+
+def endpoints_of(settings: Settings) -> dict[str, str]:
+    """The direct-channel endpoints the worker sets of ``settings``' test share (its task-queue
+    prefix): the settings' own, and those its sets serve, for a worker of the test's own."""
+    return _ENDPOINTS.setdefault(settings.task_queue_prefix, dict(settings.linkage_endpoints))
+
+
+def through_queues(settings: Settings) -> Settings:
+    """``settings`` with every linkage an activity on its provider's queue, whatever the suite's
+    transport: for a test of that path itself (a rogue worker on a provider's queue). The
+    direct channel's own attacker tests are in tests/test_direct.py."""
+    return settings.model_copy(update={"linkage_transport": "queue"})
 
 
 def start(bpf: str, executor: str, subject: str, **kw: Any) -> StartFlow:

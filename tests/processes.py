@@ -50,7 +50,31 @@ def direct_env(endpoints: Mapping[str, str], kind: str, *args: str) -> dict[str,
     return env
 
 
+def wired(settings: Settings, *agencies: str) -> Settings:
+    """``settings`` with a direct-channel endpoint of its own for each of ``agencies``: an
+    agency's worker process started with them listens at its own, and every executor (a process
+    or a worker set of the test's) asks there. Through the queues they change nothing."""
+    return settings.model_copy(update={"linkage_endpoints": direct_endpoints(*agencies)})
+
+
+def served_here(settings: Settings) -> Settings:
+    """``settings`` with every sample agency's direct-channel endpoint at one address, where the
+    test's own worker set serving them listens: for executors in processes of their own."""
+    from activities.agencies import SAMPLE_AGENCIES
+
+    address = f"127.0.0.1:{free_port()}"
+    return settings.model_copy(
+        update={
+            "linkage_listen": address,
+            "linkage_endpoints": dict.fromkeys(SAMPLE_AGENCIES, address),
+        }
+    )
+
+
 def renkei_env(settings: Settings, temporal: str, **extra: str) -> dict[str, str]:
+    """The environment of a renkei process joining the test's servers with ``settings``: its
+    linkage transport too (the test's, not the default), and where the providers' endpoints
+    are (:func:`wired`)."""
     assert settings.database_url and settings.keys_file
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env.update(
@@ -61,6 +85,8 @@ def renkei_env(settings: Settings, temporal: str, **extra: str) -> dict[str, str
         RENKEI_MODE=settings.mode,
         RENKEI_SAMPLE_RESIDENTS=str(settings.sample_residents),
         RENKEI_RECORDS_CHAINING=settings.records_chaining,
+        RENKEI_LINKAGE_TRANSPORT=settings.linkage_transport,
+        RENKEI_LINKAGE_ENDPOINTS=json.dumps(settings.linkage_endpoints),
         PYTHONPATH=str(ROOT),
     )
     env.update(extra)  # may replace any of the above (an org's own database login)
@@ -123,6 +149,9 @@ def worker(
 ) -> RenkeiProcess:
     """A started ``renkei worker KIND ARGS`` process, polling once this returns (``ready=False``:
     as soon as it is started; :func:`all_ready` waits for several started together)."""
+    if kind == "agency" and args and args[0] in settings.linkage_endpoints:
+        # its direct-channel endpoint where the test's executors look for it (wired)
+        extra.setdefault("RENKEI_LINKAGE_LISTEN", settings.linkage_endpoints[args[0]])
     started = RenkeiProcess(
         ["worker", kind, *args], renkei_env(settings, temporal, **extra), "polling"
     )

@@ -22,6 +22,7 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.plugin import SimplePlugin
 from temporalio.worker import Worker
 
 from activities.permits import MARGIN
@@ -42,7 +43,7 @@ from renkei.contracts.messages import (
     ResolveRequest,
     ahead_budget,
 )
-from renkei.contracts.names import control_queue, hub_queue
+from renkei.contracts.names import hub_queue
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, MAX_BUDGET_SECONDS
 from renkei.kernel import keys, records
 from renkei.kernel.permits import AnswerReceipt, SignedPermit
@@ -50,7 +51,7 @@ from renkei.kernel.settings import Settings
 from whitelist import controls_store, store
 from whitelist.payloads import LocalTax
 from workers.assembly import running_workers
-from workers.plugin import attach_registry, party_client
+from workers.plugin import party_client
 from workflows.interpreter import BpfInterpreter
 
 from .helpers import (
@@ -384,7 +385,10 @@ class Hostile(BpfInterpreter):
                     update={"permit": q3.permit, "sealed_subject": q3.sealed_subject}
                 )
             if self.case == "provider":
+                # to jps: its queue, or (the direct channel) its endpoint, which the request's
+                # provider names
                 provider = "jps"
+                request = request.model_copy(update={"provider": "jps"})
         await super()._linkage(step_id, provider, info, kind, request, **kw)
 
     @workflow.run
@@ -392,29 +396,27 @@ class Hostile(BpfInterpreter):
         return await super().run(args)
 
 
+class _HostilePlugin(SimplePlugin):
+    """A plugin type of its own (the SDK warns of two plugins of one type on a worker)."""
+
+
 @contextlib.asynccontextmanager
 async def _hostile_minato(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, provider: Any
 ) -> AsyncIterator[None]:
     """The hub's and the agencies' workers (city-shibuya's local tax by ``provider``), and
-    city-minato's control worker running :class:`Hostile`."""
-    own = party_client(client, settings, ["city-minato"], legacy_ring=False)
-    attach_registry(own, pool, settings)
-    async with (
-        running_workers(
-            client,
-            pool,
-            settings,
-            catalog,
-            live_whitelist,
-            executors=[],  # the hub's worker, and no one's control worker but the hostile one
-            providers={"city-shibuya": {"local-tax": provider}}.get,
-        ),
-        Worker(
-            own,
-            task_queue=control_queue(settings.task_queue_prefix, "city-minato"),
-            workflows=[Hostile],
-        ),
+    city-minato's control worker running :class:`Hostile` in place of the interpreter (with
+    everything else of its own control worker: its asks over the direct channel too)."""
+    hostile = _HostilePlugin("renkei.tests.hostile-minato", workflows=lambda _: [Hostile])
+    async with running_workers(
+        client,
+        pool,
+        settings,
+        catalog,
+        live_whitelist,
+        executors=["city-minato"],  # the hub's worker, and no one's control worker but this one
+        providers={"city-shibuya": {"local-tax": provider}}.get,
+        control_plugins=[hostile],
     ):
         yield
 

@@ -182,28 +182,29 @@ def test_the_deployed_temporal_reads_its_queues_as_the_dev_stack_does() -> None:
     assert {k: config[k][0]["value"] for k in SERVER_TUNING} == SERVER_TUNING
 
 
-def test_the_direct_channel_overlay_gives_each_process_its_own_settings(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``deploy/direct-channel.yml`` on top of the compose file: the hub's worker tells runs to
-    ask directly, every agency's worker serves its endpoint on a port of its own, and every
-    executor's control worker knows every agency's endpoint, at an address it can reach (the
-    agency's service, on a network they share, at the port it listens on)."""
+def _settings_of(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, Any]
+) -> Any:  # renkei.kernel.settings.Settings
+    """The settings a process with ``environment`` (and no other RENKEI_ variable) reads."""
     from renkei.kernel.settings import Settings
 
-    overlay_path = PROJECT_ROOT / "deploy" / "direct-channel.yml"
-    overlay: dict[str, Any] = YAML(typ="safe", pure=True).load(overlay_path.read_text())
-    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
-    assert not [e.message for e in validator.iter_errors(overlay)]
-    services = _compose()["services"]
-    assert set(overlay["services"]) <= set(services)
-
-    def settings_of(name: str) -> Settings:
-        for key in [k for k in os.environ if k.startswith("RENKEI_")]:
-            monkeypatch.delenv(key)
-        for key, value in overlay["services"][name]["environment"].items():
+    for key in [k for k in os.environ if k.startswith("RENKEI_")]:
+        monkeypatch.delenv(key)
+    for key, value in environment.items():
+        if key.startswith("RENKEI_"):
             monkeypatch.setenv(key, str(value))
-        return Settings()
+    return Settings()
+
+
+def test_the_compose_file_links_over_the_direct_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default transport, deployed: the hub's worker tells runs to ask directly, every
+    agency's worker serves its endpoint on a port of its own, and every executor's control
+    worker knows every agency's endpoint, at an address it can reach (the agency's service, on a
+    network they share, at the port it listens on)."""
+    services = _compose()["services"]
+
+    def settings_of(name: str) -> Any:
+        return _settings_of(monkeypatch, services[name].get("environment") or {})
 
     def role(name: str) -> str:
         return "/".join(services[name].get("command", [])[:2])
@@ -229,4 +230,28 @@ def test_the_direct_channel_overlay_gives_each_process_its_own_settings(
             shared = set(services[name]["networks"]) & set(services[service]["networks"])
             assert shared, f"{name} cannot reach {service}"
     # the hub's web process and the gateway are told nothing of it
-    assert not {"renkei-web", "renkei-gateway", "renkei-init"} & set(overlay["services"])
+    for name in ("renkei-web", "renkei-gateway", "renkei-init"):
+        told = set(services[name].get("environment") or {}) & {
+            "RENKEI_LINKAGE_LISTEN",
+            "RENKEI_LINKAGE_ENDPOINTS",
+        }
+        assert not told, name
+
+
+def test_the_queue_overlay_tells_new_runs_to_use_the_providers_queues(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``deploy/queue-channel.yml`` on top of the compose file: the hub's worker tells new runs
+    to reach providers through their queues; nothing else changes (the agencies keep serving
+    their endpoints for the runs told to ask directly before)."""
+    overlay_path = PROJECT_ROOT / "deploy" / "queue-channel.yml"
+    overlay: dict[str, Any] = YAML(typ="safe", pure=True).load(overlay_path.read_text())
+    validator = jsonschema.Draft201909Validator(json.loads(SCHEMA.read_text()))
+    assert not [e.message for e in validator.iter_errors(overlay)]
+    services = _compose()["services"]
+    assert set(overlay["services"]) == {"renkei-hub"}
+    hub = {
+        **(services["renkei-hub"].get("environment") or {}),
+        **overlay["services"]["renkei-hub"]["environment"],
+    }
+    assert _settings_of(monkeypatch, hub).linkage_transport == "queue"

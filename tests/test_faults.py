@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,6 +34,7 @@ from renkei.app.stack import start_postgres, start_temporal
 from renkei.app.web import serving
 from renkei.app.web.api import issue_token
 from renkei.contracts.messages import FlowResult, LinkageRequest, StartFlow
+from renkei.contracts.names import DIRECT_LINKAGE
 from renkei.kernel import keys, records
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings
@@ -55,7 +57,15 @@ from .helpers import (
     wait_for_outcomes,
     workers,
 )
-from .processes import control_plane, crash_postgres, crash_temporal, restart_postgres, worker
+from .processes import (
+    control_plane,
+    crash_postgres,
+    crash_temporal,
+    restart_postgres,
+    served_here,
+    wired,
+    worker,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -137,6 +147,7 @@ async def test_kill_9_of_a_providers_worker_mid_linkage(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, tmp_path: Path
 ) -> None:
     await register_fixture(pool, "retry-probe.yaml")  # 3 s per attempt, 5 attempts
+    settings = wired(settings, "city-shibuya")  # its process's endpoint, and its restarted one's
     h = pick(settings, lambda h: h.municipality == "city-shibuya")
     shibuya = worker(
         settings,
@@ -163,6 +174,20 @@ async def test_kill_9_of_a_providers_worker_mid_linkage(
     assert result.outcome == "completed"
     assert result.result["income"] == h.members[0].taxable_income
     history = await handle.fetch_history()
+    if settings.linkage_transport == "direct":
+        # One local activity of the flow asked city-shibuya's endpoint: the killed process
+        # dropped its call, and a later attempt of the same activity reached the restarted one.
+        asked = [
+            json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)
+            for e in history.events
+            if e.HasField("marker_recorded_event_attributes")
+            and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ]
+        linkages = [a for a in asked if a["activity_type"] == DIRECT_LINKAGE]
+        assert [a["activity_id"] for a in linkages] == ["tax"], asked
+        assert linkages[0]["attempt"] >= 2, linkages
+        await _one_record_each(pool, result, handle.id)
+        return
     kinds = {
         e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
@@ -184,7 +209,8 @@ async def test_kill_9_of_the_control_worker_mid_flow(
 ) -> None:
     """Deferred: the hub's worker is killed with records it wrote still waiting for its chainer;
     the restarted one links them."""
-    settings = settings.model_copy(update={"records_chaining": chaining})
+    # the control processes ask the agencies this test serves (over the direct channel)
+    settings = served_here(settings.model_copy(update={"records_chaining": chaining}))
     entered = asyncio.Event()
     control = control_plane(settings, _address(client))
     try:

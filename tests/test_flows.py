@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -10,6 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities.agencies.municipality import providers as municipality_providers
+from activities.linkage import Provider
 from renkei.bpf import registry
 from renkei.bpf.loader import load_file
 from renkei.bpf.validation import validate
@@ -24,6 +27,7 @@ from .helpers import (
     STAND_IN,
     child_rearing,
     code,
+    endpoints_of,
     pick,
     register_fixture,
     sdk,
@@ -343,20 +347,41 @@ async def test_one_record_per_linkage_across_a_worker_restart(
 
     h = pick(settings, lambda h: h.municipality == "city-shibuya")
     rc = sdk(client, settings)
-    async with workers(client, pool, settings, catalog, live_whitelist, agencies=()):
-        from workers.agency import agency_worker
 
-        crashing = agency_worker(
-            client, pool, settings, catalog, "city-shibuya", live_whitelist, {"local-tax": hang}
+    @contextlib.asynccontextmanager
+    async def shibuya(providers: dict[str, Provider] | None) -> AsyncIterator[None]:
+        """city-shibuya's worker alone (and, over the direct channel, its endpoint)."""
+        from activities.direct import DirectWiring
+        from workers.agency import agency_worker
+        from workers.assembly import serving_directly
+
+        direct = settings.linkage_transport == "direct"
+        wiring = DirectWiring(endpoints_of(settings)) if direct else None
+        own = agency_worker(
+            client,
+            pool,
+            settings,
+            catalog,
+            "city-shibuya",
+            live_whitelist,
+            providers,
+            direct=wiring,
         )
-        async with crashing:
+        async with contextlib.AsyncExitStack() as stack:
+            if wiring is not None:
+                await stack.enter_async_context(serving_directly(wiring, settings))
+            await stack.enter_async_context(own)
+            yield
+
+    async with workers(client, pool, settings, catalog, live_whitelist, agencies=()):
+        async with shibuya({"local-tax": hang}):
             handle = await rc.start(
                 start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
             )
             await asyncio.wait_for(entered.wait(), 30)
         # That worker is gone with the linkage in flight; a fresh worker of the same org takes over.
 
-        async with agency_worker(client, pool, settings, catalog, "city-shibuya", live_whitelist):
+        async with shibuya(None):
             result = await asyncio.wait_for(handle.result(), 60)
     assert result.result["income"] == h.members[0].taxable_income
     [rec] = await _records(pool, handle.id)

@@ -55,7 +55,7 @@ from workers.plugin import connect
 
 from .conftest import FirstRun
 from .helpers import allowance_check, sdk
-from .processes import RenkeiProcess, all_ready, worker
+from .processes import RenkeiProcess, all_ready, wired, worker
 
 PARTIES = ("hub", "city-minato", "city-shibuya", "jps")
 
@@ -103,8 +103,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="module")
 def gw_settings(base_settings: Settings) -> Settings:
-    """One task-queue prefix for the module: its worker processes serve it."""
-    return base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
+    """One task-queue prefix for the module: its worker processes serve it (and the agencies'
+    their direct-channel endpoints, where the control process asks: not through the gateway)."""
+    own = base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
+    return wired(own, "city-shibuya", "jps")
 
 
 @dataclass
@@ -375,7 +377,11 @@ async def test_an_org_cannot_touch_another_executors_flow_which_goes_on(
     """Minato's flow is started while no worker serves its prefix: it waits, open, while
     Shibuya signals, updates, queries, reads, resets, cancels and terminates it (all refused);
     then Minato's workers start and it completes."""
-    own = base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"})
+    own = wired(
+        base_settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:12]}"}),
+        "city-shibuya",
+        "jps",
+    )
     minato = await gateway.client("city-minato", own)
     handle = await sdk(minato, own).start(allowance_check(own))
     shibuya = (await gateway.client("city-shibuya", own)).workflow_service
@@ -945,10 +951,14 @@ async def test_renkei_up_with_the_gateway_runs_each_partys_workers_through_it(
             ("hub", "PollActivityTaskQueue"),
             ("city-minato", "PollWorkflowTaskQueue"),
             ("city-minato", "RespondWorkflowTaskCompleted"),
-            ("city-shibuya", "RespondActivityTaskCompleted"),
-            ("jps", "RespondActivityTaskCompleted"),
         ):
             assert (party, method) in calls, (party, method, sorted(calls))
+        # The providers answered over the direct channel (the default transport: `up` runs
+        # with none of the caller's settings), which goes through neither the gateway nor
+        # Temporal: no activity of theirs was answered there.
+        assert Settings.model_fields["linkage_transport"].default == "direct"
+        for party in ("city-shibuya", "jps"):
+            assert (party, "RespondActivityTaskCompleted") not in calls, sorted(calls)
         assert not [line for line in text.splitlines() if line.startswith("renkei_gateway_deni")]
     finally:
         up.stop()

@@ -51,6 +51,7 @@ from .helpers import (
     register_fixture,
     sdk,
     start,
+    through_queues,
     workers,
 )
 
@@ -332,7 +333,9 @@ async def test_a_rogue_worker_on_a_providers_queue_cannot_read_the_code_nor_forg
 ) -> None:
     """A rogue worker (it holds the payload ring, as any agency's worker does) polls
     city-shibuya's queue and takes a real linkage: the request names no subject in clear, and
-    the sealed code opens only with city-shibuya's own key."""
+    the sealed code opens only with city-shibuya's own key. (Through the provider's queue: over
+    the direct channel no worker takes a linkage off a queue.)"""
+    settings = through_queues(settings)
     taken: list[LinkageRequest] = []
 
     @activity.defn(dynamic=True)
@@ -1292,8 +1295,13 @@ async def test_each_party_reads_only_what_was_exchanged_with_it(
         for p in await _payloads(client, handle.id)
         if p.data and "type" not in p.metadata  # search attributes are indexed, in clear
     ]
+    direct = settings.linkage_transport == "direct"
     clear = [p for p in stored if p.metadata["encoding"] != b"binary/renkei-channel"]
-    assert all(p.data.startswith(b'{"id"') for p in clear), clear  # only patch markers' ids
+    # only patch markers' ids, and (the direct channel) the SDK's own account of each local
+    # activity: its step's id, its type, when, which attempt
+    assert all(
+        p.data.startswith(b'{"id"') or (direct and _local_activity_marker(p.data)) for p in clear
+    ), clear
     readable: dict[str, set[frozenset[str]]] = {}
     for party in ("city-minato", "city-shibuya", "jps", "hub", "kyokai-kenpo"):
         codec = channel_codec(settings, [party], legacy_ring=False)
@@ -1303,16 +1311,48 @@ async def test_each_party_reads_only_what_was_exchanged_with_it(
             for p in opened
             if p.metadata.get("encoding") != UNENCRYPTED
         }
+    # Over the direct channel the providers' exchanges never pass through Temporal: the answer
+    # is in the history as the executor's own local activity's result, for the executor alone.
+    providers = set() if direct else {"city-shibuya", "jps"}
     assert readable["city-minato"] == {
         frozenset({"city-minato"}),
         frozenset({"city-minato", "hub"}),
-        frozenset({"city-minato", "city-shibuya"}),
-        frozenset({"city-minato", "jps"}),
+        *(frozenset({"city-minato", p}) for p in providers),
     }
-    assert readable["city-shibuya"] == {frozenset({"city-minato", "city-shibuya"})}
-    assert readable["jps"] == {frozenset({"city-minato", "jps"})}
+    for provider in ("city-shibuya", "jps"):
+        assert readable[provider] == (
+            {frozenset({"city-minato", provider})} if provider in providers else set()
+        )
     assert readable["hub"] == {frozenset({"city-minato", "hub"})}
     assert readable["kyokai-kenpo"] == set()
+
+
+def _local_activity_marker(data: bytes) -> bool:
+    """Whether ``data`` is the SDK's account of a direct linkage's local activity, in a marker
+    (nothing of the request or the answer: those are sealed)."""
+    import json
+
+    from renkei.contracts.names import DIRECT_LINKAGE
+
+    try:
+        found = json.loads(data)
+    except ValueError:
+        return False
+    known = {
+        "seq",
+        "attempt",
+        "activity_id",
+        "activity_type",
+        "complete_time",
+        "backoff",
+        "original_schedule_time",
+        "activation_index",
+    }
+    return (
+        isinstance(found, dict)
+        and set(found) <= known
+        and found.get("activity_type") == DIRECT_LINKAGE
+    )
 
 
 async def test_a_start_written_by_another_agency_is_refused(
@@ -1632,12 +1672,14 @@ async def test_a_rogue_answering_in_the_hubs_place_or_the_providers_fails_the_fl
     assert Failure.FORGED_ANSWER.caused(failed.value.cause), failed.value.cause
     assert "not written by the hub" in str(failed.value.cause)
     assert seen == ["hub.resolve"]
-    # The real hub, and a rogue on the provider's queue instead.
+    # The real hub, and a rogue on the provider's queue instead (the queue's path: over the
+    # direct channel an impostor at the provider's endpoint is tests/test_direct.py's).
+    queued = through_queues(settings)
     async with (
-        workers(client, pool, settings, catalog, live_whitelist, agencies=("jps",)),
+        workers(client, pool, queued, catalog, live_whitelist, agencies=("jps",)),
         Worker(rogue, task_queue=agency_queue(prefix, "city-shibuya"), activities=[impostor]),
     ):
-        handle = await sdk(client, settings).start(
+        handle = await sdk(client, queued).start(
             start("retry-probe", "city-minato", code(settings, "city-minato", person))
         )
         with pytest.raises(WorkflowFailureError) as failed:

@@ -34,7 +34,8 @@ async def _kit(client, pool, settings, catalog, live_whitelist, bpf: str, transp
 async def test_the_kit_still_passes_over_the_providers_queues(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
-    """The kit's watch of its flows changes nothing over the queues (the default transport)."""
+    """The kit's watch of its flows changes nothing over the queues (an operator's choice, and
+    the runs in flight there)."""
     report = await _kit(client, pool, settings, catalog, live_whitelist, RACY[0], "queue")
     assert report.passed, report.summary()
 

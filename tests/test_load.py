@@ -28,7 +28,7 @@ from renkei.kernel import keys, records
 from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, workers
-from .processes import ROOT, control_plane, renkei_env
+from .processes import ROOT, control_plane, renkei_env, served_here
 
 pytestmark = pytest.mark.load
 
@@ -44,6 +44,7 @@ async def test_200_concurrent_flows_from_four_client_processes(
     live_whitelist,
     tmp_path: Path,
 ) -> None:
+    settings = served_here(settings)  # the control processes ask the agencies served here
     starts = [allowance_check(settings, i) for i in range(FLOWS)]
     files = []
     for n in range(CLIENTS):

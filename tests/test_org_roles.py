@@ -28,7 +28,7 @@ from whitelist.models import Held
 from whitelist.store import LiveWhitelist
 
 from .helpers import access_record, give_pias, run, workers
-from .processes import worker
+from .processes import wired, worker
 from .test_orgs import _active, _check
 
 
@@ -94,6 +94,7 @@ async def test_an_org_added_at_run_time_serves_on_its_own_login_and_reads_nothin
     tmp_path: Path,
 ) -> None:
     new = _new()
+    settings = wired(settings, new.id)  # its process's endpoint, if linkages go direct
     address = client.service_client.config.target_host
     rc = RenkeiClient(client, settings, catalog=live_whitelist.bind(catalog))
     async with workers(client, pool, settings, catalog, live_whitelist):  # the hub and samples

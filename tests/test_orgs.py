@@ -493,9 +493,12 @@ async def test_bad_org_input_gets_a_clear_answer(
 async def test_an_org_activated_while_the_hub_runs_starts_flows_as_their_executor(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
+    from activities.direct import DirectWiring
     from renkei.kernel.pseudonyms import Pseudonyms
     from workers.control import control_worker
     from workers.plugin import attach_registry, connect, party_client
+
+    from .helpers import endpoints_of
 
     city = _new_id()
     async with workers(client, pool, settings, catalog, live_whitelist):  # the hub runs first
@@ -527,7 +530,9 @@ async def test_an_org_activated_while_the_hub_runs_starts_flows_as_their_executo
         )
         own = party_client(client, settings, [city], legacy_ring=False)
         attach_registry(own, pool, settings)
-        async with control_worker(own, settings, city):
+        # (its flows ask the providers the test's workers serve, over the direct channel)
+        wiring = DirectWiring(endpoints_of(settings))
+        async with control_worker(own, settings, city, direct=wiring):
             run = await rc.start(
                 start(
                     "child-allowance-check",

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from renkei.contracts.names import is_act_activity, is_query_activity
 from renkei.kernel.settings import Settings
 
-from .helpers import allowance_check, records_by_party, sdk, shibuya_family
+from .helpers import allowance_check, records_by_party, sdk, shibuya_family, through_queues
 from .processes import (
     ROOT,
     RenkeiProcess,
@@ -25,6 +25,7 @@ from .processes import (
     control_plane,
     direct_endpoints,
     direct_env,
+    wired,
     worker,
 )
 
@@ -51,6 +52,7 @@ async def test_an_agency_on_its_own_database_login_serves_and_cannot_leave_its_r
     assert settings.database_url
     own = _as_login(settings.database_url, login, password)
     address = client.service_client.config.target_host
+    settings = wired(settings, "city-shibuya", "jps")  # over the direct channel, its endpoint
     procs = all_ready(
         [
             *control_plane(settings, address, ready=False),
@@ -82,7 +84,10 @@ async def test_an_agency_on_its_own_database_login_serves_and_cannot_leave_its_r
 async def test_hub_executor_and_two_agencies_as_processes_complete_a_flow(
     client: Client, pool, settings: Settings
 ) -> None:
+    """Through the providers' queues, whatever the suite's transport (each process told so by
+    its settings): the direct channel's production shape is the next test's."""
     address = client.service_client.config.target_host
+    settings = through_queues(settings)
     procs = all_ready(
         [
             *control_plane(settings, address, ready=False),

@@ -88,8 +88,11 @@ async def test_one_trace_spans_the_flow_and_every_linkage_and_metrics_are_served
     assert len({s.context.trace_id for s in spans}) == 1, "one flow, one trace"
     assert "StartWorkflow:child-rearing-allowance-income-check" in names
     assert "RunWorkflow:child-rearing-allowance-income-check" in names
+    # The provider's side of each linkage: its activity on its queue, or (the direct channel)
+    # its endpoint's serving of it, under the flow's local activity that asked.
+    served = "ServeDirect:" if settings.linkage_transport == "direct" else "RunActivity:"
     for x in result.linkages:
-        assert f"RunActivity:query.{x.info}" in names
+        assert f"{served}query.{x.info}" in names
     decided = [s for s in spans if s.name == "renkei.whitelist.decide"]
     assert sorted(str((s.attributes or {})["renkei.step"]) for s in decided) == sorted(linkages)
     assert len([s for s in spans if s.name == "renkei.hub.decide"]) == 3
@@ -97,7 +100,10 @@ async def test_one_trace_spans_the_flow_and_every_linkage_and_metrics_are_served
     by_id = {s.context.span_id: s for s in spans}
     for s in decided:
         parent = by_id[s.parent.span_id] if s.parent else None
-        assert parent is not None and parent.name.startswith("RunActivity:query.")
+        assert parent is not None and parent.name.startswith(f"{served}query."), parent
+        if served == "ServeDirect:":
+            asked = by_id[parent.parent.span_id] if parent.parent else None
+            assert asked is not None and asked.name == "RunActivity:renkei.direct-linkage"
 
     personal = _personal_values(settings, [applicant, spouse])
     for s in spans:

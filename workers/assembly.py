@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.worker import Plugin, Worker
 
 from activities.agencies import SAMPLE_AGENCIES
@@ -129,14 +130,17 @@ async def running_workers(
     legacy: bool = True,
     connection: Callable[[str], Client] | None = None,
     control_plugins: Sequence[Plugin] = (),
+    endpoints: dict[str, str] | None = None,
 ) -> AsyncIterator[list[Worker]]:
     """Run :func:`build_workers`'s set until the block exits (workers stop in reverse order).
 
     With ``RENKEI_LINKAGE_TRANSPORT=direct`` the agencies of the set serve one direct-channel
     endpoint (``RENKEI_LINKAGE_LISTEN``), which the set's executors ask besides the endpoints
-    the settings name."""
+    the settings name. ``endpoints``, for several sets in one process (one running agencies,
+    another executors): the providers' endpoints they share, read by each set's executors as
+    they ask, to which each set adds its own (default: the settings', for this set alone)."""
     direct = (
-        DirectWiring(dict(settings.linkage_endpoints))
+        DirectWiring(endpoints if endpoints is not None else dict(settings.linkage_endpoints))
         if settings.linkage_transport == "direct"
         else None
     )
@@ -157,7 +161,12 @@ async def running_workers(
     )
     async with contextlib.AsyncExitStack() as stack:
         if direct is not None:
-            await stack.enter_async_context(serving_directly(direct, settings))
+            # counted where the set's workers count (their client's runtime), as the gate's
+            # metrics are of an activity on the provider's queue
+            runtime = client.service_client.config.runtime or telemetry.runtime(settings)
+            await stack.enter_async_context(
+                serving_directly(direct, settings, meter=runtime.metric_meter)
+            )
         if control:
             # The hub's worker collects "provided" from the providers' receipts (entered first:
             # it collects what is left once the workers have stopped).
@@ -175,17 +184,18 @@ async def running_workers(
 
 @contextlib.asynccontextmanager
 async def serving_directly(
-    direct: DirectWiring, settings: Settings
+    direct: DirectWiring, settings: Settings, *, meter: MetricMeter | None = None
 ) -> AsyncIterator[DirectServer | None]:
     """``direct``'s endpoint served (if it serves any provider; yielded) and known to its
-    executors while the block runs; its executors' connections closed after."""
+    executors while the block runs; its executors' connections closed after. Its metrics go
+    to ``meter`` (default: the process's runtime's)."""
     try:
         if direct.served:
             async with DirectServer(
                 direct.served,
                 settings.task_queue_prefix,
                 settings.linkage_listen,
-                meter=telemetry.runtime(settings).metric_meter,
+                meter=meter if meter is not None else telemetry.runtime(settings).metric_meter,
             ) as server:
                 direct.endpoints.update(dict.fromkeys(direct.served, server.address))
                 yield server

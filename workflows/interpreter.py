@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         WhenArm,
         walk,
     )
-    from renkei.contracts.failures import Failure
+    from renkei.contracts.failures import UNREACHED, Failure
     from renkei.contracts.messages import (
         Acknowledged,
         AttemptOutcomeReport,
@@ -158,6 +158,10 @@ KIT_MARK = "kit-mark-v1"
 # recorded only this marker predates it. The kit's clock keeps its own marker: only a
 # conformance-kit run asks for it, so its history shows it was one (a run in operation's never).
 LEAN = "lean-paths-v1"
+# A direct linkage whose provider's endpoint was never reached (every attempt a gRPC status, or no
+# endpoint configured) is told as "no_answer", as a linkage no worker took from the provider's
+# queue (runs recorded before told it as "failed").
+UNREACHED_NO_ANSWER = "unreached-no-answer-v1"
 _LEAN_PATHS = frozenset(
     {
         PERMITS,
@@ -1202,13 +1206,19 @@ class BpfInterpreter:
             # A local activity (the direct channel) fails with its cause itself.
             cause = err.cause if isinstance(err, ActivityError) else err
             denied = Failure.WHITELIST_DENIED.caused(cause) or Failure.LINKAGE_REFUSED.caused(cause)
+            unreached = (
+                Failure.PROVIDER_ERROR.caused(cause)
+                and isinstance(cause, ApplicationError)
+                and UNREACHED in cause.details
+                and workflow.patched(UNREACHED_NO_ANSWER)
+            )
             if report:
                 self._report(
                     step_id,
                     "denied"
                     if denied
                     else "no_answer"
-                    if isinstance(cause, StepTimeout)
+                    if isinstance(cause, StepTimeout) or unreached
                     else "cancelled"
                     if isinstance(cause, CancelledError)
                     else "failed",

@@ -11,10 +11,17 @@ raised, unit-tested on their own (tests/unit/test_interpreter_failures.py).
 
 from __future__ import annotations
 
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    RetryState,
+    TimeoutType,
+)
 from temporalio.exceptions import TimeoutError as StepTimeout
 
 from renkei.contracts.failures import Failure
+from renkei.contracts.names import DIRECT_LINKAGE
 
 
 def first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -46,7 +53,18 @@ def step_failure(err: ActivityError, context: str | None = None) -> ApplicationE
         return ApplicationError(f"{context}: {cause.message}", type=cause.type, non_retryable=True)
     if isinstance(cause, StepTimeout):
         kind = cause.type.name.lower().replace("_", "-") if cause.type else "activity"
-        retries = err.retry_state.name.lower().replace("_", " ") if err.retry_state else None
+        state = err.retry_state
+        if (
+            err.activity_type == DIRECT_LINKAGE
+            and state == RetryState.CANCEL_REQUESTED
+            and cause.type == TimeoutType.START_TO_CLOSE
+        ):
+            # The SDK ends a local activity (the direct channel's linkage) whose last attempt
+            # timed out by cancelling that attempt, and gives that as the retry state: its
+            # retries ended with its attempts (a budget spent is a schedule-to-close timeout,
+            # a cancellation of the flow's its cause).
+            state = RetryState.MAXIMUM_ATTEMPTS_REACHED
+        retries = state.name.lower().replace("_", " ") if state else None
         return Failure.STEP_TIMED_OUT.error(
             f"{context}: no answer in time ({kind} timeout)"
             + (f"; retries: {retries}" if retries else "")

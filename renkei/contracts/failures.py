@@ -62,6 +62,12 @@ class Failure(StrEnum):
         return isinstance(err, ApplicationError) and err.type == self.value
 
 
+# A detail of a ``ProviderError`` over the direct channel: the provider's endpoint was not reached
+# (none configured, or a gRPC status instead of a sealed reply): nothing the provider said, so the
+# attempt's outcome is ``no_answer``, as for a linkage no worker took from the provider's queue.
+UNREACHED = "provider-unreached"
+
+
 # A provider's answers that no retry can change: the law said no, the request is malformed, or
 # the provider holds nothing for the subject.
 FINAL_LINKAGE_FAILURES: tuple[Failure, ...] = (

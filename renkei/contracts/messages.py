@@ -286,6 +286,12 @@ class DirectLinkage(BaseModel):
         gt=0, le=86_400, description="how long the provider may take over this one attempt"
     )
     request: LinkageRequest
+    trace: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=4,
+        description="the flow's trace context (W3C traceparent, tracestate), sealed as a"
+        " Temporal header is: the provider's spans join the flow's one trace",
+    )
 
 
 class DirectFailure(BaseModel):

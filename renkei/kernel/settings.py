@@ -117,13 +117,13 @@ class Settings(BaseSettings):
         " keeper's own worker within a second (every org's worker must run)",
     )
     linkage_transport: Literal["queue", "direct"] = Field(
-        default="queue",
-        description="how the hub tells new runs to reach providers: queue, a linkage is an"
-        " activity on the provider's task queue; direct, the executor's worker asks the"
-        " provider's endpoint itself (one Temporal dispatch fewer per linkage; every provider's"
-        " worker must serve its endpoint and every executor must know where). Read by the hub's"
+        default="direct",
+        description="how the hub tells new runs to reach providers: direct, the executor's"
+        " worker asks the provider's endpoint itself (one Temporal dispatch fewer per linkage;"
+        " every provider's worker must serve its endpoint and every executor must know where);"
+        " queue, a linkage is an activity on the provider's task queue. Read by the hub's"
         " worker (what it tells new runs) and the agencies' workers (direct: they serve their"
-        " endpoint too)",
+        " endpoint too; they serve their queue either way, for runs told so before)",
     )
     linkage_listen: str = Field(
         default="127.0.0.1:0",

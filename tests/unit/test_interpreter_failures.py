@@ -27,6 +27,7 @@ def activity_error(
     activity_id: str = "tax",
     retry_state: RetryState | None = None,
     message: str = "activity error",
+    activity_type: str = "query.local-tax",
 ) -> ActivityError:
     """An ActivityError as the SDK raises it in a workflow: the reason is its cause."""
     err = ActivityError(
@@ -34,7 +35,7 @@ def activity_error(
         scheduled_event_id=5,
         started_event_id=6,
         identity="worker@test",
-        activity_type="query.local-tax",
+        activity_type=activity_type,
         activity_id=activity_id,
         retry_state=retry_state,
     )
@@ -92,6 +93,24 @@ def test_a_timeout_names_why_the_retries_ended() -> None:
     assert out.message == (
         "step tax: no answer in time (schedule-to-close timeout); retries: maximum attempts reached"
     )
+
+
+def test_a_direct_linkage_timed_out_on_its_last_attempt_says_its_attempts_were_spent() -> None:
+    """The SDK ends a local activity whose last attempt timed out by cancelling it, and says
+    "cancel requested": the step's attempts were spent, as through a provider's queue."""
+    err = activity_error(
+        timeout(TimeoutType.START_TO_CLOSE),
+        retry_state=RetryState.CANCEL_REQUESTED,
+        activity_type="renkei.direct-linkage",
+    )
+    assert _application_failure(err).message == (
+        "step tax: no answer in time (start-to-close timeout); retries: maximum attempts reached"
+    )
+    # an activity on a queue says what the server says
+    queued = activity_error(
+        timeout(TimeoutType.START_TO_CLOSE), retry_state=RetryState.CANCEL_REQUESTED
+    )
+    assert _application_failure(queued).message.endswith("retries: cancel requested")
 
 
 def test_a_timeout_of_unknown_kind_is_an_activity_timeout() -> None:
