@@ -51,7 +51,7 @@ ROUNDS = 3
 # (renkei.app.stack.SERVER_TUNING: its queues read without the 50 ms tick; docs/benchmarks.md).
 SERVER_FLAGS: list[str] = []
 # How renkei's flows reach providers in this run (``--transport``): RENKEI_LINKAGE_TRANSPORT.
-TRANSPORT: list[str] = ["queue"]
+TRANSPORT: list[str] = ["direct"]
 LINKAGES = {"queue": "through the providers' queues", "direct": "over the direct channel"}
 
 
@@ -447,7 +447,7 @@ def _record(which: str, quick: bool, lines: list[str]) -> None:
         "python -m bench"
         + (" --quick" if quick else "")
         + (" --server tuned" if SERVER_FLAGS else "")
-        + (" --transport direct" if TRANSPORT[0] == "direct" else "")
+        + (" --transport queue" if TRANSPORT[0] == "queue" else "")
         + ("" if which == "all" else f" {which}")
     )
     today = dt.date.today().isoformat()
@@ -486,9 +486,10 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--transport",
-        choices=["queue", "direct"],
-        default="queue",
-        help="renkei's linkages through the providers' queues, or over the direct channel",
+        choices=["direct", "queue"],
+        default="direct",
+        help="renkei's linkages over the direct channel (the platform's default), or through"
+        " the providers' queues",
     )
     args = parser.parse_args()
     TRANSPORT[0] = args.transport
