@@ -25,9 +25,16 @@ RACY = ["child-allowance-check", "child-allowance-portal-application"]
 
 
 async def _kit(client, pool, settings, catalog, live_whitelist, bpf: str, transport: str):
-    chosen = settings.model_copy(update={"linkage_transport": transport})
     return await run_scenarios(
-        client, pool, chosen, catalog, live_whitelist, bpf, None, scenarios_for(bpf)
+        client,
+        pool,
+        settings,
+        catalog,
+        live_whitelist,
+        bpf,
+        None,
+        scenarios_for(bpf),
+        transport=transport,
     )
 
 

@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -72,8 +72,16 @@ async def run_scenarios(
     scenario_set: ScenarioSet,
     *,
     on_run: Callable[[str, str], Awaitable[None]] | None = None,
+    transport: Literal["queue", "direct"] = "queue",
 ) -> Report:
-    """Run every scenario of ``scenario_set`` against ``bpf`` (test mode, own task queues)."""
+    """Run every scenario of ``scenario_set`` against ``bpf`` (test mode, own task queues).
+
+    ``transport``: how the scenarios' linkages reach the stubs. Through the providers' queues by
+    default, whatever the platform's: a verdict is about the definition, and the transports are
+    the platform's own tests'. Over the direct channel (``direct``, as operation runs) a parked
+    stub holds its flow's workflow task open, and the kit's clock is read by a query that waits
+    for that task: for the SDK's heartbeat of it, 8 s of the 10 s task timeout each time, so a
+    scenario takes about 25 times as long."""
     found = await registry.fetch(pool, bpf, version, "test")
     if found is None:
         raise LookupError(f"{bpf} version {version or 'latest'} is not registered")
@@ -85,6 +93,7 @@ async def run_scenarios(
             # waits and sleeps keep their real lengths, on the kit's clock
             "test_time_scale": 1.0,
             "kit_clock": True,
+            "linkage_transport": transport,
         }
     )
     hub_key = keys.load(settings).hub_key
