@@ -379,3 +379,21 @@ async def hub_calls(handle: WorkflowHandle[Any, Any]) -> list[str]:
         if e.HasField("activity_task_scheduled_event_attributes")
         and e.activity_task_scheduled_event_attributes.activity_type.name.startswith("hub.")
     ]
+
+
+# What the SDK writes in clear in a marker's details (a patch's, or a local activity's account of
+# itself: never the request or the answer, which are sealed).
+MARKER_KEYS = frozenset(
+    {
+        "id",
+        "deprecated",
+        "seq",
+        "attempt",
+        "activity_id",
+        "activity_type",
+        "complete_time",
+        "backoff",
+        "original_schedule_time",
+        "activation_index",
+    }
+)

@@ -43,6 +43,7 @@ from workers.plugin import party_client
 from workflows.interpreter import BpfInterpreter
 
 from .helpers import (
+    MARKER_KEYS,
     access_record,
     allowance_check,
     code,
@@ -1338,19 +1339,9 @@ def _local_activity_marker(data: bytes) -> bool:
         found = json.loads(data)
     except ValueError:
         return False
-    known = {
-        "seq",
-        "attempt",
-        "activity_id",
-        "activity_type",
-        "complete_time",
-        "backoff",
-        "original_schedule_time",
-        "activation_index",
-    }
     return (
         isinstance(found, dict)
-        and set(found) <= known
+        and set(found) <= MARKER_KEYS
         and found.get("activity_type") == DIRECT_LINKAGE
     )
 

@@ -29,7 +29,7 @@ from renkei.kernel.pseudonyms import (
 )
 from renkei.kernel.settings import Settings
 
-from .helpers import access_record, child_rearing, code, pick, run, sdk, start, workers
+from .helpers import MARKER_KEYS, access_record, child_rearing, code, pick, run, sdk, start, workers
 
 # -- agency-specific codes --
 
@@ -154,19 +154,7 @@ def _payloads(message: Message, path: str = "") -> list[tuple[str, Payload]]:
 
 # What Temporal itself writes in clear, by design: search attributes (indexed, checked below to
 # name no one), the SDK's own bookkeeping of a local activity (sequence number, type, times) and
-# of a patched code path (the patch's name).
-_MARKER_KEYS = {
-    "id",
-    "deprecated",
-    "seq",
-    "attempt",
-    "activity_id",
-    "activity_type",
-    "complete_time",
-    "backoff",
-    "original_schedule_time",
-    "activation_index",
-}
+# of a patched code path (the patch's name): helpers.MARKER_KEYS.
 
 
 def _structural(path: str, payload: Payload) -> bool:
@@ -176,7 +164,7 @@ def _structural(path: str, payload: Payload) -> bool:
         return True
     if path.startswith(".marker_recorded_event_attributes.details"):
         meta = json.loads(payload.data)
-        return isinstance(meta, dict) and set(meta) <= _MARKER_KEYS
+        return isinstance(meta, dict) and set(meta) <= MARKER_KEYS
     return False
 
 
