@@ -26,9 +26,19 @@ does not import the client, and the layers below the application stay free of it
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# gRPC's C core runs handlers around every fork() of a process that has loaded it, and a child
+# forked while other threads call into gRPC (the direct channel's endpoint and its clients) can
+# crash in them before it execs: about one child in five when a subprocess is started with
+# ``user=``, as the embedded PostgreSQL's ``pg_ctl`` is (a restart after a crash did not come
+# back). renkei never uses gRPC in a forked child, so the handlers are off unless an operator
+# sets ``GRPC_ENABLE_FORK_SUPPORT``. It is read when grpc is first imported (temporalio imports
+# it): this package is imported first by every renkei process, the tests' and the bench's.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 # name → module that defines it
 _EXPORTS = {
