@@ -227,7 +227,15 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None
         own(org, workflow_id)
         try:
             run = await sdk.describe(workflow_id)
-            waiting = await sdk.waiting(workflow_id) if run.status == "RUNNING" else []
+            waiting: list[Waiting] = []
+            if run.status == "RUNNING":
+                waiting = await sdk.waiting(workflow_id)
+                # The query waits for a workflow task in flight, so it may see a step the first
+                # description did not: describe again, so the run's summary is at least as new
+                # as what it waits for.
+                run = await sdk.describe(workflow_id)
+                if run.status != "RUNNING":
+                    waiting = []
             ended = await sdk.ending(workflow_id) if run.status != "RUNNING" else None
         except FlowNotFound:
             raise HTTPException(404, NO_FLOW) from None
