@@ -111,10 +111,12 @@ class Settings(BaseSettings):
         default=7, ge=1, description="access records are kept at least this long"
     )
     records_chaining: Literal["inline", "deferred"] = Field(
-        default="inline",
-        description="inline: a linkage's records are chained as they are written (under the"
-        " chain's lock); deferred: written unchained and signed, then chained in batches by each"
-        " keeper's own worker within a second (every org's worker must run)",
+        default="deferred",
+        description="deferred: a linkage's records are written unchained and signed by their"
+        " writer (concurrent linkages sharing commits), then chained in batches by each keeper's"
+        " own worker within a second (every org's worker must run); inline: chained as they are"
+        " written, under the chain's lock (a few round trips more per record, and one chain"
+        " bounded at a few hundred records/s)",
     )
     linkage_transport: Literal["queue", "direct"] = Field(
         default="direct",
