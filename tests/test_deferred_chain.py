@@ -418,3 +418,39 @@ async def test_a_revoked_key_and_a_backdated_record_are_reported_when_written_un
     [problem] = await _problems(pool, settings, other.party)
     assert problem.startswith("an unchained record: dated ") and "by the database" in problem
     await _chain_all(pool, other)
+
+
+async def test_an_org_that_only_asks_has_its_chain_linked_by_its_control_worker(
+    client: Client, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """An org's chain holds the hub's records of its requests: with only its control worker
+    running (no agency worker of its own), that worker links them, with the org's own key."""
+    from .processes import worker
+
+    deferred = settings.model_copy(update={"records_chaining": "deferred"})
+    asked = access_record(
+        "city-minato", 1, attempt_key=f"asked/{uuid.uuid4()}", provider="city-shibuya"
+    )
+    await records.write(pool, asked, signer=_hub(settings), deferred=True)
+
+    async def place() -> tuple[int | None, str | None]:
+        row = await pool.fetchrow(
+            "SELECT chain_seq, chained_by FROM records.access_records"
+            " WHERE keeper = 'city-minato' AND attempt_key = $1",
+            asked.attempt_key,
+        )
+        assert row is not None
+        return row["chain_seq"], row["chained_by"]
+
+    assert await place() == (None, None)
+    control = worker(deferred, client.service_client.config.target_host, "control", "city-minato")
+    try:
+        for _ in range(300):
+            if (await place())[0] is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        control.stop()
+    seq, by = await place()
+    assert seq is not None and by == "city-minato", control.output
+    assert await _problems(pool, settings, "city-minato") == []

@@ -159,8 +159,11 @@ async def run_worker(
         async with contextlib.AsyncExitStack() as running:
             if kind == "hub":  # the hub collects "provided" from the providers' receipts
                 await running.enter_async_context(hub_collector(pool, settings))
-            if settings.records_chaining == "deferred" and kind != "control":
-                # The party's own worker links its own chain, with its own key.
+            if settings.records_chaining == "deferred":
+                # The party's own workers link its own chain, with its own key: its control
+                # worker too, so an org that only asks (its chain holds the hub's records of its
+                # requests) has its records linked without running an agency worker. Two of an
+                # org's workers chaining at once take turns on the chain's lock.
                 key = keys.load(settings) if kind == "hub" else keys.load_org(settings, party)
                 chainer = records.Chainer(pool, records.RecordSigner(party, key.signer()))
                 await running.enter_async_context(chainer)
