@@ -176,6 +176,8 @@ class WhitelistGate:
         self._accept_unpermitted = accept_unpermitted
         # Deferred chaining: concurrent linkages' records go together in one commit.
         self._group = records.GroupWriter(pool) if deferred_records else None
+        # Concurrent answers' receipts go together in one statement.
+        self._receipts = records.ReceiptGroup(pool)
 
     def decide(self, req: LinkageRequest, at: dt.datetime, *, consented: bool = False) -> Decision:
         decision = provider_decision(
@@ -367,7 +369,7 @@ class WhitelistGate:
             answered_at=now,
             permit=permit,
         )
-        await patiently(lambda: records.keep_receipt(self.pool, receipt), now + attempt.limit)
+        await patiently(lambda: self._receipts.keep(receipt), now + attempt.limit)
 
     async def serve(
         self,

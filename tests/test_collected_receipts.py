@@ -482,3 +482,44 @@ async def test_an_orgs_role_cannot_hold_the_lock_the_collector_waits_for(
     finally:
         await hub_pool.close()
         await own.close()
+
+
+async def test_concurrent_receipts_are_kept_together_and_a_bad_one_fails_alone(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """A gate's concurrent answers keep their receipts in one statement (records.ReceiptGroup):
+    each is kept once, a second of the same attempt leaves the first; one the database refuses
+    (too big for the collector) fails on its own, the others of its group are kept."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    attempts = [await _probe_attempt(pool, hub, "jps") for _ in range(6)]
+    kept = [_kept("jps", key, _receipt(jps, permit)) for key, permit in attempts]
+    again = kept[0].model_copy(update={"answer_digest": "another"})
+    huge = kept[5].model_copy(
+        update={"permit": kept[5].permit.model_copy(update={"signature": "x" * 1_000_000})}
+        if kept[5].permit
+        else {}
+    )
+    assert base_settings.database_url
+    own = await create_pool(base_settings.database_url, max_size=2, role=party_role("jps"))
+    try:
+        group = records.ReceiptGroup(own)
+        together = await asyncio.gather(
+            *(group.keep(k) for k in kept[:5]), group.keep(again), return_exceptions=True
+        )
+        assert together == [None] * 6 and group.statements >= 1
+        [refused, fine] = await asyncio.gather(
+            group.keep(huge), group.keep(kept[0]), return_exceptions=True
+        )
+        assert isinstance(refused, asyncpg.CheckViolationError) and fine is None
+    finally:
+        await own.close()
+    rows = {
+        r["attempt_key"]: r["answer_digest"]
+        for r in await pool.fetch(
+            "SELECT attempt_key, answer_digest FROM records.answer_receipts"
+            " WHERE attempt_key = ANY($1)",
+            [key for key, _ in attempts],
+        )
+    }
+    assert rows == {k.attempt_key: k.answer_digest for k in kept[:5]}

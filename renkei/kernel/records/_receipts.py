@@ -13,6 +13,7 @@ a receipt for while the provider's own record of it is missing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -93,6 +94,89 @@ async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
         receipt.signature,
         receipt.answered_at,
         receipt.permit.model_dump_json() if receipt.permit is not None else None,
+    )
+
+
+class ReceiptGroup:
+    """Keeps a provider's receipts (:func:`keep_receipt`) for many concurrent answers, in one
+    statement for all those that arrive while the last one commits (no timer: a lone receipt is
+    kept at once).
+
+    A call returns once its receipt is durable, as :func:`keep_receipt` does; each row stands
+    on its own (one receipt per attempt, a second of the same attempt left), so a group needs no
+    transaction. When the database refuses a group's statement (a receipt it will not take),
+    each receipt of the group is kept on its own, so only that call fails; when the database is
+    away, every call of the group hears it, and its caller retries it as it would a lone one.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, most: int = 500) -> None:
+        self._pool = pool
+        self._most = most
+        self._waiting: list[tuple[ProviderReceipt, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.statements = 0  # groups kept in one statement (receipts kept alone not counted)
+
+    async def keep(self, receipt: ProviderReceipt) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((receipt, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+            if len(group) == 1:
+                await self._alone(*group[0])
+                continue
+            try:
+                await keep_receipts(self._pool, [r for r, _ in group])
+            except asyncpg.PostgresConnectionError as e:  # the database away: all hear it
+                self._tell(group, e)
+                continue
+            except asyncpg.PostgresError:  # a receipt refused: each on its own, only it fails
+                await asyncio.gather(*(self._alone(r, done) for r, done in group))
+                continue
+            except Exception as e:  # the database away: every call of the group hears it
+                self._tell(group, e)
+                continue
+            self.statements += 1
+            for _, done in group:
+                if not done.done():  # a caller cancelled meanwhile: its receipt stands
+                    done.set_result(None)
+
+    @staticmethod
+    def _tell(group: list[tuple[ProviderReceipt, asyncio.Future[None]]], e: BaseException) -> None:
+        for _, done in group:
+            if not done.done():
+                done.set_exception(e)
+
+    async def _alone(self, receipt: ProviderReceipt, done: asyncio.Future[None]) -> None:
+        try:
+            await keep_receipt(self._pool, receipt)
+        except Exception as e:
+            if not done.done():
+                done.set_exception(e)
+        else:
+            if not done.done():
+                done.set_result(None)
+
+
+async def keep_receipts(pool: asyncpg.Pool, kept: list[ProviderReceipt]) -> None:
+    """:func:`keep_receipt` for several receipts, in one statement (all or none)."""
+    await pool.execute(
+        "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+        " permit_signature, signature, answered_at, permit)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+        " $6::timestamptz[], $7::text[]::jsonb[])"
+        " ON CONFLICT (keeper, attempt_key) DO NOTHING",
+        [r.keeper for r in kept],
+        [r.attempt_key for r in kept],
+        [r.answer_digest for r in kept],
+        [r.permit_signature for r in kept],
+        [r.signature for r in kept],
+        [r.answered_at for r in kept],
+        [r.permit.model_dump_json() if r.permit is not None else None for r in kept],
     )
 
 
