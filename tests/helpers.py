@@ -346,6 +346,32 @@ async def wait_for_outcomes(
         await asyncio.sleep(0.05)
 
 
+async def all_chained(
+    pool: asyncpg.Pool, keepers: Iterable[str] | None = None, *, within: float = 60.0
+) -> None:
+    """Once no record of ``keepers`` (every keeper's when ``None``) waits for its place in its
+    chain: with deferred chaining, the default, each keeper's chainer links a record within a
+    second of its write (billing, checkpoints and chain ranges count linked records only). Polls;
+    fails naming the keepers still waiting after ``within`` seconds (a bound for a loaded
+    machine, not a measure)."""
+    only = sorted(keepers) if keepers is not None else None
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        waiting = [
+            r["keeper"]
+            for r in await pool.fetch(
+                "SELECT DISTINCT keeper FROM records.access_records WHERE chain_seq IS NULL"
+                " AND ($1::text[] IS NULL OR keeper = ANY($1))",
+                only,
+            )
+        ]
+        if not waiting:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"records of {', '.join(waiting)} still unchained")
+        await asyncio.sleep(0.05)
+
+
 async def flow_outcomes(
     pool: asyncpg.Pool, workflow_id: str, *, within: float = 120.0
 ) -> dict[str, str]:

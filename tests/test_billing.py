@@ -26,7 +26,7 @@ from renkei.kernel.settings import Settings
 from whitelist.catalog import default_catalog
 from whitelist.decide import JST
 
-from .helpers import access_record, child_rearing, pick, run, wait_for_outcomes
+from .helpers import access_record, all_chained, child_rearing, pick, run, wait_for_outcomes
 
 MODEL = billing.CostModel(
     payee="platform-operator",
@@ -368,6 +368,7 @@ async def test_real_flows_are_billed_as_the_public_records_api_counts_them(
         await handle.result()
     month, model = this_month(), billing.load_model()
     start, end = billing.month_bounds(month)
+    await all_chained(pool, [HUB])  # billing counts linked records only
     # Counted independently, through renkei.kernel.records: Tokyo's attempts at the hub this
     # month between two bodies, by what became of them.
     mine = [

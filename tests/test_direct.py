@@ -53,7 +53,7 @@ from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, party_client
 
-from .helpers import child_rearing, code, flow_outcomes, households, pick, workers
+from .helpers import all_chained, child_rearing, code, flow_outcomes, households, pick, workers
 
 
 @pytest.fixture
@@ -178,6 +178,9 @@ async def _ran(
     provider, workflow_id, sealed = envelope_of(body)
     tokyo = _codec(client, pool, settings, "pref-tokyo")
     call = await open_request(tokyo, settings.task_queue_prefix, provider, workflow_id, sealed)
+    # The provider's records linked in its chain (deferred chaining, the default): the tests
+    # compare them whole, their places too, before and after an attack.
+    await all_chained(pool, ["city-minato"])
     return handle.id, server, body, call
 
 

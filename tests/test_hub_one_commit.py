@@ -6,8 +6,8 @@ of that call go in one transaction, one durable commit, before any permit of the
 linkage refused in the group is refused alone: the others are brokered and recorded as before.
 
 The transaction that inserted a row is its ``xmin``: records chained as they are written
-(inline chaining, the suite's) are never updated, so rows with one ``xmin`` were written in one
-transaction.
+(inline chaining, which these tests take) are never updated, so rows with one ``xmin`` were
+written in one transaction.
 """
 
 from __future__ import annotations
@@ -42,6 +42,12 @@ from .helpers import access_record, code, hub_calls, pick, register_fixture, sdk
 
 # a well-formed code no one is enrolled under
 _UNKNOWN = "A" * 20
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Inline chaining (not the default): a chainer's update of a row would change its xmin."""
+    return settings.model_copy(update={"records_chaining": "inline"})
 
 
 async def _transactions(pool: asyncpg.Pool, wid: str) -> dict[tuple[str, str], int]:
