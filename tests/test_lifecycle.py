@@ -105,6 +105,40 @@ def _variant(bpf: str, version: int = 1) -> tuple[str, object]:
     return text, parse_text(text, f"{bpf}-v{version}.yaml")
 
 
+async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(
+    pool: asyncpg.Pool,
+) -> None:
+    """registry.fetch reads a version's definition once per process (by its content hash), and
+    its state at every call: a version retired since, or a newer one registered, is seen at
+    once."""
+    bpf = f"vaccination-cache-{uuid.uuid4().hex[:6]}"
+    _, first = _variant(bpf)
+    assert await registry.register(pool, first)  # type: ignore[arg-type]
+    one = await registry.fetch(pool, bpf)
+    again = await registry.fetch(pool, bpf)
+    assert one is not None and again is not None
+    assert again.definition is one.definition and one.definition.version == 1
+    _, second = _variant(bpf, 2)
+    assert await registry.register(pool, second)  # type: ignore[arg-type]
+    newest = await registry.fetch(pool, bpf)
+    assert newest is not None and newest.definition.version == 2
+    assert newest.content_hash != one.content_hash
+    assert newest.definition.result != one.definition.result  # the second's own content
+
+    async def retire(version: int) -> None:  # as the lifecycle's last move leaves it
+        await pool.execute(
+            "UPDATE registry.bpf_versions SET state = 'retired' WHERE bpf = $1 AND version = $2",
+            bpf,
+            version,
+        )
+
+    await retire(2)
+    back = await registry.fetch(pool, bpf)
+    assert back is not None and back.definition is one.definition  # v1, from the cache
+    await retire(1)
+    assert await registry.fetch(pool, bpf) is None and await registry.fetch(pool, bpf, 1) is None
+
+
 async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:

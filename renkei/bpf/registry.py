@@ -25,6 +25,7 @@ finish on the version they started with.
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
@@ -274,7 +275,7 @@ async def fetch(
     """
     states = RUNNABLE[mode]
     row = await pool.fetchrow(
-        "SELECT definition, content_hash, state FROM registry.bpf_versions v"
+        "SELECT version, content_hash, state FROM registry.bpf_versions v"
         " WHERE bpf = $1 AND ($2::int IS NULL OR version = $2) AND state = ANY($3::text[])"
         + _OPERATED_BY
         + " ORDER BY version DESC LIMIT 1",
@@ -285,9 +286,34 @@ async def fetch(
     )
     if row is None:
         return None
-    return RegisteredBpf(
-        BpfDefinition.model_validate(row["definition"]), row["content_hash"], row["state"]
-    )
+    key = (bpf, row["version"], row["content_hash"])
+    definition = _PARSED.get(key)
+    if definition is None:
+        stored = await pool.fetchval(
+            "SELECT definition FROM registry.bpf_versions"
+            " WHERE bpf = $1 AND version = $2 AND content_hash = $3",
+            *key,
+        )
+        if stored is None:  # pragma: no cover - removed between the two reads
+            return None
+        definition = BpfDefinition.model_validate(stored)
+    _remember(key, definition)
+    return RegisteredBpf(definition, row["content_hash"], row["state"])
+
+
+# Definitions read and checked, by (bpf, version, content hash): a start reads only a version's
+# state and hash (its state may change at any moment), and the definition once per process (a
+# version's content never changes under its hash: the hash is of the content, and a version is
+# registered once). Bounded: the least recently used goes first.
+_PARSED: OrderedDict[tuple[str, int, str], BpfDefinition] = OrderedDict()
+_PARSED_MOST = 256
+
+
+def _remember(key: tuple[str, int, str], definition: BpfDefinition) -> None:
+    _PARSED[key] = definition
+    _PARSED.move_to_end(key)
+    while len(_PARSED) > _PARSED_MOST:
+        _PARSED.popitem(last=False)
 
 
 async def runnable(
