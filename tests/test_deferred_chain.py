@@ -454,3 +454,31 @@ async def test_an_org_that_only_asks_has_its_chain_linked_by_its_control_worker(
     seq, by = await place()
     assert seq is not None and by == "city-minato", control.output
     assert await _problems(pool, settings, "city-minato") == []
+
+
+async def test_one_process_chainers_look_once_and_link_each_partys_chain(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An all-in-one process's chainers (records.Chainers): one look for all its parties, then
+    each party's waiting records linked by that party; one whose linking fails is left for the
+    next pass, the others are linked."""
+    a, b, idle = [await _party(pool, settings) for _ in range(3)]
+    for signer, n in ((a, 2), (b, 3)):
+        for i in range(n):
+            record = access_record(signer.party, i + 1, attempt_key=f"k{i}")
+            await records.write(pool, record, signer=signer, deferred=True)
+    chainers = records.Chainers(pool, [a, b, idle])
+    failing = chainers._chainers[a.party]
+
+    async def broken() -> int:
+        raise RuntimeError("its key is away")
+
+    monkeypatch.setattr(failing, "link_waiting", broken)
+    assert await chainers.run_once() == 3
+    assert await _seqs(pool, a.party) == [None, None] and await _seqs(pool, b.party) == [1, 2, 3]
+    monkeypatch.undo()
+    assert await chainers.run_once() == 2
+    assert await _seqs(pool, a.party) == [1, 2]
+    assert await chainers.run_once() == 0
+    for party in (a.party, b.party):
+        assert await _problems(pool, settings, party) == []

@@ -174,9 +174,11 @@ async def running_workers(
         if settings.records_chaining == "deferred":
             # Each party of this process links its own chain with its own key (entered first:
             # they link what is left once the workers have stopped).
-            for party, key in _chainers(settings, catalog, control):
-                signer = records.RecordSigner(party, key)
-                await stack.enter_async_context(records.Chainer(pool, signer))
+            signers = [
+                records.RecordSigner(party, key)
+                for party, key in _chainers(settings, catalog, control)
+            ]
+            await stack.enter_async_context(records.Chainers(pool, signers))
         for w in workers:
             await stack.enter_async_context(w)
         yield workers

@@ -47,7 +47,7 @@ from renkei.kernel.records._chain import (
     record_hash,
     write,
 )
-from renkei.kernel.records._chainer import CHAIN_INTERVAL, Chainer
+from renkei.kernel.records._chainer import CHAIN_INTERVAL, Chainer, Chainers
 from renkei.kernel.records._collector import COLLECT_INTERVAL, Collected, Collector, collect_batch
 from renkei.kernel.records._outcomes import (
     OUTCOMES,
@@ -106,6 +106,7 @@ __all__ = [
     "AttemptOutcome",
     "Break",
     "Chainer",
+    "Chainers",
     "Checkpoint",
     "Collected",
     "Collector",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import asyncpg
 
 from renkei.kernel.records._behind import Behind
@@ -10,6 +13,8 @@ from renkei.kernel.records._chain import RecordSigner, chain_pending
 # How often a running chainer looks for unchained records: well within the second in which a
 # citizen must see a record chained, and few enough queries to cost nothing when idle.
 CHAIN_INTERVAL = 0.2
+
+_log = logging.getLogger(__name__)
 
 
 class Chainer(Behind):
@@ -46,6 +51,10 @@ class Chainer(Behind):
             self._signer.party,
         ):
             return 0
+        return await self.link_waiting()
+
+    async def link_waiting(self) -> int:
+        """:meth:`run_once` without its first look."""
         total = 0
         while True:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -53,3 +62,36 @@ class Chainer(Behind):
             total += linked
             if linked < self._batch:
                 return total
+
+
+class Chainers(Behind):
+    """The chainers of several parties run by one process (``renkei up``, an all-in-one
+    deployment: the hub and the orgs whose keys it holds): one look per pass for all of them,
+    then each links its own chain as :class:`Chainer` does. A party whose linking fails (its
+    row, its key) is logged and left for the next pass; the others are linked."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        signers: Sequence[RecordSigner],
+        *,
+        interval: float = CHAIN_INTERVAL,
+    ) -> None:
+        super().__init__("chaining the records of this process's parties", interval)
+        self._pool = pool
+        self._chainers = {s.party: Chainer(pool, s, interval=interval) for s in signers}
+
+    async def run_once(self) -> int:
+        waiting = await self._pool.fetch(
+            "SELECT k.keeper FROM unnest($1::text[]) AS k(keeper) WHERE EXISTS"
+            " (SELECT 1 FROM records.access_records a WHERE a.keeper = k.keeper"
+            " AND a.chain_seq IS NULL)",
+            sorted(self._chainers),
+        )
+        total = 0
+        for row in waiting:
+            try:
+                total += await self._chainers[row["keeper"]].link_waiting()
+            except Exception as e:  # its database row or its key: the others still go on
+                _log.warning("chaining %s's records failed: %s", row["keeper"], type(e).__name__)
+        return total
