@@ -9,7 +9,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import ActivitySerializationContext, WorkflowSerializationContext
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    WorkflowSerializationContext,
+)
 
 from renkei.contracts.names import (
     HUB,
@@ -275,3 +279,43 @@ async def test_the_converter_in_a_context_seals_in_that_contexts_pair_and_builds
         WorkflowSerializationContext(namespace="default", workflow_id=WID)
     ).encode([{"income": 4200000}])
     assert unread(await read(codec("jps"), own))
+
+
+def test_a_data_converter_made_for_each_activation_builds_no_pydantic_converter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK makes two data converters of the process's classes for every workflow activation;
+    making them builds none of Temporal's pydantic encoding converters again (they are built
+    once, shared), and each still converts on its own."""
+    from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+
+    converter = channels.channel_converter(codec("city-minato"))
+    built: list[object] = []
+    original = PydanticJSONPlainPayloadConverter.__init__
+
+    def counted(self: PydanticJSONPlainPayloadConverter, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PydanticJSONPlainPayloadConverter, "__init__", counted)
+    made = [
+        DataConverter(
+            payload_converter_class=converter.payload_converter_class,
+            payload_codec=converter.payload_codec,
+            failure_converter_class=converter.failure_converter_class,
+        )
+        for _ in range(5)
+    ]
+    assert built == []
+    [payload] = made[0].payload_converter.to_payloads([{"income": 4200000}])
+    assert payload.data == b'{"income":4200000}'
+    assert made[1].payload_converter.from_payloads([payload]) == [{"income": 4200000}]
+    # Put in a context, a converter gets instances of its own: the shared ones stay as built.
+    first = made[2].payload_converter
+    assert (
+        first.with_context(WorkflowSerializationContext(namespace="default", workflow_id=WID))
+        .to_payloads([1])[0]
+        .data
+        == b"1"
+    )
+    assert made[3].payload_converter.to_payloads(["x"])[0].data == b'"x"'
