@@ -473,7 +473,7 @@ async def test_one_process_chainers_look_once_and_link_each_partys_chain(
     async def broken() -> int:
         raise RuntimeError("its key is away")
 
-    monkeypatch.setattr(failing, "link_waiting", broken)
+    monkeypatch.setattr(failing, "link_batch", broken)
     assert await chainers.run_once() == 3
     assert await _seqs(pool, a.party) == [None, None] and await _seqs(pool, b.party) == [1, 2, 3]
     monkeypatch.undo()
@@ -482,3 +482,46 @@ async def test_one_process_chainers_look_once_and_link_each_partys_chain(
     assert await chainers.run_once() == 0
     for party in (a.party, b.party):
         assert await _problems(pool, settings, party) == []
+
+
+async def test_an_org_holding_its_own_chains_lock_stalls_no_other_chain(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """An org's database role may lock its own chain (its gate needs to): holding that lock
+    open, it stalls the linking of no other chain, the hub's included, in a process that
+    chains both (records.Chainers: never waits for a chain's lock); its own is linked once it
+    lets go."""
+    org = "city-minato"
+    hub = _hub(settings)
+    minato = records.RecordSigner(org, keys.load_org(settings, org).signer())
+    mine = access_record(org, 1, attempt_key=f"held/{uuid.uuid4()}", provider=org)
+    theirs = access_record(records.HUB, 1, attempt_key=f"held/{uuid.uuid4()}")
+    await records.write(pool, mine, signer=minato, deferred=True)
+    await records.write(pool, theirs, signer=hub, deferred=True)
+
+    async def place(keeper: str, key: str) -> int | None:
+        seq: int | None = await pool.fetchval(
+            "SELECT chain_seq FROM records.access_records WHERE keeper = $1 AND attempt_key = $2",
+            keeper,
+            key,
+        )
+        return seq
+
+    assert base_settings.database_url
+    agency = await create_pool(base_settings.database_url, max_size=1, role=party_role(org))
+    try:
+        async with agency.acquire() as conn:
+            held = conn.transaction()
+            await held.start()
+            assert await conn.fetchval(
+                "SELECT 1 FROM records.keepers WHERE keeper = $1 FOR NO KEY UPDATE", org
+            )
+            chainers = records.Chainers(pool, [hub, minato])
+            await asyncio.wait_for(chainers.run_once(), 10)  # a bound, not a measure
+            assert await place(records.HUB, theirs.attempt_key) is not None
+            assert await place(org, mine.attempt_key) is None
+            await held.rollback()
+        await chainers.run_once()
+        assert await place(org, mine.attempt_key) is not None
+    finally:
+        await agency.close()

@@ -150,13 +150,18 @@ def _from_row(row: asyncpg.Record) -> AccessRecord:
     return AccessRecord(**{k: row[k] for k in _COLUMNS})
 
 
-async def lock_chain(conn: Conn, keeper: str, *, register: bool = True) -> bool:
+async def lock_chain(
+    conn: Conn, keeper: str, *, register: bool = True, nowait: bool = False
+) -> bool:
     """Take ``keeper``'s chain lock for the caller's transaction: its row in the keeper registry,
     locked ``FOR NO KEY UPDATE`` (migration 0054; an org's role can lock its own keeper's row
     only, never the hub's nor another org's). A keeper not yet registered is registered first
     when ``register`` (its first record is about to be written); else ``False`` is returned and
-    no lock is taken."""
-    lock = "SELECT 1 FROM records.keepers WHERE keeper = $1 FOR NO KEY UPDATE"
+    no lock is taken. ``nowait``: raise ``asyncpg.LockNotAvailableError`` at once if another
+    transaction holds it."""
+    lock = "SELECT 1 FROM records.keepers WHERE keeper = $1 FOR NO KEY UPDATE" + (
+        " NOWAIT" if nowait else ""
+    )
     if await conn.fetchval(lock, keeper) is not None:
         return True
     if not register:
@@ -368,20 +373,30 @@ async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) 
 
     Under the chain's lock (the one :func:`append` takes): read the head, link each record to
     the one before, sign each link, and set them all in one statement. The database allows a
-    record this one change, once (migration 0044)."""
+    record this one change, once (migration 0044). A chainer never waits for the lock: held by
+    another transaction (another worker of the keeper chaining, an inline writer, or the
+    keeper's own database role holding it open), nothing is linked now (0 is returned) and the
+    next pass tries again, so a party holding its own chain's lock stalls no one else's."""
     keeper = signer.party
     if not may_chain(signer.party, keeper):  # pragma: no cover - the party is the keeper
         raise PermissionError(f"{signer.party} may not chain {keeper}'s records")
-    if not await lock_chain(conn, keeper, register=False):
-        # Not registered: no record of it was written unchained (they register it as they are
-        # written), so there is nothing to chain, unless the registry lost its row.
-        if not await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM records.access_records WHERE keeper = $1"
-            " AND chain_seq IS NULL)",
-            keeper,
-        ):
-            return 0
-        await lock_chain(conn, keeper)
+    if not conn.is_in_transaction():  # the lock must last until the links are set
+        raise RuntimeError("chain_pending runs inside the caller's transaction")
+    try:
+        async with conn.transaction():  # a savepoint: the caller's transaction goes on
+            if not await lock_chain(conn, keeper, register=False, nowait=True):
+                # Not registered: no record of it was written unchained (they register it as
+                # they are written), so there is nothing to chain, unless the registry lost
+                # its row.
+                if not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM records.access_records WHERE keeper = $1"
+                    " AND chain_seq IS NULL)",
+                    keeper,
+                ):
+                    return 0
+                await lock_chain(conn, keeper, nowait=True)
+    except asyncpg.LockNotAvailableError:
+        return 0
     pending = await conn.fetch(
         "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
         " ORDER BY id LIMIT $2",

@@ -57,18 +57,26 @@ class Chainer(Behind):
         """:meth:`run_once` without its first look."""
         total = 0
         while True:
-            async with self._pool.acquire() as conn, conn.transaction():
-                linked = await chain_pending(conn, self._signer, limit=self._batch)
+            linked = await self.link_batch()
             total += linked
             if linked < self._batch:
                 return total
+
+    async def link_batch(self) -> int:
+        """Link one batch of the records waiting, in one transaction; return how many (0 also
+        when the chain's lock is held by another transaction: the next pass tries again)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await chain_pending(conn, self._signer, limit=self._batch)
 
 
 class Chainers(Behind):
     """The chainers of several parties run by one process (``renkei up``, an all-in-one
     deployment: the hub and the orgs whose keys it holds): one look per pass for all of them,
-    then each links its own chain as :class:`Chainer` does. A party whose linking fails (its
-    row, its key) is logged and left for the next pass; the others are linked."""
+    then each links one batch of its own chain (:meth:`Chainer.link_batch`), in turn, so a party
+    with a flood of records waiting takes its turn as the others do. A chain whose lock another
+    transaction holds (the keeper's own database role holding it open, say) is skipped until a
+    later pass, never waited for; a party whose linking fails (its row, its key) is logged and
+    left for the next pass. Either way the others are linked."""
 
     def __init__(
         self,
@@ -91,7 +99,7 @@ class Chainers(Behind):
         total = 0
         for row in waiting:
             try:
-                total += await self._chainers[row["keeper"]].link_waiting()
+                total += await self._chainers[row["keeper"]].link_batch()
             except Exception as e:  # its database row or its key: the others still go on
                 _log.warning("chaining %s's records failed: %s", row["keeper"], type(e).__name__)
         return total
