@@ -523,3 +523,34 @@ async def test_concurrent_receipts_are_kept_together_and_a_bad_one_fails_alone(
         )
     }
     assert rows == {k.attempt_key: k.answer_digest for k in kept[:5]}
+
+
+async def test_a_receipt_waiting_on_a_held_row_holds_back_no_other(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """A row of an attempt, inserted by another transaction not yet committed, makes the gate's
+    receipt of that attempt wait: the receipts grouped with it, and those after, are kept (the
+    group's statement waits at most its bound, then each receipt goes on its own)."""
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    jps = keys.load_org(settings, "jps").signer()
+    (stuck, p1), (other, p2) = [await _probe_attempt(pool, hub, "jps") for _ in range(2)]
+    assert base_settings.database_url
+    own = await create_pool(base_settings.database_url, max_size=3, role=party_role("jps"))
+    group = records.ReceiptGroup(own, wait=0.5)
+    try:
+        async with pool.acquire() as conn:
+            held = conn.transaction()
+            await held.start()
+            await records.keep_receipt(conn, _kept("jps", stuck, _receipt(jps, p1)))
+            first = asyncio.create_task(group.keep(_kept("jps", stuck, _receipt(jps, p1))))
+            second = asyncio.create_task(group.keep(_kept("jps", other, _receipt(jps, p2))))
+            await asyncio.wait_for(second, 30)  # a bound for a loaded machine, not a measure
+            assert not first.done()
+            await held.rollback()
+        await asyncio.wait_for(first, 30)
+    finally:
+        await own.close()
+    kept = await pool.fetchval(
+        "SELECT count(*) FROM records.answer_receipts WHERE attempt_key = ANY($1)", [stuck, other]
+    )
+    assert kept == 2

@@ -525,3 +525,47 @@ async def test_an_org_holding_its_own_chains_lock_stalls_no_other_chain(
         assert await place(org, mine.attempt_key) is not None
     finally:
         await agency.close()
+
+
+async def test_an_org_holding_a_record_open_under_the_hubs_next_attempt_stalls_no_one_else(
+    pool: asyncpg.Pool, settings: Settings, base_settings: Settings
+) -> None:
+    """An org's role writes a record of its own chain under the attempt key the hub writes next
+    (its own linkage's: it knows the workflow, run and step) and holds the transaction open.
+    The hub's write of that linkage waits, alone: another requester's linkage, written by the
+    same group writer after it, is written (the group's statement waits at most GROUP_WAIT, then
+    each call goes on its own). Once the org lets go, the hub's write goes through."""
+    hub = _hub(settings)
+    org = "city-minato"
+    minato = records.RecordSigner(org, keys.load_org(settings, org).signer())
+    held, other = f"held/{uuid.uuid4()}", f"other/{uuid.uuid4()}"
+    group = records.GroupWriter(pool, wait=0.5)
+    assert base_settings.database_url
+    agency = await create_pool(base_settings.database_url, max_size=1, role=party_role(org))
+    try:
+        async with agency.acquire() as conn:
+            open_ = conn.transaction()
+            await open_.start()
+            await records.append_unchained(
+                conn, [access_record(org, 1, attempt_key=held, provider=org)], minato
+            )
+            # the hub's two records of a linkage, the requester's and its own, alike
+            asked = access_record(records.HUB, 1, attempt_key=held, requester=org, provider="jps")
+            victim = asyncio.create_task(
+                group.write(asked.model_copy(update={"keeper": org}), asked, signer=hub)
+            )
+            await asyncio.sleep(0.2)
+            elsewhere = access_record(records.HUB, 2, attempt_key=other)
+            bystander = await asyncio.wait_for(
+                group.write(
+                    elsewhere.model_copy(update={"keeper": "pref-tokyo"}), elsewhere, signer=hub
+                ),
+                30,  # a bound for a loaded machine, not a measure
+            )
+            assert {r.attempt_key for r in bystander} == {other} and not victim.done()
+            await open_.rollback()
+        written = await asyncio.wait_for(victim, 30)
+        assert {(r.keeper, r.signer) for r in written} == {(org, "hub"), ("hub", "hub")}
+    finally:
+        await agency.close()
+    await records.Chainer(pool, hub).run_once()

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
@@ -97,6 +98,12 @@ async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
     )
 
 
+# How long a group's one statement may take before its receipts are kept each on its own: it
+# takes milliseconds, unless it waits on a row another transaction holds (a row of the same
+# attempt not yet committed), which must hold back only the receipt of that attempt.
+GROUP_WAIT = 2.0
+
+
 class ReceiptGroup:
     """Keeps a provider's receipts (:func:`keep_receipt`) for many concurrent answers, in one
     statement for all those that arrive while the last one commits (no timer: a lone receipt is
@@ -104,16 +111,20 @@ class ReceiptGroup:
 
     A call returns once its receipt is durable, as :func:`keep_receipt` does; each row stands
     on its own (one receipt per attempt, a second of the same attempt left), so a group needs no
-    transaction. When the database refuses a group's statement (a receipt it will not take),
-    each receipt of the group is kept on its own, so only that call fails; when the database is
-    away, every call of the group hears it, and its caller retries it as it would a lone one.
+    transaction. When the database refuses a group's statement (a receipt it will not take), or
+    the statement waits longer than :data:`GROUP_WAIT` (on a row of one of its attempts that
+    another transaction holds), each receipt of the group is kept on its own, apart from the
+    next groups, so only that call fails or waits; when the database is away, every call of the
+    group hears it, and its caller retries it as it would a lone one.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, most: int = 500) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, most: int = 500, wait: float = GROUP_WAIT) -> None:
         self._pool = pool
         self._most = most
+        self._wait = wait
         self._waiting: list[tuple[ProviderReceipt, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._alone: set[asyncio.Task[None]] = set()
         self.statements = 0  # groups kept in one statement (receipts kept alone not counted)
 
     async def keep(self, receipt: ProviderReceipt) -> None:
@@ -126,16 +137,18 @@ class ReceiptGroup:
     async def _flush(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
-            if len(group) == 1:
-                await self._alone(*group[0])
-                continue
             try:
-                await keep_receipts(self._pool, [r for r, _ in group])
+                async with self._pool.acquire() as conn:
+                    async with asyncio.timeout(self._wait):  # cancelled in the database too
+                        await keep_receipts(conn, [r for r, _ in group])
             except asyncpg.PostgresConnectionError as e:  # the database away: all hear it
                 self._tell(group, e)
                 continue
-            except asyncpg.PostgresError:  # a receipt refused: each on its own, only it fails
-                await asyncio.gather(*(self._alone(r, done) for r, done in group))
+            except (asyncpg.PostgresError, TimeoutError):  # refused, or waiting on a held row
+                for receipt, done in group:  # each on its own: only that one fails, or waits
+                    task = asyncio.create_task(self._keep_alone(receipt, done))
+                    self._alone.add(task)
+                    task.add_done_callback(self._alone.discard)
                 continue
             except Exception as e:  # the database away: every call of the group hears it
                 self._tell(group, e)
@@ -151,7 +164,7 @@ class ReceiptGroup:
             if not done.done():
                 done.set_exception(e)
 
-    async def _alone(self, receipt: ProviderReceipt, done: asyncio.Future[None]) -> None:
+    async def _keep_alone(self, receipt: ProviderReceipt, done: asyncio.Future[None]) -> None:
         try:
             await keep_receipt(self._pool, receipt)
         except Exception as e:
@@ -162,7 +175,9 @@ class ReceiptGroup:
                 done.set_result(None)
 
 
-async def keep_receipts(pool: asyncpg.Pool, kept: list[ProviderReceipt]) -> None:
+async def keep_receipts(
+    pool: asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy, kept: list[ProviderReceipt]
+) -> None:
     """:func:`keep_receipt` for several receipts, in one statement (all or none)."""
     await pool.execute(
         "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"

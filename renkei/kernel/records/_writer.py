@@ -15,6 +15,11 @@ from renkei.kernel.records._chain import (
     write,
 )
 
+# How long a group's statement may take before its calls are written each on its own: it takes
+# milliseconds, unless it waits on a row another transaction holds, which must hold back only
+# the call whose record conflicts with it.
+GROUP_WAIT = 2.0
+
 _Call = tuple[Sequence[AccessRecord], RecordSigner | None, "asyncio.Future[list[AccessRecord]]"]
 
 
@@ -25,13 +30,17 @@ class GroupWriter:
     A call waits until the transaction holding its records has committed, as a call of
     :func:`write` does; calls made while one transaction commits go together in the next (no
     timer: an idle writer commits a lone call at once). A call is still all of its records or
-    none: when one call of a group is refused, the group is rolled back and each of its calls
-    is written on its own, so only that call fails.
+    none: when one call of a group is refused, or the group's statement waits longer than
+    :data:`GROUP_WAIT` (on a row another transaction holds), the group is rolled back and each
+    of its calls is written on its own, apart from the groups after it, so only that call fails
+    or waits.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, most: int = 500) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, most: int = 500, wait: float = GROUP_WAIT) -> None:
         self._pool = pool
         self._most = most
+        self._wait = wait
+        self._alone_tasks: set[asyncio.Task[None]] = set()
         self._waiting: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0  # groups committed together (calls written alone not counted)
@@ -50,11 +59,19 @@ class GroupWriter:
             group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    answers, new = await append_unchained_many(
-                        conn, [(records, signer) for records, signer, _ in group]
-                    )
-            except PermissionError:  # one call refused: each on its own, only that one fails
-                await asyncio.gather(*(self._alone(call) for call in group))
+                    async with asyncio.timeout(self._wait):  # cancelled in the database too
+                        answers, new = await append_unchained_many(
+                            conn, [(records, signer) for records, signer, _ in group]
+                        )
+            except (PermissionError, TimeoutError):
+                # One call refused, or the group waiting on a row another transaction holds (a
+                # record an org's role has not committed, under an attempt key of the group):
+                # each call on its own, apart from the groups after it, so only that one fails
+                # or waits.
+                for call in group:
+                    task = asyncio.create_task(self._alone(call))
+                    self._alone_tasks.add(task)
+                    task.add_done_callback(self._alone_tasks.discard)
                 continue
             except Exception as e:  # the database away: every call of the group hears it
                 for *_, done in group:
