@@ -54,6 +54,22 @@ async def test_enrolment_gives_each_org_its_own_code_and_keeps_no_number(
     assert other != minato
 
 
+async def test_the_hubs_code_store_keeps_a_bounded_number_of_codes_in_memory(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The hub's worker meets every citizen in turn over months: its code store remembers at
+    most so many (org, code) pairs, and a code it has let go of is read again, the same."""
+    hub = Pseudonyms(pool, keys.load(settings).hub_key, remember=3)
+    people = [uuid.uuid4() for _ in range(5)]
+    await hub.enroll(people, ["city-minato"])
+    codes = [derive_code(keys.load(settings).hub_key, "city-minato", p) for p in people]
+    jps = [await hub.translate("city-minato", [c], "jps") for c in codes]
+    assert len(hub._cache) <= 3
+    again = await hub.translate("city-minato", [codes[0]], "jps")  # let go of, read again
+    assert again == jps[0] and await hub.subject_of("jps", again[0]) == people[0]
+    assert len(hub._cache) <= 3
+
+
 async def test_other_keys_than_the_databases_are_refused(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:

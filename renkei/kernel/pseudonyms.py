@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import asyncpg
@@ -71,13 +72,34 @@ def derive_code(hub_key: str, org: str, subject_id: uuid.UUID) -> str:
     return base64.b32encode(digest).decode()[:20]
 
 
+# How many (org, code) pairs a code store keeps in memory: each about 250 bytes, 25 MiB in all.
+CODES_REMEMBERED = 100_000
+
+
 class Pseudonyms:
     """The hub's code store: enrolment and translation."""
 
-    def __init__(self, pool: asyncpg.Pool, hub_key: str) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, hub_key: str, *, remember: int = CODES_REMEMBERED
+    ) -> None:
         self._pool = pool
         self._hub_key = hub_key
-        self._cache: dict[tuple[str, str], uuid.UUID] = {}
+        # (org, code) -> subject, the most recently used first out: the hub's worker lives for
+        # months and meets every citizen in turn; its memory must not grow with them.
+        self._cache: OrderedDict[tuple[str, str], uuid.UUID] = OrderedDict()
+        self._remember = remember
+
+    def _known(self, key: tuple[str, str]) -> uuid.UUID | None:
+        found = self._cache.get(key)
+        if found is not None:
+            self._cache.move_to_end(key)
+        return found
+
+    def _keep(self, key: tuple[str, str], subject: uuid.UUID) -> None:
+        self._cache[key] = subject
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._remember:
+            self._cache.popitem(last=False)
 
     async def enroll(self, subject_ids: Sequence[uuid.UUID], orgs: Sequence[str]) -> None:
         """Give every subject a code at every org (idempotent)."""
@@ -129,14 +151,14 @@ class Pseudonyms:
 
     async def subject_of(self, org: str, code: str) -> uuid.UUID:
         key = (org, code)
-        found = self._cache.get(key)
+        found = self._known(key)
         if found is None:
             found = await self._pool.fetchval(
                 "SELECT subject_id FROM hub.subject_codes WHERE org = $1 AND code = $2", org, code
             )
             if found is None:
                 raise UnknownSubject(f"no subject is enrolled under this code at {org}")
-            self._cache[key] = found
+            self._keep(key, found)
         return found
 
     async def translate(self, from_org: str, codes: Sequence[str], to_org: str) -> list[str]:
@@ -148,7 +170,7 @@ class Pseudonyms:
     async def code_at(self, org: str, subject_id: uuid.UUID) -> str:
         """The code of a known subject at ``org``, enrolling it there if it is not yet."""
         code = derive_code(self._hub_key, org, subject_id)
-        if (org, code) not in self._cache:
+        if self._known((org, code)) is None:
             await self.enroll([subject_id], [org])
-            self._cache[(org, code)] = subject_id
+            self._keep((org, code), subject_id)
         return code
