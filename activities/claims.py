@@ -19,17 +19,17 @@ about *who* asks, or *for what*, on the request's word:
 - the platform's word on starts and case references goes only to the platform's scans.
 
 Each check raises a non-retryable :class:`~renkei.contracts.failures.Failure`; none reads more
-than the registry (cached by content hash) or, for a hold or a translation, one indexed row.
+than the registry (read once per process: ``registry.pinned``) or, for a hold or a translation, one indexed row.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
 from temporalio import activity
 
+from renkei.bpf import registry
 from renkei.bpf.ahead import lead
 from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.contracts.failures import Failure
@@ -38,8 +38,6 @@ from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, budget_seconds
 from renkei.kernel import holds, records
 from whitelist.models import Catalog
-
-_CACHED = 256  # registered definitions kept in memory, by content hash
 
 
 @dataclass(frozen=True)
@@ -76,29 +74,14 @@ class Claims:
     def __init__(self, pool: asyncpg.Pool, catalog: Catalog) -> None:
         self._pool = pool
         self._catalog = catalog
-        self._definitions: OrderedDict[str, BpfDefinition] = OrderedDict()
 
     async def definition(self, bpf: str, version: int, content_hash: str) -> BpfDefinition:
         """The registered definition a run pins; refused if nothing is registered so."""
-        found = self._definitions.get(content_hash)
+        found = await registry.pinned(self._pool, bpf, version, content_hash)
         if found is None:
-            row = await self._pool.fetchrow(
-                "SELECT definition FROM registry.bpf_versions"
-                " WHERE bpf = $1 AND version = $2 AND content_hash = $3",
-                bpf,
-                version,
-                content_hash,
+            raise Failure.LINKAGE_REFUSED.error(
+                f"{bpf} v{version} with that content is not a registered definition"
             )
-            if row is None:
-                raise Failure.LINKAGE_REFUSED.error(
-                    f"{bpf} v{version} with that content is not a registered definition"
-                )
-            found = BpfDefinition.model_validate(row["definition"])
-            self._definitions[content_hash] = found
-            while len(self._definitions) > _CACHED:
-                self._definitions.popitem(last=False)
-        else:
-            self._definitions.move_to_end(content_hash)
         return found
 
     async def broker(self, req: BrokerRequest, who: Caller) -> Claimed:

@@ -286,18 +286,9 @@ async def fetch(
     )
     if row is None:
         return None
-    key = (bpf, row["version"], row["content_hash"])
-    definition = _PARSED.get(key)
-    if definition is None:
-        stored = await pool.fetchval(
-            "SELECT definition FROM registry.bpf_versions"
-            " WHERE bpf = $1 AND version = $2 AND content_hash = $3",
-            *key,
-        )
-        if stored is None:  # pragma: no cover - removed between the two reads
-            return None
-        definition = BpfDefinition.model_validate(stored)
-    _remember(key, definition)
+    definition = await pinned(pool, bpf, row["version"], row["content_hash"])
+    if definition is None:  # pragma: no cover - removed between the two reads
+        return None
     return RegisteredBpf(definition, row["content_hash"], row["state"])
 
 
@@ -309,11 +300,27 @@ _PARSED: OrderedDict[tuple[str, int, str], BpfDefinition] = OrderedDict()
 _PARSED_MOST = 256
 
 
-def _remember(key: tuple[str, int, str], definition: BpfDefinition) -> None:
+async def pinned(
+    pool: asyncpg.Pool | Conn, bpf: str, version: int, content_hash: str
+) -> BpfDefinition | None:
+    """The registered definition of ``bpf`` ``version`` with exactly that content (``None``:
+    none is registered so), read from the database once per process."""
+    key = (bpf, version, content_hash)
+    definition = _PARSED.get(key)
+    if definition is None:
+        stored = await pool.fetchval(
+            "SELECT definition FROM registry.bpf_versions"
+            " WHERE bpf = $1 AND version = $2 AND content_hash = $3",
+            *key,
+        )
+        if stored is None:
+            return None
+        definition = BpfDefinition.model_validate(stored)
     _PARSED[key] = definition
     _PARSED.move_to_end(key)
     while len(_PARSED) > _PARSED_MOST:
         _PARSED.popitem(last=False)
+    return definition
 
 
 async def runnable(
