@@ -278,7 +278,8 @@ def _refuse_overwrite(found: AccessRecord, keeper: str, signer: RecordSigner | N
 async def append_unchained(
     conn: Conn, records: Sequence[AccessRecord], signer: RecordSigner | None = None
 ) -> tuple[list[AccessRecord], list[AccessRecord]]:
-    """Write ``records`` inside the caller's transaction without a place in their chains.
+    """Write ``records`` without a place in their chains, all or none (in the caller's
+    transaction, when one is open).
 
     No chain lock and no read of a chain's head: one statement inserts them all, each with the
     hash of its content and its writer's signature over that hash; the unique (keeper, attempt)
@@ -293,9 +294,16 @@ async def append_unchained(
 async def append_unchained_many(
     conn: Conn, calls: Sequence[tuple[Sequence[AccessRecord], RecordSigner | None]]
 ) -> tuple[list[list[AccessRecord]], list[AccessRecord]]:
-    """:func:`append_unchained` for several writers' calls at once, in one statement: what each
-    call gets back, and the records newly written. A call refused (:class:`PermissionError`)
-    refuses them all: the caller's transaction must then be rolled back."""
+    """:func:`append_unchained` for several writers' calls at once: what each call gets back,
+    and the records newly written. A call refused (:class:`PermissionError`) refuses them all,
+    and nothing of them is written.
+
+    Outside a transaction, the usual case (no record of these attempts there yet) is one
+    statement that writes every record or none (a record already there fails it whole): no
+    ``BEGIN`` and ``COMMIT`` around it. Then, or when the caller's transaction is open, the
+    records already there are read and compared (a retried attempt finds its record; the
+    requester's record in another's hand is refused) inside a transaction, so a refusal still
+    leaves nothing of the calls written."""
     now = dt.datetime.now(dt.UTC)
     rows: dict[tuple[str, str], AccessRecord] = {}
     for records, signer in calls:
@@ -324,19 +332,46 @@ async def append_unchained_many(
                 ).decode()
             rows[key] = stamped.model_copy(update=signed)
     ordered = [rows[k] for k in sorted(rows)]  # one order for every writer: no deadlock
+    given = json.dumps([r.model_dump(mode="json", include=set(_COLUMNS)) for r in ordered])
+    if not conn.is_in_transaction():
+        try:
+            await conn.execute(_insert_unchained(on_conflict=""), given)
+        except asyncpg.UniqueViolationError:  # an attempt recorded already: compare, below
+            async with conn.transaction():
+                return await _append_unchained_checked(conn, calls, rows, ordered, given)
+        return [[rows[(r.keeper, r.attempt_key)] for r in records] for records, _ in calls], ordered
+    return await _append_unchained_checked(conn, calls, rows, ordered, given)
+
+
+def _insert_unchained(*, on_conflict: str) -> str:
     columns = ", ".join(_COLUMNS)
+    # A chain started here goes into the keeper registry with its first record, so it cannot
+    # vanish unseen even before its first link.
+    return (
+        "WITH given AS (SELECT * FROM jsonb_populate_recordset("
+        "NULL::records.access_records, $1::text::jsonb)),"
+        " registered AS (INSERT INTO records.keepers (keeper)"
+        " SELECT DISTINCT keeper FROM given ON CONFLICT DO NOTHING)"
+        f" INSERT INTO records.access_records ({columns}) SELECT {columns} FROM given"
+        f"{on_conflict}"
+    )
+
+
+async def _append_unchained_checked(
+    conn: Conn,
+    calls: Sequence[tuple[Sequence[AccessRecord], RecordSigner | None]],
+    rows: dict[tuple[str, str], AccessRecord],
+    ordered: list[AccessRecord],
+    given: str,
+) -> tuple[list[list[AccessRecord]], list[AccessRecord]]:
     inserted = {
         (r["keeper"], r["attempt_key"])
         for r in await conn.fetch(
-            # A chain started here goes into the keeper registry with its first record, so it
-            # cannot vanish unseen even before its first link.
-            "WITH given AS (SELECT * FROM jsonb_populate_recordset("
-            "NULL::records.access_records, $1::text::jsonb)),"
-            " registered AS (INSERT INTO records.keepers (keeper)"
-            " SELECT DISTINCT keeper FROM given ON CONFLICT DO NOTHING)"
-            f" INSERT INTO records.access_records ({columns}) SELECT {columns} FROM given"
-            " ON CONFLICT (keeper, attempt_key) DO NOTHING RETURNING keeper, attempt_key",
-            json.dumps([r.model_dump(mode="json", include=set(_COLUMNS)) for r in ordered]),
+            _insert_unchained(
+                on_conflict=" ON CONFLICT (keeper, attempt_key) DO NOTHING"
+                " RETURNING keeper, attempt_key"
+            ),
+            given,
         )
     }
     known: dict[tuple[str, str], AccessRecord] = {}
@@ -460,11 +495,12 @@ async def write(
     once a chain holds signed records. ``deferred``: written unchained, in one round trip and
     without the chain's lock (:func:`append_unchained`); the keeper's chainer links them.
     """
-    async with pool.acquire() as conn, conn.transaction():
-        if deferred:
+    async with pool.acquire() as conn:
+        if deferred:  # all or none in one statement, or in a transaction of its own
             written, new = await append_unchained(conn, records, signer)
         else:
-            written, new = await append(conn, records, signer)
+            async with conn.transaction():
+                written, new = await append(conn, records, signer)
     telemetry.count_records([r.keeper for r in new])
     return written
 

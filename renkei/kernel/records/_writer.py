@@ -27,11 +27,12 @@ class GroupWriter:
     """Writes records unchained (:func:`append_unchained`) for many concurrent callers, in as
     few durable commits as the database's pace allows.
 
-    A call waits until the transaction holding its records has committed, as a call of
-    :func:`write` does; calls made while one transaction commits go together in the next (no
-    timer: an idle writer commits a lone call at once). A call is still all of its records or
+    A call waits until the statement writing its records has committed (a group is one
+    statement: no transaction around it), as a call of :func:`write` does; calls made while one
+    group commits go together in the next (no timer: an idle writer commits a lone call at
+    once). A call is still all of its records or
     none: when one call of a group is refused, or the group's statement waits longer than
-    :data:`GROUP_WAIT` (on a row another transaction holds), the group is rolled back and each
+    :data:`GROUP_WAIT` (on a row another transaction holds), nothing of the group is written and each
     of its calls is written on its own, apart from the groups after it, so only that call fails
     or waits.
     """
@@ -58,7 +59,7 @@ class GroupWriter:
         while self._waiting:
             group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
+                async with self._pool.acquire() as conn:  # one statement, its own commit
                     async with asyncio.timeout(self._wait):  # cancelled in the database too
                         answers, new = await append_unchained_many(
                             conn, [(records, signer) for records, signer, _ in group]
