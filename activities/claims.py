@@ -77,7 +77,10 @@ class Claims:
 
     async def definition(self, bpf: str, version: int, content_hash: str) -> BpfDefinition:
         """The registered definition a run pins; refused if nothing is registered so."""
-        found = await registry.pinned(self._pool, bpf, version, content_hash)
+        try:
+            found = await registry.pinned(self._pool, bpf, version, content_hash)
+        except registry.DefinitionAltered as e:
+            raise Failure.LINKAGE_REFUSED.error(str(e)) from None
         if found is None:
             raise Failure.LINKAGE_REFUSED.error(
                 f"{bpf} v{version} with that content is not a registered definition"

@@ -617,7 +617,10 @@ class HubActivities:
         proof = req.consent
         if proof is None or req.info not in self._catalog.actions:
             return False
-        found = await registry.fetch(self._pool, req.bpf, req.bpf_version, self._mode)
+        try:
+            found = await registry.fetch(self._pool, req.bpf, req.bpf_version, self._mode)
+        except registry.DefinitionAltered:
+            return False
         if found is None or found.content_hash != req.content_hash:
             return False
         steps = {s.id: s for s in walk(found.definition.steps)}
@@ -669,7 +672,10 @@ class HubActivities:
     async def scan_target(self, req: ScanRequest) -> ScanTarget:
         """The version a life-event scan starts, after checking it is triggered by that event."""
         self._claims.scan(req.bpf, req.executor, caller())
-        found = await registry.fetch(self._pool, req.bpf, req.version, self._mode, req.executor)
+        try:
+            found = await registry.fetch(self._pool, req.bpf, req.version, self._mode, req.executor)
+        except registry.DefinitionAltered as e:
+            raise Failure.UNKNOWN_BPF.error(str(e)) from None
         if found is None:
             raise Failure.UNKNOWN_BPF.error(
                 await why_not(self._pool, req.bpf, req.version, self._mode, req.executor)

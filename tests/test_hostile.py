@@ -937,8 +937,14 @@ async def test_an_agencys_database_role_reads_nothing_of_the_hubs_and_writes_onl
     own = keys.load_org(settings, "city-minato")
     signer = records.RecordSigner("city-minato", own.signer())
     hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    # A hub record of a requester of its own: one naming a shared org with no record of that
+    # org beside it would show as that org's break to every later test verifying its chain.
     await records.write(
-        pool, access_record(records.HUB, 1, attempt_key=f"{uuid.uuid4()}"), signer=hub
+        pool,
+        access_record(
+            records.HUB, 1, attempt_key=f"{uuid.uuid4()}", requester=f"probe-{uuid.uuid4().hex[:8]}"
+        ),
+        signer=hub,
     )
     agency = await create_pool(
         base_settings.database_url, max_size=2, role=party_role("city-minato")

@@ -8,9 +8,11 @@ import uuid
 import asyncpg
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 
 from activities.agencies import providers_for
 from activities.agencies.seed import sample_subjects
+from activities.claims import Claims
 from renkei.app.kit import (
     SCENARIOS_DIR,
     Behaviour,
@@ -22,7 +24,9 @@ from renkei.app.kit import (
     store_report,
 )
 from renkei.bpf import registry
+from renkei.bpf.admission import StartRefused, admit
 from renkei.bpf.loader import parse_text
+from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import derive_code
@@ -137,6 +141,50 @@ async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(
     assert back is not None and back.definition is one.definition  # v1, from the cache
     await retire(1)
     assert await registry.fetch(pool, bpf) is None and await registry.fetch(pool, bpf, 1) is None
+
+
+async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
+    pool: asyncpg.Pool, catalog
+) -> None:
+    """An operator (or anyone who can write the registry's table) changes a registered
+    definition's content and leaves its content hash: a process reading it checks it against
+    its hash, so no start is admitted on it and the hub refuses the linkages of a run pinned to
+    it. A process that read and checked it before keeps the content it checked."""
+    bpf = f"vaccination-altered-{uuid.uuid4().hex[:6]}"
+    _, first = _variant(bpf)
+    assert await registry.register(pool, first)  # type: ignore[arg-type]
+    checked, pinned_hash = first.definition, first.content_hash  # type: ignore[attr-defined]
+    kept = f"vaccination-kept-{uuid.uuid4().hex[:6]}"
+    _, other = _variant(kept)
+    assert await registry.register(pool, other)  # type: ignore[arg-type]
+    before = await registry.fetch(pool, kept)  # read and checked before the change
+    assert before is not None
+    for name in (bpf, kept):
+        await pool.execute(
+            "UPDATE registry.bpf_versions SET definition = jsonb_set(definition, '{task}',"
+            " to_jsonb('an-unrelated-task'::text)) WHERE bpf = $1",
+            name,
+        )
+    with pytest.raises(registry.DefinitionAltered, match="changed in the database"):
+        await registry.fetch(pool, bpf)
+    with pytest.raises(StartRefused) as refused:
+        await admit(
+            pool,
+            catalog,
+            "test",
+            bpf=bpf,
+            version=None,
+            executor=checked.owners.executors[0],
+            subject="A" * 20,
+            inputs={},
+        )
+    assert refused.value.kind == "UnknownBpf" and "content hash" in refused.value.reason
+    with pytest.raises(ApplicationError) as denied:
+        await Claims(pool, catalog).definition(bpf, 1, pinned_hash)
+    assert Failure.LINKAGE_REFUSED.caused(denied.value)
+    after = await registry.fetch(pool, kept)
+    assert after is not None and after.definition is before.definition
+    assert after.definition.task == other.definition.task != "an-unrelated-task"  # type: ignore[attr-defined]
 
 
 async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(

@@ -126,7 +126,12 @@ async def publish(
     for found in await registry.runnable(pool, settings.mode):
         for executor in _subscribed(found.definition, n, catalog):
             # In operation, the version the executor put into operation itself, if any.
-            mine = await registry.fetch(pool, found.definition.bpf, None, settings.mode, executor)
+            try:
+                mine = await registry.fetch(
+                    pool, found.definition.bpf, None, settings.mode, executor
+                )
+            except registry.DefinitionAltered:  # logged; the other subscribers are started
+                continue
             if mine is None or executor not in _subscribed(mine.definition, n, catalog):
                 continue
             d = mine.definition

@@ -81,7 +81,10 @@ async def desired(
     for found in await registry.runnable(pool, settings.mode):
         for org in _executors(found.definition, catalog):
             # In operation, each org's schedule is for the version it put into operation itself.
-            mine = await registry.fetch(pool, found.definition.bpf, None, settings.mode, org)
+            try:
+                mine = await registry.fetch(pool, found.definition.bpf, None, settings.mode, org)
+            except registry.DefinitionAltered:  # logged; the other BPFs' schedules go on
+                continue
             if mine is None:
                 continue
             d = mine.definition

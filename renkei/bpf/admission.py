@@ -99,7 +99,10 @@ async def admit(
     """
     if not re.fullmatch(BPF_ID, bpf):
         raise StartRefused("bpf: not a BPF id (lowercase letters, digits, hyphens)", "UnknownBpf")
-    found = await registry.fetch(pool, bpf, version, mode, executor)
+    try:
+        found = await registry.fetch(pool, bpf, version, mode, executor)
+    except registry.DefinitionAltered as e:
+        raise StartRefused(str(e), "UnknownBpf") from None
     if found is None:
         raise StartRefused(await why_not(pool, bpf, version, mode, executor), "UnknownBpf")
     d = found.definition

@@ -95,9 +95,14 @@ def _plain(node: Any) -> Any:
 
 def content_hash(definition: BpfDefinition) -> str:
     """SHA-256 of the definition's canonical JSON: what a run pins and records."""
-    canonical = json.dumps(
-        definition.model_dump(mode="json", by_alias=True), sort_keys=True, ensure_ascii=False
-    )
+    return stored_hash(definition.model_dump(mode="json", by_alias=True))
+
+
+def stored_hash(dumped: object) -> str:
+    """:func:`content_hash` of a definition as it is stored (its JSON form, not the model):
+    the hash a registered version's stored content must still have, whatever fields later
+    versions of the model add."""
+    canonical = json.dumps(dumped, sort_keys=True, ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 

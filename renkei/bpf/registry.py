@@ -25,6 +25,7 @@ finish on the version they started with.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
@@ -33,7 +34,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
-from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
+from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text, stored_hash
 from renkei.bpf.models import BpfDefinition, CallStep, walk
 from renkei.bpf.validation import KnownBpfs, validate
 from whitelist import store
@@ -57,6 +58,8 @@ TRANSITIONS: dict[Action, tuple[State, State, str]] = {
 }
 
 
+log = logging.getLogger(__name__)
+
 # The states a version may start in, by mode.
 RUNNABLE: dict[Mode, list[str]] = {
     "operation": ["operating"],
@@ -66,6 +69,13 @@ RUNNABLE: dict[Mode, list[str]] = {
 
 class RegistryConflict(ValueError):
     """Different content under an already registered (bpf, version)."""
+
+
+class DefinitionAltered(RegistryConflict):
+    """A registered version whose stored definition no longer has the content hash it was
+    registered under: changed in the database since (by hand, or by someone who could write
+    the registry's table). Nothing runs on it; registering the content anew, under a new
+    version, is the way on."""
 
 
 class TransitionRefused(PermissionError):
@@ -304,7 +314,8 @@ async def pinned(
     pool: asyncpg.Pool | Conn, bpf: str, version: int, content_hash: str
 ) -> BpfDefinition | None:
     """The registered definition of ``bpf`` ``version`` with exactly that content (``None``:
-    none is registered so), read from the database once per process."""
+    none is registered so), read from the database once per process and checked against its
+    hash as it is read (:class:`DefinitionAltered`: changed since it was registered)."""
     key = (bpf, version, content_hash)
     definition = _PARSED.get(key)
     if definition is None:
@@ -315,6 +326,18 @@ async def pinned(
         )
         if stored is None:
             return None
+        if stored_hash(stored) != content_hash:
+            log.warning(
+                "registered definition altered: %s v%d does not have its content hash %s",
+                bpf,
+                version,
+                content_hash,
+            )
+            raise DefinitionAltered(
+                f"{bpf} v{version}: the registered definition no longer has the content hash it"
+                f" was registered under ({content_hash}); it was changed in the database since,"
+                " and nothing runs on it"
+            )
         definition = BpfDefinition.model_validate(stored)
     _PARSED[key] = definition
     _PARSED.move_to_end(key)
