@@ -313,7 +313,9 @@ async def test_linkages_with_deferred_chaining_leave_one_chained_record_per_part
     result = await records.verify(
         pool, keys.load(settings).signer(), touched, unchained_for=dt.timedelta(0)
     )
-    assert result.ok, result.breaks
+    # Other tests of the session break chains on purpose (a requester's record removed behind
+    # the hub's back shows as that requester's break, found from the hub's records).
+    assert [b for b in result.breaks if b.keeper in touched] == []
 
 
 async def test_a_group_writer_commits_concurrent_calls_together_each_all_or_nothing(
