@@ -40,7 +40,6 @@ the platform now writes to them (an answer to a month-long wait) in the hub's ch
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import math
 import os
@@ -76,6 +75,7 @@ CHANNEL = "renkei-channel"  # metadata: "<party>,<key id>,<party>,<key id>", par
 WRITER = CHANNEL  # kept on the decoded payload too: the pair it came in
 _NONCE = 12
 _REMEMBERED = 4096  # activities whose request came under the ring (their answer goes back so)
+_CONTEXTS_KEPT = 1024  # converters in context a data converter keeps (then it starts afresh)
 # Seconds between two reads of the registry for a key anyone can name (``patient=False``): a
 # payload names its keys in clear, so anyone who can send one (a provider's direct endpoint
 # takes them from the network) could otherwise make each read the whole registry and check the
@@ -441,7 +441,18 @@ class _ChannelConverter(DataConverter):
     and failure converter, then throws them away for the context's own: about 2 % of a busy
     worker's CPU. Here the components are put in context as there, on a shallow copy."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Converters already put in a context, by context: the SDK asks for the same one many
+        # times over (each of its passes over an activation asks again for every command). A
+        # converter in context depends on the context only, so its clones share this.
+        object.__setattr__(self, "_in_context", {})
+
     def with_context(self, context: SerializationContext) -> Self:
+        known: dict[SerializationContext, Self] = self.__dict__["_in_context"]
+        found = known.get(context)
+        if found is not None:
+            return found
         parts = {
             name: getattr(self, name)
             for name in (
@@ -458,9 +469,13 @@ class _ChannelConverter(DataConverter):
         }
         if all(changed[name] is parts[name] for name in changed):
             return self
-        cloned = copy.copy(self)
+        cloned = object.__new__(type(self))  # a shallow copy (copy.copy goes by pickling's way)
+        cloned.__dict__.update(self.__dict__)
         for name, part in changed.items():
             object.__setattr__(cloned, name, part)
+        if len(known) >= _CONTEXTS_KEPT:
+            known.clear()
+        known[context] = cloned
         return cloned
 
 

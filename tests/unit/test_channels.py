@@ -319,3 +319,37 @@ def test_a_data_converter_made_for_each_activation_builds_no_pydantic_converter(
         == b"1"
     )
     assert made[3].payload_converter.to_payloads(["x"])[0].data == b'"x"'
+
+
+def test_a_converter_put_in_a_context_is_kept_for_that_context_and_seals_for_its_pair() -> None:
+    """The SDK asks a data converter for the same context many times an activation: the second
+    time gets the converter made the first time, another context its own, which seals for its
+    own pair; and a converter keeps a bounded number of them."""
+    converter = channels.channel_converter(codec("city-minato"))
+    in_flow = WorkflowSerializationContext(namespace="default", workflow_id=WID)
+    asked = ActivitySerializationContext(
+        namespace="default",
+        activity_id="1",
+        activity_type="query.pension",
+        activity_task_queue=agency_queue("", "jps"),
+        workflow_id=WID,
+        workflow_type="child-allowance-check",
+        is_local=False,
+    )
+    own = converter.with_context(in_flow)
+    assert converter.with_context(in_flow) is own
+    to_jps = converter.with_context(asked)
+    assert to_jps is not own and own.with_context(asked) is to_jps  # a clone asks the same store
+
+    async def pair(c: DataConverter) -> tuple[str, str] | None:
+        [sealed] = await c.encode([{"income": 4200000}])
+        [opened] = await c.payload_codec.decode([sealed])  # type: ignore[union-attr]
+        return channel_parties(opened)
+
+    assert asyncio.run(pair(own)) == ("city-minato", "city-minato")
+    assert set(asyncio.run(pair(to_jps)) or ()) == {"city-minato", "jps"}
+    for i in range(channels._CONTEXTS_KEPT + 5):
+        converter.with_context(
+            WorkflowSerializationContext(namespace="default", workflow_id=f"{WID}-{i}")
+        )
+    assert len(converter.__dict__["_in_context"]) <= channels._CONTEXTS_KEPT
