@@ -197,6 +197,10 @@ class _Shared:
     ring: EncryptionCodec | None
     primary: str
     ciphers: dict[str, AESGCM] = field(default_factory=dict)
+    # (writer, reader) -> (the writer's private key, the reader's public key, channel, cipher):
+    # what a write on the pair last used, taken again while both keys are still the current
+    # ones (a private key's public half is a scalar multiplication to compute, every time).
+    pairs: dict[tuple[str, str], tuple[object, object, str, AESGCM]] = field(default_factory=dict)
     # (workflow id, activity id) of activity requests that came under the ring
     ring_requests: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
 
@@ -309,7 +313,11 @@ class ChannelCodec(PayloadCodec, WithSerializationContext):
     async def _cipher(self, writer: str, reader: str) -> tuple[str, AESGCM]:
         shared = self._shared
         mine = shared.identity.current(writer)
-        theirs = mine.public_key() if reader == writer else await shared.directory.current(reader)
+        current = None if reader == writer else await shared.directory.current(reader)
+        last = shared.pairs.get((writer, reader))
+        if last is not None and last[0] is mine and last[1] is current:
+            return last[2], last[3]
+        theirs = mine.public_key() if current is None else current
         a = (writer, key_id(public_raw(mine.public_key())))
         b = (reader, key_id(public_raw(theirs)))
         first, second = sorted((a, b))
@@ -317,6 +325,7 @@ class ChannelCodec(PayloadCodec, WithSerializationContext):
         cipher = shared.ciphers.get(channel)
         if cipher is None:
             cipher = shared.ciphers[channel] = _derive(mine.exchange(theirs), channel)
+        shared.pairs[(writer, reader)] = (mine, current, channel, cipher)
         return channel, cipher
 
     async def _open_cipher(self, channel: str) -> AESGCM | None:

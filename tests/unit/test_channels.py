@@ -161,6 +161,33 @@ async def test_a_rotated_key_still_opens_what_was_written_to_it() -> None:
     assert (await read(rotated, sealed)).data == SECRET.data
 
 
+async def test_a_write_after_either_key_changes_goes_in_the_new_channel() -> None:
+    """A codec reuses what it worked out for a pair while both keys stay current: the reader
+    registering a new key, or the writer taking one, moves the next write to the new channel,
+    which the new key opens and the old one does not."""
+    queue = agency_queue("", "jps")
+    writer = codec("city-minato")
+    [before] = await activity(writer, queue).encode([SECRET])
+    [again] = await activity(writer, queue, aid="2").encode([SECRET])
+    assert again.metadata[channels.CHANNEL] == before.metadata[channels.CHANNEL]
+    jps_new = X25519PrivateKey.generate()
+    writer.directory.add("jps", jps_new.public_key())
+    [after] = await activity(writer, queue, aid="3").encode([SECRET])
+    assert after.metadata[channels.CHANNEL] != before.metadata[channels.CHANNEL]
+    directory = Directory({p: k.public_key() for p, k in PRIVATE.items()})
+    directory.add("jps", jps_new.public_key())
+    jps_now = ChannelCodec(Identity().add("jps", jps_new), directory, ROUTING)
+    assert (await read(activity(jps_now, queue), after)).data == SECRET.data
+    assert unread(await read(activity(codec("jps"), queue), after))
+    minato_new = X25519PrivateKey.generate()
+    writer._shared.identity.keys["city-minato"].insert(0, minato_new)  # its new current key
+    [taken] = await activity(writer, queue, aid="4").encode([SECRET])
+    assert taken.metadata[channels.CHANNEL] not in (
+        after.metadata[channels.CHANNEL],
+        before.metadata[channels.CHANNEL],
+    )
+
+
 def test_addresses_name_their_party() -> None:
     assert executor_of(WID) == "city-minato"
     assert executor_of(scan_workflow_id("b", "city-shibuya", "18-birthday") + "-2026") == (
