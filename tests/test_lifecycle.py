@@ -25,7 +25,7 @@ from renkei.app.kit import (
 )
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit
-from renkei.bpf.loader import parse_text
+from renkei.bpf.loader import parse_text, stored_hash
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys
@@ -185,6 +185,26 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
     after = await registry.fetch(pool, kept)
     assert after is not None and after.definition is before.definition
     assert after.definition.task == other.definition.task != "an-unrelated-task"  # type: ignore[attr-defined]
+
+
+async def test_a_definition_whose_numbers_the_database_writes_otherwise_still_runs(
+    pool: asyncpg.Pool,
+) -> None:
+    """PostgreSQL gives a number back in its own notation (1e+16 as 10000000000000000): the
+    stored JSON then hashes otherwise, but the definition it parses to is the one registered,
+    and runs; the check refuses changed content, not the database's way of writing numbers."""
+    bpf = f"vaccination-numbers-{uuid.uuid4().hex[:6]}"
+    text, _ = _variant(bpf)
+    text = text.replace(
+        "claimed_amount: {type: integer, min: 0}",
+        "claimed_amount: {type: integer, min: 0, max: 1e+16}",
+    )
+    loaded = parse_text(text, f"{bpf}.yaml")
+    assert await registry.register(pool, loaded)
+    stored = await pool.fetchval("SELECT definition FROM registry.bpf_versions WHERE bpf = $1", bpf)
+    assert stored_hash(stored) != loaded.content_hash  # the database's notation, not ours
+    found = await registry.fetch(pool, bpf)
+    assert found is not None and found.definition == loaded.definition
 
 
 async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(

@@ -32,9 +32,10 @@ from typing import Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text, stored_hash
+from renkei.bpf.loader import content_hash as loaded_hash
 from renkei.bpf.models import BpfDefinition, CallStep, walk
 from renkei.bpf.validation import KnownBpfs, validate
 from whitelist import store
@@ -326,7 +327,8 @@ async def pinned(
         )
         if stored is None:
             return None
-        if stored_hash(stored) != content_hash:
+        definition = _checked(stored, content_hash)
+        if definition is None:
             log.warning(
                 "registered definition altered: %s v%d does not have its content hash %s",
                 bpf,
@@ -338,12 +340,27 @@ async def pinned(
                 f" was registered under ({content_hash}); it was changed in the database since,"
                 " and nothing runs on it"
             )
-        definition = BpfDefinition.model_validate(stored)
     _PARSED[key] = definition
     _PARSED.move_to_end(key)
     while len(_PARSED) > _PARSED_MOST:
         _PARSED.popitem(last=False)
     return definition
+
+
+def _checked(stored: object, content_hash: str) -> BpfDefinition | None:
+    """The definition stored, if it still has ``content_hash`` (``None``: it does not).
+
+    The hash of the stored JSON as it is, first: a model that gained a field since changes
+    nothing. Then, only when that differs, the hash of the definition it parses to, as it was
+    registered (the database writes some numbers otherwise than they were given: 1e+16 comes
+    back as 10000000000000000); what runs is then exactly the content registered."""
+    if stored_hash(stored) == content_hash:
+        return BpfDefinition.model_validate(stored)
+    try:
+        parsed = BpfDefinition.model_validate(stored)
+    except ValidationError:
+        return None
+    return parsed if loaded_hash(parsed) == content_hash else None
 
 
 async def runnable(
