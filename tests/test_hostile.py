@@ -654,6 +654,51 @@ async def test_a_requester_record_removed_behind_the_hubs_back_is_caught(pool, s
     assert problem.startswith("lacks its record of the attempt in the hub's record")
 
 
+@pytest.mark.parametrize("how", ["group", "deferred", "inline"])
+async def test_an_org_cannot_set_down_the_record_the_hub_writes_for_it_as_its_own_asking(
+    pool, settings, base_settings, how: str
+) -> None:
+    """An org's role may write records naming itself as provider only. It knows its own next
+    attempt's key (workflow, run, step) and commits, under that key, a record of its own making
+    saying it asked itself (and was refused). The hub's write of that linkage, to another
+    provider, must refuse it and write nothing, by whichever way it writes; and were the org's
+    record left there beside the hub's, `verify` names it."""
+    from renkei.kernel.db import create_pool, party_role
+
+    org = "city-minato"
+    hub = records.RecordSigner(records.HUB, keys.load(settings).signer())
+    minato = records.RecordSigner(org, keys.load_org(settings, org).signer())
+    wid = f"wf-{uuid.uuid4()}"
+    key = f"{wid}/run/step"
+    agency = await create_pool(base_settings.database_url, max_size=1, role=party_role(org))
+    try:
+        own = access_record(
+            org, 1, attempt_key=key, requester=org, provider=org, outcome="denied", workflow_id=wid
+        )
+        await records.write(agency, own, signer=minato, deferred=True)
+    finally:
+        await agency.close()
+    asked = access_record(
+        records.HUB, 1, attempt_key=key, requester=org, provider="jps", workflow_id=wid
+    )
+    theirs = asked.model_copy(update={"keeper": org})
+    with pytest.raises(PermissionError, match="not the hub"):
+        if how == "group":
+            await records.GroupWriter(pool).write(theirs, asked, signer=hub)
+        else:
+            await records.write(pool, theirs, asked, signer=hub, deferred=how == "deferred")
+    assert not await records.query(pool, keeper=records.HUB, workflow_id=asked.workflow_id)
+    if how != "group":
+        return
+    # The hub's own side written anyway, beside the org's (as a hub before this check did):
+    # the requester's chain holds a record of the attempt that is not the hub's writing.
+    await records.write(pool, asked, signer=hub, deferred=True)
+    found = await records.verify(pool, keys.load(settings).signer(), [org])
+    assert any(b.keeper == org and "not the hub's writing" in b.problem for b in found.breaks), (
+        found.breaks
+    )
+
+
 async def test_a_requester_chain_deleted_whole_with_its_traces_is_caught(pool, settings) -> None:
     """A superuser deletes a requester's whole chain, its checkpoints and its entry in the
     keeper registry: verifying every chain still finds it, from the hub's records naming it."""

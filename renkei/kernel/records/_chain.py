@@ -222,7 +222,7 @@ async def append(
             record = records[i]
             found = known.get(record.attempt_key)
             if found is not None:
-                _refuse_overwrite(found, keeper, signer)
+                _refuse_overwrite(found, record, keeper, signer)
             if record.attempt_key not in known:
                 seq += 1
                 chained = record.model_copy(
@@ -260,16 +260,26 @@ async def append(
     return [r for r in out if r is not None], new
 
 
-def _refuse_overwrite(found: AccessRecord, keeper: str, signer: RecordSigner | None) -> None:
+def _refuse_overwrite(
+    found: AccessRecord, record: AccessRecord, keeper: str, signer: RecordSigner | None
+) -> None:
+    """Refuse the hub's write of ``record`` into a requester's chain when that chain already
+    holds a record of the attempt in another's hand.
+
+    The requester's record of an attempt is the hub's to write. The one exception is an
+    attempt the requester asked of itself (the hub's own record says provider = requester):
+    the org's gate, its provider, writes that record first, and the hub finds it. Whether it
+    is such an attempt is what the hub writes, never what the found record says: an org's role
+    may only write records naming itself as provider, so a record of the org's own making
+    always says so."""
     if (
         signer is not None
         and signer.party == HUB
         and keeper != HUB
-        and found.provider != keeper
         and found.signer not in (None, HUB)
+        and not (record.provider == keeper and found.provider == keeper)
     ):
-        # The requester's record of an attempt is the hub's to write: one already there in
-        # another's hand was set down before the hub could write it.
+        # One already there in another's hand was set down before the hub could write it.
         raise PermissionError(
             f"{keeper}'s record of this attempt was written by {found.signer}, not the hub"
         )
@@ -391,7 +401,7 @@ async def _append_unchained_checked(
         for r in records:
             there = known.get((r.keeper, r.attempt_key))
             if there is not None:
-                _refuse_overwrite(there, there.keeper, signer)
+                _refuse_overwrite(there, r, there.keeper, signer)
         answers.append(
             [
                 known.get((r.keeper, r.attempt_key)) or rows[(r.keeper, r.attempt_key)]

@@ -440,7 +440,7 @@ async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:
     row = await conn.fetchrow(
         "SELECT r.chain_seq, h.chain_seq AS hub_seq FROM records.access_records h"
         " JOIN records.access_records r ON r.keeper = $2 AND r.attempt_key = h.attempt_key"
-        " WHERE h.keeper = $1 AND h.requester = $2 AND r.provider <> r.keeper"
+        " WHERE h.keeper = $1 AND h.requester = $2 AND h.provider <> $2"
         " AND r.signer IS NOT NULL AND (r.signer <> $1 OR r.outcome <> h.outcome"
         " OR r.provider <> h.provider OR r.info <> h.info OR r.task <> h.task)"
         " ORDER BY r.chain_seq LIMIT 1",
@@ -451,9 +451,9 @@ async def _missing_requester_records(conn: Conn, keeper: str) -> Break | None:
         return None
     return Break(
         keeper=keeper,
-        chain_seq=row["chain_seq"],
-        problem=f"its record of the attempt in the hub's record {row['hub_seq']} is not the"
-        " hub's writing (set down by another, or different)",
+        chain_seq=row["chain_seq"] or 0,  # 0: not linked yet
+        problem=f"its record of the attempt in the hub's record {row['hub_seq'] or '(unchained)'}"
+        " is not the hub's writing (set down by another, or different)",
     )
 
 
