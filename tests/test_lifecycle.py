@@ -146,10 +146,11 @@ async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(
 async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
     pool: asyncpg.Pool, catalog
 ) -> None:
-    """An operator (or anyone who can write the registry's table) changes a registered
-    definition's content and leaves its content hash: a process reading it checks it against
-    its hash, so no start is admitted on it and the hub refuses the linkages of a run pinned to
-    it. A process that read and checked it before keeps the content it checked."""
+    """A registered version's content is fixed: the application's role cannot change it, nor
+    its hash with it, nor remove it. A database superuser who turns the table's triggers off
+    and changes a definition's content, leaving its hash: a process reading it checks it
+    against its hash, so no start is admitted on it and the hub refuses the linkages of a run
+    pinned to it. A process that read and checked it before keeps the content it checked."""
     bpf = f"vaccination-altered-{uuid.uuid4().hex[:6]}"
     _, first = _variant(bpf)
     assert await registry.register(pool, first)  # type: ignore[arg-type]
@@ -159,12 +160,24 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
     assert await registry.register(pool, other)  # type: ignore[arg-type]
     before = await registry.fetch(pool, kept)  # read and checked before the change
     assert before is not None
+    altered = first.definition.model_copy(update={"task": "an-unrelated-task"})  # type: ignore[attr-defined]
+    for change, args in (
+        ("SET definition = $2, content_hash = $3", (altered.model_dump(mode="json"), "sha256:x")),
+        ("SET source_text = $2", ("task: an-unrelated-task",)),
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="content of a registered"):
+            await pool.execute(f"UPDATE registry.bpf_versions {change} WHERE bpf = $1", bpf, *args)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="never removed"):
+        await pool.execute("DELETE FROM registry.bpf_versions WHERE bpf = $1", bpf)
     for name in (bpf, kept):
-        await pool.execute(
-            "UPDATE registry.bpf_versions SET definition = jsonb_set(definition, '{task}',"
-            " to_jsonb('an-unrelated-task'::text)) WHERE bpf = $1",
-            name,
-        )
+        async with pool.acquire() as conn, conn.transaction():  # a superuser, triggers off
+            await conn.execute("SET LOCAL ROLE NONE")
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(
+                "UPDATE registry.bpf_versions SET definition = jsonb_set(definition, '{task}',"
+                " to_jsonb('an-unrelated-task'::text)) WHERE bpf = $1",
+                name,
+            )
     with pytest.raises(registry.DefinitionAltered, match="changed in the database"):
         await registry.fetch(pool, bpf)
     with pytest.raises(StartRefused) as refused:
@@ -205,6 +218,23 @@ async def test_a_definition_whose_numbers_the_database_writes_otherwise_still_ru
     assert stored_hash(stored) != loaded.content_hash  # the database's notation, not ours
     found = await registry.fetch(pool, bpf)
     assert found is not None and found.definition == loaded.definition
+
+
+async def test_a_definition_the_database_would_give_back_otherwise_is_not_registered(
+    pool: asyncpg.Pool,
+) -> None:
+    """PostgreSQL keeps -0.0 as 0: the definition read back would have another hash than the
+    one registered, and every start would be refused. It is refused at registration instead,
+    with the reason, and nothing of it is kept."""
+    bpf = f"vaccination-negzero-{uuid.uuid4().hex[:6]}"
+    text, _ = _variant(bpf)
+    text = text.replace(
+        "claimed_amount: {type: integer, min: 0}", "claimed_amount: {type: integer, min: -0.0}"
+    )
+    with pytest.raises(registry.RegistryConflict, match="does not come back from the database"):
+        await registry.register(pool, parse_text(text, f"{bpf}.yaml"))
+    assert await registry.fetch(pool, bpf) is None
+    assert not await pool.fetchval("SELECT count(*) FROM registry.bpf_versions WHERE bpf = $1", bpf)
 
 
 async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(

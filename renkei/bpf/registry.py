@@ -156,6 +156,20 @@ async def register(pool: asyncpg.Pool, loaded: LoadedBpf, author: str | None = N
             d.model_dump(mode="json", by_alias=True),
             author or d.owners.definer,
         )
+        # Every reader checks the stored definition against its hash (``pinned``): what the
+        # database would give back otherwise than it was given (a -0.0 it keeps as 0) is
+        # refused now, by its author, rather than at every start.
+        stored = await conn.fetchval(
+            "SELECT definition FROM registry.bpf_versions WHERE bpf = $1 AND version = $2",
+            d.bpf,
+            d.version,
+        )
+        if _checked(stored, loaded.content_hash) is None:
+            raise RegistryConflict(
+                f"{loaded.source_name}: {d.bpf} version {d.version} does not come back from the"
+                " database as it was given (a number it writes otherwise, such as -0.0), so no"
+                " process could check it against its hash; write the number plainly (0)"
+            )
     return True
 
 
@@ -487,7 +501,11 @@ async def transition(
                 )
         if action == "operate":
             for call in (s for s in walk(d.steps) if isinstance(s, CallStep)):
-                if await fetch(conn, call.call.bpf, call.call.version, "operation", actor) is None:
+                try:
+                    called = await fetch(conn, call.call.bpf, call.call.version, "operation", actor)
+                except DefinitionAltered as err:
+                    raise TransitionRefused(f"{bpf} v{version} calls {err}") from None
+                if called is None:
                     raise TransitionRefused(
                         f"{bpf} v{version} calls {call.call.bpf}, which {actor} has not put"
                         " into operation: it operates what it calls first"

@@ -104,7 +104,10 @@ async def bpf_list() -> None:
 
 async def _definition(pool: asyncpg.Pool, ref: str, version: int | None) -> Any:
     """The registered version of a BPF id."""
-    found = await registry.fetch(pool, ref, version, "test")
+    try:
+        found = await registry.fetch(pool, ref, version, "test")
+    except registry.DefinitionAltered as err:
+        raise typer.BadParameter(str(err)) from None
     if found is None:
         raise typer.BadParameter(f"{ref} is not a registered BPF (nor a .yaml file)")
     return found.definition

@@ -82,7 +82,10 @@ async def run_scenarios(
     stub holds its flow's workflow task open, and the kit's clock is read by a query that waits
     for that task: for the SDK's heartbeat of it, 8 s of the 10 s task timeout each time, so a
     scenario takes about 25 times as long."""
-    found = await registry.fetch(pool, bpf, version, "test")
+    try:
+        found = await registry.fetch(pool, bpf, version, "test")
+    except registry.DefinitionAltered as err:
+        raise LookupError(str(err)) from None
     if found is None:
         raise LookupError(f"{bpf} version {version or 'latest'} is not registered")
     d = found.definition
