@@ -688,15 +688,42 @@ async def test_an_org_cannot_set_down_the_record_the_hub_writes_for_it_as_its_ow
         else:
             await records.write(pool, theirs, asked, signer=hub, deferred=how == "deferred")
     assert not await records.query(pool, keeper=records.HUB, workflow_id=asked.workflow_id)
+    await records.Chainer(pool, minato).run_once()  # the org's own record, linked by the org
     if how != "group":
         return
-    # The hub's own side written anyway, beside the org's (as a hub before this check did):
-    # the requester's chain holds a record of the attempt that is not the hub's writing.
-    await records.write(pool, asked, signer=hub, deferred=True)
-    found = await records.verify(pool, keys.load(settings).signer(), [org])
-    assert any(b.keeper == org and "not the hub's writing" in b.problem for b in found.breaks), (
-        found.breaks
+    # The hub's own side written anyway, beside a record of the org's own making (as a hub
+    # before this check did): the requester's chain holds a record of the attempt that is not
+    # the hub's writing. Played on a probe org's chain: a break left in a shared org's chain
+    # would show to every later test verifying it.
+    probe = await _party(pool, settings, f"probe-{uuid.uuid4().hex[:8]}")
+    wid = f"wf-{uuid.uuid4()}"
+    key = f"{wid}/run/step"
+    await records.write(
+        pool,
+        access_record(
+            probe.party,
+            1,
+            attempt_key=key,
+            requester=probe.party,
+            provider=probe.party,
+            outcome="denied",
+            workflow_id=wid,
+        ),
+        signer=probe,
+        deferred=True,
     )
+    await records.write(
+        pool,
+        access_record(
+            records.HUB, 1, attempt_key=key, requester=probe.party, provider="jps", workflow_id=wid
+        ),
+        signer=hub,
+        deferred=True,
+    )
+    found = await records.verify(pool, keys.load(settings).signer(), [probe.party])
+    assert any(
+        b.keeper == probe.party and "not the hub's writing" in b.problem for b in found.breaks
+    ), found.breaks
 
 
 async def test_a_requester_chain_deleted_whole_with_its_traces_is_caught(pool, settings) -> None:
