@@ -419,3 +419,44 @@ def test_verify_command_reports_the_broken_link(cli: CliRunner, settings: Settin
     )
     code, out = run(cli, "records", "verify", "--keeper", keeper)
     assert code == 1 and f"BROKEN {keeper} at record 2" in out
+
+
+async def test_a_party_whose_key_is_revoked_in_the_registry_gets_nothing_sealed_to_it(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`renkei keys revoke` marks a party's key revoked in the hub-signed registry: a running
+    writer that reads the registry again (at most CURRENT_FOR seconds on) seals nothing more to
+    that key, and with no key left for the party, nothing to it at all; a key that replaced it
+    is sealed to instead."""
+    from renkei.kernel import channels, parties
+
+    hub = keys.load(settings).signer()
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    first = keys.OrgKeys(
+        org=name,
+        signing_key=keys.new_keys().signing_key,
+        codec=keys.load(settings).codec,
+        hub_signing="",
+    )
+    await parties.register(pool, hub, first.public(name))
+
+    async def refresh() -> Any:
+        return await parties.sealing_keys(pool, hub.public_key())
+
+    directory = channels.Directory(refresh=refresh)
+    monkeypatch.setattr(channels, "CURRENT_FOR", 0.0)  # every look reads the registry again
+    sealed_to = keys.key_id(keys.public_raw(await directory.current(name)))
+    assert sealed_to == keys.key_id(keys.public_raw(first.opener().public_key()))
+    assert await parties.revoke(pool, hub, name, reason="key lost")
+    with pytest.raises(channels.ChannelError, match="no public sealing key"):
+        await directory.current(name)
+    assert await directory.by_id(sealed_to) is not None  # what was sealed to it still opens
+    second = keys.OrgKeys(
+        org=name,
+        signing_key=keys.new_keys().signing_key,
+        codec=keys.new_keys().codec,
+        hub_signing="",
+    )
+    await parties.register(pool, hub, second.public(name))
+    now = keys.key_id(keys.public_raw(await directory.current(name)))
+    assert now == keys.key_id(keys.public_raw(second.opener().public_key())) != sealed_to

@@ -258,7 +258,7 @@ def attach_registry(client: Client, pool: asyncpg.Pool, settings: Settings) -> N
     parties = codec.parties
     _, _, verifier = _identity(settings, parties)
 
-    async def refresh() -> dict[str, list[X25519PublicKey]]:
+    async def refresh() -> dict[str, list[X25519PublicKey | None]]:
         return await party_registry.sealing_keys(pool, verifier)
 
     codec.directory.set_refresh(refresh)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import time
@@ -81,6 +82,12 @@ _CONTEXTS_KEPT = 1024  # converters in context a data converter keeps (then it s
 # takes them from the network) could otherwise make each read the whole registry and check the
 # hub's signature on every row.
 RELOAD_INTERVAL = 1.0
+# Seconds a writer seals to the keys the registry named at its last read: a key revoked or
+# replaced since is sealed to no longer than this (the next write after reads it again).
+CURRENT_FOR = 30.0
+
+
+_log = logging.getLogger(__name__)
 
 
 class ChannelError(Exception):
@@ -93,14 +100,16 @@ class Directory:
     Filled from local key files, the hub-signed registry, or both; ``refresh`` (if given) is
     awaited on a miss, so a party registered after the process started is found: misses share
     one read begun after them (one read at a time), and a lookup that is not ``patient`` reads
-    only if the last read began :data:`RELOAD_INTERVAL` seconds ago or more.
+    only if the last read began :data:`RELOAD_INTERVAL` seconds ago or more. The key to seal to
+    (:meth:`current`) is read again once the last read is :data:`CURRENT_FOR` seconds old.
     """
 
     def __init__(
         self,
         keys: Mapping[str, X25519PublicKey] | None = None,
         *,
-        refresh: Callable[[], Awaitable[Mapping[str, Iterable[X25519PublicKey]]]] | None = None,
+        refresh: Callable[[], Awaitable[Mapping[str, Iterable[X25519PublicKey | None]]]]
+        | None = None,
     ) -> None:
         self._current: dict[str, X25519PublicKey] = {}
         self._by_id: dict[str, tuple[str, X25519PublicKey]] = {}
@@ -116,7 +125,7 @@ class Directory:
         self._by_id[key_id(public_raw(key))] = (party, key)
 
     def set_refresh(
-        self, refresh: Callable[[], Awaitable[Mapping[str, Iterable[X25519PublicKey]]]]
+        self, refresh: Callable[[], Awaitable[Mapping[str, Iterable[X25519PublicKey | None]]]]
     ) -> None:
         self._refresh = refresh
 
@@ -134,12 +143,23 @@ class Directory:
             self._read_began = time.monotonic()
             for party, found in (await self._refresh()).items():
                 listed = list(found)
+                if listed and listed[0] is None:  # every key of the party's is revoked
+                    self._current.pop(party, None)
                 for i, key in enumerate(listed):  # the first key is the party's current one
-                    self.add(party, key, current=i == 0)
+                    if key is not None:
+                        self.add(party, key, current=i == 0)
 
     async def current(self, party: str) -> X25519PublicKey:
+        """The key to seal to ``party`` now. With a registry to read, what it says is at most
+        :data:`CURRENT_FOR` seconds old: a key revoked (or replaced) there is not sealed to
+        longer than that, and a party whose every key is revoked gets nothing sealed to it."""
         if party not in self._current:
             await self._reload()
+        elif self._refresh is not None and time.monotonic() - self._read_began >= CURRENT_FOR:
+            try:
+                await self._reload()
+            except Exception as err:  # the database away: the keys read before, until it is back
+                _log.warning("the key registry could not be read again (%s)", type(err).__name__)
         if party not in self._current:
             raise ChannelError(f"no public sealing key is registered for {party}")
         return self._current[party]

@@ -153,9 +153,17 @@ async def _signed(
 ) -> list[PublicKeys]:
     """The registry's entries the hub signed (a row anyone else wrote is ignored); with
     ``with_revoked``, each party's current entry first, then its revoked ones."""
+    return [p for p, _ in await _signed_entries(pool, hub, with_revoked=with_revoked)]
+
+
+async def _signed_entries(
+    pool: asyncpg.Pool, hub: Ed25519PublicKey, *, with_revoked: bool
+) -> list[tuple[PublicKeys, bool]]:
+    """:func:`_signed`, each entry with whether it is revoked."""
     found = []
     for r in await pool.fetch(
-        "SELECT party, signing_public, sealing_public, hub_signature FROM trust.parties"
+        "SELECT party, signing_public, sealing_public, hub_signature,"
+        " revoked_at IS NOT NULL AS revoked FROM trust.parties"
         + ("" if with_revoked else " WHERE revoked_at IS NULL")
         + " ORDER BY party, revoked_at DESC NULLS FIRST"
     ):
@@ -164,7 +172,7 @@ async def _signed(
             hub.verify(base64.b64decode(r["hub_signature"]), _message(p))
         except (InvalidSignature, ValueError):
             continue  # not the hub's word: ignored
-        found.append(p)
+        found.append((p, bool(r["revoked"])))
     return found
 
 
@@ -175,10 +183,14 @@ async def current(pool: asyncpg.Pool, hub: Ed25519PublicKey) -> dict[str, Public
 
 async def sealing_keys(
     pool: asyncpg.Pool, hub: Ed25519PublicKey
-) -> dict[str, list[X25519PublicKey]]:
+) -> dict[str, list[X25519PublicKey | None]]:
     """Every party's public sealing keys whose registry entry the hub signed: the current one
-    first, then the revoked ones (payloads written to them in the past still open)."""
-    out: dict[str, list[X25519PublicKey]] = {}
-    for p in await _signed(pool, hub, with_revoked=True):
-        out.setdefault(p.party, []).append(p.sealer())
+    first, then the revoked ones (payloads written to them in the past still open). A party
+    whose every key is revoked has ``None`` first: nothing is to be sealed to it any more."""
+    out: dict[str, list[X25519PublicKey | None]] = {}
+    for p, revoked in await _signed_entries(pool, hub, with_revoked=True):
+        listed = out.setdefault(p.party, [])
+        if not listed and revoked:
+            listed.append(None)
+        listed.append(p.sealer())
     return out

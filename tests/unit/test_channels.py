@@ -380,3 +380,69 @@ def test_a_converter_put_in_a_context_is_kept_for_that_context_and_seals_for_its
             WorkflowSerializationContext(namespace="default", workflow_id=f"{WID}-{i}")
         )
     assert len(converter.__dict__["_in_context"]) <= channels._CONTEXTS_KEPT
+
+
+async def test_a_writer_reads_the_registry_again_and_seals_to_no_revoked_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry says a party's key was replaced, then that its every key is revoked: a
+    writer seals to the new key once what it read is older than CURRENT_FOR (not before: no read
+    per write), then to nothing (ChannelError), while what was sealed to the old keys still
+    opens for their holder."""
+    queue = agency_queue("", "jps")
+    old = PRIVATE["jps"].public_key()
+    new = X25519PrivateKey.generate()
+    registry: dict[str, list[X25519PublicKey | None]] = {"jps": [old]}
+    reads: list[int] = []
+
+    async def refresh() -> dict[str, list[X25519PublicKey | None]]:
+        reads.append(1)
+        return dict(registry)
+
+    writer = codec("city-minato")
+    writer.directory.set_refresh(refresh)
+    monkeypatch.setattr(channels, "CURRENT_FOR", 3600.0)
+    [first] = await activity(writer, queue).encode([SECRET])
+    [second] = await activity(writer, queue, aid="2").encode([SECRET])
+    assert len(reads) == 1 and first.metadata[channels.CHANNEL] == second.metadata[channels.CHANNEL]
+    registry["jps"] = [new.public_key(), old]  # replaced: the old one revoked
+    [cached] = await activity(writer, queue, aid="3").encode([SECRET])
+    assert len(reads) == 1 and cached.metadata[channels.CHANNEL] == first.metadata[channels.CHANNEL]
+    monkeypatch.setattr(channels, "CURRENT_FOR", 0.0)
+    [moved] = await activity(writer, queue, aid="4").encode([SECRET])
+    assert moved.metadata[channels.CHANNEL] != first.metadata[channels.CHANNEL]
+    jps_now = ChannelCodec(Identity().add("jps", new, PRIVATE["jps"]), writer.directory, ROUTING)
+    assert (await read(activity(jps_now, queue), moved)).data == SECRET.data
+    assert (await read(activity(jps_now, queue), first)).data == SECRET.data
+    registry["jps"] = [None, new.public_key(), old]  # every key of jps's revoked
+    with pytest.raises(channels.ChannelError, match="no public sealing key"):
+        await activity(writer, queue, aid="5").encode([SECRET])
+    assert (await read(activity(jps_now, queue), moved)).data == SECRET.data
+
+
+async def test_a_writer_whose_registry_read_fails_keeps_the_keys_it_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database away when a writer reads the registry again: it goes on sealing to the keys
+    it read before (the outage stalls no flow), and tries again CURRENT_FOR seconds later, not
+    at every write."""
+    queue = agency_queue("", "jps")
+    calls: list[int] = []
+
+    async def refresh() -> dict[str, list[X25519PublicKey | None]]:
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError("connection refused")
+        return {"jps": [PRIVATE["jps"].public_key()]}
+
+    writer = codec("city-minato")
+    writer.directory.set_refresh(refresh)
+    monkeypatch.setattr(channels, "CURRENT_FOR", 3600.0)
+    [first] = await activity(writer, queue).encode([SECRET])
+    monkeypatch.setattr(channels, "CURRENT_FOR", 0.0)
+    [during] = await activity(writer, queue, aid="2").encode([SECRET])
+    assert during.metadata[channels.CHANNEL] == first.metadata[channels.CHANNEL]
+    assert len(calls) == 2
+    monkeypatch.setattr(channels, "CURRENT_FOR", 3600.0)
+    await activity(writer, queue, aid="3").encode([SECRET])
+    assert len(calls) == 2
