@@ -123,7 +123,11 @@ def interceptors(tracer_provider: trace.TracerProvider | None = None) -> list[An
     return []
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    """renkei's tracer, one per process (``trace.get_tracer`` builds a new one at every call).
+    Taken before the provider is installed, it is OpenTelemetry's proxy, which goes to the
+    provider once there is one (a provider is installed at most once per process)."""
     return trace.get_tracer(TRACER)
 
 
