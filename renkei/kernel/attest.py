@@ -22,6 +22,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from renkei.kernel import keys
+
 
 def _digest(payload: dict[str, Any]) -> str:
     body = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
@@ -45,7 +47,7 @@ def _holds(public: Ed25519PublicKey | str, signature: str | None, message: bytes
         return False
     if isinstance(public, str):
         try:
-            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public))
+            public = keys.signing_public(public)
         except ValueError:
             return False
     try:

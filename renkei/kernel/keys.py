@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +64,30 @@ def key_id(public: bytes) -> str:
 
 def public_raw(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+# Public keys read from their base64, once per process each: a linkage checks and seals with
+# the same few parties' keys over and over. Keys are immutable values, so a cached one is the
+# key itself; a malformed one raises (ValueError) every time, as it is not cached.
+_PARSED = 4096
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def signing_public(b64: str) -> Ed25519PublicKey:
+    """The Ed25519 public key of ``b64``."""
+    return Ed25519PublicKey.from_public_bytes(base64.b64decode(b64))
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def sealing_public(b64: str) -> X25519PublicKey:
+    """The X25519 public key of ``b64``."""
+    return X25519PublicKey.from_public_bytes(base64.b64decode(b64))
+
+
+@functools.lru_cache(maxsize=_PARSED)
+def key_id_of(b64: str) -> str:
+    """:func:`key_id` of the public key ``b64``."""
+    return key_id(base64.b64decode(b64))
 
 
 def _b64(data: bytes) -> str:
@@ -120,11 +145,11 @@ class OrgKeys(_Party):
     hub_signing: str = Field(description="base64 of the hub's public Ed25519 key")
 
     def hub_verifier(self) -> Ed25519PublicKey:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(self.hub_signing))
+        return signing_public(self.hub_signing)
 
     @property
     def hub_key_id(self) -> str:
-        return key_id(base64.b64decode(self.hub_signing))
+        return key_id_of(self.hub_signing)
 
 
 class PublicKeys(BaseModel):
@@ -136,17 +161,17 @@ class PublicKeys(BaseModel):
 
     @property
     def signing_id(self) -> str:
-        return key_id(base64.b64decode(self.signing))
+        return key_id_of(self.signing)
 
     @property
     def sealing_id(self) -> str:
-        return key_id(base64.b64decode(self.sealing))
+        return key_id_of(self.sealing)
 
     def verifier(self) -> Ed25519PublicKey:
-        return Ed25519PublicKey.from_public_bytes(base64.b64decode(self.signing))
+        return signing_public(self.signing)
 
     def sealer(self) -> X25519PublicKey:
-        return X25519PublicKey.from_public_bytes(base64.b64decode(self.sealing))
+        return sealing_public(self.sealing)
 
 
 def _x25519_bytes() -> bytes:

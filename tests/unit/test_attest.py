@@ -64,3 +64,24 @@ def test_a_scan_holds_for_its_rule_only() -> None:
     word = attest.scan_request(HUB, "bpf", None, "city-minato", 18, "birthday")
     assert attest.is_platform_scan(PUBLIC, word, "bpf", None, "city-minato", 18, "birthday")
     assert not attest.is_platform_scan(PUBLIC, word, "bpf", None, "city-shibuya", 18, "birthday")
+
+
+def test_a_public_key_read_once_is_the_same_key_and_a_malformed_one_is_refused_each_time() -> None:
+    """Keys are parsed once per process (``keys.signing_public``): a cached key still verifies
+    only its own signatures, another party's key string gets its own entry, and a malformed
+    one is refused at every use, never kept."""
+    from renkei.kernel import keys
+
+    other_b64 = base64.b64encode(
+        OTHER.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    ).decode()
+    said = attest.citizen_response(HUB, "wf", "run-1", "consent", {"agree": True})
+    for _ in range(2):  # the second time from the cache
+        assert attest.is_citizens(PUBLIC_B64, said, "wf", "run-1", "consent", {"agree": True})
+        assert not attest.is_citizens(other_b64, said, "wf", "run-1", "consent", {"agree": True})
+    assert keys.signing_public(PUBLIC_B64) is keys.signing_public(PUBLIC_B64)
+    assert keys.signing_public(other_b64) is not keys.signing_public(PUBLIC_B64)
+    for bad in ("not base64!", base64.b64encode(b"short").decode()):
+        for _ in range(2):
+            assert not attest.is_citizens(bad, said, "wf", "run-1", "consent", {"agree": True})
+    assert keys.signing_public.cache_info().maxsize is not None  # bounded
