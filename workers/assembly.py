@@ -24,6 +24,7 @@ from renkei.kernel import keys, records, telemetry
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
+from workers import heap
 from workers.agency import agency_worker
 from workers.control import control_worker, hub_collector, hub_worker, legacy_control_worker
 from workers.plugin import HUB, attach_registry, party_client
@@ -181,6 +182,7 @@ async def running_workers(
             await stack.enter_async_context(records.Chainers(pool, signers))
         for w in workers:
             await stack.enter_async_context(w)
+        stack.enter_context(heap.settled())  # start-up done: out of the collector's way
         yield workers
 
 

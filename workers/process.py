@@ -36,6 +36,7 @@ from whitelist.catalog import default_catalog
 from whitelist.models import Org
 from whitelist.orgs import load_orgs
 from whitelist.store import LiveWhitelist
+from workers import heap
 from workers.control import hub_collector
 from workers.plugin import HUB, attach_registry, connect, party_client
 
@@ -170,6 +171,7 @@ async def run_worker(
             endpoint = await running.enter_async_context(serving_directly(direct, settings))
             for w in workers:
                 await running.enter_async_context(w)
+            running.enter_context(heap.settled())  # start-up done: out of the collector's way
             queues = ", ".join(w.task_queue for w in workers)
             ready(
                 f"worker {kind}{' ' + org if org else ''} polling {queues}"
