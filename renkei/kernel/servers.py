@@ -8,6 +8,7 @@ of the servers it started) while it runs; every other process (a worker, ``renke
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -17,9 +18,12 @@ STATE_FILE = "stack.json"
 
 
 def port_open(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port``: the connection is made, or made and reset at
+    once (a server still starting can accept and reset before the connect returns; on a busy
+    machine it does)."""
     with socket.socket() as s:
         s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
+        return s.connect_ex((host, port)) in (0, errno.ECONNRESET)
 
 
 def temporal_answers(address: str, timeout: float = 1.0) -> bool:
