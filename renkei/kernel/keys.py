@@ -27,6 +27,7 @@ import secrets
 from pathlib import Path
 
 import asyncpg
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
@@ -88,6 +89,23 @@ def sealing_public(b64: str) -> X25519PublicKey:
 def key_id_of(b64: str) -> str:
     """:func:`key_id` of the public key ``b64``."""
     return key_id(base64.b64decode(b64))
+
+
+def signature_holds(public: Ed25519PublicKey, signature: str, message: bytes) -> bool:
+    """Whether ``signature`` (base64) is ``public``'s over ``message``. Remembered, for a
+    bounded number of them: the registry's entries and the hub's revocations are checked again
+    at every read of the registry (every party's, at each batch of receipts the hub collects),
+    and whether a signature holds over a message for a key never changes."""
+    return _signature_holds(public_raw(public), signature, message)
+
+
+@functools.lru_cache(maxsize=_PARSED * 4)
+def _signature_holds(public: bytes, signature: str, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(signature), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def _b64(data: bytes) -> str:

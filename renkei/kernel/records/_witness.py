@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel
 
 from renkei.kernel import attest
+from renkei.kernel.keys import signature_holds, signing_public
 from renkei.kernel.records._chain import (
     GENESIS,
     HUB,
@@ -175,11 +176,14 @@ async def keyring(conn: Conn, hub: Ed25519PublicKey) -> dict[str, PartyKey]:
         "SELECT party, signing_public, sealing_public, signing_id, hub_signature FROM trust.parties"
     ):
         message = f"renkei/party/v1|{r['party']}|{r['signing_public']}|{r['sealing_public']}"
-        try:
-            hub.verify(base64.b64decode(r["hub_signature"]), message.encode())
-            public = Ed25519PublicKey.from_public_bytes(base64.b64decode(r["signing_public"]))
-        except (InvalidSignature, ValueError):
+        if r["hub_signature"] is None or not signature_holds(
+            hub, r["hub_signature"], message.encode()
+        ):
             continue  # not the hub's word
+        try:
+            public = signing_public(r["signing_public"])
+        except ValueError:
+            continue
         ring.setdefault(
             key_id(public),
             PartyKey(r["party"], public, revoked.get((r["party"], r["signing_id"]))),
@@ -204,14 +208,12 @@ async def revocations(conn: Conn, hub: Ed25519PublicKey) -> dict[tuple[str, str]
         if r["hub_signature"] is None:
             if r["stated_at"] is not None:
                 continue  # unsigned, and not carried over: no one's word
-        else:
-            try:
-                hub.verify(
-                    base64.b64decode(r["hub_signature"]),
-                    revocation_message(r["party"], r["signing_id"], r["revoked_at"], r["reason"]),
-                )
-            except (InvalidSignature, ValueError):
-                continue
+        elif not signature_holds(
+            hub,
+            r["hub_signature"],
+            revocation_message(r["party"], r["signing_id"], r["revoked_at"], r["reason"]),
+        ):
+            continue
         key = (r["party"], r["signing_id"])
         found[key] = min(found.get(key, r["revoked_at"]), r["revoked_at"])
     return found
