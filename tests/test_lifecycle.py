@@ -198,6 +198,57 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
     after = await registry.fetch(pool, kept)
     assert after is not None and after.definition is before.definition
     assert after.definition.task == other.definition.task != "an-unrelated-task"  # type: ignore[attr-defined]
+    # Every other read of a definition checks it too: the changed version is listed nowhere as
+    # runnable (the catalog page, schedules, notifications), no call may name it, and no
+    # transition moves it (its owners, who may move it, come from its definition).
+    assert not {bpf, kept} & {r.definition.bpf for r in await registry.runnable(pool, "test")}
+    assert (await registry.known(pool)).versions(bpf) == []
+    with pytest.raises(registry.TransitionRefused, match="content hash"):
+        await transition(
+            pool,
+            bpf,
+            1,
+            "submit",
+            checked.owners.definer,
+            roles_from=catalog,
+            conformance_body="digital-agency",
+        )
+    assert await pool.fetchval("SELECT state FROM registry.bpf_versions WHERE bpf = $1", bpf) == (
+        "draft"
+    )
+
+
+async def test_a_transition_validates_the_registered_content_not_a_changed_source_text(
+    pool: asyncpg.Pool, catalog
+) -> None:
+    """The source text kept beside a version gives validation its line numbers only while it is
+    still the text of the content registered: changed in the database (a superuser, triggers
+    off) to another content, it is set aside and the registered content is what validates, so
+    a text written to pass cannot carry a version that would not."""
+    bpf = f"vaccination-text-{uuid.uuid4().hex[:6]}"
+    text, loaded = _variant(bpf)
+    assert await registry.register(pool, loaded)  # type: ignore[arg-type]
+    other = text.replace("task: vaccination-health-damage-relief", "task: an-unrelated-task")
+    assert other != text
+    async with pool.acquire() as conn, conn.transaction():  # a superuser, triggers off
+        await conn.execute("SET LOCAL ROLE NONE")
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "UPDATE registry.bpf_versions SET source_text = $2 WHERE bpf = $1", bpf, other
+        )
+    # Past validation (the registered content passes it; the changed text names a task no row
+    # knows), the submission stops only where any would without a conformance report.
+    with pytest.raises(registry.TransitionRefused) as refused:
+        await transition(
+            pool,
+            bpf,
+            1,
+            "submit",
+            loaded.definition.owners.definer,  # type: ignore[attr-defined]
+            roles_from=catalog,
+            conformance_body="digital-agency",
+        )
+    assert "no passing conformance report" in str(refused.value), refused.value
 
 
 async def test_a_definition_whose_numbers_the_database_writes_otherwise_still_runs(

@@ -361,6 +361,20 @@ async def pinned(
     return definition
 
 
+def _listed(stored: object, content_hash: str, bpf: str, version: int) -> BpfDefinition | None:
+    """A listed version's definition, checked against its hash as :func:`pinned` does (``None``,
+    logged: changed in the database since it was registered, and left out of the list)."""
+    definition = _checked(stored, content_hash)
+    if definition is None:
+        log.warning(
+            "registered definition altered: %s v%d does not have its content hash %s; not listed",
+            bpf,
+            version,
+            content_hash,
+        )
+    return definition
+
+
 def _checked(stored: object, content_hash: str) -> BpfDefinition | None:
     """The definition stored, if it still has ``content_hash`` (``None``: it does not).
 
@@ -383,24 +397,30 @@ async def runnable(
     """The version of every BPF that a start without a version would run in ``mode`` (for
     ``executor``: only versions it put into operation, in operation mode)."""
     rows = await pool.fetch(
-        "SELECT DISTINCT ON (bpf) definition, content_hash, state FROM registry.bpf_versions v"
-        " WHERE state = ANY($1::text[])"
+        "SELECT DISTINCT ON (bpf) bpf, version, definition, content_hash, state"
+        " FROM registry.bpf_versions v WHERE state = ANY($1::text[])"
         + _OPERATED_BY.replace("$4", "$2")
         + " ORDER BY bpf, version DESC",
         RUNNABLE[mode],
         executor if mode == "operation" else None,
     )
-    return [
-        RegisteredBpf(BpfDefinition.model_validate(r["definition"]), r["content_hash"], r["state"])
-        for r in rows
-    ]
+    found = []
+    for r in rows:  # a version changed in the database is not runnable: not listed
+        d = _listed(r["definition"], r["content_hash"], r["bpf"], r["version"])
+        if d is not None:
+            found.append(RegisteredBpf(d, r["content_hash"], r["state"]))
+    return found
 
 
 async def known(pool: asyncpg.Pool | Conn) -> KnownBpfs:
     """Every registered version with its state: what a ``call`` step may name."""
     found = KnownBpfs()
-    for r in await pool.fetch("SELECT definition, state FROM registry.bpf_versions"):
-        found.add(BpfDefinition.model_validate(r["definition"]), r["state"])
+    for r in await pool.fetch(
+        "SELECT bpf, version, definition, content_hash, state FROM registry.bpf_versions"
+    ):
+        d = _listed(r["definition"], r["content_hash"], r["bpf"], r["version"])
+        if d is not None:  # a version changed in the database is no version a call may name
+            found.add(d, r["state"])
     return found
 
 
@@ -473,7 +493,21 @@ async def transition(
         )
         if row is None:
             raise TransitionRefused(f"{bpf} version {version} is not registered")
-        d = BpfDefinition.model_validate(row["definition"])
+        # Who may move it (its owners) and what is validated come from its definition: the
+        # content registered, or nothing.
+        checked = _checked(row["definition"], row["content_hash"])
+        if checked is None:
+            log.warning(
+                "registered definition altered: %s v%d does not have its content hash %s",
+                bpf,
+                version,
+                row["content_hash"],
+            )
+            raise TransitionRefused(
+                f"{bpf} v{version}: the registered definition no longer has the content hash it"
+                " was registered with (changed in the database): no transition moves it"
+            )
+        d = checked
         # Each executor puts an operating version into operation for itself, once.
         another = action == "operate" and row["state"] == "operating"
         if another:
@@ -493,7 +527,7 @@ async def transition(
         if role == "executor" and actor in d.owners.entrusted_by:  # 事務委託
             recorded_role = f"executor entrusted by {d.owners.entrusted_by[actor]}"
         if action in VALIDATED:
-            errors = await _revalidate(conn, row, action, catalog, whitelist)
+            errors = await _revalidate(conn, row, d, action, catalog, whitelist)
             if errors:
                 raise TransitionRefused(
                     f"{bpf} v{version} does not pass validation now, so it cannot {action}:\n  "
@@ -643,20 +677,27 @@ VALIDATED: frozenset[Action] = frozenset({"submit", "approve", "operate"})
 async def _revalidate(
     conn: Conn,
     row: asyncpg.Record,
+    definition: BpfDefinition,
     action: Action,
     catalog: Catalog | None,
     whitelist: WhitelistIndex | None,
 ) -> list[str]:
-    """The errors validation finds in a registered version now."""
-    try:  # its own text, for line numbers; the stored definition is the same content
+    """The errors validation finds in a registered version now (``definition``: its content,
+    checked against its hash)."""
+    stored = LoadedBpf(
+        definition=definition,
+        source_name=row["source_name"],
+        source_text=row["source_text"],
+        content_hash=row["content_hash"],
+    )
+    try:  # its own text, for line numbers, if it is still the text of the content registered
         loaded = parse_text(row["source_text"], row["source_name"])
     except BpfFileError:  # written in an older shape of the format: no lines, same checks
-        loaded = LoadedBpf(
-            definition=BpfDefinition.model_validate(row["definition"]),
-            source_name=row["source_name"],
-            source_text=row["source_text"],
-            content_hash=row["content_hash"],
-        )
+        loaded = stored
+    if (
+        loaded.content_hash != row["content_hash"]
+    ):  # the text changed since: the content is what counts
+        loaded = stored
     if whitelist is None:
         whitelist = await store.load_index(conn)
     issues = validate(
