@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
+import time
 
 import asyncpg
 
 from renkei.contracts.probe import PROBE_TASK
+from renkei.kernel import channels, parties, permits
 from renkei.kernel import keys as keyfile
-from renkei.kernel import parties, permits
 from renkei.kernel.records import HUB, RecordSigner
 from renkei.kernel.sealing import Sealed, seal
 from whitelist.models import WhitelistRow
+
+log = logging.getLogger(__name__)
 
 # A permit outlives its attempt's retries by this much, and never lives past a day.
 MARGIN = dt.timedelta(minutes=5)
@@ -44,19 +48,36 @@ class PermitIssuer:
         self._key_id = keyfile.key_id(keyfile.public_raw(self._signer.public_key()))
         self._verifier = self._signer.public_key()
         self._registry: dict[str, keyfile.PublicKeys] = {}
+        self._read_began = 0.0  # when the registry was last read (time.monotonic())
         # The hub signs the records it writes, and attests platform starts, with the same key.
         self.key = self._signer
         self.recorder = RecordSigner(HUB, self._signer)
         self.public_b64 = base64.b64encode(keyfile.public_raw(self._verifier)).decode()
 
     async def _public(self, org: str) -> keyfile.PublicKeys:
+        """``org``'s current keys, as the registry said at most ``channels.CURRENT_FOR``
+        seconds ago: a provider's key revoked or replaced there gets no code sealed to it, nor is
+        an answer taken as signed with it, longer than that (a party with no key left:
+        :class:`UnknownParty`). A read that fails (the database away) keeps the keys read
+        before, tried again later."""
         found = self._registry.get(org)
         if found is None:  # a new or re-keyed org: read the registry again
-            self._registry = await parties.current(self._pool, self._verifier)
-            found = self._registry.get(org)
+            await self._read()
+        elif time.monotonic() - self._read_began >= channels.CURRENT_FOR:
+            self._read_began = time.monotonic()  # one read for the calls meanwhile, not one each
+            try:
+                await self._read()
+            except Exception as err:  # the keys read before, until the database is back
+                log.warning("the key registry could not be read again (%s)", type(err).__name__)
+        found = self._registry.get(org)
         if found is None:
             raise UnknownParty(f"{org} has no registered keys: the platform has not issued them")
         return found
+
+    async def _read(self) -> None:
+        began = time.monotonic()
+        self._registry = await parties.current(self._pool, self._verifier)
+        self._read_began = began
 
     async def signing_key_of(self, org: str) -> str:
         """``org``'s registered public signing key (base64): its answers verify against it."""

@@ -421,6 +421,52 @@ def test_verify_command_reports_the_broken_link(cli: CliRunner, settings: Settin
     assert code == 1 and f"BROKEN {keeper} at record 2" in out
 
 
+async def test_the_hub_seals_no_code_to_a_providers_revoked_or_replaced_key(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub's permit issuer reads the key registry again once its last read is CURRENT_FOR
+    seconds old, as every channel writer does: after a provider's key is replaced, the code in
+    the next permit is sealed to the new key (the old key's holder cannot open it) and answers
+    are checked against the new signing key; with every key of the provider revoked, no permit
+    is issued for it at all."""
+    from activities.permits import PermitIssuer, UnknownParty
+    from renkei.kernel import channels, parties
+    from renkei.kernel.sealing import SealError, open_sealed
+
+    hub_keys = keys.load(settings)
+    hub = hub_keys.signer()
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+
+    def org_keys() -> keys.OrgKeys:
+        fresh = keys.new_keys()
+        return keys.OrgKeys(
+            org=name, signing_key=fresh.signing_key, codec=fresh.codec, hub_signing=""
+        )
+
+    first = org_keys()
+    await parties.register(pool, hub, first.public(name))
+    issuer = PermitIssuer(pool, hub_keys)
+
+    async def sealed_code() -> Any:
+        return await issuer._seal_code("wf", "run", "q1", name, "CODE")
+
+    assert open_sealed(first.opener(), await sealed_code(), "subject|wf|run|q1|" + name)
+    assert await issuer.signing_key_of(name) == first.public(name).signing
+    second = org_keys()
+    await parties.register(pool, hub, second.public(name))  # replaces (revokes) the first
+    monkeypatch.setattr(channels, "CURRENT_FOR", 3600.0)  # read less than that ago: kept
+    assert await issuer.signing_key_of(name) == first.public(name).signing
+    monkeypatch.setattr(channels, "CURRENT_FOR", 0.0)  # every look reads the registry again
+    now = await sealed_code()
+    with pytest.raises(SealError):
+        open_sealed(first.opener(), now, "subject|wf|run|q1|" + name)
+    assert open_sealed(second.opener(), now, "subject|wf|run|q1|" + name) == b"CODE"
+    assert await issuer.signing_key_of(name) == second.public(name).signing
+    assert await parties.revoke(pool, hub, name, reason="key lost")
+    with pytest.raises(UnknownParty):
+        await sealed_code()
+
+
 async def test_a_party_whose_key_is_revoked_in_the_registry_gets_nothing_sealed_to_it(
     pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
