@@ -26,6 +26,7 @@ from renkei.app.kit import (
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit
 from renkei.bpf.loader import parse_text, stored_hash
+from renkei.bpf.review import review_version
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys
@@ -35,7 +36,7 @@ from tests.paths import SAMPLES_DIR
 from whitelist.payloads import ActionReceipt, LocalTax
 from workflows.interpreter import KIT_CLOCK
 
-from .helpers import households, run, sdk, start, transition, workers
+from .helpers import households, operating_for, run, sdk, start, transition, workers
 
 SAMPLES = sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
 
@@ -216,6 +217,17 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
     assert await pool.fetchval("SELECT state FROM registry.bpf_versions WHERE bpf = $1", bpf) == (
         "draft"
     )
+    # Operating when it was changed: no one can keep it running, but its recorded definers can
+    # still retire it (who they are is not in its content), and no one else can.
+    await operating_for(pool, checked.owners.executors[0], bpf)
+    with pytest.raises(registry.TransitionRefused, match="is not"):
+        await transition(
+            pool, bpf, 1, "retire", "digital-agency", conformance_body="digital-agency"
+        )
+    retired = await transition(
+        pool, bpf, 1, "retire", checked.owners.definer, conformance_body="digital-agency"
+    )
+    assert retired.to_state == "retired"
 
 
 async def test_a_transition_validates_the_registered_content_not_a_changed_source_text(
@@ -249,6 +261,10 @@ async def test_a_transition_validates_the_registered_content_not_a_changed_sourc
             conformance_body="digital-agency",
         )
     assert "no passing conformance report" in str(refused.value), refused.value
+    # The law-change review judges the registered content too, not the changed text.
+    reviewed = await review_version(pool, catalog, bpf, 1)
+    assert reviewed is not None and reviewed.stops_on is None, reviewed
+    assert reviewed.definer == loaded.definition.owners.definer  # type: ignore[attr-defined]
 
 
 async def test_a_definition_whose_numbers_the_database_writes_otherwise_still_runs(

@@ -375,6 +375,31 @@ def _listed(stored: object, content_hash: str, bpf: str, version: int) -> BpfDef
     return definition
 
 
+def with_source(row: asyncpg.Record, definition: BpfDefinition) -> LoadedBpf:
+    """A registered version as validation takes it: ``definition``, its content checked against
+    its hash, with its kept source text for line numbers while that text is still the text of
+    this content (changed in the database since, the text is set aside: no hash binds it)."""
+    stored = LoadedBpf(
+        definition=definition,
+        source_name=row["source_name"],
+        source_text=row["source_text"],
+        content_hash=row["content_hash"],
+    )
+    try:
+        loaded = parse_text(row["source_text"], row["source_name"])
+    except BpfFileError:  # written in an older shape of the format: no lines, same checks
+        return stored
+    return loaded if loaded.content_hash == row["content_hash"] else stored
+
+
+def registered_content(row: asyncpg.Record) -> LoadedBpf | None:
+    """A registered version's row (its bpf, version, definition, content hash, source name and
+    text) as validation takes it (:func:`with_source`); ``None``, logged, when its definition
+    no longer has its content hash."""
+    definition = _listed(row["definition"], row["content_hash"], row["bpf"], row["version"])
+    return None if definition is None else with_source(row, definition)
+
+
 def _checked(stored: object, content_hash: str) -> BpfDefinition | None:
     """The definition stored, if it still has ``content_hash`` (``None``: it does not).
 
@@ -382,11 +407,11 @@ def _checked(stored: object, content_hash: str) -> BpfDefinition | None:
     nothing. Then, only when that differs, the hash of the definition it parses to, as it was
     registered (the database writes some numbers otherwise than they were given: 1e+16 comes
     back as 10000000000000000); what runs is then exactly the content registered."""
-    if stored_hash(stored) == content_hash:
-        return BpfDefinition.model_validate(stored)
     try:
+        if stored_hash(stored) == content_hash:
+            return BpfDefinition.model_validate(stored)
         parsed = BpfDefinition.model_validate(stored)
-    except ValidationError:
+    except ValidationError:  # no definition this process reads, whatever its hash
         return None
     return parsed if loaded_hash(parsed) == content_hash else None
 
@@ -494,20 +519,24 @@ async def transition(
         if row is None:
             raise TransitionRefused(f"{bpf} version {version} is not registered")
         # Who may move it (its owners) and what is validated come from its definition: the
-        # content registered, or nothing.
-        checked = _checked(row["definition"], row["content_hash"])
-        if checked is None:
+        # content registered, or nothing. A version changed in the database since can still be
+        # retired by its recorded definers (registry.owners, which its content does not name):
+        # out of operation, its BPF's version before it runs again.
+        kept = await ownership(conn, bpf)
+        d = _checked(row["definition"], row["content_hash"])
+        if d is None:
             log.warning(
                 "registered definition altered: %s v%d does not have its content hash %s",
                 bpf,
                 version,
                 row["content_hash"],
             )
-            raise TransitionRefused(
-                f"{bpf} v{version}: the registered definition no longer has the content hash it"
-                " was registered with (changed in the database): no transition moves it"
-            )
-        d = checked
+            if action != "retire" or kept is None:
+                raise TransitionRefused(
+                    f"{bpf} v{version}: the registered definition no longer has the content hash"
+                    " it was registered with (changed in the database): no transition but its"
+                    " definers' retirement moves it"
+                )
         # Each executor puts an operating version into operation for itself, once.
         another = action == "operate" and row["state"] == "operating"
         if another:
@@ -519,21 +548,27 @@ async def transition(
                 f"{bpf} v{version} is {row['state']}: '{action}' moves a version from {source}"
                 f" to {target}, and no state can be skipped"
             )
-        kept = await ownership(conn, bpf)
-        definers = kept.definers if kept else [d.owners.definer, *d.owners.co_definers]
-        if not entitled(action, actor, d, conformance_body, actor_roles, definers):
-            raise TransitionRefused(f"'{action}' is for the {role} of {bpf}; {actor} is not")
-        recorded_role = role
-        if role == "executor" and actor in d.owners.entrusted_by:  # 事務委託
-            recorded_role = f"executor entrusted by {d.owners.entrusted_by[actor]}"
-        if action in VALIDATED:
+        if d is None:  # retirement by a recorded definer only (above)
+            assert kept is not None
+            definers = kept.definers
+            if actor not in definers:
+                raise TransitionRefused(f"'{action}' is for the {role} of {bpf}; {actor} is not")
+            recorded_role = role
+        else:
+            definers = kept.definers if kept else [d.owners.definer, *d.owners.co_definers]
+            if not entitled(action, actor, d, conformance_body, actor_roles, definers):
+                raise TransitionRefused(f"'{action}' is for the {role} of {bpf}; {actor} is not")
+            recorded_role = role
+            if role == "executor" and actor in d.owners.entrusted_by:  # 事務委託
+                recorded_role = f"executor entrusted by {d.owners.entrusted_by[actor]}"
+        if action in VALIDATED and d is not None:
             errors = await _revalidate(conn, row, d, action, catalog, whitelist)
             if errors:
                 raise TransitionRefused(
                     f"{bpf} v{version} does not pass validation now, so it cannot {action}:\n  "
                     + "\n  ".join(errors)
                 )
-        if action == "operate":
+        if action == "operate" and d is not None:
             for call in (s for s in walk(d.steps) if isinstance(s, CallStep)):
                 try:
                     called = await fetch(conn, call.call.bpf, call.call.version, "operation", actor)
@@ -684,20 +719,7 @@ async def _revalidate(
 ) -> list[str]:
     """The errors validation finds in a registered version now (``definition``: its content,
     checked against its hash)."""
-    stored = LoadedBpf(
-        definition=definition,
-        source_name=row["source_name"],
-        source_text=row["source_text"],
-        content_hash=row["content_hash"],
-    )
-    try:  # its own text, for line numbers, if it is still the text of the content registered
-        loaded = parse_text(row["source_text"], row["source_name"])
-    except BpfFileError:  # written in an older shape of the format: no lines, same checks
-        loaded = stored
-    if (
-        loaded.content_hash != row["content_hash"]
-    ):  # the text changed since: the content is what counts
-        loaded = stored
+    loaded = with_source(row, definition)
     if whitelist is None:
         whitelist = await store.load_index(conn)
     issues = validate(

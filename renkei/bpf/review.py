@@ -20,7 +20,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from renkei.bpf import registry
-from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text
+from renkei.bpf.loader import LoadedBpf
 from renkei.bpf.models import BpfDefinition, QueryStep, walk
 from renkei.bpf.validation import validate
 from whitelist import store
@@ -69,16 +69,11 @@ class Suspension(BaseModel):
         )
 
 
-def _loaded(row: asyncpg.Record) -> LoadedBpf:
-    try:
-        return parse_text(row["source_text"], row["source_name"])
-    except BpfFileError:  # an older shape of the format: no lines, same checks
-        return LoadedBpf(
-            definition=BpfDefinition.model_validate(row["definition"]),
-            source_name=row["source_name"],
-            source_text=row["source_text"],
-            content_hash=row["content_hash"],
-        )
+def _loaded(row: asyncpg.Record) -> LoadedBpf | None:
+    """The version's registered content, checked against its hash, with its source text while
+    it is that content's (``None``: changed in the database since; it runs nowhere, and a
+    review of another content would say nothing of it)."""
+    return registry.registered_content(row)
 
 
 def purposes(d: BpfDefinition, catalog: Catalog) -> set[tuple[str, str, str]]:
@@ -139,6 +134,8 @@ async def review(
     timelines: list[list[tuple[dt.date, list[str]]]] = []
     for row in rows:
         loaded = _loaded(row)
+        if loaded is None:
+            continue
         d = loaded.definition
         timeline = [
             (
@@ -243,7 +240,8 @@ async def review_version(
 ) -> Reviewed | None:
     """Review one version just put into operation against the store's whitelist, from today
     on every day the law changes, as the newest load's review (``None`` if nothing was ever
-    loaded): a version operated after a load that changes the law later stops then too."""
+    loaded, or if its definition was changed in the database since it was registered): a
+    version operated after a load that changes the law later stops then too."""
     load = await pool.fetchrow(
         "SELECT l.id, l.source, l.effective FROM whitelist.loads l ORDER BY l.id DESC LIMIT 1"
     )
@@ -259,6 +257,8 @@ async def review_version(
     known = await registry.known(pool)
     day0 = today or dt.datetime.now(JST).date()
     loaded = _loaded(row)
+    if loaded is None:
+        return None
     timeline = [
         (
             day,
