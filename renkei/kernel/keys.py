@@ -24,6 +24,8 @@ import hashlib
 import json
 import os
 import secrets
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import asyncpg
@@ -95,17 +97,32 @@ def signature_holds(public: Ed25519PublicKey, signature: str, message: bytes) ->
     """Whether ``signature`` (base64) is ``public``'s over ``message``. Remembered, for a
     bounded number of them: the registry's entries and the hub's revocations are checked again
     at every read of the registry (every party's, at each batch of receipts the hub collects),
-    and whether a signature holds over a message for a key never changes."""
-    return _signature_holds(public_raw(public), signature, message)
-
-
-@functools.lru_cache(maxsize=_PARSED * 4)
-def _signature_holds(public: bytes, signature: str, message: bytes) -> bool:
+    and whether a signature holds over a message for a key never changes. What is remembered
+    is a digest of the key, the signature and the message: rows anyone with the
+    application's role may add to the registry's tables, however long, cost a bounded memory."""
+    raw = public_raw(public)
+    seen = hashlib.sha256(
+        b"%d|%s|%d|%s" % (len(raw), raw, len(signature), signature.encode()) + message
+    ).digest()
+    with _HOLDS_LOCK:
+        known = _HOLDS.get(seen)
+        if known is not None:
+            _HOLDS.move_to_end(seen)
+            return known
     try:
-        Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(signature), message)
+        Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(signature), message)
+        holds = True
     except (InvalidSignature, ValueError):
-        return False
-    return True
+        holds = False
+    with _HOLDS_LOCK:
+        _HOLDS[seen] = holds
+        while len(_HOLDS) > _PARSED * 4:
+            _HOLDS.popitem(last=False)
+    return holds
+
+
+_HOLDS: OrderedDict[bytes, bool] = OrderedDict()
+_HOLDS_LOCK = threading.Lock()
 
 
 def _b64(data: bytes) -> str:

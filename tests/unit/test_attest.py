@@ -85,3 +85,23 @@ def test_a_public_key_read_once_is_the_same_key_and_a_malformed_one_is_refused_e
         for _ in range(2):
             assert not attest.is_citizens(bad, said, "wf", "run-1", "consent", {"agree": True})
     assert keys.signing_public.cache_info().maxsize is not None  # bounded
+
+
+def test_a_remembered_signature_check_holds_for_its_own_key_signature_and_message_only() -> None:
+    """``keys.signature_holds`` remembers its answers by a digest of the key, the signature and
+    the message (fixed size, however long a row someone wrote): the same answer again from
+    memory, and no answer carried over to another key, signature or message."""
+    from renkei.kernel import keys
+
+    message = b"renkei/party/v1|city-minato|A|B"
+    signature = base64.b64encode(HUB.sign(message)).decode()
+    for _ in range(2):  # the second time remembered
+        assert keys.signature_holds(PUBLIC, signature, message)
+        assert not keys.signature_holds(OTHER.public_key(), signature, message)
+        assert not keys.signature_holds(PUBLIC, signature, message + b"x")
+        other = base64.b64encode(OTHER.sign(message)).decode()
+        assert not keys.signature_holds(PUBLIC, other, message)
+        assert not keys.signature_holds(PUBLIC, "not base64!", message)
+    long = b"x" * 100_000
+    assert not keys.signature_holds(PUBLIC, signature, long)
+    assert all(len(k) == 32 for k in keys._HOLDS)  # digests, not the messages
