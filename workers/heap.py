@@ -22,14 +22,23 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
+_settled = 0  # how many blocks of :func:`settled` run in this process now
+
 
 @contextlib.contextmanager
 def settled() -> Iterator[int]:
     """Start-up's garbage collected and the rest frozen while the block runs (yields how many
-    objects were frozen); frozen objects handed back to the collector after."""
+    objects are frozen); frozen objects handed back to the collector once the last of the
+    blocks running at once ends (a process may run two sets of workers, started one after the
+    other: the second freezes what it built too, and the first to stop hands back nothing the
+    other still runs on)."""
+    global _settled
     gc.collect()
     gc.freeze()
+    _settled += 1
     try:
         yield gc.get_freeze_count()
     finally:
-        gc.unfreeze()
+        _settled -= 1
+        if _settled == 0:
+            gc.unfreeze()

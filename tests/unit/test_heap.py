@@ -36,3 +36,11 @@ def test_a_cycle_dropped_while_frozen_is_collected_after_the_block() -> None:
         assert gone() is not None  # frozen: not collected while the workers run
     gc.collect()
     assert gone() is None  # handed back: collected
+
+
+def test_two_sets_running_at_once_keep_their_heap_frozen_until_the_last_stops() -> None:
+    with heap.settled():
+        with heap.settled():
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > 0  # the first set to stop hands back nothing
+    assert gc.get_freeze_count() == 0
