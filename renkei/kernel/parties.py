@@ -158,18 +158,38 @@ async def _signed(
 async def _signed_entries(
     pool: asyncpg.Pool, hub: Ed25519PublicKey, *, with_revoked: bool
 ) -> list[tuple[PublicKeys, bool]]:
-    """:func:`_signed`, each entry with whether it is revoked."""
+    """:func:`_signed`, each entry with whether it is revoked.
+
+    Whether an entry is revoked is the hub's word too: a key with a revocation the hub signed
+    (``trust.revocations``) is revoked whatever its row says, so a row of an old key written
+    again (its hub signature is over the keys alone, and holds) never makes that key current
+    again; a row marked revoked counts as revoked (marking one is no one's gain but a denial).
+    A row whose key id is not its key's is not the hub's word: ignored."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT party, signing_public, sealing_public, signing_id, hub_signature,"
+            " revoked_at IS NOT NULL AS revoked FROM trust.parties"
+            " ORDER BY party, revoked_at DESC NULLS FIRST"
+        )
+        stated = await revocations(conn, hub)
     found = []
-    for r in await pool.fetch(
-        "SELECT party, signing_public, sealing_public, hub_signature,"
-        " revoked_at IS NOT NULL AS revoked FROM trust.parties"
-        + ("" if with_revoked else " WHERE revoked_at IS NULL")
-        + " ORDER BY party, revoked_at DESC NULLS FIRST"
-    ):
+    for r in rows:
         p = PublicKeys(party=r["party"], signing=r["signing_public"], sealing=r["sealing_public"])
         if not signature_holds(hub, r["hub_signature"], _message(p)):
             continue  # not the hub's word: ignored
-        found.append((p, bool(r["revoked"])))
+        try:
+            kid = p.signing_id
+        except ValueError:
+            continue
+        if r["signing_id"] != kid:
+            continue  # a row naming another key id than its key's
+        revoked = bool(r["revoked"]) or (p.party, kid) in stated
+        if revoked and not with_revoked:
+            continue
+        found.append((p, revoked))
+    # Each party's current entry first (then its revoked ones, newest first as read).
+    order = {id(e): i for i, e in enumerate(found)}
+    found.sort(key=lambda e: (e[0].party, e[1], order[id(e)]))
     return found
 
 
