@@ -9,9 +9,11 @@ the attempt, the parties, the purpose and that sealed code. The provider's gate
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import logging
+import math
 import time
 
 import asyncpg
@@ -35,6 +37,16 @@ def subject_context(workflow_id: str, run_id: str, step: str, provider: str) -> 
     return f"subject|{workflow_id}|{run_id}|{step}|{provider}"
 
 
+# How long a read of the key registry may take, and how old the keys read last may grow when
+# reads fail before no permit is issued on them.
+READ_WAIT = 5.0
+KEYS_STALE = 90.0
+
+
+class KeysUnread(RuntimeError):
+    """The key registry could not be read for longer than :data:`KEYS_STALE` seconds."""
+
+
 class UnknownParty(LookupError):
     """An org with no registered keys: nothing can be sealed to it."""
 
@@ -48,7 +60,8 @@ class PermitIssuer:
         self._key_id = keyfile.key_id(keyfile.public_raw(self._signer.public_key()))
         self._verifier = self._signer.public_key()
         self._registry: dict[str, keyfile.PublicKeys] = {}
-        self._read_began = 0.0  # when the registry was last read (time.monotonic())
+        self._read_began = -math.inf  # when a read of the registry last began (monotonic)
+        self._read_ok = -math.inf  # when the read whose keys are held began
         # The hub signs the records it writes, and attests platform starts, with the same key.
         self.key = self._signer
         self.recorder = RecordSigner(HUB, self._signer)
@@ -56,28 +69,39 @@ class PermitIssuer:
 
     async def _public(self, org: str) -> keyfile.PublicKeys:
         """``org``'s current keys, as the registry said at most ``channels.CURRENT_FOR``
-        seconds ago: a provider's key revoked or replaced there gets no code sealed to it, nor is
-        an answer taken as signed with it, longer than that (a party with no key left:
-        :class:`UnknownParty`). A read that fails (the database away) keeps the keys read
-        before, tried again later."""
+        seconds ago: a provider's key revoked or replaced there gets no code sealed to it in a
+        permit issued after that, nor is it given as the key to check the answers of one (a
+        party with no key left: :class:`UnknownParty`). A read that fails (the database away)
+        keeps the keys read before and is tried again a period later, up to :data:`KEYS_STALE`
+        seconds after the last read that succeeded; then :class:`KeysUnread` (the call is
+        retried) until one succeeds."""
+        now = time.monotonic()
         found = self._registry.get(org)
-        if found is None:  # a new or re-keyed org: read the registry again
+        if found is None:  # a new or re-keyed org: read again
             await self._read()
-        elif time.monotonic() - self._read_began >= channels.CURRENT_FOR:
-            self._read_began = time.monotonic()  # one read for the calls meanwhile, not one each
+        elif now - self._read_began >= channels.CURRENT_FOR:
             try:
                 await self._read()
             except Exception as err:  # the keys read before, until the database is back
                 log.warning("the key registry could not be read again (%s)", type(err).__name__)
+        if time.monotonic() - self._read_ok > KEYS_STALE:
+            raise KeysUnread(
+                f"the key registry has not been read for more than {KEYS_STALE:g} s: no permit is"
+                " issued on keys that may have been revoked since"
+            )
         found = self._registry.get(org)
         if found is None:
             raise UnknownParty(f"{org} has no registered keys: the platform has not issued them")
         return found
 
     async def _read(self) -> None:
-        began = time.monotonic()
-        self._registry = await parties.current(self._pool, self._verifier)
-        self._read_began = began
+        """Read the registry (within :data:`READ_WAIT` seconds); a read that began before the
+        one whose keys are held, and ends after it, does not replace them."""
+        began = self._read_began = time.monotonic()  # the calls meanwhile wait for this one
+        async with asyncio.timeout(READ_WAIT):
+            read = await parties.current(self._pool, self._verifier)
+        if began >= self._read_ok:
+            self._registry, self._read_ok = read, began
 
     async def signing_key_of(self, org: str) -> str:
         """``org``'s registered public signing key (base64): its answers verify against it."""
