@@ -421,6 +421,55 @@ def test_verify_command_reports_the_broken_link(cli: CliRunner, settings: Settin
     assert code == 1 and f"BROKEN {keeper} at record 2" in out
 
 
+async def test_an_old_keys_row_written_again_does_not_make_a_revoked_key_current(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The hub's signature on a registry entry covers the keys, not whether they are revoked:
+    whoever holds the application's role (it may write the table) marks the current row
+    revoked and writes the replaced key's row again, under a made-up key id or its own. The
+    hub's signed revocation of that key still counts, so no reader takes it as current: the
+    party then has no key to seal to, rather than its old one."""
+    from renkei.kernel import parties
+
+    hub = keys.load(settings).signer()
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+
+    def org_keys() -> keys.OrgKeys:
+        fresh = keys.new_keys()
+        return keys.OrgKeys(
+            org=name, signing_key=fresh.signing_key, codec=fresh.codec, hub_signing=""
+        )
+
+    old, new = org_keys(), org_keys()
+    await parties.register(pool, hub, old.public(name))
+    await parties.register(pool, hub, new.public(name))  # the old one revoked, signed
+    row = await pool.fetchrow(
+        "SELECT * FROM trust.parties WHERE party = $1 AND signing_id = $2",
+        name,
+        old.public(name).signing_id,
+    )
+    await pool.execute(
+        "UPDATE trust.parties SET revoked_at = now() WHERE party = $1 AND revoked_at IS NULL",
+        name,
+    )
+    await pool.execute(
+        "INSERT INTO trust.parties (party, signing_public, sealing_public, signing_id,"
+        " sealing_id, hub_signature) VALUES ($1, $2, $3, $4, $5, $6)",
+        name,
+        row["signing_public"],
+        row["sealing_public"],
+        "made-up-key-id",
+        row["sealing_id"],
+        row["hub_signature"],
+    )
+    hub_public = hub.public_key()
+    assert name not in await parties.current(pool, hub_public)
+    sealing = (await parties.sealing_keys(pool, hub_public))[name]
+    assert sealing[0] is None  # nothing to seal to, not the old key
+    old_sealer = keys.public_raw(old.opener().public_key())
+    assert old_sealer in {keys.public_raw(k) for k in sealing[1:] if k is not None}  # still opens
+
+
 async def test_the_hub_seals_no_code_to_a_providers_revoked_or_replaced_key(
     pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
