@@ -26,7 +26,7 @@ from renkei.app.kit import (
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit
 from renkei.bpf.loader import parse_text, stored_hash
-from renkei.bpf.review import review_version
+from renkei.bpf.review import ALTERED, review_version, suspension
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.kernel import keys
@@ -220,6 +220,11 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
     # Operating when it was changed: no one can keep it running, but its recorded definers can
     # still retire it (who they are is not in its content), and no one else can.
     await operating_for(pool, checked.owners.executors[0], bpf)
+    # Reviewed against the law, it conforms on no day (its earlier verdict does not stand in).
+    reviewed = await review_version(pool, catalog, bpf, 1)
+    assert reviewed is not None and reviewed.stops_on is not None, reviewed
+    assert reviewed.problems == [ALTERED] and reviewed.definer == checked.owners.definer
+    assert await suspension(pool, bpf, 1, reviewed.stops_on) is not None
     with pytest.raises(registry.TransitionRefused, match="is not"):
         await transition(
             pool, bpf, 1, "retire", "digital-agency", conformance_body="digital-agency"

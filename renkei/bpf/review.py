@@ -69,6 +69,29 @@ class Suspension(BaseModel):
         )
 
 
+# What a review records of a version whose stored definition no longer has its content hash.
+ALTERED = (
+    "its registered definition was changed in the database since it was registered (it no"
+    " longer has its content hash)"
+)
+
+
+async def _altered(pool: asyncpg.Pool, row: asyncpg.Record, since: dt.date) -> Reviewed:
+    """The review of a version changed in the database since it was registered: it conforms on
+    no day (a review is recorded, so an earlier review's verdict does not stand in for it), and
+    its recorded definers are told (registry.owners: its content does not name them now)."""
+    kept = await registry.ownership(pool, row["bpf"])
+    return Reviewed(
+        bpf=row["bpf"],
+        version=row["version"],
+        definer=kept.definer if kept else "",
+        executors=[],
+        stops_on=since,
+        affected=True,
+        problems=[ALTERED],
+    )
+
+
 def _loaded(row: asyncpg.Record) -> LoadedBpf | None:
     """The version's registered content, checked against its hash, with its source text while
     it is that content's (``None``: changed in the database since; it runs nowhere, and a
@@ -134,7 +157,9 @@ async def review(
     timelines: list[list[tuple[dt.date, list[str]]]] = []
     for row in rows:
         loaded = _loaded(row)
-        if loaded is None:
+        if loaded is None:  # changed in the database: no conformance is judged of it
+            out.append(await _altered(pool, row, since))
+            timelines.append([(day, [ALTERED]) for day in days])
             continue
         d = loaded.definition
         timeline = [
@@ -240,8 +265,8 @@ async def review_version(
 ) -> Reviewed | None:
     """Review one version just put into operation against the store's whitelist, from today
     on every day the law changes, as the newest load's review (``None`` if nothing was ever
-    loaded, or if its definition was changed in the database since it was registered): a
-    version operated after a load that changes the law later stops then too."""
+    loaded): a version operated after a load that changes the law later stops then too, and one
+    whose definition was changed in the database since it was registered conforms on no day."""
     load = await pool.fetchrow(
         "SELECT l.id, l.source, l.effective FROM whitelist.loads l ORDER BY l.id DESC LIMIT 1"
     )
@@ -257,21 +282,33 @@ async def review_version(
     known = await registry.known(pool)
     day0 = today or dt.datetime.now(JST).date()
     loaded = _loaded(row)
-    if loaded is None:
-        return None
-    timeline = [
-        (
-            day,
-            [
-                str(i)
-                for i in validate(loaded, catalog, index, at=day, known=known)
-                if i.severity == "error"
-            ],
+    days = checkpoints(index, day0, day0)
+    if loaded is None:  # changed in the database: recorded as conforming on no day
+        reviewed = await _altered(pool, row, day0)
+        timeline = [(day, [ALTERED]) for day in days]
+    else:
+        timeline = [
+            (
+                day,
+                [
+                    str(i)
+                    for i in validate(loaded, catalog, index, at=day, known=known)
+                    if i.severity == "error"
+                ],
+            )
+            for day in days
+        ]
+        stops = next(((day, p) for day, p in timeline if p), None)
+        d = loaded.definition
+        reviewed = Reviewed(
+            bpf=d.bpf,
+            version=d.version,
+            definer=d.owners.definer,
+            executors=list(d.owners.executors),
+            stops_on=stops[0] if stops else None,
+            affected=False,
+            problems=stops[1] if stops else [],
         )
-        for day in checkpoints(index, day0, day0)
-    ]
-    stops = next(((day, p) for day, p in timeline if p), None)
-    d = loaded.definition
     async with pool.acquire() as conn, conn.transaction():
         for day, problems in timeline:
             await conn.execute(
@@ -280,22 +317,14 @@ async def review_version(
                 " VALUES ($1, $2, $3, $4, $5, $6, false, $7, $8::text::jsonb)",
                 load["id"],
                 cause(index, day, load["source"]),
-                d.bpf,
-                d.version,
+                reviewed.bpf,
+                reviewed.version,
                 day,
                 not problems,
-                list(d.owners.executors),
+                reviewed.executors,
                 json.dumps(problems, ensure_ascii=False),
             )
-    return Reviewed(
-        bpf=d.bpf,
-        version=d.version,
-        definer=d.owners.definer,
-        executors=list(d.owners.executors),
-        stops_on=stops[0] if stops else None,
-        affected=False,
-        problems=stops[1] if stops else [],
-    )
+    return reviewed
 
 
 async def suspension(
