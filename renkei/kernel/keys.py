@@ -101,9 +101,8 @@ def signature_holds(public: Ed25519PublicKey, signature: str, message: bytes) ->
     is a digest of the key, the signature and the message: rows anyone with the
     application's role may add to the registry's tables, however long, cost a bounded memory."""
     raw = public_raw(public)
-    seen = hashlib.sha256(
-        b"%d|%s|%d|%s" % (len(raw), raw, len(signature), signature.encode()) + message
-    ).digest()
+    sig = signature.encode("utf-8", "surrogatepass")  # any text: no error before the check
+    seen = hashlib.sha256(b"%d|%s|%d|%s" % (len(raw), raw, len(sig), sig) + message).digest()
     with _HOLDS_LOCK:
         known = _HOLDS.get(seen)
         if known is not None:
