@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from renkei.bpf import registry
 from renkei.bpf.loader import LoadedBpf
 from renkei.bpf.models import BpfDefinition, QueryStep, walk
-from renkei.bpf.validation import validate
+from renkei.bpf.validation import KnownBpfs, validate
 from whitelist import store
 from whitelist.decide import JST, WhitelistIndex
 from whitelist.models import Catalog, role_of
@@ -74,6 +74,27 @@ ALTERED = (
     "its registered definition was changed in the database since it was registered (it no"
     " longer has its content hash)"
 )
+
+
+def _timeline(
+    loaded: LoadedBpf,
+    catalog: Catalog,
+    index: WhitelistIndex,
+    days: Sequence[dt.date],
+    known: KnownBpfs,
+) -> list[tuple[dt.date, list[str]]]:
+    """The errors validation finds in ``loaded`` against ``index`` on each of ``days``."""
+    return [
+        (
+            day,
+            [
+                str(i)
+                for i in validate(loaded, catalog, index, at=day, known=known)
+                if i.severity == "error"
+            ],
+        )
+        for day in days
+    ]
 
 
 async def _altered(pool: asyncpg.Pool, row: asyncpg.Record, since: dt.date) -> Reviewed:
@@ -162,17 +183,7 @@ async def review(
             timelines.append([(day, [ALTERED]) for day in days])
             continue
         d = loaded.definition
-        timeline = [
-            (
-                day,
-                [
-                    str(i)
-                    for i in validate(loaded, catalog, index, at=day, known=known)
-                    if i.severity == "error"
-                ],
-            )
-            for day in days
-        ]
+        timeline = _timeline(loaded, catalog, index, days, known)
         stops = next(((day, p) for day, p in timeline if p and day >= outcome.effective), None)
         stops = stops or next(((day, p) for day, p in timeline if p), None)
         before = await _previous(pool, d.bpf, d.version, outcome.load_id)
@@ -287,17 +298,7 @@ async def review_version(
         reviewed = await _altered(pool, row, day0)
         timeline = [(day, [ALTERED]) for day in days]
     else:
-        timeline = [
-            (
-                day,
-                [
-                    str(i)
-                    for i in validate(loaded, catalog, index, at=day, known=known)
-                    if i.severity == "error"
-                ],
-            )
-            for day in days
-        ]
+        timeline = _timeline(loaded, catalog, index, days, known)
         stops = next(((day, p) for day, p in timeline if p), None)
         d = loaded.definition
         reviewed = Reviewed(
