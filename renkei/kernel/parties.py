@@ -188,8 +188,7 @@ async def _signed_entries(
             continue
         found.append((p, revoked))
     # Each party's current entry first (then its revoked ones, newest first as read).
-    order = {id(e): i for i, e in enumerate(found)}
-    found.sort(key=lambda e: (e[0].party, e[1], order[id(e)]))
+    found.sort(key=lambda e: (e[0].party, e[1]))  # stable: as read within each
     return found
 
 
