@@ -421,6 +421,12 @@ def test_verify_command_reports_the_broken_link(cli: CliRunner, settings: Settin
     assert code == 1 and f"BROKEN {keeper} at record 2" in out
 
 
+def _probe_keys(name: str) -> keys.OrgKeys:
+    """Fresh keys of a probe party ``name`` (its key file's content)."""
+    fresh = keys.new_keys()
+    return keys.OrgKeys(org=name, signing_key=fresh.signing_key, codec=fresh.codec, hub_signing="")
+
+
 async def test_an_old_keys_row_written_again_does_not_make_a_revoked_key_current(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
@@ -434,13 +440,7 @@ async def test_an_old_keys_row_written_again_does_not_make_a_revoked_key_current
     hub = keys.load(settings).signer()
     name = f"probe-{uuid.uuid4().hex[:8]}"
 
-    def org_keys() -> keys.OrgKeys:
-        fresh = keys.new_keys()
-        return keys.OrgKeys(
-            org=name, signing_key=fresh.signing_key, codec=fresh.codec, hub_signing=""
-        )
-
-    old, new = org_keys(), org_keys()
+    old, new = _probe_keys(name), _probe_keys(name)
     await parties.register(pool, hub, old.public(name))
     await parties.register(pool, hub, new.public(name))  # the old one revoked, signed
     row = await pool.fetchrow(
@@ -486,13 +486,7 @@ async def test_the_hub_seals_no_code_to_a_providers_revoked_or_replaced_key(
     hub = hub_keys.signer()
     name = f"probe-{uuid.uuid4().hex[:8]}"
 
-    def org_keys() -> keys.OrgKeys:
-        fresh = keys.new_keys()
-        return keys.OrgKeys(
-            org=name, signing_key=fresh.signing_key, codec=fresh.codec, hub_signing=""
-        )
-
-    first = org_keys()
+    first = _probe_keys(name)
     await parties.register(pool, hub, first.public(name))
     issuer = PermitIssuer(pool, hub_keys)
 
@@ -501,7 +495,7 @@ async def test_the_hub_seals_no_code_to_a_providers_revoked_or_replaced_key(
 
     assert open_sealed(first.opener(), await sealed_code(), "subject|wf|run|q1|" + name)
     assert await issuer.signing_key_of(name) == first.public(name).signing
-    second = org_keys()
+    second = _probe_keys(name)
     await parties.register(pool, hub, second.public(name))  # replaces (revokes) the first
     monkeypatch.setattr(channels, "CURRENT_FOR", 3600.0)  # read less than that ago: kept
     assert await issuer.signing_key_of(name) == first.public(name).signing
