@@ -2,7 +2,15 @@
 
 An ephemeral X25519 key agrees a secret with the recipient's public sealing key; HKDF-SHA256
 turns it into an AES-256-GCM key, bound to a context string (what the value is, for which
-attempt), so a sealed value cannot be moved to another purpose. The payload codec's shared ring
+attempt), so a sealed value cannot be moved to another purpose.
+
+A sealer keeps its ephemeral key for one recipient key a short while (:data:`EPHEMERAL_FOR`
+seconds, :data:`EPHEMERAL_USES` values), and an opener the secret it agreed with an ephemeral
+key: two scalar multiplications of X25519 a value saved, most of what sealing cost. Nothing is
+weaker for it: every value still has a key of its own (its context goes into HKDF) and a random
+nonce; whoever reads the sealer's memory could open what it sealed with that ephemeral key, but
+the only sealer, the hub, derives the codes it seals in the first place; whoever reads the
+opener's memory holds its private key too. The payload codec's shared ring
 protects what Temporal stores from outsiders; sealing protects one party's secret from every
 other party that holds that ring (another agency's worker, the platform's operators).
 """
@@ -10,7 +18,11 @@ other party that holds that ring (another agency's worker, the platform's operat
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import threading
+import time
+from collections import OrderedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -21,6 +33,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, ConfigDict
 
 _NONCE = 12
+
+EPHEMERAL_FOR = 60.0  # seconds a sealer keeps one ephemeral key for one recipient key
+EPHEMERAL_USES = 4096  # values a sealer seals with one ephemeral key at most
+_KEPT = 1024  # recipient keys (sealer), agreed secrets (opener) kept at most
 
 
 class SealError(ValueError):
@@ -47,15 +63,66 @@ def _key(shared: bytes, context: str) -> bytes:
     ).derive(shared)
 
 
+class _Ephemeral:
+    """An ephemeral key's public half (base64) and the secret it agreed with one recipient."""
+
+    __slots__ = ("born", "public", "shared", "uses")
+
+    def __init__(self, recipient: X25519PublicKey) -> None:
+        eph = X25519PrivateKey.generate()
+        self.public = base64.b64encode(public_bytes(eph.public_key())).decode()
+        self.shared = eph.exchange(recipient)
+        self.uses = 0
+        self.born = time.monotonic()
+
+
+_EPHEMERALS: OrderedDict[bytes, _Ephemeral] = OrderedDict()
+_AGREED: OrderedDict[bytes, bytes] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+def _ephemeral(recipient: X25519PublicKey) -> tuple[str, bytes]:
+    """The ephemeral key to seal to ``recipient`` with now, and the secret it agreed."""
+    raw = public_bytes(recipient)
+    with _LOCK:
+        kept = _EPHEMERALS.get(raw)
+        if (
+            kept is None
+            or kept.uses >= EPHEMERAL_USES
+            or time.monotonic() - kept.born >= EPHEMERAL_FOR
+        ):
+            kept = _EPHEMERALS[raw] = _Ephemeral(recipient)
+            while len(_EPHEMERALS) > _KEPT:
+                _EPHEMERALS.popitem(last=False)
+        _EPHEMERALS.move_to_end(raw)
+        kept.uses += 1
+        return kept.public, kept.shared
+
+
+def _agreed(private: X25519PrivateKey, ephemeral: bytes) -> bytes:
+    """The secret ``private`` agrees with the ephemeral key ``ephemeral`` (raw), remembered."""
+    seen = hashlib.sha256(private.private_bytes_raw() + ephemeral).digest()
+    with _LOCK:
+        shared = _AGREED.get(seen)
+        if shared is not None:
+            _AGREED.move_to_end(seen)
+            return shared
+    shared = private.exchange(X25519PublicKey.from_public_bytes(ephemeral))
+    with _LOCK:
+        _AGREED[seen] = shared
+        while len(_AGREED) > _KEPT:
+            _AGREED.popitem(last=False)
+    return shared
+
+
 def seal(recipient: X25519PublicKey, recipient_id: str, data: bytes, context: str) -> Sealed:
     """``data`` sealed to ``recipient`` for ``context``."""
-    eph = X25519PrivateKey.generate()
-    key = _key(eph.exchange(recipient), context)
+    ephemeral, shared = _ephemeral(recipient)
     nonce = os.urandom(_NONCE)
-    sealed = AESGCM(key).encrypt(nonce, data, context.encode())
+    sealed = AESGCM(_key(shared, context)).encrypt(nonce, data, context.encode())
     return Sealed(
         recipient=recipient_id,
-        ephemeral=base64.b64encode(public_bytes(eph.public_key())).decode(),
+        ephemeral=ephemeral,
         ciphertext=base64.b64encode(nonce + sealed).decode(),
     )
 
@@ -63,9 +130,9 @@ def seal(recipient: X25519PublicKey, recipient_id: str, data: bytes, context: st
 def open_sealed(private: X25519PrivateKey, sealed: Sealed, context: str) -> bytes:
     """The data of ``sealed``, or :class:`SealError`."""
     try:
-        eph = X25519PublicKey.from_public_bytes(base64.b64decode(sealed.ephemeral))
+        shared = _agreed(private, base64.b64decode(sealed.ephemeral))
         blob = base64.b64decode(sealed.ciphertext)
-        key = _key(private.exchange(eph), context)
+        key = _key(shared, context)
         return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], context.encode())
     except (InvalidTag, ValueError) as err:
         raise SealError("the sealed value does not open with this key for this purpose") from err
