@@ -101,8 +101,7 @@ def signature_holds(public: Ed25519PublicKey, signature: str, message: bytes) ->
     is a digest of the key, the signature and the message: rows anyone with the
     application's role may add to the registry's tables, however long, cost a bounded memory."""
     raw = public_raw(public)
-    sig = signature.encode("utf-8", "surrogatepass")  # any text: no error before the check
-    seen = hashlib.sha256(b"%d|%s|%d|%s" % (len(raw), raw, len(sig), sig) + message).digest()
+    seen = _seen(raw, signature, message)
     with _HOLDS_LOCK:
         known = _HOLDS.get(seen)
         if known is not None:
@@ -113,11 +112,28 @@ def signature_holds(public: Ed25519PublicKey, signature: str, message: bytes) ->
         holds = True
     except (InvalidSignature, ValueError):
         holds = False
+    _remember(seen, holds)
+    return holds
+
+
+def signed_here(public: Ed25519PublicKey, signature: str, message: bytes) -> None:
+    """Remember that ``signature`` is ``public``'s over ``message``: this process has just made
+    it (a party checking its own signatures again, as the hub its permits in the receipts it
+    collects, is then spared the check)."""
+    _remember(_seen(public_raw(public), signature, message), True)
+
+
+def _seen(raw: bytes, signature: str, message: bytes) -> bytes:
+    sig = signature.encode("utf-8", "surrogatepass")  # any text: no error before the check
+    return hashlib.sha256(b"%d|%s|%d|%s" % (len(raw), raw, len(sig), sig) + message).digest()
+
+
+def _remember(seen: bytes, holds: bool) -> None:
     with _HOLDS_LOCK:
         _HOLDS[seen] = holds
+        _HOLDS.move_to_end(seen)
         while len(_HOLDS) > _PARSED * 4:
             _HOLDS.popitem(last=False)
-    return holds
 
 
 _HOLDS: OrderedDict[bytes, bool] = OrderedDict()

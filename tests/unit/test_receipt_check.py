@@ -80,3 +80,22 @@ def test_a_receipt_that_does_not_hold_says_why() -> None:
     genuine = _receipt(JPS, _permit())
     other = genuine.model_copy(update={"digest": attest.answer_digest({"benefits": [1]})})
     assert "registered (unrevoked) key" in _problem(other)
+
+
+def test_the_hubs_own_permits_remembered_make_no_other_permit_the_hubs() -> None:
+    """The permits this process signed are remembered, so the hub's collector is spared
+    checking its own signature again: a permit changed after signing, or signed here with
+    another key, is still not the hub's; one signed elsewhere is checked afresh."""
+    from renkei.kernel import keys
+
+    signed = _permit()
+    assert permits.is_hubs(signed, HUB.public_key())
+    changed = permits.SignedPermit(
+        permit=signed.permit.model_copy(update={"step": "tax"}), signature=signed.signature
+    )
+    assert not permits.is_hubs(changed, HUB.public_key())
+    other = permits.sign(signed.permit, Ed25519PrivateKey.generate())  # remembered, for its key
+    assert not permits.is_hubs(other, HUB.public_key())
+    keys._HOLDS.clear()  # as in another of the hub's processes: checked, and it holds
+    assert permits.is_hubs(signed, HUB.public_key())
+    assert not permits.is_hubs(other, HUB.public_key())
