@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 
 import asyncpg
 import pytest
@@ -67,6 +68,78 @@ async def test_consent_given_after_a_preview_completes_the_flow(
     assert result.outcome == "completed" and isinstance(result.result["income"], int)
     kept = await records.query(pool, workflow_id=handle.id)
     assert kept and {r.trigger for r in kept} == {"portal"}
+    # "running" from the first linkage on, "waiting", and as the wait ends the flow's end: the
+    # "running" between them lasted no time, and has no upsert of its own
+    upserts = _upserts(await handle.fetch_history())
+    assert [u.get(sa.STATUS.name) for u in upserts] == ["running", "waiting", "completed"]
+    assert upserts[-1][sa.WAITING_FOR.name] is None
+
+
+def _upserts(history) -> list[dict[str, object]]:
+    """The run's own search attributes each upsert in its history set (``None``: unset), in
+    order, leaving out the SDK's own (``TemporalChangeVersion``, with a patch marker)."""
+    found = []
+    for e in history.events:
+        if e.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = e.upsert_workflow_search_attributes_event_attributes.search_attributes
+            set_ = {
+                name: json.loads(p.data) if p.data else None
+                for name, p in fields.indexed_fields.items()
+                if name != "TemporalChangeVersion"
+            }
+            if set_:
+                found.append(set_)
+    return found
+
+
+async def test_a_flow_sets_its_search_attributes_once_for_each_thing_it_waits_on(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """A flow that starts by waiting shows "waiting" from its first upsert ("running" and the
+    pinned version go with it); as its wait ends, "running" is set before its next linkage, not
+    left for the flow's end; as it ends, one upsert. The states an operator reads are the ones
+    it had: no upsert of its own for a "running" that lasts no time."""
+    await register_fixture(pool, "wait-first-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        handle = await sdk(client, slow).start(
+            start("wait-first-probe", "city-minato", _applicant(settings), trigger="portal")
+        )
+        await _waiting(handle, "consent")
+        described = await handle.describe()
+        assert described.typed_search_attributes.get(sa.STATUS) == "waiting"
+        assert described.typed_search_attributes.get(sa.BPF_VERSION) == 1
+        await handle.execute_update(
+            "renkei.respond",
+            Response(step="consent", payload={"agree": True}),
+            result_type=Acknowledged,
+        )
+        result = await handle.result()
+    assert result.outcome == "completed"
+    history = await handle.fetch_history()
+    upserts = _upserts(history)
+    assert [u.get(sa.STATUS.name) for u in upserts] == ["waiting", "running", "completed"]
+    assert upserts[0][sa.BPF_VERSION.name] == 1 and upserts[0][sa.WAITING_FOR.name]
+    assert upserts[1][sa.WAITING_FOR.name] is None and upserts[1][sa.DEADLINE.name] is None
+    # "running" is set before the linkage goes out, in the same workflow task as the answer
+    kinds = [e.WhichOneof("attributes") for e in history.events]
+    running = [
+        i
+        for i, e in enumerate(history.events)
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+        and sa.STATUS.name
+        in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ][1]
+    linkage = next(
+        i
+        for i, k in enumerate(kinds)
+        if i > running
+        and k in ("marker_recorded_event_attributes", "activity_task_scheduled_event_attributes")
+    )
+    assert linkage > running
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(sa.STATUS) == "completed"
+    assert described.typed_search_attributes.get(sa.WAITING_FOR) is None
 
 
 async def test_consent_refused_and_malformed_responses(

@@ -9,6 +9,7 @@ The API's state of a closed flow carries its result or the reason it did not rea
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 import httpx
@@ -161,6 +162,14 @@ async def test_a_linkage_no_worker_answers_is_recorded_as_no_answer_not_provided
     assert await _outcomes(pool, handle.id) == {"tax": "no_answer"}
     rows = await asyncio.to_thread(_listed, cli, "--workflow", handle.id)
     assert {r[10] for r in rows} == {"no_answer"}
+    # The path is one of lean-paths-v2's: the run records that marker and no other.
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in (await handle.fetch_history()).events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    assert patches == ["lean-paths-v2"]
 
 
 async def test_a_linkage_cancelled_in_flight_is_recorded_as_cancelled(

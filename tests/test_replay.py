@@ -32,7 +32,7 @@ FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.parent.name != "keys")
 # earlier recording is kept as each party's former sealing keys.
 FIXTURE_KEYS = Settings(keys_file=HISTORIES / "keys.json", keys_dir=HISTORIES / "keys")
 # The prefix of the newest recording: every sample has runs recorded on the current paths.
-NEWEST = "v{version}-lean-"
+NEWEST = "v{version}-folded-"
 # The prefix of the runs recorded over the direct channel (RENKEI_LINKAGE_TRANSPORT=direct):
 # the same paths as the newest, each linkage a local activity of the flow.
 DIRECT = "v{version}-direct-"

@@ -22,6 +22,7 @@ from temporalio.common import (
     RawValue,
     RetryPolicy,
     SearchAttributePair,
+    SearchAttributeUpdate,
     TypedSearchAttributes,
 )
 from temporalio.exceptions import (
@@ -162,6 +163,14 @@ LEAN = "lean-paths-v1"
 # endpoint configured) is told as "no_answer", as a linkage no worker took from the provider's
 # queue (runs recorded before told it as "failed").
 UNREACHED_NO_ANSWER = "unreached-no-answer-v1"
+# Every path of ``LEAN``, and ``UNREACHED_NO_ANSWER``, in one marker; and the run's search
+# attributes folded: what a flow sets as it goes on ("running" at its start, or as a wait or a
+# sleep ends) is set with what it sets next, if that comes before anything that takes time (a
+# wait, a sleep, the flow's end), instead of in an upsert of its own. Each upsert is an event in
+# the history and an update of the server's visibility store: a flow that starts by waiting, or
+# ends as its wait ends, has one of each fewer at its start and as it ends. Runs recorded before
+# ask ``LEAN`` as they did, and upsert as they did.
+LEAN_FOLDED = "lean-paths-v2"
 _LEAN_PATHS = frozenset(
     {
         PERMITS,
@@ -177,6 +186,10 @@ _LEAN_PATHS = frozenset(
         COLLECTED_RECEIPTS,
     }
 )
+_FOLDED_PATHS = _LEAN_PATHS | {UNREACHED_NO_ANSWER}
+# Steps that take no time before the next step, or that set the run's search attributes
+# themselves (waits and sleeps): attributes set lazily wait for what comes after them.
+_INSTANT = (SetStep, FailStep, BranchStep, WaitStep, SleepStep)
 
 
 A = TypeVar("A")
@@ -216,6 +229,9 @@ class BpfInterpreter:
         self._telling = False  # a call telling the held-back outcomes is about to go
         self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
         self._lean = False  # whether the run recorded LEAN (asked first thing in ``run``)
+        self._folded = False  # whether it recorded LEAN_FOLDED (it folds its upserts)
+        # Search attributes set lazily, not yet upserted (a run that folds them).
+        self._unset: dict[str, SearchAttributeUpdate[Any]] = {}
         # Brokering ahead: the hub's answers for linkages not reached yet, by step, and for each
         # query step the ones that certainly follow it (asked for with it).
         self._ahead = False
@@ -302,7 +318,28 @@ class BpfInterpreter:
     def _patched(self, patch: str) -> bool:
         """Whether this run takes the path ``patch`` (one of ``_LEAN_PATHS``): yes for a run that
         recorded ``LEAN``, else as its own marker says."""
-        return (self._lean and patch in _LEAN_PATHS) or workflow.patched(patch)
+        return (
+            (self._folded and patch in _FOLDED_PATHS)
+            or (self._lean and patch in _LEAN_PATHS)
+            or workflow.patched(patch)
+        )
+
+    def _upsert(self, updates: list[SearchAttributeUpdate[Any]], *, lazily: bool = False) -> None:
+        """Set the run's search attributes: at once, or (``lazily``, in a run that folds them)
+        with what it sets next or before its next step that may take time (:meth:`_step`)."""
+        if not self._folded:
+            workflow.upsert_search_attributes(updates)
+            return
+        for update in updates:
+            self._unset[update.key.name] = update
+        if not lazily:
+            self._set_now()
+
+    def _set_now(self) -> None:
+        """Upsert the search attributes set lazily, in one command."""
+        if self._unset:
+            updates, self._unset = list(self._unset.values()), {}
+            workflow.upsert_search_attributes(updates)
 
     def _hub(
         self,
@@ -388,7 +425,8 @@ class BpfInterpreter:
         # Asked first, once: a run recorded before it says no here, and then asks each path on
         # its own at the same points as it did (an answer asked later would be yes in a run that
         # continues on this worker, and add the marker midway).
-        self._lean = workflow.patched(LEAN)
+        self._folded = workflow.patched(LEAN_FOLDED)
+        self._lean = self._folded or workflow.patched(LEAN)
         ahead = self._patched(BROKERED_AHEAD)
         if start.resume is not None:  # a continuation: the definition is already pinned
             if self._patched(SIGNED_RESUME):  # only a state the hub signed is taken up
@@ -430,12 +468,13 @@ class BpfInterpreter:
         self._kit_clock = self._run.kit_clock and self._patched(KIT_CLOCK)
         marked = workflow.info().typed_search_attributes.get(sa.CONFORMANCE) == sa.KIT
         if marked != self._kit_clock and self._patched(KIT_MARK):
-            workflow.upsert_search_attributes(
+            self._upsert(
                 [
                     sa.CONFORMANCE.value_set(sa.KIT)
                     if self._kit_clock
                     else sa.CONFORMANCE.value_unset()
-                ]
+                ],
+                lazily=True,
             )
         pin = self._run.pin
         # One copy of the definition per content in this worker, however many runs it caches.
@@ -453,8 +492,9 @@ class BpfInterpreter:
             if self._batched():
                 workflow.upsert_memo({"definition": pin.model_dump()})
                 self._status = "running"
-                workflow.upsert_search_attributes(
-                    [sa.BPF_VERSION.value_set(pin.version), sa.STATUS.value_set("running")]
+                self._upsert(
+                    [sa.BPF_VERSION.value_set(pin.version), sa.STATUS.value_set("running")],
+                    lazily=True,
                 )
             else:
                 workflow.upsert_search_attributes([sa.BPF_VERSION.value_set(pin.version)])
@@ -556,6 +596,7 @@ class BpfInterpreter:
                     and self._history_is_long()
                     and not self._consent_pending(top[index:])
                 ):
+                    self._set_now()
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     resume = Resume(
                         run=self._run,
@@ -592,7 +633,7 @@ class BpfInterpreter:
 
     def _set_status(self, status: str) -> None:
         self._status = status
-        workflow.upsert_search_attributes([sa.STATUS.value_set(status)])
+        self._upsert([sa.STATUS.value_set(status)])
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
@@ -663,6 +704,8 @@ class BpfInterpreter:
             await self._step(step)
 
     async def _step(self, step: AnyStep) -> None:
+        if not isinstance(step, _INSTANT):  # it may take time: the run's attributes first
+            self._set_now()
         if isinstance(step, QueryStep):
             await self._query(step)
         elif isinstance(step, SetStep):
@@ -713,7 +756,7 @@ class BpfInterpreter:
             preview={s: self._outputs[s] for s in w.show if s in self._outputs},
         )
         self._waiting[step.id] = (step, info)
-        workflow.upsert_search_attributes(
+        self._upsert(
             [
                 sa.STATUS.value_set("waiting"),
                 sa.WAITING_FOR.value_set(f"{step.id}:{w.for_}"),
@@ -754,12 +797,13 @@ class BpfInterpreter:
             payload = {"timed_out": True}
         finally:
             del self._waiting[step.id]
-            workflow.upsert_search_attributes(
+            self._upsert(
                 [
                     sa.STATUS.value_set("running"),
                     sa.WAITING_FOR.value_unset(),
                     sa.DEADLINE.value_unset(),
-                ]
+                ],
+                lazily=True,
             )
             self._status = "running"
         self._bind(step.id, payload)
@@ -771,7 +815,7 @@ class BpfInterpreter:
             until = self._eval((step.id, "until"))
             target = datetime.fromisoformat(str(until))
             span = self._scaled(max(target - self._now(), timedelta(0)))
-        workflow.upsert_search_attributes(
+        self._upsert(
             [
                 sa.STATUS.value_set("sleeping"),
                 sa.WAITING_FOR.value_set(f"{step.id}:timer"),
@@ -784,12 +828,13 @@ class BpfInterpreter:
                 await self._until(lambda: False, self._now() + span, step.id)
         else:
             await workflow.sleep(span)
-        workflow.upsert_search_attributes(
+        self._upsert(
             [
                 sa.STATUS.value_set("running"),
                 sa.WAITING_FOR.value_unset(),
                 sa.DEADLINE.value_unset(),
-            ]
+            ],
+            lazily=True,
         )
         self._status = "running"
 
@@ -1210,7 +1255,7 @@ class BpfInterpreter:
                 Failure.PROVIDER_ERROR.caused(cause)
                 and isinstance(cause, ApplicationError)
                 and UNREACHED in cause.details
-                and workflow.patched(UNREACHED_NO_ANSWER)
+                and self._patched(UNREACHED_NO_ANSWER)
             )
             if report:
                 self._report(
