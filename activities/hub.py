@@ -485,7 +485,7 @@ class HubActivities:
                 allowed=False, reason=decision.reason, legal_reference=decision.legal_reference
             )
         try:
-            permit, sealed = await self._issuer.issue(
+            issued = await self._issuer.issue(
                 workflow_id=req.workflow_id,
                 run_id=req.run_id,
                 step=req.step,
@@ -511,9 +511,10 @@ class HubActivities:
             allowed=True,
             reason=decision.reason,
             legal_reference=decision.legal_reference,
-            permit=permit,
-            sealed_subject=sealed,
-            provider_key=await self._issuer.signing_key_of(req.provider),
+            permit=issued.permit,
+            sealed_subject=issued.sealed,
+            # from the same read of the registry as the key the code is sealed to
+            provider_key=issued.provider_key,
         )
 
     @activity.defn(name="hub.broker-group")
@@ -720,9 +721,9 @@ class HubActivities:
             bpf_version=d.version,
             at=now,
         )
-        permit = None
+        issued = None
         if decision.allowed and decision.row is not None:
-            permit, _ = await self._issuer.issue(
+            issued = await self._issuer.issue(
                 workflow_id=info.workflow_id or "",
                 run_id=info.workflow_run_id or "",
                 step=COHORT_STEP,
@@ -743,8 +744,8 @@ class HubActivities:
             version=d.version,
             content_hash=found.content_hash,
             task_queue_prefix=self._prefix,
-            permit=permit,
-            provider_key=await self._issuer.signing_key_of(req.executor) if permit else None,
+            permit=issued.permit if issued else None,
+            provider_key=issued.provider_key if issued else None,
         )
 
     @activity.defn(name="hub.case-refs")

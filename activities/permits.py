@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import math
 import time
+from typing import NamedTuple
 
 import asyncpg
 
@@ -41,6 +42,10 @@ def subject_context(workflow_id: str, run_id: str, step: str, provider: str) -> 
 # reads fail before no permit is issued on them.
 READ_WAIT = 5.0
 KEYS_STALE = 90.0
+# A party not found among the keys held is looked for again with a new read of the registry (a
+# party registered a moment ago), at most once this often: many linkages naming a party with no
+# keys wait for one read, they do not each make one.
+MISS_INTERVAL = 1.0
 
 
 class KeysUnread(RuntimeError):
@@ -49,6 +54,15 @@ class KeysUnread(RuntimeError):
 
 class UnknownParty(LookupError):
     """An org with no registered keys: nothing can be sealed to it."""
+
+
+class Issued(NamedTuple):
+    """A permit, the provider's code sealed for it, and the provider's signing key (base64)
+    from the same read of the registry as the sealing key: its answers verify against it."""
+
+    permit: permits.SignedPermit
+    sealed: Sealed | None
+    provider_key: str
 
 
 class PermitIssuer:
@@ -62,6 +76,7 @@ class PermitIssuer:
         self._registry: dict[str, keyfile.PublicKeys] = {}
         self._read_began = -math.inf  # when a read of the registry last began (monotonic)
         self._read_ok = -math.inf  # when the read whose keys are held began
+        self._missed = asyncio.Lock()  # one read at a time for parties not found
         # The hub signs the records it writes, and attests platform starts, with the same key.
         self.key = self._signer
         self.recorder = RecordSigner(HUB, self._signer)
@@ -78,7 +93,7 @@ class PermitIssuer:
         now = time.monotonic()
         found = self._registry.get(org)
         if found is None:  # a new or re-keyed org: read again
-            await self._read()
+            await self._read_for_missing(now)
         elif now - self._read_began >= channels.CURRENT_FOR:
             try:
                 await self._read()
@@ -93,6 +108,19 @@ class PermitIssuer:
         if found is None:
             raise UnknownParty(f"{org} has no registered keys: the platform has not issued them")
         return found
+
+    async def _read_for_missing(self, asked: float) -> None:
+        """A read of the registry begun after ``asked``, for a party not among the keys held:
+        this call's own, at most one every :data:`MISS_INTERVAL` seconds, or one that another
+        call began meanwhile and that succeeded (its keys hold whatever was registered before
+        ``asked``)."""
+        async with self._missed:
+            if self._read_ok >= asked:
+                return
+            wait = self._read_began + MISS_INTERVAL - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._read()
 
     async def _read(self) -> None:
         """Read the registry (within :data:`READ_WAIT` seconds); a read that began before the
@@ -125,8 +153,11 @@ class PermitIssuer:
         budget: dt.timedelta,
         now: dt.datetime,
         sub_task: str | None = None,
-    ) -> tuple[permits.SignedPermit, Sealed | None]:
-        sealed = await self._seal_code(workflow_id, run_id, step, provider, provider_code)
+    ) -> Issued:
+        """A signed permit for one attempt, with the provider's code sealed to the provider's
+        current sealing key; :class:`UnknownParty` if the provider has none."""
+        public = await self._public(provider)
+        sealed = self._seal_code(public, workflow_id, run_id, step, provider, provider_code)
         permit = permits.Permit(
             workflow_id=workflow_id,
             run_id=run_id,
@@ -146,15 +177,20 @@ class PermitIssuer:
             key_id=self._key_id,
             sub_task=sub_task,
         )
-        return permits.sign(permit, self._signer), sealed
+        return Issued(permits.sign(permit, self._signer), sealed, public.signing)
 
-    async def _seal_code(
-        self, workflow_id: str, run_id: str, step: str, provider: str, code: str | None
+    def _seal_code(
+        self,
+        public: keyfile.PublicKeys,
+        workflow_id: str,
+        run_id: str,
+        step: str,
+        provider: str,
+        code: str | None,
     ) -> Sealed | None:
         """The provider's code for the person sealed to the provider, for this attempt alone."""
         if code is None:
             return None
-        public = await self._public(provider)
         return seal(
             public.sealer(),
             public.sealing_id,
@@ -176,7 +212,8 @@ class PermitIssuer:
     ) -> tuple[permits.SignedPermit, Sealed | None]:
         """A contract probe's permit (``probe``): no whitelist row, no flow; the provider's gate
         admits it only in a probe run, for a probe subject (:mod:`renkei.contracts.probe`)."""
-        sealed = await self._seal_code(workflow_id, run_id, step, provider, provider_code or None)
+        public = await self._public(provider)
+        sealed = self._seal_code(public, workflow_id, run_id, step, provider, provider_code or None)
         permit = permits.Permit(
             workflow_id=workflow_id,
             run_id=run_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -490,24 +492,103 @@ async def test_the_hub_seals_no_code_to_a_providers_revoked_or_replaced_key(
     await parties.register(pool, hub, first.public(name))
     issuer = PermitIssuer(pool, hub_keys)
 
-    async def sealed_code() -> Any:
-        return await issuer._seal_code("wf", "run", "q1", name, "CODE")
+    async def issued() -> Any:
+        return await issuer.issue(**_attempt(name))
 
-    assert open_sealed(first.opener(), await sealed_code(), "subject|wf|run|q1|" + name)
-    assert await issuer.signing_key_of(name) == first.public(name).signing
+    one = await issued()
+    assert open_sealed(first.opener(), one.sealed, "subject|wf|run|q1|" + name)
+    assert one.provider_key == first.public(name).signing
     second = _probe_keys(name)
     await parties.register(pool, hub, second.public(name))  # replaces (revokes) the first
     monkeypatch.setattr(channels, "CURRENT_FOR", 3600.0)  # read less than that ago: kept
     assert await issuer.signing_key_of(name) == first.public(name).signing
     monkeypatch.setattr(channels, "CURRENT_FOR", 0.0)  # every look reads the registry again
-    now = await sealed_code()
+    now = await issued()
     with pytest.raises(SealError):
-        open_sealed(first.opener(), now, "subject|wf|run|q1|" + name)
-    assert open_sealed(second.opener(), now, "subject|wf|run|q1|" + name) == b"CODE"
-    assert await issuer.signing_key_of(name) == second.public(name).signing
+        open_sealed(first.opener(), now.sealed, "subject|wf|run|q1|" + name)
+    assert open_sealed(second.opener(), now.sealed, "subject|wf|run|q1|" + name) == b"CODE"
+    # the key its answers are checked with comes from the same read as the key the code is
+    # sealed to: a rotation between the two cannot pair one key's code with the other's answers
+    assert now.provider_key == second.public(name).signing
     assert await parties.revoke(pool, hub, name, reason="key lost")
     with pytest.raises(UnknownParty):
-        await sealed_code()
+        await issued()
+
+
+def _attempt(provider: str) -> dict[str, Any]:
+    """An attempt's permit as the hub's issuer is asked for it (the row is any row)."""
+    from whitelist.models import WhitelistRow
+
+    return {
+        "workflow_id": "wf",
+        "run_id": "run",
+        "step": "q1",
+        "requester": "city-minato",
+        "provider": provider,
+        "task": "child-allowance",
+        "info": "local-tax",
+        "row": WhitelistRow(
+            id="r",
+            source="s",
+            item="i",
+            requester_role="a",
+            task="child-allowance",
+            provider_role="b",
+            info="local-tax",
+            legal_text="l",
+            valid_from=dt.date(2020, 1, 1),
+        ),
+        "bpf": "b",
+        "bpf_version": 1,
+        "content_hash": "h",
+        "provider_code": "CODE",
+        "budget": dt.timedelta(seconds=30),
+        "now": dt.datetime.now(dt.UTC),
+    }
+
+
+async def test_linkages_naming_a_party_with_no_keys_wait_for_one_read_of_the_registry(
+    pool: asyncpg.Pool, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A party not among the keys the hub's issuer holds is looked for with a new read of the
+    registry (it may have been registered a moment ago), but many linkages naming a party with
+    no keys wait for one read at a time, at most one every MISS_INTERVAL: a flow naming an
+    unknown provider again and again does not turn each linkage into a read of the registry.
+    A party registered meanwhile is found, not refused."""
+    import time
+
+    from activities import permits as hub_permits
+    from activities.permits import PermitIssuer, UnknownParty
+    from renkei.kernel import parties
+
+    monkeypatch.setattr(hub_permits, "MISS_INTERVAL", 0.5)
+    reads = 0
+    current = parties.current
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await current(*args, **kwargs)
+
+    monkeypatch.setattr(parties, "current", counted)
+    hub_keys = keys.load(settings)
+    issuer = PermitIssuer(pool, hub_keys)
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    began = time.monotonic()
+    found = await asyncio.gather(
+        *(issuer.signing_key_of(name) for _ in range(50)), return_exceptions=True
+    )
+    assert all(isinstance(f, UnknownParty) for f in found)
+    assert reads <= 2, reads
+    more = await asyncio.gather(
+        *(issuer.signing_key_of(name) for _ in range(50)), return_exceptions=True
+    )
+    assert all(isinstance(f, UnknownParty) for f in more)
+    assert reads <= 3, reads
+    assert time.monotonic() - began >= 0.5  # the second round waited for the interval
+    mine = _probe_keys(name)
+    await parties.register(pool, hub_keys.signer(), mine.public(name))
+    assert await issuer.signing_key_of(name) == mine.public(name).signing  # registered: found
 
 
 async def test_a_party_whose_key_is_revoked_in_the_registry_gets_nothing_sealed_to_it(
