@@ -204,6 +204,13 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
     # transition moves it (its owners, who may move it, come from its definition).
     assert not {bpf, kept} & {r.definition.bpf for r in await registry.runnable(pool, "test")}
     assert (await registry.known(pool)).versions(bpf) == []
+    # Nor does any page or message show what was written into it: the citizen page's titles
+    # and the outbox's "waits for" (versions_of) leave it out, `renkei bpf list` says so.
+    shown = await registry.versions_of(pool, {bpf, kept, "child-allowance-check"})
+    assert set(shown) == {"child-allowance-check"}
+    listed = {(r.bpf, r.version): r for r in await registry.listing(pool)}
+    assert listed[(bpf, 1)].title == registry.ALTERED and listed[(bpf, 1)].task == "?"
+    assert listed[("child-allowance-check", 1)].title != registry.ALTERED
     with pytest.raises(registry.TransitionRefused, match="content hash"):
         await transition(
             pool,

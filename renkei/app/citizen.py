@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from renkei.app.client import RenkeiClient
+from renkei.bpf import registry
 from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.contracts.messages import Acknowledged
 from renkei.kernel import attest
@@ -283,15 +284,13 @@ async def records_for_subject(
             return ended, None
         return ("denied" if r["outcome"] == "denied" else "pending"), None
 
-    # Each procedure by its title (its newest registered version's), as the catalog names it.
+    # Each procedure by its title (its newest registered version's, as registered: a version
+    # changed in the database since names nothing here), as the catalog names it.
     titles = {
-        r["bpf"]: Party(id=r["bpf"], ja=r["ja"] or r["bpf"], en=r["en"] or r["bpf"])
-        for r in await pool.fetch(
-            "SELECT DISTINCT ON (bpf) bpf, definition->'title'->>'ja' AS ja,"
-            " definition->'title'->>'en' AS en FROM registry.bpf_versions"
-            " WHERE bpf = ANY($1::text[]) ORDER BY bpf, version DESC",
-            list({r["parent_bpf"] or r["bpf"] for r in rows}),
-        )
+        bpf: Party(id=bpf, ja=versions[0].title.ja or bpf, en=versions[0].title.en or bpf)
+        for bpf, versions in (
+            await registry.versions_of(pool, {r["parent_bpf"] or r["bpf"] for r in rows})
+        ).items()
     }
 
     def procedure(r: asyncpg.Record) -> Party:

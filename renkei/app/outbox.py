@@ -31,20 +31,13 @@ from collections.abc import AsyncIterator
 import asyncpg
 from pydantic import BaseModel, Field
 
+from renkei.bpf import registry
+from renkei.bpf.models import WaitStep, walk
+
 # The outbox's message ids are the reminders' (a bigserial).
 MAX_ID = 2**63 - 1
 # The most messages one listing hands out (the oldest first); the rest come on the next one.
 LISTING_LIMIT = 100
-
-# What the step waits for, from the registered definition of the flow's BPF (the newest
-# version with a wait step of this id); none if no registered version has such a step.
-_WAITS_FOR = (
-    "(SELECT f #>> '{}' FROM registry.bpf_versions v, LATERAL jsonb_path_query_first("
-    " v.definition, '$.** ? (@.id == $step && exists(@.wait)).wait.for',"
-    " jsonb_build_object('step', d.step)) AS f"
-    " WHERE v.bpf = split_part(d.workflow_id, '/', 1) AND f IS NOT NULL"
-    " ORDER BY v.version DESC LIMIT 1)"
-)
 
 
 class OutboxMessage(BaseModel):
@@ -90,10 +83,11 @@ async def pending(pool: asyncpg.Pool, org: str, limit: int = LISTING_LIMIT) -> l
         " ORDER BY id LIMIT $2)"
         " RETURNING r.id, r.workflow_id, r.step, r.deadline, r.created_at, r.deliveries,"
         " r.kind, r.note)"
-        f" SELECT d.*, {_WAITS_FOR} AS waits_for FROM d ORDER BY d.id",
+        " SELECT d.* FROM d ORDER BY d.id",
         org,
         limit,
     )
+    waits = await _waits_for(pool, {(r["workflow_id"].split("/", 1)[0], r["step"]) for r in rows})
     return [
         OutboxMessage(
             id=r["id"],
@@ -101,13 +95,35 @@ async def pending(pool: asyncpg.Pool, org: str, limit: int = LISTING_LIMIT) -> l
             note=r["note"],
             workflow_id=r["workflow_id"],
             step=r["step"],
-            waits_for=r["waits_for"],
+            waits_for=waits.get((r["workflow_id"].split("/", 1)[0], r["step"])),
             deadline=r["deadline"],
             queued_at=r["created_at"],
             deliveries=r["deliveries"],
         )
         for r in rows
     ]
+
+
+async def _waits_for(pool: asyncpg.Pool, steps: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """What each (BPF, step) waits for, from the newest registered version of the BPF with a
+    wait step of that id, as registered (:func:`renkei.bpf.registry.versions_of`: a version
+    changed in the database since says nothing here); none if no such version has one."""
+    versions = await registry.versions_of(pool, {bpf for bpf, _ in steps})
+    found: dict[tuple[str, str], str] = {}
+    for bpf, step in steps:
+        for definition in versions.get(bpf, []):
+            wait = next(
+                (
+                    s.wait
+                    for s in walk(definition.steps)
+                    if isinstance(s, WaitStep) and s.id == step
+                ),
+                None,
+            )
+            if wait is not None:
+                found[(bpf, step)] = wait.for_
+                break
+    return found
 
 
 async def ack(pool: asyncpg.Pool, org: str, message_id: int) -> Acknowledgement | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Literal
 
 import asyncpg
@@ -416,6 +416,32 @@ def _checked(stored: object, content_hash: str) -> BpfDefinition | None:
     return parsed if loaded_hash(parsed) == content_hash else None
 
 
+async def versions_of(
+    pool: asyncpg.Pool | Conn, bpfs: Collection[str]
+) -> dict[str, list[BpfDefinition]]:
+    """Every registered version of each of ``bpfs``, newest first, each checked against its
+    content hash (one changed in the database since it was registered is left out, logged):
+    what a page or a message shows of a BPF (its title, what a step waits for) is what was
+    registered, never what someone wrote into the table since."""
+    found: dict[str, list[BpfDefinition]] = {}
+    for r in await pool.fetch(
+        "SELECT bpf, version, content_hash, definition FROM registry.bpf_versions"
+        " WHERE bpf = ANY($1::text[]) ORDER BY bpf, version DESC",
+        sorted(set(bpfs)),
+    ):
+        definition = _kept(r)
+        if definition is not None:
+            found.setdefault(r["bpf"], []).append(definition)
+    return found
+
+
+def _kept(row: asyncpg.Record) -> BpfDefinition | None:
+    """A row's definition (its bpf, version, content hash and definition), checked against its
+    hash at every read, as every listing does (:func:`_listed`; ``None``: changed in the
+    database since it was registered)."""
+    return _listed(row["definition"], row["content_hash"], row["bpf"], row["version"])
+
+
 async def runnable(
     pool: asyncpg.Pool, mode: Mode, executor: str | None = None
 ) -> list[RegisteredBpf]:
@@ -742,10 +768,41 @@ async def history(pool: asyncpg.Pool, bpf: str, version: int) -> list[Transition
     return [Transition(**dict(r)) for r in rows]
 
 
-async def listing(pool: asyncpg.Pool) -> list[asyncpg.Record]:
-    """Every registered version, newest first within each BPF."""
-    return await pool.fetch(
-        "SELECT bpf, version, state, content_hash, source_name, loaded_at,"
-        " definition->'title'->>'en' AS title, definition->>'task' AS task"
+class Listed(BaseModel):
+    """One registered version as ``renkei bpf list`` shows it."""
+
+    bpf: str
+    version: int
+    state: str
+    content_hash: str
+    source_name: str
+    loaded_at: dt.datetime
+    title: str  # as registered; a version changed in the database since says so instead
+    task: str
+
+
+ALTERED = "(changed in the database since it was registered: not its content hash)"
+
+
+async def listing(pool: asyncpg.Pool) -> list[Listed]:
+    """Every registered version, newest first within each BPF, with its title and task as
+    registered (checked against its content hash, as every read of a definition is)."""
+    out = []
+    for r in await pool.fetch(
+        "SELECT bpf, version, state, content_hash, source_name, loaded_at, definition"
         " FROM registry.bpf_versions ORDER BY bpf, version DESC"
-    )
+    ):
+        found = _kept(r)
+        out.append(
+            Listed(
+                bpf=r["bpf"],
+                version=r["version"],
+                state=r["state"],
+                content_hash=r["content_hash"],
+                source_name=r["source_name"],
+                loaded_at=r["loaded_at"],
+                title=found.title.en if found else ALTERED,
+                task=found.task if found else "?",
+            )
+        )
+    return out

@@ -98,7 +98,7 @@ async def bpf_list() -> None:
     async with database(get_settings()) as pool:
         for r in await registry.listing(pool):
             typer.echo(
-                f"{r['bpf']}\tv{r['version']}\t{r['state']}\t{r['task']}\t{r['content_hash'][:19]}…\t{r['title']}"
+                f"{r.bpf}\tv{r.version}\t{r.state}\t{r.task}\t{r.content_hash[:19]}…\t{r.title}"
             )
 
 
