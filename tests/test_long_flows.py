@@ -142,6 +142,30 @@ async def test_a_flow_sets_its_search_attributes_once_for_each_thing_it_waits_on
     assert described.typed_search_attributes.get(sa.WAITING_FOR) is None
 
 
+async def test_a_flow_cancelled_while_it_waits_shows_no_wait_left(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """A flow cancelled while it waits sets what it set as its wait ended before it ends: its
+    search attributes show no wait and no deadline left (as a run that folds them would
+    otherwise keep "waiting" from its last upsert)."""
+    from temporalio.client import WorkflowFailureError
+
+    await register_fixture(pool, "wait-first-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    async with workers(client, pool, slow, catalog, live_whitelist):
+        handle = await sdk(client, slow).start(
+            start("wait-first-probe", "city-minato", _applicant(settings), trigger="portal")
+        )
+        await _waiting(handle, "consent")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(sa.WAITING_FOR) is None
+    assert described.typed_search_attributes.get(sa.DEADLINE) is None
+    assert described.typed_search_attributes.get(sa.STATUS) == "running"
+
+
 async def test_consent_refused_and_malformed_responses(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:

@@ -316,8 +316,9 @@ class BpfInterpreter:
             ) from None
 
     def _patched(self, patch: str) -> bool:
-        """Whether this run takes the path ``patch`` (one of ``_LEAN_PATHS``): yes for a run that
-        recorded ``LEAN``, else as its own marker says."""
+        """Whether this run takes the path ``patch``: yes for a run that recorded ``LEAN_FOLDED``
+        (one of ``_FOLDED_PATHS``) or ``LEAN`` (one of ``_LEAN_PATHS``), else as its own marker
+        says."""
         return (
             (self._folded and patch in _FOLDED_PATHS)
             or (self._lean and patch in _LEAN_PATHS)
@@ -628,6 +629,9 @@ class BpfInterpreter:
         except ActivityError as err:
             self._set_status("failed")
             raise step_failure(err) from None
+        except asyncio.CancelledError:  # cancelled: what it set lazily is set before it ends
+            self._set_now()
+            raise
         self._set_status("completed")
         return FlowResult(outcome="completed", result=result, pin=pin, linkages=self._linkages)
 
