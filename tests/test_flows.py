@@ -18,6 +18,7 @@ from renkei.bpf.loader import load_file
 from renkei.bpf.validation import validate
 from renkei.contracts.messages import FlowResult, LinkageRequest
 from renkei.kernel import records
+from renkei.kernel import search_attributes as sa
 from tests.paths import SAMPLES_DIR
 from whitelist import store
 from whitelist.catalog import default_catalog
@@ -292,8 +293,18 @@ async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client,
     ]
     assert [w.workflow_type for w in found] == ["child-allowance-check"]
     desc = await handle.describe()
-    memo = await desc.memo_value("definition")
-    assert memo["content_hash"] == result.pin.content_hash and memo["version"] == 1
+    # The pin, in the search attributes of the run's first upsert (runs from before lean-paths-v2
+    # kept it in their memo): the run is found by the content it runs.
+    assert desc.typed_search_attributes.get(sa.CONTENT_HASH) == result.pin.content_hash
+    assert desc.typed_search_attributes.get(sa.BPF_VERSION) == 1
+    assert await desc.memo_value("definition", None) is None
+    pinned = [
+        w
+        async for w in client.list_workflows(
+            f"RenkeiContentHash = '{result.pin.content_hash}' AND WorkflowId = '{handle.id}'"
+        )
+    ]
+    assert [w.id for w in pinned] == [handle.id]
     # No personal data in the workflow id or the search attributes.
     assert req.subject not in handle.id
     assert all(req.subject not in str(v) for v in desc.search_attributes.values())

@@ -164,12 +164,14 @@ LEAN = "lean-paths-v1"
 # queue (runs recorded before told it as "failed").
 UNREACHED_NO_ANSWER = "unreached-no-answer-v1"
 # Every path of ``LEAN``, and ``UNREACHED_NO_ANSWER``, in one marker; and the run's search
-# attributes folded: what a flow sets as it goes on ("running" at its start, or as a wait or a
-# sleep ends) is set with what it sets next, if that comes before anything that takes time (a
-# wait, a sleep, the flow's end), instead of in an upsert of its own. Each upsert is an event in
-# the history and an update of the server's visibility store: a flow that starts by waiting, or
-# ends as its wait ends, has one of each fewer at its start and as it ends. Runs recorded before
-# ask ``LEAN`` as they did, and upsert as they did.
+# attributes folded: the pinned definition's content hash is a search attribute set with the
+# version and the status, not a memo of its own; and what a flow sets as it goes on ("running"
+# at its start, or as a wait or a sleep ends) is set with what it sets next, if that comes before
+# anything that takes time (a wait, a sleep, the flow's end), instead of in an upsert of its own.
+# Each upsert and each memo is an event in the history and an update of the server's visibility
+# store: every run has one of each fewer at its start, and one that starts by waiting or ends as
+# its wait ends one more fewer. Runs recorded before ask ``LEAN`` as they did, pin their
+# definition in their memo and upsert as they did.
 LEAN_FOLDED = "lean-paths-v2"
 _LEAN_PATHS = frozenset(
     {
@@ -490,7 +492,17 @@ class BpfInterpreter:
         if start.resume is None:
             self._first = self._run.first
             self._held = {f.step: f.brokered for f in self._run.ahead}
-            if self._batched():
+            if self._folded:  # the pin in the same upsert as the rest: no memo of its own
+                self._status = "running"
+                self._upsert(
+                    [
+                        sa.BPF_VERSION.value_set(pin.version),
+                        sa.CONTENT_HASH.value_set(pin.content_hash),
+                        sa.STATUS.value_set("running"),
+                    ],
+                    lazily=True,
+                )
+            elif self._batched():
                 workflow.upsert_memo({"definition": pin.model_dump()})
                 self._status = "running"
                 self._upsert(

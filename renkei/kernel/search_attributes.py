@@ -12,6 +12,9 @@ from temporalio.common import SearchAttributeKey
 
 BPF = SearchAttributeKey.for_keyword("RenkeiBpf")
 BPF_VERSION = SearchAttributeKey.for_int("RenkeiBpfVersion")
+# The content hash of the definition a run pinned (the registry's, public: what the run does,
+# nobody's data). Runs started before it was set carry the pin in their memo ("definition").
+CONTENT_HASH = SearchAttributeKey.for_keyword("RenkeiContentHash")
 EXECUTOR = SearchAttributeKey.for_keyword("RenkeiExecutor")
 TRIGGER = SearchAttributeKey.for_keyword("RenkeiTrigger")
 STATUS = SearchAttributeKey.for_keyword("RenkeiStatus")
@@ -22,7 +25,17 @@ DEADLINE = SearchAttributeKey.for_datetime("RenkeiDeadline")
 CONFORMANCE = SearchAttributeKey.for_keyword("RenkeiConformance")
 KIT = "kit"
 
-ALL = (BPF, BPF_VERSION, EXECUTOR, TRIGGER, STATUS, WAITING_FOR, DEADLINE, CONFORMANCE)
+ALL = (
+    BPF,
+    BPF_VERSION,
+    CONTENT_HASH,
+    EXECUTOR,
+    TRIGGER,
+    STATUS,
+    WAITING_FOR,
+    DEADLINE,
+    CONFORMANCE,
+)
 
 
 async def ensure_registered(client: Client, namespace: str) -> list[str]:
