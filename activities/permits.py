@@ -44,7 +44,8 @@ READ_WAIT = 5.0
 KEYS_STALE = 90.0
 # A party not found among the keys held is looked for again with a new read of the registry (a
 # party registered a moment ago), at most once this often: many linkages naming a party with no
-# keys wait for one read, they do not each make one.
+# keys share one read, they do not each make one, and none waits for the next (a party
+# registered less than this before its first linkage may be refused once).
 MISS_INTERVAL = 1.0
 
 
@@ -76,7 +77,7 @@ class PermitIssuer:
         self._registry: dict[str, keyfile.PublicKeys] = {}
         self._read_began = -math.inf  # when a read of the registry last began (monotonic)
         self._read_ok = -math.inf  # when the read whose keys are held began
-        self._missed = asyncio.Lock()  # one read at a time for parties not found
+        self._miss_read: asyncio.Future[None] | None = None  # the read for parties not found
         # The hub signs the records it writes, and attests platform starts, with the same key.
         self.key = self._signer
         self.recorder = RecordSigner(HUB, self._signer)
@@ -110,17 +111,19 @@ class PermitIssuer:
         return found
 
     async def _read_for_missing(self, asked: float) -> None:
-        """A read of the registry begun after ``asked``, for a party not among the keys held:
-        this call's own, at most one every :data:`MISS_INTERVAL` seconds, or one that another
-        call began meanwhile and that succeeded (its keys hold whatever was registered before
-        ``asked``)."""
-        async with self._missed:
-            if self._read_ok >= asked:
+        """A read of the registry for a party not among the keys held: none if one that began
+        after ``asked`` succeeded, or if the last one began less than :data:`MISS_INTERVAL`
+        seconds ago (the party is answered from it); else one read at a time, shared by every
+        call that misses meanwhile. Never a wait of its own: calls naming a party with no keys
+        hold no worker's slot longer than a read."""
+        if self._read_ok >= asked:
+            return
+        read = self._miss_read
+        if read is None or read.done():
+            if time.monotonic() - self._read_began < MISS_INTERVAL:
                 return
-            wait = self._read_began + MISS_INTERVAL - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await self._read()
+            read = self._miss_read = asyncio.ensure_future(self._read())
+        await asyncio.shield(read)  # a caller cancelled does not cancel the others' read
 
     async def _read(self) -> None:
         """Read the registry (within :data:`READ_WAIT` seconds); a read that began before the
