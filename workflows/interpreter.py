@@ -406,6 +406,13 @@ class BpfInterpreter:
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> FlowResult:
+        try:
+            return await self._flow(args)
+        except BaseException:  # failed, cancelled or continued as new: what it set lazily first
+            self._set_now()
+            raise
+
+    async def _flow(self, args: Sequence[RawValue]) -> FlowResult:
         if not args or args[0].payload.metadata.get("encoding") == UNENCRYPTED:
             raise Failure.MALFORMED_START.error(
                 "a start this worker does not read: written in clear, or by another party than"
@@ -476,8 +483,7 @@ class BpfInterpreter:
                     sa.CONFORMANCE.value_set(sa.KIT)
                     if self._kit_clock
                     else sa.CONFORMANCE.value_unset()
-                ],
-                lazily=True,
+                ]
             )
         pin = self._run.pin
         # One copy of the definition per content in this worker, however many runs it caches.
@@ -641,9 +647,6 @@ class BpfInterpreter:
         except ActivityError as err:
             self._set_status("failed")
             raise step_failure(err) from None
-        except asyncio.CancelledError:  # cancelled: what it set lazily is set before it ends
-            self._set_now()
-            raise
         self._set_status("completed")
         return FlowResult(outcome="completed", result=result, pin=pin, linkages=self._linkages)
 
@@ -719,6 +722,12 @@ class BpfInterpreter:
         for step in steps:
             await self._step(step)
 
+    async def _lane(self, steps: Sequence[AnyStep]) -> None:
+        """A parallel step's lane; what it set lazily as it ended (a wait answered as its last
+        step) is set as it ends, not left showing while the other lanes go on."""
+        await self._steps(steps)
+        self._set_now()
+
     async def _step(self, step: AnyStep) -> None:
         if not isinstance(step, _INSTANT):  # it may take time: the run's attributes first
             self._set_now()
@@ -744,7 +753,7 @@ class BpfInterpreter:
             try:
                 async with asyncio.TaskGroup() as group:
                     for lane in step.parallel:
-                        group.create_task(self._steps(lane))
+                        group.create_task(self._lane(lane))
             except BaseExceptionGroup as group_error:
                 first = first_failure(group_error)
                 raise first from first.__cause__  # keep the failure's own cause
