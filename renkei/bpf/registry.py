@@ -438,8 +438,18 @@ async def versions_of(
 def _kept(row: asyncpg.Record) -> BpfDefinition | None:
     """A row's definition (its bpf, version, content hash and definition), checked against its
     hash at every read, as every listing does (:func:`_listed`; ``None``: changed in the
-    database since it was registered)."""
-    return _listed(row["definition"], row["content_hash"], row["bpf"], row["version"])
+    database since it was registered). The stored JSON is hashed at every read; a definition
+    whose stored JSON still has its hash is parsed once per process (:func:`pinned`'s cache)."""
+    key = (row["bpf"], row["version"], row["content_hash"])
+    kept = _PARSED.get(key)
+    if kept is not None and stored_hash(row["definition"]) == row["content_hash"]:
+        return kept
+    definition = _listed(row["definition"], row["content_hash"], row["bpf"], row["version"])
+    if definition is not None:
+        _PARSED[key] = definition
+        while len(_PARSED) > _PARSED_MOST:
+            _PARSED.popitem(last=False)
+    return definition
 
 
 async def runnable(

@@ -103,6 +103,8 @@ def signature_holds(public: Ed25519PublicKey, signature: str, message: bytes) ->
     raw = public_raw(public)
     seen = _seen(raw, signature, message)
     with _HOLDS_LOCK:
+        if seen in _SIGNED:
+            return True
         known = _HOLDS.get(seen)
         if known is not None:
             _HOLDS.move_to_end(seen)
@@ -120,7 +122,11 @@ def signed_here(public: Ed25519PublicKey, signature: str, message: bytes) -> Non
     """Remember that ``signature`` is ``public``'s over ``message``: this process has just made
     it (a party checking its own signatures again, as the hub its permits in the receipts it
     collects, is then spared the check)."""
-    _remember(_seen(public_raw(public), signature, message), True)
+    seen = _seen(public_raw(public), signature, message)
+    with _HOLDS_LOCK:  # apart from the checks remembered: many permits push none of them out
+        _SIGNED[seen] = None
+        while len(_SIGNED) > _PARSED * 4:
+            _SIGNED.popitem(last=False)
 
 
 def _seen(raw: bytes, signature: str, message: bytes) -> bytes:
@@ -137,6 +143,7 @@ def _remember(seen: bytes, holds: bool) -> None:
 
 
 _HOLDS: OrderedDict[bytes, bool] = OrderedDict()
+_SIGNED: OrderedDict[bytes, None] = OrderedDict()  # made by this process (signed_here)
 _HOLDS_LOCK = threading.Lock()
 
 

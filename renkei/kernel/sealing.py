@@ -36,7 +36,7 @@ _NONCE = 12
 
 EPHEMERAL_FOR = 60.0  # seconds a sealer keeps one ephemeral key for one recipient key
 EPHEMERAL_USES = 4096  # values a sealer seals with one ephemeral key at most
-_KEPT = 1024  # recipient keys (sealer), agreed secrets (opener) kept at most
+_KEPT = 4096  # recipient keys (sealer), agreed secrets (opener) kept at most
 
 
 class SealError(ValueError):
