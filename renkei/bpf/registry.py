@@ -354,11 +354,17 @@ async def pinned(
                 f" was registered under ({content_hash}); it was changed in the database since,"
                 " and nothing runs on it"
             )
+    _keep(key, definition)
+    return definition
+
+
+def _keep(key: tuple[str, int, str], definition: BpfDefinition) -> None:
+    """Keep a definition read and checked, by (bpf, version, content hash): the least recently
+    used goes first."""
     _PARSED[key] = definition
     _PARSED.move_to_end(key)
     while len(_PARSED) > _PARSED_MOST:
         _PARSED.popitem(last=False)
-    return definition
 
 
 def _listed(stored: object, content_hash: str, bpf: str, version: int) -> BpfDefinition | None:
@@ -446,9 +452,7 @@ def _kept(row: asyncpg.Record) -> BpfDefinition | None:
         return kept
     definition = _listed(row["definition"], row["content_hash"], row["bpf"], row["version"])
     if definition is not None:
-        _PARSED[key] = definition
-        while len(_PARSED) > _PARSED_MOST:
-            _PARSED.popitem(last=False)
+        _keep(key, definition)
     return definition
 
 
