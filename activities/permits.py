@@ -212,9 +212,10 @@ class PermitIssuer:
         provider_code: str | None,
         budget: dt.timedelta,
         now: dt.datetime,
-    ) -> tuple[permits.SignedPermit, Sealed | None]:
+    ) -> Issued:
         """A contract probe's permit (``probe``): no whitelist row, no flow; the provider's gate
-        admits it only in a probe run, for a probe subject (:mod:`renkei.contracts.probe`)."""
+        admits it only in a probe run, for a probe subject (:mod:`renkei.contracts.probe`). As
+        :meth:`issue`'s, its sealing key and the provider's signing key come from one read."""
         public = await self._public(provider)
         sealed = self._seal_code(public, workflow_id, run_id, step, provider, provider_code or None)
         permit = permits.Permit(
@@ -236,4 +237,4 @@ class PermitIssuer:
             key_id=self._key_id,
             probe=True,
         )
-        return permits.sign(permit, self._signer), sealed
+        return Issued(permits.sign(permit, self._signer), sealed, public.signing)

@@ -21,12 +21,16 @@ class ProbePermits:
     def __init__(self, issuer: PermitIssuer, budget: dt.timedelta) -> None:
         self._issuer = issuer
         self._budget = budget
+        # The provider's signing key each permit was issued with (by the permit's signature),
+        # read with its sealing key: the answer to a permit verifies against the key the
+        # provider had when it was issued, even if the provider's keys rotate during the probe.
+        self.keys: dict[str, str] = {}
 
     @activity.defn(name=PROBE_PERMIT_ACTIVITY)
     async def permit(self, ask: PermitAsk) -> LinkageRequest:
         """The probe's linkage request: its permit, and the probe code sealed to the org."""
         info = activity.info()
-        signed, sealed = await self._issuer.issue_probe(
+        signed, sealed, provider_key = await self._issuer.issue_probe(
             workflow_id=info.workflow_id or "",
             run_id=info.workflow_run_id or "",
             step=ask.step.step,
@@ -36,6 +40,7 @@ class ProbePermits:
             budget=self._budget,
             now=dt.datetime.now(dt.UTC),
         )
+        self.keys[signed.signature] = provider_key
         return LinkageRequest(
             requester=HUB,
             provider=ask.org,

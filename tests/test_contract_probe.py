@@ -4,6 +4,7 @@ probe permit that holds for probe subjects only; nothing of a probe is a real ex
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import uuid
 
@@ -278,3 +279,44 @@ async def test_an_orgs_worker_on_its_own_database_role_records_its_probes_and_no
             await own.execute("UPDATE records.contract_probes SET outcome = 'denied'")
     finally:
         await own.close()
+
+
+async def test_each_answer_is_checked_against_the_key_its_permit_was_issued_with(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist: LiveWhitelist,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The org's keys may rotate while a probe runs: each answer is checked against the signing
+    key read with the sealing key of its own permit, not the registry as it is at the end, so a
+    rotation does not fail the contract, and an answer is never checked against a key its
+    permit was not issued with."""
+    other = keys.load(settings).signer().public_key()  # the hub's: a key that is not jps's
+    not_jps = base64.b64encode(keys.public_raw(other)).decode()
+
+    async def rotated(self: PermitIssuer, org: str) -> str:
+        return not_jps  # the registry, read again after the permits: another key now
+
+    monkeypatch.setattr(PermitIssuer, "signing_key_of", rotated)
+    async with workers(
+        client, pool, settings, catalog, live_whitelist, agencies=("jps",), control=False
+    ):
+        done = await _contract(client, pool, settings, catalog, "jps")
+        assert done.passed, _failed(done.checks)
+        # and the key the judge uses is the permit's: had it been issued with another key, the
+        # answers signed by jps do not verify against it
+        issue = PermitIssuer.issue_probe
+
+        async def issued_with_another(self: PermitIssuer, **kw: object) -> object:
+            permit, sealed, _ = await issue(self, **kw)  # type: ignore[arg-type]
+            return permit, sealed, not_jps
+
+        monkeypatch.setattr(PermitIssuer, "issue_probe", issued_with_another)
+        done = await _contract(client, pool, settings, catalog, "jps")
+    assert not done.passed
+    failed = _failed(done.checks)
+    assert failed[("pension-benefit", "its probe subject: an answer that fits")] == (
+        "the answer is not signed with jps's registered key"
+    )

@@ -334,14 +334,13 @@ async def probe_worker(
             result_type=list[ProbeAnswer],
         )
     answers = [ProbeAnswer.model_validate(a) for a in found]
-    try:
-        signing = await issuer.signing_key_of(org)
-    except LookupError as err:
-        signing = ""
-        no_key = str(err)
     out: list[ContractCheck] = []
     for step, got in zip(steps, answers, strict=True):
-        out.append(_judge(org, catalog, step, got, signing or None, no_key if not signing else ""))
+        # Checked against the signing key read with the sealing key of the step's own permit,
+        # not the registry as it is now: the org's keys may have rotated during the probe.
+        signing = permits_.keys.get(got.permit_signature)
+        no_key = "" if signing else "the answer names no permit this probe issued"
+        out.append(_judge(org, catalog, step, got, signing, no_key))
     at = dt.datetime.now(dt.UTC)
     for info in [*catalog.orgs[org].serves, *catalog.orgs[org].acts]:
         req = LinkageRequest(
