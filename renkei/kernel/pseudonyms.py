@@ -9,6 +9,7 @@ another's at each linkage.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import uuid
@@ -66,10 +67,17 @@ def org_key(hub_key: str, org: str) -> bytes:
     return hmac.new(hub_key.encode(), f"renkei/org-key/{org}".encode(), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=4096)  # the orgs a hub serves: about 1,700 municipalities, insurers
+def _org_key_kept(hub_key: str, org: str) -> bytes:
+    return org_key(hub_key, org)
+
+
 def derive_code(hub_key: str, org: str, subject_id: uuid.UUID) -> str:
     """The code of ``subject_id`` at ``org``: 20 base32 characters, stable and unlinkable."""
-    digest = hmac.new(org_key(hub_key, org), subject_id.bytes, hashlib.sha256).digest()
-    return base64.b32encode(digest).decode()[:20]
+    digest = hmac.digest(_org_key_kept(hub_key, org), subject_id.bytes, "sha256")
+    # The first 20 characters encode the first 12.5 bytes: 15 bytes (three whole groups of
+    # five) give the same 20 as the whole digest, without encoding the rest.
+    return base64.b32encode(digest[:15]).decode()[:20]
 
 
 # How many (org, code) pairs a code store keeps in memory: each about 250 bytes, 25 MiB in all.

@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from renkei.kernel import telemetry
 
@@ -81,6 +81,7 @@ _LINKED = ("entry_hash", "chained_by", "link_signature")
 _CONTENT = [f for f in AccessRecord.model_fields if f not in (*_CHAINED, *_SIGNED, *_LINKED)]
 _COLUMNS = [*_CONTENT, *_CHAINED, *_SIGNED, *_LINKED]
 COLUMNS: tuple[str, ...] = tuple(_COLUMNS)  # a record's columns, in the table's order
+_ROWS = TypeAdapter(list[AccessRecord])  # records as the JSON a group insert takes
 
 
 def _record_message(keeper: str, seq: int, digest: str) -> bytes:
@@ -123,27 +124,40 @@ def record_hash(record: AccessRecord) -> str:
     return _hash_of(record.__dict__)
 
 
+# What each hash covers, in the order the canonical JSON sorts it, and which of those fields
+# hold a time (written as UTC with microseconds, whatever zone the value came in).
+_TIMES = frozenset(
+    f for f, info in AccessRecord.model_fields.items() if "datetime" in str(info.annotation)
+)
+_HASHED = tuple(sorted((*_CONTENT, "chain_seq", "recorded_at")))
+_ENTRY = tuple(f for f in _HASHED if f != "chain_seq")
+# sort_keys kept although the fields come sorted: the JSON is what it always was, by definition.
+_ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _body(values: Mapping[str, object], fields: Sequence[str]) -> str:
+    """The canonical JSON of ``fields`` of ``values``: a field added later (:data:`_LATER`)
+    only when set."""
+    body: dict[str, object] = {}
+    for f in fields:
+        value = values[f]
+        if value is None and f in _LATER:
+            continue
+        if f in _TIMES and isinstance(value, dt.datetime):
+            value = value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+        body[f] = value
+    return _ENCODE(body)
+
+
 def _hash_of(values: Mapping[str, object]) -> str:
     """:func:`record_hash` of a record's values (a stored row, or a record's fields)."""
-    body = {
-        f: _canonical(values[f])
-        for f in (*_CONTENT, "chain_seq", "recorded_at")
-        if f not in _LATER or values[f] is not None
-    }
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{values['prev_hash']}\n{canonical}".encode()).hexdigest()
+    return hashlib.sha256(f"{values['prev_hash']}\n{_body(values, _HASHED)}".encode()).hexdigest()
 
 
 def entry_hash(record: AccessRecord) -> str:
     """The hash of what ``record`` says, without its place in the chain: what its writer signs
     when it writes the record unchained (its place and the link come later, from the chainer)."""
-    body = {
-        f: _canonical(getattr(record, f))
-        for f in (*_CONTENT, "recorded_at")
-        if f not in _LATER or getattr(record, f) is not None
-    }
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"entry\n{canonical}".encode()).hexdigest()
+    return hashlib.sha256(f"entry\n{_body(record.__dict__, _ENTRY)}".encode()).hexdigest()
 
 
 def _from_row(row: asyncpg.Record) -> AccessRecord:
@@ -342,7 +356,7 @@ async def append_unchained_many(
                 ).decode()
             rows[key] = stamped.model_copy(update=signed)
     ordered = [rows[k] for k in sorted(rows)]  # one order for every writer: no deadlock
-    given = json.dumps([r.model_dump(mode="json", include=set(_COLUMNS)) for r in ordered])
+    given = _ROWS.dump_json(ordered).decode()
     if not conn.is_in_transaction():
         try:
             await conn.execute(_insert_unchained(on_conflict=""), given)
