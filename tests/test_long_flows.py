@@ -164,6 +164,20 @@ async def test_a_flow_cancelled_while_it_waits_shows_no_wait_left(
     assert described.typed_search_attributes.get(sa.WAITING_FOR) is None
     assert described.typed_search_attributes.get(sa.DEADLINE) is None
     assert described.typed_search_attributes.get(sa.STATUS) == "running"
+    # and the cancelled run replays, in the sandbox, as its executor's control worker replays it
+    # (no recorded history has a folded run cancelled: this one is checked as it is made)
+    from workers.plugin import replayer
+    from workflows.interpreter import BpfInterpreter
+
+    history = await handle.fetch_history()
+    assert history.events[-1].HasField("workflow_execution_canceled_event_attributes")
+    replayed = await replayer(
+        settings,
+        [BpfInterpreter],
+        parties=["city-minato"],
+        build_id="fixture.control.city-minato",
+    ).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
 
 
 async def test_consent_refused_and_malformed_responses(
@@ -316,6 +330,27 @@ async def test_a_permit_held_when_the_run_continues_as_new_ends_not_asked_and_is
     }
     assert (first, "tax") in asked and (first, "again") not in asked
     assert len(asked) == 2
+    # the kit's recorder writes both runs, the first named for its place (replay tests)
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
+    from renkei.app.kit import Report, ScenarioResult, record_histories
+
+    ran = ScenarioResult(
+        name="continued",
+        passed=True,
+        outcome="completed",
+        linkages=[],
+        problems=[],
+        workflow_id=handle.id,
+    )
+    report = Report(bpf="continue-probe", version=1, content_hash="-", passed=True, scenarios=[ran])
+    with TemporaryDirectory() as out:
+        written = await record_histories(client, report, Path(out))
+        assert [p.name for p in written] == ["v1-continued-run1.json", "v1-continued.json"]
+        runs = [json.loads(p.read_text(encoding="utf-8"))["history"]["events"] for p in written]
+    assert runs[0][-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    assert runs[1][-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
 
 
 async def test_starting_twice_with_one_case_reference_is_one_run(

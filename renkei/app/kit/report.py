@@ -78,7 +78,9 @@ async def store_report(pool: asyncpg.Pool, report: Report, run_by: str | None = 
 
 
 async def record_histories(client: Client, report: Report, directory: Path) -> list[Path]:
-    """Write the history of every scenario run of ``report`` under ``directory/<bpf>/``.
+    """Write the history of every scenario run of ``report`` under ``directory/<bpf>/``: the
+    run the scenario ended in as ``v<version>-<scenario>.json``, and each run it continued as
+    new from, the first first, as ``v<version>-<scenario>-run<k>.json``.
 
     CI replays them against the current interpreter (``tests/test_replay.py``): a change that
     would break flows already running fails there.
@@ -87,15 +89,24 @@ async def record_histories(client: Client, report: Report, directory: Path) -> l
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for s in report.scenarios:
-        history = await client.get_workflow_handle(s.workflow_id).fetch_history()
+        runs = [await client.get_workflow_handle(s.workflow_id).fetch_history()]
+        while True:  # back through the runs it continued from, each named by the next
+            started = runs[0].events[0].workflow_execution_started_event_attributes
+            before = started.continued_execution_run_id
+            if not before:
+                break
+            handle = client.get_workflow_handle(s.workflow_id, run_id=before)
+            runs.insert(0, await handle.fetch_history())
         slug = "".join(c if c.isalnum() else "-" for c in s.name.lower()).strip("-")[:60]
-        path = folder / f"v{report.version}-{slug}.json"
-        path.write_text(
-            json.dumps(
-                {"workflow_id": s.workflow_id, "history": json.loads(history.to_json())},
-                indent=1,
-            ),
-            encoding="utf-8",
-        )
-        written.append(path)
+        for k, history in enumerate(runs, start=1):
+            suffix = "" if k == len(runs) else f"-run{k}"
+            path = folder / f"v{report.version}-{slug}{suffix}.json"
+            path.write_text(
+                json.dumps(
+                    {"workflow_id": s.workflow_id, "history": json.loads(history.to_json())},
+                    indent=1,
+                ),
+                encoding="utf-8",
+            )
+            written.append(path)
     return written
