@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import asyncpg
 from temporalio import activity
 
+from activities.approved import ApprovalCheck
 from renkei.bpf import registry
 from renkei.bpf.ahead import lead
 from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
@@ -71,9 +72,13 @@ def caller(info: activity.Info | None = None) -> Caller:
 class Claims:
     """The hub's checks of what a calling flow claims (see the module's docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, catalog: Catalog) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, catalog: Catalog, approvals: ApprovalCheck | None = None
+    ) -> None:
+        """``approvals``: a hub in operation's (none in test mode, where the kit runs drafts)."""
         self._pool = pool
         self._catalog = catalog
+        self._approvals = approvals
 
     async def definition(self, bpf: str, version: int, content_hash: str) -> BpfDefinition:
         """The registered definition a run pins; refused if nothing is registered so."""
@@ -85,6 +90,10 @@ class Claims:
             raise Failure.LINKAGE_REFUSED.error(
                 f"{bpf} v{version} with that content is not a registered definition"
             )
+        if self._approvals is not None and (
+            unapproved := await self._approvals.why_not(bpf, version, content_hash)
+        ):
+            raise Failure.LINKAGE_REFUSED.error(unapproved)
         return found
 
     async def broker(self, req: BrokerRequest, who: Caller) -> Claimed:

@@ -23,6 +23,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.approved import ApprovalCheck
 from activities.attempts import attempt_key, attempt_record
 from activities.claims import Claimed, Claims, caller
 from activities.permits import PermitIssuer, UnknownParty
@@ -105,7 +106,14 @@ class HubActivities:
         runs_before: dt.datetime | None = None,
         deferred_records: bool = False,
         links_directly: bool = False,
+        approvals: ApprovalCheck | None = None,
     ) -> None:
+        """``approvals``: in operation, required: a run starts, and a linkage is brokered, only
+        for a version whose registered content the conformance body's signature approves (a
+        test-mode hub, the kit's own, runs drafts)."""
+        if mode == "operation" and approvals is None:
+            raise ValueError("a hub in operation checks the conformance body's approvals")
+        self._approvals = approvals if mode == "operation" else None
         self._pool = pool
         # Deferred chaining: concurrent linkages' records go together in one commit.
         self._group = records.GroupWriter(pool) if deferred_records else None
@@ -118,7 +126,7 @@ class HubActivities:
         self._mode = mode
         self._time_scale = time_scale if mode == "test" else 1.0
         self._history_limit = history_limit
-        self._claims = Claims(pool, catalog)
+        self._claims = Claims(pool, catalog, self._approvals)
         # The legacy control worker's: it resolves only the runs started before this moment.
         self._runs_before = runs_before
         # Only a test-mode hub (the conformance kit's own) resolves runs on the kit's clock.
@@ -167,6 +175,10 @@ class HubActivities:
         except StartRefused as refused:
             raise Failure(refused.kind).error(refused.reason) from None
         d = found.definition
+        if self._approvals is not None and (
+            unapproved := await self._approvals.why_not(d.bpf, d.version, found.content_hash)
+        ):
+            raise Failure.UNKNOWN_BPF.error(unapproved)
         if req.trigger in ("life-event", "notification"):
             # Only the platform's scan and notification paths start such flows; a child carries
             # its caller's word, bound to the flow the platform started.

@@ -309,11 +309,18 @@ async def transition(
     *,
     roles_from: Catalog | None = None,
     conformance_body: str = "digital-agency",
+    signed_in: Settings | None = None,
     **kw: Any,
 ) -> registry.Transition:
     """One lifecycle transition by ``actor``, in its roles of ``roles_from`` (none given: no
-    roles); ``kw`` as :func:`renkei.bpf.registry.transition` takes them."""
+    roles); ``kw`` as :func:`renkei.bpf.registry.transition` takes them. ``signed_in``: an
+    approval is signed with the conformance body's key of these settings, as ``renkei bpf
+    approve`` signs it (a hub in operation runs only a version so approved)."""
     roles = roles_from.org_roles(actor) if roles_from is not None else frozenset()
+    if action == "approve" and signed_in is not None:
+        from renkei.app import approvals
+
+        kw.setdefault("approval_signer", approvals.signer(signed_in))
     return await registry.transition(
         pool,
         bpf,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from activities.agencies import providers_for
 from activities.agencies.seed import sample_subjects
+from activities.approved import ApprovalCheck
 from activities.claims import Claims
 from renkei.app.kit import (
     SCENARIOS_DIR,
@@ -29,7 +33,7 @@ from renkei.bpf.loader import parse_text, stored_hash
 from renkei.bpf.review import ALTERED, review_version, suspension
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import LinkageRequest
-from renkei.kernel import keys
+from renkei.kernel import attest, keys, parties
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
@@ -108,6 +112,100 @@ def _variant(bpf: str, version: int = 1) -> tuple[str, object]:
             'already_paid: relief.already_paid\n  revised: "true"',
         )
     return text, parse_text(text, f"{bpf}-v{version}.yaml")
+
+
+async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_signed(
+    pool: asyncpg.Pool, settings: Settings, catalog
+) -> None:
+    """The registry's rows are the database's: a superuser who replaces a version's content and
+    its content hash together passes every check of content against hash. In operation the hub
+    also asks for the conformance body's signed approval of exactly that content, so no linkage
+    of a run pinned to it is brokered (nor does a run start on it: ``hub.resolve`` asks the
+    same). No approval row written by anyone else holds (another key named as the body's, the
+    hub's own key), while one the body signed with a key it has since replaced still does. The
+    migration switch runs a version with no approval kept at all, never one whose approvals are
+    for other content."""
+    body = f"conformance-{uuid.uuid4().hex[:6]}"
+    hub = keys.load(settings).signer()
+
+    def public(key: Ed25519PrivateKey) -> keys.PublicKeys:
+        sealing = X25519PrivateKey.generate().public_key()
+        return keys.PublicKeys(
+            party=body,
+            signing=base64.b64encode(keys.public_raw(key.public_key())).decode(),
+            sealing=base64.b64encode(keys.public_raw(sealing)).decode(),
+        )
+
+    first_key = Ed25519PrivateKey.generate()
+    await parties.register(pool, hub, public(first_key))
+    bpf = f"vaccination-approved-{uuid.uuid4().hex[:6]}"
+    _, loaded = _variant(bpf)
+    assert await registry.register(pool, loaded)  # type: ignore[arg-type]
+    approved = loaded.content_hash  # type: ignore[attr-defined]
+
+    async def approval(key: Ed25519PrivateKey, content_hash: str, signing_id: str) -> None:
+        signature = attest.version_approval(key, bpf, 1, content_hash, "sha256:report")
+        await pool.execute(  # the application's role may add one: it is the signature that counts
+            "INSERT INTO registry.approvals (bpf, version, content_hash, report_hash, signer,"
+            " signing_id, signature) VALUES ($1, 1, $2, 'sha256:report', $3, $4, $5)",
+            bpf,
+            content_hash,
+            body,
+            signing_id,
+            signature,
+        )
+
+    def check(**kw: bool) -> ApprovalCheck:
+        return ApprovalCheck(pool, hub.public_key(), body, **kw)
+
+    assert "has no approval signed by the conformance body" in (
+        await check().why_not(bpf, 1, approved) or ""
+    )
+    await approval(first_key, approved, public(first_key).signing_id)
+    assert await check().why_not(bpf, 1, approved) is None
+    second_key = Ed25519PrivateKey.generate()
+    await parties.register(pool, hub, public(second_key))  # the body's key replaced
+    assert await check().why_not(bpf, 1, approved) is None  # what it approved before still holds
+
+    # A superuser replaces the content and its hash together: every hash check passes.
+    altered = loaded.definition.model_copy(update={"task": "an-unrelated-task"})  # type: ignore[attr-defined]
+    dumped = altered.model_dump(mode="json", by_alias=True)
+    replaced = stored_hash(dumped)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(
+            "UPDATE registry.bpf_versions SET definition = $2, content_hash = $3 WHERE bpf = $1",
+            bpf,
+            dumped,
+            replaced,
+        )
+    found = await registry.fetch(pool, bpf, 1, "test")
+    assert found is not None and found.content_hash == replaced
+    assert found.definition.task == "an-unrelated-task"
+    # Approvals for it that no one but the body could sign: another key named as the body's
+    # current one, the hub's own key named as its own.
+    await approval(Ed25519PrivateKey.generate(), replaced, public(second_key).signing_id)
+    hub_id = keys.key_id_of(base64.b64encode(keys.public_raw(hub.public_key())).decode())
+    await approval(hub, replaced, hub_id)
+    why = await check().why_not(bpf, 1, replaced)
+    assert why is not None and "has no approval signed by the conformance body" in why
+    with pytest.raises(ApplicationError) as refused:
+        await Claims(pool, catalog, check()).definition(bpf, 1, replaced)
+    assert Failure.LINKAGE_REFUSED.caused(refused.value)
+    assert "has no approval signed by the conformance body" in str(refused.value)
+    # The migration switch: approvals kept, but for other content: refused all the same.
+    assert await check(accept_unsigned=True).why_not(bpf, 1, replaced) is not None
+    # The body signs the new content itself: then it runs (the approval is the body's word).
+    await approval(second_key, replaced, public(second_key).signing_id)
+    assert await check().why_not(bpf, 1, replaced) is None
+    # A version with no approval kept at all runs only under the migration switch.
+    unsigned = f"vaccination-unsigned-{uuid.uuid4().hex[:6]}"
+    _, other = _variant(unsigned)
+    assert await registry.register(pool, other)  # type: ignore[arg-type]
+    other_hash = other.content_hash  # type: ignore[attr-defined]
+    assert await check().why_not(unsigned, 1, other_hash) is not None
+    assert await check(accept_unsigned=True).why_not(unsigned, 1, other_hash) is None
 
 
 async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(
@@ -326,7 +424,14 @@ async def test_a_version_goes_from_draft_to_operating_and_no_state_is_skipped(
 
     async def move(action: registry.Action, actor: str, version: int = 1) -> registry.Transition:
         return await transition(
-            pool, bpf, version, action, actor, roles_from=catalog, conformance_body=body
+            pool,
+            bpf,
+            version,
+            action,
+            actor,
+            roles_from=catalog,
+            conformance_body=body,
+            signed_in=settings,
         )
 
     # A hub in operation never resolves a run on the kit's clock, even if told to.
@@ -642,6 +747,7 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
             actor,
             roles_from=catalog,
             conformance_body=settings.conformance_body,
+            signed_in=settings,
         )
 
     await move("submit", "mhlw")

@@ -480,6 +480,7 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
+    from activities.approved import ApprovalCheck
     from activities.hub import HubActivities
     from activities.permits import PermitIssuer
     from renkei.contracts.messages import ScanRequest
@@ -521,6 +522,7 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
         PermitIssuer(pool, hub_keys),
         "law",
         "operation",
+        approvals=ApprovalCheck(pool, hub_keys.signer().public_key(), "digital-agency"),
     )
     request = ScanRequest(
         bpf="coming-of-age-pension-notice", executor="city-minato", age=20, on="birthday"

@@ -16,6 +16,7 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approved import ApprovalCheck
 from activities.direct import DirectLinks, DirectWiring
 from activities.hub import HubActivities
 from activities.permits import PermitIssuer
@@ -55,6 +56,14 @@ def _hub_activities(
         deferred_records=settings.records_chaining == "deferred",
         # the legacy worker's runs reach providers as they always did
         links_directly=settings.linkage_transport == "direct" and not legacy,
+        approvals=ApprovalCheck(
+            pool,
+            hub_keys.signer().public_key(),
+            settings.conformance_body,
+            accept_unsigned=settings.accept_unsigned_approvals,
+        )
+        if settings.mode == "operation"
+        else None,
     )
     return [
         hub.resolve,

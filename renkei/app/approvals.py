@@ -120,11 +120,13 @@ async def verify(pool: asyncpg.Pool, settings: Settings, approval: Approval) -> 
     if approval.signer != settings.conformance_body:
         return f"signed by {approval.signer!r}, not the conformance body"
     hub = keys.load(settings).signer().public_key()
-    body = (await parties.current(pool, hub)).get(approval.signer)
-    if body is None:
-        return f"the key registry holds no key of {approval.signer!r}"
+    # The key it names, current or since replaced: a rotation leaves earlier approvals standing
+    # (the hub's check in operation, activities.approved, takes the same keys).
+    signing = (await parties.signing_keys(pool, hub, approval.signer)).get(approval.signing_id)
+    if signing is None:
+        return f"the key registry holds no key {approval.signing_id} of {approval.signer!r}"
     if not attest.is_version_approval(
-        body.signing,
+        signing,
         approval.signature,
         approval.bpf,
         approval.version,

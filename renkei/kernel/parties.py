@@ -197,6 +197,17 @@ async def current(pool: asyncpg.Pool, hub: Ed25519PublicKey) -> dict[str, Public
     return {p.party: p for p in await _signed(pool, hub, with_revoked=False)}
 
 
+async def signing_keys(pool: asyncpg.Pool, hub: Ed25519PublicKey, party: str) -> dict[str, str]:
+    """Every signing key of ``party`` whose registry entry the hub signed, current or revoked
+    since, by key id: what a signature ``party`` made in the past, naming its key's id, is
+    checked against."""
+    return {
+        p.signing_id: p.signing
+        for p, _ in await _signed_entries(pool, hub, with_revoked=True)
+        if p.party == party
+    }
+
+
 async def sealing_keys(
     pool: asyncpg.Pool, hub: Ed25519PublicKey
 ) -> dict[str, list[X25519PublicKey | None]]:

@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"
     )
+    accept_unsigned_approvals: bool = Field(
+        default=False,
+        description="migration switch: in operation, also run a version with no approval kept at"
+        " all (put into operation before approvals were signed); never one whose approvals do"
+        " not hold for its content (never in normal operation)",
+    )
 
     @property
     def web_base(self) -> str:

@@ -1,0 +1,94 @@
+"""Whether a version's registered content is the one the conformance body approved.
+
+In operation, the hub runs a version only if its registered content carries the conformance
+body's signed approval (``renkei bpf approve``: :func:`renkei.kernel.attest.version_approval`
+over the version, its content hash and the report it approved on). The registry's rows are
+the database's: whoever can write them as a superuser (triggers off) could replace a version's
+content and its content hash together, and every read that checks content against hash would
+take it. The approval's signature is the conformance body's own: no row written in the
+database makes one for content the body did not approve.
+
+The check is made as a run starts (``hub.resolve``) and for each linkage the hub brokers
+(:class:`activities.claims.Claims`), so a run of content no approval covers gets no data,
+however it started. A content found approved is remembered for the life of the process (its
+signature does not stop holding); one found not approved is looked for again each time (an
+approval may come).
+
+The signature is checked against the key of the conformance body that the approval names by its
+id, among the body's keys the hub signed into the key registry, current or since replaced: a key
+rotation does not stop the versions approved before it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from renkei.kernel import attest, parties
+
+__all__ = ["KEPT", "ApprovalCheck"]
+
+log = logging.getLogger(__name__)
+
+KEPT = 4096  # approved contents remembered: every version of every BPF, many times over
+
+
+class ApprovalCheck:
+    """The conformance body's approval of a version's registered content, checked."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        hub: Ed25519PublicKey,
+        body: str,
+        *,
+        accept_unsigned: bool = False,
+    ) -> None:
+        """``body``: the conformance body (``RENKEI_CONFORMANCE_BODY``). ``accept_unsigned``:
+        the migration switch ``RENKEI_ACCEPT_UNSIGNED_APPROVALS``: a version with no approval
+        kept at all (put into operation before approvals were signed) is run, with a warning;
+        one whose approvals are for other content, or do not hold, never is."""
+        self._pool = pool
+        self._hub = hub
+        self._body = body
+        self._accept_unsigned = accept_unsigned
+        self._approved: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+
+    async def why_not(self, bpf: str, version: int, content_hash: str) -> str | None:
+        """Why ``bpf`` ``version`` with ``content_hash`` is not approved; ``None`` if it is."""
+        key = (bpf, version, content_hash)
+        if key in self._approved:
+            self._approved.move_to_end(key)
+            return None
+        rows = await self._pool.fetch(
+            "SELECT content_hash, report_hash, signer, signing_id, signature"
+            " FROM registry.approvals WHERE bpf = $1 AND version = $2",
+            bpf,
+            version,
+        )
+        if not rows and self._accept_unsigned:
+            log.warning(
+                "%s v%s runs with no approval kept (RENKEI_ACCEPT_UNSIGNED_APPROVALS)", bpf, version
+            )
+            return None
+        signed = [
+            r for r in rows if r["content_hash"] == content_hash and r["signer"] == self._body
+        ]
+        if signed:
+            keys = await parties.signing_keys(self._pool, self._hub, self._body)
+            for r in signed:
+                public = keys.get(r["signing_id"])
+                if public is not None and attest.is_version_approval(
+                    public, r["signature"], bpf, version, content_hash, r["report_hash"]
+                ):
+                    self._approved[key] = None
+                    while len(self._approved) > KEPT:
+                        self._approved.popitem(last=False)
+                    return None
+        return (
+            f"{bpf} v{version}'s registered content ({content_hash[:19]}…) has no approval"
+            f" signed by the conformance body ({self._body})"
+        )
