@@ -11,8 +11,9 @@ database makes one for content the body did not approve.
 The check is made as a run starts (``hub.resolve``) and for each linkage the hub brokers
 (:class:`activities.claims.Claims`), so a run of content no approval covers gets no data,
 however it started. A content found approved is remembered for the life of the process (its
-signature does not stop holding); one found not approved is looked for again each time (an
-approval may come).
+signature does not stop holding); one found not approved is looked for again after
+:data:`REFUSED_FOR` seconds (an approval may come), not at each call: runs of such a version
+do not each make the hub read the key registry.
 
 The signature is checked against the key of the conformance body that the approval names by its
 id, among the body's keys the hub signed into the key registry, current or since replaced: a key
@@ -22,6 +23,7 @@ rotation does not stop the versions approved before it.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 
 import asyncpg
@@ -29,11 +31,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from renkei.kernel import attest, parties
 
-__all__ = ["KEPT", "ApprovalCheck"]
+__all__ = ["KEPT", "REFUSED_FOR", "ApprovalCheck"]
 
 log = logging.getLogger(__name__)
 
 KEPT = 4096  # approved contents remembered: every version of every BPF, many times over
+REFUSED_FOR = 1.0  # seconds a content found not approved is answered so without a new look
 
 
 class ApprovalCheck:
@@ -56,6 +59,8 @@ class ApprovalCheck:
         self._body = body
         self._accept_unsigned = accept_unsigned
         self._approved: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        # (bpf, version, content hash) -> (when it was found not approved, why)
+        self._refused: OrderedDict[tuple[str, int, str], tuple[float, str]] = OrderedDict()
 
     async def why_not(self, bpf: str, version: int, content_hash: str) -> str | None:
         """Why ``bpf`` ``version`` with ``content_hash`` is not approved; ``None`` if it is."""
@@ -63,6 +68,23 @@ class ApprovalCheck:
         if key in self._approved:
             self._approved.move_to_end(key)
             return None
+        refused = self._refused.get(key)
+        if refused is not None and time.monotonic() - refused[0] < REFUSED_FOR:
+            return refused[1]
+        why = await self._look(bpf, version, content_hash)
+        if why is None:
+            self._refused.pop(key, None)
+            self._approved[key] = None
+            while len(self._approved) > KEPT:
+                self._approved.popitem(last=False)
+        else:
+            self._refused[key] = (time.monotonic(), why)
+            self._refused.move_to_end(key)
+            while len(self._refused) > KEPT:
+                self._refused.popitem(last=False)
+        return why
+
+    async def _look(self, bpf: str, version: int, content_hash: str) -> str | None:
         rows = await self._pool.fetch(
             "SELECT content_hash, report_hash, signer, signing_id, signature"
             " FROM registry.approvals WHERE bpf = $1 AND version = $2",
@@ -84,9 +106,6 @@ class ApprovalCheck:
                 if public is not None and attest.is_version_approval(
                     public, r["signature"], bpf, version, content_hash, r["report_hash"]
                 ):
-                    self._approved[key] = None
-                    while len(self._approved) > KEPT:
-                        self._approved.popitem(last=False)
                     return None
         return (
             f"{bpf} v{version}'s registered content ({content_hash[:19]}…) has no approval"

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from activities import approved as approved_module
 from activities.agencies import providers_for
 from activities.agencies.seed import sample_subjects
 from activities.approved import ApprovalCheck
@@ -115,7 +116,7 @@ def _variant(bpf: str, version: int = 1) -> tuple[str, object]:
 
 
 async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_signed(
-    pool: asyncpg.Pool, settings: Settings, catalog
+    pool: asyncpg.Pool, settings: Settings, catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The registry's rows are the database's: a superuser who replaces a version's content and
     its content hash together passes every check of content against hash. In operation the hub
@@ -196,8 +197,16 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
     assert "has no approval signed by the conformance body" in str(refused.value)
     # The migration switch: approvals kept, but for other content: refused all the same.
     assert await check(accept_unsigned=True).why_not(bpf, 1, replaced) is not None
-    # The body signs the new content itself: then it runs (the approval is the body's word).
+    # The body signs the new content itself: then it runs (the approval is the body's word),
+    # once the hub looks again: a refusal is remembered for a moment, so that runs of a version
+    # not approved do not each make the hub read the key registry.
+    hub_check = check()
+    assert await hub_check.why_not(bpf, 1, replaced) is not None
     await approval(second_key, replaced, public(second_key).signing_id)
+    monkeypatch.setattr(approved_module, "REFUSED_FOR", 3600.0)
+    assert await hub_check.why_not(bpf, 1, replaced) is not None
+    monkeypatch.setattr(approved_module, "REFUSED_FOR", 0.0)
+    assert await hub_check.why_not(bpf, 1, replaced) is None
     assert await check().why_not(bpf, 1, replaced) is None
     # A version with no approval kept at all runs only under the migration switch.
     unsigned = f"vaccination-unsigned-{uuid.uuid4().hex[:6]}"
