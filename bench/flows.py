@@ -11,6 +11,7 @@ hash-chained access records per linkage.
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import time
 import uuid
@@ -129,6 +130,17 @@ async def plain(
         return await _measure(start, flows, serial)
 
 
+@functools.cache
+def _residents(hub_key: str, sample_residents: int) -> list[str]:
+    """The subjects the bench's flows are about (their codes at the executor), made once per
+    process: not charged to renkei's rounds again and again, as plain's have no such work."""
+    return [
+        derive_code(hub_key, "pref-tokyo", h.members[0].subject_id)
+        for h in generate(sample_residents)
+        if h.municipality == "city-minato"
+    ]
+
+
 async def renkei(
     sdk: RenkeiClient,
     settings: Settings,
@@ -139,12 +151,7 @@ async def renkei(
     parallel: bool = False,
 ) -> Measured:
     """Flows of ``bench-seq-N`` (``bench-par-N``: in parallel; the workers must be running)."""
-    hub_key = keys.load(settings).hub_key
-    residents = [
-        derive_code(hub_key, "pref-tokyo", h.members[0].subject_id)
-        for h in generate(settings.sample_residents)
-        if h.municipality == "city-minato"
-    ]
+    residents = _residents(keys.load(settings).hub_key, settings.sample_residents)
 
     async def start(i: int) -> Callable[[], Awaitable[object]]:
         h = await sdk.start(
