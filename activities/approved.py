@@ -22,21 +22,24 @@ rotation does not stop the versions approved before it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Collection
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from renkei.kernel import attest, parties
 
-__all__ = ["KEPT", "REFUSED_FOR", "ApprovalCheck"]
+__all__ = ["KEPT", "REFUSED_FOR", "ROWS_LOOKED_AT", "ApprovalCheck"]
 
 log = logging.getLogger(__name__)
 
 KEPT = 4096  # approved contents remembered: every version of every BPF, many times over
 REFUSED_FOR = 1.0  # seconds a content found not approved is answered so without a new look
+ROWS_LOOKED_AT = 16  # approvals of one content checked, the oldest first
 
 
 class ApprovalCheck:
@@ -48,16 +51,20 @@ class ApprovalCheck:
         hub: Ed25519PublicKey,
         body: str,
         *,
-        accept_unsigned: bool = False,
+        accept_unsigned: Collection[str] = (),
     ) -> None:
         """``body``: the conformance body (``RENKEI_CONFORMANCE_BODY``). ``accept_unsigned``:
-        the migration switch ``RENKEI_ACCEPT_UNSIGNED_APPROVALS``: a version with no approval
-        kept at all (put into operation before approvals were signed) is run, with a warning;
-        one whose approvals are for other content, or do not hold, never is."""
+        the migration switch ``RENKEI_ACCEPT_UNSIGNED_APPROVALS``, the content hashes of the
+        versions put into operation before approvals were signed, as the operator listed them
+        at the upgrade: a version with no approval kept at all is run, with a warning, if its
+        content is one of these; any other content (a version registered since, content
+        replaced) never is, nor one whose approvals are for other content."""
         self._pool = pool
         self._hub = hub
         self._body = body
-        self._accept_unsigned = accept_unsigned
+        self._accept_unsigned = frozenset(accept_unsigned)
+        # (bpf, version, content hash) -> the look in flight: calls that miss meanwhile share it
+        self._looking: dict[tuple[str, int, str], asyncio.Future[str | None]] = {}
         self._approved: OrderedDict[tuple[str, int, str], None] = OrderedDict()
         # (bpf, version, content hash) -> (when it was found not approved, why)
         self._refused: OrderedDict[tuple[str, int, str], tuple[float, str]] = OrderedDict()
@@ -71,7 +78,14 @@ class ApprovalCheck:
         refused = self._refused.get(key)
         if refused is not None and time.monotonic() - refused[0] < REFUSED_FOR:
             return refused[1]
-        why = await self._look(bpf, version, content_hash)
+        looking = self._looking.get(key)
+        if looking is None:
+            looking = self._looking[key] = asyncio.ensure_future(
+                self._look(bpf, version, content_hash)
+            )
+            looking.add_done_callback(lambda _: self._looking.pop(key, None))
+        # a caller cancelled does not cancel the others' look
+        why = await asyncio.shield(looking)
         if why is None:
             self._refused.pop(key, None)
             self._approved[key] = None
@@ -85,20 +99,28 @@ class ApprovalCheck:
         return why
 
     async def _look(self, bpf: str, version: int, content_hash: str) -> str | None:
-        rows = await self._pool.fetch(
-            "SELECT content_hash, report_hash, signer, signing_id, signature"
-            " FROM registry.approvals WHERE bpf = $1 AND version = $2",
+        kept = await self._pool.fetchval(
+            "SELECT count(*) FROM registry.approvals WHERE bpf = $1 AND version = $2",
             bpf,
             version,
         )
-        if not rows and self._accept_unsigned:
+        if not kept and content_hash in self._accept_unsigned:
             log.warning(
                 "%s v%s runs with no approval kept (RENKEI_ACCEPT_UNSIGNED_APPROVALS)", bpf, version
             )
             return None
-        signed = [
-            r for r in rows if r["content_hash"] == content_hash and r["signer"] == self._body
-        ]
+        # The oldest first, and a few only: rows anyone with the application's role can add
+        # (with signatures that do not hold) cost the hub no more than these.
+        signed = await self._pool.fetch(
+            "SELECT report_hash, signing_id, signature FROM registry.approvals"
+            " WHERE bpf = $1 AND version = $2 AND content_hash = $3 AND signer = $4"
+            " ORDER BY id LIMIT $5",
+            bpf,
+            version,
+            content_hash,
+            self._body,
+            ROWS_LOOKED_AT,
+        )
         if signed:
             keys = await parties.signing_keys(self._pool, self._hub, self._body)
             for r in signed:

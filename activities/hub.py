@@ -712,6 +712,10 @@ class HubActivities:
             # Its own type (a recorded scan refused before it had one carries UnknownBpf: the
             # activity's failure is in the history, so an old run replays as it ran).
             raise Failure.VERSION_STOPPED.error(stopped.reason(d.bpf, d.version))
+        if self._approvals is not None and (  # no cohort for content unapproved
+            unapproved := await self._approvals.why_not(d.bpf, d.version, found.content_hash)
+        ):
+            raise Failure.UNKNOWN_BPF.error(unapproved)
         # The scan's one linkage: the executor asking its own register who reaches the event.
         info = activity.info()
         decision = decide_linkage(

@@ -1562,6 +1562,17 @@ def test_a_lost_key_is_revoked_from_the_command_line_for_good(
     assert done.exit_code == 0, done.output
     again = cli.invoke(app, ["keys", "revoke", "jps", "--reason", "laptop stolen"])
     assert again.exit_code == 2 and "no current keys" in again.output
+    # a rotation's own reason is not anyone's to give (its key's approvals would count)
+    rotation = cli.invoke(app, ["keys", "revoke", "jps", "--reason", "replaced by new keys"])
+    assert rotation.exit_code == 2 and "said by a rotation only" in rotation.output
+    # a key replaced in a rotation, found lost later, is revoked for cause by its id
+    assert cli.invoke(app, ["keys", "issue", "mhlw"]).exit_code == 0
+    first = keys.load_org(get_settings(), "mhlw").public("mhlw").signing_id
+    assert cli.invoke(app, ["keys", "issue", "mhlw", "--rotate"]).exit_code == 0
+    found = cli.invoke(app, ["keys", "revoke", "mhlw", "--reason", "found copied", "--key", first])
+    assert found.exit_code == 0, found.output
+    unknown = cli.invoke(app, ["keys", "revoke", "mhlw", "--reason", "lost", "--key", "k-none"])
+    assert unknown.exit_code == 2 and "no key k-none" in unknown.output
 
 
 async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(

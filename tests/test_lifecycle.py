@@ -123,9 +123,9 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
     also asks for the conformance body's signed approval of exactly that content, so no linkage
     of a run pinned to it is brokered (nor does a run start on it: ``hub.resolve`` asks the
     same). No approval row written by anyone else holds (another key named as the body's, the
-    hub's own key), while one the body signed with a key it has since replaced still does. The
-    migration switch runs a version with no approval kept at all, never one whose approvals are
-    for other content."""
+    hub's own key), while one the body signed with a key it has since replaced in a rotation
+    still does, until that key is revoked for cause. The migration switch runs a version with
+    no approval kept at all on content the operator listed, never other content."""
     body = f"conformance-{uuid.uuid4().hex[:6]}"
     hub = keys.load(settings).signer()
 
@@ -156,8 +156,8 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
             signature,
         )
 
-    def check(**kw: bool) -> ApprovalCheck:
-        return ApprovalCheck(pool, hub.public_key(), body, **kw)
+    def check(accept_unsigned: frozenset[str] = frozenset()) -> ApprovalCheck:
+        return ApprovalCheck(pool, hub.public_key(), body, accept_unsigned=accept_unsigned)
 
     assert "has no approval signed by the conformance body" in (
         await check().why_not(bpf, 1, approved) or ""
@@ -196,7 +196,7 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
     assert Failure.LINKAGE_REFUSED.caused(refused.value)
     assert "has no approval signed by the conformance body" in str(refused.value)
     # The migration switch: approvals kept, but for other content: refused all the same.
-    assert await check(accept_unsigned=True).why_not(bpf, 1, replaced) is not None
+    assert await check(frozenset({replaced})).why_not(bpf, 1, replaced) is not None
     # The body signs the new content itself: then it runs (the approval is the body's word),
     # once the hub looks again: a refusal is remembered for a moment, so that runs of a version
     # not approved do not each make the hub read the key registry.
@@ -208,13 +208,21 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
     monkeypatch.setattr(approved_module, "REFUSED_FOR", 0.0)
     assert await hub_check.why_not(bpf, 1, replaced) is None
     assert await check().why_not(bpf, 1, replaced) is None
-    # A version with no approval kept at all runs only under the migration switch.
+    # A version with no approval kept at all runs only under the migration switch, and only
+    # on content the operator listed there (the versions operating before signed approvals).
     unsigned = f"vaccination-unsigned-{uuid.uuid4().hex[:6]}"
     _, other = _variant(unsigned)
     assert await registry.register(pool, other)  # type: ignore[arg-type]
     other_hash = other.content_hash  # type: ignore[attr-defined]
     assert await check().why_not(unsigned, 1, other_hash) is not None
-    assert await check(accept_unsigned=True).why_not(unsigned, 1, other_hash) is None
+    assert await check(frozenset({approved})).why_not(unsigned, 1, other_hash) is not None
+    assert await check(frozenset({other_hash})).why_not(unsigned, 1, other_hash) is None
+    # The body's replaced key found stolen: revoked for cause, nothing it approved counts.
+    stolen = public(first_key).signing_id
+    assert await parties.revoke(pool, hub, body, reason="stolen", signing_id=stolen)
+    assert stolen not in await parties.signing_keys(pool, hub.public_key(), body)
+    assert await check().why_not(bpf, 1, approved) is not None
+    assert await check().why_not(bpf, 1, replaced) is None  # what the current key signed
 
 
 async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(

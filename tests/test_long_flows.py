@@ -347,7 +347,7 @@ async def test_a_permit_held_when_the_run_continues_as_new_ends_not_asked_and_is
     report = Report(bpf="continue-probe", version=1, content_hash="-", passed=True, scenarios=[ran])
     with TemporaryDirectory() as out:
         written = await record_histories(client, report, Path(out))
-        assert [p.name for p in written] == ["v1-continued-run1.json", "v1-continued.json"]
+        assert [p.name for p in written] == ["v1-continued.run1.json", "v1-continued.json"]
         runs = [json.loads(p.read_text(encoding="utf-8"))["history"]["events"] for p in written]
     assert runs[0][-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
     assert runs[1][-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"

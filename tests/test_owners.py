@@ -312,12 +312,35 @@ async def test_samples_are_approved_by_the_same_path_with_a_certificate_that_ver
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, tmp_path: Path
 ) -> None:
     bpf = f"ca-{uuid.uuid4().hex[:8]}"
+    shipped = tmp_path / "definitions"
+    shipped.mkdir()
+    text = SAMPLE.read_text(encoding="utf-8").replace("bpf: child-allowance-check", f"bpf: {bpf}")
+    (shipped / f"{bpf}.yaml").write_text(text, encoding="utf-8")
     assert await registry.register(pool, _sample_copy(bpf))
-    (tmp_path / f"{bpf}.yaml").write_text(
-        _sample_kit(bpf).model_dump_json(by_alias=True), encoding="utf-8"
+    # A draft under a sample's name whose content is not the shipped file's (written into the
+    # database by whoever holds the application's role) is not approved with the body's key.
+    other = f"ca-{uuid.uuid4().hex[:8]}"
+    (shipped / f"{other}.yaml").write_text(
+        text.replace(f"bpf: {bpf}", f"bpf: {other}"), encoding="utf-8"
     )
-    done = await promote_samples(client, pool, settings, catalog, live_whitelist, tmp_path)
-    assert done == [f"{bpf} v1: operating"]
+    changed = text.replace(f"bpf: {bpf}", f"bpf: {other}").replace(
+        "en: Child allowance — eligibility check", "en: not the shipped one"
+    )
+    assert "not the shipped one" in changed
+    assert await registry.register(pool, parse_text(changed, f"{other}.yaml"))
+    for name in (bpf, other):
+        (tmp_path / f"{name}.yaml").write_text(
+            _sample_kit(name).model_dump_json(by_alias=True), encoding="utf-8"
+        )
+    installed = settings.model_copy(update={"definitions_dir": shipped})
+    done = await promote_samples(client, pool, installed, catalog, live_whitelist, tmp_path)
+    assert f"{bpf} v1: operating" in done
+    assert (
+        f"{other} v1: not promoted: its registered content is not the shipped file's"
+        in " ".join(done)
+    )
+    assert await registry.state_of(pool, other, 1) == "draft"
+    assert not await approvals.approvals(pool, other, 1)
     [approval] = await approvals.approvals(pool, bpf, 1)
     assert approval.signer == settings.conformance_body
     assert await approvals.verify(pool, settings, approval) is None

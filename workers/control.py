@@ -60,7 +60,7 @@ def _hub_activities(
             pool,
             hub_keys.signer().public_key(),
             settings.conformance_body,
-            accept_unsigned=settings.accept_unsigned_approvals,
+            accept_unsigned=settings.unsigned_approvals,
         )
         if settings.mode == "operation"
         else None,

@@ -24,6 +24,13 @@ def _message(p: PublicKeys) -> bytes:
     return f"renkei/party/v1|{p.party}|{p.signing}|{p.sealing}".encode()
 
 
+# The reason the hub states when a party's keys are replaced by new ones (a rotation, not a loss):
+# what the replaced key signed before still counts where its time is known (the records) or
+# where it signed for good (a version's approval); a key revoked for any other reason, for
+# cause, counts for nothing it signs.
+REPLACED = "replaced by new keys"
+
+
 async def register(pool: asyncpg.Pool, hub: Ed25519PrivateKey, public: PublicKeys) -> None:
     """Publish ``public`` as its party's current keys, revoking any earlier ones."""
     signature = base64.b64encode(hub.sign(_message(public))).decode()
@@ -35,7 +42,7 @@ async def register(pool: asyncpg.Pool, hub: Ed25519PrivateKey, public: PublicKey
         if current == public.signing_id:
             return
         if current is not None:
-            await _revoke(conn, hub, public.party, current, "replaced by new keys", None)
+            await _revoke(conn, hub, public.party, current, REPLACED, None)
         await conn.execute(
             "INSERT INTO trust.parties (party, signing_public, sealing_public, signing_id,"
             " sealing_id, hub_signature) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -55,20 +62,38 @@ async def revoke(
     *,
     reason: str,
     at: dt.datetime | None = None,
+    signing_id: str | None = None,
 ) -> bool:
     """Stop counting ``party``'s current keys from ``at`` (default: now, by the database's
     clock; earlier when the key is known to have been lost before); whether any were current.
+    ``signing_id``: that key of ``party``'s instead, current or replaced since (a key replaced
+    in a rotation and found lost later); whether the registry holds it.
 
     The revocation is the hub's signed statement, appended for good (migration 0026): what
-    the key signs from then on does not count, whatever time its holder gives it."""
+    the key signs from then on does not count, whatever time its holder gives it; and, for
+    any reason but :data:`REPLACED`, no approval it signed counts at all."""
     async with pool.acquire() as conn, conn.transaction():
-        current = await conn.fetchval(
-            "SELECT signing_id FROM trust.parties WHERE party = $1 AND revoked_at IS NULL",
+        if signing_id is None:
+            current = await conn.fetchval(
+                "SELECT signing_id FROM trust.parties WHERE party = $1 AND revoked_at IS NULL",
+                party,
+            )
+            if current is None:
+                return False
+            await _revoke(conn, hub, party, current, reason, at)
+            return True
+        held = await conn.fetchval(
+            "SELECT revoked_at IS NULL FROM trust.parties WHERE party = $1 AND signing_id = $2"
+            " ORDER BY revoked_at DESC NULLS FIRST LIMIT 1",
             party,
+            signing_id,
         )
-        if current is None:
+        if held is None:
             return False
-        await _revoke(conn, hub, party, current, reason, at)
+        if held:
+            await _revoke(conn, hub, party, signing_id, reason, at)
+        else:  # revoked already: the statement is added, the row's time stays the earliest
+            await _state(conn, hub, party, signing_id, reason, at)
         return True
 
 
@@ -198,14 +223,35 @@ async def current(pool: asyncpg.Pool, hub: Ed25519PublicKey) -> dict[str, Public
 
 
 async def signing_keys(pool: asyncpg.Pool, hub: Ed25519PublicKey, party: str) -> dict[str, str]:
-    """Every signing key of ``party`` whose registry entry the hub signed, current or revoked
-    since, by key id: what a signature ``party`` made in the past, naming its key's id, is
-    checked against."""
+    """``party``'s signing keys whose registry entry the hub signed, by key id: its current one
+    and those replaced since in a rotation (:data:`REPLACED`), never one the hub revoked for
+    any other reason (lost, stolen). What ``party`` signed for good (a version's approval),
+    naming its key's id, is checked against these."""
+    async with pool.acquire() as conn:
+        for_cause = await _revoked_for_cause(conn, hub, party)
     return {
         p.signing_id: p.signing
         for p, _ in await _signed_entries(pool, hub, with_revoked=True)
-        if p.party == party
+        if p.party == party and p.signing_id not in for_cause
     }
+
+
+async def _revoked_for_cause(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, hub: Ed25519PublicKey, party: str
+) -> set[str]:
+    """The key ids of ``party``'s that a revocation the hub signed names for a reason other
+    than :data:`REPLACED`."""
+    found: set[str] = set()
+    for r in await conn.fetch(
+        "SELECT signing_id, revoked_at, reason, hub_signature FROM trust.revocations"
+        " WHERE party = $1 AND reason <> $2 AND hub_signature IS NOT NULL",
+        party,
+        REPLACED,
+    ):
+        message = revocation_message(party, r["signing_id"], r["revoked_at"], r["reason"])
+        if signature_holds(hub, r["hub_signature"], message):
+            found.add(r["signing_id"])
+    return found
 
 
 async def sealing_keys(

@@ -199,12 +199,18 @@ class Settings(BaseSettings):
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"
     )
-    accept_unsigned_approvals: bool = Field(
-        default=False,
-        description="migration switch: in operation, also run a version with no approval kept at"
-        " all (put into operation before approvals were signed); never one whose approvals do"
-        " not hold for its content (never in normal operation)",
+    accept_unsigned_approvals: str = Field(
+        default="",
+        description="migration switch: the content hashes (comma-separated) of the versions put"
+        " into operation before approvals were signed: in operation, such a version with no"
+        " approval kept at all still runs, until the conformance body approves it; no other"
+        " content does (never in normal operation)",
     )
+
+    @property
+    def unsigned_approvals(self) -> frozenset[str]:
+        """:attr:`accept_unsigned_approvals`, as a set of content hashes."""
+        return frozenset(h.strip() for h in self.accept_unsigned_approvals.split(",") if h.strip())
 
     @property
     def web_base(self) -> str:

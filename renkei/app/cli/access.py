@@ -172,12 +172,23 @@ async def keys_revoke(
             " have been lost before now. Default: now, by the database's clock"
         ),
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="the key id of the signing key to revoke, current or replaced since (one"
+            " replaced in a rotation and found lost later). Default: the current keys"
+        ),
+    ] = None,
 ) -> int:
     """Revoke ORG's current keys at once (lost or stolen): what they sign from then on does not
-    count, whatever time its writer gives it. The revocation is the hub's signed statement and
-    cannot be undone; issue new keys with `renkei keys issue ORG --rotate` or `keys register`."""
+    count, whatever time its writer gives it, and no version approval they signed counts at all.
+    The revocation is the hub's signed statement and cannot be undone; issue new keys with
+    `renkei keys issue ORG --rotate` or `keys register`."""
     if not reason.strip():
         typer.echo("error: --reason must say why", err=True)
+        return 2
+    if reason.strip() == parties.REPLACED:  # a rotation's own word: its key's approvals count
+        typer.echo(f"error: {parties.REPLACED!r} is said by a rotation only", err=True)
         return 2
     if since is not None and since.tzinfo is None:
         typer.echo("error: --since needs its UTC offset (e.g. 2026-11-27T09:00+09:00)", err=True)
@@ -185,10 +196,11 @@ async def keys_revoke(
     settings = get_settings()
     async with database(settings) as pool:
         done = await parties.revoke(
-            pool, keys.load(settings).signer(), org, reason=reason.strip(), at=since
+            pool, keys.load(settings).signer(), org, reason=reason.strip(), at=since, signing_id=key
         )
     if not done:
-        typer.echo(f"error: {org!r} has no current keys in the registry", err=True)
+        held = f"no key {key}" if key else "no current keys"
+        typer.echo(f"error: {org!r} has {held} in the registry", err=True)
         return 2
     typer.echo(f"{org}: keys revoked")
     return 0

@@ -16,6 +16,7 @@ from renkei.app.kit.report import store_report
 from renkei.app.kit.runner import run_scenarios
 from renkei.app.kit.scenarios import scenarios_for
 from renkei.bpf import registry
+from renkei.bpf.loader import BpfFileError, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
 from renkei.kernel.settings import Settings
 from whitelist.models import Catalog, role_of
@@ -38,8 +39,19 @@ async def promote_samples(
     note saying it was the start-up of a fresh installation.
     """
     done: list[str] = []
+    # Only the shipped files' own content: a draft written into the database otherwise (by
+    # whoever holds the application's role) is not approved with the conformance body's key
+    # because its name is a sample's.
+    shipped: dict[tuple[str, int], str] = {}
+    for path in definition_files(settings.definitions_dir):
+        try:
+            loaded = load_file(path)
+        except BpfFileError:
+            continue
+        shipped[(loaded.definition.bpf, loaded.definition.version)] = loaded.content_hash
     rows = await pool.fetch(
-        "SELECT v.bpf, v.version FROM registry.bpf_versions v WHERE v.state = 'draft'"
+        "SELECT v.bpf, v.version, v.content_hash FROM registry.bpf_versions v"
+        " WHERE v.state = 'draft'"
         " AND NOT EXISTS (SELECT 1 FROM registry.bpf_versions o"
         "  WHERE o.bpf = v.bpf AND o.state = 'operating') ORDER BY v.bpf, v.version"
     )
@@ -51,6 +63,12 @@ async def promote_samples(
         try:
             scenario_set = scenarios_for(row["bpf"], directory)
         except FileNotFoundError:
+            continue
+        if shipped.get((row["bpf"], row["version"])) != row["content_hash"]:
+            done.append(
+                f"{row['bpf']} v{row['version']}: not promoted: its registered content is not"
+                f" the shipped file's ({settings.definitions_dir})"
+            )
             continue
         try:
             report = await run_scenarios(

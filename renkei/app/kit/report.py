@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 from pydantic import BaseModel
+from temporalio.api.enums.v1 import ContinueAsNewInitiator
 from temporalio.client import Client
 
 from renkei.app.kit.scenarios import ExpectedLinkage
@@ -80,7 +81,7 @@ async def store_report(pool: asyncpg.Pool, report: Report, run_by: str | None = 
 async def record_histories(client: Client, report: Report, directory: Path) -> list[Path]:
     """Write the history of every scenario run of ``report`` under ``directory/<bpf>/``: the
     run the scenario ended in as ``v<version>-<scenario>.json``, and each run it continued as
-    new from, the first first, as ``v<version>-<scenario>-run<k>.json``.
+    new from, the first first, as ``v<version>-<scenario>.run<k>.json``.
 
     CI replays them against the current interpreter (``tests/test_replay.py``): a change that
     would break flows already running fails there.
@@ -90,16 +91,19 @@ async def record_histories(client: Client, report: Report, directory: Path) -> l
     written: list[Path] = []
     for s in report.scenarios:
         runs = [await client.get_workflow_handle(s.workflow_id).fetch_history()]
-        while True:  # back through the runs it continued from, each named by the next
+        while True:  # back through the runs it continued as new from, each named by the next
             started = runs[0].events[0].workflow_execution_started_event_attributes
             before = started.continued_execution_run_id
-            if not before:
-                break
+            if (
+                not before
+                or started.initiator != ContinueAsNewInitiator.CONTINUE_AS_NEW_INITIATOR_WORKFLOW
+            ):
+                break  # its first run (or one a retry or a schedule started: not the flow's)
             handle = client.get_workflow_handle(s.workflow_id, run_id=before)
             runs.insert(0, await handle.fetch_history())
         slug = "".join(c if c.isalnum() else "-" for c in s.name.lower()).strip("-")[:60]
         for k, history in enumerate(runs, start=1):
-            suffix = "" if k == len(runs) else f"-run{k}"
+            suffix = "" if k == len(runs) else f".run{k}"  # no scenario's name gives a dot
             path = folder / f"v{report.version}-{slug}{suffix}.json"
             path.write_text(
                 json.dumps(
