@@ -199,18 +199,18 @@ class Settings(BaseSettings):
     conformance_body: str = Field(
         default="digital-agency", description="who approves versions that passed conformance"
     )
-    accept_unsigned_approvals: str = Field(
-        default="",
+    accept_unsigned_approvals: str | None = Field(
+        default=None,
         description="migration switch: the content hashes (comma-separated) of the versions put"
         " into operation before approvals were signed: in operation, such a version with no"
-        " approval kept at all still runs, until the conformance body approves it; no other"
-        " content does (never in normal operation)",
+        " approval kept at all still runs; no other content does (never in normal operation)",
     )
 
     @property
     def unsigned_approvals(self) -> frozenset[str]:
         """:attr:`accept_unsigned_approvals`, as a set of content hashes."""
-        return frozenset(h.strip() for h in self.accept_unsigned_approvals.split(",") if h.strip())
+        listed = (self.accept_unsigned_approvals or "").split(",")
+        return frozenset(h.strip() for h in listed if h.strip())
 
     @property
     def web_base(self) -> str:
