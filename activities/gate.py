@@ -161,7 +161,10 @@ class WhitelistGate:
         *,
         accept_unpermitted: bool = False,
         deferred_records: bool = False,
+        operation: bool = False,
     ) -> None:
+        """``operation``: the gate of a provider in operation: it refuses a permit a hub in test
+        mode issued (the conformance kit's, for drafts), which only the kit's stubs take."""
         if keys.org != org:
             raise ValueError(f"the key file given to {org}'s gate is {keys.org}'s")
         self.org = org
@@ -174,6 +177,7 @@ class WhitelistGate:
         self.signer = keys.signer()
         self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
+        self._operation = operation
         # Deferred chaining: concurrent linkages' records go together in one commit.
         self._group = records.GroupWriter(pool) if deferred_records else None
         # Concurrent answers' receipts go together in one statement.
@@ -227,6 +231,10 @@ class WhitelistGate:
         if req.permit is None and self._accept_unpermitted:  # the explicit migration switch
             return req
         permit = permits.verify(req.permit, self._hub, self._hub_key_id)
+        if permit.kit and self._operation:
+            raise permits.PermitRefused(
+                "a conformance kit's permit (a hub in test mode): no provider in operation takes it"
+            )
         if permit.provider != self.org:
             raise permits.PermitRefused(f"the permit is for {permit.provider}, not {self.org}")
         if (permit.workflow_id, permit.run_id, permit.step) != (

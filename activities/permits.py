@@ -69,7 +69,10 @@ class Issued(NamedTuple):
 class PermitIssuer:
     """Signs permits with the hub's key and seals codes to providers' registered keys."""
 
-    def __init__(self, pool: asyncpg.Pool, hub: keyfile.Keys) -> None:
+    def __init__(self, pool: asyncpg.Pool, hub: keyfile.Keys, *, kit: bool = False) -> None:
+        """``kit``: a hub in test mode's (the conformance kit's): each permit it issues says so,
+        and a gate in operation refuses it (:attr:`renkei.kernel.permits.Permit.kit`)."""
+        self._kit = kit
         self._pool = pool
         self._signer = hub.signer()
         self._key_id = keyfile.key_id(keyfile.public_raw(self._signer.public_key()))
@@ -179,6 +182,7 @@ class PermitIssuer:
             expires_at=now + min(budget + MARGIN, LONGEST),
             key_id=self._key_id,
             sub_task=sub_task,
+            kit=self._kit,
         )
         return Issued(permits.sign(permit, self._signer), sealed, public.signing)
 
@@ -236,5 +240,6 @@ class PermitIssuer:
             expires_at=now + min(budget + MARGIN, LONGEST),
             key_id=self._key_id,
             probe=True,
+            kit=self._kit,
         )
         return Issued(permits.sign(permit, self._signer), sealed, public.signing)

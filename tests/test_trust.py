@@ -632,3 +632,62 @@ async def test_a_party_whose_key_is_revoked_in_the_registry_gets_nothing_sealed_
     await parties.register(pool, hub, second.public(name))
     now = keys.key_id(keys.public_raw(await directory.current(name)))
     assert now == keys.key_id(keys.public_raw(second.opener().public_key())) != sealed_to
+
+
+async def test_a_permit_a_hub_in_test_mode_issued_is_taken_by_no_provider_in_operation(
+    pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """The conformance kit's hub runs drafts, in test mode, with the hub's own key: anyone who
+    can schedule an activity on the kit's hub queue could ask it for a permit of a version no
+    one approved. Such a permit says it is the kit's (signed), and a provider's gate in
+    operation refuses it; the kit's stubs (test mode) take it, and a hub in operation's permit
+    is taken in operation."""
+    from activities.gate import Attempt, WhitelistGate
+    from activities.permits import PermitIssuer
+    from renkei.kernel.permits import PermitRefused
+
+    flow = "child-allowance-check/pref-tokyo/kit-permit"
+    asked = _attempt("city-minato") | {"workflow_id": flow, "requester": "pref-tokyo"}
+    attempt = Attempt(flow, "run", "q1", dt.timedelta(seconds=30))
+
+    def request(issued: Any) -> LinkageRequest:
+        return LinkageRequest(
+            requester="pref-tokyo",
+            provider="city-minato",
+            task=asked["task"],
+            info=asked["info"],
+            subject="",
+            bpf=asked["bpf"],
+            bpf_version=asked["bpf_version"],
+            content_hash=asked["content_hash"],
+            step="q1",
+            permit=issued.permit,
+            sealed_subject=issued.sealed,
+        )
+
+    def gate(operation: bool) -> WhitelistGate:
+        return WhitelistGate(
+            "city-minato",
+            live_whitelist.bind(catalog),
+            live_whitelist,
+            pool,
+            keys.load_org(settings, "city-minato"),
+            operation=operation,
+        )
+
+    now = dt.datetime.now(dt.UTC)
+    kits = await PermitIssuer(pool, keys.load(settings), kit=True).issue(**asked)
+    assert kits.permit.permit.kit
+    with pytest.raises(PermitRefused, match="conformance kit's permit"):
+        gate(operation=True).check_permit(request(kits), attempt, now)
+    assert gate(operation=False).check_permit(request(kits), attempt, now).subject == "CODE"
+    operating = await PermitIssuer(pool, keys.load(settings)).issue(**asked)
+    assert not operating.permit.permit.kit
+    assert gate(operation=True).check_permit(request(operating), attempt, now).subject == "CODE"
+    # the mark is signed: left out, the permit no longer verifies
+    unmarked = kits.permit.model_copy(
+        update={"permit": kits.permit.permit.model_copy(update={"kit": False})}
+    )
+    forged = kits._replace(permit=unmarked)
+    with pytest.raises(PermitRefused):
+        gate(operation=True).check_permit(request(forged), attempt, now)

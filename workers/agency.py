@@ -45,6 +45,7 @@ def agency_worker(
         keys.load_org(settings, org),
         accept_unpermitted=settings.accept_unpermitted_linkages,
         deferred_records=settings.records_chaining == "deferred",
+        operation=settings.mode == "operation",
     )
     served = providers if providers is not None else providers_for(org, pool)
     if direct is not None:

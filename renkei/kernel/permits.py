@@ -57,6 +57,10 @@ class Permit(BaseModel):
     # took it from the registered definition: the provider's record keeps both levels too.
     # Left out of the signed form when none, as ``probe`` is.
     sub_task: str | None = None
+    # Issued by a hub in test mode (the conformance kit's own, which runs drafts): a gate in
+    # operation refuses it, so a kit's permit reaches the kit's stubs only, never a provider's
+    # real data. Left out of the signed form when false, as ``probe`` is.
+    kit: bool = False
 
 
 class SignedPermit(BaseModel):
