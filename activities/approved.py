@@ -10,10 +10,10 @@ database makes one for content the body did not approve.
 
 The check is made as a run starts (``hub.resolve``) and for each linkage the hub brokers
 (:class:`activities.claims.Claims`), so a run of content no approval covers gets no data,
-however it started. A content found approved is remembered for the life of the process (its
-signature does not stop holding); one found not approved is looked for again after
-:data:`REFUSED_FOR` seconds (an approval may come), not at each call: runs of such a version
-do not each make the hub read the key registry.
+however it started. A content found approved is looked at again after :data:`APPROVED_FOR`
+seconds (the key that approved it may have been revoked for cause since); one found not approved
+after :data:`REFUSED_FOR` seconds (an approval may come); one look at a time for each: runs of a
+version do not each make the hub read the registry.
 
 The signature is checked against the key of the conformance body that the approval names by its
 id, among the body's keys the hub signed into the key registry, current or since replaced: a key
@@ -33,13 +33,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from renkei.kernel import attest, parties
 
-__all__ = ["KEPT", "REFUSED_FOR", "ROWS_LOOKED_AT", "ApprovalCheck"]
+__all__ = ["APPROVED_FOR", "KEPT", "REFUSED_FOR", "ROWS_LOOKED_AT", "ApprovalCheck"]
 
 log = logging.getLogger(__name__)
 
 KEPT = 4096  # approved contents remembered: every version of every BPF, many times over
+APPROVED_FOR = 30.0  # seconds a content found approved is answered so without a new look
 REFUSED_FOR = 1.0  # seconds a content found not approved is answered so without a new look
-ROWS_LOOKED_AT = 16  # approvals of one content checked, the oldest first
+# Approvals of one content checked at one look, the oldest first, among those naming a key the
+# body has (distinct ones): rows with signatures that do not hold, which anyone with the
+# application's role can add, cost the hub no more than these (they can deny the version, as
+# that role can by moving its state; never run it).
+ROWS_LOOKED_AT = 64
 
 
 class ApprovalCheck:
@@ -56,24 +61,24 @@ class ApprovalCheck:
         """``body``: the conformance body (``RENKEI_CONFORMANCE_BODY``). ``accept_unsigned``:
         the migration switch ``RENKEI_ACCEPT_UNSIGNED_APPROVALS``, the content hashes of the
         versions put into operation before approvals were signed, as the operator listed them
-        at the upgrade: a version with no approval kept at all is run, with a warning, if its
-        content is one of these; any other content (a version registered since, content
-        replaced) never is, nor one whose approvals are for other content."""
+        at the upgrade: a version of such content runs without an approval, with a warning;
+        any other content (a version registered since, content replaced) never does."""
         self._pool = pool
         self._hub = hub
         self._body = body
         self._accept_unsigned = frozenset(accept_unsigned)
         # (bpf, version, content hash) -> the look in flight: calls that miss meanwhile share it
         self._looking: dict[tuple[str, int, str], asyncio.Future[str | None]] = {}
-        self._approved: OrderedDict[tuple[str, int, str], None] = OrderedDict()
+        # (bpf, version, content hash) -> when it was found approved
+        self._approved: OrderedDict[tuple[str, int, str], float] = OrderedDict()
         # (bpf, version, content hash) -> (when it was found not approved, why)
         self._refused: OrderedDict[tuple[str, int, str], tuple[float, str]] = OrderedDict()
 
     async def why_not(self, bpf: str, version: int, content_hash: str) -> str | None:
         """Why ``bpf`` ``version`` with ``content_hash`` is not approved; ``None`` if it is."""
         key = (bpf, version, content_hash)
-        if key in self._approved:
-            self._approved.move_to_end(key)
+        approved = self._approved.get(key)
+        if approved is not None and time.monotonic() - approved < APPROVED_FOR:
             return None
         refused = self._refused.get(key)
         if refused is not None and time.monotonic() - refused[0] < REFUSED_FOR:
@@ -88,10 +93,12 @@ class ApprovalCheck:
         why = await asyncio.shield(looking)
         if why is None:
             self._refused.pop(key, None)
-            self._approved[key] = None
+            self._approved[key] = time.monotonic()
+            self._approved.move_to_end(key)
             while len(self._approved) > KEPT:
                 self._approved.popitem(last=False)
         else:
+            self._approved.pop(key, None)
             self._refused[key] = (time.monotonic(), why)
             self._refused.move_to_end(key)
             while len(self._refused) > KEPT:
@@ -99,36 +106,32 @@ class ApprovalCheck:
         return why
 
     async def _look(self, bpf: str, version: int, content_hash: str) -> str | None:
-        kept = await self._pool.fetchval(
-            "SELECT count(*) FROM registry.approvals WHERE bpf = $1 AND version = $2",
-            bpf,
-            version,
-        )
-        if not kept and content_hash in self._accept_unsigned:
+        if content_hash in self._accept_unsigned:  # the operator's list pins the content
             log.warning(
-                "%s v%s runs with no approval kept (RENKEI_ACCEPT_UNSIGNED_APPROVALS)", bpf, version
+                "%s v%s runs on a content listed in RENKEI_ACCEPT_UNSIGNED_APPROVALS", bpf, version
             )
             return None
-        # The oldest first, and a few only: rows anyone with the application's role can add
-        # (with signatures that do not hold) cost the hub no more than these.
+        keys = await parties.signing_keys(self._pool, self._hub, self._body)
         signed = await self._pool.fetch(
-            "SELECT report_hash, signing_id, signature FROM registry.approvals"
+            "SELECT report_hash, signing_id, signature FROM ("
+            " SELECT DISTINCT ON (report_hash, signing_id, signature)"
+            " report_hash, signing_id, signature, id FROM registry.approvals"
             " WHERE bpf = $1 AND version = $2 AND content_hash = $3 AND signer = $4"
-            " ORDER BY id LIMIT $5",
+            " AND signing_id = ANY($5::text[])"
+            " ORDER BY report_hash, signing_id, signature, id) distinct_rows"
+            " ORDER BY id LIMIT $6",
             bpf,
             version,
             content_hash,
             self._body,
+            list(keys),
             ROWS_LOOKED_AT,
         )
-        if signed:
-            keys = await parties.signing_keys(self._pool, self._hub, self._body)
-            for r in signed:
-                public = keys.get(r["signing_id"])
-                if public is not None and attest.is_version_approval(
-                    public, r["signature"], bpf, version, content_hash, r["report_hash"]
-                ):
-                    return None
+        for r in signed:
+            if attest.is_version_approval(
+                keys[r["signing_id"]], r["signature"], bpf, version, content_hash, r["report_hash"]
+            ):
+                return None
         return (
             f"{bpf} v{version}'s registered content ({content_hash[:19]}…) has no approval"
             f" signed by the conformance body ({self._body})"

@@ -161,10 +161,11 @@ class WhitelistGate:
         *,
         accept_unpermitted: bool = False,
         deferred_records: bool = False,
-        operation: bool = False,
+        operation: bool = True,
     ) -> None:
-        """``operation``: the gate of a provider in operation: it refuses a permit a hub in test
-        mode issued (the conformance kit's, for drafts), which only the kit's stubs take."""
+        """``operation``: the gate of a provider in operation (unless told otherwise: the kit's
+        stubs and test mode): it refuses a permit a hub in test mode issued (the conformance
+        kit's, for drafts), which only the kit's stubs take."""
         if keys.org != org:
             raise ValueError(f"the key file given to {org}'s gate is {keys.org}'s")
         self.org = org

@@ -392,6 +392,7 @@ async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(
             live_whitelist,
             pool,
             keys.load_org(settings, "city-minato"),
+            operation=settings.mode == "operation",
         )
         minato = Served(
             gate,
@@ -419,6 +420,7 @@ def _minato(
         live_whitelist,
         pool,
         keys.load_org(settings, "city-minato"),
+        operation=settings.mode == "operation",
     )
     return Served(
         gate, providers_for("city-minato", pool), _codec(client, pool, settings, "city-minato")

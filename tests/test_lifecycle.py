@@ -195,8 +195,21 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
         await Claims(pool, catalog, check()).definition(bpf, 1, replaced)
     assert Failure.LINKAGE_REFUSED.caused(refused.value)
     assert "has no approval signed by the conformance body" in str(refused.value)
-    # The migration switch: approvals kept, but for other content: refused all the same.
-    assert await check(frozenset({replaced})).why_not(bpf, 1, replaced) is not None
+    # The migration switch names the contents it lets run: never other content.
+    assert await check(frozenset({approved})).why_not(bpf, 1, replaced) is not None
+    # Rows naming keys the body never had (with ids before the real one's) are not looked at.
+    for n in range(approved_module.ROWS_LOOKED_AT + 4):
+        await pool.execute(
+            "INSERT INTO registry.approvals (id, bpf, version, content_hash, report_hash, signer,"
+            " signing_id, signature) VALUES ($1, $2, 1, $3, 'sha256:r', $4, $5, 'x')",
+            -1 - n - uuid.uuid4().int % 10**9,
+            bpf,
+            approved,
+            body,
+            f"k-made-up-{n}",
+        )
+    long_lived = check()
+    assert await long_lived.why_not(bpf, 1, approved) is None
     # The body signs the new content itself: then it runs (the approval is the body's word),
     # once the hub looks again: a refusal is remembered for a moment, so that runs of a version
     # not approved do not each make the hub read the key registry.
@@ -217,12 +230,28 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
     assert await check().why_not(unsigned, 1, other_hash) is not None
     assert await check(frozenset({approved})).why_not(unsigned, 1, other_hash) is not None
     assert await check(frozenset({other_hash})).why_not(unsigned, 1, other_hash) is None
-    # The body's replaced key found stolen: revoked for cause, nothing it approved counts.
+    # The body's replaced key found stolen: revoked for cause, nothing it approved counts,
+    # in a hub already running too once it looks again (APPROVED_FOR).
     stolen = public(first_key).signing_id
-    assert await parties.revoke(pool, hub, body, reason="stolen", signing_id=stolen)
+    assert await parties.revoke(pool, hub, body, reason="stolen", signing_id=stolen) == [stolen]
     assert stolen not in await parties.signing_keys(pool, hub.public_key(), body)
     assert await check().why_not(bpf, 1, approved) is not None
+    monkeypatch.setattr(approved_module, "APPROVED_FOR", 3600.0)
+    assert await long_lived.why_not(bpf, 1, approved) is None  # not looked at again yet
+    monkeypatch.setattr(approved_module, "APPROVED_FOR", 0.0)
+    assert await long_lived.why_not(bpf, 1, approved) is not None
     assert await check().why_not(bpf, 1, replaced) is None  # what the current key signed
+    # The current key's row marked revoked by the application's role (no statement): the
+    # default revocation still finds it by the hub's word, and revokes it for cause.
+    current = public(second_key).signing_id
+    await pool.execute(
+        "UPDATE trust.parties SET revoked_at = now() WHERE party = $1 AND signing_id = $2",
+        body,
+        current,
+    )
+    assert await parties.revoke(pool, hub, body, reason="stolen") == [current]
+    assert await parties.signing_keys(pool, hub.public_key(), body) == {}
+    assert await check().why_not(bpf, 1, replaced) is not None
 
 
 async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(

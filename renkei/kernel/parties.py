@@ -63,38 +63,46 @@ async def revoke(
     reason: str,
     at: dt.datetime | None = None,
     signing_id: str | None = None,
-) -> bool:
+) -> list[str]:
     """Stop counting ``party``'s current keys from ``at`` (default: now, by the database's
-    clock; earlier when the key is known to have been lost before); whether any were current.
+    clock; earlier when the key is known to have been lost before); the key ids revoked.
+    Current is the hub's word: every key of ``party``'s whose registry entry the hub signed
+    and that no revocation the hub signed names yet, whatever its row says (a row anyone with
+    the application's role marked revoked, or a row the hub never signed, decides nothing).
     ``signing_id``: that key of ``party``'s instead, current or replaced since (a key replaced
-    in a rotation and found lost later); whether the registry holds it.
+    in a rotation and found lost later).
 
     The revocation is the hub's signed statement, appended for good (migration 0026): what
     the key signs from then on does not count, whatever time its holder gives it; and, for
     any reason but :data:`REPLACED`, no approval it signed counts at all."""
+    verifier = hub.public_key()
+    done: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
-        if signing_id is None:
-            current = await conn.fetchval(
-                "SELECT signing_id FROM trust.parties WHERE party = $1 AND revoked_at IS NULL",
-                party,
-            )
-            if current is None:
-                return False
-            await _revoke(conn, hub, party, current, reason, at)
-            return True
-        held = await conn.fetchval(
-            "SELECT revoked_at IS NULL FROM trust.parties WHERE party = $1 AND signing_id = $2"
-            " ORDER BY revoked_at DESC NULLS FIRST LIMIT 1",
+        stated = await revocations(conn, verifier)
+        for r in await conn.fetch(
+            "SELECT signing_public, sealing_public, signing_id, hub_signature, revoked_at"
+            " FROM trust.parties WHERE party = $1",
             party,
-            signing_id,
-        )
-        if held is None:
-            return False
-        if held:
-            await _revoke(conn, hub, party, signing_id, reason, at)
-        else:  # revoked already: the statement is added, the row's time stays the earliest
-            await _state(conn, hub, party, signing_id, reason, at)
-        return True
+        ):
+            p = PublicKeys(party=party, signing=r["signing_public"], sealing=r["sealing_public"])
+            if not signature_holds(verifier, r["hub_signature"], _message(p)):
+                continue  # not the hub's word
+            try:
+                kid = p.signing_id
+            except ValueError:
+                continue
+            if r["signing_id"] != kid or kid in done:
+                continue
+            if signing_id is None and (party, kid) in stated:
+                continue  # revoked already, in the hub's word
+            if signing_id is not None and kid != signing_id:
+                continue
+            if r["revoked_at"] is None:
+                await _revoke(conn, hub, party, kid, reason, at)
+            else:  # the row's time stays the earliest; the statement is added
+                await _state(conn, hub, party, kid, reason, at)
+            done.append(kid)
+    return done
 
 
 async def _revoke(

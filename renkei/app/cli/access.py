@@ -202,7 +202,7 @@ async def keys_revoke(
         held = f"no key {key}" if key else "no current keys"
         typer.echo(f"error: {org!r} has {held} in the registry", err=True)
         return 2
-    typer.echo(f"{org}: keys revoked")
+    typer.echo(f"{org}: keys revoked ({', '.join(done)})")
     return 0
 
 
