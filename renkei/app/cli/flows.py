@@ -17,7 +17,13 @@ import typer
 from temporalio.client import WorkflowFailureError
 
 from renkei.app.bootstrap import prepare
-from renkei.app.cli.runtime import check_keys, parse_inputs, run_async, temporal_and_database
+from renkei.app.cli.runtime import (
+    check_keys,
+    database,
+    parse_inputs,
+    run_async,
+    temporal_and_database,
+)
 from renkei.app.client import CaseConflict, FlowNotFound, RenkeiClient
 from renkei.app.stack import embedded
 from renkei.contracts.messages import StartFlow
@@ -346,12 +352,20 @@ async def notify(
         typer.echo(f"error: {problems}", err=True)
         raise typer.Exit(2) from None
     settings = get_settings()
-    async with temporal_and_database(settings) as (client, pool, _):
+    # Who signs in, and whether the code is a subject of the org's, need no Temporal: a change
+    # refused is refused at once, whether or not Temporal is there (or still starting).
+    async with database(settings) as pool:
         try:
             actor = require(await signed_in(pool), "executor")
         except (NotSignedIn, NotEntitled) as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
+        try:
+            await Pseudonyms(pool, keys.load(settings).hub_key).subject_of(actor.party, subject)
+        except UnknownSubject as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+    async with temporal_and_database(settings) as (client, pool, _):
         n = n.model_copy(update={"publisher": actor.party})
         hub = Pseudonyms(pool, keys.load(settings).hub_key)
         try:
