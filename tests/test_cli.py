@@ -7,13 +7,15 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
+import pytest
+from temporalio.client import Client
 from typer.testing import CliRunner
 
 from renkei.app.client import RenkeiClient
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 
-from .helpers import allowance_check, operator_token, run, shibuya_family
+from .helpers import allowance_check, cli_joins, operator_token, run, shibuya_family
 from .helpers import code as code_of
 
 
@@ -269,10 +271,13 @@ def test_an_agency_gets_a_database_login_of_its_own(cli, tmp_path) -> None:
 
 
 def test_notify_publishes_as_the_signed_in_operators_org(
-    cli: CliRunner, settings: Settings
+    cli: CliRunner, client: Client, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No free publisher name: the change is the signed-in executor operator's org's, and a
-    code is looked up at that org (a code of another org's is no subject of its)."""
+    code is looked up at that org (a code of another org's is no subject of its). The command
+    joins the test's Temporal (starting one of its own could take longer than a busy machine
+    gives it; the refusals reach no Temporal at all)."""
+    cli_joins(monkeypatch, client, settings)
     tag = uuid.uuid4().hex[:6]
     minato = operator_token(cli, f"notify-minato-{tag}", "--party", "city-minato")
     jps = operator_token(cli, f"notify-jps-{tag}", "--party", "jps")
