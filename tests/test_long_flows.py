@@ -8,12 +8,15 @@ Durations are real Temporal timers on the dev server. Test mode scales them
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from renkei.contracts.messages import Acknowledged, FlowResult, Response, Waiting
 from renkei.kernel import records
@@ -92,13 +95,12 @@ def _upserts(history) -> list[dict[str, object]]:
     return found
 
 
-async def test_a_flow_sets_its_search_attributes_once_for_each_thing_it_waits_on(
+@contextlib.asynccontextmanager
+async def _waiting_first(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
-) -> None:
-    """A flow that starts by waiting shows "waiting" from its first upsert ("running" and the
-    pinned version go with it); as its wait ends, "running" is set before its next linkage, not
-    left for the flow's end; as it ends, one upsert. The states an operator reads are the ones
-    it had: no upsert of its own for a "running" that lasts no time."""
+) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+    """A run of the wait-first probe, started with the workers running and waiting for the
+    citizen's consent (the workers stop as the block ends)."""
     await register_fixture(pool, "wait-first-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})
     async with workers(client, pool, slow, catalog, live_whitelist):
@@ -106,6 +108,17 @@ async def test_a_flow_sets_its_search_attributes_once_for_each_thing_it_waits_on
             start("wait-first-probe", "city-minato", _applicant(settings), trigger="portal")
         )
         await _waiting(handle, "consent")
+        yield handle
+
+
+async def test_a_flow_sets_its_search_attributes_once_for_each_thing_it_waits_on(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """A flow that starts by waiting shows "waiting" from its first upsert ("running" and the
+    pinned version go with it); as its wait ends, "running" is set before its next linkage, not
+    left for the flow's end; as it ends, one upsert. The states an operator reads are the ones
+    it had: no upsert of its own for a "running" that lasts no time."""
+    async with _waiting_first(client, pool, settings, catalog, live_whitelist) as handle:
         described = await handle.describe()
         assert described.typed_search_attributes.get(sa.STATUS) == "waiting"
         assert described.typed_search_attributes.get(sa.BPF_VERSION) == 1
@@ -150,13 +163,7 @@ async def test_a_flow_cancelled_while_it_waits_shows_no_wait_left(
     otherwise keep "waiting" from its last upsert)."""
     from temporalio.client import WorkflowFailureError
 
-    await register_fixture(pool, "wait-first-probe.yaml")
-    slow = settings.model_copy(update={"test_time_scale": 1e-4})
-    async with workers(client, pool, slow, catalog, live_whitelist):
-        handle = await sdk(client, slow).start(
-            start("wait-first-probe", "city-minato", _applicant(settings), trigger="portal")
-        )
-        await _waiting(handle, "consent")
+    async with _waiting_first(client, pool, settings, catalog, live_whitelist) as handle:
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()

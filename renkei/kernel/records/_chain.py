@@ -124,11 +124,7 @@ def record_hash(record: AccessRecord) -> str:
     return _hash_of(record.__dict__)
 
 
-# What each hash covers, in the order the canonical JSON sorts it, and which of those fields
-# hold a time (written as UTC with microseconds, whatever zone the value came in).
-_TIMES = frozenset(
-    f for f, info in AccessRecord.model_fields.items() if "datetime" in str(info.annotation)
-)
+# What each hash covers, in the order the canonical JSON sorts it.
 _HASHED = tuple(sorted((*_CONTENT, "chain_seq", "recorded_at")))
 _ENTRY = tuple(f for f in _HASHED if f != "chain_seq")
 # sort_keys kept although the fields come sorted: the JSON is what it always was, by definition.
@@ -143,9 +139,7 @@ def _body(values: Mapping[str, object], fields: Sequence[str]) -> str:
         value = values[f]
         if value is None and f in _LATER:
             continue
-        if f in _TIMES and isinstance(value, dt.datetime):
-            value = value.astimezone(dt.UTC).isoformat(timespec="microseconds")
-        body[f] = value
+        body[f] = _canonical(value)  # a time as UTC with microseconds, whatever its zone
     return _ENCODE(body)
 
 
