@@ -241,12 +241,20 @@ async def env(
 
 @pytest.fixture
 def cli(
-    base_settings: Settings, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    base_settings: Settings,
+    pool: asyncpg.Pool,
+    temporal_env: WorkflowEnvironment,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[CliRunner]:
-    """The renkei command, configured for the test database and keys (sync tests only)."""
+    """The renkei command, configured for the test database, keys and Temporal server (a
+    command that starts its own embedded Temporal, each time on the same port, may find it not
+    yet free, or not up in time, on a busy machine)."""
     assert base_settings.database_url
     monkeypatch.setenv("RENKEI_DATABASE_URL", base_settings.database_url)
     monkeypatch.setenv("RENKEI_KEYS_FILE", str(base_settings.keys_file))
+    monkeypatch.setenv(
+        "RENKEI_TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host
+    )
     get_settings.cache_clear()
     yield CliRunner()
     get_settings.cache_clear()
