@@ -18,6 +18,13 @@ version do not each make the hub read the registry.
 The signature is checked against the key of the conformance body that the approval names by its
 id, among the body's keys the hub signed into the key registry, current or since replaced: a key
 rotation does not stop the versions approved before it.
+
+For a run, its executor's own word is checked too: each executor puts a version into operation for
+itself (``renkei bpf operate``), and its row in ``registry.operated_by`` carries its signature over
+the version, the content hash and its name (:func:`renkei.kernel.attest.version_operation`). A row
+anyone else added (the application's role can add rows) makes the platform's schedules and scans
+ask, but the hub starts nothing, scans nothing and brokers nothing for an executor that did not
+sign: :func:`why_not_operated`.
 """
 
 from __future__ import annotations
@@ -33,11 +40,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from renkei.kernel import attest, parties
 
-__all__ = ["APPROVED_FOR", "KEPT", "REFUSED_FOR", "ROWS_LOOKED_AT", "ApprovalCheck"]
+__all__ = [
+    "APPROVED_FOR",
+    "KEPT",
+    "REFUSED_FOR",
+    "ROWS_LOOKED_AT",
+    "ApprovalCheck",
+    "why_not_operated",
+]
 
 log = logging.getLogger(__name__)
 
-KEPT = 4096  # approved contents remembered: every version of every BPF, many times over
+_Key = tuple[str, int, str, str]
+
+KEPT = 16_384  # (content, executor) pairs remembered: every version of every BPF, many executors
 APPROVED_FOR = 30.0  # seconds a content found approved is answered so without a new look
 REFUSED_FOR = 1.0  # seconds a content found not approved is answered so without a new look
 # Approvals of one content checked at one look, the oldest first, among those naming a key the
@@ -67,16 +83,20 @@ class ApprovalCheck:
         self._hub = hub
         self._body = body
         self._accept_unsigned = frozenset(accept_unsigned)
-        # (bpf, version, content hash) -> the look in flight: calls that miss meanwhile share it
-        self._looking: dict[tuple[str, int, str], asyncio.Future[str | None]] = {}
-        # (bpf, version, content hash) -> when it was found approved
-        self._approved: OrderedDict[tuple[str, int, str], float] = OrderedDict()
-        # (bpf, version, content hash) -> (when it was found not approved, why)
-        self._refused: OrderedDict[tuple[str, int, str], tuple[float, str]] = OrderedDict()
+        # (bpf, version, content hash, executor or "") -> the look in flight: calls that miss
+        # meanwhile share it
+        self._looking: dict[_Key, asyncio.Future[str | None]] = {}
+        # (bpf, version, content hash, executor or "") -> when it was found approved
+        self._approved: OrderedDict[_Key, float] = OrderedDict()
+        # (bpf, version, content hash, executor or "") -> (when it was found not approved, why)
+        self._refused: OrderedDict[_Key, tuple[float, str]] = OrderedDict()
 
-    async def why_not(self, bpf: str, version: int, content_hash: str) -> str | None:
-        """Why ``bpf`` ``version`` with ``content_hash`` is not approved; ``None`` if it is."""
-        key = (bpf, version, content_hash)
+    async def why_not(
+        self, bpf: str, version: int, content_hash: str, executor: str | None = None
+    ) -> str | None:
+        """Why ``bpf`` ``version`` with ``content_hash`` is not approved, or (with ``executor``)
+        not put into operation by ``executor``'s own signature; ``None`` if it is."""
+        key = (bpf, version, content_hash, executor or "")
         approved = self._approved.get(key)
         if approved is not None and time.monotonic() - approved < APPROVED_FOR:
             return None
@@ -86,7 +106,7 @@ class ApprovalCheck:
         looking = self._looking.get(key)
         if looking is None:
             looking = self._looking[key] = asyncio.ensure_future(
-                self._look(bpf, version, content_hash)
+                self._look(bpf, version, content_hash, executor)
             )
             looking.add_done_callback(lambda _: self._looking.pop(key, None))
         # a caller cancelled does not cancel the others' look
@@ -105,12 +125,20 @@ class ApprovalCheck:
                 self._refused.popitem(last=False)
         return why
 
-    async def _look(self, bpf: str, version: int, content_hash: str) -> str | None:
+    async def _look(
+        self, bpf: str, version: int, content_hash: str, executor: str | None
+    ) -> str | None:
         if content_hash in self._accept_unsigned:  # the operator's list pins the content
             log.warning(
                 "%s v%s runs on a content listed in RENKEI_ACCEPT_UNSIGNED_APPROVALS", bpf, version
             )
             return None
+        approved = await self._approval(bpf, version, content_hash)
+        if approved is not None or executor is None:
+            return approved
+        return await why_not_operated(self._pool, self._hub, bpf, version, content_hash, executor)
+
+    async def _approval(self, bpf: str, version: int, content_hash: str) -> str | None:
         keys = await parties.signing_keys(self._pool, self._hub, self._body)
         signed = await self._pool.fetch(
             "SELECT report_hash, signing_id, signature FROM ("
@@ -136,3 +164,40 @@ class ApprovalCheck:
             f"{bpf} v{version}'s registered content ({content_hash[:19]}…) has no approval"
             f" signed by the conformance body ({self._body})"
         )
+
+
+async def why_not_operated(
+    pool: asyncpg.Pool,
+    hub: Ed25519PublicKey,
+    bpf: str,
+    version: int,
+    content_hash: str,
+    executor: str,
+) -> str | None:
+    """Why ``executor`` has not put ``bpf`` ``version`` of ``content_hash`` into operation by its
+    own signature (``None`` when it has): its row in ``registry.operated_by`` signed with a key
+    of its that the hub signed into the key registry, current or since replaced, and not revoked
+    for cause."""
+    row = await pool.fetchrow(
+        "SELECT signing_id, signature FROM registry.operated_by"
+        " WHERE bpf = $1 AND version = $2 AND executor = $3",
+        bpf,
+        version,
+        executor,
+    )
+    if row is None:
+        return f"{bpf} v{version} is not in operation for {executor}"
+    if row["signature"] is None:
+        return (
+            f"{bpf} v{version} was put into operation for {executor} without its signature"
+            " (before operations were signed, or by someone else)"
+        )
+    public = (await parties.signing_keys(pool, hub, executor)).get(row["signing_id"] or "")
+    if public is None or not attest.is_version_operation(
+        public, row["signature"], bpf, version, content_hash, executor
+    ):
+        return (
+            f"{bpf} v{version}'s putting into operation for {executor} is not signed by"
+            f" {executor} for this content ({content_hash[:19]}…)"
+        )
+    return None

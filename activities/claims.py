@@ -80,8 +80,12 @@ class Claims:
         self._catalog = catalog
         self._approvals = approvals
 
-    async def definition(self, bpf: str, version: int, content_hash: str) -> BpfDefinition:
-        """The registered definition a run pins; refused if nothing is registered so."""
+    async def definition(
+        self, bpf: str, version: int, content_hash: str, executor: str
+    ) -> BpfDefinition:
+        """The registered definition a run of ``executor``'s pins; refused if nothing is
+        registered so, or (in operation) if the conformance body did not approve it or the
+        executor did not put it into operation by its own signature."""
         try:
             found = await registry.pinned(self._pool, bpf, version, content_hash)
         except registry.DefinitionAltered as e:
@@ -91,7 +95,7 @@ class Claims:
                 f"{bpf} v{version} with that content is not a registered definition"
             )
         if self._approvals is not None and (
-            unapproved := await self._approvals.why_not(bpf, version, content_hash)
+            unapproved := await self._approvals.why_not(bpf, version, content_hash, executor)
         ):
             raise Failure.LINKAGE_REFUSED.error(unapproved)
         return found
@@ -108,7 +112,7 @@ class Claims:
             )
         if req.bpf != who.workflow_type:
             raise refuse(f"a flow of {who.workflow_type} asks for {req.bpf}'s linkage")
-        d = await self.definition(req.bpf, req.bpf_version, req.content_hash)
+        d = await self.definition(req.bpf, req.bpf_version, req.content_hash, who.executor)
         if req.task != d.task:
             raise refuse(f"{d.bpf} v{d.version} serves {d.task}, not {req.task}")
         step = next(

@@ -176,7 +176,9 @@ class HubActivities:
             raise Failure(refused.kind).error(refused.reason) from None
         d = found.definition
         if self._approvals is not None and (
-            unapproved := await self._approvals.why_not(d.bpf, d.version, found.content_hash)
+            unapproved := await self._approvals.why_not(
+                d.bpf, d.version, found.content_hash, req.executor
+            )
         ):
             raise Failure.UNKNOWN_BPF.error(unapproved)
         if req.trigger in ("life-event", "notification"):
@@ -713,7 +715,9 @@ class HubActivities:
             # activity's failure is in the history, so an old run replays as it ran).
             raise Failure.VERSION_STOPPED.error(stopped.reason(d.bpf, d.version))
         if self._approvals is not None and (  # no cohort for content unapproved
-            unapproved := await self._approvals.why_not(d.bpf, d.version, found.content_hash)
+            unapproved := await self._approvals.why_not(
+                d.bpf, d.version, found.content_hash, req.executor
+            )
         ):
             raise Failure.UNKNOWN_BPF.error(unapproved)
         # The scan's one linkage: the executor asking its own register who reaches the event.
@@ -778,7 +782,7 @@ class HubActivities:
         who = caller()
         run = resume.run
         registered = await self._claims.definition(
-            run.pin.bpf, run.pin.version, run.pin.content_hash
+            run.pin.bpf, run.pin.version, run.pin.content_hash, who.executor
         )
         if (
             run.pin.bpf != who.workflow_type

@@ -214,6 +214,13 @@ def run(
 
     env = None if token is None else {TOKEN_VARIABLE: token}
     result = cli.invoke(app, list(args), input=input, env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # what a terminal would show: the runner keeps an uncaught exception apart
+        import traceback
+
+        return result.exit_code, result.output + "".join(
+            traceback.format_exception(result.exception)
+        )
     return result.exit_code, result.output
 
 
@@ -315,12 +322,16 @@ async def transition(
     """One lifecycle transition by ``actor``, in its roles of ``roles_from`` (none given: no
     roles); ``kw`` as :func:`renkei.bpf.registry.transition` takes them. ``signed_in``: an
     approval is signed with the conformance body's key of these settings, as ``renkei bpf
-    approve`` signs it (a hub in operation runs only a version so approved)."""
+    approve`` signs it, and an ``operate`` with the executor's, as ``renkei bpf operate`` does
+    (a hub in operation runs a version only so approved, and only for executors that signed)."""
     roles = roles_from.org_roles(actor) if roles_from is not None else frozenset()
-    if action == "approve" and signed_in is not None:
+    if action in ("approve", "operate") and signed_in is not None:
         from renkei.app import approvals
 
-        kw.setdefault("approval_signer", approvals.signer(signed_in))
+        if action == "approve":
+            kw.setdefault("approval_signer", approvals.signer(signed_in))
+        else:
+            kw.setdefault("operation_signer", approvals.operation_signer(signed_in))
     return await registry.transition(
         pool,
         bpf,

@@ -192,7 +192,7 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
     why = await check().why_not(bpf, 1, replaced)
     assert why is not None and "has no approval signed by the conformance body" in why
     with pytest.raises(ApplicationError) as refused:
-        await Claims(pool, catalog, check()).definition(bpf, 1, replaced)
+        await Claims(pool, catalog, check()).definition(bpf, 1, replaced, "city-minato")
     assert Failure.LINKAGE_REFUSED.caused(refused.value)
     assert "has no approval signed by the conformance body" in str(refused.value)
     # The migration switch names the contents it lets run: never other content.
@@ -252,6 +252,109 @@ async def test_in_operation_a_version_runs_only_on_content_the_conformance_body_
     assert await parties.revoke(pool, hub, body, reason="stolen") == [current]
     assert await parties.signing_keys(pool, hub.public_key(), body) == {}
     assert await check().why_not(bpf, 1, replaced) is not None
+
+
+async def test_in_operation_a_version_runs_for_an_executor_only_on_that_executors_signature(
+    pool: asyncpg.Pool, settings: Settings, catalog
+) -> None:
+    """A row of ``registry.operated_by`` makes the platform start a version's flows for its
+    executor. Anyone with the application's role can add one, for any executor: the hub in
+    operation takes a version as operating for an executor only with that executor's own
+    signature over the version, its content and its name, by a key the hub registered for it
+    and did not revoke for cause. No row, a row without a signature, another party's real
+    signature, the executor's signature over other content or under a key id it never had: each
+    is refused, at a start as at each linkage. The application's role can rewrite a row's
+    signature (an executor's ``operate`` signs its own row again), never its executor."""
+    hub = keys.load(settings).signer()
+    body = f"conformance-{uuid.uuid4().hex[:6]}"
+    victim, other = f"city-{uuid.uuid4().hex[:6]}", f"city-{uuid.uuid4().hex[:6]}"
+
+    def public(party: str, key: Ed25519PrivateKey) -> keys.PublicKeys:
+        sealing = X25519PrivateKey.generate().public_key()
+        return keys.PublicKeys(
+            party=party,
+            signing=base64.b64encode(keys.public_raw(key.public_key())).decode(),
+            sealing=base64.b64encode(keys.public_raw(sealing)).decode(),
+        )
+
+    own = {p: Ed25519PrivateKey.generate() for p in (body, victim, other)}
+    for party, key in own.items():
+        await parties.register(pool, hub, public(party, key))
+    bpf = f"vaccination-operated-{uuid.uuid4().hex[:6]}"
+    _, loaded = _variant(bpf)
+    assert await registry.register(pool, loaded)  # type: ignore[arg-type]
+    content = loaded.content_hash  # type: ignore[attr-defined]
+    await pool.execute(
+        "INSERT INTO registry.approvals (bpf, version, content_hash, report_hash, signer,"
+        " signing_id, signature) VALUES ($1, 1, $2, 'sha256:report', $3, $4, $5)",
+        bpf,
+        content,
+        body,
+        public(body, own[body]).signing_id,
+        attest.version_approval(own[body], bpf, 1, content, "sha256:report"),
+    )
+
+    def check(accept_unsigned: frozenset[str] = frozenset()) -> ApprovalCheck:
+        return ApprovalCheck(pool, hub.public_key(), body, accept_unsigned=accept_unsigned)
+
+    assert await check().why_not(bpf, 1, content) is None  # approved: the content may run
+    why = await check().why_not(bpf, 1, content, victim)
+    assert why == f"{bpf} v1 is not in operation for {victim}"
+
+    async def row(signing_id: str | None, signature: str | None) -> None:
+        await pool.execute(  # the application's role: add a row, or rewrite its signature
+            "INSERT INTO registry.operated_by (bpf, version, executor, signing_id, signature)"
+            " VALUES ($1, 1, $2, $3, $4) ON CONFLICT (bpf, version, executor) DO UPDATE"
+            " SET signing_id = excluded.signing_id, signature = excluded.signature",
+            bpf,
+            victim,
+            signing_id,
+            signature,
+        )
+
+    victim_id = public(victim, own[victim]).signing_id
+    not_signed = "is not signed by " + victim
+    for signing_id, signature, refusal in [
+        (None, None, "without its signature"),
+        # another party's real signature, under its own key id and under the victim's
+        (
+            public(other, own[other]).signing_id,
+            attest.version_operation(own[other], bpf, 1, content, victim),
+            not_signed,
+        ),
+        (victim_id, attest.version_operation(own[other], bpf, 1, content, victim), not_signed),
+        # the victim's own signature, over other content, for another executor, another version
+        (
+            victim_id,
+            attest.version_operation(own[victim], bpf, 1, "sha256:" + "0" * 64, victim),
+            not_signed,
+        ),
+        (victim_id, attest.version_operation(own[victim], bpf, 1, content, other), not_signed),
+        (victim_id, attest.version_operation(own[victim], bpf, 2, content, victim), not_signed),
+        # the victim's key under a key id the registry does not hold for it
+        ("k-made-up", attest.version_operation(own[victim], bpf, 1, content, victim), not_signed),
+    ]:
+        await row(signing_id, signature)
+        why = await check().why_not(bpf, 1, content, victim)
+        assert why is not None and refusal in why, (signing_id, why)
+        with pytest.raises(ApplicationError) as refused:
+            await Claims(pool, catalog, check()).definition(bpf, 1, content, victim)
+        assert Failure.LINKAGE_REFUSED.caused(refused.value) and refusal in str(refused.value)
+    # Content the operator listed at the upgrade runs without any signature, as before.
+    await row(None, None)
+    assert await check(frozenset({content})).why_not(bpf, 1, content, victim) is None
+    # The victim's own word runs it; its key revoked for cause, nothing it signed does.
+    await row(victim_id, attest.version_operation(own[victim], bpf, 1, content, victim))
+    assert await check().why_not(bpf, 1, content, victim) is None
+    assert (await Claims(pool, catalog, check()).definition(bpf, 1, content, victim)).bpf == bpf
+    assert await parties.revoke(pool, hub, victim, reason="key lost") == [victim_id]
+    why = await check().why_not(bpf, 1, content, victim)
+    assert why is not None and not_signed in why
+    # The application's role rewrites a row's signature, never whose row it is.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pool.execute(
+            "UPDATE registry.operated_by SET executor = $2 WHERE bpf = $1", bpf, other
+        )
 
 
 async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(
@@ -338,7 +441,7 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
         )
     assert refused.value.kind == "UnknownBpf" and "content hash" in refused.value.reason
     with pytest.raises(ApplicationError) as denied:
-        await Claims(pool, catalog).definition(bpf, 1, pinned_hash)
+        await Claims(pool, catalog).definition(bpf, 1, pinned_hash, "city-minato")
     assert Failure.LINKAGE_REFUSED.caused(denied.value)
     after = await registry.fetch(pool, kept)
     assert after is not None and after.definition is before.definition
@@ -766,7 +869,13 @@ def test_bpf_validate_knows_the_registry_states_of_what_a_flow_calls(cli) -> Non
 
 
 async def test_each_executor_puts_a_version_into_operation_for_itself(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, cli
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist,
+    cli,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """city-minato's `operate` puts a municipal flow into operation for city-minato alone:
     city-shibuya gets no schedule and cannot start it until it operates the version itself."""
@@ -830,8 +939,46 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
         with pytest.raises(WorkflowFailureError) as refused:
             await (await sdk(client, operation).start(platform_start("city-shibuya"))).result()
         assert "is operating, but not for city-shibuya" in str(refused.value.cause)
+        # A row the application's role adds for city-shibuya, with no signature of its own or
+        # with city-minato's: the platform's start is refused all the same. (The hub's refusal
+        # is not remembered here, so that each row is looked at, and the operate below counts
+        # at once.)
+        monkeypatch.setattr(approved_module, "REFUSED_FOR", 0.0)
+        for signing_id, signature in [
+            (None, None),
+            (
+                keys.issue(settings, "city-minato").public("city-minato").signing_id,
+                attest.version_operation(
+                    keys.issue(settings, "city-minato").signer(),
+                    bpf,
+                    version,
+                    loaded.content_hash,
+                    "city-shibuya",
+                ),
+            ),
+        ]:
+            await pool.execute(
+                "INSERT INTO registry.operated_by (bpf, version, executor, signing_id, signature)"
+                " VALUES ($1, $2, 'city-shibuya', $3, $4) ON CONFLICT (bpf, version, executor)"
+                " DO UPDATE SET signing_id = excluded.signing_id, signature = excluded.signature",
+                bpf,
+                version,
+                signing_id,
+                signature,
+            )
+            with pytest.raises(WorkflowFailureError) as refused:
+                await (await sdk(client, operation).start(platform_start("city-shibuya"))).result()
+            assert (
+                "put into operation for city-shibuya without its signature"
+                if signature is None
+                else "is not signed by city-shibuya"
+            ) in str(refused.value.cause)
+        code, out = await asyncio.to_thread(run, cli, "bpf", "verify", bpf, str(version))
+        assert code == 1 and "OK   city-minato: puts it into operation" in out, out
+        assert "BAD  city-shibuya: puts it into operation" in out, out
 
-        # city-shibuya puts it into operation for itself: now it runs there too.
+        # city-shibuya puts it into operation for itself (signing the row someone else added):
+        # now it runs there too.
         later = await move("operate", "city-shibuya")
         assert (later.from_state, later.to_state) == ("operating", "operating")
         shibuya = await (
@@ -860,6 +1007,8 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
         cli.invoke, app, ["bpf", "operate", bpf, str(version)], env={TOKEN_VARIABLE: token}
     )
     assert again.exit_code == 1 and "already operating for city-shibuya" in again.output
+    code, out = await asyncio.to_thread(run, cli, "bpf", "verify", bpf, str(version))
+    assert code == 0 and "OK   city-shibuya: puts it into operation" in out, out
     # Retired by its definer, it operates for no one (and leaves no schedule to other tests).
     await move("retire", "mhlw")
     assert not [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]

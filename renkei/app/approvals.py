@@ -49,6 +49,18 @@ def signer(settings: Settings) -> registry.ApprovalSigner:
     return sign
 
 
+def operation_signer(settings: Settings) -> registry.OperationSigner:
+    """What signs an executor's ``operate``: that executor's own key (the key file this
+    installation holds for it: at an org, its own only)."""
+
+    def sign(bpf: str, version: int, content_hash: str, executor: str) -> tuple[str, str]:
+        own = keys.issue(settings, executor)
+        signature = attest.version_operation(own.signer(), bpf, version, content_hash, executor)
+        return own.public(executor).signing_id, signature
+
+    return sign
+
+
 async def add_scenarios(
     pool: asyncpg.Pool,
     bpf: str,

@@ -46,6 +46,8 @@ from whitelist.models import Catalog, role_of
 Conn = asyncpg.Connection | PoolConnectionProxy
 # (bpf, version, content hash, report hash) -> (signer, its signing key id, signature)
 ApprovalSigner = Callable[[str, int, str, str], tuple[str, str, str]]
+# (bpf, version, content hash, executor) -> (the executor's signing key id, its signature)
+OperationSigner = Callable[[str, int, str, str], tuple[str, str]]
 State = Literal["draft", "conformance-passed", "approved", "operating", "retired"]
 Action = Literal["submit", "approve", "operate", "retire"]
 Mode = Literal["operation", "test"]
@@ -539,6 +541,7 @@ async def transition(
     whitelist: WhitelistIndex | None = None,
     operator: str | None = None,
     approval_signer: ApprovalSigner | None = None,
+    operation_signer: OperationSigner | None = None,
 ) -> Transition:
     """Move one version along its lifecycle, or raise :class:`TransitionRefused` saying why.
 
@@ -546,7 +549,9 @@ async def transition(
     ``whitelist``, default the store's rows) against every registered version. An approval with
     ``approval_signer`` is also kept as the conformance body's signature over the version's
     content hash and the report it approves on (the last passing one the body ran itself for
-    this content, else the one submitted).
+    this content, else the one submitted). An ``operate`` with ``operation_signer`` is kept with
+    the executor's own signature over the version, its content hash and its name: a hub in
+    operation runs a version for an executor only so (:mod:`activities.approved`).
     """
     source, target, role = TRANSITIONS[action]
     async with pool.acquire() as conn, conn.transaction():
@@ -581,8 +586,6 @@ async def transition(
         another = action == "operate" and row["state"] == "operating"
         if another:
             source = "operating"
-            if actor in await operated_by(conn, bpf, version):
-                raise TransitionRefused(f"{bpf} v{version} is already operating for {actor}")
         if row["state"] != source:
             raise TransitionRefused(
                 f"{bpf} v{version} is {row['state']}: '{action}' moves a version from {source}"
@@ -601,6 +604,24 @@ async def transition(
             recorded_role = role
             if role == "executor" and actor in d.owners.entrusted_by:  # 事務委託
                 recorded_role = f"executor entrusted by {d.owners.entrusted_by[actor]}"
+        word: tuple[str, str] | None = None
+        if action == "operate" and operation_signer is not None and d is not None:
+            word = operation_signer(bpf, version, row["content_hash"], actor)
+        if another:
+            kept_word = await conn.fetchrow(
+                "SELECT signing_id, signature FROM registry.operated_by"
+                " WHERE bpf = $1 AND version = $2 AND executor = $3",
+                bpf,
+                version,
+                actor,
+            )
+            # Once, with its own signature: a row without it (from before operations were
+            # signed, or added by someone else) or with another (a key since replaced) is signed
+            # again by the executor's operate. Ed25519 signs the same words the same way.
+            if kept_word is not None and (
+                word is None or (kept_word["signing_id"], kept_word["signature"]) == word
+            ):
+                raise TransitionRefused(f"{bpf} v{version} is already operating for {actor}")
         if action in VALIDATED and d is not None:
             errors = await _revalidate(conn, row, d, action, catalog, whitelist)
             if errors:
@@ -620,10 +641,13 @@ async def transition(
                         " into operation: it operates what it calls first"
                     )
             await conn.execute(
-                "INSERT INTO registry.operated_by (bpf, version, executor) VALUES ($1, $2, $3)",
+                "INSERT INTO registry.operated_by (bpf, version, executor, signing_id, signature)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (bpf, version, executor) DO UPDATE"
+                " SET signing_id = excluded.signing_id, signature = excluded.signature",
                 bpf,
                 version,
                 actor,
+                *(word or (None, None)),
             )
         report_hash = None
         if action == "submit":

@@ -230,3 +230,28 @@ def is_version_approval(
     report_hash: str,
 ) -> bool:
     return _holds(body, signature, _approval(bpf, version, content_hash, report_hash))
+
+
+# -- an executor's putting a version into operation ---------------------------------------------
+
+
+def _operation(bpf: str, version: int, content_hash: str, executor: str) -> bytes:
+    return f"renkei/version-operation/v1|{bpf}|{version}|{content_hash}|{executor}".encode()
+
+
+def version_operation(
+    key: Ed25519PrivateKey, bpf: str, version: int, content_hash: str, executor: str
+) -> str:
+    """An executor's signature putting a BPF version's content into operation for itself."""
+    return _sign(key, _operation(bpf, version, content_hash, executor))
+
+
+def is_version_operation(
+    executor_key: Ed25519PublicKey | str,
+    signature: str,
+    bpf: str,
+    version: int,
+    content_hash: str,
+    executor: str,
+) -> bool:
+    return _holds(executor_key, signature, _operation(bpf, version, content_hash, executor))

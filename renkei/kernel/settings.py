@@ -202,8 +202,9 @@ class Settings(BaseSettings):
     accept_unsigned_approvals: str | None = Field(
         default=None,
         description="migration switch: the content hashes (comma-separated) of the versions put"
-        " into operation before approvals were signed: in operation, a version of such content"
-        " runs without an approval; no other content does (never in normal operation)",
+        " into operation before approvals and operations were signed: in operation, a version of"
+        " such content runs without an approval or its executors' signatures; no other content"
+        " does (never in normal operation)",
     )
 
     @property

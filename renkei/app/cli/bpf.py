@@ -22,6 +22,7 @@ from renkei.bpf import registry
 from renkei.bpf.loader import BpfFileError, LoadedBpf, load_file
 from renkei.bpf.pias import pia_issues
 from renkei.bpf.validation import KnownBpfs
+from renkei.kernel import keys
 from renkei.kernel.settings import get_settings
 from whitelist import controls_store, store
 from whitelist.catalog import default_catalog
@@ -223,6 +224,9 @@ async def _transition(action: registry.Action, bpf: str, version: int, note: str
                 catalog=catalog,
                 operator=actor.name,
                 approval_signer=approvals.signer(settings) if action == "approve" else None,
+                operation_signer=(
+                    approvals.operation_signer(settings) if action == "operate" else None
+                ),
             )
         except (NotSignedIn, NotEntitled, registry.TransitionRefused) as err:
             typer.echo(f"refused: {err}", err=True)
@@ -352,8 +356,11 @@ async def bpf_history(bpf: str, version: int) -> int:
 @bpf_app.command("verify")
 @run_async
 async def bpf_verify(bpf: str, version: int) -> int:
-    """Check a version's approval certificates: the conformance body's registered key, over the
-    registered content and a passing report kept for it."""
+    """Check a version's approval certificates (the conformance body's registered key, over the
+    registered content and a passing report kept for it) and each executor's signature putting
+    it into operation."""
+    from activities.approved import why_not_operated
+
     settings = get_settings()
     async with database(settings) as pool:
         if await registry.state_of(pool, bpf, version) is None:
@@ -370,6 +377,19 @@ async def bpf_verify(bpf: str, version: int) -> int:
             typer.echo(
                 f"{'OK ' if why is None else 'BAD'}  {a.signer}: content {a.content_hash},"
                 f" report {a.report_hash}" + (f" — {why}" if why else "")
+            )
+        content = await pool.fetchval(
+            "SELECT content_hash FROM registry.bpf_versions WHERE bpf = $1 AND version = $2",
+            bpf,
+            version,
+        )
+        hub = keys.load(settings).signer().public_key()
+        for executor in await registry.operated_by(pool, bpf, version):
+            why = await why_not_operated(pool, hub, bpf, version, content, executor)
+            bad += why is not None
+            typer.echo(
+                f"{'OK ' if why is None else 'BAD'}  {executor}: puts it into operation"
+                + (f" — {why}" if why else "")
             )
     return 1 if bad else 0
 

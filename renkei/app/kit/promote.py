@@ -56,9 +56,11 @@ async def promote_samples(
         "  WHERE o.bpf = v.bpf AND o.state = 'operating') ORDER BY v.bpf, v.version"
     )
     note = "sample definition, promoted at start-up after passing the conformance kit"
-    from renkei.app.approvals import signer  # the conformance body signs its approvals
+    # the conformance body signs its approvals, each executor its operation
+    from renkei.app.approvals import operation_signer, signer
 
     sign = signer(settings)
+    operate = operation_signer(settings)
     for row in rows:
         try:
             scenario_set = scenarios_for(row["bpf"], directory)
@@ -104,6 +106,7 @@ async def promote_samples(
                 catalog=catalog,
                 whitelist=whitelist.index,
                 approval_signer=sign,
+                operation_signer=operate,
             )
         done.append(f"{d.bpf} v{d.version}: operating")
     return done
