@@ -1885,3 +1885,52 @@ async def test_a_witness_cannot_sign_a_head_the_hubs_chain_never_had(
             )
     finally:
         await agency.close()
+
+
+async def test_a_code_mapped_to_another_person_in_the_database_names_no_one(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Whom a linkage is about is the subject the hub finds behind the executor's code. The
+    table of codes is the database's (the application's role writes it): a row rewritten so
+    that city-minato's code for one person names another would have the hub ask a provider
+    about the other. The hub takes a row only if its key derives that very code for that
+    subject at that org: the rewritten code names no one, and a row put back holds again."""
+    from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject, derive_code
+
+    hub_key = keys.load(settings).hub_key
+    asker, victim = uuid.uuid4(), uuid.uuid4()
+    await Pseudonyms(pool, hub_key).enroll([asker, victim], ["city-minato"])
+    asked = derive_code(hub_key, "city-minato", asker)
+    assert await Pseudonyms(pool, hub_key).subject_of("city-minato", asked) == asker
+    async with pool.acquire() as conn, conn.transaction():  # the application's role
+        await conn.execute(  # the victim's own row out of the way
+            "UPDATE hub.subject_codes SET subject_id = $2"
+            " WHERE subject_id = $1 AND org = 'city-minato'",
+            victim,
+            uuid.uuid4(),
+        )
+        await conn.execute(
+            "UPDATE hub.subject_codes SET subject_id = $2 WHERE subject_id = $1"
+            " AND org = 'city-minato'",
+            asker,
+            victim,
+        )
+    assert (
+        await pool.fetchval(
+            "SELECT subject_id FROM hub.subject_codes WHERE org = 'city-minato' AND code = $1",
+            asked,
+        )
+        == victim
+    )
+    with pytest.raises(UnknownSubject) as refused:
+        await Pseudonyms(pool, hub_key).subject_of("city-minato", asked)
+    assert str(victim) not in str(refused.value) and asked not in str(refused.value)
+    # The hub translates no code through the rewritten row either.
+    with pytest.raises(UnknownSubject):
+        await Pseudonyms(pool, hub_key).translate("city-minato", [asked], "city-shibuya")
+    await pool.execute(
+        "UPDATE hub.subject_codes SET subject_id = $1 WHERE code = $2 AND org = 'city-minato'",
+        asker,
+        asked,
+    )
+    assert await Pseudonyms(pool, hub_key).subject_of("city-minato", asked) == asker

@@ -12,11 +12,14 @@ import base64
 import functools
 import hashlib
 import hmac
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 
 class UnknownSubject(LookupError):
@@ -158,6 +161,9 @@ class Pseudonyms:
             )
 
     async def subject_of(self, org: str, code: str) -> uuid.UUID:
+        """The subject ``org`` knows by ``code``. The table's row is taken only if the code is
+        the one the hub's key derives for that subject at ``org``: a row anyone with the
+        application's role rewrote (a code mapped to another person) names no one."""
         key = (org, code)
         found = self._known(key)
         if found is None:
@@ -165,6 +171,9 @@ class Pseudonyms:
                 "SELECT subject_id FROM hub.subject_codes WHERE org = $1 AND code = $2", org, code
             )
             if found is None:
+                raise UnknownSubject(f"no subject is enrolled under this code at {org}")
+            if not hmac.compare_digest(derive_code(self._hub_key, org, found), code):
+                log.error("a row of hub.subject_codes at %s is not the hub's: refused", org)
                 raise UnknownSubject(f"no subject is enrolled under this code at {org}")
             self._keep(key, found)
         return found
