@@ -128,15 +128,20 @@ class ApprovalCheck:
     async def _look(
         self, bpf: str, version: int, content_hash: str, executor: str | None
     ) -> str | None:
-        if content_hash in self._accept_unsigned:  # the operator's list pins the content
+        listed = content_hash in self._accept_unsigned  # the operator's list pins the content
+        if listed:
             log.warning(
                 "%s v%s runs on a content listed in RENKEI_ACCEPT_UNSIGNED_APPROVALS", bpf, version
             )
+        else:
+            approved = await self._approval(bpf, version, content_hash)
+            if approved is not None:
+                return approved
+        if executor is None:
             return None
-        approved = await self._approval(bpf, version, content_hash)
-        if approved is not None or executor is None:
-            return approved
-        return await why_not_operated(self._pool, self._hub, bpf, version, content_hash, executor)
+        return await why_not_operated(
+            self._pool, self._hub, bpf, version, content_hash, executor, before_signing=listed
+        )
 
     async def _approval(self, bpf: str, version: int, content_hash: str) -> str | None:
         keys = await parties.signing_keys(self._pool, self._hub, self._body)
@@ -173,13 +178,17 @@ async def why_not_operated(
     version: int,
     content_hash: str,
     executor: str,
+    *,
+    before_signing: bool = False,
 ) -> str | None:
     """Why ``executor`` has not put ``bpf`` ``version`` of ``content_hash`` into operation by its
     own signature (``None`` when it has): its row in ``registry.operated_by`` signed with a key
     of its that the hub signed into the key registry, current or since replaced, and not revoked
-    for cause."""
+    for cause. ``before_signing`` (content the migration switch lists): an unsigned row from
+    before operations were signed (migration 0056 marked them; no one can mark one since) holds
+    too."""
     row = await pool.fetchrow(
-        "SELECT signing_id, signature FROM registry.operated_by"
+        "SELECT signing_id, signature, before_signing FROM registry.operated_by"
         " WHERE bpf = $1 AND version = $2 AND executor = $3",
         bpf,
         version,
@@ -187,6 +196,8 @@ async def why_not_operated(
     )
     if row is None:
         return f"{bpf} v{version} is not in operation for {executor}"
+    if row["signature"] is None and before_signing and row["before_signing"]:
+        return None
     if row["signature"] is None:
         return (
             f"{bpf} v{version} was put into operation for {executor} without its signature"

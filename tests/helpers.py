@@ -295,9 +295,13 @@ async def operating_for(
     pool: asyncpg.Pool, executor: str, bpf: str | None = None, version: int | None = None
 ) -> None:
     """Arrangement, not a subject (the lifecycle has its own tests): every registered version
-    (or ``bpf``'s, or ``bpf`` ``version``) operating, for ``executor``."""
+    not retired (or ``bpf``'s, or ``bpf`` ``version``) operating, for ``executor``."""
     where = " WHERE ($1::text IS NULL OR bpf = $1) AND ($2::int IS NULL OR version = $2)"
-    await pool.execute(f"UPDATE registry.bpf_versions SET state = 'operating'{where}", bpf, version)
+    await pool.execute(  # a retired version stays retired (migration 0056)
+        f"UPDATE registry.bpf_versions SET state = 'operating'{where} AND state <> 'retired'",
+        bpf,
+        version,
+    )
     await pool.execute(
         "INSERT INTO registry.operated_by (bpf, version, executor)"
         f" SELECT bpf, version, $3 FROM registry.bpf_versions{where} ON CONFLICT DO NOTHING",

@@ -264,7 +264,9 @@ async def test_in_operation_a_version_runs_for_an_executor_only_on_that_executor
     and did not revoke for cause. No row, a row without a signature, another party's real
     signature, the executor's signature over other content or under a key id it never had: each
     is refused, at a start as at each linkage. The application's role can rewrite a row's
-    signature (an executor's ``operate`` signs its own row again), never its executor."""
+    signature (an executor's ``operate`` signs its own row again), never its executor, nor mark
+    a row as one from before operations were signed (the migration switch's rows); and a
+    version retired stays retired, so no signature from before its retirement runs it again."""
     hub = keys.load(settings).signer()
     body = f"conformance-{uuid.uuid4().hex[:6]}"
     victim, other = f"city-{uuid.uuid4().hex[:6]}", f"city-{uuid.uuid4().hex[:6]}"
@@ -340,9 +342,36 @@ async def test_in_operation_a_version_runs_for_an_executor_only_on_that_executor
         with pytest.raises(ApplicationError) as refused:
             await Claims(pool, catalog, check()).definition(bpf, 1, content, victim)
         assert Failure.LINKAGE_REFUSED.caused(refused.value) and refusal in str(refused.value)
-    # Content the operator listed at the upgrade runs without any signature, as before.
+    # Content the operator listed at the upgrade runs without a signature only on a row from
+    # before operations were signed (the migration marked them; the application's role cannot).
     await row(None, None)
+    listed = check(frozenset({content}))
+    why = await listed.why_not(bpf, 1, content, victim)
+    assert why is not None and "without its signature" in why
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pool.execute(
+            "INSERT INTO registry.operated_by (bpf, version, executor, before_signing)"
+            " VALUES ($1, 1, $2, true)",
+            bpf,
+            other,
+        )
+    async with pool.acquire() as conn, conn.transaction():  # as the migration marked them
+        await conn.execute("SET LOCAL ROLE NONE")
+        await conn.execute(
+            "UPDATE registry.operated_by SET before_signing = true"
+            " WHERE bpf = $1 AND executor = $2",
+            bpf,
+            victim,
+        )
     assert await check(frozenset({content})).why_not(bpf, 1, content, victim) is None
+    assert await check().why_not(bpf, 1, content, victim) is not None  # not listed
+    for column in ("executor", "before_signing"):  # the application's role rewrites neither
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await pool.execute(
+                f"UPDATE registry.operated_by SET {column} = $2 WHERE bpf = $1",
+                bpf,
+                other if column == "executor" else False,
+            )
     # The victim's own word runs it; its key revoked for cause, nothing it signed does.
     await row(victim_id, attest.version_operation(own[victim], bpf, 1, content, victim))
     assert await check().why_not(bpf, 1, content, victim) is None
@@ -350,11 +379,16 @@ async def test_in_operation_a_version_runs_for_an_executor_only_on_that_executor
     assert await parties.revoke(pool, hub, victim, reason="key lost") == [victim_id]
     why = await check().why_not(bpf, 1, content, victim)
     assert why is not None and not_signed in why
-    # The application's role rewrites a row's signature, never whose row it is.
-    with pytest.raises(asyncpg.InsufficientPrivilegeError):
-        await pool.execute(
-            "UPDATE registry.operated_by SET executor = $2 WHERE bpf = $1", bpf, other
-        )
+    # A retired version stays retired, whoever writes its state.
+    await pool.execute("UPDATE registry.bpf_versions SET state = 'retired' WHERE bpf = $1", bpf)
+    for who in ("the application's role", "the table's owner"):
+        async with pool.acquire() as conn, conn.transaction():
+            if who == "the table's owner":
+                await conn.execute("SET LOCAL ROLE NONE")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="stays retired"):
+                await conn.execute(
+                    "UPDATE registry.bpf_versions SET state = 'operating' WHERE bpf = $1", bpf
+                )
 
 
 async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(

@@ -203,8 +203,9 @@ class Settings(BaseSettings):
         default=None,
         description="migration switch: the content hashes (comma-separated) of the versions put"
         " into operation before approvals and operations were signed: in operation, a version of"
-        " such content runs without an approval or its executors' signatures; no other content"
-        " does (never in normal operation)",
+        " such content runs without an approval, and for the executors that operated it before"
+        " the upgrade without their signatures; no other content does (never in normal"
+        " operation)",
     )
 
     @property
