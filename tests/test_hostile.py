@@ -996,6 +996,58 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
     assert kept and all(r.hold_reason == "investigation" for r in kept)
 
 
+async def test_a_hold_row_added_approved_dated_back_or_beyond_its_reason_is_not_taken(
+    pool: asyncpg.Pool,
+) -> None:
+    """The request and its approval are rows: whoever adds rows (the application's role) could
+    add one already approved, dated back, or asking beyond its reason's longest duration. The
+    database adds a request unapproved and dates it itself; the hub takes a hold only within
+    its reason's longest duration from that date."""
+    from renkei.kernel import holds
+
+    case = f"case-{uuid.uuid4().hex[:10]}"
+    wid = f"register-probe/city-minato/{case}"
+    long_ago = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    for_ever = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+    async def add(until: dt.datetime, **approved: object) -> uuid.UUID:
+        hold = uuid.uuid4()
+        columns = ", ".join(
+            [
+                "id",
+                "executor",
+                "bpf",
+                "case_ref",
+                "reason",
+                "until",
+                "requested_by",
+                "requested_at",
+                *approved,
+            ]
+        )
+        values = ", ".join(f"${n}" for n in range(1, 9 + len(approved)))
+        await pool.execute(
+            f"INSERT INTO hub.holds ({columns}) VALUES ({values})",
+            hold, "city-minato", "register-probe", case, "investigation", until,
+            "city-minato", long_ago, *approved.values(),
+        )  # fmt: skip
+        return hold
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="added unapproved"):
+        await add(for_ever, approved_by="operator-mallory", approved_at=long_ago)
+    beyond = await add(for_ever)
+    assert await pool.fetchval(
+        "SELECT requested_at > now() - interval '1 minute' FROM hub.holds WHERE id = $1", beyond
+    )  # dated by the database, not the row
+    await holds.approve(pool, beyond, "operator-mallory")  # the role can approve: a second party
+    with pytest.raises(holds.HoldNotApproved, match="more than its reason allows"):
+        await holds.check(pool, "city-minato", beyond, "investigation", for_ever, wid)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    within = await add(soon)
+    await holds.approve(pool, within, "operator-mallory")
+    assert (await holds.check(pool, "city-minato", within, "investigation", soon, wid)).id == within
+
+
 # -- an agency's database role -----------------------------------------------------------------
 
 

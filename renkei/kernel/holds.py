@@ -52,6 +52,11 @@ REASONS: dict[str, HoldReason] = {
 }
 
 
+# How far the application's clock (a request's end is checked against it) and the database's (it
+# dates the request) may be apart.
+CLOCKS_APART = dt.timedelta(minutes=1)
+
+
 class HoldNotApproved(ValueError):
     """A hold that no second party approved, or that exceeds what was approved."""
 
@@ -141,5 +146,13 @@ async def check(
     if found.reason != reason or until > found.until:
         raise HoldNotApproved(
             f"the hold differs from the one approved ({found.reason} until {found.until:%Y-%m-%d})"
+        )
+    # What a request may ask, checked again: a row is the database's (the request was checked
+    # when made, and the database dates it: migration 0057).
+    lawful = REASONS.get(found.reason)
+    if lawful is None or found.until - found.requested_at > lawful.longest + CLOCKS_APART:
+        raise HoldNotApproved(
+            f"hold request {approval} asks for more than its reason allows"
+            + (f" ({lawful.longest.days} days, {lawful.legal_ground})" if lawful else "")
         )
     return found
