@@ -36,6 +36,7 @@ from renkei.app.client import RenkeiClient
 from renkei.app.stack import server_tuning_flags, start_postgres, temporal_cli
 from renkei.bpf.loader import parse_text
 from renkei.bpf.validation import validate
+from renkei.kernel import keys
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.search_attributes import ALL
 from renkei.kernel.settings import Settings
@@ -215,7 +216,7 @@ async def main(quick: bool) -> list[str]:
         sdk = RenkeiClient(encrypted, settings)
         results: dict[int, tuple[bf.Measured, bf.Measured]] = {}
         async with (
-            live_whitelist(url) as whitelist,
+            live_whitelist(url, keys.load(settings).signer().public_key()) as whitelist,
             running_workers(encrypted, pool, settings, default_catalog(), whitelist),
         ):
             await bf.plain(env.client, 3, 5, 0)  # warm up both paths
@@ -379,7 +380,9 @@ async def waiting(quick: bool) -> list[str]:
     n = 1_000 if quick else 10_000
     load_before = os.getloadavg()[0]
     async with _stack(sample_residents=100) as (env, pool, settings, url):
-        whitelist = await LiveWhitelist(url).start()
+        whitelist = await LiveWhitelist(
+            url, sealed_by=keys.load(settings).signer().public_key()
+        ).start()
         try:
             encrypted = await connect(settings, env.client.service_client.config.target_host)
             plain = await plain_waiting(env.client, settings, n)

@@ -131,7 +131,7 @@ async def flow_rounds(
     flows, serial = (30, 10) if quick else (100, 30)
     got: dict[str, list[Measured]] = {"plain": [], "inline": [], "deferred": []}
     async with (
-        live_whitelist(url) as whitelist,
+        live_whitelist(url, keys.load(settings).signer().public_key()) as whitelist,
         running_workers(encrypted, pool, settings, default_catalog(), whitelist),
         running_workers(encrypted, pool, deferred, default_catalog(), whitelist),
     ):

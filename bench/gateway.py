@@ -139,7 +139,9 @@ async def run(
     hub_public.write_text(keys.load(settings).public("hub").model_dump_json())
     direct_settings = settings.model_copy(update={"task_queue_prefix": f"d{uuid.uuid4().hex[:8]}"})
     gw_settings = settings.model_copy(update={"task_queue_prefix": f"g{uuid.uuid4().hex[:8]}"})
-    whitelist = await LiveWhitelist(url).start()
+    whitelist = await LiveWhitelist(
+        url, sealed_by=keys.load(settings).signer().public_key()
+    ).start()
     try:
         with _gateway_process(upstream, folder, url, hub_public) as (address, gateway):
             async with (

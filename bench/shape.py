@@ -37,6 +37,7 @@ from temporalio.worker import Worker
 from bench import flows as bf
 from bench.plain import PlainSeq, noop
 from renkei.app.client import RenkeiClient
+from renkei.kernel import keys
 from renkei.kernel.settings import Settings
 from tests.processes import RenkeiProcess, all_ready, direct_endpoints, direct_env, worker
 from whitelist.catalog import default_catalog
@@ -150,7 +151,9 @@ async def run(
         target=_serve_plain, args=(address, plain_tq), daemon=True
     )
     plain_proc.start()
-    whitelist = await LiveWhitelist(url).start()
+    whitelist = await LiveWhitelist(
+        url, sealed_by=keys.load(settings).signer().public_key()
+    ).start()
     try:
         all_ready([p for started in procs.values() for _, p in started])
         for shape, started in procs.items():

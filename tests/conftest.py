@@ -225,7 +225,9 @@ async def live_whitelist(
     base_settings: Settings, pool: asyncpg.Pool
 ) -> AsyncIterator[LiveWhitelist]:
     assert base_settings.database_url
-    lw = await LiveWhitelist(base_settings.database_url).start()
+    lw = await LiveWhitelist(
+        base_settings.database_url, sealed_by=keys.load(base_settings).signer().public_key()
+    ).start()
     yield lw
     await lw.stop()
 

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from renkei.app.web import serving
 from renkei.app.web.codec_server import add_operator
+from renkei.kernel import keys
 from whitelist import controls_store
 from whitelist.catalog import default_catalog
 from whitelist.controls import Pia, parties_needing_pias
@@ -425,7 +426,9 @@ async def test_a_provider_suspended_after_the_hub_permitted_refuses_at_its_own_g
     from .helpers import allowance_check, sdk, workers
 
     assert base_settings.database_url
-    hubs_view = await LiveWhitelist(base_settings.database_url).start()
+    hubs_view = await LiveWhitelist(
+        base_settings.database_url, sealed_by=keys.load(base_settings).signer().public_key()
+    ).start()
     hubs_view.controls.freeze()  # frozen: the hub decides on what it knew before
     operator = f"stop-{uuid.uuid4().hex[:6]}"
     await add_operator(pool, operator)
@@ -479,7 +482,9 @@ async def test_one_listener_follows_both_channels_and_comes_back_after_losing_it
         valid_from=dt.date(2020, 1, 1),
     )
     asked = (["municipal-mayor"], probe, ["jasso"], "local-tax", dt.datetime.now(JST).date())
-    live = await LiveWhitelist(base_settings.database_url).start()
+    live = await LiveWhitelist(
+        base_settings.database_url, sealed_by=keys.load(base_settings).signer().public_key()
+    ).start()
     try:
         for turn in ("before", "after"):
             if turn == "after":  # the server drops the one listening connection
@@ -496,10 +501,10 @@ async def test_one_listener_follows_both_channels_and_comes_back_after_losing_it
             _, version = await controls_store.lift(pool, "bpf", probe, turn, operator, version=1)
             await live.controls.wait_for_version(version, timeout=30)
             assert live.controls.index.bpf_suspension(probe, 1) is None, turn
-            version = await store.upsert_rows(pool, [row])
+            version = await store.upsert_rows(pool, [row], hub=keys.load(base_settings).signer())
             await live.wait_for_version(version, timeout=30)
             assert live.index.decide(*asked).allowed, turn
-            version = await store.delete_rows(pool, [row.id])
+            version = await store.delete_rows(pool, [row.id], hub=keys.load(base_settings).signer())
             await live.wait_for_version(version, timeout=30)
             assert not live.index.decide(*asked).allowed, turn
     finally:

@@ -347,7 +347,7 @@ async def test_kill_9_of_postgres_during_a_run_and_the_apis_503s_meanwhile(
         auth = {"Authorization": f"Bearer {token}"}
         entered = asyncio.Event()
         async with (
-            live_whitelist(url) as whitelist,
+            live_whitelist(url, keys.load(settings).signer().public_key()) as whitelist,
             workers(client, pool, own, catalog, whitelist, providers=_slowed(pool, 1.0, entered)),
             serving(own, pool, client) as base,
             httpx.AsyncClient(base_url=base, headers=auth, timeout=120) as http,
@@ -429,7 +429,9 @@ async def test_postgres_down_for_30_s_during_a_run(
     async with _own_postgres(settings) as (server, own, pool):
         url = own.database_url
         assert url
-        whitelist = await LiveWhitelist(url).start()
+        whitelist = await LiveWhitelist(
+            url, sealed_by=keys.load(settings).signer().public_key()
+        ).start()
         entered = asyncio.Event()
         try:
             async with workers(

@@ -110,7 +110,9 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
     )
     await issue_keys(pool, settings, [partner])
     await Pseudonyms(pool, keys.load(settings).hub_key).enroll([person.subject_id], [partner])
-    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    await live_whitelist.wait_for_version(
+        await store.upsert_rows(pool, [row], hub=keys.load(settings).signer())
+    )
     live = test_catalog.model_copy(update={"orgs": await orgs.load_orgs(pool)})
     await controls_store.seed_pias(pool, sample_pias(live, [row], _today()), recorded_by="test")
     await live_whitelist.controls.wait_for_version(
@@ -146,7 +148,9 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
             done = await act()
             # the hub's view, frozen while the partner still carries the act out
             assert settings.database_url
-            hubs_view = await LiveWhitelist(settings.database_url).start()
+            hubs_view = await LiveWhitelist(
+                settings.database_url, sealed_by=keys.load(settings).signer().public_key()
+            ).start()
             await hubs_view.stop()
             ended = await orgs.end_act(
                 pool, partner, ACTION.id, _today(), "test", "platform-operator"
@@ -173,7 +177,9 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
             with pytest.raises(WorkflowFailureError):
                 await act()
     finally:
-        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+        await live_whitelist.wait_for_version(
+            await store.delete_rows(pool, [row.id], hub=keys.load(settings).signer())
+        )
         await orgs.transition(pool, partner, "retired", "test", "platform-operator")
     assert len(got) == 1 and got[0].subject == code(settings, partner, person)
     kept = {(r.keeper, r.outcome) for r in await records.query(pool, workflow_id=done)}

@@ -496,7 +496,9 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
         return ActionReceipt(done=True, reference="JPS-1")
 
     person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
-    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    await live_whitelist.wait_for_version(
+        await store.upsert_rows(pool, [row], hub=keys.load(settings).signer())
+    )
     # Both parties' PIAs for the task (the PIA gate): the samples' are for the shipped rows.
     await give_pias(pool, live_whitelist, test_catalog, [row], on=dt.date.today())
     try:
@@ -514,7 +516,9 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
             )
             result = await handle.result()
     finally:
-        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+        await live_whitelist.wait_for_version(
+            await store.delete_rows(pool, [row.id], hub=keys.load(settings).signer())
+        )
         today = dt.datetime.now(JST).date()
         await live_whitelist.wait_for_version(
             await orgs.end_act(pool, "jps", action.id, today, "test", "platform-operator")

@@ -12,17 +12,20 @@ import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from renkei.app import outbox
+from renkei.app import outbox, sources
 from renkei.app.bootstrap import register_definitions
-from renkei.app.sources import LoadReport, SourceOptions, load_defaults, load_file
+from renkei.app.sources import LoadReport, SourceOptions
 from renkei.bpf.admission import StartRefused, admit
+from renkei.kernel import keys
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.settings import Settings, get_settings
 from whitelist import store
@@ -32,6 +35,22 @@ from whitelist.sources import SourceFileError
 from .helpers import STAND_IN, operating_for, operator_token, run
 
 ORDINANCE = "ordinance-test"
+# The hub's key of the tests' settings, which seals each load (whitelist.seal): set by `law`.
+HUB: list[Ed25519PrivateKey] = []
+
+
+async def load_defaults(pool: asyncpg.Pool, by: str) -> tuple[int, int, list[LoadReport]]:
+    return await sources.load_defaults(pool, by, hub=HUB[0])
+
+
+async def load_file(*args: Any, **kw: Any) -> LoadReport:
+    return await sources.load_file(*args, hub=HUB[0], **kw)
+
+
+async def set_period(*args: Any, **kw: Any) -> LoadReport:
+    return await sources.set_period(*args, hub=HUB[0], **kw)
+
+
 XML_FIXTURE = Path(__file__).parent / "fixtures" / "annex2-2015-excerpt.xml"
 CITATION = "番号法第十九条第八号に基づく命令 第{item}条"
 # Today in Japan, and the first day of the (test) ordinance, some weeks ahead of it: the hub
@@ -68,6 +87,7 @@ async def law(
     url = urlunsplit(parts._replace(path=f"/{name}"))
     await migrate(url)
     pool = await create_pool(url, max_size=4)
+    HUB[:] = [keys.load(base_settings).signer()]
     await load_defaults(pool, "test")
     registered, rejected = await register_definitions(pool, base_settings.definitions_dir)
     assert registered and not rejected
@@ -518,7 +538,7 @@ async def test_a_life_event_version_made_nonconformant_starts_no_scan(
         pool,
         catalog,
         Pseudonyms(pool, hub_keys.hub_key),
-        LiveWhitelist(url),
+        LiveWhitelist(url, sealed_by=hub_keys.signer().public_key()),
         PermitIssuer(pool, hub_keys),
         "law",
         "operation",
@@ -645,7 +665,7 @@ async def test_rows_stored_before_sources_were_recorded_count_as_the_previous_lo
         r.model_copy(update={"source": "legacy", "id": f"legacy/{r.id}"})
         for r in loaded.outcome.diff.added
     ]
-    await store.replace_source(pool, "legacy", rows)
+    await store.replace_source(pool, "legacy", rows, hub=HUB[0])
     report = await load_file(
         pool,
         "legacy",
@@ -766,7 +786,6 @@ async def test_a_tasks_period_set_in_the_registry_denies_after_it_and_stops_its_
     """The live registry ends the child allowance task: a linkage of it past its end is
     denied with that reason, the change is recorded as a load, the review stops its operating
     version from that day, and opening the period again lifts the stop."""
-    from renkei.app.sources import set_period
 
     pool, _ = law
     ends = BEGINS + dt.timedelta(days=10)
@@ -859,7 +878,6 @@ async def test_the_api_refuses_a_start_of_a_stopped_version_with_409_naming_sour
 ) -> None:
     """A version the review stopped today: the agencies' API answers 409 with the reason (the
     version, the day and what changed the law on it), not as an unknown BPF."""
-    from renkei.app.sources import set_period
     from renkei.app.web import serving
     from renkei.app.web.api import issue_token
 

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from renkei.kernel import records
+from renkei.kernel import keys, records
+from renkei.kernel.settings import Settings
 from whitelist import store
 from whitelist.models import WhitelistRow
 from whitelist.store import LiveWhitelist
@@ -21,7 +22,12 @@ SUB_TASK = "school-entry-register-check"
 
 @asynccontextmanager
 async def _sub_task_row(
-    pool: asyncpg.Pool, live_whitelist: LiveWhitelist, n: int, item: str, **scope: str
+    pool: asyncpg.Pool,
+    settings: Settings,
+    live_whitelist: LiveWhitelist,
+    n: int,
+    item: str,
+    **scope: str,
 ) -> AsyncIterator[WhitelistRow]:
     """The test's own row, in force while the block runs (the workers have it) and removed
     after: a board of education's query of the resident record for a school-entry notice,
@@ -39,11 +45,15 @@ async def _sub_task_row(
         sub_task=SUB_TASK,
         **scope,
     )
-    await live_whitelist.wait_for_version(await store.upsert_rows(pool, [row]))
+    await live_whitelist.wait_for_version(
+        await store.upsert_rows(pool, [row], hub=keys.load(settings).signer())
+    )
     try:
         yield row
     finally:
-        await live_whitelist.wait_for_version(await store.delete_rows(pool, [row.id]))
+        await live_whitelist.wait_for_version(
+            await store.delete_rows(pool, [row.id], hub=keys.load(settings).signer())
+        )
 
 
 async def test_the_hub_decides_a_querys_sub_task_and_the_records_keep_both_levels(
@@ -52,7 +62,7 @@ async def test_the_hub_decides_a_querys_sub_task_and_the_records_keep_both_level
     # A row of city-minato's ordinance naming the sub-task.
     ordinance = "港区条例（試験）第1条"
     async with _sub_task_row(
-        pool, live_whitelist, 1, ordinance, scope="within-body", body="city-minato"
+        pool, settings, live_whitelist, 1, ordinance, scope="within-body", body="city-minato"
     ):
         await register_fixture(pool, "sub-task-probe.yaml")
         rc = sdk(client, settings)
@@ -76,7 +86,7 @@ async def test_the_providers_record_keeps_the_sub_task_the_hubs_permit_names(
     """Across two bodies: the requester's, the hub's and the provider's records of the attempt
     each keep the statutory task and the ordinance-level one (the provider's from the hub's
     signed permit: its own gate decides on the task and the item)."""
-    async with _sub_task_row(pool, live_whitelist, 2, "試験 第2条"):
+    async with _sub_task_row(pool, settings, live_whitelist, 2, "試験 第2条"):
         await register_fixture(pool, "sub-task-across.yaml")
         rc = sdk(client, settings)
         h = pick(settings, lambda h: h.municipality == "city-shibuya")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from renkei.kernel import keys
 from whitelist import store
 from whitelist.annex2 import ANNEX2_DIR, item_number, load_annex2
 from whitelist.decide import WhitelistIndex
@@ -164,18 +167,116 @@ async def test_store_round_trips_the_real_table(pool: asyncpg.Pool, rows) -> Non
 
 
 async def test_workers_pick_up_a_new_row_without_restart(
-    pool: asyncpg.Pool, live_whitelist: LiveWhitelist
+    pool: asyncpg.Pool, live_whitelist: LiveWhitelist, settings
 ) -> None:
     row = _row(dt.date(2020, 1, 1), None, rid="test/live").model_copy(
         update={"task": "live-reload-task"}
     )
     args = (["municipal-mayor"], "live-reload-task", ["jasso"], "local-tax", TODAY)
     assert not live_whitelist.index.decide(*args).allowed
-    version = await store.upsert_rows(pool, [row])
+    version = await store.upsert_rows(pool, [row], hub=keys.load(settings).signer())
     try:
         await live_whitelist.wait_for_version(version)
         assert live_whitelist.index.decide(*args).allowed
     finally:
-        version = await store.delete_rows(pool, ["test/live"])
+        version = await store.delete_rows(pool, ["test/live"], hub=keys.load(settings).signer())
         await live_whitelist.wait_for_version(version)
     assert not live_whitelist.index.decide(*args).allowed
+
+
+async def test_a_row_written_in_the_database_past_a_load_decides_nothing(
+    pool: asyncpg.Pool, live_whitelist: LiveWhitelist, settings
+) -> None:
+    """Any process with the application's role can write the whitelist's tables: a row the law
+    does not have, added so, would have the hub and every provider's gate permit its linkage.
+    The whitelist is read only with the hub's seal over exactly what is read: a worker keeps
+    the whitelist it had, and one starting does not start; a seal copied under a later number,
+    or one signed with another key, does not hold, and none can be changed or removed. Rows put
+    back as sealed are read again; a load sealed with the hub's key is taken at once."""
+    from whitelist.seal import WhitelistUnsealed
+
+    hub = keys.load(settings).signer()
+    forged = _row(dt.date(2020, 1, 1), None, rid="test/forged").model_copy(
+        update={"task": "forged-task", "source": "annex2-2015"}
+    )
+    args = (["municipal-mayor"], "forged-task", ["jasso"], "local-tax", TODAY)
+    before = live_whitelist.version
+
+    async def written(sql: str, *values: object) -> None:  # the application's role, and a bump
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql, *values)
+            version = await conn.fetchval(
+                "UPDATE whitelist.version SET version = version + 1 RETURNING version"
+            )
+            await conn.execute("SELECT pg_notify('renkei_whitelist', $1)", str(version))
+
+    async def fresh() -> None:
+        live = LiveWhitelist(settings.database_url, sealed_by=hub.public_key())
+        try:
+            await live.start()
+        finally:
+            await live.stop()
+
+    row = forged.model_dump()
+    await written(
+        "INSERT INTO whitelist.rows (id, source, item, requester_role, task, provider_role, info,"
+        " legal_text, valid_from, valid_to, scope) VALUES"
+        " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'consent')",
+        *(row[c] for c in ("id", "source", "item", "requester_role", "task", "provider_role")),
+        *(row[c] for c in ("info", "legal_text", "valid_from", "valid_to")),
+    )
+    try:
+        await asyncio.sleep(1.0)  # the notice reached the worker, which read and refused it
+        assert live_whitelist.version == before
+        assert not live_whitelist.index.decide(*args).allowed
+        with pytest.raises(WhitelistUnsealed, match="not what the hub sealed"):
+            await fresh()
+        with pytest.raises(WhitelistUnsealed):
+            await store.load_index(pool, sealed_by=hub.public_key())
+        # The newest seal copied under a later number; the forged content sealed with a key
+        # that is not the hub's.
+        newest = await pool.fetchrow("SELECT * FROM whitelist.seals ORDER BY id DESC LIMIT 1")
+        await pool.execute(
+            "INSERT INTO whitelist.seals (id, digest, signing_id, signature)"
+            " VALUES ($1, $2, $3, $4)",
+            newest["id"] + 1000,
+            newest["digest"],
+            newest["signing_id"],
+            newest["signature"],
+        )
+        from whitelist import seal
+
+        other = Ed25519PrivateKey.generate()
+        async with pool.acquire() as conn:
+            digest = seal.content_digest(
+                await store.fetch_rows(conn),
+                await store.fetch_sources(conn),
+                await store.fetch_periods(conn),
+            )
+            await seal.seal(conn, other, digest)
+        with pytest.raises(WhitelistUnsealed, match="not what the hub sealed"):
+            await fresh()
+        for sql in ("UPDATE whitelist.seals SET digest = $1", "DELETE FROM whitelist.seals"):
+            with pytest.raises(asyncpg.PostgresError):
+                await pool.execute(sql, *([digest] if "$1" in sql else []))
+        # An existing row's scope widened, the forged row gone: refused all the same.
+        await written("DELETE FROM whitelist.rows WHERE id = 'test/forged'")
+        widened = await pool.fetchval(
+            "SELECT id FROM whitelist.rows WHERE scope = 'consent' ORDER BY id LIMIT 1"
+        )
+        await written("UPDATE whitelist.rows SET scope = 'between-bodies' WHERE id = $1", widened)
+        with pytest.raises(WhitelistUnsealed):
+            await fresh()
+        await written("UPDATE whitelist.rows SET scope = 'consent' WHERE id = $1", widened)
+    finally:
+        await written("DELETE FROM whitelist.rows WHERE id = 'test/forged'")
+    await fresh()  # put back as sealed: read again
+    # A load the hub seals is taken at once, past the seals that do not hold.
+    version = await store.upsert_rows(pool, [forged.model_copy(update={"source": "test"})], hub=hub)
+    try:
+        await live_whitelist.wait_for_version(version)
+        assert live_whitelist.index.decide(*args).allowed
+    finally:
+        await live_whitelist.wait_for_version(
+            await store.delete_rows(pool, ["test/forged"], hub=hub)
+        )

@@ -1,7 +1,8 @@
 """The whitelist in PostgreSQL, and the live in-memory index workers decide with.
 
-Writers replace a source's rows in one transaction, bump ``whitelist.version`` and ``NOTIFY``
-the ``renkei_whitelist`` channel. :class:`LiveWhitelist` holds an immutable
+Writers replace a source's rows in one transaction, seal the content they leave with the hub's
+key (:mod:`whitelist.seal`), bump ``whitelist.version`` and ``NOTIFY`` the ``renkei_whitelist``
+channel. :class:`LiveWhitelist` holds an immutable
 :class:`~whitelist.decide.WhitelistIndex`, listens on that channel and swaps in a fresh index when
 the version changes, so a worker picks up a new or retired row without a restart. If the listening
 connection drops, it reconnects and reloads (a notification may have been missed meanwhile).
@@ -9,12 +10,14 @@ connection drops, it reconnects and reloads (a notification may have been missed
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 from collections.abc import Sequence
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
 from renkei.kernel.db import APP_ROLE
@@ -24,6 +27,8 @@ from whitelist.decide import WhitelistIndex
 from whitelist.live import Followed, Listener
 from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
 from whitelist.orgs import LiveOrgs, load_orgs
+from whitelist.seal import WhitelistUnsealed, content_digest, seal
+from whitelist.seal import check as check_seal
 from whitelist.sources import RowDiff, diff_rows
 
 CHANNEL = "renkei_whitelist"
@@ -42,7 +47,9 @@ def _as_record(r: WhitelistRow) -> tuple[object, ...]:
     return tuple(getattr(r, c.strip()) for c in _COLUMNS.split(","))
 
 
-async def replace_source(pool: asyncpg.Pool, source: str, rows: Sequence[WhitelistRow]) -> int:
+async def replace_source(
+    pool: asyncpg.Pool, source: str, rows: Sequence[WhitelistRow], *, hub: Ed25519PrivateKey
+) -> int:
     """Replace every row of ``source`` with ``rows``; return the new whitelist version."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("DELETE FROM whitelist.rows WHERE source = $1", source)
@@ -52,10 +59,13 @@ async def replace_source(pool: asyncpg.Pool, source: str, rows: Sequence[Whiteli
             columns=[c.strip() for c in _COLUMNS.split(",")],
             records=[_as_record(r) for r in rows if r.source == source],
         )
+        await _reseal(conn, hub)
         return await _bump(conn)
 
 
-async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
+async def upsert_rows(
+    pool: asyncpg.Pool, rows: Sequence[WhitelistRow], *, hub: Ed25519PrivateKey
+) -> int:
     """Insert or update individual rows (e.g. an ordinance amendment); return the new version."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.executemany(
@@ -66,14 +76,38 @@ async def upsert_rows(pool: asyncpg.Pool, rows: Sequence[WhitelistRow]) -> int:
             " loaded_at = now()",
             [_as_record(r) for r in rows],
         )
+        await _reseal(conn, hub)
         return await _bump(conn)
 
 
-async def delete_rows(pool: asyncpg.Pool, ids: Sequence[str]) -> int:
+async def delete_rows(pool: asyncpg.Pool, ids: Sequence[str], *, hub: Ed25519PrivateKey) -> int:
     """Delete rows by id; return the new version."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("DELETE FROM whitelist.rows WHERE id = ANY($1::text[])", list(ids))
+        await _reseal(conn, hub)
         return await _bump(conn)
+
+
+async def _reseal(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, hub: Ed25519PrivateKey
+) -> None:
+    """Seal the content as this transaction leaves it (:mod:`whitelist.seal`)."""
+    digest = content_digest(
+        await fetch_rows(conn), await fetch_sources(conn), await fetch_periods(conn)
+    )
+    await seal(conn, hub, digest)
+
+
+async def seal_if_unsealed(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> bool:
+    """Seal the content as it is if no seal was ever appended (an install upgraded from before
+    seals: the content it had is taken as loaded); ``True`` if it did."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM whitelist.seals)"):
+            return False
+        await _reseal(conn, hub)
+        await _bump(conn)
+        return True
 
 
 async def _bump(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> int:
@@ -106,15 +140,34 @@ async def fetch_sources(
 
 async def load_index(
     pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    *,
+    sealed_by: Ed25519PublicKey | None = None,
 ) -> WhitelistIndex:
-    """A fresh index of every row and source, tagged with the version it was read at."""
-    conn_or_pool = pool
-    version: int = await conn_or_pool.fetchval("SELECT version FROM whitelist.version")
+    """A fresh index of every row and source, tagged with the version it was read at, all read
+    at one moment. ``sealed_by`` (the hub's public key): only if the content read is what the
+    hub's newest seal covers, else :class:`~whitelist.seal.WhitelistUnsealed` — what decides a
+    linkage is always read so; a look at the rows (a listing, a validation) may read without."""
+    if isinstance(pool, asyncpg.Pool):
+        async with pool.acquire() as conn:
+            return await load_index(conn, sealed_by=sealed_by)
+    # One snapshot for the version, the content and the seal (inside a caller's transaction,
+    # its own).
+    async with contextlib.AsyncExitStack() as snapshot:
+        if not pool.is_in_transaction():
+            await snapshot.enter_async_context(
+                pool.transaction(isolation="repeatable_read", readonly=True)
+            )
+        version: int = await pool.fetchval("SELECT version FROM whitelist.version")
+        rows = await fetch_rows(pool)
+        sources = await fetch_sources(pool)
+        periods = await fetch_periods(pool)
+        if sealed_by is not None:
+            await check_seal(pool, sealed_by, content_digest(rows, sources, periods))
     return WhitelistIndex(
-        await fetch_rows(conn_or_pool),
+        rows,
         version=version,
-        sources=await fetch_sources(conn_or_pool),
-        periods={**default_catalog().periods(), **await fetch_periods(conn_or_pool)},
+        sources=sources,
+        periods={**default_catalog().periods(), **periods},
     )
 
 
@@ -147,6 +200,7 @@ async def set_period(
     *,
     by: str,
     effective: dt.date,
+    hub: Ed25519PrivateKey,
 ) -> LoadOutcome:
     """Set the period of task or info item ``ident`` in the live registry, recorded as a load
     of :data:`PERIODS_SOURCE` (who, when, the period before and after); workers take it with
@@ -199,6 +253,7 @@ async def set_period(
             effective,
             json.dumps([line], ensure_ascii=False),
         )
+        await _reseal(conn, hub)
         version = await _bump(conn)
     return LoadOutcome(
         load_id=load_id,
@@ -239,8 +294,10 @@ async def load_source(
     *,
     file_name: str,
     effective: dt.date,
+    hub: Ed25519PrivateKey,
 ) -> LoadOutcome:
-    """Replace ``source`` and its rows in one transaction and record the load.
+    """Replace ``source`` and its rows in one transaction and record the load, sealed with
+    ``hub`` (the hub's key).
 
     The diff compares with the source's rows before the load, or — its first load — with the
     rows of the source it supersedes. A source it supersedes ends where it begins; a source
@@ -336,6 +393,7 @@ async def load_source(
             json.dumps(diff.lines(limit=1000), ensure_ascii=False),
             source.body,
         )
+        await _reseal(conn, hub)
         version = await _bump(conn)
     return LoadOutcome(
         load_id=load_id,
@@ -359,8 +417,14 @@ class LiveWhitelist(Followed):
     channel = CHANNEL
     what = "whitelist"
 
-    def __init__(self, dsn: str, *, role: str | None = APP_ROLE) -> None:
+    def __init__(
+        self, dsn: str, *, sealed_by: Ed25519PublicKey | None, role: str | None = APP_ROLE
+    ) -> None:
+        """``sealed_by``: the hub's public key, whose seal the content must carry (``None``
+        only where nothing is decided with it, a tool's look at the rows)."""
         super().__init__()
+        self._sealed_by = sealed_by
+        self._loaded = False
         self.index = WhitelistIndex([])
         self.orgs = LiveOrgs()  # the org registry, reloaded with the index
         self.controls = LiveControls()
@@ -386,7 +450,14 @@ class LiveWhitelist(Followed):
         return self.index.version
 
     async def load(self, conn: asyncpg.Connection) -> None:
-        fresh = await load_index(conn)
+        try:
+            fresh = await load_index(conn, sealed_by=self._sealed_by)
+        except WhitelistUnsealed as err:
+            if not self._loaded:
+                raise  # nothing to decide with: the process does not start
+            log.error("whitelist not reloaded, keeping version %s: %s", self.index.version, err)
+            return
+        self._loaded = True
         orgs = await load_orgs(conn)
         if fresh.version >= self.index.version:
             self.orgs.replace(orgs)

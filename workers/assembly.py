@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from temporalio.client import Client
 from temporalio.common import MetricMeter
 from temporalio.worker import Plugin, Worker
@@ -225,9 +225,12 @@ def _chainers(
 
 
 @contextlib.asynccontextmanager
-async def live_whitelist(dsn: str) -> AsyncIterator[LiveWhitelist]:
-    """The whitelist index kept current from the database (LISTEN/NOTIFY) while the block runs."""
-    whitelist = await LiveWhitelist(dsn).start()
+async def live_whitelist(
+    dsn: str, sealed_by: Ed25519PublicKey | None
+) -> AsyncIterator[LiveWhitelist]:
+    """The whitelist index kept current from the database (LISTEN/NOTIFY) while the block runs,
+    read only as the hub sealed it (``sealed_by``: the hub's public key)."""
+    whitelist = await LiveWhitelist(dsn, sealed_by=sealed_by).start()
     try:
         yield whitelist
     finally:

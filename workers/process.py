@@ -127,7 +127,13 @@ async def run_worker(
         party = HUB if kind == "hub" else str(org)
         client = await connect(settings, found.temporal, parties=[party])
         attach_registry(client, pool, settings)
-        whitelist = await LiveWhitelist(found.database, role=role).start()
+        # the hub's seal on the whitelist, checked with the hub's key as this party holds it
+        sealed_by = (
+            keys.load(settings).signer().public_key()
+            if kind == "hub"
+            else keys.load_org(settings, str(org)).hub_verifier()
+        )
+        whitelist = await LiveWhitelist(found.database, sealed_by=sealed_by, role=role).start()
         catalog = whitelist.bind(default_catalog())
         workers: list[Worker]
         if kind == "hub":

@@ -37,11 +37,15 @@ class Prepared(BaseModel):
     orgs_onboarded: list[str] = []
 
 
-async def load_whitelist(pool: asyncpg.Pool) -> tuple[int, int]:
+async def load_whitelist(pool: asyncpg.Pool, settings: Settings) -> tuple[int, int]:
     """Load the shipped sources (the annex table, the local rows, the partner rows) where the
-    store differs; return (rows, version). Each load is recorded and reviewed
-    (renkei.app.sources)."""
-    total, version, _ = await load_defaults(pool)
+    store differs, each load sealed with the hub's key; return (rows, version). Each load is
+    recorded and reviewed (renkei.app.sources). A store from before seals that needs no load is
+    sealed as it is, once (:func:`whitelist.store.seal_if_unsealed`)."""
+    hub = keys.load(settings).signer()
+    total, version, _ = await load_defaults(pool, hub=hub)
+    if await store.seal_if_unsealed(pool, hub):
+        version = await pool.fetchval("SELECT version FROM whitelist.version")
     return total, version
 
 
@@ -124,7 +128,7 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
     await issue_keys(pool, settings, sorted(default_catalog().orgs))
     await register_conformance_body(pool, settings)
-    rows, version = await load_whitelist(pool)
+    rows, version = await load_whitelist(pool, settings)
     # The samples' PIAs, for every (org, task) a row needs; never over a change made since.
     pias = await controls_store.seed_pias(
         pool,

@@ -13,6 +13,7 @@ import getpass
 from pathlib import Path
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 
 from renkei.bpf.models import did_you_mean
@@ -109,11 +110,13 @@ async def load(
     rows: list[WhitelistRow],
     *,
     file_name: str,
+    hub: Ed25519PrivateKey,
     today: dt.date | None = None,
 ) -> LoadReport:
-    """Load ``source`` with ``rows``, then review every operating version."""
+    """Load ``source`` with ``rows`` (sealed with ``hub``, the hub's key: :mod:`whitelist.seal`),
+    then review every operating version."""
     outcome = await store.load_source(
-        pool, source, rows, file_name=file_name, effective=effective_date(source, today)
+        pool, source, rows, file_name=file_name, effective=effective_date(source, today), hub=hub
     )
     return LoadReport(outcome=outcome, reviewed=await review(pool, catalog, outcome, today))
 
@@ -138,6 +141,7 @@ async def load_file(
     options: SourceOptions,
     by: str,
     *,
+    hub: Ed25519PrivateKey,
     as_org: str | None = None,
     catalog: Catalog | None = None,
     today: dt.date | None = None,
@@ -206,7 +210,7 @@ async def load_file(
     except ValueError as err:
         raise SourceFileError([f"{path}: source {source_id!r}: {err}"]) from None
     rows = build_rows(source, specs, cat)
-    return await load(pool, cat, source, rows, file_name=path.name, today=today)
+    return await load(pool, cat, source, rows, file_name=path.name, hub=hub, today=today)
 
 
 async def set_period(
@@ -217,6 +221,7 @@ async def set_period(
     valid_to: dt.date | None,
     by: str,
     *,
+    hub: Ed25519PrivateKey,
     catalog: Catalog | None = None,
     today: dt.date | None = None,
 ) -> LoadReport:
@@ -228,7 +233,9 @@ async def set_period(
     if ident not in known:
         raise store.SourceRefused(f"unknown {kind} {ident!r}{did_you_mean(ident, known)}")
     day = today or dt.datetime.now(JST).date()
-    outcome = await store.set_period(pool, kind, ident, valid_from, valid_to, by=by, effective=day)
+    outcome = await store.set_period(
+        pool, kind, ident, valid_from, valid_to, by=by, effective=day, hub=hub
+    )
     return LoadReport(outcome=outcome, reviewed=await review(pool, cat, outcome, today))
 
 
@@ -276,7 +283,7 @@ def check_body(
 
 
 async def load_defaults(
-    pool: asyncpg.Pool, by: str | None = None
+    pool: asyncpg.Pool, by: str | None = None, *, hub: Ed25519PrivateKey
 ) -> tuple[int, int, list[LoadReport]]:
     """Load the shipped sources (the 2015 table, each sample city's ordinance, the partner rows)
     where the store differs from them, and retire the shared local rows a store may still hold;
@@ -303,7 +310,12 @@ async def load_defaults(
         ):
             continue
         report = await load(
-            pool, catalog, source.model_copy(update={"loaded_by": who}), rows, file_name=sid
+            pool,
+            catalog,
+            source.model_copy(update={"loaded_by": who}),
+            rows,
+            file_name=sid,
+            hub=hub,
         )
         version = report.outcome.version
         reports.append(report)
@@ -316,6 +328,7 @@ async def load_defaults(
             retired.model_copy(update={"loaded_by": who, "content_hash": ""}),
             [],
             file_name=f"{RETIRED_SOURCE} (retired: each body's ordinance is a source of its own)",
+            hub=hub,
         )
         version = report.outcome.version
         reports.append(report)

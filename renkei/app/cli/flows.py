@@ -80,17 +80,20 @@ async def conformance(
         raise typer.Exit(2) from None
 
     async with temporal_and_database(settings) as (client, pool, url):
-        whitelist = await LiveWhitelist(url).start()
+        run_by = None
+        if os.environ.get(TOKEN_VARIABLE):
+            try:
+                run_by = (await signed_in(pool)).party
+            except NotSignedIn as err:
+                typer.echo(f"refused: {err}", err=True)
+                return 1
+        for rejected in (await prepare(pool, settings)).rejected:
+            typer.echo(f"definition rejected: {rejected}", err=True)
+        # the whitelist as the hub sealed it (a first run has just loaded and sealed it)
+        whitelist = await LiveWhitelist(
+            url, sealed_by=keys.load(settings).signer().public_key()
+        ).start()
         try:
-            run_by = None
-            if os.environ.get(TOKEN_VARIABLE):
-                try:
-                    run_by = (await signed_in(pool)).party
-                except NotSignedIn as err:
-                    typer.echo(f"refused: {err}", err=True)
-                    return 1
-            for rejected in (await prepare(pool, settings)).rejected:
-                typer.echo(f"definition rejected: {rejected}", err=True)
             # A first run has just issued the sample orgs' keys: the kit reads their flows.
             client = party_client(client, settings, own_parties(settings))
             attach_registry(client, pool, settings)

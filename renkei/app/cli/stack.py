@@ -18,6 +18,7 @@ from renkei.app.cli.runtime import check_keys, joined, run_async
 from renkei.app.client import RenkeiClient
 from renkei.app.stack import StackDown, embedded, embedded_stack
 from renkei.contracts.names import HUB
+from renkei.kernel import keys
 from renkei.kernel.db import create_pool, migrate
 from renkei.kernel.search_attributes import ensure_registered
 from renkei.kernel.servers import clear_state
@@ -152,7 +153,7 @@ async def serve() -> None:
         await check_keys(pool, settings)
         client = await connect(settings, found.temporal)
         async with (
-            live_whitelist(found.database) as whitelist,
+            live_whitelist(found.database, keys.load(settings).signer().public_key()) as whitelist,
             serving(settings, pool, client, whitelist) as web,
         ):
             stop = _stop_on_signals()
@@ -223,11 +224,12 @@ async def _worker(
     org: str | None = None,
     providers: str | None = None,
 ) -> None:
+    from whitelist.seal import WhitelistUnsealed
     from workers.process import NoStack, run_worker
 
     try:
         await run_worker(kind, get_settings(), org=org, providers=providers, ready=typer.echo)
-    except (NoStack, ValueError) as err:
+    except (NoStack, ValueError, WhitelistUnsealed) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
 
@@ -292,7 +294,7 @@ async def _serve(
                     f" party's certificate in {settings.data_dir / 'tls'})"
                 )
             async with (
-                live_whitelist(url) as whitelist,
+                live_whitelist(url, keys.load(settings).signer().public_key()) as whitelist,
                 running_workers(
                     client, pool, settings, default_catalog(), whitelist, connection=connection
                 ),
@@ -365,7 +367,9 @@ async def _promote_samples(client: Any, pool: asyncpg.Pool, settings: Settings, 
     from renkei.app.kit import promote_samples
     from renkei.app.schedules import sync
 
-    whitelist = await LiveWhitelist(url).start()
+    whitelist = await LiveWhitelist(
+        url, sealed_by=keys.load(settings).signer().public_key()
+    ).start()
     try:
         for line in await promote_samples(client, pool, settings, default_catalog(), whitelist):
             typer.echo(f"  {line}")

@@ -14,6 +14,7 @@ from renkei.app.actors import Actor
 from renkei.app.bootstrap import load_whitelist
 from renkei.app.cli.runtime import database, run_async
 from renkei.bpf.models import did_you_mean
+from renkei.kernel import keys
 from renkei.kernel.settings import get_settings
 from whitelist import store
 from whitelist.catalog import default_catalog
@@ -93,9 +94,12 @@ async def whitelist_load(
     if (source is None) != (file is None):
         typer.echo("error: --source and --file go together", err=True)
         return 2
-    async with database(get_settings()) as pool:
+    settings = get_settings()
+    async with database(settings) as pool:
         if source is None or file is None:
-            total, version, reports = await load_defaults(pool, by)
+            total, version, reports = await load_defaults(
+                pool, by, hub=keys.load(settings).signer()
+            )
             for report in reports:
                 for line in report.lines():
                     typer.echo(line)
@@ -121,7 +125,15 @@ async def whitelist_load(
             return 2
         as_org = None if actor.role == "platform-operator" else actor.party
         try:
-            report = await load_file(pool, source, file, options, actor.name, as_org=as_org)
+            report = await load_file(
+                pool,
+                source,
+                file,
+                options,
+                actor.name,
+                hub=keys.load(settings).signer(),
+                as_org=as_org,
+            )
         except (SourceFileError, store.SourceRefused) as err:
             typer.echo(f"error: nothing loaded:\n{err}", err=True)
             return 1
@@ -182,6 +194,7 @@ async def whitelist_period(
                 _day("--valid-from", valid_from),
                 _day("--valid-to", valid_to),
                 actor.name,
+                hub=keys.load(get_settings()).signer(),
             )
         except store.SourceRefused as err:
             typer.echo(f"error: nothing set: {err}", err=True)
@@ -245,7 +258,7 @@ async def whitelist_check(
 
     async with database(get_settings()) as pool:
         if not len(index := await store.load_index(pool)):  # a fresh data folder
-            await load_whitelist(pool)
+            await load_whitelist(pool, get_settings())
             index = await store.load_index(pool)
     # One org on both sides is one body using its own records (a 番号法第9条第2項 row may apply).
     same_body = requester == provider and role_of(requester) is None
