@@ -52,7 +52,7 @@ from renkei.contracts.messages import (
     linkage_asked,
     personal_in_case_ref,
 )
-from renkei.contracts.names import COHORT_ITEM, COHORT_STEP
+from renkei.contracts.names import COHORT_ITEM, COHORT_STEP, executor_of
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, SCAN_TIMEOUT
 from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
@@ -136,6 +136,12 @@ class HubActivities:
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
+        if executor_of(activity.info().workflow_id or "") != req.executor:
+            # Who runs it is the executor the flow's id names (Temporal's word, not the
+            # request's): a flow does not resolve a version another executor operates.
+            raise Failure.MALFORMED_START.error(
+                "a flow resolves only for the executor its workflow id names"
+            )
         if self._runs_before is not None and req.parent is None:
             # A run on the shared queue of runs from before executor-side control: any holder
             # of the old ring could start one, as any executor. Only those that were in flight

@@ -357,6 +357,12 @@ async def test_in_operation_a_version_runs_for_an_executor_only_on_that_executor
         )
     async with pool.acquire() as conn, conn.transaction():  # as the migration marked them
         await conn.execute("SET LOCAL ROLE NONE")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only by its signature"):
+            async with conn.transaction():  # the owner too, with the triggers on
+                await conn.execute(
+                    "UPDATE registry.operated_by SET before_signing = true WHERE bpf = $1", bpf
+                )
+        await conn.execute("SET LOCAL session_replication_role = replica")
         await conn.execute(
             "UPDATE registry.operated_by SET before_signing = true"
             " WHERE bpf = $1 AND executor = $2",
@@ -389,6 +395,47 @@ async def test_in_operation_a_version_runs_for_an_executor_only_on_that_executor
                 await conn.execute(
                     "UPDATE registry.bpf_versions SET state = 'operating' WHERE bpf = $1", bpf
                 )
+
+
+async def test_an_operate_is_signed_only_with_the_executors_own_registered_key(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """An executor's ``operate`` is signed with its own key file as this installation holds it:
+    one with none here is refused, and no key is made for it; one whose key the key registry
+    does not hold as its current key is refused before anything is written (the hub would take
+    no run on it)."""
+    from renkei.app import approvals
+    from whitelist.models import role_of
+
+    bpf = f"vaccination-keyed-{uuid.uuid4().hex[:6]}"
+    _, loaded = _variant(bpf)
+    assert await registry.register(pool, loaded)  # type: ignore[arg-type]
+    await pool.execute("UPDATE registry.bpf_versions SET state = 'approved' WHERE bpf = $1", bpf)
+    role = role_of(loaded.definition.owners.executors[0])  # type: ignore[attr-defined]
+    assert role is not None
+
+    async def operate(org: str) -> registry.Transition:
+        return await registry.transition(
+            pool,
+            bpf,
+            1,
+            "operate",
+            org,
+            conformance_body=settings.conformance_body,
+            actor_roles=frozenset({role}),
+            operation_signer=approvals.operation_signer(settings),
+        )
+
+    keyless = f"city-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(registry.TransitionRefused, match=f"none of {keyless}'s is here"):
+        await operate(keyless)
+    assert not keys.org_keys_path(settings, keyless).exists()
+    unregistered = f"city-{uuid.uuid4().hex[:6]}"
+    keys.issue(settings, unregistered)  # a key file, its key never registered
+    with pytest.raises(registry.TransitionRefused, match="does not hold as its current key"):
+        await operate(unregistered)
+    assert await registry.operated_by(pool, bpf, 1) == []
+    assert await registry.state_of(pool, bpf, 1) == "approved"
 
 
 async def test_a_definition_read_once_is_kept_and_its_state_is_read_every_time(
@@ -1010,6 +1057,11 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
         code, out = await asyncio.to_thread(run, cli, "bpf", "verify", bpf, str(version))
         assert code == 1 and "OK   city-minato: puts it into operation" in out, out
         assert "BAD  city-shibuya: puts it into operation" in out, out
+        # nor does the platform schedule its scans for city-shibuya
+        schedules = [
+            s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)
+        ]
+        assert schedules == [f"{PREFIX}{bpf}/city-minato/6-school-year-start"]
 
         # city-shibuya puts it into operation for itself (signing the row someone else added):
         # now it runs there too.

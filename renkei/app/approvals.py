@@ -37,12 +37,27 @@ class Approval(BaseModel):
     operator: str | None = None
 
 
+def own_keys(settings: Settings, party: str) -> keys.OrgKeys:
+    """``party``'s own key file, as this installation holds it (an org's machine holds its own
+    only): read, never made here (a key made now would be registered nowhere)."""
+    try:
+        own = keys.load_org(settings, party)
+    except FileNotFoundError:
+        raise registry.TransitionRefused(
+            f"{party} signs with its own key file, and none of {party}'s is here"
+            f" ({keys.org_keys_path(settings, party).name} in the keys folder)"
+        ) from None
+    if own.org != party:
+        raise registry.TransitionRefused(f"the key file for {party} is {own.org}'s")
+    return own
+
+
 def signer(settings: Settings) -> registry.ApprovalSigner:
     """What signs an approval: the conformance body's own key."""
     body = settings.conformance_body
-    own = keys.issue(settings, body)
 
     def sign(bpf: str, version: int, content_hash: str, report_hash: str) -> tuple[str, str, str]:
+        own = own_keys(settings, body)
         signature = attest.version_approval(own.signer(), bpf, version, content_hash, report_hash)
         return body, own.public(body).signing_id, signature
 
@@ -50,11 +65,11 @@ def signer(settings: Settings) -> registry.ApprovalSigner:
 
 
 def operation_signer(settings: Settings) -> registry.OperationSigner:
-    """What signs an executor's ``operate``: that executor's own key (the key file this
-    installation holds for it: at an org, its own only)."""
+    """What signs an executor's ``operate``: that executor's own key file (at an org, its own
+    only)."""
 
     def sign(bpf: str, version: int, content_hash: str, executor: str) -> tuple[str, str]:
-        own = keys.issue(settings, executor)
+        own = own_keys(settings, executor)
         signature = attest.version_operation(own.signer(), bpf, version, content_hash, executor)
         return own.public(executor).signing_id, signature
 

@@ -22,6 +22,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 
+from activities.approved import why_not_operated
 from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
 from renkei.bpf.inputs import SUBJECT_CODE
@@ -135,6 +136,16 @@ async def publish(
             if mine is None or executor not in _subscribed(mine.definition, n, catalog):
                 continue
             d = mine.definition
+            if settings.mode == "operation" and await why_not_operated(
+                pool,
+                platform.public_key(),
+                d.bpf,
+                d.version,
+                mine.content_hash,
+                executor,
+                before_signing=mine.content_hash in settings.unsigned_approvals,
+            ):  # a row in the registry the executor did not sign: nothing reaches it
+                continue
             inputs = {
                 k: v
                 for k, v in {"occurred_on": n.occurred_on.isoformat(), "event": n.event}.items()

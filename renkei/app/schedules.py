@@ -30,6 +30,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.approved import why_not_operated
 from renkei.bpf import registry
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.messages import ScanRequest
@@ -88,6 +89,16 @@ async def desired(
             if mine is None:
                 continue
             d = mine.definition
+            if settings.mode == "operation" and await why_not_operated(
+                pool,
+                signer.public_key(),
+                d.bpf,
+                d.version,
+                mine.content_hash,
+                org,
+                before_signing=mine.content_hash in settings.unsigned_approvals,
+            ):  # a row in the registry the executor did not sign: no schedule of its
+                continue
             for rule in d.life_events():
                 if rule.age is None or org not in _executors(d, catalog):
                     continue

@@ -607,6 +607,17 @@ async def transition(
         word: tuple[str, str] | None = None
         if action == "operate" and operation_signer is not None and d is not None:
             word = operation_signer(bpf, version, row["content_hash"], actor)
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM trust.parties WHERE party = $1"
+                " AND signing_id = $2 AND revoked_at IS NULL)",
+                actor,
+                word[0],
+            ):
+                raise TransitionRefused(
+                    f"{actor} signs with key {word[0]}, which the key registry does not hold as"
+                    f" its current key: the hub would take no run on this operate"
+                    f" (`renkei keys register`)"
+                )
         if another:
             kept_word = await conn.fetchrow(
                 "SELECT signing_id, signature FROM registry.operated_by"

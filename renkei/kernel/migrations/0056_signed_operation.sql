@@ -29,6 +29,26 @@ BEGIN
     END IF;
 END $$;
 
+-- The same by trigger, for every role (a database without the application's role, as a managed
+-- one may be, relies on it): a row is added as not from before signing, and only its signature
+-- columns ever change.
+CREATE FUNCTION registry.operated_by_as_signed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.before_signing := false;
+        RETURN NEW;
+    END IF;
+    IF (NEW.bpf, NEW.version, NEW.executor, NEW.since, NEW.before_signing)
+       IS DISTINCT FROM (OLD.bpf, OLD.version, OLD.executor, OLD.since, OLD.before_signing) THEN
+        RAISE EXCEPTION 'an executor''s operation of % v% changes only by its signature',
+            OLD.bpf, OLD.version
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER as_signed BEFORE INSERT OR UPDATE ON registry.operated_by
+    FOR EACH ROW EXECUTE FUNCTION registry.operated_by_as_signed();
+
 -- Retired is for good: a version's state never leaves `retired`, whichever role writes it (the
 -- executors' signed `operate` and the approval from before the retirement would otherwise
 -- still hold for it). A new version is registered instead.
