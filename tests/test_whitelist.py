@@ -233,17 +233,19 @@ async def test_a_row_written_in_the_database_past_a_load_decides_nothing(
             await fresh()
         with pytest.raises(WhitelistUnsealed):
             await store.load_index(pool, sealed_by=hub.public_key())
-        # The newest seal copied under a later number; the forged content sealed with a key
-        # that is not the hub's.
+        # The hub loads nothing over rows no load wrote (its seal would cover them).
+        with pytest.raises(WhitelistUnsealed, match="no load wrote"):
+            await store.upsert_rows(pool, [_row(dt.date(2020, 1, 1), None, rid="test/x")], hub=hub)
+        # The newest seal copied under a number chosen ahead: refused; under the sequence's
+        # next number: it does not hold (its number is signed). The forged content sealed with
+        # a key that is not the hub's: it does not hold either.
         newest = await pool.fetchrow("SELECT * FROM whitelist.seals ORDER BY id DESC LIMIT 1")
-        await pool.execute(
-            "INSERT INTO whitelist.seals (id, digest, signing_id, signature)"
-            " VALUES ($1, $2, $3, $4)",
-            newest["id"] + 1000,
-            newest["digest"],
-            newest["signing_id"],
-            newest["signature"],
-        )
+        copy = (newest["digest"], newest["signing_id"], newest["signature"])
+        insert = "INSERT INTO whitelist.seals (id, digest, signing_id, signature) VALUES"
+        with pytest.raises(asyncpg.PostgresError):
+            await pool.execute(f"{insert} ($1, $2, $3, $4)", 2**62, *copy)
+        async with pool.acquire() as conn:
+            await conn.execute(f"{insert} (nextval('whitelist.seals_id_seq'), $1, $2, $3)", *copy)
         from whitelist import seal
 
         other = Ed25519PrivateKey.generate()
@@ -271,12 +273,42 @@ async def test_a_row_written_in_the_database_past_a_load_decides_nothing(
     finally:
         await written("DELETE FROM whitelist.rows WHERE id = 'test/forged'")
     await fresh()  # put back as sealed: read again
-    # A load the hub seals is taken at once, past the seals that do not hold.
+    # A load the hub seals is taken at once, past the seals that do not hold; the version
+    # number set far ahead by the application's role does not keep a worker on what it had.
+    await written("SELECT 1")
+    await pool.execute("UPDATE whitelist.version SET version = version + 1000000")
     version = await store.upsert_rows(pool, [forged.model_copy(update={"source": "test"})], hub=hub)
     try:
         await live_whitelist.wait_for_version(version)
         assert live_whitelist.index.decide(*args).allowed
+        await pool.execute("UPDATE whitelist.version SET version = 1")
     finally:
-        await live_whitelist.wait_for_version(
-            await store.delete_rows(pool, ["test/forged"], hub=hub)
+        await store.delete_rows(pool, ["test/forged"], hub=hub)
+    for _ in range(100):  # the seal is newer, whatever the version says
+        if not live_whitelist.index.decide(*args).allowed:
+            break
+        await asyncio.sleep(0.1)
+    assert not live_whitelist.index.decide(*args).allowed
+    # A worker that finds the newest seal over content it cannot read as sealed (the row the
+    # hub removed put back before the worker read it) decides nothing rather than keep the old.
+    frozen = LiveWhitelist(settings.database_url, sealed_by=hub.public_key())
+    await frozen.start()
+    try:
+        frozen.freeze()
+        held = frozen.index
+        await store.upsert_rows(pool, [forged.model_copy(update={"source": "test"})], hub=hub)
+        await store.delete_rows(pool, ["test/forged"], hub=hub)
+        await written(
+            "INSERT INTO whitelist.rows (id, source, item, requester_role, task, provider_role,"
+            " info, legal_text, valid_from, valid_to) VALUES"
+            " ($1, 'test', $2, $3, $4, $5, $6, $7, $8, $9)",
+            *(row[c] for c in ("id", "item", "requester_role", "task", "provider_role")),
+            *(row[c] for c in ("info", "legal_text", "valid_from", "valid_to")),
         )
+        async with pool.acquire() as conn:
+            await frozen.load(conn)  # type: ignore[arg-type]
+        assert frozen.index is not held and len(frozen.index) == 0
+    finally:
+        await written("DELETE FROM whitelist.rows WHERE id = 'test/forged'")
+        await frozen.stop()
+    await fresh()

@@ -38,7 +38,12 @@ SEALS_LOOKED_AT = 64
 
 
 class WhitelistUnsealed(RuntimeError):
-    """The whitelist read is not what the hub sealed (or nothing is sealed)."""
+    """The whitelist read is not what the hub sealed (or nothing is sealed). ``sealed``: the
+    number of the newest seal that holds, if any."""
+
+    def __init__(self, message: str, sealed: int | None = None) -> None:
+        super().__init__(message)
+        self.sealed = sealed
 
 
 def content_digest(
@@ -81,28 +86,31 @@ async def seal(conn: Conn, hub: Ed25519PrivateKey, digest: str) -> int:
     return number
 
 
-async def sealed_digest(conn: Conn, hub: Ed25519PublicKey) -> str | None:
-    """The digest of the newest seal whose signature holds under ``hub``; ``None`` if none."""
+async def newest(conn: Conn, hub: Ed25519PublicKey) -> tuple[int, str] | None:
+    """(number, digest) of the newest seal whose signature holds under ``hub``; ``None`` if
+    none does among the newest :data:`SEALS_LOOKED_AT`."""
     for r in await conn.fetch(
         "SELECT id, digest, signature FROM whitelist.seals ORDER BY id DESC LIMIT $1",
         SEALS_LOOKED_AT,
     ):
         if keys.signature_holds(hub, r["signature"], _message(r["id"], r["digest"])):
-            return str(r["digest"])
+            return int(r["id"]), str(r["digest"])
     return None
 
 
-async def check(conn: Conn, hub: Ed25519PublicKey, digest: str) -> None:
-    """Raise :class:`WhitelistUnsealed` unless ``digest`` (of the content read in the same
-    transaction) is the newest seal's."""
-    sealed = await sealed_digest(conn, hub)
+async def check(conn: Conn, hub: Ed25519PublicKey, digest: str) -> int:
+    """The number of the newest seal, if ``digest`` (of the content read in the same snapshot)
+    is its digest; else :class:`WhitelistUnsealed`."""
+    sealed = await newest(conn, hub)
     if sealed is None:
         raise WhitelistUnsealed(
             "the whitelist carries no seal of the hub's (after an upgrade from before seals,"
             " `renkei init` seals the rows as they stand, once)"
         )
-    if sealed != digest:
+    if sealed[1] != digest:
         raise WhitelistUnsealed(
             "the whitelist's rows, sources or periods are not what the hub sealed"
-            " (written in the database some other way than by a load)"
+            " (written in the database some other way than by a load)",
+            sealed[0],
         )
+    return sealed[0]

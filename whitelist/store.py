@@ -27,7 +27,7 @@ from whitelist.decide import WhitelistIndex
 from whitelist.live import Followed, Listener
 from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
 from whitelist.orgs import LiveOrgs, load_orgs
-from whitelist.seal import WhitelistUnsealed, content_digest, seal
+from whitelist.seal import WhitelistUnsealed, content_digest, newest, seal
 from whitelist.seal import check as check_seal
 from whitelist.sources import RowDiff, diff_rows
 
@@ -52,6 +52,7 @@ async def replace_source(
 ) -> int:
     """Replace every row of ``source`` with ``rows``; return the new whitelist version."""
     async with pool.acquire() as conn, conn.transaction():
+        await _writing(conn, hub)
         await conn.execute("DELETE FROM whitelist.rows WHERE source = $1", source)
         await conn.copy_records_to_table(
             "rows",
@@ -68,6 +69,7 @@ async def upsert_rows(
 ) -> int:
     """Insert or update individual rows (e.g. an ordinance amendment); return the new version."""
     async with pool.acquire() as conn, conn.transaction():
+        await _writing(conn, hub)
         await conn.executemany(
             f"INSERT INTO whitelist.rows ({_COLUMNS})"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
@@ -83,9 +85,33 @@ async def upsert_rows(
 async def delete_rows(pool: asyncpg.Pool, ids: Sequence[str], *, hub: Ed25519PrivateKey) -> int:
     """Delete rows by id; return the new version."""
     async with pool.acquire() as conn, conn.transaction():
+        await _writing(conn, hub)
         await conn.execute("DELETE FROM whitelist.rows WHERE id = ANY($1::text[])", list(ids))
         await _reseal(conn, hub)
         return await _bump(conn)
+
+
+async def _writing(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, hub: Ed25519PrivateKey
+) -> None:
+    """Begin a change of the whitelist: no one else writes its tables until the transaction
+    ends, and it changes only the content the hub sealed last. Rows written any other way are
+    not sealed over (they would then decide): the change is refused until they are gone."""
+    await conn.execute(
+        "LOCK TABLE whitelist.rows, whitelist.sources, whitelist.periods IN EXCLUSIVE MODE"
+    )
+    sealed = await newest(conn, hub.public_key())
+    if sealed is None:
+        return  # nothing sealed yet: the first seal (a new store, or one from before seals)
+    found = content_digest(
+        await fetch_rows(conn), await fetch_sources(conn), await fetch_periods(conn)
+    )
+    if found != sealed[1]:
+        raise WhitelistUnsealed(
+            "the whitelist holds rows, sources or periods that no load wrote: nothing is loaded"
+            " over them (the hub would seal them); put the sealed content back first",
+            sealed[0],
+        )
 
 
 async def _reseal(
@@ -102,7 +128,9 @@ async def seal_if_unsealed(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> bool:
     """Seal the content as it is if no seal was ever appended (an install upgraded from before
     seals: the content it had is taken as loaded); ``True`` if it did."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
+        await conn.execute(
+            "LOCK TABLE whitelist.rows, whitelist.sources, whitelist.periods IN EXCLUSIVE MODE"
+        )
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM whitelist.seals)"):
             return False
         await _reseal(conn, hub)
@@ -143,13 +171,20 @@ async def load_index(
     *,
     sealed_by: Ed25519PublicKey | None = None,
 ) -> WhitelistIndex:
+    return (await _read(pool, sealed_by))[0]
+
+
+async def _read(
+    pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    sealed_by: Ed25519PublicKey | None,
+) -> tuple[WhitelistIndex, int | None]:
     """A fresh index of every row and source, tagged with the version it was read at, all read
     at one moment. ``sealed_by`` (the hub's public key): only if the content read is what the
     hub's newest seal covers, else :class:`~whitelist.seal.WhitelistUnsealed` — what decides a
     linkage is always read so; a look at the rows (a listing, a validation) may read without."""
     if isinstance(pool, asyncpg.Pool):
         async with pool.acquire() as conn:
-            return await load_index(conn, sealed_by=sealed_by)
+            return await _read(conn, sealed_by)
     # One snapshot for the version, the content and the seal (inside a caller's transaction,
     # its own).
     async with contextlib.AsyncExitStack() as snapshot:
@@ -161,14 +196,16 @@ async def load_index(
         rows = await fetch_rows(pool)
         sources = await fetch_sources(pool)
         periods = await fetch_periods(pool)
+        sealed = None
         if sealed_by is not None:
-            await check_seal(pool, sealed_by, content_digest(rows, sources, periods))
-    return WhitelistIndex(
+            sealed = await check_seal(pool, sealed_by, content_digest(rows, sources, periods))
+    index = WhitelistIndex(
         rows,
         version=version,
         sources=sources,
         periods={**default_catalog().periods(), **periods},
     )
+    return index, sealed
 
 
 async def fetch_periods(
@@ -208,7 +245,7 @@ async def set_period(
     if valid_from is not None and valid_to is not None and valid_to <= valid_from:
         raise SourceRefused(f"{kind} {ident}: valid_to {valid_to} is not after {valid_from}")
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
+        await _writing(conn, hub)
         was = (await fetch_periods(conn)).get((kind, ident)) or default_catalog().periods().get(
             (kind, ident)
         )
@@ -304,7 +341,7 @@ async def load_source(
     superseded by another that is already loaded keeps ending where its successor begins.
     """
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("LOCK TABLE whitelist.sources IN SHARE ROW EXCLUSIVE MODE")
+        await _writing(conn, hub)
         stored = {s.id: s for s in await fetch_sources(conn)}
         was = stored.get(source.id)
         if was is not None and was.body != source.body:
@@ -425,6 +462,7 @@ class LiveWhitelist(Followed):
         super().__init__()
         self._sealed_by = sealed_by
         self._loaded = False
+        self._seal = -1  # the number of the seal the index holds (sealed_by given)
         self.index = WhitelistIndex([])
         self.orgs = LiveOrgs()  # the org registry, reloaded with the index
         self.controls = LiveControls()
@@ -451,15 +489,27 @@ class LiveWhitelist(Followed):
 
     async def load(self, conn: asyncpg.Connection) -> None:
         try:
-            fresh = await load_index(conn, sealed_by=self._sealed_by)
+            fresh, sealed = await _read(conn, self._sealed_by)
         except WhitelistUnsealed as err:
             if not self._loaded:
                 raise  # nothing to decide with: the process does not start
-            log.error("whitelist not reloaded, keeping version %s: %s", self.index.version, err)
+            if err.sealed is not None and err.sealed > self._seal:
+                # The hub sealed a newer whitelist (a row removed, say) that cannot be read as
+                # sealed: deciding with the old one could permit what the law no longer does.
+                log.error("whitelist unreadable as sealed: every linkage refused: %s", err)
+                self.index = WhitelistIndex([], version=self.index.version)
+                self._seal = err.sealed
+            else:
+                log.error("whitelist not reloaded, keeping version %s: %s", self.index.version, err)
             return
         self._loaded = True
         orgs = await load_orgs(conn)
-        if fresh.version >= self.index.version:
+        # Newer is the hub's word (the seal's number) where seals are read, not the version
+        # number (anyone who writes the tables can set it).
+        if (sealed is not None and sealed >= self._seal) or (
+            sealed is None and fresh.version >= self.index.version
+        ):
+            self._seal = sealed if sealed is not None else self._seal
             self.orgs.replace(orgs)
             self.index = fresh
             log.info("whitelist index now at version %s (%s rows)", fresh.version, len(fresh))

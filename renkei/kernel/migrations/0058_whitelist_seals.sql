@@ -18,6 +18,18 @@ CREATE TABLE whitelist.seals (
 );
 CREATE TRIGGER append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON whitelist.seals
     FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_always();
+-- A seal has the number its sequence gave this session: none is added with a number chosen
+-- ahead (past the hub's next seals, or near the end of the range).
+CREATE FUNCTION whitelist.seal_numbered() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id IS DISTINCT FROM currval('whitelist.seals_id_seq') THEN
+        RAISE EXCEPTION 'a seal takes the number the sequence gave it'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER numbered BEFORE INSERT ON whitelist.seals
+    FOR EACH ROW EXECUTE FUNCTION whitelist.seal_numbered();
 
 DO $$
 BEGIN
