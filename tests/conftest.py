@@ -170,6 +170,14 @@ def base_settings(database_url: str, keys_file: Path) -> Settings:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hub_key_for_helpers(base_settings: Settings) -> None:
+    """The hub's key the helpers seal the tests' changes of the whitelist and registry with."""
+    from tests import helpers
+
+    helpers.HUB[:] = [keys.load(base_settings).signer()]
+
+
 @pytest_asyncio.fixture(scope="session")
 async def pool(base_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     assert base_settings.database_url

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 from typer.testing import CliRunner
@@ -45,6 +45,15 @@ def pick(settings: Settings, test: Callable[[Household], bool]) -> Household:
 
 def code(settings: Settings, org: str, person: Person) -> str:
     return derive_code(keys.load(settings).hub_key, org, person.subject_id)
+
+
+# The hub's key of the tests' settings (set once per session by conftest): it seals each change
+# of the whitelist and the org registry (whitelist.seal).
+HUB: list[Ed25519PrivateKey] = []
+
+
+def hub_key() -> Ed25519PrivateKey:
+    return HUB[0]
 
 
 def hub_public(settings: Settings) -> Ed25519PublicKey:
@@ -281,14 +290,14 @@ async def onboard_org(
     from renkei.app import onboarding
     from whitelist import orgs, store
 
-    await orgs.add(pool, catalog, new, "test", "platform-operator")
+    await orgs.add(pool, catalog, new, "test", "platform-operator", hub=hub_key())
     live = catalog.model_copy(update={"orgs": await orgs.load_orgs(pool)})
     run = await onboarding.contract_test(
-        pool, live, await store.load_index(pool), new.id, providers, {}, "test"
+        pool, live, await store.load_index(pool), new.id, providers, {}, "test", hub=hub_key()
     )
     assert run.passed, run.checks
     await onboarding.certify(pool, settings, new.id)
-    await orgs.transition(pool, new.id, "active", "test", "platform-operator")
+    await orgs.transition(pool, new.id, "active", "test", "platform-operator", hub=hub_key())
 
 
 async def operating_for(

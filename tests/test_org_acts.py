@@ -29,7 +29,7 @@ from whitelist.models import Acting, Action, Held, WhitelistRow
 from whitelist.payloads import ActionReceipt
 from whitelist.store import LiveWhitelist
 
-from .helpers import code, operator_token, pick, run, sdk, start, workers
+from .helpers import code, hub_key, operator_token, pick, run, sdk, start, workers
 from .test_orgs import _active
 
 PROBE = Path(__file__).parent / "definitions" / "public-act-probe.yaml"
@@ -51,7 +51,7 @@ async def test_the_shipped_actions_are_seeded_with_their_basis(pool: asyncpg.Poo
     assert acting.id == "electricity-move-notice" and acting.basis == shipped.acting[0].basis
     assert "電気需給契約" in acting.basis
     # seeding again (every `renkei init`) adds nothing
-    assert await orgs.seed(pool, default_catalog().orgs, "test") == []
+    assert await orgs.seed(pool, default_catalog().orgs, "test", hub=hub_key()) == []
     assert (await orgs.load_orgs(pool))["sample-denki"].acting == denki.acting
 
 
@@ -143,6 +143,7 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
                     Acting(id=ACTION.id, basis=BASIS),
                     "test",
                     "platform-operator",
+                    hub=hub_key(),
                 )
             )
             done = await act()
@@ -153,7 +154,7 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
             ).start()
             await hubs_view.stop()
             ended = await orgs.end_act(
-                pool, partner, ACTION.id, _today(), "test", "platform-operator"
+                pool, partner, ACTION.id, _today(), "test", "platform-operator", hub=hub_key()
             )
             await live_whitelist.wait_for_version(ended)
             with pytest.raises(WorkflowFailureError) as failure:
@@ -180,7 +181,7 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
         await live_whitelist.wait_for_version(
             await store.delete_rows(pool, [row.id], hub=keys.load(settings).signer())
         )
-        await orgs.transition(pool, partner, "retired", "test", "platform-operator")
+        await orgs.transition(pool, partner, "retired", "test", "platform-operator", hub=hub_key())
     assert len(got) == 1 and got[0].subject == code(settings, partner, person)
     kept = {(r.keeper, r.outcome) for r in await records.query(pool, workflow_id=done)}
     assert kept == {(records.HUB, "allowed"), ("city-minato", "allowed"), (partner, "allowed")}
@@ -271,9 +272,10 @@ async def test_a_merger_moves_the_predecessors_actions_with_their_basis(
             orgs.NewOrg(id=org, ja="市", en="City", kind="municipal", acting=acting),
             "test",
             "platform-operator",
+            hub=hub_key(),
         )
     try:
-        await orgs.merge(pool, old, new, on, "test", "platform-operator")
+        await orgs.merge(pool, old, new, on, "test", "platform-operator", hub=hub_key())
         found = await orgs.load_orgs(pool, today=on)
         assert found[old].acting == (act.model_copy(update={"valid_to": on}),)
         assert found[new].acting == (act.model_copy(update={"valid_from": on}),)
@@ -281,4 +283,4 @@ async def test_a_merger_moves_the_predecessors_actions_with_their_basis(
         assert found[old].acts_at(on - dt.timedelta(days=1)) == {"electricity-move-notice"}
     finally:
         for org in (old, new):
-            await orgs.transition(pool, org, "retired", "test", "platform-operator")
+            await orgs.transition(pool, org, "retired", "test", "platform-operator", hub=hub_key())

@@ -27,7 +27,7 @@ from whitelist import orgs
 from whitelist.models import Held
 from whitelist.store import LiveWhitelist
 
-from .helpers import access_record, give_pias, run, workers
+from .helpers import access_record, give_pias, hub_key, run, workers
 from .processes import wired, worker
 from .test_orgs import _active, _check
 
@@ -55,7 +55,7 @@ async def test_the_role_comes_with_the_add_and_goes_with_a_refused_one(
 ) -> None:
     new = _new()
     role = party_role(new.id)
-    await orgs.add(pool, catalog, new, "test", "platform-operator")
+    await orgs.add(pool, catalog, new, "test", "platform-operator", hub=hub_key())
     try:
         got = await pool.fetchrow(
             "SELECT r.rolcanlogin, pg_has_role(r.oid, 'renkei_party', 'MEMBER') AS party,"
@@ -69,13 +69,13 @@ async def test_the_role_comes_with_the_add_and_goes_with_a_refused_one(
         assert dict(got) == {"rolcanlogin": False, "party": True, "org": new.id, "own_schema": True}
         # the same id again is refused, and the role is left as it was
         with pytest.raises(orgs.OrgChangeRefused, match="already registered"):
-            await orgs.add(pool, catalog, new, "test", "platform-operator")
+            await orgs.add(pool, catalog, new, "test", "platform-operator", hub=hub_key())
     finally:
-        await orgs.transition(pool, new.id, "retired", "test", "platform-operator")
+        await orgs.transition(pool, new.id, "retired", "test", "platform-operator", hub=hub_key())
     # an add the registry refuses (an unknown role) makes no role either
     refused = _new().model_copy(update={"roles": (Held(id="no-such-role"),)})
     with pytest.raises(orgs.OrgChangeRefused):
-        await orgs.add(pool, catalog, refused, "test", "platform-operator")
+        await orgs.add(pool, catalog, refused, "test", "platform-operator", hub=hub_key())
     assert not await pool.fetchval(
         "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", party_role(refused.id)
     )
@@ -140,7 +140,7 @@ async def test_an_org_added_at_run_time_serves_on_its_own_login_and_reads_nothin
         assert kept == {(records.HUB, "allowed"), ("city-minato", "allowed"), (new.id, "allowed")}
         await _cannot_leave(own, login, new.id)
     finally:
-        await orgs.transition(pool, new.id, "retired", "test", "platform-operator")
+        await orgs.transition(pool, new.id, "retired", "test", "platform-operator", hub=hub_key())
 
 
 async def _cannot_leave(own: str, login: str, org: str) -> None:
@@ -201,7 +201,7 @@ async def test_no_org_is_registered_under_the_platforms_own_party_id(
             await tx.rollback()
     hub = _new().model_copy(update={"id": records.HUB})
     with pytest.raises(orgs.OrgChangeRefused, match="the platform's own party id"):
-        await orgs.add(pool, catalog, hub, "test", "platform-operator")
+        await orgs.add(pool, catalog, hub, "test", "platform-operator", hub=hub_key())
     assert not await pool.fetchval(
         "SELECT EXISTS (SELECT 1 FROM whitelist.orgs WHERE id = $1)", records.HUB
     )
@@ -224,9 +224,62 @@ async def test_no_org_is_registered_under_the_citizens_code_space(
     )
     portal = _new().model_copy(update={"id": PORTAL})
     with pytest.raises(orgs.OrgChangeRefused, match="the citizens' own code space"):
-        await orgs.add(pool, catalog, portal, "test", "platform-operator")
+        await orgs.add(pool, catalog, portal, "test", "platform-operator", hub=hub_key())
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute(
             "INSERT INTO whitelist.orgs (id, ja, en, kind) VALUES ($1, 'ポータル', 'Portal', 'municipal')",
             PORTAL,
         )
+
+
+async def test_a_role_written_into_the_registry_past_its_changes_decides_nothing(
+    pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
+) -> None:
+    """A role written straight into the org registry (the application's role can write it)
+    would let an org ask and answer under every whitelist row naming that role; an org set
+    active straight in its table would skip its contract test and certificate. The registry is
+    sealed with the whitelist: a worker reads it only as the hub sealed it (one running keeps
+    what it had, one starting does not start), and the hub changes nothing over it."""
+    from whitelist.seal import WhitelistUnsealed
+
+    before = live_whitelist.orgs["city-minato"].roles
+    assert "jasso" not in before
+
+    async def fresh() -> LiveWhitelist:
+        live = LiveWhitelist(settings.database_url or "", sealed_by=hub_key().public_key())
+        await live.start()
+        await live.stop()
+        return live
+
+    waiting = _new()  # an org that has not passed its contract test nor been certified
+    await orgs.add(pool, catalog, waiting, "test", "platform-operator", hub=hub_key())
+    for forged, undo in [
+        (
+            "INSERT INTO whitelist.org_roles (org, role) VALUES ('city-minato', 'jasso')",
+            "DELETE FROM whitelist.org_roles WHERE org = 'city-minato' AND role = 'jasso'",
+        ),
+        (
+            f"UPDATE whitelist.orgs SET status = 'active' WHERE id = '{waiting.id}'",
+            f"UPDATE whitelist.orgs SET status = 'registered' WHERE id = '{waiting.id}'",
+        ),
+    ]:
+        async with pool.acquire() as conn, conn.transaction():  # the application's role
+            await conn.execute(forged)
+            version = await conn.fetchval(
+                "UPDATE whitelist.version SET version = version + 1 RETURNING version"
+            )
+            await conn.execute("SELECT pg_notify('renkei_whitelist', $1)", str(version))
+        try:
+            await asyncio.sleep(1.0)  # the notice reached the worker, which refused the read
+            assert live_whitelist.orgs["city-minato"].roles == before
+            assert live_whitelist.orgs[waiting.id].status == "registered"
+            with pytest.raises(WhitelistUnsealed, match="not what the hub sealed"):
+                await fresh()
+            with pytest.raises(WhitelistUnsealed, match="no load or registry change"):
+                await orgs.transition(
+                    pool, "city-minato", "suspended", "test", "platform-operator", hub=hub_key()
+                )
+        finally:
+            await pool.execute(undo)
+    assert "jasso" not in (await fresh()).orgs["city-minato"].roles
+    await orgs.transition(pool, waiting.id, "retired", "test", "platform-operator", hub=hub_key())

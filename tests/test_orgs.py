@@ -37,7 +37,16 @@ from whitelist.models import Held
 from whitelist.payloads import LocalTax
 from whitelist.store import LiveWhitelist
 
-from .helpers import cli_joins, code, give_pias, onboard_org, shibuya_family, start, workers
+from .helpers import (
+    cli_joins,
+    code,
+    give_pias,
+    hub_key,
+    onboard_org,
+    shibuya_family,
+    start,
+    workers,
+)
 
 STRANGER = "Z" * 20
 
@@ -243,7 +252,7 @@ async def test_a_merger_makes_the_successor_answer_for_the_predecessor_from_its_
     )
     today = dt.datetime.now(JST).date()
     tomorrow = today + dt.timedelta(days=1)
-    await orgs.merge(pool, old, new, tomorrow, "test", "platform-operator")
+    await orgs.merge(pool, old, new, tomorrow, "test", "platform-operator", hub=hub_key())
     await give_pias(pool, live_whitelist)
     live = live_whitelist.bind(catalog)
     index = live_whitelist.index
@@ -295,7 +304,7 @@ async def test_a_merger_makes_the_successor_answer_for_the_predecessor_from_its_
         agencies=("city-minato", "jps", old2, new2),
         providers={old2: dict(tax_office(old2)), new2: dict(tax_office(new2))},
     ):
-        await orgs.merge(pool, old2, new2, today, "test", "platform-operator")
+        await orgs.merge(pool, old2, new2, today, "test", "platform-operator", hub=hub_key())
         await give_pias(pool, live_whitelist)
         answered = await _check(rc, settings, new2, 3)
         assert (await answered.result()).outcome == "completed"
@@ -567,6 +576,7 @@ async def test_an_org_is_renamed_given_and_relieved_of_roles_and_items_with_thei
         ),
         "test",
         "platform-operator",
+        hub=hub_key(),
     )
     args = [
         "orgs", "change", org, "--en", "New Name",

@@ -33,6 +33,7 @@ from workers.plugin import party_client
 from .helpers import (
     code,
     give_pias,
+    hub_key,
     hub_public,
     pick,
     register_fixture,
@@ -473,6 +474,7 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
             Acting(id=action.id, basis=basis),
             "test",
             "platform-operator",
+            hub=hub_key(),
         )
     )
     row = WhitelistRow(
@@ -521,7 +523,9 @@ async def test_a_public_partner_under_a_law_gets_its_own_code_sealed_and_no_cons
         )
         today = dt.datetime.now(JST).date()
         await live_whitelist.wait_for_version(
-            await orgs.end_act(pool, "jps", action.id, today, "test", "platform-operator")
+            await orgs.end_act(
+                pool, "jps", action.id, today, "test", "platform-operator", hub=hub_key()
+            )
         )
     assert result.outcome == "completed" and result.result == {"done": True}
     [req] = got

@@ -23,8 +23,10 @@ from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
+from whitelist import seal
 from whitelist.decide import JST, Decision
 from whitelist.models import (
     ID_PATTERN,
@@ -203,7 +205,8 @@ async def load_orgs(conn: asyncpg.Pool | Conn, today: dt.date | None = None) -> 
     return out
 
 
-async def _bump(conn: Conn) -> int:
+async def _bump(conn: Conn, hub: Ed25519PrivateKey) -> int:
+    await seal.close(conn, hub)  # the registry as this change leaves it, sealed
     version: int = await conn.fetchval(
         "UPDATE whitelist.version SET version = version + 1, changed_at = now() RETURNING version"
     )
@@ -284,6 +287,8 @@ async def add(
     actor: str,
     actor_role: str,
     status: OrgStatus = "registered",
+    *,
+    hub: Ed25519PrivateKey,
 ) -> int:
     """Register an org (status ``registered``); return the new whitelist version.
 
@@ -294,6 +299,7 @@ async def add(
         raise OrgChangeRefused(f"{new.id!r} is {RESERVED[new.id]}, no org's")
     _check_ids(catalog, new.kind, new.roles, new.serves, new.acting)
     async with pool.acquire() as conn, conn.transaction():
+        await seal.begin(conn, hub)
         inserted = await conn.fetchval(
             "INSERT INTO whitelist.orgs (id, ja, en, kind, status) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -319,7 +325,7 @@ async def add(
             serves=[h.model_dump(mode="json") for h in new.serves],
             acting=[a.model_dump(mode="json") for a in new.acting],
         )
-        return await _bump(conn)
+        return await _bump(conn, hub)
 
 
 async def _close(conn: Conn, table: str, column: str, org: str, item: str, on: dt.date) -> int:
@@ -340,9 +346,12 @@ async def change(
     what: OrgChange,
     actor: str,
     actor_role: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> int:
     """Rename an org, or give it roles / items from a date, or end them on one."""
     async with pool.acquire() as conn, conn.transaction():
+        await seal.begin(conn, hub)
         status = await _status(conn, org)
         kind: str = await conn.fetchval("SELECT kind FROM whitelist.orgs WHERE id = $1", org)
         if status == "retired":
@@ -367,7 +376,7 @@ async def change(
                         f"{org} holds no {column} {item!r} open on {on.isoformat()}"
                     )
         await _event(conn, org, "change", actor, actor_role, **what.model_dump(mode="json"))
-        return await _bump(conn)
+        return await _bump(conn, hub)
 
 
 async def merge(
@@ -377,6 +386,8 @@ async def merge(
     on: dt.date,
     actor: str,
     actor_role: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> int:
     """Merge ``predecessor`` into ``successor`` on ``on`` (市町村合併): the predecessor's roles and
     items end on that date and the successor holds them from it; the predecessor is refused from
@@ -384,6 +395,7 @@ async def merge(
     if predecessor == successor:
         raise OrgChangeRefused("an org cannot merge into itself")
     async with pool.acquire() as conn, conn.transaction():
+        await seal.begin(conn, hub)
         for org in (predecessor, successor):
             if await _status(conn, org) == "retired":
                 raise OrgChangeRefused(f"org {org!r} is retired")
@@ -434,7 +446,7 @@ async def merge(
             conn, predecessor, "merge", actor, actor_role, into=successor, on=on, moved=moved
         )
         await _event(conn, successor, "succeed", actor, actor_role, predecessor=predecessor, on=on)
-        return await _bump(conn)
+        return await _bump(conn, hub)
 
 
 async def _move_acts(conn: Conn, predecessor: str, successor: str, on: dt.date) -> list[str]:
@@ -462,11 +474,19 @@ async def _move_acts(conn: Conn, predecessor: str, successor: str, on: dt.date) 
 
 
 async def add_act(
-    pool: asyncpg.Pool, catalog: Catalog, org: str, act: Acting, actor: str, actor_role: str
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    org: str,
+    act: Acting,
+    actor: str,
+    actor_role: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> int:
     """``org`` carries out action ``act.id`` on ``act.basis`` over ``act``'s period; return the
     new whitelist version (the running workers take it at once)."""
     async with pool.acquire() as conn, conn.transaction():
+        await seal.begin(conn, hub)
         status = await _status(conn, org)
         if status == "retired":
             raise OrgChangeRefused(f"org {org!r} is retired and cannot change")
@@ -488,27 +508,43 @@ async def add_act(
             )
         await _insert_acting(conn, org, [act])
         await _event(conn, org, "add-act", actor, actor_role, **act.model_dump(mode="json"))
-        return await _bump(conn)
+        return await _bump(conn, hub)
 
 
 async def end_act(
-    pool: asyncpg.Pool, org: str, action: str, on: dt.date, actor: str, actor_role: str
+    pool: asyncpg.Pool,
+    org: str,
+    action: str,
+    on: dt.date,
+    actor: str,
+    actor_role: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> int:
     """``org`` stops carrying out ``action`` on ``on`` (it does not on that day); the period
     is closed, never deleted. Return the new whitelist version."""
     async with pool.acquire() as conn, conn.transaction():
+        await seal.begin(conn, hub)
         if await _status(conn, org) == "retired":
             raise OrgChangeRefused(f"org {org!r} is retired and cannot change")
         if not await _close(conn, "org_acts", "action", org, action, on):
             raise OrgChangeRefused(f"{org} carries out no action {action!r} open on {on}")
         await _event(conn, org, "end-act", actor, actor_role, act=action, on=on)
-        return await _bump(conn)
+        return await _bump(conn, hub)
 
 
 async def set_status(
-    conn: Conn, org: str, to: OrgStatus, actor: str, actor_role: str, **detail: object
+    conn: Conn,
+    org: str,
+    to: OrgStatus,
+    actor: str,
+    actor_role: str,
+    *,
+    hub: Ed25519PrivateKey,
+    **detail: object,
 ) -> int:
     """Move an org to onboarding status ``to`` (in the caller's transaction), or refuse."""
+    await seal.begin(conn, hub)
     status = await _status(conn, org)
     if to not in NEXT_STATUS[status]:
         raise OrgChangeRefused(
@@ -519,15 +555,22 @@ async def set_status(
         "UPDATE whitelist.orgs SET status = $2, changed_at = now() WHERE id = $1", org, to
     )
     await _event(conn, org, to, actor, actor_role, was=status, **detail)
-    return await _bump(conn)
+    return await _bump(conn, hub)
 
 
 async def transition(
-    pool: asyncpg.Pool, org: str, to: OrgStatus, actor: str, actor_role: str, **detail: object
+    pool: asyncpg.Pool,
+    org: str,
+    to: OrgStatus,
+    actor: str,
+    actor_role: str,
+    *,
+    hub: Ed25519PrivateKey,
+    **detail: object,
 ) -> int:
     """:func:`set_status` in a transaction of its own."""
     async with pool.acquire() as conn, conn.transaction():
-        return await set_status(conn, org, to, actor, actor_role, **detail)
+        return await set_status(conn, org, to, actor, actor_role, hub=hub, **detail)
 
 
 async def events(pool: asyncpg.Pool, org: str) -> list[OrgEvent]:
@@ -541,7 +584,9 @@ async def events(pool: asyncpg.Pool, org: str) -> list[OrgEvent]:
     ]
 
 
-async def seed(pool: asyncpg.Pool, orgs: Mapping[str, Org], actor: str) -> list[str]:
+async def seed(
+    pool: asyncpg.Pool, orgs: Mapping[str, Org], actor: str, *, hub: Ed25519PrivateKey
+) -> list[str]:
     """Register the shipped orgs the registry does not hold yet; return their ids.
 
     They start ``registered``, like any org: onboarding makes them active (``renkei init``
@@ -549,6 +594,7 @@ async def seed(pool: asyncpg.Pool, orgs: Mapping[str, Org], actor: str) -> list[
     """
     added: list[str] = []
     async with pool.acquire() as conn, conn.transaction():
+        await seal.begin(conn, hub)
         have = {r["id"] for r in await conn.fetch("SELECT id FROM whitelist.orgs")}
         # The shipped actions of orgs already there (a registry from before org_acts): each
         # once, never again after a platform operator ended or changed it.
@@ -582,7 +628,7 @@ async def seed(pool: asyncpg.Pool, orgs: Mapping[str, Org], actor: str) -> list[
             await _event(conn, org.id, "add", actor, "platform-operator", seeded=True)
             added.append(org.id)
         if added or acts_seeded:
-            await _bump(conn)
+            await _bump(conn, hub)
     return added
 
 

@@ -46,13 +46,39 @@ class WhitelistUnsealed(RuntimeError):
         self.sealed = sealed
 
 
+# The org registry's columns that decide (who an org is, its kind and standing, the roles it
+# holds, the items it serves, the acts it carries out, over their periods), in a fixed order.
+REGISTRY: dict[str, tuple[str, ...]] = {
+    "orgs": ("id", "ja", "en", "kind", "status", "successor", "merged_on"),
+    "org_roles": ("org", "role", "valid_from", "valid_to"),
+    "org_serves": ("org", "info", "valid_from", "valid_to"),
+    "org_acts": ("org", "action", "basis", "valid_from", "valid_to"),
+}
+TABLES = ("rows", "sources", "periods", *REGISTRY)
+
+
+async def registry_content(conn: Conn) -> dict[str, list[list[str | None]]]:
+    """The org registry's deciding columns, every row, in a fixed order (values as text)."""
+    out: dict[str, list[list[str | None]]] = {}
+    for table, columns in REGISTRY.items():
+        listed = ", ".join(f"{c}::text" for c in columns)
+        rows = await conn.fetch(
+            f"SELECT {listed} FROM whitelist.{table} ORDER BY {', '.join(columns)}"
+        )
+        out[table] = [list(r.values()) for r in rows]
+    return out
+
+
 def content_digest(
     rows: Iterable[WhitelistRow],
     sources: Iterable[Source],
     periods: Mapping[tuple[PeriodKind, str], Held],
+    registry: Mapping[str, list[list[str | None]]],
 ) -> str:
-    """The digest of what decides a linkage: every row, every source, every period set."""
+    """The digest of what decides a linkage: every row, every source, every period set, and
+    the org registry's deciding columns."""
     content = {
+        "registry": {t: registry.get(t, []) for t in REGISTRY},
         "rows": sorted(
             (r.model_dump(mode="json") for r in rows), key=lambda r: (r["id"], r["source"])
         ),
@@ -84,6 +110,43 @@ async def seal(conn: Conn, hub: Ed25519PrivateKey, digest: str) -> int:
         base64.b64encode(hub.sign(_message(number, digest))).decode(),
     )
     return number
+
+
+async def current_digest(conn: Conn) -> str:
+    """The digest of the content as ``conn`` sees it now."""
+    from whitelist.store import fetch_periods, fetch_rows, fetch_sources  # the store reads
+
+    return content_digest(
+        await fetch_rows(conn),
+        await fetch_sources(conn),
+        await fetch_periods(conn),
+        await registry_content(conn),
+    )
+
+
+async def begin(conn: Conn, hub: Ed25519PrivateKey) -> None:
+    """Begin a change of the whitelist or the org registry (in ``conn``'s transaction): no one
+    else writes their tables until the transaction ends, and it changes only the content the
+    hub sealed last. Content written any other way is not sealed over (it would then decide):
+    the change is refused until it is gone."""
+    await conn.execute(
+        f"LOCK TABLE {', '.join(f'whitelist.{t}' for t in TABLES)} IN EXCLUSIVE MODE"
+    )
+    sealed = await newest(conn, hub.public_key())
+    if sealed is None:
+        return  # nothing sealed yet: the first seal (a new store, or one from before seals)
+    if await current_digest(conn) != sealed[1]:
+        raise WhitelistUnsealed(
+            "the whitelist or the org registry holds content that no load or registry change"
+            " wrote: nothing is changed over it (the hub would seal it); put the sealed content"
+            " back first",
+            sealed[0],
+        )
+
+
+async def close(conn: Conn, hub: Ed25519PrivateKey) -> int:
+    """Seal the content as the change leaves it (the end of what :func:`begin` began)."""
+    return await seal(conn, hub, await current_digest(conn))
 
 
 async def newest(conn: Conn, hub: Ed25519PublicKey) -> tuple[int, str] | None:

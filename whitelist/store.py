@@ -25,10 +25,12 @@ from whitelist.catalog import default_catalog
 from whitelist.controls_store import LiveControls
 from whitelist.decide import WhitelistIndex
 from whitelist.live import Followed, Listener
-from whitelist.models import Catalog, Held, PeriodKind, Source, WhitelistRow
+from whitelist.models import Catalog, Held, Org, PeriodKind, Source, WhitelistRow
 from whitelist.orgs import LiveOrgs, load_orgs
-from whitelist.seal import WhitelistUnsealed, content_digest, newest, seal
+from whitelist.seal import TABLES, WhitelistUnsealed, content_digest, registry_content
+from whitelist.seal import begin as seal_begin
 from whitelist.seal import check as check_seal
+from whitelist.seal import close as seal_close
 from whitelist.sources import RowDiff, diff_rows
 
 CHANNEL = "renkei_whitelist"
@@ -94,34 +96,13 @@ async def delete_rows(pool: asyncpg.Pool, ids: Sequence[str], *, hub: Ed25519Pri
 async def _writing(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, hub: Ed25519PrivateKey
 ) -> None:
-    """Begin a change of the whitelist: no one else writes its tables until the transaction
-    ends, and it changes only the content the hub sealed last. Rows written any other way are
-    not sealed over (they would then decide): the change is refused until they are gone."""
-    await conn.execute(
-        "LOCK TABLE whitelist.rows, whitelist.sources, whitelist.periods IN EXCLUSIVE MODE"
-    )
-    sealed = await newest(conn, hub.public_key())
-    if sealed is None:
-        return  # nothing sealed yet: the first seal (a new store, or one from before seals)
-    found = content_digest(
-        await fetch_rows(conn), await fetch_sources(conn), await fetch_periods(conn)
-    )
-    if found != sealed[1]:
-        raise WhitelistUnsealed(
-            "the whitelist holds rows, sources or periods that no load wrote: nothing is loaded"
-            " over them (the hub would seal them); put the sealed content back first",
-            sealed[0],
-        )
+    await seal_begin(conn, hub)
 
 
 async def _reseal(
     conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, hub: Ed25519PrivateKey
 ) -> None:
-    """Seal the content as this transaction leaves it (:mod:`whitelist.seal`)."""
-    digest = content_digest(
-        await fetch_rows(conn), await fetch_sources(conn), await fetch_periods(conn)
-    )
-    await seal(conn, hub, digest)
+    await seal_close(conn, hub)
 
 
 async def seal_if_unsealed(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> bool:
@@ -129,7 +110,7 @@ async def seal_if_unsealed(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> bool:
     seals: the content it had is taken as loaded); ``True`` if it did."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "LOCK TABLE whitelist.rows, whitelist.sources, whitelist.periods IN EXCLUSIVE MODE"
+            f"LOCK TABLE {', '.join(f'whitelist.{t}' for t in TABLES)} IN EXCLUSIVE MODE"
         )
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM whitelist.seals)"):
             return False
@@ -177,7 +158,8 @@ async def load_index(
 async def _read(
     pool: asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
     sealed_by: Ed25519PublicKey | None,
-) -> tuple[WhitelistIndex, int | None]:
+) -> tuple[WhitelistIndex, int | None, dict[str, Org]]:
+    """(the index, the number of the seal it was read under, the org registry), at one moment."""
     """A fresh index of every row and source, tagged with the version it was read at, all read
     at one moment. ``sealed_by`` (the hub's public key): only if the content read is what the
     hub's newest seal covers, else :class:`~whitelist.seal.WhitelistUnsealed` — what decides a
@@ -196,16 +178,20 @@ async def _read(
         rows = await fetch_rows(pool)
         sources = await fetch_sources(pool)
         periods = await fetch_periods(pool)
+        registry = await registry_content(pool)
+        orgs = await load_orgs(pool)
         sealed = None
         if sealed_by is not None:
-            sealed = await check_seal(pool, sealed_by, content_digest(rows, sources, periods))
+            sealed = await check_seal(
+                pool, sealed_by, content_digest(rows, sources, periods, registry)
+            )
     index = WhitelistIndex(
         rows,
         version=version,
         sources=sources,
         periods={**default_catalog().periods(), **periods},
     )
-    return index, sealed
+    return index, sealed, orgs
 
 
 async def fetch_periods(
@@ -489,7 +475,7 @@ class LiveWhitelist(Followed):
 
     async def load(self, conn: asyncpg.Connection) -> None:
         try:
-            fresh, sealed = await _read(conn, self._sealed_by)
+            fresh, sealed, orgs = await _read(conn, self._sealed_by)
         except WhitelistUnsealed as err:
             if not self._loaded:
                 raise  # nothing to decide with: the process does not start
@@ -503,7 +489,6 @@ class LiveWhitelist(Followed):
                 log.error("whitelist not reloaded, keeping version %s: %s", self.index.version, err)
             return
         self._loaded = True
-        orgs = await load_orgs(conn)
         # Newer is the hub's word (the seal's number) where seals are read, not the version
         # number (anyone who writes the tables can set it).
         if (sealed is not None and sealed >= self._seal) or (

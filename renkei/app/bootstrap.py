@@ -136,7 +136,9 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
         recorded_by="platform (samples)",
     )
     # The org registry: the shipped orgs, each made active by the onboarding path.
-    await orgs.seed(pool, default_catalog().orgs, onboarding.PLATFORM)
+    await orgs.seed(
+        pool, default_catalog().orgs, onboarding.PLATFORM, hub=keys.load(settings).signer()
+    )
     registered, rejected = await register_definitions(pool, settings.definitions_dir)
     seeded = await seed(
         pool, default_catalog(), keys.load(settings).hub_key, settings.sample_residents

@@ -24,6 +24,7 @@ import json
 from collections.abc import Mapping
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel
 from temporalio.client import Client
 
@@ -78,13 +79,15 @@ async def contract_test(
     providers: Mapping[str, Provider],
     known: dict[str, str],
     actor: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> ContractRun:
     """Run ``org``'s providers against the contract of every item it serves, keep the run with
     its report hash, and (passed) make a registered org contract-tested."""
     if org not in catalog.orgs:
         raise orgs.OrgChangeRefused(f"unknown org {org!r}")
     checks = await check_provider(org, dict(providers), catalog, index, pool, known)
-    return await record_run(pool, catalog, org, checks, actor)
+    return await record_run(pool, catalog, org, checks, actor, hub=hub)
 
 
 async def contract_test_through_worker(
@@ -105,11 +108,17 @@ async def contract_test_through_worker(
     if await pool.fetchval("SELECT status FROM whitelist.orgs WHERE id = $1", org) is None:
         raise orgs.OrgChangeRefused(f"org {org!r} is not registered (renkei orgs add)")
     checks = await probe_worker(client, pool, settings, catalog, index, org, wait=wait)
-    return await record_run(pool, catalog, org, checks, actor)
+    return await record_run(pool, catalog, org, checks, actor, hub=keys.load(settings).signer())
 
 
 async def record_run(
-    pool: asyncpg.Pool, catalog: Catalog, org: str, checks: list[ContractCheck], actor: str
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    org: str,
+    checks: list[ContractCheck],
+    actor: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> ContractRun:
     """Keep a contract run with its report and hash; a passing one makes a registered org
     contract-tested."""
@@ -133,7 +142,9 @@ async def record_run(
             actor,
         )
         if passed and status == "registered":  # a later run is recorded, the status kept
-            await orgs.set_status(conn, org, "contract-tested", actor, PLATFORM, report=digest)
+            await orgs.set_status(
+                conn, org, "contract-tested", actor, PLATFORM, hub=hub, report=digest
+            )
     return ContractRun(org=org, served=served, passed=passed, report_hash=digest, checks=checks)
 
 
@@ -162,7 +173,13 @@ async def certify(
             signature=attest.org_certificate(key.signer(), org, served, row["report_hash"]),
         )
         await orgs.set_status(
-            conn, org, "certified", operator, CONFORMANCE, report=cert.report_hash
+            conn,
+            org,
+            "certified",
+            operator,
+            CONFORMANCE,
+            hub=keys.load(settings).signer(),
+            report=cert.report_hash,
         )
         await conn.execute(
             "INSERT INTO whitelist.org_certificates (org, served, report_hash, signer,"
@@ -229,17 +246,20 @@ async def onboard_samples(
     live = catalog.model_copy(update={"orgs": await orgs.load_orgs(pool)})
     residents = generate(settings.sample_residents)
     hub_key = keys.load(settings).hub_key
+    hub = keys.load(settings).signer()  # seals each change of the registry
     done: list[str] = []
     for org in registered:
         known = {
             info: derive_code(hub_key, org, subject)
             for info, subject in sample_subjects(org, residents).items()
         }
-        run = await contract_test(pool, live, index, org, providers_for(org, pool), known, PLATFORM)
+        run = await contract_test(
+            pool, live, index, org, providers_for(org, pool), known, PLATFORM, hub=hub
+        )
         if not run.passed:
             continue
         await certify(pool, settings, org)
-        await orgs.transition(pool, org, "active", PLATFORM, PLATFORM)
+        await orgs.transition(pool, org, "active", PLATFORM, PLATFORM, hub=hub)
         done.append(org)
     return done
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from renkei.app import onboarding
 from renkei.app.actors import Actor, NotEntitled, NotSignedIn, require, signed_in
 from renkei.app.cli.runtime import database, run_async
+from renkei.kernel import keys
 from renkei.kernel.settings import get_settings
 from whitelist import orgs
 from whitelist.catalog import default_catalog
@@ -173,7 +174,14 @@ async def orgs_add(
         return 2
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
-        version = await orgs.add(pool, default_catalog(), new, actor.name, actor.role)
+        version = await orgs.add(
+            pool,
+            default_catalog(),
+            new,
+            actor.name,
+            actor.role,
+            hub=keys.load(get_settings()).signer(),
+        )
         return f"{org}: registered (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)
@@ -205,7 +213,15 @@ async def orgs_change(
         return 2
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
-        version = await orgs.change(pool, default_catalog(), org, what, actor.name, actor.role)
+        version = await orgs.change(
+            pool,
+            default_catalog(),
+            org,
+            what,
+            actor.name,
+            actor.role,
+            hub=keys.load(get_settings()).signer(),
+        )
         return f"{org}: changed (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)
@@ -236,7 +252,15 @@ async def orgs_add_act(
         return 2
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
-        version = await orgs.add_act(pool, default_catalog(), org, act, actor.name, actor.role)
+        version = await orgs.add_act(
+            pool,
+            default_catalog(),
+            org,
+            act,
+            actor.name,
+            actor.role,
+            hub=keys.load(get_settings()).signer(),
+        )
         return f"{org}: carries out {action} (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)
@@ -255,7 +279,9 @@ async def orgs_end_act(
     day = _day(on) or dt.datetime.now(JST).date()
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
-        version = await orgs.end_act(pool, org, action, day, actor.name, actor.role)
+        version = await orgs.end_act(
+            pool, org, action, day, actor.name, actor.role, hub=keys.load(get_settings()).signer()
+        )
         return f"{org}: carries out {action} until {day} (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)
@@ -272,7 +298,15 @@ async def orgs_merge(
     roles and serves its items, and ORG is refused."""
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
-        version = await orgs.merge(pool, org, into, on.date(), actor.name, actor.role)
+        version = await orgs.merge(
+            pool,
+            org,
+            into,
+            on.date(),
+            actor.name,
+            actor.role,
+            hub=keys.load(get_settings()).signer(),
+        )
         return f"{org}: merged into {into} on {on.date()} (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)
@@ -284,7 +318,9 @@ async def orgs_retire(org: str) -> int:
     """Retire an org: it never asks nor answers again."""
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
-        version = await orgs.transition(pool, org, "retired", actor.name, actor.role)
+        version = await orgs.transition(
+            pool, org, "retired", actor.name, actor.role, hub=keys.load(get_settings()).signer()
+        )
         return f"{org}: retired (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)
@@ -308,7 +344,9 @@ async def orgs_activate(org: str) -> int:
     """Activate a certified org (platform operator): from now on it asks and answers."""
 
     async def then(pool: asyncpg.Pool, actor: Actor) -> str:
-        version = await orgs.transition(pool, org, "active", actor.name, actor.role)
+        version = await orgs.transition(
+            pool, org, "active", actor.name, actor.role, hub=keys.load(get_settings()).signer()
+        )
         return f"{org}: active (whitelist version {version})"
 
     return await _acting("platform-operator", then=then)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from renkei.app import onboarding
 from renkei.app.actors import Actor, ActorRole, actor_of
 from renkei.app.web.contract import OPERATOR_TOKEN, refusals
+from renkei.kernel import keys
 from renkei.kernel.settings import Settings
 from whitelist import orgs
 from whitelist.catalog import default_catalog
@@ -43,6 +44,7 @@ class Merger(BaseModel):
 
 
 def router(pool: asyncpg.Pool, settings: Settings) -> APIRouter:
+    hub = keys.load(settings).signer()  # seals each change of the registry
     r = APIRouter(prefix="/api/orgs", tags=["orgs"])
     catalog = default_catalog()
 
@@ -82,7 +84,7 @@ def router(pool: asyncpg.Pool, settings: Settings) -> APIRouter:
         """Register an org (a platform operator). It asks and answers nothing until it passed
         its contract test, was certified and activated."""
         only(actor, "platform-operator")
-        return await changing(new.id, orgs.add(pool, catalog, new, actor.name, actor.role))
+        return await changing(new.id, orgs.add(pool, catalog, new, actor.name, actor.role, hub=hub))
 
     @r.post(
         "/{org}/change", response_model=Changed, responses=refusals(400, 401, 403, 404, 409, 422)
@@ -90,14 +92,18 @@ def router(pool: asyncpg.Pool, settings: Settings) -> APIRouter:
     async def change(org: OrgId, what: orgs.OrgChange, actor: Operator) -> Changed:
         """Rename an org, or give it roles or items from a date, or end them on one."""
         only(actor, "platform-operator")
-        return await changing(org, orgs.change(pool, catalog, org, what, actor.name, actor.role))
+        return await changing(
+            org, orgs.change(pool, catalog, org, what, actor.name, actor.role, hub=hub)
+        )
 
     @r.post("/{org}/acts", response_model=Changed, responses=refusals(400, 401, 403, 404, 409, 422))
     async def add_act(org: OrgId, act: Acting, actor: Operator) -> Changed:
         """The org carries out an action (a partner's act step) on a basis, over a period:
         the hub and the org's own gate admit the act from then, without a restart."""
         only(actor, "platform-operator")
-        return await changing(org, orgs.add_act(pool, catalog, org, act, actor.name, actor.role))
+        return await changing(
+            org, orgs.add_act(pool, catalog, org, act, actor.name, actor.role, hub=hub)
+        )
 
     @r.post(
         "/{org}/acts/{action}/end",
@@ -107,7 +113,9 @@ def router(pool: asyncpg.Pool, settings: Settings) -> APIRouter:
     async def end_act(org: OrgId, action: OrgId, end: orgs.ActEnd, actor: Operator) -> Changed:
         """The org stops carrying out an action on a day (the period is kept, closed)."""
         only(actor, "platform-operator")
-        return await changing(org, orgs.end_act(pool, org, action, end.on, actor.name, actor.role))
+        return await changing(
+            org, orgs.end_act(pool, org, action, end.on, actor.name, actor.role, hub=hub)
+        )
 
     @r.post(
         "/{org}/merge", response_model=Changed, responses=refusals(400, 401, 403, 404, 409, 422)
@@ -116,20 +124,24 @@ def router(pool: asyncpg.Pool, settings: Settings) -> APIRouter:
         """Merge an org into another on a date: from then the successor answers for it."""
         only(actor, "platform-operator")
         return await changing(
-            org, orgs.merge(pool, org, merger.into, merger.on, actor.name, actor.role)
+            org, orgs.merge(pool, org, merger.into, merger.on, actor.name, actor.role, hub=hub)
         )
 
     @r.post("/{org}/activate", response_model=Changed, responses=refusals(401, 403, 404, 409))
     async def activate(org: OrgId, actor: Operator) -> Changed:
         """Activate a certified org: from now on it asks and answers."""
         only(actor, "platform-operator")
-        return await changing(org, orgs.transition(pool, org, "active", actor.name, actor.role))
+        return await changing(
+            org, orgs.transition(pool, org, "active", actor.name, actor.role, hub=hub)
+        )
 
     @r.post("/{org}/retire", response_model=Changed, responses=refusals(401, 403, 404, 409))
     async def retire(org: OrgId, actor: Operator) -> Changed:
         """Retire an org: it never asks nor answers again."""
         only(actor, "platform-operator")
-        return await changing(org, orgs.transition(pool, org, "retired", actor.name, actor.role))
+        return await changing(
+            org, orgs.transition(pool, org, "retired", actor.name, actor.role, hub=hub)
+        )
 
     @r.post(
         "/{org}/certify",
