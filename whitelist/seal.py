@@ -20,6 +20,7 @@ against the hub's key it pinned.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -61,11 +62,15 @@ async def registry_content(conn: Conn) -> dict[str, list[list[str | None]]]:
     """The org registry's deciding columns, every row, in a fixed order (values as text)."""
     out: dict[str, list[list[str | None]]] = {}
     for table, columns in REGISTRY.items():
-        listed = ", ".join(f"{c}::text" for c in columns)
-        rows = await conn.fetch(
-            f"SELECT {listed} FROM whitelist.{table} ORDER BY {', '.join(columns)}"
-        )
-        out[table] = [list(r.values()) for r in rows]
+        listed = ", ".join(columns)
+        rows = await conn.fetch(f"SELECT {listed} FROM whitelist.{table} ORDER BY {listed}")
+        # as text here, not by the server (whose text of a date follows the session's DateStyle)
+        texts = [
+            [None if v is None else v.isoformat() if isinstance(v, dt.date) else str(v) for v in r]
+            for r in rows
+        ]
+        # in an order of its own (not the database's collation)
+        out[table] = sorted(texts, key=lambda r: [(v is None, v or "") for v in r])
     return out
 
 
