@@ -254,6 +254,24 @@ async def test_a_row_written_in_the_database_past_a_load_decides_nothing(
             await seal.seal(conn, other, digest)
         with pytest.raises(WhitelistUnsealed, match="not what the hub sealed"):
             await fresh()
+        # Junk seals enough to hide the hub's newest from a reader's look: the whitelist is read
+        # as sealed by no one, and the hub seals nothing over what is there now (a denial, never
+        # a permit; rolled back here, for it would stay: seals are never removed).
+        async with pool.acquire() as conn:
+            junk = conn.transaction()
+            await junk.start()
+            try:
+                for _ in range(seal.SEALS_LOOKED_AT):
+                    await conn.execute(
+                        f"{insert} (nextval('whitelist.seals_id_seq'), $1, 'k-junk', 'junk')",
+                        digest,
+                    )
+                with pytest.raises(WhitelistUnsealed, match="no seal of the hub's"):
+                    await store.load_index(conn, sealed_by=hub.public_key())
+                with pytest.raises(WhitelistUnsealed, match="none of the newest"):
+                    await seal.begin(conn, hub)
+            finally:
+                await junk.rollback()
         for sql in ("UPDATE whitelist.seals SET digest = $1", "DELETE FROM whitelist.seals"):
             with pytest.raises(asyncpg.PostgresError):
                 await pool.execute(sql, *([digest] if "$1" in sql else []))

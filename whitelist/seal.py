@@ -139,6 +139,13 @@ async def begin(conn: Conn, hub: Ed25519PrivateKey) -> None:
     )
     sealed = await newest(conn, hub.public_key())
     if sealed is None:
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM whitelist.seals)"):
+            # seals, but none that holds among the newest: rows appended by someone else hide
+            # the hub's; what is there now is not taken as the hub's word
+            raise WhitelistUnsealed(
+                f"none of the newest {SEALS_LOOKED_AT} seals of the whitelist holds: nothing is"
+                " changed until the hub's own seal is found again"
+            )
         return  # nothing sealed yet: the first seal (a new store, or one from before seals)
     if await current_digest(conn) != sealed[1]:
         raise WhitelistUnsealed(
@@ -177,8 +184,8 @@ async def check(conn: Conn, hub: Ed25519PublicKey, digest: str) -> int:
         )
     if sealed[1] != digest:
         raise WhitelistUnsealed(
-            "the whitelist's rows, sources or periods are not what the hub sealed"
-            " (written in the database some other way than by a load)",
+            "the whitelist or the org registry is not what the hub sealed"
+            " (written in the database some other way than by a load or a registry change)",
             sealed[0],
         )
     return sealed[0]

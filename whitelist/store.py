@@ -152,6 +152,11 @@ async def load_index(
     *,
     sealed_by: Ed25519PublicKey | None = None,
 ) -> WhitelistIndex:
+    """A fresh index of every row and source, tagged with the version it was read at, all read
+    at one moment. ``sealed_by`` (the hub's public key): only if the content read (the org
+    registry's too) is what the hub's newest seal covers, else
+    :class:`~whitelist.seal.WhitelistUnsealed` — what decides a linkage is always read so; a
+    look at the rows (a listing, a validation) may read without."""
     return (await _read(pool, sealed_by))[0]
 
 
@@ -160,10 +165,6 @@ async def _read(
     sealed_by: Ed25519PublicKey | None,
 ) -> tuple[WhitelistIndex, int | None, dict[str, Org]]:
     """(the index, the number of the seal it was read under, the org registry), at one moment."""
-    """A fresh index of every row and source, tagged with the version it was read at, all read
-    at one moment. ``sealed_by`` (the hub's public key): only if the content read is what the
-    hub's newest seal covers, else :class:`~whitelist.seal.WhitelistUnsealed` — what decides a
-    linkage is always read so; a look at the rows (a listing, a validation) may read without."""
     if isinstance(pool, asyncpg.Pool):
         async with pool.acquire() as conn:
             return await _read(conn, sealed_by)

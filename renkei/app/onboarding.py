@@ -36,7 +36,7 @@ from renkei.app.kit.contracts import ContractCheck, check_provider, probe_worker
 from renkei.kernel import attest, keys, parties
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
-from whitelist import orgs
+from whitelist import orgs, seal
 from whitelist.decide import WhitelistIndex
 from whitelist.models import Catalog
 
@@ -126,6 +126,9 @@ async def record_run(
     passed = all(c.passed for c in checks)
     digest = report_hash(org, served, checks)
     async with pool.acquire() as conn, conn.transaction():
+        # The registry's tables first, as every change of them takes them (a lock on one of
+        # them taken before, by the row read here, would wait on a change holding the others).
+        await seal.begin(conn, hub)
         status = await conn.fetchval(
             "SELECT status FROM whitelist.orgs WHERE id = $1 FOR UPDATE", org
         )

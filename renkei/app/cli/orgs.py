@@ -25,6 +25,7 @@ from whitelist import orgs
 from whitelist.catalog import default_catalog
 from whitelist.decide import JST
 from whitelist.models import ORG_KINDS, Acting, Held
+from whitelist.seal import WhitelistUnsealed
 
 orgs_app = typer.Typer(
     help="The participants: add, change, merge, certify, activate and retire orgs.",
@@ -84,7 +85,13 @@ async def _acting(*roles: str, then: Callable[[asyncpg.Pool, Actor], Awaitable[s
         try:
             actor = require(await signed_in(pool), *roles)  # type: ignore[arg-type]
             typer.echo(await then(pool, actor))
-        except (NotSignedIn, NotEntitled, orgs.OrgChangeRefused, onboarding.NotCertifiable) as err:
+        except (
+            NotSignedIn,
+            NotEntitled,
+            orgs.OrgChangeRefused,
+            onboarding.NotCertifiable,
+            WhitelistUnsealed,
+        ) as err:
             typer.echo(f"refused: {err}", err=True)
             return 1
         except ValidationError as err:

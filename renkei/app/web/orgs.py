@@ -23,6 +23,7 @@ from renkei.kernel.settings import Settings
 from whitelist import orgs
 from whitelist.catalog import default_catalog
 from whitelist.models import ID_PATTERN, Acting, Org
+from whitelist.seal import WhitelistUnsealed
 
 OrgId = Annotated[str, Path(pattern=ID_PATTERN, max_length=63, examples=["city-example"])]
 
@@ -70,6 +71,8 @@ def router(pool: asyncpg.Pool, settings: Settings) -> APIRouter:
         except orgs.OrgChangeRefused as err:
             status = 404 if str(err).startswith("unknown org") else 409
             raise HTTPException(status, str(err)) from None
+        except WhitelistUnsealed as err:  # the registry holds what no change of ours wrote
+            raise HTTPException(409, str(err)) from None
         return Changed(org=org, whitelist_version=version)
 
     @r.get("", response_model=OrgList, responses=refusals(401))
