@@ -1,20 +1,23 @@
-"""The whitelist's seal: the hub's signature over exactly the rows, sources and periods in force.
+"""The whitelist's seal: the hub's signature over exactly the rows, sources, periods and org
+registry in force.
 
-The whitelist is rows in PostgreSQL, and whoever can write them (the application's role, an
-operator's session) could add a row the law does not have, widen a row's scope, or keep a
-superseded source in force; the hub and every provider's gate would then decide with it. Each
-change the platform makes (a load, a period set, rows upserted or deleted) therefore appends a
-seal in the same transaction: the hub's signature over the digest of the whole content after
-the change, and over the seal's own number. A process reads the whitelist only together with its
-newest seal whose signature holds, and takes it only if the content it read has that digest
-(:func:`check`): a row written any other way makes the read fail, and the process keeps the
-whitelist it had (a worker starting has none: it does not start).
+The whitelist and the org registry are rows in PostgreSQL, and whoever can write them (the
+application's role, an operator's session) could add a row the law does not have, widen a row's
+scope, keep a superseded source in force, or give an org a role; the hub and every provider's
+gate would then decide with it. Each change the platform makes (a load, a period set, rows
+upserted or deleted, a change of the registry) therefore runs between :func:`begin` (the tables
+locked, and checked against the newest seal: the hub never seals over what it did not write)
+and :func:`close`, which appends a seal in the same transaction: the hub's signature over the
+digest of the whole content after the change, and over the seal's own number. A process reads
+the whitelist only together with its newest seal whose signature holds, and takes it only if
+the content it read has that digest (:func:`check`): content written any other way makes the
+read fail (what a worker then does: :class:`whitelist.store.LiveWhitelist`).
 
-The seals are appended, never changed (a trigger refuses it to every role): the newest that holds
-is the one that counts. A seal copied under a later number does not hold (its number is signed),
-and rows a seal does not cover do not pass under another. Whoever holds the hub's key can seal
-what it likes, as it can sign permits: the seal is the hub's word, checked by every party
-against the hub's key it pinned.
+The seals are appended, never changed (a trigger refuses it to every role), each under the
+number its sequence gave it: the newest that holds is the one that counts. A seal copied under a
+later number does not hold (its number is signed). Whoever holds the hub's key can seal what it
+likes, as it can sign permits: the seal is the hub's word, checked by every party against the
+hub's key it pinned.
 """
 
 from __future__ import annotations
