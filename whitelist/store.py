@@ -54,7 +54,7 @@ async def replace_source(
 ) -> int:
     """Replace every row of ``source`` with ``rows``; return the new whitelist version."""
     async with pool.acquire() as conn, conn.transaction():
-        await _writing(conn, hub)
+        await seal_begin(conn, hub)
         await conn.execute("DELETE FROM whitelist.rows WHERE source = $1", source)
         await conn.copy_records_to_table(
             "rows",
@@ -62,7 +62,7 @@ async def replace_source(
             columns=[c.strip() for c in _COLUMNS.split(",")],
             records=[_as_record(r) for r in rows if r.source == source],
         )
-        await _reseal(conn, hub)
+        await seal_close(conn, hub)
         return await _bump(conn)
 
 
@@ -71,7 +71,7 @@ async def upsert_rows(
 ) -> int:
     """Insert or update individual rows (e.g. an ordinance amendment); return the new version."""
     async with pool.acquire() as conn, conn.transaction():
-        await _writing(conn, hub)
+        await seal_begin(conn, hub)
         await conn.executemany(
             f"INSERT INTO whitelist.rows ({_COLUMNS})"
             " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)"
@@ -80,29 +80,17 @@ async def upsert_rows(
             " loaded_at = now()",
             [_as_record(r) for r in rows],
         )
-        await _reseal(conn, hub)
+        await seal_close(conn, hub)
         return await _bump(conn)
 
 
 async def delete_rows(pool: asyncpg.Pool, ids: Sequence[str], *, hub: Ed25519PrivateKey) -> int:
     """Delete rows by id; return the new version."""
     async with pool.acquire() as conn, conn.transaction():
-        await _writing(conn, hub)
+        await seal_begin(conn, hub)
         await conn.execute("DELETE FROM whitelist.rows WHERE id = ANY($1::text[])", list(ids))
-        await _reseal(conn, hub)
+        await seal_close(conn, hub)
         return await _bump(conn)
-
-
-async def _writing(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, hub: Ed25519PrivateKey
-) -> None:
-    await seal_begin(conn, hub)
-
-
-async def _reseal(
-    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, hub: Ed25519PrivateKey
-) -> None:
-    await seal_close(conn, hub)
 
 
 async def seal_if_unsealed(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> bool:
@@ -114,7 +102,7 @@ async def seal_if_unsealed(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> bool:
         )
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM whitelist.seals)"):
             return False
-        await _reseal(conn, hub)
+        await seal_close(conn, hub)
         await _bump(conn)
         return True
 
@@ -232,7 +220,7 @@ async def set_period(
     if valid_from is not None and valid_to is not None and valid_to <= valid_from:
         raise SourceRefused(f"{kind} {ident}: valid_to {valid_to} is not after {valid_from}")
     async with pool.acquire() as conn, conn.transaction():
-        await _writing(conn, hub)
+        await seal_begin(conn, hub)
         was = (await fetch_periods(conn)).get((kind, ident)) or default_catalog().periods().get(
             (kind, ident)
         )
@@ -277,7 +265,7 @@ async def set_period(
             effective,
             json.dumps([line], ensure_ascii=False),
         )
-        await _reseal(conn, hub)
+        await seal_close(conn, hub)
         version = await _bump(conn)
     return LoadOutcome(
         load_id=load_id,
@@ -328,7 +316,7 @@ async def load_source(
     superseded by another that is already loaded keeps ending where its successor begins.
     """
     async with pool.acquire() as conn, conn.transaction():
-        await _writing(conn, hub)
+        await seal_begin(conn, hub)
         stored = {s.id: s for s in await fetch_sources(conn)}
         was = stored.get(source.id)
         if was is not None and was.body != source.body:
@@ -417,7 +405,7 @@ async def load_source(
             json.dumps(diff.lines(limit=1000), ensure_ascii=False),
             source.body,
         )
-        await _reseal(conn, hub)
+        await seal_close(conn, hub)
         version = await _bump(conn)
     return LoadOutcome(
         load_id=load_id,
