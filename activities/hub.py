@@ -177,6 +177,7 @@ class HubActivities:
                 # its caller's.
                 trigger=req.trigger if req.parent is None else None,
                 parent_task=req.parent.task if req.parent else None,
+                hub=self._hub_public,
             )
         except StartRefused as refused:
             raise Failure(refused.kind).error(refused.reason) from None

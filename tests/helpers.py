@@ -274,7 +274,9 @@ async def give_pias(
         catalog = shipped.model_copy(update={"orgs": await orgs.load_orgs(pool)})
     today = on or dt.datetime.now(JST).date()
     found = all_rows(shipped) if rows is None else rows
-    await controls_store.seed_pias(pool, sample_pias(catalog, found, today), recorded_by="test")
+    await controls_store.seed_pias(
+        pool, sample_pias(catalog, found, today), recorded_by="test", hub=hub_key()
+    )
     await caught_up(pool, live)
 
 

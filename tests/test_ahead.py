@@ -58,6 +58,7 @@ from .helpers import (
     code,
     flow_outcomes,
     hub_calls,
+    hub_key,
     pick,
     register_fixture,
     run,
@@ -312,7 +313,13 @@ async def test_a_suspension_after_the_ahead_decision_reaches_the_providers_gate(
             )
             await asyncio.wait_for(entered.wait(), 30)
             _, version = await controls_store.suspend(
-                pool, "org", "city-shibuya", "the provider's own stop", operator, side="provider"
+                pool,
+                "org",
+                "city-shibuya",
+                "the provider's own stop",
+                operator,
+                side="provider",
+                hub=hub_key(),
             )
             suspended = True
             await live_whitelist.controls.wait_for_version(version)
@@ -322,7 +329,7 @@ async def test_a_suspension_after_the_ahead_decision_reaches_the_providers_gate(
     finally:
         if suspended:
             _, version = await controls_store.lift(
-                pool, "org", "city-shibuya", "drill over", operator
+                pool, "org", "city-shibuya", "drill over", operator, hub=hub_key()
             )
             await live_whitelist.controls.wait_for_version(version)
     assert "suspended: org city-shibuya (as provider)" in str(failure.value.cause)

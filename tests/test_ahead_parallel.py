@@ -40,7 +40,7 @@ from whitelist.payloads import LocalTax, PensionBenefit
 from workers.assembly import running_workers
 from workflows.interpreter import BpfInterpreter
 
-from .helpers import code, flow_outcomes, hub_calls, pick, sdk, start, workers
+from .helpers import code, flow_outcomes, hub_calls, hub_key, pick, sdk, start, workers
 
 BPF = "ahead-group-probe"
 # Three lanes: two queries of city-shibuya's in the first, one in the second, the JPS's in the
@@ -186,13 +186,15 @@ async def _suspended(pool: asyncpg.Pool, live_whitelist: Any, org: str) -> Async
     operator = f"stop-{uuid.uuid4().hex[:6]}"
     await add_operator(pool, operator)
     _, version = await controls_store.suspend(
-        pool, "org", org, "the provider's own stop", operator, side="provider"
+        pool, "org", org, "the provider's own stop", operator, side="provider", hub=hub_key()
     )
     await live_whitelist.controls.wait_for_version(version)
     try:
         yield
     finally:
-        _, version = await controls_store.lift(pool, "org", org, "drill over", operator)
+        _, version = await controls_store.lift(
+            pool, "org", org, "drill over", operator, hub=hub_key()
+        )
         await live_whitelist.controls.wait_for_version(version)
 
 

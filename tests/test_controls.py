@@ -30,6 +30,7 @@ from whitelist.store import LiveWhitelist
 from .helpers import (
     child_rearing,
     code,
+    hub_key,
     operator_token,
     pick,
     records_by_party,
@@ -49,11 +50,11 @@ def _today() -> dt.date:
 @contextlib.asynccontextmanager
 async def _changed_pia(pool, live: LiveWhitelist, org: str, task: str) -> AsyncIterator[Pia]:
     """(org, task)'s PIA as it is; put back as it was (a new event) when the block ends."""
-    [before] = await controls_store.pias(pool, org, task)
+    [before] = await controls_store.pias(pool, org, task, hub=hub_key().public_key())
     try:
         yield before
     finally:
-        _, version = await controls_store.set_pia(pool, before, "test (put back)")
+        _, version = await controls_store.set_pia(pool, before, "test (put back)", hub=hub_key())
         await live.controls.wait_for_version(version)
 
 
@@ -86,7 +87,7 @@ async def test_a_lapsed_pia_denies_the_linkage_and_both_records_say_why(
         lapsed = before.model_copy(
             update={"approved_on": yesterday - dt.timedelta(days=5 * 365), "review_due": yesterday}
         )
-        _, version = await controls_store.set_pia(pool, lapsed, "test")
+        _, version = await controls_store.set_pia(pool, lapsed, "test", hub=hub_key())
         await live_whitelist.controls.wait_for_version(version)
         handle = await env.start(child_rearing(settings, person))
         cause = await _denied(handle)
@@ -104,17 +105,26 @@ async def test_a_withdrawn_pia_of_the_provider_denies_and_its_history_is_kept(
     person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
     async with _changed_pia(pool, live_whitelist, "city-minato", TASK):
         _, version = await controls_store.withdraw_pia(
-            pool, "city-minato", TASK, "the assessment is being redone", "test-operator"
+            pool,
+            "city-minato",
+            TASK,
+            "the assessment is being redone",
+            "test-operator",
+            hub=hub_key(),
         )
         await live_whitelist.controls.wait_for_version(version)
         handle = await env.start(child_rearing(settings, person))
         cause = await _denied(handle)
         with pytest.raises(controls_store.ControlRefused, match="already withdrawn"):
-            await controls_store.withdraw_pia(pool, "city-minato", TASK, "twice", "test-operator")
+            await controls_store.withdraw_pia(
+                pool, "city-minato", TASK, "twice", "test-operator", hub=hub_key()
+            )
     expected = f"city-minato's PIA for task {TASK!r} is withdrawn on {_today()}"
     assert expected in cause.message and "the assessment is being redone" in cause.message
     await _records_say(pool, handle.id, expected)
-    history = await controls_store.pia_history(pool, "city-minato", TASK)
+    history = await controls_store.pia_history(
+        pool, "city-minato", TASK, hub=hub_key().public_key()
+    )
     assert [e.status for e in history[-3:]] == ["active", "withdrawn", "active"]
     withdrawn = history[-2]
     assert withdrawn.recorded_by == "test-operator"
@@ -129,6 +139,128 @@ async def test_a_withdrawn_pia_of_the_provider_denies_and_its_history_is_kept(
                     "UPDATE controls.pia_events SET status = 'active' WHERE seq = $1",
                     withdrawn.seq,
                 )
+
+
+async def test_a_pia_or_a_lift_appended_in_the_database_decides_nothing(
+    env, pool, settings, live_whitelist
+) -> None:
+    """Any process with the application's role can append to the PIA registry and the
+    emergency stop's events: an active PIA or a lift appended so would have every gate let the
+    linkage through. Only the events the hub signed count: an unsigned one, one with a signature
+    copied from another event, or one under a number chosen ahead decides nothing; a version
+    number pushed ahead does not keep the workers from the hub's next change; a target whose
+    newest events none hold is taken as suspended until the hub's own next event."""
+    hub = hub_key()
+    person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
+    org_task = ("city-minato", TASK)
+    index = lambda: live_whitelist.controls.index  # noqa: E731
+
+    async def written(sql: str, *values: object) -> None:  # the application's role, and a bump
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql, *values)
+            version = await conn.fetchval(
+                "UPDATE controls.version SET version = version + 1 RETURNING version"
+            )
+            await conn.execute("SELECT pg_notify('renkei_controls', $1)", str(version))
+
+    async def until(check: object) -> None:  # bounded: the notice reaching the worker
+        for _ in range(200):
+            if callable(check) and check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the workers never took the hub's change")
+
+    pia_columns = "org, task, level, approved_on, review_due, status, note, recorded_by"
+    async with _changed_pia(pool, live_whitelist, *org_task) as before:
+        [signed_active] = [
+            e
+            for e in await controls_store.pia_history(pool, *org_task, hub=hub.public_key())
+            if e.status == "active" and e.holds
+        ][-1:]
+        _, version = await controls_store.withdraw_pia(
+            pool, *org_task, "redone", "test-operator", hub=hub
+        )
+        await live_whitelist.controls.wait_for_version(version)
+        active = (*org_task, before.level, before.approved_on, before.review_due, "active")
+        # An active PIA appended unsigned; then one carrying a signed event's signature.
+        await written(
+            f"INSERT INTO controls.pia_events ({pia_columns}) VALUES"
+            " ($1, $2, $3, $4, $5, $6, '', 'someone')",
+            *active,
+        )
+        copied = await pool.fetchrow(
+            "SELECT signing_id, signature FROM controls.pia_events WHERE seq = $1",
+            signed_active.seq,
+        )
+        await written(
+            f"INSERT INTO controls.pia_events ({pia_columns}, recorded_at, signing_id, signature)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            *active,
+            signed_active.note,
+            signed_active.recorded_by,
+            signed_active.recorded_at,
+            *copied,
+        )
+        # Under a number chosen ahead (the hub's next event would fail on it): refused.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await written(
+                f"INSERT INTO controls.pia_events (seq, {pia_columns}) VALUES"
+                " ($1, $2, $3, $4, $5, $6, $7, '', 'someone')",
+                2**62,
+                *active,
+            )
+        await asyncio.sleep(1.0)  # the notices reached the workers, which read them
+        assert index().pia(*org_task) is not None
+        assert index().pia(*org_task).status == "withdrawn"  # type: ignore[union-attr]
+        [found] = await controls_store.pias(pool, *org_task, hub=hub.public_key())
+        assert found.status == "withdrawn"
+        history = await controls_store.pia_history(pool, *org_task, hub=hub.public_key())
+        assert [(e.status, e.holds) for e in history[-3:]] == [
+            ("withdrawn", True),
+            ("active", False),
+            ("active", False),
+        ]
+        cause = await _denied(await env.start(child_rearing(settings, person)))
+        assert f"city-minato's PIA for task {TASK!r} is withdrawn" in cause.message
+        # The version number pushed far ahead, then back: the hub's next change still reaches
+        # the workers (newer is the hub's word, not the number).
+        await written("UPDATE controls.version SET version = version + 1000000")
+        await asyncio.sleep(0.5)
+        await written("UPDATE controls.version SET version = version - 1000002")
+    await until(lambda: getattr(index().pia(*org_task), "status", None) == "active")
+    assert (await env.start(child_rearing(settings, person))).id  # started: put back
+
+    # The emergency stop: a lift appended unsigned does not lift.
+    def stopped(target: str) -> str | None:
+        return next((s.reason for s in index().suspensions() if s.target == target), None)
+
+    stop = "test/" + uuid.uuid4().hex[:8]  # a whitelist row's id: only this test's
+    await controls_store.suspend(pool, "row", stop, "drill", "test-operator", hub=hub)
+    lift_columns = "kind, target, action, reason, operator"
+    await written(
+        f"INSERT INTO controls.suspension_events ({lift_columns})"
+        " VALUES ('row', $1, 'lift', 'someone', 'someone')",
+        stop,
+    )
+    await asyncio.sleep(1.0)
+    assert stopped(stop) == "drill"
+    in_force = await controls_store.suspensions(pool, hub=hub.public_key())
+    assert [s.reason for s in in_force if s.target == stop] == ["drill"]
+    # Junk enough to hide the hub's newest: taken as suspended (nothing says the hub lifted).
+    hidden = "test/" + uuid.uuid4().hex[:8]
+    await controls_store.suspend(pool, "row", hidden, "drill", "test-operator", hub=hub)
+    await controls_store.lift(pool, "row", hidden, "drill over", "test-operator", hub=hub)
+    await written(
+        f"INSERT INTO controls.suspension_events ({lift_columns}) SELECT 'row', $1, 'lift',"
+        " 'someone', 'someone' FROM generate_series(1, $2)",
+        hidden,
+        controls_store.EVENTS_LOOKED_AT,
+    )
+    await until(lambda: "none holds" in (stopped(hidden) or ""))
+    # The hub's own events lift both.
+    for target in (stop, hidden):
+        await controls_store.lift(pool, "row", target, "drill over", "test-operator", hub=hub)
+    await until(lambda: stopped(stop) is None and stopped(hidden) is None)
 
 
 async def _until_waiting(rc, wid: str) -> None:
@@ -433,7 +565,13 @@ async def test_a_provider_suspended_after_the_hub_permitted_refuses_at_its_own_g
     operator = f"stop-{uuid.uuid4().hex[:6]}"
     await add_operator(pool, operator)
     _, version = await controls_store.suspend(
-        pool, "org", "city-shibuya", "the provider's own stop", operator, side="provider"
+        pool,
+        "org",
+        "city-shibuya",
+        "the provider's own stop",
+        operator,
+        side="provider",
+        hub=hub_key(),
     )
     try:
         await live_whitelist.controls.wait_for_version(version)
@@ -445,7 +583,9 @@ async def test_a_provider_suspended_after_the_hub_permitted_refuses_at_its_own_g
             with pytest.raises(WorkflowFailureError) as failure:
                 await handle.result()
     finally:
-        _, version = await controls_store.lift(pool, "org", "city-shibuya", "drill over", operator)
+        _, version = await controls_store.lift(
+            pool, "org", "city-shibuya", "drill over", operator, hub=hub_key()
+        )
         await live_whitelist.controls.wait_for_version(version)
         await hubs_view.stop()
     assert "suspended: org city-shibuya (as provider)" in str(failure.value.cause)
@@ -495,10 +635,14 @@ async def test_one_listener_follows_both_channels_and_comes_back_after_losing_it
                     assert await admin.fetchval("SELECT pg_terminate_backend($1)", own.pop())
                 finally:
                     await admin.close()
-            _, version = await controls_store.suspend(pool, "bpf", probe, turn, operator, version=1)
+            _, version = await controls_store.suspend(
+                pool, "bpf", probe, turn, operator, version=1, hub=hub_key()
+            )
             await live.controls.wait_for_version(version, timeout=30)
             assert live.controls.index.bpf_suspension(probe, 1) is not None, turn
-            _, version = await controls_store.lift(pool, "bpf", probe, turn, operator, version=1)
+            _, version = await controls_store.lift(
+                pool, "bpf", probe, turn, operator, version=1, hub=hub_key()
+            )
             await live.controls.wait_for_version(version, timeout=30)
             assert live.controls.index.bpf_suspension(probe, 1) is None, turn
             version = await store.upsert_rows(pool, [row], hub=keys.load(base_settings).signer())

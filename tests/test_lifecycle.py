@@ -41,7 +41,7 @@ from tests.paths import SAMPLES_DIR
 from whitelist.payloads import ActionReceipt, LocalTax
 from workflows.interpreter import KIT_CLOCK
 
-from .helpers import households, operating_for, run, sdk, start, transition, workers
+from .helpers import households, hub_key, operating_for, run, sdk, start, transition, workers
 
 SAMPLES = sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))
 
@@ -519,6 +519,7 @@ async def test_a_definition_altered_in_the_database_under_its_hash_runs_nowhere(
             executor=checked.owners.executors[0],
             subject="A" * 20,
             inputs={},
+            hub=hub_key().public_key(),
         )
     assert refused.value.kind == "UnknownBpf" and "content hash" in refused.value.reason
     with pytest.raises(ApplicationError) as denied:
@@ -918,6 +919,7 @@ async def test_a_start_naming_an_org_of_the_role_that_does_not_serve_the_item_is
             executor="city-minato",
             subject=code,
             inputs={"previous_municipality": "city-nerima"},
+            hub=hub_key().public_key(),
         )
     assert refused.value.kind == "InvalidInputs"
     assert refused.value.reason == (
@@ -933,6 +935,7 @@ async def test_a_start_naming_an_org_of_the_role_that_does_not_serve_the_item_is
         executor="city-minato",
         subject=code,
         inputs={"previous_municipality": "city-shibuya"},
+        hub=hub_key().public_key(),
     )
     assert found.definition.bpf == "child-allowance-check"
 

@@ -114,7 +114,9 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
         await store.upsert_rows(pool, [row], hub=keys.load(settings).signer())
     )
     live = test_catalog.model_copy(update={"orgs": await orgs.load_orgs(pool)})
-    await controls_store.seed_pias(pool, sample_pias(live, [row], _today()), recorded_by="test")
+    await controls_store.seed_pias(
+        pool, sample_pias(live, [row], _today()), recorded_by="test", hub=hub_key()
+    )
     await live_whitelist.controls.wait_for_version(
         await pool.fetchval("SELECT version FROM controls.version")
     )

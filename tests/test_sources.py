@@ -253,6 +253,7 @@ async def test_a_version_made_nonconformant_stops_admitting_on_the_effective_dat
             inputs={"insurer": "kyokai-kenpo", "claimed_amount": 1000},
             trigger="counter",
             on=on,
+            hub=HUB[0].public_key(),
         )
 
     await start(BEGINS - dt.timedelta(days=1))  # admitted the day before
@@ -273,6 +274,7 @@ async def test_a_version_made_nonconformant_stops_admitting_on_the_effective_dat
         inputs={"previous_municipality": "city-shibuya"},
         trigger="counter",
         on=BEGINS,
+        hub=HUB[0].public_key(),
     )
 
 
@@ -601,12 +603,24 @@ async def test_a_replacement_in_operation_starts_where_the_stopped_version_may_n
         "on": BEGINS,
     }
     found, _ = await admit(
-        pool, catalog, "operation", bpf="vaccination-relief-medical-check", version=None, **args
+        pool,
+        catalog,
+        "operation",
+        bpf="vaccination-relief-medical-check",
+        version=None,
+        **args,
+        hub=HUB[0].public_key(),
     )
     assert found.definition.version == 2
     with pytest.raises(StartRefused) as refused:
         await admit(
-            pool, catalog, "operation", bpf="vaccination-relief-medical-check", version=1, **args
+            pool,
+            catalog,
+            "operation",
+            bpf="vaccination-relief-medical-check",
+            version=1,
+            **args,
+            hub=HUB[0].public_key(),
         )
     # Named: the day, and what changes the law on it (a later load elsewhere changes nothing).
     reason = refused.value.reason
@@ -648,9 +662,16 @@ async def test_a_version_put_into_operation_after_a_load_stops_on_the_day_the_la
         "inputs": {"insurer": "kyokai-kenpo", "claimed_amount": 1000},
         "trigger": "counter",
     }
-    await admit(pool, catalog, "operation", **args, on=BEGINS - dt.timedelta(days=1))
+    await admit(
+        pool,
+        catalog,
+        "operation",
+        **args,
+        on=BEGINS - dt.timedelta(days=1),
+        hub=HUB[0].public_key(),
+    )
     with pytest.raises(StartRefused) as refused:
-        await admit(pool, catalog, "operation", **args, on=BEGINS)
+        await admit(pool, catalog, "operation", **args, on=BEGINS, hub=HUB[0].public_key())
     assert f"v3 does not conform to the whitelist from {B}" in refused.value.reason
     assert "source ordinance-test begins" in refused.value.reason
 
@@ -802,6 +823,7 @@ async def test_a_tasks_period_set_in_the_registry_denies_after_it_and_stops_its_
             inputs={"previous_municipality": "city-shibuya"},
             trigger="counter",
             on=on,
+            hub=HUB[0].public_key(),
         )
 
     with pytest.raises(store.SourceRefused, match="unknown task 'child-allowence'"):

@@ -7,16 +7,31 @@ Every change is a row appended to ``controls.pia_events`` or ``controls.suspensi
 :class:`~whitelist.store.LiveWhitelist` it belongs to listens for both, on one connection
 (:mod:`whitelist.live`), so a PIA withdrawn or an org suspended reaches every running worker
 without a restart, and no decision waits on the database.
+
+Both tables are appended by the application's role, so any process with that role could append
+a PIA in force or lift a suspension. Each event the platform appends therefore carries the hub's
+signature over its table, its number and its content (migration 0059), and every reader takes,
+for each PIA and each target, the newest event whose signature holds against the hub's key it
+pinned: an event appended any other way decides nothing, and one copied under a later number
+does not hold. Events from before signing stand (``controls.signed_from``). A target whose
+newest :data:`EVENTS_LOOKED_AT` events none hold is taken as suspended (nothing says the hub
+lifted it); a PIA's, as no PIA.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Literal, NamedTuple
 
 import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from renkei.kernel import keys
 from whitelist.controls import ControlsIndex, Pia, Side, Suspension, SuspensionKind
 from whitelist.live import Followed
 
@@ -33,9 +48,11 @@ class ControlRefused(ValueError):
 
 
 class PiaEvent(Pia):
-    """One change of the PIA registry, with its place in the history."""
+    """One change of the PIA registry, with its place in the history and whether it holds (the
+    hub signed it; one that does not decides nothing)."""
 
     seq: int
+    holds: bool = True
 
 
 class SuspensionEvent(Suspension):
@@ -43,12 +60,139 @@ class SuspensionEvent(Suspension):
 
     seq: int
     action: str
+    holds: bool = True
 
 
-def _fields(row: asyncpg.Record | None) -> dict[str, Any]:
-    """The columns of a row an INSERT … RETURNING gave back (it always gives one)."""
+# Events looked at per PIA or target for the newest that holds: events whose signatures do not
+# hold (anyone with the application's role can append one) cost a reader no more than these.
+EVENTS_LOOKED_AT = 64
+
+Events = Literal["pia", "suspension"]
+_TABLE: dict[Events, str] = {
+    "pia": "controls.pia_events",
+    "suspension": "controls.suspension_events",
+}
+_KEY: dict[Events, str] = {"pia": "org, task", "suspension": "kind, target, version"}
+# What the hub signs of each event (with its table and number): every column but the signature's.
+_SIGNED: dict[Events, tuple[str, ...]] = {
+    "pia": tuple(_PIA.split(", ")),
+    "suspension": ("kind", "target", "version", "side", "action", "reason", "operator", "at"),
+}
+_STAMP: dict[Events, str] = {"pia": "recorded_at", "suspension": "at"}
+
+
+def _text(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _message(events: Events, seq: int, fields: Mapping[str, object]) -> bytes:
+    content = {c: _text(fields[c]) for c in _SIGNED[events]}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"renkei/controls/v1|{events}|{seq}|{canonical}".encode()
+
+
+async def _append(
+    conn: Conn, hub: Ed25519PrivateKey, events: Events, fields: dict[str, object]
+) -> asyncpg.Record:
+    """Append one event with the hub's signature over its table, its number and its content."""
+    table = _TABLE[events]
+    got = await conn.fetchrow(f"SELECT nextval('{table}_seq_seq') AS seq, now() AS now")
+    assert got is not None
+    seq: int = got["seq"]
+    fields = {**fields, _STAMP[events]: got["now"]}
+    signature = base64.b64encode(hub.sign(_message(events, seq, fields))).decode()
+    columns = [*fields, "seq", "signing_id", "signature"]
+    values = [*fields.values(), seq, keys.key_id(keys.public_raw(hub.public_key())), signature]
+    row = await conn.fetchrow(
+        f"INSERT INTO {table} ({', '.join(columns)})"
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) RETURNING *",
+        *values,
+    )
     assert row is not None
-    return dict(row)
+    return row
+
+
+def _holds(
+    events: Events, row: asyncpg.Record, hub: Ed25519PublicKey | None, signed_from: int
+) -> bool:
+    """Whether ``row`` is the hub's word: appended before signing began, or signed by the hub."""
+    if hub is None or row["seq"] < signed_from:
+        return True
+    if row["signature"] is None:
+        return False
+    try:
+        hub.verify(base64.b64decode(row["signature"]), _message(events, row["seq"], dict(row)))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+class _Latest(NamedTuple):
+    """Each key's newest event that holds; the keys whose newest events none hold."""
+
+    held: list[asyncpg.Record]
+    unreadable: list[asyncpg.Record]
+
+
+async def _latest(
+    conn: Conn, events: Events, hub: Ed25519PublicKey | None, where: str = "TRUE", *args: object
+) -> _Latest:
+    rows = await conn.fetch(
+        "SELECT * FROM (SELECT e.*, row_number() OVER"
+        f" (PARTITION BY {_KEY[events]} ORDER BY seq DESC) AS nth FROM {_TABLE[events]} e"
+        f" WHERE {where}) latest WHERE nth <= {EVENTS_LOOKED_AT} ORDER BY seq DESC",
+        *args,
+    )
+    signed_from: int = await conn.fetchval(
+        "SELECT seq FROM controls.signed_from WHERE events = $1", events
+    )
+    held: dict[tuple[object, ...], asyncpg.Record] = {}
+    passed: dict[tuple[object, ...], int] = {}
+    newest: dict[tuple[object, ...], asyncpg.Record] = {}
+    for row in rows:  # newest first
+        key = tuple(row[c] for c in _KEY[events].split(", "))
+        newest.setdefault(key, row)
+        if key in held:
+            continue
+        if _holds(events, row, hub, signed_from):
+            held[key] = row
+        else:
+            passed[key] = passed.get(key, 0) + 1
+    unreadable = [newest[k] for k, n in passed.items() if k not in held and n >= EVENTS_LOOKED_AT]
+    if unreadable:
+        log.error(
+            "%s %s event(s) past the newest %s that do not hold: taken as unreadable",
+            len(unreadable),
+            events,
+            EVENTS_LOOKED_AT,
+        )
+    return _Latest(list(held.values()), unreadable)
+
+
+def _pia(row: asyncpg.Record) -> Pia:
+    return Pia(**{c: row[c] for c in _SIGNED["pia"]})
+
+
+def _suspension(row: asyncpg.Record) -> Suspension:
+    return Suspension(**{c: row[c] for c in _SUSPENSION.split(", ")})
+
+
+def _unreadable(row: asyncpg.Record) -> Suspension:
+    """What stands for a target whose newest events none hold: suspended (nothing says the hub
+    lifted it), on both sides."""
+    return Suspension(
+        kind=row["kind"],
+        target=row["target"],
+        version=row["version"],
+        side="both" if row["kind"] == "org" else None,
+        reason=f"its newest {EVENTS_LOOKED_AT} events are not the hub's (none holds)",
+        operator="renkei",
+        at=row["at"],
+    )
 
 
 async def _bump(conn: Conn) -> int:
@@ -59,58 +203,61 @@ async def _bump(conn: Conn) -> int:
     return version
 
 
-async def set_pia(pool: asyncpg.Pool, pia: Pia, recorded_by: str) -> tuple[Pia, int]:
-    """Record ``pia`` as the PIA in force for its (org, task); (as recorded, new version)."""
+def _pia_fields(pia: Pia, recorded_by: str) -> dict[str, object]:
+    return {
+        "org": pia.org,
+        "task": pia.task,
+        "level": pia.level,
+        "approved_on": pia.approved_on,
+        "review_due": pia.review_due,
+        "status": pia.status,
+        "note": pia.note,
+        "recorded_by": recorded_by,
+    }
+
+
+async def set_pia(
+    pool: asyncpg.Pool, pia: Pia, recorded_by: str, *, hub: Ed25519PrivateKey
+) -> tuple[Pia, int]:
+    """Record ``pia`` as the PIA in force for its (org, task), signed with ``hub``; (as recorded,
+    new version)."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "INSERT INTO controls.pia_events"
-            " (org, task, level, approved_on, review_due, status, note, recorded_by)"
-            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {_PIA}",
-            pia.org,
-            pia.task,
-            pia.level,
-            pia.approved_on,
-            pia.review_due,
-            pia.status,
-            pia.note,
-            recorded_by,
-        )
-        return Pia(**_fields(row)), await _bump(conn)
+        row = await _append(conn, hub, "pia", _pia_fields(pia, recorded_by))
+        return _pia(row), await _bump(conn)
 
 
 async def withdraw_pia(
-    pool: asyncpg.Pool, org: str, task: str, reason: str, recorded_by: str
+    pool: asyncpg.Pool,
+    org: str,
+    task: str,
+    reason: str,
+    recorded_by: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> tuple[Pia, int]:
     """Withdraw the PIA of (org, task): a new event, the old ones kept."""
     async with pool.acquire() as conn, conn.transaction():
         # One writer at a time (the version row is locked): the PIA read is the one withdrawn.
         version = await _bump(conn)
-        current = await conn.fetchrow(
-            f"SELECT {_PIA} FROM controls.pias WHERE org = $1 AND task = $2", org, task
-        )
-        if current is None:
+        found = await pias(conn, org, task, hub=hub.public_key())
+        if not found:
             raise ControlRefused(f"{org} has no PIA recorded for task {task!r}")
-        if current["status"] == "withdrawn":
+        [current] = found
+        if current.status == "withdrawn":
             raise ControlRefused(f"{org}'s PIA for task {task!r} is already withdrawn")
-        row = await conn.fetchrow(
-            "INSERT INTO controls.pia_events"
-            " (org, task, level, approved_on, review_due, status, note, recorded_by)"
-            f" VALUES ($1, $2, $3, $4, $5, 'withdrawn', $6, $7) RETURNING {_PIA}",
-            org,
-            task,
-            current["level"],
-            current["approved_on"],
-            current["review_due"],
-            reason,
-            recorded_by,
-        )
-        return Pia(**_fields(row)), version
+        withdrawn = current.model_copy(update={"status": "withdrawn", "note": reason})
+        row = await _append(conn, hub, "pia", _pia_fields(withdrawn, recorded_by))
+        return _pia(row), version
 
 
-async def seed_pias(pool: asyncpg.Pool, pias: Sequence[Pia], recorded_by: str) -> int:
+async def seed_pias(
+    pool: asyncpg.Pool, pias: Sequence[Pia], recorded_by: str, *, hub: Ed25519PrivateKey
+) -> int:
     """Record each PIA whose (org, task) has no history yet (a withdrawal or a change made since
     stays as it is); return how many were recorded."""
     async with pool.acquire() as conn, conn.transaction():
+        # one writer at a time (the version row locked): no (org, task) is seeded twice
+        await conn.execute("SELECT version FROM controls.version FOR UPDATE")
         known = {
             (r["org"], r["task"])
             for r in await conn.fetch("SELECT DISTINCT org, task FROM controls.pia_events")
@@ -118,38 +265,40 @@ async def seed_pias(pool: asyncpg.Pool, pias: Sequence[Pia], recorded_by: str) -
         fresh = [p for p in pias if (p.org, p.task) not in known]
         if not fresh:
             return 0
-        await conn.executemany(
-            "INSERT INTO controls.pia_events"
-            " (org, task, level, approved_on, review_due, status, note, recorded_by)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            [
-                (p.org, p.task, p.level, p.approved_on, p.review_due, p.status, p.note, recorded_by)
-                for p in fresh
-            ],
-        )
+        for p in fresh:
+            await _append(conn, hub, "pia", _pia_fields(p, recorded_by))
         await _bump(conn)
         return len(fresh)
 
 
-async def pias(conn: Conn, org: str | None = None, task: str | None = None) -> list[Pia]:
-    """The PIAs in force (each (org, task)'s latest event), optionally of one org or task."""
-    rows = await conn.fetch(
-        f"SELECT {_PIA} FROM controls.pias WHERE ($1::text IS NULL OR org = $1)"
-        " AND ($2::text IS NULL OR task = $2) ORDER BY org, task",
+async def pias(
+    conn: Conn, org: str | None = None, task: str | None = None, *, hub: Ed25519PublicKey | None
+) -> list[Pia]:
+    """The PIAs in force (each (org, task)'s newest event that holds), optionally of one org or
+    task. ``hub``: the key whose signatures count (``None``: every event, a tool's look)."""
+    found = await _latest(
+        conn,
+        "pia",
+        hub,
+        "($1::text IS NULL OR org = $1) AND ($2::text IS NULL OR task = $2)",
         org,
         task,
     )
-    return [Pia(**dict(r)) for r in rows]
+    return sorted((_pia(r) for r in found.held), key=lambda p: (p.org, p.task))
 
 
-async def pia_history(conn: Conn, org: str, task: str) -> list[PiaEvent]:
-    """Every change of (org, task)'s PIA, the oldest first."""
+async def pia_history(
+    conn: Conn, org: str, task: str, *, hub: Ed25519PublicKey | None
+) -> list[PiaEvent]:
+    """Every change of (org, task)'s PIA, the oldest first, each marked whether it holds."""
     rows = await conn.fetch(
-        f"SELECT seq, {_PIA} FROM controls.pia_events WHERE org = $1 AND task = $2 ORDER BY seq",
-        org,
-        task,
+        "SELECT * FROM controls.pia_events WHERE org = $1 AND task = $2 ORDER BY seq", org, task
     )
-    return [PiaEvent(**dict(r)) for r in rows]
+    signed_from = await conn.fetchval("SELECT seq FROM controls.signed_from WHERE events = 'pia'")
+    return [
+        PiaEvent(**_pia(r).model_dump(), seq=r["seq"], holds=_holds("pia", r, hub, signed_from))
+        for r in rows
+    ]
 
 
 async def suspend(
@@ -159,26 +308,30 @@ async def suspend(
     reason: str,
     operator: str,
     *,
+    hub: Ed25519PrivateKey,
     version: int | None = None,
     side: Side | None = None,
 ) -> tuple[Suspension, int]:
     """Suspend ``target`` from now (a suspension already in force is replaced: its side, its
-    reason); (the suspension, new version)."""
+    reason), signed with ``hub``; (the suspension, new version)."""
     if kind == "org" and side is None:
         side = "both"
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "INSERT INTO controls.suspension_events"
-            " (kind, target, version, side, action, reason, operator)"
-            f" VALUES ($1, $2, $3, $4, 'suspend', $5, $6) RETURNING {_SUSPENSION}",
-            kind,
-            target,
-            version if kind == "bpf" else None,
-            side if kind == "org" else None,
-            reason,
-            operator,
+        row = await _append(
+            conn,
+            hub,
+            "suspension",
+            {
+                "kind": kind,
+                "target": target,
+                "version": version if kind == "bpf" else None,
+                "side": side if kind == "org" else None,
+                "action": "suspend",
+                "reason": reason,
+                "operator": operator,
+            },
         )
-        return Suspension(**_fields(row)), await _bump(conn)
+        return _suspension(row), await _bump(conn)
 
 
 async def lift(
@@ -188,76 +341,126 @@ async def lift(
     reason: str,
     operator: str,
     *,
+    hub: Ed25519PrivateKey,
     version: int | None = None,
 ) -> tuple[SuspensionEvent, int]:
     """Lift the suspension of ``target`` from now; :class:`ControlRefused` if none is in force."""
+    v = version if kind == "bpf" else None
     async with pool.acquire() as conn, conn.transaction():
         # One writer at a time: the suspension found is still the one in force when lifted.
         version_now = await _bump(conn)
-        current = await conn.fetchrow(
-            "SELECT 1 FROM controls.suspensions WHERE kind = $1 AND target = $2"
-            " AND version IS NOT DISTINCT FROM $3",
+        found = await _latest(
+            conn,
+            "suspension",
+            hub.public_key(),
+            "kind = $1 AND target = $2 AND version IS NOT DISTINCT FROM $3",
             kind,
             target,
-            version if kind == "bpf" else None,
+            v,
         )
-        if current is None:
+        if not found.unreadable and not any(r["action"] == "suspend" for r in found.held):
             what = f"{target} v{version}" if kind == "bpf" else target
             raise ControlRefused(f"no suspension of {kind} {what} is in force")
-        row = await conn.fetchrow(
-            "INSERT INTO controls.suspension_events"
-            " (kind, target, version, side, action, reason, operator)"
-            " VALUES ($1, $2, $3, NULL, 'lift', $4, $5)"
-            f" RETURNING seq, action, {_SUSPENSION}",
-            kind,
-            target,
-            version if kind == "bpf" else None,
-            reason,
-            operator,
+        fields: dict[str, object] = {
+            "kind": kind,
+            "target": target,
+            "version": v,
+            "side": None,
+            "action": "lift",
+            "reason": reason,
+            "operator": operator,
+        }
+        row = await _append(conn, hub, "suspension", fields)
+        return SuspensionEvent(**_suspension(row).model_dump(), seq=row["seq"], action="lift"), (
+            version_now
         )
-        return SuspensionEvent(**_fields(row)), version_now
 
 
-async def suspensions(conn: Conn) -> list[Suspension]:
-    """The suspensions in force, the oldest first."""
-    rows = await conn.fetch(f"SELECT {_SUSPENSION} FROM controls.suspensions ORDER BY at, seq")
-    return [Suspension(**dict(r)) for r in rows]
+def _in_force(found: _Latest) -> list[Suspension]:
+    stops = [_suspension(r) for r in found.held if r["action"] == "suspend"]
+    return sorted([*stops, *map(_unreadable, found.unreadable)], key=lambda s: s.at)
 
 
-async def start_stop(conn: Conn, bpf: str, version: int, executor: str) -> Suspension | None:
+async def suspensions(conn: Conn, *, hub: Ed25519PublicKey | None) -> list[Suspension]:
+    """The suspensions in force (each target's newest event that holds, a suspension), the
+    oldest first."""
+    return _in_force(await _latest(conn, "suspension", hub))
+
+
+async def start_stop(
+    conn: Conn, bpf: str, version: int, executor: str, *, hub: Ed25519PublicKey
+) -> Suspension | None:
     """The suspension in force that stops a new run of that BPF version by ``executor``: of the
     version, or of the executor as requester (asked once per start, not per linkage: the
     linkages read the live index)."""
-    row = await conn.fetchrow(
-        f"SELECT {_SUSPENSION} FROM controls.suspensions"
-        " WHERE (kind = 'bpf' AND target = $1 AND version = $2)"
-        " OR (kind = 'org' AND target = $3 AND side IN ('requester', 'both'))"
-        " ORDER BY kind LIMIT 1",
-        bpf,
-        version,
-        executor,
+    found = _in_force(
+        await _latest(
+            conn,
+            "suspension",
+            hub,
+            "(kind = 'bpf' AND target = $1 AND version = $2) OR (kind = 'org' AND target = $3)",
+            bpf,
+            version,
+            executor,
+        )
     )
-    return Suspension(**dict(row)) if row else None
+    stops = [s for s in found if s.kind == "bpf" or s.side in ("requester", "both")]
+    return min(stops, key=lambda s: s.kind) if stops else None
 
 
 async def suspension_history(
-    conn: Conn, kind: SuspensionKind | None = None, target: str | None = None
+    conn: Conn,
+    kind: SuspensionKind | None = None,
+    target: str | None = None,
+    *,
+    hub: Ed25519PublicKey | None,
 ) -> list[SuspensionEvent]:
-    """Every suspension and lift (of one target), the oldest first."""
+    """Every suspension and lift (of one target), the oldest first, each marked whether it
+    holds."""
     rows = await conn.fetch(
-        f"SELECT seq, action, {_SUSPENSION} FROM controls.suspension_events"
+        "SELECT * FROM controls.suspension_events"
         " WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR target = $2)"
         " ORDER BY seq",
         kind,
         target,
     )
-    return [SuspensionEvent(**dict(r)) for r in rows]
+    signed_from = await conn.fetchval(
+        "SELECT seq FROM controls.signed_from WHERE events = 'suspension'"
+    )
+    return [
+        SuspensionEvent(
+            **_suspension(r).model_dump(),
+            seq=r["seq"],
+            action=r["action"],
+            holds=_holds("suspension", r, hub, signed_from),
+        )
+        for r in rows
+    ]
 
 
-async def load_controls(conn: Conn) -> ControlsIndex:
-    """A fresh index of the PIAs and suspensions in force, tagged with its version."""
+async def _read(conn: Conn, hub: Ed25519PublicKey | None) -> tuple[ControlsIndex, tuple[int, int]]:
+    """A fresh index and the highest numbers of the PIA and suspension events (any, whether
+    they hold or not)."""
     version: int = await conn.fetchval("SELECT version FROM controls.version")
-    return ControlsIndex(await pias(conn), await suspensions(conn), version=version)
+    pia = await _latest(conn, "pia", hub)
+    stops = await _latest(conn, "suspension", hub)
+    index = ControlsIndex(
+        sorted((_pia(r) for r in pia.held), key=lambda p: (p.org, p.task)),
+        _in_force(stops),
+        version=version,
+    )
+    # the events appended so far (appended, never removed: a later read is never lower)
+    marks = await conn.fetchrow(
+        "SELECT (SELECT coalesce(max(seq), 0) FROM controls.pia_events) AS pia,"
+        " (SELECT coalesce(max(seq), 0) FROM controls.suspension_events) AS suspension"
+    )
+    assert marks is not None
+    return index, (marks["pia"], marks["suspension"])
+
+
+async def load_controls(conn: Conn, *, hub: Ed25519PublicKey | None) -> ControlsIndex:
+    """A fresh index of the PIAs and suspensions in force, tagged with its version."""
+    return (await _read(conn, hub))[0]
 
 
 class LiveControls(Followed):
@@ -271,8 +474,12 @@ class LiveControls(Followed):
     channel = CHANNEL
     what = "controls"
 
-    def __init__(self) -> None:
+    def __init__(self, hub: Ed25519PublicKey | None) -> None:
+        """``hub``: the hub's public key, whose signatures on the events count (``None`` only
+        where nothing is decided with them, a tool's look)."""
         super().__init__()
+        self._hub = hub
+        self._marks = (0, 0)
         self.index = ControlsIndex()
 
     @property
@@ -280,7 +487,13 @@ class LiveControls(Followed):
         return self.index.version
 
     async def load(self, conn: asyncpg.Connection) -> None:
-        fresh = await load_controls(conn)
-        if fresh.version >= self.index.version:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            fresh, marks = await _read(conn, self._hub)
+        # Newer is the events' numbers (appended, never removed), not the version number (anyone
+        # who writes the table can set it, far ahead and back, and freeze the workers so).
+        if marks[0] >= self._marks[0] and marks[1] >= self._marks[1]:
+            self._marks = marks
             self.index = fresh
             log.info("PIAs and suspensions now at version %s", fresh.version)
+        else:
+            log.error("PIAs and suspensions not reloaded: the events read are older than held")

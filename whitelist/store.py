@@ -440,7 +440,7 @@ class LiveWhitelist(Followed):
         self._seal = -1  # the number of the seal the index holds (sealed_by given)
         self.index = WhitelistIndex([])
         self.orgs = LiveOrgs()  # the org registry, reloaded with the index
-        self.controls = LiveControls()
+        self.controls = LiveControls(sealed_by)  # its events signed by the same hub
         self._listener = Listener(dsn, [self.controls, self], role=role)
 
     async def start(self) -> LiveWhitelist:

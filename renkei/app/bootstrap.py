@@ -134,6 +134,7 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
         pool,
         sample_pias(default_catalog(), all_rows(default_catalog()), dt.datetime.now(JST).date()),
         recorded_by="platform (samples)",
+        hub=keys.load(settings).signer(),
     )
     # The org registry: the shipped orgs, each made active by the onboarding path.
     await orgs.seed(

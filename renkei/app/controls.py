@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from renkei.app.actors import Actor, signed_in
@@ -187,29 +188,50 @@ async def _target(
 
 
 async def set_pia(
-    pool: asyncpg.Pool, catalog: Catalog, org: str, task: str, change: PiaChange, operator: str
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    org: str,
+    task: str,
+    change: PiaChange,
+    operator: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> PiaRecorded:
     _org(catalog, org)
     _task(catalog, task)
     pia = Pia(org=org, task=task, **change.model_dump())
-    recorded, version = await controls_store.set_pia(pool, pia, operator)
+    recorded, version = await controls_store.set_pia(pool, pia, operator, hub=hub)
     return PiaRecorded(pia=recorded, version=version)
 
 
 async def withdraw_pia(
-    pool: asyncpg.Pool, catalog: Catalog, org: str, task: str, reason: str, operator: str
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    org: str,
+    task: str,
+    reason: str,
+    operator: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> PiaRecorded:
     _org(catalog, org)
     _task(catalog, task)
     try:
-        recorded, version = await controls_store.withdraw_pia(pool, org, task, reason, operator)
+        recorded, version = await controls_store.withdraw_pia(
+            pool, org, task, reason, operator, hub=hub
+        )
     except controls_store.ControlRefused as err:
         raise Refused(str(err)) from None
     return PiaRecorded(pia=recorded, version=version)
 
 
 async def suspend(
-    pool: asyncpg.Pool, catalog: Catalog, asked: SuspensionAsked, operator: str
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    asked: SuspensionAsked,
+    operator: str,
+    *,
+    hub: Ed25519PrivateKey,
 ) -> SuspensionRecorded:
     await _target(pool, catalog, asked.kind, asked.target, asked.version)
     s, version = await controls_store.suspend(
@@ -218,16 +240,25 @@ async def suspend(
         asked.target,
         asked.reason,
         operator,
+        hub=hub,
         version=asked.version,
         side=asked.side,
     )
     return SuspensionRecorded(suspension=s, version=version)
 
 
-async def lift(pool: asyncpg.Pool, asked: LiftAsked, operator: str) -> LiftRecorded:
+async def lift(
+    pool: asyncpg.Pool, asked: LiftAsked, operator: str, *, hub: Ed25519PrivateKey
+) -> LiftRecorded:
     try:
         event, version = await controls_store.lift(
-            pool, asked.kind, asked.target, asked.reason, operator, version=asked.version
+            pool,
+            asked.kind,
+            asked.target,
+            asked.reason,
+            operator,
+            hub=hub,
+            version=asked.version,
         )
     except controls_store.ControlRefused as err:
         raise Refused(str(err)) from None

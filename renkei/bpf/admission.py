@@ -12,6 +12,7 @@ import re
 from typing import Any, Literal
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from renkei.bpf import registry
 from renkei.bpf.inputs import InputError, check_subject_code, validate_inputs
@@ -85,12 +86,16 @@ async def admit(
     trigger: str | None = None,
     parent_task: str | None = None,
     on: dt.date | None = None,
+    hub: Ed25519PublicKey,
 ) -> tuple[registry.RegisteredBpf, dict[str, Any]]:
     """(the definition to run, the checked inputs), or :class:`StartRefused`.
 
     ``parent_task`` is the task of the flow that calls this one as its child: a child serves its
     parent's purpose (the same task, or one the catalog records the parent's task to include),
     or it does not start — data fetched for one purpose must not feed another.
+
+    A suspension in force (of the version, or of the executor as requester) stops the start:
+    the emergency stop's events count only as ``hub`` (the hub's public key) signed them.
 
     In operation, a version that a review after a change of the law found non-conformant
     (:mod:`renkei.bpf.review`) admits no run from the change's effective date on (``on``, the
@@ -106,7 +111,7 @@ async def admit(
     if found is None:
         raise StartRefused(await why_not(pool, bpf, version, mode, executor), "UnknownBpf")
     d = found.definition
-    if (stopped := await start_stop(pool, d.bpf, d.version, executor)) is not None:
+    if (stopped := await start_stop(pool, d.bpf, d.version, executor, hub=hub)) is not None:
         raise StartRefused(f"no new run starts: {stopped.describe()}", "Suspended")
     if mode == "operation":
         day = on or dt.datetime.now(JST).date()

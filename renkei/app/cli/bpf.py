@@ -58,7 +58,9 @@ async def bpf_validate(
         async with database(settings) as pool:
             idx = await store.load_index(pool)
             registered = await registry.known(pool)
-            pias = await controls_store.load_controls(pool)
+            pias = await controls_store.load_controls(
+                pool, hub=keys.load(settings).signer().public_key()
+            )
             if live := await load_orgs(pool):
                 catalog = catalog.model_copy(update={"orgs": live})
         if not len(idx):
@@ -194,7 +196,9 @@ async def bpf_catalog(
     async with database(get_settings()) as pool:
         defs = await registry.runnable(pool, "operation")
         index = await store.load_index(pool)
-        controls = await controls_store.load_controls(pool)
+        controls = await controls_store.load_controls(
+            pool, hub=keys.load(get_settings()).signer().public_key()
+        )
     html = render([d.definition for d in defs], default_catalog(), index, controls)
     out.write_text(html, encoding="utf-8")
     typer.echo(f"wrote {out}")

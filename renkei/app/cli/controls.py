@@ -9,11 +9,13 @@ import datetime as dt
 from typing import Annotated, Any
 
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ValidationError
 
 from renkei.app import controls
 from renkei.app.actors import NotSignedIn
 from renkei.app.cli.runtime import database, run_async
+from renkei.kernel import keys
 from renkei.kernel.settings import get_settings
 from whitelist import controls_store
 from whitelist.catalog import default_catalog
@@ -57,6 +59,15 @@ def _day(option: str, value: str) -> dt.date:
         raise typer.Exit(_fail(f"--{option} is a day, YYYY-MM-DD")) from None
 
 
+def _unsigned(holds: bool) -> str:
+    return "" if holds else "\tNOT THE HUB'S (decides nothing)"
+
+
+def _hub() -> Ed25519PrivateKey:
+    """The hub's key: it signs each change, and only its signatures count."""
+    return keys.load(get_settings()).signer()
+
+
 def _today() -> dt.date:
     return dt.datetime.now(JST).date()
 
@@ -70,7 +81,7 @@ async def pia_list(
     """The PIAs on record (each org's latest for each task) and whether each stands today."""
     today = _today()
     async with database(get_settings()) as pool:
-        found = await controls_store.pias(pool, org, task)
+        found = await controls_store.pias(pool, org, task, hub=_hub().public_key())
     for p in found:
         lapse = p.lapse(today)
         typer.echo(
@@ -84,16 +95,17 @@ async def pia_list(
 @pia_app.command("history")
 @run_async
 async def pia_history(org: str, task: str) -> int:
-    """Every change of ORG's PIA for TASK: who recorded what, when."""
+    """Every change of ORG's PIA for TASK: who recorded what, when (an event not signed by the
+    hub is marked NOT THE HUB'S: it decides nothing)."""
     async with database(get_settings()) as pool:
-        events = await controls_store.pia_history(pool, org, task)
+        events = await controls_store.pia_history(pool, org, task, hub=_hub().public_key())
     if not events:
         return _fail(f"{org} has no PIA recorded for task {task!r}")
     for e in events:
         at = e.recorded_at.astimezone(JST) if e.recorded_at else None
         typer.echo(
             f"{at:%Y-%m-%d %H:%M:%S}\t{e.status}\t{e.level}\t{e.approved_on}\t{e.review_due}\t"
-            f"{e.recorded_by}" + (f"\t{e.note}" if e.note else "")
+            f"{e.recorded_by}" + (f"\t{e.note}" if e.note else "") + _unsigned(e.holds)
         )
     return 0
 
@@ -121,7 +133,9 @@ async def pia_set(
     async with database(get_settings()) as pool:
         try:
             operator = await controls.signed_in_platform_operator(pool)
-            done = await controls.set_pia(pool, default_catalog(), org, task, change, operator)
+            done = await controls.set_pia(
+                pool, default_catalog(), org, task, change, operator, hub=_hub()
+            )
         except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
     typer.echo(f"{org}\t{task}\t{done.pia.describe(_today())}\t(version {done.version})")
@@ -141,7 +155,7 @@ async def pia_withdraw(
         try:
             operator = await controls.signed_in_platform_operator(pool)
             done = await controls.withdraw_pia(
-                pool, default_catalog(), org, task, asked.reason, operator
+                pool, default_catalog(), org, task, asked.reason, operator, hub=_hub()
             )
         except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
@@ -154,7 +168,7 @@ async def _suspend(**fields: Any) -> int:
     async with database(get_settings()) as pool:
         try:
             operator = await controls.signed_in_platform_operator(pool)
-            done = await controls.suspend(pool, default_catalog(), asked, operator)
+            done = await controls.suspend(pool, default_catalog(), asked, operator, hub=_hub())
         except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
     typer.echo(f"{done.suspension.describe()}\t(version {done.version})")
@@ -166,7 +180,7 @@ async def _lift(**fields: Any) -> int:
     async with database(get_settings()) as pool:
         try:
             operator = await controls.signed_in_platform_operator(pool)
-            done = await controls.lift(pool, asked, operator)
+            done = await controls.lift(pool, asked, operator, hub=_hub())
         except (NotSignedIn, controls.NotAPlatformOperator, controls.Refused) as err:
             return _fail(str(err))
     e = done.lifted
@@ -237,16 +251,17 @@ async def suspensions(
         bool, typer.Option(help="every suspension and lift, the oldest first")
     ] = False,
 ) -> int:
-    """The suspensions in force: what, since when, by whom, why (--history: every change)."""
+    """The suspensions in force: what, since when, by whom, why (--history: every change; an
+    event not signed by the hub is marked NOT THE HUB'S: it decides nothing)."""
     async with database(get_settings()) as pool:
         if history:
-            for e in await controls_store.suspension_history(pool):
+            for e in await controls_store.suspension_history(pool, hub=_hub().public_key()):
                 typer.echo(
                     f"{e.at.astimezone(JST):%Y-%m-%d %H:%M:%S}\t{e.action}\t{e.what}\t"
-                    f"{e.operator}\t{e.reason}"
+                    f"{e.operator}\t{e.reason}" + _unsigned(e.holds)
                 )
             return 0
-        found = await controls_store.suspensions(pool)
+        found = await controls_store.suspensions(pool, hub=_hub().public_key())
     for s in found:
         typer.echo(f"{s.at.astimezone(JST):%Y-%m-%d %H:%M:%S}\t{s.what}\t{s.operator}\t{s.reason}")
     typer.echo(f"{len(found)} suspensions in force", err=True)

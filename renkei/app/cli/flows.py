@@ -301,7 +301,9 @@ async def runs(
             raise typer.Exit(2) from None
         pool = await create_pool(url, max_size=1)
         try:  # what a platform operator suspended (the emergency stop): shown beside its runs
-            stops = await controls_store.load_controls(pool)
+            stops = await controls_store.load_controls(
+                pool, hub=keys.load(settings).signer().public_key()
+            )
         finally:
             await pool.close()
     for r in found:

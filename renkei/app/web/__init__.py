@@ -98,7 +98,7 @@ def create_app(
         allow_headers=["Content-Type", "X-Namespace", "Authorization", "Authorization-Extras"],
     )
     app.include_router(codec_server.router(pool, _codecs(settings)))
-    app.include_router(controls.router(pool, default_catalog()))
+    app.include_router(controls.router(pool, default_catalog(), k.signer()))
     app.include_router(operator.router(pool))
     app.include_router(orgs.router(pool, settings))
     if client is not None:  # parties registered after this process started are found too

@@ -131,6 +131,7 @@ class FlowState(BaseModel):
 def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None) -> APIRouter:
     r = APIRouter(prefix="/api", tags=["flows"])
     catalog = catalog or default_catalog()
+    hub = keys.load(sdk.settings).signer().public_key()  # whose suspensions stop a start
 
     async def agency(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(AGENCY_TOKEN)],
@@ -185,6 +186,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None
                 subject=flow.subject,
                 inputs=flow.inputs,
                 trigger=flow.trigger,
+                hub=hub,
             )
         except StartRefused as refused:
             raise HTTPException(

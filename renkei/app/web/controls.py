@@ -9,6 +9,7 @@ answers are :mod:`renkei.app.controls`'s, as the CLI's are.
 from typing import Annotated
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -23,7 +24,9 @@ from whitelist.models import ID_PATTERN, Catalog
 Id = Annotated[str, Path(pattern=ID_PATTERN, max_length=100)]
 
 
-def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
+def router(pool: asyncpg.Pool, catalog: Catalog, hub: Ed25519PrivateKey) -> APIRouter:
+    """``hub``: the hub's key, which signs each change (and whose signatures count)."""
+    public = hub.public_key()
     r = APIRouter(prefix="/api/platform", tags=["platform"])
 
     async def platform_operator(
@@ -48,7 +51,7 @@ def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
         task: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=100)] = None,
     ) -> list[Pia]:
         """The PIAs on record: each org's latest for each task."""
-        return await controls_store.pias(pool, org, task)
+        return await controls_store.pias(pool, org, task, hub=public)
 
     @r.get(
         "/pias/{org}/{task}/history",
@@ -57,7 +60,7 @@ def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
     )
     async def pia_history(org: Id, task: Id, _: Operator) -> list[controls_store.PiaEvent]:
         """Every change of one org's PIA for one task, the oldest first."""
-        found = await controls_store.pia_history(pool, org, task)
+        found = await controls_store.pia_history(pool, org, task, hub=public)
         if not found:
             raise HTTPException(404, f"{org} has no PIA recorded for task {task!r}")
         return found
@@ -72,7 +75,7 @@ def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
     ) -> controls.PiaRecorded:
         """Record an org's PIA for a task as approved; the earlier ones stay in its history."""
         try:
-            return await controls.set_pia(pool, catalog, org, task, change, operator)
+            return await controls.set_pia(pool, catalog, org, task, change, operator, hub=hub)
         except controls.Refused as err:
             raise HTTPException(422, str(err)) from None
 
@@ -86,14 +89,16 @@ def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
     ) -> controls.PiaRecorded:
         """Withdraw an org's PIA for a task: from now its linkages under the task are denied."""
         try:
-            return await controls.withdraw_pia(pool, catalog, org, task, asked.reason, operator)
+            return await controls.withdraw_pia(
+                pool, catalog, org, task, asked.reason, operator, hub=hub
+            )
         except controls.Refused as err:
             raise HTTPException(422, str(err)) from None
 
     @r.get("/suspensions", response_model=list[Suspension], responses=refusals(401, 403))
     async def list_suspensions(_: Operator) -> list[Suspension]:
         """The suspensions in force, the oldest first."""
-        return await controls_store.suspensions(pool)
+        return await controls_store.suspensions(pool, hub=public)
 
     @r.get(
         "/suspensions/history",
@@ -106,7 +111,7 @@ def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
         target: Annotated[str | None, Query(max_length=200)] = None,
     ) -> list[controls_store.SuspensionEvent]:
         """Every suspension and lift (of one target), the oldest first: who, when, why."""
-        return await controls_store.suspension_history(pool, kind, target)
+        return await controls_store.suspension_history(pool, kind, target, hub=public)
 
     @r.post(
         "/suspensions",
@@ -120,7 +125,7 @@ def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
         """Suspend at once an org (as requester, provider or both), a BPF version or a whitelist
         row: from now its linkages are denied, with this suspension as the reason."""
         try:
-            return await controls.suspend(pool, catalog, asked, operator)
+            return await controls.suspend(pool, catalog, asked, operator, hub=hub)
         except controls.Refused as err:
             raise HTTPException(422, str(err)) from None
 
@@ -132,7 +137,7 @@ def router(pool: asyncpg.Pool, catalog: Catalog) -> APIRouter:
     async def lift(asked: controls.LiftAsked, operator: Operator) -> controls.LiftRecorded:
         """Lift a suspension in force (422 when there is none)."""
         try:
-            return await controls.lift(pool, asked, operator)
+            return await controls.lift(pool, asked, operator, hub=hub)
         except controls.Refused as err:
             raise HTTPException(422, str(err)) from None
 
