@@ -1986,3 +1986,72 @@ async def test_a_code_mapped_to_another_person_in_the_database_names_no_one(
         asked,
     )
     assert await Pseudonyms(pool, hub_key).subject_of("city-minato", asked) == asker
+
+
+async def test_an_individual_number_remapped_in_the_database_enrols_no_one(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The hub finds the person behind an individual number by the number's keyed hash in
+    ``hub.individuals``. Two people's rows swapped there would have the next enrolment by number
+    give the executor the other person's code, and its flows fetch that person's data. The
+    application's role may not change or remove a row, nor may the owner (a trigger); a row
+    the owner swaps past the trigger fails the hub's binding, and the enrolment is refused
+    with a message naming no one; put back, it holds again."""
+    from renkei.kernel.pseudonyms import (
+        IndividualAltered,
+        Pseudonyms,
+        number_hash,
+        synthetic_number,
+    )
+
+    hub = Pseudonyms(pool, keys.load(settings).hub_key)
+    one, other = synthetic_number(uuid.uuid4()), synthetic_number(uuid.uuid4())
+    code = await hub.enroll_number(one, "city-minato")
+    await hub.enroll_number(other, "city-minato")
+    hub_key = keys.load(settings).hub_key
+    h_one, h_other = number_hash(hub_key, one), number_hash(hub_key, other)
+    subject = "SELECT subject_id FROM hub.individuals WHERE number_hash = $1"
+    s_one, s_other = await pool.fetchval(subject, h_one), await pool.fetchval(subject, h_other)
+
+    async def swap(conn: asyncpg.Connection, a: uuid.UUID, b: uuid.UUID) -> None:
+        for hashed, subject in ((h_one, uuid.uuid4()), (h_other, a), (h_one, b)):
+            await conn.execute(
+                "UPDATE hub.individuals SET subject_id = $2 WHERE number_hash = $1", hashed, subject
+            )
+
+    for role in ("", "SET LOCAL ROLE NONE"):  # the application's role; the owner
+        for change in (
+            "UPDATE hub.individuals SET subject_id = gen_random_uuid() WHERE number_hash = $1",
+            "DELETE FROM hub.individuals WHERE number_hash = $1",
+        ):
+            async with pool.acquire() as conn, conn.transaction():
+                if role:
+                    await conn.execute(role)
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await conn.execute(change, h_one)
+    # A row added as if from before bindings is not taken as such.
+    junk = uuid.uuid4().hex
+    await pool.execute(
+        "INSERT INTO hub.individuals (number_hash, subject_id, before_binding)"
+        " VALUES ($1, gen_random_uuid(), true)",
+        junk,
+    )
+    assert not await pool.fetchval(
+        "SELECT before_binding FROM hub.individuals WHERE number_hash = $1", junk
+    )
+    # The owner turns the trigger off and swaps the two people's subjects.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        await conn.execute("ALTER TABLE hub.individuals DISABLE TRIGGER fixed")
+        await swap(conn, s_one, s_other)
+        await conn.execute("ALTER TABLE hub.individuals ENABLE TRIGGER fixed")
+    with pytest.raises(IndividualAltered) as refused:
+        await Pseudonyms(pool, keys.load(settings).hub_key).enroll_number(one, "city-minato")
+    for named in (one, str(s_one), str(s_other), h_one):
+        assert named not in str(refused.value)
+    async with pool.acquire() as conn, conn.transaction():  # put back
+        await conn.execute("SET LOCAL ROLE NONE")
+        await conn.execute("ALTER TABLE hub.individuals DISABLE TRIGGER fixed")
+        await swap(conn, s_other, s_one)
+        await conn.execute("ALTER TABLE hub.individuals ENABLE TRIGGER fixed")
+    assert await hub.enroll_number(one, "city-minato") == code

@@ -26,6 +26,11 @@ class UnknownSubject(LookupError):
     """A code that the hub does not know for the given org. Carries no personal data."""
 
 
+class IndividualAltered(LookupError):
+    """The hub's row for an individual number is not the hub's (its binding does not hold):
+    rewritten by someone else, so it names no one. Carries no personal data."""
+
+
 class InvalidIndividualNumber(ValueError):
     """Not a well-formed individual number. The message never repeats the number."""
 
@@ -57,6 +62,13 @@ def number_hash(hub_key: str, number: str) -> str:
     """The keyed hash under which the hub finds a subject by individual number."""
     key = hmac.new(hub_key.encode(), b"renkei/individual-number", hashlib.sha256).digest()
     return hmac.new(key, number.encode(), hashlib.sha256).hexdigest()
+
+
+def binding(hub_key: str, hashed: str, subject_id: uuid.UUID) -> str:
+    """The hub's MAC over an individual number's keyed hash and its subject: a row of
+    ``hub.individuals`` is the hub's only if it carries this."""
+    key = hmac.new(hub_key.encode(), b"renkei/individual-binding", hashlib.sha256).digest()
+    return hmac.new(key, f"{hashed}|{subject_id}".encode(), hashlib.sha256).hexdigest()
 
 
 def synthetic_number(subject_id: uuid.UUID) -> str:
@@ -133,29 +145,43 @@ class Pseudonyms:
         """Enrol a person by individual number at ``org``; return the org's code for them.
 
         The first enrolment of a number creates the hub's subject; later ones (by this org or
-        another) find it by the number's keyed hash. The number itself is not stored.
+        another) find it by the number's keyed hash. The number itself is not stored. The row
+        found is taken only with the hub's binding (or from before bindings):
+        :class:`IndividualAltered` for one rewritten by anyone else.
         """
         digits = check_individual_number(number)
         hashed = number_hash(self._hub_key, digits)
+        fresh = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO hub.individuals (number_hash, subject_id) VALUES ($1, $2)"
+                "INSERT INTO hub.individuals (number_hash, subject_id, binding) VALUES ($1, $2, $3)"
                 " ON CONFLICT (number_hash) DO NOTHING",
                 hashed,
-                uuid.uuid4(),
+                fresh,
+                binding(self._hub_key, hashed, fresh),
             )
-            subject = await conn.fetchval(
-                "SELECT subject_id FROM hub.individuals WHERE number_hash = $1", hashed
+            row = await conn.fetchrow(
+                "SELECT subject_id, binding, before_binding FROM hub.individuals"
+                " WHERE number_hash = $1",
+                hashed,
             )
+        assert row is not None
+        subject: uuid.UUID = row["subject_id"]
+        if not row["before_binding"] and not hmac.compare_digest(
+            row["binding"] or "", binding(self._hub_key, hashed, subject)
+        ):
+            log.error("a row of hub.individuals is not the hub's: refused")
+            raise IndividualAltered("the hub's record of this individual number was altered")
         await self.enroll([subject], [org])
         return derive_code(self._hub_key, org, subject)
 
     async def register_numbers(self, numbers: Sequence[tuple[str, uuid.UUID]]) -> None:
         """Record the individual numbers of subjects the hub already knows (bulk seeding)."""
-        rows = [(number_hash(self._hub_key, check_individual_number(n)), s) for n, s in numbers]
+        hashed = [(number_hash(self._hub_key, check_individual_number(n)), s) for n, s in numbers]
+        rows = [(h, s, binding(self._hub_key, h, s)) for h, s in hashed]
         async with self._pool.acquire() as conn:
             await conn.executemany(
-                "INSERT INTO hub.individuals (number_hash, subject_id) VALUES ($1, $2)"
+                "INSERT INTO hub.individuals (number_hash, subject_id, binding) VALUES ($1, $2, $3)"
                 " ON CONFLICT DO NOTHING",
                 rows,
             )

@@ -30,7 +30,12 @@ async def subjects_enroll(
     ],
 ) -> int:
     """Enrol a person by individual number and print the org's own code for them."""
-    from renkei.kernel.pseudonyms import PORTAL, InvalidIndividualNumber, Pseudonyms
+    from renkei.kernel.pseudonyms import (
+        PORTAL,
+        IndividualAltered,
+        InvalidIndividualNumber,
+        Pseudonyms,
+    )
 
     if org != PORTAL and org not in default_catalog().orgs:
         typer.echo(f"error: unknown org {org!r}", err=True)
@@ -42,6 +47,9 @@ async def subjects_enroll(
         except InvalidIndividualNumber as err:
             typer.echo(f"error: {err}", err=True)
             return 2
+        except IndividualAltered as err:
+            typer.echo(f"error: {err}: nothing enrolled (see docs/trust.md)", err=True)
+            return 1
     typer.echo(code)
     return 0
 
