@@ -141,15 +141,14 @@ class _Latest(NamedTuple):
 async def _latest(
     conn: Conn, events: Events, hub: Ed25519PublicKey | None, where: str = "TRUE", *args: object
 ) -> _Latest:
-    rows = await conn.fetch(
-        "SELECT * FROM (SELECT e.*, row_number() OVER"
+    rows = await conn.fetch(  # one round trip: a start asks it
+        "SELECT *, (SELECT seq FROM controls.signed_from"
+        f" WHERE events = '{events}') AS signed_from FROM (SELECT e.*, row_number() OVER"
         f" (PARTITION BY {_KEY[events]} ORDER BY seq DESC) AS nth FROM {_TABLE[events]} e"
         f" WHERE {where}) latest WHERE nth <= {EVENTS_LOOKED_AT} ORDER BY seq DESC",
         *args,
     )
-    signed_from: int = await conn.fetchval(
-        "SELECT seq FROM controls.signed_from WHERE events = $1", events
-    )
+    signed_from: int = rows[0]["signed_from"] if rows else 0
     held: dict[tuple[object, ...], asyncpg.Record] = {}
     passed: dict[tuple[object, ...], int] = {}
     newest: dict[tuple[object, ...], asyncpg.Record] = {}
