@@ -246,9 +246,9 @@ def operator_token(cli: CliRunner, name: str, *options: str) -> str:
 async def caught_up(pool: asyncpg.Pool, live: LiveWhitelist) -> None:
     """Wait until ``live`` (the running workers' view) holds every change made so far: the
     PIAs and suspensions, the whitelist rows and the org registry."""
-    await live.controls.wait_for_version(
-        await pool.fetchval("SELECT version FROM controls.version")
-    )
+    from whitelist import controls_store
+
+    await live.controls.wait_for_version(await controls_store.current_version(pool))
     await live.wait_for_version(await pool.fetchval("SELECT version FROM whitelist.version"))
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
@@ -246,21 +247,65 @@ async def test_a_pia_or_a_lift_appended_in_the_database_decides_nothing(
     assert stopped(stop) == "drill"
     in_force = await controls_store.suspensions(pool, hub=hub.public_key())
     assert [s.reason for s in in_force if s.target == stop] == ["drill"]
-    # Junk enough to hide the hub's newest: taken as suspended (nothing says the hub lifted).
-    hidden = "test/" + uuid.uuid4().hex[:8]
-    await controls_store.suspend(pool, "row", hidden, "drill", "test-operator", hub=hub)
-    await controls_store.lift(pool, "row", hidden, "drill over", "test-operator", hub=hub)
+    # Unsigned events, however many, hide nothing: they are not even read.
+    junk = f"INSERT INTO controls.suspension_events ({lift_columns}, signing_id, signature)"
     await written(
-        f"INSERT INTO controls.suspension_events ({lift_columns}) SELECT 'row', $1, 'lift',"
-        " 'someone', 'someone' FROM generate_series(1, $2)",
+        f"{junk} SELECT 'row', $1, 'lift', 'someone', 'someone', NULL, NULL"
+        " FROM generate_series(1, $2)",
+        stop,
+        2 * controls_store.EVENTS_LOOKED_AT,
+    )
+    assert [
+        s.reason
+        for s in await controls_store.suspensions(pool, hub=hub.public_key())
+        if s.target == stop
+    ] == ["drill"]
+    # Events claiming the hub's key, enough to hide its newest: taken as suspended (nothing
+    # says the hub lifted it); one signed with another key: the same.
+    hub_id = keys.key_id(keys.public_raw(hub.public_key()))
+    hidden, other = ("test/" + uuid.uuid4().hex[:8] for _ in range(2))
+    for target in (hidden, other):
+        await controls_store.suspend(pool, "row", target, "drill", "test-operator", hub=hub)
+        await controls_store.lift(pool, "row", target, "drill over", "test-operator", hub=hub)
+    await written(
+        f"{junk} SELECT 'row', $1, 'lift', 'someone', 'someone', $3, 'AAAA'"
+        " FROM generate_series(1, $2)",
         hidden,
         controls_store.EVENTS_LOOKED_AT,
+        hub_id,
     )
-    await until(lambda: "none holds" in (stopped(hidden) or ""))
+    await written(
+        f"{junk} VALUES ('row', $1, 'lift', 'someone', 'someone', 'another-key', 'AAAA')", other
+    )
+    await until(lambda: "none holds" in (stopped(hidden) or "") and bool(stopped(other)))
+    # A reader that pinned a key the hub does not sign with (a stale key file) takes none of
+    # the hub's events since signing began: a suspension reads as in force, a PIA as none.
+    stale = Ed25519PrivateKey.generate().public_key()
+    assert stop in {s.target for s in await controls_store.suspensions(pool, hub=stale)}
+    assert not await controls_store.pias(pool, *org_task, hub=stale)
+    # A function of the same name put first on the search path does not change what the
+    # numbering trigger checks: it resolves names in the system catalog only.
+    async with pool.acquire() as conn:
+        begun = conn.transaction()
+        await begun.start()
+        try:
+            await conn.execute("SET LOCAL ROLE NONE")
+            await conn.execute(
+                "CREATE FUNCTION public.currval(regclass) RETURNS bigint LANGUAGE sql"
+                " AS 'SELECT 4611686018427387904::bigint'"
+            )
+            await conn.execute("SET LOCAL search_path = public, pg_catalog")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(
+                    f"INSERT INTO controls.suspension_events (seq, {lift_columns})"
+                    " VALUES (4611686018427387904, 'row', 'x', 'lift', 'someone', 'someone')"
+                )
+        finally:
+            await begun.rollback()
     # The hub's own events lift both.
-    for target in (stop, hidden):
+    for target in (stop, hidden, other):
         await controls_store.lift(pool, "row", target, "drill over", "test-operator", hub=hub)
-    await until(lambda: stopped(stop) is None and stopped(hidden) is None)
+    await until(lambda: not {stop, hidden, other} & {s.target for s in index().suspensions()})
 
 
 async def _until_waiting(rc, wid: str) -> None:

@@ -117,9 +117,7 @@ async def test_an_act_added_and_ended_while_workers_run_is_admitted_then_refused
     await controls_store.seed_pias(
         pool, sample_pias(live, [row], _today()), recorded_by="test", hub=hub_key()
     )
-    await live_whitelist.controls.wait_for_version(
-        await pool.fetchval("SELECT version FROM controls.version")
-    )
+    await live_whitelist.controls.wait_for_version(await controls_store.current_version(pool))
     try:
         async with workers(
             client,

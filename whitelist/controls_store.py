@@ -1,8 +1,8 @@
 """The PIA registry and the suspensions in PostgreSQL, and the live index workers decide with.
 
 Every change is a row appended to ``controls.pia_events`` or ``controls.suspension_events``
-(migrations 0020, 0021: never updated, never deleted), in one transaction with a bump of
-``controls.version`` and a ``NOTIFY`` on ``renkei_controls``. :class:`LiveControls` holds a
+(migrations 0020, 0021: never updated, never deleted), with a ``NOTIFY`` on ``renkei_controls``
+in its transaction. :class:`LiveControls` holds a
 :class:`~whitelist.controls.ControlsIndex` and swaps in a fresh one on that channel's notice; the
 :class:`~whitelist.store.LiveWhitelist` it belongs to listens for both, on one connection
 (:mod:`whitelist.live`), so a PIA withdrawn or an org suspended reaches every running worker
@@ -14,14 +14,17 @@ signature over its table, its number and its content (migration 0059), and every
 for each PIA and each target, the newest event whose signature holds against the hub's key it
 pinned: an event appended any other way decides nothing, and one copied under a later number
 does not hold. Events from before signing stand (``controls.signed_from``). A target whose
-newest :data:`EVENTS_LOOKED_AT` events none hold is taken as suspended (nothing says the hub
-lifted it); a PIA's, as no PIA.
+newest :data:`EVENTS_LOOKED_AT` signed events none hold, or whose newest is signed with a key
+that is not the one pinned, is taken as suspended (nothing says the hub lifted it); a PIA's, as
+no PIA. A version is the sum of both tables' highest event numbers: it grows with each event,
+and no one sets it (the unsigned ``controls.version`` row is no longer read or written).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -79,6 +82,14 @@ _SIGNED: dict[Events, tuple[str, ...]] = {
     "suspension": ("kind", "target", "version", "side", "action", "reason", "operator", "at"),
 }
 _STAMP: dict[Events, str] = {"pia": "recorded_at", "suspension": "at"}
+# What a reader reads of an event: what is signed, its number and its signature.
+_READ: dict[Events, str] = {
+    e: ", ".join([*c, "seq", "signing_id", "signature"]) for e, c in _SIGNED.items()
+}
+# One writer at a time (a transaction's advisory lock, taken before an event's number), waiting
+# for it no longer than LOCK_WAIT: a change read and made is the one in force when it commits.
+WRITE_LOCK = 0x72656E6B6569
+LOCK_WAIT = "10s"
 
 
 def _text(value: object) -> object:
@@ -109,11 +120,21 @@ async def _append(
     values = [*fields.values(), seq, keys.key_id(keys.public_raw(hub.public_key())), signature]
     row = await conn.fetchrow(
         f"INSERT INTO {table} ({', '.join(columns)})"
-        f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) RETURNING *",
+        f" VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))})"
+        f" RETURNING {_READ[events]}",
         *values,
     )
     assert row is not None
     return row
+
+
+@functools.lru_cache(maxsize=65536)  # events never change: each is checked once per process
+def _verified(hub: bytes, signature: str, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(hub).verify(base64.b64decode(signature), message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def _holds(
@@ -124,11 +145,8 @@ def _holds(
         return True
     if row["signature"] is None:
         return False
-    try:
-        hub.verify(base64.b64decode(row["signature"]), _message(events, row["seq"], dict(row)))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    message = _message(events, row["seq"], dict(row))
+    return _verified(keys.public_raw(hub), row["signature"], message)
 
 
 class _Latest(NamedTuple):
@@ -141,35 +159,44 @@ class _Latest(NamedTuple):
 async def _latest(
     conn: Conn, events: Events, hub: Ed25519PublicKey | None, where: str = "TRUE", *args: object
 ) -> _Latest:
-    rows = await conn.fetch(  # one round trip: a start asks it
-        "SELECT *, (SELECT seq FROM controls.signed_from"
-        f" WHERE events = '{events}') AS signed_from FROM (SELECT e.*, row_number() OVER"
-        f" (PARTITION BY {_KEY[events]} ORDER BY seq DESC) AS nth FROM {_TABLE[events]} e"
-        f" WHERE {where}) latest WHERE nth <= {EVENTS_LOOKED_AT} ORDER BY seq DESC",
+    # One round trip (a start asks it). Events with no signature past the boundary are left in
+    # the database: they can hold for no one, and cost a reader nothing.
+    rows = await conn.fetch(
+        f"WITH b AS (SELECT seq AS signed_from FROM controls.signed_from WHERE events = '{events}')"
+        f" SELECT latest.*, b.signed_from FROM (SELECT {_READ[events]}, row_number() OVER"
+        f" (PARTITION BY {_KEY[events]} ORDER BY seq DESC) AS nth FROM {_TABLE[events]} e, b"
+        f" WHERE ({where}) AND (e.seq < b.signed_from OR e.signature IS NOT NULL)) latest, b"
+        f" WHERE nth <= {EVENTS_LOOKED_AT} ORDER BY seq DESC",
         *args,
     )
     signed_from: int = rows[0]["signed_from"] if rows else 0
+    pinned = keys.key_id(keys.public_raw(hub)) if hub is not None else None
     held: dict[tuple[object, ...], asyncpg.Record] = {}
+    unreadable: dict[tuple[object, ...], asyncpg.Record] = {}
     passed: dict[tuple[object, ...], int] = {}
     newest: dict[tuple[object, ...], asyncpg.Record] = {}
     for row in rows:  # newest first
         key = tuple(row[c] for c in _KEY[events].split(", "))
         newest.setdefault(key, row)
-        if key in held:
+        if key in held or key in unreadable:
             continue
         if _holds(events, row, hub, signed_from):
             held[key] = row
+        elif row["signing_id"] != pinned:
+            # signed with a key that is not the one this reader pinned (a stale key file, or
+            # someone else's): what the hub said of this key cannot be told, so not taken
+            unreadable[key] = newest[key]
         else:
             passed[key] = passed.get(key, 0) + 1
-    unreadable = [newest[k] for k, n in passed.items() if k not in held and n >= EVENTS_LOOKED_AT]
+            if passed[key] >= EVENTS_LOOKED_AT:
+                unreadable[key] = newest[key]
     if unreadable:
         log.error(
-            "%s %s event(s) past the newest %s that do not hold: taken as unreadable",
+            "%s %s key(s) whose newest signed events do not hold: taken as unreadable",
             len(unreadable),
             events,
-            EVENTS_LOOKED_AT,
         )
-    return _Latest(list(held.values()), unreadable)
+    return _Latest(list(held.values()), list(unreadable.values()))
 
 
 def _pia(row: asyncpg.Record) -> Pia:
@@ -188,17 +215,43 @@ def _unreadable(row: asyncpg.Record) -> Suspension:
         target=row["target"],
         version=row["version"],
         side="both" if row["kind"] == "org" else None,
-        reason=f"its newest {EVENTS_LOOKED_AT} events are not the hub's (none holds)",
+        reason="its newest events are not the hub's (none holds): read as suspended",
         operator="renkei",
         at=row["at"],
     )
 
 
-async def _bump(conn: Conn) -> int:
-    version: int = await conn.fetchval(
-        "UPDATE controls.version SET version = version + 1, changed_at = now() RETURNING version"
-    )
-    await conn.execute(f"SELECT pg_notify('{CHANNEL}', $1)", str(version))
+_MARKS = (
+    "SELECT (SELECT coalesce(max(seq), 0) FROM controls.pia_events) AS pia,"
+    " (SELECT coalesce(max(seq), 0) FROM controls.suspension_events) AS suspension"
+)
+
+
+async def current_version(conn: Conn) -> int:
+    """The version of the PIAs and suspensions as ``conn`` sees them: the sum of both tables'
+    highest event numbers (each event raises it; the events are never removed)."""
+    marks = await conn.fetchrow(_MARKS)
+    assert marks is not None
+    return int(marks["pia"] + marks["suspension"])
+
+
+async def _writing(conn: Conn) -> None:
+    """Begin a change (in ``conn``'s transaction): one writer at a time, waiting at most
+    :data:`LOCK_WAIT` (then :class:`ControlRefused`)."""
+    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+    try:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+    except asyncpg.LockNotAvailableError:
+        raise ControlRefused(
+            f"another change of the PIAs or suspensions held the lock past {LOCK_WAIT}: nothing"
+            " was changed; try again (if it persists, a session holds it: see docs/trust.md)"
+        ) from None
+
+
+async def _changed(conn: Conn) -> int:
+    """End a change: the workers are told (at commit) of the version it makes."""
+    version = await current_version(conn)
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(version))
     return version
 
 
@@ -221,8 +274,9 @@ async def set_pia(
     """Record ``pia`` as the PIA in force for its (org, task), signed with ``hub``; (as recorded,
     new version)."""
     async with pool.acquire() as conn, conn.transaction():
+        await _writing(conn)
         row = await _append(conn, hub, "pia", _pia_fields(pia, recorded_by))
-        return _pia(row), await _bump(conn)
+        return _pia(row), await _changed(conn)
 
 
 async def withdraw_pia(
@@ -236,8 +290,7 @@ async def withdraw_pia(
 ) -> tuple[Pia, int]:
     """Withdraw the PIA of (org, task): a new event, the old ones kept."""
     async with pool.acquire() as conn, conn.transaction():
-        # One writer at a time (the version row is locked): the PIA read is the one withdrawn.
-        version = await _bump(conn)
+        await _writing(conn)  # the PIA read is the one withdrawn
         found = await pias(conn, org, task, hub=hub.public_key())
         if not found:
             raise ControlRefused(f"{org} has no PIA recorded for task {task!r}")
@@ -246,27 +299,24 @@ async def withdraw_pia(
             raise ControlRefused(f"{org}'s PIA for task {task!r} is already withdrawn")
         withdrawn = current.model_copy(update={"status": "withdrawn", "note": reason})
         row = await _append(conn, hub, "pia", _pia_fields(withdrawn, recorded_by))
-        return _pia(row), version
+        return _pia(row), await _changed(conn)
 
 
 async def seed_pias(
     pool: asyncpg.Pool, pias: Sequence[Pia], recorded_by: str, *, hub: Ed25519PrivateKey
 ) -> int:
-    """Record each PIA whose (org, task) has no history yet (a withdrawal or a change made since
-    stays as it is); return how many were recorded."""
+    """Record each PIA whose (org, task) has none on record yet that holds (a withdrawal or a
+    change made since stays as it is); return how many were recorded."""
     async with pool.acquire() as conn, conn.transaction():
-        # one writer at a time (the version row locked): no (org, task) is seeded twice
-        await conn.execute("SELECT version FROM controls.version FOR UPDATE")
-        known = {
-            (r["org"], r["task"])
-            for r in await conn.fetch("SELECT DISTINCT org, task FROM controls.pia_events")
-        }
+        await _writing(conn)  # no (org, task) is seeded twice
+        found = await _latest(conn, "pia", hub.public_key())
+        known = {(r["org"], r["task"]) for r in (*found.held, *found.unreadable)}
         fresh = [p for p in pias if (p.org, p.task) not in known]
         if not fresh:
             return 0
         for p in fresh:
             await _append(conn, hub, "pia", _pia_fields(p, recorded_by))
-        await _bump(conn)
+        await _changed(conn)
         return len(fresh)
 
 
@@ -291,7 +341,9 @@ async def pia_history(
 ) -> list[PiaEvent]:
     """Every change of (org, task)'s PIA, the oldest first, each marked whether it holds."""
     rows = await conn.fetch(
-        "SELECT * FROM controls.pia_events WHERE org = $1 AND task = $2 ORDER BY seq", org, task
+        f"SELECT {_READ['pia']} FROM controls.pia_events WHERE org = $1 AND task = $2 ORDER BY seq",
+        org,
+        task,
     )
     signed_from = await conn.fetchval("SELECT seq FROM controls.signed_from WHERE events = 'pia'")
     return [
@@ -316,6 +368,7 @@ async def suspend(
     if kind == "org" and side is None:
         side = "both"
     async with pool.acquire() as conn, conn.transaction():
+        await _writing(conn)
         row = await _append(
             conn,
             hub,
@@ -330,7 +383,7 @@ async def suspend(
                 "operator": operator,
             },
         )
-        return _suspension(row), await _bump(conn)
+        return _suspension(row), await _changed(conn)
 
 
 async def lift(
@@ -346,8 +399,7 @@ async def lift(
     """Lift the suspension of ``target`` from now; :class:`ControlRefused` if none is in force."""
     v = version if kind == "bpf" else None
     async with pool.acquire() as conn, conn.transaction():
-        # One writer at a time: the suspension found is still the one in force when lifted.
-        version_now = await _bump(conn)
+        await _writing(conn)  # the suspension found is still the one in force when lifted
         found = await _latest(
             conn,
             "suspension",
@@ -370,9 +422,8 @@ async def lift(
             "operator": operator,
         }
         row = await _append(conn, hub, "suspension", fields)
-        return SuspensionEvent(**_suspension(row).model_dump(), seq=row["seq"], action="lift"), (
-            version_now
-        )
+        lifted = SuspensionEvent(**_suspension(row).model_dump(), seq=row["seq"], action="lift")
+        return lifted, await _changed(conn)
 
 
 def _in_force(found: _Latest) -> list[Suspension]:
@@ -417,7 +468,7 @@ async def suspension_history(
     """Every suspension and lift (of one target), the oldest first, each marked whether it
     holds."""
     rows = await conn.fetch(
-        "SELECT * FROM controls.suspension_events"
+        f"SELECT {_READ['suspension']} FROM controls.suspension_events"
         " WHERE ($1::text IS NULL OR kind = $1) AND ($2::text IS NULL OR target = $2)"
         " ORDER BY seq",
         kind,
@@ -440,20 +491,16 @@ async def suspension_history(
 async def _read(conn: Conn, hub: Ed25519PublicKey | None) -> tuple[ControlsIndex, tuple[int, int]]:
     """A fresh index and the highest numbers of the PIA and suspension events (any, whether
     they hold or not)."""
-    version: int = await conn.fetchval("SELECT version FROM controls.version")
+    # the events appended so far (appended, never removed: a later read is never lower)
+    marks = await conn.fetchrow(_MARKS)
+    assert marks is not None
     pia = await _latest(conn, "pia", hub)
     stops = await _latest(conn, "suspension", hub)
     index = ControlsIndex(
         sorted((_pia(r) for r in pia.held), key=lambda p: (p.org, p.task)),
         _in_force(stops),
-        version=version,
+        version=marks["pia"] + marks["suspension"],
     )
-    # the events appended so far (appended, never removed: a later read is never lower)
-    marks = await conn.fetchrow(
-        "SELECT (SELECT coalesce(max(seq), 0) FROM controls.pia_events) AS pia,"
-        " (SELECT coalesce(max(seq), 0) FROM controls.suspension_events) AS suspension"
-    )
-    assert marks is not None
     return index, (marks["pia"], marks["suspension"])
 
 
@@ -488,8 +535,8 @@ class LiveControls(Followed):
     async def load(self, conn: asyncpg.Connection) -> None:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             fresh, marks = await _read(conn, self._hub)
-        # Newer is the events' numbers (appended, never removed), not the version number (anyone
-        # who writes the table can set it, far ahead and back, and freeze the workers so).
+        # Newer is the events' numbers (appended, never removed): not an unsigned version number,
+        # which whoever could write it could set far ahead and back, and freeze the workers so.
         if marks[0] >= self._marks[0] and marks[1] >= self._marks[1]:
             self._marks = marks
             self.index = fresh

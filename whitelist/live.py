@@ -34,6 +34,7 @@ class Followed:
     def __init__(self) -> None:
         self._changed = asyncio.Event()
         self._following = True
+        self._pending = False  # a reload queued and not yet begun
 
     @property
     def version(self) -> int:
@@ -94,14 +95,18 @@ class Listener:
 
     def _notified(self, _conn: object, _pid: object, channel: str, _payload: object) -> None:
         for state in self._followed:
-            if state.channel == channel:
+            # One reload queued per state at most: a reload reads everything there is, so a
+            # burst of notices (anyone may send them) costs one reload, not one each.
+            if state.channel == channel and not state._pending:
+                state._pending = True
                 asyncio.get_running_loop().create_task(self._reload(state))
 
     async def _reload(self, state: Followed) -> None:
-        if self._conn is None or self._conn.is_closed() or not state._following:
-            return
         try:
             async with self._reloading:
+                state._pending = False  # a notice from now on queues another reload
+                if self._conn is None or self._conn.is_closed() or not state._following:
+                    return
                 await state.load(self._conn)
         except _DB_ERRORS as err:
             log.warning("%s reload failed, keeping version %s: %s", state.what, state.version, err)

@@ -15,21 +15,35 @@ CREATE TABLE controls.signed_from (
     events text PRIMARY KEY CHECK (events IN ('pia', 'suspension')),
     seq    bigint NOT NULL
 );
-INSERT INTO controls.signed_from (events, seq)
-    SELECT 'pia', coalesce(max(seq), 0) + 1 FROM controls.pia_events
-    UNION ALL
-    SELECT 'suspension', coalesce(max(seq), 0) + 1 FROM controls.suspension_events;
+-- The first number that must be signed is past every number used or handed out so far, and the
+-- sequences go on from it: no event to come is ever numbered below it.
+DO $$
+DECLARE
+    events text;
+    boundary bigint;
+BEGIN
+    FOREACH events IN ARRAY ARRAY['pia', 'suspension'] LOOP
+        EXECUTE format('SELECT greatest(coalesce(max(seq), 0), (SELECT last_value FROM'
+                       ' controls.%1$s_events_seq_seq)) + 1 FROM controls.%1$s_events', events)
+            INTO boundary;
+        INSERT INTO controls.signed_from (events, seq) VALUES (events, boundary);
+        PERFORM setval(format('controls.%s_events_seq_seq', events), boundary, false);
+        EXECUTE format('ALTER TABLE controls.%s_events ADD CONSTRAINT signed_numbers'
+                       ' CHECK (seq >= %s) NOT VALID', events, boundary);
+    END LOOP;
+END $$;
 CREATE TRIGGER fixed BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON controls.signed_from
     FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_always();
 
 -- An event has the number its sequence gave this session: none is appended with a number chosen
 -- ahead (the hub's next event would then fail on it).
-CREATE FUNCTION controls.event_numbered() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION controls.event_numbered() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     given bigint;
 BEGIN
     BEGIN
-        given := currval(TG_ARGV[0]::regclass);
+        given := pg_catalog.currval(TG_ARGV[0]::pg_catalog.regclass);
     EXCEPTION WHEN object_not_in_prerequisite_state THEN
         given := NULL;  -- the sequence gave this session no number yet
     END;
@@ -43,6 +57,25 @@ CREATE TRIGGER numbered BEFORE INSERT ON controls.pia_events
     FOR EACH ROW EXECUTE FUNCTION controls.event_numbered('controls.pia_events_seq_seq');
 CREATE TRIGGER numbered BEFORE INSERT ON controls.suspension_events
     FOR EACH ROW EXECUTE FUNCTION controls.event_numbered('controls.suspension_events_seq_seq');
+
+-- Every trigger function of renkei's schemas resolves names in the system catalog only: a
+-- session's search_path (a function of the same name in a schema it may create in, put
+-- first) does not change what a trigger checks or stamps.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname IN ('records', 'hub', 'registry', 'whitelist', 'controls', 'trust',
+                             'billing', 'codec')
+           AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'plpgsql')
+           AND NOT EXISTS (SELECT 1 FROM unnest(coalesce(p.proconfig, '{}')) c
+                            WHERE c LIKE 'search_path=%')
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+END $$;
 
 -- Each target's latest row is no longer what is in force (the latest that holds is): the views
 -- that said so go, so nothing reads them by mistake.

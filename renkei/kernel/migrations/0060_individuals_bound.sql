@@ -12,7 +12,8 @@ ALTER TABLE hub.individuals
     ADD COLUMN before_binding boolean NOT NULL DEFAULT false;
 UPDATE hub.individuals SET before_binding = true;
 
-CREATE FUNCTION hub.individual_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION hub.individual_fixed() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.before_binding := false;  -- only this migration marks a row as from before
