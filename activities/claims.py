@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from temporalio import activity
 
 from activities.approved import ApprovalCheck
@@ -73,9 +74,17 @@ class Claims:
     """The hub's checks of what a calling flow claims (see the module's docstring)."""
 
     def __init__(
-        self, pool: asyncpg.Pool, catalog: Catalog, approvals: ApprovalCheck | None = None
+        self,
+        pool: asyncpg.Pool,
+        catalog: Catalog,
+        approvals: ApprovalCheck | None = None,
+        *,
+        hub: Ed25519PublicKey | None = None,
     ) -> None:
-        """``approvals``: a hub in operation's (none in test mode, where the kit runs drafts)."""
+        """``approvals``: a hub in operation's (none in test mode, where the kit runs drafts).
+        ``hub``: the hub's public key, whose signature on a hold's approval counts (``None``:
+        no hold is taken)."""
+        self._hub = hub
         self._pool = pool
         self._catalog = catalog
         self._approvals = approvals
@@ -163,6 +172,7 @@ class Claims:
                     req.hold.reason,
                     req.hold.until,
                     req.parent.workflow_id if req.parent else who.workflow_id,
+                    hub=self._hub,
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None

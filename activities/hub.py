@@ -126,7 +126,7 @@ class HubActivities:
         self._mode = mode
         self._time_scale = time_scale if mode == "test" else 1.0
         self._history_limit = history_limit
-        self._claims = Claims(pool, catalog, self._approvals)
+        self._claims = Claims(pool, catalog, self._approvals, hub=self._hub_public)
         # The legacy control worker's: it resolves only the runs started before this moment.
         self._runs_before = runs_before
         # Only a test-mode hub (the conformance kit's own) resolves runs on the kit's clock.
@@ -214,6 +214,7 @@ class HubActivities:
                     req.hold.reason,
                     req.hold.until,
                     req.parent.workflow_id if req.parent else activity.info().workflow_id or "",
+                    hub=self._hub_public,
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None

@@ -47,6 +47,7 @@ from .helpers import (
     access_record,
     allowance_check,
     code,
+    hub_key,
     hub_public,
     pick,
     register_fixture,
@@ -929,7 +930,7 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
     naive = {"bpf": "register-probe", "case_ref": case, "reason": "investigation"}
     naive["until"] = soon.replace(tzinfo=None).isoformat()
     with pytest.raises(holds.HoldNotApproved):  # nobody approves their own request
-        await holds.approve(pool, pending.id, "city-minato")
+        await holds.approve(pool, pending.id, "city-minato", hub=hub_key())
 
     h = pick(settings, lambda h: h.municipality == "city-minato")
     subject = code(settings, "city-minato", h.members[0])
@@ -969,7 +970,7 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
             assert await records.query(pool, workflow_id=handle.id) == []
         # Approved by a platform operator: that one case runs, and its records carry the hold;
         # the approval covers no other case.
-        await holds.approve(pool, pending.id, "operator-alice")
+        await holds.approve(pool, pending.id, "operator-alice", hub=hub_key())
         other = await sdk(client, settings).start(
             start(
                 "register-probe",
@@ -1000,9 +1001,10 @@ async def test_a_hold_row_added_approved_dated_back_or_beyond_its_reason_is_not_
     pool: asyncpg.Pool,
 ) -> None:
     """The request and its approval are rows: whoever adds rows (the application's role) could
-    add one already approved, dated back, or asking beyond its reason's longest duration. The
-    database adds a request unapproved and dates it itself; the hub takes a hold only within
-    its reason's longest duration from that date."""
+    add one already approved, dated back, or asking beyond its reason's longest duration, or
+    approve one itself. The database adds a request unapproved and dates it itself; the hub
+    takes a hold only within its reason's longest duration from that date, and only with the
+    hub's signature on its approval."""
     from renkei.kernel import holds
 
     case = f"case-{uuid.uuid4().hex[:10]}"
@@ -1039,13 +1041,39 @@ async def test_a_hold_row_added_approved_dated_back_or_beyond_its_reason_is_not_
     assert await pool.fetchval(
         "SELECT requested_at > now() - interval '1 minute' FROM hub.holds WHERE id = $1", beyond
     )  # dated by the database, not the row
-    await holds.approve(pool, beyond, "operator-mallory")  # the role can approve: a second party
+    await holds.approve(
+        pool, beyond, "operator-mallory", hub=hub_key()
+    )  # the role can approve: a second party
     with pytest.raises(holds.HoldNotApproved, match="more than its reason allows"):
-        await holds.check(pool, "city-minato", beyond, "investigation", for_ever, wid)
+        await holds.check(
+            pool, "city-minato", beyond, "investigation", for_ever, wid, hub=hub_key().public_key()
+        )
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     within = await add(soon)
-    await holds.approve(pool, within, "operator-mallory")
-    assert (await holds.check(pool, "city-minato", within, "investigation", soon, wid)).id == within
+    await holds.approve(pool, within, "operator-mallory", hub=hub_key())
+    assert (
+        await holds.check(
+            pool, "city-minato", within, "investigation", soon, wid, hub=hub_key().public_key()
+        )
+    ).id == within
+    # Approved by the role itself, the columns set as an operator's approval sets them (it is
+    # the role operators approve through), or with another approval's signature: not the
+    # platform's approval. The mark of an approval from before signing cannot be set either.
+    forged = await add(soon)
+    signed = await pool.fetchval("SELECT approval_signature FROM hub.holds WHERE id = $1", within)
+    await pool.execute(
+        "UPDATE hub.holds SET approved_by = 'operator-mallory', approved_at = now(),"
+        " approval_signature = $2, approved_before_signing = true WHERE id = $1",
+        forged,
+        signed,
+    )
+    assert not await pool.fetchval(
+        "SELECT approved_before_signing FROM hub.holds WHERE id = $1", forged
+    )
+    with pytest.raises(holds.HoldNotApproved, match="not the platform's"):
+        await holds.check(
+            pool, "city-minato", forged, "investigation", soon, wid, hub=hub_key().public_key()
+        )
 
 
 # -- an agency's database role -----------------------------------------------------------------

@@ -29,7 +29,17 @@ from renkei.kernel.codec import EncryptionCodec
 from renkei.kernel.pseudonyms import PORTAL, derive_code
 from renkei.kernel.settings import Settings
 
-from .helpers import STAND_IN, child_rearing, code, households, hub_public, pick, run, start
+from .helpers import (
+    STAND_IN,
+    child_rearing,
+    code,
+    households,
+    hub_key,
+    hub_public,
+    pick,
+    run,
+    start,
+)
 
 
 @pytest_asyncio.fixture
@@ -340,7 +350,7 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
     asked = await holds.request(
         pool, "pref-tokyo", flow.bpf, flow.case_ref, "investigation", until, "pref-tokyo"
     )
-    await holds.approve(pool, asked.id, "operator-alice")
+    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
     hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
     handle = await env.start(flow.model_copy(update={"hold": hold}))
     await handle.result()

@@ -6,6 +6,9 @@ is therefore possible, but never on the executor's word alone:
 * its reason comes from a fixed list, each with its legal ground and a longest duration;
 * the executor requests it (``request``), and a platform operator — a second party — approves
   it (``approve``); the request and the approval are kept, with who and when;
+* the approval is the hub's signature over the request, the operator and the time (the
+  application's database role, which operators approve through, could set the columns; it
+  cannot sign): a row approved any other way is not approved;
 * a flow started with a hold names the approved request; the hub refuses the start otherwise
   (``HoldNotApproved``), and every record the flow leaves carries the hold (in its hash);
 * the citizen sees that a record exists and is withheld until a date, with the reason.
@@ -15,10 +18,15 @@ The reasons below are a sample standing in for the ordinance's list.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import uuid
+from collections.abc import Mapping
 
 import asyncpg
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
 
 
@@ -108,17 +116,71 @@ async def request(
     return HoldRequest.model_validate(dict(row))
 
 
-async def approve(pool: asyncpg.Pool, hold: uuid.UUID, operator: str) -> HoldRequest:
-    """A platform operator approves a pending request (once; never their own)."""
-    row = await pool.fetchrow(
-        "UPDATE hub.holds SET approved_by = $2, approved_at = now()"
-        " WHERE id = $1 AND approved_by IS NULL AND requested_by <> $2 RETURNING *",
-        hold,
-        operator,
-    )
-    if row is None:
-        raise HoldNotApproved(f"no pending hold {hold} that {operator} may approve")
-    return HoldRequest.model_validate(dict(row))
+# What the hub's signature on an approval covers: the whole request, who approved it, when.
+_APPROVED = (
+    "id",
+    "executor",
+    "bpf",
+    "case_ref",
+    "reason",
+    "until",
+    "requested_by",
+    "requested_at",
+    "approved_by",
+    "approved_at",
+)
+
+
+def _approval_message(row: Mapping[str, object]) -> bytes:
+    def text(v: object) -> object:
+        if isinstance(v, dt.datetime):
+            return v.astimezone(dt.UTC).isoformat()
+        return str(v) if isinstance(v, uuid.UUID) else v
+
+    content = {c: text(row[c]) for c in _APPROVED}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return f"renkei/hold-approval/v1|{canonical}".encode()
+
+
+def _approval_holds(row: Mapping[str, object], hub: Ed25519PublicKey) -> bool:
+    """Whether ``row``'s approval is the hub's: from before signing, or signed by the hub."""
+    if row["approved_before_signing"]:
+        return True
+    signature = row["approval_signature"]
+    if not isinstance(signature, str):
+        return False
+    try:
+        hub.verify(base64.b64decode(signature), _approval_message(row))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+async def approve(
+    pool: asyncpg.Pool, hold: uuid.UUID, operator: str, *, hub: Ed25519PrivateKey
+) -> HoldRequest:
+    """A platform operator approves a pending request (once; never their own), the approval
+    signed with the hub's key ``hub``."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT *, now() AS now FROM hub.holds"
+            " WHERE id = $1 AND approved_by IS NULL AND requested_by <> $2 FOR UPDATE",
+            hold,
+            operator,
+        )
+        if row is None:
+            raise HoldNotApproved(f"no pending hold {hold} that {operator} may approve")
+        approved = {**dict(row), "approved_by": operator, "approved_at": row["now"]}
+        done = await conn.fetchrow(
+            "UPDATE hub.holds SET approved_by = $2, approved_at = $3, approval_signature = $4"
+            " WHERE id = $1 RETURNING *",
+            hold,
+            operator,
+            row["now"],
+            base64.b64encode(hub.sign(_approval_message(approved))).decode(),
+        )
+    assert done is not None
+    return HoldRequest.model_validate(dict(done))
 
 
 async def check(
@@ -128,11 +190,14 @@ async def check(
     reason: str,
     until: dt.datetime,
     workflow_id: str,
+    *,
+    hub: Ed25519PublicKey | None,
 ) -> HoldRequest:
     """The approved request a flow's hold stands on, or :class:`HoldNotApproved`.
 
     ``workflow_id`` is the case's flow (for a child, the flow that called it): an approval
-    covers that one case, not every flow of the executor."""
+    covers that one case, not every flow of the executor. The approval counts only signed by
+    ``hub`` (the hub's public key; ``None``: no approval counts)."""
     if approval is None:
         raise HoldNotApproved("a disclosure hold needs an approved hold request (approval)")
     row = await pool.fetchrow("SELECT * FROM hub.holds WHERE id = $1", approval)
@@ -143,6 +208,11 @@ async def check(
         raise HoldNotApproved(f"hold request {approval} covers another case")
     if found.approved_by is None:
         raise HoldNotApproved(f"hold request {approval} is not approved yet")
+    assert row is not None
+    if hub is None or not _approval_holds(dict(row), hub):
+        raise HoldNotApproved(
+            f"hold request {approval}'s approval is not the platform's (the hub did not sign it)"
+        )
     if found.reason != reason or until > found.until:
         raise HoldNotApproved(
             f"the hold differs from the one approved ({found.reason} until {found.until:%Y-%m-%d})"

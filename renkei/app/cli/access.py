@@ -460,7 +460,9 @@ async def holds_approve(
     async with database(get_settings()) as pool:
         try:
             operator = await signed_in_platform_operator(pool)
-            done = await holds.approve(pool, asked, operator)
+            done = await holds.approve(
+                pool, asked, operator, hub=keys.load(get_settings()).signer()
+            )
         except (NotSignedIn, NotAPlatformOperator, holds.HoldNotApproved) as err:
             typer.echo(f"error: {err}", err=True)
             return 2

@@ -201,6 +201,7 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None
                     flow.hold.reason,
                     flow.hold.until,
                     workflow_id(flow.bpf, org, flow.case_ref),
+                    hub=hub,
                 )
             except holds.HoldNotApproved as err:
                 raise HTTPException(403, str(err)) from None
