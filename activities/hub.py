@@ -30,8 +30,10 @@ from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.ahead import leading, leading_lanes
+from renkei.bpf.loader import LoadedBpf
 from renkei.bpf.models import ActStep, QueryStep, WaitStep, walk
 from renkei.bpf.review import suspension
+from renkei.bpf.validation import validate
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
     AttemptOutcomeReport,
@@ -65,7 +67,7 @@ from renkei.kernel.attest import (
 )
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from whitelist.controls import screen
-from whitelist.decide import JST, Decision, decide_linkage
+from whitelist.decide import JST, Decision, WhitelistIndex, decide_linkage
 from whitelist.models import Catalog, Org
 from whitelist.orgs import standing_refusal
 from whitelist.payloads import SCHEMAS
@@ -132,6 +134,36 @@ class HubActivities:
         # Only a test-mode hub (the conformance kit's own) resolves runs on the kit's clock.
         self._kit_clock = kit_clock and mode == "test"
         self._links_directly = links_directly
+        # (content hash, day) → (the whitelist index it was checked against, the problems)
+        self._conformance: dict[tuple[str, dt.date], tuple[WhitelistIndex, list[str]]] = {}
+
+    def _unconformant(self, found: registry.RegisteredBpf, day: dt.date) -> list[str]:
+        """What keeps ``found`` from conforming to the whitelist in force on ``day``, as the
+        hub's own sealed whitelist and org registry say (empty: it conforms).
+
+        The reviews after a change of the law (``registry.reviews``) stop such a version
+        first, with their reason; they are rows the application's role can append to, so the
+        hub does not take a start on their word alone. Kept per content and day while the
+        whitelist stays the same: a start costs a dictionary look-up."""
+        index = self._whitelist.index
+        key = (found.content_hash, day)
+        kept = self._conformance.get(key)
+        if kept is not None and kept[0] is index:
+            return kept[1]
+        d = found.definition
+        loaded = LoadedBpf(
+            definition=d,
+            source_name=f"{d.bpf} v{d.version}",
+            source_text="",
+            content_hash=found.content_hash,
+        )
+        problems = [
+            str(i) for i in validate(loaded, self._catalog, index, at=day) if i.severity == "error"
+        ]
+        if len(self._conformance) >= 4096:  # versions × days: a few at a time
+            self._conformance.clear()
+        self._conformance[key] = (index, problems)
+        return problems
 
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
@@ -188,6 +220,13 @@ class HubActivities:
             )
         ):
             raise Failure.UNKNOWN_BPF.error(unapproved)
+        if self._mode == "operation" and (
+            problems := self._unconformant(found, dt.datetime.now(JST).date())
+        ):
+            raise Failure.VERSION_STOPPED.error(
+                f"{d.bpf} v{d.version} does not conform to the whitelist in force today (the"
+                f" hub's own sealed whitelist): it admits no new run ({problems[0]})"
+            )
         if req.trigger in ("life-event", "notification"):
             # Only the platform's scan and notification paths start such flows; a child carries
             # its caller's word, bound to the flow the platform started.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import uuid
 
 import asyncpg
@@ -38,6 +39,8 @@ from renkei.kernel import attest, keys, parties
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
+from whitelist import store
+from whitelist.decide import JST
 from whitelist.payloads import ActionReceipt, LocalTax
 from workflows.interpreter import KIT_CLOCK
 
@@ -1074,6 +1077,39 @@ async def test_each_executor_puts_a_version_into_operation_for_itself(
             await sdk(client, operation).start(platform_start("city-shibuya"))
         ).result()
         assert shibuya.outcome == "completed"
+        # The law ends the flow's task (a period the hub seals), and the application's role
+        # appends a review that finds the version conformant today (reviews are rows it can
+        # append): admission reads no stop, but the hub, checking the version against its own
+        # sealed whitelist, admits no new run. The task back in force, the version starts.
+        task = loaded.definition.task
+        today = dt.datetime.now(JST).date()
+        was = (await store.fetch_periods(pool)).get(("task", task))
+        hub = keys.load(settings).signer()
+
+        async def period(begins: dt.date | None, ends: dt.date | None) -> None:
+            outcome = await store.set_period(
+                pool, "task", task, begins, ends, by="test", effective=today, hub=hub
+            )
+            await live_whitelist.wait_for_version(outcome.version)
+
+        await period(dt.date(2000, 1, 1), today - dt.timedelta(days=1))
+        try:
+            await pool.execute(
+                "INSERT INTO registry.reviews (load_id, source, bpf, version, effective,"
+                " conformant, affected, executors, problems) SELECT max(id), 'forged', $1, $2,"
+                " $3, true, false, '{}', '[]' FROM whitelist.loads",
+                bpf,
+                version,
+                today,
+            )
+            assert await suspension(pool, bpf, version, today) is None  # no row stops it
+            with pytest.raises(WorkflowFailureError) as stopped:
+                await (await sdk(client, operation).start(platform_start("city-minato"))).result()
+            assert "does not conform to the whitelist in force today" in str(stopped.value.cause)
+        finally:
+            await period(was.valid_from if was else None, was.valid_to if was else None)
+        again = await (await sdk(client, operation).start(platform_start("city-minato"))).result()
+        assert again.outcome == "completed"
     schedules = [s for s in await desired(pool, operation, catalog) if s.startswith(PREFIX + bpf)]
     assert sorted(schedules) == [
         f"{PREFIX}{bpf}/city-minato/6-school-year-start",
