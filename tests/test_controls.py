@@ -143,7 +143,7 @@ async def test_a_withdrawn_pia_of_the_provider_denies_and_its_history_is_kept(
 
 
 async def test_a_pia_or_a_lift_appended_in_the_database_decides_nothing(
-    env, pool, settings, live_whitelist
+    env, pool, settings, base_settings, live_whitelist
 ) -> None:
     """Any process with the application's role can append to the PIA registry and the
     emergency stop's events: an active PIA or a lift appended so would have every gate let the
@@ -303,8 +303,32 @@ async def test_a_pia_or_a_lift_appended_in_the_database_decides_nothing(
         finally:
             await begun.rollback()
     # The hub's own events lift both.
-    for target in (stop, hidden, other):
-        await controls_store.lift(pool, "row", target, "drill over", "test-operator", hub=hub)
+    # An agency's database role cannot hold up the hub's changes: their lock is a row of a table
+    # it may not read (an advisory lock, open to every role, it could hold for ever).
+    from renkei.kernel.db import create_pool, party_role
+
+    agency = await create_pool(
+        base_settings.database_url, max_size=1, role=party_role("city-minato")
+    )
+    try:
+        async with agency.acquire() as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute(
+                        "SELECT 1 FROM records.platform_locks WHERE name = 'controls'"
+                        " FOR NO KEY UPDATE"
+                    )
+            await conn.execute("SELECT pg_advisory_lock(125779969795433)")  # the writers' before
+            try:
+                async with asyncio.timeout(30):
+                    for target in (stop, hidden, other):
+                        await controls_store.lift(
+                            pool, "row", target, "drill over", "test-operator", hub=hub
+                        )
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock_all()")
+    finally:
+        await agency.close()
     await until(lambda: not {stop, hidden, other} & {s.target for s in index().suspensions()})
 
 

@@ -39,6 +39,15 @@ REASON_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 REASON_MAX = 300
 
 
+def stamp(at: dt.datetime, form: str, zone: dt.tzinfo) -> str:
+    """``at`` in ``zone`` as ``form`` says; a time no zone can hold (the database's infinity,
+    as a row appended past the hub may carry) as it is."""
+    try:
+        return at.astimezone(zone).strftime(form)
+    except (OverflowError, ValueError):
+        return str(at)
+
+
 class Pia(BaseModel):
     """One org's PIA for one task, as its latest registry event says."""
 
@@ -57,7 +66,7 @@ class Pia(BaseModel):
     def lapse(self, day: dt.date) -> str | None:
         """Why this PIA does not stand on ``day``; ``None`` when it does."""
         if self.status == "withdrawn":
-            when = f" on {self.recorded_at.astimezone(JST):%Y-%m-%d}" if self.recorded_at else ""
+            when = f" on {stamp(self.recorded_at, '%Y-%m-%d', JST)}" if self.recorded_at else ""
             why = f": {self.note}" if self.note else ""
             return f"withdrawn{when}{why}"
         if day < self.approved_on:
@@ -98,7 +107,7 @@ class Suspension(BaseModel):
         return f"whitelist row {self.target}"
 
     def describe(self) -> str:
-        at = self.at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        at = stamp(self.at, "%Y-%m-%d %H:%M:%SZ", dt.UTC)
         return f"{self.what} suspended by {self.operator} at {at}: {self.reason}"
 
 

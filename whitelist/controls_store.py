@@ -86,10 +86,12 @@ _STAMP: dict[Events, str] = {"pia": "recorded_at", "suspension": "at"}
 _READ: dict[Events, str] = {
     e: ", ".join([*c, "seq", "signing_id", "signature"]) for e, c in _SIGNED.items()
 }
-# One writer at a time (a transaction's advisory lock, taken before an event's number), waiting
-# for it no longer than LOCK_WAIT: a change read and made is the one in force when it commits.
-WRITE_LOCK = 0x72656E6B6569
+# One writer at a time (the platform's row lock "controls" in records.platform_locks, taken
+# before an event's number: no org's role may read or lock that table, as it could an advisory
+# lock), waiting for it no longer than LOCK_WAIT: a change read and made is the one in force
+# when it commits.
 LOCK_WAIT = "10s"
+_LOCK = "SELECT 1 FROM records.platform_locks WHERE name = 'controls' FOR NO KEY UPDATE"
 
 
 def _text(value: object) -> object:
@@ -209,7 +211,8 @@ def _suspension(row: asyncpg.Record) -> Suspension:
 
 def _unreadable(row: asyncpg.Record) -> Suspension:
     """What stands for a target whose newest events none hold: suspended (nothing says the hub
-    lifted it), on both sides."""
+    lifted it), on both sides, from when it was read so (the events' own times are not the
+    hub's word)."""
     return Suspension(
         kind=row["kind"],
         target=row["target"],
@@ -217,7 +220,7 @@ def _unreadable(row: asyncpg.Record) -> Suspension:
         side="both" if row["kind"] == "org" else None,
         reason="its newest events are not the hub's (none holds): read as suspended",
         operator="renkei",
-        at=row["at"],
+        at=dt.datetime.now(dt.UTC),
     )
 
 
@@ -240,7 +243,12 @@ async def _writing(conn: Conn) -> None:
     :data:`LOCK_WAIT` (then :class:`ControlRefused`)."""
     await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
     try:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+        if await conn.fetchval(_LOCK) is None:  # the row made once, then locked
+            await conn.execute(
+                "INSERT INTO records.platform_locks (name) VALUES ('controls')"
+                " ON CONFLICT DO NOTHING"
+            )
+            await conn.fetchval(_LOCK)
     except asyncpg.LockNotAvailableError:
         raise ControlRefused(
             f"another change of the PIAs or suspensions held the lock past {LOCK_WAIT}: nothing"

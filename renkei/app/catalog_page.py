@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.bpf.render import build, provider_label, to_svg
 from renkei.bpf.render.labels import partner_label
-from whitelist.controls import LEVEL_JA, ControlsIndex
+from whitelist.controls import LEVEL_JA, ControlsIndex, stamp
 from whitelist.decide import WhitelistIndex, japan_today
 from whitelist.models import Catalog, role_of
 
@@ -119,7 +119,7 @@ def stopping(d: BpfDefinition, catalog: Catalog, controls: ControlsIndex) -> lis
         controls.requester_suspension(o) for e in d.owners.executors for o in catalog.orgs_of(e)
     ]
     return [
-        f"{s.what}: {s.reason} ({s.at.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC)"
+        f"{s.what}: {s.reason} ({stamp(s.at, '%Y-%m-%d %H:%M', dt.UTC)} UTC)"
         for s in dict.fromkeys(f for f in found if f is not None)
     ]
 

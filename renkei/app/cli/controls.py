@@ -19,7 +19,7 @@ from renkei.kernel import keys
 from renkei.kernel.settings import get_settings
 from whitelist import controls_store
 from whitelist.catalog import default_catalog
-from whitelist.controls import LEVEL_JA
+from whitelist.controls import LEVEL_JA, stamp
 from whitelist.decide import JST
 
 pia_app = typer.Typer(
@@ -57,6 +57,9 @@ def _day(option: str, value: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise typer.Exit(_fail(f"--{option} is a day, YYYY-MM-DD")) from None
+
+
+_SHOWN = "%Y-%m-%d %H:%M:%S"
 
 
 def _unsigned(holds: bool) -> str:
@@ -102,9 +105,9 @@ async def pia_history(org: str, task: str) -> int:
     if not events:
         return _fail(f"{org} has no PIA recorded for task {task!r}")
     for e in events:
-        at = e.recorded_at.astimezone(JST) if e.recorded_at else None
+        at = stamp(e.recorded_at, _SHOWN, JST) if e.recorded_at else "-"
         typer.echo(
-            f"{at:%Y-%m-%d %H:%M:%S}\t{e.status}\t{e.level}\t{e.approved_on}\t{e.review_due}\t"
+            f"{at}\t{e.status}\t{e.level}\t{e.approved_on}\t{e.review_due}\t"
             f"{e.recorded_by}" + (f"\t{e.note}" if e.note else "") + _unsigned(e.holds)
         )
     return 0
@@ -257,12 +260,12 @@ async def suspensions(
         if history:
             for e in await controls_store.suspension_history(pool, hub=_hub().public_key()):
                 typer.echo(
-                    f"{e.at.astimezone(JST):%Y-%m-%d %H:%M:%S}\t{e.action}\t{e.what}\t"
+                    f"{stamp(e.at, _SHOWN, JST)}\t{e.action}\t{e.what}\t"
                     f"{e.operator}\t{e.reason}" + _unsigned(e.holds)
                 )
             return 0
         found = await controls_store.suspensions(pool, hub=_hub().public_key())
     for s in found:
-        typer.echo(f"{s.at.astimezone(JST):%Y-%m-%d %H:%M:%S}\t{s.what}\t{s.operator}\t{s.reason}")
+        typer.echo(f"{stamp(s.at, _SHOWN, JST)}\t{s.what}\t{s.operator}\t{s.reason}")
     typer.echo(f"{len(found)} suspensions in force", err=True)
     return 0
