@@ -13,7 +13,9 @@ about *who* asks, or *for what*, on the request's word:
   and pauses; for a linkage the hub may broker ahead, with the steps it may be brokered ahead of,
   :func:`renkei.bpf.ahead.lead`), however long a request asks;
 - a disclosure hold counts only if a platform operator approved it for that case;
-- a parent flow it claims must be the same executor's, of a purpose that covers the child's;
+- a parent flow it claims must be the same executor's, of a purpose that covers the child's,
+  and the very flow Temporal says started the calling run (:func:`parent_of`): a run claiming
+  another case as its parent would carry that case's hold and trigger;
 - a code is translated only into the calling flow's executor's space, and only from a provider
   the hub permitted in this very run;
 - the platform's word on starts and case references goes only to the platform's scans.
@@ -24,6 +26,7 @@ than the registry (read once per process: ``registry.pinned``) or, for a hold or
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
@@ -50,6 +53,34 @@ class Caller:
     run_id: str
     workflow_type: str
     executor: str
+
+
+# (workflow id, run id) → the workflow that started it, as Temporal said: a run's parent never
+# changes. Bounded: the hub meets every child run in turn.
+_PARENTS: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+PARENTS_REMEMBERED = 10_000
+
+
+async def parent_of(who: Caller) -> str | None:
+    """The id of the workflow that started the calling run, as Temporal says (``None``: no
+    workflow did). Asked once per run."""
+    key = (who.workflow_id, who.run_id)
+    if key in _PARENTS:
+        return _PARENTS[key]
+    handle = activity.client().get_workflow_handle(who.workflow_id, run_id=who.run_id)
+    found = (await handle.describe()).parent_id
+    _PARENTS[key] = found
+    while len(_PARENTS) > PARENTS_REMEMBERED:
+        _PARENTS.popitem(last=False)
+    return found
+
+
+async def check_parent(claimed: str, who: Caller) -> None:
+    """Refuse a run that claims as its parent a flow Temporal does not say started it."""
+    if await parent_of(who) != claimed:
+        raise Failure.MALFORMED_START.error(
+            "the flow it claims to serve is not the one that started it"
+        )
 
 
 @dataclass(frozen=True)
@@ -154,6 +185,7 @@ class Claims:
             raise refuse(f"{d.bpf} is not started by {req.trigger!r}")
         if req.parent is not None:
             parent = req.parent
+            await check_parent(parent.workflow_id, who)
             if (
                 executor_of(parent.workflow_id) != who.executor
                 or parent.workflow_id.split("/", 1)[0] != parent.bpf

@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.approved import ApprovalCheck
 from activities.attempts import attempt_key, attempt_record
-from activities.claims import Claimed, Claims, caller
+from activities.claims import Claimed, Claims, caller, check_parent
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
@@ -191,10 +191,15 @@ class HubActivities:
                 raise Failure.MALFORMED_START.error(
                     f"the case reference in the workflow id looks like {personal}"
                 )
-        if req.parent is not None and req.called_by is None:
-            # A child's purpose and trigger are its caller's; only a real child (one Temporal
-            # says another flow started) may claim a caller.
-            raise Failure.MALFORMED_START.error("a flow that no other flow started claims a caller")
+        if req.parent is not None:
+            # A child's purpose, trigger and hold are its caller's: only the flow Temporal says
+            # started this run may be claimed as its caller (the request's word is the
+            # executor's worker's).
+            if req.called_by is None:
+                raise Failure.MALFORMED_START.error(
+                    "a flow that no other flow started claims a caller"
+                )
+            await check_parent(req.parent.workflow_id, caller())
         try:
             found, inputs = await admit(
                 self._pool,

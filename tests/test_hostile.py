@@ -12,6 +12,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -20,6 +21,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ActivityError
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.permits import subject_context
@@ -1268,6 +1270,76 @@ async def test_a_start_cannot_borrow_a_callers_purpose_hold_or_trigger(
                 f"{flow.bpf}/{flow.executor}/{flow.case_ref}",
                 expected,
             )
+
+
+@workflow.defn(name="attacker.adopt", sandboxed=False)
+class Adopt:
+    """A rogue's workflow: starts a flow as its child, the child's start claiming another case
+    as its caller (to carry that case's approved hold)."""
+
+    @workflow.run
+    async def run(self, bpf: str, wid: str, queue: str, flow: dict[str, Any]) -> None:
+        await workflow.execute_child_workflow(bpf, flow, id=wid, task_queue=queue)
+
+
+async def test_a_child_cannot_claim_a_caller_that_did_not_start_it(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A child runs under its caller's purpose, trigger and hold. A flow that another
+    workflow really started, but that claims as its caller a case with an approved hold (to
+    keep a different person's records from their view under it), is refused: the caller must be
+    the flow Temporal says started it."""
+    from renkei.contracts.messages import DisclosureHold, ParentFlow
+    from renkei.kernel import holds
+
+    h = pick(settings, lambda h: h.municipality == "city-minato" and len(h.members) > 1)
+    subject = code(settings, "city-minato", h.members[1])
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    held = f"case-{uuid.uuid4().hex[:10]}"  # the case the operator approved a hold for
+    asked = await holds.request(
+        pool, "city-minato", "register-probe", held, "investigation", until, "city-minato"
+    )
+    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
+    flow = start(
+        "register-probe",
+        "city-minato",
+        subject,
+        inputs={"register": "city-minato"},
+        hold=DisclosureHold(until=until, reason="investigation", approval=asked.id),
+        parent=ParentFlow(
+            workflow_id=f"register-probe/city-minato/{held}",
+            bpf="register-probe",
+            task="school-entry-notice",
+        ),
+    )
+    wid = f"register-probe/city-minato/{flow.case_ref}"
+    queue = f"rogue-{uuid.uuid4().hex[:8]}"
+    await register_fixture(pool, "register-probe.yaml")
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        Worker(client, task_queue=queue, workflows=[Adopt]),
+    ):
+        await client.start_workflow(
+            Adopt.run,
+            args=[
+                "register-probe",
+                wid,
+                control_queue(settings.task_queue_prefix, "city-minato"),
+                flow.model_dump(mode="json"),
+            ],
+            id=f"rogue-{uuid.uuid4().hex[:8]}",
+            task_queue=queue,
+        )
+        child = client.get_workflow_handle(wid)
+        for _ in range(200):  # until the rogue has started it
+            with contextlib.suppress(RPCError):
+                await child.describe()
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await child.result()
+    assert "is not the one that started it" in str(failure.value.cause), failure.value.cause
+    assert await records.query(pool, workflow_id=wid) == []
 
 
 async def test_a_forged_continuation_is_refused(
