@@ -1059,22 +1059,32 @@ async def test_a_hold_row_added_approved_dated_back_or_beyond_its_reason_is_not_
         )
     ).id == within
     # Approved by the role itself, the columns set as an operator's approval sets them (it is
-    # the role operators approve through), or with another approval's signature: not the
-    # platform's approval. The mark of an approval from before signing cannot be set either.
+    # the role operators approve through), dated back, or with another approval's signature:
+    # not the platform's approval; nor does the hub sign it as one made before signing.
     forged = await add(soon)
     signed = await pool.fetchval("SELECT approval_signature FROM hub.holds WHERE id = $1", within)
     await pool.execute(
-        "UPDATE hub.holds SET approved_by = 'operator-mallory', approved_at = now(),"
-        " approval_signature = $2, approved_before_signing = true WHERE id = $1",
+        "UPDATE hub.holds SET approved_by = 'operator-mallory', approved_at = '2000-01-01',"
+        " approval_signature = $2 WHERE id = $1",
         forged,
         signed,
     )
-    assert not await pool.fetchval(
-        "SELECT approved_before_signing FROM hub.holds WHERE id = $1", forged
-    )
+    assert await pool.fetchval(
+        "SELECT approved_at > now() - interval '1 minute' FROM hub.holds WHERE id = $1", forged
+    )  # dated by the database
     with pytest.raises(holds.HoldNotApproved, match="not the platform's"):
         await holds.check(
             pool, "city-minato", forged, "investigation", soon, wid, hub=hub_key().public_key()
+        )
+    unsigned = await add(soon)
+    await pool.execute(
+        "UPDATE hub.holds SET approved_by = 'operator-mallory', approved_at = now() WHERE id = $1",
+        unsigned,
+    )
+    assert await holds.sign_before(pool, hub_key()) == 0
+    with pytest.raises(holds.HoldNotApproved, match="not the platform's"):
+        await holds.check(
+            pool, "city-minato", unsigned, "investigation", soon, wid, hub=hub_key().public_key()
         )
 
 
@@ -2096,7 +2106,8 @@ async def test_an_individual_number_remapped_in_the_database_enrols_no_one(
     give the executor the other person's code, and its flows fetch that person's data. The
     application's role may not change or remove a row, nor may the owner (a trigger); a row
     the owner swaps past the trigger fails the hub's binding, and the enrolment is refused
-    with a message naming no one; put back, it holds again."""
+    with a message naming no one; put back, it holds again. A row added unbound and dated back
+    is never bound as one from before bindings."""
     from renkei.kernel.pseudonyms import (
         IndividualAltered,
         Pseudonyms,
@@ -2129,15 +2140,23 @@ async def test_an_individual_number_remapped_in_the_database_enrols_no_one(
                     await conn.execute(role)
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await conn.execute(change, h_one)
-    # A row added as if from before bindings is not taken as such.
+    # Nor its binding be taken away; a row added dated back, unbound (as if from before
+    # bindings), is dated by the database and never bound by the hub.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await pool.execute(
+            "UPDATE hub.individuals SET binding = NULL WHERE number_hash = $1", h_one
+        )
     junk = uuid.uuid4().hex
     await pool.execute(
-        "INSERT INTO hub.individuals (number_hash, subject_id, before_binding)"
-        " VALUES ($1, gen_random_uuid(), true)",
+        "INSERT INTO hub.individuals (number_hash, subject_id, enrolled_at)"
+        " VALUES ($1, gen_random_uuid(), '2000-01-01')",
         junk,
     )
-    assert not await pool.fetchval(
-        "SELECT before_binding FROM hub.individuals WHERE number_hash = $1", junk
+    assert await hub.bind_before() == 0
+    assert await pool.fetchval(
+        "SELECT enrolled_at > now() - interval '1 minute' AND binding IS NULL"
+        " FROM hub.individuals WHERE number_hash = $1",
+        junk,
     )
     # The owner turns the trigger off and swaps the two people's subjects.
     async with pool.acquire() as conn, conn.transaction():

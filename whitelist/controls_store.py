@@ -13,7 +13,8 @@ a PIA in force or lift a suspension. Each event the platform appends therefore c
 signature over its table, its number and its content (migration 0059), and every reader takes,
 for each PIA and each target, the newest event whose signature holds against the hub's key it
 pinned: an event appended any other way decides nothing, and one copied under a later number
-does not hold. Events from before signing stand (``controls.signed_from``). A target whose
+does not hold. The state the events from before signing left is signed again by the hub at
+its start, once (:func:`carry_over`); until then they hold for no one. A target whose
 newest :data:`EVENTS_LOOKED_AT` signed events none hold, or whose newest is signed with a key
 that is not the one pinned, is taken as suspended (nothing says the hub lifted it); a PIA's, as
 no PIA. A version is the sum of both tables' highest event numbers: it grows with each event,
@@ -116,7 +117,7 @@ async def _append(
     got = await conn.fetchrow(f"SELECT nextval('{table}_seq_seq') AS seq, now() AS now")
     assert got is not None
     seq: int = got["seq"]
-    fields = {**fields, _STAMP[events]: got["now"]}
+    fields = {_STAMP[events]: got["now"], **fields}  # a stamp given is kept (a carried event)
     signature = base64.b64encode(hub.sign(_message(events, seq, fields))).decode()
     columns = [*fields, "seq", "signing_id", "signature"]
     values = [*fields.values(), seq, keys.key_id(keys.public_raw(hub.public_key())), signature]
@@ -139,11 +140,9 @@ def _verified(hub: bytes, signature: str, message: bytes) -> bool:
     return True
 
 
-def _holds(
-    events: Events, row: asyncpg.Record, hub: Ed25519PublicKey | None, signed_from: int
-) -> bool:
-    """Whether ``row`` is the hub's word: appended before signing began, or signed by the hub."""
-    if hub is None or row["seq"] < signed_from:
+def _holds(events: Events, row: asyncpg.Record, hub: Ed25519PublicKey | None) -> bool:
+    """Whether ``row`` is the hub's word (signed by it)."""
+    if hub is None:
         return True
     if row["signature"] is None:
         return False
@@ -161,17 +160,15 @@ class _Latest(NamedTuple):
 async def _latest(
     conn: Conn, events: Events, hub: Ed25519PublicKey | None, where: str = "TRUE", *args: object
 ) -> _Latest:
-    # One round trip (a start asks it). Events with no signature past the boundary are left in
-    # the database: they can hold for no one, and cost a reader nothing.
+    # One round trip (a start asks it). Events with no signature are left in the database:
+    # they hold for no one, and cost a reader nothing.
     rows = await conn.fetch(
-        f"WITH b AS (SELECT seq AS signed_from FROM controls.signed_from WHERE events = '{events}')"
-        f" SELECT latest.*, b.signed_from FROM (SELECT {_READ[events]}, row_number() OVER"
-        f" (PARTITION BY {_KEY[events]} ORDER BY seq DESC) AS nth FROM {_TABLE[events]} e, b"
-        f" WHERE ({where}) AND (e.seq < b.signed_from OR e.signature IS NOT NULL)) latest, b"
+        f"SELECT * FROM (SELECT {_READ[events]}, row_number() OVER"
+        f" (PARTITION BY {_KEY[events]} ORDER BY seq DESC) AS nth FROM {_TABLE[events]}"
+        f" WHERE ({where}) AND signature IS NOT NULL) latest"
         f" WHERE nth <= {EVENTS_LOOKED_AT} ORDER BY seq DESC",
         *args,
     )
-    signed_from: int = rows[0]["signed_from"] if rows else 0
     pinned = keys.key_id(keys.public_raw(hub)) if hub is not None else None
     held: dict[tuple[object, ...], asyncpg.Record] = {}
     unreadable: dict[tuple[object, ...], asyncpg.Record] = {}
@@ -182,7 +179,7 @@ async def _latest(
         newest.setdefault(key, row)
         if key in held or key in unreadable:
             continue
-        if _holds(events, row, hub, signed_from):
+        if _holds(events, row, hub):
             held[key] = row
         elif row["signing_id"] != pinned:
             # signed with a key that is not the one this reader pinned (a stale key file, or
@@ -328,6 +325,36 @@ async def seed_pias(
         return len(fresh)
 
 
+async def carry_over(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> int:
+    """Sign again, as the hub's, the state the events from before signing left (migration
+    0059): each PIA's newest event, and each target's newest when it is a suspension, with its
+    content and time. Only events from before (numbered below ``controls.signed_from``, which
+    no role but the owner writes), and only while the hub signed no event of that table yet:
+    nothing appended since is ever carried. Run at the hub's start; return how many."""
+    carried = 0
+    async with pool.acquire() as conn, conn.transaction():
+        await _writing(conn)
+        for events in ("pia", "suspension"):
+            table = _TABLE[events]
+            if await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {table} WHERE signature IS NOT NULL)"
+            ):
+                continue
+            rows = await conn.fetch(
+                f"SELECT DISTINCT ON ({_KEY[events]}) {_READ[events]} FROM {table} WHERE seq <"
+                f" (SELECT seq FROM controls.signed_from WHERE events = '{events}')"
+                f" ORDER BY {_KEY[events]}, seq DESC"
+            )
+            for row in rows:
+                if events == "suspension" and row["action"] != "suspend":
+                    continue  # lifted: nothing to carry
+                await _append(conn, hub, events, {c: row[c] for c in _SIGNED[events]})
+                carried += 1
+        if carried:
+            await _changed(conn)
+    return carried
+
+
 async def pias(
     conn: Conn, org: str | None = None, task: str | None = None, *, hub: Ed25519PublicKey | None
 ) -> list[Pia]:
@@ -353,10 +380,8 @@ async def pia_history(
         org,
         task,
     )
-    signed_from = await conn.fetchval("SELECT seq FROM controls.signed_from WHERE events = 'pia'")
     return [
-        PiaEvent(**_pia(r).model_dump(), seq=r["seq"], holds=_holds("pia", r, hub, signed_from))
-        for r in rows
+        PiaEvent(**_pia(r).model_dump(), seq=r["seq"], holds=_holds("pia", r, hub)) for r in rows
     ]
 
 
@@ -482,15 +507,12 @@ async def suspension_history(
         kind,
         target,
     )
-    signed_from = await conn.fetchval(
-        "SELECT seq FROM controls.signed_from WHERE events = 'suspension'"
-    )
     return [
         SuspensionEvent(
             **_suspension(r).model_dump(),
             seq=r["seq"],
             action=r["action"],
-            holds=_holds("suspension", r, hub, signed_from),
+            holds=_holds("suspension", r, hub),
         )
         for r in rows
     ]

@@ -97,6 +97,7 @@ async def run_worker(
     of runs from before executor-side control), an executor's control worker, or an agency's."""
     from workers.agency import agency_worker
     from workers.assembly import serving_directly
+    from workers.carried import carry_over_unsigned
     from workers.control import control_worker, hub_worker, legacy_control_worker
 
     found = servers(settings)
@@ -122,6 +123,7 @@ async def run_worker(
     try:
         if kind == "hub":  # the hub's process: the hub's keys, as the database knows them
             await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
+            await carry_over_unsigned(pool, settings)  # an upgrade's, once (workers.carried)
         else:  # an org's process reads its own key file and nothing of the hub's
             keys.load_org(settings, str(org))
         party = HUB if kind == "hub" else str(org)

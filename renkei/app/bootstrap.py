@@ -25,6 +25,7 @@ from whitelist.controls import sample_pias
 from whitelist.decide import JST, WhitelistIndex
 from whitelist.local import all_rows
 from whitelist.models import Catalog
+from workers.carried import carry_over_unsigned
 
 
 class Prepared(BaseModel):
@@ -129,6 +130,7 @@ async def prepare(pool: asyncpg.Pool, settings: Settings) -> Prepared:
     await issue_keys(pool, settings, sorted(default_catalog().orgs))
     await register_conformance_body(pool, settings)
     rows, version = await load_whitelist(pool, settings)
+    await carry_over_unsigned(pool, settings)
     # The samples' PIAs, for every (org, task) a row needs; never over a change made since.
     pias = await controls_store.seed_pias(
         pool,

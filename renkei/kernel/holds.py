@@ -143,9 +143,7 @@ def _approval_message(row: Mapping[str, object]) -> bytes:
 
 
 def _approval_holds(row: Mapping[str, object], hub: Ed25519PublicKey) -> bool:
-    """Whether ``row``'s approval is the hub's: from before signing, or signed by the hub."""
-    if row["approved_before_signing"]:
-        return True
+    """Whether ``row``'s approval is the hub's (signed by it)."""
     signature = row["approval_signature"]
     if not isinstance(signature, str):
         return False
@@ -154,6 +152,33 @@ def _approval_holds(row: Mapping[str, object], hub: Ed25519PublicKey) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+async def sign_before(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> int:
+    """Sign the approvals made before approvals were signed (migration 0061), each as it
+    stands; return how many. Only those: an approval is dated by the database (a trigger), so
+    one the application's role makes since is never signed here; and only once. Run at the hub's
+    start."""
+    before = (
+        "approved_by IS NOT NULL AND approved_at < (SELECT applied_at FROM"
+        " public.renkei_migrations WHERE name = '0061_hold_approvals_signed.sql')"
+    )
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM hub.holds WHERE approval_signature IS NOT NULL AND {before})"
+        ):
+            return 0  # signed once already
+        rows = await conn.fetch(
+            f"SELECT * FROM hub.holds WHERE approval_signature IS NULL AND {before} FOR UPDATE"
+        )
+        await conn.executemany(
+            "UPDATE hub.holds SET approval_signature = $2 WHERE id = $1",
+            [
+                (r["id"], base64.b64encode(hub.sign(_approval_message(dict(r)))).decode())
+                for r in rows
+            ],
+        )
+    return len(rows)
 
 
 async def approve(

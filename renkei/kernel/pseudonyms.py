@@ -146,8 +146,8 @@ class Pseudonyms:
 
         The first enrolment of a number creates the hub's subject; later ones (by this org or
         another) find it by the number's keyed hash. The number itself is not stored. The row
-        found is taken only with the hub's binding (or from before bindings):
-        :class:`IndividualAltered` for one rewritten by anyone else.
+        found is taken only with the hub's binding: :class:`IndividualAltered` for one written
+        by anyone else (or from before bindings, not yet bound: :func:`bind_before`).
         """
         digits = check_individual_number(number)
         hashed = number_hash(self._hub_key, digits)
@@ -161,15 +161,11 @@ class Pseudonyms:
                 binding(self._hub_key, hashed, fresh),
             )
             row = await conn.fetchrow(
-                "SELECT subject_id, binding, before_binding FROM hub.individuals"
-                " WHERE number_hash = $1",
-                hashed,
+                "SELECT subject_id, binding FROM hub.individuals WHERE number_hash = $1", hashed
             )
         assert row is not None
         subject: uuid.UUID = row["subject_id"]
-        if not row["before_binding"] and not hmac.compare_digest(
-            row["binding"] or "", binding(self._hub_key, hashed, subject)
-        ):
+        if not hmac.compare_digest(row["binding"] or "", binding(self._hub_key, hashed, subject)):
             log.error("a row of hub.individuals is not the hub's: refused")
             raise IndividualAltered("the hub's record of this individual number was altered")
         await self.enroll([subject], [org])
@@ -185,6 +181,33 @@ class Pseudonyms:
                 " ON CONFLICT DO NOTHING",
                 rows,
             )
+
+    async def bind_before(self) -> int:
+        """Bind the rows enrolled before bindings began (migration 0060), each as it stands;
+        return how many. Only those: a row's enrolment time is the database's (a trigger), and
+        what the application's role adds since is never bound here; and only once (a row unbound
+        after that is someone else's doing). Run at the hub's start."""
+        before = (
+            "enrolled_at < (SELECT applied_at FROM public.renkei_migrations"
+            " WHERE name = '0060_individuals_bound.sql')"
+        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM hub.individuals WHERE binding IS NOT NULL AND {before})"
+            ):
+                return 0  # bound once already: a row unbound since is not the hub's
+            rows = await conn.fetch(
+                "SELECT number_hash, subject_id FROM hub.individuals"
+                f" WHERE binding IS NULL AND {before} FOR UPDATE"
+            )
+            await conn.executemany(
+                "UPDATE hub.individuals SET binding = $2 WHERE number_hash = $1",
+                [
+                    (r["number_hash"], binding(self._hub_key, r["number_hash"], r["subject_id"]))
+                    for r in rows
+                ],
+            )
+        return len(rows)
 
     async def subject_of(self, org: str, code: str) -> uuid.UUID:
         """The subject ``org`` knows by ``code``. The table's row is taken only if the code is

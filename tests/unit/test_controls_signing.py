@@ -30,12 +30,11 @@ def _signed(events: cs.Events, seq: int, fields: dict[str, object]) -> dict[str,
     return {**fields, "seq": seq, "signature": signature}
 
 
-def test_an_event_the_hub_signed_holds_and_one_before_signing_began_stands() -> None:
+def test_an_event_the_hub_signed_holds_and_an_unsigned_one_does_not() -> None:
     row = _signed("suspension", 7, LIFT)
-    assert cs._holds("suspension", row, HUB.public_key(), signed_from=1)  # type: ignore[arg-type]
+    assert cs._holds("suspension", row, HUB.public_key())  # type: ignore[arg-type]
     unsigned = {**LIFT, "seq": 3, "signature": None}
-    assert cs._holds("suspension", unsigned, HUB.public_key(), signed_from=4)  # type: ignore[arg-type]
-    assert not cs._holds("suspension", unsigned, HUB.public_key(), signed_from=3)  # type: ignore[arg-type]
+    assert not cs._holds("suspension", unsigned, HUB.public_key())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -53,13 +52,13 @@ def test_an_event_the_hub_signed_holds_and_one_before_signing_began_stands() -> 
 )
 def test_no_field_of_a_signed_event_can_change(change: dict[str, object]) -> None:
     row = {**_signed("suspension", 7, LIFT), **change}
-    assert not cs._holds("suspension", row, HUB.public_key(), signed_from=1)  # type: ignore[arg-type]
+    assert not cs._holds("suspension", row, HUB.public_key())  # type: ignore[arg-type]
 
 
 def test_a_signature_holds_for_its_own_table_and_key_only() -> None:
     row = _signed("suspension", 7, LIFT)
     other = Ed25519PrivateKey.generate()
-    assert not cs._holds("suspension", row, other.public_key(), signed_from=1)  # type: ignore[arg-type]
+    assert not cs._holds("suspension", row, other.public_key())  # type: ignore[arg-type]
     pia: dict[str, object] = {
         "org": "city-minato",
         "task": "t",
@@ -72,10 +71,10 @@ def test_a_signature_holds_for_its_own_table_and_key_only() -> None:
         "recorded_at": AT,
     }
     signed = _signed("pia", 7, pia)
-    assert cs._holds("pia", signed, HUB.public_key(), signed_from=1)  # type: ignore[arg-type]
+    assert cs._holds("pia", signed, HUB.public_key())  # type: ignore[arg-type]
     # a row with every column of both tables: its messages as either differ (the table is signed)
     both = {**pia, **LIFT}
     assert cs._message("pia", 7, both) != cs._message("suspension", 7, both)
     # the same time in another zone is the same instant: it holds
     shifted = {**signed, "recorded_at": AT.astimezone(dt.timezone(dt.timedelta(hours=9)))}
-    assert cs._holds("pia", shifted, HUB.public_key(), signed_from=1)  # type: ignore[arg-type]
+    assert cs._holds("pia", shifted, HUB.public_key())  # type: ignore[arg-type]

@@ -6,8 +6,10 @@
 -- Each event the platform appends now carries the hub's Ed25519 signature over its table, its
 -- number and its content (whitelist.controls_store); a reader takes, for each PIA or target, its
 -- newest event whose signature holds, and an event appended any other way decides nothing.
--- The events from before this migration stand as they are: controls.signed_from records, for
--- each table, the first number that must be signed (no role but the owner writes it).
+-- The state the events from before this migration left is signed again by the hub at its next
+-- start (whitelist.controls_store.carry_over), once: controls.signed_from records, for each
+-- table, the first number past them (no role but the owner writes it), so nothing appended
+-- since is ever carried.
 ALTER TABLE controls.pia_events ADD COLUMN signing_id text, ADD COLUMN signature text;
 ALTER TABLE controls.suspension_events ADD COLUMN signing_id text, ADD COLUMN signature text;
 

@@ -3,21 +3,24 @@
 -- hub.individuals names, for each individual number's keyed hash, the hub's subject. The
 -- application's role could rewrite it (swap two people's subjects), and the next enrolment by
 -- number would then give an executor another person's code: its flows would fetch that person's
--- data. Each row the hub adds now carries a binding, the hub's keyed MAC over the hash and the
--- subject (renkei.kernel.pseudonyms), checked at every enrolment by number; rows are never
--- changed or removed, for any role (a trigger). The rows from before stand as they are
--- (`before_binding`, set by this migration only).
-ALTER TABLE hub.individuals
-    ADD COLUMN binding text,
-    ADD COLUMN before_binding boolean NOT NULL DEFAULT false;
-UPDATE hub.individuals SET before_binding = true;
+-- data. Each row now carries a binding, the hub's keyed MAC over the hash and the subject
+-- (renkei.kernel.pseudonyms), checked at every enrolment by number: a row without one that
+-- holds enrols no one. No row's number or subject is ever changed, nor any row removed, by any
+-- role (a trigger); the one change a row takes is its binding, once, where it had none. The
+-- rows from before are bound by the hub at its next start (renkei.app.bootstrap.prepare): only
+-- those enrolled before this migration (a row's enrolment time is the database's, a trigger).
+ALTER TABLE hub.individuals ADD COLUMN binding text;
 
 CREATE FUNCTION hub.individual_fixed() RETURNS trigger LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        NEW.before_binding := false;  -- only this migration marks a row as from before
+        NEW.enrolled_at := now();  -- the database's clock: a row is never dated back
         RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.binding IS NULL AND NEW.number_hash = OLD.number_hash
+       AND NEW.subject_id = OLD.subject_id AND NEW.enrolled_at = OLD.enrolled_at THEN
+        RETURN NEW;  -- a row from before is bound, once
     END IF;
     RAISE EXCEPTION 'an individual''s row is never changed or removed'
         USING ERRCODE = 'insufficient_privilege';
@@ -31,5 +34,6 @@ DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'renkei_app') THEN
         REVOKE UPDATE, DELETE, TRUNCATE ON hub.individuals FROM renkei_app;
+        GRANT UPDATE (binding) ON hub.individuals TO renkei_app;
     END IF;
 END $$;

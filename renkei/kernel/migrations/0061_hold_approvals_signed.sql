@@ -4,25 +4,29 @@
 -- request and a platform operator's approval. The approval was the row's approved_by, which
 -- the application's role can set (it is the role operators approve through). Each approval
 -- the platform records now carries the hub's signature over the request and who approved it
--- when (renkei.kernel.holds); the hub takes a hold only with it. Approvals from before stand
--- (`approved_before_signing`, set by this migration only).
-ALTER TABLE hub.holds
-    ADD COLUMN approval_signature text,
-    ADD COLUMN approved_before_signing boolean NOT NULL DEFAULT false;
-ALTER TABLE hub.holds DISABLE TRIGGER approve_once;
-UPDATE hub.holds SET approved_before_signing = true WHERE approved_by IS NOT NULL;
-ALTER TABLE hub.holds ENABLE TRIGGER approve_once;
+-- when (renkei.kernel.holds); the hub takes a hold only with it. An approval is dated by the
+-- database's clock. The approvals from before are signed by the hub at its next start
+-- (renkei.app.bootstrap.prepare): only those made before this migration.
+ALTER TABLE hub.holds ADD COLUMN approval_signature text;
 
-CREATE FUNCTION hub.holds_signing_kept() RETURNS trigger LANGUAGE plpgsql
+CREATE OR REPLACE FUNCTION hub.holds_approve_once() RETURNS trigger LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        NEW.approved_before_signing := false;
-        NEW.approval_signature := NULL;
-    ELSE
-        NEW.approved_before_signing := OLD.approved_before_signing;
+    IF TG_OP = 'UPDATE' AND OLD.approved_by IS NOT NULL AND OLD.approval_signature IS NULL
+       AND NEW.approval_signature IS NOT NULL
+       AND (to_jsonb(NEW) - 'approval_signature') = (to_jsonb(OLD) - 'approval_signature') THEN
+        RETURN NEW;  -- an approval from before signing, signed once
+    END IF;
+    IF TG_OP = 'DELETE' OR OLD.approved_by IS NOT NULL
+       OR NEW.id <> OLD.id OR NEW.executor <> OLD.executor OR NEW.reason <> OLD.reason
+       OR NEW.bpf <> OLD.bpf OR NEW.case_ref <> OLD.case_ref
+       OR NEW.until <> OLD.until OR NEW.requested_by <> OLD.requested_by
+       OR NEW.requested_at <> OLD.requested_at THEN
+        RAISE EXCEPTION 'a hold request is kept as made, and approved once'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NEW.approved_by IS NOT NULL THEN
+        NEW.approved_at := now();  -- the database's clock: an approval is never dated back
     END IF;
     RETURN NEW;
 END $$;
-CREATE TRIGGER signing_kept BEFORE INSERT OR UPDATE ON hub.holds
-    FOR EACH ROW EXECUTE FUNCTION hub.holds_signing_kept();
