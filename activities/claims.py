@@ -14,7 +14,8 @@ about *who* asks, or *for what*, on the request's word:
   :func:`renkei.bpf.ahead.lead`), however long a request asks;
 - a disclosure hold counts only if a platform operator approved it for that case;
 - a parent flow it claims must be the same executor's, of a purpose that covers the child's,
-  and the very flow Temporal says started the calling run (:func:`parent_of`): a run claiming
+  and the flow Temporal says started the calling run, or its caller, and so on up
+  (:func:`check_parent`): a run claiming
   another case as its parent would carry that case's hold and trigger;
 - a code is translated only into the calling flow's executor's space, and only from a provider
   the hub permitted in this very run;
@@ -55,20 +56,27 @@ class Caller:
     executor: str
 
 
-# (workflow id, run id) → the workflow that started it, as Temporal said: a run's parent never
-# changes. Bounded: the hub meets every child run in turn.
-_PARENTS: OrderedDict[tuple[str, str], str | None] = OrderedDict()
+# (workflow id, run id) → the workflow that started it (id, run id), as Temporal said: a run's
+# parent never changes. Bounded: the hub meets every child run in turn.
+_PARENTS: OrderedDict[tuple[str, str], tuple[str, str] | None] = OrderedDict()
 PARENTS_REMEMBERED = 10_000
+# How many callers up a claimed caller is looked for (a call's call, and so on).
+CALL_DEPTH = 8
 
 
-async def parent_of(who: Caller) -> str | None:
-    """The id of the workflow that started the calling run, as Temporal says (``None``: no
+async def parent_of(workflow_id: str, run_id: str) -> tuple[str, str] | None:
+    """The workflow (id, run id) that started that run, as Temporal says (``None``: no
     workflow did). Asked once per run."""
-    key = (who.workflow_id, who.run_id)
+    key = (workflow_id, run_id)
     if key in _PARENTS:
         return _PARENTS[key]
-    handle = activity.client().get_workflow_handle(who.workflow_id, run_id=who.run_id)
-    found = (await handle.describe()).parent_id
+    handle = activity.client().get_workflow_handle(workflow_id, run_id=run_id or None)
+    described = await handle.describe()
+    found = (
+        (described.parent_id, described.parent_run_id or "")
+        if described.parent_id is not None
+        else None
+    )
     _PARENTS[key] = found
     while len(_PARENTS) > PARENTS_REMEMBERED:
         _PARENTS.popitem(last=False)
@@ -76,11 +84,19 @@ async def parent_of(who: Caller) -> str | None:
 
 
 async def check_parent(claimed: str, who: Caller) -> None:
-    """Refuse a run that claims as its parent a flow Temporal does not say started it."""
-    if await parent_of(who) != claimed:
-        raise Failure.MALFORMED_START.error(
-            "the flow it claims to serve is not the one that started it"
-        )
+    """Refuse a run that claims as the flow it serves one Temporal does not say started it,
+    or started its caller, and so on up (a flow a call calls serves the top-level flow)."""
+    run: tuple[str, str] | None = (who.workflow_id, who.run_id)
+    for _ in range(CALL_DEPTH):
+        assert run is not None
+        run = await parent_of(*run)
+        if run is None:
+            break
+        if run[0] == claimed:
+            return
+    raise Failure.MALFORMED_START.error(
+        "the flow it claims to serve is not the one that started it, nor one of its callers"
+    )
 
 
 @dataclass(frozen=True)

@@ -300,6 +300,24 @@ async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_surviv
     }
 
 
+async def test_a_flow_called_by_a_called_flow_serves_the_top_level_flow(
+    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
+) -> None:
+    """Two levels of calls: the innermost flow claims the top-level flow as the one it serves,
+    which started its caller, not itself; the hub finds it up the chain of callers Temporal
+    reports, and the whole runs."""
+    for fixture in ("one-stop-probe.yaml", "nested-call-probe.yaml"):
+        await register_fixture(pool, fixture)
+    h = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
+    subject = code(settings, "city-minato", h.members[0])
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        done = await (
+            await sdk(client, settings).start(start("nested-call-probe", "city-minato", subject))
+        ).result()
+    assert done.outcome == "completed", done
+    assert "inner/allowance/tax" in [x.step for x in done.linkages], done.linkages
+
+
 async def test_a_permit_held_when_the_run_continues_as_new_ends_not_asked_and_is_asked_again(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist
 ) -> None:
