@@ -119,7 +119,19 @@ async def test_what_an_upgrade_found_is_carried_over_once_and_nothing_written_si
         wid = "register-probe/city-minato/case-old"
         with pytest.raises(holds.HoldNotApproved, match="not the platform's"):
             await holds.check(pool, "city-minato", hold, "investigation", until, wid, hub=hub)
-        # Written past the hub meanwhile (the application's role): an active PIA of its own.
+        # Written past the hub meanwhile (the application's role): events marked signed (as if
+        # the hub had signed something already), a junk binding, a junk approval signature.
+        await pool.execute(
+            "INSERT INTO controls.suspension_events (kind, target, action, reason, operator,"
+            " signing_id, signature) VALUES ('row', 'x', 'lift', 'x', 'x', $1, 'x')",
+            keys.key_id(keys.public_raw(k.signer().public_key())),
+        )
+        await pool.execute(
+            "UPDATE hub.individuals SET binding = 'junk' WHERE number_hash = $1",
+            number_hash(k.hub_key, number),
+        )
+        await pool.execute("UPDATE hub.holds SET approval_signature = 'junk' WHERE id = $1", hold)
+        # And an active PIA of its own.
         await pool.execute(
             "INSERT INTO controls.pia_events (org, task, level, approved_on, review_due,"
             " status, recorded_by) VALUES ('city-shibuya', $1, 'full', $2, $3, 'active', 'x')",
@@ -137,8 +149,16 @@ async def test_what_an_upgrade_found_is_carried_over_once_and_nothing_written_si
         assert (
             await holds.check(pool, "city-minato", hold, "investigation", until, wid, hub=hub)
         ).id == hold
-        # Once: the hub's next start carries nothing more, whatever was written since.
+        # The hub's next start carries nothing more, whatever was written since; a junk
+        # binding or signature written on a row from before is put right again.
+        await pool.execute(
+            "UPDATE hub.individuals SET binding = 'junk' WHERE number_hash = $1",
+            number_hash(k.hub_key, number),
+        )
+        with pytest.raises(IndividualAltered):
+            await Pseudonyms(pool, k.hub_key).enroll_number(number, "city-minato")
         await carry_over_unsigned(pool, settings)
+        assert await Pseudonyms(pool, k.hub_key).enroll_number(number, "city-minato") == code
         assert await controls_store.carry_over(pool, k.signer()) == 0
         assert await Pseudonyms(pool, k.hub_key).bind_before() == 0
         assert await holds.sign_before(pool, k.signer()) == 0

@@ -14,7 +14,8 @@ signature over its table, its number and its content (migration 0059), and every
 for each PIA and each target, the newest event whose signature holds against the hub's key it
 pinned: an event appended any other way decides nothing, and one copied under a later number
 does not hold. The state the events from before signing left is signed again by the hub at
-its start, once (:func:`carry_over`); until then they hold for no one. A target whose
+its start (:func:`carry_over`, for what the hub has signed nothing of); until then they hold
+for no one. A target whose
 newest :data:`EVENTS_LOOKED_AT` signed events none hold, or whose newest is signed with a key
 that is not the one pinned, is taken as suspended (nothing says the hub lifted it); a PIA's, as
 no PIA. A version is the sum of both tables' highest event numbers: it grows with each event,
@@ -329,23 +330,34 @@ async def carry_over(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> int:
     """Sign again, as the hub's, the state the events from before signing left (migration
     0059): each PIA's newest event, and each target's newest when it is a suspension, with its
     content and time. Only events from before (numbered below ``controls.signed_from``, which
-    no role but the owner writes), and only while the hub signed no event of that table yet:
-    nothing appended since is ever carried. Run at the hub's start; return how many."""
+    no role but the owner writes), and only for a PIA or target the hub has signed no event of
+    (checked against its key: an event someone else marked signed does not count), so nothing
+    appended since is ever carried, and nothing the hub said since is undone. Run at the hub's
+    start; return how many."""
+    public = hub.public_key()
+    pinned = keys.key_id(keys.public_raw(public))
     carried = 0
     async with pool.acquire() as conn, conn.transaction():
         await _writing(conn)
         for events in ("pia", "suspension"):
-            table = _TABLE[events]
-            if await conn.fetchval(
-                f"SELECT EXISTS (SELECT 1 FROM {table} WHERE signature IS NOT NULL)"
-            ):
-                continue
+            table, key = _TABLE[events], _KEY[events].split(", ")
             rows = await conn.fetch(
                 f"SELECT DISTINCT ON ({_KEY[events]}) {_READ[events]} FROM {table} WHERE seq <"
                 f" (SELECT seq FROM controls.signed_from WHERE events = '{events}')"
                 f" ORDER BY {_KEY[events]}, seq DESC"
             )
+            if not rows:
+                continue
+            said: set[tuple[object, ...]] = set()  # the keys the hub signed an event of
+            for signed in await conn.fetch(
+                f"SELECT {_READ[events]} FROM {table} WHERE signing_id = $1", pinned
+            ):
+                k = tuple(signed[c] for c in key)
+                if k not in said and _holds(events, signed, public):
+                    said.add(k)
             for row in rows:
+                if tuple(row[c] for c in key) in said:
+                    continue
                 if events == "suspension" and row["action"] != "suspend":
                     continue  # lifted: nothing to carry
                 await _append(conn, hub, events, {c: row[c] for c in _SIGNED[events]})

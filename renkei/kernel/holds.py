@@ -156,53 +156,43 @@ def _approval_holds(row: Mapping[str, object], hub: Ed25519PublicKey) -> bool:
 
 async def sign_before(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> int:
     """Sign the approvals made before approvals were signed (migration 0061), each as it
-    stands; return how many. Only those: an approval is dated by the database (a trigger), so
-    one the application's role makes since is never signed here; and only once. Run at the hub's
-    start."""
-    before = (
-        "approved_by IS NOT NULL AND approved_at < (SELECT applied_at FROM"
-        " public.renkei_migrations WHERE name = '0061_hold_approvals_signed.sql')"
-    )
+    stands, where what it carries is not the hub's signature; return how many. Only those: an
+    approval is dated by the database's clock (a trigger), so one the application's role makes
+    since is never signed here. Run at each of the hub's starts."""
+    public = hub.public_key()
     async with pool.acquire() as conn, conn.transaction():
-        if await conn.fetchval(
-            f"SELECT EXISTS (SELECT 1 FROM hub.holds WHERE approval_signature IS NOT NULL AND {before})"
-        ):
-            return 0  # signed once already
         rows = await conn.fetch(
-            f"SELECT * FROM hub.holds WHERE approval_signature IS NULL AND {before} FOR UPDATE"
+            "SELECT * FROM hub.holds WHERE approved_by IS NOT NULL AND approved_at <"
+            " (SELECT applied_at FROM public.renkei_migrations"
+            " WHERE name = '0061_hold_approvals_signed.sql') FOR UPDATE"
         )
+        due = [dict(r) for r in rows if not _approval_holds(dict(r), public)]
         await conn.executemany(
             "UPDATE hub.holds SET approval_signature = $2 WHERE id = $1",
-            [
-                (r["id"], base64.b64encode(hub.sign(_approval_message(dict(r)))).decode())
-                for r in rows
-            ],
+            [(r["id"], base64.b64encode(hub.sign(_approval_message(r))).decode()) for r in due],
         )
-    return len(rows)
+    return len(due)
 
 
 async def approve(
     pool: asyncpg.Pool, hold: uuid.UUID, operator: str, *, hub: Ed25519PrivateKey
 ) -> HoldRequest:
     """A platform operator approves a pending request (once; never their own), the approval
-    signed with the hub's key ``hub``."""
+    signed with the hub's key ``hub`` over the request, the operator and the time the
+    database gave it."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT *, now() AS now FROM hub.holds"
-            " WHERE id = $1 AND approved_by IS NULL AND requested_by <> $2 FOR UPDATE",
+        approved = await conn.fetchrow(
+            "UPDATE hub.holds SET approved_by = $2, approved_at = clock_timestamp()"
+            " WHERE id = $1 AND approved_by IS NULL AND requested_by <> $2 RETURNING *",
             hold,
             operator,
         )
-        if row is None:
+        if approved is None:
             raise HoldNotApproved(f"no pending hold {hold} that {operator} may approve")
-        approved = {**dict(row), "approved_by": operator, "approved_at": row["now"]}
         done = await conn.fetchrow(
-            "UPDATE hub.holds SET approved_by = $2, approved_at = $3, approval_signature = $4"
-            " WHERE id = $1 RETURNING *",
+            "UPDATE hub.holds SET approval_signature = $2 WHERE id = $1 RETURNING *",
             hold,
-            operator,
-            row["now"],
-            base64.b64encode(hub.sign(_approval_message(approved))).decode(),
+            base64.b64encode(hub.sign(_approval_message(dict(approved)))).decode(),
         )
     assert done is not None
     return HoldRequest.model_validate(dict(done))

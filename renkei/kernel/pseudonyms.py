@@ -183,31 +183,30 @@ class Pseudonyms:
             )
 
     async def bind_before(self) -> int:
-        """Bind the rows enrolled before bindings began (migration 0060), each as it stands;
-        return how many. Only those: a row's enrolment time is the database's (a trigger), and
-        what the application's role adds since is never bound here; and only once (a row unbound
-        after that is someone else's doing). Run at the hub's start."""
-        before = (
-            "enrolled_at < (SELECT applied_at FROM public.renkei_migrations"
-            " WHERE name = '0060_individuals_bound.sql')"
-        )
+        """Bind the rows enrolled before bindings began (migration 0060), each as it stands,
+        where what a row carries is not the hub's binding; return how many. Only those: a row's
+        enrolment time is the database's clock (a trigger), so a row the application's role
+        adds since is never bound here, and a row's number and subject never change (the
+        trigger again), so a binding put back is the row's own. Run at each of the hub's
+        starts: a junk binding written on a row from before holds it up until then."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(
-                f"SELECT EXISTS (SELECT 1 FROM hub.individuals WHERE binding IS NOT NULL AND {before})"
-            ):
-                return 0  # bound once already: a row unbound since is not the hub's
             rows = await conn.fetch(
-                "SELECT number_hash, subject_id FROM hub.individuals"
-                f" WHERE binding IS NULL AND {before} FOR UPDATE"
+                "SELECT number_hash, subject_id, binding FROM hub.individuals"
+                " WHERE enrolled_at < (SELECT applied_at FROM public.renkei_migrations"
+                " WHERE name = '0060_individuals_bound.sql') FOR UPDATE"
             )
+            due = [
+                (r["number_hash"], own)
+                for r in rows
+                if not hmac.compare_digest(
+                    r["binding"] or "",
+                    own := binding(self._hub_key, r["number_hash"], r["subject_id"]),
+                )
+            ]
             await conn.executemany(
-                "UPDATE hub.individuals SET binding = $2 WHERE number_hash = $1",
-                [
-                    (r["number_hash"], binding(self._hub_key, r["number_hash"], r["subject_id"]))
-                    for r in rows
-                ],
+                "UPDATE hub.individuals SET binding = $2 WHERE number_hash = $1", due
             )
-        return len(rows)
+        return len(due)
 
     async def subject_of(self, org: str, code: str) -> uuid.UUID:
         """The subject ``org`` knows by ``code``. The table's row is taken only if the code is

@@ -6,21 +6,28 @@
 -- data. Each row now carries a binding, the hub's keyed MAC over the hash and the subject
 -- (renkei.kernel.pseudonyms), checked at every enrolment by number: a row without one that
 -- holds enrols no one. No row's number or subject is ever changed, nor any row removed, by any
--- role (a trigger); the one change a row takes is its binding, once, where it had none. The
--- rows from before are bound by the hub at its next start (renkei.app.bootstrap.prepare): only
--- those enrolled before this migration (a row's enrolment time is the database's, a trigger).
+-- role (a trigger); the one change a row takes is its binding, where it had none (and, for a
+-- row from before, where what it carries is not the hub's). The rows from before are bound by
+-- the hub at each start (workers.carried): only those enrolled before this migration (a row's
+-- enrolment time is the database's clock, a trigger).
 ALTER TABLE hub.individuals ADD COLUMN binding text;
 
 CREATE FUNCTION hub.individual_fixed() RETURNS trigger LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        NEW.enrolled_at := now();  -- the database's clock: a row is never dated back
+        -- the database's clock, as it reads when the row is written (not when a transaction
+        -- began): a row is never dated back
+        NEW.enrolled_at := clock_timestamp();
         RETURN NEW;
     END IF;
-    IF TG_OP = 'UPDATE' AND OLD.binding IS NULL AND NEW.number_hash = OLD.number_hash
-       AND NEW.subject_id = OLD.subject_id AND NEW.enrolled_at = OLD.enrolled_at THEN
-        RETURN NEW;  -- a row from before is bound, once
+    IF TG_OP = 'UPDATE' AND NEW.number_hash = OLD.number_hash
+       AND NEW.subject_id = OLD.subject_id AND NEW.enrolled_at = OLD.enrolled_at
+       AND (OLD.binding IS NULL OR OLD.enrolled_at < (SELECT applied_at
+            FROM public.renkei_migrations WHERE name = '0060_individuals_bound.sql')) THEN
+        -- a row is bound where it has no binding; one from before bindings, again where what
+        -- it carries is not the hub's (the hub binds it at its start)
+        RETURN NEW;
     END IF;
     RAISE EXCEPTION 'an individual''s row is never changed or removed'
         USING ERRCODE = 'insufficient_privilege';

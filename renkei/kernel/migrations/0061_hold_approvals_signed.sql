@@ -5,17 +5,20 @@
 -- the application's role can set (it is the role operators approve through). Each approval
 -- the platform records now carries the hub's signature over the request and who approved it
 -- when (renkei.kernel.holds); the hub takes a hold only with it. An approval is dated by the
--- database's clock. The approvals from before are signed by the hub at its next start
--- (renkei.app.bootstrap.prepare): only those made before this migration.
+-- database's clock. The approvals from before are signed by the hub at each start
+-- (workers.carried): only those made before this migration.
 ALTER TABLE hub.holds ADD COLUMN approval_signature text;
 
 CREATE OR REPLACE FUNCTION hub.holds_approve_once() RETURNS trigger LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND OLD.approved_by IS NOT NULL AND OLD.approval_signature IS NULL
-       AND NEW.approval_signature IS NOT NULL
-       AND (to_jsonb(NEW) - 'approval_signature') = (to_jsonb(OLD) - 'approval_signature') THEN
-        RETURN NEW;  -- an approval from before signing, signed once
+    IF TG_OP = 'UPDATE' AND OLD.approved_by IS NOT NULL
+       AND (to_jsonb(NEW) - 'approval_signature') = (to_jsonb(OLD) - 'approval_signature')
+       AND (OLD.approval_signature IS NULL OR OLD.approved_at < (SELECT applied_at
+            FROM public.renkei_migrations WHERE name = '0061_hold_approvals_signed.sql')) THEN
+        -- an approval is signed where it has no signature; one from before signing, again
+        -- where what it carries is not the hub's (the hub signs it at its start)
+        RETURN NEW;
     END IF;
     IF TG_OP = 'DELETE' OR OLD.approved_by IS NOT NULL
        OR NEW.id <> OLD.id OR NEW.executor <> OLD.executor OR NEW.reason <> OLD.reason
@@ -26,7 +29,9 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF NEW.approved_by IS NOT NULL THEN
-        NEW.approved_at := now();  -- the database's clock: an approval is never dated back
+        -- the database's clock as it reads now (not when a transaction began): an approval is
+        -- never dated back
+        NEW.approved_at := clock_timestamp();
     END IF;
     RETURN NEW;
 END $$;
