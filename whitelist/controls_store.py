@@ -24,19 +24,16 @@ and no one sets it (the unsigned ``controls.version`` row is no longer read or w
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import functools
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import asyncpg
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from renkei.kernel import keys
+from renkei.kernel import attest, keys
 from whitelist.controls import ControlsIndex, Pia, Side, Suspension, SuspensionKind
 from whitelist.live import Followed
 
@@ -96,18 +93,10 @@ LOCK_WAIT = "10s"
 _LOCK = "SELECT 1 FROM records.platform_locks WHERE name = 'controls' FOR NO KEY UPDATE"
 
 
-def _text(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
 def _message(events: Events, seq: int, fields: Mapping[str, object]) -> bytes:
-    content = {c: _text(fields[c]) for c in _SIGNED[events]}
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return f"renkei/controls/v1|{events}|{seq}|{canonical}".encode()
+    return attest.fields_message(
+        f"controls/v1|{events}|{seq}", {c: fields[c] for c in _SIGNED[events]}
+    )
 
 
 async def _append(
@@ -119,7 +108,7 @@ async def _append(
     assert got is not None
     seq: int = got["seq"]
     fields = {_STAMP[events]: got["now"], **fields}  # a stamp given is kept (a carried event)
-    signature = base64.b64encode(hub.sign(_message(events, seq, fields))).decode()
+    signature = attest.sign(hub, _message(events, seq, fields))
     columns = [*fields, "seq", "signing_id", "signature"]
     values = [*fields.values(), seq, keys.key_id(keys.public_raw(hub.public_key())), signature]
     row = await conn.fetchrow(
@@ -134,11 +123,7 @@ async def _append(
 
 @functools.lru_cache(maxsize=65536)  # events never change: each is checked once per process
 def _verified(hub: bytes, signature: str, message: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(hub).verify(base64.b64decode(signature), message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return attest.holds(Ed25519PublicKey.from_public_bytes(hub), signature, message)
 
 
 def _holds(events: Events, row: asyncpg.Record, hub: Ed25519PublicKey | None) -> bool:

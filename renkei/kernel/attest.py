@@ -15,14 +15,38 @@ checks a start's trigger when it resolves the run.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from renkei.kernel import keys
+
+
+def _text(value: object) -> object:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value) if isinstance(value, uuid.UUID) else value
+
+
+def fields_message(kind: str, content: Mapping[str, object]) -> bytes:
+    """The message the hub signs of a row's fields: ``renkei/<kind>|`` and the canonical JSON
+    of ``content`` (keys sorted, times in UTC, dates and ids as text: the same bytes whether the
+    values come from the code that writes the row or from the database that read it back)."""
+    canonical = json.dumps(
+        {k: _text(v) for k, v in content.items()},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return f"renkei/{kind}|{canonical}".encode()
 
 
 def _digest(payload: dict[str, Any]) -> str:
@@ -38,11 +62,14 @@ def _trigger(workflow_id: str, trigger: str, bpf: str, executor: str, subject: s
     return f"renkei/trigger/v1|{workflow_id}|{trigger}|{bpf}|{executor}|{subject}".encode()
 
 
-def _sign(key: Ed25519PrivateKey, message: bytes) -> str:
+def sign(key: Ed25519PrivateKey, message: bytes) -> str:
+    """``key``'s signature over ``message``, as base64 text."""
     return base64.b64encode(key.sign(message)).decode()
 
 
-def _holds(public: Ed25519PublicKey | str, signature: str | None, message: bytes) -> bool:
+def holds(public: Ed25519PublicKey | str, signature: str | None, message: bytes) -> bool:
+    """Whether ``signature`` (base64 text) is ``public``'s over ``message``; anything malformed
+    does not hold."""
     if not signature:
         return False
     if isinstance(public, str):
@@ -62,7 +89,7 @@ def citizen_response(
 ) -> str:
     """The portal's signature on the citizen's own answer to ``step`` of this run of
     ``workflow_id`` (bound to the run: it cannot be replayed into another)."""
-    return _sign(key, _citizen(workflow_id, run_id, step, payload))
+    return sign(key, _citizen(workflow_id, run_id, step, payload))
 
 
 def is_citizens(
@@ -73,14 +100,14 @@ def is_citizens(
     step: str,
     payload: dict[str, Any],
 ) -> bool:
-    return _holds(hub, signature, _citizen(workflow_id, run_id, step, payload))
+    return holds(hub, signature, _citizen(workflow_id, run_id, step, payload))
 
 
 def trigger_start(
     key: Ed25519PrivateKey, workflow_id: str, trigger: str, bpf: str, executor: str, subject: str
 ) -> str:
     """The platform's signature on a start it made for a life event or a notification."""
-    return _sign(key, _trigger(workflow_id, trigger, bpf, executor, subject))
+    return sign(key, _trigger(workflow_id, trigger, bpf, executor, subject))
 
 
 def is_platform_start(
@@ -92,7 +119,7 @@ def is_platform_start(
     executor: str,
     subject: str,
 ) -> bool:
-    return _holds(hub, signature, _trigger(workflow_id, trigger, bpf, executor, subject))
+    return holds(hub, signature, _trigger(workflow_id, trigger, bpf, executor, subject))
 
 
 def _scan(bpf: str, version: int | None, executor: str, age: int, on: str) -> bytes:
@@ -103,7 +130,7 @@ def scan_request(
     key: Ed25519PrivateKey, bpf: str, version: int | None, executor: str, age: int, on: str
 ) -> str:
     """The platform's signature on a life-event scan it schedules (or runs by hand)."""
-    return _sign(key, _scan(bpf, version, executor, age, on))
+    return sign(key, _scan(bpf, version, executor, age, on))
 
 
 def is_platform_scan(
@@ -115,7 +142,7 @@ def is_platform_scan(
     age: int,
     on: str,
 ) -> bool:
-    return _holds(hub, signature, _scan(bpf, version, executor, age, on))
+    return holds(hub, signature, _scan(bpf, version, executor, age, on))
 
 
 # -- a provider's answer ------------------------------------------------------------------------
@@ -136,7 +163,7 @@ def signed_answer(
 ) -> dict[str, Any]:
     """The provider's answer to one permitted attempt, signed with its own key: bound to the
     permit (its signature names the attempt) and to the payload."""
-    return {"answer": payload, "signature": _sign(key, _answer(permit_signature, payload))}
+    return {"answer": payload, "signature": sign(key, _answer(permit_signature, payload))}
 
 
 def answer_digest(payload: dict[str, Any]) -> str:
@@ -151,7 +178,7 @@ def is_receipt(
     """Whether ``signature`` is the provider's (``provider``: its public key) over an answer of
     digest ``digest`` to the permit signed ``permit_signature``: the provider's receipt for
     that attempt. The provider's signature over its answer *is* the receipt (one signature)."""
-    return _holds(provider, signature, _receipt(permit_signature, digest))
+    return holds(provider, signature, _receipt(permit_signature, digest))
 
 
 def is_providers(
@@ -164,7 +191,7 @@ def is_providers(
     payload: dict[str, Any] = signed["answer"]
     return (
         payload
-        if _holds(provider, signed["signature"], _answer(permit_signature, payload))
+        if holds(provider, signed["signature"], _answer(permit_signature, payload))
         else None
     )
 
@@ -179,13 +206,13 @@ def _resume(workflow_id: str, resume_json: str) -> bytes:
 
 def resume_state(key: Ed25519PrivateKey, workflow_id: str, resume_json: str) -> str:
     """The hub's signature on the state a flow carries into its next run (continue-as-new)."""
-    return _sign(key, _resume(workflow_id, resume_json))
+    return sign(key, _resume(workflow_id, resume_json))
 
 
 def is_hubs_resume(
     hub: Ed25519PublicKey, signature: str | None, workflow_id: str, resume_json: str
 ) -> bool:
-    return _holds(hub, signature, _resume(workflow_id, resume_json))
+    return holds(hub, signature, _resume(workflow_id, resume_json))
 
 
 # -- an org's certificate -------------------------------------------------------------------
@@ -198,13 +225,13 @@ def _certificate(org: str, served: list[str], report_hash: str) -> bytes:
 def org_certificate(key: Ed25519PrivateKey, org: str, served: list[str], report_hash: str) -> str:
     """The conformance body's signature certifying that ``org``'s providers of ``served``
     passed the contract test whose report hashes to ``report_hash``."""
-    return _sign(key, _certificate(org, served, report_hash))
+    return sign(key, _certificate(org, served, report_hash))
 
 
 def is_org_certificate(
     body: Ed25519PublicKey | str, signature: str, org: str, served: list[str], report_hash: str
 ) -> bool:
-    return _holds(body, signature, _certificate(org, served, report_hash))
+    return holds(body, signature, _certificate(org, served, report_hash))
 
 
 # -- a BPF version's approval -------------------------------------------------------------------
@@ -218,7 +245,7 @@ def version_approval(
     key: Ed25519PrivateKey, bpf: str, version: int, content_hash: str, report_hash: str
 ) -> str:
     """The conformance body's signature approving a BPF version's content on a kit report."""
-    return _sign(key, _approval(bpf, version, content_hash, report_hash))
+    return sign(key, _approval(bpf, version, content_hash, report_hash))
 
 
 def is_version_approval(
@@ -229,7 +256,7 @@ def is_version_approval(
     content_hash: str,
     report_hash: str,
 ) -> bool:
-    return _holds(body, signature, _approval(bpf, version, content_hash, report_hash))
+    return holds(body, signature, _approval(bpf, version, content_hash, report_hash))
 
 
 # -- an executor's putting a version into operation ---------------------------------------------
@@ -243,7 +270,7 @@ def version_operation(
     key: Ed25519PrivateKey, bpf: str, version: int, content_hash: str, executor: str
 ) -> str:
     """An executor's signature putting a BPF version's content into operation for itself."""
-    return _sign(key, _operation(bpf, version, content_hash, executor))
+    return sign(key, _operation(bpf, version, content_hash, executor))
 
 
 def is_version_operation(
@@ -254,4 +281,4 @@ def is_version_operation(
     content_hash: str,
     executor: str,
 ) -> bool:
-    return _holds(executor_key, signature, _operation(bpf, version, content_hash, executor))
+    return holds(executor_key, signature, _operation(bpf, version, content_hash, executor))

@@ -18,16 +18,15 @@ The reasons below are a sample standing in for the ordinance's list.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import uuid
 from collections.abc import Mapping
 
 import asyncpg
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict
+
+from renkei.kernel import attest
 
 
 class HoldReason(BaseModel):
@@ -132,26 +131,13 @@ _APPROVED = (
 
 
 def _approval_message(row: Mapping[str, object]) -> bytes:
-    def text(v: object) -> object:
-        if isinstance(v, dt.datetime):
-            return v.astimezone(dt.UTC).isoformat()
-        return str(v) if isinstance(v, uuid.UUID) else v
-
-    content = {c: text(row[c]) for c in _APPROVED}
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return f"renkei/hold-approval/v1|{canonical}".encode()
+    return attest.fields_message("hold-approval/v1", {c: row[c] for c in _APPROVED})
 
 
 def _approval_holds(row: Mapping[str, object], hub: Ed25519PublicKey) -> bool:
     """Whether ``row``'s approval is the hub's (signed by it)."""
     signature = row["approval_signature"]
-    if not isinstance(signature, str):
-        return False
-    try:
-        hub.verify(base64.b64decode(signature), _approval_message(row))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    return isinstance(signature, str) and attest.holds(hub, signature, _approval_message(row))
 
 
 async def sign_before(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> int:
@@ -169,7 +155,7 @@ async def sign_before(pool: asyncpg.Pool, hub: Ed25519PrivateKey) -> int:
         due = [dict(r) for r in rows if not _approval_holds(dict(r), public)]
         await conn.executemany(
             "UPDATE hub.holds SET approval_signature = $2 WHERE id = $1",
-            [(r["id"], base64.b64encode(hub.sign(_approval_message(r))).decode()) for r in due],
+            [(r["id"], attest.sign(hub, _approval_message(r))) for r in due],
         )
     return len(due)
 
@@ -192,7 +178,7 @@ async def approve(
         done = await conn.fetchrow(
             "UPDATE hub.holds SET approval_signature = $2 WHERE id = $1 RETURNING *",
             hold,
-            base64.b64encode(hub.sign(_approval_message(dict(approved)))).decode(),
+            attest.sign(hub, _approval_message(dict(approved))),
         )
     assert done is not None
     return HoldRequest.model_validate(dict(done))
