@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol|gateway|chain|shape]``.
+"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol|gateway|chain|shape|anatomy]``.
 
 ``flows``: throughput of BPFs of 1, 3 and 10 queries in sequence and of 3 in parallel against
 plain Temporal workflows running as many no-op activities on the same dev server, latency, CPU
@@ -7,7 +7,8 @@ prints ratios measured in this run. ``citizen``: the citizen endpoint's latency
 for one citizen's 1,000 records among 1,000,000 (see ``bench/citizen.py``). ``gateway``: a
 3-query flow direct and through ``renkei gateway`` (see ``bench/gateway.py``). ``shape``: a
 3-query flow with the parties' workers in one process, each in its own, and with two control
-worker processes (see ``bench/shape.py``).
+worker processes (see ``bench/shape.py``). ``anatomy``: the Temporal server's CPU per flow for
+each part of a renkei 1-query flow's history, on a plain workflow (see ``bench/anatomy.py``).
 """
 
 from __future__ import annotations
@@ -361,6 +362,40 @@ async def shape(quick: bool) -> list[str]:
     ]
 
 
+async def anatomy(quick: bool) -> list[str]:
+    """The Temporal server's CPU per flow for the parts of a renkei 1-query flow's history, one
+    at a time on a plain workflow, beside renkei's own (``bench/anatomy.py``)."""
+    from bench import anatomy as ba
+    from bench import flows as bf
+
+    flows, rounds = (60, 5) if quick else (150, 9)
+    load_before = os.getloadavg()[0]
+    async with _stack(sample_residents=400) as (env, pool, settings, url):
+        await bf.register_sequential(pool)
+        me = psutil.Process()
+        server = [p for p in me.children(recursive=True) if "temporal" in p.name()]
+
+        def server_cpu() -> float:
+            return sum(t.user + t.system for t in (p.cpu_times() for p in server))
+
+        encrypted = await connect(settings, env.client.service_client.config.target_host)
+        sdk = RenkeiClient(encrypted, settings)
+        async with (
+            live_whitelist(url, keys.load(settings).signer().public_key()) as whitelist,
+            running_workers(encrypted, pool, settings, default_catalog(), whitelist),
+        ):
+            renkei_start = bf.one_start(sdk, settings, 1)
+            results = await ba.run(env.client, server_cpu, renkei_start, flows, rounds)
+    load_after = os.getloadavg()[0]
+    return [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" load average {load_before:.1f} before, {load_after:.1f} after; dev server with its"
+        f" defaults; renkei's linkages {LINKAGES[TRANSPORT[0]]}",
+        "",
+        *ba.report(results, flows, rounds),
+    ]
+
+
 async def citizen(quick: bool) -> None:
     from bench.citizen import run
 
@@ -472,12 +507,23 @@ if __name__ == "__main__":
     parser.add_argument(
         "--record",
         action="store_true",
-        help="append the results of flows, waiting, chain, gateway or shape to docs/benchmarks.md",
+        help="append the results of flows, waiting, chain, gateway, shape or anatomy to"
+        " docs/benchmarks.md",
     )
     parser.add_argument(
         "which",
         nargs="?",
-        choices=["all", "flows", "citizen", "waiting", "protocol", "gateway", "chain", "shape"],
+        choices=[
+            "all",
+            "flows",
+            "citizen",
+            "waiting",
+            "protocol",
+            "gateway",
+            "chain",
+            "shape",
+            "anatomy",
+        ],
         default="all",
         help="what to run",
     )
@@ -529,3 +575,8 @@ if __name__ == "__main__":
         print("\n".join(lines))
         if args.record:
             _record("shape", args.quick, lines)
+    if args.which in ("all", "anatomy"):
+        lines = asyncio.run(anatomy(args.quick))
+        print("\n".join(lines))
+        if args.record:
+            _record("anatomy", args.quick, lines)

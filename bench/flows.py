@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import statistics
 import time
 import uuid
@@ -151,20 +152,34 @@ async def renkei(
     parallel: bool = False,
 ) -> Measured:
     """Flows of ``bench-seq-N`` (``bench-par-N``: in parallel; the workers must be running)."""
-    residents = _residents(keys.load(settings).hub_key, settings.sample_residents)
+    start = one_start(sdk, settings, n, parallel=parallel)
 
-    async def start(i: int) -> Callable[[], Awaitable[object]]:
+    async def started(_: int) -> Callable[[], Awaitable[object]]:
+        return await start()
+
+    return await _measure(started, flows, serial)
+
+
+def one_start(
+    sdk: RenkeiClient, settings: Settings, n: int, *, parallel: bool = False
+) -> Callable[[], Awaitable[Callable[[], Awaitable[object]]]]:
+    """What starts one flow of ``bench-seq-N`` (``bench-par-N``), each about the next of the
+    sample residents, and returns what waits for its result."""
+    residents = _residents(keys.load(settings).hub_key, settings.sample_residents)
+    count = itertools.count()
+
+    async def start() -> Callable[[], Awaitable[object]]:
         h = await sdk.start(
             StartFlow(
                 bpf=f"bench-{'par' if parallel else 'seq'}-{n}",
                 executor="pref-tokyo",
-                subject=residents[i % len(residents)],
+                subject=residents[next(count) % len(residents)],
                 case_ref=_case_ref(),
             )
         )
         return h.result
 
-    return await _measure(start, flows, serial)
+    return start
 
 
 class CpuMeter:
