@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 from activities.agencies.municipality import providers as municipality_providers
@@ -16,7 +20,8 @@ from activities.linkage import Provider
 from renkei.bpf import registry
 from renkei.bpf.loader import load_file
 from renkei.bpf.validation import validate
-from renkei.contracts.messages import FlowResult, LinkageRequest
+from renkei.contracts.messages import PATHS, FlowResult, LinkageRequest
+from renkei.contracts.names import control_queue, workflow_id
 from renkei.kernel import records
 from renkei.kernel import search_attributes as sa
 from tests.paths import SAMPLES_DIR
@@ -308,6 +313,126 @@ async def test_runs_are_findable_by_bpf_id_and_pin_their_definition(env, client,
     # No personal data in the workflow id or the search attributes.
     assert req.subject not in handle.id
     assert all(req.subject not in str(v) for v in desc.search_attributes.values())
+
+
+def _history_marks(events: list[HistoryEvent]) -> tuple[list[str], list[dict[str, str]]]:
+    """The patch markers a run recorded, and what each of its upserts set (keyword values)."""
+    patches = [
+        json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+        for e in events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    upserts = [
+        {
+            k: v.data.decode()
+            for k, v in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields.items()
+        }
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ]
+    return patches, upserts
+
+
+async def test_a_start_of_this_release_records_no_marker_and_one_from_before_its_own(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A start the platform writes asks for the unmarked paths: its run records no patch
+    marker, and over the direct channel sets its attributes once, as it ends. A start written
+    before (no ``paths``) records ``lean-paths-v2`` and upserts as it did. Both end alike."""
+    await register_fixture(pool, "retry-probe.yaml")  # one query
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    direct = settings.linkage_transport == "direct"
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        new = await sdk(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        old_start = start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        assert old_start.paths is None
+        old = await client.start_workflow(
+            old_start.bpf,
+            old_start,
+            id=workflow_id(old_start.bpf, old_start.executor, old_start.case_ref),
+            task_queue=control_queue(settings.task_queue_prefix, old_start.executor),
+            result_type=FlowResult,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(sa.STATUS, "starting")]),
+        )
+        results = [await new.result(), await old.result()]
+    assert [r.result for r in results] == [{"income": h.members[0].taxable_income}] * 2
+    new_patches, new_upserts = _history_marks(list((await new.fetch_history()).events))
+    old_patches, old_upserts = _history_marks(list((await old.fetch_history()).events))
+    assert new_patches == [] and old_patches == ["lean-paths-v2"]
+    # The SDK's TemporalChangeVersion upsert goes with the marker; then "running", then the end.
+    assert [u.get(sa.STATUS.name) for u in old_upserts] == [None, '"running"', '"completed"']
+    assert [u.get(sa.STATUS.name) for u in new_upserts] == (
+        ['"completed"'] if direct else ['"running"', '"completed"']
+    )
+    assert sa.CONTENT_HASH.name in new_upserts[0] and sa.BPF_VERSION.name in new_upserts[0]
+    for handle, result in zip((new, old), results, strict=True):
+        found = (await handle.describe()).typed_search_attributes
+        assert found.get(sa.STATUS) == "completed"
+        assert found.get(sa.CONTENT_HASH) == result.pin.content_hash
+    # A start asking for paths newer than this worker knows is left to a worker that knows them.
+    ahead = start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        later = await client.start_workflow(
+            ahead.bpf,
+            ahead.model_copy(update={"paths": PATHS + 1}),
+            id=workflow_id(ahead.bpf, ahead.executor, ahead.case_ref),
+            task_queue=control_queue(settings.task_queue_prefix, ahead.executor),
+            result_type=FlowResult,
+        )
+        for _ in range(100):
+            events = list((await later.fetch_history()).events)
+            if any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED for e in events):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("a start from a newer release ran on this worker")
+        assert (await later.describe()).status == WorkflowExecutionStatus.RUNNING
+        await later.terminate("test over")
+
+
+async def test_a_slow_direct_linkage_shows_the_run_running_as_it_ends(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A direct linkage outlasting its workflow task: what the run set before it is upserted as
+    soon as it ends, not only with the run's end."""
+    if settings.linkage_transport != "direct":
+        pytest.skip("a linkage through the provider's queue sets the attributes before it")
+    await register_fixture(pool, "slow-answer-probe.yaml")
+    real = municipality_providers("city-shibuya", pool)["local-tax"]
+
+    async def slow(req: LinkageRequest) -> LocalTax:
+        await asyncio.sleep(12)  # past the workflow task's 10 s: the SDK extends the task
+        return await real(req)  # type: ignore[return-value]
+
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    async with workers(
+        client,
+        pool,
+        settings,
+        catalog,
+        live_whitelist,
+        providers={"city-shibuya": {"local-tax": slow}},
+    ):
+        handle = await sdk(client, settings).start(
+            start("slow-answer-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        await handle.result()
+    events = list((await handle.fetch_history()).events)
+    _, upserts = _history_marks(events)
+    assert [u.get(sa.STATUS.name) for u in upserts] == ['"running"', '"completed"']
+    tasks = [
+        e.event_id for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    ]
+    [running] = [
+        e.event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+    ][:1]
+    # set in a later workflow task than the one that asked the provider (the run's second)
+    assert running > tasks[2]
 
 
 async def test_one_record_per_linkage_despite_a_forced_retry(

@@ -162,14 +162,15 @@ async def test_a_linkage_no_worker_answers_is_recorded_as_no_answer_not_provided
     assert await _outcomes(pool, handle.id) == {"tax": "no_answer"}
     rows = await asyncio.to_thread(_listed, cli, "--workflow", handle.id)
     assert {r[10] for r in rows} == {"no_answer"}
-    # The path is one of lean-paths-v2's: the run records that marker and no other.
+    # The path is one of lean-paths-v2's, taken without a marker: the platform wrote the start,
+    # asking for the unmarked paths (a start from before records lean-paths-v2: test_flows).
     patches = [
         json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
         for e in (await handle.fetch_history()).events
         if e.HasField("marker_recorded_event_attributes")
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
     ]
-    assert patches == ["lean-paths-v2"]
+    assert patches == []
 
 
 async def test_a_linkage_cancelled_in_flight_is_recorded_as_cancelled(

@@ -32,10 +32,10 @@ FILES = sorted(p for p in HISTORIES.glob("*/*.json") if p.parent.name != "keys")
 # earlier recording is kept as each party's former sealing keys.
 FIXTURE_KEYS = Settings(keys_file=HISTORIES / "keys.json", keys_dir=HISTORIES / "keys")
 # The prefix of the newest recording: every sample has runs recorded on the current paths.
-NEWEST = "v{version}-folded-"
+NEWEST = "v{version}-unmarked-"
 # The prefix of the newest runs recorded over the direct channel (`--transport direct`): the
 # same paths as the newest, each linkage a local activity of the flow.
-DIRECT = "v{version}-folded-direct-"
+DIRECT = "v{version}-unmarked-direct-"
 
 
 def _queue(recorded: dict[str, object]) -> str:

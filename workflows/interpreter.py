@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.contracts.failures import UNREACHED, Failure
     from renkei.contracts.messages import (
+        PATHS,
         Acknowledged,
         AttemptOutcomeReport,
         Brokered,
@@ -189,6 +190,19 @@ _LEAN_PATHS = frozenset(
     }
 )
 _FOLDED_PATHS = _LEAN_PATHS | {UNREACHED_NO_ANSWER}
+# A start the platform wrote from ``PATHS`` 3 on says which paths its run takes
+# (``StartFlow.paths``), so the run records no marker for them: the marker of ``LEAN_FOLDED`` and
+# the SDK's upsert of TemporalChangeVersion with it (an event and a visibility update each, in
+# every run) are gone. Such a run takes every path of ``LEAN_FOLDED``, and sets its first search
+# attributes (the pinned version and content hash, "running") past its direct linkages: a
+# linkage over the direct channel is a local activity, which ends within the workflow task that
+# asked for it, so what is set before it is upserted with what the run sets next (its end, a
+# wait, a hub call) instead of in an upsert of its own; if a linkage outlasts its workflow task
+# (a slow provider, retries), they are upserted as soon as it ends. A start without ``paths``
+# (written before, or by a client from before) asks ``LEAN_FOLDED`` as it did, and a run
+# recorded so replays as it ran. A start asking for paths this worker does not know fails its
+# workflow task until a worker that knows them takes it.
+_UNMARKED_PATHS = 3
 # Steps that take no time before the next step, or that set the run's search attributes
 # themselves (waits and sleeps): attributes set lazily wait for what comes after them.
 _INSTANT = (SetStep, FailStep, BranchStep, WaitStep, SleepStep)
@@ -232,6 +246,7 @@ class BpfInterpreter:
         self._first: FirstLinkage | None = None  # the first linkage, brokered with the start
         self._lean = False  # whether the run recorded LEAN (asked first thing in ``run``)
         self._folded = False  # whether it recorded LEAN_FOLDED (it folds its upserts)
+        self._unmarked = False  # whether its start asked for _UNMARKED_PATHS (no marker)
         # Search attributes set lazily, not yet upserted (a run that folds them).
         self._unset: dict[str, SearchAttributeUpdate[Any]] = {}
         # Brokering ahead: the hub's answers for linkages not reached yet, by step, and for each
@@ -351,6 +366,8 @@ class BpfInterpreter:
         *,
         retry_policy: RetryPolicy | None = HUB_RETRY,
     ) -> Awaitable[R]:
+        if self._unmarked:  # a call to the hub takes time: what the run set lazily first
+            self._set_now()
         return hub_call(method, arg, remote=self._remote, retry_policy=retry_policy)
 
     def _checked(self, response: Response, raw: RawValue) -> dict[str, Any]:
@@ -432,11 +449,19 @@ class BpfInterpreter:
             )
         self._start = start
         self._remote = calls_hub_remotely(args[0].payload)
-        # Asked first, once: a run recorded before it says no here, and then asks each path on
-        # its own at the same points as it did (an answer asked later would be yes in a run that
-        # continues on this worker, and add the marker midway).
-        self._folded = workflow.patched(LEAN_FOLDED)
-        self._lean = self._folded or workflow.patched(LEAN)
+        if start.paths is not None and start.paths > PATHS:
+            # Not a failure of the run: its workflow task fails until a worker of the release
+            # that wrote the start takes it.
+            raise RuntimeError(f"a start asking for paths {start.paths}, newer than this worker's")
+        self._unmarked = start.paths is not None and start.paths >= _UNMARKED_PATHS
+        if self._unmarked:  # every path of LEAN_FOLDED, without its marker
+            self._folded = self._lean = True
+        else:
+            # Asked first, once: a run recorded before it says no here, and then asks each path
+            # on its own at the same points as it did (an answer asked later would be yes in a run
+            # that continues on this worker, and add the marker midway).
+            self._folded = workflow.patched(LEAN_FOLDED)
+            self._lean = self._folded or workflow.patched(LEAN)
         ahead = self._patched(BROKERED_AHEAD)
         if start.resume is not None:  # a continuation: the definition is already pinned
             if self._patched(SIGNED_RESUME):  # only a state the hub signed is taken up
@@ -728,9 +753,14 @@ class BpfInterpreter:
         await self._steps(steps)
         self._set_now()
 
+    def _past_linkage(self, step: AnyStep) -> bool:
+        """Whether what the run set lazily waits past this step: a query over the direct
+        channel, in a run on the unmarked paths (its hub call, if any, sets them first)."""
+        return self._unmarked and self._run.links_directly and isinstance(step, QueryStep)
+
     async def _step(self, step: AnyStep) -> None:
-        if not isinstance(step, _INSTANT):  # it may take time: the run's attributes first
-            self._set_now()
+        if not isinstance(step, _INSTANT) and not self._past_linkage(step):
+            self._set_now()  # it may take time: the run's attributes first
         if isinstance(step, QueryStep):
             await self._query(step)
         elif isinstance(step, SetStep):
@@ -878,6 +908,7 @@ class BpfInterpreter:
             case_ref=case_ref,
             hold=self._start.hold,
             attestation=self._start.attestation,
+            paths=PATHS,
             # The child runs for this flow's purpose (for the top-level flow's, if this is itself
             # a child): the hub checks the child's task serves it, and the records name it.
             parent=self._start.parent
@@ -1235,6 +1266,7 @@ class BpfInterpreter:
         ``report``), but ``provided``: the hub collects that from the provider's own receipt (a
         run from before tells it with the receipt, since the hub takes it on nothing else).
         Binds the step's output."""
+        task = workflow.info().get_current_history_length()
         try:
             with self._going_long():
                 raw: RawValue = (
@@ -1301,6 +1333,10 @@ class BpfInterpreter:
             if isinstance(err, ActivityError):
                 raise
             raise local_failure(err, f"step {step_id}") from None
+        if self._unmarked and workflow.info().get_current_history_length() != task:
+            # The linkage outlasted the workflow task that asked for it: what the run set lazily
+            # past it shows now.
+            self._set_now()
         try:
             payload: dict[str, Any] = workflow.payload_converter().from_payload(raw.payload, dict)
         except Exception:  # the marker of a payload no converter reads

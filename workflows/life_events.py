@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.hub import HubActivities
     from renkei.contracts.failures import Failure
     from renkei.contracts.messages import (
+        PATHS,
         AttestRequest,
         CaseRefRequest,
         CohortParams,
@@ -192,6 +193,7 @@ class LifeEventScan:
                         trigger="life-event",
                         case_ref=ref,
                         attestation=word,
+                        paths=PATHS,
                     ),
                     id=workflow_id(req.bpf, req.executor, ref),
                     task_queue=workflow.info().task_queue,

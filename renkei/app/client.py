@@ -48,6 +48,7 @@ from renkei.bpf.loader import BpfFileError, definition_files, load_file
 from renkei.bpf.models import BpfDefinition
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
+    PATHS,
     Acknowledged,
     FlowResult,
     LinkageOutcome,
@@ -231,6 +232,8 @@ class RenkeiClient:
             )
             if request.trigger not in local.trigger_kinds():
                 raise ValueError(f"{request.bpf} cannot be started by trigger {request.trigger}")
+        # The paths this release's interpreter takes for it (the caller's word is not asked).
+        request = request.model_copy(update={"paths": PATHS})
         wid = workflow_id(request.bpf, request.executor, request.case_ref)
         attrs = TypedSearchAttributes(
             [

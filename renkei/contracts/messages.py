@@ -94,6 +94,13 @@ class ParentFlow(BaseModel):
     task: str
 
 
+# The interpreter's paths a start written by this release asks for (``StartFlow.paths``): every
+# path of ``lean-paths-v2`` taken without a patch marker, and the run's first search attributes
+# set past its direct linkages (``workflows.interpreter``). Every start the platform writes
+# carries it; a start without it (written before) takes the paths its history's markers say.
+PATHS = 3
+
+
 class StartFlow(BaseModel):
     """What a trigger supplies to start one flow."""
 
@@ -121,6 +128,11 @@ class StartFlow(BaseModel):
     resume_signature: str | None = Field(
         default=None,
         description="set only by a flow continuing as new: the hub's signature on ``resume``",
+    )
+    paths: int | None = Field(
+        default=None,
+        description="the interpreter's paths the run takes (``PATHS``), set by the platform as it"
+        " writes the start; none in a start written before, which takes its markers' paths",
     )
 
 
