@@ -20,7 +20,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
@@ -32,6 +32,7 @@ from renkei.contracts.names import (
     agency_queue,
     control_queue,
     executor_of,
+    hub_queue,
     query_activity,
     scan_workflow_id,
     workflow_id,
@@ -1350,6 +1351,102 @@ async def test_a_child_cannot_claim_a_caller_that_did_not_start_it(
             await child.result()
     assert "is not the one that started it" in str(failure.value.cause), failure.value.cause
     assert await records.query(pool, workflow_id=wid) == []
+
+
+@workflow.defn(name="register-probe")
+class Smuggle:
+    """A rogue's code running a held case itself (the executor's own worker, hostile): it has
+    the hub resolve the case, then calls the flow about other people under the case's hold."""
+
+    @workflow.run
+    async def run(
+        self, hub: str, resolve: dict[str, Any], queue: str, calls: list[dict[str, Any]]
+    ) -> list[str]:
+        resolved = await workflow.execute_activity(
+            "hub.resolve",
+            resolve,
+            result_type=dict,
+            task_queue=hub,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+        out = []
+        for call in calls:
+            call["parent"]["seal"] = resolved.get("case_seal")
+            wid = f"{call['bpf']}/{call['executor']}/{call['case_ref']}"
+            try:
+                await workflow.execute_child_workflow(call["bpf"], call, id=wid, task_queue=queue)
+                out.append("completed")
+            except ChildWorkflowError as err:
+                out.append(str(err.cause))
+        return out
+
+
+async def test_a_held_case_calls_under_its_hold_only_about_its_own_subject(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A case's approved hold keeps its records from the citizen's view for a while. The
+    executor's worker runs the case's code and writes its calls' starts: a call about someone
+    else carrying the hold (to keep that person's records from their view too) is refused; the
+    hub took the hold for the case's own subject only, sealing it as it resolved the case."""
+    from renkei.contracts.messages import DisclosureHold, ParentFlow
+    from renkei.kernel import holds
+
+    h = pick(settings, lambda h: h.municipality == "city-minato" and len(h.members) > 1)
+    own, other = (code(settings, "city-minato", m) for m in h.members[:2])
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    held = f"case-{uuid.uuid4().hex[:10]}"
+    asked = await holds.request(
+        pool, "city-minato", "register-probe", held, "investigation", until, "city-minato"
+    )
+    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
+    hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
+    case = f"register-probe/city-minato/{held}"
+    parent = ParentFlow(workflow_id=case, bpf="register-probe", task="school-entry-notice")
+
+    def call(subject: str) -> dict[str, Any]:
+        return start(
+            "register-probe",
+            "city-minato",
+            subject,
+            inputs={"register": "city-minato"},
+            hold=hold,
+            parent=parent,
+        ).model_dump(mode="json")
+
+    calls = [call(other), call(own)]
+    resolve = {
+        "bpf": "register-probe",
+        "version": None,
+        "executor": "city-minato",
+        "subject": own,
+        "inputs": {"register": "city-minato"},
+        "trigger": "counter",
+        "hold": hold.model_dump(mode="json"),
+    }
+    queue = f"rogue-{uuid.uuid4().hex[:8]}"
+    await register_fixture(pool, "register-probe.yaml")
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        Worker(client, task_queue=queue, workflows=[Smuggle]),
+    ):
+        said = await client.execute_workflow(
+            Smuggle.run,
+            args=[
+                hub_queue(settings.task_queue_prefix),
+                resolve,
+                control_queue(settings.task_queue_prefix, "city-minato"),
+                calls,
+            ],
+            id=case,
+            task_queue=queue,
+        )
+    assert "only about the case's own subject" in said[0], said
+    assert said[1] == "completed", said
+    smuggled, honest = (f"register-probe/city-minato/{c['case_ref']}" for c in calls)
+    assert await records.query(pool, workflow_id=smuggled) == []
+    kept = await records.query(pool, workflow_id=honest)
+    assert kept and all(r.hold_reason == "investigation" for r in kept)
 
 
 async def test_a_forged_continuation_is_refused(

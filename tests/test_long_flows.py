@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,12 +19,27 @@ import asyncpg
 import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
-from renkei.contracts.messages import Acknowledged, FlowResult, Response, Waiting
-from renkei.kernel import records
+from renkei.contracts.messages import (
+    Acknowledged,
+    DisclosureHold,
+    FlowResult,
+    Response,
+    Waiting,
+)
+from renkei.kernel import holds, records
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings
 
-from .helpers import code, pick, register_fixture, sdk, start, wait_for_outcomes, workers
+from .helpers import (
+    code,
+    hub_key,
+    pick,
+    register_fixture,
+    sdk,
+    start,
+    wait_for_outcomes,
+    workers,
+)
 
 DAY = 86_400
 
@@ -316,6 +332,33 @@ async def test_a_flow_called_by_a_called_flow_serves_the_top_level_flow(
         ).result()
     assert done.outcome == "completed", done
     assert "inner/allowance/tax" in [x.step for x in done.linkages], done.linkages
+    # Under an approved hold: every call carries it, with the hub's seal of the case's subject
+    # (test_hostile: about anyone else, a call carrying it is refused).
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    case = f"case-{uuid.uuid4().hex[:10]}"
+    asked = await holds.request(
+        pool, "city-minato", "nested-call-probe", case, "investigation", until, "city-minato"
+    )
+    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
+    held = start(
+        "nested-call-probe",
+        "city-minato",
+        subject,
+        hold=DisclosureHold(until=until, reason="investigation", approval=asked.id),
+    ).model_copy(update={"case_ref": case})
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await sdk(client, settings).start(held)
+        done = await handle.result()
+    assert done.outcome == "completed", done
+    called = f"one-stop-probe/city-minato/{case}.inner"
+    innermost = f"child-allowance-check/city-minato/{case}.inner.allowance"
+    kept = [r for wid in (called, innermost) for r in await records.query(pool, workflow_id=wid)]
+    assert {r.workflow_id for r in kept} == {called, innermost}
+    # the records the citizen's view reads (the hub's) and the executor's carry the hold
+    assert {r.keeper for r in kept} >= {records.HUB, "city-minato"}
+    assert all(
+        r.hold_reason == "investigation" for r in kept if r.keeper in (records.HUB, "city-minato")
+    )
 
 
 async def test_a_permit_held_when_the_run_continues_as_new_ends_not_asked_and_is_asked_again(

@@ -916,6 +916,7 @@ class BpfInterpreter:
                 workflow_id=workflow.info().workflow_id,
                 bpf=self._run.pin.bpf,
                 task=self._run.definition.task,
+                seal=self._run.case_seal,  # a held case's: its calls are about its subject
             ),
         )
         try:

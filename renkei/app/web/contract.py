@@ -134,7 +134,7 @@ FlowId = Annotated[
 ]
 
 # Set by renkei only: a flow continuing as new, a flow calling a child, the platform's paths.
-INTERNAL = ("resume", "parent", "attestation", "resume_signature")
+INTERNAL = ("resume", "parent", "attestation", "resume_signature", "paths")
 
 
 class StartRequest(BaseModel):
