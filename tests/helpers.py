@@ -43,6 +43,13 @@ def pick(settings: Settings, test: Callable[[Household], bool]) -> Household:
     return next(h for h in households(settings) if test(h))
 
 
+def pick_aside(settings: Settings, test: Callable[[Household], bool]) -> Household:
+    """A household from the second half of the sample: for a test leaving records the citizen
+    cannot see yet (a disclosure hold), away from those other tests pick (the first that pass)."""
+    found = households(settings)
+    return next(h for h in found[len(found) // 2 :] if test(h))
+
+
 def code(settings: Settings, org: str, person: Person) -> str:
     return derive_code(keys.load(settings).hub_key, org, person.subject_id)
 

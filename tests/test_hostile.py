@@ -53,6 +53,7 @@ from .helpers import (
     hub_key,
     hub_public,
     pick,
+    pick_aside,
     register_fixture,
     sdk,
     start,
@@ -1392,7 +1393,7 @@ async def test_a_held_case_calls_under_its_hold_only_about_its_own_subject(
     from renkei.contracts.messages import DisclosureHold, ParentFlow
     from renkei.kernel import holds
 
-    h = pick(settings, lambda h: h.municipality == "city-minato" and len(h.members) > 1)
+    h = pick_aside(settings, lambda h: h.municipality == "city-minato" and len(h.members) > 1)
     own, other = (code(settings, "city-minato", m) for m in h.members[:2])
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     held = f"case-{uuid.uuid4().hex[:10]}"
