@@ -200,8 +200,9 @@ _FOLDED_PATHS = _LEAN_PATHS | {UNREACHED_NO_ANSWER}
 # wait, a hub call) instead of in an upsert of its own; if a linkage outlasts its workflow task
 # (a slow provider, retries), they are upserted as soon as it ends. A start without ``paths``
 # (written before, or by a client from before) asks ``LEAN_FOLDED`` as it did, and a run
-# recorded so replays as it ran. A start asking for paths this worker does not know fails its
-# workflow task until a worker that knows them takes it.
+# recorded so replays as it ran, as does a start asking for them that a worker from before ran
+# (it took LEAN_FOLDED's paths, with the marker). A start asking for paths this worker does not
+# know fails its workflow task until a worker that knows them takes it.
 _UNMARKED_PATHS = 3
 # Steps that take no time before the next step, or that set the run's search attributes
 # themselves (waits and sleeps): attributes set lazily wait for what comes after them.
@@ -453,7 +454,14 @@ class BpfInterpreter:
             # Not a failure of the run: its workflow task fails until a worker of the release
             # that wrote the start takes it.
             raise RuntimeError(f"a start asking for paths {start.paths}, newer than this worker's")
-        self._unmarked = start.paths is not None and start.paths >= _UNMARKED_PATHS
+        # A start asking for the unmarked paths that a worker from before ran (it reads no
+        # ``paths``) took LEAN_FOLDED's, recording its marker: its replay finds that marker. It
+        # is asked for only while replaying, so a first execution records none.
+        self._unmarked = (
+            start.paths is not None
+            and start.paths >= _UNMARKED_PATHS
+            and not (workflow.unsafe.is_replaying() and workflow.patched(LEAN_FOLDED))
+        )
         if self._unmarked:  # every path of LEAN_FOLDED, without its marker
             self._folded = self._lean = True
         else:
@@ -916,7 +924,6 @@ class BpfInterpreter:
                 workflow_id=workflow.info().workflow_id,
                 bpf=self._run.pin.bpf,
                 task=self._run.definition.task,
-                seal=self._run.case_seal,  # a held case's: its calls are about its subject
             ),
         )
         try:
