@@ -105,6 +105,7 @@ class Claimed:
 
     sub_task: str | None  # the ordinance-level task the definition's step names, if any
     budget_seconds: int  # the longest the attempt may take: the permit lasts no longer
+    held: bool = False  # the request's hold covers the person this linkage is about
 
 
 def caller(info: activity.Info | None = None) -> Caller:
@@ -211,9 +212,10 @@ class Claims:
                     "the flow it claims to serve is not its executor's, or not of a"
                     " purpose that covers it"
                 )
+        held = False
         if req.hold is not None:
             try:
-                await holds.check(
+                approved = await holds.check(
                     self._pool,
                     who.executor,
                     req.hold.approval,
@@ -224,7 +226,12 @@ class Claims:
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
-        return Claimed(sub_task=sub_task, budget_seconds=min(req.budget_seconds, longest))
+            # A linkage about someone else in a held case (a spouse's income, say) is recorded
+            # without the hold: it keeps only its own person's records from their view.
+            held = holds.covers(approved, req.subject)
+        return Claimed(
+            sub_task=sub_task, budget_seconds=min(req.budget_seconds, longest), held=held
+        )
 
     async def translation(self, from_org: str, to_org: str, who: Caller) -> None:
         """A flow gets codes translated into its own executor's space only, and only from a

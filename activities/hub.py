@@ -58,8 +58,6 @@ from renkei.contracts.names import COHORT_ITEM, COHORT_STEP, executor_of
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, SCAN_TIMEOUT
 from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
-    case_seal,
-    is_case_seal,
     is_citizens,
     is_hubs_resume,
     is_platform_scan,
@@ -251,9 +249,7 @@ class HubActivities:
                     f"a {req.trigger} start comes only from the platform's"
                     f" {'scan' if req.trigger == 'life-event' else 'notification path'}"
                 )
-        sealed: str | None = None
         if req.hold is not None:  # a child carries its caller's hold, approval included
-            case = req.parent.workflow_id if req.parent else activity.info().workflow_id or ""
             try:
                 await holds.check(
                     self._pool,
@@ -261,22 +257,13 @@ class HubActivities:
                     req.hold.approval,
                     req.hold.reason,
                     req.hold.until,
-                    case,
+                    req.parent.workflow_id if req.parent else activity.info().workflow_id or "",
                     hub=self._hub_public,
+                    # the case's start, or a call's, is about the person the hold names
+                    subject=req.subject,
                 )
             except holds.HoldNotApproved as err:
                 raise Failure.HOLD_NOT_APPROVED.error(str(err)) from None
-            approval = str(req.hold.approval)
-            if req.parent is None:  # the case itself: its subject is sealed with its hold
-                sealed = case_seal(self._issuer.key, case, req.subject, approval)
-            elif not is_case_seal(self._hub_public, req.parent.seal, case, req.subject, approval):
-                # The executor's worker writes its calls' starts: the hold is the case's, for
-                # the case's subject, not for anyone its code names in a call.
-                raise Failure.HOLD_NOT_APPROVED.error(
-                    "a call under a held case carries the hold only about the case's own subject"
-                    " (with the hub's seal of the case; a case resolved before the seal, or"
-                    " about someone else, has none)"
-                )
         await self._note_kit_run()
         roles = self._catalog.org_roles(req.executor)
         schemas = {
@@ -305,7 +292,6 @@ class HubActivities:
             collects_receipts=True,
             kit_clock=self._kit_clock,
             links_directly=self._links_directly,
-            case_seal=sealed,
         )
         if req.broker_ahead:
             lanes = leading_lanes(run.definition.steps, BROKER_GROUP_LIMIT)
@@ -491,7 +477,7 @@ class HubActivities:
                 workflow_id=req.workflow_id,
                 run_id=req.run_id,
                 key=key,
-                hold=req.hold,
+                hold=req.hold if claimed.held else None,  # only its own person's records
                 parent=req.parent,
             )
 

@@ -238,7 +238,8 @@ def test_status_of_an_unknown_flow_is_a_one_line_error(
         (["records", "checkpoint", "--as", "no-such-org"], "no key file for no-such-org"),
         (
             ["holds", "request", "--bpf", "child-allowance-check", "--case-ref", "c-1",
-             "--reason", "investigation", "--until", "someday"],
+             "--subject", "MINATOCODEABCDEFGHIJ", "--reason", "investigation", "--until",
+             "someday"],
             "--until is a day",
         ),
         (["runs", "--bpf", "x' OR RenkeiBpf IS NOT NULL OR RenkeiBpf = 'y"], "--bpf: not an id"),

@@ -206,7 +206,7 @@ def test_a_hold_is_requested_by_the_executor_and_approved_by_an_operator(cli: Cl
     definer = operator_token(cli, f"hold-def-{tag}", "--party", "city-minato", "--role", "definer")
     platform = operator_token(cli, f"hold-approver-{tag}")
     asked = ("holds", "request", "--bpf", "register-probe", "--case-ref", f"2026-{tag}")
-    asked += ("--reason", "investigation", "--until", until)
+    asked += ("--subject", "MINATOCODEABCDEFGHIJ", "--reason", "investigation", "--until", until)
 
     code, out = run(cli, *asked, token="")
     assert code == 2 and "error: sign in: set RENKEI_OPERATOR_TOKEN" in out, out

@@ -49,6 +49,7 @@ from .helpers import (
     MARKER_KEYS,
     access_record,
     allowance_check,
+    child_rearing,
     code,
     hub_key,
     hub_public,
@@ -920,24 +921,38 @@ async def test_a_hold_without_a_second_partys_approval_is_refused(
 
     soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     case = f"case-{uuid.uuid4().hex[:10]}"
+    h = pick(settings, lambda h: h.municipality == "city-minato")
+    subject = code(settings, "city-minato", h.members[0])
     for reason, until, expected in (
         ("investigation", dt.datetime(9999, 12, 31, tzinfo=dt.UTC), "within 365 days"),
         ("curiosity", soon, "no hold reason"),
     ):
         with pytest.raises(holds.HoldNotApproved, match=expected):
             await holds.request(
-                pool, "city-minato", "register-probe", case, reason, until, "city-minato"
+                pool,
+                "city-minato",
+                "register-probe",
+                case,
+                reason,
+                until,
+                "city-minato",
+                subject=subject,
             )
     pending = await holds.request(
-        pool, "city-minato", "register-probe", case, "investigation", soon, "city-minato"
+        pool,
+        "city-minato",
+        "register-probe",
+        case,
+        "investigation",
+        soon,
+        "city-minato",
+        subject=subject,
     )
     naive = {"bpf": "register-probe", "case_ref": case, "reason": "investigation"}
-    naive["until"] = soon.replace(tzinfo=None).isoformat()
+    naive |= {"subject": subject, "until": soon.replace(tzinfo=None).isoformat()}
     with pytest.raises(holds.HoldNotApproved):  # nobody approves their own request
         await holds.approve(pool, pending.id, "city-minato", hub=hub_key())
 
-    h = pick(settings, lambda h: h.municipality == "city-minato")
-    subject = code(settings, "city-minato", h.members[0])
     token = await issue_token(pool, "city-minato")
     unapproved = DisclosureHold(until=soon, reason="investigation", approval=pending.id)
     bare = DisclosureHold(until=soon, reason="investigation")
@@ -1028,14 +1043,15 @@ async def test_a_hold_row_added_approved_dated_back_or_beyond_its_reason_is_not_
                 "until",
                 "requested_by",
                 "requested_at",
+                "subject",
                 *approved,
             ]
         )
-        values = ", ".join(f"${n}" for n in range(1, 9 + len(approved)))
+        values = ", ".join(f"${n}" for n in range(1, 10 + len(approved)))
         await pool.execute(
             f"INSERT INTO hub.holds ({columns}) VALUES ({values})",
             hold, "city-minato", "register-probe", case, "investigation", until,
-            "city-minato", long_ago, *approved.values(),
+            "city-minato", long_ago, "A" * 20, *approved.values(),
         )  # fmt: skip
         return hold
 
@@ -1309,7 +1325,14 @@ async def test_a_child_cannot_claim_a_caller_that_did_not_start_it(
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     held = f"case-{uuid.uuid4().hex[:10]}"  # the case the operator approved a hold for
     asked = await holds.request(
-        pool, "city-minato", "register-probe", held, "investigation", until, "city-minato"
+        pool,
+        "city-minato",
+        "register-probe",
+        held,
+        "investigation",
+        until,
+        "city-minato",
+        subject=subject,
     )
     await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
     flow = start(
@@ -1357,23 +1380,28 @@ async def test_a_child_cannot_claim_a_caller_that_did_not_start_it(
 @workflow.defn(name="register-probe")
 class Smuggle:
     """A rogue's code running a held case itself (the executor's own worker, hostile): it has
-    the hub resolve the case, then calls the flow about other people under the case's hold."""
+    the hub resolve the case about someone else, then about its person, and calls the flow about
+    both under the case's hold."""
 
     @workflow.run
     async def run(
-        self, hub: str, resolve: dict[str, Any], queue: str, calls: list[dict[str, Any]]
+        self, hub: str, resolves: list[dict[str, Any]], queue: str, calls: list[dict[str, Any]]
     ) -> list[str]:
-        resolved = await workflow.execute_activity(
-            "hub.resolve",
-            resolve,
-            result_type=dict,
-            task_queue=hub,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=1),
-        )
         out = []
+        for resolve in resolves:
+            try:
+                await workflow.execute_activity(
+                    "hub.resolve",
+                    resolve,
+                    result_type=dict,
+                    task_queue=hub,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )
+                out.append("resolved")
+            except ActivityError as err:
+                out.append(str(err.cause))
         for call in calls:
-            call["parent"]["seal"] = resolved.get("case_seal")
             wid = f"{call['bpf']}/{call['executor']}/{call['case_ref']}"
             try:
                 await workflow.execute_child_workflow(call["bpf"], call, id=wid, task_queue=queue)
@@ -1383,13 +1411,16 @@ class Smuggle:
         return out
 
 
-async def test_a_held_case_calls_under_its_hold_only_about_its_own_subject(
+async def test_a_held_case_is_held_only_about_the_person_its_request_names(
     client, pool, settings, catalog, live_whitelist
 ) -> None:
     """A case's approved hold keeps its records from the citizen's view for a while. The
-    executor's worker runs the case's code and writes its calls' starts: a call about someone
-    else carrying the hold (to keep that person's records from their view too) is refused; the
-    hub took the hold for the case's own subject only, sealing it as it resolved the case."""
+    executor's worker runs the case's code and writes its start, its calls' starts and its
+    linkage requests: it could carry the hold into records about anyone. The request names its
+    person, the operator approves it for them, and the hub takes the hold for them only: the
+    case started about someone else, or a call about someone else carrying the hold, is
+    refused (a linkage about someone else in a held case is recorded without it:
+    test_a_linkage_about_someone_else_in_a_held_case_is_not_held)."""
     from renkei.contracts.messages import DisclosureHold, ParentFlow
     from renkei.kernel import holds
 
@@ -1398,7 +1429,14 @@ async def test_a_held_case_calls_under_its_hold_only_about_its_own_subject(
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     held = f"case-{uuid.uuid4().hex[:10]}"
     asked = await holds.request(
-        pool, "city-minato", "register-probe", held, "investigation", until, "city-minato"
+        pool,
+        "city-minato",
+        "register-probe",
+        held,
+        "investigation",
+        until,
+        "city-minato",
+        subject=own,
     )
     await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
     hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
@@ -1415,16 +1453,18 @@ async def test_a_held_case_calls_under_its_hold_only_about_its_own_subject(
             parent=parent,
         ).model_dump(mode="json")
 
+    def resolve(subject: str) -> dict[str, Any]:
+        return {
+            "bpf": "register-probe",
+            "version": None,
+            "executor": "city-minato",
+            "subject": subject,
+            "inputs": {"register": "city-minato"},
+            "trigger": "counter",
+            "hold": hold.model_dump(mode="json"),
+        }
+
     calls = [call(other), call(own)]
-    resolve = {
-        "bpf": "register-probe",
-        "version": None,
-        "executor": "city-minato",
-        "subject": own,
-        "inputs": {"register": "city-minato"},
-        "trigger": "counter",
-        "hold": hold.model_dump(mode="json"),
-    }
     queue = f"rogue-{uuid.uuid4().hex[:8]}"
     await register_fixture(pool, "register-probe.yaml")
     async with (
@@ -1435,19 +1475,65 @@ async def test_a_held_case_calls_under_its_hold_only_about_its_own_subject(
             Smuggle.run,
             args=[
                 hub_queue(settings.task_queue_prefix),
-                resolve,
+                [resolve(other), resolve(own)],
                 control_queue(settings.task_queue_prefix, "city-minato"),
                 calls,
             ],
             id=case,
             task_queue=queue,
         )
-    assert "only about the case's own subject" in said[0], said
-    assert said[1] == "completed", said
+    assert "is about another person" in said[0], said
+    assert said[1] == "resolved", said
+    assert "is about another person" in said[2], said
+    assert said[3] == "completed", said
     smuggled, honest = (f"register-probe/city-minato/{c['case_ref']}" for c in calls)
     assert await records.query(pool, workflow_id=smuggled) == []
     kept = await records.query(pool, workflow_id=honest)
     assert kept and all(r.hold_reason == "investigation" for r in kept)
+    # The request's person is kept as made: not even the application's role changes it.
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="kept as made"):
+        await pool.execute("UPDATE hub.holds SET subject = $2 WHERE id = $1", asked.id, other)
+    with pytest.raises(asyncpg.NotNullViolationError, match="names the person"):
+        await pool.execute(
+            "INSERT INTO hub.holds (id, executor, bpf, case_ref, reason, until, requested_by)"
+            " VALUES ($1, 'city-minato', 'register-probe', 'case-x', 'investigation', $2,"
+            " 'city-minato')",
+            uuid.uuid4(),
+            until,
+        )
+
+
+async def test_a_linkage_about_someone_else_in_a_held_case_is_not_held(
+    env, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The child-rearing allowance's income check asks for the applicant's spouse's income too
+    (``about``). Held for the applicant, its records about the applicant are withheld from
+    them; those about the spouse are not withheld from the spouse."""
+    from renkei.contracts.messages import DisclosureHold
+    from renkei.kernel import holds
+
+    couple = pick_aside(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    applicant, spouse = couple.members[0], couple.members[1]
+    flow = child_rearing(settings, applicant, spouse)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    asked = await holds.request(
+        pool,
+        "pref-tokyo",
+        flow.bpf,
+        flow.case_ref,
+        "investigation",
+        until,
+        "pref-tokyo",
+        subject=flow.subject,
+    )
+    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
+    hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
+    handle = await env.start(flow.model_copy(update={"hold": hold}))
+    await handle.result()
+    kept = await records.query(pool, workflow_id=handle.id, keeper=records.HUB)
+    about = {str(applicant.subject_id): "applicant", str(spouse.subject_id): "spouse"}
+    held = {(about[r.subject_code], r.hold_reason) for r in kept}
+    assert held == {("applicant", "investigation"), ("spouse", None)}, held
 
 
 async def test_a_forged_continuation_is_refused(

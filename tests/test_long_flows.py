@@ -346,7 +346,14 @@ async def test_a_flow_called_by_a_called_flow_serves_the_top_level_flow(
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     case = f"case-{uuid.uuid4().hex[:10]}"
     asked = await holds.request(
-        pool, "city-minato", "nested-call-probe", case, "investigation", until, "city-minato"
+        pool,
+        "city-minato",
+        "nested-call-probe",
+        case,
+        "investigation",
+        until,
+        "city-minato",
+        subject=subject,
     )
     await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
     held = start(

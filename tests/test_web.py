@@ -353,7 +353,14 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
     until = dt.datetime.now(dt.UTC) + dt.timedelta(days=90)
     flow = child_rearing(settings, person)
     asked = await holds.request(
-        pool, "pref-tokyo", flow.bpf, flow.case_ref, "investigation", until, "pref-tokyo"
+        pool,
+        "pref-tokyo",
+        flow.bpf,
+        flow.case_ref,
+        "investigation",
+        until,
+        "pref-tokyo",
+        subject=flow.subject,
     )
     await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
     hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)

@@ -92,13 +92,6 @@ class ParentFlow(BaseModel):
     workflow_id: str
     bpf: str
     task: str
-    seal: str | None = Field(
-        default=None,
-        exclude_if=lambda v: v is None,
-        description="a held case's: the hub's seal of the case, its subject and its hold"
-        " (``ResolvedRun.case_seal``); a call under the hold carries it, and is about that"
-        " subject only",
-    )
 
 
 # The interpreter's paths a start written by this release asks for (``StartFlow.paths``): every
@@ -234,13 +227,6 @@ class ResolvedRun(BaseModel):
         default=False,
         description="a conformance-kit run (only a test-mode hub says so): its waits and sleeps"
         " end when the kit advances the run's clock, never on a timer",
-    )
-    case_seal: str | None = Field(
-        default=None,
-        exclude_if=lambda v: v is None,
-        description="a case started under an approved hold: the hub's signature over the case"
-        " (its workflow id), its subject and the hold's approval; the flow's calls carry it"
-        " (``ParentFlow.seal``), and the hub takes the hold for a call only about that subject",
     )
     links_directly: bool = Field(
         default=False,

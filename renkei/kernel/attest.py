@@ -199,24 +199,6 @@ def is_providers(
 # -- a flow continuing as new -------------------------------------------------------------------
 
 
-def _case(workflow_id: str, subject: str, approval: str) -> bytes:
-    return fields_message(
-        "case-seal/v1", {"workflow_id": workflow_id, "subject": subject, "approval": approval}
-    )
-
-
-def case_seal(key: Ed25519PrivateKey, workflow_id: str, subject: str, approval: str) -> str:
-    """The hub's seal of a held case: its workflow id, its subject (the executor's code) and the
-    approval of its hold. A flow the case calls carries it to claim the hold."""
-    return sign(key, _case(workflow_id, subject, approval))
-
-
-def is_case_seal(
-    hub: Ed25519PublicKey, seal: str | None, workflow_id: str, subject: str, approval: str
-) -> bool:
-    return holds(hub, seal, _case(workflow_id, subject, approval))
-
-
 def _resume(workflow_id: str, resume_json: str) -> bytes:
     digest = hashlib.sha256(resume_json.encode()).hexdigest()
     return f"renkei/resume/v1|{workflow_id}|{digest}".encode()

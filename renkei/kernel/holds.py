@@ -9,8 +9,13 @@ is therefore possible, but never on the executor's word alone:
 * the approval is the hub's signature over the request, the operator and the time (the
   application's database role, which operators approve through, could set the columns; it
   cannot sign): a row approved any other way is not approved;
+* a request names the person it is about (their code at the executor): the operator approves
+  it for that person, the hub's signature covers it, and the hub takes the hold only for them:
+  a start (the case's, or a call's) about anyone else carrying it is refused, and a linkage
+  about anyone else in a held case is recorded without it (they see it);
 * a flow started with a hold names the approved request; the hub refuses the start otherwise
-  (``HoldNotApproved``), and every record the flow leaves carries the hold (in its hash);
+  (``HoldNotApproved``), and every record about its person the flow leaves carries the hold
+  (in its hash);
 * the citizen sees that a record exists and is withheld until a date, with the reason.
 
 The reasons below are a sample standing in for the ordinance's list.
@@ -24,7 +29,7 @@ from collections.abc import Mapping
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from renkei.kernel import attest
 
@@ -79,6 +84,11 @@ class HoldRequest(BaseModel):
     requested_by: str
     approved_by: str | None = None
     approved_at: dt.datetime | None = None
+    subject: str | None = Field(
+        default=None,
+        description="the person the hold is about: their code at the executor (none in a"
+        " request from before requests named it: it covers its case as it did)",
+    )
 
 
 async def request(
@@ -89,9 +99,12 @@ async def request(
     reason: str,
     until: dt.datetime,
     requested_by: str,
+    *,
+    subject: str,
 ) -> HoldRequest:
-    """The executor asks for a hold over one case (``bpf`` and its case reference); it counts
-    only once a platform operator approves it."""
+    """The executor asks for a hold over one case (``bpf`` and its case reference) about one
+    person (``subject``: their code at the executor); it counts only once a platform operator
+    approves it."""
     found = REASONS.get(reason)
     if found is None:
         raise HoldNotApproved(f"no hold reason {reason!r} (reasons: {', '.join(sorted(REASONS))})")
@@ -101,8 +114,8 @@ async def request(
             f"a {reason} hold ends within {found.longest.days} days ({found.legal_ground})"
         )
     row = await pool.fetchrow(
-        "INSERT INTO hub.holds (id, executor, bpf, case_ref, reason, until, requested_by)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        "INSERT INTO hub.holds (id, executor, bpf, case_ref, reason, until, requested_by,"
+        " subject) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
         uuid.uuid4(),
         executor,
         bpf,
@@ -110,6 +123,7 @@ async def request(
         reason,
         until,
         requested_by,
+        subject,
     )
     assert row is not None
     return HoldRequest.model_validate(dict(row))
@@ -131,7 +145,10 @@ _APPROVED = (
 
 
 def _approval_message(row: Mapping[str, object]) -> bytes:
-    return attest.fields_message("hold-approval/v1", {c: row[c] for c in _APPROVED})
+    fields = {c: row[c] for c in _APPROVED}
+    if row.get("subject") is not None:  # a request from before named no one (migration 0062)
+        fields["subject"] = row["subject"]
+    return attest.fields_message("hold-approval/v1", fields)
 
 
 def _approval_holds(row: Mapping[str, object], hub: Ed25519PublicKey) -> bool:
@@ -193,12 +210,14 @@ async def check(
     workflow_id: str,
     *,
     hub: Ed25519PublicKey | None,
+    subject: str | None = None,
 ) -> HoldRequest:
     """The approved request a flow's hold stands on, or :class:`HoldNotApproved`.
 
     ``workflow_id`` is the case's flow (for a child, the flow that called it): an approval
     covers that one case, not every flow of the executor. The approval counts only signed by
-    ``hub`` (the hub's public key; ``None``: no approval counts)."""
+    ``hub`` (the hub's public key; ``None``: no approval counts). ``subject``: a run's (the
+    executor's code), refused unless the request is about that person (:func:`covers`)."""
     if approval is None:
         raise HoldNotApproved("a disclosure hold needs an approved hold request (approval)")
     row = await pool.fetchrow("SELECT * FROM hub.holds WHERE id = $1", approval)
@@ -226,4 +245,12 @@ async def check(
             f"hold request {approval} asks for more than its reason allows"
             + (f" ({lawful.longest.days} days, {lawful.legal_ground})" if lawful else "")
         )
+    if subject is not None and not covers(found, subject):
+        raise HoldNotApproved(f"hold request {approval} is about another person")
     return found
+
+
+def covers(hold: HoldRequest, subject: str) -> bool:
+    """Whether the approved ``hold`` keeps records about ``subject`` (the executor's code) from
+    their view: the person its request names (one from before named no one: its whole case)."""
+    return hold.subject is None or hold.subject == subject

@@ -417,6 +417,12 @@ async def agencies_db_login(
 async def holds_request(
     bpf: Annotated[str, typer.Option(help="the flow's BPF")],
     case_ref: Annotated[str, typer.Option("--case-ref", help="the flow's case reference")],
+    subject: Annotated[
+        str,
+        typer.Option(
+            help="the person the case is about: their code at your org, as its start names them"
+        ),
+    ],
     reason: Annotated[str, typer.Option(help=f"one of: {', '.join(sorted(holds.REASONS))}")],
     until: Annotated[str, typer.Option(help="the end of the hold (YYYY-MM-DD, Japan time)")],
 ) -> int:
@@ -433,7 +439,7 @@ async def holds_request(
         try:
             executor = require(await signed_in(pool), "executor").party
             asked = await holds.request(
-                pool, executor, bpf, case_ref, reason, end, requested_by=executor
+                pool, executor, bpf, case_ref, reason, end, requested_by=executor, subject=subject
             )
         except (NotSignedIn, NotEntitled, holds.HoldNotApproved) as err:
             typer.echo(f"error: {err}", err=True)
@@ -468,5 +474,6 @@ async def holds_approve(
             return 2
     typer.echo(
         f"{done.id}\tapproved by {done.approved_by}\t{done.reason} until {done.until:%Y-%m-%d}"
+        f"\t{done.bpf}/{done.executor}/{done.case_ref} about {done.subject or '(its whole case)'}"
     )
     return 0

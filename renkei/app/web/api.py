@@ -30,6 +30,7 @@ from renkei.app.client import (
 from renkei.app.notifications import Notification, NotificationConflict, Published, publish
 from renkei.app.web.contract import (
     AGENCY_TOKEN,
+    EXAMPLE_CODE,
     EXAMPLE_FLOW,
     FlowId,
     Problem,
@@ -37,6 +38,7 @@ from renkei.app.web.contract import (
     refusals,
 )
 from renkei.bpf.admission import StartRefused, admit
+from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.bpf.models import BPF_ID
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import CASE_REF, Acknowledged, Waiting
@@ -105,6 +107,7 @@ class HoldAsked(BaseModel):
                 {
                     "bpf": EXAMPLE_FLOW.split("/")[0],
                     "case_ref": EXAMPLE_FLOW.split("/")[2],
+                    "subject": EXAMPLE_CODE,
                     "reason": "investigation",
                     "until": "2027-01-31T00:00:00+09:00",
                 }
@@ -114,6 +117,11 @@ class HoldAsked(BaseModel):
 
     bpf: str = Field(pattern=BPF_ID)
     case_ref: str = Field(pattern=CASE_REF, description="the one case the hold covers")
+    subject: str = Field(
+        pattern=SUBJECT_CODE.pattern,
+        description="the person the case is about, as the case's start names them (their"
+        " code at your org): the hold keeps only their records from their view",
+    )
     reason: str = Field(description="one of: " + ", ".join(sorted(holds.REASONS)))
     until: AwareDatetime = Field(description="with its time zone")
 
@@ -277,7 +285,14 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None
         (`renkei holds approve ID`, signed in as one)."""
         try:
             return await holds.request(
-                pool, org, asked.bpf, asked.case_ref, asked.reason, asked.until, requested_by=org
+                pool,
+                org,
+                asked.bpf,
+                asked.case_ref,
+                asked.reason,
+                asked.until,
+                requested_by=org,
+                subject=asked.subject,
             )
         except holds.HoldNotApproved as err:
             raise HTTPException(422, str(err)) from None
