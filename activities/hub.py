@@ -89,6 +89,34 @@ class _Decided:
     sides: tuple[records.AccessRecord, records.AccessRecord]  # the requester's, the hub's
 
 
+_ASKED = (
+    "subject_code",
+    "requester",
+    "provider",
+    "task",
+    "info",
+    "bpf",
+    "bpf_version",
+    "content_hash",
+    "workflow_id",
+    "run_id",
+    "step",
+    "hold_until",
+    "hold_reason",
+)
+# Fields records came to carry later: compared where the stored record has them.
+_ASKED_LATER = ("trigger", "parent_workflow_id", "parent_bpf", "purpose_task")
+
+
+def _same_request(found: records.AccessRecord, meant: records.AccessRecord) -> bool:
+    """Whether a stored record says the same was asked as a new one would (not what was
+    decided: an attempt asked again later may be decided otherwise, and keeps the record of its
+    first decision)."""
+    return all(getattr(found, f) == getattr(meant, f) for f in _ASKED) and all(
+        getattr(found, f) is None or getattr(found, f) == getattr(meant, f) for f in _ASKED_LATER
+    )
+
+
 class HubActivities:
     """The hub's activities; one instance per control worker."""
 
@@ -540,10 +568,19 @@ class HubActivities:
                 span.end()
 
     async def _write(self, sides: Sequence[records.AccessRecord]) -> None:
+        """Write ``sides``; refused if the hub already recorded one of these attempts as another
+        request (about another person, of another provider or item, under another hold): a flow
+        asking for an attempt again gets a permit only for what its records say."""
         if self._group is not None:
-            await self._group.write(*sides, signer=self._issuer.recorder)
+            stored = await self._group.write(*sides, signer=self._issuer.recorder)
         else:
-            await records.write(self._pool, *sides, signer=self._issuer.recorder)
+            stored = await records.write(self._pool, *sides, signer=self._issuer.recorder)
+        for meant, found in zip(sides, stored, strict=True):
+            if found.keeper == records.HUB and not _same_request(found, meant):
+                raise PermissionError(
+                    "this attempt is recorded as another request (another person, provider,"
+                    " item or hold): asked again otherwise, it is refused"
+                )
 
     async def _permit(self, d: _Decided) -> Brokered:
         """The answer to a linkage decided and recorded: a denial, or its permit."""

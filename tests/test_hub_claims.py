@@ -21,6 +21,7 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
+from activities.agencies.synthetic import Person
 from renkei.bpf import registry
 from renkei.contracts.messages import (
     AttestRequest,
@@ -174,6 +175,55 @@ async def test_a_hold_nobody_approved_is_not_taken_by_the_broker(
     async with workers(client, pool, settings, catalog, live_whitelist):
         became = await _attack(client, settings, [call], party="city-minato", workflow_type=d.bpf)
     assert became == ["HoldNotApproved"], became
+
+
+async def test_an_attempt_asked_again_about_someone_else_gets_no_permit(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """city-minato brokers its own lawful query from a workflow of its own named like the BPF,
+    about one person, then asks for the very same attempt (same run, same step) about another:
+    the hub keeps one record per attempt, the first, so a permit for the second person would
+    leave their look-up recorded as the first person's (where they never see it). Refused; the
+    same request asked again (a retry) is answered."""
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert found is not None
+    d = found.definition
+    family = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
+    first, second = family.members[0], family.members[1]
+    step = next(s for s in registry_steps(d) if s[1] == "local-tax")
+
+    def asked(person: Person) -> Call:
+        return Call(
+            activity="hub.broker",
+            arg=BrokerRequest(
+                requester="city-minato",
+                provider="city-shibuya",
+                task=d.task,
+                info="local-tax",
+                bpf=d.bpf,
+                bpf_version=d.version,
+                content_hash=found.content_hash,
+                step=step[0],
+                subject=code(settings, "city-minato", person),
+                workflow_id="",
+                run_id="",
+                budget_seconds=60,
+            ).model_dump(mode="json"),
+        )
+
+    wid = workflow_id(d.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        became = await _attack(
+            client,
+            settings,
+            [asked(first), asked(second), asked(first)],
+            wid,
+            party="city-minato",
+            workflow_type=d.bpf,
+        )
+    assert became == ["answered", "PermissionError", "answered"], became
+    kept = await records.query(pool, workflow_id=wid, keeper=records.HUB)
+    assert [r.subject_code for r in kept] == [str(first.subject_id)]
 
 
 def registry_steps(d) -> list[tuple[str, str]]:
