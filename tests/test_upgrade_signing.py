@@ -105,6 +105,14 @@ async def test_what_an_upgrade_found_is_carried_over_once_and_nothing_written_si
             " WHERE id = $1",
             hold,
         )
+        pending = uuid.uuid4()  # asked before requests named their person, not yet approved
+        await old.execute(
+            "INSERT INTO hub.holds (id, executor, bpf, case_ref, reason, until, requested_by)"
+            " VALUES ($1, 'city-minato', 'register-probe', 'case-pending', 'investigation', $2,"
+            " 'city-minato')",
+            pending,
+            until,
+        )
     finally:
         await old.close()
     await migrate(before)
@@ -149,6 +157,19 @@ async def test_what_an_upgrade_found_is_carried_over_once_and_nothing_written_si
         assert (
             await holds.check(pool, "city-minato", hold, "investigation", until, wid, hub=hub)
         ).id == hold
+        # Approved before requests named their person, it covers its case as it did (0062); one
+        # still pending then names no one, and is approved no more, by any role.
+        assert (
+            await holds.check(
+                pool, "city-minato", hold, "investigation", until, wid, hub=hub, subject="ANYONE"
+            )
+        ).subject is None
+        with pytest.raises(holds.HoldNotApproved, match="no pending hold"):
+            await holds.approve(pool, pending, "operator-bob", hub=k.signer())
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="approved no more"):
+            await pool.execute(
+                "UPDATE hub.holds SET approved_by = 'operator-bob' WHERE id = $1", pending
+            )
         # The hub's next start carries nothing more, whatever was written since; a junk
         # binding or signature written on a row from before is put right again.
         await pool.execute(

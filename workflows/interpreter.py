@@ -455,12 +455,16 @@ class BpfInterpreter:
             # that wrote the start takes it.
             raise RuntimeError(f"a start asking for paths {start.paths}, newer than this worker's")
         # A start asking for the unmarked paths that a worker from before ran (it reads no
-        # ``paths``) took LEAN_FOLDED's, recording its marker: its replay finds that marker. It
-        # is asked for only while replaying, so a first execution records none.
+        # ``paths``) took LEAN_FOLDED's (or LEAN's), recording its marker: its replay finds that
+        # marker. It is asked for only while replaying, so a first execution records none. (A
+        # worker from before LEAN recorded a marker per path: not told apart here.)
         self._unmarked = (
             start.paths is not None
             and start.paths >= _UNMARKED_PATHS
-            and not (workflow.unsafe.is_replaying() and workflow.patched(LEAN_FOLDED))
+            and not (
+                workflow.unsafe.is_replaying()
+                and (workflow.patched(LEAN_FOLDED) or workflow.patched(LEAN))
+            )
         )
         if self._unmarked:  # every path of LEAN_FOLDED, without its marker
             self._folded = self._lean = True

@@ -186,7 +186,8 @@ async def approve(
     async with pool.acquire() as conn, conn.transaction():
         approved = await conn.fetchrow(
             "UPDATE hub.holds SET approved_by = $2, approved_at = clock_timestamp()"
-            " WHERE id = $1 AND approved_by IS NULL AND requested_by <> $2 RETURNING *",
+            " WHERE id = $1 AND approved_by IS NULL AND requested_by <> $2"
+            " AND subject IS NOT NULL RETURNING *",
             hold,
             operator,
         )
@@ -252,5 +253,6 @@ async def check(
 
 def covers(hold: HoldRequest, subject: str) -> bool:
     """Whether the approved ``hold`` keeps records about ``subject`` (the executor's code) from
-    their view: the person its request names (one from before named no one: its whole case)."""
+    their view: the person its request names (one approved before requests named their person,
+    migration 0062, named no one: its whole case; since, none is approved without one)."""
     return hold.subject is None or hold.subject == subject

@@ -6,8 +6,9 @@
 -- hold into records about anyone. A request now names its subject (their code at the
 -- executor), which the platform operator approves with it and the hub's signature on the
 -- approval covers (renkei.kernel.holds); the hub takes the hold only for that person. A request
--- is added with its subject, which is kept as made; the requests from before name none, and
--- their holds keep covering their case as they did.
+-- is added with its subject, which is kept as made; the requests from before name none: those
+-- approved before keep covering their case as they did, and those still pending are approved no
+-- more (the executor asks again, naming the person).
 ALTER TABLE hub.holds ADD COLUMN subject text;
 
 CREATE OR REPLACE FUNCTION hub.holds_as_requested() RETURNS trigger LANGUAGE plpgsql
@@ -43,6 +44,10 @@ BEGIN
        OR NEW.requested_at <> OLD.requested_at
        OR NEW.subject IS DISTINCT FROM OLD.subject THEN
         RAISE EXCEPTION 'a hold request is kept as made, and approved once'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF NEW.approved_by IS NOT NULL AND NEW.subject IS NULL THEN
+        RAISE EXCEPTION 'a hold request that names no one is approved no more: ask again, naming the person'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     IF NEW.approved_by IS NOT NULL THEN
