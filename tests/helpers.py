@@ -20,7 +20,7 @@ from activities.agencies.synthetic import Household, Person, generate
 from activities.linkage import Provider
 from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
-from renkei.contracts.messages import StartFlow
+from renkei.contracts.messages import DisclosureHold, StartFlow
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.records import AccessRecord
@@ -41,6 +41,27 @@ def households(settings: Settings) -> list[Household]:
 
 def pick(settings: Settings, test: Callable[[Household], bool]) -> Household:
     return next(h for h in households(settings) if test(h))
+
+
+async def approved_hold(
+    pool: asyncpg.Pool,
+    executor: str,
+    bpf: str,
+    case_ref: str,
+    subject: str,
+    *,
+    days: int = 30,
+) -> DisclosureHold:
+    """An investigation hold over one case about one person, requested by its executor and
+    approved by a platform operator: what a start names to carry it."""
+    from renkei.kernel import holds
+
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=days)
+    asked = await holds.request(
+        pool, executor, bpf, case_ref, "investigation", until, executor, subject=subject
+    )
+    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
+    return DisclosureHold(until=until, reason="investigation", approval=asked.id)
 
 
 def pick_aside(settings: Settings, test: Callable[[Household], bool]) -> Household:

@@ -49,6 +49,7 @@ from .helpers import (
     MARKER_KEYS,
     access_record,
     allowance_check,
+    approved_hold,
     child_rearing,
     code,
     hub_key,
@@ -1317,30 +1318,18 @@ async def test_a_child_cannot_claim_a_caller_that_did_not_start_it(
     workflow really started, but that claims as its caller a case with an approved hold (to
     keep a different person's records from their view under it), is refused: the caller must be
     the flow Temporal says started it."""
-    from renkei.contracts.messages import DisclosureHold, ParentFlow
-    from renkei.kernel import holds
+    from renkei.contracts.messages import ParentFlow
 
     h = pick(settings, lambda h: h.municipality == "city-minato" and len(h.members) > 1)
     subject = code(settings, "city-minato", h.members[1])
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     held = f"case-{uuid.uuid4().hex[:10]}"  # the case the operator approved a hold for
-    asked = await holds.request(
-        pool,
-        "city-minato",
-        "register-probe",
-        held,
-        "investigation",
-        until,
-        "city-minato",
-        subject=subject,
-    )
-    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
+    hold = await approved_hold(pool, "city-minato", "register-probe", held, subject)
     flow = start(
         "register-probe",
         "city-minato",
         subject,
         inputs={"register": "city-minato"},
-        hold=DisclosureHold(until=until, reason="investigation", approval=asked.id),
+        hold=hold,
         parent=ParentFlow(
             workflow_id=f"register-probe/city-minato/{held}",
             bpf="register-probe",
@@ -1421,25 +1410,12 @@ async def test_a_held_case_is_held_only_about_the_person_its_request_names(
     case started about someone else, or a call about someone else carrying the hold, is
     refused (a linkage about someone else in a held case is recorded without it:
     test_a_linkage_about_someone_else_in_a_held_case_is_not_held)."""
-    from renkei.contracts.messages import DisclosureHold, ParentFlow
-    from renkei.kernel import holds
+    from renkei.contracts.messages import ParentFlow
 
     h = pick_aside(settings, lambda h: h.municipality == "city-minato" and len(h.members) > 1)
     own, other = (code(settings, "city-minato", m) for m in h.members[:2])
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     held = f"case-{uuid.uuid4().hex[:10]}"
-    asked = await holds.request(
-        pool,
-        "city-minato",
-        "register-probe",
-        held,
-        "investigation",
-        until,
-        "city-minato",
-        subject=own,
-    )
-    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
-    hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
+    hold = await approved_hold(pool, "city-minato", "register-probe", held, own)
     case = f"register-probe/city-minato/{held}"
     parent = ParentFlow(workflow_id=case, bpf="register-probe", task="school-entry-notice")
 
@@ -1492,14 +1468,14 @@ async def test_a_held_case_is_held_only_about_the_person_its_request_names(
     assert kept and all(r.hold_reason == "investigation" for r in kept)
     # The request's person is kept as made: not even the application's role changes it.
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="kept as made"):
-        await pool.execute("UPDATE hub.holds SET subject = $2 WHERE id = $1", asked.id, other)
+        await pool.execute("UPDATE hub.holds SET subject = $2 WHERE id = $1", hold.approval, other)
     with pytest.raises(asyncpg.NotNullViolationError, match="names the person"):
         await pool.execute(
             "INSERT INTO hub.holds (id, executor, bpf, case_ref, reason, until, requested_by)"
             " VALUES ($1, 'city-minato', 'register-probe', 'case-x', 'investigation', $2,"
             " 'city-minato')",
             uuid.uuid4(),
-            until,
+            hold.until,
         )
 
 
@@ -1509,25 +1485,11 @@ async def test_a_linkage_about_someone_else_in_a_held_case_is_not_held(
     """The child-rearing allowance's income check asks for the applicant's spouse's income too
     (``about``). Held for the applicant, its records about the applicant are withheld from
     them; those about the spouse are not withheld from the spouse."""
-    from renkei.contracts.messages import DisclosureHold
-    from renkei.kernel import holds
 
     couple = pick_aside(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
     applicant, spouse = couple.members[0], couple.members[1]
     flow = child_rearing(settings, applicant, spouse)
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
-    asked = await holds.request(
-        pool,
-        "pref-tokyo",
-        flow.bpf,
-        flow.case_ref,
-        "investigation",
-        until,
-        "pref-tokyo",
-        subject=flow.subject,
-    )
-    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
-    hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
+    hold = await approved_hold(pool, "pref-tokyo", flow.bpf, flow.case_ref, flow.subject)
     handle = await env.start(flow.model_copy(update={"hold": hold}))
     await handle.result()
     kept = await records.query(pool, workflow_id=handle.id, keeper=records.HUB)

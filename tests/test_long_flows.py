@@ -21,18 +21,17 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from renkei.contracts.messages import (
     Acknowledged,
-    DisclosureHold,
     FlowResult,
     Response,
     Waiting,
 )
-from renkei.kernel import holds, records
+from renkei.kernel import records
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings
 
 from .helpers import (
+    approved_hold,
     code,
-    hub_key,
     pick,
     pick_aside,
     register_fixture,
@@ -338,30 +337,16 @@ async def test_a_flow_called_by_a_called_flow_serves_the_top_level_flow(
         ).result()
     assert done.outcome == "completed", done
     assert "inner/allowance/tax" in [x.step for x in done.linkages], done.linkages
-    # Under an approved hold: every call carries it, with the hub's seal of the case's subject
-    # (test_hostile: about anyone else, a call carrying it is refused).
-    # (about someone no other test picks: their records are withheld from their view)
+    # Under an approved hold about the case's person: every call carries it (test_hostile:
+    # about anyone else, a call carrying it is refused). About someone no other test picks:
+    # their records are withheld from their view.
     h = pick_aside(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
     subject = code(settings, "city-minato", h.members[0])
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
     case = f"case-{uuid.uuid4().hex[:10]}"
-    asked = await holds.request(
-        pool,
-        "city-minato",
-        "nested-call-probe",
-        case,
-        "investigation",
-        until,
-        "city-minato",
-        subject=subject,
+    hold = await approved_hold(pool, "city-minato", "nested-call-probe", case, subject)
+    held = start("nested-call-probe", "city-minato", subject, hold=hold).model_copy(
+        update={"case_ref": case}
     )
-    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
-    held = start(
-        "nested-call-probe",
-        "city-minato",
-        subject,
-        hold=DisclosureHold(until=until, reason="investigation", approval=asked.id),
-    ).model_copy(update={"case_ref": case})
     async with workers(client, pool, settings, catalog, live_whitelist):
         handle = await sdk(client, settings).start(held)
         done = await handle.result()

@@ -22,8 +22,7 @@ from renkei.app.citizen import NotACitizen, PortalClient, RecordFilter, records_
 from renkei.app.stack import temporal_cli
 from renkei.app.web import serving
 from renkei.app.web.codec_server import add_operator, revoke_operator
-from renkei.contracts.messages import DisclosureHold
-from renkei.kernel import holds, keys, records
+from renkei.kernel import keys, records
 from renkei.kernel.channels import ENCODING as CHANNEL_ENCODING
 from renkei.kernel.codec import EncryptionCodec
 from renkei.kernel.pseudonyms import PORTAL, derive_code
@@ -31,10 +30,10 @@ from renkei.kernel.settings import Settings
 
 from .helpers import (
     STAND_IN,
+    approved_hold,
     child_rearing,
     code,
     households,
-    hub_key,
     hub_public,
     pick,
     run,
@@ -350,20 +349,9 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
 ) -> None:
     h = pick(settings, lambda h: h.kind == "single-parent" and h.municipality == "city-minato")
     person = h.members[0]
-    until = dt.datetime.now(dt.UTC) + dt.timedelta(days=90)
     flow = child_rearing(settings, person)
-    asked = await holds.request(
-        pool,
-        "pref-tokyo",
-        flow.bpf,
-        flow.case_ref,
-        "investigation",
-        until,
-        "pref-tokyo",
-        subject=flow.subject,
-    )
-    await holds.approve(pool, asked.id, "operator-alice", hub=hub_key())
-    hold = DisclosureHold(until=until, reason="investigation", approval=asked.id)
+    hold = await approved_hold(pool, "pref-tokyo", flow.bpf, flow.case_ref, flow.subject, days=90)
+    until = hold.until
     handle = await env.start(flow.model_copy(update={"hold": hold}))
     await handle.result()
     now = await records_for_subject(pool, catalog, person.subject_id, hub=hub_public(settings))
