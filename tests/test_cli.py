@@ -217,6 +217,13 @@ def test_a_hold_is_requested_by_the_executor_and_approved_by_an_operator(cli: Cl
     code, out = run(cli, *asked, token=executor)
     assert code == 0 and "pending" in out, out
     hold = out.split()[0]
+    # The platform operator reads what waits (the case and its person) before approving it.
+    code, out = run(cli, "holds", "pending", token=executor)
+    assert code == 2 and "is not a platform operator" in out, out
+    code, out = run(cli, "holds", "pending", token=platform)
+    [line] = [x for x in out.splitlines() if x.startswith(hold)]
+    assert f"register-probe/city-minato/2026-{tag}" in line
+    assert "about MINATOCODEABCDEFGHIJ" in line and "investigation" in line, line
 
     approve = ("holds", "approve", hold)
     code, out = run(cli, *approve, token="")

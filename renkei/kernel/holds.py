@@ -251,6 +251,16 @@ async def check(
     return found
 
 
+async def pending(pool: asyncpg.Pool, limit: int = 500) -> list[HoldRequest]:
+    """The requests no operator approved yet, oldest first, at most ``limit``: what an operator
+    reads before approving one (its case and the person it is about)."""
+    rows = await pool.fetch(
+        "SELECT * FROM hub.holds WHERE approved_by IS NULL ORDER BY requested_at, id LIMIT $1",
+        limit,
+    )
+    return [HoldRequest.model_validate(dict(r)) for r in rows]
+
+
 def covers(hold: HoldRequest, subject: str) -> bool:
     """Whether the approved ``hold`` keeps records about ``subject`` (the executor's code) from
     their view: the person its request names (one approved before requests named their person,

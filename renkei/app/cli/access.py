@@ -448,6 +448,35 @@ async def holds_request(
     return 0
 
 
+@holds_app.command("pending")
+@run_async
+async def holds_pending() -> int:
+    """The hold requests waiting for approval, oldest first (id, case, the person it is about as
+    their code at the executor, reason, end, who asked when), as the signed-in platform
+    operator: read one before approving it."""
+    from renkei.app.actors import NotSignedIn
+    from renkei.app.controls import NotAPlatformOperator, signed_in_platform_operator
+
+    async with database(get_settings()) as pool:
+        try:
+            await signed_in_platform_operator(pool)
+            waiting = await holds.pending(pool)
+        except (NotSignedIn, NotAPlatformOperator) as err:
+            typer.echo(f"error: {err}", err=True)
+            return 2
+    for h in waiting:
+        typer.echo(
+            f"{h.id}\t{h.bpf}/{h.executor}/{h.case_ref}\tabout {h.subject or '(no one named)'}"
+            f"\t{h.reason} until {h.until:%Y-%m-%d}\tasked by {h.requested_by}"
+            f" {h.requested_at:%Y-%m-%d %H:%M}"
+        )
+    if not waiting:
+        typer.echo("no hold request waits for approval", err=True)
+    elif len(waiting) == 500:
+        typer.echo("(the oldest 500: approve or let some end to see the others)", err=True)
+    return 0
+
+
 @holds_app.command("approve")
 @run_async
 async def holds_approve(
