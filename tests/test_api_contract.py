@@ -113,6 +113,8 @@ async def test_a_start_naming_a_field_only_renkei_sets_is_refused(
         refused = await http.post("/api/flows", json=body)
         assert refused.status_code == 422
         assert "attestation: set only by renkei" in refused.text
+        paths = await http.post("/api/flows", json={**body, "attestation": None, "paths": 3})
+        assert paths.status_code == 422 and "paths: set only by renkei" in paths.text
         typo = await http.post("/api/flows", json={**body, "attestation": None, "inptus": {}})
         assert typo.status_code == 422 and "inptus" in typo.text
 
