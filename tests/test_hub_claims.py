@@ -154,24 +154,7 @@ async def test_a_hold_nobody_approved_is_not_taken_by_the_broker(
     d = found.definition
     person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
     hold = DisclosureHold(reason="investigation", until=dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
-    step = next(s for s in registry_steps(d) if s[1] == "local-tax")
-    call = Call(
-        activity="hub.broker",
-        arg=BrokerRequest(
-            requester="city-minato",
-            provider="city-shibuya",
-            task=d.task,
-            info="local-tax",
-            bpf=d.bpf,
-            bpf_version=d.version,
-            content_hash=found.content_hash,
-            step=step[0],
-            subject=code(settings, "city-minato", person),
-            workflow_id="",
-            run_id="",
-            hold=hold,
-        ).model_dump(mode="json"),
-    )
+    call = _minatos_tax_query(found, code(settings, "city-minato", person), hold=hold)
     async with workers(client, pool, settings, catalog, live_whitelist):
         became = await _attack(client, settings, [call], party="city-minato", workflow_type=d.bpf)
     assert became == ["HoldNotApproved"], became
@@ -190,26 +173,9 @@ async def test_an_attempt_asked_again_about_someone_else_gets_no_permit(
     d = found.definition
     family = pick(settings, lambda h: h.municipality == "city-shibuya" and h.kind == "family")
     first, second = family.members[0], family.members[1]
-    step = next(s for s in registry_steps(d) if s[1] == "local-tax")
 
     def asked(person: Person) -> Call:
-        return Call(
-            activity="hub.broker",
-            arg=BrokerRequest(
-                requester="city-minato",
-                provider="city-shibuya",
-                task=d.task,
-                info="local-tax",
-                bpf=d.bpf,
-                bpf_version=d.version,
-                content_hash=found.content_hash,
-                step=step[0],
-                subject=code(settings, "city-minato", person),
-                workflow_id="",
-                run_id="",
-                budget_seconds=60,
-            ).model_dump(mode="json"),
-        )
+        return _minatos_tax_query(found, code(settings, "city-minato", person), budget_seconds=60)
 
     wid = workflow_id(d.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
     async with workers(client, pool, settings, catalog, live_whitelist):
@@ -224,6 +190,30 @@ async def test_an_attempt_asked_again_about_someone_else_gets_no_permit(
     assert became == ["answered", "PermissionError", "answered"], became
     kept = await records.query(pool, workflow_id=wid, keeper=records.HUB)
     assert [r.subject_code for r in kept] == [str(first.subject_id)]
+
+
+def _minatos_tax_query(found: registry.RegisteredBpf, subject: str, **kw: Any) -> Call:
+    """city-minato's request to the broker for the local-tax step of ``found`` (the child
+    allowance check), asking city-shibuya about ``subject`` (its code at city-minato)."""
+    d = found.definition
+    step = next(s for s in registry_steps(d) if s[1] == "local-tax")
+    return Call(
+        activity="hub.broker",
+        arg=BrokerRequest(
+            requester="city-minato",
+            provider="city-shibuya",
+            task=d.task,
+            info="local-tax",
+            bpf=d.bpf,
+            bpf_version=d.version,
+            content_hash=found.content_hash,
+            step=step[0],
+            subject=subject,
+            workflow_id="",
+            run_id="",
+            **kw,
+        ).model_dump(mode="json"),
+    )
 
 
 def registry_steps(d) -> list[tuple[str, str]]:
