@@ -8,7 +8,7 @@ for one citizen's 1,000 records among 1,000,000 (see ``bench/citizen.py``). ``ga
 3-query flow direct and through ``renkei gateway`` (see ``bench/gateway.py``). ``shape``: a
 3-query flow with the parties' workers in one process, each in its own, and with two control
 worker processes (see ``bench/shape.py``). ``anatomy``: the Temporal server's CPU per flow for
-each part of a renkei 1-query flow's history, on a plain workflow (see ``bench/anatomy.py``).
+each part of a renkei 1-query flow's and a waiting flow's history, on a plain workflow (see ``bench/anatomy.py``).
 """
 
 from __future__ import annotations
@@ -363,10 +363,12 @@ async def shape(quick: bool) -> list[str]:
 
 
 async def anatomy(quick: bool) -> list[str]:
-    """The Temporal server's CPU per flow for the parts of a renkei 1-query flow's history, one
-    at a time on a plain workflow, beside renkei's own (``bench/anatomy.py``)."""
+    """The Temporal server's CPU per flow for the parts of a renkei 1-query flow's history and
+    a waiting flow's, one at a time on a plain workflow, beside renkei's own
+    (``bench/anatomy.py``)."""
     from bench import anatomy as ba
     from bench import flows as bf
+    from bench import waiting as bw
 
     flows, rounds = (60, 5) if quick else (150, 9)
     load_before = os.getloadavg()[0]
@@ -386,6 +388,8 @@ async def anatomy(quick: bool) -> list[str]:
         ):
             renkei_start = bf.one_start(sdk, settings, 1)
             results = await ba.run(env.client, server_cpu, renkei_start, flows, rounds)
+            renkei_waiting = await bw.wait_side(env.client, pool, settings, sdk)
+            waited = await ba.run_waiting(env.client, server_cpu, renkei_waiting, flows, rounds)
     load_after = os.getloadavg()[0]
     return [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
@@ -393,6 +397,8 @@ async def anatomy(quick: bool) -> list[str]:
         f" defaults; renkei's linkages {LINKAGES[TRANSPORT[0]]}",
         "",
         *ba.report(results, flows, rounds),
+        "",
+        *ba.report_waiting(waited, flows, rounds),
     ]
 
 

@@ -34,6 +34,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from bench.anatomy import Started, WaitSide
 from bench.plain import PlainWait
 from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
@@ -223,3 +224,39 @@ async def renkei_waiting(
 async def plain_waiting(client: Client, settings: Settings, n: int) -> dict[str, float]:
     """N plain workflows waiting for one signal, their worker in its own process."""
     return await _in_own_process("plain", client.service_client.config.target_host, settings, n)
+
+
+async def wait_side(client: Client, pool: Any, settings: Settings, sdk: RenkeiClient) -> WaitSide:
+    """renkei's waiting flow for ``python -m bench anatomy`` (bench/anatomy.py): started by the
+    executor's client, counted as waiting by its status, resumed by the person's answer. The
+    caller runs the hub's and the executor's workers."""
+    await registry.register(pool, load_file(DEFINITION))
+    await Pseudonyms(pool, keys.load(settings).hub_key).enroll([uuid.UUID(int=1)], [EXECUTOR])
+    subject = derive_code(keys.load(settings).hub_key, EXECUTOR, uuid.UUID(int=1))
+    tag = uuid.uuid4().hex[:6]
+    count = iter(range(10**9))
+
+    async def start() -> Started:
+        h = await sdk.start(
+            StartFlow(
+                bpf="bench-wait-only",
+                executor=EXECUTOR,
+                subject=subject,
+                trigger="portal",
+                case_ref=f"a{tag}-{next(count)}",
+            )
+        )
+        return (
+            lambda: h.signal("renkei.respond", Response(step="consent", payload={"agree": True})),
+            h.result,
+        )
+
+    async def waiting(n: int) -> bool:
+        query = "WorkflowType = 'bench-wait-only' AND RenkeiStatus = 'waiting'"
+        for _ in range(20):  # visibility is a moment behind
+            if await _count(client, query) == n:
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
+    return WaitSide(start, waiting=waiting)
