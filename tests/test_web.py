@@ -365,6 +365,13 @@ async def test_a_disclosure_hold_hides_records_until_it_ends_and_then_shows_itse
     assert withheld and all(
         r.requester.id == "withheld" and r.hold_reason == "investigation" for r in withheld
     )
+    # Asking by agency does not tell them apart: the withheld records are listed under its
+    # requester, its providers and an agency that had no part in it alike.
+    for agency in ("pref-tokyo", "city-minato", "jps", "city-shibuya"):
+        by_agency = await records_for_subject(
+            pool, catalog, person.subject_id, RecordFilter(agency=agency), hub=hub_public(settings)
+        )
+        assert [r.at for r in by_agency if r.withheld] == [r.at for r in now if r.withheld], agency
     later = await records_for_subject(
         pool,
         catalog,

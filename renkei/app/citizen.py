@@ -218,8 +218,13 @@ async def records_for_subject(
     args: list[object] = [HUB, str(subject)]
     conds = ["r.keeper = $1", "r.subject_code = $2"]
     if f.agency:
-        args.append(f.agency)
-        conds.append(f"(r.requester = ${len(args)} OR r.provider = ${len(args)})")
+        # A withheld record is listed whatever agency is asked for: listed under its own
+        # parties alone, it would name who asked whom, which is what it withholds.
+        args.extend([f.agency, moment])
+        conds.append(
+            f"(r.requester = ${len(args) - 1} OR r.provider = ${len(args) - 1}"
+            f" OR r.hold_until > ${len(args)})"
+        )
     if f.since:
         args.append(dt.datetime.combine(f.since, dt.time(), tzinfo=JST))
         conds.append(f"r.decided_at >= ${len(args)}")
