@@ -1959,6 +1959,64 @@ async def test_the_portal_samples_consent_is_the_citizens_alone(
         assert result.outcome == "completed" and result.pin.version == 2
 
 
+async def test_a_held_case_waiting_for_its_person_is_not_theirs_to_find(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A case under an approved disclosure hold that waits for its person's own answer: the
+    person, naming it in their portal session (they may guess a workflow id: its BPF and
+    executor are public, case numbers run in sequence), gets the answer a flow that does not
+    exist gets. Any other answer (the step it waits at, a refusal) would tell them that the
+    held case exists, where, and under which procedure: what the hold keeps from them."""
+    import httpx
+
+    from renkei.app.web import serving
+    from renkei.kernel.pseudonyms import PORTAL, derive_code
+
+    bpf = "child-allowance-portal-application"
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    rc = sdk(client, slow)
+    person = pick_aside(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    subject = code(settings, "city-minato", person)
+    flow = start(
+        bpf,
+        "city-minato",
+        subject,
+        inputs={"previous_municipality": "city-shibuya"},
+        trigger="portal",
+    )
+    hold = await approved_hold(pool, "city-minato", bpf, flow.case_ref, subject)
+    citizen = {
+        "Authorization": f"Bearer {derive_code(keys.load(settings).hub_key, PORTAL, person.subject_id)}"
+    }
+    said = {"step": "consent", "payload": {"agree": True}}
+    async with (
+        workers(client, pool, slow, catalog, live_whitelist),
+        serving(slow, pool, client) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        handle = await rc.start(flow.model_copy(update={"hold": hold}))
+        try:
+            await _until_waiting(rc, handle.id)
+            nowhere = handle.id.rsplit("/", 1)[0] + "/case-none"
+            for step in ("consent", "no-such-step"):
+                asked = await http.post(
+                    f"/api/citizen/flows/{handle.id}/respond",
+                    json={**said, "step": step},
+                    headers=citizen,
+                )
+                none = await http.post(
+                    f"/api/citizen/flows/{nowhere}/respond",
+                    json={**said, "step": step},
+                    headers=citizen,
+                )
+                assert (asked.status_code, asked.json()) == (none.status_code, none.json())
+                assert asked.status_code == 404
+            # and the case goes on waiting, untouched
+            assert [w.step for w in await rc.waiting(handle.id)] == ["consent"]
+        finally:
+            await handle.terminate("test over")
+
+
 # -- a worker of another party polling a queue that is not its own --------------------------------
 
 

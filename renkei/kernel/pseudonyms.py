@@ -232,6 +232,11 @@ class Pseudonyms:
             return list(codes)
         return [await self.code_at(to_org, await self.subject_of(from_org, c)) for c in codes]
 
+    def derived_code(self, org: str, subject_id: uuid.UUID) -> str:
+        """The code ``subject_id`` has, or would have, at ``org``: derived, nothing enrolled
+        (to compare with a code one is shown, without writing anything)."""
+        return derive_code(self._hub_key, org, subject_id)
+
     async def code_at(self, org: str, subject_id: uuid.UUID) -> str:
         """The code of a known subject at ``org``, enrolling it there if it is not yet."""
         code = derive_code(self._hub_key, org, subject_id)

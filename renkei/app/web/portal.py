@@ -167,10 +167,15 @@ def router(
             raise HTTPException(503, "flows cannot be answered here")
         try:
             started = await sdk.started_with(workflow_id)
-            mine = await pseudonyms.code_at(started.executor, subject) == started.subject
-        except (RPCError, ValueError, TypeError, FlowNotFound):
-            mine = False
-        if not mine:  # the same answer for no flow and for someone else's: no oracle
+            # Compared, not enrolled: naming a flow writes nothing about the one who asks.
+            mine = pseudonyms.derived_code(started.executor, subject) == started.subject
+            # A case held from the person's view is not theirs to find: answering it would
+            # tell them what its hold withholds (which case, at which agency, under which
+            # procedure), so it answers as a flow that does not exist.
+            held = started.hold is not None and started.hold.until > dt.datetime.now(dt.UTC)
+        except (RPCError, ValueError, TypeError, KeyError, FlowNotFound):
+            mine, held = False, False
+        if not mine or held:  # the same answer for no flow, someone else's and a held one
             raise HTTPException(404, "no such flow about you")
         try:
             return await answer(sdk, portal_key, workflow_id, answer_.step, answer_.payload)
