@@ -372,3 +372,51 @@ async def test_a_changed_definition_without_a_new_version_is_reported_and_the_re
     assert "needs a new version number" in report
     assert "child-allowance-check v1" not in registered
     assert len(registered) == len(list(SAMPLES_DIR.glob("*.yaml"))) - 1
+
+
+# -- bodies too large, numbers and ids out of range --------------------------------------------
+
+
+async def test_a_body_larger_than_its_path_takes_is_413_before_anyone_reads_it(
+    client: Client, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Without credentials, a body of a few MiB (declared, or sent in chunks with no length)
+    is refused with 413 and a reason, before authentication or the JSON parser reads it: no
+    one can make the process hold what it never takes. A body within the limit is read as
+    ever (here: refused for its missing token, 401)."""
+    from renkei.app.web import MAX_BODY
+
+    big = b"[" + b"0," * (2 * 1024 * 1024) + b"0]"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(big), 64 * 1024):
+            yield big[i : i + 64 * 1024]
+
+    async with _http(client, pool, settings, None) as anonymous:
+        for path in ("/api/flows", "/api/citizen/flows/x/city-minato/c1/respond", "/api/holds"):
+            declared = await anonymous.post(
+                path, content=big, headers={"Content-Type": "application/json"}
+            )
+            assert declared.status_code == 413, (path, declared.status_code)
+            assert str(MAX_BODY) in declared.json()["detail"]
+            chunked = await anonymous.post(
+                path, content=chunks(), headers={"Content-Type": "application/json"}
+            )
+            assert chunked.status_code == 413, (path, chunked.status_code)
+        small = await anonymous.post("/api/flows", json={"bpf": "x"})
+        assert small.status_code == 401
+
+
+async def test_a_version_or_a_flow_id_out_of_range_is_422_not_a_server_error(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    flow = child_rearing(settings, households(settings)[0].members[0])
+    for version in (2**31, -1, 0):
+        started = await api.post("/api/flows", json={**_body(flow), "version": version})
+        assert started.status_code == 422, (version, started.text)
+    long = "child-rearing-allowance-income-check/pref-tokyo/" + "a" * 1100
+    for found in (
+        await api.get(f"/api/flows/{long}/state"),
+        await api.post(f"/api/flows/{long}/respond", json={"step": "consent"}),
+    ):
+        assert found.status_code == 422, found.text

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
@@ -71,6 +71,69 @@ class RefuseControlCharacters:
         await self.app(scope, receive, send)
 
 
+# The largest request body a route reads. Every JSON body of the API and the portal is a few
+# KiB at most (a start's inputs, an answer, a hold, a notice); the codec server's is a batch of
+# payloads for the Temporal UI or CLI, each at most Temporal's own 2 MiB limit.
+MAX_BODY = 256 * 1024
+MAX_CODEC_BODY = 16 * 1024 * 1024
+
+
+class RefuseLargeBodies:
+    """Answer 413 to a request whose body is larger than its path takes, before any route or
+    authentication reads it: by its ``Content-Length``, or, sent in chunks, as soon as what
+    arrived passes the limit. The body is read here (never more than the limit) and handed on
+    whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_CODEC_BODY if scope.get("path", "").startswith("/codec/") else MAX_BODY
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, limit)
+            return
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: the app hears it
+                await self.app(scope, _replaying([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                await self._refuse(scope, receive, send, limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        whole: Message = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replaying([whole], receive), send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        refused = JSONResponse(
+            {"detail": f"the request's body is larger than this path takes ({limit} bytes)"},
+            413,
+            headers={"Connection": "close"},
+        )
+        await refused(scope, receive, send)
+
+
+def _replaying(first: list[Message], receive: Receive) -> Receive:
+    """``receive``, giving ``first`` before anything else (a body read ahead, whole)."""
+    pending = list(first)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
 def create_app(
     settings: Settings,
     pool: asyncpg.Pool,
@@ -88,7 +151,10 @@ def create_app(
         redoc_url=None,
         openapi_url="/api/openapi.json",
     )
-    answer_503_while_unreachable(app)  # first: the middlewares added next wrap its 503s
+    # Innermost: a body read within the deadline the next one keeps (a body sent slowly is cut
+    # off as a slow route is).
+    app.add_middleware(RefuseLargeBodies)
+    answer_503_while_unreachable(app)  # then: the middlewares added next wrap its 503s
     app.add_middleware(RefuseControlCharacters)
     app.add_middleware(
         CORSMiddleware,

@@ -125,11 +125,14 @@ def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
 EXAMPLE_CODE = "MINATOCODEABCDEFGHIJ"
 EXAMPLE_FLOW = "child-allowance-check/city-minato/2026-000042"
 
+MAX_FLOW_ID = 400
 FlowId = Annotated[
     str,
     Path(
         description="the run's workflow id: `<bpf>/<executor>/<case reference>`",
         examples=[EXAMPLE_FLOW],
+        # no run's id is longer (a call's adds its caller's step); Temporal refuses past 1,000
+        max_length=MAX_FLOW_ID,
     ),
 ]
 
@@ -158,7 +161,9 @@ class StartRequest(BaseModel):
     )
 
     bpf: str = Field(description="the BPF id")
-    version: int | None = Field(default=None, description="default: the operating version")
+    version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="default: the operating version"
+    )
     executor: str = Field(description="the org running the flow: the caller")
     subject: str = Field(
         pattern=SUBJECT_CODE.pattern, description="the subject's code at the executor"
