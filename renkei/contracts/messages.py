@@ -25,6 +25,12 @@ from renkei.kernel.sealing import Sealed
 CASE_REF = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DIGIT_RUNS = re.compile(r"[0-9]+")
 _CODE_RUNS = re.compile(r"[A-Z2-7]{20,}")
+# three groups of four digits, not part of a longer run of groups
+_WRITTEN = re.compile(r"(?<![0-9])(?<![0-9][-._])[0-9]{4}[-._][0-9]{4}[-._][0-9]{4}(?![-._]?[0-9])")
+
+
+def _joined(written: str) -> str:
+    return re.sub(r"[-._]", "", written)
 
 
 def _number_check_digit(first_eleven: str) -> int:
@@ -39,7 +45,8 @@ def personal_in_case_ref(case_ref: str) -> str | None:
     """What in a caller's case reference looks like a person's identifier (it goes into the
     workflow id, in clear in Temporal): an individual number (twelve digits whose last is their
     check digit), or a subject code (twenty base32 capitals). None if nothing does."""
-    for run in _DIGIT_RUNS.findall(case_ref):
+    # As written bare, or in its usual written form (four, four, four: 1234-5678-9018)
+    for run in [*_DIGIT_RUNS.findall(case_ref), *map(_joined, _WRITTEN.findall(case_ref))]:
         if len(run) == 12 and _number_check_digit(run[:11]) == int(run[11]):
             return "an individual number (個人番号)"
     if _CODE_RUNS.search(case_ref):
