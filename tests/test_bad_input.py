@@ -38,7 +38,16 @@ from renkei.kernel.settings import Settings
 from tests.paths import SAMPLES_DIR
 from whitelist.payloads import LocalTax
 
-from .helpers import allowance_check, child_rearing, code, households, run, start, workers
+from .helpers import (
+    allowance_check,
+    child_rearing,
+    code,
+    households,
+    register_fixture,
+    run,
+    start,
+    workers,
+)
 
 TOO_BIG = INT_MAX + 1  # 9223372036854775808: one past what a CEL int holds
 
@@ -420,3 +429,32 @@ async def test_a_version_or_a_flow_id_out_of_range_is_422_not_a_server_error(
         await api.post(f"/api/flows/{long}/respond", json={"step": "consent"}),
     ):
         assert found.status_code == 422, found.text
+
+
+async def test_a_publisher_hears_of_its_own_flows_only(
+    client: Client, pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A notice starts flows at every subscribed executor (here Tokyo, named in its definition);
+    the publishing city is told the workflow ids of its own starts only: the others' case
+    references are theirs (the platform keeps them all)."""
+    await register_fixture(pool, "birth-notice-at-tokyo.yaml")
+    minato = next(
+        p for h in households(settings) if h.municipality == "city-minato" for p in h.members
+    )
+    notice = {
+        "publisher": "city-minato",
+        "event_id": f"birth-{uuid.uuid4().hex[:8]}",
+        "event": "birth",
+        "subject": code(settings, "city-minato", minato),
+        "occurred_on": "2026-10-31",
+    }
+    async with _http(client, pool, settings, "city-minato") as http:
+        published = await http.post("/api/notifications", json=notice)
+        assert published.status_code == 200, published.text
+        assert published.json()["started"] == []
+    kept = await pool.fetchval(
+        "SELECT started FROM hub.notifications WHERE publisher = $1 AND event_id = $2",
+        "city-minato",
+        notice["event_id"],
+    )
+    assert [w for w in kept if w.startswith("birth-notice-at-tokyo/pref-tokyo/")]

@@ -42,7 +42,7 @@ from renkei.bpf.inputs import SUBJECT_CODE
 from renkei.bpf.models import BPF_ID
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import CASE_REF, Acknowledged, Waiting
-from renkei.contracts.names import workflow_id
+from renkei.contracts.names import executor_of, workflow_id
 from renkei.kernel import holds, keys
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
 from renkei.kernel.tokens import new_token, token_hash
@@ -311,7 +311,11 @@ def router(pool: asyncpg.Pool, sdk: RenkeiClient, catalog: Catalog | None = None
             raise HTTPException(403, f"{org} cannot publish as {n.publisher}")
         hub = Pseudonyms(pool, keys.load(sdk.settings).hub_key)
         try:
-            return await publish(sdk.client, pool, sdk.settings, default_catalog(), hub, n)
+            published = await publish(sdk.client, pool, sdk.settings, default_catalog(), hub, n)
+            # Its own flows only: another executor's case references are that executor's.
+            return published.model_copy(
+                update={"started": [w for w in published.started if executor_of(w) == org]}
+            )
         except UnknownSubject:
             raise HTTPException(
                 422, "no subject is enrolled under this code at the publisher"
