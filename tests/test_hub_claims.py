@@ -264,3 +264,45 @@ async def test_the_platforms_word_and_another_executors_outbox_are_out_of_reach(
         [target, wid],
     )
     assert [(r["workflow_id"], r["executor"]) for r in kept] == [(wid, ROGUE)]
+
+
+async def test_a_holder_of_the_old_shared_ring_cannot_ask_the_hub_as_anyone(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Every org's key file still carries the shared ring of the runs from before channels, and
+    a payload under it names no writer. kyokai-kenpo runs a workflow of its own named as
+    city-minato's run of the child allowance check, and asks the hub, under the ring, for
+    city-minato's lawful local-tax query about a person: had the hub read it, Temporal would
+    say city-minato asks, the hub would record the look-up in city-minato's name and answer
+    the permit under the ring, which kyokai-kenpo reads (and takes to the provider). The hub's
+    queue reads no payload under the ring: nothing is answered, nothing recorded."""
+    from temporalio.client import Client
+
+    from renkei.kernel import keys
+    from renkei.kernel.codec import data_converter
+
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert found is not None
+    d = found.definition
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    ring = keys.load_org(settings, ROGUE).codec
+    assert ring is not None, "the key file carries the old ring: the attack's premise"
+    rogue = Client(
+        client.service_client, namespace=client.namespace, data_converter=data_converter(ring)
+    )
+    wid = workflow_id(d.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
+    queue = f"{settings.task_queue_prefix}.attacker-ring"
+    call = _minatos_tax_query(found, code(settings, "city-minato", person), budget_seconds=60)
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        Worker(rogue, task_queue=queue, workflows=[HubCalls]),
+    ):
+        became = await rogue.execute_workflow(
+            d.bpf,
+            Plan(prefix=settings.task_queue_prefix, calls=[call]),
+            id=wid,
+            task_queue=queue,
+            result_type=list[str],
+        )
+    assert became != ["answered"], became
+    assert await records.query(pool, workflow_id=wid) == []

@@ -27,7 +27,7 @@ from whitelist.store import LiveWhitelist
 from workers import heap
 from workers.agency import agency_worker
 from workers.control import control_worker, hub_collector, hub_worker, legacy_control_worker
-from workers.plugin import HUB, attach_registry, party_client
+from workers.plugin import HUB, attach_registry, party_client, reads_ring
 
 # Providers for an org, or None for the sample agency's own.
 Providers = Callable[[str], Mapping[str, Provider] | None]
@@ -73,10 +73,18 @@ def build_workers(
         executors = [o for o in catalog.orgs if keys.org_keys_path(settings, o).exists()]
     workers: list[Worker] = []
     if control:
-        workers.append(hub_worker(acting(HUB), pool, settings, catalog, whitelist))
+        workers.append(
+            hub_worker(
+                acting(HUB, legacy_ring=reads_ring(settings, "hub")),
+                pool,
+                settings,
+                catalog,
+                whitelist,
+            )
+        )
         workers.extend(
             control_worker(
-                acting(org, legacy_ring=False),
+                acting(org, legacy_ring=reads_ring(settings, "control")),
                 settings,
                 org,
                 direct=direct,
@@ -103,7 +111,7 @@ def build_workers(
         own = providers(org) if providers is not None else None
         workers.append(
             agency_worker(
-                acting(org),
+                acting(org, legacy_ring=reads_ring(settings, "agency")),
                 pool,
                 settings,
                 catalog,

@@ -318,6 +318,16 @@ def replayer(
     )
 
 
+def reads_ring(settings: Settings, kind: str) -> bool:
+    """Whether a worker of ``kind`` (``hub``, ``control`` or ``agency``) reads payloads under
+    the shared ring of runs from before channels. Every org's key file carries that ring, so a
+    payload under it says nothing of who wrote it: whoever holds one could ask as anyone. The
+    hub's queue and an executor's own control queue never had such runs; a provider's queue had
+    them, and reads them only while the operator says such runs are in flight
+    (``RENKEI_LEGACY_RUNS_BEFORE``), where a linkage still needs the hub's permit."""
+    return kind == "agency" and settings.legacy_runs_before is not None
+
+
 def party_client(
     client: Client, settings: Settings, parties: Sequence[str], **options: bool
 ) -> Client:
@@ -346,20 +356,31 @@ async def connect(
     parties: Sequence[str] | None = None,
     tracer_provider: TracerProvider | None = None,
     runtime: Runtime | None = None,
+    legacy_ring: bool = True,
 ) -> Client:
     """A Temporal client with the renkei plugin, headers encrypted too, and metrics
     (``RENKEI_METRICS_PORT``, or ``runtime``). Workers built on the client inherit the plugin.
 
     ``org`` (or ``parties``) names the party the process acts for: its keys come from that
     org's own key file, and nothing of the hub's is read. Without either, the process acts for
-    every party whose key file it can read.
+    every party whose key file it can read. ``legacy_ring``: also read payloads under the shared
+    ring of runs from before channels (a worker reads them only while such runs are in flight:
+    :func:`reads_ring`).
     """
     s = settings or get_settings()
     service = service_config(s, address, runtime)
     return await Client.connect(
         service.target_host,
         namespace=s.namespace,
-        plugins=[renkei_plugin(s, org=org, parties=parties, tracer_provider=tracer_provider)],
+        plugins=[
+            renkei_plugin(
+                s,
+                org=org,
+                parties=parties,
+                tracer_provider=tracer_provider,
+                legacy_ring=legacy_ring,
+            )
+        ],
         header_codec_behavior=HeaderCodecBehavior.CODEC,
         runtime=service.runtime,
         tls=service.tls,

@@ -38,7 +38,7 @@ from whitelist.orgs import load_orgs
 from whitelist.store import LiveWhitelist
 from workers import heap
 from workers.control import hub_collector
-from workers.plugin import HUB, attach_registry, connect, party_client
+from workers.plugin import HUB, attach_registry, connect, party_client, reads_ring
 
 ProviderFactory = Callable[[str, asyncpg.Pool], Mapping[str, Provider]]
 
@@ -127,7 +127,12 @@ async def run_worker(
         else:  # an org's process reads its own key file and nothing of the hub's
             keys.load_org(settings, str(org))
         party = HUB if kind == "hub" else str(org)
-        client = await connect(settings, found.temporal, parties=[party])
+        client = await connect(
+            settings,
+            found.temporal,
+            parties=[party],
+            legacy_ring=reads_ring(settings, kind),
+        )
         attach_registry(client, pool, settings)
         # the hub's seal on the whitelist, checked with the hub's key as this party holds it
         sealed_by = (
