@@ -264,7 +264,9 @@ class WhitelistGate:
             raise permits.PermitRefused(f"the permit expired at {permit.expires_at.isoformat()}")
         if permits.seal_digest(req.sealed_subject) != permit.subject_seal:
             raise permits.PermitRefused("the sealed subject code is not the one permitted")
-        code = req.subject
+        # A permit with no sealed code (a private partner's act: no code space of its own) gives
+        # the provider no code at all, not the executor's word in clear.
+        code = req.subject if permit.probe else ""
         if req.sealed_subject is not None:
             context = subject_context(permit.workflow_id, permit.run_id, permit.step, self.org)
             try:

@@ -332,7 +332,9 @@ class Oversend:
         self._proof = proof
 
     @workflow.run
-    async def run(self, hub: str, partner: str, req: BrokerRequest, send: dict[str, Any]) -> str:
+    async def run(
+        self, hub: str, partner: str, req: BrokerRequest, send: dict[str, Any], subject: str = ""
+    ) -> str:
         await workflow.wait_condition(lambda: self._proof is not None)
         brokered: Brokered = await workflow.execute_activity(
             "hub.broker",
@@ -349,7 +351,7 @@ class Oversend:
                 include=set(LinkageRequest.model_fields),
                 exclude={"subject", "permit", "sealed_subject", "send"},
             ),
-            subject="",
+            subject=subject,
             permit=brokered.permit,
             send=send,
         )
@@ -374,7 +376,8 @@ async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
 ) -> None:
     """With a real permit (the citizen consented), an executor sends the partner a field more
     than the action takes (and than it declared to the hub): the partner's gate refuses it
-    before the partner's code runs; declaring it to the hub is refused there."""
+    before the partner's code runs; declaring it to the hub is refused there. Sending its own
+    code for the person in clear beside the lawful act: the partner is given no code."""
     found = await registry.fetch(pool, BPF, 1, "test")
     assert found is not None
     calls: list[LinkageRequest] = []
@@ -403,7 +406,12 @@ async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
         ),
         Worker(minato, task_queue=queue, workflows=[Oversend]),
     ):
-        for case, declared in (("hidden", fields), ("declared", [*fields, "birth_date"])):
+        for case, declared, extra, clear in (
+            ("hidden", fields, {"birth_date": "1980-01-01"}, ""),
+            ("declared", [*fields, "birth_date"], {"birth_date": "1980-01-01"}, ""),
+            # the act as declared, the executor's own code for the person beside it in clear
+            ("code in clear", fields, {}, code(settings, "city-minato", person)),
+        ):
             wid = workflow_id(BPF, "city-minato", f"oversend-{uuid.uuid4().hex[:8]}")
             req = BrokerRequest(
                 trigger="portal",
@@ -426,7 +434,8 @@ async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
                     hub_queue(settings.task_queue_prefix),
                     agency_queue(settings.task_queue_prefix, "sample-denki"),
                     req,
-                    {**sent, "birth_date": "1980-01-01"},
+                    {**sent, **extra},
+                    clear,
                 ],
                 id=wid,
                 task_queue=queue,
@@ -440,7 +449,10 @@ async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
             ids[case] = wid
     assert outcomes["hidden"].startswith("LinkageRefused") and "birth_date" in outcomes["hidden"]
     assert outcomes["declared"].startswith("not brokered") and "birth_date" in outcomes["declared"]
-    assert calls == []  # the partner's code never ran
+    # the partner's code ran for the lawful act alone, and was given no one's code: a permit
+    # with no sealed code gives none, whatever the executor puts in clear
+    assert outcomes["code in clear"] == "acted"
+    assert [c.subject for c in calls] == [""]
     # The partner recorded the attempt as refused, naming the field, never its value.
     wid = ids["hidden"]
     [kept] = [r for r in await records.query(pool, workflow_id=wid) if r.keeper == "sample-denki"]
