@@ -264,9 +264,11 @@ class WhitelistGate:
             raise permits.PermitRefused(f"the permit expired at {permit.expires_at.isoformat()}")
         if permits.seal_digest(req.sealed_subject) != permit.subject_seal:
             raise permits.PermitRefused("the sealed subject code is not the one permitted")
-        # A permit with no sealed code (a private partner's act: no code space of its own) gives
-        # the provider no code at all, not the executor's word in clear.
-        code = req.subject if permit.probe else ""
+        # A permit with no sealed code gives another party no code at all, not the executor's
+        # word in clear (a private partner's act: it has no code space of its own); an
+        # executor's own scan of its own register (requester and provider one org) and the
+        # hub's contract probe name no person.
+        code = req.subject if permit.probe or permit.requester == permit.provider else ""
         if req.sealed_subject is not None:
             context = subject_context(permit.workflow_id, permit.run_id, permit.step, self.org)
             try:
