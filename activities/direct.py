@@ -389,6 +389,15 @@ class DirectLinks:
         except grpc.aio.AioRpcError as err:
             raise _rpc_failure(provider, err) from None
         reply = await opened_reply(self._codec, self._prefix, call, body)
+        if reply is not None and reply.answer is None and reply.failure is None:
+            # What the provider never sends: the flow's own request sent back as the reply (it
+            # opens in the same pair and names the same attempt). Anyone on the network can do
+            # that, so it is an endpoint out of reach, asked again within the step's budget.
+            raise Failure.PROVIDER_ERROR.error(
+                f"{provider}'s endpoint: a reply with neither an answer nor a failure",
+                UNREACHED,
+                non_retryable=False,
+            )
         if reply is None or (reply.workflow_id, reply.run_id, reply.step) != (
             call.workflow_id,
             call.run_id,
@@ -402,8 +411,7 @@ class DirectLinks:
             raise ApplicationError(
                 f.message, *f.details, type=f.type, non_retryable=f.non_retryable
             )
-        if reply.answer is None:
-            raise Failure.FORGED_ANSWER.error(f"step {call.step}: {provider} sent no answer")
+        assert reply.answer is not None  # neither: refused above
         return reply.answer
 
 

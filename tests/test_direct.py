@@ -407,6 +407,71 @@ async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(
     assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
 
 
+@contextlib.asynccontextmanager
+async def _reflecting(address: str, reflected: list[bytes]) -> AsyncIterator[None]:
+    """A rogue endpoint at ``address``: it sends each request back as its reply (the sealed
+    request, out of its envelope: it opens in the same pair and names the same attempt)."""
+
+    async def answer(body: bytes, context: object) -> bytes:
+        reflected.append(body)
+        return Payload.FromString(body).data
+
+    server = grpc.aio.server()
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(answer)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("renkei.direct.v1.Linkage", {"Ask": handler}),)
+    )
+    server.add_insecure_port(address)
+    await server.start()
+    try:
+        yield
+    finally:
+        await server.stop(grace=None)
+
+
+async def test_a_request_sent_back_as_its_reply_is_an_endpoint_out_of_reach(
+    client, pool, direct_settings, catalog, live_whitelist
+) -> None:
+    """Someone on the network sends the flow's own sealed request back as the provider's reply:
+    it opens in the same pair and names the same attempt, with neither an answer nor a failure.
+    Taken as a forged answer it would have failed the step for good on a packet anyone can send;
+    it is an endpoint out of reach: the flow asks again, and completes once the provider
+    answers, with one record and one receipt per attempt."""
+    address = _free_address()
+    settings = direct_settings.model_copy(update={"linkage_endpoints": {"city-minato": address}})
+    others = tuple(a for a in SAMPLE_AGENCIES if a != "city-minato")
+    h = pick(settings, lambda h: h.kind == "family" and h.municipality == "city-minato")
+    reflected: list[bytes] = []
+    async with workers(client, pool, settings, catalog, live_whitelist, agencies=others):
+        async with _reflecting(address, reflected):
+            handle = await RenkeiClient(client, settings).start(
+                child_rearing(settings, h.members[0], h.members[1])
+            )
+            for _ in range(600):
+                if reflected:
+                    break
+                await asyncio.sleep(0.05)
+            assert reflected, "the flow never asked"
+        gate = WhitelistGate(
+            "city-minato",
+            live_whitelist.bind(catalog),
+            live_whitelist,
+            pool,
+            keys.load_org(settings, "city-minato"),
+            operation=settings.mode == "operation",
+        )
+        minato = Served(
+            gate,
+            providers_for("city-minato", pool),
+            _codec(client, pool, settings, "city-minato"),
+        )
+        async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
+            assert (await handle.result()).outcome == "completed"
+    kept = await records.query(pool, workflow_id=handle.id, keeper="city-minato")
+    assert sorted(r.step for r in kept) == ["household", "own_income", "spouse_income"]
+    assert len(await _receipts(pool, handle.id)) == 3
+
+
 # -- attackers on the network between the executor and the provider ------------------------------
 
 
