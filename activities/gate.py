@@ -382,7 +382,26 @@ class WhitelistGate:
             answered_at=now,
             permit=permit,
         )
-        await patiently(lambda: self._receipts.keep(receipt), now + attempt.limit)
+        if await patiently(lambda: self._receipts.keep(receipt), now + attempt.limit):
+            return
+        # Asked again for an attempt answered before (a retry, or an executor asking under one
+        # permit again and again): the answer leaves only if it is the one the receipt kept. A
+        # permit is for one answer; a changed one is not a second look at the person's data.
+        kept = await patiently(
+            lambda: self.pool.fetchval(
+                "SELECT answer_digest FROM records.answer_receipts"
+                " WHERE keeper = $1 AND attempt_key = $2",
+                self.org,
+                attempt.key,
+            ),
+            now + attempt.limit,
+        )
+        if kept != receipt.answer_digest:
+            raise Failure.LINKAGE_REFUSED.error(
+                f"linkage refused: step {attempt.step} was answered before, with another answer:"
+                " a permit is for one answer",
+                {"requester": permit.permit.requester, "provider": self.org},
+            )
 
     async def serve(
         self,

@@ -206,6 +206,56 @@ async def test_a_request_sent_again_is_answered_with_one_record_and_one_receipt(
     assert await _receipts(pool, flow) == receipts
 
 
+async def test_one_permit_gets_one_answer_however_often_the_executor_asks(
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked
+) -> None:
+    """The executor (its own keys) seals its answered request afresh, again and again while the
+    permit holds, to watch the person's data under one lawful attempt. The provider's register
+    changes in between: the changed answer does not leave (a permit is for one answer, the one
+    its receipt kept); the same answer again does (a retry after a lost reply)."""
+    settings = direct_settings
+    prefix = settings.task_queue_prefix
+    flow, _, _, call = await _ran(direct_env, client, pool, settings, asked)
+    receipts = await _receipts(pool, flow)
+    changed = False
+    served = dict(providers_for("city-minato", pool))
+    original = served[call.request.info]
+
+    async def watched(req: Any) -> Any:
+        found = await original(req)
+        if changed:  # the register changed since the attempt was answered
+            first = next(iter(type(found).model_fields))
+            return found.model_copy(update={first: getattr(found, first) * 2})
+        return found
+
+    served[call.request.info] = watched
+    gate = WhitelistGate(
+        "city-minato",
+        live_whitelist.bind(catalog),
+        live_whitelist,
+        pool,
+        keys.load_org(settings, "city-minato"),
+        operation=settings.mode == "operation",
+    )
+    minato = Served(gate, served, _codec(client, pool, settings, "city-minato"))
+    tokyo = _codec(client, pool, settings, "pref-tokyo")
+    address = _free_address()
+    async with DirectServer({"city-minato": minato}, prefix, address):
+
+        async def ask() -> Any:
+            again = await sealed_request(tokyo, prefix, call)
+            return await opened_reply(tokyo, prefix, call, await _send(address, again))
+
+        same = await ask()
+        assert same is not None and same.failure is None and same.answer is not None
+        changed = True
+        watching = await ask()
+    assert watching is not None and watching.answer is None and watching.failure is not None
+    assert watching.failure.type == "LinkageRefused" and watching.failure.non_retryable
+    assert "answered before, with another answer" in watching.failure.message
+    assert await _receipts(pool, flow) == receipts
+
+
 async def test_no_one_but_the_executor_can_ask_in_its_flows_name(
     direct_env, client, pool, direct_settings, asked
 ) -> None:

@@ -80,14 +80,14 @@ def receipt_holds(
     )
 
 
-async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
+async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> bool:
     """Keep the provider's receipt of an attempt (a retried answer of the same attempt finds the
-    first one kept and leaves it: one receipt per attempt)."""
-    await pool.execute(
+    first one kept and leaves it: one receipt per attempt). Whether this one was kept now."""
+    kept = await pool.fetchval(
         "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
         " permit_signature, signature, answered_at, permit)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)"
-        " ON CONFLICT (keeper, attempt_key) DO NOTHING",
+        " ON CONFLICT (keeper, attempt_key) DO NOTHING RETURNING true",
         receipt.keeper,
         receipt.attempt_key,
         receipt.answer_digest,
@@ -96,6 +96,7 @@ async def keep_receipt(pool: asyncpg.Pool, receipt: ProviderReceipt) -> None:
         receipt.answered_at,
         receipt.permit.model_dump_json() if receipt.permit is not None else None,
     )
+    return kept is True
 
 
 # How long a group's one statement may take before its receipts are kept each on its own: it
@@ -122,17 +123,19 @@ class ReceiptGroup:
         self._pool = pool
         self._most = most
         self._wait = wait
-        self._waiting: list[tuple[ProviderReceipt, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[ProviderReceipt, asyncio.Future[bool]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._alone: set[asyncio.Task[None]] = set()
         self.statements = 0  # groups kept in one statement (receipts kept alone not counted)
 
-    async def keep(self, receipt: ProviderReceipt) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def keep(self, receipt: ProviderReceipt) -> bool:
+        """Keep ``receipt``; whether it was kept now (else its attempt had one already, or
+        another of the same group with another digest was kept)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting.append((receipt, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await done
+        return await done
 
     async def _flush(self) -> None:
         while self._waiting:
@@ -140,7 +143,7 @@ class ReceiptGroup:
             try:
                 async with self._pool.acquire() as conn:
                     async with asyncio.timeout(self._wait):  # cancelled in the database too
-                        await keep_receipts(conn, [r for r, _ in group])
+                        kept = await keep_receipts(conn, [r for r, _ in group])
             except asyncpg.PostgresConnectionError as e:  # the database away: all hear it
                 self._tell(group, e)
                 continue
@@ -154,37 +157,38 @@ class ReceiptGroup:
                 self._tell(group, e)
                 continue
             self.statements += 1
-            for _, done in group:
+            for receipt, done in group:
                 if not done.done():  # a caller cancelled meanwhile: its receipt stands
-                    done.set_result(None)
+                    done.set_result((receipt.attempt_key, receipt.answer_digest) in kept)
 
     @staticmethod
-    def _tell(group: list[tuple[ProviderReceipt, asyncio.Future[None]]], e: BaseException) -> None:
+    def _tell(group: list[tuple[ProviderReceipt, asyncio.Future[bool]]], e: BaseException) -> None:
         for _, done in group:
             if not done.done():
                 done.set_exception(e)
 
-    async def _keep_alone(self, receipt: ProviderReceipt, done: asyncio.Future[None]) -> None:
+    async def _keep_alone(self, receipt: ProviderReceipt, done: asyncio.Future[bool]) -> None:
         try:
-            await keep_receipt(self._pool, receipt)
+            kept = await keep_receipt(self._pool, receipt)
         except Exception as e:
             if not done.done():
                 done.set_exception(e)
         else:
             if not done.done():
-                done.set_result(None)
+                done.set_result(kept)
 
 
 async def keep_receipts(
     pool: asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy, kept: list[ProviderReceipt]
-) -> None:
-    """:func:`keep_receipt` for several receipts, in one statement (all or none)."""
-    await pool.execute(
+) -> set[tuple[str, str]]:
+    """:func:`keep_receipt` for several receipts, in one statement (all or none); the attempt
+    and digest of each kept now."""
+    rows = await pool.fetch(
         "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
         " permit_signature, signature, answered_at, permit)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
         " $6::timestamptz[], $7::text[]::jsonb[])"
-        " ON CONFLICT (keeper, attempt_key) DO NOTHING",
+        " ON CONFLICT (keeper, attempt_key) DO NOTHING RETURNING attempt_key, answer_digest",
         [r.keeper for r in kept],
         [r.attempt_key for r in kept],
         [r.answer_digest for r in kept],
@@ -193,6 +197,7 @@ async def keep_receipts(
         [r.answered_at for r in kept],
         [r.permit.model_dump_json() if r.permit is not None else None for r in kept],
     )
+    return {(r["attempt_key"], r["answer_digest"]) for r in rows}
 
 
 async def receipts(pool: asyncpg.Pool | asyncpg.Connection, keeper: str) -> list[ProviderReceipt]:
