@@ -15,7 +15,7 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -229,15 +229,7 @@ async def test_one_permit_gets_one_answer_however_often_the_executor_asks(
         return found
 
     served[call.request.info] = watched
-    gate = WhitelistGate(
-        "city-minato",
-        live_whitelist.bind(catalog),
-        live_whitelist,
-        pool,
-        keys.load_org(settings, "city-minato"),
-        operation=settings.mode == "operation",
-    )
-    minato = Served(gate, served, _codec(client, pool, settings, "city-minato"))
+    minato = _minato(client, pool, settings, catalog, live_whitelist, served)
     tokyo = _codec(client, pool, settings, "pref-tokyo")
     address = _free_address()
     async with DirectServer({"city-minato": minato}, prefix, address):
@@ -365,6 +357,15 @@ async def _answering(address: str, replies: list[bytes]) -> AsyncIterator[None]:
     async def answer(body: bytes, context: object) -> bytes:
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
+    async with _rogue(address, answer):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _rogue(
+    address: str, answer: Callable[[bytes, object], Awaitable[bytes]]
+) -> AsyncIterator[None]:
+    """An endpoint at ``address`` that is not the provider's: ``answer`` replies to each ask."""
     server = grpc.aio.server()
     handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(answer)
     server.add_generic_rpc_handlers(
@@ -436,19 +437,7 @@ async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(
             await asyncio.sleep(0.05)
         await asyncio.sleep(1.5)  # at least one ask has failed (the first retry is after 1 s)
         assert await records.query(pool, workflow_id=handle.id, keeper="city-minato") == []
-        gate = WhitelistGate(
-            "city-minato",
-            live_whitelist.bind(catalog),
-            live_whitelist,
-            pool,
-            keys.load_org(settings, "city-minato"),
-            operation=settings.mode == "operation",
-        )
-        minato = Served(
-            gate,
-            providers_for("city-minato", pool),
-            _codec(client, pool, settings, "city-minato"),
-        )
+        minato = _minato(client, pool, settings, catalog, live_whitelist)
         async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
             assert (await handle.result()).outcome == "completed"
     kept = await records.query(pool, workflow_id=handle.id, keeper="city-minato")
@@ -466,17 +455,8 @@ async def _reflecting(address: str, reflected: list[bytes]) -> AsyncIterator[Non
         reflected.append(body)
         return Payload.FromString(body).data
 
-    server = grpc.aio.server()
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(answer)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("renkei.direct.v1.Linkage", {"Ask": handler}),)
-    )
-    server.add_insecure_port(address)
-    await server.start()
-    try:
+    async with _rogue(address, answer):
         yield
-    finally:
-        await server.stop(grace=None)
 
 
 async def test_a_request_sent_back_as_its_reply_is_an_endpoint_out_of_reach(
@@ -502,19 +482,7 @@ async def test_a_request_sent_back_as_its_reply_is_an_endpoint_out_of_reach(
                     break
                 await asyncio.sleep(0.05)
             assert reflected, "the flow never asked"
-        gate = WhitelistGate(
-            "city-minato",
-            live_whitelist.bind(catalog),
-            live_whitelist,
-            pool,
-            keys.load_org(settings, "city-minato"),
-            operation=settings.mode == "operation",
-        )
-        minato = Served(
-            gate,
-            providers_for("city-minato", pool),
-            _codec(client, pool, settings, "city-minato"),
-        )
+        minato = _minato(client, pool, settings, catalog, live_whitelist)
         async with DirectServer({"city-minato": minato}, settings.task_queue_prefix, address):
             assert (await handle.result()).outcome == "completed"
     kept = await records.query(pool, workflow_id=handle.id, keeper="city-minato")
@@ -526,9 +494,15 @@ async def test_a_request_sent_back_as_its_reply_is_an_endpoint_out_of_reach(
 
 
 def _minato(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist: LiveWhitelist
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist: LiveWhitelist,
+    served: Mapping[str, Any] | None = None,
 ) -> Served:
-    """city-minato as its own endpoint serves it (its gate, its code, its keys alone)."""
+    """city-minato as its own endpoint serves it (its gate, its code, its keys alone);
+    ``served``: its code for each item, if not the sample's."""
     gate = WhitelistGate(
         "city-minato",
         live_whitelist.bind(catalog),
@@ -538,7 +512,9 @@ def _minato(
         operation=settings.mode == "operation",
     )
     return Served(
-        gate, providers_for("city-minato", pool), _codec(client, pool, settings, "city-minato")
+        gate,
+        served if served is not None else providers_for("city-minato", pool),
+        _codec(client, pool, settings, "city-minato"),
     )
 
 

@@ -83,8 +83,11 @@ async def _attack(
     *,
     party: str = ROGUE,
     workflow_type: str = "attack",
+    rogue: Any = None,
 ) -> list[str]:
-    rogue = party_client(client, settings, [party])  # the rogue's own key file only
+    """The calls, from a workflow of ``party``'s own on a queue of its own (``rogue``: its
+    client, if not one with its own key file only)."""
+    rogue = rogue or party_client(client, settings, [party])
     queue = f"{settings.task_queue_prefix}.attacker"
     async with Worker(rogue, task_queue=queue, workflows=[HubCalls]):
         handle = await rogue.start_workflow(
@@ -291,18 +294,8 @@ async def test_a_holder_of_the_old_shared_ring_cannot_ask_the_hub_as_anyone(
         client.service_client, namespace=client.namespace, data_converter=data_converter(ring)
     )
     wid = workflow_id(d.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
-    queue = f"{settings.task_queue_prefix}.attacker-ring"
     call = _minatos_tax_query(found, code(settings, "city-minato", person), budget_seconds=60)
-    async with (
-        workers(client, pool, settings, catalog, live_whitelist),
-        Worker(rogue, task_queue=queue, workflows=[HubCalls]),
-    ):
-        became = await rogue.execute_workflow(
-            d.bpf,
-            Plan(prefix=settings.task_queue_prefix, calls=[call]),
-            id=wid,
-            task_queue=queue,
-            result_type=list[str],
-        )
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        became = await _attack(client, settings, [call], wid, workflow_type=d.bpf, rogue=rogue)
     assert became != ["answered"], became
     assert await records.query(pool, workflow_id=wid) == []
