@@ -13,6 +13,11 @@ about *who* asks, or *for what*, on the request's word:
   and pauses; for a linkage the hub may broker ahead, with the steps it may be brokered ahead of,
   :func:`renkei.bpf.ahead.lead`), however long a request asks;
 - a disclosure hold counts only if a platform operator approved it for that case;
+- the run is one the hub resolved (or whose continuation it took up): a linkage request carries
+  the hub's ticket for that very run (:class:`~renkei.contracts.messages.RunTicket`), and is
+  asked under the version, trigger and parent the run was resolved with; a workflow that never
+  went through ``hub.resolve`` (the owner check, the version stop, today's conformance, a life
+  event's attestation) gets no permit;
 - a parent flow it claims must be the same executor's, of a purpose that covers the child's,
   and the flow Temporal says started the calling run, or its caller, and so on up
   (:func:`check_parent`): a run claiming
@@ -27,11 +32,12 @@ than the registry (read once per process: ``registry.pinned``) or, for a hold or
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from temporalio import activity
 
 from activities.approved import ApprovalCheck
@@ -39,10 +45,10 @@ from renkei.bpf import registry
 from renkei.bpf.ahead import lead
 from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import BrokerRequest, ahead_budget
+from renkei.contracts.messages import BrokerRequest, Pin, RunTicket, ahead_budget
 from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, budget_seconds
-from renkei.kernel import holds, records
+from renkei.kernel import attest, holds, records
 from whitelist.models import Catalog
 
 
@@ -99,6 +105,52 @@ async def check_parent(claimed: str, who: Caller) -> None:
     )
 
 
+def _ticket_message(ticket: RunTicket) -> bytes:
+    return attest.fields_message(
+        "run-ticket/v1", ticket.model_dump(mode="json", exclude={"signature"})
+    )
+
+
+def issue_ticket(
+    key: Ed25519PrivateKey,
+    *,
+    workflow_id: str,
+    run_id: str,
+    pin: Pin,
+    trigger: str,
+    parent: str | None,
+) -> RunTicket:
+    """The hub's ticket for a run it resolved, or whose continuation it took up."""
+    ticket = RunTicket(
+        workflow_id=workflow_id, run_id=run_id, pin=pin, trigger=trigger, parent=parent
+    )
+    return ticket.model_copy(update={"signature": attest.sign(key, _ticket_message(ticket))})
+
+
+def is_hubs_ticket(hub: Ed25519PublicKey, ticket: RunTicket) -> bool:
+    return attest.holds(hub, ticket.signature, _ticket_message(ticket))
+
+
+# The first run of a workflow (id, run id) → when that first run started, as Temporal said.
+_CHAIN_STARTS: OrderedDict[tuple[str, str], dt.datetime] = OrderedDict()
+
+
+async def chain_started(workflow_id: str, run_id: str) -> dt.datetime:
+    """When the first run of this run's chain of continuations started, as Temporal says."""
+    key = (workflow_id, run_id)
+    if key in _CHAIN_STARTS:
+        return _CHAIN_STARTS[key]
+    client = activity.client()
+    described = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+    first = described.raw_description.workflow_execution_info.first_run_id or run_id
+    if first != run_id:
+        described = await client.get_workflow_handle(workflow_id, run_id=first).describe()
+    _CHAIN_STARTS[key] = described.start_time
+    while len(_CHAIN_STARTS) > PARENTS_REMEMBERED:
+        _CHAIN_STARTS.popitem(last=False)
+    return described.start_time
+
+
 @dataclass(frozen=True)
 class Claimed:
     """What the hub takes from the registered definition for a linkage request it believes."""
@@ -128,11 +180,16 @@ class Claims:
         approvals: ApprovalCheck | None = None,
         *,
         hub: Ed25519PublicKey | None = None,
+        unticketed_before: dt.datetime | None = None,
     ) -> None:
         """``approvals``: a hub in operation's (none in test mode, where the kit runs drafts).
-        ``hub``: the hub's public key, whose signature on a hold's approval counts (``None``:
-        no hold is taken)."""
+        ``hub``: the hub's public key, whose signature on a hold's approval and on a run's
+        ticket counts (``None``: no hold is taken, and no linkage brokered).
+        ``unticketed_before``: upgrading from a hub that issued no tickets, the moment of the
+        upgrade; a run whose first run started before it brokers without one."""
         self._hub = hub
+        self._unticketed_before = unticketed_before
+        self._tickets: OrderedDict[str, None] = OrderedDict()  # tickets verified
         self._pool = pool
         self._catalog = catalog
         self._approvals = approvals
@@ -169,6 +226,7 @@ class Claims:
             )
         if req.bpf != who.workflow_type:
             raise refuse(f"a flow of {who.workflow_type} asks for {req.bpf}'s linkage")
+        await self.resolved(req, who)
         d = await self.definition(req.bpf, req.bpf_version, req.content_hash, who.executor)
         if req.task != d.task:
             raise refuse(f"{d.bpf} v{d.version} serves {d.task}, not {req.task}")
@@ -232,6 +290,34 @@ class Claims:
         return Claimed(
             sub_task=sub_task, budget_seconds=min(req.budget_seconds, longest), held=held
         )
+
+    async def resolved(self, req: BrokerRequest, who: Caller) -> None:
+        """Refuse a linkage request unless the hub resolved the calling run as the request
+        says: its ticket is the hub's, for this very run, of the version, trigger and parent
+        the request names."""
+        refuse = Failure.LINKAGE_REFUSED.error
+        ticket = req.ticket
+        if ticket is None:
+            if self._unticketed_before is not None and (
+                await chain_started(who.workflow_id, who.run_id) < self._unticketed_before
+            ):
+                return  # a run from before tickets, still in flight
+            raise refuse("the hub brokers only for a run it resolved (the request has no ticket)")
+        if (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id):
+            raise refuse("the request carries another run's ticket")
+        seen = ticket.model_dump_json()  # the whole ticket, its signature with what it signs
+        if seen not in self._tickets:
+            if self._hub is None or not is_hubs_ticket(self._hub, ticket):
+                raise refuse("the run's ticket is not the hub's")
+            self._tickets[seen] = None
+            while len(self._tickets) > PARENTS_REMEMBERED:
+                self._tickets.popitem(last=False)
+        if ticket.pin != Pin(bpf=req.bpf, version=req.bpf_version, content_hash=req.content_hash):
+            raise refuse("the run was resolved to another version than the request names")
+        if ticket.trigger != req.trigger:
+            raise refuse(f"the run was started by {ticket.trigger!r}, not {req.trigger!r}")
+        if ticket.parent != (req.parent.workflow_id if req.parent else None):
+            raise refuse("the run was resolved to serve another flow than the request names")
 
     async def translation(self, from_org: str, to_org: str, who: Caller) -> None:
         """A flow gets codes translated into its own executor's space only, and only from a

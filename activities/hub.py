@@ -25,7 +25,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.approved import ApprovalCheck
 from activities.attempts import attempt_key, attempt_record
-from activities.claims import Claimed, Claims, caller, check_parent
+from activities.claims import (
+    Claimed,
+    Claims,
+    caller,
+    chain_started,
+    check_parent,
+    is_hubs_ticket,
+    issue_ticket,
+)
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
@@ -48,6 +56,7 @@ from renkei.contracts.messages import (
     ResolveRequest,
     Resume,
     ResumeProof,
+    RunTicket,
     ScanRequest,
     ScanTarget,
     TranslateRequest,
@@ -134,6 +143,7 @@ class HubActivities:
         kit_clock: bool = False,
         *,
         runs_before: dt.datetime | None = None,
+        unticketed_before: dt.datetime | None = None,
         deferred_records: bool = False,
         links_directly: bool = False,
         approvals: ApprovalCheck | None = None,
@@ -156,7 +166,16 @@ class HubActivities:
         self._mode = mode
         self._time_scale = time_scale if mode == "test" else 1.0
         self._history_limit = history_limit
-        self._claims = Claims(pool, catalog, self._approvals, hub=self._hub_public)
+        self._claims = Claims(
+            pool,
+            catalog,
+            self._approvals,
+            hub=self._hub_public,
+            unticketed_before=unticketed_before,
+        )
+        # Upgrading from a hub that issued no tickets: a continuation of a run from before it
+        # gets its state signed without one.
+        self._unticketed_before = unticketed_before
         # The legacy control worker's: it resolves only the runs started before this moment.
         self._runs_before = runs_before
         # Only a test-mode hub (the conformance kit's own) resolves runs on the kit's clock.
@@ -202,6 +221,8 @@ class HubActivities:
             raise Failure.MALFORMED_START.error(
                 "a flow resolves only for the executor its workflow id names"
             )
+        if activity.info().workflow_type != req.bpf:
+            raise Failure.MALFORMED_START.error("a flow resolves only the BPF its type names")
         if self._runs_before is not None and req.parent is None:
             # A run on the shared queue of runs from before executor-side control: any holder
             # of the old ring could start one, as any executor. Only those that were in flight
@@ -321,6 +342,15 @@ class HubActivities:
             kit_clock=self._kit_clock,
             links_directly=self._links_directly,
         )
+        info = activity.info()
+        run.ticket = issue_ticket(
+            self._issuer.key,
+            workflow_id=info.workflow_id or "",
+            run_id=info.workflow_run_id or "",
+            pin=run.pin,
+            trigger=req.trigger,
+            parent=req.parent.workflow_id if req.parent else None,
+        )
         if req.broker_ahead:
             lanes = leading_lanes(run.definition.steps, BROKER_GROUP_LIMIT)
             run.ahead = await self._broker_leading(req, run, lanes)
@@ -363,6 +393,7 @@ class HubActivities:
                         run_id=info.workflow_run_id or "",
                         hold=req.hold,
                         parent=req.parent,
+                        ticket=run.ticket,
                         after=seq[:i],
                     )
                 )
@@ -887,24 +918,55 @@ class HubActivities:
             raise Failure.MALFORMED_START.error(
                 "the state to carry on is not the run the hub resolved for this flow"
             )
+        ticket = run.ticket
+        if ticket is None:
+            # Only a run of a chain the hub resolved before it issued tickets goes on without.
+            if self._unticketed_before is None or (
+                await chain_started(who.workflow_id, who.run_id) >= self._unticketed_before
+            ):
+                raise Failure.MALFORMED_START.error(
+                    "the state to carry on is not of a run the hub resolved (no ticket)"
+                )
+        elif (
+            (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id)
+            or ticket.pin != run.pin
+            or not is_hubs_ticket(self._hub_public, ticket)
+        ):
+            raise Failure.MALFORMED_START.error(
+                "the state to carry on is not of the run the hub resolved (another ticket)"
+            )
         return resume_state(
             self._issuer.key, activity.info().workflow_id or "", resume.model_dump_json()
         )
 
     @activity.defn(name="hub.check-resume")
-    async def check_resume(self, proof: ResumeProof) -> None:
+    async def check_resume(self, proof: ResumeProof) -> RunTicket | None:
         """Refuse a continuation whose state the hub did not sign for this workflow: a forged
-        ``resume`` would skip the hub's checks, the steps already passed and their answers."""
+        ``resume`` would skip the hub's checks, the steps already passed and their answers.
+        Answer the continuing run's ticket: the run it continues was resolved so (none: a run
+        from before tickets)."""
+        info = activity.info()
         if not is_hubs_resume(
             self._hub_public,
             proof.signature,
-            activity.info().workflow_id or "",
+            info.workflow_id or "",
             proof.resume.model_dump_json(),
         ):
             raise Failure.MALFORMED_START.error(
                 "the state this flow continues from is not the hub's (a forged resume)"
             )
         await self._note_kit_run()
+        before = proof.resume.run.ticket
+        if before is None:
+            return None
+        return issue_ticket(  # the hub signed the state with it: its own, of this workflow
+            self._issuer.key,
+            workflow_id=info.workflow_id or "",
+            run_id=info.workflow_run_id or "",
+            pin=before.pin,
+            trigger=before.trigger,
+            parent=before.parent,
+        )
 
     async def _note_kit_run(self) -> None:
         """The kit's hub notes each run it resolves or continues: billing leaves them out."""

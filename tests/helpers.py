@@ -20,7 +20,13 @@ from activities.agencies.synthetic import Household, Person, generate
 from activities.linkage import Provider
 from renkei.app.client import RenkeiClient
 from renkei.bpf import registry
-from renkei.contracts.messages import DisclosureHold, StartFlow
+from renkei.contracts.messages import (
+    BrokerRequest,
+    DisclosureHold,
+    ResolvedRun,
+    ResolveRequest,
+    StartFlow,
+)
 from renkei.kernel import keys, records
 from renkei.kernel.pseudonyms import derive_code
 from renkei.kernel.records import AccessRecord
@@ -484,3 +490,29 @@ MARKER_KEYS = frozenset(
         "activation_index",
     }
 )
+
+
+async def as_resolved(hub: str, req: BrokerRequest, inputs: Mapping[str, Any]) -> BrokerRequest:
+    """``req`` as the calling workflow (a hostile executor's own, in a test) asks it once it has
+    resolved its run with the hub on queue ``hub`` as a flow does: carrying the run's ticket."""
+    from datetime import timedelta
+
+    from temporalio import workflow
+    from temporalio.common import RetryPolicy
+
+    run = await workflow.execute_activity(
+        "hub.resolve",
+        ResolveRequest(
+            bpf=req.bpf,
+            version=req.bpf_version,
+            executor=req.requester,
+            subject=req.subject,
+            inputs=dict(inputs),
+            trigger=req.trigger,
+        ),
+        task_queue=hub,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+        result_type=ResolvedRun,
+    )
+    return req.model_copy(update={"ticket": run.ticket})

@@ -29,6 +29,7 @@ from renkei.contracts.messages import (
     CaseRefRequest,
     DisclosureHold,
     ReminderRequest,
+    ResolveRequest,
     TranslateRequest,
 )
 from renkei.contracts.names import hub_queue, workflow_id
@@ -48,6 +49,9 @@ class Call(BaseModel):
 class Plan(BaseModel):
     prefix: str
     calls: list[Call]
+    # A ResolveRequest's fields: the run first resolves itself with the hub, as a flow does,
+    # and its linkage requests carry the ticket it got (unless they carry one of their own).
+    resolve: dict[str, Any] | None = None
 
 
 @workflow.defn(dynamic=True, sandboxed=False)
@@ -59,11 +63,29 @@ class HubCalls:
     async def run(self, args: Sequence[RawValue]) -> list[str]:
         plan = workflow.payload_converter().from_payload(args[0].payload, Plan)
         out = []
+        ticket = None
+        if plan.resolve is not None:
+            resolved = await workflow.execute_activity(
+                "hub.resolve",
+                plan.resolve,
+                task_queue=hub_queue(plan.prefix),
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=dict,
+            )
+            ticket = resolved.get("ticket")
         for call in plan.calls:
+            arg = call.arg
+            if ticket is not None and call.activity == "hub.broker":
+                own = arg.get("ticket")
+                if not own:
+                    arg = {**arg, "ticket": ticket}
+                elif "rewrite" in own:  # the run's genuine ticket, with fields rewritten
+                    arg = {**arg, "ticket": {**ticket, **own["rewrite"]}}
             try:
                 await workflow.execute_activity(
                     call.activity,
-                    call.arg,
+                    arg,
                     task_queue=hub_queue(plan.prefix),
                     start_to_close_timeout=timedelta(seconds=20),
                     retry_policy=RetryPolicy(maximum_attempts=1),
@@ -84,15 +106,17 @@ async def _attack(
     party: str = ROGUE,
     workflow_type: str = "attack",
     rogue: Any = None,
+    resolve: dict[str, Any] | None = None,
 ) -> list[str]:
     """The calls, from a workflow of ``party``'s own on a queue of its own (``rogue``: its
-    client, if not one with its own key file only)."""
+    client, if not one with its own key file only; ``resolve``: a ResolveRequest's fields, the
+    workflow first resolving itself with the hub as a flow does)."""
     rogue = rogue or party_client(client, settings, [party])
     queue = f"{settings.task_queue_prefix}.attacker"
     async with Worker(rogue, task_queue=queue, workflows=[HubCalls]):
         handle = await rogue.start_workflow(
             workflow_type,
-            Plan(prefix=settings.task_queue_prefix, calls=calls),
+            Plan(prefix=settings.task_queue_prefix, calls=calls, resolve=resolve),
             id=wid or workflow_id(workflow_type, party, f"a-{uuid.uuid4().hex[:8]}"),
             task_queue=queue,
             result_type=list[str],
@@ -157,9 +181,17 @@ async def test_a_hold_nobody_approved_is_not_taken_by_the_broker(
     d = found.definition
     person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
     hold = DisclosureHold(reason="investigation", until=dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
-    call = _minatos_tax_query(found, code(settings, "city-minato", person), hold=hold)
+    subject = code(settings, "city-minato", person)
+    call = _minatos_tax_query(found, subject, hold=hold)
     async with workers(client, pool, settings, catalog, live_whitelist):
-        became = await _attack(client, settings, [call], party="city-minato", workflow_type=d.bpf)
+        became = await _attack(
+            client,
+            settings,
+            [call],
+            party="city-minato",
+            workflow_type=d.bpf,
+            resolve=_minatos_start(found, subject),
+        )
     assert became == ["HoldNotApproved"], became
 
 
@@ -189,6 +221,7 @@ async def test_an_attempt_asked_again_about_someone_else_gets_no_permit(
             wid,
             party="city-minato",
             workflow_type=d.bpf,
+            resolve=_minatos_start(found, code(settings, "city-minato", first)),
         )
     assert became == ["answered", "PermissionError", "answered"], became
     kept = await records.query(pool, workflow_id=wid, keeper=records.HUB)
@@ -217,6 +250,20 @@ def _minatos_tax_query(found: registry.RegisteredBpf, subject: str, **kw: Any) -
             **kw,
         ).model_dump(mode="json"),
     )
+
+
+def _minatos_start(found: registry.RegisteredBpf, subject: str, **kw: Any) -> dict[str, Any]:
+    """city-minato's lawful counter start of ``found`` (the child allowance check), asking
+    city-shibuya as the previous municipality, as its flow would resolve it with the hub."""
+    d = found.definition
+    return ResolveRequest(
+        bpf=d.bpf,
+        version=d.version,
+        executor="city-minato",
+        subject=subject,
+        inputs={"previous_municipality": "city-shibuya"},
+        **kw,
+    ).model_dump(mode="json")
 
 
 def registry_steps(d) -> list[tuple[str, str]]:
@@ -299,3 +346,170 @@ async def test_a_holder_of_the_old_shared_ring_cannot_ask_the_hub_as_anyone(
         became = await _attack(client, settings, [call], wid, workflow_type=d.bpf, rogue=rogue)
     assert became != ["answered"], became
     assert await records.query(pool, workflow_id=wid) == []
+
+
+async def test_a_run_the_hub_never_resolved_gets_no_permit(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Only the platform's life-event scan starts the coming-of-age notice, with its signed
+    word, and only for an executor among the definition's owners, of a version in operation
+    that conforms today: ``hub.resolve`` checks all that. city-minato runs a workflow of its
+    own, named and typed as that notice's run, and asks the broker straight away for its
+    first linkage (its own resident record of a person) as a life-event start: the hub
+    brokers only for a run it resolved, so nothing is permitted and nothing recorded."""
+    found = await registry.fetch(pool, "coming-of-age-pension-notice")
+    assert found is not None
+    d = found.definition
+    person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
+    call = Call(
+        activity="hub.broker",
+        arg=BrokerRequest(
+            trigger="life-event",
+            requester="city-minato",
+            provider="city-minato",
+            task=d.task,
+            info="resident-record",
+            subject=code(settings, "city-minato", person),
+            bpf=d.bpf,
+            bpf_version=d.version,
+            content_hash=found.content_hash,
+            step="household",
+            workflow_id="",
+            run_id="",
+            budget_seconds=60,
+        ).model_dump(mode="json"),
+    )
+    wid = workflow_id(d.bpf, "city-minato", f"le-{uuid.uuid4().hex[:8]}")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        became = await _attack(
+            client, settings, [call], wid, party="city-minato", workflow_type=d.bpf
+        )
+    assert became == ["LinkageRefused"], became
+    assert await records.query(pool, workflow_id=wid) == []
+
+
+async def test_a_run_brokers_only_as_the_hub_resolved_it(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """city-minato's own workflow resolves a counter start of the child allowance check with
+    the hub (lawfully: it gets its ticket), then asks the broker for its local-tax linkage as
+    something else: as a portal start; with its own ticket's trigger rewritten; with the hub's
+    genuine ticket of another run of the same case; and of another version's content. Each
+    is refused; asked as resolved, it is answered."""
+    from activities.claims import issue_ticket
+    from renkei.contracts.messages import Pin
+    from renkei.kernel import keys
+
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert found is not None
+    d = found.definition
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    subject = code(settings, "city-minato", person)
+    wid = workflow_id(d.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
+    pin = Pin(bpf=d.bpf, version=d.version, content_hash=found.content_hash)
+    elsewhere = issue_ticket(
+        keys.load(settings).signer(),
+        workflow_id=wid,
+        run_id=str(uuid.uuid4()),
+        pin=pin,
+        trigger="portal",
+        parent=None,
+    )
+
+    def asked(**kw: Any) -> Call:
+        call = _minatos_tax_query(found, subject, budget_seconds=60)
+        return Call(activity=call.activity, arg={**call.arg, **kw})
+
+    calls = [
+        asked(trigger="portal"),
+        asked(trigger="portal", ticket={"rewrite": {"trigger": "portal"}}),
+        asked(trigger="portal", ticket=elsewhere.model_dump(mode="json")),
+        asked(content_hash="0" * 64),
+        asked(),
+    ]
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        became = await _attack(
+            client,
+            settings,
+            calls,
+            wid,
+            party="city-minato",
+            workflow_type=d.bpf,
+            resolve=_minatos_start(found, subject),
+        )
+    assert became == ["LinkageRefused"] * 4 + ["answered"], became
+
+
+async def test_a_run_from_before_tickets_brokers_without_one_only_if_it_started_before(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Upgrading from a hub that issued no tickets, the hub brokers without one for the runs
+    whose chain started before the moment the operator gives (``unticketed_runs_before``),
+    as Temporal says when it started, and for no run started later."""
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert found is not None
+    d = found.definition
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    call = _minatos_tax_query(found, code(settings, "city-minato", person), budget_seconds=60)
+    now = dt.datetime.now(dt.UTC)
+    became = []
+    for upgraded in (now + dt.timedelta(hours=1), now - dt.timedelta(hours=1)):
+        upgrading = settings.model_copy(update={"unticketed_runs_before": upgraded})
+        async with workers(client, pool, upgrading, catalog, live_whitelist):
+            became += await _attack(
+                client, upgrading, [call], party="city-minato", workflow_type=d.bpf
+            )
+    assert became == ["answered", "LinkageRefused"], became
+
+
+async def test_the_hub_signs_no_continuation_of_a_run_it_never_resolved(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A continuation takes up the state the hub signed, and its ticket with it: so the hub
+    signs a state only for the run its ticket names. city-minato's own workflow, named and
+    typed as a run of the child allowance check that never resolved, hands the hub the state
+    such a run would carry (the registered definition, the hub's own settings): without a
+    ticket, and with the hub's genuine ticket of another run of the case. Neither is signed."""
+    import base64
+
+    from activities.claims import issue_ticket
+    from renkei.contracts.messages import Pin, ResolvedRun, Resume
+    from renkei.kernel import keys
+
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert found is not None
+    d = found.definition
+    hub = keys.load(settings).signer()
+    wid = workflow_id(d.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
+    pin = Pin(bpf=d.bpf, version=d.version, content_hash=found.content_hash)
+    run = ResolvedRun(
+        pin=pin,
+        definition=d,
+        info_schemas={},
+        inputs={"previous_municipality": "city-shibuya"},
+        task_queue_prefix=settings.task_queue_prefix,
+        executor_roles=sorted(catalog.org_roles("city-minato")),
+        time_scale=settings.test_time_scale if settings.mode == "test" else 1.0,
+        history_limit=settings.history_limit,
+        hub_signing=base64.b64encode(keys.public_raw(hub.public_key())).decode(),
+    )
+    elsewhere = issue_ticket(
+        hub, workflow_id=wid, run_id=str(uuid.uuid4()), pin=pin, trigger="counter", parent=None
+    )
+
+    def resume(ticket: Any) -> Call:
+        state = Resume(
+            run=run.model_copy(update={"ticket": ticket}), next_step=1, outputs={}, linkages=[]
+        )
+        return Call(activity="hub.sign-resume", arg=state.model_dump(mode="json"))
+
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        became = await _attack(
+            client,
+            settings,
+            [resume(None), resume(elsewhere)],
+            wid,
+            party="city-minato",
+            workflow_type=d.bpf,
+        )
+    assert became == ["MalformedStart", "MalformedStart"], became

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.attempts import attempt_key
+from activities.claims import issue_ticket
 from activities.hub import HubActivities
 from activities.permits import PermitIssuer
 from renkei.bpf import registry
@@ -169,6 +170,15 @@ async def test_a_requester_record_another_hand_wrote_first_refuses_its_linkage_a
             run_id=run_id,
             hold=None,
             parent=None,
+            # the hub resolved this run (the ticket is the hub's, for this very run)
+            ticket=issue_ticket(
+                keys.load(settings).signer(),
+                workflow_id=wid,
+                run_id=run_id,
+                pin=pin,
+                trigger="counter",
+                parent=None,
+            ),
         )
         for s in d.steps
         if isinstance(s, QueryStep)

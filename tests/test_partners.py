@@ -31,6 +31,7 @@ from whitelist.payloads import ActionReceipt, MoveNotice
 from workers.plugin import party_client
 
 from .helpers import (
+    as_resolved,
     code,
     give_pias,
     hub_key,
@@ -199,6 +200,7 @@ class ForgeConsent:
     @workflow.run
     async def run(self, queue: str, req: BrokerRequest) -> Brokered:
         await workflow.wait_condition(lambda: self._proof is not None)
+        req = await as_resolved(queue, req, INPUTS)
         brokered: Brokered = await workflow.execute_activity(
             "hub.broker",
             req.model_copy(update={"consent": self._proof}),
@@ -336,6 +338,7 @@ class Oversend:
         self, hub: str, partner: str, req: BrokerRequest, send: dict[str, Any], subject: str = ""
     ) -> str:
         await workflow.wait_condition(lambda: self._proof is not None)
+        req = await as_resolved(hub, req, INPUTS)
         brokered: Brokered = await workflow.execute_activity(
             "hub.broker",
             req.model_copy(update={"consent": self._proof}),

@@ -46,7 +46,7 @@ from renkei.kernel.settings import Settings
 from whitelist.decide import Decision
 from workers.plugin import party_client
 
-from .helpers import code, run, shibuya_family, wait_for_outcomes, workers
+from .helpers import as_resolved, code, run, shibuya_family, wait_for_outcomes, workers
 
 EXECUTOR = "city-minato"
 BPF = "child-allowance-check"
@@ -85,8 +85,13 @@ class HostileExecutor:
             "retry_policy": RetryPolicy(maximum_attempts=1),
         }
         info = workflow.info()
-        req = BrokerRequest.model_validate(
-            {**plan.broker, "workflow_id": info.workflow_id, "run_id": info.run_id}
+        # First resolved by the hub, as a flow is (its linkage requests carry the ticket).
+        req = await as_resolved(
+            hub_queue(plan.prefix),
+            BrokerRequest.model_validate(
+                {**plan.broker, "workflow_id": info.workflow_id, "run_id": info.run_id}
+            ),
+            {"previous_municipality": "city-shibuya"},
         )
         brokered = await workflow.execute_activity(
             "hub.broker", req, task_queue=hub_queue(plan.prefix), result_type=Brokered, **once

@@ -53,6 +53,7 @@ def _hub_activities(
         settings.history_limit,
         settings.kit_clock,
         runs_before=settings.legacy_runs_before if legacy else None,
+        unticketed_before=settings.unticketed_runs_before,
         deferred_records=settings.records_chaining == "deferred",
         # the legacy worker's runs reach providers as they always did
         links_directly=settings.linkage_transport == "direct" and not legacy,

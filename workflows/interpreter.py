@@ -476,16 +476,18 @@ class BpfInterpreter:
             self._lean = self._folded or workflow.patched(LEAN)
         ahead = self._patched(BROKERED_AHEAD)
         if start.resume is not None:  # a continuation: the definition is already pinned
+            self._run = start.resume.run
             if self._patched(SIGNED_RESUME):  # only a state the hub signed is taken up
                 try:
-                    await self._hub(
+                    ticket = await self._hub(
                         HubActivities.check_resume,
                         ResumeProof(resume=start.resume, signature=start.resume_signature),
                     )
                 except ActivityError as err:
                     self._set_status("invalid")
                     raise step_failure(err, "the flow could not continue") from None
-            self._run = start.resume.run
+                if ticket is not None:  # this run's own (a hub from before answers none)
+                    self._run = self._run.model_copy(update={"ticket": ticket})
         else:
             broker_first = self._patched(FIRST_WITH_START)
             try:
@@ -1168,6 +1170,7 @@ class BpfInterpreter:
             run_id=wf.run_id,
             hold=self._start.hold,
             parent=self._start.parent,
+            ticket=self._run.ticket,
             after=after,
         )
 
@@ -1222,6 +1225,7 @@ class BpfInterpreter:
             ),
             send_fields=sorted(send),
             consent=consent,
+            ticket=self._run.ticket,
         )
         brokered = await self._broker(asked)
         if not brokered.allowed or brokered.permit is None:

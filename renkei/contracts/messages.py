@@ -153,6 +153,22 @@ class Pin(BaseModel):
     content_hash: str
 
 
+class RunTicket(BaseModel):
+    """The hub's word that it resolved this very run (``hub.resolve``), or took up its
+    continuation (``hub.check-resume``): the run, and what it was resolved as. The hub brokers
+    a run's linkages only under its own ticket for that run, so a workflow of an executor's own
+    that never went through the hub's checks of a start (who operates the version, its
+    conformance today, a life event's attestation) gets no permit, and a run brokers as the
+    trigger and parent it was resolved with, whatever its requests say."""
+
+    workflow_id: str
+    run_id: str
+    pin: Pin
+    trigger: str
+    parent: str | None = Field(default=None, description="the flow it serves: its workflow id")
+    signature: str = Field(default="", description="the hub's (renkei.kernel.attest)")
+
+
 class ResolveRequest(BaseModel):
     bpf: str
     version: int | None
@@ -240,6 +256,11 @@ class ResolvedRun(BaseModel):
         description="the providers answer over the direct channel: the flow's own worker asks"
         " each provider's endpoint (a local activity, ``activities.direct``) instead of"
         " scheduling the linkage on the provider's queue; a hub from before says nothing",
+    )
+    ticket: RunTicket | None = Field(
+        default=None,
+        description="the hub's ticket for this run: every broker request carries it (a hub"
+        " from before issues none)",
     )
 
 
@@ -381,6 +402,9 @@ class BrokerRequest(LinkageRequest):
     consent: ConsentProof | None = Field(
         default=None, description="an act: the citizen's attested consent to it"
     )
+    ticket: RunTicket | None = Field(
+        default=None, description="the hub's ticket for the calling run (``ResolvedRun.ticket``)"
+    )
 
 
 class Brokered(BaseModel):
@@ -421,6 +445,7 @@ def linkage_asked(
     run_id: str,
     hold: DisclosureHold | None,
     parent: ParentFlow | None,
+    ticket: RunTicket | None,
     after: Sequence[QueryStep] = (),
 ) -> BrokerRequest:
     """What a flow asks the hub for its query ``step`` (the flow at the step, or the hub for
@@ -446,6 +471,7 @@ def linkage_asked(
         hold=hold,
         parent=parent,
         budget_seconds=ahead_budget(step, after),
+        ticket=ticket,
     )
 
 

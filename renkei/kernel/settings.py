@@ -191,6 +191,13 @@ class Settings(BaseSettings):
         " with its offset: when the upgrade was deployed); a run started there later is"
         " refused. Unset: nothing serves that queue",
     )
+    unticketed_runs_before: dt.datetime | None = Field(
+        default=None,
+        description="upgrading from a hub that issued no run tickets: the hub also brokers,"
+        " without a ticket, for the runs whose first run started before this moment (ISO 8601"
+        " with its offset: when the upgrade was deployed). Unset: a linkage request without"
+        " the hub's ticket for its run is refused",
+    )
     accept_plaintext_payloads: bool = Field(
         default=False,
         description="migration switch: also read Temporal payloads written before encryption"
