@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ from renkei.contracts.names import (
 from renkei.kernel import attest, permits, records, telemetry
 from renkei.kernel.codec import UNENCRYPTED
 from renkei.kernel.keys import OrgKeys
-from renkei.kernel.sealing import SealError, open_sealed
+from renkei.kernel.sealing import Sealed, SealError, open_sealed, seal
 from whitelist.controls import screen
 from whitelist.decide import JST, Decision, WhitelistIndex, decide_linkage
 from whitelist.models import Catalog
@@ -148,6 +149,11 @@ def provider_decision(
     )
 
 
+def _act_context(attempt: Attempt) -> str:
+    """What an act's kept answer is sealed for: this attempt's alone."""
+    return f"renkei/act-answer/v1|{attempt.key}"
+
+
 class WhitelistGate:
     """Check the permit, decide and record one linkage attempt, as the provider."""
 
@@ -175,6 +181,8 @@ class WhitelistGate:
         self._hub = keys.hub_verifier()
         self._hub_key_id = keys.hub_key_id
         self._opener = keys.opener()
+        self._openers = keys.openers()  # this org's sealing keys, the former ones after it
+        self._sealing_id = keys.public(org).sealing_id
         self.signer = keys.signer()
         self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
@@ -403,6 +411,85 @@ class WhitelistGate:
                 {"requester": permit.permit.requester, "provider": self.org},
             )
 
+    async def _begin_act(self, attempt: Attempt) -> dict[str, object] | None:
+        """Note that this org begins the attempt's act, before its code runs (``None``: the
+        first time). Asked again: the answer kept when the act was carried out, which is then
+        not carried out again; refused while the act is under way, or if a run of it ended no
+        one knows how (migration 0063)."""
+        limit = dt.datetime.now(dt.UTC) + attempt.limit
+        begun = await patiently(
+            lambda: self.pool.fetchval(
+                "INSERT INTO records.act_runs (keeper, attempt_key) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                self.org,
+                attempt.key,
+            ),
+            limit,
+        )
+        if begun:
+            return None
+        kept = await patiently(
+            lambda: self.pool.fetchval(
+                "SELECT answer FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
+                self.org,
+                attempt.key,
+            ),
+            limit,
+        )
+        if kept is None:
+            raise Failure.LINKAGE_REFUSED.error(
+                f"linkage refused: step {attempt.step}'s act was begun before and {self.org} does"
+                " not know it ended: an act is carried out at most once",
+                {"provider": self.org},
+            )
+        found: object = None
+        for opener in self._openers:  # kept under a key since rotated: a former one opens it
+            try:
+                found = json.loads(
+                    open_sealed(opener, Sealed.model_validate(kept), _act_context(attempt))
+                )
+                break
+            except (SealError, ValidationError, ValueError):
+                continue
+        if not isinstance(found, dict):
+            raise Failure.LINKAGE_REFUSED.error(
+                f"linkage refused: step {attempt.step}'s act was carried out before and what"
+                f" {self.org} kept of it does not open: it is not carried out again",
+                {"provider": self.org},
+            )
+        return found
+
+    async def _end_act(self, attempt: Attempt, answer: object) -> None:
+        """Keep the act's answer, sealed to this org for the attempt (a run that failed
+        removes its note instead: the partner's code says it did not carry the act out)."""
+        limit = dt.datetime.now(dt.UTC) + attempt.limit
+        if not isinstance(answer, dict):
+            await patiently(
+                lambda: self.pool.execute(
+                    "DELETE FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2"
+                    " AND answer IS NULL",
+                    self.org,
+                    attempt.key,
+                ),
+                limit,
+            )
+            return
+        sealed = seal(
+            self._opener.public_key(),
+            self._sealing_id,
+            json.dumps(answer, sort_keys=True, default=str).encode(),
+            _act_context(attempt),
+        )
+        await patiently(
+            lambda: self.pool.execute(
+                "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2",
+                self.org,
+                attempt.key,
+                sealed.model_dump(),
+            ),
+            limit,
+        )
+
     async def serve(
         self,
         kind: str,
@@ -431,7 +518,21 @@ class WhitelistGate:
                     "info": req.info,
                 },
             )
-        answer = await run(admitted)
+        # An act has an effect besides its answer: carried out at most once per attempt, and
+        # asked again, answered with what it answered (a contract probe's acts nothing real).
+        once = acts and req.permit is not None and not req.permit.permit.probe
+        kept = await self._begin_act(attempt) if once else None
+        if kept is not None:
+            answer: object = kept
+        else:
+            try:
+                answer = await run(admitted)
+            except Exception:
+                if once:
+                    await self._end_act(attempt, None)
+                raise
+            if once:
+                await self._end_act(attempt, answer)
         if req.permit is None or not isinstance(answer, dict):  # the migration switch's path
             return answer
         # Signed with this org's own key, for this permit: a worker without the key (a rogue on

@@ -582,3 +582,147 @@ async def test_a_long_flow_does_not_continue_as_new_between_the_consent_and_its_
         ]
     assert result.outcome == "completed" and result.result["notified"] is True, result
     assert runs == []
+
+
+@workflow.defn(name=BPF, sandboxed=False)
+class ActAgain:
+    """An executor's own workflow with a real permit for the act (the citizen consented), which
+    asks the partner to carry it out again and again under that one permit (the same attempt)."""
+
+    def __init__(self) -> None:
+        self._proof: ConsentProof | None = None
+
+    @workflow.signal(name="proof")
+    def proof(self, proof: ConsentProof) -> None:
+        self._proof = proof
+
+    @workflow.run
+    async def run(
+        self, hub: str, partner: str, req: BrokerRequest, send: dict[str, Any], times: int
+    ) -> list[str]:
+        await workflow.wait_condition(lambda: self._proof is not None)
+        req = await as_resolved(hub, req, INPUTS)
+        brokered: Brokered = await workflow.execute_activity(
+            "hub.broker",
+            req.model_copy(update={"consent": self._proof}),
+            task_queue=hub,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=Brokered,
+        )
+        assert brokered.allowed, brokered.reason
+        linkage = LinkageRequest(
+            **req.model_dump(
+                include=set(LinkageRequest.model_fields),
+                exclude={"subject", "permit", "sealed_subject", "send"},
+            ),
+            subject="",
+            permit=brokered.permit,
+            send=send,
+        )
+        out = []
+        for _ in range(times):
+            try:
+                got = await workflow.execute_activity(
+                    "act.electricity-move-notice",
+                    linkage,
+                    task_queue=partner,
+                    activity_id=req.step,  # the same attempt each time
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    result_type=dict,
+                )
+                out.append(f"answered {got['answer']['reference']}")
+            except ActivityError as err:
+                cause = err.cause
+                out.append(f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}")
+        return out
+
+
+async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A permit is for one act. The executor asks the partner to carry out the consented move
+    notice again and again under its one permit: the partner's code runs once, and each time
+    after, the partner answers what it answered then (a retry after a lost reply gets its
+    answer, and no second notice goes out). The partner's code failing (it did not carry the
+    act out) leaves the attempt to be asked again. An act begun before whose end the partner
+    does not know (its worker was killed mid-act) is not carried out again: refused."""
+    from activities.attempts import attempt_key
+
+    found = await registry.fetch(pool, BPF, 1, "test")
+    assert found is not None
+    carried_out: list[str] = []
+    failing = [True]
+
+    async def notice(req: LinkageRequest) -> ActionReceipt:
+        if failing.pop() if failing else False:
+            raise RuntimeError("the partner's system is down: nothing was carried out")
+        carried_out.append(req.step)
+        return ActionReceipt(done=True, reference=f"SD-{len(carried_out)}")
+
+    person = _person(settings)
+    minato = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.act-again"
+    hub = keys.load(settings).signer()
+    sent = {**INPUTS, "customer_number": "SD-0012345"}
+    outcomes: dict[str, list[str]] = {}
+    async with (
+        workers(
+            client,
+            pool,
+            settings,
+            catalog,
+            live_whitelist,
+            agencies=("sample-denki",),
+            providers={"sample-denki": {"electricity-move-notice": notice}},
+        ),
+        Worker(minato, task_queue=queue, workflows=[ActAgain]),
+    ):
+        for case, times in (("again", 4), ("begun before", 1)):
+            wid = workflow_id(BPF, "city-minato", f"again-{uuid.uuid4().hex[:8]}")
+            req = BrokerRequest(
+                trigger="portal",
+                requester="city-minato",
+                provider="sample-denki",
+                task="move-one-stop",
+                info="electricity-move-notice",
+                subject=code(settings, "city-minato", person),
+                bpf=BPF,
+                bpf_version=1,
+                content_hash=found.content_hash,
+                step="notify",
+                workflow_id=wid,
+                run_id="",
+                send_fields=["customer_number", "moved_on", "new_address"],
+            )
+            handle = await minato.start_workflow(
+                ActAgain.run,
+                args=[
+                    hub_queue(settings.task_queue_prefix),
+                    agency_queue(settings.task_queue_prefix, "sample-denki"),
+                    req,
+                    sent,
+                    times,
+                ],
+                id=wid,
+                task_queue=queue,
+            )
+            run = handle.result_run_id or ""
+            if case == "begun before":  # the partner's note of an act whose end it never saw
+                await pool.execute(
+                    "INSERT INTO records.act_runs (keeper, attempt_key) VALUES ($1, $2)",
+                    "sample-denki",
+                    attempt_key(wid, run, "notify"),
+                )
+            word = attest.citizen_response(hub, wid, run, "consent", CONSENT)
+            await handle.signal(
+                ActAgain.proof, ConsentProof(step="consent", payload=CONSENT, attestation=word)
+            )
+            outcomes[case] = await handle.result()
+    first, *again = outcomes["again"]
+    assert "down" in first, first
+    assert again == ["answered SD-1"] * 3, again
+    [refused] = outcomes["begun before"]
+    assert refused.startswith("LinkageRefused") and "at most once" in refused, refused
+    assert len(carried_out) == 1  # the one notice, for the first case
