@@ -402,9 +402,16 @@ class DirectLinks:
             call.workflow_id,
             call.run_id,
             call.step,
-        ):  # not sealed by the provider for this flow's executor, or for another attempt
-            raise Failure.FORGED_ANSWER.error(
+        ):
+            # Not sealed in the pair, or the provider's reply to another attempt (captured and
+            # sent again): none is taken, and since anyone on the network between them can send
+            # it, it is no word of the provider's on this attempt either: the endpoint was out of
+            # reach, and the flow asks again within the step's budget.
+            raise Failure.PROVIDER_ERROR.error(
                 f"step {call.step}: the answer did not come from {provider} for this attempt"
+                " (asked again)",
+                UNREACHED,
+                non_retryable=False,
             )
         if reply.failure is not None:
             f = reply.failure
