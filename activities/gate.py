@@ -33,7 +33,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -50,7 +50,7 @@ from activities.attempts import attempt_key, attempt_record
 from activities.linkage import ADMITTED
 from activities.permits import subject_context
 from renkei.contracts import probe
-from renkei.contracts.failures import Failure
+from renkei.contracts.failures import UNREACHED, Failure
 from renkei.contracts.messages import LinkageRequest
 from renkei.contracts.names import (
     HUB,
@@ -154,6 +154,11 @@ def _act_context(attempt: Attempt) -> str:
     return f"renkei/act-answer/v1|{attempt.key}"
 
 
+def _act_message(attempt: Attempt, answer: Mapping[str, object]) -> bytes:
+    """What the partner signs of the answer it keeps of an attempt's act."""
+    return f"renkei/act-kept/v1|{attempt.key}|{attest.answer_digest(dict(answer))}".encode()
+
+
 class WhitelistGate:
     """Check the permit, decide and record one linkage attempt, as the provider."""
 
@@ -183,6 +188,7 @@ class WhitelistGate:
         self._opener = keys.opener()
         self._openers = keys.openers()  # this org's sealing keys, the former ones after it
         self._sealing_id = keys.public(org).sealing_id
+        self._acting: set[asyncio.Future[object]] = set()  # acts carried out, shielded
         self.signer = keys.signer()
         self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
@@ -411,11 +417,17 @@ class WhitelistGate:
                 {"requester": permit.permit.requester, "provider": self.org},
             )
 
+    def _act_kept(self, attempt: Attempt, answer: dict[str, object]) -> str:
+        """This org's signature on the answer it keeps of the attempt's act: a kept answer holds
+        only if the org itself kept it (anyone can seal to its public key)."""
+        return attest.sign(self.signer, _act_message(attempt, answer))
+
     async def _begin_act(self, attempt: Attempt) -> dict[str, object] | None:
         """Note that this org begins the attempt's act, before its code runs (``None``: the
-        first time). Asked again: the answer kept when the act was carried out, which is then
-        not carried out again; refused while the act is under way, or if a run of it ended no
-        one knows how (migration 0063)."""
+        first time). Asked again: the answer this org kept when it carried the act out, which is
+        then not carried out again; while the act may still be under way (within the attempt's
+        time since it began), an endpoint out of reach, asked again; past that, with no answer
+        kept, refused (it ended no one knows how: migration 0063)."""
         limit = dt.datetime.now(dt.UTC) + attempt.limit
         begun = await patiently(
             lambda: self.pool.fetchval(
@@ -428,40 +440,60 @@ class WhitelistGate:
         )
         if begun:
             return None
-        kept = await patiently(
-            lambda: self.pool.fetchval(
-                "SELECT answer FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
+        row = await patiently(
+            lambda: self.pool.fetchrow(
+                "SELECT answer, begun_at, now() AS now FROM records.act_runs"
+                " WHERE keeper = $1 AND attempt_key = $2",
                 self.org,
                 attempt.key,
             ),
             limit,
         )
+        if row is None:  # its note was taken back meanwhile (the run failed): ask again
+            raise Failure.PROVIDER_ERROR.error(
+                f"step {attempt.step}'s act: its earlier run just failed",
+                UNREACHED,
+                non_retryable=False,
+            )
+        kept = row["answer"]
         if kept is None:
+            if row["now"] - row["begun_at"] < attempt.limit + MARGIN:
+                raise Failure.PROVIDER_ERROR.error(
+                    f"step {attempt.step}'s act is under way at {self.org}: asked again later",
+                    UNREACHED,
+                    non_retryable=False,
+                )
             raise Failure.LINKAGE_REFUSED.error(
                 f"linkage refused: step {attempt.step}'s act was begun before and {self.org} does"
                 " not know it ended: an act is carried out at most once",
                 {"provider": self.org},
             )
         found: object = None
-        for opener in self._openers:  # kept under a key since rotated: a former one opens it
-            try:
-                found = json.loads(
-                    open_sealed(opener, Sealed.model_validate(kept), _act_context(attempt))
-                )
-                break
-            except (SealError, ValidationError, ValueError):
-                continue
-        if not isinstance(found, dict):
+        if isinstance(kept, dict) and isinstance(kept.get("sealed"), dict):
+            for opener in self._openers:  # kept under a key since rotated: a former one opens
+                try:
+                    found = json.loads(
+                        open_sealed(
+                            opener, Sealed.model_validate(kept["sealed"]), _act_context(attempt)
+                        )
+                    )
+                    break
+                except (SealError, ValidationError, ValueError):
+                    continue
+        if not isinstance(found, dict) or not attest.holds(
+            self.signer.public_key(), str(kept.get("signature") or ""), _act_message(attempt, found)
+        ):
             raise Failure.LINKAGE_REFUSED.error(
                 f"linkage refused: step {attempt.step}'s act was carried out before and what"
-                f" {self.org} kept of it does not open: it is not carried out again",
+                f" {self.org} kept of it is not its own: it is not carried out again",
                 {"provider": self.org},
             )
         return found
 
     async def _end_act(self, attempt: Attempt, answer: object) -> None:
-        """Keep the act's answer, sealed to this org for the attempt (a run that failed
-        removes its note instead: the partner's code says it did not carry the act out)."""
+        """Keep the act's answer, sealed to this org for the attempt and signed by it (a run
+        that failed removes its note instead: the partner's code says it did not carry the act
+        out)."""
         limit = dt.datetime.now(dt.UTC) + attempt.limit
         if not isinstance(answer, dict):
             await patiently(
@@ -480,15 +512,40 @@ class WhitelistGate:
             json.dumps(answer, sort_keys=True, default=str).encode(),
             _act_context(attempt),
         )
+        kept = {"sealed": sealed.model_dump(), "signature": self._act_kept(attempt, answer)}
         await patiently(
             lambda: self.pool.execute(
                 "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2",
                 self.org,
                 attempt.key,
-                sealed.model_dump(),
+                kept,
             ),
             limit,
         )
+
+    async def _act_once(
+        self,
+        attempt: Attempt,
+        admitted: LinkageRequest,
+        run: Callable[[LinkageRequest], Awaitable[object]],
+    ) -> object:
+        """The partner's code carrying out the act, and its answer kept: shielded from a
+        cancellation (a caller gone, a connection cut), so that once begun, the act's answer is
+        kept whatever the caller does, and an ask again gets it."""
+
+        async def carried_out() -> object:
+            try:
+                answer = await run(admitted)
+            except Exception:
+                await self._end_act(attempt, None)
+                raise
+            await self._end_act(attempt, answer)
+            return answer
+
+        task = asyncio.ensure_future(carried_out())
+        self._acting.add(task)
+        task.add_done_callback(self._acting.discard)
+        return await asyncio.shield(task)
 
     async def serve(
         self,
@@ -522,17 +579,13 @@ class WhitelistGate:
         # asked again, answered with what it answered (a contract probe's acts nothing real).
         once = acts and req.permit is not None and not req.permit.permit.probe
         kept = await self._begin_act(attempt) if once else None
+        answer: object
         if kept is not None:
-            answer: object = kept
+            answer = kept
+        elif once:
+            answer = await self._act_once(attempt, admitted, run)
         else:
-            try:
-                answer = await run(admitted)
-            except Exception:
-                if once:
-                    await self._end_act(attempt, None)
-                raise
-            if once:
-                await self._end_act(attempt, answer)
+            answer = await run(admitted)
         if req.permit is None or not isinstance(answer, dict):  # the migration switch's path
             return answer
         # Signed with this org's own key, for this permit: a worker without the key (a rogue on

@@ -647,8 +647,14 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     after, the partner answers what it answered then (a retry after a lost reply gets its
     answer, and no second notice goes out). The partner's code failing (it did not carry the
     act out) leaves the attempt to be asked again. An act begun before whose end the partner
-    does not know (its worker was killed mid-act) is not carried out again: refused."""
+    does not know (its worker was killed mid-act) is not carried out again: refused; one that
+    may still be under way is asked again later. An answer the platform's database role plants
+    for the attempt (sealed to the partner's public key, as anyone can) is not served as the
+    partner's: refused, and nothing carried out."""
     from activities.attempts import attempt_key
+    from renkei.kernel.sealing import seal
+
+    partner = keys.load_org(settings, "sample-denki").public("sample-denki")
 
     found = await registry.fetch(pool, BPF, 1, "test")
     assert found is not None
@@ -679,7 +685,7 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
         ),
         Worker(minato, task_queue=queue, workflows=[ActAgain]),
     ):
-        for case, times in (("again", 4), ("begun before", 1)):
+        for case, times in (("again", 4), ("cut off", 1), ("under way", 1), ("planted", 1)):
             wid = workflow_id(BPF, "city-minato", f"again-{uuid.uuid4().hex[:8]}")
             req = BrokerRequest(
                 trigger="portal",
@@ -709,11 +715,33 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
                 task_queue=queue,
             )
             run = handle.result_run_id or ""
-            if case == "begun before":  # the partner's note of an act whose end it never saw
+            key = attempt_key(wid, run, "notify")
+            if case == "cut off":  # the partner's note of an act whose end it never saw
+                await pool.execute(
+                    "INSERT INTO records.act_runs (keeper, attempt_key, begun_at)"
+                    " VALUES ($1, $2, now() - interval '1 day')",
+                    "sample-denki",
+                    key,
+                )
+            elif case == "under way":  # begun a moment ago, by an ask still running
                 await pool.execute(
                     "INSERT INTO records.act_runs (keeper, attempt_key) VALUES ($1, $2)",
                     "sample-denki",
-                    attempt_key(wid, run, "notify"),
+                    key,
+                )
+            elif case == "planted":  # the platform's role plants an answer sealed to the partner
+                planted = seal(
+                    partner.sealer(),
+                    partner.sealing_id,
+                    b'{"done": true, "reference": "PLANTED"}',
+                    f"renkei/act-answer/v1|{key}",
+                )
+                await pool.execute(
+                    "INSERT INTO records.act_runs (keeper, attempt_key, answer)"
+                    " VALUES ($1, $2, $3)",
+                    "sample-denki",
+                    key,
+                    {"sealed": planted.model_dump(), "signature": ""},
                 )
             word = attest.citizen_response(hub, wid, run, "consent", CONSENT)
             await handle.signal(
@@ -723,6 +751,10 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     first, *again = outcomes["again"]
     assert "down" in first, first
     assert again == ["answered SD-1"] * 3, again
-    [refused] = outcomes["begun before"]
+    [refused] = outcomes["cut off"]
     assert refused.startswith("LinkageRefused") and "at most once" in refused, refused
+    [later] = outcomes["under way"]  # not the provider's refusal: the step asks again
+    assert later.startswith("ProviderError") and "under way" in later, later
+    [planted] = outcomes["planted"]
+    assert planted.startswith("LinkageRefused") and "not its own" in planted, planted
     assert len(carried_out) == 1  # the one notice, for the first case
