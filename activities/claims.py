@@ -45,7 +45,7 @@ from renkei.bpf import registry
 from renkei.bpf.ahead import lead
 from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import BrokerRequest, Pin, RunTicket, ahead_budget
+from renkei.contracts.messages import BrokerRequest, ParentFlow, Pin, RunTicket, ahead_budget
 from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, budget_seconds
 from renkei.kernel import attest, holds, records
@@ -119,10 +119,20 @@ def issue_ticket(
     pin: Pin,
     trigger: str,
     parent: str | None,
+    subject: str = "",
+    mode: str = "operation",
+    purpose: ParentFlow | None = None,
 ) -> RunTicket:
     """The hub's ticket for a run it resolved, or whose continuation it took up."""
     ticket = RunTicket(
-        workflow_id=workflow_id, run_id=run_id, pin=pin, trigger=trigger, parent=parent
+        workflow_id=workflow_id,
+        run_id=run_id,
+        pin=pin,
+        trigger=trigger,
+        parent=parent,
+        subject=subject,
+        mode=mode,
+        purpose=purpose,
     )
     return ticket.model_copy(update={"signature": attest.sign(key, _ticket_message(ticket))})
 
@@ -136,19 +146,22 @@ _CHAIN_STARTS: OrderedDict[tuple[str, str], dt.datetime] = OrderedDict()
 
 
 async def chain_started(workflow_id: str, run_id: str) -> dt.datetime:
-    """When the first run of this run's chain of continuations started, as Temporal says."""
+    """When the first run of this run's chain of continuations started, as Temporal says; a
+    chain whose first run was of another workflow type than this run counts as started now."""
     key = (workflow_id, run_id)
     if key in _CHAIN_STARTS:
         return _CHAIN_STARTS[key]
     client = activity.client()
     described = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+    kind = described.workflow_type
     first = described.raw_description.workflow_execution_info.first_run_id or run_id
     if first != run_id:
         described = await client.get_workflow_handle(workflow_id, run_id=first).describe()
-    _CHAIN_STARTS[key] = described.start_time
+    started = described.start_time if described.workflow_type == kind else dt.datetime.now(dt.UTC)
+    _CHAIN_STARTS[key] = started
     while len(_CHAIN_STARTS) > PARENTS_REMEMBERED:
         _CHAIN_STARTS.popitem(last=False)
-    return described.start_time
+    return started
 
 
 @dataclass(frozen=True)
@@ -181,6 +194,7 @@ class Claims:
         *,
         hub: Ed25519PublicKey | None = None,
         unticketed_before: dt.datetime | None = None,
+        mode: str = "operation",
     ) -> None:
         """``approvals``: a hub in operation's (none in test mode, where the kit runs drafts).
         ``hub``: the hub's public key, whose signature on a hold's approval and on a run's
@@ -189,6 +203,7 @@ class Claims:
         upgrade; a run whose first run started before it brokers without one."""
         self._hub = hub
         self._unticketed_before = unticketed_before
+        self._mode = mode  # a ticket counts only from a hub of this mode (not the kit's)
         self._tickets: OrderedDict[str, None] = OrderedDict()  # tickets verified
         self._pool = pool
         self._catalog = catalog
@@ -250,6 +265,9 @@ class Claims:
                 *([sub] if (sub := getattr(step.query, "sub_info", None)) else []),
             }
             named = step.query.provider
+        about = step.query.about if isinstance(step, QueryStep) else None
+        if req.ticket is not None and about is None and req.subject != req.ticket.subject:
+            raise refuse(f"step {req.step} of {d.bpf} is about the run's own person")
         if req.info not in asked:
             raise refuse(
                 f"step {req.step} of {d.bpf} asks for {sorted(asked - {None})}, not {req.info}"
@@ -312,6 +330,8 @@ class Claims:
             self._tickets[seen] = None
             while len(self._tickets) > PARENTS_REMEMBERED:
                 self._tickets.popitem(last=False)
+        if ticket.mode != self._mode:
+            raise refuse(f"the run was resolved by a hub in {ticket.mode} mode")
         if ticket.pin != Pin(bpf=req.bpf, version=req.bpf_version, content_hash=req.content_hash):
             raise refuse("the run was resolved to another version than the request names")
         if ticket.trigger != req.trigger:

@@ -33,13 +33,14 @@ from activities.claims import (
     check_parent,
     is_hubs_ticket,
     issue_ticket,
+    parent_of,
 )
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit, why_not
 from renkei.bpf.ahead import leading, leading_lanes
 from renkei.bpf.loader import LoadedBpf
-from renkei.bpf.models import ActStep, QueryStep, WaitStep, walk
+from renkei.bpf.models import ActStep, CallStep, QueryStep, WaitStep, walk
 from renkei.bpf.review import suspension
 from renkei.bpf.validation import validate
 from renkei.contracts.failures import Failure
@@ -50,6 +51,7 @@ from renkei.contracts.messages import (
     BrokerRequest,
     CaseRefRequest,
     FirstLinkage,
+    ParentFlow,
     Pin,
     ReminderRequest,
     ResolvedRun,
@@ -172,6 +174,7 @@ class HubActivities:
             self._approvals,
             hub=self._hub_public,
             unticketed_before=unticketed_before,
+            mode=mode,
         )
         # Upgrading from a hub that issued no tickets: a continuation of a run from before it
         # gets its state signed without one.
@@ -249,6 +252,7 @@ class HubActivities:
                     "a flow that no other flow started claims a caller"
                 )
             await check_parent(req.parent.workflow_id, caller())
+            await self._called_by_ticket(req)
         try:
             found, inputs = await admit(
                 self._pool,
@@ -343,13 +347,18 @@ class HubActivities:
             links_directly=self._links_directly,
         )
         info = activity.info()
+        wid = info.workflow_id or ""
         run.ticket = issue_ticket(
             self._issuer.key,
-            workflow_id=info.workflow_id or "",
+            workflow_id=wid,
             run_id=info.workflow_run_id or "",
             pin=run.pin,
             trigger=req.trigger,
             parent=req.parent.workflow_id if req.parent else None,
+            subject=req.subject,
+            mode=self._mode,
+            # a child serves what its caller serves (checked against the caller's ticket)
+            purpose=req.parent or ParentFlow(workflow_id=wid, bpf=d.bpf, task=d.task),
         )
         if req.broker_ahead:
             lanes = leading_lanes(run.definition.steps, BROKER_GROUP_LIMIT)
@@ -360,6 +369,39 @@ class HubActivities:
                 iter(await self._broker_leading(req, run, [first] if first else [])), None
             )
         return run
+
+    async def _called_by_ticket(self, req: ResolveRequest) -> None:
+        """Refuse a child whose caller is not a run the hub resolved, as the child claims it:
+        the caller's ticket is the hub's, of the run Temporal says started this one, in this
+        hub's mode; the child serves the flow that caller serves, under its trigger, about its
+        person; and the caller's registered definition calls this BPF. (A run from before
+        tickets, while the upgrade's window is open, calls without one.)"""
+        assert req.parent is not None
+        info = activity.info()
+        started_by = await parent_of(info.workflow_id or "", info.workflow_run_id or "")
+        t = req.caller_ticket
+        refuse = Failure.MALFORMED_START.error
+        if t is None:
+            if (
+                self._unticketed_before is not None
+                and started_by is not None
+                and await chain_started(*started_by) < self._unticketed_before
+            ):
+                return
+            raise refuse("a flow that calls another is one the hub resolved (no caller ticket)")
+        if (
+            not is_hubs_ticket(self._hub_public, t)
+            or t.mode != self._mode
+            or started_by != (t.workflow_id, t.run_id)
+        ):
+            raise refuse("the caller's ticket is not the hub's for the run that started this one")
+        if req.parent != t.purpose or req.trigger != t.trigger or req.subject != t.subject:
+            raise refuse("a child serves its caller's flow, under its trigger, about its person")
+        calling = await self._claims.definition(
+            t.pin.bpf, t.pin.version, t.pin.content_hash, req.executor
+        )
+        if not any(isinstance(s, CallStep) and s.call.bpf == req.bpf for s in walk(calling.steps)):
+            raise refuse(f"{calling.bpf} v{calling.version} calls no {req.bpf}")
 
     async def _broker_leading(
         self, req: ResolveRequest, run: ResolvedRun, lanes: Sequence[Sequence[QueryStep]]
@@ -966,6 +1008,9 @@ class HubActivities:
             pin=before.pin,
             trigger=before.trigger,
             parent=before.parent,
+            subject=before.subject,
+            mode=before.mode,
+            purpose=before.purpose,
         )
 
     async def _note_kit_run(self) -> None:

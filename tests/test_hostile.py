@@ -1366,20 +1366,21 @@ async def test_a_child_cannot_claim_a_caller_that_did_not_start_it(
     assert await records.query(pool, workflow_id=wid) == []
 
 
-@workflow.defn(name="register-probe")
+@workflow.defn(name="held-call-probe")
 class Smuggle:
     """A rogue's code running a held case itself (the executor's own worker, hostile): it has
-    the hub resolve the case about someone else, then about its person, and calls the flow about
-    both under the case's hold."""
+    the hub resolve the case about someone else, then about its person, and calls the flow the
+    case calls about both under the case's hold, with the case's own ticket."""
 
     @workflow.run
     async def run(
         self, hub: str, resolves: list[dict[str, Any]], queue: str, calls: list[dict[str, Any]]
     ) -> list[str]:
         out = []
+        ticket = None
         for resolve in resolves:
             try:
-                await workflow.execute_activity(
+                resolved = await workflow.execute_activity(
                     "hub.resolve",
                     resolve,
                     result_type=dict,
@@ -1387,10 +1388,12 @@ class Smuggle:
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RetryPolicy(maximum_attempts=1),
                 )
+                ticket = resolved["ticket"]
                 out.append("resolved")
             except ActivityError as err:
                 out.append(str(err.cause))
         for call in calls:
+            call = {**call, "caller_ticket": ticket}
             wid = f"{call['bpf']}/{call['executor']}/{call['case_ref']}"
             try:
                 await workflow.execute_child_workflow(call["bpf"], call, id=wid, task_queue=queue)
@@ -1415,9 +1418,9 @@ async def test_a_held_case_is_held_only_about_the_person_its_request_names(
     h = pick_aside(settings, lambda h: h.municipality == "city-minato" and len(h.members) > 1)
     own, other = (code(settings, "city-minato", m) for m in h.members[:2])
     held = f"case-{uuid.uuid4().hex[:10]}"
-    hold = await approved_hold(pool, "city-minato", "register-probe", held, own)
-    case = f"register-probe/city-minato/{held}"
-    parent = ParentFlow(workflow_id=case, bpf="register-probe", task="school-entry-notice")
+    hold = await approved_hold(pool, "city-minato", "held-call-probe", held, own)
+    case = f"held-call-probe/city-minato/{held}"
+    parent = ParentFlow(workflow_id=case, bpf="held-call-probe", task="school-entry-notice")
 
     def call(subject: str) -> dict[str, Any]:
         return start(
@@ -1431,11 +1434,11 @@ async def test_a_held_case_is_held_only_about_the_person_its_request_names(
 
     def resolve(subject: str) -> dict[str, Any]:
         return {
-            "bpf": "register-probe",
+            "bpf": "held-call-probe",
             "version": None,
             "executor": "city-minato",
             "subject": subject,
-            "inputs": {"register": "city-minato"},
+            "inputs": {},
             "trigger": "counter",
             "hold": hold.model_dump(mode="json"),
         }
@@ -1443,6 +1446,7 @@ async def test_a_held_case_is_held_only_about_the_person_its_request_names(
     calls = [call(other), call(own)]
     queue = f"rogue-{uuid.uuid4().hex[:8]}"
     await register_fixture(pool, "register-probe.yaml")
+    await register_fixture(pool, "held-call-probe.yaml")
     async with (
         workers(client, pool, settings, catalog, live_whitelist),
         Worker(client, task_queue=queue, workflows=[Smuggle]),
@@ -1460,7 +1464,8 @@ async def test_a_held_case_is_held_only_about_the_person_its_request_names(
         )
     assert "is about another person" in said[0], said
     assert said[1] == "resolved", said
-    assert "is about another person" in said[2], said
+    # a call is about its caller's person (the caller's ticket names them), hold or no hold
+    assert "about its person" in said[2], said
     assert said[3] == "completed", said
     smuggled, honest = (f"register-probe/city-minato/{c['case_ref']}" for c in calls)
     assert await records.query(pool, workflow_id=smuggled) == []

@@ -65,14 +65,18 @@ class HubCalls:
         out = []
         ticket = None
         if plan.resolve is not None:
-            resolved = await workflow.execute_activity(
-                "hub.resolve",
-                plan.resolve,
-                task_queue=hub_queue(plan.prefix),
-                start_to_close_timeout=timedelta(seconds=20),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-                result_type=dict,
-            )
+            try:
+                resolved = await workflow.execute_activity(
+                    "hub.resolve",
+                    plan.resolve,
+                    task_queue=hub_queue(plan.prefix),
+                    start_to_close_timeout=timedelta(seconds=20),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    result_type=dict,
+                )
+            except ActivityError as err:
+                cause = err.cause
+                return [f"resolve: {cause.type if isinstance(cause, ApplicationError) else cause}"]
             ticket = resolved.get("ticket")
         for call in plan.calls:
             arg = call.arg
@@ -223,7 +227,9 @@ async def test_an_attempt_asked_again_about_someone_else_gets_no_permit(
             workflow_type=d.bpf,
             resolve=_minatos_start(found, code(settings, "city-minato", first)),
         )
-    assert became == ["answered", "PermissionError", "answered"], became
+    # Refused first as about another person than the run's (its ticket names the person; the
+    # hub's one record per attempt refuses it too, for a step about someone else).
+    assert became == ["answered", "LinkageRefused", "answered"], became
     kept = await records.query(pool, workflow_id=wid, keeper=records.HUB)
     assert [r.subject_code for r in kept] == [str(first.subject_id)]
 
@@ -414,6 +420,7 @@ async def test_a_run_brokers_only_as_the_hub_resolved_it(
         pin=pin,
         trigger="portal",
         parent=None,
+        mode=settings.mode,
     )
 
     def asked(**kw: Any) -> Call:
@@ -494,7 +501,13 @@ async def test_the_hub_signs_no_continuation_of_a_run_it_never_resolved(
         hub_signing=base64.b64encode(keys.public_raw(hub.public_key())).decode(),
     )
     elsewhere = issue_ticket(
-        hub, workflow_id=wid, run_id=str(uuid.uuid4()), pin=pin, trigger="counter", parent=None
+        hub,
+        workflow_id=wid,
+        run_id=str(uuid.uuid4()),
+        pin=pin,
+        trigger="counter",
+        parent=None,
+        mode=settings.mode,
     )
 
     def resume(ticket: Any) -> Call:
@@ -513,3 +526,88 @@ async def test_the_hub_signs_no_continuation_of_a_run_it_never_resolved(
             workflow_type=d.bpf,
         )
     assert became == ["MalformedStart", "MalformedStart"], became
+
+
+@workflow.defn(name="child-allowance-check", sandboxed=False)
+class CallsAChild:
+    """An executor's own workflow, typed and named as a run of the child allowance check but
+    never resolved, that starts a child of the type and id it chooses (a HubCalls plan: the
+    child resolves itself, as a called flow does)."""
+
+    @workflow.run
+    async def run(self, child_type: str, child_id: str, plan: Plan) -> list[str]:
+        return await workflow.execute_child_workflow(
+            child_type,
+            plan,
+            id=child_id,
+            task_queue=workflow.info().task_queue,
+            result_type=list[str],
+        )
+
+
+async def test_a_flow_the_hub_never_resolved_cannot_call_a_child_into_a_permit(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """city-minato's own workflow, never resolved, starts a child typed and named as a run of
+    the coming-of-age notice (which only the platform's life-event scan starts), and the child
+    resolves itself as called by it, as a counter start serving the notice's own purpose: a
+    child's purpose, trigger and person are its caller's, so only a caller the hub resolved
+    (its ticket, of the run Temporal says started the child) vouches for them. Refused without
+    a ticket, and with the hub's genuine ticket of another run; nothing brokered."""
+    from activities.claims import issue_ticket
+    from renkei.contracts.messages import ParentFlow, Pin
+    from renkei.kernel import keys
+
+    found = await registry.fetch(pool, "coming-of-age-pension-notice")
+    assert found is not None
+    d = found.definition
+    person = pick(settings, lambda h: h.municipality == "city-minato").members[0]
+    subject = code(settings, "city-minato", person)
+    rogue = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.caller"
+    became = []
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        Worker(rogue, task_queue=queue, workflows=[CallsAChild, HubCalls]),
+    ):
+        for given in ("none", "another run's"):
+            parent = workflow_id(
+                "child-allowance-check", "city-minato", f"p-{uuid.uuid4().hex[:8]}"
+            )
+            purpose = ParentFlow(workflow_id=parent, bpf="child-allowance-check", task=d.task)
+            ticket = issue_ticket(
+                keys.load(settings).signer(),
+                workflow_id=parent,
+                run_id=str(uuid.uuid4()),
+                pin=Pin(bpf=d.bpf, version=d.version, content_hash=found.content_hash),
+                trigger="counter",
+                parent=None,
+                subject=subject,
+                mode=settings.mode,
+                purpose=purpose,
+            )
+            resolve = ResolveRequest(
+                bpf=d.bpf,
+                version=d.version,
+                executor="city-minato",
+                subject=subject,
+                inputs={},
+                parent=purpose,
+                called_by=parent,
+                caller_ticket=ticket if given != "none" else None,
+            ).model_dump(mode="json")
+            child = workflow_id(d.bpf, "city-minato", f"c-{uuid.uuid4().hex[:8]}")
+            handle = await rogue.start_workflow(
+                CallsAChild.run,
+                args=[
+                    d.bpf,
+                    child,
+                    Plan(prefix=settings.task_queue_prefix, calls=[], resolve=resolve),
+                ],
+                id=parent,
+                task_queue=queue,
+                result_type=list[str],
+            )
+            became += await handle.result()
+            assert await records.query(pool, workflow_id=child) == []
+    assert became == ["resolve: MalformedStart"] * 2, became

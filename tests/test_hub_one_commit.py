@@ -178,6 +178,8 @@ async def test_a_requester_record_another_hand_wrote_first_refuses_its_linkage_a
                 pin=pin,
                 trigger="counter",
                 parent=None,
+                subject=subject,
+                mode=settings.mode,
             ),
         )
         for s in d.steps

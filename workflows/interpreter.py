@@ -506,6 +506,7 @@ class BpfInterpreter:
                         called_by=caller.workflow_id
                         if (caller := workflow.info().parent)
                         else None,
+                        caller_ticket=start.caller_ticket,
                         broker_first=broker_first,
                         broker_ahead=ahead,
                     ),
@@ -931,6 +932,7 @@ class BpfInterpreter:
                 bpf=self._run.pin.bpf,
                 task=self._run.definition.task,
             ),
+            caller_ticket=self._run.ticket,
         )
         try:
             result: FlowResult = await workflow.execute_child_workflow(

@@ -127,6 +127,11 @@ class StartFlow(BaseModel):
     parent: ParentFlow | None = Field(
         default=None, description="set only by a flow calling this one as its child"
     )
+    caller_ticket: RunTicket | None = Field(
+        default=None,
+        description="set only by a flow calling this one as its child: the hub's ticket of the"
+        " calling run",
+    )
     attestation: str | None = Field(
         default=None,
         description="set only by the platform's scan and notification paths: their signature"
@@ -166,6 +171,13 @@ class RunTicket(BaseModel):
     pin: Pin
     trigger: str
     parent: str | None = Field(default=None, description="the flow it serves: its workflow id")
+    subject: str = Field(default="", description="the run's person: their code at the executor")
+    mode: str = Field(default="operation", description="the mode of the hub that resolved it")
+    purpose: ParentFlow | None = Field(
+        default=None,
+        description="the top-level flow the run serves (itself, for a top-level run): its"
+        " purpose is a child's",
+    )
     signature: str = Field(default="", description="the hub's (renkei.kernel.attest)")
 
 
@@ -181,6 +193,9 @@ class ResolveRequest(BaseModel):
     hold: DisclosureHold | None = None
     called_by: str | None = Field(
         default=None, description="the workflow that started this one, as Temporal reports it"
+    )
+    caller_ticket: RunTicket | None = Field(
+        default=None, description="a child's: the hub's ticket of the run that called it"
     )
     broker_first: bool = Field(
         default=False,

@@ -12,7 +12,7 @@ the public start request.
 - **Refusals.** Every 4xx and 5xx body is ``{"detail": "<reason>"}``; a 422 for a request that
   does not validate lists the issues instead (FastAPI's ``detail: [{loc, msg, type}, …]``).
 - **The public start.** :class:`StartRequest` is :class:`~renkei.contracts.messages.StartFlow`
-  without the fields only renkei sets (``resume``, ``parent``, ``attestation``,
+  without the fields only renkei sets (``resume``, ``parent``, ``caller_ticket``, ``attestation``,
   ``resume_signature``): a request naming one of them is refused (422).
 """
 
@@ -137,7 +137,7 @@ FlowId = Annotated[
 ]
 
 # Set by renkei only: a flow continuing as new, a flow calling a child, the platform's paths.
-INTERNAL = ("resume", "parent", "attestation", "resume_signature", "paths")
+INTERNAL = ("resume", "parent", "caller_ticket", "attestation", "resume_signature", "paths")
 
 
 class StartRequest(BaseModel):
