@@ -336,7 +336,9 @@ class Claims:
             raise refuse("the run was resolved to another version than the request names")
         if ticket.trigger != req.trigger:
             raise refuse(f"the run was started by {ticket.trigger!r}, not {req.trigger!r}")
-        if ticket.parent != (req.parent.workflow_id if req.parent else None):
+        # A child serves exactly the flow (and its purpose) it was resolved to serve: the
+        # records name that purpose, so a request may not name another task of the same flow.
+        if req.parent != (ticket.purpose if ticket.parent is not None else None):
             raise refuse("the run was resolved to serve another flow than the request names")
 
     async def translation(self, from_org: str, to_org: str, who: Caller) -> None:

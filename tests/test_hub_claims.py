@@ -611,3 +611,101 @@ async def test_a_flow_the_hub_never_resolved_cannot_call_a_child_into_a_permit(
             became += await handle.result()
             assert await records.query(pool, workflow_id=child) == []
     assert became == ["resolve: MalformedStart"] * 2, became
+
+
+@workflow.defn(name="one-stop-probe", sandboxed=False)
+class ResolvesThenCalls:
+    """An executor's own workflow, typed and named as a run of the one-stop probe, that the
+    hub lawfully resolves and that then starts its child (a HubCalls plan) with its ticket."""
+
+    @workflow.run
+    async def run(self, resolve: dict[str, Any], child_id: str, plan: Plan) -> list[str]:
+        resolved = await workflow.execute_activity(
+            "hub.resolve",
+            resolve,
+            task_queue=hub_queue(plan.prefix),
+            start_to_close_timeout=timedelta(seconds=20),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            result_type=dict,
+        )
+        assert plan.resolve is not None
+        child = plan.model_copy(
+            update={"resolve": {**plan.resolve, "caller_ticket": resolved["ticket"]}}
+        )
+        return await workflow.execute_child_workflow(
+            "child-allowance-check",
+            child,
+            id=child_id,
+            task_queue=workflow.info().task_queue,
+            result_type=list[str],
+        )
+
+
+async def test_a_child_brokers_only_for_the_purpose_its_caller_serves(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """Where the catalog records a task as encompassing another, a child of that other task
+    could serve a parent of either. city-minato's one-stop probe, lawfully resolved, calls the
+    child allowance check as its definition says, and the child, lawfully resolved with its
+    caller's ticket, asks the broker for its local-tax linkage claiming to serve its caller
+    under the encompassing task (so the records would name a purpose its caller never had):
+    refused. Asked for the purpose it serves, it is answered."""
+    from renkei.contracts.messages import ParentFlow
+
+    from .helpers import register_fixture
+
+    await register_fixture(pool, "one-stop-probe.yaml")
+    parent_bpf = await registry.fetch(pool, "one-stop-probe")
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert parent_bpf is not None and found is not None
+    task = found.definition.task
+    assert parent_bpf.definition.task == task
+    wider = "school-entry-notice"  # recorded here, for this hub only, to encompass the task
+    widened = catalog.model_copy(
+        update={
+            "tasks": {
+                **catalog.tasks,
+                wider: catalog.tasks[wider].model_copy(update={"includes": [task]}),
+            }
+        }
+    )
+    assert widened.serves_purpose(wider, task) and not catalog.serves_purpose(wider, task)
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    subject = code(settings, "city-minato", person)
+    rogue = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.caller"
+    parent = workflow_id("one-stop-probe", "city-minato", f"p-{uuid.uuid4().hex[:8]}")
+    served = ParentFlow(workflow_id=parent, bpf="one-stop-probe", task=task)
+    claimed = served.model_copy(update={"task": wider})
+    resolve_parent = ResolveRequest(
+        bpf="one-stop-probe",
+        version=parent_bpf.definition.version,
+        executor="city-minato",
+        subject=subject,
+        inputs={},
+    ).model_dump(mode="json")
+    resolve_child = _minatos_start(found, subject, parent=served, called_by=parent)
+    calls = [
+        _minatos_tax_query(found, subject, budget_seconds=60, parent=claimed),
+        _minatos_tax_query(found, subject, budget_seconds=60, parent=served),
+    ]
+    child = workflow_id(found.definition.bpf, "city-minato", f"c-{uuid.uuid4().hex[:8]}")
+    async with (
+        workers(client, pool, settings, widened, live_whitelist),
+        Worker(rogue, task_queue=queue, workflows=[ResolvesThenCalls, HubCalls]),
+    ):
+        handle = await rogue.start_workflow(
+            ResolvesThenCalls.run,
+            args=[
+                resolve_parent,
+                child,
+                Plan(prefix=settings.task_queue_prefix, calls=calls, resolve=resolve_child),
+            ],
+            id=parent,
+            task_queue=queue,
+            result_type=list[str],
+        )
+        became = await handle.result()
+    assert became == ["LinkageRefused", "answered"], became
+    seen = await records.query(pool, workflow_id=child)
+    assert seen and all(r.purpose_task == task for r in seen), seen

