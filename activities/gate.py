@@ -528,14 +528,31 @@ class WhitelistGate:
         attempt: Attempt,
         admitted: LinkageRequest,
         run: Callable[[LinkageRequest], Awaitable[object]],
+        deadline: float,
     ) -> object:
         """The partner's code carrying out the act, and its answer kept: shielded from a
         cancellation (a caller gone, a connection cut), so that once begun, the act's answer is
-        kept whatever the caller does, and an ask again gets it."""
+        kept whatever the caller does, and an ask again gets it. Bounded by the attempt's time
+        from when its note was written (``deadline``, on the event loop's clock): an ask again
+        past that time (and the margin) finds the act ended, answered or cut off, never still
+        running, so the refusal it gets is the act's last word."""
 
         async def carried_out() -> object:
+            bound = asyncio.timeout_at(deadline)
             try:
-                answer = await run(admitted)
+                async with bound:
+                    answer = await run(admitted)
+            except TimeoutError:
+                if not bound.expired():  # the partner's code's own: it did not carry it out
+                    await self._end_act(attempt, None)
+                    raise
+                # Cut off mid-act: whether it took effect no one knows, so its note stays and
+                # the act is not carried out again.
+                raise Failure.LINKAGE_REFUSED.error(
+                    f"linkage refused: step {attempt.step}'s act ran past its attempt's time at"
+                    f" {self.org} and was cut off: an act is carried out at most once",
+                    {"provider": self.org},
+                ) from None
             except Exception:
                 await self._end_act(attempt, None)
                 raise
@@ -578,12 +595,13 @@ class WhitelistGate:
         # An act has an effect besides its answer: carried out at most once per attempt, and
         # asked again, answered with what it answered (a contract probe's acts nothing real).
         once = acts and req.permit is not None and not req.permit.permit.probe
+        deadline = asyncio.get_running_loop().time() + attempt.limit.total_seconds()
         kept = await self._begin_act(attempt) if once else None
         answer: object
         if kept is not None:
             answer = kept
         elif once:
-            answer = await self._act_once(attempt, admitted, run)
+            answer = await self._act_once(attempt, admitted, run, deadline)
         else:
             answer = await run(admitted)
         if req.permit is None or not isinstance(answer, dict):  # the migration switch's path

@@ -598,7 +598,14 @@ class ActAgain:
 
     @workflow.run
     async def run(
-        self, hub: str, partner: str, req: BrokerRequest, send: dict[str, Any], times: int
+        self,
+        hub: str,
+        partner: str,
+        req: BrokerRequest,
+        send: dict[str, Any],
+        times: int,
+        seconds: float = 10,
+        pause: float = 0,
     ) -> list[str]:
         await workflow.wait_condition(lambda: self._proof is not None)
         req = await as_resolved(hub, req, INPUTS)
@@ -621,14 +628,16 @@ class ActAgain:
             send=send,
         )
         out = []
-        for _ in range(times):
+        for n in range(times):
+            if n and pause:
+                await workflow.sleep(pause)
             try:
                 got = await workflow.execute_activity(
                     "act.electricity-move-notice",
                     linkage,
                     task_queue=partner,
                     activity_id=req.step,  # the same attempt each time
-                    start_to_close_timeout=timedelta(seconds=10),
+                    start_to_close_timeout=timedelta(seconds=seconds),
                     retry_policy=RetryPolicy(maximum_attempts=1),
                     result_type=dict,
                 )
@@ -648,9 +657,11 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     answer, and no second notice goes out). The partner's code failing (it did not carry the
     act out) leaves the attempt to be asked again. An act begun before whose end the partner
     does not know (its worker was killed mid-act) is not carried out again: refused; one that
-    may still be under way is asked again later. An answer the platform's database role plants
-    for the attempt (sealed to the partner's public key, as anyone can) is not served as the
-    partner's: refused, and nothing carried out."""
+    may still be under way is asked again later. An act that outlives its attempt's time is
+    cut off at it, so that asked again past that time it is refused, and never completes after
+    that refusal. An answer the platform's database role plants for the attempt (sealed to the
+    partner's public key, as anyone can) is not served as the partner's: refused, and nothing
+    carried out."""
     from activities.attempts import attempt_key
     from renkei.kernel.sealing import seal
 
@@ -660,10 +671,17 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     assert found is not None
     carried_out: list[str] = []
     failing = [True]
+    slow: dict[str, Any] = {"now": False, "release": asyncio.Event(), "cut off": False}
 
     async def notice(req: LinkageRequest) -> ActionReceipt:
         if failing.pop() if failing else False:
             raise RuntimeError("the partner's system is down: nothing was carried out")
+        if slow["now"]:  # a partner's system that answers only once the test lets it
+            try:
+                await slow["release"].wait()
+            except asyncio.CancelledError:
+                slow["cut off"] = True
+                raise
         carried_out.append(req.step)
         return ActionReceipt(done=True, reference=f"SD-{len(carried_out)}")
 
@@ -685,7 +703,16 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
         ),
         Worker(minato, task_queue=queue, workflows=[ActAgain]),
     ):
-        for case, times in (("again", 4), ("cut off", 1), ("under way", 1), ("planted", 1)):
+        for case, times in (
+            ("again", 4),
+            ("cut off", 1),
+            ("under way", 1),
+            ("planted", 1),
+            ("outlives", 2),
+        ):
+            slow["now"] = case == "outlives"
+            # outliving: a 2 s attempt asked again 2 s after it timed out (past its margin)
+            seconds, pause = (2.0, 2.5) if case == "outlives" else (10.0, 0.0)
             wid = workflow_id(BPF, "city-minato", f"again-{uuid.uuid4().hex[:8]}")
             req = BrokerRequest(
                 trigger="portal",
@@ -710,6 +737,8 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
                     req,
                     sent,
                     times,
+                    seconds,
+                    pause,
                 ],
                 id=wid,
                 task_queue=queue,
@@ -748,6 +777,9 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
                 ActAgain.proof, ConsentProof(step="consent", payload=CONSENT, attestation=word)
             )
             outcomes[case] = await handle.result()
+            if case == "outlives":  # the partner's system would answer now: too late
+                slow["release"].set()
+                await asyncio.sleep(0.5)
     first, *again = outcomes["again"]
     assert "down" in first, first
     assert again == ["answered SD-1"] * 3, again
@@ -757,4 +789,7 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     assert later.startswith("ProviderError") and "under way" in later, later
     [planted] = outcomes["planted"]
     assert planted.startswith("LinkageRefused") and "not its own" in planted, planted
+    _, asked_later = outcomes["outlives"]
+    assert asked_later.startswith("LinkageRefused") and "at most once" in asked_later, outcomes
+    assert slow["cut off"]  # its code was stopped at the attempt's time, not left to finish
     assert len(carried_out) == 1  # the one notice, for the first case
