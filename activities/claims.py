@@ -14,7 +14,7 @@ about *who* asks, or *for what*, on the request's word:
   :func:`renkei.bpf.ahead.lead`), however long a request asks;
 - a disclosure hold counts only if a platform operator approved it for that case;
 - the run is one the hub resolved (or whose continuation it took up): a linkage request carries
-  the hub's ticket for that very run (:class:`~renkei.contracts.messages.RunTicket`), and is
+  the hub's ticket for that very run (:class:`~renkei.contracts.messages.SignedTicket`), and is
   asked under the version, trigger and parent the run was resolved with; a workflow that never
   went through ``hub.resolve`` (the owner check, the version stop, today's conformance, a life
   event's attestation) gets no permit;
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import ValidationError
 from temporalio import activity
 
 from activities.approved import ApprovalCheck
@@ -45,7 +46,15 @@ from renkei.bpf import registry
 from renkei.bpf.ahead import lead
 from renkei.bpf.models import ActStep, BpfDefinition, QueryStep, walk
 from renkei.contracts.failures import Failure
-from renkei.contracts.messages import BrokerRequest, ParentFlow, Pin, RunTicket, ahead_budget
+from renkei.contracts.messages import (
+    BrokerRequest,
+    ParentFlow,
+    Pin,
+    RunTicket,
+    SignedTicket,
+    Ticket,
+    ahead_budget,
+)
 from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, budget_seconds
 from renkei.kernel import attest, holds, records
@@ -106,9 +115,15 @@ async def check_parent(claimed: str, who: Caller) -> None:
 
 
 def _ticket_message(ticket: RunTicket) -> bytes:
+    """The first form's message: the fields as the model dumps them (a field added to the model
+    later changes it, hence the second form)."""
     return attest.fields_message(
         "run-ticket/v1", ticket.model_dump(mode="json", exclude={"signature"})
     )
+
+
+def _signed_text(text: str) -> bytes:
+    return f"renkei/run-ticket/v2|{text}".encode()
 
 
 def issue_ticket(
@@ -122,9 +137,10 @@ def issue_ticket(
     subject: str = "",
     mode: str = "operation",
     purpose: ParentFlow | None = None,
-) -> RunTicket:
-    """The hub's ticket for a run it resolved, or whose continuation it took up."""
-    ticket = RunTicket(
+) -> SignedTicket:
+    """The hub's ticket for a run it resolved, or whose continuation it took up: the exact
+    text of its fields, signed."""
+    text = RunTicket(
         workflow_id=workflow_id,
         run_id=run_id,
         pin=pin,
@@ -133,12 +149,21 @@ def issue_ticket(
         subject=subject,
         mode=mode,
         purpose=purpose,
-    )
-    return ticket.model_copy(update={"signature": attest.sign(key, _ticket_message(ticket))})
+    ).model_dump_json(exclude={"signature"})
+    return SignedTicket(text=text, signature=attest.sign(key, _signed_text(text)))
 
 
-def is_hubs_ticket(hub: Ed25519PublicKey, ticket: RunTicket) -> bool:
-    return attest.holds(hub, ticket.signature, _ticket_message(ticket))
+def hubs_ticket(hub: Ed25519PublicKey, ticket: Ticket) -> RunTicket | None:
+    """The ticket's fields, if the hub signed them (``None``: it did not): read from the very
+    text it signed, or, for a ticket of the first form, as the fields it carries."""
+    if isinstance(ticket, RunTicket):
+        return ticket if attest.holds(hub, ticket.signature, _ticket_message(ticket)) else None
+    if not attest.holds(hub, ticket.signature, _signed_text(ticket.text)):
+        return None
+    try:
+        return RunTicket.model_validate_json(ticket.text)
+    except ValidationError:
+        return None
 
 
 # The first run of a workflow (id, run id) → when that first run started, as Temporal said.
@@ -204,7 +229,8 @@ class Claims:
         self._hub = hub
         self._unticketed_before = unticketed_before
         self._mode = mode  # a ticket counts only from a hub of this mode (not the kit's)
-        self._tickets: OrderedDict[str, None] = OrderedDict()  # tickets verified
+        # tickets verified: (text, signature) → their fields
+        self._tickets: OrderedDict[tuple[str, str], RunTicket] = OrderedDict()
         self._pool = pool
         self._catalog = catalog
         self._approvals = approvals
@@ -241,7 +267,7 @@ class Claims:
             )
         if req.bpf != who.workflow_type:
             raise refuse(f"a flow of {who.workflow_type} asks for {req.bpf}'s linkage")
-        await self.resolved(req, who)
+        ticket = await self.resolved(req, who)
         d = await self.definition(req.bpf, req.bpf_version, req.content_hash, who.executor)
         if req.task != d.task:
             raise refuse(f"{d.bpf} v{d.version} serves {d.task}, not {req.task}")
@@ -266,7 +292,7 @@ class Claims:
             }
             named = step.query.provider
         about = step.query.about if isinstance(step, QueryStep) else None
-        if req.ticket is not None and about is None and req.subject != req.ticket.subject:
+        if ticket is not None and about is None and req.subject != ticket.subject:
             raise refuse(f"step {req.step} of {d.bpf} is about the run's own person")
         if req.info not in asked:
             raise refuse(
@@ -309,27 +335,34 @@ class Claims:
             sub_task=sub_task, budget_seconds=min(req.budget_seconds, longest), held=held
         )
 
-    async def resolved(self, req: BrokerRequest, who: Caller) -> None:
+    async def resolved(self, req: BrokerRequest, who: Caller) -> RunTicket | None:
         """Refuse a linkage request unless the hub resolved the calling run as the request
         says: its ticket is the hub's, for this very run, of the version, trigger and parent
-        the request names."""
+        the request names. Answer the ticket's fields (``None``: a run from before tickets)."""
         refuse = Failure.LINKAGE_REFUSED.error
-        ticket = req.ticket
-        if ticket is None:
+        if req.ticket is None:
             if self._unticketed_before is not None and (
                 await chain_started(who.workflow_id, who.run_id) < self._unticketed_before
             ):
-                return  # a run from before tickets, still in flight
+                return None  # a run from before tickets, still in flight
             raise refuse("the hub brokers only for a run it resolved (the request has no ticket)")
-        if (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id):
-            raise refuse("the request carries another run's ticket")
-        seen = ticket.model_dump_json()  # the whole ticket, its signature with what it signs
-        if seen not in self._tickets:
-            if self._hub is None or not is_hubs_ticket(self._hub, ticket):
+        # The whole ticket is the key, its signature with what it signs: a signature is the
+        # hub's only over its own text.
+        seen = (
+            (req.ticket.text, req.ticket.signature)
+            if isinstance(req.ticket, SignedTicket)
+            else (req.ticket.model_dump_json(), "")
+        )
+        ticket = self._tickets.get(seen)
+        if ticket is None:
+            ticket = hubs_ticket(self._hub, req.ticket) if self._hub is not None else None
+            if ticket is None:
                 raise refuse("the run's ticket is not the hub's")
-            self._tickets[seen] = None
+            self._tickets[seen] = ticket
             while len(self._tickets) > PARENTS_REMEMBERED:
                 self._tickets.popitem(last=False)
+        if (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id):
+            raise refuse("the request carries another run's ticket")
         if ticket.mode != self._mode:
             raise refuse(f"the run was resolved by a hub in {ticket.mode} mode")
         if ticket.pin != Pin(bpf=req.bpf, version=req.bpf_version, content_hash=req.content_hash):
@@ -340,6 +373,7 @@ class Claims:
         # records name that purpose, so a request may not name another task of the same flow.
         if req.parent != (ticket.purpose if ticket.parent is not None else None):
             raise refuse("the run was resolved to serve another flow than the request names")
+        return ticket
 
     async def translation(self, from_org: str, to_org: str, who: Caller) -> None:
         """A flow gets codes translated into its own executor's space only, and only from a

@@ -31,7 +31,7 @@ from activities.claims import (
     caller,
     chain_started,
     check_parent,
-    is_hubs_ticket,
+    hubs_ticket,
     issue_ticket,
     parent_of,
 )
@@ -58,9 +58,9 @@ from renkei.contracts.messages import (
     ResolveRequest,
     Resume,
     ResumeProof,
-    RunTicket,
     ScanRequest,
     ScanTarget,
+    SignedTicket,
     TranslateRequest,
     linkage_asked,
     personal_in_case_ref,
@@ -379,9 +379,8 @@ class HubActivities:
         assert req.parent is not None
         info = activity.info()
         started_by = await parent_of(info.workflow_id or "", info.workflow_run_id or "")
-        t = req.caller_ticket
         refuse = Failure.MALFORMED_START.error
-        if t is None:
+        if req.caller_ticket is None:
             if (
                 self._unticketed_before is not None
                 and started_by is not None
@@ -389,11 +388,8 @@ class HubActivities:
             ):
                 return
             raise refuse("a flow that calls another is one the hub resolved (no caller ticket)")
-        if (
-            not is_hubs_ticket(self._hub_public, t)
-            or t.mode != self._mode
-            or started_by != (t.workflow_id, t.run_id)
-        ):
+        t = hubs_ticket(self._hub_public, req.caller_ticket)
+        if t is None or t.mode != self._mode or started_by != (t.workflow_id, t.run_id):
             raise refuse("the caller's ticket is not the hub's for the run that started this one")
         if req.parent != t.purpose or req.trigger != t.trigger or req.subject != t.subject:
             raise refuse("a child serves its caller's flow, under its trigger, about its person")
@@ -960,8 +956,7 @@ class HubActivities:
             raise Failure.MALFORMED_START.error(
                 "the state to carry on is not the run the hub resolved for this flow"
             )
-        ticket = run.ticket
-        if ticket is None:
+        if run.ticket is None:
             # Only a run of a chain the hub resolved before it issued tickets goes on without.
             if self._unticketed_before is None or (
                 await chain_started(who.workflow_id, who.run_id) >= self._unticketed_before
@@ -970,9 +965,9 @@ class HubActivities:
                     "the state to carry on is not of a run the hub resolved (no ticket)"
                 )
         elif (
-            (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id)
+            (ticket := hubs_ticket(self._hub_public, run.ticket)) is None
+            or (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id)
             or ticket.pin != run.pin
-            or not is_hubs_ticket(self._hub_public, ticket)
         ):
             raise Failure.MALFORMED_START.error(
                 "the state to carry on is not of the run the hub resolved (another ticket)"
@@ -982,7 +977,7 @@ class HubActivities:
         )
 
     @activity.defn(name="hub.check-resume")
-    async def check_resume(self, proof: ResumeProof) -> RunTicket | None:
+    async def check_resume(self, proof: ResumeProof) -> SignedTicket | None:
         """Refuse a continuation whose state the hub did not sign for this workflow: a forged
         ``resume`` would skip the hub's checks, the steps already passed and their answers.
         Answer the continuing run's ticket: the run it continues was resolved so (none: a run
@@ -998,9 +993,13 @@ class HubActivities:
                 "the state this flow continues from is not the hub's (a forged resume)"
             )
         await self._note_kit_run()
-        before = proof.resume.run.ticket
-        if before is None:
+        if proof.resume.run.ticket is None:
             return None
+        before = hubs_ticket(self._hub_public, proof.resume.run.ticket)
+        if before is None:  # signed in the state, so the hub's: unless the hub's key changed
+            raise Failure.MALFORMED_START.error(
+                "the ticket in the state this flow continues from is not the hub's"
+            )
         return issue_ticket(  # the hub signed the state with it: its own, of this workflow
             self._issuer.key,
             workflow_id=info.workflow_id or "",

@@ -10,6 +10,7 @@ a reminder in another executor's outbox. Each is refused, or taken from Temporal
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -85,7 +86,8 @@ class HubCalls:
                 if not own:
                     arg = {**arg, "ticket": ticket}
                 elif "rewrite" in own:  # the run's genuine ticket, with fields rewritten
-                    arg = {**arg, "ticket": {**ticket, **own["rewrite"]}}
+                    text = json.dumps({**json.loads(ticket["text"]), **own["rewrite"]})
+                    arg = {**arg, "ticket": {**ticket, "text": text}}
             try:
                 await workflow.execute_activity(
                     call.activity,

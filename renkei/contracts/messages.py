@@ -127,7 +127,7 @@ class StartFlow(BaseModel):
     parent: ParentFlow | None = Field(
         default=None, description="set only by a flow calling this one as its child"
     )
-    caller_ticket: RunTicket | None = Field(
+    caller_ticket: Ticket | None = Field(
         default=None,
         description="set only by a flow calling this one as its child: the hub's ticket of the"
         " calling run",
@@ -181,6 +181,24 @@ class RunTicket(BaseModel):
     signature: str = Field(default="", description="the hub's (renkei.kernel.attest)")
 
 
+class SignedTicket(BaseModel):
+    """A :class:`RunTicket` as the hub issues it now: the exact text it signed (the ticket's
+    fields, as JSON) beside its signature. Opaque to the flow, which only carries it; the hub
+    verifies the text as it was signed and reads the fields from it. A release that adds a
+    field to the ticket, or a worker of another release that does not know one, changes no
+    byte of it, so a run waiting for months across upgrades keeps its ticket. (The first
+    tickets were signed over the fields as the model dumps them, which a field added later
+    changes: a ``RunTicket`` carried as such is still read, for the runs that hold one.)"""
+
+    form: Literal["run-ticket/v2"] = "run-ticket/v2"
+    text: str = Field(description="the ticket's fields (a RunTicket's, without signature), JSON")
+    signature: str = Field(description="the hub's, over the text (renkei.kernel.attest)")
+
+
+# A run's ticket as it travels: the signed text (issued now), or the first form's fields.
+Ticket = SignedTicket | RunTicket
+
+
 class ResolveRequest(BaseModel):
     bpf: str
     version: int | None
@@ -194,7 +212,7 @@ class ResolveRequest(BaseModel):
     called_by: str | None = Field(
         default=None, description="the workflow that started this one, as Temporal reports it"
     )
-    caller_ticket: RunTicket | None = Field(
+    caller_ticket: Ticket | None = Field(
         default=None, description="a child's: the hub's ticket of the run that called it"
     )
     broker_first: bool = Field(
@@ -272,7 +290,7 @@ class ResolvedRun(BaseModel):
         " each provider's endpoint (a local activity, ``activities.direct``) instead of"
         " scheduling the linkage on the provider's queue; a hub from before says nothing",
     )
-    ticket: RunTicket | None = Field(
+    ticket: Ticket | None = Field(
         default=None,
         description="the hub's ticket for this run: every broker request carries it (a hub"
         " from before issues none)",
@@ -417,7 +435,7 @@ class BrokerRequest(LinkageRequest):
     consent: ConsentProof | None = Field(
         default=None, description="an act: the citizen's attested consent to it"
     )
-    ticket: RunTicket | None = Field(
+    ticket: Ticket | None = Field(
         default=None, description="the hub's ticket for the calling run (``ResolvedRun.ticket``)"
     )
 
@@ -460,7 +478,7 @@ def linkage_asked(
     run_id: str,
     hold: DisclosureHold | None,
     parent: ParentFlow | None,
-    ticket: RunTicket | None,
+    ticket: Ticket | None,
     after: Sequence[QueryStep] = (),
 ) -> BrokerRequest:
     """What a flow asks the hub for its query ``step`` (the flow at the step, or the hub for

@@ -1,0 +1,84 @@
+"""A run's ticket holds only as the hub signed it, and keeps holding across releases."""
+
+from __future__ import annotations
+
+import json
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import TypeAdapter
+
+from activities.claims import _signed_text, _ticket_message, hubs_ticket, issue_ticket
+from renkei.contracts.messages import ParentFlow, Pin, RunTicket, SignedTicket, Ticket
+from renkei.kernel import attest
+
+HUB = Ed25519PrivateKey.generate()
+PUBLIC = HUB.public_key()
+PIN = Pin(bpf="child-allowance-check", version=1, content_hash="a" * 64)
+PURPOSE = ParentFlow(workflow_id="p/city-minato/c", bpf="p", task="child-allowance")
+CARRIED = TypeAdapter(Ticket)
+
+
+def _issued() -> SignedTicket:
+    return issue_ticket(
+        HUB,
+        workflow_id="child-allowance-check/city-minato/c",
+        run_id="run-1",
+        pin=PIN,
+        trigger="counter",
+        parent=PURPOSE.workflow_id,
+        subject="code-1",
+        mode="operation",
+        purpose=PURPOSE,
+    )
+
+
+def test_a_ticket_reads_as_the_hub_issued_it_and_not_otherwise() -> None:
+    ticket = _issued()
+    fields = hubs_ticket(PUBLIC, ticket)
+    assert fields is not None
+    assert (fields.run_id, fields.pin, fields.subject, fields.purpose) == (
+        "run-1",
+        PIN,
+        "code-1",
+        PURPOSE,
+    )
+    rewritten = ticket.model_copy(
+        update={"text": json.dumps({**json.loads(ticket.text), "trigger": "portal"})}
+    )
+    assert hubs_ticket(PUBLIC, rewritten) is None
+    forged = issue_ticket(
+        Ed25519PrivateKey.generate(),
+        workflow_id="w",
+        run_id="r",
+        pin=PIN,
+        trigger="counter",
+        parent=None,
+    )
+    assert hubs_ticket(PUBLIC, forged) is None
+    # the hub's signature over a text that is no ticket reads as none
+    junk = SignedTicket(text="{}", signature=attest.sign(HUB, _signed_text("{}")))
+    assert hubs_ticket(PUBLIC, junk) is None
+
+
+def test_a_ticket_keeps_holding_across_releases_and_workers_of_another() -> None:
+    """The flow carries the text, not the fields: a worker of a release that knows fewer or
+    more of the ticket's fields passes it on byte for byte, and a ticket signed by a release
+    with a field this one does not know (or without one this one added) still reads."""
+    ticket = _issued()
+    carried = CARRIED.validate_json(CARRIED.dump_json(ticket))  # through a flow's history
+    assert carried == ticket and hubs_ticket(PUBLIC, carried) is not None
+    later = json.dumps({**json.loads(ticket.text), "lane": "a field of a later release"})
+    earlier = json.dumps({k: v for k, v in json.loads(ticket.text).items() if k != "purpose"})
+    for text in (later, earlier):
+        signed = SignedTicket(text=text, signature=attest.sign(HUB, _signed_text(text)))
+        fields = hubs_ticket(PUBLIC, CARRIED.validate_python(signed.model_dump()))
+        assert fields is not None and fields.subject == "code-1"
+
+
+def test_a_ticket_of_the_first_form_still_reads_as_signed() -> None:
+    """Runs in flight hold tickets of the first form (the fields, signed as dumped)."""
+    first = RunTicket(workflow_id="w", run_id="r", pin=PIN, trigger="counter", subject="code-1")
+    first = first.model_copy(update={"signature": attest.sign(HUB, _ticket_message(first))})
+    carried = CARRIED.validate_python(first.model_dump(mode="json"))
+    assert isinstance(carried, RunTicket) and hubs_ticket(PUBLIC, carried) == first
+    assert hubs_ticket(PUBLIC, first.model_copy(update={"subject": "code-2"})) is None
