@@ -98,6 +98,15 @@ async def parent_of(workflow_id: str, run_id: str) -> tuple[str, str] | None:
     return found
 
 
+async def continues(workflow_id: str, run_id: str) -> str:
+    """The run this run continues, as Temporal says (its first event): empty for a run that
+    continues none (one started afresh, even under the workflow id of a run that ended)."""
+    handle = activity.client().get_workflow_handle(workflow_id, run_id=run_id)
+    async for event in handle.fetch_history_events(page_size=1):
+        return event.workflow_execution_started_event_attributes.continued_execution_run_id
+    return ""
+
+
 async def check_parent(claimed: str, who: Caller) -> None:
     """Refuse a run that claims as the flow it serves one Temporal does not say started it,
     or started its caller, and so on up (a flow a call calls serves the top-level flow)."""

@@ -31,6 +31,7 @@ from activities.claims import (
     caller,
     chain_started,
     check_parent,
+    continues,
     hubs_ticket,
     issue_ticket,
     parent_of,
@@ -999,6 +1000,15 @@ class HubActivities:
         if before is None:  # signed in the state, so the hub's: unless the hub's key changed
             raise Failure.MALFORMED_START.error(
                 "the ticket in the state this flow continues from is not the hub's"
+            )
+        # The state is the one run's the hub signed it for, and is taken up once, by the run
+        # Temporal continued from it: not by a run started afresh with a state captured before
+        # (under the workflow id of a run that ended, say), which would run as the hub
+        # resolved that run then, skipping a version stop since.
+        if await continues(info.workflow_id or "", info.workflow_run_id or "") != before.run_id:
+            raise Failure.MALFORMED_START.error(
+                "the state this flow continues from is another run's, not the run Temporal"
+                " continued it from"
             )
         return issue_ticket(  # the hub signed the state with it: its own, of this workflow
             self._issuer.key,

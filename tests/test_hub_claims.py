@@ -711,3 +711,79 @@ async def test_a_child_brokers_only_for_the_purpose_its_caller_serves(
     assert became == ["LinkageRefused", "answered"], became
     seen = await records.query(pool, workflow_id=child)
     assert seen and all(r.purpose_task == task for r in seen), seen
+
+
+@workflow.defn(name="child-allowance-check", sandboxed=False)
+class Continues:
+    """An executor's own workflow, typed and named as a run of the child allowance check:
+    ``capture``: it resolves itself lawfully and has the hub sign its state, as a flow about to
+    continue does, and returns the signed state; ``continue``: the same, then continues as new
+    into ``take`` with it; ``take``: it hands the hub a signed state to take up."""
+
+    @workflow.run
+    async def run(self, mode: str, prefix: str, given: dict[str, Any]) -> Any:
+        from renkei.contracts.messages import ResolvedRun, Resume, ResumeProof
+
+        def hub(name: str, arg: Any, result_type: Any) -> Any:
+            return workflow.execute_activity(
+                name,
+                arg,
+                task_queue=hub_queue(prefix),
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=result_type,
+            )
+
+        if mode == "take":
+            try:
+                await hub("hub.check-resume", given, dict | None)
+            except ActivityError as err:
+                cause = err.cause
+                return cause.type if isinstance(cause, ApplicationError) else str(cause)
+            return "taken up"
+        resolved = ResolvedRun.model_validate(await hub("hub.resolve", given, dict))
+        state = Resume(run=resolved, next_step=1, outputs={}, linkages=[])
+        signature = await hub("hub.sign-resume", state, str)
+        proof = ResumeProof(resume=state, signature=signature).model_dump(mode="json")
+        if mode == "continue":
+            workflow.continue_as_new(args=["take", prefix, proof])
+        return proof
+
+
+async def test_a_signed_state_is_taken_up_only_by_the_run_continued_from_it(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """The hub signs a run's state as it continues, and the continuation gets its ticket from
+    it. city-minato's own run, lawfully resolved, has its state signed and ends; city-minato
+    then starts a new run under the same workflow id and hands the hub that state, as if it
+    continued from it (so it would run as the hub resolved the first then, skipping a version
+    stop since). Refused; the same state taken up by the run Temporal continued from it is
+    taken up."""
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert found is not None
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    resolve = _minatos_start(found, code(settings, "city-minato", person))
+    rogue = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.continues"
+    prefix = settings.task_queue_prefix
+    became = []
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        Worker(rogue, task_queue=queue, workflows=[Continues]),
+    ):
+        wid = workflow_id(found.definition.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
+        captured = await rogue.execute_workflow(
+            Continues.run, args=["capture", prefix, resolve], id=wid, task_queue=queue
+        )
+        became.append(
+            await rogue.execute_workflow(
+                Continues.run, args=["take", prefix, captured], id=wid, task_queue=queue
+            )
+        )
+        wid = workflow_id(found.definition.bpf, "city-minato", f"b-{uuid.uuid4().hex[:8]}")
+        became.append(
+            await rogue.execute_workflow(
+                Continues.run, args=["continue", prefix, resolve], id=wid, task_queue=queue
+            )
+        )
+    assert became == ["MalformedStart", "taken up"], became
