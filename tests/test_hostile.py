@@ -2383,3 +2383,56 @@ async def test_an_individual_number_remapped_in_the_database_enrols_no_one(
         await swap(conn, s_other, s_one)
         await conn.execute("ALTER TABLE hub.individuals ENABLE TRIGGER fixed")
     assert await hub.enroll_number(one, "city-minato") == code
+
+
+async def test_a_citizen_answers_a_flow_its_executor_started_itself(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A counter start written by the executor's own client is sealed for the executor alone,
+    so the hub's web process, holding only the hub's keys as deployed, cannot open it, nor the
+    flow's acknowledgement or refusal of an answer. The citizen still answers the flow from
+    their portal: the hub knows the flow's person from its own ticket for the run, and says
+    why an answer does not fit from the definition it resolved the run to. Someone else's
+    portal code still finds no such flow."""
+    import httpx
+
+    from renkei.app.client import RenkeiClient
+    from renkei.app.web import serving
+    from renkei.kernel.pseudonyms import PORTAL, derive_code
+    from workers.plugin import party_client
+
+    await register_fixture(pool, "counter-consent-probe.yaml")
+    slow = settings.model_copy(update={"test_time_scale": 1e-4})
+    minato = RenkeiClient(party_client(client, slow, ["city-minato"]), slow)
+    hub_only = party_client(client, slow, [records.HUB])
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    other = pick(settings, lambda o: o.members[0].subject_id != person.subject_id).members[0]
+    said = {"step": "consent", "payload": {"agree": True}}
+    async with (
+        workers(client, pool, slow, catalog, live_whitelist),
+        serving(slow, pool, hub_only) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        handle = await minato.start(
+            start("counter-consent-probe", "city-minato", code(settings, "city-minato", person))
+        )
+        await _until_waiting(minato, handle.id)
+        # The flow's own refusals are written for its executor alone: the portal says why an
+        # answer does not fit the step, from the definition the hub resolved the run to.
+        wrong = {"step": "consent", "payload": {"agree": "yes"}}
+        elsewhere = {"step": "tax", "payload": {}}
+        for who, answer, expected, why in (
+            (other, said, 404, "no such flow about you"),
+            (person, wrong, 422, "agree: must be of type boolean"),
+            (person, elsewhere, 422, "awaits no answer of yours"),
+            (person, said, 200, ""),
+        ):
+            portal_code = derive_code(keys.load(settings).hub_key, PORTAL, who.subject_id)
+            answered = await http.post(
+                f"/api/citizen/flows/{handle.id}/respond",
+                json=answer,
+                headers={"Authorization": f"Bearer {portal_code}"},
+            )
+            assert answered.status_code == expected, answered.text
+            assert why in answered.text, answered.text
+        assert (await handle.result()).outcome == "completed"

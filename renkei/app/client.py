@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 from temporalio.client import (
@@ -35,6 +35,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import (
+    RawValue,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -52,8 +53,10 @@ from renkei.contracts.messages import (
     Acknowledged,
     FlowResult,
     LinkageOutcome,
+    ResolvedRun,
     Response,
     StartFlow,
+    Ticket,
     Waiting,
     check_case_ref,
 )
@@ -117,6 +120,10 @@ def _known(wid: str) -> Iterator[None]:
 
 
 START_ATTEMPTS = 5
+# What the SDK reads of a failure whose message is sealed for another party than this process.
+SEALED_FAILURE = "Encoded failure"
+# hub.check-resume's answer: the continuing run's ticket (none: a run from before tickets).
+_TICKET: Any = Ticket | None
 # The longest one call to Temporal may take before it is given up (DEADLINE_EXCEEDED): a server
 # out of reach answers an API request with 503 (renkei.app.web) in bounded time, not never.
 RPC_TIMEOUT = dt.timedelta(seconds=10)
@@ -308,19 +315,29 @@ class RenkeiClient:
         """
         try:
             with _known(wid):
-                handle = (await self._client_for(wid)).get_workflow_handle(wid)
-                ack: Acknowledged = await handle.execute_update(
+                writer = await self._client_for(wid)
+                raw: RawValue = await writer.get_workflow_handle(wid).execute_update(
                     "renkei.respond",
                     Response(step=step, payload=payload, by=by, attestation=attestation),
-                    result_type=Acknowledged,
+                    result_type=RawValue,
                     rpc_timeout=RPC_TIMEOUT,
                 )
         except WorkflowUpdateFailedError as err:
             cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.message == SEALED_FAILURE:
+                # Its reason is written for the executor alone; its kind is not sealed.
+                raise ResponseRefused(f"the flow did not take the answer ({cause.type})") from None
             raise ResponseRefused(
                 cause.message if isinstance(cause, ApplicationError) else str(err)
             ) from None
-        return ack
+        try:
+            [ack] = await writer.data_converter.decode([raw.payload], [Acknowledged])
+        except (KeyError, RuntimeError):
+            # The flow took the answer, and wrote its acknowledgement for its executor alone
+            # (a process holding the platform's keys only, answering for a citizen, cannot
+            # open it): the update completing is the acknowledgement.
+            return Acknowledged(step=step, at=dt.datetime.now(dt.UTC))
+        return cast(Acknowledged, ack)
 
     async def _client_for(self, wid: str) -> Client:
         """The client that writes to ``wid`` as its worker reads: a run started before
@@ -347,6 +364,35 @@ class RenkeiClient:
                     raise TypeError(f"{wid} was not started with a StartFlow")
                 return found
         raise ValueError(f"{wid} has no history")
+
+    async def resolved_ticket(self, wid: str) -> Ticket | None:
+        """The hub's ticket for the flow's current run, as the hub answered it in the run's
+        history (``hub.resolve``, or ``hub.check-resume`` for a continuation), on the pair of the
+        executor and the hub: what the hub's own process reads of a flow whose start the
+        executor wrote for itself alone. ``None``: no answer of the hub's holds one (a run from
+        before tickets, or one the hub has not resolved yet)."""
+        handle = self.client.get_workflow_handle(wid)
+        asked: dict[int, str] = {}
+        with _known(wid):
+            async for event in handle.fetch_history_events(rpc_timeout=RPC_TIMEOUT):
+                if event.HasField("activity_task_scheduled_event_attributes"):
+                    name = event.activity_task_scheduled_event_attributes.activity_type.name
+                    if name in ("hub.resolve", "hub.check-resume"):
+                        asked[event.event_id] = name
+                    continue
+                if not event.HasField("activity_task_completed_event_attributes"):
+                    continue
+                done = event.activity_task_completed_event_attributes
+                kind = asked.get(done.scheduled_event_id)
+                if kind is None:
+                    continue
+                payloads = done.result.payloads
+                if kind == "hub.resolve":
+                    [run] = await self.client.data_converter.decode(payloads, [ResolvedRun])
+                    return run.ticket if isinstance(run, ResolvedRun) else None
+                [found] = await self.client.data_converter.decode(payloads, [_TICKET])
+                return cast(Ticket | None, found)
+        return None
 
     async def waiting(self, wid: str) -> list[Waiting]:
         """What the flow waits for now (empty if nothing)."""

@@ -24,6 +24,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
+from activities.claims import hubs_ticket
 from renkei.app.citizen import (
     RECORDS,
     CitizenRecord,
@@ -43,7 +44,10 @@ from renkei.app.web.contract import (
     refusals,
 )
 from renkei.app.web.i18n import LANGS, text
-from renkei.contracts.messages import Acknowledged
+from renkei.bpf import registry
+from renkei.bpf.inputs import InputError, validate_values
+from renkei.bpf.models import WaitStep, walk
+from renkei.contracts.messages import Acknowledged, Pin
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import get_settings
@@ -151,6 +155,57 @@ def router(
         subject = sessions.subject(session)
         return subject if subject is not None else await bearer_subject(credentials)
 
+    async def whose(wid: str) -> tuple[str, str, bool, Pin | None]:
+        """The flow's executor, its person (their code at the executor), whether a hold keeps
+        the case from them, and the version its run was resolved to (``None``: a run from before
+        tickets). A case held from the person's view is not theirs to find: answering it would
+        tell them what its hold withholds (which case, at which agency, under which procedure),
+        so it answers as a flow that does not exist."""
+        assert sdk is not None and portal_key is not None
+        now = dt.datetime.now(dt.UTC)
+        found = await sdk.resolved_ticket(wid)
+        ticket = hubs_ticket(portal_key.public_key(), found) if found is not None else None
+        if ticket is not None and ticket.workflow_id != wid:
+            ticket = None
+        pin = ticket.pin if ticket is not None else None
+        try:
+            started = await sdk.started_with(wid)
+        except (KeyError, RuntimeError):
+            # A start this process cannot open: one the executor wrote for itself alone (a
+            # counter start), as a deployed hub's process holds the hub's keys only. The
+            # hub's own ticket for the run names the person it resolved the run about, and a
+            # hold approved for the case counts, whatever the start said.
+            if ticket is None:
+                raise FlowNotFound(wid) from None
+            bpf, executor, case_ref = wid.split("/", 2)
+            held = await pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM hub.holds WHERE bpf = $1 AND executor = $2"
+                " AND case_ref = $3 AND approved_by IS NOT NULL AND until > $4)",
+                bpf,
+                executor,
+                case_ref,
+                now,
+            )
+            return executor, ticket.subject, bool(held), pin
+        held = started.hold is not None and started.hold.until > now
+        return started.executor, started.subject, held, pin
+
+    async def why_not(pin: Pin, step: str, payload: dict[str, Any]) -> str | None:
+        """Why the flow's registered definition would not take this answer of the citizen's
+        (``None``: it would, if the flow waits at the step now). Said here, since the flow's
+        own refusal is written for its executor alone, which a deployed hub cannot read."""
+        d = await registry.pinned(pool, pin.bpf, pin.version, pin.content_hash)
+        if d is None:
+            return None
+        wait = next((s for s in walk(d.steps) if isinstance(s, WaitStep) and s.id == step), None)
+        if wait is None or wait.wait.by == "agency":
+            return f"step {step!r} of this flow awaits no answer of yours"
+        try:
+            validate_values(wait.wait.fields, payload, None, "a field of this response")
+        except InputError as err:
+            return f"invalid response: {err}"
+        return None
+
     @r.post(
         "/api/citizen/flows/{workflow_id:path}/respond",
         response_model=Acknowledged,
@@ -165,18 +220,17 @@ def router(
         """Answer, as yourself, a flow about you that waits for you (its portal signs it)."""
         if sdk is None or portal_key is None:
             raise HTTPException(503, "flows cannot be answered here")
+        pin: Pin | None = None
         try:
-            started = await sdk.started_with(workflow_id)
+            executor, person, held, pin = await whose(workflow_id)
             # Compared, not enrolled: naming a flow writes nothing about the one who asks.
-            mine = pseudonyms.derived_code(started.executor, subject) == started.subject
-            # A case held from the person's view is not theirs to find: answering it would
-            # tell them what its hold withholds (which case, at which agency, under which
-            # procedure), so it answers as a flow that does not exist.
-            held = started.hold is not None and started.hold.until > dt.datetime.now(dt.UTC)
-        except (RPCError, ValueError, TypeError, KeyError, FlowNotFound):
+            mine = pseudonyms.derived_code(executor, subject) == person
+        except (RPCError, ValueError, TypeError, KeyError, RuntimeError, FlowNotFound):
             mine, held = False, False
         if not mine or held:  # the same answer for no flow, someone else's and a held one
             raise HTTPException(404, "no such flow about you")
+        if pin is not None and (unfit := await why_not(pin, answer_.step, answer_.payload)):
+            raise HTTPException(422, unfit)
         try:
             return await answer(sdk, portal_key, workflow_id, answer_.step, answer_.payload)
         except ResponseRefused as err:
