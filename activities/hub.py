@@ -397,8 +397,14 @@ class HubActivities:
         calling = await self._claims.definition(
             t.pin.bpf, t.pin.version, t.pin.content_hash, req.executor
         )
-        if not any(isinstance(s, CallStep) and s.call.bpf == req.bpf for s in walk(calling.steps)):
-            raise refuse(f"{calling.bpf} v{calling.version} calls no {req.bpf}")
+        if not any(
+            isinstance(s, CallStep)
+            and s.call.bpf == req.bpf
+            and (s.call.version is None or s.call.version == req.version)
+            for s in walk(calling.steps)
+        ):
+            asked = req.bpf if req.version is None else f"{req.bpf} v{req.version}"
+            raise refuse(f"{calling.bpf} v{calling.version} calls no {asked}")
 
     async def _broker_leading(
         self, req: ResolveRequest, run: ResolvedRun, lanes: Sequence[Sequence[QueryStep]]

@@ -29,6 +29,7 @@ from renkei.contracts.messages import (
     BrokerRequest,
     CaseRefRequest,
     DisclosureHold,
+    ParentFlow,
     ReminderRequest,
     ResolveRequest,
     TranslateRequest,
@@ -615,6 +616,30 @@ async def test_a_flow_the_hub_never_resolved_cannot_call_a_child_into_a_permit(
     assert became == ["resolve: MalformedStart"] * 2, became
 
 
+async def _resolve_then_call(resolve: dict[str, Any], child_id: str, plan: Plan) -> list[str]:
+    """In a workflow: have the hub resolve it lawfully, then start its child (a HubCalls plan)
+    with its ticket."""
+    resolved = await workflow.execute_activity(
+        "hub.resolve",
+        resolve,
+        task_queue=hub_queue(plan.prefix),
+        start_to_close_timeout=timedelta(seconds=20),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+        result_type=dict,
+    )
+    assert plan.resolve is not None
+    child = plan.model_copy(
+        update={"resolve": {**plan.resolve, "caller_ticket": resolved["ticket"]}}
+    )
+    return await workflow.execute_child_workflow(
+        plan.resolve["bpf"],
+        child,
+        id=child_id,
+        task_queue=workflow.info().task_queue,
+        result_type=list[str],
+    )
+
+
 @workflow.defn(name="one-stop-probe", sandboxed=False)
 class ResolvesThenCalls:
     """An executor's own workflow, typed and named as a run of the one-stop probe, that the
@@ -622,25 +647,16 @@ class ResolvesThenCalls:
 
     @workflow.run
     async def run(self, resolve: dict[str, Any], child_id: str, plan: Plan) -> list[str]:
-        resolved = await workflow.execute_activity(
-            "hub.resolve",
-            resolve,
-            task_queue=hub_queue(plan.prefix),
-            start_to_close_timeout=timedelta(seconds=20),
-            retry_policy=RetryPolicy(maximum_attempts=1),
-            result_type=dict,
-        )
-        assert plan.resolve is not None
-        child = plan.model_copy(
-            update={"resolve": {**plan.resolve, "caller_ticket": resolved["ticket"]}}
-        )
-        return await workflow.execute_child_workflow(
-            "child-allowance-check",
-            child,
-            id=child_id,
-            task_queue=workflow.info().task_queue,
-            result_type=list[str],
-        )
+        return await _resolve_then_call(resolve, child_id, plan)
+
+
+@workflow.defn(name="pinned-call-probe", sandboxed=False)
+class ResolvesThenCallsPinned:
+    """The same, typed and named as a run of the pinned call probe."""
+
+    @workflow.run
+    async def run(self, resolve: dict[str, Any], child_id: str, plan: Plan) -> list[str]:
+        return await _resolve_then_call(resolve, child_id, plan)
 
 
 async def test_a_child_brokers_only_for_the_purpose_its_caller_serves(
@@ -652,8 +668,6 @@ async def test_a_child_brokers_only_for_the_purpose_its_caller_serves(
     caller's ticket, asks the broker for its local-tax linkage claiming to serve its caller
     under the encompassing task (so the records would name a purpose its caller never had):
     refused. Asked for the purpose it serves, it is answered."""
-    from renkei.contracts.messages import ParentFlow
-
     from .helpers import register_fixture
 
     await register_fixture(pool, "one-stop-probe.yaml")
@@ -787,3 +801,57 @@ async def test_a_signed_state_is_taken_up_only_by_the_run_continued_from_it(
             )
         )
     assert became == ["MalformedStart", "taken up"], became
+
+
+async def test_a_child_resolves_only_as_the_version_its_callers_step_calls(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A call step that names a version calls that version: city-minato's pinned call probe,
+    lawfully resolved, starts its child as another version of the child allowance check than
+    its step names. Refused by the call check (before any version is looked up); the version
+    named resolves."""
+    from .helpers import register_fixture
+
+    await register_fixture(pool, "pinned-call-probe.yaml")
+    caller = await registry.fetch(pool, "pinned-call-probe")
+    found = await registry.fetch(pool, "child-allowance-check", 1)
+    assert caller is not None and found is not None
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    subject = code(settings, "city-minato", person)
+    rogue = party_client(client, settings, ["city-minato"])
+    queue = f"{settings.task_queue_prefix}.caller"
+    became = []
+    async with (
+        workers(client, pool, settings, catalog, live_whitelist),
+        Worker(rogue, task_queue=queue, workflows=[ResolvesThenCallsPinned, HubCalls]),
+    ):
+        for version in (7, 1):
+            parent = workflow_id("pinned-call-probe", "city-minato", f"p-{uuid.uuid4().hex[:8]}")
+            served = ParentFlow(
+                workflow_id=parent, bpf="pinned-call-probe", task=caller.definition.task
+            )
+            child_start = _minatos_start(found, subject, parent=served, called_by=parent)
+            child = workflow_id("child-allowance-check", "city-minato", f"c-{uuid.uuid4().hex[:8]}")
+            handle = await rogue.start_workflow(
+                ResolvesThenCallsPinned.run,
+                args=[
+                    ResolveRequest(
+                        bpf="pinned-call-probe",
+                        version=caller.definition.version,
+                        executor="city-minato",
+                        subject=subject,
+                        inputs={},
+                    ).model_dump(mode="json"),
+                    child,
+                    Plan(
+                        prefix=settings.task_queue_prefix,
+                        calls=[],
+                        resolve={**child_start, "version": version},
+                    ),
+                ],
+                id=parent,
+                task_queue=queue,
+                result_type=list[str],
+            )
+            became += await handle.result()
+    assert became == ["resolve: MalformedStart"], became

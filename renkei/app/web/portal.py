@@ -188,7 +188,9 @@ def router(
             )
             return executor, ticket.subject, bool(held), pin
         held = started.hold is not None and started.hold.until > now
-        return started.executor, started.subject, held, pin
+        # The person the hub resolved the run about, whose records its linkages leave.
+        person = ticket.subject if ticket is not None else started.subject
+        return started.executor, person, held, pin
 
     async def why_not(pin: Pin, step: str, payload: dict[str, Any]) -> str | None:
         """Why the flow's registered definition would not take this answer of the citizen's
