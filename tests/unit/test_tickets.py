@@ -82,3 +82,74 @@ def test_a_ticket_of_the_first_form_still_reads_as_signed() -> None:
     carried = CARRIED.validate_python(first.model_dump(mode="json"))
     assert isinstance(carried, RunTicket) and hubs_ticket(PUBLIC, carried) == first
     assert hubs_ticket(PUBLIC, first.model_copy(update={"subject": "code-2"})) is None
+
+
+async def test_a_run_brokers_only_under_its_own_ticket_from_a_hub_of_this_mode() -> None:
+    """``Claims.resolved``, as a hub in operation runs it: a ticket from the conformance kit's
+    test-mode hub (the same key) counts nothing; nor does one naming another run, another
+    version, trigger or purpose; the run's own ticket, asked as resolved, is taken, and the
+    fields it holds are what the hub goes on."""
+    import pytest
+    from temporalio.exceptions import ApplicationError
+
+    from activities.claims import Caller, Claims
+    from renkei.contracts.messages import BrokerRequest
+    from whitelist.catalog import default_catalog
+
+    wid = "child-allowance-check/city-minato/c"
+    who = Caller(
+        workflow_id=wid,
+        run_id="run-1",
+        workflow_type="child-allowance-check",
+        executor="city-minato",
+    )
+    claims = Claims(None, default_catalog(), hub=PUBLIC, mode="operation")  # type: ignore[arg-type]
+
+    def ticket(**kw: object) -> SignedTicket:
+        fields: dict[str, object] = {
+            "workflow_id": wid,
+            "run_id": "run-1",
+            "pin": PIN,
+            "trigger": "counter",
+            "parent": PURPOSE.workflow_id,
+            "subject": "code-1",
+            "mode": "operation",
+            "purpose": PURPOSE,
+            **kw,
+        }
+        return issue_ticket(HUB, **fields)  # type: ignore[arg-type]
+
+    def request(t: SignedTicket, **kw: object) -> BrokerRequest:
+        fields: dict[str, object] = {
+            "requester": "city-minato",
+            "provider": "city-shibuya",
+            "task": "child-allowance",
+            "info": "local-tax",
+            "bpf": PIN.bpf,
+            "bpf_version": PIN.version,
+            "content_hash": PIN.content_hash,
+            "step": "tax",
+            "subject": "code-1",
+            "workflow_id": "",
+            "run_id": "",
+            "trigger": "counter",
+            "parent": PURPOSE,
+            "ticket": t,
+            **kw,
+        }
+        return BrokerRequest.model_validate(fields)
+
+    refused = [
+        request(ticket(mode="test")),  # the kit's hub signs with the same key
+        request(ticket(run_id="run-2")),
+        request(ticket(), trigger="portal"),
+        request(ticket(), bpf_version=2),
+        request(ticket(), parent=PURPOSE.model_copy(update={"task": "school-entry-notice"})),
+        request(ticket(), parent=None),
+    ]
+    for req in refused:
+        with pytest.raises(ApplicationError) as err:
+            await claims.resolved(req, who)
+        assert err.value.type == "LinkageRefused", err.value
+    fields = await claims.resolved(request(ticket()), who)
+    assert fields is not None and fields.subject == "code-1" and fields.purpose == PURPOSE
