@@ -85,6 +85,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
+def _not_taken(provider: str, step: str, why: str) -> None:
+    """A reply the flow did not take from ``provider``'s endpoint: asked again like an endpoint
+    out of reach, but logged and counted (``renkei_direct_replies_not_taken``), since it means
+    someone on the path, or keys that do not match. Names the provider, step and kind only."""
+    log.warning("a reply from %s's endpoint to step %s was not taken: %s", provider, step, why)
+    telemetry.reply_not_taken(provider, why)
+
+
 METHOD = "/renkei.direct.v1.Linkage/Ask"
 MAX_MESSAGE = 1 << 20  # a request or a reply: 1 MiB at most, either way
 MAX_CONCURRENT = 256  # requests one endpoint serves at once
@@ -393,6 +402,7 @@ class DirectLinks:
             # What the provider never sends: the flow's own request sent back as the reply (it
             # opens in the same pair and names the same attempt). Anyone on the network can do
             # that, so it is an endpoint out of reach, asked again within the step's budget.
+            _not_taken(provider, call.step, "a reply with neither an answer nor a failure")
             raise Failure.PROVIDER_ERROR.error(
                 f"{provider}'s endpoint: a reply with neither an answer nor a failure",
                 UNREACHED,
@@ -406,7 +416,13 @@ class DirectLinks:
             # Not sealed in the pair, or the provider's reply to another attempt (captured and
             # sent again): none is taken, and since anyone on the network between them can send
             # it, it is no word of the provider's on this attempt either: the endpoint was out of
-            # reach, and the flow asks again within the step's budget.
+            # reach, and the flow asks again within the step's budget. Not silently: someone on
+            # the path, or keys that do not match, is the operator's to know.
+            _not_taken(
+                provider,
+                call.step,
+                "not sealed in the pair" if reply is None else "a reply to another attempt",
+            )
             raise Failure.PROVIDER_ERROR.error(
                 f"step {call.step}: the answer did not come from {provider} for this attempt"
                 " (asked again)",

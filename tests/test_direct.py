@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import socket
 import uuid
@@ -380,14 +381,16 @@ async def _rogue(
 
 
 async def test_a_reply_replayed_from_another_attempt_is_not_taken_and_the_provider_is_asked_again(
-    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked
+    direct_env, client, pool, direct_settings, catalog, live_whitelist, asked, caplog
 ) -> None:
     """Someone on the network between the executor and the provider answers in the provider's
     place with the provider's own replies to the executor, captured from an earlier flow: sealed
     in the right pair, signed by the provider, but for other attempts. The flow takes none, and
     does not fail for it either (anyone on the network can send them): it asks again, and once
     the provider itself answers, the linkage completes, with one receipt per attempt; nothing
-    was recorded or receipted for the replies it did not take."""
+    was recorded or receipted for the replies it did not take. Each reply not taken is logged
+    for the operator (someone is on the path), naming the provider and the kind only."""
+    caplog.set_level(logging.WARNING, logger="activities.direct")
     settings = direct_settings
     first, server, _, _ = await _ran(direct_env, client, pool, settings, asked)
     captured = [await server.answer(b) for _, b in list(asked) if first.encode() in b]
@@ -425,6 +428,10 @@ async def test_a_reply_replayed_from_another_attempt_is_not_taken_and_the_provid
     receipts = await _receipts(pool, handle.id)
     assert len(receipts) == len(set(receipts)) == len(result.linkages), receipts
     assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
+    not_taken = [r.getMessage() for r in caplog.records if r.name == "activities.direct"]
+    assert any(
+        "city-minato's endpoint" in m and "a reply to another attempt" in m for m in not_taken
+    ), not_taken
 
 
 async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(

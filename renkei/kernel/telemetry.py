@@ -247,6 +247,20 @@ def count_records(keepers: list[str]) -> None:
         counter.add(1, {"keeper": keeper})
 
 
+def reply_not_taken(provider: str, why: str) -> None:
+    """Count a direct-channel reply an executor did not take (not sealed in the pair, for another
+    attempt, empty): asked again as an endpoint out of reach, and an operator alerts on it. The
+    labels are the provider and the kind, never the reply's content."""
+    meter = _meter()
+    if meter is None:
+        return
+    meter.create_counter(
+        "renkei_direct_replies_not_taken",
+        "direct-channel replies not taken: not sealed in the pair, or for another attempt",
+        "1",
+    ).add(1, {"provider": provider, "reason": why[:60]})
+
+
 def refused(provider: str, why: str) -> None:
     """Count a linkage request refused for want of a valid permit (an operator alerts on it).
 
