@@ -816,13 +816,24 @@ class HubActivities:
             return False
         if not isinstance(wait, WaitStep) or wait.wait.by != "citizen":
             return False
-        return proof.payload.get("agree") is True and is_citizens(
-            self._hub_public,
-            proof.attestation,
-            req.workflow_id,
-            req.run_id,
-            proof.step,
-            proof.payload,
+        # The portal's word for this run's person (the broker holds the request's person to
+        # the run's ticket): a run resolved about someone else, or again about another person,
+        # cannot use a consent its person never gave. The first form, bound to the run only, is
+        # taken while the upgrade's window is open, for answers given before it.
+        persons: tuple[str | None, ...] = (req.subject,)
+        if self._unticketed_before is not None:
+            persons += (None,)
+        return proof.payload.get("agree") is True and any(
+            is_citizens(
+                self._hub_public,
+                proof.attestation,
+                req.workflow_id,
+                req.run_id,
+                proof.step,
+                proof.payload,
+                person,
+            )
+            for person in persons
         )
 
     @activity.defn(name="hub.outcome")

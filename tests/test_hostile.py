@@ -827,6 +827,7 @@ async def test_an_agency_cannot_answer_as_the_citizen(
             handle.result_run_id or "",
             "consent",
             {"agree": True},
+            code(settings, "city-minato", person),
         )
         with pytest.raises(ResponseRefused, match="citizen's own portal session"):
             await rc.respond(
@@ -1909,6 +1910,7 @@ async def test_a_wait_for_the_citizens_answer_takes_no_one_elses(
             handle.result_run_id or "",
             "consent",
             {"agree": True},
+            code(settings, "city-minato", person),
         )
         await rc.respond(handle.id, "consent", {"agree": True}, by="citizen", attestation=word)
         assert (await handle.result()).outcome == "completed"

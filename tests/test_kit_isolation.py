@@ -99,7 +99,14 @@ async def test_kit_runs_are_left_out_of_runs_billing_and_outboxes_and_a_real_run
         await _until_waiting(handle, "consent")
         # the consent is the citizen's own (by: citizen): given in their portal session
         portal = keys.load(settings).signer()
-        await answer(sdk(client, settings), portal, handle.id, "consent", {"agree": True})
+        await answer(
+            sdk(client, settings),
+            portal,
+            handle.id,
+            "consent",
+            {"agree": True},
+            code(settings, "city-minato", h.members[0]),
+        )
         await handle.result()
     # Billed: its one query to another body (city-shibuya's local tax); its look-up in
     # city-minato's own register passes between no two bodies and is billed to no one.

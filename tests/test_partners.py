@@ -64,7 +64,12 @@ def _person(settings: Any) -> Any:
 async def _as_citizen(rc: Any, settings: Any, handle: Any, payload: dict[str, Any]) -> None:
     """The citizen's own answer, as their portal session signs it (for this run)."""
     word = attest.citizen_response(
-        keys.load(settings).signer(), handle.id, handle.result_run_id or "", "consent", payload
+        keys.load(settings).signer(),
+        handle.id,
+        handle.result_run_id or "",
+        "consent",
+        payload,
+        code(settings, "city-minato", _person(settings)),  # the flows here are about them
     )
     await rc.respond(handle.id, "consent", payload, by="citizen", attestation=word)
 
@@ -216,11 +221,16 @@ async def test_the_hub_takes_only_the_citizens_consent_for_this_run(
     client, pool, settings, catalog, live_whitelist
 ) -> None:
     """The executor itself forges the consent it hands the hub: an agency's answer (no
-    attestation), one signed with the agency's own key, the portal's word for another run. The
-    hub denies each and records it; the portal's word for this very run is taken (the control)."""
+    attestation), one signed with the agency's own key, the portal's word for another run, the
+    portal's word for this run given by another person (a run resolved about someone, whose
+    accomplice the portal found to be the person: the executor wrote the start, or resolved
+    the run again about them), and the portal's first form, which named no person. The hub
+    denies each and records it; the portal's word for this very run and its person is taken
+    (the control)."""
     found = await registry.fetch(pool, BPF, 1, "test")
     assert found is not None
     person = _person(settings)
+    someone = pick(settings, lambda h: h.members[0].subject_id != person.subject_id).members[0]
     minato = party_client(client, settings, ["city-minato"])
     queue = f"{settings.task_queue_prefix}.attacker"
     hub = keys.load(settings).signer()
@@ -231,7 +241,14 @@ async def test_the_hub_takes_only_the_citizens_consent_for_this_run(
         workers(client, pool, settings, catalog, live_whitelist, agencies=()),
         Worker(minato, task_queue=queue, workflows=[ForgeConsent]),
     ):
-        for case in ("agency's answer", "agency's key", "another run", "this run"):
+        for case in (
+            "agency's answer",
+            "agency's key",
+            "another run",
+            "another person",
+            "the run only",
+            "this run",
+        ):
             wid = workflow_id(BPF, "city-minato", f"forge-{uuid.uuid4().hex[:8]}")
             req = BrokerRequest(
                 trigger="portal",
@@ -255,11 +272,22 @@ async def test_the_hub_takes_only_the_citizens_consent_for_this_run(
                 task_queue=queue,
             )
             run = handle.result_run_id or ""
+            own = code(settings, "city-minato", person)
             signed_for = {
                 "agency's answer": None,
-                "agency's key": attest.citizen_response(agency, wid, run, "consent", CONSENT),
-                "another run": attest.citizen_response(hub, wid, "another-run", "consent", CONSENT),
-                "this run": attest.citizen_response(hub, wid, run, "consent", CONSENT),
+                "agency's key": attest.citizen_response(agency, wid, run, "consent", CONSENT, own),
+                "another run": attest.citizen_response(
+                    hub, wid, "another-run", "consent", CONSENT, own
+                ),
+                # the portal's word for this run, but given by someone else signed in there
+                "another person": attest.citizen_response(
+                    hub, wid, run, "consent", CONSENT, code(settings, "city-minato", someone)
+                ),
+                # the first form, bound to the run only (from before answers named their person)
+                "the run only": attest.sign(
+                    hub, attest._citizen(wid, run, "consent", CONSENT, None)
+                ),
+                "this run": attest.citizen_response(hub, wid, run, "consent", CONSENT, own),
             }[case]
             await handle.signal(
                 ForgeConsent.proof,
@@ -267,7 +295,13 @@ async def test_the_hub_takes_only_the_citizens_consent_for_this_run(
             )
             outcomes[case] = await handle.result()
             ids[case] = wid
-    for case in ("agency's answer", "agency's key", "another run"):
+    for case in (
+        "agency's answer",
+        "agency's key",
+        "another run",
+        "another person",
+        "the run only",
+    ):
         assert not outcomes[case].allowed, case
         assert "only on the citizen's own consent" in outcomes[case].reason
         kept = {r.keeper: r for r in await records.query(pool, workflow_id=ids[case])}
@@ -444,7 +478,9 @@ async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
                 task_queue=queue,
             )
             run = handle.result_run_id or ""
-            word = attest.citizen_response(hub, wid, run, "consent", CONSENT)
+            word = attest.citizen_response(
+                hub, wid, run, "consent", CONSENT, code(settings, "city-minato", person)
+            )
             await handle.signal(
                 Oversend.proof, ConsentProof(step="consent", payload=CONSENT, attestation=word)
             )
@@ -772,7 +808,9 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
                     key,
                     {"sealed": planted.model_dump(), "signature": ""},
                 )
-            word = attest.citizen_response(hub, wid, run, "consent", CONSENT)
+            word = attest.citizen_response(
+                hub, wid, run, "consent", CONSENT, code(settings, "city-minato", person)
+            )
             await handle.signal(
                 ActAgain.proof, ConsentProof(step="consent", payload=CONSENT, attestation=word)
             )

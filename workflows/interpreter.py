@@ -397,16 +397,23 @@ class BpfInterpreter:
                 f"step {response.step} awaits the agency's answer", non_retryable=False
             )
         hub = self._run.hub_signing  # None only in runs resolved before attestations
+        info = workflow.info()
         if (
             response.by == "citizen"
             and hub is not None
-            and not is_citizens(
-                hub,
-                response.attestation,
-                workflow.info().workflow_id,
-                workflow.info().run_id,
-                response.step,
-                response.payload,
+            and not any(
+                # the portal's word for this run's person; or, given before answers named their
+                # person, for this run (a run replayed takes what it took)
+                is_citizens(
+                    hub,
+                    response.attestation,
+                    info.workflow_id,
+                    info.run_id,
+                    response.step,
+                    response.payload,
+                    person,
+                )
+                for person in (self._start.subject, None)
             )
         ):
             raise Failure.INVALID_RESPONSE.error(

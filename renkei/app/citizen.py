@@ -396,9 +396,11 @@ async def answer(
     workflow_id: str,
     step: str,
     payload: dict[str, Any],
+    person: str,
 ) -> Acknowledged:
     """The citizen's own answer to a flow about them (their consent, a document), as their
-    portal session gives it: signed by the portal, so the flow knows it is the citizen's.
+    portal session gives it: signed by the portal, so the flow knows it is the citizen's, and
+    for ``person`` (the citizen's code at the flow's executor), so it counts for no one else.
 
     Call it only for the citizen signed in, about a flow whose subject they are (the portal's
     route checks that, see :mod:`renkei.app.web.portal`).
@@ -409,5 +411,5 @@ async def answer(
         step,
         payload,
         by="citizen",
-        attestation=attest.citizen_response(portal, workflow_id, run, step, payload),
+        attestation=attest.citizen_response(portal, workflow_id, run, step, payload, person),
     )

@@ -179,11 +179,12 @@ async def _long_running(
     parent = _pick(hh, lambda h: h.kind == "family" and h.municipality == "city-shibuya").members[0]
 
     out("▶ portal application: the citizen previews the data and consents before it is used")
+    applicant = derive_code(key, "city-minato", parent.subject_id)
     handle = await client.start(
         StartFlow(
             bpf="child-allowance-portal-application",
             executor="city-minato",
-            subject=derive_code(key, "city-minato", parent.subject_id),
+            subject=applicant,
             inputs={"previous_municipality": "city-shibuya"},
             trigger="portal",
             case_ref=f"demo-{tag}-portal-1",
@@ -223,10 +224,10 @@ async def _long_running(
     except Exception as err:
         out(f"  the agency's own answer is refused too: {err}")
     try:
-        await answer(client, portal, handle.id, "consent", {"agree": "yes"})
+        await answer(client, portal, handle.id, "consent", {"agree": "yes"}, applicant)
     except Exception as err:
         out(f"  a malformed answer is refused, and the flow keeps waiting: {err}")
-    await answer(client, portal, handle.id, "consent", {"agree": True})
+    await answer(client, portal, handle.id, "consent", {"agree": True}, applicant)
     result = await handle.result()
     out(f"  consent given → outcome {result.outcome}: {result.result}\n")
     unexpected += result.outcome != "completed"

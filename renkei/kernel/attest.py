@@ -54,8 +54,13 @@ def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _citizen(workflow_id: str, run_id: str, step: str, payload: dict[str, Any]) -> bytes:
-    return f"renkei/citizen-response/v2|{workflow_id}|{run_id}|{step}|{_digest(payload)}".encode()
+def _citizen(
+    workflow_id: str, run_id: str, step: str, payload: dict[str, Any], person: str | None
+) -> bytes:
+    digest = _digest(payload)
+    if person is None:  # the first form: bound to the run, not to the person
+        return f"renkei/citizen-response/v2|{workflow_id}|{run_id}|{step}|{digest}".encode()
+    return f"renkei/citizen-response/v3|{workflow_id}|{run_id}|{step}|{person}|{digest}".encode()
 
 
 def _trigger(workflow_id: str, trigger: str, bpf: str, executor: str, subject: str) -> bytes:
@@ -85,11 +90,19 @@ def holds(public: Ed25519PublicKey | str, signature: str | None, message: bytes)
 
 
 def citizen_response(
-    key: Ed25519PrivateKey, workflow_id: str, run_id: str, step: str, payload: dict[str, Any]
+    key: Ed25519PrivateKey,
+    workflow_id: str,
+    run_id: str,
+    step: str,
+    payload: dict[str, Any],
+    person: str,
 ) -> str:
     """The portal's signature on the citizen's own answer to ``step`` of this run of
-    ``workflow_id`` (bound to the run: it cannot be replayed into another)."""
-    return sign(key, _citizen(workflow_id, run_id, step, payload))
+    ``workflow_id``, given by ``person`` (their code at the flow's executor: the citizen signed
+    in, as the portal found them to be the flow's person). Bound to the run, so it cannot be
+    replayed into another, and to the person, so it is no one else's answer: a run that claims
+    to be about someone else cannot use it."""
+    return sign(key, _citizen(workflow_id, run_id, step, payload, person))
 
 
 def is_citizens(
@@ -99,8 +112,11 @@ def is_citizens(
     run_id: str,
     step: str,
     payload: dict[str, Any],
+    person: str | None,
 ) -> bool:
-    return holds(hub, signature, _citizen(workflow_id, run_id, step, payload))
+    """Whether ``signature`` is the portal's on this answer by ``person`` (``None``: on the
+    first form, from before answers named their person, bound to the run only)."""
+    return holds(hub, signature, _citizen(workflow_id, run_id, step, payload, person))
 
 
 def trigger_start(

@@ -15,19 +15,23 @@ PUBLIC_B64 = base64.b64encode(PUBLIC.public_bytes(Encoding.Raw, PublicFormat.Raw
 OTHER = Ed25519PrivateKey.generate()
 
 
-def test_a_citizens_answer_holds_for_its_run_step_and_payload_only() -> None:
-    said = attest.citizen_response(HUB, "wf", "run-1", "consent", {"agree": True})
-    assert attest.is_citizens(PUBLIC_B64, said, "wf", "run-1", "consent", {"agree": True})
-    for wid, run, step, payload in (
-        ("wf", "run-2", "consent", {"agree": True}),  # replayed into another run
-        ("other", "run-1", "consent", {"agree": True}),
-        ("wf", "run-1", "documents", {"agree": True}),
-        ("wf", "run-1", "consent", {"agree": False}),
+def test_a_citizens_answer_holds_for_its_run_step_payload_and_person_only() -> None:
+    said = attest.citizen_response(HUB, "wf", "run-1", "consent", {"agree": True}, "P1")
+    assert attest.is_citizens(PUBLIC_B64, said, "wf", "run-1", "consent", {"agree": True}, "P1")
+    for wid, run, step, payload, person in (
+        ("wf", "run-2", "consent", {"agree": True}, "P1"),  # replayed into another run
+        ("other", "run-1", "consent", {"agree": True}, "P1"),
+        ("wf", "run-1", "documents", {"agree": True}, "P1"),
+        ("wf", "run-1", "consent", {"agree": False}, "P1"),
+        ("wf", "run-1", "consent", {"agree": True}, "P2"),  # someone else's answer
+        ("wf", "run-1", "consent", {"agree": True}, None),  # taken as the first form
     ):
-        assert not attest.is_citizens(PUBLIC_B64, said, wid, run, step, payload)
-    forged = attest.citizen_response(OTHER, "wf", "run-1", "consent", {"agree": True})
-    assert not attest.is_citizens(PUBLIC_B64, forged, "wf", "run-1", "consent", {"agree": True})
-    assert not attest.is_citizens(PUBLIC_B64, None, "wf", "run-1", "consent", {"agree": True})
+        assert not attest.is_citizens(PUBLIC_B64, said, wid, run, step, payload, person)
+    forged = attest.citizen_response(OTHER, "wf", "run-1", "consent", {"agree": True}, "P1")
+    assert not attest.is_citizens(
+        PUBLIC_B64, forged, "wf", "run-1", "consent", {"agree": True}, "P1"
+    )
+    assert not attest.is_citizens(PUBLIC_B64, None, "wf", "run-1", "consent", {"agree": True}, "P1")
 
 
 def test_a_platform_start_holds_for_its_flow_trigger_and_subject_only() -> None:
@@ -75,15 +79,19 @@ def test_a_public_key_read_once_is_the_same_key_and_a_malformed_one_is_refused_e
     other_b64 = base64.b64encode(
         OTHER.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     ).decode()
-    said = attest.citizen_response(HUB, "wf", "run-1", "consent", {"agree": True})
+    said = attest.citizen_response(HUB, "wf", "run-1", "consent", {"agree": True}, "P1")
     for _ in range(2):  # the second time from the cache
-        assert attest.is_citizens(PUBLIC_B64, said, "wf", "run-1", "consent", {"agree": True})
-        assert not attest.is_citizens(other_b64, said, "wf", "run-1", "consent", {"agree": True})
+        assert attest.is_citizens(PUBLIC_B64, said, "wf", "run-1", "consent", {"agree": True}, "P1")
+        assert not attest.is_citizens(
+            other_b64, said, "wf", "run-1", "consent", {"agree": True}, "P1"
+        )
     assert keys.signing_public(PUBLIC_B64) is keys.signing_public(PUBLIC_B64)
     assert keys.signing_public(other_b64) is not keys.signing_public(PUBLIC_B64)
     for bad in ("not base64!", base64.b64encode(b"short").decode()):
         for _ in range(2):
-            assert not attest.is_citizens(bad, said, "wf", "run-1", "consent", {"agree": True})
+            assert not attest.is_citizens(
+                bad, said, "wf", "run-1", "consent", {"agree": True}, "P1"
+            )
     assert keys.signing_public.cache_info().maxsize is not None  # bounded
 
 

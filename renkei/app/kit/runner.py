@@ -327,7 +327,8 @@ async def _drive(
                 r = todo.pop(0)
                 try:
                     if r.by == "citizen" and portal is not None:
-                        await as_citizen(sdk, portal, wid, r.step, r.payload)
+                        person = (await sdk.started_with(wid)).subject  # the flow's person
+                        await as_citizen(sdk, portal, wid, r.step, r.payload, person)
                     else:
                         await sdk.respond(wid, r.step, r.payload)
                     if r.refused is not None:

@@ -234,7 +234,7 @@ def router(
         if pin is not None and (unfit := await why_not(pin, answer_.step, answer_.payload)):
             raise HTTPException(422, unfit)
         try:
-            return await answer(sdk, portal_key, workflow_id, answer_.step, answer_.payload)
+            return await answer(sdk, portal_key, workflow_id, answer_.step, answer_.payload, person)
         except ResponseRefused as err:
             raise HTTPException(422, str(err)) from None
         except FlowNotFound:
