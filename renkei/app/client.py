@@ -60,7 +60,7 @@ from renkei.contracts.messages import (
     Waiting,
     check_case_ref,
 )
-from renkei.contracts.names import control_parts, control_queue, workflow_id
+from renkei.contracts.names import control_parts, control_queue, hub_queue, workflow_id
 from renkei.kernel import search_attributes as sa
 from renkei.kernel.settings import Settings, get_settings
 from whitelist.catalog import default_catalog
@@ -365,19 +365,28 @@ class RenkeiClient:
                 return found
         raise ValueError(f"{wid} has no history")
 
-    async def resolved_ticket(self, wid: str) -> Ticket | None:
-        """The hub's ticket for the flow's current run, as the hub answered it in the run's
-        history (``hub.resolve``, or ``hub.check-resume`` for a continuation), on the pair of the
-        executor and the hub: what the hub's own process reads of a flow whose start the
-        executor wrote for itself alone. ``None``: no answer of the hub's holds one (a run from
-        before tickets, or one the hub has not resolved yet)."""
-        handle = self.client.get_workflow_handle(wid)
+    async def resolved_ticket(self, wid: str) -> tuple[str, Ticket | None]:
+        """The hub's ticket for the flow's current run, as the hub first answered it in the
+        run's history (``hub.resolve``, or ``hub.check-resume`` for a continuation, on the hub's
+        queue), on the pair of the executor and the hub: what the hub's own process reads of a
+        flow whose start the executor wrote for itself alone. ``None``: no answer of the hub's
+        holds one (a run from before tickets, or one the hub has not resolved yet). With the
+        current run's id: the caller verifies the ticket (the hub's signature, for this workflow
+        and that run)."""
         asked: dict[int, str] = {}
+        hub = hub_queue(self.settings.task_queue_prefix)
         with _known(wid):
+            run = (await self.describe(wid)).run_id or ""
+            handle = self.client.get_workflow_handle(wid, run_id=run)
             async for event in handle.fetch_history_events(rpc_timeout=RPC_TIMEOUT):
                 if event.HasField("activity_task_scheduled_event_attributes"):
-                    name = event.activity_task_scheduled_event_attributes.activity_type.name
-                    if name in ("hub.resolve", "hub.check-resume"):
+                    scheduled = event.activity_task_scheduled_event_attributes
+                    name = scheduled.activity_type.name
+                    # the hub's own answer: on its queue, not an activity of that name the
+                    # executor's run scheduled on a queue of its own and answered itself
+                    if name in ("hub.resolve", "hub.check-resume") and (
+                        scheduled.task_queue.name == hub
+                    ):
                         asked[event.event_id] = name
                     continue
                 if not event.HasField("activity_task_completed_event_attributes"):
@@ -388,11 +397,14 @@ class RenkeiClient:
                     continue
                 payloads = done.result.payloads
                 if kind == "hub.resolve":
-                    [run] = await self.client.data_converter.decode(payloads, [ResolvedRun])
-                    return run.ticket if isinstance(run, ResolvedRun) else None
-                [found] = await self.client.data_converter.decode(payloads, [_TICKET])
-                return cast(Ticket | None, found)
-        return None
+                    [resolved] = await self.client.data_converter.decode(payloads, [ResolvedRun])
+                    found: Ticket | None = (
+                        resolved.ticket if isinstance(resolved, ResolvedRun) else None
+                    )
+                else:
+                    [found] = await self.client.data_converter.decode(payloads, [_TICKET])
+                return run, found
+        return run, None
 
     async def waiting(self, wid: str) -> list[Waiting]:
         """What the flow waits for now (empty if nothing)."""

@@ -163,10 +163,10 @@ def router(
         so it answers as a flow that does not exist."""
         assert sdk is not None and portal_key is not None
         now = dt.datetime.now(dt.UTC)
-        found = await sdk.resolved_ticket(wid)
+        run, found = await sdk.resolved_ticket(wid)
         ticket = hubs_ticket(portal_key.public_key(), found) if found is not None else None
-        if ticket is not None and ticket.workflow_id != wid:
-            ticket = None
+        if ticket is not None and (ticket.workflow_id, ticket.run_id) != (wid, run):
+            ticket = None  # another run's (the hub's word for this one counts only)
         pin = ticket.pin if ticket is not None else None
         try:
             started = await sdk.started_with(wid)
