@@ -561,8 +561,15 @@ class WhitelistGate:
 
         task = asyncio.ensure_future(carried_out())
         self._acting.add(task)
-        task.add_done_callback(self._acting.discard)
+        task.add_done_callback(self._act_ended)
         return await asyncio.shield(task)
+
+    def _act_ended(self, task: asyncio.Future[object]) -> None:
+        """A shielded act ended: forget it, and take its failure if its caller had gone (no one
+        else awaits it), so that it is logged as what it is, not as never retrieved."""
+        self._acting.discard(task)
+        if not task.cancelled() and (failed := task.exception()) is not None:
+            log.info("an act at %s ended in failure: %s", self.org, type(failed).__name__)
 
     async def serve(
         self,
