@@ -162,6 +162,13 @@ def issue_ticket(
     return SignedTicket(text=text, signature=attest.sign(key, _signed_text(text)))
 
 
+def issue_first_form(key: Ed25519PrivateKey, signed: SignedTicket) -> RunTicket:
+    """The same ticket in the first form (its fields, signed as the model dumps them), for a
+    worker from before, which reads only that form."""
+    fields = RunTicket.model_validate_json(signed.text)
+    return fields.model_copy(update={"signature": attest.sign(key, _ticket_message(fields))})
+
+
 def hubs_ticket(hub: Ed25519PublicKey, ticket: Ticket) -> RunTicket | None:
     """The ticket's fields, if the hub signed them (``None``: it did not): read from the very
     text it signed, or, for a ticket of the first form, as the fields it carries."""
@@ -238,8 +245,8 @@ class Claims:
         self._hub = hub
         self._unticketed_before = unticketed_before
         self._mode = mode  # a ticket counts only from a hub of this mode (not the kit's)
-        # tickets verified: (text, signature) → their fields
-        self._tickets: OrderedDict[tuple[str, str], RunTicket] = OrderedDict()
+        # tickets verified: (form, text, signature) → their fields
+        self._tickets: OrderedDict[tuple[str, str, str], RunTicket] = OrderedDict()
         self._pool = pool
         self._catalog = catalog
         self._approvals = approvals
@@ -358,9 +365,9 @@ class Claims:
         # The whole ticket is the key, its signature with what it signs: a signature is the
         # hub's only over its own text.
         seen = (
-            (req.ticket.text, req.ticket.signature)
+            ("v2", req.ticket.text, req.ticket.signature)
             if isinstance(req.ticket, SignedTicket)
-            else (req.ticket.model_dump_json(), "")
+            else ("v1", req.ticket.model_dump_json(), req.ticket.signature)
         )
         ticket = self._tickets.get(seen)
         if ticket is None:

@@ -33,6 +33,7 @@ from activities.claims import (
     check_parent,
     continues,
     hubs_ticket,
+    issue_first_form,
     issue_ticket,
     parent_of,
 )
@@ -62,6 +63,7 @@ from renkei.contracts.messages import (
     ScanRequest,
     ScanTarget,
     SignedTicket,
+    Ticket,
     TranslateRequest,
     linkage_asked,
     personal_in_case_ref,
@@ -349,7 +351,7 @@ class HubActivities:
         )
         info = activity.info()
         wid = info.workflow_id or ""
-        run.ticket = issue_ticket(
+        ticket = issue_ticket(
             self._issuer.key,
             workflow_id=wid,
             run_id=info.workflow_run_id or "",
@@ -360,6 +362,10 @@ class HubActivities:
             mode=self._mode,
             # a child serves what its caller serves (checked against the caller's ticket)
             purpose=req.parent or ParentFlow(workflow_id=wid, bpf=d.bpf, task=d.task),
+        )
+        # A worker from before reads the first form only (its run would fail on the other).
+        run.ticket = (
+            ticket if req.reads_signed_tickets else issue_first_form(self._issuer.key, ticket)
         )
         if req.broker_ahead:
             lanes = leading_lanes(run.definition.steps, BROKER_GROUP_LIMIT)
@@ -995,7 +1001,7 @@ class HubActivities:
         )
 
     @activity.defn(name="hub.check-resume")
-    async def check_resume(self, proof: ResumeProof) -> SignedTicket | None:
+    async def check_resume(self, proof: ResumeProof) -> Ticket | None:
         """Refuse a continuation whose state the hub did not sign for this workflow: a forged
         ``resume`` would skip the hub's checks, the steps already passed and their answers.
         Answer the continuing run's ticket: the run it continues was resolved so (none: a run
@@ -1027,7 +1033,7 @@ class HubActivities:
                 "the state this flow continues from is another run's, not the run Temporal"
                 " continued it from"
             )
-        return issue_ticket(  # the hub signed the state with it: its own, of this workflow
+        ticket = issue_ticket(  # the hub signed the state with it: its own, of this workflow
             self._issuer.key,
             workflow_id=info.workflow_id or "",
             run_id=info.workflow_run_id or "",
@@ -1038,6 +1044,10 @@ class HubActivities:
             mode=before.mode,
             purpose=before.purpose,
         )
+        # in the form the run read before: a worker from before reads the first form only
+        if isinstance(proof.resume.run.ticket, SignedTicket):
+            return ticket
+        return issue_first_form(self._issuer.key, ticket)
 
     async def _note_kit_run(self) -> None:
         """The kit's hub notes each run it resolves or continues: billing leaves them out."""

@@ -509,6 +509,7 @@ async def as_resolved(hub: str, req: BrokerRequest, inputs: Mapping[str, Any]) -
             subject=req.subject,
             inputs=dict(inputs),
             trigger=req.trigger,
+            reads_signed_tickets=True,
         ),
         task_queue=hub,
         start_to_close_timeout=timedelta(seconds=30),

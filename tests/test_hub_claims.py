@@ -86,9 +86,12 @@ class HubCalls:
                 own = arg.get("ticket")
                 if not own:
                     arg = {**arg, "ticket": ticket}
-                elif "rewrite" in own:  # the run's genuine ticket, with fields rewritten
+                elif "rewrite" in own and "text" in ticket:  # the run's genuine ticket,
+                    # with fields of the text it signs rewritten
                     text = json.dumps({**json.loads(ticket["text"]), **own["rewrite"]})
                     arg = {**arg, "ticket": {**ticket, "text": text}}
+                elif "rewrite" in own:  # the first form's: its fields rewritten
+                    arg = {**arg, "ticket": {**ticket, **own["rewrite"]}}
             try:
                 await workflow.execute_activity(
                     call.activity,
@@ -271,7 +274,7 @@ def _minatos_start(found: registry.RegisteredBpf, subject: str, **kw: Any) -> di
         executor="city-minato",
         subject=subject,
         inputs={"previous_municipality": "city-shibuya"},
-        **kw,
+        **{"reads_signed_tickets": True, **kw},
     ).model_dump(mode="json")
 
 
@@ -437,17 +440,23 @@ async def test_a_run_brokers_only_as_the_hub_resolved_it(
         asked(content_hash="0" * 64),
         asked(),
     ]
+    became = []
     async with workers(client, pool, settings, catalog, live_whitelist):
-        became = await _attack(
-            client,
-            settings,
-            calls,
-            wid,
-            party="city-minato",
-            workflow_type=d.bpf,
-            resolve=_minatos_start(found, subject),
-        )
-    assert became == ["LinkageRefused"] * 4 + ["answered"], became
+        # a worker of this release (the ticket as signed text), then one from before, which
+        # reads only the first form: the hub issues it that form, and holds it to it alike
+        for current in (True, False):
+            became.append(
+                await _attack(
+                    client,
+                    settings,
+                    calls,
+                    wid if current else wid + "-before",
+                    party="city-minato",
+                    workflow_type=d.bpf,
+                    resolve=_minatos_start(found, subject, reads_signed_tickets=current),
+                )
+            )
+    assert became == [["LinkageRefused"] * 4 + ["answered"]] * 2, became
 
 
 async def test_a_run_from_before_tickets_brokers_without_one_only_if_it_started_before(
@@ -699,6 +708,7 @@ async def test_a_child_brokers_only_for_the_purpose_its_caller_serves(
         executor="city-minato",
         subject=subject,
         inputs={},
+        reads_signed_tickets=True,
     ).model_dump(mode="json")
     resolve_child = _minatos_start(found, subject, parent=served, called_by=parent)
     calls = [
@@ -841,6 +851,7 @@ async def test_a_child_resolves_only_as_the_version_its_callers_step_calls(
                         executor="city-minato",
                         subject=subject,
                         inputs={},
+                        reads_signed_tickets=True,
                     ).model_dump(mode="json"),
                     child,
                     Plan(

@@ -516,6 +516,7 @@ class BpfInterpreter:
                         caller_ticket=start.caller_ticket,
                         broker_first=broker_first,
                         broker_ahead=ahead,
+                        reads_signed_tickets=True,
                     ),
                 )
             except ActivityError as err:

@@ -185,10 +185,11 @@ class SignedTicket(BaseModel):
     """A :class:`RunTicket` as the hub issues it now: the exact text it signed (the ticket's
     fields, as JSON) beside its signature. Opaque to the flow, which only carries it; the hub
     verifies the text as it was signed and reads the fields from it. A release that adds a
-    field to the ticket, or a worker of another release that does not know one, changes no
-    byte of it, so a run waiting for months across upgrades keeps its ticket. (The first
-    tickets were signed over the fields as the model dumps them, which a field added later
-    changes: a ``RunTicket`` carried as such is still read, for the runs that hold one.)"""
+    field to the ticket changes no byte of it, so a run waiting for months across upgrades
+    keeps its ticket. (The first tickets were signed over the fields as the model dumps them,
+    which a field added later changes: a ``RunTicket`` carried as such is still read, for the
+    runs that hold one, and still issued to a worker from before, which reads only that form:
+    ``ResolveRequest.reads_signed_tickets``.)"""
 
     form: Literal["run-ticket/v2"] = "run-ticket/v2"
     text: str = Field(description="the ticket's fields (a RunTicket's, without signature), JSON")
@@ -225,6 +226,11 @@ class ResolveRequest(BaseModel):
         description="broker the run's leading linkages with its start: the query steps it"
         " starts with whose provider and subject the definition fixes (``renkei.bpf.ahead``),"
         " each with a lookahead budget (supersedes ``broker_first``)",
+    )
+    reads_signed_tickets: bool = Field(
+        default=False,
+        description="the flow's worker reads a ticket as the hub's signed text (SignedTicket);"
+        " a worker from before reads only the first form, which the hub then issues",
     )
 
 

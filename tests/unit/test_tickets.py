@@ -153,3 +153,21 @@ async def test_a_run_brokers_only_under_its_own_ticket_from_a_hub_of_this_mode()
         assert err.value.type == "LinkageRefused", err.value
     fields = await claims.resolved(request(ticket()), who)
     assert fields is not None and fields.subject == "code-1" and fields.purpose == PURPOSE
+
+
+def test_a_flow_reads_either_form_where_the_hub_answers_a_ticket() -> None:
+    """A run continued before this release recorded the hub's ``check-resume`` answer in the
+    first form; replayed by a worker of this release, it reads it as it was (the answer's
+    declared type is either form), as it reads the signed text the hub issues now."""
+    from typing import get_type_hints
+
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from activities.hub import HubActivities
+
+    read = pydantic_data_converter.payload_converter
+    answer = get_type_hints(HubActivities.check_resume)["return"]
+    first = RunTicket(workflow_id="w", run_id="r", pin=PIN, trigger="counter", subject="c")
+    for ticket in (first, _issued(), None):
+        assert read.from_payload(read.to_payload(ticket), answer) == ticket
+    assert CARRIED.validate_python(first.model_dump(mode="json")) == first
