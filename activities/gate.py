@@ -431,10 +431,11 @@ class WhitelistGate:
         limit = dt.datetime.now(dt.UTC) + attempt.limit
         begun = await patiently(
             lambda: self.pool.fetchval(
-                "INSERT INTO records.act_runs (keeper, attempt_key) VALUES ($1, $2)"
-                " ON CONFLICT DO NOTHING RETURNING true",
+                "INSERT INTO records.act_runs (keeper, attempt_key, deadline)"
+                " VALUES ($1, $2, now() + $3::interval) ON CONFLICT DO NOTHING RETURNING true",
                 self.org,
                 attempt.key,
+                attempt.limit,
             ),
             limit,
         )
@@ -442,7 +443,7 @@ class WhitelistGate:
             return None
         row = await patiently(
             lambda: self.pool.fetchrow(
-                "SELECT answer, begun_at, now() AS now FROM records.act_runs"
+                "SELECT answer, begun_at, deadline, now() AS now FROM records.act_runs"
                 " WHERE keeper = $1 AND attempt_key = $2",
                 self.org,
                 attempt.key,
@@ -457,7 +458,11 @@ class WhitelistGate:
             )
         kept = row["answer"]
         if kept is None:
-            if row["now"] - row["begun_at"] < attempt.limit + MARGIN:
+            # Until the moment its run is cut off (the time of the attempt that began it, kept
+            # with its note; not this ask's, which the requester names), it may still be under
+            # way; after it, it ended, answered or not.
+            deadline = row["deadline"] or row["begun_at"] + attempt.limit
+            if row["now"] < deadline + MARGIN:
                 raise Failure.PROVIDER_ERROR.error(
                     f"step {attempt.step}'s act is under way at {self.org}: asked again later",
                     UNREACHED,
@@ -539,23 +544,25 @@ class WhitelistGate:
 
         async def carried_out() -> object:
             bound = asyncio.timeout_at(deadline)
+            answer: object = None
+            failed: Exception | None = None
             try:
                 async with bound:
                     answer = await run(admitted)
-            except TimeoutError:
-                if not bound.expired():  # the partner's code's own: it did not carry it out
-                    await self._end_act(attempt, None)
-                    raise
-                # Cut off mid-act: whether it took effect no one knows, so its note stays and
-                # the act is not carried out again.
+            except Exception as err:  # the timeout's, or the partner's code's own
+                failed = err
+            if bound.expired():
+                # Cut off mid-act (or its code went on past the moment, whatever it then said):
+                # whether it took effect no one knows, so its note stays, no answer is kept,
+                # and the act is not carried out again.
                 raise Failure.LINKAGE_REFUSED.error(
                     f"linkage refused: step {attempt.step}'s act ran past its attempt's time at"
                     f" {self.org} and was cut off: an act is carried out at most once",
                     {"provider": self.org},
                 ) from None
-            except Exception:
+            if failed is not None:  # the partner's code says it did not carry the act out
                 await self._end_act(attempt, None)
-                raise
+                raise failed
             await self._end_act(attempt, answer)
             return answer
 

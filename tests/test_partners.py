@@ -693,8 +693,8 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     answer, and no second notice goes out). The partner's code failing (it did not carry the
     act out) leaves the attempt to be asked again. An act begun before whose end the partner
     does not know (its worker was killed mid-act) is not carried out again: refused; one that
-    may still be under way is asked again later. An act that outlives its attempt's time is
-    cut off at it, so that asked again past that time it is refused, and never completes after
+    may still be under way (within the time of the attempt that began it, whatever time the ask
+    again names) is asked again later. An act that outlives its attempt's time is cut off at it, so that asked again past that time it is refused, and never completes after
     that refusal. An answer the platform's database role plants for the attempt (sealed to the
     partner's public key, as anyone can) is not served as the partner's: refused, and nothing
     carried out."""
@@ -743,6 +743,7 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
             ("again", 4),
             ("cut off", 1),
             ("under way", 1),
+            ("begun for longer", 1),
             ("planted", 1),
             ("outlives", 2),
         ):
@@ -794,6 +795,14 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
                     "sample-denki",
                     key,
                 )
+            elif case == "begun for longer":  # begun 30 s ago by an ask with an hour's time:
+                # asked again with less (10 s), it is still under way, not refused while it runs
+                await pool.execute(
+                    "INSERT INTO records.act_runs (keeper, attempt_key, begun_at, deadline)"
+                    " VALUES ($1, $2, now() - interval '30 seconds', now() + interval '1 hour')",
+                    "sample-denki",
+                    key,
+                )
             elif case == "planted":  # the platform's role plants an answer sealed to the partner
                 planted = seal(
                     partner.sealer(),
@@ -825,6 +834,8 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     assert refused.startswith("LinkageRefused") and "at most once" in refused, refused
     [later] = outcomes["under way"]  # not the provider's refusal: the step asks again
     assert later.startswith("ProviderError") and "under way" in later, later
+    [longer] = outcomes["begun for longer"]  # judged by the time it was begun with
+    assert longer.startswith("ProviderError") and "under way" in longer, longer
     [planted] = outcomes["planted"]
     assert planted.startswith("LinkageRefused") and "not its own" in planted, planted
     _, asked_later = outcomes["outlives"]
