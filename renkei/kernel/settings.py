@@ -194,7 +194,8 @@ class Settings(BaseSettings):
         default=None,
         description="upgrading from a hub that issued no run tickets: the hub also brokers,"
         " without a ticket, for the runs whose first run started before this moment, and"
-        " resolves their children without their caller's (ISO 8601"
+        " resolves their children without their caller's, and takes a citizen's consent in"
+        " the portal's first form, which names no person (ISO 8601"
         " with its offset: when the upgrade was deployed). Unset: a linkage request without"
         " the hub's ticket for its run is refused",
     )
