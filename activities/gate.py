@@ -173,10 +173,13 @@ class WhitelistGate:
         accept_unpermitted: bool = False,
         deferred_records: bool = False,
         operation: bool = True,
+        act_seconds: tuple[float, float] = (60.0, 3600.0),
     ) -> None:
         """``operation``: the gate of a provider in operation (unless told otherwise: the kit's
         stubs and test mode): it refuses a permit a hub in test mode issued (the conformance
-        kit's, for drafts), which only the kit's stubs take."""
+        kit's, for drafts), which only the kit's stubs take. ``act_seconds``: the least and the
+        most time this org gives an act once begun, whatever time the requester's attempt names
+        (``RENKEI_ACT_SECONDS_MIN``, ``RENKEI_ACT_SECONDS_MAX``)."""
         if keys.org != org:
             raise ValueError(f"the key file given to {org}'s gate is {keys.org}'s")
         self.org = org
@@ -189,6 +192,11 @@ class WhitelistGate:
         self._openers = keys.openers()  # this org's sealing keys, the former ones after it
         self._sealing_id = keys.public(org).sealing_id
         self._acting: set[asyncio.Future[object]] = set()  # acts carried out, shielded
+        least, most = act_seconds
+        if not 0 < least <= most:
+            raise ValueError(f"an act's time must be 0 < least <= most, not {act_seconds}")
+        self._act_least = dt.timedelta(seconds=least)
+        self._act_most = dt.timedelta(seconds=most)
         self.signer = keys.signer()
         self._recorder = records.RecordSigner(org, self.signer)
         self._accept_unpermitted = accept_unpermitted
@@ -422,25 +430,39 @@ class WhitelistGate:
         only if the org itself kept it (anyone can seal to its public key)."""
         return attest.sign(self.signer, _act_message(attempt, answer))
 
-    async def _begin_act(self, attempt: Attempt) -> dict[str, object] | None:
-        """Note that this org begins the attempt's act, before its code runs (``None``: the
-        first time). Asked again: the answer this org kept when it carried the act out, which is
-        then not carried out again; while the act may still be under way (within the attempt's
-        time since it began), an endpoint out of reach, asked again; past that, with no answer
-        kept, refused (it ended no one knows how: migration 0063)."""
+    def act_time(self, attempt: Attempt) -> dt.timedelta:
+        """How long this org gives the attempt's act once begun: the attempt's time, which the
+        requester names, but no less than this org's least (a requester naming a short time
+        does not cut the act short, half done) and no more than its most."""
+        return min(max(attempt.limit, self._act_least), self._act_most)
+
+    async def _begin_act(
+        self, attempt: Attempt, act_time: dt.timedelta
+    ) -> float | dict[str, object]:
+        """Note that this org begins the attempt's act, before its code runs, and the moment it
+        is cut off (``act_time`` from now); the first time, answer that moment on the event
+        loop's clock (from when the note was sent, so no later than the note's). Asked again: the
+        answer this org kept when it carried the act out, which is then not carried out again;
+        while the act may still be under way (until the moment its note keeps), an endpoint out
+        of reach, asked again; past that, with no answer kept, refused (it ended no one knows
+        how: migration 0063)."""
         limit = dt.datetime.now(dt.UTC) + attempt.limit
-        begun = await patiently(
-            lambda: self.pool.fetchval(
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+
+        def note() -> Awaitable[bool | None]:
+            nonlocal sent
+            sent = loop.time()  # of the try that gets through: the note's now() is later
+            return self.pool.fetchval(
                 "INSERT INTO records.act_runs (keeper, attempt_key, deadline)"
                 " VALUES ($1, $2, now() + $3::interval) ON CONFLICT DO NOTHING RETURNING true",
                 self.org,
                 attempt.key,
-                attempt.limit,
-            ),
-            limit,
-        )
-        if begun:
-            return None
+                act_time,
+            )
+
+        if await patiently(note, limit):
+            return sent + act_time.total_seconds()
         row = await patiently(
             lambda: self.pool.fetchrow(
                 "SELECT answer, begun_at, deadline, now() AS now FROM records.act_runs"
@@ -458,10 +480,10 @@ class WhitelistGate:
             )
         kept = row["answer"]
         if kept is None:
-            # Until the moment its run is cut off (the time of the attempt that began it, kept
-            # with its note; not this ask's, which the requester names), it may still be under
-            # way; after it, it ended, answered or not.
-            deadline = row["deadline"] or row["begun_at"] + attempt.limit
+            # Until the moment its run is cut off (kept with its note, as this org bounded the
+            # attempt that began it; not this ask's time, which the requester names), it may
+            # still be under way; after it, it ended, answered or not.
+            deadline = row["deadline"] or row["begun_at"] + act_time
             if row["now"] < deadline + MARGIN:
                 raise Failure.PROVIDER_ERROR.error(
                     f"step {attempt.step}'s act is under way at {self.org}: asked again later",
@@ -537,10 +559,10 @@ class WhitelistGate:
     ) -> object:
         """The partner's code carrying out the act, and its answer kept: shielded from a
         cancellation (a caller gone, a connection cut), so that once begun, the act's answer is
-        kept whatever the caller does, and an ask again gets it. Bounded by the attempt's time
-        from when its note was written (``deadline``, on the event loop's clock): an ask again
-        past that time (and the margin) finds the act ended, answered or cut off, never still
-        running, so the refusal it gets is the act's last word."""
+        kept whatever the caller does, and an ask again gets it. Bounded by its time
+        (:meth:`act_time`) from when its note was written (``deadline``, on the event loop's
+        clock): an ask again past that time (and the margin) finds the act ended, answered or
+        cut off, never still running, so the refusal it gets is the act's last word."""
 
         async def carried_out() -> object:
             bound = asyncio.timeout_at(deadline)
@@ -556,7 +578,7 @@ class WhitelistGate:
                 # whether it took effect no one knows, so its note stays, no answer is kept,
                 # and the act is not carried out again.
                 raise Failure.LINKAGE_REFUSED.error(
-                    f"linkage refused: step {attempt.step}'s act ran past its attempt's time at"
+                    f"linkage refused: step {attempt.step}'s act ran past its time at"
                     f" {self.org} and was cut off: an act is carried out at most once",
                     {"provider": self.org},
                 ) from None
@@ -609,13 +631,13 @@ class WhitelistGate:
         # An act has an effect besides its answer: carried out at most once per attempt, and
         # asked again, answered with what it answered (a contract probe's acts nothing real).
         once = acts and req.permit is not None and not req.permit.permit.probe
-        deadline = asyncio.get_running_loop().time() + attempt.limit.total_seconds()
-        kept = await self._begin_act(attempt) if once else None
         answer: object
-        if kept is not None:
-            answer = kept
-        elif once:
-            answer = await self._act_once(attempt, admitted, run, deadline)
+        if once:
+            begun = await self._begin_act(attempt, self.act_time(attempt))
+            if isinstance(begun, dict):  # carried out before: its answer
+                answer = begun
+            else:  # its time counts from its note, however long the database took to take it
+                answer = await self._act_once(attempt, admitted, run, begun)
         else:
             answer = await run(admitted)
         if req.permit is None or not isinstance(answer, dict):  # the migration switch's path

@@ -694,8 +694,11 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     act out) leaves the attempt to be asked again. An act begun before whose end the partner
     does not know (its worker was killed mid-act) is not carried out again: refused; one that
     may still be under way (within the time of the attempt that began it, whatever time the ask
-    again names) is asked again later. An act that outlives its attempt's time is cut off at it, so that asked again past that time it is refused, and never completes after
-    that refusal. An answer the platform's database role plants for the attempt (sealed to the
+    again names) is asked again later. An act that outlives its time (the attempt's, within the
+    partner's least and most) is cut off at it, so that asked again past that time it is
+    refused, and never completes after that refusal; a requester naming a time shorter than the
+    partner's least does not cut the act short: it is carried out, and asked again, answered.
+    An answer the platform's database role plants for the attempt (sealed to the
     partner's public key, as anyone can) is not served as the partner's: refused, and nothing
     carried out."""
     from activities.attempts import attempt_key
@@ -708,6 +711,7 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     carried_out: list[str] = []
     failing = [True]
     slow: dict[str, Any] = {"now": False, "release": asyncio.Event(), "cut off": False}
+    takes = [0.0]  # how long the partner's system takes to carry the act out
 
     async def notice(req: LinkageRequest) -> ActionReceipt:
         if failing.pop() if failing else False:
@@ -718,6 +722,7 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
             except asyncio.CancelledError:
                 slow["cut off"] = True
                 raise
+        await asyncio.sleep(takes[0])
         carried_out.append(req.step)
         return ActionReceipt(done=True, reference=f"SD-{len(carried_out)}")
 
@@ -731,7 +736,8 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
         workers(
             client,
             pool,
-            settings,
+            # the partner gives an act at least 4 s, whatever its attempt's time
+            settings.model_copy(update={"act_seconds_min": 4.0}),
             catalog,
             live_whitelist,
             agencies=("sample-denki",),
@@ -746,11 +752,18 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
             ("begun for longer", 1),
             ("planted", 1),
             ("outlives", 2),
+            ("short", 2),
         ):
             slow["now"] = case == "outlives"
-            # outliving: a 2 s attempt asked again 6 s after it timed out (well past its margin,
-            # however late its note was written)
-            seconds, pause = (2.0, 6.0) if case == "outlives" else (10.0, 0.0)
+            takes[0] = 2.0 if case == "short" else 0.0
+            seconds, pause = {
+                # a 2 s attempt, given 4 s by the partner, asked again 6 s after it timed out
+                # (well past its time and margin, however late its note was written)
+                "outlives": (2.0, 6.0),
+                # a 1 s attempt for an act that takes 2 s, asked again 4 s after it timed out
+                # (past the 1 s and its margin, but the partner gave the act its 4 s)
+                "short": (1.0, 4.0),
+            }.get(case, (10.0, 0.0))
             wid = workflow_id(BPF, "city-minato", f"again-{uuid.uuid4().hex[:8]}")
             req = BrokerRequest(
                 trigger="portal",
@@ -842,4 +855,7 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     _, asked_later = outcomes["outlives"]
     assert asked_later.startswith("LinkageRefused") and "at most once" in asked_later, outcomes
     assert slow["cut off"]  # its code was stopped at the attempt's time, not left to finish
-    assert len(carried_out) == 1  # the one notice, for the first case
+    timed_out, answered = outcomes["short"]  # the requester's attempt ended, the act did not
+    assert "answered" not in timed_out, outcomes
+    assert answered == "answered SD-2", outcomes
+    assert len(carried_out) == 2  # the one notice of the first case, and the short one's

@@ -46,6 +46,7 @@ def agency_worker(
         accept_unpermitted=settings.accept_unpermitted_linkages,
         deferred_records=settings.records_chaining == "deferred",
         operation=settings.mode == "operation",
+        act_seconds=(settings.act_seconds_min, settings.act_seconds_max),
     )
     served = providers if providers is not None else providers_for(org, pool)
     if direct is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, get_args, get_origin
 
 import annotated_types
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -183,6 +183,19 @@ class Settings(BaseSettings):
         description="migration switch: agency gates also serve linkage requests without a hub"
         " permit (only while linkages scheduled before permits drain; never in normal operation)",
     )
+    act_seconds_min: float = Field(
+        default=60,
+        gt=0,
+        description="a partner's gate: the least time it gives an act (a notice, an enrolment)"
+        " once begun, however short a time the requester's attempt names; asked again meanwhile,"
+        " the act is under way, and past it an act still running is cut off",
+    )
+    act_seconds_max: float = Field(
+        default=3600,
+        gt=0,
+        description="a partner's gate: the most time it gives an act once begun, however long a"
+        " time the requester's attempt names (at least the least)",
+    )
     legacy_runs_before: AwareDatetime | None = Field(
         default=None,
         description="upgrading from before executor-side control: the hub's process also serves"
@@ -215,6 +228,12 @@ class Settings(BaseSettings):
         " the upgrade without their signatures; no other content does (never in normal"
         " operation)",
     )
+
+    @model_validator(mode="after")
+    def _act_bounds(self) -> Settings:
+        if self.act_seconds_max < self.act_seconds_min:
+            raise ValueError("act_seconds_max is less than act_seconds_min")
+        return self
 
     @property
     def unsigned_approvals(self) -> frozenset[str]:

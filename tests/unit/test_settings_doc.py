@@ -40,3 +40,14 @@ def test_up_help_lists_every_variable() -> None:
     missing = [v.name for v in variables() if v.name not in result.output]
     assert missing == []
     assert "--verbose" in result.output
+
+
+def test_an_acts_least_time_is_no_more_than_its_most() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    assert Settings(act_seconds_min=5, act_seconds_max=5).act_seconds_max == 5
+    with pytest.raises(ValidationError, match="act_seconds_max is less than act_seconds_min"):
+        Settings(act_seconds_min=10, act_seconds_max=5)
+    with pytest.raises(ValidationError):
+        Settings(act_seconds_min=0)
