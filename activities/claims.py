@@ -182,6 +182,17 @@ def hubs_ticket(hub: Ed25519PublicKey, ticket: Ticket) -> RunTicket | None:
         return None
 
 
+def runs_ticket(
+    hub: Ed25519PublicKey, ticket: Ticket | None, workflow_id: str, run_id: str
+) -> RunTicket | None:
+    """The ticket's fields, if the hub signed them for exactly this workflow's run (``None``:
+    no ticket, not the hub's, or another run's, even of the same workflow)."""
+    found = hubs_ticket(hub, ticket) if ticket is not None else None
+    if found is None or (found.workflow_id, found.run_id) != (workflow_id, run_id):
+        return None
+    return found
+
+
 # The first run of a workflow (id, run id) → when that first run started, as Temporal said.
 _CHAIN_STARTS: OrderedDict[tuple[str, str], dt.datetime] = OrderedDict()
 

@@ -36,6 +36,7 @@ from activities.claims import (
     issue_first_form,
     issue_ticket,
     parent_of,
+    runs_ticket,
 )
 from activities.permits import PermitIssuer, UnknownParty
 from renkei.bpf import registry
@@ -989,10 +990,8 @@ class HubActivities:
                     "the state to carry on is not of a run the hub resolved (no ticket)"
                 )
         elif (
-            (ticket := hubs_ticket(self._hub_public, run.ticket)) is None
-            or (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id)
-            or ticket.pin != run.pin
-        ):
+            ticket := runs_ticket(self._hub_public, run.ticket, who.workflow_id, who.run_id)
+        ) is None or ticket.pin != run.pin:
             raise Failure.MALFORMED_START.error(
                 "the state to carry on is not of the run the hub resolved (another ticket)"
             )

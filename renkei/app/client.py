@@ -22,10 +22,12 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
+from temporalio.api.common.v1 import Payload
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
     WorkflowExecution,
@@ -106,6 +108,32 @@ def start_fingerprint(request: StartFlow) -> str:
 
 def _not_found(err: RPCError) -> bool:
     return err.status == RPCStatusCode.NOT_FOUND
+
+
+async def hubs_first_answer(
+    events: AsyncIterator[HistoryEvent], hub: str
+) -> tuple[str, Sequence[Payload]] | None:
+    """The hub's first answer in a run's history that holds the run's ticket: the result of
+    the first ``hub.resolve`` or ``hub.check-resume`` to complete of those scheduled on the
+    hub's queue ``hub`` (its name, and the payloads as recorded). Not an activity of that name
+    the executor's run scheduled on a queue of its own and answered itself: only the hub's
+    queue is served by the hub (a rogue worker polling it answers on a pair of its own, or with
+    a ticket of another run, which the caller's check of the ticket refuses)."""
+    asked: dict[int, str] = {}
+    async for event in events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            scheduled = event.activity_task_scheduled_event_attributes
+            name = scheduled.activity_type.name
+            if name in ("hub.resolve", "hub.check-resume") and scheduled.task_queue.name == hub:
+                asked[event.event_id] = name
+            continue
+        if not event.HasField("activity_task_completed_event_attributes"):
+            continue
+        done = event.activity_task_completed_event_attributes
+        kind = asked.get(done.scheduled_event_id)
+        if kind is not None:
+            return kind, done.result.payloads
+    return None
 
 
 @contextlib.contextmanager
@@ -373,38 +401,22 @@ class RenkeiClient:
         holds one (a run from before tickets, or one the hub has not resolved yet). With the
         current run's id: the caller verifies the ticket (the hub's signature, for this workflow
         and that run)."""
-        asked: dict[int, str] = {}
-        hub = hub_queue(self.settings.task_queue_prefix)
         with _known(wid):
             run = (await self.describe(wid)).run_id or ""
             handle = self.client.get_workflow_handle(wid, run_id=run)
-            async for event in handle.fetch_history_events(rpc_timeout=RPC_TIMEOUT):
-                if event.HasField("activity_task_scheduled_event_attributes"):
-                    scheduled = event.activity_task_scheduled_event_attributes
-                    name = scheduled.activity_type.name
-                    # the hub's own answer: on its queue, not an activity of that name the
-                    # executor's run scheduled on a queue of its own and answered itself
-                    if name in ("hub.resolve", "hub.check-resume") and (
-                        scheduled.task_queue.name == hub
-                    ):
-                        asked[event.event_id] = name
-                    continue
-                if not event.HasField("activity_task_completed_event_attributes"):
-                    continue
-                done = event.activity_task_completed_event_attributes
-                kind = asked.get(done.scheduled_event_id)
-                if kind is None:
-                    continue
-                payloads = done.result.payloads
-                if kind == "hub.resolve":
-                    [resolved] = await self.client.data_converter.decode(payloads, [ResolvedRun])
-                    found: Ticket | None = (
-                        resolved.ticket if isinstance(resolved, ResolvedRun) else None
-                    )
-                else:
-                    [found] = await self.client.data_converter.decode(payloads, [_TICKET])
-                return run, found
-        return run, None
+            answered = await hubs_first_answer(
+                handle.fetch_history_events(rpc_timeout=RPC_TIMEOUT),
+                hub_queue(self.settings.task_queue_prefix),
+            )
+        if answered is None:
+            return run, None
+        kind, payloads = answered
+        if kind == "hub.resolve":
+            [resolved] = await self.client.data_converter.decode(payloads, [ResolvedRun])
+            found: Ticket | None = resolved.ticket if isinstance(resolved, ResolvedRun) else None
+        else:
+            [found] = await self.client.data_converter.decode(payloads, [_TICKET])
+        return run, found
 
     async def waiting(self, wid: str) -> list[Waiting]:
         """What the flow waits for now (empty if nothing)."""

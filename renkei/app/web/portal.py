@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
-from activities.claims import hubs_ticket
+from activities.claims import runs_ticket
 from renkei.app.citizen import (
     RECORDS,
     CitizenRecord,
@@ -164,9 +164,8 @@ def router(
         assert sdk is not None and portal_key is not None
         now = dt.datetime.now(dt.UTC)
         run, found = await sdk.resolved_ticket(wid)
-        ticket = hubs_ticket(portal_key.public_key(), found) if found is not None else None
-        if ticket is not None and (ticket.workflow_id, ticket.run_id) != (wid, run):
-            ticket = None  # another run's (the hub's word for this one counts only)
+        # the hub's word for this run counts only: not another run's ticket
+        ticket = runs_ticket(portal_key.public_key(), found, wid, run)
         pin = ticket.pin if ticket is not None else None
         try:
             started = await sdk.started_with(wid)
