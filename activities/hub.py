@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -63,6 +64,7 @@ from renkei.contracts.messages import (
     ResumeProof,
     ScanRequest,
     ScanTarget,
+    SignedResume,
     SignedTicket,
     Ticket,
     TranslateRequest,
@@ -75,9 +77,11 @@ from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
     is_citizens,
     is_hubs_resume,
+    is_hubs_resume_text,
     is_platform_scan,
     is_platform_start,
     resume_state,
+    resume_text,
     trigger_start,
 )
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
@@ -349,6 +353,7 @@ class HubActivities:
             collects_receipts=True,
             kit_clock=self._kit_clock,
             links_directly=self._links_directly,
+            signs_resume_text=True,
         )
         info = activity.info()
         wid = info.workflow_id or ""
@@ -961,9 +966,28 @@ class HubActivities:
 
     @activity.defn(name="hub.sign-resume")
     async def sign_resume(self, resume: Resume) -> str:
-        """Sign the state a flow carries into its next run (continue-as-new): only a run as
-        the hub resolved it for this flow's executor (its registered definition, its roles, the
-        hub's own settings), so a continuation cannot swap the definition it runs."""
+        """Sign the state a flow carries into its next run (continue-as-new), as dumped (the
+        first form, for a run that asked it so before: :meth:`sign_resume_text` signs its exact
+        text)."""
+        await self._resumable(resume)
+        return resume_state(
+            self._issuer.key, activity.info().workflow_id or "", resume.model_dump_json()
+        )
+
+    @activity.defn(name="hub.sign-resume-text")
+    async def sign_resume_text(self, resume: Resume) -> SignedResume:
+        """Sign the state a flow carries into its next run (continue-as-new), as the exact text
+        the continuation carries: it holds whatever a later release of the hub adds to the
+        model, so a continuation taken up after the hub's upgrade is not refused."""
+        await self._resumable(resume)
+        text = resume.model_dump_json(by_alias=True)  # as the definition's YAML names fields
+        wid = activity.info().workflow_id or ""
+        return SignedResume(text=text, signature=resume_text(self._issuer.key, wid, text))
+
+    async def _resumable(self, resume: Resume) -> None:
+        """Refuse to sign a state unless it is of a run as the hub resolved it for this flow's
+        executor (its registered definition, its roles, the hub's own settings, the run's own
+        ticket), so a continuation cannot swap the definition it runs."""
         who = caller()
         run = resume.run
         registered = await self._claims.definition(
@@ -995,9 +1019,6 @@ class HubActivities:
             raise Failure.MALFORMED_START.error(
                 "the state to carry on is not of the run the hub resolved (another ticket)"
             )
-        return resume_state(
-            self._issuer.key, activity.info().workflow_id or "", resume.model_dump_json()
-        )
 
     @activity.defn(name="hub.check-resume")
     async def check_resume(self, proof: ResumeProof) -> Ticket | None:
@@ -1006,11 +1027,22 @@ class HubActivities:
         Answer the continuing run's ticket: the run it continues was resolved so (none: a run
         from before tickets)."""
         info = activity.info()
-        if not is_hubs_resume(
-            self._hub_public,
-            proof.signature,
-            info.workflow_id or "",
-            proof.resume.model_dump_json(),
+        wid = info.workflow_id or ""
+        if proof.signed is not None:  # the exact text the hub signed: the state read from it
+            if not is_hubs_resume_text(
+                self._hub_public, proof.signed.signature, wid, proof.signed.text
+            ):
+                raise Failure.MALFORMED_START.error(
+                    "the state this flow continues from is not the hub's (a forged resume)"
+                )
+            try:
+                proof = ResumeProof(resume=proof.signed.resume(), signed=proof.signed)
+            except ValidationError:  # signed by the hub, so of a release it no longer reads
+                raise Failure.MALFORMED_START.error(
+                    "the state this flow continues from is of a form this hub does not read"
+                ) from None
+        elif not is_hubs_resume(
+            self._hub_public, proof.signature, wid, proof.resume.model_dump_json()
         ):
             raise Failure.MALFORMED_START.error(
                 "the state this flow continues from is not the hub's (a forged resume)"

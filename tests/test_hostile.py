@@ -1510,7 +1510,7 @@ async def test_a_forged_continuation_is_refused(
     """A ring holder starts a flow as if it continued from an earlier run: its own definition,
     steps already 'passed', answers already 'given'. The hub did not sign that state."""
     from renkei.bpf.loader import load_file
-    from renkei.contracts.messages import Pin, ResolvedRun, Resume
+    from renkei.contracts.messages import Pin, ResolvedRun, Resume, SignedResume
     from tests.paths import SAMPLES_DIR
 
     d = load_file(SAMPLES_DIR / "child-allowance-portal.yaml").definition
@@ -1534,16 +1534,34 @@ async def test_a_forged_continuation_is_refused(
             )
         }
     )
+    # the same state as the exact text the hub signs, signed by the ring holder itself
+    assert forged.resume is not None
+    text = forged.resume.model_dump_json(by_alias=True)
+    as_text = forged.model_copy(
+        update={
+            "case_ref": f"{forged.case_ref}-t",
+            "resume": None,
+            "signed_resume": SignedResume(
+                text=text,
+                signature=attest.resume_text(
+                    keys.load_org(settings, "city-minato").signer(),
+                    f"{d.bpf}/city-minato/{forged.case_ref}-t",
+                    text,
+                ),
+            ),
+        }
+    )
     async with workers(client, pool, settings, catalog, live_whitelist):
-        await _refused_straight_from_temporal(
-            client,
-            pool,
-            settings,
-            d.bpf,
-            forged,
-            f"{d.bpf}/city-minato/{forged.case_ref}",
-            "not the hub's (a forged resume)",
-        )
+        for each in (forged, as_text):
+            await _refused_straight_from_temporal(
+                client,
+                pool,
+                settings,
+                d.bpf,
+                each,
+                f"{d.bpf}/city-minato/{each.case_ref}",
+                "not the hub's (a forged resume)",
+            )
 
 
 async def test_a_party_cannot_frame_a_chain_it_does_not_witness(

@@ -522,22 +522,27 @@ async def test_the_hub_signs_no_continuation_of_a_run_it_never_resolved(
         mode=settings.mode,
     )
 
-    def resume(ticket: Any) -> Call:
+    def resume(ticket: Any, signing: str = "hub.sign-resume") -> Call:
         state = Resume(
             run=run.model_copy(update={"ticket": ticket}), next_step=1, outputs={}, linkages=[]
         )
-        return Call(activity="hub.sign-resume", arg=state.model_dump(mode="json"))
+        return Call(activity=signing, arg=state.model_dump(mode="json"))
 
     async with workers(client, pool, settings, catalog, live_whitelist):
         became = await _attack(
             client,
             settings,
-            [resume(None), resume(elsewhere)],
+            [
+                resume(None),
+                resume(elsewhere),
+                resume(None, "hub.sign-resume-text"),
+                resume(elsewhere, "hub.sign-resume-text"),
+            ],
             wid,
             party="city-minato",
             workflow_type=d.bpf,
         )
-    assert became == ["MalformedStart", "MalformedStart"], became
+    assert became == ["MalformedStart"] * 4, became
 
 
 @workflow.defn(name="child-allowance-check", sandboxed=False)
@@ -746,7 +751,7 @@ class Continues:
 
     @workflow.run
     async def run(self, mode: str, prefix: str, given: dict[str, Any]) -> Any:
-        from renkei.contracts.messages import ResolvedRun, Resume, ResumeProof
+        from renkei.contracts.messages import ResolvedRun, Resume, ResumeProof, SignedResume
 
         def hub(name: str, arg: Any, result_type: Any) -> Any:
             return workflow.execute_activity(
@@ -767,9 +772,13 @@ class Continues:
             return "taken up"
         resolved = ResolvedRun.model_validate(await hub("hub.resolve", given, dict))
         state = Resume(run=resolved, next_step=1, outputs={}, linkages=[])
-        signature = await hub("hub.sign-resume", state, str)
-        proof = ResumeProof(resume=state, signature=signature).model_dump(mode="json")
-        if mode == "continue":
+        if mode.endswith("-text"):  # the state as the exact text the hub signs
+            signed = SignedResume.model_validate(await hub("hub.sign-resume-text", state, dict))
+            proof = ResumeProof(resume=state, signed=signed).model_dump(mode="json")
+        else:
+            signature = await hub("hub.sign-resume", state, str)
+            proof = ResumeProof(resume=state, signature=signature).model_dump(mode="json")
+        if mode.startswith("continue"):
             workflow.continue_as_new(args=["take", prefix, proof])
         return proof
 
@@ -795,22 +804,26 @@ async def test_a_signed_state_is_taken_up_only_by_the_run_continued_from_it(
         workers(client, pool, settings, catalog, live_whitelist),
         Worker(rogue, task_queue=queue, workflows=[Continues]),
     ):
-        wid = workflow_id(found.definition.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
-        captured = await rogue.execute_workflow(
-            Continues.run, args=["capture", prefix, resolve], id=wid, task_queue=queue
-        )
-        became.append(
-            await rogue.execute_workflow(
-                Continues.run, args=["take", prefix, captured], id=wid, task_queue=queue
+        for form in ("", "-text"):  # the state as dumped, and as the exact text signed
+            wid = workflow_id(found.definition.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
+            captured = await rogue.execute_workflow(
+                Continues.run, args=[f"capture{form}", prefix, resolve], id=wid, task_queue=queue
             )
-        )
-        wid = workflow_id(found.definition.bpf, "city-minato", f"b-{uuid.uuid4().hex[:8]}")
-        became.append(
-            await rogue.execute_workflow(
-                Continues.run, args=["continue", prefix, resolve], id=wid, task_queue=queue
+            became.append(
+                await rogue.execute_workflow(
+                    Continues.run, args=["take", prefix, captured], id=wid, task_queue=queue
+                )
             )
-        )
-    assert became == ["MalformedStart", "taken up"], became
+            wid = workflow_id(found.definition.bpf, "city-minato", f"b-{uuid.uuid4().hex[:8]}")
+            became.append(
+                await rogue.execute_workflow(
+                    Continues.run,
+                    args=[f"continue{form}", prefix, resolve],
+                    id=wid,
+                    task_queue=queue,
+                )
+            )
+    assert became == ["MalformedStart", "taken up"] * 2, became
 
 
 async def test_a_child_resolves_only_as_the_version_its_callers_step_calls(

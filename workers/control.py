@@ -78,6 +78,7 @@ def _hub_activities(
         hub.case_refs,
         hub.attest_starts,
         hub.sign_resume,
+        hub.sign_resume_text,
         hub.check_resume,
     ]
 

@@ -117,6 +117,9 @@ PERMITS = "permits-v1"
 SIGNED_ANSWERS = "signed-answers-v1"
 # A continuation takes up only a state the hub signed.
 SIGNED_RESUME = "signed-resume-v1"
+# ... as the exact text the hub signed (a run that continued before carried the state as
+# dumped, signed so: its replay asks the hub as it did). Asked only as a run continues.
+RESUME_TEXT = "resume-text-v1"
 # The hub appends what became of each allowed linkage (runs recorded before leave it unknown);
 # a linkage no worker takes ends as "no answer" when its permit does.
 ATTEMPT_OUTCOMES = "attempt-outcomes-v1"
@@ -444,6 +447,13 @@ class BpfInterpreter:
                 " the executor or the platform"
             )
         start = workflow.payload_converter().from_payload(args[0].payload, StartFlow)
+        if start.signed_resume is not None:  # a continuation: its state, as the hub signed it
+            try:
+                start = start.model_copy(update={"resume": start.signed_resume.resume()})
+            except ValidationError:
+                raise Failure.MALFORMED_START.error(
+                    "the state this flow continues from is of a form this worker does not read"
+                ) from None
         if start.bpf != workflow.info().workflow_type:
             raise Failure.MALFORMED_START.error("workflow type and BPF id differ")
         writers = channel_parties(args[0].payload)
@@ -488,7 +498,11 @@ class BpfInterpreter:
                 try:
                     ticket = await self._hub(
                         HubActivities.check_resume,
-                        ResumeProof(resume=start.resume, signature=start.resume_signature),
+                        ResumeProof(
+                            resume=start.resume,
+                            signature=start.resume_signature,
+                            signed=start.signed_resume,
+                        ),
                     )
                 except ActivityError as err:
                     self._set_status("invalid")
@@ -672,16 +686,24 @@ class BpfInterpreter:
                         linkages=self._linkages,
                         generation=(start.resume.generation + 1) if start.resume else 1,
                     )
-                    signature = None
+                    signature = signed = None
                     if self._patched(SIGNED_RESUME):
-                        signature = await self._hub(
-                            HubActivities.sign_resume,
-                            resume,
-                        )
+                        # a hub from before signs only the first form; asked once it says so
+                        if self._run.signs_resume_text and workflow.patched(RESUME_TEXT):
+                            signed = await self._hub(HubActivities.sign_resume_text, resume)
+                        else:
+                            signature = await self._hub(HubActivities.sign_resume, resume)
                     await self._flush_reports()
-                    workflow.continue_as_new(
-                        start.model_copy(update={"resume": resume, "resume_signature": signature})
+                    carried = (
+                        {"resume": None, "resume_signature": None, "signed_resume": signed}
+                        if signed is not None
+                        else {
+                            "resume": resume,
+                            "resume_signature": signature,
+                            "signed_resume": None,
+                        }
                     )
+                    workflow.continue_as_new(start.model_copy(update=carried))
                 await self._step(top[index])
             result = {name: self._eval(("result", name)) for name in self._run.definition.result}
         except _Rejected as rejected:

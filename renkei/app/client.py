@@ -258,7 +258,7 @@ class RenkeiClient:
         catalog = self._catalog or default_catalog()
         if request.executor not in catalog.orgs:
             raise ValueError(f"unknown executor org {request.executor!r}")
-        if request.resume is not None:
+        if request.resume is not None or request.signed_resume is not None:
             raise ValueError("resume is set only by a flow itself")
         local = self._local_definition(request.bpf, request.version)
         if local is not None:

@@ -141,6 +141,11 @@ class StartFlow(BaseModel):
         default=None,
         description="set only by a flow continuing as new: the hub's signature on ``resume``",
     )
+    signed_resume: SignedResume | None = Field(
+        default=None,
+        description="set only by a flow continuing as new: where it left off, as the exact text"
+        " the hub signed (in place of ``resume`` and ``resume_signature``)",
+    )
     paths: int | None = Field(
         default=None,
         description="the interpreter's paths the run takes (``PATHS``), set by the platform as it"
@@ -295,6 +300,11 @@ class ResolvedRun(BaseModel):
         description="the providers answer over the direct channel: the flow's own worker asks"
         " each provider's endpoint (a local activity, ``activities.direct``) instead of"
         " scheduling the linkage on the provider's queue; a hub from before says nothing",
+    )
+    signs_resume_text: bool = Field(
+        default=False,
+        description="the hub signs a continuing run's state as the exact text it carries"
+        " (``hub.sign-resume-text``); a hub from before says nothing, and signs it as dumped",
     )
     ticket: Ticket | None = Field(
         default=None,
@@ -658,11 +668,29 @@ class AttestRequest(BaseModel):
     starts: list[tuple[str, str]]
 
 
+class SignedResume(BaseModel):
+    """The state a flow carries into its next run as the exact JSON text of a :class:`Resume`
+    the hub signed: its signature holds over that text whatever a later release adds to the
+    model (a continuation straddling the hub's upgrade is still taken up)."""
+
+    form: Literal["resume/v2"] = "resume/v2"
+    text: str
+    signature: str
+
+    def resume(self) -> Resume:
+        """The state, read from the very text the hub signed."""
+        return Resume.model_validate_json(self.text)
+
+
 class ResumeProof(BaseModel):
-    """The state a flow carries into its next run, and the hub's signature on it."""
+    """The state a flow carries into its next run, and the hub's signature on it: on the state
+    as dumped (``signature``, the first form), or on its exact text (``signed``)."""
 
     resume: Resume
     signature: str | None = None
+    signed: SignedResume | None = Field(
+        default=None, description="the state as the exact text the hub signed (it prevails)"
+    )
 
 
 class CaseRefRequest(BaseModel):

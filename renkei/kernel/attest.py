@@ -231,6 +231,22 @@ def is_hubs_resume(
     return holds(hub, signature, _resume(workflow_id, resume_json))
 
 
+def _resume_text(workflow_id: str, text: str) -> bytes:
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return f"renkei/resume/v2|{workflow_id}|{digest}".encode()
+
+
+def resume_text(key: Ed25519PrivateKey, workflow_id: str, text: str) -> str:
+    """The hub's signature on the exact text of the state a flow carries into its next run."""
+    return sign(key, _resume_text(workflow_id, text))
+
+
+def is_hubs_resume_text(
+    hub: Ed25519PublicKey, signature: str | None, workflow_id: str, text: str
+) -> bool:
+    return holds(hub, signature, _resume_text(workflow_id, text))
+
+
 # -- an org's certificate -------------------------------------------------------------------
 
 

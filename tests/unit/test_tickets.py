@@ -171,3 +171,34 @@ def test_a_flow_reads_either_form_where_the_hub_answers_a_ticket() -> None:
     for ticket in (first, _issued(), None):
         assert read.from_payload(read.to_payload(ticket), answer) == ticket
     assert CARRIED.validate_python(first.model_dump(mode="json")) == first
+
+
+def test_a_signed_state_holds_across_a_release_that_adds_a_field() -> None:
+    """The hub signs a continuing run's state as its exact text: a state signed before an
+    upgrade that adds a field to the model is still the hub's, and reads with the field's
+    default. Signed as dumped (the first form), the same state no longer holds after it."""
+    from renkei.bpf.loader import load_file
+    from renkei.contracts.messages import ResolvedRun, Resume, SignedResume
+    from tests.paths import SAMPLES_DIR
+
+    run = ResolvedRun(
+        pin=PIN,
+        definition=load_file(SAMPLES_DIR / "child-allowance-portal.yaml").definition,
+        info_schemas={},
+        inputs={},
+        task_queue_prefix="renkei",
+        executor_roles=["municipal-mayor"],
+    )
+    state = Resume(run=run, next_step=1, outputs={}, linkages=[])
+    before = json.loads(state.model_dump_json(by_alias=True))
+    del before["generation"]  # a release before the field was added wrote no such key
+    text = json.dumps(before)
+    wid = "child-allowance-check/city-minato/c"
+    signed = SignedResume(text=text, signature=attest.resume_text(HUB, wid, text))
+    assert attest.is_hubs_resume_text(PUBLIC, signed.signature, wid, signed.text)
+    assert signed.resume().generation == 1  # the added field's default
+    assert not attest.is_hubs_resume_text(PUBLIC, signed.signature, wid + "x", signed.text)
+    assert not attest.is_hubs_resume_text(PUBLIC, signed.signature, wid, text.replace("1", "2"))
+    # the first form: signed over the dump of the release before, checked over this one's
+    first = attest.resume_state(HUB, wid, text)
+    assert not attest.is_hubs_resume(PUBLIC, first, wid, signed.resume().model_dump_json())

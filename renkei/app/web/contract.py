@@ -13,7 +13,8 @@ the public start request.
   does not validate lists the issues instead (FastAPI's ``detail: [{loc, msg, type}, …]``).
 - **The public start.** :class:`StartRequest` is :class:`~renkei.contracts.messages.StartFlow`
   without the fields only renkei sets (``resume``, ``parent``, ``caller_ticket``, ``attestation``,
-  ``resume_signature``): a request naming one of them is refused (422).
+  ``resume_signature``, ``signed_resume``, ``paths``): a request naming one of them is refused
+  (422).
 """
 
 from __future__ import annotations
@@ -137,7 +138,15 @@ FlowId = Annotated[
 ]
 
 # Set by renkei only: a flow continuing as new, a flow calling a child, the platform's paths.
-INTERNAL = ("resume", "parent", "caller_ticket", "attestation", "resume_signature", "paths")
+INTERNAL = (
+    "resume",
+    "parent",
+    "caller_ticket",
+    "attestation",
+    "resume_signature",
+    "signed_resume",
+    "paths",
+)
 
 
 class StartRequest(BaseModel):
