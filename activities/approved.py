@@ -32,10 +32,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Collection
 
 import asyncpg
+from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from renkei.kernel import attest, parties
@@ -86,10 +86,11 @@ class ApprovalCheck:
         # (bpf, version, content hash, executor or "") -> the look in flight: calls that miss
         # meanwhile share it
         self._looking: dict[_Key, asyncio.Future[str | None]] = {}
-        # (bpf, version, content hash, executor or "") -> when it was found approved
-        self._approved: OrderedDict[_Key, float] = OrderedDict()
-        # (bpf, version, content hash, executor or "") -> (when it was found not approved, why)
-        self._refused: OrderedDict[_Key, tuple[float, str]] = OrderedDict()
+        # (bpf, version, content hash, executor or "") found approved, for APPROVED_FOR seconds
+        self._approved: TTLCache[_Key, bool] = TTLCache(KEPT, APPROVED_FOR, timer=time.monotonic)
+        # (bpf, version, content hash, executor or "") -> why it was found not approved, for
+        # REFUSED_FOR seconds
+        self._refused: TTLCache[_Key, str] = TTLCache(KEPT, REFUSED_FOR, timer=time.monotonic)
 
     async def why_not(
         self, bpf: str, version: int, content_hash: str, executor: str | None = None
@@ -97,12 +98,11 @@ class ApprovalCheck:
         """Why ``bpf`` ``version`` with ``content_hash`` is not approved, or (with ``executor``)
         not put into operation by ``executor``'s own signature; ``None`` if it is."""
         key = (bpf, version, content_hash, executor or "")
-        approved = self._approved.get(key)
-        if approved is not None and time.monotonic() - approved < APPROVED_FOR:
+        if key in self._approved:
             return None
         refused = self._refused.get(key)
-        if refused is not None and time.monotonic() - refused[0] < REFUSED_FOR:
-            return refused[1]
+        if refused is not None:
+            return refused
         looking = self._looking.get(key)
         if looking is None:
             looking = self._looking[key] = asyncio.ensure_future(
@@ -113,16 +113,10 @@ class ApprovalCheck:
         why = await asyncio.shield(looking)
         if why is None:
             self._refused.pop(key, None)
-            self._approved[key] = time.monotonic()
-            self._approved.move_to_end(key)
-            while len(self._approved) > KEPT:
-                self._approved.popitem(last=False)
+            self._approved[key] = True
         else:
             self._approved.pop(key, None)
-            self._refused[key] = (time.monotonic(), why)
-            self._refused.move_to_end(key)
-            while len(self._refused) > KEPT:
-                self._refused.popitem(last=False)
+            self._refused[key] = why
         return why
 
     async def _look(

@@ -33,10 +33,10 @@ than the registry (read once per process: ``registry.pinned``) or, for a hold or
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
+from cachetools import LRUCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 from temporalio import activity
@@ -73,8 +73,8 @@ class Caller:
 
 # (workflow id, run id) → the workflow that started it (id, run id), as Temporal said: a run's
 # parent never changes. Bounded: the hub meets every child run in turn.
-_PARENTS: OrderedDict[tuple[str, str], tuple[str, str] | None] = OrderedDict()
 PARENTS_REMEMBERED = 10_000
+_PARENTS: LRUCache[tuple[str, str], tuple[str, str] | None] = LRUCache(PARENTS_REMEMBERED)
 # How many callers up a claimed caller is looked for (a call's call, and so on).
 CALL_DEPTH = 8
 
@@ -93,8 +93,6 @@ async def parent_of(workflow_id: str, run_id: str) -> tuple[str, str] | None:
         else None
     )
     _PARENTS[key] = found
-    while len(_PARENTS) > PARENTS_REMEMBERED:
-        _PARENTS.popitem(last=False)
     return found
 
 
@@ -194,7 +192,7 @@ def runs_ticket(
 
 
 # The first run of a workflow (id, run id) → when that first run started, as Temporal said.
-_CHAIN_STARTS: OrderedDict[tuple[str, str], dt.datetime] = OrderedDict()
+_CHAIN_STARTS: LRUCache[tuple[str, str], dt.datetime] = LRUCache(PARENTS_REMEMBERED)
 
 
 async def chain_started(workflow_id: str, run_id: str) -> dt.datetime:
@@ -211,8 +209,6 @@ async def chain_started(workflow_id: str, run_id: str) -> dt.datetime:
         described = await client.get_workflow_handle(workflow_id, run_id=first).describe()
     started = described.start_time if described.workflow_type == kind else dt.datetime.now(dt.UTC)
     _CHAIN_STARTS[key] = started
-    while len(_CHAIN_STARTS) > PARENTS_REMEMBERED:
-        _CHAIN_STARTS.popitem(last=False)
     return started
 
 
@@ -257,7 +253,7 @@ class Claims:
         self._unticketed_before = unticketed_before
         self._mode = mode  # a ticket counts only from a hub of this mode (not the kit's)
         # tickets verified: (form, text, signature) → their fields
-        self._tickets: OrderedDict[tuple[str, str, str], RunTicket] = OrderedDict()
+        self._tickets: LRUCache[tuple[str, str, str], RunTicket] = LRUCache(PARENTS_REMEMBERED)
         self._pool = pool
         self._catalog = catalog
         self._approvals = approvals
@@ -386,8 +382,6 @@ class Claims:
             if ticket is None:
                 raise refuse("the run's ticket is not the hub's")
             self._tickets[seen] = ticket
-            while len(self._tickets) > PARENTS_REMEMBERED:
-                self._tickets.popitem(last=False)
         if (ticket.workflow_id, ticket.run_id) != (who.workflow_id, who.run_id):
             raise refuse("the request carries another run's ticket")
         if ticket.mode != self._mode:

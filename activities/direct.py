@@ -39,12 +39,12 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from cachetools import LRUCache
 from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -168,8 +168,10 @@ class DirectServer:
         self._server: grpc.aio.Server | None = None
         self.port = 0
         # (provider, workflow id, digest of the sealed request) -> the sealed reply it had
-        self._replies: OrderedDict[tuple[str, str, bytes], bytes] = OrderedDict()
-        self._reply_bytes = 0
+        # at most REPLAY_BYTES in all, and REPLAYS_KEPT replies: each counts as its share at least
+        self._replies: LRUCache[tuple[str, str, bytes], bytes] = LRUCache(
+            REPLAY_BYTES, getsizeof=lambda reply: max(len(reply), REPLAY_BYTES // REPLAYS_KEPT)
+        )
 
     async def __aenter__(self) -> DirectServer:
         server = grpc.aio.server(
@@ -259,13 +261,8 @@ class DirectServer:
         return sent
 
     def _keep(self, seen: tuple[str, str, bytes], reply: bytes) -> None:
-        if seen in self._replies:
-            return
-        self._replies[seen] = reply
-        self._reply_bytes += len(reply)
-        while len(self._replies) > REPLAYS_KEPT or self._reply_bytes > REPLAY_BYTES:
-            _, dropped = self._replies.popitem(last=False)
-            self._reply_bytes -= len(dropped)
+        if seen not in self._replies and len(reply) <= REPLAY_BYTES:
+            self._replies[seen] = reply
 
     async def _serve(self, provider: str, served: Served, call: DirectLinkage) -> DirectReply:
         answer, failure = await self._answer(provider, served, call)

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Collection
 from typing import Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from cachetools import LRUCache
 from pydantic import BaseModel, ValidationError
 
 from renkei.bpf.loader import BpfFileError, LoadedBpf, parse_text, stored_hash
@@ -323,8 +323,7 @@ async def fetch(
 # state and hash (its state may change at any moment), and the definition once per process (a
 # version's content never changes under its hash: the hash is of the content, and a version is
 # registered once). Bounded: the least recently used goes first.
-_PARSED: OrderedDict[tuple[str, int, str], BpfDefinition] = OrderedDict()
-_PARSED_MOST = 256
+_PARSED: LRUCache[tuple[str, int, str], BpfDefinition] = LRUCache(256)
 
 
 async def pinned(
@@ -364,9 +363,6 @@ def _keep(key: tuple[str, int, str], definition: BpfDefinition) -> None:
     """Keep a definition read and checked, by (bpf, version, content hash): the least recently
     used goes first."""
     _PARSED[key] = definition
-    _PARSED.move_to_end(key)
-    while len(_PARSED) > _PARSED_MOST:
-        _PARSED.popitem(last=False)
 
 
 def _listed(stored: object, content_hash: str, bpf: str, version: int) -> BpfDefinition | None:

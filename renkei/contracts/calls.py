@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from cachetools import LRUCache
 from google.protobuf.message import Message
 from temporalio.api.command.v1 import Command
 from temporalio.api.common.v1 import SearchAttributes
@@ -206,8 +206,12 @@ class Policy:
     namespace: str
     tokens_kept: int = TOKENS_KEPT
     sticky_kept: int = STICKY_KEPT
-    _tokens: OrderedDict[bytes, str] = field(default_factory=OrderedDict)
-    _sticky: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _tokens: LRUCache[bytes, str] = field(init=False)
+    _sticky: LRUCache[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._tokens = LRUCache(self.tokens_kept)
+        self._sticky = LRUCache(self.sticky_kept)
 
     # -- what the gateway learns from answers -------------------------------------------------
 
@@ -226,9 +230,6 @@ class Policy:
         for token in found:
             if token:
                 self._tokens[token] = party
-                self._tokens.move_to_end(token)
-        while len(self._tokens) > self.tokens_kept:
-            self._tokens.popitem(last=False)
 
     def holds(self, party: str, token: bytes) -> bool:
         """Whether ``token`` was handed to ``party`` (and is still remembered)."""
@@ -242,9 +243,6 @@ class Policy:
         if owner is not None and owner != party:
             return "sticky queue claimed by another"
         self._sticky[name] = party
-        self._sticky.move_to_end(name)
-        while len(self._sticky) > self.sticky_kept:
-            self._sticky.popitem(last=False)
         return ""
 
     # -- the decision ---------------------------------------------------------------------------
@@ -340,8 +338,7 @@ class Policy:
                     return _deny(party, method, "own flows", problem)
         if BY_TOKEN[method]:
             self._tokens.pop(token, None)
-        else:
-            self._tokens.move_to_end(token)
+        # (else: kept, and its use counts as recent: holds() read it)
         return _allow("own tasks")
 
     def _command(self, party: str, command: Command) -> str:

@@ -45,11 +45,11 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
+from cachetools import LRUCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -222,7 +222,9 @@ class _Shared:
     # ones (a private key's public half is a scalar multiplication to compute, every time).
     pairs: dict[tuple[str, str], tuple[object, object, str, AESGCM]] = field(default_factory=dict)
     # (workflow id, activity id) of activity requests that came under the ring
-    ring_requests: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+    ring_requests: LRUCache[tuple[str, str], None] = field(
+        default_factory=lambda: LRUCache(_REMEMBERED)
+    )
 
 
 _TRACE_KEYS = frozenset({"traceparent", "tracestate", "baggage"})
@@ -435,8 +437,6 @@ class ChannelCodec(PayloadCodec, WithSerializationContext):
             key = self._activity_key()
             if key is not None:
                 shared.ring_requests[key] = None
-                while len(shared.ring_requests) > _REMEMBERED:
-                    shared.ring_requests.popitem(last=False)
             return shared.ring.decrypt(payload)
         if encoding != ENCODING:
             if self._accept_plaintext or is_trace_carrier(payload):

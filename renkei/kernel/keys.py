@@ -25,10 +25,10 @@ import json
 import os
 import secrets
 import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import asyncpg
+from cachetools import LRUCache
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -107,7 +107,6 @@ def signature_holds(public: Ed25519PublicKey, signature: str, message: bytes) ->
             return True
         known = _HOLDS.get(seen)
         if known is not None:
-            _HOLDS.move_to_end(seen)
             return known
     try:
         Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(signature), message)
@@ -125,8 +124,6 @@ def signed_here(public: Ed25519PublicKey, signature: str, message: bytes) -> Non
     seen = _seen(public_raw(public), signature, message)
     with _HOLDS_LOCK:  # apart from the checks remembered: many permits push none of them out
         _SIGNED[seen] = None
-        while len(_SIGNED) > _PARSED * 4:
-            _SIGNED.popitem(last=False)
 
 
 def _seen(raw: bytes, signature: str, message: bytes) -> bytes:
@@ -137,13 +134,10 @@ def _seen(raw: bytes, signature: str, message: bytes) -> bytes:
 def _remember(seen: bytes, holds: bool) -> None:
     with _HOLDS_LOCK:
         _HOLDS[seen] = holds
-        _HOLDS.move_to_end(seen)
-        while len(_HOLDS) > _PARSED * 4:
-            _HOLDS.popitem(last=False)
 
 
-_HOLDS: OrderedDict[bytes, bool] = OrderedDict()
-_SIGNED: OrderedDict[bytes, None] = OrderedDict()  # made by this process (signed_here)
+_HOLDS: LRUCache[bytes, bool] = LRUCache(_PARSED * 4)
+_SIGNED: LRUCache[bytes, None] = LRUCache(_PARSED * 4)  # made by this process (signed_here)
 _HOLDS_LOCK = threading.Lock()
 
 

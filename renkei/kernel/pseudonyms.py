@@ -14,10 +14,10 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import asyncpg
+from cachetools import LRUCache
 
 log = logging.getLogger(__name__)
 
@@ -109,20 +109,13 @@ class Pseudonyms:
         self._hub_key = hub_key
         # (org, code) -> subject, the most recently used first out: the hub's worker lives for
         # months and meets every citizen in turn; its memory must not grow with them.
-        self._cache: OrderedDict[tuple[str, str], uuid.UUID] = OrderedDict()
-        self._remember = remember
+        self._cache: LRUCache[tuple[str, str], uuid.UUID] = LRUCache(remember)
 
     def _known(self, key: tuple[str, str]) -> uuid.UUID | None:
-        found = self._cache.get(key)
-        if found is not None:
-            self._cache.move_to_end(key)
-        return found
+        return self._cache.get(key)
 
     def _keep(self, key: tuple[str, str], subject: uuid.UUID) -> None:
         self._cache[key] = subject
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._remember:
-            self._cache.popitem(last=False)
 
     async def enroll(self, subject_ids: Sequence[uuid.UUID], orgs: Sequence[str]) -> None:
         """Give every subject a code at every org (idempotent)."""

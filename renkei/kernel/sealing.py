@@ -22,8 +22,8 @@ import hashlib
 import os
 import threading
 import time
-from collections import OrderedDict
 
+from cachetools import LRUCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -76,8 +76,8 @@ class _Ephemeral:
         self.born = time.monotonic()
 
 
-_EPHEMERALS: OrderedDict[bytes, _Ephemeral] = OrderedDict()
-_AGREED: OrderedDict[bytes, bytes] = OrderedDict()
+_EPHEMERALS: LRUCache[bytes, _Ephemeral] = LRUCache(_KEPT)
+_AGREED: LRUCache[bytes, bytes] = LRUCache(_KEPT)
 _LOCK = threading.Lock()
 
 
@@ -92,9 +92,6 @@ def _ephemeral(recipient: X25519PublicKey) -> tuple[str, bytes]:
             or time.monotonic() - kept.born >= EPHEMERAL_FOR
         ):
             kept = _EPHEMERALS[raw] = _Ephemeral(recipient)
-            while len(_EPHEMERALS) > _KEPT:
-                _EPHEMERALS.popitem(last=False)
-        _EPHEMERALS.move_to_end(raw)
         kept.uses += 1
         return kept.public, kept.shared
 
@@ -105,13 +102,10 @@ def _agreed(private: X25519PrivateKey, ephemeral: bytes) -> bytes:
     with _LOCK:
         shared = _AGREED.get(seen)
         if shared is not None:
-            _AGREED.move_to_end(seen)
             return shared
     shared = private.exchange(X25519PublicKey.from_public_bytes(ephemeral))
     with _LOCK:
         _AGREED[seen] = shared
-        while len(_AGREED) > _KEPT:
-            _AGREED.popitem(last=False)
     return shared
 
 
