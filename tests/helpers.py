@@ -492,15 +492,29 @@ MARKER_KEYS = frozenset(
 )
 
 
-async def as_resolved(hub: str, req: BrokerRequest, inputs: Mapping[str, Any]) -> BrokerRequest:
-    """``req`` as the calling workflow (a hostile executor's own, in a test) asks it once it has
-    resolved its run with the hub on queue ``hub`` as a flow does: carrying the run's ticket."""
+def ask_hub(queue: str, name: str, arg: Any, result_type: Any = None) -> Any:
+    """In a workflow (a hostile executor's own, in a test): ask the hub's activity ``name`` on
+    the hub's queue ``queue`` once, as a flow does (no retry: what it becomes is the test's)."""
     from datetime import timedelta
 
     from temporalio import workflow
     from temporalio.common import RetryPolicy
 
-    run = await workflow.execute_activity(
+    return workflow.execute_activity(
+        name,
+        arg,
+        task_queue=queue,
+        start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+        result_type=result_type,
+    )
+
+
+async def as_resolved(hub: str, req: BrokerRequest, inputs: Mapping[str, Any]) -> BrokerRequest:
+    """``req`` as the calling workflow (a hostile executor's own, in a test) asks it once it has
+    resolved its run with the hub on queue ``hub`` as a flow does: carrying the run's ticket."""
+    run = await ask_hub(
+        hub,
         "hub.resolve",
         ResolveRequest(
             bpf=req.bpf,
@@ -511,9 +525,6 @@ async def as_resolved(hub: str, req: BrokerRequest, inputs: Mapping[str, Any]) -
             trigger=req.trigger,
             reads_signed_tickets=True,
         ),
-        task_queue=hub,
-        start_to_close_timeout=timedelta(seconds=30),
-        retry_policy=RetryPolicy(maximum_attempts=1),
-        result_type=ResolvedRun,
+        ResolvedRun,
     )
     return req.model_copy(update={"ticket": run.ticket})

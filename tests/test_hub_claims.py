@@ -13,12 +13,11 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
@@ -38,7 +37,7 @@ from renkei.contracts.names import hub_queue, workflow_id
 from renkei.kernel import records
 from workers.plugin import party_client
 
-from .helpers import code, pick, workers
+from .helpers import ask_hub, code, pick, workers
 
 ROGUE = "kyokai-kenpo"
 
@@ -68,14 +67,7 @@ class HubCalls:
         ticket = None
         if plan.resolve is not None:
             try:
-                resolved = await workflow.execute_activity(
-                    "hub.resolve",
-                    plan.resolve,
-                    task_queue=hub_queue(plan.prefix),
-                    start_to_close_timeout=timedelta(seconds=20),
-                    retry_policy=RetryPolicy(maximum_attempts=1),
-                    result_type=dict,
-                )
+                resolved = await ask_hub(hub_queue(plan.prefix), "hub.resolve", plan.resolve, dict)
             except ActivityError as err:
                 cause = err.cause
                 return [f"resolve: {cause.type if isinstance(cause, ApplicationError) else cause}"]
@@ -93,13 +85,7 @@ class HubCalls:
                 elif "rewrite" in own:  # the first form's: its fields rewritten
                     arg = {**arg, "ticket": {**ticket, **own["rewrite"]}}
             try:
-                await workflow.execute_activity(
-                    call.activity,
-                    arg,
-                    task_queue=hub_queue(plan.prefix),
-                    start_to_close_timeout=timedelta(seconds=20),
-                    retry_policy=RetryPolicy(maximum_attempts=1),
-                )
+                await ask_hub(hub_queue(plan.prefix), call.activity, arg)
                 out.append("answered")
             except ActivityError as err:
                 cause = err.cause
@@ -633,14 +619,7 @@ async def test_a_flow_the_hub_never_resolved_cannot_call_a_child_into_a_permit(
 async def _resolve_then_call(resolve: dict[str, Any], child_id: str, plan: Plan) -> list[str]:
     """In a workflow: have the hub resolve it lawfully, then start its child (a HubCalls plan)
     with its ticket."""
-    resolved = await workflow.execute_activity(
-        "hub.resolve",
-        resolve,
-        task_queue=hub_queue(plan.prefix),
-        start_to_close_timeout=timedelta(seconds=20),
-        retry_policy=RetryPolicy(maximum_attempts=1),
-        result_type=dict,
-    )
+    resolved = await ask_hub(hub_queue(plan.prefix), "hub.resolve", resolve, dict)
     assert plan.resolve is not None
     child = plan.model_copy(
         update={"resolve": {**plan.resolve, "caller_ticket": resolved["ticket"]}}
@@ -754,14 +733,7 @@ class Continues:
         from renkei.contracts.messages import ResolvedRun, Resume, ResumeProof, SignedResume
 
         def hub(name: str, arg: Any, result_type: Any) -> Any:
-            return workflow.execute_activity(
-                name,
-                arg,
-                task_queue=hub_queue(prefix),
-                start_to_close_timeout=timedelta(seconds=20),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-                result_type=result_type,
-            )
+            return ask_hub(hub_queue(prefix), name, arg, result_type)
 
         if mode == "take":
             try:
