@@ -20,6 +20,7 @@ import pytest
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 
 from renkei.contracts.messages import (
+    RESUMED_TEXT_PATHS,
     Acknowledged,
     FlowResult,
     Response,
@@ -310,6 +311,11 @@ async def test_a_child_bpf_runs_with_its_own_checks_and_records_and_state_surviv
     first_run = client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
     events = (await first_run.fetch_history()).events
     assert events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+    # The run it continued in carries its state as the exact text the hub signed, and asks for
+    # paths a worker from before does not take (it would start the flow afresh).
+    carried = await sdk(client, short).started_with(handle.id)
+    assert carried.resume is None and carried.signed_resume is not None
+    assert carried.paths == RESUMED_TEXT_PATHS
     # The child ran as its own flow: its own whitelist decisions and records.
     child_id = f"child-allowance-check/city-minato/{handle.id.rsplit('/', 1)[-1]}.allowance"
     child_records = await records.query(pool, workflow_id=child_id)

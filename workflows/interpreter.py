@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.contracts.failures import UNREACHED, Failure
     from renkei.contracts.messages import (
         PATHS,
+        RESUMED_TEXT_PATHS,
         Acknowledged,
         AttemptOutcomeReport,
         Brokered,
@@ -467,7 +468,7 @@ class BpfInterpreter:
             )
         self._start = start
         self._remote = calls_hub_remotely(args[0].payload)
-        if start.paths is not None and start.paths > PATHS:
+        if start.paths is not None and start.paths > RESUMED_TEXT_PATHS:
             # Not a failure of the run: its workflow task fails until a worker of the release
             # that wrote the start takes it.
             raise RuntimeError(f"a start asking for paths {start.paths}, newer than this worker's")
@@ -695,7 +696,13 @@ class BpfInterpreter:
                             signature = await self._hub(HubActivities.sign_resume, resume)
                     await self._flush_reports()
                     carried = (
-                        {"resume": None, "resume_signature": None, "signed_resume": signed}
+                        {
+                            "resume": None,
+                            "resume_signature": None,
+                            "signed_resume": signed,
+                            # a worker from before refuses it, rather than start afresh
+                            "paths": RESUMED_TEXT_PATHS,
+                        }
                         if signed is not None
                         else {
                             "resume": resume,

@@ -106,6 +106,12 @@ class ParentFlow(BaseModel):
 # set past its direct linkages (``workflows.interpreter``). Every start the platform writes
 # carries it; a start without it (written before) takes the paths its history's markers say.
 PATHS = 3
+# The paths of a continuation that carries its state as the exact text the hub signed
+# (``StartFlow.signed_resume``): a worker from before, which reads no such field, would take
+# the continuation for a fresh start and run the flow again from its first step; asked for
+# paths newer than its own, it fails the continuation's workflow task instead, until a worker of
+# this release takes it. The newest paths this release's worker takes.
+RESUMED_TEXT_PATHS = 4
 
 
 class StartFlow(BaseModel):
