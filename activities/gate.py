@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +40,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import asyncpg
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.worker import (
@@ -157,6 +162,17 @@ def _act_context(attempt: Attempt) -> str:
 def _act_message(attempt: Attempt, answer: Mapping[str, object]) -> bytes:
     """What the partner signs of the answer it keeps of an attempt's act."""
     return f"renkei/act-kept/v1|{attempt.key}|{attest.answer_digest(dict(answer))}".encode()
+
+
+def _act_tag(opener: X25519PrivateKey, attempt: Attempt, answer: Mapping[str, object]) -> str:
+    """The partner's own tag on the answer it keeps of an attempt's act: keyed from its private
+    sealing key, which no one else holds, so no other hand makes one (anyone can seal to its
+    public key); and checked with its former sealing keys too, so a rotation of its keys
+    between the act and an ask again leaves the kept answer its own."""
+    key = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"renkei/act-kept/v2").derive(
+        opener.private_bytes_raw()
+    )
+    return hmac.new(key, _act_message(attempt, answer), hashlib.sha256).hexdigest()
 
 
 class WhitelistGate:
@@ -425,10 +441,23 @@ class WhitelistGate:
                 {"requester": permit.permit.requester, "provider": self.org},
             )
 
-    def _act_kept(self, attempt: Attempt, answer: dict[str, object]) -> str:
-        """This org's signature on the answer it keeps of the attempt's act: a kept answer holds
-        only if the org itself kept it (anyone can seal to its public key)."""
-        return attest.sign(self.signer, _act_message(attempt, answer))
+    def _kept_by_this_org(
+        self, attempt: Attempt, kept: Mapping[str, object], answer: Mapping[str, object]
+    ) -> bool:
+        """Whether this org kept ``answer`` of the attempt's act: its tag under one of its
+        sealing keys, current or former (:func:`_act_tag`), or (kept before tags) its current
+        signing key's signature."""
+        tag = kept.get("tag")
+        if isinstance(tag, str):
+            return any(
+                hmac.compare_digest(tag, _act_tag(opener, attempt, answer))
+                for opener in self._openers
+            )
+        return attest.holds(
+            self.signer.public_key(),
+            str(kept.get("signature") or ""),
+            _act_message(attempt, answer),
+        )
 
     def act_time(self, attempt: Attempt) -> dt.timedelta:
         """How long this org gives the attempt's act once begun: the attempt's time, which the
@@ -507,9 +536,7 @@ class WhitelistGate:
                     break
                 except (SealError, ValidationError, ValueError):
                     continue
-        if not isinstance(found, dict) or not attest.holds(
-            self.signer.public_key(), str(kept.get("signature") or ""), _act_message(attempt, found)
-        ):
+        if not isinstance(found, dict) or not self._kept_by_this_org(attempt, kept, found):
             raise Failure.LINKAGE_REFUSED.error(
                 f"linkage refused: step {attempt.step}'s act was carried out before and what"
                 f" {self.org} kept of it is not its own: it is not carried out again",
@@ -518,7 +545,7 @@ class WhitelistGate:
         return found
 
     async def _end_act(self, attempt: Attempt, answer: object) -> None:
-        """Keep the act's answer, sealed to this org for the attempt and signed by it (a run
+        """Keep the act's answer, sealed to this org for the attempt and tagged by it (a run
         that failed removes its note instead: the partner's code says it did not carry the act
         out)."""
         limit = dt.datetime.now(dt.UTC) + attempt.limit
@@ -539,7 +566,7 @@ class WhitelistGate:
             json.dumps(answer, sort_keys=True, default=str).encode(),
             _act_context(attempt),
         )
-        kept = {"sealed": sealed.model_dump(), "signature": self._act_kept(attempt, answer)}
+        kept = {"sealed": sealed.model_dump(), "tag": _act_tag(self._opener, attempt, answer)}
         await patiently(
             lambda: self.pool.execute(
                 "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2",

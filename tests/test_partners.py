@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -859,3 +860,68 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
     assert "answered" not in timed_out, outcomes
     assert answered == "answered SD-2", outcomes
     assert len(carried_out) == 2  # the one notice of the first case, and the short one's
+
+
+async def test_an_acts_kept_answer_stays_the_partners_own_across_a_rotation_of_its_keys(
+    pool, settings, catalog, live_whitelist
+) -> None:
+    """The partner keeps the answer of an act it carried out, tagged under its own sealing key,
+    so that asked again it answers that and carries nothing out. Its keys rotated between the
+    act and the ask again (a new signing key, a new sealing key, the old one kept as former),
+    the kept answer is still its own: answered, not refused. An answer tagged under a key that
+    is not the partner's (the platform's role planting one, sealed to the partner's public key
+    as anyone can) is refused."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from temporalio.exceptions import ApplicationError
+
+    from activities.gate import Attempt, WhitelistGate, _act_tag
+    from renkei.kernel.sealing import seal
+
+    def gate(org_keys: keys.OrgKeys) -> WhitelistGate:
+        return WhitelistGate("sample-denki", catalog, live_whitelist, pool, org_keys)
+
+    def fresh_x25519() -> str:
+        return base64.b64encode(X25519PrivateKey.generate().private_bytes_raw()).decode()
+
+    before = keys.load_org(settings, "sample-denki")
+    rotated = before.model_copy(
+        update={
+            "signing_key": base64.b64encode(os.urandom(32)).decode(),
+            "sealing_key": fresh_x25519(),
+            "former_sealing_keys": [before.sealing_key, *before.former_sealing_keys],
+        }
+    )
+    answer = {"done": True, "reference": "SD-ROTATED"}
+    attempt = Attempt(
+        f"move-one-stop/city-minato/rot-{uuid.uuid4().hex[:8]}",
+        "r",
+        "notify",
+        timedelta(seconds=10),
+    )
+    first = gate(before)
+    assert not isinstance(await first._begin_act(attempt, first.act_time(attempt)), dict)
+    await first._end_act(attempt, answer)
+    after = gate(rotated)
+    assert await after._begin_act(attempt, after.act_time(attempt)) == answer
+    # planted: sealed to the partner, tagged under a key of the planter's own
+    planted_at = Attempt(attempt.workflow_id, "r2", "notify", timedelta(seconds=10))
+    partner = rotated.public("sample-denki")
+    planted = {"done": True, "reference": "PLANTED"}
+    sealed = seal(
+        partner.sealer(),
+        partner.sealing_id,
+        b'{"done": true, "reference": "PLANTED"}',
+        f"renkei/act-answer/v1|{planted_at.key}",
+    )
+    stranger = X25519PrivateKey.generate()
+    await pool.execute(
+        "INSERT INTO records.act_runs (keeper, attempt_key, answer) VALUES ($1, $2, $3)",
+        "sample-denki",
+        planted_at.key,
+        {"sealed": sealed.model_dump(), "tag": _act_tag(stranger, planted_at, planted)},
+    )
+    with pytest.raises(ApplicationError, match="not its own") as refused:
+        await after._begin_act(planted_at, after.act_time(planted_at))
+    assert refused.value.type == "LinkageRefused"
