@@ -77,11 +77,9 @@ from renkei.kernel import holds, records, telemetry
 from renkei.kernel.attest import (
     is_citizens,
     is_hubs_resume,
-    is_hubs_resume_text,
     is_platform_scan,
     is_platform_start,
     resume_state,
-    resume_text,
     trigger_start,
 )
 from renkei.kernel.pseudonyms import Pseudonyms, UnknownSubject
@@ -982,7 +980,9 @@ class HubActivities:
         await self._resumable(resume)
         text = resume.model_dump_json(by_alias=True)  # as the definition's YAML names fields
         wid = activity.info().workflow_id or ""
-        return SignedResume(text=text, signature=resume_text(self._issuer.key, wid, text))
+        return SignedResume(
+            text=text, signature=resume_state(self._issuer.key, wid, text, text=True)
+        )
 
     async def _resumable(self, resume: Resume) -> None:
         """Refuse to sign a state unless it is of a run as the hub resolved it for this flow's
@@ -1029,8 +1029,8 @@ class HubActivities:
         info = activity.info()
         wid = info.workflow_id or ""
         if proof.signed is not None:  # the exact text the hub signed: the state read from it
-            if not is_hubs_resume_text(
-                self._hub_public, proof.signed.signature, wid, proof.signed.text
+            if not is_hubs_resume(
+                self._hub_public, proof.signed.signature, wid, proof.signed.text, text=True
             ):
                 raise Failure.MALFORMED_START.error(
                     "the state this flow continues from is not the hub's (a forged resume)"

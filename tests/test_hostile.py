@@ -1543,10 +1543,11 @@ async def test_a_forged_continuation_is_refused(
             "resume": None,
             "signed_resume": SignedResume(
                 text=text,
-                signature=attest.resume_text(
+                signature=attest.resume_state(
                     keys.load_org(settings, "city-minato").signer(),
                     f"{d.bpf}/city-minato/{forged.case_ref}-t",
                     text,
+                    text=True,
                 ),
             ),
         }

@@ -215,36 +215,29 @@ def is_providers(
 # -- a flow continuing as new -------------------------------------------------------------------
 
 
-def _resume(workflow_id: str, resume_json: str) -> bytes:
+def _resume(workflow_id: str, resume_json: str, form: str) -> bytes:
     digest = hashlib.sha256(resume_json.encode()).hexdigest()
-    return f"renkei/resume/v1|{workflow_id}|{digest}".encode()
+    return f"renkei/resume/{form}|{workflow_id}|{digest}".encode()
 
 
-def resume_state(key: Ed25519PrivateKey, workflow_id: str, resume_json: str) -> str:
-    """The hub's signature on the state a flow carries into its next run (continue-as-new)."""
-    return sign(key, _resume(workflow_id, resume_json))
+def resume_state(
+    key: Ed25519PrivateKey, workflow_id: str, resume_json: str, *, text: bool = False
+) -> str:
+    """The hub's signature on the state a flow carries into its next run (continue-as-new):
+    on the state as dumped (the first form), or (``text``) on the exact text the continuation
+    carries."""
+    return sign(key, _resume(workflow_id, resume_json, "v2" if text else "v1"))
 
 
 def is_hubs_resume(
-    hub: Ed25519PublicKey, signature: str | None, workflow_id: str, resume_json: str
+    hub: Ed25519PublicKey,
+    signature: str | None,
+    workflow_id: str,
+    resume_json: str,
+    *,
+    text: bool = False,
 ) -> bool:
-    return holds(hub, signature, _resume(workflow_id, resume_json))
-
-
-def _resume_text(workflow_id: str, text: str) -> bytes:
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return f"renkei/resume/v2|{workflow_id}|{digest}".encode()
-
-
-def resume_text(key: Ed25519PrivateKey, workflow_id: str, text: str) -> str:
-    """The hub's signature on the exact text of the state a flow carries into its next run."""
-    return sign(key, _resume_text(workflow_id, text))
-
-
-def is_hubs_resume_text(
-    hub: Ed25519PublicKey, signature: str | None, workflow_id: str, text: str
-) -> bool:
-    return holds(hub, signature, _resume_text(workflow_id, text))
+    return holds(hub, signature, _resume(workflow_id, resume_json, "v2" if text else "v1"))
 
 
 # -- an org's certificate -------------------------------------------------------------------

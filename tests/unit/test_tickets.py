@@ -194,11 +194,13 @@ def test_a_signed_state_holds_across_a_release_that_adds_a_field() -> None:
     del before["generation"]  # a release before the field was added wrote no such key
     text = json.dumps(before)
     wid = "child-allowance-check/city-minato/c"
-    signed = SignedResume(text=text, signature=attest.resume_text(HUB, wid, text))
-    assert attest.is_hubs_resume_text(PUBLIC, signed.signature, wid, signed.text)
+    signed = SignedResume(text=text, signature=attest.resume_state(HUB, wid, text, text=True))
+    assert attest.is_hubs_resume(PUBLIC, signed.signature, wid, signed.text, text=True)
     assert signed.resume().generation == 1  # the added field's default
-    assert not attest.is_hubs_resume_text(PUBLIC, signed.signature, wid + "x", signed.text)
-    assert not attest.is_hubs_resume_text(PUBLIC, signed.signature, wid, text.replace("1", "2"))
+    assert not attest.is_hubs_resume(PUBLIC, signed.signature, wid + "x", signed.text, text=True)
+    assert not attest.is_hubs_resume(
+        PUBLIC, signed.signature, wid, text.replace("1", "2"), text=True
+    )
     # the first form: signed over the dump of the release before, checked over this one's
     first = attest.resume_state(HUB, wid, text)
     assert not attest.is_hubs_resume(PUBLIC, first, wid, signed.resume().model_dump_json())
