@@ -35,7 +35,7 @@ import time
 from collections.abc import Collection
 
 import asyncpg
-from cachetools import TTLCache
+from cachetools import LRUCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from renkei.kernel import attest, parties
@@ -86,11 +86,11 @@ class ApprovalCheck:
         # (bpf, version, content hash, executor or "") -> the look in flight: calls that miss
         # meanwhile share it
         self._looking: dict[_Key, asyncio.Future[str | None]] = {}
-        # (bpf, version, content hash, executor or "") found approved, for APPROVED_FOR seconds
-        self._approved: TTLCache[_Key, bool] = TTLCache(KEPT, APPROVED_FOR, timer=time.monotonic)
-        # (bpf, version, content hash, executor or "") -> why it was found not approved, for
-        # REFUSED_FOR seconds
-        self._refused: TTLCache[_Key, str] = TTLCache(KEPT, REFUSED_FOR, timer=time.monotonic)
+        # (bpf, version, content hash, executor or "") -> when it was found approved (counted
+        # for APPROVED_FOR seconds, as the module says at the time of the look)
+        self._approved: LRUCache[_Key, float] = LRUCache(KEPT)
+        # (bpf, version, content hash, executor or "") -> (when it was found not approved, why)
+        self._refused: LRUCache[_Key, tuple[float, str]] = LRUCache(KEPT)
 
     async def why_not(
         self, bpf: str, version: int, content_hash: str, executor: str | None = None
@@ -98,11 +98,12 @@ class ApprovalCheck:
         """Why ``bpf`` ``version`` with ``content_hash`` is not approved, or (with ``executor``)
         not put into operation by ``executor``'s own signature; ``None`` if it is."""
         key = (bpf, version, content_hash, executor or "")
-        if key in self._approved:
+        approved = self._approved.get(key)
+        if approved is not None and time.monotonic() - approved < APPROVED_FOR:
             return None
         refused = self._refused.get(key)
-        if refused is not None:
-            return refused
+        if refused is not None and time.monotonic() - refused[0] < REFUSED_FOR:
+            return refused[1]
         looking = self._looking.get(key)
         if looking is None:
             looking = self._looking[key] = asyncio.ensure_future(
@@ -113,10 +114,10 @@ class ApprovalCheck:
         why = await asyncio.shield(looking)
         if why is None:
             self._refused.pop(key, None)
-            self._approved[key] = True
+            self._approved[key] = time.monotonic()
         else:
             self._approved.pop(key, None)
-            self._refused[key] = why
+            self._refused[key] = (time.monotonic(), why)
         return why
 
     async def _look(
