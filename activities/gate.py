@@ -87,6 +87,9 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
 )
 MARGIN = dt.timedelta(seconds=2)
+# What an act's note keeps once an ask again was refused as cut off (begun, and never known to
+# have ended): the refusal stands, and no answer of the act is kept after it.
+CUT_OFF = {"cut_off": True}
 
 
 async def patiently(
@@ -519,6 +522,28 @@ class WhitelistGate:
                     UNREACHED,
                     non_retryable=False,
                 )
+            # The refusal is written before it is given: an answer of the act kept after it
+            # (its run's keeping, late) finds the note refused and is not kept, so the refusal
+            # stays the act's last word whatever the clocks of the two say (the row's lock
+            # orders the two writes).
+            refused = await patiently(
+                lambda: self.pool.fetchval(
+                    "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1"
+                    " AND attempt_key = $2 AND answer IS NULL RETURNING true",
+                    self.org,
+                    attempt.key,
+                    CUT_OFF,
+                ),
+                limit,
+            )
+            if not refused:  # kept, or taken back, just now: asked again, it is told which
+                raise Failure.PROVIDER_ERROR.error(
+                    f"step {attempt.step}'s act at {self.org} just ended: asked again later",
+                    UNREACHED,
+                    non_retryable=False,
+                )
+            kept = CUT_OFF
+        if kept == CUT_OFF:
             raise Failure.LINKAGE_REFUSED.error(
                 f"linkage refused: step {attempt.step}'s act was begun before and {self.org} does"
                 " not know it ended: an act is carried out at most once",
@@ -544,22 +569,23 @@ class WhitelistGate:
             )
         return found
 
-    async def _end_act(self, attempt: Attempt, answer: object) -> None:
+    async def _end_act(self, attempt: Attempt, answer: object) -> bool:
         """Keep the act's answer, sealed to this org for the attempt and tagged by it (a run
         that failed removes its note instead: the partner's code says it did not carry the act
-        out)."""
+        out). ``False``: not kept, nor the note removed, since an ask again was refused
+        meanwhile (the note says so): the refusal stands."""
         limit = dt.datetime.now(dt.UTC) + attempt.limit
         if not isinstance(answer, dict):
-            await patiently(
-                lambda: self.pool.execute(
+            removed = await patiently(
+                lambda: self.pool.fetchval(
                     "DELETE FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2"
-                    " AND answer IS NULL",
+                    " AND answer IS NULL RETURNING true",
                     self.org,
                     attempt.key,
                 ),
                 limit,
             )
-            return
+            return bool(removed)
         sealed = seal(
             self._opener.public_key(),
             self._sealing_id,
@@ -567,32 +593,39 @@ class WhitelistGate:
             _act_context(attempt),
         )
         kept = {"sealed": sealed.model_dump(), "tag": _act_tag(self._opener, attempt, answer)}
-        await patiently(
-            lambda: self.pool.execute(
-                "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2",
+        done = await patiently(
+            lambda: self.pool.fetchval(
+                "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2"
+                " AND answer IS NULL RETURNING true",
                 self.org,
                 attempt.key,
                 kept,
             ),
             limit,
         )
+        return bool(done)
 
     async def _act_once(
         self,
         attempt: Attempt,
         admitted: LinkageRequest,
         run: Callable[[LinkageRequest], Awaitable[object]],
-        deadline: float,
     ) -> object:
-        """The partner's code carrying out the act, and its answer kept: shielded from a
-        cancellation (a caller gone, a connection cut), so that once begun, the act's answer is
-        kept whatever the caller does, and an ask again gets it. Bounded by its time
-        (:meth:`act_time`) from when its note was written (``deadline``, on the event loop's
-        clock): an ask again past that time (and the margin) finds the act ended, answered or
-        cut off, never still running, so the refusal it gets is the act's last word."""
+        """The attempt's act: its note, then the partner's code carrying it out and its answer
+        kept (or, asked again, what was kept). Shielded from a cancellation (a caller gone, a
+        connection cut) as one, so that a note is never left without its act run, and once
+        begun, the act's answer is kept whatever the caller does, and an ask again gets it.
+        Bounded by its time (:meth:`act_time`) from when its note was written: an ask again past
+        that time (and the margin) is refused, and the refusal is written to the note first, so
+        an answer the act's run would keep after it is not kept: the refusal is the act's last
+        word."""
 
         async def carried_out() -> object:
-            bound = asyncio.timeout_at(deadline)
+            begun = await self._begin_act(attempt, self.act_time(attempt))
+            if isinstance(begun, dict):  # carried out before: its answer
+                return begun
+            # its time counts from its note, however long the database took to take it
+            bound = asyncio.timeout_at(begun)
             answer: object = None
             failed: Exception | None = None
             try:
@@ -612,7 +645,17 @@ class WhitelistGate:
             if failed is not None:  # the partner's code says it did not carry the act out
                 await self._end_act(attempt, None)
                 raise failed
-            await self._end_act(attempt, answer)
+            if not await self._end_act(attempt, answer):  # an ask again was refused meanwhile
+                log.warning(
+                    "an act at %s ended after an ask again was refused as cut off: its answer"
+                    " is not kept",
+                    self.org,
+                )
+                raise Failure.LINKAGE_REFUSED.error(
+                    f"linkage refused: step {attempt.step}'s act ended at {self.org} after an"
+                    " ask again was refused: an act is carried out at most once",
+                    {"provider": self.org},
+                )
             return answer
 
         task = asyncio.ensure_future(carried_out())
@@ -660,11 +703,7 @@ class WhitelistGate:
         once = acts and req.permit is not None and not req.permit.permit.probe
         answer: object
         if once:
-            begun = await self._begin_act(attempt, self.act_time(attempt))
-            if isinstance(begun, dict):  # carried out before: its answer
-                answer = begun
-            else:  # its time counts from its note, however long the database took to take it
-                answer = await self._act_once(attempt, admitted, run, begun)
+            answer = await self._act_once(attempt, admitted, run)
         else:
             answer = await run(admitted)
         if req.permit is None or not isinstance(answer, dict):  # the migration switch's path

@@ -925,3 +925,42 @@ async def test_an_acts_kept_answer_stays_the_partners_own_across_a_rotation_of_i
     with pytest.raises(ApplicationError, match="not its own") as refused:
         await after._begin_act(planted_at, after.act_time(planted_at))
     assert refused.value.type == "LinkageRefused"
+
+
+async def test_an_act_that_ends_after_an_ask_again_was_refused_keeps_no_answer(
+    pool, settings, catalog, live_whitelist
+) -> None:
+    """An act asked again past its time (and the margin) is refused as cut off: whether it
+    took effect no one knows. Its run, ending only then (code that blocked past its cut-off, a
+    database out of reach until then), keeps no answer: the refusal is the act's last word, and
+    an ask again after it is refused as well, never answered. Its note cannot be taken back
+    either (a failure reported late)."""
+    from temporalio.exceptions import ApplicationError
+
+    from activities.gate import MARGIN, Attempt, WhitelistGate
+
+    gate = WhitelistGate(
+        "sample-denki",
+        catalog,
+        live_whitelist,
+        pool,
+        keys.load_org(settings, "sample-denki"),
+        act_seconds=(0.5, 0.5),
+    )
+    for late in ("answer", "failure"):
+        attempt = Attempt(
+            f"move-one-stop/city-minato/late-{uuid.uuid4().hex[:8]}",
+            "r",
+            "notify",
+            timedelta(seconds=10),
+        )
+        assert not isinstance(await gate._begin_act(attempt, gate.act_time(attempt)), dict)
+        await asyncio.sleep(0.5 + MARGIN.total_seconds() + 0.5)
+        for _ in range(2):  # refused as cut off, before the run ends and after
+            with pytest.raises(ApplicationError, match="at most once") as refused:
+                await gate._begin_act(attempt, gate.act_time(attempt))
+            assert refused.value.type == "LinkageRefused"
+            if late == "answer":  # the run ends now, with its answer: not kept
+                assert not await gate._end_act(attempt, {"done": True, "reference": "LATE"})
+            else:  # the run ends now, failing: its note is not taken back
+                assert not await gate._end_act(attempt, None)
