@@ -181,12 +181,17 @@ def hubs_ticket(hub: Ed25519PublicKey, ticket: Ticket) -> RunTicket | None:
 
 
 def runs_ticket(
-    hub: Ed25519PublicKey, ticket: Ticket | None, workflow_id: str, run_id: str
+    hub: Ed25519PublicKey, ticket: Ticket | None, workflow_id: str, run_id: str, mode: str
 ) -> RunTicket | None:
-    """The ticket's fields, if the hub signed them for exactly this workflow's run (``None``:
-    no ticket, not the hub's, or another run's, even of the same workflow)."""
+    """The ticket's fields, if the hub signed them for exactly this workflow's run, as a hub of
+    ``mode`` (``None``: no ticket, not the hub's, another run's, even of the same workflow, or
+    one the conformance kit's test-mode hub signed with the same key)."""
     found = hubs_ticket(hub, ticket) if ticket is not None else None
-    if found is None or (found.workflow_id, found.run_id) != (workflow_id, run_id):
+    if found is None or (found.workflow_id, found.run_id, found.mode) != (
+        workflow_id,
+        run_id,
+        mode,
+    ):
         return None
     return found
 

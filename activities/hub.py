@@ -1014,7 +1014,9 @@ class HubActivities:
                     "the state to carry on is not of a run the hub resolved (no ticket)"
                 )
         elif (
-            ticket := runs_ticket(self._hub_public, run.ticket, who.workflow_id, who.run_id)
+            ticket := runs_ticket(
+                self._hub_public, run.ticket, who.workflow_id, who.run_id, self._mode
+            )
         ) is None or ticket.pin != run.pin:
             raise Failure.MALFORMED_START.error(
                 "the state to carry on is not of the run the hub resolved (another ticket)"

@@ -64,7 +64,7 @@ async def test_the_portal_reads_only_the_hubs_answer_on_the_hubs_queue() -> None
 
 
 def test_a_ticket_counts_only_for_the_run_the_hub_signed_it_for() -> None:
-    def ticket(run: str, key: Ed25519PrivateKey = HUB) -> SignedTicket:
+    def ticket(run: str, key: Ed25519PrivateKey = HUB, mode: str = "operation") -> SignedTicket:
         return issue_ticket(
             key,
             workflow_id=WID,
@@ -73,17 +73,21 @@ def test_a_ticket_counts_only_for_the_run_the_hub_signed_it_for() -> None:
             trigger="counter",
             parent=None,
             subject="code-of-x",
-            mode="operation",
+            mode=mode,  # type: ignore[arg-type]
             purpose=None,
         )
 
     public = HUB.public_key()
-    mine = runs_ticket(public, ticket("run-2"), WID, "run-2")
+    mine = runs_ticket(public, ticket("run-2"), WID, "run-2", "operation")
     assert mine is not None and mine.subject == "code-of-x"
     # the hub's genuine ticket, for another run of the same workflow (one that ended, say)
-    assert runs_ticket(public, ticket("run-1"), WID, "run-2") is None
-    assert runs_ticket(public, ticket("run-2"), WID + "x", "run-2") is None
+    assert runs_ticket(public, ticket("run-1"), WID, "run-2", "operation") is None
+    assert runs_ticket(public, ticket("run-2"), WID + "x", "run-2", "operation") is None
     # a ticket of the executor's own making
     other = Ed25519PrivateKey.generate()
-    assert runs_ticket(public, ticket("run-2", other), WID, "run-2") is None
-    assert runs_ticket(public, None, WID, "run-2") is None
+    assert runs_ticket(public, ticket("run-2", other), WID, "run-2", "operation") is None
+    assert runs_ticket(public, None, WID, "run-2", "operation") is None
+    # the conformance kit's test-mode hub signs with the same key: not a ticket in operation
+    kits = ticket("run-2", mode="test")
+    assert runs_ticket(public, kits, WID, "run-2", "operation") is None
+    assert runs_ticket(public, kits, WID, "run-2", "test") is not None

@@ -165,7 +165,7 @@ def router(
         now = dt.datetime.now(dt.UTC)
         run, found = await sdk.resolved_ticket(wid)
         # the hub's word for this run counts only: not another run's ticket
-        ticket = runs_ticket(portal_key.public_key(), found, wid, run)
+        ticket = runs_ticket(portal_key.public_key(), found, wid, run, sdk.settings.mode)
         pin = ticket.pin if ticket is not None else None
         try:
             started = await sdk.started_with(wid)
