@@ -592,7 +592,12 @@ class WhitelistGate:
             json.dumps(answer, sort_keys=True, default=str).encode(),
             _act_context(attempt),
         )
-        kept = {"sealed": sealed.model_dump(), "tag": _act_tag(self._opener, attempt, answer)}
+        kept = {
+            "sealed": sealed.model_dump(),
+            "tag": _act_tag(self._opener, attempt, answer),
+            # what a gate from before checks (a partner's workers upgraded one by one)
+            "signature": attest.sign(self.signer, _act_message(attempt, answer)),
+        }
         done = await patiently(
             lambda: self.pool.fetchval(
                 "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2"
