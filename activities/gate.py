@@ -608,7 +608,18 @@ class WhitelistGate:
             ),
             limit,
         )
-        return bool(done)
+        if done:
+            return True
+        # Not kept now: refused meanwhile, or kept by an earlier try whose reply was lost.
+        found = await patiently(
+            lambda: self.pool.fetchval(
+                "SELECT answer FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
+                self.org,
+                attempt.key,
+            ),
+            limit,
+        )
+        return isinstance(found, dict) and found.get("tag") == kept["tag"]
 
     async def _act_once(
         self,
