@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -45,6 +46,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -469,41 +471,48 @@ class WhitelistGate:
         return min(max(attempt.limit, self._act_least), self._act_most)
 
     async def _begin_act(
-        self, attempt: Attempt, act_time: dt.timedelta
+        self, attempt: Attempt, act_time: dt.timedelta, token: uuid.UUID
     ) -> float | dict[str, object]:
-        """Note that this org begins the attempt's act, before its code runs, and the moment it
-        is cut off (``act_time`` from now); the first time, answer that moment on the event
-        loop's clock (from when the note was sent, so no later than the note's). Asked again: the
+        """Note that this org begins the attempt's act, before its code runs, with the moment it
+        is cut off (``act_time`` from now) and this run's ``token``; the first time (or a note
+        with this token already: a try whose reply was lost wrote it), answer that moment on
+        the event loop's clock (from when the first try was sent, so no later than the note's).
+        Asked again: the
         answer this org kept when it carried the act out, which is then not carried out again;
         while the act may still be under way (until the moment its note keeps), an endpoint out
         of reach, asked again; past that, with no answer kept, refused (it ended no one knows
         how: migration 0063)."""
         limit = dt.datetime.now(dt.UTC) + attempt.limit
         loop = asyncio.get_running_loop()
-        sent = loop.time()
+        first = sent = loop.time()
 
         def note() -> Awaitable[bool | None]:
             nonlocal sent
             sent = loop.time()  # of the try that gets through: the note's now() is later
             return self.pool.fetchval(
-                "INSERT INTO records.act_runs (keeper, attempt_key, deadline)"
-                " VALUES ($1, $2, now() + $3::interval) ON CONFLICT DO NOTHING RETURNING true",
+                "INSERT INTO records.act_runs (keeper, attempt_key, deadline, run_token)"
+                " VALUES ($1, $2, now() + $3::interval, $4) ON CONFLICT DO NOTHING"
+                " RETURNING true",
                 self.org,
                 attempt.key,
                 act_time,
+                token,
             )
 
         if await patiently(note, limit):
             return sent + act_time.total_seconds()
         row = await patiently(
             lambda: self.pool.fetchrow(
-                "SELECT answer, begun_at, deadline, now() AS now FROM records.act_runs"
-                " WHERE keeper = $1 AND attempt_key = $2",
+                "SELECT answer, begun_at, deadline, run_token, now() AS now"
+                " FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
                 self.org,
                 attempt.key,
             ),
             limit,
         )
+        if row is not None and row["run_token"] == token and row["answer"] is None:
+            # this run's own note, written by a try whose reply was lost: its act is to run
+            return first + act_time.total_seconds()
         if row is None:  # its note was taken back meanwhile (the run failed): ask again
             raise Failure.PROVIDER_ERROR.error(
                 f"step {attempt.step}'s act: its earlier run just failed",
@@ -529,10 +538,12 @@ class WhitelistGate:
             refused = await patiently(
                 lambda: self.pool.fetchval(
                     "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1"
-                    " AND attempt_key = $2 AND answer IS NULL RETURNING true",
+                    " AND attempt_key = $2 AND answer IS NULL"
+                    " AND run_token IS NOT DISTINCT FROM $4 RETURNING true",
                     self.org,
                     attempt.key,
                     CUT_OFF,
+                    row["run_token"],  # the note just read, not one written since
                 ),
                 limit,
             )
@@ -569,22 +580,27 @@ class WhitelistGate:
             )
         return found
 
-    async def _end_act(self, attempt: Attempt, answer: object) -> bool:
+    async def _end_act(self, attempt: Attempt, answer: object, token: uuid.UUID) -> bool:
         """Keep the act's answer, sealed to this org for the attempt and tagged by it (a run
         that failed removes its note instead: the partner's code says it did not carry the act
-        out). ``False``: not kept, nor the note removed, since an ask again was refused
-        meanwhile (the note says so): the refusal stands."""
+        out): this run's note, the one with its ``token``. ``False``: not kept, nor the note
+        removed, since an ask again was refused meanwhile (the note says so, or the database:
+        migration 0065): the refusal stands."""
         limit = dt.datetime.now(dt.UTC) + attempt.limit
         if not isinstance(answer, dict):
-            removed = await patiently(
-                lambda: self.pool.fetchval(
-                    "DELETE FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2"
-                    " AND answer IS NULL RETURNING true",
-                    self.org,
-                    attempt.key,
-                ),
-                limit,
-            )
+            try:
+                removed = await patiently(
+                    lambda: self.pool.fetchval(
+                        "DELETE FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2"
+                        " AND answer IS NULL AND run_token = $3 RETURNING true",
+                        self.org,
+                        attempt.key,
+                        token,
+                    ),
+                    limit,
+                )
+            except asyncpg.InsufficientPrivilegeError:  # past its cut-off: the note stays
+                return False
             return bool(removed)
         sealed = seal(
             self._opener.public_key(),
@@ -598,16 +614,20 @@ class WhitelistGate:
             # what a gate from before checks (a partner's workers upgraded one by one)
             "signature": attest.sign(self.signer, _act_message(attempt, answer)),
         }
-        done = await patiently(
-            lambda: self.pool.fetchval(
-                "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2"
-                " AND answer IS NULL RETURNING true",
-                self.org,
-                attempt.key,
-                kept,
-            ),
-            limit,
-        )
+        try:
+            done = await patiently(
+                lambda: self.pool.fetchval(
+                    "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1"
+                    " AND attempt_key = $2 AND answer IS NULL AND run_token = $4 RETURNING true",
+                    self.org,
+                    attempt.key,
+                    kept,
+                    token,
+                ),
+                limit,
+            )
+        except asyncpg.InsufficientPrivilegeError:  # past its cut-off: no answer is kept
+            return False
         if done:
             return True
         # Not kept now: refused meanwhile, or kept by an earlier try whose reply was lost.
@@ -636,8 +656,10 @@ class WhitelistGate:
         an answer the act's run would keep after it is not kept: the refusal is the act's last
         word."""
 
+        token = uuid.uuid4()  # this run's, on its note
+
         async def carried_out() -> object:
-            begun = await self._begin_act(attempt, self.act_time(attempt))
+            begun = await self._begin_act(attempt, self.act_time(attempt), token)
             if isinstance(begun, dict):  # carried out before: its answer
                 return begun
             # its time counts from its note, however long the database took to take it
@@ -659,9 +681,9 @@ class WhitelistGate:
                     {"provider": self.org},
                 ) from None
             if failed is not None:  # the partner's code says it did not carry the act out
-                await self._end_act(attempt, None)
+                await self._end_act(attempt, None, token)
                 raise failed
-            if not await self._end_act(attempt, answer):  # an ask again was refused meanwhile
+            if not await self._end_act(attempt, answer, token):  # refused meanwhile
                 log.warning(
                     "an act at %s ended after an ask again was refused as cut off: its answer"
                     " is not kept",
@@ -684,7 +706,9 @@ class WhitelistGate:
         else awaits it), so that it is logged as what it is, not as never retrieved."""
         self._acting.discard(task)
         if not task.cancelled() and (failed := task.exception()) is not None:
-            log.info("an act at %s ended in failure: %s", self.org, type(failed).__name__)
+            # a refusal or the partner's own failure, said; anything else is a defect to see
+            level = logging.INFO if isinstance(failed, ApplicationError) else logging.WARNING
+            log.log(level, "an act at %s ended in failure: %s", self.org, type(failed).__name__)
 
     async def serve(
         self,

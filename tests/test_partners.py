@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from temporalio import activity, workflow
 from temporalio.client import WorkflowFailureError
@@ -876,7 +877,7 @@ async def test_an_acts_kept_answer_stays_the_partners_own_across_a_rotation_of_i
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from temporalio.exceptions import ApplicationError
 
-    from activities.gate import Attempt, WhitelistGate, _act_tag
+    from activities.gate import Attempt, WhitelistGate, _act_message, _act_tag
     from renkei.kernel.sealing import seal
 
     def gate(org_keys: keys.OrgKeys) -> WhitelistGate:
@@ -900,11 +901,20 @@ async def test_an_acts_kept_answer_stays_the_partners_own_across_a_rotation_of_i
         "notify",
         timedelta(seconds=10),
     )
-    first = gate(before)
-    assert not isinstance(await first._begin_act(attempt, first.act_time(attempt)), dict)
-    await first._end_act(attempt, answer)
+    first, token = gate(before), uuid.uuid4()
+    assert not isinstance(await first._begin_act(attempt, first.act_time(attempt), token), dict)
+    assert await first._end_act(attempt, answer, token)
     after = gate(rotated)
-    assert await after._begin_act(attempt, after.act_time(attempt)) == answer
+    assert await after._begin_act(attempt, after.act_time(attempt), uuid.uuid4()) == answer
+    # a gate of the release before checks the signature the answer also carries
+    kept = await pool.fetchval(
+        "SELECT answer FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
+        "sample-denki",
+        attempt.key,
+    )
+    assert attest.holds(
+        before.signer().public_key(), kept["signature"], _act_message(attempt, answer)
+    )
     # planted: sealed to the partner, tagged under a key of the planter's own
     planted_at = Attempt(attempt.workflow_id, "r2", "notify", timedelta(seconds=10))
     partner = rotated.public("sample-denki")
@@ -923,7 +933,7 @@ async def test_an_acts_kept_answer_stays_the_partners_own_across_a_rotation_of_i
         {"sealed": sealed.model_dump(), "tag": _act_tag(stranger, planted_at, planted)},
     )
     with pytest.raises(ApplicationError, match="not its own") as refused:
-        await after._begin_act(planted_at, after.act_time(planted_at))
+        await after._begin_act(planted_at, after.act_time(planted_at), uuid.uuid4())
     assert refused.value.type == "LinkageRefused"
 
 
@@ -934,7 +944,9 @@ async def test_an_act_that_ends_after_an_ask_again_was_refused_keeps_no_answer(
     took effect no one knows. Its run, ending only then (code that blocked past its cut-off, a
     database out of reach until then), keeps no answer: the refusal is the act's last word, and
     an ask again after it is refused as well, never answered. Its note cannot be taken back
-    either (a failure reported late)."""
+    either (a failure reported late). The database holds to it too, whatever release of the
+    gate writes (migration 0065): past the cut-off and its margin, no answer but the refusal is
+    written to the note, and the note is not removed."""
     from temporalio.exceptions import ApplicationError
 
     from activities.gate import MARGIN, Attempt, WhitelistGate
@@ -947,20 +959,73 @@ async def test_an_act_that_ends_after_an_ask_again_was_refused_keeps_no_answer(
         keys.load_org(settings, "sample-denki"),
         act_seconds=(0.5, 0.5),
     )
-    for late in ("answer", "failure"):
+    for late in ("answer", "failure", "a gate from before"):
         attempt = Attempt(
             f"move-one-stop/city-minato/late-{uuid.uuid4().hex[:8]}",
             "r",
             "notify",
             timedelta(seconds=10),
         )
-        assert not isinstance(await gate._begin_act(attempt, gate.act_time(attempt)), dict)
+        token = uuid.uuid4()
+        assert not isinstance(await gate._begin_act(attempt, gate.act_time(attempt), token), dict)
         await asyncio.sleep(0.5 + MARGIN.total_seconds() + 0.5)
+        if late == "a gate from before":  # it writes no refusal, and keeps with no condition
+            for statement in (
+                "UPDATE records.act_runs SET answer = '{\"sealed\": {}}'"
+                " WHERE keeper = $1 AND attempt_key = $2",
+                "DELETE FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="cut off"):
+                    await pool.execute(statement, "sample-denki", attempt.key)
+            continue
         for _ in range(2):  # refused as cut off, before the run ends and after
             with pytest.raises(ApplicationError, match="at most once") as refused:
-                await gate._begin_act(attempt, gate.act_time(attempt))
+                await gate._begin_act(attempt, gate.act_time(attempt), uuid.uuid4())
             assert refused.value.type == "LinkageRefused"
             if late == "answer":  # the run ends now, with its answer: not kept
-                assert not await gate._end_act(attempt, {"done": True, "reference": "LATE"})
+                assert not await gate._end_act(attempt, {"done": True, "reference": "L"}, token)
             else:  # the run ends now, failing: its note is not taken back
-                assert not await gate._end_act(attempt, None)
+                assert not await gate._end_act(attempt, None, token)
+
+
+async def test_a_lost_reply_from_the_database_neither_orphans_an_act_nor_runs_it_twice(
+    pool, settings, catalog, live_whitelist
+) -> None:
+    """The gate asks the database again when a reply is lost. Its note written by a try whose
+    reply was lost is its own (the run's token): the act runs, rather than being told "under
+    way" and later refused with nothing carried out. A run whose failure removed its note, and
+    whose removal is asked again after a lost reply, does not remove the note another run wrote
+    meanwhile: that act is not carried out a second time."""
+    from activities.gate import Attempt, WhitelistGate
+
+    gate = WhitelistGate(
+        "sample-denki", catalog, live_whitelist, pool, keys.load_org(settings, "sample-denki")
+    )
+    attempt = Attempt(
+        f"move-one-stop/city-minato/lost-{uuid.uuid4().hex[:8]}",
+        "r",
+        "notify",
+        timedelta(seconds=10),
+    )
+    mine = uuid.uuid4()
+    # the first try's note committed, its reply lost: the try again finds it
+    await pool.execute(
+        "INSERT INTO records.act_runs (keeper, attempt_key, deadline, run_token)"
+        " VALUES ($1, $2, now() + interval '60 seconds', $3)",
+        "sample-denki",
+        attempt.key,
+        mine,
+    )
+    begun = await gate._begin_act(attempt, gate.act_time(attempt), mine)
+    assert isinstance(begun, float)  # its act runs (another run's ask is "under way")
+    # its code fails: the note is removed; the removal's reply lost, another run writes its note
+    assert await gate._end_act(attempt, None, mine)
+    other = uuid.uuid4()
+    assert isinstance(await gate._begin_act(attempt, gate.act_time(attempt), other), float)
+    assert not await gate._end_act(attempt, None, mine)  # the removal asked again
+    token = await pool.fetchval(
+        "SELECT run_token FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
+        "sample-denki",
+        attempt.key,
+    )
+    assert token == other  # the other run's note stands, and its act runs once
