@@ -20,7 +20,7 @@ from activities.linkage import Provider
 from renkei.bpf import registry
 from renkei.bpf.loader import load_file
 from renkei.bpf.validation import validate
-from renkei.contracts.messages import PATHS, FlowResult, LinkageRequest
+from renkei.contracts.messages import RESUMED_TEXT_PATHS, FlowResult, LinkageRequest
 from renkei.contracts.names import control_queue, workflow_id
 from renkei.kernel import records
 from renkei.kernel import search_attributes as sa
@@ -372,12 +372,13 @@ async def test_a_start_of_this_release_records_no_marker_and_one_from_before_its
         found = (await handle.describe()).typed_search_attributes
         assert found.get(sa.STATUS) == "completed"
         assert found.get(sa.CONTENT_HASH) == result.pin.content_hash
-    # A start asking for paths newer than this worker knows is left to a worker that knows them.
+    # A start asking for paths newer than this worker knows (the newest it takes: a continuation
+    # carrying its state as signed text) is left to a worker that knows them.
     ahead = start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
     async with workers(client, pool, settings, catalog, live_whitelist):
         later = await client.start_workflow(
             ahead.bpf,
-            ahead.model_copy(update={"paths": PATHS + 1}),
+            ahead.model_copy(update={"paths": RESUMED_TEXT_PATHS + 1}),
             id=workflow_id(ahead.bpf, ahead.executor, ahead.case_ref),
             task_queue=control_queue(settings.task_queue_prefix, ahead.executor),
             result_type=FlowResult,
