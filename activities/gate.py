@@ -430,14 +430,11 @@ class WhitelistGate:
         # Asked again for an attempt answered before (a retry, or an executor asking under one
         # permit again and again): the answer leaves only if it is the one the receipt kept. A
         # permit is for one answer; a changed one is not a second look at the person's data.
-        kept = await patiently(
-            lambda: self.pool.fetchval(
-                "SELECT answer_digest FROM records.answer_receipts"
-                " WHERE keeper = $1 AND attempt_key = $2",
-                self.org,
-                attempt.key,
-            ),
+        kept = await self._for_attempt(
+            attempt,
             now + attempt.limit,
+            "SELECT answer_digest FROM records.answer_receipts"
+            " WHERE keeper = $1 AND attempt_key = $2",
         )
         if kept != receipt.answer_digest:
             raise Failure.LINKAGE_REFUSED.error(
@@ -463,6 +460,14 @@ class WhitelistGate:
             str(kept.get("signature") or ""),
             _act_message(attempt, answer),
         )
+
+    async def _for_attempt(
+        self, attempt: Attempt, limit: dt.datetime, sql: str, *args: object
+    ) -> object:
+        """One statement about this org's record of the attempt (``$1`` this org, ``$2`` the
+        attempt's key, then ``args``): its value, asked again while the database is out of reach
+        until ``limit``."""
+        return await patiently(lambda: self.pool.fetchval(sql, self.org, attempt.key, *args), limit)
 
     def act_time(self, attempt: Attempt) -> dt.timedelta:
         """How long this org gives the attempt's act once begun: the attempt's time, which the
@@ -535,17 +540,13 @@ class WhitelistGate:
             # (its run's keeping, late) finds the note refused and is not kept, so the refusal
             # stays the act's last word whatever the clocks of the two say (the row's lock
             # orders the two writes).
-            refused = await patiently(
-                lambda: self.pool.fetchval(
-                    "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1"
-                    " AND attempt_key = $2 AND answer IS NULL"
-                    " AND run_token IS NOT DISTINCT FROM $4 RETURNING true",
-                    self.org,
-                    attempt.key,
-                    CUT_OFF,
-                    row["run_token"],  # the note just read, not one written since
-                ),
+            refused = await self._for_attempt(
+                attempt,
                 limit,
+                "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2"
+                " AND answer IS NULL AND run_token IS NOT DISTINCT FROM $4 RETURNING true",
+                CUT_OFF,
+                row["run_token"],  # the note just read, not one written since
             )
             if not refused:  # kept, or taken back, just now: asked again, it is told which
                 raise Failure.PROVIDER_ERROR.error(
@@ -589,15 +590,12 @@ class WhitelistGate:
         limit = dt.datetime.now(dt.UTC) + attempt.limit
         if not isinstance(answer, dict):
             try:
-                removed = await patiently(
-                    lambda: self.pool.fetchval(
-                        "DELETE FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2"
-                        " AND answer IS NULL AND run_token = $3 RETURNING true",
-                        self.org,
-                        attempt.key,
-                        token,
-                    ),
+                removed = await self._for_attempt(
+                    attempt,
                     limit,
+                    "DELETE FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2"
+                    " AND answer IS NULL AND run_token = $3 RETURNING true",
+                    token,
                 )
             except asyncpg.InsufficientPrivilegeError:  # past its cut-off: the note stays
                 return False
@@ -615,29 +613,23 @@ class WhitelistGate:
             "signature": attest.sign(self.signer, _act_message(attempt, answer)),
         }
         try:
-            done = await patiently(
-                lambda: self.pool.fetchval(
-                    "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1"
-                    " AND attempt_key = $2 AND answer IS NULL AND run_token = $4 RETURNING true",
-                    self.org,
-                    attempt.key,
-                    kept,
-                    token,
-                ),
+            done = await self._for_attempt(
+                attempt,
                 limit,
+                "UPDATE records.act_runs SET answer = $3 WHERE keeper = $1 AND attempt_key = $2"
+                " AND answer IS NULL AND run_token = $4 RETURNING true",
+                kept,
+                token,
             )
         except asyncpg.InsufficientPrivilegeError:  # past its cut-off: no answer is kept
             return False
         if done:
             return True
         # Not kept now: refused meanwhile, or kept by an earlier try whose reply was lost.
-        found = await patiently(
-            lambda: self.pool.fetchval(
-                "SELECT answer FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
-                self.org,
-                attempt.key,
-            ),
+        found = await self._for_attempt(
+            attempt,
             limit,
+            "SELECT answer FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
         )
         return isinstance(found, dict) and found.get("tag") == kept["tag"]
 

@@ -937,6 +937,18 @@ async def test_an_acts_kept_answer_stays_the_partners_own_across_a_rotation_of_i
     assert refused.value.type == "LinkageRefused"
 
 
+def _act_attempt(case: str) -> Any:
+    """A fresh attempt at the move notice's act, as its partner's gate sees one."""
+    from activities.gate import Attempt
+
+    return Attempt(
+        f"move-one-stop/city-minato/{case}-{uuid.uuid4().hex[:8]}",
+        "r",
+        "notify",
+        timedelta(seconds=10),
+    )
+
+
 async def test_an_act_that_ends_after_an_ask_again_was_refused_keeps_no_answer(
     pool, settings, catalog, live_whitelist
 ) -> None:
@@ -949,7 +961,7 @@ async def test_an_act_that_ends_after_an_ask_again_was_refused_keeps_no_answer(
     written to the note, and the note is not removed."""
     from temporalio.exceptions import ApplicationError
 
-    from activities.gate import MARGIN, Attempt, WhitelistGate
+    from activities.gate import MARGIN, WhitelistGate
 
     gate = WhitelistGate(
         "sample-denki",
@@ -960,12 +972,7 @@ async def test_an_act_that_ends_after_an_ask_again_was_refused_keeps_no_answer(
         act_seconds=(0.5, 0.5),
     )
     for late in ("answer", "failure", "a gate from before"):
-        attempt = Attempt(
-            f"move-one-stop/city-minato/late-{uuid.uuid4().hex[:8]}",
-            "r",
-            "notify",
-            timedelta(seconds=10),
-        )
+        attempt = _act_attempt("late")
         token = uuid.uuid4()
         assert not isinstance(await gate._begin_act(attempt, gate.act_time(attempt), token), dict)
         await asyncio.sleep(0.5 + MARGIN.total_seconds() + 0.5)
@@ -996,17 +1003,12 @@ async def test_a_lost_reply_from_the_database_neither_orphans_an_act_nor_runs_it
     way" and later refused with nothing carried out. A run whose failure removed its note, and
     whose removal is asked again after a lost reply, does not remove the note another run wrote
     meanwhile: that act is not carried out a second time."""
-    from activities.gate import Attempt, WhitelistGate
+    from activities.gate import WhitelistGate
 
     gate = WhitelistGate(
         "sample-denki", catalog, live_whitelist, pool, keys.load_org(settings, "sample-denki")
     )
-    attempt = Attempt(
-        f"move-one-stop/city-minato/lost-{uuid.uuid4().hex[:8]}",
-        "r",
-        "notify",
-        timedelta(seconds=10),
-    )
+    attempt = _act_attempt("lost")
     mine = uuid.uuid4()
     # the first try's note committed, its reply lost: the try again finds it
     await pool.execute(
