@@ -508,14 +508,14 @@ class WhitelistGate:
             return sent + act_time.total_seconds()
         row = await patiently(
             lambda: self.pool.fetchrow(
-                "SELECT answer, begun_at, deadline, run_token, now() AS now"
-                " FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
+                "SELECT answer, answer IS NULL AS open, begun_at, deadline, run_token,"
+                " now() AS now FROM records.act_runs WHERE keeper = $1 AND attempt_key = $2",
                 self.org,
                 attempt.key,
             ),
             limit,
         )
-        if row is not None and row["run_token"] == token and row["answer"] is None:
+        if row is not None and row["run_token"] == token and row["open"]:
             # this run's own note, written by a try whose reply was lost: its act is to run
             return first + act_time.total_seconds()
         if row is None:  # its note was taken back meanwhile (the run failed): ask again
@@ -524,8 +524,8 @@ class WhitelistGate:
                 UNREACHED,
                 non_retryable=False,
             )
-        kept = row["answer"]
-        if kept is None:
+        kept = row["answer"]  # (JSON's null reads as None too: "open" tells SQL's apart)
+        if row["open"]:
             # Until the moment its run is cut off (kept with its note, as this org bounded the
             # attempt that began it; not this ask's time, which the requester names), it may
             # still be under way; after it, it ended, answered or not.

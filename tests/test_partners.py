@@ -935,6 +935,15 @@ async def test_an_acts_kept_answer_stays_the_partners_own_across_a_rotation_of_i
     with pytest.raises(ApplicationError, match="not its own") as refused:
         await after._begin_act(planted_at, after.act_time(planted_at), uuid.uuid4())
     assert refused.value.type == "LinkageRefused"
+    # planted: JSON's null, which is no note still open (asked again later, for ever)
+    nulled = _act_attempt("null")
+    await pool.execute(
+        "INSERT INTO records.act_runs (keeper, attempt_key, answer) VALUES ($1, $2, 'null')",
+        "sample-denki",
+        nulled.key,
+    )
+    with pytest.raises(ApplicationError, match="not its own"):
+        await after._begin_act(nulled, after.act_time(nulled), uuid.uuid4())
 
 
 def _act_attempt(case: str) -> Any:
