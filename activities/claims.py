@@ -196,6 +196,39 @@ def runs_ticket(
     return found
 
 
+# The one ticket the hub issues for each run it resolves or whose continuation it takes up
+# (``hub.run_tickets``, migration 0066): written before the hub answers with it, so a run that
+# asks again gets the ticket it got, and the hub issues it no other (about another person, say).
+_KEEP = (
+    "WITH written AS (INSERT INTO hub.run_tickets (workflow_id, run_id, ticket, signature)"
+    " VALUES ($1, $2, $3, $4) ON CONFLICT (workflow_id, run_id) DO NOTHING"
+    " RETURNING ticket, signature)"
+    " SELECT ticket, signature FROM written UNION ALL"
+    " SELECT ticket, signature FROM hub.run_tickets WHERE workflow_id = $1 AND run_id = $2"
+)
+_KEPT = "SELECT ticket, signature FROM hub.run_tickets WHERE workflow_id = $1 AND run_id = $2"
+
+
+async def keep_ticket(
+    pool: asyncpg.Pool, workflow_id: str, run_id: str, ticket: SignedTicket
+) -> SignedTicket:
+    """Write ``ticket`` as the run's, unless it has one: the run's ticket, as first written."""
+    row = await pool.fetchrow(_KEEP, workflow_id, run_id, ticket.text, ticket.signature)
+    if row is None:  # written by another ask at once, after this statement's snapshot
+        row = await pool.fetchrow(_KEPT, workflow_id, run_id)
+    if row is None:  # written, then gone: the table refuses that to the hub's role
+        raise RuntimeError("a run's ticket was written, then was gone")
+    return SignedTicket(text=row["ticket"], signature=row["signature"])
+
+
+async def kept_ticket(pool: asyncpg.Pool, workflow_id: str, run_id: str) -> SignedTicket | None:
+    """The ticket the hub wrote for that run (``None``: none, such as a run the hub resolved
+    before it kept them). Whoever reads it checks the hub's signature (:func:`runs_ticket`): a
+    row the database's role wrote is no word of the hub's."""
+    row = await pool.fetchrow(_KEPT, workflow_id, run_id)
+    return None if row is None else SignedTicket(text=row["ticket"], signature=row["signature"])
+
+
 # The first run of a workflow (id, run id) → when that first run started, as Temporal said.
 _CHAIN_STARTS: LRUCache[tuple[str, str], dt.datetime] = LRUCache(PARENTS_REMEMBERED)
 

@@ -36,6 +36,7 @@ from activities.claims import (
     hubs_ticket,
     issue_first_form,
     issue_ticket,
+    keep_ticket,
     parent_of,
     runs_ticket,
 )
@@ -62,6 +63,7 @@ from renkei.contracts.messages import (
     ResolveRequest,
     Resume,
     ResumeProof,
+    RunTicket,
     ScanRequest,
     ScanTarget,
     SignedResume,
@@ -367,6 +369,7 @@ class HubActivities:
             # a child serves what its caller serves (checked against the caller's ticket)
             purpose=req.parent or ParentFlow(workflow_id=wid, bpf=d.bpf, task=d.task),
         )
+        await self._issued_once(wid, info.workflow_run_id or "", ticket)
         # A worker from before reads the first form only (its run would fail on the other).
         run.ticket = (
             ticket if req.reads_signed_tickets else issue_first_form(self._issuer.key, ticket)
@@ -1077,10 +1080,27 @@ class HubActivities:
             mode=before.mode,
             purpose=before.purpose,
         )
+        await self._issued_once(info.workflow_id or "", info.workflow_run_id or "", ticket)
         # in the form the run read before: a worker from before reads the first form only
         if isinstance(proof.resume.run.ticket, SignedTicket):
             return ticket
         return issue_first_form(self._issuer.key, ticket)
+
+    async def _issued_once(self, workflow_id: str, run_id: str, ticket: SignedTicket) -> None:
+        """Keep ``ticket`` as the one the hub issues this run (``hub.run_tickets``), before the
+        hub answers with it; refuse the run a different one. A run asking again (a retry, or
+        its own code) gets the ticket it got; asked about another person, as another version,
+        trigger, caller or purpose, it would hold the hub's word for two runs in one: the
+        portal would show it to one person while its linkages are about another."""
+        kept = await keep_ticket(self._pool, workflow_id, run_id, ticket)
+        if kept.text == ticket.text:
+            return
+        first = hubs_ticket(self._hub_public, kept)
+        if first is None or first != RunTicket.model_validate_json(ticket.text):
+            raise Failure.MALFORMED_START.error(
+                "the hub resolved this run before, as another start: a run is resolved once"
+                " (its version, trigger, caller, purpose and person stay as first resolved)"
+            )
 
     async def _note_kit_run(self) -> None:
         """The kit's hub notes each run it resolves or continues: billing leaves them out."""

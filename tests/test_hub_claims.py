@@ -851,3 +851,61 @@ async def test_a_child_resolves_only_as_the_version_its_callers_step_calls(
             )
             became += await handle.result()
     assert became == ["resolve: MalformedStart"], became
+
+
+async def test_a_run_is_resolved_once(client, pool, settings, catalog, live_whitelist) -> None:
+    """city-minato's own run resolves a lawful counter start about one person, then asks the
+    hub to resolve it again: as it was (a retry: the same ticket), about another person, as a
+    portal start. A run holding the hub's word about two people
+    would be shown by the portal to one while its linkages are about the other: each other
+    start is refused, the hub keeps the one ticket it issued, which the portal reads, and no
+    one changes or removes it. The run then brokers as it was resolved."""
+    import asyncpg
+
+    from activities.claims import kept_ticket, runs_ticket
+    from renkei.kernel import keys
+
+    from .helpers import sdk
+
+    found = await registry.fetch(pool, "child-allowance-check")
+    assert found is not None
+    d = found.definition
+    person, other = pick(settings, lambda h: h.municipality == "city-shibuya").members[:2]
+    subject = code(settings, "city-minato", person)
+    start = _minatos_start(found, subject)
+    again = [
+        start,
+        _minatos_start(found, code(settings, "city-minato", other)),
+        {**start, "trigger": "portal"},
+    ]
+    wid = workflow_id(d.bpf, "city-minato", f"a-{uuid.uuid4().hex[:8]}")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        became = await _attack(
+            client,
+            settings,
+            [Call(activity="hub.resolve", arg=a) for a in again]
+            + [_minatos_tax_query(found, subject, budget_seconds=60)],
+            wid,
+            party="city-minato",
+            workflow_type=d.bpf,
+            resolve=start,
+        )
+        run = (await client.get_workflow_handle(wid).describe()).run_id or ""
+        portal_reads = await sdk(client, settings).resolved_ticket(
+            wid, lambda w, r: kept_ticket(pool, w, r)
+        )
+    assert became == ["answered", "MalformedStart", "MalformedStart", "answered"], became
+    hub = keys.load(settings).signer().public_key()
+    kept = runs_ticket(hub, await kept_ticket(pool, wid, run), wid, run, settings.mode)
+    assert kept is not None and kept.subject == subject and kept.trigger == "counter"
+    assert portal_reads[0] == run
+    assert runs_ticket(hub, portal_reads[1], wid, run, settings.mode) == kept
+    for statement in (
+        "UPDATE hub.run_tickets SET ticket = ticket WHERE workflow_id = $1",
+        "DELETE FROM hub.run_tickets WHERE workflow_id = $1",
+    ):
+        try:
+            await pool.execute(statement, wid)
+        except asyncpg.InsufficientPrivilegeError:
+            continue
+        raise AssertionError(f"the database took {statement.split()[0]}")

@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
@@ -393,16 +393,22 @@ class RenkeiClient:
                 return found
         raise ValueError(f"{wid} has no history")
 
-    async def resolved_ticket(self, wid: str) -> tuple[str, Ticket | None]:
-        """The hub's ticket for the flow's current run, as the hub first answered it in the
-        run's history (``hub.resolve``, or ``hub.check-resume`` for a continuation, on the hub's
-        queue), on the pair of the executor and the hub: what the hub's own process reads of a
-        flow whose start the executor wrote for itself alone. ``None``: no answer of the hub's
-        holds one (a run from before tickets, or one the hub has not resolved yet). With the
-        current run's id: the caller verifies the ticket (the hub's signature, for this workflow
-        and that run)."""
+    async def resolved_ticket(
+        self, wid: str, kept: Callable[[str, str], Awaitable[Ticket | None]] | None = None
+    ) -> tuple[str, Ticket | None]:
+        """The hub's ticket for the flow's current run: the one the hub kept for it (``kept``,
+        given the workflow id and the run's id: the hub's own table, where a run has one ticket
+        at most), or, for a run the hub resolved before it kept them, as the hub first answered
+        it in the run's history (``hub.resolve``, or ``hub.check-resume`` for a continuation,
+        on the hub's queue), on the pair of the executor and the hub: what the hub's own process
+        reads of a flow whose start the executor wrote for itself alone. ``None``: neither holds
+        one (a run from before tickets, or one the hub has not resolved yet). With the current
+        run's id: the caller verifies the ticket (the hub's signature, for this workflow and
+        that run)."""
         with _known(wid):
             run = (await self.describe(wid)).run_id or ""
+            if kept is not None and (ticket := await kept(wid, run)) is not None:
+                return run, ticket
             handle = self.client.get_workflow_handle(wid, run_id=run)
             answered = await hubs_first_answer(
                 handle.fetch_history_events(rpc_timeout=RPC_TIMEOUT),

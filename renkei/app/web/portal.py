@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
-from activities.claims import runs_ticket
+from activities.claims import kept_ticket, runs_ticket
 from renkei.app.citizen import (
     RECORDS,
     CitizenRecord,
@@ -163,7 +164,8 @@ def router(
         so it answers as a flow that does not exist."""
         assert sdk is not None and portal_key is not None
         now = dt.datetime.now(dt.UTC)
-        run, found = await sdk.resolved_ticket(wid)
+        # The one ticket the hub kept for the run (a run from before: its history's first).
+        run, found = await sdk.resolved_ticket(wid, partial(kept_ticket, pool))
         # the hub's word for this run counts only: not another run's ticket
         ticket = runs_ticket(portal_key.public_key(), found, wid, run, sdk.settings.mode)
         pin = ticket.pin if ticket is not None else None
