@@ -32,7 +32,10 @@ than the registry (read once per process: ``registry.pinned``) or, for a hold or
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import asyncpg
@@ -259,14 +262,54 @@ class Claimed:
     held: bool = False  # the request's hold covers the person this linkage is about
 
 
-def caller(info: activity.Info | None = None) -> Caller:
-    """The flow calling the current hub activity; refused unless its id names an executor."""
-    found = info or activity.info()
-    wid = found.workflow_id or ""
+@dataclass(frozen=True)
+class Calling:
+    """The run asking the hub now, as Temporal says: from the activity's info on the hub's
+    queue, or, over the hub's endpoint (:mod:`activities.direct`), from Temporal's description of
+    the run the sealed request names (:func:`asked_by`)."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    asked_at: dt.datetime  # when the activity was scheduled, or the request arrived
+
+
+_CALLING: ContextVar[Calling | None] = ContextVar("renkei_hub_calling", default=None)
+
+
+def calling() -> Calling:
+    """The run asking the hub now (see :class:`Calling`)."""
+    found = _CALLING.get()
+    if found is not None:
+        return found
+    info = activity.info()
+    return Calling(
+        info.workflow_id or "",
+        info.workflow_run_id or "",
+        info.workflow_type or "",
+        info.scheduled_time,
+    )
+
+
+@contextlib.contextmanager
+def asked_by(run: Calling) -> Iterator[None]:
+    """Within the block, the hub's methods answer ``run`` (over the hub's endpoint, where
+    there is no activity: the endpoint has checked with Temporal that the run is as named)."""
+    token = _CALLING.set(run)
+    try:
+        yield
+    finally:
+        _CALLING.reset(token)
+
+
+def caller(info: Calling | None = None) -> Caller:
+    """The flow calling the hub now; refused unless its id names an executor."""
+    found = info or calling()
+    wid = found.workflow_id
     executor = executor_of(wid)
-    if executor is None or not found.workflow_run_id:
+    if executor is None or not found.run_id:
         raise Failure.LINKAGE_REFUSED.error("the hub answers renkei's flows only")
-    return Caller(wid, found.workflow_run_id, found.workflow_type or "", executor)
+    return Caller(wid, found.run_id, found.workflow_type, executor)
 
 
 class Claims:

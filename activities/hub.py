@@ -27,9 +27,11 @@ from temporalio.exceptions import ApplicationError
 from activities.approved import ApprovalCheck
 from activities.attempts import attempt_key, attempt_record
 from activities.claims import (
+    Calling,
     Claimed,
     Claims,
     caller,
+    calling,
     chain_started,
     check_parent,
     continues,
@@ -226,27 +228,27 @@ class HubActivities:
     @activity.defn(name="hub.resolve")
     async def resolve(self, req: ResolveRequest) -> ResolvedRun:
         """The registered definition to run, after checking who runs it and with what inputs."""
-        if executor_of(activity.info().workflow_id or "") != req.executor:
+        if executor_of(calling().workflow_id) != req.executor:
             # Who runs it is the executor the flow's id names (Temporal's word, not the
             # request's): a flow does not resolve a version another executor operates.
             raise Failure.MALFORMED_START.error(
                 "a flow resolves only for the executor its workflow id names"
             )
-        if activity.info().workflow_type != req.bpf:
+        if calling().workflow_type != req.bpf:
             raise Failure.MALFORMED_START.error("a flow resolves only the BPF its type names")
         if self._runs_before is not None and req.parent is None:
             # A run on the shared queue of runs from before executor-side control: any holder
             # of the old ring could start one, as any executor. Only those that were in flight
             # when the upgrade was deployed resolve (a continuation or a child does not come
             # here, or comes with its caller).
-            if activity.info().scheduled_time >= self._runs_before:
+            if calling().asked_at >= self._runs_before:
                 raise Failure.MALFORMED_START.error(
                     "a run started on the shared control queue after executor-side control"
                     " (runs start on their executor's queue)"
                 )
         if req.parent is None and req.trigger in ("counter", "portal"):
             # The caller chose the case reference; the workflow id shows it in clear.
-            personal = personal_in_case_ref((activity.info().workflow_id or "").rsplit("/", 1)[-1])
+            personal = personal_in_case_ref(calling().workflow_id.rsplit("/", 1)[-1])
             if personal is not None:
                 raise Failure.MALFORMED_START.error(
                     f"the case reference in the workflow id looks like {personal}"
@@ -296,7 +298,7 @@ class HubActivities:
         if req.trigger in ("life-event", "notification"):
             # Only the platform's scan and notification paths start such flows; a child carries
             # its caller's word, bound to the flow the platform started.
-            started = req.parent.workflow_id if req.parent else activity.info().workflow_id
+            started = req.parent.workflow_id if req.parent else calling().workflow_id
             if not is_platform_start(
                 self._hub_public,
                 req.attestation,
@@ -318,7 +320,7 @@ class HubActivities:
                     req.hold.approval,
                     req.hold.reason,
                     req.hold.until,
-                    req.parent.workflow_id if req.parent else activity.info().workflow_id or "",
+                    req.parent.workflow_id if req.parent else calling().workflow_id,
                     hub=self._hub_public,
                     # the case's start, or a call's, is about the person the hold names
                     subject=req.subject,
@@ -355,12 +357,12 @@ class HubActivities:
             links_directly=self._links_directly,
             signs_resume_text=True,
         )
-        info = activity.info()
-        wid = info.workflow_id or ""
+        info = calling()
+        wid = info.workflow_id
         ticket = issue_ticket(
             self._issuer.key,
             workflow_id=wid,
-            run_id=info.workflow_run_id or "",
+            run_id=info.run_id,
             pin=run.pin,
             trigger=req.trigger,
             parent=req.parent.workflow_id if req.parent else None,
@@ -369,7 +371,7 @@ class HubActivities:
             # a child serves what its caller serves (checked against the caller's ticket)
             purpose=req.parent or ParentFlow(workflow_id=wid, bpf=d.bpf, task=d.task),
         )
-        await self._issued_once(wid, info.workflow_run_id or "", ticket)
+        await self._issued_once(wid, info.run_id, ticket)
         # A worker from before reads the first form only (its run would fail on the other).
         run.ticket = (
             ticket if req.reads_signed_tickets else issue_first_form(self._issuer.key, ticket)
@@ -391,8 +393,8 @@ class HubActivities:
         person; and the caller's registered definition calls this BPF. (A run from before
         tickets, while the upgrade's window is open, calls without one.)"""
         assert req.parent is not None
-        info = activity.info()
-        started_by = await parent_of(info.workflow_id or "", info.workflow_run_id or "")
+        info = calling()
+        started_by = await parent_of(info.workflow_id, info.run_id)
         refuse = Failure.MALFORMED_START.error
         if req.caller_ticket is None:
             if (
@@ -407,17 +409,17 @@ class HubActivities:
             raise refuse("the caller's ticket is not the hub's for the run that started this one")
         if req.parent != t.purpose or req.trigger != t.trigger or req.subject != t.subject:
             raise refuse("a child serves its caller's flow, under its trigger, about its person")
-        calling = await self._claims.definition(
+        caller_def = await self._claims.definition(
             t.pin.bpf, t.pin.version, t.pin.content_hash, req.executor
         )
         if not any(
             isinstance(s, CallStep)
             and s.call.bpf == req.bpf
             and (s.call.version is None or s.call.version == req.version)
-            for s in walk(calling.steps)
+            for s in walk(caller_def.steps)
         ):
             asked = req.bpf if req.version is None else f"{req.bpf} v{req.version}"
-            raise refuse(f"{calling.bpf} v{calling.version} calls no {asked}")
+            raise refuse(f"{caller_def.bpf} v{caller_def.version} calls no {asked}")
 
     async def _broker_leading(
         self, req: ResolveRequest, run: ResolvedRun, lanes: Sequence[Sequence[QueryStep]]
@@ -432,7 +434,7 @@ class HubActivities:
         stops at the first one denied or refused: the flow fails at that step, or asks for it
         there and meets the same refusal, and never reaches those after it in that sequence
         (another lane's are decided on their own, as the lanes ask at once)."""
-        info = activity.info()
+        info = calling()
         asked: list[BrokerRequest] = []
         chains: list[int] = []
         steps: list[QueryStep] = []
@@ -447,8 +449,8 @@ class HubActivities:
                         task=run.definition.task,
                         trigger=req.trigger,
                         pin=run.pin,
-                        workflow_id=info.workflow_id or "",
-                        run_id=info.workflow_run_id or "",
+                        workflow_id=info.workflow_id,
+                        run_id=info.run_id,
                         hold=req.hold,
                         parent=req.parent,
                         ticket=run.ticket,
@@ -475,7 +477,7 @@ class HubActivities:
     async def broker(self, req: BrokerRequest) -> Brokered:
         """Decide one linkage, record it for the requester and the hub, and if it is permitted
         issue the permit with the provider's code sealed to the provider."""
-        decided = await self._decide(req, activity.info())
+        decided = await self._decide(req, calling())
         [refused] = await self._record([decided])
         if refused is not None:
             raise refused
@@ -491,7 +493,7 @@ class HubActivities:
         run's top level, or a lane of the parallel step it starts with), in order within it:
         the first one of a sequence refused, denied or not permittable is the last one of that
         sequence decided and recorded (the flow stops at that step); the others are ``None``."""
-        info = activity.info()
+        info = calling()
         stopped: set[int] = set()
         decided: list[_Decided | None] = []
         for i, req in enumerate(reqs):
@@ -527,13 +529,11 @@ class HubActivities:
                 out.append(None)
         return out
 
-    async def _decide(self, req: BrokerRequest, info: activity.Info) -> _Decided:
+    async def _decide(self, req: BrokerRequest, info: Calling) -> _Decided:
         """Check one linkage's claims and decide it against the whitelist and the controls
         (nothing written but the flow's earlier outcomes it carries); raise its refusal."""
         # The attempt is the calling workflow's own, as Temporal says, whatever the request says.
-        req = req.model_copy(
-            update={"workflow_id": info.workflow_id, "run_id": info.workflow_run_id}
-        )
+        req = req.model_copy(update={"workflow_id": info.workflow_id, "run_id": info.run_id})
         if req.outcomes:  # the flow's earlier attempts, first: what fails below leaves them told
             await self._append_outcomes(info, req.outcomes)
         # Who asks, for what, under which hold: checked against Temporal and the registry.
@@ -726,17 +726,15 @@ class HubActivities:
     async def outcomes(self, reports: list[AttemptOutcomeReport]) -> None:
         """Append what became of several of the calling flow's attempts, in one transaction,
         each as :meth:`outcome` would (a refused one is logged and leaves the others)."""
-        await self._append_outcomes(activity.info(), reports)
+        await self._append_outcomes(calling(), reports)
 
-    async def _append_outcomes(
-        self, info: activity.Info, reports: list[AttemptOutcomeReport]
-    ) -> None:
-        if info.workflow_id is None or info.workflow_run_id is None:
+    async def _append_outcomes(self, info: Calling, reports: list[AttemptOutcomeReport]) -> None:
+        if not info.workflow_id or not info.run_id:
             raise Failure.LINKAGE_REFUSED.error("an outcome comes from the attempt's own flow")
         found = await records.record_outcomes(
             self._pool,
             [
-                (attempt_key(info.workflow_id, info.workflow_run_id, r.step), r.outcome, r.receipt)
+                (attempt_key(info.workflow_id, info.run_id, r.step), r.outcome, r.receipt)
                 for r in reports
             ],
             self._issuer.recorder,
@@ -857,10 +855,10 @@ class HubActivities:
         only on the provider's receipt for this very attempt, verified under the provider's
         registered, unrevoked key (the hub sees the answer's digest, never the answer). A
         ``provided`` without one is written as ``unreceipted`` and refused."""
-        info = activity.info()
-        if info.workflow_id is None or info.workflow_run_id is None:
+        info = calling()
+        if not info.workflow_id or not info.run_id:
             raise Failure.LINKAGE_REFUSED.error("an outcome comes from the attempt's own flow")
-        key = attempt_key(info.workflow_id, info.workflow_run_id, report.step)
+        key = attempt_key(info.workflow_id, info.run_id, report.step)
         try:
             found = await records.record_outcome(
                 self._pool, key, report.outcome, self._issuer.recorder, report.receipt
@@ -912,7 +910,7 @@ class HubActivities:
         ):
             raise Failure.UNKNOWN_BPF.error(unapproved)
         # The scan's one linkage: the executor asking its own register who reaches the event.
-        info = activity.info()
+        info = calling()
         decision = decide_linkage(
             self._catalog,
             self._whitelist.index,
@@ -935,8 +933,8 @@ class HubActivities:
         issued = None
         if decision.allowed and decision.row is not None:
             issued = await self._issuer.issue(
-                workflow_id=info.workflow_id or "",
-                run_id=info.workflow_run_id or "",
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
                 step=COHORT_STEP,
                 requester=req.executor,
                 provider=req.executor,
@@ -971,9 +969,7 @@ class HubActivities:
         first form, for a run that asked it so before: :meth:`sign_resume_text` signs its exact
         text)."""
         await self._resumable(resume)
-        return resume_state(
-            self._issuer.key, activity.info().workflow_id or "", resume.model_dump_json()
-        )
+        return resume_state(self._issuer.key, calling().workflow_id, resume.model_dump_json())
 
     @activity.defn(name="hub.sign-resume-text")
     async def sign_resume_text(self, resume: Resume) -> SignedResume:
@@ -982,7 +978,7 @@ class HubActivities:
         model, so a continuation taken up after the hub's upgrade is not refused."""
         await self._resumable(resume)
         text = resume.model_dump_json(by_alias=True)  # as the definition's YAML names fields
-        wid = activity.info().workflow_id or ""
+        wid = calling().workflow_id
         return SignedResume(
             text=text, signature=resume_state(self._issuer.key, wid, text, text=True)
         )
@@ -1031,8 +1027,8 @@ class HubActivities:
         ``resume`` would skip the hub's checks, the steps already passed and their answers.
         Answer the continuing run's ticket: the run it continues was resolved so (none: a run
         from before tickets)."""
-        info = activity.info()
-        wid = info.workflow_id or ""
+        info = calling()
+        wid = info.workflow_id
         if proof.signed is not None:  # the exact text the hub signed: the state read from it
             if not is_hubs_resume(
                 self._hub_public, proof.signed.signature, wid, proof.signed.text, text=True
@@ -1064,15 +1060,15 @@ class HubActivities:
         # Temporal continued from it: not by a run started afresh with a state captured before
         # (under the workflow id of a run that ended, say), which would run as the hub
         # resolved that run then, skipping a version stop since.
-        if await continues(info.workflow_id or "", info.workflow_run_id or "") != before.run_id:
+        if await continues(info.workflow_id, info.run_id) != before.run_id:
             raise Failure.MALFORMED_START.error(
                 "the state this flow continues from is another run's, not the run Temporal"
                 " continued it from"
             )
         ticket = issue_ticket(  # the hub signed the state with it: its own, of this workflow
             self._issuer.key,
-            workflow_id=info.workflow_id or "",
-            run_id=info.workflow_run_id or "",
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
             pin=before.pin,
             trigger=before.trigger,
             parent=before.parent,
@@ -1080,7 +1076,7 @@ class HubActivities:
             mode=before.mode,
             purpose=before.purpose,
         )
-        await self._issued_once(info.workflow_id or "", info.workflow_run_id or "", ticket)
+        await self._issued_once(info.workflow_id, info.run_id, ticket)
         # in the form the run read before: a worker from before reads the first form only
         if isinstance(proof.resume.run.ticket, SignedTicket):
             return ticket
@@ -1105,12 +1101,12 @@ class HubActivities:
     async def _note_kit_run(self) -> None:
         """The kit's hub notes each run it resolves or continues: billing leaves them out."""
         if self._kit_clock:
-            info = activity.info()
+            info = calling()
             await self._pool.execute(
                 "INSERT INTO records.conformance_runs (workflow_id, run_id) VALUES ($1, $2)"
                 " ON CONFLICT DO NOTHING",
                 info.workflow_id,
-                info.workflow_run_id,
+                info.run_id,
             )
 
     @activity.defn(name="hub.attest-starts")
