@@ -43,6 +43,8 @@ from cachetools import LRUCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.approved import ApprovalCheck
 from renkei.bpf import registry
@@ -58,7 +60,7 @@ from renkei.contracts.messages import (
     Ticket,
     ahead_budget,
 )
-from renkei.contracts.names import SCAN_ID_PREFIX, executor_of, workflow_id
+from renkei.contracts.names import SCAN_ID_PREFIX, control_queue, executor_of, workflow_id
 from renkei.contracts.retries import BROKER_GROUP_LIMIT, budget_seconds
 from renkei.kernel import attest, holds, records
 from whitelist.models import Catalog
@@ -206,22 +208,24 @@ _KEEP = (
     "WITH written AS (INSERT INTO hub.run_tickets (workflow_id, run_id, ticket, signature)"
     " VALUES ($1, $2, $3, $4) ON CONFLICT (workflow_id, run_id) DO NOTHING"
     " RETURNING ticket, signature)"
-    " SELECT ticket, signature FROM written UNION ALL"
-    " SELECT ticket, signature FROM hub.run_tickets WHERE workflow_id = $1 AND run_id = $2"
+    " SELECT ticket, signature, true AS written FROM written UNION ALL"
+    " SELECT ticket, signature, false FROM hub.run_tickets WHERE workflow_id = $1 AND run_id = $2"
 )
 _KEPT = "SELECT ticket, signature FROM hub.run_tickets WHERE workflow_id = $1 AND run_id = $2"
 
 
 async def keep_ticket(
     pool: asyncpg.Pool, workflow_id: str, run_id: str, ticket: SignedTicket
-) -> SignedTicket:
-    """Write ``ticket`` as the run's, unless it has one: the run's ticket, as first written."""
+) -> tuple[SignedTicket, bool]:
+    """Write ``ticket`` as the run's, unless it has one: the run's ticket, as first written,
+    and whether it was written now."""
     row = await pool.fetchrow(_KEEP, workflow_id, run_id, ticket.text, ticket.signature)
     if row is None:  # written by another ask at once, after this statement's snapshot
         row = await pool.fetchrow(_KEPT, workflow_id, run_id)
     if row is None:  # written, then gone: the table refuses that to the hub's role
         raise RuntimeError("a run's ticket was written, then was gone")
-    return SignedTicket(text=row["ticket"], signature=row["signature"])
+    kept = SignedTicket(text=row["ticket"], signature=row["signature"])
+    return kept, bool(row.get("written", False))
 
 
 async def kept_ticket(pool: asyncpg.Pool, workflow_id: str, run_id: str) -> SignedTicket | None:
@@ -300,6 +304,37 @@ def asked_by(run: Calling) -> Iterator[None]:
         yield
     finally:
         _CALLING.reset(token)
+
+
+async def described_run(client: Client, prefix: str, workflow_id: str, run_id: str) -> Calling:
+    """The run ``workflow_id``/``run_id`` as Temporal describes it, when it asks the hub over
+    the hub's endpoint: refused unless it is running, on the control queue of the executor its
+    workflow id names, and started by no other flow (a flow another flow calls asks on the hub's
+    queue, where the hub checks its caller). What an activity's info says of the run that
+    scheduled it, Temporal's description says of the run a request names."""
+    refuse = Failure.MALFORMED_START.error
+    executor = executor_of(workflow_id)
+    if executor is None or not run_id:
+        raise refuse("the hub answers renkei's flows only, each run by its id")
+    try:
+        described = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            raise refuse("no such run") from None
+        if err.status == RPCStatusCode.NOT_FOUND:
+            # No run asks for another that does not exist: a hub whose Temporal does not know
+            # it (yet, or another namespace) is asked again, not the run refused for good.
+            raise Failure.MALFORMED_START.error(
+                "no such run, as the hub's Temporal says", non_retryable=False
+            ) from None
+        raise
+    if described.status != WorkflowExecutionStatus.RUNNING:
+        raise refuse("a run that has ended is resolved no more")
+    if described.task_queue != control_queue(prefix, executor):
+        raise refuse("a run is resolved on its executor's own control queue only")
+    if described.parent_id is not None:
+        raise refuse("a flow another flow calls resolves on the hub's queue, with its caller")
+    return Calling(workflow_id, run_id, described.workflow_type, dt.datetime.now(dt.UTC))
 
 
 def caller(info: Calling | None = None) -> Caller:

@@ -39,33 +39,49 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from cachetools import LRUCache
 from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
 from temporalio.common import MetricMeter
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import ActivitySerializationContext
 from temporalio.exceptions import ApplicationError
 
+from activities.claims import asked_by, described_run
 from activities.gate import Attempt, WhitelistGate
 from activities.linkage import Provider, answer_admitted
 from renkei.contracts.failures import UNREACHED, Failure
-from renkei.contracts.messages import DirectFailure, DirectLinkage, DirectReply, LinkageRequest
+from renkei.contracts.messages import (
+    DirectFailure,
+    DirectLinkage,
+    DirectReply,
+    DirectResolve,
+    DirectResolved,
+    LinkageRequest,
+    ResolvedRun,
+    ResolveRequest,
+)
 from renkei.contracts.names import (
     DIRECT_LINKAGE,
+    DIRECT_RESOLVE,
+    HUB,
     agency_queue,
     executor_of,
+    hub_queue,
     is_act_activity,
     is_query_activity,
 )
+from renkei.contracts.retries import HUB_TIMEOUT
 from renkei.kernel import telemetry
 from renkei.kernel.channels import CHANNEL, ChannelCodec
 from renkei.kernel.codec import UNENCRYPTED
@@ -112,17 +128,22 @@ PAD = 4096
 _PAD_KEY = "renkei-pad"
 _VERSION = b"v1"
 _CONVERTER = pydantic_data_converter.payload_converter
+_Call = TypeVar("_Call", DirectLinkage, DirectResolve)
+_Reply = TypeVar("_Reply", DirectReply, DirectResolved)
 
 
 def _sealing(codec: ChannelCodec, prefix: str, provider: str, workflow_id: str) -> ChannelCodec:
     """``codec`` in the pair of a linkage of ``workflow_id``'s flow to ``provider``: the
-    executor the workflow id names and the provider, as on the provider's queue."""
+    executor the workflow id names and the provider, as on the provider's queue (``provider``
+    the hub: as on the hub's queue)."""
     return codec.with_context(
         ActivitySerializationContext(
             namespace="",
             activity_id=None,
             activity_type=None,
-            activity_task_queue=agency_queue(prefix, provider),
+            activity_task_queue=hub_queue(prefix)
+            if provider == HUB
+            else agency_queue(prefix, provider),
             workflow_id=workflow_id,
             workflow_type=None,
             is_local=False,
@@ -136,6 +157,16 @@ class Served:
 
     gate: WhitelistGate
     providers: Mapping[str, Provider]
+    codec: ChannelCodec
+
+
+@dataclass(frozen=True)
+class ServedHub:
+    """The hub as its endpoint serves it: its resolution of a run (``hub.resolve``), its own
+    Temporal client (to check the run a request names) and keys."""
+
+    resolve: Callable[[ResolveRequest], Awaitable[ResolvedRun]]
+    client: Client
     codec: ChannelCodec
 
 
@@ -158,10 +189,13 @@ class DirectServer:
         listen: str,
         *,
         meter: MetricMeter | None = None,
+        hub: ServedHub | None = None,
     ) -> None:
         """``meter``: where the gate's metrics (its refusals among them) are counted, as an
-        activity's are on the provider's queue (the process's runtime's)."""
+        activity's are on the provider's queue (the process's runtime's). ``hub``: the hub, when
+        this process serves its endpoint too (runs resolved over it)."""
         self._served = dict(served)
+        self._hub = hub
         self._meter = meter
         self._prefix = prefix
         self._listen = listen
@@ -234,6 +268,8 @@ class DirectServer:
         """The sealed reply to one envelope, or :class:`Refused` for one that is not a sealed
         request of the flow's executor to a provider this endpoint serves."""
         provider, workflow_id, sealed = envelope_of(body)
+        if provider == HUB and self._hub is not None:
+            return await self._answer_hub(self._hub, workflow_id, sealed)
         served = self._served.get(provider)
         if served is None:
             raise Refused(grpc.StatusCode.NOT_FOUND, f"no provider {provider!r} is served here")
@@ -257,6 +293,26 @@ class DirectServer:
         [out] = await codec.encode([_padded(_CONVERTER.to_payload(reply))])
         sent = out.SerializeToString()
         if reply.failure is None or reply.failure.non_retryable:  # final: the same again
+            self._keep(seen, sent)
+        return sent
+
+    async def _answer_hub(self, hub: ServedHub, workflow_id: str, sealed: Payload) -> bytes:
+        """The hub's sealed reply to a run's request to be resolved (see :func:`resolve_run`)."""
+        seen = (HUB, workflow_id, hashlib.sha256(sealed.data).digest())
+        kept = self._replies.get(seen)
+        if kept is not None:  # the same sealed bytes again: answered as before
+            return kept
+        call = await _opened(hub.codec, self._prefix, HUB, workflow_id, sealed, DirectResolve)
+        token = otel_context.attach(propagate.extract(call.trace))
+        try:
+            with telemetry.tracer().start_as_current_span("ServeDirect:hub.resolve"):
+                reply = await resolve_run(hub, self._prefix, call)
+        finally:
+            otel_context.detach(token)
+        codec = _sealing(hub.codec, self._prefix, HUB, workflow_id)
+        [out] = await codec.encode([_padded(_CONVERTER.to_payload(reply))])
+        sent = out.SerializeToString()
+        if reply.failure is None or reply.failure.non_retryable:
             self._keep(seen, sent)
         return sent
 
@@ -434,6 +490,83 @@ class DirectLinks:
         assert reply.answer is not None  # neither: refused above
         return reply.answer
 
+    @activity.defn(name=DIRECT_RESOLVE)
+    async def resolve(self, call: DirectResolve) -> ResolvedRun:
+        """The hub's resolution of the calling flow's run, asked over the hub's endpoint (a
+        run of ``RESOLVED_DIRECTLY_PATHS``): what ``hub.resolve`` on the hub's queue answers."""
+        info = activity.info()
+        if not info.is_local or (info.workflow_id, info.workflow_run_id) != (
+            call.workflow_id,
+            call.run_id,
+        ):
+            # Only the flow itself asks, as its own local activity, for its own run.
+            raise Failure.MALFORMED_START.error(
+                "a run is resolved over the hub's endpoint by its own flow only"
+            )
+        address = self._endpoints.get(HUB)
+        if address is None:
+            raise Failure.HUB_UNREACHED.error(
+                "no endpoint is configured for the hub (RENKEI_LINKAGE_ENDPOINTS)",
+                non_retryable=False,
+            )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        call = call.model_copy(update={"trace": carrier})
+        envelope = await _sealed(self._codec, self._prefix, HUB, call.workflow_id, call)
+        try:
+            ask: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel(
+                address
+            ).unary_unary(METHOD)
+            body: bytes = await ask(envelope, timeout=HUB_TIMEOUT.total_seconds())
+        except grpc.aio.AioRpcError as err:
+            # anyone's status: no word of the hub's, asked again as a hub out of reach
+            raise Failure.HUB_UNREACHED.error(
+                f"the hub's endpoint: {err.code().name.lower()}", non_retryable=False
+            ) from None
+        reply = await _reply(self._codec, self._prefix, HUB, call.workflow_id, body, DirectResolved)
+        if (
+            reply is None
+            or (reply.workflow_id, reply.run_id) != (call.workflow_id, call.run_id)
+            or (reply.run is None) == (reply.failure is None)
+        ):
+            # Not sealed in the pair, the hub's reply to another run, or the run's own request
+            # sent back: anyone on the network can send those, so none is the hub's word.
+            _not_taken(HUB, "resolve", "not the hub's reply for this run")
+            raise Failure.HUB_UNREACHED.error(
+                "the answer did not come from the hub for this run (asked again)",
+                non_retryable=False,
+            )
+        if reply.failure is not None:
+            f = reply.failure
+            raise ApplicationError(
+                f.message, *f.details, type=f.type, non_retryable=f.non_retryable
+            )
+        assert reply.run is not None
+        return reply.run
+
+
+async def resolve_run(hub: ServedHub, prefix: str, call: DirectResolve) -> DirectResolved:
+    """The hub's reply to a run asking over the hub's endpoint to be resolved. What an activity
+    on the hub's queue has from Temporal (which run asks: its workflow id, run id and type) the
+    hub takes from Temporal's description of the run the request names
+    (:func:`activities.claims.described_run`: running, on its executor's own control queue,
+    started by no other flow); who asks, from the pair it is sealed in (the executor the
+    workflow id names). Then the run is resolved exactly as ``hub.resolve`` resolves it, and a
+    refusal is the reply's failure, sealed: the executor takes it as the hub's word."""
+    try:
+        run = await described_run(hub.client, prefix, call.workflow_id, call.run_id)
+        if call.request.parent is not None or call.request.called_by is not None:
+            raise Failure.MALFORMED_START.error(
+                "a flow another flow calls resolves on the hub's queue, with its caller"
+            )
+        with asked_by(run):
+            resolved = await hub.resolve(call.request)
+    except ApplicationError as err:
+        return DirectResolved(
+            workflow_id=call.workflow_id, run_id=call.run_id, failure=_failure(err)
+        )
+    return DirectResolved(workflow_id=call.workflow_id, run_id=call.run_id, run=resolved)
+
 
 def envelope_of(body: bytes) -> tuple[str, str, Payload]:
     """(provider, workflow id, sealed request) of an envelope, or :class:`Refused`."""
@@ -457,6 +590,24 @@ async def open_request(
     """The request sealed in an envelope of ``workflow_id``'s flow to ``provider``, opened
     with ``codec``'s keys; :class:`Refused` unless it is sealed between the executor the
     workflow id names and the provider, and names that flow itself."""
+    call = await _opened(codec, prefix, provider, workflow_id, sealed, DirectLinkage)
+    if call.request.provider != provider:
+        raise Refused(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "linkage refused: the sealed request is for another flow or provider than its envelope",
+        )
+    return call
+
+
+async def _opened(
+    codec: ChannelCodec,
+    prefix: str,
+    provider: str,
+    workflow_id: str,
+    sealed: Payload,
+    model: type[_Call],
+) -> _Call:
+    """What ``sealed`` holds, as ``model``: see :func:`open_request`."""
     if not await _keys_known(codec, provider, sealed):
         telemetry.refused(provider, "a direct request sealed with a key not registered")
         raise Refused(
@@ -478,10 +629,10 @@ async def open_request(
             f" {provider}",
         )
     try:
-        call = _CONVERTER.from_payload(opened, DirectLinkage)
+        call = _CONVERTER.from_payload(opened, model)
     except Exception:
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request") from None
-    if call.workflow_id != workflow_id or call.request.provider != provider:
+    if not isinstance(call, model) or call.workflow_id != workflow_id:
         raise Refused(
             grpc.StatusCode.PERMISSION_DENIED,
             "linkage refused: the sealed request is for another flow or provider than its envelope",
@@ -506,14 +657,19 @@ async def _keys_known(codec: ChannelCodec, provider: str, sealed: Payload) -> bo
 async def sealed_request(codec: ChannelCodec, prefix: str, call: DirectLinkage) -> bytes:
     """The envelope of ``call`` as ``codec``'s party sends it: sealed between the executor
     the workflow id names and the provider (``codec`` must hold the executor's keys)."""
-    provider = call.request.provider
-    sealing = _sealing(codec, prefix, provider, call.workflow_id)
+    return await _sealed(codec, prefix, call.request.provider, call.workflow_id, call)
+
+
+async def _sealed(
+    codec: ChannelCodec, prefix: str, provider: str, workflow_id: str, call: BaseModel
+) -> bytes:
+    sealing = _sealing(codec, prefix, provider, workflow_id)
     [sealed] = await sealing.encode([_padded(_CONVERTER.to_payload(call))])
     return Payload(
         metadata={
             "renkei-direct": _VERSION,
             "provider": provider.encode(),
-            "workflow-id": call.workflow_id.encode(),
+            "workflow-id": workflow_id.encode(),
         },
         data=sealed.SerializeToString(),
     ).SerializeToString()
@@ -524,14 +680,26 @@ async def opened_reply(
 ) -> DirectReply | None:
     """The provider's reply to ``call``, or ``None`` if it is not one sealed between the
     flow's executor and the provider."""
-    sealing = _sealing(codec, prefix, call.request.provider, call.workflow_id)
+    return await _reply(codec, prefix, call.request.provider, call.workflow_id, body, DirectReply)
+
+
+async def _reply(
+    codec: ChannelCodec,
+    prefix: str,
+    provider: str,
+    workflow_id: str,
+    body: bytes,
+    model: type[_Reply],
+) -> _Reply | None:
+    sealing = _sealing(codec, prefix, provider, workflow_id)
     try:
         [opened] = await sealing.decode([Payload.FromString(body)])
         if opened.metadata.get("encoding") == UNENCRYPTED:
             return None
-        return _CONVERTER.from_payload(opened, DirectReply)
+        found = _CONVERTER.from_payload(opened, model)
     except Exception:
         return None
+    return found if isinstance(found, model) else None
 
 
 def _padded(payload: Payload) -> Payload:
@@ -574,3 +742,4 @@ class DirectWiring:
     endpoints: dict[str, str]
     served: dict[str, Served] = field(default_factory=dict)
     links: list[DirectLinks] = field(default_factory=list)
+    hub: ServedHub | None = None  # the hub, when this process's endpoint serves it too

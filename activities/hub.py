@@ -371,7 +371,9 @@ class HubActivities:
             # a child serves what its caller serves (checked against the caller's ticket)
             purpose=req.parent or ParentFlow(workflow_id=wid, bpf=d.bpf, task=d.task),
         )
-        await self._issued_once(wid, info.run_id, ticket)
+        before = await self._issued_once(wid, info.run_id, ticket, pinned=req.version is not None)
+        if before is not None:  # resolved before as the version then in operation: as then
+            return await self.resolve(req.model_copy(update={"version": before.pin.version}))
         # A worker from before reads the first form only (its run would fail on the other).
         run.ticket = (
             ticket if req.reads_signed_tickets else issue_first_form(self._issuer.key, ticket)
@@ -1082,21 +1084,41 @@ class HubActivities:
             return ticket
         return issue_first_form(self._issuer.key, ticket)
 
-    async def _issued_once(self, workflow_id: str, run_id: str, ticket: SignedTicket) -> None:
+    async def _issued_once(
+        self, workflow_id: str, run_id: str, ticket: SignedTicket, *, pinned: bool = True
+    ) -> RunTicket | None:
         """Keep ``ticket`` as the one the hub issues this run (``hub.run_tickets``), before the
         hub answers with it; refuse the run a different one. A run asking again (a retry, or
-        its own code) gets the ticket it got; asked about another person, as another version,
-        trigger, caller or purpose, it would hold the hub's word for two runs in one: the
-        portal would show it to one person while its linkages are about another."""
-        kept = await keep_ticket(self._pool, workflow_id, run_id, ticket)
+        its own code) gets the ticket it got; asked about another person, as another trigger,
+        caller or purpose, it would hold the hub's word for two runs in one: the portal would
+        show it to one person while its linkages are about another. A run that named no
+        version (``pinned`` false) and was resolved before as another one (a version put in
+        operation between its tries) is answered ``None`` no more: the ticket it got, whose
+        version it is then resolved as again."""
+        kept, written = await keep_ticket(self._pool, workflow_id, run_id, ticket)
+        if written:
+            return None
+        activity.logger.info(
+            "run %s asked to be resolved again: answered with its ticket", workflow_id
+        )
         if kept.text == ticket.text:
-            return
+            return None
         first = hubs_ticket(self._hub_public, kept)
-        if first is None or first != RunTicket.model_validate_json(ticket.text):
+        if first is None or (first.workflow_id, first.run_id) != (workflow_id, run_id):
+            # Not the hub's: the database's role wrote it (the hub writes only what it signed).
+            activity.logger.warning("run %s: the ticket kept for it is not the hub's", workflow_id)
             raise Failure.MALFORMED_START.error(
-                "the hub resolved this run before, as another start: a run is resolved once"
-                " (its version, trigger, caller, purpose and person stay as first resolved)"
+                "the ticket the hub's database keeps for this run is not the hub's"
             )
+        now = RunTicket.model_validate_json(ticket.text)
+        if first == now:
+            return None
+        if not pinned and first.model_copy(update={"pin": now.pin}) == now:
+            return first
+        raise Failure.MALFORMED_START.error(
+            "the hub resolved this run before, as another start: a run is resolved once"
+            " (its version, trigger, caller, purpose and person stay as first resolved)"
+        )
 
     async def _note_kit_run(self) -> None:
         """The kit's hub notes each run it resolves or continues: billing leaves them out."""

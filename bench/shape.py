@@ -21,6 +21,7 @@ group in the first round of each shape.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import statistics
 import time
@@ -37,9 +38,17 @@ from temporalio.worker import Worker
 from bench import flows as bf
 from bench.plain import PlainSeq, noop
 from renkei.app.client import RenkeiClient
+from renkei.contracts.names import HUB
 from renkei.kernel import keys
 from renkei.kernel.settings import Settings
-from tests.processes import RenkeiProcess, all_ready, direct_endpoints, direct_env, worker
+from tests.processes import (
+    RenkeiProcess,
+    all_ready,
+    direct_endpoints,
+    direct_env,
+    free_port,
+    worker,
+)
 from whitelist.catalog import default_catalog
 from whitelist.store import LiveWhitelist
 from workers.assembly import running_workers
@@ -66,12 +75,18 @@ def worker_plan(controls: int) -> list[tuple[str, ...]]:
 
 
 def process_plan(controls: int, transport: str) -> list[tuple[tuple[str, ...], dict[str, str]]]:
-    """:func:`worker_plan`'s processes with the settings each is given beyond the stack's: none
-    through the providers' queues; over the direct channel (``transport`` ``direct``), the
-    agency's endpoint on a free local port, which the control processes are told of."""
+    """:func:`worker_plan`'s processes with the settings each is given beyond the stack's: the
+    hub's endpoint on a free local port, which the control processes are told of (their runs
+    are resolved there); over the direct channel (``transport`` ``direct``), the agency's
+    endpoint too, and the transport."""
     plan = worker_plan(controls)
     if transport != "direct":
-        return [(a, {}) for a in plan]
+        hub = f"127.0.0.1:{free_port()}"
+        told = {
+            "hub": {"RENKEI_LINKAGE_LISTEN": hub},
+            "control": {"RENKEI_LINKAGE_ENDPOINTS": json.dumps({HUB: hub})},
+        }
+        return [(a, told.get(a[0], {})) for a in plan]
     endpoints = direct_endpoints(PROVIDER)
     return [(a, direct_env(endpoints, *a)) for a in plan]
 

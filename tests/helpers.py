@@ -464,14 +464,27 @@ def cli_joins(monkeypatch: Any, client: Client, settings: Settings) -> None:
 
 
 async def hub_calls(handle: WorkflowHandle[Any, Any]) -> list[str]:
-    """The calls a flow made to the hub's queue, in order, as its history says."""
+    """The calls a flow made to the hub, in order, as its history says: on the hub's queue, or
+    (``hub.resolve``) over the hub's endpoint, a local activity's marker."""
+    import json
+
+    from renkei.contracts.names import DIRECT_RESOLVE
+
     history = await handle.fetch_history()
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name.startswith("hub.")
-    ]
+    calls = []
+    for e in history.events:
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            name = e.activity_task_scheduled_event_attributes.activity_type.name
+            if name.startswith("hub."):
+                calls.append(name)
+        elif (
+            e.HasField("marker_recorded_event_attributes")
+            and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        ):
+            data = e.marker_recorded_event_attributes.details["data"].payloads[0].data
+            if json.loads(data)["activity_type"] == DIRECT_RESOLVE:
+                calls.append("hub.resolve")
+    return calls
 
 
 # What the SDK writes in clear in a marker's details (a patch's, or a local activity's account of

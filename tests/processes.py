@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from renkei.app.stack import TemporalServer, postmaster_alive, start_postgres_again
+from renkei.contracts.names import HUB
 from renkei.kernel.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,18 +34,21 @@ def free_port() -> int:
 
 
 def direct_endpoints(*agencies: str) -> dict[str, str]:
-    """A free local address for each agency's direct-channel endpoint."""
-    return {org: f"127.0.0.1:{free_port()}" for org in agencies}
+    """A free local address for each agency's direct-channel endpoint, and the hub's."""
+    return {org: f"127.0.0.1:{free_port()}" for org in (*agencies, HUB)}
 
 
 def direct_env(endpoints: Mapping[str, str], kind: str, *args: str) -> dict[str, str]:
     """The direct channel's settings of a ``renkei worker KIND ARGS`` process, as an operator
-    gives them: every process the transport (the hub's tells the flows to ask directly), an
+    gives them: every process the transports (the hub's tells the flows to ask directly, and
+    serves its endpoint), an
     agency the address its endpoint listens on, an executor's control process where every
     provider's endpoint is."""
-    env = {"RENKEI_LINKAGE_TRANSPORT": "direct"}
+    env = {"RENKEI_LINKAGE_TRANSPORT": "direct", "RENKEI_HUB_TRANSPORT": "direct"}
     if kind == "agency":
         env["RENKEI_LINKAGE_LISTEN"] = endpoints[args[0]]
+    elif kind == "hub" and HUB in endpoints:
+        env["RENKEI_LINKAGE_LISTEN"] = endpoints[HUB]
     elif kind == "control":
         env["RENKEI_LINKAGE_ENDPOINTS"] = json.dumps(dict(endpoints))
     return env
@@ -86,6 +90,7 @@ def renkei_env(settings: Settings, temporal: str, **extra: str) -> dict[str, str
         RENKEI_SAMPLE_RESIDENTS=str(settings.sample_residents),
         RENKEI_RECORDS_CHAINING=settings.records_chaining,
         RENKEI_LINKAGE_TRANSPORT=settings.linkage_transport,
+        RENKEI_HUB_TRANSPORT=settings.hub_transport,
         RENKEI_LINKAGE_ENDPOINTS=json.dumps(settings.linkage_endpoints),
         PYTHONPATH=str(ROOT),
     )
@@ -152,6 +157,8 @@ def worker(
     if kind == "agency" and args and args[0] in settings.linkage_endpoints:
         # its direct-channel endpoint where the test's executors look for it (wired)
         extra.setdefault("RENKEI_LINKAGE_LISTEN", settings.linkage_endpoints[args[0]])
+    elif kind == "hub" and HUB in settings.linkage_endpoints:  # the hub's, likewise
+        extra.setdefault("RENKEI_LINKAGE_LISTEN", settings.linkage_endpoints[HUB])
     started = RenkeiProcess(
         ["worker", kind, *args], renkei_env(settings, temporal, **extra), "polling"
     )
@@ -179,7 +186,12 @@ def control_plane(
     ready: bool = True,
 ) -> list[RenkeiProcess]:
     """The hub's worker and the executors' control workers, each a process of its own, started
-    together (``ready=False``: not waited for, to start with others under :func:`all_ready`)."""
+    together (``ready=False``: not waited for, to start with others under :func:`all_ready`):
+    the hub's endpoint where the control workers look for it (an address of its own, unless
+    ``settings`` give one)."""
+    if HUB not in settings.linkage_endpoints:
+        endpoints = {**settings.linkage_endpoints, HUB: f"127.0.0.1:{free_port()}"}
+        settings = settings.model_copy(update={"linkage_endpoints": endpoints})
     started = [worker(settings, temporal, "hub", ready=False)] + [
         worker(settings, temporal, "control", org, ready=False) for org in executors
     ]

@@ -16,6 +16,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from activities.agencies import SAMPLE_AGENCIES
+from renkei.contracts.names import HUB
 from tests.paths import PROJECT_ROOT
 
 COMPOSE = PROJECT_ROOT / "docker-compose.yml"
@@ -197,10 +198,10 @@ def _settings_of(
 
 
 def test_the_compose_file_links_over_the_direct_channel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default transport, deployed: the hub's worker tells runs to ask directly, every
-    agency's worker serves its endpoint on a port of its own, and every executor's control
-    worker knows every agency's endpoint, at an address it can reach (the agency's service, on a
-    network they share, at the port it listens on)."""
+    """The default transport, deployed: the hub's worker tells runs to ask directly, it and
+    every agency's worker serve their endpoints on a port of their own, and every executor's
+    control worker knows every agency's endpoint and the hub's, at an address it can reach (the
+    service, on a network they share, at the port it listens on)."""
     services = _compose()["services"]
 
     def settings_of(name: str) -> Any:
@@ -209,8 +210,11 @@ def test_the_compose_file_links_over_the_direct_channel(monkeypatch: pytest.Monk
     def role(name: str) -> str:
         return "/".join(services[name].get("command", [])[:2])
 
-    assert settings_of("renkei-hub").linkage_transport == "direct"
-    listening = {}
+    hub = settings_of("renkei-hub")
+    assert hub.linkage_transport == "direct"
+    # the hub's endpoint, beyond itself (served once runs are resolved there)
+    assert hub.linkage_listen.startswith("0.0.0.0:")
+    listening = {HUB: ("renkei-hub", hub.linkage_listen.split(":")[1])}
     for name in services:
         if role(name) == "worker/agency":
             own = settings_of(name)
@@ -218,12 +222,12 @@ def test_the_compose_file_links_over_the_direct_channel(monkeypatch: pytest.Monk
             assert own.linkage_listen.startswith("0.0.0.0:"), name  # reachable beyond itself
             assert not own.linkage_endpoints, name  # an agency asks no one
             listening[services[name]["command"][2]] = (name, own.linkage_listen.split(":")[1])
-    assert set(listening) == set(SAMPLE_AGENCIES)
+    assert set(listening) == {*SAMPLE_AGENCIES, HUB}
     controls = [name for name in services if role(name) == "worker/control"]
     assert controls
     for name in controls:
         endpoints = settings_of(name).linkage_endpoints
-        assert set(endpoints) == set(SAMPLE_AGENCIES), name
+        assert set(endpoints) == {*SAMPLE_AGENCIES, HUB}, name
         for org, address in endpoints.items():
             service, port = listening[org]
             assert address == f"{service}:{port}", (name, org)

@@ -29,6 +29,8 @@ from renkei.app.client import ResponseRefused
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import FlowResult, LinkageRequest, Pin
 from renkei.contracts.names import (
+    DIRECT_LINKAGE,
+    DIRECT_RESOLVE,
     agency_queue,
     control_queue,
     executor_of,
@@ -1709,10 +1711,13 @@ async def test_each_party_reads_only_what_was_exchanged_with_it(
     ]
     direct = settings.linkage_transport == "direct"
     clear = [p for p in stored if p.metadata["encoding"] != b"binary/renkei-channel"]
-    # only patch markers' ids, and (the direct channel) the SDK's own account of each local
-    # activity: its step's id, its type, when, which attempt
+    # only patch markers' ids, and (the direct channel, the hub's endpoint) the SDK's own account
+    # of each local activity: its step's id, its type, when, which attempt
+    local = {DIRECT_LINKAGE} if direct else set()
+    if settings.hub_transport == "direct":
+        local.add(DIRECT_RESOLVE)
     assert all(
-        p.data.startswith(b'{"id"') or (direct and _local_activity_marker(p.data)) for p in clear
+        p.data.startswith(b'{"id"') or _local_activity_marker(p.data, local) for p in clear
     ), clear
     readable: dict[str, set[frozenset[str]]] = {}
     for party in ("city-minato", "city-shibuya", "jps", "hub", "kyokai-kenpo"):
@@ -1739,12 +1744,11 @@ async def test_each_party_reads_only_what_was_exchanged_with_it(
     assert readable["kyokai-kenpo"] == set()
 
 
-def _local_activity_marker(data: bytes) -> bool:
-    """Whether ``data`` is the SDK's account of a direct linkage's local activity, in a marker
-    (nothing of the request or the answer: those are sealed)."""
+def _local_activity_marker(data: bytes, kinds: set[str]) -> bool:
+    """Whether ``data`` is the SDK's account of a local activity of one of ``kinds`` (a direct
+    linkage, a run resolved at the hub's endpoint), in a marker (nothing of the request or the
+    answer: those are sealed)."""
     import json
-
-    from renkei.contracts.names import DIRECT_LINKAGE
 
     try:
         found = json.loads(data)
@@ -1753,7 +1757,7 @@ def _local_activity_marker(data: bytes) -> bool:
     return (
         isinstance(found, dict)
         and set(found) <= MARKER_KEYS
-        and found.get("activity_type") == DIRECT_LINKAGE
+        and found.get("activity_type") in kinds
     )
 
 
@@ -2126,7 +2130,9 @@ async def test_a_rogue_answering_in_the_hubs_place_or_the_providers_fails_the_fl
     rogue = _answering_as_itself(client, settings, "kyokai-kenpo")
     person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
     prefix = settings.task_queue_prefix
-    # The hub's worker is down (or loses the race): the rogue alone polls the hub's queue.
+    # Runs resolved on the hub's queue (the hub's endpoint: tests/test_hub_endpoint.py). The
+    # hub's worker is down (or loses the race): the rogue alone polls the hub's queue.
+    settings = settings.model_copy(update={"hub_transport": "queue"})
     async with (
         workers(client, pool, settings, catalog, live_whitelist, control=False),
         Worker(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from renkei.contracts.names import is_act_activity, is_query_activity
+from renkei.contracts.names import HUB, is_act_activity, is_query_activity
 from renkei.kernel.settings import Settings
 
 from .helpers import allowance_check, records_by_party, sdk, shibuya_family, through_queues
@@ -144,7 +145,9 @@ async def test_the_direct_channel_with_every_party_in_its_own_process(
     hub, control, shibuya, jps = procs
     try:
         family = shibuya_family(settings)
-        handle = await sdk(client, settings).start(allowance_check(settings))
+        # resolved at the hub's endpoint too
+        resolving = settings.model_copy(update={"hub_transport": "direct"})
+        handle = await sdk(client, resolving).start(allowance_check(settings))
         result = await asyncio.wait_for(handle.result(), 60)
         history = await handle.fetch_history()
     finally:
@@ -154,6 +157,11 @@ async def test_the_direct_channel_with_every_party_in_its_own_process(
     for org, agency in (("city-shibuya", shibuya), ("jps", jps)):
         assert f"serving linkages directly on {endpoints[org]}" in agency.output, agency.output
     assert "knows the direct-channel endpoints of city-shibuya, jps" in control.output, (
+        control.output
+    )
+    # The hub's, that it serves its own endpoint (the flow was resolved over it).
+    assert f"serving the hub's endpoint on {endpoints[HUB]}" in hub.output, hub.output
+    assert "knows the direct-channel endpoints of city-shibuya, jps, and the hub's" in (
         control.output
     )
     assert "serving linkages directly" not in hub.output + control.output
@@ -171,6 +179,7 @@ async def test_the_direct_channel_with_every_party_in_its_own_process(
     assert scheduled and not [n for n in scheduled if is_query_activity(n) or is_act_activity(n)], (
         scheduled
     )
+    assert "hub.resolve" not in scheduled, scheduled  # resolved at the hub's endpoint
     markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
     assert len(markers) >= 2  # the two linkages' answers, as the local activity's markers
     kept = await records_by_party(pool, handle.id)
@@ -201,6 +210,8 @@ async def test_a_control_process_that_knows_no_endpoint_fails_the_step_naming_th
                 "city-minato",
                 ready=False,
                 RENKEI_LINKAGE_TRANSPORT="direct",
+                # the hub's endpoint only
+                RENKEI_LINKAGE_ENDPOINTS=json.dumps({HUB: endpoints[HUB]}),
             ),
             *[
                 worker(
@@ -212,6 +223,7 @@ async def test_a_control_process_that_knows_no_endpoint_fails_the_step_naming_th
                     **direct_env(endpoints, "agency", org),
                 )
                 for org in endpoints
+                if org != HUB
             ],
         ]
     )

@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHistory
 
 from renkei.contracts.names import (
     DIRECT_LINKAGE,
+    DIRECT_RESOLVE,
     control_parts,
     is_act_activity,
     is_query_activity,
@@ -57,8 +58,50 @@ def test_every_sample_has_runs_recorded_on_the_current_paths() -> None:
         found = [p for p in FILES if p.parent.name == d.bpf and p.name.startswith(newest)]
         assert found, f"{d.bpf} v{d.version} has no history recorded as {newest}…"
         for p in found:
-            queue = _queue(json.loads(p.read_text(encoding="utf-8")))
+            recorded = json.loads(p.read_text(encoding="utf-8"))
+            queue = _queue(recorded)
             assert control_parts(queue)[1] is not None, f"{p.name}: not on an executor's queue"
+
+
+# The prefix of the runs resolved at the hub's endpoint (recorded with RENKEI_HUB_TRANSPORT=direct).
+RESOLVED = "v{version}-resolved-"
+
+
+def test_every_sample_has_runs_recorded_as_resolved_at_the_hubs_endpoint() -> None:
+    """Of every shipped sample's version: runs started to be resolved at the hub's endpoint
+    (the paths 5), each that no other flow started resolved there, not on the hub's queue."""
+    from renkei.bpf.loader import definition_files, load_file
+
+    for path in definition_files(SAMPLES_DIR):
+        d = load_file(path).definition
+        prefix = RESOLVED.format(version=d.version)
+        found = [p for p in FILES if p.parent.name == d.bpf and p.name.startswith(prefix)]
+        assert found, f"{d.bpf} v{d.version} has no history recorded as {prefix}…"
+        for p in found:
+            recorded = json.loads(p.read_text(encoding="utf-8"))
+            history = recorded["history"]
+            assert isinstance(history, dict)
+            started = history["events"][0]["workflowExecutionStartedEventAttributes"]
+            if "parentWorkflowExecution" not in started:
+                assert _resolved_at_the_hubs_endpoint(recorded), f"{p.name}: not resolved so"
+
+
+def _resolved_at_the_hubs_endpoint(recorded: dict[str, object]) -> bool:
+    """Whether a run (its first) was resolved at the hub's endpoint: a local activity's marker
+    of ``renkei.direct-resolve``, and no ``hub.resolve`` on the hub's queue."""
+    history = recorded["history"]
+    assert isinstance(history, dict)
+    queued = local = False
+    for e in history["events"]:
+        scheduled = e.get("activityTaskScheduledEventAttributes")
+        if scheduled is not None and scheduled["activityType"]["name"] == "hub.resolve":
+            queued = True
+        marker = e.get("markerRecordedEventAttributes")
+        if marker is not None and marker["markerName"] == "core_local_activity":
+            [data] = marker["details"]["data"]["payloads"]
+            seen = json.loads(base64.b64decode(data["data"]))
+            local = local or seen["activity_type"] == DIRECT_RESOLVE
+    return local and not queued
 
 
 def _linkages(recorded: dict[str, object]) -> tuple[list[str], list[str]]:

@@ -80,6 +80,7 @@ def build_workers(
                 settings,
                 catalog,
                 whitelist,
+                direct=direct,
             )
         )
         workers.extend(
@@ -118,7 +119,8 @@ def build_workers(
                 org,
                 whitelist,
                 dict(own) if own else None,
-                direct=direct,
+                # an agency serves its endpoint when the platform asks linkages so
+                direct=direct if settings.linkage_transport == "direct" else None,
             )
         )
     return workers
@@ -150,7 +152,7 @@ async def running_workers(
     they ask, to which each set adds its own (default: the settings', for this set alone)."""
     direct = (
         DirectWiring(endpoints if endpoints is not None else dict(settings.linkage_endpoints))
-        if settings.linkage_transport == "direct"
+        if "direct" in (settings.linkage_transport, settings.hub_transport)
         else None
     )
     workers = build_workers(
@@ -202,14 +204,17 @@ async def serving_directly(
     executors while the block runs; its executors' connections closed after. Its metrics go
     to ``meter`` (default: the process's runtime's)."""
     try:
-        if direct.served:
+        if direct.served or direct.hub is not None:
             async with DirectServer(
                 direct.served,
                 settings.task_queue_prefix,
                 settings.linkage_listen,
                 meter=meter if meter is not None else telemetry.runtime(settings).metric_meter,
+                hub=direct.hub,
             ) as server:
                 direct.endpoints.update(dict.fromkeys(direct.served, server.address))
+                if direct.hub is not None:
+                    direct.endpoints[HUB] = server.address
                 yield server
         else:
             yield None

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.approved import ApprovalCheck
-from activities.direct import DirectLinks, DirectWiring
+from activities.direct import DirectLinks, DirectWiring, ServedHub
 from activities.hub import HubActivities
 from activities.permits import PermitIssuer
 from renkei.contracts.names import HUB, control_queue, hub_queue
@@ -32,16 +32,16 @@ from workflows.interpreter import BpfInterpreter
 from workflows.life_events import LifeEventScan
 
 
-def _hub_activities(
+def _hub(
     pool: asyncpg.Pool,
     settings: Settings,
     catalog: Catalog,
     whitelist: LiveWhitelist,
     *,
     legacy: bool = False,
-) -> list[Callable[..., Any]]:
+) -> HubActivities:
     hub_keys = keys.load(settings)
-    hub = HubActivities(
+    return HubActivities(
         pool,
         catalog,
         Pseudonyms(pool, hub_keys.hub_key),
@@ -66,6 +66,9 @@ def _hub_activities(
         if settings.mode == "operation"
         else None,
     )
+
+
+def _hub_activities(hub: HubActivities) -> list[Callable[..., Any]]:
     return [
         hub.resolve,
         hub.broker,
@@ -89,18 +92,28 @@ def hub_worker(
     settings: Settings,
     catalog: Catalog,
     whitelist: LiveWhitelist,
+    *,
+    direct: DirectWiring | None = None,
     **options: object,
 ) -> Worker:
     """The hub's worker: its activities on the hub's own queue, with the hub's keys only.
+    With ``direct`` and ``RENKEI_HUB_TRANSPORT=direct``, the process's direct-channel endpoint
+    also resolves runs (:func:`activities.direct.resolve_run`).
 
     ``client`` must act for the hub alone (:func:`workers.plugin.party_client`): what flows
     send to the hub is sealed between the flow's executor and the hub.
     """
     require_plugin(client)
+    hub = _hub(pool, settings, catalog, whitelist)
+    if direct is not None and settings.hub_transport == "direct":
+        codec = client.data_converter.payload_codec
+        if not isinstance(codec, ChannelCodec):
+            raise ValueError("the hub's endpoint needs the channel codec")
+        direct.hub = ServedHub(hub.resolve, client, codec)
     return Worker(
         client,
         task_queue=hub_queue(settings.task_queue_prefix),
-        activities=_hub_activities(pool, settings, catalog, whitelist),
+        activities=_hub_activities(hub),
         **options,  # type: ignore[arg-type]
     )
 
@@ -144,7 +157,7 @@ def control_worker(
         client,
         task_queue=control_queue(settings.task_queue_prefix, executor),
         workflows=[BpfInterpreter, LifeEventScan],
-        activities=[links.ask],
+        activities=[links.ask, links.resolve],
         **options,  # type: ignore[arg-type]
     )
 
@@ -175,6 +188,6 @@ def legacy_control_worker(
         client,
         task_queue=control_queue(settings.task_queue_prefix),
         workflows=[BpfInterpreter, LifeEventScan],
-        activities=_hub_activities(pool, settings, catalog, whitelist, legacy=True),
+        activities=_hub_activities(_hub(pool, settings, catalog, whitelist, legacy=True)),
         **options,  # type: ignore[arg-type]
     )

@@ -143,12 +143,12 @@ async def run_worker(
         whitelist = await LiveWhitelist(found.database, sealed_by=sealed_by, role=role).start()
         catalog = whitelist.bind(default_catalog())
         workers: list[Worker]
+        direct = DirectWiring(dict(settings.linkage_endpoints))
         if kind == "hub":
-            workers = [hub_worker(client, pool, settings, catalog, whitelist)]
+            workers = [hub_worker(client, pool, settings, catalog, whitelist, direct=direct)]
             if settings.legacy_runs_before is not None:  # runs from before, still in flight
                 legacy = party_client(client, settings, [HUB], legacy=True)
                 workers.append(legacy_control_worker(legacy, pool, settings, catalog, whitelist))
-        direct = DirectWiring(dict(settings.linkage_endpoints))
         if kind == "control":
             workers = [control_worker(client, settings, party, direct=direct)]
         elif kind != "hub":
@@ -186,9 +186,10 @@ async def run_worker(
                 await running.enter_async_context(w)
             running.enter_context(heap.settled())  # start-up done: out of the collector's way
             queues = ", ".join(w.task_queue for w in workers)
+            serves = "the hub's endpoint" if kind == "hub" else "linkages directly"
             ready(
                 f"worker {kind}{' ' + org if org else ''} polling {queues}"
-                + (f", serving linkages directly on {endpoint.listening}" if endpoint else "")
+                + (f", serving {serves} on {endpoint.listening}" if endpoint else "")
                 + (_asks_directly(settings) if kind == "control" else "")
             )
             await stop.wait()
@@ -202,12 +203,20 @@ def _asks_directly(settings: Settings) -> str:
     """What a control process's ready line says of the providers' endpoints it knows: the hub,
     not this process, tells each run how to reach providers, so an operator sees here whether
     this process could ask them directly."""
-    known = sorted(settings.linkage_endpoints)
+    known = sorted(set(settings.linkage_endpoints) - {HUB})
+    said = ""
     if known:
-        return ", knows the direct-channel endpoints of " + ", ".join(known)
-    if settings.linkage_transport == "direct":
-        return (
+        said = ", knows the direct-channel endpoints of " + ", ".join(known)
+    elif settings.linkage_transport == "direct":
+        said = (
             ", but no provider's direct-channel endpoint is known (RENKEI_LINKAGE_ENDPOINTS):"
             " its flows' linkages fail until it is set"
         )
-    return ""
+    if HUB in settings.linkage_endpoints:
+        said += ", and the hub's"
+    elif settings.hub_transport == "direct":
+        said += (
+            ", but not the hub's endpoint (`hub` in RENKEI_LINKAGE_ENDPOINTS): the runs started"
+            " to be resolved there wait to start until it is set"
+        )
+    return said

@@ -63,7 +63,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.contracts.failures import UNREACHED, Failure
     from renkei.contracts.messages import (
+        NEWEST_PATHS,
         PATHS,
+        RESOLVED_DIRECTLY_PATHS,
         RESUMED_TEXT_PATHS,
         Acknowledged,
         AttemptOutcomeReport,
@@ -71,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         BrokerRequest,
         ConsentProof,
         DirectLinkage,
+        DirectResolve,
         FirstLinkage,
         FlowResult,
         KitAdvance,
@@ -79,6 +82,7 @@ with workflow.unsafe.imports_passed_through():
         LinkageRequest,
         ParentFlow,
         ReminderRequest,
+        ResolvedRun,
         ResolveRequest,
         Response,
         Resume,
@@ -90,6 +94,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.contracts.names import (
         DIRECT_LINKAGE,
+        DIRECT_RESOLVE,
         HUB,
         act_activity,
         agency_queue,
@@ -99,6 +104,7 @@ with workflow.unsafe.imports_passed_through():
     from renkei.contracts.retries import (
         BROKER_GROUP_LIMIT,
         HUB_RETRY,
+        HUB_TIMEOUT,
         budget_seconds,
         linkage_retry,
     )
@@ -252,6 +258,7 @@ class BpfInterpreter:
         self._lean = False  # whether the run recorded LEAN (asked first thing in ``run``)
         self._folded = False  # whether it recorded LEAN_FOLDED (it folds its upserts)
         self._unmarked = False  # whether its start asked for _UNMARKED_PATHS (no marker)
+        self._resolved_directly = False  # whether the hub resolved it over its endpoint
         # Search attributes set lazily, not yet upserted (a run that folds them).
         self._unset: dict[str, SearchAttributeUpdate[Any]] = {}
         # Brokering ahead: the hub's answers for linkages not reached yet, by step, and for each
@@ -468,7 +475,7 @@ class BpfInterpreter:
             )
         self._start = start
         self._remote = calls_hub_remotely(args[0].payload)
-        if start.paths is not None and start.paths > RESUMED_TEXT_PATHS:
+        if start.paths is not None and start.paths > NEWEST_PATHS:
             # Not a failure of the run: its workflow task fails until a worker of the release
             # that wrote the start takes it.
             raise RuntimeError(f"a start asking for paths {start.paths}, newer than this worker's")
@@ -513,8 +520,8 @@ class BpfInterpreter:
         else:
             broker_first = self._patched(FIRST_WITH_START)
             try:
-                self._run = await self._hub(
-                    HubActivities.resolve,
+                self._run = await self._resolve(
+                    start,
                     ResolveRequest(
                         bpf=start.bpf,
                         version=start.version,
@@ -602,6 +609,31 @@ class BpfInterpreter:
             if self._first is not None and self._first.brokered.allowed:
                 self._report(self._first.step, "failed")  # the run ended before it was asked
             await self._flush_reports()
+
+    async def _resolve(self, start: StartFlow, req: ResolveRequest) -> ResolvedRun:
+        """The hub's resolution of this run: over the hub's endpoint, from a local activity
+        (a run on its executor's queue whose start asked for ``RESOLVED_DIRECTLY_PATHS`` and
+        that no other flow called), else ``hub.resolve`` on the hub's queue. An endpoint out of
+        reach is asked again until it answers, each try within the run's workflow task (which
+        the SDK keeps alive with a few events in the run's history every few seconds)."""
+        if (
+            self._remote
+            and start.paths is not None
+            and start.paths >= RESOLVED_DIRECTLY_PATHS
+            and req.parent is None
+            and req.called_by is None
+        ):
+            info = workflow.info()
+            self._resolved_directly = True
+            resolved: ResolvedRun = await workflow.execute_local_activity(
+                DIRECT_RESOLVE,
+                DirectResolve(workflow_id=info.workflow_id, run_id=info.run_id, request=req),
+                result_type=ResolvedRun,
+                start_to_close_timeout=HUB_TIMEOUT,
+                retry_policy=HUB_RETRY,
+            )
+            return resolved
+        return await self._hub(HubActivities.resolve, req)
 
     def _not_asked(self) -> None:
         """The linkages permitted ahead that this run never asked its providers for (an earlier
@@ -1180,16 +1212,24 @@ class BpfInterpreter:
             what="answer",
         )
 
-    @staticmethod
-    def _covers(held: Brokered, asked: BrokerRequest) -> bool:
+    def _covers(self, held: Brokered, asked: BrokerRequest) -> bool:
         """Whether an answer brokered ahead is used at its step: a denial always (it fails the
         step as one asked for there would); a permit only while it lasts the step's whole
-        budget (else the step is brokered again, as if never asked ahead)."""
+        budget (else the step is brokered again, as if never asked ahead). In a run the hub
+        resolved over its endpoint, the hub may have decided within the workflow task the step
+        is reached in, whose time is the task's start, before the decision: the step then
+        counts from a moment after the permit was issued (it always is, since the permit was
+        issued before the flow had it), so a permit cut to the longest a permit lives is not
+        taken for one that lasts a step's budget of that length."""
         if not held.allowed:
             return True
-        return held.permit is not None and held.permit.permit.expires_at >= workflow.now() + (
-            timedelta(seconds=asked.budget_seconds)
-        )
+        if held.permit is None:
+            return False
+        permit = held.permit.permit
+        budget = timedelta(seconds=asked.budget_seconds)
+        if self._resolved_directly:
+            return permit.expires_at > max(workflow.now(), permit.issued_at) + budget
+        return permit.expires_at >= workflow.now() + budget
 
     def _asked(
         self, step: QueryStep, provider: str, subject: str, after: Sequence[QueryStep] = ()

@@ -52,6 +52,7 @@ from renkei.bpf.models import BpfDefinition
 from renkei.contracts.failures import Failure
 from renkei.contracts.messages import (
     PATHS,
+    RESOLVED_DIRECTLY_PATHS,
     Acknowledged,
     FlowResult,
     LinkageOutcome,
@@ -267,8 +268,10 @@ class RenkeiClient:
             )
             if request.trigger not in local.trigger_kinds():
                 raise ValueError(f"{request.bpf} cannot be started by trigger {request.trigger}")
-        # The paths this release's interpreter takes for it (the caller's word is not asked).
-        request = request.model_copy(update={"paths": PATHS})
+        # The paths this release's interpreter takes for it (the caller's word is not asked):
+        # resolved over the hub's endpoint where the platform asks so.
+        paths = RESOLVED_DIRECTLY_PATHS if self.settings.hub_transport == "direct" else PATHS
+        request = request.model_copy(update={"paths": paths})
         wid = workflow_id(request.bpf, request.executor, request.case_ref)
         attrs = TypedSearchAttributes(
             [
@@ -396,26 +399,25 @@ class RenkeiClient:
     async def resolved_ticket(
         self, wid: str, kept: Callable[[str, str], Awaitable[Ticket | None]] | None = None
     ) -> tuple[str, Ticket | None]:
-        """The hub's ticket for the flow's current run: the one the hub kept for it (``kept``,
-        given the workflow id and the run's id: the hub's own table, where a run has one ticket
-        at most), or, for a run the hub resolved before it kept them, as the hub first answered
-        it in the run's history (``hub.resolve``, or ``hub.check-resume`` for a continuation,
-        on the hub's queue), on the pair of the executor and the hub: what the hub's own process
-        reads of a flow whose start the executor wrote for itself alone. ``None``: neither holds
-        one (a run from before tickets, or one the hub has not resolved yet). With the current
-        run's id: the caller verifies the ticket (the hub's signature, for this workflow and
-        that run)."""
+        """The hub's ticket for the flow's current run: as the hub first answered it in the
+        run's history (``hub.resolve``, or ``hub.check-resume`` for a continuation, on the hub's
+        queue), on the pair of the executor and the hub: what the hub's own process reads of a
+        flow whose start the executor wrote for itself alone; for a run that holds no such
+        answer (one resolved at the hub's endpoint), the one the hub kept for it (``kept``,
+        given the workflow id and the run's id: the hub's own table, one ticket a run). The
+        history comes first: a run the hub resolved before it kept tickets could have a later
+        one, about someone else, kept as its first. ``None``: neither holds one (a run from
+        before tickets, or one the hub has not resolved yet). With the current run's id: the
+        caller verifies the ticket (the hub's signature, for this workflow and that run)."""
         with _known(wid):
             run = (await self.describe(wid)).run_id or ""
-            if kept is not None and (ticket := await kept(wid, run)) is not None:
-                return run, ticket
             handle = self.client.get_workflow_handle(wid, run_id=run)
             answered = await hubs_first_answer(
                 handle.fetch_history_events(rpc_timeout=RPC_TIMEOUT),
                 hub_queue(self.settings.task_queue_prefix),
             )
-        if answered is None:
-            return run, None
+            if answered is None:
+                return run, await kept(wid, run) if kept is not None else None
         kind, payloads = answered
         if kind == "hub.resolve":
             [resolved] = await self.client.data_converter.decode(payloads, [ResolvedRun])

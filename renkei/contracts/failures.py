@@ -30,6 +30,9 @@ class Failure(StrEnum):
     # from the day it stops conforming (renkei.bpf.review); the reason names the source and day.
     VERSION_STOPPED = "VersionStopped"
     UNKNOWN_SUBJECT = "UnknownSubject"
+    # The hub's endpoint out of reach (none configured, a gRPC status instead of a sealed reply,
+    # the hub's own fault): asked again, as an activity on the hub's queue no worker took.
+    HUB_UNREACHED = "HubUnreached"
     # Life-event scans.
     NOT_TRIGGERED = "NotTriggered"
     SCAN_FAILED = "ScanFailed"

@@ -110,8 +110,17 @@ PATHS = 3
 # (``StartFlow.signed_resume``): a worker from before, which reads no such field, would take
 # the continuation for a fresh start and run the flow again from its first step; asked for
 # paths newer than its own, it fails the continuation's workflow task instead, until a worker of
-# this release takes it. The newest paths this release's worker takes.
+# this release takes it.
 RESUMED_TEXT_PATHS = 4
+# The paths of a start whose run asks the hub to resolve it over the hub's endpoint
+# (``RENKEI_HUB_TRANSPORT=direct``): from a local activity of its own (``DIRECT_RESOLVE``,
+# ``activities.direct``) instead of an activity on the hub's queue, one workflow task and no
+# activity task fewer. A worker from before would ask on the hub's queue, and a worker of this
+# release replaying that history would not: asked for paths newer than its own, it fails the
+# start's workflow task instead, until a worker of this release takes it.
+RESOLVED_DIRECTLY_PATHS = 5
+# The newest paths this release's worker takes.
+NEWEST_PATHS = RESOLVED_DIRECTLY_PATHS
 
 
 class StartFlow(BaseModel):
@@ -407,6 +416,32 @@ class DirectReply(BaseModel):
     run_id: str
     step: str
     answer: dict[str, Any] | None = None
+    failure: DirectFailure | None = None
+
+
+class DirectResolve(BaseModel):
+    """A run's ``hub.resolve`` as the executor's worker sends it over the hub's endpoint,
+    sealed between the executor and the hub: the run it is for (which the hub checks with
+    Temporal: running, on the executor's own control queue, of the BPF's type, started by no
+    other flow) and the request the run would have sent as an activity."""
+
+    workflow_id: str = Field(max_length=600)
+    run_id: str = Field(max_length=100)
+    request: ResolveRequest
+    trace: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=4,
+        description="the flow's trace context (W3C traceparent, tracestate), sealed",
+    )
+
+
+class DirectResolved(BaseModel):
+    """The hub's reply over its endpoint, sealed back to the executor: the resolved run, or the
+    hub's refusal, for the run it names (a reply for another run is not taken)."""
+
+    workflow_id: str
+    run_id: str
+    run: ResolvedRun | None = None
     failure: DirectFailure | None = None
 
 

@@ -67,6 +67,8 @@ def hub_queue(prefix: str) -> str:
 # The local activity by which a flow asks a provider over the direct channel
 # (``activities.direct``), in the executor's own control worker.
 DIRECT_LINKAGE = "renkei.direct-linkage"
+# The local activity by which a flow asks the hub to resolve it over the hub's endpoint.
+DIRECT_RESOLVE = "renkei.direct-resolve"
 
 
 def agency_queue(prefix: str, org: str) -> str:

@@ -126,17 +126,29 @@ class Settings(BaseSettings):
         " worker (what it tells new runs) and the agencies' workers (direct: they serve their"
         " endpoint too; they serve their queue either way, for runs told so before)",
     )
+    hub_transport: Literal["queue", "direct"] = Field(
+        default="queue",
+        description="how a new run asks the hub to resolve it: direct (not yet the default),"
+        " the executor's control"
+        " worker asks the hub's endpoint from a local activity of the run (no activity task, one"
+        " workflow task fewer; the hub's worker serves its endpoint on RENKEI_LINKAGE_LISTEN and"
+        " every executor must know where, as the endpoint of `hub` in RENKEI_LINKAGE_ENDPOINTS);"
+        " queue, an activity on the hub's task queue. Read where starts are written (the API,"
+        " the SDK) and by the hub's worker (direct: it serves its endpoint too; it serves its"
+        " queue either way, for runs started so before, a flow's calls and continuations)",
+    )
     linkage_listen: str = Field(
         default="127.0.0.1:0",
-        description="where an agency's worker serves its direct-channel endpoint (host:port;"
-        " 0.0.0.0:PORT in a container, reachable from every executor's control worker; port 0:"
-        " any free one, for the dev stack)",
+        description="where an agency's worker (and the hub's) serves its direct-channel"
+        " endpoint (host:port; 0.0.0.0:PORT in a container, reachable from every executor's"
+        " control worker; port 0: any free one, for the dev stack)",
     )
     linkage_endpoints: dict[str, str] = Field(
         default_factory=dict,
-        description="the providers' direct-channel endpoints, as JSON: {org: host:port}, read"
-        " by each executor's control worker (the dev stack adds the endpoint of the agencies it"
-        " runs itself); an address is not trusted, the sealing is",
+        description="the providers' direct-channel endpoints, and the hub's (`hub`), as JSON:"
+        " {org: host:port}, read by each executor's control worker (the dev stack adds the"
+        " endpoints of the agencies and the hub it runs itself); an address is not trusted, the"
+        " sealing is",
     )
     workflow_sandbox: bool = Field(
         default=False,

@@ -24,17 +24,28 @@ def test_the_plan_runs_the_hub_each_control_process_and_the_agency() -> None:
 
 
 def test_over_the_direct_channel_the_agency_listens_where_the_control_processes_ask() -> None:
-    assert process_plan(2, "queue") == [(a, {}) for a in worker_plan(2)]
+    # through the queues: the hub's endpoint only (the runs are resolved there)
+    queued = dict(enumerate(process_plan(2, "queue")))
+    assert [queued[i][0] for i in range(4)] == worker_plan(2)
+    hub, control, again, agency = (queued[i][1] for i in range(4))
+    assert hub == {"RENKEI_LINKAGE_LISTEN": hub["RENKEI_LINKAGE_LISTEN"]} and agency == {}
+    assert (
+        control
+        == again
+        == {"RENKEI_LINKAGE_ENDPOINTS": json.dumps({"hub": hub["RENKEI_LINKAGE_LISTEN"]})}
+    )
     plan = dict(enumerate(process_plan(2, "direct")))
     hub, control, again, agency = (plan[i][1] for i in range(4))
     assert all(env["RENKEI_LINKAGE_TRANSPORT"] == "direct" for env in (hub, control, agency))
     listen = agency["RENKEI_LINKAGE_LISTEN"]
     assert listen.startswith("127.0.0.1:") and int(listen.rpartition(":")[2]) > 0
-    assert json.loads(control["RENKEI_LINKAGE_ENDPOINTS"]) == {"city-minato": listen}
+    at_hub = hub["RENKEI_LINKAGE_LISTEN"]
+    assert at_hub.startswith("127.0.0.1:") and at_hub != listen
+    assert json.loads(control["RENKEI_LINKAGE_ENDPOINTS"]) == {"city-minato": listen, "hub": at_hub}
     assert again == control
     # only the process that needs a setting is given it
     assert "RENKEI_LINKAGE_ENDPOINTS" not in hub and "RENKEI_LINKAGE_ENDPOINTS" not in agency
-    assert "RENKEI_LINKAGE_LISTEN" not in hub and "RENKEI_LINKAGE_LISTEN" not in control
+    assert "RENKEI_LINKAGE_LISTEN" not in control
 
 
 def test_cpu_table_is_per_flow_with_a_dash_where_a_shape_runs_no_such_process() -> None:

@@ -164,7 +164,7 @@ def router(
         so it answers as a flow that does not exist."""
         assert sdk is not None and portal_key is not None
         now = dt.datetime.now(dt.UTC)
-        # The one ticket the hub kept for the run (a run from before: its history's first).
+        # The hub's first answer in the run's history, else the one ticket it kept for the run.
         run, found = await sdk.resolved_ticket(wid, partial(kept_ticket, pool))
         # the hub's word for this run counts only: not another run's ticket
         ticket = runs_ticket(portal_key.public_key(), found, wid, run, sdk.settings.mode)
