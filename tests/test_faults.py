@@ -370,7 +370,8 @@ async def test_kill_9_of_postgres_during_a_run_and_the_apis_503s_meanwhile(
                     await http.get("/healthz"),
                 ]
             for answer in refused:
-                assert answer.status_code == 503, answer.text
+                asked = f"{answer.request.method} …/{answer.request.url.path.rsplit('/', 1)[-1]}"
+                assert answer.status_code == 503, (asked, answer.text)
                 assert int(answer.headers["Retry-After"]) > 0
                 assert wid not in answer.text
 

@@ -17,9 +17,15 @@ from renkei.app.web.unavailable import RETRY_AFTER, AnswerInTime, install
 DEADLINE = 0.5
 
 
-def _app(cancelled: asyncio.Event) -> FastAPI:
+def _app(cancelled: asyncio.Event, database: dict[str, bool] | None = None) -> FastAPI:
     app = FastAPI()
-    install(app)
+    state = database if database is not None else {"up": True}
+
+    async def probe() -> None:
+        if not state["up"]:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    install(app, probe)
     # The deadline of this test, not the app's 30 s: the middleware installed last is outermost.
     app.user_middleware = [m for m in app.user_middleware if m.cls is not AnswerInTime]
     app.add_middleware(AnswerInTime, deadline=DEADLINE)
@@ -52,6 +58,21 @@ def _app(cancelled: asyncio.Event) -> FastAPI:
     async def file() -> dict[str, str]:
         raise FileNotFoundError(2, "No such file", "templates/x.html")
 
+    @app.get("/wrapped")
+    async def wrapped() -> dict[str, str]:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as err:  # a library's own error, raised from the outage
+            raise RuntimeError("the key registry could not be read") from err
+
+    @app.get("/grouped")
+    async def grouped() -> dict[str, str]:
+        raise ExceptionGroup("lanes", [ValueError("x"), asyncpg.CrashShutdownError("crash")])
+
+    @app.get("/unlisted")
+    async def unlisted() -> dict[str, str]:  # a driver's error of a shape not listed
+        raise asyncpg.exceptions.InternalClientError("cannot switch to state 15")
+
     @app.get("/own-503")
     async def own() -> dict[str, str]:
         raise HTTPException(503, "Temporal refused the start: UNAVAILABLE")
@@ -74,8 +95,14 @@ def cancelled() -> asyncio.Event:
 
 
 @pytest.fixture
-async def http(cancelled: asyncio.Event) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=_app(cancelled), raise_app_exceptions=False)
+def database() -> dict[str, bool]:
+    """Whether the test's database answers the app's probe."""
+    return {"up": True}
+
+
+@pytest.fixture
+async def http(cancelled: asyncio.Event, database: dict[str, bool]) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=_app(cancelled, database), raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://renkei")
 
 
@@ -93,14 +120,24 @@ async def test_a_request_with_no_answer_by_the_deadline_is_a_503_and_the_route_s
     assert cancelled.is_set()
 
 
-@pytest.mark.parametrize("path", ["/refused", "/lost", "/closed"])
+@pytest.mark.parametrize("path", ["/refused", "/lost", "/closed", "/wrapped", "/grouped"])
 async def test_a_database_out_of_reach_is_a_503(http: httpx.AsyncClient, path: str) -> None:
     _is_a_503(await http.get(path))
 
 
-@pytest.mark.parametrize("path", ["/bug", "/file"])
+@pytest.mark.parametrize("path", ["/bug", "/file", "/unlisted"])
 async def test_other_errors_stay_server_errors(http: httpx.AsyncClient, path: str) -> None:
     assert (await http.get(path)).status_code == 500
+
+
+@pytest.mark.parametrize("path", ["/bug", "/file", "/unlisted"])
+async def test_any_error_while_the_database_is_out_of_reach_is_a_503(
+    http: httpx.AsyncClient, database: dict[str, bool], path: str
+) -> None:
+    """An error no handler takes, of a shape not listed (a driver's state error as a connection
+    breaks under a query), while the database does not answer: the outage's, not a bug's."""
+    database["up"] = False
+    _is_a_503(await http.get(path))
 
 
 async def test_a_routes_own_503_says_when_to_try_again(http: httpx.AsyncClient) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Generator
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -26,8 +27,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
 from renkei.app.web import api, codec_server, controls, operator, orgs, portal
+from renkei.app.web.unavailable import TEMPORAL_GONE, unavailable
 from renkei.app.web.unavailable import install as answer_503_while_unreachable
-from renkei.app.web.unavailable import unavailable
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
 from renkei.kernel.settings import Settings
@@ -154,7 +155,9 @@ def create_app(
     # Innermost: a body read within the deadline the next one keeps (a body sent slowly is cut
     # off as a slow route is).
     app.add_middleware(RefuseLargeBodies)
-    answer_503_while_unreachable(app)  # then: the middlewares added next wrap its 503s
+    answer_503_while_unreachable(
+        app, partial(pool.fetchval, "SELECT 1")
+    )  # then: the middlewares added next wrap its 503s
     app.add_middleware(RefuseControlCharacters)
     app.add_middleware(
         CORSMiddleware,
@@ -198,17 +201,6 @@ def create_app(
     return app
 
 
-# Temporal's answers that are the caller's to hear, as the API's statuses (docs/triggers.md).
-UNAVAILABLE = frozenset(
-    {
-        RPCStatusCode.UNAVAILABLE,
-        RPCStatusCode.DEADLINE_EXCEEDED,
-        RPCStatusCode.RESOURCE_EXHAUSTED,
-        RPCStatusCode.CANCELLED,
-    }
-)
-
-
 async def temporal_refused(request: Request, err: Exception) -> JSONResponse:
     """A Temporal error a route did not answer itself: no such run is a 404 (the answer for a
     flow of someone else's too), Temporal out of reach or too slow a 503; anything else stays a
@@ -217,7 +209,7 @@ async def temporal_refused(request: Request, err: Exception) -> JSONResponse:
         return unavailable("the flow did not take the answer in time (is its worker running?)")
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
         return JSONResponse({"detail": "no such flow of yours"}, status_code=404)
-    if isinstance(err, RPCError) and err.status in UNAVAILABLE:
+    if isinstance(err, RPCError) and err.status in TEMPORAL_GONE:
         return unavailable(f"Temporal did not answer ({err.status.name}); send the request again")
     raise err
 

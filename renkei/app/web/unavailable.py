@@ -1,7 +1,10 @@
 """The app's answer while Temporal or PostgreSQL is out of reach: 503 with ``Retry-After``.
 
 Every route is covered, the ones added later too: the exception handlers turn a lost database
-connection and an unreachable or too slow Temporal into 503, and :class:`AnswerInTime` answers
+connection and an unreachable or too slow Temporal into 503; any other error is a 503 too if the
+database is out of reach (its cause or context says so, or the database does not answer a probe
+then: a driver's error of a shape not listed here, an error raised while handling a lost
+connection), else a 500; and :class:`AnswerInTime` answers
 503 to any request that has no answer started after ``deadline`` seconds (a server that hangs
 rather than refuses: a stopped PostgreSQL whose connections never time out, a pool with every
 connection stuck). Sending the request again is safe: a start is idempotent by its case
@@ -14,11 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.service import RPCError, RPCStatusCode
+
+# Temporal's statuses that say it is out of reach or too slow (a 503, not the caller's fault).
+TEMPORAL_GONE = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.CANCELLED,
+    }
+)
+# Seconds the database may take to answer the probe after an unexpected error.
+PROBE_SECONDS = 2.0
+# Raises while the database is out of reach (``SELECT 1`` on the app's pool).
+Probe = Callable[[], Awaitable[object]]
 
 # Seconds a client should wait before sending the request again.
 RETRY_AFTER = 5
@@ -113,10 +132,62 @@ async def connection_closed(request: Request, err: Exception) -> JSONResponse:
     raise err
 
 
-def install(app: FastAPI) -> None:
-    """Answer 503 with ``Retry-After`` on every route while a server is out of reach."""
+def _says_gone(err: BaseException) -> bool:
+    """Whether ``err`` is a server out of reach, as the handlers above read it."""
+    if isinstance(err, DATABASE_GONE):
+        return True
+    if isinstance(err, asyncpg.InterfaceError):
+        return "closed" in str(err) or "closing" in str(err)
+    if isinstance(err, OSError):
+        return ".s.PGSQL." in str(err)
+    return isinstance(err, RPCError) and err.status in TEMPORAL_GONE
+
+
+def gone_in_chain(err: BaseException) -> bool:
+    """Whether ``err``, its causes and contexts (and the members of a group) say a server is
+    out of reach: an error raised from, or while handling, a lost connection is the outage's."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [err]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if _says_gone(e):
+            return True
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(e.exceptions)
+        stack.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+    return False
+
+
+async def probe_fails(probe: Probe | None) -> bool:
+    """Whether the database fails ``probe`` now (out of reach, or no answer in time)."""
+    if probe is None:
+        return False
+    try:
+        await asyncio.wait_for(probe(), PROBE_SECONDS)
+    except TimeoutError:
+        return True
+    except Exception as err:
+        return gone_in_chain(err)
+    return False
+
+
+def install(app: FastAPI, probe: Probe | None = None) -> None:
+    """Answer 503 with ``Retry-After`` on every route while a server is out of reach.
+    ``probe`` raises while the database is out of reach: asked only after an error no handler
+    took, so that a driver's error of a shape not listed here is still the outage's."""
+
+    async def unexpected(request: Request, err: Exception) -> Response:
+        if gone_in_chain(err) or await probe_fails(probe):
+            return unavailable("the platform is out of reach of a server; send the request again")
+        return PlainTextResponse("Internal Server Error", status_code=500)
+
     app.add_middleware(AnswerInTime)
     for kind in DATABASE_GONE:
         app.add_exception_handler(kind, database_gone)
     app.add_exception_handler(asyncpg.InterfaceError, connection_closed)
     app.add_exception_handler(OSError, socket_gone)
+    # What no handler took (or a handler raised on): its chain, then the database, decide.
+    app.add_exception_handler(Exception, unexpected)
