@@ -393,3 +393,44 @@ async def test_a_reply_that_is_not_the_hubs_is_not_taken_and_the_hub_is_asked_ag
         if "hub's endpoint" in r.getMessage() and "not taken" in r.getMessage()
     ]
     assert len(not_taken) >= 2, not_taken
+
+
+async def test_a_hub_endpoint_out_of_reach_costs_a_run_a_few_tries_then_it_asks_on_the_queue(
+    client, pool, settings, catalog, live_whitelist, caplog
+) -> None:
+    """The hub's endpoint is out of reach (nothing listens at its address). A new run asks it a
+    few times within its first workflow task, then asks ``hub.resolve`` on the hub's queue,
+    where an outage costs its history nothing while it lasts: the run is resolved, with its one
+    ticket, and its history stays short. (Before, it asked the endpoint again for as long as
+    the outage lasted, its history growing every few seconds.)"""
+    await register_fixture(pool, f"{BPF}.yaml")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        endpoints = endpoints_of(settings)
+        real = endpoints[HUB]
+        endpoints[HUB] = _free_address()
+        try:
+            handle = await _waiting(settings, client)
+        finally:
+            endpoints[HUB] = real
+        history = await handle.fetch_history()
+        run = (await handle.describe()).run_id or ""
+        await handle.terminate()
+    on_queue = [
+        e.activity_task_scheduled_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "hub.resolve"
+    ]
+    assert len(on_queue) == 1
+    assert on_queue[0].task_queue.name == f"{settings.task_queue_prefix}.hub"
+    tried = [
+        e
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+    assert len(tried) == 1 and tried[0].marker_recorded_event_attributes.HasField("failure")
+    assert len(history.events) < 40, len(history.events)
+    rows = await pool.fetch("SELECT run_id FROM hub.run_tickets WHERE workflow_id = $1", handle.id)
+    assert [r["run_id"] for r in rows] == [run]
+    assert any("asks on the hub's queue" in r.getMessage() for r in caplog.records)

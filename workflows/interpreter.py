@@ -103,8 +103,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.contracts.retries import (
         BROKER_GROUP_LIMIT,
+        ENDPOINT_RETRY,
+        ENDPOINT_TIMEOUT,
         HUB_RETRY,
-        HUB_TIMEOUT,
         budget_seconds,
         linkage_retry,
     )
@@ -614,8 +615,10 @@ class BpfInterpreter:
         """The hub's resolution of this run: over the hub's endpoint, from a local activity
         (a run on its executor's queue whose start asked for ``RESOLVED_DIRECTLY_PATHS`` and
         that no other flow called), else ``hub.resolve`` on the hub's queue. An endpoint out of
-        reach is asked again until it answers, each try within the run's workflow task (which
-        the SDK keeps alive with a few events in the run's history every few seconds)."""
+        reach, too slow, or answering with anything but the hub's final word is asked a few
+        times (``ENDPOINT_RETRY``, each try within the run's workflow task, which the SDK keeps
+        alive with a few events every few seconds), then on the hub's queue: the same request,
+        so the hub answers it with the one ticket it keeps for the run."""
         if (
             self._remote
             and start.paths is not None
@@ -625,14 +628,23 @@ class BpfInterpreter:
         ):
             info = workflow.info()
             self._resolved_directly = True
-            resolved: ResolvedRun = await workflow.execute_local_activity(
-                DIRECT_RESOLVE,
-                DirectResolve(workflow_id=info.workflow_id, run_id=info.run_id, request=req),
-                result_type=ResolvedRun,
-                start_to_close_timeout=HUB_TIMEOUT,
-                retry_policy=HUB_RETRY,
-            )
-            return resolved
+            try:
+                resolved: ResolvedRun = await workflow.execute_local_activity(
+                    DIRECT_RESOLVE,
+                    DirectResolve(workflow_id=info.workflow_id, run_id=info.run_id, request=req),
+                    result_type=ResolvedRun,
+                    start_to_close_timeout=ENDPOINT_TIMEOUT,
+                    retry_policy=ENDPOINT_RETRY,
+                )
+                return resolved
+            except (ActivityError, ApplicationError, StepTimeout) as err:
+                # (the SDK raises a local activity's cause itself: workflows.outcomes)
+                cause = err.cause if isinstance(err, ActivityError) else err
+                if isinstance(cause, ApplicationError) and cause.non_retryable:
+                    raise  # the hub's refusal (or the run's own check): final on any path
+                workflow.logger.warning(
+                    "the hub's endpoint did not answer: this run asks on the hub's queue"
+                )
         return await self._hub(HubActivities.resolve, req)
 
     def _not_asked(self) -> None:
