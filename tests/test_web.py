@@ -237,11 +237,13 @@ async def test_temporal_cli_shows_history_through_the_codec_server(
 
     secret = code(settings, "pref-tokyo", h.members[0])
     plain = payload_text(await show())
-    assert plain and secret not in plain and "taxable_income" not in plain
+    # The subject's code and the hub's decision on a linkage: in payloads sealed between the
+    # executor and the hub (not the executor's own, which stay the executor's).
+    assert plain and secret not in plain and "permitted by" not in plain
     decoded = payload_text(
         await show("--codec-endpoint", settings.codec_endpoint, "--codec-auth", f"Bearer {token}")
     )
-    assert secret in decoded and "taxable_income" in decoded
+    assert secret in decoded and "permitted by" in decoded
     refused = await show("--codec-endpoint", settings.codec_endpoint)
     assert secret not in refused
 
