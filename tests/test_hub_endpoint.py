@@ -44,7 +44,8 @@ BPF = "wait-first-probe"
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """The suite's settings, runs resolved at the hub's endpoint (not yet the default)."""
+    """The suite's settings, runs resolved at the hub's endpoint (the default, whatever the
+    suite's settings say)."""
     return settings.model_copy(update={"hub_transport": "direct"})
 
 

@@ -127,12 +127,12 @@ class Settings(BaseSettings):
         " endpoint too; they serve their queue either way, for runs told so before)",
     )
     hub_transport: Literal["queue", "direct"] = Field(
-        default="queue",
-        description="how a new run asks the hub to resolve it: direct (not yet the default),"
-        " the executor's control"
+        default="direct",
+        description="how a new run asks the hub to resolve it: direct, the executor's control"
         " worker asks the hub's endpoint from a local activity of the run (no activity task, one"
         " workflow task fewer; the hub's worker serves its endpoint on RENKEI_LINKAGE_LISTEN and"
-        " every executor must know where, as the endpoint of `hub` in RENKEI_LINKAGE_ENDPOINTS);"
+        " every executor must know where, as the endpoint of `hub` in RENKEI_LINKAGE_ENDPOINTS;"
+        " an endpoint out of reach is asked three times, then the hub's queue);"
         " queue, an activity on the hub's task queue. Read where starts are written (the API,"
         " the SDK) and by the hub's worker (direct: it serves its endpoint too; it serves its"
         " queue either way, for runs started so before, a flow's calls and continuations)",
