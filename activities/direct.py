@@ -36,10 +36,11 @@ its length tells nothing of what it holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -81,7 +82,7 @@ from renkei.contracts.names import (
     is_act_activity,
     is_query_activity,
 )
-from renkei.contracts.retries import HUB_TIMEOUT
+from renkei.contracts.retries import ENDPOINT_TIMEOUT
 from renkei.kernel import telemetry
 from renkei.kernel.channels import CHANNEL, ChannelCodec
 from renkei.kernel.codec import UNENCRYPTED
@@ -113,6 +114,11 @@ def _not_taken(provider: str, step: str, why: str) -> None:
 METHOD = "/renkei.direct.v1.Linkage/Ask"
 MAX_MESSAGE = 1 << 20  # a request or a reply: 1 MiB at most, either way
 MAX_CONCURRENT = 256  # requests one endpoint serves at once
+# Requests of one party (the executor a request is sealed by) one endpoint serves at once: past
+# it, that party's next is answered "resource exhausted" at once, so that no one executor,
+# however many requests it sends, takes the whole endpoint from the others (an executor's run
+# asks again, and a run asking the hub goes to the hub's queue after three tries).
+PER_PARTY = MAX_CONCURRENT // 2
 # Seconds a request may take to arrive once its call is open: a call counts against
 # MAX_CONCURRENT from its first frame, so one that sends nothing (no deadline either) would
 # hold its place for ever, and MAX_CONCURRENT of them the whole endpoint.
@@ -206,6 +212,9 @@ class DirectServer:
         self._replies: LRUCache[tuple[str, str, bytes], bytes] = LRUCache(
             REPLAY_BYTES, getsizeof=lambda reply: max(len(reply), REPLAY_BYTES // REPLAYS_KEPT)
         )
+        # requests being served, by the party that sealed them (PER_PARTY at most each)
+        self._serving: dict[str, int] = {}
+        self._over: set[str] = set()  # parties told of in the log as holding their share
 
     async def __aenter__(self) -> DirectServer:
         server = grpc.aio.server(
@@ -266,55 +275,96 @@ class DirectServer:
 
     async def answer(self, body: bytes) -> bytes:
         """The sealed reply to one envelope, or :class:`Refused` for one that is not a sealed
-        request of the flow's executor to a provider this endpoint serves."""
+        request of the flow's executor to a provider this endpoint serves (or to the hub)."""
         provider, workflow_id, sealed = envelope_of(body)
-        if provider == HUB and self._hub is not None:
-            return await self._answer_hub(self._hub, workflow_id, sealed)
+        hub = self._hub
+        if provider == HUB and hub is not None:
+            return await self._reply_once(
+                HUB,
+                workflow_id,
+                sealed,
+                hub.codec,
+                lambda: _opened(hub.codec, self._prefix, HUB, workflow_id, sealed, DirectResolve),
+                lambda call: resolve_run(hub, self._prefix, call),
+                lambda call: "ServeDirect:hub.resolve",
+            )
         served = self._served.get(provider)
         if served is None:
             raise Refused(grpc.StatusCode.NOT_FOUND, f"no provider {provider!r} is served here")
+        return await self._reply_once(
+            provider,
+            workflow_id,
+            sealed,
+            served.codec,
+            lambda: open_request(served.codec, self._prefix, provider, workflow_id, sealed),
+            lambda call: self._serve(provider, served, call),
+            lambda call: f"ServeDirect:{call.activity_type}",
+        )
+
+    async def _reply_once(
+        self,
+        party: str,
+        workflow_id: str,
+        sealed: Payload,
+        codec: ChannelCodec,
+        opened: Callable[[], Awaitable[_Call]],
+        serve: Callable[[_Call], Awaitable[DirectReply | DirectResolved]],
+        span: Callable[[_Call], str],
+    ) -> bytes:
+        """``party``'s sealed reply to the request ``sealed``: opened, served within the
+        asking executor's share of the endpoint and in the flow's trace, sealed back."""
         # The executor seals each ask afresh: the same sealed bytes again are a replay (anyone
         # who captured them can send them), answered with the reply they had, sealed to the
-        # executor as before, without the gate's work (its chain's lock, the provider's code).
-        seen = (provider, workflow_id, hashlib.sha256(sealed.data).digest())
+        # executor as before, without the work again (the gate's chain lock, the provider's
+        # code, the hub's resolution).
+        seen = (party, workflow_id, hashlib.sha256(sealed.data).digest())
         kept = self._replies.get(seen)
         if kept is not None:
             return kept
-        call = await open_request(served.codec, self._prefix, provider, workflow_id, sealed)
-        # Served in the flow's trace, as an activity on the provider's queue is (its context
-        # came sealed, as a Temporal header does): one flow, one trace.
-        token = otel_context.attach(propagate.extract(call.trace))
-        try:
-            with telemetry.tracer().start_as_current_span(f"ServeDirect:{call.activity_type}"):
-                reply = await self._serve(provider, served, call)
-        finally:
-            otel_context.detach(token)
-        codec = _sealing(served.codec, self._prefix, provider, workflow_id)
-        [out] = await codec.encode([_padded(_CONVERTER.to_payload(reply))])
+        call = await opened()  # sealed by the executor the workflow id names: it asks
+        with self._share_of(executor_of(workflow_id) or "-"):
+            # Served in the flow's trace, as an activity on a queue is (its context came
+            # sealed, as a Temporal header does): one flow, one trace.
+            token = otel_context.attach(propagate.extract(call.trace))
+            try:
+                with telemetry.tracer().start_as_current_span(span(call)):
+                    reply = await serve(call)
+            finally:
+                otel_context.detach(token)
+        [out] = await _sealing(codec, self._prefix, party, workflow_id).encode(
+            [_padded(_CONVERTER.to_payload(reply))]
+        )
         sent = out.SerializeToString()
         if reply.failure is None or reply.failure.non_retryable:  # final: the same again
             self._keep(seen, sent)
         return sent
 
-    async def _answer_hub(self, hub: ServedHub, workflow_id: str, sealed: Payload) -> bytes:
-        """The hub's sealed reply to a run's request to be resolved (see :func:`resolve_run`)."""
-        seen = (HUB, workflow_id, hashlib.sha256(sealed.data).digest())
-        kept = self._replies.get(seen)
-        if kept is not None:  # the same sealed bytes again: answered as before
-            return kept
-        call = await _opened(hub.codec, self._prefix, HUB, workflow_id, sealed, DirectResolve)
-        token = otel_context.attach(propagate.extract(call.trace))
+    @contextlib.contextmanager
+    def _share_of(self, executor: str) -> Iterator[None]:
+        """One of ``executor``'s :data:`PER_PARTY` places at this endpoint, or :class:`Refused`
+        (resource exhausted) when it holds them all."""
+        held = self._serving.get(executor, 0)
+        if held >= PER_PARTY:
+            telemetry.over_share(executor)
+            if executor not in self._over:  # once while it lasts, not once a request
+                self._over.add(executor)
+                log.warning(
+                    "%s holds its share of this endpoint: its next asks are refused", executor
+                )
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{PER_PARTY} requests of yours are being served here: ask again later",
+            )
+        self._serving[executor] = held + 1
         try:
-            with telemetry.tracer().start_as_current_span("ServeDirect:hub.resolve"):
-                reply = await resolve_run(hub, self._prefix, call)
+            yield
         finally:
-            otel_context.detach(token)
-        codec = _sealing(hub.codec, self._prefix, HUB, workflow_id)
-        [out] = await codec.encode([_padded(_CONVERTER.to_payload(reply))])
-        sent = out.SerializeToString()
-        if reply.failure is None or reply.failure.non_retryable:
-            self._keep(seen, sent)
-        return sent
+            left = self._serving[executor] - 1
+            if left:
+                self._serving[executor] = left
+            else:
+                del self._serving[executor]
+                self._over.discard(executor)
 
     def _keep(self, seen: tuple[str, str, bytes], reply: bytes) -> None:
         if seen not in self._replies and len(reply) <= REPLAY_BYTES:
@@ -517,7 +567,7 @@ class DirectLinks:
             ask: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel(
                 address
             ).unary_unary(METHOD)
-            body: bytes = await ask(envelope, timeout=HUB_TIMEOUT.total_seconds())
+            body: bytes = await ask(envelope, timeout=ENDPOINT_TIMEOUT.total_seconds())
         except grpc.aio.AioRpcError as err:
             # anyone's status: no word of the hub's, asked again as a hub out of reach
             raise Failure.HUB_UNREACHED.error(

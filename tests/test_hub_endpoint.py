@@ -31,7 +31,7 @@ from activities.claims import kept_ticket, runs_ticket
 from activities.direct import DirectServer, _reply, _sealed, envelope_of
 from renkei.app.client import RenkeiClient
 from renkei.contracts.messages import DirectResolve, DirectResolved, ResolveRequest
-from renkei.contracts.names import DIRECT_RESOLVE, HUB, control_queue
+from renkei.contracts.names import DIRECT_RESOLVE, HUB, control_queue, executor_of, workflow_id
 from renkei.kernel import keys
 from renkei.kernel.channels import ChannelCodec, ChannelError
 from renkei.kernel.settings import Settings
@@ -435,3 +435,44 @@ async def test_a_hub_endpoint_out_of_reach_costs_a_run_a_few_tries_then_it_asks_
     rows = await pool.fetch("SELECT run_id FROM hub.run_tickets WHERE workflow_id = $1", handle.id)
     assert [r["run_id"] for r in rows] == [run]
     assert any("asks on the hub's queue" in r.getMessage() for r in caplog.records)
+
+
+async def test_one_executor_cannot_take_the_hubs_endpoint_from_the_others(
+    client, pool, settings, catalog, live_whitelist, monkeypatch
+) -> None:
+    """city-minato, with its own keys, holds its share of the hub's endpoint (here one request,
+    slow to serve) and sends more: each is refused at once ("resource exhausted"; its run would
+    ask again, then go to the hub's queue), while pref-tokyo's request is served. Once
+    city-minato's request is answered, its next is served again."""
+    import activities.direct as direct
+
+    monkeypatch.setattr(direct, "PER_PARTY", 1)
+    entered, release = asyncio.Event(), asyncio.Event()
+    original = direct.resolve_run
+
+    async def slow(hub: Any, prefix: str, call: DirectResolve) -> DirectResolved:
+        if executor_of(call.workflow_id) == "city-minato":
+            entered.set()
+            await release.wait()
+        return await original(hub, prefix, call)
+
+    monkeypatch.setattr(direct, "resolve_run", slow)
+    codecs = {a: _codec(client, pool, settings, a) for a in ("city-minato", "pref-tokyo")}
+
+    def ask(executor: str) -> Any:
+        wid = workflow_id(BPF, executor, f"case-{uuid.uuid4().hex[:10]}")
+        call = DirectResolve(
+            workflow_id=wid, run_id=str(uuid.uuid4()), request=_request(settings, executor=executor)
+        )
+        return _ask(endpoints_of(settings)[HUB], codecs[executor], settings, call)
+
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        first = asyncio.create_task(ask("city-minato"))
+        await asyncio.wait_for(entered.wait(), 30)
+        assert await ask("city-minato") == "RESOURCE_EXHAUSTED"
+        assert await ask("city-minato") == "RESOURCE_EXHAUSTED"
+        other = await ask("pref-tokyo")  # served: the hub's word on a run it cannot find
+        assert isinstance(other, DirectResolved) and other.failure is not None, other
+        release.set()
+        assert isinstance(await first, DirectResolved)
+        assert isinstance(await ask("city-minato"), DirectResolved)

@@ -247,6 +247,20 @@ def count_records(keepers: list[str]) -> None:
         counter.add(1, {"keeper": keeper})
 
 
+def over_share(executor: str) -> None:
+    """Count a request refused at a direct-channel endpoint (a provider's or the hub's) because
+    its executor already has its share of the endpoint being served: an executor sending far
+    more than its runs need, and an operator alerts on it. The label is the executor only."""
+    meter = _meter()
+    if meter is None:
+        return
+    meter.create_counter(
+        "renkei_direct_requests_over_share",
+        "direct-channel requests refused: their executor held its share of the endpoint",
+        "1",
+    ).add(1, {"executor": executor})
+
+
 def reply_not_taken(provider: str, why: str) -> None:
     """Count a direct-channel reply an executor did not take (not sealed in the pair, for another
     attempt, empty): asked again as an endpoint out of reach, and an operator alerts on it. The
