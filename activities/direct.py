@@ -215,6 +215,8 @@ class DirectServer:
         # requests being served, by the party that sealed them (PER_PARTY at most each)
         self._serving: dict[str, int] = {}
         self._over: set[str] = set()  # parties told of in the log as holding their share
+        # requests being served, by what a replay of them would be kept under: their reply
+        self._pending: dict[tuple[str, str, bytes], asyncio.Future[bytes]] = {}
 
     async def __aenter__(self) -> DirectServer:
         server = grpc.aio.server(
@@ -321,6 +323,42 @@ class DirectServer:
         kept = self._replies.get(seen)
         if kept is not None:
             return kept
+        # A copy sent while the first is being served waits for its reply: a replay takes no
+        # place of the executor's share, however many copies of one request come at once.
+        first = self._pending.get(seen)
+        if first is not None:
+            return await asyncio.shield(first)
+        pending: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+        self._pending[seen] = pending
+        try:
+            sent = await self._reply_first(party, workflow_id, sealed, codec, opened, serve, span)
+        except BaseException as err:
+            pending.set_exception(
+                err
+                if isinstance(err, Exception)
+                else Refused(grpc.StatusCode.CANCELLED, "the request was given up")
+            )
+            raise
+        else:
+            pending.set_result(sent)
+        finally:
+            del self._pending[seen]
+        # Kept whatever it says (an executor seals each try afresh, so the same bytes again
+        # are a replay, never a try of its own): a replay is answered, not served again.
+        self._keep(seen, sent)
+        return sent
+
+    async def _reply_first(
+        self,
+        party: str,
+        workflow_id: str,
+        sealed: Payload,
+        codec: ChannelCodec,
+        opened: Callable[[], Awaitable[_Call]],
+        serve: Callable[[_Call], Awaitable[DirectReply | DirectResolved]],
+        span: Callable[[_Call], str],
+    ) -> bytes:
         call = await opened()  # sealed by the executor the workflow id names: it asks
         with self._share_of(executor_of(workflow_id) or "-"):
             # Served in the flow's trace, as an activity on a queue is (its context came
@@ -334,10 +372,7 @@ class DirectServer:
         [out] = await _sealing(codec, self._prefix, party, workflow_id).encode(
             [_padded(_CONVERTER.to_payload(reply))]
         )
-        sent = out.SerializeToString()
-        if reply.failure is None or reply.failure.non_retryable:  # final: the same again
-            self._keep(seen, sent)
-        return sent
+        return out.SerializeToString()
 
     @contextlib.contextmanager
     def _share_of(self, executor: str) -> Iterator[None]:
@@ -567,8 +602,15 @@ class DirectLinks:
             ask: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel(
                 address
             ).unary_unary(METHOD)
-            body: bytes = await ask(envelope, timeout=ENDPOINT_TIMEOUT.total_seconds())
+            # within the local activity's own time, so that the call's end is the endpoint's
+            body: bytes = await ask(envelope, timeout=ENDPOINT_TIMEOUT.total_seconds() - 1)
         except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # A hub too slow now is not asked the same again here (its work would be done
+                # again in full): the run asks on the hub's queue at once.
+                raise Failure.HUB_UNREACHED.error(
+                    "the hub's endpoint: too slow", non_retryable=True
+                ) from None
             # anyone's status: no word of the hub's, asked again as a hub out of reach
             raise Failure.HUB_UNREACHED.error(
                 f"the hub's endpoint: {err.code().name.lower()}", non_retryable=False

@@ -22,17 +22,19 @@ import pytest
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.worker import Worker
 
 from activities.claims import kept_ticket, runs_ticket
 from activities.direct import DirectServer, _reply, _sealed, envelope_of
 from renkei.app.client import RenkeiClient
+from renkei.contracts.failures import Failure
 from renkei.contracts.messages import DirectResolve, DirectResolved, ResolveRequest
 from renkei.contracts.names import DIRECT_RESOLVE, HUB, control_queue, executor_of, workflow_id
 from renkei.kernel import keys
+from renkei.kernel import search_attributes as sa
 from renkei.kernel.channels import ChannelCodec, ChannelError
 from renkei.kernel.settings import Settings
 
@@ -476,3 +478,124 @@ async def test_one_executor_cannot_take_the_hubs_endpoint_from_the_others(
         release.set()
         assert isinstance(await first, DirectResolved)
         assert isinstance(await ask("city-minato"), DirectResolved)
+
+
+def _resolves(history: Any) -> tuple[int, int]:
+    """(tries over the hub's endpoint, ``hub.resolve`` on the hub's queue) in a run's history."""
+    import json
+
+    tried = sum(
+        1
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+        and json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)[
+            "activity_type"
+        ]
+        == DIRECT_RESOLVE
+    )
+    queued = sum(
+        1
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "hub.resolve"
+    )
+    return tried, queued
+
+
+async def test_a_hub_too_slow_is_asked_once_then_on_the_queue(
+    client, pool, settings, catalog, live_whitelist, monkeypatch
+) -> None:
+    """The hub's endpoint answers too slowly (its resolution takes longer than a try's time):
+    the run does not have the hub do the same work again there, it asks on the hub's queue at
+    once, and is resolved with its one ticket."""
+    import activities.direct as direct
+
+    served: list[str] = []
+    original = direct.resolve_run
+
+    async def slow(hub: Any, prefix: str, call: DirectResolve) -> DirectResolved:
+        served.append(call.run_id)
+        await asyncio.sleep(60)  # past the try's time: the endpoint's call is given up
+        return await original(hub, prefix, call)
+
+    monkeypatch.setattr(direct, "resolve_run", slow)
+    await register_fixture(pool, f"{BPF}.yaml")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await _waiting(settings, client)
+        history = await handle.fetch_history()
+        run = (await handle.describe()).run_id or ""
+        await handle.terminate()
+    assert _resolves(history) == (1, 1)
+    assert served == [run]  # asked once over the endpoint
+    rows = await pool.fetch("SELECT run_id FROM hub.run_tickets WHERE workflow_id = $1", handle.id)
+    assert [r["run_id"] for r in rows] == [run]
+
+
+async def test_the_hubs_refusal_over_its_endpoint_ends_the_run_as_on_the_queue(
+    client, pool, settings, catalog, live_whitelist, monkeypatch
+) -> None:
+    """The hub refuses a run over its endpoint (its final word, sealed): the run does not go to
+    the hub's queue for another answer; it ends as a run the hub refused on its queue ends,
+    'invalid', saying it could not start."""
+    import activities.direct as direct
+
+    async def refuse(hub: Any, prefix: str, call: DirectResolve) -> DirectResolved:
+        return DirectResolved(
+            workflow_id=call.workflow_id,
+            run_id=call.run_id,
+            failure=direct._failure(Failure.MALFORMED_START.error("refused by the hub")),
+        )
+
+    monkeypatch.setattr(direct, "resolve_run", refuse)
+    await register_fixture(pool, f"{BPF}.yaml")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await RenkeiClient(client, settings).start(
+            start(BPF, "city-minato", _subject(settings), trigger="portal")
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+        history = await handle.fetch_history()
+        described = await handle.describe()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "MalformedStart"
+    assert "the flow could not start" in cause.message
+    assert described.typed_search_attributes.get(sa.STATUS) == "invalid"
+    assert _resolves(history) == (1, 0)
+
+
+async def test_copies_of_a_request_in_flight_take_no_place_of_its_executors_share(
+    client, pool, settings, catalog, live_whitelist, monkeypatch
+) -> None:
+    """Someone on the network sends copies of city-minato's captured request while the hub
+    serves it, to spend city-minato's share of the endpoint (here one place): each copy waits
+    for the one reply instead, and the hub serves the request once."""
+    import activities.direct as direct
+
+    monkeypatch.setattr(direct, "PER_PARTY", 1)
+    release = asyncio.Event()
+    served: list[str] = []
+    original = direct.resolve_run
+
+    async def slow(hub: Any, prefix: str, call: DirectResolve) -> DirectResolved:
+        served.append(call.run_id)
+        await release.wait()
+        return await original(hub, prefix, call)
+
+    monkeypatch.setattr(direct, "resolve_run", slow)
+    minato = _codec(client, pool, settings, "city-minato")
+    wid = workflow_id(BPF, "city-minato", f"case-{uuid.uuid4().hex[:10]}")
+    call = DirectResolve(workflow_id=wid, run_id=str(uuid.uuid4()), request=_request(settings))
+    body = await _sealed(minato, settings.task_queue_prefix, HUB, wid, call)
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        address = endpoints_of(settings)[HUB]
+        sent = [asyncio.create_task(_send(address, body)) for _ in range(4)]
+        for _ in range(200):
+            if served:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the copies have arrived
+        assert not any(t.done() for t in sent)  # none refused: each waits for the reply
+        release.set()
+        replies = await asyncio.gather(*sent)
+    assert len(set(replies)) == 1 and served == [call.run_id]

@@ -640,10 +640,17 @@ class BpfInterpreter:
             except (ActivityError, ApplicationError, StepTimeout) as err:
                 # (the SDK raises a local activity's cause itself: workflows.outcomes)
                 cause = err.cause if isinstance(err, ActivityError) else err
-                if isinstance(cause, ApplicationError) and cause.non_retryable:
-                    raise  # the hub's refusal (or the run's own check): final on any path
+                if (
+                    isinstance(cause, ApplicationError)
+                    and cause.non_retryable
+                    and cause.type != Failure.HUB_UNREACHED.value
+                ):
+                    # The hub's refusal (or the run's own check): final, as on the hub's queue.
+                    self._set_status("invalid")
+                    raise local_failure(cause, "the flow could not start") from None
+                why = cause.message if isinstance(cause, ApplicationError) else type(cause).__name__
                 workflow.logger.warning(
-                    "the hub's endpoint did not answer: this run asks on the hub's queue"
+                    "the hub's endpoint did not answer (%s): this run asks on the hub's queue", why
                 )
         return await self._hub(HubActivities.resolve, req)
 

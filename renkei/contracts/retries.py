@@ -18,9 +18,9 @@ from renkei.contracts.failures import FINAL_LINKAGE_FAILURES
 HUB_TIMEOUT = timedelta(seconds=30)
 HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 # A run asking the hub over its endpoint (a local activity, retried within the run's workflow
-# task) tries this long and this often, then asks on the hub's queue instead: an endpoint out of
-# reach costs a run some 30 s and a dozen events in its history, not an event every few seconds
-# for as long as the outage lasts.
+# task) tries this long and this often (a hub too slow: once), then asks on the hub's queue
+# instead: an endpoint out of reach costs a run a few seconds and a few events in its history,
+# not events every few seconds for as long as the outage lasts.
 ENDPOINT_TIMEOUT = timedelta(seconds=10)
 ENDPOINT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=4), maximum_attempts=3)
 # At most this many linkages in one call to the hub (hub.broker-group), so one call stays well

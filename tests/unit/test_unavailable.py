@@ -12,7 +12,13 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 
-from renkei.app.web.unavailable import RETRY_AFTER, AnswerInTime, install
+from renkei.app.web.unavailable import (
+    RETRY_AFTER,
+    AnswerInTime,
+    install,
+    pool_probe,
+    probe_fails,
+)
 
 DEADLINE = 0.5
 
@@ -28,7 +34,7 @@ def _app(cancelled: asyncio.Event, database: dict[str, bool] | None = None) -> F
     install(app, probe)
     # The deadline of this test, not the app's 30 s: the middleware installed last is outermost.
     app.user_middleware = [m for m in app.user_middleware if m.cls is not AnswerInTime]
-    app.add_middleware(AnswerInTime, deadline=DEADLINE)
+    app.add_middleware(AnswerInTime, deadline=DEADLINE, probe=probe)
 
     @app.get("/hangs")
     async def hangs() -> dict[str, str]:
@@ -147,3 +153,36 @@ async def test_a_routes_own_503_says_when_to_try_again(http: httpx.AsyncClient) 
 async def test_an_answer_once_begun_is_sent_to_its_end(http: httpx.AsyncClient) -> None:
     answer = await http.get("/slow-stream")
     assert answer.status_code == 200 and answer.text == "begun and finished"
+
+
+class _Pool:
+    """A pool as the app's probe sees it: every connection taken, or the database gone."""
+
+    def __init__(self, taken: bool) -> None:
+        self.taken = taken
+
+    async def acquire(self, *, timeout: float) -> object:  # noqa: ASYNC109 (asyncpg's)
+        if self.taken:
+            raise TimeoutError
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+async def test_a_pool_with_every_connection_taken_is_not_the_database_out_of_reach() -> None:
+    """The code holding every connection (a leak, a stuck query) while the database answers
+    stays a server error, not a 503 that tells clients to try again and hides the bug."""
+    assert not await probe_fails(pool_probe(_Pool(taken=True)))  # type: ignore[arg-type]
+    assert await probe_fails(pool_probe(_Pool(taken=False)))  # type: ignore[arg-type]
+
+
+async def test_the_outages_503_reaches_a_browser(database: dict[str, bool]) -> None:
+    """The 503 decided after an error no handler took is answered inside CORS, as every other."""
+    from fastapi.middleware.cors import CORSMiddleware
+
+    app = _app(asyncio.Event(), database)
+    app.add_middleware(CORSMiddleware, allow_origins=["https://ui.example"])
+    database["up"] = False
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://renkei") as http:
+        answer = await http.get("/unlisted", headers={"Origin": "https://ui.example"})
+    _is_a_503(answer)
+    assert answer.headers["access-control-allow-origin"] == "https://ui.example"

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Generator
-from functools import partial
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -27,7 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.client import RenkeiClient
 from renkei.app.web import api, codec_server, controls, operator, orgs, portal
-from renkei.app.web.unavailable import TEMPORAL_GONE, unavailable
+from renkei.app.web.unavailable import TEMPORAL_GONE, pool_probe, unavailable
 from renkei.app.web.unavailable import install as answer_503_while_unreachable
 from renkei.kernel import keys
 from renkei.kernel.pseudonyms import Pseudonyms
@@ -155,9 +154,8 @@ def create_app(
     # Innermost: a body read within the deadline the next one keeps (a body sent slowly is cut
     # off as a slow route is).
     app.add_middleware(RefuseLargeBodies)
-    answer_503_while_unreachable(
-        app, partial(pool.fetchval, "SELECT 1")
-    )  # then: the middlewares added next wrap its 503s
+    # then: the middlewares added next wrap its 503s
+    answer_503_while_unreachable(app, pool_probe(pool))
     app.add_middleware(RefuseControlCharacters)
     app.add_middleware(
         CORSMiddleware,

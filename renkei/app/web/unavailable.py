@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
+
+_log = logging.getLogger(__name__)
 
 # Temporal's statuses that say it is out of reach or too slow (a 503, not the caller's fault).
 TEMPORAL_GONE = frozenset(
@@ -80,11 +83,15 @@ async def socket_gone(request: Request, err: Exception) -> JSONResponse:
 class AnswerInTime:
     """503 with ``Retry-After`` for a request whose answer has not started after ``deadline``
     seconds; the route is cancelled. An answer once started is sent to its end. Every 503 (a
-    route's own too) carries ``Retry-After``."""
+    route's own too) carries ``Retry-After``. An error no handler took is a 503 too if it or
+    the database (``probe``) says the database is out of reach."""
 
-    def __init__(self, app: ASGIApp, deadline: float = DEADLINE) -> None:
+    def __init__(
+        self, app: ASGIApp, deadline: float = DEADLINE, probe: Probe | None = None
+    ) -> None:
         self.app = app
         self.deadline = deadline
+        self.probe = probe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,7 +110,16 @@ class AnswerInTime:
             await send(message)
 
         async def answer() -> None:
-            await self.app(scope, receive, sending)
+            try:
+                await self.app(scope, receive, sending)
+            except Exception as err:  # what no handler took: the outage's, or a server error
+                if started.is_set() or not (
+                    gone_in_chain(err) or await probe_fails(self.probe, type(err).__name__)
+                ):
+                    raise
+                await unavailable(
+                    "the platform is out of reach of a server; send the request again"
+                )(scope, receive, sending)
 
         route = asyncio.create_task(answer())
         began = asyncio.create_task(started.wait())
@@ -161,17 +177,39 @@ def gone_in_chain(err: BaseException) -> bool:
     return False
 
 
-async def probe_fails(probe: Probe | None) -> bool:
-    """Whether the database fails ``probe`` now (out of reach, or no answer in time)."""
+async def probe_fails(probe: Probe | None, after: str = "") -> bool:
+    """Whether the database fails ``probe`` now (out of reach, or no answer in time); said in
+    the log, with the type of the error ``after`` which it was asked, when it does."""
     if probe is None:
         return False
     try:
         await asyncio.wait_for(probe(), PROBE_SECONDS)
-    except TimeoutError:
-        return True
     except Exception as err:
-        return gone_in_chain(err)
+        if not (isinstance(err, TimeoutError) or gone_in_chain(err)):
+            return False
+        _log.warning(
+            "answered 503: the database did not answer after %s (%s)", after, type(err).__name__
+        )
+        return True
     return False
+
+
+def pool_probe(pool: asyncpg.Pool) -> Probe:
+    """``SELECT 1`` on a connection of ``pool``'s. A pool whose every connection is taken (the
+    code holding them, the database answering) is not the database out of reach: waiting for
+    a connection past a second is not the probe failing."""
+
+    async def probe() -> None:
+        try:
+            conn = await pool.acquire(timeout=1.0)
+        except TimeoutError:
+            return  # no connection free: the pool's state, not the database's
+        try:
+            await conn.fetchval("SELECT 1")
+        finally:
+            await pool.release(conn)
+
+    return probe
 
 
 def install(app: FastAPI, probe: Probe | None = None) -> None:
@@ -179,15 +217,10 @@ def install(app: FastAPI, probe: Probe | None = None) -> None:
     ``probe`` raises while the database is out of reach: asked only after an error no handler
     took, so that a driver's error of a shape not listed here is still the outage's."""
 
-    async def unexpected(request: Request, err: Exception) -> Response:
-        if gone_in_chain(err) or await probe_fails(probe):
-            return unavailable("the platform is out of reach of a server; send the request again")
-        return PlainTextResponse("Internal Server Error", status_code=500)
-
-    app.add_middleware(AnswerInTime)
+    # What no handler took (or a handler raised on): its chain, then the database, decide,
+    # inside the middlewares added next (CORS), so that a browser reads the 503 too.
+    app.add_middleware(AnswerInTime, probe=probe)
     for kind in DATABASE_GONE:
         app.add_exception_handler(kind, database_gone)
     app.add_exception_handler(asyncpg.InterfaceError, connection_closed)
     app.add_exception_handler(OSError, socket_gone)
-    # What no handler took (or a handler raised on): its chain, then the database, decide.
-    app.add_exception_handler(Exception, unexpected)
