@@ -590,9 +590,11 @@ class DirectLinks:
             )
         address = self._endpoints.get(HUB)
         if address is None:
+            # Asking again changes nothing until the process is configured: the run asks on
+            # the hub's queue at once (the process's ready line says the endpoint is unknown).
             raise Failure.HUB_UNREACHED.error(
                 "no endpoint is configured for the hub (RENKEI_LINKAGE_ENDPOINTS)",
-                non_retryable=False,
+                non_retryable=True,
             )
         carrier: dict[str, str] = {}
         propagate.inject(carrier)

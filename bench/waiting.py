@@ -215,10 +215,20 @@ async def renkei_waiting(
     )
     await Pseudonyms(pool, keys.load(s).hub_key).enroll([uuid.UUID(int=1)], [EXECUTOR])
     address = client.service_client.config.target_host
+    endpoints = dict(s.linkage_endpoints)  # the hub's endpoint, once its worker serves it
     async with running_workers(
-        client, pool, s, default_catalog(), whitelist, agencies=(), executors=()
+        client,
+        pool,
+        s,
+        default_catalog(),
+        whitelist,
+        agencies=(),
+        executors=(),
+        endpoints=endpoints,
     ):
-        return await _in_own_process("renkei", address, s, n)
+        # The executor's process is told where the hub's endpoint is, as a deployment tells it.
+        wired = s.model_copy(update={"linkage_endpoints": endpoints})
+        return await _in_own_process("renkei", address, wired, n)
 
 
 async def plain_waiting(client: Client, settings: Settings, n: int) -> dict[str, float]:

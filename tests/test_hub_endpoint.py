@@ -599,3 +599,30 @@ async def test_copies_of_a_request_in_flight_take_no_place_of_its_executors_shar
         release.set()
         replies = await asyncio.gather(*sent)
     assert len(set(replies)) == 1 and served == [call.run_id]
+
+
+async def test_a_run_whose_worker_does_not_know_the_hubs_endpoint_asks_on_the_queue_at_once(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A control worker not told where the hub's endpoint is (its ready line says so): asking
+    again would change nothing until it is configured, so its runs ask on the hub's queue after
+    the one try, not three."""
+    await register_fixture(pool, f"{BPF}.yaml")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        endpoints = endpoints_of(settings)
+        real = endpoints.pop(HUB)
+        try:
+            handle = await _waiting(settings, client)
+        finally:
+            endpoints[HUB] = real
+        history = await handle.fetch_history()
+        await handle.terminate()
+    assert _resolves(history) == (1, 1)
+    tries = [
+        e.marker_recorded_event_attributes
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    import json
+
+    assert json.loads(tries[0].details["data"].payloads[0].data)["attempt"] == 1
