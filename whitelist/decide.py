@@ -39,6 +39,12 @@ class Decision(BaseModel):
         return "allowed" if self.allowed else "denied"
 
 
+# Decisions an index keeps, by their question (roles, task, info, day, body, consent, sub-task):
+# a day's questions are few (the catalog's roles and the rows' tasks and items), and past this
+# many all are forgotten at once, so memory stays bounded whatever is asked.
+DECISIONS_KEPT = 8192
+
+
 class WhitelistIndex:
     """An immutable in-memory index of whitelist rows."""
 
@@ -74,6 +80,7 @@ class WhitelistIndex:
         self._tasks = {k[1] for k in self._rows}
         self._infos = {k[3] for k in self._rows}
         self._decisions: dict[tuple[str, str, str, str, str], Decision] = {}
+        self._answered: dict[tuple[object, ...], Decision] = {}
 
     def _levels(self, info: str) -> tuple[str, ...]:
         """The keys a query for ``info`` may match: the item itself and, for an ordinance-level
@@ -184,6 +191,42 @@ class WhitelistIndex:
         consented: bool = False,
         sub_task: str | None = None,
     ) -> Decision:
+        """Decide one linkage (see :meth:`_decide`). The index is immutable and a decision a
+        function of its question alone, so the same question on the same day is answered from
+        the decisions already made (at most :data:`DECISIONS_KEPT`, forgotten all at once)."""
+        req = requester_roles if type(requester_roles) is tuple else tuple(requester_roles)
+        prov = provider_roles if type(provider_roles) is tuple else tuple(provider_roles)
+        key = (req, task, prov, info, at, same_body, body, consented, sub_task)
+        found = self._answered.get(key)
+        if found is None:
+            if len(self._answered) >= DECISIONS_KEPT:
+                self._answered.clear()
+            found = self._answered[key] = self._decide(
+                req,
+                task,
+                prov,
+                info,
+                at,
+                same_body=same_body,
+                body=body,
+                consented=consented,
+                sub_task=sub_task,
+            )
+        return found
+
+    def _decide(
+        self,
+        req: tuple[str, ...],
+        task: str,
+        prov: tuple[str, ...],
+        info: str,
+        at: dt.date,
+        *,
+        same_body: bool,
+        body: str | None,
+        consented: bool,
+        sub_task: str | None,
+    ) -> Decision:
         """Decide one linkage. Allowed only if a row valid on ``at`` matches all four ids and,
         for a row of a body's own use (``within-body``), requester and provider are one body
         (``body``, the org, when known) — for a row of a body's own ordinance, that very body;
@@ -195,8 +238,6 @@ class WhitelistIndex:
         lapsed = self.out_of_period(task, info, at)
         if lapsed is not None:
             return Decision(allowed=False, reason=lapsed)
-        req = tuple(requester_roles)
-        prov = tuple(provider_roles)
         expired: WhitelistRow | None = None
         own_use: WhitelistRow | None = None
         levels = self._levels(info)
