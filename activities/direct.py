@@ -61,7 +61,7 @@ from temporalio.exceptions import ApplicationError
 from activities.claims import asked_by, described_run
 from activities.gate import Attempt, WhitelistGate
 from activities.linkage import Provider, answer_admitted
-from renkei.contracts.failures import UNREACHED, Failure
+from renkei.contracts.failures import TIMED_OUT, UNREACHED, Failure
 from renkei.contracts.messages import (
     DirectFailure,
     DirectLinkage,
@@ -332,7 +332,20 @@ class DirectServer:
         pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
         self._pending[seen] = pending
         try:
-            sent = await self._reply_first(party, workflow_id, sealed, codec, opened, serve, span)
+            call = await opened()  # sealed by the executor the workflow id names: it asks
+            with self._share_of(executor_of(workflow_id) or "-"):
+                # Served in the flow's trace, as an activity on a queue is (its context came
+                # sealed, as a Temporal header does): one flow, one trace.
+                token = otel_context.attach(propagate.extract(call.trace))
+                try:
+                    with telemetry.tracer().start_as_current_span(span(call)):
+                        reply = await serve(call)
+                finally:
+                    otel_context.detach(token)
+            [out] = await _sealing(codec, self._prefix, party, workflow_id).encode(
+                [_padded(_CONVERTER.to_payload(reply))]
+            )
+            sent = out.SerializeToString()
         except BaseException as err:
             pending.set_exception(
                 err
@@ -348,31 +361,6 @@ class DirectServer:
         # are a replay, never a try of its own): a replay is answered, not served again.
         self._keep(seen, sent)
         return sent
-
-    async def _reply_first(
-        self,
-        party: str,
-        workflow_id: str,
-        sealed: Payload,
-        codec: ChannelCodec,
-        opened: Callable[[], Awaitable[_Call]],
-        serve: Callable[[_Call], Awaitable[DirectReply | DirectResolved]],
-        span: Callable[[_Call], str],
-    ) -> bytes:
-        call = await opened()  # sealed by the executor the workflow id names: it asks
-        with self._share_of(executor_of(workflow_id) or "-"):
-            # Served in the flow's trace, as an activity on a queue is (its context came
-            # sealed, as a Temporal header does): one flow, one trace.
-            token = otel_context.attach(propagate.extract(call.trace))
-            try:
-                with telemetry.tracer().start_as_current_span(span(call)):
-                    reply = await serve(call)
-            finally:
-                otel_context.detach(token)
-        [out] = await _sealing(codec, self._prefix, party, workflow_id).encode(
-            [_padded(_CONVERTER.to_payload(reply))]
-        )
-        return out.SerializeToString()
 
     @contextlib.contextmanager
     def _share_of(self, executor: str) -> Iterator[None]:
@@ -524,6 +512,20 @@ class DirectLinks:
                 UNREACHED,
                 non_retryable=False,
             )
+        try:
+            # The attempt bounds its own time: the flow gives this local activity no
+            # start-to-close timer (renkei.contracts.retries says why).
+            async with asyncio.timeout(call.timeout_seconds):
+                return await self._asked(provider, address, call)
+        except TimeoutError:
+            raise Failure.PROVIDER_ERROR.error(
+                f"{provider}'s endpoint: no answer within the attempt's time",
+                UNREACHED,
+                TIMED_OUT,
+                non_retryable=False,
+            ) from None
+
+    async def _asked(self, provider: str, address: str, call: DirectLinkage) -> dict[str, object]:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the activity's span: the provider's hang under it
         call = call.model_copy(update={"trace": carrier})
@@ -596,6 +598,17 @@ class DirectLinks:
                 "no endpoint is configured for the hub (RENKEI_LINKAGE_ENDPOINTS)",
                 non_retryable=True,
             )
+        try:
+            # The try bounds its own time: the flow gives this local activity no start-to-close
+            # timer (renkei.contracts.retries says why).
+            async with asyncio.timeout(ENDPOINT_TIMEOUT.total_seconds()):
+                return await self._resolved(address, call)
+        except TimeoutError:
+            raise Failure.HUB_UNREACHED.error(
+                "the hub's endpoint: too slow", non_retryable=True
+            ) from None
+
+    async def _resolved(self, address: str, call: DirectResolve) -> ResolvedRun:
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         call = call.model_copy(update={"trace": carrier})
@@ -823,6 +836,9 @@ def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:
     return Failure.PROVIDER_ERROR.error(
         f"{provider}'s endpoint: {code.name.lower()}" + (f" ({said})" if said else ""),
         UNREACHED,
+        # the call's own deadline, the attempt's time (a status sent by anyone else says the
+        # same: no answer in time, and the step's retries go on alike)
+        *((TIMED_OUT,) if code == grpc.StatusCode.DEADLINE_EXCEEDED else ()),
         non_retryable=False,
     )
 

@@ -466,24 +466,30 @@ def cli_joins(monkeypatch: Any, client: Client, settings: Settings) -> None:
 async def hub_calls(handle: WorkflowHandle[Any, Any]) -> list[str]:
     """The calls a flow made to the hub, in order, as its history says: on the hub's queue, or
     (``hub.resolve``) over the hub's endpoint, a local activity's marker."""
+    return [name for name, _ in calls_to_the_hub(await handle.fetch_history())]
+
+
+def calls_to_the_hub(history: Any) -> list[tuple[str, bool]]:
+    """Each call to the hub in ``history``, in order: its activity's name, and whether it was
+    asked over the hub's endpoint (a ``renkei.direct-resolve`` marker, failed or not) rather
+    than on the hub's queue."""
     import json
 
     from renkei.contracts.names import DIRECT_RESOLVE
 
-    history = await handle.fetch_history()
     calls = []
     for e in history.events:
         if e.HasField("activity_task_scheduled_event_attributes"):
             name = e.activity_task_scheduled_event_attributes.activity_type.name
             if name.startswith("hub."):
-                calls.append(name)
+                calls.append((name, False))
         elif (
             e.HasField("marker_recorded_event_attributes")
             and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
         ):
             data = e.marker_recorded_event_attributes.details["data"].payloads[0].data
             if json.loads(data)["activity_type"] == DIRECT_RESOLVE:
-                calls.append("hub.resolve")
+                calls.append(("hub.resolve", True))
     return calls
 
 

@@ -54,7 +54,17 @@ from renkei.kernel.settings import Settings
 from whitelist.store import LiveWhitelist
 from workers.plugin import attach_registry, party_client
 
-from .helpers import all_chained, child_rearing, code, flow_outcomes, households, pick, workers
+from .helpers import (
+    all_chained,
+    child_rearing,
+    code,
+    flow_outcomes,
+    households,
+    pick,
+    register_fixture,
+    start,
+    workers,
+)
 
 
 @pytest.fixture
@@ -471,6 +481,43 @@ async def test_a_provider_out_of_reach_is_asked_again_until_it_is_back(
     assert set((await flow_outcomes(pool, handle.id)).values()) == {"provided"}
 
 
+async def test_an_attempt_after_one_that_failed_has_its_own_time_in_full(
+    client, pool, direct_settings, catalog, live_whitelist, monkeypatch
+) -> None:
+    """The provider's endpoint fails the first ask after 1.5 s, then takes 2 s to answer each
+    ask (the step allows 3 s an attempt, 5 attempts). The second attempt is answered within its
+    own 3 s and the flow completes. (Temporal's SDK keeps an earlier attempt's start-to-close
+    timer of a local activity running, sdk-rust#1454: it cut the second attempt 1.35 s in,
+    and so each later one, and the linkage failed with every attempt answered in time.)"""
+    from activities.direct import Refused
+
+    await register_fixture(pool, "retry-probe.yaml")  # 3 s an attempt, 5 attempts
+    settings = direct_settings
+    original = DirectServer.answer
+    asks: list[float] = []
+
+    async def answer(self: DirectServer, body: bytes) -> bytes:
+        if envelope_of(body)[0] != "city-shibuya":
+            return await original(self, body)
+        asks.append(asyncio.get_running_loop().time())
+        if len(asks) == 1:
+            await asyncio.sleep(1.5)
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "restarting")
+        await asyncio.sleep(2)
+        return await original(self, body)
+
+    monkeypatch.setattr(DirectServer, "answer", answer)
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await RenkeiClient(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        result = await handle.result()
+    assert result.outcome == "completed", result
+    assert result.result == {"income": h.members[0].taxable_income}
+    assert len(asks) == 2, [round(t - asks[0], 2) for t in asks]
+
+
 @contextlib.asynccontextmanager
 async def _reflecting(address: str, reflected: list[bytes]) -> AsyncIterator[None]:
     """A rogue endpoint at ``address``: it sends each request back as its reply (the sealed
@@ -785,14 +832,19 @@ async def test_an_observer_of_the_wire_cannot_tell_a_households_size_from_the_re
 
 @workflow.defn(name="rogue-direct-ask", sandboxed=False)
 class _RogueAsk:
-    """Any process that reaches Temporal: it schedules the executor's direct-channel activity on
-    the executor's own control queue, with a real request it got hold of."""
+    """Any process that reaches Temporal: it schedules one of the executor's direct-channel
+    activities (its ask of a provider, or of the hub to resolve a run) as an activity on the
+    executor's own control queue, with a request it got hold of, for a run it names (an empty
+    ``workflow_id``: itself, so that the ids of the request and of the calling run agree)."""
 
     @workflow.run
-    async def run(self, queue: str, call: dict[str, Any]) -> str:
+    async def run(self, activity: str, queue: str, call: dict[str, Any]) -> str:
+        if call.get("workflow_id") == "":
+            info = workflow.info()
+            call = {**call, "workflow_id": info.workflow_id, "run_id": info.run_id}
         try:
             await workflow.execute_activity(
-                DIRECT_LINKAGE,
+                activity,
                 call,
                 task_queue=queue,
                 start_to_close_timeout=dt.timedelta(seconds=20),
@@ -819,7 +871,11 @@ async def test_no_process_outside_the_flow_can_run_its_direct_ask(
     async with Worker(rogue, task_queue=queue, workflows=[_RogueAsk]):
         outcome = await rogue.execute_workflow(
             _RogueAsk.run,
-            args=[control_queue(settings.task_queue_prefix, "pref-tokyo"), call.model_dump()],
+            args=[
+                DIRECT_LINKAGE,
+                control_queue(settings.task_queue_prefix, "pref-tokyo"),
+                call.model_dump(),
+            ],
             id=f"rogue/{uuid.uuid4().hex[:8]}",
             task_queue=queue,
         )

@@ -65,6 +65,9 @@ def test_every_sample_has_runs_recorded_on_the_current_paths() -> None:
 
 # The prefix of the runs resolved at the hub's endpoint (recorded with RENKEI_HUB_TRANSPORT=direct).
 RESOLVED = "v{version}-resolved-"
+# Runs whose hub endpoint was out of reach when they started (recorded with its address one where
+# nothing listens): each tried it, then asked ``hub.resolve`` on the hub's queue.
+FALLEN_BACK = "-resolved-fallback-"
 
 
 def test_every_sample_has_runs_recorded_as_resolved_at_the_hubs_endpoint() -> None:
@@ -75,7 +78,11 @@ def test_every_sample_has_runs_recorded_as_resolved_at_the_hubs_endpoint() -> No
     for path in definition_files(SAMPLES_DIR):
         d = load_file(path).definition
         prefix = RESOLVED.format(version=d.version)
-        found = [p for p in FILES if p.parent.name == d.bpf and p.name.startswith(prefix)]
+        found = [
+            p
+            for p in FILES
+            if p.parent.name == d.bpf and p.name.startswith(prefix) and FALLEN_BACK not in p.name
+        ]
         assert found, f"{d.bpf} v{d.version} has no history recorded as {prefix}…"
         for p in found:
             recorded = json.loads(p.read_text(encoding="utf-8"))
@@ -102,6 +109,29 @@ def _resolved_at_the_hubs_endpoint(recorded: dict[str, object]) -> bool:
             seen = json.loads(base64.b64decode(data["data"]))
             local = local or seen["activity_type"] == DIRECT_RESOLVE
     return local and not queued
+
+
+def test_runs_that_fell_back_to_the_hubs_queue_are_recorded() -> None:
+    """Runs that asked the hub's endpoint in vain and then the hub's queue (the endpoint's
+    outage: a failed ``renkei.direct-resolve`` marker, then ``hub.resolve`` on the hub's queue,
+    its answer the run's resolution), so that a change of that path fails a replay too."""
+    found = [p for p in FILES if FALLEN_BACK in p.name]
+    assert found, f"no history recorded as …{FALLEN_BACK}…"
+    for p in found:
+        recorded = json.loads(p.read_text(encoding="utf-8"))
+        history = recorded["history"]
+        assert isinstance(history, dict)
+        calls: list[tuple[str, bool]] = []  # (activity, whether it failed)
+        for e in history["events"]:
+            scheduled = e.get("activityTaskScheduledEventAttributes")
+            if scheduled is not None and scheduled["activityType"]["name"] == "hub.resolve":
+                calls.append(("queue", False))
+            marker = e.get("markerRecordedEventAttributes")
+            if marker is not None and marker["markerName"] == "core_local_activity":
+                [data] = marker["details"]["data"]["payloads"]
+                if json.loads(base64.b64decode(data["data"]))["activity_type"] == DIRECT_RESOLVE:
+                    calls.append(("endpoint", "failure" in marker))
+        assert calls[:2] == [("endpoint", True), ("queue", False)], f"{p.name}: {calls}"
 
 
 def _linkages(recorded: dict[str, object]) -> tuple[list[str], list[str]]:

@@ -103,8 +103,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.contracts.retries import (
         BROKER_GROUP_LIMIT,
+        ENDPOINT_DEADLINE,
         ENDPOINT_RETRY,
-        ENDPOINT_TIMEOUT,
         HUB_RETRY,
         budget_seconds,
         linkage_retry,
@@ -259,7 +259,8 @@ class BpfInterpreter:
         self._lean = False  # whether the run recorded LEAN (asked first thing in ``run``)
         self._folded = False  # whether it recorded LEAN_FOLDED (it folds its upserts)
         self._unmarked = False  # whether its start asked for _UNMARKED_PATHS (no marker)
-        self._resolved_directly = False  # whether the hub resolved it over its endpoint
+        # whether it asked the hub's endpoint to resolve it (then maybe the hub's queue)
+        self._asked_endpoint = False
         # Search attributes set lazily, not yet upserted (a run that folds them).
         self._unset: dict[str, SearchAttributeUpdate[Any]] = {}
         # Brokering ahead: the hub's answers for linkages not reached yet, by step, and for each
@@ -627,13 +628,14 @@ class BpfInterpreter:
             and req.called_by is None
         ):
             info = workflow.info()
-            self._resolved_directly = True
+            self._asked_endpoint = True
             try:
                 resolved: ResolvedRun = await workflow.execute_local_activity(
                     DIRECT_RESOLVE,
                     DirectResolve(workflow_id=info.workflow_id, run_id=info.run_id, request=req),
                     result_type=ResolvedRun,
-                    start_to_close_timeout=ENDPOINT_TIMEOUT,
+                    # each try bounds its own time (ENDPOINT_TIMEOUT): renkei.contracts.retries
+                    schedule_to_close_timeout=ENDPOINT_DEADLINE,
                     retry_policy=ENDPOINT_RETRY,
                 )
                 return resolved
@@ -1246,7 +1248,7 @@ class BpfInterpreter:
             return False
         permit = held.permit.permit
         budget = timedelta(seconds=asked.budget_seconds)
-        if self._resolved_directly:
+        if self._asked_endpoint:  # (stricter than needed after a fallback to the queue)
             return permit.expires_at > max(workflow.now(), permit.issued_at) + budget
         return permit.expires_at >= workflow.now() + budget
 
@@ -1398,7 +1400,10 @@ class BpfInterpreter:
                         ),
                         result_type=RawValue,
                         activity_id=step_id,
-                        start_to_close_timeout=attempt_timeout,
+                        # Each attempt bounds its own time (``timeout_seconds``), not the SDK's
+                        # start-to-close timer, which would time out the attempts after it
+                        # (renkei.contracts.retries); a run with no budget, from before, as then.
+                        start_to_close_timeout=attempt_timeout if budget is None else None,
                         schedule_to_close_timeout=budget,
                         retry_policy=retry,
                     )

@@ -20,7 +20,7 @@ from temporalio.exceptions import (
 )
 from temporalio.exceptions import TimeoutError as StepTimeout
 
-from renkei.contracts.failures import Failure
+from renkei.contracts.failures import TIMED_OUT, Failure
 from renkei.contracts.names import DIRECT_LINKAGE
 
 
@@ -77,6 +77,18 @@ def local_failure(
 ) -> ApplicationError:
     """The flow's failure for a local activity that failed for good, as :func:`step_failure`
     gives it for an activity: the SDK raises a local activity's cause itself."""
+    if (
+        isinstance(err, ApplicationError)
+        and Failure.PROVIDER_ERROR.caused(err)
+        and TIMED_OUT in err.details
+    ):
+        # A direct linkage's last attempt ran out of its own time (it bounds it itself, the SDK's
+        # timer left out: renkei.contracts.retries): as an attempt Temporal timed out, its
+        # retries spent (the step's budget spent is a schedule-to-close timeout, below).
+        return Failure.STEP_TIMED_OUT.error(
+            f"{context}: no answer in time (start-to-close timeout); retries: maximum attempts"
+            " reached"
+        )
     if isinstance(err, ApplicationError):
         return ApplicationError(f"{context}: {err.message}", type=err.type, non_retryable=True)
     if isinstance(err, StepTimeout):

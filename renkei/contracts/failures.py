@@ -69,6 +69,9 @@ class Failure(StrEnum):
 # (none configured, or a gRPC status instead of a sealed reply): nothing the provider said, so the
 # attempt's outcome is ``no_answer``, as for a linkage no worker took from the provider's queue.
 UNREACHED = "provider-unreached"
+# With it, when the attempt ran out of its own time (no answer within the step's timeout): the
+# step fails ``StepTimedOut`` once its attempts are spent, as an attempt timed out by Temporal.
+TIMED_OUT = "attempt-timed-out"
 
 
 # A provider's answers that no retry can change: the law said no, the request is malformed, or

@@ -23,6 +23,14 @@ HUB_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=10))
 # not events every few seconds for as long as the outage lasts.
 ENDPOINT_TIMEOUT = timedelta(seconds=10)
 ENDPOINT_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=4), maximum_attempts=3)
+# A local activity that retries (this one, and a linkage over the direct channel) is given a
+# schedule-to-close timeout only, and each attempt bounds its own time in the activity: Temporal's
+# core SDK leaves an attempt's start-to-close timer running once the attempt has ended (sdk-rust
+# issue 1454, open in the SDK this release uses), so it times out the next attempt however little
+# of its own time that one has used, and each later one likewise (a linkage answered in time at
+# its second attempt failed). This one's: every try and the pauses between them (1 s, 2 s), with
+# a second to spare.
+ENDPOINT_DEADLINE = ENDPOINT_TIMEOUT * 3 + timedelta(seconds=4)
 # At most this many linkages in one call to the hub (hub.broker-group), so one call stays well
 # within the hub's timeout however many lanes a parallel step has.
 BROKER_GROUP_LIMIT = 50
