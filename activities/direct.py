@@ -512,12 +512,15 @@ class DirectLinks:
                 UNREACHED,
                 non_retryable=False,
             )
+        # The attempt bounds its own time: the flow gives this local activity no start-to-close
+        # timer (renkei.contracts.retries says why).
+        own = asyncio.timeout(call.timeout_seconds)
         try:
-            # The attempt bounds its own time: the flow gives this local activity no
-            # start-to-close timer (renkei.contracts.retries says why).
-            async with asyncio.timeout(call.timeout_seconds):
+            async with own:
                 return await self._asked(provider, address, call)
         except TimeoutError:
+            if not own.expired():  # another's timeout (its database's, say): not the attempt's
+                raise
             raise Failure.PROVIDER_ERROR.error(
                 f"{provider}'s endpoint: no answer within the attempt's time",
                 UNREACHED,
@@ -570,10 +573,7 @@ class DirectLinks:
                 non_retryable=False,
             )
         if reply.failure is not None:
-            f = reply.failure
-            raise ApplicationError(
-                f.message, *f.details, type=f.type, non_retryable=f.non_retryable
-            )
+            raise _their_failure(reply.failure)
         assert reply.answer is not None  # neither: refused above
         return reply.answer
 
@@ -598,12 +598,16 @@ class DirectLinks:
                 "no endpoint is configured for the hub (RENKEI_LINKAGE_ENDPOINTS)",
                 non_retryable=True,
             )
+        # The try bounds its own time: the flow gives this local activity no start-to-close
+        # timer (renkei.contracts.retries says why). A try past it is not made again (as a call
+        # past its deadline, below): the run asks on the hub's queue at once.
+        own = asyncio.timeout(ENDPOINT_TIMEOUT.total_seconds())
         try:
-            # The try bounds its own time: the flow gives this local activity no start-to-close
-            # timer (renkei.contracts.retries says why).
-            async with asyncio.timeout(ENDPOINT_TIMEOUT.total_seconds()):
+            async with own:
                 return await self._resolved(address, call)
         except TimeoutError:
+            if not own.expired():  # another's timeout (its database's, say): not the try's
+                raise
             raise Failure.HUB_UNREACHED.error(
                 "the hub's endpoint: too slow", non_retryable=True
             ) from None
@@ -644,10 +648,7 @@ class DirectLinks:
                 non_retryable=False,
             )
         if reply.failure is not None:
-            f = reply.failure
-            raise ApplicationError(
-                f.message, *f.details, type=f.type, non_retryable=f.non_retryable
-            )
+            raise _their_failure(reply.failure)
         assert reply.run is not None
         return reply.run
 
@@ -824,6 +825,15 @@ def _padded(payload: Payload) -> Payload:
                 return payload
             n -= over
         target += PAD  # no filler fits this size exactly: the next one
+
+
+def _their_failure(f: DirectFailure) -> ApplicationError:
+    """The failure a provider (or the hub) sealed in its reply, as the flow takes it: without
+    :data:`TIMED_OUT`, which says that this worker's own attempt ran out of its time and is this
+    worker's to say (a provider saying it would end the step ``StepTimedOut`` at its first
+    attempt, as if every attempt had been spent waiting for it)."""
+    details = [d for d in f.details if d != TIMED_OUT]
+    return ApplicationError(f.message, *details, type=f.type, non_retryable=f.non_retryable)
 
 
 def _rpc_failure(provider: str, err: grpc.aio.AioRpcError) -> ApplicationError:

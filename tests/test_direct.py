@@ -26,9 +26,9 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
@@ -516,6 +516,40 @@ async def test_an_attempt_after_one_that_failed_has_its_own_time_in_full(
     assert result.outcome == "completed", result
     assert result.result == {"income": h.members[0].taxable_income}
     assert len(asks) == 2, [round(t - asks[0], 2) for t in asks]
+
+
+async def test_a_provider_cannot_say_the_executors_attempt_timed_out(
+    client, pool, direct_settings, catalog, live_whitelist, monkeypatch
+) -> None:
+    """city-shibuya's endpoint seals, as its failure, the details the executor's own worker
+    gives an attempt that ran out of its time (final, at once): the flow does not take it for
+    its attempts spent waiting (StepTimedOut), it fails with the provider's own failure."""
+    from activities.direct import DirectFailure
+    from renkei.contracts.failures import TIMED_OUT, UNREACHED
+
+    await register_fixture(pool, "retry-probe.yaml")
+
+    async def answer(
+        self: DirectServer, provider: str, served: Served, call: Any
+    ) -> tuple[None, DirectFailure]:
+        return None, DirectFailure(
+            type="ProviderError",
+            message="no answer in time",
+            non_retryable=True,
+            details=[UNREACHED, TIMED_OUT],
+        )
+
+    monkeypatch.setattr(DirectServer, "_answer", answer)
+    settings = direct_settings
+    h = pick(settings, lambda h: h.municipality == "city-shibuya")
+    async with workers(client, pool, settings, catalog, live_whitelist):
+        handle = await RenkeiClient(client, settings).start(
+            start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+        )
+        with pytest.raises(WorkflowFailureError) as failed:
+            await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "ProviderError", cause
 
 
 @contextlib.asynccontextmanager
