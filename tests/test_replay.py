@@ -114,9 +114,11 @@ def _resolved_at_the_hubs_endpoint(recorded: dict[str, object]) -> bool:
 def test_runs_that_fell_back_to_the_hubs_queue_are_recorded() -> None:
     """Runs that asked the hub's endpoint in vain and then the hub's queue (the endpoint's
     outage: a failed ``renkei.direct-resolve`` marker, then ``hub.resolve`` on the hub's queue,
-    its answer the run's resolution), so that a change of that path fails a replay too."""
+    its answer the run's resolution), so that a change of that path fails a replay too; some
+    of them then asking their providers over the direct channel, as the hub told them."""
     found = [p for p in FILES if FALLEN_BACK in p.name]
     assert found, f"no history recorded as …{FALLEN_BACK}…"
+    asked = 0
     for p in found:
         recorded = json.loads(p.read_text(encoding="utf-8"))
         history = recorded["history"]
@@ -132,6 +134,11 @@ def test_runs_that_fell_back_to_the_hubs_queue_are_recorded() -> None:
                 if json.loads(base64.b64decode(data["data"]))["activity_type"] == DIRECT_RESOLVE:
                     calls.append(("endpoint", "failure" in marker))
         assert calls[:2] == [("endpoint", True), ("queue", False)], f"{p.name}: {calls}"
+        if "-resolved-fallback-direct-" in p.name:  # then over the direct channel, as told
+            queued, _ = _linkages(recorded)
+            assert not queued, f"{p.name}: linkages on the providers' queues: {queued}"
+            asked += len(_linkages(recorded)[1])
+    assert asked, "no run that fell back asked a provider over the direct channel"
 
 
 def _linkages(recorded: dict[str, object]) -> tuple[list[str], list[str]]:
