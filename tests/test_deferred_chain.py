@@ -247,6 +247,168 @@ async def test_only_the_keeper_links_its_chain_and_only_once(
     assert await _problems(pool, settings, "city-minato") == []
 
 
+async def _links(pool: asyncpg.Pool, keeper: str) -> list[tuple[int, bool, int | None]]:
+    """Each chained record's place, whether its link is signed, and where its batch began."""
+    return [
+        (r["chain_seq"], r["link_signature"] is not None, r["link_from"])
+        for r in await pool.fetch(
+            "SELECT chain_seq, link_signature, link_from FROM records.access_records"
+            " WHERE keeper = $1 AND chain_seq IS NOT NULL ORDER BY chain_seq",
+            keeper,
+        )
+    ]
+
+
+async def _link_next(
+    pool: asyncpg.Pool,
+    keeper: str,
+    *,
+    signature: str | None = None,
+    link_from: int | None = None,
+) -> int:
+    """Link the keeper's next waiting record as ``keeper``, with the place and hash its own
+    chainer would give it, but not by its chainer: as the application's database role may
+    (it holds the grant on the chain columns). Return the place."""
+    head = await pool.fetchrow(
+        "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
+        " AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
+        keeper,
+    )
+    seq, prev = (head["chain_seq"] + 1, head["record_hash"]) if head else (1, records.GENESIS)
+    row = await pool.fetchrow(
+        "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
+        " ORDER BY id LIMIT 1",
+        keeper,
+    )
+    linked = records.AccessRecord(**{k: row[k] for k in records.AccessRecord.model_fields})
+    digest = records.record_hash(linked.model_copy(update={"chain_seq": seq, "prev_hash": prev}))
+    await pool.execute(
+        "UPDATE records.access_records SET chain_seq = $2, prev_hash = $3, record_hash = $4,"
+        " chained_by = keeper, link_signature = $5, link_from = $6 WHERE id = $1",
+        row["id"],
+        seq,
+        prev,
+        digest,
+        signature,
+        link_from,
+    )
+    return seq
+
+
+async def test_a_chainer_signs_each_batch_once_at_its_last_link(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """One signature a batch (issue #16): the last link names where its batch began, the links
+    before it carry none, and the chain verifies."""
+    own = await _party(pool, settings)
+    for i in range(1, 6):
+        r = access_record(own.party, i, attempt_key=f"f{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+    assert await _chain_all(pool, own) == 5
+    for i in range(6, 9):
+        r = access_record(own.party, i, attempt_key=f"f{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+    assert await _chain_all(pool, own) == 3
+    assert await _links(pool, own.party) == [
+        (1, False, None),
+        (2, False, None),
+        (3, False, None),
+        (4, False, None),
+        (5, True, 1),
+        (6, False, None),
+        (7, False, None),
+        (8, True, 6),
+    ]
+    assert await _problems(pool, settings, own.party, unchained_for=dt.timedelta(0)) == []
+
+
+async def test_a_link_no_batch_of_the_keepers_covers_is_reported(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The application's role links an org's waiting records in the org's name without its
+    signature, ahead of the org's chainer: reported where it did, also after the org's chainer
+    has gone on and signed its own batch behind it (whose hash covers the foreign links)."""
+    own = await _party(pool, settings)
+    for i in range(1, 5):
+        r = access_record(own.party, i, attempt_key=f"g{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+    assert await _chain_all(pool, own) == 4  # a batch of its own first: 1..4
+    for i in range(5, 9):
+        r = access_record(own.party, i, attempt_key=f"g{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+    assert await _link_next(pool, own.party) == 5
+    assert await _link_next(pool, own.party) == 6
+    # At the chain's end: linked, and no signature of the keeper's after it.
+    assert await _problems(pool, settings, own.party) == [records_uncovered()]
+    # The keeper's chainer goes on after them (its batch: 7..8, signed from 7).
+    assert await _chain_all(pool, own) == 2
+    assert (await _links(pool, own.party))[-1] == (8, True, 7)
+    found = await records.verify(pool, keys.load(settings).signer(), [own.party])
+    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(5, records_uncovered())]
+
+    # A batch's signature taken from another link, or its batch widened, holds for nothing.
+    other = await _party(pool, settings)
+    for i in range(1, 4):
+        r = access_record(other.party, i, attempt_key=f"h{i}")
+        await records.write(pool, r, signer=other, deferred=True)
+    assert await _chain_all(pool, other) == 3
+    [signed] = await pool.fetch(
+        "SELECT link_signature FROM records.access_records WHERE keeper = $1"
+        " AND link_signature IS NOT NULL",
+        other.party,
+    )
+    for i in range(4, 6):
+        r = access_record(other.party, i, attempt_key=f"h{i}")
+        await records.write(pool, r, signer=other, deferred=True)
+    await _link_next(pool, other.party)
+    await _link_next(pool, other.party, signature=signed["link_signature"], link_from=1)
+    assert await _problems(pool, settings, other.party) == [
+        f"its link: its signature is not {other.party}'s"
+    ]
+
+
+async def test_a_batchs_signature_removed_or_moved_is_reported(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A database administrator (triggers off) takes a batch's signature away, or names an
+    earlier start for it to cover links someone else set: the links are reported."""
+    own = await _party(pool, settings)
+    for i in range(1, 4):
+        r = access_record(own.party, i, attempt_key=f"k{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+    assert await _chain_all(pool, own) == 3
+    await _tamper(
+        pool,
+        "UPDATE records.access_records SET link_signature = NULL, link_from = NULL"
+        " WHERE keeper = $1 AND chain_seq = 3",
+        own.party,
+    )
+    found = await records.verify(pool, keys.load(settings).signer(), [own.party])
+    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(1, records_uncovered())]
+
+    other = await _party(pool, settings)
+    for i in range(1, 3):
+        r = access_record(other.party, i, attempt_key=f"m{i}")
+        await records.write(pool, r, signer=other, deferred=True)
+    assert await _link_next(pool, other.party) == 1
+    assert await _chain_all(pool, other) == 1
+    assert await _links(pool, other.party) == [(1, False, None), (2, True, 2)]
+    await _tamper(
+        pool,
+        "UPDATE records.access_records SET link_from = 1 WHERE keeper = $1 AND chain_seq = 2",
+        other.party,
+    )
+    assert await _problems(pool, settings, other.party) == [
+        f"its link: its signature is not {other.party}'s"
+    ]
+
+
+def records_uncovered() -> str:
+    return (
+        "linked without a signature of its keeper's: no batch its keeper's chainer signed covers it"
+    )
+
+
 async def test_an_outcome_binds_to_a_hub_record_not_yet_chained(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:

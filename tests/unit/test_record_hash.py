@@ -15,7 +15,15 @@ AT = dt.datetime(2026, 11, 27, 3, 0, 0, 123456, tzinfo=dt.UTC)
 # Set when the record is written, over the hash: not part of it.
 # The signatures, and what a record written unchained carries besides (its entry hash, which
 # covers the same content, and its chainer's link, which signs this hash).
-NOT_HASHED = {"record_hash", "signer", "signature", "entry_hash", "chained_by", "link_signature"}
+NOT_HASHED = {
+    "record_hash",
+    "signer",
+    "signature",
+    "entry_hash",
+    "chained_by",
+    "link_signature",
+    "link_from",
+}
 # What a record written unchained has when its writer signs it: no place in the chain yet.
 PLACE = {"chain_seq", "prev_hash"}
 

@@ -64,8 +64,12 @@ class AccessRecord(BaseModel):
     # entry hash (written unchained: chained behind, by its keeper's chainer).
     signature: str | None = None
     entry_hash: str | None = None  # written unchained: the hash of its content, when written
-    chained_by: str | None = None  # the chainer that gave it its place, and signed the link
+    chained_by: str | None = None  # the chainer that gave it its place
+    # The chainer's signature: over this one link (``link_from`` None), or, at the last link of
+    # a batch, over the batch from place ``link_from`` to this one (the links before it in the
+    # batch carry none: this link's hash covers theirs).
     link_signature: str | None = None
+    link_from: int | None = None
 
 
 class RecordSigner(NamedTuple):
@@ -77,7 +81,7 @@ class RecordSigner(NamedTuple):
 
 _CHAINED = ("chain_seq", "prev_hash", "record_hash", "recorded_at")
 _SIGNED = ("signer", "signature")
-_LINKED = ("entry_hash", "chained_by", "link_signature")
+_LINKED = ("entry_hash", "chained_by", "link_signature", "link_from")
 _CONTENT = [f for f in AccessRecord.model_fields if f not in (*_CHAINED, *_SIGNED, *_LINKED)]
 _COLUMNS = [*_CONTENT, *_CHAINED, *_SIGNED, *_LINKED]
 COLUMNS: tuple[str, ...] = tuple(_COLUMNS)  # a record's columns, in the table's order
@@ -94,6 +98,12 @@ def _entry_message(keeper: str, digest: str) -> bytes:
 
 def _link_message(keeper: str, seq: int, digest: str) -> bytes:
     return f"renkei/link/v1|{keeper}|{seq}|{digest}".encode()
+
+
+def _batch_message(keeper: str, first: int, last: int, digest: str) -> bytes:
+    """What a chainer signs for the links ``first`` to ``last`` of ``keeper``'s chain: the
+    last one's record hash, which covers each link before it (migration 0067)."""
+    return f"renkei/links/v1|{keeper}|{first}|{last}|{digest}".encode()
 
 
 def may_chain(party: str, keeper: str) -> bool:
@@ -339,6 +349,7 @@ async def append_unchained_many(
                     "recorded_at": now,
                     "chained_by": None,
                     "link_signature": None,
+                    "link_from": None,
                 }
             )
             digest = entry_hash(stamped)
@@ -425,7 +436,8 @@ async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) 
     the order they were stored, inside the caller's transaction; return how many.
 
     Under the chain's lock (the one :func:`append` takes): read the head, link each record to
-    the one before, sign each link, and set them all in one statement. The database allows a
+    the one before, sign the batch once at its last link (:func:`_batch_message`), and set
+    them all in one statement. The database allows a
     record this one change, once (migration 0044). A chainer never waits for the lock: held by
     another transaction (another worker of the keeper chaining, an inline writer, or the
     keeper's own database role holding it open), nothing is linked now (0 is returned) and the
@@ -464,11 +476,11 @@ async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) 
         keeper,
     )
     seq, prev = (last["chain_seq"], last["record_hash"]) if last else (0, GENESIS)
+    first = seq + 1
     ids: list[int] = []
     seqs: list[int] = []
     prevs: list[str] = []
     digests: list[str] = []
-    signatures: list[str] = []
     for row in pending:
         seq += 1
         # The stored values as they are (no model built: the chainer's time is per record).
@@ -477,22 +489,27 @@ async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) 
         seqs.append(seq)
         prevs.append(prev)
         digests.append(digest)
-        signatures.append(
-            base64.b64encode(signer.key.sign(_link_message(keeper, seq, digest))).decode()
-        )
         prev = digest
+    # One signature for the batch, at its last link: that link's hash covers every one before
+    # it, and the signature names where the batch began, so a link someone else set before it
+    # is not taken as the keeper's (migration 0067).
+    signature = base64.b64encode(signer.key.sign(_batch_message(keeper, first, seq, prev))).decode()
     status = await conn.execute(
         "UPDATE records.access_records a SET chain_seq = u.seq, prev_hash = u.prev,"
-        " record_hash = u.digest, chained_by = $1, link_signature = u.signature"
-        " FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])"
-        " AS u(id, seq, prev, digest, signature)"
+        " record_hash = u.digest, chained_by = $1,"
+        " link_signature = CASE WHEN u.seq = $6 THEN $7 END,"
+        " link_from = CASE WHEN u.seq = $6 THEN $8::bigint END"
+        " FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[])"
+        " AS u(id, seq, prev, digest)"
         " WHERE a.id = u.id AND a.chain_seq IS NULL",
         signer.party,
         ids,
         seqs,
         prevs,
         digests,
-        signatures,
+        seq,
+        signature,
+        first,
     )
     if status != f"UPDATE {len(ids)}":  # under the lock, no other chainer: cannot happen
         raise RuntimeError(f"chaining {keeper}'s records: {status}, expected {len(ids)}")

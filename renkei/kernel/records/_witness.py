@@ -22,6 +22,7 @@ from renkei.kernel.records._chain import (
     AccessRecord,
     Conn,
     RecordSigner,
+    _batch_message,
     _canonical,
     _entry_message,
     _from_row,
@@ -476,6 +477,9 @@ async def _verify_chain(
     at_seq: dict[int, str] = {}
     wanted = {m["chain_seq"] for m in marks} | ({exported.chain_seq} if exported else set())
     waiting: Break | None = None  # the first record left unchained too long
+    # The first of the links since the last signed one: a batch's signature, at its last link,
+    # must cover it (it names where the batch began).
+    uncovered: int | None = None
     async for row in _chain(conn, keeper):
         count += 1
         rec = _from_row(row)
@@ -522,11 +526,19 @@ async def _verify_chain(
         )
         if unsigned is not None:
             return count, Break(keeper=keeper, chain_seq=seq, problem=unsigned)
+        if rec.entry_hash is not None and rec.link_signature is None:
+            uncovered = seq if uncovered is None else uncovered  # its batch's signature follows
+        elif uncovered is not None:
+            if rec.link_from is None or rec.link_from > uncovered:
+                return count, Break(keeper=keeper, chain_seq=uncovered, problem=_UNCOVERED)
+            uncovered = None
         signed_seen = signed_seen or rec.signature is not None
         if seq in wanted:
             at_seq[seq] = rec.record_hash or ""
         prev = rec.record_hash or ""
         expected += 1
+    if uncovered is not None:
+        return count, Break(keeper=keeper, chain_seq=uncovered, problem=_UNCOVERED)
     for mark in sorted(marks, key=lambda m: m["chain_seq"]):
         seq = mark["chain_seq"]
         signer = mark["signer"] or HUB
@@ -607,16 +619,26 @@ def _entry_problem(
     )
 
 
+_UNCOVERED = (
+    "linked without a signature of its keeper's: no batch its keeper's chainer signed covers it"
+)
+
+
 def _link_problem(
     rec: AccessRecord, ring: dict[str, PartyKey], chained_at: dt.datetime | None
 ) -> str | None:
     """What is wrong with the link a chainer gave a record written unchained."""
     chainer = rec.chained_by or ""
-    if not may_chain(chainer, rec.keeper) or rec.link_signature is None:
+    if not may_chain(chainer, rec.keeper):
         return f"linked by {chainer!r}, who may not chain {rec.keeper}'s records"
+    if rec.link_signature is None:
+        return None  # inside a batch: its chainer's signature is at the batch's last link
+    seq, digest = rec.chain_seq or 0, rec.record_hash or ""
     problem = _signed(
         chainer,
-        _link_message(rec.keeper, rec.chain_seq or 0, rec.record_hash or ""),
+        _link_message(rec.keeper, seq, digest)
+        if rec.link_from is None
+        else _batch_message(rec.keeper, rec.link_from, seq, digest),
         rec.link_signature,
         ring,
         chained_at,
