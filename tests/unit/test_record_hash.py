@@ -166,3 +166,32 @@ def test_the_chainers_hash_of_stored_values_is_the_records() -> None:
     held = record(hold_until=AT, hold_reason="investigation", trigger="counter")
     stored = {**held.model_dump(), "id": 7, "stored_at": AT, "chained_at": None}
     assert _hash_of(stored) == record_hash(held)
+
+
+def test_the_canonical_body_turns_exactly_the_times_and_nothing_else() -> None:
+    """The body converts only the fields that hold a time: the same bytes as converting every
+    value (how it was defined), for a record with every optional field set, times in JST."""
+    import json
+
+    from renkei.kernel.records._chain import _HASHED, _LATER, _TIMES, _body, _canonical
+
+    full = record(
+        decided_at=AT.astimezone(JST),
+        recorded_at=AT.astimezone(JST),
+        hold_until=AT.astimezone(JST) + dt.timedelta(days=3),
+        hold_reason='調査中\n"引用"\\',
+        trigger="counter",
+        parent_workflow_id="wf-0",
+        parent_bpf="portal",
+        purpose_task="child-allowance",
+        sub_task="sub",
+    )
+    for values in (full.__dict__, record().__dict__):
+        defined = json.dumps(
+            {f: _canonical(values[f]) for f in _HASHED if not (values[f] is None and f in _LATER)},
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        assert _body(values, _HASHED) == defined
+    assert _TIMES == {f for f, v in full.__dict__.items() if isinstance(v, dt.datetime)}

@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -141,15 +141,27 @@ _ENTRY = tuple(f for f in _HASHED if f != "chain_seq")
 _ENCODE = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
 
 
+# The fields that hold a time: only they need :func:`_canonical` (a stored row's are the same
+# columns, as ``timestamptz``).
+_TIMES = frozenset(
+    f
+    for f, info in AccessRecord.model_fields.items()
+    if dt.datetime in get_args(info.annotation) or info.annotation is dt.datetime
+)
+
+
 def _body(values: Mapping[str, object], fields: Sequence[str]) -> str:
     """The canonical JSON of ``fields`` of ``values``: a field added later (:data:`_LATER`)
     only when set."""
     body: dict[str, object] = {}
     for f in fields:
         value = values[f]
-        if value is None and f in _LATER:
-            continue
-        body[f] = _canonical(value)  # a time as UTC with microseconds, whatever its zone
+        if value is None:
+            if f in _LATER:
+                continue
+        elif f in _TIMES:  # a time as UTC with microseconds, whatever its zone
+            value = _canonical(value)
+        body[f] = value
     return _ENCODE(body)
 
 
