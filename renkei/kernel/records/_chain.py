@@ -173,7 +173,12 @@ def _hash_of(values: Mapping[str, object]) -> str:
 def entry_hash(record: AccessRecord) -> str:
     """The hash of what ``record`` says, without its place in the chain: what its writer signs
     when it writes the record unchained (its place and the link come later, from the chainer)."""
-    return hashlib.sha256(f"entry\n{_body(record.__dict__, _ENTRY)}".encode()).hexdigest()
+    return _entry_hash_of(record.__dict__)
+
+
+def _entry_hash_of(values: Mapping[str, object]) -> str:
+    """:func:`entry_hash` of a record's values."""
+    return hashlib.sha256(f"entry\n{_body(values, _ENTRY)}".encode()).hexdigest()
 
 
 def _from_row(row: asyncpg.Record) -> AccessRecord:
@@ -353,7 +358,10 @@ async def append_unchained_many(
             key = (record.keeper, record.attempt_key)
             if key in rows:
                 continue
-            stamped = record.model_copy(
+            # Its entry hash covers neither its place nor its link: only the time stamped here
+            # changes what is hashed (one copy of the record made, not two).
+            digest = _entry_hash_of({**record.__dict__, "recorded_at": now})
+            rows[key] = record.model_copy(
                 update={
                     "chain_seq": None,
                     "prev_hash": None,
@@ -362,16 +370,15 @@ async def append_unchained_many(
                     "chained_by": None,
                     "link_signature": None,
                     "link_from": None,
+                    "entry_hash": digest,
+                    "signer": None if signer is None else signer.party,
+                    "signature": None
+                    if signer is None
+                    else base64.b64encode(
+                        signer.key.sign(_entry_message(record.keeper, digest))
+                    ).decode(),
                 }
             )
-            digest = entry_hash(stamped)
-            signed: dict[str, object] = {"entry_hash": digest, "signer": None, "signature": None}
-            if signer is not None:
-                signed["signer"] = signer.party
-                signed["signature"] = base64.b64encode(
-                    signer.key.sign(_entry_message(record.keeper, digest))
-                ).decode()
-            rows[key] = stamped.model_copy(update=signed)
     ordered = [rows[k] for k in sorted(rows)]  # one order for every writer: no deadlock
     given = _ROWS.dump_json(ordered).decode()
     if not conn.is_in_transaction():
