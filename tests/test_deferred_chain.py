@@ -403,6 +403,136 @@ async def test_a_batchs_signature_removed_or_moved_is_reported(
     ]
 
 
+async def _insert(conn: asyncpg.Connection | asyncpg.Pool, record: records.AccessRecord) -> None:
+    """Insert ``record`` as it is, every column as given (not through the module)."""
+    from renkei.kernel.records._chain import _COLUMNS
+
+    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
+    await conn.execute(
+        f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+        *(getattr(record, c) for c in _COLUMNS),
+    )
+
+
+async def test_a_record_chained_as_written_ends_no_batch_of_links_someone_else_set(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The hub (its key, the application's role) links an org's waiting records in the org's
+    name, then writes a record of its own into the org's chain, chained as written and carrying
+    a batch's end from there: the links stay reported, and the database refuses the carrier.
+    A database administrator who drops the table's checks gets no further with verify."""
+    from renkei.kernel.records._witness import _verify_chain
+
+    own = await _party(pool, settings)
+    hub = _hub(settings)
+    for i in range(1, 5):
+        r = access_record(own.party, i, attempt_key=f"n{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+        if i == 2:
+            assert await _chain_all(pool, own) == 2
+    assert await _link_next(pool, own.party) == 3
+    assert await _link_next(pool, own.party) == 4
+    carrier = access_record(own.party, 5, attempt_key="n5").model_copy(
+        update={
+            "chained_by": own.party,
+            "link_signature": "x",
+            "link_from": 3,
+            "recorded_at": dt.datetime.now(dt.UTC),
+        }
+    )
+    head = await pool.fetchval(
+        "SELECT record_hash FROM records.access_records WHERE keeper = $1 AND chain_seq = 4",
+        own.party,
+    )
+    placed = carrier.model_copy(update={"chain_seq": 5, "prev_hash": head})
+    digest = records.record_hash(placed)
+    placed = placed.model_copy(
+        update={
+            "record_hash": digest,
+            "signer": "hub",
+            "signature": base64.b64encode(
+                hub.key.sign(f"renkei/record/v1|{own.party}|5|{digest}".encode())
+            ).decode(),
+        }
+    )
+    # Inserted as it is, signed by the hub: refused.
+    with pytest.raises(asyncpg.CheckViolationError):
+        await _insert(pool, placed)
+    # A database administrator drops the checks (in a transaction rolled back after): verify
+    # reports the carrier.
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("SET LOCAL ROLE NONE")
+            await conn.execute(
+                "ALTER TABLE records.access_records DROP CONSTRAINT linked_once_placed"
+            )
+            await _insert(conn, placed)
+            ring = await records.keyring(conn, hub.key.public_key())
+            _, broken = await _verify_chain(conn, own.party, True, [], ring, None)
+            assert broken is not None
+            assert (broken.chain_seq, broken.problem) == (
+                5,
+                "chained as written, yet it carries a chainer's link",
+            )
+        finally:
+            await tx.rollback()
+    # Written through the module: chained as written, it carries no link whatever it is given,
+    # and ends no batch.
+    [written] = await records.write(pool, carrier, signer=hub)
+    assert (written.chain_seq, written.chained_by, written.link_from) == (5, None, None)
+    found = await records.verify(pool, keys.load(settings).signer(), [own.party])
+    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(3, records_uncovered())]
+
+
+async def test_a_row_waiting_for_its_place_carries_no_link(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A row inserted unchained with a chainer's name could never be linked by its chainer (a
+    row changes only from unlinked to linked), and the chainer takes rows in order: it would
+    stall the chain for good. The database refuses it; the chain goes on."""
+    own = await _party(pool, settings)
+    poisoned = access_record(own.party, 1, attempt_key="p1").model_copy(
+        update={"entry_hash": "e", "chained_by": own.party, "recorded_at": dt.datetime.now(dt.UTC)}
+    )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await _insert(pool, poisoned)
+    await records.write(
+        pool, access_record(own.party, 1, attempt_key="p1"), signer=own, deferred=True
+    )
+    assert await _chain_all(pool, own) == 1
+
+
+async def test_a_batch_begins_where_its_signature_says(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A batch's signature, even the keeper's, names the first link after the last one signed
+    before it: a batch said to begin elsewhere is reported."""
+    from renkei.kernel.records._chain import _batch_message
+
+    own = await _party(pool, settings)
+    for i in range(1, 4):
+        r = access_record(own.party, i, attempt_key=f"q{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+        if i == 2:
+            assert await _chain_all(pool, own) == 2  # 1..2, signed from 1
+    row = await pool.fetchrow(
+        "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL", own.party
+    )
+    head = await pool.fetchval(
+        "SELECT record_hash FROM records.access_records WHERE keeper = $1 AND chain_seq = 2",
+        own.party,
+    )
+    linked = records.AccessRecord(**{k: row[k] for k in records.AccessRecord.model_fields})
+    digest = records.record_hash(linked.model_copy(update={"chain_seq": 3, "prev_hash": head}))
+    signature = base64.b64encode(own.key.sign(_batch_message(own.party, 1, 3, digest))).decode()
+    assert await _link_next(pool, own.party, signature=signature, link_from=1) == 3
+    assert await _problems(pool, settings, own.party) == [
+        "its link names a batch that did not begin where it says"
+    ]
+
+
 def records_uncovered() -> str:
     return (
         "linked without a signature of its keeper's: no batch its keeper's chainer signed covers it"
@@ -445,6 +575,15 @@ async def test_an_outcome_binds_to_a_hub_record_not_yet_chained(
         ring = await records.keyring(conn, hub.key.public_key())
         assert await records.verify_outcomes(conn, ring) is None
     assert await _problems(pool, settings, records.HUB, unchained_for=dt.timedelta(0)) == []
+    # The trigger the outcomes share with the access records refuses their owner a change too,
+    # as append-only (it reads the chain columns of access records only).
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL ROLE NONE")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute(
+                "UPDATE records.attempt_outcomes SET outcome = outcome WHERE attempt_key = $1",
+                attempt,
+            )
 
 
 async def test_linkages_with_deferred_chaining_leave_one_chained_record_per_party_and_attempt(

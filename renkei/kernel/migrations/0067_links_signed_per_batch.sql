@@ -12,14 +12,27 @@
 --    whoever else linked (the application's role may set the columns) is reported, as before,
 --    even when the keeper's chainer goes on after it.
 --  * Links signed one by one (`link_from` NULL) verify as they did.
+--  * Only a record written unchained carries a link, and only once placed: a row inserted with
+--    a chainer's name (which would stall its keeper's chainer for good, the row no longer
+--    changing from unlinked to linked), or a record chained as written carrying a batch's end
+--    (to close a run of links someone else set), is refused.
+--  * The append-only trigger is shared with other tables: its chaining branch reads the chain
+--    columns of access records only.
 ALTER TABLE records.access_records ADD COLUMN link_from bigint;
+-- A link belongs to a record written unchained, once it has its place: none on a record
+-- waiting for its place (its chainer could not link it then: the row may change only from
+-- unlinked to linked), none on a record chained as it was written.
 ALTER TABLE records.access_records
     DROP CONSTRAINT linked_by_someone,
     ADD CONSTRAINT linked_by_someone CHECK (
         chained_by IS NOT NULL OR (link_signature IS NULL AND link_from IS NULL)
     ),
+    ADD CONSTRAINT linked_once_placed CHECK (
+        (chain_seq IS NOT NULL AND entry_hash IS NOT NULL)
+        OR (chained_by IS NULL AND link_signature IS NULL AND link_from IS NULL)
+    ),
     ADD CONSTRAINT a_batch_signed_at_its_end CHECK (
-        link_from IS NULL OR (link_signature IS NOT NULL AND link_from <= chain_seq)
+        link_from IS NULL OR (link_signature IS NOT NULL AND link_from BETWEEN 1 AND chain_seq)
     );
 
 CREATE OR REPLACE FUNCTION records.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -32,16 +45,19 @@ BEGIN
             (SELECT retention FROM records.policy) USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- Chaining: an unchained record gets its place and its chainer's name (and, at a batch's
-    -- end, its signature), once, and nothing else of it changes.
-    IF OLD.chain_seq IS NULL AND OLD.chained_by IS NULL
-        AND NEW.chain_seq IS NOT NULL AND NEW.chained_by IS NOT NULL
-        AND (to_jsonb(NEW) - ARRAY['chain_seq', 'prev_hash', 'record_hash', 'chained_by',
-                                   'link_signature', 'link_from', 'chained_at'])
-            = (to_jsonb(OLD) - ARRAY['chain_seq', 'prev_hash', 'record_hash', 'chained_by',
-                                     'link_signature', 'link_from', 'chained_at'])
-    THEN
-        NEW.chained_at := clock_timestamp();
-        RETURN NEW;
+    -- end, its signature), once, and nothing else of it changes. Only access records are
+    -- chained so (the other tables this guards have no such columns: they change in nothing).
+    IF TG_TABLE_NAME = 'access_records' THEN
+        IF OLD.chain_seq IS NULL AND OLD.chained_by IS NULL
+            AND NEW.chain_seq IS NOT NULL AND NEW.chained_by IS NOT NULL
+            AND (to_jsonb(NEW) - ARRAY['chain_seq', 'prev_hash', 'record_hash', 'chained_by',
+                                       'link_signature', 'link_from', 'chained_at'])
+                = (to_jsonb(OLD) - ARRAY['chain_seq', 'prev_hash', 'record_hash', 'chained_by',
+                                         'link_signature', 'link_from', 'chained_at'])
+        THEN
+            NEW.chained_at := clock_timestamp();
+            RETURN NEW;
+        END IF;
     END IF;
     RAISE EXCEPTION '% on % is not allowed: records are append-only', TG_OP, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege';

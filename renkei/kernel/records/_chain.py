@@ -266,6 +266,11 @@ async def append(
                         "prev_hash": prev,
                         # microseconds, as PostgreSQL keeps them: the hash survives the round trip
                         "recorded_at": dt.datetime.now(dt.UTC),
+                        # chained as written: no entry hash, and no chainer's link
+                        "entry_hash": None,
+                        "chained_by": None,
+                        "link_signature": None,
+                        "link_from": None,
                     }
                 )
                 digest = record_hash(chained)

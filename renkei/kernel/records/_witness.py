@@ -526,12 +526,24 @@ async def _verify_chain(
         )
         if unsigned is not None:
             return count, Break(keeper=keeper, chain_seq=seq, problem=unsigned)
-        if rec.entry_hash is not None and rec.link_signature is None:
-            uncovered = seq if uncovered is None else uncovered  # its batch's signature follows
-        elif uncovered is not None:
-            if rec.link_from is None or rec.link_from > uncovered:
+        if rec.entry_hash is None:
+            # Chained as written: no chainer's link to carry, and none to end a batch with.
+            if uncovered is not None:
                 return count, Break(keeper=keeper, chain_seq=uncovered, problem=_UNCOVERED)
+        elif rec.link_signature is None:
+            uncovered = seq if uncovered is None else uncovered  # its batch's signature follows
+        elif rec.link_from is not None:
+            # A batch's end (its signature held, above): the batch begins just after the last
+            # link signed before it, at the first of the links waiting for a signature.
+            if rec.link_from != (seq if uncovered is None else uncovered):
+                return count, Break(
+                    keeper=keeper,
+                    chain_seq=uncovered or seq,
+                    problem=_UNCOVERED if uncovered is not None else _NOT_ITS_BATCH,
+                )
             uncovered = None
+        elif uncovered is not None:  # signed on its own, after links no signature covered
+            return count, Break(keeper=keeper, chain_seq=uncovered, problem=_UNCOVERED)
         signed_seen = signed_seen or rec.signature is not None
         if seq in wanted:
             at_seq[seq] = rec.record_hash or ""
@@ -622,6 +634,7 @@ def _entry_problem(
 _UNCOVERED = (
     "linked without a signature of its keeper's: no batch its keeper's chainer signed covers it"
 )
+_NOT_ITS_BATCH = "its link names a batch that did not begin where it says"
 
 
 def _link_problem(
@@ -652,6 +665,8 @@ def _signature_problem(
     signed_seen: bool,
     stored_at: dt.datetime | None = None,
 ) -> str | None:
+    if rec.chained_by is not None or rec.link_signature is not None or rec.link_from is not None:
+        return "chained as written, yet it carries a chainer's link"
     if rec.signature is None:
         # Records from before signatures stand as they are; none may follow a signed one.
         return "unsigned, after signed records (written without a key)" if signed_seen else None
