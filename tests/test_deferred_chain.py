@@ -367,6 +367,53 @@ async def test_a_link_no_batch_of_the_keepers_covers_is_reported(
     ]
 
 
+async def test_links_signed_one_by_one_then_batches_verify(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A chain linked one by one by a chainer from before (each link signed on its own), then
+    in batches: it verifies, and a legacy link whose signature is another's is still reported."""
+    own = await _party(pool, settings)
+    for i in range(1, 6):
+        r = access_record(own.party, i, attempt_key=f"l{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+    for seq in (1, 2):
+        row = await pool.fetchrow(
+            "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
+            " ORDER BY id LIMIT 1",
+            own.party,
+        )
+        head = await pool.fetchval(
+            "SELECT record_hash FROM records.access_records WHERE keeper = $1 AND chain_seq = $2",
+            own.party,
+            seq - 1,
+        )
+        linked = records.AccessRecord(**{k: row[k] for k in records.AccessRecord.model_fields})
+        digest = records.record_hash(
+            linked.model_copy(update={"chain_seq": seq, "prev_hash": head or records.GENESIS})
+        )
+        signature = base64.b64encode(own.key.sign(_link_message(own.party, seq, digest))).decode()
+        assert await _link_next(pool, own.party, signature=signature) == seq
+    assert await _chain_all(pool, own) == 3
+    assert await _links(pool, own.party) == [
+        (1, True, None),
+        (2, True, None),
+        (3, False, None),
+        (4, False, None),
+        (5, True, 3),
+    ]
+    assert await _problems(pool, settings, own.party, unchained_for=dt.timedelta(0)) == []
+
+    other = await _party(pool, settings)
+    await records.write(
+        pool, access_record(other.party, 1, attempt_key="l1"), signer=other, deferred=True
+    )
+    forged = base64.b64encode(own.key.sign(b"renkei/link/v1|x|1|y")).decode()
+    await _link_next(pool, other.party, signature=forged)
+    assert await _problems(pool, settings, other.party) == [
+        f"its link: its signature is not {other.party}'s"
+    ]
+
+
 async def test_a_batchs_signature_removed_or_moved_is_reported(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
@@ -384,6 +431,18 @@ async def test_a_batchs_signature_removed_or_moved_is_reported(
         own.party,
     )
     found = await records.verify(pool, keys.load(settings).signer(), [own.party])
+    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(1, records_uncovered())]
+
+    # The batch's last link removed whole: the links before it are left with no signature.
+    cut = await _party(pool, settings)
+    for i in range(1, 4):
+        r = access_record(cut.party, i, attempt_key=f"c{i}")
+        await records.write(pool, r, signer=cut, deferred=True)
+    assert await _chain_all(pool, cut) == 3
+    await _tamper(
+        pool, "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq = 3", cut.party
+    )
+    found = await records.verify(pool, keys.load(settings).signer(), [cut.party])
     assert [(b.chain_seq, b.problem) for b in found.breaks] == [(1, records_uncovered())]
 
     other = await _party(pool, settings)

@@ -21,7 +21,25 @@
 ALTER TABLE records.access_records ADD COLUMN link_from bigint;
 -- A link belongs to a record written unchained, once it has its place: none on a record
 -- waiting for its place (its chainer could not link it then: the row may change only from
--- unlinked to linked), none on a record chained as it was written.
+-- unlinked to linked), none on a record chained as it was written. No chainer of renkei ever
+-- wrote such a row: one found here was set by hand, and the upgrade stops, naming it.
+DO $$
+DECLARE
+    found text;
+BEGIN
+    SELECT string_agg(id::text, ', ' ORDER BY id) INTO found FROM (
+        SELECT id FROM records.access_records
+         WHERE NOT ((chain_seq IS NOT NULL AND entry_hash IS NOT NULL)
+                    OR (chained_by IS NULL AND link_signature IS NULL))
+         ORDER BY id LIMIT 20
+    ) AS t;
+    IF found IS NOT NULL THEN
+        RAISE EXCEPTION 'access records (id %) carry a chainer''s link although chained as'
+            ' written or still waiting for their place: no chainer wrote them so; run'
+            ' renkei records verify, set them aside, then upgrade', found
+            USING ERRCODE = 'check_violation';
+    END IF;
+END $$;
 ALTER TABLE records.access_records
     DROP CONSTRAINT linked_by_someone,
     ADD CONSTRAINT linked_by_someone CHECK (
