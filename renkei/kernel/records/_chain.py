@@ -461,11 +461,11 @@ async def chain_pending(conn: Conn, signer: RecordSigner, *, limit: int = 5000) 
 
     Under the chain's lock (the one :func:`append` takes): read the head, link each record to
     the one before, sign the batch once at its last link (:func:`_batch_message`), and set
-    them all in one statement. The database allows a
-    record this one change, once (migration 0044). A chainer never waits for the lock: held by
-    another transaction (another worker of the keeper chaining, an inline writer, or the
-    keeper's own database role holding it open), nothing is linked now (0 is returned) and the
-    next pass tries again, so a party holding its own chain's lock stalls no one else's."""
+    them all in one statement. The database allows a record this one change, once (migrations
+    0044, 0067). A chainer never waits for the lock: held by another transaction (another
+    worker of the keeper chaining, an inline writer, or the keeper's own database role holding
+    it open), nothing is linked now (0 is returned) and the next pass tries again, so a party
+    holding its own chain's lock stalls no one else's."""
     keeper = signer.party
     if not may_chain(signer.party, keeper):  # pragma: no cover - the party is the keeper
         raise PermissionError(f"{signer.party} may not chain {keeper}'s records")
