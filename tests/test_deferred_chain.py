@@ -144,9 +144,7 @@ async def test_verify_finds_a_changed_deleted_or_forged_deferred_record(
     ]
 
     other = await _party(pool, settings)
-    for i in range(1, 5):
-        r = access_record(other.party, i, attempt_key=f"b{i}")
-        await records.write(pool, r, signer=other, deferred=True)
+    await _write(pool, other, 1, 4, "b")
     await _chain_all(pool, other)
     await _tamper(
         pool,
@@ -156,9 +154,7 @@ async def test_verify_finds_a_changed_deleted_or_forged_deferred_record(
     assert await _problems(pool, settings, other.party) == ["its content differs from its hash"]
 
     third = await _party(pool, settings)
-    for i in range(1, 4):
-        r = access_record(third.party, i, attempt_key=f"c{i}")
-        await records.write(pool, r, signer=third, deferred=True)
+    await _write(pool, third, 1, 3, "c")
     await _chain_all(pool, third)
     await _tamper(
         pool, "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq = 2", third.party
@@ -247,6 +243,21 @@ async def test_only_the_keeper_links_its_chain_and_only_once(
     assert await _problems(pool, settings, "city-minato") == []
 
 
+async def _write(
+    pool: asyncpg.Pool, own: records.RecordSigner, first: int, last: int, tag: str
+) -> None:
+    """Records ``first`` to ``last`` of ``own``'s chain, written unchained (attempts tagged)."""
+    for i in range(first, last + 1):
+        r = access_record(own.party, i, attempt_key=f"{tag}{i}")
+        await records.write(pool, r, signer=own, deferred=True)
+
+
+async def _breaks(pool: asyncpg.Pool, settings: Settings, keeper: str) -> list[tuple[int, str]]:
+    """Where verify finds ``keeper``'s chain broken, and why."""
+    found = await records.verify(pool, keys.load(settings).signer(), [keeper])
+    return [(b.chain_seq, b.problem) for b in found.breaks]
+
+
 async def _links(pool: asyncpg.Pool, keeper: str) -> list[tuple[int, bool, int | None]]:
     """Each chained record's place, whether its link is signed, and where its batch began."""
     return [
@@ -301,13 +312,9 @@ async def test_a_chainer_signs_each_batch_once_at_its_last_link(
     """One signature a batch (issue #16): the last link names where its batch began, the links
     before it carry none, and the chain verifies."""
     own = await _party(pool, settings)
-    for i in range(1, 6):
-        r = access_record(own.party, i, attempt_key=f"f{i}")
-        await records.write(pool, r, signer=own, deferred=True)
+    await _write(pool, own, 1, 5, "f")
     assert await _chain_all(pool, own) == 5
-    for i in range(6, 9):
-        r = access_record(own.party, i, attempt_key=f"f{i}")
-        await records.write(pool, r, signer=own, deferred=True)
+    await _write(pool, own, 6, 8, "f")
     assert await _chain_all(pool, own) == 3
     assert await _links(pool, own.party) == [
         (1, False, None),
@@ -329,13 +336,9 @@ async def test_a_link_no_batch_of_the_keepers_covers_is_reported(
     signature, ahead of the org's chainer: reported where it did, also after the org's chainer
     has gone on and signed its own batch behind it (whose hash covers the foreign links)."""
     own = await _party(pool, settings)
-    for i in range(1, 5):
-        r = access_record(own.party, i, attempt_key=f"g{i}")
-        await records.write(pool, r, signer=own, deferred=True)
+    await _write(pool, own, 1, 4, "g")
     assert await _chain_all(pool, own) == 4  # a batch of its own first: 1..4
-    for i in range(5, 9):
-        r = access_record(own.party, i, attempt_key=f"g{i}")
-        await records.write(pool, r, signer=own, deferred=True)
+    await _write(pool, own, 5, 8, "g")
     assert await _link_next(pool, own.party) == 5
     assert await _link_next(pool, own.party) == 6
     # At the chain's end: linked, and no signature of the keeper's after it.
@@ -343,23 +346,18 @@ async def test_a_link_no_batch_of_the_keepers_covers_is_reported(
     # The keeper's chainer goes on after them (its batch: 7..8, signed from 7).
     assert await _chain_all(pool, own) == 2
     assert (await _links(pool, own.party))[-1] == (8, True, 7)
-    found = await records.verify(pool, keys.load(settings).signer(), [own.party])
-    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(5, records_uncovered())]
+    assert await _breaks(pool, settings, own.party) == [(5, records_uncovered())]
 
     # A batch's signature taken from another link, or its batch widened, holds for nothing.
     other = await _party(pool, settings)
-    for i in range(1, 4):
-        r = access_record(other.party, i, attempt_key=f"h{i}")
-        await records.write(pool, r, signer=other, deferred=True)
+    await _write(pool, other, 1, 3, "h")
     assert await _chain_all(pool, other) == 3
     [signed] = await pool.fetch(
         "SELECT link_signature FROM records.access_records WHERE keeper = $1"
         " AND link_signature IS NOT NULL",
         other.party,
     )
-    for i in range(4, 6):
-        r = access_record(other.party, i, attempt_key=f"h{i}")
-        await records.write(pool, r, signer=other, deferred=True)
+    await _write(pool, other, 4, 5, "h")
     await _link_next(pool, other.party)
     await _link_next(pool, other.party, signature=signed["link_signature"], link_from=1)
     assert await _problems(pool, settings, other.party) == [
@@ -373,9 +371,7 @@ async def test_links_signed_one_by_one_then_batches_verify(
     """A chain linked one by one by a chainer from before (each link signed on its own), then
     in batches: it verifies, and a legacy link whose signature is another's is still reported."""
     own = await _party(pool, settings)
-    for i in range(1, 6):
-        r = access_record(own.party, i, attempt_key=f"l{i}")
-        await records.write(pool, r, signer=own, deferred=True)
+    await _write(pool, own, 1, 5, "l")
     for seq in (1, 2):
         row = await pool.fetchrow(
             "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
@@ -420,9 +416,7 @@ async def test_a_batchs_signature_removed_or_moved_is_reported(
     """A database administrator (triggers off) takes a batch's signature away, or names an
     earlier start for it to cover links someone else set: the links are reported."""
     own = await _party(pool, settings)
-    for i in range(1, 4):
-        r = access_record(own.party, i, attempt_key=f"k{i}")
-        await records.write(pool, r, signer=own, deferred=True)
+    await _write(pool, own, 1, 3, "k")
     assert await _chain_all(pool, own) == 3
     await _tamper(
         pool,
@@ -430,25 +424,19 @@ async def test_a_batchs_signature_removed_or_moved_is_reported(
         " WHERE keeper = $1 AND chain_seq = 3",
         own.party,
     )
-    found = await records.verify(pool, keys.load(settings).signer(), [own.party])
-    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(1, records_uncovered())]
+    assert await _breaks(pool, settings, own.party) == [(1, records_uncovered())]
 
     # The batch's last link removed whole: the links before it are left with no signature.
     cut = await _party(pool, settings)
-    for i in range(1, 4):
-        r = access_record(cut.party, i, attempt_key=f"c{i}")
-        await records.write(pool, r, signer=cut, deferred=True)
+    await _write(pool, cut, 1, 3, "c")
     assert await _chain_all(pool, cut) == 3
     await _tamper(
         pool, "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq = 3", cut.party
     )
-    found = await records.verify(pool, keys.load(settings).signer(), [cut.party])
-    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(1, records_uncovered())]
+    assert await _breaks(pool, settings, cut.party) == [(1, records_uncovered())]
 
     other = await _party(pool, settings)
-    for i in range(1, 3):
-        r = access_record(other.party, i, attempt_key=f"m{i}")
-        await records.write(pool, r, signer=other, deferred=True)
+    await _write(pool, other, 1, 2, "m")
     assert await _link_next(pool, other.party) == 1
     assert await _chain_all(pool, other) == 1
     assert await _links(pool, other.party) == [(1, False, None), (2, True, 2)]
@@ -541,8 +529,7 @@ async def test_a_record_chained_as_written_ends_no_batch_of_links_someone_else_s
     # and ends no batch.
     [written] = await records.write(pool, carrier, signer=hub)
     assert (written.chain_seq, written.chained_by, written.link_from) == (5, None, None)
-    found = await records.verify(pool, keys.load(settings).signer(), [own.party])
-    assert [(b.chain_seq, b.problem) for b in found.breaks] == [(3, records_uncovered())]
+    assert await _breaks(pool, settings, own.party) == [(3, records_uncovered())]
 
 
 async def test_a_row_waiting_for_its_place_carries_no_link(
@@ -738,7 +725,7 @@ async def test_a_revoked_key_and_a_backdated_record_are_reported_when_written_un
     """What the holder of a revoked key writes after the revocation counts for nothing, waiting
     or linked (the database's clock decides when it was stored, and when it was linked); a
     record its writer dates an hour back is reported by that clock too."""
-    from renkei.kernel.records._chain import _COLUMNS, _entry_message
+    from renkei.kernel.records._chain import _entry_message
 
     own = await _party(pool, settings)
     keeper = own.party
@@ -772,11 +759,7 @@ async def test_a_revoked_key_and_a_backdated_record_are_reported_when_written_un
             ).decode(),
         }
     )
-    placeholders = ", ".join(f"${i}" for i in range(1, len(_COLUMNS) + 1))
-    await pool.execute(
-        f"INSERT INTO records.access_records ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
-        *(getattr(dated, c) for c in _COLUMNS),
-    )
+    await _insert(pool, dated)
     [problem] = await _problems(pool, settings, other.party)
     assert problem.startswith("an unchained record: dated ") and "by the database" in problem
     await _chain_all(pool, other)
