@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -310,3 +311,84 @@ def test_start_exits_cleanly_every_time(client: Client, pool, settings: Settings
         assert done.returncode == 0, (n, done.returncode, done.stdout, done.stderr)
         assert done.stdout.startswith(f"workflow {flow.bpf}/{flow.executor}/"), done.stdout
         assert "Fatal Python error" not in done.stderr, done.stderr
+
+
+async def test_the_schema_a_worker_needs_is_read_as_any_partys_role(
+    pool, settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker checks, as it starts, that `renkei init` migrated the database to its release:
+    as the platform's role or an org's (which reads which migrations are applied, not their
+    table); a release knowing one more, or a database from before they could be read, is told
+    what is missing."""
+    import asyncpg
+
+    from renkei.kernel import db
+
+    await db.require_schema(pool)  # as the platform's role: the session's schema is whole
+    assert settings.database_url
+    agency = await db.create_pool(
+        settings.database_url, max_size=1, role=db.party_role("city-minato")
+    )
+    try:
+        await db.require_schema(agency)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await agency.fetch("SELECT name FROM public.renkei_migrations")
+        # A release that knows one migration more than the database has.
+        later = tmp_path / "migrations"
+        later.mkdir()
+        for path in db.MIGRATIONS_DIR.glob("*.sql"):
+            (later / path.name).write_text("")
+        (later / "9999_a_later_release.sql").write_text("")
+        monkeypatch.setattr(db, "MIGRATIONS_DIR", later)
+        with pytest.raises(
+            db.SchemaBehind, match=re.escape("from 9999_a_later_release.sql to 9999")
+        ):
+            await db.require_schema(agency)
+    finally:
+        await agency.close()
+    # The database of a release from before the migrations could be read (the function taken
+    # away in a transaction rolled back).
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("SET LOCAL ROLE NONE")
+            await conn.execute("DROP FUNCTION public.renkei_migrations_applied()")
+            with pytest.raises(
+                db.SchemaBehind, match=re.escape("from before 0068_schema_readable.sql")
+            ):
+                await db.require_schema(conn)  # type: ignore[arg-type]
+        finally:
+            await tx.rollback()
+
+
+def test_a_worker_on_a_database_behind_its_release_stops_naming_the_migrations(
+    client: Client, settings: Settings, tmp_path
+) -> None:
+    """A worker started before `renkei init` migrated the database to its release stops at
+    once, exit 2, naming what is missing, instead of failing each write on a column it expects
+    (here a release one migration ahead of the database)."""
+    from .processes import renkei_env
+
+    env = renkei_env(settings, client.service_client.config.target_host)
+    env["PYTHONPATH"] = str(tmp_path)
+    (tmp_path / "sitecustomize.py").write_text(
+        "import pathlib, shutil, tempfile\n"
+        "from renkei.kernel import db\n"
+        "later = pathlib.Path(tempfile.mkdtemp())\n"
+        "for p in db.MIGRATIONS_DIR.glob('*.sql'): shutil.copy(p, later)\n"
+        "(later / '9999_a_later_release.sql').write_text('')\n"
+        "db.MIGRATIONS_DIR = later\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "renkei.app.cli", "worker", "agency", "city-minato"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "lacks 1 migration(s) of this release, from 9999_a_later_release.sql" in done.stderr
+    assert "renkei init" in done.stderr

@@ -28,7 +28,7 @@ from temporalio.worker import Worker
 from activities.direct import DirectWiring
 from activities.linkage import Provider
 from renkei.kernel import keys, records
-from renkei.kernel.db import APP_ROLE, create_pool, party_role
+from renkei.kernel.db import APP_ROLE, create_pool, party_role, require_schema
 from renkei.kernel.db import connect as connect_db
 from renkei.kernel.servers import running_stack
 from renkei.kernel.settings import Settings
@@ -121,6 +121,7 @@ async def run_worker(
     pool = await create_pool(found.database, max_size=10, role=role)
     whitelist: LiveWhitelist | None = None
     try:
+        await require_schema(pool)  # not a write failing on a column a release later
         if kind == "hub":  # the hub's process: the hub's keys, as the database knows them
             await keys.check_against(pool, keys.load(settings), str(keys.keys_path(settings)))
             await carry_over_unsigned(pool, settings)  # an upgrade's, once (workers.carried)

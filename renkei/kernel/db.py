@@ -145,6 +145,33 @@ async def _released(conn: asyncpg.Connection) -> None:
     ``tests/unit/test_db_pool.py`` checks that the code stays so."""
 
 
+_READABLE = "0068_schema_readable.sql"  # the migration from which any role reads the others
+
+
+class SchemaBehind(RuntimeError):
+    """The database lacks migrations of this release: ``renkei init`` has not run since."""
+
+
+async def require_schema(pool: asyncpg.Pool) -> None:
+    """Raise :class:`SchemaBehind` unless every migration of this release is applied (read as
+    the pool's role, which need not own the schema: migration 0068)."""
+    known = sorted(path.name for path in MIGRATIONS_DIR.glob("*.sql"))
+    try:
+        applied = {r[0] for r in await pool.fetch("SELECT public.renkei_migrations_applied()")}
+    except asyncpg.UndefinedFunctionError:  # a schema from before migration 0068
+        raise SchemaBehind(
+            f"the database's schema is from before {_READABLE} of this release: run"
+            " `renkei init` (it migrates the schema) with this release, then start its workers"
+        ) from None
+    missing = [name for name in known if name not in applied]
+    if missing:
+        raise SchemaBehind(
+            f"the database lacks {len(missing)} migration(s) of this release, from"
+            f" {missing[0]} to {missing[-1]}: run `renkei init` (it migrates the schema) with"
+            " this release, then start its workers"
+        )
+
+
 async def migrate(url: str, *, retention_years: int | None = None) -> list[str]:
     """Apply every migration not yet applied, as the login user; return the names applied now.
 

@@ -224,12 +224,13 @@ async def _worker(
     org: str | None = None,
     providers: str | None = None,
 ) -> None:
+    from renkei.kernel.db import SchemaBehind
     from whitelist.seal import WhitelistUnsealed
     from workers.process import NoStack, run_worker
 
     try:
         await run_worker(kind, get_settings(), org=org, providers=providers, ready=typer.echo)
-    except (NoStack, ValueError, WhitelistUnsealed) as err:
+    except (NoStack, SchemaBehind, ValueError, WhitelistUnsealed) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
 
