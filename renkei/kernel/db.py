@@ -163,6 +163,13 @@ async def require_schema(pool: asyncpg.Pool) -> None:
             f"the database's schema is from before {_READABLE} of this release: run"
             " `renkei init` (it migrates the schema) with this release, then start its workers"
         ) from None
+    except asyncpg.InsufficientPrivilegeError:  # a role made after the migration granted it
+        raise SchemaBehind(
+            "this worker's database role may not read which migrations are applied: grant it"
+            " EXECUTE on public.renkei_migrations_applied() (migration 0068 granted it to"
+            " renkei_app and renkei_party, of which an org's role is a member, where they"
+            " existed then)"
+        ) from None
     missing = [name for name in known if name not in applied]
     if missing:
         raise SchemaBehind(

@@ -6,7 +6,7 @@
 -- the missing ones. An org's role may not read `public.renkei_migrations` itself: this function
 -- answers their names, and nothing else.
 CREATE FUNCTION public.renkei_migrations_applied() RETURNS SETOF text
-    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT name FROM public.renkei_migrations
 $$;
 REVOKE ALL ON FUNCTION public.renkei_migrations_applied() FROM PUBLIC;
