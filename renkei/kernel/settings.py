@@ -113,7 +113,8 @@ class Settings(BaseSettings):
         default="deferred",
         description="deferred: a linkage's records are written unchained and signed by their"
         " writer (concurrent linkages sharing commits), then chained in batches by each keeper's"
-        " own workers within a second (one of each org's workers must run); inline: chained as"
+        " own workers within a second, each batch signed once by its keeper (one of each org's"
+        " workers must run); inline: chained as"
         " they are written, under the chain's lock (a few round trips more per record, and one"
         " chain bounded at a few hundred records/s)",
     )
