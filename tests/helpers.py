@@ -96,6 +96,21 @@ def hub_public(settings: Settings) -> Ed25519PublicKey:
 
 
 @contextlib.asynccontextmanager
+async def undone_as_owner(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the database's owner (a superuser or administrator: the pool's role
+    set aside) in a transaction rolled back after, whatever it changed, for the session's
+    shared database to stay as it was."""
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute("SET LOCAL ROLE NONE")
+            yield conn
+        finally:
+            await tx.rollback()
+
+
+@contextlib.asynccontextmanager
 async def workers(
     client: Client,
     pool: asyncpg.Pool,

@@ -24,7 +24,7 @@ from whitelist.catalog import default_catalog
 from whitelist.models import Catalog
 from whitelist.store import LiveWhitelist
 
-from .helpers import access_record, child_rearing, hub_public, pick, sdk, workers
+from .helpers import access_record, child_rearing, hub_public, pick, sdk, undone_as_owner, workers
 
 
 async def _party(pool: asyncpg.Pool, settings: Settings) -> records.RecordSigner:
@@ -507,24 +507,16 @@ async def test_a_record_chained_as_written_ends_no_batch_of_links_someone_else_s
         await _insert(pool, placed)
     # A database administrator drops the checks (in a transaction rolled back after): verify
     # reports the carrier.
-    async with pool.acquire() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            await conn.execute("SET LOCAL ROLE NONE")
-            await conn.execute(
-                "ALTER TABLE records.access_records DROP CONSTRAINT linked_once_placed"
-            )
-            await _insert(conn, placed)
-            ring = await records.keyring(conn, hub.key.public_key())
-            _, broken = await _verify_chain(conn, own.party, True, [], ring, None)
-            assert broken is not None
-            assert (broken.chain_seq, broken.problem) == (
-                5,
-                "chained as written, yet it carries a chainer's link",
-            )
-        finally:
-            await tx.rollback()
+    async with undone_as_owner(pool) as conn:
+        await conn.execute("ALTER TABLE records.access_records DROP CONSTRAINT linked_once_placed")
+        await _insert(conn, placed)
+        ring = await records.keyring(conn, hub.key.public_key())
+        _, broken = await _verify_chain(conn, own.party, True, [], ring, None)
+        assert broken is not None
+        assert (broken.chain_seq, broken.problem) == (
+            5,
+            "chained as written, yet it carries a chainer's link",
+        )
     # Written through the module: chained as written, it carries no link whatever it is given,
     # and ends no batch.
     [written] = await records.write(pool, carrier, signer=hub)

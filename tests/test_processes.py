@@ -19,7 +19,14 @@ from temporalio.exceptions import ApplicationError
 from renkei.contracts.names import HUB, is_act_activity, is_query_activity
 from renkei.kernel.settings import Settings
 
-from .helpers import allowance_check, records_by_party, sdk, shibuya_family, through_queues
+from .helpers import (
+    allowance_check,
+    records_by_party,
+    sdk,
+    shibuya_family,
+    through_queues,
+    undone_as_owner,
+)
 from .processes import (
     ROOT,
     RenkeiProcess,
@@ -348,32 +355,20 @@ async def test_the_schema_a_worker_needs_is_read_as_any_partys_role(
         await agency.close()
     # The database of a release from before the migrations could be read (the function taken
     # away in a transaction rolled back).
-    async with pool.acquire() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            await conn.execute("SET LOCAL ROLE NONE")
-            await conn.execute("DROP FUNCTION public.renkei_migrations_applied()")
-            with pytest.raises(
-                db.SchemaBehind, match=re.escape("from before 0068_schema_readable.sql")
-            ):
-                await db.require_schema(conn)  # type: ignore[arg-type]
-        finally:
-            await tx.rollback()
+    async with undone_as_owner(pool) as conn:
+        await conn.execute("DROP FUNCTION public.renkei_migrations_applied()")
+        with pytest.raises(
+            db.SchemaBehind, match=re.escape("from before 0068_schema_readable.sql")
+        ):
+            await db.require_schema(conn)  # type: ignore[arg-type]
     # A role the grant did not reach (made by hand after the migration) is told what to grant.
-    async with pool.acquire() as conn:
-        tx = conn.transaction()
-        await tx.start()
-        try:
-            await conn.execute("SET LOCAL ROLE NONE")
-            await conn.execute(
-                "REVOKE EXECUTE ON FUNCTION public.renkei_migrations_applied() FROM renkei_party"
-            )
-            await conn.execute(f'SET LOCAL ROLE "{db.party_role("city-minato")}"')
-            with pytest.raises(db.SchemaBehind, match="may not read which migrations"):
-                await db.require_schema(conn)  # type: ignore[arg-type]
-        finally:
-            await tx.rollback()
+    async with undone_as_owner(pool) as conn:
+        await conn.execute(
+            "REVOKE EXECUTE ON FUNCTION public.renkei_migrations_applied() FROM renkei_party"
+        )
+        await conn.execute(f'SET LOCAL ROLE "{db.party_role("city-minato")}"')
+        with pytest.raises(db.SchemaBehind, match="may not read which migrations"):
+            await db.require_schema(conn)  # type: ignore[arg-type]
 
 
 def test_a_worker_on_a_database_behind_its_release_stops_naming_the_migrations(
