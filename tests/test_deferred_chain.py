@@ -276,16 +276,18 @@ async def _link_next(
     *,
     signature: str | None = None,
     link_from: int | None = None,
+    at: int | None = None,
 ) -> int:
-    """Link the keeper's next waiting record as ``keeper``, with the place and hash its own
-    chainer would give it, but not by its chainer: as the application's database role may
-    (it holds the grant on the chain columns). Return the place."""
+    """Link the keeper's next waiting record as ``keeper``, with the place (or place ``at``) and
+    hash its own chainer would give it, but not by its chainer: as the application's database
+    role may (it holds the grant on the chain columns). Return the place."""
     head = await pool.fetchrow(
         "SELECT chain_seq, record_hash FROM records.access_records WHERE keeper = $1"
         " AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
         keeper,
     )
     seq, prev = (head["chain_seq"] + 1, head["record_hash"]) if head else (1, records.GENESIS)
+    seq = seq if at is None else at
     row = await pool.fetchrow(
         "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
         " ORDER BY id LIMIT 1",
@@ -569,6 +571,48 @@ async def test_a_batch_begins_where_its_signature_says(
     assert await _problems(pool, settings, own.party) == [
         "its link names a batch that did not begin where it says"
     ]
+
+
+LAST_PLACE = 2**63 - 1  # the last a bigint holds
+
+
+async def test_a_place_far_ahead_is_refused_and_the_chain_goes_on(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """The application's role (it may set every keeper's chain columns) links an org's waiting
+    record at the last place a bigint holds, or past a place never given, or inserts a record
+    chained there; the hub's role appends an outcome there. Each would leave the chain's next
+    place out of range or out of reach, and its chainer and writers failing for good: the
+    database refuses each, and the chain goes on."""
+    own = await _party(pool, settings)
+    await _write(pool, own, 1, 2, "z")
+    assert await _chain_all(pool, own) == 2
+    await _write(pool, own, 3, 4, "z")
+    for place in (LAST_PLACE, 4):
+        with pytest.raises(asyncpg.CheckViolationError, match=f"place {place} of {own.party}'s"):
+            await _link_next(pool, own.party, at=place)
+    far = access_record(own.party, 9, attempt_key="z9").model_copy(
+        update={"recorded_at": dt.datetime.now(dt.UTC)}
+    )
+    placed = far.model_copy(update={"chain_seq": LAST_PLACE, "prev_hash": "0" * 64})
+    placed = placed.model_copy(update={"record_hash": records.record_hash(placed)})
+    with pytest.raises(asyncpg.CheckViolationError, match="follows no place"):
+        await _insert(pool, placed)
+    for place in (LAST_PLACE, 0, -5):
+        with pytest.raises(asyncpg.CheckViolationError, match="the outcomes' chain"):
+            await pool.execute(
+                "INSERT INTO records.attempt_outcomes (attempt_key, outcome, record_hash,"
+                " chain_seq, prev_hash, outcome_hash, recorded_at, signer, signature)"
+                " VALUES ($1, 'failed', 'h', $2, 'p', 'o', now(), 'hub', 's')",
+                f"far-{uuid.uuid4()}",
+                place,
+            )
+    # The keeper's chainer links what waits, a writer chains as written after it, and the
+    # chain verifies.
+    assert await _chain_all(pool, own) == 2
+    [inline] = await records.write(pool, far, signer=own)
+    assert inline.chain_seq == 5
+    assert await _problems(pool, settings, own.party, unchained_for=dt.timedelta(0)) == []
 
 
 def records_uncovered() -> str:

@@ -1,0 +1,58 @@
+-- renkei schema, version 69: a chain grows one place at a time.
+--
+-- A role that may set a chain's columns (the application's role holds the grant for every
+-- keeper, for the all-in-one process's chainers) could link a keeper's waiting record at place
+-- 2^63 - 1, or insert a record chained there, and the hub's role could append an outcome
+-- there. `verify` reported it, but from then on every chainer and every writer of that chain
+-- failed on the place after it, for good: one role stalled a chain it does not keep.
+--
+-- Now each place a statement gives must follow a place its chain has (the one before it is
+-- there, in the chain or in the same statement), or be the first. A link someone sets out of
+-- turn at the chain's next place is still taken, and still reported by `verify`; the chain
+-- goes on after it. Places are checked once per statement, on the rows it wrote.
+-- Reads every chain whoever writes (an org's role sees only its own chain's records).
+CREATE FUNCTION records.refuse_record_gap() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    gap record;
+BEGIN
+    SELECT n.keeper, n.chain_seq INTO gap FROM new_places n
+     WHERE n.chain_seq IS NOT NULL AND n.chain_seq > 1
+       AND NOT EXISTS (SELECT 1 FROM records.access_records a
+                        WHERE a.keeper = n.keeper AND a.chain_seq = n.chain_seq - 1)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'place % of %''s chain follows no place of it: a chain grows one place at a time',
+            gap.chain_seq, gap.keeper USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER places_follow_on AFTER INSERT ON records.access_records
+    REFERENCING NEW TABLE AS new_places
+    FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_record_gap();
+CREATE TRIGGER links_follow_on AFTER UPDATE ON records.access_records
+    REFERENCING NEW TABLE AS new_places
+    FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_record_gap();
+
+CREATE FUNCTION records.refuse_outcome_gap() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    gap bigint;
+BEGIN
+    SELECT n.chain_seq INTO gap FROM new_places n
+     WHERE n.chain_seq < 1
+        OR (n.chain_seq > 1 AND NOT EXISTS (SELECT 1 FROM records.attempt_outcomes o
+                                             WHERE o.chain_seq = n.chain_seq - 1))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'place % of the outcomes'' chain follows no place of it: a chain grows one place at a time',
+            gap USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER places_follow_on AFTER INSERT ON records.attempt_outcomes
+    REFERENCING NEW TABLE AS new_places
+    FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_outcome_gap();
+REVOKE ALL ON FUNCTION records.refuse_record_gap(), records.refuse_outcome_gap() FROM PUBLIC;
