@@ -149,6 +149,31 @@ def first_run() -> Iterator[FirstRun]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# In parallel (`-n 2`, as `.ci/run` and the README run the suite) the tests are shared out a file
+# at a time, so each file's module-scoped set-ups are made once, and the files that start on
+# the first run's data folder go together, so the demo's first run (most of a minute) is made
+# once. The longest groups go out first, so no worker is left alone with one at the end.
+FIRST_RUN = "first-run"
+LONGEST = (FIRST_RUN, "tests.test_faults", "tests.test_kit_direct", "tests.test_load")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    on_first_run = {
+        item.module.__name__
+        for item in items
+        if isinstance(item, pytest.Function) and "first_run" in item.fixturenames
+    }
+
+    def group(item: pytest.Item) -> str:
+        module = item.module.__name__ if isinstance(item, pytest.Function) else item.nodeid
+        return FIRST_RUN if module in on_first_run else module
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    first = {name: i for i, name in enumerate(LONGEST)}
+    items.sort(key=lambda item: first.get(group(item), len(first)))  # stable: files keep order
+
+
 @pytest.fixture(scope="session")
 def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "keys.json"
