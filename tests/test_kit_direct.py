@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from renkei.app.kit import run_scenarios, scenarios_for
 from renkei.app.kit.runner import _direct_outcome
+from renkei.app.kit.watch import FlowWatch
 from renkei.contracts.names import is_act_activity, is_query_activity
 from renkei.kernel.settings import Settings
 
@@ -49,10 +50,29 @@ async def test_the_kit_still_passes_over_the_providers_queues(
 
 @pytest.mark.parametrize("bpf", RACY)
 async def test_the_kit_passes_over_the_direct_channel_asking_every_linkage_directly(
-    client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, bpf: str
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist,
+    bpf: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The kit reads its flows in the process, as their worker answers (a query through the
+    # server would wait for the task the worker holds open while a stub is parked).
+    read_here: list[str] = []
+    reading = FlowWatch.read
+
+    def counted(watch: FlowWatch, workflow_id: str, query: str):
+        found = reading(watch, workflow_id, query)
+        if found is not None:
+            read_here.append(query)
+        return found
+
+    monkeypatch.setattr(FlowWatch, "read", counted)
     report = await _kit(client, pool, settings, catalog, live_whitelist, bpf, "direct")
     assert report.passed, report.summary()
+    assert "renkei.kit.clock" in read_here
     asked = 0
     for s in report.scenarios:
         history = await client.get_workflow_handle(s.workflow_id).fetch_history()

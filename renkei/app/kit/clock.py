@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -134,16 +135,31 @@ async def quiet_due(client: Client, root: str, stubs: StubClock) -> list[dt.date
         return None
     due: list[dt.datetime] = []
     for wid, *_ in first[0]:
-        try:
-            clock = await client.get_workflow_handle(wid).query(
-                "renkei.kit.clock", result_type=KitClock
-            )
-        except RPCError:
+        clock = await _read_clock(client, wid, stubs)
+        if clock is None:
             return None
         due += clock.due
     if await _snapshot(client, root, stubs) != first:
         return None  # something moved while it was read
     return due
+
+
+async def read(client: Client, wid: str, stubs: StubClock, query: str, result_type: Any) -> Any:
+    """``wid``'s answer to ``query``, read in the process from its instance in the kit's worker,
+    or else by a query through the server (which waits while the worker holds the flow's task
+    open for a local activity). Raises :class:`RPCError` if the server cannot answer."""
+    found = await asyncio.to_thread(stubs.watch.read, wid, query)
+    if found is not None:
+        return client.data_converter.payload_converter.from_payloads([found], [result_type])[0]
+    return await client.get_workflow_handle(wid).query(query, result_type=result_type)
+
+
+async def _read_clock(client: Client, wid: str, stubs: StubClock) -> KitClock | None:
+    try:
+        clock = await read(client, wid, stubs, "renkei.kit.clock", KitClock)
+    except RPCError:
+        return None
+    return clock if isinstance(clock, KitClock) else None
 
 
 async def next_event(client: Client, root: str, stubs: StubClock) -> bool:

@@ -15,15 +15,28 @@ activations (other than queries) each flow has taken. The kit reads it between t
 the server: a flow is quiet when no activation runs, each of its activities is either one the
 server shows in flight or a local activity whose stub is parked, and it took no activation
 between the two snapshots.
+
+The watch also reads a flow's kit clock in the process (:meth:`FlowWatch.read`): a query through
+the server waits while the worker holds the flow's task open for a local activity, until the
+SDK's heartbeat of that task (8 s of its 10 s timeout), and the kit reads the clock each time
+the flows are quiet. The watch hands the flow's own instance the same query activation the
+worker would (query jobs only, which change nothing), between two of the worker's activations,
+never during one.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.api.common.v1 import Payload
+from temporalio.bridge.proto.workflow_activation import (
+    QueryWorkflow,
+    WorkflowActivation,
+    WorkflowActivationJob,
+)
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.converter import SerializationContext, StorageDriverStoreContext
 from temporalio.plugin import SimplePlugin
@@ -61,6 +74,8 @@ class FlowWatch:
         self._lock = threading.Lock()
         self._running = 0
         self._flows: dict[str, FlowState] = {}
+        # each flow's instance in its worker (gone when the worker evicts it)
+        self._instances: weakref.WeakValueDictionary[str, _Instance] = weakref.WeakValueDictionary()
 
     def plugin(self) -> SimplePlugin:
         """The worker plugin that runs a control worker's flows watched."""
@@ -83,6 +98,15 @@ class FlowWatch:
         with self._lock:
             found = self._flows.get(workflow_id, FlowState())
             return FlowState(found.activations, dict(found.remote), dict(found.local))
+
+    def read(self, workflow_id: str, query: str) -> Payload | None:
+        """Ask ``workflow_id``'s instance the query ``query`` (no arguments) in this process, as
+        its worker would: its answer as the flow's payload converter wrote it, or None if the
+        worker holds no instance of it, none has run yet, or the query failed. Blocks while
+        one of the worker's activations of the flow runs (call it off the event loop)."""
+        with self._lock:
+            instance = self._instances.get(workflow_id)
+        return None if instance is None else instance.read(query)
 
     def _started(self, workflow_id: str) -> None:
         with self._lock:
@@ -140,7 +164,10 @@ class _Runner(WorkflowRunner):
         self._inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
-        return _Instance(self._inner.create_instance(det), det.info.workflow_id, self._watch)
+        instance = _Instance(self._inner.create_instance(det), det.info.workflow_id, self._watch)
+        with self._watch._lock:
+            self._watch._instances[det.info.workflow_id] = instance
+        return instance
 
     def set_worker_level_failure_exception_types(
         self, types: Sequence[type[BaseException]]
@@ -154,19 +181,52 @@ class _Instance(WorkflowInstance):
         self._workflow_id = workflow_id
         self._watch = watch
         self._fresh = True
+        # one activation at a time: the worker's, or a read of the watch's between two
+        self._turn = threading.Lock()
+        self._last: WorkflowActivation | None = None  # the worker's last activation
+        self._reads = 0
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
-        if self._fresh:
-            self._fresh = False
-            self._watch._started(self._workflow_id)
-        else:
-            self._watch._enter()
-        completion: WorkflowActivationCompletion | None = None
-        try:
+        with self._turn:
+            if self._fresh:
+                self._fresh = False
+                self._watch._started(self._workflow_id)
+            else:
+                self._watch._enter()
+            completion: WorkflowActivationCompletion | None = None
+            try:
+                completion = self._inner.activate(act)
+                return completion
+            finally:
+                self._last = act
+                self._watch._done(self._workflow_id, act, completion)
+
+    def read(self, query: str) -> Payload | None:
+        with self._turn:
+            last = self._last
+            if last is None or any(job.HasField("remove_from_cache") for job in last.jobs):
+                return None
+            self._reads += 1
+            act = WorkflowActivation()
+            act.CopyFrom(last)  # the same time, history and flags: the flow as it last ran
+            del act.jobs[:]
+            act.is_replaying = False
+            act.jobs.append(
+                WorkflowActivationJob(
+                    query_workflow=QueryWorkflow(
+                        query_id=f"renkei.kit.watch/{self._reads}", query_type=query
+                    )
+                )
+            )
             completion = self._inner.activate(act)
-            return completion
-        finally:
-            self._watch._done(self._workflow_id, act, completion)
+        if not completion.HasField("successful"):
+            return None
+        for command in completion.successful.commands:
+            if command.HasField("respond_to_query") and command.respond_to_query.HasField(
+                "succeeded"
+            ):
+                return command.respond_to_query.succeeded.response
+        return None
 
     def get_serialization_context(
         self, command_info: CommandInfo | None
