@@ -574,6 +574,7 @@ async def test_a_batch_begins_where_its_signature_says(
 
 
 LAST_PLACE = 2**63 - 1  # the last a bigint holds
+GENESIS = records.GENESIS
 
 
 async def test_a_place_far_ahead_is_refused_and_the_chain_goes_on(
@@ -596,7 +597,7 @@ async def test_a_place_far_ahead_is_refused_and_the_chain_goes_on(
     )
     placed = far.model_copy(update={"chain_seq": LAST_PLACE, "prev_hash": "0" * 64})
     placed = placed.model_copy(update={"record_hash": records.record_hash(placed)})
-    with pytest.raises(asyncpg.CheckViolationError, match="follows no place"):
+    with pytest.raises(asyncpg.CheckViolationError, match="grows one place at a time"):
         await _insert(pool, placed)
     for place in (LAST_PLACE, 0, -5):
         with pytest.raises(asyncpg.CheckViolationError, match="the outcomes' chain"):
@@ -613,6 +614,19 @@ async def test_a_place_far_ahead_is_refused_and_the_chain_goes_on(
     [inline] = await records.write(pool, far, signer=own)
     assert inline.chain_seq == 5
     assert await _problems(pool, settings, own.party, unchained_for=dt.timedelta(0)) == []
+    # The places the retention period empties at a chain's start (here the owner removes the
+    # first, in a transaction rolled back after) are not filled again.
+    again = far.model_copy(update={"attempt_key": "z0", "chain_seq": 1, "prev_hash": GENESIS})
+    again = again.model_copy(update={"record_hash": records.record_hash(again)})
+    async with undone_as_owner(pool) as conn:
+        await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
+        await conn.execute(
+            "DELETE FROM records.access_records WHERE keeper = $1 AND chain_seq = 1", own.party
+        )
+        await conn.execute("SET LOCAL session_replication_role = origin")
+        await conn.execute("SET LOCAL ROLE renkei_app")
+        with pytest.raises(asyncpg.CheckViolationError, match=f"place 1 of {own.party}'s"):
+            await _insert(conn, again)
 
 
 def records_uncovered() -> str:

@@ -7,9 +7,11 @@
 -- failed on the place after it, for good: one role stalled a chain it does not keep.
 --
 -- Now each place a statement gives must follow a place its chain has (the one before it is
--- there, in the chain or in the same statement), or be the first. A link someone sets out of
--- turn at the chain's next place is still taken, and still reported by `verify`; the chain
--- goes on after it. Places are checked once per statement, on the rows it wrote.
+-- there, in the chain or in the same statement), or be the first of a chain that has no other
+-- (so the places the retention period emptied at a chain's start are not filled again). A link
+-- someone sets out of turn at the chain's next place is still taken, and still reported by
+-- `verify`; the chain goes on after it. Places are checked once per statement, on the rows it
+-- wrote.
 -- Reads every chain whoever writes (an org's role sees only its own chain's records).
 CREATE FUNCTION records.refuse_record_gap() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -17,12 +19,16 @@ DECLARE
     gap record;
 BEGIN
     SELECT n.keeper, n.chain_seq INTO gap FROM new_places n
-     WHERE n.chain_seq IS NOT NULL AND n.chain_seq > 1
-       AND NOT EXISTS (SELECT 1 FROM records.access_records a
-                        WHERE a.keeper = n.keeper AND a.chain_seq = n.chain_seq - 1)
+     WHERE (n.chain_seq > 1
+            AND NOT EXISTS (SELECT 1 FROM records.access_records a
+                             WHERE a.keeper = n.keeper AND a.chain_seq = n.chain_seq - 1))
+        OR (n.chain_seq = 1
+            AND EXISTS (SELECT 1 FROM records.access_records a
+                         WHERE a.keeper = n.keeper AND a.chain_seq > 1
+                           AND a.id NOT IN (SELECT id FROM new_places)))
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'place % of %''s chain follows no place of it: a chain grows one place at a time',
+        RAISE EXCEPTION 'place % of %''s chain does not follow on from its places: a chain grows one place at a time',
             gap.chain_seq, gap.keeper USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
@@ -44,9 +50,12 @@ BEGIN
      WHERE n.chain_seq < 1
         OR (n.chain_seq > 1 AND NOT EXISTS (SELECT 1 FROM records.attempt_outcomes o
                                              WHERE o.chain_seq = n.chain_seq - 1))
+        OR (n.chain_seq = 1 AND EXISTS (SELECT 1 FROM records.attempt_outcomes o
+                                         WHERE o.chain_seq > 1
+                                           AND o.id NOT IN (SELECT id FROM new_places)))
      LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'place % of the outcomes'' chain follows no place of it: a chain grows one place at a time',
+        RAISE EXCEPTION 'place % of the outcomes'' chain does not follow on from its places: a chain grows one place at a time',
             gap USING ERRCODE = 'check_violation';
     END IF;
     RETURN NULL;
