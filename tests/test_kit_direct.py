@@ -73,6 +73,8 @@ async def test_the_kit_passes_over_the_direct_channel_asking_every_linkage_direc
     report = await _kit(client, pool, settings, catalog, live_whitelist, bpf, "direct")
     assert report.passed, report.summary()
     assert "renkei.kit.clock" in read_here
+    if any(s.responses for s in scenarios_for(bpf).scenarios):  # answers given when awaited
+        assert "renkei.waiting" in read_here
     asked = 0
     for s in report.scenarios:
         history = await client.get_workflow_handle(s.workflow_id).fetch_history()

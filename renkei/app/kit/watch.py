@@ -20,8 +20,8 @@ The watch also reads a flow's kit clock in the process (:meth:`FlowWatch.read`):
 the server waits while the worker holds the flow's task open for a local activity, until the
 SDK's heartbeat of that task (8 s of its 10 s timeout), and the kit reads the clock each time
 the flows are quiet. The watch hands the flow's own instance the same query activation the
-worker would (query jobs only, which change nothing), between two of the worker's activations,
-never during one.
+worker would (query jobs only, which change nothing), between two of the worker's calls into
+the instance, never during one, and only after an activation the instance completed.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from temporalio.worker._command_aware_visitor import CommandInfo
 from temporalio.workflow import Info, _Definition
 
 __all__ = ["FlowState", "FlowWatch"]
+
+READ_WAIT = 1.0  # seconds a read waits for the worker's call into the flow's instance
 
 _ENDS = (
     "complete_workflow_execution",
@@ -181,9 +183,12 @@ class _Instance(WorkflowInstance):
         self._workflow_id = workflow_id
         self._watch = watch
         self._fresh = True
-        # one activation at a time: the worker's, or a read of the watch's between two
-        self._turn = threading.Lock()
-        self._last: WorkflowActivation | None = None  # the worker's last activation
+        # one call into the instance at a time: the worker's (an activation, a payload's
+        # context, which a sandboxed instance runs in the same sandbox), or a read of the
+        # watch's between two
+        self._turn = threading.RLock()
+        self._last: WorkflowActivation | None = None  # the worker's last activation...
+        self._last_ok = False  # ...and whether the instance completed it
         self._reads = 0
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
@@ -199,12 +204,21 @@ class _Instance(WorkflowInstance):
                 return completion
             finally:
                 self._last = act
+                self._last_ok = completion is not None and completion.HasField("successful")
                 self._watch._done(self._workflow_id, act, completion)
 
     def read(self, query: str) -> Payload | None:
-        with self._turn:
+        # An activation that takes longer than this is stuck or on a machine far too busy: the
+        # kit then asks the server, as it would without the watch.
+        if not self._turn.acquire(timeout=READ_WAIT):
+            return None
+        try:
             last = self._last
-            if last is None or any(job.HasField("remove_from_cache") for job in last.jobs):
+            if (
+                last is None
+                or not self._last_ok  # what it left half done would run in the query
+                or any(job.HasField("remove_from_cache") for job in last.jobs)
+            ):
                 return None
             self._reads += 1
             act = WorkflowActivation()
@@ -219,6 +233,8 @@ class _Instance(WorkflowInstance):
                 )
             )
             completion = self._inner.activate(act)
+        finally:
+            self._turn.release()
         if not completion.HasField("successful"):
             return None
         for command in completion.successful.commands:
@@ -231,12 +247,14 @@ class _Instance(WorkflowInstance):
     def get_serialization_context(
         self, command_info: CommandInfo | None
     ) -> SerializationContext | None:
-        return self._inner.get_serialization_context(command_info)
+        with self._turn:
+            return self._inner.get_serialization_context(command_info)
 
     def get_external_store_context(
         self, command_info: CommandInfo | None
     ) -> StorageDriverStoreContext:
-        return self._inner.get_external_store_context(command_info)
+        with self._turn:
+            return self._inner.get_external_store_context(command_info)
 
     def get_info(self) -> Info:
         return self._inner.get_info()
