@@ -592,6 +592,21 @@ async def test_a_place_far_ahead_is_refused_and_the_chain_goes_on(
     for place in (LAST_PLACE, 4):
         with pytest.raises(asyncpg.CheckViolationError, match=f"place {place} of {own.party}'s"):
             await _link_next(pool, own.party, at=place)
+    # Nor by a statement that updates otherwise: in a writable CTE, or a MERGE.
+    waiting = await pool.fetchval(
+        "SELECT id FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL"
+        " ORDER BY id LIMIT 1",
+        own.party,
+    )
+    link = "chain_seq = $2, prev_hash = 'p', record_hash = 'h', chained_by = keeper"
+    for sql in (
+        f"WITH w AS (UPDATE records.access_records SET {link} WHERE id = $1 RETURNING id)"
+        " SELECT count(*) FROM w",
+        "MERGE INTO records.access_records a USING (SELECT $1::bigint AS id) s ON a.id = s.id"
+        f" WHEN MATCHED THEN UPDATE SET {link}",
+    ):
+        with pytest.raises(asyncpg.CheckViolationError, match="one place at a time"):
+            await pool.execute(sql, waiting, LAST_PLACE)
     far = access_record(own.party, 9, attempt_key="z9").model_copy(
         update={"recorded_at": dt.datetime.now(dt.UTC)}
     )
