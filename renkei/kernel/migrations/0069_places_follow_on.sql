@@ -6,13 +6,16 @@
 -- there. `verify` reported it, but from then on every chainer and every writer of that chain
 -- failed on the place after it, for good: one role stalled a chain it does not keep.
 --
--- Now each place a statement gives must follow a place its chain has (the one before it is
--- there, in the chain or in the same statement), or be the first of a chain that has no other
--- (so the places the retention period emptied at a chain's start are not filled again). A link
--- someone sets out of turn at the chain's next place is still taken, and still reported by
--- `verify`; the chain goes on after it. Places are checked once per statement, on the rows it
--- wrote.
--- Reads every chain whoever writes (an org's role sees only its own chain's records).
+-- Now each place given must follow a place its chain has (the one before it is there, in the
+-- chain or in the same statement), or be the first of a chain that has no other (so the
+-- places the retention period emptied at a chain's start are not filled again). A link someone
+-- sets out of turn at the chain's next place is still taken, and still reported by `verify`;
+-- the chain goes on after it. Links are checked once per statement, on the rows it linked (a
+-- chainer links thousands at once); records inserted chained as written, each after its
+-- statement (a row-level check costs a record written unchained nothing, where a statement's
+-- would copy every row it wrote).
+--
+-- Both read every chain whoever writes (an org's role sees only its own chain's records).
 CREATE FUNCTION records.refuse_record_gap() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -34,12 +37,32 @@ BEGIN
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER places_follow_on AFTER INSERT ON records.access_records
-    REFERENCING NEW TABLE AS new_places
-    FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_record_gap();
 CREATE TRIGGER links_follow_on AFTER UPDATE ON records.access_records
     REFERENCING NEW TABLE AS new_places
     FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_record_gap();
+
+-- A record inserted with its place (after its statement, so it sees the statement's other
+-- rows): the places of its chain stored before this transaction are the chain it follows.
+CREATE FUNCTION records.refuse_place_gap() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (NEW.chain_seq > 1
+        AND NOT EXISTS (SELECT 1 FROM records.access_records a
+                         WHERE a.keeper = NEW.keeper AND a.chain_seq = NEW.chain_seq - 1))
+       OR (NEW.chain_seq = 1
+           AND EXISTS (SELECT 1 FROM records.access_records a
+                        WHERE a.keeper = NEW.keeper AND a.chain_seq > 1
+                          AND coalesce(a.stored_at, '-infinity') < now()))
+    THEN
+        RAISE EXCEPTION 'place % of %''s chain does not follow on from its places: a chain grows one place at a time',
+            NEW.chain_seq, NEW.keeper USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER places_follow_on AFTER INSERT ON records.access_records
+    FOR EACH ROW WHEN (NEW.chain_seq IS NOT NULL)
+    EXECUTE FUNCTION records.refuse_place_gap();
 
 CREATE FUNCTION records.refuse_outcome_gap() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -64,4 +87,5 @@ END $$;
 CREATE TRIGGER places_follow_on AFTER INSERT ON records.attempt_outcomes
     REFERENCING NEW TABLE AS new_places
     FOR EACH STATEMENT EXECUTE FUNCTION records.refuse_outcome_gap();
-REVOKE ALL ON FUNCTION records.refuse_record_gap(), records.refuse_outcome_gap() FROM PUBLIC;
+REVOKE ALL ON FUNCTION records.refuse_record_gap(), records.refuse_place_gap(),
+    records.refuse_outcome_gap() FROM PUBLIC;
