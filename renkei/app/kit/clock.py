@@ -27,6 +27,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from renkei.app.client import RPC_TIMEOUT
 from renkei.app.kit.watch import FlowWatch
 from renkei.contracts.messages import KitAdvance, KitClock
 
@@ -147,11 +148,14 @@ async def quiet_due(client: Client, root: str, stubs: StubClock) -> list[dt.date
 async def read(client: Client, wid: str, stubs: StubClock, query: str, result_type: Any) -> Any:
     """``wid``'s answer to ``query``, read in the process from its instance in the kit's worker,
     or else by a query through the server (which waits while the worker holds the flow's task
-    open for a local activity). Raises :class:`RPCError` if the server cannot answer."""
+    open for a local activity). Raises :class:`RPCError` if the server cannot answer, in
+    :data:`RPC_TIMEOUT` at most (the kit then tries again)."""
     found = await asyncio.to_thread(stubs.watch.read, wid, query)
     if found is not None:
         return client.data_converter.payload_converter.from_payloads([found], [result_type])[0]
-    return await client.get_workflow_handle(wid).query(query, result_type=result_type)
+    return await client.get_workflow_handle(wid).query(
+        query, result_type=result_type, rpc_timeout=RPC_TIMEOUT
+    )
 
 
 async def _read_clock(client: Client, wid: str, stubs: StubClock) -> KitClock | None:
