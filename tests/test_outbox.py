@@ -51,7 +51,7 @@ async def test_a_reminder_is_delivered_to_its_executor_until_acknowledged(
     wid, subject = await _reminded(client, pool, settings, catalog, live_whitelist)
     [m] = [m for m in await outbox.pending(pool, "city-minato") if m.workflow_id == wid]
     assert (m.kind, m.step, m.waits_for) == ("reminder", "consent", "preview-consent")
-    assert m.deadline > m.queued_at and m.deliveries >= 1
+    assert m.deliveries >= 1
     assert subject not in m.model_dump_json()  # nothing personal: the flow's id says which
     for other in ("city-shibuya", "jps"):  # not in another org's outbox, nor theirs to ack
         assert m.id not in await _ids(pool, other)
