@@ -25,6 +25,22 @@ from renkei.kernel.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def renkei_command(
+    *args: str, env: Mapping[str, str], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``renkei ARGS`` run to its end as a process of its own from the checkout, with ``env``
+    (its exit code, stdout and stderr as text), or given up after ``timeout`` seconds."""
+    return subprocess.run(
+        [sys.executable, "-m", "renkei.app.cli", *args],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     """A local port nothing listens on now."""
     with socket.socket() as s:

@@ -8,8 +8,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
-import sys
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
@@ -34,6 +32,7 @@ from .processes import (
     control_plane,
     direct_endpoints,
     direct_env,
+    renkei_command,
     wired,
     worker,
 )
@@ -257,15 +256,7 @@ async def test_a_control_process_that_knows_no_endpoint_fails_the_step_naming_th
 def test_a_worker_without_servers_to_join_says_so(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env["RENKEI_DATA_DIR"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "renkei.app.cli", "worker", "hub"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = renkei_command("worker", "hub", env=env, timeout=60)
     assert done.returncode == 2
     assert "no servers to join" in done.stderr
 
@@ -303,17 +294,12 @@ def test_start_exits_cleanly_every_time(client: Client, pool, settings: Settings
         settings, client.service_client.config.target_host, RENKEI_DATA_DIR=str(tmp_path)
     )
     for n in range(10):
-        done = subprocess.run(
-            [sys.executable, "-m", "renkei.app.cli", "start", flow.bpf]
-            + ["--executor", flow.executor, "--subject", flow.subject]
-            + [f"--input={k}={v}" for k, v in flow.inputs.items()]
-            + ["--case-ref", f"{flow.case_ref}-{n}", "--no-wait"],
-            cwd=ROOT,
+        done = renkei_command(
+            *("start", flow.bpf, "--executor", flow.executor, "--subject", flow.subject),
+            *(f"--input={k}={v}" for k, v in flow.inputs.items()),
+            *("--case-ref", f"{flow.case_ref}-{n}", "--no-wait"),
             env=env,
-            capture_output=True,
-            text=True,
             timeout=60,
-            check=False,
         )
         assert done.returncode == 0, (n, done.returncode, done.stdout, done.stderr)
         assert done.stdout.startswith(f"workflow {flow.bpf}/{flow.executor}/"), done.stdout
@@ -389,15 +375,7 @@ def test_a_worker_on_a_database_behind_its_release_stops_naming_the_migrations(
         "(later / '9999_a_later_release.sql').write_text('')\n"
         "db.MIGRATIONS_DIR = later\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "renkei.app.cli", "worker", "agency", "city-minato"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = renkei_command("worker", "agency", "city-minato", env=env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "lacks 1 migration(s) of this release, from 9999_a_later_release.sql" in done.stderr
     assert "renkei init" in done.stderr

@@ -15,8 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +27,7 @@ from renkei.kernel.settings import Settings
 
 from .conftest import FirstRun, own_stack_env
 from .helpers import code, shibuya_family
-from .processes import ROOT, RenkeiProcess
+from .processes import ROOT, RenkeiProcess, renkei_command
 
 pytestmark = pytest.mark.faults
 
@@ -68,19 +66,13 @@ def _a_flow_runs(data: Path, index: int) -> None:
     family = shibuya_family(settings, index)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RENKEI_")}
     env.update(RENKEI_DATA_DIR=str(data), PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "renkei.app.cli", "start", "child-allowance-check"),
-            *("--executor", "city-minato", "--case-ref", f"stack-{index}"),
-            *("--subject", code(settings, "city-minato", family.members[0])),
-            *("-i", "previous_municipality=city-shibuya"),
-        ],
-        cwd=ROOT,
+    done = renkei_command(
+        *("start", "child-allowance-check"),
+        *("--executor", "city-minato", "--case-ref", f"stack-{index}"),
+        *("--subject", code(settings, "city-minato", family.members[0])),
+        *("-i", "previous_municipality=city-shibuya"),
         env=env,
-        capture_output=True,
-        text=True,
         timeout=180,
-        check=False,
     )
     assert done.returncode in (0, 1), done.stdout + done.stderr
     assert '"outcome"' in done.stdout or "income above the limit" in done.stderr, done.stdout
