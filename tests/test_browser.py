@@ -120,7 +120,11 @@ async def test_citizen_page_on_a_phone_in_both_languages(
         await context.close()
 
 
-async def _workflow_page_text(page: Any, settings: Settings, workflow_id: str) -> str:
+async def _workflow_page_text(
+    page: Any, settings: Settings, workflow_id: str, shows: str | None = None
+) -> str:
+    """The text of the UI's page of ``workflow_id``; once it ``shows`` that text, if given (the
+    UI decodes payloads after rendering, and may take its time on a busy machine)."""
     from urllib.parse import quote
 
     url = (
@@ -130,7 +134,12 @@ async def _workflow_page_text(page: Any, settings: Settings, workflow_id: str) -
     await page.goto(url)
     await page.wait_for_selector("h5:has-text('Input')", state="attached", timeout=30_000)
     await page.wait_for_load_state("networkidle")  # the UI decodes payloads after rendering
-    await page.wait_for_timeout(1_000)
+    if shows is not None:
+        await page.wait_for_function(
+            "s => document.body.innerText.includes(s)", arg=shows, timeout=30_000
+        )
+    else:
+        await page.wait_for_timeout(1_000)
     text: str = await page.inner_text("body")
     return text
 
@@ -181,7 +190,7 @@ async def test_temporal_ui_shows_clear_payloads_only_to_a_signed_in_operator(
             )
         )
         page = await operator.new_page()
-        text = await _workflow_page_text(page, settings, handle.id)
+        text = await _workflow_page_text(page, settings, handle.id, shows=secret)
         await page.screenshot(path=str(ARTIFACTS / "temporal-ui-with-token.png"), full_page=True)
         assert secret in text and '"executor": "pref-tokyo"' in text
     finally:

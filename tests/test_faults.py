@@ -146,7 +146,8 @@ def _slowed(
 async def test_kill_9_of_a_providers_worker_mid_linkage(
     client: Client, pool: asyncpg.Pool, settings: Settings, catalog, live_whitelist, tmp_path: Path
 ) -> None:
-    await register_fixture(pool, "retry-probe.yaml")  # 3 s per attempt, 5 attempts
+    # 3 s per attempt, 20 attempts: a minute for the killed worker's successor to start
+    await register_fixture(pool, "retry-probe-patient.yaml")
     settings = wired(settings, "city-shibuya")  # its process's endpoint, and its restarted one's
     h = pick(settings, lambda h: h.municipality == "city-shibuya")
     shibuya = worker(
@@ -161,14 +162,18 @@ async def test_kill_9_of_a_providers_worker_mid_linkage(
     try:
         async with workers(client, pool, settings, catalog, live_whitelist, agencies=()):
             handle = await sdk(client, settings).start(
-                start("retry-probe", "city-minato", code(settings, "city-minato", h.members[0]))
+                start(
+                    "retry-probe-patient",
+                    "city-minato",
+                    code(settings, "city-minato", h.members[0]),
+                )
             )
             async with asyncio.timeout(30):
                 while not (tmp_path / "city-shibuya.tax").exists():  # noqa: ASYNC110 (another process)
                     await asyncio.sleep(0.05)
             shibuya.kill9()  # the linkage is in flight in that process
             shibuya = worker(settings, _address(client), "agency", "city-shibuya")
-            result = await asyncio.wait_for(handle.result(), 60)
+            result = await asyncio.wait_for(handle.result(), 90)
     finally:
         shibuya.stop()
     assert result.outcome == "completed"

@@ -65,16 +65,16 @@ async def test_consent_given_after_a_preview_completes_the_flow(
     await register_fixture(pool, "consent-probe.yaml")
     slow = settings.model_copy(update={"test_time_scale": 1e-4})  # 30 days ≈ 4 minutes
     async with workers(client, pool, slow, catalog, live_whitelist):
+        before = dt.datetime.now(dt.UTC)
         handle = await sdk(client, slow).start(
             start("consent-probe", "city-minato", _applicant(settings), trigger="portal")
         )
         [w] = await _waiting(handle, "consent")
+        after = dt.datetime.now(dt.UTC)
         assert w.for_ == "preview-consent" and "taxable_income" in w.preview["tax"]
-        assert (
-            dt.timedelta(seconds=250)
-            < w.deadline - dt.datetime.now(dt.UTC)
-            < dt.timedelta(seconds=260)
-        )
+        # 30 days scaled (259.2 s) from when the flow began to wait, however long that took
+        due = dt.timedelta(days=30) * 1e-4
+        assert before + due - dt.timedelta(seconds=1) < w.deadline < after + due
         described = await handle.describe()
         assert described.typed_search_attributes.get(sa.WAITING_FOR) == "consent:preview-consent"
         assert described.typed_search_attributes.get(sa.STATUS) == "waiting"
