@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol|gateway|chain|shape|anatomy]``.
+"""``python -m bench [--quick] [all|flows|citizen|waiting|protocol|gateway|chain|chain-shape|shape|anatomy]``.
 
 ``flows``: throughput of BPFs of 1, 3 and 10 queries in sequence and of 3 in parallel against
 plain Temporal workflows running as many no-op activities on the same dev server, latency, CPU
@@ -485,6 +485,28 @@ async def chain(quick: bool) -> list[str]:
     ]
 
 
+async def chain_shape(quick: bool) -> list[str]:
+    """The records on one chain in the production shape: its writers and its chainer each in
+    processes of their own (``bench/chain.py``, :func:`bench.chain.process_rounds`)."""
+    from bench import chain as bc
+
+    load_before = os.getloadavg()[0]
+    async with _stack(sample_residents=50) as (_env, _pool, settings, url):
+        big = await create_pool(url, max_size=40)  # the one-process round's 128 writers
+        try:
+            rates = await bc.process_rounds(big, settings, quick)
+        finally:
+            await big.close()
+    load_after = os.getloadavg()[0]
+    return [
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" median of {bc.ROUNDS} alternating rounds; load average {load_before:.1f} before,"
+        f" {load_after:.1f} after",
+        "",
+        *bc.process_report(rates),
+    ]
+
+
 def _record(which: str, quick: bool, lines: list[str]) -> None:
     """Append one run's results, with the command that reproduces them, to docs/benchmarks.md."""
     command = (
@@ -513,7 +535,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--record",
         action="store_true",
-        help="append the results of flows, waiting, chain, gateway, shape or anatomy to"
+        help="append the results of flows, waiting, chain, chain-shape, gateway, shape or anatomy to"
         " docs/benchmarks.md",
     )
     parser.add_argument(
@@ -527,6 +549,7 @@ if __name__ == "__main__":
             "protocol",
             "gateway",
             "chain",
+            "chain-shape",
             "shape",
             "anatomy",
         ],
@@ -567,6 +590,11 @@ if __name__ == "__main__":
         print("\n".join(lines))
         if args.record:
             _record("chain", args.quick, lines)
+    if args.which in ("all", "chain-shape"):
+        lines = asyncio.run(chain_shape(args.quick))
+        print("\n".join(lines))
+        if args.record:
+            _record("chain-shape", args.quick, lines)
     if args.which in ("all", "protocol"):
         from bench.protocol import protocol
 
