@@ -544,6 +544,78 @@ async def test_a_row_waiting_for_its_place_carries_no_link(
     assert await _chain_all(pool, own) == 1
 
 
+# The columns a link sets (and the one the database stamps as it links).
+CHAIN_COLUMNS = frozenset(
+    {"chain_seq", "prev_hash", "record_hash", "chained_by", "link_signature", "link_from"}
+)
+
+
+def _other_values(column: str, data_type: str, nullable: bool, value: object) -> list[str]:
+    """SQL for other values of ``column`` than ``value``: another of its type, and NULL (or,
+    from NULL, a value)."""
+    other = {
+        "text": (f"{column} || 'x'", "'x'"),
+        "bigint": (f"{column} + 1", "1"),
+        "integer": (f"{column} + 1", "1"),
+        "timestamp with time zone": (f"{column} + interval '1 microsecond'", "now()"),
+    }[data_type]  # a column of another type: say here how it changes
+    if value is None:
+        return [other[1]]
+    return [other[0], "NULL"] if nullable else [other[0]]
+
+
+async def test_a_link_carries_no_change_of_any_other_column(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A link may set the chain columns of a waiting record, once, and nothing else of it: for
+    every other column the table has (read from the catalog, so one added later is tried too),
+    a link that also changes it to another value, to NULL, or from NULL to a value, is refused,
+    even to the database's owner. The same link setting that column to what it holds is taken.
+    """
+    own = await _party(pool, settings)
+    await records.write(
+        pool,
+        access_record(own.party, 1, attempt_key=f"c/{uuid.uuid4()}"),
+        signer=own,
+        deferred=True,
+    )
+    row = await pool.fetchrow(
+        "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL", own.party
+    )
+    columns = await pool.fetch(
+        "SELECT column_name, data_type, is_nullable = 'YES' AS nullable"
+        " FROM information_schema.columns"
+        " WHERE table_schema = 'records' AND table_name = 'access_records'"
+    )
+    others = [c for c in columns if c["column_name"] not in CHAIN_COLUMNS | {"chained_at"}]
+    assert {c["column_name"] for c in columns} >= CHAIN_COLUMNS | {"outcome", "subject_code"}
+    assert any(row[c["column_name"]] is None for c in others)  # from NULL is tried too
+    link = (
+        "UPDATE records.access_records SET chain_seq = 1, prev_hash = 'p', record_hash = 'h',"
+        " chained_by = $1, link_signature = 's', link_from = 1"
+    )
+    tried = 0
+    async with undone_as_owner(pool) as conn:
+        for c in others:
+            name = c["column_name"]
+            for value in _other_values(name, c["data_type"], c["nullable"], row[name]):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                    async with conn.transaction():
+                        await conn.execute(
+                            f"{link}, {name} = {value} WHERE id = $2", own.party, row["id"]
+                        )
+                tried += 1
+            # The same value: no change, and the link is taken (then undone, for the next).
+            same = conn.transaction()
+            await same.start()
+            status = await conn.execute(
+                f"{link}, {name} = {name} WHERE id = $2", own.party, row["id"]
+            )
+            await same.rollback()
+            assert status == "UPDATE 1", name
+    assert tried > len(others)
+
+
 async def test_a_batch_begins_where_its_signature_says(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:
