@@ -54,6 +54,8 @@ ROUNDS = 3
 SERVER_FLAGS: list[str] = []
 # How renkei's flows reach providers in this run (``--transport``): RENKEI_LINKAGE_TRANSPORT.
 TRANSPORT: list[str] = ["direct"]
+# Queries per flow of the shape bench (--queries), for the command a recorded run names.
+SHAPE_QUERIES: list[int] = [3]
 LINKAGES = {"queue": "through the providers' queues", "direct": "over the direct channel"}
 
 
@@ -355,7 +357,8 @@ async def shape(quick: bool) -> list[str]:
     load_after = os.getloadavg()[0]
     return [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
-        f" `bench-seq-3` (Tokyo asks Minato three times); load average {load_before:.1f} before,"
+        f" `bench-seq-{bs.QUERIES[0]}` (Tokyo asks Minato {bs.QUERIES[0]} times); load average"
+        f" {load_before:.1f} before,"
         f" {load_after:.1f} after; renkei's linkages {LINKAGES[TRANSPORT[0]]}",
         "",
         *bs.report(last, spent, flows, serial),
@@ -514,6 +517,7 @@ def _record(which: str, quick: bool, lines: list[str]) -> None:
         + (" --quick" if quick else "")
         + (" --server tuned" if SERVER_FLAGS else "")
         + (" --transport queue" if TRANSPORT[0] == "queue" else "")
+        + (f" --queries {SHAPE_QUERIES[0]}" if SHAPE_QUERIES[0] != 3 else "")
         + ("" if which == "all" else f" {which}")
     )
     today = dt.date.today().isoformat()
@@ -569,6 +573,13 @@ if __name__ == "__main__":
         help="renkei's linkages over the direct channel (the platform's default), or through"
         " the providers' queues",
     )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        choices=[1, 3, 10],
+        default=3,
+        help="queries per flow in shape (bench-seq-1, -3 or -10)",
+    )
     args = parser.parse_args()
     TRANSPORT[0] = args.transport
     if args.server == "tuned":
@@ -605,6 +616,9 @@ if __name__ == "__main__":
         if args.record:
             _record("gateway", args.quick, lines)
     if args.which in ("all", "shape"):
+        from bench import shape as bs
+
+        bs.QUERIES[0] = SHAPE_QUERIES[0] = args.queries
         lines = asyncio.run(shape(args.quick))
         print("\n".join(lines))
         if args.record:

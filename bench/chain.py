@@ -322,7 +322,7 @@ async def process_rounds(
     :func:`record_rounds`), and in :data:`WRITER_PROCESSES` processes with the chainer in one of
     its own; alternating rounds, medians."""
     signer = records.RecordSigner(records.HUB, keys.load(settings).signer())
-    total = 4_000 if quick else 20_000
+    total = 10_000 if quick else 20_000  # a second or more of writing: the lag is not the rate
     got: dict[str, list[tuple[float, float, float]]] = {}
     for _ in range(ROUNDS):
         label = "128 writers and the chainer in one process"

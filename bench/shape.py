@@ -1,7 +1,8 @@
 """The production shape: the same 3-query flow with the parties' workers in one process and in
 processes of their own (issue #16).
 
-``bench-seq-3`` (Tokyo asks Minato three times), a fixed number of flows at once, in three
+``bench-seq-3`` (Tokyo asks Minato three times; ``--queries 1`` or ``10`` for ``bench-seq-1`` or
+``bench-seq-10``), a fixed number of flows at once, in three
 shapes on one stack, each on a task-queue prefix of its own:
 
 - (a) every worker in the bench's own process, as ``python -m bench flows`` runs them;
@@ -55,6 +56,9 @@ from workers.assembly import running_workers
 from workers.plugin import connect
 
 ROUNDS = 3
+# Queries per flow (``--queries``): ``bench-seq-3`` unless told otherwise; the plain baseline asks
+# as many activities.
+QUERIES = [3]
 EXECUTOR, PROVIDER = "pref-tokyo", "city-minato"
 PLAIN = "plain Temporal (its worker in its own process)"
 ONE = "(a) one process"
@@ -130,7 +134,7 @@ def _serve_plain(address: str, task_queue: str) -> None:
 async def _plain(client: Client, task_queue: str, flows: int, serial: int) -> bf.Measured:
     async def start(_: int) -> Callable[[], Awaitable[object]]:
         h = await client.start_workflow(
-            PlainSeq.run, 3, id=f"plain-{uuid.uuid4()}", task_queue=task_queue
+            PlainSeq.run, QUERIES[0], id=f"plain-{uuid.uuid4()}", task_queue=task_queue
         )
         return h.result
 
@@ -190,7 +194,7 @@ async def run(
             async def once(shape: str, n: int, one_by_one: int) -> bf.Measured:
                 if shape == PLAIN:
                     return await _plain(plain_client, plain_tq, n, one_by_one)
-                return await bf.renkei(sdks[shape], per_shape[shape], 3, n, one_by_one)
+                return await bf.renkei(sdks[shape], per_shape[shape], QUERIES[0], n, one_by_one)
 
             for shape in SHAPES:  # warm up every path
                 await once(shape, 5, 0)
@@ -224,16 +228,18 @@ def report(
     serial: int,
 ) -> list[str]:
     plain = last[PLAIN].flows_per_s
+    n = QUERIES[0]
     lines = [
-        f"| 3-query flows, {flows} at once (median of {ROUNDS} rounds, alternating)"
-        " | flows/s | ratio to plain | start-to-result p50"
+        f"| {n}-query flows, {flows} at once (median of {ROUNDS} rounds, alternating)"
+        " | flows/s | linkages/s | ratio to plain | start-to-result p50"
         f" ({serial} one by one) | wall time of the first round |",
-        "| --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for shape in SHAPES:
         m = last[shape]
         lines.append(
-            f"| {shape} | {m.flows_per_s:.1f} | **{m.flows_per_s / plain:.2f}** |"
+            f"| {shape} | {m.flows_per_s:.1f} | {n * m.flows_per_s:.0f}"
+            f" | **{m.flows_per_s / plain:.2f}** |"
             f" {m.pct(50):.1f} ms | {spent[shape]['wall']:.1f} s |"
         )
     cpu = {s: {g: v for g, v in spent[s].items() if g != "wall"} for s in spent}
