@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import psutil
 from temporalio.client import Client
 
 from bench import flows as bf
@@ -102,7 +103,10 @@ async def record_rounds(
             }
     # A burst: as many calls at once as records, then the chainer alone over all of them (what
     # each side does when it does not share the process's CPU with the other).
-    bursts: list[tuple[float, float]] = []
+    # The CPU a link costs, the database's and the chainer's (this process's), measured around
+    # the chainer's pass.
+    meter = bf.CpuMeter(psutil.Process(await pool.fetchval("SELECT pg_backend_pid()")).ppid())
+    bursts: list[tuple[float, float, float, float]] = []
     for _ in range(ROUNDS):
         group = records.GroupWriter(pool)
         t0 = time.perf_counter()
@@ -110,12 +114,24 @@ async def record_rounds(
             *(group.write(_record(records.HUB, i), signer=signer) for i in range(total))
         )
         t1 = time.perf_counter()
+        before = meter.snapshot()
         linked = await records.Chainer(pool, signer).run_once()
-        bursts.append((total / (t1 - t0), linked / (time.perf_counter() - t1)))
+        t2 = time.perf_counter()
+        spent = bf.CpuMeter.spent(before, meter.snapshot())
+        bursts.append(
+            (
+                total / (t1 - t0),
+                linked / (t2 - t1),
+                spent["PostgreSQL"] / linked,
+                spent["workers and clients (this process)"] / linked,
+            )
+        )
     out[f"a burst of {total:,} calls at once, group commit; then the chainer alone"] = {
         "written": statistics.median(b[0] for b in bursts),
         "chained": statistics.median(b[1] for b in bursts),
         "lag": 0.0,
+        "database_us": statistics.median(b[2] for b in bursts) * 1e6,
+        "chainer_us": statistics.median(b[3] for b in bursts) * 1e6,
     }
     return out
 
@@ -173,7 +189,8 @@ def report(writes: dict[str, dict[str, float]], flows: dict[str, list[Measured]]
             if "deferred" in label
             else "none (chained as written)"
             if "inline" in label
-            else "(the chainer's own rate)"
+            else f"(the chainer's own rate; CPU a link: the database {r['database_us']:.0f} µs,"
+            f" the chainer {r['chainer_us']:.0f} µs)"
         )
         lines.append(f"| {label} | {r['written']:,.0f} | {r['chained']:,.0f} | {lag} |")
     for writers in WRITERS:
