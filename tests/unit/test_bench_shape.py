@@ -64,3 +64,23 @@ def test_cpu_table_is_per_flow_with_a_dash_where_a_shape_runs_no_such_process() 
     assert rows["plain worker"] == "| plain worker | 50 ms | – | – |"
     assert "PostgreSQL" not in rows  # no shape measured it
     assert lines[-1] == "| **all of them** | **150 ms** | **600 ms** | **450 ms** |"
+
+
+def test_the_report_names_the_flows_queries_and_counts_their_linkages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench import shape
+    from bench.flows import Measured
+    from bench.shape import SHAPES, report
+
+    monkeypatch.setattr(shape, "QUERIES", [10])
+    last = {
+        s: Measured(flows_per_s=rate, latencies_ms=[float(i) for i in range(1, 101)])
+        for s, rate in zip(SHAPES, (10.0, 7.0, 12.0, 11.0), strict=True)
+    }
+    spent = {s: {"wall": 1.0, "Temporal server": 1.0} for s in SHAPES}
+    lines = report(last, spent, flows=20, serial=100)
+    assert lines[0].startswith("| 10-query flows, 20 at once")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in lines[2:6]}
+    assert rows[PLAIN][1:4] == ["10.0", "100", "**1.00**"]
+    assert rows[OWN][1:4] == ["12.0", "120", "**1.20**"]  # ten linkages a flow
