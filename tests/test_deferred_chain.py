@@ -616,6 +616,87 @@ async def test_a_link_carries_no_change_of_any_other_column(
     assert tried > len(others)
 
 
+async def test_no_search_path_changes_what_the_append_only_trigger_compares_or_stamps(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """A session that can create in a schema puts its own `*=` for the table's row type (an
+    exact match, which PostgreSQL would pick before the catalog's) and its own
+    `clock_timestamp()` first on its search path: a link still carries no change of content,
+    and its time is the database's."""
+    own = await _party(pool, settings)
+    await records.write(
+        pool,
+        access_record(own.party, 1, attempt_key=f"s/{uuid.uuid4()}"),
+        signer=own,
+        deferred=True,
+    )
+    link = (
+        "UPDATE records.access_records SET chain_seq = 1, prev_hash = 'p', record_hash = 'h',"
+        " chained_by = $1, link_signature = 's', link_from = 1"
+    )
+    async with undone_as_owner(pool) as conn:
+        await conn.execute(
+            "CREATE FUNCTION public.always(records.access_records, records.access_records)"
+            " RETURNS boolean LANGUAGE sql AS 'SELECT true'"
+        )
+        await conn.execute(
+            "CREATE OPERATOR public.*= (LEFTARG = records.access_records,"
+            " RIGHTARG = records.access_records, FUNCTION = public.always)"
+        )
+        await conn.execute(
+            "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE sql"
+            " AS $$SELECT '2020-01-01 00:00+00'::timestamptz$$"
+        )
+        await conn.execute("SET LOCAL search_path = public, pg_catalog")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            async with conn.transaction():
+                await conn.execute(
+                    f"{link}, outcome = 'denied' WHERE keeper = $1 AND chain_seq IS NULL",
+                    own.party,
+                )
+        await conn.execute(f"{link} WHERE keeper = $1 AND chain_seq IS NULL", own.party)
+        linked_at = await conn.fetchval(
+            "SELECT chained_at FROM records.access_records WHERE keeper = $1", own.party
+        )
+        assert linked_at > dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+
+
+async def test_every_function_of_renkeis_schemas_resolves_names_in_the_catalog_only(
+    pool: asyncpg.Pool,
+) -> None:
+    """Each function in renkei's own schemas (a trigger's, a check's) pins its search path to
+    the system catalog and renkei's schemas (which only their owner creates in), the session's
+    temporary schema last if at all: a function a later migration replaced without it is found
+    here, not by an attacker."""
+    ours = {
+        r["nspname"]
+        for r in await pool.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT IN ('public', 'information_schema')"
+            " AND nspname NOT LIKE 'pg\\_%'"
+        )
+    }
+    assert {"records", "hub", "controls"} <= ours
+    functions = await pool.fetch(
+        "SELECT p.oid::regprocedure::text AS f, p.proconfig FROM pg_proc p"
+        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = ANY($1)",
+        sorted(ours),
+    )
+    assert len(functions) >= 10  # the query sees renkei's functions
+    unpinned = []
+    for row in functions:
+        paths = [c for c in row["proconfig"] or [] if c.startswith("search_path=")]
+        names = (
+            [n.strip() for n in paths[0].removeprefix("search_path=").split(",")] if paths else []
+        )
+        if (
+            not names
+            or any(n not in ours | {"pg_catalog", "pg_temp"} for n in names)
+            or ("pg_temp" in names and names[-1] != "pg_temp")
+        ):
+            unpinned.append((row["f"], paths))
+    assert unpinned == []
+
+
 async def test_a_batch_begins_where_its_signature_says(
     pool: asyncpg.Pool, settings: Settings
 ) -> None:

@@ -10,7 +10,12 @@
 -- The check is the same and as general: the row's type is the table's, so a column added
 -- later is compared as every other, and no list of the columns that may not change is kept.
 -- It is stricter where the two differ: JSON took 1.0 and 1.00 as one number, the bytes do not.
-CREATE OR REPLACE FUNCTION records.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+--
+-- Its names resolve in the system catalog only, as every trigger function's since migration 0059
+-- (0067 replaced this one without its setting): no session's search_path can put its own `*=`
+-- for the table's row type, or its own `clock_timestamp()`, before the catalog's.
+CREATE OR REPLACE FUNCTION records.refuse_change() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     unlinked records.access_records;  -- read only for access records
 BEGIN
@@ -36,7 +41,7 @@ BEGIN
             unlinked.link_signature := OLD.link_signature;
             unlinked.link_from := OLD.link_from;
             unlinked.chained_at := OLD.chained_at;
-            IF unlinked *= OLD THEN
+            IF unlinked OPERATOR(pg_catalog.*=) OLD THEN
                 NEW.chained_at := clock_timestamp();
                 RETURN NEW;
             END IF;
