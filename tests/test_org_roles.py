@@ -253,6 +253,9 @@ async def test_a_role_written_into_the_registry_past_its_changes_decides_nothing
 
     waiting = _new()  # an org that has not passed its contract test nor been certified
     await orgs.add(pool, catalog, waiting, "test", "platform-operator", hub=hub_key())
+    async with asyncio.timeout(30):  # the hub's change reached the worker before any forged one
+        while waiting.id not in live_whitelist.orgs:  # noqa: ASYNC110 (a notice it reloads on)
+            await asyncio.sleep(0.05)
     for forged, undo in [
         (
             "INSERT INTO whitelist.org_roles (org, role) VALUES ('city-minato', 'jasso')",
