@@ -31,7 +31,18 @@ from renkei.kernel.pseudonyms import (
 )
 from renkei.kernel.settings import Settings
 
-from .helpers import MARKER_KEYS, access_record, child_rearing, code, pick, run, sdk, start, workers
+from .helpers import (
+    MARKER_KEYS,
+    access_record,
+    child_rearing,
+    code,
+    pick,
+    run,
+    sdk,
+    start,
+    undone_as_owner,
+    workers,
+)
 
 # -- agency-specific codes --
 
@@ -302,6 +313,39 @@ async def _tamper(pool: asyncpg.Pool, sql: str, *args: object) -> None:
         await conn.execute("SET LOCAL ROLE NONE")  # the login user, not the application's role
         await conn.execute("SET LOCAL session_replication_role = replica")  # triggers off
         await conn.execute(sql, *args)
+
+
+async def test_past_the_retention_period_the_owner_may_delete_records_and_receipts_not_before(
+    pool: asyncpg.Pool,
+) -> None:
+    """Access records, outcomes and providers' receipts are kept for the retention period (the
+    policy's): the owner's DELETE of one stored before it is taken, of one stored within it
+    refused. (A receipt's DELETE failed on a field it does not have, past the period too.)"""
+    attempt = f"retention/{uuid.uuid4()}"
+    receipt = (
+        "INSERT INTO records.answer_receipts (keeper, attempt_key, answer_digest,"
+        " permit_signature, signature, answered_at, stored_at)"
+        " VALUES ('city-minato', $1, 'd', 'p', 's', $2, $2)"
+    )
+    async with undone_as_owner(pool) as conn:
+        long_ago = await conn.fetchval(  # in the database's calendar (a year is not 360 days)
+            "SELECT now() - retention - interval '1 day' FROM records.policy"
+        )
+        await conn.execute("SET LOCAL session_replication_role = replica")  # stored long ago
+        await conn.execute(receipt, f"{attempt}/old", long_ago)
+        await conn.execute("SET LOCAL session_replication_role = origin")
+        await conn.execute(receipt, f"{attempt}/new", dt.datetime.now(dt.UTC))
+        deleted = "DELETE FROM records.answer_receipts WHERE attempt_key = $1"
+        assert await conn.execute(deleted, f"{attempt}/old") == "DELETE 1"
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="answer receipts are kept"):
+            async with conn.transaction():
+                await conn.execute(deleted, f"{attempt}/new")
+        # an access record the same way: by when it was recorded
+        keeper = f"retention-{uuid.uuid4().hex[:8]}"  # a chain of its own, undone after
+        await records.append(conn, [access_record(keeper, 1, attempt_key=f"{attempt}/record")])
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="access records are kept"):
+            async with conn.transaction():
+                await conn.execute("DELETE FROM records.access_records WHERE keeper = $1", keeper)
 
 
 async def _verify(pool: asyncpg.Pool, settings: Settings, keeper: str) -> records.Verification:

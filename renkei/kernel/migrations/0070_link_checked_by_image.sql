@@ -11,6 +11,9 @@
 -- later is compared as every other, and no list of the columns that may not change is kept.
 -- It is stricter where the two differ: JSON took 1.0 and 1.00 as one number, the bytes do not.
 --
+-- A provider's receipt may be deleted past the retention period, as an access record may: the
+-- trigger read every table's row as an access record's, and a receipt's DELETE failed on it.
+--
 -- Its names resolve in the system catalog only, as every trigger function's since migration 0059
 -- (0067 replaced this one without its setting): no session's search_path can put its own `*=`
 -- for the table's row type, or its own `clock_timestamp()`, before the catalog's.
@@ -18,13 +21,22 @@ CREATE OR REPLACE FUNCTION records.refuse_change() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     unlinked records.access_records;  -- read only for access records
+    kept_since timestamptz;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        IF OLD.recorded_at < now() - (SELECT retention FROM records.policy) THEN
+        -- A receipt has no recorded_at: since migration 0037 its DELETE failed on the field,
+        -- past the retention period too. It is kept from when the database stored it.
+        IF TG_TABLE_NAME = 'answer_receipts' THEN
+            kept_since := coalesce(OLD.stored_at, OLD.answered_at);
+        ELSE
+            kept_since := OLD.recorded_at;
+        END IF;
+        IF kept_since < now() - (SELECT retention FROM records.policy) THEN
             RETURN OLD;
         END IF;
-        RAISE EXCEPTION 'access records are kept for % and cannot be deleted before',
-            (SELECT retention FROM records.policy) USING ERRCODE = 'insufficient_privilege';
+        RAISE EXCEPTION '% are kept for % and cannot be deleted before',
+            replace(TG_TABLE_NAME, '_', ' '), (SELECT retention FROM records.policy)
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
     -- Chaining: an unchained record gets its place and its chainer's name (and, at a batch's
     -- end, its signature), once, and nothing else of it changes. Only access records are
