@@ -461,6 +461,15 @@ async def waiting(quick: bool) -> list[str]:
     return out
 
 
+def _rounds_machine(rounds: int, load_before: float, load_after: float) -> str:
+    """The line a rounds bench's results begin with: the machine, the rounds, the load."""
+    return (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
+        f" median of {rounds} alternating rounds; load average {load_before:.1f} before,"
+        f" {load_after:.1f} after"
+    )
+
+
 async def chain(quick: bool) -> list[str]:
     """Records chained inline against written unchained and chained behind (``bench/chain.py``)."""
     from bench import chain as bc
@@ -480,9 +489,7 @@ async def chain(quick: bool) -> list[str]:
         flows = await bc.flow_rounds(env.client, encrypted, pool, settings, url, quick)
     load_after = os.getloadavg()[0]
     return [
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
-        f" median of {bc.ROUNDS} alternating rounds; load average {load_before:.1f} before,"
-        f" {load_after:.1f} after",
+        _rounds_machine(bc.ROUNDS, load_before, load_after),
         "",
         *bc.report(writes, flows),
     ]
@@ -502,9 +509,7 @@ async def chain_shape(quick: bool) -> list[str]:
             await big.close()
     load_after = os.getloadavg()[0]
     return [
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
-        f" median of {bc.ROUNDS} alternating rounds; load average {load_before:.1f} before,"
-        f" {load_after:.1f} after",
+        _rounds_machine(bc.ROUNDS, load_before, load_after),
         "",
         *bc.process_report(rates),
     ]

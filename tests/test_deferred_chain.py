@@ -550,6 +550,21 @@ CHAIN_COLUMNS = frozenset(
 )
 
 
+# A link of a chain's first place by hand, its WHERE clause to add ($1: the keeper).
+LINK_FIRST = (
+    "UPDATE records.access_records SET chain_seq = 1, prev_hash = 'p', record_hash = 'h',"
+    " chained_by = $1, link_signature = 's', link_from = 1"
+)
+
+
+async def _waiting_party(pool: asyncpg.Pool, settings: Settings) -> records.RecordSigner:
+    """A probe org with one record of its own waiting for its place."""
+    own = await _party(pool, settings)
+    record = access_record(own.party, 1, attempt_key=f"w/{uuid.uuid4()}")
+    await records.write(pool, record, signer=own, deferred=True)
+    return own
+
+
 def _other_values(column: str, data_type: str, nullable: bool, value: object) -> list[str]:
     """SQL for other values of ``column`` than ``value``: another of its type, and NULL (or,
     from NULL, a value)."""
@@ -572,13 +587,7 @@ async def test_a_link_carries_no_change_of_any_other_column(
     a link that also changes it to another value, to NULL, or from NULL to a value, is refused,
     even to the database's owner. The same link setting that column to what it holds is taken.
     """
-    own = await _party(pool, settings)
-    await records.write(
-        pool,
-        access_record(own.party, 1, attempt_key=f"c/{uuid.uuid4()}"),
-        signer=own,
-        deferred=True,
-    )
+    own = await _waiting_party(pool, settings)
     row = await pool.fetchrow(
         "SELECT * FROM records.access_records WHERE keeper = $1 AND chain_seq IS NULL", own.party
     )
@@ -590,10 +599,7 @@ async def test_a_link_carries_no_change_of_any_other_column(
     others = [c for c in columns if c["column_name"] not in CHAIN_COLUMNS | {"chained_at"}]
     assert {c["column_name"] for c in columns} >= CHAIN_COLUMNS | {"outcome", "subject_code"}
     assert any(row[c["column_name"]] is None for c in others)  # from NULL is tried too
-    link = (
-        "UPDATE records.access_records SET chain_seq = 1, prev_hash = 'p', record_hash = 'h',"
-        " chained_by = $1, link_signature = 's', link_from = 1"
-    )
+    link = LINK_FIRST
     tried = 0
     async with undone_as_owner(pool) as conn:
         for c in others:
@@ -623,17 +629,8 @@ async def test_no_search_path_changes_what_the_append_only_trigger_compares_or_s
     exact match, which PostgreSQL would pick before the catalog's) and its own
     `clock_timestamp()` first on its search path: a link still carries no change of content,
     and its time is the database's."""
-    own = await _party(pool, settings)
-    await records.write(
-        pool,
-        access_record(own.party, 1, attempt_key=f"s/{uuid.uuid4()}"),
-        signer=own,
-        deferred=True,
-    )
-    link = (
-        "UPDATE records.access_records SET chain_seq = 1, prev_hash = 'p', record_hash = 'h',"
-        " chained_by = $1, link_signature = 's', link_from = 1"
-    )
+    own = await _waiting_party(pool, settings)
+    link = LINK_FIRST
     async with undone_as_owner(pool) as conn:
         await conn.execute(
             "CREATE FUNCTION public.always(records.access_records, records.access_records)"
