@@ -21,6 +21,17 @@ def attempt_key(workflow_id: str, run_id: str, step: str) -> str:
     return f"{workflow_id}/{run_id}/{step}"
 
 
+# A record's reason, at most: the text of a refusal can carry what a request claimed, and a
+# record's text columns hold at most 8,192 bytes (migration 0071). 2,000 characters are at most
+# 8,000 bytes in UTF-8, so a record the platform makes is never refused for its size.
+REASON_LIMIT = 2000
+
+
+def clipped_reason(reason: str) -> str:
+    """``reason``, cut to :data:`REASON_LIMIT` characters (the cut marked with an ellipsis)."""
+    return reason if len(reason) <= REASON_LIMIT else reason[: REASON_LIMIT - 1] + "…"
+
+
 def attempt_record(
     *,
     keeper: str,
@@ -53,7 +64,7 @@ def attempt_record(
         run_id=run_id,
         step=req.step,
         outcome=decision.outcome,
-        reason=decision.reason,
+        reason=clipped_reason(decision.reason),
         hold_until=hold.until if hold else None,
         hold_reason=hold.reason if hold else None,
         trigger=req.trigger,

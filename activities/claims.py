@@ -420,6 +420,14 @@ class Claims:
         if isinstance(step, ActStep):  # a partner's act: the action, of the partner it names
             asked, named = {step.act.action}, step.act.partner
             a = step.act
+            # What the act sends, by name, is the definition's: the hub records a refusal
+            # naming any field the action does not take, and names no field the flow made up.
+            if sorted(req.send_fields) != sorted(a.send):
+                other = sorted(set(req.send_fields) ^ set(a.send))[:5]
+                raise refuse(
+                    f"step {req.step} of {d.bpf} sends {sorted(a.send)}: the request claims"
+                    f" otherwise of {', '.join(other) or 'how many times'}"
+                )
             longest = budget_seconds(a.timeout, a.retry.max_attempts, a.retry.maximum_interval)
         else:
             sub_task = step.query.sub_task

@@ -1129,3 +1129,133 @@ async def test_an_org_holding_a_record_open_under_the_hubs_next_attempt_stalls_n
     finally:
         await agency.close()
     await records.Chainer(pool, hub).run_once()
+
+
+# Each table of chained records, and a row of it (beside the chain's first record, linked by
+# hand) to try sizes with: every column but the id, as JSON.
+SIZE_BOUNDED = ("access_records", "attempt_outcomes", "checkpoints")
+LINKED = CHAIN_COLUMNS | {"chained_at"}  # what a waiting record has none of
+TEXT_LIMIT = 8192  # bytes, each text column of them (migration 0071)
+
+
+async def _refusal(
+    conn: asyncpg.Connection, role: str, insert: str, row: dict[str, object]
+) -> str | None:
+    """Why ``role`` may not ``insert`` ``row`` (the constraint, or the error's class); None if
+    it may (the row is taken back: only the test's transaction ever holds it)."""
+    async with conn.transaction():
+        await conn.execute(f'SET LOCAL ROLE "{role}"')
+        try:
+            async with conn.transaction():
+                await conn.execute(insert, row)
+                raise _Taken
+        except _Taken:
+            return None
+        except asyncpg.CheckViolationError as err:
+            return err.constraint_name or "check"
+        except asyncpg.PostgresError as err:
+            return type(err).__name__
+        finally:
+            await conn.execute("SET LOCAL ROLE NONE")
+
+
+class _Taken(Exception):
+    """Raised inside a savepoint to take back a row that was stored."""
+
+
+def _row_of(table: str, record: dict[str, object], next_outcome: int) -> dict[str, object]:
+    key = f"size/{uuid.uuid4()}"
+    now = dt.datetime.now(dt.UTC).isoformat()
+    return {
+        "access_records": {**record, **dict.fromkeys(LINKED), "attempt_key": key},
+        "attempt_outcomes": {
+            **dict.fromkeys(("prev_hash", "outcome_hash", "signer", "signature"), "x"),
+            **{"attempt_key": key, "outcome": "failed", "record_hash": "h"},
+            **{"chain_seq": next_outcome, "recorded_at": now},
+        },
+        "checkpoints": {
+            **{"keeper": record["keeper"], "chain_seq": 1, "record_hash": "h"},
+            **{"signed_at": now, "key_id": "k", "signature": "s", "signer": record["keeper"]},
+        },
+    }[table]
+
+
+async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Every text column of a table of chained records (read from the catalog, so one added
+    later is tried too) holds at most 8,192 bytes, whoever inserts the row: the platform's role,
+    and an org's login for its own chain. One byte more is refused before anything is stored;
+    no chainer, verifier or citizen's page is made to hold a record of hundreds of megabytes.
+    Through the writer, a record with a reason of 8,192 bytes is stored, and of 8,193 is not."""
+    own = await _waiting_party(pool, settings)
+    alone = dict.fromkeys(SIZE_BOUNDED, 0)
+    async with undone_as_owner(pool) as conn:
+        await conn.execute(f"{LINK_FIRST} WHERE keeper = $1 AND chain_seq IS NULL", own.party)
+        template = dict(
+            await conn.fetchrow("SELECT * FROM records.access_records WHERE keeper = $1", own.party)
+        )
+        record = {
+            k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in template.items()
+        }
+        next_outcome = 1 + await conn.fetchval(
+            "SELECT coalesce(max(chain_seq), 0) FROM records.attempt_outcomes"
+        )
+        for table in SIZE_BOUNDED:
+            columns = await conn.fetch(
+                "SELECT attname, atttypid::regtype::text AS type FROM pg_catalog.pg_attribute"
+                " WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"
+                " AND attname <> 'id' ORDER BY attnum",
+                f"records.{table}",
+            )
+            names = ", ".join(c["attname"] for c in columns)
+            insert = (
+                f"INSERT INTO records.{table} ({names}) SELECT {names}"
+                f" FROM jsonb_populate_record(NULL::records.{table}, $1::jsonb)"
+            )
+            texts = [c["attname"] for c in columns if c["type"] in ("text", "character varying")]
+            bound = await conn.fetchval(
+                "SELECT pg_get_constraintdef(oid) FROM pg_catalog.pg_constraint"
+                " WHERE conrelid = $1::regclass AND conname = 'text_sizes'",
+                f"records.{table}",
+            )
+            assert all(f"octet_length({c})" in bound for c in texts), (table, bound)
+            assert texts and {c["type"] for c in columns} <= {
+                "text",
+                "bigint",
+                "integer",
+                "timestamp with time zone",
+            }, table  # a column of another type: say here how its size is bounded
+            roles = (
+                ["renkei_app", party_role("jps")] if table == "access_records" else ["renkei_app"]
+            )
+            for role in roles:
+                for column in texts:
+                    row = _row_of(table, record, next_outcome)
+                    if role != "renkei_app":  # an org writes its own answers' records only
+                        row = {**row, **dict.fromkeys(("keeper", "provider", "signer"), "jps")}
+                    at_bound = await _refusal(conn, role, insert, {**row, column: "x" * TEXT_LIMIT})
+                    past = await _refusal(
+                        conn, role, insert, {**row, column: "x" * (TEXT_LIMIT + 1)}
+                    )
+                    assert past is not None, (table, role, column)  # never stored
+                    if at_bound is None:  # nothing else refuses the row: its size alone does
+                        assert past == "text_sizes", (table, role, column)
+                        alone[table] += 1
+                    else:  # refused for something else too (a hash but no place), by name first
+                        assert at_bound != "text_sizes", (table, role, column)
+    # Most columns were tried alone: the row is a waiting record, as a writer would store it.
+    assert alone["access_records"] >= 2 * 20 and alone["attempt_outcomes"] >= 2, alone
+    # Through the writer: the bound is bytes, the reason's characters are three bytes each.
+    for size, stored in ((TEXT_LIMIT // 3 - 1, True), (TEXT_LIMIT // 3 + 1, False)):
+        record = access_record(own.party, 2, attempt_key=f"size/{uuid.uuid4()}", reason="理" * size)
+        if stored:
+            await records.write(pool, record, signer=own, deferred=True)
+        else:
+            with pytest.raises(asyncpg.CheckViolationError, match="text_sizes"):
+                await records.write(pool, record, signer=own, deferred=True)
+        kept = await pool.fetchval(
+            "SELECT count(*) FROM records.access_records WHERE attempt_key = $1",
+            record.attempt_key,
+        )
+        assert kept == (1 if stored else 0)

@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncpg
 import pytest
+from annotated_types import MaxLen
+from pydantic import BaseModel
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RawValue, RetryPolicy
@@ -190,7 +192,7 @@ async def _attacker(client, settings, spy_calls: list[str], pool, catalog, live_
             providers={"city-shibuya": {"local-tax": spy}},
             control=False,
         ),
-        Worker(rogue_client(client, settings), task_queue=queue, workflows=[Forge]),
+        Worker(rogue_client(client, settings), task_queue=queue, workflows=[Forge, ForgeRaw]),
     ):
         yield queue
 
@@ -231,6 +233,83 @@ async def test_a_forged_request_without_a_hub_permit_is_refused_and_recorded(
     # The hub never brokered it, so no one else kept a record the citizen would read as lawful.
     assert await _kept_by(pool, handle.id, records.HUB) == []
     assert await _kept_by(pool, handle.id, "pref-tokyo") == []
+
+
+@workflow.defn(name="attacker.forge-raw", sandboxed=False)
+class ForgeRaw:
+    """An attacker's own workflow sending a provider's queue whatever JSON it likes as a
+    linkage request: no model of the attacker's side checks it."""
+
+    @workflow.run
+    async def run(self, queue: str, activity_type: str, req: dict[str, Any]) -> str:
+        try:
+            await workflow.execute_activity(
+                activity_type,
+                req,
+                task_queue=queue,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=dict,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+        return "answered"
+
+
+def _bounded_fields(model: type[BaseModel]) -> dict[str, int]:
+    """Each text field of ``model`` with a bound on its length, and the bound."""
+    return {
+        name: limit
+        for name, f in model.model_fields.items()
+        for limit in [next((m.max_length for m in f.metadata if isinstance(m, MaxLen)), None)]
+        if limit is not None and f.annotation is str
+    }
+
+
+async def test_a_request_naming_more_than_a_record_holds_is_refused_unrecorded(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """A provider records a refused request as it was claimed, so what a request names is
+    bounded where the provider reads it: for each text field (each the model bounds, and it
+    must bound every one a record keeps), a request one character past its bound is refused
+    before the gate judges it. The provider's code never runs and its chain keeps nothing of
+    it: no party can make another's chain, its chainer or a citizen's page carry megabytes."""
+    bounded = _bounded_fields(LinkageRequest)
+    kept_fields = {"requester", "provider", "task", "info", "subject", "bpf", "content_hash"}
+    assert bounded.keys() >= kept_fields | {"step", "trigger"}, bounded
+    calls: list[str] = []
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    req = _forged(settings, person).model_dump(mode="json")
+    rogue = rogue_client(client, settings)
+    async with _attacker(client, settings, calls, pool, catalog, live_whitelist) as queue:
+        handles = [
+            await rogue.start_workflow(
+                ForgeRaw.run,
+                args=[
+                    agency_queue(settings.task_queue_prefix, "city-shibuya"),
+                    query_activity("local-tax"),
+                    {**req, field: "x" * (limit + 1)},
+                ],
+                id=workflow_id(
+                    "child-rearing-allowance-income-check",
+                    "pref-tokyo",
+                    f"big-{n}-{uuid.uuid4().hex[:8]}",
+                ),
+                task_queue=queue,
+            )
+            for n, (field, limit) in enumerate(bounded.items())
+        ]
+        # the same request within its bounds is read, judged and recorded (it has no permit)
+        within = await _forge(client, queue, settings, _forged(settings, person))
+        outcomes = [await h.result() for h in handles]
+        assert (await within.result()).startswith("LinkageRefused")
+    for field, outcome in zip(bounded, outcomes, strict=True):
+        assert outcome.startswith("MalformedLinkage"), (field, outcome)
+    assert calls == []
+    assert len(await _kept_by(pool, within.id, "city-shibuya")) == 1
+    for h in handles:
+        assert await _kept_by(pool, h.id, "city-shibuya") == []
 
 
 async def _hub_permit(settings, *, workflow_id: str, run_id: str, **changes) -> SignedPermit:

@@ -375,14 +375,18 @@ class Oversend:
     ) -> str:
         await workflow.wait_condition(lambda: self._proof is not None)
         req = await as_resolved(hub, req, INPUTS)
-        brokered: Brokered = await workflow.execute_activity(
-            "hub.broker",
-            req.model_copy(update={"consent": self._proof}),
-            task_queue=hub,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=1),
-            result_type=Brokered,
-        )
+        try:
+            brokered: Brokered = await workflow.execute_activity(
+                "hub.broker",
+                req.model_copy(update={"consent": self._proof}),
+                task_queue=hub,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=Brokered,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
         if not brokered.allowed:
             return f"not brokered: {brokered.reason}"
         linkage = LinkageRequest(
@@ -489,7 +493,11 @@ async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
             outcomes[case] = await handle.result()
             ids[case] = wid
     assert outcomes["hidden"].startswith("LinkageRefused") and "birth_date" in outcomes["hidden"]
-    assert outcomes["declared"].startswith("not brokered") and "birth_date" in outcomes["declared"]
+    # declared to the hub beyond what the registered definition sends: refused, unrecorded
+    assert (
+        outcomes["declared"].startswith("LinkageRefused") and "birth_date" in outcomes["declared"]
+    )
+    assert [r for r in await records.query(pool, workflow_id=ids["declared"])] == []
     # the partner's code ran for the lawful act alone, and was given no one's code: a permit
     # with no sealed code gives none, whatever the executor puts in clear
     assert outcomes["code in clear"] == "acted"
@@ -647,14 +655,18 @@ class ActAgain:
     ) -> list[str]:
         await workflow.wait_condition(lambda: self._proof is not None)
         req = await as_resolved(hub, req, INPUTS)
-        brokered: Brokered = await workflow.execute_activity(
-            "hub.broker",
-            req.model_copy(update={"consent": self._proof}),
-            task_queue=hub,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_attempts=1),
-            result_type=Brokered,
-        )
+        try:
+            brokered: Brokered = await workflow.execute_activity(
+                "hub.broker",
+                req.model_copy(update={"consent": self._proof}),
+                task_queue=hub,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                result_type=Brokered,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
         assert brokered.allowed, brokered.reason
         linkage = LinkageRequest(
             **req.model_dump(

@@ -30,6 +30,7 @@ from renkei.bpf.patterns import compiled
 
 BPF_ID = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+IDENT_LIMIT = 200  # a step, field or input name: it goes into linkage requests and records
 RESERVED = frozenset({"inputs", "subject", "executor", "trigger", "now", "steps", "result"})
 TRIGGER_KINDS = ("counter", "portal", "life-event", "notification")
 INPUT_TYPES = ("string", "integer", "number", "boolean", "date", "subject", "org")
@@ -61,7 +62,7 @@ Duration = Annotated[
     BeforeValidator(_parse_duration),
     PlainSerializer(_format_duration, return_type=str),
 ]
-Ident = Annotated[str, Field(pattern=IDENT)]
+Ident = Annotated[str, Field(pattern=IDENT, max_length=IDENT_LIMIT)]
 
 
 class _Strict(BaseModel):

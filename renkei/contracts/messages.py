@@ -72,6 +72,16 @@ def _utc_if_naive(value: dt.datetime) -> dt.datetime:
 # A moment; one written without a time zone is taken as UTC (compared with aware times later).
 Moment = Annotated[dt.datetime, AfterValidator(_utc_if_naive)]
 
+# What a party's request may name, and how long each may be. The parties write what a request
+# names into their access records (a provider records a refused request as it was claimed), and
+# the records' columns are bounded (migration 0071): a request past these bounds is refused as
+# it is read, before anyone records it. The platform's own names are far shorter.
+NAME_LIMIT = 200  # an org, task, item, action, step, flow or trigger
+Name = Annotated[str, Field(max_length=NAME_LIMIT)]
+WorkflowId = Annotated[str, Field(max_length=600)]
+RunId = Annotated[str, Field(max_length=100)]
+SubjectCode = Annotated[str, Field(max_length=512)]
+
 
 class DisclosureHold(BaseModel):
     """Keeps a run's access records from the citizen's view until a date (e.g. an ongoing
@@ -96,9 +106,9 @@ class ParentFlow(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    workflow_id: str
-    bpf: str
-    task: str
+    workflow_id: WorkflowId
+    bpf: Name
+    task: Name
 
 
 # The interpreter's paths a start written by this release asks for (``StartFlow.paths``): every
@@ -355,19 +365,19 @@ class LinkageRequest(BaseModel):
     ``subject`` itself.)
     """
 
-    trigger: str = "counter"
+    trigger: Name = "counter"
     params: dict[str, Any] = Field(
         default_factory=dict, description="query parameters that name no one (e.g. a cohort's)"
     )
-    requester: str
-    provider: str
-    task: str
-    info: str
-    subject: str
-    bpf: str
+    requester: Name
+    provider: Name
+    task: Name
+    info: Name
+    subject: SubjectCode
+    bpf: Name
     bpf_version: int
-    content_hash: str
-    step: str
+    content_hash: Name
+    step: Name
     permit: SignedPermit | None = None
     sealed_subject: Sealed | None = None
     send: dict[str, Any] = Field(
@@ -458,7 +468,7 @@ class AttemptOutcomeReport(BaseModel):
     """What became of one of the flow's linkage attempts, as the flow learnt it (the attempt is
     the calling workflow's own step; the hub takes the workflow and run from Temporal)."""
 
-    step: str
+    step: Name
     outcome: Literal["provided", "denied", "no_answer", "failed", "cancelled", "not_asked"]
     receipt: AnswerReceipt | None = Field(
         default=None,
@@ -470,8 +480,8 @@ class AttemptOutcomeReport(BaseModel):
 class BrokerRequest(LinkageRequest):
     """The executor asks the hub for one linkage; ``subject`` is the executor's code."""
 
-    workflow_id: str
-    run_id: str
+    workflow_id: WorkflowId
+    run_id: RunId
     hold: DisclosureHold | None = None
     parent: ParentFlow | None = None
     budget_seconds: int = Field(
@@ -485,8 +495,9 @@ class BrokerRequest(LinkageRequest):
         description="what became of the flow's earlier attempts, not yet told to the hub: the"
         " hub appends them before it decides this one (one call instead of one per attempt)",
     )
-    send_fields: list[str] = Field(
+    send_fields: list[Name] = Field(
         default_factory=list,
+        max_length=NAME_LIMIT,
         description="an act: the names of the fields it sends (the hub never sees their values)",
     )
     consent: ConsentProof | None = Field(

@@ -1,0 +1,68 @@
+"""What a party's request names, and what the platform writes into a record, stays within what a
+record's text columns hold (8,192 bytes each, migration 0071): a request past its bounds is
+refused as it is read, a reason is cut where the record is made, a definition's names are
+bounded where it is validated."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from activities.attempts import REASON_LIMIT, clipped_reason
+from renkei.bpf.loader import BpfFileError, parse_text
+from renkei.contracts.messages import NAME_LIMIT, BrokerRequest, LinkageRequest
+
+TEXT_LIMIT = 8192  # bytes, a record's text column
+
+REQUEST = {
+    "requester": "pref-tokyo",
+    "provider": "city-shibuya",
+    "task": "child-rearing-allowance",
+    "info": "local-tax",
+    "subject": "CODE",
+    "bpf": "probe",
+    "bpf_version": 1,
+    "content_hash": "sha256:0",
+    "step": "tax",
+}
+
+
+def test_a_reason_is_cut_to_what_a_record_holds_in_any_script() -> None:
+    assert clipped_reason("refused: no permit") == "refused: no permit"
+    at_limit = "x" * REASON_LIMIT
+    assert clipped_reason(at_limit) == at_limit
+    for char in ("x", "理", "😀"):  # one, three and four bytes in UTF-8
+        cut = clipped_reason(char * 10**6)
+        assert len(cut) == REASON_LIMIT and cut.endswith("…") and cut.startswith(char * 10)
+        assert len(cut.encode()) <= TEXT_LIMIT
+
+
+@pytest.mark.parametrize("field", ["requester", "provider", "task", "info", "bpf", "step"])
+def test_a_request_naming_more_than_its_bound_is_refused_as_it_is_read(field: str) -> None:
+    LinkageRequest.model_validate({**REQUEST, field: "x" * NAME_LIMIT})
+    with pytest.raises(ValidationError, match=field):
+        LinkageRequest.model_validate({**REQUEST, field: "x" * (NAME_LIMIT + 1)})
+    # what the hub is asked too, with the fields only it reads
+    broker = {**REQUEST, "workflow_id": "w", "run_id": "r"}
+    with pytest.raises(ValidationError, match=field):
+        BrokerRequest.model_validate({**broker, field: "x" * (NAME_LIMIT + 1)})
+    for extra in ({"send_fields": ["x" * (NAME_LIMIT + 1)]}, {"workflow_id": "w" * 601}):
+        with pytest.raises(ValidationError):
+            BrokerRequest.model_validate({**broker, **extra})
+
+
+def test_a_definitions_names_are_bounded_where_it_is_validated() -> None:
+    text = """
+bpf: sizes
+version: 1
+title: {{ja: 大きさ, en: Sizes}}
+task: child-allowance
+owners: {{definer: mhlw, executors: [role:municipal-mayor]}}
+triggers: [counter]
+steps:
+  - id: {step}
+    query: {{info: local-tax, provider: city-shibuya}}
+"""
+    parse_text(text.format(step="s" * 200), "sizes.yaml")
+    with pytest.raises(BpfFileError, match="200"):
+        parse_text(text.format(step="s" * 201), "sizes.yaml")
