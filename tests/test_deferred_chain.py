@@ -1190,6 +1190,7 @@ async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
     Through the writer, a record with a reason of 8,192 bytes is stored, and of 8,193 is not."""
     own = await _waiting_party(pool, settings)
     alone = dict.fromkeys(SIZE_BOUNDED, 0)
+    inserts: dict[str, str] = {}
     async with undone_as_owner(pool) as conn:
         await conn.execute(f"{LINK_FIRST} WHERE keeper = $1 AND chain_seq IS NULL", own.party)
         template = dict(
@@ -1209,7 +1210,7 @@ async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
                 f"records.{table}",
             )
             names = ", ".join(c["attname"] for c in columns)
-            insert = (
+            insert = inserts[table] = (
                 f"INSERT INTO records.{table} ({names}) SELECT {names}"
                 f" FROM jsonb_populate_record(NULL::records.{table}, $1::jsonb)"
             )
@@ -1220,6 +1221,7 @@ async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
                 f"records.{table}",
             )
             assert all(f"octet_length({c})" in bound for c in texts), (table, bound)
+            assert all(f"COALESCE(octet_length({c}), 0)" in bound for c in texts), (table, bound)
             assert texts and {c["type"] for c in columns} <= {
                 "text",
                 "bigint",
@@ -1244,6 +1246,14 @@ async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
                         alone[table] += 1
                     else:  # refused for something else too (a hash but no place), by name first
                         assert at_bound != "text_sizes", (table, role, column)
+        # All of a row's text together: 32,768 bytes, however it is shared among its columns.
+        free = ("requester", "task", "info", "reason", "step")
+        for n, expected in ((4, None), (5, "text_sizes")):
+            big = dict.fromkeys(free[:n], "x" * 8000)
+            row = {**_row_of("access_records", record, next_outcome), **big}
+            assert await _refusal(conn, "renkei_app", f"{inserts['access_records']}", row) == (
+                expected
+            )
     # Most columns were tried alone: the row is a waiting record, as a writer would store it.
     assert alone["access_records"] >= 2 * 20 and alone["attempt_outcomes"] >= 2, alone
     # Through the writer: the bound is bytes, the reason's characters are three bytes each.
@@ -1259,3 +1269,22 @@ async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
             record.attempt_key,
         )
         assert kept == (1 if stored else 0)
+
+
+async def test_a_record_the_database_refuses_fails_its_own_call_not_its_groups(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Records written by concurrent linkages share one statement. One the database refuses for
+    what it holds (a reason past its column's bound, as no record the platform makes has) fails
+    its own call; the others of its group are written."""
+    own = await _party(pool, settings)
+    group = records.GroupWriter(pool)
+    calls = [access_record(own.party, i, attempt_key=f"d{i}/{uuid.uuid4()}") for i in range(9)]
+    calls[4] = calls[4].model_copy(update={"reason": "x" * (TEXT_LIMIT + 1)})
+    outcome = await asyncio.gather(
+        *(group.write(c, signer=own) for c in calls), return_exceptions=True
+    )
+    assert isinstance(outcome[4], asyncpg.CheckViolationError), outcome[4]
+    assert all(isinstance(r, list) for i, r in enumerate(outcome) if i != 4), outcome
+    stored = {r.attempt_key for r in await records.query(pool, keeper=own.party)}
+    assert stored == {c.attempt_key for i, c in enumerate(calls) if i != 4}

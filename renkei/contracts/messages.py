@@ -76,11 +76,15 @@ Moment = Annotated[dt.datetime, AfterValidator(_utc_if_naive)]
 # names into their access records (a provider records a refused request as it was claimed), and
 # the records' columns are bounded (migration 0071): a request past these bounds is refused as
 # it is read, before anyone records it. The platform's own names are far shorter.
+# None holds a control character: PostgreSQL's text takes no NUL (a record naming one could not
+# be written, and would fail the group of records written with it), and a refusal that names a
+# value carries no line of the sender's making.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 NAME_LIMIT = 200  # an org, task, item, action, step, flow or trigger
-Name = Annotated[str, Field(max_length=NAME_LIMIT)]
-WorkflowId = Annotated[str, Field(max_length=600)]
-RunId = Annotated[str, Field(max_length=100)]
-SubjectCode = Annotated[str, Field(max_length=512)]
+Name = Annotated[str, Field(max_length=NAME_LIMIT, pattern=PRINTABLE)]
+WorkflowId = Annotated[str, Field(max_length=600, pattern=PRINTABLE)]
+RunId = Annotated[str, Field(max_length=100, pattern=PRINTABLE)]
+SubjectCode = Annotated[str, Field(max_length=512, pattern=PRINTABLE)]
 
 
 class DisclosureHold(BaseModel):

@@ -66,3 +66,14 @@ steps:
     parse_text(text.format(step="s" * 200), "sizes.yaml")
     with pytest.raises(BpfFileError, match="200"):
         parse_text(text.format(step="s" * 201), "sizes.yaml")
+
+
+@pytest.mark.parametrize("char", ["\x00", "\n", "\x1b", "\x7f"])
+def test_a_request_naming_a_control_character_is_refused_as_it_is_read(char: str) -> None:
+    """PostgreSQL's text takes no NUL (such a record could not be written, and would fail the
+    records written in one statement with it), and no refusal naming a value carries a line of
+    the sender's making."""
+    for field in ("provider", "task", "subject", "step", "trigger"):
+        with pytest.raises(ValidationError, match=field):
+            LinkageRequest.model_validate({**REQUEST, field: f"city{char}x"})
+    LinkageRequest.model_validate({**REQUEST, "task": "子育て 支援-1/2:x"})

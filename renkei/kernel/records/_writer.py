@@ -64,11 +64,17 @@ class GroupWriter:
                         answers, new = await append_unchained_many(
                             conn, [(records, signer) for records, signer, _ in group]
                         )
-            except (PermissionError, TimeoutError):
-                # One call refused, or the group waiting on a row another transaction holds (a
-                # record an org's role has not committed, under an attempt key of the group):
-                # each call on its own, apart from the groups after it, so only that one fails
-                # or waits.
+            except (
+                PermissionError,
+                TimeoutError,
+                asyncpg.DataError,
+                asyncpg.IntegrityConstraintViolationError,
+            ):
+                # One call refused (by the writer, or by the database for what one of its
+                # records holds: a value past a column's bound, a character text cannot hold),
+                # or the group waiting on a row another transaction holds (a record an org's
+                # role has not committed, under an attempt key of the group): each call on its
+                # own, apart from the groups after it, so only that one fails or waits.
                 for call in group:
                     task = asyncio.create_task(self._alone(call))
                     self._alone_tasks.add(task)
