@@ -63,10 +63,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from renkei.contracts.failures import UNREACHED, Failure
     from renkei.contracts.messages import (
+        NAME_LIMIT,
         NEWEST_PATHS,
         PATHS,
         RESOLVED_DIRECTLY_PATHS,
         RESUMED_TEXT_PATHS,
+        SUBJECT_LIMIT,
         Acknowledged,
         AttemptOutcomeReport,
         Brokered,
@@ -90,6 +92,7 @@ with workflow.unsafe.imports_passed_through():
         StartFlow,
         TranslateRequest,
         Waiting,
+        carried,
         linkage_asked,
     )
     from renkei.contracts.names import (
@@ -842,6 +845,18 @@ class BpfInterpreter:
             raise ApplicationError(f"{step_id}.{field} is not text", non_retryable=True)
         return out
 
+    def _carried(self, step_id: str, field: str, value: str, limit: int = NAME_LIMIT) -> str:
+        """``value``, worked out for the step's request: one a request cannot carry (past its
+        bound, or with a control character) fails the step, rather than the flow's task again
+        and again."""
+        if not carried(value, limit):
+            raise ApplicationError(
+                f"{step_id}.{field} is too long for a request, or holds a control character"
+                f" (at most {limit} characters)",
+                non_retryable=True,
+            )
+        return value
+
     def _bind(self, step_id: str, output: dict[str, Any]) -> None:
         self._outputs[step_id] = output
         self._messages[step_id] = self._program.message(self._program.step_types[step_id], output)
@@ -1166,10 +1181,13 @@ class BpfInterpreter:
 
     async def _query(self, step: QueryStep) -> None:
         q = step.query
-        provider = self._text(step.id, "provider", q.provider) or ""
-        asked = self._asked(
-            step, provider, self._text(step.id, "about", q.about) or self._start.subject
+        provider = self._carried(
+            step.id, "provider", self._text(step.id, "provider", q.provider) or ""
         )
+        about = self._text(step.id, "about", q.about)
+        if about is not None:
+            about = self._carried(step.id, "about", about, SUBJECT_LIMIT)
+        asked = self._asked(step, provider, about or self._start.subject)
         first, self._first = self._first, None
         held = self._held.pop(step.id, None)
         if first is not None and first.step == step.id:
@@ -1294,7 +1312,7 @@ class BpfInterpreter:
         only what ``send`` gives (and, a public partner, its own code for the subject sealed to
         it; a private one none)."""
         a = step.act
-        partner = self._text(step.id, "partner", a.partner) or ""
+        partner = self._carried(step.id, "partner", self._text(step.id, "partner", a.partner) or "")
         send = {name: self._eval((step.id, "send", name)) for name in a.send}
         consent = None
         if a.consent is not None:

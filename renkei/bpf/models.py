@@ -12,6 +12,7 @@ from difflib import get_close_matches
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -63,6 +64,16 @@ Duration = Annotated[
     PlainSerializer(_format_duration, return_type=str),
 ]
 Ident = Annotated[str, Field(pattern=IDENT, max_length=IDENT_LIMIT)]
+
+
+def _org_named(value: str) -> str:
+    """An org named as it is (not by an expression) is a name a request carries: bounded."""
+    if "${" not in value and len(value) > IDENT_LIMIT:
+        raise ValueError(f"an org's id has at most {IDENT_LIMIT} characters")
+    return value
+
+
+OrgOrExpression = Annotated[str, AfterValidator(_org_named)]
 
 
 class _Strict(BaseModel):
@@ -231,7 +242,7 @@ class RetrySpec(_Strict):
 
 
 class QuerySpec(_Strict):
-    info: str
+    info: str = Field(max_length=IDENT_LIMIT)
     sub_task: str | None = Field(
         default=None,
         pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$",
@@ -240,7 +251,7 @@ class QuerySpec(_Strict):
         " it; none: the task as a whole",
     )
     about: str | None = Field(default=None, description="default: the flow's subject")
-    provider: str
+    provider: OrgOrExpression
     timeout: Duration = dt.timedelta(seconds=60)
     retry: RetrySpec = RetrySpec()
 
@@ -340,10 +351,11 @@ class CallStep(_Step):
 class ActSpec(_Strict):
     """Ask a partner org to carry out an action of its own and wait for its signed receipt."""
 
-    partner: str = Field(description="the org that acts: an org id or ${expression}")
-    action: str = Field(description="the action's id in the catalog")
+    partner: OrgOrExpression = Field(description="the org that acts: an org id or ${expression}")
+    action: str = Field(max_length=IDENT_LIMIT, description="the action's id in the catalog")
     send: dict[Ident, str] = Field(
         default_factory=dict,
+        max_length=IDENT_LIMIT,
         description="what the partner receives, as CEL expressions: only the action's request"
         " fields",
     )
@@ -469,7 +481,7 @@ class BpfDefinition(_Strict):
     version: int = Field(ge=1)
     title: Text
     description: Text | None = None
-    task: str
+    task: str = Field(max_length=IDENT_LIMIT)
     owners: Owners
     triggers: list[Trigger] = Field(min_length=1)
     inputs: dict[Ident, InputSpec] = Field(default_factory=dict)

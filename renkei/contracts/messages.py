@@ -84,7 +84,15 @@ NAME_LIMIT = 200  # an org, task, item, action, step, flow or trigger
 Name = Annotated[str, Field(max_length=NAME_LIMIT, pattern=PRINTABLE)]
 WorkflowId = Annotated[str, Field(max_length=600, pattern=PRINTABLE)]
 RunId = Annotated[str, Field(max_length=100, pattern=PRINTABLE)]
-SubjectCode = Annotated[str, Field(max_length=512, pattern=PRINTABLE)]
+SUBJECT_LIMIT = 512
+SubjectCode = Annotated[str, Field(max_length=SUBJECT_LIMIT, pattern=PRINTABLE)]
+_PRINTABLE = re.compile(PRINTABLE)
+
+
+def carried(value: str, limit: int = NAME_LIMIT) -> bool:
+    """Whether a request can carry ``value`` (a name, or a subject code with ``limit``
+    :data:`SUBJECT_LIMIT`): at most ``limit`` characters, none a control character."""
+    return len(value) <= limit and _PRINTABLE.match(value) is not None
 
 
 class DisclosureHold(BaseModel):

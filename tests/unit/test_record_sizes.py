@@ -10,7 +10,13 @@ from pydantic import ValidationError
 
 from activities.attempts import REASON_LIMIT, clipped_reason
 from renkei.bpf.loader import BpfFileError, parse_text
-from renkei.contracts.messages import NAME_LIMIT, BrokerRequest, LinkageRequest
+from renkei.contracts.messages import (
+    NAME_LIMIT,
+    SUBJECT_LIMIT,
+    BrokerRequest,
+    LinkageRequest,
+    carried,
+)
 
 TEXT_LIMIT = 8192  # bytes, a record's text column
 
@@ -77,3 +83,37 @@ def test_a_request_naming_a_control_character_is_refused_as_it_is_read(char: str
         with pytest.raises(ValidationError, match=field):
             LinkageRequest.model_validate({**REQUEST, field: f"city{char}x"})
     LinkageRequest.model_validate({**REQUEST, "task": "子育て 支援-1/2:x"})
+
+
+def test_what_a_step_works_out_for_a_request_is_checked_as_the_request_will_be() -> None:
+    """The interpreter checks a provider, partner or person it works out at run time with
+    this, and fails the step (not the flow's task, again and again) for one it cannot send."""
+    assert carried("city-minato") and carried("x" * NAME_LIMIT)
+    assert not carried("x" * (NAME_LIMIT + 1)) and not carried("city\x00")
+    assert carried("A" * 512, SUBJECT_LIMIT) and not carried("A" * 513, SUBJECT_LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("info", "i" * 201), ("provider", "p" * 201), ("task", "t" * 201)],
+)
+def test_a_definitions_ids_are_bounded_where_it_is_validated(field: str, value: str) -> None:
+    step = {"info": "local-tax", "provider": "city-shibuya"}
+    task = "child-allowance"
+    if field == "task":
+        task = value
+    else:
+        step[field] = value
+    text = f"""
+bpf: sizes
+version: 1
+title: {{ja: 大きさ, en: Sizes}}
+task: {task}
+owners: {{definer: mhlw, executors: [role:municipal-mayor]}}
+triggers: [counter]
+steps:
+  - id: tax
+    query: {{info: {step["info"]}, provider: {step["provider"]}}}
+"""
+    with pytest.raises(BpfFileError, match="200"):
+        parse_text(text, "sizes.yaml")
