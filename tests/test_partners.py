@@ -750,8 +750,8 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
         workers(
             client,
             pool,
-            # the partner gives an act at least 4 s, whatever its attempt's time
-            settings.model_copy(update={"act_seconds_min": 4.0}),
+            # the partner gives an act at least 6 s, whatever its attempt's time
+            settings.model_copy(update={"act_seconds_min": 6.0}),
             catalog,
             live_whitelist,
             agencies=("sample-denki",),
@@ -771,12 +771,13 @@ async def test_an_act_asked_again_under_one_permit_is_carried_out_once(
             slow["now"] = case == "outlives"
             takes[0] = 2.0 if case == "short" else 0.0
             seconds, pause = {
-                # a 2 s attempt, given 4 s by the partner, asked again 6 s after it timed out
+                # a 2 s attempt, given 6 s by the partner, asked again 8 s after it timed out
                 # (well past its time and margin, however late its note was written)
-                "outlives": (2.0, 6.0),
-                # a 1 s attempt for an act that takes 2 s, asked again 4 s after it timed out
-                # (past the 1 s and its margin, but the partner gave the act its 4 s)
-                "short": (1.0, 4.0),
+                "outlives": (2.0, 8.0),
+                # a 1 s attempt for an act that takes 2 s, asked again 6 s after it timed out
+                # (past the 1 s and its margin, but the partner gave the act its 6 s: 4 s to
+                # spare for a busy machine, which would otherwise see the act cut off)
+                "short": (1.0, 6.0),
                 # begun a moment before it is asked again, with a minute's time: under way
                 # however busy the machine (with 10 s, a busy one asked past the note's time)
                 "under way": (60.0, 0.0),
