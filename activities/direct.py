@@ -739,6 +739,9 @@ async def _opened(
     try:
         call = _CONVERTER.from_payload(opened, model)
     except Exception:
+        # Sealed by the flow's executor, but no request a gate reads (a name past its bound):
+        # refused before anything is recorded, and counted, as on the provider's queue.
+        telemetry.refused(provider, "a malformed request")
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed linkage request") from None
     if not isinstance(call, model) or call.workflow_id != workflow_id:
         raise Refused(

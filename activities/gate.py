@@ -819,7 +819,8 @@ class _Inbound(ActivityInboundInterceptor):
                 if payload is not None
                 else LinkageRequest.model_validate(raw)
             )
-        except Exception:
+        except Exception:  # no request a gate reads (a name past its bound): nothing recorded
+            telemetry.refused(self.gate.org, "a malformed request")
             raise Failure.MALFORMED_LINKAGE.error("malformed linkage request") from None
 
         async def run(admitted: LinkageRequest) -> object:

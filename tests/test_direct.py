@@ -808,7 +808,8 @@ async def test_refusals_at_the_endpoint_are_counted_as_through_the_queue(
     direct_env, client, pool, direct_settings, catalog, live_whitelist, asked
 ) -> None:
     """The operator alerts on ``renkei_refused_requests``: a request not sealed by the flow's
-    executor, and another agency's stolen permit, are counted at the endpoint as they are on
+    executor, another agency's stolen permit, and a request past what a record holds (a
+    malformed one, refused unrecorded) are counted at the endpoint as they are on
     the provider's queue (where the gate runs in an activity), not left out because the
     direct channel's gate runs in none."""
     settings = direct_settings
@@ -825,6 +826,13 @@ async def test_refusals_at_the_endpoint_are_counted_as_through_the_queue(
     async with DirectServer({"city-minato": minato}, prefix, address, meter=runtime.metric_meter):
         await _refused(address, _rewrap(body, blank))
         await _send(address, await sealed_request(shibuya, prefix, theirs))
+        # sealed by the flow's executor, naming a task past what a record holds
+        big = call.request.model_copy(update={"requester": "city-shibuya", "task": "x" * 201})
+        code_, _ = await _refused(
+            address,
+            await sealed_request(shibuya, prefix, theirs.model_copy(update={"request": big})),
+        )
+        assert code_ == grpc.StatusCode.INVALID_ARGUMENT
     counted = [
         dict(u.attributes)
         for u in buffer.retrieve_updates()
@@ -833,6 +841,7 @@ async def test_refusals_at_the_endpoint_are_counted_as_through_the_queue(
     assert {(c["provider"], c["reason"]) for c in counted} == {
         ("city-minato", "a direct request not sealed by the flow's executor"),
         ("city-minato", "the permit is for another attempt (replayed)"),
+        ("city-minato", "a malformed request"),
     }
 
 

@@ -276,7 +276,8 @@ def reply_not_taken(provider: str, why: str) -> None:
 
 
 def refused(provider: str, why: str) -> None:
-    """Count a linkage request refused for want of a valid permit (an operator alerts on it).
+    """Count a linkage request refused for want of a valid permit, or read as no request at all
+    (an operator alerts on it).
 
     The label is the kind of refusal, never the request's content: the permit's reason up to
     its first colon ("no permit", "the permit is for another attempt (replayed)", …).
@@ -285,5 +286,7 @@ def refused(provider: str, why: str) -> None:
     if meter is None:
         return
     meter.create_counter(
-        "renkei_refused_requests", "linkage requests refused: no valid hub permit", "1"
+        "renkei_refused_requests",
+        "linkage requests refused: no valid hub permit, or no request at all",
+        "1",
     ).add(1, {"provider": provider, "reason": why.split(":", 1)[0][:60]})
