@@ -426,7 +426,7 @@ class Claims:
                 other = sorted(set(req.send_fields) ^ set(a.send))[:5]
                 raise refuse(
                     f"step {req.step} of {d.bpf} sends {sorted(a.send)}: the request claims"
-                    f" otherwise of {', '.join(other) or 'how many times'}"
+                    f" otherwise ({', '.join(other) or 'a field named more than once'})"
                 )
             longest = budget_seconds(a.timeout, a.retry.max_attempts, a.retry.maximum_interval)
         else:

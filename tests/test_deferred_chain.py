@@ -1185,9 +1185,10 @@ async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
 ) -> None:
     """Every text column of a table of chained records (read from the catalog, so one added
     later is tried too) holds at most 8,192 bytes, whoever inserts the row: the platform's role,
-    and an org's login for its own chain. One byte more is refused before anything is stored;
-    no chainer, verifier or citizen's page is made to hold a record of hundreds of megabytes.
-    Through the writer, a record with a reason of 8,192 bytes is stored, and of 8,193 is not."""
+    and an org's login for its own chain, and a row's text at most 32,768. One byte more is
+    refused before anything is stored; no chainer, verifier or citizen's page is made to hold a
+    record of hundreds of megabytes. Through the writer, a record with a reason of 8,190 bytes
+    (characters of three bytes each) is stored, and of 8,196 is not."""
     own = await _waiting_party(pool, settings)
     alone = dict.fromkeys(SIZE_BOUNDED, 0)
     inserts: dict[str, str] = {}
@@ -1251,9 +1252,7 @@ async def test_no_role_stores_a_chained_record_whose_text_is_past_its_bound(
         for n, expected in ((4, None), (5, "text_sizes")):
             big = dict.fromkeys(free[:n], "x" * 8000)
             row = {**_row_of("access_records", record, next_outcome), **big}
-            assert await _refusal(conn, "renkei_app", f"{inserts['access_records']}", row) == (
-                expected
-            )
+            assert await _refusal(conn, "renkei_app", inserts["access_records"], row) == expected
     # Most columns were tried alone: the row is a waiting record, as a writer would store it.
     assert alone["access_records"] >= 2 * 20 and alone["attempt_outcomes"] >= 2, alone
     # Through the writer: the bound is bytes, the reason's characters are three bytes each.
