@@ -6,6 +6,7 @@ import asyncio
 import base64
 import datetime as dt
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
@@ -29,6 +30,7 @@ from renkei.app.kit import (
     scenarios_for,
     store_report,
 )
+from renkei.app.kit.clock import read
 from renkei.bpf import registry
 from renkei.bpf.admission import StartRefused, admit
 from renkei.bpf.loader import parse_text, stored_hash
@@ -72,6 +74,37 @@ async def test_every_sample_bpf_passes_its_scenario_set(
     assert report.passed, report.summary()
     assert len(report.scenarios) >= 2
     assert report.digest().startswith("sha256:")
+
+
+async def test_the_kit_answers_a_wait_the_flow_came_to_after_the_script_looked(
+    client: Client,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    catalog,
+    live_whitelist,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kit's script reads where the flow waits, then looks for the first thing due; the
+    flow may come to the wait in between (a busy machine). Quiet there, the wait's deadline
+    was the first thing due, and the kit ended the wait it was about to answer (the consent
+    never given, the flow rejected, a verdict that hung on the machine's load). Every script's
+    first look here comes too early, as it would on the busiest machine: the verdicts stand."""
+    from renkei.app.kit import runner
+
+    looks: set[str] = set()
+
+    async def too_early(client: Client, wid: str, clock: Any, query: str, result_type: Any):
+        found = await read(client, wid, clock, query, result_type)
+        if query == "renkei.waiting" and found and wid not in looks:
+            looks.add(wid)
+            return []  # as if read a moment before the flow came to its wait
+        return found
+
+    monkeypatch.setattr(runner, "read", too_early)
+    report = await _kit(client, pool, settings, catalog, live_whitelist, "move-notice-electricity")
+    assert report.passed, report.summary()
+    scripted = [x for x in scenarios_for("move-notice-electricity").scenarios if x.responses]
+    assert len(looks) == len(scripted) >= 2  # each script's first look came too early
 
 
 async def test_the_kit_reports_a_wrong_expectation_and_a_bad_answer(

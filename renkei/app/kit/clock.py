@@ -29,7 +29,7 @@ from temporalio.service import RPCError
 
 from renkei.app.client import RPC_TIMEOUT
 from renkei.app.kit.watch import FlowWatch
-from renkei.contracts.messages import KitAdvance, KitClock
+from renkei.contracts.messages import KitAdvance, KitClock, Waiting
 
 
 @dataclass(eq=False)
@@ -166,12 +166,25 @@ async def _read_clock(client: Client, wid: str, stubs: StubClock) -> KitClock | 
     return clock if isinstance(clock, KitClock) else None
 
 
-async def next_event(client: Client, root: str, stubs: StubClock) -> bool:
+async def next_event(
+    client: Client, root: str, stubs: StubClock, awaited: str | None = None
+) -> bool:
     """If the flows under ``root`` are quiet, let the first thing due happen: the stub due
-    first, or else the flows' first wait or sleep. Whether anything happened."""
+    first, or else the flows' first wait or sleep. Whether anything happened. With ``awaited``
+    (the step the script answers next), nothing happens while ``root`` waits there: its answer
+    is given first. (The script reads the waits before it looks for something due, and the
+    flow may come to the wait in between: quiet there, its deadline would be the first thing
+    due, and the kit would end the wait the script was about to answer.)"""
     due = await quiet_due(client, root, stubs)
     if due is None:
         return False
+    if awaited is not None:
+        try:
+            waits = await read(client, root, stubs, "renkei.waiting", list[Waiting])
+        except RPCError:
+            return False
+        if any(w.step == awaited for w in waits):
+            return True  # the script answers it on its next turn
     stub = stubs.first()
     if stub is not None and (not due or stub.due <= min(due)):
         stubs.release(stub)

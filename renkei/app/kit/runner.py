@@ -343,7 +343,7 @@ async def _drive(
                         problems.append(f"response to {r.step} refused: {err}")
                 given.append(r.step)
                 continue
-        if not await next_event(client, wid, clock):
+        if not await next_event(client, wid, clock, todo[0].step if todo else None):
             await asyncio.sleep(POLL_S)
 
 
