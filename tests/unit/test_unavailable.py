@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
+from temporalio.service import RPCError, RPCStatusCode
 
 from renkei.app.web.unavailable import (
     RETRY_AFTER,
@@ -79,6 +80,18 @@ def _app(cancelled: asyncio.Event, database: dict[str, bool] | None = None) -> F
     async def unlisted() -> dict[str, str]:  # a driver's error of a shape not listed
         raise asyncpg.exceptions.InternalClientError("cannot switch to state 15")
 
+    @app.get("/no-worker")
+    async def no_worker() -> dict[str, str]:  # a query while the flow's workers are not back
+        raise RPCError(
+            "no poller seen for task queue recently, worker may be down",
+            RPCStatusCode.FAILED_PRECONDITION,
+            b"",
+        )
+
+    @app.get("/precondition")
+    async def precondition() -> dict[str, str]:
+        raise RPCError("some other precondition", RPCStatusCode.FAILED_PRECONDITION, b"")
+
     @app.get("/own-503")
     async def own() -> dict[str, str]:
         raise HTTPException(503, "Temporal refused the start: UNAVAILABLE")
@@ -131,7 +144,13 @@ async def test_a_database_out_of_reach_is_a_503(http: httpx.AsyncClient, path: s
     _is_a_503(await http.get(path))
 
 
-@pytest.mark.parametrize("path", ["/bug", "/file", "/unlisted"])
+async def test_a_query_no_worker_can_answer_yet_is_a_503(http: httpx.AsyncClient) -> None:
+    """After Temporal restarts, a query fails until the flow's workers poll again: that worker
+    is out of reach for now (503, send again), not the caller's fault nor a server error."""
+    _is_a_503(await http.get("/no-worker"))
+
+
+@pytest.mark.parametrize("path", ["/bug", "/file", "/unlisted", "/precondition"])
 async def test_other_errors_stay_server_errors(http: httpx.AsyncClient, path: str) -> None:
     assert (await http.get(path)).status_code == 500
 

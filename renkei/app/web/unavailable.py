@@ -37,6 +37,10 @@ TEMPORAL_GONE = frozenset(
         RPCStatusCode.CANCELLED,
     }
 )
+# What Temporal answers a query while no worker polls the flow's task queue (its workers, or
+# the server, restarting: the server knows of no poller until one polls again). The worker that
+# answers is out of reach for now, the caller's request is not at fault: a 503 too.
+NO_POLLER = "no poller seen"
 # Seconds the database may take to answer the probe after an unexpected error.
 PROBE_SECONDS = 2.0
 # Raises while the database is out of reach (``SELECT 1`` on the app's pool).
@@ -156,7 +160,10 @@ def _says_gone(err: BaseException) -> bool:
         return "closed" in str(err) or "closing" in str(err)
     if isinstance(err, OSError):
         return ".s.PGSQL." in str(err)
-    return isinstance(err, RPCError) and err.status in TEMPORAL_GONE
+    return isinstance(err, RPCError) and (
+        err.status in TEMPORAL_GONE
+        or (err.status == RPCStatusCode.FAILED_PRECONDITION and NO_POLLER in err.message)
+    )
 
 
 def gone_in_chain(err: BaseException) -> bool:
