@@ -526,6 +526,13 @@ MARKER_KEYS = frozenset(
 )
 
 
+def said(err: BaseException) -> str:
+    """What an activity's failure says, as a hostile executor's workflow reports it to its test:
+    the failure's type and message (``"LinkageRefused: linkage refused: …"``)."""
+    cause = getattr(err, "cause", None)
+    return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+
+
 def ask_hub(queue: str, name: str, arg: Any, result_type: Any = None) -> Any:
     """In a workflow (a hostile executor's own, in a test): ask the hub's activity ``name`` on
     the hub's queue ``queue`` once, as a flow does (no retry: what it becomes is the test's)."""

@@ -61,6 +61,7 @@ from .helpers import (
     pick,
     pick_aside,
     register_fixture,
+    said,
     sdk,
     start,
     through_queues,
@@ -150,8 +151,7 @@ class Forge:
                 result_type=dict,
             )
         except ActivityError as err:
-            cause = err.cause
-            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+            return said(err)
         return f"answered {sorted(answer)}"
 
 
@@ -252,8 +252,7 @@ class ForgeRaw:
                 result_type=dict,
             )
         except ActivityError as err:
-            cause = err.cause
-            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+            return said(err)
         return "answered"
 
 

@@ -34,12 +34,14 @@ from workers.plugin import party_client
 
 from .helpers import (
     as_resolved,
+    ask_hub,
     code,
     give_pias,
     hub_key,
     hub_public,
     pick,
     register_fixture,
+    said,
     sdk,
     start,
     through_queues,
@@ -376,17 +378,11 @@ class Oversend:
         await workflow.wait_condition(lambda: self._proof is not None)
         req = await as_resolved(hub, req, INPUTS)
         try:
-            brokered: Brokered = await workflow.execute_activity(
-                "hub.broker",
-                req.model_copy(update={"consent": self._proof}),
-                task_queue=hub,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-                result_type=Brokered,
+            brokered: Brokered = await ask_hub(
+                hub, "hub.broker", req.model_copy(update={"consent": self._proof}), Brokered
             )
         except ActivityError as err:
-            cause = err.cause
-            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+            return said(err)
         if not brokered.allowed:
             return f"not brokered: {brokered.reason}"
         linkage = LinkageRequest(
@@ -409,8 +405,7 @@ class Oversend:
                 result_type=dict,
             )
         except ActivityError as err:
-            cause = err.cause
-            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+            return said(err)
         return "acted"
 
 
@@ -656,17 +651,11 @@ class ActAgain:
         await workflow.wait_condition(lambda: self._proof is not None)
         req = await as_resolved(hub, req, INPUTS)
         try:
-            brokered: Brokered = await workflow.execute_activity(
-                "hub.broker",
-                req.model_copy(update={"consent": self._proof}),
-                task_queue=hub,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=1),
-                result_type=Brokered,
+            brokered: Brokered = await ask_hub(
+                hub, "hub.broker", req.model_copy(update={"consent": self._proof}), Brokered
             )
         except ActivityError as err:
-            cause = err.cause
-            return f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}"
+            return said(err)
         assert brokered.allowed, brokered.reason
         linkage = LinkageRequest(
             **req.model_dump(
@@ -693,8 +682,7 @@ class ActAgain:
                 )
                 out.append(f"answered {got['answer']['reference']}")
             except ActivityError as err:
-                cause = err.cause
-                out.append(f"{getattr(cause, 'type', None)}: {getattr(cause, 'message', err)}")
+                out.append(said(err))
         return out
 
 
