@@ -264,6 +264,7 @@ class Claimed:
     sub_task: str | None  # the ordinance-level task the definition's step names, if any
     budget_seconds: int  # the longest the attempt may take: the permit lasts no longer
     held: bool = False  # the request's hold covers the person this linkage is about
+    sends: tuple[str, ...] | None = None  # an act's: the fields its definition's step sends
 
 
 @dataclass(frozen=True)
@@ -417,6 +418,7 @@ class Claims:
         if step is None:
             raise refuse(f"{d.bpf} v{d.version} has no query or act step {req.step!r}")
         sub_task: str | None = None
+        sends: tuple[str, ...] | None = None
         if isinstance(step, ActStep):  # a partner's act: the action, of the partner it names
             asked, named = {step.act.action}, step.act.partner
             a = step.act
@@ -428,6 +430,7 @@ class Claims:
                     f"step {req.step} of {d.bpf} sends {sorted(a.send)}: the request claims"
                     f" otherwise ({', '.join(other) or 'a field named more than once'})"
                 )
+            sends = tuple(sorted(a.send))
             longest = budget_seconds(a.timeout, a.retry.max_attempts, a.retry.maximum_interval)
         else:
             sub_task = step.query.sub_task
@@ -479,7 +482,10 @@ class Claims:
             # without the hold: it keeps only its own person's records from their view.
             held = holds.covers(approved, req.subject)
         return Claimed(
-            sub_task=sub_task, budget_seconds=min(req.budget_seconds, longest), held=held
+            sub_task=sub_task,
+            budget_seconds=min(req.budget_seconds, longest),
+            held=held,
+            sends=sends,
         )
 
     async def resolved(self, req: BrokerRequest, who: Caller) -> RunTicket | None:

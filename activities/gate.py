@@ -303,6 +303,13 @@ class WhitelistGate:
             permit.content_hash,
         ):
             raise permits.PermitRefused("the request differs from its permit")
+        # What a request sends is named by its permit (an act's fields, as the registered
+        # definition sends them): not a field more, even one the action would take.
+        beyond = sorted(set(req.send) - set(permit.fields or ()))
+        if beyond:
+            raise permits.PermitRefused(
+                f"the request sends fields its permit does not name ({', '.join(beyond[:5])})"
+            )
         if now >= permit.expires_at:
             raise permits.PermitRefused(f"the permit expired at {permit.expires_at.isoformat()}")
         if permits.seal_digest(req.sealed_subject) != permit.subject_seal:

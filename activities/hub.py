@@ -700,6 +700,7 @@ class HubActivities:
                 budget=dt.timedelta(seconds=d.claimed.budget_seconds),
                 now=d.now,
                 sub_task=decision.sub_task,
+                fields=d.claimed.sends,
             )
         except UnknownParty as err:
             raise Failure.LINKAGE_DENIED.error(str(err)) from None

@@ -159,9 +159,11 @@ class PermitIssuer:
         budget: dt.timedelta,
         now: dt.datetime,
         sub_task: str | None = None,
+        fields: tuple[str, ...] | None = None,
     ) -> Issued:
         """A signed permit for one attempt, with the provider's code sealed to the provider's
-        current sealing key; :class:`UnknownParty` if the provider has none."""
+        current sealing key; :class:`UnknownParty` if the provider has none. ``fields``: an
+        act's, the fields its definition sends (the request may send no other)."""
         public = await self._public(provider)
         sealed = self._seal_code(public, workflow_id, run_id, step, provider, provider_code)
         permit = permits.Permit(
@@ -183,6 +185,7 @@ class PermitIssuer:
             key_id=self._key_id,
             sub_task=sub_task,
             kit=self._kit,
+            fields=fields,
         )
         return Issued(permits.sign(permit, self._signer), sealed, public.signing)
 
@@ -216,6 +219,7 @@ class PermitIssuer:
         provider_code: str | None,
         budget: dt.timedelta,
         now: dt.datetime,
+        fields: tuple[str, ...] | None = None,
     ) -> Issued:
         """A contract probe's permit (``probe``): no whitelist row, no flow; the provider's gate
         admits it only in a probe run, for a probe subject (:mod:`renkei.contracts.probe`). As
@@ -241,5 +245,6 @@ class PermitIssuer:
             key_id=self._key_id,
             probe=True,
             kit=self._kit,
+            fields=fields,
         )
         return Issued(permits.sign(permit, self._signer), sealed, public.signing)

@@ -39,6 +39,7 @@ class ProbePermits:
             provider_code=ask.step.subject or None,
             budget=self._budget,
             now=dt.datetime.now(dt.UTC),
+            fields=tuple(sorted(ask.step.send)) or None,
         )
         self.keys[signed.signature] = provider_key
         return LinkageRequest(

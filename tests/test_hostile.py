@@ -345,6 +345,9 @@ async def _hub_permit(settings, *, workflow_id: str, run_id: str, **changes) -> 
         ("other-provider", "not city-shibuya"),
         ("other-claim", "differs from its permit"),
         ("swapped-code", "sealed subject code is not the one permitted"),
+        # a query's permit, this very attempt's, names nothing to send: the executor sends the
+        # provider data of its own beside it
+        ("sends", "sends fields its permit does not name (birth_date, note)"),
     ],
 )
 async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
@@ -353,6 +356,8 @@ async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
     calls: list[str] = []
     person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
     req = _forged(settings, person)
+    if case == "sends":
+        req = req.model_copy(update={"send": {"note": "x", "birth_date": "1980-01-01"}})
     async with _attacker(client, settings, calls, pool, catalog, live_whitelist) as queue:
         handle = await _forge(client, queue, settings, req, wait=True)
         run_id = handle.result_run_id or ""
@@ -365,6 +370,7 @@ async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
             "other-provider": lambda: _hub_permit(settings, **own, provider="city-minato"),
             "other-claim": lambda: _hub_permit(settings, **own, info="resident-record"),
             "swapped-code": lambda: _hub_permit(settings, **own, subject_seal="0" * 64),
+            "sends": lambda: _hub_permit(settings, **own),
         }
         if case == "altered":  # a real permit for this run, one field changed after signing
             real = await _hub_permit(settings, **own, requester="city-minato")
@@ -379,6 +385,7 @@ async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
     assert calls == []
     [kept] = await _kept_by(pool, handle.id, "city-shibuya")
     assert kept.outcome == "denied" and expected in kept.reason
+    assert "1980" not in kept.reason
 
 
 async def test_a_request_written_without_the_payload_ring_is_not_even_read(

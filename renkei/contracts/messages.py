@@ -392,10 +392,11 @@ class LinkageRequest(BaseModel):
     step: Name
     permit: SignedPermit | None = None
     sealed_subject: Sealed | None = None
-    send: dict[str, Any] = Field(
+    send: dict[Name, Any] = Field(
         default_factory=dict,
-        description="an act step's request to a partner: exactly the fields of the action's"
-        " request, nothing else (empty for a query)",
+        max_length=200,
+        description="an act step's request to a partner: exactly the fields its permit names,"
+        " which the action's request takes, nothing else (empty for a query)",
     )
 
 

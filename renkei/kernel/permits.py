@@ -2,8 +2,8 @@
 
 The hub issues a permit for every attempt it allows, after deciding it against the whitelist.
 The permit binds the attempt (workflow id, run id, step), the parties, the task, the info item,
-the whitelist row, the pinned definition, the provider's sealed code for the subject and an
-expiry, and is signed with the hub's Ed25519 key. The provider's gate verifies it before
+the whitelist row, the pinned definition, the provider's sealed code for the subject, the fields
+an act may send and an expiry, and is signed with the hub's Ed25519 key. The provider's gate verifies it before
 anything else, against the hub's public key pinned in the provider's own key file, and compares
 every bound field with what Temporal says about the activity: an unsigned, forged, expired,
 replayed (another workflow, run or step) or altered request is refused and recorded as such.
@@ -61,6 +61,11 @@ class Permit(BaseModel):
     # operation refuses it, so a kit's permit reaches the kit's stubs only, never a provider's
     # real data. Left out of the signed form when false, as ``probe`` is.
     kit: bool = False
+    # An act's: the names of the fields it may send the partner, as the hub took them from the
+    # registered definition's step (a contract probe's, from the probe). The partner's gate
+    # refuses a request that sends any other; a permit naming none lets a request send nothing
+    # (a query). Left out of the signed form when none, as ``probe`` is.
+    fields: tuple[str, ...] | None = None
 
 
 class SignedPermit(BaseModel):
