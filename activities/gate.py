@@ -310,6 +310,12 @@ class WhitelistGate:
             raise permits.PermitRefused(
                 f"the request sends fields its permit does not name ({', '.join(beyond[:5])})"
             )
+        # Parameters name a cohort: an org scanning its own register (requester and provider
+        # one org) and the hub's contract probe send them; no query to another party does.
+        if req.params and not (permit.probe or permit.requester == permit.provider):
+            raise permits.PermitRefused(
+                "the request sends parameters: only a scan of an org's own register takes them"
+            )
         if now >= permit.expires_at:
             raise permits.PermitRefused(f"the permit expired at {permit.expires_at.isoformat()}")
         if permits.seal_digest(req.sealed_subject) != permit.subject_seal:

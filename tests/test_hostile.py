@@ -348,6 +348,7 @@ async def _hub_permit(settings, *, workflow_id: str, run_id: str, **changes) -> 
         # a query's permit, this very attempt's, names nothing to send: the executor sends the
         # provider data of its own beside it
         ("sends", "sends fields its permit does not name (birth_date, note)"),
+        ("params", "only a scan of an org's own register takes them"),
     ],
 )
 async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
@@ -358,6 +359,8 @@ async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
     req = _forged(settings, person)
     if case == "sends":
         req = req.model_copy(update={"send": {"note": "x", "birth_date": "1980-01-01"}})
+    if case == "params":
+        req = req.model_copy(update={"params": {"birth_date": "1980-01-01"}})
     async with _attacker(client, settings, calls, pool, catalog, live_whitelist) as queue:
         handle = await _forge(client, queue, settings, req, wait=True)
         run_id = handle.result_run_id or ""
@@ -371,6 +374,7 @@ async def test_a_permit_that_does_not_hold_for_this_attempt_is_refused(
             "other-claim": lambda: _hub_permit(settings, **own, info="resident-record"),
             "swapped-code": lambda: _hub_permit(settings, **own, subject_seal="0" * 64),
             "sends": lambda: _hub_permit(settings, **own),
+            "params": lambda: _hub_permit(settings, **own),
         }
         if case == "altered":  # a real permit for this run, one field changed after signing
             real = await _hub_permit(settings, **own, requester="city-minato")

@@ -378,8 +378,11 @@ class LinkageRequest(BaseModel):
     """
 
     trigger: Name = "counter"
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="query parameters that name no one (e.g. a cohort's)"
+    params: dict[Name, Any] = Field(
+        default_factory=dict,
+        max_length=200,
+        description="query parameters that name no one: a cohort's, in an org's scan of its own"
+        " register (a provider's gate refuses them in any query to another party)",
     )
     requester: Name
     provider: Name
