@@ -78,8 +78,11 @@ Moment = Annotated[dt.datetime, AfterValidator(_utc_if_naive)]
 # it is read, before anyone records it. The platform's own names are far shorter.
 # None holds a control character: PostgreSQL's text takes no NUL (a record naming one could not
 # be written, and would fail the group of records written with it), and a refusal that names a
-# value carries no line of the sender's making.
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+# value carries no line of the sender's making: no C0 or C1 control, no line or paragraph
+# separator (U+2028, U+2029: lines to str.splitlines and to many a log viewer), and no
+# directional formatting (U+200E, U+200F, U+202A-U+202E, U+2066-U+2069), which turns what a
+# reader sees of the text around it.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]*$"
 NAME_LIMIT = 200  # an org, task, item, action, step, flow or trigger
 Name = Annotated[str, Field(max_length=NAME_LIMIT, pattern=PRINTABLE)]
 WorkflowId = Annotated[str, Field(max_length=600, pattern=PRINTABLE)]

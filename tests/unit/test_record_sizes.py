@@ -74,7 +74,9 @@ steps:
         parse_text(text.format(step="s" * 201), "sizes.yaml")
 
 
-@pytest.mark.parametrize("char", ["\x00", "\n", "\x1b", "\x7f"])
+@pytest.mark.parametrize(
+    "char", ["\x00", "\n", "\x1b", "\x7f", "\x85", "\x9f", "\u2028", "\u2029", "\u202e", "\u2067"]
+)
 def test_a_request_naming_a_control_character_is_refused_as_it_is_read(char: str) -> None:
     """PostgreSQL's text takes no NUL (such a record could not be written, and would fail the
     records written in one statement with it), and no refusal naming a value carries a line of
@@ -82,7 +84,7 @@ def test_a_request_naming_a_control_character_is_refused_as_it_is_read(char: str
     for field in ("provider", "task", "subject", "step", "trigger"):
         with pytest.raises(ValidationError, match=field):
             LinkageRequest.model_validate({**REQUEST, field: f"city{char}x"})
-    LinkageRequest.model_validate({**REQUEST, "task": "子育て 支援-1/2:x"})
+    LinkageRequest.model_validate({**REQUEST, "task": "子育て 支援-1/2:x\u00a0é\u200b"})
 
 
 def test_what_a_step_works_out_for_a_request_is_checked_as_the_request_will_be() -> None:
