@@ -273,6 +273,12 @@ class WhitelistGate:
         """The request as the provider may see it (its own code opened), if the hub's permit
         holds for exactly this attempt; else :class:`~renkei.kernel.permits.PermitRefused`."""
         if req.permit is None and self._accept_unpermitted:  # the explicit migration switch
+            # a run from before permits sent nothing beside its query, and asked no other org
+            # with parameters
+            if req.send or (req.params and req.requester != self.org):
+                raise permits.PermitRefused(
+                    "no permit: a request without one sends nothing beside its query"
+                )
             return req
         permit = permits.verify(req.permit, self._hub, self._hub_key_id)
         if permit.kit and self._operation:
@@ -304,12 +310,16 @@ class WhitelistGate:
         ):
             raise permits.PermitRefused("the request differs from its permit")
         # What a request sends is named by its permit (an act's fields, as the registered
-        # definition sends them): not a field more, even one the action would take.
-        beyond = sorted(set(req.send) - set(permit.fields or ()))
-        if beyond:
-            raise permits.PermitRefused(
-                f"the request sends fields its permit does not name ({', '.join(beyond[:5])})"
-            )
+        # definition sends them): not a field more, even one the action would take. A query's
+        # permit names none. An act's permit from a hub that names no fields (a rolling upgrade,
+        # RENKEI_PERMIT_FIELDS off) leaves them to the action's request (unfit_send).
+        action = self.catalog.actions.get(permit.info)
+        if permit.fields is not None or action is None:
+            beyond = sorted(set(req.send) - set(permit.fields or ()))
+            if beyond:
+                raise permits.PermitRefused(
+                    f"the request sends fields its permit does not name: {', '.join(beyond[:5])}"
+                )
         # Parameters name a cohort: an org scanning its own register (requester and provider
         # one org) and the hub's contract probe send them; no query to another party does.
         if req.params and not (permit.probe or permit.requester == permit.provider):
@@ -317,7 +327,7 @@ class WhitelistGate:
                 "the request sends parameters: only a scan of an org's own register takes them"
             )
         if now >= permit.expires_at:
-            raise permits.PermitRefused(f"the permit expired at {permit.expires_at.isoformat()}")
+            raise permits.PermitRefused(f"the permit expired: at {permit.expires_at.isoformat()}")
         if permits.seal_digest(req.sealed_subject) != permit.subject_seal:
             raise permits.PermitRefused("the sealed subject code is not the one permitted")
         # A permit with no sealed code gives another party no code at all, not the executor's

@@ -69,10 +69,17 @@ class Issued(NamedTuple):
 class PermitIssuer:
     """Signs permits with the hub's key and seals codes to providers' registered keys."""
 
-    def __init__(self, pool: asyncpg.Pool, hub: keyfile.Keys, *, kit: bool = False) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, hub: keyfile.Keys, *, kit: bool = False, fields: bool = True
+    ) -> None:
         """``kit``: a hub in test mode's (the conformance kit's): each permit it issues says so,
-        and a gate in operation refuses it (:attr:`renkei.kernel.permits.Permit.kit`)."""
+        and a gate in operation refuses it (:attr:`renkei.kernel.permits.Permit.kit`).
+        ``fields``: an act's permit names the fields it may send
+        (:attr:`renkei.kernel.permits.Permit.fields`); off while a rolling upgrade has parties
+        of a release that does not know them (``RENKEI_PERMIT_FIELDS``): such a party reads the
+        permit without them, and its signature no longer holds."""
         self._kit = kit
+        self._fields = fields
         self._pool = pool
         self._signer = hub.signer()
         self._key_id = keyfile.key_id(keyfile.public_raw(self._signer.public_key()))
@@ -185,7 +192,7 @@ class PermitIssuer:
             key_id=self._key_id,
             sub_task=sub_task,
             kit=self._kit,
-            fields=fields,
+            fields=fields if self._fields else None,
         )
         return Issued(permits.sign(permit, self._signer), sealed, public.signing)
 
@@ -245,6 +252,6 @@ class PermitIssuer:
             key_id=self._key_id,
             probe=True,
             kit=self._kit,
-            fields=fields,
+            fields=fields if self._fields else None,
         )
         return Issued(permits.sign(permit, self._signer), sealed, public.signing)

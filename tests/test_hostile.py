@@ -235,6 +235,30 @@ async def test_a_forged_request_without_a_hub_permit_is_refused_and_recorded(
     assert await _kept_by(pool, handle.id, "pref-tokyo") == []
 
 
+async def test_a_request_without_a_permit_under_the_migration_switch_sends_nothing_beside_it(
+    client, pool, settings, catalog, live_whitelist
+) -> None:
+    """``RENKEI_ACCEPT_UNPERMITTED_LINKAGES`` lets a run from before permits reach a provider
+    without one: such a run sent its query alone. A forged request riding the switch with data
+    of its own beside the query (fields to send, parameters) is refused before the provider's
+    code runs; the query alone is answered, as the switch means."""
+    settings = settings.model_copy(update={"accept_unpermitted_linkages": True})
+    calls: list[str] = []
+    person = pick(settings, lambda h: h.municipality == "city-shibuya").members[0]
+    data = {"birth_date": "1980-01-01"}
+    async with _attacker(client, settings, calls, pool, catalog, live_whitelist) as queue:
+        handles = [
+            await _forge(client, queue, settings, _forged(settings, person, **extra))
+            for extra in ({"send": data}, {"params": data}, {})
+        ]
+        sends, params, alone = [await h.result() for h in handles]
+    for outcome in (sends, params):
+        assert outcome.startswith("LinkageRefused") and "sends nothing beside" in outcome
+        assert "1980" not in outcome
+    assert alone.startswith("answered"), alone
+    assert len(calls) == 1  # the query alone reached city-shibuya's provider
+
+
 @workflow.defn(name="attacker.forge-raw", sandboxed=False)
 class ForgeRaw:
     """An attacker's own workflow sending a provider's queue whatever JSON it likes as a
@@ -347,7 +371,7 @@ async def _hub_permit(settings, *, workflow_id: str, run_id: str, **changes) -> 
         ("swapped-code", "sealed subject code is not the one permitted"),
         # a query's permit, this very attempt's, names nothing to send: the executor sends the
         # provider data of its own beside it
-        ("sends", "sends fields its permit does not name (birth_date, note)"),
+        ("sends", "sends fields its permit does not name: birth_date, note"),
         ("params", "only a scan of an org's own register takes them"),
     ],
 )

@@ -409,13 +409,18 @@ class Oversend:
         return "acted"
 
 
+@pytest.mark.parametrize("permit_fields", [True, False], ids=["fields-named", "upgrading"])
 async def test_a_partner_takes_nothing_beyond_what_the_action_takes(
-    client, pool, settings, catalog, live_whitelist
+    client, pool, settings, catalog, live_whitelist, permit_fields: bool
 ) -> None:
     """With a real permit (the citizen consented), an executor sends the partner a field more
     than the action takes (and than it declared to the hub): the partner's gate refuses it
     before the partner's code runs; declaring it to the hub is refused there. Sending its own
-    code for the person in clear beside the lawful act: the partner is given no code."""
+    code for the person in clear beside the lawful act: the partner is given no code.
+    ``upgrading``: a hub whose permits name no fields (``RENKEI_PERMIT_FIELDS`` off during a
+    rolling upgrade): the gate takes the lawful act and checks what it sends against the
+    action's request alone."""
+    settings = settings.model_copy(update={"permit_fields": permit_fields})
     found = await registry.fetch(pool, BPF, 1, "test")
     assert found is not None
     calls: list[LinkageRequest] = []

@@ -46,7 +46,7 @@ def _hub(
         catalog,
         Pseudonyms(pool, hub_keys.hub_key),
         whitelist,
-        PermitIssuer(pool, hub_keys, kit=settings.mode == "test"),
+        PermitIssuer(pool, hub_keys, kit=settings.mode == "test", fields=settings.permit_fields),
         settings.task_queue_prefix,
         settings.mode,
         settings.test_time_scale,

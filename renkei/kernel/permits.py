@@ -114,7 +114,9 @@ def verify(signed: SignedPermit | None, hub: Ed25519PublicKey, hub_key_id: str) 
     if signed is None:
         raise PermitRefused("no permit: the hub did not broker this request")
     if signed.permit.key_id != hub_key_id:
-        raise PermitRefused(f"permit signed with an unknown key {signed.permit.key_id!r}")
+        # the id as the request gives it, before any signature holds: cut short, and after the
+        # colon, so the refusal's kind (the metric's label) is fixed
+        raise PermitRefused(f"permit signed with an unknown key: {signed.permit.key_id[:24]!r}")
     try:
         hub.verify(base64.b64decode(signed.signature), _canonical(signed.permit))
     except (InvalidSignature, ValueError):

@@ -225,6 +225,14 @@ class Settings(BaseSettings):
         " with its offset: when the upgrade was deployed). Unset: a linkage request without"
         " the hub's ticket for its run is refused",
     )
+    permit_fields: bool = Field(
+        default=True,
+        description="the hub names in each act's permit the fields its definition sends, and a"
+        " partner's gate refuses any other (upgrading from a release before it: false on"
+        " every hub process until every hub process, executor's control worker and partner's"
+        " gate runs this release; a gate of this release takes an act's permit that names no"
+        " fields, checking what the act sends against the action's request alone)",
+    )
     accept_plaintext_payloads: bool = Field(
         default=False,
         description="migration switch: also read Temporal payloads written before encryption"
