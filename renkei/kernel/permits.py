@@ -3,10 +3,11 @@
 The hub issues a permit for every attempt it allows, after deciding it against the whitelist.
 The permit binds the attempt (workflow id, run id, step), the parties, the task, the info item,
 the whitelist row, the pinned definition, the provider's sealed code for the subject, the fields
-an act may send and an expiry, and is signed with the hub's Ed25519 key. The provider's gate verifies it before
-anything else, against the hub's public key pinned in the provider's own key file, and compares
-every bound field with what Temporal says about the activity: an unsigned, forged, expired,
-replayed (another workflow, run or step) or altered request is refused and recorded as such.
+an act may send and an expiry, and is signed with the hub's Ed25519 key. The provider's gate
+verifies it before anything else, against the hub's public key pinned in the provider's own key
+file, and compares every bound field with what Temporal says about the activity: an unsigned,
+forged, expired, replayed (another workflow, run or step) or altered request, or one sending
+what its permit does not name, is refused and recorded as such.
 """
 
 from __future__ import annotations
