@@ -311,7 +311,7 @@ async def probe_worker(
 
     index = whitelist.index if isinstance(whitelist, LiveWhitelist) else whitelist
     steps = probe_steps(org, catalog)
-    issuer = PermitIssuer(pool, keys.load(settings))
+    issuer = PermitIssuer(pool, keys.load(settings), fields=settings.permit_fields)
     run = uuid.uuid4().hex[:12]
     queue = probe_queue(settings.task_queue_prefix, run)
     asked = ProbeRun(
