@@ -275,7 +275,8 @@ async def main(quick: bool) -> list[str]:
     out += [
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()};"
         f" {flows} flows kept running at once per throughput run, counted over {window:g} s in"
-        f" the steady state (median of {ROUNDS} rounds), then {serial} one by one for latency; load average {load_before:.1f} before, {load_after:.1f} after;"
+        f" the steady state (median of {ROUNDS} rounds), then {serial} one by one for latency;"
+        f" load average {load_before:.1f} before, {load_after:.1f} after;"
         f" dev server {'tuned (SERVER_TUNING)' if SERVER_FLAGS else 'with its defaults'};"
         f" renkei's linkages {LINKAGES[TRANSPORT[0]]}",
         "",

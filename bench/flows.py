@@ -142,17 +142,13 @@ async def _steady(start: Start, lanes: int, window: float) -> tuple[float, int]:
     every_lane = asyncio.Event()
     stop = asyncio.Event()
     count = itertools.count()
-    lapped = 0
 
     async def lane(i: int) -> None:
-        nonlocal lapped
         while not stop.is_set():
             await (await start(next(count)))()
             ends[i].append(time.perf_counter())
-            if len(ends[i]) == 1:
-                lapped += 1
-                if lapped == lanes:
-                    every_lane.set()
+            if len(ends[i]) == 1 and all(ends):
+                every_lane.set()
 
     t0 = time.perf_counter()
     running = [asyncio.create_task(lane(i)) for i in range(lanes)]

@@ -1,6 +1,6 @@
 """The flows bench's steady-state rate (bench.flows._steady), on flows that are only a wait: it
-counts what ends within its window after the ramp, leaves no flow running, and a flow's error
-ends the measure with it."""
+reads each lane's rate from the flows it ends within its window after the ramp, leaves no flow
+running, and a flow's error ends the measure with it."""
 
 from __future__ import annotations
 
